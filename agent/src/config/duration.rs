@@ -1,0 +1,74 @@
+//! Durations written as `30s`, `5m`, `1h30m`, `500ms`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration parsed from its human form; serialises back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| format!("invalid duration `{s}`: {e} (examples: 500ms, 30s, 5m, 1h30m)"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(f64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "invalid duration `{n}`: a unit is required (examples: 500ms, 30s, 5m, 1h30m)"
+            ))),
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_forms() {
+        for (s, secs) in [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("500ms", 0.5)] {
+            let d: HumanDuration = s.parse().expect(s);
+            assert_eq!(d.0.as_secs_f64(), secs, "{s}");
+        }
+    }
+
+    #[test]
+    fn rejects_bare_numbers_and_garbage() {
+        assert!("5 parsecs".parse::<HumanDuration>().unwrap_err().contains("5 parsecs"));
+        let e = serde_yaml::from_str::<HumanDuration>("30").unwrap_err().to_string();
+        assert!(e.contains("unit is required"), "{e}");
+    }
+}

@@ -1,0 +1,350 @@
+//! `warden.yaml`: a closed schema, parsed with every error reported at once.
+//!
+//! Loading has three layers: serde types (this file) that reject unknown keys and wrong types,
+//! [`load`] which keeps going after an error so one run reports them all with YAML path and
+//! line, and [`validate`] for semantic checks (PromQL parses, names referenced exist, bounds).
+//! Secrets are never inline: they are `{env: NAME}` or `{file: PATH}` and resolved at start-up.
+
+mod duration;
+mod load;
+mod secret;
+mod validate;
+pub mod yaml_index;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use warden_detectors::RobustBaselineParams;
+
+pub use duration::HumanDuration;
+pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+pub use secret::SecretRef;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub prometheus: Option<PrometheusSection>,
+    pub kubernetes: Option<KubernetesSection>,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub notify: NotifySection,
+    #[serde(default)]
+    pub actions: ActionDefaults,
+    #[serde(default)]
+    pub watches: Vec<WatchConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSection {
+    pub url: String,
+    #[serde(default = "defaults::prometheus_timeout")]
+    pub timeout: HumanDuration,
+    pub auth: Option<AuthSection>,
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// Exactly one of `bearer` or `basic`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub bearer: Option<SecretRef>,
+    pub basic: Option<BasicAuth>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: SecretRef,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// `in_cluster: true`, or a kubeconfig (default: `$KUBECONFIG`, then `~/.kube/config`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSection {
+    #[serde(default)]
+    pub in_cluster: bool,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    #[serde(default = "defaults::sqlite_path")]
+    pub sqlite: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { sqlite: defaults::sqlite_path() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for `/api/*`. Without one the API answers 403.
+    pub api_token: Option<SecretRef>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self { listen: defaults::listen(), api_token: None }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    pub slack: Option<SlackSection>,
+    pub email: Option<EmailSection>,
+    pub file: Option<FileSinkSection>,
+    #[serde(default)]
+    pub retry: RetrySection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    pub webhook_url: SecretRef,
+    #[serde(default = "defaults::notify_timeout")]
+    pub timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTlsMode {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSection {
+    pub host: String,
+    #[serde(default = "defaults::smtp_port")]
+    pub port: u16,
+    #[serde(default = "defaults::smtp_tls")]
+    pub tls: SmtpTlsMode,
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default = "defaults::notify_timeout")]
+    pub timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkSection {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    #[serde(default = "defaults::initial_backoff")]
+    pub initial_backoff: HumanDuration,
+    #[serde(default = "defaults::max_backoff")]
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        Self { initial_backoff: defaults::initial_backoff(), max_backoff: defaults::max_backoff() }
+    }
+}
+
+/// Global defaults for actions; a watch's `action` overrides them field by field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionDefaults {
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default = "defaults::cooldown")]
+    pub cooldown: HumanDuration,
+    #[serde(default)]
+    pub scale: ScaleDefaults,
+}
+
+impl Default for ActionDefaults {
+    fn default() -> Self {
+        Self { dry_run: false, cooldown: defaults::cooldown(), scale: ScaleDefaults::default() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleDefaults {
+    #[serde(default = "defaults::min_replicas")]
+    pub min_replicas: i32,
+    #[serde(default = "defaults::max_replicas")]
+    pub max_replicas: i32,
+    #[serde(default = "defaults::step")]
+    pub step: i32,
+}
+
+impl Default for ScaleDefaults {
+    fn default() -> Self {
+        Self { min_replicas: defaults::min_replicas(), max_replicas: defaults::max_replicas(), step: defaults::step() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One metric watch: a PromQL query evaluated on an interval through a detector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    pub name: String,
+    pub query: String,
+    #[serde(default = "defaults::interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "defaults::query_step")]
+    pub step: HumanDuration,
+    #[serde(default = "defaults::lookback")]
+    pub lookback: HumanDuration,
+    /// Evaluate at `now - offset` (tolerates ingestion delay).
+    #[serde(default)]
+    pub offset: HumanDuration,
+    /// Labels whose values identify one target (and one incident) among the series returned.
+    #[serde(default)]
+    pub identity: Vec<String>,
+    /// The Deployment to act on, with `{label}` placeholders filled from identity labels.
+    pub target: Option<TargetTemplate>,
+    #[serde(default)]
+    pub severity: Severity,
+    /// Evaluations in a row with data and without anomaly before an incident resolves.
+    #[serde(default = "defaults::resolve_after")]
+    pub resolve_after: u32,
+    pub detector: DetectorSpec,
+    pub action: Option<WatchAction>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTemplate {
+    pub namespace: String,
+    pub deployment: String,
+}
+
+/// Which detector a watch uses, with its parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DetectorSpec {
+    RobustBaseline(RobustBaselineParams),
+}
+
+impl DetectorSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DetectorSpec::RobustBaseline(_) => "robust_baseline",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchAction {
+    pub scale: Option<ScaleOverride>,
+    pub cooldown: Option<HumanDuration>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleOverride {
+    pub min_replicas: Option<i32>,
+    pub max_replicas: Option<i32>,
+    pub step: Option<i32>,
+}
+
+mod defaults {
+    use super::*;
+    use std::time::Duration;
+
+    pub fn prometheus_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn notify_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn sqlite_path() -> PathBuf {
+        PathBuf::from("warden.db")
+    }
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn smtp_port() -> u16 {
+        25
+    }
+    pub fn smtp_tls() -> SmtpTlsMode {
+        SmtpTlsMode::Starttls
+    }
+    pub fn initial_backoff() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    pub fn max_backoff() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
+    pub fn cooldown() -> HumanDuration {
+        HumanDuration(Duration::from_secs(600))
+    }
+    pub fn min_replicas() -> i32 {
+        1
+    }
+    pub fn max_replicas() -> i32 {
+        10
+    }
+    pub fn step() -> i32 {
+        1
+    }
+    pub fn interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn query_step() -> HumanDuration {
+        HumanDuration(Duration::from_secs(15))
+    }
+    pub fn lookback() -> HumanDuration {
+        HumanDuration(Duration::from_secs(3600))
+    }
+    pub fn resolve_after() -> u32 {
+        3
+    }
+}

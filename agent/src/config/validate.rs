@@ -1,0 +1,230 @@
+//! Semantic checks on a parsed config; each finding carries the YAML path it concerns.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{Config, DetectorSpec, SecretRef, WatchConfig};
+
+/// Prometheus returns at most 11,000 points per series for one range query.
+const MAX_POINTS_PER_QUERY: u128 = 11_000;
+
+pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut err = |path: String, msg: String| out.push((path, msg));
+
+    if let Some(p) = &cfg.prometheus {
+        match url::Url::parse(&p.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) => err("prometheus.url".into(), format!("unsupported scheme `{}`: use http or https", u.scheme())),
+            Err(e) => err("prometheus.url".into(), format!("invalid URL `{}`: {e}", p.url)),
+        }
+        if p.timeout.get().is_zero() {
+            err("prometheus.timeout".into(), "must be greater than 0".into());
+        }
+        if let Some(a) = &p.auth {
+            match (&a.bearer, &a.basic) {
+                (Some(b), None) => secret(&mut err, "prometheus.auth.bearer", b),
+                (None, Some(b)) => secret(&mut err, "prometheus.auth.basic.password", &b.password),
+                _ => err("prometheus.auth".into(), "set exactly one of `bearer` or `basic`".into()),
+            }
+        }
+        if let Some(ca) = &p.tls.ca_file {
+            if p.tls.insecure_skip_verify {
+                err("prometheus.tls".into(), format!("ca_file {} and insecure_skip_verify are exclusive", ca.display()));
+            }
+        }
+    } else if !cfg.watches.is_empty() {
+        err("prometheus".into(), "watches are configured but the `prometheus` section is missing".into());
+    }
+
+    if let Some(k) = &cfg.kubernetes {
+        if k.in_cluster && (k.kubeconfig.is_some() || k.context.is_some()) {
+            err("kubernetes".into(), "in_cluster: true excludes kubeconfig and context".into());
+        }
+    }
+
+    if let Some(t) = &cfg.server.api_token {
+        secret(&mut err, "server.api_token", t);
+    }
+
+    if let Some(s) = &cfg.notify.slack {
+        secret(&mut err, "notify.slack.webhook_url", &s.webhook_url);
+    }
+    if let Some(e) = &cfg.notify.email {
+        if e.host.trim().is_empty() {
+            err("notify.email.host".into(), "must not be empty".into());
+        }
+        if e.to.is_empty() {
+            err("notify.email.to".into(), "needs at least one recipient".into());
+        }
+        if let Some(msg) = mailbox_error(&e.from) {
+            err("notify.email.from".into(), msg);
+        }
+        for (i, to) in e.to.iter().enumerate() {
+            if let Some(msg) = mailbox_error(to) {
+                err(format!("notify.email.to[{i}]"), msg);
+            }
+        }
+        if let Some(p) = &e.password {
+            secret(&mut err, "notify.email.password", p);
+            if e.username.is_none() {
+                err("notify.email".into(), "password is set but username is missing".into());
+            }
+        }
+    }
+    let r = &cfg.notify.retry;
+    if r.initial_backoff.get().is_zero() {
+        err("notify.retry.initial_backoff".into(), "must be greater than 0".into());
+    }
+    if r.max_backoff < r.initial_backoff {
+        err("notify.retry.max_backoff".into(), "must be at least initial_backoff".into());
+    }
+
+    let s = &cfg.actions.scale;
+    if s.min_replicas < 0 {
+        err("actions.scale.min_replicas".into(), "must not be negative".into());
+    }
+    if s.min_replicas > s.max_replicas {
+        err("actions.scale.max_replicas".into(), format!("{} is below min_replicas {}", s.max_replicas, s.min_replicas));
+    }
+    if s.step == 0 {
+        err("actions.scale.step".into(), "must not be 0".into());
+    }
+
+    let mut names = HashSet::new();
+    for (i, w) in cfg.watches.iter().enumerate() {
+        let at = format!("watches[{i}]");
+        if w.name.trim().is_empty() {
+            err(format!("{at}.name"), "must not be empty".into());
+        } else if !names.insert(w.name.clone()) {
+            err(format!("{at}.name"), format!("duplicate watch name `{}`", w.name));
+        }
+        watch(&mut err, &at, w, cfg);
+    }
+    out
+}
+
+fn secret(err: &mut impl FnMut(String, String), path: &str, s: &SecretRef) {
+    if let Some(msg) = s.shape_error() {
+        err(path.into(), msg);
+    }
+}
+
+/// `Name <addr@host>` or `addr@host`; delegated to the mail library where it is sent.
+fn mailbox_error(s: &str) -> Option<String> {
+    match warden_connectors::smtp::validate_mailbox(s) {
+        Ok(()) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &Config) {
+    if let Err(e) = promql_parser::parser::parse(&w.query) {
+        err(format!("{at}.query"), format!("invalid PromQL: {}", e.trim()));
+    }
+    let (interval, step, lookback) = (w.interval.get(), w.step.get(), w.lookback.get());
+    if interval.is_zero() {
+        err(format!("{at}.interval"), "must be greater than 0".into());
+    }
+    if step.is_zero() {
+        err(format!("{at}.step"), "must be greater than 0".into());
+    } else {
+        if lookback < step * 2 {
+            err(format!("{at}.lookback"), format!("must cover at least two steps ({} < 2 x {})", w.lookback, w.step));
+        }
+        let points = lookback.as_millis() / step.as_millis().max(1);
+        if points > MAX_POINTS_PER_QUERY {
+            err(
+                format!("{at}.lookback"),
+                format!("{points} points per query exceeds Prometheus' limit of {MAX_POINTS_PER_QUERY}; raise step or shorten lookback"),
+            );
+        }
+    }
+    if w.offset.get() > Duration::from_secs(7 * 24 * 3600) {
+        err(format!("{at}.offset"), "must not exceed 7 days".into());
+    }
+    if w.resolve_after == 0 {
+        err(format!("{at}.resolve_after"), "must be at least 1".into());
+    }
+    let mut seen = HashSet::new();
+    for (j, l) in w.identity.iter().enumerate() {
+        if !is_label_name(l) {
+            err(format!("{at}.identity[{j}]"), format!("`{l}` is not a valid label name"));
+        } else if !seen.insert(l) {
+            err(format!("{at}.identity[{j}]"), format!("label `{l}` listed twice"));
+        }
+    }
+    if let Some(t) = &w.target {
+        for (field, tpl) in [("namespace", &t.namespace), ("deployment", &t.deployment)] {
+            match placeholders(tpl) {
+                Err(msg) => err(format!("{at}.target.{field}"), msg),
+                Ok(labels) => {
+                    for l in labels {
+                        if !w.identity.iter().any(|i| i == &l) {
+                            err(
+                                format!("{at}.target.{field}"),
+                                format!("placeholder {{{l}}} names a label that is not in `identity`"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match &w.detector {
+        DetectorSpec::RobustBaseline(p) => {
+            if let Err(e) = p.validate() {
+                err(format!("{at}.detector"), e.to_string());
+            }
+        }
+    }
+    if let Some(a) = &w.action {
+        if w.target.is_none() {
+            err(format!("{at}.action"), "an action needs `target` to name the Deployment".into());
+        }
+        if cfg.kubernetes.is_none() {
+            err(format!("{at}.action"), "an action needs the `kubernetes` section".into());
+        }
+        let d = &cfg.actions.scale;
+        let s = a.scale.clone().unwrap_or_default();
+        let (min, max, step) = (s.min_replicas.unwrap_or(d.min_replicas), s.max_replicas.unwrap_or(d.max_replicas), s.step.unwrap_or(d.step));
+        if min < 0 {
+            err(format!("{at}.action.scale.min_replicas"), "must not be negative".into());
+        }
+        if min > max {
+            err(format!("{at}.action.scale.max_replicas"), format!("{max} is below min_replicas {min}"));
+        }
+        if step == 0 {
+            err(format!("{at}.action.scale.step"), "must not be 0".into());
+        }
+    }
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Labels named by `{label}` placeholders in a target template.
+pub(crate) fn placeholders(tpl: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = tpl;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or_else(|| format!("unclosed `{{` in `{tpl}`"))?;
+        let name = &after[..close];
+        if !is_label_name(name) {
+            return Err(format!("`{{{name}}}` in `{tpl}` is not a label placeholder"));
+        }
+        out.push(name.to_string());
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("unmatched `}}` in `{tpl}`"));
+    }
+    if tpl.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(out)
+}

@@ -1,0 +1,240 @@
+//! `warden run`: wires connectors, store and engine, runs them, and shuts down cleanly.
+//!
+//! One root cancellation token, cancelled by SIGINT/SIGTERM. On cancel: the scheduler starts
+//! no new evaluation (an evaluation in flight, and any action in it, completes); the outbox
+//! gets a last delivery round bounded by [`SHUTDOWN_DEADLINE`]; the HTTP server drains.
+//! Anything undelivered stays in the outbox for the next start.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use chrono::Utc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use warden_connectors::kubernetes::{KubeClient, KubeConnect};
+use warden_connectors::prometheus::{PrometheusClient, PrometheusConfig};
+use warden_connectors::slack::SlackWebhook;
+use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
+use warden_connectors::{HttpAuth, Secret, TlsOptions};
+use warden_playbooks::{Cluster, ScaleExecutor};
+
+use crate::config::{Config, SecretRef, SmtpTlsMode};
+use crate::engine::Engine;
+use crate::kube_cluster::KubeCluster;
+use crate::metrics::Metrics;
+use crate::notify::{Channels, Outbox};
+use crate::server::{router, AppState};
+use crate::source::MetricSource;
+use crate::store::Store;
+use crate::timeline::Timeline;
+
+/// How long shutdown waits for in-flight work and a last outbox round.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+fn secret(path: &str, s: &SecretRef) -> Result<Secret> {
+    s.resolve().map(Secret::new).map_err(|e| anyhow!("{path}: {e}"))
+}
+
+/// Build the outbox channels from the `notify` section.
+pub fn build_channels(cfg: &Config) -> Result<Channels> {
+    let mut ch = Channels::default();
+    if let Some(s) = &cfg.notify.slack {
+        let url = secret("notify.slack.webhook_url", &s.webhook_url)?;
+        ch.slack = Some(SlackWebhook::new(url, s.timeout.get()).context("notify.slack")?);
+    }
+    if let Some(e) = &cfg.notify.email {
+        let password = e.password.as_ref().map(|p| secret("notify.email.password", p)).transpose()?;
+        let smtp = SmtpConfig {
+            host: e.host.clone(),
+            port: e.port,
+            tls: match e.tls {
+                SmtpTlsMode::None => SmtpTls::None,
+                SmtpTlsMode::Starttls => SmtpTls::StartTls,
+                SmtpTlsMode::Tls => SmtpTls::Tls,
+            },
+            username: e.username.clone(),
+            password,
+            from: e.from.clone(),
+            to: e.to.clone(),
+            timeout: e.timeout.get(),
+        };
+        ch.email = Some(SmtpSender::new(smtp).context("notify.email")?);
+    }
+    if let Some(f) = &cfg.notify.file {
+        ch.file = Some(f.path.clone());
+    }
+    Ok(ch)
+}
+
+fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
+    let Some(p) = &cfg.prometheus else { return Ok(None) };
+    let auth = match &p.auth {
+        None => None,
+        Some(a) => match (&a.bearer, &a.basic) {
+            (Some(b), _) => Some(HttpAuth::Bearer(secret("prometheus.auth.bearer", b)?)),
+            (None, Some(b)) => Some(HttpAuth::Basic {
+                username: b.username.clone(),
+                password: secret("prometheus.auth.basic.password", &b.password)?,
+            }),
+            (None, None) => None,
+        },
+    };
+    let url = p.url.parse().with_context(|| format!("prometheus.url: `{}`", p.url))?;
+    let client = PrometheusClient::new(PrometheusConfig {
+        url,
+        auth,
+        timeout: p.timeout.get(),
+        tls: TlsOptions { ca_file: p.tls.ca_file.clone(), insecure_skip_verify: p.tls.insecure_skip_verify },
+    })
+    .context("prometheus")?;
+    Ok(Some(client))
+}
+
+async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
+    let Some(k) = &cfg.kubernetes else { return Ok(None) };
+    let how = if k.in_cluster {
+        KubeConnect::InCluster
+    } else {
+        KubeConnect::Kubeconfig { path: k.kubeconfig.clone(), context: k.context.clone() }
+    };
+    let client = KubeClient::connect(&how).await.context("kubernetes")?;
+    Ok(Some(Arc::new(KubeCluster { client })))
+}
+
+/// A source for configs without a `prometheus` section (no watches): every query fails.
+struct NoSource;
+
+#[async_trait::async_trait]
+impl MetricSource for NoSource {
+    async fn query_range(
+        &self,
+        _q: &str,
+        _s: chrono::DateTime<Utc>,
+        _e: chrono::DateTime<Utc>,
+        _st: Duration,
+    ) -> Result<warden_connectors::prometheus::RangeResult, String> {
+        Err("no `prometheus` section configured".into())
+    }
+}
+
+/// Run the daemon until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
+    warden_connectors::install_crypto_provider();
+    let cfg = Arc::new(cfg);
+    let api_token = cfg.server.api_token.as_ref().map(|t| t.resolve().map_err(|e| anyhow!("server.api_token: {e}"))).transpose()?;
+    if api_token.is_none() {
+        tracing::warn!("server.api_token is not set: /api/* answers 403");
+    }
+    let source: Arc<dyn MetricSource> = match build_prometheus(&cfg)? {
+        Some(p) => Arc::new(p),
+        None => Arc::new(NoSource),
+    };
+    let cluster = build_cluster(&cfg).await?;
+    let channels = build_channels(&cfg)?;
+    let store = Arc::new(
+        Store::open(&cfg.store.sqlite).with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
+    );
+    let metrics = Arc::new(Metrics::new());
+
+    // Actions a crash left pending are settled by reading the cluster, never by resending.
+    if let Some(c) = &cluster {
+        match ScaleExecutor::new(c.as_ref(), store.as_ref()).reconcile_pending(Utc::now()).await {
+            Ok(settled) if !settled.is_empty() => tracing::warn!(?settled, "settled actions interrupted by a previous stop"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "settling interrupted actions"),
+        }
+    }
+
+    let timeline = Timeline::default();
+    let engine = Arc::new(Engine::new(cfg.clone(), store.clone(), source, cluster, metrics.clone(), channels.names(), timeline.clone()));
+    let outbox = Outbox {
+        store: store.clone(),
+        channels,
+        initial_backoff: cfg.notify.retry.initial_backoff.get(),
+        max_backoff: cfg.notify.retry.max_backoff.get(),
+        metrics,
+        timeline,
+    };
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("server.listen: binding {}", cfg.server.listen))?;
+    tracing::info!(listen = %cfg.server.listen, watches = cfg.watches.len(), "warden started");
+    let app = router(AppState { engine: engine.clone(), api_token: api_token.map(Arc::from), ready: ready.clone() });
+    let server_token = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(server_token.cancelled_owned()).await
+    });
+
+    let wake = engine.outbox_wake.clone();
+    let outbox_token = shutdown.clone();
+    let outbox_task = tokio::spawn(async move { run_outbox(outbox, wake, outbox_token).await });
+
+    ready.store(true, Ordering::Relaxed);
+    run_scheduler(engine.clone(), shutdown.clone()).await;
+
+    // Evaluations have stopped; let the outbox finish its last round.
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, outbox_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "outbox task"),
+        Err(_) => tracing::warn!("outbox did not finish within the shutdown deadline; undelivered messages stay queued"),
+    }
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server"),
+        Ok(Err(e)) => tracing::error!(error = %e, "http server task"),
+        Err(_) => tracing::warn!("http server did not drain within the shutdown deadline"),
+    }
+    tracing::info!("warden stopped");
+    Ok(())
+}
+
+/// Evaluate each watch on its interval until cancelled. Due watches run concurrently; a
+/// watch that overran its interval skips the missed ticks instead of bunching them.
+pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let intervals: Vec<Duration> = engine.config.watches.iter().map(|w| w.interval.get()).collect();
+    if intervals.is_empty() {
+        shutdown.cancelled().await;
+        return;
+    }
+    let start = Instant::now();
+    let mut next: Vec<Instant> = vec![start; intervals.len()];
+    loop {
+        let Some(earliest) = next.iter().min().copied() else { return };
+        tokio::select! {
+            _ = tokio::time::sleep_until(earliest) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = Instant::now();
+        let due: Vec<usize> = (0..next.len()).filter(|i| next[*i] <= now).collect();
+        let wall = Utc::now();
+        futures::future::join_all(due.iter().map(|i| engine.evaluate_watch(*i, wall))).await;
+        let after = Instant::now();
+        for i in due {
+            next[i] += intervals[i];
+            if next[i] <= after {
+                next[i] = after + intervals[i];
+            }
+        }
+    }
+}
+
+async fn run_outbox(outbox: Outbox, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
+    loop {
+        outbox.deliver_due(Utc::now()).await;
+        let wait = match outbox.store.next_notification_due() {
+            Ok(Some(t)) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+            _ => Duration::from_secs(5),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    // One last round for what the final evaluations queued.
+    outbox.deliver_due(Utc::now()).await;
+}

@@ -1,0 +1,358 @@
+//! `warden demo`: the daemon's engine on a shipped scenario, with no cluster and no network.
+//!
+//! The scenario (`agent/demo/`) is a recorded request rate of `shop/checkout` with a load
+//! surge. A simulated Prometheus turns it into p95 latency through a queueing model that
+//! depends on how many replicas are *ready* at each moment, and a simulated cluster applies
+//! scale actions with a pod start-up delay. So Warden's action really is what brings latency
+//! back, and the incident resolves only because of it. Time is simulated: two hours of
+//! evaluations take seconds. A short Prometheus outage shows "no data" handling.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use warden_connectors::prometheus::{RangeResult, Sample, Series};
+use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
+
+use crate::config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::notify::{Channels, Outbox};
+use crate::source::MetricSource;
+use crate::store::Store;
+use crate::timeline::{Timeline, TimelineEvent};
+
+const SCENARIO_YAML: &str = include_str!("../demo/demo.yaml");
+const LOAD_CSV: &str = include_str!("../demo/checkout-load.csv");
+/// Seconds of scenario data before the demo's first evaluation (the detector's history).
+const HISTORY_SECS: i64 = 7200;
+const DEMO_SECS: i64 = 7200;
+const START_REPLICAS: i32 = 3;
+/// Requests per second one replica serves at full utilisation.
+const REPLICA_CAPACITY: f64 = 60.0;
+/// Time a new pod needs to become ready.
+const POD_STARTUP: i64 = 60;
+/// Simulated Prometheus outage, in seconds after the demo's start.
+const OUTAGE: (i64, i64) = (75 * 60, 76 * 60);
+
+fn start_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_772_442_000, 0).unwrap_or(DateTime::UNIX_EPOCH) // 2026-03-02 09:00 UTC
+}
+
+/// Recorded request rate, one value per 30 s from the scenario's beginning.
+struct Load {
+    origin: DateTime<Utc>,
+    rps: Vec<f64>,
+}
+
+impl Load {
+    fn parse(text: &str, origin: DateTime<Utc>) -> Result<Self> {
+        let mut rps = Vec::new();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let (offset, value) = line.split_once(',').ok_or_else(|| anyhow!("demo/checkout-load.csv:{}: expected two columns", i + 1))?;
+            let offset: i64 = offset.trim().parse().with_context(|| format!("demo/checkout-load.csv:{}: offset", i + 1))?;
+            let value: f64 = value.trim().parse().with_context(|| format!("demo/checkout-load.csv:{}: value", i + 1))?;
+            if offset != rps.len() as i64 * 30 {
+                return Err(anyhow!("demo/checkout-load.csv:{}: offsets must step by 30 s", i + 1));
+            }
+            rps.push(value);
+        }
+        Ok(Self { origin, rps })
+    }
+
+    fn at(&self, t: DateTime<Utc>) -> Option<f64> {
+        let secs = (t - self.origin).num_seconds();
+        if secs < 0 {
+            return None;
+        }
+        self.rps.get((secs / 30) as usize).copied()
+    }
+}
+
+/// A Deployment whose pods take [`POD_STARTUP`] seconds to become ready.
+pub struct SimCluster {
+    now: Mutex<DateTime<Utc>>,
+    /// (time, desired replicas) changes, oldest first.
+    history: Mutex<Vec<(DateTime<Utc>, i32)>>,
+    target: WorkloadRef,
+}
+
+impl SimCluster {
+    fn new(target: WorkloadRef, origin: DateTime<Utc>) -> Self {
+        Self { now: Mutex::new(origin), history: Mutex::new(vec![(origin, START_REPLICAS)]), target }
+    }
+
+    fn set_now(&self, t: DateTime<Utc>) {
+        if let Ok(mut n) = self.now.lock() {
+            *n = t;
+        }
+    }
+
+    fn desired_at(&self, t: DateTime<Utc>) -> i32 {
+        let h = self.history.lock().map(|h| h.clone()).unwrap_or_default();
+        h.iter().filter(|(at, _)| *at <= t).map(|(_, r)| *r).last().unwrap_or(START_REPLICAS)
+    }
+
+    /// Ready pods: scaling up takes effect after start-up, scaling down at once.
+    fn ready_at(&self, t: DateTime<Utc>) -> i32 {
+        self.desired_at(t).min(self.desired_at(t - ChronoDuration::seconds(POD_STARTUP)))
+    }
+}
+
+#[async_trait]
+impl Cluster for SimCluster {
+    async fn get_replicas(&self, t: &WorkloadRef) -> Result<ReplicaState, ClusterError> {
+        if t != &self.target {
+            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
+        }
+        let now = self.now.lock().map(|n| *n).unwrap_or_else(|_| Utc::now());
+        Ok(ReplicaState { desired: self.desired_at(now), current: self.ready_at(now) })
+    }
+
+    async fn set_replicas(&self, t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
+        if t != &self.target {
+            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
+        }
+        if replicas < 0 {
+            return Err(ClusterError::new(ClusterErrorKind::Other, "spec.replicas: must be non-negative"));
+        }
+        let now = self.now.lock().map(|n| *n).unwrap_or_else(|_| Utc::now());
+        if !dry_run {
+            if let Ok(mut h) = self.history.lock() {
+                h.push((now, replicas));
+            }
+        }
+        Ok(SetReplicasOutcome {
+            replicas,
+            dry_run,
+            response: serde_json::json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "spec": {"replicas": replicas}}),
+        })
+    }
+}
+
+/// Prometheus, simulated: p95 latency from load and ready replicas.
+struct SimPrometheus {
+    load: Load,
+    cluster: Arc<SimCluster>,
+    demo_start: DateTime<Utc>,
+}
+
+impl SimPrometheus {
+    fn latency(&self, t: DateTime<Utc>) -> Option<f64> {
+        let rps = self.load.at(t)?;
+        let ready = self.cluster.ready_at(t).max(1) as f64;
+        let util = (rps / (ready * REPLICA_CAPACITY)).min(0.95);
+        // Deterministic +-3 % measurement noise.
+        let h = (t.timestamp() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let noise = ((h % 10_000) as f64 / 10_000.0 - 0.5) * 0.06;
+        Some((0.080 + 0.040 * util / (1.0 - util)) * (1.0 + noise))
+    }
+}
+
+#[async_trait]
+impl MetricSource for SimPrometheus {
+    async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<RangeResult, String> {
+        let since = (end - self.demo_start).num_seconds();
+        if (OUTAGE.0..OUTAGE.1).contains(&since) {
+            return Err("error sending request for url (http://prometheus.demo.invalid:9090/api/v1/query_range): connection refused (simulated outage)".into());
+        }
+        let step = ChronoDuration::from_std(step).map_err(|e| e.to_string())?;
+        let mut points = Vec::new();
+        let mut t = start;
+        while t <= end {
+            if let Some(v) = self.latency(t) {
+                points.push(Sample { timestamp_ms: t.timestamp_millis(), value: v });
+            }
+            t += step;
+        }
+        let labels = BTreeMap::from([
+            ("namespace".to_string(), "shop".to_string()),
+            ("deployment".to_string(), "checkout".to_string()),
+        ]);
+        Ok(RangeResult { series: vec![Series { labels, points }], warnings: vec![] })
+    }
+}
+
+fn hhmm(t: DateTime<Utc>) -> String {
+    t.format("%H:%M:%S").to_string()
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|x| format!("{:.0} ms", x * 1000.0)).unwrap_or_else(|| "-".into())
+}
+
+struct Printer<W: Write> {
+    out: W,
+    /// Print every evaluation, not only changes and one every ten minutes.
+    all: bool,
+    last_ok_print: Option<DateTime<Utc>>,
+}
+
+impl<W: Write> Printer<W> {
+    fn line(&mut self, at: DateTime<Utc>, what: &str, text: &str) -> std::io::Result<()> {
+        writeln!(self.out, "{}  {:<10} {}", hhmm(at), what, text)
+    }
+
+    fn event(&mut self, ev: TimelineEvent, replicas: i32) -> std::io::Result<()> {
+        match ev {
+            TimelineEvent::Evaluated { at, target, value, expected, state, .. } => {
+                let interesting = state != "normal" || self.all;
+                let periodic = self.last_ok_print.is_none_or(|t| at - t >= ChronoDuration::minutes(10));
+                if interesting || periodic {
+                    self.last_ok_print = Some(at);
+                    let text = format!("{target} p95 {} (expected {}), {replicas} replicas: {state}", fmt(Some(value)), fmt(expected));
+                    self.line(at, "evaluate", &text)?;
+                }
+                Ok(())
+            }
+            TimelineEvent::NoData { at, watch, reason } => self.line(at, "no data", &format!("{watch}: {reason}; nothing opened, resolved or acted on")),
+            TimelineEvent::IncidentOpened { at, incident_id, title } => self.line(at, "INCIDENT", &format!("#{incident_id} opened: {title}")),
+            TimelineEvent::IncidentUpdated { .. } => Ok(()),
+            TimelineEvent::ActionApplied { at, target, from, to, dry_run, .. } => {
+                self.line(at, "ACTION", &format!("scaled {target} from {from} to {to} replicas{}", if dry_run { " (dry-run)" } else { "" }))
+            }
+            TimelineEvent::ActionRefused { at, target, guard, reason, .. } => self.line(at, "refused", &format!("{target}: guard {guard}: {reason}")),
+            TimelineEvent::ActionFailed { at, target, message, .. } => self.line(at, "FAILED", &format!("{target}: {message}")),
+            TimelineEvent::IncidentResolved { at, incident_id, title } => self.line(at, "RESOLVED", &format!("#{incident_id}: {title}")),
+            TimelineEvent::NotificationDelivered { at, channel, subject, .. } => self.line(at, "notify", &format!("{channel}: {subject}")),
+            TimelineEvent::NotificationFailed { at, channel, error, .. } => self.line(at, "notify", &format!("{channel} failed, will retry: {error}")),
+        }
+    }
+}
+
+/// Run the demo, writing the store and notifications under `out_dir`.
+pub async fn run(out_dir: &Path, all_evaluations: bool) -> Result<()> {
+    let wall = std::time::Instant::now();
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut cfg = config::parse_str(SCENARIO_YAML, Path::new("agent/demo/demo.yaml")).map_err(|e| anyhow!("{e}"))?;
+    let db = out_dir.join("warden.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", db.display()));
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing the previous demo's {}", p.display()))?;
+        }
+    }
+    let notifications = out_dir.join("notifications.jsonl");
+    if notifications.exists() {
+        std::fs::remove_file(&notifications).with_context(|| format!("removing {}", notifications.display()))?;
+    }
+    cfg.store.sqlite = db.clone();
+    if let Some(f) = cfg.notify.file.as_mut() {
+        f.path = notifications.clone();
+    }
+
+    let demo_start = start_time();
+    let origin = demo_start - ChronoDuration::seconds(HISTORY_SECS);
+    let target = WorkloadRef::new("shop", "checkout");
+    let cluster = Arc::new(SimCluster::new(target.clone(), origin));
+    let source = Arc::new(SimPrometheus { load: Load::parse(LOAD_CSV, origin)?, cluster: cluster.clone(), demo_start });
+
+    let cfg = Arc::new(cfg);
+    let store = Arc::new(Store::open(&db)?);
+    let metrics = Arc::new(Metrics::new());
+    let channels = Channels { file: Some(notifications.clone()), ..Default::default() };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let timeline = Timeline::new(tx);
+    let engine = Engine::new(cfg.clone(), store.clone(), source, Some(cluster.clone() as Arc<dyn Cluster>), metrics.clone(), channels.names(), timeline.clone());
+    let outbox = Outbox {
+        store: store.clone(),
+        channels,
+        initial_backoff: cfg.notify.retry.initial_backoff.get(),
+        max_backoff: cfg.notify.retry.max_backoff.get(),
+        metrics,
+        timeline,
+    };
+
+    let stdout = std::io::stdout();
+    let mut p = Printer { out: stdout.lock(), all: all_evaluations, last_ok_print: None };
+    let w = &cfg.watches[0];
+    writeln!(p.out, "warden demo: watch `{}` on shop/checkout ({} replicas, max {}), robust baseline, evaluated every {}", w.name, START_REPLICAS, engine.policy(w).map(|x| x.max_replicas).unwrap_or(0), w.interval)?;
+    writeln!(p.out, "scenario: a load surge at 09:20 pushes p95 latency up; Prometheus is unreachable 10:15-10:16\n")?;
+
+    let step = ChronoDuration::from_std(w.interval.get())?;
+    let mut t = demo_start;
+    while t <= demo_start + ChronoDuration::seconds(DEMO_SECS) {
+        cluster.set_now(t);
+        let replicas = cluster.desired_at(t);
+        engine.evaluate_watch(0, t).await;
+        outbox.deliver_due(t).await;
+        while let Ok(ev) = rx.try_recv() {
+            p.event(ev, replicas)?;
+        }
+        t += step;
+    }
+
+    let incidents = store.list_incidents(None, 100)?;
+    let actions = store.list_actions(100)?;
+    writeln!(p.out)?;
+    writeln!(
+        p.out,
+        "summary: {} incident(s) ({} resolved), {} scale action(s), {} notification(s) in {}",
+        incidents.len(),
+        incidents.iter().filter(|i| i.status == "resolved").count(),
+        actions.iter().filter(|a| a.status == warden_playbooks::ActionStatus::Succeeded).count(),
+        std::fs::read_to_string(&notifications).map(|s| s.lines().count()).unwrap_or(0),
+        notifications.display()
+    )?;
+    writeln!(p.out, "store: {} (try: warden incidents list --db {})", db.display(), db.display())?;
+    writeln!(p.out, "simulated {} of operation in {:.1} s", humantime::format_duration(Duration::from_secs(DEMO_SECS as u64)), wall.elapsed().as_secs_f64())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_files_parse() {
+        let origin = start_time();
+        let load = Load::parse(LOAD_CSV, origin).expect("load csv");
+        assert_eq!(load.rps.len(), ((HISTORY_SECS + DEMO_SECS) / 30 + 1) as usize);
+        config::parse_str(SCENARIO_YAML, Path::new("demo.yaml")).expect("demo config is valid");
+    }
+
+    #[tokio::test]
+    async fn pods_become_ready_after_startup() {
+        let t0 = start_time();
+        let c = SimCluster::new(WorkloadRef::new("shop", "checkout"), t0);
+        c.set_now(t0 + ChronoDuration::seconds(100));
+        c.set_replicas(&WorkloadRef::new("shop", "checkout"), 5, false).await.expect("scale");
+        assert_eq!(c.ready_at(t0 + ChronoDuration::seconds(120)), 3);
+        assert_eq!(c.ready_at(t0 + ChronoDuration::seconds(160)), 5);
+        c.set_replicas(&WorkloadRef::new("shop", "checkout"), 9, true).await.expect("dry run");
+        assert_eq!(c.desired_at(t0 + ChronoDuration::seconds(300)), 5);
+        assert!(c.get_replicas(&WorkloadRef::new("shop", "other")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn demo_opens_acts_and_resolves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        run(dir.path(), false).await.expect("demo runs");
+        let store = Store::open(&dir.path().join("warden.db")).expect("store");
+        let incidents = store.list_incidents(None, 10).expect("incidents");
+        assert_eq!(incidents.len(), 1, "{incidents:?}");
+        assert_eq!(incidents[0].status, "resolved");
+        let scaled: Vec<_> = store
+            .list_actions(10)
+            .expect("actions")
+            .into_iter()
+            .rev()
+            .filter(|a| a.status == warden_playbooks::ActionStatus::Succeeded)
+            .map(|a| (a.from_replicas, a.to_replicas))
+            .collect();
+        assert_eq!(scaled.first(), Some(&(Some(3), Some(4))));
+        let lines = std::fs::read_to_string(dir.path().join("notifications.jsonl")).expect("notifications");
+        let events: Vec<String> = lines
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")["event"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(events.first().map(String::as_str), Some("opened"));
+        assert_eq!(events.last().map(String::as_str), Some("resolved"));
+        assert!(events.iter().any(|e| e == "action"));
+    }
+}

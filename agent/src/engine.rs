@@ -1,0 +1,476 @@
+//! The engine: evaluations become incidents, incidents trigger guarded actions and
+//! notifications.
+//!
+//! Both `warden run` and `warden demo` drive this same engine; they differ only in where
+//! time, metrics and the cluster come from. Rules that keep it safe:
+//! - "no data" never opens, updates, resolves or acts on an incident;
+//! - one open incident per fingerprint (watch + identity labels), enforced by the store;
+//! - an incident resolves only after `resolve_after` evaluations in a row with data and
+//!   without anomaly;
+//! - every action goes through the playbooks executor (guards, audit record before and after).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use warden_connectors::alertmanager::WebhookPayload;
+use warden_detectors::Detection;
+use warden_playbooks::{Cluster, ExecutionOutcome, ScaleExecutor, ScalePolicy, ScaleRequest, WorkloadRef};
+
+use crate::config::{Config, Severity, WatchConfig};
+use crate::evaluate::{evaluate, fingerprint, Evaluation, SeriesVerdict, Verdict};
+use crate::metrics::{ActionLabels, Metrics, WatchLabel, WatchOutcome};
+use crate::notify::{render, NotifyEvent};
+use crate::source::MetricSource;
+use crate::store::{Incident, IncidentSignal, Store, StoreError, TargetRef};
+use crate::timeline::{Timeline, TimelineEvent};
+
+/// A watch's state as shown by the API.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WatchStatus {
+    pub name: String,
+    /// `pending` (not evaluated yet), `ok`, `warming_up`, `anomalous` or `no_data`.
+    pub state: String,
+    pub last_evaluation: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub no_data_count: u64,
+    pub series: usize,
+}
+
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub source: Arc<dyn MetricSource>,
+    pub cluster: Option<Arc<dyn Cluster>>,
+    pub metrics: Arc<Metrics>,
+    pub channels: Vec<&'static str>,
+    pub timeline: Timeline,
+    /// Woken when new notifications are queued.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+    statuses: RwLock<BTreeMap<String, WatchStatus>>,
+}
+
+impl Engine {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        source: Arc<dyn MetricSource>,
+        cluster: Option<Arc<dyn Cluster>>,
+        metrics: Arc<Metrics>,
+        channels: Vec<&'static str>,
+        timeline: Timeline,
+    ) -> Self {
+        let statuses = config
+            .watches
+            .iter()
+            .map(|w| {
+                let s = WatchStatus {
+                    name: w.name.clone(),
+                    state: "pending".into(),
+                    last_evaluation: None,
+                    last_error: None,
+                    no_data_count: 0,
+                    series: 0,
+                };
+                (w.name.clone(), s)
+            })
+            .collect();
+        let engine = Self {
+            config,
+            store,
+            source,
+            cluster,
+            metrics,
+            channels,
+            timeline,
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            statuses: RwLock::new(statuses),
+        };
+        engine.refresh_open_gauge();
+        engine
+    }
+
+    pub fn watch_statuses(&self) -> Vec<WatchStatus> {
+        self.statuses.read().map(|s| s.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn set_status(&self, name: &str, f: impl FnOnce(&mut WatchStatus)) {
+        if let Ok(mut s) = self.statuses.write() {
+            if let Some(st) = s.get_mut(name) {
+                f(st);
+            }
+        }
+    }
+
+    fn refresh_open_gauge(&self) {
+        if let Ok(open) = self.store.open_incidents() {
+            self.metrics.open_incidents.set(open.len() as i64);
+        }
+    }
+
+    /// Evaluate watch `idx` at `now` and apply the result.
+    pub async fn evaluate_watch(&self, idx: usize, now: DateTime<Utc>) {
+        let Some(w) = self.config.watches.get(idx) else { return };
+        let (evaluation, detector_time) = evaluate(self.source.as_ref(), w, now).await;
+        let label = WatchLabel { watch: w.name.clone() };
+        self.metrics.detector_seconds.get_or_create(&label).observe(detector_time.as_secs_f64());
+
+        let verdicts = match evaluation {
+            Evaluation::NoData(reason) => {
+                self.record_no_data(w, now, &reason, 0);
+                return;
+            }
+            Evaluation::Series(v) => v,
+        };
+        let mut any_data = false;
+        let mut anomalous = false;
+        let mut warming = false;
+        let mut reasons = Vec::new();
+        for sv in &verdicts {
+            match &sv.verdict {
+                Verdict::NoData(r) => reasons.push(r.clone()),
+                Verdict::WarmingUp(_) => {
+                    any_data = true;
+                    warming = true;
+                }
+                Verdict::Deviating(_) => any_data = true,
+                Verdict::Normal(_) => any_data = true,
+                Verdict::Anomalous(_) => {
+                    any_data = true;
+                    anomalous = true;
+                }
+            }
+            if let Err(e) = self.apply(w, sv, now).await {
+                tracing::error!(watch = %w.name, error = %e, "applying an evaluation to the store");
+                reasons.push(format!("store: {e}"));
+            }
+        }
+        if !any_data {
+            self.record_no_data(w, now, &reasons.join("; "), verdicts.len());
+            return;
+        }
+        let state = if anomalous {
+            "anomalous"
+        } else if warming {
+            "warming_up"
+        } else {
+            "ok"
+        };
+        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: state.into() }).inc();
+        let partial = (!reasons.is_empty()).then(|| reasons.join("; "));
+        self.set_status(&w.name, |s| {
+            s.state = state.into();
+            s.last_evaluation = Some(now);
+            s.last_error = partial;
+            s.series = verdicts.len();
+        });
+        self.refresh_open_gauge();
+    }
+
+    fn record_no_data(&self, w: &WatchConfig, now: DateTime<Utc>, reason: &str, series: usize) {
+        tracing::warn!(watch = %w.name, %reason, "no data: nothing is opened, resolved or acted on");
+        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() }).inc();
+        self.metrics.no_data.get_or_create(&WatchLabel { watch: w.name.clone() }).inc();
+        self.set_status(&w.name, |s| {
+            s.state = "no_data".into();
+            s.last_evaluation = Some(now);
+            s.last_error = Some(reason.to_string());
+            s.no_data_count += 1;
+            s.series = series;
+        });
+        self.timeline.emit(TimelineEvent::NoData { at: now, watch: w.name.clone(), reason: reason.to_string() });
+    }
+
+    async fn apply(&self, w: &WatchConfig, sv: &SeriesVerdict, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let target = resolve_target(w, &sv.identity);
+        if let Some(d) = sv.verdict.detection() {
+            self.timeline.emit(TimelineEvent::Evaluated {
+                at: now,
+                watch: w.name.clone(),
+                target: describe(&target, &sv.identity),
+                value: d.value,
+                expected: d.expected,
+                state: match &sv.verdict {
+                    Verdict::Deviating(d) => format!("deviating ({} in a row)", d.explanation.consecutive),
+                    Verdict::WarmingUp(_) => "warming up".into(),
+                    Verdict::Anomalous(_) => "anomalous".into(),
+                    _ => "normal".into(),
+                },
+            });
+        }
+        match &sv.verdict {
+            Verdict::NoData(_) | Verdict::WarmingUp(_) | Verdict::Deviating(_) => Ok(()),
+            Verdict::Anomalous(d) => self.on_anomaly(w, sv, d, target, now).await,
+            Verdict::Normal(_) => self.on_quiet(w, sv, now),
+        }
+    }
+
+    fn signal(w: &WatchConfig, sv: &SeriesVerdict, d: &Detection, target: Option<TargetRef>) -> IncidentSignal {
+        IncidentSignal {
+            fingerprint: sv.fingerprint.clone(),
+            watch: w.name.clone(),
+            source: "watch".into(),
+            severity: w.severity.as_str().into(),
+            title: format!("{} anomalous on {}", w.name, describe(&target, &sv.identity)),
+            labels: sv.labels.clone(),
+            target,
+            observed: Some(d.value),
+            expected: d.expected,
+            lower: d.lower,
+            upper: d.upper,
+            score: Some(d.score),
+            detector: Some(w.detector.name().into()),
+        }
+    }
+
+    async fn on_anomaly(
+        &self,
+        w: &WatchConfig,
+        sv: &SeriesVerdict,
+        d: &Detection,
+        target: Option<TargetRef>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sig = Self::signal(w, sv, d, target);
+        let incident = match self.store.open_incident_by_fingerprint(&sv.fingerprint)? {
+            Some(open) => {
+                let quiet_before = self.store.update_incident(open.id, &sig, now)?;
+                if quiet_before > 0 {
+                    self.store.add_event(open.id, now, "anomalous_again", &json!({"value": d.value, "after_quiet_evaluations": quiet_before}), &[])?;
+                }
+                self.timeline.emit(TimelineEvent::IncidentUpdated { at: now, incident_id: open.id, value: Some(d.value) });
+                // Act again only once the previous attempt's cooldown has passed.
+                let cooldown = self.policy(w).map(|p| p.cooldown).unwrap_or_default();
+                let last = self.store.last_attempt_for_incident(open.id)?;
+                let due = last.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= cooldown);
+                if !due {
+                    return Ok(());
+                }
+                open
+            }
+            None => {
+                let detail = json!({"detection": d, "labels": sv.labels});
+                let channels = self.channels.clone();
+                let incident = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
+                tracing::warn!(incident = incident.id, watch = %w.name, value = d.value, expected = ?d.expected, "incident opened");
+                self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: incident.id, title: incident.title.clone() });
+                self.outbox_wake.notify_one();
+                incident
+            }
+        };
+        self.act(w, &incident, now).await
+    }
+
+    fn on_quiet(&self, w: &WatchConfig, sv: &SeriesVerdict, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some(open) = self.store.open_incident_by_fingerprint(&sv.fingerprint)? else { return Ok(()) };
+        let quiet = self.store.record_quiet(open.id)?;
+        if quiet < w.resolve_after {
+            return Ok(());
+        }
+        let actions = self.action_history(open.id);
+        let channels = self.channels.clone();
+        let detail = json!({"quiet_evaluations": quiet});
+        if let Some(resolved) =
+            self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &actions, &channels))?
+        {
+            tracing::info!(incident = resolved.id, watch = %w.name, "incident resolved");
+            self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: resolved.id, title: resolved.title });
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The scale policy of a watch with an action: the watch's overrides on the global defaults.
+    pub fn policy(&self, w: &WatchConfig) -> Option<ScalePolicy> {
+        let a = w.action.as_ref()?;
+        let d = &self.config.actions;
+        let s = a.scale.clone().unwrap_or_default();
+        Some(ScalePolicy {
+            min_replicas: s.min_replicas.unwrap_or(d.scale.min_replicas),
+            max_replicas: s.max_replicas.unwrap_or(d.scale.max_replicas),
+            step: s.step.unwrap_or(d.scale.step),
+            cooldown: a.cooldown.unwrap_or(d.cooldown).get(),
+            dry_run: a.dry_run.unwrap_or(d.dry_run),
+        })
+    }
+
+    fn action_history(&self, incident_id: i64) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .store
+            .list_actions(1000)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.incident_id == Some(incident_id))
+            .filter_map(|a| match (a.status, a.from_replicas, a.to_replicas) {
+                (warden_playbooks::ActionStatus::Succeeded, Some(f), Some(t)) => Some(format!(
+                    "scaled {} from {f} to {t} replicas{}",
+                    a.target,
+                    if a.dry_run { " (dry-run)" } else { "" }
+                )),
+                _ => None,
+            })
+            .collect();
+        out.reverse();
+        out
+    }
+
+    async fn act(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let (Some(policy), Some(cluster), Some(target)) = (self.policy(w), self.cluster.as_ref(), incident.target.as_ref()) else {
+            return Ok(());
+        };
+        let target = WorkloadRef::new(target.namespace.clone(), target.deployment.clone());
+        let req = ScaleRequest {
+            incident_id: Some(incident.id),
+            target: target.clone(),
+            policy,
+            actor: format!("watch/{}", w.name),
+            reason: format!(
+                "{} observed {} (expected {})",
+                w.name,
+                incident.observed.map(warden_models::format_value).unwrap_or_else(|| "-".into()),
+                incident.expected.map(warden_models::format_value).unwrap_or_else(|| "-".into())
+            ),
+            // Only anomalous evaluations with data reach here; the guard is kept regardless.
+            has_data: incident.observed.is_some_and(f64::is_finite),
+            now,
+        };
+        let outcome = match ScaleExecutor::new(cluster.as_ref(), self.store.as_ref()).execute(&req).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(incident = incident.id, error = %e, "action not executed");
+                self.metrics.actions.get_or_create(&ActionLabels { kind: "scale".into(), outcome: "error".into() }).inc();
+                return Ok(());
+            }
+        };
+        let channels = self.channels.clone();
+        let (outcome_label, notify_text, detail) = match &outcome {
+            ExecutionOutcome::Applied { action_id, from, to, dry_run } => {
+                tracing::warn!(incident = incident.id, %target, from, to, dry_run, "scaled");
+                self.timeline.emit(TimelineEvent::ActionApplied { at: now, incident_id: incident.id, target: target.to_string(), from: *from, to: *to, dry_run: *dry_run });
+                let text = format!("scaled {target} from {from} to {to} replicas{}", if *dry_run { " (dry-run, not persisted)" } else { "" });
+                ("applied", Some(text), json!({"action_id": action_id, "from": from, "to": to, "dry_run": dry_run}))
+            }
+            ExecutionOutcome::Refused { action_id, refusal } => {
+                tracing::info!(incident = incident.id, %target, guard = ?refusal.guard, reason = %refusal.reason, "action refused");
+                self.timeline.emit(TimelineEvent::ActionRefused {
+                    at: now,
+                    incident_id: incident.id,
+                    target: target.to_string(),
+                    guard: format!("{:?}", refusal.guard).to_lowercase(),
+                    reason: refusal.reason.clone(),
+                });
+                ("refused", None, json!({"action_id": action_id, "guard": refusal.guard, "reason": refusal.reason}))
+            }
+            ExecutionOutcome::Failed { action_id, message } => {
+                tracing::error!(incident = incident.id, %target, %message, "action failed");
+                self.timeline.emit(TimelineEvent::ActionFailed { at: now, incident_id: incident.id, target: target.to_string(), message: message.clone() });
+                ("failed", Some(format!("scaling {target} failed: {message}")), json!({"action_id": action_id, "error": message}))
+            }
+        };
+        self.metrics.actions.get_or_create(&ActionLabels { kind: "scale".into(), outcome: outcome_label.into() }).inc();
+        let kind = format!("action_{outcome_label}");
+        let notes = match &notify_text {
+            Some(text) => {
+                let history = self.action_history(incident.id);
+                render(NotifyEvent::Action, incident, Some(text), &history, &channels)
+            }
+            None => Vec::new(),
+        };
+        self.store.add_event(incident.id, now, &kind, &detail, &notes)?;
+        if !notes.is_empty() {
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Apply an Alertmanager webhook: firing alerts open or update incidents, resolved ones
+    /// resolve them. Returns how many alerts were applied.
+    pub fn handle_alerts(&self, payload: &WebhookPayload, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let channels = self.channels.clone();
+        let mut applied = 0;
+        for a in &payload.alerts {
+            let name = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
+            let watch = format!("alertmanager/{name}");
+            let fp = fingerprint(&watch, &a.labels);
+            let severity = match a.labels.get("severity").map(String::as_str) {
+                Some("critical") | Some("page") => Severity::Critical,
+                Some("info") | Some("none") => Severity::Info,
+                _ => Severity::Warning,
+            };
+            let target = match (a.labels.get("namespace"), a.labels.get("deployment")) {
+                (Some(ns), Some(dep)) => Some(TargetRef { namespace: ns.clone(), deployment: dep.clone() }),
+                _ => None,
+            };
+            let title = a.annotations.get("summary").cloned().unwrap_or_else(|| format!("{name} firing"));
+            match a.status.as_str() {
+                "firing" => {
+                    let sig = IncidentSignal {
+                        fingerprint: fp.clone(),
+                        watch,
+                        source: "alertmanager".into(),
+                        severity: severity.as_str().into(),
+                        title,
+                        labels: a.labels.clone(),
+                        target,
+                        observed: None,
+                        expected: None,
+                        lower: None,
+                        upper: None,
+                        score: None,
+                        detector: None,
+                    };
+                    match self.store.open_incident_by_fingerprint(&fp)? {
+                        Some(open) => {
+                            self.store.update_incident(open.id, &sig, now)?;
+                        }
+                        None => {
+                            let detail = json!({"alert": a, "group_key": payload.group_key});
+                            let i = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
+                            tracing::warn!(incident = i.id, alert = %name, "incident opened from Alertmanager");
+                            self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: i.id, title: i.title });
+                        }
+                    }
+                }
+                "resolved" => {
+                    if let Some(open) = self.store.open_incident_by_fingerprint(&fp)? {
+                        let detail = json!({"alert": a});
+                        if let Some(i) = self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &[], &channels))? {
+                            self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: i.id, title: i.title });
+                        }
+                    }
+                }
+                other => {
+                    tracing::warn!(status = other, alert = %name, "alert with unknown status ignored");
+                    continue;
+                }
+            }
+            applied += 1;
+        }
+        self.outbox_wake.notify_one();
+        self.refresh_open_gauge();
+        Ok(applied)
+    }
+}
+
+/// Fill the target template from identity labels.
+pub fn resolve_target(w: &WatchConfig, identity: &BTreeMap<String, String>) -> Option<TargetRef> {
+    let t = w.target.as_ref()?;
+    let fill = |tpl: &str| -> Option<String> {
+        let mut out = tpl.to_string();
+        for (k, v) in identity {
+            out = out.replace(&format!("{{{k}}}"), v);
+        }
+        (!out.contains('{') && !out.is_empty()).then_some(out)
+    };
+    Some(TargetRef { namespace: fill(&t.namespace)?, deployment: fill(&t.deployment)? })
+}
+
+fn describe(target: &Option<TargetRef>, identity: &BTreeMap<String, String>) -> String {
+    match target {
+        Some(t) => format!("{}/{}", t.namespace, t.deployment),
+        None if identity.is_empty() => "(all)".into(),
+        None => identity.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+    }
+}

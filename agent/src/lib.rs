@@ -1,0 +1,15 @@
+//! The `warden` agent: configuration, the evaluation engine, incidents, actions, the outbox,
+//! the HTTP API and the daemon that runs them. See `docs/architecture.md` for the map.
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod engine;
+pub mod evaluate;
+pub mod kube_cluster;
+pub mod metrics;
+pub mod notify;
+pub mod server;
+pub mod source;
+pub mod store;
+pub mod timeline;

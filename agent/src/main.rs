@@ -1,0 +1,207 @@
+//! The `warden` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use warden_agent::{config, daemon, demo, store::Store};
+
+/// Warden: an autonomous operations agent for Kubernetes.
+///
+/// Exit codes: 0 success; 1 error (invalid configuration, a failed start or run); 2 bad
+/// command-line usage.
+#[derive(Parser)]
+#[command(name = "warden", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr (the level is set with RUST_LOG; default `info`, `error` for the demo).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: evaluate watches, open incidents, act, notify, serve the API.
+    Run {
+        /// The configuration file.
+        #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every error with its line and YAML path.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Inspect incidents in the store.
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
+    /// Run the embedded scenario: no cluster, no network, under a minute.
+    Demo {
+        /// Where the demo writes its store and notifications.
+        #[arg(long, default_value = "warden-demo", value_name = "DIR")]
+        out: PathBuf,
+        /// Print every evaluation (default: changes, and one line every ten minutes).
+        #[arg(long)]
+        all_evaluations: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsCommand {
+    /// List incidents, newest first.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only `open` or `resolved` incidents.
+        #[arg(long, value_parser = ["open", "resolved"])]
+        status: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct DbArgs {
+    /// Read the store location from this configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The SQLite store itself.
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<config::Config> {
+    config::load_file(path).map_err(|e| anyhow!("{e}"))
+}
+
+async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: no new evaluations; finishing in-flight work");
+    token.cancel();
+}
+
+fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) -> Result<()> {
+    let path = match (db.config, db.db) {
+        (Some(c), _) => load_config(&c)?.store.sqlite,
+        (None, Some(p)) => p,
+        (None, None) => return Err(anyhow!("give --config or --db")),
+    };
+    if !path.exists() {
+        return Err(anyhow!("no store at {} (has `warden run` or `warden demo` been started?)", path.display()));
+    }
+    let store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let incidents = store.list_incidents(status.as_deref(), limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "incidents": incidents }))?);
+        return Ok(());
+    }
+    if incidents.is_empty() {
+        println!("no incidents");
+        return Ok(());
+    }
+    println!("{:>5}  {:<9} {:<9} {:<25} {:<20} TITLE", "ID", "STATUS", "SEVERITY", "OPENED", "TARGET");
+    for i in incidents {
+        let target = i.target.map(|t| format!("{}/{}", t.namespace, t.deployment)).unwrap_or_else(|| "-".into());
+        println!(
+            "{:>5}  {:<9} {:<9} {:<25} {:<20} {}",
+            i.id,
+            i.status,
+            i.severity,
+            i.opened_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            target,
+            i.title
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own timeline on stdout; logs would only interleave with it.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
+    init_logging(cli.log_format, default_level);
+    let result: Result<()> = match cli.command {
+        Command::CheckConfig { file } => match config::load_file(&file) {
+            Ok(cfg) => {
+                println!("{}: ok ({} watch(es))", file.display(), cfg.watches.len());
+                Ok(())
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{} error(s) in {}", errors.0.len(), file.display());
+                return ExitCode::from(1);
+            }
+        },
+        Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
+        Command::Run { config } => load_config(&config).and_then(|cfg| {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(async move {
+                let token = CancellationToken::new();
+                tokio::spawn(shutdown_on_signal(token.clone()));
+                daemon::run(cfg, token).await
+            })
+        }),
+        Command::Demo { out, all_evaluations } => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(demo::run(&out, all_evaluations))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The HTTP API: health, metrics, incidents, watches, actions and the Alertmanager webhook.
+//!
+//! `/healthz`, `/readyz` and `/metrics` are open (probes and scrapers carry no token);
+//! everything under `/api/` requires `Authorization: Bearer <server.api_token>`, and answers
+//! 403 when no token is configured, so the API is never open by accident.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use warden_connectors::alertmanager::WebhookPayload;
+
+use crate::engine::Engine;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub api_token: Option<Arc<str>>,
+    /// Set once the scheduler runs; `/readyz` reports it.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/incidents", get(list_incidents))
+        .route("/incidents/{id}", get(get_incident))
+        .route("/watches", get(list_watches))
+        .route("/actions", get(list_actions))
+        .route("/alerts", post(post_alerts))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api)
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = st.api_token.as_deref() else {
+        return error(StatusCode::FORBIDDEN, "the API is disabled: set server.api_token");
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    if !st.ready.load(Ordering::Relaxed) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "starting");
+    }
+    match st.engine.store.pending_notifications() {
+        Ok(_) => "ready".into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    match st.engine.metrics.encode() {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_incidents(State(st): State<AppState>, q: Result<Query<IncidentQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(StatusCode::BAD_REQUEST, "query parameters: status=open|resolved, limit=N");
+    };
+    if let Some(s) = q.status.as_deref() {
+        if s != "open" && s != "resolved" {
+            return error(StatusCode::BAD_REQUEST, format!("status must be `open` or `resolved`, not `{s}`"));
+        }
+    }
+    match st.engine.store.list_incidents(q.status.as_deref(), q.limit.unwrap_or(500)) {
+        Ok(incidents) => Json(json!({ "incidents": incidents })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn get_incident(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
+    let store = &st.engine.store;
+    match (store.get_incident(id), store.incident_events(id)) {
+        (Ok(Some(incident)), Ok(events)) => Json(json!({"incident": incident, "events": events})).into_response(),
+        (Ok(None), _) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
+        (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn list_watches(State(st): State<AppState>) -> Response {
+    Json(json!({ "watches": st.engine.watch_statuses() })).into_response()
+}
+
+async fn list_actions(State(st): State<AppState>) -> Response {
+    match st.engine.store.list_actions(500) {
+        Ok(actions) => {
+            let rows: Vec<_> = actions
+                .into_iter()
+                .map(|a| {
+                    json!({
+                        "id": a.id, "incident_id": a.incident_id, "kind": a.kind,
+                        "namespace": a.target.namespace, "deployment": a.target.name,
+                        "actor": a.actor, "reason": a.reason,
+                        "from_replicas": a.from_replicas, "to_replicas": a.to_replicas,
+                        "dry_run": a.dry_run, "status": a.status, "message": a.message,
+                        "request": a.request, "response": a.response,
+                        "created_at": a.created_at, "finished_at": a.finished_at,
+                    })
+                })
+                .collect();
+            Json(json!({ "actions": rows })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Response {
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let payload: WebhookPayload = match serde_path_to_error::deserialize(de) {
+        Ok(p) => p,
+        Err(e) => {
+            let at = e.path().to_string();
+            return error(StatusCode::BAD_REQUEST, format!("invalid Alertmanager webhook payload at `{at}`: {}", e.inner()));
+        }
+    };
+    if let Err(e) = payload.validate() {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    match st.engine.handle_alerts(&payload, Utc::now()) {
+        Ok(n) => Json(json!({ "accepted": n })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,741 @@
+//! The embedded SQLite store: incidents, their events, actions and the notification outbox.
+//!
+//! Everything that must survive a crash lives here, written in transactions so that an
+//! incident and the notifications it owes are stored together or not at all. Schema changes
+//! are versioned migrations (SQLite `user_version`). Times are stored as Unix milliseconds.
+//! Calls are synchronous and short; the connection sits behind a mutex shared by the tasks.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite_migration::{Migrations, M};
+use serde::Serialize;
+use warden_playbooks::{ActionLog, ActionRecord, ActionStatus, WorkloadRef};
+
+const MIGRATIONS: &[&str] = &[
+    // v1: the foundation schema.
+    "CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        source TEXT NOT NULL,
+        watch TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+        severity TEXT NOT NULL,
+        title TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        target_namespace TEXT,
+        target_deployment TEXT,
+        observed REAL,
+        expected REAL,
+        lower_bound REAL,
+        upper_bound REAL,
+        score REAL,
+        detector TEXT,
+        opened_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        resolved_at INTEGER,
+        quiet_evaluations INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE UNIQUE INDEX incidents_one_open_per_fingerprint ON incidents(fingerprint) WHERE status = 'open';
+     CREATE INDEX incidents_by_status ON incidents(status, opened_at);
+     CREATE TABLE incident_events (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );
+     CREATE INDEX incident_events_by_incident ON incident_events(incident_id, id);
+     CREATE TABLE actions (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER REFERENCES incidents(id),
+        kind TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        from_replicas INTEGER,
+        to_replicas INTEGER,
+        dry_run INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        request TEXT NOT NULL,
+        response TEXT,
+        message TEXT,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+     );
+     CREATE INDEX actions_by_target ON actions(namespace, name, created_at);
+     CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        incident_id INTEGER REFERENCES incidents(id),
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        last_error TEXT
+     );
+     CREATE INDEX outbox_due ON outbox(delivered_at, next_attempt_at);",
+];
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("migrating the store schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt { table: &'static str, message: String },
+    #[error("store lock poisoned")]
+    Poisoned,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The workload an incident concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetRef {
+    pub namespace: String,
+    pub deployment: String,
+}
+
+/// An incident as stored and shown by the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Incident {
+    pub id: i64,
+    pub fingerprint: String,
+    pub watch: String,
+    pub source: String,
+    pub status: String,
+    pub severity: String,
+    pub title: String,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<TargetRef>,
+    pub observed: Option<f64>,
+    pub expected: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    pub score: Option<f64>,
+    pub detector: Option<String>,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub quiet_evaluations: u32,
+}
+
+/// What is known about a new or updated incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentSignal {
+    pub fingerprint: String,
+    pub watch: String,
+    pub source: String,
+    pub severity: String,
+    pub title: String,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<TargetRef>,
+    pub observed: Option<f64>,
+    pub expected: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    pub score: Option<f64>,
+    pub detector: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentEvent {
+    pub id: i64,
+    pub incident_id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// A notification to deliver, rendered when it was enqueued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub channel: String,
+    pub incident_id: Option<i64>,
+    pub event: String,
+    pub payload: serde_json::Value,
+    pub attempts: u32,
+}
+
+/// A notification to enqueue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub channel: String,
+    pub event: String,
+    pub payload: serde_json::Value,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(table: &'static str, s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt { table, message: e.to_string() })
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt {
+                table: "store",
+                message: format!("creating directory {}: {e}", dir.display()),
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database (demo, tests).
+    pub fn open_in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<Self> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        migrations.to_latest(&mut conn)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    // ---- incidents -------------------------------------------------------------------
+
+    pub fn open_incident_by_fingerprint(&self, fingerprint: &str) -> StoreResult<Option<Incident>> {
+        let c = self.conn()?;
+        let mut st = c.prepare(&format!("{INCIDENT_SELECT} WHERE fingerprint = ?1 AND status = 'open'"))?;
+        let row = st.query_row(params![fingerprint], incident_from_row).optional()?;
+        row.transpose()
+    }
+
+    /// Open an incident with its first event and the notifications it owes, atomically.
+    pub fn open_incident(
+        &self,
+        sig: &IncidentSignal,
+        now: DateTime<Utc>,
+        detail: &serde_json::Value,
+        notify: impl Fn(&Incident) -> Vec<NewNotification>,
+    ) -> StoreResult<Incident> {
+        let mut c = self.conn()?;
+        let tx = c.transaction()?;
+        tx.execute(
+            "INSERT INTO incidents (fingerprint, source, watch, status, severity, title, labels,
+                target_namespace, target_deployment, observed, expected, lower_bound, upper_bound, score,
+                detector, opened_at, updated_at)
+             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
+            params![
+                sig.fingerprint,
+                sig.source,
+                sig.watch,
+                sig.severity,
+                sig.title,
+                serde_json::to_string(&sig.labels).unwrap_or_else(|_| "{}".into()),
+                sig.target.as_ref().map(|t| t.namespace.clone()),
+                sig.target.as_ref().map(|t| t.deployment.clone()),
+                sig.observed,
+                sig.expected,
+                sig.lower,
+                sig.upper,
+                sig.score,
+                sig.detector,
+                ms(now),
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        insert_event(&tx, id, now, "opened", detail)?;
+        let incident = {
+            let mut st = tx.prepare(&format!("{INCIDENT_SELECT} WHERE id = ?1"))?;
+            st.query_row(params![id], incident_from_row)??
+        };
+        for n in notify(&incident) {
+            insert_outbox(&tx, Some(id), &n, now)?;
+        }
+        tx.commit()?;
+        Ok(incident)
+    }
+
+    /// Refresh an open incident's latest values; it is anomalous again, so the quiet count resets.
+    /// Returns the number of quiet evaluations it had before this update.
+    pub fn update_incident(&self, id: i64, sig: &IncidentSignal, now: DateTime<Utc>) -> StoreResult<u32> {
+        let c = self.conn()?;
+        let quiet: u32 = c.query_row("SELECT quiet_evaluations FROM incidents WHERE id = ?1", params![id], |r| r.get(0))?;
+        c.execute(
+            "UPDATE incidents SET observed = ?2, expected = ?3, lower_bound = ?4, upper_bound = ?5, score = ?6,
+                 updated_at = ?7, quiet_evaluations = 0,
+                 severity = CASE WHEN ?8 = 'critical' THEN 'critical' ELSE severity END
+             WHERE id = ?1 AND status = 'open'",
+            params![id, sig.observed, sig.expected, sig.lower, sig.upper, sig.score, ms(now), sig.severity],
+        )?;
+        Ok(quiet)
+    }
+
+    /// Count one more evaluation with data and no anomaly; returns the new count.
+    pub fn record_quiet(&self, id: i64) -> StoreResult<u32> {
+        let c = self.conn()?;
+        c.execute("UPDATE incidents SET quiet_evaluations = quiet_evaluations + 1 WHERE id = ?1", params![id])?;
+        Ok(c.query_row("SELECT quiet_evaluations FROM incidents WHERE id = ?1", params![id], |r| r.get(0))?)
+    }
+
+    /// Resolve with its event and the notifications it owes, atomically. Returns `None` when
+    /// the incident was not open (already resolved).
+    pub fn resolve_incident(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        detail: &serde_json::Value,
+        notify: impl Fn(&Incident) -> Vec<NewNotification>,
+    ) -> StoreResult<Option<Incident>> {
+        let mut c = self.conn()?;
+        let tx = c.transaction()?;
+        let changed = tx.execute(
+            "UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'open'",
+            params![id, ms(now)],
+        )?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        insert_event(&tx, id, now, "resolved", detail)?;
+        let incident = {
+            let mut st = tx.prepare(&format!("{INCIDENT_SELECT} WHERE id = ?1"))?;
+            st.query_row(params![id], incident_from_row)??
+        };
+        for n in notify(&incident) {
+            insert_outbox(&tx, Some(id), &n, now)?;
+        }
+        tx.commit()?;
+        Ok(Some(incident))
+    }
+
+    /// Append an event and its notifications to an incident, atomically.
+    pub fn add_event(
+        &self,
+        incident_id: i64,
+        now: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+        notifications: &[NewNotification],
+    ) -> StoreResult<()> {
+        let mut c = self.conn()?;
+        let tx = c.transaction()?;
+        insert_event(&tx, incident_id, now, kind, detail)?;
+        for n in notifications {
+            insert_outbox(&tx, Some(incident_id), n, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn get_incident(&self, id: i64) -> StoreResult<Option<Incident>> {
+        let c = self.conn()?;
+        let mut st = c.prepare(&format!("{INCIDENT_SELECT} WHERE id = ?1"))?;
+        st.query_row(params![id], incident_from_row).optional()?.transpose()
+    }
+
+    /// Incidents, newest first; `status` filters on `open` / `resolved`.
+    pub fn list_incidents(&self, status: Option<&str>, limit: u32) -> StoreResult<Vec<Incident>> {
+        let c = self.conn()?;
+        let mut st = c.prepare(&format!(
+            "{INCIDENT_SELECT} WHERE (?1 IS NULL OR status = ?1) ORDER BY opened_at DESC, id DESC LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![status, limit], incident_from_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    pub fn open_incidents(&self) -> StoreResult<Vec<Incident>> {
+        self.list_incidents(Some("open"), u32::MAX)
+    }
+
+    pub fn incident_events(&self, incident_id: i64) -> StoreResult<Vec<IncidentEvent>> {
+        let c = self.conn()?;
+        let mut st =
+            c.prepare("SELECT id, incident_id, at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
+        let rows = st.query_map(params![incident_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, incident_id, at, kind, detail) = r?;
+            out.push(IncidentEvent { id, incident_id, at: from_ms(at), kind, detail: json_col("incident_events", &detail)? });
+        }
+        Ok(out)
+    }
+
+    // ---- actions ---------------------------------------------------------------------
+
+    pub fn list_actions(&self, limit: u32) -> StoreResult<Vec<ActionRecord>> {
+        let c = self.conn()?;
+        let mut st = c.prepare(&format!("{ACTION_SELECT} ORDER BY id DESC LIMIT ?1"))?;
+        let rows = st.query_map(params![limit], action_from_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// When anything (including a refusal) was last attempted for an incident.
+    pub fn last_attempt_for_incident(&self, incident_id: i64) -> StoreResult<Option<DateTime<Utc>>> {
+        let c = self.conn()?;
+        let v: Option<i64> =
+            c.query_row("SELECT MAX(created_at) FROM actions WHERE incident_id = ?1", params![incident_id], |r| r.get(0))?;
+        Ok(v.map(from_ms))
+    }
+
+    // ---- outbox ----------------------------------------------------------------------
+
+    /// The oldest undelivered notification of each channel, if due at `now`. Delivery is in
+    /// order per channel: a later message waits behind an earlier one that keeps failing, so
+    /// nobody reads "resolved" before "opened".
+    pub fn due_notifications(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<OutboxItem>> {
+        let c = self.conn()?;
+        let mut st = c.prepare(
+            "SELECT id, channel, incident_id, event, payload, attempts FROM outbox
+             WHERE id IN (SELECT MIN(id) FROM outbox WHERE delivered_at IS NULL GROUP BY channel)
+               AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![ms(now), limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, u32>(5)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, channel, incident_id, event, payload, attempts) = r?;
+            out.push(OutboxItem { id, channel, incident_id, event, payload: json_col("outbox", &payload)?, attempts });
+        }
+        Ok(out)
+    }
+
+    pub fn pending_notifications(&self) -> StoreResult<u64> {
+        let c = self.conn()?;
+        let n: i64 = c.query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The earliest time an undelivered notification is due.
+    pub fn next_notification_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let c = self.conn()?;
+        let v: Option<i64> =
+            c.query_row("SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL", [], |r| r.get(0))?;
+        Ok(v.map(from_ms))
+    }
+
+    pub fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()> {
+        let c = self.conn()?;
+        c.execute(
+            "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+            params![id, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_failed(&self, id: i64, error: &str, next_attempt_at: DateTime<Utc>) -> StoreResult<()> {
+        let c = self.conn()?;
+        c.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+            params![id, error, ms(next_attempt_at)],
+        )?;
+        Ok(())
+    }
+}
+
+const INCIDENT_SELECT: &str = "SELECT id, fingerprint, source, watch, status, severity, title, labels,
+    target_namespace, target_deployment, observed, expected, lower_bound, upper_bound, score, detector,
+    opened_at, updated_at, resolved_at, quiet_evaluations FROM incidents";
+
+fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
+    let labels: String = r.get(7)?;
+    let ns: Option<String> = r.get(8)?;
+    let dep: Option<String> = r.get(9)?;
+    let labels = match json_col("incidents", &labels) {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(Incident {
+        id: r.get(0)?,
+        fingerprint: r.get(1)?,
+        source: r.get(2)?,
+        watch: r.get(3)?,
+        status: r.get(4)?,
+        severity: r.get(5)?,
+        title: r.get(6)?,
+        labels,
+        target: match (ns, dep) {
+            (Some(namespace), Some(deployment)) => Some(TargetRef { namespace, deployment }),
+            _ => None,
+        },
+        observed: r.get(10)?,
+        expected: r.get(11)?,
+        lower: r.get(12)?,
+        upper: r.get(13)?,
+        score: r.get(14)?,
+        detector: r.get(15)?,
+        opened_at: from_ms(r.get(16)?),
+        updated_at: from_ms(r.get(17)?),
+        resolved_at: r.get::<_, Option<i64>>(18)?.map(from_ms),
+        quiet_evaluations: r.get(19)?,
+    }))
+}
+
+const ACTION_SELECT: &str = "SELECT id, incident_id, kind, namespace, name, actor, reason, from_replicas, to_replicas,
+    dry_run, status, request, response, message, created_at, finished_at FROM actions";
+
+fn action_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<ActionRecord>> {
+    let status: String = r.get(10)?;
+    let request: String = r.get(11)?;
+    let response: Option<String> = r.get(12)?;
+    let Some(status) = ActionStatus::parse(&status) else {
+        return Ok(Err(StoreError::Corrupt { table: "actions", message: format!("unknown status `{status}`") }));
+    };
+    let request = match json_col("actions", &request) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let response = match response.map(|s| json_col("actions", &s)).transpose() {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(ActionRecord {
+        id: r.get(0)?,
+        incident_id: r.get(1)?,
+        kind: r.get(2)?,
+        target: WorkloadRef::new(r.get::<_, String>(3)?, r.get::<_, String>(4)?),
+        actor: r.get(5)?,
+        reason: r.get(6)?,
+        from_replicas: r.get(7)?,
+        to_replicas: r.get(8)?,
+        dry_run: r.get(9)?,
+        status,
+        request,
+        response,
+        message: r.get(13)?,
+        created_at: from_ms(r.get(14)?),
+        finished_at: r.get::<_, Option<i64>>(15)?.map(from_ms),
+    }))
+}
+
+fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>, kind: &str, detail: &serde_json::Value) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![incident_id, ms(now), kind, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+fn insert_outbox(c: &Connection, incident_id: Option<i64>, n: &NewNotification, now: DateTime<Utc>) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now)],
+    )?;
+    Ok(())
+}
+
+impl ActionLog for Store {
+    fn insert(&self, a: &ActionRecord) -> Result<i64, String> {
+        let c = self.conn().map_err(|e| e.to_string())?;
+        c.execute(
+            "INSERT INTO actions (incident_id, kind, namespace, name, actor, reason, from_replicas, to_replicas, dry_run,
+                status, request, response, message, created_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                a.incident_id,
+                a.kind,
+                a.target.namespace,
+                a.target.name,
+                a.actor,
+                a.reason,
+                a.from_replicas,
+                a.to_replicas,
+                a.dry_run,
+                a.status.as_str(),
+                a.request.to_string(),
+                a.response.as_ref().map(|v| v.to_string()),
+                a.message,
+                ms(a.created_at),
+                a.finished_at.map(ms),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn finish(
+        &self,
+        id: i64,
+        status: ActionStatus,
+        response: Option<&serde_json::Value>,
+        message: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let c = self.conn().map_err(|e| e.to_string())?;
+        c.execute(
+            "UPDATE actions SET status = ?2, response = COALESCE(?3, response), message = COALESCE(?4, message), finished_at = ?5 WHERE id = ?1",
+            params![id, status.as_str(), response.map(|v| v.to_string()), message, ms(at)],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn last_action_at(&self, target: &WorkloadRef) -> Result<Option<DateTime<Utc>>, String> {
+        let c = self.conn().map_err(|e| e.to_string())?;
+        let v: Option<i64> = c
+            .query_row(
+                "SELECT MAX(created_at) FROM actions WHERE namespace = ?1 AND name = ?2 AND status IN ('pending', 'succeeded', 'failed') AND to_replicas IS NOT NULL",
+                params![target.namespace, target.name],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(v.map(from_ms))
+    }
+
+    fn pending(&self) -> Result<Vec<ActionRecord>, String> {
+        let c = self.conn().map_err(|e| e.to_string())?;
+        let mut st = c.prepare(&format!("{ACTION_SELECT} WHERE status = 'pending' ORDER BY id")).map_err(|e| e.to_string())?;
+        let rows = st.query_map([], action_from_row).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sig() -> IncidentSignal {
+        IncidentSignal {
+            fingerprint: "fp1".into(),
+            watch: "w".into(),
+            source: "watch".into(),
+            severity: "warning".into(),
+            title: "t".into(),
+            labels: BTreeMap::from([("namespace".into(), "shop".into())]),
+            target: Some(TargetRef { namespace: "shop".into(), deployment: "checkout".into() }),
+            observed: Some(0.5),
+            expected: Some(0.1),
+            lower: Some(0.05),
+            upper: Some(0.15),
+            score: Some(0.8),
+            detector: Some("robust_baseline".into()),
+        }
+    }
+
+    fn now(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).expect("time")
+    }
+
+    fn note(event: &str) -> NewNotification {
+        NewNotification { channel: "slack".into(), event: event.into(), payload: json!({"text": event}) }
+    }
+
+    #[test]
+    fn incident_lifecycle_with_outbox() {
+        let s = Store::open_in_memory().expect("store");
+        let inc = s.open_incident(&sig(), now(0), &json!({}), |i| vec![note(&format!("opened {}", i.id))]).expect("open");
+        assert_eq!(inc.status, "open");
+        assert_eq!(s.open_incident_by_fingerprint("fp1").expect("q").map(|i| i.id), Some(inc.id));
+        // A second open incident with the same fingerprint is refused by the schema.
+        assert!(s.open_incident(&sig(), now(1), &json!({}), |_| vec![]).is_err());
+
+        assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
+        assert_eq!(s.update_incident(inc.id, &sig(), now(2)).expect("update"), 1);
+        assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
+
+        let resolved = s.resolve_incident(inc.id, now(3), &json!({}), |_| vec![note("resolved")]).expect("resolve");
+        assert_eq!(resolved.map(|i| i.status), Some("resolved".into()));
+        assert!(s.resolve_incident(inc.id, now(4), &json!({}), |_| vec![note("again")]).expect("resolve").is_none());
+
+        // In order per channel: only the oldest undelivered one is offered.
+        let due = s.due_notifications(now(10), 10).expect("due");
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].payload["text"], format!("opened {}", inc.id));
+        s.mark_failed(due[0].id, "down", now(20)).expect("fail");
+        assert!(s.due_notifications(now(19), 10).expect("due").is_empty());
+        let retry = s.due_notifications(now(20), 10).expect("due");
+        assert_eq!((retry[0].id, retry[0].attempts), (due[0].id, 1));
+        s.mark_delivered(retry[0].id, now(20)).expect("deliver");
+        let next = s.due_notifications(now(20), 10).expect("due");
+        assert_eq!(next[0].payload["text"], "resolved");
+        s.mark_delivered(next[0].id, now(20)).expect("deliver");
+        assert_eq!(s.pending_notifications().expect("count"), 0);
+        let kinds: Vec<_> = s.incident_events(inc.id).expect("events").into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["opened", "resolved"]);
+    }
+
+    #[test]
+    fn survives_reopen_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/warden.db");
+        {
+            let s = Store::open(&path).expect("store");
+            s.open_incident(&sig(), now(0), &json!({}), |_| vec![note("opened")]).expect("open");
+        }
+        let s = Store::open(&path).expect("reopen");
+        assert_eq!(s.open_incidents().expect("list").len(), 1);
+        assert_eq!(s.pending_notifications().expect("count"), 1);
+    }
+
+    #[test]
+    fn action_log_round_trip() {
+        let s = Store::open_in_memory().expect("store");
+        let t = WorkloadRef::new("shop", "checkout");
+        let rec = ActionRecord {
+            id: 0,
+            incident_id: None,
+            kind: "scale".into(),
+            target: t.clone(),
+            actor: "a".into(),
+            reason: "r".into(),
+            from_replicas: Some(2),
+            to_replicas: Some(3),
+            dry_run: false,
+            status: ActionStatus::Pending,
+            request: json!({"op": "patch_scale"}),
+            response: None,
+            message: None,
+            created_at: now(0),
+            finished_at: None,
+        };
+        let id = s.insert(&rec).expect("insert");
+        assert_eq!(s.pending().expect("pending").len(), 1);
+        assert_eq!(s.last_action_at(&t).expect("last"), Some(now(0)));
+        s.finish(id, ActionStatus::Succeeded, Some(&json!({"spec": {"replicas": 3}})), None, now(1)).expect("finish");
+        let listed = s.list_actions(10).expect("list");
+        assert_eq!(listed[0].status, ActionStatus::Succeeded);
+        assert_eq!(listed[0].response, Some(json!({"spec": {"replicas": 3}})));
+        assert!(s.pending().expect("pending").is_empty());
+        // Refusals do not start a cooldown.
+        s.insert(&ActionRecord { status: ActionStatus::Refused, to_replicas: None, created_at: now(5), ..rec }).expect("insert");
+        assert_eq!(s.last_action_at(&t).expect("last"), Some(now(0)));
+    }
+}

@@ -1,0 +1,42 @@
+//! What the engine did, as events an observer can follow.
+//!
+//! The daemon logs them; `warden demo` prints them as a readable timeline. Emitting is
+//! fire-and-forget: a slow or absent observer never holds up the engine.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimelineEvent {
+    Evaluated { at: DateTime<Utc>, watch: String, target: String, value: f64, expected: Option<f64>, state: String },
+    NoData { at: DateTime<Utc>, watch: String, reason: String },
+    IncidentOpened { at: DateTime<Utc>, incident_id: i64, title: String },
+    IncidentUpdated { at: DateTime<Utc>, incident_id: i64, value: Option<f64> },
+    ActionApplied { at: DateTime<Utc>, incident_id: i64, target: String, from: i32, to: i32, dry_run: bool },
+    ActionRefused { at: DateTime<Utc>, incident_id: i64, target: String, guard: String, reason: String },
+    ActionFailed { at: DateTime<Utc>, incident_id: i64, target: String, message: String },
+    IncidentResolved { at: DateTime<Utc>, incident_id: i64, title: String },
+    NotificationDelivered { at: DateTime<Utc>, channel: String, event: String, subject: String },
+    NotificationFailed { at: DateTime<Utc>, channel: String, event: String, error: String, attempts: u32 },
+}
+
+/// An optional sink for timeline events.
+#[derive(Clone, Default)]
+pub struct Timeline {
+    tx: Option<UnboundedSender<TimelineEvent>>,
+}
+
+impl Timeline {
+    pub fn new(tx: UnboundedSender<TimelineEvent>) -> Self {
+        Self { tx: Some(tx) }
+    }
+
+    pub fn emit(&self, ev: TimelineEvent) {
+        if let Some(tx) = &self.tx {
+            // A closed receiver only means nobody is watching.
+            let _ = tx.send(ev);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Anomaly detectors for metric series.
+//!
+//! Warden watches many metric series at once and must decide, point by point,
+//! whether each new sample looks abnormal. This crate holds that decision
+//! logic and nothing else: it is pure and synchronous (no I/O, no clock, no
+//! async, no logging), so every detector can be unit- and property-tested in
+//! isolation and replayed deterministically when an incident is investigated.
+//!
+//! # The detector seam
+//!
+//! Every detector implements [`Detector`]: it receives one `(timestamp, value)`
+//! pair at a time, in time order, and returns a [`Detection`] for that point.
+//! The output for point *i* depends on points `<= i` only (no look-ahead), so
+//! the same code serves live streaming and historical replay. A detector keeps
+//! a bounded amount of history per series ([`Detector::max_retained_points`]),
+//! which lets the daemon budget memory per watched series.
+//!
+//! Common conventions, shared by all detectors so that the agent can treat
+//! them uniformly:
+//!
+//! * [`Detection::score`] is finite and in `[0, 1]`; `0.5` means "exactly at
+//!   the detector's threshold". Points that are not judged (warm-up, missing
+//!   data) score `0`.
+//! * [`DetectionState::WarmingUp`] means "not enough history to judge";
+//!   [`DetectionState::NoData`] means the value was not a finite number and
+//!   was ignored.
+//! * [`Explanation`] carries the numbers behind the decision so that evidence
+//!   and API responses can show *why* a point was flagged.
+//!
+//! The [`harness`] module contains compliance checks that every detector,
+//! present or future, is expected to pass.
+//!
+//! # Detectors
+//!
+//! * [`RobustBaseline`]: rolling median / MAD baseline with a robust z-score.
+
+pub mod detector;
+mod error;
+pub mod harness;
+pub mod robust;
+
+pub use detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
+pub use error::{Error, Result};
+pub use robust::{RobustBaseline, RobustBaselineParams};

@@ -1,0 +1,1122 @@
+//! Robust rolling baseline: median and MAD over a sliding window.
+//!
+//! Most production metrics have no clean distribution: latencies are skewed,
+//! error counts are spiky, and past incidents leave outliers in the history.
+//! A mean / standard-deviation baseline is dragged around by those outliers,
+//! so this detector uses the median as the expected value and the median
+//! absolute deviation (MAD) as the spread. Both ignore up to half of the
+//! window being outliers, which keeps the baseline stable while an incident
+//! is under way.
+//!
+//! # Algorithm, per point `x` at time `t`
+//!
+//! 1. The baseline is the last `window` *finite* values **before** this point;
+//!    the point is never part of its own baseline.
+//! 2. With fewer than `min_history` baseline values the point is
+//!    [`WarmingUp`](DetectionState::WarmingUp) (score 0; `expected` is the
+//!    median of what history there is, if any).
+//! 3. `m = median`, `MAD = median(|v - m|)`,
+//!    `scale = max(1.4826 * MAD, min_relative_scale * |m|, min_absolute_scale)`,
+//!    `z = (x - m) / scale`. The factor 1.4826 makes the scale comparable to a
+//!    standard deviation for normally distributed data. The floors stop a flat
+//!    series (MAD = 0) from turning every tiny wiggle into an infinite z.
+//! 4. `expected = m`, `lower = m - threshold * scale`,
+//!    `upper = m + threshold * scale`.
+//! 5. The point deviates if `z > threshold` ([`Direction::Up`]),
+//!    `z < -threshold` ([`Direction::Down`]) or `|z| > threshold`
+//!    ([`Direction::Both`]). `consecutive` counts the current run of deviating
+//!    points and is reset to 0 by a finite point that does not deviate. The
+//!    state is [`Anomalous`](DetectionState::Anomalous) once
+//!    `consecutive >= min_consecutive`, otherwise
+//!    [`Normal`](DetectionState::Normal). Requiring a run suppresses one-off
+//!    spikes.
+//! 6. `score = |z_dir| / (|z_dir| + threshold)`, where `z_dir` is the
+//!    deviation in the configured direction (0 on the other side). It is 0.5
+//!    at the threshold, grows towards 1 for large deviations and is always
+//!    finite (an infinite or overflowing z gives 1).
+//! 7. The point is then appended to the history, **including anomalous
+//!    points**.
+//!
+//! # Known properties
+//!
+//! * **A lasting shift becomes the new normal.** Because anomalous points
+//!   enter the history, a level shift that persists is reported for roughly
+//!   `window / 2` points, after which the median has moved to the new level
+//!   and the series is `Normal` again. This is inherent to a rolling baseline
+//!   and is usually what an operator wants (a deploy that permanently changes
+//!   a metric should not page forever); detecting such shifts as events is
+//!   the job of a change-point detector.
+//! * **Non-finite values** (NaN, ±∞) yield [`NoData`](DetectionState::NoData)
+//!   with score 0. They are not added to the history and the `consecutive`
+//!   counter is neither advanced nor reset, so a gap in the middle of an
+//!   anomalous run does not hide or restart it.
+//! * **Timestamps** are only echoed and checked. Irregular spacing is accepted
+//!   and gaps are not interpolated: the window counts points, not time.
+//!   A timestamp that is not strictly greater than the previous one is still
+//!   processed (streaming sources can repeat samples); the detection carries a
+//!   note saying so. Call [`Detector::reset`] after a gap long enough to make
+//!   the history irrelevant.
+//! * **Extreme values** never panic and never produce non-finite output:
+//!   intermediate overflows are clamped to the finite range.
+//!
+//! # Cost
+//!
+//! Memory per series is bounded and allocated once, when the detector is
+//! built: a history of at most `window` values plus a sorting buffer of the
+//! same size, i.e. `16 * window` bytes of `f64`s (under 1 KiB for the default
+//! window of 60) plus a few words of state. `window` is capped at
+//! [`MAX_WINDOW`], so no configuration can exceed 1.6 MB per series. Each point costs two sorts of the window,
+//! `O(window * log(window))`, which is negligible for windows of a few
+//! hundred points.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
+use crate::error::{Error, Result};
+
+/// Largest accepted `window`; bounds memory at 16 × 100 000 bytes per series.
+pub const MAX_WINDOW: usize = 100_000;
+
+/// Factor that turns a MAD into a standard-deviation-equivalent scale for
+/// normally distributed data.
+const MAD_TO_SIGMA: f64 = 1.4826;
+
+/// Parameters of [`RobustBaseline`]. Missing fields take their defaults when
+/// deserialised; unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RobustBaselineParams {
+    /// Number of past finite points forming the baseline (default 60).
+    pub window: usize,
+    /// Robust z above which a point deviates (default 4.0).
+    pub threshold: f64,
+    /// Deviating points in a row needed to report an anomaly (default 3).
+    pub min_consecutive: u32,
+    /// Fewer finite past points than this means warming up (default 20).
+    pub min_history: usize,
+    /// Which deviations count (default both).
+    pub direction: Direction,
+    /// Scale floor as a fraction of `|median|` (default 0.01).
+    pub min_relative_scale: f64,
+    /// Absolute scale floor (default 1e-9).
+    pub min_absolute_scale: f64,
+}
+
+impl Default for RobustBaselineParams {
+    fn default() -> Self {
+        Self {
+            window: 60,
+            threshold: 4.0,
+            min_consecutive: 3,
+            min_history: 20,
+            direction: Direction::Both,
+            min_relative_scale: 0.01,
+            min_absolute_scale: 1e-9,
+        }
+    }
+}
+
+fn invalid(name: &'static str, message: String) -> Error {
+    Error::InvalidParam { name, message }
+}
+
+impl RobustBaselineParams {
+    /// Check every parameter against its allowed range.
+    ///
+    /// * `window`: 3 ..= [`MAX_WINDOW`]
+    /// * `min_history`: 3 ..= `window`
+    /// * `threshold`: finite and > 0
+    /// * `min_consecutive`: >= 1
+    /// * `min_relative_scale`, `min_absolute_scale`: finite and >= 0
+    pub fn validate(&self) -> Result<()> {
+        if !(3..=MAX_WINDOW).contains(&self.window) {
+            return Err(invalid(
+                "window",
+                format!("must be between 3 and {MAX_WINDOW}, got {}", self.window),
+            ));
+        }
+        if !(3..=self.window).contains(&self.min_history) {
+            return Err(invalid(
+                "min_history",
+                format!(
+                    "must be between 3 and window ({}), got {}",
+                    self.window, self.min_history
+                ),
+            ));
+        }
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            return Err(invalid(
+                "threshold",
+                format!("must be finite and greater than 0, got {}", self.threshold),
+            ));
+        }
+        if self.min_consecutive < 1 {
+            return Err(invalid(
+                "min_consecutive",
+                format!("must be at least 1, got {}", self.min_consecutive),
+            ));
+        }
+        for (name, value) in [
+            ("min_relative_scale", self.min_relative_scale),
+            ("min_absolute_scale", self.min_absolute_scale),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(invalid(
+                    name,
+                    format!("must be finite and at least 0, got {value}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rolling median / MAD detector. See the [module docs](self) for the
+/// algorithm and its properties.
+#[derive(Debug, Clone)]
+pub struct RobustBaseline {
+    params: RobustBaselineParams,
+    /// Last `window` finite values, oldest first.
+    history: VecDeque<f64>,
+    /// Reused buffer for sorting; never longer than `window`.
+    scratch: Vec<f64>,
+    /// Current run of deviating finite points.
+    consecutive: u32,
+    /// Timestamp of the previous point, to flag non-increasing timestamps.
+    last_timestamp_ms: Option<i64>,
+}
+
+/// Baseline statistics of the history.
+struct Stats {
+    median: f64,
+    scale: f64,
+    floor_note: Option<&'static str>,
+}
+
+impl RobustBaseline {
+    /// Build a detector; fails if `params` do not pass
+    /// [`RobustBaselineParams::validate`].
+    pub fn new(params: RobustBaselineParams) -> Result<Self> {
+        params.validate()?;
+        let window = params.window;
+        Ok(Self {
+            params,
+            history: VecDeque::with_capacity(window),
+            scratch: Vec::with_capacity(window),
+            consecutive: 0,
+            last_timestamp_ms: None,
+        })
+    }
+
+    /// The parameters this detector was built with.
+    pub fn params(&self) -> &RobustBaselineParams {
+        &self.params
+    }
+
+    /// Median of the history (`None` when empty).
+    fn median(&mut self) -> Option<f64> {
+        self.scratch.clear();
+        self.scratch.extend(self.history.iter().copied());
+        sorted_median(&mut self.scratch)
+    }
+
+    /// Median and floored scale of the history (`None` when empty).
+    fn stats(&mut self) -> Option<Stats> {
+        let median = self.median()?;
+        // |v - m| may overflow for values near ±f64::MAX; clamp to finite.
+        for v in &mut self.scratch {
+            *v = clamp_finite((*v - median).abs());
+        }
+        let mad = sorted_median(&mut self.scratch)?;
+        let mad_scale = clamp_finite(MAD_TO_SIGMA * mad);
+        let relative = clamp_finite(self.params.min_relative_scale * median.abs());
+        let absolute = self.params.min_absolute_scale;
+        let (scale, floor_note) = if mad_scale >= relative && mad_scale >= absolute {
+            (mad_scale, None)
+        } else if relative >= absolute {
+            (
+                relative,
+                Some("scale raised to min_relative_scale * |median|"),
+            )
+        } else {
+            (absolute, Some("scale raised to min_absolute_scale"))
+        };
+        Some(Stats {
+            median,
+            scale,
+            floor_note,
+        })
+    }
+
+    /// Append a value, dropping the oldest first so that the buffer never
+    /// grows beyond `window` (and never reallocates).
+    fn push(&mut self, value: f64) {
+        while self.history.len() >= self.params.window {
+            self.history.pop_front();
+        }
+        self.history.push_back(value);
+    }
+
+    fn deviation_in_direction(&self, z: f64) -> f64 {
+        match self.params.direction {
+            Direction::Up => z.max(0.0),
+            Direction::Down => (-z).max(0.0),
+            Direction::Both => z.abs(),
+        }
+    }
+}
+
+/// Sort `values` (all finite) and return their median, computed without
+/// overflow. `None` when empty.
+fn sorted_median(values: &mut [f64]) -> Option<f64> {
+    values.sort_unstable_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let hi = *values.get(n / 2)?;
+    if n % 2 == 1 {
+        return Some(hi);
+    }
+    let lo = *values.get(n / 2 - 1)?;
+    // Halving first keeps the sum finite for values near ±f64::MAX.
+    Some(lo / 2.0 + hi / 2.0)
+}
+
+/// Map ±∞ to ±f64::MAX; finite values are unchanged.
+fn clamp_finite(v: f64) -> f64 {
+    v.clamp(f64::MIN, f64::MAX)
+}
+
+/// `|z| / (|z| + threshold)` for `z_dir >= 0`, written so that it stays finite
+/// and in `[0, 1]` for any `z_dir` (including +∞) and any positive threshold.
+fn score(z_dir: f64, threshold: f64) -> f64 {
+    if z_dir.is_nan() || z_dir <= 0.0 {
+        return 0.0;
+    }
+    let s = 1.0 / (1.0 + threshold / z_dir);
+    if s.is_nan() {
+        0.0
+    } else {
+        s.clamp(0.0, 1.0)
+    }
+}
+
+fn join_notes(notes: &[&str]) -> Option<String> {
+    if notes.is_empty() {
+        None
+    } else {
+        Some(notes.join("; "))
+    }
+}
+
+impl Detector for RobustBaseline {
+    fn name(&self) -> &'static str {
+        "robust_baseline"
+    }
+
+    fn update(&mut self, timestamp_ms: i64, value: f64) -> Detection {
+        let mut notes: Vec<&str> = Vec::new();
+        if let Some(prev) = self.last_timestamp_ms {
+            if timestamp_ms <= prev {
+                notes.push("timestamp not after the previous point");
+            }
+        }
+        self.last_timestamp_ms = Some(timestamp_ms);
+        let history = self.history.len();
+        let threshold = self.params.threshold;
+
+        if !value.is_finite() {
+            notes.push("value is not a finite number; ignored");
+            return Detection {
+                timestamp_ms,
+                value,
+                score: 0.0,
+                expected: None,
+                lower: None,
+                upper: None,
+                deviation: Deviation::None,
+                state: DetectionState::NoData,
+                explanation: Explanation {
+                    threshold: Some(threshold),
+                    consecutive: self.consecutive,
+                    history,
+                    note: join_notes(&notes),
+                    ..Explanation::default()
+                },
+            };
+        }
+
+        if history < self.params.min_history {
+            let median = self.median();
+            self.consecutive = 0;
+            self.push(value);
+            let warm = format!(
+                "warming up: {history} of {} points of history",
+                self.params.min_history
+            );
+            notes.push(&warm);
+            return Detection {
+                timestamp_ms,
+                value,
+                score: 0.0,
+                expected: median,
+                lower: None,
+                upper: None,
+                deviation: side(value, median),
+                state: DetectionState::WarmingUp,
+                explanation: Explanation {
+                    baseline: median,
+                    threshold: Some(threshold),
+                    consecutive: 0,
+                    history,
+                    note: join_notes(&notes),
+                    ..Explanation::default()
+                },
+            };
+        }
+
+        // history >= min_history >= 3, so stats exist; the fallback is
+        // unreachable but keeps this path free of panics.
+        let Some(stats) = self.stats() else {
+            self.push(value);
+            return Detection {
+                timestamp_ms,
+                value,
+                score: 0.0,
+                expected: None,
+                lower: None,
+                upper: None,
+                deviation: Deviation::None,
+                state: DetectionState::WarmingUp,
+                explanation: Explanation {
+                    threshold: Some(threshold),
+                    history,
+                    note: join_notes(&notes),
+                    ..Explanation::default()
+                },
+            };
+        };
+        let Stats {
+            median,
+            scale,
+            floor_note,
+        } = stats;
+        if let Some(n) = floor_note {
+            notes.push(n);
+        }
+
+        // Both operands are finite, so the difference is never NaN; it may
+        // overflow to ±∞, which the clamp below turns into ±f64::MAX.
+        let diff = value - median;
+        let z = if diff == 0.0 {
+            0.0
+        } else {
+            // scale >= 0; a zero scale (both floors 0 on a flat series)
+            // makes any difference infinitely significant.
+            clamp_finite(diff / scale)
+        };
+        let z_dir = self.deviation_in_direction(z);
+        let deviates = z_dir > threshold;
+        self.consecutive = if deviates {
+            self.consecutive.saturating_add(1)
+        } else {
+            0
+        };
+        let state = if self.consecutive >= self.params.min_consecutive {
+            DetectionState::Anomalous
+        } else {
+            DetectionState::Normal
+        };
+        let band = threshold * scale;
+        let lower = clamp_finite(median - band);
+        let upper = clamp_finite(median + band);
+
+        self.push(value);
+        Detection {
+            timestamp_ms,
+            value,
+            score: score(z_dir, threshold),
+            expected: Some(median),
+            lower: Some(lower),
+            upper: Some(upper),
+            deviation: if z > 0.0 {
+                Deviation::Above
+            } else if z < 0.0 {
+                Deviation::Below
+            } else {
+                Deviation::None
+            },
+            state,
+            explanation: Explanation {
+                baseline: Some(median),
+                scale: Some(scale),
+                z_score: Some(z),
+                threshold: Some(threshold),
+                consecutive: self.consecutive,
+                history,
+                note: join_notes(&notes),
+            },
+        }
+    }
+
+    fn reset(&mut self) {
+        self.history.clear();
+        self.scratch.clear();
+        self.consecutive = 0;
+        self.last_timestamp_ms = None;
+    }
+
+    fn max_retained_points(&self) -> usize {
+        self.params.window
+    }
+
+    fn retained_points(&self) -> usize {
+        self.history.len()
+    }
+}
+
+/// Side of `value` relative to `expected`.
+fn side(value: f64, expected: Option<f64>) -> Deviation {
+    match expected {
+        Some(e) if value > e => Deviation::Above,
+        Some(e) if value < e => Deviation::Below,
+        _ => Deviation::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness;
+
+    const EPS: f64 = 1e-12;
+
+    fn params(
+        window: usize,
+        min_history: usize,
+        threshold: f64,
+        min_consecutive: u32,
+    ) -> RobustBaselineParams {
+        RobustBaselineParams {
+            window,
+            threshold,
+            min_consecutive,
+            min_history,
+            ..RobustBaselineParams::default()
+        }
+    }
+
+    fn detector(p: RobustBaselineParams) -> RobustBaseline {
+        match RobustBaseline::new(p) {
+            Ok(d) => d,
+            Err(e) => panic!("valid params rejected: {e}"),
+        }
+    }
+
+    fn feed(d: &mut RobustBaseline, values: &[f64]) -> Vec<Detection> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| d.update(harness::timestamp_at(i), v))
+            .collect()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= EPS * a.abs().max(b.abs()).max(1.0)
+    }
+
+    fn some_close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| close(a, b))
+    }
+
+    fn last(ds: &[Detection]) -> &Detection {
+        match ds.last() {
+            Some(d) => d,
+            None => panic!("no detections"),
+        }
+    }
+
+    fn invalid_param(p: RobustBaselineParams) -> (&'static str, String) {
+        match p.validate() {
+            Err(Error::InvalidParam { name, message }) => (name, message),
+            Ok(()) => panic!("accepted invalid params {p:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_documentation() {
+        let p = RobustBaselineParams::default();
+        assert_eq!(p.window, 60);
+        assert_eq!(p.threshold, 4.0);
+        assert_eq!(p.min_consecutive, 3);
+        assert_eq!(p.min_history, 20);
+        assert_eq!(p.direction, Direction::Both);
+        assert_eq!(p.min_relative_scale, 0.01);
+        assert_eq!(p.min_absolute_scale, 1e-9);
+        assert_eq!(p.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_names_parameter_and_range() {
+        let base = RobustBaselineParams::default();
+        let cases: Vec<(RobustBaselineParams, &str, &str)> = vec![
+            (
+                RobustBaselineParams {
+                    window: 2,
+                    min_history: 2,
+                    ..base.clone()
+                },
+                "window",
+                "must be between 3 and 100000, got 2",
+            ),
+            (
+                RobustBaselineParams {
+                    window: MAX_WINDOW + 1,
+                    ..base.clone()
+                },
+                "window",
+                "must be between 3 and 100000, got 100001",
+            ),
+            (
+                RobustBaselineParams {
+                    min_history: 2,
+                    ..base.clone()
+                },
+                "min_history",
+                "must be between 3 and window (60), got 2",
+            ),
+            (
+                RobustBaselineParams {
+                    min_history: 61,
+                    ..base.clone()
+                },
+                "min_history",
+                "must be between 3 and window (60), got 61",
+            ),
+            (
+                RobustBaselineParams {
+                    threshold: 0.0,
+                    ..base.clone()
+                },
+                "threshold",
+                "must be finite and greater than 0, got 0",
+            ),
+            (
+                RobustBaselineParams {
+                    threshold: -1.0,
+                    ..base.clone()
+                },
+                "threshold",
+                "must be finite and greater than 0, got -1",
+            ),
+            (
+                RobustBaselineParams {
+                    threshold: f64::NAN,
+                    ..base.clone()
+                },
+                "threshold",
+                "must be finite and greater than 0, got NaN",
+            ),
+            (
+                RobustBaselineParams {
+                    threshold: f64::INFINITY,
+                    ..base.clone()
+                },
+                "threshold",
+                "must be finite and greater than 0, got inf",
+            ),
+            (
+                RobustBaselineParams {
+                    min_consecutive: 0,
+                    ..base.clone()
+                },
+                "min_consecutive",
+                "must be at least 1, got 0",
+            ),
+            (
+                RobustBaselineParams {
+                    min_relative_scale: -0.5,
+                    ..base.clone()
+                },
+                "min_relative_scale",
+                "must be finite and at least 0, got -0.5",
+            ),
+            (
+                RobustBaselineParams {
+                    min_relative_scale: f64::NAN,
+                    ..base.clone()
+                },
+                "min_relative_scale",
+                "must be finite and at least 0, got NaN",
+            ),
+            (
+                RobustBaselineParams {
+                    min_absolute_scale: f64::INFINITY,
+                    ..base.clone()
+                },
+                "min_absolute_scale",
+                "must be finite and at least 0, got inf",
+            ),
+            (
+                RobustBaselineParams {
+                    min_absolute_scale: -1e-9,
+                    ..base.clone()
+                },
+                "min_absolute_scale",
+                "must be finite and at least 0, got -0.000000001",
+            ),
+        ];
+        for (p, name, message) in cases {
+            assert_eq!(invalid_param(p.clone()), (name, message.to_string()));
+            assert!(RobustBaseline::new(p).is_err());
+        }
+        let err = RobustBaselineParams {
+            window: 1,
+            ..base.clone()
+        }
+        .validate();
+        assert_eq!(
+            err.map_err(|e| e.to_string()),
+            Err("invalid parameter `window`: must be between 3 and 100000, got 1".to_string())
+        );
+        // Boundaries are inclusive.
+        let edge = RobustBaselineParams {
+            window: 3,
+            min_history: 3,
+            min_consecutive: 1,
+            min_relative_scale: 0.0,
+            min_absolute_scale: 0.0,
+            ..base
+        };
+        assert_eq!(edge.validate(), Ok(()));
+    }
+
+    #[test]
+    fn name_and_memory_bound() {
+        let d = detector(params(25, 10, 4.0, 3));
+        assert_eq!(d.name(), "robust_baseline");
+        assert_eq!(d.max_retained_points(), 25);
+        assert_eq!(d.retained_points(), 0);
+        assert_eq!(d.params().window, 25);
+    }
+
+    #[test]
+    fn hand_computed_odd_window() {
+        let mut p = params(5, 5, 3.0, 1);
+        p.min_relative_scale = 0.0;
+        let mut d = detector(p);
+        // Baseline 10 12 11 13 9: median 11.
+        let ds = feed(&mut d, &[10.0, 12.0, 11.0, 13.0, 9.0, 20.0]);
+        for w in &ds[..5] {
+            assert_eq!(w.state, DetectionState::WarmingUp);
+        }
+        let x = last(&ds);
+        // Deviations 1 1 0 2 2, sorted 0 1 1 2 2: MAD 1.
+        let scale = 1.4826;
+        let z = 9.0 / scale;
+        assert_eq!(x.expected, Some(11.0));
+        assert!(some_close(x.explanation.scale, scale));
+        assert!(some_close(x.explanation.z_score, z));
+        assert!(some_close(x.lower, 11.0 - 3.0 * scale));
+        assert!(some_close(x.upper, 11.0 + 3.0 * scale));
+        assert!(close(x.score, z / (z + 3.0)));
+        assert_eq!(x.explanation.threshold, Some(3.0));
+        assert_eq!(x.explanation.history, 5);
+        assert_eq!(x.explanation.consecutive, 1);
+        assert_eq!(x.deviation, Deviation::Above);
+        assert_eq!(x.state, DetectionState::Anomalous);
+        assert_eq!(x.explanation.note, None);
+    }
+
+    #[test]
+    fn hand_computed_even_window_and_rolling() {
+        let mut p = params(4, 4, 3.0, 1);
+        p.min_relative_scale = 0.0;
+        let mut d = detector(p);
+        let ds = feed(&mut d, &[1.0, 2.0, 3.0, 4.0, 2.5]);
+        let x = last(&ds);
+        // Median (2 + 3) / 2 = 2.5; deviations 1.5 .5 .5 1.5: MAD (0.5 + 1.5) / 2 = 1.
+        assert_eq!(x.expected, Some(2.5));
+        assert!(some_close(x.explanation.scale, 1.4826));
+        assert_eq!(x.explanation.z_score, Some(0.0));
+        assert_eq!(x.score, 0.0);
+        assert_eq!(x.deviation, Deviation::None);
+        assert_eq!(x.state, DetectionState::Normal);
+        // The window now holds 2 3 4 2.5 (1 was dropped): median 2.75,
+        // deviations .75 .25 1.25 .25: MAD 0.5, scale 0.7413.
+        let y = d.update(harness::timestamp_at(5), 0.0);
+        assert_eq!(y.expected, Some(2.75));
+        assert!(some_close(y.explanation.scale, 0.7413));
+        let z = -2.75 / 0.7413;
+        assert!(some_close(y.explanation.z_score, z));
+        assert_eq!(y.deviation, Deviation::Below);
+        assert_eq!(y.state, DetectionState::Anomalous);
+        assert_eq!(y.explanation.history, 4);
+        assert_eq!(d.retained_points(), 4);
+    }
+
+    #[test]
+    fn warm_up_reports_partial_median() {
+        let mut d = detector(params(10, 3, 4.0, 1));
+        let ds = feed(&mut d, &[5.0, 7.0, 100.0, 6.0]);
+        assert_eq!(ds[0].state, DetectionState::WarmingUp);
+        assert_eq!(ds[0].expected, None);
+        assert_eq!(ds[0].deviation, Deviation::None);
+        assert_eq!(ds[1].expected, Some(5.0));
+        assert_eq!(ds[1].deviation, Deviation::Above);
+        assert_eq!(ds[2].expected, Some(6.0));
+        assert_eq!(ds[2].state, DetectionState::WarmingUp);
+        assert_eq!(ds[2].score, 0.0);
+        assert_eq!(ds[2].lower, None);
+        assert!(ds[2]
+            .explanation
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("warming up: 2 of 3")));
+        // Three points of history: judged now.
+        assert_eq!(ds[3].state, DetectionState::Normal);
+        assert_eq!(ds[3].expected, Some(7.0));
+    }
+
+    #[test]
+    fn non_finite_values_are_no_data_and_ignored() {
+        let mut d = detector(params(10, 3, 4.0, 1));
+        let ds = feed(
+            &mut d,
+            &[f64::NAN, 1.0, f64::INFINITY, 2.0, f64::NEG_INFINITY, 3.0],
+        );
+        for i in [0, 2, 4] {
+            assert_eq!(ds[i].state, DetectionState::NoData);
+            assert_eq!(ds[i].score, 0.0);
+            assert_eq!(ds[i].expected, None);
+        }
+        // NaNs did not count as history: the 3rd finite point is still warming up.
+        assert_eq!(ds[5].state, DetectionState::WarmingUp);
+        assert_eq!(ds[5].explanation.history, 2);
+        assert_eq!(d.retained_points(), 3);
+    }
+
+    #[test]
+    fn relative_scale_floor_and_exact_threshold() {
+        let mut d = detector(params(60, 20, 4.0, 1));
+        feed(&mut d, &[100.0; 20]);
+        // MAD is 0: scale = 0.01 * 100 = 1, so the band is [96, 104].
+        let at = d.update(0, 104.0);
+        assert_eq!(at.explanation.scale, Some(1.0));
+        assert_eq!(at.lower, Some(96.0));
+        assert_eq!(at.upper, Some(104.0));
+        assert_eq!(at.explanation.z_score, Some(4.0));
+        assert_eq!(at.score, 0.5);
+        assert_eq!(
+            at.state,
+            DetectionState::Normal,
+            "z == threshold does not deviate"
+        );
+        assert!(at
+            .explanation
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("min_relative_scale")));
+        let above = d.update(0, 104.5);
+        assert_eq!(above.state, DetectionState::Anomalous);
+        assert!(above.score > 0.5);
+    }
+
+    #[test]
+    fn absolute_scale_floor_on_zero_series() {
+        let mut d = detector(params(60, 20, 4.0, 1));
+        feed(&mut d, &[0.0; 20]);
+        let zero = d.update(0, 0.0);
+        assert_eq!(zero.state, DetectionState::Normal);
+        assert_eq!(zero.score, 0.0);
+        assert_eq!(zero.explanation.scale, Some(1e-9));
+        let small = d.update(0, 1e-8);
+        assert!(some_close(small.explanation.z_score, 10.0));
+        assert_eq!(small.state, DetectionState::Anomalous);
+    }
+
+    #[test]
+    fn zero_scale_floors_give_finite_output() {
+        let mut p = params(10, 3, 4.0, 1);
+        p.min_relative_scale = 0.0;
+        p.min_absolute_scale = 0.0;
+        let mut d = detector(p);
+        feed(&mut d, &[0.0; 5]);
+        let same = d.update(0, 0.0);
+        assert_eq!(same.state, DetectionState::Normal);
+        assert_eq!(same.score, 0.0);
+        let off = d.update(0, 1e-300);
+        assert_eq!(off.state, DetectionState::Anomalous);
+        assert_eq!(off.score, 1.0);
+        assert_eq!(off.explanation.z_score, Some(f64::MAX));
+    }
+
+    #[test]
+    fn min_consecutive_requires_a_run() {
+        let mut d = detector(RobustBaselineParams::default());
+        feed(&mut d, &[100.0; 30]);
+        let run1 = feed(&mut d, &[200.0, 200.0]);
+        assert_eq!(run1[0].state, DetectionState::Normal);
+        assert_eq!(run1[0].explanation.consecutive, 1);
+        assert!(
+            run1[0].score > 0.5,
+            "a deviating point scores above 0.5 even before the run is long enough"
+        );
+        assert_eq!(run1[1].state, DetectionState::Normal);
+        assert_eq!(run1[1].explanation.consecutive, 2);
+        let back = d.update(0, 100.0);
+        assert_eq!(back.state, DetectionState::Normal);
+        assert_eq!(back.explanation.consecutive, 0);
+        let run2 = feed(&mut d, &[200.0, 200.0, 200.0, 200.0]);
+        let states: Vec<_> = run2.iter().map(|x| x.state).collect();
+        assert_eq!(
+            states,
+            [
+                DetectionState::Normal,
+                DetectionState::Normal,
+                DetectionState::Anomalous,
+                DetectionState::Anomalous
+            ]
+        );
+        assert_eq!(run2[3].explanation.consecutive, 4);
+    }
+
+    #[test]
+    fn non_finite_neither_advances_nor_resets_the_run() {
+        let mut d = detector(RobustBaselineParams::default());
+        feed(&mut d, &[100.0; 30]);
+        let ds = feed(&mut d, &[200.0, 200.0, f64::NAN, f64::INFINITY, 200.0]);
+        assert_eq!(ds[2].state, DetectionState::NoData);
+        assert_eq!(ds[2].explanation.consecutive, 2);
+        assert_eq!(ds[3].explanation.consecutive, 2);
+        assert_eq!(ds[4].explanation.consecutive, 3);
+        assert_eq!(ds[4].state, DetectionState::Anomalous);
+        assert_eq!(ds[4].explanation.history, 32);
+    }
+
+    #[test]
+    fn direction_up_ignores_drops() {
+        let mut p = params(60, 20, 4.0, 1);
+        p.direction = Direction::Up;
+        let mut d = detector(p);
+        feed(&mut d, &[100.0; 20]);
+        let drop = d.update(0, 0.0);
+        assert_eq!(drop.state, DetectionState::Normal);
+        assert_eq!(drop.score, 0.0);
+        assert_eq!(drop.deviation, Deviation::Below);
+        assert_eq!(drop.explanation.consecutive, 0);
+        assert!(some_close(drop.explanation.z_score, -100.0));
+        let rise = d.update(0, 200.0);
+        assert_eq!(rise.state, DetectionState::Anomalous);
+        assert_eq!(rise.deviation, Deviation::Above);
+    }
+
+    #[test]
+    fn direction_down_ignores_rises() {
+        let mut p = params(60, 20, 4.0, 1);
+        p.direction = Direction::Down;
+        let mut d = detector(p);
+        feed(&mut d, &[100.0; 20]);
+        let rise = d.update(0, 200.0);
+        assert_eq!(rise.state, DetectionState::Normal);
+        assert_eq!(rise.score, 0.0);
+        let drop = d.update(0, 0.0);
+        assert_eq!(drop.state, DetectionState::Anomalous);
+        assert!(close(drop.score, 100.0 / 104.0));
+    }
+
+    #[test]
+    fn lasting_shift_becomes_the_new_normal_after_half_a_window() {
+        let mut d = detector(params(20, 10, 4.0, 1));
+        feed(&mut d, &[100.0; 20]);
+        let ds = feed(&mut d, &[200.0; 20]);
+        let flagged = ds.iter().filter(|x| x.is_anomaly()).count();
+        assert_eq!(flagged, 10);
+        assert!(ds[..10].iter().all(Detection::is_anomaly));
+        assert!(ds[10..].iter().all(|x| x.state == DetectionState::Normal));
+    }
+
+    #[test]
+    fn non_increasing_timestamps_are_processed_with_a_note() {
+        let mut d = detector(params(10, 3, 4.0, 1));
+        let a = d.update(1_000, 1.0);
+        let b = d.update(1_000, 2.0);
+        let c = d.update(500, 3.0);
+        assert_eq!(
+            a.explanation
+                .note
+                .as_deref()
+                .map(|n| n.contains("timestamp")),
+            Some(false)
+        );
+        assert!(b
+            .explanation
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("timestamp not after")));
+        assert!(c
+            .explanation
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("timestamp not after")));
+        assert_eq!(c.timestamp_ms, 500);
+        assert_eq!(d.retained_points(), 3);
+    }
+
+    #[test]
+    fn reset_forgets_everything() {
+        let mut d = detector(params(10, 3, 4.0, 1));
+        feed(&mut d, &[1.0, 2.0, 3.0, 50.0]);
+        d.reset();
+        assert_eq!(d.retained_points(), 0);
+        let first = d.update(0, 7.0);
+        assert_eq!(first.state, DetectionState::WarmingUp);
+        assert_eq!(first.expected, None);
+        assert_eq!(
+            first
+                .explanation
+                .note
+                .as_deref()
+                .map(|n| n.contains("timestamp")),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn buffers_never_grow_after_construction() {
+        let mut d = detector(params(37, 3, 4.0, 1));
+        let (history, scratch) = (d.history.capacity(), d.scratch.capacity());
+        let values: Vec<f64> = (0..500).map(f64::from).collect();
+        feed(&mut d, &values);
+        assert_eq!(d.history.capacity(), history);
+        assert_eq!(d.scratch.capacity(), scratch);
+    }
+
+    #[test]
+    fn history_is_capped_at_window() {
+        let mut d = detector(params(7, 3, 4.0, 1));
+        let values: Vec<f64> = (0..50).map(f64::from).collect();
+        let ds = feed(&mut d, &values);
+        assert_eq!(d.retained_points(), 7);
+        assert_eq!(last(&ds).explanation.history, 7);
+        // Baseline of the last point is 42..=48.
+        assert_eq!(last(&ds).expected, Some(45.0));
+    }
+
+    #[test]
+    fn extreme_values_stay_finite() {
+        let mut d = detector(params(5, 3, 4.0, 1));
+        let ds = feed(
+            &mut d,
+            &[
+                f64::MAX,
+                f64::MIN,
+                f64::MAX,
+                f64::MIN,
+                f64::MAX,
+                f64::MIN,
+                0.0,
+            ],
+        );
+        for x in &ds {
+            assert!(x.score.is_finite());
+            for v in [
+                x.expected,
+                x.lower,
+                x.upper,
+                x.explanation.scale,
+                x.explanation.z_score,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                assert!(v.is_finite(), "{x:?}");
+            }
+        }
+        // Median of MAX, MIN, MAX, MIN, MAX without overflow.
+        assert_eq!(ds[5].expected, Some(f64::MAX));
+    }
+
+    #[test]
+    fn score_helper_is_bounded() {
+        assert_eq!(score(0.0, 4.0), 0.0);
+        assert_eq!(score(-1.0, 4.0), 0.0);
+        assert_eq!(score(f64::NAN, 4.0), 0.0);
+        assert_eq!(score(4.0, 4.0), 0.5);
+        assert_eq!(score(f64::INFINITY, 4.0), 1.0);
+        assert_eq!(score(f64::MAX, f64::MAX), 0.5);
+        assert_eq!(score(1e-300, 1e300), 0.0);
+        assert!(close(score(12.0, 4.0), 0.75));
+    }
+
+    #[test]
+    fn median_helper() {
+        assert_eq!(sorted_median(&mut []), None);
+        assert_eq!(sorted_median(&mut [3.0]), Some(3.0));
+        assert_eq!(sorted_median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(sorted_median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(sorted_median(&mut [f64::MAX, f64::MAX]), Some(f64::MAX));
+    }
+
+    #[test]
+    fn params_deserialise_with_defaults_and_reject_unknown_fields() {
+        use serde::de::value::{Error as DeError, MapDeserializer};
+        use serde::Deserialize as _;
+        let partial = MapDeserializer::<_, DeError>::new(
+            vec![("window", 30u64), ("min_consecutive", 5u64)].into_iter(),
+        );
+        let p = RobustBaselineParams::deserialize(partial);
+        assert_eq!(
+            p,
+            Ok(RobustBaselineParams {
+                window: 30,
+                min_consecutive: 5,
+                ..RobustBaselineParams::default()
+            })
+        );
+        let unknown = MapDeserializer::<_, DeError>::new(vec![("windw", 30u64)].into_iter());
+        let err = RobustBaselineParams::deserialize(unknown).map_err(|e| e.to_string());
+        assert!(err.is_err_and(|e| e.contains("unknown field `windw`")));
+    }
+
+    fn make_for(p: RobustBaselineParams) -> impl Fn() -> Box<dyn Detector> {
+        move || -> Box<dyn Detector> { Box::new(detector(p.clone())) }
+    }
+
+    #[test]
+    fn passes_the_compliance_harness() {
+        for p in [
+            RobustBaselineParams::default(),
+            params(200, 50, 6.0, 5),
+            RobustBaselineParams {
+                direction: Direction::Up,
+                ..RobustBaselineParams::default()
+            },
+        ] {
+            let max_delay = usize::try_from(p.min_consecutive)
+                .unwrap_or(usize::MAX)
+                .saturating_add(2);
+            if let Err(e) = harness::check_compliance(&make_for(p), max_delay) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn smallest_window_passes_invariants_and_constant_check() {
+        // A 3-point MAD is too noisy for the step check's false-positive
+        // requirement, but every contract invariant must still hold.
+        let make = make_for(params(3, 3, 4.0, 1));
+        for points in harness::edge_case_series() {
+            if let Err(e) = harness::check_invariants(&make, &points) {
+                panic!("{e}");
+            }
+        }
+        if let Err(e) = harness::check_constant_series(&make) {
+            panic!("{e}");
+        }
+    }
+}
