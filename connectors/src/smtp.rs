@@ -100,14 +100,14 @@ impl SmtpSender {
                 "SMTP timeout must be greater than zero".into(),
             ));
         }
-        let from = parse_mailbox(&cfg.from, "sender")?;
+        let from = parse_mailbox(&cfg.from, "sender e-mail address")?;
         if cfg.to.is_empty() {
             return Err(Error::Config("no SMTP recipients configured".into()));
         }
         let to = cfg
             .to
             .iter()
-            .map(|addr| parse_mailbox(addr, "recipient"))
+            .map(|addr| parse_mailbox(addr, "recipient e-mail address"))
             .collect::<Result<Vec<_>>>()?;
 
         let target = format!("smtp://{}:{}", cfg.host, cfg.port);
@@ -186,13 +186,13 @@ impl SmtpSender {
 /// Checks that `addr` is a mailbox (`Name <user@host>` or `user@host`) as sending will
 /// parse it, so configuration checks and sending agree.
 pub fn validate_mailbox(addr: &str) -> Result<()> {
-    parse_mailbox(addr, "e-mail").map(|_| ())
+    parse_mailbox(addr, "e-mail address").map(|_| ())
 }
 
-fn parse_mailbox(addr: &str, role: &str) -> Result<Mailbox> {
+fn parse_mailbox(addr: &str, what: &str) -> Result<Mailbox> {
     addr.trim()
         .parse::<Mailbox>()
-        .map_err(|e| Error::Config(format!("invalid {role} e-mail address {addr:?}: {e}")))
+        .map_err(|e| Error::Config(format!("invalid {what} {addr:?}: {e}")))
 }
 
 fn normalize_message_id(id: &str) -> Result<String> {
@@ -295,6 +295,19 @@ mod tests {
         let mut cfg = config();
         cfg.to.clear();
         assert!(SmtpSender::new(cfg).is_err());
+    }
+
+    #[test]
+    fn validate_mailbox_accepts_both_forms() {
+        assert!(validate_mailbox("Warden <warden@example.com>").is_ok());
+        assert!(validate_mailbox("oncall@example.com").is_ok());
+        let err = validate_mailbox("oncall.example.com").expect_err("no @");
+        assert!(
+            err.to_string().starts_with(
+                "invalid configuration: invalid e-mail address \"oncall.example.com\""
+            ),
+            "{err}"
+        );
     }
 
     #[test]

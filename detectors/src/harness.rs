@@ -84,7 +84,7 @@ pub fn step_series(
     step_len: usize,
 ) -> Vec<(i64, f64)> {
     let mut rng = XorShift64::new(seed);
-    (0..baseline_len + step_len)
+    (0..baseline_len.saturating_add(step_len))
         .map(|i| {
             let base = if i < baseline_len {
                 level
@@ -338,7 +338,7 @@ pub fn check_constant_series(make: &dyn Fn() -> Box<dyn Detector>) -> CheckResul
 /// before the step. Several levels are tried. Also runs [`check_invariants`]
 /// on each series.
 pub fn check_detects_step(make: &dyn Fn() -> Box<dyn Detector>, max_delay: usize) -> CheckResult {
-    let step_len = max_delay + 20;
+    let step_len = max_delay.saturating_add(20);
     let scenarios: [(u64, f64, f64, f64); 4] = [
         (1, 100.0, 1.0, 50.0),
         (2, 0.0, 0.1, 10.0),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use super::yaml_index::YamlIndex;
-use super::{validate, Config};
+use super::{validate, Config, WatchConfig};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,46 +77,33 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let index = YamlIndex::build(text);
     let mut found: Vec<(String, String)> = Vec::new();
 
-    // serde stops at the first error; remove what it rejected and try again, so one run
-    // reports every structural error. Bounded: each round removes one node.
-    let mut parsed = None;
-    for _ in 0..64 {
-        match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
-            Ok(cfg) => {
-                parsed = Some(cfg);
-                break;
-            }
-            Err(err) => {
-                let at = normalise(&err.path().to_string());
-                let message = err.inner().to_string();
-                let message = strip_location(&message);
-                if let Some(field) = backticked(&message, "unknown field `") {
-                    let p = join(&at, &field);
-                    found.push((p, message.clone()));
-                    if !remove_key(&mut value, &at, &field) {
-                        break;
-                    }
-                } else if let Some(field) = backticked(&message, "missing field `") {
-                    let p = join(&at, &field);
-                    if !found.iter().any(|(q, _)| q == &p) {
-                        found.push((p, message));
-                    }
-                    break;
-                } else {
-                    if found.iter().any(|(q, _)| q == &at) {
-                        break;
-                    }
-                    found.push((at.clone(), message));
-                    if at.is_empty() || !remove_path(&mut value, &at) {
-                        break;
-                    }
-                }
-            }
+    // Watches are parsed one by one, so a watch serde cannot repair does not hide the
+    // errors of the others or of the rest of the file.
+    let watch_items = match &mut value {
+        Value::Mapping(m) => match m.get_mut(Value::String("watches".into())) {
+            Some(Value::Sequence(items)) => std::mem::take(items),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let base: Option<Config> = deserialize_collect(value, "", &mut found);
+    let mut watches = Vec::new();
+    let mut original_index = Vec::new();
+    for (i, item) in watch_items.into_iter().enumerate() {
+        if let Some(w) = deserialize_collect::<WatchConfig>(item, &format!("watches[{i}]"), &mut found) {
+            watches.push(w);
+            original_index.push(i);
         }
     }
 
+    let parsed = base.map(|mut cfg| {
+        cfg.watches = watches;
+        cfg
+    });
     if let Some(cfg) = &parsed {
-        found.extend(validate::validate(cfg));
+        for (path, message) in validate::validate(cfg) {
+            found.push((renumber(&path, &original_index), message));
+        }
     }
     if found.is_empty() {
         if let Some(cfg) = parsed {
@@ -128,6 +115,65 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     errors.dedup();
     Err(ConfigErrors(errors))
+}
+
+/// Deserialize `value`, recording every error (paths under `prefix`). serde stops at the
+/// first error, so what it rejected is removed and it tries again; bounded, since each round
+/// removes one node. `None` when the value cannot be repaired.
+fn deserialize_collect<T: serde::de::DeserializeOwned>(
+    mut value: Value,
+    prefix: &str,
+    found: &mut Vec<(String, String)>,
+) -> Option<T> {
+    for _ in 0..64 {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(err) => err,
+        };
+        let at = normalise(&err.path().to_string());
+        let message = strip_location(&err.inner().to_string());
+        if let Some(field) = backticked(&message, "unknown field `") {
+            // The path may or may not already end with the unknown key.
+            let parent = match at.strip_suffix(field.as_str()) {
+                Some(p) if p.is_empty() || p.ends_with('.') => p.trim_end_matches('.').to_string(),
+                _ => at.clone(),
+            };
+            let p = join(prefix, &join(&parent, &field));
+            if found.iter().any(|(q, _)| q == &p) {
+                return None;
+            }
+            found.push((p, message));
+            if !remove_key(&mut value, &parent, &field) {
+                return None;
+            }
+        } else if let Some(field) = backticked(&message, "missing field `") {
+            let p = join(prefix, &join(&at, &field));
+            if !found.iter().any(|(q, _)| q == &p || q.starts_with(&format!("{p}."))) {
+                found.push((p, message));
+            }
+            return None;
+        } else {
+            let p = join(prefix, &at);
+            if found.iter().any(|(q, _)| q == &p) {
+                return None;
+            }
+            found.push((p, message));
+            if at.is_empty() || !remove_path(&mut value, &at) {
+                return None;
+            }
+        }
+    }
+    None
+}
+
+/// Map `watches[j]` of the parsed subset back to the file's `watches[i]`.
+fn renumber(path: &str, original_index: &[usize]) -> String {
+    let Some(rest) = path.strip_prefix("watches[") else { return path.to_string() };
+    let Some(end) = rest.find(']') else { return path.to_string() };
+    match rest[..end].parse::<usize>().ok().and_then(|j| original_index.get(j)) {
+        Some(i) => format!("watches[{i}]{}", &rest[end + 1..]),
+        None => path.to_string(),
+    }
 }
 
 fn normalise(path: &str) -> String {
@@ -216,5 +262,65 @@ fn remove_path(root: &mut Value, path: &str) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        parse_str(text, Path::new("w.yaml")).expect_err("must be invalid").0
+    }
+
+    #[test]
+    fn reports_unknown_key_bad_promql_and_bad_duration_together() {
+        let text = "prometheus:\n  url: http://127.0.0.1:9090\nwatches:\n  - name: a\n    query: 'sum(rate(x[5m])'\n    interval: 5 parsecs\n    colour: red\n    detector: { kind: robust_baseline }\n";
+        let e = errors(text);
+        let got: Vec<(Option<usize>, &str)> = e.iter().map(|e| (e.line, e.path.as_str())).collect();
+        assert_eq!(got, [(Some(5), "watches[0].query"), (Some(6), "watches[0].interval"), (Some(7), "watches[0].colour")]);
+        assert!(e[2].to_string().starts_with("w.yaml:7: watches[0].colour: unknown field `colour`"), "{}", e[2]);
+    }
+
+    #[test]
+    fn a_broken_watch_does_not_hide_the_others() {
+        let text = "prometheus: { url: 'http://127.0.0.1:9090' }\nwatches:\n  - name: a\n    query: up\n    detector: { kind: nope }\n  - name: b\n    query: 'up{'\n    detector: { kind: robust_baseline, window: 2 }\n";
+        let paths: Vec<String> = errors(text).into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["watches[0].detector.kind", "watches[1].query", "watches[1].detector.window"]);
+    }
+
+    #[test]
+    fn syntax_errors_and_secrets() {
+        let e = errors("a: [1, 2\n");
+        assert!(e[0].message.starts_with("invalid YAML"), "{}", e[0].message);
+        // A secret must be a reference; the value is never echoed.
+        let e = errors("server:\n  api_token: hunter2\n");
+        assert_eq!(e[0].path, "server.api_token");
+        let e = errors("server:\n  api_token: { env: A, file: /b }\n");
+        assert!(e[0].message.contains("exactly one"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn empty_file_is_a_valid_default() {
+        let cfg = parse_str("", Path::new("e.yaml")).expect("valid");
+        assert!(cfg.watches.is_empty());
+        assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn semantic_checks_name_their_paths() {
+        let text = "prometheus: { url: 'ftp://x' }\nwatches:\n  - name: a\n    query: up\n    step: 1s\n    lookback: 7d\n    identity: [ns, ns, 9x]\n    target: { namespace: '{ns}', deployment: '{dep' }\n    detector: { kind: robust_baseline }\n    action: {}\n  - name: a\n    query: up\n    detector: { kind: robust_baseline }\n";
+        let paths: Vec<String> = errors(text).into_iter().map(|e| e.path).collect();
+        for p in [
+            "prometheus.url",
+            "watches[0].lookback",
+            "watches[0].identity[1]",
+            "watches[0].identity[2]",
+            "watches[0].target.deployment",
+            "watches[0].action",
+            "watches[1].name",
+        ] {
+            assert!(paths.iter().any(|q| q == p), "{p} missing from {paths:?}");
+        }
     }
 }

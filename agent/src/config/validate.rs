@@ -114,7 +114,7 @@ fn secret(err: &mut impl FnMut(String, String), path: &str, s: &SecretRef) {
 fn mailbox_error(s: &str) -> Option<String> {
     match warden_connectors::smtp::validate_mailbox(s) {
         Ok(()) => None,
-        Err(e) => Some(e.to_string()),
+        Err(_) => Some(format!("`{s}` is not an e-mail address (expected `Name <user@host>` or `user@host`)")),
     }
 }
 
@@ -174,7 +174,12 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
     match &w.detector {
         DetectorSpec::RobustBaseline(p) => {
             if let Err(e) = p.validate() {
-                err(format!("{at}.detector"), e.to_string());
+                let path = match &e {
+                    warden_detectors::Error::InvalidParam { name, .. } => format!("{at}.detector.{name}"),
+                    #[allow(unreachable_patterns)]
+                    _ => format!("{at}.detector"),
+                };
+                err(path, e.to_string());
             }
         }
     }
