@@ -95,7 +95,7 @@ impl SimCluster {
 
     fn desired_at(&self, t: DateTime<Utc>) -> i32 {
         let h = self.history.lock().map(|h| h.clone()).unwrap_or_default();
-        h.iter().filter(|(at, _)| *at <= t).map(|(_, r)| *r).last().unwrap_or(START_REPLICAS)
+        h.iter().rev().find(|(at, _)| *at <= t).map(|(_, r)| *r).unwrap_or(START_REPLICAS)
     }
 
     /// Ready pods: scaling up takes effect after start-up, scaling down at once.

@@ -49,6 +49,20 @@ enum SendError {
     Retry(String, Option<Duration>),
 }
 
+impl SendError {
+    /// A permanent refusal (e.g. a revoked webhook, a rejected recipient) is still kept and
+    /// retried, but only at the longest backoff: fixing the configuration delivers it, and the
+    /// channel is not hammered meanwhile.
+    fn from_connector(e: warden_connectors::Error, max_backoff: Duration) -> Self {
+        let wait = match e.retry_after() {
+            Some(d) => Some(d),
+            None if !e.is_retryable() => Some(max_backoff),
+            None => None,
+        };
+        SendError::Retry(e.to_string(), wait)
+    }
+}
+
 pub struct Outbox {
     pub store: Arc<Store>,
     pub channels: Channels,
@@ -142,7 +156,7 @@ impl Outbox {
         match item.channel.as_str() {
             "slack" => {
                 let slack = self.channels.slack.as_ref().ok_or_else(|| missing("slack"))?;
-                slack.post(&item.payload).await.map_err(|e| SendError::Retry(e.to_string(), e.retry_after()))
+                slack.post(&item.payload).await.map_err(|e| SendError::from_connector(e, self.max_backoff))
             }
             "email" => {
                 let smtp = self.channels.email.as_ref().ok_or_else(|| missing("email"))?;
@@ -153,7 +167,7 @@ impl Outbox {
                     html: field("html"),
                     message_id: format!("<warden-outbox-{}@warden>", item.id),
                 };
-                smtp.send(&msg).await.map_err(|e| SendError::Retry(e.to_string(), e.retry_after()))
+                smtp.send(&msg).await.map_err(|e| SendError::from_connector(e, self.max_backoff))
             }
             "file" => {
                 let path = self.channels.file.as_ref().ok_or_else(|| missing("file"))?;
