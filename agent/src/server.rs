@@ -164,3 +164,89 @@ async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Res
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    struct NoSource;
+    #[async_trait::async_trait]
+    impl crate::source::MetricSource for NoSource {
+        async fn query_range(
+            &self,
+            _q: &str,
+            _s: chrono::DateTime<Utc>,
+            _e: chrono::DateTime<Utc>,
+            _st: std::time::Duration,
+        ) -> Result<warden_connectors::prometheus::RangeResult, String> {
+            Err("none".into())
+        }
+    }
+
+    fn app(token: Option<&str>) -> Router {
+        let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");
+        let engine = Engine::new(
+            Arc::new(cfg),
+            Arc::new(crate::store::Store::open_in_memory().expect("store")),
+            Arc::new(NoSource),
+            None,
+            Arc::new(crate::metrics::Metrics::new()),
+            vec![],
+            crate::timeline::Timeline::default(),
+        );
+        router(AppState { engine: Arc::new(engine), api_token: token.map(Arc::from), ready: Arc::new(AtomicBool::new(true)) })
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, String) {
+        let mut req = HttpRequest::builder().method(method).uri(uri).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).expect("request")).await.expect("response");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_are_open_api_needs_the_token() {
+        let app = app(Some("s3cret"));
+        assert_eq!(call(&app, "GET", "/healthz", None, "").await.0, StatusCode::OK);
+        assert_eq!(call(&app, "GET", "/readyz", None, "").await.0, StatusCode::OK);
+        let (st, body) = call(&app, "GET", "/metrics", None, "").await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(body.contains("warden_open_incidents"), "{body}");
+        assert_eq!(call(&app, "GET", "/api/v1/incidents", None, "").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(call(&app, "GET", "/api/v1/incidents", Some("wrong"), "").await.0, StatusCode::UNAUTHORIZED);
+        let (st, body) = call(&app, "GET", "/api/v1/incidents", Some("s3cret"), "").await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"incidents":[]}"#));
+        assert_eq!(call(&app, "GET", "/api/v1/incidents?status=maybe", Some("s3cret"), "").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, "GET", "/api/v1/incidents/7", Some("s3cret"), "").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn api_is_closed_without_a_configured_token() {
+        let app = app(None);
+        assert_eq!(call(&app, "GET", "/api/v1/watches", Some("anything"), "").await.0, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn alert_payloads_are_validated() {
+        let app = app(Some("t"));
+        let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"not a time"}]}"#).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(body.contains("alerts[0].startsAt"), "{body}");
+        let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), r#"{"version":"3","groupKey":"g","status":"firing","receiver":"w","alerts":[]}"#).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+        let (st, _) = call(&app, "POST", "/api/v1/alerts", Some("t"), "{not json").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        let ok = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
+        let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), ok).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"accepted":1}"#));
+        let (_, body) = call(&app, "GET", "/api/v1/incidents?status=open", Some("t"), "").await;
+        assert!(body.contains(r#""source":"alertmanager""#), "{body}");
+    }
+}
