@@ -76,12 +76,17 @@ impl RecordedRequest {
 
     /// The first value of query parameter `key`.
     pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query_params().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.query_params()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     /// Whether the request asked for a server-side dry run (`dryRun=All`).
     pub fn is_dry_run(&self) -> bool {
-        self.query_params().iter().any(|(k, v)| k == "dryRun" && v == "All")
+        self.query_params()
+            .iter()
+            .any(|(k, v)| k == "dryRun" && v == "All")
     }
 
     /// The body parsed as JSON, if it is JSON.
@@ -97,7 +102,12 @@ impl RecordedRequest {
             return ops
                 .iter()
                 .rev()
-                .filter(|op| matches!(op.get("op").and_then(Value::as_str), Some("add" | "replace")))
+                .filter(|op| {
+                    matches!(
+                        op.get("op").and_then(Value::as_str),
+                        Some("add" | "replace")
+                    )
+                })
                 .find(|op| op.get("path").and_then(Value::as_str) == Some("/spec/replicas"))
                 .and_then(|op| op.get("value"))
                 .and_then(Value::as_i64);
@@ -155,10 +165,12 @@ impl KubeApi {
             .context("binding the kube API test server")?;
         let addr = listener.local_addr()?;
         let state = inner.clone();
-        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
-            async move { handle(&state, method, uri, headers, body) }
-        });
+        let app = Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move { handle(&state, method, uri, headers, body) }
+            },
+        );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -183,7 +195,10 @@ impl KubeApi {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
                 namespace: Some(namespace.to_string()),
-                uid: Some(format!("00000000-0000-4000-8000-{:012}", inner.deployments.len() + 1)),
+                uid: Some(format!(
+                    "00000000-0000-4000-8000-{:012}",
+                    inner.deployments.len() + 1
+                )),
                 resource_version: Some(rv),
                 generation: Some(1),
                 labels: Some(labels.clone()),
@@ -285,7 +300,10 @@ impl KubeApi {
                     "{} {}{} [{}] -> {} {}",
                     r.method,
                     r.path,
-                    r.query.as_ref().map(|q| format!("?{q}")).unwrap_or_default(),
+                    r.query
+                        .as_ref()
+                        .map(|q| format!("?{q}"))
+                        .unwrap_or_default(),
                     r.content_type.as_deref().unwrap_or("-"),
                     r.status,
                     r.body
@@ -331,7 +349,12 @@ pub fn write_kubeconfig(dir: &Path, server_url: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn status_response(code: u16, reason: &str, message: String, details: Option<StatusDetails>) -> Response {
+fn status_response(
+    code: u16,
+    reason: &str,
+    message: String,
+    details: Option<StatusDetails>,
+) -> Response {
     let status = Status {
         code: Some(i32::from(code)),
         details,
@@ -363,7 +386,11 @@ fn json_response<T: serde::Serialize>(code: StatusCode, value: &T) -> Response {
 }
 
 fn scale_of(deployment: &Deployment) -> Scale {
-    let spec_replicas = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let spec_replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
     let status_replicas = deployment
         .status
         .as_ref()
@@ -420,10 +447,18 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// A small RFC 6902 JSON patch: `add`, `replace`, `remove` and `test` on object paths.
 fn json_patch(target: &mut Value, ops: &Value) -> std::result::Result<(), String> {
-    let ops = ops.as_array().ok_or("a JSON patch must be an array of operations")?;
+    let ops = ops
+        .as_array()
+        .ok_or("a JSON patch must be an array of operations")?;
     for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).ok_or("operation without \"op\"")?;
-        let path = op.get("path").and_then(Value::as_str).ok_or("operation without \"path\"")?;
+        let kind = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("operation without \"op\"")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("operation without \"path\"")?;
         let tokens: Vec<String> = path
             .split('/')
             .skip(1)
@@ -453,7 +488,10 @@ fn json_patch(target: &mut Value, ops: &Value) -> std::result::Result<(), String
                     if kind == "replace" && !map.contains_key(last.as_str()) {
                         return Err(format!("replace on missing path {path}"));
                     }
-                    let value = op.get("value").cloned().ok_or("operation without \"value\"")?;
+                    let value = op
+                        .get("value")
+                        .cloned()
+                        .ok_or("operation without \"value\"")?;
                     map.insert(last.clone(), value);
                 }
             }
@@ -486,7 +524,13 @@ fn handle(state: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: By
     response
 }
 
-fn route(inner: &mut Inner, method: &Method, uri: &Uri, content_type: Option<&str>, body: &[u8]) -> Response {
+fn route(
+    inner: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Response {
     let is_write = *method == Method::PATCH || *method == Method::PUT;
     if let Some(injection) = inner.injection.as_mut() {
         if injection.remaining > 0 && (!injection.patch_only || is_write) {
@@ -518,9 +562,10 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, content_type: Option<&st
         }
     }
 
-    let query: HashMap<String, String> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None => false,
         Some("All") => true,
@@ -578,7 +623,12 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, content_type: Option<&st
                 return json_response(StatusCode::OK, &current);
             }
             if !is_write {
-                return status_response(405, "MethodNotAllowed", format!("method {method} is not allowed"), None);
+                return status_response(
+                    405,
+                    "MethodNotAllowed",
+                    format!("method {method} is not allowed"),
+                    None,
+                );
             }
             let media_type = content_type
                 .unwrap_or("")
@@ -589,14 +639,24 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, content_type: Option<&st
                 .to_ascii_lowercase();
             let parsed: Value = match serde_json::from_slice(body) {
                 Ok(v) => v,
-                Err(e) => return status_response(400, "BadRequest", format!("error decoding body: {e}"), None),
+                Err(e) => {
+                    return status_response(
+                        400,
+                        "BadRequest",
+                        format!("error decoding body: {e}"),
+                        None,
+                    )
+                }
             };
             let mut updated = serde_json::to_value(&current).unwrap();
             if *method == Method::PUT {
                 if media_type != "application/json" {
                     return unsupported_media_type(&media_type);
                 }
-                if let Some(rv) = parsed.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                if let Some(rv) = parsed
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                {
                     if Some(rv) != current.metadata.resource_version.as_deref() {
                         return status_response(
                             409,
@@ -617,18 +677,28 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, content_type: Option<&st
                     | "application/apply-patch+yaml" => merge_patch(&mut updated, &parsed),
                     "application/json-patch+json" => {
                         if let Err(e) = json_patch(&mut updated, &parsed) {
-                            return status_response(422, "Invalid", format!("invalid JSON patch: {e}"), None);
+                            return status_response(
+                                422,
+                                "Invalid",
+                                format!("invalid JSON patch: {e}"),
+                                None,
+                            );
                         }
                     }
                     other => return unsupported_media_type(other),
                 }
             }
             let replicas = match updated.pointer("/spec/replicas") {
-                None | Some(Value::Null) => current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) as i64,
+                None | Some(Value::Null) => {
+                    current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) as i64
+                }
                 Some(v) => match v.as_i64() {
                     Some(n) => n,
                     None => {
-                        return invalid(name, format!("spec.replicas: Invalid value: {v}: must be an integer"))
+                        return invalid(
+                            name,
+                            format!("spec.replicas: Invalid value: {v}: must be an integer"),
+                        )
                     }
                 },
             };
@@ -639,14 +709,18 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, content_type: Option<&st
                 );
             }
             if replicas > i64::from(i32::MAX) {
-                return invalid(name, format!("spec.replicas: Invalid value: {replicas}: too large"));
+                return invalid(
+                    name,
+                    format!("spec.replicas: Invalid value: {replicas}: too large"),
+                );
             }
             let replicas = replicas as i32;
             let mut deployment = deployment.clone();
             if !dry_run && Some(replicas) != deployment.spec.as_ref().and_then(|s| s.replicas) {
                 let rv = inner.bump_resource_version();
                 deployment.metadata.resource_version = Some(rv);
-                deployment.metadata.generation = Some(deployment.metadata.generation.unwrap_or(1) + 1);
+                deployment.metadata.generation =
+                    Some(deployment.metadata.generation.unwrap_or(1) + 1);
             }
             if let Some(spec) = deployment.spec.as_mut() {
                 spec.replicas = Some(replicas);

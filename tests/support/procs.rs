@@ -26,7 +26,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 /// Hint appended to every "program missing" error.
-pub const INSTALL_HINT: &str = "run tests/run.sh (it installs the test dependencies and builds warden)";
+pub const INSTALL_HINT: &str =
+    "run tests/run.sh (it installs the test dependencies and builds warden)";
 
 // ---------------------------------------------------------------------------
 // Generic helpers
@@ -48,7 +49,9 @@ where
         }
         if Instant::now() >= deadline {
             return Err(match last_error {
-                Some(e) => anyhow!("timed out after {timeout:?} waiting for {what} (last error: {e:#})"),
+                Some(e) => {
+                    anyhow!("timed out after {timeout:?} waiting for {what} (last error: {e:#})")
+                }
                 None => anyhow!("timed out after {timeout:?} waiting for {what}"),
             });
         }
@@ -57,7 +60,11 @@ where
 }
 
 /// Runs `fut` with a timeout whose error names `what`.
-pub async fn within<T>(timeout: Duration, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+pub async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| anyhow!("timed out after {timeout:?}: {what}"))?
@@ -106,7 +113,9 @@ pub fn require_program(program: &str) -> Result<PathBuf> {
 
 /// The last `lines` lines of a file (empty when it cannot be read).
 pub fn file_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -116,6 +125,30 @@ fn send_signal(pid: u32, signal: libc::c_int) {
     unsafe {
         libc::kill(pid as libc::pid_t, signal);
     }
+}
+
+/// Makes the child get SIGKILL when the thread that spawned it goes away, so
+/// that a test process killed mid-run leaves no server behind (Linux only).
+fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 // ---------------------------------------------------------------------------
@@ -136,7 +169,13 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Spawns `program args...` with logs in `log_dir`. `name` names the log
     /// files (a later spawn with the same name appends to them).
-    pub fn spawn<I, S>(name: &str, program: &Path, args: I, envs: &[(&str, &str)], log_dir: &Path) -> Result<Self>
+    pub fn spawn<I, S>(
+        name: &str,
+        program: &Path,
+        args: I,
+        envs: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -160,6 +199,7 @@ impl ChildProcess {
         for (k, v) in envs {
             command.env(k, v);
         }
+        die_with_parent(&mut command);
         let child = command
             .spawn()
             .with_context(|| format!("spawning {} ({name})", program.display()))?;
@@ -226,7 +266,11 @@ impl ChildProcess {
     /// An error when the child has exited, with its stderr tail.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.try_exit() {
-            bail!("{} exited early with {status}\n{}", self.name, self.logs_tail(40));
+            bail!(
+                "{} exited early with {status}\n{}",
+                self.name,
+                self.logs_tail(40)
+            );
         }
         Ok(())
     }
@@ -237,7 +281,9 @@ impl ChildProcess {
         if let Some(status) = self.try_exit() {
             return Ok(status);
         }
-        let pid = self.pid().ok_or_else(|| anyhow!("{} was never started", self.name))?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("{} was never started", self.name))?;
         send_signal(pid, libc::SIGTERM);
         let deadline = Instant::now() + grace;
         loop {
@@ -323,14 +369,19 @@ impl PromSeries {
     pub fn new(metric: &str, labels: &[(&str, &str)]) -> Self {
         Self {
             metric: metric.to_string(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             samples: Vec::new(),
         }
     }
 }
 
 fn escape_label_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn format_value(v: f64) -> String {
@@ -350,7 +401,9 @@ pub fn openmetrics_text(series: &[PromSeries]) -> String {
     families.dedup();
     let mut out = String::new();
     for family in families {
-        out.push_str(&format!("# HELP {family} Backfilled test data.\n# TYPE {family} gauge\n"));
+        out.push_str(&format!(
+            "# HELP {family} Backfilled test data.\n# TYPE {family} gauge\n"
+        ));
         for s in series.iter().filter(|s| s.metric == family) {
             let labels = s
                 .labels
@@ -402,7 +455,10 @@ impl Prometheus {
             );
         }
         let config_path = dir.join("prometheus.yml");
-        std::fs::write(&config_path, "global:\n  scrape_interval: 15s\nscrape_configs: []\n")?;
+        std::fs::write(
+            &config_path,
+            "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
+        )?;
         let mut prometheus = Self {
             dir: dir.to_path_buf(),
             data_dir,
@@ -463,7 +519,13 @@ impl Prometheus {
     }
 
     /// `GET /api/v1/query_range` (times in unix seconds); the `data.result` array.
-    pub async fn query_range(&self, query: &str, start: i64, end: i64, step_s: u64) -> Result<Vec<Value>> {
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step_s: u64,
+    ) -> Result<Vec<Value>> {
         let response: Value = http_client()
             .get(format!("{}/api/v1/query_range", self.url()))
             .query(&[
@@ -531,7 +593,10 @@ impl Alertmanager {
         ];
         let mut child = ChildProcess::spawn("alertmanager", &program, &args, &[], dir)?;
         child
-            .wait_http_ready(&format!("http://127.0.0.1:{port}/-/ready"), Duration::from_secs(30))
+            .wait_http_ready(
+                &format!("http://127.0.0.1:{port}/-/ready"),
+                Duration::from_secs(30),
+            )
             .await?;
         Ok(Self { port, child })
     }
@@ -553,7 +618,10 @@ impl Alertmanager {
             .await?;
         let status = response.status();
         if !status.is_success() {
-            bail!("Alertmanager refused the alerts: {status} {}", response.text().await.unwrap_or_default());
+            bail!(
+                "Alertmanager refused the alerts: {status} {}",
+                response.text().await.unwrap_or_default()
+            );
         }
         Ok(())
     }
@@ -634,7 +702,13 @@ impl SmtpServer {
             "aiosmtpd.handlers.Mailbox".to_string(),
             self.maildir.display().to_string(),
         ];
-        let mut child = ChildProcess::spawn("smtp", &python, &args, &[("PYTHONUNBUFFERED", "1")], &self.dir)?;
+        let mut child = ChildProcess::spawn(
+            "smtp",
+            &python,
+            &args,
+            &[("PYTHONUNBUFFERED", "1")],
+            &self.dir,
+        )?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             child.ensure_running().context("aiosmtpd did not start")?;
@@ -642,7 +716,11 @@ impl SmtpServer {
                 break;
             }
             if Instant::now() >= deadline {
-                bail!("aiosmtpd did not greet on port {} within 20s\n{}", self.port, child.logs_tail(40));
+                bail!(
+                    "aiosmtpd did not greet on port {} within 20s\n{}",
+                    self.port,
+                    child.logs_tail(40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -665,13 +743,19 @@ impl SmtpServer {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for entry in entries {
                     let entry = entry?;
-                    let modified = entry.metadata()?.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    let modified = entry
+                        .metadata()?
+                        .modified()
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
                     files.push((modified, entry.file_name(), entry.path()));
                 }
             }
         }
         files.sort();
-        files.into_iter().map(|(_, _, path)| parse_email(&path)).collect()
+        files
+            .into_iter()
+            .map(|(_, _, path)| parse_email(&path))
+            .collect()
     }
 
     /// Stored messages whose subject starts with `prefix`.
@@ -712,8 +796,12 @@ pub fn parse_email(path: &Path) -> Result<Email> {
         .parse(&raw)
         .ok_or_else(|| anyhow!("{} is not a parseable message", path.display()))?;
     let addresses = |a: Option<&mail_parser::Address>| -> Vec<String> {
-        a.map(|a| a.iter().filter_map(|x| x.address().map(str::to_string)).collect())
-            .unwrap_or_default()
+        a.map(|a| {
+            a.iter()
+                .filter_map(|x| x.address().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
     };
     let mut body = String::new();
     let mut i = 0;
@@ -762,7 +850,11 @@ pub fn warden_binary() -> Result<PathBuf> {
         .or_else(|| std::env::var_os("CARGO_BUILD_TARGET_DIR"))
         .map(|d| {
             let d = PathBuf::from(d);
-            if d.is_absolute() { d } else { root.join(d) }
+            if d.is_absolute() {
+                d
+            } else {
+                root.join(d)
+            }
         })
         .unwrap_or_else(|| root.join("target"));
     let bin = target.join("debug").join("warden");
@@ -777,7 +869,9 @@ pub fn warden_binary() -> Result<PathBuf> {
 }
 
 fn newest_mtime(dir: &Path, newest: &mut SystemTime) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -860,10 +954,16 @@ impl Warden {
         let bin = warden_binary()?;
         let config_path = dir.join("warden.yaml");
         std::fs::write(&config_path, config_yaml)?;
-        let mut all_envs: Vec<(&str, &str)> = vec![("RUST_LOG", "info,warden=debug"), ("RUST_BACKTRACE", "1")];
+        let mut all_envs: Vec<(&str, &str)> = vec![("RUST_LOG", "info"), ("RUST_BACKTRACE", "1")];
         all_envs.extend_from_slice(envs);
         let config_arg = config_path.display().to_string();
-        let mut child = ChildProcess::spawn("warden", &bin, ["run", "-c", config_arg.as_str()], &all_envs, dir)?;
+        let mut child = ChildProcess::spawn(
+            "warden",
+            &bin,
+            ["run", "-c", config_arg.as_str()],
+            &all_envs,
+            dir,
+        )?;
         child.print_logs_on_drop = true;
         let base_url = format!("http://127.0.0.1:{listen_port}");
         child
@@ -946,7 +1046,11 @@ impl Warden {
 
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> Result<String> {
-        let response = self.client.get(format!("{}/metrics", self.base_url)).send().await?;
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await?;
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {

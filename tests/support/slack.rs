@@ -77,10 +77,12 @@ impl SlackReceiver {
             .context("binding the Slack test receiver")?;
         let addr = listener.local_addr()?;
         let state = inner.clone();
-        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
-            async move { handle(&state, method, uri, headers, body) }
-        });
+        let app = Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move { handle(&state, method, uri, headers, body) }
+            },
+        );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -104,7 +106,10 @@ impl SlackReceiver {
 
     /// The posts answered 200.
     pub fn delivered(&self) -> Vec<SlackPost> {
-        self.posts().into_iter().filter(SlackPost::accepted).collect()
+        self.posts()
+            .into_iter()
+            .filter(SlackPost::accepted)
+            .collect()
     }
 
     /// Delivered posts whose `text` starts with `prefix`.
@@ -125,7 +130,13 @@ impl SlackReceiver {
     }
 }
 
-fn handle(state: &Arc<Mutex<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+fn handle(
+    state: &Arc<Mutex<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if method != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "invalid_method").into_response();
     }
@@ -144,7 +155,9 @@ fn handle(state: &Arc<Mutex<Inner>>, method: Method, uri: Uri, headers: HeaderMa
     let text = String::from_utf8_lossy(&body).into_owned();
     let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let response = match failure {
-        Some(SlackFailure::ServerError) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error").into_response(),
+        Some(SlackFailure::ServerError) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error").into_response()
+        }
         Some(SlackFailure::RateLimited) => (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "1")],

@@ -69,7 +69,12 @@ impl Stack {
 
     /// A configuration with Slack, the notification file and the latency watch.
     pub fn config(&self) -> WardenConfig {
-        let mut config = WardenConfig::new(self.path(), &self.prometheus.url(), &self.kubeconfig, self.port);
+        let mut config = WardenConfig::new(
+            self.path(),
+            &self.prometheus.url(),
+            &self.kubeconfig,
+            self.port,
+        );
         config.slack_webhook_url = Some(self.slack.webhook_url());
         config.notify_file = Some(self.notify_file());
         config.watches = vec![latency_watch(0)];
@@ -92,7 +97,9 @@ impl Stack {
         };
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| anyhow!("bad notification line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l).map_err(|e| anyhow!("bad notification line {l:?}: {e}"))
+            })
             .collect()
     }
 }
