@@ -1,8 +1,9 @@
 //! `warden run`: wires connectors, store and engine, runs them, and shuts down cleanly.
 //!
 //! One root cancellation token, cancelled by SIGINT/SIGTERM. On cancel: the scheduler starts
-//! no new evaluation (an evaluation in flight, and any action in it, completes); the outbox
-//! gets a last delivery round bounded by [`SHUTDOWN_DEADLINE`]; the HTTP server drains.
+//! no new evaluation (an evaluation in flight, and any action in it, completes within the
+//! connectors' own timeouts); the outbox gets a last delivery round and the HTTP server
+//! drains, each bounded by [`SHUTDOWN_DEADLINE`].
 //! Anything undelivered stays in the outbox for the next start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
