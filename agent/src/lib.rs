@@ -1,9 +1,11 @@
 //! The `warden` agent: configuration, the evaluation engine, incidents, actions, the outbox,
 //! the HTTP API and the daemon that runs them. See `docs/architecture.md` for the map.
 
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod detect_cmd;
 pub mod engine;
 pub mod evaluate;
 pub mod kube_cluster;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use warden_agent::{config, daemon, demo, store::Store};
+use warden_agent::{bench, config, daemon, demo, detect_cmd, store::Store};
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
@@ -47,6 +47,28 @@ enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Run a detector over a CSV file (`timestamp,value`), streaming: row i is scored from
+    /// rows <= i only. Prints `timestamp,value,score,expected,lower,upper,anomaly`.
+    Detect {
+        /// Input CSV with a `timestamp,value` header; timestamps in RFC 3339,
+        /// `YYYY-MM-DD HH:MM:SS` (UTC) or Unix seconds.
+        #[arg(long, value_name = "FILE.csv")]
+        input: PathBuf,
+        /// Detector name (see docs/detectors.md).
+        #[arg(long, default_value = "robust_baseline")]
+        detector: String,
+        /// Detector parameter, repeatable: `--param threshold=5`.
+        #[arg(long = "param", value_name = "K=V", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+        /// JSON lines instead of CSV.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score detectors and forecasters on public benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Run the embedded scenario: no cluster, no network, under a minute.
     Demo {
         /// Where the demo writes its store and notifications.
@@ -56,6 +78,44 @@ enum Command {
         #[arg(long)]
         all_evaluations: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// NAB v1.1: stream every file through a detector and score the three profiles.
+    Nab {
+        /// The NAB directory (with `data/`, `labels/combined_windows.json`).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Detector name.
+        #[arg(long, default_value = "robust_baseline")]
+        detector: String,
+        /// Detector parameter, repeatable: `--param threshold=5`.
+        #[arg(long = "param", value_name = "K=V", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+        /// Print `{"standard":..,"reward_low_fp":..,"reward_low_fn":..}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// M4 hourly: 48-step forecasts of the 414 series, sMAPE, MASE and OWA.
+    M4 {
+        /// The M4 hourly directory (`Hourly-train.csv`, `Hourly-test.csv`).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Forecasting model.
+        #[arg(long, default_value = "default")]
+        model: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected K=V, got `{s}`")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -178,6 +238,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
+        Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
+        Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
+        Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
         Command::Run { config } => load_config(&config).and_then(|cfg| {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async move {

@@ -19,6 +19,24 @@ pub enum Error {
         /// The allowed range and the rejected value.
         message: String,
     },
+    /// Input to a batch function (an evaluation, a fit) that cannot be used; `what` names
+    /// the input (a file, a series, a row) and `message` says why.
+    #[error("invalid input {what}: {message}")]
+    InvalidInput {
+        /// What was rejected, e.g. `windows of realKnownCause/nyc_taxi.csv`.
+        what: String,
+        /// Why it was rejected.
+        message: String,
+    },
+    /// A model could not be fitted or could not predict (e.g. a decomposition or a
+    /// forecaster failed on the data it was given).
+    #[error("model {model}: {message}")]
+    Model {
+        /// The model, e.g. `mstl` or `ets`.
+        model: &'static str,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Result type of this crate.

@@ -34,10 +34,19 @@
 //!
 //! * [`RobustBaseline`]: rolling median / MAD baseline with a robust z-score.
 
+pub mod capacity;
+pub mod changepoint;
 pub mod detector;
+pub mod drift;
 mod error;
+pub mod eval;
+pub mod forecast;
+pub mod forecast_band;
+pub mod group;
 pub mod harness;
+pub mod multivariate;
 pub mod robust;
+pub mod seasonal;
 
 pub use detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
 pub use error::{Error, Result};

@@ -1,0 +1,5 @@
+//! `warden bench`: run detectors and forecasters on public benchmark data sets and score them
+//! exactly as published.
+
+pub mod m4;
+pub mod nab;

@@ -1,0 +1,1 @@
+//! Capacity exhaustion: the time until a forecast crosses a limit.

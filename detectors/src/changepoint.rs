@@ -1,0 +1,1 @@
+//! Change points: level and variance shifts.

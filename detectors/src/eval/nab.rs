@@ -1,0 +1,1 @@
+//! NAB v1.1 scoring.

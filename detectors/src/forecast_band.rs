@@ -1,0 +1,1 @@
+//! Forecast band: a point outside the forecast's prediction interval scores.

@@ -1,0 +1,1 @@
+//! Group outliers: one member of a group behaving unlike its siblings.

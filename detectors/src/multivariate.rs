@@ -1,0 +1,1 @@
+//! Multivariate: several metrics of one workload judged jointly.

@@ -1,0 +1,1 @@
+//! Seasonal baseline: MSTL decomposition, anomalies on the residual.
