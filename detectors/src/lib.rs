@@ -45,6 +45,7 @@ pub mod forecast_band;
 pub mod group;
 pub mod harness;
 pub mod multivariate;
+pub mod registry;
 pub mod robust;
 pub mod seasonal;
 

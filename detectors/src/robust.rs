@@ -542,6 +542,7 @@ mod tests {
     fn invalid_param(p: RobustBaselineParams) -> (&'static str, String) {
         match p.validate() {
             Err(Error::InvalidParam { name, message }) => (name, message),
+            Err(other) => panic!("unexpected error {other}"),
             Ok(()) => panic!("accepted invalid params {p:?}"),
         }
     }

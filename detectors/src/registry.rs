@@ -1,0 +1,70 @@
+//! Detectors by name, with parameters given as `key=value` strings.
+//!
+//! The command line (`warden detect`, `warden bench nab`) names a detector and passes loose
+//! `k=v` pairs; this module turns them into the detector's typed, validated parameters
+//! (unknown keys are errors, like in `warden.yaml`). Values are read as JSON when they parse
+//! as JSON (`5`, `true`, `[24, 168]`) and as strings otherwise (`up`).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use crate::{Detector, Error, Result, RobustBaseline};
+
+/// Names of the single-series streaming detectors, for help texts and errors.
+pub const NAMES: &[&str] = &["robust_baseline"];
+
+/// Build detector `name` from `params`.
+pub fn build(name: &str, params: &[(String, String)]) -> Result<Box<dyn Detector>> {
+    match name {
+        "robust_baseline" => Ok(Box::new(RobustBaseline::new(parse_params(params)?)?)),
+        _ => Err(Error::InvalidParam {
+            name: "detector",
+            message: format!("unknown detector `{name}`; known: {}", NAMES.join(", ")),
+        }),
+    }
+}
+
+/// Typed parameters from `k=v` pairs; a later pair overrides an earlier one.
+pub fn parse_params<P: DeserializeOwned>(params: &[(String, String)]) -> Result<P> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in params {
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
+        map.insert(k.clone(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| Error::InvalidParam {
+        name: "param",
+        message: e.to_string(),
+    })
+}
+
+/// Parameters as a sorted map, for printing what was used.
+pub fn describe(params: &[(String, String)]) -> BTreeMap<String, String> {
+    params.iter().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn builds_with_typed_params() {
+        let d = build("robust_baseline", &kv(&[("window", "30"), ("direction", "up"), ("threshold", "3.5")])).expect("builds");
+        assert_eq!(d.name(), "robust_baseline");
+        assert_eq!(d.max_retained_points(), 30);
+    }
+
+    #[test]
+    fn rejects_unknown_names_keys_and_bad_values() {
+        let e = build("nope", &[]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("unknown detector `nope`"), "{e}");
+        let e = build("robust_baseline", &kv(&[("windw", "30")])).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("unknown field `windw`"), "{e}");
+        let e = build("robust_baseline", &kv(&[("window", "1")])).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("window"), "{e}");
+    }
+}
