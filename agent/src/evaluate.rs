@@ -11,9 +11,9 @@ use std::time::Instant;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sha2::{Digest, Sha256};
 use warden_connectors::prometheus::Series;
-use warden_detectors::{Detection, DetectionState, Detector, RobustBaseline};
+use warden_detectors::{Detection, DetectionState};
 
-use crate::config::{DetectorSpec, WatchConfig};
+use crate::config::WatchConfig;
 use crate::source::MetricSource;
 
 /// The decision for one identity.
@@ -67,15 +67,6 @@ pub fn fingerprint(watch: &str, identity: &BTreeMap<String, String>) -> String {
         h.update(v.as_bytes());
     }
     hex::encode(&h.finalize()[..12])
-}
-
-/// Build the watch's detector.
-pub fn make_detector(spec: &DetectorSpec) -> Result<Box<dyn Detector>, String> {
-    match spec {
-        DetectorSpec::RobustBaseline(p) => {
-            RobustBaseline::new(p.clone()).map(|d| Box::new(d) as Box<dyn Detector>).map_err(|e| e.to_string())
-        }
-    }
 }
 
 /// Query and judge one watch at `now`. Also returns the time spent in detectors.
@@ -169,7 +160,7 @@ fn judge_one(watch: &WatchConfig, s: &Series, end: DateTime<Utc>, stale_after: C
             last_at.to_rfc3339()
         ));
     }
-    let mut det = match make_detector(&watch.detector) {
+    let mut det = match watch.detector.build() {
         Ok(d) => d,
         Err(e) => return Verdict::NoData(format!("detector: {e}")),
     };

@@ -14,10 +14,20 @@ use crate::{Detector, Error, Result, RobustBaseline};
 /// Names of the single-series streaming detectors, for help texts and errors.
 pub const NAMES: &[&str] = &["robust_baseline"];
 
-/// Build detector `name` from `params`.
+/// Build detector `name` from `k=v` pairs.
 pub fn build(name: &str, params: &[(String, String)]) -> Result<Box<dyn Detector>> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in params {
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
+        map.insert(k.clone(), value);
+    }
+    build_from_map(name, &map)
+}
+
+/// Build detector `name` from structured parameters (e.g. a YAML mapping).
+pub fn build_from_map(name: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<Box<dyn Detector>> {
     match name {
-        "robust_baseline" => Ok(Box::new(RobustBaseline::new(parse_params(params)?)?)),
+        "robust_baseline" => Ok(Box::new(RobustBaseline::new(from_map(params)?)?)),
         _ => Err(Error::InvalidParam {
             name: "detector",
             message: format!("unknown detector `{name}`; known: {}", NAMES.join(", ")),
@@ -25,14 +35,10 @@ pub fn build(name: &str, params: &[(String, String)]) -> Result<Box<dyn Detector
     }
 }
 
-/// Typed parameters from `k=v` pairs; a later pair overrides an earlier one.
-pub fn parse_params<P: DeserializeOwned>(params: &[(String, String)]) -> Result<P> {
-    let mut map = serde_json::Map::new();
-    for (k, v) in params {
-        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
-        map.insert(k.clone(), value);
-    }
-    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| Error::InvalidParam {
+/// Typed parameters from a map; unknown keys and wrong types are `InvalidParam` errors whose
+/// message names the key.
+pub fn from_map<P: DeserializeOwned>(params: &serde_json::Map<String, serde_json::Value>) -> Result<P> {
+    serde_json::from_value(serde_json::Value::Object(params.clone())).map_err(|e| Error::InvalidParam {
         name: "param",
         message: e.to_string(),
     })

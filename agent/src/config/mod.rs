@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use warden_detectors::RobustBaselineParams;
 
 pub use duration::HumanDuration;
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
@@ -264,18 +263,23 @@ pub struct TargetTemplate {
     pub deployment: String,
 }
 
-/// Which detector a watch uses, with its parameters.
+/// Which detector a watch uses (`kind`), with its parameters (the other keys). The
+/// parameters are checked by the detector's own closed schema (see `docs/detectors.md`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DetectorSpec {
-    RobustBaseline(RobustBaselineParams),
+pub struct DetectorSpec {
+    pub kind: String,
+    #[serde(flatten)]
+    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 impl DetectorSpec {
-    pub fn name(&self) -> &'static str {
-        match self {
-            DetectorSpec::RobustBaseline(_) => "robust_baseline",
-        }
+    pub fn name(&self) -> &str {
+        &self.kind
+    }
+
+    /// A fresh detector for one series.
+    pub fn build(&self) -> Result<Box<dyn warden_detectors::Detector>, warden_detectors::Error> {
+        warden_detectors::registry::build_from_map(&self.kind, &self.params)
     }
 }
 

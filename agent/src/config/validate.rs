@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, DetectorSpec, SecretRef, WatchConfig};
+use super::{Config, SecretRef, WatchConfig};
 
 /// Prometheus returns at most 11,000 points per series for one range query.
 const MAX_POINTS_PER_QUERY: u128 = 11_000;
@@ -171,18 +171,7 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
             }
         }
     }
-    match &w.detector {
-        DetectorSpec::RobustBaseline(p) => {
-            if let Err(e) = p.validate() {
-                let path = match &e {
-                    warden_detectors::Error::InvalidParam { name, .. } => format!("{at}.detector.{name}"),
-                    #[allow(unreachable_patterns)]
-                    _ => format!("{at}.detector"),
-                };
-                err(path, e.to_string());
-            }
-        }
-    }
+    detector(err, at, &w.detector);
     if let Some(a) = &w.action {
         if w.target.is_none() {
             err(format!("{at}.action"), "an action needs `target` to name the Deployment".into());
@@ -201,6 +190,35 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
         }
         if step == 0 {
             err(format!("{at}.action.scale.step"), "must not be 0".into());
+        }
+    }
+}
+
+/// Check the detector's parameters; an unknown key is reported and dropped so the remaining
+/// parameters are still checked.
+fn detector(err: &mut impl FnMut(String, String), at: &str, spec: &super::DetectorSpec) {
+    let mut params = spec.params.clone();
+    for _ in 0..16 {
+        let e = match warden_detectors::registry::build_from_map(&spec.kind, &params) {
+            Ok(_) => return,
+            Err(e) => e,
+        };
+        match &e {
+            warden_detectors::Error::InvalidParam { name: "detector", message } => {
+                return err(format!("{at}.detector.kind"), message.clone());
+            }
+            warden_detectors::Error::InvalidParam { name: "param", message } => {
+                let field = message.strip_prefix("unknown field `").and_then(|r| r.split_once('`')).map(|(f, _)| f.to_string());
+                match field {
+                    Some(f) => {
+                        err(format!("{at}.detector.{f}"), message.clone());
+                        params.remove(&f);
+                    }
+                    None => return err(format!("{at}.detector"), message.clone()),
+                }
+            }
+            warden_detectors::Error::InvalidParam { name, .. } => return err(format!("{at}.detector.{name}"), e.to_string()),
+            _ => return err(format!("{at}.detector"), e.to_string()),
         }
     }
 }
