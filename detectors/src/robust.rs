@@ -62,12 +62,13 @@
 //! # Cost
 //!
 //! Memory per series is bounded and allocated once, when the detector is
-//! built: a history of at most `window` values plus a sorting buffer of the
-//! same size, i.e. `16 * window` bytes of `f64`s (under 1 KiB for the default
-//! window of 60) plus a few words of state. `window` is capped at
-//! [`MAX_WINDOW`], so no configuration can exceed 1.6 MB per series. Each point costs two sorts of the window,
-//! `O(window * log(window))`, which is negligible for windows of a few
-//! hundred points.
+//! built: a history of at most `window` values plus a sorted copy of it,
+//! i.e. `16 * window` bytes of `f64`s (under 1 KiB for the default window of
+//! 60) plus a few words of state. `window` is capped at [`MAX_WINDOW`], so no
+//! configuration can exceed 1.6 MB per series. Each point costs `O(window)`:
+//! a binary-search insert and remove in the sorted copy (a memmove), the
+//! median by index, and the MAD by walking outwards from the median, which
+//! visits the absolute deviations in increasing order without sorting them.
 
 use std::collections::VecDeque;
 
@@ -180,8 +181,8 @@ pub struct RobustBaseline {
     params: RobustBaselineParams,
     /// Last `window` finite values, oldest first.
     history: VecDeque<f64>,
-    /// Reused buffer for sorting; never longer than `window`.
-    scratch: Vec<f64>,
+    /// The same values as `history`, sorted by `f64::total_cmp`.
+    sorted: Vec<f64>,
     /// Current run of deviating finite points.
     consecutive: u32,
     /// Timestamp of the previous point, to flag non-increasing timestamps.
@@ -204,7 +205,7 @@ impl RobustBaseline {
         Ok(Self {
             params,
             history: VecDeque::with_capacity(window),
-            scratch: Vec::with_capacity(window),
+            sorted: Vec::with_capacity(window),
             consecutive: 0,
             last_timestamp_ms: None,
         })
@@ -216,20 +217,14 @@ impl RobustBaseline {
     }
 
     /// Median of the history (`None` when empty).
-    fn median(&mut self) -> Option<f64> {
-        self.scratch.clear();
-        self.scratch.extend(self.history.iter().copied());
-        sorted_median(&mut self.scratch)
+    fn median(&self) -> Option<f64> {
+        sorted_median(&self.sorted)
     }
 
     /// Median and floored scale of the history (`None` when empty).
     fn stats(&mut self) -> Option<Stats> {
         let median = self.median()?;
-        // |v - m| may overflow for values near ±f64::MAX; clamp to finite.
-        for v in &mut self.scratch {
-            *v = clamp_finite((*v - median).abs());
-        }
-        let mad = sorted_median(&mut self.scratch)?;
+        let mad = sorted_mad(&self.sorted, median)?;
         let mad_scale = clamp_finite(MAD_TO_SIGMA * mad);
         let relative = clamp_finite(self.params.min_relative_scale * median.abs());
         let absolute = self.params.min_absolute_scale;
@@ -254,9 +249,15 @@ impl RobustBaseline {
     /// grows beyond `window` (and never reallocates).
     fn push(&mut self, value: f64) {
         while self.history.len() >= self.params.window {
-            self.history.pop_front();
+            if let Some(old) = self.history.pop_front() {
+                if let Ok(i) = self.sorted.binary_search_by(|v| v.total_cmp(&old)) {
+                    self.sorted.remove(i);
+                }
+            }
         }
         self.history.push_back(value);
+        let at = self.sorted.partition_point(|v| v.total_cmp(&value).is_lt());
+        self.sorted.insert(at, value);
     }
 
     fn deviation_in_direction(&self, z: f64) -> f64 {
@@ -268,10 +269,9 @@ impl RobustBaseline {
     }
 }
 
-/// Sort `values` (all finite) and return their median, computed without
-/// overflow. `None` when empty.
-fn sorted_median(values: &mut [f64]) -> Option<f64> {
-    values.sort_unstable_by(f64::total_cmp);
+/// Median of sorted, finite `values`, computed without overflow. `None` when
+/// empty.
+fn sorted_median(values: &[f64]) -> Option<f64> {
     let n = values.len();
     if n == 0 {
         return None;
@@ -283,6 +283,48 @@ fn sorted_median(values: &mut [f64]) -> Option<f64> {
     let lo = *values.get(n / 2 - 1)?;
     // Halving first keeps the sum finite for values near ±f64::MAX.
     Some(lo / 2.0 + hi / 2.0)
+}
+
+/// Median absolute deviation of sorted, finite `values` around `median`.
+/// The deviations left of the median grow as we walk left and those right of
+/// it grow as we walk right, so merging the two walks yields them in
+/// increasing order; the walk stops at the middle one(s). `|v - m|` may
+/// overflow near ±f64::MAX and is clamped to finite.
+fn sorted_mad(values: &[f64], median: f64) -> Option<f64> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let (want_lo, want_hi) = if n % 2 == 1 { (n / 2, n / 2) } else { (n / 2 - 1, n / 2) };
+    let split = values.partition_point(|v| *v < median);
+    let (mut left, mut right) = (split, split);
+    let mut lo = 0.0;
+    for k in 0..=want_hi {
+        let dl = left.checked_sub(1).and_then(|i| values.get(i)).map(|v| clamp_finite(median - v));
+        let dr = values.get(right).map(|v| clamp_finite(v - median));
+        let d = match (dl, dr) {
+            (Some(a), Some(b)) if a <= b => {
+                left -= 1;
+                a
+            }
+            (_, Some(b)) => {
+                right += 1;
+                b
+            }
+            (Some(a), None) => {
+                left -= 1;
+                a
+            }
+            (None, None) => return None,
+        };
+        if k == want_lo {
+            lo = d;
+        }
+        if k == want_hi {
+            return Some(if n % 2 == 1 { d } else { lo / 2.0 + d / 2.0 });
+        }
+    }
+    None
 }
 
 /// Map ±∞ to ±f64::MAX; finite values are unchanged.
@@ -464,7 +506,7 @@ impl Detector for RobustBaseline {
 
     fn reset(&mut self) {
         self.history.clear();
-        self.scratch.clear();
+        self.sorted.clear();
         self.consecutive = 0;
         self.last_timestamp_ms = None;
     }
@@ -989,11 +1031,11 @@ mod tests {
     #[test]
     fn buffers_never_grow_after_construction() {
         let mut d = detector(params(37, 3, 4.0, 1));
-        let (history, scratch) = (d.history.capacity(), d.scratch.capacity());
+        let (history, sorted) = (d.history.capacity(), d.sorted.capacity());
         let values: Vec<f64> = (0..500).map(f64::from).collect();
         feed(&mut d, &values);
         assert_eq!(d.history.capacity(), history);
-        assert_eq!(d.scratch.capacity(), scratch);
+        assert_eq!(d.sorted.capacity(), sorted);
     }
 
     #[test]
@@ -1055,11 +1097,29 @@ mod tests {
 
     #[test]
     fn median_helper() {
-        assert_eq!(sorted_median(&mut []), None);
-        assert_eq!(sorted_median(&mut [3.0]), Some(3.0));
-        assert_eq!(sorted_median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(sorted_median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(sorted_median(&mut [f64::MAX, f64::MAX]), Some(f64::MAX));
+        assert_eq!(sorted_median(&[]), None);
+        assert_eq!(sorted_median(&[3.0]), Some(3.0));
+        assert_eq!(sorted_median(&[1.0, 2.0, 3.0]), Some(2.0));
+        assert_eq!(sorted_median(&[1.0, 2.0, 3.0, 4.0]), Some(2.5));
+        assert_eq!(sorted_median(&[f64::MAX, f64::MAX]), Some(f64::MAX));
+    }
+
+    /// The outward walk gives exactly the median of the sorted absolute deviations.
+    #[test]
+    fn mad_walk_matches_sorting() {
+        let mut rng = crate::harness::XorShift64::new(7);
+        for n in 1..80 {
+            for _ in 0..20 {
+                let mut v: Vec<f64> = (0..n).map(|_| (rng.uniform(-5.0, 5.0) * 4.0).round() / 4.0).collect();
+                v.sort_by(f64::total_cmp);
+                let m = sorted_median(&v).expect("non-empty");
+                let mut dev: Vec<f64> = v.iter().map(|x| clamp_finite((x - m).abs())).collect();
+                dev.sort_by(f64::total_cmp);
+                assert_eq!(sorted_mad(&v, m), sorted_median(&dev), "{v:?}");
+            }
+        }
+        assert_eq!(sorted_mad(&[], 0.0), None);
+        assert_eq!(sorted_mad(&[-f64::MAX, f64::MAX], 0.0), Some(f64::MAX));
     }
 
     #[test]
