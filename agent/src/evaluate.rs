@@ -91,7 +91,14 @@ pub async fn evaluate(
         return (Evaluation::NoData("the query returned no series".into()), Default::default());
     }
     let started = Instant::now();
-    let verdicts = judge_series(watch, result.series, end);
+    let verdicts = if watch.detector.kind == crate::group_eval::KIND {
+        match crate::group_eval::parse_spec(&watch.detector.params) {
+            Ok(spec) => crate::group_eval::judge_groups(&watch.name, &watch.identity, &spec, result.series, end, watch.step.get()),
+            Err((param, message)) => return (Evaluation::NoData(format!("detector parameter {param}: {message}")), Default::default()),
+        }
+    } else {
+        judge_series(watch, result.series, end)
+    };
     (Evaluation::Series(verdicts), started.elapsed())
 }
 

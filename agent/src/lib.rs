@@ -8,6 +8,7 @@ pub mod demo;
 pub mod detect_cmd;
 pub mod engine;
 pub mod evaluate;
+pub mod group_eval;
 pub mod kube_cluster;
 pub mod metrics;
 pub mod notify;

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::{Detector, Error, Result, RobustBaseline};
 
 /// Names of the single-series streaming detectors, for help texts and errors.
-pub const NAMES: &[&str] = &["robust_baseline"];
+pub const NAMES: &[&str] = &["robust_baseline", "seasonal_baseline", "change_point", "forecast_band", "capacity"];
 
 /// Build detector `name` from `k=v` pairs.
 pub fn build(name: &str, params: &[(String, String)]) -> Result<Box<dyn Detector>> {
@@ -28,6 +28,10 @@ pub fn build(name: &str, params: &[(String, String)]) -> Result<Box<dyn Detector
 pub fn build_from_map(name: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<Box<dyn Detector>> {
     match name {
         "robust_baseline" => Ok(Box::new(RobustBaseline::new(from_map(params)?)?)),
+        "seasonal_baseline" => Ok(Box::new(crate::seasonal::SeasonalBaseline::new(from_map(params)?)?)),
+        "change_point" => Ok(Box::new(crate::changepoint::ChangePoint::new(from_map(params)?)?)),
+        "forecast_band" => Ok(Box::new(crate::forecast_band::ForecastBand::new(from_map(params)?)?)),
+        "capacity" => Ok(Box::new(crate::capacity::Capacity::new(from_map(params)?)?)),
         _ => Err(Error::InvalidParam {
             name: "detector",
             message: format!("unknown detector `{name}`; known: {}", NAMES.join(", ")),

@@ -197,6 +197,13 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
 /// Check the detector's parameters; an unknown key is reported and dropped so the remaining
 /// parameters are still checked.
 fn detector(err: &mut impl FnMut(String, String), at: &str, spec: &super::DetectorSpec) {
+    if spec.kind == crate::group_eval::KIND {
+        if let Err((param, message)) = crate::group_eval::parse_spec(&spec.params) {
+            let path = if param.is_empty() { format!("{at}.detector") } else { format!("{at}.detector.{param}") };
+            err(path, message);
+        }
+        return;
+    }
     let mut params = spec.params.clone();
     for _ in 0..16 {
         let e = match warden_detectors::registry::build_from_map(&spec.kind, &params) {
