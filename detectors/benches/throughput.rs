@@ -28,6 +28,8 @@ fn bench(c: &mut Criterion) {
     let cases: Vec<(&str, Vec<(String, String)>)> = vec![
         ("robust_baseline", vec![("window".into(), "60".into())]),
         ("robust_baseline", vec![("window".into(), "1000".into())]),
+        ("seasonal_baseline", vec![("periods".into(), "[288]".into()), ("window".into(), "2016".into())]),
+        ("change_point", vec![]),
     ];
     for (name, params) in cases {
         let label = format!("{name}/{}", params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
