@@ -34,6 +34,7 @@
 //!
 //! * [`RobustBaseline`]: rolling median / MAD baseline with a robust z-score.
 
+pub mod adaptive;
 pub mod capacity;
 pub mod changepoint;
 pub mod detector;

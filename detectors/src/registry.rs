@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::{Detector, Error, Result, RobustBaseline};
 
 /// Names of the single-series streaming detectors, for help texts and errors.
-pub const NAMES: &[&str] = &["robust_baseline", "seasonal_baseline", "change_point", "forecast_band", "capacity"];
+pub const NAMES: &[&str] = &["robust_baseline", "seasonal_baseline", "change_point", "forecast_band", "capacity", "adaptive"];
 
 /// Build detector `name` from `k=v` pairs.
 pub fn build(name: &str, params: &[(String, String)]) -> Result<Box<dyn Detector>> {
@@ -32,6 +32,7 @@ pub fn build_from_map(name: &str, params: &serde_json::Map<String, serde_json::V
         "change_point" => Ok(Box::new(crate::changepoint::ChangePoint::new(from_map(params)?)?)),
         "forecast_band" => Ok(Box::new(crate::forecast_band::ForecastBand::new(from_map(params)?)?)),
         "capacity" => Ok(Box::new(crate::capacity::Capacity::new(from_map(params)?)?)),
+        "adaptive" => Ok(Box::new(crate::adaptive::AdaptiveDetector::new(from_map(params)?)?)),
         _ => Err(Error::InvalidParam {
             name: "detector",
             message: format!("unknown detector `{name}`; known: {}", NAMES.join(", ")),
