@@ -85,7 +85,11 @@ pub enum Profile {
 
 impl Profile {
     /// All profiles, in NAB's reporting order.
-    pub const ALL: [Profile; 3] = [Profile::Standard, Profile::RewardLowFp, Profile::RewardLowFn];
+    pub const ALL: [Profile; 3] = [
+        Profile::Standard,
+        Profile::RewardLowFp,
+        Profile::RewardLowFn,
+    ];
 
     /// The name NAB uses in its configuration and result files.
     pub fn nab_name(self) -> &'static str {
@@ -639,7 +643,10 @@ mod tests {
             Profile::from_name("reward_low_FP_rate"),
             Some(Profile::RewardLowFp)
         );
-        assert_eq!(Profile::from_name("reward_low_fn"), Some(Profile::RewardLowFn));
+        assert_eq!(
+            Profile::from_name("reward_low_fn"),
+            Some(Profile::RewardLowFn)
+        );
         assert_eq!(Profile::from_name("other"), None);
         assert_eq!(Profile::Standard.costs(), STD);
         assert!(Profile::RewardLowFn.costs().validate().is_ok());
@@ -699,8 +706,14 @@ mod tests {
         let expected_fp_after = scaled_sigmoid(0.5) * 0.11;
 
         let s = score_file(&f, &STD, 0.5);
-        assert!(close(s.score, -0.11 + expected_tp + expected_fp_after), "{s:?}");
-        assert_eq!((s.detected_windows, s.missed_windows, s.false_positives), (1, 0, 2));
+        assert!(
+            close(s.score, -0.11 + expected_tp + expected_fp_after),
+            "{s:?}"
+        );
+        assert_eq!(
+            (s.detected_windows, s.missed_windows, s.false_positives),
+            (1, 0, 2)
+        );
 
         // θ = 0.75: row 13 is the earliest detection, row 16 the only false positive.
         let s = score_file(&f, &STD, 0.75);
@@ -710,7 +723,10 @@ mod tests {
         // θ = 0.96: nothing detected, the window is missed.
         let s = score_file(&f, &STD, 0.96);
         assert!(close(s.score, -1.0));
-        assert_eq!((s.detected_windows, s.missed_windows, s.false_positives), (0, 1, 0));
+        assert_eq!(
+            (s.detected_windows, s.missed_windows, s.false_positives),
+            (0, 1, 0)
+        );
 
         // Low-FN profile: a miss costs 2.
         let s = score_file(&f, &Profile::RewardLowFn.costs(), 0.96);
@@ -739,8 +755,7 @@ mod tests {
         b[25] = 0.9;
         let files = vec![
             file(a, vec![Window { start: 10, end: 14 }]),
-            ScoredFile::new("other/b.csv", b, vec![Window { start: 19, end: 24 }])
-                .expect("valid"),
+            ScoredFile::new("other/b.csv", b, vec![Window { start: 19, end: 24 }]).expect("valid"),
         ];
         for costs in Profile::ALL.map(Profile::costs) {
             let opt = optimize_threshold(&files, &costs);
@@ -758,7 +773,10 @@ mod tests {
             for &t in &candidates {
                 let s = score_corpus(&files, &costs, t);
                 if s > brute.score + 1e-12 {
-                    brute = Optimum { threshold: t, score: s };
+                    brute = Optimum {
+                        threshold: t,
+                        score: s,
+                    };
                 }
             }
             assert_eq!(opt.threshold, brute.threshold, "{costs:?}");
@@ -799,7 +817,10 @@ mod tests {
         assert!((s - 70.101).abs() < 1e-3, "{s}");
         let fn_costs = Profile::RewardLowFn.costs();
         assert_eq!(normalize(-232.0, &fn_costs, 116), Some(0.0));
-        assert!(close(normalize(0.0, &fn_costs, 116).unwrap_or(f64::NAN), 100.0 * 232.0 / 348.0));
+        assert!(close(
+            normalize(0.0, &fn_costs, 116).unwrap_or(f64::NAN),
+            100.0 * 232.0 / 348.0
+        ));
         assert_eq!(normalize(3.0, &STD, 0), None);
     }
 
@@ -837,7 +858,11 @@ mod tests {
 
     #[test]
     fn windows_are_located_by_timestamp() {
-        let ts = ["2014-01-01 00:00:00", "2014-01-01 00:05:00", "2014-01-01 00:10:00"];
+        let ts = [
+            "2014-01-01 00:00:00",
+            "2014-01-01 00:05:00",
+            "2014-01-01 00:10:00",
+        ];
         let w = locate_windows(
             "f.csv",
             &ts,
@@ -851,9 +876,17 @@ mod tests {
         let e = locate_windows(
             "f.csv",
             &ts,
-            &[("2014-01-01 00:06:00".to_string(), "2014-01-01 00:10:00".to_string())],
+            &[(
+                "2014-01-01 00:06:00".to_string(),
+                "2014-01-01 00:10:00".to_string(),
+            )],
         );
-        assert!(e.is_err_and(|e| e.to_string().contains("f.csv") && e.to_string().contains("00:06:00")));
-        assert_eq!(canonical_timestamp("2014-01-01 00:05:00.000001"), "2014-01-01 00:05:00.000001");
+        assert!(
+            e.is_err_and(|e| e.to_string().contains("f.csv") && e.to_string().contains("00:06:00"))
+        );
+        assert_eq!(
+            canonical_timestamp("2014-01-01 00:05:00.000001"),
+            "2014-01-01 00:05:00.000001"
+        );
     }
 }
