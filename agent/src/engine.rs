@@ -296,13 +296,17 @@ impl Engine {
         })
     }
 
+    /// The successful actions of an incident, in words, oldest first.
     fn action_history(&self, incident_id: i64) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .store
-            .list_actions(1000)
-            .unwrap_or_default()
+        let actions = match self.store.actions_for_incident(incident_id) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(incident = incident_id, error = %e, "reading the incident's actions");
+                return Vec::new();
+            }
+        };
+        actions
             .into_iter()
-            .filter(|a| a.incident_id == Some(incident_id))
             .filter_map(|a| match (a.status, a.from_replicas, a.to_replicas) {
                 (warden_playbooks::ActionStatus::Succeeded, Some(f), Some(t)) => Some(format!(
                     "scaled {} from {f} to {t} replicas{}",
@@ -311,9 +315,7 @@ impl Engine {
                 )),
                 _ => None,
             })
-            .collect();
-        out.reverse();
-        out
+            .collect()
     }
 
     async fn act(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -45,18 +45,15 @@ pub fn parse_spec(params: &serde_json::Map<String, serde_json::Value>) -> Result
             _ => return Err(("recent".into(), format!("must be an integer between 1 and 1000, got {v}"))),
         },
     };
-    let params: GroupOutlierParams = warden_detectors::registry::from_map(&rest).map_err(|e| match &e {
-        warden_detectors::Error::InvalidParam { name: "param", message } => {
-            let field = message.strip_prefix("unknown field `").and_then(|r| r.split_once('`')).map(|(f, _)| f.to_string());
-            (field.unwrap_or_default(), message.clone())
-        }
-        warden_detectors::Error::InvalidParam { name, .. } => (name.to_string(), e.to_string()),
-        other => (String::new(), other.to_string()),
-    })?;
-    params.validate().map_err(|e| match &e {
-        warden_detectors::Error::InvalidParam { name, .. } => (name.to_string(), e.to_string()),
-        other => (String::new(), other.to_string()),
-    })?;
+    let named = |e: warden_detectors::Error| {
+        let message = match &e {
+            warden_detectors::Error::InvalidParam { name: "param", message } => message.clone(),
+            other => other.to_string(),
+        };
+        (warden_detectors::registry::offending_param(&e).unwrap_or_default(), message)
+    };
+    let params: GroupOutlierParams = warden_detectors::registry::from_map(&rest).map_err(named)?;
+    params.validate().map_err(named)?;
     Ok(GroupSpec { member, recent, params })
 }
 

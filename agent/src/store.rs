@@ -402,6 +402,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The actions recorded for one incident, oldest first.
+    pub fn actions_for_incident(&self, incident_id: i64) -> StoreResult<Vec<ActionRecord>> {
+        let c = self.conn()?;
+        let mut st = c.prepare(&format!("{ACTION_SELECT} WHERE incident_id = ?1 ORDER BY id"))?;
+        let rows = st.query_map(params![incident_id], action_from_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
     /// When anything (including a refusal) was last attempted for an incident.
     pub fn last_attempt_for_incident(&self, incident_id: i64) -> StoreResult<Option<DateTime<Utc>>> {
         let c = self.conn()?;

@@ -49,6 +49,19 @@ pub fn from_map<P: DeserializeOwned>(params: &serde_json::Map<String, serde_json
     })
 }
 
+/// The parameter a configuration error is about: the key of an unknown field, or the name
+/// of an out-of-range parameter. `None` for errors about the detector as a whole.
+pub fn offending_param(e: &Error) -> Option<String> {
+    match e {
+        Error::InvalidParam { name: "detector", .. } => None,
+        Error::InvalidParam { name: "param", message } => {
+            message.strip_prefix("unknown field `").and_then(|r| r.split_once('`')).map(|(f, _)| f.to_string())
+        }
+        Error::InvalidParam { name, .. } => Some(name.to_string()),
+        _ => None,
+    }
+}
+
 /// Parameters as a sorted map, for printing what was used.
 pub fn describe(params: &[(String, String)]) -> BTreeMap<String, String> {
     params.iter().cloned().collect()

@@ -210,22 +210,19 @@ fn detector(err: &mut impl FnMut(String, String), at: &str, spec: &super::Detect
             Ok(_) => return,
             Err(e) => e,
         };
-        match &e {
-            warden_detectors::Error::InvalidParam { name: "detector", message } => {
-                return err(format!("{at}.detector.kind"), message.clone());
+        let message = match &e {
+            warden_detectors::Error::InvalidParam { name: "detector" | "param", message } => message.clone(),
+            other => other.to_string(),
+        };
+        match (&e, warden_detectors::registry::offending_param(&e)) {
+            (warden_detectors::Error::InvalidParam { name: "detector", .. }, _) => return err(format!("{at}.detector.kind"), message),
+            // An unknown key is dropped so the remaining parameters are still checked.
+            (warden_detectors::Error::InvalidParam { name: "param", .. }, Some(f)) => {
+                err(format!("{at}.detector.{f}"), message);
+                params.remove(&f);
             }
-            warden_detectors::Error::InvalidParam { name: "param", message } => {
-                let field = message.strip_prefix("unknown field `").and_then(|r| r.split_once('`')).map(|(f, _)| f.to_string());
-                match field {
-                    Some(f) => {
-                        err(format!("{at}.detector.{f}"), message.clone());
-                        params.remove(&f);
-                    }
-                    None => return err(format!("{at}.detector"), message.clone()),
-                }
-            }
-            warden_detectors::Error::InvalidParam { name, .. } => return err(format!("{at}.detector.{name}"), e.to_string()),
-            _ => return err(format!("{at}.detector"), e.to_string()),
+            (_, Some(f)) => return err(format!("{at}.detector.{f}"), message),
+            (_, None) => return err(format!("{at}.detector"), message),
         }
     }
 }
