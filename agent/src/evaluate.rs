@@ -15,6 +15,7 @@ use warden_detectors::{Detection, DetectionState};
 
 use crate::config::WatchConfig;
 use crate::source::MetricSource;
+use crate::watch_kind::WatchKind;
 
 /// The decision for one identity.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,79 +78,124 @@ pub async fn evaluate(
 ) -> (Evaluation, std::time::Duration) {
     let end = now - to_chrono(watch.offset.get());
     let start = end - to_chrono(watch.lookback.get());
-    let result = match source.query_range(&watch.query, start, end, watch.step.get()).await {
-        Ok(r) => r,
-        Err(e) => return (Evaluation::NoData(format!("query failed: {e}")), Default::default()),
+    let kind = match WatchKind::parse(&watch.detector) {
+        Ok(k) => k,
+        Err((param, message)) => return (Evaluation::NoData(format!("detector parameter {param}: {message}")), Default::default()),
     };
-    if !result.warnings.is_empty() {
-        return (
-            Evaluation::NoData(format!("partial response from Prometheus: {}", result.warnings.join("; "))),
-            Default::default(),
-        );
-    }
-    if result.series.is_empty() {
-        return (Evaluation::NoData("the query returned no series".into()), Default::default());
-    }
-    let started = Instant::now();
-    let verdicts = if watch.detector.kind == crate::group_eval::KIND {
-        match crate::group_eval::parse_spec(&watch.detector.params) {
-            Ok(spec) => crate::group_eval::judge_groups(&watch.name, &watch.identity, &spec, result.series, end, watch.step.get()),
-            Err((param, message)) => return (Evaluation::NoData(format!("detector parameter {param}: {message}")), Default::default()),
+    if let WatchKind::Joint(spec) = &kind {
+        let mut features = Vec::with_capacity(watch.queries.len());
+        for (name, query) in &watch.queries {
+            match fetch(source, query, start, end, watch.step.get()).await {
+                Ok(series) => features.push((name.clone(), series)),
+                Err(reason) => return (Evaluation::NoData(format!("query {name}: {reason}")), Default::default()),
+            }
         }
-    } else {
-        judge_series(watch, result.series, end)
+        let started = Instant::now();
+        let verdicts = crate::joint_eval::judge_joint(&watch.name, &watch.identity, spec, features, end, watch.step.get());
+        return (Evaluation::Series(verdicts), started.elapsed());
+    }
+    let Some(query) = &watch.query else {
+        return (Evaluation::NoData("the watch has no `query`".into()), Default::default());
+    };
+    let series = match fetch(source, query, start, end, watch.step.get()).await {
+        Ok(s) => s,
+        Err(reason) => return (Evaluation::NoData(reason), Default::default()),
+    };
+    let started = Instant::now();
+    let (id, step, lookback) = (&watch.identity, watch.step.get(), watch.lookback.get());
+    let verdicts = match &kind {
+        WatchKind::Group(spec) => crate::group_eval::judge_groups(&watch.name, id, spec, series, end, step),
+        WatchKind::Drift(spec) => crate::drift_eval::judge_drift(&watch.name, id, spec, lookback, series, end, step),
+        WatchKind::Quality(spec) => crate::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step),
+        WatchKind::Single | WatchKind::Joint(_) => judge_series(watch, series, end),
     };
     (Evaluation::Series(verdicts), started.elapsed())
+}
+
+/// Run one range query; every way of getting nothing usable is a reason for "no data".
+async fn fetch(source: &dyn MetricSource, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: std::time::Duration) -> Result<Vec<Series>, String> {
+    let result = source.query_range(query, start, end, step).await.map_err(|e| format!("query failed: {e}"))?;
+    if !result.warnings.is_empty() {
+        return Err(format!("partial response from Prometheus: {}", result.warnings.join("; ")));
+    }
+    if result.series.is_empty() {
+        return Err("the query returned no series".into());
+    }
+    Ok(result.series)
 }
 
 fn to_chrono(d: std::time::Duration) -> ChronoDuration {
     ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
 }
 
-/// Split series by identity and run the detector on each.
-pub fn judge_series(watch: &WatchConfig, series: Vec<Series>, end: DateTime<Utc>) -> Vec<SeriesVerdict> {
-    let mut by_identity: BTreeMap<BTreeMap<String, String>, Vec<Series>> = BTreeMap::new();
-    let mut out = Vec::new();
+/// Series grouped by the values of the `identity` labels. A series that lacks one of them,
+/// or one of the `required` labels (a histogram's `le`, a group's member label), cannot be
+/// placed and becomes a "no data" verdict of its own.
+pub(crate) fn group_by_identity(
+    watch: &str,
+    identity: &[String],
+    required: &[&str],
+    series: Vec<Series>,
+) -> (BTreeMap<BTreeMap<String, String>, Vec<Series>>, Vec<SeriesVerdict>) {
+    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<Series>> = BTreeMap::new();
+    let mut unplaced = Vec::new();
     for s in series {
-        let mut identity = BTreeMap::new();
+        let mut key = BTreeMap::new();
         let mut missing = Vec::new();
-        for l in &watch.identity {
+        for l in identity {
             match s.labels.get(l) {
                 Some(v) => {
-                    identity.insert(l.clone(), v.clone());
+                    key.insert(l.clone(), v.clone());
                 }
                 None => missing.push(l.as_str()),
             }
         }
-        if !missing.is_empty() {
-            out.push(SeriesVerdict {
-                fingerprint: fingerprint(&watch.name, &s.labels),
+        missing.extend(required.iter().copied().filter(|l| !s.labels.contains_key(*l)));
+        if missing.is_empty() {
+            groups.entry(key).or_default().push(s);
+        } else {
+            unplaced.push(SeriesVerdict {
+                fingerprint: fingerprint(watch, &s.labels),
                 identity: s.labels.clone(),
                 labels: s.labels,
                 verdict: Verdict::NoData(format!("series lacks identity label(s) {}", missing.join(", "))),
             });
-            continue;
         }
-        by_identity.entry(identity).or_default().push(s);
     }
+    (groups, unplaced)
+}
+
+/// The "no data" verdict for an identity whose query returned several series.
+pub(crate) fn ambiguous(watch: &str, identity_labels: &[String], identity: BTreeMap<String, String>, count: usize) -> SeriesVerdict {
+    SeriesVerdict {
+        fingerprint: fingerprint(watch, &identity),
+        labels: identity.clone(),
+        verdict: Verdict::NoData(format!(
+            "{count} series share the identity {identity:?}; aggregate the query by the identity labels (e.g. `max by ({}) (...)`)",
+            identity_labels.join(", ")
+        )),
+        identity,
+    }
+}
+
+/// The value of the last sample at or before `t_ms`, if it is no older than `max_age_ms`.
+pub(crate) fn sample_at(points: &[warden_connectors::prometheus::Sample], t_ms: i64, max_age_ms: i64) -> Option<f64> {
+    let idx = points.partition_point(|p| p.timestamp_ms <= t_ms);
+    let p = points.get(idx.checked_sub(1)?)?;
+    (t_ms - p.timestamp_ms <= max_age_ms && p.value.is_finite()).then_some(p.value)
+}
+
+/// Split series by identity and run the detector on each.
+pub fn judge_series(watch: &WatchConfig, series: Vec<Series>, end: DateTime<Utc>) -> Vec<SeriesVerdict> {
+    let (by_identity, mut out) = group_by_identity(&watch.name, &watch.identity, &[], series);
     let stale_after = to_chrono(watch.step.get() * 2);
     for (identity, mut group) in by_identity {
-        let fp = fingerprint(&watch.name, &identity);
         if group.len() > 1 {
-            out.push(SeriesVerdict {
-                fingerprint: fp,
-                labels: identity.clone(),
-                verdict: Verdict::NoData(format!(
-                    "{} series share the identity {:?}; aggregate the query by the identity labels (e.g. `max by ({}) (...)`)",
-                    group.len(),
-                    identity,
-                    watch.identity.join(", ")
-                )),
-                identity,
-            });
+            out.push(ambiguous(&watch.name, &watch.identity, identity, group.len()));
             continue;
         }
         let Some(s) = group.pop() else { continue };
+        let fp = fingerprint(&watch.name, &identity);
         let verdict = judge_one(watch, &s, end, stale_after);
         out.push(SeriesVerdict { identity, labels: s.labels, fingerprint: fp, verdict });
     }

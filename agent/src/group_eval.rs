@@ -17,7 +17,8 @@ use warden_connectors::prometheus::Series;
 use warden_detectors::group::{GroupOutlier, GroupOutlierParams, MIN_MEMBERS};
 use warden_detectors::{Detection, DetectionState, Deviation, Explanation};
 
-use crate::evaluate::{fingerprint, SeriesVerdict, Verdict};
+use crate::evaluate::{fingerprint, group_by_identity, SeriesVerdict, Verdict};
+use crate::watch_kind::{detector_params, named, take_count, SpecError};
 
 pub const KIND: &str = "group_outlier";
 const DEFAULT_RECENT: usize = 10;
@@ -31,59 +32,30 @@ pub struct GroupSpec {
 }
 
 /// Parse the `group_outlier` spec; errors are `(parameter, message)`.
-pub fn parse_spec(params: &serde_json::Map<String, serde_json::Value>) -> Result<GroupSpec, (String, String)> {
+pub fn parse_spec(params: &serde_json::Map<String, serde_json::Value>) -> Result<GroupSpec, SpecError> {
     let mut rest = params.clone();
     let member = match rest.remove("member") {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s,
         Some(other) => return Err(("member".into(), format!("must be a label name, got {other}"))),
         None => return Err(("member".into(), "the label that tells group members apart is required (e.g. `pod`)".into())),
     };
-    let recent = match rest.remove("recent") {
-        None => DEFAULT_RECENT,
-        Some(v) => match v.as_u64() {
-            Some(n) if (1..=1000).contains(&n) => n as usize,
-            _ => return Err(("recent".into(), format!("must be an integer between 1 and 1000, got {v}"))),
-        },
-    };
-    let named = |e: warden_detectors::Error| {
-        let message = match &e {
-            warden_detectors::Error::InvalidParam { name: "param", message } => message.clone(),
-            other => other.to_string(),
-        };
-        (warden_detectors::registry::offending_param(&e).unwrap_or_default(), message)
-    };
-    let params: GroupOutlierParams = warden_detectors::registry::from_map(&rest).map_err(named)?;
-    params.validate().map_err(named)?;
+    let recent = take_count(&mut rest, "recent", 1..=1000)?.map(|n| n as usize).unwrap_or(DEFAULT_RECENT);
+    let params: GroupOutlierParams = detector_params(&rest)?;
+    params.validate().map_err(|e| named(&e))?;
     Ok(GroupSpec { member, recent, params })
 }
 
 /// Judge every group of a group watch.
 pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, series: Vec<Series>, end: DateTime<Utc>, step: std::time::Duration) -> Vec<SeriesVerdict> {
     let stale_after = ChronoDuration::from_std(step * 2).unwrap_or(ChronoDuration::MAX);
-    let mut out = Vec::new();
-    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<(String, Series)>> = BTreeMap::new();
-    for s in series {
-        let mut key = BTreeMap::new();
-        let mut missing: Vec<&str> = identity.iter().filter(|l| !s.labels.contains_key(*l)).map(String::as_str).collect();
-        for l in identity {
-            if let Some(v) = s.labels.get(l) {
-                key.insert(l.clone(), v.clone());
-            }
-        }
-        let member = s.labels.get(&spec.member).cloned();
-        if member.is_none() {
-            missing.push(&spec.member);
-        }
-        match member {
-            Some(m) if missing.is_empty() => groups.entry(key).or_default().push((m, s)),
-            _ => out.push(SeriesVerdict {
-                fingerprint: fingerprint(watch_name, &s.labels),
-                identity: s.labels.clone(),
-                labels: s.labels,
-                verdict: Verdict::NoData(format!("series lacks label(s) {}", missing.join(", "))),
-            }),
-        }
-    }
+    let (by_identity, mut out) = group_by_identity(watch_name, identity, &[spec.member.as_str()], series);
+    let groups: BTreeMap<BTreeMap<String, String>, Vec<(String, Series)>> = by_identity
+        .into_iter()
+        .map(|(key, members)| {
+            let members = members.into_iter().map(|s| (s.labels.get(&spec.member).cloned().unwrap_or_default(), s)).collect();
+            (key, members)
+        })
+        .collect();
     let detector = match GroupOutlier::new(spec.params.clone()) {
         Ok(d) => d,
         Err(e) => {

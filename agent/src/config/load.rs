@@ -323,4 +323,30 @@ mod tests {
             assert!(paths.iter().any(|q| q == p), "{p} missing from {paths:?}");
         }
     }
+
+    #[test]
+    fn model_and_multivariate_watches() {
+        let ok = "prometheus: { url: 'http://127.0.0.1:9090' }\nwatches:\n  - name: drift\n    query: sum by (model, le) (score_bucket)\n    identity: [model]\n    lookback: 2h\n    detector: { kind: drift, current: 15m, reference: 1h, psi_significant: 0.3 }\n  - name: acc\n    query: accuracy\n    detector: { kind: quality, goal: higher_is_better, baseline: 0.9 }\n  - name: joint\n    queries: { cpu: 'sum(rate(cpu[5m]))', rps: 'sum(rate(req[5m]))' }\n    detector: { kind: multivariate, components: 2 }\n";
+        let cfg = parse_str(ok, Path::new("m.yaml")).expect("valid");
+        assert_eq!(cfg.watches[2].queries.len(), 2);
+
+        let text = "prometheus: { url: 'http://127.0.0.1:9090' }\nwatches:\n  - name: drift\n    query: score_bucket\n    identity: [le]\n    lookback: 1h\n    detector: { kind: drift, current: 15m, reference: 1h }\n  - name: joint\n    query: up\n    queries: { cpu: 'rate(cpu[5m]', 9x: up }\n    detector: { kind: multivariate }\n  - name: single\n    queries: { a: up, b: up }\n    detector: { kind: robust_baseline }\n  - name: typo\n    query: up\n    detector: { kind: multivariat }\n";
+        let e = errors(text);
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "watches[0].detector.reference",
+            "watches[0].identity",
+            "watches[1].query",
+            "watches[1].queries.cpu",
+            "watches[1].queries.9x",
+            "watches[2].queries",
+            "watches[2]",
+            "watches[3].detector.kind",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        let kind = e.iter().find(|e| e.path == "watches[3].detector.kind").map(|e| e.message.clone()).unwrap_or_default();
+        assert!(kind.contains("multivariate") && kind.contains("group_outlier"), "{kind}");
+        assert!(e.iter().all(|e| e.line.is_some()), "{e:?}");
+    }
 }

@@ -232,7 +232,12 @@ impl Severity {
 #[serde(deny_unknown_fields)]
 pub struct WatchConfig {
     pub name: String,
-    pub query: String,
+    /// The PromQL query (every detector kind but `multivariate`).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Named PromQL queries, one per feature (`multivariate` only).
+    #[serde(default)]
+    pub queries: std::collections::BTreeMap<String, String>,
     #[serde(default = "defaults::interval")]
     pub interval: HumanDuration,
     #[serde(default = "defaults::query_step")]

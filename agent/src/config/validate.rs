@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, SecretRef, WatchConfig};
+use super::{Config, HumanDuration, SecretRef, WatchConfig};
+use crate::watch_kind::WatchKind;
 
 /// Prometheus returns at most 11,000 points per series for one range query.
 const MAX_POINTS_PER_QUERY: u128 = 11_000;
@@ -119,9 +120,7 @@ fn mailbox_error(s: &str) -> Option<String> {
 }
 
 fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &Config) {
-    if let Err(e) = promql_parser::parser::parse(&w.query) {
-        err(format!("{at}.query"), format!("invalid PromQL: {}", e.trim()));
-    }
+    queries(err, at, w);
     let (interval, step, lookback) = (w.interval.get(), w.step.get(), w.lookback.get());
     if interval.is_zero() {
         err(format!("{at}.interval"), "must be greater than 0".into());
@@ -171,7 +170,7 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
             }
         }
     }
-    detector(err, at, &w.detector);
+    detector(err, at, w);
     if let Some(a) = &w.action {
         if w.target.is_none() {
             err(format!("{at}.action"), "an action needs `target` to name the Deployment".into());
@@ -194,15 +193,70 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
     }
 }
 
-/// Check the detector's parameters; an unknown key is reported and dropped so the remaining
-/// parameters are still checked.
-fn detector(err: &mut impl FnMut(String, String), at: &str, spec: &super::DetectorSpec) {
-    if spec.kind == crate::group_eval::KIND {
-        if let Err((param, message)) = crate::group_eval::parse_spec(&spec.params) {
-            let path = if param.is_empty() { format!("{at}.detector") } else { format!("{at}.detector.{param}") };
-            err(path, message);
+/// `query`, or `queries` for a multivariate watch; every query must parse.
+fn queries(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
+    let promql = |err: &mut dyn FnMut(String, String), path: String, q: &str| {
+        if let Err(e) = promql_parser::parser::parse(q) {
+            err(path, format!("invalid PromQL: {}", e.trim()));
+        }
+    };
+    if WatchKind::wants_queries(&w.detector.kind) {
+        if w.query.is_some() {
+            err(format!("{at}.query"), format!("a `{}` watch takes named `queries` (one per metric), not `query`", w.detector.kind));
+        }
+        let n = w.queries.len();
+        if !(2..=crate::joint_eval::MAX_QUERIES).contains(&n) {
+            err(format!("{at}.queries"), format!("needs between 2 and {} named queries, got {n}", crate::joint_eval::MAX_QUERIES));
+        }
+        for (name, q) in &w.queries {
+            if !is_label_name(name) {
+                err(format!("{at}.queries.{name}"), format!("`{name}` is not a valid metric name (letters, digits, `_`)"));
+            }
+            promql(&mut *err, format!("{at}.queries.{name}"), q);
         }
         return;
+    }
+    if !w.queries.is_empty() {
+        err(format!("{at}.queries"), format!("named `queries` are only for `kind: {}` watches; use `query`", crate::joint_eval::KIND));
+    }
+    match &w.query {
+        Some(q) => promql(&mut *err, format!("{at}.query"), q),
+        None => err(at.to_string(), "missing field `query`".into()),
+    }
+}
+
+/// Settings that depend on the watch as well as the detector.
+fn windows(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, kind: &WatchKind) {
+    let lookback = w.lookback.get();
+    let (current, reference) = match kind {
+        WatchKind::Drift(s) => (s.current, s.reference_for(lookback)),
+        WatchKind::Quality(s) => (s.current, if s.baseline.is_some() { Duration::ZERO } else { s.reference_for(lookback) }),
+        _ => return,
+    };
+    if current >= lookback {
+        err(format!("{at}.detector.current"), format!("the current window ({}) must be shorter than the lookback ({})", HumanDuration(current), w.lookback));
+    } else if current + reference > lookback {
+        err(
+            format!("{at}.detector.reference"),
+            format!("current + reference ({} + {}) exceed the lookback ({}); raise `lookback`", HumanDuration(current), HumanDuration(reference), w.lookback),
+        );
+    }
+    if matches!(kind, WatchKind::Drift(_)) && w.identity.iter().any(|l| l == "le") {
+        err(format!("{at}.identity"), "`le` tells the buckets of one histogram apart; it cannot be an identity label".into());
+    }
+}
+
+/// Check the detector's parameters; an unknown key is reported and dropped so the remaining
+/// parameters are still checked.
+fn detector(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
+    let spec = &w.detector;
+    match WatchKind::parse(spec) {
+        Err((param, message)) => {
+            let path = if param.is_empty() { format!("{at}.detector") } else { format!("{at}.detector.{param}") };
+            return err(path, message);
+        }
+        Ok(WatchKind::Single) => {}
+        Ok(kind) => return windows(err, at, w, &kind),
     }
     let mut params = spec.params.clone();
     for _ in 0..16 {
@@ -215,7 +269,9 @@ fn detector(err: &mut impl FnMut(String, String), at: &str, spec: &super::Detect
             other => other.to_string(),
         };
         match (&e, warden_detectors::registry::offending_param(&e)) {
-            (warden_detectors::Error::InvalidParam { name: "detector", .. }, _) => return err(format!("{at}.detector.kind"), message),
+            (warden_detectors::Error::InvalidParam { name: "detector", .. }, _) => {
+                return err(format!("{at}.detector.kind"), format!("unknown detector `{}`; known: {}", spec.kind, crate::watch_kind::all_kinds().join(", ")))
+            }
             // An unknown key is dropped so the remaining parameters are still checked.
             (warden_detectors::Error::InvalidParam { name: "param", .. }, Some(f)) => {
                 err(format!("{at}.detector.{f}"), message);
