@@ -113,7 +113,14 @@ impl Engine {
     /// Evaluate watch `idx` at `now` and apply the result.
     pub async fn evaluate_watch(&self, idx: usize, now: DateTime<Utc>) {
         let Some(w) = self.config.watches.get(idx) else { return };
-        let (evaluation, detector_time) = evaluate(self.source.as_ref(), w, now).await;
+        let open_since: BTreeMap<String, DateTime<Utc>> = match self.store.open_incidents() {
+            Ok(open) => open.into_iter().filter(|i| i.watch == w.name).map(|i| (i.fingerprint, i.opened_at)).collect(),
+            Err(e) => {
+                self.record_no_data(w, now, &format!("store: {e}"), 0);
+                return;
+            }
+        };
+        let (evaluation, detector_time) = evaluate(self.source.as_ref(), w, now, &open_since).await;
         let label = WatchLabel { watch: w.name.clone() };
         self.metrics.detector_seconds.get_or_create(&label).observe(detector_time.as_secs_f64());
 
@@ -198,6 +205,7 @@ impl Engine {
                     Verdict::Anomalous(_) => "anomalous".into(),
                     _ => "normal".into(),
                 },
+                note: d.explanation.note.clone(),
             });
         }
         match &sv.verdict {

@@ -70,11 +70,15 @@ pub fn fingerprint(watch: &str, identity: &BTreeMap<String, String>) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
-/// Query and judge one watch at `now`. Also returns the time spent in detectors.
+/// Query and judge one watch at `now`. `open_since` gives, for the identities of this watch
+/// with an open incident, when it opened: detectors that fit a reference window
+/// (multivariate) keep it before that time, so a long fault does not become the new normal
+/// and resolve itself. Also returns the time spent in detectors.
 pub async fn evaluate(
     source: &dyn MetricSource,
     watch: &WatchConfig,
     now: DateTime<Utc>,
+    open_since: &BTreeMap<String, DateTime<Utc>>,
 ) -> (Evaluation, std::time::Duration) {
     let end = now - to_chrono(watch.offset.get());
     let start = end - to_chrono(watch.lookback.get());
@@ -91,7 +95,7 @@ pub async fn evaluate(
             }
         }
         let started = Instant::now();
-        let verdicts = crate::joint_eval::judge_joint(&watch.name, &watch.identity, spec, features, end, watch.step.get());
+        let verdicts = crate::joint_eval::judge_joint(&watch.name, &watch.identity, spec, features, end, watch.step.get(), open_since);
         return (Evaluation::Series(verdicts), started.elapsed());
     }
     let Some(query) = &watch.query else {

@@ -6,8 +6,9 @@
 //! apart. The last `recent` query steps of every fresh member are compared with
 //! `detectors::group::GroupOutlier`. A member that is an outlier over the window *and* still
 //! outlying at the latest step is anomalous; outlying only at the latest step is "deviating"
-//! (neither opens nor resolves). A stale member is no data, never an outlier: a pod that
-//! stopped reporting is not evidence about the others. Fewer than three fresh members is no
+//! (neither opens nor resolves). A member with values at fewer than half of those steps (a
+//! pod that just started) is warming up. A stale member is no data, never an outlier: a pod
+//! that stopped reporting is not evidence about the others. Fewer than three fresh members is no
 //! data for the whole group.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,6 +104,7 @@ pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, ser
             }
         };
         let last_idx = times.len().saturating_sub(1);
+        let min_judged = times.len().div_ceil(2);
         let band = result.band.get(last_idx).copied().flatten();
         let n = fresh.len();
         for (i, (m, s)) in fresh.into_iter().enumerate() {
@@ -138,6 +140,12 @@ pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, ser
             };
             let verdict = if !value.is_finite() || r.judged == 0 {
                 Verdict::NoData("the member has no value at the latest step".into())
+            } else if r.judged < min_judged {
+                // A pod that just started has too short a record to be called an outlier.
+                let mut d = detection;
+                d.state = DetectionState::WarmingUp;
+                d.explanation.note = Some(format!("{}={m} has {} of the {min_judged} steps needed to be compared", spec.member, r.judged));
+                Verdict::WarmingUp(d)
             } else if r.is_outlier && outlying_now {
                 Verdict::Anomalous(detection)
             } else if outlying_now {

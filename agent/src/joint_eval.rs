@@ -68,6 +68,7 @@ pub fn judge_joint(
     features: Vec<(String, Vec<Series>)>,
     end: DateTime<Utc>,
     step: Duration,
+    open_since: &BTreeMap<String, DateTime<Utc>>,
 ) -> Vec<SeriesVerdict> {
     let names: Vec<String> = features.iter().map(|(n, _)| n.clone()).collect();
     let mut out = Vec::new();
@@ -93,14 +94,19 @@ pub fn judge_joint(
         out.push(ambiguous(watch, identity, key.clone(), *count));
     }
     for (key, by_feature) in table {
-        let verdict = judge_identity(spec, &names, &by_feature, end.timestamp_millis(), stale_ms);
+        let fp = fingerprint(watch, &key);
+        let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+        // While an incident is open, the reference stays what it was when it opened.
+        let frozen = open_since.get(&fp).map(|t| t.timestamp_millis().saturating_sub(step_ms.saturating_mul(spec.holdout as i64)));
+        let verdict = judge_identity(spec, &names, &by_feature, end.timestamp_millis(), stale_ms, frozen);
         let labels = key.clone();
-        out.push(SeriesVerdict { fingerprint: fingerprint(watch, &key), identity: key, labels, verdict });
+        out.push(SeriesVerdict { fingerprint: fp, identity: key, labels, verdict });
     }
     out
 }
 
-fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usize, Series>, end_ms: i64, stale_ms: i64) -> Verdict {
+/// `frozen`: the reference ends before this time (an incident is open).
+fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usize, Series>, end_ms: i64, stale_ms: i64, frozen: Option<i64>) -> Verdict {
     let missing: Vec<&str> = names.iter().enumerate().filter(|(i, _)| !by_feature.contains_key(i)).map(|(_, n)| n.as_str()).collect();
     if !missing.is_empty() {
         return Verdict::NoData(format!("no series from query {} for this identity", missing.join(", ")));
@@ -122,7 +128,10 @@ fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usiz
     if end_ms - last_t > stale_ms {
         return Verdict::NoData("the latest sample common to all queries is older than two steps".into());
     }
-    let (reference, held_out) = vectors.split_at(vectors.len().saturating_sub(spec.holdout));
+    let (mut reference, held_out) = vectors.split_at(vectors.len().saturating_sub(spec.holdout));
+    if let Some(cut) = frozen {
+        reference = &reference[..reference.partition_point(|(t, _)| *t < cut)];
+    }
     let recent = &held_out[held_out.len().saturating_sub(spec.min_consecutive)..];
     let need = spec.params.min_samples(names.len());
     let warming = |note: String| Detection {
@@ -137,7 +146,11 @@ fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usiz
         explanation: Explanation { history: reference.len(), note: Some(note), ..Explanation::default() },
     };
     if reference.len() < need {
-        return Verdict::WarmingUp(warming(format!("{} of {need} aligned reference vectors", reference.len())));
+        let why = match frozen {
+            Some(_) => format!("{} of {need} reference vectors before the open incident are still in the lookback; raise `lookback`", reference.len()),
+            None => format!("{} of {need} aligned reference vectors", reference.len()),
+        };
+        return Verdict::WarmingUp(warming(why));
     }
     let mut model = match Multivariate::new(spec.params.clone()) {
         Ok(m) => m,
@@ -182,8 +195,9 @@ fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usiz
             consecutive: u32::try_from(run).unwrap_or(u32::MAX),
             history: reference.len(),
             note: Some(format!(
-                "{odd_name} {} is unusual given {} (conditional z {:.1}); joint NLL {:.1} vs threshold {:.1} from {} reference vectors",
+                "{odd_name} {} {} {} (conditional z {:.1}); joint NLL {:.1} vs threshold {:.1} from {} reference vectors",
                 short(last.get(odd).copied().unwrap_or(f64::NAN)),
+                if latest.is_anomaly { "is unusual given" } else { "fits least, given" },
                 if others.is_empty() { "nothing".to_string() } else { others.join(", ") },
                 latest.feature_z.get(odd).copied().unwrap_or(0.0),
                 latest.nll,
@@ -203,6 +217,11 @@ fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usiz
 }
 
 fn short(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e4 {
+        let (div, unit) = if a >= 1e12 { (1e12, "T") } else if a >= 1e9 { (1e9, "G") } else if a >= 1e6 { (1e6, "M") } else { (1e3, "k") };
+        return format!("{:.2}{unit}", v / div);
+    }
     if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
@@ -230,15 +249,19 @@ mod tests {
         }
     }
 
-    /// rps follows a wave, cpu and memory follow rps; `runaway` makes cpu high at the end.
     fn workload(runaway: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        workload_with(if runaway { 3 } else { 0 })
+    }
+
+    /// rps follows a wave, cpu and memory follow rps; the last `runaway` cpu values are high.
+    fn workload_with(runaway: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let mut rng = warden_detectors::harness::XorShift64::new(11);
         let n = 240;
         let rps: Vec<f64> = (0..n).map(|i| 100.0 + 60.0 * (i as f64 / 20.0).sin() + rng.uniform(-3.0, 3.0)).collect();
         let mut cpu: Vec<f64> = rps.iter().map(|r| 0.01 * r + rng.uniform(-0.03, 0.03)).collect();
         let mem: Vec<f64> = rps.iter().map(|r| 200.0 + 0.5 * r + rng.uniform(-2.0, 2.0)).collect();
-        if runaway {
-            for c in cpu.iter_mut().skip(n - 3) {
+        {
+            for c in cpu.iter_mut().skip(n - runaway) {
                 *c = 1.6; // what 160 rps would need, at ordinary traffic
             }
         }
@@ -258,7 +281,7 @@ mod tests {
             ("mem".to_string(), vec![series("ok", &mem_ok), series("bad", &mem_bad)]),
             ("rps".to_string(), vec![series("ok", &rps_ok), series("bad", &rps_bad)]),
         ];
-        let v = judge_joint("joint", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30));
+        let v = judge_joint("joint", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
         let by = |d: &str| v.iter().find(|sv| sv.identity.get("deployment").map(String::as_str) == Some(d)).expect("verdict");
         assert!(matches!(by("ok").verdict, Verdict::Normal(_)), "{:?}", by("ok").verdict);
         match &by("bad").verdict {
@@ -271,14 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn an_open_incident_keeps_the_reference_from_before_it() {
+        // A fault 60 steps long: far longer than the hold-out.
+        let (rps, cpu, mem) = workload_with(60);
+        let features = || {
+            vec![
+                ("cpu".to_string(), vec![series("bad", &cpu)]),
+                ("mem".to_string(), vec![series("bad", &mem)]),
+                ("rps".to_string(), vec![series("bad", &rps)]),
+            ]
+        };
+        let fp = fingerprint("j", &BTreeMap::from([("deployment".to_string(), "bad".to_string())]));
+        let opened = end() - chrono::Duration::seconds(58 * 30);
+        let v = judge_joint("j", &["deployment".to_string()], &spec(), features(), end(), Duration::from_secs(30), &BTreeMap::from([(fp, opened)]));
+        assert!(matches!(&v[0].verdict, Verdict::Anomalous(_)), "{:?}", v[0].verdict);
+    }
+
+    #[test]
     fn a_missing_metric_or_short_history_is_not_normal() {
         let (rps, cpu, _) = workload(false);
         let features = vec![("cpu".to_string(), vec![series("a", &cpu)]), ("rps".to_string(), vec![])];
-        let v = judge_joint("j", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30));
+        let v = judge_joint("j", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("rps")), "{:?}", v[0].verdict);
 
         let features = vec![("cpu".to_string(), vec![series("a", &cpu[..20])]), ("rps".to_string(), vec![series("a", &rps[..20])])];
-        let v = judge_joint("j", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30));
+        let v = judge_joint("j", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
         assert!(matches!(&v[0].verdict, Verdict::WarmingUp(_)), "{:?}", v[0].verdict);
     }
 

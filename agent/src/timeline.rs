@@ -10,7 +10,7 @@ use tokio::sync::mpsc::UnboundedSender;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TimelineEvent {
-    Evaluated { at: DateTime<Utc>, watch: String, target: String, value: f64, expected: Option<f64>, state: String },
+    Evaluated { at: DateTime<Utc>, watch: String, target: String, value: f64, expected: Option<f64>, state: String, note: Option<String> },
     NoData { at: DateTime<Utc>, watch: String, reason: String },
     IncidentOpened { at: DateTime<Utc>, incident_id: i64, title: String },
     IncidentUpdated { at: DateTime<Utc>, incident_id: i64, value: Option<f64> },

@@ -413,9 +413,9 @@ fn describe(points: Option<usize>, step_ms: Option<i64>, at_ms: Option<i64>) -> 
         None => "not within the horizon".into(),
         Some(0) => "now".into(),
         Some(p) => match (step_ms, at_ms) {
-            (Some(step), Some(at)) => {
+            (Some(step), Some(_)) => {
                 let ms = i64::try_from(p).unwrap_or(i64::MAX).saturating_mul(step);
-                format!("in {p} points (about {}, at {at} ms)", human_duration(ms))
+                format!("in about {} ({p} points)", human_duration(ms))
             }
             _ => format!("in {p} points"),
         },

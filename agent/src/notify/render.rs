@@ -30,8 +30,17 @@ impl NotifyEvent {
     }
 }
 
+/// The Deployment acted on, or else the series' labels (`pod=..,namespace=..`).
 fn target(i: &Incident) -> String {
-    i.target.as_ref().map(|t| format!("{}/{}", t.namespace, t.deployment)).unwrap_or_else(|| "-".into())
+    if let Some(t) = &i.target {
+        return format!("{}/{}", t.namespace, t.deployment);
+    }
+    let labels: Vec<String> = i.labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| format!("{k}={v}")).collect();
+    if labels.is_empty() {
+        "-".into()
+    } else {
+        labels.join(",")
+    }
 }
 
 fn opt(v: Option<f64>) -> String {
