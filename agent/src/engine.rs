@@ -50,6 +50,8 @@ pub struct Engine {
     /// Woken when new notifications are queued.
     pub outbox_wake: Arc<tokio::sync::Notify>,
     statuses: RwLock<BTreeMap<String, WatchStatus>>,
+    /// Streaming detectors kept between evaluations, one cache per watch.
+    detectors: Vec<crate::evaluate::DetectorCache>,
 }
 
 impl Engine {
@@ -77,7 +79,9 @@ impl Engine {
                 (w.name.clone(), s)
             })
             .collect();
+        let detectors = config.watches.iter().map(|_| crate::evaluate::DetectorCache::default()).collect();
         let engine = Self {
+            detectors,
             config,
             store,
             source,
@@ -120,7 +124,10 @@ impl Engine {
                 return;
             }
         };
-        let (evaluation, detector_time) = evaluate(self.source.as_ref(), w, now, &open_since).await;
+        let (evaluation, detector_time) = match self.detectors.get(idx) {
+            Some(cache) => evaluate(self.source.as_ref(), w, now, &open_since, cache).await,
+            None => evaluate(self.source.as_ref(), w, now, &open_since, &crate::evaluate::DetectorCache::default()).await,
+        };
         let label = WatchLabel { watch: w.name.clone() };
         self.metrics.detector_seconds.get_or_create(&label).observe(detector_time.as_secs_f64());
 

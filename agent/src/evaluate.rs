@@ -73,12 +73,14 @@ pub fn fingerprint(watch: &str, identity: &BTreeMap<String, String>) -> String {
 /// Query and judge one watch at `now`. `open_since` gives, for the identities of this watch
 /// with an open incident, when it opened: detectors that fit a reference window
 /// (multivariate) keep it before that time, so a long fault does not become the new normal
-/// and resolve itself. Also returns the time spent in detectors.
+/// and resolve itself. `cache` keeps each series' streaming detector between evaluations.
+/// Also returns the time spent in detectors.
 pub async fn evaluate(
     source: &dyn MetricSource,
     watch: &WatchConfig,
     now: DateTime<Utc>,
     open_since: &BTreeMap<String, DateTime<Utc>>,
+    cache: &DetectorCache,
 ) -> (Evaluation, std::time::Duration) {
     let end = now - to_chrono(watch.offset.get());
     let start = end - to_chrono(watch.lookback.get());
@@ -111,7 +113,7 @@ pub async fn evaluate(
         WatchKind::Group(spec) => crate::group_eval::judge_groups(&watch.name, id, spec, series, end, step),
         WatchKind::Drift(spec) => crate::drift_eval::judge_drift(&watch.name, id, spec, lookback, series, end, step),
         WatchKind::Quality(spec) => crate::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step),
-        WatchKind::Single | WatchKind::Joint(_) => judge_series(watch, series, end),
+        WatchKind::Single | WatchKind::Joint(_) => judge_series(watch, series, end, cache),
     };
     (Evaluation::Series(verdicts), started.elapsed())
 }
@@ -189,10 +191,64 @@ pub(crate) fn sample_at(points: &[warden_connectors::prometheus::Sample], t_ms: 
     (t_ms - p.timestamp_ms <= max_age_ms && p.value.is_finite()).then_some(p.value)
 }
 
+/// The streaming detectors of one watch's series, kept between evaluations.
+///
+/// Without it every evaluation would build a fresh detector and replay the whole lookback,
+/// which for the forecasting detectors means refitting models on thousands of points per
+/// series per evaluation. With it, each evaluation feeds only the points newer than the last
+/// one fed, so a detector sees each point once, as its streaming contract intends, and its
+/// history can reach beyond the lookback (up to its own bounded window). The first
+/// evaluation of a series (after a start or after the series was absent) replays the
+/// lookback. A point already fed is never fed again, so a sample Prometheus revises later is
+/// not seen: use `offset` when recent samples are still incomplete. A series missing from a
+/// successful query loses its entry; memory is bounded by the series present times each
+/// detector's `max_retained_points`.
+#[derive(Default)]
+pub struct DetectorCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedDetector>>,
+}
+
+struct CachedDetector {
+    detector: Box<dyn warden_detectors::Detector>,
+    /// Timestamp of the last point fed.
+    last_ms: i64,
+    /// The verdict for that point.
+    last: Detection,
+}
+
+impl DetectorCache {
+    fn take(&self, fp: &str) -> Option<CachedDetector> {
+        self.entries.lock().ok()?.remove(fp)
+    }
+
+    fn put(&self, fp: String, entry: CachedDetector) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.insert(fp, entry);
+        }
+    }
+
+    /// Drop the entries of series that are no longer returned.
+    fn retain(&self, present: &std::collections::HashSet<String>) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.retain(|fp, _| present.contains(fp));
+        }
+    }
+
+    /// Series with a detector kept.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Split series by identity and run the detector on each.
-pub fn judge_series(watch: &WatchConfig, series: Vec<Series>, end: DateTime<Utc>) -> Vec<SeriesVerdict> {
+pub fn judge_series(watch: &WatchConfig, series: Vec<Series>, end: DateTime<Utc>, cache: &DetectorCache) -> Vec<SeriesVerdict> {
     let (by_identity, mut out) = group_by_identity(&watch.name, &watch.identity, &[], series);
     let stale_after = to_chrono(watch.step.get() * 2);
+    let mut present = std::collections::HashSet::new();
     for (identity, mut group) in by_identity {
         if group.len() > 1 {
             out.push(ambiguous(&watch.name, &watch.identity, identity, group.len()));
@@ -200,13 +256,15 @@ pub fn judge_series(watch: &WatchConfig, series: Vec<Series>, end: DateTime<Utc>
         }
         let Some(s) = group.pop() else { continue };
         let fp = fingerprint(&watch.name, &identity);
-        let verdict = judge_one(watch, &s, end, stale_after);
+        present.insert(fp.clone());
+        let verdict = judge_one(watch, &s, end, stale_after, cache, &fp);
         out.push(SeriesVerdict { identity, labels: s.labels, fingerprint: fp, verdict });
     }
+    cache.retain(&present);
     out
 }
 
-fn judge_one(watch: &WatchConfig, s: &Series, end: DateTime<Utc>, stale_after: ChronoDuration) -> Verdict {
+fn judge_one(watch: &WatchConfig, s: &Series, end: DateTime<Utc>, stale_after: ChronoDuration, cache: &DetectorCache, fp: &str) -> Verdict {
     let Some(last) = s.points.last() else {
         return Verdict::NoData("the series has no samples in the lookback window".into());
     };
@@ -217,17 +275,24 @@ fn judge_one(watch: &WatchConfig, s: &Series, end: DateTime<Utc>, stale_after: C
             last_at.to_rfc3339()
         ));
     }
-    let mut det = match watch.detector.build() {
-        Ok(d) => d,
-        Err(e) => return Verdict::NoData(format!("detector: {e}")),
+    let first_ms = s.points.first().map(|p| p.timestamp_ms).unwrap_or(i64::MIN);
+    // A kept detector continues where it stopped, unless the data no longer reaches back to
+    // its last point (a gap longer than the lookback): then it starts over.
+    let kept = cache.take(fp).filter(|c| c.last_ms >= first_ms && c.last_ms <= last.timestamp_ms);
+    let (mut det, fed_until, mut latest) = match kept {
+        Some(c) => (c.detector, c.last_ms, Some(c.last)),
+        None => match watch.detector.build() {
+            Ok(d) => (d, i64::MIN, None),
+            Err(e) => return Verdict::NoData(format!("detector: {e}")),
+        },
     };
-    let mut latest = None;
-    for p in &s.points {
+    for p in s.points.iter().filter(|p| p.timestamp_ms > fed_until) {
         latest = Some(det.update(p.timestamp_ms, p.value));
     }
     let Some(d) = latest else {
         return Verdict::NoData("the series has no samples".into());
     };
+    cache.put(fp.to_string(), CachedDetector { detector: det, last_ms: d.timestamp_ms, last: d.clone() });
     match d.state {
         DetectionState::NoData => Verdict::NoData(format!("the last sample is not a finite number ({})", d.value)),
         DetectionState::WarmingUp => Verdict::WarmingUp(d),
@@ -274,7 +339,7 @@ mod tests {
         spike.extend([5.0, 5.0]);
         normal.extend([1.0, 1.01]);
         let e = end().timestamp_millis();
-        let v = judge_series(&watch(), vec![series("a", &normal, e), series("b", &spike, e)], end());
+        let v = judge_series(&watch(), vec![series("a", &normal, e), series("b", &spike, e)], end(), &DetectorCache::default());
         assert_eq!(v.len(), 2);
         assert!(matches!(v[0].verdict, Verdict::Normal(_)), "{:?}", v[0].verdict);
         assert!(matches!(v[1].verdict, Verdict::Anomalous(_)), "{:?}", v[1].verdict);
@@ -283,23 +348,49 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_detector_sees_each_point_once_and_agrees_with_a_replay() {
+        let cache = DetectorCache::default();
+        let e = end().timestamp_millis();
+        let mut values: Vec<f64> = (0..40).map(|i| 1.0 + (i % 3) as f64 * 0.01).collect();
+        let first = judge_series(&watch(), vec![series("a", &values, e)], end(), &cache);
+        assert!(matches!(first[0].verdict, Verdict::Normal(_)), "{:?}", first[0].verdict);
+        assert_eq!(cache.len(), 1);
+        // Two new points 10 s apart; the window slides by two steps.
+        values.extend([5.0, 5.0]);
+        let later = end() + chrono::Duration::seconds(20);
+        let window = &values[2..];
+        let kept = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &cache);
+        let replayed = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &DetectorCache::default());
+        assert!(matches!(kept[0].verdict, Verdict::Anomalous(_)), "{:?}", kept[0].verdict);
+        assert!(matches!(replayed[0].verdict, Verdict::Anomalous(_)), "{:?}", replayed[0].verdict);
+        let (Some(k), Some(r)) = (kept[0].verdict.detection(), replayed[0].verdict.detection()) else { panic!("detections") };
+        assert_eq!((k.timestamp_ms, k.value, k.explanation.consecutive), (r.timestamp_ms, r.value, r.explanation.consecutive));
+        // The same evaluation again feeds nothing new and gives the same verdict.
+        let again = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &cache);
+        assert_eq!(again[0].verdict, kept[0].verdict);
+        // A series that disappears loses its detector.
+        judge_series(&watch(), vec![series("b", window, later.timestamp_millis())], later, &cache);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
     fn stale_nan_missing_label_and_ambiguous_are_no_data() {
         let vals: Vec<f64> = (0..40).map(|_| 1.0).collect();
         let e = end().timestamp_millis();
-        let stale = judge_series(&watch(), vec![series("a", &vals, e - 60_000)], end());
+        let stale = judge_series(&watch(), vec![series("a", &vals, e - 60_000)], end(), &DetectorCache::default());
         assert!(matches!(&stale[0].verdict, Verdict::NoData(r) if r.contains("older")));
 
         let mut nan = vals.clone();
         nan.push(f64::NAN);
-        let v = judge_series(&watch(), vec![series("a", &nan, e)], end());
+        let v = judge_series(&watch(), vec![series("a", &nan, e)], end(), &DetectorCache::default());
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("finite")));
 
         let mut unlabeled = series("a", &vals, e);
         unlabeled.labels.remove("deployment");
-        let v = judge_series(&watch(), vec![unlabeled], end());
+        let v = judge_series(&watch(), vec![unlabeled], end(), &DetectorCache::default());
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("lacks identity")));
 
-        let v = judge_series(&watch(), vec![series("a", &vals, e), series("a", &vals, e)], end());
+        let v = judge_series(&watch(), vec![series("a", &vals, e), series("a", &vals, e)], end(), &DetectorCache::default());
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("share the identity")));
     }
 }
