@@ -81,6 +81,13 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT
      );
      CREATE INDEX outbox_due ON outbox(delivered_at, next_attempt_at);",
+    // v2: log watches: the template miner's state and where reading resumes, per watch.
+    "CREATE TABLE log_watch_state (
+        watch TEXT PRIMARY KEY,
+        miner_state TEXT NOT NULL,
+        resume_ns TEXT,
+        updated_at INTEGER NOT NULL
+     );"
 ];
 
 /// Errors of the store.
@@ -348,6 +355,33 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Save a log watch's miner state (JSON) and the timestamp (ns) its next read starts after.
+    pub fn save_log_state(&self, watch: &str, miner_state: &str, resume_ns: Option<i64>, now: DateTime<Utc>) -> StoreResult<()> {
+        let c = self.conn()?;
+        c.execute(
+            "INSERT INTO log_watch_state (watch, miner_state, resume_ns, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(watch) DO UPDATE SET miner_state = excluded.miner_state, resume_ns = excluded.resume_ns, updated_at = excluded.updated_at",
+            params![watch, miner_state, resume_ns.map(|n| n.to_string()), now.timestamp_millis()],
+        )?;
+        Ok(())
+    }
+
+    /// A log watch's saved miner state and resume timestamp, if any.
+    pub fn load_log_state(&self, watch: &str) -> StoreResult<Option<(String, Option<i64>)>> {
+        let c = self.conn()?;
+        let row: Option<(String, Option<String>)> = c
+            .query_row("SELECT miner_state, resume_ns FROM log_watch_state WHERE watch = ?1", params![watch], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((state, None)) => Ok(Some((state, None))),
+            Some((state, Some(ns))) => match ns.parse::<i64>() {
+                Ok(ns) => Ok(Some((state, Some(ns)))),
+                Err(e) => Err(StoreError::Corrupt { table: "log_watch_state", message: format!("resume_ns `{ns}`: {e}") }),
+            },
+        }
     }
 
     pub fn get_incident(&self, id: i64) -> StoreResult<Option<Incident>> {
@@ -749,5 +783,15 @@ mod tests {
         // Refusals do not start a cooldown.
         s.insert(&ActionRecord { status: ActionStatus::Refused, to_replicas: None, created_at: now(5), ..rec }).expect("insert");
         assert_eq!(s.last_action_at(&t).expect("last"), Some(now(0)));
+    }
+
+    #[test]
+    fn log_state_round_trips_and_updates() {
+        let s = Store::open_in_memory().expect("store");
+        let now = Utc::now();
+        assert_eq!(s.load_log_state("w").expect("load"), None);
+        s.save_log_state("w", "{\"a\":1}", Some(1_700_000_000_123_456_789), now).expect("save");
+        s.save_log_state("w", "{\"a\":2}", Some(1_700_000_000_123_456_790), now).expect("update");
+        assert_eq!(s.load_log_state("w").expect("load"), Some(("{\"a\":2}".to_string(), Some(1_700_000_000_123_456_790))));
     }
 }
