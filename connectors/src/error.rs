@@ -6,7 +6,8 @@
 //! [`Error::is_retryable`], [`Error::is_not_found`], [`Error::is_conflict`].
 //!
 //! Messages name what failed (a redacted URL, the HTTP status, the Prometheus
-//! `errorType`, the Kubernetes `Status` message) and never contain secrets.
+//! `errorType`, Loki's error text, the Kubernetes `Status` message) and never
+//! contain secrets.
 
 use std::time::Duration;
 
@@ -48,6 +49,16 @@ pub enum Error {
     /// The response body could not be decoded (invalid or truncated JSON, wrong shape).
     #[error("could not decode response from {url}: {message}")]
     Decode { url: String, message: String },
+
+    /// Loki refused a request (HTTP 400, or a `"status"` other than `"success"`):
+    /// typically invalid LogQL, a limit above Loki's maximum or a bad time range.
+    /// `message` is Loki's own explanation. Retrying the same request will not help.
+    #[error("Loki at {url} rejected the request (HTTP {status}): {message}")]
+    LokiQuery {
+        url: String,
+        status: u16,
+        message: String,
+    },
 
     /// Prometheus answered `"status": "error"`.
     #[error("Prometheus query failed ({error_type}): {message}")]
@@ -112,7 +123,7 @@ fn smtp_code_suffix(code: &Option<u16>) -> String {
 impl Error {
     /// Whether the same request may succeed later: timeouts, connection failures,
     /// 5xx and 429 responses, Prometheus `timeout`/`unavailable` errors and
-    /// transient SMTP replies.
+    /// transient SMTP replies. Loki query rejections are not retryable.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connect { .. } | Error::Timeout { .. } | Error::RateLimited { .. } => true,
@@ -130,6 +141,7 @@ impl Error {
             | Error::Decode { .. }
             | Error::KubeClient(_)
             | Error::Rejected { .. }
+            | Error::LokiQuery { .. }
             | Error::Payload(_) => false,
         }
     }
@@ -226,6 +238,17 @@ mod tests {
         assert_eq!(
             bad.to_string(),
             "Prometheus query failed (bad_data): parse error"
+        );
+        let loki = Error::LokiQuery {
+            url: "http://loki/loki/api/v1/query_range".into(),
+            status: 400,
+            message: "parse error at line 1, col 5: syntax error".into(),
+        };
+        assert!(!loki.is_retryable());
+        assert_eq!(
+            loki.to_string(),
+            "Loki at http://loki/loki/api/v1/query_range rejected the request (HTTP 400): \
+             parse error at line 1, col 5: syntax error"
         );
         let unavailable = Error::Prometheus {
             error_type: "unavailable".into(),

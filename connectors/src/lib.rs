@@ -1,8 +1,8 @@
 //! Warden's connectors: every piece of network I/O the daemon performs lives here.
 //!
 //! The rest of the workspace (detectors, playbooks, the agent) works on plain data;
-//! this crate is the only place that talks to Prometheus, the Kubernetes API server,
-//! Slack webhooks and SMTP relays, and the only place that parses Alertmanager
+//! this crate is the only place that talks to Prometheus, Loki, the Kubernetes API
+//! server, Slack webhooks and SMTP relays, and the only place that parses Alertmanager
 //! webhook payloads. Keeping the I/O in one crate gives one error type with one
 //! retry classification ([`Error::is_retryable`]) and one place where secrets are
 //! handled ([`Secret`]).
@@ -14,6 +14,7 @@ pub mod alertmanager;
 mod error;
 mod http;
 pub mod kubernetes;
+pub mod loki;
 pub mod prometheus;
 pub mod slack;
 pub mod smtp;

@@ -5,6 +5,8 @@
 //! * [`kube_api`]: a Kubernetes API test server (Deployments and their scale
 //!   subresource) built on the real `k8s-openapi` types, with request
 //!   recording and failure injection, plus a kubeconfig writer;
+//! * [`loki`]: a Loki API test server (range queries, labels, series and the
+//!   WebSocket tail) with fault injection and request recording;
 //! * [`slack`]: a Slack incoming-webhook receiver;
 //! * [`procs`]: real Prometheus, Alertmanager, SMTP (aiosmtpd) and `warden`
 //!   processes on free loopback ports, and the [`wait_until`] helper;
@@ -16,6 +18,7 @@
 
 pub mod config;
 pub mod kube_api;
+pub mod loki;
 pub mod procs;
 pub mod slack;
 pub mod stack;
