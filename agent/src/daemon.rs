@@ -15,6 +15,7 @@ use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use warden_connectors::kubernetes::{KubeClient, KubeConnect};
+use warden_connectors::loki::{LokiClient, LokiConfig};
 use warden_connectors::prometheus::{PrometheusClient, PrometheusConfig};
 use warden_connectors::slack::SlackWebhook;
 use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
@@ -24,6 +25,7 @@ use warden_playbooks::{Cluster, ScaleExecutor};
 use crate::config::{Config, SecretRef, SmtpTlsMode};
 use crate::engine::Engine;
 use crate::kube_cluster::KubeCluster;
+use crate::log_watch::LokiLogs;
 use crate::metrics::Metrics;
 use crate::notify::{Channels, Outbox};
 use crate::server::{router, AppState};
@@ -93,6 +95,27 @@ fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
     Ok(Some(client))
 }
 
+fn build_loki(cfg: &Config) -> Result<Option<LokiLogs>> {
+    let Some(l) = &cfg.loki else { return Ok(None) };
+    let auth = match &l.auth {
+        None => None,
+        Some(a) => match (&a.bearer, &a.basic) {
+            (Some(b), _) => Some(HttpAuth::Bearer(secret("loki.auth.bearer", b)?)),
+            (None, Some(b)) => Some(HttpAuth::Basic { username: b.username.clone(), password: secret("loki.auth.basic.password", &b.password)? }),
+            (None, None) => None,
+        },
+    };
+    let url = l.url.parse().with_context(|| format!("loki.url: `{}`", l.url))?;
+    let mut lc = LokiConfig::new(url);
+    lc.auth = auth;
+    lc.tenant = l.tenant.clone();
+    lc.timeout = l.timeout.get();
+    lc.tls = TlsOptions { ca_file: l.tls.ca_file.clone(), insecure_skip_verify: l.tls.insecure_skip_verify };
+    lc.max_entries = l.max_entries;
+    let client = LokiClient::new(lc).context("loki")?;
+    Ok(Some(LokiLogs { client, page_limit: l.page_limit }))
+}
+
 async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
     let Some(k) = &cfg.kubernetes else { return Ok(None) };
     let how = if k.in_cluster {
@@ -149,7 +172,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     }
 
     let timeline = Timeline::default();
-    let engine = Arc::new(Engine::new(cfg.clone(), store.clone(), source, cluster, metrics.clone(), channels.names(), timeline.clone()));
+    let mut engine = Engine::new(cfg.clone(), store.clone(), source, cluster, metrics.clone(), channels.names(), timeline.clone());
+    if let Some(logs) = build_loki(&cfg)? {
+        engine = engine.with_logs(Arc::new(logs));
+    }
+    let engine = Arc::new(engine);
     let outbox = Outbox {
         store: store.clone(),
         channels,
@@ -196,13 +223,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
 /// Evaluate each watch on its interval until cancelled. Due watches run concurrently; a
 /// watch that overran its interval skips the missed ticks instead of bunching them.
 pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
-    let intervals: Vec<Duration> = engine.config.watches.iter().map(|w| w.interval.get()).collect();
-    if intervals.is_empty() {
+    // Metric watches first, then log watches, each with its own interval.
+    let mut jobs: Vec<(bool, usize, Duration)> = engine.config.watches.iter().enumerate().map(|(i, w)| (false, i, w.interval.get())).collect();
+    jobs.extend(engine.config.log_watches.iter().enumerate().map(|(i, w)| (true, i, w.interval.get())));
+    if jobs.is_empty() {
         shutdown.cancelled().await;
         return;
     }
     let start = Instant::now();
-    let mut next: Vec<Instant> = vec![start; intervals.len()];
+    let mut next: Vec<Instant> = vec![start; jobs.len()];
     loop {
         let Some(earliest) = next.iter().min().copied() else { return };
         tokio::select! {
@@ -212,12 +241,21 @@ pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
         let now = Instant::now();
         let due: Vec<usize> = (0..next.len()).filter(|i| next[*i] <= now).collect();
         let wall = Utc::now();
-        futures::future::join_all(due.iter().map(|i| engine.evaluate_watch(*i, wall))).await;
+        let engine = &engine;
+        futures::future::join_all(due.iter().filter_map(|j| jobs.get(*j)).map(|&(logs, i, _)| async move {
+            if logs {
+                engine.evaluate_log_watch(i, wall).await
+            } else {
+                engine.evaluate_watch(i, wall).await
+            }
+        }))
+        .await;
         let after = Instant::now();
-        for i in due {
-            next[i] += intervals[i];
-            if next[i] <= after {
-                next[i] = after + intervals[i];
+        for j in due {
+            let Some(&(_, _, interval)) = jobs.get(j) else { continue };
+            next[j] += interval;
+            if next[j] <= after {
+                next[j] = after + interval;
             }
         }
     }

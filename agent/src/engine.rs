@@ -19,8 +19,9 @@ use warden_connectors::alertmanager::WebhookPayload;
 use warden_detectors::Detection;
 use warden_playbooks::{Cluster, ExecutionOutcome, ScaleExecutor, ScalePolicy, ScaleRequest, WorkloadRef};
 
-use crate::config::{Config, Severity, WatchConfig};
+use crate::config::{Config, LogWatchConfig, Severity, WatchConfig};
 use crate::evaluate::{evaluate, fingerprint, Evaluation, SeriesVerdict, Verdict};
+use crate::log_watch::{evaluate_logs, LogFinding, LogSource, LogStates, LogWatchState};
 use crate::metrics::{ActionLabels, Metrics, WatchLabel, WatchOutcome};
 use crate::notify::{render, NotifyEvent};
 use crate::source::MetricSource;
@@ -52,6 +53,9 @@ pub struct Engine {
     statuses: RwLock<BTreeMap<String, WatchStatus>>,
     /// Streaming detectors kept between evaluations, one cache per watch.
     detectors: Vec<crate::evaluate::DetectorCache>,
+    /// Where log watches read from; `None` when no `loki` section is configured.
+    log_source: Option<Arc<dyn LogSource>>,
+    log_states: LogStates,
 }
 
 impl Engine {
@@ -64,24 +68,26 @@ impl Engine {
         channels: Vec<&'static str>,
         timeline: Timeline,
     ) -> Self {
-        let statuses = config
-            .watches
-            .iter()
-            .map(|w| {
+        let names = config.watches.iter().map(|w| &w.name).chain(config.log_watches.iter().map(|w| &w.name));
+        let statuses = names
+            .map(|name| {
                 let s = WatchStatus {
-                    name: w.name.clone(),
+                    name: name.clone(),
                     state: "pending".into(),
                     last_evaluation: None,
                     last_error: None,
                     no_data_count: 0,
                     series: 0,
                 };
-                (w.name.clone(), s)
+                (name.clone(), s)
             })
             .collect();
         let detectors = config.watches.iter().map(|_| crate::evaluate::DetectorCache::default()).collect();
+        let log_states = LogStates::new(&config.log_watches);
         let engine = Self {
             detectors,
+            log_source: None,
+            log_states,
             config,
             store,
             source,
@@ -94,6 +100,142 @@ impl Engine {
         };
         engine.refresh_open_gauge();
         engine
+    }
+
+    /// Read log watches from `source`.
+    pub fn with_logs(mut self, source: Arc<dyn LogSource>) -> Self {
+        self.log_source = Some(source);
+        self
+    }
+
+    /// One evaluation of log watch `idx`: read the new lines, mine them, and open, update or
+    /// resolve the incidents of its signals (see [`crate::log_watch`]).
+    pub async fn evaluate_log_watch(&self, idx: usize, now: DateTime<Utc>) {
+        let Some(w) = self.config.log_watches.get(idx) else { return };
+        let Some(source) = self.log_source.clone() else {
+            return self.record_log_no_data(w, now, "no `loki` section configured");
+        };
+        let Some(cell) = self.log_states.states.get(&w.name).cloned() else { return };
+        let mut guard = cell.lock().await;
+        if guard.is_none() {
+            let saved = match self.store.load_log_state(&w.name) {
+                Ok(s) => s,
+                Err(e) => return self.record_log_no_data(w, now, &format!("store: {e}")),
+            };
+            match LogWatchState::new(w, saved) {
+                Ok(s) => *guard = Some(s),
+                Err(e) => return self.record_log_no_data(w, now, &e),
+            }
+        }
+        let Some(state) = guard.as_mut() else { return };
+        let started = std::time::Instant::now();
+        let evaluation = match evaluate_logs(source.as_ref(), w, state, now).await {
+            Ok(e) => e,
+            Err(reason) => return self.record_log_no_data(w, now, &reason),
+        };
+        let label = WatchLabel { watch: w.name.clone() };
+        self.metrics.detector_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        let mut problems = Vec::new();
+        for f in &evaluation.findings {
+            if let Err(e) = self.on_log_finding(w, f, now) {
+                problems.push(format!("store: {e}"));
+            }
+        }
+        if let Err(e) = self.quiet_log_incidents(w, &evaluation.still_active, now) {
+            problems.push(format!("store: {e}"));
+        }
+        match state.miner.state().to_json() {
+            Ok(json) => {
+                if let Err(e) = self.store.save_log_state(&w.name, &json, state.resume_ns, now) {
+                    problems.push(format!("saving the miner state: {e}"));
+                }
+            }
+            Err(e) => problems.push(format!("saving the miner state: {e}")),
+        }
+        if !evaluation.complete {
+            problems.push(format!("read capped at {} lines; the rest is read next time", evaluation.lines));
+        }
+        let anomalous = !evaluation.findings.is_empty();
+        let outcome = if anomalous { "anomalous" } else { "ok" };
+        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: outcome.into() }).inc();
+        let partial = (!problems.is_empty()).then(|| problems.join("; "));
+        let templates = state.miner.len();
+        self.set_status(&w.name, |s| {
+            s.state = outcome.into();
+            s.last_evaluation = Some(now);
+            s.last_error = partial;
+            s.series = templates;
+        });
+        self.refresh_open_gauge();
+    }
+
+    fn record_log_no_data(&self, w: &LogWatchConfig, now: DateTime<Utc>, reason: &str) {
+        tracing::warn!(watch = %w.name, reason, "no data");
+        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() }).inc();
+        self.set_status(&w.name, |s| {
+            s.state = "no_data".into();
+            s.last_evaluation = Some(now);
+            s.last_error = Some(reason.to_string());
+            s.no_data_count += 1;
+        });
+        self.timeline.emit(TimelineEvent::NoData { at: now, watch: w.name.clone(), reason: reason.to_string() });
+    }
+
+    fn on_log_finding(&self, w: &LogWatchConfig, f: &LogFinding, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let e = &f.signal.evidence;
+        let sig = IncidentSignal {
+            fingerprint: f.fingerprint.clone(),
+            watch: w.name.clone(),
+            source: "log_watch".into(),
+            severity: w.severity.as_str().into(),
+            title: f.title.clone(),
+            labels: f.identity.clone(),
+            target: None,
+            observed: Some(e.count as f64),
+            expected: e.baseline,
+            lower: None,
+            upper: None,
+            score: Some(f.signal.score),
+            detector: Some(format!("logs/{}", serde_json::to_value(f.signal.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())),
+        };
+        let detail = crate::log_watch::evidence_detail(f, &w.query);
+        match self.store.open_incident_by_fingerprint(&f.fingerprint)? {
+            Some(open) => {
+                self.store.update_incident(open.id, &sig, now)?;
+                self.store.add_event(open.id, now, "signal_again", &detail, &[])?;
+                self.timeline.emit(TimelineEvent::IncidentUpdated { at: now, incident_id: open.id, value: Some(e.count as f64) });
+            }
+            None => {
+                let channels = self.channels.clone();
+                let incident = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
+                tracing::warn!(incident = incident.id, watch = %w.name, title = %incident.title, "incident opened");
+                self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: incident.id, title: incident.title.clone() });
+                self.outbox_wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Count a quiet evaluation for every open incident of the watch whose signal did not
+    /// hold this time; resolve those quiet for `resolve_after` evaluations.
+    fn quiet_log_incidents(&self, w: &LogWatchConfig, active: &std::collections::BTreeSet<String>, now: DateTime<Utc>) -> Result<(), StoreError> {
+        for open in self.store.open_incidents()?.into_iter().filter(|i| i.watch == w.name) {
+            if active.contains(&open.fingerprint) {
+                continue;
+            }
+            let quiet = self.store.record_quiet(open.id)?;
+            if quiet < w.resolve_after {
+                continue;
+            }
+            let channels = self.channels.clone();
+            let detail = json!({"quiet_evaluations": quiet});
+            if let Some(resolved) = self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &[], &channels))? {
+                tracing::info!(incident = resolved.id, watch = %w.name, "incident resolved");
+                self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: resolved.id, title: resolved.title });
+                self.outbox_wake.notify_one();
+            }
+        }
+        Ok(())
     }
 
     pub fn watch_statuses(&self) -> Vec<WatchStatus> {

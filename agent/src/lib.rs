@@ -12,6 +12,8 @@ pub mod evaluate;
 pub mod group_eval;
 pub mod joint_eval;
 pub mod kube_cluster;
+pub mod logs_cmd;
+pub mod log_watch;
 pub mod metrics;
 pub mod notify;
 pub mod server;

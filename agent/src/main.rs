@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use warden_agent::{bench, config, daemon, demo, detect_cmd, store::Store};
+use warden_agent::{bench, config, daemon, demo, detect_cmd, logs_cmd, store::Store};
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Work with logs: template mining.
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
     /// Run the embedded scenario: no cluster, no network, under a minute.
     Demo {
         /// Where the demo writes its store and notifications.
@@ -106,6 +111,32 @@ enum BenchCommand {
         #[arg(long, default_value = "default")]
         model: String,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Loghub 2k: mine every system's messages with one generic setting; GA, PA, FGA, throughput.
+    Loghub {
+        /// The Loghub 2k directory (`<S>/<S>_2k.log_structured.csv` per system).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Print `{"systems":[..],"average":{"ga":..,"pa":..,"fga":..},..}`.
+        #[arg(long)]
+        json: bool,
+        /// Also time the PyPI `drain3` package (python3) on the same lines.
+        #[arg(long)]
+        compare_drain3: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogsCommand {
+    /// Mine the templates of a file with one log message per line; prints every line's
+    /// template id and template, then the template table.
+    Mine {
+        /// The log file.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// JSON lines: `{"line","template_id","template"}` per line, then `{"templates":[..]}`.
         #[arg(long)]
         json: bool,
     },
@@ -241,6 +272,8 @@ fn main() -> ExitCode {
         Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
         Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
+        Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3 } } => bench::loghub::run(&data, json, compare_drain3),
+        Command::Logs { command: LogsCommand::Mine { input, json } } => logs_cmd::run(&input, json),
         Command::Run { config } => load_config(&config).and_then(|cfg| {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async move {

@@ -80,8 +80,9 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, clamp_finite_or_zero, invalid};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Explanation};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Largest accepted `window` and `refractory`.
 pub const MAX_WINDOW: usize = 100_000;
@@ -151,21 +152,6 @@ impl Default for AdaptiveParams {
     }
 }
 
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
-
-fn finite_positive(name: &'static str, value: f64) -> Result<()> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(
-            name,
-            format!("must be finite and greater than 0, got {value}"),
-        ))
-    }
-}
-
 impl AdaptiveParams {
     /// Check every parameter against its allowed range.
     ///
@@ -177,65 +163,23 @@ impl AdaptiveParams {
     /// * `breakout_weight`, `min_relative_scale`: finite and >= 0
     /// * `refractory`: 0 ..= [`MAX_WINDOW`]; `refractory_factor`: in [0, 1]
     pub fn validate(&self) -> Result<()> {
-        if !(3..=MAX_WINDOW).contains(&self.window) {
-            return Err(invalid(
-                "window",
-                format!("must be between 3 and {MAX_WINDOW}, got {}", self.window),
-            ));
-        }
-        if !(1..=self.window).contains(&self.short_window) {
-            return Err(invalid(
-                "short_window",
-                format!(
-                    "must be between 1 and window ({}), got {}",
-                    self.window, self.short_window
-                ),
-            ));
-        }
-        if self.warmup < 1 {
-            return Err(invalid("warmup", "must be at least 1, got 0".into()));
-        }
-        finite_positive("record_halflife", self.record_halflife)?;
-        finite_positive("record_floor", self.record_floor)?;
-        finite_positive("threshold", self.threshold)?;
-        if !(1..=MAX_SEASON_BUCKETS).contains(&self.season_buckets) {
-            return Err(invalid(
-                "season_buckets",
-                format!(
-                    "must be between 1 and {MAX_SEASON_BUCKETS}, got {}",
-                    self.season_buckets
-                ),
-            ));
-        }
-        if self.bucket_ms < 1 {
-            return Err(invalid(
-                "bucket_ms",
-                format!("must be at least 1, got {}", self.bucket_ms),
-            ));
-        }
+        common::between("window", self.window, 3, MAX_WINDOW)?;
+        common::between_param("short_window", self.short_window, 1, "window", self.window)?;
+        common::at_least("warmup", self.warmup, 1)?;
+        common::positive("record_halflife", self.record_halflife)?;
+        common::positive("record_floor", self.record_floor)?;
+        common::positive("threshold", self.threshold)?;
+        common::between("season_buckets", self.season_buckets, 1, MAX_SEASON_BUCKETS)?;
+        common::at_least("bucket_ms", self.bucket_ms, 1)?;
         if !(self.season_alpha > 0.0 && self.season_alpha <= 1.0) {
             return Err(invalid(
                 "season_alpha",
                 format!("must be in (0, 1], got {}", self.season_alpha),
             ));
         }
-        for (name, value) in [
-            ("breakout_weight", self.breakout_weight),
-            ("min_relative_scale", self.min_relative_scale),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(
-                    name,
-                    format!("must be finite and at least 0, got {value}"),
-                ));
-            }
-        }
-        if self.refractory > MAX_WINDOW {
-            return Err(invalid(
-                "refractory",
-                format!("must be at most {MAX_WINDOW}, got {}", self.refractory),
-            ));
-        }
+        common::non_negative("breakout_weight", self.breakout_weight)?;
+        common::non_negative("min_relative_scale", self.min_relative_scale)?;
+        common::at_most("refractory", self.refractory, MAX_WINDOW)?;
         if !(0.0..=1.0).contains(&self.refractory_factor) {
             return Err(invalid(
                 "refractory_factor",
@@ -262,7 +206,7 @@ struct Record {
 impl Record {
     /// `deviation / max(record, floor)`, then remember `deviation` if it is a new record.
     fn ratio_and_update(&mut self, deviation: f64, floor: f64, decay: f64) -> f64 {
-        let ratio = clamp_finite(deviation / self.max.max(floor));
+        let ratio = clamp_finite_or_zero(deviation / self.max.max(floor));
         self.max = (self.max * decay).max(deviation);
         ratio
     }
@@ -352,16 +296,16 @@ impl AdaptiveDetector {
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
                 (lo.min(v), hi.max(v))
             });
-        let range = clamp_finite(hi - lo);
+        let range = clamp_finite_or_zero(hi - lo);
         self.scratch.clear();
         self.scratch.extend(self.history.iter().copied());
         let median = select_median(&mut self.scratch)?;
         for v in &mut self.scratch {
-            *v = clamp_finite((*v - median).abs());
+            *v = clamp_finite_or_zero((*v - median).abs());
         }
         let mad = select_median(&mut self.scratch)?;
-        let scale = clamp_finite(MAD_TO_SIGMA * mad)
-            .max(clamp_finite(self.params.min_relative_scale * range))
+        let scale = clamp_finite_or_zero(MAD_TO_SIGMA * mad)
+            .max(clamp_finite_or_zero(self.params.min_relative_scale * range))
             .max(1e-9 * median.abs())
             .max(1e-12);
         Some(Baseline { median, scale })
@@ -380,16 +324,16 @@ impl AdaptiveDetector {
             .map(|v| v / kf)
             .sum::<f64>()
             + x / kf;
-        clamp_finite(sum)
+        clamp_finite_or_zero(sum)
     }
 
     fn breakout(&self, x: f64) -> f64 {
         let Some((lo, hi)) = self.extremes else {
             return 0.0;
         };
-        let span = clamp_finite(hi - lo).max(1e-12);
-        let beyond = clamp_finite((x - hi).max(lo - x)).max(0.0);
-        clamp_finite(self.params.breakout_weight * clamp_finite(beyond / span))
+        let span = clamp_finite_or_zero(hi - lo).max(1e-12);
+        let beyond = clamp_finite_or_zero((x - hi).max(lo - x)).max(0.0);
+        clamp_finite_or_zero(self.params.breakout_weight * clamp_finite_or_zero(beyond / span))
     }
 
     fn update_state(&mut self, bucket: usize, x: f64) {
@@ -401,11 +345,14 @@ impl AdaptiveDetector {
                     variance: 0.0,
                 },
                 Some(b) => {
-                    let d = clamp_finite(x - b.mean);
+                    let d = clamp_finite_or_zero(x - b.mean);
                     Bucket {
-                        mean: clamp_finite(b.mean + alpha * d),
-                        variance: clamp_finite(
-                            (1.0 - alpha) * clamp_finite(b.variance + alpha * clamp_finite(d * d)),
+                        mean: clamp_finite_or_zero(b.mean + alpha * d),
+                        variance: clamp_finite_or_zero(
+                            (1.0 - alpha)
+                                * clamp_finite_or_zero(
+                                    b.variance + alpha * clamp_finite_or_zero(d * d),
+                                ),
                         ),
                     }
                 }
@@ -423,22 +370,17 @@ impl AdaptiveDetector {
     }
 
     fn no_data(&self, timestamp_ms: i64, value: f64) -> Detection {
-        Detection {
+        Detection::unjudged(
             timestamp_ms,
             value,
-            score: 0.0,
-            expected: None,
-            lower: None,
-            upper: None,
-            deviation: Deviation::None,
-            state: DetectionState::NoData,
-            explanation: Explanation {
+            DetectionState::NoData,
+            Explanation {
                 consecutive: self.consecutive,
                 history: self.history.len(),
                 note: Some("value is not a finite number; ignored".into()),
                 ..Explanation::default()
             },
-        }
+        )
     }
 }
 
@@ -460,12 +402,14 @@ impl Detector for AdaptiveDetector {
         let mut component = Component::Level;
         let mut band = None;
         if let Some(b) = &baseline {
-            let level = clamp_finite((self.short_mean(x) - b.median).abs() / b.scale);
+            let level = clamp_finite_or_zero((self.short_mean(x) - b.median).abs() / b.scale);
             let floor = self.params.record_floor;
             let level_record = self.level_record.max.max(floor);
             let r_level = self.level_record.ratio_and_update(level, floor, self.decay);
             let season = match self.buckets.get(bucket).copied().flatten() {
-                Some(s) => clamp_finite((x - s.mean).abs() / s.variance.sqrt().max(b.scale)),
+                Some(s) => {
+                    clamp_finite_or_zero((x - s.mean).abs() / s.variance.sqrt().max(b.scale))
+                }
                 None => 0.0,
             };
             let r_season = self
@@ -482,11 +426,11 @@ impl Detector for AdaptiveDetector {
                 component = Component::Breakout;
             }
             // Range of the short mean that keeps the level component below the threshold.
-            let half = clamp_finite(self.params.threshold * level_record * b.scale);
+            let half = clamp_finite_or_zero(self.params.threshold * level_record * b.scale);
             band = Some((
-                clamp_finite(b.median - half),
+                clamp_finite_or_zero(b.median - half),
                 b.median,
-                clamp_finite(b.median + half),
+                clamp_finite_or_zero(b.median + half),
             ));
         }
 
@@ -540,15 +484,11 @@ impl Detector for AdaptiveDetector {
             } else {
                 DetectionState::Normal
             };
-            (state, score_of(s, threshold), note)
+            (state, common::score(s, threshold), note)
         };
 
         let expected = band.map(|(_, m, _)| m);
-        let deviation = match expected {
-            Some(m) if x > m => Deviation::Above,
-            Some(m) if x < m => Deviation::Below,
-            _ => Deviation::None,
-        };
+        let deviation = Deviation::of(x, expected);
         let detection = Detection {
             timestamp_ms,
             value,
@@ -561,7 +501,7 @@ impl Detector for AdaptiveDetector {
             explanation: Explanation {
                 baseline: expected,
                 scale: baseline.as_ref().map(|b| b.scale),
-                z_score: (!warming).then_some(clamp_finite(s)),
+                z_score: (!warming).then_some(clamp_finite_or_zero(s)),
                 threshold: Some(threshold),
                 consecutive: self.consecutive,
                 history,
@@ -593,27 +533,6 @@ impl Detector for AdaptiveDetector {
     }
 }
 
-/// `s / (s + threshold)`, finite and in `[0, 1]` for any `s >= 0` and threshold > 0.
-fn score_of(s: f64, threshold: f64) -> f64 {
-    if s.is_nan() || s <= 0.0 {
-        return 0.0;
-    }
-    let score = 1.0 / (1.0 + threshold / s);
-    if score.is_nan() {
-        0.0
-    } else {
-        score.clamp(0.0, 1.0)
-    }
-}
-
-fn clamp_finite(v: f64) -> f64 {
-    if v.is_nan() {
-        0.0
-    } else {
-        v.clamp(f64::MIN, f64::MAX)
-    }
-}
-
 /// Median by selection (reorders `values`); `None` when empty.
 fn select_median(values: &mut [f64]) -> Option<f64> {
     let n = values.len();
@@ -635,6 +554,7 @@ fn select_median(values: &mut [f64]) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::harness::{self, timestamp_at, XorShift64};
+    use crate::Error;
 
     fn make(params: AdaptiveParams) -> impl Fn() -> Box<dyn Detector> {
         move || -> Box<dyn Detector> {

@@ -51,11 +51,10 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, clamp_finite_or_zero, invalid, TimestampOrder};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
-use crate::error::{Error, Result};
-use crate::forecast::{
-    self, calendar_periods, ForecastConfig, Method, SpacingTracker, MIN_HISTORY,
-};
+use crate::error::Result;
+use crate::forecast::{self, ForecastConfig, Method, SpacingTracker, MIN_HISTORY};
 
 /// Largest accepted `window`.
 pub const MAX_WINDOW: usize = 100_000;
@@ -133,10 +132,6 @@ impl Default for CapacityParams {
     }
 }
 
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
-
 impl CapacityParams {
     /// Check every parameter against its allowed range.
     ///
@@ -165,12 +160,7 @@ impl CapacityParams {
                 "must be `up` or `down`, got `both`".into(),
             ));
         }
-        if self.horizon_points > MAX_HORIZON {
-            return Err(invalid(
-                "horizon_points",
-                format!("must be at most {MAX_HORIZON}, got {}", self.horizon_points),
-            ));
-        }
+        common::at_most("horizon_points", self.horizon_points, MAX_HORIZON)?;
         if self.horizon_points == 0
             && !(self.horizon_seconds.is_finite() && self.horizon_seconds > 0.0)
         {
@@ -182,60 +172,28 @@ impl CapacityParams {
                 ),
             ));
         }
-        if !(self.level > 0.0 && self.level < 1.0) {
-            return Err(invalid(
-                "level",
-                format!("must be strictly between 0 and 1, got {}", self.level),
-            ));
-        }
-        if !(MIN_HISTORY..=MAX_WINDOW).contains(&self.window) {
-            return Err(invalid(
-                "window",
-                format!(
-                    "must be between {MIN_HISTORY} and {MAX_WINDOW}, got {}",
-                    self.window
-                ),
-            ));
-        }
-        if !(MIN_HISTORY..=self.window).contains(&self.min_history) {
-            return Err(invalid(
-                "min_history",
-                format!(
-                    "must be between {MIN_HISTORY} and window ({}), got {}",
-                    self.window, self.min_history
-                ),
-            ));
-        }
-        if !(1..=self.window).contains(&self.refit_every) {
-            return Err(invalid(
-                "refit_every",
-                format!(
-                    "must be between 1 and window ({}), got {}",
-                    self.window, self.refit_every
-                ),
-            ));
-        }
-        if self.min_consecutive < 1 {
-            return Err(invalid(
-                "min_consecutive",
-                format!("must be at least 1, got {}", self.min_consecutive),
-            ));
-        }
+        common::strictly_between("level", self.level, 0.0, 1.0)?;
+        common::between("window", self.window, MIN_HISTORY, MAX_WINDOW)?;
+        common::between_param(
+            "min_history",
+            self.min_history,
+            MIN_HISTORY,
+            "window",
+            self.window,
+        )?;
+        common::between_param("refit_every", self.refit_every, 1, "window", self.window)?;
+        common::at_least("min_consecutive", self.min_consecutive, 1)?;
         self.forecast_config(None).validate()
     }
 
     fn forecast_config(&self, step_ms: Option<i64>) -> ForecastConfig {
-        let candidate_periods = if self.candidate_periods.is_empty() {
-            step_ms.map(calendar_periods).unwrap_or_default()
-        } else {
-            self.candidate_periods.clone()
-        };
-        ForecastConfig {
-            method: self.method,
-            periods: self.periods.clone(),
-            candidate_periods,
-            log: self.log,
-        }
+        ForecastConfig::for_detector(
+            self.method,
+            &self.periods,
+            &self.candidate_periods,
+            self.log,
+            step_ms,
+        )
     }
 
     /// The horizon in points for a median sampling interval `step_ms`, and whether it was
@@ -300,7 +258,7 @@ pub struct Capacity {
     plan: Option<Plan>,
     consecutive: u32,
     spacing: SpacingTracker,
-    last_timestamp_ms: Option<i64>,
+    timestamps: TimestampOrder,
     last_crossing: Option<Crossing>,
 }
 
@@ -317,7 +275,7 @@ impl Capacity {
             plan: None,
             consecutive: 0,
             spacing: SpacingTracker::default(),
-            last_timestamp_ms: None,
+            timestamps: TimestampOrder::default(),
             last_crossing: None,
         })
     }
@@ -354,7 +312,7 @@ impl Capacity {
                 forecast::forecast_with_fallback(&history, &config, steps, self.params.level)
                     .map_err(|e| format!("no forecast: {e}"))?;
             self.plan = Some(Plan {
-                summary: summary(&fitted),
+                summary: fitted.summary(),
                 point: f.point,
                 lower: f.lower,
                 upper: f.upper,
@@ -373,21 +331,6 @@ impl Capacity {
             _ => v >= self.limit,
         }
     }
-}
-
-fn summary(fitted: &forecast::Fitted) -> String {
-    let mut s = format!("forecast by {}", fitted.method().name());
-    if fitted.periods().is_empty() {
-        s.push_str(" (no seasonal period)");
-    } else {
-        let periods: Vec<String> = fitted.periods().iter().map(ToString::to_string).collect();
-        s.push_str(&format!(" (periods {})", periods.join(", ")));
-    }
-    for note in fitted.notes() {
-        s.push_str("; ");
-        s.push_str(note);
-    }
-    s
 }
 
 /// A duration in milliseconds as `1d 2h 3m 4s` (largest units first, zero units left out).
@@ -422,15 +365,6 @@ fn describe(points: Option<usize>, step_ms: Option<i64>, at_ms: Option<i64>) -> 
     }
 }
 
-/// Map ±∞ to ±f64::MAX; NaN to 0.
-fn clamp_finite(v: f64) -> f64 {
-    if v.is_nan() {
-        0.0
-    } else {
-        v.clamp(f64::MIN, f64::MAX)
-    }
-}
-
 impl Detector for Capacity {
     fn name(&self) -> &'static str {
         "capacity"
@@ -438,29 +372,21 @@ impl Detector for Capacity {
 
     fn update(&mut self, timestamp_ms: i64, value: f64) -> Detection {
         let mut notes: Vec<String> = Vec::new();
-        if let Some(prev) = self.last_timestamp_ms {
-            if timestamp_ms <= prev {
-                notes.push("timestamp not after the previous point".into());
-            }
-        }
-        self.last_timestamp_ms = Some(timestamp_ms);
+        self.timestamps.check(timestamp_ms, &mut notes);
         self.spacing.observe(timestamp_ms);
         let history = self.history.len();
-        let unjudged = |state: DetectionState, consecutive: u32, note: String| Detection {
-            timestamp_ms,
-            value,
-            score: 0.0,
-            expected: None,
-            lower: None,
-            upper: None,
-            deviation: Deviation::None,
-            state,
-            explanation: Explanation {
-                consecutive,
-                history,
-                note: Some(note),
-                ..Explanation::default()
-            },
+        let unjudged = |state: DetectionState, consecutive: u32, note: String| {
+            Detection::unjudged(
+                timestamp_ms,
+                value,
+                state,
+                Explanation {
+                    consecutive,
+                    history,
+                    note: Some(note),
+                    ..Explanation::default()
+                },
+            )
         };
 
         if !value.is_finite() {
@@ -547,10 +473,10 @@ impl Detector for Capacity {
                     Trigger::Forecast => &point,
                     Trigger::Interval => near,
                 };
-                let headroom = clamp_finite(self.limit - value).abs();
+                let headroom = clamp_finite_or_zero(self.limit - value).abs();
                 let used = series
                     .iter()
-                    .map(|&v| clamp_finite(if up { v - value } else { value - v }))
+                    .map(|&v| clamp_finite_or_zero(if up { v - value } else { value - v }))
                     .fold(0.0, f64::max);
                 let r = if headroom > 0.0 {
                     (used / headroom).clamp(0.0, 1.0)
@@ -608,17 +534,13 @@ impl Detector for Capacity {
             expected: Some(end_point),
             lower: Some(end_lower),
             upper: Some(end_upper),
-            deviation: if end_point > value {
-                Deviation::Above
-            } else if end_point < value {
-                Deviation::Below
-            } else {
-                Deviation::None
-            },
+            // The side of the forecast's end relative to the current value (not
+            // the other way round, as for the other detectors).
+            deviation: Deviation::of(end_point, Some(value)),
             state,
             explanation: Explanation {
                 baseline: Some(end_point),
-                scale: Some(clamp_finite(if up {
+                scale: Some(clamp_finite_or_zero(if up {
                     end_upper - end_point
                 } else {
                     end_point - end_lower
@@ -637,7 +559,7 @@ impl Detector for Capacity {
         self.plan = None;
         self.consecutive = 0;
         self.spacing.reset();
-        self.last_timestamp_ms = None;
+        self.timestamps.reset();
         self.last_crossing = None;
     }
 

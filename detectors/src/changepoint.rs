@@ -92,8 +92,9 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, clamp_finite, join_notes, log_add_exp, select_median, TimestampOrder};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Explanation};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Largest accepted `scale_window` and `max_run_length`.
 pub const MAX_WINDOW: usize = 100_000;
@@ -158,10 +159,6 @@ impl Default for ChangePointParams {
     }
 }
 
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
-
 impl ChangePointParams {
     /// Check every parameter against its allowed range.
     ///
@@ -174,79 +171,27 @@ impl ChangePointParams {
     /// * `outlier_probability`: 0 ..= 0.5
     /// * `min_relative_scale`, `min_absolute_scale`: finite and >= 0
     pub fn validate(&self) -> Result<()> {
-        if !(self.expected_run_length.is_finite() && self.expected_run_length >= 2.0) {
-            return Err(invalid(
-                "expected_run_length",
-                format!(
-                    "must be finite and at least 2, got {}",
-                    self.expected_run_length
-                ),
-            ));
-        }
-        if !(2..=MAX_WINDOW).contains(&self.max_run_length) {
-            return Err(invalid(
-                "max_run_length",
-                format!(
-                    "must be between 2 and {MAX_WINDOW}, got {}",
-                    self.max_run_length
-                ),
-            ));
-        }
-        if !(1..self.max_run_length).contains(&self.recent_window) {
-            return Err(invalid(
-                "recent_window",
-                format!(
-                    "must be between 1 and max_run_length - 1 ({}), got {}",
-                    self.max_run_length - 1,
-                    self.recent_window
-                ),
-            ));
-        }
-        if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            return Err(invalid(
-                "threshold",
-                format!("must be strictly between 0 and 1, got {}", self.threshold),
-            ));
-        }
-        if !(3..=MAX_WINDOW).contains(&self.scale_window) {
-            return Err(invalid(
-                "scale_window",
-                format!(
-                    "must be between 3 and {MAX_WINDOW}, got {}",
-                    self.scale_window
-                ),
-            ));
-        }
-        if !(3..=self.scale_window).contains(&self.min_history) {
-            return Err(invalid(
-                "min_history",
-                format!(
-                    "must be between 3 and scale_window ({}), got {}",
-                    self.scale_window, self.min_history
-                ),
-            ));
-        }
-        if !(0.0..=0.5).contains(&self.outlier_probability) {
-            return Err(invalid(
-                "outlier_probability",
-                format!(
-                    "must be between 0 and 0.5, got {}",
-                    self.outlier_probability
-                ),
-            ));
-        }
-        for (name, value) in [
-            ("min_relative_scale", self.min_relative_scale),
-            ("min_absolute_scale", self.min_absolute_scale),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(
-                    name,
-                    format!("must be finite and at least 0, got {value}"),
-                ));
-            }
-        }
-        Ok(())
+        common::finite_at_least("expected_run_length", self.expected_run_length, 2.0)?;
+        common::between("max_run_length", self.max_run_length, 2, MAX_WINDOW)?;
+        // max_run_length >= 2 from here on, so the subtraction cannot underflow.
+        common::between_param(
+            "recent_window",
+            self.recent_window,
+            1,
+            "max_run_length - 1",
+            self.max_run_length - 1,
+        )?;
+        common::strictly_between("threshold", self.threshold, 0.0, 1.0)?;
+        common::between("scale_window", self.scale_window, 3, MAX_WINDOW)?;
+        common::between_param(
+            "min_history",
+            self.min_history,
+            3,
+            "scale_window",
+            self.scale_window,
+        )?;
+        common::between("outlier_probability", self.outlier_probability, 0.0, 0.5)?;
+        common::scale_floors(self.min_relative_scale, self.min_absolute_scale)
     }
 }
 
@@ -385,17 +330,6 @@ fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
 }
 
-fn log_add_exp(a: f64, b: f64) -> f64 {
-    if a == f64::NEG_INFINITY {
-        return b;
-    }
-    if b == f64::NEG_INFINITY {
-        return a;
-    }
-    let (hi, lo) = if a > b { (a, b) } else { (b, a) };
-    hi + (lo - hi).exp().ln_1p()
-}
-
 /// Bayesian online change point detector. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct ChangePoint {
@@ -415,7 +349,7 @@ pub struct ChangePoint {
     cells: Vec<Cell>,
     next: Vec<Cell>,
     consecutive: u32,
-    last_timestamp_ms: Option<i64>,
+    timestamps: TimestampOrder,
 }
 
 /// Robust location and scale of the window.
@@ -446,7 +380,7 @@ impl ChangePoint {
             cells: Vec::with_capacity(cells),
             next: Vec::with_capacity(cells),
             consecutive: 0,
-            last_timestamp_ms: None,
+            timestamps: TimestampOrder::default(),
             params,
         })
     }
@@ -473,7 +407,7 @@ impl ChangePoint {
     fn window_stats(&mut self) -> Option<WindowStats> {
         self.scratch.clear();
         self.scratch.extend(self.window.iter().copied());
-        let median = sorted_median(&mut self.scratch)?;
+        let median = select_median(&mut self.scratch)?;
         self.diffs.clear();
         let mut prev: Option<f64> = None;
         for &v in &self.window {
@@ -482,12 +416,12 @@ impl ChangePoint {
             }
             prev = Some(v);
         }
-        let diff_scale = match sorted_median(&mut self.diffs) {
+        let diff_scale = match select_median(&mut self.diffs) {
             Some(center) => {
                 for d in &mut self.diffs {
                     *d = clamp_finite((*d - center).abs());
                 }
-                let mad = sorted_median(&mut self.diffs).unwrap_or(0.0);
+                let mad = select_median(&mut self.diffs).unwrap_or(0.0);
                 clamp_finite(MAD_TO_SIGMA * mad / std::f64::consts::SQRT_2)
             }
             None => 0.0,
@@ -646,26 +580,6 @@ fn clamp_z(z: f64) -> f64 {
     }
 }
 
-/// Map ±∞ to ±f64::MAX; finite values are unchanged.
-fn clamp_finite(v: f64) -> f64 {
-    v.clamp(f64::MIN, f64::MAX)
-}
-
-/// Median of `values` (all finite, reordered in place) in linear time,
-/// without overflow.
-fn sorted_median(values: &mut [f64]) -> Option<f64> {
-    let n = values.len();
-    if n == 0 {
-        return None;
-    }
-    let (below, &mut hi, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
-    if n % 2 == 1 {
-        return Some(hi);
-    }
-    let lo = below.iter().copied().max_by(f64::total_cmp)?;
-    Some(lo / 2.0 + hi / 2.0)
-}
-
 /// Piecewise-linear map of a probability onto `[0, 1]` with `threshold` at
 /// 0.5.
 fn probability_score(p: f64, threshold: f64) -> f64 {
@@ -681,14 +595,6 @@ fn probability_score(p: f64, threshold: f64) -> f64 {
     }
 }
 
-fn join_notes(notes: &[String]) -> Option<String> {
-    if notes.is_empty() {
-        None
-    } else {
-        Some(notes.join("; "))
-    }
-}
-
 impl Detector for ChangePoint {
     fn name(&self) -> &'static str {
         "change_point"
@@ -696,30 +602,20 @@ impl Detector for ChangePoint {
 
     fn update(&mut self, timestamp_ms: i64, value: f64) -> Detection {
         let mut notes: Vec<String> = Vec::new();
-        if let Some(prev) = self.last_timestamp_ms {
-            if timestamp_ms <= prev {
-                notes.push("timestamp not after the previous point".into());
-            }
-        }
-        self.last_timestamp_ms = Some(timestamp_ms);
+        self.timestamps.check(timestamp_ms, &mut notes);
         let history = self.window.len();
         let threshold = self.params.threshold;
-        let mut detection = Detection {
+        let mut detection = Detection::unjudged(
             timestamp_ms,
             value,
-            score: 0.0,
-            expected: None,
-            lower: None,
-            upper: None,
-            deviation: Deviation::None,
-            state: DetectionState::NoData,
-            explanation: Explanation {
+            DetectionState::NoData,
+            Explanation {
                 threshold: Some(threshold),
                 consecutive: self.consecutive,
                 history,
                 ..Explanation::default()
             },
-        };
+        );
 
         if !value.is_finite() {
             notes.push("value is not a finite number; ignored".into());
@@ -746,7 +642,7 @@ impl Detector for ChangePoint {
             ));
             detection.state = DetectionState::WarmingUp;
             detection.expected = median;
-            detection.deviation = side(value, median);
+            detection.deviation = Deviation::of(value, median);
             detection.explanation.baseline = median;
             detection.explanation.consecutive = 0;
             detection.explanation.note = join_notes(&notes);
@@ -784,7 +680,7 @@ impl Detector for ChangePoint {
         detection.expected = Some(expected);
         detection.lower = Some(clamp_finite(expected - band));
         detection.upper = Some(clamp_finite(expected + band));
-        detection.deviation = side(value, Some(expected));
+        detection.deviation = Deviation::of(value, Some(expected));
         detection.state = if changed {
             DetectionState::Anomalous
         } else {
@@ -810,7 +706,7 @@ impl Detector for ChangePoint {
         self.cells.clear();
         self.next.clear();
         self.consecutive = 0;
-        self.last_timestamp_ms = None;
+        self.timestamps.reset();
     }
 
     fn max_retained_points(&self) -> usize {
@@ -822,19 +718,11 @@ impl Detector for ChangePoint {
     }
 }
 
-/// Side of `value` relative to `expected`.
-fn side(value: f64, expected: Option<f64>) -> Deviation {
-    match expected {
-        Some(e) if value > e => Deviation::Above,
-        Some(e) if value < e => Deviation::Below,
-        _ => Deviation::None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::harness::{self, XorShift64};
+    use crate::Error;
 
     fn detector(p: ChangePointParams) -> ChangePoint {
         match ChangePoint::new(p) {
@@ -1150,9 +1038,9 @@ mod tests {
             let direct = ln_gamma(a + 0.5) - ln_gamma(a);
             assert!((ln_gamma_half_ratio(a) - direct).abs() < 1e-11, "a = {a}");
         }
-        assert_eq!(sorted_median(&mut []), None);
-        assert_eq!(sorted_median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(sorted_median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(select_median(&mut []), None);
+        assert_eq!(select_median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(select_median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 
     #[test]

@@ -34,6 +34,18 @@ pub enum Deviation {
     None,
 }
 
+impl Deviation {
+    /// Side of `value` relative to `expected` ([`Deviation::None`] when they
+    /// are equal or there is no expected value).
+    pub(crate) fn of(value: f64, expected: Option<f64>) -> Self {
+        match expected {
+            Some(e) if value > e => Deviation::Above,
+            Some(e) if value < e => Deviation::Below,
+            _ => Deviation::None,
+        }
+    }
+}
+
 /// The detector's verdict for one point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +106,29 @@ pub struct Detection {
 }
 
 impl Detection {
+    /// A point that is not judged (`state` is [`DetectionState::NoData`] or
+    /// [`DetectionState::WarmingUp`]): score 0, no expected value or range,
+    /// no deviation. Detectors fill in what they know (e.g. the baseline of a
+    /// warm-up) with struct update syntax or by assigning fields.
+    pub(crate) fn unjudged(
+        timestamp_ms: i64,
+        value: f64,
+        state: DetectionState,
+        explanation: Explanation,
+    ) -> Self {
+        Self {
+            timestamp_ms,
+            value,
+            score: 0.0,
+            expected: None,
+            lower: None,
+            upper: None,
+            deviation: Deviation::None,
+            state,
+            explanation,
+        }
+    }
+
     /// Whether the point was judged anomalous.
     pub fn is_anomaly(&self) -> bool {
         self.state == DetectionState::Anomalous

@@ -67,18 +67,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, invalid, invalid_input};
 use crate::error::{Error, Result};
-
-fn input(what: &str, message: String) -> Error {
-    Error::InvalidInput {
-        what: what.to_string(),
-        message,
-    }
-}
-
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
 
 /// A bucket bound as Prometheus writes it (`+Inf` for infinity).
 struct Le(f64);
@@ -97,16 +87,16 @@ impl std::fmt::Display for Le {
 /// one `+Inf`.
 fn check_bounds(bounds: &[f64]) -> Result<()> {
     let Some(&last) = bounds.last() else {
-        return Err(input("histogram", "no buckets".into()));
+        return Err(invalid_input("histogram", "no buckets".into()));
     };
     if let Some(b) = bounds.iter().find(|b| b.is_nan()) {
-        return Err(input(
+        return Err(invalid_input(
             "histogram",
             format!("bucket bound le={b} is not a number"),
         ));
     }
     if let Some(w) = bounds.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(input(
+        return Err(invalid_input(
             "histogram",
             format!(
                 "bucket bounds must be strictly increasing, got le={} before le={}",
@@ -115,7 +105,7 @@ fn check_bounds(bounds: &[f64]) -> Result<()> {
         ));
     }
     if last != f64::INFINITY {
-        return Err(input(
+        return Err(invalid_input(
             "histogram",
             format!("the last bucket must be le=+Inf, got le={}", Le(last)),
         ));
@@ -129,7 +119,7 @@ fn check_bounds(bounds: &[f64]) -> Result<()> {
 pub fn bucket_counts(bounds: &[f64], cumulative: &[f64]) -> Result<Vec<f64>> {
     check_bounds(bounds)?;
     if cumulative.len() != bounds.len() {
-        return Err(input(
+        return Err(invalid_input(
             "histogram",
             format!(
                 "{} cumulative counts for {} buckets",
@@ -142,7 +132,7 @@ pub fn bucket_counts(bounds: &[f64], cumulative: &[f64]) -> Result<Vec<f64>> {
     let mut prev = 0.0;
     for (&c, &le) in cumulative.iter().zip(bounds) {
         if !(c.is_finite() && c >= 0.0) {
-            return Err(input(
+            return Err(invalid_input(
                 "histogram",
                 format!(
                     "count {c} of bucket le={} is negative or not finite",
@@ -151,7 +141,7 @@ pub fn bucket_counts(bounds: &[f64], cumulative: &[f64]) -> Result<Vec<f64>> {
             ));
         }
         if c < prev {
-            return Err(input(
+            return Err(invalid_input(
                 "histogram",
                 format!(
                     "cumulative count decreases to {c} at bucket le={} (was {prev}); \
@@ -178,7 +168,7 @@ pub fn window_counts(bounds: &[f64], start: &[f64], end: &[f64]) -> Result<Vec<f
         // Tolerate rounding noise of float counters.
         let tolerance = 1e-9 * s.abs().max(e.abs());
         if d < -tolerance {
-            return Err(input(
+            return Err(invalid_input(
                 "histogram window",
                 format!(
                     "bucket le={} went down from {s} to {e}: a counter reset in the window",
@@ -201,7 +191,10 @@ pub fn bucket_probabilities(bounds: &[f64], cumulative: &[f64]) -> Result<Vec<f6
 fn probabilities(what: &str, counts: &[f64]) -> Result<Vec<f64>> {
     let total: f64 = counts.iter().sum();
     if !(total.is_finite() && total > 0.0) {
-        return Err(input(what, format!("no observations (total {total})")));
+        return Err(invalid_input(
+            what,
+            format!("no observations (total {total})"),
+        ));
     }
     Ok(counts.iter().map(|c| c / total).collect())
 }
@@ -209,7 +202,7 @@ fn probabilities(what: &str, counts: &[f64]) -> Result<Vec<f64>> {
 /// Check two probability vectors of the same, non-zero length.
 fn check_pair(reference: &[f64], current: &[f64]) -> Result<()> {
     if reference.is_empty() || reference.len() != current.len() {
-        return Err(input(
+        return Err(invalid_input(
             "distributions",
             format!(
                 "need the same, non-zero number of buckets, got {} and {}",
@@ -220,14 +213,17 @@ fn check_pair(reference: &[f64], current: &[f64]) -> Result<()> {
     }
     for (what, v) in [("reference", reference), ("current", current)] {
         if let Some(p) = v.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
-            return Err(input(
+            return Err(invalid_input(
                 what,
                 format!("bucket value {p} is negative or not finite"),
             ));
         }
         let total: f64 = v.iter().sum();
         if !(total.is_finite() && total > 0.0) {
-            return Err(input(what, format!("no observations (total {total})")));
+            return Err(invalid_input(
+                what,
+                format!("no observations (total {total})"),
+            ));
         }
     }
     Ok(())
@@ -246,12 +242,7 @@ pub struct Psi {
 /// probabilities (each is normalised to sum 1), smoothed with `epsilon` as
 /// described in the [module docs](self). `epsilon` must be in `(0, 0.5]`.
 pub fn psi(reference: &[f64], current: &[f64], epsilon: f64) -> Result<Psi> {
-    if !(epsilon > 0.0 && epsilon <= 0.5) {
-        return Err(invalid(
-            "epsilon",
-            format!("must be greater than 0 and at most 0.5, got {epsilon}"),
-        ));
-    }
+    common::positive_at_most("epsilon", epsilon, 0.5)?;
     check_pair(reference, current)?;
     let p = probabilities("reference", reference)?;
     let q = probabilities("current", current)?;
@@ -382,15 +373,7 @@ impl DriftParams {
     /// * `ks_alpha`: strictly between 0 and 1
     /// * `epsilon`: greater than 0 and at most 0.5
     pub fn validate(&self) -> Result<()> {
-        if !(self.psi_moderate.is_finite() && self.psi_moderate > 0.0) {
-            return Err(invalid(
-                "psi_moderate",
-                format!(
-                    "must be finite and greater than 0, got {}",
-                    self.psi_moderate
-                ),
-            ));
-        }
+        common::positive("psi_moderate", self.psi_moderate)?;
         if !(self.psi_significant.is_finite() && self.psi_significant >= self.psi_moderate) {
             return Err(invalid(
                 "psi_significant",
@@ -400,22 +383,8 @@ impl DriftParams {
                 ),
             ));
         }
-        if !(self.ks_alpha > 0.0 && self.ks_alpha < 1.0) {
-            return Err(invalid(
-                "ks_alpha",
-                format!("must be strictly between 0 and 1, got {}", self.ks_alpha),
-            ));
-        }
-        if !(self.epsilon > 0.0 && self.epsilon <= 0.5) {
-            return Err(invalid(
-                "epsilon",
-                format!(
-                    "must be greater than 0 and at most 0.5, got {}",
-                    self.epsilon
-                ),
-            ));
-        }
-        Ok(())
+        common::strictly_between("ks_alpha", self.ks_alpha, 0.0, 1.0)?;
+        common::positive_at_most("epsilon", self.epsilon, 0.5)
     }
 }
 
@@ -506,7 +475,7 @@ impl DriftDetector {
     ) -> Result<DriftResult> {
         check_bounds(bounds)?;
         if reference.len() != bounds.len() || current.len() != bounds.len() {
-            return Err(input(
+            return Err(invalid_input(
                 "histogram",
                 format!(
                     "{} buckets, but {} reference and {} current counts",
@@ -600,15 +569,10 @@ pub fn quality_vs_baseline(
     tolerance: f64,
     goal: QualityGoal,
 ) -> Result<QualityCheck> {
-    if !(tolerance.is_finite() && tolerance >= 0.0) {
-        return Err(invalid(
-            "tolerance",
-            format!("must be finite and at least 0, got {tolerance}"),
-        ));
-    }
+    common::non_negative("tolerance", tolerance)?;
     for (what, v) in [("current quality", current), ("baseline quality", baseline)] {
         if !v.is_finite() {
-            return Err(input(what, format!("{v} is not a finite number")));
+            return Err(invalid_input(what, format!("{v} is not a finite number")));
         }
     }
     let change = current - baseline;

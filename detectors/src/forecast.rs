@@ -91,6 +91,7 @@ use augurs::seasons::{Detector as _, PeriodogramDetector};
 use augurs::{Fit as _, Predict as _};
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, clamp_finite_or_zero, sort_median};
 use crate::error::{Error, Result};
 
 /// Fewest points [`fit`] accepts.
@@ -213,6 +214,30 @@ impl ForecastConfig {
         }
     }
 
+    /// The configuration of a forecasting detector (forecast band, capacity) with these
+    /// settings. Without configured `candidate_periods`, detection may choose a day or a week
+    /// at the median sampling interval `step_ms` ([`calendar_periods`]), or nothing while the
+    /// interval is unknown.
+    pub(crate) fn for_detector(
+        method: Method,
+        periods: &[usize],
+        candidate_periods: &[usize],
+        log: bool,
+        step_ms: Option<i64>,
+    ) -> Self {
+        let candidate_periods = if candidate_periods.is_empty() {
+            step_ms.map(calendar_periods).unwrap_or_default()
+        } else {
+            candidate_periods.to_vec()
+        };
+        Self {
+            method,
+            periods: periods.to_vec(),
+            candidate_periods,
+            log,
+        }
+    }
+
     /// Periods and candidates must be at least 2 points.
     pub fn validate(&self) -> Result<()> {
         for (name, list) in [
@@ -254,9 +279,9 @@ impl Forecast {
     }
 
     fn push(&mut self, point: f64, lower: f64, upper: f64) {
-        let point = clamp_finite(point);
-        let lower = clamp_finite(lower).min(point);
-        let upper = clamp_finite(upper).max(point);
+        let point = clamp_finite_or_zero(point);
+        let lower = clamp_finite_or_zero(lower).min(point);
+        let upper = clamp_finite_or_zero(upper).max(point);
         self.point.push(point);
         self.lower.push(lower);
         self.upper.push(upper);
@@ -302,15 +327,27 @@ impl Fitted {
         &self.notes
     }
 
+    /// The method, the periods and the remarks of the fit in one line, for a detection's
+    /// note, e.g. `forecast by mstl_ets (periods 24, 168); …`.
+    pub(crate) fn summary(&self) -> String {
+        let mut s = format!("forecast by {}", self.method().name());
+        if self.periods().is_empty() {
+            s.push_str(" (no seasonal period)");
+        } else {
+            let periods: Vec<String> = self.periods().iter().map(ToString::to_string).collect();
+            s.push_str(&format!(" (periods {})", periods.join(", ")));
+        }
+        for note in self.notes() {
+            s.push_str("; ");
+            s.push_str(note);
+        }
+        s
+    }
+
     /// Forecast `horizon` steps with a prediction interval of nominal coverage `level`
     /// (strictly between 0 and 1, e.g. 0.95). Every number is finite.
     pub fn predict(&self, horizon: usize, level: f64) -> Result<Forecast> {
-        if !(level > 0.0 && level < 1.0) {
-            return Err(Error::InvalidParam {
-                name: "level",
-                message: format!("must be strictly between 0 and 1, got {level}"),
-            });
-        }
+        common::strictly_between("level", level, 0.0, 1.0)?;
         let z = normal_quantile(0.5 + level / 2.0);
         let mut forecasts = Vec::with_capacity(self.members.len());
         let mut last_error = None;
@@ -338,7 +375,7 @@ impl Fitted {
             let mut column = |pick: fn(&Forecast) -> &Vec<f64>| {
                 buf.clear();
                 buf.extend(forecasts.iter().filter_map(|f| pick(f).get(k).copied()));
-                median(&mut buf).unwrap_or(0.0)
+                sort_median(&mut buf).unwrap_or(0.0)
             };
             let point = column(|f| &f.point);
             let lower = column(|f| &f.lower);
@@ -970,7 +1007,7 @@ struct Scaler {
 impl Scaler {
     fn new(y: &[f64], log: bool) -> Self {
         let mut t: Vec<f64> = y.iter().map(|&v| if log { v.ln() } else { v }).collect();
-        let center = median(&mut t).unwrap_or(0.0);
+        let center = sort_median(&mut t).unwrap_or(0.0);
         let half_range = t
             .iter()
             .map(|&v| (v / 2.0 - center / 2.0).abs())
@@ -993,10 +1030,10 @@ impl Scaler {
     }
 
     fn inverse(&self, z: f64) -> f64 {
-        let t = clamp_finite(clamp_finite(z * self.half_range) * 2.0 + self.center);
+        let t = clamp_finite_or_zero(clamp_finite_or_zero(z * self.half_range) * 2.0 + self.center);
         if self.log {
             // ln(f64::MAX) is about 709.78.
-            clamp_finite(t.min(709.0).exp())
+            clamp_finite_or_zero(t.min(709.0).exp())
         } else {
             t
         }
@@ -1481,27 +1518,6 @@ fn rms(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Median of finite values (sorts in place); `None` when empty.
-fn median(values: &mut [f64]) -> Option<f64> {
-    values.sort_unstable_by(f64::total_cmp);
-    let n = values.len();
-    let hi = *values.get(n / 2)?;
-    if n % 2 == 1 {
-        return Some(hi);
-    }
-    let lo = *values.get(n / 2 - 1)?;
-    Some(lo / 2.0 + hi / 2.0)
-}
-
-/// Map ±∞ to ±f64::MAX and NaN to 0.
-fn clamp_finite(v: f64) -> f64 {
-    if v.is_nan() {
-        0.0
-    } else {
-        v.clamp(f64::MIN, f64::MAX)
-    }
-}
-
 /// Quantile of the standard normal distribution (Acklam's rational approximation, relative
 /// error below 1.2e-9), for `p` in `(0, 1)`; clamped to ±8.3 outside.
 pub fn normal_quantile(p: f64) -> f64 {
@@ -1889,7 +1905,7 @@ mod tests {
         s.reset();
         assert_eq!(s.median_ms(), None);
         let mut v = vec![3.0, 1.0, 2.0, 4.0];
-        assert_eq!(median(&mut v), Some(2.5));
+        assert_eq!(sort_median(&mut v), Some(2.5));
         let mut a = vec![4.0, 2.0, 2.0, 3.0];
         let x = cholesky_solve(&mut a, &[2.0, 1.0], 2).expect("solves");
         assert!((x[0] - 0.5).abs() < 1e-12 && x[1].abs() < 1e-12, "{x:?}");

@@ -71,11 +71,10 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, clamp_finite_or_zero, in_direction, score, TimestampOrder};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
-use crate::error::{Error, Result};
-use crate::forecast::{
-    self, calendar_periods, ForecastConfig, Method, SpacingTracker, MIN_HISTORY,
-};
+use crate::error::Result;
+use crate::forecast::{self, ForecastConfig, Method, SpacingTracker, MIN_HISTORY};
 
 /// Largest accepted `window`.
 pub const MAX_WINDOW: usize = 100_000;
@@ -135,10 +134,6 @@ impl Default for ForecastBandParams {
     }
 }
 
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
-
 impl ForecastBandParams {
     /// Check every parameter against its allowed range.
     ///
@@ -150,71 +145,30 @@ impl ForecastBandParams {
     /// * `periods`, `candidate_periods`: every entry >= 2
     /// * `min_relative_width`, `min_absolute_width`: finite and >= 0
     pub fn validate(&self) -> Result<()> {
-        if !(MIN_HISTORY..=MAX_WINDOW).contains(&self.window) {
-            return Err(invalid(
-                "window",
-                format!(
-                    "must be between {MIN_HISTORY} and {MAX_WINDOW}, got {}",
-                    self.window
-                ),
-            ));
-        }
-        if !(MIN_HISTORY..=self.window).contains(&self.min_history) {
-            return Err(invalid(
-                "min_history",
-                format!(
-                    "must be between {MIN_HISTORY} and window ({}), got {}",
-                    self.window, self.min_history
-                ),
-            ));
-        }
-        if !(1..=self.window).contains(&self.refit_every) {
-            return Err(invalid(
-                "refit_every",
-                format!(
-                    "must be between 1 and window ({}), got {}",
-                    self.window, self.refit_every
-                ),
-            ));
-        }
-        if !(self.level > 0.0 && self.level < 1.0) {
-            return Err(invalid(
-                "level",
-                format!("must be strictly between 0 and 1, got {}", self.level),
-            ));
-        }
-        if self.min_consecutive < 1 {
-            return Err(invalid(
-                "min_consecutive",
-                format!("must be at least 1, got {}", self.min_consecutive),
-            ));
-        }
-        for (name, value) in [
-            ("min_relative_width", self.min_relative_width),
-            ("min_absolute_width", self.min_absolute_width),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(
-                    name,
-                    format!("must be finite and at least 0, got {value}"),
-                ));
-            }
-        }
+        common::between("window", self.window, MIN_HISTORY, MAX_WINDOW)?;
+        common::between_param(
+            "min_history",
+            self.min_history,
+            MIN_HISTORY,
+            "window",
+            self.window,
+        )?;
+        common::between_param("refit_every", self.refit_every, 1, "window", self.window)?;
+        common::strictly_between("level", self.level, 0.0, 1.0)?;
+        common::at_least("min_consecutive", self.min_consecutive, 1)?;
+        common::non_negative("min_relative_width", self.min_relative_width)?;
+        common::non_negative("min_absolute_width", self.min_absolute_width)?;
         self.forecast_config(None).validate()
     }
 
     fn forecast_config(&self, step_ms: Option<i64>) -> ForecastConfig {
-        let candidate_periods = if self.candidate_periods.is_empty() {
-            step_ms.map(calendar_periods).unwrap_or_default()
-        } else {
-            self.candidate_periods.clone()
-        };
-        ForecastConfig {
-            method: self.method,
-            periods: self.periods.clone(),
-            candidate_periods,
-            log: self.log,
-        }
+        ForecastConfig::for_detector(
+            self.method,
+            &self.periods,
+            &self.candidate_periods,
+            self.log,
+            step_ms,
+        )
     }
 }
 
@@ -265,7 +219,7 @@ pub struct ForecastBand {
     /// The current episode of points outside the band, if any.
     episode: Option<Episode>,
     spacing: SpacingTracker,
-    last_timestamp_ms: Option<i64>,
+    timestamps: TimestampOrder,
 }
 
 impl ForecastBand {
@@ -281,7 +235,7 @@ impl ForecastBand {
             cleaned: VecDeque::with_capacity(window.min(4096)),
             episode: None,
             spacing: SpacingTracker::default(),
-            last_timestamp_ms: None,
+            timestamps: TimestampOrder::default(),
         })
     }
 
@@ -355,7 +309,7 @@ impl ForecastBand {
             .ok()
             .map(|(fitted, f)| Band {
                 period: fitted.periods().last().copied(),
-                summary: summary(&fitted),
+                summary: fitted.summary(),
                 point: f.point,
                 lower: f.lower,
                 upper: f.upper,
@@ -370,59 +324,6 @@ impl ForecastBand {
         let upper = *band.upper.get(k)?;
         Some((expected, lower, upper, k + 1, band.summary.clone()))
     }
-
-    fn deviation_in_direction(&self, z: f64) -> f64 {
-        match self.params.direction {
-            Direction::Up => z.max(0.0),
-            Direction::Down => (-z).max(0.0),
-            Direction::Both => z.abs(),
-        }
-    }
-}
-
-fn summary(fitted: &forecast::Fitted) -> String {
-    let mut s = format!("forecast by {}", fitted.method().name());
-    if fitted.periods().is_empty() {
-        s.push_str(" (no seasonal period)");
-    } else {
-        let periods: Vec<String> = fitted.periods().iter().map(ToString::to_string).collect();
-        s.push_str(&format!(" (periods {})", periods.join(", ")));
-    }
-    for note in fitted.notes() {
-        s.push_str("; ");
-        s.push_str(note);
-    }
-    s
-}
-
-/// Map ±∞ to ±f64::MAX; NaN to 0.
-fn clamp_finite(v: f64) -> f64 {
-    if v.is_nan() {
-        0.0
-    } else {
-        v.clamp(f64::MIN, f64::MAX)
-    }
-}
-
-/// `z / (z + 1)` for `z >= 0`, finite and in `[0, 1]` for any input.
-fn score(z_dir: f64) -> f64 {
-    if z_dir.is_nan() || z_dir <= 0.0 {
-        return 0.0;
-    }
-    let s = 1.0 / (1.0 + 1.0 / z_dir);
-    if s.is_nan() {
-        0.0
-    } else {
-        s.clamp(0.0, 1.0)
-    }
-}
-
-fn side(value: f64, expected: Option<f64>) -> Deviation {
-    match expected {
-        Some(e) if value > e => Deviation::Above,
-        Some(e) if value < e => Deviation::Below,
-        _ => Deviation::None,
-    }
 }
 
 impl Detector for ForecastBand {
@@ -432,15 +333,31 @@ impl Detector for ForecastBand {
 
     fn update(&mut self, timestamp_ms: i64, value: f64) -> Detection {
         let mut notes: Vec<String> = Vec::new();
-        if let Some(prev) = self.last_timestamp_ms {
-            if timestamp_ms <= prev {
-                notes.push("timestamp not after the previous point".into());
-            }
-        }
-        self.last_timestamp_ms = Some(timestamp_ms);
+        self.timestamps.check(timestamp_ms, &mut notes);
         self.spacing.observe(timestamp_ms);
         let history = self.history.len();
         let threshold = Some(1.0);
+        // Without a band a point is not judged: warming up, or no data when
+        // the value is not finite.
+        let unjudged = |consecutive: u32, notes: &[String]| {
+            let state = if value.is_finite() {
+                DetectionState::WarmingUp
+            } else {
+                DetectionState::NoData
+            };
+            Detection::unjudged(
+                timestamp_ms,
+                value,
+                state,
+                Explanation {
+                    threshold,
+                    consecutive,
+                    history,
+                    note: Some(notes.join("; ")),
+                    ..Explanation::default()
+                },
+            )
+        };
 
         if history < self.params.min_history {
             if value.is_finite() {
@@ -453,28 +370,7 @@ impl Detector for ForecastBand {
             } else {
                 notes.push("value is not a finite number; ignored".into());
             }
-            let state = if value.is_finite() {
-                DetectionState::WarmingUp
-            } else {
-                DetectionState::NoData
-            };
-            return Detection {
-                timestamp_ms,
-                value,
-                score: 0.0,
-                expected: None,
-                lower: None,
-                upper: None,
-                deviation: Deviation::None,
-                state,
-                explanation: Explanation {
-                    threshold,
-                    consecutive: self.consecutive,
-                    history,
-                    note: Some(notes.join("; ")),
-                    ..Explanation::default()
-                },
-            };
+            return unjudged(self.consecutive, &notes);
         }
 
         let Some((expected, lower, upper, step, summary)) = self.current() else {
@@ -483,38 +379,18 @@ impl Detector for ForecastBand {
                 self.push(value, value);
             }
             notes.push("no forecast available".into());
-            return Detection {
-                timestamp_ms,
-                value,
-                score: 0.0,
-                expected: None,
-                lower: None,
-                upper: None,
-                deviation: Deviation::None,
-                state: if value.is_finite() {
-                    DetectionState::WarmingUp
-                } else {
-                    DetectionState::NoData
-                },
-                explanation: Explanation {
-                    threshold,
-                    consecutive: self.consecutive,
-                    history,
-                    note: Some(notes.join("; ")),
-                    ..Explanation::default()
-                },
-            };
+            return unjudged(self.consecutive, &notes);
         };
         let fit_note = format!(
             "{summary}; {step} of {} steps after the fit",
             self.params.refit_every
         );
-        let floor = clamp_finite(self.params.min_relative_width * expected.abs())
+        let floor = clamp_finite_or_zero(self.params.min_relative_width * expected.abs())
             .max(self.params.min_absolute_width);
-        let half_up = clamp_finite(upper - expected).max(floor);
-        let half_down = clamp_finite(expected - lower).max(floor);
-        let band_lower = clamp_finite(expected - half_down);
-        let band_upper = clamp_finite(expected + half_up);
+        let half_up = clamp_finite_or_zero(upper - expected).max(floor);
+        let half_down = clamp_finite_or_zero(expected - lower).max(floor);
+        let band_lower = clamp_finite_or_zero(expected - half_down);
+        let band_upper = clamp_finite_or_zero(expected + half_up);
 
         if !value.is_finite() {
             // Keep the seasonal phase: the forecast stands in for the missing value.
@@ -524,32 +400,32 @@ impl Detector for ForecastBand {
             );
             notes.push(fit_note);
             return Detection {
-                timestamp_ms,
-                value,
-                score: 0.0,
                 expected: Some(expected),
                 lower: Some(band_lower),
                 upper: Some(band_upper),
-                deviation: Deviation::None,
-                state: DetectionState::NoData,
-                explanation: Explanation {
-                    baseline: Some(expected),
-                    threshold,
-                    consecutive: self.consecutive,
-                    history,
-                    note: Some(notes.join("; ")),
-                    ..Explanation::default()
-                },
+                ..Detection::unjudged(
+                    timestamp_ms,
+                    value,
+                    DetectionState::NoData,
+                    Explanation {
+                        baseline: Some(expected),
+                        threshold,
+                        consecutive: self.consecutive,
+                        history,
+                        note: Some(notes.join("; ")),
+                        ..Explanation::default()
+                    },
+                )
             };
         }
 
-        let diff = clamp_finite(value - expected);
+        let diff = clamp_finite_or_zero(value - expected);
         let (z, scale) = if diff >= 0.0 {
-            (clamp_finite(diff / half_up), half_up)
+            (clamp_finite_or_zero(diff / half_up), half_up)
         } else {
-            (clamp_finite(diff / half_down), half_down)
+            (clamp_finite_or_zero(diff / half_down), half_down)
         };
-        let z_dir = self.deviation_in_direction(z);
+        let z_dir = in_direction(self.params.direction, z);
         let deviates = z_dir > 1.0;
         if deviates {
             self.consecutive = self.consecutive.saturating_add(1);
@@ -561,7 +437,9 @@ impl Detector for ForecastBand {
         } else {
             DetectionState::Normal
         };
-        if floor >= clamp_finite(upper - expected) || floor >= clamp_finite(expected - lower) {
+        if floor >= clamp_finite_or_zero(upper - expected)
+            || floor >= clamp_finite_or_zero(expected - lower)
+        {
             notes.push("band widened to its floor".into());
         }
         notes.push(fit_note);
@@ -579,11 +457,12 @@ impl Detector for ForecastBand {
         Detection {
             timestamp_ms,
             value,
-            score: score(z_dir),
+            // The band's edges are at z = ±1, so the threshold is 1.
+            score: score(z_dir, 1.0),
             expected: Some(expected),
             lower: Some(band_lower),
             upper: Some(band_upper),
-            deviation: side(value, Some(expected)),
+            deviation: Deviation::of(value, Some(expected)),
             state,
             explanation: Explanation {
                 baseline: Some(expected),
@@ -604,7 +483,7 @@ impl Detector for ForecastBand {
         self.cleaned.clear();
         self.episode = None;
         self.spacing.reset();
-        self.last_timestamp_ms = None;
+        self.timestamps.reset();
     }
 
     fn max_retained_points(&self) -> usize {

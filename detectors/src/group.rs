@@ -73,6 +73,7 @@
 use augurs::outlier::{DbscanDetector, MADDetector, OutlierDetector, OutlierOutput};
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, clamp_finite, invalid_input, sort_median};
 use crate::error::{Error, Result};
 
 /// Fewest members a group comparison accepts.
@@ -128,17 +129,6 @@ impl Default for GroupOutlierParams {
     }
 }
 
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
-
-fn input(what: &str, message: String) -> Error {
-    Error::InvalidInput {
-        what: what.to_string(),
-        message,
-    }
-}
-
 impl GroupOutlierParams {
     /// Check every parameter against its allowed range.
     ///
@@ -147,43 +137,14 @@ impl GroupOutlierParams {
     /// * `min_outlying_fraction`: greater than 0 and at most 1
     /// * `min_relative_scale`, `min_absolute_scale`: finite and >= 0
     pub fn validate(&self) -> Result<()> {
-        if !(self.sensitivity > 0.0 && self.sensitivity < 1.0) {
-            return Err(invalid(
-                "sensitivity",
-                format!("must be strictly between 0 and 1, got {}", self.sensitivity),
-            ));
-        }
+        common::strictly_between("sensitivity", self.sensitivity, 0.0, 1.0)?;
         for (name, value) in [("threshold", self.threshold), ("epsilon", self.epsilon)] {
             if let Some(v) = value {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(invalid(
-                        name,
-                        format!("must be finite and greater than 0, got {v}"),
-                    ));
-                }
+                common::positive(name, v)?;
             }
         }
-        if !(self.min_outlying_fraction > 0.0 && self.min_outlying_fraction <= 1.0) {
-            return Err(invalid(
-                "min_outlying_fraction",
-                format!(
-                    "must be greater than 0 and at most 1, got {}",
-                    self.min_outlying_fraction
-                ),
-            ));
-        }
-        for (name, value) in [
-            ("min_relative_scale", self.min_relative_scale),
-            ("min_absolute_scale", self.min_absolute_scale),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(
-                    name,
-                    format!("must be finite and at least 0, got {value}"),
-                ));
-            }
-        }
-        Ok(())
+        common::positive_at_most("min_outlying_fraction", self.min_outlying_fraction, 1.0)?;
+        common::scale_floors(self.min_relative_scale, self.min_absolute_scale)
     }
 
     /// The MAD threshold: `threshold`, or augurs' mapping of `sensitivity`.
@@ -284,7 +245,7 @@ impl GroupOutlier {
     /// timestamp).
     pub fn detect(&self, members: &[&[f64]]) -> Result<GroupOutlierResult> {
         if members.len() < MIN_MEMBERS {
-            return Err(input(
+            return Err(invalid_input(
                 "group",
                 format!(
                     "needs at least {MIN_MEMBERS} members to compare, got {}",
@@ -294,7 +255,7 @@ impl GroupOutlier {
         }
         let n = members.first().map_or(0, |m| m.len());
         if let Some((i, m)) = members.iter().enumerate().find(|(_, m)| m.len() != n) {
-            return Err(input(
+            return Err(invalid_input(
                 "group",
                 format!(
                     "series must have the same length: member 0 has {n} points, member {i} has {}",
@@ -303,7 +264,7 @@ impl GroupOutlier {
             ));
         }
         if n == 0 {
-            return Err(input("group", "the series are empty".into()));
+            return Err(invalid_input("group", "the series are empty".into()));
         }
         // Non-finite values are missing: NaN for augurs.
         let clean: Vec<Vec<f64>> = members
@@ -315,7 +276,7 @@ impl GroupOutlier {
             })
             .collect();
         if clean.iter().flatten().all(|v| v.is_nan()) {
-            return Err(input("group", "no finite values".into()));
+            return Err(invalid_input("group", "no finite values".into()));
         }
         let rows: Vec<&[f64]> = clean.iter().map(Vec::as_slice).collect();
         let (threshold, epsilon, points) = match self.params.method {
@@ -395,7 +356,7 @@ impl GroupOutlier {
             .flat_map(|r| r.iter().copied())
             .filter(|v| !v.is_nan())
             .collect();
-        let median = sorted_median(&mut all).unwrap_or(0.0);
+        let median = sort_median(&mut all).unwrap_or(0.0);
         let (mut below, mut above): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
         for &v in &all {
             let d = clamp_finite(v - median);
@@ -408,10 +369,8 @@ impl GroupOutlier {
         }
         let floor = clamp_finite(self.params.min_relative_scale * median.abs())
             .max(self.params.min_absolute_scale);
-        let lower =
-            clamp_finite(MAD_TO_SIGMA * sorted_median(&mut below).unwrap_or(0.0)).max(floor);
-        let upper =
-            clamp_finite(MAD_TO_SIGMA * sorted_median(&mut above).unwrap_or(0.0)).max(floor);
+        let lower = clamp_finite(MAD_TO_SIGMA * sort_median(&mut below).unwrap_or(0.0)).max(floor);
+        let upper = clamp_finite(MAD_TO_SIGMA * sort_median(&mut above).unwrap_or(0.0)).max(floor);
         let scores = rows
             .iter()
             .map(|r| {
@@ -591,23 +550,6 @@ fn member_result(scores: &[Option<f64>], threshold: f64, fraction: f64) -> Membe
         intervals,
         judged,
     }
-}
-
-/// Map ±∞ to ±f64::MAX; finite values are unchanged.
-fn clamp_finite(v: f64) -> f64 {
-    v.clamp(f64::MIN, f64::MAX)
-}
-
-/// Sort `values` (no NaN) and return their median without overflow.
-fn sorted_median(values: &mut [f64]) -> Option<f64> {
-    values.sort_unstable_by(f64::total_cmp);
-    let n = values.len();
-    let hi = *values.get(n / 2)?;
-    if n % 2 == 1 {
-        return Some(hi);
-    }
-    let lo = *values.get(n.checked_sub(1)? / 2)?;
-    Some(lo / 2.0 + hi / 2.0)
 }
 
 #[cfg(test)]

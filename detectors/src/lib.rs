@@ -37,6 +37,7 @@
 pub mod adaptive;
 pub mod capacity;
 pub mod changepoint;
+mod common;
 pub mod detector;
 pub mod drift;
 mod error;
@@ -45,6 +46,7 @@ pub mod forecast;
 pub mod forecast_band;
 pub mod group;
 pub mod harness;
+pub mod logs;
 pub mod multivariate;
 pub mod registry;
 pub mod robust;

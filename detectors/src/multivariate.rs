@@ -61,6 +61,7 @@ use linfa_clustering::GaussianMixtureModel;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, clamp_finite, invalid_input, log_add_exp, sort_median};
 use crate::error::{Error, Result};
 
 /// Largest accepted number of features (metrics).
@@ -112,17 +113,6 @@ impl Default for MultivariateParams {
     }
 }
 
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
-
-fn input(what: &str, message: String) -> Error {
-    Error::InvalidInput {
-        what: what.to_string(),
-        message,
-    }
-}
-
 fn model_error(message: String) -> Error {
     Error::Model {
         model: "gaussian_mixture",
@@ -140,56 +130,13 @@ impl MultivariateParams {
     /// * `tolerance`, `reg_covariance`: finite and > 0
     /// * `min_relative_scale`, `min_absolute_scale`: finite and >= 0
     pub fn validate(&self) -> Result<()> {
-        if !(1..=MAX_COMPONENTS).contains(&self.components) {
-            return Err(invalid(
-                "components",
-                format!(
-                    "must be between 1 and {MAX_COMPONENTS}, got {}",
-                    self.components
-                ),
-            ));
-        }
-        if !(self.quantile > 0.5 && self.quantile < 1.0) {
-            return Err(invalid(
-                "quantile",
-                format!("must be strictly between 0.5 and 1, got {}", self.quantile),
-            ));
-        }
-        if !(1..=100_000).contains(&self.max_iterations) {
-            return Err(invalid(
-                "max_iterations",
-                format!("must be between 1 and 100000, got {}", self.max_iterations),
-            ));
-        }
-        if !(1..=100).contains(&self.n_runs) {
-            return Err(invalid(
-                "n_runs",
-                format!("must be between 1 and 100, got {}", self.n_runs),
-            ));
-        }
-        for (name, value) in [
-            ("tolerance", self.tolerance),
-            ("reg_covariance", self.reg_covariance),
-        ] {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(invalid(
-                    name,
-                    format!("must be finite and greater than 0, got {value}"),
-                ));
-            }
-        }
-        for (name, value) in [
-            ("min_relative_scale", self.min_relative_scale),
-            ("min_absolute_scale", self.min_absolute_scale),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(
-                    name,
-                    format!("must be finite and at least 0, got {value}"),
-                ));
-            }
-        }
-        Ok(())
+        common::between("components", self.components, 1, MAX_COMPONENTS)?;
+        common::strictly_between("quantile", self.quantile, 0.5, 1.0)?;
+        common::between("max_iterations", self.max_iterations, 1, 100_000)?;
+        common::between("n_runs", self.n_runs, 1, 100)?;
+        common::positive("tolerance", self.tolerance)?;
+        common::positive("reg_covariance", self.reg_covariance)?;
+        common::scale_floors(self.min_relative_scale, self.min_absolute_scale)
     }
 
     /// Fewest reference vectors accepted for `features` metrics:
@@ -377,13 +324,13 @@ impl Multivariate {
         })?;
         let d = model.center.len();
         if x.len() != d {
-            return Err(input(
+            return Err(invalid_input(
                 "vector",
                 format!("has {} values, the model has {d} features", x.len()),
             ));
         }
         if let Some((j, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(input(
+            return Err(invalid_input(
                 "vector",
                 format!("feature {j} is {v}, not a finite number"),
             ));
@@ -439,11 +386,11 @@ impl Multivariate {
                     clamp_finite(dv * dv) / column.len() as f64
                 })
                 .sum::<f64>();
-            let median = sorted_median(&mut column).unwrap_or(0.0);
+            let median = sort_median(&mut column).unwrap_or(0.0);
             for v in &mut column {
                 *v = clamp_finite((*v - median).abs());
             }
-            let mad = clamp_finite(MAD_TO_SIGMA * sorted_median(&mut column).unwrap_or(0.0));
+            let mad = clamp_finite(MAD_TO_SIGMA * sort_median(&mut column).unwrap_or(0.0));
             let robust = if mad > 0.0 {
                 mad
             } else {
@@ -549,20 +496,20 @@ fn cholesky_log_det(a: &[f64], d: usize) -> Option<f64> {
 fn check_reference(reference: &[Vec<f64>], params: &MultivariateParams) -> Result<usize> {
     let d = reference.first().map_or(0, Vec::len);
     if !(1..=MAX_FEATURES).contains(&d) {
-        return Err(input(
+        return Err(invalid_input(
             "reference",
             format!("vectors must have 1 to {MAX_FEATURES} features, got {d}"),
         ));
     }
     if let Some((i, r)) = reference.iter().enumerate().find(|(_, r)| r.len() != d) {
-        return Err(input(
+        return Err(invalid_input(
             "reference",
             format!("vector 0 has {d} features, vector {i} has {}", r.len()),
         ));
     }
     for (i, r) in reference.iter().enumerate() {
         if let Some((j, v)) = r.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(input(
+            return Err(invalid_input(
                 "reference",
                 format!("vector {i} feature {j} is {v}, not a finite number"),
             ));
@@ -570,7 +517,7 @@ fn check_reference(reference: &[Vec<f64>], params: &MultivariateParams) -> Resul
     }
     let min = params.min_samples(d);
     if reference.len() < min {
-        return Err(input(
+        return Err(invalid_input(
             "reference",
             format!(
                 "{} vectors are too few for {} components of {d} features; need at least {min}",
@@ -604,34 +551,6 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
         return f64::NAN;
     };
     a + (b - a) * (pos - lo as f64)
-}
-
-fn log_add_exp(a: f64, b: f64) -> f64 {
-    if a == f64::NEG_INFINITY {
-        return b;
-    }
-    if b == f64::NEG_INFINITY {
-        return a;
-    }
-    let (hi, lo) = if a > b { (a, b) } else { (b, a) };
-    hi + (lo - hi).exp().ln_1p()
-}
-
-/// Map ±∞ to ±f64::MAX; finite values are unchanged.
-fn clamp_finite(v: f64) -> f64 {
-    v.clamp(f64::MIN, f64::MAX)
-}
-
-/// Sort `values` (no NaN) and return their median without overflow.
-fn sorted_median(values: &mut [f64]) -> Option<f64> {
-    values.sort_unstable_by(f64::total_cmp);
-    let n = values.len();
-    let hi = *values.get(n / 2)?;
-    if n % 2 == 1 {
-        return Some(hi);
-    }
-    let lo = *values.get(n.checked_sub(1)? / 2)?;
-    Some(lo / 2.0 + hi / 2.0)
 }
 
 #[cfg(test)]

@@ -74,8 +74,9 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{self, clamp_finite, in_direction, join_notes, score, TimestampOrder};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Largest accepted `window`; bounds memory at 16 × 100 000 bytes per series.
 pub const MAX_WINDOW: usize = 100_000;
@@ -119,10 +120,6 @@ impl Default for RobustBaselineParams {
     }
 }
 
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
-
 impl RobustBaselineParams {
     /// Check every parameter against its allowed range.
     ///
@@ -132,45 +129,11 @@ impl RobustBaselineParams {
     /// * `min_consecutive`: >= 1
     /// * `min_relative_scale`, `min_absolute_scale`: finite and >= 0
     pub fn validate(&self) -> Result<()> {
-        if !(3..=MAX_WINDOW).contains(&self.window) {
-            return Err(invalid(
-                "window",
-                format!("must be between 3 and {MAX_WINDOW}, got {}", self.window),
-            ));
-        }
-        if !(3..=self.window).contains(&self.min_history) {
-            return Err(invalid(
-                "min_history",
-                format!(
-                    "must be between 3 and window ({}), got {}",
-                    self.window, self.min_history
-                ),
-            ));
-        }
-        if !(self.threshold.is_finite() && self.threshold > 0.0) {
-            return Err(invalid(
-                "threshold",
-                format!("must be finite and greater than 0, got {}", self.threshold),
-            ));
-        }
-        if self.min_consecutive < 1 {
-            return Err(invalid(
-                "min_consecutive",
-                format!("must be at least 1, got {}", self.min_consecutive),
-            ));
-        }
-        for (name, value) in [
-            ("min_relative_scale", self.min_relative_scale),
-            ("min_absolute_scale", self.min_absolute_scale),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(
-                    name,
-                    format!("must be finite and at least 0, got {value}"),
-                ));
-            }
-        }
-        Ok(())
+        common::between("window", self.window, 3, MAX_WINDOW)?;
+        common::between_param("min_history", self.min_history, 3, "window", self.window)?;
+        common::positive("threshold", self.threshold)?;
+        common::at_least("min_consecutive", self.min_consecutive, 1)?;
+        common::scale_floors(self.min_relative_scale, self.min_absolute_scale)
     }
 }
 
@@ -186,7 +149,7 @@ pub struct RobustBaseline {
     /// Current run of deviating finite points.
     consecutive: u32,
     /// Timestamp of the previous point, to flag non-increasing timestamps.
-    last_timestamp_ms: Option<i64>,
+    timestamps: TimestampOrder,
 }
 
 /// Baseline statistics of the history.
@@ -207,7 +170,7 @@ impl RobustBaseline {
             history: VecDeque::with_capacity(window),
             sorted: Vec::with_capacity(window),
             consecutive: 0,
-            last_timestamp_ms: None,
+            timestamps: TimestampOrder::default(),
         })
     }
 
@@ -258,14 +221,6 @@ impl RobustBaseline {
         self.history.push_back(value);
         let at = self.sorted.partition_point(|v| v.total_cmp(&value).is_lt());
         self.sorted.insert(at, value);
-    }
-
-    fn deviation_in_direction(&self, z: f64) -> f64 {
-        match self.params.direction {
-            Direction::Up => z.max(0.0),
-            Direction::Down => (-z).max(0.0),
-            Direction::Both => z.abs(),
-        }
     }
 }
 
@@ -327,33 +282,6 @@ fn sorted_mad(values: &[f64], median: f64) -> Option<f64> {
     None
 }
 
-/// Map ±∞ to ±f64::MAX; finite values are unchanged.
-fn clamp_finite(v: f64) -> f64 {
-    v.clamp(f64::MIN, f64::MAX)
-}
-
-/// `|z| / (|z| + threshold)` for `z_dir >= 0`, written so that it stays finite
-/// and in `[0, 1]` for any `z_dir` (including +∞) and any positive threshold.
-fn score(z_dir: f64, threshold: f64) -> f64 {
-    if z_dir.is_nan() || z_dir <= 0.0 {
-        return 0.0;
-    }
-    let s = 1.0 / (1.0 + threshold / z_dir);
-    if s.is_nan() {
-        0.0
-    } else {
-        s.clamp(0.0, 1.0)
-    }
-}
-
-fn join_notes(notes: &[&str]) -> Option<String> {
-    if notes.is_empty() {
-        None
-    } else {
-        Some(notes.join("; "))
-    }
-}
-
 impl Detector for RobustBaseline {
     fn name(&self) -> &'static str {
         "robust_baseline"
@@ -361,34 +289,24 @@ impl Detector for RobustBaseline {
 
     fn update(&mut self, timestamp_ms: i64, value: f64) -> Detection {
         let mut notes: Vec<&str> = Vec::new();
-        if let Some(prev) = self.last_timestamp_ms {
-            if timestamp_ms <= prev {
-                notes.push("timestamp not after the previous point");
-            }
-        }
-        self.last_timestamp_ms = Some(timestamp_ms);
+        self.timestamps.check(timestamp_ms, &mut notes);
         let history = self.history.len();
         let threshold = self.params.threshold;
 
         if !value.is_finite() {
             notes.push("value is not a finite number; ignored");
-            return Detection {
+            return Detection::unjudged(
                 timestamp_ms,
                 value,
-                score: 0.0,
-                expected: None,
-                lower: None,
-                upper: None,
-                deviation: Deviation::None,
-                state: DetectionState::NoData,
-                explanation: Explanation {
+                DetectionState::NoData,
+                Explanation {
                     threshold: Some(threshold),
                     consecutive: self.consecutive,
                     history,
                     note: join_notes(&notes),
                     ..Explanation::default()
                 },
-            };
+            );
         }
 
         if history < self.params.min_history {
@@ -401,22 +319,21 @@ impl Detector for RobustBaseline {
             );
             notes.push(&warm);
             return Detection {
-                timestamp_ms,
-                value,
-                score: 0.0,
                 expected: median,
-                lower: None,
-                upper: None,
-                deviation: side(value, median),
-                state: DetectionState::WarmingUp,
-                explanation: Explanation {
-                    baseline: median,
-                    threshold: Some(threshold),
-                    consecutive: 0,
-                    history,
-                    note: join_notes(&notes),
-                    ..Explanation::default()
-                },
+                deviation: Deviation::of(value, median),
+                ..Detection::unjudged(
+                    timestamp_ms,
+                    value,
+                    DetectionState::WarmingUp,
+                    Explanation {
+                        baseline: median,
+                        threshold: Some(threshold),
+                        consecutive: 0,
+                        history,
+                        note: join_notes(&notes),
+                        ..Explanation::default()
+                    },
+                )
             };
         }
 
@@ -424,22 +341,17 @@ impl Detector for RobustBaseline {
         // unreachable but keeps this path free of panics.
         let Some(stats) = self.stats() else {
             self.push(value);
-            return Detection {
+            return Detection::unjudged(
                 timestamp_ms,
                 value,
-                score: 0.0,
-                expected: None,
-                lower: None,
-                upper: None,
-                deviation: Deviation::None,
-                state: DetectionState::WarmingUp,
-                explanation: Explanation {
+                DetectionState::WarmingUp,
+                Explanation {
                     threshold: Some(threshold),
                     history,
                     note: join_notes(&notes),
                     ..Explanation::default()
                 },
-            };
+            );
         };
         let Stats {
             median,
@@ -460,7 +372,7 @@ impl Detector for RobustBaseline {
             // makes any difference infinitely significant.
             clamp_finite(diff / scale)
         };
-        let z_dir = self.deviation_in_direction(z);
+        let z_dir = in_direction(self.params.direction, z);
         let deviates = z_dir > threshold;
         self.consecutive = if deviates {
             self.consecutive.saturating_add(1)
@@ -508,7 +420,7 @@ impl Detector for RobustBaseline {
         self.history.clear();
         self.sorted.clear();
         self.consecutive = 0;
-        self.last_timestamp_ms = None;
+        self.timestamps.reset();
     }
 
     fn max_retained_points(&self) -> usize {
@@ -520,19 +432,11 @@ impl Detector for RobustBaseline {
     }
 }
 
-/// Side of `value` relative to `expected`.
-fn side(value: f64, expected: Option<f64>) -> Deviation {
-    match expected {
-        Some(e) if value > e => Deviation::Above,
-        Some(e) if value < e => Deviation::Below,
-        _ => Deviation::None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::harness;
+    use crate::Error;
 
     const EPS: f64 = 1e-12;
 

@@ -108,8 +108,11 @@ use augurs::mstl::stlrs::MstlParams;
 use augurs::seasons::{Detector as _, PeriodogramDetector};
 use serde::{Deserialize, Serialize};
 
+use crate::common::{
+    self, clamp_finite, in_direction, invalid, join_notes, score, select_median, TimestampOrder,
+};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Largest accepted `window` and `residual_window`.
 pub const MAX_WINDOW: usize = 100_000;
@@ -187,10 +190,6 @@ impl Default for SeasonalBaselineParams {
     }
 }
 
-fn invalid(name: &'static str, message: String) -> Error {
-    Error::InvalidParam { name, message }
-}
-
 fn check_periods(name: &'static str, periods: &[usize], window: usize, most: usize) -> Result<()> {
     if periods.len() > most {
         return Err(invalid(
@@ -230,12 +229,7 @@ impl SeasonalBaselineParams {
     /// * `min_consecutive`: >= 1
     /// * `min_relative_scale`, `min_absolute_scale`: finite and >= 0
     pub fn validate(&self) -> Result<()> {
-        if !(8..=MAX_WINDOW).contains(&self.window) {
-            return Err(invalid(
-                "window",
-                format!("must be between 8 and {MAX_WINDOW}, got {}", self.window),
-            ));
-        }
+        common::between("window", self.window, 8, MAX_WINDOW)?;
         check_periods("periods", &self.periods, self.window, MAX_PERIODS)?;
         check_periods(
             "candidate_periods",
@@ -243,83 +237,22 @@ impl SeasonalBaselineParams {
             self.window,
             MAX_CANDIDATES,
         )?;
-        if !(0.0..=0.5).contains(&self.snap_tolerance) {
-            return Err(invalid(
-                "snap_tolerance",
-                format!("must be between 0 and 0.5, got {}", self.snap_tolerance),
-            ));
-        }
-        if !(1..=MAX_PERIODS).contains(&self.max_periods) {
-            return Err(invalid(
-                "max_periods",
-                format!(
-                    "must be between 1 and {MAX_PERIODS}, got {}",
-                    self.max_periods
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.min_seasonal_strength) {
-            return Err(invalid(
-                "min_seasonal_strength",
-                format!(
-                    "must be between 0 and 1, got {}",
-                    self.min_seasonal_strength
-                ),
-            ));
-        }
-        if !(3..=self.window).contains(&self.min_history) {
-            return Err(invalid(
-                "min_history",
-                format!(
-                    "must be between 3 and window ({}), got {}",
-                    self.window, self.min_history
-                ),
-            ));
-        }
+        common::between("snap_tolerance", self.snap_tolerance, 0.0, 0.5)?;
+        common::between("max_periods", self.max_periods, 1, MAX_PERIODS)?;
+        common::between(
+            "min_seasonal_strength",
+            self.min_seasonal_strength,
+            0.0,
+            1.0,
+        )?;
+        common::between_param("min_history", self.min_history, 3, "window", self.window)?;
         if let Some(every) = self.refit_every {
-            if !(1..=self.window).contains(&every) {
-                return Err(invalid(
-                    "refit_every",
-                    format!(
-                        "must be between 1 and window ({}), got {every}",
-                        self.window
-                    ),
-                ));
-            }
+            common::between_param("refit_every", every, 1, "window", self.window)?;
         }
-        if !(3..=MAX_WINDOW).contains(&self.residual_window) {
-            return Err(invalid(
-                "residual_window",
-                format!(
-                    "must be between 3 and {MAX_WINDOW}, got {}",
-                    self.residual_window
-                ),
-            ));
-        }
-        if !(self.threshold.is_finite() && self.threshold > 0.0) {
-            return Err(invalid(
-                "threshold",
-                format!("must be finite and greater than 0, got {}", self.threshold),
-            ));
-        }
-        if self.min_consecutive < 1 {
-            return Err(invalid(
-                "min_consecutive",
-                format!("must be at least 1, got {}", self.min_consecutive),
-            ));
-        }
-        for (name, value) in [
-            ("min_relative_scale", self.min_relative_scale),
-            ("min_absolute_scale", self.min_absolute_scale),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(
-                    name,
-                    format!("must be finite and at least 0, got {value}"),
-                ));
-            }
-        }
-        Ok(())
+        common::between("residual_window", self.residual_window, 3, MAX_WINDOW)?;
+        common::positive("threshold", self.threshold)?;
+        common::at_least("min_consecutive", self.min_consecutive, 1)?;
+        common::scale_floors(self.min_relative_scale, self.min_absolute_scale)
     }
 
     /// Points of history needed before judging.
@@ -388,7 +321,7 @@ pub struct SeasonalBaseline {
     /// Points (finite or imputed) since the last fit.
     since_fit: usize,
     consecutive: u32,
-    last_timestamp_ms: Option<i64>,
+    timestamps: TimestampOrder,
 }
 
 impl SeasonalBaseline {
@@ -403,7 +336,7 @@ impl SeasonalBaseline {
             fit: None,
             since_fit: 0,
             consecutive: 0,
-            last_timestamp_ms: None,
+            timestamps: TimestampOrder::default(),
             params,
         })
     }
@@ -452,13 +385,13 @@ impl SeasonalBaseline {
         let skip = n.saturating_sub(self.params.min_history);
         self.scratch.clear();
         self.scratch.extend(self.history.iter().skip(skip).copied());
-        sorted_median(&mut self.scratch)
+        select_median(&mut self.scratch)
     }
 
     fn history_median(&mut self) -> Option<f64> {
         self.scratch.clear();
         self.scratch.extend(self.history.iter().copied());
-        sorted_median(&mut self.scratch)
+        select_median(&mut self.scratch)
     }
 
     /// Decompose the history and replace the fit; re-seed the residuals when
@@ -531,7 +464,7 @@ impl SeasonalBaseline {
                 let tail = values.get(values.len() - recent..).unwrap_or(&values);
                 self.scratch.clear();
                 self.scratch.extend(tail.iter().copied());
-                let level = sorted_median(&mut self.scratch).unwrap_or(center);
+                let level = select_median(&mut self.scratch).unwrap_or(center);
                 let remainder = tail.iter().map(|v| clamp_finite(v - level)).collect();
                 (
                     Fit {
@@ -628,13 +561,13 @@ impl SeasonalBaseline {
 fn mad_scale(scratch: &mut Vec<f64>, values: impl Iterator<Item = f64>) -> (f64, f64) {
     scratch.clear();
     scratch.extend(values);
-    let Some(median) = sorted_median(scratch) else {
+    let Some(median) = select_median(scratch) else {
         return (0.0, 0.0);
     };
     for v in scratch.iter_mut() {
         *v = clamp_finite((*v - median).abs());
     }
-    let mad = sorted_median(scratch).unwrap_or(0.0);
+    let mad = select_median(scratch).unwrap_or(0.0);
     (median, clamp_finite(MAD_TO_SIGMA * mad))
 }
 
@@ -682,56 +615,6 @@ fn decompose(y: &[f64], periods: &[usize]) -> std::result::Result<Decomposition,
     })
 }
 
-/// Map ±∞ to ±f64::MAX; finite values are unchanged.
-fn clamp_finite(v: f64) -> f64 {
-    v.clamp(f64::MIN, f64::MAX)
-}
-
-/// Median of `values` (no NaN, reordered in place) in linear time, without
-/// overflow.
-fn sorted_median(values: &mut [f64]) -> Option<f64> {
-    let n = values.len();
-    if n == 0 {
-        return None;
-    }
-    let (below, &mut hi, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
-    if n % 2 == 1 {
-        return Some(hi);
-    }
-    let lo = below.iter().copied().max_by(f64::total_cmp)?;
-    Some(lo / 2.0 + hi / 2.0)
-}
-
-/// `z / (z + threshold)` for `z >= 0`, finite and in `[0, 1]`.
-fn score(z_dir: f64, threshold: f64) -> f64 {
-    if z_dir.is_nan() || z_dir <= 0.0 {
-        return 0.0;
-    }
-    let s = 1.0 / (1.0 + threshold / z_dir);
-    if s.is_nan() {
-        0.0
-    } else {
-        s.clamp(0.0, 1.0)
-    }
-}
-
-/// Side of `value` relative to `expected`.
-fn side(value: f64, expected: Option<f64>) -> Deviation {
-    match expected {
-        Some(e) if value > e => Deviation::Above,
-        Some(e) if value < e => Deviation::Below,
-        _ => Deviation::None,
-    }
-}
-
-fn join_notes(notes: &[String]) -> Option<String> {
-    if notes.is_empty() {
-        None
-    } else {
-        Some(notes.join("; "))
-    }
-}
-
 impl Detector for SeasonalBaseline {
     fn name(&self) -> &'static str {
         "seasonal_baseline"
@@ -739,30 +622,20 @@ impl Detector for SeasonalBaseline {
 
     fn update(&mut self, timestamp_ms: i64, value: f64) -> Detection {
         let mut notes: Vec<String> = Vec::new();
-        if let Some(prev) = self.last_timestamp_ms {
-            if timestamp_ms <= prev {
-                notes.push("timestamp not after the previous point".into());
-            }
-        }
-        self.last_timestamp_ms = Some(timestamp_ms);
+        self.timestamps.check(timestamp_ms, &mut notes);
         let history = self.history.len();
         let threshold = self.params.threshold;
-        let mut detection = Detection {
+        let mut detection = Detection::unjudged(
             timestamp_ms,
             value,
-            score: 0.0,
-            expected: None,
-            lower: None,
-            upper: None,
-            deviation: Deviation::None,
-            state: DetectionState::NoData,
-            explanation: Explanation {
+            DetectionState::NoData,
+            Explanation {
                 threshold: Some(threshold),
                 consecutive: self.consecutive,
                 history,
                 ..Explanation::default()
             },
-        };
+        );
 
         if !value.is_finite() {
             // Keep the seasonal phase: fill the slot with the expected value.
@@ -791,7 +664,7 @@ impl Detector for SeasonalBaseline {
             ));
             detection.state = DetectionState::WarmingUp;
             detection.expected = median;
-            detection.deviation = side(value, median);
+            detection.deviation = Deviation::of(value, median);
             detection.explanation.baseline = median;
             detection.explanation.consecutive = 0;
             detection.explanation.note = join_notes(&notes);
@@ -828,11 +701,7 @@ impl Detector for SeasonalBaseline {
         } else {
             clamp_finite(residual.signum() * f64::INFINITY)
         };
-        let z_dir = match self.params.direction {
-            Direction::Up => z.max(0.0),
-            Direction::Down => (-z).max(0.0),
-            Direction::Both => z.abs(),
-        };
+        let z_dir = in_direction(self.params.direction, z);
         self.consecutive = if z_dir > threshold {
             self.consecutive.saturating_add(1)
         } else {
@@ -850,7 +719,7 @@ impl Detector for SeasonalBaseline {
         detection.expected = Some(expected);
         detection.lower = Some(lower);
         detection.upper = Some(upper);
-        detection.deviation = side(value, Some(expected));
+        detection.deviation = Deviation::of(value, Some(expected));
         detection.state = if self.consecutive >= self.params.min_consecutive {
             DetectionState::Anomalous
         } else {
@@ -875,7 +744,7 @@ impl Detector for SeasonalBaseline {
         self.fit = None;
         self.since_fit = 0;
         self.consecutive = 0;
-        self.last_timestamp_ms = None;
+        self.timestamps.reset();
     }
 
     fn max_retained_points(&self) -> usize {
@@ -891,6 +760,7 @@ impl Detector for SeasonalBaseline {
 mod tests {
     use super::*;
     use crate::harness::{self, XorShift64};
+    use crate::Error;
 
     const TAU: f64 = 2.0 * std::f64::consts::PI;
 

@@ -1,5 +1,6 @@
 //! `warden bench`: run detectors and forecasters on public benchmark data sets and score them
 //! exactly as published.
 
+pub mod loghub;
 pub mod m4;
 pub mod nab;

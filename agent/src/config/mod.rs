@@ -25,6 +25,7 @@ pub use secret::SecretRef;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub prometheus: Option<PrometheusSection>,
+    pub loki: Option<LokiSection>,
     pub kubernetes: Option<KubernetesSection>,
     #[serde(default)]
     pub store: StoreSection,
@@ -36,6 +37,8 @@ pub struct Config {
     pub actions: ActionDefaults,
     #[serde(default)]
     pub watches: Vec<WatchConfig>,
+    #[serde(default)]
+    pub log_watches: Vec<LogWatchConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +50,69 @@ pub struct PrometheusSection {
     pub auth: Option<AuthSection>,
     #[serde(default)]
     pub tls: TlsSection,
+}
+
+/// Loki, for log watches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiSection {
+    pub url: String,
+    #[serde(default = "defaults::prometheus_timeout")]
+    pub timeout: HumanDuration,
+    pub auth: Option<AuthSection>,
+    /// Multi-tenant Loki: sent as `X-Scope-OrgID`.
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// Entries per request when paging (keep at or below Loki's `max_entries_limit_per_query`).
+    #[serde(default = "defaults::loki_page")]
+    pub page_limit: u32,
+    /// Most entries one evaluation reads; the rest is read by the next one.
+    #[serde(default = "defaults::loki_max_entries")]
+    pub max_entries: usize,
+}
+
+/// One log watch: a LogQL stream selector read on an interval, mined into templates, with
+/// signals (new pattern, rate change, error burst) that open incidents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogWatchConfig {
+    pub name: String,
+    /// LogQL log query (a stream selector, optionally with line filters).
+    pub query: String,
+    #[serde(default = "defaults::interval")]
+    pub interval: HumanDuration,
+    /// How far back the first read goes; later reads continue after the last line read.
+    #[serde(default = "defaults::log_start_lookback")]
+    pub start_lookback: HumanDuration,
+    /// Read up to `now - offset` (lines still arriving at Loki).
+    #[serde(default = "defaults::log_offset")]
+    pub offset: HumanDuration,
+    /// Stream labels that identify the service a signal is about (part of the incident key).
+    #[serde(default)]
+    pub identity: Vec<String>,
+    #[serde(default)]
+    pub severity: Severity,
+    /// Evaluations in a row without the signal before its incident resolves.
+    #[serde(default = "defaults::log_resolve_after")]
+    pub resolve_after: u32,
+    /// Template miner settings (`docs/logs.md`).
+    #[serde(default)]
+    pub miner: serde_json::Map<String, serde_json::Value>,
+    /// Signal settings (`docs/logs.md`).
+    #[serde(default)]
+    pub signals: serde_json::Map<String, serde_json::Value>,
+    /// Which signals open incidents (default all three).
+    #[serde(default = "defaults::log_open_on")]
+    pub open_on: Vec<LogSignalKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSignalKind {
+    NewTemplate,
+    RateChange,
+    ErrorBurst,
 }
 
 /// Exactly one of `bearer` or `basic`.
@@ -355,5 +421,23 @@ mod defaults {
     }
     pub fn resolve_after() -> u32 {
         3
+    }
+    pub fn loki_page() -> u32 {
+        1000
+    }
+    pub fn loki_max_entries() -> usize {
+        100_000
+    }
+    pub fn log_start_lookback() -> HumanDuration {
+        HumanDuration(Duration::from_secs(3600))
+    }
+    pub fn log_offset() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn log_resolve_after() -> u32 {
+        10
+    }
+    pub fn log_open_on() -> Vec<LogSignalKind> {
+        vec![LogSignalKind::NewTemplate, LogSignalKind::RateChange, LogSignalKind::ErrorBurst]
     }
 }

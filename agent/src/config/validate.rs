@@ -102,7 +102,123 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
         watch(&mut err, &at, w, cfg);
     }
+    if let Some(l) = &cfg.loki {
+        match url::Url::parse(&l.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) => err("loki.url".into(), format!("unsupported scheme `{}`: use http or https", u.scheme())),
+            Err(e) => err("loki.url".into(), format!("invalid URL `{}`: {e}", l.url)),
+        }
+        if l.timeout.get().is_zero() {
+            err("loki.timeout".into(), "must be greater than 0".into());
+        }
+        if let Some(a) = &l.auth {
+            match (&a.bearer, &a.basic) {
+                (Some(b), None) => secret(&mut err, "loki.auth.bearer", b),
+                (None, Some(b)) => secret(&mut err, "loki.auth.basic.password", &b.password),
+                _ => err("loki.auth".into(), "set exactly one of `bearer` or `basic`".into()),
+            }
+        }
+        if !(1..=5000).contains(&l.page_limit) {
+            err("loki.page_limit".into(), format!("must be between 1 and 5000 (Loki's default max_entries_limit_per_query), got {}", l.page_limit));
+        }
+        if l.max_entries < l.page_limit as usize {
+            err("loki.max_entries".into(), format!("must be at least page_limit ({})", l.page_limit));
+        }
+    } else if !cfg.log_watches.is_empty() {
+        err("log_watches".into(), "log watches need the `loki` section".into());
+    }
+    for (i, w) in cfg.log_watches.iter().enumerate() {
+        let at = format!("log_watches[{i}]");
+        if w.name.trim().is_empty() {
+            err(format!("{at}.name"), "must not be empty".into());
+        } else if !names.insert(w.name.clone()) {
+            err(format!("{at}.name"), format!("duplicate watch name `{}` (log watches and watches share one namespace)", w.name));
+        }
+        log_watch(&mut err, &at, w);
+    }
     out
+}
+
+fn log_watch(err: &mut impl FnMut(String, String), at: &str, w: &super::LogWatchConfig) {
+    if let Some(problem) = logql_problem(&w.query) {
+        err(format!("{at}.query"), problem);
+    }
+    if w.interval.get().is_zero() {
+        err(format!("{at}.interval"), "must be greater than 0".into());
+    }
+    if w.start_lookback.get().is_zero() {
+        err(format!("{at}.start_lookback"), "must be greater than 0".into());
+    }
+    if w.resolve_after == 0 {
+        err(format!("{at}.resolve_after"), "must be at least 1".into());
+    }
+    if w.open_on.is_empty() {
+        err(format!("{at}.open_on"), "name at least one of new_template, rate_change, error_burst".into());
+    }
+    let mut seen = HashSet::new();
+    for (j, l) in w.identity.iter().enumerate() {
+        if !is_label_name(l) {
+            err(format!("{at}.identity[{j}]"), format!("`{l}` is not a valid label name"));
+        } else if !seen.insert(l) {
+            err(format!("{at}.identity[{j}]"), format!("label `{l}` listed twice"));
+        }
+    }
+    let check = |err: &mut dyn FnMut(String, String), section: &str, r: Result<(), warden_detectors::Error>| {
+        if let Err(e) = r {
+            let (param, message) = crate::watch_kind::named(&e);
+            let path = if param.is_empty() { format!("{at}.{section}") } else { format!("{at}.{section}.{param}") };
+            err(path, message);
+        }
+    };
+    check(&mut *err, "miner", crate::log_watch::miner_params(w).map(|_| ()));
+    check(&mut *err, "signals", crate::log_watch::signal_params(w).map(|_| ()));
+}
+
+/// Why a LogQL text is not a log query Warden can read, if it is not. Loki parses the query
+/// itself (and answers 400 with its message); this catches what is certainly wrong early.
+fn logql_problem(q: &str) -> Option<String> {
+    let t = q.trim();
+    if t.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if !t.starts_with('{') {
+        return Some(format!(
+            "a log watch reads lines: the query must start with a stream selector like `{{app=\"checkout\"}}`, got `{}`",
+            t.chars().take(40).collect::<String>()
+        ));
+    }
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in t.chars() {
+        match quote {
+            Some(qc) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == qc {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '`' => quote = Some(c),
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            },
+        }
+        if depth < 0 {
+            return Some("unbalanced `}`".into());
+        }
+    }
+    if quote.is_some() {
+        return Some("unterminated string".into());
+    }
+    if depth != 0 {
+        return Some("unclosed `{`".into());
+    }
+    None
 }
 
 fn secret(err: &mut impl FnMut(String, String), path: &str, s: &SecretRef) {

@@ -1,0 +1,555 @@
+//! `warden bench loghub`: the template miner on the Loghub 2k log-parsing benchmark, scored
+//! as published.
+//!
+//! Log signals are only as good as the templates behind them: a miner that splits one
+//! message into many templates floods the new-template detector, and one that merges
+//! different messages hides them. The Loghub 2k samples (2,000 labelled lines per system) are
+//! the standard way to measure that, so this command mines every system's `Content` column
+//! with **one generic setting** ([`MinerParams::default`], no per-system masks or thresholds),
+//! and scores grouping accuracy (GA), parsing accuracy (PA) and FGA with
+//! [`warden_detectors::eval::loghub`], beside the GA that Drain published for the same system
+//! with its per-system settings (ICSE-SEIP 2019, original ground truth).
+//!
+//! Every folder `<S>` of the data directory that holds `<S>/<S>_2k.log_structured.csv` is a
+//! system, whatever its name; other entries are skipped. Each line gets the *final* template
+//! of the template it was mined into (following merges), and groups are keyed by that
+//! template's text, as logparser keys them by a hash of the text.
+//!
+//! The command also measures mining throughput — all systems' lines concatenated, mined on one
+//! thread by a fresh miner, best of [`THROUGHPUT_PASSES`] passes, only the mining loop timed —
+//! and the process's peak resident memory (`VmHWM`). With `--compare-drain3` it runs the PyPI
+//! `drain3` package on the same lines in the same run (`drain3_throughput.py`, best of
+//! [`DRAIN3_PASSES`] passes of its default `TemplateMiner`) and prints the ratio.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use warden_detectors::eval::loghub::{self, Labels, LoghubScores};
+use warden_detectors::logs::{Miner, MinerParams, TemplateId};
+
+/// Passes of the throughput measurement; the best is reported.
+pub const THROUGHPUT_PASSES: usize = 5;
+
+/// Passes of the drain3 measurement; the best is reported.
+pub const DRAIN3_PASSES: usize = 3;
+
+/// The Python script that times drain3.
+const DRAIN3_SCRIPT: &str = include_str!("drain3_throughput.py");
+
+/// Drain's published grouping accuracy on the Loghub 2k samples (original ground truth), from
+/// the accuracy table of Zhu et al., ICSE-SEIP 2019, as given in logparser's
+/// `docs/benchmark.rst` (per-system regexes, `st` and `depth`).
+pub const DRAIN_PUBLISHED_GA: &[(&str, f64)] = &[
+    ("HDFS", 0.998),
+    ("Hadoop", 0.948),
+    ("Spark", 0.920),
+    ("Zookeeper", 0.967),
+    ("BGL", 0.963),
+    ("HPC", 0.887),
+    ("Thunderbird", 0.955),
+    ("Windows", 0.997),
+    ("Linux", 0.690),
+    ("Android", 0.911),
+    ("HealthApp", 0.780),
+    ("Apache", 1.000),
+    ("Proxifier", 0.527),
+    ("OpenSSH", 0.788),
+    ("OpenStack", 0.733),
+    ("Mac", 0.787),
+];
+
+/// Drain's published GA for a system, if the paper has it.
+pub fn drain_published_ga(system: &str) -> Option<f64> {
+    DRAIN_PUBLISHED_GA.iter().find(|(s, _)| *s == system).map(|(_, ga)| *ga)
+}
+
+/// One labelled line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The message (the `Content` column).
+    pub content: String,
+    /// Ground-truth event id (`EventId`).
+    pub event_id: String,
+    /// Ground-truth template (`EventTemplate`).
+    pub event_template: String,
+}
+
+/// One system's labelled sample.
+#[derive(Debug, Clone)]
+pub struct System {
+    /// The folder name (`HDFS`).
+    pub name: String,
+    /// Its structured CSV.
+    pub path: PathBuf,
+    /// The lines, in file order.
+    pub rows: Vec<Row>,
+}
+
+/// The systems under `dir`: `(name, path)` of every `<S>/<S>_2k.log_structured.csv`, sorted by
+/// name. Entries that do not follow the layout are skipped.
+pub fn find_systems(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    let mut systems = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let path = entry.path().join(format!("{name}_2k.log_structured.csv"));
+        if path.is_file() {
+            systems.push((name, path));
+        }
+    }
+    systems.sort();
+    Ok(systems)
+}
+
+/// Read a structured CSV (`Content`, `EventId` and `EventTemplate` columns, any others).
+/// Errors name the file and the line.
+pub fn read_structured(path: &Path) -> Result<Vec<Row>> {
+    let mut reader = csv::ReaderBuilder::new().from_path(path).with_context(|| format!("opening {}", path.display()))?;
+    let header = reader
+        .headers()
+        .map_err(|e| anyhow!("{}: line 1: reading the header: {e}", path.display()))?
+        .clone();
+    let column = |name: &str| -> Result<usize> {
+        header.iter().position(|h| h == name).ok_or_else(|| {
+            anyhow!("{}: line 1: no `{name}` column in header `{}`", path.display(), header.iter().collect::<Vec<_>>().join(","))
+        })
+    };
+    let (content, id, template) = (column("Content")?, column("EventId")?, column("EventTemplate")?);
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or_else(|| "?".to_string(), |p| p.line().to_string());
+            anyhow!("{}: line {line}: {e}", path.display())
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |i: usize, name: &str| -> Result<String> {
+            record
+                .get(i)
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("{}: line {line}: no `{name}` field", path.display()))
+        };
+        rows.push(Row { content: field(content, "Content")?, event_id: field(id, "EventId")?, event_template: field(template, "EventTemplate")? });
+    }
+    Ok(rows)
+}
+
+/// Read every system under `dir` (see [`find_systems`]); fails if there is none.
+pub fn load(dir: &Path) -> Result<Vec<System>> {
+    if !dir.is_dir() {
+        bail!("{}: not a directory (expected <S>/<S>_2k.log_structured.csv folders)", dir.display());
+    }
+    let found = find_systems(dir)?;
+    if found.is_empty() {
+        bail!("{}: no system found (expected <S>/<S>_2k.log_structured.csv folders)", dir.display());
+    }
+    found
+        .into_iter()
+        .map(|(name, path)| {
+            let rows = read_structured(&path)?;
+            Ok(System { name, path, rows })
+        })
+        .collect()
+}
+
+/// One system's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemScore {
+    /// The system.
+    pub system: String,
+    /// Lines mined.
+    pub lines: usize,
+    /// Templates at the end (distinct final templates of the lines).
+    pub templates: usize,
+    /// GA, PA, FGA and the rest.
+    pub scores: LoghubScores,
+    /// Drain's published GA, if any.
+    pub published_drain_ga: Option<f64>,
+}
+
+/// Mine the lines with a fresh miner and return every line's final template text (following
+/// merges).
+pub fn mine_final_templates(lines: &[&str], params: &MinerParams) -> Result<Vec<Arc<str>>> {
+    let mut miner = Miner::new(params.clone())?;
+    let mut ids = Vec::with_capacity(lines.len());
+    let mut alias: HashMap<TemplateId, TemplateId> = HashMap::new();
+    let mut last_text: HashMap<TemplateId, Arc<str>> = HashMap::new();
+    for line in lines {
+        let r = miner.add(line);
+        for &m in &r.merged {
+            alias.insert(m, r.template_id);
+        }
+        last_text.insert(r.template_id, Arc::clone(&r.template));
+        ids.push(r.template_id);
+    }
+    let resolve = |mut id: TemplateId| {
+        // Merges always go to an older id, so this terminates.
+        while let Some(&next) = alias.get(&id) {
+            if next == id {
+                break;
+            }
+            id = next;
+        }
+        id
+    };
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let id = resolve(id);
+            match miner.get(id) {
+                Some(t) => Arc::from(t.template),
+                None => last_text.get(&id).cloned().unwrap_or_else(|| Arc::from("")),
+            }
+        })
+        .collect())
+}
+
+/// Mine one system and score it.
+pub fn score_system(system: &System, params: &MinerParams) -> Result<SystemScore> {
+    let lines: Vec<&str> = system.rows.iter().map(|r| r.content.as_str()).collect();
+    let parsed = mine_final_templates(&lines, params)?;
+    let labels: Vec<Labels<'_>> = system
+        .rows
+        .iter()
+        .zip(&parsed)
+        .map(|(row, p)| Labels { truth_id: &row.event_id, truth_template: &row.event_template, parsed_id: p, parsed_template: p })
+        .collect();
+    let scores = loghub::evaluate(&labels).with_context(|| format!("scoring {}", system.path.display()))?;
+    Ok(SystemScore {
+        system: system.name.clone(),
+        lines: system.rows.len(),
+        templates: scores.grouping.parsed_groups,
+        scores,
+        published_drain_ga: drain_published_ga(&system.name),
+    })
+}
+
+/// Mining throughput.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throughput {
+    /// Lines per pass.
+    pub lines: usize,
+    /// Seconds of every pass.
+    pub pass_seconds: Vec<f64>,
+    /// Lines per second of the fastest pass.
+    pub lines_per_second: f64,
+    /// Templates at the end of a pass.
+    pub templates: usize,
+}
+
+/// Mine `lines` `passes` times, each time with a fresh miner on this thread; only the mining
+/// loop is timed.
+pub fn measure_throughput(lines: &[&str], params: &MinerParams, passes: usize) -> Result<Throughput> {
+    let mut pass_seconds = Vec::with_capacity(passes);
+    let mut templates = 0;
+    let mut checksum = 0u64;
+    for _ in 0..passes.max(1) {
+        let mut miner = Miner::new(params.clone())?;
+        let start = Instant::now();
+        for line in lines {
+            checksum = checksum.wrapping_add(miner.add(line).template_id);
+        }
+        pass_seconds.push(start.elapsed().as_secs_f64());
+        templates = std::hint::black_box(miner).len();
+    }
+    std::hint::black_box(checksum);
+    let best = pass_seconds.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok(Throughput { lines: lines.len(), lines_per_second: if best > 0.0 { lines.len() as f64 / best } else { f64::INFINITY }, pass_seconds, templates })
+}
+
+/// drain3's throughput on the same lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drain3Throughput {
+    /// drain3's version.
+    pub version: String,
+    /// Lines per pass.
+    pub lines: usize,
+    /// Lines per second of the fastest pass.
+    pub lines_per_second: f64,
+    /// Seconds of every pass.
+    pub pass_seconds: Vec<f64>,
+    /// Templates (clusters) at the end of a pass.
+    pub templates: u64,
+}
+
+/// Run `drain3_throughput.py` with `python3` on `lines`. `Err` carries a message for the user
+/// (python3 or drain3 missing, the script failing).
+pub fn measure_drain3(lines: &[&str], passes: usize) -> std::result::Result<Drain3Throughput, String> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("warden-loghub-{}-{nanos}", std::process::id()));
+    let result = run_drain3_in(&dir, lines, passes);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_drain3_in(dir: &Path, lines: &[&str], passes: usize) -> std::result::Result<Drain3Throughput, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let input = dir.join("lines.txt");
+    let script = dir.join("drain3_throughput.py");
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        // One message per line for both miners.
+        text.push_str(&line.replace(['\n', '\r'], " "));
+        text.push('\n');
+    }
+    std::fs::write(&input, text).map_err(|e| format!("writing {}: {e}", input.display()))?;
+    std::fs::write(&script, DRAIN3_SCRIPT).map_err(|e| format!("writing {}: {e}", script.display()))?;
+    let output = match Command::new("python3").arg(&script).arg(&input).arg(passes.max(1).to_string()).output() {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("python3 was not found; install Python 3 and `pip install drain3` to compare with drain3".into())
+        }
+        Err(e) => return Err(format!("running python3: {e}")),
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(0) => {}
+        Some(3) => return Err(format!("drain3 is not installed for python3 ({}); run `pip install drain3`", stderr.trim())),
+        _ => return Err(format!("the drain3 script failed ({}): {}", output.status, stderr.trim())),
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let v: Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("reading the drain3 script's output `{}`: {e}", stdout.trim()))?;
+    let num = |k: &str| v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("the drain3 script's output has no `{k}`"));
+    Ok(Drain3Throughput {
+        version: v.get("drain3_version").and_then(Value::as_str).unwrap_or("unknown").to_string(),
+        lines: num("lines")? as usize,
+        lines_per_second: num("lines_per_second")?,
+        pass_seconds: v.get("pass_seconds").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default(),
+        templates: v.get("templates").and_then(Value::as_u64).unwrap_or(0),
+    })
+}
+
+/// Peak resident memory of this process in KiB (`VmHWM` of `/proc/self/status`), where the
+/// system provides it.
+pub fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Everything `warden bench loghub` reports.
+#[derive(Debug, Clone)]
+pub struct LoghubReport {
+    /// The one setting used for every system.
+    pub params: MinerParams,
+    /// Per system, sorted by name.
+    pub systems: Vec<SystemScore>,
+    /// Plain means of GA, PA and FGA over the systems.
+    pub average: (f64, f64, f64),
+    /// Mining throughput over all systems' lines.
+    pub throughput: Throughput,
+    /// drain3 on the same lines, when asked for (`Err`: why it could not run).
+    pub drain3: Option<std::result::Result<Drain3Throughput, String>>,
+    /// Peak resident memory of the process, KiB.
+    pub peak_memory_kib: Option<u64>,
+}
+
+/// Read the systems under `dir`, mine and score each, measure throughput, and drain3's too if
+/// `compare_drain3`.
+pub fn evaluate(dir: &Path, compare_drain3: bool) -> Result<LoghubReport> {
+    let params = MinerParams::default();
+    let systems = load(dir)?;
+    let scores = systems.iter().map(|s| score_system(s, &params)).collect::<Result<Vec<_>>>()?;
+    let all: Vec<LoghubScores> = scores.iter().map(|s| s.scores).collect();
+    let average = loghub::average(&all).ok_or_else(|| anyhow!("no system scored"))?;
+    let lines: Vec<&str> = systems.iter().flat_map(|s| s.rows.iter().map(|r| r.content.as_str())).collect();
+    let throughput = measure_throughput(&lines, &params, THROUGHPUT_PASSES)?;
+    let drain3 = compare_drain3.then(|| measure_drain3(&lines, DRAIN3_PASSES));
+    Ok(LoghubReport { params, systems: scores, average, throughput, drain3, peak_memory_kib: peak_memory_kib() })
+}
+
+fn num(x: f64) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        Value::Null
+    }
+}
+
+fn published_average(report: &LoghubReport) -> Option<(f64, usize)> {
+    let values: Vec<f64> = report.systems.iter().filter_map(|s| s.published_drain_ga).collect();
+    (!values.is_empty()).then(|| (values.iter().sum::<f64>() / values.len() as f64, values.len()))
+}
+
+/// The `--json` object.
+pub fn to_json(report: &LoghubReport) -> Value {
+    let systems: Vec<Value> = report
+        .systems
+        .iter()
+        .map(|s| {
+            let g = &s.scores.grouping;
+            json!({
+                "system": s.system,
+                "lines": s.lines,
+                "ga": num(g.ga),
+                "pa": num(s.scores.pa),
+                "fga": num(g.fga),
+                "templates": s.templates,
+                "pga": num(g.pga),
+                "rga": num(g.rga),
+                "f1": num(g.f1),
+                "ground_truth_templates": g.truth_groups,
+                "drain_published_ga": s.published_drain_ga,
+            })
+        })
+        .collect();
+    let (ga, pa, fga) = report.average;
+    let t = &report.throughput;
+    let drain3 = match &report.drain3 {
+        None => Value::Null,
+        Some(Ok(d)) => json!({
+            "version": d.version,
+            "lines": d.lines,
+            "lines_per_second": num(d.lines_per_second),
+            "pass_seconds": d.pass_seconds,
+            "templates": d.templates,
+            "ratio": num(t.lines_per_second / d.lines_per_second),
+        }),
+        Some(Err(e)) => json!({ "error": e }),
+    };
+    json!({
+        "systems": systems,
+        "average": { "ga": num(ga), "pa": num(pa), "fga": num(fga) },
+        "drain_published_average_ga": published_average(report).map(|(v, _)| v),
+        "params": serde_json::to_value(&report.params).unwrap_or(Value::Null),
+        "throughput": {
+            "lines": t.lines,
+            "lines_per_second": num(t.lines_per_second),
+            "pass_seconds": t.pass_seconds,
+            "templates": t.templates,
+        },
+        "drain3": drain3,
+        "peak_memory_kib": report.peak_memory_kib,
+    })
+}
+
+/// The readable report.
+pub fn to_table(report: &LoghubReport) -> String {
+    let mut out = String::new();
+    let p = &report.params;
+    let _ = writeln!(
+        out,
+        "Loghub 2k, original ground truth; one generic setting for every system (sim_threshold {}, depth {}, min_variants {})",
+        p.sim_threshold, p.depth, p.min_variants
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{:<12} {:>6} {:>10} {:>7} {:>7} {:>7}   {:>18}", "system", "lines", "templates", "GA", "PA", "FGA", "Drain GA (paper)");
+    for s in &report.systems {
+        let g = &s.scores.grouping;
+        let published = s.published_drain_ga.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+        let _ = writeln!(
+            out,
+            "{:<12} {:>6} {:>10} {:>7.3} {:>7.3} {:>7.3}   {:>18}",
+            s.system, s.lines, s.templates, g.ga, s.scores.pa, g.fga, published
+        );
+    }
+    let (ga, pa, fga) = report.average;
+    let published = match published_average(report) {
+        Some((v, n)) if n == report.systems.len() => format!("{v:.3}"),
+        Some((v, n)) => format!("{v:.3} ({n} systems)"),
+        None => "-".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "{:<12} {:>6} {:>10} {:>7.3} {:>7.3} {:>7.3}   {:>18}",
+        format!("average ({})", report.systems.len()),
+        report.systems.iter().map(|s| s.lines).sum::<usize>(),
+        "",
+        ga,
+        pa,
+        fga,
+        published
+    );
+    let _ = writeln!(out);
+    let t = &report.throughput;
+    let _ = writeln!(
+        out,
+        "mining throughput: {:.0} lines/s ({} lines, all systems concatenated, one thread, best of {} passes)",
+        t.lines_per_second,
+        t.lines,
+        t.pass_seconds.len()
+    );
+    match &report.drain3 {
+        None => {}
+        Some(Ok(d)) => {
+            let _ = writeln!(
+                out,
+                "drain3 {}: {:.0} lines/s (same lines, default TemplateMiner, best of {} passes); warden is {:.1}x faster",
+                d.version,
+                d.lines_per_second,
+                d.pass_seconds.len().max(1),
+                t.lines_per_second / d.lines_per_second
+            );
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "drain3 comparison not run: {e}");
+        }
+    }
+    match report.peak_memory_kib {
+        Some(kib) => {
+            let _ = writeln!(out, "peak memory (VmHWM, whole process): {:.1} MiB", kib as f64 / 1024.0);
+        }
+        None => {
+            let _ = writeln!(out, "peak memory: not available on this system");
+        }
+    }
+    out
+}
+
+/// `warden bench loghub`.
+pub fn run(dir: &Path, json: bool, compare_drain3: bool) -> Result<()> {
+    let report = evaluate(dir, compare_drain3)?;
+    if json {
+        println!("{}", to_json(&report));
+    } else {
+        print!("{}", to_table(&report));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_values_are_looked_up_by_name() {
+        assert_eq!(drain_published_ga("HDFS"), Some(0.998));
+        assert_eq!(drain_published_ga("Proxifier"), Some(0.527));
+        assert_eq!(drain_published_ga("Nope"), None);
+        let mean = DRAIN_PUBLISHED_GA.iter().map(|(_, v)| v).sum::<f64>() / DRAIN_PUBLISHED_GA.len() as f64;
+        // The paper's mean of the 16 values.
+        assert!((mean - 0.866).abs() < 0.0005, "{mean}");
+    }
+
+    #[test]
+    fn merges_are_followed_to_the_final_template() {
+        let lines = [
+            "Failed password for root from 1.2.3.4 port 22 ssh2",
+            "Failed password for admin from 1.2.3.5 port 22 ssh2",
+            "Failed password for guest from 1.2.3.6 port 22 ssh2",
+            "Failed password for oracle from 1.2.3.7 port 22 ssh2",
+            "Connection closed",
+        ];
+        let t = mine_final_templates(&lines, &MinerParams::default()).unwrap_or_else(|e| panic!("{e:#}"));
+        for x in &t[..4] {
+            assert_eq!(&**x, "Failed password for <*> from <*> port <*> ssh2");
+        }
+        assert_eq!(&*t[4], "Connection closed");
+    }
+
+    #[test]
+    fn peak_memory_is_read_where_available() {
+        if Path::new("/proc/self/status").exists() {
+            assert!(peak_memory_kib().is_some_and(|k| k > 0));
+        }
+    }
+}
