@@ -286,13 +286,24 @@ fn judge_one(watch: &WatchConfig, s: &Series, end: DateTime<Utc>, stale_after: C
             Err(e) => return Verdict::NoData(format!("detector: {e}")),
         },
     };
-    for p in s.points.iter().filter(|p| p.timestamp_ms > fed_until) {
+    // Feed points one step apart. When the watch is evaluated more often than its step,
+    // each query's grid is shifted a little from the last one; feeding every newest point
+    // would give the detector points closer than a step, and its window (in points) would
+    // cover less time than configured.
+    let step_ms = i64::try_from(watch.step.get().as_millis()).unwrap_or(i64::MAX);
+    let min_gap = step_ms.saturating_sub(step_ms / 10);
+    let mut last_fed = fed_until;
+    for p in &s.points {
+        if last_fed != i64::MIN && p.timestamp_ms < last_fed.saturating_add(min_gap) {
+            continue;
+        }
         latest = Some(det.update(p.timestamp_ms, p.value));
+        last_fed = p.timestamp_ms;
     }
     let Some(d) = latest else {
         return Verdict::NoData("the series has no samples".into());
     };
-    cache.put(fp.to_string(), CachedDetector { detector: det, last_ms: d.timestamp_ms, last: d.clone() });
+    cache.put(fp.to_string(), CachedDetector { detector: det, last_ms: last_fed, last: d.clone() });
     match d.state {
         DetectionState::NoData => Verdict::NoData(format!("the last sample is not a finite number ({})", d.value)),
         DetectionState::WarmingUp => Verdict::WarmingUp(d),
@@ -368,6 +379,10 @@ mod tests {
         // The same evaluation again feeds nothing new and gives the same verdict.
         let again = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &cache);
         assert_eq!(again[0].verdict, kept[0].verdict);
+        // An evaluation between two steps (the query grid shifted by 3 s) feeds nothing.
+        let between = later + chrono::Duration::seconds(3);
+        let shifted = judge_series(&watch(), vec![series("a", window, between.timestamp_millis())], between, &cache);
+        assert_eq!(shifted[0].verdict, kept[0].verdict);
         // A series that disappears loses its detector.
         judge_series(&watch(), vec![series("b", window, later.timestamp_millis())], later, &cache);
         assert_eq!(cache.len(), 1);
