@@ -6,10 +6,12 @@ Used by `warden bench loghub --compare-drain3`, which embeds this file and runs 
 `add_log_message` calls is timed: not reading the file, not importing drain3. Prints one JSON
 object:
 
-    {"lines": N, "lines_per_second": R, "pass_seconds": [...], "templates": T,
-     "drain3_version": V}
+    {"lines": N, "lines_per_second": R, "lines_per_second_wall": W,
+     "pass_seconds": [...], "pass_cpu_seconds": [...], "templates": T, "drain3_version": V}
 
-where R is the rate of the fastest pass. Exit status 3 when drain3 cannot be imported.
+where R is the rate of the fastest pass by the thread's CPU time (`time.thread_time()`, which
+does not count time spent waiting for a core) and W by wall-clock time. Exit status 3 when
+drain3 cannot be imported.
 """
 
 import json
@@ -41,22 +43,28 @@ def main() -> int:
     if lines and lines[-1] == "":
         lines.pop()
     pass_seconds = []
+    pass_cpu_seconds = []
     templates = 0
     for _ in range(max(passes, 1)):
         miner = TemplateMiner()
         add = miner.add_log_message
+        cpu_start = time.thread_time()
         start = time.perf_counter()
         for line in lines:
             add(line)
         pass_seconds.append(time.perf_counter() - start)
+        pass_cpu_seconds.append(time.thread_time() - cpu_start)
         templates = len(miner.drain.clusters)
     best = min(pass_seconds)
+    best_cpu = min(pass_cpu_seconds)
     print(
         json.dumps(
             {
                 "lines": len(lines),
-                "lines_per_second": len(lines) / best if best > 0 else None,
+                "lines_per_second": len(lines) / best_cpu if best_cpu > 0 else None,
+                "lines_per_second_wall": len(lines) / best if best > 0 else None,
                 "pass_seconds": pass_seconds,
+                "pass_cpu_seconds": pass_cpu_seconds,
                 "templates": templates,
                 "drain3_version": drain3_version,
             }
