@@ -22,7 +22,7 @@ use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
 use warden_connectors::{HttpAuth, Secret, TlsOptions};
 use warden_playbooks::{Cluster, ScaleExecutor};
 
-use crate::config::{Config, SecretRef, SmtpTlsMode};
+use crate::config::{AuthSection, Config, SecretRef, SmtpTlsMode};
 use crate::engine::Engine;
 use crate::kube_cluster::KubeCluster;
 use crate::log_watch::LokiLogs;
@@ -71,19 +71,19 @@ pub fn build_channels(cfg: &Config) -> Result<Channels> {
     Ok(ch)
 }
 
+/// The resolved credentials of an HTTP server section (`prometheus`, `loki`).
+fn http_auth(section: &str, auth: Option<&AuthSection>) -> Result<Option<HttpAuth>> {
+    let Some(a) = auth else { return Ok(None) };
+    Ok(match (&a.bearer, &a.basic) {
+        (Some(b), _) => Some(HttpAuth::Bearer(secret(&format!("{section}.auth.bearer"), b)?)),
+        (None, Some(b)) => Some(HttpAuth::Basic { username: b.username.clone(), password: secret(&format!("{section}.auth.basic.password"), &b.password)? }),
+        (None, None) => None,
+    })
+}
+
 fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
     let Some(p) = &cfg.prometheus else { return Ok(None) };
-    let auth = match &p.auth {
-        None => None,
-        Some(a) => match (&a.bearer, &a.basic) {
-            (Some(b), _) => Some(HttpAuth::Bearer(secret("prometheus.auth.bearer", b)?)),
-            (None, Some(b)) => Some(HttpAuth::Basic {
-                username: b.username.clone(),
-                password: secret("prometheus.auth.basic.password", &b.password)?,
-            }),
-            (None, None) => None,
-        },
-    };
+    let auth = http_auth("prometheus", p.auth.as_ref())?;
     let url = p.url.parse().with_context(|| format!("prometheus.url: `{}`", p.url))?;
     let client = PrometheusClient::new(PrometheusConfig {
         url,
@@ -97,14 +97,7 @@ fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
 
 fn build_loki(cfg: &Config) -> Result<Option<LokiLogs>> {
     let Some(l) = &cfg.loki else { return Ok(None) };
-    let auth = match &l.auth {
-        None => None,
-        Some(a) => match (&a.bearer, &a.basic) {
-            (Some(b), _) => Some(HttpAuth::Bearer(secret("loki.auth.bearer", b)?)),
-            (None, Some(b)) => Some(HttpAuth::Basic { username: b.username.clone(), password: secret("loki.auth.basic.password", &b.password)? }),
-            (None, None) => None,
-        },
-    };
+    let auth = http_auth("loki", l.auth.as_ref())?;
     let url = l.url.parse().with_context(|| format!("loki.url: `{}`", l.url))?;
     let mut lc = LokiConfig::new(url);
     lc.auth = auth;

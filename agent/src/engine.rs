@@ -259,11 +259,17 @@ impl Engine {
     /// Evaluate watch `idx` at `now` and apply the result.
     pub async fn evaluate_watch(&self, idx: usize, now: DateTime<Utc>) {
         let Some(w) = self.config.watches.get(idx) else { return };
-        let open_since: BTreeMap<String, DateTime<Utc>> = match self.store.open_incidents() {
-            Ok(open) => open.into_iter().filter(|i| i.watch == w.name).map(|i| (i.fingerprint, i.opened_at)).collect(),
-            Err(e) => {
-                self.record_no_data(w, now, &format!("store: {e}"), 0);
-                return;
+        // Only multivariate watches keep their reference from before an open incident; the
+        // others need no store read here.
+        let open_since: BTreeMap<String, DateTime<Utc>> = if w.detector.kind != crate::joint_eval::KIND {
+            BTreeMap::new()
+        } else {
+            match self.store.open_incidents() {
+                Ok(open) => open.into_iter().filter(|i| i.watch == w.name).map(|i| (i.fingerprint, i.opened_at)).collect(),
+                Err(e) => {
+                    self.record_no_data(w, now, &format!("store: {e}"), 0);
+                    return;
+                }
             }
         };
         let (evaluation, detector_time) = match self.detectors.get(idx) {

@@ -181,6 +181,22 @@ pub(crate) fn error_chain(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// At most `max` characters of `text`, with an ellipsis when something was cut.
+/// A JSON decoding failure in words: truncated JSON, invalid JSON or an unexpected shape,
+/// with the JSON path where it happened.
+pub(crate) fn describe_json_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let location = if path == "." || path.is_empty() { String::new() } else { format!(" at {path}") };
+    let what = if inner.is_eof() {
+        "truncated JSON"
+    } else if inner.is_syntax() {
+        "invalid JSON"
+    } else {
+        "unexpected JSON shape"
+    };
+    format!("{what}{location}: {inner}")
+}
+
 pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_string(),

@@ -704,23 +704,7 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// unexpected shape, with the JSON path.
 fn decode<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, String> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let location = if path == "." || path.is_empty() {
-            String::new()
-        } else {
-            format!(" at {path}")
-        };
-        let what = if inner.is_eof() {
-            "truncated JSON"
-        } else if inner.is_syntax() {
-            "invalid JSON"
-        } else {
-            "unexpected JSON shape"
-        };
-        format!("{what}{location}: {inner}")
-    })?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(crate::http::describe_json_error)?;
     de.end()
         .map_err(|e| format!("invalid JSON after the value: {e}"))?;
     Ok(value)

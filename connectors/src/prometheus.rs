@@ -295,23 +295,7 @@ fn parse_range_response(status: u16, body: &[u8], target: &str) -> Result<RangeR
 
 fn decode(body: &[u8]) -> std::result::Result<ApiResponse, String> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let location = if path == "." || path.is_empty() {
-            String::new()
-        } else {
-            format!(" at {path}")
-        };
-        let what = if inner.is_eof() {
-            "truncated JSON"
-        } else if inner.is_syntax() {
-            "invalid JSON"
-        } else {
-            "unexpected JSON shape"
-        };
-        format!("{what}{location}: {inner}")
-    })
+    serde_path_to_error::deserialize(&mut de).map_err(crate::http::describe_json_error)
 }
 
 fn path_suffix(path: &str) -> &str {

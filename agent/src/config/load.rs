@@ -349,4 +349,28 @@ mod tests {
         assert!(kind.contains("multivariate") && kind.contains("group_outlier"), "{kind}");
         assert!(e.iter().all(|e| e.line.is_some()), "{e:?}");
     }
+
+    #[test]
+    fn log_watch_errors_name_their_paths() {
+        let e = errors("log_watches:\n  - name: l\n    query: '{app=\"x\"}'\n");
+        assert_eq!(e[0].path, "log_watches", "{e:?}");
+
+        let text = "loki:\n  url: ftp://x\n  page_limit: 0\n  tls: { ca_file: /ca.pem, insecure_skip_verify: true }\nlog_watches:\n  - name: l\n    query: 'rate({app=\"x\"}[5m])'\n    identity: [9x]\n    open_on: []\n    miner: { sim_threshold: 2 }\n    signals: { warmup_line: 5 }\n  - name: m\n    query: '{app=\"x\"'\n";
+        let e = errors(text);
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "loki.url",
+            "loki.page_limit",
+            "loki.tls",
+            "log_watches[0].query",
+            "log_watches[0].identity[0]",
+            "log_watches[0].open_on",
+            "log_watches[0].miner.sim_threshold",
+            "log_watches[0].signals.warmup_line",
+            "log_watches[1].query",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        assert!(e.iter().all(|e| e.line.is_some()), "{e:?}");
+    }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, HumanDuration, SecretRef, WatchConfig};
+use super::{AuthSection, Config, HumanDuration, SecretRef, TlsSection, WatchConfig};
 use crate::watch_kind::WatchKind;
 
 /// Prometheus returns at most 11,000 points per series for one range query.
@@ -14,26 +14,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     let mut err = |path: String, msg: String| out.push((path, msg));
 
     if let Some(p) = &cfg.prometheus {
-        match url::Url::parse(&p.url) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            Ok(u) => err("prometheus.url".into(), format!("unsupported scheme `{}`: use http or https", u.scheme())),
-            Err(e) => err("prometheus.url".into(), format!("invalid URL `{}`: {e}", p.url)),
-        }
-        if p.timeout.get().is_zero() {
-            err("prometheus.timeout".into(), "must be greater than 0".into());
-        }
-        if let Some(a) = &p.auth {
-            match (&a.bearer, &a.basic) {
-                (Some(b), None) => secret(&mut err, "prometheus.auth.bearer", b),
-                (None, Some(b)) => secret(&mut err, "prometheus.auth.basic.password", &b.password),
-                _ => err("prometheus.auth".into(), "set exactly one of `bearer` or `basic`".into()),
-            }
-        }
-        if let Some(ca) = &p.tls.ca_file {
-            if p.tls.insecure_skip_verify {
-                err("prometheus.tls".into(), format!("ca_file {} and insecure_skip_verify are exclusive", ca.display()));
-            }
-        }
+        endpoint(&mut err, "prometheus", &p.url, p.timeout, p.auth.as_ref(), &p.tls);
     } else if !cfg.watches.is_empty() {
         err("prometheus".into(), "watches are configured but the `prometheus` section is missing".into());
     }
@@ -103,21 +84,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         watch(&mut err, &at, w, cfg);
     }
     if let Some(l) = &cfg.loki {
-        match url::Url::parse(&l.url) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            Ok(u) => err("loki.url".into(), format!("unsupported scheme `{}`: use http or https", u.scheme())),
-            Err(e) => err("loki.url".into(), format!("invalid URL `{}`: {e}", l.url)),
-        }
-        if l.timeout.get().is_zero() {
-            err("loki.timeout".into(), "must be greater than 0".into());
-        }
-        if let Some(a) = &l.auth {
-            match (&a.bearer, &a.basic) {
-                (Some(b), None) => secret(&mut err, "loki.auth.bearer", b),
-                (None, Some(b)) => secret(&mut err, "loki.auth.basic.password", &b.password),
-                _ => err("loki.auth".into(), "set exactly one of `bearer` or `basic`".into()),
-            }
-        }
+        endpoint(&mut err, "loki", &l.url, l.timeout, l.auth.as_ref(), &l.tls);
         if !(1..=5000).contains(&l.page_limit) {
             err("loki.page_limit".into(), format!("must be between 1 and 5000 (Loki's default max_entries_limit_per_query), got {}", l.page_limit));
         }
@@ -219,6 +186,30 @@ fn logql_problem(q: &str) -> Option<String> {
         return Some("unclosed `{`".into());
     }
     None
+}
+
+/// URL, timeout, auth and TLS of an HTTP server section (`prometheus`, `loki`).
+fn endpoint(err: &mut impl FnMut(String, String), section: &str, url: &str, timeout: HumanDuration, auth: Option<&AuthSection>, tls: &TlsSection) {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        Ok(u) => err(format!("{section}.url"), format!("unsupported scheme `{}`: use http or https", u.scheme())),
+        Err(e) => err(format!("{section}.url"), format!("invalid URL `{url}`: {e}")),
+    }
+    if timeout.get().is_zero() {
+        err(format!("{section}.timeout"), "must be greater than 0".into());
+    }
+    if let Some(a) = auth {
+        match (&a.bearer, &a.basic) {
+            (Some(b), None) => secret(err, &format!("{section}.auth.bearer"), b),
+            (None, Some(b)) => secret(err, &format!("{section}.auth.basic.password"), &b.password),
+            _ => err(format!("{section}.auth"), "set exactly one of `bearer` or `basic`".into()),
+        }
+    }
+    if let Some(ca) = &tls.ca_file {
+        if tls.insecure_skip_verify {
+            err(format!("{section}.tls"), format!("ca_file {} and insecure_skip_verify are exclusive", ca.display()));
+        }
+    }
 }
 
 fn secret(err: &mut impl FnMut(String, String), path: &str, s: &SecretRef) {
