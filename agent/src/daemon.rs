@@ -20,7 +20,7 @@ use warden_connectors::prometheus::{PrometheusClient, PrometheusConfig};
 use warden_connectors::slack::SlackWebhook;
 use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
 use warden_connectors::{HttpAuth, Secret, TlsOptions};
-use warden_playbooks::{Cluster, ScaleExecutor};
+use warden_playbooks::Cluster;
 
 use crate::config::{AuthSection, Config, SecretRef, SmtpTlsMode};
 use crate::engine::Engine;
@@ -81,7 +81,7 @@ fn http_auth(section: &str, auth: Option<&AuthSection>) -> Result<Option<HttpAut
     })
 }
 
-fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
+pub fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
     let Some(p) = &cfg.prometheus else { return Ok(None) };
     let auth = http_auth("prometheus", p.auth.as_ref())?;
     let url = p.url.parse().with_context(|| format!("prometheus.url: `{}`", p.url))?;
@@ -109,7 +109,7 @@ fn build_loki(cfg: &Config) -> Result<Option<LokiLogs>> {
     Ok(Some(LokiLogs { client, page_limit: l.page_limit }))
 }
 
-async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
+pub async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
     let Some(k) = &cfg.kubernetes else { return Ok(None) };
     let how = if k.in_cluster {
         KubeConnect::InCluster
@@ -121,7 +121,7 @@ async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
 }
 
 /// A source for configs without a `prometheus` section (no watches): every query fails.
-struct NoSource;
+pub struct NoSource;
 
 #[async_trait::async_trait]
 impl MetricSource for NoSource {
@@ -141,7 +141,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     warden_connectors::install_crypto_provider();
     let cfg = Arc::new(cfg);
     let api_token = cfg.server.api_token.as_ref().map(|t| t.resolve().map_err(|e| anyhow!("server.api_token: {e}"))).transpose()?;
-    if api_token.is_none() {
+    let viewer_token = cfg.server.viewer_token.as_ref().map(|t| t.resolve().map_err(|e| anyhow!("server.viewer_token: {e}"))).transpose()?;
+    if api_token.is_none() && viewer_token.is_none() {
         tracing::warn!("server.api_token is not set: /api/* answers 403");
     }
     let source: Arc<dyn MetricSource> = match build_prometheus(&cfg)? {
@@ -154,15 +155,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         Store::open(&cfg.store.sqlite).with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
     );
     let metrics = Arc::new(Metrics::new());
-
-    // Actions a crash left pending are settled by reading the cluster, never by resending.
-    if let Some(c) = &cluster {
-        match ScaleExecutor::new(c.as_ref(), store.as_ref()).reconcile_pending(Utc::now()).await {
-            Ok(settled) if !settled.is_empty() => tracing::warn!(?settled, "settled actions interrupted by a previous stop"),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "settling interrupted actions"),
-        }
-    }
 
     let timeline = Timeline::default();
     let mut engine = Engine::new(cfg.clone(), store.clone(), source, cluster, metrics.clone(), channels.names(), timeline.clone());
@@ -184,10 +176,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("server.listen: binding {}", cfg.server.listen))?;
     tracing::info!(listen = %cfg.server.listen, watches = cfg.watches.len(), "warden started");
-    let app = router(AppState { engine: engine.clone(), api_token: api_token.map(Arc::from), ready: ready.clone() });
+    let app = router(AppState { engine: engine.clone(), api_token: api_token.map(Arc::from), viewer_token: viewer_token.map(Arc::from), ready: ready.clone() });
     let server_token = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(server_token.cancelled_owned()).await
+    });
+
+    // Runs a crash interrupted are resumed by the first tick: each step's stored plan is
+    // idempotent, so a step in flight is sent again without acting twice.
+    let runs_task = engine.remediation.clone().map(|rem| {
+        let token = shutdown.clone();
+        tokio::spawn(async move { run_playbooks(rem, token).await })
     });
 
     let wake = engine.outbox_wake.clone();
@@ -197,6 +196,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     ready.store(true, Ordering::Relaxed);
     run_scheduler(engine.clone(), shutdown.clone()).await;
 
+    if let Some(t) = runs_task {
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, t).await.is_err() {
+            tracing::warn!("playbook runs did not stop within the shutdown deadline; they resume on the next start");
+        }
+    }
     // Evaluations have stopped; let the outbox finish its last round.
     match tokio::time::timeout(SHUTDOWN_DEADLINE, outbox_task).await {
         Ok(Ok(())) => {}
@@ -250,6 +254,23 @@ pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
             if next[j] <= after {
                 next[j] = after + interval;
             }
+        }
+    }
+}
+
+/// Advance playbook runs on the wall clock and fire cron triggers, once a second.
+pub async fn run_playbooks(rem: Arc<crate::remediation::Remediation>, shutdown: CancellationToken) {
+    let mut last = Utc::now();
+    loop {
+        let now = Utc::now();
+        if let Err(e) = rem.runs.tick(now).await {
+            tracing::error!(error = %e, "advancing playbook runs");
+        }
+        rem.on_clock(last, now).await;
+        last = now;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
         }
     }
 }

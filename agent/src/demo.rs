@@ -17,6 +17,7 @@ use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use warden_connectors::prometheus::{RangeResult, Sample, Series};
+use warden_playbooks::cluster::DeploymentInfo;
 use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
 use crate::config;
@@ -132,6 +133,12 @@ impl Cluster for SimCluster {
             dry_run,
             response: serde_json::json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "spec": {"replicas": replicas}}),
         })
+    }
+
+    async fn deployment_info(&self, t: &WorkloadRef) -> Result<DeploymentInfo, ClusterError> {
+        let state = self.get_replicas(t).await?;
+        let labels = BTreeMap::from([("app".to_string(), t.name.clone())]);
+        Ok(DeploymentInfo { labels, revision: Some(1), replicas: state.desired })
     }
 }
 
@@ -333,11 +340,16 @@ impl<W: Write> Printer<W> {
             }
             TimelineEvent::IncidentOpened { at, incident_id, title } => self.line(at, "INCIDENT", &format!("#{incident_id} opened: {title}")),
             TimelineEvent::IncidentUpdated { .. } => Ok(()),
-            TimelineEvent::ActionApplied { at, target, from, to, dry_run, .. } => {
-                self.line(at, "ACTION", &format!("scaled {target} from {from} to {to} replicas{}", if dry_run { " (dry-run)" } else { "" }))
+            TimelineEvent::Run { at, text, status, .. } => {
+                let what = match status.as_str() {
+                    "succeeded" => "ACTION",
+                    "awaiting_approval" => "APPROVAL",
+                    "reverting" | "reverted" | "revert_failed" => "REVERT",
+                    "failed" => "FAILED",
+                    _ => "run",
+                };
+                self.line(at, what, &text)
             }
-            TimelineEvent::ActionRefused { at, target, guard, reason, .. } => self.line(at, "refused", &format!("{target}: guard {guard}: {reason}")),
-            TimelineEvent::ActionFailed { at, target, message, .. } => self.line(at, "FAILED", &format!("{target}: {message}")),
             TimelineEvent::IncidentResolved { at, incident_id, title } => self.line(at, "RESOLVED", &format!("#{incident_id}: {title}")),
             TimelineEvent::NotificationDelivered { at, channel, subject, .. } => self.line(at, "notify", &format!("{channel}: {subject}")),
             TimelineEvent::NotificationFailed { at, channel, error, .. } => self.line(at, "notify", &format!("{channel} failed, will retry: {error}")),
@@ -391,7 +403,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool) -> Result<()> {
     let stdout = std::io::stdout();
     let w = &cfg.watches[0];
     let mut p = Printer { out: stdout.lock(), all: all_evaluations, last_ok_print: None, main_watch: w.name.clone(), states: BTreeMap::new(), no_data: BTreeMap::new() };
-    writeln!(p.out, "warden demo: {} watches; `{}` on shop/checkout ({} replicas, max {}) may scale it", cfg.watches.len(), w.name, START_REPLICAS, engine.policy(w).map(|x| x.max_replicas).unwrap_or(0))?;
+    writeln!(p.out, "warden demo: {} watches; `{}` on shop/checkout ({} replicas, max {}) may scale it", cfg.watches.len(), w.name, START_REPLICAS, w.action.as_ref().and_then(|a| a.scale.as_ref()).and_then(|s| s.max_replicas).unwrap_or(cfg.actions.scale.max_replicas))?;
     for w in &cfg.watches {
         writeln!(p.out, "  {:<26} {:<18} every {}", w.name, w.detector.kind, w.interval)?;
     }
@@ -415,6 +427,11 @@ pub async fn run(out_dir: &Path, all_evaluations: bool) -> Result<()> {
                 engine.evaluate_watch(i, t).await;
             }
         }
+        if let Some(rem) = &engine.remediation {
+            if let Err(e) = rem.runs.tick(t).await {
+                writeln!(p.out, "runs: {e}")?;
+            }
+        }
         outbox.deliver_due(t).await;
         while let Ok(ev) = rx.try_recv() {
             p.event(ev, replicas)?;
@@ -423,15 +440,15 @@ pub async fn run(out_dir: &Path, all_evaluations: bool) -> Result<()> {
     }
 
     let incidents = store.list_incidents(None, 100)?;
-    let actions = store.list_actions(100)?;
+    let runs = store.list_runs(None, None, 100)?;
     writeln!(p.out)?;
     writeln!(
         p.out,
-        "summary: {} incident(s) ({} resolved, {} open), {} scale action(s), {} notification(s) in {}",
+        "summary: {} incident(s) ({} resolved, {} open), {} action(s), {} notification(s) in {}",
         incidents.len(),
         incidents.iter().filter(|i| i.status == "resolved").count(),
         incidents.iter().filter(|i| i.status != "resolved").count(),
-        actions.iter().filter(|a| a.status == warden_playbooks::ActionStatus::Succeeded).count(),
+        crate::remediation::actions_view(&runs).iter().filter(|a| a["status"] == "succeeded").count(),
         std::fs::read_to_string(&notifications).map(|s| s.lines().count()).unwrap_or(0),
         notifications.display()
     )?;
@@ -477,14 +494,13 @@ mod tests {
         let latency = by_watch("checkout-p95-latency");
         assert_eq!(latency.len(), 1, "{incidents:?}");
         assert_eq!(latency[0].status, "resolved");
-        let scaled: Vec<_> = store
-            .list_actions(10)
-            .expect("actions")
+        let runs = store.list_runs(None, None, 50).expect("runs");
+        let mut scaled: Vec<_> = crate::remediation::actions_view(&runs)
             .into_iter()
-            .rev()
-            .filter(|a| a.status == warden_playbooks::ActionStatus::Succeeded)
-            .map(|a| (a.from_replicas, a.to_replicas))
+            .filter(|a| a["kind"] == "scale" && a["status"] == "succeeded")
+            .map(|a| (a["from_replicas"].as_i64(), a["to_replicas"].as_i64()))
             .collect();
+        scaled.reverse();
         assert_eq!(scaled.first(), Some(&(Some(3), Some(4))));
 
         // Each of the other faults is found once, on the right series, and nothing else is:

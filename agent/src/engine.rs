@@ -7,7 +7,8 @@
 //! - one open incident per fingerprint (watch + identity labels), enforced by the store;
 //! - an incident resolves only after `resolve_after` evaluations in a row with data and
 //!   without anomaly;
-//! - every action goes through the playbooks executor (guards, audit record before and after).
+//! - every action is a playbook run (guards, approvals, verify and revert, audit trail), see
+//!   [`crate::remediation`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -17,12 +18,13 @@ use serde::Serialize;
 use serde_json::json;
 use warden_connectors::alertmanager::WebhookPayload;
 use warden_detectors::Detection;
-use warden_playbooks::{Cluster, ExecutionOutcome, ScaleExecutor, ScalePolicy, ScaleRequest, WorkloadRef};
+use warden_playbooks::Cluster;
 
 use crate::config::{Config, LogWatchConfig, Severity, WatchConfig};
 use crate::evaluate::{evaluate, fingerprint, Evaluation, SeriesVerdict, Verdict};
 use crate::log_watch::{evaluate_logs, LogFinding, LogSource, LogStates, LogWatchState};
 use crate::metrics::{ActionLabels, Metrics, WatchLabel, WatchOutcome};
+use crate::remediation::{action_history, Remediation, RunNotices};
 use crate::notify::{render, NotifyEvent};
 use crate::source::MetricSource;
 use crate::store::{Incident, IncidentSignal, Store, StoreError, TargetRef};
@@ -56,6 +58,8 @@ pub struct Engine {
     /// Where log watches read from; `None` when no `loki` section is configured.
     log_source: Option<Arc<dyn LogSource>>,
     log_states: LogStates,
+    /// Playbook runs; `None` only when the playbook catalog does not load.
+    pub remediation: Option<Arc<Remediation>>,
 }
 
 impl Engine {
@@ -84,7 +88,17 @@ impl Engine {
             .collect();
         let detectors = config.watches.iter().map(|_| crate::evaluate::DetectorCache::default()).collect();
         let log_states = LogStates::new(&config.log_watches);
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let notices = Arc::new(RunNotices { store: store.clone(), channels: channels.clone(), outbox_wake: outbox_wake.clone(), timeline: timeline.clone() });
+        let remediation = match Remediation::new(config.clone(), store.clone(), Some(source.clone()), cluster.clone(), notices) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::error!(error = %e, "playbooks do not load: no playbook will run");
+                None
+            }
+        };
         let engine = Self {
+            remediation,
             detectors,
             log_source: None,
             log_states,
@@ -95,7 +109,7 @@ impl Engine {
             metrics,
             channels,
             timeline,
-            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            outbox_wake,
             statuses: RwLock::new(statuses),
         };
         engine.refresh_open_gauge();
@@ -405,13 +419,13 @@ impl Engine {
                 }
                 self.timeline.emit(TimelineEvent::IncidentUpdated { at: now, incident_id: open.id, value: Some(d.value) });
                 // Act again only once the previous attempt's cooldown has passed.
-                let cooldown = self.policy(w).map(|p| p.cooldown).unwrap_or_default();
-                let last = self.store.last_attempt_for_incident(open.id)?;
+                let cooldown = self.remediation.as_ref().map(|r| r.watch_cooldown(w)).unwrap_or_default();
+                let last = self.store.last_run_for_incident(open.id)?;
                 let due = last.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= cooldown);
                 if !due {
                     return Ok(());
                 }
-                open
+                return self.act(w, &open, now, false).await;
             }
             None => {
                 let detail = json!({"detection": d, "labels": sv.labels});
@@ -423,7 +437,7 @@ impl Engine {
                 incident
             }
         };
-        self.act(w, &incident, now).await
+        self.act(w, &incident, now, true).await
     }
 
     fn on_quiet(&self, w: &WatchConfig, sv: &SeriesVerdict, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -445,107 +459,27 @@ impl Engine {
         Ok(())
     }
 
-    /// The scale policy of a watch with an action: the watch's overrides on the global defaults.
-    pub fn policy(&self, w: &WatchConfig) -> Option<ScalePolicy> {
-        let a = w.action.as_ref()?;
-        let d = &self.config.actions;
-        let s = a.scale.clone().unwrap_or_default();
-        Some(ScalePolicy {
-            min_replicas: s.min_replicas.unwrap_or(d.scale.min_replicas),
-            max_replicas: s.max_replicas.unwrap_or(d.scale.max_replicas),
-            step: s.step.unwrap_or(d.scale.step),
-            cooldown: a.cooldown.unwrap_or(d.cooldown).get(),
-            dry_run: a.dry_run.unwrap_or(d.dry_run),
-        })
-    }
-
-    /// The successful actions of an incident, in words, oldest first.
+    /// What runs changed on an incident, in words, oldest first.
     fn action_history(&self, incident_id: i64) -> Vec<String> {
-        let actions = match self.store.actions_for_incident(incident_id) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(incident = incident_id, error = %e, "reading the incident's actions");
-                return Vec::new();
-            }
-        };
-        actions
-            .into_iter()
-            .filter_map(|a| match (a.status, a.from_replicas, a.to_replicas) {
-                (warden_playbooks::ActionStatus::Succeeded, Some(f), Some(t)) => Some(format!(
-                    "scaled {} from {f} to {t} replicas{}",
-                    a.target,
-                    if a.dry_run { " (dry-run)" } else { "" }
-                )),
-                _ => None,
-            })
-            .collect()
+        action_history(&self.store, incident_id)
     }
 
-    async fn act(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let (Some(policy), Some(cluster), Some(target)) = (self.policy(w), self.cluster.as_ref(), incident.target.as_ref()) else {
-            return Ok(());
-        };
-        let target = WorkloadRef::new(target.namespace.clone(), target.deployment.clone());
-        let req = ScaleRequest {
-            incident_id: Some(incident.id),
-            target: target.clone(),
-            policy,
-            actor: format!("watch/{}", w.name),
-            reason: format!(
-                "{} observed {} (expected {})",
-                w.name,
-                incident.observed.map(warden_models::format_value).unwrap_or_else(|| "-".into()),
-                incident.expected.map(warden_models::format_value).unwrap_or_else(|| "-".into())
-            ),
-            // Only anomalous evaluations with data reach here; the guard is kept regardless.
-            has_data: incident.observed.is_some_and(f64::is_finite),
-            now,
-        };
-        let outcome = match ScaleExecutor::new(cluster.as_ref(), self.store.as_ref()).execute(&req).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(incident = incident.id, error = %e, "action not executed");
-                self.metrics.actions.get_or_create(&ActionLabels { kind: "scale".into(), outcome: "error".into() }).inc();
-                return Ok(());
-            }
-        };
-        let channels = self.channels.clone();
-        let (outcome_label, notify_text, detail) = match &outcome {
-            ExecutionOutcome::Applied { action_id, from, to, dry_run } => {
-                tracing::warn!(incident = incident.id, %target, from, to, dry_run, "scaled");
-                self.timeline.emit(TimelineEvent::ActionApplied { at: now, incident_id: incident.id, target: target.to_string(), from: *from, to: *to, dry_run: *dry_run });
-                let text = format!("scaled {target} from {from} to {to} replicas{}", if *dry_run { " (dry-run, not persisted)" } else { "" });
-                ("applied", Some(text), json!({"action_id": action_id, "from": from, "to": to, "dry_run": dry_run}))
-            }
-            ExecutionOutcome::Refused { action_id, refusal } => {
-                tracing::info!(incident = incident.id, %target, guard = ?refusal.guard, reason = %refusal.reason, "action refused");
-                self.timeline.emit(TimelineEvent::ActionRefused {
-                    at: now,
-                    incident_id: incident.id,
-                    target: target.to_string(),
-                    guard: format!("{:?}", refusal.guard).to_lowercase(),
-                    reason: refusal.reason.clone(),
-                });
-                ("refused", None, json!({"action_id": action_id, "guard": refusal.guard, "reason": refusal.reason}))
-            }
-            ExecutionOutcome::Failed { action_id, message } => {
-                tracing::error!(incident = incident.id, %target, %message, "action failed");
-                self.timeline.emit(TimelineEvent::ActionFailed { at: now, incident_id: incident.id, target: target.to_string(), message: message.clone() });
-                ("failed", Some(format!("scaling {target} failed: {message}")), json!({"action_id": action_id, "error": message}))
-            }
-        };
-        self.metrics.actions.get_or_create(&ActionLabels { kind: "scale".into(), outcome: outcome_label.into() }).inc();
-        let kind = format!("action_{outcome_label}");
-        let notes = match &notify_text {
-            Some(text) => {
-                let history = self.action_history(incident.id);
-                render(NotifyEvent::Action, incident, Some(text), &history, &channels)
-            }
-            None => Vec::new(),
-        };
-        self.store.add_event(incident.id, now, &kind, &detail, &notes)?;
-        if !notes.is_empty() {
-            self.outbox_wake.notify_one();
+    /// Start the watch's playbook (and playbooks whose incident triggers match) for an
+    /// incident. The run records itself, its guards' decisions and its outcome; notices
+    /// become incident events and notifications (see [`crate::remediation::RunNotices`]).
+    async fn act(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>, opened: bool) -> Result<(), StoreError> {
+        let Some(rem) = self.remediation.clone() else { return Ok(()) };
+        let mut runs = Vec::new();
+        if let Some(run) = rem.on_incident(w, incident, now).await {
+            runs.push(run);
+        }
+        // Playbooks bound by their own incident triggers run once, when the incident opens.
+        if opened {
+            runs.extend(rem.on_incident_triggers(w, incident, now).await);
+        }
+        for run in runs {
+            let outcome = run.status.as_str().to_string();
+            self.metrics.actions.get_or_create(&ActionLabels { kind: run.playbook.clone(), outcome }).inc();
         }
         Ok(())
     }
@@ -647,7 +581,8 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
     use warden_connectors::prometheus::{RangeResult, Sample, Series};
-    use warden_playbooks::{ClusterError, ReplicaState, SetReplicasOutcome};
+    use warden_playbooks::cluster::DeploymentInfo;
+    use warden_playbooks::{ClusterError, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
     /// Serves a series whose value at time t comes from a closure; `None` means an error.
     struct Scripted {
@@ -688,6 +623,9 @@ mod tests {
                 p.push(replicas);
             }
             Ok(SetReplicasOutcome { replicas, dry_run, response: json!({}) })
+        }
+        async fn deployment_info(&self, _t: &WorkloadRef) -> Result<DeploymentInfo, ClusterError> {
+            Ok(DeploymentInfo { labels: BTreeMap::new(), revision: Some(1), replicas: 2 })
         }
     }
 
@@ -744,7 +682,7 @@ mod tests {
         // Resolved on the third quiet evaluation after the fault.
         assert_eq!(incidents[0].resolved_at, Some(at(FAULT.1 + 20)));
         let events: Vec<String> = e.store.incident_events(incidents[0].id).expect("events").into_iter().map(|ev| ev.kind).collect();
-        assert_eq!(events, ["opened", "action_applied", "resolved"]);
+        assert_eq!(events, ["opened", "run_succeeded", "resolved"]);
         // opened, action and resolved, for each of the two channels.
         let due = e.store.pending_notifications().expect("count");
         assert_eq!(due, 6);

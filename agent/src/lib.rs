@@ -1,6 +1,7 @@
 //! The `warden` agent: configuration, the evaluation engine, incidents, actions, the outbox,
 //! the HTTP API and the daemon that runs them. See `docs/architecture.md` for the map.
 
+pub mod api_runs;
 pub mod bench;
 pub mod config;
 pub mod daemon;
@@ -16,6 +17,9 @@ pub mod logs_cmd;
 pub mod log_watch;
 pub mod metrics;
 pub mod notify;
+pub mod playbook_cmd;
+pub mod remediation;
+pub mod run_store;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use warden_agent::{bench, config, daemon, demo, detect_cmd, logs_cmd, store::Store};
+use warden_agent::{bench, config, daemon, demo, detect_cmd, logs_cmd, playbook_cmd, store::Store};
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
@@ -74,6 +74,41 @@ enum Command {
         #[command(subcommand)]
         command: LogsCommand,
     },
+    /// Playbooks: list, show, run by hand.
+    Playbook {
+        #[command(subcommand)]
+        command: PlaybookCommand,
+    },
+    /// Playbook runs in the store.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Approve (or with --deny, deny) a run that waits for approval, and follow it.
+    Approve {
+        /// The run id.
+        id: i64,
+        /// The configuration file (store, cluster and metrics connections).
+        #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// Deny instead of approving.
+        #[arg(long)]
+        deny: bool,
+        /// Recorded with the decision.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Who decides (recorded as `user/NAME`; default $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        actor: Option<String>,
+        /// Return once the run first waits instead of following it to the end.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The hash-chained audit trail of playbook runs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run the embedded scenario: no cluster, no network, under a minute.
     Demo {
         /// Where the demo writes its store and notifications.
@@ -82,6 +117,79 @@ enum Command {
         /// Print every evaluation (default: changes, and one line every ten minutes).
         #[arg(long)]
         all_evaluations: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlaybookCommand {
+    /// List the playbooks: built-ins and those in `playbooks.dir`.
+    List {
+        #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a playbook and its effective guards.
+    Show {
+        name: String,
+        #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a playbook now, behind its guards, and follow it.
+    Run {
+        name: String,
+        #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// Parameter, repeatable: `--param step=2`.
+        #[arg(long = "param", value_name = "K=V", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+        /// `namespace/deployment` (or a node name for node playbooks).
+        #[arg(long)]
+        target: Option<String>,
+        /// Send every write with Kubernetes server-side dry-run.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who runs it (recorded as `user/NAME`; default $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        actor: Option<String>,
+        /// Return once the run first waits instead of following it to the end.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only runs in this state (running, awaiting_approval, succeeded, reverted, refused, ...).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one run: steps, plans, results, refusals and its audit entries.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exit 1 and name the first bad entry when it was edited or cut.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
@@ -216,12 +324,20 @@ async fn shutdown_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+fn db_path(db: DbArgs) -> Result<PathBuf> {
+    match (db.config, db.db) {
+        (Some(c), _) => Ok(load_config(&c)?.store.sqlite),
+        (None, Some(p)) => Ok(p),
+        (None, None) => Err(anyhow!("give --config or --db")),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
 fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) -> Result<()> {
-    let path = match (db.config, db.db) {
-        (Some(c), _) => load_config(&c)?.store.sqlite,
-        (None, Some(p)) => p,
-        (None, None) => return Err(anyhow!("give --config or --db")),
-    };
+    let path = db_path(db)?;
     if !path.exists() {
         return Err(anyhow!("no store at {} (has `warden run` or `warden demo` been started?)", path.display()));
     }
@@ -282,6 +398,36 @@ fn main() -> ExitCode {
                 daemon::run(cfg, token).await
             })
         }),
+        Command::Playbook { command: PlaybookCommand::List { config, json } } => {
+            config.as_deref().map(load_config).transpose().and_then(|c| playbook_cmd::list(c.as_ref(), json))
+        }
+        Command::Playbook { command: PlaybookCommand::Show { name, config, json } } => {
+            config.as_deref().map(load_config).transpose().and_then(|c| playbook_cmd::show(c.as_ref(), &name, json))
+        }
+        Command::Playbook { command: PlaybookCommand::Run { name, config, params, target, dry_run, actor, detach } } => {
+            let args = playbook_cmd::RunArgs { name, params, target, dry_run, actor: playbook_cmd::actor(actor), detach };
+            match load_config(&config).and_then(|cfg| runtime()?.block_on(playbook_cmd::run(cfg, args))) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Approve { id, config, deny, comment, actor, detach } => {
+            match load_config(&config).and_then(|cfg| runtime()?.block_on(playbook_cmd::approve(cfg, id, deny, comment, playbook_cmd::actor(actor), detach))) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Runs { command: RunsCommand::List { db, status, json, limit } } => {
+            db_path(db).and_then(|p| playbook_cmd::runs_list(&p, status, json, limit))
+        }
+        Command::Runs { command: RunsCommand::Show { id, db, json } } => db_path(db).and_then(|p| playbook_cmd::runs_show(&p, id, json)),
+        Command::Audit { command: AuditCommand::Verify { db } } => match db_path(db).and_then(|p| playbook_cmd::audit_verify(&p)) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Demo { out, all_evaluations } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

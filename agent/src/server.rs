@@ -1,8 +1,11 @@
-//! The HTTP API: health, metrics, incidents, watches, actions and the Alertmanager webhook.
+//! The HTTP API: health, metrics, incidents, watches, playbooks, runs, approvals, the audit
+//! trail and the Alertmanager webhook. `docs/api.yaml` is its OpenAPI description.
 //!
-//! `/healthz`, `/readyz` and `/metrics` are open (probes and scrapers carry no token);
-//! everything under `/api/` requires `Authorization: Bearer <server.api_token>`, and answers
-//! 403 when no token is configured, so the API is never open by accident.
+//! `/healthz`, `/readyz` and `/metrics` are open (probes and scrapers carry no token).
+//! Everything under `/api/` needs `Authorization: Bearer <token>`, with two roles: the
+//! `server.viewer_token` reads; the `server.api_token` (operator) also starts runs, approves
+//! and denies, and posts alerts. Without any token the API answers 403, so it is never open
+//! by accident.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,19 +26,33 @@ use crate::engine::Engine;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// The operator token (`server.api_token`).
     pub api_token: Option<Arc<str>>,
+    /// The viewer token (`server.viewer_token`).
+    pub viewer_token: Option<Arc<str>>,
     /// Set once the scheduler runs; `/readyz` reports it.
     pub ready: Arc<AtomicBool>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let read = Router::new()
         .route("/incidents", get(list_incidents))
         .route("/incidents/{id}", get(get_incident))
         .route("/watches", get(list_watches))
         .route("/actions", get(list_actions))
+        .route("/playbooks", get(crate::api_runs::list_playbooks))
+        .route("/playbooks/{name}", get(crate::api_runs::get_playbook))
+        .route("/runs", get(crate::api_runs::list_runs))
+        .route("/runs/{id}", get(crate::api_runs::get_run))
+        .route("/audit/verify", get(crate::api_runs::verify_audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_viewer));
+    let write = Router::new()
         .route("/alerts", post(post_alerts))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/playbooks/{name}/runs", post(crate::api_runs::start_run))
+        .route("/runs/{id}/approve", post(crate::api_runs::approve_run))
+        .route("/runs/{id}/deny", post(crate::api_runs::deny_run))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
+    let api = read.merge(write);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -53,22 +70,52 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(expected) = st.api_token.as_deref() else {
-        return error(StatusCode::FORBIDDEN, "the API is disabled: set server.api_token");
-    };
+/// The role a request's bearer token carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Viewer,
+    Operator,
+}
+
+fn role_of(st: &AppState, req: &Request) -> Result<Role, Response> {
+    if st.api_token.is_none() && st.viewer_token.is_none() {
+        return Err(error(StatusCode::FORBIDDEN, "the API is disabled: set server.api_token"));
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same(t.as_bytes(), expected.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            r
+    let is = |t: &Option<Arc<str>>| matches!((given, t.as_deref()), (Some(g), Some(e)) if same(g.as_bytes(), e.as_bytes()));
+    if is(&st.api_token) {
+        Ok(Role::Operator)
+    } else if is(&st.viewer_token) {
+        Ok(Role::Viewer)
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        Err(r)
+    }
+}
+
+async fn require_viewer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    match role_of(&st, &req) {
+        Ok(role) => {
+            req.extensions_mut().insert(role);
+            next.run(req).await
         }
+        Err(r) => r,
+    }
+}
+
+async fn require_operator(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    match role_of(&st, &req) {
+        Ok(Role::Operator) => {
+            req.extensions_mut().insert(Role::Operator);
+            next.run(req).await
+        }
+        Ok(Role::Viewer) => error(StatusCode::FORBIDDEN, "this needs the operator role (server.api_token); the viewer token only reads"),
+        Err(r) => r,
     }
 }
 
@@ -125,24 +172,8 @@ async fn list_watches(State(st): State<AppState>) -> Response {
 }
 
 async fn list_actions(State(st): State<AppState>) -> Response {
-    match st.engine.store.list_actions(500) {
-        Ok(actions) => {
-            let rows: Vec<_> = actions
-                .into_iter()
-                .map(|a| {
-                    json!({
-                        "id": a.id, "incident_id": a.incident_id, "kind": a.kind,
-                        "namespace": a.target.namespace, "deployment": a.target.name,
-                        "actor": a.actor, "reason": a.reason,
-                        "from_replicas": a.from_replicas, "to_replicas": a.to_replicas,
-                        "dry_run": a.dry_run, "status": a.status, "message": a.message,
-                        "request": a.request, "response": a.response,
-                        "created_at": a.created_at, "finished_at": a.finished_at,
-                    })
-                })
-                .collect();
-            Json(json!({ "actions": rows })).into_response()
-        }
+    match st.engine.store.list_runs(None, None, 500) {
+        Ok(runs) => Json(json!({ "actions": crate::remediation::actions_view(&runs) })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -159,10 +190,22 @@ async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Res
     if let Err(e) = payload.validate() {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    match st.engine.handle_alerts(&payload, Utc::now()) {
-        Ok(n) => Json(json!({ "accepted": n })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let now = Utc::now();
+    let accepted = match st.engine.handle_alerts(&payload, now) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    // Playbooks with matching `alert` triggers run for firing alerts.
+    let mut runs = Vec::new();
+    if let Some(rem) = st.engine.remediation.clone() {
+        for a in payload.alerts.iter().filter(|a| a.status == "firing") {
+            let labels: std::collections::BTreeMap<String, String> = a.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            for r in rem.on_alert(&labels, None, now).await {
+                runs.push(r.id);
+            }
+        }
     }
+    Json(json!({ "accepted": accepted, "runs": runs })).into_response()
 }
 
 #[cfg(test)]
@@ -197,7 +240,7 @@ mod tests {
             vec![],
             crate::timeline::Timeline::default(),
         );
-        router(AppState { engine: Arc::new(engine), api_token: token.map(Arc::from), ready: Arc::new(AtomicBool::new(true)) })
+        router(AppState { engine: Arc::new(engine), api_token: token.map(Arc::from), viewer_token: None, ready: Arc::new(AtomicBool::new(true)) })
     }
 
     async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, String) {
@@ -245,7 +288,7 @@ mod tests {
         assert_eq!(st, StatusCode::BAD_REQUEST);
         let ok = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
         let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), ok).await;
-        assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"accepted":1}"#));
+        assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"accepted":1,"runs":[]}"#));
         let (_, body) = call(&app, "GET", "/api/v1/incidents?status=open", Some("t"), "").await;
         assert!(body.contains(r#""source":"alertmanager""#), "{body}");
     }

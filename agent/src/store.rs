@@ -87,6 +87,38 @@ const MIGRATIONS: &[&str] = &[
         miner_state TEXT NOT NULL,
         resume_ns TEXT,
         updated_at INTEGER NOT NULL
+     );",
+    // v3: playbook runs (the whole run as JSON, with the columns queries need) and the
+    // hash-chained audit trail. `active_target` is the target while the run is active and
+    // NULL after: its UNIQUE index is what keeps two runs off one target, across processes.
+    "CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        playbook TEXT NOT NULL,
+        status TEXT NOT NULL,
+        target_key TEXT,
+        namespace TEXT,
+        incident_id INTEGER,
+        trigger_kind TEXT NOT NULL,
+        acted_at INTEGER,
+        dry_run INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        wake_at INTEGER,
+        active_target TEXT UNIQUE,
+        body TEXT NOT NULL
+     );
+     CREATE INDEX runs_due ON runs(status, wake_at);
+     CREATE INDEX runs_by_target ON runs(target_key, acted_at);
+     CREATE INDEX runs_by_incident ON runs(incident_id, playbook);
+     CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        run_id INTEGER,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
      );"
 ];
 
@@ -187,11 +219,11 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_ms(v: i64) -> DateTime<Utc> {
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(v).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
@@ -227,7 +259,7 @@ impl Store {
         Ok(Self { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+    pub(crate) fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 

@@ -14,9 +14,8 @@ pub enum TimelineEvent {
     NoData { at: DateTime<Utc>, watch: String, reason: String },
     IncidentOpened { at: DateTime<Utc>, incident_id: i64, title: String },
     IncidentUpdated { at: DateTime<Utc>, incident_id: i64, value: Option<f64> },
-    ActionApplied { at: DateTime<Utc>, incident_id: i64, target: String, from: i32, to: i32, dry_run: bool },
-    ActionRefused { at: DateTime<Utc>, incident_id: i64, target: String, guard: String, reason: String },
-    ActionFailed { at: DateTime<Utc>, incident_id: i64, target: String, message: String },
+    /// A playbook run changed state (started, waiting, succeeded, reverted, ...).
+    Run { at: DateTime<Utc>, run_id: i64, incident_id: Option<i64>, status: String, text: String },
     IncidentResolved { at: DateTime<Utc>, incident_id: i64, title: String },
     NotificationDelivered { at: DateTime<Utc>, channel: String, event: String, subject: String },
     NotificationFailed { at: DateTime<Utc>, channel: String, event: String, error: String, attempts: u32 },

@@ -1,10 +1,14 @@
-//! Reading and changing the replica count of Deployments through the Kubernetes API.
+//! The Kubernetes client, and reading and changing the replica count of Deployments.
 //!
-//! Scaling is the one write action Warden's playbooks take on a cluster. It goes
-//! through the `scale` subresource (`apps/v1 .../deployments/{name}/scale`), which
-//! needs narrower RBAC than patching the whole Deployment, supports server-side dry
-//! run, and is idempotent. API failures keep their HTTP status and `Status` reason
-//! so callers can tell "not found" from "conflict" from "retry later".
+//! [`KubeClient`] is the one handle Warden has on a cluster. This module holds the
+//! connection set-up, the shared plumbing (name checks, the per-call timeout, the
+//! mapping of kube errors into [`Error`]) and scaling, the most common write action
+//! of Warden's playbooks. Scaling goes through the `scale` subresource
+//! (`apps/v1 .../deployments/{name}/scale`), which needs narrower RBAC than patching
+//! the whole Deployment, supports server-side dry run, and is idempotent. The other
+//! remediation actions (rollback, restart, pod deletion, cordon, Jobs, Deployment
+//! patches) are in [`crate::kube_actions`]. API failures keep their HTTP status and
+//! `Status` reason so callers can tell "not found" from "conflict" from "retry later".
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -218,18 +222,38 @@ impl KubeClient {
     where
         F: std::future::Future<Output = kube::Result<Scale>>,
     {
-        match tokio::time::timeout(self.request_timeout, fut).await {
-            Ok(Ok(scale)) => Ok(scale),
-            Ok(Err(err)) => Err(map_kube_error(err, &self.describe(namespace, name))),
-            Err(_) => Err(Error::Timeout {
-                url: self.describe(namespace, name),
-                after: Some(self.request_timeout),
-            }),
-        }
+        self.call_api(&format!("deployment {namespace}/{name} scale"), fut)
+            .await
     }
 
     fn describe(&self, namespace: &str, name: &str) -> String {
-        format!("{} (deployment {namespace}/{name} scale)", self.target)
+        self.describe_object(&format!("deployment {namespace}/{name} scale"))
+    }
+
+    /// The underlying kube client, for the other action modules of this crate.
+    pub(crate) fn kube_client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Names the API server and `what` (e.g. `pod shop/web-1`) for error messages.
+    pub(crate) fn describe_object(&self, what: &str) -> String {
+        format!("{} ({what})", self.target)
+    }
+
+    /// Runs one API call under the request timeout and maps its error; `what`
+    /// names the object for the error message (e.g. `deployment shop/web`).
+    pub(crate) async fn call_api<T, F>(&self, what: &str, fut: F) -> Result<T>
+    where
+        F: std::future::Future<Output = kube::Result<T>>,
+    {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(map_kube_error(err, &self.describe_object(what))),
+            Err(_) => Err(Error::Timeout {
+                url: self.describe_object(what),
+                after: Some(self.request_timeout),
+            }),
+        }
     }
 }
 
@@ -239,19 +263,24 @@ fn spec_replicas(scale: &Scale) -> i32 {
 
 /// Rejects names that would produce a malformed request path.
 fn check_names(namespace: &str, name: &str) -> Result<()> {
-    for (what, value) in [("namespace", namespace), ("deployment name", name)] {
-        if value.is_empty() {
-            return Err(Error::InvalidInput(format!("{what} is empty")));
-        }
-        if value.contains('/') || value == "." || value == ".." {
-            return Err(Error::InvalidInput(format!("invalid {what} {value:?}")));
-        }
+    check_name("namespace", namespace)?;
+    check_name("deployment name", name)
+}
+
+/// Rejects one name (`what` says which, for the message) that would produce a
+/// malformed request path: empty, `.`/`..`, or containing `/`, `?`, `#` or `%`.
+pub(crate) fn check_name(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::InvalidInput(format!("{what} is empty")));
+    }
+    if value.contains(['/', '?', '#', '%']) || value == "." || value == ".." {
+        return Err(Error::InvalidInput(format!("invalid {what} {value:?}")));
     }
     Ok(())
 }
 
 /// Maps a kube error; `target` names the API server and object.
-fn map_kube_error(err: kube::Error, target: &str) -> Error {
+pub(crate) fn map_kube_error(err: kube::Error, target: &str) -> Error {
     match err {
         kube::Error::Api(status) => {
             let status = *status;
@@ -342,5 +371,8 @@ mod tests {
         assert!(check_names("", "web").is_err());
         assert!(check_names("default", "a/b").is_err());
         assert!(check_names("default", "..").is_err());
+        assert!(check_names("default", "a?b").is_err());
+        assert!(check_name("node name", "node-1").is_ok());
+        assert!(check_name("node name", "").is_err());
     }
 }

@@ -13,6 +13,7 @@
 pub mod alertmanager;
 mod error;
 mod http;
+pub mod kube_actions;
 pub mod kubernetes;
 pub mod loki;
 pub mod prometheus;

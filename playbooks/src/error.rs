@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use crate::cluster::ClusterError;
+use crate::load::LoadErrors;
 
 /// Errors of the playbooks crate.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +15,21 @@ pub enum Error {
     /// A policy that cannot be applied (e.g. min > max).
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
+    /// Playbook files that do not load, every error with its file, line and YAML path.
+    #[error("{0}")]
+    Load(LoadErrors),
+    /// A template that names an unknown variable or does not parse.
+    #[error("template {template:?}: {message}")]
+    Template { template: String, message: String },
+    /// A parameter value that is missing, unknown, of the wrong type or out of bounds.
+    #[error("parameter {name:?}: {message}")]
+    Param { name: String, message: String },
+    /// The run store failed; the run is not advanced without a record.
+    #[error("run store: {0}")]
+    Store(String),
+    /// A request that cannot be served (unknown playbook, run in the wrong state, ...).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Result alias for this crate.

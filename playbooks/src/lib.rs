@@ -1,17 +1,36 @@
-//! What Warden may do to a cluster, and when it must refuse.
+//! Playbooks: what Warden may do to a cluster, when it must refuse, and how a run survives a
+//! crash.
 //!
-//! This crate owns the *decision* half of remediation: typed actions, the guards that bound
-//! them, and the executor that records every step before and after it reaches the cluster.
-//! It performs no I/O itself: the cluster is reached through the [`Cluster`] trait (implemented
-//! by the agent on top of the Kubernetes connector, and by the demo's simulated cluster), and
-//! the audit trail is written through the [`ActionLog`] trait (implemented by the agent's store).
-//! The full playbook engine (YAML playbooks, triggers, approvals, verify and revert) builds on
-//! these seams.
+//! * [`spec`] is the file format and [`load`] reads and checks it (every error with its file,
+//!   line and YAML path); [`builtin`] holds the playbooks shipped with Warden.
+//! * [`template`] and [`params`] turn a playbook and its inputs into concrete arguments,
+//!   with no shell anywhere; [`schedule`] is the cron trigger.
+//! * [`guards`] decides, as pure functions, whether a run or a step may act.
+//! * [`run`] is the persisted state machine of one run and [`engine`] advances it, step by
+//!   step, recording each transition before the request that follows it.
+//! * [`audit`] hash-chains every trigger, decision, request, response and verification.
+//!
+//! The crate performs no I/O itself: the cluster, metrics, webhooks, notifications and
+//! storage are reached through the traits in [`cluster`] and [`engine`], implemented by the
+//! agent on top of the connectors (and by the demo's simulated cluster).
 
+pub mod audit;
+pub mod builtin;
 pub mod cluster;
+pub mod duration;
+pub mod engine;
 pub mod error;
 pub mod executor;
+pub mod guards;
+pub mod load;
+pub mod params;
+pub mod run;
 pub mod scale;
+pub mod schedule;
+pub mod spec;
+pub mod template;
+pub mod yaml_index;
+pub mod yaml_load;
 
 pub use cluster::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 pub use error::{Error, Result};

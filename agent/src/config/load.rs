@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use super::yaml_index::YamlIndex;
+use warden_playbooks::yaml_index::YamlIndex;
+use warden_playbooks::yaml_load::{deserialize_collect, parse_value, renumber};
 use super::{validate, Config, WatchConfig};
 
 /// One problem in a config file.
@@ -66,13 +67,9 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let mk = |line: Option<usize>, path: String, message: String| ConfigError { file: file.to_path_buf(), line, path, message };
 
-    let mut value: Value = match serde_yaml::from_str(text) {
-        Ok(Value::Null) => Value::Mapping(Default::default()),
+    let mut value: Value = match parse_value(text) {
         Ok(v) => v,
-        Err(e) => {
-            let line = e.location().map(|l| l.line());
-            return Err(ConfigErrors(vec![mk(line, String::new(), format!("invalid YAML: {e}"))]));
-        }
+        Err((line, message)) => return Err(ConfigErrors(vec![mk(line, String::new(), message)])),
     };
     let index = YamlIndex::build(text);
     let mut found: Vec<(String, String)> = Vec::new();
@@ -102,7 +99,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     });
     if let Some(cfg) = &parsed {
         for (path, message) in validate::validate(cfg) {
-            found.push((renumber(&path, &original_index), message));
+            found.push((renumber(&path, "watches", &original_index), message));
         }
     }
     if found.is_empty() {
@@ -115,154 +112,6 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     errors.dedup();
     Err(ConfigErrors(errors))
-}
-
-/// Deserialize `value`, recording every error (paths under `prefix`). serde stops at the
-/// first error, so what it rejected is removed and it tries again; bounded, since each round
-/// removes one node. `None` when the value cannot be repaired.
-fn deserialize_collect<T: serde::de::DeserializeOwned>(
-    mut value: Value,
-    prefix: &str,
-    found: &mut Vec<(String, String)>,
-) -> Option<T> {
-    for _ in 0..64 {
-        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(v) => return Some(v),
-            Err(err) => err,
-        };
-        let at = normalise(&err.path().to_string());
-        let message = strip_location(&err.inner().to_string());
-        if let Some(field) = backticked(&message, "unknown field `") {
-            // The path may or may not already end with the unknown key.
-            let parent = match at.strip_suffix(field.as_str()) {
-                Some(p) if p.is_empty() || p.ends_with('.') => p.trim_end_matches('.').to_string(),
-                _ => at.clone(),
-            };
-            let p = join(prefix, &join(&parent, &field));
-            if found.iter().any(|(q, _)| q == &p) {
-                return None;
-            }
-            found.push((p, message));
-            if !remove_key(&mut value, &parent, &field) {
-                return None;
-            }
-        } else if let Some(field) = backticked(&message, "missing field `") {
-            let p = join(prefix, &join(&at, &field));
-            if !found.iter().any(|(q, _)| q == &p || q.starts_with(&format!("{p}."))) {
-                found.push((p, message));
-            }
-            return None;
-        } else {
-            let p = join(prefix, &at);
-            if found.iter().any(|(q, _)| q == &p) {
-                return None;
-            }
-            found.push((p, message));
-            if at.is_empty() || !remove_path(&mut value, &at) {
-                return None;
-            }
-        }
-    }
-    None
-}
-
-/// Map `watches[j]` of the parsed subset back to the file's `watches[i]`.
-fn renumber(path: &str, original_index: &[usize]) -> String {
-    let Some(rest) = path.strip_prefix("watches[") else { return path.to_string() };
-    let Some(end) = rest.find(']') else { return path.to_string() };
-    match rest[..end].parse::<usize>().ok().and_then(|j| original_index.get(j)) {
-        Some(i) => format!("watches[{i}]{}", &rest[end + 1..]),
-        None => path.to_string(),
-    }
-}
-
-fn normalise(path: &str) -> String {
-    if path == "." {
-        String::new()
-    } else {
-        path.to_string()
-    }
-}
-
-fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
-}
-
-/// serde_yaml appends "at line X column Y" positions of the in-memory value, which are
-/// meaningless here; lines come from the index instead.
-fn strip_location(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
-}
-
-fn backticked(msg: &str, prefix: &str) -> Option<String> {
-    let rest = msg.strip_prefix(prefix)?;
-    let end = rest.find('`')?;
-    Some(rest[..end].to_string())
-}
-
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-fn segments(path: &str) -> Option<Vec<Seg>> {
-    let mut out = Vec::new();
-    for part in path.split('.') {
-        let (key, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            out.push(Seg::Key(key.to_string()));
-        }
-        while let Some(r) = rest.strip_prefix('[') {
-            let end = r.find(']')?;
-            out.push(Seg::Index(r[..end].parse().ok()?));
-            rest = &r[end + 1..];
-        }
-    }
-    Some(out)
-}
-
-fn node_mut<'a>(root: &'a mut Value, segs: &[Seg]) -> Option<&'a mut Value> {
-    let mut cur = root;
-    for s in segs {
-        cur = match (s, cur) {
-            (Seg::Key(k), Value::Mapping(m)) => m.get_mut(Value::String(k.clone()))?,
-            (Seg::Index(i), Value::Sequence(v)) => v.get_mut(*i)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
-}
-
-fn remove_key(root: &mut Value, parent: &str, key: &str) -> bool {
-    let Some(segs) = segments(parent) else { return false };
-    match node_mut(root, &segs) {
-        Some(Value::Mapping(m)) => m.remove(Value::String(key.to_string())).is_some(),
-        _ => false,
-    }
-}
-
-fn remove_path(root: &mut Value, path: &str) -> bool {
-    let Some(mut segs) = segments(path) else { return false };
-    let Some(last) = segs.pop() else { return false };
-    match (last, node_mut(root, &segs)) {
-        (Seg::Key(k), Some(Value::Mapping(m))) => m.remove(Value::String(k)).is_some(),
-        // Removing an item would shift its siblings' paths; replace it instead.
-        (Seg::Index(i), Some(Value::Sequence(v))) if i < v.len() => {
-            v[i] = Value::Null;
-            true
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]

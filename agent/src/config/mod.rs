@@ -5,18 +5,18 @@
 //! line, and [`validate`] for semantic checks (PromQL parses, names referenced exist, bounds).
 //! Secrets are never inline: they are `{env: NAME}` or `{file: PATH}` and resolved at start-up.
 
-mod duration;
 mod load;
 mod secret;
 mod validate;
-pub mod yaml_index;
+pub use warden_playbooks::yaml_index;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use duration::HumanDuration;
+pub use warden_playbooks::duration::HumanDuration;
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 pub use secret::SecretRef;
 
@@ -35,6 +35,8 @@ pub struct Config {
     pub notify: NotifySection,
     #[serde(default)]
     pub actions: ActionDefaults,
+    #[serde(default)]
+    pub playbooks: PlaybooksSection,
     #[serde(default)]
     pub watches: Vec<WatchConfig>,
     #[serde(default)]
@@ -166,14 +168,28 @@ impl Default for StoreSection {
 pub struct ServerSection {
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
-    /// Bearer token for `/api/*`. Without one the API answers 403.
+    /// Bearer token for `/api/*` with the `operator` role (read, start runs, approve).
+    /// Without any token the API answers 403.
     pub api_token: Option<SecretRef>,
+    /// Bearer token with the `viewer` role: read only.
+    pub viewer_token: Option<SecretRef>,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { listen: defaults::listen(), api_token: None }
+        Self { listen: defaults::listen(), api_token: None, viewer_token: None }
     }
+}
+
+/// Playbooks: where the operator's files are, and the global guard defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybooksSection {
+    /// A directory of `*.yaml` playbooks (a file named like a built-in replaces it).
+    pub dir: Option<PathBuf>,
+    /// Guard defaults for every playbook; a playbook's own `guards` override them field by field.
+    #[serde(default)]
+    pub guards: warden_playbooks::spec::Guards,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -357,6 +373,12 @@ impl DetectorSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchAction {
+    /// Run this playbook (built-in or from `playbooks.dir`) on the incident's target.
+    pub playbook: Option<String>,
+    /// Parameters for `playbook`.
+    #[serde(default)]
+    pub params: BTreeMap<String, warden_playbooks::spec::Arg>,
+    /// Shorthand for a one-step scale playbook with these bounds.
     pub scale: Option<ScaleOverride>,
     pub cooldown: Option<HumanDuration>,
     pub dry_run: Option<bool>,

@@ -19,6 +19,17 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         err("prometheus".into(), "watches are configured but the `prometheus` section is missing".into());
     }
 
+    if let Err(errors) = playbook_catalog(cfg) {
+        for e in errors.0 {
+            let line = e.line.map(|l| format!(":{l}")).unwrap_or_default();
+            let path = if e.path.is_empty() { String::new() } else { format!(" at {}", e.path) };
+            err("playbooks.dir".into(), format!("{}{line}{path}: {}", e.file.display(), e.message));
+        }
+    }
+    if let Some(t) = &cfg.server.viewer_token {
+        secret(&mut err, "server.viewer_token", t);
+    }
+
     if let Some(k) = &cfg.kubernetes {
         if k.in_cluster && (k.kubeconfig.is_some() || k.context.is_some()) {
             err("kubernetes".into(), "in_cluster: true excludes kubeconfig and context".into());
@@ -285,6 +296,31 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
         if cfg.kubernetes.is_none() {
             err(format!("{at}.action"), "an action needs the `kubernetes` section".into());
         }
+        if a.playbook.is_some() && a.scale.is_some() {
+            err(format!("{at}.action"), "give either `playbook` or `scale`, not both".into());
+        }
+        if a.playbook.is_none() && !a.params.is_empty() {
+            err(format!("{at}.action.params"), "`params` are for `playbook`".into());
+        }
+        if let Some(name) = &a.playbook {
+            match playbook_catalog(cfg) {
+                Ok(catalog) => match catalog.get(name) {
+                    None => err(
+                        format!("{at}.action.playbook"),
+                        format!("no playbook named {name:?} (known: {})", catalog.names().join(", ")),
+                    ),
+                    Some(pb) => {
+                        let given = a.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+                        if let Err(e) = warden_playbooks::params::resolve_params(pb, &given) {
+                            err(format!("{at}.action.params"), e.to_string());
+                        }
+                    }
+                },
+                // The directory's own errors are reported once, at `playbooks.dir`.
+                Err(_) => {}
+            }
+            return;
+        }
         let d = &cfg.actions.scale;
         let s = a.scale.clone().unwrap_or_default();
         let (min, max, step) = (s.min_replicas.unwrap_or(d.min_replicas), s.max_replicas.unwrap_or(d.max_replicas), s.step.unwrap_or(d.step));
@@ -417,4 +453,9 @@ pub(crate) fn placeholders(tpl: &str) -> Result<Vec<String>, String> {
         return Err("must not be empty".into());
     }
     Ok(out)
+}
+
+/// The playbooks the config can name: built-ins and `playbooks.dir`.
+pub fn playbook_catalog(cfg: &Config) -> Result<warden_playbooks::load::Catalog, warden_playbooks::load::LoadErrors> {
+    warden_playbooks::load::Catalog::load(cfg.playbooks.dir.as_deref())
 }

@@ -1,0 +1,183 @@
+//! API handlers for playbooks, runs, approvals and the audit trail.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use warden_playbooks::engine::StartRequest;
+use warden_playbooks::run::{RunStatus, Target, TriggerInfo};
+use warden_playbooks::spec::TargetKind;
+use warden_playbooks::template::Vars;
+
+use crate::server::AppState;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+macro_rules! remediation {
+    ($st:expr) => {
+        match $st.engine.remediation.clone() {
+            Some(r) => r,
+            None => return error(StatusCode::SERVICE_UNAVAILABLE, "playbooks did not load; see the daemon's log"),
+        }
+    };
+}
+
+pub async fn list_playbooks(State(st): State<AppState>) -> Response {
+    let rem = remediation!(st);
+    let list: Vec<_> = rem.catalog.iter().map(|e| &e.playbook)
+        .map(|pb| {
+            json!({
+                "name": pb.name, "description": pb.description, "target": pb.target,
+                "triggers": pb.triggers, "params": pb.params,
+                "autonomy": rem.runs.defaults.overlay(&pb.guards).autonomy.as_str(),
+            })
+        })
+        .collect();
+    Json(json!({"playbooks": list})).into_response()
+}
+
+pub async fn get_playbook(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    let rem = remediation!(st);
+    match rem.catalog.get(&name) {
+        Some(pb) => Json(json!({"playbook": pb, "guards": rem.runs.defaults.overlay(&pb.guards)})).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no playbook {name:?}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    #[serde(default)]
+    params: BTreeMap<String, warden_playbooks::spec::Arg>,
+    /// `namespace/deployment` or a node name.
+    target: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn start_run(State(st): State<AppState>, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+    let rem = remediation!(st);
+    let body: StartBody = if body.is_empty() {
+        StartBody { params: BTreeMap::new(), target: None, dry_run: false }
+    } else {
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        match serde_path_to_error::deserialize(de) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid body at `{}`: {}", e.path(), e.inner())),
+        }
+    };
+    let Some(pb) = rem.catalog.get(&name).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("no playbook {name:?}"));
+    };
+    let target = match (&body.target, pb.target) {
+        (Some(t), kind) if kind != TargetKind::None => match Target::parse(kind, t) {
+            Ok(t) => Some(t),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        },
+        (Some(_), _) => return error(StatusCode::BAD_REQUEST, format!("playbook {name} takes no target")),
+        (None, _) => None,
+    };
+    let req = StartRequest {
+        playbook: pb,
+        params: body.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        target,
+        trigger: TriggerInfo { kind: "manual".into(), actor: "api/operator".into(), incident_id: None, detail: json!({}) },
+        vars: Vars::new(),
+        has_data: None,
+        dry_run: body.dry_run,
+        now: Utc::now(),
+    };
+    match rem.runs.start(req).await {
+        Ok(run) => (StatusCode::CREATED, Json(json!({"run": run}))).into_response(),
+        Err(e @ (warden_playbooks::Error::Param { .. } | warden_playbooks::Error::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    status: Option<String>,
+    incident: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub async fn list_runs(State(st): State<AppState>, q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(StatusCode::BAD_REQUEST, "query parameters: status=<run status>, incident=ID, limit=N");
+    };
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => match RunStatus::parse(s) {
+            Some(s) => Some(s),
+            None => return error(StatusCode::BAD_REQUEST, format!("unknown run status `{s}`")),
+        },
+    };
+    match st.engine.store.list_runs(status, q.incident, q.limit.unwrap_or(100)) {
+        Ok(runs) => Json(json!({"runs": runs})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub async fn get_run(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
+    match (st.engine.store.get_run(id), st.engine.store.audit_for_run(id)) {
+        (Ok(Some(run)), Ok(audit)) => Json(json!({"run": run, "audit": audit})).into_response(),
+        (Ok(None), _) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    comment: Option<String>,
+    /// Who decides (recorded); defaults to `api/operator`.
+    by: Option<String>,
+}
+
+async fn decide(st: AppState, id: i64, approve: bool, body: axum::body::Bytes) -> Response {
+    let rem = remediation!(st);
+    let body: DecisionBody = if body.is_empty() {
+        DecisionBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
+        }
+    };
+    let who = match body.by {
+        Some(b) => format!("api/{b}"),
+        None => "api/operator".into(),
+    };
+    match rem.runs.decide(id, &who, approve, body.comment, Utc::now()).await {
+        Ok(run) => Json(json!({"run": run})).into_response(),
+        Err(warden_playbooks::Error::Invalid(m)) if m.starts_with("no run") => error(StatusCode::NOT_FOUND, m),
+        Err(warden_playbooks::Error::Invalid(m)) => error(StatusCode::CONFLICT, m),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub async fn approve_run(State(st): State<AppState>, Path(id): Path<i64>, body: axum::body::Bytes) -> Response {
+    decide(st, id, true, body).await
+}
+
+pub async fn deny_run(State(st): State<AppState>, Path(id): Path<i64>, body: axum::body::Bytes) -> Response {
+    decide(st, id, false, body).await
+}
+
+pub async fn verify_audit(State(st): State<AppState>) -> Response {
+    match st.engine.store.audit_entries() {
+        Ok(entries) => match warden_playbooks::audit::verify(&entries) {
+            Ok(s) => Json(json!({"intact": true, "entries": s.entries, "head": s.head})).into_response(),
+            Err(b) => Json(json!({"intact": false, "broken_at": b.seq, "reason": b.reason})).into_response(),
+        },
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

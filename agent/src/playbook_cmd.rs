@@ -1,0 +1,283 @@
+//! `warden playbook`, `warden runs`, `warden approve` and `warden audit`.
+//!
+//! These work on the same SQLite store as the daemon. `playbook run` and `approve` act from
+//! this process (like `kubectl`): they load the config's cluster and metrics connections and
+//! advance the run until it waits; a run left waiting is continued by the daemon (or by
+//! the next `warden playbook run`/`approve` that follows it). The store's target lock keeps
+//! the two from acting on one target at once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::Utc;
+use serde_json::json;
+use warden_playbooks::engine::StartRequest;
+use warden_playbooks::load::Catalog;
+use warden_playbooks::run::{Run, RunStatus, StepState, Target, TriggerInfo};
+use warden_playbooks::spec::TargetKind;
+use warden_playbooks::template::Vars;
+
+use crate::config::Config;
+use crate::daemon::{build_channels, build_cluster, build_prometheus};
+use crate::remediation::{Remediation, RunNotices};
+use crate::source::MetricSource;
+use crate::store::Store;
+use crate::timeline::Timeline;
+
+/// Who is acting, for the audit trail: `--as`, else `$USER`.
+pub fn actor(given: Option<String>) -> String {
+    let who = given.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+    format!("user/{who}")
+}
+
+fn catalog(cfg: Option<&Config>) -> Result<Catalog> {
+    Catalog::load(cfg.and_then(|c| c.playbooks.dir.as_deref())).map_err(|e| anyhow!("{e}"))
+}
+
+pub fn list(cfg: Option<&Config>, json_out: bool) -> Result<()> {
+    let cat = catalog(cfg)?;
+    let defaults = warden_playbooks::guards::GuardSettings::default().overlay(&cfg.map(|c| c.playbooks.guards.clone()).unwrap_or_default());
+    if json_out {
+        let list: Vec<_> = cat.iter().map(|e| &e.playbook)
+            .map(|pb| json!({"name": pb.name, "description": pb.description, "target": pb.target, "autonomy": defaults.overlay(&pb.guards).autonomy.as_str(), "triggers": pb.triggers}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"playbooks": list}))?);
+        return Ok(());
+    }
+    println!("{:<28} {:<11} {:<10} DESCRIPTION", "NAME", "TARGET", "AUTONOMY");
+    for pb in cat.iter().map(|e| &e.playbook) {
+        let first_line = pb.description.lines().next().unwrap_or_default();
+        println!("{:<28} {:<11} {:<10} {first_line}", pb.name, pb.target.to_string(), defaults.overlay(&pb.guards).autonomy.as_str());
+    }
+    Ok(())
+}
+
+pub fn show(cfg: Option<&Config>, name: &str, json_out: bool) -> Result<()> {
+    let cat = catalog(cfg)?;
+    let pb = cat.get(name).ok_or_else(|| anyhow!("no playbook named {name:?} (known: {})", cat.names().join(", ")))?;
+    let guards = warden_playbooks::guards::GuardSettings::default()
+        .overlay(&cfg.map(|c| c.playbooks.guards.clone()).unwrap_or_default())
+        .overlay(&pb.guards);
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&json!({"playbook": pb, "effective_guards": guards}))?);
+    } else {
+        print!("{}", serde_yaml::to_string(pb)?);
+        println!("# effective guards (global defaults, then the playbook's own):");
+        for line in serde_yaml::to_string(&guards)?.lines() {
+            println!("#   {line}");
+        }
+    }
+    Ok(())
+}
+
+/// The connections a run needs, from the config.
+pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> {
+    warden_connectors::install_crypto_provider();
+    let cfg = Arc::new(cfg);
+    let store = Arc::new(Store::open(&cfg.store.sqlite).with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?);
+    let source: Option<Arc<dyn MetricSource>> = build_prometheus(&cfg)?.map(|p| Arc::new(p) as Arc<dyn MetricSource>);
+    let cluster = build_cluster(&cfg).await?;
+    let channels = build_channels(&cfg)?.names();
+    let notices = Arc::new(RunNotices {
+        store: store.clone(),
+        channels,
+        outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        timeline: Timeline::default(),
+    });
+    let rem = Remediation::new(cfg, store.clone(), source, cluster, notices).map_err(|e| anyhow!(e))?;
+    Ok((Arc::new(rem), store))
+}
+
+pub struct RunArgs {
+    pub name: String,
+    pub params: Vec<(String, String)>,
+    pub target: Option<String>,
+    pub dry_run: bool,
+    pub actor: String,
+    pub detach: bool,
+}
+
+pub async fn run(cfg: Config, a: RunArgs) -> Result<bool> {
+    let (rem, _) = remediation(cfg).await?;
+    let pb = rem.catalog.get(&a.name).cloned().ok_or_else(|| anyhow!("no playbook named {:?} (known: {})", a.name, rem.catalog.names().join(", ")))?;
+    let target = match (&a.target, pb.target) {
+        (Some(t), kind) if kind != TargetKind::None => Some(Target::parse(kind, t).map_err(|e| anyhow!("--target: {e}"))?),
+        (Some(_), _) => bail!("playbook {} takes no --target", pb.name),
+        (None, TargetKind::None) => None,
+        (None, kind) => bail!("playbook {} needs --target ({})", pb.name, if kind == TargetKind::Node { "a node name" } else { "namespace/deployment" }),
+    };
+    let params: BTreeMap<String, String> = a.params.into_iter().collect();
+    let req = StartRequest {
+        playbook: pb,
+        params,
+        target,
+        trigger: TriggerInfo { kind: "manual".into(), actor: a.actor, incident_id: None, detail: json!({}) },
+        vars: Vars::new(),
+        has_data: None,
+        dry_run: a.dry_run,
+        now: Utc::now(),
+    };
+    let run = rem.runs.start(req).await.map_err(|e| anyhow!("{e}"))?;
+    follow(&rem, run, a.detach).await
+}
+
+pub async fn approve(cfg: Config, id: i64, deny: bool, comment: Option<String>, actor: String, detach: bool) -> Result<bool> {
+    let (rem, _) = remediation(cfg).await?;
+    let run = rem.runs.decide(id, &actor, !deny, comment, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
+    follow(&rem, run, detach).await
+}
+
+/// Print the run and keep advancing it on the wall clock until it ends (or, with
+/// `detach`, until it first waits). Returns whether it ended well.
+async fn follow(rem: &Remediation, mut run: Run, detach: bool) -> Result<bool> {
+    print_run(&run);
+    while run.status.is_advancing() && !detach {
+        let wait = run
+            .wake_at
+            .map(|w| (w - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(200), Duration::from_secs(30));
+        if let Some(w) = run.wake_at {
+            eprintln!("run {}: waiting until {} ...", run.id, w.format("%H:%M:%S UTC"));
+        }
+        tokio::time::sleep(wait).await;
+        run = rem.runs.advance(run.id, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
+        print_run(&run);
+    }
+    if run.status.is_advancing() {
+        println!("run {} continues in the background (the daemon advances it); `warden runs show {}`", run.id, run.id);
+    }
+    Ok(matches!(run.status, RunStatus::Succeeded | RunStatus::Observed | RunStatus::AwaitingApproval | RunStatus::Running | RunStatus::Reverting))
+}
+
+fn step_line(s: &StepState) -> String {
+    let mut line = format!("  {:<3} {:<24} {:<10} {:<9}", s.index + 1, s.name, s.action, s.status.as_str());
+    if let Some(t) = s.result.as_ref().and_then(|r| r.get("summary")).and_then(|v| v.as_str()) {
+        line.push_str(&format!(" {t}"));
+    } else if let Some(p) = s.result.as_ref().and_then(|r| r.get("preview")) {
+        line.push_str(&format!(" would send {p}"));
+    } else if let Some(p) = &s.plan {
+        if s.status.as_str() != "done" {
+            line.push_str(&format!(" plan {p}"));
+        }
+    }
+    if let Some(r) = &s.refusal {
+        line.push_str(&format!(" [{r}]"));
+    }
+    if let Some(e) = &s.error {
+        line.push_str(&format!(" [error: {e}]"));
+    }
+    if let Some(w) = s.wake_at {
+        line.push_str(&format!(" (until {})", w.format("%H:%M:%S UTC")));
+    }
+    line
+}
+
+pub fn print_run(run: &Run) {
+    println!(
+        "run {} {} [{}]{} trigger {} by {}",
+        run.id,
+        run.title(),
+        run.status,
+        if run.dry_run { " dry-run" } else { "" },
+        run.trigger.kind,
+        run.trigger.actor
+    );
+    if let Some(r) = &run.refusal {
+        println!("  refused: {r}");
+    } else if let Some(r) = &run.reason {
+        println!("  {r}");
+    }
+    if let Some(a) = &run.approval {
+        match (&a.decided_by, a.approved) {
+            (Some(by), Some(ok)) => println!("  {} by {by}", if ok { "approved" } else { "denied" }),
+            _ => println!("  approval requested; expires {}: `warden approve {}`", a.expires_at.format("%Y-%m-%d %H:%M:%S UTC"), run.id),
+        }
+    }
+    for s in &run.steps {
+        println!("{}", step_line(s));
+    }
+    if !run.revert_steps.is_empty() {
+        println!("  revert:");
+        for s in &run.revert_steps {
+            println!("{}", step_line(s));
+        }
+    }
+}
+
+fn open_store(path: &Path) -> Result<Store> {
+    if !path.exists() {
+        bail!("no store at {} (has `warden run` or `warden demo` been started?)", path.display());
+    }
+    Store::open(path).with_context(|| format!("opening {}", path.display()))
+}
+
+pub fn runs_list(db: &Path, status: Option<String>, json_out: bool, limit: u32) -> Result<()> {
+    let store = open_store(db)?;
+    let status = match status.as_deref() {
+        None => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| anyhow!("unknown run status {s:?}"))?),
+    };
+    let runs = store.list_runs(status, None, limit)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&json!({"runs": runs}))?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no runs");
+        return Ok(());
+    }
+    println!("{:>5}  {:<17} {:<26} {:<22} {:<8} {:<20} DETAIL", "ID", "STATUS", "PLAYBOOK", "TARGET", "TRIGGER", "STARTED");
+    for r in runs {
+        let target = r.target.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+        let detail = match &r.refusal {
+            Some(x) => x.to_string(),
+            None => r.summary(),
+        };
+        println!(
+            "{:>5}  {:<17} {:<26} {:<22} {:<8} {:<20} {detail}",
+            r.id,
+            r.status.as_str(),
+            r.playbook,
+            target,
+            r.trigger.kind,
+            r.created_at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(())
+}
+
+pub fn runs_show(db: &Path, id: i64, json_out: bool) -> Result<()> {
+    let store = open_store(db)?;
+    let run = store.get_run(id)?.ok_or_else(|| anyhow!("no run {id}"))?;
+    let audit = store.audit_for_run(id)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&json!({"run": run, "audit": audit}))?);
+        return Ok(());
+    }
+    print_run(&run);
+    println!("  audit:");
+    for e in audit {
+        println!("    #{:<5} {} {:<9} {:<22} {}", e.seq, e.at.format("%H:%M:%S"), e.kind.as_str(), e.actor, e.detail);
+    }
+    Ok(())
+}
+
+/// `warden audit verify`: exit 0 when the chain is intact.
+pub fn audit_verify(db: &Path) -> Result<bool> {
+    let store = open_store(db)?;
+    let entries = store.audit_entries()?;
+    match warden_playbooks::audit::verify(&entries) {
+        Ok(s) => {
+            println!("audit trail intact: {} entries, head {}", s.entries, s.head);
+            Ok(true)
+        }
+        Err(b) => {
+            eprintln!("audit trail BROKEN at entry {}: {}", b.seq, b.reason);
+            Ok(false)
+        }
+    }
+}

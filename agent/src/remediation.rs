@@ -1,0 +1,502 @@
+//! Playbooks in the agent: what starts runs, and where their outcome goes.
+//!
+//! The playbooks crate decides and runs; this module connects it to the rest of Warden:
+//! incidents of watches with an `action`, firing Alertmanager alerts and cron schedules start
+//! runs; the run store is the SQLite store; `verify` reads the same metric source as the
+//! watches; what runs do becomes incident events and Slack/e-mail notifications.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, Series, StartRequest, Webhook};
+use warden_playbooks::guards::GuardSettings;
+use warden_playbooks::load::Catalog;
+use warden_playbooks::run::{Run, RunStatus, StepStatus, Target, TriggerInfo};
+use warden_playbooks::schedule::CronSchedule;
+use warden_playbooks::spec::{Arg, Autonomy, Guards, Playbook, ScaleStep, Step, TargetKind, Trigger};
+use warden_playbooks::template::Vars;
+use warden_playbooks::Cluster;
+
+use crate::config::{Config, WatchConfig};
+use crate::notify::{render, NotifyEvent};
+use crate::source::MetricSource;
+use crate::store::{Incident, Store};
+use crate::timeline::{Timeline, TimelineEvent};
+
+/// `verify` through the watches' metric source.
+pub struct SourceMetrics(pub Arc<dyn MetricSource>);
+
+#[async_trait]
+impl MetricsQuery for SourceMetrics {
+    async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, String> {
+        let r = self.0.query_range(query, start, end, step).await?;
+        Ok(r.series
+            .into_iter()
+            .map(|s| Series {
+                labels: s.labels,
+                points: s
+                    .points
+                    .into_iter()
+                    .filter_map(|p| DateTime::from_timestamp_millis(p.timestamp_ms).map(|t| (t, p.value)))
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+/// `http` steps with reqwest; no shell, no redirects to other hosts.
+pub struct HttpWebhook {
+    client: reqwest::Client,
+}
+
+impl HttpWebhook {
+    pub fn new() -> Result<Self, String> {
+        warden_connectors::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Ok(Self { client })
+    }
+}
+
+#[async_trait]
+impl Webhook for HttpWebhook {
+    async fn call(&self, call: &HttpCall) -> Result<HttpReply, String> {
+        let method = reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|e| format!("method {}: {e}", call.method))?;
+        let mut req = self.client.request(method, &call.url).timeout(Duration::from_secs_f64(call.timeout_secs.max(0.1)));
+        for (k, v) in &call.headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = &call.body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            format!("{} {}: {msg}", call.method, call.url)
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        Ok(HttpReply { status, body })
+    }
+}
+
+/// Run notices become incident events and notifications (for runs of an incident), timeline
+/// events and log lines (for all).
+pub struct RunNotices {
+    pub store: Arc<Store>,
+    pub channels: Vec<&'static str>,
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+    pub timeline: Timeline,
+}
+
+impl Notices for RunNotices {
+    fn notice(&self, run: &Run, kind: Notice, text: &str) {
+        let at = run.updated_at;
+        tracing::info!(run = run.id, playbook = %run.playbook, status = %run.status, "{text}");
+        self.timeline.emit(TimelineEvent::Run { at, run_id: run.id, incident_id: run.incident_id(), status: run.status.to_string(), text: text.to_string() });
+        let Some(iid) = run.incident_id() else { return };
+        let incident = match self.store.get_incident(iid) {
+            Ok(Some(i)) => i,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(incident = iid, error = %e, "reading the incident of a run");
+                return;
+            }
+        };
+        let (event_kind, notify_text) = match kind {
+            Notice::ApprovalRequested => ("run_awaiting_approval", Some(text.to_string())),
+            Notice::Message => ("run_message", Some(text.to_string())),
+            Notice::Reverting => ("run_reverting", Some(text.to_string())),
+            Notice::Finished => match run.status {
+                RunStatus::Succeeded if !run.summary().is_empty() => ("run_succeeded", Some(run.summary())),
+                RunStatus::Succeeded => ("run_succeeded", None),
+                RunStatus::Refused => ("run_refused", None),
+                RunStatus::Observed => ("run_observed", None),
+                s => (status_event(s), Some(text.to_string())),
+            },
+        };
+        let history = action_history(&self.store, iid);
+        let notes = match &notify_text {
+            Some(t) => render(NotifyEvent::Action, &incident, Some(t), &history, &self.channels),
+            None => Vec::new(),
+        };
+        let detail = json!({"run_id": run.id, "playbook": run.playbook, "status": run.status, "text": text, "refusal": run.refusal});
+        if let Err(e) = self.store.add_event(iid, at, event_kind, &detail, &notes) {
+            tracing::error!(incident = iid, error = %e, "recording a run event");
+        }
+        if !notes.is_empty() {
+            self.outbox_wake.notify_one();
+        }
+    }
+}
+
+fn status_event(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Failed => "run_failed",
+        RunStatus::Reverted => "run_reverted",
+        RunStatus::RevertFailed => "run_revert_failed",
+        RunStatus::Denied => "run_denied",
+        RunStatus::Expired => "run_expired",
+        _ => "run_finished",
+    }
+}
+
+/// What runs changed on an incident, in words, oldest first (for notifications).
+pub fn action_history(store: &Store, incident_id: i64) -> Vec<String> {
+    let mut runs = match store.list_runs(None, Some(incident_id), 100) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(incident = incident_id, error = %e, "reading the incident's runs");
+            return Vec::new();
+        }
+    };
+    runs.reverse();
+    runs.iter()
+        .flat_map(|r| r.steps.iter().chain(&r.revert_steps))
+        .filter(|s| s.status == StepStatus::Done)
+        .filter_map(|s| s.result.as_ref()?.get("summary")?.as_str().map(str::to_string))
+        .filter(|t| !t.starts_with("verified"))
+        .collect()
+}
+
+/// The actions of runs, one row per step that acts (or was refused), in the shape of
+/// `GET /api/v1/actions`.
+pub fn actions_view(runs: &[Run]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in runs {
+        let target = r.target.as_ref();
+        let mut listed = false;
+        for s in r.steps.iter().chain(&r.revert_steps) {
+            if !matches!(s.action.as_str(), "scale" | "rollback" | "restart" | "delete_pod" | "cordon" | "run_job" | "patch" | "http") {
+                continue;
+            }
+            let status = match (s.status, &s.refusal) {
+                (StepStatus::Done, _) => "succeeded",
+                (StepStatus::Failed, Some(_)) => "refused",
+                (StepStatus::Failed, None) => "failed",
+                (StepStatus::Running | StepStatus::Waiting, _) => "pending",
+                _ => continue,
+            };
+            listed = true;
+            let plan = s.plan.clone().unwrap_or(Value::Null);
+            out.push(json!({
+                "run_id": r.id, "step": s.name, "phase": s.phase, "kind": s.action, "playbook": r.playbook,
+                "incident_id": r.incident_id(),
+                "namespace": target.map(|t| t.namespace.clone()), "deployment": target.map(|t| t.name.clone()),
+                "from_replicas": plan.get("from"), "to_replicas": plan.get("to"),
+                "dry_run": r.dry_run, "status": status,
+                "reason": s.refusal.as_ref().map(|x| x.to_string()).or_else(|| s.error.clone()).or_else(|| r.trigger.detail.get("reason").and_then(Value::as_str).map(str::to_string)),
+                "guard": s.refusal.as_ref().map(|x| x.guard),
+                "summary": s.result.as_ref().and_then(|x| x.get("summary")).cloned(),
+                "created_at": s.started_at.unwrap_or(r.created_at), "finished_at": s.finished_at,
+            }));
+        }
+        if !listed && r.status == RunStatus::Refused {
+            if let Some(refusal) = &r.refusal {
+                out.push(json!({
+                    "run_id": r.id, "kind": r.steps.first().map(|s| s.action.clone()), "playbook": r.playbook,
+                    "incident_id": r.incident_id(),
+                    "namespace": target.map(|t| t.namespace.clone()), "deployment": target.map(|t| t.name.clone()),
+                    "from_replicas": null, "to_replicas": null, "dry_run": r.dry_run, "status": "refused",
+                    "reason": refusal.to_string(), "guard": refusal.guard, "created_at": r.created_at,
+                }));
+            }
+        }
+    }
+    out
+}
+
+/// The agent's playbook runner: the run engine, the catalog and the triggers.
+pub struct Remediation {
+    pub runs: RunEngine,
+    pub catalog: Catalog,
+    pub config: Arc<Config>,
+    store: Arc<Store>,
+}
+
+impl Remediation {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        source: Option<Arc<dyn MetricSource>>,
+        cluster: Option<Arc<dyn Cluster>>,
+        notices: Arc<dyn Notices>,
+    ) -> Result<Self, String> {
+        let catalog = Catalog::load(config.playbooks.dir.as_deref()).map_err(|e| e.to_string())?;
+        let webhook: Option<Arc<dyn Webhook>> = match HttpWebhook::new() {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                tracing::warn!(error = %e, "http steps are unavailable");
+                None
+            }
+        };
+        let runs = RunEngine {
+            cluster,
+            metrics: source.map(|s| Arc::new(SourceMetrics(s)) as Arc<dyn MetricsQuery>),
+            webhook,
+            notices,
+            store: store.clone(),
+            defaults: GuardSettings::default().overlay(&config.playbooks.guards),
+        };
+        Ok(Self { runs, catalog, config, store })
+    }
+
+    /// The playbook and parameters a watch's `action` runs: a named playbook, or the
+    /// one-step scale playbook its `scale` shorthand stands for.
+    pub fn watch_playbook(&self, w: &WatchConfig) -> Option<(Playbook, BTreeMap<String, String>)> {
+        let a = w.action.as_ref()?;
+        if let Some(name) = &a.playbook {
+            let mut pb = self.catalog.get(name)?.clone();
+            if let Some(c) = a.cooldown {
+                pb.guards.cooldown = Some(c);
+            }
+            if let Some(d) = a.dry_run {
+                pb.guards.dry_run = Some(d);
+            }
+            let params = a.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+            return Some((pb, params));
+        }
+        let d = &self.config.actions;
+        let s = a.scale.clone().unwrap_or_default();
+        let step = s.step.unwrap_or(d.scale.step);
+        let scale = ScaleStep {
+            to: None,
+            by: Some(Arg(step.to_string())),
+            min: Some(Arg(s.min_replicas.unwrap_or(d.scale.min_replicas).to_string())),
+            max: Some(Arg(s.max_replicas.unwrap_or(d.scale.max_replicas).to_string())),
+        };
+        let pb = Playbook {
+            name: "scale".into(),
+            description: format!("the scale action of watch {}", w.name),
+            target: TargetKind::Deployment,
+            params: BTreeMap::new(),
+            triggers: Vec::new(),
+            guards: Guards {
+                // Configuring an action on a watch is the operator's consent to act.
+                autonomy: Some(Autonomy::Auto),
+                dry_run: Some(a.dry_run.unwrap_or(d.dry_run)),
+                cooldown: Some(a.cooldown.unwrap_or(d.cooldown)),
+                // The replica bounds limit repeated steps; attempts are not capped further.
+                max_attempts: Some(1000),
+                ..Guards::default()
+            },
+            steps: vec![Step { name: Some("scale".into()), scale: Some(scale), ..Step::default() }],
+            revert: None,
+        };
+        Some((pb, BTreeMap::new()))
+    }
+
+    /// The cooldown between runs for one incident of a watch.
+    pub fn watch_cooldown(&self, w: &WatchConfig) -> Duration {
+        match self.watch_playbook(w) {
+            Some((pb, _)) => self.runs.defaults.overlay(&pb.guards).cooldown,
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Start the watch's playbook for an incident.
+    pub async fn on_incident(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>) -> Option<Run> {
+        let (pb, params) = self.watch_playbook(w)?;
+        let target = incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
+        let reason = format!(
+            "{} observed {} (expected {})",
+            w.name,
+            incident.observed.map(warden_models::format_value).unwrap_or_else(|| "-".into()),
+            incident.expected.map(warden_models::format_value).unwrap_or_else(|| "-".into())
+        );
+        let req = StartRequest {
+            playbook: pb,
+            params,
+            target,
+            trigger: TriggerInfo {
+                kind: "incident".into(),
+                actor: format!("watch/{}", w.name),
+                incident_id: Some(incident.id),
+                detail: json!({"reason": reason, "watch": w.name}),
+            },
+            vars: incident_vars(incident),
+            // Only anomalous evaluations with data reach here; the guard is kept regardless.
+            has_data: Some(incident.observed.is_some_and(f64::is_finite)),
+            dry_run: false,
+            now,
+        };
+        self.start_logged(req).await
+    }
+
+    /// Start playbooks whose triggers match an incident opened by a watch (playbook files
+    /// with `incident` triggers).
+    pub async fn on_incident_triggers(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>) -> Vec<Run> {
+        let mut out = Vec::new();
+        for pb in self.catalog.iter().map(|e| &e.playbook) {
+            for t in &pb.triggers {
+                let Trigger::Incident(m) = t else { continue };
+                if m.watch.as_ref().is_some_and(|x| x != &w.name)
+                    || m.detector.as_ref().is_some_and(|d| Some(d) != incident.detector.as_ref())
+                    || (!m.severity.is_empty() && !m.severity.contains(&incident.severity))
+                    || m.labels.iter().any(|(k, v)| incident.labels.get(k) != Some(v))
+                {
+                    continue;
+                }
+                let target = incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
+                let req = StartRequest {
+                    playbook: pb.clone(),
+                    params: m.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                    target: if pb.target == TargetKind::Deployment { target } else { None },
+                    trigger: TriggerInfo {
+                        kind: "incident".into(),
+                        actor: format!("watch/{}", w.name),
+                        incident_id: Some(incident.id),
+                        detail: json!({"watch": w.name}),
+                    },
+                    vars: incident_vars(incident),
+                    has_data: Some(incident.observed.is_some_and(f64::is_finite)),
+                    dry_run: false,
+                    now,
+                };
+                if let Some(r) = self.start_logged(req).await {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Start playbooks whose `alert` triggers match a firing alert.
+    pub async fn on_alert(&self, labels: &BTreeMap<String, String>, incident_id: Option<i64>, now: DateTime<Utc>) -> Vec<Run> {
+        let mut out = Vec::new();
+        for pb in self.catalog.iter().map(|e| &e.playbook) {
+            for t in &pb.triggers {
+                let Trigger::Alert(m) = t else { continue };
+                if m.labels.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+                    continue;
+                }
+                let target = match pb.target {
+                    TargetKind::Deployment => match (labels.get("namespace"), labels.get("deployment")) {
+                        (Some(ns), Some(d)) => Some(Target::deployment(ns.clone(), d.clone())),
+                        _ => {
+                            tracing::warn!(playbook = %pb.name, "alert matched but carries no namespace/deployment labels");
+                            continue;
+                        }
+                    },
+                    TargetKind::Node => match labels.get("node") {
+                        Some(n) => Some(Target::node(n.clone())),
+                        None => continue,
+                    },
+                    TargetKind::None => None,
+                };
+                let mut vars = Vars::new();
+                vars.set("alert.name", labels.get("alertname").cloned().unwrap_or_default());
+                for (k, v) in labels {
+                    vars.set(format!("alert.labels.{k}"), v.clone());
+                }
+                let req = StartRequest {
+                    playbook: pb.clone(),
+                    params: m.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                    target,
+                    trigger: TriggerInfo {
+                        kind: "alert".into(),
+                        actor: format!("alertmanager/{}", labels.get("alertname").cloned().unwrap_or_default()),
+                        incident_id,
+                        detail: json!({"labels": labels}),
+                    },
+                    vars,
+                    has_data: None,
+                    dry_run: false,
+                    now,
+                };
+                if let Some(r) = self.start_logged(req).await {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Start the playbooks whose cron schedule fired in `(last, now]` (a missed stretch
+    /// fires once).
+    pub async fn on_clock(&self, last: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Run> {
+        let mut out = Vec::new();
+        for pb in self.catalog.iter().map(|e| &e.playbook) {
+            for t in &pb.triggers {
+                let Trigger::Cron(c) = t else { continue };
+                let schedule = match CronSchedule::parse(&c.schedule, c.timezone.as_deref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(playbook = %pb.name, error = %e, "cron trigger");
+                        continue;
+                    }
+                };
+                let Some(fired) = schedule.due(last, now) else { continue };
+                let target = match (&c.target, pb.target) {
+                    (Some(t), kind) if kind != TargetKind::None => match Target::parse(kind, t) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            tracing::error!(playbook = %pb.name, error = %e, "cron trigger target");
+                            continue;
+                        }
+                    },
+                    _ => None,
+                };
+                let req = StartRequest {
+                    playbook: pb.clone(),
+                    params: c.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                    target,
+                    trigger: TriggerInfo {
+                        kind: "cron".into(),
+                        actor: format!("cron/{}", pb.name),
+                        incident_id: None,
+                        detail: json!({"schedule": c.schedule, "timezone": c.timezone, "fired_at": fired}),
+                    },
+                    vars: Vars::new(),
+                    has_data: None,
+                    dry_run: false,
+                    now,
+                };
+                if let Some(r) = self.start_logged(req).await {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    async fn start_logged(&self, req: StartRequest) -> Option<Run> {
+        let name = req.playbook.name.clone();
+        match self.runs.start(req).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(playbook = %name, error = %e, "the playbook did not start");
+                None
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+fn incident_vars(i: &Incident) -> Vars {
+    let mut v = Vars::new();
+    v.set("incident.id", i.id.to_string());
+    v.set("incident.watch", i.watch.clone());
+    v.set("incident.title", i.title.clone());
+    v.set("incident.severity", i.severity.clone());
+    v.set("incident.detector", i.detector.clone().unwrap_or_default());
+    v.set("incident.observed", i.observed.map(warden_models::format_value).unwrap_or_default());
+    v.set("incident.expected", i.expected.map(warden_models::format_value).unwrap_or_default());
+    for (k, val) in &i.labels {
+        v.set(format!("incident.labels.{k}"), val.clone());
+    }
+    v
+}

@@ -1,0 +1,221 @@
+//! The audit trail: an append-only, hash-chained list of everything runs did and decided.
+//!
+//! Each entry's hash covers its own content and the previous entry's hash, so editing an
+//! entry breaks its own hash, and deleting or reordering entries breaks the chain at the
+//! next one. [`verify`] walks the chain and names the first entry that does not fit. The
+//! chain proves integrity, not authorship: someone who can rewrite the whole table can
+//! rewrite the chain, so operators who need that should ship entries off the machine too
+//! (the `warden_audit_head` the store exposes is what to compare).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The hash before the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A run was asked for (by an incident, alert, schedule or person).
+    Trigger,
+    /// A guard allowed or refused.
+    Guard,
+    /// Approval requested, granted, denied or expired.
+    Approval,
+    /// A request is about to be sent (recorded before it is sent).
+    Request,
+    /// The answer to a request.
+    Response,
+    /// A verification's evaluation.
+    Verify,
+    /// A revert started or finished.
+    Revert,
+    /// A run changed state.
+    State,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Trigger => "trigger",
+            AuditKind::Guard => "guard",
+            AuditKind::Approval => "approval",
+            AuditKind::Request => "request",
+            AuditKind::Response => "response",
+            AuditKind::Verify => "verify",
+            AuditKind::Revert => "revert",
+            AuditKind::State => "state",
+        }
+    }
+}
+
+/// An entry before it is chained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub at: DateTime<Utc>,
+    pub run_id: Option<i64>,
+    pub kind: AuditKind,
+    /// Who or what: `user/alice`, `watch/checkout-latency`, `warden`.
+    pub actor: String,
+    pub detail: serde_json::Value,
+}
+
+/// A stored entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub run_id: Option<i64>,
+    pub kind: AuditKind,
+    pub actor: String,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hash of an entry with sequence number `seq` following `prev_hash`. The content is
+/// serialised as canonical JSON (object keys sorted, which `serde_json` does for `Value`
+/// maps), with the time as RFC 3339 in nanoseconds, so the hash does not depend on how the
+/// store happens to format it.
+pub fn entry_hash(seq: i64, prev_hash: &str, event: &AuditEvent) -> String {
+    let content = serde_json::json!({
+        "seq": seq,
+        "at": event.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "run_id": event.run_id,
+        "kind": event.kind.as_str(),
+        "actor": event.actor,
+        "detail": event.detail,
+    });
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(content.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Chain `event` after the entry `(seq, hash)` (or after nothing).
+pub fn chain(prev: Option<(i64, &str)>, event: AuditEvent) -> AuditEntry {
+    let (seq, prev_hash) = match prev {
+        Some((s, h)) => (s + 1, h.to_string()),
+        None => (1, GENESIS.to_string()),
+    };
+    let hash = entry_hash(seq, &prev_hash, &event);
+    AuditEntry {
+        seq,
+        at: event.at,
+        run_id: event.run_id,
+        kind: event.kind,
+        actor: event.actor,
+        detail: event.detail,
+        prev_hash,
+        hash,
+    }
+}
+
+/// Where the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainBreak {
+    /// The first entry that does not fit (or the sequence number where one is missing).
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// What [`verify`] found in an intact chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainSummary {
+    pub entries: usize,
+    pub head: String,
+}
+
+/// Check a chain given oldest first: sequence numbers without gaps from 1, each entry's
+/// `prev_hash` equal to its predecessor's hash, and each hash recomputed from the content.
+pub fn verify(entries: &[AuditEntry]) -> Result<ChainSummary, ChainBreak> {
+    let mut prev_hash = GENESIS.to_string();
+    let mut expected_seq = 1;
+    for e in entries {
+        if e.seq != expected_seq {
+            return Err(ChainBreak {
+                seq: expected_seq,
+                reason: format!("entry {expected_seq} is missing (the next stored entry is {})", e.seq),
+            });
+        }
+        if e.prev_hash != prev_hash {
+            return Err(ChainBreak {
+                seq: e.seq,
+                reason: "its prev_hash does not match the previous entry's hash (an entry before it was changed or removed)"
+                    .into(),
+            });
+        }
+        let event =
+            AuditEvent { at: e.at, run_id: e.run_id, kind: e.kind, actor: e.actor.clone(), detail: e.detail.clone() };
+        let recomputed = entry_hash(e.seq, &e.prev_hash, &event);
+        if recomputed != e.hash {
+            return Err(ChainBreak { seq: e.seq, reason: "its content does not match its hash (the entry was edited)".into() });
+        }
+        prev_hash = e.hash.clone();
+        expected_seq += 1;
+    }
+    Ok(ChainSummary { entries: entries.len(), head: prev_hash })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(i: i64) -> AuditEvent {
+        AuditEvent {
+            at: DateTime::from_timestamp(1_700_000_000 + i, 0).expect("time"),
+            run_id: Some(1),
+            kind: AuditKind::Request,
+            actor: "warden".into(),
+            detail: json!({"i": i, "b": [1, 2]}),
+        }
+    }
+
+    fn chain_of(n: i64) -> Vec<AuditEntry> {
+        let mut out: Vec<AuditEntry> = Vec::new();
+        for i in 0..n {
+            let prev = out.last().map(|e| (e.seq, e.hash.as_str()));
+            let e = chain(prev, ev(i));
+            out.push(e);
+        }
+        out
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let c = chain_of(5);
+        let s = verify(&c).expect("intact");
+        assert_eq!(s.entries, 5);
+        assert_eq!(s.head, c[4].hash);
+    }
+
+    #[test]
+    fn edits_deletions_and_truncated_heads_are_found() {
+        let mut edited = chain_of(5);
+        edited[2].detail = json!({"i": 99});
+        assert_eq!(verify(&edited).unwrap_err().seq, 3);
+
+        let mut deleted = chain_of(5);
+        deleted.remove(1);
+        let b = verify(&deleted).unwrap_err();
+        assert_eq!(b.seq, 2);
+        assert!(b.reason.contains("missing"), "{}", b.reason);
+
+        // Re-hashing an edited entry does not help: the next entry's prev_hash no longer fits.
+        let mut rehashed = chain_of(5);
+        rehashed[2].actor = "mallory".into();
+        let ev2 = AuditEvent {
+            at: rehashed[2].at,
+            run_id: rehashed[2].run_id,
+            kind: rehashed[2].kind,
+            actor: rehashed[2].actor.clone(),
+            detail: rehashed[2].detail.clone(),
+        };
+        rehashed[2].hash = entry_hash(3, &rehashed[2].prev_hash, &ev2);
+        assert_eq!(verify(&rehashed).unwrap_err().seq, 4);
+    }
+}
