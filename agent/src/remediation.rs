@@ -348,9 +348,11 @@ impl Remediation {
                     continue;
                 }
                 let target = incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
+                let vars = incident_vars(incident);
+                let Some(params) = render_params(&pb.name, &m.params, &vars) else { continue };
                 let req = StartRequest {
                     playbook: pb.clone(),
-                    params: m.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                    params,
                     target: if pb.target == TargetKind::Deployment { target } else { None },
                     trigger: TriggerInfo {
                         kind: "incident".into(),
@@ -358,7 +360,7 @@ impl Remediation {
                         incident_id: Some(incident.id),
                         detail: json!({"watch": w.name}),
                     },
-                    vars: incident_vars(incident),
+                    vars,
                     has_data: Some(incident.observed.is_some_and(f64::is_finite)),
                     dry_run: false,
                     now,
@@ -399,9 +401,10 @@ impl Remediation {
                 for (k, v) in labels {
                     vars.set(format!("alert.labels.{k}"), v.clone());
                 }
+                let Some(params) = render_params(&pb.name, &m.params, &vars) else { continue };
                 let req = StartRequest {
                     playbook: pb.clone(),
-                    params: m.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                    params,
                     target,
                     trigger: TriggerInfo {
                         kind: "alert".into(),
@@ -484,6 +487,23 @@ impl Remediation {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+/// Trigger parameters rendered with the trigger's variables (`{{ incident.labels.pod }}`).
+fn render_params(playbook: &str, params: &BTreeMap<String, Arg>, vars: &Vars) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in params {
+        match warden_playbooks::template::render(v.as_str(), vars) {
+            Ok(text) => {
+                out.insert(k.clone(), text);
+            }
+            Err(e) => {
+                tracing::error!(playbook, param = %k, error = %e, "trigger parameter");
+                return None;
+            }
+        }
+    }
+    Some(out)
 }
 
 fn incident_vars(i: &Incident) -> Vars {

@@ -336,9 +336,11 @@ pub fn check_pods_deleted(s: &GuardSettings, already: u32, now_deleting: u32) ->
     Ok(())
 }
 
-/// Every field a patch sets must match an allow-list pattern.
+/// Every field a patch sets must match an allow-list pattern (the same check the loader
+/// runs on literal patches, see [`crate::load::patch_paths`]).
 pub fn check_patch(s: &GuardSettings, patch: &serde_json::Value) -> Result<(), Refusal> {
-    let denied: Vec<String> = patch_paths(patch).into_iter().filter(|p| !path_allowed(p, &s.patch_allow)).collect();
+    let denied: Vec<String> =
+        crate::load::patch_paths(patch).into_iter().filter(|p| !crate::load::path_allowed(p, &s.patch_allow)).collect();
     if denied.is_empty() {
         Ok(())
     } else {
@@ -347,53 +349,6 @@ pub fn check_patch(s: &GuardSettings, patch: &serde_json::Value) -> Result<(), R
             format!("the patch sets {} outside patch_allow ({})", denied.join(", "), s.patch_allow.join(", ")),
         ))
     }
-}
-
-/// The leaf paths a (strategic-merge) patch sets: `a.b`, list items as `a[]`. The merge key
-/// `name` of list items only identifies the item and is not reported.
-pub fn patch_paths(patch: &serde_json::Value) -> Vec<String> {
-    fn walk(v: &serde_json::Value, path: &str, in_list_item: bool, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(m) if !m.is_empty() => {
-                for (k, child) in m {
-                    if in_list_item && k == "name" {
-                        continue;
-                    }
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                    walk(child, &p, false, out);
-                }
-            }
-            serde_json::Value::Array(items) if !items.is_empty() => {
-                for item in items {
-                    let p = format!("{path}[]");
-                    if item.is_object() {
-                        walk(item, &p, true, out);
-                    } else {
-                        out.push(p);
-                    }
-                }
-            }
-            _ => out.push(path.to_string()),
-        }
-    }
-    let mut out = Vec::new();
-    walk(patch, "", false, &mut out);
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Whether `path` matches any pattern; `*` matches one segment, `[]` a list item.
-pub fn path_allowed(path: &str, patterns: &[String]) -> bool {
-    let segs = split_path(path);
-    patterns.iter().any(|p| {
-        let pat = split_path(p);
-        pat.len() == segs.len() && pat.iter().zip(&segs).all(|(a, b)| a == "*" || a == b)
-    })
-}
-
-fn split_path(p: &str) -> Vec<String> {
-    p.replace("[]", ".[]").split('.').filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 /// `90s` → `1m 30s`.
@@ -470,7 +425,9 @@ mod tests {
         let e = check_patch(&s, &bad).unwrap_err();
         assert_eq!(e.guard, GuardName::PatchAllow);
         assert!(e.reason.contains("spec.template.spec.containers[].image"), "{}", e.reason);
-        assert_eq!(patch_paths(&json!({"spec": {"replicas": 3}})), vec!["spec.replicas".to_string()]);
+        let dotted = json!({"spec": {"template": {"metadata": {"annotations": {"warden.io/model": "v7"}}}}});
+        assert!(check_patch(&s, &dotted).is_ok());
+        assert_eq!(check_patch(&s, &json!({"spec": {"replicas": 3}})).map_err(|r| r.guard), Err(GuardName::PatchAllow));
     }
 
     #[test]

@@ -1075,7 +1075,7 @@ impl Checker<'_> {
             match t {
                 Trigger::Manual => {
                     if self.p.triggers.len() > 1 {
-                        self.err(&at, "`manual` means nothing but a person starts this playbook: remove it or the other triggers");
+                        self.err(&at, "`manual` declares that the playbook has no automatic trigger: remove it or the other triggers");
                     }
                 }
                 Trigger::Incident(it) => {
@@ -1414,7 +1414,7 @@ revert:
         has(&e, 8, "triggers[2].cron.params.n", "above the maximum 3");
         has(&e, 9, "triggers[3].incident.severity[1]", "`page` is not a severity");
         has(&e, 9, "triggers[3].incident.params.m", "unknown parameter; declared: n, q");
-        has(&e, 10, "triggers[4]", "`manual` means");
+        has(&e, 10, "triggers[4]", "`manual` declares");
         has(&e, 11, "triggers[5].alert.labels", "at least one label");
         has(&e, 11, "triggers[5].alert.params.q", "cannot refer to other parameters");
         let none = "name: x\ntarget: none\ntriggers:\n  - cron: {schedule: '@daily', target: a/b}\nsteps: [{notify: {message: hi}}]\n";
@@ -1528,6 +1528,22 @@ revert:
         assert!(shown.contains("c.yaml:2: steps[0].wait.for: must be greater than 0"), "{shown}");
         let missing = load_dir(&dir.path().join("nope")).expect_err("missing").0;
         assert!(missing[0].line.is_none() && missing[0].to_string().contains("nope: cannot read"), "{}", missing[0]);
+    }
+
+    #[test]
+    fn the_documented_examples_load() {
+        let doc = include_str!("../../docs/playbooks.md");
+        let mut checked = 0;
+        for block in doc.split("```yaml\n").skip(1) {
+            let yaml = block.split("```").next().unwrap_or_default();
+            if yaml.lines().any(|l| l.starts_with("name: ")) {
+                if let Err(e) = parse_playbook(yaml, Path::new("docs/playbooks.md")) {
+                    panic!("{e}\n---\n{yaml}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 5, "{checked}");
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl CronSchedule {
     /// A fire time at or before `now` found by iterating backwards in local time.
     fn latest_local_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // `prev_from` is exclusive of whole seconds; a nanosecond later includes `now`.
-        let from = (now + chrono::Duration::nanoseconds(1)).with_timezone(&self.tz);
+        let from = now.checked_add_signed(chrono::Duration::nanoseconds(1))?.with_timezone(&self.tz);
         self.schedule
             .after(&from)
             .rev()

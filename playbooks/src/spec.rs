@@ -30,7 +30,8 @@ pub struct Playbook {
     pub target: TargetKind,
     #[serde(default)]
     pub params: BTreeMap<String, ParamSpec>,
-    #[serde(default)]
+    /// Written as `- cron: {...}` (a one-key map), hence the singleton-map form.
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub triggers: Vec<Trigger>,
     /// Overrides of the global guard defaults, field by field.
     #[serde(default)]
