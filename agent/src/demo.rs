@@ -17,7 +17,7 @@ use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use warden_connectors::prometheus::{RangeResult, Sample, Series};
-use warden_playbooks::cluster::DeploymentInfo;
+use warden_playbooks::cluster::{DeploymentInfo, JobCreated, JobPhase, JobStatus};
 use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
 use crate::config;
@@ -34,6 +34,8 @@ const LOAD_CSV: &str = include_str!("../demo/checkout-load.csv");
 const HISTORY_SECS: i64 = 7200;
 const DEMO_SECS: i64 = 7200;
 const START_REPLICAS: i32 = 3;
+/// The fraud model's server, which the retraining playbook promotes a new model on.
+const MODEL_SERVER: (&str, &str) = ("ml", "fraud-scorer");
 /// Requests per second one replica serves at full utilisation.
 const REPLICA_CAPACITY: f64 = 60.0;
 /// Time a new pod needs to become ready.
@@ -77,6 +79,10 @@ impl Load {
 
 /// A Deployment whose pods take [`POD_STARTUP`] seconds to become ready.
 pub struct SimCluster {
+    /// The model server `ml/fraud-scorer`: its container's environment.
+    model_env: Mutex<BTreeMap<String, String>>,
+    /// Jobs by name, with how often their status was read; a Job succeeds on its third read.
+    jobs: Mutex<BTreeMap<String, u32>>,
     now: Mutex<DateTime<Utc>>,
     /// (time, desired replicas) changes, oldest first.
     history: Mutex<Vec<(DateTime<Utc>, i32)>>,
@@ -85,7 +91,13 @@ pub struct SimCluster {
 
 impl SimCluster {
     fn new(target: WorkloadRef, origin: DateTime<Utc>) -> Self {
-        Self { now: Mutex::new(origin), history: Mutex::new(vec![(origin, START_REPLICAS)]), target }
+        Self {
+            model_env: Mutex::new(BTreeMap::from([("MODEL_VERSION".to_string(), "v3.0".to_string())])),
+            jobs: Mutex::new(BTreeMap::new()),
+            now: Mutex::new(origin),
+            history: Mutex::new(vec![(origin, START_REPLICAS)]),
+            target,
+        }
     }
 
     fn set_now(&self, t: DateTime<Utc>) {
@@ -136,9 +148,71 @@ impl Cluster for SimCluster {
     }
 
     async fn deployment_info(&self, t: &WorkloadRef) -> Result<DeploymentInfo, ClusterError> {
+        if t.namespace == MODEL_SERVER.0 && t.name == MODEL_SERVER.1 {
+            return Ok(DeploymentInfo { labels: BTreeMap::from([("app".to_string(), t.name.clone())]), revision: Some(1), replicas: 2 });
+        }
         let state = self.get_replicas(t).await?;
         let labels = BTreeMap::from([("app".to_string(), t.name.clone())]);
         Ok(DeploymentInfo { labels, revision: Some(1), replicas: state.desired })
+    }
+
+    async fn create_job(&self, namespace: &str, job: &serde_json::Value, dry_run: bool) -> Result<JobCreated, ClusterError> {
+        let name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if name.is_empty() || namespace != MODEL_SERVER.0 {
+            return Err(ClusterError::new(ClusterErrorKind::Other, format!("jobs are simulated in namespace {} only", MODEL_SERVER.0)));
+        }
+        let created = match self.jobs.lock() {
+            Ok(mut jobs) if !dry_run => jobs.insert(name, 0).is_none(),
+            _ => true,
+        };
+        Ok(JobCreated { created, response: job.clone() })
+    }
+
+    async fn job_status(&self, _namespace: &str, name: &str) -> Result<JobStatus, ClusterError> {
+        let reads = match self.jobs.lock() {
+            Ok(mut jobs) => match jobs.get_mut(name) {
+                Some(n) => {
+                    *n += 1;
+                    *n
+                }
+                None => return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("jobs.batch \"{name}\" not found"))),
+            },
+            Err(_) => return Err(ClusterError::new(ClusterErrorKind::Other, "lock")),
+        };
+        if reads >= 3 {
+            Ok(JobStatus { phase: JobPhase::Succeeded, status: serde_json::json!({"succeeded": 1}) })
+        } else {
+            Ok(JobStatus { phase: JobPhase::Running, status: serde_json::json!({"active": 1}) })
+        }
+    }
+
+    async fn read_deployment(&self, t: &WorkloadRef) -> Result<serde_json::Value, ClusterError> {
+        if t.namespace != MODEL_SERVER.0 || t.name != MODEL_SERVER.1 {
+            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
+        }
+        let env: Vec<serde_json::Value> = self
+            .model_env
+            .lock()
+            .map(|e| e.iter().map(|(k, v)| serde_json::json!({"name": k, "value": v})).collect())
+            .unwrap_or_default();
+        Ok(serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "fraud-v3", "env": env}]}}}}))
+    }
+
+    async fn patch_deployment(&self, t: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+        self.read_deployment(t).await?;
+        let containers = patch["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
+        if !dry_run {
+            if let Ok(mut env) = self.model_env.lock() {
+                for c in containers {
+                    for e in c["env"].as_array().cloned().unwrap_or_default() {
+                        if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+                            env.insert(k.to_string(), v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        self.read_deployment(t).await
     }
 }
 
@@ -227,6 +301,17 @@ impl SimPrometheus {
         };
         let checkout = [("namespace", "shop"), ("deployment", "checkout")];
         let payments = [("namespace", "shop"), ("deployment", "payments")];
+        if query.contains("fraud_model_candidate_auc") {
+            return vec![one(labels(&[("model", "fraud-v3")]), &|_| Some(0.93))];
+        }
+        if query.contains("fraud_model_errors_total") {
+            // A verification condition: no serving errors, so it holds.
+            return vec![one(labels(&[("model", "fraud-v3")]), &|_| Some(1.0))];
+        }
+        if let Some(threshold) = query.split("< bool").nth(1).and_then(|x| x.trim().parse::<f64>().ok()) {
+            // `<latency> < bool X`: 1 while p95 is under X.
+            return vec![one(labels(&checkout), &|t| self.latency(t).map(|v| if v < threshold { 1.0 } else { 0.0 }))];
+        }
         if query.contains("fraud_model_score_bucket") {
             return SCORE_LE
                 .iter()
@@ -417,19 +502,42 @@ pub async fn run(out_dir: &Path, all_evaluations: bool) -> Result<()> {
 
     let tick = ChronoDuration::seconds(30);
     let mut t = demo_start;
-    while t <= demo_start + ChronoDuration::seconds(DEMO_SECS) {
+    let end = demo_start + ChronoDuration::seconds(DEMO_SECS);
+    // After the scenario's data ends, the clock runs on (runs only) until playbooks finish.
+    let drain_until = end + ChronoDuration::minutes(30);
+    while t <= drain_until {
         cluster.set_now(t);
         let replicas = cluster.desired_at(t);
+        if let Some(rem) = &engine.remediation {
+            if let Err(e) = rem.runs.tick(t).await {
+                writeln!(p.out, "runs: {e}")?;
+            }
+            // The on-call engineer approves a waiting run two minutes after it asked.
+            for run in store.list_runs(Some(warden_playbooks::run::RunStatus::AwaitingApproval), None, 10)? {
+                if t - run.created_at >= ChronoDuration::minutes(2) {
+                    writeln!(p.out, "{}  {:<10} run {} approved by user/oncall (`warden approve {}`)", hhmm(t), "approve", run.id, run.id)?;
+                    if let Err(e) = rem.runs.decide(run.id, "user/oncall", true, Some("demo".into()), t).await {
+                        writeln!(p.out, "runs: {e}")?;
+                    }
+                }
+            }
+        }
+        if t > end {
+            let active = store.list_runs(None, None, 50)?.iter().any(|r| !r.status.is_terminal());
+            while let Ok(ev) = rx.try_recv() {
+                p.event(ev, replicas)?;
+            }
+            if !active {
+                break;
+            }
+            t += tick;
+            continue;
+        }
         let elapsed = (t - demo_start).to_std().unwrap_or_default();
         for (i, w) in cfg.watches.iter().enumerate() {
             let every = w.interval.get().as_millis().max(1);
             if elapsed.as_millis() % every == 0 {
                 engine.evaluate_watch(i, t).await;
-            }
-        }
-        if let Some(rem) = &engine.remediation {
-            if let Err(e) = rem.runs.tick(t).await {
-                writeln!(p.out, "runs: {e}")?;
             }
         }
         outbox.deliver_due(t).await;
@@ -502,6 +610,19 @@ mod tests {
             .collect();
         scaled.reverse();
         assert_eq!(scaled.first(), Some(&(Some(3), Some(4))));
+        // The built-in playbooks ran: scale-up with its verification, and the retraining on
+        // drift after the (simulated) approval: Job, quality check, promotion, serving check.
+        use warden_playbooks::run::{RunStatus, StepStatus};
+        let scale_up = runs.iter().find(|r| r.playbook == "scale-up-on-saturation").expect("a scale-up run");
+        assert_eq!(scale_up.status, RunStatus::Succeeded, "{scale_up:?}");
+        assert!(scale_up.steps.iter().all(|st| st.status == StepStatus::Done), "{scale_up:?}");
+        let retrain = runs.iter().find(|r| r.playbook == "retrain-on-drift").expect("a retraining run");
+        assert_eq!(retrain.status, RunStatus::Succeeded, "{retrain:?}");
+        assert_eq!(retrain.approval.as_ref().and_then(|a| a.decided_by.as_deref()), Some("user/oncall"));
+        let actions: Vec<&str> = retrain.steps.iter().map(|st| st.action.as_str()).collect();
+        assert_eq!(actions, ["run_job", "verify", "patch", "verify"]);
+        let entries = store.audit_entries().expect("audit");
+        assert!(warden_playbooks::audit::verify(&entries).is_ok());
 
         // Each of the other faults is found once, on the right series, and nothing else is:
         // not the pods that started during the scale-up, not the payments CPU during

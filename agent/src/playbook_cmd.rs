@@ -158,10 +158,10 @@ fn step_line(s: &StepState) -> String {
     if let Some(t) = s.result.as_ref().and_then(|r| r.get("summary")).and_then(|v| v.as_str()) {
         line.push_str(&format!(" {t}"));
     } else if let Some(p) = s.result.as_ref().and_then(|r| r.get("preview")) {
-        line.push_str(&format!(" would send {p}"));
+        line.push_str(&format!(" would {}", warden_playbooks::engine::describe_plan(&s.action, p)));
     } else if let Some(p) = &s.plan {
         if s.status.as_str() != "done" {
-            line.push_str(&format!(" plan {p}"));
+            line.push_str(&format!(" {}", warden_playbooks::engine::describe_plan(&s.action, p)));
         }
     }
     if let Some(r) = &s.refusal {

@@ -1,4 +1,5 @@
-//! The embedded SQLite store: incidents, their events, actions and the notification outbox.
+//! The embedded SQLite store: incidents, their events, the notification outbox, log-watch
+//! state, and playbook runs with their audit trail (see [`crate::run_store`]).
 //!
 //! Everything that must survive a crash lives here, written in transactions so that an
 //! incident and the notifications it owes are stored together or not at all. Schema changes
@@ -13,7 +14,6 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
-use warden_playbooks::{ActionLog, ActionRecord, ActionStatus, WorkloadRef};
 
 const MIGRATIONS: &[&str] = &[
     // v1: the foundation schema.
@@ -455,39 +455,6 @@ impl Store {
         Ok(out)
     }
 
-    // ---- actions ---------------------------------------------------------------------
-
-    pub fn list_actions(&self, limit: u32) -> StoreResult<Vec<ActionRecord>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(&format!("{ACTION_SELECT} ORDER BY id DESC LIMIT ?1"))?;
-        let rows = st.query_map(params![limit], action_from_row)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
-    }
-
-    /// The actions recorded for one incident, oldest first.
-    pub fn actions_for_incident(&self, incident_id: i64) -> StoreResult<Vec<ActionRecord>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(&format!("{ACTION_SELECT} WHERE incident_id = ?1 ORDER BY id"))?;
-        let rows = st.query_map(params![incident_id], action_from_row)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
-    }
-
-    /// When anything (including a refusal) was last attempted for an incident.
-    pub fn last_attempt_for_incident(&self, incident_id: i64) -> StoreResult<Option<DateTime<Utc>>> {
-        let c = self.conn()?;
-        let v: Option<i64> =
-            c.query_row("SELECT MAX(created_at) FROM actions WHERE incident_id = ?1", params![incident_id], |r| r.get(0))?;
-        Ok(v.map(from_ms))
-    }
-
     // ---- outbox ----------------------------------------------------------------------
 
     /// The oldest undelivered notification of each channel, if due at `now`. Delivery is in
@@ -582,43 +549,6 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
     }))
 }
 
-const ACTION_SELECT: &str = "SELECT id, incident_id, kind, namespace, name, actor, reason, from_replicas, to_replicas,
-    dry_run, status, request, response, message, created_at, finished_at FROM actions";
-
-fn action_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<ActionRecord>> {
-    let status: String = r.get(10)?;
-    let request: String = r.get(11)?;
-    let response: Option<String> = r.get(12)?;
-    let Some(status) = ActionStatus::parse(&status) else {
-        return Ok(Err(StoreError::Corrupt { table: "actions", message: format!("unknown status `{status}`") }));
-    };
-    let request = match json_col("actions", &request) {
-        Ok(v) => v,
-        Err(e) => return Ok(Err(e)),
-    };
-    let response = match response.map(|s| json_col("actions", &s)).transpose() {
-        Ok(v) => v,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(Ok(ActionRecord {
-        id: r.get(0)?,
-        incident_id: r.get(1)?,
-        kind: r.get(2)?,
-        target: WorkloadRef::new(r.get::<_, String>(3)?, r.get::<_, String>(4)?),
-        actor: r.get(5)?,
-        reason: r.get(6)?,
-        from_replicas: r.get(7)?,
-        to_replicas: r.get(8)?,
-        dry_run: r.get(9)?,
-        status,
-        request,
-        response,
-        message: r.get(13)?,
-        created_at: from_ms(r.get(14)?),
-        finished_at: r.get::<_, Option<i64>>(15)?.map(from_ms),
-    }))
-}
-
 fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>, kind: &str, detail: &serde_json::Value) -> StoreResult<()> {
     c.execute(
         "INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -633,76 +563,6 @@ fn insert_outbox(c: &Connection, incident_id: Option<i64>, n: &NewNotification, 
         params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now)],
     )?;
     Ok(())
-}
-
-impl ActionLog for Store {
-    fn insert(&self, a: &ActionRecord) -> Result<i64, String> {
-        let c = self.conn().map_err(|e| e.to_string())?;
-        c.execute(
-            "INSERT INTO actions (incident_id, kind, namespace, name, actor, reason, from_replicas, to_replicas, dry_run,
-                status, request, response, message, created_at, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![
-                a.incident_id,
-                a.kind,
-                a.target.namespace,
-                a.target.name,
-                a.actor,
-                a.reason,
-                a.from_replicas,
-                a.to_replicas,
-                a.dry_run,
-                a.status.as_str(),
-                a.request.to_string(),
-                a.response.as_ref().map(|v| v.to_string()),
-                a.message,
-                ms(a.created_at),
-                a.finished_at.map(ms),
-            ],
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(c.last_insert_rowid())
-    }
-
-    fn finish(
-        &self,
-        id: i64,
-        status: ActionStatus,
-        response: Option<&serde_json::Value>,
-        message: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<(), String> {
-        let c = self.conn().map_err(|e| e.to_string())?;
-        c.execute(
-            "UPDATE actions SET status = ?2, response = COALESCE(?3, response), message = COALESCE(?4, message), finished_at = ?5 WHERE id = ?1",
-            params![id, status.as_str(), response.map(|v| v.to_string()), message, ms(at)],
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    fn last_action_at(&self, target: &WorkloadRef) -> Result<Option<DateTime<Utc>>, String> {
-        let c = self.conn().map_err(|e| e.to_string())?;
-        let v: Option<i64> = c
-            .query_row(
-                "SELECT MAX(created_at) FROM actions WHERE namespace = ?1 AND name = ?2 AND status IN ('pending', 'succeeded', 'failed') AND to_replicas IS NOT NULL",
-                params![target.namespace, target.name],
-                |r| r.get(0),
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(v.map(from_ms))
-    }
-
-    fn pending(&self) -> Result<Vec<ActionRecord>, String> {
-        let c = self.conn().map_err(|e| e.to_string())?;
-        let mut st = c.prepare(&format!("{ACTION_SELECT} WHERE status = 'pending' ORDER BY id")).map_err(|e| e.to_string())?;
-        let rows = st.query_map([], action_from_row).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -781,40 +641,6 @@ mod tests {
         let s = Store::open(&path).expect("reopen");
         assert_eq!(s.open_incidents().expect("list").len(), 1);
         assert_eq!(s.pending_notifications().expect("count"), 1);
-    }
-
-    #[test]
-    fn action_log_round_trip() {
-        let s = Store::open_in_memory().expect("store");
-        let t = WorkloadRef::new("shop", "checkout");
-        let rec = ActionRecord {
-            id: 0,
-            incident_id: None,
-            kind: "scale".into(),
-            target: t.clone(),
-            actor: "a".into(),
-            reason: "r".into(),
-            from_replicas: Some(2),
-            to_replicas: Some(3),
-            dry_run: false,
-            status: ActionStatus::Pending,
-            request: json!({"op": "patch_scale"}),
-            response: None,
-            message: None,
-            created_at: now(0),
-            finished_at: None,
-        };
-        let id = s.insert(&rec).expect("insert");
-        assert_eq!(s.pending().expect("pending").len(), 1);
-        assert_eq!(s.last_action_at(&t).expect("last"), Some(now(0)));
-        s.finish(id, ActionStatus::Succeeded, Some(&json!({"spec": {"replicas": 3}})), None, now(1)).expect("finish");
-        let listed = s.list_actions(10).expect("list");
-        assert_eq!(listed[0].status, ActionStatus::Succeeded);
-        assert_eq!(listed[0].response, Some(json!({"spec": {"replicas": 3}})));
-        assert!(s.pending().expect("pending").is_empty());
-        // Refusals do not start a cooldown.
-        s.insert(&ActionRecord { status: ActionStatus::Refused, to_replicas: None, created_at: now(5), ..rec }).expect("insert");
-        assert_eq!(s.last_action_at(&t).expect("last"), Some(now(0)));
     }
 
     #[test]

@@ -1314,12 +1314,44 @@ fn job_name(prefix: &str, suffix: &str) -> String {
 fn plan_text(run: &Run) -> String {
     run.steps
         .iter()
-        .map(|s| match s.result.as_ref().and_then(|r| r.get("preview")) {
-            Some(p) => format!("{} {}", s.action, p),
-            None => s.action.clone(),
+        .enumerate()
+        .map(|(i, s)| match s.result.as_ref().and_then(|r| r.get("preview")) {
+            Some(p) => format!("{}. {}", i + 1, describe_plan(&s.action, p)),
+            None => format!("{}. {}", i + 1, s.action),
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join("; ")
+}
+
+/// One step's plan in words: what would be sent.
+pub fn describe_plan(action: &str, plan: &Value) -> String {
+    let s = |k: &str| plan.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default();
+    let target = format!("{}/{}", s("namespace"), s("name"));
+    match action {
+        "scale" => format!("scale {target} from {} to {} replicas", s("from"), s("to")),
+        "rollback" => format!("roll {target} back from revision {} to {}", s("from_revision"), s("to_revision")),
+        "restart" => format!("restart {target}"),
+        "delete_pod" => {
+            let names: Vec<String> = plan
+                .get("pods")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|p| p.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+                .unwrap_or_default();
+            format!("delete pod(s) {} in {}", names.join(", "), s("namespace"))
+        }
+        "cordon" if plan.get("unschedulable") == Some(&Value::Bool(false)) => format!("uncordon node {}", s("node")),
+        "cordon" => format!("cordon node {}", s("node")),
+        "run_job" => format!("run Job {target} and wait for it"),
+        "patch" => format!("patch {target} with {}", plan.get("patch").cloned().unwrap_or(Value::Null)),
+        "http" => {
+            let call = plan.get("call").cloned().unwrap_or(Value::Null);
+            format!("{} {}", call.get("method").and_then(Value::as_str).unwrap_or("POST"), call.get("url").and_then(Value::as_str).unwrap_or(""))
+        }
+        "wait" => "wait".into(),
+        "verify" => format!("verify `{}`", s("query")),
+        "notify" => "notify".into(),
+        other => other.to_string(),
+    }
 }
 
 /// One line on how a run ended.

@@ -9,12 +9,6 @@ pub enum Error {
     /// The cluster refused or failed a request.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    /// The audit trail could not be written: the action is not sent without a record.
-    #[error("action log: {0}")]
-    ActionLog(String),
-    /// A policy that cannot be applied (e.g. min > max).
-    #[error("invalid policy: {0}")]
-    InvalidPolicy(String),
     /// Playbook files that do not load, every error with its file, line and YAML path.
     #[error("{0}")]
     Load(LoadErrors),

@@ -20,12 +20,10 @@ pub mod cluster;
 pub mod duration;
 pub mod engine;
 pub mod error;
-pub mod executor;
 pub mod guards;
 pub mod load;
 pub mod params;
 pub mod run;
-pub mod scale;
 pub mod schedule;
 pub mod spec;
 pub mod template;
@@ -34,5 +32,3 @@ pub mod yaml_load;
 
 pub use cluster::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 pub use error::{Error, Result};
-pub use executor::{ActionLog, ActionRecord, ActionStatus, ExecutionOutcome, ScaleExecutor, ScaleRequest};
-pub use scale::{plan_scale, Guard, Refusal, ScaleDecision, ScalePolicy};
