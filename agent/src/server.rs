@@ -229,6 +229,53 @@ mod tests {
         }
     }
 
+    fn app_with_viewer(operator: &str, viewer: &str) -> Router {
+        let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");
+        let engine = Engine::new(
+            Arc::new(cfg),
+            Arc::new(crate::store::Store::open_in_memory().expect("store")),
+            Arc::new(NoSource),
+            None,
+            Arc::new(crate::metrics::Metrics::new()),
+            vec![],
+            crate::timeline::Timeline::default(),
+        );
+        router(AppState { engine: Arc::new(engine), api_token: Some(Arc::from(operator)), viewer_token: Some(Arc::from(viewer)), ready: Arc::new(AtomicBool::new(true)) })
+    }
+
+    #[tokio::test]
+    async fn viewers_read_operators_act() {
+        let app = app_with_viewer("op", "view");
+        // Both roles read.
+        for token in ["op", "view"] {
+            let (st, body) = call(&app, "GET", "/api/v1/playbooks", Some(token), "").await;
+            assert_eq!(st, StatusCode::OK, "{body}");
+            assert!(body.contains("scale-up-on-saturation") && body.contains("retrain-on-drift"), "{body}");
+            assert_eq!(call(&app, "GET", "/api/v1/runs", Some(token), "").await.0, StatusCode::OK);
+            assert_eq!(call(&app, "GET", "/api/v1/audit/verify", Some(token), "").await.0, StatusCode::OK);
+        }
+        // Only the operator starts runs and decides approvals.
+        let start = r#"{"target":"shop/checkout","params":{"verify_query":"up"}}"#;
+        let (st, body) = call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("view"), start).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("operator"), "{body}");
+        assert_eq!(call(&app, "POST", "/api/v1/runs/1/approve", Some("view"), "").await.0, StatusCode::FORBIDDEN);
+        // The operator's requests are checked: unknown playbook, bad parameter, bad target.
+        assert_eq!(call(&app, "POST", "/api/v1/playbooks/nope/runs", Some("op"), start).await.0, StatusCode::NOT_FOUND);
+        let (st, body) = call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), r#"{"target":"shop/checkout","params":{"step":"99","verify_query":"up"}}"#).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("step"), "{body}");
+        assert_eq!(call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), r#"{"target":"checkout"}"#).await.0, StatusCode::BAD_REQUEST);
+        // No cluster here: the run is stored as failed, with the reason.
+        let (st, body) = call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), start).await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+        assert!(body.contains("no Kubernetes cluster is configured"), "{body}");
+        let (st, body) = call(&app, "POST", "/api/v1/runs/1/approve", Some("op"), "").await;
+        assert_eq!(st, StatusCode::CONFLICT, "{body}");
+        assert_eq!(call(&app, "GET", "/api/v1/runs/1", Some("view"), "").await.0, StatusCode::OK);
+        assert_eq!(call(&app, "GET", "/api/v1/runs/99", Some("view"), "").await.0, StatusCode::NOT_FOUND);
+    }
+
     fn app(token: Option<&str>) -> Router {
         let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");
         let engine = Engine::new(
