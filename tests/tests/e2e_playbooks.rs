@@ -555,3 +555,75 @@ fn rusqlite_free_edit(db: &Path, sql: &str) -> Result<usize> {
     let conn = rusqlite::Connection::open(db)?;
     Ok(conn.execute(sql, [])?)
 }
+
+/// The real thing: `warden playbook run` is SIGKILLed while its run waits between two
+/// actions; `warden run` (the daemon) resumes the run from the store and finishes it, and no
+/// step reaches the cluster twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_warden_process_resumes_in_the_daemon() -> Result<()> {
+    use warden_tests::procs::{ChildProcess, Warden};
+    let r = rig().await?;
+    let dir = r.dir.path();
+    let pbdir = dir.join("playbooks");
+    std::fs::create_dir_all(&pbdir)?;
+    std::fs::write(
+        pbdir.join("two.yaml"),
+        "name: two\nguards: {autonomy: auto}\nsteps:\n  - scale: {by: 1}\n  - wait: {for: 4s}\n  - restart: {}\n",
+    )?;
+    let db = dir.join("cli.db");
+    let port = warden_tests::free_port()?;
+    let kubeconfig = kube_api::write_kubeconfig(dir, &r.api.url())?;
+    let config = format!(
+        "kubernetes: {{kubeconfig: '{}', context: {}}}\nstore: {{sqlite: '{}'}}\nplaybooks: {{dir: '{}'}}\nserver: {{listen: '127.0.0.1:{port}', api_token: {{env: WARDEN_TEST_TOKEN}}}}\n",
+        kubeconfig.display(),
+        kube_api::KUBECONFIG_CONTEXT,
+        db.display(),
+        pbdir.display()
+    );
+    let cfg_path = dir.join("warden.yaml");
+    std::fs::write(&cfg_path, &config)?;
+    let bin = warden_tests::procs::warden_binary()?;
+    let cfg_arg = cfg_path.display().to_string();
+    let mut cli = ChildProcess::spawn(
+        "playbook-run",
+        &bin,
+        ["playbook", "run", "two", "-c", cfg_arg.as_str(), "--target", "shop/checkout", "--as", "tester"],
+        &[("RUST_LOG", "info")],
+        dir,
+    )?;
+    // Kill it once the scale is applied and the run waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting = db.exists()
+            && Store::open(&db)?.list_runs(None, None, 1)?.first().is_some_and(|run| run.steps.get(1).is_some_and(|s| s.status == StepStatus::Waiting));
+        if waiting {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the run never reached its wait step");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cli.kill();
+    assert_eq!(r.api.replicas("shop", "checkout"), Some(3));
+    let run = Store::open(&db)?.list_runs(None, None, 1)?.pop().context("run")?;
+    assert_eq!(run.status, RunStatus::Running);
+
+    // The daemon picks the run up from the store and finishes it.
+    let daemon = Warden::start(dir, &config, &[("WARDEN_TEST_TOKEN", "t0ken")], port, "t0ken").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let run = Store::open(&db)?.get_run(run.id)?.context("run")?;
+        if run.status.is_terminal() {
+            break run;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the daemon did not finish the run: {run:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    assert_eq!(run.steps[0].sends, 1, "the scale step was sent again");
+    assert_eq!(r.api.scale_writes("shop", "checkout").len(), 1);
+    assert_eq!(r.api.replicas("shop", "checkout"), Some(3));
+    let restarts = r.api.requests().into_iter().filter(|q| q.method == "PATCH" && q.path.ends_with("/deployments/checkout")).count();
+    assert_eq!(restarts, 1);
+    assert_eq!(run.trigger.actor, "user/tester");
+    daemon.stop_ok().await
+}
