@@ -133,8 +133,7 @@ pub struct ChainSummary {
 /// `prev_hash` equal to its predecessor's hash, and each hash recomputed from the content.
 pub fn verify(entries: &[AuditEntry]) -> Result<ChainSummary, ChainBreak> {
     let mut prev_hash = GENESIS.to_string();
-    let mut expected_seq = 1;
-    for e in entries {
+    for (expected_seq, e) in (1..).zip(entries) {
         if e.seq != expected_seq {
             return Err(ChainBreak {
                 seq: expected_seq,
@@ -155,7 +154,6 @@ pub fn verify(entries: &[AuditEntry]) -> Result<ChainSummary, ChainBreak> {
             return Err(ChainBreak { seq: e.seq, reason: "its content does not match its hash (the entry was edited)".into() });
         }
         prev_hash = e.hash.clone();
-        expected_seq += 1;
     }
     Ok(ChainSummary { entries: entries.len(), head: prev_hash })
 }

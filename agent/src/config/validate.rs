@@ -303,8 +303,9 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
             err(format!("{at}.action.params"), "`params` are for `playbook`".into());
         }
         if let Some(name) = &a.playbook {
-            match playbook_catalog(cfg) {
-                Ok(catalog) => match catalog.get(name) {
+            // A directory that does not load is reported once, at `playbooks.dir`.
+            if let Ok(catalog) = playbook_catalog(cfg) {
+                match catalog.get(name) {
                     None => err(
                         format!("{at}.action.playbook"),
                         format!("no playbook named {name:?} (known: {})", catalog.names().join(", ")),
@@ -315,9 +316,7 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
                             err(format!("{at}.action.params"), e.to_string());
                         }
                     }
-                },
-                // The directory's own errors are reported once, at `playbooks.dir`.
-                Err(_) => {}
+                }
             }
             return;
         }
