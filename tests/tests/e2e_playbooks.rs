@@ -627,3 +627,45 @@ async fn a_killed_warden_process_resumes_in_the_daemon() -> Result<()> {
     assert_eq!(run.trigger.actor, "user/tester");
     daemon.stop_ok().await
 }
+
+#[tokio::test]
+async fn observe_records_the_plan_and_sends_nothing() -> Result<()> {
+    let mut r = rig().await?;
+    r.engine.defaults.autonomy = Autonomy::Observe;
+    let run = r.engine.start(request(playbook(SCALE_VERIFY), checkout(), at(0))).await?;
+    assert_eq!(run.status, RunStatus::Observed);
+    assert!(run.steps.iter().all(|s| s.status == StepStatus::Skipped));
+    assert_eq!(run.steps[0].plan.as_ref().map(|p| (p["from"].clone(), p["to"].clone())), Some((json!(2), json!(3))));
+    assert!(r.api.scale_writes("shop", "checkout").is_empty());
+    assert_eq!(r.api.replicas("shop", "checkout"), Some(2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn alert_triggers_notify_steps_and_attempts_per_incident() -> Result<()> {
+    let r = rig().await?;
+    let pbdir = r.dir.path().join("playbooks");
+    std::fs::create_dir_all(&pbdir)?;
+    std::fs::write(
+        pbdir.join("crashloop.yaml"),
+        "name: crashloop\ntriggers:\n  - alert: {labels: {alertname: KubePodCrashLooping}}\nguards: {autonomy: auto, max_attempts: 1, cooldown: 1s}\nsteps:\n  - notify: {message: '{{ alert.labels.deployment }} crash-loops ({{ alert.name }}); restarting'}\n  - restart: {}\n",
+    )?;
+    let cfg_text = format!("kubernetes: {{}}\nplaybooks: {{dir: '{}'}}\n", pbdir.display());
+    let cfg = warden_agent::config::parse_str(&cfg_text, Path::new("w.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let recorder = Arc::new(Recorder::default());
+    let rem = Remediation::new(Arc::new(cfg), r.store.clone(), None, Some(r.cluster.clone() as Arc<dyn Cluster>), recorder.clone())
+        .map_err(anyhow::Error::msg)?;
+    let labels: BTreeMap<String, String> =
+        [("alertname", "KubePodCrashLooping"), ("namespace", "shop"), ("deployment", "checkout")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let other: BTreeMap<String, String> = [("alertname", "Watchdog")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert!(rem.on_alert(&other, Some(7), at(0)).await.is_empty());
+    let runs = rem.on_alert(&labels, Some(7), at(0)).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{:?}", runs[0].reason);
+    let seen = recorder.seen.lock().map_err(|e| anyhow::anyhow!("{e}"))?.clone();
+    assert!(seen.iter().any(|(_, t)| t == "checkout crash-loops (KubePodCrashLooping); restarting"), "{seen:?}");
+    // The same incident again: max_attempts 1 refuses.
+    let again = rem.on_alert(&labels, Some(7), at(60)).await;
+    assert_eq!(again[0].refusal.as_ref().map(|x| x.guard), Some(GuardName::MaxAttempts), "{:?}", again[0]);
+    Ok(())
+}
