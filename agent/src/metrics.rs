@@ -62,7 +62,7 @@ impl Metrics {
         let open_incidents = Gauge::default();
         registry.register("open_incidents", "Incidents currently open", open_incidents.clone());
         let actions = Family::<ActionLabels, Counter>::default();
-        registry.register("actions", "Actions by kind and outcome (applied, refused, failed)", actions.clone());
+        registry.register("actions", "Playbook runs started by watches, by playbook (kind) and the run status right after the start (outcome)", actions.clone());
         let notifications_sent = Family::<ChannelLabel, Counter>::default();
         registry.register("notifications_sent", "Notifications delivered", notifications_sent.clone());
         let notification_failures = Family::<ChannelLabel, Counter>::default();

@@ -5,7 +5,7 @@
 //! next one. [`verify`] walks the chain and names the first entry that does not fit. The
 //! chain proves integrity, not authorship: someone who can rewrite the whole table can
 //! rewrite the chain, so operators who need that should ship entries off the machine too
-//! (the `warden_audit_head` the store exposes is what to compare).
+//! (the head hash `warden audit verify` prints is what to compare).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -185,7 +185,7 @@ impl Default for ServerSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaybooksSection {
-    /// A directory of `*.yaml` playbooks (a file named like a built-in replaces it).
+    /// A directory of `*.yaml` playbooks (a playbook whose `name` is a built-in's replaces it).
     pub dir: Option<PathBuf>,
     /// Guard defaults for every playbook; a playbook's own `guards` override them field by field.
     #[serde(default)]
