@@ -199,8 +199,15 @@ async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Res
     let mut runs = Vec::new();
     if let Some(rem) = st.engine.remediation.clone() {
         for a in payload.alerts.iter().filter(|a| a.status == "firing") {
-            let labels: std::collections::BTreeMap<String, String> = a.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            for r in rem.on_alert(&labels, None, now).await {
+            // The incident the alert opened or updated above: its runs belong to it (events,
+            // notifications, attempts per incident).
+            let name = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
+            let fp = crate::evaluate::fingerprint(&format!("alertmanager/{name}"), &a.labels);
+            let incident_id = match st.engine.store.open_incident_by_fingerprint(&fp) {
+                Ok(i) => i.map(|i| i.id),
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+            for r in rem.on_alert(&a.labels, incident_id, now).await {
                 runs.push(r.id);
             }
         }
@@ -315,6 +322,37 @@ mod tests {
         assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"incidents":[]}"#));
         assert_eq!(call(&app, "GET", "/api/v1/incidents?status=maybe", Some("s3cret"), "").await.0, StatusCode::BAD_REQUEST);
         assert_eq!(call(&app, "GET", "/api/v1/incidents/7", Some("s3cret"), "").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn alert_triggered_runs_belong_to_the_alerts_incident() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("page.yaml"),
+            "name: page\ntarget: none\ntriggers:\n  - alert: {labels: {alertname: A}}\nguards: {autonomy: auto}\nsteps:\n  - notify: {message: '{{ alert.name }} fired'}\n",
+        )
+        .expect("write");
+        let cfg = crate::config::parse_str(&format!("playbooks: {{dir: '{}'}}\n", dir.path().display()), std::path::Path::new("t.yaml")).expect("config");
+        let engine = Engine::new(
+            Arc::new(cfg),
+            Arc::new(crate::store::Store::open_in_memory().expect("store")),
+            Arc::new(NoSource),
+            None,
+            Arc::new(crate::metrics::Metrics::new()),
+            vec!["file"],
+            crate::timeline::Timeline::default(),
+        );
+        let app = router(AppState { engine: Arc::new(engine), api_token: Some(Arc::from("t")), viewer_token: None, ready: Arc::new(AtomicBool::new(true)) });
+        let ok = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
+        let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), ok).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"accepted":1,"runs":[1]}"#));
+        let (_, body) = call(&app, "GET", "/api/v1/runs/1", Some("t"), "").await;
+        let run: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(run["run"]["status"], "succeeded", "{body}");
+        assert_eq!(run["run"]["trigger"]["incident_id"], 1, "{body}");
+        // The notify step's message is an event of the incident, with its notification.
+        let (_, body) = call(&app, "GET", "/api/v1/incidents/1", Some("t"), "").await;
+        assert!(body.contains("A fired"), "{body}");
     }
 
     #[tokio::test]

@@ -222,4 +222,12 @@ mod tests {
         }
         assert!(e.iter().all(|e| e.line.is_some()), "{e:?}");
     }
+
+    #[test]
+    fn global_playbook_guards_are_checked() {
+        let e = errors("playbooks:\n  guards:\n    max_attempts: 0\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "playbooks.guards.max_attempts");
+        assert_eq!(e[0].line, Some(3));
+    }
 }

@@ -26,6 +26,25 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
             err("playbooks.dir".into(), format!("{}{line}{path}: {}", e.file.display(), e.message));
         }
     }
+    // The global guards are checked by the same rules as a playbook's own.
+    let probe = warden_playbooks::spec::Playbook {
+        name: "global-guards".into(),
+        description: String::new(),
+        target: warden_playbooks::spec::TargetKind::None,
+        params: Default::default(),
+        triggers: Vec::new(),
+        guards: cfg.playbooks.guards.clone(),
+        steps: vec![warden_playbooks::spec::Step {
+            notify: Some(warden_playbooks::spec::NotifyStep { message: "probe".into() }),
+            ..Default::default()
+        }],
+        revert: None,
+    };
+    for (path, msg) in warden_playbooks::load::validate(&probe) {
+        if let Some(rest) = path.strip_prefix("guards") {
+            err(format!("playbooks.guards{rest}"), msg);
+        }
+    }
     if let Some(t) = &cfg.server.viewer_token {
         secret(&mut err, "server.viewer_token", t);
     }
