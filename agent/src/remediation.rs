@@ -221,7 +221,6 @@ pub struct Remediation {
     pub runs: RunEngine,
     pub catalog: Catalog,
     pub config: Arc<Config>,
-    store: Arc<Store>,
 }
 
 impl Remediation {
@@ -245,10 +244,10 @@ impl Remediation {
             metrics: source.map(|s| Arc::new(SourceMetrics(s)) as Arc<dyn MetricsQuery>),
             webhook,
             notices,
-            store: store.clone(),
+            store,
             defaults: GuardSettings::default().overlay(&config.playbooks.guards),
         };
-        Ok(Self { runs, catalog, config, store })
+        Ok(Self { runs, catalog, config })
     }
 
     /// The playbook and parameters a watch's `action` runs: a named playbook, or the
@@ -482,10 +481,6 @@ impl Remediation {
                 None
             }
         }
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 }
 

@@ -550,7 +550,7 @@ impl Engine {
                     }
                     Ok(Planned::Request(plan)) => {
                         if phase == Phase::Revert {
-                            if let Err(r) = self.revert_guard(run, &state.action, &plan) {
+                            if let Err(r) = self.revert_guard(run, &plan) {
                                 self.fail_step(run, phase, i, StepError::Refused(r), now)?;
                                 return Ok(true);
                             }
@@ -789,12 +789,11 @@ impl Engine {
     }
 
     /// Guards on a revert step: namespace and protection still apply.
-    fn revert_guard(&self, run: &Run, action: &str, plan: &Value) -> std::result::Result<(), Refusal> {
-        if let Some(ns) = plan.get("namespace").and_then(Value::as_str) {
-            guards::check_namespace(&run.guards, ns)?;
+    fn revert_guard(&self, run: &Run, plan: &Value) -> std::result::Result<(), Refusal> {
+        match plan.get("namespace").and_then(Value::as_str) {
+            Some(ns) => guards::check_namespace(&run.guards, ns),
+            None => Ok(()),
         }
-        let _ = action;
-        Ok(())
     }
 
     fn render(&self, run: &Run, text: &str) -> std::result::Result<String, StepError> {

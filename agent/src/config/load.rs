@@ -1,7 +1,7 @@
 //! Reading a config file and collecting every error, each with its YAML path and line.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_yaml::Value;
 
@@ -9,28 +9,9 @@ use warden_playbooks::yaml_index::YamlIndex;
 use warden_playbooks::yaml_load::{deserialize_collect, parse_value, renumber};
 use super::{validate, Config, WatchConfig};
 
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    /// YAML path such as `watches[0].interval`; empty for the document itself.
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+/// One problem in a config file: the same shape (file, line, YAML path, message) as a
+/// problem in a playbook file.
+pub type ConfigError = warden_playbooks::load::LoadError;
 
 /// Every problem found, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,9 +21,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
 
     if let Err(errors) = playbook_catalog(cfg) {
         for e in errors.0 {
-            let line = e.line.map(|l| format!(":{l}")).unwrap_or_default();
-            let path = if e.path.is_empty() { String::new() } else { format!(" at {}", e.path) };
-            err("playbooks.dir".into(), format!("{}{line}{path}: {}", e.file.display(), e.message));
+            err("playbooks.dir".into(), e.to_string());
         }
     }
     // The global guards are checked by the same rules as a playbook's own.
