@@ -48,6 +48,7 @@ pub mod group;
 pub mod harness;
 pub mod logs;
 pub mod multivariate;
+pub mod rca;
 pub mod registry;
 pub mod robust;
 pub mod seasonal;

@@ -1,0 +1,16 @@
+//! Root-cause ranking: candidate causes scored from evidence, deterministically.
+//!
+//! The agent collects [`Evidence`] for an incident; [`rank`] scores candidate causes
+//! (workloads, nodes, changes) from temporal precedence (what moved first), anomaly strength,
+//! topology proximity to the symptom and change correlation (a rollout shortly before the
+//! first anomaly). The same function ranks the services of an offline recording
+//! (`warden rca --metrics FILE.csv`), whose metrics are first turned into anomaly evidence by
+//! [`series`]. Pure and synchronous, like the rest of this crate: the same evidence always
+//! gives the same ranking.
+
+pub mod evidence;
+pub mod rank;
+pub mod series;
+
+pub use evidence::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind};
+pub use rank::{rank, RankParams, RcaInput};
