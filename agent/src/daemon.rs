@@ -22,6 +22,7 @@ use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
 use warden_connectors::{HttpAuth, Secret, TlsOptions};
 use warden_playbooks::Cluster;
 
+use crate::analysis::{ClusterEvidence, Summarizer};
 use crate::config::{AuthSection, Config, SecretRef, SmtpTlsMode};
 use crate::engine::Engine;
 use crate::kube_cluster::KubeCluster;
@@ -110,6 +111,11 @@ fn build_loki(cfg: &Config) -> Result<Option<LokiLogs>> {
 }
 
 pub async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
+    Ok(build_kube(cfg).await?.map(|k| k as Arc<dyn Cluster>))
+}
+
+/// The Kubernetes connection as the playbooks' cluster and the analysis's evidence source.
+pub async fn build_kube(cfg: &Config) -> Result<Option<Arc<KubeCluster>>> {
     let Some(k) = &cfg.kubernetes else { return Ok(None) };
     let how = if k.in_cluster {
         KubeConnect::InCluster
@@ -149,7 +155,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         Some(p) => Arc::new(p),
         None => Arc::new(NoSource),
     };
-    let cluster = build_cluster(&cfg).await?;
+    let kube = build_kube(&cfg).await?;
+    let cluster = kube.clone().map(|k| k as Arc<dyn Cluster>);
+    let evidence = kube.map(|k| k as Arc<dyn ClusterEvidence>);
     let channels = build_channels(&cfg)?;
     let store = Arc::new(
         Store::open(&cfg.store.sqlite).with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
@@ -161,7 +169,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     if let Some(logs) = build_loki(&cfg)? {
         engine = engine.with_logs(Arc::new(logs));
     }
+    // The model loads once, before the first evaluation (seconds for a small GGUF).
+    let summarizer = Arc::new(Summarizer::from_config(cfg.analysis.model.as_ref()));
+    let (analysis_tx, analysis_rx) = tokio::sync::mpsc::unbounded_channel();
+    engine = engine.with_analysis(evidence, summarizer, Some(analysis_tx));
     let engine = Arc::new(engine);
+    let analysis_task = engine.analyzer.clone().map(|a| {
+        let token = shutdown.clone();
+        tokio::spawn(async move { run_analyses(a, analysis_rx, token).await })
+    });
     let outbox = Outbox {
         store: store.clone(),
         channels,
@@ -196,6 +212,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     ready.store(true, Ordering::Relaxed);
     run_scheduler(engine.clone(), shutdown.clone()).await;
 
+    if let Some(t) = analysis_task {
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, t).await.is_err() {
+            tracing::warn!("an incident analysis did not finish within the shutdown deadline");
+        }
+    }
     if let Some(t) = runs_task {
         if tokio::time::timeout(SHUTDOWN_DEADLINE, t).await.is_err() {
             tracing::warn!("playbook runs did not stop within the shutdown deadline; they resume on the next start");
@@ -254,6 +275,26 @@ pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
             if next[j] <= after {
                 next[j] = after + interval;
             }
+        }
+    }
+}
+
+/// Analyse opened incidents one at a time, in the order they opened.
+pub async fn run_analyses(
+    analyzer: Arc<crate::analysis::Analyzer>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(i64, chrono::DateTime<Utc>)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            n = queue.recv() => n,
+            _ = shutdown.cancelled() => return,
+        };
+        let Some((id, _opened)) = next else { return };
+        // Evidence is read as of now: the first action's outcome and events that arrived
+        // since the incident opened are part of it.
+        if let Err(e) = analyzer.analyze(id, Utc::now()).await {
+            tracing::error!(incident = id, error = %e, "analysing the incident");
         }
     }
 }

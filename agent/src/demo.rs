@@ -17,9 +17,11 @@ use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use warden_connectors::prometheus::{RangeResult, Sample, Series};
+use warden_detectors::rca::{ChangeKind, Payload, Subject};
 use warden_playbooks::cluster::{DeploymentInfo, JobCreated, JobPhase, JobStatus};
 use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
+use crate::analysis::{ClusterEvidence, ClusterFacts, Fact, Summarizer};
 use crate::config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -114,6 +116,73 @@ impl SimCluster {
     /// Ready pods: scaling up takes effect after start-up, scaling down at once.
     fn ready_at(&self, t: DateTime<Utc>) -> i32 {
         self.desired_at(t).min(self.desired_at(t - ChronoDuration::seconds(POD_STARTUP)))
+    }
+}
+
+/// Nodes of the simulated cluster; checkout's pods are spread over them in order.
+const NODES: [&str; 3] = ["worker-1", "worker-2", "worker-3"];
+
+/// What the simulated cluster tells the root-cause analysis: the topology of the workload,
+/// the scaling events the Deployment controller records for Warden's scale-ups, and the
+/// ConfigMap change behind the fraud model's drift (the feature pipeline's settings, edited
+/// two minutes before the scores shift).
+#[async_trait]
+impl ClusterEvidence for SimCluster {
+    async fn workload_facts(&self, namespace: &str, deployment: &str, since: i64) -> Result<ClusterFacts, String> {
+        let now = self.now.lock().map(|n| *n).unwrap_or_else(|_| Utc::now());
+        let subject = Subject::workload(Some(namespace), deployment);
+        let mut facts = Vec::new();
+        if (namespace, deployment) == (self.target.namespace.as_str(), self.target.name.as_str()) {
+            let replicas = self.desired_at(now).max(0) as usize;
+            let pods: Vec<String> = PODS.iter().take(replicas).map(|p| p.to_string()).collect();
+            let nodes: Vec<String> = NODES.iter().take(replicas.min(NODES.len())).map(|n| n.to_string()).collect();
+            facts.push(Fact {
+                time: since,
+                subject: subject.clone(),
+                payload: Payload::Topology { nodes, pods, services: vec![deployment.to_string()], depends_on: vec!["payments".into()] },
+            });
+            let history = self.history.lock().map(|h| h.clone()).unwrap_or_default();
+            for pair in history.windows(2) {
+                let ((_, from), (at, to)) = (pair[0], pair[1]);
+                if at.timestamp() < since || at > now || from == to {
+                    continue;
+                }
+                let verb = if to > from { "up" } else { "down" };
+                facts.push(Fact {
+                    time: at.timestamp(),
+                    subject: subject.clone(),
+                    payload: Payload::KubeEvent {
+                        reason: "ScalingReplicaSet".into(),
+                        message: format!("Scaled {verb} replica set checkout-6f7c9d from {from} to {to}"),
+                        count: 1,
+                        object: format!("Deployment/{deployment}"),
+                    },
+                });
+            }
+        } else if (namespace, deployment) == MODEL_SERVER {
+            let demo_start = self.history.lock().ok().and_then(|h| h.first().map(|(t, _)| *t)).unwrap_or(now) + ChronoDuration::seconds(HISTORY_SECS);
+            let changed = demo_start + ChronoDuration::minutes(DRIFT_FROM - 2);
+            facts.push(Fact {
+                time: since,
+                subject: subject.clone(),
+                payload: Payload::Topology { nodes: vec![NODES[1].into()], pods: vec!["fraud-scorer-5c8b7-kq2vd".into()], services: vec![deployment.to_string()], depends_on: vec![] },
+            });
+            if changed.timestamp() >= since && changed <= now {
+                facts.push(Fact {
+                    time: changed.timestamp(),
+                    subject,
+                    payload: Payload::Change {
+                        change: ChangeKind::Config,
+                        from: None,
+                        to: None,
+                        description: "ConfigMap ml/feature-pipeline (mounted by fraud-scorer) changed".into(),
+                    },
+                });
+            }
+        } else {
+            return Ok(ClusterFacts { facts, gaps: vec![format!("{namespace}/{deployment} is not simulated")] });
+        }
+        Ok(ClusterFacts { facts, gaps: Vec::new() })
     }
 }
 
@@ -365,6 +434,25 @@ impl MetricSource for SimPrometheus {
     }
 }
 
+/// Split text into lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
 fn hhmm(t: DateTime<Utc>) -> String {
     t.format("%H:%M:%S").to_string()
 }
@@ -435,6 +523,13 @@ impl<W: Write> Printer<W> {
                 };
                 self.line(at, what, &text)
             }
+            TimelineEvent::Analysed { at, incident_id, top, summary } => {
+                self.line(at, "CAUSE", &format!("#{incident_id}: probable cause {top}"))?;
+                for chunk in wrap(&summary, 92) {
+                    writeln!(self.out, "{:>22}{chunk}", "")?;
+                }
+                Ok(())
+            }
             TimelineEvent::IncidentResolved { at, incident_id, title } => self.line(at, "RESOLVED", &format!("#{incident_id}: {title}")),
             TimelineEvent::NotificationDelivered { at, channel, subject, .. } => self.line(at, "notify", &format!("{channel}: {subject}")),
             TimelineEvent::NotificationFailed { at, channel, error, .. } => self.line(at, "notify", &format!("{channel} failed, will retry: {error}")),
@@ -442,8 +537,9 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// Run the demo, writing the store and notifications under `out_dir`.
-pub async fn run(out_dir: &Path, all_evaluations: bool) -> Result<()> {
+/// Run the demo, writing the store and notifications under `out_dir`. With `model` (a GGUF
+/// file), incident summaries are written by that local model; without, by the template.
+pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) -> Result<()> {
     let wall = std::time::Instant::now();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut cfg = config::parse_str(SCENARIO_YAML, Path::new("agent/demo/demo.yaml")).map_err(|e| anyhow!("{e}"))?;
@@ -475,7 +571,24 @@ pub async fn run(out_dir: &Path, all_evaluations: bool) -> Result<()> {
     let channels = Channels { file: Some(notifications.clone()), ..Default::default() };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let timeline = Timeline::new(tx);
-    let engine = Engine::new(cfg.clone(), store.clone(), source, Some(cluster.clone() as Arc<dyn Cluster>), metrics.clone(), channels.names(), timeline.clone());
+    let summarizer = match model {
+        Some(path) => {
+            let section = config::ModelSection {
+                path: path.to_path_buf(),
+                tokenizer: None,
+                chat_template: None,
+                device: "cpu".into(),
+                max_tokens: 160,
+                time_budget: config::HumanDuration(Duration::from_secs(120)),
+                sha256: None,
+            };
+            Summarizer::from_config(Some(&section))
+        }
+        None => Summarizer::template_only("no model given (warden demo --model FILE.gguf)"),
+    };
+    // Analyses run inline, on the simulated clock.
+    let engine = Engine::new(cfg.clone(), store.clone(), source, Some(cluster.clone() as Arc<dyn Cluster>), metrics.clone(), channels.names(), timeline.clone())
+        .with_analysis(Some(cluster.clone() as Arc<dyn ClusterEvidence>), Arc::new(summarizer), None);
     let outbox = Outbox {
         store: store.clone(),
         channels,
@@ -560,7 +673,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool) -> Result<()> {
         std::fs::read_to_string(&notifications).map(|s| s.lines().count()).unwrap_or(0),
         notifications.display()
     )?;
-    writeln!(p.out, "store: {} (try: warden incidents list --db {})", db.display(), db.display())?;
+    writeln!(p.out, "store: {} (try: warden incidents list --db {} and warden incidents show ID --db {})", db.display(), db.display(), db.display())?;
     writeln!(p.out, "simulated {} of operation in {:.1} s", humantime::format_duration(Duration::from_secs(DEMO_SECS as u64)), wall.elapsed().as_secs_f64())?;
     Ok(())
 }
@@ -593,7 +706,7 @@ mod tests {
     #[tokio::test]
     async fn demo_opens_acts_and_resolves() {
         let dir = tempfile::tempdir().expect("tempdir");
-        run(dir.path(), false).await.expect("demo runs");
+        run(dir.path(), false, None).await.expect("demo runs");
         let store = Store::open(&dir.path().join("warden.db")).expect("store");
         let incidents = store.list_incidents(None, 20).expect("incidents");
         let by_watch = |w: &str| incidents.iter().filter(|i| i.watch == w).collect::<Vec<_>>();

@@ -20,6 +20,7 @@ use warden_connectors::alertmanager::WebhookPayload;
 use warden_detectors::Detection;
 use warden_playbooks::Cluster;
 
+use crate::analysis::{AnalysisSettings, Analyzer, ClusterEvidence, RecentAnomalies, Summarizer};
 use crate::config::{Config, LogWatchConfig, Severity, WatchConfig};
 use crate::evaluate::{evaluate, fingerprint, Evaluation, SeriesVerdict, Verdict};
 use crate::log_watch::{evaluate_logs, LogFinding, LogSource, LogStates, LogWatchState};
@@ -60,6 +61,23 @@ pub struct Engine {
     log_states: LogStates,
     /// Playbook runs; `None` only when the playbook catalog does not load.
     pub remediation: Option<Arc<Remediation>>,
+    /// Deviation streaks of every watch, for root-cause analysis.
+    pub recent: Arc<RecentAnomalies>,
+    /// Root-cause analysis of opened incidents; `None` when `analysis.enabled` is false.
+    pub analyzer: Option<Arc<Analyzer>>,
+    analysis: AnalysisMode,
+}
+
+/// How opened incidents are analysed.
+#[derive(Clone, Default)]
+enum AnalysisMode {
+    /// Not at all (analysis disabled or not set up).
+    #[default]
+    Off,
+    /// Awaited where the incident opens (the demo and tests, on simulated time).
+    Inline,
+    /// Handed to a background task (the daemon), so a slow model never delays evaluations.
+    Queued(tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>),
 }
 
 impl Engine {
@@ -111,9 +129,60 @@ impl Engine {
             timeline,
             outbox_wake,
             statuses: RwLock::new(statuses),
+            recent: Arc::new(RecentAnomalies::default()),
+            analyzer: None,
+            analysis: AnalysisMode::Off,
         };
         engine.refresh_open_gauge();
         engine
+    }
+
+    /// Analyse incidents when they open: evidence from the engine's deviation streaks, the
+    /// store and `cluster`; summaries from `summarizer`. With `queue`, analyses are sent to
+    /// it (the daemon's worker calls [`Analyzer::analyze`]); without, they run inline.
+    pub fn with_analysis(
+        mut self,
+        cluster: Option<Arc<dyn ClusterEvidence>>,
+        summarizer: Arc<Summarizer>,
+        queue: Option<tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>>,
+    ) -> Self {
+        if !self.config.analysis.enabled {
+            return self;
+        }
+        self.analyzer = Some(Arc::new(Analyzer {
+            store: self.store.clone(),
+            recent: self.recent.clone(),
+            cluster,
+            summarizer,
+            settings: AnalysisSettings { lookback_secs: self.config.analysis.lookback.0.as_secs() as i64 },
+            channels: self.channels.clone(),
+            timeline: self.timeline.clone(),
+            outbox_wake: self.outbox_wake.clone(),
+        }));
+        self.analysis = match queue {
+            Some(tx) => AnalysisMode::Queued(tx),
+            None => AnalysisMode::Inline,
+        };
+        self
+    }
+
+    /// Analyse an incident that just opened (see [`AnalysisMode`]).
+    async fn analyse_opened(&self, incident_id: i64, now: DateTime<Utc>) {
+        match (&self.analysis, &self.analyzer) {
+            (AnalysisMode::Inline, Some(a)) => {
+                if let Err(e) = a.analyze(incident_id, now).await {
+                    tracing::error!(incident = incident_id, error = %e, "analysing the incident");
+                }
+            }
+            (AnalysisMode::Queued(tx), _) => self.queue_analysis(incident_id, now, tx),
+            _ => {}
+        }
+    }
+
+    fn queue_analysis(&self, incident_id: i64, now: DateTime<Utc>, tx: &tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>) {
+        if tx.send((incident_id, now)).is_err() {
+            tracing::warn!(incident = incident_id, "the analysis worker has stopped: incident not analysed");
+        }
     }
 
     /// Read log watches from `source`.
@@ -150,10 +219,16 @@ impl Engine {
         let label = WatchLabel { watch: w.name.clone() };
         self.metrics.detector_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
         let mut problems = Vec::new();
+        let mut opened = Vec::new();
         for f in &evaluation.findings {
-            if let Err(e) = self.on_log_finding(w, f, now) {
-                problems.push(format!("store: {e}"));
+            match self.on_log_finding(w, f, now) {
+                Ok(Some(id)) => opened.push(id),
+                Ok(None) => {}
+                Err(e) => problems.push(format!("store: {e}")),
             }
+        }
+        for id in opened {
+            self.analyse_opened(id, now).await;
         }
         if let Err(e) = self.quiet_log_incidents(w, &evaluation.still_active, now) {
             problems.push(format!("store: {e}"));
@@ -195,7 +270,9 @@ impl Engine {
         self.timeline.emit(TimelineEvent::NoData { at: now, watch: w.name.clone(), reason: reason.to_string() });
     }
 
-    fn on_log_finding(&self, w: &LogWatchConfig, f: &LogFinding, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Returns the id of the incident the finding opened, if it opened one.
+    fn on_log_finding(&self, w: &LogWatchConfig, f: &LogFinding, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        let mut opened = None;
         let e = &f.signal.evidence;
         let sig = IncidentSignal {
             fingerprint: f.fingerprint.clone(),
@@ -225,9 +302,10 @@ impl Engine {
                 tracing::warn!(incident = incident.id, watch = %w.name, title = %incident.title, "incident opened");
                 self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: incident.id, title: incident.title.clone() });
                 self.outbox_wake.notify_one();
+                opened = Some(incident.id);
             }
         }
-        Ok(())
+        Ok(opened)
     }
 
     /// Count a quiet evaluation for every open incident of the watch whose signal did not
@@ -378,6 +456,18 @@ impl Engine {
             });
         }
         match &sv.verdict {
+            Verdict::Deviating(d) | Verdict::Anomalous(d) => {
+                let subject = crate::analysis::collect::subject_of(
+                    target.as_ref().map(|t| (t.namespace.as_str(), t.deployment.as_str())),
+                    &sv.identity,
+                    &w.name,
+                );
+                self.recent.deviating(&sv.fingerprint, &w.name, subject, d, w.step.0.as_secs() as i64);
+            }
+            Verdict::Normal(_) => self.recent.normal(&sv.fingerprint, now),
+            Verdict::NoData(_) | Verdict::WarmingUp(_) => {}
+        }
+        match &sv.verdict {
             Verdict::NoData(_) | Verdict::WarmingUp(_) | Verdict::Deviating(_) => Ok(()),
             Verdict::Anomalous(d) => self.on_anomaly(w, sv, d, target, now).await,
             Verdict::Normal(_) => self.on_quiet(w, sv, now),
@@ -437,7 +527,9 @@ impl Engine {
                 incident
             }
         };
-        self.act(w, &incident, now, true).await
+        self.act(w, &incident, now, true).await?;
+        self.analyse_opened(incident.id, now).await;
+        Ok(())
     }
 
     fn on_quiet(&self, w: &WatchConfig, sv: &SeriesVerdict, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -528,6 +620,9 @@ impl Engine {
                             let detail = json!({"alert": a, "group_key": payload.group_key});
                             let i = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
                             tracing::warn!(incident = i.id, alert = %name, "incident opened from Alertmanager");
+                            if let AnalysisMode::Queued(tx) = &self.analysis {
+                                self.queue_analysis(i.id, now, tx);
+                            }
                             self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: i.id, title: i.title });
                         }
                     }

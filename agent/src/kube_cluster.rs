@@ -135,3 +135,143 @@ fn pod_info(p: &k8s_openapi::api::core::v1::Pod) -> PodInfo {
         node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
     }
 }
+
+/// Root-cause evidence of one Deployment read from the cluster
+/// (`warden_connectors::kube_evidence::collect`), as analysis facts: Kubernetes events,
+/// rollouts with their image changes, ConfigMap/Secret changes (by name only), autoscaler
+/// scale-ups, the topology, and the node conditions of the nodes its pods run on.
+#[async_trait]
+impl crate::analysis::ClusterEvidence for KubeCluster {
+    async fn workload_facts(&self, namespace: &str, deployment: &str, since: i64) -> Result<crate::analysis::ClusterFacts, String> {
+        let w = warden_connectors::kube_evidence::collect(&self.client, namespace, deployment, since).await.map_err(|e| e.to_string())?;
+        Ok(workload_facts(&w))
+    }
+}
+
+/// The facts of one workload's cluster evidence.
+pub fn workload_facts(w: &warden_connectors::kube_evidence::WorkloadEvidence) -> crate::analysis::ClusterFacts {
+    use crate::analysis::Fact;
+    use warden_detectors::rca::{ChangeKind, Payload, Subject};
+    let subject = Subject::workload(Some(&w.namespace), &w.deployment);
+    let mut facts = Vec::new();
+    let mut gaps = w.gaps.clone();
+    if !w.found {
+        gaps.extend(w.notes.iter().cloned());
+    }
+    if w.events_truncated {
+        gaps.push("events: truncated to the newest".into());
+    }
+    for e in &w.events {
+        // Warnings, plus the Normal events that mark changes (scaling, killing, pulling).
+        let telling = e.type_ == "Warning" || matches!(e.reason.as_str(), "ScalingReplicaSet" | "SuccessfulRescale" | "Killing" | "Pulled");
+        if !telling {
+            continue;
+        }
+        let about_node = e.involved_kind == "Node";
+        facts.push(Fact {
+            time: e.time,
+            subject: if about_node { Subject::node(&e.involved_name) } else { subject.clone() },
+            payload: Payload::KubeEvent {
+                reason: e.reason.clone(),
+                message: e.message.clone(),
+                count: e.count,
+                object: format!("{}/{}", e.involved_kind, e.involved_name),
+            },
+        });
+    }
+    for r in &w.rollouts {
+        let images = |list: &[warden_connectors::kube_evidence::ContainerImage]| {
+            let v: Vec<String> = list.iter().map(|c| c.image.clone()).collect();
+            (!v.is_empty()).then(|| v.join(","))
+        };
+        let verb = if r.rollback { "rolled back to" } else { "rolled out" };
+        let mut description = format!("Deployment {}/{} {verb} revision {} (ReplicaSet {})", w.namespace, w.deployment, r.revision, r.replica_set);
+        if r.time_approximate {
+            description.push_str("; time approximate");
+        }
+        facts.push(Fact {
+            time: r.time,
+            subject: subject.clone(),
+            payload: Payload::Change { change: ChangeKind::Rollout, from: images(&r.from_images), to: images(&r.to_images), description },
+        });
+    }
+    for c in w.config.iter().filter(|c| c.changed_since) {
+        let Some(t) = c.last_change else { continue };
+        let (change, kind) = match c.kind {
+            warden_connectors::kube_evidence::ConfigKind::ConfigMap => (ChangeKind::Config, "ConfigMap"),
+            warden_connectors::kube_evidence::ConfigKind::Secret => (ChangeKind::Secret, "Secret"),
+        };
+        let by = c.last_manager.as_deref().map(|m| format!(" by {m}")).unwrap_or_default();
+        facts.push(Fact {
+            time: t,
+            subject: subject.clone(),
+            payload: Payload::Change { change, from: None, to: None, description: format!("{kind} {}/{} (used by {}) changed{by}", w.namespace, c.name, w.deployment) },
+        });
+    }
+    if let Some(scale) = &w.scale {
+        for h in scale.hpas.iter().filter(|h| h.scaled_since) {
+            let Some(t) = h.last_scale_time else { continue };
+            let at_max = if h.at_max { " (at its maximum)" } else { "" };
+            facts.push(Fact {
+                time: t,
+                subject: subject.clone(),
+                payload: Payload::Change {
+                    change: ChangeKind::Autoscaler,
+                    from: h.current_replicas.map(|r| r.to_string()),
+                    to: h.desired_replicas.map(|r| r.to_string()),
+                    description: format!("HorizontalPodAutoscaler {} scaled the Deployment{at_max}", h.name),
+                },
+            });
+        }
+    }
+    if let Some(t) = &w.topology {
+        let nodes: Vec<String> = t.nodes.iter().map(|n| n.name.clone()).collect();
+        facts.push(Fact {
+            time: w.since,
+            subject: subject.clone(),
+            payload: Payload::Topology { nodes, pods: t.pods.iter().map(|p| p.name.clone()).collect(), services: t.services.clone(), depends_on: Vec::new() },
+        });
+        for p in &t.pods {
+            if let Some(reason) = p.last_termination_reason.as_deref().filter(|r| *r != "Completed") {
+                facts.push(Fact {
+                    time: w.collected_at,
+                    subject: subject.clone(),
+                    payload: Payload::KubeEvent {
+                        reason: reason.to_string(),
+                        message: format!("container last terminated: {reason} (exit code {}), {} restart(s)", p.last_termination_exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()), p.restarts),
+                        count: p.restarts.max(1) as u32,
+                        object: format!("Pod/{}", p.name),
+                    },
+                });
+            }
+            if let Some(reason) = p.waiting_reason.as_deref().filter(|r| matches!(*r, "CrashLoopBackOff" | "ImagePullBackOff" | "ErrImagePull" | "CreateContainerConfigError")) {
+                facts.push(Fact {
+                    time: w.collected_at,
+                    subject: subject.clone(),
+                    payload: Payload::KubeEvent { reason: reason.to_string(), message: format!("container waiting: {reason}"), count: 1, object: format!("Pod/{}", p.name) },
+                });
+            }
+        }
+        for n in t.nodes.iter().filter(|n| n.found && (!n.ready || !n.conditions.is_empty() || n.unschedulable)) {
+            let mut what = Vec::new();
+            if !n.ready {
+                what.push(format!("NotReady ({})", n.not_ready_reason.as_deref().unwrap_or("no reason given")));
+            }
+            what.extend(n.conditions.iter().cloned());
+            if n.unschedulable {
+                what.push("cordoned".into());
+            }
+            facts.push(Fact {
+                time: w.collected_at,
+                subject: Subject::node(&n.name),
+                payload: Payload::KubeEvent {
+                    reason: if n.ready { "NodeCondition".into() } else { "NodeNotReady".into() },
+                    message: what.join(", "),
+                    count: 1,
+                    object: format!("Node/{}", n.name),
+                },
+            });
+        }
+    }
+    crate::analysis::ClusterFacts { facts, gaps }
+}

@@ -1,6 +1,7 @@
 //! The `warden` agent: configuration, the evaluation engine, incidents, actions, the outbox,
 //! the HTTP API and the daemon that runs them. See `docs/architecture.md` for the map.
 
+pub mod analysis;
 pub mod api_runs;
 pub mod bench;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod drift_eval;
 pub mod engine;
 pub mod evaluate;
 pub mod group_eval;
+pub mod incident_cmd;
 pub mod joint_eval;
 pub mod kube_cluster;
 pub mod logs_cmd;
@@ -18,6 +20,7 @@ pub mod log_watch;
 pub mod metrics;
 pub mod notify;
 pub mod playbook_cmd;
+pub mod rca_cmd;
 pub mod remediation;
 pub mod run_store;
 pub mod server;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use warden_agent::{bench, config, daemon, demo, detect_cmd, logs_cmd, playbook_cmd, store::Store};
+use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, playbook_cmd, rca_cmd, store::Store};
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
@@ -109,6 +109,19 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Rank the services of a recorded incident (a `time` column in Unix seconds and one
+    /// column per metric named `<service>_<metric>`), most probable root cause first.
+    Rca {
+        /// The recorded metrics.
+        #[arg(long, value_name = "FILE.csv")]
+        metrics: PathBuf,
+        /// Unix seconds: when the incident started (approximately).
+        #[arg(long)]
+        start: i64,
+        /// Print `{"ranking":[{"service":..,"score":..}, ...], ...}` instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the embedded scenario: no cluster, no network, under a minute.
     Demo {
         /// Where the demo writes its store and notifications.
@@ -117,6 +130,9 @@ enum Command {
         /// Print every evaluation (default: changes, and one line every ten minutes).
         #[arg(long)]
         all_evaluations: bool,
+        /// A GGUF model that writes the incident summaries (default: the template summary).
+        #[arg(long, value_name = "FILE.gguf")]
+        model: Option<PathBuf>,
     },
 }
 
@@ -234,6 +250,15 @@ enum BenchCommand {
         #[arg(long)]
         compare_drain3: bool,
     },
+    /// Recorded root-cause scenarios: top-1 and top-3 accuracy of the ranking, from metrics
+    /// only and with the scenario's cluster evidence, per fault type.
+    Rca {
+        /// The scenario directory (`<NN-name>/{metrics.csv,scenario.yaml}`).
+        #[arg(long, value_name = "DIR", default_value = "tests/rca/scenarios")]
+        suite: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -272,6 +297,16 @@ enum IncidentsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+    },
+    /// Show one incident: its root-cause ranking, evidence, summary and events.
+    Show {
+        /// The incident id.
+        id: i64,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Print JSON (incident, events, analysis) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -336,12 +371,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
 }
 
-fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) -> Result<()> {
+fn open_store(db: DbArgs) -> Result<Store> {
     let path = db_path(db)?;
     if !path.exists() {
         return Err(anyhow!("no store at {} (has `warden run` or `warden demo` been started?)", path.display()));
     }
-    let store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    Store::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) -> Result<()> {
+    let store = open_store(db)?;
     let incidents = store.list_incidents(status.as_deref(), limit)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "incidents": incidents }))?);
@@ -385,6 +424,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
+        Command::Incidents { command: IncidentsCommand::Show { id, db, json } } => open_store(db).and_then(|store| incident_cmd::show(&store, id, json, &mut std::io::stdout().lock())),
+        Command::Rca { metrics, start, json } => rca_cmd::run(&metrics, start, json, &mut std::io::stdout().lock()),
+        Command::Bench { command: BenchCommand::Rca { suite, json } } => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
         Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
         Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
@@ -428,7 +470,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Demo { out, all_evaluations } => {
+        Command::Demo { out, all_evaluations, model } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -436,7 +478,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            rt.block_on(demo::run(&out, all_evaluations))
+            rt.block_on(demo::run(&out, all_evaluations, model.as_deref()))
         }
     };
     match result {

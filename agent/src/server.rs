@@ -160,10 +160,12 @@ async fn list_incidents(State(st): State<AppState>, q: Result<Query<IncidentQuer
 
 async fn get_incident(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
     let store = &st.engine.store;
-    match (store.get_incident(id), store.incident_events(id)) {
-        (Ok(Some(incident)), Ok(events)) => Json(json!({"incident": incident, "events": events})).into_response(),
-        (Ok(None), _) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
-        (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match (store.get_incident(id), store.incident_events(id), store.get_analysis(id)) {
+        (Ok(Some(incident)), Ok(events), Ok(analysis)) => {
+            Json(json!({"incident": incident, "events": events, "analysis": analysis})).into_response()
+        }
+        (Ok(None), _, _) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

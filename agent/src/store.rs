@@ -119,6 +119,13 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL
+     );",
+    // v4: root-cause analyses, one per incident (ranking, evidence and summary as JSON; see
+    // `crate::analysis`).
+    "CREATE TABLE analyses (
+        incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL
      );"
 ];
 
@@ -549,7 +556,7 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
     }))
 }
 
-fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>, kind: &str, detail: &serde_json::Value) -> StoreResult<()> {
+pub(crate) fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>, kind: &str, detail: &serde_json::Value) -> StoreResult<()> {
     c.execute(
         "INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![incident_id, ms(now), kind, detail.to_string()],
@@ -557,7 +564,7 @@ fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>, kind: &str
     Ok(())
 }
 
-fn insert_outbox(c: &Connection, incident_id: Option<i64>, n: &NewNotification, now: DateTime<Utc>) -> StoreResult<()> {
+pub(crate) fn insert_outbox(c: &Connection, incident_id: Option<i64>, n: &NewNotification, now: DateTime<Utc>) -> StoreResult<()> {
     c.execute(
         "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now)],

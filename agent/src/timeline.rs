@@ -16,6 +16,8 @@ pub enum TimelineEvent {
     IncidentUpdated { at: DateTime<Utc>, incident_id: i64, value: Option<f64> },
     /// A playbook run changed state (started, waiting, succeeded, reverted, ...).
     Run { at: DateTime<Utc>, run_id: i64, incident_id: Option<i64>, status: String, text: String },
+    /// An incident's root-cause analysis: the top-ranked cause and the summary.
+    Analysed { at: DateTime<Utc>, incident_id: i64, top: String, summary: String },
     IncidentResolved { at: DateTime<Utc>, incident_id: i64, title: String },
     NotificationDelivered { at: DateTime<Utc>, channel: String, event: String, subject: String },
     NotificationFailed { at: DateTime<Utc>, channel: String, event: String, error: String, attempts: u32 },

@@ -14,6 +14,7 @@ pub mod alertmanager;
 mod error;
 mod http;
 pub mod kube_actions;
+pub mod kube_evidence;
 pub mod kubernetes;
 pub mod loki;
 pub mod prometheus;

@@ -34,6 +34,8 @@ pub struct WardenConfig {
     pub notify_file: Option<PathBuf>,
     pub dry_run: bool,
     pub watches: Vec<Value>,
+    /// The `analysis` section, when the test sets one.
+    pub analysis: Option<Value>,
 }
 
 impl WardenConfig {
@@ -49,6 +51,7 @@ impl WardenConfig {
             notify_file: None,
             dry_run: false,
             watches: Vec::new(),
+            analysis: None,
         }
     }
 
@@ -80,7 +83,7 @@ impl WardenConfig {
             "retry".into(),
             json!({ "initial_backoff": "500ms", "max_backoff": "2s" }),
         );
-        json!({
+        let mut config = json!({
             "prometheus": { "url": self.prometheus_url, "timeout": "5s" },
             "kubernetes": {
                 "kubeconfig": self.kubeconfig.display().to_string(),
@@ -98,7 +101,11 @@ impl WardenConfig {
                 "scale": { "min_replicas": 1, "max_replicas": 10, "step": 1 },
             },
             "watches": self.watches,
-        })
+        });
+        if let (Some(a), Some(map)) = (&self.analysis, config.as_object_mut()) {
+            map.insert("analysis".into(), a.clone());
+        }
+        config
     }
 
     /// The configuration as YAML.

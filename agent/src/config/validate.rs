@@ -47,6 +47,40 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         secret(&mut err, "server.viewer_token", t);
     }
 
+    if cfg.analysis.lookback.0.is_zero() {
+        err("analysis.lookback".into(), "must be more than 0s".into());
+    }
+    if let Some(m) = &cfg.analysis.model {
+        if !m.path.is_file() {
+            err("analysis.model.path".into(), format!("no model file at {} (`warden model pull REPO FILE` downloads one)", m.path.display()));
+        }
+        if let Some(t) = &m.tokenizer {
+            if !t.is_file() {
+                err("analysis.model.tokenizer".into(), format!("no tokenizer file at {}", t.display()));
+            }
+        }
+        if let Some(t) = &m.chat_template {
+            if !["chatml", "llama3", "llama2", "gemma"].contains(&t.as_str()) {
+                err("analysis.model.chat_template".into(), format!("`{t}` is not one of chatml, llama3, llama2, gemma"));
+            }
+        }
+        let cuda_index = m.device.strip_prefix("cuda:").map(|n| n.parse::<usize>().is_ok());
+        if m.device != "cpu" && m.device != "cuda" && cuda_index != Some(true) {
+            err("analysis.model.device".into(), format!("`{}` is not `cpu`, `cuda` or `cuda:N`", m.device));
+        }
+        if !(1..=2048).contains(&m.max_tokens) {
+            err("analysis.model.max_tokens".into(), format!("{} is not between 1 and 2048", m.max_tokens));
+        }
+        if m.time_budget.0.is_zero() {
+            err("analysis.model.time_budget".into(), "must be more than 0s".into());
+        }
+        if let Some(h) = &m.sha256 {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                err("analysis.model.sha256".into(), "must be 64 hexadecimal digits".into());
+            }
+        }
+    }
+
     if let Some(k) = &cfg.kubernetes {
         if k.in_cluster && (k.kubeconfig.is_some() || k.context.is_some()) {
             err("kubernetes".into(), "in_cluster: true excludes kubeconfig and context".into());

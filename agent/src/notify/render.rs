@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 use warden_models::{format_value, template_summary, IncidentFacts};
 
+use crate::analysis::Analysis;
 use crate::store::{Incident, NewNotification};
 
 /// What happened to the incident.
@@ -11,6 +12,7 @@ pub enum NotifyEvent {
     Opened,
     Action,
     Resolved,
+    Analysis,
 }
 
 impl NotifyEvent {
@@ -19,6 +21,7 @@ impl NotifyEvent {
             NotifyEvent::Opened => "opened",
             NotifyEvent::Action => "action",
             NotifyEvent::Resolved => "resolved",
+            NotifyEvent::Analysis => "analysis",
         }
     }
     fn word(self) -> &'static str {
@@ -26,6 +29,7 @@ impl NotifyEvent {
             NotifyEvent::Opened => "OPENED",
             NotifyEvent::Action => "ACTION",
             NotifyEvent::Resolved => "RESOLVED",
+            NotifyEvent::Analysis => "ANALYSIS",
         }
     }
 }
@@ -85,6 +89,7 @@ pub fn render(event: NotifyEvent, i: &Incident, action: Option<&str>, actions_so
         NotifyEvent::Opened => format!("Incident #{} opened: {}", i.id, i.title),
         NotifyEvent::Action => format!("Action on incident #{}: {}", i.id, action_text),
         NotifyEvent::Resolved => format!("Incident #{} resolved: {}", i.id, i.title),
+        NotifyEvent::Analysis => format!("Incident #{} analysed: {}", i.id, i.title),
     };
     let resolved = i.resolved_at.map(|t| t.to_rfc3339());
 
@@ -111,6 +116,81 @@ pub fn render(event: NotifyEvent, i: &Incident, action: Option<&str>, actions_so
                 }),
             };
             NewNotification { channel: ch.to_string(), event: event.as_str().into(), payload }
+        })
+        .collect()
+}
+
+/// The probable causes, one line each (`1. shop/checkout (workload, 0.82) [E2, E5]`).
+fn ranking_lines(a: &Analysis, max: usize) -> Vec<String> {
+    a.ranking
+        .candidates
+        .iter()
+        .take(max)
+        .enumerate()
+        .map(|(n, c)| {
+            let kind = serde_json::to_value(c.cause).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            format!("{}. {} ({kind}, {:.2}) [{}]", n + 1, c.subject.display(), c.score, c.evidence.join(", "))
+        })
+        .collect()
+}
+
+/// Where the summary came from, in words.
+fn summary_origin(a: &Analysis) -> String {
+    let source = serde_json::to_value(a.summary.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    match (&a.summary.model, &a.summary.fallback_reason) {
+        (Some(m), None) => format!("summary: {source} ({m}), grounded in the cited evidence"),
+        (_, Some(r)) => format!("summary: {source} ({r})"),
+        (None, None) => format!("summary: {source}"),
+    }
+}
+
+/// Render an incident's root-cause analysis: the summary, the top candidates and where the
+/// summary came from. The summary is model text: escaped like any untrusted text.
+pub fn render_analysis(i: &Incident, a: &Analysis, channels: &[&str]) -> Vec<NewNotification> {
+    let subject = subject(NotifyEvent::Analysis, i);
+    let top = a.ranking.candidates.first().map(|c| c.subject.display()).unwrap_or_else(|| "no probable cause ranked".into());
+    let headline = format!("Incident #{}: probable cause {top}", i.id);
+    let causes = ranking_lines(a, 3);
+    let origin = summary_origin(a);
+    channels
+        .iter()
+        .map(|ch| {
+            let payload = match *ch {
+                "slack" => {
+                    let header: String = headline.chars().take(150).collect();
+                    json!({
+                        "text": subject,
+                        "blocks": [
+                            {"type": "header", "text": {"type": "plain_text", "text": header}},
+                            {"type": "section", "text": {"type": "mrkdwn", "text": esc(&a.summary.text)}},
+                            {"type": "section", "text": {"type": "mrkdwn", "text": format!("*Probable causes*\n{}", esc(&causes.join("\n")))}},
+                            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("incident #{} · {} · {}", i.id, esc(&i.title), esc(&origin))}]}
+                        ]
+                    })
+                }
+                "email" => {
+                    let text = format!("{headline}\n\n{}\n\nProbable causes:\n{}\n\n{origin}\n", a.summary.text, causes.join("\n"));
+                    let items: String = causes.iter().map(|c| format!("<li>{}</li>", html_esc(c))).collect();
+                    let html = format!(
+                        "<h2>{}</h2>\n<p>{}</p>\n<h3>Probable causes</h3>\n<ol>{items}</ol>\n<p><small>{}</small></p>\n",
+                        html_esc(&headline),
+                        html_esc(&a.summary.text),
+                        html_esc(&origin)
+                    );
+                    json!({"subject": subject, "text": text, "html": html})
+                }
+                _ => json!({
+                    "event": NotifyEvent::Analysis.as_str(),
+                    "incident_id": i.id,
+                    "watch": i.watch,
+                    "subject": subject,
+                    "headline": headline,
+                    "summary": a.summary.text,
+                    "summary_source": a.summary.source,
+                    "ranking": a.ranking.candidates.iter().take(3).map(|c| json!({"subject": c.subject.display(), "cause": c.cause, "score": c.score, "evidence": c.evidence})).collect::<Vec<_>>(),
+                }),
+            };
+            NewNotification { channel: ch.to_string(), event: NotifyEvent::Analysis.as_str().into(), payload }
         })
         .collect()
 }
