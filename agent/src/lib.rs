@@ -18,6 +18,7 @@ pub mod kube_cluster;
 pub mod logs_cmd;
 pub mod log_watch;
 pub mod metrics;
+pub mod model_cmd;
 pub mod notify;
 pub mod playbook_cmd;
 pub mod rca_cmd;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, playbook_cmd, rca_cmd, store::Store};
+use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, playbook_cmd, rca_cmd, store::Store};
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
@@ -122,6 +122,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Local LLM for incident summaries: download one, or show what a model file is.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Run the embedded scenario: no cluster, no network, under a minute.
     Demo {
         /// Where the demo writes its store and notifications.
@@ -133,6 +138,39 @@ enum Command {
         /// A GGUF model that writes the incident summaries (default: the template summary).
         #[arg(long, value_name = "FILE.gguf")]
         model: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download a GGUF file from a Hugging Face hub repository (needs network), check its
+    /// SHA-256, and print its path for `analysis.model.path`.
+    Pull {
+        /// The repository, e.g. `HuggingFaceTB/SmolLM2-360M-Instruct-GGUF`.
+        repo: String,
+        /// The file in it, e.g. `smollm2-360m-instruct-q8_0.gguf`.
+        file: String,
+        /// A branch, tag or commit (default `main`).
+        #[arg(long)]
+        revision: Option<String>,
+        /// Where to put it.
+        #[arg(long, default_value = "models", value_name = "DIR")]
+        dest: PathBuf,
+        /// The SHA-256 it must have (otherwise the hub's own checksum is used when it gives one).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+    },
+    /// Load a model as the daemon would and print what it is (architecture, size,
+    /// quantization, context, chat template, tokenizer, device, SHA-256, load time).
+    Info {
+        /// The model of this configuration's `analysis.model`.
+        #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE", conflicts_with = "model")]
+        config: Option<PathBuf>,
+        /// A GGUF file.
+        #[arg(long, value_name = "FILE.gguf")]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -371,6 +409,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
 }
 
+fn model_info(config: Option<PathBuf>, model: Option<PathBuf>, json: bool) -> Result<()> {
+    let opts = match (config, model) {
+        (_, Some(path)) => warden_models::llm::LoadOptions::new(path),
+        (Some(c), None) => {
+            let cfg = load_config(&c)?;
+            let m = cfg.analysis.model.as_ref().ok_or_else(|| anyhow!("{}: no `analysis.model` section", c.display()))?;
+            warden_agent::analysis::summarizer::load_options(m).map_err(|e| anyhow!("{}: {e}", c.display()))?
+        }
+        (None, None) => return Err(anyhow!("give --model FILE.gguf or --config FILE")),
+    };
+    model_cmd::info_cmd(&opts, json)
+}
+
 fn open_store(db: DbArgs) -> Result<Store> {
     let path = db_path(db)?;
     if !path.exists() {
@@ -425,6 +476,10 @@ fn main() -> ExitCode {
         },
         Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
         Command::Incidents { command: IncidentsCommand::Show { id, db, json } } => open_store(db).and_then(|store| incident_cmd::show(&store, id, json, &mut std::io::stdout().lock())),
+        Command::Model { command: ModelCommand::Pull { repo, file, revision, dest, sha256 } } => {
+            model_cmd::pull_cmd(&repo, &file, revision.as_deref(), &dest, sha256.as_deref())
+        }
+        Command::Model { command: ModelCommand::Info { config, model, json } } => model_info(config, model, json),
         Command::Rca { metrics, start, json } => rca_cmd::run(&metrics, start, json, &mut std::io::stdout().lock()),
         Command::Bench { command: BenchCommand::Rca { suite, json } } => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
         Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),

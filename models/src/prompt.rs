@@ -126,7 +126,13 @@ pub fn build_prompt(input: &SummaryInput<'_>, limits: &PromptLimits) -> ChatProm
             }
         }
     }
-    user.push_str("Write the summary.");
+    // Small models follow the last instruction best: restate the form, with an example whose
+    // facts are not in the evidence (copying them fails grounding).
+    user.push_str(
+        "Write the summary now: 2 to 4 sentences; first what broke, then the most probable cause, then what Warden did. \
+         End each sentence with its evidence ids in brackets, for example: \
+         \"Latency of shop/web rose to 2.5 at 10:02 [E4].\"",
+    );
     ChatPrompt { system: SYSTEM_PROMPT.to_string(), user }
 }
 
@@ -628,7 +634,8 @@ E7 10:05:00Z shop/checkout action run 12 playbook scale-up step scale status don
 <<<DATA E7
 status: scaled shop/checkout from 2 to 3 replicas
 DATA>>>
-Write the summary.";
+Write the summary now: 2 to 4 sentences; first what broke, then the most probable cause, then what Warden did. \
+End each sentence with its evidence ids in brackets, for example: \"Latency of shop/web rose to 2.5 at 10:02 [E4].\"";
         assert_eq!(p.user, expected);
         let total = p.system.len() + p.user.len();
         assert!(total < 2400, "prompt is {total} chars");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use warden_detectors::rca::{Evidence, Ranking, Subject};
-use super::shim::{LlmModel, LoadOptions};
+use warden_models::llm::{LlmModel, LoadOptions};
 use warden_models::prompt::SummaryInput;
 use warden_models::summary::{summarize, Summary, SummaryOptions};
 use warden_models::{ModelInfo, TextGenerator};
@@ -18,7 +18,7 @@ use crate::config::ModelSection;
 
 /// Writes summaries; holds the model when one is configured and loaded.
 pub struct Summarizer {
-    model: Option<Arc<Mutex<LlmModel>>>,
+    model: Option<Arc<Mutex<Box<dyn TextGenerator + Send>>>>,
     /// Why there is no model (not configured, or the load error).
     unavailable: String,
     options: SummaryOptions,
@@ -34,17 +34,23 @@ impl Summarizer {
     pub fn from_config(section: Option<&ModelSection>) -> Self {
         let Some(m) = section else { return Self::template_only("no model configured") };
         let options = SummaryOptions { max_tokens: m.max_tokens, time_budget: m.time_budget.0, ..SummaryOptions::default() };
-        match LlmModel::load(&load_options(m)) {
+        let loaded = load_options(m).and_then(|o| LlmModel::load(&o).map_err(|e| e.to_string()));
+        match loaded {
             Ok(model) => {
                 let info = model.info();
                 tracing::info!(model = %info.path, architecture = %info.architecture, device = %info.device, load_ms = info.load_time.as_millis() as u64, "summary model loaded");
-                Self { model: Some(Arc::new(Mutex::new(model))), unavailable: String::new(), options }
+                Self::with_generator(Box::new(model), options)
             }
             Err(e) => {
                 tracing::error!(error = %e, "the summary model does not load: summaries use the template");
                 Self { model: None, unavailable: format!("model failed to load: {e}"), options }
             }
         }
+    }
+
+    /// Summaries from `generator` (the loaded model; a scripted one in tests).
+    pub fn with_generator(generator: Box<dyn TextGenerator + Send>, options: SummaryOptions) -> Self {
+        Self { model: Some(Arc::new(Mutex::new(generator))), unavailable: String::new(), options }
     }
 
     /// Override the time budget (tests, the demo).
@@ -71,7 +77,7 @@ impl Summarizer {
         let job = tokio::task::spawn_blocking(move || {
             let input = SummaryInput { title: &title, symptom: symptom.as_ref(), started, ranking: &ranking, evidence: &evidence };
             match model.lock() {
-                Ok(mut m) => summarize(&input, Some(&mut *m as &mut dyn TextGenerator), &options),
+                Ok(mut m) => summarize(&input, Some(&mut **m), &options),
                 Err(_) => {
                     let mut s = summarize(&input, None, &options);
                     s.fallback_reason = Some("model lock poisoned by an earlier failure".into());
@@ -92,13 +98,13 @@ impl Summarizer {
     }
 }
 
-/// The model section as load options.
-pub fn load_options(m: &ModelSection) -> LoadOptions {
-    LoadOptions {
-        path: m.path.clone(),
-        tokenizer: m.tokenizer.clone(),
-        chat_template: m.chat_template.clone(),
-        device: m.device.clone(),
-        ..LoadOptions::default()
-    }
+/// The model section as load options (values were checked by `warden check-config`; one
+/// that is still invalid here is an error naming the field).
+pub fn load_options(m: &ModelSection) -> Result<LoadOptions, String> {
+    let mut o = LoadOptions::new(&m.path);
+    o.tokenizer = m.tokenizer.clone();
+    o.device = m.device.parse().map_err(|e| format!("analysis.model.device: {e}"))?;
+    o.chat_template = m.chat_template.as_deref().map(str::parse).transpose().map_err(|e| format!("analysis.model.chat_template: {e}"))?;
+    o.expected_sha256 = m.sha256.clone();
+    Ok(o)
 }

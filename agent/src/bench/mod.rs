@@ -4,3 +4,4 @@
 pub mod loghub;
 pub mod m4;
 pub mod nab;
+pub mod summary;
