@@ -770,5 +770,24 @@ mod tests {
         assert_eq!(events.first().map(String::as_str), Some("opened"));
         assert!(events.iter().any(|e| e == "action"));
         assert_eq!(events.iter().filter(|e| *e == "opened").count(), 5);
+
+        // Every incident was analysed: a ranked cause and a summary that passes grounding,
+        // sent as an `analysis` notification.
+        assert_eq!(events.iter().filter(|e| *e == "analysis").count(), 5);
+        let top = |i: &crate::store::Incident| {
+            let a = store.get_analysis(i.id).expect("read").unwrap_or_else(|| panic!("incident {} not analysed", i.id));
+            let report = warden_models::grounding::check(&a.summary.text, &a.evidence);
+            assert!(report.passed, "{report:?}");
+            let c = a.ranking.candidates.first().cloned().unwrap_or_else(|| panic!("nothing ranked for {}", i.id));
+            (c.subject.display(), c.cause)
+        };
+        use warden_detectors::rca::CauseKind;
+        assert_eq!(top(latency[0]), ("shop/checkout".to_string(), CauseKind::Workload));
+        assert_eq!(top(cpu[0]), ("shop/payments".to_string(), CauseKind::Workload));
+        assert_eq!(top(pods[0]), ("shop/checkout".to_string(), CauseKind::Workload));
+        // The drift follows the feature pipeline's ConfigMap change by ten minutes.
+        assert_eq!(top(drift[0]), ("ml/fraud-scorer".to_string(), CauseKind::Change));
+        let a = store.get_analysis(drift[0].id).expect("read").expect("analysis");
+        assert!(a.evidence.iter().any(|e| matches!(&e.payload, Payload::Change { change: ChangeKind::Config, .. })), "{a:?}");
     }
 }

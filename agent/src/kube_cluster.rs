@@ -180,6 +180,10 @@ pub fn workload_facts(w: &warden_connectors::kube_evidence::WorkloadEvidence) ->
         });
     }
     for r in &w.rollouts {
+        // A first revision (the Deployment created in the window) changed nothing running.
+        if r.from_images.is_empty() && !r.rollback {
+            continue;
+        }
         let images = |list: &[warden_connectors::kube_evidence::ContainerImage]| {
             let v: Vec<String> = list.iter().map(|c| c.image.clone()).collect();
             (!v.is_empty()).then(|| v.join(","))

@@ -297,6 +297,36 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Summary latency and memory of the local model on one scenario's prompt (beside llama.cpp
+    /// with --compare-llama-cpp), and how many of the suite's summaries pass grounding.
+    Summary {
+        /// The GGUF model.
+        #[arg(long, value_name = "FILE.gguf")]
+        model: PathBuf,
+        /// Tokens to generate, greedily (fewer when the model ends its turn).
+        #[arg(long, default_value_t = 120)]
+        tokens: usize,
+        /// The scenario directory.
+        #[arg(long, value_name = "DIR", default_value = "tests/rca/scenarios")]
+        suite: PathBuf,
+        /// Also time llama.cpp (python3 with llama-cpp-python) on the same prompt.
+        #[arg(long)]
+        compare_llama_cpp: bool,
+        /// Threads for both runtimes (sets RAYON_NUM_THREADS); default: RAYON_NUM_THREADS, else every core.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Summarise only the first N scenarios in the grounding pass (0 skips it).
+        #[arg(long, value_name = "N")]
+        max_scenarios: Option<usize>,
+        /// Keep Q4_1/Q5_x tensors as they are instead of re-quantizing them to Q8_0.
+        #[arg(long)]
+        no_requantize: bool,
+        /// The Python interpreter for --compare-llama-cpp.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -486,6 +516,7 @@ fn main() -> ExitCode {
         Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
         Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3 } } => bench::loghub::run(&data, json, compare_drain3),
+        Command::Bench { command: BenchCommand::Summary { model, tokens, suite, compare_llama_cpp, threads, max_scenarios, no_requantize, python, json } } => bench::summary::run(&bench::summary::SummaryBenchArgs { model, tokens, suite, compare_llama_cpp, json, threads, max_scenarios, no_requantize, python }, &mut std::io::stdout().lock()),
         Command::Logs { command: LogsCommand::Mine { input, json } } => logs_cmd::run(&input, json),
         Command::Run { config } => load_config(&config).and_then(|cfg| {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -36,10 +36,21 @@ async fn an_incident_carries_a_ranked_cause_and_a_grounded_summary() -> Result<(
     let stack = Stack::start(FAULT).await?;
     // The change just before the fault, and what the kubelet reported.
     stack.kube.add_deployment_revision("shop", "checkout", "registry.example/checkout:1.8.0");
-    let pod = stack.kube.add_pod("shop", "checkout-7d9f-abcde", &[("app", "checkout")], Some("worker-1"));
+    // A pod of the new ReplicaSet (named after it, as the controller names them).
+    let rs = stack
+        .kube
+        .replicasets("shop")
+        .into_iter()
+        .find(|r| r.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref()).is_some_and(|p| p.containers.iter().any(|c| c.image.as_deref() == Some("registry.example/checkout:1.8.0"))))
+        .and_then(|r| r.metadata.name)
+        .ok_or_else(|| anyhow!("no ReplicaSet for the new revision"))?;
+    let pod = format!("{rs}-abcde");
+    let pod = pod.as_str();
+    stack.kube.add_node("worker-1");
+    stack.kube.add_pod("shop", pod, &[("app", "checkout")], Some("worker-1"));
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    stack.kube.add_object(Resource::Event, "shop", event("probe", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503", &pod, &now));
-    stack.kube.add_object(Resource::Event, "shop", event("injected", "BackOff", INJECTION, &pod, &now));
+    stack.kube.add_object(Resource::Event, "shop", event("probe", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503", pod, &now));
+    stack.kube.add_object(Resource::Event, "shop", event("injected", "BackOff", INJECTION, pod, &now));
 
     let mut config = stack.config();
     config.analysis = Some(json!({
@@ -65,16 +76,20 @@ async fn an_incident_carries_a_ranked_cause_and_a_grounded_summary() -> Result<(
     let evidence = a["evidence"].as_array().cloned().unwrap_or_default();
     let of_type = |t: &str| evidence.iter().filter(|e| e["payload"]["type"] == t).cloned().collect::<Vec<_>>();
     assert!(of_type("anomaly").iter().any(|e| e["payload"]["watch"] == "checkout-latency"), "{a:#}");
-    let rollout = of_type("change").into_iter().find(|e| e["payload"]["change"] == "rollout").ok_or_else(|| anyhow!("no rollout in {a:#}"))?;
-    assert_eq!(rollout["payload"]["to"], "registry.example/checkout:1.8.0", "{rollout}");
+    let rollout = of_type("change")
+        .into_iter()
+        .find(|e| e["payload"]["change"] == "rollout" && e["payload"]["to"] == "registry.example/checkout:1.8.0")
+        .ok_or_else(|| anyhow!("no rollout to 1.8.0 in {a:#}"))?;
+    assert_eq!(rollout["payload"]["from"], "registry.example.test/checkout:1.0.0", "{rollout}");
     let reasons: Vec<String> = of_type("kube_event").iter().filter_map(|e| e["payload"]["reason"].as_str().map(str::to_string)).collect();
-    assert!(reasons.iter().any(|r| r == "Unhealthy") && reasons.iter().any(|r| r == "BackOff"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Unhealthy") && reasons.iter().any(|r| r == "BackOff"), "{reasons:?} gaps {} evidence {:#}\n{}", a["gaps"], a["evidence"], stack.kube.request_log());
     for id in top["evidence"].as_array().into_iter().flatten() {
         assert!(evidence.iter().any(|e| &e["id"] == id), "candidate cites unknown {id}");
     }
 
     // The summary: the model ran; its text is used only if it passed grounding.
     let summary = &a["summary"];
+    println!("summary ({}): {}\nmodel text: {}\nreason: {}", summary["source"], summary["text"], summary["model_text"], summary["fallback_reason"]);
     let text = summary["text"].as_str().unwrap_or_default().to_string();
     assert!(!text.is_empty(), "{summary:#}");
     assert!(summary["generation"]["generated_tokens"].as_u64().unwrap_or(0) > 0, "the model did not run: {summary:#}");

@@ -84,7 +84,7 @@ impl Analyzer {
             self.cluster.as_deref(),
         )
         .await;
-        let input = RcaInput { start: incident.opened_at.timestamp(), symptom: collected.symptom.clone(), evidence: collected.evidence.clone(), ..Default::default() };
+        let input = RcaInput { start: incident.opened_at.timestamp(), symptom: collected.symptom.clone(), evidence: collected.evidence.clone() };
         let ranking = rca::rank(&input, &rca::RankParams::default());
         let summary = self.summarizer.summarize(incident.title.clone(), input.symptom.clone(), input.start, ranking.clone(), collected.evidence.clone()).await;
         let analysis = Analysis {

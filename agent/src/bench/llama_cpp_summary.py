@@ -25,12 +25,18 @@ without the BOS token; it is tokenized here by llama.cpp with special tokens par
 One warm-up run, then `--runs` timed runs; the medians are reported. Prints one JSON object:
 
     {"load_s", "prompt_tokens", "prefill_s", "prefill_tok_s", "decode_tokens", "decode_s",
-     "decode_tok_s", "total_s", "peak_rss_mb", "rss_after_load_mb", "llama_cpp_version",
-     "ggml_version", "system_info", "threads", "runs": [...], "text", "eog_at", "stop"}
+     "decode_tok_s", "total_s", "cpu_s", "peak_rss_mb", "ru_maxrss_mb", "rss_after_load_mb",
+     "llama_cpp_version", "ggml_version", "system_info", "threads", "runs": [...], "text",
+     "eog_at", "stop"}
 
-`peak_rss_mb` is `resource.getrusage(RUSAGE_SELF).ru_maxrss` (the Python interpreter and
-numpy included; the model file is memory-mapped, so its pages count once touched). Exit status
-3 when `llama_cpp` cannot be imported, 2 for bad arguments.
+Times are wall-clock (`time.perf_counter`); `cpu_s` is the process's CPU time of a run
+(`time.process_time`, all threads; OpenMP's spinning threads count), which shows whether the
+run had its cores. `peak_rss_mb` is `VmHWM` of `/proc/self/status` (the Python interpreter and
+numpy included; the model file is memory-mapped, so its pages count once touched), the same
+figure warden reports for itself. `ru_maxrss_mb` (`resource.getrusage`) is given too but is
+*not* this process's peak when it was started by a large process: Linux carries the parent's
+high-water mark across fork and exec into it. Exit status 3 when `llama_cpp` cannot be
+imported, 2 for bad arguments.
 """
 
 import argparse
@@ -137,6 +143,7 @@ def main() -> int:
 
     def run_once() -> dict:
         llm.reset()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         llm.eval(ids)
         nxt = next_token([])
@@ -164,6 +171,7 @@ def main() -> int:
             "prefill_s": t1 - t0,
             "decode_s": t2 - t1,
             "total_s": t2 - t0,
+            "cpu_s": time.process_time() - c0,
             "decode_tokens": len(generated),
             "eog_at": eog_at,
             "stop": stop,
@@ -177,6 +185,7 @@ def main() -> int:
     prefill_s = statistics.median(r["prefill_s"] for r in runs)
     decode_s = statistics.median(r["decode_s"] for r in runs)
     total_s = statistics.median(r["total_s"] for r in runs)
+    cpu_s = statistics.median(r["cpu_s"] for r in runs)
     decode_tokens = last["decode_tokens"]
     text = llm.detokenize(last["generated"]).decode("utf-8", errors="replace")
     try:
@@ -196,7 +205,9 @@ def main() -> int:
                 "decode_s": decode_s,
                 "decode_tok_s": decode_tokens / decode_s if decode_s > 0 else None,
                 "total_s": total_s,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                "cpu_s": cpu_s,
+                "peak_rss_mb": rss_mb("VmHWM"),
+                "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                 "rss_after_load_mb": rss_after_load,
                 "llama_cpp_version": package_version,
                 "ggml_version": ggml_version(llama_cpp),

@@ -57,7 +57,7 @@ use warden_models::grounding::{GroundingReport, Problem};
 use warden_models::llm::{LlmModel, LoadOptions};
 use warden_models::prompt::{build_prompt, PromptLimits, SummaryInput};
 use warden_models::summary::{summarize, Source, Summary, SummaryOptions};
-use warden_models::{ChatPrompt, GenerateOptions, Generation, StopReason, TextGenerator};
+use warden_models::{GenerateOptions, Generation, StopReason, TextGenerator};
 
 use crate::rca_cmd::{load_suite, SuiteScenario};
 
@@ -124,6 +124,8 @@ pub struct Run {
     pub decode_s: f64,
     /// Wall time of the whole `generate` call (tokenization included).
     pub total_s: f64,
+    /// CPU time of the process during the call, all threads (NaN where unknown).
+    pub cpu_s: f64,
     pub generated_tokens: usize,
     pub stop: StopReason,
 }
@@ -138,6 +140,8 @@ pub struct Latency {
     pub decode_s: f64,
     pub decode_tok_s: f64,
     pub total_s: f64,
+    /// Median CPU seconds of a run; `cpu_s / total_s` is how many cores it had on average.
+    pub cpu_s: f64,
     pub stop: StopReason,
     pub runs: Vec<Run>,
 }
@@ -172,6 +176,7 @@ pub struct LlamaCppReport {
     pub decode_s: f64,
     pub decode_tok_s: f64,
     pub total_s: f64,
+    pub cpu_s: Option<f64>,
     pub peak_rss_mib: Option<f64>,
     pub rss_after_load_mib: Option<f64>,
     /// Where llama.cpp's own greedy text hit an end-of-generation token, if it did.
@@ -300,11 +305,16 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
     let mut runs = Vec::with_capacity(RUNS);
     let mut text = String::new();
     for i in 0..=RUNS {
+        let cpu0 = process_cpu_seconds();
         let t0 = Instant::now();
         let g = model.generate(&prompt, &gen_opts).context("generating")?;
         let total = t0.elapsed();
+        let cpu = match (cpu0, process_cpu_seconds()) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
         if i > 0 {
-            runs.push(run_of(&g, total));
+            runs.push(run_of(&g, total, cpu));
             text = g.text;
         }
     }
@@ -403,11 +413,12 @@ fn rank(s: &SuiteScenario) -> Result<TableRanking> {
         .map_err(|e| anyhow!("{}: {e}", s.name))
 }
 
-fn run_of(g: &Generation, total: Duration) -> Run {
+fn run_of(g: &Generation, total: Duration, cpu_s: f64) -> Run {
     Run {
         prefill_s: g.prefill.as_secs_f64(),
         decode_s: g.decode.as_secs_f64(),
         total_s: total.as_secs_f64(),
+        cpu_s,
         generated_tokens: g.generated_tokens,
         stop: g.stop,
     }
@@ -453,6 +464,7 @@ fn latency(prompt_tokens: usize, runs: Vec<Run>) -> Result<Latency> {
         decode_s,
         decode_tok_s: rate(decode_tokens, decode_s),
         total_s,
+        cpu_s: col(|r| r.cpu_s),
         stop,
         runs,
     })
@@ -640,6 +652,7 @@ pub fn parse_llama_cpp(stdout: &str) -> std::result::Result<LlamaCppReport, Stri
         decode_s,
         decode_tok_s: rate(decode_tokens, decode_s),
         total_s: num("total_s")?,
+        cpu_s: v.get("cpu_s").and_then(Value::as_f64),
         peak_rss_mib: v.get("peak_rss_mb").and_then(Value::as_f64),
         rss_after_load_mib: v.get("rss_after_load_mb").and_then(Value::as_f64),
         eog_at: v.get("eog_at").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()),
@@ -657,6 +670,21 @@ pub fn proc_status_kib(field: &str) -> Option<u64> {
 fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.split(':').next() == Some(field))?;
     line.split_once(':')?.1.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// CPU seconds (user + system, all threads) of this process so far, from `/proc/self/stat`
+/// (in `USER_HZ` ticks, which Linux fixes at 100 for this interface).
+pub fn process_cpu_seconds() -> Option<f64> {
+    parse_stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+fn parse_stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 fn kib_to_mib(kib: u64) -> f64 {
@@ -702,7 +730,7 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
         .iter()
         .map(|x| {
             json!({
-                "prefill_s": num(x.prefill_s), "decode_s": num(x.decode_s), "total_s": num(x.total_s),
+                "prefill_s": num(x.prefill_s), "decode_s": num(x.decode_s), "total_s": num(x.total_s), "cpu_s": num(x.cpu_s),
                 "decode_tokens": x.generated_tokens, "stop": stop_name(x.stop),
             })
         })
@@ -722,6 +750,7 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
         "decode_s": num(l.decode_s),
         "decode_tok_s": num(l.decode_tok_s),
         "total_s": num(l.total_s),
+        "cpu_s": num(l.cpu_s),
         "stop": stop_name(l.stop),
         "rss_after_load_mib": c.rss_after_load_mib,
         "peak_mib": c.peak_mib,
@@ -743,7 +772,9 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
             "decode_s": num(x.decode_s),
             "decode_tok_s": num(x.decode_tok_s),
             "total_s": num(x.total_s),
+            "cpu_s": x.cpu_s.map(num),
             "peak_rss_mb": x.peak_rss_mib,
+            "ru_maxrss_mb": x.raw.get("ru_maxrss_mb").cloned().unwrap_or(Value::Null),
             "rss_after_load_mb": x.rss_after_load_mib,
             "eog_at": x.eog_at,
             "runs": x.raw.get("runs").cloned().unwrap_or(Value::Null),
@@ -861,6 +892,14 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
         llama.map(|x| ratio(l.decode_tok_s, x.decode_tok_s)),
     );
     row(&mut out, "total s", format!("{:.3}", l.total_s), llama.map(|x| format!("{:.3}", x.total_s)), None);
+    let cores = |cpu: f64, wall: f64| {
+        if cpu.is_finite() && wall > 0.0 {
+            format!("{cpu:.1} ({:.2})", cpu / wall)
+        } else {
+            "-".to_string()
+        }
+    };
+    row(&mut out, "CPU s (cores used)", cores(l.cpu_s, l.total_s), llama.map(|x| cores(x.cpu_s.unwrap_or(f64::NAN), x.total_s)), None);
     row(&mut out, "RSS after load", mib(c.rss_after_load_mib), llama.map(|x| mib(x.rss_after_load_mib)), None);
     row(&mut out, "peak RSS", mib(c.peak_mib), llama.map(|x| mib(x.peak_rss_mib)), None);
     let _ = writeln!(out);
@@ -955,7 +994,14 @@ mod tests {
 
     #[test]
     fn latency_takes_medians_and_rejects_unequal_counts() {
-        let run = |p: f64, d: f64, n: usize| Run { prefill_s: p, decode_s: d, total_s: p + d, generated_tokens: n, stop: StopReason::MaxTokens };
+        let run = |p: f64, d: f64, n: usize| Run {
+            prefill_s: p,
+            decode_s: d,
+            total_s: p + d,
+            cpu_s: 2.0 * (p + d),
+            generated_tokens: n,
+            stop: StopReason::MaxTokens,
+        };
         let l = latency(500, vec![run(0.5, 2.0, 40), run(0.4, 4.0, 40), run(0.6, 3.0, 40)]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((l.prefill_s, l.decode_s, l.decode_tokens), (0.5, 3.0, 40));
         assert!((l.decode_tok_s - 40.0 / 3.0).abs() < 1e-9 && (l.prefill_tok_s - 1000.0).abs() < 1e-9);
@@ -969,6 +1015,9 @@ mod tests {
         assert_eq!(parse_status_kib(s, "VmHWM"), Some(123_456));
         assert_eq!(parse_status_kib(s, "VmRSS"), Some(2048));
         assert_eq!(parse_status_kib(s, "VmSwap"), None);
+        let stat = "42 (a b) c) R 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 10";
+        assert_eq!(parse_stat_cpu_seconds(stat), Some(3.0));
+        assert_eq!(parse_stat_cpu_seconds("garbage"), None);
         if Path::new("/proc/self/status").exists() {
             assert!(proc_status_kib("VmHWM").is_some_and(|k| k > 0));
         }

@@ -9,7 +9,7 @@
 //!   candle's `quantized_llama`, `qwen2` via `quantized_qwen2`, `gemma3` via
 //!   `quantized_gemma3`. Anything else is a load error naming the file and the architecture.
 //! * Tokenizer: a `tokenizer.json` when given, else built from the GGUF metadata
-//!   ([`tokenizer`] explains why not candle's helper).
+//!   (the private `tokenizer` module explains why not candle's helper).
 //! * Chat template: recognised from the GGUF's Jinja template ([`ChatTemplate`]).
 //! * Speed: on CPU, tensor types without SIMD kernels in candle (Q4_1, Q5_0, Q5_1) are
 //!   re-quantized to Q8_0 at load ([`LoadOptions::requantize`]).
