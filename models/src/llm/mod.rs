@@ -602,9 +602,15 @@ mod tests {
     fn options_defaults() {
         let o = LoadOptions::new("m.gguf");
         assert!(o.requantize_effective());
-        let o = LoadOptions { device: DeviceSpec::Cuda(0), ..LoadOptions::new("m.gguf") };
+        let o = LoadOptions {
+            device: DeviceSpec::Cuda(0),
+            ..LoadOptions::new("m.gguf")
+        };
         assert!(!o.requantize_effective());
-        let o = LoadOptions { requantize: Some(true), ..o };
+        let o = LoadOptions {
+            requantize: Some(true),
+            ..o
+        };
         assert!(o.requantize_effective());
     }
 }
