@@ -100,9 +100,9 @@ def main() -> int:
         return 2
 
     try:
-        import numpy as np
         import llama_cpp
         from llama_cpp import Llama
+        import numpy as np  # a dependency of llama-cpp-python
     except ImportError as e:
         print(f"cannot import llama_cpp: {e}", file=sys.stderr)
         return 3

@@ -20,12 +20,16 @@
 //!    the prompt's forward pass plus choosing the first token; decode is the rest, and decode
 //!    tok/s is generated tokens over decode time (as [`Generation::tokens_per_second`]).
 //!    Memory: `VmRSS` right after the load and `VmHWM` (peak) right after the timed runs.
+//!    The process's CPU time per run (`/proc/self/stat`, all threads) is reported beside the
+//!    wall time: CPU over wall is how many cores a run actually had.
 //! 2. **llama.cpp** (`--compare-llama-cpp`): the embedded `llama_cpp_summary.py` runs PyPI
 //!    `llama-cpp-python` with `python3` on the *same rendered prompt text* (chat template
 //!    included, BOS added when candle adds it), the same threads, the same greedy choice and
 //!    repeat penalty, and **exactly the token count candle generated** (it ignores
 //!    end-of-generation tokens and, when candle stopped at an end-of-turn token, also evaluates
-//!    the last token, so both sides run the same number of forward passes). The ratios
+//!    the last token, so both sides run the same number of forward passes). Its peak memory
+//!    is its own `VmHWM` too, not `ru_maxrss`, which Linux carries over from this (larger)
+//!    process across fork and exec. The ratios
 //!    candle / llama.cpp of decode and prefill tok/s are printed; the goal for decode is
 //!    [`DECODE_RATIO_GOAL`].
 //! 3. **Grounding share.** Every scenario (or the first `--max-scenarios`; 0 skips the pass) is
@@ -295,7 +299,7 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
     let requantize = opts.requantize_effective();
     eprintln!("loading {} ...", args.model.display());
     let started = Instant::now();
-    let mut model = LlmModel::load(&opts).with_context(|| format!("loading {}", args.model.display()))?;
+    let mut model = LlmModel::load(&opts).context("loading the model")?;
     let load_s = started.elapsed().as_secs_f64();
     let rss_after_load_mib = proc_status_kib("VmRSS").map(kib_to_mib);
 
