@@ -1088,30 +1088,4 @@ mod tests {
         assert_eq!(share.mean_seconds(), Some(4.0));
         assert_eq!(share.fallback_reasons(), vec![("model returned no text".to_string(), 2)]);
     }
-
-    /// The whole bench on the test model (slow: run in release):
-    /// `cargo test --release -p warden-agent --lib bench::summary -- --ignored --nocapture`
-    /// (`WARDEN_BENCH_LLAMA_CPP=1` adds the llama.cpp comparison).
-    #[test]
-    #[ignore]
-    fn bench_runs_on_the_test_model() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let model = std::env::var_os("WARDEN_TEST_GGUF")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target/test-models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-        let args = SummaryBenchArgs {
-            model,
-            tokens: 48,
-            suite: root.join("tests/rca/scenarios"),
-            compare_llama_cpp: std::env::var_os("WARDEN_BENCH_LLAMA_CPP").is_some(),
-            max_scenarios: Some(2),
-            ..SummaryBenchArgs::default()
-        };
-        let report = evaluate(&args).unwrap_or_else(|e| panic!("{e:#}"));
-        println!("{}", to_table(&report));
-        let v = to_json(&report);
-        assert!(v["candle"]["decode_tokens"].as_u64().is_some_and(|n| (1..=48).contains(&n)));
-        assert!(v["candle"]["peak_mib"].as_f64().is_some_and(|m| m > 0.0));
-        assert_eq!(v["grounding"]["scenarios"].as_u64(), Some(2));
-    }
 }
