@@ -211,7 +211,9 @@ impl KubeClient {
         self.replicasets_owned_by(namespace, &deployment).await
     }
 
-    async fn replicasets_owned_by(
+    /// The ReplicaSets in `namespace` matching the Deployment's selector whose controller
+    /// owner reference is the Deployment's UID, by revision.
+    pub(crate) async fn replicasets_owned_by(
         &self,
         namespace: &str,
         deployment: &Deployment,
@@ -745,7 +747,7 @@ fn merge_patch_diff(from: &Value, to: &Value) -> Value {
 }
 
 /// A label selector in the API's query syntax; `None` for an empty selector.
-fn selector_string(selector: &LabelSelector) -> Result<Option<String>> {
+pub(crate) fn selector_string(selector: &LabelSelector) -> Result<Option<String>> {
     let mut terms: Vec<String> = selector
         .match_labels
         .iter()

@@ -47,7 +47,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerStatus, Event, Node, Pod, PodSpec, Secret, Service,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::ListParams;
 use kube::Api;
 use serde::Serialize;
@@ -429,7 +429,7 @@ pub async fn collect(
 
     let replica_sets = gaps.absorb(
         "replicasets",
-        client.replicasets_of(namespace, &object).await,
+        client.replicasets_owned_by(namespace, &object).await,
     )?;
     if let Some(replica_sets) = &replica_sets {
         evidence.rollouts = rollout_changes(replica_sets, since);
@@ -561,7 +561,7 @@ impl KubeClient {
         since: i64,
     ) -> Result<Vec<RolloutChange>> {
         let object = self.get_deployment(namespace, deployment).await?;
-        let replica_sets = self.replicasets_of(namespace, &object).await?;
+        let replica_sets = self.replicasets_owned_by(namespace, &object).await?;
         Ok(rollout_changes(&replica_sets, since))
     }
 
@@ -704,7 +704,7 @@ impl KubeClient {
     /// and `nodes`, `list` on `replicasets`, `pods` and `services`.
     pub async fn topology(&self, namespace: &str, deployment: &str) -> Result<Topology> {
         let object = self.get_deployment(namespace, deployment).await?;
-        let replica_sets = self.replicasets_of(namespace, &object).await?;
+        let replica_sets = self.replicasets_owned_by(namespace, &object).await?;
         self.topology_of(namespace, &object, Some(&replica_sets), &mut Gaps::strict())
             .await
     }
@@ -718,7 +718,7 @@ impl KubeClient {
     ) -> Result<Topology> {
         let name = deployment.metadata.name.clone().unwrap_or_default();
         let selector = match deployment.spec.as_ref() {
-            Some(spec) => selector_query(&spec.selector)?,
+            Some(spec) => crate::kube_actions::selector_string(&spec.selector)?,
             None => None,
         };
         let mut topology = Topology {
@@ -822,43 +822,6 @@ impl KubeClient {
             topology.services.sort();
         }
         Ok(topology)
-    }
-
-    /// The ReplicaSets in `namespace` matching the Deployment's selector whose
-    /// controller owner reference is the Deployment's UID, by revision.
-    async fn replicasets_of(
-        &self,
-        namespace: &str,
-        deployment: &Deployment,
-    ) -> Result<Vec<ReplicaSet>> {
-        let name = deployment.metadata.name.as_deref().unwrap_or_default();
-        let what = format!("replicasets of deployment {namespace}/{name}");
-        let Some(uid) = deployment.metadata.uid.as_deref() else {
-            return Err(Error::Decode {
-                url: self.describe_object(&what),
-                message: "the deployment has no metadata.uid".to_string(),
-            });
-        };
-        let selector = match deployment.spec.as_ref() {
-            Some(spec) => selector_query(&spec.selector)?,
-            None => None,
-        };
-        let api: Api<ReplicaSet> = Api::namespaced(self.kube_client(), namespace);
-        let params = ListParams {
-            label_selector: selector,
-            ..ListParams::default()
-        };
-        let list = self.call_api(&what, api.list(&params)).await?;
-        let mut owned: Vec<ReplicaSet> = list
-            .items
-            .into_iter()
-            .filter(|rs| controller_of(&rs.metadata).is_some_and(|(owner, _)| owner == uid))
-            .collect();
-        owned.sort_by(|a, b| {
-            (replicaset_revision(a), &a.metadata.name)
-                .cmp(&(replicaset_revision(b), &b.metadata.name))
-        });
-        Ok(owned)
     }
 }
 
@@ -1504,32 +1467,6 @@ fn scale_of(deployment: &Deployment, hpas: Vec<HpaInfo>) -> ScaleEvidence {
         unavailable_replicas: count(|s| s.unavailable_replicas),
         hpas,
     }
-}
-
-/// A label selector in the API's query syntax; `None` for an empty selector.
-fn selector_query(selector: &LabelSelector) -> Result<Option<String>> {
-    let mut terms: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for expr in selector.match_expressions.iter().flatten() {
-        let values = expr.values.as_deref().unwrap_or_default().join(",");
-        terms.push(match expr.operator.as_str() {
-            "In" => format!("{} in ({values})", expr.key),
-            "NotIn" => format!("{} notin ({values})", expr.key),
-            "Exists" => expr.key.clone(),
-            "DoesNotExist" => format!("!{}", expr.key),
-            other => {
-                return Err(Error::InvalidInput(format!(
-                    "unsupported label selector operator {other:?} for key {:?}",
-                    expr.key
-                )))
-            }
-        });
-    }
-    Ok((!terms.is_empty()).then(|| terms.join(",")))
 }
 
 #[cfg(test)]
