@@ -835,44 +835,12 @@ impl<'a> Context<'a> {
 
     /// Workloads `s` depends on, transitively, with the hop count of the shortest path.
     fn downstream(&self, s: &Subject) -> BTreeMap<Subject, u32> {
-        let mut out: BTreeMap<Subject, u32> = BTreeMap::new();
-        let mut frontier = vec![s.clone()];
-        let mut hop = 0u32;
-        while !frontier.is_empty() && hop < 64 {
-            hop += 1;
-            let mut next = Vec::new();
-            for f in &frontier {
-                for d in self.deps.get(f).into_iter().flatten() {
-                    if d != s && !out.contains_key(d) {
-                        out.insert(d.clone(), hop);
-                        next.push(d.clone());
-                    }
-                }
-            }
-            frontier = next;
-        }
-        out
+        reachable(&self.deps, s)
     }
 
     /// Workloads that depend on `s`, transitively, with hop counts.
     fn upstream(&self, s: &Subject) -> BTreeMap<Subject, u32> {
-        let mut out: BTreeMap<Subject, u32> = BTreeMap::new();
-        let mut frontier = vec![s.clone()];
-        let mut hop = 0u32;
-        while !frontier.is_empty() && hop < 64 {
-            hop += 1;
-            let mut next = Vec::new();
-            for f in &frontier {
-                for caller in self.rdeps.get(f).into_iter().flatten() {
-                    if caller != s && !out.contains_key(caller) {
-                        out.insert(caller.clone(), hop);
-                        next.push(caller.clone());
-                    }
-                }
-            }
-            frontier = next;
-        }
-        out
+        reachable(&self.rdeps, s)
     }
 
     fn residents(&self, node: &Subject) -> Vec<Subject> {
@@ -1298,6 +1266,29 @@ fn truncate(s: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+
+/// Subjects reachable from `s` along `edges` (breadth first, at most 64 hops), with the hop
+/// count of the shortest path.
+fn reachable(edges: &BTreeMap<Subject, BTreeSet<Subject>>, s: &Subject) -> BTreeMap<Subject, u32> {
+    let mut out: BTreeMap<Subject, u32> = BTreeMap::new();
+    let mut frontier = vec![s.clone()];
+    let mut hop = 0u32;
+    while !frontier.is_empty() && hop < 64 {
+        hop += 1;
+        let mut next = Vec::new();
+        for f in &frontier {
+            for d in edges.get(f).into_iter().flatten() {
+                if d != s && !out.contains_key(d) {
+                    out.insert(d.clone(), hop);
+                    next.push(d.clone());
+                }
+            }
+        }
+        frontier = next;
+    }
+    out
 }
 
 #[cfg(test)]
