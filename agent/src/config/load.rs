@@ -211,4 +211,25 @@ mod tests {
         assert_eq!(e[0].path, "playbooks.guards.max_attempts");
         assert_eq!(e[0].line, Some(3));
     }
+
+    #[test]
+    fn analysis_model_settings_are_checked() {
+        let e = errors(
+            "analysis:\n  lookback: 0s\n  model:\n    path: /nonexistent/model.gguf\n    chat_template: alpaca\n    device: gpu\n    max_tokens: 0\n    sha256: abc\n",
+        );
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "analysis.lookback",
+            "analysis.model.path",
+            "analysis.model.chat_template",
+            "analysis.model.device",
+            "analysis.model.max_tokens",
+            "analysis.model.sha256",
+        ] {
+            assert!(paths.contains(&p), "{p} not in {paths:?}");
+        }
+        assert!(e.iter().any(|e| e.path == "analysis.model.path" && e.line == Some(4)), "{e:?}");
+        let e = errors("analysis:\n  model:\n    path: /x.gguf\n    temperature: 1\n");
+        assert!(e.iter().any(|e| e.path.starts_with("analysis.model") && e.to_string().contains("temperature")), "{e:?}");
+    }
 }
