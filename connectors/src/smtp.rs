@@ -6,6 +6,16 @@
 //! de-duplicated by the receiving side. SMTP failures are classified like the
 //! HTTP connectors': 4xx replies and connection problems are retryable, 5xx replies
 //! are not.
+//!
+//! Every message is made valid for SMTP before it is sent. `lettre` encodes non-ASCII
+//! words of a header as RFC 2047 encoded-words and folds the header at spaces
+//! (RFC 5322), but it cannot fold a long run without spaces — a label set such as
+//! `pod=…,namespace=…` of 1.4 KB becomes one header line over SMTP's 998-octet limit,
+//! which servers refuse (`500 Line too long`). So the subject is first made one clean
+//! line (control characters such as CR/LF become spaces: no header injection from
+//! labels) and cut to [`MAX_SUBJECT_CHARS`] with an ellipsis; the whole subject then
+//! opens the body. Bodies need nothing: `lettre` picks quoted-printable or base64 for
+//! long or non-ASCII lines.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -57,6 +67,38 @@ pub struct EmailMessage {
     /// The `Message-ID` header, e.g. `<outbox-42@warden>`; angle brackets are
     /// added when missing.
     pub message_id: String,
+}
+
+/// The longest subject sent, in characters; a longer one is cut with `…` and given whole
+/// at the top of the body.
+pub const MAX_SUBJECT_CHARS: usize = 200;
+
+/// `text` as one header-safe line: control characters (CR, LF, tab, ...) become spaces,
+/// runs of whitespace one space, no leading or trailing space.
+pub fn header_line(text: &str) -> String {
+    text.split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The subject to send and, when it had to be cut, the whole (cleaned) subject.
+pub fn fit_subject(subject: &str) -> (String, Option<String>) {
+    let clean = header_line(subject);
+    match clean.char_indices().nth(MAX_SUBJECT_CHARS - 1) {
+        None => (clean, None),
+        Some((end, _)) => {
+            let cut = format!("{}…", clean[..end].trim_end());
+            (cut, Some(clean))
+        }
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A cheap-to-clone SMTP sender with a connection pool.
@@ -167,18 +209,27 @@ impl SmtpSender {
 
     fn build_message(&self, msg: &EmailMessage) -> Result<Message> {
         let message_id = normalize_message_id(&msg.message_id)?;
+        let (subject, whole) = fit_subject(&msg.subject);
+        let (text, html) = match whole {
+            None => (msg.text.clone(), msg.html.clone()),
+            Some(whole) => (
+                format!("Subject: {whole}\n\n{}", msg.text),
+                format!(
+                    "<p><b>Subject:</b> {}</p>\n{}",
+                    html_escape(&whole),
+                    msg.html
+                ),
+            ),
+        };
         let mut builder = Message::builder()
             .from(self.inner.from.clone())
-            .subject(msg.subject.clone())
+            .subject(subject)
             .message_id(Some(message_id));
         for to in &self.inner.to {
             builder = builder.to(to.clone());
         }
         builder
-            .multipart(MultiPart::alternative_plain_html(
-                msg.text.clone(),
-                msg.html.clone(),
-            ))
+            .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| Error::InvalidInput(format!("cannot build e-mail: {e}")))
     }
 }
@@ -344,6 +395,50 @@ mod tests {
         assert!(normalize_message_id("").is_err());
         assert!(normalize_message_id("a b@c").is_err());
         assert!(normalize_message_id("a\r\nBcc: x@y").is_err());
+    }
+
+    /// The longest line of a formatted message, in octets, without CRLF.
+    fn longest_line(raw: &[u8]) -> usize {
+        raw.split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn long_and_hostile_subjects_become_valid_headers() {
+        let sender = SmtpSender::new(config()).expect("valid config");
+        let labels: String = (0..80).map(|i| format!("label_{i}=value-{i},")).collect();
+        assert!(labels.len() > 1_400);
+        for subject in [
+            format!("[warden] OPENED warning w {labels}"),
+            format!("[warden] OPENED {}", "ünïcödé ".repeat(200)),
+            format!("[warden] OPENED {}", "ü".repeat(1_500)),
+            "[warden] OPENED a\r\nBcc: victim@example.com\r\n\r\nbody".to_string(),
+        ] {
+            let msg = EmailMessage {
+                subject: subject.clone(),
+                text: "plain".into(),
+                html: "<p>html</p>".into(),
+                message_id: "<outbox-1@warden>".into(),
+            };
+            let raw = sender.build_message(&msg).expect("builds").formatted();
+            assert!(longest_line(&raw) <= 998, "a line over 998 octets");
+            let text = String::from_utf8_lossy(&raw);
+            assert!(!text.contains("\nBcc:"), "header injected: {text}");
+            let (sent, whole) = fit_subject(&subject);
+            assert!(sent.chars().count() <= MAX_SUBJECT_CHARS, "{sent}");
+            assert!(!sent.contains('\n') && !sent.contains('\r'));
+            if let Some(whole) = whole {
+                assert!(sent.ends_with('…'));
+                // The whole subject is kept at the top of the text body.
+                assert!(whole.chars().count() > MAX_SUBJECT_CHARS);
+            }
+        }
+        assert_eq!(fit_subject("  a\tb\r\n c  "), ("a b c".to_string(), None));
+        let (cut, whole) = fit_subject(&"x".repeat(500));
+        assert_eq!(cut.chars().count(), MAX_SUBJECT_CHARS);
+        assert_eq!(whole.as_deref(), Some("x".repeat(500).as_str()));
     }
 
     #[test]
