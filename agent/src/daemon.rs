@@ -28,7 +28,7 @@ use crate::engine::Engine;
 use crate::kube_cluster::KubeCluster;
 use crate::log_watch::LokiLogs;
 use crate::metrics::Metrics;
-use crate::notify::{Channels, Outbox};
+use crate::notify::{Channels, Outbox, Policy};
 use crate::server::{router, AppState};
 use crate::source::MetricSource;
 use crate::store::Store;
@@ -178,14 +178,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         let token = shutdown.clone();
         tokio::spawn(async move { run_analyses(a, analysis_rx, token).await })
     });
-    let outbox = Outbox {
-        store: store.clone(),
-        channels,
-        initial_backoff: cfg.notify.retry.initial_backoff.get(),
-        max_backoff: cfg.notify.retry.max_backoff.get(),
-        metrics,
-        timeline,
-    };
+    let outbox = Outbox::new(store.clone(), channels, Policy::from_config(&cfg.notify), metrics, timeline);
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
@@ -316,12 +309,14 @@ pub async fn run_playbooks(rem: Arc<crate::remediation::Remediation>, shutdown: 
     }
 }
 
+/// Deliver the outbox until cancelled: a pass whenever something is due, when the engine
+/// queued a message (`wake`), and at least every 5 s (messages retried from the CLI).
 async fn run_outbox(outbox: Outbox, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
     loop {
-        outbox.deliver_due(Utc::now()).await;
-        let wait = match outbox.store.next_notification_due() {
-            Ok(Some(t)) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(50), Duration::from_secs(5)),
-            _ => Duration::from_secs(5),
+        let pass = outbox.deliver_due(Utc::now()).await;
+        let wait = match pass.next_due {
+            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+            None => Duration::from_secs(5),
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

@@ -533,6 +533,7 @@ impl<W: Write> Printer<W> {
             TimelineEvent::IncidentResolved { at, incident_id, title } => self.line(at, "RESOLVED", &format!("#{incident_id}: {title}")),
             TimelineEvent::NotificationDelivered { at, channel, subject, .. } => self.line(at, "notify", &format!("{channel}: {subject}")),
             TimelineEvent::NotificationFailed { at, channel, error, .. } => self.line(at, "notify", &format!("{channel} failed, will retry: {error}")),
+            TimelineEvent::NotificationDeadLettered { at, channel, reason, .. } => self.line(at, "notify", &format!("{channel} dead-lettered: {reason}")),
         }
     }
 }
@@ -589,14 +590,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
     // Analyses run inline, on the simulated clock.
     let engine = Engine::new(cfg.clone(), store.clone(), source, Some(cluster.clone() as Arc<dyn Cluster>), metrics.clone(), channels.names(), timeline.clone())
         .with_analysis(Some(cluster.clone() as Arc<dyn ClusterEvidence>), Arc::new(summarizer), None);
-    let outbox = Outbox {
-        store: store.clone(),
-        channels,
-        initial_backoff: cfg.notify.retry.initial_backoff.get(),
-        max_backoff: cfg.notify.retry.max_backoff.get(),
-        metrics,
-        timeline,
-    };
+    let outbox = Outbox::new(store.clone(), channels, crate::notify::Policy::from_config(&cfg.notify), metrics, timeline);
 
     let stdout = std::io::stdout();
     let w = &cfg.watches[0];

@@ -2,6 +2,7 @@
 //! the HTTP API and the daemon that runs them. See `docs/architecture.md` for the map.
 
 pub mod analysis;
+pub mod api_outbox;
 pub mod api_runs;
 pub mod bench;
 pub mod config;
@@ -20,6 +21,8 @@ pub mod log_watch;
 pub mod metrics;
 pub mod model_cmd;
 pub mod notify;
+pub mod outbox_cmd;
+pub mod outbox_store;
 pub mod playbook_cmd;
 pub mod rca_cmd;
 pub mod remediation;

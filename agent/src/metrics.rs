@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchOutcome {
@@ -39,7 +40,16 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub notifications_sent: Family<ChannelLabel, Counter>,
     pub notification_failures: Family<ChannelLabel, Counter>,
-    pub outbox_pending: Gauge,
+    /// Messages waiting for delivery, per channel.
+    pub outbox_pending: Family<ChannelLabel, Gauge>,
+    /// Age of the oldest waiting message, per channel (0 when none waits).
+    pub outbox_oldest_pending_seconds: Family<ChannelLabel, Gauge<f64, AtomicU64>>,
+    /// Messages given up on, per channel.
+    pub outbox_dead_letters: Family<ChannelLabel, Counter>,
+    /// Dead letters kept now (not retried or discarded), per channel.
+    pub outbox_dead: Family<ChannelLabel, Gauge>,
+    /// Digests sent for a flood, per channel.
+    pub outbox_digests: Family<ChannelLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -67,8 +77,20 @@ impl Metrics {
         registry.register("notifications_sent", "Notifications delivered", notifications_sent.clone());
         let notification_failures = Family::<ChannelLabel, Counter>::default();
         registry.register("notification_failures", "Failed notification delivery attempts", notification_failures.clone());
-        let outbox_pending = Gauge::default();
-        registry.register("outbox_pending", "Notifications waiting for delivery", outbox_pending.clone());
+        let outbox_pending = Family::<ChannelLabel, Gauge>::default();
+        registry.register("outbox_pending", "Notifications waiting for delivery, per channel", outbox_pending.clone());
+        let outbox_oldest_pending_seconds = Family::<ChannelLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest notification waiting for delivery (0 when none waits)",
+            outbox_oldest_pending_seconds.clone(),
+        );
+        let outbox_dead_letters = Family::<ChannelLabel, Counter>::default();
+        registry.register("outbox_dead_letters", "Notifications given up on and kept as dead letters", outbox_dead_letters.clone());
+        let outbox_dead = Family::<ChannelLabel, Gauge>::default();
+        registry.register("outbox_dead", "Dead letters kept now (neither retried nor discarded)", outbox_dead.clone());
+        let outbox_digests = Family::<ChannelLabel, Counter>::default();
+        registry.register("outbox_digests", "Digests queued for a flood of notifications", outbox_digests.clone());
         Self {
             registry,
             evaluations,
@@ -79,6 +101,10 @@ impl Metrics {
             notifications_sent,
             notification_failures,
             outbox_pending,
+            outbox_oldest_pending_seconds,
+            outbox_dead_letters,
+            outbox_dead,
+            outbox_digests,
         }
     }
 
@@ -89,6 +115,10 @@ impl Metrics {
     }
 
     pub fn channel(&self, family: &Family<ChannelLabel, Counter>, channel: &str) {
-        family.get_or_create(&ChannelLabel { channel: channel.to_string() }).inc();
+        self.channel_by(family, channel, 1);
+    }
+
+    pub fn channel_by(&self, family: &Family<ChannelLabel, Counter>, channel: &str, n: u64) {
+        family.get_or_create(&ChannelLabel { channel: channel.to_string() }).inc_by(n);
     }
 }

@@ -126,7 +126,26 @@ const MIGRATIONS: &[&str] = &[
         incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
         created_at INTEGER NOT NULL,
         body TEXT NOT NULL
-     );"
+     );",
+    // v5 (outbox): delivery states beside `delivered_at` (pending, delivered, dead,
+    // digested, discarded), failures charged to the message (`strikes`), dead letters with
+    // their reason, digests (`digest_id` on the messages a digest row covers), and the
+    // subject as a column for listings and digests. See `crate::outbox_store`.
+    "ALTER TABLE outbox ADD COLUMN state TEXT NOT NULL DEFAULT 'pending';
+     ALTER TABLE outbox ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE outbox ADD COLUMN last_attempt_at INTEGER;
+     ALTER TABLE outbox ADD COLUMN retried_at INTEGER;
+     ALTER TABLE outbox ADD COLUMN dead_at INTEGER;
+     ALTER TABLE outbox ADD COLUMN dead_reason TEXT;
+     ALTER TABLE outbox ADD COLUMN dead_noticed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE outbox ADD COLUMN digest_id INTEGER;
+     ALTER TABLE outbox ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+     UPDATE outbox SET state = 'delivered' WHERE delivered_at IS NOT NULL;
+     UPDATE outbox SET subject = COALESCE(CAST(json_extract(payload, '$.subject') AS TEXT), CAST(json_extract(payload, '$.text') AS TEXT), '')
+        WHERE json_valid(payload);
+     DROP INDEX outbox_due;
+     CREATE INDEX outbox_by_state ON outbox(state, channel, id);
+     CREATE INDEX outbox_by_digest ON outbox(digest_id) WHERE digest_id IS NOT NULL;"
 ];
 
 /// Errors of the store.
@@ -201,17 +220,6 @@ pub struct IncidentEvent {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub detail: serde_json::Value,
-}
-
-/// A notification to deliver, rendered when it was enqueued.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxItem {
-    pub id: i64,
-    pub channel: String,
-    pub incident_id: Option<i64>,
-    pub event: String,
-    pub payload: serde_json::Value,
-    pub attempts: u32,
 }
 
 /// A notification to enqueue.
@@ -461,61 +469,7 @@ impl Store {
         }
         Ok(out)
     }
-
-    // ---- outbox ----------------------------------------------------------------------
-
-    /// The oldest undelivered notification of each channel, if due at `now`. Delivery is in
-    /// order per channel: a later message waits behind an earlier one that keeps failing, so
-    /// nobody reads "resolved" before "opened".
-    pub fn due_notifications(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<OutboxItem>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(
-            "SELECT id, channel, incident_id, event, payload, attempts FROM outbox
-             WHERE id IN (SELECT MIN(id) FROM outbox WHERE delivered_at IS NULL GROUP BY channel)
-               AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let rows = st.query_map(params![ms(now), limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, u32>(5)?))
-        })?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, channel, incident_id, event, payload, attempts) = r?;
-            out.push(OutboxItem { id, channel, incident_id, event, payload: json_col("outbox", &payload)?, attempts });
-        }
-        Ok(out)
-    }
-
-    pub fn pending_notifications(&self) -> StoreResult<u64> {
-        let c = self.conn()?;
-        let n: i64 = c.query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| r.get(0))?;
-        Ok(n.max(0) as u64)
-    }
-
-    /// The earliest time an undelivered notification is due.
-    pub fn next_notification_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let c = self.conn()?;
-        let v: Option<i64> =
-            c.query_row("SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL", [], |r| r.get(0))?;
-        Ok(v.map(from_ms))
-    }
-
-    pub fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()> {
-        let c = self.conn()?;
-        c.execute(
-            "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
-            params![id, ms(now)],
-        )?;
-        Ok(())
-    }
-
-    pub fn mark_failed(&self, id: i64, error: &str, next_attempt_at: DateTime<Utc>) -> StoreResult<()> {
-        let c = self.conn()?;
-        c.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
-            params![id, error, ms(next_attempt_at)],
-        )?;
-        Ok(())
-    }
+    // The outbox: `crate::outbox_store`.
 }
 
 const INCIDENT_SELECT: &str = "SELECT id, fingerprint, source, watch, status, severity, title, labels,
@@ -566,8 +520,8 @@ pub(crate) fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>,
 
 pub(crate) fn insert_outbox(c: &Connection, incident_id: Option<i64>, n: &NewNotification, now: DateTime<Utc>) -> StoreResult<()> {
     c.execute(
-        "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now)],
+        "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now), crate::outbox_store::payload_subject(&n.payload)],
     )?;
     Ok(())
 }
@@ -620,18 +574,15 @@ mod tests {
         assert_eq!(resolved.map(|i| i.status), Some("resolved".into()));
         assert!(s.resolve_incident(inc.id, now(4), &json!({}), |_| vec![note("again")]).expect("resolve").is_none());
 
-        // In order per channel: only the oldest undelivered one is offered.
-        let due = s.due_notifications(now(10), 10).expect("due");
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].payload["text"], format!("opened {}", inc.id));
-        s.mark_failed(due[0].id, "down", now(20)).expect("fail");
-        assert!(s.due_notifications(now(19), 10).expect("due").is_empty());
-        let retry = s.due_notifications(now(20), 10).expect("due");
-        assert_eq!((retry[0].id, retry[0].attempts), (due[0].id, 1));
-        s.mark_delivered(retry[0].id, now(20)).expect("deliver");
-        let next = s.due_notifications(now(20), 10).expect("due");
-        assert_eq!(next[0].payload["text"], "resolved");
-        s.mark_delivered(next[0].id, now(20)).expect("deliver");
+        // Both notifications wait in the outbox, in order, with the incident.
+        let pending = s.pending_messages("slack").expect("pending");
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[0].subject, format!("opened {}", inc.id));
+        assert_eq!(pending[1].subject, "resolved");
+        assert!(pending.iter().all(|p| p.incident_id == Some(inc.id)));
+        for p in &pending {
+            s.mark_delivered(p.id, now(20)).expect("deliver");
+        }
         assert_eq!(s.pending_notifications().expect("count"), 0);
         let kinds: Vec<_> = s.incident_events(inc.id).expect("events").into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["opened", "resolved"]);

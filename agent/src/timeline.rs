@@ -21,6 +21,8 @@ pub enum TimelineEvent {
     IncidentResolved { at: DateTime<Utc>, incident_id: i64, title: String },
     NotificationDelivered { at: DateTime<Utc>, channel: String, event: String, subject: String },
     NotificationFailed { at: DateTime<Utc>, channel: String, event: String, error: String, attempts: u32 },
+    /// A notification was given up on and kept as a dead letter with its reason.
+    NotificationDeadLettered { at: DateTime<Utc>, channel: String, event: String, reason: String },
 }
 
 /// An optional sink for timeline events.

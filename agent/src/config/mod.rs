@@ -245,6 +245,8 @@ pub struct NotifySection {
     pub file: Option<FileSinkSection>,
     #[serde(default)]
     pub retry: RetrySection,
+    #[serde(default)]
+    pub digest: DigestSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,11 +294,41 @@ pub struct RetrySection {
     pub initial_backoff: HumanDuration,
     #[serde(default = "defaults::max_backoff")]
     pub max_backoff: HumanDuration,
+    /// Failures charged to one message (not to an unreachable channel) before it is
+    /// dead-lettered.
+    #[serde(default = "defaults::notify_max_attempts")]
+    pub max_attempts: u32,
+    /// A message not delivered within this time is dead-lettered.
+    #[serde(default = "defaults::notify_max_age")]
+    pub max_age: HumanDuration,
 }
 
 impl Default for RetrySection {
     fn default() -> Self {
-        Self { initial_backoff: defaults::initial_backoff(), max_backoff: defaults::max_backoff() }
+        Self {
+            initial_backoff: defaults::initial_backoff(),
+            max_backoff: defaults::max_backoff(),
+            max_attempts: defaults::notify_max_attempts(),
+            max_age: defaults::notify_max_age(),
+        }
+    }
+}
+
+/// When a channel's backlog is sent as digests instead of one message at a time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestSection {
+    /// More pending messages than this on a channel are a flood: they go out as digests.
+    #[serde(default = "defaults::digest_threshold")]
+    pub threshold: u32,
+    /// Incidents in one digest.
+    #[serde(default = "defaults::digest_max_items")]
+    pub max_items: u32,
+}
+
+impl Default for DigestSection {
+    fn default() -> Self {
+        Self { threshold: defaults::digest_threshold(), max_items: defaults::digest_max_items() }
     }
 }
 
@@ -484,6 +516,18 @@ mod defaults {
     }
     pub fn max_backoff() -> HumanDuration {
         HumanDuration(Duration::from_secs(300))
+    }
+    pub fn notify_max_attempts() -> u32 {
+        10
+    }
+    pub fn notify_max_age() -> HumanDuration {
+        HumanDuration(Duration::from_secs(24 * 3600))
+    }
+    pub fn digest_threshold() -> u32 {
+        20
+    }
+    pub fn digest_max_items() -> u32 {
+        50
     }
     pub fn cooldown() -> HumanDuration {
         HumanDuration(Duration::from_secs(600))

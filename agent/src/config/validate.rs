@@ -123,6 +123,19 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     if r.max_backoff < r.initial_backoff {
         err("notify.retry.max_backoff".into(), "must be at least initial_backoff".into());
     }
+    if !(1..=1000).contains(&r.max_attempts) {
+        err("notify.retry.max_attempts".into(), format!("must be between 1 and 1000, not {}", r.max_attempts));
+    }
+    if r.max_age.get() < Duration::from_secs(60) || r.max_age.get() > Duration::from_secs(90 * 86_400) {
+        err("notify.retry.max_age".into(), "must be between 1m and 90d".into());
+    }
+    let d = &cfg.notify.digest;
+    if !(2..=1_000_000).contains(&d.threshold) {
+        err("notify.digest.threshold".into(), format!("must be between 2 and 1000000, not {}", d.threshold));
+    }
+    if !(1..=500).contains(&d.max_items) {
+        err("notify.digest.max_items".into(), format!("must be between 1 and 500, not {}", d.max_items));
+    }
 
     let s = &cfg.actions.scale;
     if s.min_replicas < 0 {

@@ -1,13 +1,39 @@
-//! Delivers the outbox: at least once per message, in order per channel, with backoff.
+//! Delivers the outbox: at least once, in order per incident, and never blocked by one
+//! message.
 //!
 //! A message is marked delivered only after the channel acknowledged it (Slack 2xx, SMTP
-//! 250, file written and synced), so a crash or an unreachable server loses nothing. The one
-//! window for a duplicate is a crash between the acknowledgement and the mark; emails carry a
-//! stable `Message-ID` (`<warden-outbox-ID@warden>`) so mail systems can drop such a copy.
+//! 250, file written and synced), so a crash or an unreachable server loses nothing. The
+//! one window for a duplicate is a crash between the acknowledgement and the mark; emails
+//! carry a stable `Message-ID` (`<warden-outbox-ID@warden>`) so mail systems can drop such
+//! a copy.
+//!
+//! Each pass works on every channel at once, and on a channel:
+//!
+//! 1. **Expiry.** Messages queued longer than `notify.retry.max_age` are dead-lettered.
+//! 2. **Floods become digests.** When more than `notify.digest.threshold` messages wait on
+//!    Slack or e-mail, the oldest `notify.digest.max_items` incidents' messages are replaced
+//!    by one digest message (one line per incident, its events in order), stored in one
+//!    transaction. While a digest waits, only digests (and dead-letter notices) are sent on
+//!    the channel; the next digest is made when this one is delivered, until the backlog is
+//!    back under the threshold. The file channel is a local log and is never digested.
+//! 3. **One head per incident.** A message is sent only when no earlier message of the same
+//!    incident is still pending on the channel (a digest counts for each incident it
+//!    covers), so "resolved" never overtakes "opened"; different incidents never wait for
+//!    each other. Heads go oldest first, one per incident per round: a new incident's
+//!    message waits at most one message per other incident.
+//! 4. **Failures are classified** ([`classify`](super::classify)): a permanent rejection
+//!    is dead-lettered at once; an unreachable channel pauses the whole channel (backoff,
+//!    or the receiver's `Retry-After`) without blaming the message; a message-level
+//!    transient failure is retried with backoff until `notify.retry.max_attempts`.
+//!
+//! Dead letters keep their reason (`GET /api/v1/outbox/dead`, `warden outbox dead`) and are
+//! reported on the other channels by a short notice, at most one per channel and minute; a
+//! notice that is itself dead-lettered is only logged, so reports never loop.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,8 +41,12 @@ use rand::Rng;
 use warden_connectors::slack::SlackWebhook;
 use warden_connectors::smtp::{EmailMessage, SmtpSender};
 
-use crate::metrics::Metrics;
-use crate::store::{OutboxItem, Store};
+use super::classify::{classify, classify_io, Verdict, AMBIGUOUS_ATTEMPTS};
+use super::render::{render_dead_letter_notice, render_digest, DeadLetter, DigestEntry};
+use crate::config::NotifySection;
+use crate::metrics::{ChannelLabel, Metrics};
+use crate::outbox_store::{OutboxItem, PendingMessage};
+use crate::store::Store;
 use crate::timeline::{Timeline, TimelineEvent};
 
 /// The configured delivery channels.
@@ -44,119 +74,499 @@ impl Channels {
     }
 }
 
-enum SendError {
-    /// Try again after the usual backoff, or after the server's `Retry-After`.
-    Retry(String, Option<Duration>),
+/// How the outbox retries, gives up and groups (`notify.retry`, `notify.digest`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Failures charged to one message before it is dead-lettered.
+    pub max_attempts: u32,
+    /// A message not delivered within this time is dead-lettered.
+    pub max_age: Duration,
+    /// More pending messages than this on a channel are sent as digests.
+    pub digest_threshold: usize,
+    /// Incidents per digest.
+    pub digest_max_items: usize,
+    /// At most one dead-letter notice per channel in this time.
+    pub notice_interval: Duration,
 }
 
-impl SendError {
-    /// A permanent refusal (e.g. a revoked webhook, a rejected recipient) is still kept and
-    /// retried, but only at the longest backoff: fixing the configuration delivers it, and the
-    /// channel is not hammered meanwhile.
-    fn from_connector(e: warden_connectors::Error, max_backoff: Duration) -> Self {
-        let wait = match e.retry_after() {
-            Some(d) => Some(d),
-            None if !e.is_retryable() => Some(max_backoff),
-            None => None,
-        };
-        SendError::Retry(e.to_string(), wait)
+/// The longest a receiver's `Retry-After` is honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Dead-letter notices about one channel: at most one in this time.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(60);
+/// Rounds of one pass at most (each round delivers or dead-letters at least one message).
+const MAX_ROUNDS: usize = 100_000;
+
+impl Policy {
+    pub fn from_config(n: &NotifySection) -> Self {
+        Self {
+            initial_backoff: n.retry.initial_backoff.get(),
+            max_backoff: n.retry.max_backoff.get(),
+            max_attempts: n.retry.max_attempts.max(1),
+            max_age: n.retry.max_age.get(),
+            digest_threshold: n.digest.threshold as usize,
+            digest_max_items: (n.digest.max_items as usize).max(1),
+            notice_interval: NOTICE_INTERVAL,
+        }
     }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::from_config(&NotifySection::default())
+    }
+}
+
+/// What the outbox knows of a channel between passes (in memory: a restart forgets a
+/// pause, which costs one extra attempt).
+#[derive(Debug, Default, Clone)]
+struct ChannelState {
+    paused_until: Option<DateTime<Utc>>,
+    /// Channel-level failures in a row.
+    failures: u32,
+    last_success: Option<DateTime<Utc>>,
+    last_notice: Option<DateTime<Utc>>,
+}
+
+/// What one [`Outbox::deliver_due`] did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Pass {
+    pub delivered: usize,
+    pub dead_lettered: usize,
+    pub digests: usize,
+    /// When something is due next (a retry, the end of a channel's pause, a held-back
+    /// notice); `None` when nothing waits.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct Round {
+    delivered: usize,
+    dead: usize,
+    digests: usize,
+    next_due: Option<DateTime<Utc>>,
+}
+
+enum Attempt {
+    Delivered,
+    Dead,
+    Retry(DateTime<Utc>),
+    /// The channel pauses until then; stop sending on it. `dead`: the message tried was
+    /// dead-lettered.
+    Paused { until: DateTime<Utc>, dead: bool },
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `1h30m`-style text for reasons.
+fn human(d: Duration) -> String {
+    warden_playbooks::duration::HumanDuration(d).to_string()
 }
 
 pub struct Outbox {
     pub store: Arc<Store>,
     pub channels: Channels,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub timeline: Timeline,
+    state: Mutex<HashMap<String, ChannelState>>,
 }
 
 impl Outbox {
-    /// Deliver everything due at `now`; returns how many were delivered.
-    pub async fn deliver_due(&self, now: DateTime<Utc>) -> usize {
-        let mut delivered = 0;
-        // Each round offers the head of each channel's queue; stop when a round delivers none.
-        loop {
-            let due = match self.store.due_notifications(now, 64) {
-                Ok(d) => d,
+    pub fn new(store: Arc<Store>, channels: Channels, policy: Policy, metrics: Arc<Metrics>, timeline: Timeline) -> Self {
+        Self { store, channels, policy, metrics, timeline, state: Mutex::new(HashMap::new()) }
+    }
+
+    fn with_state<T>(&self, channel: &str, f: impl FnOnce(&mut ChannelState) -> T) -> T {
+        let mut map = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(channel.to_string()).or_default())
+    }
+
+    /// Deliver everything due at `now` on every channel.
+    pub async fn deliver_due(&self, now: DateTime<Utc>) -> Pass {
+        let mut pass = Pass::default();
+        for round in 0.. {
+            if round == MAX_ROUNDS {
+                pass.next_due = Some(now);
+                break;
+            }
+            let channels = match self.store.pending_channels() {
+                Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the outbox");
+                    pass.next_due = Some(after(now, self.policy.initial_backoff));
                     break;
                 }
             };
-            if due.is_empty() {
-                break;
+            let rounds = futures::future::join_all(channels.iter().map(|ch| self.channel_round(ch, now))).await;
+            let mut progress = false;
+            pass.next_due = None;
+            for r in rounds {
+                progress |= r.delivered + r.dead + r.digests > 0;
+                pass.delivered += r.delivered;
+                pass.dead_lettered += r.dead;
+                pass.digests += r.digests;
+                pass.next_due = earliest(pass.next_due, r.next_due);
             }
-            let mut round = 0;
-            for item in due {
-                if self.deliver_one(&item, now).await {
-                    round += 1;
-                }
-            }
-            delivered += round;
-            if round == 0 {
+            let (noticed, notice_due) = self.report_dead_letters(now);
+            pass.next_due = earliest(pass.next_due, notice_due);
+            if !(progress || noticed) {
                 break;
             }
         }
-        if let Ok(n) = self.store.pending_notifications() {
-            self.metrics.outbox_pending.set(n as i64);
-        }
-        delivered
+        self.refresh_gauges(now);
+        pass
     }
 
-    async fn deliver_one(&self, item: &OutboxItem, now: DateTime<Utc>) -> bool {
-        let subject = item.payload.get("subject").or_else(|| item.payload.get("text")).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        match self.send(item).await {
-            Ok(()) => {
-                if let Err(e) = self.store.mark_delivered(item.id, Utc::now().max(now)) {
-                    tracing::error!(id = item.id, error = %e, "marking a delivered notification");
-                    return false;
+    async fn channel_round(&self, channel: &str, now: DateTime<Utc>) -> Round {
+        let mut r = Round::default();
+        if !self.channels.names().contains(&channel) {
+            // Nothing can deliver it: dead letters with the reason, retried after the
+            // channel is configured again.
+            let reason = format!("channel `{channel}` is not configured");
+            r.dead += self.expire(channel, DateTime::<Utc>::MAX_UTC, &reason, now);
+            return r;
+        }
+        let cutoff = now.checked_sub_signed(chrono::Duration::from_std(self.policy.max_age).unwrap_or(chrono::Duration::MAX)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        r.dead += self.expire(channel, cutoff, &format!("not delivered within {}", human(self.policy.max_age)), now);
+
+        if let Some(until) = self.with_state(channel, |s| s.paused_until).filter(|u| *u > now) {
+            r.next_due = Some(until);
+            return r;
+        }
+        let mut pending = match self.store.pending_messages(channel) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(channel, error = %e, "reading the outbox");
+                r.next_due = Some(after(now, self.policy.initial_backoff));
+                return r;
+            }
+        };
+        if self.make_digest(channel, &pending, now) {
+            r.digests += 1;
+            match self.store.pending_messages(channel) {
+                Ok(p) => pending = p,
+                Err(e) => {
+                    tracing::error!(channel, error = %e, "reading the outbox");
+                    return r;
                 }
-                self.metrics.channel(&self.metrics.notifications_sent, &item.channel);
-                tracing::info!(id = item.id, channel = %item.channel, event = %item.event, "notification delivered");
-                self.timeline.emit(TimelineEvent::NotificationDelivered {
+            }
+        }
+        // While a digest waits, the flood it stands for goes out as digests only: the
+        // rest of the backlog is in the next digest, not sent one by one beside it.
+        let flood = pending.iter().any(|m| m.event == "digest");
+        for head in heads(&pending) {
+            if flood && !matches!(head.event.as_str(), "digest" | "dead_letter") {
+                continue;
+            }
+            if head.next_attempt_at > now {
+                r.next_due = earliest(r.next_due, Some(head.next_attempt_at));
+                continue;
+            }
+            match self.attempt(channel, head, now).await {
+                Attempt::Delivered => r.delivered += 1,
+                Attempt::Dead => r.dead += 1,
+                Attempt::Retry(at) => r.next_due = earliest(r.next_due, Some(at)),
+                Attempt::Paused { until, dead } => {
+                    r.dead += usize::from(dead);
+                    r.next_due = earliest(r.next_due, Some(until));
+                    break;
+                }
+            }
+        }
+        r
+    }
+
+    /// Dead-letter the channel's pending messages queued before `cutoff`.
+    fn expire(&self, channel: &str, cutoff: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> usize {
+        match self.store.expire_pending(channel, cutoff, reason, now) {
+            Ok(0) => 0,
+            Ok(n) => {
+                tracing::warn!(channel, messages = n, reason, "notifications dead-lettered");
+                self.metrics.channel_by(&self.metrics.outbox_dead_letters, channel, n as u64);
+                self.timeline.emit(TimelineEvent::NotificationDeadLettered {
                     at: now,
-                    channel: item.channel.clone(),
-                    event: item.event.clone(),
-                    subject,
+                    channel: channel.to_string(),
+                    event: format!("{n} message(s)"),
+                    reason: reason.to_string(),
                 });
+                n
+            }
+            Err(e) => {
+                tracing::error!(channel, error = %e, "expiring old notifications");
+                0
+            }
+        }
+    }
+
+    /// In a flood, store the oldest incidents' messages as one digest. Returns whether it
+    /// made one.
+    fn make_digest(&self, channel: &str, pending: &[PendingMessage], now: DateTime<Utc>) -> bool {
+        if channel == "file" || pending.iter().any(|m| m.event == "digest") {
+            return false;
+        }
+        let digestible: Vec<&PendingMessage> = pending.iter().filter(|m| m.event != "dead_letter").collect();
+        if digestible.len() <= self.policy.digest_threshold {
+            return false;
+        }
+        // Groups by incident, in order of their oldest message; a message without an
+        // incident is a group of its own.
+        let mut groups: Vec<(Option<i64>, Vec<&PendingMessage>)> = Vec::new();
+        let mut index: HashMap<i64, usize> = HashMap::new();
+        for m in digestible {
+            match m.incident_id.and_then(|i| index.get(&i).copied()) {
+                Some(g) => groups[g].1.push(m),
+                None => {
+                    if let Some(i) = m.incident_id {
+                        index.insert(i, groups.len());
+                    }
+                    groups.push((m.incident_id, vec![m]));
+                }
+            }
+        }
+        groups.truncate(self.policy.digest_max_items);
+        let entries: Vec<DigestEntry> = groups
+            .iter()
+            .map(|(incident_id, msgs)| DigestEntry {
+                incident_id: *incident_id,
+                events: msgs.iter().map(|m| m.event.clone()).collect(),
+                subject: msgs.last().map(|m| m.subject.clone()).unwrap_or_default(),
+            })
+            .collect();
+        let members: Vec<i64> = groups.iter().flat_map(|(_, msgs)| msgs.iter().map(|m| m.id)).collect();
+        let payload = render_digest(channel, &entries, members.len());
+        match self.store.create_digest(channel, &members, &payload, now) {
+            Ok(id) => {
+                tracing::info!(channel, digest = id, messages = members.len(), incidents = entries.len(), waiting = pending.len(), "flood: queued a digest");
+                self.metrics.channel(&self.metrics.outbox_digests, channel);
                 true
             }
-            Err(SendError::Retry(error, retry_after)) => {
-                let wait = retry_after.unwrap_or_else(|| self.backoff(item.attempts));
-                let next = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
-                self.metrics.channel(&self.metrics.notification_failures, &item.channel);
-                tracing::warn!(id = item.id, channel = %item.channel, attempts = item.attempts + 1, retry_in = ?wait, %error, "notification not delivered; will retry");
-                self.timeline.emit(TimelineEvent::NotificationFailed {
-                    at: now,
-                    channel: item.channel.clone(),
-                    event: item.event.clone(),
-                    error: error.clone(),
-                    attempts: item.attempts + 1,
-                });
-                if let Err(e) = self.store.mark_failed(item.id, &error, next) {
-                    tracing::error!(id = item.id, error = %e, "recording a failed notification");
-                }
+            Err(e) => {
+                tracing::error!(channel, error = %e, "storing a digest");
                 false
             }
         }
     }
 
-    /// Exponential backoff with +-20 % jitter, capped.
-    fn backoff(&self, attempts: u32) -> Duration {
-        let base = self.initial_backoff.as_secs_f64() * 2f64.powi(attempts.min(30) as i32);
-        let capped = base.min(self.max_backoff.as_secs_f64());
-        let jitter = rand::rng().random_range(0.8..1.2);
-        Duration::from_secs_f64((capped * jitter).min(self.max_backoff.as_secs_f64()))
+    async fn attempt(&self, channel: &str, head: &PendingMessage, now: DateTime<Utc>) -> Attempt {
+        let item = match self.store.outbox_item(head.id) {
+            Ok(Some(item)) => item,
+            Ok(None) => return Attempt::Retry(now),
+            Err(crate::store::StoreError::Corrupt { message, .. }) => {
+                return self.give_up(channel, head.id, &head.event, &format!("stored payload is unreadable: {message}"), false, now);
+            }
+            Err(e) => {
+                tracing::error!(channel, id = head.id, error = %e, "reading a notification");
+                return Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false };
+            }
+        };
+        match self.send(&item).await {
+            Ok(()) => {
+                if let Err(e) = self.store.mark_delivered(item.id, Utc::now().max(now)) {
+                    tracing::error!(id = item.id, error = %e, "marking a delivered notification");
+                    return Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false };
+                }
+                self.with_state(channel, |s| {
+                    s.failures = 0;
+                    s.paused_until = None;
+                    s.last_success = Some(now);
+                });
+                self.metrics.channel(&self.metrics.notifications_sent, channel);
+                tracing::info!(id = item.id, channel, event = %item.event, "notification delivered");
+                self.timeline.emit(TimelineEvent::NotificationDelivered {
+                    at: now,
+                    channel: channel.to_string(),
+                    event: item.event.clone(),
+                    subject: head.subject.clone(),
+                });
+                Attempt::Delivered
+            }
+            Err((verdict, error)) => self.failed(channel, &item, verdict, error, now),
+        }
     }
 
-    async fn send(&self, item: &OutboxItem) -> Result<(), SendError> {
-        let missing = |ch: &str| SendError::Retry(format!("channel `{ch}` is not configured (any more); kept for delivery"), Some(self.max_backoff));
+    fn failed(&self, channel: &str, item: &OutboxItem, verdict: Verdict, error: String, now: DateTime<Utc>) -> Attempt {
+        self.metrics.channel(&self.metrics.notification_failures, channel);
+        let policy = &self.policy;
+        // A channel-level failure is the message's own only when the channel delivered
+        // others since this message last failed.
+        let channel_worked = self.with_state(channel, |s| matches!((s.last_success, item.last_attempt_at), (Some(ok), Some(last)) if ok > last));
+        let charged = match verdict {
+            Verdict::ChannelDown { .. } => channel_worked,
+            _ => true,
+        };
+        let strikes = item.strikes + u32::from(charged);
+        let age = (now - item.queued_at).to_std().unwrap_or_default();
+        let dead_reason = match &verdict {
+            v if v.is_permanent() => Some(error.clone()),
+            Verdict::Ambiguous if strikes >= AMBIGUOUS_ATTEMPTS => Some(format!("{error} (unclear rejection, {strikes} attempts)")),
+            Verdict::Transient | Verdict::ChannelDown { .. } if strikes >= policy.max_attempts => Some(format!("{error} ({strikes} failed attempts)")),
+            _ if age >= policy.max_age => Some(format!("not delivered within {}: {error}", human(policy.max_age))),
+            _ => None,
+        };
+        // The channel's own state: a pause for an unreachable or refusing receiver.
+        let pausing = match verdict {
+            Verdict::ChannelDown { retry_after } => Some(retry_after),
+            Verdict::PermanentChannel => Some(None),
+            _ => None,
+        };
+        let pause = pausing.map(|retry_after| {
+            let failures = self.with_state(channel, |s| {
+                s.failures = s.failures.saturating_add(1);
+                s.failures
+            });
+            let wait = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or_else(|| self.backoff(failures - 1));
+            let until = after(now, wait);
+            self.with_state(channel, |s| s.paused_until = Some(until));
+            until
+        });
+        let attempts = item.attempts + 1;
+        tracing::warn!(id = item.id, channel, attempts, strikes, verdict = verdict.as_str(), %error, "notification not delivered");
+        let result = match dead_reason {
+            Some(reason) => self.give_up(channel, item.id, &item.event, &reason, true, now),
+            None => {
+                let own = after(now, self.backoff(item.attempts));
+                let next = pause.map_or(own, |p| p.max(own));
+                self.timeline.emit(TimelineEvent::NotificationFailed {
+                    at: now,
+                    channel: channel.to_string(),
+                    event: item.event.clone(),
+                    error: error.clone(),
+                    attempts,
+                });
+                if let Err(e) = self.store.mark_failed(item.id, &error, next, charged, now) {
+                    tracing::error!(id = item.id, error = %e, "recording a failed notification");
+                }
+                Attempt::Retry(next)
+            }
+        };
+        match (pause, result) {
+            (Some(until), r) => Attempt::Paused { until, dead: matches!(r, Attempt::Dead) },
+            (None, r) => r,
+        }
+    }
+
+    fn give_up(&self, channel: &str, id: i64, event: &str, reason: &str, attempted: bool, now: DateTime<Utc>) -> Attempt {
+        match self.store.dead_letter(id, reason, attempted, now) {
+            Ok(true) => {
+                tracing::error!(id, channel, event, reason, "notification dead-lettered");
+                self.metrics.channel(&self.metrics.outbox_dead_letters, channel);
+                self.timeline.emit(TimelineEvent::NotificationDeadLettered {
+                    at: now,
+                    channel: channel.to_string(),
+                    event: event.to_string(),
+                    reason: reason.to_string(),
+                });
+                Attempt::Dead
+            }
+            Ok(false) => Attempt::Retry(now),
+            Err(e) => {
+                tracing::error!(id, error = %e, "dead-lettering a notification");
+                Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false }
+            }
+        }
+    }
+
+    /// Queue notices about new dead letters on the other channels. Returns whether it
+    /// queued any, and when held-back ones are due.
+    fn report_dead_letters(&self, now: DateTime<Utc>) -> (bool, Option<DateTime<Utc>>) {
+        let dead = match self.store.unnoticed_dead(1000) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "reading dead letters");
+                return (false, None);
+            }
+        };
+        let mut by_channel: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for d in dead {
+            by_channel.entry(d.channel.clone()).or_default().push(d);
+        }
+        let configured = self.channels.names();
+        let (mut queued, mut due) = (false, None);
+        for (channel, rows) in by_channel {
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            // Notices about notices would loop; they are only logged (above).
+            let told: Vec<DeadLetter> = rows
+                .iter()
+                .filter(|r| r.event != "dead_letter")
+                .map(|r| DeadLetter {
+                    id: r.id,
+                    incident_id: r.incident_id,
+                    event: r.event.clone(),
+                    subject: r.subject.clone(),
+                    reason: r.reason.clone().unwrap_or_default(),
+                })
+                .collect();
+            let targets: Vec<&str> = configured.iter().copied().filter(|c| *c != channel).collect();
+            if told.is_empty() || targets.is_empty() {
+                if let Err(e) = self.store.enqueue_dead_letter_notices(&ids, &[], now) {
+                    tracing::error!(error = %e, "marking dead letters");
+                }
+                continue;
+            }
+            let last = self.with_state(&channel, |s| s.last_notice);
+            if let Some(next) = last.map(|l| after(l, self.policy.notice_interval)).filter(|n| *n > now) {
+                due = earliest(due, Some(next));
+                continue;
+            }
+            let notices = render_dead_letter_notice(&channel, &told, &targets);
+            match self.store.enqueue_dead_letter_notices(&ids, &notices, now) {
+                Ok(()) => {
+                    self.with_state(&channel, |s| s.last_notice = Some(now));
+                    queued = true;
+                }
+                Err(e) => tracing::error!(error = %e, "queueing dead-letter notices"),
+            }
+        }
+        (queued, due)
+    }
+
+    fn refresh_gauges(&self, now: DateTime<Utc>) {
+        let stats = match self.store.outbox_stats() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading outbox counts");
+                return;
+            }
+        };
+        let mut names: BTreeSet<String> = self.channels.names().into_iter().map(str::to_string).collect();
+        names.extend(self.state.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+        names.extend(stats.iter().map(|s| s.channel.clone()));
+        for name in names {
+            let label = ChannelLabel { channel: name.clone() };
+            let s = stats.iter().find(|s| s.channel == name);
+            self.metrics.outbox_pending.get_or_create(&label).set(s.map_or(0, |s| s.pending) as i64);
+            self.metrics.outbox_dead.get_or_create(&label).set(s.map_or(0, |s| s.dead) as i64);
+            let oldest = s.and_then(|s| s.oldest_pending).map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+            self.metrics.outbox_oldest_pending_seconds.get_or_create(&label).set(oldest);
+            self.with_state(&name, |_| ());
+        }
+    }
+
+    /// Exponential backoff with +-20 % jitter, capped.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let max = self.policy.max_backoff.as_secs_f64();
+        let base = self.policy.initial_backoff.as_secs_f64() * 2f64.powi(attempts.min(30) as i32);
+        let jitter = rand::rng().random_range(0.8..1.2);
+        Duration::from_secs_f64((base.min(max) * jitter).min(max))
+    }
+
+    async fn send(&self, item: &OutboxItem) -> Result<(), (Verdict, String)> {
+        let missing = |ch: &str| (Verdict::PermanentChannel, format!("channel `{ch}` is not configured"));
         match item.channel.as_str() {
             "slack" => {
                 let slack = self.channels.slack.as_ref().ok_or_else(|| missing("slack"))?;
-                slack.post(&item.payload).await.map_err(|e| SendError::from_connector(e, self.max_backoff))
+                slack.post(&item.payload).await.map_err(|e| (classify("slack", &e), e.to_string()))
             }
             "email" => {
                 let smtp = self.channels.email.as_ref().ok_or_else(|| missing("email"))?;
@@ -167,15 +577,32 @@ impl Outbox {
                     html: field("html"),
                     message_id: format!("<warden-outbox-{}@warden>", item.id),
                 };
-                smtp.send(&msg).await.map_err(|e| SendError::from_connector(e, self.max_backoff))
+                smtp.send(&msg).await.map_err(|e| (classify("email", &e), e.to_string()))
             }
             "file" => {
                 let path = self.channels.file.as_ref().ok_or_else(|| missing("file"))?;
-                append_line(path, &item.payload).map_err(|e| SendError::Retry(format!("{}: {e}", path.display()), None))
+                append_line(path, &item.payload).map_err(|e| (classify_io(&e), format!("{}: {e}", path.display())))
             }
-            other => Err(SendError::Retry(format!("unknown channel `{other}`"), Some(self.max_backoff))),
+            other => Err(missing(other)),
         }
     }
+}
+
+/// The messages that may be sent now: in id order, the first pending message of each
+/// incident (a digest stands for each incident it covers; messages without an incident
+/// are independent).
+fn heads(pending: &[PendingMessage]) -> Vec<&PendingMessage> {
+    let mut taken: BTreeSet<i64> = BTreeSet::new();
+    let mut out = Vec::new();
+    for m in pending {
+        let keys: Vec<i64> = if m.event == "digest" { m.digest_incidents.clone() } else { m.incident_id.into_iter().collect() };
+        let blocked = keys.iter().any(|k| taken.contains(k));
+        taken.extend(keys);
+        if !blocked {
+            out.push(m);
+        }
+    }
+    out
 }
 
 fn append_line(path: &PathBuf, payload: &serde_json::Value) -> std::io::Result<()> {
@@ -196,12 +623,9 @@ mod tests {
     use serde_json::json;
     use std::collections::BTreeMap;
 
-    #[tokio::test]
-    async fn file_channel_delivers_in_order_and_retries_missing_channels() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open_in_memory().expect("store"));
-        let sig = IncidentSignal {
-            fingerprint: "f".into(),
+    fn sig(fp: &str) -> IncidentSignal {
+        IncidentSignal {
+            fingerprint: fp.into(),
             watch: "w".into(),
             source: "watch".into(),
             severity: "warning".into(),
@@ -214,33 +638,150 @@ mod tests {
             upper: None,
             score: None,
             detector: None,
-        };
+        }
+    }
+
+    fn note(channel: &str, event: &str, n: u32) -> NewNotification {
+        NewNotification { channel: channel.into(), event: event.into(), payload: json!({"n": n, "subject": format!("{event} {n}")}) }
+    }
+
+    fn outbox(store: &Arc<Store>, file: Option<PathBuf>) -> Outbox {
+        let policy = Policy { initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_secs(60), ..Policy::default() };
+        Outbox::new(store.clone(), Channels { file, ..Default::default() }, policy, Arc::new(Metrics::new()), Timeline::default())
+    }
+
+    fn pending(id: i64, incident: Option<i64>, event: &str, digest_incidents: Vec<i64>) -> PendingMessage {
+        PendingMessage {
+            id,
+            incident_id: incident,
+            event: event.into(),
+            attempts: 0,
+            strikes: 0,
+            next_attempt_at: Utc::now(),
+            queued_at: Utc::now(),
+            last_attempt_at: None,
+            subject: String::new(),
+            digest_incidents,
+        }
+    }
+
+    #[test]
+    fn one_head_per_incident_and_a_digest_holds_its_incidents() {
+        let p = vec![
+            pending(1, Some(7), "opened", vec![]),
+            pending(2, Some(7), "resolved", vec![]),
+            pending(3, Some(8), "opened", vec![]),
+            pending(4, None, "dead_letter", vec![]),
+            pending(5, None, "digest", vec![9, 10]),
+            pending(6, Some(9), "resolved", vec![]),
+            pending(7, Some(11), "opened", vec![]),
+        ];
+        let ids: Vec<i64> = heads(&p).iter().map(|m| m.id).collect();
+        assert_eq!(ids, [1, 3, 4, 5, 7]);
+    }
+
+    #[tokio::test]
+    async fn file_channel_delivers_in_order_and_unconfigured_channels_are_dead_lettered_with_a_notice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open_in_memory().expect("store"));
         let now = Utc::now();
         store
-            .open_incident(&sig, now, &json!({}), |_| {
-                vec![
-                    NewNotification { channel: "file".into(), event: "opened".into(), payload: json!({"n": 1}) },
-                    NewNotification { channel: "file".into(), event: "resolved".into(), payload: json!({"n": 2}) },
-                    NewNotification { channel: "slack".into(), event: "opened".into(), payload: json!({"text": "x"}) },
-                ]
-            })
+            .open_incident(&sig("f"), now, &json!({}), |_| vec![note("file", "opened", 1), note("file", "resolved", 2), note("slack", "opened", 3)])
             .expect("open");
         let path = dir.path().join("out/n.jsonl");
-        let outbox = Outbox {
-            store: store.clone(),
-            channels: Channels { file: Some(path.clone()), ..Default::default() },
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_secs(60),
-            metrics: Arc::new(Metrics::new()),
-            timeline: Timeline::default(),
-        };
-        assert_eq!(outbox.deliver_due(now).await, 2);
-        let lines: Vec<_> = std::fs::read_to_string(&path).expect("file").lines().map(str::to_string).collect();
-        assert_eq!(lines, [r#"{"n":1}"#, r#"{"n":2}"#]);
-        // The slack message stays in the outbox, retried later rather than dropped.
-        assert_eq!(store.pending_notifications().expect("count"), 1);
-        assert_eq!(outbox.deliver_due(now).await, 0);
-        let encoded = outbox.metrics.encode().expect("encode");
-        assert!(encoded.contains("warden_notification_failures_total{channel=\"slack\"} 1"), "{encoded}");
+        let outbox = outbox(&store, Some(path.clone()));
+        let pass = outbox.deliver_due(now).await;
+        assert_eq!((pass.delivered, pass.dead_lettered), (3, 1));
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path).expect("file").lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!((lines[0]["n"].as_u64(), lines[1]["n"].as_u64()), (Some(1), Some(2)));
+        // The slack message could not go anywhere: a dead letter with its reason, reported on the file channel.
+        assert_eq!(lines[2]["event"], "dead_letter");
+        assert_eq!(lines[2]["channel"], "slack");
+        assert_eq!(lines[2]["dead_letters"][0]["reason"], "channel `slack` is not configured");
+        let dead = store.list_outbox(Some("dead"), None, 10).expect("dead");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(store.pending_notifications().expect("count"), 0);
+        let metrics = outbox.metrics.encode().expect("encode");
+        assert!(metrics.contains("warden_outbox_dead_letters_total{channel=\"slack\"} 1"), "{metrics}");
+        assert!(metrics.contains("warden_outbox_dead{channel=\"slack\"} 1"), "{metrics}");
+        assert!(metrics.contains("warden_outbox_pending{channel=\"file\"} 0"), "{metrics}");
+        // Nothing more to do, and no second notice.
+        assert_eq!(outbox.deliver_due(now).await, Pass::default());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_channel_pauses_without_blaming_the_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should be: every append fails.
+        let path = dir.path().join("blocked");
+        std::fs::create_dir_all(&path).expect("dir");
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        let now = Utc::now();
+        store.open_incident(&sig("a"), now, &json!({}), |_| vec![note("file", "opened", 1)]).expect("open");
+        store.open_incident(&sig("b"), now, &json!({}), |_| vec![note("file", "opened", 2)]).expect("open");
+        let outbox = outbox(&store, Some(path.clone()));
+        let pass = outbox.deliver_due(now).await;
+        assert_eq!((pass.delivered, pass.dead_lettered), (0, 0));
+        let next = pass.next_due.expect("a retry is due");
+        assert!(next > now, "{next} {now}");
+        // Only the first message was tried: the channel paused after it, not charged.
+        let p = store.pending_messages("file").expect("pending");
+        assert_eq!((p[0].attempts, p[0].strikes, p[1].attempts), (1, 0, 0));
+        // While paused, nothing is tried.
+        assert_eq!(outbox.deliver_due(now).await.delivered, 0);
+        assert_eq!(store.pending_messages("file").expect("pending")[0].attempts, 1);
+        // The receiver is back: both go out, in order.
+        std::fs::remove_dir(&path).expect("rmdir");
+        let later = next + chrono::Duration::seconds(1);
+        assert_eq!(outbox.deliver_due(later).await.delivered, 2);
+        let text = std::fs::read_to_string(&path).expect("file");
+        assert_eq!(text.lines().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn messages_older_than_max_age_are_dead_lettered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        let then = Utc::now() - chrono::Duration::hours(25);
+        store.open_incident(&sig("a"), then, &json!({}), |_| vec![note("file", "opened", 1)]).expect("open");
+        let outbox = outbox(&store, Some(dir.path().join("n.jsonl")));
+        let pass = outbox.deliver_due(Utc::now()).await;
+        assert_eq!((pass.delivered, pass.dead_lettered), (0, 1));
+        let dead = store.list_outbox(Some("dead"), None, 10).expect("dead");
+        assert_eq!(dead[0].reason.as_deref(), Some("not delivered within 1day"));
+    }
+
+    #[test]
+    fn notify_keys_are_read_and_checked_with_their_paths() {
+        let path = std::path::Path::new("n.yaml");
+        let cfg = crate::config::parse_str("notify:\n  retry: { max_attempts: 3, max_age: 2h }\n  digest: { threshold: 40, max_items: 10 }\n", path).expect("valid");
+        let p = Policy::from_config(&cfg.notify);
+        assert_eq!((p.max_attempts, p.max_age, p.digest_threshold, p.digest_max_items), (3, Duration::from_secs(7200), 40, 10));
+        let d = Policy::default();
+        assert_eq!((d.max_attempts, d.max_age, d.digest_threshold, d.digest_max_items), (10, Duration::from_secs(86_400), 20, 50));
+        let text = "notify:\n  retry:\n    max_attempts: 0\n    max_age: 1s\n  digest:\n    threshold: 1\n    max_items: 501\n";
+        let errors = crate::config::parse_str(text, path).expect_err("invalid").0;
+        let got: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
+        assert_eq!(
+            got,
+            [("notify.retry.max_attempts", Some(3)), ("notify.retry.max_age", Some(4)), ("notify.digest.threshold", Some(6)), ("notify.digest.max_items", Some(7))]
+        );
+        let unknown = crate::config::parse_str("notify:\n  digest: { size: 3 }\n", path).expect_err("unknown key").0;
+        assert_eq!(unknown[0].path, "notify.digest.size");
+    }
+
+    #[tokio::test]
+    async fn file_channel_is_never_digested() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        let now = Utc::now();
+        store.open_incident(&sig("a"), now, &json!({}), |_| (0..50).map(|n| note("file", "action", n)).collect()).expect("open");
+        let path = dir.path().join("n.jsonl");
+        let outbox = outbox(&store, Some(path.clone()));
+        let pass = outbox.deliver_due(now).await;
+        assert_eq!((pass.delivered, pass.digests), (50, 0));
+        let ns: Vec<u64> = std::fs::read_to_string(&path).expect("file").lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["n"].as_u64()).collect();
+        assert_eq!(ns, (0..50).collect::<Vec<u64>>());
     }
 }

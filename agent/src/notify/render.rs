@@ -1,4 +1,10 @@
-//! Slack Block Kit, email (text + HTML) and file payloads for incident events.
+//! Slack Block Kit, email (text + HTML) and file payloads for incident events, for
+//! digests (a flood of messages sent as one) and for dead-letter notices.
+//!
+//! Payloads are rendered within the receivers' limits where the text is ours (Slack's
+//! header is cut to 150 characters, digest lines are chunked into sections); the
+//! connectors enforce the limits again on whatever is sent (`fit_block_kit`, the
+//! e-mail subject), so a stored payload from an older version is sent valid too.
 
 use serde_json::{json, Value};
 use warden_models::{format_value, template_summary, IncidentFacts};
@@ -195,6 +201,178 @@ pub fn render_analysis(i: &Incident, a: &Analysis, channels: &[&str]) -> Vec<New
         .collect()
 }
 
+/// The messages of one incident (or one message without an incident) in a digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestEntry {
+    pub incident_id: Option<i64>,
+    /// The events of its messages, oldest first (`opened`, `action`, ...).
+    pub events: Vec<String>,
+    /// The subject of its latest message.
+    pub subject: String,
+}
+
+impl DigestEntry {
+    /// `#42 (opened, action ×3, resolved): <latest subject>`.
+    pub fn line(&self) -> String {
+        let mut parts: Vec<(String, usize)> = Vec::new();
+        for e in &self.events {
+            match parts.last_mut() {
+                Some((last, n)) if last == e => *n += 1,
+                _ => parts.push((e.clone(), 1)),
+            }
+        }
+        let events: Vec<String> = parts.into_iter().map(|(e, n)| if n > 1 { format!("{e} ×{n}") } else { e }).collect();
+        let subject: String = self.subject.chars().take(300).collect();
+        match self.incident_id {
+            Some(id) => format!("#{id} ({}): {subject}", events.join(", ")),
+            None => format!("({}): {subject}", events.join(", ")),
+        }
+    }
+}
+
+/// Characters of digest lines per Slack section (the limit is 3,000).
+const DIGEST_SECTION_CHARS: usize = 2_800;
+/// Sections of digest lines in one Slack message (the limit is 50 blocks).
+const DIGEST_MAX_SECTIONS: usize = 45;
+
+/// One message standing for `messages` queued messages of the `entries` (a flood on
+/// `channel`): one line per incident, oldest first.
+pub fn render_digest(channel: &str, entries: &[DigestEntry], messages: usize) -> Value {
+    let incidents = entries.iter().filter(|e| e.incident_id.is_some()).count();
+    let subject = format!("[warden] DIGEST {messages} notifications for {incidents} incident(s)");
+    let intro = format!(
+        "{messages} notifications were waiting for {channel}; they are sent together. Each incident's messages are in order; \
+         `warden outbox list --state digested` and `GET /api/v1/incidents/ID` have them in full."
+    );
+    let lines: Vec<String> = entries.iter().map(DigestEntry::line).collect();
+    match channel {
+        "slack" => {
+            let mut blocks = vec![
+                json!({"type": "header", "text": {"type": "plain_text", "text": format!("{messages} notifications for {incidents} incident(s)")}}),
+                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": esc(&intro)}]}),
+            ];
+            let mut sections: Vec<String> = Vec::new();
+            let mut chunk = String::new();
+            let (mut chunk_lines, mut shown) = (0, 0);
+            for line in &lines {
+                let line = esc(line);
+                if !chunk.is_empty() && chunk.chars().count() + line.chars().count() + 1 > DIGEST_SECTION_CHARS {
+                    sections.push(std::mem::take(&mut chunk));
+                    shown += std::mem::take(&mut chunk_lines);
+                    if sections.len() == DIGEST_MAX_SECTIONS {
+                        break;
+                    }
+                }
+                if !chunk.is_empty() {
+                    chunk.push('\n');
+                }
+                chunk.push_str(&line);
+                chunk_lines += 1;
+            }
+            if !chunk.is_empty() && sections.len() < DIGEST_MAX_SECTIONS {
+                sections.push(chunk);
+                shown += chunk_lines;
+            }
+            blocks.extend(sections.into_iter().map(|text| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})));
+            if shown < lines.len() {
+                blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("… and {} more incident(s)", lines.len() - shown)}]}));
+            }
+            json!({"text": subject, "blocks": blocks})
+        }
+        "email" => {
+            let text = format!("{intro}\n\n{}\n", lines.join("\n"));
+            let items: String = lines.iter().map(|l| format!("<li>{}</li>\n", html_esc(l))).collect();
+            let html = format!("<p>{}</p>\n<ul>\n{items}</ul>\n", html_esc(&intro));
+            json!({"subject": subject, "text": text, "html": html})
+        }
+        _ => json!({
+            "event": "digest",
+            "subject": subject,
+            "messages": messages,
+            "entries": entries.iter().map(|e| json!({"incident_id": e.incident_id, "events": e.events, "subject": e.subject})).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// A dead letter, as a notice describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub incident_id: Option<i64>,
+    pub event: String,
+    pub subject: String,
+    pub reason: String,
+}
+
+/// Dead letters named one by one in a notice; the rest are counted.
+const NOTICE_MAX_ITEMS: usize = 5;
+
+/// Tell the `channels` that messages to `source` were dead-lettered, with the reasons.
+pub fn render_dead_letter_notice(source: &str, dead: &[DeadLetter], channels: &[&str]) -> Vec<NewNotification> {
+    let n = dead.len();
+    let subject = format!("[warden] DEAD LETTER {n} message(s) to {source} not delivered");
+    let headline = if n == 1 {
+        format!("A message to {source} was dead-lettered: {}", dead[0].reason)
+    } else {
+        format!("{n} messages to {source} were dead-lettered")
+    };
+    let items: Vec<String> = dead
+        .iter()
+        .take(NOTICE_MAX_ITEMS)
+        .map(|d| {
+            let of = d.incident_id.map(|i| format!("incident #{i}, ")).unwrap_or_default();
+            let subject: String = d.subject.chars().take(150).collect();
+            format!("message {} ({of}{}): {subject} — {}", d.id, d.event, d.reason.chars().take(300).collect::<String>())
+        })
+        .collect();
+    let more = (n > NOTICE_MAX_ITEMS).then(|| format!("… and {} more", n - NOTICE_MAX_ITEMS));
+    let hint = "See `warden outbox dead` or GET /api/v1/outbox/dead; `warden outbox retry ID` sends one again.";
+    channels
+        .iter()
+        .filter(|c| **c != source)
+        .map(|ch| {
+            let payload = match *ch {
+                "slack" => {
+                    let mut list = items.iter().map(|i| format!("• {}", esc(i))).collect::<Vec<_>>().join("\n");
+                    if let Some(m) = &more {
+                        list.push_str(&format!("\n{m}"));
+                    }
+                    json!({
+                        "text": subject,
+                        "blocks": [
+                            {"type": "header", "text": {"type": "plain_text", "text": headline.chars().take(150).collect::<String>()}},
+                            {"type": "section", "text": {"type": "mrkdwn", "text": list}},
+                            {"type": "context", "elements": [{"type": "mrkdwn", "text": esc(hint)}]}
+                        ]
+                    })
+                }
+                "email" => {
+                    let mut text = format!("{headline}\n\n{}\n", items.join("\n"));
+                    if let Some(m) = &more {
+                        text.push_str(&format!("{m}\n"));
+                    }
+                    text.push_str(&format!("\n{hint}\n"));
+                    let lis: String = items.iter().map(|i| format!("<li>{}</li>", html_esc(i))).collect();
+                    let html = format!(
+                        "<h2>{}</h2>\n<ul>{lis}</ul>\n{}<p>{}</p>\n",
+                        html_esc(&headline),
+                        more.as_ref().map(|m| format!("<p>{}</p>\n", html_esc(m))).unwrap_or_default(),
+                        html_esc(hint)
+                    );
+                    json!({"subject": subject, "text": text, "html": html})
+                }
+                _ => json!({
+                    "event": "dead_letter",
+                    "subject": subject,
+                    "channel": source,
+                    "dead_letters": dead.iter().map(|d| json!({"id": d.id, "incident_id": d.incident_id, "event": d.event, "reason": d.reason})).collect::<Vec<_>>(),
+                }),
+            };
+            NewNotification { channel: ch.to_string(), event: "dead_letter".into(), payload }
+        })
+        .collect()
+}
+
 /// Slack mrkdwn needs `&`, `<` and `>` escaped in untrusted text.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -301,6 +479,55 @@ mod tests {
         assert!(e["html"].as_str().unwrap_or("").contains("<td>shop/checkout</td>"));
         assert_eq!(out[2].payload["event"], "opened");
         assert_eq!(out[2].payload["incident_id"], 4);
+    }
+
+    fn entry(id: i64, events: &[&str]) -> DigestEntry {
+        DigestEntry { incident_id: Some(id), events: events.iter().map(|e| e.to_string()).collect(), subject: format!("[warden] RESOLVED warning w <ns/{id}>") }
+    }
+
+    #[test]
+    fn digest_lines_keep_each_incidents_order() {
+        assert_eq!(entry(4, &["opened", "action", "action", "resolved"]).line(), "#4 (opened, action ×2, resolved): [warden] RESOLVED warning w <ns/4>");
+        let entries: Vec<_> = (1..=3).map(|i| entry(i, &["opened"])).collect();
+        let e = render_digest("email", &entries, 3);
+        assert_eq!(e["subject"], "[warden] DIGEST 3 notifications for 3 incident(s)");
+        let text = e["text"].as_str().unwrap_or("");
+        assert!(text.find("#1 ").unwrap_or(usize::MAX) < text.find("#3 ").unwrap_or(0), "{text}");
+        assert!(e["html"].as_str().unwrap_or("").contains("&lt;ns/2&gt;"));
+    }
+
+    #[test]
+    fn a_large_slack_digest_stays_within_block_kit() {
+        let entries: Vec<_> = (1..=2_000).map(|i| entry(i, &["opened", "action"])).collect();
+        let s = render_digest("slack", &entries, 4_000);
+        let blocks = s["blocks"].as_array().expect("blocks");
+        assert!(blocks.len() <= 50, "{}", blocks.len());
+        for b in blocks {
+            if b["type"] == "section" {
+                assert!(b["text"]["text"].as_str().unwrap_or("").chars().count() <= 3_000);
+            }
+        }
+        let last = blocks.last().map(|b| b.to_string()).unwrap_or_default();
+        assert!(last.contains("more incident(s)"), "{last}");
+        // What the sections show plus what the last line counts is every incident.
+        let shown: usize = blocks.iter().filter(|b| b["type"] == "section").map(|b| b["text"]["text"].as_str().unwrap_or("").lines().count()).sum();
+        let more: usize = last.split("and ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+        assert_eq!(shown + more, 2_000);
+    }
+
+    #[test]
+    fn dead_letter_notices_go_to_the_other_channels() {
+        let dead: Vec<_> = (1..=7)
+            .map(|i| DeadLetter { id: i, incident_id: Some(3), event: "opened".into(), subject: "s".into(), reason: "500 Line too long".into() })
+            .collect();
+        let out = render_dead_letter_notice("email", &dead, &["slack", "email", "file"]);
+        assert_eq!(out.iter().map(|n| n.channel.as_str()).collect::<Vec<_>>(), ["slack", "file"]);
+        assert!(out.iter().all(|n| n.event == "dead_letter"));
+        let slack = out[0].payload.to_string();
+        assert!(slack.contains("7 messages to email were dead-lettered"), "{slack}");
+        assert!(slack.contains("500 Line too long") && slack.contains("and 2 more"), "{slack}");
+        let one = render_dead_letter_notice("slack", &dead[..1], &["slack", "email"]);
+        assert_eq!(one[0].payload["text"].as_str().unwrap_or("").lines().next(), Some("A message to slack was dead-lettered: 500 Line too long"));
     }
 
     #[test]
