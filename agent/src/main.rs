@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, playbook_cmd, rca_cmd, store::Store};
+use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, outbox_cmd, playbook_cmd, rca_cmd, store::Store};
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
@@ -46,6 +46,11 @@ enum Command {
     Incidents {
         #[command(subcommand)]
         command: IncidentsCommand,
+    },
+    /// The notification outbox: what waits, dead letters and their reasons; retry or discard.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
     },
     /// Run a detector over a CSV file (`timestamp,value`), streaming: row i is scored from
     /// rows <= i only. Prints `timestamp,value,score,expected,lower,upper,anomaly`.
@@ -351,6 +356,55 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 #[derive(Subcommand)]
+enum OutboxCommand {
+    /// Counts per channel, then the messages in one state (default: pending, in queue order).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// pending, delivered, digested, dead or discarded.
+        #[arg(long, default_value = "pending")]
+        state: String,
+        /// Only this channel (slack, email, file).
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Dead letters: messages given up on, with the reason, newest first.
+    Dead {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Queue a dead letter again (due now; the daemon sends it within seconds).
+    Retry {
+        /// The message id (see `warden outbox dead`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every dead letter (of --channel, when given).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, requires = "all")]
+        channel: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Drop a dead letter for good (it stays listed as `discarded`).
+    Discard {
+        id: i64,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum IncidentsCommand {
     /// List incidents, newest first.
     List {
@@ -505,6 +559,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
+        Command::Outbox { command: OutboxCommand::List { db, state, channel, json, limit } } => {
+            open_store(db).and_then(|s| outbox_cmd::list(&s, &state, channel.as_deref(), limit, json, &mut std::io::stdout().lock()))
+        }
+        Command::Outbox { command: OutboxCommand::Dead { db, channel, json, limit } } => {
+            open_store(db).and_then(|s| outbox_cmd::dead(&s, channel.as_deref(), limit, json, &mut std::io::stdout().lock()))
+        }
+        Command::Outbox { command: OutboxCommand::Retry { id, all, channel, db } } => {
+            open_store(db).and_then(|s| outbox_cmd::retry(&s, id, all, channel.as_deref(), &mut std::io::stdout().lock()))
+        }
+        Command::Outbox { command: OutboxCommand::Discard { id, db } } => open_store(db).and_then(|s| outbox_cmd::discard(&s, id, &mut std::io::stdout().lock())),
         Command::Incidents { command: IncidentsCommand::Show { id, db, json } } => open_store(db).and_then(|store| incident_cmd::show(&store, id, json, &mut std::io::stdout().lock())),
         Command::Model { command: ModelCommand::Pull { repo, file, revision, dest, sha256 } } => {
             model_cmd::pull_cmd(&repo, &file, revision.as_deref(), &dest, sha256.as_deref())

@@ -45,12 +45,17 @@ pub fn router(state: AppState) -> Router {
         .route("/runs", get(crate::api_runs::list_runs))
         .route("/runs/{id}", get(crate::api_runs::get_run))
         .route("/audit/verify", get(crate::api_runs::verify_audit))
+        .route("/outbox", get(crate::api_outbox::list))
+        .route("/outbox/dead", get(crate::api_outbox::dead))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_viewer));
     let write = Router::new()
         .route("/alerts", post(post_alerts))
         .route("/playbooks/{name}/runs", post(crate::api_runs::start_run))
         .route("/runs/{id}/approve", post(crate::api_runs::approve_run))
         .route("/runs/{id}/deny", post(crate::api_runs::deny_run))
+        .route("/outbox/{id}/retry", post(crate::api_outbox::retry))
+        .route("/outbox/{id}/discard", post(crate::api_outbox::discard))
+        .route("/outbox/dead/retry", post(crate::api_outbox::retry_all))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
     let api = read.merge(write);
     Router::new()
