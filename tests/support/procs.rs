@@ -651,6 +651,7 @@ pub struct SmtpServer {
     maildir: PathBuf,
     port: u16,
     child: Option<ChildProcess>,
+    reject_subjects: Option<String>,
 }
 
 /// An error unless `python3 -m aiosmtpd` can run.
@@ -678,7 +679,14 @@ impl SmtpServer {
             maildir: dir.join("maildir"),
             port: free_port()?,
             child: None,
+            reject_subjects: None,
         })
+    }
+
+    /// Before [`SmtpServer::start`]: refuse every message whose subject contains
+    /// `marker` with a permanent `554` after DATA (`tests/support/smtp_handlers.py`).
+    pub fn reject_subjects_containing(&mut self, marker: &str) {
+        self.reject_subjects = Some(marker.to_string());
     }
 
     pub fn port(&self) -> u16 {
@@ -692,7 +700,7 @@ impl SmtpServer {
     /// Starts listening on the reserved port; waits for the SMTP greeting.
     pub async fn start(&mut self) -> Result<()> {
         let python = require_aiosmtpd()?;
-        let args = vec![
+        let mut args = vec![
             "-m".to_string(),
             "aiosmtpd".to_string(),
             "-n".to_string(),
@@ -702,13 +710,15 @@ impl SmtpServer {
             "aiosmtpd.handlers.Mailbox".to_string(),
             self.maildir.display().to_string(),
         ];
-        let mut child = ChildProcess::spawn(
-            "smtp",
-            &python,
-            &args,
-            &[("PYTHONUNBUFFERED", "1")],
-            &self.dir,
-        )?;
+        let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("support");
+        let support = support.display().to_string();
+        let mut envs = vec![("PYTHONUNBUFFERED", "1")];
+        if let Some(marker) = &self.reject_subjects {
+            args[6] = "smtp_handlers.RejectingMailbox".to_string();
+            envs.push(("PYTHONPATH", support.as_str()));
+            envs.push(("WARDEN_TEST_SMTP_REJECT", marker.as_str()));
+        }
+        let mut child = ChildProcess::spawn("smtp", &python, &args, &envs, &self.dir)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             child.ensure_running().context("aiosmtpd did not start")?;

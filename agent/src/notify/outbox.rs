@@ -711,6 +711,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dead_notice_is_not_reported_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        let now = Utc::now();
+        // A notice for a channel that cannot deliver it: it dies, and nobody is told about it.
+        let notice = NewNotification { channel: "slack".into(), event: "dead_letter".into(), payload: json!({"text": "a message to email was dead-lettered"}) };
+        store.enqueue_dead_letter_notices(&[], &[notice], now).expect("notice");
+        let path = dir.path().join("n.jsonl");
+        let outbox = outbox(&store, Some(path.clone()));
+        let pass = outbox.deliver_due(now).await;
+        assert_eq!((pass.delivered, pass.dead_lettered), (0, 1));
+        assert!(!path.exists(), "a notice about a notice was written");
+        assert!(store.unnoticed_dead(10).expect("unnoticed").is_empty());
+        assert_eq!(outbox.deliver_due(now).await, Pass::default());
+    }
+
+    #[tokio::test]
     async fn an_unreachable_channel_pauses_without_blaming_the_message() {
         let dir = tempfile::tempdir().expect("tempdir");
         // A directory where the file should be: every append fails.
