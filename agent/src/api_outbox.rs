@@ -32,14 +32,14 @@ pub struct OutboxQuery {
     limit: Option<u32>,
 }
 
-fn check_state(state: Option<&str>) -> Result<(), Response> {
-    match state {
-        Some(s) if !STATES.contains(&s) => Err(error(
+/// The 400 answer for an unknown state, if it is one.
+fn bad_state(state: &str) -> Option<Response> {
+    (!STATES.contains(&state)).then(|| {
+        error(
             StatusCode::BAD_REQUEST,
-            format!("state must be one of {}, not `{s}`", STATES.join(", ")),
-        )),
-        _ => Ok(()),
-    }
+            format!("state must be one of {}, not `{state}`", STATES.join(", ")),
+        )
+    })
 }
 
 /// `GET /api/v1/outbox`: counts per channel and the messages (default: pending, oldest first).
@@ -57,7 +57,7 @@ pub async fn list(
         );
     };
     let state = q.state.as_deref().unwrap_or("pending");
-    if let Err(r) = check_state(Some(state)) {
+    if let Some(r) = bad_state(state) {
         return r;
     }
     let store = &st.engine.store;

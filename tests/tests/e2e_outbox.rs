@@ -521,6 +521,13 @@ async fn a_flood_is_digested_and_a_new_incident_is_not_stuck_behind_it() -> Resu
         .position(|p| p.body.contains("fresh-incident"))
         .context("the new incident was never posted")?;
     ensure!(at < 7, "the new incident's message was post {}", at + 1);
+    eprintln!(
+        "flood: {} messages waiting before the new incident's; it arrived in post {} of {} (delivered strictly in order: post {})",
+        backlog,
+        at + 1,
+        posts.len(),
+        backlog + 1
+    );
     // Each incident is one line, its events in order.
     let all: String = posts.iter().map(|p| p.body.clone()).collect();
     for i in (0..300).step_by(37) {
