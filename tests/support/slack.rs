@@ -13,7 +13,8 @@
 //! * `404 no_service`, `404 channel_not_found`, `403 action_prohibited`,
 //!   `410 channel_is_archived`: the webhook refuses everything (injected);
 //! * `429 rate_limited` with `Retry-After`, `500` (injected), and slow answers
-//!   ([`SlackReceiver::set_delay`]).
+//!   ([`SlackReceiver::set_delay`]); a post whose client gave up waiting is still
+//!   processed and recorded, as Slack does.
 //!
 //! [`SlackReceiver::fail_next`] fails the next posts; [`SlackReceiver::reject_containing`]
 //! fails every post whose body contains a marker, as a receiver that refuses one
@@ -155,7 +156,13 @@ impl SlackReceiver {
         let app = Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = state.clone();
-                async move { handle(&state, method, uri, headers, body).await }
+                // Like Slack, a post is processed even when the client gave up waiting
+                // for the answer: the handler runs on its own task.
+                async move {
+                    tokio::spawn(async move { handle(&state, method, uri, headers, body).await })
+                        .await
+                        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+                }
             },
         );
         let task = tokio::spawn(async move {

@@ -672,6 +672,66 @@ async fn outages_and_rate_limits_keep_each_incidents_order() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_answers_pause_the_channel_and_are_not_blamed_on_the_message() -> Result<()> {
+    let slack = SlackReceiver::start().await?;
+    slack.set_delay(Duration::from_millis(800));
+    let store = Arc::new(Store::open_in_memory()?);
+    let hook = SlackWebhook::new(Secret::new(slack.webhook_url()), Duration::from_millis(200))?;
+    let channels = Channels {
+        slack: Some(hook),
+        ..Default::default()
+    };
+    let names = channels.names();
+    for name in ["one", "two"] {
+        open(
+            &store,
+            &signal(name, name, labels(&[("pod", name)])),
+            &names,
+        )?;
+    }
+    let outbox = Outbox::new(
+        store.clone(),
+        channels,
+        policy(1000),
+        Arc::new(Metrics::new()),
+        Timeline::default(),
+    );
+    let pass = outbox.deliver_due(Utc::now()).await;
+    // The first post timed out: the channel pauses, the second message is not tried.
+    ensure!(pass.delivered == 0 && pass.dead_lettered == 0, "{pass:?}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    ensure!(slack.posts().len() == 1, "{}", slack.summary());
+    slack.set_delay(Duration::ZERO);
+    drain(&outbox).await?;
+    // Both arrive; the slow one may arrive twice (the first answer came after the
+    // timeout): delivery is at least once.
+    for name in ["one", "two"] {
+        let n = slack
+            .delivered()
+            .iter()
+            .filter(|p| p.text().is_some_and(|t| t.contains(&format!(" {name} "))))
+            .count();
+        ensure!(
+            (1..=2).contains(&n),
+            "{name} delivered {n} times\n{}",
+            slack.summary()
+        );
+    }
+    ensure!(
+        store.list_outbox(Some("dead"), None, 10)?.is_empty(),
+        "a slow receiver dead-lettered a message"
+    );
+    // The timed-out message was tried again, not given up on.
+    let delivered = store.list_outbox(Some("delivered"), None, 10)?;
+    let one = delivered
+        .iter()
+        .find(|m| m.subject.contains(" one "))
+        .context("`one` not delivered")?;
+    ensure!(one.attempts >= 2, "{one:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_webhook_dead_letters_the_message_tried_and_the_rest_flow_once_restored(
 ) -> Result<()> {
     let slack = SlackReceiver::start().await?;
@@ -806,6 +866,18 @@ async fn dead_letters_in_the_api_cli_and_metrics_and_an_operator_retry() -> Resu
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["channel"] == "slack" && c["dead"] == 1)),
         "{summary}"
+    );
+    let bad = warden.get("/api/v1/outbox?state=lost").await?;
+    ensure!(bad.status() == 400, "unknown state: {}", bad.status());
+    let missing = client
+        .post(format!("{}/api/v1/outbox/999999/discard", warden.url()))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await?;
+    ensure!(
+        missing.status() == 404,
+        "discarding an unknown message: {}",
+        missing.status()
     );
     // The file channel was told.
     wait_until(

@@ -255,6 +255,92 @@ async fn slack_receiver_records_and_fails_on_request() -> Result<()> {
 }
 
 #[tokio::test]
+async fn slack_receiver_answers_slacks_documented_errors() -> Result<()> {
+    let slack = SlackReceiver::start().await?;
+    let client = http_client();
+    let post = |body: String| {
+        let client = client.clone();
+        let url = slack.webhook_url();
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            anyhow::Ok((r.status().as_u16(), r.text().await?))
+        }
+    };
+    let header = |n: usize| json!({"text": "t", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h".repeat(n)}}]});
+    assert_eq!(post(header(150).to_string()).await?, (200, "ok".into()));
+    assert_eq!(
+        post(header(151).to_string()).await?,
+        (400, "invalid_blocks".into())
+    );
+    let section = json!({"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x".repeat(3001)}}]});
+    assert_eq!(
+        post(section.to_string()).await?,
+        (400, "invalid_blocks".into())
+    );
+    let fields: Vec<Value> = (0..11)
+        .map(|_| json!({"type": "mrkdwn", "text": "f"}))
+        .collect();
+    let section = json!({"text": "t", "blocks": [{"type": "section", "fields": fields}]});
+    assert_eq!(
+        post(section.to_string()).await?,
+        (400, "invalid_blocks".into())
+    );
+    let many: Vec<Value> = (0..51).map(|_| json!({"type": "divider"})).collect();
+    assert_eq!(
+        post(json!({"text": "t", "blocks": many}).to_string()).await?,
+        (400, "invalid_blocks".into())
+    );
+    assert_eq!(
+        post(json!({"blocks": []}).to_string()).await?,
+        (400, "no_text".into())
+    );
+    assert_eq!(
+        post("not json".into()).await?,
+        (400, "invalid_payload".into())
+    );
+    // Injected: a webhook that refuses one message, or everything.
+    slack.reject_containing("bad", SlackFailure::NoText);
+    assert_eq!(
+        post(json!({"text": "a bad one"}).to_string()).await?,
+        (400, "no_text".into())
+    );
+    assert_eq!(
+        post(json!({"text": "a good one"}).to_string()).await?,
+        (200, "ok".into())
+    );
+    slack.clear_rejections();
+    for (failure, status, code) in [
+        (SlackFailure::NoService, 404, "no_service"),
+        (SlackFailure::ChannelNotFound, 404, "channel_not_found"),
+        (SlackFailure::ActionProhibited, 403, "action_prohibited"),
+        (SlackFailure::ChannelIsArchived, 410, "channel_is_archived"),
+    ] {
+        slack.fail_next(1, failure);
+        assert_eq!(
+            post(json!({"text": "t"}).to_string()).await?,
+            (status, code.into())
+        );
+    }
+    slack.fail_next(1, SlackFailure::RateLimitedFor(30));
+    let r = client
+        .post(slack.webhook_url())
+        .json(&json!({"text": "t"}))
+        .send()
+        .await?;
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["retry-after"].to_str()?),
+        (429, "30")
+    );
+    assert_eq!(slack.delivered().len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
 async fn prometheus_serves_backfilled_past_and_future_samples_across_restarts() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let now = unix_now();
