@@ -409,7 +409,7 @@ impl Outbox {
         let age = (now - item.queued_at).to_std().unwrap_or_default();
         let dead_reason = match &verdict {
             v if v.is_permanent() => Some(error.clone()),
-            Verdict::Ambiguous if strikes >= AMBIGUOUS_ATTEMPTS => Some(format!("{error} (unclear rejection, {strikes} attempts)")),
+            Verdict::Ambiguous if strikes >= AMBIGUOUS_ATTEMPTS.min(policy.max_attempts) => Some(format!("{error} (unclear rejection, {strikes} attempts)")),
             Verdict::Transient | Verdict::ChannelDown { .. } if strikes >= policy.max_attempts => Some(format!("{error} ({strikes} failed attempts)")),
             _ if age >= policy.max_age => Some(format!("not delivered within {}: {error}", human(policy.max_age))),
             _ => None,
