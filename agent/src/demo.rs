@@ -631,6 +631,8 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         }
         if t > end {
             let active = store.list_runs(None, None, 50)?.iter().any(|r| !r.status.is_terminal());
+            // What the finishing runs notify is delivered too.
+            outbox.deliver_due(t).await;
             while let Ok(ev) = rx.try_recv() {
                 p.event(ev, replicas)?;
             }
