@@ -126,7 +126,16 @@ const MIGRATIONS: &[&str] = &[
         incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
         created_at INTEGER NOT NULL,
         body TEXT NOT NULL
-     );"
+     );",
+    // (kube-actions) this store's installation id: 32 random hex digits made once, when the
+    // store is created or first migrated. Objects runs create in the cluster carry it (Job
+    // names and labels), so that another installation's objects are never taken for ours.
+    "CREATE TABLE installation (
+        id TEXT NOT NULL PRIMARY KEY,
+        created_at INTEGER NOT NULL
+     );
+     INSERT INTO installation (id, created_at)
+        VALUES (lower(hex(randomblob(16))), CAST(strftime('%s', 'now') AS INTEGER) * 1000);"
 ];
 
 /// Errors of the store.
@@ -252,6 +261,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Self::init(conn)
+    }
+
+    /// This store's installation id (32 hex digits, made once with the store; see the
+    /// `installation` migration).
+    pub fn installation_id(&self) -> StoreResult<String> {
+        let conn = self.conn()?;
+        Ok(conn.query_row("SELECT id FROM installation LIMIT 1", [], |r| r.get(0))?)
     }
 
     /// A private in-memory database (demo, tests).
