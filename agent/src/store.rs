@@ -620,6 +620,18 @@ mod tests {
     }
 
     #[test]
+    fn installation_id_is_made_once_per_store_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let id = Store::open(&path).unwrap().installation_id().unwrap();
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+        assert_eq!(Store::open(&path).unwrap().installation_id().unwrap(), id);
+        let other = Store::open(&dir.path().join("other.db")).unwrap().installation_id().unwrap();
+        assert_ne!(other, id);
+    }
+
+    #[test]
     fn incident_lifecycle_with_outbox() {
         let s = Store::open_in_memory().expect("store");
         let inc = s.open_incident(&sig(), now(0), &json!({}), |i| vec![note(&format!("opened {}", i.id))]).expect("open");

@@ -333,10 +333,10 @@ impl KubeClient {
     /// current revision is that of the ReplicaSet whose pod template the Deployment has,
     /// not the Deployment's revision annotation, which the deployment controller updates
     /// only after it renumbered a reused ReplicaSet. When the controller has not yet
-    /// caught up with the Deployment's last change (`status.observedGeneration` behind
-    /// `metadata.generation`, or no ReplicaSet with the current template yet), this waits
-    /// for it up to [`ActionWaits::controller`] and then fails with a retryable
-    /// [`Error::Timeout`].
+    /// caught up with the Deployment's last template change (no ReplicaSet with the
+    /// current template yet, or not yet renumbered to the newest revision), this waits for
+    /// it up to [`ActionWaits::controller`]; with still no ReplicaSet for the template it
+    /// then fails with a retryable [`Error::Timeout`].
     pub async fn plan_rollback(
         &self,
         namespace: &str,
@@ -519,7 +519,8 @@ impl KubeClient {
     }
 
     /// Reads Deployment `namespace/name` and its ReplicaSets once the deployment
-    /// controller has caught up with its last change (see [`KubeClient::plan_rollback`]),
+    /// controller has caught up with its last template change (see
+    /// [`KubeClient::plan_rollback`]),
     /// or as they are when [`ActionWaits::controller`] has passed. A paused Deployment
     /// is [`Error::InvalidInput`] at once (its controller does not roll it).
     async fn read_for_rollback(
@@ -542,27 +543,18 @@ impl KubeClient {
             }
             let replica_sets = self.replicasets_owned_by(namespace, &deployment).await?;
             let current = without_hash_label(spec.template.clone());
-            let observed = deployment
-                .status
-                .as_ref()
-                .and_then(|s| s.observed_generation);
-            let synced = match (deployment.metadata.generation, observed) {
-                (Some(generation), Some(observed)) => observed >= generation,
-                (Some(_), None) => false,
-                (None, _) => true,
-            };
-            let recorded = current_replica_set(&current, &replica_sets).is_some();
+            // Caught up: the template has a ReplicaSet, and it is the newest revision (a
+            // reused one is renumbered first). Not `observedGeneration`: annotation writes
+            // by anyone bump a Deployment's generation, so it can lag for long.
+            let newest = replica_sets.iter().filter_map(replicaset_revision).max();
+            let recorded = current_replica_set(&current, &replica_sets)
+                .and_then(replicaset_revision)
+                .is_some_and(|r| Some(r) == newest);
             let now = Instant::now();
-            if (synced && recorded) || now >= deadline {
+            if recorded || now >= deadline {
                 return Ok((deployment, replica_sets));
             }
-            tracing::debug!(
-                namespace,
-                name,
-                synced,
-                recorded,
-                "waiting for the deployment controller"
-            );
+            tracing::debug!(namespace, name, "waiting for the deployment controller");
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }

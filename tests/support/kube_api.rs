@@ -49,7 +49,8 @@
 //!   `application/apply-patch+yaml` (a JSON body, applied as a merge patch).
 //! * `metadata.resourceVersion` in a `PUT` body or in a patch result must be the
 //!   stored one, else 409 `Conflict`. Writes that change nothing keep the
-//!   resourceVersion; `metadata.generation` follows `spec` changes.
+//!   resourceVersion; `metadata.generation` follows `spec` changes (and, for
+//!   Deployments, annotation changes).
 //! * `POST` of an existing name answers 409 `AlreadyExists` (in a dry run too).
 //! * `DELETE` reads `DeleteOptions` from the body (`preconditions.uid` /
 //!   `resourceVersion` → 409 `Conflict` when they differ, `dryRun: ["All"]`,
@@ -680,7 +681,11 @@ impl Inner {
             return Err(invalid(resource, name, causes));
         }
         if let Some(current) = current {
-            if candidate.get("spec") != current.get("spec") {
+            // Deployments also count annotation changes (they are copied to ReplicaSets).
+            let annotations_changed = resource == Resource::Deployment
+                && candidate.pointer("/metadata/annotations")
+                    != current.pointer("/metadata/annotations");
+            if candidate.get("spec") != current.get("spec") || annotations_changed {
                 let generation = current
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
