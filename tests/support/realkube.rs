@@ -74,10 +74,16 @@ impl RealKube {
     }
 }
 
-/// The `shared/kube` folder beside the project, if it is there (with its script).
+/// The `shared/kube` folder beside the project (or the folder `$WARDEN_SHARED_KUBE`
+/// names), if it is there with its script.
 pub fn shared_kube_dir() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let dir = root.parent()?.join("shared").join("kube");
+    let dir = match std::env::var_os("WARDEN_SHARED_KUBE") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+            root.parent()?.join("shared").join("kube")
+        }
+    };
     dir.join("realkube.sh").is_file().then_some(dir)
 }
 
@@ -90,8 +96,8 @@ static STARTING: Mutex<()> = Mutex::new(());
 pub fn shared_plane(test: &str) -> Result<Option<&'static RealKube>> {
     if shared_kube_dir().is_none() {
         println!(
-            "{test}: skipped: needs the real control plane in ../shared/kube beside the project, \
-             which is not there"
+            "{test}: skipped: needs the real control plane in ../shared/kube beside the project \
+             (or $WARDEN_SHARED_KUBE), which is not there"
         );
         return Ok(None);
     }
@@ -151,9 +157,15 @@ fn start() -> Result<RealKube> {
     // worktrees and binaries do not share a plane); a plane left by a killed run of the
     // same binary is stopped first.
     let exe = std::env::current_exe().context("locating the test binary")?;
+    // `realkube_actions-0123abcd...` → `realkube_actions`: one folder per test file, kept
+    // across builds (the unpacked binaries are reused).
     let stem = exe
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
+        .map(|s| match s.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+            _ => s,
+        })
         .unwrap_or_else(|| "tests".into());
     let target = exe
         .parent()
@@ -166,6 +178,11 @@ fn start() -> Result<RealKube> {
         .arg("stop")
         .env("REALKUBE_DIR", &dir)
         .output();
+    // Every run starts from an empty etcd.
+    let data = dir.join("etcd");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+    }
     let ports = choose_ports()?;
     let output = Command::new("bash")
         .arg(&script)
