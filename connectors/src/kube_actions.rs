@@ -471,8 +471,7 @@ impl KubeClient {
                     response: self.encode(&object, &deployment)?,
                 });
             }
-            let mut patch =
-                json!({ "spec": { "template": merge_patch_diff(&resolved.current, &resolved.wanted) } });
+            let mut patch = json!({ "spec": { "template": merge_patch_diff(&resolved.current, &resolved.wanted) } });
             if let Some(rv) = &deployment.metadata.resource_version {
                 patch["metadata"] = json!({ "resourceVersion": rv });
             }
@@ -907,7 +906,12 @@ impl KubeClient {
                 let existing = self.get_job(namespace, name).await?;
                 let differences = job_owner_differences(job, &existing);
                 if !differences.is_empty() {
-                    tracing::warn!(namespace, name, ?differences, "a job of this name exists and is not ours");
+                    tracing::warn!(
+                        namespace,
+                        name,
+                        ?differences,
+                        "a job of this name exists and is not ours"
+                    );
                     return Err(Error::Precondition {
                         object: what,
                         message: format!(
@@ -917,7 +921,11 @@ impl KubeClient {
                         ),
                     });
                 }
-                tracing::info!(namespace, name, "job already exists (created earlier by this action)");
+                tracing::info!(
+                    namespace,
+                    name,
+                    "job already exists (created earlier by this action)"
+                );
                 (false, existing)
             }
             Err(e) => return Err(e),
@@ -1374,17 +1382,46 @@ mod tests {
         ];
         let lagging = deployment(2, "web:1");
         let p = plan(&lagging, &sets, None).unwrap();
-        assert_eq!((p.from_revision, p.to_revision, p.replica_set.as_str(), p.unchanged), (3, 2, "web-b", false));
+        assert_eq!(
+            (
+                p.from_revision,
+                p.to_revision,
+                p.replica_set.as_str(),
+                p.unchanged
+            ),
+            (3, 2, "web-b", false)
+        );
         // The same target by its old number, through revision-history: already in place.
         let p = plan(&lagging, &sets, Some(1)).unwrap();
-        assert_eq!((p.from_revision, p.to_revision, p.replica_set.as_str(), p.unchanged), (3, 1, "web-a", true));
+        assert_eq!(
+            (
+                p.from_revision,
+                p.to_revision,
+                p.replica_set.as_str(),
+                p.unchanged
+            ),
+            (3, 1, "web-a", true)
+        );
         let p = plan(&lagging, &sets, Some(3)).unwrap();
         assert!(p.unchanged);
         let err = plan(&lagging, &sets, Some(7)).unwrap_err();
-        assert!(err.to_string().contains("no revision 7 (known revisions: 2, 3)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no revision 7 (known revisions: 2, 3)"),
+            "{err}"
+        );
         // Only one revision: nothing to go back to.
-        let err = plan(&deployment(1, "web:1"), &[replica_set("web-a", 1, None, "web:1")], None).unwrap_err();
-        assert!(matches!(err, Error::InvalidInput(_)) && err.to_string().contains("no revision older than 1"), "{err}");
+        let err = plan(
+            &deployment(1, "web:1"),
+            &[replica_set("web-a", 1, None, "web:1")],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput(_))
+                && err.to_string().contains("no revision older than 1"),
+            "{err}"
+        );
         // No ReplicaSet with the current template yet: the controller is behind (retryable).
         let err = plan(&deployment(2, "web:9"), &sets, None).unwrap_err();
         assert!(err.is_retryable(), "{err}");
@@ -1394,15 +1431,34 @@ mod tests {
     fn a_job_is_ours_only_with_every_requested_label() {
         let with = |labels: &[(&str, &str)]| Job {
             metadata: ObjectMeta {
-                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..ObjectMeta::default()
             },
             ..Job::default()
         };
         let ours = with(&[("warden.io/run", "16"), ("warden.io/installation", "abc")]);
-        assert!(job_owner_differences(&ours, &with(&[("warden.io/run", "16"), ("warden.io/installation", "abc"), ("extra", "x")])).is_empty());
-        let other_store = job_owner_differences(&ours, &with(&[("warden.io/run", "16"), ("warden.io/installation", "def")]));
-        assert_eq!(other_store, vec!["label warden.io/installation is \"def\", not \"abc\"".to_string()]);
+        assert!(job_owner_differences(
+            &ours,
+            &with(&[
+                ("warden.io/run", "16"),
+                ("warden.io/installation", "abc"),
+                ("extra", "x")
+            ])
+        )
+        .is_empty());
+        let other_store = job_owner_differences(
+            &ours,
+            &with(&[("warden.io/run", "16"), ("warden.io/installation", "def")]),
+        );
+        assert_eq!(
+            other_store,
+            vec!["label warden.io/installation is \"def\", not \"abc\"".to_string()]
+        );
         let by_hand = job_owner_differences(&ours, &Job::default());
         assert_eq!(by_hand.len(), 2, "{by_hand:?}");
     }
@@ -1410,9 +1466,13 @@ mod tests {
     #[test]
     fn conflict_backoff_grows_with_jitter_and_a_cap() {
         for attempt in 1..=10 {
-            let base = Duration::from_millis(50 * (1u64 << (attempt - 1).min(5))).min(Duration::from_secs(1));
+            let base = Duration::from_millis(50 * (1u64 << (attempt - 1).min(5)))
+                .min(Duration::from_secs(1));
             let pause = conflict_backoff(attempt);
-            assert!(pause >= base / 2 && pause <= base, "attempt {attempt}: {pause:?} vs {base:?}");
+            assert!(
+                pause >= base / 2 && pause <= base,
+                "attempt {attempt}: {pause:?} vs {base:?}"
+            );
         }
     }
 

@@ -480,11 +480,27 @@ pub enum Controller {
 /// One pending action of an emulated controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Work {
-    DeploymentReplicaSets { namespace: String, name: String },
-    DeploymentStatus { namespace: String, name: String },
-    JobStarted { namespace: String, name: String },
-    JobFinished { namespace: String, name: String },
-    PodGone { namespace: String, name: String, uid: String },
+    DeploymentReplicaSets {
+        namespace: String,
+        name: String,
+    },
+    DeploymentStatus {
+        namespace: String,
+        name: String,
+    },
+    JobStarted {
+        namespace: String,
+        name: String,
+    },
+    JobFinished {
+        namespace: String,
+        name: String,
+    },
+    PodGone {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
 }
 
 impl Work {
@@ -964,7 +980,10 @@ impl Inner {
         let mut counts: Vec<PodCounts> = sets
             .iter()
             .map(|(_, rs)| PodCounts {
-                replicas: rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0),
+                replicas: rs
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
                 available: rs
                     .pointer("/status/availableReplicas")
                     .and_then(Value::as_i64)
@@ -1036,9 +1055,8 @@ impl Inner {
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
             .unwrap_or(1);
-        let count = |rs: &Value, field: &str| {
-            rs.pointer(field).and_then(Value::as_i64).unwrap_or(0)
-        };
+        let count =
+            |rs: &Value, field: &str| rs.pointer(field).and_then(Value::as_i64).unwrap_or(0);
         let replicas: i64 = sets.iter().map(|(_, rs)| count(rs, "/spec/replicas")).sum();
         let available: i64 = sets
             .iter()
@@ -1074,7 +1092,10 @@ impl Inner {
             ("updatedReplicas", updated),
             ("readyReplicas", available),
             ("availableReplicas", available),
-            ("unavailableReplicas", (replicas.max(desired) - available).max(0)),
+            (
+                "unavailableReplicas",
+                (replicas.max(desired) - available).max(0),
+            ),
         ] {
             if value > 0 {
                 status[field] = json!(value);
@@ -1340,8 +1361,7 @@ fn rolling_update(
                     rs.replicas -= take;
                     budget -= take;
                 }
-                let available: i64 =
-                    new.available + old.iter().map(|rs| rs.available).sum::<i64>();
+                let available: i64 = new.available + old.iter().map(|rs| rs.available).sum::<i64>();
                 let mut down = (available - min_available).max(0);
                 for rs in old.iter_mut() {
                     let take = down.min(rs.replicas).max(0);
@@ -3406,7 +3426,11 @@ fn delete(
             let value = match other {
                 Value::Array(items) => items
                     .iter()
-                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
                     .collect::<Vec<_>>()
                     .join(","),
                 other => other.to_string(),

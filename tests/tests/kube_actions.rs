@@ -383,7 +383,12 @@ async fn rollback_refuses_unknown_revisions_and_surfaces_conflicts() -> Result<(
         .unwrap_err();
     assert!(err.is_conflict(), "{err}");
     assert!(!err.is_retryable());
-    assert_eq!(f.server.writes_to(&path).len(), 6, "{}", f.server.request_log());
+    assert_eq!(
+        f.server.writes_to(&path).len(),
+        6,
+        "{}",
+        f.server.request_log()
+    );
     let gets = f
         .server
         .requests()
@@ -748,7 +753,9 @@ fn impatient(client: &KubeClient) -> KubeClient {
 async fn delete_pod_reports_a_bound_pod_that_stays_terminating() -> Result<()> {
     let f = fixture().await?;
     let client = impatient(&f.client);
-    let uid = f.server.add_pod(NS, "web-1", &[("app", "web")], Some("node-a"));
+    let uid = f
+        .server
+        .add_pod(NS, "web-1", &[("app", "web")], Some("node-a"));
 
     // No kubelet confirms: the pod stays, with its deletion timestamp and grace period.
     let out = client.delete_pod(NS, "web-1", Some(&uid), false).await?;
@@ -776,7 +783,9 @@ async fn delete_pod_reports_a_bound_pod_that_stays_terminating() -> Result<()> {
     assert!(gone.already_gone && gone.terminating.is_none());
 
     // A replacement with the same name and another uid counts as gone for the old one.
-    let old = f.server.add_pod(NS, "web-2", &[("app", "web")], Some("node-a"));
+    let old = f
+        .server
+        .add_pod(NS, "web-2", &[("app", "web")], Some("node-a"));
     let deleting = tokio::spawn({
         let client = client.clone();
         let old = old.clone();
@@ -790,11 +799,16 @@ async fn delete_pod_reports_a_bound_pod_that_stays_terminating() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(f.server.finish_pod_termination(NS, "web-2"));
-    let new = f.server.add_pod(NS, "web-2", &[("app", "web")], Some("node-b"));
+    let new = f
+        .server
+        .add_pod(NS, "web-2", &[("app", "web")], Some("node-b"));
     assert_ne!(old, new);
     let out = deleting.await??;
     assert_eq!(out.terminating, None);
-    assert!(f.server.pod_exists(NS, "web-2"), "the replacement was not touched");
+    assert!(
+        f.server.pod_exists(NS, "web-2"),
+        "the replacement was not touched"
+    );
 
     // An unbound pod, and a kubelet that stops pods in time, leave nothing terminating.
     f.server.add_pod(NS, "pending", &[], None);
@@ -830,12 +844,18 @@ async fn rollback_retries_after_a_concurrent_writers_conflict() -> Result<()> {
     let out = f.client.rollback_deployment(NS, "web", None, false).await?;
     assert_eq!(f.server.writes_after_get(), 2);
     assert_eq!(out.conflicts_retried, 2, "{}", f.server.request_log());
-    assert_eq!((out.from_revision, out.to_revision, out.changed), (2, 1, true));
+    assert_eq!(
+        (out.from_revision, out.to_revision, out.changed),
+        (2, 1, true)
+    );
     let patches: Vec<u16> = f.server.writes_to(&path).iter().map(|r| r.status).collect();
     assert_eq!(patches, vec![409, 409, 200], "{}", f.server.request_log());
     // The other writer's change is kept, and the template is revision 1's.
     let stored = f.server.object(Resource::Deployment, NS, "web").unwrap();
-    assert_eq!(stored["metadata"]["annotations"]["team.example/touched"], "2");
+    assert_eq!(
+        stored["metadata"]["annotations"]["team.example/touched"],
+        "2"
+    );
     assert_eq!(
         f.server.deployment_image(NS, "web").as_deref(),
         Some("registry.example.test/web:1.0.0")
@@ -855,7 +875,10 @@ async fn rollback_retries_after_a_concurrent_writers_conflict() -> Result<()> {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Precondition { .. }) && err.to_string().contains("another writer changed the pod template"),
+        matches!(err, Error::Precondition { .. })
+            && err
+                .to_string()
+                .contains("another writer changed the pod template"),
         "{err}"
     );
     assert!(!err.is_retryable() && !err.is_conflict());
@@ -873,10 +896,16 @@ async fn rollback_retries_after_a_concurrent_writers_conflict() -> Result<()> {
             d["spec"]["template"]["spec"]["containers"][0]["image"] = json!(target_image);
         });
     let writes = f.server.writes_to(&path).len();
-    let out = f.client.rollback_deployment(NS, "web", Some(2), false).await?;
+    let out = f
+        .client
+        .rollback_deployment(NS, "web", Some(2), false)
+        .await?;
     assert!(!out.changed && out.conflicts_retried == 1, "{out:?}");
     assert_eq!(f.server.writes_to(&path).len(), writes + 1);
-    assert_eq!(f.server.deployment_image(NS, "web").as_deref(), Some(target_image));
+    assert_eq!(
+        f.server.deployment_image(NS, "web").as_deref(),
+        Some(target_image)
+    );
     Ok(())
 }
 
@@ -895,7 +924,11 @@ async fn rollback_resolves_revisions_from_replicasets_while_the_annotation_lags(
     let back = client.rollback_deployment(NS, "web", None, false).await?;
     assert_eq!((back.from_revision, back.to_revision), (2, 1));
     f.server.run_controllers();
-    assert_eq!(f.server.deployment_revision(NS, "web"), Some(2), "annotation lags");
+    assert_eq!(
+        f.server.deployment_revision(NS, "web"),
+        Some(2),
+        "annotation lags"
+    );
     let revisions: Vec<i64> = f
         .server
         .replicaset_revisions(NS, "web")
@@ -907,13 +940,21 @@ async fn rollback_resolves_revisions_from_replicasets_while_the_annotation_lags(
     // Planned now: from revision 3 (the template's ReplicaSet), back to 2. The
     // annotation (2) would have found no revision before 2.
     let plan = client.plan_rollback(NS, "web", None).await?;
-    assert_eq!((plan.from_revision, plan.to_revision, plan.unchanged), (3, 2, false));
+    assert_eq!(
+        (plan.from_revision, plan.to_revision, plan.unchanged),
+        (3, 2, false)
+    );
     assert_eq!(client.current_revision(NS, "web").await?, Some(3));
     // Revision 1 is still found under its old number, and is in place.
     let plan = client.plan_rollback(NS, "web", Some(1)).await?;
     assert!(plan.unchanged, "{plan:?}");
-    let forward = client.rollback_deployment(NS, "web", Some(2), false).await?;
-    assert_eq!((forward.from_revision, forward.to_revision, forward.changed), (3, 2, true));
+    let forward = client
+        .rollback_deployment(NS, "web", Some(2), false)
+        .await?;
+    assert_eq!(
+        (forward.from_revision, forward.to_revision, forward.changed),
+        (3, 2, true)
+    );
     f.server.run_controllers();
 
     // While the controller has not created the ReplicaSet of a new template, a plan
@@ -929,7 +970,10 @@ async fn rollback_resolves_revisions_from_replicasets_while_the_annotation_lags(
         .await?;
     let err = client.plan_rollback(NS, "web", None).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    assert!(err.to_string().contains("has not yet recorded a revision"), "{err}");
+    assert!(
+        err.to_string().contains("has not yet recorded a revision"),
+        "{err}"
+    );
     // Released meanwhile, the controller catches up and the same call goes through.
     f.server.release(Controller::DeploymentReplicaSets);
     f.server.release(Controller::DeploymentStatus);
@@ -969,10 +1013,16 @@ async fn a_job_of_the_same_name_is_adopted_only_with_the_same_owner_labels() -> 
         assert!(matches!(err, Error::Precondition { .. }), "{err}");
         assert!(!err.is_retryable() && !err.is_conflict());
         let text = err.to_string();
-        assert!(text.contains("not adopted") && text.contains("warden.io/run is missing"), "{text}");
+        assert!(
+            text.contains("not adopted") && text.contains("warden.io/run is missing"),
+            "{text}"
+        );
     }
     let stored = f.server.job(NS, "retrain-abcd1234-16-1").unwrap();
-    assert_eq!(stored.metadata.labels, by_hand.metadata.labels, "the foreign Job was changed");
+    assert_eq!(
+        stored.metadata.labels, by_hand.metadata.labels,
+        "the foreign Job was changed"
+    );
 
     // Another store's run 16 (another installation id): refused, naming the label.
     let mut other = owned("16", "0000ffff0000");
@@ -981,16 +1031,21 @@ async fn a_job_of_the_same_name_is_adopted_only_with_the_same_owner_labels() -> 
     let mut mine2 = owned("16", "abcd1234ffff");
     mine2.metadata.name = Some("retrain-abcd1234-16-2".into());
     let err = f.client.create_job(NS, &mine2, false).await.unwrap_err();
-    assert!(err.to_string().contains("warden.io/installation is \"0000ffff0000\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("warden.io/installation is \"0000ffff0000\""),
+        "{err}"
+    );
 
     // Its own Job, with every label (and more added by someone else): adopted.
     let mut mine3 = owned("16", "abcd1234ffff");
     mine3.metadata.name = Some("retrain-abcd1234-16-3".into());
     let first = f.client.create_job(NS, &mine3, false).await?;
     assert!(first.created);
-    f.server.edit_object(Resource::Job, NS, "retrain-abcd1234-16-3", |j| {
-        j["metadata"]["labels"]["policy.example/checked"] = json!("yes");
-    });
+    f.server
+        .edit_object(Resource::Job, NS, "retrain-abcd1234-16-3", |j| {
+            j["metadata"]["labels"]["policy.example/checked"] = json!("yes");
+        });
     let again = f.client.create_job(NS, &mine3, false).await?;
     assert!(!again.created);
     assert_eq!(again.job.metadata.uid, first.job.metadata.uid);
@@ -1102,7 +1157,10 @@ async fn job_is_created_once_then_runs_and_succeeds() -> Result<()> {
     assert_eq!(created.job.status.as_ref().and_then(|s| s.active), None);
     f.server.run_controllers();
     let started = f.server.job(NS, name).unwrap().status.unwrap();
-    assert_eq!((started.active, started.start_time.is_some()), (Some(1), true));
+    assert_eq!(
+        (started.active, started.start_time.is_some()),
+        (Some(1), true)
+    );
     assert_eq!(f.server.jobs(NS).len(), 1);
 
     // The same idempotency key again: the existing Job, not a second one.
