@@ -134,6 +134,16 @@ async fn real(test: &str) -> Result<Option<Real>> {
         pod_gone: Duration::from_secs(2),
         ..ActionWaits::default()
     });
+    // Pods can be created once the controller manager made the namespace's `default`
+    // service account (admission checks it).
+    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), &ns);
+    wait_until(
+        Duration::from_secs(90),
+        "the namespace's default service account",
+        async || Ok(accounts.get_opt("default").await?.map(|_| ())),
+    )
+    .await
+    .with_context(|| plane.log_tail())?;
     // RBAC takes effect once the API server's caches have the new bindings.
     wait_until(
         Duration::from_secs(20),
