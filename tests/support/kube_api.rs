@@ -3465,9 +3465,10 @@ fn delete(
     if resource == Resource::Pod {
         return delete_pod(inner, namespace, name, &current, &options, dry_run);
     }
-    let answer = current.clone();
     if !dry_run {
-        inner.objects.remove(&key(resource, namespace, name));
+        let k = key(resource, namespace, name);
+        inner.objects.remove(&k);
+        inner.work.retain(|(_, w)| w.object() != k);
         match resource {
             Resource::Job => {
                 inner
@@ -3483,7 +3484,6 @@ fn delete(
             _ => {}
         }
     }
-    let _ = answer;
     json_response(
         StatusCode::OK,
         &json!({
@@ -3678,4 +3678,54 @@ fn invalid_scale(name: &str, message: String) -> Response {
             ..StatusDetails::default()
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(pairs: &[(i64, i64)]) -> Vec<PodCounts> {
+        pairs
+            .iter()
+            .map(|&(replicas, available)| PodCounts {
+                replicas,
+                available,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rollouts_stop_half_way_without_ready_pods_like_the_real_controller() {
+        // 2 replicas, 25% surge (1) and unavailability (0): one new pod, the old two stay.
+        let mut sets = counts(&[(2, 2), (0, 0)]);
+        rolling_update(&mut sets, 2, 1, 0, false);
+        assert_eq!(sets, counts(&[(2, 2), (1, 0)]));
+        // 4 replicas (surge 1, unavailable 1): one old pod goes, two new (unready) ones
+        // come, and the availability floor (3) stops it there.
+        let mut sets = counts(&[(4, 4), (0, 0)]);
+        rolling_update(&mut sets, 4, 1, 1, false);
+        assert_eq!(sets, counts(&[(3, 3), (2, 0)]));
+        // With ready pods the rollout completes.
+        rolling_update(&mut sets, 4, 1, 1, true);
+        assert_eq!(sets, counts(&[(0, 0), (4, 4)]));
+        // Plain scaling of the current ReplicaSet.
+        let mut sets = counts(&[(0, 0), (2, 2)]);
+        rolling_update(&mut sets, 5, 2, 1, false);
+        assert_eq!(sets, counts(&[(0, 0), (5, 2)]));
+    }
+
+    #[test]
+    fn rolling_limits_round_like_the_controller() {
+        let d = |strategy: Value| json!({"spec": {"strategy": {"rollingUpdate": strategy}}});
+        assert_eq!(rolling_limits(&json!({}), 2), (1, 0));
+        assert_eq!(rolling_limits(&json!({}), 10), (3, 2));
+        assert_eq!(
+            rolling_limits(&d(json!({"maxSurge": 0, "maxUnavailable": 0})), 3),
+            (0, 1)
+        );
+        assert_eq!(
+            rolling_limits(&d(json!({"maxSurge": "50%", "maxUnavailable": 1})), 3),
+            (2, 1)
+        );
+    }
 }
