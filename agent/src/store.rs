@@ -145,7 +145,16 @@ const MIGRATIONS: &[&str] = &[
         WHERE json_valid(payload);
      DROP INDEX outbox_due;
      CREATE INDEX outbox_by_state ON outbox(state, channel, id);
-     CREATE INDEX outbox_by_digest ON outbox(digest_id) WHERE digest_id IS NOT NULL;"
+     CREATE INDEX outbox_by_digest ON outbox(digest_id) WHERE digest_id IS NOT NULL;",
+    // v6: this store's installation id: 32 random hex digits made once, when the
+    // store is created or first migrated. Objects runs create in the cluster carry it (Job
+    // names and labels), so that another installation's objects are never taken for ours.
+    "CREATE TABLE installation (
+        id TEXT NOT NULL PRIMARY KEY,
+        created_at INTEGER NOT NULL
+     );
+     INSERT INTO installation (id, created_at)
+        VALUES (lower(hex(randomblob(16))), CAST(strftime('%s', 'now') AS INTEGER) * 1000);",
 ];
 
 /// Errors of the store.
@@ -260,6 +269,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Self::init(conn)
+    }
+
+    /// This store's installation id (32 hex digits, made once with the store; see the
+    /// `installation` migration).
+    pub fn installation_id(&self) -> StoreResult<String> {
+        let conn = self.conn()?;
+        Ok(conn.query_row("SELECT id FROM installation LIMIT 1", [], |r| r.get(0))?)
     }
 
     /// A private in-memory database (demo, tests).
@@ -555,6 +571,18 @@ mod tests {
 
     fn note(event: &str) -> NewNotification {
         NewNotification { channel: "slack".into(), event: event.into(), payload: json!({"text": event}) }
+    }
+
+    #[test]
+    fn installation_id_is_made_once_per_store_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let id = Store::open(&path).unwrap().installation_id().unwrap();
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+        assert_eq!(Store::open(&path).unwrap().installation_id().unwrap(), id);
+        let other = Store::open(&dir.path().join("other.db")).unwrap().installation_id().unwrap();
+        assert_ne!(other, id);
     }
 
     #[test]

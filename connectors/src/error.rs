@@ -98,6 +98,13 @@ pub enum Error {
     /// An incoming webhook payload is not one we understand.
     #[error("invalid webhook payload: {0}")]
     Payload(String),
+
+    /// A Kubernetes object is not in the state an action needs, and retrying will not
+    /// change that: a Job with the action's name that another installation, run or person
+    /// created (never adopted), or a pod template that another writer changed in the
+    /// middle of a rollback. `object` names it (`job shop/retrain-1`).
+    #[error("{object}: {message}")]
+    Precondition { object: String, message: String },
 }
 
 fn after_suffix(after: &Option<Duration>) -> String {
@@ -142,7 +149,8 @@ impl Error {
             | Error::KubeClient(_)
             | Error::Rejected { .. }
             | Error::LokiQuery { .. }
-            | Error::Payload(_) => false,
+            | Error::Payload(_)
+            | Error::Precondition { .. } => false,
         }
     }
 

@@ -47,6 +47,7 @@ pub struct KubeClient {
     client: kube::Client,
     target: String,
     request_timeout: Duration,
+    waits: crate::kube_actions::ActionWaits,
 }
 
 impl fmt::Debug for KubeClient {
@@ -54,6 +55,7 @@ impl fmt::Debug for KubeClient {
         f.debug_struct("KubeClient")
             .field("target", &self.target)
             .field("request_timeout", &self.request_timeout)
+            .field("waits", &self.waits)
             .finish()
     }
 }
@@ -141,6 +143,7 @@ impl KubeClient {
             client,
             target,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            waits: crate::kube_actions::ActionWaits::default(),
         })
     }
 
@@ -150,6 +153,7 @@ impl KubeClient {
             client,
             target: "Kubernetes API server".to_string(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            waits: crate::kube_actions::ActionWaits::default(),
         }
     }
 
@@ -157,6 +161,18 @@ impl KubeClient {
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
+    }
+
+    /// Sets how long actions wait for the cluster's controllers and how often a rollback
+    /// retries after conflicts (default [`crate::kube_actions::ActionWaits::default`]).
+    pub fn with_action_waits(mut self, waits: crate::kube_actions::ActionWaits) -> Self {
+        self.waits = waits;
+        self
+    }
+
+    /// The waits set with [`KubeClient::with_action_waits`].
+    pub fn action_waits(&self) -> crate::kube_actions::ActionWaits {
+        self.waits
     }
 
     /// Reads the scale subresource of a Deployment.

@@ -100,12 +100,34 @@ pub struct PodInfo {
     pub node: Option<String>,
 }
 
+/// A deleted pod that still exists: the deletion was accepted, but its node has not yet
+/// confirmed that the containers stopped (or cannot: an unreachable node).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodTerminating {
+    /// When the grace period ends (`metadata.deletionTimestamp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<i64>,
+}
+
 /// What a pod deletion did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeleteResult {
     /// The pod did not exist any more (deleted earlier, e.g. before a crash).
     pub already_gone: bool,
+    /// The pod was still there, terminating, when the cluster stopped waiting for it to go;
+    /// `None` when it is gone (or replaced by a pod with another uid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub terminating: Option<PodTerminating>,
     pub response: serde_json::Value,
+}
+
+/// The revisions a rollback goes from and to, resolved without changing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RollbackPlan {
+    pub from_revision: i64,
+    pub to_revision: i64,
 }
 
 /// What a Job creation did.
@@ -169,6 +191,24 @@ pub trait Cluster: Send + Sync {
     async fn previous_revision(&self, target: &WorkloadRef) -> Result<Option<i64>, ClusterError> {
         let _ = target;
         Err(unsupported("rollback"))
+    }
+    /// The revisions a rollback to `to_revision` (or, for `None`, to the previous revision)
+    /// would go from and to, without changing anything. The default reads
+    /// [`DeploymentInfo::revision`] and [`Cluster::previous_revision`]; a cluster whose
+    /// revision annotation can lag its history (Kubernetes) resolves both from the history.
+    async fn plan_rollback(&self, target: &WorkloadRef, to_revision: Option<i64>) -> Result<RollbackPlan, ClusterError> {
+        let from_revision = self
+            .deployment_info(target)
+            .await?
+            .revision
+            .ok_or_else(|| ClusterError::new(ClusterErrorKind::Other, format!("{target} has no revision annotation")))?;
+        let to_revision = match to_revision {
+            Some(r) => r,
+            None => self.previous_revision(target).await?.ok_or_else(|| {
+                ClusterError::new(ClusterErrorKind::Other, format!("{target} has no revision before {from_revision} to roll back to"))
+            })?,
+        };
+        Ok(RollbackPlan { from_revision, to_revision })
     }
     /// Set the pod template's `kubectl.kubernetes.io/restartedAt` annotation to `restarted_at`.
     async fn restart(&self, target: &WorkloadRef, restarted_at: &str, dry_run: bool) -> Result<serde_json::Value, ClusterError> {

@@ -119,6 +119,13 @@ pub trait RunStore: Send + Sync {
     /// approval requests that expired.
     fn due_runs(&self, now: DateTime<Utc>) -> std::result::Result<Vec<i64>, String>;
     fn history(&self, q: &HistoryQuery) -> std::result::Result<History, String>;
+    /// A stable id of this store, i.e. of this Warden installation, or `None` when the store
+    /// has none. `run_job` puts it into the Job's name and labels, so that a Job another
+    /// installation (or a store started afresh) created for a run of the same number is
+    /// never taken for this run's.
+    fn installation_id(&self) -> std::result::Result<Option<String>, String> {
+        Ok(None)
+    }
 }
 
 /// Everything needed to start a run.
@@ -853,17 +860,13 @@ impl Engine {
             }
             StepAction::Rollback(rb) => {
                 let t = self.deployment_target(run)?;
-                let cluster = self.cluster()?;
-                let info = cluster.deployment_info(&t).await?;
-                let from = info.revision.ok_or_else(|| StepError::Failed(format!("{t} has no revision annotation")))?;
-                let to = match &rb.to_revision {
-                    Some(a) => self.render_int(run, a, "rollback.to_revision")?,
-                    None => cluster
-                        .previous_revision(&t)
-                        .await?
-                        .ok_or_else(|| StepError::Failed(format!("{t} has no revision before {from} to roll back to")))?,
+                let requested = match &rb.to_revision {
+                    Some(a) => Some(self.render_int(run, a, "rollback.to_revision")?),
+                    None => None,
                 };
-                Ok(Planned::Request(json!({"namespace": t.namespace, "name": t.name, "from_revision": from, "to_revision": to})))
+                // Both revisions come from the cluster's history, not its (lagging) annotation.
+                let p = self.cluster()?.plan_rollback(&t, requested).await?;
+                Ok(Planned::Request(json!({"namespace": t.namespace, "name": t.name, "from_revision": p.from_revision, "to_revision": p.to_revision})))
             }
             StepAction::Restart(_) => {
                 let t = self.deployment_target(run)?;
@@ -925,9 +928,16 @@ impl Engine {
                     _ => return Err(StepError::Failed("run_job needs `namespace`".into())),
                 };
                 guards::check_namespace(s, &namespace).map_err(StepError::Refused)?;
-                let suffix = match phase {
-                    Phase::Main => format!("{}-{}", run.id, index + 1),
-                    Phase::Revert => format!("{}-r{}", run.id, index + 1),
+                let (step, step_key) = match phase {
+                    Phase::Main => (format!("{}-{}", run.id, index + 1), format!("run-{}-step-{}", run.id, index + 1)),
+                    Phase::Revert => (format!("{}-r{}", run.id, index + 1), format!("run-{}-revert-{}", run.id, index + 1)),
+                };
+                // The installation (store) is part of the name and the labels: a Job another
+                // store's run of the same number made is neither found nor adopted.
+                let installation = self.store.installation_id().map_err(StepError::Failed)?;
+                let suffix = match &installation {
+                    Some(id) => format!("{}-{step}", short_installation_id(id)),
+                    None => step,
                 };
                 let name = job_name(&j.name_prefix, &suffix);
                 let spec = render_tree(&j.spec, &run.vars).map_err(|e| StepError::Failed(e.to_string()))?;
@@ -937,6 +947,10 @@ impl Engine {
                 }
                 labels.insert("app.kubernetes.io/managed-by".into(), json!("warden"));
                 labels.insert("warden.io/run".into(), json!(run.id.to_string()));
+                labels.insert("warden.io/step".into(), json!(step_key));
+                if let Some(id) = &installation {
+                    labels.insert("warden.io/installation".into(), json!(id));
+                }
                 let job = json!({
                     "apiVersion": "batch/v1", "kind": "Job",
                     "metadata": {"name": name, "namespace": namespace, "labels": labels},
@@ -1029,15 +1043,30 @@ impl Engine {
             "delete_pod" => {
                 let ns = str_of("namespace");
                 let mut results = Vec::new();
-                let mut names = Vec::new();
+                let (mut gone, mut terminating) = (Vec::new(), Vec::new());
                 for p in plan.get("pods").and_then(Value::as_array).cloned().unwrap_or_default() {
                     let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                     let uid = p.get("uid").and_then(Value::as_str).map(str::to_string);
                     let out = self.cluster()?.delete_pod(&ns, &name, uid.as_deref(), dry).await?;
-                    results.push(json!({"name": name, "already_gone": out.already_gone, "response": out.response}));
-                    names.push(name);
+                    let mut entry = json!({"name": name, "already_gone": out.already_gone, "response": out.response});
+                    // A pod still terminating is reported as such, never as deleted.
+                    match &out.terminating {
+                        Some(t) => {
+                            entry["terminating"] = json!(t);
+                            terminating.push(name);
+                        }
+                        None => gone.push(name),
+                    }
+                    results.push(entry);
                 }
-                Ok(Sent::Done(json!({"pods": results, "summary": format!("deleted pod(s) {} in {ns}{dry_note}", names.join(", "))})))
+                let mut summary = Vec::new();
+                if !gone.is_empty() {
+                    summary.push(format!("deleted pod(s) {} in {ns}", gone.join(", ")));
+                }
+                if !terminating.is_empty() {
+                    summary.push(format!("pod(s) {} in {ns} terminating (deletion accepted, not yet confirmed by the node)", terminating.join(", ")));
+                }
+                Ok(Sent::Done(json!({"pods": results, "summary": format!("{}{dry_note}", summary.join("; "))})))
             }
             "cordon" => {
                 let node = str_of("node");
@@ -1295,6 +1324,12 @@ fn failure(f: StoreFailure) -> Error {
         StoreFailure::TargetBusy { run_id } => Error::Store(format!("target held by run {run_id}")),
         StoreFailure::Other(e) => Error::Store(e),
     }
+}
+
+/// The part of an installation id that goes into Job names: its first 8 characters that
+/// are lower-case letters or digits.
+fn short_installation_id(id: &str) -> String {
+    id.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).take(8).collect()
 }
 
 /// A DNS-1123 Job name: `<prefix>-<suffix>`, lower case, at most 63 characters.

@@ -49,43 +49,81 @@
 //!   `application/apply-patch+yaml` (a JSON body, applied as a merge patch).
 //! * `metadata.resourceVersion` in a `PUT` body or in a patch result must be the
 //!   stored one, else 409 `Conflict`. Writes that change nothing keep the
-//!   resourceVersion; `metadata.generation` follows `spec` changes.
+//!   resourceVersion; `metadata.generation` follows `spec` changes (and, for
+//!   Deployments, annotation changes).
 //! * `POST` of an existing name answers 409 `AlreadyExists` (in a dry run too).
 //! * `DELETE` reads `DeleteOptions` from the body (`preconditions.uid` /
-//!   `resourceVersion` → 409 `Conflict` when they differ, `dryRun: ["All"]`).
-//!   Pods answer the deleted Pod, other resources a `Success` `Status`.
+//!   `resourceVersion` → 409 `Conflict` when they differ, `dryRun: ["All"]`,
+//!   `gracePeriodSeconds`). Pods answer the Pod, other resources a `Success` `Status`.
 //! * `?dryRun=All` on every write validates and answers the would-be object and
-//!   persists nothing; any other `dryRun` value is 400 `BadRequest`.
+//!   persists nothing; any other `dryRun` value is 422 `Invalid` (on the request's
+//!   `PatchOptions`, `CreateOptions`, ...), as on the real server.
 //! * Errors are `meta/v1 Status` objects with the real `code`, `reason`
 //!   (`NotFound`, `AlreadyExists`, `Conflict`, `Invalid`, `BadRequest`,
 //!   `MethodNotAllowed`, `UnsupportedMediaType`, `InternalError`) and `details`.
 //!   Undecodable bodies are 400, patch results that do not decode or validate 422.
 //!
-//! The deployment controller is emulated synchronously after every persisted
-//! Deployment write, so a write's answer already shows its outcome: the
-//! ReplicaSet whose template (ignoring `pod-template-hash`) equals the
-//! Deployment's gets the highest revision plus one when it is not the newest
-//! (what a rollback does; the old number goes into
-//! `deployment.kubernetes.io/revision-history`), otherwise a new ReplicaSet is
-//! created with the next revision, controller owner reference and
-//! `pod-template-hash` label. That ReplicaSet gets all replicas (the rollout is
-//! instant) and its revision becomes the Deployment's
-//! `deployment.kubernetes.io/revision` annotation.
+//! # Asynchronous controllers, like the real server
 //!
-//! Jobs get the real defaults, selector and labels when created and start active;
-//! each later `GET` of a Job counts towards the outcome set with
-//! [`KubeApi::set_job_outcome`] (default: succeed on the second `GET`), after which
-//! its status carries `Complete` or `Failed` conditions and counts.
+//! The answer to a write shows the object as written; the emulated controllers act
+//! on it a little later, in a background task, each piece of work when it is due:
 //!
-//! Failures can be injected with [`KubeApi::fail_next`], missing RBAC rules
-//! emulated with [`KubeApi::forbid`] (403 `Forbidden` for a path prefix, checked
-//! before anything else), and every request is recorded ([`KubeApi::requests`]) for
-//! assertions.
+//! * **Deployment controller**, [`KubeApi::set_controller_delay`] (default
+//!   [`DEFAULT_CONTROLLER_DELAY`]) after a persisted Deployment write, in two passes.
+//!   First the ReplicaSets: the one whose template (ignoring `pod-template-hash`)
+//!   equals the Deployment's gets the highest revision plus one when it is not the
+//!   newest (what a rollback does; the old number goes into
+//!   `deployment.kubernetes.io/revision-history`), otherwise a new ReplicaSet is
+//!   created with the next revision, controller owner reference and
+//!   `pod-template-hash` label; then the ReplicaSets are scaled as a rolling update
+//!   (`maxSurge` / `maxUnavailable`, 25% by default). Then, [`KubeApi::set_status_lag`]
+//!   later ([`DEFAULT_STATUS_LAG`]), the Deployment: its
+//!   `deployment.kubernetes.io/revision` annotation and its `status`
+//!   (`observedGeneration`, replica counts, `Available` / `Progressing` conditions),
+//!   a write that changes its resourceVersion. So the reply to a rollback still
+//!   carries the old revision and `observedGeneration`, and for a while a renumbered
+//!   ReplicaSet is ahead of the Deployment's annotation.
+//! * **No kubelet**: pods of a rollout a client started are not ready, so the rollout
+//!   stays half done (the new ReplicaSet at the surge, the old ones at the
+//!   availability floor) unless the test calls [`KubeApi::mark_pods_ready`] or
+//!   [`KubeApi::set_pods_ready`]. A deleted Pod bound to a node stays `Terminating`
+//!   (`deletionTimestamp` = deletion + grace period, `deletionGracePeriodSeconds`)
+//!   until the test calls [`KubeApi::finish_pod_termination`], or a kubelet emulated
+//!   with [`KubeApi::set_kubelet`] stops it; unbound Pods and `gracePeriodSeconds: 0`
+//!   go at once. A replacement Pod of the same name gets another UID.
+//! * **Job controller**: a created Job has no status in the reply; the controller
+//!   writes `startTime` and `active: 1` after the controller delay. Each later `GET`
+//!   of the Job counts towards the outcome set with [`KubeApi::set_job_outcome`]
+//!   (default: succeed on the second `GET`); when the count is reached the controller
+//!   writes the `Complete` or `Failed` conditions and counts, again after the delay
+//!   (that `GET` still sees the Job running).
+//!
+//! Tests control the timing with [`KubeApi::run_controllers`] (run all queued work
+//! now, deterministically), [`KubeApi::hold`] / [`KubeApi::release`] (keep one
+//! controller's work queued, e.g. the Deployment status pass to reproduce a lagging
+//! revision annotation) and the delays above. The handle's own set-up methods
+//! (`add_deployment`, `add_deployment_revision`, `add_object`, ...) describe a
+//! cluster that has settled: they run the controllers for their object at once, with
+//! ready pods.
+//!
+//! # Faults
+//!
+//! Failures can be injected with [`KubeApi::fail_next`]; a concurrent writer with
+//! [`KubeApi::write_after_get`] (another client's write lands right after a GET is
+//! answered, so the client's next write with the resourceVersion it read gets a real
+//! 409 `Conflict`); missing RBAC rules are emulated with [`KubeApi::forbid`] (403
+//! `Forbidden` for a path prefix, checked before anything else). Every request is
+//! recorded ([`KubeApi::requests`]) for assertions. Latency and apply-then-fail faults
+//! are a proxy's job, not this server's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -424,6 +462,105 @@ struct JobPlan {
 
 type Key = (Resource, String, String);
 
+/// The emulated controllers, for [`KubeApi::hold`] and [`KubeApi::release`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Controller {
+    /// The deployment controller's first pass after a Deployment changed: it finds,
+    /// creates or renumbers the ReplicaSet of the pod template and scales the ReplicaSets.
+    DeploymentReplicaSets,
+    /// The deployment controller's second pass: it writes the Deployment's revision
+    /// annotation and `status` (`observedGeneration`, replica counts, conditions).
+    DeploymentStatus,
+    /// The job controller: a created Job's start, and its end.
+    Job,
+    /// The kubelet's confirmation that a terminating Pod stopped ([`KubeApi::set_kubelet`]).
+    Kubelet,
+}
+
+/// One pending action of an emulated controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Work {
+    DeploymentReplicaSets {
+        namespace: String,
+        name: String,
+    },
+    DeploymentStatus {
+        namespace: String,
+        name: String,
+    },
+    JobStarted {
+        namespace: String,
+        name: String,
+    },
+    JobFinished {
+        namespace: String,
+        name: String,
+    },
+    PodGone {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
+}
+
+impl Work {
+    fn controller(&self) -> Controller {
+        match self {
+            Work::DeploymentReplicaSets { .. } => Controller::DeploymentReplicaSets,
+            Work::DeploymentStatus { .. } => Controller::DeploymentStatus,
+            Work::JobStarted { .. } | Work::JobFinished { .. } => Controller::Job,
+            Work::PodGone { .. } => Controller::Kubelet,
+        }
+    }
+
+    /// The object the work is about.
+    fn object(&self) -> Key {
+        match self {
+            Work::DeploymentReplicaSets { namespace, name }
+            | Work::DeploymentStatus { namespace, name } => {
+                key(Resource::Deployment, namespace, name)
+            }
+            Work::JobStarted { namespace, name } | Work::JobFinished { namespace, name } => {
+                key(Resource::Job, namespace, name)
+            }
+            Work::PodGone {
+                namespace, name, ..
+            } => key(Resource::Pod, namespace, name),
+        }
+    }
+}
+
+/// A write by another client applied right after a GET ([`KubeApi::write_after_get`]).
+struct Interleaved {
+    object: Key,
+    remaining: usize,
+    edit: Box<dyn Fn(&mut Value) + Send>,
+}
+
+/// How the emulated controllers and kubelet behave (see the module doc).
+struct Behaviour {
+    controller_delay: Duration,
+    status_lag: Duration,
+    pods_ready: bool,
+    kubelet: Option<Duration>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            controller_delay: DEFAULT_CONTROLLER_DELAY,
+            status_lag: DEFAULT_STATUS_LAG,
+            pods_ready: false,
+            kubelet: None,
+        }
+    }
+}
+
+/// Default of [`KubeApi::set_controller_delay`].
+pub const DEFAULT_CONTROLLER_DELAY: Duration = Duration::from_millis(20);
+/// Default of [`KubeApi::set_status_lag`].
+pub const DEFAULT_STATUS_LAG: Duration = Duration::from_millis(20);
+
 #[derive(Default)]
 struct Inner {
     objects: BTreeMap<Key, Value>,
@@ -435,6 +572,16 @@ struct Inner {
     job_plans: HashMap<(String, String), JobPlan>,
     /// Path prefixes answered with 403 Forbidden ([`KubeApi::forbid`]).
     forbidden: Vec<String>,
+    behaviour: Behaviour,
+    /// The controllers' pending work, each with the time it is due.
+    work: Vec<(Instant, Work)>,
+    /// Controllers whose work waits ([`KubeApi::hold`]).
+    held: BTreeSet<Controller>,
+    /// Wakes the controller task when work is added.
+    wake: Arc<Notify>,
+    interleaved: Vec<Interleaved>,
+    /// How many [`Interleaved`] writes were applied.
+    interleaved_writes: usize,
 }
 
 fn key(resource: Resource, namespace: &str, name: &str) -> Key {
@@ -550,7 +697,11 @@ impl Inner {
             return Err(invalid(resource, name, causes));
         }
         if let Some(current) = current {
-            if candidate.get("spec") != current.get("spec") {
+            // Deployments also count annotation changes (they are copied to ReplicaSets).
+            let annotations_changed = resource == Resource::Deployment
+                && candidate.pointer("/metadata/annotations")
+                    != current.pointer("/metadata/annotations");
+            if candidate.get("spec") != current.get("spec") || annotations_changed {
                 let generation = current
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
@@ -568,11 +719,13 @@ impl Inner {
         if current.is_none() {
             match resource {
                 Resource::Job => {
-                    candidate["status"] = json!({"active": 1, "ready": 0, "startTime": now(),
-                                                 "uncountedTerminatedPods": {}});
                     let plan = self.job_plan_for(name);
                     self.job_plans
                         .insert((namespace.to_string(), name.to_string()), plan);
+                    self.schedule(Work::JobStarted {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                    });
                 }
                 Resource::Pod => {
                     candidate["status"] = json!({"phase": "Running", "startTime": now()});
@@ -581,23 +734,152 @@ impl Inner {
             }
         }
         if resource == Resource::Deployment {
-            self.sync_deployment(namespace, &mut candidate);
+            self.schedule(Work::DeploymentReplicaSets {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            });
         }
         self.objects
             .insert(key(resource, namespace, name), candidate.clone());
         Ok(candidate)
     }
 
-    /// The deployment controller, run synchronously on `deployment` before it is
-    /// stored: finds or creates the ReplicaSet of its template, renumbers it when
-    /// it is reused, moves all replicas to it, and sets the revision annotation
-    /// and the status.
-    fn sync_deployment(&mut self, namespace: &str, deployment: &mut Value) {
-        let name = deployment
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+    /// Applies the next [`KubeApi::write_after_get`] edit of object `namespace/name`, if
+    /// one is left, as a persisted write by another client.
+    fn write_after_get(&mut self, resource: Resource, namespace: &str, name: &str) {
+        let k = key(resource, namespace, name);
+        let Some(i) = self
+            .interleaved
+            .iter()
+            .position(|w| w.object == k && w.remaining > 0)
+        else {
+            return;
+        };
+        self.interleaved[i].remaining -= 1;
+        let Some(current) = self.objects.get(&k).cloned() else {
+            return;
+        };
+        let mut edited = current.clone();
+        (self.interleaved[i].edit)(&mut edited);
+        self.interleaved.retain(|w| w.remaining > 0);
+        let Ok(edited) = resource.normalize(edited) else {
+            return;
+        };
+        if let Ok(stored) = self.commit(resource, namespace, name, Some(&current), edited, false) {
+            if stored.pointer("/metadata/resourceVersion")
+                != current.pointer("/metadata/resourceVersion")
+            {
+                self.interleaved_writes += 1;
+            }
+        }
+    }
+
+    /// Queues `work` for its controller: due after the status lag for the Deployment
+    /// status pass, after the controller delay otherwise. Work already queued is not
+    /// queued twice.
+    fn schedule(&mut self, work: Work) {
+        let delay = match work {
+            Work::DeploymentStatus { .. } => self.behaviour.status_lag,
+            _ => self.behaviour.controller_delay,
+        };
+        self.schedule_at(Instant::now() + delay, work);
+    }
+
+    fn schedule_at(&mut self, due: Instant, work: Work) {
+        if self.work.iter().any(|(_, w)| *w == work) {
+            return;
+        }
+        self.work.push((due, work));
+        self.wake.notify_one();
+    }
+
+    /// When the next work that is not held is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.work
+            .iter()
+            .filter(|(_, w)| !self.held.contains(&w.controller()))
+            .map(|(due, _)| *due)
+            .min()
+    }
+
+    /// Runs the work that is due at `until` (all of it for `None`), oldest first,
+    /// including work that it queues and that is due by then; held controllers wait.
+    fn run_work(&mut self, until: Option<Instant>) {
+        loop {
+            let next = self
+                .work
+                .iter()
+                .enumerate()
+                .filter(|(_, (due, w))| {
+                    !self.held.contains(&w.controller()) && until.is_none_or(|t| *due <= t)
+                })
+                .min_by_key(|(_, (due, _))| *due)
+                .map(|(i, _)| i);
+            let Some(i) = next else {
+                return;
+            };
+            let (_, work) = self.work.remove(i);
+            let ready = self.behaviour.pods_ready;
+            self.perform(work, ready);
+        }
+    }
+
+    /// Runs at once every queued work item about object `object` (and what it queues),
+    /// with pods becoming ready: for test set-up, where the cluster is described as
+    /// already settled.
+    fn settle_object(&mut self, object: &Key) {
+        while let Some(i) = self.work.iter().position(|(_, w)| w.object() == *object) {
+            let (_, work) = self.work.remove(i);
+            self.perform(work, true);
+        }
+    }
+
+    fn perform(&mut self, work: Work, ready: bool) {
+        match work {
+            Work::DeploymentReplicaSets { namespace, name } => {
+                if self.rollout_replica_sets(&namespace, &name, ready) {
+                    self.schedule(Work::DeploymentStatus { namespace, name });
+                }
+            }
+            Work::DeploymentStatus { namespace, name } => {
+                self.record_deployment_status(&namespace, &name);
+            }
+            Work::JobStarted { namespace, name } => self.start_job(&namespace, &name),
+            Work::JobFinished { namespace, name } => self.finish_job(&namespace, &name),
+            Work::PodGone {
+                namespace,
+                name,
+                uid,
+            } => {
+                let k = key(Resource::Pod, &namespace, &name);
+                let same = self
+                    .objects
+                    .get(&k)
+                    .and_then(|p| p.pointer("/metadata/uid"))
+                    .and_then(Value::as_str)
+                    == Some(uid.as_str());
+                if same {
+                    self.objects.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// The deployment controller's first pass over stored Deployment `namespace/name`:
+    /// finds or creates the ReplicaSet of its pod template (renumbering a reused one to
+    /// the highest revision plus one, the old number going into
+    /// `deployment.kubernetes.io/revision-history`), then scales the ReplicaSets as a
+    /// rolling update with the Deployment's `maxSurge` / `maxUnavailable` (25% / 25%
+    /// by default). New pods become ready only when `ready`; without ready pods the
+    /// rollout stops half way, as on a real cluster. Answers whether the Deployment
+    /// exists.
+    fn rollout_replica_sets(&mut self, namespace: &str, name: &str, ready: bool) -> bool {
+        let Some(deployment) = self.get(Resource::Deployment, namespace, name).cloned() else {
+            return false;
+        };
+        if deployment.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
+            return true;
+        }
         let uid = deployment
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
@@ -607,19 +889,12 @@ impl Inner {
             .pointer("/spec/template")
             .cloned()
             .unwrap_or_else(|| json!({}));
-        let replicas = deployment
+        let desired = deployment
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
             .unwrap_or(1);
         let wanted = without_hash(&template);
-        let owned: Vec<(String, Value)> = self
-            .objects
-            .iter()
-            .filter(|((r, ns, _), rs)| {
-                *r == Resource::ReplicaSet && ns == namespace && controller_uid(rs) == Some(&uid)
-            })
-            .map(|((_, _, n), rs)| (n.clone(), rs.clone()))
-            .collect();
+        let owned = self.owned_replica_sets(namespace, &uid);
         let max_revision = owned
             .iter()
             .filter_map(|(_, rs)| revision_of(rs))
@@ -628,7 +903,7 @@ impl Inner {
         let matching = owned.iter().find(|(_, rs)| {
             rs.pointer("/spec/template").map(without_hash).as_ref() == Some(&wanted)
         });
-        let (current_rs, revision) = match matching {
+        let current_rs = match matching {
             Some((rs_name, rs)) => {
                 let old = revision_of(rs).unwrap_or(0);
                 if old < max_revision {
@@ -647,10 +922,8 @@ impl Inner {
                     rs["metadata"]["resourceVersion"] = json!(self.bump_resource_version());
                     self.objects
                         .insert(key(Resource::ReplicaSet, namespace, rs_name), rs);
-                    (rs_name.clone(), max_revision + 1)
-                } else {
-                    (rs_name.clone(), old)
                 }
+                rs_name.clone()
             }
             None => {
                 let revision = max_revision + 1;
@@ -682,8 +955,8 @@ impl Inner {
                         "labels": rs_template["metadata"]["labels"].clone(),
                         "annotations": {
                             REVISION: revision.to_string(),
-                            "deployment.kubernetes.io/desired-replicas": replicas.to_string(),
-                            "deployment.kubernetes.io/max-replicas": (replicas + 1).to_string(),
+                            "deployment.kubernetes.io/desired-replicas": desired.to_string(),
+                            "deployment.kubernetes.io/max-replicas": (desired + 1).to_string(),
                         },
                         "ownerReferences": [{
                             "apiVersion": "apps/v1", "kind": "Deployment", "name": name,
@@ -695,39 +968,175 @@ impl Inner {
                 let rs = Resource::ReplicaSet.normalize(rs.clone()).unwrap_or(rs);
                 self.objects
                     .insert(key(Resource::ReplicaSet, namespace, &rs_name), rs);
-                (rs_name, revision)
+                rs_name
             }
         };
-        // Instant rollout: the current ReplicaSet runs every replica.
-        let names: Vec<String> = owned
-            .iter()
-            .map(|(n, _)| n.clone())
-            .chain(std::iter::once(current_rs.clone()))
+        // Scale: the current ReplicaSet up, the others (oldest revision first) down.
+        let mut sets: Vec<(String, Value)> = self
+            .owned_replica_sets(namespace, &uid)
+            .into_iter()
             .collect();
-        for rs_name in names {
-            let count = if rs_name == current_rs { replicas } else { 0 };
-            let k = key(Resource::ReplicaSet, namespace, &rs_name);
-            let Some(mut rs) = self.objects.get(&k).cloned() else {
-                continue;
-            };
+        sets.sort_by_key(|(n, rs)| (*n == current_rs, revision_of(rs)));
+        let mut counts: Vec<PodCounts> = sets
+            .iter()
+            .map(|(_, rs)| PodCounts {
+                replicas: rs
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                available: rs
+                    .pointer("/status/availableReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+            })
+            .collect();
+        let (max_surge, max_unavailable) = rolling_limits(&deployment, desired);
+        rolling_update(&mut counts, desired, max_surge, max_unavailable, ready);
+        for ((rs_name, mut rs), count) in sets.into_iter().zip(counts) {
             let before = rs.clone();
-            rs["spec"]["replicas"] = json!(count);
-            rs["status"] = json!({
-                "replicas": count, "fullyLabeledReplicas": count, "readyReplicas": count,
-                "availableReplicas": count,
+            rs["spec"]["replicas"] = json!(count.replicas);
+            let mut status = json!({
+                "replicas": count.replicas,
+                "fullyLabeledReplicas": count.replicas,
                 "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
             });
+            if count.available > 0 {
+                status["readyReplicas"] = json!(count.available);
+                status["availableReplicas"] = json!(count.available);
+            }
+            rs["status"] = status;
             if rs != before {
                 rs["metadata"]["resourceVersion"] = json!(self.bump_resource_version());
-                self.objects.insert(k, rs);
+                self.objects
+                    .insert(key(Resource::ReplicaSet, namespace, &rs_name), rs);
             }
         }
-        set_annotation(deployment, REVISION, &revision.to_string());
-        deployment["status"] = json!({
+        true
+    }
+
+    /// The ReplicaSets in `namespace` whose controller is the Deployment with `uid`.
+    fn owned_replica_sets(&self, namespace: &str, uid: &str) -> Vec<(String, Value)> {
+        self.objects
+            .iter()
+            .filter(|((r, ns, _), rs)| {
+                *r == Resource::ReplicaSet && ns == namespace && controller_uid(rs) == Some(uid)
+            })
+            .map(|((_, _, n), rs)| (n.clone(), rs.clone()))
+            .collect()
+    }
+
+    /// The deployment controller's second pass over Deployment `namespace/name`: its
+    /// revision annotation becomes the revision of the ReplicaSet of its template and
+    /// its `status` sums up the ReplicaSets. Nothing when no ReplicaSet has the template
+    /// yet (the first pass is still due).
+    fn record_deployment_status(&mut self, namespace: &str, name: &str) {
+        let k = key(Resource::Deployment, namespace, name);
+        let Some(mut deployment) = self.objects.get(&k).cloned() else {
+            return;
+        };
+        let uid = deployment
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let wanted = without_hash(
+            &deployment
+                .pointer("/spec/template")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        );
+        let sets = self.owned_replica_sets(namespace, &uid);
+        let Some((current_name, current)) = sets.iter().find(|(_, rs)| {
+            rs.pointer("/spec/template").map(without_hash).as_ref() == Some(&wanted)
+        }) else {
+            return;
+        };
+        let desired = deployment
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let count =
+            |rs: &Value, field: &str| rs.pointer(field).and_then(Value::as_i64).unwrap_or(0);
+        let replicas: i64 = sets.iter().map(|(_, rs)| count(rs, "/spec/replicas")).sum();
+        let available: i64 = sets
+            .iter()
+            .map(|(_, rs)| count(rs, "/status/availableReplicas"))
+            .sum();
+        let updated = count(current, "/spec/replicas");
+        let updated_available = count(current, "/status/availableReplicas");
+        let (_, max_unavailable) = rolling_limits(&deployment, desired);
+        let complete = updated == desired && updated_available == desired && replicas == desired;
+        let t = now();
+        let condition = |kind: &str, status: bool, reason: &str, message: String| {
+            json!({"type": kind, "status": if status { "True" } else { "False" },
+                   "reason": reason, "message": message,
+                   "lastUpdateTime": t, "lastTransitionTime": t})
+        };
+        let available_ok = available >= desired - max_unavailable;
+        let mut status = json!({
             "observedGeneration": deployment.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
-            "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas,
-            "availableReplicas": replicas,
+            "conditions": [
+                condition("Available", available_ok,
+                          if available_ok { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+                          if available_ok { "Deployment has minimum availability.".into() }
+                          else { "Deployment does not have minimum availability.".into() }),
+                condition("Progressing", true,
+                          if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+                          if complete { format!("ReplicaSet \"{current_name}\" has successfully progressed.") }
+                          else { format!("ReplicaSet \"{current_name}\" is progressing.") }),
+            ],
         });
+        // Zero counts are left out, as the real server's JSON does.
+        for (field, value) in [
+            ("replicas", replicas),
+            ("updatedReplicas", updated),
+            ("readyReplicas", available),
+            ("availableReplicas", available),
+            (
+                "unavailableReplicas",
+                (replicas.max(desired) - available).max(0),
+            ),
+        ] {
+            if value > 0 {
+                status[field] = json!(value);
+            }
+        }
+        if let Some(revision) = revision_of(current) {
+            set_annotation(&mut deployment, REVISION, &revision.to_string());
+        }
+        // The conditions' times change on every pass: compare without them.
+        let strip = |d: &Value| {
+            let mut d = d.clone();
+            if let Some(s) = d.get_mut("status").and_then(Value::as_object_mut) {
+                s.remove("conditions");
+            }
+            d
+        };
+        let before = self.objects.get(&k).map(strip);
+        deployment["status"] = status;
+        if before.as_ref() == Some(&strip(&deployment)) {
+            return;
+        }
+        deployment["metadata"]["resourceVersion"] = json!(self.bump_resource_version());
+        let deployment = Resource::Deployment
+            .normalize(deployment.clone())
+            .unwrap_or(deployment);
+        self.objects.insert(k, deployment);
+    }
+
+    /// The job controller records that Job `namespace/name` started its pod.
+    fn start_job(&mut self, namespace: &str, name: &str) {
+        let k = key(Resource::Job, namespace, name);
+        let Some(mut job) = self.objects.get(&k).cloned() else {
+            return;
+        };
+        if job.pointer("/status/startTime").is_some() {
+            return;
+        }
+        job["status"] = json!({"startTime": now(), "active": 1, "ready": 0, "terminating": 0,
+                               "uncountedTerminatedPods": {}});
+        job["metadata"]["resourceVersion"] = json!(self.bump_resource_version());
+        self.objects.insert(k, job);
     }
 
     /// The plan for a new Job: the rule with the longest matching name prefix.
@@ -751,7 +1160,9 @@ impl Inner {
         }
     }
 
-    /// Counts one GET of Job `namespace/name` and finishes it when its plan says so.
+    /// Counts one GET of Job `namespace/name`; when its plan's count is reached, the
+    /// job controller is told to record its end (after the controller delay: this GET
+    /// still sees it running).
     fn advance_job(&mut self, namespace: &str, name: &str) {
         let plan_key = (namespace.to_string(), name.to_string());
         let Some(plan) = self.job_plans.get_mut(&plan_key) else {
@@ -765,7 +1176,18 @@ impl Inner {
             return;
         }
         plan.finished = true;
-        let outcome = plan.outcome.clone();
+        self.schedule(Work::JobFinished {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        });
+    }
+
+    /// The job controller records the end of Job `namespace/name`, as its plan says.
+    fn finish_job(&mut self, namespace: &str, name: &str) {
+        let plan_key = (namespace.to_string(), name.to_string());
+        let Some(outcome) = self.job_plans.get(&plan_key).map(|p| p.outcome.clone()) else {
+            return;
+        };
         let k = key(Resource::Job, namespace, name);
         let Some(mut job) = self.objects.get(&k).cloned() else {
             return;
@@ -849,6 +1271,111 @@ fn default_job(job: &mut Value, uid: &str, name: &str) {
 /// `a/b` → `a~1b`, for JSON pointers.
 fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
+}
+
+/// Pods of one ReplicaSet, for the rolling update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PodCounts {
+    replicas: i64,
+    available: i64,
+}
+
+/// `maxSurge` and `maxUnavailable` of a Deployment's rolling update for `desired`
+/// replicas (25% each by default; a percentage rounds up for the surge and down for
+/// unavailability; both zero means one may be unavailable), as the real controller
+/// computes them.
+fn rolling_limits(deployment: &Value, desired: i64) -> (i64, i64) {
+    let value = |field: &str, round_up: bool| {
+        let v = deployment.pointer(&format!("/spec/strategy/rollingUpdate/{field}"));
+        match v {
+            Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+            Some(Value::String(p)) => {
+                let percent: i64 = p.trim_end_matches('%').parse().unwrap_or(25);
+                let scaled = desired * percent;
+                if round_up {
+                    (scaled + 99) / 100
+                } else {
+                    scaled / 100
+                }
+            }
+            _ => {
+                if round_up {
+                    (desired * 25 + 99) / 100
+                } else {
+                    desired * 25 / 100
+                }
+            }
+        }
+    };
+    let surge = value("maxSurge", true);
+    let unavailable = value("maxUnavailable", false);
+    if surge == 0 && unavailable == 0 {
+        (0, 1)
+    } else {
+        (surge, unavailable)
+    }
+}
+
+/// The rolling update of the deployment controller (`reconcileNewReplicaSet` and
+/// `reconcileOldReplicaSets`) run to a fixed point. `sets` ends with the current
+/// ReplicaSet; the others come oldest first. New pods are available only when `ready`
+/// (then every pod is); so without ready pods the current ReplicaSet stops at the surge
+/// and the old ones at the availability floor.
+fn rolling_update(
+    sets: &mut [PodCounts],
+    desired: i64,
+    max_surge: i64,
+    max_unavailable: i64,
+    ready: bool,
+) {
+    let Some((new, old)) = sets.split_last_mut() else {
+        return;
+    };
+    for _ in 0..(4 * desired + 8) {
+        let before = (*new, old.to_vec());
+        if ready {
+            new.available = new.replicas;
+            for rs in old.iter_mut() {
+                rs.available = rs.replicas;
+            }
+        }
+        if old.iter().all(|rs| rs.replicas == 0) {
+            // Not a rollout: plain scaling of the current ReplicaSet.
+            new.replicas = desired;
+        } else {
+            let total: i64 = new.replicas + old.iter().map(|rs| rs.replicas).sum::<i64>();
+            let max_total = desired + max_surge;
+            if new.replicas > desired {
+                new.replicas = desired;
+            } else if total < max_total {
+                new.replicas += (max_total - total).min(desired - new.replicas).max(0);
+            }
+            let all: i64 = new.replicas + old.iter().map(|rs| rs.replicas).sum::<i64>();
+            let min_available = desired - max_unavailable;
+            let new_unavailable = new.replicas - new.available;
+            let mut budget = all - min_available - new_unavailable;
+            if budget > 0 {
+                // Unhealthy old pods go first, then available ones down to the floor.
+                for rs in old.iter_mut() {
+                    let take = budget.min(rs.replicas - rs.available).max(0);
+                    rs.replicas -= take;
+                    budget -= take;
+                }
+                let available: i64 = new.available + old.iter().map(|rs| rs.available).sum::<i64>();
+                let mut down = (available - min_available).max(0);
+                for rs in old.iter_mut() {
+                    let take = down.min(rs.replicas).max(0);
+                    rs.replicas -= take;
+                    rs.available = rs.available.min(rs.replicas);
+                    down -= take;
+                }
+            }
+        }
+        new.available = new.available.min(new.replicas);
+        if (*new, old.to_vec()) == before {
+            return;
+        }
+    }
 }
 
 fn set_annotation(object: &mut Value, key: &str, value: &str) {
@@ -1036,21 +1563,49 @@ pub struct KubeApi {
     addr: SocketAddr,
     inner: Shared,
     task: tokio::task::JoinHandle<()>,
+    controllers: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for KubeApi {
     fn drop(&mut self) {
         self.task.abort();
+        self.controllers.abort();
+    }
+}
+
+/// The emulated controllers: runs each piece of work when it is due.
+async fn run_controllers(state: Weak<Mutex<Inner>>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
+            inner.run_work(Some(Instant::now()));
+            inner.next_due()
+        };
+        match next {
+            Some(due) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
     }
 }
 
 impl KubeApi {
     /// Starts the server on a free loopback port. Must be called inside a Tokio runtime.
     pub async fn start() -> Result<Self> {
+        let wake = Arc::new(Notify::new());
         let inner: Shared = Arc::new(Mutex::new(Inner {
             next_resource_version: 1000,
+            wake: wake.clone(),
             ..Inner::default()
         }));
+        let controllers = tokio::spawn(run_controllers(Arc::downgrade(&inner), wake));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the kube API test server")?;
@@ -1065,7 +1620,12 @@ impl KubeApi {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, inner, task })
+        Ok(Self {
+            addr,
+            inner,
+            task,
+            controllers,
+        })
     }
 
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
@@ -1089,7 +1649,11 @@ impl KubeApi {
             .normalize(object)
             .unwrap_or_else(|e| panic!("invalid {} {name}: {e}", resource.kind()));
         match inner.commit(resource, namespace, name, None, object, false) {
-            Ok(stored) => stored,
+            Ok(_) => {
+                let k = key(resource, namespace, name);
+                inner.settle_object(&k);
+                inner.objects.get(&k).cloned().unwrap_or(Value::Null)
+            }
             Err(response) => panic!(
                 "invalid {} {name}: HTTP {}",
                 resource.kind(),
@@ -1154,19 +1718,23 @@ impl KubeApi {
         inner.objects.retain(|(r, ns, _), v| {
             !(*r == Resource::ReplicaSet && ns == namespace && controller_uid(v) == uid.as_deref())
         });
+        let k = key(Resource::Deployment, namespace, name);
+        inner.work.retain(|(_, w)| w.object() != k);
     }
 
-    /// Simulates a rollout: sets the image of the first container of deployment
-    /// `namespace/name` (a new template) and returns the new revision.
+    /// Simulates a finished rollout: sets the image of the first container of deployment
+    /// `namespace/name` (a new template), lets the deployment controller finish with
+    /// ready pods (work queued for it before runs first), and returns the new revision.
     pub fn add_deployment_revision(&self, namespace: &str, name: &str, image: &str) -> i64 {
         let mut inner = self.lock();
+        inner.settle_object(&key(Resource::Deployment, namespace, name));
         let current = inner
             .get(Resource::Deployment, namespace, name)
             .cloned()
             .unwrap_or_else(|| panic!("no deployment {namespace}/{name}"));
         let mut candidate = current.clone();
         candidate["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
-        let stored = inner
+        inner
             .commit(
                 Resource::Deployment,
                 namespace,
@@ -1178,7 +1746,13 @@ impl KubeApi {
             .unwrap_or_else(|r| {
                 panic!("rollout of {namespace}/{name} failed: HTTP {}", r.status())
             });
-        revision_of(&stored).unwrap_or_else(|| panic!("{namespace}/{name} has no revision"))
+        let k = key(Resource::Deployment, namespace, name);
+        inner.settle_object(&k);
+        inner
+            .objects
+            .get(&k)
+            .and_then(revision_of)
+            .unwrap_or_else(|| panic!("{namespace}/{name} has no revision"))
     }
 
     /// A copy of the stored deployment.
@@ -1519,6 +2093,122 @@ impl KubeApi {
             failure,
             patch_only,
         });
+    }
+
+    /// How long the emulated controllers take to react to a persisted write: the
+    /// deployment controller's ReplicaSet pass, the job controller's start and end of a
+    /// Job (default [`DEFAULT_CONTROLLER_DELAY`]). Applies to work queued from now on.
+    pub fn set_controller_delay(&self, delay: Duration) {
+        self.lock().behaviour.controller_delay = delay;
+    }
+
+    /// How long after its ReplicaSet pass the deployment controller writes the
+    /// Deployment's revision annotation and status (default [`DEFAULT_STATUS_LAG`]):
+    /// in between, a reused ReplicaSet already has its new revision number while the
+    /// Deployment still shows the old one.
+    pub fn set_status_lag(&self, lag: Duration) {
+        self.lock().behaviour.status_lag = lag;
+    }
+
+    /// Whether pods created by rollouts that clients start become ready at once, so that
+    /// rollouts complete (default `false`: with no kubelet, the new ReplicaSet stops at
+    /// the surge and the old ones keep their pods, as on a real cluster without ready
+    /// pods). Rollouts made by this handle's own methods (`add_deployment`,
+    /// `add_deployment_revision`) always complete.
+    pub fn set_pods_ready(&self, ready: bool) {
+        self.lock().behaviour.pods_ready = ready;
+    }
+
+    /// Makes the pods of Deployment `namespace/name` ready now and lets the deployment
+    /// controller finish its rollout at once (queued work for it included).
+    pub fn mark_pods_ready(&self, namespace: &str, name: &str) {
+        let mut inner = self.lock();
+        inner.settle_object(&key(Resource::Deployment, namespace, name));
+        if inner.rollout_replica_sets(namespace, name, true) {
+            inner.record_deployment_status(namespace, name);
+        }
+    }
+
+    /// How a deleted pod that is bound to a node (`spec.nodeName`) goes away. `None`
+    /// (the default): no kubelet confirms, so it stays `Terminating` (with
+    /// `deletionTimestamp` = deletion + grace period, and
+    /// `deletionGracePeriodSeconds`) until [`KubeApi::finish_pod_termination`]. `Some(d)`:
+    /// a kubelet stops it `d` after the deletion (at most its grace period). Unbound pods
+    /// and deletions with `gracePeriodSeconds: 0` are removed at once either way.
+    pub fn set_kubelet(&self, stop_after: Option<Duration>) {
+        self.lock().behaviour.kubelet = stop_after;
+    }
+
+    /// Removes pod `namespace/name` if it is terminating, as its kubelet would once the
+    /// containers stopped; answers whether it did.
+    pub fn finish_pod_termination(&self, namespace: &str, name: &str) -> bool {
+        let mut inner = self.lock();
+        let k = key(Resource::Pod, namespace, name);
+        let terminating = inner
+            .objects
+            .get(&k)
+            .is_some_and(|p| p.pointer("/metadata/deletionTimestamp").is_some());
+        if terminating {
+            inner.objects.remove(&k);
+            inner.work.retain(|(_, w)| w.object() != k);
+        }
+        terminating
+    }
+
+    /// Whether pod `namespace/name` exists and has a `deletionTimestamp`.
+    pub fn pod_terminating(&self, namespace: &str, name: &str) -> bool {
+        self.object(Resource::Pod, namespace, name)
+            .is_some_and(|p| p.pointer("/metadata/deletionTimestamp").is_some())
+    }
+
+    /// Holds `controller`: its work stays queued until [`KubeApi::release`] (and
+    /// [`KubeApi::run_controllers`] skips it).
+    pub fn hold(&self, controller: Controller) {
+        self.lock().held.insert(controller);
+    }
+
+    /// Lets a held controller work again; work that fell due meanwhile runs now.
+    pub fn release(&self, controller: Controller) {
+        let mut inner = self.lock();
+        inner.held.remove(&controller);
+        inner.wake.notify_one();
+    }
+
+    /// Runs every queued controller action now, as if its delay had passed (held
+    /// controllers excepted), and what those actions queue in turn: the deterministic
+    /// way for a test to see the state the controllers will reach.
+    pub fn run_controllers(&self) {
+        self.lock().run_work(None);
+    }
+
+    /// How many controller actions are queued (held ones included).
+    pub fn pending_controller_work(&self) -> usize {
+        self.lock().work.len()
+    }
+
+    /// Another client's write between a client's GET and its next request: each of the
+    /// next `times` GETs of object `namespace/name` is answered first, then `edit` is
+    /// applied to the stored object as a persisted write (new resourceVersion, the
+    /// controllers react). A write the client then sends with the resourceVersion it read
+    /// gets a real 409 `Conflict`. Edits that change nothing are not applied.
+    pub fn write_after_get(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        times: usize,
+        edit: impl Fn(&mut Value) + Send + 'static,
+    ) {
+        self.lock().interleaved.push(Interleaved {
+            object: key(resource, namespace, name),
+            remaining: times,
+            edit: Box::new(edit),
+        });
+    }
+
+    /// How many [`KubeApi::write_after_get`] writes were applied so far.
+    pub fn writes_after_get(&self) -> usize {
+        self.lock().interleaved_writes
     }
 
     /// All requests received so far, oldest first.
@@ -2271,7 +2961,7 @@ fn route(
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None => false,
         Some("All") => true,
-        Some(other) => return invalid_dry_run(other),
+        Some(other) => return invalid_dry_run(method, other),
     };
     let media_type = content_type
         .unwrap_or("")
@@ -2323,13 +3013,15 @@ fn route(
                     if resource == Resource::Job {
                         inner.advance_job(&namespace, &name);
                     }
-                    match inner.get(resource, &namespace, &name) {
+                    let response = match inner.get(resource, &namespace, &name) {
                         Some(object) if accepts_as(accept, "PartialObjectMetadata") => {
                             json_response(StatusCode::OK, &partial_metadata(object))
                         }
                         Some(object) => json_response(StatusCode::OK, object),
                         None => not_found(resource, &name),
-                    }
+                    };
+                    inner.write_after_get(resource, &namespace, &name);
+                    response
                 }
                 Method::PUT => replace(
                     inner,
@@ -2362,10 +3054,31 @@ fn route(
     }
 }
 
-fn invalid_dry_run(value: &str) -> Response {
-    bad_request(format!(
-        "Invalid dry run value: {value:?}, the only supported value is \"All\""
-    ))
+/// The real server's answer to a `dryRun` value other than `All`: 422 `Invalid`
+/// on the request's options.
+fn invalid_dry_run(method: &Method, value: &str) -> Response {
+    let options = match *method {
+        Method::POST => "CreateOptions",
+        Method::PUT => "UpdateOptions",
+        Method::DELETE => "DeleteOptions",
+        _ => "PatchOptions",
+    };
+    let message = format!("Unsupported value: []string{{{value:?}}}: supported values: \"All\"");
+    status_response(
+        422,
+        "Invalid",
+        format!("{options}.meta.k8s.io \"\" is invalid: dryRun: {message}"),
+        Some(StatusDetails {
+            group: Some("meta.k8s.io".to_string()),
+            kind: Some(options.to_string()),
+            causes: Some(vec![StatusCause {
+                field: Some("dryRun".to_string()),
+                message: Some(message),
+                reason: Some("FieldValueNotSupported".to_string()),
+            }]),
+            ..StatusDetails::default()
+        }),
+    )
 }
 
 fn method_not_allowed(method: &Method) -> Response {
@@ -2709,7 +3422,21 @@ fn delete(
         None | Some(Value::Null) => dry_run,
         Some(v) if *v == json!(["All"]) => true,
         Some(v) if *v == json!([]) => dry_run,
-        Some(other) => return invalid_dry_run(&other.to_string()),
+        Some(other) => {
+            let value = match other {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            return invalid_dry_run(&Method::DELETE, &value);
+        }
     };
     let Some(current) = inner.get(resource, namespace, name).cloned() else {
         return not_found(resource, name);
@@ -2735,9 +3462,13 @@ fn delete(
             );
         }
     }
-    let mut answer = current.clone();
+    if resource == Resource::Pod {
+        return delete_pod(inner, namespace, name, &current, &options, dry_run);
+    }
     if !dry_run {
-        inner.objects.remove(&key(resource, namespace, name));
+        let k = key(resource, namespace, name);
+        inner.objects.remove(&k);
+        inner.work.retain(|(_, w)| w.object() != k);
         match resource {
             Resource::Job => {
                 inner
@@ -2753,11 +3484,6 @@ fn delete(
             _ => {}
         }
     }
-    if resource == Resource::Pod {
-        answer["metadata"]["deletionTimestamp"] = json!(now());
-        answer["metadata"]["deletionGracePeriodSeconds"] = json!(30);
-        return json_response(StatusCode::OK, &answer);
-    }
     json_response(
         StatusCode::OK,
         &json!({
@@ -2768,6 +3494,76 @@ fn delete(
             },
         }),
     )
+}
+
+/// Deletes a Pod as the real API server does: a Pod bound to a node with a grace
+/// period gets `deletionTimestamp` (deletion time + grace) and
+/// `deletionGracePeriodSeconds` and stays, `Terminating`, until its kubelet confirms
+/// ([`KubeApi::set_kubelet`], [`KubeApi::finish_pod_termination`]); an unbound Pod, or a
+/// deletion with `gracePeriodSeconds: 0`, is removed at once. Deleting a terminating
+/// Pod again answers it unchanged. The answer is the Pod.
+fn delete_pod(
+    inner: &mut Inner,
+    namespace: &str,
+    name: &str,
+    current: &Value,
+    options: &Value,
+    dry_run: bool,
+) -> Response {
+    if current.pointer("/metadata/deletionTimestamp").is_some() {
+        return json_response(StatusCode::OK, current);
+    }
+    let grace = options
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            current
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0);
+    let bound = current
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let k = key(Resource::Pod, namespace, name);
+    let at = |secs: i64| {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let mut answer = current.clone();
+    if bound && grace > 0 {
+        answer["metadata"]["deletionTimestamp"] = json!(at(grace));
+        answer["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        if !dry_run {
+            answer["metadata"]["resourceVersion"] = json!(inner.bump_resource_version());
+            inner.objects.insert(k, answer.clone());
+            if let Some(stop_after) = inner.behaviour.kubelet {
+                let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+                let uid = current
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                inner.schedule_at(
+                    Instant::now() + stop_after.min(grace),
+                    Work::PodGone {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                        uid,
+                    },
+                );
+            }
+        }
+    } else {
+        answer["metadata"]["deletionTimestamp"] = json!(at(0));
+        answer["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if !dry_run {
+            inner.objects.remove(&k);
+        }
+    }
+    json_response(StatusCode::OK, &answer)
 }
 
 fn scale(
@@ -2882,4 +3678,54 @@ fn invalid_scale(name: &str, message: String) -> Response {
             ..StatusDetails::default()
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(pairs: &[(i64, i64)]) -> Vec<PodCounts> {
+        pairs
+            .iter()
+            .map(|&(replicas, available)| PodCounts {
+                replicas,
+                available,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rollouts_stop_half_way_without_ready_pods_like_the_real_controller() {
+        // 2 replicas, 25% surge (1) and unavailability (0): one new pod, the old two stay.
+        let mut sets = counts(&[(2, 2), (0, 0)]);
+        rolling_update(&mut sets, 2, 1, 0, false);
+        assert_eq!(sets, counts(&[(2, 2), (1, 0)]));
+        // 4 replicas (surge 1, unavailable 1): one old pod goes, two new (unready) ones
+        // come, and the availability floor (3) stops it there.
+        let mut sets = counts(&[(4, 4), (0, 0)]);
+        rolling_update(&mut sets, 4, 1, 1, false);
+        assert_eq!(sets, counts(&[(3, 3), (2, 0)]));
+        // With ready pods the rollout completes.
+        rolling_update(&mut sets, 4, 1, 1, true);
+        assert_eq!(sets, counts(&[(0, 0), (4, 4)]));
+        // Plain scaling of the current ReplicaSet.
+        let mut sets = counts(&[(0, 0), (2, 2)]);
+        rolling_update(&mut sets, 5, 2, 1, false);
+        assert_eq!(sets, counts(&[(0, 0), (5, 2)]));
+    }
+
+    #[test]
+    fn rolling_limits_round_like_the_controller() {
+        let d = |strategy: Value| json!({"spec": {"strategy": {"rollingUpdate": strategy}}});
+        assert_eq!(rolling_limits(&json!({}), 2), (1, 0));
+        assert_eq!(rolling_limits(&json!({}), 10), (3, 2));
+        assert_eq!(
+            rolling_limits(&d(json!({"maxSurge": 0, "maxUnavailable": 0})), 3),
+            (0, 1)
+        );
+        assert_eq!(
+            rolling_limits(&d(json!({"maxSurge": "50%", "maxUnavailable": 1})), 3),
+            (2, 1)
+        );
+    }
 }

@@ -2,9 +2,11 @@
 //!
 //! Local servers the tests run the `warden` binary against:
 //!
-//! * [`kube_api`]: a Kubernetes API test server (Deployments and their scale
-//!   subresource) built on the real `k8s-openapi` types, with request
-//!   recording and failure injection, plus a kubeconfig writer;
+//! * [`kube_api`]: a Kubernetes API test server built on the real `k8s-openapi`
+//!   types, with asynchronous emulated controllers, request recording and failure
+//!   injection, plus a kubeconfig writer;
+//! * [`realkube`]: the real kube-apiserver and controller manager from
+//!   `../shared/kube` beside the project, when it is there (tests skip without it);
 //! * [`loki`]: a Loki API test server (range queries, labels, series and the
 //!   WebSocket tail) with fault injection and request recording;
 //! * [`slack`]: a Slack incoming-webhook receiver;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod kube_api;
 pub mod loki;
 pub mod procs;
+pub mod realkube;
 pub mod slack;
 pub mod stack;
 

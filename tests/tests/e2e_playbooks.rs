@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use warden_agent::kube_cluster::KubeCluster;
 use warden_agent::remediation::{HttpWebhook, Remediation};
 use warden_agent::store::Store;
+use warden_connectors::kube_actions::ActionWaits;
 use warden_connectors::kubernetes::{KubeClient, KubeConnect};
 use warden_playbooks::engine::{Engine, MetricsQuery, Notice, Notices, Series, StartRequest};
 use warden_playbooks::guards::{GuardName, GuardSettings};
@@ -86,7 +87,10 @@ async fn rig() -> Result<Rig> {
         path: Some(kubeconfig),
         context: Some(kube_api::KUBECONFIG_CONTEXT.to_string()),
     })
-    .await?;
+    .await?
+    // Short waits for the cluster: a pod that stays terminating is reported in a second, a
+    // deployment controller that lags is waited for half a second.
+    .with_action_waits(ActionWaits { pod_gone: Duration::from_secs(1), controller: Duration::from_millis(500), ..ActionWaits::default() });
     let cluster = Arc::new(KubeCluster { client });
     let store = Arc::new(Store::open(&dir.path().join("warden.db"))?);
     let metrics = Arc::new(Scripted { value: Mutex::new(Some(1.0)) });
@@ -130,12 +134,14 @@ fn checkout() -> Option<Target> {
     Some(Target::deployment("shop", "checkout"))
 }
 
-/// Tick the engine every 30 s of engine time until the run ends (or `limit` seconds).
-async fn drive(engine: &Engine, mut run: Run, from: i64, limit: i64) -> Result<Run> {
+/// Tick the engine every 30 s of engine time until the run ends (or `limit` seconds). The
+/// test server's controllers run their queued work before each tick, as 30 s would let them.
+async fn drive(r: &Rig, mut run: Run, from: i64, limit: i64) -> Result<Run> {
     let mut s = from;
     while !run.status.is_terminal() && s <= from + limit {
         s += 30;
-        run = engine.advance(run.id, at(s)).await?;
+        r.api.run_controllers();
+        run = r.engine.advance(run.id, at(s)).await?;
     }
     Ok(run)
 }
@@ -155,7 +161,7 @@ async fn scale_then_verify_succeeds_with_its_audit_trail() -> Result<()> {
     assert_eq!(run.status, RunStatus::Running, "{run:?}");
     assert_eq!(run.steps[1].status, StepStatus::Waiting);
     assert_eq!(r.api.replicas("shop", "checkout"), Some(3));
-    let run = drive(&r.engine, run, 0, 600).await?;
+    let run = drive(&r, run, 0, 600).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     assert_eq!(run.steps[0].idempotency_key, format!("run-{}-step-1", run.id));
     assert_eq!(r.api.scale_writes("shop", "checkout").len(), 1);
@@ -173,7 +179,7 @@ async fn failed_verification_reverts_the_scale() -> Result<()> {
     *r.metrics.value.lock().map_err(|e| anyhow::anyhow!("{e}"))? = Some(0.0);
     let run = r.engine.start(request(playbook(SCALE_VERIFY), checkout(), at(0))).await?;
     assert_eq!(r.api.replicas("shop", "checkout"), Some(3));
-    let run = drive(&r.engine, run, 0, 600).await?;
+    let run = drive(&r, run, 0, 600).await?;
     assert_eq!(run.status, RunStatus::Reverted, "{run:#?}");
     assert!(run.steps[1].error.as_deref().is_some_and(|e| e.contains("did not hold")), "{:?}", run.steps[1]);
     assert_eq!(run.revert_steps.len(), 1);
@@ -189,7 +195,7 @@ async fn no_data_in_the_window_fails_verification() -> Result<()> {
     let r = rig().await?;
     *r.metrics.value.lock().map_err(|e| anyhow::anyhow!("{e}"))? = None;
     let run = r.engine.start(request(playbook(SCALE_VERIFY), checkout(), at(0))).await?;
-    let run = drive(&r.engine, run, 0, 600).await?;
+    let run = drive(&r, run, 0, 600).await?;
     assert_eq!(run.status, RunStatus::Reverted);
     assert!(run.steps[1].error.as_deref().is_some_and(|e| e.contains("no data")), "{:?}", run.steps[1].error);
     Ok(())
@@ -208,7 +214,7 @@ async fn rollback_then_roll_forward_when_verification_fails() -> Result<()> {
     let plan = run.steps[0].plan.clone().unwrap_or(Value::Null);
     assert_eq!(plan["from_revision"], json!(rev2));
     assert_eq!(plan["to_revision"], json!(rev2 - 1));
-    let run = drive(&r.engine, run, 0, 300).await?;
+    let run = drive(&r, run, 0, 300).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
 
     // A new rollout, and this time verification fails: rolled forward again.
@@ -218,7 +224,7 @@ async fn rollback_then_roll_forward_when_verification_fails() -> Result<()> {
     pb2.guards.cooldown = Some("1s".parse().map_err(anyhow::Error::msg)?);
     let run = r.engine.start(request(pb2, checkout(), at(1000))).await?;
     assert_ne!(r.api.deployment_image("shop", "checkout").as_deref(), Some("shop/checkout:v3"));
-    let run = drive(&r.engine, run, 1000, 300).await?;
+    let run = drive(&r, run, 1000, 300).await?;
     assert_eq!(run.status, RunStatus::Reverted, "{run:#?}");
     assert_eq!(r.api.deployment_image("shop", "checkout").as_deref(), Some("shop/checkout:v3"), "not rolled forward");
     assert_eq!(run.revert_steps[0].plan.as_ref().map(|p| p["to_revision"].clone()), Some(json!(rev)));
@@ -234,13 +240,16 @@ async fn restart_delete_pod_cordon_and_patch() -> Result<()> {
     let stamped = r.api.pod_template_annotation("shop", "checkout", "kubectl.kubernetes.io/restartedAt");
     assert_eq!(stamped.as_deref(), run.steps[0].plan.as_ref().and_then(|p| p["restarted_at"].as_str()));
 
-    // delete_pod: one pod by selector, with its uid as precondition.
+    // delete_pod: one pod by selector, with its uid as precondition (a kubelet stops it).
+    r.api.set_kubelet(Some(Duration::from_millis(50)));
     r.api.add_pod("shop", "checkout-a", &[("app", "checkout")], Some("node-1"));
     r.api.add_pod("shop", "checkout-b", &[("app", "checkout")], Some("node-1"));
     let pb = playbook("name: dp\nsteps: [{delete_pod: {selector: 'app=checkout'}}]\n");
     let run = r.engine.start(request(pb, checkout(), at(0))).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     assert!(!r.api.pod_exists("shop", "checkout-a"));
+    let result = run.steps[0].result.clone().unwrap_or(Value::Null);
+    assert_eq!(result["summary"], "deleted pod(s) checkout-a in shop", "{result}");
     assert!(r.api.pod_exists("shop", "checkout-b"));
     // Two pods is beyond the default blast radius of one.
     let pb = playbook("name: dp2\nguards: {cooldown: 1s}\nsteps: [{delete_pod: {selector: 'app=checkout', max: 2}}]\n");
@@ -256,7 +265,7 @@ async fn restart_delete_pod_cordon_and_patch() -> Result<()> {
     let pb = playbook("name: cn\ntarget: node\nsteps:\n  - cordon: {}\n  - verify: {query: up, for: 1m}\n");
     let run = r.engine.start(request(pb, Some(Target::node("node-1")), at(0))).await?;
     assert_eq!(r.api.node_unschedulable("node-1"), Some(true));
-    let run = drive(&r.engine, run, 0, 300).await?;
+    let run = drive(&r, run, 0, 300).await?;
     assert_eq!(run.status, RunStatus::Reverted, "{:?}", run.reason);
     assert_eq!(r.api.node_unschedulable("node-1"), Some(false));
 
@@ -287,11 +296,17 @@ async fn run_job_waits_for_success_failure_and_timeout() -> Result<()> {
     let jobs = r.api.jobs("shop");
     assert_eq!(jobs.len(), 1);
     let name = jobs[0].metadata.name.clone().unwrap_or_default();
-    assert_eq!(name, format!("retrain-{}-1", run.id));
+    // The store's installation id is part of the name and the labels.
+    let installation = r.store.installation_id()?;
+    assert_eq!(name, format!("retrain-{}-{}-1", &installation[..8], run.id));
+    let labels = jobs[0].metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("warden.io/installation"), Some(&installation));
+    assert_eq!(labels.get("warden.io/run"), Some(&run.id.to_string()));
+    assert_eq!(labels.get("warden.io/step").map(String::as_str), Some(format!("run-{}-step-1", run.id).as_str()));
     let args = serde_json::to_value(&jobs[0].spec)?["template"]["spec"]["containers"][0]["args"].clone();
     // Durations reach templates in their canonical form.
     assert_eq!(args, json!(["--window", "7days"]));
-    let run = drive(&r.engine, run, 0, 600).await?;
+    let run = drive(&r, run, 0, 600).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     assert_eq!(r.api.jobs("shop").len(), 1, "a second Job was created");
 
@@ -299,15 +314,113 @@ async fn run_job_waits_for_success_failure_and_timeout() -> Result<()> {
     let mut pb = playbook(yaml);
     pb.guards.cooldown = Some("1s".parse().map_err(anyhow::Error::msg)?);
     let run = r.engine.start(request(pb.clone(), checkout(), at(1000))).await?;
-    let run = drive(&r.engine, run, 1000, 600).await?;
+    let run = drive(&r, run, 1000, 600).await?;
     // A Job cannot be undone: the run fails and says why, with the revert step listed as skipped.
     assert!(matches!(run.status, RunStatus::Reverted | RunStatus::Failed), "{:?}", run.status);
     assert!(run.reason.as_deref().is_some_and(|x| x.contains("BackoffLimitExceeded")), "{:?}", run.reason);
 
     r.api.set_job_outcome(JobOutcome::StayActive, 0);
     let run = r.engine.start(request(pb, checkout(), at(3000))).await?;
-    let run = drive(&r.engine, run, 3000, 1200).await?;
+    let run = drive(&r, run, 3000, 1200).await?;
     assert!(run.reason.as_deref().is_some_and(|x| x.contains("timeout")), "{:?}", run.reason);
+    Ok(())
+}
+
+const RETRAIN: &str = "name: retrain\nsteps:\n  - run_job:\n      name_prefix: retrain\n      timeout: 10m\n      poll: 30s\n      spec:\n        backoffLimit: 0\n        template:\n          spec:\n            restartPolicy: Never\n            containers: [{name: train, image: 'trainer:1'}]\n";
+
+// Finding: run_job adopted any existing Job named `<prefix>-<run id>-<n>`: a fresh store's
+// run reported "job succeeded" for another store's Job, and a Job made by hand was adopted.
+#[tokio::test]
+async fn run_job_never_adopts_a_job_it_did_not_create() -> Result<()> {
+    let r = rig().await?;
+    let mine = r.store.installation_id()?;
+    // A Job made by hand under the name this store's run 1 will use: the step fails, the
+    // Job is left as it was.
+    let taken = format!("retrain-{}-1-1", &mine[..8]);
+    r.api.add_object(
+        warden_tests::kube_api::Resource::Job,
+        "shop",
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": taken, "labels": {"team": "ml"}},
+               "spec": {"template": {"spec": {"restartPolicy": "Never",
+                        "containers": [{"name": "x", "image": "x:1"}]}}}}),
+    );
+    r.api.set_job_outcome(JobOutcome::Succeed, 0);
+    let run = r.engine.start(request(playbook(RETRAIN), checkout(), at(0))).await?;
+    assert_eq!(run.id, 1);
+    let run = drive(&r, run, 0, 600).await?;
+    assert!(matches!(run.status, RunStatus::Failed | RunStatus::Reverted), "{:?}", run.status);
+    assert!(run.reason.as_deref().is_some_and(|x| x.contains("not adopted") && x.contains("warden.io/run is missing")), "{:?}", run.reason);
+    let kept = r.api.job("shop", &taken).and_then(|j| j.metadata.labels).unwrap_or_default();
+    assert_eq!(kept.len(), 1, "the foreign Job was changed: {kept:?}");
+
+    // Another store on the same cluster (a reinstall) whose run 1 succeeded; this store's
+    // next run and the other store's run 1 each wait for their own Job only.
+    let other_store = Arc::new(Store::open(&r.dir.path().join("other.db"))?);
+    let theirs = other_store.installation_id()?;
+    assert_ne!(theirs, mine);
+    let other = engine_on(&other_store, &r.cluster, &r.metrics)?;
+    let their_run = other.start(request(playbook(RETRAIN), checkout(), at(2000))).await?;
+    assert_eq!(their_run.id, 1);
+    let mut s = 2000;
+    let mut their_run = their_run;
+    while !their_run.status.is_terminal() && s < 3000 {
+        s += 30;
+        r.api.run_controllers();
+        their_run = other.advance(their_run.id, at(s)).await?;
+    }
+    assert_eq!(their_run.status, RunStatus::Succeeded, "{:?}", their_run.reason);
+    // This store's Jobs fail; the other store's succeeded Job must not stand in for them.
+    r.api.set_job_outcome_for(&format!("retrain-{}", &mine[..8]), JobOutcome::fail(), 0);
+    let mut pb = playbook(RETRAIN);
+    pb.guards.cooldown = Some("1s".parse().map_err(anyhow::Error::msg)?);
+    let run = r.engine.start(request(pb, checkout(), at(4000))).await?;
+    let run = drive(&r, run, 4000, 600).await?;
+    assert!(run.reason.as_deref().is_some_and(|x| x.contains("BackoffLimitExceeded")), "{:?}", run.reason);
+    let names: Vec<String> = r.api.jobs("shop").into_iter().filter_map(|j| j.metadata.name).collect();
+    assert!(names.contains(&format!("retrain-{}-1-1", &theirs[..8])), "{names:?}");
+    assert!(names.contains(&format!("retrain-{}-{}-1", &mine[..8], run.id)), "{names:?}");
+    Ok(())
+}
+
+// Finding: delete_pod reported done while a pod bound to a node was still Terminating.
+#[tokio::test]
+async fn delete_pod_step_reports_a_pod_that_stays_terminating() -> Result<()> {
+    let r = rig().await?;
+    // No kubelet confirms the deletion (an unreachable node).
+    r.api.add_pod("shop", "checkout-a", &[("app", "checkout")], Some("node-1"));
+    let pb = playbook("name: dp\nsteps: [{delete_pod: {name: checkout-a}}]\n");
+    let run = r.engine.start(request(pb, checkout(), at(0))).await?;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    assert!(r.api.pod_terminating("shop", "checkout-a"));
+    let result = run.steps[0].result.clone().unwrap_or(Value::Null);
+    let summary = result["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("checkout-a in shop terminating") && !summary.contains("deleted"), "{result}");
+    assert_eq!(result["pods"][0]["terminating"]["grace_period_seconds"], 30, "{result}");
+    assert!(result["pods"][0]["terminating"]["deletion_timestamp"].is_string(), "{result}");
+    Ok(())
+}
+
+// Finding: rollback planned from the revision annotation, which lags the ReplicaSet
+// renumbering ("no revision before 2").
+#[tokio::test]
+async fn rollback_plans_from_replicasets_while_the_revision_annotation_lags() -> Result<()> {
+    let r = rig().await?;
+    r.api.add_deployment_revision("shop", "checkout", "shop/checkout:v2");
+    // The controller renumbers ReplicaSets but writes the Deployment late.
+    r.api.hold(warden_tests::kube_api::Controller::DeploymentStatus);
+    let mut pb = playbook("name: undo\nsteps:\n  - rollback: {}\n");
+    pb.guards.cooldown = Some("1s".parse().map_err(anyhow::Error::msg)?);
+    let run = r.engine.start(request(pb.clone(), checkout(), at(0))).await?;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    r.api.run_controllers();
+    assert_eq!(r.api.deployment_revision("shop", "checkout"), Some(2), "the annotation lags");
+    // Undo the undo: from revision 3 (revision 1's ReplicaSet, renumbered) back to 2.
+    let run = r.engine.start(request(pb, checkout(), at(100))).await?;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    let plan = run.steps[0].plan.clone().unwrap_or(Value::Null);
+    assert_eq!((plan["from_revision"].as_i64(), plan["to_revision"].as_i64()), (Some(3), Some(2)), "{plan}");
+    assert_eq!(r.api.deployment_image("shop", "checkout").as_deref(), Some("shop/checkout:v2"));
     Ok(())
 }
 

@@ -11,14 +11,16 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
+use std::time::Duration;
+
 use warden_connectors::kube_actions::{
-    deployment_revision, job_phase, replicaset_revision, JobPhase, POD_TEMPLATE_HASH_LABEL,
-    RESTARTED_AT_ANNOTATION,
+    deployment_revision, job_phase, replicaset_revision, ActionWaits, JobPhase,
+    POD_TEMPLATE_HASH_LABEL, RESTARTED_AT_ANNOTATION,
 };
 use warden_connectors::kubernetes::{KubeClient, KubeConnect};
 use warden_connectors::Error;
 use warden_tests::http_client;
-use warden_tests::kube_api::{self, Failure, JobOutcome, KubeApi, Resource};
+use warden_tests::kube_api::{self, Controller, Failure, JobOutcome, KubeApi, Resource};
 
 const NS: &str = "shop";
 
@@ -238,9 +240,22 @@ async fn rollback_to_previous_revision_then_forward_to_the_original() -> Result<
         writes[1].json().unwrap()["metadata"]["resourceVersion"],
         json!(rv)
     );
-    // The controller reused revision 2's ReplicaSet as revision 4; no new ReplicaSet.
+    // The answer is the Deployment as written: the controller has not renumbered yet.
+    assert_eq!(revision_annotation(&back.response), Some("3"));
+    assert_eq!(back.conflicts_retried, 0);
+    // Then it reuses revision 2's ReplicaSet as revision 4; no new ReplicaSet. Without
+    // ready pods the rollout stops at the surge: one new pod, the two old ones kept.
+    f.server.run_controllers();
     assert_eq!(f.server.deployment_revision(NS, "web"), Some(4));
-    assert_eq!(revision_annotation(&back.response), Some("4"));
+    assert_eq!(
+        f.server.replicaset_revisions(NS, "web"),
+        vec![
+            (1, "registry.example.test/web:1.0.0".to_string(), 0),
+            (3, "registry.example.test/web:3.0.0".to_string(), 2),
+            (4, "registry.example.test/web:2.0.0".to_string(), 1),
+        ]
+    );
+    f.server.mark_pods_ready(NS, "web");
     assert_eq!(
         f.server.replicaset_revisions(NS, "web"),
         vec![
@@ -290,6 +305,7 @@ async fn rollback_to_previous_revision_then_forward_to_the_original() -> Result<
         f.server.deployment_image(NS, "web").as_deref(),
         Some("registry.example.test/web:3.0.0")
     );
+    f.server.run_controllers();
     assert_eq!(f.server.deployment_revision(NS, "web"), Some(5));
     let forward_again = f
         .client
@@ -351,8 +367,15 @@ async fn rollback_refuses_unknown_revisions_and_surfaces_conflicts() -> Result<(
         .unwrap_err();
     assert!(err.is_not_found(), "{err}");
 
-    // A conflicting write answers 409 and changes nothing.
-    f.server.fail_next(1, Failure::Conflict, true);
+    // Conflicts beyond the retry budget (five retries by default) answer 409 and
+    // change nothing: six attempts, each after reading the Deployment again.
+    let gets_before = f
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == path)
+        .count();
+    f.server.fail_next(6, Failure::Conflict, true);
     let err = f
         .client
         .rollback_deployment(NS, "web", None, false)
@@ -360,6 +383,19 @@ async fn rollback_refuses_unknown_revisions_and_surfaces_conflicts() -> Result<(
         .unwrap_err();
     assert!(err.is_conflict(), "{err}");
     assert!(!err.is_retryable());
+    assert_eq!(
+        f.server.writes_to(&path).len(),
+        6,
+        "{}",
+        f.server.request_log()
+    );
+    let gets = f
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == path)
+        .count();
+    assert!(gets - gets_before >= 6, "{}", f.server.request_log());
     assert_eq!(
         f.server.deployment_image(NS, "web").as_deref(),
         Some("registry.example.test/web:2.0.0")
@@ -458,9 +494,11 @@ async fn restart_sets_the_restarted_at_annotation_once() -> Result<()> {
             .as_deref(),
         Some(at)
     );
-    // A new template: the controller rolled out revision 2.
+    // A new template: the answer still shows revision 1, then the controller rolls out
+    // revision 2.
+    assert_eq!(revision_annotation(&done.response), Some("1"));
+    f.server.run_controllers();
     assert_eq!(f.server.deployment_revision(NS, "web"), Some(2));
-    assert_eq!(revision_annotation(&done.response), Some("2"));
 
     let again = f.client.restart_deployment(NS, "web", at, false).await?;
     assert!(!again.changed);
@@ -477,6 +515,7 @@ async fn restart_sets_the_restarted_at_annotation_once() -> Result<()> {
         .restart_deployment(NS, "web", "2025-06-02T10:00:00Z", false)
         .await?;
     assert!(later.changed);
+    f.server.run_controllers();
     assert_eq!(f.server.deployment_revision(NS, "web"), Some(3));
 
     let err = f
@@ -501,6 +540,7 @@ async fn restart_sets_the_restarted_at_annotation_once() -> Result<()> {
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(matches!(err, Error::Kube { status: 500, .. }), "{err}");
+    f.server.run_controllers();
     assert_eq!(f.server.deployment_revision(NS, "web"), Some(3));
     Ok(())
 }
@@ -585,6 +625,8 @@ async fn patch_deployment_merges_containers_by_name() -> Result<()> {
 #[tokio::test]
 async fn pods_are_listed_and_deleted_with_a_uid_precondition() -> Result<()> {
     let f = fixture().await?;
+    // A kubelet that stops deleted pods quickly (see the next test for one that does not).
+    f.server.set_kubelet(Some(Duration::from_millis(50)));
     let uid1 = f
         .server
         .add_pod(NS, "web-1", &[("app", "web")], Some("node-a"));
@@ -646,6 +688,7 @@ async fn pods_are_listed_and_deleted_with_a_uid_precondition() -> Result<()> {
 
     let deleted = f.client.delete_pod(NS, "web-1", Some(&uid1), false).await?;
     assert!(!deleted.already_gone && !deleted.dry_run);
+    assert_eq!(deleted.terminating, None, "the pod went: not terminating");
     assert_eq!(deleted.response["metadata"]["uid"], json!(uid1));
     assert!(deleted.response["metadata"]["deletionTimestamp"].is_string());
     assert!(!f.server.pod_exists(NS, "web-1"));
@@ -691,6 +734,326 @@ async fn pods_are_listed_and_deleted_with_a_uid_precondition() -> Result<()> {
         .delete_pod(NS, "db-1", Some(""), false)
         .await
         .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    Ok(())
+}
+
+/// A client whose waits for the cluster are short, for tests that reach them.
+fn impatient(client: &KubeClient) -> KubeClient {
+    client.clone().with_action_waits(ActionWaits {
+        pod_gone: Duration::from_secs(1),
+        controller: Duration::from_millis(500),
+        ..ActionWaits::default()
+    })
+}
+
+// Finding: `delete_pod` reported "deleted" while a pod bound to a node was still
+// Terminating on the real server.
+#[tokio::test]
+async fn delete_pod_reports_a_bound_pod_that_stays_terminating() -> Result<()> {
+    let f = fixture().await?;
+    let client = impatient(&f.client);
+    let uid = f
+        .server
+        .add_pod(NS, "web-1", &[("app", "web")], Some("node-a"));
+
+    // No kubelet confirms: the pod stays, with its deletion timestamp and grace period.
+    let out = client.delete_pod(NS, "web-1", Some(&uid), false).await?;
+    assert!(!out.already_gone);
+    let terminating = out.terminating.clone().expect("reported as terminating");
+    assert_eq!(terminating.grace_period_seconds, Some(30));
+    assert!(terminating.deletion_timestamp.is_some(), "{terminating:?}");
+    assert!(f.server.pod_terminating(NS, "web-1"));
+    // It was read again while waiting, with the uid it had.
+    let reads = f
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == Resource::Pod.path(NS, "web-1"))
+        .count();
+    assert!(reads >= 2, "{}", f.server.request_log());
+
+    // Deleting it again (a resumed step) is accepted and still reports it terminating.
+    let again = client.delete_pod(NS, "web-1", Some(&uid), false).await?;
+    assert_eq!(again.terminating, out.terminating);
+
+    // Once the node confirms, a repeat finds it gone.
+    assert!(f.server.finish_pod_termination(NS, "web-1"));
+    let gone = client.delete_pod(NS, "web-1", Some(&uid), false).await?;
+    assert!(gone.already_gone && gone.terminating.is_none());
+
+    // A replacement with the same name and another uid counts as gone for the old one.
+    let old = f
+        .server
+        .add_pod(NS, "web-2", &[("app", "web")], Some("node-a"));
+    let deleting = tokio::spawn({
+        let client = client.clone();
+        let old = old.clone();
+        async move { client.delete_pod(NS, "web-2", Some(&old), false).await }
+    });
+    // While it waits, the kubelet finishes and the controller makes a new pod web-2.
+    for _ in 0..500 {
+        if f.server.pod_terminating(NS, "web-2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(f.server.finish_pod_termination(NS, "web-2"));
+    let new = f
+        .server
+        .add_pod(NS, "web-2", &[("app", "web")], Some("node-b"));
+    assert_ne!(old, new);
+    let out = deleting.await??;
+    assert_eq!(out.terminating, None);
+    assert!(
+        f.server.pod_exists(NS, "web-2"),
+        "the replacement was not touched"
+    );
+
+    // An unbound pod, and a kubelet that stops pods in time, leave nothing terminating.
+    f.server.add_pod(NS, "pending", &[], None);
+    let out = client.delete_pod(NS, "pending", None, false).await?;
+    assert_eq!(out.terminating, None);
+    assert!(!f.server.pod_exists(NS, "pending"));
+    f.server.set_kubelet(Some(Duration::from_millis(100)));
+    f.server.add_pod(NS, "web-3", &[], Some("node-a"));
+    let out = client.delete_pod(NS, "web-3", None, false).await?;
+    assert_eq!(out.terminating, None);
+    assert!(!f.server.pod_exists(NS, "web-3"));
+    Ok(())
+}
+
+// Finding: one resourceVersion-bound attempt, so a concurrent writer's 409 failed the run.
+#[tokio::test]
+async fn rollback_retries_after_a_concurrent_writers_conflict() -> Result<()> {
+    let f = fixture().await?;
+    f.server.add_deployment(NS, "web", 2);
+    f.server
+        .add_deployment_revision(NS, "web", "registry.example.test/web:2.0.0");
+    let path = deployment_path("web");
+    // Another client changes an annotation right after each of the next two GETs of
+    // the Deployment: the rollback's resourceVersion-bound patch conflicts twice.
+    f.server
+        .write_after_get(Resource::Deployment, NS, "web", 2, |d| {
+            let n = d["metadata"]["annotations"]["team.example/touched"]
+                .as_str()
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0);
+            d["metadata"]["annotations"]["team.example/touched"] = json!((n + 1).to_string());
+        });
+    let out = f.client.rollback_deployment(NS, "web", None, false).await?;
+    assert_eq!(f.server.writes_after_get(), 2);
+    assert_eq!(out.conflicts_retried, 2, "{}", f.server.request_log());
+    assert_eq!(
+        (out.from_revision, out.to_revision, out.changed),
+        (2, 1, true)
+    );
+    let patches: Vec<u16> = f.server.writes_to(&path).iter().map(|r| r.status).collect();
+    assert_eq!(patches, vec![409, 409, 200], "{}", f.server.request_log());
+    // The other writer's change is kept, and the template is revision 1's.
+    let stored = f.server.object(Resource::Deployment, NS, "web").unwrap();
+    assert_eq!(
+        stored["metadata"]["annotations"]["team.example/touched"],
+        "2"
+    );
+    assert_eq!(
+        f.server.deployment_image(NS, "web").as_deref(),
+        Some("registry.example.test/web:1.0.0")
+    );
+
+    // A writer that rolls the template to a third image in between is not overwritten.
+    f.server.run_controllers();
+    f.server.mark_pods_ready(NS, "web");
+    f.server
+        .write_after_get(Resource::Deployment, NS, "web", 1, |d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"] =
+                json!("registry.example.test/web:9.0.0");
+        });
+    let err = f
+        .client
+        .rollback_deployment(NS, "web", Some(2), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Precondition { .. })
+            && err
+                .to_string()
+                .contains("another writer changed the pod template"),
+        "{err}"
+    );
+    assert!(!err.is_retryable() && !err.is_conflict());
+    assert_eq!(
+        f.server.deployment_image(NS, "web").as_deref(),
+        Some("registry.example.test/web:9.0.0")
+    );
+
+    // A writer that rolled back to the same target meanwhile: nothing left to send.
+    f.server.run_controllers();
+    f.server.mark_pods_ready(NS, "web");
+    let target_image = "registry.example.test/web:2.0.0";
+    f.server
+        .write_after_get(Resource::Deployment, NS, "web", 1, move |d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"] = json!(target_image);
+        });
+    let writes = f.server.writes_to(&path).len();
+    let out = f
+        .client
+        .rollback_deployment(NS, "web", Some(2), false)
+        .await?;
+    assert!(!out.changed && out.conflicts_retried == 1, "{out:?}");
+    assert_eq!(f.server.writes_to(&path).len(), writes + 1);
+    assert_eq!(
+        f.server.deployment_image(NS, "web").as_deref(),
+        Some(target_image)
+    );
+    Ok(())
+}
+
+// Finding: the revision annotation lags the ReplicaSet renumbering, and a rollback
+// planned from it found "no revision before 2".
+#[tokio::test]
+async fn rollback_resolves_revisions_from_replicasets_while_the_annotation_lags() -> Result<()> {
+    let f = fixture().await?;
+    let client = impatient(&f.client);
+    f.server.add_deployment(NS, "web", 2);
+    f.server
+        .add_deployment_revision(NS, "web", "registry.example.test/web:2.0.0");
+    // The deployment controller renumbers ReplicaSets but has not yet written the
+    // Deployment (its revision annotation and observedGeneration).
+    f.server.hold(Controller::DeploymentStatus);
+    let back = client.rollback_deployment(NS, "web", None, false).await?;
+    assert_eq!((back.from_revision, back.to_revision), (2, 1));
+    f.server.run_controllers();
+    assert_eq!(
+        f.server.deployment_revision(NS, "web"),
+        Some(2),
+        "annotation lags"
+    );
+    let revisions: Vec<i64> = f
+        .server
+        .replicaset_revisions(NS, "web")
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(revisions, vec![2, 3], "revision 1 was renumbered to 3");
+
+    // Planned now: from revision 3 (the template's ReplicaSet), back to 2. The
+    // annotation (2) would have found no revision before 2.
+    let plan = client.plan_rollback(NS, "web", None).await?;
+    assert_eq!(
+        (plan.from_revision, plan.to_revision, plan.unchanged),
+        (3, 2, false)
+    );
+    assert_eq!(client.current_revision(NS, "web").await?, Some(3));
+    // Revision 1 is still found under its old number, and is in place.
+    let plan = client.plan_rollback(NS, "web", Some(1)).await?;
+    assert!(plan.unchanged, "{plan:?}");
+    let forward = client
+        .rollback_deployment(NS, "web", Some(2), false)
+        .await?;
+    assert_eq!(
+        (forward.from_revision, forward.to_revision, forward.changed),
+        (3, 2, true)
+    );
+    f.server.run_controllers();
+
+    // While the controller has not created the ReplicaSet of a new template, a plan
+    // waits for it and then gives up with a retryable error, changing nothing.
+    f.server.hold(Controller::DeploymentReplicaSets);
+    f.client
+        .patch_deployment(
+            NS,
+            "web",
+            &json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "registry.example.test/web:4.0.0"}]}}}}),
+            false,
+        )
+        .await?;
+    let err = client.plan_rollback(NS, "web", None).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains("has not yet recorded a revision"),
+        "{err}"
+    );
+    // Released meanwhile, the controller catches up and the same call goes through.
+    f.server.release(Controller::DeploymentReplicaSets);
+    f.server.release(Controller::DeploymentStatus);
+    let plan = client.plan_rollback(NS, "web", None).await?;
+    assert_eq!((plan.from_revision, plan.to_revision), (5, 4), "{plan:?}");
+    Ok(())
+}
+
+// Finding: `create_job` adopted any existing Job of the name.
+#[tokio::test]
+async fn a_job_of_the_same_name_is_adopted_only_with_the_same_owner_labels() -> Result<()> {
+    let f = fixture().await?;
+    f.server.set_job_outcome(JobOutcome::StayActive, 0);
+    let owned = |run: &str, installation: &str| {
+        let mut j = job("retrain-abcd1234-16-1", Some("Never"));
+        j.metadata.labels = Some(
+            [
+                ("app.kubernetes.io/managed-by", "warden"),
+                ("warden.io/run", run),
+                ("warden.io/step", "run-16-step-1"),
+                ("warden.io/installation", installation),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        j
+    };
+    // A Job made by hand under that name, without Warden's labels: refused, left alone.
+    let mut by_hand = job("retrain-abcd1234-16-1", Some("Never"));
+    by_hand.metadata.labels = Some([("team".to_string(), "ml".to_string())].into());
+    let foreign = f.client.create_job(NS, &by_hand, false).await?;
+    assert!(foreign.created);
+    let mine = owned("16", "abcd1234ffff");
+    for dry_run in [true, false] {
+        let err = f.client.create_job(NS, &mine, dry_run).await.unwrap_err();
+        assert!(matches!(err, Error::Precondition { .. }), "{err}");
+        assert!(!err.is_retryable() && !err.is_conflict());
+        let text = err.to_string();
+        assert!(
+            text.contains("not adopted") && text.contains("warden.io/run is missing"),
+            "{text}"
+        );
+    }
+    let stored = f.server.job(NS, "retrain-abcd1234-16-1").unwrap();
+    assert_eq!(
+        stored.metadata.labels, by_hand.metadata.labels,
+        "the foreign Job was changed"
+    );
+
+    // Another store's run 16 (another installation id): refused, naming the label.
+    let mut other = owned("16", "0000ffff0000");
+    other.metadata.name = Some("retrain-abcd1234-16-2".into());
+    f.client.create_job(NS, &other, false).await?;
+    let mut mine2 = owned("16", "abcd1234ffff");
+    mine2.metadata.name = Some("retrain-abcd1234-16-2".into());
+    let err = f.client.create_job(NS, &mine2, false).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("warden.io/installation is \"0000ffff0000\""),
+        "{err}"
+    );
+
+    // Its own Job, with every label (and more added by someone else): adopted.
+    let mut mine3 = owned("16", "abcd1234ffff");
+    mine3.metadata.name = Some("retrain-abcd1234-16-3".into());
+    let first = f.client.create_job(NS, &mine3, false).await?;
+    assert!(first.created);
+    f.server
+        .edit_object(Resource::Job, NS, "retrain-abcd1234-16-3", |j| {
+            j["metadata"]["labels"]["policy.example/checked"] = json!("yes");
+        });
+    let again = f.client.create_job(NS, &mine3, false).await?;
+    assert!(!again.created);
+    assert_eq!(again.job.metadata.uid, first.job.metadata.uid);
+
+    // A Job without labels cannot be created idempotently at all.
+    let mut bare = job("retrain-x", Some("Never"));
+    bare.metadata.labels = None;
+    let err = f.client.create_job(NS, &bare, false).await.unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
     Ok(())
 }
@@ -790,7 +1153,14 @@ async fn job_is_created_once_then_runs_and_succeeds() -> Result<()> {
     assert!(created.created && !created.dry_run);
     let uid = created.job.metadata.uid.clone().unwrap();
     assert_eq!(job_phase(&created.job), JobPhase::Running);
-    assert_eq!(created.job.status.as_ref().unwrap().active, Some(1));
+    // The answer has no status yet: the job controller writes it a little later.
+    assert_eq!(created.job.status.as_ref().and_then(|s| s.active), None);
+    f.server.run_controllers();
+    let started = f.server.job(NS, name).unwrap().status.unwrap();
+    assert_eq!(
+        (started.active, started.start_time.is_some()),
+        (Some(1), true)
+    );
     assert_eq!(f.server.jobs(NS).len(), 1);
 
     // The same idempotency key again: the existing Job, not a second one.
@@ -808,16 +1178,16 @@ async fn job_is_created_once_then_runs_and_succeeds() -> Result<()> {
         .await?;
     assert!(!dry_again.created && dry_again.dry_run);
 
-    // Active for two more reads, then complete.
+    // Active for two more reads; at the third the pod ends, and the job controller
+    // records it after that read.
     f.server.set_job_outcome(JobOutcome::Succeed, 2);
-    assert_eq!(
-        job_phase(&f.client.get_job(NS, name).await?),
-        JobPhase::Running
-    );
-    assert_eq!(
-        job_phase(&f.client.get_job(NS, name).await?),
-        JobPhase::Running
-    );
+    for _ in 0..3 {
+        assert_eq!(
+            job_phase(&f.client.get_job(NS, name).await?),
+            JobPhase::Running
+        );
+    }
+    f.server.run_controllers();
     let done = f.client.get_job(NS, name).await?;
     assert_eq!(job_phase(&done), JobPhase::Succeeded);
     let status = done.status.unwrap();
@@ -858,11 +1228,18 @@ async fn job_fails_with_the_reason_of_its_failed_condition() -> Result<()> {
 
     assert_eq!(
         job_phase(&f.client.get_job(NS, "warden-flush-1").await?),
-        JobPhase::Succeeded
-    );
-    assert_eq!(
-        job_phase(&f.client.get_job(NS, "warden-migrate-1").await?),
         JobPhase::Running
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            job_phase(&f.client.get_job(NS, "warden-migrate-1").await?),
+            JobPhase::Running
+        );
+    }
+    f.server.run_controllers();
+    assert_eq!(
+        job_phase(&f.client.get_job(NS, "warden-flush-1").await?),
+        JobPhase::Succeeded
     );
     let failed = f.client.get_job(NS, "warden-migrate-1").await?;
     assert_eq!(
@@ -878,6 +1255,8 @@ async fn job_fails_with_the_reason_of_its_failed_condition() -> Result<()> {
     f.client
         .create_job(NS, &job("warden-flush-2", Some("Never")), false)
         .await?;
+    f.client.get_job(NS, "warden-flush-2").await?;
+    f.server.run_controllers();
     let phase = job_phase(&f.client.get_job(NS, "warden-flush-2").await?);
     assert!(
         matches!(&phase, JobPhase::Failed { reason, .. } if reason == "BackoffLimitExceeded"),
@@ -998,16 +1377,25 @@ async fn server_answers_status_objects_for_errors() -> Result<()> {
     assert_eq!(body["message"], "pods \"web-1\" already exists");
     assert_eq!(body["details"], json!({"name": "web-1", "kind": "pods"}));
 
-    // A dryRun value other than All: 400 BadRequest, nothing changes.
+    // A dryRun value other than All: 422 Invalid on the PatchOptions (as the real server
+    // answers), nothing changes.
     let response = client
         .patch(format!("{}?dryRun=true", url(&deployment_path("web"))))
         .header("content-type", "application/merge-patch+json")
         .body(r#"{"spec":{"replicas":5}}"#)
         .send()
         .await?;
-    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.status().as_u16(), 422);
     let body: Value = response.json().await?;
-    assert_eq!(body["reason"], "BadRequest");
+    assert_eq!(body["reason"], "Invalid");
+    assert_eq!(body["details"]["kind"], "PatchOptions");
+    assert_eq!(body["details"]["causes"][0]["field"], "dryRun");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Unsupported value: []string{\"true\"}")),
+        "{body}"
+    );
     assert_eq!(f.server.replicas(NS, "web"), Some(1));
 
     // Invalid results of a patch: 422 with causes.
@@ -1070,6 +1458,7 @@ async fn server_applies_json_and_strategic_patches_and_dry_run_deletes() -> Resu
         f.server.deployment_image(NS, "web").as_deref(),
         Some("web:2")
     );
+    f.server.run_controllers();
     assert_eq!(f.server.deployment_revision(NS, "web"), Some(2));
     let generation = f.server.deployment(NS, "web").unwrap().metadata.generation;
     assert_eq!(generation, Some(2));
@@ -1091,6 +1480,7 @@ async fn server_applies_json_and_strategic_patches_and_dry_run_deletes() -> Resu
         "{}",
         f.server.request_log()
     );
+    f.server.run_controllers();
     let stored = f.server.object(Resource::Deployment, NS, "web").unwrap();
     let containers = &stored["spec"]["template"]["spec"]["containers"];
     assert_eq!(containers[0]["image"], "web:2");
@@ -1113,6 +1503,7 @@ async fn server_applies_json_and_strategic_patches_and_dry_run_deletes() -> Resu
         stored["spec"]["template"]["spec"]["containers"],
         json!([{"name": "web", "image": "web:3"}])
     );
+    f.server.run_controllers();
     assert_eq!(f.server.deployment_revision(NS, "web"), Some(4));
 
     // Dry-run DELETE in the query string keeps the object; a real one removes it.

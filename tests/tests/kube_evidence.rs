@@ -399,10 +399,12 @@ async fn rollouts_report_image_changes_between_revisions_and_rollbacks() -> Resu
     );
     f.assert_read_only();
 
-    // A rollback re-activates revision 1's ReplicaSet as revision 3.
+    // A rollback re-activates revision 1's ReplicaSet as revision 3 (once the
+    // deployment controller acted on it).
     f.client
         .rollback_deployment(NS, "web", Some(1), false)
         .await?;
+    f.server.run_controllers();
     let after = f.client.rollouts(NS, "web", t - 3600).await?;
     let back = after
         .iter()
