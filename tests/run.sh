@@ -85,4 +85,4 @@ fi
 export WARDEN_TEST_GGUF="$gguf"
 
 cargo build -p warden-agent --bins
-cargo test --workspace
+cargo test --workspace --no-fail-fast

@@ -622,7 +622,9 @@ impl KubeClient {
     /// {"containers":[{"name":"app","resources":...}]}}}}` touches one container).
     /// `patch` must be a JSON object; which fields it may touch is the caller's
     /// allow-list. `changed` compares the Deployment's `spec`, labels and
-    /// annotations before and after; patching values already in place is a no-op.
+    /// annotations before and after (the deployment controller's own annotations, such
+    /// as `deployment.kubernetes.io/revision`, which it rewrites concurrently, are left
+    /// out); patching values already in place is a no-op.
     pub async fn patch_deployment(
         &self,
         namespace: &str,
@@ -648,7 +650,7 @@ impl KubeClient {
             .await?;
         let changed = before.spec != answer.spec
             || before.metadata.labels != answer.metadata.labels
-            || before.metadata.annotations != answer.metadata.annotations;
+            || user_annotations(&before) != user_annotations(&answer);
         Ok(WriteOutcome {
             changed,
             dry_run,
@@ -1214,6 +1216,19 @@ fn list_revisions(revisions: &[i64]) -> String {
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A Deployment's annotations without those its controller writes
+/// (`deployment.kubernetes.io/...`): they change on their own, concurrently with
+/// any patch, and say nothing about whether the patch changed anything.
+fn user_annotations(d: &Deployment) -> std::collections::BTreeMap<&str, &str> {
+    d.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !k.starts_with("deployment.kubernetes.io/"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 #[cfg(test)]
