@@ -4,7 +4,8 @@
 //! step stores the step's concrete request (its *plan*: absolute replicas, the revision to
 //! roll back to, the pod uid, the Job name) before the request is sent. A process that dies
 //! after that point resumes by sending the same plan again; every plan is idempotent, so a
-//! step is never applied twice and never lost.
+//! step is never applied twice and never lost. One task at a time advances a run (its
+//! claim, see [`crate::claim`]), so no plan is made or sent twice by two tasks.
 //!
 //! ```text
 //!  observed            (autonomy observe: the plan is recorded, nothing is sent)
@@ -64,7 +65,10 @@ impl RunStatus {
 
     /// Nothing more will happen to the run.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, RunStatus::AwaitingApproval | RunStatus::Running | RunStatus::Reverting)
+        !matches!(
+            self,
+            RunStatus::AwaitingApproval | RunStatus::Running | RunStatus::Reverting
+        )
     }
 
     /// The engine advances runs in these states (on its clock, and after a restart).
@@ -151,6 +155,10 @@ pub struct StepState {
     /// How many times the request was sent (more than one only after a crash or retry).
     #[serde(default)]
     pub sends: u32,
+    /// The step failed with an unknown outcome: its request may have been applied, so it
+    /// counts as acted and is reverted like an applied step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_have_applied: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,11 +178,19 @@ pub struct Target {
 
 impl Target {
     pub fn deployment(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { kind: TargetKind::Deployment, namespace: namespace.into(), name: name.into() }
+        Self {
+            kind: TargetKind::Deployment,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     pub fn node(name: impl Into<String>) -> Self {
-        Self { kind: TargetKind::Node, namespace: String::new(), name: name.into() }
+        Self {
+            kind: TargetKind::Node,
+            namespace: String::new(),
+            name: name.into(),
+        }
     }
 
     /// Parse `ns/name` (deployments) or `name` (nodes).
@@ -262,7 +278,8 @@ pub struct Run {
     pub steps: Vec<StepState>,
     #[serde(default)]
     pub revert_steps: Vec<StepState>,
-    /// A step changed something outside Warden (not dry-run): counts for cooldown and rates.
+    /// A step changed something outside Warden (not dry-run), or may have (an unknown
+    /// outcome): counts for cooldown and rates.
     #[serde(default)]
     pub acted: bool,
     pub created_at: DateTime<Utc>,
@@ -290,7 +307,12 @@ impl Run {
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         for s in self.steps.iter().chain(&self.revert_steps) {
-            if let Some(text) = s.result.as_ref().and_then(|r| r.get("summary")).and_then(|v| v.as_str()) {
+            if let Some(text) = s
+                .result
+                .as_ref()
+                .and_then(|r| r.get("summary"))
+                .and_then(|v| v.as_str())
+            {
                 parts.push(text.to_string());
             }
         }
@@ -314,9 +336,15 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(Target::parse(TargetKind::Deployment, "shop/checkout"), Ok(Target::deployment("shop", "checkout")));
+        assert_eq!(
+            Target::parse(TargetKind::Deployment, "shop/checkout"),
+            Ok(Target::deployment("shop", "checkout"))
+        );
         assert!(Target::parse(TargetKind::Deployment, "checkout").is_err());
-        assert_eq!(Target::parse(TargetKind::Node, "node-1").map(|t| t.to_string()), Ok("node-1".into()));
+        assert_eq!(
+            Target::parse(TargetKind::Node, "node-1").map(|t| t.to_string()),
+            Ok("node-1".into())
+        );
         assert_eq!(Target::deployment("a", "b").lock_key(), "deployment:a/b");
     }
 }
