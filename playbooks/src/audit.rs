@@ -143,10 +143,7 @@ pub fn verify(entries: &[AuditEntry]) -> Result<ChainSummary, ChainBreak> {
         if e.seq != expected_seq {
             return Err(ChainBreak {
                 seq: expected_seq,
-                reason: format!(
-                    "entry {expected_seq} is missing (the next stored entry is {})",
-                    e.seq
-                ),
+                reason: format!("entry {expected_seq} is missing (the next stored entry is {})", e.seq),
             });
         }
         if e.prev_hash != prev_hash {
@@ -156,26 +153,15 @@ pub fn verify(entries: &[AuditEntry]) -> Result<ChainSummary, ChainBreak> {
                     .into(),
             });
         }
-        let event = AuditEvent {
-            at: e.at,
-            run_id: e.run_id,
-            kind: e.kind,
-            actor: e.actor.clone(),
-            detail: e.detail.clone(),
-        };
+        let event =
+            AuditEvent { at: e.at, run_id: e.run_id, kind: e.kind, actor: e.actor.clone(), detail: e.detail.clone() };
         let recomputed = entry_hash(e.seq, &e.prev_hash, &event);
         if recomputed != e.hash {
-            return Err(ChainBreak {
-                seq: e.seq,
-                reason: "its content does not match its hash (the entry was edited)".into(),
-            });
+            return Err(ChainBreak { seq: e.seq, reason: "its content does not match its hash (the entry was edited)".into() });
         }
         prev_hash = e.hash.clone();
     }
-    Ok(ChainSummary {
-        entries: entries.len(),
-        head: prev_hash,
-    })
+    Ok(ChainSummary { entries: entries.len(), head: prev_hash })
 }
 
 /// The chain's end as recorded beside it, in the same transaction as each append.
@@ -190,10 +176,7 @@ pub struct AuditHead {
 impl AuditHead {
     /// The head after appending `entry`.
     pub fn after(entry: &AuditEntry) -> Self {
-        Self {
-            count: entry.seq,
-            last_hash: entry.hash.clone(),
-        }
+        Self { count: entry.seq, last_hash: entry.hash.clone() }
     }
 }
 
@@ -201,10 +184,7 @@ impl AuditHead {
 /// than the head counts (the last entries were deleted), more (entries appended without the
 /// head), or another last hash are breaks. `None`: a store without a head (nothing to
 /// compare, the chain alone decides).
-pub fn verify_with_head(
-    entries: &[AuditEntry],
-    head: Option<&AuditHead>,
-) -> Result<ChainSummary, ChainBreak> {
+pub fn verify_with_head(entries: &[AuditEntry], head: Option<&AuditHead>) -> Result<ChainSummary, ChainBreak> {
     let summary = verify(entries)?;
     let Some(head) = head else { return Ok(summary) };
     let count = i64::try_from(summary.entries).unwrap_or(i64::MAX);
@@ -312,13 +292,7 @@ mod tests {
         // The end rewritten as a fresh chain of the same length.
         longer.truncate(5);
         longer[4].detail = json!({"rewritten": true});
-        let ev4 = AuditEvent {
-            at: longer[4].at,
-            run_id: longer[4].run_id,
-            kind: longer[4].kind,
-            actor: longer[4].actor.clone(),
-            detail: longer[4].detail.clone(),
-        };
+        let ev4 = AuditEvent { at: longer[4].at, run_id: longer[4].run_id, kind: longer[4].kind, actor: longer[4].actor.clone(), detail: longer[4].detail.clone() };
         longer[4].hash = entry_hash(5, &longer[4].prev_hash, &ev4);
         assert!(verify(&longer).is_ok());
         assert!(verify_with_head(&longer, Some(&head)).is_err());

@@ -18,10 +18,7 @@ pub struct WorkloadRef {
 
 impl WorkloadRef {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { namespace: namespace.into(), name: name.into() }
     }
 }
 
@@ -76,10 +73,7 @@ pub enum ClusterErrorKind {
 impl ClusterErrorKind {
     /// Retrying (after re-reading the object) may succeed.
     pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ClusterErrorKind::Transient | ClusterErrorKind::Conflict
-        )
+        matches!(self, ClusterErrorKind::Transient | ClusterErrorKind::Conflict)
     }
 
     /// The request may have changed the cluster.
@@ -133,10 +127,7 @@ pub fn classify(failure: RequestFailure, request: RequestKind) -> ClusterErrorKi
         RequestFailure::Status(409) => ClusterErrorKind::Conflict,
         RequestFailure::Status(401 | 403) => ClusterErrorKind::Forbidden,
         RequestFailure::Status(429 | 503) => ClusterErrorKind::Transient,
-        RequestFailure::Status(408)
-        | RequestFailure::Status(500..=599)
-        | RequestFailure::Timeout
-        | RequestFailure::ConnectionLost => {
+        RequestFailure::Status(408) | RequestFailure::Status(500..=599) | RequestFailure::Timeout | RequestFailure::ConnectionLost => {
             if write {
                 ClusterErrorKind::UnknownOutcome
             } else {
@@ -159,10 +150,7 @@ pub struct ClusterError {
 
 impl ClusterError {
     pub fn new(kind: ClusterErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
 }
 
@@ -249,10 +237,7 @@ pub struct JobStatus {
 }
 
 fn unsupported(what: &str) -> ClusterError {
-    ClusterError::new(
-        ClusterErrorKind::Other,
-        format!("this cluster does not support {what}"),
-    )
+    ClusterError::new(ClusterErrorKind::Other, format!("this cluster does not support {what}"))
 }
 
 /// The operations actions need from a cluster. Implementations must be idempotent: setting
@@ -293,50 +278,26 @@ pub trait Cluster: Send + Sync {
     /// would go from and to, without changing anything. The default reads
     /// [`DeploymentInfo::revision`] and [`Cluster::previous_revision`]; a cluster whose
     /// revision annotation can lag its history (Kubernetes) resolves both from the history.
-    async fn plan_rollback(
-        &self,
-        target: &WorkloadRef,
-        to_revision: Option<i64>,
-    ) -> Result<RollbackPlan, ClusterError> {
+    async fn plan_rollback(&self, target: &WorkloadRef, to_revision: Option<i64>) -> Result<RollbackPlan, ClusterError> {
         let from_revision = self
             .deployment_info(target)
             .await?
             .revision
-            .ok_or_else(|| {
-                ClusterError::new(
-                    ClusterErrorKind::Other,
-                    format!("{target} has no revision annotation"),
-                )
-            })?;
+            .ok_or_else(|| ClusterError::new(ClusterErrorKind::Other, format!("{target} has no revision annotation")))?;
         let to_revision = match to_revision {
             Some(r) => r,
             None => self.previous_revision(target).await?.ok_or_else(|| {
-                ClusterError::new(
-                    ClusterErrorKind::Other,
-                    format!("{target} has no revision before {from_revision} to roll back to"),
-                )
+                ClusterError::new(ClusterErrorKind::Other, format!("{target} has no revision before {from_revision} to roll back to"))
             })?,
         };
-        Ok(RollbackPlan {
-            from_revision,
-            to_revision,
-        })
+        Ok(RollbackPlan { from_revision, to_revision })
     }
     /// Set the pod template's `kubectl.kubernetes.io/restartedAt` annotation to `restarted_at`.
-    async fn restart(
-        &self,
-        target: &WorkloadRef,
-        restarted_at: &str,
-        dry_run: bool,
-    ) -> Result<serde_json::Value, ClusterError> {
+    async fn restart(&self, target: &WorkloadRef, restarted_at: &str, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
         let _ = (target, restarted_at, dry_run);
         Err(unsupported("restart"))
     }
-    async fn list_pods(
-        &self,
-        namespace: &str,
-        selector: &str,
-    ) -> Result<Vec<PodInfo>, ClusterError> {
+    async fn list_pods(&self, namespace: &str, selector: &str) -> Result<Vec<PodInfo>, ClusterError> {
         let _ = (namespace, selector);
         Err(unsupported("listing pods"))
     }
@@ -345,13 +306,7 @@ pub trait Cluster: Send + Sync {
         Err(unsupported("reading pods"))
     }
     /// Delete a pod, only if its uid is still `uid` (a replacement with the same name is kept).
-    async fn delete_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        uid: Option<&str>,
-        dry_run: bool,
-    ) -> Result<DeleteResult, ClusterError> {
+    async fn delete_pod(&self, namespace: &str, name: &str, uid: Option<&str>, dry_run: bool) -> Result<DeleteResult, ClusterError> {
         let _ = (namespace, name, uid, dry_run);
         Err(unsupported("deleting pods"))
     }
@@ -359,22 +314,12 @@ pub trait Cluster: Send + Sync {
         let _ = node;
         Err(unsupported("reading nodes"))
     }
-    async fn set_node_unschedulable(
-        &self,
-        node: &str,
-        unschedulable: bool,
-        dry_run: bool,
-    ) -> Result<serde_json::Value, ClusterError> {
+    async fn set_node_unschedulable(&self, node: &str, unschedulable: bool, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
         let _ = (node, unschedulable, dry_run);
         Err(unsupported("cordoning nodes"))
     }
     /// Create a `batch/v1` Job given as JSON (name included).
-    async fn create_job(
-        &self,
-        namespace: &str,
-        job: &serde_json::Value,
-        dry_run: bool,
-    ) -> Result<JobCreated, ClusterError> {
+    async fn create_job(&self, namespace: &str, job: &serde_json::Value, dry_run: bool) -> Result<JobCreated, ClusterError> {
         let _ = (namespace, job, dry_run);
         Err(unsupported("creating jobs"))
     }
@@ -383,20 +328,12 @@ pub trait Cluster: Send + Sync {
         Err(unsupported("reading jobs"))
     }
     /// The Deployment as JSON (to compute a patch's inverse).
-    async fn read_deployment(
-        &self,
-        target: &WorkloadRef,
-    ) -> Result<serde_json::Value, ClusterError> {
+    async fn read_deployment(&self, target: &WorkloadRef) -> Result<serde_json::Value, ClusterError> {
         let _ = target;
         Err(unsupported("reading deployments"))
     }
     /// A strategic-merge patch of the Deployment.
-    async fn patch_deployment(
-        &self,
-        target: &WorkloadRef,
-        patch: &serde_json::Value,
-        dry_run: bool,
-    ) -> Result<serde_json::Value, ClusterError> {
+    async fn patch_deployment(&self, target: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
         let _ = (target, patch, dry_run);
         Err(unsupported("patching deployments"))
     }
@@ -426,11 +363,7 @@ mod tests {
             (Timeout, Transient, UnknownOutcome),
             (ConnectionLost, Transient, UnknownOutcome),
             (NotConnected, Transient, Transient),
-            (
-                RequestFailure::Other,
-                ClusterErrorKind::Other,
-                ClusterErrorKind::Other,
-            ),
+            (RequestFailure::Other, ClusterErrorKind::Other, ClusterErrorKind::Other),
         ];
         for (failure, read, write) in table {
             assert_eq!(classify(failure, Read), read, "{failure:?} on a read");
@@ -440,21 +373,10 @@ mod tests {
 
     #[test]
     fn only_transient_and_conflict_retry_and_only_unknown_may_have_applied() {
-        for k in [
-            NotFound,
-            Conflict,
-            Forbidden,
-            Transient,
-            Invalid,
-            UnknownOutcome,
-            ClusterErrorKind::Other,
-        ] {
+        for k in [NotFound, Conflict, Forbidden, Transient, Invalid, UnknownOutcome, ClusterErrorKind::Other] {
             assert_eq!(k.is_retryable(), matches!(k, Transient | Conflict), "{k:?}");
             assert_eq!(k.may_have_applied(), k == UnknownOutcome, "{k:?}");
         }
-        assert_eq!(
-            ClusterError::new(UnknownOutcome, "x").to_string(),
-            "cluster request failed (unknown_outcome): x"
-        );
+        assert_eq!(ClusterError::new(UnknownOutcome, "x").to_string(), "cluster request failed (unknown_outcome): x");
     }
 }

@@ -59,12 +59,7 @@ mod tests {
 
     #[test]
     fn parses_common_forms() {
-        for (s, secs) in [
-            ("30s", 30.0),
-            ("5m", 300.0),
-            ("1h30m", 5400.0),
-            ("500ms", 0.5),
-        ] {
+        for (s, secs) in [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("500ms", 0.5)] {
             let d: HumanDuration = s.parse().expect(s);
             assert_eq!(d.0.as_secs_f64(), secs, "{s}");
         }
@@ -72,13 +67,8 @@ mod tests {
 
     #[test]
     fn rejects_bare_numbers_and_garbage() {
-        assert!("5 parsecs"
-            .parse::<HumanDuration>()
-            .unwrap_err()
-            .contains("5 parsecs"));
-        let e = serde_yaml::from_str::<HumanDuration>("30")
-            .unwrap_err()
-            .to_string();
+        assert!("5 parsecs".parse::<HumanDuration>().unwrap_err().contains("5 parsecs"));
+        let e = serde_yaml::from_str::<HumanDuration>("30").unwrap_err().to_string();
         assert!(e.contains("unit is required"), "{e}");
     }
 }

@@ -27,9 +27,9 @@ use serde_json::{json, Value};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::claim::{new_owner, ClaimDecision, Fenced, RunClaim, CLAIM_RENEW_EVERY, CLAIM_TTL};
 use crate::cluster::{Cluster, ClusterError, ClusterErrorKind, JobPhase, WorkloadRef};
+use crate::policy::RetryPolicy;
 use crate::guards::{self, GuardName, GuardSettings, History, Refusal};
 use crate::params::resolve_params;
-use crate::policy::RetryPolicy;
 use crate::run::{Approval, Phase, Run, RunStatus, StepState, StepStatus, Target, TriggerInfo};
 use crate::spec::{Autonomy, Playbook, Step, StepAction, TargetKind};
 use crate::template::{render, render_tree, Vars};
@@ -107,9 +107,7 @@ pub trait Notices: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreFailure {
     /// Another active run holds the target.
-    TargetBusy {
-        run_id: i64,
-    },
+    TargetBusy { run_id: i64 },
     /// The write's claim is no longer the run's (see [`crate::claim`]); nothing was stored.
     Fenced(Fenced),
     Other(String),
@@ -136,31 +134,15 @@ pub trait RunStore: Send + Sync {
     /// Insert a run (its `id` is assigned), claimed by `owner` for [`CLAIM_TTL`]. An active
     /// run claims its target's lock; when another active run holds it, nothing is stored
     /// and `TargetBusy` is returned.
-    fn insert_run(
-        &self,
-        run: &Run,
-        audit: &[AuditEvent],
-        owner: &str,
-    ) -> std::result::Result<RunClaim, StoreFailure>;
+    fn insert_run(&self, run: &Run, audit: &[AuditEvent], owner: &str) -> std::result::Result<RunClaim, StoreFailure>;
     /// Store the run's new state under `claim` and renew the claim; a terminal run releases
     /// its target. A claim that is no longer the run's stores nothing: `Fenced`.
-    fn save_run(
-        &self,
-        run: &Run,
-        audit: &[AuditEvent],
-        claim: &RunClaim,
-    ) -> std::result::Result<(), StoreFailure>;
+    fn save_run(&self, run: &Run, audit: &[AuditEvent], claim: &RunClaim) -> std::result::Result<(), StoreFailure>;
     fn get_run(&self, id: i64) -> std::result::Result<Option<Run>, String>;
     /// Take the run's claim for `owner` (see [`crate::claim::decide_claim`]).
-    fn claim_run(
-        &self,
-        id: i64,
-        owner: &str,
-        ttl: Duration,
-    ) -> std::result::Result<ClaimDecision, String>;
+    fn claim_run(&self, id: i64, owner: &str, ttl: Duration) -> std::result::Result<ClaimDecision, String>;
     /// Extend `claim` by `ttl` from now; `Fenced` when it is no longer the run's.
-    fn renew_claim(&self, claim: &RunClaim, ttl: Duration)
-        -> std::result::Result<(), StoreFailure>;
+    fn renew_claim(&self, claim: &RunClaim, ttl: Duration) -> std::result::Result<(), StoreFailure>;
     /// Give the claim up (nothing happens when it is no longer the run's).
     fn release_claim(&self, claim: &RunClaim) -> std::result::Result<(), String>;
     /// Runs to look at now: running or reverting and due (`wake_at` unset or passed), and
@@ -245,10 +227,9 @@ impl StepError {
     /// other is `Failed`.
     fn settled(self) -> Self {
         match self {
-            StepError::Cluster(e) if e.kind.may_have_applied() => StepError::Unknown(format!(
-                "outcome unknown, the request may have been applied: {}",
-                e.message
-            )),
+            StepError::Cluster(e) if e.kind.may_have_applied() => {
+                StepError::Unknown(format!("outcome unknown, the request may have been applied: {}", e.message))
+            }
             StepError::Cluster(e) => StepError::Failed(e.message),
             other => other,
         }
@@ -283,13 +264,7 @@ fn save_err(f: StoreFailure) -> Error {
 }
 
 fn audit(run: &Run, at: DateTime<Utc>, kind: AuditKind, actor: &str, detail: Value) -> AuditEvent {
-    AuditEvent {
-        at,
-        run_id: (run.id > 0).then_some(run.id),
-        kind,
-        actor: actor.to_string(),
-        detail,
-    }
+    AuditEvent { at, run_id: (run.id > 0).then_some(run.id), kind, actor: actor.to_string(), detail }
 }
 
 impl Engine {
@@ -302,23 +277,14 @@ impl Engine {
         let params = resolve_params(pb, &req.params)?;
         match (pb.target, &req.target) {
             (TargetKind::None, Some(t)) => {
-                return Err(Error::Invalid(format!(
-                    "playbook {} takes no target, got {t}",
-                    pb.name
-                )))
+                return Err(Error::Invalid(format!("playbook {} takes no target, got {t}", pb.name)))
             }
             (TargetKind::None, None) => {}
             (kind, None) => {
-                return Err(Error::Invalid(format!(
-                    "playbook {} needs a {kind} target (--target)",
-                    pb.name
-                )))
+                return Err(Error::Invalid(format!("playbook {} needs a {kind} target (--target)", pb.name)))
             }
             (kind, Some(t)) if t.kind != kind => {
-                return Err(Error::Invalid(format!(
-                    "playbook {} acts on a {kind}, not a {}",
-                    pb.name, t.kind
-                )))
+                return Err(Error::Invalid(format!("playbook {} acts on a {kind}, not a {}", pb.name, t.kind)))
             }
             _ => {}
         }
@@ -335,17 +301,9 @@ impl Engine {
         }
         vars.set("run.playbook", pb.name.clone());
         vars.set("run.trigger", req.trigger.kind.clone());
-        vars.set(
-            "now",
-            req.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        );
+        vars.set("now", req.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
 
-        let steps = pb
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| new_step(i, s, Phase::Main))
-            .collect();
+        let steps = pb.steps.iter().enumerate().map(|(i, s)| new_step(i, s, Phase::Main)).collect();
         let mut run = Run {
             id: 0,
             playbook: pb.name.clone(),
@@ -388,58 +346,35 @@ impl Engine {
                 };
                 run.status = RunStatus::Failed;
                 run.reason = Some(format!("cannot check the guards: {message}"));
-                events.push(audit(
-                    &run,
-                    req.now,
-                    AuditKind::State,
-                    "warden",
-                    json!({"status": "failed", "reason": run.reason}),
-                ));
-                let claim = self
-                    .store
-                    .insert_run(&run, &events, &new_owner())
-                    .map_err(failure)?;
+                events.push(audit(&run, req.now, AuditKind::State, "warden", json!({"status": "failed", "reason": run.reason})));
+                let claim = self.store.insert_run(&run, &events, &new_owner()).map_err(failure)?;
                 let _held = self.hold(claim.clone());
                 run.id = claim.run_id;
-                self.notices
-                    .notice(&run, Notice::Finished, &finished_text(&run));
+                self.notices.notice(&run, Notice::Finished, &finished_text(&run));
                 return Ok(run);
             }
         };
         if let Some(r) = refusal {
             return self.store_refused(run, events, r, req.now).await;
         }
-        events.push(audit(
-            &run,
-            req.now,
-            AuditKind::Guard,
-            "warden",
-            json!({"allowed": true, "autonomy": settings.autonomy.as_str()}),
-        ));
+        events.push(audit(&run, req.now, AuditKind::Guard, "warden", json!({"allowed": true, "autonomy": settings.autonomy.as_str()})));
 
         match settings.autonomy {
             Autonomy::Observe => {
                 run.status = RunStatus::Observed;
-                run.reason =
-                    Some("autonomy is observe: the plan is recorded, nothing is sent".into());
-                let claim = self
-                    .store
-                    .insert_run(&run, &events, &new_owner())
-                    .map_err(failure)?;
+                run.reason = Some("autonomy is observe: the plan is recorded, nothing is sent".into());
+                let claim = self.store.insert_run(&run, &events, &new_owner()).map_err(failure)?;
                 let _held = self.hold(claim.clone());
                 let claim = &claim;
                 run.id = claim.run_id;
                 self.set_keys(&mut run);
                 self.preview(&mut run, req.now).await;
                 self.save(&run, &[], claim)?;
-                self.notices
-                    .notice(&run, Notice::Finished, &finished_text(&run));
+                self.notices.notice(&run, Notice::Finished, &finished_text(&run));
                 Ok(run)
             }
             Autonomy::Recommend if !dry_run => {
-                let expires_at = req.now
-                    + chrono::Duration::from_std(settings.approval_ttl)
-                        .unwrap_or(chrono::Duration::hours(1));
+                let expires_at = req.now + chrono::Duration::from_std(settings.approval_ttl).unwrap_or(chrono::Duration::hours(1));
                 run.status = RunStatus::AwaitingApproval;
                 run.approval = Some(Approval {
                     requested_at: req.now,
@@ -450,18 +385,10 @@ impl Engine {
                     comment: None,
                 });
                 run.wake_at = Some(expires_at);
-                events.push(audit(
-                    &run,
-                    req.now,
-                    AuditKind::Approval,
-                    "warden",
-                    json!({"requested": true, "expires_at": expires_at}),
-                ));
+                events.push(audit(&run, req.now, AuditKind::Approval, "warden", json!({"requested": true, "expires_at": expires_at})));
                 let claim = match self.store.insert_run(&run, &events, &new_owner()) {
                     Ok(c) => c,
-                    Err(StoreFailure::TargetBusy { run_id }) => {
-                        return self.store_busy(run, run_id, req.now).await
-                    }
+                    Err(StoreFailure::TargetBusy { run_id }) => return self.store_busy(run, run_id, req.now).await,
                     Err(f) => return Err(failure(f)),
                 };
                 let _held = self.hold(claim.clone());
@@ -487,9 +414,7 @@ impl Engine {
                 // leaves it to this task.
                 let claim = match self.store.insert_run(&run, &events, &new_owner()) {
                     Ok(c) => c,
-                    Err(StoreFailure::TargetBusy { run_id }) => {
-                        return self.store_busy(run, run_id, req.now).await
-                    }
+                    Err(StoreFailure::TargetBusy { run_id }) => return self.store_busy(run, run_id, req.now).await,
                     Err(f) => return Err(failure(f)),
                 };
                 let held = self.hold(claim);
@@ -503,33 +428,17 @@ impl Engine {
 
     /// Approve or deny a run that waits for approval. An expired request is not approved:
     /// the run becomes `expired`.
-    pub async fn decide(
-        &self,
-        id: i64,
-        approver: &str,
-        approve: bool,
-        comment: Option<String>,
-        now: DateTime<Utc>,
-    ) -> Result<Run> {
-        let held = match self
-            .store
-            .claim_run(id, &new_owner(), CLAIM_TTL)
-            .map_err(store_err)?
-        {
+    pub async fn decide(&self, id: i64, approver: &str, approve: bool, comment: Option<String>, now: DateTime<Utc>) -> Result<Run> {
+        let held = match self.store.claim_run(id, &new_owner(), CLAIM_TTL).map_err(store_err)? {
             ClaimDecision::Granted(c) => self.hold(c),
             ClaimDecision::Held { .. } => {
-                return Err(Error::Invalid(format!(
-                    "run {id} is being advanced by another task; try again in a moment"
-                )))
+                return Err(Error::Invalid(format!("run {id} is being advanced by another task; try again in a moment")))
             }
         };
         let claim = &held.claim;
         let mut run = self.load(id)?;
         if run.status != RunStatus::AwaitingApproval {
-            return Err(Error::Invalid(format!(
-                "run {id} is {}, not awaiting approval",
-                run.status
-            )));
+            return Err(Error::Invalid(format!("run {id} is {}, not awaiting approval", run.status)));
         }
         let expires_at = run.approval.as_ref().map(|a| a.expires_at).unwrap_or(now);
         if now >= expires_at {
@@ -551,27 +460,15 @@ impl Engine {
             run.status = RunStatus::Running;
             run.wake_at = None;
             run.reason = Some(format!("approved by {approver}"));
-            self.save(
-                &run,
-                &[audit(&run, now, AuditKind::Approval, approver, detail)],
-                claim,
-            )?;
+            self.save(&run, &[audit(&run, now, AuditKind::Approval, approver, detail)], claim)?;
             self.drive(held, now).await
         } else {
             run.status = RunStatus::Denied;
             run.wake_at = None;
-            run.refusal = Some(Refusal::new(
-                GuardName::Denied,
-                format!("denied by {approver}"),
-            ));
+            run.refusal = Some(Refusal::new(GuardName::Denied, format!("denied by {approver}")));
             run.reason = Some(format!("denied by {approver}"));
-            self.save(
-                &run,
-                &[audit(&run, now, AuditKind::Approval, approver, detail)],
-                claim,
-            )?;
-            self.notices
-                .notice(&run, Notice::Finished, &finished_text(&run));
+            self.save(&run, &[audit(&run, now, AuditKind::Approval, approver, detail)], claim)?;
+            self.notices.notice(&run, Notice::Finished, &finished_text(&run));
             Ok(run)
         }
     }
@@ -598,11 +495,7 @@ impl Engine {
     /// Advance one run as far as the clock allows, when no other task holds it. A run
     /// another task holds is returned as stored, unchanged.
     pub async fn advance(&self, id: i64, now: DateTime<Utc>) -> Result<Run> {
-        match self
-            .store
-            .claim_run(id, &new_owner(), CLAIM_TTL)
-            .map_err(store_err)?
-        {
+        match self.store.claim_run(id, &new_owner(), CLAIM_TTL).map_err(store_err)? {
             ClaimDecision::Granted(c) => {
                 let held = self.hold(c);
                 self.drive(held, now).await
@@ -615,10 +508,7 @@ impl Engine {
     }
 
     fn hold(&self, claim: RunClaim) -> ClaimGuard {
-        ClaimGuard {
-            store: self.store.clone(),
-            claim,
-        }
+        ClaimGuard { store: self.store.clone(), claim }
     }
 
     /// Advance a run whose claim is held, renewing the claim while the work lasts. When a
@@ -628,10 +518,7 @@ impl Engine {
         let claim = &held.claim;
         let work = self.advance_held(claim, now);
         tokio::pin!(work);
-        let mut renew = tokio::time::interval_at(
-            tokio::time::Instant::now() + CLAIM_RENEW_EVERY,
-            CLAIM_RENEW_EVERY,
-        );
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + CLAIM_RENEW_EVERY, CLAIM_RENEW_EVERY);
         loop {
             tokio::select! {
                 r = &mut work => return r,
@@ -658,11 +545,7 @@ impl Engine {
                     return Ok(run);
                 }
                 RunStatus::Running | RunStatus::Reverting => {
-                    let phase = if run.status == RunStatus::Running {
-                        Phase::Main
-                    } else {
-                        Phase::Revert
-                    };
+                    let phase = if run.status == RunStatus::Running { Phase::Main } else { Phase::Revert };
                     if !self.step_once(&mut run, phase, now, claim).await? {
                         return Ok(run);
                     }
@@ -678,35 +561,18 @@ impl Engine {
     }
 
     fn load(&self, id: i64) -> Result<Run> {
-        self.store
-            .get_run(id)
-            .map_err(store_err)?
-            .ok_or_else(|| Error::Invalid(format!("no run {id}")))
+        self.store.get_run(id).map_err(store_err)?.ok_or_else(|| Error::Invalid(format!("no run {id}")))
     }
 
     fn expire(&self, run: &mut Run, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
         run.status = RunStatus::Expired;
         run.wake_at = None;
         run.updated_at = now;
-        let r = Refusal::new(
-            GuardName::ApprovalExpired,
-            "nobody approved before the request expired",
-        );
+        let r = Refusal::new(GuardName::ApprovalExpired, "nobody approved before the request expired");
         run.reason = Some(r.reason.clone());
         run.refusal = Some(r);
-        self.save(
-            run,
-            &[audit(
-                run,
-                now,
-                AuditKind::Approval,
-                "warden",
-                json!({"expired": true}),
-            )],
-            claim,
-        )?;
-        self.notices
-            .notice(run, Notice::Finished, &finished_text(run));
+        self.save(run, &[audit(run, now, AuditKind::Approval, "warden", json!({"expired": true}))], claim)?;
+        self.notices.notice(run, Notice::Finished, &finished_text(run));
         Ok(())
     }
 
@@ -721,73 +587,36 @@ impl Engine {
         run.vars.set("run.id", id.to_string());
     }
 
-    async fn store_refused(
-        &self,
-        mut run: Run,
-        mut events: Vec<AuditEvent>,
-        r: Refusal,
-        now: DateTime<Utc>,
-    ) -> Result<Run> {
+    async fn store_refused(&self, mut run: Run, mut events: Vec<AuditEvent>, r: Refusal, now: DateTime<Utc>) -> Result<Run> {
         run.status = RunStatus::Refused;
         run.reason = Some(r.to_string());
-        events.push(audit(
-            &run,
-            now,
-            AuditKind::Guard,
-            "warden",
-            json!({"allowed": false, "guard": r.guard, "reason": r.reason}),
-        ));
+        events.push(audit(&run, now, AuditKind::Guard, "warden", json!({"allowed": false, "guard": r.guard, "reason": r.reason})));
         run.refusal = Some(r);
         for s in run.steps.iter_mut() {
             s.status = StepStatus::Skipped;
         }
-        let claim = self
-            .store
-            .insert_run(&run, &events, &new_owner())
-            .map_err(failure)?;
+        let claim = self.store.insert_run(&run, &events, &new_owner()).map_err(failure)?;
         let held = self.hold(claim);
         run.id = held.claim.run_id;
         self.set_keys(&mut run);
         self.save(&run, &[], &held.claim)?;
-        self.notices
-            .notice(&run, Notice::Finished, &finished_text(&run));
+        self.notices.notice(&run, Notice::Finished, &finished_text(&run));
         Ok(run)
     }
 
     async fn store_busy(&self, run: Run, holder: i64, now: DateTime<Utc>) -> Result<Run> {
-        let target = run
-            .target
-            .as_ref()
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        let r = Refusal::new(
-            GuardName::TargetBusy,
-            format!("run {holder} is active on {target}"),
-        );
-        let events = vec![audit(
-            &run,
-            now,
-            AuditKind::Trigger,
-            &run.trigger.actor.clone(),
-            json!({"playbook": run.playbook}),
-        )];
+        let target = run.target.as_ref().map(|t| t.to_string()).unwrap_or_default();
+        let r = Refusal::new(GuardName::TargetBusy, format!("run {holder} is active on {target}"));
+        let events = vec![audit(&run, now, AuditKind::Trigger, &run.trigger.actor.clone(), json!({"playbook": run.playbook}))];
         self.store_refused(run, events, r, now).await
     }
 
     /// The run guards: namespace, protection (from the target's labels), cooldown, attempts,
     /// rates, no data.
-    async fn run_guards(
-        &self,
-        run: &Run,
-        has_data: Option<bool>,
-        now: DateTime<Utc>,
-    ) -> std::result::Result<(), StepError> {
+    async fn run_guards(&self, run: &Run, has_data: Option<bool>, now: DateTime<Utc>) -> std::result::Result<(), StepError> {
         let s = &run.guards;
         if has_data == Some(false) {
-            return Err(StepError::Refused(Refusal::new(
-                GuardName::NoData,
-                "the triggering signal has no data",
-            )));
+            return Err(StepError::Refused(Refusal::new(GuardName::NoData, "the triggering signal has no data")));
         }
         let mut labels = BTreeMap::new();
         let mut namespace = None;
@@ -800,9 +629,7 @@ impl Engine {
             }
         }
         let rate_since = |cap: Option<crate::spec::RateCap>| {
-            cap.map(|c| {
-                now - chrono::Duration::from_std(c.per.get()).unwrap_or(chrono::Duration::hours(1))
-            })
+            cap.map(|c| now - chrono::Duration::from_std(c.per.get()).unwrap_or(chrono::Duration::hours(1)))
         };
         let q = HistoryQuery {
             playbook: run.playbook.clone(),
@@ -813,24 +640,18 @@ impl Engine {
             namespace_since: rate_since(s.rate_namespace),
         };
         let history = self.store.history(&q).map_err(StepError::Failed)?;
-        guards::check_run(s, namespace.as_deref(), &labels, has_data, &history, now)
-            .map_err(StepError::Refused)
+        guards::check_run(s, namespace.as_deref(), &labels, has_data, &history, now).map_err(StepError::Refused)
     }
 
     fn cluster(&self) -> std::result::Result<&dyn Cluster, StepError> {
-        self.cluster
-            .as_deref()
-            .ok_or_else(|| StepError::Failed("no Kubernetes cluster is configured".into()))
+        self.cluster.as_deref().ok_or_else(|| StepError::Failed("no Kubernetes cluster is configured".into()))
     }
 
     /// For observe and approval: plan every step that can be planned now (reads only).
     async fn preview(&self, run: &mut Run, now: DateTime<Utc>) {
         for i in 0..run.steps.len() {
             let step = run.spec.steps.get(i).cloned().unwrap_or_default();
-            let planned = self
-                .plan(run, &step, Phase::Main, i, now)
-                .await
-                .map_err(StepError::settled);
+            let planned = self.plan(run, &step, Phase::Main, i, now).await.map_err(StepError::settled);
             let st = &mut run.steps[i];
             match planned {
                 Ok(Planned::Request(p)) => st.plan = Some(p),
@@ -854,21 +675,12 @@ impl Engine {
     }
 
     /// Take one step of `phase` forward. Returns whether to continue right away.
-    async fn step_once(
-        &self,
-        run: &mut Run,
-        phase: Phase,
-        now: DateTime<Utc>,
-        claim: &RunClaim,
-    ) -> Result<bool> {
+    async fn step_once(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>, claim: &RunClaim) -> Result<bool> {
         let list = match phase {
             Phase::Main => &run.steps,
             Phase::Revert => &run.revert_steps,
         };
-        let Some(i) = list
-            .iter()
-            .position(|s| !matches!(s.status, StepStatus::Done | StepStatus::Skipped))
-        else {
+        let Some(i) = list.iter().position(|s| !matches!(s.status, StepStatus::Done | StepStatus::Skipped)) else {
             return self.finish_phase(run, phase, now, claim).map(|_| false);
         };
         let state = list[i].clone();
@@ -883,13 +695,8 @@ impl Engine {
                 let planned = match (&state.plan, &step_spec) {
                     // Automatic revert steps carry their plan from the start.
                     (Some(p), _) => Ok(Planned::Request(p.clone())),
-                    (None, Some(spec)) => {
-                        self.plan_retrying(run, spec, phase, i, now, &mut attempts)
-                            .await
-                    }
-                    (None, None) => Err(StepError::Failed(
-                        "the step has neither a plan nor a definition".into(),
-                    )),
+                    (None, Some(spec)) => self.plan_retrying(run, spec, phase, i, now, &mut attempts).await,
+                    (None, None) => Err(StepError::Failed("the step has neither a plan nor a definition".into())),
                 };
                 match planned {
                     Ok(Planned::Skip(reason)) => {
@@ -897,13 +704,7 @@ impl Engine {
                         st.status = StepStatus::Skipped;
                         st.result = Some(json!({"summary": reason}));
                         st.finished_at = Some(now);
-                        let ev = audit(
-                            run,
-                            now,
-                            AuditKind::State,
-                            "warden",
-                            json!({"step": state.name, "skipped": reason}),
-                        );
+                        let ev = audit(run, now, AuditKind::State, "warden", json!({"step": state.name, "skipped": reason}));
                         run.updated_at = now;
                         self.save(run, &[ev], claim)?;
                         return Ok(true);
@@ -933,15 +734,7 @@ impl Engine {
                         // The plan is stored (under the claim) before it is sent, and what is
                         // sent is exactly the stored plan.
                         self.save(run, &[ev], claim)?;
-                        self.send_retrying(
-                            run,
-                            &state.action,
-                            &plan,
-                            &state.idempotency_key,
-                            now,
-                            &mut attempts,
-                        )
-                        .await
+                        self.send_retrying(run, &state.action, &plan, &state.idempotency_key, now, &mut attempts).await
                     }
                     Err(e) => Err(e),
                 }
@@ -965,15 +758,7 @@ impl Engine {
                     // second time; the step's outcome is unknown.
                     Err(StepError::Unknown("the webhook call was interrupted; its outcome is unknown and it is not sent again".into()))
                 } else {
-                    self.send_retrying(
-                        run,
-                        &state.action,
-                        &plan,
-                        &state.idempotency_key,
-                        now,
-                        &mut attempts,
-                    )
-                    .await
+                    self.send_retrying(run, &state.action, &plan, &state.idempotency_key, now, &mut attempts).await
                 }
             }
             StepStatus::Waiting => {
@@ -989,15 +774,13 @@ impl Engine {
                 let mut delays = self.retry.delays();
                 loop {
                     match self.poll(run, &state.action, &plan, now).await {
-                        Err(StepError::Cluster(e)) if e.kind.is_retryable() => {
-                            match delays.next() {
-                                Some(d) => {
-                                    attempts.push(json!({"class": e.kind.as_str(), "error": e.message, "retry_in_ms": d.as_millis()}));
-                                    tokio::time::sleep(d).await;
-                                }
-                                None => break Err(StepError::Cluster(e)),
+                        Err(StepError::Cluster(e)) if e.kind.is_retryable() => match delays.next() {
+                            Some(d) => {
+                                attempts.push(json!({"class": e.kind.as_str(), "error": e.message, "retry_in_ms": d.as_millis()}));
+                                tokio::time::sleep(d).await;
                             }
-                        }
+                            None => break Err(StepError::Cluster(e)),
+                        },
                         other => break other,
                     }
                 }
@@ -1027,11 +810,7 @@ impl Engine {
                 }
                 run.wake_at = None;
                 run.updated_at = now;
-                let kind = if state.action == "verify" {
-                    AuditKind::Verify
-                } else {
-                    AuditKind::Response
-                };
+                let kind = if state.action == "verify" { AuditKind::Verify } else { AuditKind::Response };
                 let mut detail = json!({"step": state.name, "ok": true, "result": result});
                 extend(&mut detail, &detail_extra);
                 let ev = audit(run, now, kind, "warden", detail);
@@ -1050,8 +829,7 @@ impl Engine {
                 }
                 run.wake_at = Some(until);
                 run.updated_at = now;
-                let mut detail =
-                    json!({"step": state.name, "waiting_until": until, "result": result});
+                let mut detail = json!({"step": state.name, "waiting_until": until, "result": result});
                 extend(&mut detail, &detail_extra);
                 let ev = audit(run, now, AuditKind::Response, "warden", detail);
                 self.save(run, &[ev], claim)?;
@@ -1145,10 +923,7 @@ impl Engine {
                 entry["final"] = json!(true);
                 attempts.push(entry);
                 return Err(if may_have_applied {
-                    StepError::Cluster(ClusterError::new(
-                        ClusterErrorKind::UnknownOutcome,
-                        err.message,
-                    ))
+                    StepError::Cluster(ClusterError::new(ClusterErrorKind::UnknownOutcome, err.message))
                 } else {
                     StepError::Cluster(err)
                 });
@@ -1159,9 +934,7 @@ impl Engine {
             // Re-read first: an earlier attempt may have been applied after all.
             if !run.dry_run {
                 if let Ok(Some(true)) = self.read_back(action, plan).await {
-                    attempts.push(
-                        json!({"resolved": "applied", "on": "re-reading before the next attempt"}),
-                    );
+                    attempts.push(json!({"resolved": "applied", "on": "re-reading before the next attempt"}));
                     return Ok(applied_after_all(action, plan, now));
                 }
             }
@@ -1170,61 +943,31 @@ impl Engine {
 
     /// Whether the cluster is in the state `plan` asks for: `Some(true)` applied,
     /// `Some(false)` not (yet), `None` for actions that cannot be read back.
-    async fn read_back(
-        &self,
-        action: &str,
-        plan: &Value,
-    ) -> std::result::Result<Option<bool>, ClusterError> {
-        let Some(cluster) = self.cluster.as_deref() else {
-            return Ok(None);
-        };
-        let s = |k: &str| {
-            plan.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+    async fn read_back(&self, action: &str, plan: &Value) -> std::result::Result<Option<bool>, ClusterError> {
+        let Some(cluster) = self.cluster.as_deref() else { return Ok(None) };
+        let s = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         let t = WorkloadRef::new(s("namespace"), s("name"));
         match action {
             "scale" => {
-                let Some(to) = plan.get("to").and_then(Value::as_i64) else {
-                    return Ok(None);
-                };
-                Ok(Some(
-                    i64::from(cluster.get_replicas(&t).await?.desired) == to,
-                ))
+                let Some(to) = plan.get("to").and_then(Value::as_i64) else { return Ok(None) };
+                Ok(Some(i64::from(cluster.get_replicas(&t).await?.desired) == to))
             }
             "cordon" => {
-                let want = plan
-                    .get("unschedulable")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true);
+                let want = plan.get("unschedulable").and_then(Value::as_bool).unwrap_or(true);
                 Ok(Some(cluster.node_unschedulable(&s("node")).await? == want))
             }
             "restart" => {
                 let d = cluster.read_deployment(&t).await?;
-                let at = d
-                    .pointer(
-                        "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt",
-                    )
-                    .and_then(Value::as_str);
+                let at = d.pointer("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt").and_then(Value::as_str);
                 Ok(Some(at == Some(s("restarted_at").as_str())))
             }
             "patch" => {
                 let d = cluster.read_deployment(&t).await?;
-                Ok(Some(contains(
-                    &d,
-                    plan.get("patch").unwrap_or(&Value::Null),
-                )))
+                Ok(Some(contains(&d, plan.get("patch").unwrap_or(&Value::Null))))
             }
             "delete_pod" => {
                 let ns = s("namespace");
-                for p in plan
-                    .get("pods")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-                {
+                for p in plan.get("pods").and_then(Value::as_array).cloned().unwrap_or_default() {
                     let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
                     let uid = p.get("uid").and_then(Value::as_str);
                     if let Some(pod) = cluster.get_pod(&ns, name).await? {
@@ -1244,31 +987,13 @@ impl Engine {
         }
     }
 
-    fn fail_step(
-        &self,
-        run: &mut Run,
-        phase: Phase,
-        i: usize,
-        e: StepError,
-        now: DateTime<Utc>,
-        claim: &RunClaim,
-    ) -> Result<()> {
+    fn fail_step(&self, run: &mut Run, phase: Phase, i: usize, e: StepError, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
         let e = e.settled();
-        let attempts = step_mut(run, phase, i)
-            .result
-            .as_ref()
-            .and_then(|r| r.get("attempts"))
-            .cloned();
+        let attempts = step_mut(run, phase, i).result.as_ref().and_then(|r| r.get("attempts")).cloned();
         let (mut detail, refusal) = match &e {
-            StepError::Refused(r) => (
-                json!({"allowed": false, "guard": r.guard, "reason": r.reason}),
-                Some(r.clone()),
-            ),
+            StepError::Refused(r) => (json!({"allowed": false, "guard": r.guard, "reason": r.reason}), Some(r.clone())),
             StepError::Failed(m) => (json!({"ok": false, "error": m}), None),
-            StepError::Unknown(m) => (
-                json!({"ok": false, "outcome": "unknown", "may_have_applied": true, "error": m}),
-                None,
-            ),
+            StepError::Unknown(m) => (json!({"ok": false, "outcome": "unknown", "may_have_applied": true, "error": m}), None),
             StepError::Cluster(c) => (json!({"ok": false, "error": c.message}), None),
         };
         if let Some(a) = attempts {
@@ -1294,11 +1019,7 @@ impl Engine {
         }
         // A request that may have applied counts as acted: for cooldowns, rate caps and the
         // blast radius, and for the revert.
-        if matches!(e, StepError::Unknown(_))
-            && !run.dry_run
-            && phase == Phase::Main
-            && is_mutating(&action)
-        {
+        if matches!(e, StepError::Unknown(_)) && !run.dry_run && phase == Phase::Main && is_mutating(&action) {
             run.acted = true;
         }
         let kind = match (&e, action.as_str()) {
@@ -1323,13 +1044,7 @@ impl Engine {
     }
 
     /// A failed step: revert what was applied, or end the run.
-    fn after_failure(
-        &self,
-        run: &mut Run,
-        phase: Phase,
-        now: DateTime<Utc>,
-        claim: &RunClaim,
-    ) -> Result<()> {
+    fn after_failure(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
         run.wake_at = None;
         match phase {
             Phase::Main if run.acted => {
@@ -1347,83 +1062,41 @@ impl Engine {
                     json!({"started": true, "because": run.reason, "steps": run.revert_steps.iter().map(|s| &s.name).collect::<Vec<_>>()}),
                 );
                 self.save(run, &[ev], claim)?;
-                let text = format!(
-                    "run {} of {}: {}; reverting",
-                    run.id,
-                    run.title(),
-                    run.reason.clone().unwrap_or_default()
-                );
+                let text = format!("run {} of {}: {}; reverting", run.id, run.title(), run.reason.clone().unwrap_or_default());
                 self.notices.notice(run, Notice::Reverting, &text);
             }
             Phase::Main => {
-                run.status = if run.refusal.is_some() {
-                    RunStatus::Refused
-                } else {
-                    RunStatus::Failed
-                };
-                let ev = audit(
-                    run,
-                    now,
-                    AuditKind::State,
-                    "warden",
-                    json!({"status": run.status, "reason": run.reason}),
-                );
+                run.status = if run.refusal.is_some() { RunStatus::Refused } else { RunStatus::Failed };
+                let ev = audit(run, now, AuditKind::State, "warden", json!({"status": run.status, "reason": run.reason}));
                 self.save(run, &[ev], claim)?;
-                self.notices
-                    .notice(run, Notice::Finished, &finished_text(run));
+                self.notices.notice(run, Notice::Finished, &finished_text(run));
             }
             Phase::Revert => {
                 run.status = RunStatus::RevertFailed;
-                let ev = audit(
-                    run,
-                    now,
-                    AuditKind::Revert,
-                    "warden",
-                    json!({"finished": false, "reason": run.reason}),
-                );
+                let ev = audit(run, now, AuditKind::Revert, "warden", json!({"finished": false, "reason": run.reason}));
                 self.save(run, &[ev], claim)?;
-                self.notices
-                    .notice(run, Notice::Finished, &finished_text(run));
+                self.notices.notice(run, Notice::Finished, &finished_text(run));
             }
         }
         Ok(())
     }
 
-    fn finish_phase(
-        &self,
-        run: &mut Run,
-        phase: Phase,
-        now: DateTime<Utc>,
-        claim: &RunClaim,
-    ) -> Result<()> {
+    fn finish_phase(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
         run.wake_at = None;
         run.updated_at = now;
         let ev = match phase {
             Phase::Main => {
                 run.status = RunStatus::Succeeded;
                 run.reason = Some("every step done".into());
-                audit(
-                    run,
-                    now,
-                    AuditKind::State,
-                    "warden",
-                    json!({"status": "succeeded"}),
-                )
+                audit(run, now, AuditKind::State, "warden", json!({"status": "succeeded"}))
             }
             Phase::Revert => {
                 run.status = RunStatus::Reverted;
-                audit(
-                    run,
-                    now,
-                    AuditKind::Revert,
-                    "warden",
-                    json!({"finished": true, "because": run.reason}),
-                )
+                audit(run, now, AuditKind::Revert, "warden", json!({"finished": true, "because": run.reason}))
             }
         };
         self.save(run, &[ev], claim)?;
-        self.notices
-            .notice(run, Notice::Finished, &finished_text(run));
+        self.notices.notice(run, Notice::Finished, &finished_text(run));
         Ok(())
     }
 
@@ -1431,19 +1104,13 @@ impl Engine {
     /// first. Actions that cannot be undone are listed as skipped, so the operator sees them.
     fn revert_steps(&self, run: &Run) -> Vec<StepState> {
         if let Some(declared) = &run.spec.revert {
-            return declared
-                .iter()
-                .enumerate()
-                .map(|(i, s)| new_step(i, s, Phase::Revert))
-                .collect();
+            return declared.iter().enumerate().map(|(i, s)| new_step(i, s, Phase::Revert)).collect();
         }
         let mut out = Vec::new();
         for st in run.steps.iter().rev() {
             // Applied steps, and failed ones that may have applied (an unknown outcome).
-            let applied = matches!(
-                st.status,
-                StepStatus::Done | StepStatus::Waiting | StepStatus::Running
-            ) || (st.status == StepStatus::Failed && st.may_have_applied);
+            let applied = matches!(st.status, StepStatus::Done | StepStatus::Waiting | StepStatus::Running)
+                || (st.status == StepStatus::Failed && st.may_have_applied);
             if !applied || !is_mutating(&st.action) {
                 continue;
             }
@@ -1489,43 +1156,24 @@ impl Engine {
         render(text, &run.vars).map_err(|e| StepError::Failed(e.to_string()))
     }
 
-    fn render_int(
-        &self,
-        run: &Run,
-        arg: &crate::spec::Arg,
-        what: &str,
-    ) -> std::result::Result<i64, StepError> {
+    fn render_int(&self, run: &Run, arg: &crate::spec::Arg, what: &str) -> std::result::Result<i64, StepError> {
         let text = self.render(run, arg.as_str())?;
-        text.trim().parse::<i64>().map_err(|_| {
-            StepError::Failed(format!(
-                "{what} {text:?} (from {:?}) is not a whole number",
-                arg.as_str()
-            ))
-        })
+        text.trim()
+            .parse::<i64>()
+            .map_err(|_| StepError::Failed(format!("{what} {text:?} (from {:?}) is not a whole number", arg.as_str())))
     }
 
     fn deployment_target(&self, run: &Run) -> std::result::Result<WorkloadRef, StepError> {
         match &run.target {
             Some(t) if t.kind == TargetKind::Deployment => Ok(workload(t)),
-            _ => Err(StepError::Failed(
-                "this action needs a deployment target".into(),
-            )),
+            _ => Err(StepError::Failed("this action needs a deployment target".into())),
         }
     }
 
     /// Turn a step into its concrete request, reading what it needs from the cluster.
-    async fn plan(
-        &self,
-        run: &Run,
-        step: &Step,
-        phase: Phase,
-        index: usize,
-        now: DateTime<Utc>,
-    ) -> std::result::Result<Planned, StepError> {
+    async fn plan(&self, run: &Run, step: &Step, phase: Phase, index: usize, now: DateTime<Utc>) -> std::result::Result<Planned, StepError> {
         let Some(action) = step.action() else {
-            return Err(StepError::Failed(
-                "the step does not have exactly one action".into(),
-            ));
+            return Err(StepError::Failed("the step does not have exactly one action".into()));
         };
         let s = &run.guards;
         match action {
@@ -1542,34 +1190,22 @@ impl Engine {
                 };
                 let wanted = match (&sc.to, &sc.by) {
                     (Some(to), _) => self.render_int(run, to, "scale.to")?,
-                    (None, Some(by)) => {
-                        i64::from(current) + self.render_int(run, by, "scale.by")?
-                    }
-                    (None, None) => {
-                        return Err(StepError::Failed("scale needs `to` or `by`".into()))
-                    }
+                    (None, Some(by)) => i64::from(current) + self.render_int(run, by, "scale.by")?,
+                    (None, None) => return Err(StepError::Failed("scale needs `to` or `by`".into())),
                 };
                 if min > max {
-                    return Err(StepError::Failed(format!(
-                        "scale.min {min} is greater than scale.max {max}"
-                    )));
+                    return Err(StepError::Failed(format!("scale.min {min} is greater than scale.max {max}")));
                 }
                 let to = i32::try_from(wanted.clamp(min.max(0), max)).unwrap_or(i32::MAX);
                 if to == current {
-                    let bound = if wanted > i64::from(current) {
-                        "max"
-                    } else {
-                        "min"
-                    };
+                    let bound = if wanted > i64::from(current) { "max" } else { "min" };
                     return Err(StepError::Refused(Refusal::new(
                         GuardName::Bounds,
                         format!("{t} is already at {current} replicas; scale.{bound} allows no further step"),
                     )));
                 }
                 guards::check_scale(s, current, to).map_err(StepError::Refused)?;
-                Ok(Planned::Request(
-                    json!({"namespace": t.namespace, "name": t.name, "from": current, "to": to}),
-                ))
+                Ok(Planned::Request(json!({"namespace": t.namespace, "name": t.name, "from": current, "to": to})))
             }
             StepAction::Rollback(rb) => {
                 let t = self.deployment_target(run)?;
@@ -1579,9 +1215,7 @@ impl Engine {
                 };
                 // Both revisions come from the cluster's history, not its (lagging) annotation.
                 let p = self.cluster()?.plan_rollback(&t, requested).await?;
-                Ok(Planned::Request(
-                    json!({"namespace": t.namespace, "name": t.name, "from_revision": p.from_revision, "to_revision": p.to_revision}),
-                ))
+                Ok(Planned::Request(json!({"namespace": t.namespace, "name": t.name, "from_revision": p.from_revision, "to_revision": p.to_revision})))
             }
             StepAction::Restart(_) => {
                 let t = self.deployment_target(run)?;
@@ -1598,12 +1232,7 @@ impl Engine {
                         let name = self.render(run, n.as_str())?;
                         match cluster.get_pod(&t.namespace, &name).await? {
                             Some(p) => vec![p],
-                            None => {
-                                return Ok(Planned::Skip(format!(
-                                    "pod {}/{name} does not exist",
-                                    t.namespace
-                                )))
-                            }
+                            None => return Ok(Planned::Skip(format!("pod {}/{name} does not exist", t.namespace))),
                         }
                     }
                     (None, Some(sel)) => {
@@ -1616,59 +1245,30 @@ impl Engine {
                         pods.sort_by(|a, b| a.name.cmp(&b.name));
                         pods.truncate(usize::try_from(max).unwrap_or(1));
                         if pods.is_empty() {
-                            return Err(StepError::Failed(format!(
-                                "no pod in {} matches {sel:?}",
-                                t.namespace
-                            )));
+                            return Err(StepError::Failed(format!("no pod in {} matches {sel:?}", t.namespace)));
                         }
                         pods
                     }
-                    (None, None) => {
-                        return Err(StepError::Failed(
-                            "delete_pod needs `name` or `selector`".into(),
-                        ))
-                    }
+                    (None, None) => return Err(StepError::Failed("delete_pod needs `name` or `selector`".into())),
                 };
                 let already: u32 = run
                     .steps
                     .iter()
-                    .filter(|st| {
-                        st.action == "delete_pod"
-                            && st.status == StepStatus::Done
-                            && st.index != index
-                    })
-                    .filter_map(|st| {
-                        st.plan
-                            .as_ref()?
-                            .get("pods")?
-                            .as_array()
-                            .map(|a| a.len() as u32)
-                    })
+                    .filter(|st| st.action == "delete_pod" && st.status == StepStatus::Done && st.index != index)
+                    .filter_map(|st| st.plan.as_ref()?.get("pods")?.as_array().map(|a| a.len() as u32))
                     .sum();
-                guards::check_pods_deleted(s, already, pods.len() as u32)
-                    .map_err(StepError::Refused)?;
-                let list: Vec<Value> = pods
-                    .iter()
-                    .map(|p| json!({"name": p.name, "uid": p.uid}))
-                    .collect();
-                Ok(Planned::Request(
-                    json!({"namespace": t.namespace, "pods": list}),
-                ))
+                guards::check_pods_deleted(s, already, pods.len() as u32).map_err(StepError::Refused)?;
+                let list: Vec<Value> = pods.iter().map(|p| json!({"name": p.name, "uid": p.uid})).collect();
+                Ok(Planned::Request(json!({"namespace": t.namespace, "pods": list})))
             }
             StepAction::Cordon(c) => {
                 let node = match (&c.node, &run.target) {
                     (Some(n), _) => self.render(run, n.as_str())?,
                     (None, Some(t)) if t.kind == TargetKind::Node => t.name.clone(),
-                    _ => {
-                        return Err(StepError::Failed(
-                            "cordon needs `node` or a node target".into(),
-                        ))
-                    }
+                    _ => return Err(StepError::Failed("cordon needs `node` or a node target".into())),
                 };
                 let previous = self.cluster()?.node_unschedulable(&node).await?;
-                Ok(Planned::Request(
-                    json!({"node": node, "unschedulable": true, "previous": previous}),
-                ))
+                Ok(Planned::Request(json!({"node": node, "unschedulable": true, "previous": previous})))
             }
             StepAction::RunJob(j) => {
                 let namespace = match (&j.namespace, &run.target) {
@@ -1678,14 +1278,8 @@ impl Engine {
                 };
                 guards::check_namespace(s, &namespace).map_err(StepError::Refused)?;
                 let (step, step_key) = match phase {
-                    Phase::Main => (
-                        format!("{}-{}", run.id, index + 1),
-                        format!("run-{}-step-{}", run.id, index + 1),
-                    ),
-                    Phase::Revert => (
-                        format!("{}-r{}", run.id, index + 1),
-                        format!("run-{}-revert-{}", run.id, index + 1),
-                    ),
+                    Phase::Main => (format!("{}-{}", run.id, index + 1), format!("run-{}-step-{}", run.id, index + 1)),
+                    Phase::Revert => (format!("{}-r{}", run.id, index + 1), format!("run-{}-revert-{}", run.id, index + 1)),
                 };
                 // The installation (store) is part of the name and the labels: a Job another
                 // store's run of the same number made is neither found nor adopted.
@@ -1695,8 +1289,7 @@ impl Engine {
                     None => step,
                 };
                 let name = job_name(&j.name_prefix, &suffix);
-                let spec = render_tree(&j.spec, &run.vars)
-                    .map_err(|e| StepError::Failed(e.to_string()))?;
+                let spec = render_tree(&j.spec, &run.vars).map_err(|e| StepError::Failed(e.to_string()))?;
                 let mut labels = serde_json::Map::new();
                 for (k, v) in &j.labels {
                     labels.insert(k.clone(), json!(self.render(run, v.as_str())?));
@@ -1712,24 +1305,17 @@ impl Engine {
                     "metadata": {"name": name, "namespace": namespace, "labels": labels},
                     "spec": spec,
                 });
-                let deadline = now
-                    + chrono::Duration::from_std(j.timeout.get())
-                        .unwrap_or(chrono::Duration::hours(1));
+                let deadline = now + chrono::Duration::from_std(j.timeout.get()).unwrap_or(chrono::Duration::hours(1));
                 let poll = j.poll.map(|p| p.get()).unwrap_or(DEFAULT_JOB_POLL);
-                Ok(Planned::Request(
-                    json!({"namespace": namespace, "name": name, "job": job, "deadline": deadline, "poll_secs": poll.as_secs_f64()}),
-                ))
+                Ok(Planned::Request(json!({"namespace": namespace, "name": name, "job": job, "deadline": deadline, "poll_secs": poll.as_secs_f64()})))
             }
             StepAction::Patch(p) => {
                 let t = self.deployment_target(run)?;
-                let patch = render_tree(&p.patch, &run.vars)
-                    .map_err(|e| StepError::Failed(e.to_string()))?;
+                let patch = render_tree(&p.patch, &run.vars).map_err(|e| StepError::Failed(e.to_string()))?;
                 guards::check_patch(s, &patch).map_err(StepError::Refused)?;
                 let current = self.cluster()?.read_deployment(&t).await?;
                 let undo = inverse_patch(&patch, &current);
-                Ok(Planned::Request(
-                    json!({"namespace": t.namespace, "name": t.name, "patch": patch, "inverse": undo}),
-                ))
+                Ok(Planned::Request(json!({"namespace": t.namespace, "name": t.name, "patch": patch, "inverse": undo})))
             }
             StepAction::Http(h) => {
                 let url = self.render(run, h.url.as_str())?;
@@ -1738,9 +1324,7 @@ impl Engine {
                     headers.insert(k.clone(), self.render(run, v.as_str())?);
                 }
                 let body = match &h.body {
-                    Some(b) => Some(
-                        render_tree(b, &run.vars).map_err(|e| StepError::Failed(e.to_string()))?,
-                    ),
+                    Some(b) => Some(render_tree(b, &run.vars).map_err(|e| StepError::Failed(e.to_string()))?),
                     None => None,
                 };
                 let call = HttpCall {
@@ -1750,68 +1334,41 @@ impl Engine {
                     body,
                     timeout_secs: h.timeout.map(|t| t.get().as_secs_f64()).unwrap_or(10.0),
                 };
-                Ok(Planned::Request(
-                    json!({"call": call, "expect_status": h.expect_status}),
-                ))
+                Ok(Planned::Request(json!({"call": call, "expect_status": h.expect_status})))
             }
             StepAction::Wait(w) => {
                 if run.dry_run {
                     return Ok(Planned::Skip("dry-run: no wait".into()));
                 }
-                let until = now
-                    + chrono::Duration::from_std(w.duration.get())
-                        .unwrap_or(chrono::Duration::zero());
+                let until = now + chrono::Duration::from_std(w.duration.get()).unwrap_or(chrono::Duration::zero());
                 Ok(Planned::Request(json!({"until": until})))
             }
             StepAction::Verify(v) => {
                 if run.dry_run {
-                    return Ok(Planned::Skip(
-                        "dry-run: nothing was changed, so nothing is verified".into(),
-                    ));
+                    return Ok(Planned::Skip("dry-run: nothing was changed, so nothing is verified".into()));
                 }
                 let query = self.render(run, v.query.as_str())?;
-                let end = now
-                    + chrono::Duration::from_std(v.duration.get())
-                        .unwrap_or(chrono::Duration::zero());
+                let end = now + chrono::Duration::from_std(v.duration.get()).unwrap_or(chrono::Duration::zero());
                 let step = v.step.map(|s| s.get()).unwrap_or(DEFAULT_VERIFY_STEP);
-                Ok(Planned::Request(
-                    json!({"query": query, "start": now, "end": end, "step_secs": step.as_secs_f64()}),
-                ))
+                Ok(Planned::Request(json!({"query": query, "start": now, "end": end, "step_secs": step.as_secs_f64()})))
             }
-            StepAction::Notify(n) => Ok(Planned::Request(
-                json!({"message": self.render(run, n.message.as_str())?}),
-            )),
+            StepAction::Notify(n) => Ok(Planned::Request(json!({"message": self.render(run, n.message.as_str())?}))),
         }
     }
 
     /// Send a step's plan (first time or again after a crash).
-    async fn send(
-        &self,
-        run: &Run,
-        action: &str,
-        plan: &Value,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> std::result::Result<Sent, StepError> {
+    async fn send(&self, run: &Run, action: &str, plan: &Value, key: &str, now: DateTime<Utc>) -> std::result::Result<Sent, StepError> {
         let dry = run.dry_run;
         let dry_note = if dry { " (dry-run, not persisted)" } else { "" };
-        let str_of = |k: &str| {
-            plan.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let str_of = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         let int_of = |k: &str| plan.get(k).and_then(Value::as_i64);
         match action {
             "scale" => {
                 let t = WorkloadRef::new(str_of("namespace"), str_of("name"));
                 let (Some(from), Some(to)) = (int_of("from"), int_of("to")) else {
-                    return Err(StepError::Failed(
-                        "the stored scale plan is incomplete".into(),
-                    ));
+                    return Err(StepError::Failed("the stored scale plan is incomplete".into()));
                 };
-                let to = i32::try_from(to)
-                    .map_err(|_| StepError::Failed(format!("replicas {to} out of range")))?;
+                let to = i32::try_from(to).map_err(|_| StepError::Failed(format!("replicas {to} out of range")))?;
                 let out = self.cluster()?.set_replicas(&t, to, dry).await?;
                 Ok(Sent::Done(json!({
                     "replicas": out.replicas, "dry_run": out.dry_run, "response": out.response,
@@ -1820,9 +1377,7 @@ impl Engine {
             }
             "rollback" => {
                 let t = WorkloadRef::new(str_of("namespace"), str_of("name"));
-                let to = int_of("to_revision").ok_or_else(|| {
-                    StepError::Failed("the stored rollback plan has no revision".into())
-                })?;
+                let to = int_of("to_revision").ok_or_else(|| StepError::Failed("the stored rollback plan has no revision".into()))?;
                 let out = self.cluster()?.rollback(&t, Some(to), dry).await?;
                 Ok(Sent::Done(json!({
                     "from_revision": out.from_revision, "to_revision": out.to_revision, "changed": out.changed, "response": out.response,
@@ -1831,34 +1386,17 @@ impl Engine {
             }
             "restart" => {
                 let t = WorkloadRef::new(str_of("namespace"), str_of("name"));
-                let response = self
-                    .cluster()?
-                    .restart(&t, &str_of("restarted_at"), dry)
-                    .await?;
-                Ok(Sent::Done(
-                    json!({"response": response, "summary": format!("restarted {t}{dry_note}")}),
-                ))
+                let response = self.cluster()?.restart(&t, &str_of("restarted_at"), dry).await?;
+                Ok(Sent::Done(json!({"response": response, "summary": format!("restarted {t}{dry_note}")})))
             }
             "delete_pod" => {
                 let ns = str_of("namespace");
                 let mut results = Vec::new();
                 let (mut gone, mut terminating) = (Vec::new(), Vec::new());
-                for p in plan
-                    .get("pods")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-                {
-                    let name = p
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
+                for p in plan.get("pods").and_then(Value::as_array).cloned().unwrap_or_default() {
+                    let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                     let uid = p.get("uid").and_then(Value::as_str).map(str::to_string);
-                    let out = self
-                        .cluster()?
-                        .delete_pod(&ns, &name, uid.as_deref(), dry)
-                        .await?;
+                    let out = self.cluster()?.delete_pod(&ns, &name, uid.as_deref(), dry).await?;
                     let mut entry = json!({"name": name, "already_gone": out.already_gone, "response": out.response});
                     // A pod still terminating is reported as such, never as deleted.
                     match &out.terminating {
@@ -1877,28 +1415,14 @@ impl Engine {
                 if !terminating.is_empty() {
                     summary.push(format!("pod(s) {} in {ns} terminating (deletion accepted, not yet confirmed by the node)", terminating.join(", ")));
                 }
-                Ok(Sent::Done(
-                    json!({"pods": results, "summary": format!("{}{dry_note}", summary.join("; "))}),
-                ))
+                Ok(Sent::Done(json!({"pods": results, "summary": format!("{}{dry_note}", summary.join("; "))})))
             }
             "cordon" => {
                 let node = str_of("node");
-                let unschedulable = plan
-                    .get("unschedulable")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true);
-                let response = self
-                    .cluster()?
-                    .set_node_unschedulable(&node, unschedulable, dry)
-                    .await?;
-                let verb = if unschedulable {
-                    "cordoned"
-                } else {
-                    "uncordoned"
-                };
-                Ok(Sent::Done(
-                    json!({"response": response, "summary": format!("{verb} node {node}{dry_note}")}),
-                ))
+                let unschedulable = plan.get("unschedulable").and_then(Value::as_bool).unwrap_or(true);
+                let response = self.cluster()?.set_node_unschedulable(&node, unschedulable, dry).await?;
+                let verb = if unschedulable { "cordoned" } else { "uncordoned" };
+                Ok(Sent::Done(json!({"response": response, "summary": format!("{verb} node {node}{dry_note}")})))
             }
             "run_job" => {
                 let ns = str_of("namespace");
@@ -1906,44 +1430,25 @@ impl Engine {
                 let job = plan.get("job").cloned().unwrap_or(Value::Null);
                 let out = self.cluster()?.create_job(&ns, &job, dry).await?;
                 if dry {
-                    return Ok(Sent::Done(
-                        json!({"created": out.created, "response": out.response, "summary": format!("created job {ns}/{name}{dry_note}")}),
-                    ));
+                    return Ok(Sent::Done(json!({"created": out.created, "response": out.response, "summary": format!("created job {ns}/{name}{dry_note}")})));
                 }
-                let poll = plan
-                    .get("poll_secs")
-                    .and_then(Value::as_f64)
-                    .unwrap_or(10.0);
+                let poll = plan.get("poll_secs").and_then(Value::as_f64).unwrap_or(10.0);
                 let wake = now + chrono::Duration::milliseconds((poll * 1000.0) as i64);
-                Ok(Sent::Wait(
-                    wake,
-                    json!({"created": out.created, "job": format!("{ns}/{name}")}),
-                ))
+                Ok(Sent::Wait(wake, json!({"created": out.created, "job": format!("{ns}/{name}")})))
             }
             "patch" => {
                 let t = WorkloadRef::new(str_of("namespace"), str_of("name"));
                 let patch = plan.get("patch").cloned().unwrap_or(Value::Null);
                 let response = self.cluster()?.patch_deployment(&t, &patch, dry).await?;
-                Ok(Sent::Done(
-                    json!({"response": response, "summary": format!("patched {t}{dry_note}")}),
-                ))
+                Ok(Sent::Done(json!({"response": response, "summary": format!("patched {t}{dry_note}")})))
             }
             "http" => {
-                let webhook = self
-                    .webhook
-                    .as_deref()
-                    .ok_or_else(|| StepError::Failed("no HTTP client is configured".into()))?;
-                let mut call: HttpCall =
-                    serde_json::from_value(plan.get("call").cloned().unwrap_or(Value::Null))
-                        .map_err(|e| {
-                            StepError::Failed(format!("the stored http plan does not parse: {e}"))
-                        })?;
-                call.headers
-                    .insert("Idempotency-Key".into(), key.to_string());
+                let webhook = self.webhook.as_deref().ok_or_else(|| StepError::Failed("no HTTP client is configured".into()))?;
+                let mut call: HttpCall = serde_json::from_value(plan.get("call").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| StepError::Failed(format!("the stored http plan does not parse: {e}")))?;
+                call.headers.insert("Idempotency-Key".into(), key.to_string());
                 if dry {
-                    return Ok(Sent::Done(
-                        json!({"summary": format!("would call {} {} (dry-run)", call.method, call.url)}),
-                    ));
+                    return Ok(Sent::Done(json!({"summary": format!("would call {} {} (dry-run)", call.method, call.url)})));
                 }
                 // Never retried: a receiver may act on a call whose answer was lost.
                 let reply = webhook.call(&call).await.map_err(|e| {
@@ -1953,9 +1458,7 @@ impl Engine {
                         StepError::Failed(format!("{} {}: {}", call.method, call.url, e.message))
                     }
                 })?;
-                let expected: Option<Vec<u16>> = plan
-                    .get("expect_status")
-                    .and_then(|v| serde_json::from_value(v.clone()).ok());
+                let expected: Option<Vec<u16>> = plan.get("expect_status").and_then(|v| serde_json::from_value(v.clone()).ok());
                 let ok = match &expected {
                     Some(list) => list.contains(&reply.status),
                     None => (200..300).contains(&reply.status),
@@ -1963,26 +1466,15 @@ impl Engine {
                 let body: String = reply.body.chars().take(2000).collect();
                 if !ok && reply.status >= 500 {
                     // A server error says nothing about what the receiver did.
-                    return Err(StepError::Unknown(format!(
-                        "{} {} answered {}: {body}; it may have acted, so it is not sent again",
-                        call.method, call.url, reply.status
-                    )));
+                    return Err(StepError::Unknown(format!("{} {} answered {}: {body}; it may have acted, so it is not sent again", call.method, call.url, reply.status)));
                 }
                 if !ok {
-                    return Err(StepError::Failed(format!(
-                        "{} {} answered {}: {body}",
-                        call.method, call.url, reply.status
-                    )));
+                    return Err(StepError::Failed(format!("{} {} answered {}: {body}", call.method, call.url, reply.status)));
                 }
-                Ok(Sent::Done(
-                    json!({"status": reply.status, "body": body, "summary": format!("called {} {} ({})", call.method, call.url, reply.status)}),
-                ))
+                Ok(Sent::Done(json!({"status": reply.status, "body": body, "summary": format!("called {} {} ({})", call.method, call.url, reply.status)})))
             }
             "wait" => {
-                let until = plan
-                    .get("until")
-                    .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
-                    .unwrap_or(now);
+                let until = plan.get("until").and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok()).unwrap_or(now);
                 if until <= now {
                     Ok(Sent::Done(json!({})))
                 } else {
@@ -1990,10 +1482,7 @@ impl Engine {
                 }
             }
             "verify" => {
-                let end = plan
-                    .get("end")
-                    .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
-                    .unwrap_or(now);
+                let end = plan.get("end").and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok()).unwrap_or(now);
                 if end > now {
                     Ok(Sent::Wait(end, json!({"query": plan.get("query")})))
                 } else {
@@ -2010,50 +1499,25 @@ impl Engine {
     }
 
     /// Look again at a waiting step.
-    async fn poll(
-        &self,
-        run: &Run,
-        action: &str,
-        plan: &Value,
-        now: DateTime<Utc>,
-    ) -> std::result::Result<Sent, StepError> {
+    async fn poll(&self, run: &Run, action: &str, plan: &Value, now: DateTime<Utc>) -> std::result::Result<Sent, StepError> {
         match action {
             "wait" => Ok(Sent::Done(json!({}))),
             "verify" => self.evaluate_verify(plan).await,
             "run_job" => {
-                let ns = plan
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let ns = plan.get("namespace").and_then(Value::as_str).unwrap_or_default();
                 let name = plan.get("name").and_then(Value::as_str).unwrap_or_default();
                 let status = self.cluster()?.job_status(ns, name).await?;
                 match status.phase {
-                    JobPhase::Succeeded => Ok(Sent::Done(
-                        json!({"job": format!("{ns}/{name}"), "status": status.status, "summary": format!("job {ns}/{name} succeeded")}),
-                    )),
-                    JobPhase::Failed { reason } => Err(StepError::Failed(format!(
-                        "job {ns}/{name} failed: {reason}"
-                    ))),
+                    JobPhase::Succeeded => Ok(Sent::Done(json!({"job": format!("{ns}/{name}"), "status": status.status, "summary": format!("job {ns}/{name} succeeded")}))),
+                    JobPhase::Failed { reason } => Err(StepError::Failed(format!("job {ns}/{name} failed: {reason}"))),
                     JobPhase::Running => {
-                        let deadline = plan
-                            .get("deadline")
-                            .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
-                            .unwrap_or(now);
+                        let deadline = plan.get("deadline").and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok()).unwrap_or(now);
                         if now >= deadline {
-                            return Err(StepError::Failed(format!(
-                                "job {ns}/{name} did not finish before its timeout ({deadline})"
-                            )));
+                            return Err(StepError::Failed(format!("job {ns}/{name} did not finish before its timeout ({deadline})")));
                         }
-                        let poll = plan
-                            .get("poll_secs")
-                            .and_then(Value::as_f64)
-                            .unwrap_or(10.0);
-                        let wake = (now + chrono::Duration::milliseconds((poll * 1000.0) as i64))
-                            .min(deadline);
-                        Ok(Sent::Wait(
-                            wake,
-                            json!({"job": format!("{ns}/{name}"), "status": status.status}),
-                        ))
+                        let poll = plan.get("poll_secs").and_then(Value::as_f64).unwrap_or(10.0);
+                        let wake = (now + chrono::Duration::milliseconds((poll * 1000.0) as i64)).min(deadline);
+                        Ok(Sent::Wait(wake, json!({"job": format!("{ns}/{name}"), "status": status.status})))
                     }
                 }
             }
@@ -2067,61 +1531,27 @@ impl Engine {
     /// The verification: every evaluation step of the window must have a sample, and every
     /// sample must be non-zero. A missing sample is a failure: no data is never "verified".
     async fn evaluate_verify(&self, plan: &Value) -> std::result::Result<Sent, StepError> {
-        let metrics = self
-            .metrics
-            .as_deref()
-            .ok_or_else(|| StepError::Failed("no metrics source to verify with".into()))?;
-        let query = plan
-            .get("query")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let parse = |k: &str| {
-            plan.get(k)
-                .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
-        };
+        let metrics = self.metrics.as_deref().ok_or_else(|| StepError::Failed("no metrics source to verify with".into()))?;
+        let query = plan.get("query").and_then(Value::as_str).unwrap_or_default();
+        let parse = |k: &str| plan.get(k).and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok());
         let (Some(start), Some(end)) = (parse("start"), parse("end")) else {
-            return Err(StepError::Failed(
-                "the stored verify plan has no window".into(),
-            ));
+            return Err(StepError::Failed("the stored verify plan has no window".into()));
         };
-        let step = Duration::from_secs_f64(
-            plan.get("step_secs")
-                .and_then(Value::as_f64)
-                .unwrap_or(30.0)
-                .max(1.0),
-        );
-        let series = metrics
-            .query_range(query, start, end, step)
-            .await
-            .map_err(|e| StepError::Failed(format!("verify query failed: {e}")))?;
+        let step = Duration::from_secs_f64(plan.get("step_secs").and_then(Value::as_f64).unwrap_or(30.0).max(1.0));
+        let series = metrics.query_range(query, start, end, step).await.map_err(|e| StepError::Failed(format!("verify query failed: {e}")))?;
         let check = judge_window(&series, start, end, step);
         let summary = format!("verified `{query}` over {} evaluation(s)", check.checked);
         if check.no_data.is_empty() && check.false_at.is_empty() {
-            Ok(Sent::Done(
-                json!({"checked": check.checked, "summary": summary}),
-            ))
+            Ok(Sent::Done(json!({"checked": check.checked, "summary": summary})))
         } else {
             let mut why = Vec::new();
             if let Some(t) = check.no_data.first() {
-                why.push(format!(
-                    "no data at {} of {} evaluation(s) (first {})",
-                    check.no_data.len(),
-                    check.checked,
-                    t.format("%H:%M:%S")
-                ));
+                why.push(format!("no data at {} of {} evaluation(s) (first {})", check.no_data.len(), check.checked, t.format("%H:%M:%S")));
             }
             if let Some(t) = check.false_at.first() {
-                why.push(format!(
-                    "false at {} of {} evaluation(s) (first {})",
-                    check.false_at.len(),
-                    check.checked,
-                    t.format("%H:%M:%S")
-                ));
+                why.push(format!("false at {} of {} evaluation(s) (first {})", check.false_at.len(), check.checked, t.format("%H:%M:%S")));
             }
-            Err(StepError::Failed(format!(
-                "verification `{query}` did not hold: {}",
-                why.join("; ")
-            )))
+            Err(StepError::Failed(format!("verification `{query}` did not hold: {}", why.join("; "))))
         }
     }
 }
@@ -2136,12 +1566,7 @@ pub struct WindowCheck {
 
 /// Judge a window: at each evaluation time `start + k·step` up to `end`, the condition holds
 /// when at least one series has a sample there and every sample there is finite and non-zero.
-pub fn judge_window(
-    series: &[Series],
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    step: Duration,
-) -> WindowCheck {
+pub fn judge_window(series: &[Series], start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> WindowCheck {
     let mut out = WindowCheck::default();
     let step_ms = (step.as_millis() as i64).max(1);
     let mut t = start;
@@ -2149,14 +1574,7 @@ pub fn judge_window(
         out.checked += 1;
         let at: Vec<f64> = series
             .iter()
-            .filter_map(|s| {
-                s.points
-                    .iter()
-                    .find(|(pt, _)| {
-                        (pt.timestamp_millis() - t.timestamp_millis()).abs() < step_ms / 2 + 1
-                    })
-                    .map(|(_, v)| *v)
-            })
+            .filter_map(|s| s.points.iter().find(|(pt, _)| (pt.timestamp_millis() - t.timestamp_millis()).abs() < step_ms / 2 + 1).map(|(_, v)| *v))
             .collect();
         if at.is_empty() {
             out.no_data.push(t);
@@ -2171,29 +1589,17 @@ pub fn judge_window(
 /// The plan that undoes `plan`, for the actions that can be undone.
 fn inverse(action: &str, plan: &Value) -> Option<Value> {
     match action {
-        "scale" => Some(
-            json!({"namespace": plan.get("namespace")?, "name": plan.get("name")?, "from": plan.get("to")?, "to": plan.get("from")?}),
-        ),
+        "scale" => Some(json!({"namespace": plan.get("namespace")?, "name": plan.get("name")?, "from": plan.get("to")?, "to": plan.get("from")?})),
         "rollback" => Some(json!({
             "namespace": plan.get("namespace")?, "name": plan.get("name")?,
             "from_revision": plan.get("to_revision")?, "to_revision": plan.get("from_revision")?,
         })),
         "cordon" => {
-            let previous = plan
-                .get("previous")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let now = plan
-                .get("unschedulable")
-                .and_then(Value::as_bool)
-                .unwrap_or(true);
-            (previous != now).then(
-                || json!({"node": plan.get("node"), "unschedulable": previous, "previous": now}),
-            )
+            let previous = plan.get("previous").and_then(Value::as_bool).unwrap_or(false);
+            let now = plan.get("unschedulable").and_then(Value::as_bool).unwrap_or(true);
+            (previous != now).then(|| json!({"node": plan.get("node"), "unschedulable": previous, "previous": now}))
         }
-        "patch" => Some(
-            json!({"namespace": plan.get("namespace")?, "name": plan.get("name")?, "patch": plan.get("inverse")?, "inverse": plan.get("patch")?}),
-        ),
+        "patch" => Some(json!({"namespace": plan.get("namespace")?, "name": plan.get("name")?, "patch": plan.get("inverse")?, "inverse": plan.get("patch")?})),
         _ => None,
     }
 }
@@ -2250,26 +1656,14 @@ fn extend(detail: &mut Value, extra: &serde_json::Map<String, Value>) {
 
 /// The result of a step whose answer was lost but whose effect reading back confirmed.
 fn applied_after_all(action: &str, plan: &Value, now: DateTime<Utc>) -> Sent {
-    let summary = format!(
-        "{} (the answer was lost; reading the object back showed it applied)",
-        describe_plan(action, plan)
-    );
-    let result = json!({"outcome": "unknown_resolved_applied", "summary": summary});
+    let summary = format!("{} (the answer was lost; reading the object back showed it applied)", describe_plan(action, plan));
+    let mut result = json!({"outcome": "unknown_resolved_applied", "summary": summary});
     if action == "run_job" {
-        let poll = plan
-            .get("poll_secs")
-            .and_then(Value::as_f64)
-            .unwrap_or(10.0);
+        let poll = plan.get("poll_secs").and_then(Value::as_f64).unwrap_or(10.0);
         let wake = now + chrono::Duration::milliseconds((poll * 1000.0) as i64);
-        let mut r = result;
-        r["job"] = json!(format!(
-            "{}/{}",
-            plan.get("namespace")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-            plan.get("name").and_then(Value::as_str).unwrap_or_default()
-        ));
-        return Sent::Wait(wake, r);
+        let s = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        result["job"] = json!(format!("{}/{}", s("namespace"), s("name")));
+        return Sent::Wait(wake, result);
     }
     Sent::Done(result)
 }
@@ -2279,27 +1673,17 @@ fn applied_after_all(action: &str, plan: &Value, now: DateTime<Utc>) -> Sent {
 fn contains(current: &Value, patch: &Value) -> bool {
     match (patch, current) {
         (Value::Null, cur) => cur.is_null(),
-        (Value::Object(p), cur) => p
+        (Value::Object(p), cur) => p.iter().filter(|(k, _)| !k.starts_with('$')).all(|(k, pv)| contains(cur.get(k).unwrap_or(&Value::Null), pv)),
+        (Value::Array(items), Value::Array(cur)) if items.iter().all(|i| i.get("name").is_some()) => items
             .iter()
-            .filter(|(k, _)| !k.starts_with('$'))
-            .all(|(k, pv)| contains(cur.get(k).unwrap_or(&Value::Null), pv)),
-        (Value::Array(items), Value::Array(cur))
-            if items.iter().all(|i| i.get("name").is_some()) =>
-        {
-            items.iter().filter(|i| i.get("$patch").is_none()).all(|i| {
-                cur.iter()
-                    .any(|c| c.get("name") == i.get("name") && contains(c, i))
-            })
-        }
+            .filter(|i| i.get("$patch").is_none())
+            .all(|i| cur.iter().any(|c| c.get("name") == i.get("name") && contains(c, i))),
         (p, cur) => p == cur,
     }
 }
 
 fn is_mutating(action: &str) -> bool {
-    matches!(
-        action,
-        "scale" | "rollback" | "restart" | "delete_pod" | "cordon" | "run_job" | "patch" | "http"
-    )
+    matches!(action, "scale" | "rollback" | "restart" | "delete_pod" | "cordon" | "run_job" | "patch" | "http")
 }
 
 fn new_step(i: usize, s: &Step, phase: Phase) -> StepState {
@@ -2340,11 +1724,7 @@ fn failure(f: StoreFailure) -> Error {
 /// The part of an installation id that goes into Job names: its first 8 characters that
 /// are lower-case letters or digits.
 fn short_installation_id(id: &str) -> String {
-    id.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .take(8)
-        .collect()
+    id.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).take(8).collect()
 }
 
 /// A DNS-1123 Job name: `<prefix>-<suffix>`, lower case, at most 63 characters.
@@ -2352,13 +1732,7 @@ fn job_name(prefix: &str, suffix: &str) -> String {
     let clean: String = prefix
         .to_lowercase()
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
         .collect();
     let room = 63usize.saturating_sub(suffix.len() + 1);
     let head: String = clean.chars().take(room).collect();
@@ -2370,64 +1744,37 @@ fn plan_text(run: &Run) -> String {
     run.steps
         .iter()
         .enumerate()
-        .map(
-            |(i, s)| match s.result.as_ref().and_then(|r| r.get("preview")) {
-                Some(p) => format!("{}. {}", i + 1, describe_plan(&s.action, p)),
-                None => format!("{}. {}", i + 1, s.action),
-            },
-        )
+        .map(|(i, s)| match s.result.as_ref().and_then(|r| r.get("preview")) {
+            Some(p) => format!("{}. {}", i + 1, describe_plan(&s.action, p)),
+            None => format!("{}. {}", i + 1, s.action),
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
 /// One step's plan in words: what would be sent.
 pub fn describe_plan(action: &str, plan: &Value) -> String {
-    let s = |k: &str| {
-        plan.get(k)
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .unwrap_or_default()
-    };
+    let s = |k: &str| plan.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default();
     let target = format!("{}/{}", s("namespace"), s("name"));
     match action {
         "scale" => format!("scale {target} from {} to {} replicas", s("from"), s("to")),
-        "rollback" => format!(
-            "roll {target} back from revision {} to {}",
-            s("from_revision"),
-            s("to_revision")
-        ),
+        "rollback" => format!("roll {target} back from revision {} to {}", s("from_revision"), s("to_revision")),
         "restart" => format!("restart {target}"),
         "delete_pod" => {
             let names: Vec<String> = plan
                 .get("pods")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| p.get("name").and_then(Value::as_str).map(str::to_string))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|p| p.get("name").and_then(Value::as_str).map(str::to_string)).collect())
                 .unwrap_or_default();
             format!("delete pod(s) {} in {}", names.join(", "), s("namespace"))
         }
-        "cordon" if plan.get("unschedulable") == Some(&Value::Bool(false)) => {
-            format!("uncordon node {}", s("node"))
-        }
+        "cordon" if plan.get("unschedulable") == Some(&Value::Bool(false)) => format!("uncordon node {}", s("node")),
         "cordon" => format!("cordon node {}", s("node")),
         "run_job" => format!("run Job {target} and wait for it"),
-        "patch" => format!(
-            "patch {target} with {}",
-            plan.get("patch").cloned().unwrap_or(Value::Null)
-        ),
+        "patch" => format!("patch {target} with {}", plan.get("patch").cloned().unwrap_or(Value::Null)),
         "http" => {
             let call = plan.get("call").cloned().unwrap_or(Value::Null);
-            format!(
-                "{} {}",
-                call.get("method").and_then(Value::as_str).unwrap_or("POST"),
-                call.get("url").and_then(Value::as_str).unwrap_or("")
-            )
+            format!("{} {}", call.get("method").and_then(Value::as_str).unwrap_or("POST"), call.get("url").and_then(Value::as_str).unwrap_or(""))
         }
         "wait" => "wait".into(),
         "verify" => format!("verify `{}`", s("query")),

@@ -71,21 +71,12 @@ impl Default for GuardSettings {
             cooldown: Duration::from_secs(600),
             max_attempts: 3,
             approval_ttl: Duration::from_secs(3600),
-            rate_global: Some(RateCap {
-                max: 20,
-                per: crate::duration::HumanDuration(Duration::from_secs(3600)),
-            }),
-            rate_namespace: Some(RateCap {
-                max: 5,
-                per: crate::duration::HumanDuration(Duration::from_secs(3600)),
-            }),
+            rate_global: Some(RateCap { max: 20, per: crate::duration::HumanDuration(Duration::from_secs(3600)) }),
+            rate_namespace: Some(RateCap { max: 5, per: crate::duration::HumanDuration(Duration::from_secs(3600)) }),
             max_replica_change_percent: Some(100),
             max_pods_deleted: 1,
             namespaces_allow: Vec::new(),
-            namespaces_deny: DEFAULT_NAMESPACES_DENY
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            namespaces_deny: DEFAULT_NAMESPACES_DENY.iter().map(|s| s.to_string()).collect(),
             protected_labels: BTreeMap::from([(PROTECTED_LABEL.to_string(), "true".to_string())]),
             patch_allow: DEFAULT_PATCH_ALLOW.iter().map(|s| s.to_string()).collect(),
         }
@@ -210,10 +201,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(guard: GuardName, reason: impl Into<String>) -> Self {
-        Self {
-            guard,
-            reason: reason.into(),
-        }
+        Self { guard, reason: reason.into() }
     }
 }
 
@@ -248,20 +236,14 @@ pub fn check_run(
     now: DateTime<Utc>,
 ) -> Result<(), Refusal> {
     if has_data == Some(false) {
-        return Err(Refusal::new(
-            GuardName::NoData,
-            "the triggering signal has no data",
-        ));
+        return Err(Refusal::new(GuardName::NoData, "the triggering signal has no data"));
     }
     if let Some(ns) = namespace {
         check_namespace(s, ns)?;
     }
     check_protected(s, target_labels)?;
     if let Some(last) = history.last_acted_on_target {
-        let elapsed = now
-            .signed_duration_since(last)
-            .to_std()
-            .unwrap_or(Duration::ZERO);
+        let elapsed = now.signed_duration_since(last).to_std().unwrap_or(Duration::ZERO);
         if elapsed < s.cooldown {
             return Err(Refusal::new(
                 GuardName::Cooldown,
@@ -277,20 +259,14 @@ pub fn check_run(
     if history.attempts_for_incident >= s.max_attempts {
         return Err(Refusal::new(
             GuardName::MaxAttempts,
-            format!(
-                "{} run(s) already for this incident; max_attempts is {}",
-                history.attempts_for_incident, s.max_attempts
-            ),
+            format!("{} run(s) already for this incident; max_attempts is {}", history.attempts_for_incident, s.max_attempts),
         ));
     }
     if let Some(cap) = s.rate_global {
         if history.acted_global >= cap.max {
             return Err(Refusal::new(
                 GuardName::RateGlobal,
-                format!(
-                    "{} run(s) acted in the last {}; the global cap is {}",
-                    history.acted_global, cap.per, cap.max
-                ),
+                format!("{} run(s) acted in the last {}; the global cap is {}", history.acted_global, cap.per, cap.max),
             ));
         }
     }
@@ -298,10 +274,7 @@ pub fn check_run(
         if history.acted_namespace >= cap.max {
             return Err(Refusal::new(
                 GuardName::RateNamespace,
-                format!(
-                    "{} run(s) acted in namespace {ns} in the last {}; the cap is {}",
-                    history.acted_namespace, cap.per, cap.max
-                ),
+                format!("{} run(s) acted in namespace {ns} in the last {}; the cap is {}", history.acted_namespace, cap.per, cap.max),
             ));
         }
     }
@@ -311,34 +284,22 @@ pub fn check_run(
 /// Namespace allow and deny lists (deny wins).
 pub fn check_namespace(s: &GuardSettings, ns: &str) -> Result<(), Refusal> {
     if s.namespaces_deny.iter().any(|d| d == ns) {
-        return Err(Refusal::new(
-            GuardName::Namespace,
-            format!("namespace {ns} is in namespaces_deny"),
-        ));
+        return Err(Refusal::new(GuardName::Namespace, format!("namespace {ns} is in namespaces_deny")));
     }
     if !s.namespaces_allow.is_empty() && !s.namespaces_allow.iter().any(|a| a == ns) {
         return Err(Refusal::new(
             GuardName::Namespace,
-            format!(
-                "namespace {ns} is not in namespaces_allow ({})",
-                s.namespaces_allow.join(", ")
-            ),
+            format!("namespace {ns} is not in namespaces_allow ({})", s.namespaces_allow.join(", ")),
         ));
     }
     Ok(())
 }
 
 /// A workload carrying any protected label (with its value) is never acted on.
-pub fn check_protected(
-    s: &GuardSettings,
-    labels: &BTreeMap<String, String>,
-) -> Result<(), Refusal> {
+pub fn check_protected(s: &GuardSettings, labels: &BTreeMap<String, String>) -> Result<(), Refusal> {
     for (k, v) in &s.protected_labels {
         if labels.get(k) == Some(v) {
-            return Err(Refusal::new(
-                GuardName::Protected,
-                format!("the workload is labelled {k}={v}"),
-            ));
+            return Err(Refusal::new(GuardName::Protected, format!("the workload is labelled {k}={v}")));
         }
     }
     Ok(())
@@ -348,10 +309,7 @@ pub fn check_protected(
 /// current count (a change from 0 is measured against 1).
 pub fn check_scale(s: &GuardSettings, from: i32, to: i32) -> Result<(), Refusal> {
     if from == to {
-        return Err(Refusal::new(
-            GuardName::Bounds,
-            format!("already at {from} replicas; the bounds allow no change"),
-        ));
+        return Err(Refusal::new(GuardName::Bounds, format!("already at {from} replicas; the bounds allow no change")));
     }
     if let Some(pct) = s.max_replica_change_percent {
         let base = f64::from(from.max(1));
@@ -367,19 +325,12 @@ pub fn check_scale(s: &GuardSettings, from: i32, to: i32) -> Result<(), Refusal>
 }
 
 /// Pods deleted by one run, this step's included.
-pub fn check_pods_deleted(
-    s: &GuardSettings,
-    already: u32,
-    now_deleting: u32,
-) -> Result<(), Refusal> {
+pub fn check_pods_deleted(s: &GuardSettings, already: u32, now_deleting: u32) -> Result<(), Refusal> {
     let total = already.saturating_add(now_deleting);
     if total > s.max_pods_deleted {
         return Err(Refusal::new(
             GuardName::BlastRadius,
-            format!(
-                "this would delete {total} pod(s) in one run; max_pods_deleted is {}",
-                s.max_pods_deleted
-            ),
+            format!("this would delete {total} pod(s) in one run; max_pods_deleted is {}", s.max_pods_deleted),
         ));
     }
     Ok(())
@@ -388,20 +339,14 @@ pub fn check_pods_deleted(
 /// Every field a patch sets must match an allow-list pattern (the same check the loader
 /// runs on literal patches, see [`crate::load::patch_paths`]).
 pub fn check_patch(s: &GuardSettings, patch: &serde_json::Value) -> Result<(), Refusal> {
-    let denied: Vec<String> = crate::load::patch_paths(patch)
-        .into_iter()
-        .filter(|p| !crate::load::path_allowed(p, &s.patch_allow))
-        .collect();
+    let denied: Vec<String> =
+        crate::load::patch_paths(patch).into_iter().filter(|p| !crate::load::path_allowed(p, &s.patch_allow)).collect();
     if denied.is_empty() {
         Ok(())
     } else {
         Err(Refusal::new(
             GuardName::PatchAllow,
-            format!(
-                "the patch sets {} outside patch_allow ({})",
-                denied.join(", "),
-                s.patch_allow.join(", ")
-            ),
+            format!("the patch sets {} outside patch_allow ({})", denied.join(", "), s.patch_allow.join(", ")),
         ))
     }
 }
@@ -421,112 +366,54 @@ mod tests {
     }
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn no_data_refuses_first() {
-        let e = check_run(
-            &GuardSettings::default(),
-            Some("shop"),
-            &labels(&[]),
-            Some(false),
-            &History::default(),
-            t(0),
-        )
-        .unwrap_err();
+        let e = check_run(&GuardSettings::default(), Some("shop"), &labels(&[]), Some(false), &History::default(), t(0))
+            .unwrap_err();
         assert_eq!(e.guard, GuardName::NoData);
     }
 
     #[test]
     fn namespaces_and_protection() {
         let s = GuardSettings::default();
-        assert_eq!(
-            check_namespace(&s, "kube-system").unwrap_err().guard,
-            GuardName::Namespace
-        );
-        let only_shop = GuardSettings {
-            namespaces_allow: vec!["shop".into()],
-            ..s.clone()
-        };
+        assert_eq!(check_namespace(&s, "kube-system").unwrap_err().guard, GuardName::Namespace);
+        let only_shop = GuardSettings { namespaces_allow: vec!["shop".into()], ..s.clone() };
         assert!(check_namespace(&only_shop, "shop").is_ok());
-        assert!(check_namespace(&only_shop, "ml")
-            .unwrap_err()
-            .reason
-            .contains("not in namespaces_allow"));
-        let e = check_run(
-            &s,
-            Some("shop"),
-            &labels(&[(PROTECTED_LABEL, "true")]),
-            Some(true),
-            &History::default(),
-            t(0),
-        )
-        .unwrap_err();
+        assert!(check_namespace(&only_shop, "ml").unwrap_err().reason.contains("not in namespaces_allow"));
+        let e = check_run(&s, Some("shop"), &labels(&[(PROTECTED_LABEL, "true")]), Some(true), &History::default(), t(0))
+            .unwrap_err();
         assert_eq!(e.guard, GuardName::Protected);
     }
 
     #[test]
     fn cooldown_attempts_and_rates() {
         let s = GuardSettings::default();
-        let h = History {
-            last_acted_on_target: Some(t(0)),
-            ..Default::default()
-        };
+        let h = History { last_acted_on_target: Some(t(0)), ..Default::default() };
         let e = check_run(&s, Some("shop"), &labels(&[]), None, &h, t(599)).unwrap_err();
         assert_eq!(e.guard, GuardName::Cooldown);
         assert!(e.reason.contains("1s left"), "{}", e.reason);
         assert!(check_run(&s, Some("shop"), &labels(&[]), None, &h, t(600)).is_ok());
-        let h = History {
-            attempts_for_incident: 3,
-            ..Default::default()
-        };
-        assert_eq!(
-            check_run(&s, None, &labels(&[]), None, &h, t(0))
-                .unwrap_err()
-                .guard,
-            GuardName::MaxAttempts
-        );
-        let h = History {
-            acted_global: 20,
-            ..Default::default()
-        };
-        assert_eq!(
-            check_run(&s, None, &labels(&[]), None, &h, t(0))
-                .unwrap_err()
-                .guard,
-            GuardName::RateGlobal
-        );
-        let h = History {
-            acted_namespace: 5,
-            ..Default::default()
-        };
-        assert_eq!(
-            check_run(&s, Some("shop"), &labels(&[]), None, &h, t(0))
-                .unwrap_err()
-                .guard,
-            GuardName::RateNamespace
-        );
+        let h = History { attempts_for_incident: 3, ..Default::default() };
+        assert_eq!(check_run(&s, None, &labels(&[]), None, &h, t(0)).unwrap_err().guard, GuardName::MaxAttempts);
+        let h = History { acted_global: 20, ..Default::default() };
+        assert_eq!(check_run(&s, None, &labels(&[]), None, &h, t(0)).unwrap_err().guard, GuardName::RateGlobal);
+        let h = History { acted_namespace: 5, ..Default::default() };
+        assert_eq!(check_run(&s, Some("shop"), &labels(&[]), None, &h, t(0)).unwrap_err().guard, GuardName::RateNamespace);
     }
 
     #[test]
     fn blast_radius_of_scale_and_pods() {
-        let s = GuardSettings {
-            max_replica_change_percent: Some(50),
-            ..Default::default()
-        };
+        let s = GuardSettings { max_replica_change_percent: Some(50), ..Default::default() };
         assert!(check_scale(&s, 4, 6).is_ok());
         let e = check_scale(&s, 4, 7).unwrap_err();
         assert_eq!(e.guard, GuardName::BlastRadius);
         assert!(e.reason.contains("75%"), "{}", e.reason);
         assert_eq!(check_scale(&s, 4, 4).unwrap_err().guard, GuardName::Bounds);
         assert!(check_pods_deleted(&s, 0, 1).is_ok());
-        assert_eq!(
-            check_pods_deleted(&s, 1, 1).unwrap_err().guard,
-            GuardName::BlastRadius
-        );
+        assert_eq!(check_pods_deleted(&s, 1, 1).unwrap_err().guard, GuardName::BlastRadius);
     }
 
     #[test]
@@ -537,25 +424,15 @@ mod tests {
         let bad = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "evil:1"}]}}}});
         let e = check_patch(&s, &bad).unwrap_err();
         assert_eq!(e.guard, GuardName::PatchAllow);
-        assert!(
-            e.reason.contains("spec.template.spec.containers[].image"),
-            "{}",
-            e.reason
-        );
-        let dotted =
-            json!({"spec": {"template": {"metadata": {"annotations": {"warden.io/model": "v7"}}}}});
+        assert!(e.reason.contains("spec.template.spec.containers[].image"), "{}", e.reason);
+        let dotted = json!({"spec": {"template": {"metadata": {"annotations": {"warden.io/model": "v7"}}}}});
         assert!(check_patch(&s, &dotted).is_ok());
-        assert_eq!(
-            check_patch(&s, &json!({"spec": {"replicas": 3}})).map_err(|r| r.guard),
-            Err(GuardName::PatchAllow)
-        );
+        assert_eq!(check_patch(&s, &json!({"spec": {"replicas": 3}})).map_err(|r| r.guard), Err(GuardName::PatchAllow));
     }
 
     #[test]
     fn overlay_takes_only_given_fields() {
-        let g: Guards =
-            serde_yaml::from_str("autonomy: auto\nblast_radius: {max_pods_deleted: 3}\n")
-                .expect("guards");
+        let g: Guards = serde_yaml::from_str("autonomy: auto\nblast_radius: {max_pods_deleted: 3}\n").expect("guards");
         let s = GuardSettings::default().overlay(&g);
         assert_eq!(s.autonomy, Autonomy::Auto);
         assert_eq!(s.max_pods_deleted, 3);

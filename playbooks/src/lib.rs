@@ -35,7 +35,5 @@ pub mod yaml_index;
 pub mod yaml_load;
 
 pub use claim::{FencingToken, RunClaim};
-pub use cluster::{
-    Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef,
-};
+pub use cluster::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 pub use error::{Error, Result};

@@ -19,9 +19,7 @@ use serde_yaml::Value;
 
 use crate::params::{check_spec_fields, check_value};
 use crate::schedule::{parse_timezone, CronSchedule};
-use crate::spec::{
-    Arg, Guards, ParamSpec, ParamType, Playbook, Step, StepAction, TargetKind, Trigger, ACTION_KEYS,
-};
+use crate::spec::{Arg, Guards, ParamSpec, ParamType, Playbook, Step, StepAction, TargetKind, Trigger, ACTION_KEYS};
 use crate::template::{self, check_names};
 use crate::yaml_index::YamlIndex;
 use crate::yaml_load::{deserialize_collect, join, parse_value, renumber};
@@ -78,12 +76,7 @@ impl From<LoadErrors> for crate::Error {
 }
 
 fn file_error(file: &Path, message: String) -> LoadError {
-    LoadError {
-        file: file.to_path_buf(),
-        line: None,
-        path: String::new(),
-        message,
-    }
+    LoadError { file: file.to_path_buf(), line: None, path: String::new(), message }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -120,11 +113,7 @@ fn collect_items<T: serde::de::DeserializeOwned>(
     for (i, item) in items.into_iter().enumerate() {
         let before = found.len();
         let at = format!("{seq}[{i}]");
-        if item.is_null()
-            && found
-                .iter()
-                .any(|(p, _)| p == &at || p.starts_with(&format!("{at}.")))
-        {
+        if item.is_null() && found.iter().any(|(p, _)| p == &at || p.starts_with(&format!("{at}."))) {
             // Already reported (and replaced by null) before deserializing.
             broken.insert(i);
             continue;
@@ -153,35 +142,19 @@ const TRIGGER_KINDS: &[&str] = &["incident", "alert", "cron", "manual"];
 fn check_trigger_kind(item: Value, i: usize, found: &mut Vec<(String, String)>) -> Value {
     let kinds = TRIGGER_KINDS.join(", ");
     let problem = match &item {
-        Value::String(s) if !TRIGGER_KINDS.contains(&s.as_str()) => Some((
-            format!("triggers[{i}]"),
-            format!("unknown trigger `{s}`; one of {kinds}"),
-        )),
-        Value::Mapping(m) if m.len() != 1 => Some((
-            format!("triggers[{i}]"),
-            format!(
-                "a trigger has exactly one key, its kind ({kinds}); found {}",
-                m.len()
-            ),
-        )),
+        Value::String(s) if !TRIGGER_KINDS.contains(&s.as_str()) => {
+            Some((format!("triggers[{i}]"), format!("unknown trigger `{s}`; one of {kinds}")))
+        }
+        Value::Mapping(m) if m.len() != 1 => {
+            Some((format!("triggers[{i}]"), format!("a trigger has exactly one key, its kind ({kinds}); found {}", m.len())))
+        }
         Value::Mapping(m) => match m.keys().next() {
             Some(Value::String(k)) if TRIGGER_KINDS.contains(&k.as_str()) => None,
-            Some(Value::String(k)) => Some((
-                format!("triggers[{i}].{k}"),
-                format!("unknown trigger `{k}`; one of {kinds}"),
-            )),
-            _ => Some((
-                format!("triggers[{i}]"),
-                format!("a trigger's key is its kind: one of {kinds}"),
-            )),
+            Some(Value::String(k)) => Some((format!("triggers[{i}].{k}"), format!("unknown trigger `{k}`; one of {kinds}"))),
+            _ => Some((format!("triggers[{i}]"), format!("a trigger's key is its kind: one of {kinds}"))),
         },
         Value::String(_) => None,
-        _ => Some((
-            format!("triggers[{i}]"),
-            format!(
-                "a trigger is `manual` or a mapping `<kind>: {{...}}` with kind one of {kinds}"
-            ),
-        )),
+        _ => Some((format!("triggers[{i}]"), format!("a trigger is `manual` or a mapping `<kind>: {{...}}` with kind one of {kinds}"))),
     };
     match problem {
         Some(p) => {
@@ -194,12 +167,7 @@ fn check_trigger_kind(item: Value, i: usize, found: &mut Vec<(String, String)>) 
 
 /// Parse and check playbook text; `file` only names it in errors.
 pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
-    let mk = |line: Option<usize>, path: String, message: String| LoadError {
-        file: file.to_path_buf(),
-        line,
-        path,
-        message,
-    };
+    let mk = |line: Option<usize>, path: String, message: String| LoadError { file: file.to_path_buf(), line, path, message };
     let mut value = match parse_value(text) {
         Ok(v) => v,
         Err((line, message)) => return Err(LoadErrors(vec![mk(line, String::new(), message)])),
@@ -210,42 +178,27 @@ pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
     let steps = take_seq(&mut value, "steps");
     let revert = take_seq(&mut value, "revert");
     let triggers = take_seq(&mut value, "triggers");
-    let params = match value
-        .as_mapping_mut()
-        .and_then(|m| m.get_mut(Value::String("params".into())))
-    {
+    let params = match value.as_mapping_mut().and_then(|m| m.get_mut(Value::String("params".into()))) {
         Some(Value::Mapping(m)) => Some(std::mem::take(m)),
         _ => None,
     };
 
     let base: Option<Playbook> = deserialize_collect(value, "", &mut found);
 
-    let (steps, step_index, step_broken) =
-        collect_items::<Step>(steps.unwrap_or_default(), "steps", &mut found);
+    let (steps, step_index, step_broken) = collect_items::<Step>(steps.unwrap_or_default(), "steps", &mut found);
     let revert = revert.map(|items| collect_items::<Step>(items, "revert", &mut found));
-    let triggers = triggers
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| check_trigger_kind(t, i, &mut found))
-        .collect();
-    let (triggers, trigger_index, _) =
-        collect_items::<TriggerItem>(triggers, "triggers", &mut found);
+    let triggers = triggers.unwrap_or_default().into_iter().enumerate().map(|(i, t)| check_trigger_kind(t, i, &mut found)).collect();
+    let (triggers, trigger_index, _) = collect_items::<TriggerItem>(triggers, "triggers", &mut found);
     let triggers: Vec<Trigger> = triggers.into_iter().map(|t| t.0).collect();
     let mut specs = BTreeMap::new();
     for (k, v) in params.unwrap_or_default() {
         match k {
             Value::String(name) => {
-                if let Some(spec) =
-                    deserialize_collect::<ParamSpec>(v, &format!("params.{name}"), &mut found)
-                {
+                if let Some(spec) = deserialize_collect::<ParamSpec>(v, &format!("params.{name}"), &mut found) {
                     specs.insert(name, spec);
                 }
             }
-            other => found.push((
-                "params".into(),
-                format!("parameter names must be text, found {other:?}"),
-            )),
+            other => found.push(("params".into(), format!("parameter names must be text, found {other:?}"))),
         }
     }
 
@@ -284,10 +237,7 @@ pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
             return Ok(p);
         }
     }
-    let mut errors: Vec<LoadError> = found
-        .into_iter()
-        .map(|(path, message)| mk(index.line(&path), path, message))
-        .collect();
+    let mut errors: Vec<LoadError> = found.into_iter().map(|(path, message)| mk(index.line(&path), path, message)).collect();
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     errors.dedup();
     Err(LoadErrors(errors))
@@ -296,30 +246,20 @@ pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
 /// Load every `*.yaml` / `*.yml` file of `dir` (not recursive), in file-name order. Every
 /// error of every file is reported, as is a playbook name used by two files.
 pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Playbook)>, LoadErrors> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        LoadErrors(vec![file_error(
-            dir,
-            format!("cannot read the playbook directory: {e}"),
-        )])
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| LoadErrors(vec![file_error(dir, format!("cannot read the playbook directory: {e}"))]))?;
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for entry in entries {
         match entry {
             Ok(e) => {
                 let path = e.path();
-                let is_yaml = matches!(
-                    path.extension().and_then(|x| x.to_str()),
-                    Some("yaml" | "yml")
-                );
+                let is_yaml = matches!(path.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"));
                 if is_yaml && path.is_file() {
                     files.push(path);
                 }
             }
-            Err(e) => errors.push(file_error(
-                dir,
-                format!("cannot list the playbook directory: {e}"),
-            )),
+            Err(e) => errors.push(file_error(dir, format!("cannot list the playbook directory: {e}"))),
         }
     }
     files.sort();
@@ -339,11 +279,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Playbook)>, LoadErrors> {
                         file: path.clone(),
                         line: YamlIndex::build(&text).line("name"),
                         path: "name".into(),
-                        message: format!(
-                            "playbook `{}` is also defined in {}; names must be unique",
-                            p.name,
-                            first.display()
-                        ),
+                        message: format!("playbook `{}` is also defined in {}; names must be unique", p.name, first.display()),
                     });
                 } else {
                     out.push((path, p));
@@ -428,8 +364,7 @@ impl Catalog {
 
     /// Add or replace a playbook (checked by the caller).
     pub fn insert(&mut self, playbook: Playbook, source: Source) {
-        self.entries
-            .insert(playbook.name.clone(), CatalogEntry { playbook, source });
+        self.entries.insert(playbook.name.clone(), CatalogEntry { playbook, source });
     }
 
     pub fn get(&self, name: &str) -> Option<&Playbook> {
@@ -508,9 +443,7 @@ fn parse_path(s: &str) -> Result<Vec<PSeg>, String> {
                 match chars.get(i) {
                     None => return Err("unterminated quoted key".into()),
                     Some('\\') => {
-                        let Some(c) = chars.get(i + 1) else {
-                            return Err("unterminated quoted key".into());
-                        };
+                        let Some(c) = chars.get(i + 1) else { return Err("unterminated quoted key".into()) };
                         key.push(*c);
                         i += 2;
                     }
@@ -537,11 +470,7 @@ fn parse_path(s: &str) -> Result<Vec<PSeg>, String> {
             if key.is_empty() {
                 return Err(format!("empty segment at character {}", start + 1));
             }
-            out.push(if key == "*" {
-                PSeg::Any
-            } else {
-                PSeg::Key(key)
-            });
+            out.push(if key == "*" { PSeg::Any } else { PSeg::Key(key) });
         }
         while chars.get(i) == Some(&'[') {
             if chars.get(i + 1) != Some(&']') {
@@ -586,24 +515,14 @@ fn prefix_matches(pattern: &[PSeg], path: &[PSeg]) -> bool {
 /// matches one key, `[]` a list item; the merge key `name` of a list item is allowed
 /// wherever a pattern reaches inside that item (it only says which item is patched).
 pub fn path_allowed<S: AsRef<str>>(path: &str, patterns: &[S]) -> bool {
-    let Ok(segs) = parse_path(path) else {
-        return false;
-    };
-    let parsed: Vec<Vec<PSeg>> = patterns
-        .iter()
-        .filter_map(|p| parse_path(p.as_ref()).ok())
-        .collect();
-    if parsed
-        .iter()
-        .any(|p| p.len() == segs.len() && prefix_matches(p, &segs))
-    {
+    let Ok(segs) = parse_path(path) else { return false };
+    let parsed: Vec<Vec<PSeg>> = patterns.iter().filter_map(|p| parse_path(p.as_ref()).ok()).collect();
+    if parsed.iter().any(|p| p.len() == segs.len() && prefix_matches(p, &segs)) {
         return true;
     }
     if let [item @ .., PSeg::Key(k)] = segs.as_slice() {
         if k == "name" && item.last() == Some(&PSeg::Items) {
-            return parsed
-                .iter()
-                .any(|p| p.len() > item.len() && prefix_matches(p, item));
+            return parsed.iter().any(|p| p.len() > item.len() && prefix_matches(p, item));
         }
     }
     false
@@ -641,13 +560,7 @@ pub fn patch_paths(patch: &serde_json::Value) -> Vec<String> {
 
 /// Leaves of a YAML patch as `(YAML path with indices, patch path)`, for load-time errors
 /// with a line. Tags are reported as errors.
-fn yaml_leaves(
-    v: &Value,
-    yaml_path: String,
-    patch_path: String,
-    out: &mut Vec<(String, String)>,
-    errs: &mut Vec<(String, String)>,
-) {
+fn yaml_leaves(v: &Value, yaml_path: String, patch_path: String, out: &mut Vec<(String, String)>, errs: &mut Vec<(String, String)>) {
     match v {
         Value::Mapping(m) if !m.is_empty() => {
             for (k, child) in m {
@@ -660,13 +573,7 @@ fn yaml_leaves(
                         continue;
                     }
                 };
-                yaml_leaves(
-                    child,
-                    join(&yaml_path, &key),
-                    push_key(&patch_path, &key),
-                    out,
-                    errs,
-                );
+                yaml_leaves(child, join(&yaml_path, &key), push_key(&patch_path, &key), out, errs);
             }
         }
         Value::Sequence(items) => {
@@ -678,10 +585,7 @@ fn yaml_leaves(
                 yaml_leaves(item, format!("{yaml_path}[{i}]"), p.clone(), out, errs);
             }
         }
-        Value::Tagged(t) => errs.push((
-            yaml_path,
-            format!("YAML tags (`{}`) are not supported", t.tag),
-        )),
+        Value::Tagged(t) => errs.push((yaml_path, format!("YAML tags (`{}`) are not supported", t.tag))),
         _ => out.push((yaml_path, patch_path)),
     }
 }
@@ -697,8 +601,7 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -720,9 +623,7 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
-        return Err(format!(
-            "`{url}` carries credentials; send them in a header instead"
-        ));
+        return Err(format!("`{url}` carries credentials; send them in a header instead"));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         match v6.split_once(']') {
@@ -738,10 +639,7 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err(format!("`{url}` has no host"));
     }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
-    {
+    if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')) {
         return Err(format!("`{url}`: invalid host `{host}`"));
     }
     if let Some(p) = port {
@@ -800,12 +698,7 @@ impl Checker<'_> {
     }
 
     fn step_scope(&self) -> Scope {
-        Scope {
-            target: self.p.target,
-            params: true,
-            incident: true,
-            alert: true,
-        }
+        Scope { target: self.p.target, params: true, incident: true, alert: true }
     }
 
     /// Check a template's variables in `scope`; true when the text is a template.
@@ -824,22 +717,12 @@ impl Checker<'_> {
         for name in template::referenced(text).unwrap_or_default() {
             let ns = name.split('.').next().unwrap_or_default();
             let problem = match ns {
-                "params" if !scope.params => {
-                    Some("trigger parameters cannot refer to other parameters".to_string())
-                }
-                "incident" if !scope.incident => Some(format!(
-                    "`{name}` is only set for runs started by an incident"
-                )),
-                "alert" if !scope.alert => {
-                    Some(format!("`{name}` is only set for runs started by an alert"))
-                }
+                "params" if !scope.params => Some("trigger parameters cannot refer to other parameters".to_string()),
+                "incident" if !scope.incident => Some(format!("`{name}` is only set for runs started by an incident")),
+                "alert" if !scope.alert => Some(format!("`{name}` is only set for runs started by an alert")),
                 "target" => match (scope.target, name.as_str()) {
-                    (TargetKind::None, _) => {
-                        Some(format!("`{name}`: the playbook has `target: none`"))
-                    }
-                    (TargetKind::Node, "target.namespace") => {
-                        Some("`target.namespace`: a node target has no namespace".into())
-                    }
+                    (TargetKind::None, _) => Some(format!("`{name}`: the playbook has `target: none`")),
+                    (TargetKind::Node, "target.namespace") => Some("`target.namespace`: a node target has no namespace".into()),
                     _ => None,
                 },
                 _ => None,
@@ -853,27 +736,11 @@ impl Checker<'_> {
 
     /// A `{{ params.x }}` that is the whole argument must name a parameter of a fitting type.
     fn param_type(&mut self, path: &str, text: &str, want: ParamType) {
-        let Some(name) = text
-            .trim()
-            .strip_prefix("{{")
-            .and_then(|r| r.strip_suffix("}}"))
-            .map(str::trim)
-        else {
-            return;
-        };
-        let Some(p) = name.strip_prefix("params.") else {
-            return;
-        };
+        let Some(name) = text.trim().strip_prefix("{{").and_then(|r| r.strip_suffix("}}")).map(str::trim) else { return };
+        let Some(p) = name.strip_prefix("params.") else { return };
         if let Some(spec) = self.p.params.get(p) {
             if spec.kind != want {
-                self.err(
-                    path,
-                    format!(
-                        "parameter `{p}` is {}, this argument needs {}",
-                        type_name(spec.kind),
-                        type_name(want)
-                    ),
-                );
+                self.err(path, format!("parameter `{p}` is {}, this argument needs {}", type_name(spec.kind), type_name(want)));
             }
         }
     }
@@ -905,18 +772,12 @@ impl Checker<'_> {
             }
             Lit::Label => {
                 if !is_dns_label(text) {
-                    self.err(
-                        path,
-                        format!("`{text}` is not a valid namespace name (DNS-1123 label)"),
-                    );
+                    self.err(path, format!("`{text}` is not a valid namespace name (DNS-1123 label)"));
                 }
             }
             Lit::Subdomain => {
                 if !is_dns_subdomain(text) {
-                    self.err(
-                        path,
-                        format!("`{text}` is not a valid Kubernetes name (DNS-1123 subdomain)"),
-                    );
+                    self.err(path, format!("`{text}` is not a valid Kubernetes name (DNS-1123 subdomain)"));
                 }
             }
             Lit::Url => {
@@ -956,9 +817,7 @@ impl Checker<'_> {
                     self.tree(&join(path, &key), child);
                 }
             }
-            Value::Tagged(t) => {
-                self.err(path, format!("YAML tags (`{}`) are not supported", t.tag))
-            }
+            Value::Tagged(t) => self.err(path, format!("YAML tags (`{}`) are not supported", t.tag)),
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
     }
@@ -975,20 +834,11 @@ impl Checker<'_> {
             let at = format!("{seq}[{i}]");
             let actions = step.actions();
             match actions.len() {
-                0 => self.err(
-                    &at,
-                    format!("{NO_ACTION}; allowed: {}", ACTION_KEYS.join(", ")),
-                ),
+                0 => self.err(&at, format!("{NO_ACTION}; allowed: {}", ACTION_KEYS.join(", "))),
                 1 => {}
                 _ => {
                     let keys: Vec<&str> = actions.iter().map(StepAction::key).collect();
-                    self.err(
-                        &at,
-                        format!(
-                            "a step has exactly one action; found {}: split it into steps",
-                            keys.join(", ")
-                        ),
-                    );
+                    self.err(&at, format!("a step has exactly one action; found {}: split it into steps", keys.join(", ")));
                 }
             }
             if let Some(n) = &step.name {
@@ -997,16 +847,9 @@ impl Checker<'_> {
                 }
             }
             let display = step.display_name(i);
-            let name_path = if step.name.is_some() {
-                format!("{at}.name")
-            } else {
-                at.clone()
-            };
+            let name_path = if step.name.is_some() { format!("{at}.name") } else { at.clone() };
             match names.get(&display) {
-                Some(j) => self.err(
-                    name_path,
-                    format!("step name `{display}` is already used by {seq}[{j}]"),
-                ),
+                Some(j) => self.err(name_path, format!("step name `{display}` is already used by {seq}[{j}]")),
                 None => {
                     names.insert(display, i);
                 }
@@ -1031,13 +874,8 @@ impl Checker<'_> {
             StepAction::Scale(s) => {
                 self.needs_deployment(at, "scale");
                 match (&s.to, &s.by) {
-                    (Some(_), Some(_)) => {
-                        self.err(at, "`to` and `by` exclude each other: give one")
-                    }
-                    (None, None) => self.err(
-                        at,
-                        "needs `to` (absolute replicas) or `by` (relative change)",
-                    ),
+                    (Some(_), Some(_)) => self.err(at, "`to` and `by` exclude each other: give one"),
+                    (None, None) => self.err(at, "needs `to` (absolute replicas) or `by` (relative change)"),
                     _ => {}
                 }
                 if let Some(a) = &s.to {
@@ -1048,14 +886,8 @@ impl Checker<'_> {
                         self.err(format!("{at}.by"), "must not be 0");
                     }
                 }
-                let min = s
-                    .min
-                    .as_ref()
-                    .and_then(|a| self.arg(&format!("{at}.min"), a, Lit::Int(Some(0))));
-                let max = s
-                    .max
-                    .as_ref()
-                    .and_then(|a| self.arg(&format!("{at}.max"), a, Lit::Int(Some(1))));
+                let min = s.min.as_ref().and_then(|a| self.arg(&format!("{at}.min"), a, Lit::Int(Some(0))));
+                let max = s.max.as_ref().and_then(|a| self.arg(&format!("{at}.max"), a, Lit::Int(Some(1))));
                 if let (Some(lo), Some(hi)) = (min, max) {
                     if lo > hi {
                         self.err(format!("{at}.max"), format!("{hi} is below min {lo}"));
@@ -1072,22 +904,14 @@ impl Checker<'_> {
             StepAction::DeletePod(d) => {
                 self.needs_deployment(at, "delete_pod");
                 match (&d.name, &d.selector) {
-                    (Some(_), Some(_)) => {
-                        self.err(at, "`name` and `selector` exclude each other: give one")
-                    }
-                    (None, None) => self.err(
-                        at,
-                        "needs `name` (one pod) or `selector` (up to `max` pods)",
-                    ),
+                    (Some(_), Some(_)) => self.err(at, "`name` and `selector` exclude each other: give one"),
+                    (None, None) => self.err(at, "needs `name` (one pod) or `selector` (up to `max` pods)"),
                     _ => {}
                 }
                 if let Some(a) = &d.name {
                     self.arg(&format!("{at}.name"), a, Lit::Subdomain);
                     if d.max.is_some() {
-                        self.err(
-                            format!("{at}.max"),
-                            "`max` applies to `selector`; `name` deletes one pod",
-                        );
+                        self.err(format!("{at}.max"), "`max` applies to `selector`; `name` deletes one pod");
                     }
                 }
                 if let Some(a) = &d.selector {
@@ -1095,18 +919,10 @@ impl Checker<'_> {
                 }
                 if let Some(a) = &d.max {
                     let max = self.arg(&format!("{at}.max"), a, Lit::Int(Some(1)));
-                    let cap = self
-                        .p
-                        .guards
-                        .blast_radius
-                        .as_ref()
-                        .and_then(|b| b.max_pods_deleted);
+                    let cap = self.p.guards.blast_radius.as_ref().and_then(|b| b.max_pods_deleted);
                     if let (Some(m), Some(c)) = (max, cap) {
                         if m > i64::from(c) {
-                            self.err(
-                                format!("{at}.max"),
-                                format!("{m} exceeds guards.blast_radius.max_pods_deleted ({c})"),
-                            );
+                            self.err(format!("{at}.max"), format!("{m} exceeds guards.blast_radius.max_pods_deleted ({c})"));
                         }
                     }
                 }
@@ -1130,34 +946,19 @@ impl Checker<'_> {
                     ),
                 }
                 if !is_dns_label(&j.name_prefix) {
-                    self.err(
-                        format!("{at}.name_prefix"),
-                        format!(
-                            "`{}` must be a DNS-1123 label (lower-case letters, digits, `-`)",
-                            j.name_prefix
-                        ),
-                    );
+                    self.err(format!("{at}.name_prefix"), format!("`{}` must be a DNS-1123 label (lower-case letters, digits, `-`)", j.name_prefix));
                 }
                 match &j.spec {
                     Value::Mapping(m) if m.contains_key(Value::String("template".into())) => {}
                     Value::Mapping(_) => {
-                        self.err(
-                            format!("{at}.spec"),
-                            "a Job spec needs `template` (the pod template)",
-                        );
+                        self.err(format!("{at}.spec"), "a Job spec needs `template` (the pod template)");
                     }
-                    _ => self.err(
-                        format!("{at}.spec"),
-                        "must be a mapping: the `spec` of a batch/v1 Job",
-                    ),
+                    _ => self.err(format!("{at}.spec"), "must be a mapping: the `spec` of a batch/v1 Job"),
                 }
                 self.tree(&format!("{at}.spec"), &j.spec);
                 for (k, v) in &j.labels {
                     if k.is_empty() || k.len() > 317 || k.chars().any(char::is_whitespace) {
-                        self.err(
-                            format!("{at}.labels"),
-                            format!("`{k}` is not a valid label name"),
-                        );
+                        self.err(format!("{at}.labels"), format!("`{k}` is not a valid label name"));
                     }
                     self.arg(&format!("{at}.labels.{k}"), v, Lit::Text);
                 }
@@ -1173,32 +974,16 @@ impl Checker<'_> {
                 self.needs_deployment(at, "patch");
                 let path = format!("{at}.patch");
                 if !matches!(&p.patch, Value::Mapping(m) if !m.is_empty()) {
-                    self.err(
-                        &path,
-                        "must be a non-empty mapping: a strategic-merge patch of the Deployment",
-                    );
+                    self.err(&path, "must be a non-empty mapping: a strategic-merge patch of the Deployment");
                     return;
                 }
                 self.tree(&path, &p.patch);
                 let mut leaves = Vec::new();
                 // Tags and odd keys were reported by `tree` above.
                 let mut already_reported = Vec::new();
-                yaml_leaves(
-                    &p.patch,
-                    path.clone(),
-                    String::new(),
-                    &mut leaves,
-                    &mut already_reported,
-                );
+                yaml_leaves(&p.patch, path.clone(), String::new(), &mut leaves, &mut already_reported);
                 let allow = self.patch_allow.clone();
-                let from = if self
-                    .p
-                    .guards
-                    .blast_radius
-                    .as_ref()
-                    .and_then(|b| b.patch_allow.as_ref())
-                    .is_some()
-                {
+                let from = if self.p.guards.blast_radius.as_ref().and_then(|b| b.patch_allow.as_ref()).is_some() {
                     "guards.blast_radius.patch_allow"
                 } else {
                     "the default patch_allow"
@@ -1206,38 +991,21 @@ impl Checker<'_> {
                 let mut seen = BTreeSet::new();
                 for (yaml_path, patch_path) in leaves {
                     if !path_allowed(&patch_path, &allow) && seen.insert(patch_path.clone()) {
-                        self.err(
-                            yaml_path,
-                            format!(
-                                "the patch sets `{patch_path}`, which {from} does not allow ({})",
-                                allow.join(", ")
-                            ),
-                        );
+                        self.err(yaml_path, format!("the patch sets `{patch_path}`, which {from} does not allow ({})", allow.join(", ")));
                     }
                 }
             }
             StepAction::Http(h) => {
                 self.arg(&format!("{at}.url"), &h.url, Lit::Url);
                 if !HTTP_METHODS.contains(&h.method.to_uppercase().as_str()) {
-                    self.err(
-                        format!("{at}.method"),
-                        format!("`{}` is not one of {}", h.method, HTTP_METHODS.join(", ")),
-                    );
+                    self.err(format!("{at}.method"), format!("`{}` is not one of {}", h.method, HTTP_METHODS.join(", ")));
                 }
                 for (k, v) in &h.headers {
-                    let token = !k.is_empty()
-                        && k.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+                    let token = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
                     if !token {
-                        self.err(
-                            format!("{at}.headers.{k}"),
-                            format!("`{k}` is not a valid header name"),
-                        );
+                        self.err(format!("{at}.headers.{k}"), format!("`{k}` is not a valid header name"));
                     } else if k.eq_ignore_ascii_case("idempotency-key") {
-                        self.err(
-                            format!("{at}.headers.{k}"),
-                            "Warden sets `Idempotency-Key` itself (run-<id>-step-<n>)",
-                        );
+                        self.err(format!("{at}.headers.{k}"), "Warden sets `Idempotency-Key` itself (run-<id>-step-<n>)");
                     }
                     self.template(&format!("{at}.headers.{k}"), v.as_str(), self.step_scope());
                 }
@@ -1246,17 +1014,11 @@ impl Checker<'_> {
                 }
                 if let Some(codes) = &h.expect_status {
                     if codes.is_empty() {
-                        self.err(
-                            format!("{at}.expect_status"),
-                            "must list at least one status (or be left out: any 2xx)",
-                        );
+                        self.err(format!("{at}.expect_status"), "must list at least one status (or be left out: any 2xx)");
                     }
                     for (i, c) in codes.iter().enumerate() {
                         if !(100..=599).contains(c) {
-                            self.err(
-                                format!("{at}.expect_status[{i}]"),
-                                format!("{c} is not an HTTP status (100..=599)"),
-                            );
+                            self.err(format!("{at}.expect_status[{i}]"), format!("{c} is not an HTTP status (100..=599)"));
                         }
                     }
                 }
@@ -1271,10 +1033,7 @@ impl Checker<'_> {
                 if let Some(s) = v.step {
                     self.positive(&format!("{at}.step"), s.get());
                     if s > v.duration {
-                        self.err(
-                            format!("{at}.step"),
-                            format!("{s} is longer than the window `for: {}`", v.duration),
-                        );
+                        self.err(format!("{at}.step"), format!("{s} is longer than the window `for: {}`", v.duration));
                     }
                 }
             }
@@ -1305,10 +1064,7 @@ impl Checker<'_> {
         }
         for (name, spec) in &self.p.params {
             if spec.default.is_none() && !params.contains_key(name) {
-                self.out.push((
-                    format!("{at}.params"),
-                    format!("does not set the required parameter `{name}`"),
-                ));
+                self.out.push((format!("{at}.params"), format!("does not set the required parameter `{name}`")));
             }
         }
     }
@@ -1329,21 +1085,13 @@ impl Checker<'_> {
                     }
                     for (k, s) in it.severity.iter().enumerate() {
                         if !matches!(s.as_str(), "warning" | "critical") {
-                            self.err(
-                                format!("{at}.severity[{k}]"),
-                                format!("`{s}` is not a severity: warning or critical"),
-                            );
+                            self.err(format!("{at}.severity[{k}]"), format!("`{s}` is not a severity: warning or critical"));
                         }
                     }
                     if self.p.target == TargetKind::Node {
                         self.err(&at, "incidents are about deployments and series, not nodes: a node playbook needs a cron or manual trigger");
                     }
-                    let scope = Scope {
-                        target: self.p.target,
-                        params: false,
-                        incident: true,
-                        alert: false,
-                    };
+                    let scope = Scope { target: self.p.target, params: false, incident: true, alert: false };
                     self.trigger_params(&at, &it.params, scope);
                 }
                 Trigger::Alert(a) => {
@@ -1351,12 +1099,7 @@ impl Checker<'_> {
                     if a.labels.is_empty() {
                         self.err(format!("{at}.labels"), "needs at least one label to match");
                     }
-                    let scope = Scope {
-                        target: self.p.target,
-                        params: false,
-                        incident: false,
-                        alert: true,
-                    };
+                    let scope = Scope { target: self.p.target, params: false, incident: false, alert: true };
                     self.trigger_params(&at, &a.params, scope);
                 }
                 Trigger::Cron(c) => {
@@ -1377,40 +1120,23 @@ impl Checker<'_> {
                         }
                     }
                     match (self.p.target, &c.target) {
-                        (TargetKind::None, Some(_)) => {
-                            self.err(format!("{at}.target"), "the playbook has `target: none`")
-                        }
-                        (TargetKind::Deployment, None) => {
-                            self.err(&at, "needs `target: namespace/deployment`")
-                        }
+                        (TargetKind::None, Some(_)) => self.err(format!("{at}.target"), "the playbook has `target: none`"),
+                        (TargetKind::Deployment, None) => self.err(&at, "needs `target: namespace/deployment`"),
                         (TargetKind::Node, None) => self.err(&at, "needs `target:` (a node name)"),
                         (TargetKind::Deployment, Some(t)) => {
-                            let ok = t.split_once('/').is_some_and(|(ns, name)| {
-                                is_dns_label(ns) && is_dns_subdomain(name)
-                            });
+                            let ok = t.split_once('/').is_some_and(|(ns, name)| is_dns_label(ns) && is_dns_subdomain(name));
                             if !ok {
-                                self.err(
-                                    format!("{at}.target"),
-                                    format!("`{t}` is not `namespace/deployment`"),
-                                );
+                                self.err(format!("{at}.target"), format!("`{t}` is not `namespace/deployment`"));
                             }
                         }
                         (TargetKind::Node, Some(t)) => {
                             if !is_dns_subdomain(t) {
-                                self.err(
-                                    format!("{at}.target"),
-                                    format!("`{t}` is not a node name"),
-                                );
+                                self.err(format!("{at}.target"), format!("`{t}` is not a node name"));
                             }
                         }
                         (TargetKind::None, None) => {}
                     }
-                    let scope = Scope {
-                        target: self.p.target,
-                        params: false,
-                        incident: false,
-                        alert: false,
-                    };
+                    let scope = Scope { target: self.p.target, params: false, incident: false, alert: false };
                     self.trigger_params(&at, &c.params, scope);
                 }
             }
@@ -1437,49 +1163,31 @@ impl Checker<'_> {
         if let Some(b) = &g.blast_radius {
             if let Some(p) = b.max_replica_change_percent {
                 if !(1..=1000).contains(&p) {
-                    self.err(
-                        "guards.blast_radius.max_replica_change_percent",
-                        format!("{p} is outside 1..=1000"),
-                    );
+                    self.err("guards.blast_radius.max_replica_change_percent", format!("{p} is outside 1..=1000"));
                 }
             }
-            for (name, list) in [
-                ("namespaces_allow", &b.namespaces_allow),
-                ("namespaces_deny", &b.namespaces_deny),
-            ] {
+            for (name, list) in [("namespaces_allow", &b.namespaces_allow), ("namespaces_deny", &b.namespaces_deny)] {
                 for (i, ns) in list.iter().flatten().enumerate() {
                     if !is_dns_label(ns) {
-                        self.err(
-                            format!("guards.blast_radius.{name}[{i}]"),
-                            format!("`{ns}` is not a namespace name"),
-                        );
+                        self.err(format!("guards.blast_radius.{name}[{i}]"), format!("`{ns}` is not a namespace name"));
                     }
                 }
             }
             if let (Some(allow), Some(deny)) = (&b.namespaces_allow, &b.namespaces_deny) {
                 for (i, ns) in allow.iter().enumerate() {
                     if deny.contains(ns) {
-                        self.err(
-                            format!("guards.blast_radius.namespaces_allow[{i}]"),
-                            format!("`{ns}` is also in namespaces_deny"),
-                        );
+                        self.err(format!("guards.blast_radius.namespaces_allow[{i}]"), format!("`{ns}` is also in namespaces_deny"));
                     }
                 }
             }
             for k in b.protected_labels.iter().flat_map(|m| m.keys()) {
                 if k.trim().is_empty() {
-                    self.err(
-                        "guards.blast_radius.protected_labels",
-                        "label names must not be empty",
-                    );
+                    self.err("guards.blast_radius.protected_labels", "label names must not be empty");
                 }
             }
             for (i, pat) in b.patch_allow.iter().flatten().enumerate() {
                 if let Err(e) = check_pattern(pat) {
-                    self.err(
-                        format!("guards.blast_radius.patch_allow[{i}]"),
-                        format!("`{pat}`: {e}"),
-                    );
+                    self.err(format!("guards.blast_radius.patch_allow[{i}]"), format!("`{pat}`: {e}"));
                 }
             }
         }
@@ -1488,34 +1196,19 @@ impl Checker<'_> {
 
 /// Every semantic problem of a parsed playbook, as `(YAML path, message)`.
 pub fn validate(p: &Playbook) -> Vec<(String, String)> {
-    let patch_allow: Vec<String> = match p
-        .guards
-        .blast_radius
-        .as_ref()
-        .and_then(|b| b.patch_allow.clone())
-    {
+    let patch_allow: Vec<String> = match p.guards.blast_radius.as_ref().and_then(|b| b.patch_allow.clone()) {
         Some(list) => list,
         None => DEFAULT_PATCH_ALLOW.iter().map(|s| s.to_string()).collect(),
     };
-    let mut c = Checker {
-        p,
-        declared: p.params.keys().cloned().collect(),
-        patch_allow,
-        out: Vec::new(),
-    };
+    let mut c = Checker { p, declared: p.params.keys().cloned().collect(), patch_allow, out: Vec::new() };
 
     if !is_dns_label(&p.name) {
         c.err("name", format!("`{}` must be a DNS-1123 label: lower-case letters, digits and `-`, at most 63 characters", p.name));
     }
     for (name, spec) in &p.params {
         let at = format!("params.{name}");
-        let ok = name
-            .chars()
-            .next()
-            .is_some_and(|ch| ch.is_ascii_alphabetic())
-            && name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+        let ok = name.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic())
+            && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
         if !ok {
             c.err(&at, format!("`{name}` must start with a letter and contain only letters, digits, `_` and `-`"));
         }
@@ -1540,18 +1233,13 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<LoadError> {
-        parse_playbook(text, Path::new("p.yaml"))
-            .expect_err("must be invalid")
-            .0
+        parse_playbook(text, Path::new("p.yaml")).expect_err("must be invalid").0
     }
 
     /// `(line, path)` of every error, with the message containing `needle` for `path`.
     fn has(errs: &[LoadError], line: usize, path: &str, needle: &str) {
         assert!(
-            errs.iter().any(|e| e.line == Some(line)
-                && e.path == path
-                && e.message.contains(needle)
-                && e.file == Path::new("p.yaml")),
+            errs.iter().any(|e| e.line == Some(line) && e.path == path && e.message.contains(needle) && e.file == Path::new("p.yaml")),
             "no error at line {line} path {path} containing {needle:?} in:\n{}",
             LoadErrors(errs.to_vec())
         );
@@ -1614,10 +1302,7 @@ revert:
     fn syntax_errors_have_a_line_and_no_path() {
         let e = errors("name: x\nsteps: [\n");
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].line.is_some() && e[0].path.is_empty() && e[0].message.starts_with("invalid YAML"),
-            "{e:?}"
-        );
+        assert!(e[0].line.is_some() && e[0].path.is_empty() && e[0].message.starts_with("invalid YAML"), "{e:?}");
         assert!(e[0].to_string().starts_with("p.yaml:"), "{}", e[0]);
     }
 
@@ -1630,17 +1315,8 @@ revert:
         has(&e, 5, "steps[0].scale.maximum", "unknown field `maximum`");
         has(&e, 6, "steps[1].wait.for", "unit is required");
         has(&e, 7, "steps[2].scael", "unknown field `scael`");
-        has(
-            &e,
-            9,
-            "triggers[0].webhook",
-            "unknown trigger `webhook`; one of incident, alert, cron, manual",
-        );
-        assert_eq!(
-            e.iter().filter(|x| x.path.starts_with("triggers")).count(),
-            1,
-            "{e:?}"
-        );
+        has(&e, 9, "triggers[0].webhook", "unknown trigger `webhook`; one of incident, alert, cron, manual");
+        assert_eq!(e.iter().filter(|x| x.path.starts_with("triggers")).count(), 1, "{e:?}");
         has(&e, 11, "params.a.type", "unknown variant `integer`");
         // The typo'd action is not reported a second time as "no action".
         assert!(!e.iter().any(|x| x.path == "steps[2]"), "{e:?}");
@@ -1652,20 +1328,11 @@ revert:
     #[test]
     fn missing_fields() {
         let e = errors("description: no name\nsteps:\n  - verify: {query: up}\n");
-        let name = e
-            .iter()
-            .find(|x| x.path == "name" && x.message.contains("missing field `name`"));
-        assert!(
-            name.is_some_and(|x| x.line.is_none() && x.to_string().starts_with("p.yaml: name: ")),
-            "{e:?}"
-        );
+        let name = e.iter().find(|x| x.path == "name" && x.message.contains("missing field `name`"));
+        assert!(name.is_some_and(|x| x.line.is_none() && x.to_string().starts_with("p.yaml: name: ")), "{e:?}");
         has(&e, 3, "steps[0].verify.for", "missing field `for`");
         let e = errors("name: x\n");
-        assert!(
-            e.iter()
-                .any(|x| x.path == "steps" && x.message.contains("missing field")),
-            "{e:?}"
-        );
+        assert!(e.iter().any(|x| x.path == "steps" && x.message.contains("missing field")), "{e:?}");
     }
 
     #[test]
@@ -1674,12 +1341,7 @@ revert:
         let e = errors(text);
         has(&e, 1, "name", "DNS-1123");
         has(&e, 5, "steps[1].name", "already used by steps[0]");
-        has(
-            &e,
-            7,
-            "steps[2]",
-            "exactly one action; allowed: scale, rollback",
-        );
+        has(&e, 7, "steps[2]", "exactly one action; allowed: scale, rollback");
         has(&e, 8, "steps[3]", "found scale, restart");
         has(&e, 12, "steps[5]", "`6-wait` is already used by steps[4]");
         assert!(!e.iter().any(|x| x.path == "steps[4].name"), "{e:?}");
@@ -1691,38 +1353,13 @@ revert:
     fn templates_are_checked_where_they_are() {
         let text = "name: x\nparams:\n  step: {type: int, default: 1}\n  q: {type: string, default: up}\nsteps:\n  - scale: {by: '{{ params.stepp }}'}\n  - scale: {to: '{{ params.q }}'}\n  - notify: {message: 'hi {{ targt.name }}'}\n  - http:\n      url: 'https://x/{{ run.id'\n      headers: {X-A: '{{ alert.labels.team }}', X-B: '{{ run.nope }}'}\n      body: {a: ['{{ incident.labels.pod }}', '{{ param.x }}']}\n  - run_job:\n      name_prefix: j\n      spec: {template: {spec: {containers: [{name: c, image: '{{ params.image }}'}]}}}\n      timeout: 1m\n";
         let e = errors(text);
-        has(
-            &e,
-            6,
-            "steps[0].scale.by",
-            "unknown parameter `stepp`; declared: q, step",
-        );
+        has(&e, 6, "steps[0].scale.by", "unknown parameter `stepp`; declared: q, step");
         has(&e, 7, "steps[1].scale.to", "parameter `q` is string");
-        has(
-            &e,
-            8,
-            "steps[2].notify.message",
-            "unknown variable `targt.name`",
-        );
+        has(&e, 8, "steps[2].notify.message", "unknown variable `targt.name`");
         has(&e, 10, "steps[3].http.url", "without a closing");
-        has(
-            &e,
-            11,
-            "steps[3].http.headers.X-B",
-            "known in `run`: run.id, run.playbook, run.trigger",
-        );
-        has(
-            &e,
-            12,
-            "steps[3].http.body.a[1]",
-            "unknown variable `param.x`",
-        );
-        has(
-            &e,
-            15,
-            "steps[4].run_job.spec.template.spec.containers[0].image",
-            "unknown parameter `image`",
-        );
+        has(&e, 11, "steps[3].http.headers.X-B", "known in `run`: run.id, run.playbook, run.trigger");
+        has(&e, 12, "steps[3].http.body.a[1]", "unknown variable `param.x`");
+        has(&e, 15, "steps[4].run_job.spec.template.spec.containers[0].image", "unknown parameter `image`");
         assert_eq!(e.len(), 7, "{e:?}");
     }
 
@@ -1736,21 +1373,11 @@ revert:
         has(&e, 4, "steps[1].scale", "needs `to`");
         has(&e, 5, "steps[2].scale.by", "must not be 0");
         has(&e, 6, "steps[3].rollback.to_revision", "at least 1");
-        has(
-            &e,
-            7,
-            "steps[4].delete_pod",
-            "`name` and `selector` exclude each other",
-        );
+        has(&e, 7, "steps[4].delete_pod", "`name` and `selector` exclude each other");
         has(&e, 7, "steps[4].delete_pod.max", "at least 1");
         has(&e, 8, "steps[5].delete_pod", "needs `name`");
         has(&e, 9, "steps[6].http.url", "http:// or https://");
-        has(
-            &e,
-            9,
-            "steps[6].http.method",
-            "GET, POST, PUT, PATCH, DELETE",
-        );
+        has(&e, 9, "steps[6].http.method", "GET, POST, PUT, PATCH, DELETE");
         has(&e, 9, "steps[6].http.expect_status[1]", "600");
         has(&e, 10, "steps[7].http.url", "credentials");
         has(&e, 11, "steps[8].wait.for", "greater than 0");
@@ -1765,12 +1392,7 @@ revert:
     fn actions_must_fit_the_target() {
         let text = "name: x\ntarget: none\nsteps:\n  - scale: {to: 1}\n  - cordon: {}\n  - run_job: {name_prefix: j, spec: {template: {}}, timeout: 1m}\n  - notify: {message: '{{ target.name }}'}\n  - restart: {}\n";
         let e = errors(text);
-        has(
-            &e,
-            4,
-            "steps[0].scale",
-            "needs `target: deployment` (it has `target: none`)",
-        );
+        has(&e, 4, "steps[0].scale", "needs `target: deployment` (it has `target: none`)");
         has(&e, 5, "steps[1].cordon", "needs `node:`");
         has(&e, 6, "steps[2].run_job", "needs `namespace:`");
         has(&e, 7, "steps[3].notify.message", "`target: none`");
@@ -1783,60 +1405,20 @@ revert:
     fn triggers_are_checked() {
         let text = "name: x\nparams:\n  q: {type: string}\n  n: {type: int, default: 1, max: 3}\ntriggers:\n  - cron: {schedule: '0 3 * * *'}\n  - cron: {schedule: '0 0 3 * * *', timezone: Mars/Olympus, target: shop/api, params: {q: up}}\n  - cron: {schedule: '0 0 3 * * *', target: shop, params: {q: '{{ incident.id }}', n: 5}}\n  - incident: {severity: [critical, page], params: {q: '{{ incident.labels.query }}', m: 1}}\n  - manual\n  - alert: {labels: {}, params: {q: '{{ params.n }}'}}\nsteps: [{wait: {for: 1s}}]\n";
         let e = errors(text);
-        has(
-            &e,
-            6,
-            "triggers[0].cron.schedule",
-            "did you mean `0 0 3 * * *`",
-        );
-        has(
-            &e,
-            6,
-            "triggers[0].cron",
-            "needs `target: namespace/deployment`",
-        );
+        has(&e, 6, "triggers[0].cron.schedule", "did you mean `0 0 3 * * *`");
+        has(&e, 6, "triggers[0].cron", "needs `target: namespace/deployment`");
         has(&e, 6, "triggers[0].cron.params", "required parameter `q`");
         has(&e, 7, "triggers[1].cron.timezone", "Europe/Berlin");
-        has(
-            &e,
-            8,
-            "triggers[2].cron.target",
-            "`shop` is not `namespace/deployment`",
-        );
-        has(
-            &e,
-            8,
-            "triggers[2].cron.params.q",
-            "only set for runs started by an incident",
-        );
+        has(&e, 8, "triggers[2].cron.target", "`shop` is not `namespace/deployment`");
+        has(&e, 8, "triggers[2].cron.params.q", "only set for runs started by an incident");
         has(&e, 8, "triggers[2].cron.params.n", "above the maximum 3");
-        has(
-            &e,
-            9,
-            "triggers[3].incident.severity[1]",
-            "`page` is not a severity",
-        );
-        has(
-            &e,
-            9,
-            "triggers[3].incident.params.m",
-            "unknown parameter; declared: n, q",
-        );
+        has(&e, 9, "triggers[3].incident.severity[1]", "`page` is not a severity");
+        has(&e, 9, "triggers[3].incident.params.m", "unknown parameter; declared: n, q");
         has(&e, 10, "triggers[4]", "`manual` declares");
         has(&e, 11, "triggers[5].alert.labels", "at least one label");
-        has(
-            &e,
-            11,
-            "triggers[5].alert.params.q",
-            "cannot refer to other parameters",
-        );
+        has(&e, 11, "triggers[5].alert.params.q", "cannot refer to other parameters");
         let none = "name: x\ntarget: none\ntriggers:\n  - cron: {schedule: '@daily', target: a/b}\nsteps: [{notify: {message: hi}}]\n";
-        has(
-            &parse_playbook(none, Path::new("p.yaml")).unwrap_err().0,
-            4,
-            "triggers[0].cron.target",
-            "`target: none`",
-        );
+        has(&parse_playbook(none, Path::new("p.yaml")).unwrap_err().0, 4, "triggers[0].cron.target", "`target: none`");
     }
 
     #[test]
@@ -1850,72 +1432,28 @@ revert:
         has(&e, 8, "guards.approval_ttl", "greater than 0");
         has(&e, 9, "guards.rate.global.max", "at least 1");
         has(&e, 9, "guards.rate.per_namespace.per", "greater than 0");
-        has(
-            &e,
-            11,
-            "guards.blast_radius.max_replica_change_percent",
-            "1..=1000",
-        );
+        has(&e, 11, "guards.blast_radius.max_replica_change_percent", "1..=1000");
         has(&e, 12, "guards.blast_radius.namespaces_allow[1]", "`Bad`");
-        has(
-            &e,
-            12,
-            "guards.blast_radius.namespaces_allow[0]",
-            "also in namespaces_deny",
-        );
-        has(
-            &e,
-            14,
-            "guards.blast_radius.patch_allow[0]",
-            "empty segment",
-        );
-        has(
-            &e,
-            14,
-            "guards.blast_radius.patch_allow[1]",
-            "`[` must be followed by `]`",
-        );
-        assert!(
-            !e.iter()
-                .any(|x| x.path == "guards.blast_radius.patch_allow[2]"),
-            "{e:?}"
-        );
+        has(&e, 12, "guards.blast_radius.namespaces_allow[0]", "also in namespaces_deny");
+        has(&e, 14, "guards.blast_radius.patch_allow[0]", "empty segment");
+        has(&e, 14, "guards.blast_radius.patch_allow[1]", "`[` must be followed by `]`");
+        assert!(!e.iter().any(|x| x.path == "guards.blast_radius.patch_allow[2]"), "{e:?}");
     }
 
     #[test]
     fn patches_must_stay_inside_the_allow_list() {
         let text = "name: x\nsteps:\n  - patch:\n      patch:\n        spec:\n          replicas: 3\n          template:\n            spec:\n              containers:\n                - name: api\n                  image: evil\n                  env: [{name: A, value: b}]\n              hostNetwork: true\n  - patch: {patch: {metadata: {labels: !x {a: b}}}}\n  - patch: {patch: []}\n";
         let e = errors(text);
-        has(
-            &e,
-            6,
-            "steps[0].patch.patch.spec.replicas",
-            "`spec.replicas`, which the default patch_allow does not allow",
-        );
-        has(
-            &e,
-            11,
-            "steps[0].patch.patch.spec.template.spec.containers[0].image",
-            "containers[].image",
-        );
-        has(
-            &e,
-            13,
-            "steps[0].patch.patch.spec.template.spec.hostNetwork",
-            "hostNetwork",
-        );
+        has(&e, 6, "steps[0].patch.patch.spec.replicas", "`spec.replicas`, which the default patch_allow does not allow");
+        has(&e, 11, "steps[0].patch.patch.spec.template.spec.containers[0].image", "containers[].image");
+        has(&e, 13, "steps[0].patch.patch.spec.template.spec.hostNetwork", "hostNetwork");
         has(&e, 14, "steps[1].patch.patch.metadata.labels", "tags");
         has(&e, 15, "steps[2].patch.patch", "non-empty mapping");
         assert!(!e.iter().any(|x| x.path.ends_with("env[0].value") || x.path.ends_with("containers[0].name")), "{e:?}");
         // A playbook's own allow-list replaces the default.
         let own = "name: x\nguards: {blast_radius: {patch_allow: ['spec.replicas']}}\nsteps:\n  - patch: {patch: {spec: {replicas: 2, paused: true}}}\n";
         let e = errors(own);
-        has(
-            &e,
-            4,
-            "steps[0].patch.patch.spec.paused",
-            "guards.blast_radius.patch_allow does not allow",
-        );
+        has(&e, 4, "steps[0].patch.patch.spec.paused", "guards.blast_radius.patch_allow does not allow");
         assert_eq!(e.len(), 1, "{e:?}");
     }
 
@@ -1935,28 +1473,13 @@ revert:
                 "spec.template.spec.containers[].name",
             ]
         );
-        let allowed: Vec<bool> = patch_paths(&patch)
-            .iter()
-            .map(|p| path_allowed(p, DEFAULT_PATCH_ALLOW))
-            .collect();
+        let allowed: Vec<bool> = patch_paths(&patch).iter().map(|p| path_allowed(p, DEFAULT_PATCH_ALLOW)).collect();
         assert_eq!(allowed, [true, true, false, true, true, true]);
         assert!(path_allowed("a.\"b.c\"", &["a.\"b.c\"".to_string()]));
-        assert!(!path_allowed(
-            "spec.template.spec.containers[].image",
-            DEFAULT_PATCH_ALLOW
-        ));
-        assert!(!path_allowed(
-            "spec.template.spec.volumes[].name",
-            DEFAULT_PATCH_ALLOW
-        ));
-        assert!(!path_allowed(
-            "spec.template.metadata.annotations",
-            DEFAULT_PATCH_ALLOW
-        ));
-        assert!(!path_allowed(
-            "spec.template.metadata.annotations.a.b",
-            DEFAULT_PATCH_ALLOW
-        ));
+        assert!(!path_allowed("spec.template.spec.containers[].image", DEFAULT_PATCH_ALLOW));
+        assert!(!path_allowed("spec.template.spec.volumes[].name", DEFAULT_PATCH_ALLOW));
+        assert!(!path_allowed("spec.template.metadata.annotations", DEFAULT_PATCH_ALLOW));
+        assert!(!path_allowed("spec.template.metadata.annotations.a.b", DEFAULT_PATCH_ALLOW));
         for p in DEFAULT_PATCH_ALLOW {
             assert!(check_pattern(p).is_ok(), "{p}");
         }
@@ -1967,23 +1490,10 @@ revert:
 
     #[test]
     fn urls() {
-        for ok in [
-            "https://hooks.example.com/x?y=1",
-            "http://10.0.0.1:8080/",
-            "http://[::1]:9000/a",
-            "https://a",
-        ] {
+        for ok in ["https://hooks.example.com/x?y=1", "http://10.0.0.1:8080/", "http://[::1]:9000/a", "https://a"] {
             assert!(check_http_url(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "ftp://x",
-            "https://",
-            "https://a b",
-            "https://u@x",
-            "http://x:0/",
-            "http://x:99999",
-            "https://a/b c",
-        ] {
+        for bad in ["ftp://x", "https://", "https://a b", "https://u@x", "http://x:0/", "http://x:99999", "https://a/b c"] {
             assert!(check_http_url(bad).is_err(), "{bad}");
         }
     }
@@ -1991,8 +1501,7 @@ revert:
     #[test]
     fn a_directory_loads_sorted_with_every_error_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let write =
-            |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
         write("b.yaml", "name: b\nsteps: [{wait: {for: 1s}}]\n");
         write("a.yml", "name: a\nsteps: [{wait: {for: 1s}}]\n");
         write("notes.txt", "not a playbook");
@@ -2002,24 +1511,10 @@ revert:
 
         write("c.yaml", "name: c\nsteps: [{wait: {for: 0s}}]\n");
         write("d.yaml", "name: d\nbogus: 1\nsteps: [{wait: {for: 1s}}]\n");
-        write(
-            "e.yaml",
-            "# same name as b\nname: b\nsteps: [{wait: {for: 1s}}]\n",
-        );
+        write("e.yaml", "# same name as b\nname: b\nsteps: [{wait: {for: 1s}}]\n");
         let e = load_dir(dir.path()).expect_err("invalid").0;
-        let got: Vec<(String, Option<usize>, &str)> = e
-            .iter()
-            .map(|x| {
-                (
-                    x.file
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    x.line,
-                    x.path.as_str(),
-                )
-            })
-            .collect();
+        let got: Vec<(String, Option<usize>, &str)> =
+            e.iter().map(|x| (x.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), x.line, x.path.as_str())).collect();
         assert_eq!(
             got,
             [
@@ -2030,16 +1525,9 @@ revert:
         );
         assert!(e[2].message.contains("b.yaml"), "{}", e[2].message);
         let shown = LoadErrors(e).to_string();
-        assert!(
-            shown.contains("c.yaml:2: steps[0].wait.for: must be greater than 0"),
-            "{shown}"
-        );
+        assert!(shown.contains("c.yaml:2: steps[0].wait.for: must be greater than 0"), "{shown}");
         let missing = load_dir(&dir.path().join("nope")).expect_err("missing").0;
-        assert!(
-            missing[0].line.is_none() && missing[0].to_string().contains("nope: cannot read"),
-            "{}",
-            missing[0]
-        );
+        assert!(missing[0].line.is_none() && missing[0].to_string().contains("nope: cannot read"), "{}", missing[0]);
     }
 
     #[test]
@@ -2061,35 +1549,16 @@ revert:
     #[test]
     fn the_catalog_holds_builtins_and_files_replace_them() {
         let builtin = Catalog::load(None).unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            builtin.names().contains(&"scale-up-on-saturation"),
-            "{:?}",
-            builtin.names()
-        );
-        assert_eq!(
-            builtin.source("scale-up-on-saturation"),
-            Some(&Source::Builtin)
-        );
+        assert!(builtin.names().contains(&"scale-up-on-saturation"), "{:?}", builtin.names());
+        assert_eq!(builtin.source("scale-up-on-saturation"), Some(&Source::Builtin));
 
         let dir = tempfile::tempdir().expect("tempdir");
         let own = dir.path().join("mine.yaml");
-        std::fs::write(
-            &own,
-            "name: scale-up-on-saturation\ndescription: ours\nsteps: [{wait: {for: 1s}}]\n",
-        )
-        .expect("write");
-        std::fs::write(
-            dir.path().join("extra.yaml"),
-            "name: extra\nsteps: [{wait: {for: 1s}}]\n",
-        )
-        .expect("write");
+        std::fs::write(&own, "name: scale-up-on-saturation\ndescription: ours\nsteps: [{wait: {for: 1s}}]\n").expect("write");
+        std::fs::write(dir.path().join("extra.yaml"), "name: extra\nsteps: [{wait: {for: 1s}}]\n").expect("write");
         let c = Catalog::load(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.source("scale-up-on-saturation"), Some(&Source::File(own)));
-        assert_eq!(
-            c.get("scale-up-on-saturation")
-                .map(|p| p.description.as_str()),
-            Some("ours")
-        );
+        assert_eq!(c.get("scale-up-on-saturation").map(|p| p.description.as_str()), Some("ours"));
         assert!(c.get("extra").is_some());
         assert_eq!(c.len(), builtin.len() + 1);
         assert_eq!(c.iter().count(), c.names().len());

@@ -59,9 +59,7 @@ impl ParamValue {
     }
     /// A duration parameter's value.
     pub fn as_duration(&self) -> Option<Duration> {
-        self.as_str()
-            .and_then(|s| s.parse::<HumanDuration>().ok())
-            .map(HumanDuration::get)
+        self.as_str().and_then(|s| s.parse::<HumanDuration>().ok()).map(HumanDuration::get)
     }
 }
 
@@ -130,10 +128,7 @@ fn type_name(t: ParamType) -> &'static str {
 fn parse_typed(kind: ParamType, text: &str) -> std::result::Result<Typed, String> {
     let t = text.trim();
     match kind {
-        ParamType::Int => t
-            .parse::<i64>()
-            .map(Typed::Int)
-            .map_err(|_| format!("`{text}` is not an integer")),
+        ParamType::Int => t.parse::<i64>().map(Typed::Int).map_err(|_| format!("`{text}` is not an integer")),
         ParamType::Float => match t.parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Typed::Float(f)),
             _ => Err(format!("`{text}` is not a finite number")),
@@ -149,10 +144,7 @@ fn parse_typed(kind: ParamType, text: &str) -> std::result::Result<Typed, String
 }
 
 fn bounded(kind: ParamType) -> bool {
-    matches!(
-        kind,
-        ParamType::Int | ParamType::Float | ParamType::Duration
-    )
+    matches!(kind, ParamType::Int | ParamType::Float | ParamType::Duration)
 }
 
 /// Parse and check one value against its spec (bounds, `allowed`). The spec's own fields are
@@ -160,36 +152,22 @@ fn bounded(kind: ParamType) -> bool {
 pub fn check_value(spec: &ParamSpec, text: &str) -> std::result::Result<ParamValue, String> {
     let v = parse_typed(spec.kind, text)?;
     if bounded(spec.kind) {
-        if let Some(min) = spec
-            .min
-            .as_ref()
-            .and_then(|m| parse_typed(spec.kind, m.as_str()).ok())
-        {
+        if let Some(min) = spec.min.as_ref().and_then(|m| parse_typed(spec.kind, m.as_str()).ok()) {
             if v.less_than(&min) {
                 return Err(format!("{v} is below the minimum {min}"));
             }
         }
-        if let Some(max) = spec
-            .max
-            .as_ref()
-            .and_then(|m| parse_typed(spec.kind, m.as_str()).ok())
-        {
+        if let Some(max) = spec.max.as_ref().and_then(|m| parse_typed(spec.kind, m.as_str()).ok()) {
             if max.less_than(&v) {
                 return Err(format!("{v} is above the maximum {max}"));
             }
         }
     }
     if let Some(allowed) = &spec.allowed {
-        let parsed: Vec<Typed> = allowed
-            .iter()
-            .filter_map(|a| parse_typed(spec.kind, a.as_str()).ok())
-            .collect();
+        let parsed: Vec<Typed> = allowed.iter().filter_map(|a| parse_typed(spec.kind, a.as_str()).ok()).collect();
         if !parsed.contains(&v) {
             let list: Vec<String> = parsed.iter().map(|a| a.to_string()).collect();
-            return Err(format!(
-                "{v} is not one of the allowed values: {}",
-                list.join(", ")
-            ));
+            return Err(format!("{v} is not one of the allowed values: {}", list.join(", ")));
         }
     }
     Ok(v.into_value())
@@ -198,29 +176,16 @@ pub fn check_value(spec: &ParamSpec, text: &str) -> std::result::Result<ParamVal
 /// Check given values (`--param k=v`, trigger params) and fill in defaults. The first
 /// problem, in parameter-name order, is the error: an unknown name (with the declared
 /// ones), a missing required parameter, or a value of the wrong type or out of bounds.
-pub fn resolve_params(
-    playbook: &Playbook,
-    given: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, ParamValue>> {
+pub fn resolve_params(playbook: &Playbook, given: &BTreeMap<String, String>) -> Result<BTreeMap<String, ParamValue>> {
     for name in given.keys() {
         if !playbook.params.contains_key(name) {
             let declared: Vec<&str> = playbook.params.keys().map(String::as_str).collect();
             let message = if declared.is_empty() {
-                format!(
-                    "unknown parameter: playbook `{}` declares none",
-                    playbook.name
-                )
+                format!("unknown parameter: playbook `{}` declares none", playbook.name)
             } else {
-                format!(
-                    "unknown parameter of playbook `{}`; declared: {}",
-                    playbook.name,
-                    declared.join(", ")
-                )
+                format!("unknown parameter of playbook `{}`; declared: {}", playbook.name, declared.join(", "))
             };
-            return Err(Error::Param {
-                name: name.clone(),
-                message,
-            });
+            return Err(Error::Param { name: name.clone(), message });
         }
     }
     let mut out = BTreeMap::new();
@@ -231,17 +196,11 @@ pub fn resolve_params(
             (None, None) => {
                 return Err(Error::Param {
                     name: name.clone(),
-                    message: format!(
-                        "required: give it with `--param {name}=<{}>`",
-                        type_name(spec.kind)
-                    ),
+                    message: format!("required: give it with `--param {name}=<{}>`", type_name(spec.kind)),
                 })
             }
         };
-        let value = check_value(spec, text).map_err(|m| Error::Param {
-            name: name.clone(),
-            message: format!("{m}{origin}"),
-        })?;
+        let value = check_value(spec, text).map_err(|m| Error::Param { name: name.clone(), message: format!("{m}{origin}") })?;
         out.insert(name.clone(), value);
     }
     Ok(out)
@@ -261,10 +220,7 @@ pub fn check_spec_fields(spec: &ParamSpec) -> Vec<(String, String)> {
             None
         }
     };
-    let default = spec
-        .default
-        .as_ref()
-        .and_then(|d| parse_field("default".into(), d));
+    let default = spec.default.as_ref().and_then(|d| parse_field("default".into(), d));
     let min = spec.min.as_ref().and_then(|m| parse_field("min".into(), m));
     let max = spec.max.as_ref().and_then(|m| parse_field("max".into(), m));
     let mut allowed_ok = true;
@@ -276,19 +232,13 @@ pub fn check_spec_fields(spec: &ParamSpec) -> Vec<(String, String)> {
     if !bounded(spec.kind) {
         for (field, present) in [("min", spec.min.is_some()), ("max", spec.max.is_some())] {
             if present {
-                out.push((
-                    field.into(),
-                    format!("bounds apply to int, float and duration parameters, not {kind}"),
-                ));
+                out.push((field.into(), format!("bounds apply to int, float and duration parameters, not {kind}")));
             }
         }
     }
     if let Some(allowed) = &spec.allowed {
         if allowed.is_empty() {
-            out.push((
-                "allowed".into(),
-                "must list at least one value (or be left out)".into(),
-            ));
+            out.push(("allowed".into(), "must list at least one value (or be left out)".into()));
         }
     }
     if let (Some(lo), Some(hi)) = (&min, &max) {
@@ -312,13 +262,7 @@ pub fn check_spec_fields(spec: &ParamSpec) -> Vec<(String, String)> {
 pub fn check_spec(spec: &ParamSpec) -> Vec<String> {
     check_spec_fields(spec)
         .into_iter()
-        .map(|(field, msg)| {
-            if field.is_empty() {
-                msg
-            } else {
-                format!("{field}: {msg}")
-            }
-        })
+        .map(|(field, msg)| if field.is_empty() { msg } else { format!("{field}: {msg}") })
         .collect()
 }
 
@@ -334,17 +278,11 @@ mod tests {
     use super::*;
 
     fn playbook(params: &str) -> Playbook {
-        serde_yaml::from_str(&format!(
-            "name: p\nparams:\n{params}\nsteps: [{{wait: {{for: 1s}}}}]\n"
-        ))
-        .expect("playbook")
+        serde_yaml::from_str(&format!("name: p\nparams:\n{params}\nsteps: [{{wait: {{for: 1s}}}}]\n")).expect("playbook")
     }
 
     fn given(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn param_err(e: Error) -> (String, String) {
@@ -359,18 +297,11 @@ mod tests {
     #[test]
     fn defaults_fill_in_and_values_parse_by_type() {
         let p = playbook(SPECS);
-        let r = resolve_params(
-            &p,
-            &given(&[("query", "up"), ("step", "3"), ("dry", "true")]),
-        )
-        .expect("valid");
+        let r = resolve_params(&p, &given(&[("query", "up"), ("step", "3"), ("dry", "true")])).expect("valid");
         assert_eq!(r["step"], ParamValue::Int(3));
         assert_eq!(r["ratio"], ParamValue::Float(0.5));
         assert_eq!(r["window"], ParamValue::String("7days".into()));
-        assert_eq!(
-            r["window"].as_duration(),
-            Some(Duration::from_secs(7 * 86400))
-        );
+        assert_eq!(r["window"].as_duration(), Some(Duration::from_secs(7 * 86400)));
         assert_eq!(r["mode"], ParamValue::String("fast".into()));
         assert_eq!(r["dry"], ParamValue::Bool(true));
         let mut v = Vars::new();
@@ -385,13 +316,9 @@ mod tests {
     #[test]
     fn unknown_missing_wrong_type_and_out_of_bounds() {
         let p = playbook(SPECS);
-        let (n, m) =
-            param_err(resolve_params(&p, &given(&[("query", "up"), ("stpe", "2")])).unwrap_err());
+        let (n, m) = param_err(resolve_params(&p, &given(&[("query", "up"), ("stpe", "2")])).unwrap_err());
         assert_eq!(n, "stpe");
-        assert!(
-            m.contains("declared: dry, mode, query, ratio, step, window"),
-            "{m}"
-        );
+        assert!(m.contains("declared: dry, mode, query, ratio, step, window"), "{m}");
         let (n, m) = param_err(resolve_params(&p, &given(&[])).unwrap_err());
         assert_eq!(n, "query");
         assert!(m.contains("required"), "{m}");
@@ -406,18 +333,11 @@ mod tests {
             ("mode", "yolo", "allowed values: fast, safe"),
             ("dry", "yes", "true or false"),
         ] {
-            let (n, m) =
-                param_err(resolve_params(&p, &given(&[("query", "up"), (k, v)])).unwrap_err());
+            let (n, m) = param_err(resolve_params(&p, &given(&[("query", "up"), (k, v)])).unwrap_err());
             assert_eq!(n, k);
             assert!(m.contains(needle), "{k}={v}: {m}");
         }
-        let (_, m) = param_err(
-            resolve_params(
-                &playbook("  a: {type: int, default: 20, max: 10}"),
-                &given(&[]),
-            )
-            .unwrap_err(),
-        );
+        let (_, m) = param_err(resolve_params(&playbook("  a: {type: int, default: 20, max: 10}"), &given(&[])).unwrap_err());
         assert!(m.contains("(the default)"), "{m}");
     }
 
@@ -425,56 +345,25 @@ mod tests {
     fn spec_checks() {
         let p = playbook(SPECS);
         for spec in p.params.values() {
-            assert!(
-                check_spec(spec).is_empty(),
-                "{spec:?}: {:?}",
-                check_spec(spec)
-            );
+            assert!(check_spec(spec).is_empty(), "{spec:?}: {:?}", check_spec(spec));
         }
         let bad = playbook(
             "  a: {type: int, default: x, min: 5, max: 1}\n  b: {type: string, min: a}\n  c: {type: duration, default: 1m, min: 5m}\n  d: {type: int, allowed: [1, two]}\n  e: {type: int, default: 3, allowed: [1, 2]}\n  f: {type: bool, allowed: []}\n",
         );
         let got = |n: &str| check_spec(&bad.params[n]);
-        assert_eq!(
-            got("a"),
-            [
-                "default: `x` is not an integer (the parameter's type is int)",
-                "max: 1 is below min 5"
-            ]
-        );
-        assert_eq!(
-            got("b"),
-            ["min: bounds apply to int, float and duration parameters, not string"]
-        );
+        assert_eq!(got("a"), ["default: `x` is not an integer (the parameter's type is int)", "max: 1 is below min 5"]);
+        assert_eq!(got("b"), ["min: bounds apply to int, float and duration parameters, not string"]);
         assert_eq!(got("c"), ["default: 1m is below the minimum 5m"]);
-        assert_eq!(
-            got("d"),
-            ["allowed[1]: `two` is not an integer (the parameter's type is int)"]
-        );
-        assert_eq!(
-            got("e"),
-            ["default: 3 is not one of the allowed values: 1, 2"]
-        );
-        assert_eq!(
-            got("f"),
-            ["allowed: must list at least one value (or be left out)"]
-        );
+        assert_eq!(got("d"), ["allowed[1]: `two` is not an integer (the parameter's type is int)"]);
+        assert_eq!(got("e"), ["default: 3 is not one of the allowed values: 1, 2"]);
+        assert_eq!(got("f"), ["allowed: must list at least one value (or be left out)"]);
     }
 
     #[test]
     fn display_and_serde_round_trip() {
-        for v in [
-            ParamValue::Int(3),
-            ParamValue::Float(0.5),
-            ParamValue::Bool(true),
-            ParamValue::String("5m".into()),
-        ] {
+        for v in [ParamValue::Int(3), ParamValue::Float(0.5), ParamValue::Bool(true), ParamValue::String("5m".into())] {
             let j = serde_json::to_string(&v).expect("json");
-            assert_eq!(
-                serde_json::from_str::<ParamValue>(&j).ok(),
-                Some(v.clone()),
-                "{j}"
-            );
+            assert_eq!(serde_json::from_str::<ParamValue>(&j).ok(), Some(v.clone()), "{j}");
         }
         assert_eq!(ParamValue::Float(2.0).to_string(), "2");
     }

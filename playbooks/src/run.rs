@@ -65,10 +65,7 @@ impl RunStatus {
 
     /// Nothing more will happen to the run.
     pub fn is_terminal(self) -> bool {
-        !matches!(
-            self,
-            RunStatus::AwaitingApproval | RunStatus::Running | RunStatus::Reverting
-        )
+        !matches!(self, RunStatus::AwaitingApproval | RunStatus::Running | RunStatus::Reverting)
     }
 
     /// The engine advances runs in these states (on its clock, and after a restart).
@@ -178,19 +175,11 @@ pub struct Target {
 
 impl Target {
     pub fn deployment(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            kind: TargetKind::Deployment,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { kind: TargetKind::Deployment, namespace: namespace.into(), name: name.into() }
     }
 
     pub fn node(name: impl Into<String>) -> Self {
-        Self {
-            kind: TargetKind::Node,
-            namespace: String::new(),
-            name: name.into(),
-        }
+        Self { kind: TargetKind::Node, namespace: String::new(), name: name.into() }
     }
 
     /// Parse `ns/name` (deployments) or `name` (nodes).
@@ -307,12 +296,7 @@ impl Run {
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         for s in self.steps.iter().chain(&self.revert_steps) {
-            if let Some(text) = s
-                .result
-                .as_ref()
-                .and_then(|r| r.get("summary"))
-                .and_then(|v| v.as_str())
-            {
+            if let Some(text) = s.result.as_ref().and_then(|r| r.get("summary")).and_then(|v| v.as_str()) {
                 parts.push(text.to_string());
             }
         }
@@ -336,15 +320,9 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(
-            Target::parse(TargetKind::Deployment, "shop/checkout"),
-            Ok(Target::deployment("shop", "checkout"))
-        );
+        assert_eq!(Target::parse(TargetKind::Deployment, "shop/checkout"), Ok(Target::deployment("shop", "checkout")));
         assert!(Target::parse(TargetKind::Deployment, "checkout").is_err());
-        assert_eq!(
-            Target::parse(TargetKind::Node, "node-1").map(|t| t.to_string()),
-            Ok("node-1".into())
-        );
+        assert_eq!(Target::parse(TargetKind::Node, "node-1").map(|t| t.to_string()), Ok("node-1".into()));
         assert_eq!(Target::deployment("a", "b").lock_key(), "deployment:a/b");
     }
 }

@@ -59,16 +59,10 @@ impl CronSchedule {
                 "`{schedule}` has {fields} fields; expected 6 or 7: `sec min hour day-of-month month day-of-week [year]`, e.g. `0 0 3 * * *`"
             ));
         }
-        let parsed = cron::Schedule::from_str(text)
-            .map_err(|e| format!("invalid cron schedule `{schedule}`: {e}"))?;
-        let out = Self {
-            schedule: parsed,
-            tz,
-        };
+        let parsed = cron::Schedule::from_str(text).map_err(|e| format!("invalid cron schedule `{schedule}`: {e}"))?;
+        let out = Self { schedule: parsed, tz };
         if out.next_after(Utc::now()).is_none() {
-            return Err(format!(
-                "cron schedule `{schedule}` never fires from now on"
-            ));
+            return Err(format!("cron schedule `{schedule}` never fires from now on"));
         }
         Ok(out)
     }
@@ -111,10 +105,7 @@ impl CronSchedule {
         // Jump close to `now` by searching backwards in local time, then walk forwards: the
         // backward search alone can miss fire times when `now` is inside a repeated hour
         // (their local time is later than now's), and the forward walk catches those.
-        let near = self
-            .latest_local_before(now)
-            .filter(|t| *t > first)
-            .unwrap_or(first);
+        let near = self.latest_local_before(now).filter(|t| *t > first).unwrap_or(first);
         let mut latest = near;
         for _ in 0..MAX_STEPS {
             match self.next_after(latest) {
@@ -128,9 +119,7 @@ impl CronSchedule {
     /// A fire time at or before `now` found by iterating backwards in local time.
     fn latest_local_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // `prev_from` is exclusive of whole seconds; a nanosecond later includes `now`.
-        let from = now
-            .checked_add_signed(chrono::Duration::nanoseconds(1))?
-            .with_timezone(&self.tz);
+        let from = now.checked_add_signed(chrono::Duration::nanoseconds(1))?.with_timezone(&self.tz);
         self.schedule
             .after(&from)
             .rev()
@@ -146,9 +135,7 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|e| panic!("{s}: {e}"))
+        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
     fn s(spec: &str, tz: Option<&str>) -> CronSchedule {
@@ -173,45 +160,24 @@ mod tests {
     #[test]
     fn next_after_is_strictly_after_and_uses_the_zone() {
         let daily = s("0 0 3 * * *", None);
-        assert_eq!(
-            daily.next_after(utc("2024-05-01T02:59:59Z")),
-            Some(utc("2024-05-01T03:00:00Z"))
-        );
-        assert_eq!(
-            daily.next_after(utc("2024-05-01T03:00:00Z")),
-            Some(utc("2024-05-02T03:00:00Z"))
-        );
+        assert_eq!(daily.next_after(utc("2024-05-01T02:59:59Z")), Some(utc("2024-05-01T03:00:00Z")));
+        assert_eq!(daily.next_after(utc("2024-05-01T03:00:00Z")), Some(utc("2024-05-02T03:00:00Z")));
         // 03:00 in Berlin in summer (CEST, UTC+2) is 01:00 UTC.
         let berlin = s("0 0 3 * * *", Some("Europe/Berlin"));
-        assert_eq!(
-            berlin.next_after(utc("2024-05-01T00:00:00Z")),
-            Some(utc("2024-05-01T01:00:00Z"))
-        );
+        assert_eq!(berlin.next_after(utc("2024-05-01T00:00:00Z")), Some(utc("2024-05-01T01:00:00Z")));
         // In winter (CET, UTC+1) it is 02:00 UTC.
-        assert_eq!(
-            berlin.next_after(utc("2024-01-10T00:00:00Z")),
-            Some(utc("2024-01-10T02:00:00Z"))
-        );
+        assert_eq!(berlin.next_after(utc("2024-01-10T00:00:00Z")), Some(utc("2024-01-10T02:00:00Z")));
     }
 
     #[test]
     fn berlin_spring_forward_keeps_local_time_and_skips_the_missing_hour() {
         // 2024-03-31: 02:00 CET jumps to 03:00 CEST (01:00 UTC).
         let at_four = s("0 0 4 * * *", Some("Europe/Berlin"));
-        assert_eq!(
-            at_four.next_after(utc("2024-03-30T12:00:00Z")),
-            Some(utc("2024-03-31T02:00:00Z"))
-        );
-        assert_eq!(
-            at_four.next_after(utc("2024-03-29T12:00:00Z")),
-            Some(utc("2024-03-30T03:00:00Z"))
-        );
+        assert_eq!(at_four.next_after(utc("2024-03-30T12:00:00Z")), Some(utc("2024-03-31T02:00:00Z")));
+        assert_eq!(at_four.next_after(utc("2024-03-29T12:00:00Z")), Some(utc("2024-03-30T03:00:00Z")));
         // 02:30 does not exist on that day: the next fire is the day after.
         let at_half_two = s("0 30 2 * * *", Some("Europe/Berlin"));
-        assert_eq!(
-            at_half_two.next_after(utc("2024-03-30T12:00:00Z")),
-            Some(utc("2024-04-01T00:30:00Z"))
-        );
+        assert_eq!(at_half_two.next_after(utc("2024-03-30T12:00:00Z")), Some(utc("2024-04-01T00:30:00Z")));
     }
 
     #[test]
@@ -221,23 +187,14 @@ mod tests {
         let at_half_two = s("0 30 2 * * *", Some("Europe/Berlin"));
         let first = at_half_two.next_after(utc("2024-10-26T12:00:00Z"));
         assert_eq!(first, Some(utc("2024-10-27T00:30:00Z")));
-        assert_eq!(
-            at_half_two.next_after(utc("2024-10-27T00:30:00Z")),
-            Some(utc("2024-10-28T01:30:00Z"))
-        );
+        assert_eq!(at_half_two.next_after(utc("2024-10-27T00:30:00Z")), Some(utc("2024-10-28T01:30:00Z")));
         // Asked from inside the repeated hour, the second 02:30 is not a fire time either.
-        assert_eq!(
-            at_half_two.next_after(utc("2024-10-27T01:15:00Z")),
-            Some(utc("2024-10-28T01:30:00Z"))
-        );
+        assert_eq!(at_half_two.next_after(utc("2024-10-27T01:15:00Z")), Some(utc("2024-10-28T01:30:00Z")));
         // Every 20 minutes: the repeated hour is not run twice.
         let every = s("0 */20 * * * *", Some("Europe/Berlin"));
         let mut t = utc("2024-10-26T23:50:00Z");
         let mut fires = Vec::new();
-        while let Some(n) = every
-            .next_after(t)
-            .filter(|n| *n <= utc("2024-10-27T02:10:00Z"))
-        {
+        while let Some(n) = every.next_after(t).filter(|n| *n <= utc("2024-10-27T02:10:00Z")) {
             fires.push(n.format("%H:%M").to_string());
             t = n;
         }
@@ -247,28 +204,13 @@ mod tests {
     #[test]
     fn due_collapses_missed_fires_into_the_latest() {
         let hourly = s("0 0 * * * *", None);
-        assert_eq!(
-            hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T10:59:59Z")),
-            None
-        );
-        assert_eq!(
-            hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T11:00:00Z")),
-            Some(utc("2024-05-01T11:00:00Z"))
-        );
+        assert_eq!(hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T10:59:59Z")), None);
+        assert_eq!(hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T11:00:00Z")), Some(utc("2024-05-01T11:00:00Z")));
         // Down for three days: one run, for the latest fire time.
-        assert_eq!(
-            hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-04T13:30:00Z")),
-            Some(utc("2024-05-04T13:00:00Z"))
-        );
-        assert_eq!(
-            hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T09:00:00Z")),
-            None
-        );
+        assert_eq!(hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-04T13:30:00Z")), Some(utc("2024-05-04T13:00:00Z")));
+        assert_eq!(hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T09:00:00Z")), None);
         let yearly = s("0 0 0 1 1 *", None);
-        assert_eq!(
-            yearly.due(utc("2020-01-01T00:00:00Z"), utc("2024-06-01T00:00:00Z")),
-            Some(utc("2024-01-01T00:00:00Z"))
-        );
+        assert_eq!(yearly.due(utc("2020-01-01T00:00:00Z"), utc("2024-06-01T00:00:00Z")), Some(utc("2024-01-01T00:00:00Z")));
     }
 
     #[test]
@@ -280,18 +222,9 @@ mod tests {
             at_half_two.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T01:15:00Z")),
             Some(utc("2024-10-27T00:30:00Z"))
         );
-        assert_eq!(
-            at_half_two.due(utc("2024-10-27T00:30:00Z"), utc("2024-10-27T01:45:00Z")),
-            None
-        );
+        assert_eq!(at_half_two.due(utc("2024-10-27T00:30:00Z"), utc("2024-10-27T01:45:00Z")), None);
         let every = s("0 */20 * * * *", Some("Europe/Berlin"));
-        assert_eq!(
-            every.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T01:30:00Z")),
-            Some(utc("2024-10-27T00:40:00Z"))
-        );
-        assert_eq!(
-            every.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T02:05:00Z")),
-            Some(utc("2024-10-27T02:00:00Z"))
-        );
+        assert_eq!(every.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T01:30:00Z")), Some(utc("2024-10-27T00:40:00Z")));
+        assert_eq!(every.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T02:05:00Z")), Some(utc("2024-10-27T02:00:00Z")));
     }
 }

@@ -287,19 +287,8 @@ pub enum StepAction<'a> {
 }
 
 /// Every action key, in the order they are documented.
-pub const ACTION_KEYS: &[&str] = &[
-    "scale",
-    "rollback",
-    "restart",
-    "delete_pod",
-    "cordon",
-    "run_job",
-    "patch",
-    "http",
-    "wait",
-    "verify",
-    "notify",
-];
+pub const ACTION_KEYS: &[&str] =
+    &["scale", "rollback", "restart", "delete_pod", "cordon", "run_job", "patch", "http", "wait", "verify", "notify"];
 
 impl Step {
     /// The actions this step declares (a valid step has exactly one).
@@ -353,11 +342,7 @@ impl Step {
     pub fn display_name(&self, index: usize) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => format!(
-                "{}-{}",
-                index + 1,
-                self.action().map(|a| a.key()).unwrap_or("step")
-            ),
+            None => format!("{}-{}", index + 1, self.action().map(|a| a.key()).unwrap_or("step")),
         }
     }
 }
@@ -562,9 +547,8 @@ impl<'de> Deserialize<'de> for Arg {
             Float(f64),
             Text(String),
         }
-        let raw = Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected a scalar (text, number or true/false)")
-        })?;
+        let raw = Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a scalar (text, number or true/false)"))?;
         Ok(Arg(match raw {
             Raw::Bool(b) => b.to_string(),
             Raw::Int(i) => i.to_string(),
@@ -580,8 +564,7 @@ mod tests {
 
     #[test]
     fn a_step_keeps_its_action_and_name() {
-        let s: Step = serde_yaml::from_str("name: more\nscale: {by: 2, max: '{{ params.max }}'}\n")
-            .expect("step");
+        let s: Step = serde_yaml::from_str("name: more\nscale: {by: 2, max: '{{ params.max }}'}\n").expect("step");
         assert_eq!(s.display_name(0), "more");
         match s.action() {
             Some(StepAction::Scale(sc)) => {
@@ -608,9 +591,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let e = serde_yaml::from_str::<Step>("scale: {by: 1, maximum: 3}\n")
-            .unwrap_err()
-            .to_string();
+        let e = serde_yaml::from_str::<Step>("scale: {by: 1, maximum: 3}\n").unwrap_err().to_string();
         assert!(e.contains("maximum"), "{e}");
     }
 }

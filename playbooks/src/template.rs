@@ -61,10 +61,7 @@ enum Piece<'a> {
 }
 
 fn terr(template: &str, message: impl Into<String>) -> Error {
-    Error::Template {
-        template: template.to_string(),
-        message: message.into(),
-    }
+    Error::Template { template: template.to_string(), message: message.into() }
 }
 
 /// Split a template into text and variable names, checking the syntax.
@@ -94,29 +91,19 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>> {
 /// `app.kubernetes.io/name` contain dots and slashes).
 fn check_syntax(template: &str, name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(terr(
-            template,
-            "empty `{{ }}`: write a variable name such as `{{ target.name }}`",
-        ));
+        return Err(terr(template, "empty `{{ }}`: write a variable name such as `{{ target.name }}`"));
     }
     if name.contains("{{") {
         return Err(terr(template, "`{{` inside `{{ ... }}`"));
     }
     if name.contains('|') {
-        return Err(terr(
-            template,
-            format!("`{name}`: filters are not supported, only `{{{{ name.path }}}}` substitution"),
-        ));
+        return Err(terr(template, format!("`{name}`: filters are not supported, only `{{{{ name.path }}}}` substitution")));
     }
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
     if !ok_chars {
         return Err(terr(
             template,
-            format!(
-                "`{name}`: expressions are not supported, only `{{{{ name.path }}}}` substitution"
-            ),
+            format!("`{name}`: expressions are not supported, only `{{{{ name.path }}}}` substitution"),
         ));
     }
     if name.split('.').any(str::is_empty) {
@@ -149,17 +136,9 @@ pub fn render(template: &str, vars: &Vars) -> Result<String> {
 fn unknown_message(name: &str, vars: &Vars) -> String {
     let ns = namespace(name);
     let prefix = format!("{ns}.");
-    let same: Vec<&str> = vars
-        .0
-        .keys()
-        .map(String::as_str)
-        .filter(|k| *k == ns || k.starts_with(&prefix))
-        .collect();
+    let same: Vec<&str> = vars.0.keys().map(String::as_str).filter(|k| *k == ns || k.starts_with(&prefix)).collect();
     if !same.is_empty() {
-        return format!(
-            "unknown variable `{name}`; available in `{ns}`: {}",
-            same.join(", ")
-        );
+        return format!("unknown variable `{name}`; available in `{ns}`: {}", same.join(", "));
     }
     let namespaces: BTreeSet<&str> = vars.0.keys().map(|k| namespace(k)).collect();
     if namespaces.is_empty() {
@@ -183,12 +162,7 @@ pub fn render_tree(value: &serde_yaml::Value, vars: &Vars) -> Result<serde_json:
         Y::Bool(b) => J::Bool(*b),
         Y::Number(n) => number(n)?,
         Y::String(s) => J::String(render(s, vars)?),
-        Y::Sequence(items) => J::Array(
-            items
-                .iter()
-                .map(|i| render_tree(i, vars))
-                .collect::<Result<_>>()?,
-        ),
+        Y::Sequence(items) => J::Array(items.iter().map(|i| render_tree(i, vars)).collect::<Result<_>>()?),
         Y::Mapping(m) => {
             let mut out = serde_json::Map::new();
             for (k, v) in m {
@@ -248,10 +222,7 @@ pub fn is_known(name: &str, declared_params: &BTreeSet<String>) -> bool {
     if let Some(p) = name.strip_prefix("params.") {
         return declared_params.contains(p);
     }
-    LABEL_PREFIXES.iter().any(|prefix| {
-        name.strip_prefix(prefix)
-            .is_some_and(|rest| !rest.is_empty())
-    })
+    LABEL_PREFIXES.iter().any(|prefix| name.strip_prefix(prefix).is_some_and(|rest| !rest.is_empty()))
 }
 
 /// Load-time check: the template parses and every variable it names is one a run provides
@@ -267,34 +238,19 @@ pub fn check_names(template: &str, declared_params: &BTreeSet<String>) -> Result
             } else {
                 format!(
                     "unknown parameter `{p}`; declared: {}",
-                    declared_params
-                        .iter()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    declared_params.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
                 )
             }
         } else {
             let ns = namespace(&name);
             let prefix = format!("{ns}.");
-            let mut known: Vec<String> = RUN_VARIABLES
-                .iter()
-                .filter(|k| **k == ns || k.starts_with(&prefix))
-                .map(|k| k.to_string())
-                .collect();
-            known.extend(
-                LABEL_PREFIXES
-                    .iter()
-                    .filter(|p| p.starts_with(&prefix))
-                    .map(|p| format!("{p}<label>")),
-            );
+            let mut known: Vec<String> =
+                RUN_VARIABLES.iter().filter(|k| **k == ns || k.starts_with(&prefix)).map(|k| k.to_string()).collect();
+            known.extend(LABEL_PREFIXES.iter().filter(|p| p.starts_with(&prefix)).map(|p| format!("{p}<label>")));
             if known.is_empty() {
                 format!("unknown variable `{name}`; variables start with target., params., incident., alert., run. or are `now`")
             } else {
-                format!(
-                    "unknown variable `{name}`; known in `{ns}`: {}",
-                    known.join(", ")
-                )
+                format!("unknown variable `{name}`; known in `{ns}`: {}", known.join(", "))
             }
         };
         return Err(terr(template, message));
@@ -331,32 +287,17 @@ mod tests {
     #[test]
     fn substitutes_with_and_without_spaces() {
         let v = vars();
-        assert_eq!(
-            render("{{target.namespace}}/{{ target.name }}", &v).ok(),
-            Some("shop/api".into())
-        );
-        assert_eq!(
-            render("by {{  params.step\t}} now", &v).ok(),
-            Some("by 2 now".into())
-        );
-        assert_eq!(
-            render("plain } text }}", &v).ok(),
-            Some("plain } text }}".into())
-        );
-        assert_eq!(
-            render("{{ incident.labels.app.kubernetes.io/name }}", &v).ok(),
-            Some("api".into())
-        );
+        assert_eq!(render("{{target.namespace}}/{{ target.name }}", &v).ok(), Some("shop/api".into()));
+        assert_eq!(render("by {{  params.step\t}} now", &v).ok(), Some("by 2 now".into()));
+        assert_eq!(render("plain } text }}", &v).ok(), Some("plain } text }}".into()));
+        assert_eq!(render("{{ incident.labels.app.kubernetes.io/name }}", &v).ok(), Some("api".into()));
         assert_eq!(render("", &v).ok(), Some(String::new()));
     }
 
     #[test]
     fn unknown_variables_name_themselves_and_their_namespace() {
         let m = message(render("{{ params.stepp }}", &vars()).unwrap_err());
-        assert!(
-            m.contains("params.stepp") && m.contains("params.step"),
-            "{m}"
-        );
+        assert!(m.contains("params.stepp") && m.contains("params.step"), "{m}");
         let m = message(render("{{ run.id }}", &vars()).unwrap_err());
         assert!(m.contains("run.id") && m.contains("params, target"), "{m}");
     }
@@ -388,14 +329,10 @@ mod tests {
             serde_yaml::from_str("'{{ target.name }}': {n: 3, f: 1.5, b: true, z: null, l: ['x-{{ params.step }}']}\n5: five\n")
                 .expect("yaml");
         let j = render_tree(&y, &vars()).expect("renders");
-        assert_eq!(
-            j,
-            serde_json::json!({"api": {"n": 3, "f": 1.5, "b": true, "z": null, "l": ["x-2"]}, "5": "five"})
-        );
+        assert_eq!(j, serde_json::json!({"api": {"n": 3, "f": 1.5, "b": true, "z": null, "l": ["x-2"]}, "5": "five"}));
         let tagged: serde_yaml::Value = serde_yaml::from_str("a: !secret x\n").expect("yaml");
         assert!(message(render_tree(&tagged, &vars()).unwrap_err()).contains("tags"));
-        let dup: serde_yaml::Value =
-            serde_yaml::from_str("'{{ target.name }}': 1\napi: 2\n").expect("yaml");
+        let dup: serde_yaml::Value = serde_yaml::from_str("'{{ target.name }}': 1\napi: 2\n").expect("yaml");
         assert!(message(render_tree(&dup, &vars()).unwrap_err()).contains("same text"));
         let bad: serde_yaml::Value = serde_yaml::from_str("a: '{{ nope }}'\n").expect("yaml");
         assert!(render_tree(&bad, &vars()).is_err());

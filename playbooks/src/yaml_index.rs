@@ -94,10 +94,7 @@ impl YamlIndex {
     /// Build the index; a document the parser rejects yields an empty index (the syntax
     /// error itself is reported by the deserializer, with its own position).
     pub fn build(text: &str) -> Self {
-        let mut b = Builder {
-            stack: Vec::new(),
-            lines: HashMap::new(),
-        };
+        let mut b = Builder { stack: Vec::new(), lines: HashMap::new() };
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut b, false).is_err() {
             return Self::default();

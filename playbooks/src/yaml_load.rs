@@ -50,10 +50,7 @@ pub fn deserialize_collect<T: serde::de::DeserializeOwned>(
             }
         } else if let Some(field) = backticked(&message, "missing field `") {
             let p = join(prefix, &join(&at, &field));
-            if !found
-                .iter()
-                .any(|(q, _)| q == &p || q.starts_with(&format!("{p}.")))
-            {
+            if !found.iter().any(|(q, _)| q == &p || q.starts_with(&format!("{p}."))) {
                 found.push((p, message));
             }
             return None;
@@ -75,17 +72,9 @@ pub fn deserialize_collect<T: serde::de::DeserializeOwned>(
 /// the errors of the others); the ones that parsed are renumbered `0..`. This maps
 /// `<seq>[j]...` of that subset back to the file's `<seq>[i]...` (`original_index[j] == i`).
 pub fn renumber(path: &str, seq: &str, original_index: &[usize]) -> String {
-    let Some(rest) = path.strip_prefix(seq).and_then(|r| r.strip_prefix('[')) else {
-        return path.to_string();
-    };
-    let Some(end) = rest.find(']') else {
-        return path.to_string();
-    };
-    match rest[..end]
-        .parse::<usize>()
-        .ok()
-        .and_then(|j| original_index.get(j))
-    {
+    let Some(rest) = path.strip_prefix(seq).and_then(|r| r.strip_prefix('[')) else { return path.to_string() };
+    let Some(end) = rest.find(']') else { return path.to_string() };
+    match rest[..end].parse::<usize>().ok().and_then(|j| original_index.get(j)) {
         Some(i) => format!("{seq}[{i}]{}", &rest[end + 1..]),
         None => path.to_string(),
     }
@@ -169,9 +158,7 @@ pub fn node_mut<'a>(root: &'a mut Value, segs: &[Seg]) -> Option<&'a mut Value> 
 
 /// Remove `key` from the mapping at `parent`; false when there is none.
 pub fn remove_key(root: &mut Value, parent: &str, key: &str) -> bool {
-    let Some(segs) = segments(parent) else {
-        return false;
-    };
+    let Some(segs) = segments(parent) else { return false };
     match node_mut(root, &segs) {
         // `shift_remove` keeps the document order, so the next round meets the next error
         // where the file has it.
@@ -183,9 +170,7 @@ pub fn remove_key(root: &mut Value, parent: &str, key: &str) -> bool {
 /// Remove the node at `path` (a sequence item is replaced by null, so that its siblings keep
 /// their paths); false when there is none.
 pub fn remove_path(root: &mut Value, path: &str) -> bool {
-    let Some(mut segs) = segments(path) else {
-        return false;
-    };
+    let Some(mut segs) = segments(path) else { return false };
     let Some(last) = segs.pop() else { return false };
     match (last, node_mut(root, &segs)) {
         (Seg::Key(k), Some(Value::Mapping(m))) => m.shift_remove(Value::String(k)).is_some(),
@@ -218,10 +203,7 @@ mod tests {
         let v = parse_value("a: 1\nb: x\nzz: 2\nc: [1, y]\n").expect("yaml");
         let mut found = Vec::new();
         let t: Option<T> = deserialize_collect(v, "p", &mut found);
-        assert!(
-            t.is_none(),
-            "c[1] is replaced by null, which is still not a u32"
-        );
+        assert!(t.is_none(), "c[1] is replaced by null, which is still not a u32");
         let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, ["p.b", "p.zz", "p.c[1]"]);
     }
@@ -229,23 +211,13 @@ mod tests {
     #[test]
     fn missing_fields_and_renumbering() {
         let mut found = Vec::new();
-        let t: Option<T> =
-            deserialize_collect(parse_value("b: 1\n").expect("yaml"), "", &mut found);
+        let t: Option<T> = deserialize_collect(parse_value("b: 1\n").expect("yaml"), "", &mut found);
         assert!(t.is_none());
         assert_eq!(found[0].0, "a");
-        assert_eq!(
-            renumber("steps[1].scale", "steps", &[0, 3]),
-            "steps[3].scale"
-        );
+        assert_eq!(renumber("steps[1].scale", "steps", &[0, 3]), "steps[3].scale");
         assert_eq!(renumber("revert[1]", "steps", &[0, 3]), "revert[1]");
-        assert_eq!(
-            parse_value("").expect("empty"),
-            Value::Mapping(Default::default())
-        );
+        assert_eq!(parse_value("").expect("empty"), Value::Mapping(Default::default()));
         let (line, msg) = parse_value("a: [\n").expect_err("bad");
-        assert!(
-            line.is_some() && msg.starts_with("invalid YAML"),
-            "{line:?} {msg}"
-        );
+        assert!(line.is_some() && msg.starts_with("invalid YAML"), "{line:?} {msg}");
     }
 }
