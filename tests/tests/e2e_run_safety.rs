@@ -90,6 +90,11 @@ struct Hooks {
 }
 
 async fn hooks() -> Result<Hooks> {
+    hooks_answering(200).await
+}
+
+async fn hooks_answering(status: u16) -> Result<Hooks> {
+    let status = axum::http::StatusCode::from_u16(status)?;
     let calls: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
     let seen = calls.clone();
     let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
@@ -99,7 +104,7 @@ async fn hooks() -> Result<Hooks> {
             if let Ok(mut m) = seen.lock() {
                 *m.entry(key).or_insert(0) += 1;
             }
-            "ok"
+            (status, "ok")
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -332,6 +337,28 @@ async fn a_write_that_may_have_applied_is_reverted_and_counted() -> Result<()> {
     cluster.blind.store(0, Ordering::SeqCst);
     let again = engine.start(request(pb, Target::deployment("shop", "checkout"))).await?;
     assert_eq!(again.refusal.as_ref().map(|r| r.guard), Some(GuardName::Cooldown), "{:?}", again.reason);
+    Ok(())
+}
+
+/// The `http` step: a webhook answered 500 may have acted. It is called once (never
+/// retried), recorded as an unknown outcome, counts as acted and the earlier scale is
+/// reverted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_answering_500_is_called_once_and_counts_as_acted() -> Result<()> {
+    let api = KubeApi::start().await?;
+    api.add_deployment("shop", "checkout", 2);
+    let hooks = hooks_answering(500).await?;
+    let dir = tempfile::tempdir()?;
+    let cluster = Arc::new(KubeCluster { client: client_for(&api, dir.path(), Duration::from_secs(30)).await? });
+    let store = Arc::new(Store::open(&dir.path().join("warden.db"))?);
+    let engine = engine_on(&store, cluster, no_guards())?;
+    let pb = playbook(&format!("name: hook\nsteps:\n  - http: {{url: '{}'}}\n", hooks.url));
+    let run = engine.start(request(pb, Target::deployment("shop", "checkout"))).await?;
+    assert!(run.acted, "a webhook whose outcome is unknown counts as acted: {:?}", run.reason);
+    assert!(run.steps[0].may_have_applied);
+    assert!(run.reason.as_deref().is_some_and(|r| r.contains("500") && r.contains("not sent again")), "{:?}", run.reason);
+    let calls = hooks.calls.lock().map_err(|e| anyhow::anyhow!("{e}"))?.clone();
+    assert_eq!(calls.values().sum::<usize>(), 1, "{calls:?}");
     Ok(())
 }
 
