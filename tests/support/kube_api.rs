@@ -2126,6 +2126,7 @@ impl KubeApi {
 
     /// Applies each of the next `n` successful (non-dry-run) writes and then, instead of
     /// its answer, does `fault`: answer 500, or hang first. Replaces an earlier injection.
+    /// The recorded request keeps the status of the apply (the write did succeed).
     pub fn fail_after_apply(&self, n: usize, fault: AfterApply) {
         self.lock().after_apply = Some((n, fault));
     }
