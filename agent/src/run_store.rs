@@ -380,3 +380,86 @@ impl RunStore for Store {
         Store::installation_id(self).map(Some).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_playbooks::claim::FencingToken;
+    use warden_playbooks::guards::GuardSettings;
+    use warden_playbooks::run::{Target, TriggerInfo};
+
+    fn run() -> Run {
+        let now = Utc::now();
+        Run {
+            id: 0,
+            playbook: "p".into(),
+            spec: warden_playbooks::load::parse_playbook("name: p\nsteps: [{notify: {message: hi}}]\n", std::path::Path::new("p.yaml")).expect("playbook"),
+            params: Default::default(),
+            target: Some(Target::deployment("shop", "web")),
+            trigger: TriggerInfo { kind: "manual".into(), actor: "user/t".into(), incident_id: None, detail: serde_json::Value::Null },
+            vars: Default::default(),
+            guards: GuardSettings::default(),
+            dry_run: false,
+            status: RunStatus::Running,
+            reason: None,
+            refusal: None,
+            approval: None,
+            steps: Vec::new(),
+            revert_steps: Vec::new(),
+            acted: false,
+            created_at: now,
+            updated_at: now,
+            wake_at: None,
+        }
+    }
+
+    fn ev(kind: AuditKind) -> AuditEvent {
+        AuditEvent { at: Utc::now(), run_id: None, kind, actor: "warden".into(), detail: serde_json::json!({}) }
+    }
+
+    #[test]
+    fn one_owner_at_a_time_and_stale_tokens_are_fenced() {
+        let store = Store::open_in_memory().expect("store");
+        let a = store.insert_run(&run(), &[ev(AuditKind::Trigger)], "a").expect("insert");
+        assert_eq!(a.token, FencingToken(1));
+        let id = a.run_id;
+        // Held by a: b is refused, and the ticker does not list it.
+        assert!(matches!(store.claim_run(id, "b", CLAIM_TTL), Ok(ClaimDecision::Held { .. })));
+        assert!(store.due_runs(Utc::now()).expect("due").is_empty());
+        let mut r = store.get_run(id).expect("get").expect("run");
+        r.reason = Some("a wrote".into());
+        assert!(store.save_run(&r, &[ev(AuditKind::State)], &a).is_ok());
+        store.release_claim(&a).expect("release");
+        assert_eq!(store.due_runs(Utc::now()).expect("due"), vec![id]);
+
+        let b = match store.claim_run(id, "b", CLAIM_TTL) {
+            Ok(ClaimDecision::Granted(c)) => c,
+            other => panic!("b should get the run: {other:?}"),
+        };
+        assert_eq!(b.token, FencingToken(2));
+        // a's late write is refused and stores nothing.
+        r.reason = Some("a again".into());
+        assert!(matches!(store.save_run(&r, &[ev(AuditKind::State)], &a), Err(StoreFailure::Fenced(_))));
+        assert!(matches!(store.renew_claim(&a, CLAIM_TTL), Err(StoreFailure::Fenced(_))));
+        assert_eq!(store.get_run(id).expect("get").expect("run").reason.as_deref(), Some("a wrote"));
+        // a releasing its old claim does not free b's.
+        store.release_claim(&a).expect("release");
+        assert!(matches!(store.claim_run(id, "c", CLAIM_TTL), Ok(ClaimDecision::Held { .. })));
+        assert!(store.save_run(&r, &[], &b).is_ok());
+    }
+
+    #[test]
+    fn the_audit_head_follows_every_append() {
+        let store = Store::open_in_memory().expect("store");
+        assert_eq!(store.audit_head().expect("head").map(|h| h.count), Some(0));
+        let a = store.insert_run(&run(), &[ev(AuditKind::Trigger), ev(AuditKind::Guard)], "a").expect("insert");
+        let r = store.get_run(a.run_id).expect("get").expect("run");
+        store.save_run(&r, &[ev(AuditKind::State)], &a).expect("save");
+        let entries = store.audit_entries().expect("entries");
+        let head = store.audit_head().expect("head").expect("a head");
+        assert_eq!(head.count, 3);
+        assert_eq!(Some(&head.last_hash), entries.last().map(|e| &e.hash));
+        assert!(audit::verify_with_head(&entries, Some(&head)).is_ok());
+        assert!(audit::verify_with_head(&entries[..2], Some(&head)).is_err());
+    }
+}

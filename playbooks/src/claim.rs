@@ -29,9 +29,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How long a claim lasts without renewal.
-pub const CLAIM_TTL: Duration = Duration::from_secs(30);
+pub const CLAIM_TTL: Duration = Duration::from_secs(15);
 /// How often the holder renews its claim while it works.
-pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(10);
+pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// A fencing token: grows by one every time a run is claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -180,7 +180,7 @@ mod tests {
             CLAIM_TTL,
         ));
         assert_eq!(c.token, FencingToken(1));
-        assert_eq!(c.expires_at, t(30));
+        assert_eq!(c.expires_at, t(15));
         assert_eq!(c.run_id, 7);
     }
 
@@ -198,11 +198,11 @@ mod tests {
             decide_claim(1, &row, "b", t(10), CLAIM_TTL),
             ClaimDecision::Held {
                 owner: "a".into(),
-                expires_at: t(30)
+                expires_at: t(15)
             }
         );
         // After the expiry another owner gets it, with a larger token.
-        let b = granted(decide_claim(1, &row, "b", t(31), CLAIM_TTL));
+        let b = granted(decide_claim(1, &row, "b", t(16), CLAIM_TTL));
         assert_eq!(b.token, FencingToken(2));
         // The holder itself may claim again (a renewal): the token still moves on.
         assert_eq!(
@@ -266,10 +266,10 @@ mod tests {
             t(0),
             CLAIM_TTL,
         ));
-        // Expired at t(30) but the row still names a with its token.
+        // Expired at t(15) but the row still names a with its token.
         assert_eq!(check_fence(&stored(&a), &a), Ok(()));
-        assert!(!stored(&a).held_by_other("b", t(31)));
-        assert!(stored(&a).held_by_other("b", t(29)));
+        assert!(!stored(&a).held_by_other("b", t(16)));
+        assert!(stored(&a).held_by_other("b", t(14)));
     }
 
     #[test]
