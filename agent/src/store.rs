@@ -302,7 +302,17 @@ impl Store {
     fn init(mut conn: Connection) -> StoreResult<Self> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
-        migrations.to_latest(&mut conn)?;
+        // Two processes opening a new file at once (the daemon and the CLI) may both start
+        // the same migration; the loser's fails ("table ... already exists"). Once the winner
+        // is done there is nothing left to migrate, so the loser tries again a few times.
+        let mut tries = 0;
+        while let Err(e) = migrations.to_latest(&mut conn) {
+            tries += 1;
+            if tries >= 20 {
+                return Err(e.into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         Ok(Self { conn: Mutex::new(conn) })
     }
 
