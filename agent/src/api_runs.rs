@@ -173,8 +173,12 @@ pub async fn deny_run(State(st): State<AppState>, Path(id): Path<i64>, body: axu
 }
 
 pub async fn verify_audit(State(st): State<AppState>) -> Response {
+    let head = match st.engine.store.audit_head() {
+        Ok(h) => h,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
     match st.engine.store.audit_entries() {
-        Ok(entries) => match warden_playbooks::audit::verify(&entries) {
+        Ok(entries) => match warden_playbooks::audit::verify_with_head(&entries, head.as_ref()) {
             Ok(s) => Json(json!({"intact": true, "entries": s.entries, "head": s.head})).into_response(),
             Err(b) => Json(json!({"intact": false, "broken_at": b.seq, "reason": b.reason})).into_response(),
         },

@@ -1,9 +1,11 @@
 //! `warden run`: wires connectors, store and engine, runs them, and shuts down cleanly.
 //!
 //! One root cancellation token, cancelled by SIGINT/SIGTERM. On cancel: the scheduler starts
-//! no new evaluation (an evaluation in flight, and any action in it, completes within the
-//! connectors' own timeouts); the outbox gets a last delivery round and the HTTP server
-//! drains, each bounded by [`SHUTDOWN_DEADLINE`].
+//! no new evaluation (an evaluation in flight completes within the connectors' own
+//! timeouts); playbook runs, which run in tasks of their own off the evaluation loop (see
+//! [`crate::action_tasks`]), start no new run and get [`SHUTDOWN_DEADLINE`] to finish the
+//! step in flight (a run cut off resumes from its stored plan on the next start); the outbox
+//! gets a last delivery round and the HTTP server drains, each bounded by the same deadline.
 //! Anything undelivered stays in the outbox for the next start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,7 @@ use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
 use warden_connectors::{HttpAuth, Secret, TlsOptions};
 use warden_playbooks::Cluster;
 
+use crate::action_tasks::ActionTasks;
 use crate::analysis::{ClusterEvidence, Summarizer};
 use crate::config::{AuthSection, Config, SecretRef, SmtpTlsMode};
 use crate::engine::Engine;
@@ -173,6 +176,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let summarizer = Arc::new(Summarizer::from_config(cfg.analysis.model.as_ref()));
     let (analysis_tx, analysis_rx) = tokio::sync::mpsc::unbounded_channel();
     engine = engine.with_analysis(evidence, summarizer, Some(analysis_tx));
+    let action_tasks = ActionTasks::new(shutdown.clone());
+    engine = engine.with_action_tasks(action_tasks.clone());
     let engine = Arc::new(engine);
     let analysis_task = engine.analyzer.clone().map(|a| {
         let token = shutdown.clone();
@@ -195,7 +200,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     // idempotent, so a step in flight is sent again without acting twice.
     let runs_task = engine.remediation.clone().map(|rem| {
         let token = shutdown.clone();
-        tokio::spawn(async move { run_playbooks(rem, token).await })
+        let (engine, tasks) = (engine.clone(), action_tasks.clone());
+        tokio::spawn(async move { run_playbooks(engine, rem, tasks, token).await })
     });
 
     let wake = engine.outbox_wake.clone();
@@ -212,8 +218,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     }
     if let Some(t) = runs_task {
         if tokio::time::timeout(SHUTDOWN_DEADLINE, t).await.is_err() {
-            tracing::warn!("playbook runs did not stop within the shutdown deadline; they resume on the next start");
+            tracing::warn!("the playbook ticker did not stop within the shutdown deadline");
         }
+    }
+    action_tasks.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, action_tasks.tracker.wait()).await.is_err() {
+        tracing::warn!("playbook runs did not stop within the shutdown deadline; they resume on the next start");
     }
     // Evaluations have stopped; let the outbox finish its last round.
     match tokio::time::timeout(SHUTDOWN_DEADLINE, outbox_task).await {
@@ -292,16 +302,40 @@ pub async fn run_analyses(
     }
 }
 
-/// Advance playbook runs on the wall clock and fire cron triggers, once a second.
-pub async fn run_playbooks(rem: Arc<crate::remediation::Remediation>, shutdown: CancellationToken) {
+/// Advance playbook runs on the wall clock and fire cron triggers, once a second. Each due
+/// run is advanced in a task of its own (one per run at a time), so a run waiting on a slow
+/// cluster delays neither the other runs nor the clock; runs another task or process holds
+/// (their claim) are not due here.
+pub async fn run_playbooks(
+    engine: Arc<Engine>,
+    rem: Arc<crate::remediation::Remediation>,
+    tasks: ActionTasks,
+    shutdown: CancellationToken,
+) {
     let mut last = Utc::now();
     loop {
         let now = Utc::now();
-        if let Err(e) = rem.runs.tick(now).await {
-            tracing::error!(error = %e, "advancing playbook runs");
+        match rem.runs.due_runs(now) {
+            Ok(ids) => {
+                for id in ids {
+                    let rem = rem.clone();
+                    tasks.spawn(format!("run:{id}"), false, async move {
+                        if let Err(e) = rem.runs.advance(id, now).await {
+                            tracing::error!(run = id, error = %e, "advancing a run");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "listing due playbook runs"),
         }
-        rem.on_clock(last, now).await;
-        last = now;
+        // The window moves on only when its cron task starts (one at a time).
+        let cron = rem.clone();
+        if tasks.spawn("cron".into(), false, async move {
+            cron.on_clock(last, now).await;
+        }) {
+            last = now;
+        }
+        engine.refresh_audit_gauge();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.cancelled() => return,

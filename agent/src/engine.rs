@@ -20,6 +20,7 @@ use warden_connectors::alertmanager::WebhookPayload;
 use warden_detectors::Detection;
 use warden_playbooks::Cluster;
 
+use crate::action_tasks::ActionTasks;
 use crate::analysis::{AnalysisSettings, Analyzer, ClusterEvidence, RecentAnomalies, Summarizer};
 use crate::config::{Config, LogWatchConfig, Severity, WatchConfig};
 use crate::evaluate::{evaluate, fingerprint, Evaluation, SeriesVerdict, Verdict};
@@ -66,6 +67,9 @@ pub struct Engine {
     /// Root-cause analysis of opened incidents; `None` when `analysis.enabled` is false.
     pub analyzer: Option<Arc<Analyzer>>,
     analysis: AnalysisMode,
+    /// Where runs started by evaluations run: `None` awaits them inline (the demo and
+    /// tests, on simulated time); the daemon's tasks keep them off the evaluation loop.
+    actions: Option<ActionTasks>,
 }
 
 /// How opened incidents are analysed.
@@ -132,6 +136,7 @@ impl Engine {
             recent: Arc::new(RecentAnomalies::default()),
             analyzer: None,
             analysis: AnalysisMode::Off,
+            actions: None,
         };
         engine.refresh_open_gauge();
         engine
@@ -186,6 +191,13 @@ impl Engine {
     }
 
     /// Read log watches from `source`.
+    /// Start the runs of evaluations in `tasks` instead of awaiting them inside the
+    /// evaluation (see [`crate::action_tasks`]).
+    pub fn with_action_tasks(mut self, tasks: ActionTasks) -> Self {
+        self.actions = Some(tasks);
+        self
+    }
+
     pub fn with_logs(mut self, source: Arc<dyn LogSource>) -> Self {
         self.log_source = Some(source);
         self
@@ -339,6 +351,13 @@ impl Engine {
             if let Some(st) = s.get_mut(name) {
                 f(st);
             }
+        }
+    }
+
+    /// Set the audit head gauge from the store.
+    pub fn refresh_audit_gauge(&self) {
+        if let Ok(Some(head)) = self.store.audit_head() {
+            self.metrics.audit_head_entries.set(head.count);
         }
     }
 
@@ -561,17 +580,32 @@ impl Engine {
     /// become incident events and notifications (see [`crate::remediation::RunNotices`]).
     async fn act(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>, opened: bool) -> Result<(), StoreError> {
         let Some(rem) = self.remediation.clone() else { return Ok(()) };
-        let mut runs = Vec::new();
-        if let Some(run) = rem.on_incident(w, incident, now).await {
-            runs.push(run);
-        }
-        // Playbooks bound by their own incident triggers run once, when the incident opens.
-        if opened {
-            runs.extend(rem.on_incident_triggers(w, incident, now).await);
-        }
-        for run in runs {
-            let outcome = run.status.as_str().to_string();
-            self.metrics.actions.get_or_create(&ActionLabels { kind: run.playbook.clone(), outcome }).inc();
+        let metrics = self.metrics.clone();
+        let iid = incident.id;
+        let (w, incident) = (w.clone(), incident.clone());
+        let work = async move {
+            let mut runs = Vec::new();
+            if let Some(run) = rem.on_incident(&w, &incident, now).await {
+                runs.push(run);
+            }
+            // Playbooks bound by their own incident triggers run once, when the incident opens.
+            if opened {
+                runs.extend(rem.on_incident_triggers(&w, &incident, now).await);
+            }
+            for run in runs {
+                let outcome = run.status.as_str().to_string();
+                metrics.actions.get_or_create(&ActionLabels { kind: run.playbook.clone(), outcome }).inc();
+            }
+        };
+        match &self.actions {
+            // One task per incident at a time: an incident whose runs are still starting
+            // (a slow cluster) is not acted on again meanwhile.
+            Some(tasks) => {
+                if !tasks.spawn(format!("incident:{iid}"), true, work) {
+                    tracing::debug!("the incident's previous runs are still starting");
+                }
+            }
+            None => work.await,
         }
         Ok(())
     }

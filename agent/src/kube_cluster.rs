@@ -6,6 +6,7 @@ use warden_connectors::kubernetes::KubeClient;
 use std::collections::BTreeMap;
 
 use warden_connectors::kube_actions::{self, deployment_revision};
+use warden_playbooks::cluster::{classify as classify_failure, RequestFailure, RequestKind};
 use warden_playbooks::cluster::{DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, PodTerminating, RollbackPlan, RollbackResult};
 use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
@@ -13,18 +14,37 @@ pub struct KubeCluster {
     pub client: KubeClient,
 }
 
-fn classify(e: &warden_connectors::Error) -> ClusterErrorKind {
-    if e.is_not_found() {
-        ClusterErrorKind::NotFound
-    } else if e.is_conflict() {
-        ClusterErrorKind::Conflict
-    } else if matches!(e, warden_connectors::Error::Kube { status: 401 | 403, .. }) {
-        ClusterErrorKind::Forbidden
-    } else if e.is_retryable() {
-        ClusterErrorKind::Transient
-    } else {
-        ClusterErrorKind::Other
-    }
+/// Classify a connector error for the error policy (`warden_playbooks::policy`): the same
+/// failure is "retry" for a read and "unknown outcome" for a write that was sent.
+fn classify(e: &warden_connectors::Error, request: RequestKind) -> ClusterErrorKind {
+    use warden_connectors::Error as E;
+    let failure = match e {
+        E::Kube { status, reason, .. } => match reason.as_str() {
+            "NotFound" => RequestFailure::Status(404),
+            "Conflict" => RequestFailure::Status(409),
+            _ => RequestFailure::Status(*status),
+        },
+        E::Http { status: Some(s), .. } => RequestFailure::Status(*s),
+        E::Http { status: None, .. } => RequestFailure::ConnectionLost,
+        E::RateLimited { .. } => RequestFailure::Status(429),
+        E::Timeout { .. } => RequestFailure::Timeout,
+        E::Connect { message, .. } => {
+            // hyper reports both "never connected" and "connection lost mid-exchange" as
+            // connection errors; only the first proves nothing was sent.
+            let m = message.to_ascii_lowercase();
+            let never_sent = ["refused", "dns", "resolve", "tcp connect", "handshake", "no route", "unreachable"].iter().any(|w| m.contains(w));
+            if never_sent {
+                RequestFailure::NotConnected
+            } else {
+                RequestFailure::ConnectionLost
+            }
+        }
+        // The server answered a write with a success whose body does not decode: it applied.
+        E::Decode { .. } if request == RequestKind::Write => RequestFailure::ConnectionLost,
+        E::InvalidInput(_) => RequestFailure::Status(400),
+        _ => RequestFailure::Other,
+    };
+    classify_failure(failure, request)
 }
 
 #[async_trait]
@@ -34,7 +54,7 @@ impl Cluster for KubeCluster {
             .get_deployment_scale(&t.namespace, &t.name)
             .await
             .map(|s| ReplicaState { desired: s.spec_replicas, current: s.status_replicas })
-            .map_err(|e| ClusterError::new(classify(&e), e.to_string()))
+            .map_err(err)
     }
 
     async fn set_replicas(&self, t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
@@ -42,7 +62,7 @@ impl Cluster for KubeCluster {
             .set_deployment_replicas(&t.namespace, &t.name, replicas, dry_run)
             .await
             .map(|o| SetReplicasOutcome { replicas: o.replicas, dry_run: o.dry_run, response: o.response })
-            .map_err(|e| ClusterError::new(classify(&e), e.to_string()))
+            .map_err(write_err)
     }
 
     async fn deployment_info(&self, t: &WorkloadRef) -> Result<DeploymentInfo, ClusterError> {
@@ -53,7 +73,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn rollback(&self, t: &WorkloadRef, to_revision: Option<i64>, dry_run: bool) -> Result<RollbackResult, ClusterError> {
-        let o = self.client.rollback_deployment(&t.namespace, &t.name, to_revision, dry_run).await.map_err(err)?;
+        let o = self.client.rollback_deployment(&t.namespace, &t.name, to_revision, dry_run).await.map_err(write_err)?;
         Ok(RollbackResult { from_revision: o.from_revision, to_revision: o.to_revision, changed: o.changed, response: o.response })
     }
 
@@ -73,7 +93,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn restart(&self, t: &WorkloadRef, restarted_at: &str, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
-        self.client.restart_deployment(&t.namespace, &t.name, restarted_at, dry_run).await.map(|o| o.response).map_err(err)
+        self.client.restart_deployment(&t.namespace, &t.name, restarted_at, dry_run).await.map(|o| o.response).map_err(write_err)
     }
 
     async fn list_pods(&self, namespace: &str, selector: &str) -> Result<Vec<PodInfo>, ClusterError> {
@@ -90,7 +110,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_pod(&self, namespace: &str, name: &str, uid: Option<&str>, dry_run: bool) -> Result<DeleteResult, ClusterError> {
-        let o = self.client.delete_pod(namespace, name, uid, dry_run).await.map_err(err)?;
+        let o = self.client.delete_pod(namespace, name, uid, dry_run).await.map_err(write_err)?;
         let terminating = o.terminating.map(|t| PodTerminating { deletion_timestamp: t.deletion_timestamp, grace_period_seconds: t.grace_period_seconds });
         Ok(DeleteResult { already_gone: o.already_gone, terminating, response: o.response })
     }
@@ -101,13 +121,13 @@ impl Cluster for KubeCluster {
     }
 
     async fn set_node_unschedulable(&self, node: &str, unschedulable: bool, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
-        self.client.set_node_unschedulable(node, unschedulable, dry_run).await.map(|o| o.response).map_err(err)
+        self.client.set_node_unschedulable(node, unschedulable, dry_run).await.map(|o| o.response).map_err(write_err)
     }
 
     async fn create_job(&self, namespace: &str, job: &serde_json::Value, dry_run: bool) -> Result<JobCreated, ClusterError> {
         let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(job.clone())
             .map_err(|e| ClusterError::new(ClusterErrorKind::Other, format!("the Job does not parse as batch/v1 Job: {e}")))?;
-        let o = self.client.create_job(namespace, &job, dry_run).await.map_err(err)?;
+        let o = self.client.create_job(namespace, &job, dry_run).await.map_err(write_err)?;
         Ok(JobCreated { created: o.created, response: o.response })
     }
 
@@ -128,12 +148,16 @@ impl Cluster for KubeCluster {
     }
 
     async fn patch_deployment(&self, t: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
-        self.client.patch_deployment(&t.namespace, &t.name, patch, dry_run).await.map(|o| o.response).map_err(err)
+        self.client.patch_deployment(&t.namespace, &t.name, patch, dry_run).await.map(|o| o.response).map_err(write_err)
     }
 }
 
+fn write_err(e: warden_connectors::Error) -> ClusterError {
+    ClusterError::new(classify(&e, RequestKind::Write), e.to_string())
+}
+
 fn err(e: warden_connectors::Error) -> ClusterError {
-    ClusterError::new(classify(&e), e.to_string())
+    ClusterError::new(classify(&e, RequestKind::Read), e.to_string())
 }
 
 fn pod_info(p: &k8s_openapi::api::core::v1::Pod) -> PodInfo {

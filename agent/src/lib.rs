@@ -1,6 +1,7 @@
 //! The `warden` agent: configuration, the evaluation engine, incidents, actions, the outbox,
 //! the HTTP API and the daemon that runs them. See `docs/architecture.md` for the map.
 
+pub mod action_tasks;
 pub mod analysis;
 pub mod api_outbox;
 pub mod api_runs;

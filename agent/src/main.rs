@@ -245,10 +245,14 @@ enum RunsCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain; exit 1 and name the first bad entry when it was edited or cut.
+    /// Check the hash chain against the audit head; exit 1 and name the first bad entry
+    /// when it was edited, cut or truncated.
     Verify {
         #[command(flatten)]
         db: DbArgs,
+        /// Print the result (chain, head, first break) as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -615,7 +619,7 @@ fn main() -> ExitCode {
             db_path(db).and_then(|p| playbook_cmd::runs_list(&p, status, json, limit))
         }
         Command::Runs { command: RunsCommand::Show { id, db, json } } => db_path(db).and_then(|p| playbook_cmd::runs_show(&p, id, json)),
-        Command::Audit { command: AuditCommand::Verify { db } } => match db_path(db).and_then(|p| playbook_cmd::audit_verify(&p)) {
+        Command::Audit { command: AuditCommand::Verify { db, json } } => match db_path(db).and_then(|p| playbook_cmd::audit_verify(&p, json)) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),

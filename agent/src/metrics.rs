@@ -50,6 +50,8 @@ pub struct Metrics {
     pub outbox_dead: Family<ChannelLabel, Gauge>,
     /// Digests sent for a flood, per channel.
     pub outbox_digests: Family<ChannelLabel, Counter>,
+    /// Entries the audit head records (the chain's length as written, see `warden audit verify`).
+    pub audit_head_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -91,7 +93,14 @@ impl Metrics {
         registry.register("outbox_dead", "Dead letters kept now (neither retried nor discarded)", outbox_dead.clone());
         let outbox_digests = Family::<ChannelLabel, Counter>::default();
         registry.register("outbox_digests", "Digests queued for a flood of notifications", outbox_digests.clone());
+        let audit_head_entries = Gauge::default();
+        registry.register(
+            "audit_head_entries",
+            "Audit entries the audit head records; a chain shorter than this was truncated (warden audit verify)",
+            audit_head_entries.clone(),
+        );
         Self {
+            audit_head_entries,
             registry,
             evaluations,
             no_data,

@@ -266,11 +266,29 @@ pub fn runs_show(db: &Path, id: i64, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-/// `warden audit verify`: exit 0 when the chain is intact.
-pub fn audit_verify(db: &Path) -> Result<bool> {
+/// `warden audit verify`: exit 0 when the chain is intact and ends where the audit head
+/// (kept beside it, in the same transactions) says it ends.
+pub fn audit_verify(db: &Path, json_out: bool) -> Result<bool> {
     let store = open_store(db)?;
     let entries = store.audit_entries()?;
-    match warden_playbooks::audit::verify(&entries) {
+    let head = store.audit_head()?;
+    let result = warden_playbooks::audit::verify_with_head(&entries, head.as_ref());
+    if json_out {
+        let chain_head = entries.last().map(|e| e.hash.clone()).unwrap_or_else(|| warden_playbooks::audit::GENESIS.to_string());
+        let mut out = json!({
+            "intact": result.is_ok(),
+            "entries": entries.len(),
+            "chain_head": chain_head,
+            "head": head.as_ref().map(|h| json!({"count": h.count, "last_hash": h.last_hash})),
+        });
+        if let Err(b) = &result {
+            out["broken_at"] = json!(b.seq);
+            out["reason"] = json!(b.reason);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(result.is_ok());
+    }
+    match result {
         Ok(s) => {
             println!("audit trail intact: {} entries, head {}", s.entries, s.head);
             Ok(true)

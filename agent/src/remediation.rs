@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, Series, StartRequest, Webhook};
+use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, Series, StartRequest, Webhook, WebhookError};
 use warden_playbooks::guards::GuardSettings;
 use warden_playbooks::load::Catalog;
 use warden_playbooks::run::{Run, RunStatus, StepStatus, Target, TriggerInfo};
@@ -66,8 +66,9 @@ impl HttpWebhook {
 
 #[async_trait]
 impl Webhook for HttpWebhook {
-    async fn call(&self, call: &HttpCall) -> Result<HttpReply, String> {
-        let method = reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|e| format!("method {}: {e}", call.method))?;
+    async fn call(&self, call: &HttpCall) -> Result<HttpReply, WebhookError> {
+        let method = reqwest::Method::from_bytes(call.method.as_bytes())
+            .map_err(|e| WebhookError { sent: false, message: format!("method {}: {e}", call.method) })?;
         let mut req = self.client.request(method, &call.url).timeout(Duration::from_secs_f64(call.timeout_secs.max(0.1)));
         for (k, v) in &call.headers {
             req = req.header(k, v);
@@ -82,7 +83,8 @@ impl Webhook for HttpWebhook {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            format!("{} {}: {msg}", call.method, call.url)
+            // Only a connection that was never made proves the receiver got nothing.
+            WebhookError { sent: !(e.is_connect() || e.is_builder()), message: format!("{} {}: {msg}", call.method, call.url) }
         })?;
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
@@ -246,6 +248,7 @@ impl Remediation {
             notices,
             store,
             defaults: GuardSettings::default().overlay(&config.playbooks.guards),
+            retry: warden_playbooks::policy::RetryPolicy::default(),
         };
         Ok(Self { runs, catalog, config })
     }

@@ -3,11 +3,16 @@
 //! A run is stored whole (JSON) next to the columns that queries need; the run and the audit
 //! entries of one transition are written in one transaction. The audit chain is extended
 //! inside that transaction (an IMMEDIATE one, so two processes sharing the file cannot both
-//! append after the same head).
+//! append after the same head), and the audit head (count and last hash) is updated in the
+//! same transaction, so truncation is detected. Every write of a run checks the run's claim
+//! (owner and fencing token, see `warden_playbooks::claim`); claim expiry is wall-clock time.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use warden_playbooks::audit::{self, AuditEntry, AuditEvent, AuditKind};
+use warden_playbooks::audit::{self, AuditEntry, AuditEvent, AuditHead, AuditKind};
+use warden_playbooks::claim::{check_fence, decide_claim, ClaimDecision, ClaimState, RunClaim, CLAIM_TTL};
 use warden_playbooks::engine::{HistoryQuery, RunStore, StoreFailure};
 use warden_playbooks::guards::History;
 use warden_playbooks::run::{Run, RunStatus};
@@ -15,6 +20,7 @@ use warden_playbooks::run::{Run, RunStatus};
 use crate::store::{from_ms, ms, Store, StoreError, StoreResult};
 
 fn append(tx: &rusqlite::Transaction<'_>, events: &[AuditEvent]) -> StoreResult<()> {
+    let mut last = None;
     for ev in events {
         let head: Option<(i64, String)> =
             tx.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
@@ -32,8 +38,49 @@ fn append(tx: &rusqlite::Transaction<'_>, events: &[AuditEvent]) -> StoreResult<
                 entry.hash
             ],
         )?;
+        last = Some(AuditHead::after(&entry));
+    }
+    if let Some(head) = last {
+        tx.execute(
+            "INSERT INTO audit_head (id, count, last_hash) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET count = excluded.count, last_hash = excluded.last_hash",
+            params![head.count, head.last_hash],
+        )?;
     }
     Ok(())
+}
+
+/// Wall-clock milliseconds `ttl` from now.
+fn expiry(now: DateTime<Utc>, ttl: Duration) -> i64 {
+    ms(now) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+fn claim_state(tx: &rusqlite::Transaction<'_>, id: i64) -> StoreResult<Option<ClaimState>> {
+    Ok(tx
+        .query_row("SELECT claim_owner, claim_token, claim_expires_at FROM runs WHERE id = ?1", params![id], |r| {
+            Ok(ClaimState {
+                owner: r.get::<_, Option<String>>(0)?,
+                token: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                expires_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+            })
+        })
+        .optional()?)
+}
+
+/// What a claimed write found.
+enum Fence {
+    Ok,
+    Stale(warden_playbooks::claim::Fenced),
+}
+
+fn fence(tx: &rusqlite::Transaction<'_>, claim: &RunClaim) -> StoreResult<Fence> {
+    let Some(current) = claim_state(tx, claim.run_id)? else {
+        return Err(StoreError::Corrupt { table: "runs", message: format!("run {} is not stored", claim.run_id) });
+    };
+    Ok(match check_fence(&current, claim) {
+        Ok(()) => Fence::Ok,
+        Err(f) => Fence::Stale(f),
+    })
 }
 
 fn body(run: &Run) -> StoreResult<String> {
@@ -49,7 +96,7 @@ fn active_key(run: &Run) -> Option<String> {
 }
 
 impl Store {
-    fn insert_run_tx(&self, run: &Run, events: &[AuditEvent]) -> StoreResult<Result<i64, i64>> {
+    fn insert_run_tx(&self, run: &Run, events: &[AuditEvent], owner: &str) -> StoreResult<Result<RunClaim, i64>> {
         let mut c = self.conn()?;
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let lock = active_key(run);
@@ -81,31 +128,91 @@ impl Store {
         let id = tx.last_insert_rowid();
         let mut stored = run.clone();
         stored.id = id;
-        tx.execute("UPDATE runs SET body = ?1 WHERE id = ?2", params![body(&stored)?, id])?;
+        let claim = match decide_claim(id, &ClaimState::default(), owner, Utc::now(), CLAIM_TTL) {
+            ClaimDecision::Granted(c) => c,
+            ClaimDecision::Held { owner, .. } => {
+                return Err(StoreError::Corrupt { table: "runs", message: format!("new run {id} is held by {owner}") })
+            }
+        };
+        tx.execute(
+            "UPDATE runs SET body = ?1, claim_owner = ?3, claim_token = ?4, claim_expires_at = ?5 WHERE id = ?2",
+            params![body(&stored)?, id, claim.owner, claim.token.0 as i64, ms(claim.expires_at)],
+        )?;
         let events: Vec<AuditEvent> = events.iter().cloned().map(|mut e| {
             e.run_id = Some(id);
             e
         }).collect();
         append(&tx, &events)?;
         tx.commit()?;
-        Ok(Ok(id))
+        Ok(Ok(claim))
     }
 
-    fn save_run_tx(&self, run: &Run, events: &[AuditEvent]) -> StoreResult<()> {
+    /// Store the run under `claim` (refused with the stale claim's `Fenced` otherwise) and
+    /// renew the claim.
+    fn save_run_tx(&self, run: &Run, events: &[AuditEvent], claim: &RunClaim) -> StoreResult<Result<(), warden_playbooks::claim::Fenced>> {
         let mut c = self.conn()?;
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if claim.run_id != run.id {
+            return Err(StoreError::Corrupt { table: "runs", message: format!("run {} written with the claim of run {}", run.id, claim.run_id) });
+        }
+        if let Fence::Stale(f) = fence(&tx, claim)? {
+            return Ok(Err(f));
+        }
         let acted_at = run.acted.then(|| ms(run.updated_at));
         let n = tx.execute(
             "UPDATE runs SET status = ?2, acted_at = COALESCE(acted_at, ?3), updated_at = ?4, wake_at = ?5,
-                active_target = ?6, body = ?7 WHERE id = ?1",
-            params![run.id, run.status.as_str(), acted_at, ms(run.updated_at), run.wake_at.map(ms), active_key(run), body(run)?],
+                active_target = ?6, body = ?7, claim_expires_at = ?8 WHERE id = ?1",
+            params![run.id, run.status.as_str(), acted_at, ms(run.updated_at), run.wake_at.map(ms), active_key(run), body(run)?, expiry(Utc::now(), CLAIM_TTL)],
         )?;
         if n != 1 {
             return Err(StoreError::Corrupt { table: "runs", message: format!("run {} is not stored", run.id) });
         }
         append(&tx, events)?;
         tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    fn claim_run_tx(&self, id: i64, owner: &str, ttl: Duration) -> StoreResult<Option<ClaimDecision>> {
+        let mut c = self.conn()?;
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(current) = claim_state(&tx, id)? else { return Ok(None) };
+        let decision = decide_claim(id, &current, owner, Utc::now(), ttl);
+        if let ClaimDecision::Granted(claim) = &decision {
+            tx.execute(
+                "UPDATE runs SET claim_owner = ?2, claim_token = ?3, claim_expires_at = ?4 WHERE id = ?1",
+                params![id, claim.owner, claim.token.0 as i64, ms(claim.expires_at)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some(decision))
+    }
+
+    fn renew_claim_tx(&self, claim: &RunClaim, ttl: Duration) -> StoreResult<Result<(), warden_playbooks::claim::Fenced>> {
+        let mut c = self.conn()?;
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Fence::Stale(f) = fence(&tx, claim)? {
+            return Ok(Err(f));
+        }
+        tx.execute("UPDATE runs SET claim_expires_at = ?2 WHERE id = ?1", params![claim.run_id, expiry(Utc::now(), ttl)])?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    fn release_claim_tx(&self, claim: &RunClaim) -> StoreResult<()> {
+        let c = self.conn()?;
+        // Only the holder's own claim is released; the token stays, so the next grant's is larger.
+        c.execute(
+            "UPDATE runs SET claim_owner = NULL, claim_expires_at = NULL WHERE id = ?1 AND claim_owner = ?2 AND claim_token = ?3",
+            params![claim.run_id, claim.owner, claim.token.0 as i64],
+        )?;
         Ok(())
+    }
+
+    /// The audit head (count and last hash), `None` in a store that has none yet.
+    pub fn audit_head(&self) -> StoreResult<Option<AuditHead>> {
+        let c = self.conn()?;
+        Ok(c.query_row("SELECT count, last_hash FROM audit_head WHERE id = 1", [], |r| Ok(AuditHead { count: r.get(0)?, last_hash: r.get(1)? }))
+            .optional()?)
     }
 
     pub fn get_run(&self, id: i64) -> StoreResult<Option<Run>> {
@@ -173,16 +280,40 @@ impl Store {
 }
 
 impl RunStore for Store {
-    fn insert_run(&self, run: &Run, audit: &[AuditEvent]) -> Result<i64, StoreFailure> {
-        match self.insert_run_tx(run, audit) {
-            Ok(Ok(id)) => Ok(id),
+    fn insert_run(&self, run: &Run, audit: &[AuditEvent], owner: &str) -> Result<RunClaim, StoreFailure> {
+        match self.insert_run_tx(run, audit, owner) {
+            Ok(Ok(claim)) => Ok(claim),
             Ok(Err(holder)) => Err(StoreFailure::TargetBusy { run_id: holder }),
             Err(e) => Err(StoreFailure::Other(e.to_string())),
         }
     }
 
-    fn save_run(&self, run: &Run, audit: &[AuditEvent]) -> Result<(), String> {
-        self.save_run_tx(run, audit).map_err(|e| e.to_string())
+    fn save_run(&self, run: &Run, audit: &[AuditEvent], claim: &RunClaim) -> Result<(), StoreFailure> {
+        match self.save_run_tx(run, audit, claim) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(f)) => Err(StoreFailure::Fenced(f)),
+            Err(e) => Err(StoreFailure::Other(e.to_string())),
+        }
+    }
+
+    fn claim_run(&self, id: i64, owner: &str, ttl: Duration) -> Result<ClaimDecision, String> {
+        match self.claim_run_tx(id, owner, ttl) {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(format!("no run {id}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn renew_claim(&self, claim: &RunClaim, ttl: Duration) -> Result<(), StoreFailure> {
+        match self.renew_claim_tx(claim, ttl) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(f)) => Err(StoreFailure::Fenced(f)),
+            Err(e) => Err(StoreFailure::Other(e.to_string())),
+        }
+    }
+
+    fn release_claim(&self, claim: &RunClaim) -> Result<(), String> {
+        self.release_claim_tx(claim).map_err(|e| e.to_string())
     }
 
     fn get_run(&self, id: i64) -> Result<Option<Run>, String> {
@@ -192,11 +323,13 @@ impl RunStore for Store {
     fn due_runs(&self, now: DateTime<Utc>) -> Result<Vec<i64>, String> {
         let run = || -> StoreResult<Vec<i64>> {
             let c = self.conn()?;
+            // Claims expire on the wall clock, whatever clock `now` is.
             let mut st = c.prepare(
-                "SELECT id FROM runs WHERE (status IN ('running', 'reverting') AND (wake_at IS NULL OR wake_at <= ?1))
-                    OR (status = 'awaiting_approval' AND wake_at <= ?1) ORDER BY id",
+                "SELECT id FROM runs WHERE ((status IN ('running', 'reverting') AND (wake_at IS NULL OR wake_at <= ?1))
+                    OR (status = 'awaiting_approval' AND wake_at <= ?1))
+                    AND (claim_owner IS NULL OR claim_expires_at IS NULL OR claim_expires_at <= ?2) ORDER BY id",
             )?;
-            let ids = st.query_map(params![ms(now)], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+            let ids = st.query_map(params![ms(now), ms(Utc::now())], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
             Ok(ids)
         };
         run().map_err(|e| e.to_string())
@@ -245,5 +378,88 @@ impl RunStore for Store {
 
     fn installation_id(&self) -> Result<Option<String>, String> {
         Store::installation_id(self).map(Some).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_playbooks::claim::FencingToken;
+    use warden_playbooks::guards::GuardSettings;
+    use warden_playbooks::run::{Target, TriggerInfo};
+
+    fn run() -> Run {
+        let now = Utc::now();
+        Run {
+            id: 0,
+            playbook: "p".into(),
+            spec: warden_playbooks::load::parse_playbook("name: p\nsteps: [{notify: {message: hi}}]\n", std::path::Path::new("p.yaml")).expect("playbook"),
+            params: Default::default(),
+            target: Some(Target::deployment("shop", "web")),
+            trigger: TriggerInfo { kind: "manual".into(), actor: "user/t".into(), incident_id: None, detail: serde_json::Value::Null },
+            vars: Default::default(),
+            guards: GuardSettings::default(),
+            dry_run: false,
+            status: RunStatus::Running,
+            reason: None,
+            refusal: None,
+            approval: None,
+            steps: Vec::new(),
+            revert_steps: Vec::new(),
+            acted: false,
+            created_at: now,
+            updated_at: now,
+            wake_at: None,
+        }
+    }
+
+    fn ev(kind: AuditKind) -> AuditEvent {
+        AuditEvent { at: Utc::now(), run_id: None, kind, actor: "warden".into(), detail: serde_json::json!({}) }
+    }
+
+    #[test]
+    fn one_owner_at_a_time_and_stale_tokens_are_fenced() {
+        let store = Store::open_in_memory().expect("store");
+        let a = store.insert_run(&run(), &[ev(AuditKind::Trigger)], "a").expect("insert");
+        assert_eq!(a.token, FencingToken(1));
+        let id = a.run_id;
+        // Held by a: b is refused, and the ticker does not list it.
+        assert!(matches!(store.claim_run(id, "b", CLAIM_TTL), Ok(ClaimDecision::Held { .. })));
+        assert!(store.due_runs(Utc::now()).expect("due").is_empty());
+        let mut r = store.get_run(id).expect("get").expect("run");
+        r.reason = Some("a wrote".into());
+        assert!(store.save_run(&r, &[ev(AuditKind::State)], &a).is_ok());
+        store.release_claim(&a).expect("release");
+        assert_eq!(store.due_runs(Utc::now()).expect("due"), vec![id]);
+
+        let b = match store.claim_run(id, "b", CLAIM_TTL) {
+            Ok(ClaimDecision::Granted(c)) => c,
+            other => panic!("b should get the run: {other:?}"),
+        };
+        assert_eq!(b.token, FencingToken(2));
+        // a's late write is refused and stores nothing.
+        r.reason = Some("a again".into());
+        assert!(matches!(store.save_run(&r, &[ev(AuditKind::State)], &a), Err(StoreFailure::Fenced(_))));
+        assert!(matches!(store.renew_claim(&a, CLAIM_TTL), Err(StoreFailure::Fenced(_))));
+        assert_eq!(store.get_run(id).expect("get").expect("run").reason.as_deref(), Some("a wrote"));
+        // a releasing its old claim does not free b's.
+        store.release_claim(&a).expect("release");
+        assert!(matches!(store.claim_run(id, "c", CLAIM_TTL), Ok(ClaimDecision::Held { .. })));
+        assert!(store.save_run(&r, &[], &b).is_ok());
+    }
+
+    #[test]
+    fn the_audit_head_follows_every_append() {
+        let store = Store::open_in_memory().expect("store");
+        assert_eq!(store.audit_head().expect("head").map(|h| h.count), Some(0));
+        let a = store.insert_run(&run(), &[ev(AuditKind::Trigger), ev(AuditKind::Guard)], "a").expect("insert");
+        let r = store.get_run(a.run_id).expect("get").expect("run");
+        store.save_run(&r, &[ev(AuditKind::State)], &a).expect("save");
+        let entries = store.audit_entries().expect("entries");
+        let head = store.audit_head().expect("head").expect("a head");
+        assert_eq!(head.count, 3);
+        assert_eq!(Some(&head.last_hash), entries.last().map(|e| &e.hash));
+        assert!(audit::verify_with_head(&entries, Some(&head)).is_ok());
+        assert!(audit::verify_with_head(&entries[..2], Some(&head)).is_err());
     }
 }

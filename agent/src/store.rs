@@ -155,6 +155,22 @@ const MIGRATIONS: &[&str] = &[
      );
      INSERT INTO installation (id, created_at)
         VALUES (lower(hex(randomblob(16))), CAST(strftime('%s', 'now') AS INTEGER) * 1000);",
+    // v7: one owner per run and the audit head. A run's claim (owner, fencing token, expiry
+    // in wall-clock ms; see `warden_playbooks::claim`) is checked by every write of the run.
+    // The audit head (entry count and last hash) is written in the same transaction as each
+    // append, so deleting the last entries is detected (`warden audit verify`).
+    "ALTER TABLE runs ADD COLUMN claim_owner TEXT;
+     ALTER TABLE runs ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE runs ADD COLUMN claim_expires_at INTEGER;
+     CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        count INTEGER NOT NULL,
+        last_hash TEXT NOT NULL
+     );
+     INSERT INTO audit_head (id, count, last_hash)
+        SELECT 1, COALESCE(MAX(seq), 0),
+               COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), '0000000000000000000000000000000000000000000000000000000000000000')
+        FROM audit;",
 ];
 
 /// Errors of the store.
@@ -286,7 +302,17 @@ impl Store {
     fn init(mut conn: Connection) -> StoreResult<Self> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
-        migrations.to_latest(&mut conn)?;
+        // Two processes opening a new file at once (the daemon and the CLI) may both start
+        // the same migration; the loser's fails ("table ... already exists"). Once the winner
+        // is done there is nothing left to migrate, so the loser tries again a few times.
+        let mut tries = 0;
+        while let Err(e) = migrations.to_latest(&mut conn) {
+            tries += 1;
+            if tries >= 20 {
+                return Err(e.into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         Ok(Self { conn: Mutex::new(conn) })
     }
 

@@ -6,6 +6,12 @@
 //! chain proves integrity, not authorship: someone who can rewrite the whole table can
 //! rewrite the chain, so operators who need that should ship entries off the machine too
 //! (the head hash `warden audit verify` prints is what to compare).
+//!
+//! The chain alone cannot show that its *last* entries were removed: a truncated chain is a
+//! valid shorter chain. So the store also keeps an [`AuditHead`] (how many entries there are
+//! and the last one's hash), written in the same transaction as every append, and
+//! [`verify_with_head`] compares the chain with it: truncation (or a head that no longer
+//! matches the chain's end) is reported like any other break.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -158,6 +164,56 @@ pub fn verify(entries: &[AuditEntry]) -> Result<ChainSummary, ChainBreak> {
     Ok(ChainSummary { entries: entries.len(), head: prev_hash })
 }
 
+/// The chain's end as recorded beside it, in the same transaction as each append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// How many entries were appended (the last sequence number).
+    pub count: i64,
+    /// The last entry's hash ([`GENESIS`] when there is none).
+    pub last_hash: String,
+}
+
+impl AuditHead {
+    /// The head after appending `entry`.
+    pub fn after(entry: &AuditEntry) -> Self {
+        Self { count: entry.seq, last_hash: entry.hash.clone() }
+    }
+}
+
+/// [`verify`], then compare the chain's end with the head recorded beside it: fewer entries
+/// than the head counts (the last entries were deleted), more (entries appended without the
+/// head), or another last hash are breaks. `None`: a store without a head (nothing to
+/// compare, the chain alone decides).
+pub fn verify_with_head(entries: &[AuditEntry], head: Option<&AuditHead>) -> Result<ChainSummary, ChainBreak> {
+    let summary = verify(entries)?;
+    let Some(head) = head else { return Ok(summary) };
+    let count = i64::try_from(summary.entries).unwrap_or(i64::MAX);
+    if count < head.count {
+        return Err(ChainBreak {
+            seq: count + 1,
+            reason: format!(
+                "entries {} to {} are missing: the audit head records {} entries, the chain ends at entry {count} (the trail was truncated)",
+                count + 1,
+                head.count,
+                head.count
+            ),
+        });
+    }
+    if count > head.count {
+        return Err(ChainBreak {
+            seq: head.count + 1,
+            reason: format!("entry {} is not in the audit head, which records {} entries (entries were added behind the store's back)", head.count + 1, head.count),
+        });
+    }
+    if summary.head != head.last_hash {
+        return Err(ChainBreak {
+            seq: count.max(1),
+            reason: "the last entry's hash differs from the one the audit head records (the end of the chain was rewritten)".into(),
+        });
+    }
+    Ok(summary)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +271,32 @@ mod tests {
         };
         rehashed[2].hash = entry_hash(3, &rehashed[2].prev_hash, &ev2);
         assert_eq!(verify(&rehashed).unwrap_err().seq, 4);
+    }
+
+    #[test]
+    fn the_head_detects_truncation_and_a_rewritten_end() {
+        let c = chain_of(5);
+        let head = AuditHead::after(&c[4]);
+        assert_eq!(verify_with_head(&c, Some(&head)).map(|s| s.entries), Ok(5));
+        // Deleting the last entry leaves a valid chain of 4: only the head shows it.
+        let truncated = &c[..4];
+        assert!(verify(truncated).is_ok());
+        let b = verify_with_head(truncated, Some(&head)).unwrap_err();
+        assert_eq!(b.seq, 5);
+        assert!(b.reason.contains("truncated"), "{}", b.reason);
+        // Every entry deleted.
+        assert_eq!(verify_with_head(&[], Some(&head)).unwrap_err().seq, 1);
+        // An entry appended without the head.
+        let mut longer = chain_of(6);
+        assert_eq!(verify_with_head(&longer, Some(&head)).unwrap_err().seq, 6);
+        // The end rewritten as a fresh chain of the same length.
+        longer.truncate(5);
+        longer[4].detail = json!({"rewritten": true});
+        let ev4 = AuditEvent { at: longer[4].at, run_id: longer[4].run_id, kind: longer[4].kind, actor: longer[4].actor.clone(), detail: longer[4].detail.clone() };
+        longer[4].hash = entry_hash(5, &longer[4].prev_hash, &ev4);
+        assert!(verify(&longer).is_ok());
+        assert!(verify_with_head(&longer, Some(&head)).is_err());
+        // No head: the chain alone decides.
+        assert!(verify_with_head(truncated, None).is_ok());
     }
 }

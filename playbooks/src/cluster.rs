@@ -46,21 +46,103 @@ pub struct SetReplicasOutcome {
     pub response: serde_json::Value,
 }
 
-/// How a cluster request failed, coarse enough for policy decisions.
+/// How a cluster request failed, as the error policy (see [`crate::policy`]) needs it.
+///
+/// The classes follow kube-rs's: what a retry can fix (transient, conflict), what it cannot
+/// (not found, forbidden, invalid), and a write whose outcome is unknown: it was sent and
+/// may have been applied, so it is resolved by reading the object back and never counted
+/// as "nothing changed".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterErrorKind {
     NotFound,
+    /// A concurrent writer (409, a stale resourceVersion): re-read and retry.
     Conflict,
     Forbidden,
-    /// Worth retrying later: timeouts, 5xx, 429, connection failures.
+    /// Refused before anything changed and worth retrying: 429, 503, a connection that was
+    /// never made, and any failure of a read.
     Transient,
+    /// The request is wrong (400, 422, ...): retrying the same request will not help.
+    Invalid,
+    /// A write was sent and no reliable answer came back (500 and other 5xx after sending,
+    /// a timeout, a connection lost mid-exchange): it may have been applied.
+    UnknownOutcome,
     Other,
+}
+
+impl ClusterErrorKind {
+    /// Retrying (after re-reading the object) may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ClusterErrorKind::Transient | ClusterErrorKind::Conflict)
+    }
+
+    /// The request may have changed the cluster.
+    pub fn may_have_applied(self) -> bool {
+        self == ClusterErrorKind::UnknownOutcome
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterErrorKind::NotFound => "not_found",
+            ClusterErrorKind::Conflict => "conflict",
+            ClusterErrorKind::Forbidden => "forbidden",
+            ClusterErrorKind::Transient => "transient",
+            ClusterErrorKind::Invalid => "invalid",
+            ClusterErrorKind::UnknownOutcome => "unknown_outcome",
+            ClusterErrorKind::Other => "other",
+        }
+    }
+}
+
+/// Whether a request reads or writes: the same failure means "try again" for a read and
+/// "may have applied" for a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Read,
+    Write,
+}
+
+/// What is known about a failed request, independent of the client library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFailure {
+    /// The server answered with this HTTP status.
+    Status(u16),
+    /// No answer within the time limit.
+    Timeout,
+    /// The connection was never made (refused, DNS, TLS handshake): nothing was sent.
+    NotConnected,
+    /// The connection broke after the request started (reset, closed mid-answer).
+    ConnectionLost,
+    /// Anything else (a body that does not decode, a client-side error).
+    Other,
+}
+
+/// Classify a failed request (see [`ClusterErrorKind`]). 503 and 429 mean the server did not
+/// process the request; 500, 502, 504 and the other 5xx, timeouts and lost connections do
+/// not say, so for a write they are an unknown outcome.
+pub fn classify(failure: RequestFailure, request: RequestKind) -> ClusterErrorKind {
+    let write = request == RequestKind::Write;
+    match failure {
+        RequestFailure::Status(404 | 410) => ClusterErrorKind::NotFound,
+        RequestFailure::Status(409) => ClusterErrorKind::Conflict,
+        RequestFailure::Status(401 | 403) => ClusterErrorKind::Forbidden,
+        RequestFailure::Status(429 | 503) => ClusterErrorKind::Transient,
+        RequestFailure::Status(408) | RequestFailure::Status(500..=599) | RequestFailure::Timeout | RequestFailure::ConnectionLost => {
+            if write {
+                ClusterErrorKind::UnknownOutcome
+            } else {
+                ClusterErrorKind::Transient
+            }
+        }
+        RequestFailure::Status(400..=499) => ClusterErrorKind::Invalid,
+        RequestFailure::Status(_) | RequestFailure::Other => ClusterErrorKind::Other,
+        RequestFailure::NotConnected => ClusterErrorKind::Transient,
+    }
 }
 
 /// A failed cluster request.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("cluster request failed ({kind:?}): {message}")]
+#[error("cluster request failed ({}): {message}", kind.as_str())]
 pub struct ClusterError {
     pub kind: ClusterErrorKind,
     pub message: String,
@@ -254,5 +336,47 @@ pub trait Cluster: Send + Sync {
     async fn patch_deployment(&self, target: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
         let _ = (target, patch, dry_run);
         Err(unsupported("patching deployments"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ClusterErrorKind::*;
+    use RequestFailure::*;
+    use RequestKind::*;
+
+    #[test]
+    fn failures_are_classified_for_reads_and_writes() {
+        let table = [
+            (Status(404), NotFound, NotFound),
+            (Status(409), Conflict, Conflict),
+            (Status(403), Forbidden, Forbidden),
+            (Status(401), Forbidden, Forbidden),
+            (Status(422), Invalid, Invalid),
+            (Status(400), Invalid, Invalid),
+            (Status(429), Transient, Transient),
+            (Status(503), Transient, Transient),
+            (Status(500), Transient, UnknownOutcome),
+            (Status(502), Transient, UnknownOutcome),
+            (Status(504), Transient, UnknownOutcome),
+            (Timeout, Transient, UnknownOutcome),
+            (ConnectionLost, Transient, UnknownOutcome),
+            (NotConnected, Transient, Transient),
+            (RequestFailure::Other, ClusterErrorKind::Other, ClusterErrorKind::Other),
+        ];
+        for (failure, read, write) in table {
+            assert_eq!(classify(failure, Read), read, "{failure:?} on a read");
+            assert_eq!(classify(failure, Write), write, "{failure:?} on a write");
+        }
+    }
+
+    #[test]
+    fn only_transient_and_conflict_retry_and_only_unknown_may_have_applied() {
+        for k in [NotFound, Conflict, Forbidden, Transient, Invalid, UnknownOutcome, ClusterErrorKind::Other] {
+            assert_eq!(k.is_retryable(), matches!(k, Transient | Conflict), "{k:?}");
+            assert_eq!(k.may_have_applied(), k == UnknownOutcome, "{k:?}");
+        }
+        assert_eq!(ClusterError::new(UnknownOutcome, "x").to_string(), "cluster request failed (unknown_outcome): x");
     }
 }

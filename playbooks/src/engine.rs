@@ -9,6 +9,12 @@
 //! audit entry, before the request is sent; the answer is stored after. A run found in
 //! `running` with a step in `running` after a restart is resumed by sending the stored plan
 //! again, which every action makes idempotent (see [`crate::run`]).
+//!
+//! One task at a time advances a run: it holds the run's claim ([`crate::claim`]) and every
+//! write of the run's state carries it, so a task that lost the claim can record nothing and
+//! stops before its next request. Failed cluster requests follow [`crate::policy`]: retried
+//! when a retry can help, resolved by reading back when the outcome is unknown, and counted
+//! as acted when they may have applied.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +25,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::cluster::{Cluster, ClusterError, JobPhase, WorkloadRef};
+use crate::claim::{new_owner, ClaimDecision, Fenced, RunClaim, CLAIM_RENEW_EVERY, CLAIM_TTL};
+use crate::cluster::{Cluster, ClusterError, ClusterErrorKind, JobPhase, WorkloadRef};
+use crate::policy::RetryPolicy;
 use crate::guards::{self, GuardName, GuardSettings, History, Refusal};
 use crate::params::resolve_params;
 use crate::run::{Approval, Phase, Run, RunStatus, StepState, StepStatus, Target, TriggerInfo};
@@ -63,9 +71,18 @@ pub struct HttpReply {
     pub body: String,
 }
 
+/// A failed webhook call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookError {
+    /// The request may have reached the receiver (a timeout or a connection lost after
+    /// sending): its outcome is unknown. `false` when it was never sent (no connection).
+    pub sent: bool,
+    pub message: String,
+}
+
 #[async_trait]
 pub trait Webhook: Send + Sync {
-    async fn call(&self, call: &HttpCall) -> std::result::Result<HttpReply, String>;
+    async fn call(&self, call: &HttpCall) -> std::result::Result<HttpReply, WebhookError>;
 }
 
 /// What the engine tells people about.
@@ -91,6 +108,8 @@ pub trait Notices: Send + Sync {
 pub enum StoreFailure {
     /// Another active run holds the target.
     TargetBusy { run_id: i64 },
+    /// The write's claim is no longer the run's (see [`crate::claim`]); nothing was stored.
+    Fenced(Fenced),
     Other(String),
 }
 
@@ -108,15 +127,26 @@ pub struct HistoryQuery {
 
 /// Durable storage of runs and the audit trail. Each call is one transaction: the run and
 /// its audit entries are stored together or not at all.
+///
+/// The store also keeps each run's claim ([`crate::claim`]): who advances it, with which
+/// fencing token, until when (on the store's wall clock).
 pub trait RunStore: Send + Sync {
-    /// Insert a run (its `id` is assigned). An active run claims its target's lock; when
-    /// another active run holds it, nothing is stored and `TargetBusy` is returned.
-    fn insert_run(&self, run: &Run, audit: &[AuditEvent]) -> std::result::Result<i64, StoreFailure>;
-    /// Store the run's new state; a terminal run releases its target.
-    fn save_run(&self, run: &Run, audit: &[AuditEvent]) -> std::result::Result<(), String>;
+    /// Insert a run (its `id` is assigned), claimed by `owner` for [`CLAIM_TTL`]. An active
+    /// run claims its target's lock; when another active run holds it, nothing is stored
+    /// and `TargetBusy` is returned.
+    fn insert_run(&self, run: &Run, audit: &[AuditEvent], owner: &str) -> std::result::Result<RunClaim, StoreFailure>;
+    /// Store the run's new state under `claim` and renew the claim; a terminal run releases
+    /// its target. A claim that is no longer the run's stores nothing: `Fenced`.
+    fn save_run(&self, run: &Run, audit: &[AuditEvent], claim: &RunClaim) -> std::result::Result<(), StoreFailure>;
     fn get_run(&self, id: i64) -> std::result::Result<Option<Run>, String>;
+    /// Take the run's claim for `owner` (see [`crate::claim::decide_claim`]).
+    fn claim_run(&self, id: i64, owner: &str, ttl: Duration) -> std::result::Result<ClaimDecision, String>;
+    /// Extend `claim` by `ttl` from now; `Fenced` when it is no longer the run's.
+    fn renew_claim(&self, claim: &RunClaim, ttl: Duration) -> std::result::Result<(), StoreFailure>;
+    /// Give the claim up (nothing happens when it is no longer the run's).
+    fn release_claim(&self, claim: &RunClaim) -> std::result::Result<(), String>;
     /// Runs to look at now: running or reverting and due (`wake_at` unset or passed), and
-    /// approval requests that expired.
+    /// approval requests that expired; runs another task holds a claim on are left out.
     fn due_runs(&self, now: DateTime<Utc>) -> std::result::Result<Vec<i64>, String>;
     fn history(&self, q: &HistoryQuery) -> std::result::Result<History, String>;
     /// A stable id of this store, i.e. of this Warden installation, or `None` when the store
@@ -155,17 +185,54 @@ pub struct Engine {
     pub store: Arc<dyn RunStore>,
     /// Global guard defaults (`playbooks.guards` in `warden.yaml`).
     pub defaults: GuardSettings,
+    /// Retries of failed cluster requests (see [`crate::policy`]).
+    pub retry: RetryPolicy,
+}
+
+/// A claim held while a task works on a run; released when dropped, also when the task's
+/// future is dropped mid-request (a cancelled task), so that another task can resume.
+struct ClaimGuard {
+    store: Arc<dyn RunStore>,
+    claim: RunClaim,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.release_claim(&self.claim) {
+            tracing::warn!(run = self.claim.run_id, error = %e, "releasing a run's claim");
+        }
+    }
 }
 
 /// Why a step did not complete.
 enum StepError {
     Refused(Refusal),
+    /// Failed without acting.
     Failed(String),
+    /// A request was sent and may have been applied; its outcome could not be resolved.
+    Unknown(String),
+    /// A cluster request failed (classified by [`StepError::settled`] once the policy has
+    /// run its course).
+    Cluster(ClusterError),
 }
 
 impl From<ClusterError> for StepError {
     fn from(e: ClusterError) -> Self {
-        StepError::Failed(e.message)
+        StepError::Cluster(e)
+    }
+}
+
+impl StepError {
+    /// The final form: a cluster error whose write may have applied is `Unknown`, any
+    /// other is `Failed`.
+    fn settled(self) -> Self {
+        match self {
+            StepError::Cluster(e) if e.kind.may_have_applied() => {
+                StepError::Unknown(format!("outcome unknown, the request may have been applied: {}", e.message))
+            }
+            StepError::Cluster(e) => StepError::Failed(e.message),
+            other => other,
+        }
     }
 }
 
@@ -186,6 +253,14 @@ const DEFAULT_JOB_POLL: Duration = Duration::from_secs(10);
 
 fn store_err(e: String) -> Error {
     Error::Store(e)
+}
+
+fn save_err(f: StoreFailure) -> Error {
+    match f {
+        StoreFailure::Fenced(f) => Error::Fenced(f),
+        StoreFailure::TargetBusy { run_id } => Error::Store(format!("target held by run {run_id}")),
+        StoreFailure::Other(e) => Error::Store(e),
+    }
 }
 
 fn audit(run: &Run, at: DateTime<Utc>, kind: AuditKind, actor: &str, detail: Value) -> AuditEvent {
@@ -263,11 +338,18 @@ impl Engine {
         let refusal = match self.run_guards(&run, req.has_data, req.now).await {
             Ok(()) => None,
             Err(StepError::Refused(r)) => Some(r),
-            Err(StepError::Failed(message)) => {
+            Err(e) => {
+                let message = match e.settled() {
+                    StepError::Failed(m) | StepError::Unknown(m) => m,
+                    StepError::Refused(r) => r.to_string(),
+                    StepError::Cluster(c) => c.message,
+                };
                 run.status = RunStatus::Failed;
                 run.reason = Some(format!("cannot check the guards: {message}"));
                 events.push(audit(&run, req.now, AuditKind::State, "warden", json!({"status": "failed", "reason": run.reason})));
-                run.id = self.store.insert_run(&run, &events).map_err(failure)?;
+                let claim = self.store.insert_run(&run, &events, &new_owner()).map_err(failure)?;
+                let _held = self.hold(claim.clone());
+                run.id = claim.run_id;
                 self.notices.notice(&run, Notice::Finished, &finished_text(&run));
                 return Ok(run);
             }
@@ -281,10 +363,13 @@ impl Engine {
             Autonomy::Observe => {
                 run.status = RunStatus::Observed;
                 run.reason = Some("autonomy is observe: the plan is recorded, nothing is sent".into());
-                run.id = self.store.insert_run(&run, &events).map_err(failure)?;
+                let claim = self.store.insert_run(&run, &events, &new_owner()).map_err(failure)?;
+                let _held = self.hold(claim.clone());
+                let claim = &claim;
+                run.id = claim.run_id;
                 self.set_keys(&mut run);
                 self.preview(&mut run, req.now).await;
-                self.store.save_run(&run, &[]).map_err(store_err)?;
+                self.save(&run, &[], claim)?;
                 self.notices.notice(&run, Notice::Finished, &finished_text(&run));
                 Ok(run)
             }
@@ -301,14 +386,17 @@ impl Engine {
                 });
                 run.wake_at = Some(expires_at);
                 events.push(audit(&run, req.now, AuditKind::Approval, "warden", json!({"requested": true, "expires_at": expires_at})));
-                match self.store.insert_run(&run, &events) {
-                    Ok(id) => run.id = id,
+                let claim = match self.store.insert_run(&run, &events, &new_owner()) {
+                    Ok(c) => c,
                     Err(StoreFailure::TargetBusy { run_id }) => return self.store_busy(run, run_id, req.now).await,
-                    Err(StoreFailure::Other(e)) => return Err(Error::Store(e)),
-                }
+                    Err(f) => return Err(failure(f)),
+                };
+                let _held = self.hold(claim.clone());
+                let claim = &claim;
+                run.id = claim.run_id;
                 self.set_keys(&mut run);
                 self.preview(&mut run, req.now).await;
-                self.store.save_run(&run, &[]).map_err(store_err)?;
+                self.save(&run, &[], claim)?;
                 let text = format!(
                     "run {} of {} waits for approval until {}: `warden approve {}` (or `warden approve {} --deny`). Plan: {}",
                     run.id,
@@ -322,14 +410,18 @@ impl Engine {
                 Ok(run)
             }
             _ => {
-                match self.store.insert_run(&run, &events) {
-                    Ok(id) => run.id = id,
+                // The run is inserted claimed: the ticker, which sees it as due at once,
+                // leaves it to this task.
+                let claim = match self.store.insert_run(&run, &events, &new_owner()) {
+                    Ok(c) => c,
                     Err(StoreFailure::TargetBusy { run_id }) => return self.store_busy(run, run_id, req.now).await,
-                    Err(StoreFailure::Other(e)) => return Err(Error::Store(e)),
-                }
+                    Err(f) => return Err(failure(f)),
+                };
+                let held = self.hold(claim);
+                run.id = held.claim.run_id;
                 self.set_keys(&mut run);
-                self.store.save_run(&run, &[]).map_err(store_err)?;
-                self.advance(run.id, req.now).await
+                self.save(&run, &[], &held.claim)?;
+                self.drive(held, req.now).await
             }
         }
     }
@@ -337,13 +429,20 @@ impl Engine {
     /// Approve or deny a run that waits for approval. An expired request is not approved:
     /// the run becomes `expired`.
     pub async fn decide(&self, id: i64, approver: &str, approve: bool, comment: Option<String>, now: DateTime<Utc>) -> Result<Run> {
+        let held = match self.store.claim_run(id, &new_owner(), CLAIM_TTL).map_err(store_err)? {
+            ClaimDecision::Granted(c) => self.hold(c),
+            ClaimDecision::Held { .. } => {
+                return Err(Error::Invalid(format!("run {id} is being advanced by another task; try again in a moment")))
+            }
+        };
+        let claim = &held.claim;
         let mut run = self.load(id)?;
         if run.status != RunStatus::AwaitingApproval {
             return Err(Error::Invalid(format!("run {id} is {}, not awaiting approval", run.status)));
         }
         let expires_at = run.approval.as_ref().map(|a| a.expires_at).unwrap_or(now);
         if now >= expires_at {
-            self.expire(&mut run, now)?;
+            self.expire(&mut run, now, claim)?;
             return Err(Error::Invalid(format!(
                 "the approval request of run {id} expired at {}; start a new run",
                 expires_at.format("%Y-%m-%d %H:%M:%S UTC")
@@ -361,24 +460,24 @@ impl Engine {
             run.status = RunStatus::Running;
             run.wake_at = None;
             run.reason = Some(format!("approved by {approver}"));
-            self.store.save_run(&run, &[audit(&run, now, AuditKind::Approval, approver, detail)]).map_err(store_err)?;
-            self.advance(id, now).await
+            self.save(&run, &[audit(&run, now, AuditKind::Approval, approver, detail)], claim)?;
+            self.drive(held, now).await
         } else {
             run.status = RunStatus::Denied;
             run.wake_at = None;
             run.refusal = Some(Refusal::new(GuardName::Denied, format!("denied by {approver}")));
             run.reason = Some(format!("denied by {approver}"));
-            self.store.save_run(&run, &[audit(&run, now, AuditKind::Approval, approver, detail)]).map_err(store_err)?;
+            self.save(&run, &[audit(&run, now, AuditKind::Approval, approver, detail)], claim)?;
             self.notices.notice(&run, Notice::Finished, &finished_text(&run));
             Ok(run)
         }
     }
 
-    /// Advance every run that is due at `now` (and expire approval requests). Returns the
-    /// runs looked at.
+    /// Advance every run that is due at `now` (and expire approval requests), one after
+    /// the other. Returns the runs looked at. Runs another task holds are left to it.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<Vec<Run>> {
         let mut out = Vec::new();
-        for id in self.store.due_runs(now).map_err(store_err)? {
+        for id in self.due_runs(now)? {
             match self.advance(id, now).await {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::error!(run = id, error = %e, "advancing a run"),
@@ -387,20 +486,67 @@ impl Engine {
         Ok(out)
     }
 
-    /// Advance one run as far as the clock allows.
+    /// The runs due at `now` that no other task holds (for callers that advance each run
+    /// in a task of its own).
+    pub fn due_runs(&self, now: DateTime<Utc>) -> Result<Vec<i64>> {
+        self.store.due_runs(now).map_err(store_err)
+    }
+
+    /// Advance one run as far as the clock allows, when no other task holds it. A run
+    /// another task holds is returned as stored, unchanged.
     pub async fn advance(&self, id: i64, now: DateTime<Utc>) -> Result<Run> {
-        let mut run = self.load(id)?;
+        match self.store.claim_run(id, &new_owner(), CLAIM_TTL).map_err(store_err)? {
+            ClaimDecision::Granted(c) => {
+                let held = self.hold(c);
+                self.drive(held, now).await
+            }
+            ClaimDecision::Held { owner, .. } => {
+                tracing::debug!(run = id, owner = %owner, "the run is advanced by another task");
+                self.load(id)
+            }
+        }
+    }
+
+    fn hold(&self, claim: RunClaim) -> ClaimGuard {
+        ClaimGuard { store: self.store.clone(), claim }
+    }
+
+    /// Advance a run whose claim is held, renewing the claim while the work lasts. When a
+    /// renewal finds the claim taken (this task stalled past its expiry), the work stops
+    /// at once: another task advances the run now.
+    async fn drive(&self, held: ClaimGuard, now: DateTime<Utc>) -> Result<Run> {
+        let claim = &held.claim;
+        let work = self.advance_held(claim, now);
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + CLAIM_RENEW_EVERY, CLAIM_RENEW_EVERY);
+        loop {
+            tokio::select! {
+                r = &mut work => return r,
+                _ = renew.tick() => match self.store.renew_claim(claim, CLAIM_TTL) {
+                    Ok(()) => {}
+                    Err(StoreFailure::Fenced(f)) => {
+                        tracing::warn!(run = claim.run_id, error = %f, "lost the run's claim: stopping");
+                        return Err(Error::Fenced(f));
+                    }
+                    Err(e) => tracing::warn!(run = claim.run_id, error = ?e, "renewing the run's claim"),
+                },
+            }
+        }
+    }
+
+    async fn advance_held(&self, claim: &RunClaim, now: DateTime<Utc>) -> Result<Run> {
+        let mut run = self.load(claim.run_id)?;
         loop {
             match run.status {
                 RunStatus::AwaitingApproval => {
                     if run.approval.as_ref().is_some_and(|a| now >= a.expires_at) {
-                        self.expire(&mut run, now)?;
+                        self.expire(&mut run, now, claim)?;
                     }
                     return Ok(run);
                 }
                 RunStatus::Running | RunStatus::Reverting => {
                     let phase = if run.status == RunStatus::Running { Phase::Main } else { Phase::Revert };
-                    if !self.step_once(&mut run, phase, now).await? {
+                    if !self.step_once(&mut run, phase, now, claim).await? {
                         return Ok(run);
                     }
                 }
@@ -409,20 +555,23 @@ impl Engine {
         }
     }
 
+    /// Store the run's state under the claim (refused when the claim is stale).
+    fn save(&self, run: &Run, events: &[AuditEvent], claim: &RunClaim) -> Result<()> {
+        self.store.save_run(run, events, claim).map_err(save_err)
+    }
+
     fn load(&self, id: i64) -> Result<Run> {
         self.store.get_run(id).map_err(store_err)?.ok_or_else(|| Error::Invalid(format!("no run {id}")))
     }
 
-    fn expire(&self, run: &mut Run, now: DateTime<Utc>) -> Result<()> {
+    fn expire(&self, run: &mut Run, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
         run.status = RunStatus::Expired;
         run.wake_at = None;
         run.updated_at = now;
         let r = Refusal::new(GuardName::ApprovalExpired, "nobody approved before the request expired");
         run.reason = Some(r.reason.clone());
         run.refusal = Some(r);
-        self.store
-            .save_run(run, &[audit(run, now, AuditKind::Approval, "warden", json!({"expired": true}))])
-            .map_err(store_err)?;
+        self.save(run, &[audit(run, now, AuditKind::Approval, "warden", json!({"expired": true}))], claim)?;
         self.notices.notice(run, Notice::Finished, &finished_text(run));
         Ok(())
     }
@@ -446,9 +595,11 @@ impl Engine {
         for s in run.steps.iter_mut() {
             s.status = StepStatus::Skipped;
         }
-        run.id = self.store.insert_run(&run, &events).map_err(failure)?;
+        let claim = self.store.insert_run(&run, &events, &new_owner()).map_err(failure)?;
+        let held = self.hold(claim);
+        run.id = held.claim.run_id;
         self.set_keys(&mut run);
-        self.store.save_run(&run, &[]).map_err(store_err)?;
+        self.save(&run, &[], &held.claim)?;
         self.notices.notice(&run, Notice::Finished, &finished_text(&run));
         Ok(run)
     }
@@ -500,13 +651,14 @@ impl Engine {
     async fn preview(&self, run: &mut Run, now: DateTime<Utc>) {
         for i in 0..run.steps.len() {
             let step = run.spec.steps.get(i).cloned().unwrap_or_default();
-            let planned = self.plan(run, &step, Phase::Main, i, now).await;
+            let planned = self.plan(run, &step, Phase::Main, i, now).await.map_err(StepError::settled);
             let st = &mut run.steps[i];
             match planned {
                 Ok(Planned::Request(p)) => st.plan = Some(p),
                 Ok(Planned::Skip(r)) => st.result = Some(json!({"summary": r})),
                 Err(StepError::Refused(r)) => st.refusal = Some(r),
-                Err(StepError::Failed(e)) => st.error = Some(e),
+                Err(StepError::Failed(e) | StepError::Unknown(e)) => st.error = Some(e),
+                Err(StepError::Cluster(c)) => st.error = Some(c.message),
             }
             if run.status == RunStatus::Observed {
                 st.status = StepStatus::Skipped;
@@ -523,25 +675,27 @@ impl Engine {
     }
 
     /// Take one step of `phase` forward. Returns whether to continue right away.
-    async fn step_once(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>) -> Result<bool> {
+    async fn step_once(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>, claim: &RunClaim) -> Result<bool> {
         let list = match phase {
             Phase::Main => &run.steps,
             Phase::Revert => &run.revert_steps,
         };
         let Some(i) = list.iter().position(|s| !matches!(s.status, StepStatus::Done | StepStatus::Skipped)) else {
-            return self.finish_phase(run, phase, now).map(|_| false);
+            return self.finish_phase(run, phase, now, claim).map(|_| false);
         };
         let state = list[i].clone();
         let step_spec = match phase {
             Phase::Main => run.spec.steps.get(i).cloned(),
             Phase::Revert => run.spec.revert.as_ref().and_then(|r| r.get(i).cloned()),
         };
+        // Failed attempts and how unknown outcomes were resolved, for the audit.
+        let mut attempts: Vec<Value> = Vec::new();
         let outcome: std::result::Result<Sent, StepError> = match state.status {
             StepStatus::Pending => {
                 let planned = match (&state.plan, &step_spec) {
                     // Automatic revert steps carry their plan from the start.
                     (Some(p), _) => Ok(Planned::Request(p.clone())),
-                    (None, Some(spec)) => self.plan(run, spec, phase, i, now).await,
+                    (None, Some(spec)) => self.plan_retrying(run, spec, phase, i, now, &mut attempts).await,
                     (None, None) => Err(StepError::Failed("the step has neither a plan nor a definition".into())),
                 };
                 match planned {
@@ -552,13 +706,13 @@ impl Engine {
                         st.finished_at = Some(now);
                         let ev = audit(run, now, AuditKind::State, "warden", json!({"step": state.name, "skipped": reason}));
                         run.updated_at = now;
-                        self.store.save_run(run, &[ev]).map_err(store_err)?;
+                        self.save(run, &[ev], claim)?;
                         return Ok(true);
                     }
                     Ok(Planned::Request(plan)) => {
                         if phase == Phase::Revert {
                             if let Err(r) = self.revert_guard(run, &plan) {
-                                self.fail_step(run, phase, i, StepError::Refused(r), now)?;
+                                self.fail_step(run, phase, i, StepError::Refused(r), now, claim)?;
                                 return Ok(true);
                             }
                         }
@@ -577,15 +731,18 @@ impl Engine {
                             "warden",
                             json!({"step": state.name, "action": state.action, "phase": phase, "idempotency_key": state.idempotency_key, "plan": plan, "dry_run": run.dry_run}),
                         );
-                        self.store.save_run(run, &[ev]).map_err(store_err)?;
-                        self.send(run, &state.action, &plan, &state.idempotency_key, now).await
+                        // The plan is stored (under the claim) before it is sent, and what is
+                        // sent is exactly the stored plan.
+                        self.save(run, &[ev], claim)?;
+                        self.send_retrying(run, &state.action, &plan, &state.idempotency_key, now, &mut attempts).await
                     }
                     Err(e) => Err(e),
                 }
             }
             StepStatus::Running => {
-                // Resumed after a crash: the request may or may not have reached the cluster.
-                // The stored plan is idempotent, so it is sent again.
+                // Resumed: the task that sent it stopped (a crash, a cancelled task, a lost
+                // claim). The request may or may not have reached the cluster; the stored
+                // plan is idempotent, so it is sent again, never re-planned.
                 let plan = state.plan.clone().unwrap_or(Value::Null);
                 step_mut(run, phase, i).sends += 1;
                 let ev = audit(
@@ -595,27 +752,49 @@ impl Engine {
                     "warden",
                     json!({"step": state.name, "action": state.action, "idempotency_key": state.idempotency_key, "plan": plan, "resumed": true}),
                 );
-                self.store.save_run(run, &[ev]).map_err(store_err)?;
-                self.send(run, &state.action, &plan, &state.idempotency_key, now).await
+                self.save(run, &[ev], claim)?;
+                if state.action == "http" && !run.dry_run {
+                    // A webhook call is not idempotent for every receiver: it is not sent a
+                    // second time; the step's outcome is unknown.
+                    Err(StepError::Unknown("the webhook call was interrupted; its outcome is unknown and it is not sent again".into()))
+                } else {
+                    self.send_retrying(run, &state.action, &plan, &state.idempotency_key, now, &mut attempts).await
+                }
             }
             StepStatus::Waiting => {
                 if let Some(w) = state.wake_at {
                     if w > now {
                         run.wake_at = Some(w);
                         run.updated_at = now;
-                        self.store.save_run(run, &[]).map_err(store_err)?;
+                        self.save(run, &[], claim)?;
                         return Ok(false);
                     }
                 }
                 let plan = state.plan.clone().unwrap_or(Value::Null);
-                self.poll(run, &state.action, &plan, now).await
+                let mut delays = self.retry.delays();
+                loop {
+                    match self.poll(run, &state.action, &plan, now).await {
+                        Err(StepError::Cluster(e)) if e.kind.is_retryable() => match delays.next() {
+                            Some(d) => {
+                                attempts.push(json!({"class": e.kind.as_str(), "error": e.message, "retry_in_ms": d.as_millis()}));
+                                tokio::time::sleep(d).await;
+                            }
+                            None => break Err(StepError::Cluster(e)),
+                        },
+                        other => break other,
+                    }
+                }
             }
             StepStatus::Failed => {
                 // A failed step whose run was not moved on (should not happen): move it on now.
-                return self.after_failure(run, phase, now).map(|_| true);
+                return self.after_failure(run, phase, now, claim).map(|_| true);
             }
             StepStatus::Done | StepStatus::Skipped => return Ok(true),
         };
+        let mut detail_extra = serde_json::Map::new();
+        if !attempts.is_empty() {
+            detail_extra.insert("attempts".into(), Value::Array(attempts.clone()));
+        }
         match outcome {
             Ok(Sent::Done(result)) => {
                 let mutating = is_mutating(&state.action);
@@ -632,8 +811,10 @@ impl Engine {
                 run.wake_at = None;
                 run.updated_at = now;
                 let kind = if state.action == "verify" { AuditKind::Verify } else { AuditKind::Response };
-                let ev = audit(run, now, kind, "warden", json!({"step": state.name, "ok": true, "result": result}));
-                self.store.save_run(run, &[ev]).map_err(store_err)?;
+                let mut detail = json!({"step": state.name, "ok": true, "result": result});
+                extend(&mut detail, &detail_extra);
+                let ev = audit(run, now, kind, "warden", detail);
+                self.save(run, &[ev], claim)?;
                 Ok(true)
             }
             Ok(Sent::Wait(until, result)) => {
@@ -648,22 +829,176 @@ impl Engine {
                 }
                 run.wake_at = Some(until);
                 run.updated_at = now;
-                let ev = audit(run, now, AuditKind::Response, "warden", json!({"step": state.name, "waiting_until": until, "result": result}));
-                self.store.save_run(run, &[ev]).map_err(store_err)?;
+                let mut detail = json!({"step": state.name, "waiting_until": until, "result": result});
+                extend(&mut detail, &detail_extra);
+                let ev = audit(run, now, AuditKind::Response, "warden", detail);
+                self.save(run, &[ev], claim)?;
                 Ok(true)
             }
             Err(e) => {
-                self.fail_step(run, phase, i, e, now)?;
+                if !attempts.is_empty() {
+                    step_mut(run, phase, i).result = Some(json!({"attempts": attempts}));
+                }
+                self.fail_step(run, phase, i, e.settled(), now, claim)?;
                 Ok(true)
             }
         }
     }
 
-    fn fail_step(&self, run: &mut Run, phase: Phase, i: usize, e: StepError, now: DateTime<Utc>) -> Result<()> {
-        let (detail, refusal) = match &e {
+    /// Plan a step, retrying the reads it makes when they fail transiently.
+    async fn plan_retrying(
+        &self,
+        run: &Run,
+        spec: &Step,
+        phase: Phase,
+        i: usize,
+        now: DateTime<Utc>,
+        attempts: &mut Vec<Value>,
+    ) -> std::result::Result<Planned, StepError> {
+        let mut delays = self.retry.delays();
+        loop {
+            match self.plan(run, spec, phase, i, now).await {
+                Err(StepError::Cluster(e)) if e.kind.is_retryable() => match delays.next() {
+                    Some(d) => {
+                        attempts.push(json!({"planning": true, "class": e.kind.as_str(), "error": e.message, "retry_in_ms": d.as_millis()}));
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(StepError::Cluster(e)),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    /// Send a step's plan under the error policy ([`crate::policy`]): transient errors and
+    /// conflicts are retried after re-reading the object; an unknown outcome is resolved by
+    /// reading the object back. The `http` step is never retried (see [`Engine::send`]).
+    async fn send_retrying(
+        &self,
+        run: &Run,
+        action: &str,
+        plan: &Value,
+        key: &str,
+        now: DateTime<Utc>,
+        attempts: &mut Vec<Value>,
+    ) -> std::result::Result<Sent, StepError> {
+        let mut delays = self.retry.delays();
+        // Whether an attempt may have been applied (an unknown outcome not resolved as
+        // applied): then a final failure is "may have applied", never "nothing changed".
+        let mut may_have_applied = false;
+        loop {
+            let err = match self.send(run, action, plan, key, now).await {
+                Ok(sent) => return Ok(sent),
+                Err(StepError::Cluster(e)) => e,
+                Err(other) => return Err(other),
+            };
+            let mut entry = json!({"class": err.kind.as_str(), "error": err.message});
+            let retry = if err.kind.may_have_applied() && !run.dry_run {
+                may_have_applied = true;
+                match self.read_back(action, plan).await {
+                    Ok(Some(true)) => {
+                        entry["resolved"] = json!("applied");
+                        attempts.push(entry);
+                        return Ok(applied_after_all(action, plan, now));
+                    }
+                    Ok(Some(false)) => {
+                        entry["resolved"] = json!("not applied yet");
+                        true
+                    }
+                    Ok(None) => {
+                        entry["resolved"] = json!("cannot be read back");
+                        false
+                    }
+                    Err(e) => {
+                        entry["resolved"] = json!(format!("reading back failed: {}", e.message));
+                        true
+                    }
+                }
+            } else {
+                // In a dry run nothing is persisted, so a lost answer changed nothing.
+                err.kind.is_retryable() || err.kind.may_have_applied()
+            };
+            let delay = if retry { delays.next() } else { None };
+            let Some(delay) = delay else {
+                entry["final"] = json!(true);
+                attempts.push(entry);
+                return Err(if may_have_applied {
+                    StepError::Cluster(ClusterError::new(ClusterErrorKind::UnknownOutcome, err.message))
+                } else {
+                    StepError::Cluster(err)
+                });
+            };
+            entry["retry_in_ms"] = json!(delay.as_millis());
+            attempts.push(entry);
+            tokio::time::sleep(delay).await;
+            // Re-read first: an earlier attempt may have been applied after all.
+            if !run.dry_run {
+                if let Ok(Some(true)) = self.read_back(action, plan).await {
+                    attempts.push(json!({"resolved": "applied", "on": "re-reading before the next attempt"}));
+                    return Ok(applied_after_all(action, plan, now));
+                }
+            }
+        }
+    }
+
+    /// Whether the cluster is in the state `plan` asks for: `Some(true)` applied,
+    /// `Some(false)` not (yet), `None` for actions that cannot be read back.
+    async fn read_back(&self, action: &str, plan: &Value) -> std::result::Result<Option<bool>, ClusterError> {
+        let Some(cluster) = self.cluster.as_deref() else { return Ok(None) };
+        let s = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let t = WorkloadRef::new(s("namespace"), s("name"));
+        match action {
+            "scale" => {
+                let Some(to) = plan.get("to").and_then(Value::as_i64) else { return Ok(None) };
+                Ok(Some(i64::from(cluster.get_replicas(&t).await?.desired) == to))
+            }
+            "cordon" => {
+                let want = plan.get("unschedulable").and_then(Value::as_bool).unwrap_or(true);
+                Ok(Some(cluster.node_unschedulable(&s("node")).await? == want))
+            }
+            "restart" => {
+                let d = cluster.read_deployment(&t).await?;
+                let at = d.pointer("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt").and_then(Value::as_str);
+                Ok(Some(at == Some(s("restarted_at").as_str())))
+            }
+            "patch" => {
+                let d = cluster.read_deployment(&t).await?;
+                Ok(Some(contains(&d, plan.get("patch").unwrap_or(&Value::Null))))
+            }
+            "delete_pod" => {
+                let ns = s("namespace");
+                for p in plan.get("pods").and_then(Value::as_array).cloned().unwrap_or_default() {
+                    let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+                    let uid = p.get("uid").and_then(Value::as_str);
+                    if let Some(pod) = cluster.get_pod(&ns, name).await? {
+                        if uid.is_none_or(|u| u == pod.uid) {
+                            return Ok(Some(false));
+                        }
+                    }
+                }
+                Ok(Some(true))
+            }
+            "run_job" => match cluster.job_status(&s("namespace"), &s("name")).await {
+                Ok(_) => Ok(Some(true)),
+                Err(e) if e.kind == ClusterErrorKind::NotFound => Ok(Some(false)),
+                Err(e) => Err(e),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn fail_step(&self, run: &mut Run, phase: Phase, i: usize, e: StepError, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
+        let e = e.settled();
+        let attempts = step_mut(run, phase, i).result.as_ref().and_then(|r| r.get("attempts")).cloned();
+        let (mut detail, refusal) = match &e {
             StepError::Refused(r) => (json!({"allowed": false, "guard": r.guard, "reason": r.reason}), Some(r.clone())),
             StepError::Failed(m) => (json!({"ok": false, "error": m}), None),
+            StepError::Unknown(m) => (json!({"ok": false, "outcome": "unknown", "may_have_applied": true, "error": m}), None),
+            StepError::Cluster(c) => (json!({"ok": false, "error": c.message}), None),
         };
+        if let Some(a) = attempts {
+            detail["attempts"] = a;
+        }
         let name;
         let action;
         {
@@ -673,17 +1008,25 @@ impl Engine {
             st.wake_at = None;
             match &e {
                 StepError::Refused(r) => st.refusal = Some(r.clone()),
-                StepError::Failed(m) => st.error = Some(m.clone()),
+                StepError::Failed(m) | StepError::Unknown(m) => st.error = Some(m.clone()),
+                StepError::Cluster(c) => st.error = Some(c.message.clone()),
+            }
+            if matches!(e, StepError::Unknown(_)) {
+                st.may_have_applied = true;
             }
             name = st.name.clone();
             action = st.action.clone();
+        }
+        // A request that may have applied counts as acted: for cooldowns, rate caps and the
+        // blast radius, and for the revert.
+        if matches!(e, StepError::Unknown(_)) && !run.dry_run && phase == Phase::Main && is_mutating(&action) {
+            run.acted = true;
         }
         let kind = match (&e, action.as_str()) {
             (StepError::Refused(_), _) => AuditKind::Guard,
             (_, "verify") => AuditKind::Verify,
             _ => AuditKind::Response,
         };
-        let mut detail = detail;
         detail["step"] = json!(name);
         let ev = audit(run, now, kind, "warden", detail);
         if run.refusal.is_none() && !run.acted {
@@ -692,14 +1035,16 @@ impl Engine {
         run.reason = Some(match &e {
             StepError::Refused(r) => format!("step {name}: {r}"),
             StepError::Failed(m) => format!("step {name} failed: {m}"),
+            StepError::Unknown(m) => format!("step {name}: {m}"),
+            StepError::Cluster(c) => format!("step {name} failed: {}", c.message),
         });
         run.updated_at = now;
-        self.store.save_run(run, &[ev]).map_err(store_err)?;
-        self.after_failure(run, phase, now)
+        self.save(run, &[ev], claim)?;
+        self.after_failure(run, phase, now, claim)
     }
 
     /// A failed step: revert what was applied, or end the run.
-    fn after_failure(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>) -> Result<()> {
+    fn after_failure(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
         run.wake_at = None;
         match phase {
             Phase::Main if run.acted => {
@@ -716,27 +1061,27 @@ impl Engine {
                     "warden",
                     json!({"started": true, "because": run.reason, "steps": run.revert_steps.iter().map(|s| &s.name).collect::<Vec<_>>()}),
                 );
-                self.store.save_run(run, &[ev]).map_err(store_err)?;
+                self.save(run, &[ev], claim)?;
                 let text = format!("run {} of {}: {}; reverting", run.id, run.title(), run.reason.clone().unwrap_or_default());
                 self.notices.notice(run, Notice::Reverting, &text);
             }
             Phase::Main => {
                 run.status = if run.refusal.is_some() { RunStatus::Refused } else { RunStatus::Failed };
                 let ev = audit(run, now, AuditKind::State, "warden", json!({"status": run.status, "reason": run.reason}));
-                self.store.save_run(run, &[ev]).map_err(store_err)?;
+                self.save(run, &[ev], claim)?;
                 self.notices.notice(run, Notice::Finished, &finished_text(run));
             }
             Phase::Revert => {
                 run.status = RunStatus::RevertFailed;
                 let ev = audit(run, now, AuditKind::Revert, "warden", json!({"finished": false, "reason": run.reason}));
-                self.store.save_run(run, &[ev]).map_err(store_err)?;
+                self.save(run, &[ev], claim)?;
                 self.notices.notice(run, Notice::Finished, &finished_text(run));
             }
         }
         Ok(())
     }
 
-    fn finish_phase(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>) -> Result<()> {
+    fn finish_phase(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
         run.wake_at = None;
         run.updated_at = now;
         let ev = match phase {
@@ -750,7 +1095,7 @@ impl Engine {
                 audit(run, now, AuditKind::Revert, "warden", json!({"finished": true, "because": run.reason}))
             }
         };
-        self.store.save_run(run, &[ev]).map_err(store_err)?;
+        self.save(run, &[ev], claim)?;
         self.notices.notice(run, Notice::Finished, &finished_text(run));
         Ok(())
     }
@@ -763,7 +1108,10 @@ impl Engine {
         }
         let mut out = Vec::new();
         for st in run.steps.iter().rev() {
-            if !matches!(st.status, StepStatus::Done | StepStatus::Waiting | StepStatus::Running) || !is_mutating(&st.action) {
+            // Applied steps, and failed ones that may have applied (an unknown outcome).
+            let applied = matches!(st.status, StepStatus::Done | StepStatus::Waiting | StepStatus::Running)
+                || (st.status == StepStatus::Failed && st.may_have_applied);
+            if !applied || !is_mutating(&st.action) {
                 continue;
             }
             let index = out.len();
@@ -779,6 +1127,7 @@ impl Engine {
                 error: None,
                 refusal: None,
                 sends: 0,
+                may_have_applied: false,
                 started_at: None,
                 finished_at: None,
                 wake_at: None,
@@ -1101,13 +1450,24 @@ impl Engine {
                 if dry {
                     return Ok(Sent::Done(json!({"summary": format!("would call {} {} (dry-run)", call.method, call.url)})));
                 }
-                let reply = webhook.call(&call).await.map_err(StepError::Failed)?;
+                // Never retried: a receiver may act on a call whose answer was lost.
+                let reply = webhook.call(&call).await.map_err(|e| {
+                    if e.sent {
+                        StepError::Unknown(format!("{} {}: {}; the call may have reached the receiver, so it is not sent again", call.method, call.url, e.message))
+                    } else {
+                        StepError::Failed(format!("{} {}: {}", call.method, call.url, e.message))
+                    }
+                })?;
                 let expected: Option<Vec<u16>> = plan.get("expect_status").and_then(|v| serde_json::from_value(v.clone()).ok());
                 let ok = match &expected {
                     Some(list) => list.contains(&reply.status),
                     None => (200..300).contains(&reply.status),
                 };
                 let body: String = reply.body.chars().take(2000).collect();
+                if !ok && reply.status >= 500 {
+                    // A server error says nothing about what the receiver did.
+                    return Err(StepError::Unknown(format!("{} {} answered {}: {body}; it may have acted, so it is not sent again", call.method, call.url, reply.status)));
+                }
                 if !ok {
                     return Err(StepError::Failed(format!("{} {} answered {}: {body}", call.method, call.url, reply.status)));
                 }
@@ -1285,6 +1645,43 @@ pub fn inverse_patch(patch: &Value, current: &Value) -> Value {
     }
 }
 
+/// Add `extra`'s keys to the object `detail`.
+fn extend(detail: &mut Value, extra: &serde_json::Map<String, Value>) {
+    if let Value::Object(m) = detail {
+        for (k, v) in extra {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// The result of a step whose answer was lost but whose effect reading back confirmed.
+fn applied_after_all(action: &str, plan: &Value, now: DateTime<Utc>) -> Sent {
+    let summary = format!("{} (the answer was lost; reading the object back showed it applied)", describe_plan(action, plan));
+    let mut result = json!({"outcome": "unknown_resolved_applied", "summary": summary});
+    if action == "run_job" {
+        let poll = plan.get("poll_secs").and_then(Value::as_f64).unwrap_or(10.0);
+        let wake = now + chrono::Duration::milliseconds((poll * 1000.0) as i64);
+        let s = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        result["job"] = json!(format!("{}/{}", s("namespace"), s("name")));
+        return Sent::Wait(wake, result);
+    }
+    Sent::Done(result)
+}
+
+/// Whether `current` already has everything `patch` sets (a strategic-merge patch: `null`
+/// removes a field, list items are matched by `name`, `$patch` directives are not checked).
+fn contains(current: &Value, patch: &Value) -> bool {
+    match (patch, current) {
+        (Value::Null, cur) => cur.is_null(),
+        (Value::Object(p), cur) => p.iter().filter(|(k, _)| !k.starts_with('$')).all(|(k, pv)| contains(cur.get(k).unwrap_or(&Value::Null), pv)),
+        (Value::Array(items), Value::Array(cur)) if items.iter().all(|i| i.get("name").is_some()) => items
+            .iter()
+            .filter(|i| i.get("$patch").is_none())
+            .all(|i| cur.iter().any(|c| c.get("name") == i.get("name") && contains(c, i))),
+        (p, cur) => p == cur,
+    }
+}
+
 fn is_mutating(action: &str) -> bool {
     matches!(action, "scale" | "rollback" | "restart" | "delete_pod" | "cordon" | "run_job" | "patch" | "http")
 }
@@ -1302,6 +1699,7 @@ fn new_step(i: usize, s: &Step, phase: Phase) -> StepState {
         error: None,
         refusal: None,
         sends: 0,
+        may_have_applied: false,
         started_at: None,
         finished_at: None,
         wake_at: None,
@@ -1320,10 +1718,7 @@ fn workload(t: &Target) -> WorkloadRef {
 }
 
 fn failure(f: StoreFailure) -> Error {
-    match f {
-        StoreFailure::TargetBusy { run_id } => Error::Store(format!("target held by run {run_id}")),
-        StoreFailure::Other(e) => Error::Store(e),
-    }
+    save_err(f)
 }
 
 /// The part of an installation id that goes into Job names: its first 8 characters that

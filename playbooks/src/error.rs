@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use crate::claim::Fenced;
 use crate::cluster::ClusterError;
 use crate::load::LoadErrors;
 
@@ -21,6 +22,9 @@ pub enum Error {
     /// The run store failed; the run is not advanced without a record.
     #[error("run store: {0}")]
     Store(String),
+    /// This task's claim on a run is no longer the run's: another task advances it.
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
     /// A request that cannot be served (unknown playbook, run in the wrong state, ...).
     #[error("{0}")]
     Invalid(String),

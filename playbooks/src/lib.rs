@@ -7,7 +7,9 @@
 //!   with no shell anywhere; [`schedule`] is the cron trigger.
 //! * [`guards`] decides, as pure functions, whether a run or a step may act.
 //! * [`run`] is the persisted state machine of one run and [`engine`] advances it, step by
-//!   step, recording each transition before the request that follows it.
+//!   step, recording each transition before the request that follows it; [`claim`] makes
+//!   sure one task at a time advances a run, and [`policy`] is how failed cluster requests
+//!   are classified and retried.
 //! * [`audit`] hash-chains every trigger, decision, request, response and verification.
 //!
 //! The crate performs no I/O itself: the cluster, metrics, webhooks, notifications and
@@ -16,6 +18,7 @@
 
 pub mod audit;
 pub mod builtin;
+pub mod claim;
 pub mod cluster;
 pub mod duration;
 pub mod engine;
@@ -23,6 +26,7 @@ pub mod error;
 pub mod guards;
 pub mod load;
 pub mod params;
+pub mod policy;
 pub mod run;
 pub mod schedule;
 pub mod spec;
@@ -30,5 +34,6 @@ pub mod template;
 pub mod yaml_index;
 pub mod yaml_load;
 
+pub use claim::{FencingToken, RunClaim};
 pub use cluster::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 pub use error::{Error, Result};

@@ -4,7 +4,8 @@
 //! step stores the step's concrete request (its *plan*: absolute replicas, the revision to
 //! roll back to, the pod uid, the Job name) before the request is sent. A process that dies
 //! after that point resumes by sending the same plan again; every plan is idempotent, so a
-//! step is never applied twice and never lost.
+//! step is never applied twice and never lost. One task at a time advances a run (its
+//! claim, see [`crate::claim`]), so no plan is made or sent twice by two tasks.
 //!
 //! ```text
 //!  observed            (autonomy observe: the plan is recorded, nothing is sent)
@@ -151,6 +152,10 @@ pub struct StepState {
     /// How many times the request was sent (more than one only after a crash or retry).
     #[serde(default)]
     pub sends: u32,
+    /// The step failed with an unknown outcome: its request may have been applied, so it
+    /// counts as acted and is reverted like an applied step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_have_applied: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,7 +267,8 @@ pub struct Run {
     pub steps: Vec<StepState>,
     #[serde(default)]
     pub revert_steps: Vec<StepState>,
-    /// A step changed something outside Warden (not dry-run): counts for cooldown and rates.
+    /// A step changed something outside Warden (not dry-run), or may have (an unknown
+    /// outcome): counts for cooldown and rates.
     #[serde(default)]
     pub acted: bool,
     pub created_at: DateTime<Utc>,

@@ -113,8 +113,12 @@
 //! answered, so the client's next write with the resourceVersion it read gets a real
 //! 409 `Conflict`); missing RBAC rules are emulated with [`KubeApi::forbid`] (403
 //! `Forbidden` for a path prefix, checked before anything else). Every request is
-//! recorded ([`KubeApi::requests`]) for assertions. Latency and apply-then-fail faults
-//! are a proxy's job, not this server's.
+//! recorded ([`KubeApi::requests`]) for assertions. [`KubeApi::set_latency`] delays the
+//! answers to one verb (GET, PATCH, ...), as a loaded API server does;
+//! [`KubeApi::fail_after_apply`] applies the next writes and then answers 500, or hangs
+//! before answering, as an API server whose etcd write succeeded but whose answer was lost
+//! does (the client cannot tell whether the write applied). [`Failure::Unavailable`] is a
+//! 503 answered *before* anything is applied.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -160,6 +164,17 @@ pub enum Failure {
     Conflict,
     /// 500 `InternalError`.
     Internal,
+    /// 503 `ServiceUnavailable` (nothing applied; worth retrying).
+    Unavailable,
+}
+
+/// What [`KubeApi::fail_after_apply`] does after applying a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterApply {
+    /// Answer 500 `InternalError` (the write is persisted).
+    Answer500,
+    /// Wait this long before answering (the client's timeout usually ends the exchange).
+    Hang(Duration),
 }
 
 /// How created Jobs end, see [`KubeApi::set_job_outcome`].
@@ -582,6 +597,10 @@ struct Inner {
     interleaved: Vec<Interleaved>,
     /// How many [`Interleaved`] writes were applied.
     interleaved_writes: usize,
+    /// Delay before answering, per HTTP method ([`KubeApi::set_latency`]).
+    latency: HashMap<String, Duration>,
+    /// Writes still to be failed after they are applied ([`KubeApi::fail_after_apply`]).
+    after_apply: Option<(usize, AfterApply)>,
 }
 
 fn key(resource: Resource, namespace: &str, name: &str) -> Key {
@@ -1614,7 +1633,7 @@ impl KubeApi {
         let app = Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = state.clone();
-                async move { handle(&state, method, uri, headers, body) }
+                async move { handle_slow(&state, method, uri, headers, body).await }
             },
         );
         let task = tokio::spawn(async move {
@@ -2093,6 +2112,23 @@ impl KubeApi {
             failure,
             patch_only,
         });
+    }
+
+    /// Delays every answer to `method` (`"GET"`, `"PATCH"`, ...) by `delay` (`None`:
+    /// no delay), before the request is handled.
+    pub fn set_latency(&self, method: &str, delay: Option<Duration>) {
+        let mut inner = self.lock();
+        match delay {
+            Some(d) => inner.latency.insert(method.to_ascii_uppercase(), d),
+            None => inner.latency.remove(&method.to_ascii_uppercase()),
+        };
+    }
+
+    /// Applies each of the next `n` successful (non-dry-run) writes and then, instead of
+    /// its answer, does `fault`: answer 500, or hang first. Replaces an earlier injection.
+    /// The recorded request keeps the status of the apply (the write did succeed).
+    pub fn fail_after_apply(&self, n: usize, fault: AfterApply) {
+        self.lock().after_apply = Some((n, fault));
     }
 
     /// How long the emulated controllers take to react to a persisted write: the
@@ -2747,6 +2783,50 @@ fn parse_field_selector(
         .collect()
 }
 
+/// [`handle`] behind the configured latency and after-apply faults.
+async fn handle_slow(state: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = {
+        let inner = state.lock().unwrap_or_else(|e| e.into_inner());
+        inner.latency.get(method.as_str()).copied()
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let is_write = matches!(method, Method::PATCH | Method::PUT | Method::POST | Method::DELETE);
+    let dry_run = uri.query().is_some_and(|q| q.contains("dryRun="));
+    let response = handle(state, method, uri, headers, body);
+    if !is_write || dry_run || !response.status().is_success() {
+        return response;
+    }
+    let fault = {
+        let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.after_apply.as_mut() {
+            Some((n, fault)) if *n > 0 => {
+                *n -= 1;
+                let f = *fault;
+                if *n == 0 {
+                    inner.after_apply = None;
+                }
+                Some(f)
+            }
+            _ => None,
+        }
+    };
+    match fault {
+        None => response,
+        Some(AfterApply::Answer500) => status_response(
+            500,
+            "InternalError",
+            "Internal error occurred: the write was persisted but the answer failed (injected)".to_string(),
+            None,
+        ),
+        Some(AfterApply::Hang(d)) => {
+            tokio::time::sleep(d).await;
+            response
+        }
+    }
+}
+
 fn handle(state: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -2948,6 +3028,12 @@ fn route(
                     500,
                     "InternalError",
                     "Internal error occurred: injected failure".to_string(),
+                    None,
+                ),
+                Failure::Unavailable => status_response(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request".to_string(),
                     None,
                 ),
             };

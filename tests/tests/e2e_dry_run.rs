@@ -84,7 +84,9 @@ async fn dry_run_patches_with_dry_run_all_and_changes_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_on_patch_records_a_failed_action() -> Result<()> {
     let stack = Stack::start(FAULT).await?;
-    stack.kube.fail_next(1, Failure::Conflict, true);
+    // A conflict on every attempt: conflicts are retried (after re-reading the object), so
+    // one conflict alone would be overcome; a lasting one fails the action without acting.
+    stack.kube.fail_next(1000, Failure::Conflict, true);
     let config = stack.config();
     let mut warden = stack.start_warden(&config).await?;
 

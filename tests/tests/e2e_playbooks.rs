@@ -107,6 +107,7 @@ fn engine_on(store: &Arc<Store>, cluster: &Arc<KubeCluster>, metrics: &Arc<Scrip
         store: store.clone(),
         // No cooldown by default here: each test sets the one it is about.
         defaults: GuardSettings { autonomy: Autonomy::Auto, cooldown: Duration::ZERO, ..GuardSettings::default() },
+        retry: warden_playbooks::policy::RetryPolicy::default(),
     })
 }
 
