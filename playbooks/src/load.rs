@@ -760,6 +760,8 @@ impl Checker<'_> {
                 Ok(n) => {
                     if let Some(m) = min.filter(|m| n < *m) {
                         self.err(path, format!("must be at least {m}, got {n}"));
+                    } else if n.unsigned_abs() > MAX_INT_ARG as u64 {
+                        self.err(path, format!("{n} is outside -{MAX_INT_ARG}..={MAX_INT_ARG}"));
                     }
                     return Some(n);
                 }
@@ -1144,8 +1146,11 @@ impl Checker<'_> {
     }
 
     fn guards(&mut self, g: &Guards) {
-        if g.max_attempts == Some(0) {
-            self.err("guards.max_attempts", "must be at least 1");
+        if let Some(n) = g.max_attempts {
+            if !(1..=MAX_GUARD_ATTEMPTS).contains(&n) {
+                let msg = if n == 0 { "must be at least 1".to_string() } else { format!("{n} is outside 1..={MAX_GUARD_ATTEMPTS}") };
+                self.err("guards.max_attempts", msg);
+            }
         }
         if let Some(t) = g.approval_ttl {
             self.positive("guards.approval_ttl", t.get());
@@ -1155,12 +1160,17 @@ impl Checker<'_> {
                 if let Some(c) = cap {
                     if c.max == 0 {
                         self.err(format!("guards.rate.{name}.max"), "must be at least 1");
+                    } else if c.max > MAX_RATE_CAP {
+                        self.err(format!("guards.rate.{name}.max"), format!("{} is outside 1..={MAX_RATE_CAP}", c.max));
                     }
                     self.positive(&format!("guards.rate.{name}.per"), c.per.get());
                 }
             }
         }
         if let Some(b) = &g.blast_radius {
+            if let Some(n) = b.max_pods_deleted.filter(|n| i64::from(*n) > MAX_INT_ARG) {
+                self.err("guards.blast_radius.max_pods_deleted", format!("{n} is outside 0..={MAX_INT_ARG}"));
+            }
             if let Some(p) = b.max_replica_change_percent {
                 if !(1..=1000).contains(&p) {
                     self.err("guards.blast_radius.max_replica_change_percent", format!("{p} is outside 1..=1000"));
@@ -1193,6 +1203,14 @@ impl Checker<'_> {
         }
     }
 }
+
+/// Largest magnitude of a literal whole-number argument (replicas, a change of replicas, a
+/// revision, a pod count): far above any real workload, far below where arithmetic overflows.
+pub const MAX_INT_ARG: i64 = 1_000_000;
+/// Most runs of a playbook per incident (`guards.max_attempts`).
+pub const MAX_GUARD_ATTEMPTS: u32 = 1000;
+/// Largest `guards.rate.*.max`.
+pub const MAX_RATE_CAP: u32 = 1_000_000;
 
 /// Every semantic problem of a parsed playbook, as `(YAML path, message)`.
 pub fn validate(p: &Playbook) -> Vec<(String, String)> {
