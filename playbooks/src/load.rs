@@ -1038,6 +1038,13 @@ impl Checker<'_> {
                         self.err(format!("{at}.step"), format!("{s} is longer than the window `for: {}`", v.duration));
                     }
                 }
+                // Prometheus answers at most 11,000 points per series; the engine evaluates
+                // every one of them.
+                let step = v.step.map(|s| s.get()).unwrap_or(std::time::Duration::from_secs(30)).max(std::time::Duration::from_secs(1));
+                let points = v.duration.get().as_millis() / step.as_millis().max(1);
+                if points > MAX_VERIFY_POINTS {
+                    self.err(format!("{at}.for"), format!("{} holds {points} evaluations of {}; at most {MAX_VERIFY_POINTS}: raise `step` or shorten `for`", v.duration, crate::duration::HumanDuration(step)));
+                }
             }
             StepAction::Notify(n) => {
                 self.arg(&format!("{at}.message"), &n.message, Lit::Text);
@@ -1207,6 +1214,8 @@ impl Checker<'_> {
 /// Largest magnitude of a literal whole-number argument (replicas, a change of replicas, a
 /// revision, a pod count): far above any real workload, far below where arithmetic overflows.
 pub const MAX_INT_ARG: i64 = 1_000_000;
+/// Most evaluation points of one `verify` window (Prometheus' limit per range query).
+pub const MAX_VERIFY_POINTS: u128 = 11_000;
 /// Most runs of a playbook per incident (`guards.max_attempts`).
 pub const MAX_GUARD_ATTEMPTS: u32 = 1000;
 /// Largest `guards.rate.*.max`.
