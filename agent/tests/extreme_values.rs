@@ -123,9 +123,12 @@ fn check(template: &str, path: &str, value: &str) -> Result<(), TestCaseError> {
             }
         }
         Err(e) => {
-            // Refused: an error in the key's section, with a line.
+            // Refused: an error in the key's section (or a YAML error that names it), with a line.
             let section = path.split(['.', '[']).next().unwrap_or(path);
-            prop_assert!(e.0.iter().any(|e| e.path.starts_with(section) && e.line.is_some()), "{path} = {value}: {e}");
+            prop_assert!(
+                e.0.iter().any(|e| (e.path.starts_with(section) || e.message.contains(section)) && e.line.is_some()),
+                "{path} = {value}: {e}"
+            );
         }
     }
     Ok(())
