@@ -64,17 +64,25 @@ async fn check_config_refuses_extreme_values_with_path_and_line() -> Result<()> 
 async fn inline_secrets_are_refused_without_their_value() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("warden.yaml");
-    std::fs::write(
-        &path,
-        "prometheus:\n  url: 'http://127.0.0.1:9'\n  auth: { bearer: PROM-BEARER-123 }\nserver:\n  api_token: INLINE-OPTOKEN-abc\n  viewer_token: [VIEWER-TOKEN-456]\nnotify:\n  slack: { webhook_url: 'https://hooks.example.com/SLACK-URL-789' }\n  email: { host: mail, username: u, password: SMTP-PASS-xyz, from: 'a@example.com', to: ['b@example.com'] }\n",
-    )?;
-    let out = check_config(&path).await?;
-    refused(
-        &out,
-        &["prometheus.auth.bearer", "server.api_token", "server.viewer_token", "notify.slack.webhook_url", "notify.email.password", "{ env: NAME }", "{ file: PATH }"],
-    )?;
-    let all = format!("{}{}", out.stdout, out.stderr);
-    for secret in ["PROM-BEARER-123", "INLINE-OPTOKEN-abc", "VIEWER-TOKEN-456", "SLACK-URL-789", "SMTP-PASS-xyz"] {
+    // One file per secret: a section whose secret is refused is not read further.
+    let cases = [
+        ("prometheus:\n  url: 'http://127.0.0.1:9'\n  auth: { bearer: PROM-BEARER-123 }\n", "warden.yaml:3: prometheus.auth.bearer", "PROM-BEARER-123"),
+        ("prometheus:\n  url: 'http://127.0.0.1:9'\n  auth: { basic: { username: u, password: 'BASIC-PASS-000' } }\n", "prometheus.auth.basic.password", "BASIC-PASS-000"),
+        ("server:\n  api_token: INLINE-OPTOKEN-abc\n", "warden.yaml:2: server.api_token", "INLINE-OPTOKEN-abc"),
+        ("server:\n  viewer_token: [VIEWER-TOKEN-456]\n", "warden.yaml:2: server.viewer_token", "VIEWER-TOKEN-456"),
+        ("server:\n  api_token: { VIEWER-TOKEN-KEY: x }\n", "warden.yaml:2: server.api_token", "VIEWER-TOKEN-KEY"),
+        ("notify:\n  slack: { webhook_url: 'https://hooks.example.com/SLACK-URL-789' }\n", "warden.yaml:2: notify.slack.webhook_url", "SLACK-URL-789"),
+        (
+            "notify:\n  email: { host: mail, username: u, password: SMTP-PASS-xyz, from: 'a@example.com', to: ['b@example.com'] }\n",
+            "warden.yaml:2: notify.email.password",
+            "SMTP-PASS-xyz",
+        ),
+    ];
+    for (text, at, secret) in cases {
+        std::fs::write(&path, text)?;
+        let out = check_config(&path).await?;
+        refused(&out, &[at, "{ env: NAME }", "{ file: PATH }"])?;
+        let all = format!("{}{}", out.stdout, out.stderr);
         ensure!(!all.contains(secret), "check-config printed the secret {secret}:\n{all}");
     }
     Ok(())
@@ -102,7 +110,7 @@ async fn the_largest_accepted_values_start_and_run() -> Result<()> {
     )?;
     let port = free_port()?;
     let config = format!(
-        "prometheus: {{ url: 'http://127.0.0.1:9', timeout: 1h }}\nstore: {{ sqlite: '{db}' }}\nplaybooks:\n  dir: '{pbs}'\n  guards: {{ cooldown: 366d, approval_ttl: 366d, max_attempts: 1000, rate: {{ global: {{ max: 1000000, per: 366d }} }} }}\nserver:\n  listen: '127.0.0.1:{port}'\n  api_token: {{ env: WARDEN_API_TOKEN }}\n  limits: {{ header_read_timeout: 5m, body_read_timeout: 10m, max_connections: 100000, reserved_connections: 99999 }}\nactions: {{ cooldown: 366d, scale: {{ min_replicas: 1000000, max_replicas: 1000000, step: -1000000 }} }}\nnotify:\n  retry: {{ initial_backoff: 1d, max_backoff: 1d, max_attempts: 1000, max_age: 90d }}\n  digest: {{ threshold: 1000000, max_items: 500 }}\nanalysis: {{ lookback: 30d }}\nwatches:\n  - name: w\n    query: up\n    interval: 1d\n    step: 1d\n    lookback: 90d\n    offset: 7d\n    resolve_after: 100000\n    detector: {{ kind: robust_baseline }}\n",
+        "prometheus: {{ url: 'http://127.0.0.1:9', timeout: 1h }}\nstore: {{ sqlite: '{db}' }}\nplaybooks:\n  dir: '{pbs}'\n  guards: {{ cooldown: 366d, approval_ttl: 366d, max_attempts: 1000, rate: {{ global: {{ max: 1000000, per: 366d }} }} }}\nserver:\n  listen: '127.0.0.1:{port}'\n  api_token: {{ env: WARDEN_API_TOKEN }}\n  limits: {{ header_read_timeout: 5m, body_read_timeout: 10m, max_connections: 100000 }}\nactions: {{ cooldown: 366d, scale: {{ min_replicas: 1000000, max_replicas: 1000000, step: -1000000 }} }}\nnotify:\n  retry: {{ initial_backoff: 1d, max_backoff: 1d, max_attempts: 1000, max_age: 90d }}\n  digest: {{ threshold: 1000000, max_items: 500 }}\nanalysis: {{ lookback: 30d }}\nwatches:\n  - name: w\n    query: up\n    interval: 1d\n    step: 1d\n    lookback: 90d\n    offset: 7d\n    resolve_after: 100000\n    detector: {{ kind: robust_baseline }}\n",
         db = dir.path().join("warden.db").display(),
         pbs = pb_dir.display(),
     );
