@@ -1416,6 +1416,22 @@ revert:
     }
 
     #[test]
+    fn counts_and_windows_are_bounded() {
+        let text = "name: x\nguards:\n  max_attempts: 4294967295\n  rate: {global: {max: 4294967295, per: 1h}}\n  blast_radius: {max_pods_deleted: 4294967295}\nsteps:\n  - scale: {by: -9223372036854775808}\n  - scale: {to: 9223372036854775807}\n  - verify: {query: up, for: 366d}\n  - verify: {query: up, for: 3d, step: 1s}\n  - wait: {for: 1000000000d}\n";
+        let e = errors(text);
+        has(&e, 3, "guards.max_attempts", "outside 1..=1000");
+        has(&e, 4, "guards.rate.global.max", "outside 1..=1000000");
+        has(&e, 5, "guards.blast_radius.max_pods_deleted", "outside 0..=1000000");
+        has(&e, 7, "steps[0].scale.by", "outside -1000000..=1000000");
+        has(&e, 8, "steps[1].scale.to", "outside -1000000..=1000000");
+        has(&e, 9, "steps[2].verify.for", "at most 11000");
+        has(&e, 10, "steps[3].verify.for", "at most 11000");
+        has(&e, 11, "steps[4].wait.for", "366d");
+        parse_playbook("name: x\nsteps:\n  - scale: {by: 1000000}\n  - verify: {query: up, for: 3d, step: 30s}\n  - wait: {for: 366d}\n", Path::new("p.yaml"))
+            .expect("at the bounds");
+    }
+
+    #[test]
     fn actions_must_fit_the_target() {
         let text = "name: x\ntarget: none\nsteps:\n  - scale: {to: 1}\n  - cordon: {}\n  - run_job: {name_prefix: j, spec: {template: {}}, timeout: 1m}\n  - notify: {message: '{{ target.name }}'}\n  - restart: {}\n";
         let e = errors(text);
