@@ -96,7 +96,9 @@ pub async fn start_run(State(st): State<AppState>, Path(name): Path<String>, bod
     };
     match rem.runs.start(req).await {
         Ok(run) => (StatusCode::CREATED, Json(json!({"run": run}))).into_response(),
-        Err(e @ (warden_playbooks::Error::Param { .. } | warden_playbooks::Error::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ (warden_playbooks::Error::Param { .. } | warden_playbooks::Error::Invalid(_) | warden_playbooks::Error::TimeOutOfRange { .. })) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -192,8 +192,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     tracing::info!(listen = %cfg.server.listen, watches = cfg.watches.len(), "warden started");
     let app = router(AppState { engine: engine.clone(), api_token: api_token.map(Arc::from), viewer_token: viewer_token.map(Arc::from), ready: ready.clone() });
     let server_token = shutdown.clone();
+    let limits = cfg.server.limits.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(server_token.cancelled_owned()).await
+        crate::http_serve::serve(listener, app, limits, server_token).await;
+        Ok::<(), std::io::Error>(())
     });
 
     // Runs a crash interrupted are resumed by the first tick: each step's stored plan is

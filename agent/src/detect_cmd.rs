@@ -5,6 +5,7 @@
 //! output `timestamp,value,score,expected,lower,upper,anomaly` (CSV, or JSON lines). Rows are
 //! read, scored and written one at a time, so row i's score can only depend on rows <= i.
 //! An empty or non-numeric value is passed on as missing (the detector reports no data).
+//! A line longer than 1 MiB stops the command with an error naming it.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -59,11 +60,11 @@ fn json_num(v: Option<f64>) -> serde_json::Value {
 /// Score `input` with `detector` and write the rows to `out`.
 pub fn run_to(input: &Path, detector: &str, params: &[(String, String)], json: bool, out: &mut dyn Write) -> Result<usize> {
     let mut det = registry::build(detector, params).map_err(|e| anyhow!("{e}"))?;
+    let file = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_path(input)
-        .with_context(|| format!("opening {}", input.display()))?;
+        .from_reader(crate::line_limit::LineLimit::new(file, crate::line_limit::MAX_LINE_BYTES));
     let headers = reader.headers().with_context(|| format!("{}:1: reading the header", input.display()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let (Some(ti), Some(vi)) = (col("timestamp"), col("value")) else {
@@ -75,7 +76,11 @@ pub fn run_to(input: &Path, detector: &str, params: &[(String, String)], json: b
     let mut rows = 0;
     for (i, rec) in reader.records().enumerate() {
         let line = i + 2;
-        let rec = rec.with_context(|| format!("{}:{line}: reading the row", input.display()))?;
+        let rec = rec.map_err(|e| match e.kind() {
+            // The reader names the physical line that is too long.
+            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => anyhow!("{}: {io}", input.display()),
+            _ => anyhow!("{}:{line}: reading the row: {e}", input.display()),
+        })?;
         let ts_text = rec.get(ti).unwrap_or("");
         let ts = parse_timestamp(ts_text).map_err(|e| anyhow!("{}:{line}: {e}", input.display()))?;
         let value = parse_value(rec.get(vi).unwrap_or(""));
@@ -167,6 +172,19 @@ mod tests {
         run_to(g.path(), "robust_baseline", &params, false, &mut out2).expect("runs");
         let out2 = String::from_utf8(out2).expect("utf8");
         assert!(out.starts_with(&out2));
+    }
+
+    #[test]
+    fn an_over_long_line_is_an_error_naming_the_file_and_line() {
+        let long = "9".repeat(crate::line_limit::MAX_LINE_BYTES + 10);
+        let f = write_csv(&format!("timestamp,value\n1700000000,1\n1700000060,{long}\n1700000120,3\n"));
+        let e = run_to(f.path(), "robust_baseline", &[], false, &mut Vec::new()).expect_err("too long");
+        let msg = format!("{e:#}");
+        assert!(msg.contains(&f.path().display().to_string()) && msg.contains("line 3 is longer than 1048576 bytes"), "{msg}");
+        // A newline-free input fails on its header line.
+        let f = write_csv(&long);
+        let msg = format!("{:#}", run_to(f.path(), "robust_baseline", &[], false, &mut Vec::new()).expect_err("too long"));
+        assert!(msg.contains("line 1 is longer"), "{msg}");
     }
 
     #[test]

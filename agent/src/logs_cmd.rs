@@ -4,7 +4,8 @@
 //! log before a watch is built on it. Lines are read, mined and printed one at a time, with
 //! the template *as of that line* (a later line can still generalise it, or merge it into an
 //! older template; the final table has the final state). Blank lines are skipped but keep
-//! their number; bytes that are not UTF-8 are replaced. The miner uses its default setting,
+//! their number; bytes that are not UTF-8 are replaced. A line longer than 1 MiB stops the
+//! command with an error naming it (no line is buffered without bound). The miner uses its default setting,
 //! the one measured by `warden bench loghub`.
 //!
 //! Output, text: `ID<TAB>TEMPLATE` per line, then a blank line and the table `ID COUNT
@@ -23,14 +24,14 @@ use warden_detectors::logs::{Miner, MinerParams};
 /// Mine `input` and write the report to `out`; returns the number of lines mined.
 pub fn run_to(input: &Path, json: bool, out: &mut dyn Write) -> Result<u64> {
     let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let mut reader = BufReader::new(file);
+    let mut reader = BufReader::new(crate::line_limit::LineLimit::new(file, crate::line_limit::MAX_LINE_BYTES));
     let mut miner = Miner::new(MinerParams::default())?;
     let mut buf = Vec::new();
     let mut number = 0u64;
     let mut mined = 0u64;
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).with_context(|| format!("reading {} after line {number}", input.display()))?;
+        let n = reader.read_until(b'\n', &mut buf).with_context(|| format!("reading {}", input.display()))?;
         if n == 0 {
             break;
         }
@@ -91,5 +92,16 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[1]["line"], 3, "the blank line keeps its number");
         assert_eq!(lines[3]["templates"][1]["template"], "disk full");
+    }
+
+    #[test]
+    fn an_over_long_line_is_an_error_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("big.log");
+        let long = "y".repeat(crate::line_limit::MAX_LINE_BYTES + 10);
+        std::fs::write(&path, format!("user 1 logged in\n{long}\nuser 2 logged in\n")).unwrap_or_else(|e| panic!("{e}"));
+        let e = run_to(&path, false, &mut Vec::new()).expect_err("too long");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("big.log") && msg.contains("line 2 is longer than 1048576 bytes"), "{msg}");
     }
 }

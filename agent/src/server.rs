@@ -70,9 +70,20 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings. Both
+/// sides are hashed first: the comparison then always covers 32 bytes, and a length mismatch
+/// returns no earlier than a match.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    bool::from(Sha256::digest(a).ct_eq(&Sha256::digest(b)))
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
 /// The role a request's bearer token carries.
@@ -90,7 +101,7 @@ fn role_of(st: &AppState, req: &Request) -> Result<Role, Response> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     let is = |t: &Option<Arc<str>>| matches!((given, t.as_deref()), (Some(g), Some(e)) if same(g.as_bytes(), e.as_bytes()));
     if is(&st.api_token) {
         Ok(Role::Operator)
@@ -360,6 +371,22 @@ mod tests {
         // The notify step's message is an event of the incident, with its notification.
         let (_, body) = call(&app, "GET", "/api/v1/incidents/1", Some("t"), "").await;
         assert!(body.contains("A fired"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_bearer_scheme_is_case_insensitive() {
+        let app = app(Some("s3cret"));
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let req = HttpRequest::builder().uri("/api/v1/incidents").header("authorization", format!("{scheme} s3cret")).body(Body::empty()).expect("request");
+            let resp = app.clone().oneshot(req).await.expect("response");
+            assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+        }
+        for value in ["Basic s3cret", "Bearers3cret", "bearer", "bearer s3cre", "bearer s3cret0"] {
+            let req = HttpRequest::builder().uri("/api/v1/incidents").header("authorization", value).body(Body::empty()).expect("request");
+            let resp = app.clone().oneshot(req).await.expect("response");
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{value}");
+        }
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abcd") && !same(b"", b"a"));
     }
 
     #[tokio::test]

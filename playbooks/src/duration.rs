@@ -15,12 +15,22 @@ impl HumanDuration {
     }
 }
 
+/// The longest duration any setting accepts. Every duration is bounded so that adding one to
+/// a timestamp, or multiplying one by a count Warden bounds as well, can never overflow: a
+/// file `check-config` accepts must start and run without a panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
 impl std::str::FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s.trim())
-            .map(HumanDuration)
-            .map_err(|e| format!("invalid duration `{s}`: {e} (examples: 500ms, 30s, 5m, 1h30m)"))
+        // The text is quoted shortened: it may be a whole line of digits.
+        let shown: String = s.trim().chars().take(40).collect();
+        let d = humantime::parse_duration(s.trim())
+            .map_err(|e| format!("invalid duration `{shown}`: {e} (examples: 500ms, 30s, 5m, 1h30m)"))?;
+        if d > MAX_DURATION {
+            return Err(format!("duration `{shown}` is longer than the maximum of 366d"));
+        }
+        Ok(HumanDuration(d))
     }
 }
 
@@ -63,6 +73,18 @@ mod tests {
             let d: HumanDuration = s.parse().expect(s);
             assert_eq!(d.0.as_secs_f64(), secs, "{s}");
         }
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        for s in ["10000000000000000000s", "1000000000d", "367d", "99999999999999999999999d", "18446744073709551615s"] {
+            let e = s.parse::<HumanDuration>().expect_err(s);
+            assert!(e.contains("366d") || e.contains("invalid duration"), "{s}: {e}");
+        }
+        assert_eq!("366d".parse::<HumanDuration>().map(HumanDuration::get), Ok(MAX_DURATION));
+        assert!("1y".parse::<HumanDuration>().is_ok());
+        let e = serde_yaml::from_str::<HumanDuration>("1000000000d").unwrap_err().to_string();
+        assert!(e.contains("366d"), "{e}");
     }
 
     #[test]

@@ -374,7 +374,8 @@ impl Engine {
                 Ok(run)
             }
             Autonomy::Recommend if !dry_run => {
-                let expires_at = req.now + chrono::Duration::from_std(settings.approval_ttl).unwrap_or(chrono::Duration::hours(1));
+                let expires_at = crate::time::after(req.now, settings.approval_ttl)
+                    .ok_or_else(|| Error::TimeOutOfRange { what: "the approval expiry (guards.approval_ttl)".into() })?;
                 run.status = RunStatus::AwaitingApproval;
                 run.approval = Some(Approval {
                     requested_at: req.now,
@@ -629,7 +630,8 @@ impl Engine {
             }
         }
         let rate_since = |cap: Option<crate::spec::RateCap>| {
-            cap.map(|c| now - chrono::Duration::from_std(c.per.get()).unwrap_or(chrono::Duration::hours(1)))
+            // Out of range: every run since the epoch counts (the cap errs on the side of refusing).
+            cap.map(|c| crate::time::before(now, c.per.get()).unwrap_or(DateTime::<Utc>::UNIX_EPOCH))
         };
         let q = HistoryQuery {
             playbook: run.playbook.clone(),
@@ -1190,10 +1192,12 @@ impl Engine {
                 };
                 let wanted = match (&sc.to, &sc.by) {
                     (Some(to), _) => self.render_int(run, to, "scale.to")?,
-                    (None, Some(by)) => i64::from(current) + self.render_int(run, by, "scale.by")?,
+                    (None, Some(by)) => i64::from(current)
+                        .checked_add(self.render_int(run, by, "scale.by")?)
+                        .ok_or_else(|| StepError::Failed("scale.by is out of range".into()))?,
                     (None, None) => return Err(StepError::Failed("scale needs `to` or `by`".into())),
                 };
-                if min > max {
+                if min.max(0) > max {
                     return Err(StepError::Failed(format!("scale.min {min} is greater than scale.max {max}")));
                 }
                 let to = i32::try_from(wanted.clamp(min.max(0), max)).unwrap_or(i32::MAX);
@@ -1305,7 +1309,8 @@ impl Engine {
                     "metadata": {"name": name, "namespace": namespace, "labels": labels},
                     "spec": spec,
                 });
-                let deadline = now + chrono::Duration::from_std(j.timeout.get()).unwrap_or(chrono::Duration::hours(1));
+                let deadline = crate::time::after(now, j.timeout.get())
+                    .ok_or_else(|| StepError::Failed(format!("run_job.timeout {} puts the deadline out of range", j.timeout)))?;
                 let poll = j.poll.map(|p| p.get()).unwrap_or(DEFAULT_JOB_POLL);
                 Ok(Planned::Request(json!({"namespace": namespace, "name": name, "job": job, "deadline": deadline, "poll_secs": poll.as_secs_f64()})))
             }
@@ -1340,7 +1345,7 @@ impl Engine {
                 if run.dry_run {
                     return Ok(Planned::Skip("dry-run: no wait".into()));
                 }
-                let until = now + chrono::Duration::from_std(w.duration.get()).unwrap_or(chrono::Duration::zero());
+                let until = crate::time::after(now, w.duration.get()).ok_or_else(|| StepError::Failed(format!("wait.for {} is out of range", w.duration)))?;
                 Ok(Planned::Request(json!({"until": until})))
             }
             StepAction::Verify(v) => {
@@ -1348,7 +1353,7 @@ impl Engine {
                     return Ok(Planned::Skip("dry-run: nothing was changed, so nothing is verified".into()));
                 }
                 let query = self.render(run, v.query.as_str())?;
-                let end = now + chrono::Duration::from_std(v.duration.get()).unwrap_or(chrono::Duration::zero());
+                let end = crate::time::after(now, v.duration.get()).ok_or_else(|| StepError::Failed(format!("verify.for {} is out of range", v.duration)))?;
                 let step = v.step.map(|s| s.get()).unwrap_or(DEFAULT_VERIFY_STEP);
                 Ok(Planned::Request(json!({"query": query, "start": now, "end": end, "step_secs": step.as_secs_f64()})))
             }
@@ -1433,7 +1438,7 @@ impl Engine {
                     return Ok(Sent::Done(json!({"created": out.created, "response": out.response, "summary": format!("created job {ns}/{name}{dry_note}")})));
                 }
                 let poll = plan.get("poll_secs").and_then(Value::as_f64).unwrap_or(10.0);
-                let wake = now + chrono::Duration::milliseconds((poll * 1000.0) as i64);
+                let wake = crate::time::after_secs(now, poll).ok_or_else(|| StepError::Failed(format!("job poll interval {poll}s is out of range")))?;
                 Ok(Sent::Wait(wake, json!({"created": out.created, "job": format!("{ns}/{name}")})))
             }
             "patch" => {
@@ -1516,7 +1521,7 @@ impl Engine {
                             return Err(StepError::Failed(format!("job {ns}/{name} did not finish before its timeout ({deadline})")));
                         }
                         let poll = plan.get("poll_secs").and_then(Value::as_f64).unwrap_or(10.0);
-                        let wake = (now + chrono::Duration::milliseconds((poll * 1000.0) as i64)).min(deadline);
+                        let wake = crate::time::after_secs(now, poll).unwrap_or(deadline).min(deadline);
                         Ok(Sent::Wait(wake, json!({"job": format!("{ns}/{name}"), "status": status.status})))
                     }
                 }
@@ -1537,7 +1542,7 @@ impl Engine {
         let (Some(start), Some(end)) = (parse("start"), parse("end")) else {
             return Err(StepError::Failed("the stored verify plan has no window".into()));
         };
-        let step = Duration::from_secs_f64(plan.get("step_secs").and_then(Value::as_f64).unwrap_or(30.0).max(1.0));
+        let step = Duration::try_from_secs_f64(plan.get("step_secs").and_then(Value::as_f64).unwrap_or(30.0).max(1.0)).unwrap_or(DEFAULT_VERIFY_STEP);
         let series = metrics.query_range(query, start, end, step).await.map_err(|e| StepError::Failed(format!("verify query failed: {e}")))?;
         let check = judge_window(&series, start, end, step);
         let summary = format!("verified `{query}` over {} evaluation(s)", check.checked);
@@ -1581,7 +1586,10 @@ pub fn judge_window(series: &[Series], start: DateTime<Utc>, end: DateTime<Utc>,
         } else if at.iter().any(|v| !v.is_finite() || *v == 0.0) {
             out.false_at.push(t);
         }
-        t += chrono::Duration::milliseconds(step_ms);
+        match t.checked_add_signed(chrono::Duration::milliseconds(step_ms)) {
+            Some(next) => t = next,
+            None => break,
+        }
     }
     out
 }

@@ -28,6 +28,9 @@ pub enum Error {
     /// A request that cannot be served (unknown playbook, run in the wrong state, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A time computed from a setting is outside the representable range.
+    #[error("{what} is out of range")]
+    TimeOutOfRange { what: String },
 }
 
 /// Result alias for this crate.

@@ -31,6 +31,7 @@ pub mod run;
 pub mod schedule;
 pub mod spec;
 pub mod template;
+pub mod time;
 pub mod yaml_index;
 pub mod yaml_load;
 

@@ -760,6 +760,8 @@ impl Checker<'_> {
                 Ok(n) => {
                     if let Some(m) = min.filter(|m| n < *m) {
                         self.err(path, format!("must be at least {m}, got {n}"));
+                    } else if n.unsigned_abs() > MAX_INT_ARG as u64 {
+                        self.err(path, format!("{n} is outside -{MAX_INT_ARG}..={MAX_INT_ARG}"));
                     }
                     return Some(n);
                 }
@@ -1036,6 +1038,13 @@ impl Checker<'_> {
                         self.err(format!("{at}.step"), format!("{s} is longer than the window `for: {}`", v.duration));
                     }
                 }
+                // Prometheus answers at most 11,000 points per series; the engine evaluates
+                // every one of them.
+                let step = v.step.map(|s| s.get()).unwrap_or(std::time::Duration::from_secs(30)).max(std::time::Duration::from_secs(1));
+                let points = v.duration.get().as_millis() / step.as_millis().max(1);
+                if points > MAX_VERIFY_POINTS {
+                    self.err(format!("{at}.for"), format!("{} holds {points} evaluations of {}; at most {MAX_VERIFY_POINTS}: raise `step` or shorten `for`", v.duration, crate::duration::HumanDuration(step)));
+                }
             }
             StepAction::Notify(n) => {
                 self.arg(&format!("{at}.message"), &n.message, Lit::Text);
@@ -1144,8 +1153,11 @@ impl Checker<'_> {
     }
 
     fn guards(&mut self, g: &Guards) {
-        if g.max_attempts == Some(0) {
-            self.err("guards.max_attempts", "must be at least 1");
+        if let Some(n) = g.max_attempts {
+            if !(1..=MAX_GUARD_ATTEMPTS).contains(&n) {
+                let msg = if n == 0 { "must be at least 1".to_string() } else { format!("{n} is outside 1..={MAX_GUARD_ATTEMPTS}") };
+                self.err("guards.max_attempts", msg);
+            }
         }
         if let Some(t) = g.approval_ttl {
             self.positive("guards.approval_ttl", t.get());
@@ -1155,12 +1167,17 @@ impl Checker<'_> {
                 if let Some(c) = cap {
                     if c.max == 0 {
                         self.err(format!("guards.rate.{name}.max"), "must be at least 1");
+                    } else if c.max > MAX_RATE_CAP {
+                        self.err(format!("guards.rate.{name}.max"), format!("{} is outside 1..={MAX_RATE_CAP}", c.max));
                     }
                     self.positive(&format!("guards.rate.{name}.per"), c.per.get());
                 }
             }
         }
         if let Some(b) = &g.blast_radius {
+            if let Some(n) = b.max_pods_deleted.filter(|n| i64::from(*n) > MAX_INT_ARG) {
+                self.err("guards.blast_radius.max_pods_deleted", format!("{n} is outside 0..={MAX_INT_ARG}"));
+            }
             if let Some(p) = b.max_replica_change_percent {
                 if !(1..=1000).contains(&p) {
                     self.err("guards.blast_radius.max_replica_change_percent", format!("{p} is outside 1..=1000"));
@@ -1193,6 +1210,16 @@ impl Checker<'_> {
         }
     }
 }
+
+/// Largest magnitude of a literal whole-number argument (replicas, a change of replicas, a
+/// revision, a pod count): far above any real workload, far below where arithmetic overflows.
+pub const MAX_INT_ARG: i64 = 1_000_000;
+/// Most evaluation points of one `verify` window (Prometheus' limit per range query).
+pub const MAX_VERIFY_POINTS: u128 = 11_000;
+/// Most runs of a playbook per incident (`guards.max_attempts`).
+pub const MAX_GUARD_ATTEMPTS: u32 = 1000;
+/// Largest `guards.rate.*.max`.
+pub const MAX_RATE_CAP: u32 = 1_000_000;
 
 /// Every semantic problem of a parsed playbook, as `(YAML path, message)`.
 pub fn validate(p: &Playbook) -> Vec<(String, String)> {
@@ -1386,6 +1413,22 @@ revert:
         has(&e, 13, "steps[10].run_job.spec", "must be a mapping");
         has(&e, 14, "steps[11].run_job.spec", "needs `template`");
         has(&e, 14, "steps[11].run_job.poll", "longer than `timeout`");
+    }
+
+    #[test]
+    fn counts_and_windows_are_bounded() {
+        let text = "name: x\nguards:\n  max_attempts: 4294967295\n  rate: {global: {max: 4294967295, per: 1h}}\n  blast_radius: {max_pods_deleted: 4294967295}\nsteps:\n  - scale: {by: -9223372036854775808}\n  - scale: {to: 9223372036854775807}\n  - verify: {query: up, for: 366d}\n  - verify: {query: up, for: 3d, step: 1s}\n  - wait: {for: 1000000000d}\n";
+        let e = errors(text);
+        has(&e, 3, "guards.max_attempts", "outside 1..=1000");
+        has(&e, 4, "guards.rate.global.max", "outside 1..=1000000");
+        has(&e, 5, "guards.blast_radius.max_pods_deleted", "outside 0..=1000000");
+        has(&e, 7, "steps[0].scale.by", "outside -1000000..=1000000");
+        has(&e, 8, "steps[1].scale.to", "outside -1000000..=1000000");
+        has(&e, 9, "steps[2].verify.for", "at most 11000");
+        has(&e, 10, "steps[3].verify.for", "at most 11000");
+        has(&e, 11, "steps[4].wait.for", "366d");
+        parse_playbook("name: x\nsteps:\n  - scale: {by: 1000000}\n  - verify: {query: up, for: 3d, step: 30s}\n  - wait: {for: 366d}\n", Path::new("p.yaml"))
+            .expect("at the bounds");
     }
 
     #[test]

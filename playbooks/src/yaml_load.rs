@@ -8,9 +8,83 @@
 
 use serde_yaml::Value;
 
+/// How deep a configuration or playbook file may nest (mappings, sequences, flow brackets).
+/// The deepest real file (a Job spec inside a playbook step) is about 15 levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// The first line where `text` nests deeper than `max`, by a cheap scan of the raw text:
+/// flow brackets outside quotes and comments, plus block levels (indentation steps and
+/// compact `- - x` entries). The YAML parser takes quadratic time on deep flow nesting (a
+/// 100,000-deep `[[[...]]]` takes most of a minute), so depth is checked before it runs.
+/// The scan may over-count (brackets inside block scalars), which only matters for text
+/// nested near the limit.
+pub fn too_deep(text: &str, max: usize) -> Option<usize> {
+    let mut flow = 0usize;
+    let mut indents: Vec<usize> = Vec::new();
+    let mut quote: Option<char> = None;
+    for (i, line) in text.lines().enumerate() {
+        let content = line.trim_start_matches(' ');
+        let mut block = indents.len();
+        if flow == 0 && quote.is_none() && !content.is_empty() && !content.starts_with('#') {
+            let indent = line.len() - content.len();
+            while indents.last().is_some_and(|&t| t >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            let mut rest = content;
+            let mut dashes = 0;
+            while let Some(r) = rest.strip_prefix("- ") {
+                dashes += 1;
+                rest = r.trim_start_matches(' ');
+            }
+            block = indents.len() + dashes;
+        }
+        if block + flow > max {
+            return Some(i + 1);
+        }
+        let mut prev = ' ';
+        let mut escaped = false;
+        for c in line.chars() {
+            match quote {
+                Some('"') => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        quote = None;
+                    }
+                }
+                Some(_) => {
+                    if c == '\'' {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    '#' if prev == ' ' || prev == '\t' => break,
+                    '"' | '\'' if matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':') => quote = Some(c),
+                    '[' | '{' => {
+                        flow += 1;
+                        if block + flow > max {
+                            return Some(i + 1);
+                        }
+                    }
+                    ']' | '}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    None
+}
+
 /// Parse YAML text into a [`Value`] (an empty document is an empty mapping). The error
 /// carries the line the parser stopped at and a message starting with `invalid YAML`.
 pub fn parse_value(text: &str) -> Result<Value, (Option<usize>, String)> {
+    if let Some(line) = too_deep(text, MAX_DEPTH) {
+        return Err((Some(line), format!("invalid YAML: nested deeper than {MAX_DEPTH} levels")));
+    }
     match serde_yaml::from_str(text) {
         Ok(Value::Null) => Ok(Value::Mapping(Default::default())),
         Ok(v) => Ok(v),
@@ -206,6 +280,25 @@ mod tests {
         assert!(t.is_none(), "c[1] is replaced by null, which is still not a u32");
         let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, ["p.b", "p.zz", "p.c[1]"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("a: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let (line, msg) = parse_value(&deep).expect_err("too deep");
+        assert_eq!(line, Some(1));
+        assert!(msg.contains("nested deeper than 64 levels"), "{msg}");
+        let dashes = format!("a:\n  {}x\n", "- ".repeat(100_000));
+        assert_eq!(parse_value(&dashes).expect_err("too deep").0, Some(2));
+        let mut block = String::new();
+        for i in 0..80 {
+            block.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        assert!(parse_value(&block).is_err());
+        // Brackets in quotes and comments do not count; real files pass.
+        let ok = format!("q: '{}'\nr: \"{}\" # {}\ns: {}1{}\n", "[".repeat(100), "{".repeat(100), "[".repeat(100), "[".repeat(20), "]".repeat(20));
+        parse_value(&ok).expect("shallow");
+        parse_value("a:\n  b:\n    - c: [1, {d: 2}]\n    - - x\n      - y\n").expect("shallow");
     }
 
     #[test]

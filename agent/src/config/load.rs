@@ -88,11 +88,37 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
             return Ok(cfg);
         }
     }
-    let mut errors: Vec<ConfigError> =
-        found.into_iter().map(|(path, message)| mk(index.line(&path), path, message)).collect();
+    let mut errors: Vec<ConfigError> = found
+        .into_iter()
+        .map(|(path, message)| (secret_path(path), message))
+        .map(|(path, message)| mk(index.line(&path), path, message))
+        .collect();
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     errors.dedup();
     Err(ConfigErrors(errors))
+}
+
+/// The keys whose values are secrets.
+const SECRET_PATHS: &[&str] = &[
+    "server.api_token",
+    "server.viewer_token",
+    "prometheus.auth.bearer",
+    "prometheus.auth.basic.password",
+    "loki.auth.bearer",
+    "loki.auth.basic.password",
+    "notify.slack.webhook_url",
+    "notify.email.password",
+];
+
+/// An error below a secret's key is reported at the key: the path of a key written inside a
+/// secret reference (`api_token: { s3cret: x }`) would print the secret.
+fn secret_path(path: String) -> String {
+    for s in SECRET_PATHS {
+        if path.strip_prefix(s).is_some_and(|rest| rest.starts_with(['.', '['])) {
+            return (*s).to_string();
+        }
+    }
+    path
 }
 
 #[cfg(test)]
@@ -128,6 +154,16 @@ mod tests {
         assert_eq!(e[0].path, "server.api_token");
         let e = errors("server:\n  api_token: { env: A, file: /b }\n");
         assert!(e[0].message.contains("exactly one"), "{}", e[0].message);
+        // Nothing of an inline secret appears, wherever it was written.
+        for text in [
+            "server:\n  api_token: hunter2\n",
+            "server:\n  viewer_token: { hunter2: x }\n",
+            "prometheus:\n  url: 'http://127.0.0.1:9'\n  auth: { basic: { username: u, password: [hunter2] } }\n",
+            "notify:\n  slack: { webhook_url: 'https://hooks/hunter2' }\n",
+        ] {
+            let all: Vec<String> = errors(text).iter().map(|e| e.to_string()).collect();
+            assert!(all.iter().all(|e| !e.contains("hunter2")) && all.iter().any(|e| e.contains("{ env: NAME }")), "{all:?}");
+        }
     }
 
     #[test]

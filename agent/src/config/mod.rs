@@ -175,11 +175,44 @@ pub struct ServerSection {
     pub api_token: Option<SecretRef>,
     /// Bearer token with the `viewer` role: read only.
     pub viewer_token: Option<SecretRef>,
+    /// Timeouts and the connection limit of the HTTP server (`docs/operations.md`).
+    #[serde(default)]
+    pub limits: ServerLimits,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { listen: defaults::listen(), api_token: None, viewer_token: None }
+        Self { listen: defaults::listen(), api_token: None, viewer_token: None, limits: ServerLimits::default() }
+    }
+}
+
+/// What one client may hold of the HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    /// A request's head must arrive within this time; also how long a kept-alive
+    /// connection may wait for its next request.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// A request body that sends nothing for this long fails and its connection closes.
+    #[serde(default = "defaults::body_read_timeout")]
+    pub body_read_timeout: HumanDuration,
+    /// Open connections at most; more are closed when accepted.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Of `max_connections`, how many are kept for `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default = "defaults::reserved_connections")]
+    pub reserved_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: defaults::header_read_timeout(),
+            body_read_timeout: defaults::body_read_timeout(),
+            max_connections: defaults::max_connections(),
+            reserved_connections: defaults::reserved_connections(),
+        }
     }
 }
 
@@ -504,6 +537,18 @@ mod defaults {
     }
     pub fn listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn header_read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn body_read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn max_connections() -> usize {
+        1024
+    }
+    pub fn reserved_connections() -> usize {
+        16
     }
     pub fn smtp_port() -> u16 {
         25

@@ -49,6 +49,8 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
 
     if cfg.analysis.lookback.0.is_zero() {
         err("analysis.lookback".into(), "must be more than 0s".into());
+    } else {
+        within(&mut err, "analysis.lookback", cfg.analysis.lookback, MS, 30 * DAY);
     }
     if let Some(m) = &cfg.analysis.model {
         if !m.path.is_file() {
@@ -73,6 +75,8 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
         if m.time_budget.0.is_zero() {
             err("analysis.model.time_budget".into(), "must be more than 0s".into());
+        } else {
+            within(&mut err, "analysis.model.time_budget", m.time_budget, MS, HOUR);
         }
         if let Some(h) = &m.sha256 {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -93,11 +97,16 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
 
     if let Some(s) = &cfg.notify.slack {
         secret(&mut err, "notify.slack.webhook_url", &s.webhook_url);
+        within(&mut err, "notify.slack.timeout", s.timeout, MS, HOUR);
     }
     if let Some(e) = &cfg.notify.email {
         if e.host.trim().is_empty() {
             err("notify.email.host".into(), "must not be empty".into());
         }
+        if e.port == 0 {
+            err("notify.email.port".into(), "must be between 1 and 65535".into());
+        }
+        within(&mut err, "notify.email.timeout", e.timeout, MS, HOUR);
         if e.to.is_empty() {
             err("notify.email.to".into(), "needs at least one recipient".into());
         }
@@ -122,6 +131,8 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     }
     if r.max_backoff < r.initial_backoff {
         err("notify.retry.max_backoff".into(), "must be at least initial_backoff".into());
+    } else {
+        within(&mut err, "notify.retry.max_backoff", r.max_backoff, MS, DAY);
     }
     if !(1..=1000).contains(&r.max_attempts) {
         err("notify.retry.max_attempts".into(), format!("must be between 1 and 1000, not {}", r.max_attempts));
@@ -138,14 +149,14 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     }
 
     let s = &cfg.actions.scale;
-    if s.min_replicas < 0 {
-        err("actions.scale.min_replicas".into(), "must not be negative".into());
-    }
-    if s.min_replicas > s.max_replicas {
-        err("actions.scale.max_replicas".into(), format!("{} is below min_replicas {}", s.max_replicas, s.min_replicas));
-    }
-    if s.step == 0 {
-        err("actions.scale.step".into(), "must not be 0".into());
+    scale_bounds(&mut err, "actions.scale", s.min_replicas, s.max_replicas, s.step);
+
+    let l = &cfg.server.limits;
+    within(&mut err, "server.limits.header_read_timeout", l.header_read_timeout, SECOND, Duration::from_secs(300));
+    within(&mut err, "server.limits.body_read_timeout", l.body_read_timeout, SECOND, Duration::from_secs(600));
+    count(&mut err, "server.limits.max_connections", l.max_connections, 2, 100_000);
+    if l.reserved_connections >= l.max_connections {
+        err("server.limits.reserved_connections".into(), format!("{} must be below max_connections ({})", l.reserved_connections, l.max_connections));
     }
 
     let mut names = HashSet::new();
@@ -165,6 +176,8 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
         if l.max_entries < l.page_limit as usize {
             err("loki.max_entries".into(), format!("must be at least page_limit ({})", l.page_limit));
+        } else if l.max_entries > 10_000_000 {
+            err("loki.max_entries".into(), format!("{} is outside page_limit..=10000000", l.max_entries));
         }
     } else if !cfg.log_watches.is_empty() {
         err("log_watches".into(), "log watches need the `loki` section".into());
@@ -187,12 +200,21 @@ fn log_watch(err: &mut impl FnMut(String, String), at: &str, w: &super::LogWatch
     }
     if w.interval.get().is_zero() {
         err(format!("{at}.interval"), "must be greater than 0".into());
+    } else {
+        within(err, &format!("{at}.interval"), w.interval, SECOND, DAY);
     }
     if w.start_lookback.get().is_zero() {
         err(format!("{at}.start_lookback"), "must be greater than 0".into());
+    } else {
+        within(err, &format!("{at}.start_lookback"), w.start_lookback, MS, 30 * DAY);
+    }
+    if w.offset.get() > 7 * DAY {
+        err(format!("{at}.offset"), "must not exceed 7 days".into());
     }
     if w.resolve_after == 0 {
         err(format!("{at}.resolve_after"), "must be at least 1".into());
+    } else {
+        count(err, &format!("{at}.resolve_after"), w.resolve_after, 1, MAX_RESOLVE_AFTER);
     }
     if w.open_on.is_empty() {
         err(format!("{at}.open_on"), "name at least one of new_template, rate_change, error_burst".into());
@@ -272,6 +294,8 @@ fn endpoint(err: &mut impl FnMut(String, String), section: &str, url: &str, time
     }
     if timeout.get().is_zero() {
         err(format!("{section}.timeout"), "must be greater than 0".into());
+    } else {
+        within(err, &format!("{section}.timeout"), timeout, MS, HOUR);
     }
     if let Some(a) = auth {
         match (&a.bearer, &a.basic) {
@@ -284,6 +308,48 @@ fn endpoint(err: &mut impl FnMut(String, String), section: &str, url: &str, time
         if tls.insecure_skip_verify {
             err(format!("{section}.tls"), format!("ca_file {} and insecure_skip_verify are exclusive", ca.display()));
         }
+    }
+}
+
+/// A duration within `lo..=hi` (both shown in the message).
+fn within(err: &mut impl FnMut(String, String), path: &str, d: HumanDuration, lo: Duration, hi: Duration) {
+    if d.get() < lo || d.get() > hi {
+        err(path.into(), format!("{d} is outside {}..={}", HumanDuration(lo), HumanDuration(hi)));
+    }
+}
+
+/// A count within `lo..=hi`.
+fn count<T: PartialOrd + std::fmt::Display>(err: &mut impl FnMut(String, String), path: &str, n: T, lo: T, hi: T) {
+    if n < lo || n > hi {
+        err(path.into(), format!("{n} is outside {lo}..={hi}"));
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// Replicas and replica steps: far above any Deployment, far below i32 overflow.
+const MAX_REPLICAS: i32 = 1_000_000;
+/// Evaluations in a row before an incident resolves.
+const MAX_RESOLVE_AFTER: u32 = 100_000;
+
+/// Scale bounds, from `actions.scale` or a watch's `action.scale`.
+fn scale_bounds(err: &mut impl FnMut(String, String), at: &str, min: i32, max: i32, step: i32) {
+    if min < 0 {
+        err(format!("{at}.min_replicas"), "must not be negative".into());
+    } else if min > MAX_REPLICAS {
+        err(format!("{at}.min_replicas"), format!("{min} is outside 0..={MAX_REPLICAS}"));
+    }
+    if max > MAX_REPLICAS {
+        err(format!("{at}.max_replicas"), format!("{max} is outside 0..={MAX_REPLICAS}"));
+    } else if min > max {
+        err(format!("{at}.max_replicas"), format!("{max} is below min_replicas {min}"));
+    }
+    if step == 0 {
+        err(format!("{at}.step"), "must not be 0".into());
+    } else if step.unsigned_abs() > MAX_REPLICAS.unsigned_abs() {
+        err(format!("{at}.step"), format!("{step} is outside -{MAX_REPLICAS}..={MAX_REPLICAS}"));
     }
 }
 
@@ -306,9 +372,13 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
     let (interval, step, lookback) = (w.interval.get(), w.step.get(), w.lookback.get());
     if interval.is_zero() {
         err(format!("{at}.interval"), "must be greater than 0".into());
+    } else {
+        within(err, &format!("{at}.interval"), w.interval, SECOND, DAY);
     }
     if step.is_zero() {
         err(format!("{at}.step"), "must be greater than 0".into());
+    } else if step > DAY {
+        err(format!("{at}.step"), format!("{} is outside 1ms..=1day", w.step));
     } else {
         if lookback < step * 2 {
             err(format!("{at}.lookback"), format!("must cover at least two steps ({} < 2 x {})", w.lookback, w.step));
@@ -326,6 +396,11 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
     }
     if w.resolve_after == 0 {
         err(format!("{at}.resolve_after"), "must be at least 1".into());
+    } else {
+        count(err, &format!("{at}.resolve_after"), w.resolve_after, 1, MAX_RESOLVE_AFTER);
+    }
+    if w.lookback.get() > 90 * DAY {
+        err(format!("{at}.lookback"), format!("{} is longer than 90d", w.lookback));
     }
     let mut seen = HashSet::new();
     for (j, l) in w.identity.iter().enumerate() {
@@ -387,15 +462,7 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
         let d = &cfg.actions.scale;
         let s = a.scale.clone().unwrap_or_default();
         let (min, max, step) = (s.min_replicas.unwrap_or(d.min_replicas), s.max_replicas.unwrap_or(d.max_replicas), s.step.unwrap_or(d.step));
-        if min < 0 {
-            err(format!("{at}.action.scale.min_replicas"), "must not be negative".into());
-        }
-        if min > max {
-            err(format!("{at}.action.scale.max_replicas"), format!("{max} is below min_replicas {min}"));
-        }
-        if step == 0 {
-            err(format!("{at}.action.scale.step"), "must not be 0".into());
-        }
+        scale_bounds(err, &format!("{at}.action.scale"), min, max, step);
     }
 }
 
@@ -441,7 +508,7 @@ fn windows(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, kind
     };
     if current >= lookback {
         err(format!("{at}.detector.current"), format!("the current window ({}) must be shorter than the lookback ({})", HumanDuration(current), w.lookback));
-    } else if current + reference > lookback {
+    } else if current.checked_add(reference).is_none_or(|sum| sum > lookback) {
         err(
             format!("{at}.detector.reference"),
             format!("current + reference ({} + {}) exceed the lookback ({}); raise `lookback`", HumanDuration(current), HumanDuration(reference), w.lookback),
