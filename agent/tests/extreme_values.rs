@@ -353,6 +353,7 @@ fn engine() -> Engine {
         notices: Arc::new(Quiet),
         store: Arc::new(Store::open_in_memory().expect("store")),
         defaults: Default::default(),
+        retry: Default::default(),
     }
 }
 
