@@ -465,13 +465,13 @@ pub fn mask_into(line: &str, params: &MaskParams, out: &mut MaskedLine) {
 /// Cheap test run on every word: could it be a weekday or month word, with its wrappers?
 #[inline]
 fn may_be_date_word(t: &[u8]) -> bool {
-    (3..=12).contains(&t.len())
-        && t.iter().take(2).any(|c| {
-            matches!(
-                c,
-                b'J' | b'F' | b'M' | b'A' | b'S' | b'O' | b'N' | b'D' | b'T' | b'W'
-            )
-        })
+    let first = |c: u8| {
+        matches!(
+            c,
+            b'J' | b'F' | b'M' | b'A' | b'S' | b'O' | b'N' | b'D' | b'T' | b'W'
+        )
+    };
+    (3..=12).contains(&t.len()) && (first(t[0]) || (class(t[0]) & C_LEAD != 0 && first(t[1])))
 }
 
 /// Weekday and month names, in full; their first three letters are the abbreviation.
@@ -508,12 +508,12 @@ fn is_date_word(core: &str) -> bool {
     if !(rest.iter().all(u8::is_ascii_lowercase) || rest.iter().all(u8::is_ascii_uppercase)) {
         return false;
     }
-    let lower = core.to_ascii_lowercase();
     DATE_WORDS.iter().any(|w| {
-        if lower.len() == 3 {
-            w.starts_with(lower.as_str())
+        let w = w.as_bytes();
+        if b.len() == 3 {
+            w[..3].eq_ignore_ascii_case(b)
         } else {
-            *w == lower
+            w.eq_ignore_ascii_case(b)
         }
     })
 }
