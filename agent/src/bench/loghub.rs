@@ -931,21 +931,49 @@ mod tests {
     fn system(name: &str, rows: &[(&str, &str)]) -> System {
         let rows = rows
             .iter()
-            .map(|(content, id)| Row { content: content.to_string(), event_id: id.to_string(), event_template: id.to_string() })
+            .map(|(content, id)| Row {
+                content: content.to_string(),
+                event_id: id.to_string(),
+                event_template: id.to_string(),
+            })
             .collect();
-        System { name: name.into(), path: PathBuf::from(name), rows }
+        System {
+            name: name.into(),
+            path: PathBuf::from(name),
+            rows,
+        }
     }
 
     #[test]
     fn leave_one_out_chooses_on_the_other_systems() {
-        let a = system("A", &[("job 1 started", "E1"), ("job 2 started", "E1"), ("disk full", "E2")]);
+        let a = system(
+            "A",
+            &[
+                ("job 1 started", "E1"),
+                ("job 2 started", "E1"),
+                ("disk full", "E2"),
+            ],
+        );
         let b = system("B", &[("user 1 in", "E1"), ("user 2 out", "E2")]);
         let loo = leave_one_system_out(&[a.clone(), b.clone()]).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(loo.grid, setting_grid().len());
-        assert_eq!(loo.systems.iter().map(|h| h.system.as_str()).collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(
+            loo.systems
+                .iter()
+                .map(|h| h.system.as_str())
+                .collect::<Vec<_>>(),
+            ["A", "B"]
+        );
         for (h, other) in loo.systems.iter().zip([&b, &a]) {
             // The chosen setting is the best on the other system, and reported on this one.
-            let best = setting_grid().iter().map(|p| score_system(other, p).map(|r| r.scores.grouping.ga).unwrap_or(f64::NAN)).fold(f64::MIN, f64::max);
+            let best = setting_grid()
+                .iter()
+                .map(|p| {
+                    score_system(other, p)
+                        .map(|r| r.scores.grouping.ga)
+                        .unwrap_or(f64::NAN)
+                })
+                .fold(f64::MIN, f64::max);
             assert_eq!(h.others_ga, best);
             assert!((0.0..=1.0).contains(&h.ga));
         }

@@ -1482,6 +1482,21 @@ mod tests {
         }
     }
 
+    /// A state written before the optional-field and date rules (same format, version 1)
+    /// loads, and its templates take the new shapes of their lines.
+    #[test]
+    fn states_saved_before_the_optional_field_rule_load() {
+        let json = r#"{"version":1,"params":{"sim_threshold":0.5,"depth":2,"min_variants":4,"max_children":100,"max_templates":5000,"max_line_bytes":4096,"max_tokens":128,"max_samples":3,"sample_max_bytes":256},"lines":2,"next_id":2,"templates":[{"id":1,"template":"connection from <*> (host1) at Sun Jul <*>","path":["connection","from"],"count":2,"first_seen":1,"last_seen":2,"samples":[]}]}"#;
+        let mut m = Miner::from_state(MinerState::from_json(json).expect("parses"))
+            .expect("an old state loads");
+        assert_eq!(m.get(1).map(|t| t.count), Some(2));
+        let r = m.add("connection from 10.0.0.9 (host1) at Sun Jul 17 23:21:54 2005");
+        assert_eq!(r.template_id, 2, "the dated shape is new: {r:?}");
+        let r = m.add("connection from 10.0.0.9 at Mon Jun 20 03:40:59 2005");
+        assert_eq!(r.template_id, 2);
+        assert_eq!(m.len(), 2);
+    }
+
     #[test]
     fn a_trailing_field_present_in_some_lines_only() {
         let mut m = miner();
