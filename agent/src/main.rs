@@ -296,6 +296,9 @@ enum BenchCommand {
         /// Also time the PyPI `drain3` package (python3) on the same lines.
         #[arg(long)]
         compare_drain3: bool,
+        /// Also score each system as unseen: the miner's setting chosen on the other systems.
+        #[arg(long)]
+        leave_one_out: bool,
     },
     /// Recorded root-cause scenarios: top-1 and top-3 accuracy of the ranking, from metrics
     /// only and with the scenario's cluster evidence, per fault type.
@@ -583,7 +586,7 @@ fn main() -> ExitCode {
         Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
         Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
-        Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3 } } => bench::loghub::run(&data, json, compare_drain3),
+        Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3, leave_one_out } } => bench::loghub::run(&data, json, compare_drain3, leave_one_out),
         Command::Bench { command: BenchCommand::Summary { model, tokens, suite, compare_llama_cpp, threads, max_scenarios, no_requantize, python, json } } => bench::summary::run(&bench::summary::SummaryBenchArgs { model, tokens, suite, compare_llama_cpp, json, threads, max_scenarios, no_requantize, python }, &mut std::io::stdout().lock()),
         Command::Logs { command: LogsCommand::Mine { input, json } } => logs_cmd::run(&input, json),
         Command::Run { config } => load_config(&config).and_then(|cfg| {

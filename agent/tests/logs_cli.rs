@@ -127,6 +127,48 @@ fn any_folder_in_the_layout_is_a_system_and_others_are_skipped() {
     assert!(row.trim_end().ends_with('-'), "no published value: {row}");
 }
 
+/// A system folder that is a symbolic link to a folder elsewhere is followed, like a plain one.
+#[cfg(unix)]
+#[test]
+fn symlinked_system_folders_are_followed() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let rows = [
+        (
+            "job 1 started on node-4",
+            "E1",
+            "job <*> started on node-<*>",
+        ),
+        ("disk /dev/sda1 is full", "E2", "disk <*> is full"),
+    ];
+    let elsewhere = tmp.path().join("elsewhere").join("Linked");
+    write(
+        &elsewhere.join("Linked_2k.log_structured.csv"),
+        &system_csv(&rows),
+    );
+    let data = tmp.path().join("data");
+    write(
+        &data.join("Plain").join("Plain_2k.log_structured.csv"),
+        &system_csv(&rows),
+    );
+    std::os::unix::fs::symlink(&elsewhere, data.join("Linked")).unwrap_or_else(|e| panic!("{e}"));
+    // A dangling link is skipped, not an error.
+    std::os::unix::fs::symlink(tmp.path().join("missing"), data.join("Dangling"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v = json(&warden(&[
+        "bench",
+        "loghub",
+        "--data",
+        &data.to_string_lossy(),
+        "--json",
+    ]));
+    let names: Vec<&str> = v["systems"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["system"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["Linked", "Plain"], "{v}");
+    assert_eq!(v["systems"][0]["lines"], 2);
+}
+
 #[test]
 fn malformed_files_are_named_with_their_line() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

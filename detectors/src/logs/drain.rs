@@ -42,6 +42,21 @@
 //!    older id. Merged ids are reported in [`MatchResult::merged`]: lines reported under them
 //!    belong to the surviving id from then on.
 //!
+//! 7. **Optional fields** (the other change): a line that would start a new template is first
+//!    lined up with the templates of 1 to 3 tokens more or fewer in the leaf of its first
+//!    tokens ([`gap`](super::gap)). It joins one when the two differ by one *field* — value
+//!    tokens, or one bracketed group like `(host1)` or `()` — that sits next to a value or at
+//!    the end, with every constant word of the template in place and at least two of them
+//!    (and `sim_threshold` of the shorter length). A longer line joins as it is: the `<*>`
+//!    next to the field stands for it too. A shorter line makes the template drop the field;
+//!    it moves to the shorter length, keeping its id, and the templates of the old shape that
+//!    line up with it are merged into it. So `connection from 10.0.0.1 (host1) at …`,
+//!    `… () at …` and `… 10.0.0.2 (h.example.com) at …` (where masking makes
+//!    `10.0.0.2 (<*>)` one value) are one event. Plain words are never a field:
+//!    `Failed password for invalid user <*>` stays apart from `Failed password for <*>`.
+//!    Textual dates (`Sun Jul 17 …`) are masked as one value ([`mask`](super::mask), rule 7),
+//!    so their words never count as constant words either.
+//!
 //! Lines shorter than `depth` tokens are keyed on all their tokens; unlike the reference
 //! implementation they are matched like any other line.
 //!
@@ -78,6 +93,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+use super::gap::{self, has_constant, Gap, MAX_GAP};
 use super::hash::{FastMap, FastState};
 use super::mask::{self, MaskParams, MaskedLine, TokenKind, WILDCARD};
 
@@ -423,23 +439,6 @@ impl Node {
     }
 }
 
-/// Whether a token has a constant part: a letter outside its `<*>`s.
-fn has_constant(token: &str) -> bool {
-    let mut rest = token;
-    while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix(WILDCARD) {
-            rest = after;
-            continue;
-        }
-        let mut chars = rest.chars();
-        if chars.next().is_some_and(char::is_alphabetic) {
-            return true;
-        }
-        rest = chars.as_str();
-    }
-    false
-}
-
 /// The tree key of a token: itself if it has a constant part and no digit, else `<*>`.
 fn tree_key(token: &str, kind: Option<TokenKind>) -> &str {
     if kind == Some(TokenKind::Variable) || token.bytes().any(|b| b.is_ascii_digit()) || !has_constant(token) {
@@ -600,6 +599,9 @@ impl Miner {
             &heap
         };
         let Some(s) = self.search(masked, tokens) else {
+            if let Some((s, gap)) = self.gap_search(tokens) {
+                return self.join_gap(line, s, gap, tokens, truncated);
+            }
             return self.create(line, masked, tokens, truncated);
         };
         let Some(c) = self.slot(s) else {
@@ -613,8 +615,12 @@ impl Miner {
             let siblings = self.siblings(s, &differing, tokens);
             if siblings.len() + 2 < self.params.min_variants {
                 // Not yet evidence that these words are values: a template of its own, in the
-                // same leaf, where later variants will find it.
+                // same leaf, where later variants will find it. Unless the line is a template
+                // of another length with an optional field.
                 let path = c.path.clone();
+                if let Some((s, gap)) = self.gap_search(tokens) {
+                    return self.join_gap(line, s, gap, tokens, truncated);
+                }
                 return self.create_at(line, path, tokens, truncated);
             }
             for sibling in siblings {
@@ -701,6 +707,174 @@ impl Miner {
             node = node.children.get(key).or_else(|| node.children.get(WILDCARD))?;
         }
         Some(node)
+    }
+
+    /// The leaf that templates of `len` tokens starting like `tokens` are in.
+    fn leaf_for(&self, tokens: &[&str], len: usize) -> Option<&Node> {
+        let mut node = self.roots.get(&len)?;
+        for token in tokens.iter().take(self.params.depth.min(len)) {
+            let key = tree_key(token, None);
+            node = node
+                .children
+                .get(key)
+                .or_else(|| node.children.get(WILDCARD))?;
+        }
+        Some(node)
+    }
+
+    /// A template with 1 ..= [`MAX_GAP`] tokens more or fewer that the line matches with an
+    /// optional field left out ([`gap`]): the fewest tokens apart first, then the most equal
+    /// constant words, then the oldest.
+    fn gap_search(&self, tokens: &[&str]) -> Option<(usize, Gap)> {
+        let n = tokens.len();
+        let mut template: Vec<&str> = Vec::new();
+        for d in 1..=MAX_GAP {
+            let mut best: Option<(usize, Gap, TemplateId)> = None;
+            for len in [n.checked_sub(d), Some(n + d)].into_iter().flatten() {
+                let Some(node) = self.leaf_for(tokens, len) else {
+                    continue;
+                };
+                for &s in &node.clusters {
+                    let Some(c) = self.slot(s) else { continue };
+                    if c.len() != len {
+                        continue;
+                    }
+                    template.clear();
+                    template.extend((0..c.len()).map(|i| c.token(i)));
+                    let Some(g) = gap::align(&template, tokens, false) else {
+                        continue;
+                    };
+                    if g.same < 2 || (g.same as f64) < self.params.sim_threshold * n.min(len) as f64
+                    {
+                        continue;
+                    }
+                    if best.is_none_or(|(_, b, id)| {
+                        (g.same, std::cmp::Reverse(c.id)) > (b.same, std::cmp::Reverse(id))
+                    }) {
+                        best = Some((s, g, c.id));
+                    }
+                }
+            }
+            if let Some((s, g, _)) = best {
+                return Some((s, g));
+            }
+        }
+        None
+    }
+
+    /// The line joins template `s` of another length through `gap`. A longer line leaves the
+    /// template's length as it is (a `<*>` next to the gap stands for the field too); a shorter
+    /// line makes the template drop the field, and the templates of the old shape that line up
+    /// with the new one the same way are merged into it.
+    fn join_gap(
+        &mut self,
+        line: &str,
+        s: usize,
+        g: Gap,
+        tokens: &[&str],
+        truncated: bool,
+    ) -> MatchResult {
+        let Some(c) = self.slot(s) else {
+            return self.create_unkeyed(line, tokens, truncated);
+        };
+        let mut merged = Vec::new();
+        let mut target = s;
+        let mut change = Change::Updated;
+        if c.len() < tokens.len() {
+            let aligned: Vec<&str> = tokens[..g.start]
+                .iter()
+                .chain(&tokens[g.start + g.len..])
+                .copied()
+                .collect();
+            match self.generalize(target, &aligned) {
+                Generalized::Collides(other) => target = self.merge(target, other, &mut merged),
+                Generalized::Unchanged => change = Change::Existing,
+                Generalized::Changed => {}
+            }
+        } else {
+            let (old_len, old_path) = (c.len(), c.path.clone());
+            let short: Vec<String> = (0..c.len())
+                .filter(|i| !(g.start..g.start + g.len).contains(i))
+                .map(|i| c.token(i).to_string())
+                .collect();
+            target = self.reshape(s, &short, &mut merged);
+            if let Generalized::Collides(other) = self.generalize(target, tokens) {
+                target = self.merge(target, other, &mut merged);
+            }
+            target = self.absorb_old_shape(target, old_len, &old_path, &mut merged);
+        }
+        let change = if merged.is_empty() {
+            change
+        } else {
+            Change::Updated
+        };
+        self.record(target, line, change, merged, truncated)
+    }
+
+    /// A new template for tokens whose masking kinds are not at hand.
+    fn create_unkeyed(&mut self, line: &str, tokens: &[&str], truncated: bool) -> MatchResult {
+        let path = self.new_path_with(tokens, |_| None);
+        self.create_at(line, path, tokens, truncated)
+    }
+
+    /// Give template `s` the text `tokens` (another length): it moves to its new place in the
+    /// tree, keeping its id; if another template has that text, the two are merged. Returns
+    /// the template's slot.
+    fn reshape(&mut self, s: usize, tokens: &[String], merged: &mut Vec<TemplateId>) -> usize {
+        let Some(mut c) = self.take(s) else { return s };
+        let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        c.set_text(&refs);
+        c.path = self.new_path_with(&refs, |_| None);
+        let other = self.by_text.get(&c.text).copied();
+        let slot = self.insert(c);
+        match other {
+            Some(o) if o != slot => self.merge(slot, o, merged),
+            _ => slot,
+        }
+    }
+
+    /// Merge into `target` the templates of the leaf at `len`, `path` that line up with it
+    /// through an optional field (the shapes `target` had before it dropped the field).
+    fn absorb_old_shape(
+        &mut self,
+        mut target: usize,
+        len: usize,
+        path: &[Box<str>],
+        merged: &mut Vec<TemplateId>,
+    ) -> usize {
+        let Some(mut node) = self.roots.get(&len) else {
+            return target;
+        };
+        for key in path {
+            match node.children.get(key) {
+                Some(n) => node = n,
+                None => return target,
+            }
+        }
+        let mut candidates: Vec<(TemplateId, usize)> = node
+            .clusters
+            .iter()
+            .filter_map(|&o| self.slot(o).map(|c| (c.id, o)))
+            .collect();
+        candidates.sort_unstable();
+        for (_, o) in candidates {
+            let (Some(t), Some(c)) = (self.slot(target), self.slot(o)) else {
+                continue;
+            };
+            if c.len() != len {
+                continue;
+            }
+            let short: Vec<&str> = (0..t.len()).map(|i| t.token(i)).collect();
+            let long: Vec<&str> = (0..c.len()).map(|i| c.token(i)).collect();
+            let Some(g) = gap::align(&long, &short, true) else {
+                continue;
+            };
+            if g.same < 2 || (g.same as f64) < self.params.sim_threshold * short.len() as f64 {
+                continue;
+            }
+            target = self.merge(target, o, merged);
+        }
+        target
     }
 
     /// Templates in the leaf of `s` that differ from it only in the constant words at
@@ -856,10 +1030,19 @@ impl Miner {
     /// The tree path for a new template: its first `depth` tokens' keys, with the `<*>` child
     /// taking new keys once a node is full.
     fn new_path(&self, masked: &MaskedLine, tokens: &[&str]) -> Vec<Box<str>> {
+        self.new_path_with(tokens, |i| masked.kind(i))
+    }
+
+    /// [`Miner::new_path`] with the tokens' kinds given by `kind`.
+    fn new_path_with(
+        &self,
+        tokens: &[&str],
+        kind: impl Fn(usize) -> Option<TokenKind>,
+    ) -> Vec<Box<str>> {
         let mut path = Vec::with_capacity(self.params.depth.min(tokens.len()));
         let mut node = self.roots.get(&tokens.len());
         for (i, token) in tokens.iter().take(self.params.depth).enumerate() {
-            let mut key = tree_key(token, masked.kind(i));
+            let mut key = tree_key(token, kind(i));
             if let Some(n) = node {
                 if !n.children.contains_key(key) && key != WILDCARD {
                     let has_wildcard = n.children.contains_key(WILDCARD);
@@ -1063,6 +1246,81 @@ mod tests {
         let mut drain = Miner::new(MinerParams { min_variants: 2, ..MinerParams::default() }).expect("valid");
         assert_eq!(ids(&mut drain, &lines), [1, 1, 1, 1]);
         assert_eq!(drain.get(1).map(|t| t.template), Some("[instance: <*>] VM <*> (Lifecycle Event)"));
+    }
+
+    /// An optional parenthesised field, empty in some lines and holding a host name in others,
+    /// with textual dates: one event, whatever order the shapes come in.
+    #[test]
+    fn an_optional_field_and_textual_dates_do_not_split_an_event() {
+        let lines = [
+            "connection from 24.54.76.216 (24-54-76-216.bflony.adelphia.net) at Sat Jun 18 02:08:10 2005",
+            "connection from 222.33.90.199 () at Sun Jul 17 23:21:54 2005",
+            "connection from 82.68.222.194 (host194) at Mon Jun 20 03:40:59 2005",
+            "connection from 211.72.2.106 () at Tue Jun 21 10:12:40 2005",
+            "connection from 82.68.222.195 (gateway) at Wed Jun 22 04:30:04 2005",
+            "connection from 24.54.76.217 (h217.example.org) at Thu Jun 23 05:01:00 2005",
+            "connection from 10.1.1.1 at Fri Aug 5 11:00:00 2005",
+        ];
+        let orders: [&[usize]; 3] = [
+            &[0, 1, 2, 3, 4, 5, 6],
+            &[1, 2, 4, 0, 3, 5, 6],
+            &[2, 4, 1, 3, 0, 6, 5],
+        ];
+        for order in orders {
+            let mut m = miner();
+            for &i in order {
+                m.add(lines[i]);
+            }
+            let all: Vec<_> = m
+                .templates()
+                .map(|t| (t.template.to_string(), t.count))
+                .collect();
+            assert_eq!(all.len(), 1, "order {order:?}: {all:?}");
+            assert_eq!(all[0].1, 7);
+            assert!(
+                all[0].0.starts_with("connection from <*>") && all[0].0.ends_with("at <*>"),
+                "{all:?}"
+            );
+            // Later lines of every shape match it.
+            for l in lines {
+                let r = m.add(l);
+                assert_eq!(
+                    (r.template_id, r.merged.len()),
+                    (m.templates().next().map_or(0, |t| t.id), 0),
+                    "{l}"
+                );
+            }
+        }
+    }
+
+    /// A state written before the optional-field and date rules (same format, version 1)
+    /// loads, and its templates take the new shapes of their lines.
+    #[test]
+    fn states_saved_before_the_optional_field_rule_load() {
+        let json = r#"{"version":1,"params":{"sim_threshold":0.5,"depth":2,"min_variants":4,"max_children":100,"max_templates":5000,"max_line_bytes":4096,"max_tokens":128,"max_samples":3,"sample_max_bytes":256},"lines":2,"next_id":2,"templates":[{"id":1,"template":"connection from <*> (host1) at Sun Jul <*>","path":["connection","from"],"count":2,"first_seen":1,"last_seen":2,"samples":[]}]}"#;
+        let mut m = Miner::from_state(MinerState::from_json(json).expect("parses"))
+            .expect("an old state loads");
+        assert_eq!(m.get(1).map(|t| t.count), Some(2));
+        let r = m.add("connection from 10.0.0.9 (host1) at Sun Jul 17 23:21:54 2005");
+        assert_eq!(r.template_id, 2, "the dated shape is new: {r:?}");
+        let r = m.add("connection from 10.0.0.9 at Mon Jun 20 03:40:59 2005");
+        assert_eq!(r.template_id, 2);
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn a_trailing_field_present_in_some_lines_only() {
+        let mut m = miner();
+        let a = m.add("Session closed for uid 1001");
+        let b = m.add("Session closed for uid 1002 [pid 4321]");
+        let c = m.add("Session closed for uid 1003 (pid 77)");
+        assert_eq!(b.template_id, a.template_id);
+        assert_eq!(c.template_id, a.template_id);
+        // Words that are part of the message are not a field.
+        let mut m = miner();
+        let x = m.add("Failed password for root from 1.2.3.4 port 22 ssh2");
+        let y = m.add("Failed password for invalid user admin from 1.2.3.5 port 23 ssh2");
+        assert_ne!(x.template_id, y.template_id);
     }
 
     #[test]

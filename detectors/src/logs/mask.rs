@@ -58,6 +58,12 @@
 //!    written with spaces (`1190 bytes (1.16 KB)`) then no longer changes the token count,
 //!    which the miner uses to tell events apart.
 //!
+//! 7. **Textual dates** — a weekday or month word (`Mon`, `Tuesday`, `Jul`, `SEP`, `January`;
+//!    capitalised or upper case, abbreviated to three letters or written out) is a value when
+//!    it is part of a date: when it, or the run of such words it is in, touches a value token
+//!    (`Sun Jul 17 23:21:54 2005`, `17 Jul`, `Jan 5,`). With rule 6 a whole date written with
+//!    words is one `<*>`, like a numeric one. A lone `May` or `Sun` in a sentence stays a word.
+//!
 //! A line with more than [`MaskParams::max_tokens`] tokens keeps its first `max_tokens - 1`
 //! tokens and ends with one `<*>` standing for the rest, so the size of a template is bounded
 //! whatever the input.
@@ -352,6 +358,8 @@ pub fn mask_into(line: &str, params: &MaskParams, out: &mut MaskedLine) {
     // Consecutive plain words separated by one space are copied with one copy: their spans
     // are recorded as they come, the bytes when the run ends.
     let mut run = WordRun::default();
+    // Whether a weekday or month word was seen (rule 7 then runs on the whole line).
+    let mut dates = false;
     let mut i = 0;
     loop {
         while i < b.len() && class(b[i]) & C_SPACE != 0 {
@@ -374,6 +382,9 @@ pub fn mask_into(line: &str, params: &MaskParams, out: &mut MaskedLine) {
         }
         // Token boundaries are ASCII whitespace, hence character boundaries.
         let Some(token) = cut.get(start..end) else { continue };
+        if !maybe_value && !dates && may_be_date_word(token.as_bytes()) {
+            dates = is_date_word(split_wrappers(token).1);
+        }
         if !maybe_value && out.last_kind() != Some(TokenKind::Variable) && token != WILDCARD {
             run.push(cut, start, end, out);
             continue;
@@ -386,6 +397,116 @@ pub fn mask_into(line: &str, params: &MaskParams, out: &mut MaskedLine) {
         push_token(token, b[start..end].iter().fold(0, |f, &c| f | class(c)), out);
     }
     run.flush(cut, out);
+    if dates {
+        mask_dates(out);
+    }
+}
+
+/// Cheap test run on every word: could it be a weekday or month word, with its wrappers?
+#[inline]
+fn may_be_date_word(t: &[u8]) -> bool {
+    let first = |c: u8| {
+        matches!(
+            c,
+            b'J' | b'F' | b'M' | b'A' | b'S' | b'O' | b'N' | b'D' | b'T' | b'W'
+        )
+    };
+    (3..=12).contains(&t.len()) && (first(t[0]) || (class(t[0]) & C_LEAD != 0 && first(t[1])))
+}
+
+/// Weekday and month names, in full; their first three letters are the abbreviation.
+const DATE_WORDS: [&str; 19] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+/// A weekday or month word (rule 7): a full name or its three-letter abbreviation, capitalised
+/// (`Jul`, `Monday`) or upper case (`JUL`).
+fn is_date_word(core: &str) -> bool {
+    let b = core.as_bytes();
+    if !(3..=9).contains(&b.len()) || !b[0].is_ascii_uppercase() {
+        return false;
+    }
+    let rest = &b[1..];
+    if !(rest.iter().all(u8::is_ascii_lowercase) || rest.iter().all(u8::is_ascii_uppercase)) {
+        return false;
+    }
+    DATE_WORDS.iter().any(|w| {
+        let w = w.as_bytes();
+        if b.len() == 3 {
+            w[..3].eq_ignore_ascii_case(b)
+        } else {
+            w.eq_ignore_ascii_case(b)
+        }
+    })
+}
+
+/// Rule 7 on a masked line that has a weekday or month word: mask the runs of such words that
+/// touch a value, then apply rule 6 again.
+fn mask_dates(out: &mut MaskedLine) {
+    let tokens: Vec<(String, TokenKind)> = (0..out.len())
+        .filter_map(|i| Some((out.token(i)?.to_string(), out.kind(i)?)))
+        .collect();
+    let date: Vec<bool> = tokens
+        .iter()
+        .map(|(t, k)| *k == TokenKind::Constant && is_date_word(split_wrappers(t).1))
+        .collect();
+    let variable = |i: usize| {
+        tokens
+            .get(i)
+            .is_some_and(|(_, k)| *k == TokenKind::Variable)
+    };
+    let mut mark = vec![false; tokens.len()];
+    let mut i = 0;
+    while i < tokens.len() {
+        if !date[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < tokens.len() && date[i] {
+            i += 1;
+        }
+        if (start > 0 && variable(start - 1)) || variable(i) {
+            mark[start..i].iter_mut().for_each(|m| *m = true);
+        }
+    }
+    if !mark.contains(&true) {
+        return;
+    }
+    let truncated = out.truncated;
+    out.clear();
+    out.truncated = truncated;
+    for ((token, kind), marked) in tokens.iter().zip(mark) {
+        let at = out.begin();
+        if marked {
+            let (prefix, _, suffix) = split_wrappers(token);
+            out.text.push_str(prefix);
+            out.text.push_str(WILDCARD);
+            out.text.push_str(suffix);
+            out.finish(at, TokenKind::Variable);
+        } else {
+            out.text.push_str(token);
+            out.finish(at, *kind);
+        }
+    }
 }
 
 /// A run of plain words not yet copied to the output (see [`mask_into`]).
@@ -934,6 +1055,38 @@ mod tests {
             ("Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster", "Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster"),
             ("mapred.job.id is deprecated", "mapred.job.id is deprecated"),
             ("uid=0 euid=0 tty=ssh ruser= force=false", "uid=<*> euid=<*> tty=ssh ruser= force=false"),
+        ]);
+    }
+
+    #[test]
+    fn textual_dates_are_one_value() {
+        check(&[
+            (
+                "connection from 10.1.1.1 () at Sun Jul 17 23:21:54 2005",
+                "connection from <*> () at <*>",
+            ),
+            (
+                "connection from 10.1.1.2 (host1) at Mon Jun 20 03:40:59 2005",
+                "connection from <*> (host1) at <*>",
+            ),
+            (
+                "backup done on Tuesday 3 MARCH 2015, next run Wed",
+                "backup done on <*> next run Wed",
+            ),
+            (
+                "[Thu Jun 09 06:07:04 2005] [notice] started",
+                "<*> [notice] started",
+            ),
+            ("Jan  5, 04:02 cron ran", "<*> cron ran"),
+            // Words that only look like dates, or date words with no number beside them, stay.
+            (
+                "May I help? Sun shines in March",
+                "May I help? Sun shines in March",
+            ),
+            (
+                "Monkey Marching Sunday-best Jul",
+                "Monkey Marching Sunday-best Jul",
+            ),
         ]);
     }
 

@@ -10,12 +10,14 @@
 //! * [`mask`] — generic masking of variable tokens (numbers, ids, addresses, paths, times).
 //! * [`drain`] — the streaming miner: [`Miner`] with stable ids, a bounded number of
 //!   templates and a serialisable [`MinerState`].
+//! * `gap` — optional fields: lining up a line with a template of another length.
 //! * [`signals`] — [`LogSignals`]: new-template, per-template rate and error-burst signals
 //!   with evidence (template, sample lines, counts).
 //!
 //! `docs/logs.md` has the settings, the memory bound and the Loghub benchmark figures.
 
 pub mod drain;
+mod gap;
 mod hash;
 pub mod mask;
 pub mod signals;
