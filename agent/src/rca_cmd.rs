@@ -16,9 +16,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
-use warden_detectors::rca::series::{rank_table, SeriesParams, TableRanking};
-use warden_detectors::rca::suite::{rank_scenario, score, Mode, Outcome, ScenarioSpec, SuiteReport, SuiteScore};
-use warden_detectors::rca::{Candidate, Payload};
+use warden_detectors::rca::recording::ServiceScore;
+use warden_detectors::rca::series::SeriesParams;
+use warden_detectors::rca::suite::{
+    rank_scenario, score, Mode, Outcome, ScenarioSpec, SuiteReport, SuiteScore,
+};
+use warden_detectors::rca::{
+    rank_recording, CallGraph, Candidate, MetricClass, MetricKinds, RecordingInput,
+    RecordingParams, RecordingRanking, Series,
+};
 
 /// A metrics table: row times and named columns (NaN = missing).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -38,24 +44,42 @@ pub fn read_table(path: &Path) -> Result<Table> {
         .flexible(false)
         .from_path(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let headers = reader.headers().with_context(|| format!("{}:1: reading the header", path.display()))?.clone();
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}:1: reading the header", path.display()))?
+        .clone();
     let names: Vec<String> = headers.iter().map(|h| h.trim().to_string()).collect();
     let Some(ti) = names.iter().position(|h| h.eq_ignore_ascii_case("time")) else {
-        bail!("{}:1: no `time` column (found: {})", path.display(), names.join(","));
+        bail!(
+            "{}:1: no `time` column (found: {})",
+            path.display(),
+            names.join(",")
+        );
     };
     let mut table = Table {
         times: Vec::new(),
-        columns: names.iter().enumerate().filter(|(i, _)| *i != ti).map(|(_, n)| (n.clone(), Vec::new())).collect(),
+        columns: names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != ti)
+            .map(|(_, n)| (n.clone(), Vec::new()))
+            .collect(),
     };
     for (i, rec) in reader.records().enumerate() {
         let line = i + 2;
         let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
         let t = rec.get(ti).unwrap_or("").trim();
-        let secs: f64 = t
-            .parse()
-            .map_err(|_| anyhow!("{}:{line}: column `time`: `{t}` is not a number of Unix seconds", path.display()))?;
+        let secs: f64 = t.parse().map_err(|_| {
+            anyhow!(
+                "{}:{line}: column `time`: `{t}` is not a number of Unix seconds",
+                path.display()
+            )
+        })?;
         if !(secs.is_finite() && secs.abs() < 1e13) {
-            bail!("{}:{line}: column `time`: `{t}` is not a number of Unix seconds", path.display());
+            bail!(
+                "{}:{line}: column `time`: `{t}` is not a number of Unix seconds",
+                path.display()
+            );
         }
         table.times.push(secs.round() as i64);
         let mut c = 0;
@@ -96,6 +120,229 @@ fn round4(v: f64) -> f64 {
     }
 }
 
+/// How the columns of a wide table name their service and metric.
+#[derive(Debug, Clone)]
+pub enum ColumnNames {
+    /// `<service><SEP><metric>`, split at the first `SEP`.
+    Separator(String),
+    /// A regular expression with the named groups `service` and `metric`.
+    Pattern(regex::Regex),
+    /// Nothing given: the first `_`, reported as a guess.
+    FirstUnderscore,
+}
+
+impl ColumnNames {
+    fn split<'a>(&self, name: &'a str) -> Option<(&'a str, &'a str)> {
+        let (s, m) = match self {
+            ColumnNames::Separator(sep) => name.split_once(sep.as_str())?,
+            ColumnNames::FirstUnderscore => name.split_once('_')?,
+            ColumnNames::Pattern(re) => {
+                let c = re.captures(name)?;
+                (c.name("service")?.as_str(), c.name("metric")?.as_str())
+            }
+        };
+        (!s.is_empty() && !m.is_empty()).then_some((s, m))
+    }
+}
+
+/// A recording as series, with what reading it had to guess or skip.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    pub series: Vec<Series>,
+    pub warnings: Vec<String>,
+}
+
+/// Read a recording in either layout: long (`time,service,metric,value`, recognised by its
+/// header) or wide (a `time` column and one column per service and metric, named as
+/// `names` says).
+pub fn read_recording(path: &Path, names: &ColumnNames) -> Result<Recording> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}:1: reading the header", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if headers == ["time", "service", "metric", "value"] {
+        return read_long(path);
+    }
+    let table = read_table(path)?;
+    let mut rec = Recording::default();
+    let mut bad = Vec::new();
+    for (name, values) in &table.columns {
+        match names.split(name) {
+            Some((svc, metric)) => rec.series.push(Series {
+                service: svc.to_string(),
+                metric: metric.to_string(),
+                points: table
+                    .times
+                    .iter()
+                    .copied()
+                    .zip(values.iter().copied())
+                    .collect(),
+            }),
+            None => bad.push(name.as_str()),
+        }
+    }
+    if matches!(names, ColumnNames::FirstUnderscore) {
+        rec.warnings.push(format!(
+            "{}: no --separator or --pattern given; column names were split at their first `_` (service `{}` …)",
+            path.display(),
+            rec.series.first().map(|s| s.service.as_str()).unwrap_or("-")
+        ));
+    }
+    if !bad.is_empty() {
+        rec.warnings.push(format!(
+            "{}: {} column(s) do not name a service and a metric; ignored: {}",
+            path.display(),
+            bad.len(),
+            bad.iter()
+                .map(|b| format!("`{b}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(rec)
+}
+
+/// Read the long layout: `time,service,metric,value`, one observation per row.
+pub fn read_long(path: &Path) -> Result<Recording> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut by: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
+        let field = |k: usize| rec.get(k).unwrap_or("").trim();
+        let secs: f64 = field(0).parse().map_err(|_| {
+            anyhow!(
+                "{}:{line}: column `time`: `{}` is not a number of Unix seconds",
+                path.display(),
+                field(0)
+            )
+        })?;
+        if !(secs.is_finite() && secs.abs() < 1e13) {
+            bail!(
+                "{}:{line}: column `time`: `{}` is not a number of Unix seconds",
+                path.display(),
+                field(0)
+            );
+        }
+        let (svc, metric) = (field(1), field(2));
+        if svc.is_empty() || metric.is_empty() {
+            bail!("{}:{line}: empty `service` or `metric`", path.display());
+        }
+        let v = parse_cell(field(3)).ok_or_else(|| {
+            anyhow!(
+                "{}:{line}: column `value`: `{}` is not a number",
+                path.display(),
+                field(3)
+            )
+        })?;
+        by.entry((svc.to_string(), metric.to_string()))
+            .or_default()
+            .push((secs.round() as i64, v));
+    }
+    let series = by
+        .into_iter()
+        .map(|((service, metric), mut points)| {
+            points.sort_by_key(|p| p.0);
+            Series {
+                service,
+                metric,
+                points,
+            }
+        })
+        .collect();
+    Ok(Recording {
+        series,
+        warnings: Vec::new(),
+    })
+}
+
+/// Read a call graph: a CSV with the header `caller,callee`.
+pub fn read_graph(path: &Path) -> Result<CallGraph> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}:1: reading the header", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if headers != ["caller", "callee"] {
+        bail!(
+            "{}:1: expected the header `caller,callee`, found `{}`",
+            path.display(),
+            headers.join(",")
+        );
+    }
+    let mut g = CallGraph::default();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
+        let (a, b) = (
+            rec.get(0).unwrap_or("").trim(),
+            rec.get(1).unwrap_or("").trim(),
+        );
+        if a.is_empty() || b.is_empty() {
+            bail!("{}:{line}: empty caller or callee", path.display());
+        }
+        g.add(a, b);
+    }
+    Ok(g)
+}
+
+/// Read metric kinds: a CSV with the header `pattern,kind`; `*` in a pattern matches any run
+/// of characters; kinds are `resource`, `latency`, `errors`, `traffic`, `saturation`,
+/// `availability`, `restarts`.
+pub fn read_metric_kinds(path: &Path) -> Result<MetricKinds> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}:1: reading the header", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if headers != ["pattern", "kind"] {
+        bail!(
+            "{}:1: expected the header `pattern,kind`, found `{}`",
+            path.display(),
+            headers.join(",")
+        );
+    }
+    let mut kinds = MetricKinds::default();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
+        let (p, k) = (
+            rec.get(0).unwrap_or("").trim(),
+            rec.get(1).unwrap_or("").trim(),
+        );
+        let kind = MetricClass::parse(k).ok_or_else(|| {
+            anyhow!(
+                "{}:{line}: kind `{k}`: expected resource, latency, errors, traffic, saturation, availability or restarts",
+                path.display()
+            )
+        })?;
+        if p.is_empty() {
+            bail!("{}:{line}: empty pattern", path.display());
+        }
+        kinds.patterns.push((p.to_string(), kind));
+    }
+    Ok(kinds)
+}
+
 #[derive(Serialize)]
 struct JsonService<'a> {
     service: &'a str,
@@ -104,42 +351,156 @@ struct JsonService<'a> {
 
 #[derive(Serialize)]
 struct JsonOutput<'a> {
-    /// All services, most probable first (the key a caller needs).
+    /// Services with abnormal evidence, most probable first (the key a caller needs).
     ranking: Vec<JsonService<'a>>,
+    /// False when no candidate is credibly abnormal or the symptom is not abnormal.
+    found: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_found_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symptom: Option<&'a str>,
+    /// Per service: its score, strongest deviation, whether it is on a call path from the
+    /// symptom, its abnormal series and the reasons.
+    services: &'a [ServiceScore],
     /// The candidates behind it, with their reasons and evidence ids.
     candidates: &'a [Candidate],
-    /// The anomalies found in the columns.
+    /// The anomalies found in the series (and the graph as topology).
     evidence: &'a [warden_detectors::rca::Evidence],
     warnings: &'a [String],
 }
 
+/// Everything `warden rca` can be given.
+#[derive(Debug, Clone, Default)]
+pub struct RcaArgs {
+    pub metrics: PathBuf,
+    pub start: i64,
+    pub json: bool,
+    pub symptom: Option<String>,
+    pub symptom_metric: Option<String>,
+    pub graph: Option<PathBuf>,
+    pub normal: Option<PathBuf>,
+    pub separator: Option<String>,
+    pub pattern: Option<String>,
+    pub metric_kinds: Option<PathBuf>,
+}
+
 /// `warden rca --metrics FILE --start T`: rank the services of `metrics`; warnings go to stderr.
 pub fn run(metrics: &Path, start: i64, json: bool, out: &mut dyn Write) -> Result<()> {
-    run_to(metrics, start, json, out, &mut std::io::stderr())
+    let args = RcaArgs {
+        metrics: metrics.to_path_buf(),
+        start,
+        json,
+        ..Default::default()
+    };
+    run_args(&args, out, &mut std::io::stderr())
 }
 
 /// [`run`] with the warnings written to `err`.
-pub fn run_to(metrics: &Path, start: i64, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
-    let table = read_table(metrics)?;
-    let (Some(first), Some(last)) = (table.times.iter().min(), table.times.iter().max()) else {
-        bail!("{}: no rows", metrics.display());
+pub fn run_to(
+    metrics: &Path,
+    start: i64,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
+    let args = RcaArgs {
+        metrics: metrics.to_path_buf(),
+        start,
+        json,
+        ..Default::default()
     };
-    if start <= *first || start > *last {
+    run_args(&args, out, err)
+}
+
+/// `warden rca` with all its inputs.
+pub fn run_args(args: &RcaArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    let names = match (&args.separator, &args.pattern) {
+        (Some(_), Some(_)) => bail!("give --separator or --pattern, not both"),
+        (Some(sep), None) if sep.is_empty() => bail!("--separator: empty"),
+        (Some(sep), None) => ColumnNames::Separator(sep.clone()),
+        (None, Some(p)) => {
+            let re = regex::Regex::new(p).map_err(|e| anyhow!("--pattern: {e}"))?;
+            let groups: Vec<&str> = re.capture_names().flatten().collect();
+            if !(groups.contains(&"service") && groups.contains(&"metric")) {
+                bail!("--pattern: needs the named groups `(?P<service>...)` and `(?P<metric>...)`");
+            }
+            ColumnNames::Pattern(re)
+        }
+        (None, None) => ColumnNames::FirstUnderscore,
+    };
+    let rec = read_recording(&args.metrics, &names)?;
+    let times = rec.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (Some(first), Some(last)) = (times.clone().min(), times.max()) else {
+        bail!("{}: no rows", args.metrics.display());
+    };
+    let normal = match &args.normal {
+        Some(p) => Some(read_recording(p, &names)?),
+        None => None,
+    };
+    let data_before = normal.is_some() || args.start > first;
+    if !data_before || args.start > last {
         bail!(
-            "{}: --start {start} is outside the recording ({first} to {last}); the ranking needs data before and after it",
-            metrics.display()
+            "{}: --start {} is outside the recording ({first} to {last}); the ranking needs data after it, and before it unless --normal is given",
+            args.metrics.display(),
+            args.start
         );
     }
-    let result = rank_table(&table.times, &table.columns, start, &SeriesParams::default());
-    for w in &result.warnings {
-        writeln!(err, "warning: {}: {w}", metrics.display())?;
+    let graph = args.graph.as_deref().map(read_graph).transpose()?;
+    let kinds = args
+        .metric_kinds
+        .as_deref()
+        .map(read_metric_kinds)
+        .transpose()?;
+    let mut warnings = rec.warnings.clone();
+    if let Some(n) = &normal {
+        warnings.extend(
+            n.warnings
+                .iter()
+                .filter(|w| !w.contains("no --separator"))
+                .cloned(),
+        );
     }
-    if json {
+    if let (Some(sym), Some(g)) = (&args.symptom, &graph) {
+        if !g.services().contains(sym.as_str()) {
+            warnings.push(format!(
+                "the symptom `{sym}` is not in the graph; the graph only guides the victim rule"
+            ));
+        }
+    }
+    let result = rank_recording(
+        &RecordingInput {
+            series: &rec.series,
+            normal: normal.as_ref().map(|n| n.series.as_slice()),
+            start: args.start,
+            symptom: args.symptom.clone(),
+            symptom_metric: args.symptom_metric.clone(),
+            graph: graph.as_ref(),
+            kinds: kinds.as_ref(),
+            evidence: Vec::new(),
+        },
+        &RecordingParams::default(),
+    );
+    warnings.extend(result.warnings.iter().cloned());
+    for w in &warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    if args.json {
         let body = JsonOutput {
-            ranking: result.services.iter().map(|(s, v)| JsonService { service: s, score: round4(*v) }).collect(),
+            ranking: result
+                .services
+                .iter()
+                .map(|s| JsonService {
+                    service: &s.service,
+                    score: round4(s.score),
+                })
+                .collect(),
+            found: result.found,
+            not_found_reason: result.not_found_reason.as_deref(),
+            symptom: args.symptom.as_deref(),
+            services: &result.services,
             candidates: &result.ranking.candidates,
             evidence: &result.evidence,
-            warnings: &result.warnings,
+            warnings: &warnings,
         };
         writeln!(out, "{}", serde_json::to_string(&body)?)?;
         return Ok(());
@@ -147,33 +508,35 @@ pub fn run_to(metrics: &Path, start: i64, json: bool, out: &mut dyn Write, err: 
     write_human(&result, out)
 }
 
-/// The best candidate of each service name.
-fn best_candidates(result: &TableRanking) -> BTreeMap<&str, &Candidate> {
-    let mut best: BTreeMap<&str, &Candidate> = BTreeMap::new();
-    for c in &result.ranking.candidates {
-        best.entry(c.subject.name.as_str()).or_insert(c);
+fn write_human(result: &RecordingRanking, out: &mut dyn Write) -> Result<()> {
+    if let Some(why) = &result.not_found_reason {
+        writeln!(out, "no root cause found: {why}")?;
     }
-    best
-}
-
-fn write_human(result: &TableRanking, out: &mut dyn Write) -> Result<()> {
-    let best = best_candidates(result);
-    let width = result.services.iter().map(|(s, _)| s.len()).max().unwrap_or(7).max(7);
-    writeln!(out, "{:>4}  {:<width$}  {:>5}  top evidence", "rank", "service", "score")?;
-    for (i, (service, score)) in result.services.iter().enumerate() {
-        let why = match best.get(service.as_str()) {
-            Some(c) if *score > 0.0 => {
-                let mut parts: Vec<String> = c.reasons.iter().take(3).cloned().collect();
-                if let Some(w) = c.evidence.first().and_then(|id| result.evidence.iter().find(|e| &e.id == id)) {
-                    if let Payload::Anomaly { watch, .. } = &w.payload {
-                        parts.push(format!("[{} {watch}]", w.id));
-                    }
-                }
-                parts.join("; ")
-            }
-            _ => "-".to_string(),
-        };
-        writeln!(out, "{:>4}  {:<width$}  {:>5.3}  {why}", i + 1, service, score)?;
+    let width = result
+        .services
+        .iter()
+        .map(|s| s.service.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    writeln!(
+        out,
+        "{:>4}  {:<width$}  {:>5}  top evidence",
+        "rank", "service", "score"
+    )?;
+    for (i, s) in result.services.iter().enumerate() {
+        let mut parts: Vec<String> = s.reasons.iter().take(3).cloned().collect();
+        if let Some(f) = s.findings.first() {
+            parts.push(format!("[{} {} z={:.1}]", f.evidence, f.metric, f.z));
+        }
+        writeln!(
+            out,
+            "{:>4}  {:<width$}  {:>5.3}  {}",
+            i + 1,
+            s.service,
+            s.score,
+            parts.join("; ")
+        )?;
     }
     Ok(())
 }
@@ -196,16 +559,23 @@ pub fn load_suite(dir: &Path) -> Result<Vec<SuiteScenario>> {
         .collect();
     dirs.sort();
     if dirs.is_empty() {
-        bail!("{}: no scenarios (directories with a scenario.yaml)", dir.display());
+        bail!(
+            "{}: no scenarios (directories with a scenario.yaml)",
+            dir.display()
+        );
     }
     dirs.into_iter()
         .map(|d| {
             let yaml = d.join("scenario.yaml");
-            let text = std::fs::read_to_string(&yaml).with_context(|| format!("reading {}", yaml.display()))?;
-            let spec: ScenarioSpec =
-                serde_yaml::from_str(&text).with_context(|| format!("parsing {}", yaml.display()))?;
+            let text = std::fs::read_to_string(&yaml)
+                .with_context(|| format!("reading {}", yaml.display()))?;
+            let spec: ScenarioSpec = serde_yaml::from_str(&text)
+                .with_context(|| format!("parsing {}", yaml.display()))?;
             let table = read_table(&d.join("metrics.csv"))?;
-            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             Ok(SuiteScenario { name, spec, table })
         })
         .collect()
@@ -228,7 +598,10 @@ pub fn evaluate_suite(scenarios: &[SuiteScenario]) -> Result<SuiteReport> {
         }
     }
     let get = |m: Mode| score(by_mode.get(&m).map(Vec::as_slice).unwrap_or(&[]));
-    Ok(SuiteReport { metrics_only: get(Mode::MetricsOnly), with_evidence: get(Mode::WithEvidence) })
+    Ok(SuiteReport {
+        metrics_only: get(Mode::MetricsOnly),
+        with_evidence: get(Mode::WithEvidence),
+    })
 }
 
 /// `warden bench rca --suite DIR`: top-1 / top-3 of both modes, overall and per fault type.
@@ -239,19 +612,43 @@ pub fn bench(suite_dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
         return Ok(());
     }
-    writeln!(out, "RCA scenario suite {}: {} scenarios", suite_dir.display(), scenarios.len())?;
-    writeln!(out, "{:<14} {:>9} {:>6} {:>6} {:>6} {:>6}", "mode", "scenarios", "AC@1", "AC@3", "AC@5", "Avg@5")?;
-    let modes: [(&str, &SuiteScore); 2] =
-        [(Mode::MetricsOnly.as_str(), &report.metrics_only), (Mode::WithEvidence.as_str(), &report.with_evidence)];
+    writeln!(
+        out,
+        "RCA scenario suite {}: {} scenarios",
+        suite_dir.display(),
+        scenarios.len()
+    )?;
+    writeln!(
+        out,
+        "{:<14} {:>9} {:>6} {:>6} {:>6} {:>6}",
+        "mode", "scenarios", "AC@1", "AC@3", "AC@5", "Avg@5"
+    )?;
+    let modes: [(&str, &SuiteScore); 2] = [
+        (Mode::MetricsOnly.as_str(), &report.metrics_only),
+        (Mode::WithEvidence.as_str(), &report.with_evidence),
+    ];
     for (name, s) in modes {
         let o = &s.overall;
-        writeln!(out, "{name:<14} {:>9} {:>6.3} {:>6.3} {:>6.3} {:>6.3}", o.scenarios, o.top1, o.top3, o.top5, o.avg5)?;
+        writeln!(
+            out,
+            "{name:<14} {:>9} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+            o.scenarios, o.top1, o.top3, o.top5, o.avg5
+        )?;
     }
     writeln!(out)?;
-    writeln!(out, "{:<9} {:>9}  {:>13}  {:>13}", "fault", "scenarios", "metrics AC@1/3", "evidence AC@1/3")?;
+    writeln!(
+        out,
+        "{:<9} {:>9}  {:>13}  {:>13}",
+        "fault", "scenarios", "metrics AC@1/3", "evidence AC@1/3"
+    )?;
     for f in &report.metrics_only.per_fault {
-        let w =
-            report.with_evidence.per_fault.iter().find(|x| x.fault == f.fault).map(|x| x.accuracy).unwrap_or_default();
+        let w = report
+            .with_evidence
+            .per_fault
+            .iter()
+            .find(|x| x.fault == f.fault)
+            .map(|x| x.accuracy)
+            .unwrap_or_default();
         writeln!(
             out,
             "{:<9} {:>9}  {:>6.3}/{:<6.3}  {:>6.3}/{:<6.3}",
@@ -269,7 +666,10 @@ pub fn bench(suite_dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
             .iter()
             .filter(|r| r.rank != Some(1))
             .map(|r| {
-                let rank = r.rank.map(|k| format!("#{k}")).unwrap_or_else(|| "unranked".into());
+                let rank = r
+                    .rank
+                    .map(|k| format!("#{k}"))
+                    .unwrap_or_else(|| "unranked".into());
                 format!(
                     "{} ({} {rank}; first: {})",
                     r.scenario,
@@ -299,24 +699,42 @@ mod tests {
         let mut s = String::from("time,carts_cpu,orders_latency-50,weird\n");
         for i in 0..rows {
             let wobble = ((i * 37) % 11) as f64 / 100.0;
-            let cpu = if i >= jump_at { 2.0 + wobble } else { 1.0 + wobble };
-            let lat = if i % 7 == 0 { String::new() } else { format!("{}", 20.0 + wobble * 3.0) };
-            s.push_str(&format!("{},{cpu},{lat},1\n", 1_700_000_000 + 15 * i as i64));
+            let cpu = if i >= jump_at {
+                2.0 + wobble
+            } else {
+                1.0 + wobble
+            };
+            let lat = if i % 7 == 0 {
+                String::new()
+            } else {
+                format!("{}", 20.0 + wobble * 3.0)
+            };
+            s.push_str(&format!(
+                "{},{cpu},{lat},1\n",
+                1_700_000_000 + 15 * i as i64
+            ));
         }
         s
     }
 
     #[test]
-    fn json_ranking_lists_all_services_most_probable_first() {
+    fn json_ranking_lists_abnormal_services_most_probable_first() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let p = write(dir.path(), "m.csv", &table_text(80, 50));
         let mut out = Vec::new();
         let mut err = Vec::new();
-        run_to(&p, 1_700_000_000 + 15 * 50, true, &mut out, &mut err).unwrap_or_else(|e| panic!("{e:#}"));
+        run_to(&p, 1_700_000_000 + 15 * 50, true, &mut out, &mut err)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
         let ranking = v["ranking"].as_array().cloned().unwrap_or_default();
-        let names: Vec<&str> = ranking.iter().filter_map(|r| r["service"].as_str()).collect();
-        assert_eq!(names, ["carts", "orders"]);
+        let names: Vec<&str> = ranking
+            .iter()
+            .filter_map(|r| r["service"].as_str())
+            .collect();
+        // `orders` did not move: it has no abnormal evidence and is not ranked.
+        assert_eq!(names, ["carts"]);
+        assert_eq!(v["found"], serde_json::Value::Bool(true));
+        assert!(String::from_utf8_lossy(&err).contains("first `_`"));
         assert!(ranking[0]["score"].as_f64().unwrap_or(0.0) > 0.0);
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("{\"ranking\":"), "{text}");
@@ -329,14 +747,26 @@ mod tests {
         let mut text = table_text(20, 10);
         text.push_str("1700001000,abc,1,1\n");
         let p = write(dir.path(), "bad.csv", &text);
-        let e = read_table(&p).err().map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(e.ends_with("bad.csv:22: column `carts_cpu`: `abc` is not a number"), "{e}");
+        let e = read_table(&p)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            e.ends_with("bad.csv:22: column `carts_cpu`: `abc` is not a number"),
+            "{e}"
+        );
         let p = write(dir.path(), "notime.csv", "t,a_b\n1,2\n");
-        let e = read_table(&p).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        let e = read_table(&p)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
         assert!(e.contains("notime.csv:1: no `time` column"), "{e}");
         let p = write(dir.path(), "ok.csv", &table_text(20, 10));
         let mut out = Vec::new();
-        let e = run_to(&p, 1, false, &mut out, &mut Vec::new()).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        let e = run_to(&p, 1, false, &mut out, &mut Vec::new())
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
         assert!(e.contains("outside the recording"), "{e}");
     }
 
@@ -345,11 +775,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let p = write(dir.path(), "m.csv", &table_text(80, 50));
         let mut out = Vec::new();
-        run_to(&p, 1_700_000_000 + 15 * 50, false, &mut out, &mut Vec::new()).unwrap_or_else(|e| panic!("{e:#}"));
+        run_to(
+            &p,
+            1_700_000_000 + 15 * 50,
+            false,
+            &mut out,
+            &mut Vec::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
         let text = String::from_utf8_lossy(&out);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("rank  service"), "{text}");
-        assert!(lines[1].contains("carts") && lines[1].contains("cpu"), "{text}");
+        assert!(
+            lines[1].contains("carts") && lines[1].contains("cpu"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -358,8 +798,18 @@ mod tests {
         let mut out = Vec::new();
         bench(&dir, true, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
-        assert!(v["metrics_only"]["overall"]["scenarios"].as_u64().unwrap_or(0) >= 24);
-        assert!(v["with_evidence"]["overall"]["top3"].as_f64().unwrap_or(0.0) >= 0.9);
+        assert!(
+            v["metrics_only"]["overall"]["scenarios"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 24
+        );
+        assert!(
+            v["with_evidence"]["overall"]["top3"]
+                .as_f64()
+                .unwrap_or(0.0)
+                >= 0.9
+        );
         let mut out = Vec::new();
         bench(&dir, false, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(String::from_utf8_lossy(&out).contains("metrics-only"));

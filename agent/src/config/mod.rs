@@ -16,9 +16,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use warden_playbooks::duration::HumanDuration;
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 pub use secret::SecretRef;
+pub use warden_playbooks::duration::HumanDuration;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -161,7 +161,9 @@ pub struct StoreSection {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { sqlite: defaults::sqlite_path() }
+        Self {
+            sqlite: defaults::sqlite_path(),
+        }
     }
 }
 
@@ -179,7 +181,11 @@ pub struct ServerSection {
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { listen: defaults::listen(), api_token: None, viewer_token: None }
+        Self {
+            listen: defaults::listen(),
+            api_token: None,
+            viewer_token: None,
+        }
     }
 }
 
@@ -206,11 +212,20 @@ pub struct AnalysisSection {
     #[serde(default = "defaults::analysis_lookback")]
     pub lookback: HumanDuration,
     pub model: Option<ModelSection>,
+    /// A call graph for root-cause ranking: a CSV with the header `caller,callee`, workload
+    /// names in the incident's namespace (used beside what the cluster tells).
+    #[serde(default)]
+    pub graph: Option<std::path::PathBuf>,
 }
 
 impl Default for AnalysisSection {
     fn default() -> Self {
-        Self { enabled: true, lookback: defaults::analysis_lookback(), model: None }
+        Self {
+            enabled: true,
+            lookback: defaults::analysis_lookback(),
+            model: None,
+            graph: None,
+        }
     }
 }
 
@@ -328,7 +343,10 @@ pub struct DigestSection {
 
 impl Default for DigestSection {
     fn default() -> Self {
-        Self { threshold: defaults::digest_threshold(), max_items: defaults::digest_max_items() }
+        Self {
+            threshold: defaults::digest_threshold(),
+            max_items: defaults::digest_max_items(),
+        }
     }
 }
 
@@ -346,7 +364,11 @@ pub struct ActionDefaults {
 
 impl Default for ActionDefaults {
     fn default() -> Self {
-        Self { dry_run: false, cooldown: defaults::cooldown(), scale: ScaleDefaults::default() }
+        Self {
+            dry_run: false,
+            cooldown: defaults::cooldown(),
+            scale: ScaleDefaults::default(),
+        }
     }
 }
 
@@ -363,7 +385,11 @@ pub struct ScaleDefaults {
 
 impl Default for ScaleDefaults {
     fn default() -> Self {
-        Self { min_replicas: defaults::min_replicas(), max_replicas: defaults::max_replicas(), step: defaults::step() }
+        Self {
+            min_replicas: defaults::min_replicas(),
+            max_replicas: defaults::max_replicas(),
+            step: defaults::step(),
+        }
     }
 }
 
@@ -569,6 +595,10 @@ mod defaults {
         10
     }
     pub fn log_open_on() -> Vec<LogSignalKind> {
-        vec![LogSignalKind::NewTemplate, LogSignalKind::RateChange, LogSignalKind::ErrorBurst]
+        vec![
+            LogSignalKind::NewTemplate,
+            LogSignalKind::RateChange,
+            LogSignalKind::ErrorBurst,
+        ]
     }
 }
