@@ -180,7 +180,7 @@ impl Default for RecordingParams {
             symptom_z: 3.0,
             onset_fraction: 0.3,
             single_point_factor: 0.5,
-            rel_scale_floor: 0.01,
+            rel_scale_floor: 0.001,
             abs_scale_floor: 1e-6,
             resolution_floor: 0.5,
             corr_points: 6,
