@@ -663,20 +663,12 @@ pub fn eval_scenarios(
 pub fn grid() -> Vec<(String, RecordingParams)> {
     let mut out = Vec::new();
     for off in [0.1, 0.4] {
-        for corr in [0.0, 0.3, 0.6] {
-            for prec in [0.0, 0.2, 0.45] {
-                for found in [4.0, 8.0] {
-                    let mut p = RecordingParams {
-                        off_path_factor: off,
-                        corr_weight: corr,
-                        found_z: found,
-                        ..Default::default()
-                    };
+        for corr in [0.0, 0.3] {
+            for prec in [0.0, 0.2] {
+                for sym in [0.0, 1.5, 3.0] {
+                    let mut p = RecordingParams { off_path_factor: off, corr_weight: corr, symptom_z: sym, ..Default::default() };
                     p.rank.w_precedence = prec;
-                    out.push((
-                        format!("off={off} corr={corr} prec={prec} found_z={found}"),
-                        p,
-                    ));
+                    out.push((format!("off={off} corr={corr} prec={prec} symptom_z={sym}"), p));
                 }
             }
         }

@@ -136,8 +136,10 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// `docs/root-cause.md`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordingParams {
-    /// The incident window: this many points from the start.
+    /// The incident window: this many points from the start...
     pub window_steps: usize,
+    /// ...or this many seconds, whichever holds more (finely sampled recordings).
+    pub min_window_secs: i64,
     /// Without a normal recording, the baseline ends this many steps before the start.
     pub lookback_steps: usize,
     /// Fewer normal points than this: the series is reported and skipped.
@@ -173,11 +175,12 @@ impl Default for RecordingParams {
     fn default() -> Self {
         Self {
             window_steps: 4,
+            min_window_secs: 300,
             lookback_steps: 1,
             min_normal_points: 8,
             report_z: 3.0,
             found_z: 5.0,
-            symptom_z: 3.0,
+            symptom_z: 1.5,
             onset_fraction: 0.3,
             single_point_factor: 0.5,
             rel_scale_floor: 0.001,
@@ -379,7 +382,9 @@ fn judge(
     }
     let (med, scale) = robust_scale(&mut base, p);
     let first = pts.partition_point(|(t, _)| *t < start);
-    let window: &[(i64, f64)] = &pts[first..(first + p.window_steps.max(1)).min(pts.len())];
+    let by_time = pts.partition_point(|(t, _)| *t < start.saturating_add(p.min_window_secs.max(0)));
+    let end = (first + p.window_steps.max(1)).max(by_time).min(pts.len());
+    let window: &[(i64, f64)] = &pts[first..end];
     if window.is_empty() {
         return Verdict::NoWindow;
     }
@@ -727,7 +732,9 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
             .any(|(s, _, _)| Some(s.service.as_str()) == symptom),
     ) {
         let z = sym_best.map(|b| b.2.z).unwrap_or(0.0);
-        if !(z >= params.symptom_z) {
+        // Kubernetes events, changes and log signals are evidence of their own: a symptom
+        // whose metrics have not moved yet (a leak before its OOM kill) does not void them.
+        if !(z >= params.symptom_z) && !other {
             not_found = Some(format!(
                 "the symptom {sym} is not abnormal (sustained z {z:.1})"
             ));
