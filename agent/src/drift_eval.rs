@@ -95,19 +95,20 @@ impl QualitySpec {
             Some(v) => serde_json::from_value::<QualityGoal>(v.clone())
                 .map_err(|_| ("goal".to_string(), format!("must be `higher_is_better` or `lower_is_better`, got {v}")))?,
         };
-        let tolerance =
-            match rest.remove("tolerance") {
-                None => 0.05,
-                Some(v) => match v.as_f64() {
-                    Some(t) if t.is_finite() && (0.0..=10.0).contains(&t) => t,
-                    _ => return Err((
+        let tolerance = match rest.remove("tolerance") {
+            None => 0.05,
+            Some(v) => match v.as_f64() {
+                Some(t) if t.is_finite() && (0.0..=10.0).contains(&t) => t,
+                _ => {
+                    return Err((
                         "tolerance".into(),
                         format!(
                             "must be a number between 0 and 10 (a fraction: 0.05 = 5 %), got {v}"
                         ),
-                    )),
-                },
-            };
+                    ))
+                }
+            },
+        };
         let baseline = match rest.remove("baseline") {
             None => None,
             Some(v) => match v.as_f64() {

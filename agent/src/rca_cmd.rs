@@ -814,4 +814,157 @@ mod tests {
         bench(&dir, false, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(String::from_utf8_lossy(&out).contains("metrics-only"));
     }
+
+    fn args(metrics: PathBuf, start: i64) -> RcaArgs {
+        RcaArgs {
+            metrics,
+            start,
+            json: true,
+            ..Default::default()
+        }
+    }
+
+    fn json_of(a: &RcaArgs) -> (serde_json::Value, String) {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        run_args(a, &mut out, &mut err).unwrap_or_else(|e| panic!("{e:#}"));
+        (
+            serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}")),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
+    /// `time,service,metric,value` rows: `svc` values per minute, `jump` added from `at` on.
+    fn long_text(rows: usize, at: usize, jump: f64) -> String {
+        let mut s = String::from("time,service,metric,value\n");
+        for i in 0..rows {
+            let w = ((i * 37) % 11) as f64 / 100.0;
+            let v = if i >= at { 1.0 + jump + w } else { 1.0 + w };
+            s.push_str(&format!("{},kube_state_metrics,cpu,{v}\n", 60 * i));
+            s.push_str(&format!(
+                "{},web,latency,{}\n",
+                60 * i,
+                1.0 + w + if i >= at { jump } else { 0.0 }
+            ));
+        }
+        s
+    }
+
+    #[test]
+    fn long_format_keeps_underscored_service_names() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = write(dir.path(), "long.csv", &long_text(60, 40, 2.0));
+        let (v, err) = json_of(&args(p, 60 * 40));
+        assert_eq!(v["found"], serde_json::Value::Bool(true), "{v}");
+        let names: Vec<&str> = v["ranking"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["service"].as_str())
+            .collect();
+        assert!(names.contains(&"kube_state_metrics"), "{names:?}");
+        assert!(!err.contains("first `_`"), "{err}");
+        assert!(
+            v["services"][0]["findings"][0]["z"].as_f64().unwrap_or(0.0) > 3.0,
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn wide_columns_split_by_separator_or_pattern() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut text = String::from("time,kube_state_metrics.cpu,node_exporter.cpu\n");
+        for i in 0..60 {
+            let w = ((i * 37) % 11) as f64 / 100.0;
+            text.push_str(&format!(
+                "{},{},{}\n",
+                60 * i,
+                1.0 + w + if i >= 40 { 3.0 } else { 0.0 },
+                1.0 + w
+            ));
+        }
+        let p = write(dir.path(), "wide.csv", &text);
+        let mut a = args(p.clone(), 60 * 40);
+        a.separator = Some(".".into());
+        let (v, _) = json_of(&a);
+        assert_eq!(v["ranking"][0]["service"], "kube_state_metrics", "{v}");
+        let mut a = args(p.clone(), 60 * 40);
+        a.pattern = Some(r"^(?P<service>.+)\.(?P<metric>[a-z]+)$".into());
+        let (v, _) = json_of(&a);
+        assert_eq!(v["ranking"][0]["service"], "kube_state_metrics", "{v}");
+        // Without either, the old first-`_` split is used and reported.
+        let (v, err) = json_of(&args(p.clone(), 60 * 40));
+        assert_eq!(v["ranking"][0]["service"], "kube", "{v}");
+        assert!(err.contains("first `_`"), "{err}");
+        let mut a = args(p, 60 * 40);
+        a.pattern = Some("(?P<service>.+)".into());
+        let e = run_args(&a, &mut Vec::new(), &mut Vec::new())
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("named groups"), "{e}");
+    }
+
+    #[test]
+    fn graph_and_metric_kinds_files_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let g = read_graph(&write(
+            dir.path(),
+            "g.csv",
+            "caller,callee\nweb,api\napi,db\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(g.downstream("web").len(), 3);
+        let e = read_graph(&write(dir.path(), "g2.csv", "from,to\na,b\n"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            e.contains("g2.csv:1: expected the header `caller,callee`"),
+            "{e}"
+        );
+        let k = read_metric_kinds(&write(
+            dir.path(),
+            "k.csv",
+            "pattern,kind\nPodWorkload*,traffic\n*SuccessRate*,availability\n*,saturation\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(k.lookup("PodWorkload(Ops)"), Some(MetricClass::Traffic));
+        assert_eq!(
+            k.lookup("PodSuccessRate(%)"),
+            Some(MetricClass::Availability)
+        );
+        assert_eq!(k.lookup("disk"), Some(MetricClass::Resource));
+        let e = read_metric_kinds(&write(dir.path(), "k2.csv", "pattern,kind\ncpu,hot\n"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("k2.csv:2: kind `hot`"), "{e}");
+        let e = read_long(&write(
+            dir.path(),
+            "l.csv",
+            "time,service,metric,value\n60,a,cpu,x\n",
+        ))
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(
+            e.contains("l.csv:2: column `value`: `x` is not a number"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_recording_without_a_fault_finds_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = write(dir.path(), "quiet.csv", &long_text(60, 40, 0.0));
+        let normal = write(dir.path(), "normal.csv", &long_text(60, 100, 0.0));
+        let mut a = args(p, 60 * 40);
+        a.normal = Some(normal);
+        a.symptom = Some("web".into());
+        let (v, _) = json_of(&a);
+        assert_eq!(v["found"], serde_json::Value::Bool(false), "{v}");
+        assert!(v["ranking"].as_array().is_some_and(|r| r.is_empty()), "{v}");
+        assert!(v["not_found_reason"].as_str().is_some(), "{v}");
+    }
 }

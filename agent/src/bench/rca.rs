@@ -666,9 +666,17 @@ pub fn grid() -> Vec<(String, RecordingParams)> {
         for corr in [0.0, 0.3] {
             for prec in [0.0, 0.2] {
                 for sym in [0.0, 1.5, 3.0] {
-                    let mut p = RecordingParams { off_path_factor: off, corr_weight: corr, symptom_z: sym, ..Default::default() };
+                    let mut p = RecordingParams {
+                        off_path_factor: off,
+                        corr_weight: corr,
+                        symptom_z: sym,
+                        ..Default::default()
+                    };
                     p.rank.w_precedence = prec;
-                    out.push((format!("off={off} corr={corr} prec={prec} symptom_z={sym}"), p));
+                    out.push((
+                        format!("off={off} corr={corr} prec={prec} symptom_z={sym}"),
+                        p,
+                    ));
                 }
             }
         }

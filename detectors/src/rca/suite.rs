@@ -219,10 +219,12 @@ impl ScenarioSpec {
                     let (subject, default_object) = match (service, node) {
                         (Some(s), None) => (Subject::workload(None, s), format!("Pod/{s}")),
                         (None, Some(n)) => (Subject::node(n), format!("Node/{n}")),
-                        _ => return Err(format!(
+                        _ => {
+                            return Err(format!(
                             "event {} ({reason}): exactly one of `service` and `node` is needed",
                             i + 1
-                        )),
+                        ))
+                        }
                     };
                     Evidence {
                         id,
