@@ -24,22 +24,14 @@ macro_rules! remediation {
     ($st:expr) => {
         match $st.engine.remediation.clone() {
             Some(r) => r,
-            None => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "playbooks did not load; see the daemon's log",
-                )
-            }
+            None => return error(StatusCode::SERVICE_UNAVAILABLE, "playbooks did not load; see the daemon's log"),
         }
     };
 }
 
 pub async fn list_playbooks(State(st): State<AppState>) -> Response {
     let rem = remediation!(st);
-    let list: Vec<_> = rem
-        .catalog
-        .iter()
-        .map(|e| &e.playbook)
+    let list: Vec<_> = rem.catalog.iter().map(|e| &e.playbook)
         .map(|pb| {
             json!({
                 "name": pb.name, "description": pb.description, "target": pb.target,
@@ -54,8 +46,7 @@ pub async fn list_playbooks(State(st): State<AppState>) -> Response {
 pub async fn get_playbook(State(st): State<AppState>, Path(name): Path<String>) -> Response {
     let rem = remediation!(st);
     match rem.catalog.get(&name) {
-        Some(pb) => Json(json!({"playbook": pb, "guards": rem.runs.defaults.overlay(&pb.guards)}))
-            .into_response(),
+        Some(pb) => Json(json!({"playbook": pb, "guards": rem.runs.defaults.overlay(&pb.guards)})).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no playbook {name:?}")),
     }
 }
@@ -71,28 +62,15 @@ pub struct StartBody {
     dry_run: bool,
 }
 
-pub async fn start_run(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
+pub async fn start_run(State(st): State<AppState>, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
     let rem = remediation!(st);
     let body: StartBody = if body.is_empty() {
-        StartBody {
-            params: BTreeMap::new(),
-            target: None,
-            dry_run: false,
-        }
+        StartBody { params: BTreeMap::new(), target: None, dry_run: false }
     } else {
         let de = &mut serde_json::Deserializer::from_slice(&body);
         match serde_path_to_error::deserialize(de) {
             Ok(b) => b,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid body at `{}`: {}", e.path(), e.inner()),
-                )
-            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid body at `{}`: {}", e.path(), e.inner())),
         }
     };
     let Some(pb) = rem.catalog.get(&name).cloned() else {
@@ -103,28 +81,14 @@ pub async fn start_run(
             Ok(t) => Some(t),
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         },
-        (Some(_), _) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("playbook {name} takes no target"),
-            )
-        }
+        (Some(_), _) => return error(StatusCode::BAD_REQUEST, format!("playbook {name} takes no target")),
         (None, _) => None,
     };
     let req = StartRequest {
         playbook: pb,
-        params: body
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect(),
+        params: body.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
         target,
-        trigger: TriggerInfo {
-            kind: "manual".into(),
-            actor: "api/operator".into(),
-            incident_id: None,
-            detail: json!({}),
-        },
+        trigger: TriggerInfo { kind: "manual".into(), actor: "api/operator".into(), incident_id: None, detail: json!({}) },
         vars: Vars::new(),
         has_data: None,
         dry_run: body.dry_run,
@@ -132,9 +96,7 @@ pub async fn start_run(
     };
     match rem.runs.start(req).await {
         Ok(run) => (StatusCode::CREATED, Json(json!({"run": run}))).into_response(),
-        Err(e @ (warden_playbooks::Error::Param { .. } | warden_playbooks::Error::Invalid(_))) => {
-            error(StatusCode::BAD_REQUEST, e.to_string())
-        }
+        Err(e @ (warden_playbooks::Error::Param { .. } | warden_playbooks::Error::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -147,15 +109,9 @@ pub struct RunsQuery {
     limit: Option<u32>,
 }
 
-pub async fn list_runs(
-    State(st): State<AppState>,
-    q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+pub async fn list_runs(State(st): State<AppState>, q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
     let Ok(Query(q)) = q else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "query parameters: status=<run status>, incident=ID, limit=N",
-        );
+        return error(StatusCode::BAD_REQUEST, "query parameters: status=<run status>, incident=ID, limit=N");
     };
     let status = match q.status.as_deref() {
         None => None,
@@ -164,21 +120,14 @@ pub async fn list_runs(
             None => return error(StatusCode::BAD_REQUEST, format!("unknown run status `{s}`")),
         },
     };
-    match st
-        .engine
-        .store
-        .list_runs(status, q.incident, q.limit.unwrap_or(100))
-    {
+    match st.engine.store.list_runs(status, q.incident, q.limit.unwrap_or(100)) {
         Ok(runs) => Json(json!({"runs": runs})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
 pub async fn get_run(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
-    match (
-        st.engine.store.get_run(id),
-        st.engine.store.audit_for_run(id),
-    ) {
+    match (st.engine.store.get_run(id), st.engine.store.audit_for_run(id)) {
         (Ok(Some(run)), Ok(audit)) => Json(json!({"run": run, "audit": audit})).into_response(),
         (Ok(None), _) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
         (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -207,44 +156,27 @@ async fn decide(st: AppState, id: i64, approve: bool, body: axum::body::Bytes) -
         Some(b) => format!("api/{b}"),
         None => "api/operator".into(),
     };
-    match rem
-        .runs
-        .decide(id, &who, approve, body.comment, Utc::now())
-        .await
-    {
+    match rem.runs.decide(id, &who, approve, body.comment, Utc::now()).await {
         Ok(run) => Json(json!({"run": run})).into_response(),
-        Err(warden_playbooks::Error::Invalid(m)) if m.starts_with("no run") => {
-            error(StatusCode::NOT_FOUND, m)
-        }
+        Err(warden_playbooks::Error::Invalid(m)) if m.starts_with("no run") => error(StatusCode::NOT_FOUND, m),
         Err(warden_playbooks::Error::Invalid(m)) => error(StatusCode::CONFLICT, m),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-pub async fn approve_run(
-    State(st): State<AppState>,
-    Path(id): Path<i64>,
-    body: axum::body::Bytes,
-) -> Response {
+pub async fn approve_run(State(st): State<AppState>, Path(id): Path<i64>, body: axum::body::Bytes) -> Response {
     decide(st, id, true, body).await
 }
 
-pub async fn deny_run(
-    State(st): State<AppState>,
-    Path(id): Path<i64>,
-    body: axum::body::Bytes,
-) -> Response {
+pub async fn deny_run(State(st): State<AppState>, Path(id): Path<i64>, body: axum::body::Bytes) -> Response {
     decide(st, id, false, body).await
 }
 
 pub async fn verify_audit(State(st): State<AppState>) -> Response {
     match st.engine.store.audit_entries() {
         Ok(entries) => match warden_playbooks::audit::verify(&entries) {
-            Ok(s) => {
-                Json(json!({"intact": true, "entries": s.entries, "head": s.head})).into_response()
-            }
-            Err(b) => Json(json!({"intact": false, "broken_at": b.seq, "reason": b.reason}))
-                .into_response(),
+            Ok(s) => Json(json!({"intact": true, "entries": s.entries, "head": s.head})).into_response(),
+            Err(b) => Json(json!({"intact": false, "broken_at": b.seq, "reason": b.reason})).into_response(),
         },
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

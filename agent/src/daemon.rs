@@ -38,9 +38,7 @@ use crate::timeline::Timeline;
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 fn secret(path: &str, s: &SecretRef) -> Result<Secret> {
-    s.resolve()
-        .map(Secret::new)
-        .map_err(|e| anyhow!("{path}: {e}"))
+    s.resolve().map(Secret::new).map_err(|e| anyhow!("{path}: {e}"))
 }
 
 /// Build the outbox channels from the `notify` section.
@@ -51,11 +49,7 @@ pub fn build_channels(cfg: &Config) -> Result<Channels> {
         ch.slack = Some(SlackWebhook::new(url, s.timeout.get()).context("notify.slack")?);
     }
     if let Some(e) = &cfg.notify.email {
-        let password = e
-            .password
-            .as_ref()
-            .map(|p| secret("notify.email.password", p))
-            .transpose()?;
+        let password = e.password.as_ref().map(|p| secret("notify.email.password", p)).transpose()?;
         let smtp = SmtpConfig {
             host: e.host.clone(),
             port: e.port,
@@ -82,35 +76,21 @@ pub fn build_channels(cfg: &Config) -> Result<Channels> {
 fn http_auth(section: &str, auth: Option<&AuthSection>) -> Result<Option<HttpAuth>> {
     let Some(a) = auth else { return Ok(None) };
     Ok(match (&a.bearer, &a.basic) {
-        (Some(b), _) => Some(HttpAuth::Bearer(secret(
-            &format!("{section}.auth.bearer"),
-            b,
-        )?)),
-        (None, Some(b)) => Some(HttpAuth::Basic {
-            username: b.username.clone(),
-            password: secret(&format!("{section}.auth.basic.password"), &b.password)?,
-        }),
+        (Some(b), _) => Some(HttpAuth::Bearer(secret(&format!("{section}.auth.bearer"), b)?)),
+        (None, Some(b)) => Some(HttpAuth::Basic { username: b.username.clone(), password: secret(&format!("{section}.auth.basic.password"), &b.password)? }),
         (None, None) => None,
     })
 }
 
 pub fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
-    let Some(p) = &cfg.prometheus else {
-        return Ok(None);
-    };
+    let Some(p) = &cfg.prometheus else { return Ok(None) };
     let auth = http_auth("prometheus", p.auth.as_ref())?;
-    let url = p
-        .url
-        .parse()
-        .with_context(|| format!("prometheus.url: `{}`", p.url))?;
+    let url = p.url.parse().with_context(|| format!("prometheus.url: `{}`", p.url))?;
     let client = PrometheusClient::new(PrometheusConfig {
         url,
         auth,
         timeout: p.timeout.get(),
-        tls: TlsOptions {
-            ca_file: p.tls.ca_file.clone(),
-            insecure_skip_verify: p.tls.insecure_skip_verify,
-        },
+        tls: TlsOptions { ca_file: p.tls.ca_file.clone(), insecure_skip_verify: p.tls.insecure_skip_verify },
     })
     .context("prometheus")?;
     Ok(Some(client))
@@ -119,24 +99,15 @@ pub fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
 fn build_loki(cfg: &Config) -> Result<Option<LokiLogs>> {
     let Some(l) = &cfg.loki else { return Ok(None) };
     let auth = http_auth("loki", l.auth.as_ref())?;
-    let url = l
-        .url
-        .parse()
-        .with_context(|| format!("loki.url: `{}`", l.url))?;
+    let url = l.url.parse().with_context(|| format!("loki.url: `{}`", l.url))?;
     let mut lc = LokiConfig::new(url);
     lc.auth = auth;
     lc.tenant = l.tenant.clone();
     lc.timeout = l.timeout.get();
-    lc.tls = TlsOptions {
-        ca_file: l.tls.ca_file.clone(),
-        insecure_skip_verify: l.tls.insecure_skip_verify,
-    };
+    lc.tls = TlsOptions { ca_file: l.tls.ca_file.clone(), insecure_skip_verify: l.tls.insecure_skip_verify };
     lc.max_entries = l.max_entries;
     let client = LokiClient::new(lc).context("loki")?;
-    Ok(Some(LokiLogs {
-        client,
-        page_limit: l.page_limit,
-    }))
+    Ok(Some(LokiLogs { client, page_limit: l.page_limit }))
 }
 
 pub async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
@@ -145,16 +116,11 @@ pub async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
 
 /// The Kubernetes connection as the playbooks' cluster and the analysis's evidence source.
 pub async fn build_kube(cfg: &Config) -> Result<Option<Arc<KubeCluster>>> {
-    let Some(k) = &cfg.kubernetes else {
-        return Ok(None);
-    };
+    let Some(k) = &cfg.kubernetes else { return Ok(None) };
     let how = if k.in_cluster {
         KubeConnect::InCluster
     } else {
-        KubeConnect::Kubeconfig {
-            path: k.kubeconfig.clone(),
-            context: k.context.clone(),
-        }
+        KubeConnect::Kubeconfig { path: k.kubeconfig.clone(), context: k.context.clone() }
     };
     let client = KubeClient::connect(&how).await.context("kubernetes")?;
     Ok(Some(Arc::new(KubeCluster { client })))
@@ -180,18 +146,8 @@ impl MetricSource for NoSource {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     warden_connectors::install_crypto_provider();
     let cfg = Arc::new(cfg);
-    let api_token = cfg
-        .server
-        .api_token
-        .as_ref()
-        .map(|t| t.resolve().map_err(|e| anyhow!("server.api_token: {e}")))
-        .transpose()?;
-    let viewer_token = cfg
-        .server
-        .viewer_token
-        .as_ref()
-        .map(|t| t.resolve().map_err(|e| anyhow!("server.viewer_token: {e}")))
-        .transpose()?;
+    let api_token = cfg.server.api_token.as_ref().map(|t| t.resolve().map_err(|e| anyhow!("server.api_token: {e}"))).transpose()?;
+    let viewer_token = cfg.server.viewer_token.as_ref().map(|t| t.resolve().map_err(|e| anyhow!("server.viewer_token: {e}"))).transpose()?;
     if api_token.is_none() && viewer_token.is_none() {
         tracing::warn!("server.api_token is not set: /api/* answers 403");
     }
@@ -204,21 +160,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let evidence = kube.map(|k| k as Arc<dyn ClusterEvidence>);
     let channels = build_channels(&cfg)?;
     let store = Arc::new(
-        Store::open(&cfg.store.sqlite)
-            .with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
+        Store::open(&cfg.store.sqlite).with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
     );
     let metrics = Arc::new(Metrics::new());
 
     let timeline = Timeline::default();
-    let mut engine = Engine::new(
-        cfg.clone(),
-        store.clone(),
-        source,
-        cluster,
-        metrics.clone(),
-        channels.names(),
-        timeline.clone(),
-    );
+    let mut engine = Engine::new(cfg.clone(), store.clone(), source, cluster, metrics.clone(), channels.names(), timeline.clone());
     if let Some(logs) = build_loki(&cfg)? {
         engine = engine.with_logs(Arc::new(logs));
     }
@@ -231,30 +178,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         let token = shutdown.clone();
         tokio::spawn(async move { run_analyses(a, analysis_rx, token).await })
     });
-    let outbox = Outbox::new(
-        store.clone(),
-        channels,
-        Policy::from_config(&cfg.notify),
-        metrics,
-        timeline,
-    );
+    let outbox = Outbox::new(store.clone(), channels, Policy::from_config(&cfg.notify), metrics, timeline);
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("server.listen: binding {}", cfg.server.listen))?;
     tracing::info!(listen = %cfg.server.listen, watches = cfg.watches.len(), "warden started");
-    let app = router(AppState {
-        engine: engine.clone(),
-        api_token: api_token.map(Arc::from),
-        viewer_token: viewer_token.map(Arc::from),
-        ready: ready.clone(),
-    });
+    let app = router(AppState { engine: engine.clone(), api_token: api_token.map(Arc::from), viewer_token: viewer_token.map(Arc::from), ready: ready.clone() });
     let server_token = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(server_token.cancelled_owned())
-            .await
+        axum::serve(listener, app).with_graceful_shutdown(server_token.cancelled_owned()).await
     });
 
     // Runs a crash interrupted are resumed by the first tick: each step's stored plan is
@@ -285,9 +219,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     match tokio::time::timeout(SHUTDOWN_DEADLINE, outbox_task).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "outbox task"),
-        Err(_) => tracing::warn!(
-            "outbox did not finish within the shutdown deadline; undelivered messages stay queued"
-        ),
+        Err(_) => tracing::warn!("outbox did not finish within the shutdown deadline; undelivered messages stay queued"),
     }
     match tokio::time::timeout(SHUTDOWN_DEADLINE, server).await {
         Ok(Ok(Ok(()))) => {}
@@ -303,21 +235,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
 /// watch that overran its interval skips the missed ticks instead of bunching them.
 pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
     // Metric watches first, then log watches, each with its own interval.
-    let mut jobs: Vec<(bool, usize, Duration)> = engine
-        .config
-        .watches
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (false, i, w.interval.get()))
-        .collect();
-    jobs.extend(
-        engine
-            .config
-            .log_watches
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (true, i, w.interval.get())),
-    );
+    let mut jobs: Vec<(bool, usize, Duration)> = engine.config.watches.iter().enumerate().map(|(i, w)| (false, i, w.interval.get())).collect();
+    jobs.extend(engine.config.log_watches.iter().enumerate().map(|(i, w)| (true, i, w.interval.get())));
     if jobs.is_empty() {
         shutdown.cancelled().await;
         return;
@@ -325,9 +244,7 @@ pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
     let start = Instant::now();
     let mut next: Vec<Instant> = vec![start; jobs.len()];
     loop {
-        let Some(earliest) = next.iter().min().copied() else {
-            return;
-        };
+        let Some(earliest) = next.iter().min().copied() else { return };
         tokio::select! {
             _ = tokio::time::sleep_until(earliest) => {}
             _ = shutdown.cancelled() => return,
@@ -336,21 +253,17 @@ pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
         let due: Vec<usize> = (0..next.len()).filter(|i| next[*i] <= now).collect();
         let wall = Utc::now();
         let engine = &engine;
-        futures::future::join_all(due.iter().filter_map(|j| jobs.get(*j)).map(
-            |&(logs, i, _)| async move {
-                if logs {
-                    engine.evaluate_log_watch(i, wall).await
-                } else {
-                    engine.evaluate_watch(i, wall).await
-                }
-            },
-        ))
+        futures::future::join_all(due.iter().filter_map(|j| jobs.get(*j)).map(|&(logs, i, _)| async move {
+            if logs {
+                engine.evaluate_log_watch(i, wall).await
+            } else {
+                engine.evaluate_watch(i, wall).await
+            }
+        }))
         .await;
         let after = Instant::now();
         for j in due {
-            let Some(&(_, _, interval)) = jobs.get(j) else {
-                continue;
-            };
+            let Some(&(_, _, interval)) = jobs.get(j) else { continue };
             next[j] += interval;
             if next[j] <= after {
                 next[j] = after + interval;
@@ -402,10 +315,7 @@ async fn run_outbox(outbox: Outbox, wake: Arc<tokio::sync::Notify>, shutdown: Ca
     loop {
         let pass = outbox.deliver_due(Utc::now()).await;
         let wait = match pass.next_due {
-            Some(t) => (t - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .clamp(Duration::from_millis(50), Duration::from_secs(5)),
+            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(50), Duration::from_secs(5)),
             None => Duration::from_secs(5),
         };
         tokio::select! {

@@ -19,9 +19,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use warden_connectors::prometheus::{RangeResult, Sample, Series};
 use warden_detectors::rca::{ChangeKind, Payload, Subject};
 use warden_playbooks::cluster::{DeploymentInfo, JobCreated, JobPhase, JobStatus};
-use warden_playbooks::{
-    Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef,
-};
+use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
 use crate::analysis::{ClusterEvidence, ClusterFacts, Fact, Summarizer};
 use crate::config;
@@ -61,22 +59,11 @@ impl Load {
     fn parse(text: &str, origin: DateTime<Utc>) -> Result<Self> {
         let mut rps = Vec::new();
         for (i, line) in text.lines().enumerate().skip(1) {
-            let (offset, value) = line
-                .split_once(',')
-                .ok_or_else(|| anyhow!("demo/checkout-load.csv:{}: expected two columns", i + 1))?;
-            let offset: i64 = offset
-                .trim()
-                .parse()
-                .with_context(|| format!("demo/checkout-load.csv:{}: offset", i + 1))?;
-            let value: f64 = value
-                .trim()
-                .parse()
-                .with_context(|| format!("demo/checkout-load.csv:{}: value", i + 1))?;
+            let (offset, value) = line.split_once(',').ok_or_else(|| anyhow!("demo/checkout-load.csv:{}: expected two columns", i + 1))?;
+            let offset: i64 = offset.trim().parse().with_context(|| format!("demo/checkout-load.csv:{}: offset", i + 1))?;
+            let value: f64 = value.trim().parse().with_context(|| format!("demo/checkout-load.csv:{}: value", i + 1))?;
             if offset != rps.len() as i64 * 30 {
-                return Err(anyhow!(
-                    "demo/checkout-load.csv:{}: offsets must step by 30 s",
-                    i + 1
-                ));
+                return Err(anyhow!("demo/checkout-load.csv:{}: offsets must step by 30 s", i + 1));
             }
             rps.push(value);
         }
@@ -107,10 +94,7 @@ pub struct SimCluster {
 impl SimCluster {
     fn new(target: WorkloadRef, origin: DateTime<Utc>) -> Self {
         Self {
-            model_env: Mutex::new(BTreeMap::from([(
-                "MODEL_VERSION".to_string(),
-                "v3.0".to_string(),
-            )])),
+            model_env: Mutex::new(BTreeMap::from([("MODEL_VERSION".to_string(), "v3.0".to_string())])),
             jobs: Mutex::new(BTreeMap::new()),
             now: Mutex::new(origin),
             history: Mutex::new(vec![(origin, START_REPLICAS)]),
@@ -126,17 +110,12 @@ impl SimCluster {
 
     fn desired_at(&self, t: DateTime<Utc>) -> i32 {
         let h = self.history.lock().map(|h| h.clone()).unwrap_or_default();
-        h.iter()
-            .rev()
-            .find(|(at, _)| *at <= t)
-            .map(|(_, r)| *r)
-            .unwrap_or(START_REPLICAS)
+        h.iter().rev().find(|(at, _)| *at <= t).map(|(_, r)| *r).unwrap_or(START_REPLICAS)
     }
 
     /// Ready pods: scaling up takes effect after start-up, scaling down at once.
     fn ready_at(&self, t: DateTime<Utc>) -> i32 {
-        self.desired_at(t)
-            .min(self.desired_at(t - ChronoDuration::seconds(POD_STARTUP)))
+        self.desired_at(t).min(self.desired_at(t - ChronoDuration::seconds(POD_STARTUP)))
     }
 }
 
@@ -149,32 +128,18 @@ const NODES: [&str; 3] = ["worker-1", "worker-2", "worker-3"];
 /// two minutes before the scores shift).
 #[async_trait]
 impl ClusterEvidence for SimCluster {
-    async fn workload_facts(
-        &self,
-        namespace: &str,
-        deployment: &str,
-        since: i64,
-    ) -> Result<ClusterFacts, String> {
+    async fn workload_facts(&self, namespace: &str, deployment: &str, since: i64) -> Result<ClusterFacts, String> {
         let now = self.now.lock().map(|n| *n).unwrap_or_else(|_| Utc::now());
         let subject = Subject::workload(Some(namespace), deployment);
         let mut facts = Vec::new();
         if (namespace, deployment) == (self.target.namespace.as_str(), self.target.name.as_str()) {
             let replicas = self.desired_at(now).max(0) as usize;
             let pods: Vec<String> = PODS.iter().take(replicas).map(|p| p.to_string()).collect();
-            let nodes: Vec<String> = NODES
-                .iter()
-                .take(replicas.min(NODES.len()))
-                .map(|n| n.to_string())
-                .collect();
+            let nodes: Vec<String> = NODES.iter().take(replicas.min(NODES.len())).map(|n| n.to_string()).collect();
             facts.push(Fact {
                 time: since,
                 subject: subject.clone(),
-                payload: Payload::Topology {
-                    nodes,
-                    pods,
-                    services: vec![deployment.to_string()],
-                    depends_on: vec!["payments".into()],
-                },
+                payload: Payload::Topology { nodes, pods, services: vec![deployment.to_string()], depends_on: vec!["payments".into()] },
             });
             let history = self.history.lock().map(|h| h.clone()).unwrap_or_default();
             for pair in history.windows(2) {
@@ -188,32 +153,19 @@ impl ClusterEvidence for SimCluster {
                     subject: subject.clone(),
                     payload: Payload::KubeEvent {
                         reason: "ScalingReplicaSet".into(),
-                        message: format!(
-                            "Scaled {verb} replica set checkout-6f7c9d from {from} to {to}"
-                        ),
+                        message: format!("Scaled {verb} replica set checkout-6f7c9d from {from} to {to}"),
                         count: 1,
                         object: format!("Deployment/{deployment}"),
                     },
                 });
             }
         } else if (namespace, deployment) == MODEL_SERVER {
-            let demo_start = self
-                .history
-                .lock()
-                .ok()
-                .and_then(|h| h.first().map(|(t, _)| *t))
-                .unwrap_or(now)
-                + ChronoDuration::seconds(HISTORY_SECS);
+            let demo_start = self.history.lock().ok().and_then(|h| h.first().map(|(t, _)| *t)).unwrap_or(now) + ChronoDuration::seconds(HISTORY_SECS);
             let changed = demo_start + ChronoDuration::minutes(DRIFT_FROM - 2);
             facts.push(Fact {
                 time: since,
                 subject: subject.clone(),
-                payload: Payload::Topology {
-                    nodes: vec![NODES[1].into()],
-                    pods: vec!["fraud-scorer-5c8b7-kq2vd".into()],
-                    services: vec![deployment.to_string()],
-                    depends_on: vec![],
-                },
+                payload: Payload::Topology { nodes: vec![NODES[1].into()], pods: vec!["fraud-scorer-5c8b7-kq2vd".into()], services: vec![deployment.to_string()], depends_on: vec![] },
             });
             if changed.timestamp() >= since && changed <= now {
                 facts.push(Fact {
@@ -228,15 +180,9 @@ impl ClusterEvidence for SimCluster {
                 });
             }
         } else {
-            return Ok(ClusterFacts {
-                facts,
-                gaps: vec![format!("{namespace}/{deployment} is not simulated")],
-            });
+            return Ok(ClusterFacts { facts, gaps: vec![format!("{namespace}/{deployment} is not simulated")] });
         }
-        Ok(ClusterFacts {
-            facts,
-            gaps: Vec::new(),
-        })
+        Ok(ClusterFacts { facts, gaps: Vec::new() })
     }
 }
 
@@ -244,35 +190,18 @@ impl ClusterEvidence for SimCluster {
 impl Cluster for SimCluster {
     async fn get_replicas(&self, t: &WorkloadRef) -> Result<ReplicaState, ClusterError> {
         if t != &self.target {
-            return Err(ClusterError::new(
-                ClusterErrorKind::NotFound,
-                format!("deployments.apps \"{}\" not found", t.name),
-            ));
+            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
         }
         let now = self.now.lock().map(|n| *n).unwrap_or_else(|_| Utc::now());
-        Ok(ReplicaState {
-            desired: self.desired_at(now),
-            current: self.ready_at(now),
-        })
+        Ok(ReplicaState { desired: self.desired_at(now), current: self.ready_at(now) })
     }
 
-    async fn set_replicas(
-        &self,
-        t: &WorkloadRef,
-        replicas: i32,
-        dry_run: bool,
-    ) -> Result<SetReplicasOutcome, ClusterError> {
+    async fn set_replicas(&self, t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
         if t != &self.target {
-            return Err(ClusterError::new(
-                ClusterErrorKind::NotFound,
-                format!("deployments.apps \"{}\" not found", t.name),
-            ));
+            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
         }
         if replicas < 0 {
-            return Err(ClusterError::new(
-                ClusterErrorKind::Other,
-                "spec.replicas: must be non-negative",
-            ));
+            return Err(ClusterError::new(ClusterErrorKind::Other, "spec.replicas: must be non-negative"));
         }
         let now = self.now.lock().map(|n| *n).unwrap_or_else(|_| Utc::now());
         if !dry_run {
@@ -289,45 +218,23 @@ impl Cluster for SimCluster {
 
     async fn deployment_info(&self, t: &WorkloadRef) -> Result<DeploymentInfo, ClusterError> {
         if t.namespace == MODEL_SERVER.0 && t.name == MODEL_SERVER.1 {
-            return Ok(DeploymentInfo {
-                labels: BTreeMap::from([("app".to_string(), t.name.clone())]),
-                revision: Some(1),
-                replicas: 2,
-            });
+            return Ok(DeploymentInfo { labels: BTreeMap::from([("app".to_string(), t.name.clone())]), revision: Some(1), replicas: 2 });
         }
         let state = self.get_replicas(t).await?;
         let labels = BTreeMap::from([("app".to_string(), t.name.clone())]);
-        Ok(DeploymentInfo {
-            labels,
-            revision: Some(1),
-            replicas: state.desired,
-        })
+        Ok(DeploymentInfo { labels, revision: Some(1), replicas: state.desired })
     }
 
-    async fn create_job(
-        &self,
-        namespace: &str,
-        job: &serde_json::Value,
-        dry_run: bool,
-    ) -> Result<JobCreated, ClusterError> {
-        let name = job["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    async fn create_job(&self, namespace: &str, job: &serde_json::Value, dry_run: bool) -> Result<JobCreated, ClusterError> {
+        let name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
         if name.is_empty() || namespace != MODEL_SERVER.0 {
-            return Err(ClusterError::new(
-                ClusterErrorKind::Other,
-                format!("jobs are simulated in namespace {} only", MODEL_SERVER.0),
-            ));
+            return Err(ClusterError::new(ClusterErrorKind::Other, format!("jobs are simulated in namespace {} only", MODEL_SERVER.0)));
         }
         let created = match self.jobs.lock() {
             Ok(mut jobs) if !dry_run => jobs.insert(name, 0).is_none(),
             _ => true,
         };
-        Ok(JobCreated {
-            created,
-            response: job.clone(),
-        })
+        Ok(JobCreated { created, response: job.clone() })
     }
 
     async fn job_status(&self, _namespace: &str, name: &str) -> Result<JobStatus, ClusterError> {
@@ -337,60 +244,32 @@ impl Cluster for SimCluster {
                     *n += 1;
                     *n
                 }
-                None => {
-                    return Err(ClusterError::new(
-                        ClusterErrorKind::NotFound,
-                        format!("jobs.batch \"{name}\" not found"),
-                    ))
-                }
+                None => return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("jobs.batch \"{name}\" not found"))),
             },
             Err(_) => return Err(ClusterError::new(ClusterErrorKind::Other, "lock")),
         };
         if reads >= 3 {
-            Ok(JobStatus {
-                phase: JobPhase::Succeeded,
-                status: serde_json::json!({"succeeded": 1}),
-            })
+            Ok(JobStatus { phase: JobPhase::Succeeded, status: serde_json::json!({"succeeded": 1}) })
         } else {
-            Ok(JobStatus {
-                phase: JobPhase::Running,
-                status: serde_json::json!({"active": 1}),
-            })
+            Ok(JobStatus { phase: JobPhase::Running, status: serde_json::json!({"active": 1}) })
         }
     }
 
     async fn read_deployment(&self, t: &WorkloadRef) -> Result<serde_json::Value, ClusterError> {
         if t.namespace != MODEL_SERVER.0 || t.name != MODEL_SERVER.1 {
-            return Err(ClusterError::new(
-                ClusterErrorKind::NotFound,
-                format!("deployments.apps \"{}\" not found", t.name),
-            ));
+            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
         }
         let env: Vec<serde_json::Value> = self
             .model_env
             .lock()
-            .map(|e| {
-                e.iter()
-                    .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
-                    .collect()
-            })
+            .map(|e| e.iter().map(|(k, v)| serde_json::json!({"name": k, "value": v})).collect())
             .unwrap_or_default();
-        Ok(
-            serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "fraud-v3", "env": env}]}}}}),
-        )
+        Ok(serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "fraud-v3", "env": env}]}}}}))
     }
 
-    async fn patch_deployment(
-        &self,
-        t: &WorkloadRef,
-        patch: &serde_json::Value,
-        dry_run: bool,
-    ) -> Result<serde_json::Value, ClusterError> {
+    async fn patch_deployment(&self, t: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
         self.read_deployment(t).await?;
-        let containers = patch["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let containers = patch["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
         if !dry_run {
             if let Ok(mut env) = self.model_env.lock() {
                 for c in containers {
@@ -415,14 +294,7 @@ struct SimPrometheus {
 }
 
 /// Names of checkout's pods, in the order the Deployment scales them up.
-const PODS: [&str; 6] = [
-    "checkout-6f7c9d-b7xkq",
-    "checkout-6f7c9d-m2d9p",
-    "checkout-6f7c9d-r4tzw",
-    "checkout-6f7c9d-h8vns",
-    "checkout-6f7c9d-c3lfy",
-    "checkout-6f7c9d-w9qjd",
-];
+const PODS: [&str; 6] = ["checkout-6f7c9d-b7xkq", "checkout-6f7c9d-m2d9p", "checkout-6f7c9d-r4tzw", "checkout-6f7c9d-h8vns", "checkout-6f7c9d-c3lfy", "checkout-6f7c9d-w9qjd"];
 /// Scenario faults, in minutes after the demo's start.
 const SLOW_POD: (i64, i64) = (60, 80); // checkout-6f7c9d-m2d9p on a noisy node
 const DISK_FILL_FROM: i64 = 45; // debug logging left on in orders-db
@@ -437,9 +309,7 @@ const SCORES_PER_SECOND: f64 = 20.0;
 
 /// Deterministic noise in [-0.5, 0.5) for a time and a stream.
 fn jitter(t: DateTime<Utc>, stream: u64) -> f64 {
-    let h = (t.timestamp() as u64 ^ stream.wrapping_mul(0xA24B_AED4_963E_E407))
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .rotate_left(17);
+    let h = (t.timestamp() as u64 ^ stream.wrapping_mul(0xA24B_AED4_963E_E407)).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
     (h % 10_000) as f64 / 10_000.0 - 0.5
 }
 
@@ -457,11 +327,7 @@ impl SimPrometheus {
 
     fn pod_latency(&self, t: DateTime<Utc>, pod: usize) -> Option<f64> {
         let slow = pod == 1 && (SLOW_POD.0..SLOW_POD.1).contains(&self.minutes(t));
-        Some(
-            self.latency(t)?
-                * (1.0 + jitter(t, 10 + pod as u64) * 0.10)
-                * if slow { 2.5 } else { 1.0 },
-        )
+        Some(self.latency(t)? * (1.0 + jitter(t, 10 + pod as u64) * 0.10) * if slow { 2.5 } else { 1.0 })
     }
 
     fn disk_used(&self, t: DateTime<Utc>) -> f64 {
@@ -492,31 +358,16 @@ impl SimPrometheus {
         let before = (t.min(shift) - origin).num_seconds().max(0) as f64;
         let after = (t - shift).num_seconds().max(0) as f64;
         let share = |s: &[f64; 6]| s.iter().take(b + 1).sum::<f64>();
-        (SCORES_PER_SECOND * (before * share(&SCORE_SHARE) + after * share(&SCORE_SHARE_DRIFTED)))
-            .round()
+        (SCORES_PER_SECOND * (before * share(&SCORE_SHARE) + after * share(&SCORE_SHARE_DRIFTED))).round()
     }
 
     /// The series a query asks for, keyed by the metric name in it.
     fn series(&self, query: &str, times: &[DateTime<Utc>]) -> Vec<Series> {
-        let labels = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>()
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let one = |labels: BTreeMap<String, String>, f: &dyn Fn(DateTime<Utc>) -> Option<f64>| Series {
+            labels,
+            points: times.iter().filter_map(|t| f(*t).map(|v| Sample { timestamp_ms: t.timestamp_millis(), value: v })).collect(),
         };
-        let one =
-            |labels: BTreeMap<String, String>, f: &dyn Fn(DateTime<Utc>) -> Option<f64>| Series {
-                labels,
-                points: times
-                    .iter()
-                    .filter_map(|t| {
-                        f(*t).map(|v| Sample {
-                            timestamp_ms: t.timestamp_millis(),
-                            value: v,
-                        })
-                    })
-                    .collect(),
-            };
         let checkout = [("namespace", "shop"), ("deployment", "checkout")];
         let payments = [("namespace", "shop"), ("deployment", "payments")];
         if query.contains("fraud_model_candidate_auc") {
@@ -526,36 +377,19 @@ impl SimPrometheus {
             // A verification condition: no serving errors, so it holds.
             return vec![one(labels(&[("model", "fraud-v3")]), &|_| Some(1.0))];
         }
-        if let Some(threshold) = query
-            .split("< bool")
-            .nth(1)
-            .and_then(|x| x.trim().parse::<f64>().ok())
-        {
+        if let Some(threshold) = query.split("< bool").nth(1).and_then(|x| x.trim().parse::<f64>().ok()) {
             // `<latency> < bool X`: 1 while p95 is under X.
-            return vec![one(labels(&checkout), &|t| {
-                self.latency(t)
-                    .map(|v| if v < threshold { 1.0 } else { 0.0 })
-            })];
+            return vec![one(labels(&checkout), &|t| self.latency(t).map(|v| if v < threshold { 1.0 } else { 0.0 }))];
         }
         if query.contains("fraud_model_score_bucket") {
             return SCORE_LE
                 .iter()
                 .enumerate()
-                .map(|(b, le)| {
-                    one(labels(&[("model", "fraud-v3"), ("le", le)]), &|t| {
-                        Some(self.score_count(t, b))
-                    })
-                })
+                .map(|(b, le)| one(labels(&[("model", "fraud-v3"), ("le", le)]), &|t| Some(self.score_count(t, b))))
                 .collect();
         }
         if query.contains("kubelet_volume_stats") {
-            return vec![one(
-                labels(&[
-                    ("namespace", "shop"),
-                    ("persistentvolumeclaim", "orders-db-data"),
-                ]),
-                &|t| Some(self.disk_used(t)),
-            )];
+            return vec![one(labels(&[("namespace", "shop"), ("persistentvolumeclaim", "orders-db-data")]), &|t| Some(self.disk_used(t)))];
         }
         if query.contains("container_cpu_usage_seconds_total") {
             return vec![one(labels(&payments), &|t| Some(self.payments_cpu(t)))];
@@ -573,11 +407,7 @@ impl SimPrometheus {
                 .map(|(i, pod)| {
                     let mut l = labels(&checkout);
                     l.insert("pod".into(), pod.to_string());
-                    one(l, &|t| {
-                        (self.cluster.ready_at(t) > i as i32)
-                            .then(|| self.pod_latency(t, i))
-                            .flatten()
-                    })
+                    one(l, &|t| (self.cluster.ready_at(t) > i as i32).then(|| self.pod_latency(t, i)).flatten())
                 })
                 .filter(|s| !s.points.is_empty())
                 .collect();
@@ -588,13 +418,7 @@ impl SimPrometheus {
 
 #[async_trait]
 impl MetricSource for SimPrometheus {
-    async fn query_range(
-        &self,
-        q: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        step: Duration,
-    ) -> Result<RangeResult, String> {
+    async fn query_range(&self, q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<RangeResult, String> {
         let since = (end - self.demo_start).num_seconds();
         if (OUTAGE.0..OUTAGE.1).contains(&since) {
             return Err("error sending request for url (http://prometheus.demo.invalid:9090/api/v1/query_range): connection refused (simulated outage)".into());
@@ -606,10 +430,7 @@ impl MetricSource for SimPrometheus {
             times.push(t);
             t += step;
         }
-        Ok(RangeResult {
-            series: self.series(q, &times),
-            warnings: vec![],
-        })
+        Ok(RangeResult { series: self.series(q, &times), warnings: vec![] })
     }
 }
 
@@ -637,8 +458,7 @@ fn hhmm(t: DateTime<Utc>) -> String {
 }
 
 fn fmt(v: Option<f64>) -> String {
-    v.map(|x| format!("{:.0} ms", x * 1000.0))
-        .unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{:.0} ms", x * 1000.0)).unwrap_or_else(|| "-".into())
 }
 
 struct Printer<W: Write> {
@@ -661,15 +481,7 @@ impl<W: Write> Printer<W> {
 
     fn event(&mut self, ev: TimelineEvent, replicas: i32) -> std::io::Result<()> {
         match ev {
-            TimelineEvent::Evaluated {
-                at,
-                watch,
-                target,
-                value,
-                expected,
-                state,
-                note,
-            } => {
+            TimelineEvent::Evaluated { at, watch, target, value, expected, state, note } => {
                 self.no_data.remove(&watch);
                 if watch != self.main_watch {
                     // The other watches: only when a series turns anomalous and when it
@@ -684,16 +496,10 @@ impl<W: Write> Printer<W> {
                     return Ok(());
                 }
                 let interesting = state != "normal" || self.all;
-                let periodic = self
-                    .last_ok_print
-                    .is_none_or(|t| at - t >= ChronoDuration::minutes(10));
+                let periodic = self.last_ok_print.is_none_or(|t| at - t >= ChronoDuration::minutes(10));
                 if interesting || periodic {
                     self.last_ok_print = Some(at);
-                    let text = format!(
-                        "{target} p95 {} (expected {}), {replicas} replicas: {state}",
-                        fmt(Some(value)),
-                        fmt(expected)
-                    );
+                    let text = format!("{target} p95 {} (expected {}), {replicas} replicas: {state}", fmt(Some(value)), fmt(expected));
                     self.line(at, "evaluate", &text)?;
                 }
                 Ok(())
@@ -703,21 +509,11 @@ impl<W: Write> Printer<W> {
                     return Ok(());
                 }
                 self.no_data.insert(watch.clone(), reason.clone());
-                self.line(
-                    at,
-                    "no data",
-                    &format!("{watch}: {reason}; nothing opened, resolved or acted on"),
-                )
+                self.line(at, "no data", &format!("{watch}: {reason}; nothing opened, resolved or acted on"))
             }
-            TimelineEvent::IncidentOpened {
-                at,
-                incident_id,
-                title,
-            } => self.line(at, "INCIDENT", &format!("#{incident_id} opened: {title}")),
+            TimelineEvent::IncidentOpened { at, incident_id, title } => self.line(at, "INCIDENT", &format!("#{incident_id} opened: {title}")),
             TimelineEvent::IncidentUpdated { .. } => Ok(()),
-            TimelineEvent::Run {
-                at, text, status, ..
-            } => {
+            TimelineEvent::Run { at, text, status, .. } => {
                 let what = match status.as_str() {
                     "succeeded" => "ACTION",
                     "awaiting_approval" => "APPROVAL",
@@ -727,46 +523,17 @@ impl<W: Write> Printer<W> {
                 };
                 self.line(at, what, &text)
             }
-            TimelineEvent::Analysed {
-                at,
-                incident_id,
-                top,
-                summary,
-            } => {
-                self.line(
-                    at,
-                    "CAUSE",
-                    &format!("#{incident_id}: probable cause {top}"),
-                )?;
+            TimelineEvent::Analysed { at, incident_id, top, summary } => {
+                self.line(at, "CAUSE", &format!("#{incident_id}: probable cause {top}"))?;
                 for chunk in wrap(&summary, 92) {
                     writeln!(self.out, "{:>22}{chunk}", "")?;
                 }
                 Ok(())
             }
-            TimelineEvent::IncidentResolved {
-                at,
-                incident_id,
-                title,
-            } => self.line(at, "RESOLVED", &format!("#{incident_id}: {title}")),
-            TimelineEvent::NotificationDelivered {
-                at,
-                channel,
-                subject,
-                ..
-            } => self.line(at, "notify", &format!("{channel}: {subject}")),
-            TimelineEvent::NotificationFailed {
-                at, channel, error, ..
-            } => self.line(
-                at,
-                "notify",
-                &format!("{channel} failed, will retry: {error}"),
-            ),
-            TimelineEvent::NotificationDeadLettered {
-                at,
-                channel,
-                reason,
-                ..
-            } => self.line(at, "notify", &format!("{channel} dead-lettered: {reason}")),
+            TimelineEvent::IncidentResolved { at, incident_id, title } => self.line(at, "RESOLVED", &format!("#{incident_id}: {title}")),
+            TimelineEvent::NotificationDelivered { at, channel, subject, .. } => self.line(at, "notify", &format!("{channel}: {subject}")),
+            TimelineEvent::NotificationFailed { at, channel, error, .. } => self.line(at, "notify", &format!("{channel} failed, will retry: {error}")),
+            TimelineEvent::NotificationDeadLettered { at, channel, reason, .. } => self.line(at, "notify", &format!("{channel} dead-lettered: {reason}")),
         }
     }
 }
@@ -776,20 +543,17 @@ impl<W: Write> Printer<W> {
 pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) -> Result<()> {
     let wall = std::time::Instant::now();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let mut cfg = config::parse_str(SCENARIO_YAML, Path::new("agent/demo/demo.yaml"))
-        .map_err(|e| anyhow!("{e}"))?;
+    let mut cfg = config::parse_str(SCENARIO_YAML, Path::new("agent/demo/demo.yaml")).map_err(|e| anyhow!("{e}"))?;
     let db = out_dir.join("warden.db");
     for suffix in ["", "-wal", "-shm"] {
         let p = PathBuf::from(format!("{}{suffix}", db.display()));
         if p.exists() {
-            std::fs::remove_file(&p)
-                .with_context(|| format!("removing the previous demo's {}", p.display()))?;
+            std::fs::remove_file(&p).with_context(|| format!("removing the previous demo's {}", p.display()))?;
         }
     }
     let notifications = out_dir.join("notifications.jsonl");
     if notifications.exists() {
-        std::fs::remove_file(&notifications)
-            .with_context(|| format!("removing {}", notifications.display()))?;
+        std::fs::remove_file(&notifications).with_context(|| format!("removing {}", notifications.display()))?;
     }
     cfg.store.sqlite = db.clone();
     if let Some(f) = cfg.notify.file.as_mut() {
@@ -800,19 +564,12 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
     let origin = demo_start - ChronoDuration::seconds(HISTORY_SECS);
     let target = WorkloadRef::new("shop", "checkout");
     let cluster = Arc::new(SimCluster::new(target.clone(), origin));
-    let source = Arc::new(SimPrometheus {
-        load: Load::parse(LOAD_CSV, origin)?,
-        cluster: cluster.clone(),
-        demo_start,
-    });
+    let source = Arc::new(SimPrometheus { load: Load::parse(LOAD_CSV, origin)?, cluster: cluster.clone(), demo_start });
 
     let cfg = Arc::new(cfg);
     let store = Arc::new(Store::open(&db)?);
     let metrics = Arc::new(Metrics::new());
-    let channels = Channels {
-        file: Some(notifications.clone()),
-        ..Default::default()
-    };
+    let channels = Channels { file: Some(notifications.clone()), ..Default::default() };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let timeline = Timeline::new(tx);
     let summarizer = match model {
@@ -831,79 +588,24 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         None => Summarizer::template_only("no model given (warden demo --model FILE.gguf)"),
     };
     // Analyses run inline, on the simulated clock.
-    let engine = Engine::new(
-        cfg.clone(),
-        store.clone(),
-        source,
-        Some(cluster.clone() as Arc<dyn Cluster>),
-        metrics.clone(),
-        channels.names(),
-        timeline.clone(),
-    )
-    .with_analysis(
-        Some(cluster.clone() as Arc<dyn ClusterEvidence>),
-        Arc::new(summarizer),
-        None,
-    );
-    let outbox = Outbox::new(
-        store.clone(),
-        channels,
-        crate::notify::Policy::from_config(&cfg.notify),
-        metrics,
-        timeline,
-    );
+    let engine = Engine::new(cfg.clone(), store.clone(), source, Some(cluster.clone() as Arc<dyn Cluster>), metrics.clone(), channels.names(), timeline.clone())
+        .with_analysis(Some(cluster.clone() as Arc<dyn ClusterEvidence>), Arc::new(summarizer), None);
+    let outbox = Outbox::new(store.clone(), channels, crate::notify::Policy::from_config(&cfg.notify), metrics, timeline);
 
     let stdout = std::io::stdout();
     let w = &cfg.watches[0];
-    let mut p = Printer {
-        out: stdout.lock(),
-        all: all_evaluations,
-        last_ok_print: None,
-        main_watch: w.name.clone(),
-        states: BTreeMap::new(),
-        no_data: BTreeMap::new(),
-    };
-    writeln!(
-        p.out,
-        "warden demo: {} watches; `{}` on shop/checkout ({} replicas, max {}) may scale it",
-        cfg.watches.len(),
-        w.name,
-        START_REPLICAS,
-        w.action
-            .as_ref()
-            .and_then(|a| a.scale.as_ref())
-            .and_then(|s| s.max_replicas)
-            .unwrap_or(cfg.actions.scale.max_replicas)
-    )?;
+    let mut p = Printer { out: stdout.lock(), all: all_evaluations, last_ok_print: None, main_watch: w.name.clone(), states: BTreeMap::new(), no_data: BTreeMap::new() };
+    writeln!(p.out, "warden demo: {} watches; `{}` on shop/checkout ({} replicas, max {}) may scale it", cfg.watches.len(), w.name, START_REPLICAS, w.action.as_ref().and_then(|a| a.scale.as_ref()).and_then(|s| s.max_replicas).unwrap_or(cfg.actions.scale.max_replicas))?;
     for w in &cfg.watches {
-        writeln!(
-            p.out,
-            "  {:<26} {:<18} every {}",
-            w.name, w.detector.kind, w.interval
-        )?;
+        writeln!(p.out, "  {:<26} {:<18} every {}", w.name, w.detector.kind, w.interval)?;
     }
     writeln!(p.out, "scenario (simulated time):")?;
-    writeln!(
-        p.out,
-        "  09:20  a load surge on checkout pushes p95 latency up"
-    )?;
-    writeln!(
-        p.out,
-        "  09:45  debug logging left on starts filling the orders-db volume"
-    )?;
-    writeln!(
-        p.out,
-        "  10:00  one checkout pod lands on a noisy node and slows down (until 10:20)"
-    )?;
+    writeln!(p.out, "  09:20  a load surge on checkout pushes p95 latency up")?;
+    writeln!(p.out, "  09:45  debug logging left on starts filling the orders-db volume")?;
+    writeln!(p.out, "  10:00  one checkout pod lands on a noisy node and slows down (until 10:20)")?;
     writeln!(p.out, "  10:15  Prometheus is unreachable for a minute")?;
-    writeln!(
-        p.out,
-        "  10:35  payments spins in a retry loop: CPU up, traffic unchanged (until 10:55)"
-    )?;
-    writeln!(
-        p.out,
-        "  10:40  a broken feature pipeline shifts the fraud model's scores\n"
-    )?;
+    writeln!(p.out, "  10:35  payments spins in a retry loop: CPU up, traffic unchanged (until 10:55)")?;
+    writeln!(p.out, "  10:40  a broken feature pipeline shifts the fraud model's scores\n")?;
 
     let tick = ChronoDuration::seconds(30);
     let mut t = demo_start;
@@ -918,35 +620,17 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
                 writeln!(p.out, "runs: {e}")?;
             }
             // The on-call engineer approves a waiting run two minutes after it asked.
-            for run in store.list_runs(
-                Some(warden_playbooks::run::RunStatus::AwaitingApproval),
-                None,
-                10,
-            )? {
+            for run in store.list_runs(Some(warden_playbooks::run::RunStatus::AwaitingApproval), None, 10)? {
                 if t - run.created_at >= ChronoDuration::minutes(2) {
-                    writeln!(
-                        p.out,
-                        "{}  {:<10} run {} approved by user/oncall (`warden approve {}`)",
-                        hhmm(t),
-                        "approve",
-                        run.id,
-                        run.id
-                    )?;
-                    if let Err(e) = rem
-                        .runs
-                        .decide(run.id, "user/oncall", true, Some("demo".into()), t)
-                        .await
-                    {
+                    writeln!(p.out, "{}  {:<10} run {} approved by user/oncall (`warden approve {}`)", hhmm(t), "approve", run.id, run.id)?;
+                    if let Err(e) = rem.runs.decide(run.id, "user/oncall", true, Some("demo".into()), t).await {
                         writeln!(p.out, "runs: {e}")?;
                     }
                 }
             }
         }
         if t > end {
-            let active = store
-                .list_runs(None, None, 50)?
-                .iter()
-                .any(|r| !r.status.is_terminal());
+            let active = store.list_runs(None, None, 50)?.iter().any(|r| !r.status.is_terminal());
             // What the finishing runs notify is delivered too.
             outbox.deliver_due(t).await;
             while let Ok(ev) = rx.try_recv() {
@@ -981,28 +665,12 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         incidents.len(),
         incidents.iter().filter(|i| i.status == "resolved").count(),
         incidents.iter().filter(|i| i.status != "resolved").count(),
-        crate::remediation::actions_view(&runs)
-            .iter()
-            .filter(|a| a["status"] == "succeeded")
-            .count(),
-        std::fs::read_to_string(&notifications)
-            .map(|s| s.lines().count())
-            .unwrap_or(0),
+        crate::remediation::actions_view(&runs).iter().filter(|a| a["status"] == "succeeded").count(),
+        std::fs::read_to_string(&notifications).map(|s| s.lines().count()).unwrap_or(0),
         notifications.display()
     )?;
-    writeln!(
-        p.out,
-        "store: {} (try: warden incidents list --db {} and warden incidents show ID --db {})",
-        db.display(),
-        db.display(),
-        db.display()
-    )?;
-    writeln!(
-        p.out,
-        "simulated {} of operation in {:.1} s",
-        humantime::format_duration(Duration::from_secs(DEMO_SECS as u64)),
-        wall.elapsed().as_secs_f64()
-    )?;
+    writeln!(p.out, "store: {} (try: warden incidents list --db {} and warden incidents show ID --db {})", db.display(), db.display(), db.display())?;
+    writeln!(p.out, "simulated {} of operation in {:.1} s", humantime::format_duration(Duration::from_secs(DEMO_SECS as u64)), wall.elapsed().as_secs_f64())?;
     Ok(())
 }
 
@@ -1014,10 +682,7 @@ mod tests {
     fn scenario_files_parse() {
         let origin = start_time();
         let load = Load::parse(LOAD_CSV, origin).expect("load csv");
-        assert_eq!(
-            load.rps.len(),
-            ((HISTORY_SECS + DEMO_SECS) / 30 + 1) as usize
-        );
+        assert_eq!(load.rps.len(), ((HISTORY_SECS + DEMO_SECS) / 30 + 1) as usize);
         config::parse_str(SCENARIO_YAML, Path::new("demo.yaml")).expect("demo config is valid");
     }
 
@@ -1026,19 +691,12 @@ mod tests {
         let t0 = start_time();
         let c = SimCluster::new(WorkloadRef::new("shop", "checkout"), t0);
         c.set_now(t0 + ChronoDuration::seconds(100));
-        c.set_replicas(&WorkloadRef::new("shop", "checkout"), 5, false)
-            .await
-            .expect("scale");
+        c.set_replicas(&WorkloadRef::new("shop", "checkout"), 5, false).await.expect("scale");
         assert_eq!(c.ready_at(t0 + ChronoDuration::seconds(120)), 3);
         assert_eq!(c.ready_at(t0 + ChronoDuration::seconds(160)), 5);
-        c.set_replicas(&WorkloadRef::new("shop", "checkout"), 9, true)
-            .await
-            .expect("dry run");
+        c.set_replicas(&WorkloadRef::new("shop", "checkout"), 9, true).await.expect("dry run");
         assert_eq!(c.desired_at(t0 + ChronoDuration::seconds(300)), 5);
-        assert!(c
-            .get_replicas(&WorkloadRef::new("shop", "other"))
-            .await
-            .is_err());
+        assert!(c.get_replicas(&WorkloadRef::new("shop", "other")).await.is_err());
     }
 
     #[tokio::test]
@@ -1047,12 +705,7 @@ mod tests {
         run(dir.path(), false, None).await.expect("demo runs");
         let store = Store::open(&dir.path().join("warden.db")).expect("store");
         let incidents = store.list_incidents(None, 20).expect("incidents");
-        let by_watch = |w: &str| {
-            incidents
-                .iter()
-                .filter(|i| i.watch == w)
-                .collect::<Vec<_>>()
-        };
+        let by_watch = |w: &str| incidents.iter().filter(|i| i.watch == w).collect::<Vec<_>>();
 
         // The latency incident: opened, acted on, resolved.
         let latency = by_watch("checkout-p95-latency");
@@ -1069,30 +722,12 @@ mod tests {
         // The built-in playbooks ran: scale-up with its verification, and the retraining on
         // drift after the (simulated) approval: Job, quality check, promotion, serving check.
         use warden_playbooks::run::{RunStatus, StepStatus};
-        let scale_up = runs
-            .iter()
-            .find(|r| r.playbook == "scale-up-on-saturation")
-            .expect("a scale-up run");
+        let scale_up = runs.iter().find(|r| r.playbook == "scale-up-on-saturation").expect("a scale-up run");
         assert_eq!(scale_up.status, RunStatus::Succeeded, "{scale_up:?}");
-        assert!(
-            scale_up
-                .steps
-                .iter()
-                .all(|st| st.status == StepStatus::Done),
-            "{scale_up:?}"
-        );
-        let retrain = runs
-            .iter()
-            .find(|r| r.playbook == "retrain-on-drift")
-            .expect("a retraining run");
+        assert!(scale_up.steps.iter().all(|st| st.status == StepStatus::Done), "{scale_up:?}");
+        let retrain = runs.iter().find(|r| r.playbook == "retrain-on-drift").expect("a retraining run");
         assert_eq!(retrain.status, RunStatus::Succeeded, "{retrain:?}");
-        assert_eq!(
-            retrain
-                .approval
-                .as_ref()
-                .and_then(|a| a.decided_by.as_deref()),
-            Some("user/oncall")
-        );
+        assert_eq!(retrain.approval.as_ref().and_then(|a| a.decided_by.as_deref()), Some("user/oncall"));
         let actions: Vec<&str> = retrain.steps.iter().map(|st| st.action.as_str()).collect();
         assert_eq!(actions, ["run_job", "verify", "patch", "verify"]);
         let entries = store.audit_entries().expect("audit");
@@ -1106,54 +741,27 @@ mod tests {
         assert_eq!(pods[0].labels.get("pod").map(String::as_str), Some(PODS[1]));
         assert_eq!(pods[0].status, "resolved");
         let at = |m: i64| start_time() + ChronoDuration::minutes(m);
-        assert!(
-            pods[0].opened_at >= at(SLOW_POD.0) && pods[0].opened_at <= at(SLOW_POD.0 + 5),
-            "{:?}",
-            pods[0].opened_at
-        );
+        assert!(pods[0].opened_at >= at(SLOW_POD.0) && pods[0].opened_at <= at(SLOW_POD.0 + 5), "{:?}", pods[0].opened_at);
 
         let disk = by_watch("orders-db-volume-full");
         assert_eq!(disk.len(), 1, "{disk:?}");
-        assert!(
-            disk[0].opened_at >= at(DISK_FILL_FROM) && disk[0].opened_at <= at(DISK_FILL_FROM + 20),
-            "{:?}",
-            disk[0].opened_at
-        );
+        assert!(disk[0].opened_at >= at(DISK_FILL_FROM) && disk[0].opened_at <= at(DISK_FILL_FROM + 20), "{:?}", disk[0].opened_at);
 
         let cpu = by_watch("payments-cpu-vs-traffic");
         assert_eq!(cpu.len(), 1, "{cpu:?}");
-        assert!(
-            cpu[0].opened_at >= at(CPU_RUNAWAY.0) && cpu[0].opened_at <= at(CPU_RUNAWAY.0 + 2),
-            "{:?}",
-            cpu[0].opened_at
-        );
-        let resolved = cpu[0]
-            .resolved_at
-            .expect("the CPU incident resolves after the loop stops");
-        assert!(
-            resolved >= at(CPU_RUNAWAY.1),
-            "resolved at {resolved} while the fault was still on"
-        );
+        assert!(cpu[0].opened_at >= at(CPU_RUNAWAY.0) && cpu[0].opened_at <= at(CPU_RUNAWAY.0 + 2), "{:?}", cpu[0].opened_at);
+        let resolved = cpu[0].resolved_at.expect("the CPU incident resolves after the loop stops");
+        assert!(resolved >= at(CPU_RUNAWAY.1), "resolved at {resolved} while the fault was still on");
 
         let drift = by_watch("fraud-model-score-drift");
         assert_eq!(drift.len(), 1, "{drift:?}");
-        assert!(
-            drift[0].opened_at >= at(DRIFT_FROM) && drift[0].opened_at <= at(DRIFT_FROM + 15),
-            "{:?}",
-            drift[0].opened_at
-        );
+        assert!(drift[0].opened_at >= at(DRIFT_FROM) && drift[0].opened_at <= at(DRIFT_FROM + 15), "{:?}", drift[0].opened_at);
         assert_eq!(incidents.len(), 5, "{incidents:?}");
 
-        let lines =
-            std::fs::read_to_string(dir.path().join("notifications.jsonl")).expect("notifications");
+        let lines = std::fs::read_to_string(dir.path().join("notifications.jsonl")).expect("notifications");
         let events: Vec<String> = lines
             .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).expect("json line")["event"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")["event"].as_str().unwrap_or("").to_string())
             .collect();
         assert_eq!(events.first().map(String::as_str), Some("opened"));
         assert!(events.iter().any(|e| e == "action"));
@@ -1163,51 +771,19 @@ mod tests {
         // sent as an `analysis` notification.
         assert_eq!(events.iter().filter(|e| *e == "analysis").count(), 5);
         let top = |i: &crate::store::Incident| {
-            let a = store
-                .get_analysis(i.id)
-                .expect("read")
-                .unwrap_or_else(|| panic!("incident {} not analysed", i.id));
+            let a = store.get_analysis(i.id).expect("read").unwrap_or_else(|| panic!("incident {} not analysed", i.id));
             let report = warden_models::grounding::check(&a.summary.text, &a.evidence);
             assert!(report.passed, "{report:?}");
-            let c = a
-                .ranking
-                .candidates
-                .first()
-                .cloned()
-                .unwrap_or_else(|| panic!("nothing ranked for {}", i.id));
+            let c = a.ranking.candidates.first().cloned().unwrap_or_else(|| panic!("nothing ranked for {}", i.id));
             (c.subject.display(), c.cause)
         };
         use warden_detectors::rca::CauseKind;
-        assert_eq!(
-            top(latency[0]),
-            ("shop/checkout".to_string(), CauseKind::Workload)
-        );
-        assert_eq!(
-            top(cpu[0]),
-            ("shop/payments".to_string(), CauseKind::Workload)
-        );
-        assert_eq!(
-            top(pods[0]),
-            ("shop/checkout".to_string(), CauseKind::Workload)
-        );
+        assert_eq!(top(latency[0]), ("shop/checkout".to_string(), CauseKind::Workload));
+        assert_eq!(top(cpu[0]), ("shop/payments".to_string(), CauseKind::Workload));
+        assert_eq!(top(pods[0]), ("shop/checkout".to_string(), CauseKind::Workload));
         // The drift follows the feature pipeline's ConfigMap change by ten minutes.
-        assert_eq!(
-            top(drift[0]),
-            ("ml/fraud-scorer".to_string(), CauseKind::Change)
-        );
-        let a = store
-            .get_analysis(drift[0].id)
-            .expect("read")
-            .expect("analysis");
-        assert!(
-            a.evidence.iter().any(|e| matches!(
-                &e.payload,
-                Payload::Change {
-                    change: ChangeKind::Config,
-                    ..
-                }
-            )),
-            "{a:?}"
-        );
+        assert_eq!(top(drift[0]), ("ml/fraud-scorer".to_string(), CauseKind::Change));
+        let a = store.get_analysis(drift[0].id).expect("read").expect("analysis");
+        assert!(a.evidence.iter().any(|e| matches!(&e.payload, Payload::Change { change: ChangeKind::Config, .. })), "{a:?}");
     }
 }

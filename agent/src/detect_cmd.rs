@@ -29,9 +29,7 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
             return Ok((secs * 1000.0).round() as i64);
         }
     }
-    Err(format!(
-        "`{t}` is not a timestamp (RFC 3339, `YYYY-MM-DD HH:MM:SS` or Unix seconds)"
-    ))
+    Err(format!("`{t}` is not a timestamp (RFC 3339, `YYYY-MM-DD HH:MM:SS` or Unix seconds)"))
 }
 
 fn parse_value(s: &str) -> f64 {
@@ -59,34 +57,17 @@ fn json_num(v: Option<f64>) -> serde_json::Value {
 }
 
 /// Score `input` with `detector` and write the rows to `out`.
-pub fn run_to(
-    input: &Path,
-    detector: &str,
-    params: &[(String, String)],
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<usize> {
+pub fn run_to(input: &Path, detector: &str, params: &[(String, String)], json: bool, out: &mut dyn Write) -> Result<usize> {
     let mut det = registry::build(detector, params).map_err(|e| anyhow!("{e}"))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
         .from_path(input)
         .with_context(|| format!("opening {}", input.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}:1: reading the header", input.display()))?
-        .clone();
-    let col = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(name))
-    };
+    let headers = reader.headers().with_context(|| format!("{}:1: reading the header", input.display()))?.clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let (Some(ti), Some(vi)) = (col("timestamp"), col("value")) else {
-        bail!(
-            "{}:1: the header must name `timestamp` and `value` columns (found: {})",
-            input.display(),
-            headers.iter().collect::<Vec<_>>().join(",")
-        );
+        bail!("{}:1: the header must name `timestamp` and `value` columns (found: {})", input.display(), headers.iter().collect::<Vec<_>>().join(","));
     };
     if !json {
         writeln!(out, "timestamp,value,score,expected,lower,upper,anomaly")?;
@@ -96,8 +77,7 @@ pub fn run_to(
         let line = i + 2;
         let rec = rec.with_context(|| format!("{}:{line}: reading the row", input.display()))?;
         let ts_text = rec.get(ti).unwrap_or("");
-        let ts =
-            parse_timestamp(ts_text).map_err(|e| anyhow!("{}:{line}: {e}", input.display()))?;
+        let ts = parse_timestamp(ts_text).map_err(|e| anyhow!("{}:{line}: {e}", input.display()))?;
         let value = parse_value(rec.get(vi).unwrap_or(""));
         let d = det.update(ts, value);
         if json {
@@ -113,11 +93,7 @@ pub fn run_to(
             writeln!(out, "{row}")?;
         } else {
             let ts_out = ts_text.trim();
-            let ts_out = if ts_out.contains([',', '"']) {
-                format!("\"{}\"", ts_out.replace('"', "\"\""))
-            } else {
-                ts_out.to_string()
-            };
+            let ts_out = if ts_out.contains([',', '"']) { format!("\"{}\"", ts_out.replace('"', "\"\"")) } else { ts_out.to_string() };
             writeln!(
                 out,
                 "{ts_out},{},{},{},{},{},{}",
@@ -149,18 +125,9 @@ mod tests {
 
     #[test]
     fn timestamps_in_every_accepted_form() {
-        assert_eq!(
-            parse_timestamp("2026-01-02T03:04:05Z"),
-            Ok(1_767_323_045_000)
-        );
-        assert_eq!(
-            parse_timestamp("2026-01-02T04:04:05+01:00"),
-            Ok(1_767_323_045_000)
-        );
-        assert_eq!(
-            parse_timestamp("2026-01-02 03:04:05"),
-            Ok(1_767_323_045_000)
-        );
+        assert_eq!(parse_timestamp("2026-01-02T03:04:05Z"), Ok(1_767_323_045_000));
+        assert_eq!(parse_timestamp("2026-01-02T04:04:05+01:00"), Ok(1_767_323_045_000));
+        assert_eq!(parse_timestamp("2026-01-02 03:04:05"), Ok(1_767_323_045_000));
         assert_eq!(parse_timestamp("1767323045"), Ok(1_767_323_045_000));
         assert_eq!(parse_timestamp("1767323045.5"), Ok(1_767_323_045_500));
         assert!(parse_timestamp("yesterday").is_err());
@@ -176,27 +143,17 @@ mod tests {
     fn one_output_row_per_input_row_streaming() {
         let mut text = String::from("timestamp,value\n");
         for i in 0..40 {
-            text.push_str(&format!(
-                "{},{}\n",
-                1_700_000_000 + i * 60,
-                if i >= 37 { 50.0 } else { 10.0 + (i % 3) as f64 }
-            ));
+            text.push_str(&format!("{},{}\n", 1_700_000_000 + i * 60, if i >= 37 { 50.0 } else { 10.0 + (i % 3) as f64 }));
         }
         text.push_str("1700002400,\n");
         let f = write_csv(&text);
-        let params = vec![
-            ("min_history".to_string(), "10".to_string()),
-            ("window".to_string(), "20".to_string()),
-        ];
+        let params = vec![("min_history".to_string(), "10".to_string()), ("window".to_string(), "20".to_string())];
         let mut out = Vec::new();
         let n = run_to(f.path(), "robust_baseline", &params, false, &mut out).expect("runs");
         assert_eq!(n, 41);
         let out = String::from_utf8(out).expect("utf8");
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(
-            lines[0],
-            "timestamp,value,score,expected,lower,upper,anomaly"
-        );
+        assert_eq!(lines[0], "timestamp,value,score,expected,lower,upper,anomaly");
         assert_eq!(lines.len(), 42);
         assert!(lines[1].starts_with("1700000000,10,0,"), "{}", lines[1]);
         assert!(lines[40].ends_with(",true"), "{}", lines[40]);
@@ -227,15 +184,10 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let f = write_csv("timestamp,value\n2026-01-02 03:04:05,1\nsoon,2\n");
-        let e = run_to(f.path(), "robust_baseline", &[], false, &mut Vec::new())
-            .expect_err("bad timestamp");
-        assert!(
-            e.to_string().contains(":3: `soon` is not a timestamp"),
-            "{e}"
-        );
+        let e = run_to(f.path(), "robust_baseline", &[], false, &mut Vec::new()).expect_err("bad timestamp");
+        assert!(e.to_string().contains(":3: `soon` is not a timestamp"), "{e}");
         let g = write_csv("time,v\n1,2\n");
-        let e = run_to(g.path(), "robust_baseline", &[], false, &mut Vec::new())
-            .expect_err("bad header");
+        let e = run_to(g.path(), "robust_baseline", &[], false, &mut Vec::new()).expect_err("bad header");
         assert!(e.to_string().contains(":1: the header must name"), "{e}");
         let e = run_to(g.path(), "nope", &[], false, &mut Vec::new()).expect_err("bad detector");
         assert!(e.to_string().contains("unknown detector"), "{e}");

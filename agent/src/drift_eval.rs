@@ -21,14 +21,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use warden_connectors::prometheus::Series;
-use warden_detectors::drift::{
-    quality_vs_baseline, DriftDetector, DriftLevel, DriftParams, QualityGoal,
-};
+use warden_detectors::drift::{quality_vs_baseline, DriftDetector, DriftLevel, DriftParams, QualityGoal};
 use warden_detectors::{Detection, DetectionState, Deviation, Explanation};
 
-use crate::evaluate::{
-    ambiguous, fingerprint, group_by_identity, sample_at, SeriesVerdict, Verdict,
-};
+use crate::evaluate::{ambiguous, fingerprint, group_by_identity, sample_at, SeriesVerdict, Verdict};
 use crate::watch_kind::{detector_params, named, take_count, take_duration, SpecError};
 
 pub const DRIFT_KIND: &str = "drift";
@@ -54,22 +50,15 @@ impl DriftSpec {
         let mut rest = params.clone();
         let current = take_duration(&mut rest, "current")?.unwrap_or(DEFAULT_CURRENT);
         let reference = take_duration(&mut rest, "reference")?;
-        let min_observations = take_count(&mut rest, "min_observations", 1..=u64::from(u32::MAX))?
-            .unwrap_or(DEFAULT_MIN_OBSERVATIONS);
+        let min_observations = take_count(&mut rest, "min_observations", 1..=u64::from(u32::MAX))?.unwrap_or(DEFAULT_MIN_OBSERVATIONS);
         let params: DriftParams = detector_params(&rest)?;
         params.validate().map_err(|e| named(&e))?;
-        Ok(Self {
-            current,
-            reference,
-            min_observations,
-            params,
-        })
+        Ok(Self { current, reference, min_observations, params })
     }
 
     /// The reference window for a watch with this lookback.
     pub fn reference_for(&self, lookback: Duration) -> Duration {
-        self.reference
-            .unwrap_or_else(|| lookback.saturating_sub(self.current))
+        self.reference.unwrap_or_else(|| lookback.saturating_sub(self.current))
     }
 }
 
@@ -99,49 +88,27 @@ impl QualitySpec {
             None => 0.05,
             Some(v) => match v.as_f64() {
                 Some(t) if t.is_finite() && (0.0..=10.0).contains(&t) => t,
-                _ => {
-                    return Err((
-                        "tolerance".into(),
-                        format!(
-                            "must be a number between 0 and 10 (a fraction: 0.05 = 5 %), got {v}"
-                        ),
-                    ))
-                }
+                _ => return Err(("tolerance".into(), format!("must be a number between 0 and 10 (a fraction: 0.05 = 5 %), got {v}"))),
             },
         };
         let baseline = match rest.remove("baseline") {
             None => None,
             Some(v) => match v.as_f64() {
                 Some(b) if b.is_finite() => Some(b),
-                _ => {
-                    return Err((
-                        "baseline".into(),
-                        format!("must be a finite number, got {v}"),
-                    ))
-                }
+                _ => return Err(("baseline".into(), format!("must be a finite number, got {v}"))),
             },
         };
         if let Some(key) = rest.keys().next() {
             return Err((key.clone(), format!("unknown field `{key}`, expected one of `goal`, `tolerance`, `current`, `baseline`, `reference`")));
         }
         if baseline.is_some() && reference.is_some() {
-            return Err((
-                "reference".into(),
-                "give either a fixed `baseline` or a `reference` window, not both".into(),
-            ));
+            return Err(("reference".into(), "give either a fixed `baseline` or a `reference` window, not both".into()));
         }
-        Ok(Self {
-            goal,
-            tolerance,
-            current,
-            baseline,
-            reference,
-        })
+        Ok(Self { goal, tolerance, current, baseline, reference })
     }
 
     pub fn reference_for(&self, lookback: Duration) -> Duration {
-        self.reference
-            .unwrap_or_else(|| lookback.saturating_sub(self.current))
+        self.reference.unwrap_or_else(|| lookback.saturating_sub(self.current))
     }
 }
 
@@ -180,12 +147,7 @@ pub fn judge_drift(
         };
         match verdict {
             Err(n) => out.push(ambiguous(watch, identity, key, n)),
-            Ok(verdict) => out.push(SeriesVerdict {
-                fingerprint: fingerprint(watch, &key),
-                labels: key.clone(),
-                identity: key,
-                verdict,
-            }),
+            Ok(verdict) => out.push(SeriesVerdict { fingerprint: fingerprint(watch, &key), labels: key.clone(), identity: key, verdict }),
         }
     }
     out
@@ -204,9 +166,7 @@ fn judge_histogram(
     for s in members {
         let raw = s.labels.get("le").cloned().unwrap_or_default();
         let Some(le) = parse_le(&raw) else {
-            return Ok(Verdict::NoData(format!(
-                "bucket bound le=\"{raw}\" is not a number"
-            )));
+            return Ok(Verdict::NoData(format!("bucket bound le=\"{raw}\" is not a number")));
         };
         buckets.push((le, s));
     }
@@ -222,9 +182,7 @@ fn judge_histogram(
             match sample_at(&s.points, t, tolerance) {
                 Some(v) => reading.push(v),
                 None => {
-                    let when = DateTime::from_timestamp_millis(t)
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_default();
+                    let when = DateTime::from_timestamp_millis(t).map(|t| t.to_rfc3339()).unwrap_or_default();
                     return Ok(Verdict::NoData(format!("bucket le={le} has no sample near {when}; the lookback must cover both windows")));
                 }
             }
@@ -233,19 +191,12 @@ fn judge_histogram(
     let [r0, r1, r2] = readings;
     let windows = warden_detectors::drift::window_counts(&bounds, &r0, &r1)
         .map_err(|e| format!("reference window: {e}"))
-        .and_then(|reference| {
-            warden_detectors::drift::window_counts(&bounds, &r1, &r2)
-                .map(|current| (reference, current))
-                .map_err(|e| format!("current window: {e}"))
-        });
+        .and_then(|reference| warden_detectors::drift::window_counts(&bounds, &r1, &r2).map(|current| (reference, current)).map_err(|e| format!("current window: {e}")));
     let (reference_counts, current_counts) = match windows {
         Ok(w) => w,
         Err(e) => return Ok(Verdict::NoData(e)),
     };
-    let (n_ref, n_cur) = (
-        reference_counts.iter().sum::<f64>(),
-        current_counts.iter().sum::<f64>(),
-    );
+    let (n_ref, n_cur) = (reference_counts.iter().sum::<f64>(), current_counts.iter().sum::<f64>());
     let min = spec.min_observations as f64;
     if n_ref < min || n_cur < min {
         return Ok(Verdict::NoData(format!(
@@ -318,44 +269,20 @@ pub fn judge_quality(
         }
         let Some(s) = members.pop() else { continue };
         let verdict = judge_quality_series(spec, &s, [t0, t1, t2], ms(step * 2));
-        out.push(SeriesVerdict {
-            fingerprint: fingerprint(watch, &key),
-            identity: key,
-            labels: s.labels,
-            verdict,
-        });
+        out.push(SeriesVerdict { fingerprint: fingerprint(watch, &key), identity: key, labels: s.labels, verdict });
     }
     out
 }
 
 fn mean_in(s: &Series, from: i64, to: i64) -> Option<(f64, usize)> {
-    let values: Vec<f64> = s
-        .points
-        .iter()
-        .filter(|p| p.timestamp_ms > from && p.timestamp_ms <= to && p.value.is_finite())
-        .map(|p| p.value)
-        .collect();
-    (!values.is_empty()).then(|| {
-        (
-            values.iter().sum::<f64>() / values.len() as f64,
-            values.len(),
-        )
-    })
+    let values: Vec<f64> = s.points.iter().filter(|p| p.timestamp_ms > from && p.timestamp_ms <= to && p.value.is_finite()).map(|p| p.value).collect();
+    (!values.is_empty()).then(|| (values.iter().sum::<f64>() / values.len() as f64, values.len()))
 }
 
-fn judge_quality_series(
-    spec: &QualitySpec,
-    s: &Series,
-    [t0, t1, t2]: [i64; 3],
-    stale_ms: i64,
-) -> Verdict {
+fn judge_quality_series(spec: &QualitySpec, s: &Series, [t0, t1, t2]: [i64; 3], stale_ms: i64) -> Verdict {
     match s.points.last() {
         Some(p) if t2 - p.timestamp_ms <= stale_ms => {}
-        _ => {
-            return Verdict::NoData(
-                "the last sample is older than two steps before the evaluation time".into(),
-            )
-        }
+        _ => return Verdict::NoData("the last sample is older than two steps before the evaluation time".into()),
     }
     let Some((current, n_cur)) = mean_in(s, t1, t2) else {
         return Verdict::NoData("no finite samples in the current window".into());
@@ -377,13 +304,7 @@ fn judge_quality_series(
         QualityGoal::HigherIsBetter => baseline - current,
         QualityGoal::LowerIsBetter => current - baseline,
     };
-    let score = if allowed > 0.0 {
-        1.0 / (1.0 + (-(worsening - allowed) / allowed).exp())
-    } else if check.degraded {
-        1.0
-    } else {
-        0.0
-    };
+    let score = if allowed > 0.0 { 1.0 / (1.0 + (-(worsening - allowed) / allowed).exp()) } else if check.degraded { 1.0 } else { 0.0 };
     let detection = Detection {
         timestamp_ms: t2,
         value: current,
@@ -444,19 +365,13 @@ mod tests {
             for (b, frac) in f.iter().enumerate() {
                 acc += frac * 100.0;
                 cumulative[b] += acc;
-                points[b].push(Sample {
-                    timestamp_ms: e - (120 - m) * 60_000,
-                    value: cumulative[b],
-                });
+                points[b].push(Sample { timestamp_ms: e - (120 - m) * 60_000, value: cumulative[b] });
             }
         }
         les.iter()
             .zip(points)
             .map(|(le, points)| Series {
-                labels: BTreeMap::from([
-                    ("model".to_string(), model.to_string()),
-                    ("le".to_string(), le.to_string()),
-                ]),
+                labels: BTreeMap::from([("model".to_string(), model.to_string()), ("le".to_string(), le.to_string())]),
                 points,
             })
             .collect()
@@ -469,51 +384,20 @@ mod tests {
     #[test]
     fn a_shifted_histogram_drifts_and_a_steady_one_does_not() {
         let mut series = histogram("steady", |_| [0.6, 0.3, 0.1]);
-        series.extend(histogram("shifted", |m| {
-            if m > 105 {
-                [0.2, 0.3, 0.5]
-            } else {
-                [0.6, 0.3, 0.1]
-            }
-        }));
-        let v = judge_drift(
-            "drift",
-            &["model".to_string()],
-            &spec(serde_json::json!({"current": "15m"})),
-            Duration::from_secs(7200),
-            series,
-            end(),
-            STEP,
-        );
+        series.extend(histogram("shifted", |m| if m > 105 { [0.2, 0.3, 0.5] } else { [0.6, 0.3, 0.1] }));
+        let v = judge_drift("drift", &["model".to_string()], &spec(serde_json::json!({"current": "15m"})), Duration::from_secs(7200), series, end(), STEP);
         assert_eq!(v.len(), 2);
-        let by = |m: &str| {
-            v.iter()
-                .find(|sv| sv.identity.get("model").map(String::as_str) == Some(m))
-                .expect("verdict")
-        };
-        assert!(
-            matches!(by("steady").verdict, Verdict::Normal(_)),
-            "{:?}",
-            by("steady").verdict
-        );
+        let by = |m: &str| v.iter().find(|sv| sv.identity.get("model").map(String::as_str) == Some(m)).expect("verdict");
+        assert!(matches!(by("steady").verdict, Verdict::Normal(_)), "{:?}", by("steady").verdict);
         match &by("shifted").verdict {
             Verdict::Anomalous(d) => {
                 assert!(d.value > 0.25, "psi {}", d.value);
                 let note = d.explanation.note.clone().unwrap_or_default();
-                assert!(
-                    note.contains("le=inf") || note.contains("le=+Inf") || note.contains("le=0.5"),
-                    "{note}"
-                );
+                assert!(note.contains("le=inf") || note.contains("le=+Inf") || note.contains("le=0.5"), "{note}");
             }
             other => panic!("expected drift, got {other:?}"),
         }
-        assert_eq!(
-            by("shifted").fingerprint,
-            fingerprint(
-                "drift",
-                &BTreeMap::from([("model".into(), "shifted".into())])
-            )
-        );
+        assert_eq!(by("shifted").fingerprint, fingerprint("drift", &BTreeMap::from([("model".into(), "shifted".into())])));
     }
 
     #[test]
@@ -528,212 +412,68 @@ mod tests {
                 }
             }
         }
-        let v = judge_drift(
-            "d",
-            &["model".to_string()],
-            &spec(serde_json::json!({})),
-            Duration::from_secs(7200),
-            reset,
-            end(),
-            STEP,
-        );
-        assert!(
-            matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("reset")),
-            "{:?}",
-            v[0].verdict
-        );
+        let v = judge_drift("d", &["model".to_string()], &spec(serde_json::json!({})), Duration::from_secs(7200), reset, end(), STEP);
+        assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("reset")), "{:?}", v[0].verdict);
 
         // Windows longer than the data.
-        let v = judge_drift(
-            "d",
-            &["model".to_string()],
-            &spec(serde_json::json!({"reference": "6h"})),
-            Duration::from_secs(7200),
-            histogram("m", |_| [0.6, 0.3, 0.1]),
-            end(),
-            STEP,
-        );
-        assert!(
-            matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("no sample near")),
-            "{:?}",
-            v[0].verdict
-        );
+        let v = judge_drift("d", &["model".to_string()], &spec(serde_json::json!({"reference": "6h"})), Duration::from_secs(7200), histogram("m", |_| [0.6, 0.3, 0.1]), end(), STEP);
+        assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("no sample near")), "{:?}", v[0].verdict);
 
         // Too few observations.
-        let v = judge_drift(
-            "d",
-            &["model".to_string()],
-            &spec(serde_json::json!({"min_observations": 1000000})),
-            Duration::from_secs(7200),
-            histogram("m", |_| [0.6, 0.3, 0.1]),
-            end(),
-            STEP,
-        );
-        assert!(
-            matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("at least")),
-            "{:?}",
-            v[0].verdict
-        );
+        let v = judge_drift("d", &["model".to_string()], &spec(serde_json::json!({"min_observations": 1000000})), Duration::from_secs(7200), histogram("m", |_| [0.6, 0.3, 0.1]), end(), STEP);
+        assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("at least")), "{:?}", v[0].verdict);
 
         // A series without `le`.
         let mut unlabeled = histogram("m", |_| [0.6, 0.3, 0.1]);
         unlabeled[0].labels.remove("le");
-        let v = judge_drift(
-            "d",
-            &["model".to_string()],
-            &spec(serde_json::json!({})),
-            Duration::from_secs(7200),
-            unlabeled,
-            end(),
-            STEP,
-        );
-        assert!(
-            v.iter()
-                .any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("le"))),
-            "{v:?}"
-        );
+        let v = judge_drift("d", &["model".to_string()], &spec(serde_json::json!({})), Duration::from_secs(7200), unlabeled, end(), STEP);
+        assert!(v.iter().any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("le"))), "{v:?}");
     }
 
     #[test]
     fn drift_spec_errors_name_the_parameter() {
-        let bad = |v: serde_json::Value| {
-            DriftSpec::parse(v.as_object().expect("object"))
-                .expect_err("invalid")
-                .0
-        };
+        let bad = |v: serde_json::Value| DriftSpec::parse(v.as_object().expect("object")).expect_err("invalid").0;
         assert_eq!(bad(serde_json::json!({"current": "later"})), "current");
-        assert_eq!(
-            bad(serde_json::json!({"psi_significant": 0.01})),
-            "psi_significant"
-        );
-        assert_eq!(
-            bad(serde_json::json!({"psi_treshold": 0.1})),
-            "psi_treshold"
-        );
-        assert_eq!(
-            bad(serde_json::json!({"min_observations": 0})),
-            "min_observations"
-        );
+        assert_eq!(bad(serde_json::json!({"psi_significant": 0.01})), "psi_significant");
+        assert_eq!(bad(serde_json::json!({"psi_treshold": 0.1})), "psi_treshold");
+        assert_eq!(bad(serde_json::json!({"min_observations": 0})), "min_observations");
     }
 
     fn accuracy(values: impl Fn(i64) -> f64) -> Series {
         let e = end().timestamp_millis();
         Series {
             labels: BTreeMap::from([("model".to_string(), "fraud".to_string())]),
-            points: (0..=120)
-                .map(|m| Sample {
-                    timestamp_ms: e - (120 - m) * 60_000,
-                    value: values(m),
-                })
-                .collect(),
+            points: (0..=120).map(|m| Sample { timestamp_ms: e - (120 - m) * 60_000, value: values(m) }).collect(),
         }
     }
 
     #[test]
     fn quality_degrades_against_reference_or_fixed_baseline() {
-        let q = |v: serde_json::Value| {
-            QualitySpec::parse(v.as_object().expect("object")).expect("valid")
-        };
+        let q = |v: serde_json::Value| QualitySpec::parse(v.as_object().expect("object")).expect("valid");
         let ids = ["model".to_string()];
         let lookback = Duration::from_secs(7200);
         let steady = q(serde_json::json!({"goal": "higher_is_better", "tolerance": 0.05}));
-        let v = judge_quality(
-            "q",
-            &ids,
-            &steady,
-            lookback,
-            vec![accuracy(|_| 0.93)],
-            end(),
-            STEP,
-        );
-        assert!(
-            matches!(v[0].verdict, Verdict::Normal(_)),
-            "{:?}",
-            v[0].verdict
-        );
-        let v = judge_quality(
-            "q",
-            &ids,
-            &steady,
-            lookback,
-            vec![accuracy(|m| if m > 110 { 0.80 } else { 0.93 })],
-            end(),
-            STEP,
-        );
-        assert!(
-            matches!(v[0].verdict, Verdict::Anomalous(_)),
-            "{:?}",
-            v[0].verdict
-        );
+        let v = judge_quality("q", &ids, &steady, lookback, vec![accuracy(|_| 0.93)], end(), STEP);
+        assert!(matches!(v[0].verdict, Verdict::Normal(_)), "{:?}", v[0].verdict);
+        let v = judge_quality("q", &ids, &steady, lookback, vec![accuracy(|m| if m > 110 { 0.80 } else { 0.93 })], end(), STEP);
+        assert!(matches!(v[0].verdict, Verdict::Anomalous(_)), "{:?}", v[0].verdict);
         // Better than the baseline is never degradation.
-        let v = judge_quality(
-            "q",
-            &ids,
-            &steady,
-            lookback,
-            vec![accuracy(|m| if m > 110 { 0.99 } else { 0.93 })],
-            end(),
-            STEP,
-        );
-        assert!(
-            matches!(v[0].verdict, Verdict::Normal(_)),
-            "{:?}",
-            v[0].verdict
-        );
-        let fixed =
-            q(serde_json::json!({"goal": "lower_is_better", "baseline": 0.02, "tolerance": 0.5}));
-        let v = judge_quality(
-            "q",
-            &ids,
-            &fixed,
-            lookback,
-            vec![accuracy(|_| 0.05)],
-            end(),
-            STEP,
-        );
-        assert!(
-            matches!(v[0].verdict, Verdict::Anomalous(_)),
-            "{:?}",
-            v[0].verdict
-        );
-        let v = judge_quality(
-            "q",
-            &ids,
-            &fixed,
-            lookback,
-            vec![accuracy(|_| f64::NAN)],
-            end(),
-            STEP,
-        );
-        assert!(
-            matches!(v[0].verdict, Verdict::NoData(_)),
-            "{:?}",
-            v[0].verdict
-        );
+        let v = judge_quality("q", &ids, &steady, lookback, vec![accuracy(|m| if m > 110 { 0.99 } else { 0.93 })], end(), STEP);
+        assert!(matches!(v[0].verdict, Verdict::Normal(_)), "{:?}", v[0].verdict);
+        let fixed = q(serde_json::json!({"goal": "lower_is_better", "baseline": 0.02, "tolerance": 0.5}));
+        let v = judge_quality("q", &ids, &fixed, lookback, vec![accuracy(|_| 0.05)], end(), STEP);
+        assert!(matches!(v[0].verdict, Verdict::Anomalous(_)), "{:?}", v[0].verdict);
+        let v = judge_quality("q", &ids, &fixed, lookback, vec![accuracy(|_| f64::NAN)], end(), STEP);
+        assert!(matches!(v[0].verdict, Verdict::NoData(_)), "{:?}", v[0].verdict);
     }
 
     #[test]
     fn quality_spec_errors_name_the_parameter() {
-        let bad = |v: serde_json::Value| {
-            QualitySpec::parse(v.as_object().expect("object"))
-                .expect_err("invalid")
-                .0
-        };
+        let bad = |v: serde_json::Value| QualitySpec::parse(v.as_object().expect("object")).expect_err("invalid").0;
         assert_eq!(bad(serde_json::json!({})), "goal");
         assert_eq!(bad(serde_json::json!({"goal": "up"})), "goal");
-        assert_eq!(
-            bad(serde_json::json!({"goal": "higher_is_better", "tolerance": -1})),
-            "tolerance"
-        );
-        assert_eq!(
-            bad(
-                serde_json::json!({"goal": "higher_is_better", "baseline": 0.9, "reference": "1h"})
-            ),
-            "reference"
-        );
-        assert_eq!(
-            bad(serde_json::json!({"goal": "higher_is_better", "treshold": 1})),
-            "treshold"
-        );
+        assert_eq!(bad(serde_json::json!({"goal": "higher_is_better", "tolerance": -1})), "tolerance");
+        assert_eq!(bad(serde_json::json!({"goal": "higher_is_better", "baseline": 0.9, "reference": "1h"})), "reference");
+        assert_eq!(bad(serde_json::json!({"goal": "higher_is_better", "treshold": 1})), "treshold");
     }
 }

@@ -25,8 +25,8 @@ use crate::config::{Config, LogWatchConfig, Severity, WatchConfig};
 use crate::evaluate::{evaluate, fingerprint, Evaluation, SeriesVerdict, Verdict};
 use crate::log_watch::{evaluate_logs, LogFinding, LogSource, LogStates, LogWatchState};
 use crate::metrics::{ActionLabels, Metrics, WatchLabel, WatchOutcome};
-use crate::notify::{render, NotifyEvent};
 use crate::remediation::{action_history, Remediation, RunNotices};
+use crate::notify::{render, NotifyEvent};
 use crate::source::MetricSource;
 use crate::store::{Incident, IncidentSignal, Store, StoreError, TargetRef};
 use crate::timeline::{Timeline, TimelineEvent};
@@ -90,11 +90,7 @@ impl Engine {
         channels: Vec<&'static str>,
         timeline: Timeline,
     ) -> Self {
-        let names = config
-            .watches
-            .iter()
-            .map(|w| &w.name)
-            .chain(config.log_watches.iter().map(|w| &w.name));
+        let names = config.watches.iter().map(|w| &w.name).chain(config.log_watches.iter().map(|w| &w.name));
         let statuses = names
             .map(|name| {
                 let s = WatchStatus {
@@ -108,26 +104,11 @@ impl Engine {
                 (name.clone(), s)
             })
             .collect();
-        let detectors = config
-            .watches
-            .iter()
-            .map(|_| crate::evaluate::DetectorCache::default())
-            .collect();
+        let detectors = config.watches.iter().map(|_| crate::evaluate::DetectorCache::default()).collect();
         let log_states = LogStates::new(&config.log_watches);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
-        let notices = Arc::new(RunNotices {
-            store: store.clone(),
-            channels: channels.clone(),
-            outbox_wake: outbox_wake.clone(),
-            timeline: timeline.clone(),
-        });
-        let remediation = match Remediation::new(
-            config.clone(),
-            store.clone(),
-            Some(source.clone()),
-            cluster.clone(),
-            notices,
-        ) {
+        let notices = Arc::new(RunNotices { store: store.clone(), channels: channels.clone(), outbox_wake: outbox_wake.clone(), timeline: timeline.clone() });
+        let remediation = match Remediation::new(config.clone(), store.clone(), Some(source.clone()), cluster.clone(), notices) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
                 tracing::error!(error = %e, "playbooks do not load: no playbook will run");
@@ -173,10 +154,7 @@ impl Engine {
             recent: self.recent.clone(),
             cluster,
             summarizer,
-            settings: AnalysisSettings {
-                lookback_secs: self.config.analysis.lookback.0.as_secs() as i64,
-                graph_file: self.config.analysis.graph.clone(),
-            },
+            settings: AnalysisSettings { lookback_secs: self.config.analysis.lookback.0.as_secs() as i64, graph_file: self.config.analysis.graph.clone() },
             channels: self.channels.clone(),
             timeline: self.timeline.clone(),
             outbox_wake: self.outbox_wake.clone(),
@@ -201,17 +179,9 @@ impl Engine {
         }
     }
 
-    fn queue_analysis(
-        &self,
-        incident_id: i64,
-        now: DateTime<Utc>,
-        tx: &tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>,
-    ) {
+    fn queue_analysis(&self, incident_id: i64, now: DateTime<Utc>, tx: &tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>) {
         if tx.send((incident_id, now)).is_err() {
-            tracing::warn!(
-                incident = incident_id,
-                "the analysis worker has stopped: incident not analysed"
-            );
+            tracing::warn!(incident = incident_id, "the analysis worker has stopped: incident not analysed");
         }
     }
 
@@ -224,15 +194,11 @@ impl Engine {
     /// One evaluation of log watch `idx`: read the new lines, mine them, and open, update or
     /// resolve the incidents of its signals (see [`crate::log_watch`]).
     pub async fn evaluate_log_watch(&self, idx: usize, now: DateTime<Utc>) {
-        let Some(w) = self.config.log_watches.get(idx) else {
-            return;
-        };
+        let Some(w) = self.config.log_watches.get(idx) else { return };
         let Some(source) = self.log_source.clone() else {
             return self.record_log_no_data(w, now, "no `loki` section configured");
         };
-        let Some(cell) = self.log_states.states.get(&w.name).cloned() else {
-            return;
-        };
+        let Some(cell) = self.log_states.states.get(&w.name).cloned() else { return };
         let mut guard = cell.lock().await;
         if guard.is_none() {
             let saved = match self.store.load_log_state(&w.name) {
@@ -250,13 +216,8 @@ impl Engine {
             Ok(e) => e,
             Err(reason) => return self.record_log_no_data(w, now, &reason),
         };
-        let label = WatchLabel {
-            watch: w.name.clone(),
-        };
-        self.metrics
-            .detector_seconds
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
+        let label = WatchLabel { watch: w.name.clone() };
+        self.metrics.detector_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
         let mut problems = Vec::new();
         let mut opened = Vec::new();
         for f in &evaluation.findings {
@@ -274,30 +235,18 @@ impl Engine {
         }
         match state.miner.state().to_json() {
             Ok(json) => {
-                if let Err(e) = self
-                    .store
-                    .save_log_state(&w.name, &json, state.resume_ns, now)
-                {
+                if let Err(e) = self.store.save_log_state(&w.name, &json, state.resume_ns, now) {
                     problems.push(format!("saving the miner state: {e}"));
                 }
             }
             Err(e) => problems.push(format!("saving the miner state: {e}")),
         }
         if !evaluation.complete {
-            problems.push(format!(
-                "read capped at {} lines; the rest is read next time",
-                evaluation.lines
-            ));
+            problems.push(format!("read capped at {} lines; the rest is read next time", evaluation.lines));
         }
         let anomalous = !evaluation.findings.is_empty();
         let outcome = if anomalous { "anomalous" } else { "ok" };
-        self.metrics
-            .evaluations
-            .get_or_create(&WatchOutcome {
-                watch: w.name.clone(),
-                outcome: outcome.into(),
-            })
-            .inc();
+        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: outcome.into() }).inc();
         let partial = (!problems.is_empty()).then(|| problems.join("; "));
         let templates = state.miner.len();
         self.set_status(&w.name, |s| {
@@ -311,33 +260,18 @@ impl Engine {
 
     fn record_log_no_data(&self, w: &LogWatchConfig, now: DateTime<Utc>, reason: &str) {
         tracing::warn!(watch = %w.name, reason, "no data");
-        self.metrics
-            .evaluations
-            .get_or_create(&WatchOutcome {
-                watch: w.name.clone(),
-                outcome: "no_data".into(),
-            })
-            .inc();
+        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() }).inc();
         self.set_status(&w.name, |s| {
             s.state = "no_data".into();
             s.last_evaluation = Some(now);
             s.last_error = Some(reason.to_string());
             s.no_data_count += 1;
         });
-        self.timeline.emit(TimelineEvent::NoData {
-            at: now,
-            watch: w.name.clone(),
-            reason: reason.to_string(),
-        });
+        self.timeline.emit(TimelineEvent::NoData { at: now, watch: w.name.clone(), reason: reason.to_string() });
     }
 
     /// Returns the id of the incident the finding opened, if it opened one.
-    fn on_log_finding(
-        &self,
-        w: &LogWatchConfig,
-        f: &LogFinding,
-        now: DateTime<Utc>,
-    ) -> Result<Option<i64>, StoreError> {
+    fn on_log_finding(&self, w: &LogWatchConfig, f: &LogFinding, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
         let mut opened = None;
         let e = &f.signal.evidence;
         let sig = IncidentSignal {
@@ -353,37 +287,20 @@ impl Engine {
             lower: None,
             upper: None,
             score: Some(f.signal.score),
-            detector: Some(format!(
-                "logs/{}",
-                serde_json::to_value(f.signal.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            )),
+            detector: Some(format!("logs/{}", serde_json::to_value(f.signal.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())),
         };
         let detail = crate::log_watch::evidence_detail(f, &w.query);
         match self.store.open_incident_by_fingerprint(&f.fingerprint)? {
             Some(open) => {
                 self.store.update_incident(open.id, &sig, now)?;
-                self.store
-                    .add_event(open.id, now, "signal_again", &detail, &[])?;
-                self.timeline.emit(TimelineEvent::IncidentUpdated {
-                    at: now,
-                    incident_id: open.id,
-                    value: Some(e.count as f64),
-                });
+                self.store.add_event(open.id, now, "signal_again", &detail, &[])?;
+                self.timeline.emit(TimelineEvent::IncidentUpdated { at: now, incident_id: open.id, value: Some(e.count as f64) });
             }
             None => {
                 let channels = self.channels.clone();
-                let incident = self.store.open_incident(&sig, now, &detail, |i| {
-                    render(NotifyEvent::Opened, i, None, &[], &channels)
-                })?;
+                let incident = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
                 tracing::warn!(incident = incident.id, watch = %w.name, title = %incident.title, "incident opened");
-                self.timeline.emit(TimelineEvent::IncidentOpened {
-                    at: now,
-                    incident_id: incident.id,
-                    title: incident.title.clone(),
-                });
+                self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: incident.id, title: incident.title.clone() });
                 self.outbox_wake.notify_one();
                 opened = Some(incident.id);
             }
@@ -393,18 +310,8 @@ impl Engine {
 
     /// Count a quiet evaluation for every open incident of the watch whose signal did not
     /// hold this time; resolve those quiet for `resolve_after` evaluations.
-    fn quiet_log_incidents(
-        &self,
-        w: &LogWatchConfig,
-        active: &std::collections::BTreeSet<String>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        for open in self
-            .store
-            .open_incidents()?
-            .into_iter()
-            .filter(|i| i.watch == w.name)
-        {
+    fn quiet_log_incidents(&self, w: &LogWatchConfig, active: &std::collections::BTreeSet<String>, now: DateTime<Utc>) -> Result<(), StoreError> {
+        for open in self.store.open_incidents()?.into_iter().filter(|i| i.watch == w.name) {
             if active.contains(&open.fingerprint) {
                 continue;
             }
@@ -414,15 +321,9 @@ impl Engine {
             }
             let channels = self.channels.clone();
             let detail = json!({"quiet_evaluations": quiet});
-            if let Some(resolved) = self.store.resolve_incident(open.id, now, &detail, |i| {
-                render(NotifyEvent::Resolved, i, None, &[], &channels)
-            })? {
+            if let Some(resolved) = self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &[], &channels))? {
                 tracing::info!(incident = resolved.id, watch = %w.name, "incident resolved");
-                self.timeline.emit(TimelineEvent::IncidentResolved {
-                    at: now,
-                    incident_id: resolved.id,
-                    title: resolved.title,
-                });
+                self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: resolved.id, title: resolved.title });
                 self.outbox_wake.notify_one();
             }
         }
@@ -430,10 +331,7 @@ impl Engine {
     }
 
     pub fn watch_statuses(&self) -> Vec<WatchStatus> {
-        self.statuses
-            .read()
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default()
+        self.statuses.read().map(|s| s.values().cloned().collect()).unwrap_or_default()
     }
 
     fn set_status(&self, name: &str, f: impl FnOnce(&mut WatchStatus)) {
@@ -452,47 +350,26 @@ impl Engine {
 
     /// Evaluate watch `idx` at `now` and apply the result.
     pub async fn evaluate_watch(&self, idx: usize, now: DateTime<Utc>) {
-        let Some(w) = self.config.watches.get(idx) else {
-            return;
-        };
+        let Some(w) = self.config.watches.get(idx) else { return };
         // Only multivariate watches keep their reference from before an open incident; the
         // others need no store read here.
-        let open_since: BTreeMap<String, DateTime<Utc>> =
-            if w.detector.kind != crate::joint_eval::KIND {
-                BTreeMap::new()
-            } else {
-                match self.store.open_incidents() {
-                    Ok(open) => open
-                        .into_iter()
-                        .filter(|i| i.watch == w.name)
-                        .map(|i| (i.fingerprint, i.opened_at))
-                        .collect(),
-                    Err(e) => {
-                        self.record_no_data(w, now, &format!("store: {e}"), 0);
-                        return;
-                    }
+        let open_since: BTreeMap<String, DateTime<Utc>> = if w.detector.kind != crate::joint_eval::KIND {
+            BTreeMap::new()
+        } else {
+            match self.store.open_incidents() {
+                Ok(open) => open.into_iter().filter(|i| i.watch == w.name).map(|i| (i.fingerprint, i.opened_at)).collect(),
+                Err(e) => {
+                    self.record_no_data(w, now, &format!("store: {e}"), 0);
+                    return;
                 }
-            };
-        let (evaluation, detector_time) = match self.detectors.get(idx) {
-            Some(cache) => evaluate(self.source.as_ref(), w, now, &open_since, cache).await,
-            None => {
-                evaluate(
-                    self.source.as_ref(),
-                    w,
-                    now,
-                    &open_since,
-                    &crate::evaluate::DetectorCache::default(),
-                )
-                .await
             }
         };
-        let label = WatchLabel {
-            watch: w.name.clone(),
+        let (evaluation, detector_time) = match self.detectors.get(idx) {
+            Some(cache) => evaluate(self.source.as_ref(), w, now, &open_since, cache).await,
+            None => evaluate(self.source.as_ref(), w, now, &open_since, &crate::evaluate::DetectorCache::default()).await,
         };
-        self.metrics
-            .detector_seconds
-            .get_or_create(&label)
-            .observe(detector_time.as_secs_f64());
+        let label = WatchLabel { watch: w.name.clone() };
+        self.metrics.detector_seconds.get_or_create(&label).observe(detector_time.as_secs_f64());
 
         let verdicts = match evaluation {
             Evaluation::NoData(reason) => {
@@ -535,13 +412,7 @@ impl Engine {
         } else {
             "ok"
         };
-        self.metrics
-            .evaluations
-            .get_or_create(&WatchOutcome {
-                watch: w.name.clone(),
-                outcome: state.into(),
-            })
-            .inc();
+        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: state.into() }).inc();
         let partial = (!reasons.is_empty()).then(|| reasons.join("; "));
         self.set_status(&w.name, |s| {
             s.state = state.into();
@@ -554,19 +425,8 @@ impl Engine {
 
     fn record_no_data(&self, w: &WatchConfig, now: DateTime<Utc>, reason: &str, series: usize) {
         tracing::warn!(watch = %w.name, %reason, "no data: nothing is opened, resolved or acted on");
-        self.metrics
-            .evaluations
-            .get_or_create(&WatchOutcome {
-                watch: w.name.clone(),
-                outcome: "no_data".into(),
-            })
-            .inc();
-        self.metrics
-            .no_data
-            .get_or_create(&WatchLabel {
-                watch: w.name.clone(),
-            })
-            .inc();
+        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() }).inc();
+        self.metrics.no_data.get_or_create(&WatchLabel { watch: w.name.clone() }).inc();
         self.set_status(&w.name, |s| {
             s.state = "no_data".into();
             s.last_evaluation = Some(now);
@@ -574,19 +434,10 @@ impl Engine {
             s.no_data_count += 1;
             s.series = series;
         });
-        self.timeline.emit(TimelineEvent::NoData {
-            at: now,
-            watch: w.name.clone(),
-            reason: reason.to_string(),
-        });
+        self.timeline.emit(TimelineEvent::NoData { at: now, watch: w.name.clone(), reason: reason.to_string() });
     }
 
-    async fn apply(
-        &self,
-        w: &WatchConfig,
-        sv: &SeriesVerdict,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn apply(&self, w: &WatchConfig, sv: &SeriesVerdict, now: DateTime<Utc>) -> Result<(), StoreError> {
         let target = resolve_target(w, &sv.identity);
         if let Some(d) = sv.verdict.detection() {
             self.timeline.emit(TimelineEvent::Evaluated {
@@ -596,9 +447,7 @@ impl Engine {
                 value: d.value,
                 expected: d.expected,
                 state: match &sv.verdict {
-                    Verdict::Deviating(d) => {
-                        format!("deviating ({} in a row)", d.explanation.consecutive)
-                    }
+                    Verdict::Deviating(d) => format!("deviating ({} in a row)", d.explanation.consecutive),
                     Verdict::WarmingUp(_) => "warming up".into(),
                     Verdict::Anomalous(_) => "anomalous".into(),
                     _ => "normal".into(),
@@ -609,19 +458,11 @@ impl Engine {
         match &sv.verdict {
             Verdict::Deviating(d) | Verdict::Anomalous(d) => {
                 let subject = crate::analysis::collect::subject_of(
-                    target
-                        .as_ref()
-                        .map(|t| (t.namespace.as_str(), t.deployment.as_str())),
+                    target.as_ref().map(|t| (t.namespace.as_str(), t.deployment.as_str())),
                     &sv.identity,
                     &w.name,
                 );
-                self.recent.deviating(
-                    &sv.fingerprint,
-                    &w.name,
-                    subject,
-                    d,
-                    w.step.0.as_secs() as i64,
-                );
+                self.recent.deviating(&sv.fingerprint, &w.name, subject, d, w.step.0.as_secs() as i64);
             }
             Verdict::Normal(_) => self.recent.normal(&sv.fingerprint, now),
             Verdict::NoData(_) | Verdict::WarmingUp(_) => {}
@@ -633,22 +474,13 @@ impl Engine {
         }
     }
 
-    fn signal(
-        w: &WatchConfig,
-        sv: &SeriesVerdict,
-        d: &Detection,
-        target: Option<TargetRef>,
-    ) -> IncidentSignal {
+    fn signal(w: &WatchConfig, sv: &SeriesVerdict, d: &Detection, target: Option<TargetRef>) -> IncidentSignal {
         IncidentSignal {
             fingerprint: sv.fingerprint.clone(),
             watch: w.name.clone(),
             source: "watch".into(),
             severity: w.severity.as_str().into(),
-            title: format!(
-                "{} anomalous on {}",
-                w.name,
-                describe(&target, &sv.identity)
-            ),
+            title: format!("{} anomalous on {}", w.name, describe(&target, &sv.identity)),
             labels: sv.labels.clone(),
             target,
             observed: Some(d.value),
@@ -673,25 +505,11 @@ impl Engine {
             Some(open) => {
                 let quiet_before = self.store.update_incident(open.id, &sig, now)?;
                 if quiet_before > 0 {
-                    self.store.add_event(
-                        open.id,
-                        now,
-                        "anomalous_again",
-                        &json!({"value": d.value, "after_quiet_evaluations": quiet_before}),
-                        &[],
-                    )?;
+                    self.store.add_event(open.id, now, "anomalous_again", &json!({"value": d.value, "after_quiet_evaluations": quiet_before}), &[])?;
                 }
-                self.timeline.emit(TimelineEvent::IncidentUpdated {
-                    at: now,
-                    incident_id: open.id,
-                    value: Some(d.value),
-                });
+                self.timeline.emit(TimelineEvent::IncidentUpdated { at: now, incident_id: open.id, value: Some(d.value) });
                 // Act again only once the previous attempt's cooldown has passed.
-                let cooldown = self
-                    .remediation
-                    .as_ref()
-                    .map(|r| r.watch_cooldown(w))
-                    .unwrap_or_default();
+                let cooldown = self.remediation.as_ref().map(|r| r.watch_cooldown(w)).unwrap_or_default();
                 let last = self.store.last_run_for_incident(open.id)?;
                 let due = last.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= cooldown);
                 if !due {
@@ -702,15 +520,9 @@ impl Engine {
             None => {
                 let detail = json!({"detection": d, "labels": sv.labels});
                 let channels = self.channels.clone();
-                let incident = self.store.open_incident(&sig, now, &detail, |i| {
-                    render(NotifyEvent::Opened, i, None, &[], &channels)
-                })?;
+                let incident = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
                 tracing::warn!(incident = incident.id, watch = %w.name, value = d.value, expected = ?d.expected, "incident opened");
-                self.timeline.emit(TimelineEvent::IncidentOpened {
-                    at: now,
-                    incident_id: incident.id,
-                    title: incident.title.clone(),
-                });
+                self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: incident.id, title: incident.title.clone() });
                 self.outbox_wake.notify_one();
                 incident
             }
@@ -720,15 +532,8 @@ impl Engine {
         Ok(())
     }
 
-    fn on_quiet(
-        &self,
-        w: &WatchConfig,
-        sv: &SeriesVerdict,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let Some(open) = self.store.open_incident_by_fingerprint(&sv.fingerprint)? else {
-            return Ok(());
-        };
+    fn on_quiet(&self, w: &WatchConfig, sv: &SeriesVerdict, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some(open) = self.store.open_incident_by_fingerprint(&sv.fingerprint)? else { return Ok(()) };
         let quiet = self.store.record_quiet(open.id)?;
         if quiet < w.resolve_after {
             return Ok(());
@@ -736,15 +541,11 @@ impl Engine {
         let actions = self.action_history(open.id);
         let channels = self.channels.clone();
         let detail = json!({"quiet_evaluations": quiet});
-        if let Some(resolved) = self.store.resolve_incident(open.id, now, &detail, |i| {
-            render(NotifyEvent::Resolved, i, None, &actions, &channels)
-        })? {
+        if let Some(resolved) =
+            self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &actions, &channels))?
+        {
             tracing::info!(incident = resolved.id, watch = %w.name, "incident resolved");
-            self.timeline.emit(TimelineEvent::IncidentResolved {
-                at: now,
-                incident_id: resolved.id,
-                title: resolved.title,
-            });
+            self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: resolved.id, title: resolved.title });
             self.outbox_wake.notify_one();
         }
         Ok(())
@@ -758,16 +559,8 @@ impl Engine {
     /// Start the watch's playbook (and playbooks whose incident triggers match) for an
     /// incident. The run records itself, its guards' decisions and its outcome; notices
     /// become incident events and notifications (see [`crate::remediation::RunNotices`]).
-    async fn act(
-        &self,
-        w: &WatchConfig,
-        incident: &Incident,
-        now: DateTime<Utc>,
-        opened: bool,
-    ) -> Result<(), StoreError> {
-        let Some(rem) = self.remediation.clone() else {
-            return Ok(());
-        };
+    async fn act(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>, opened: bool) -> Result<(), StoreError> {
+        let Some(rem) = self.remediation.clone() else { return Ok(()) };
         let mut runs = Vec::new();
         if let Some(run) = rem.on_incident(w, incident, now).await {
             runs.push(run);
@@ -778,32 +571,18 @@ impl Engine {
         }
         for run in runs {
             let outcome = run.status.as_str().to_string();
-            self.metrics
-                .actions
-                .get_or_create(&ActionLabels {
-                    kind: run.playbook.clone(),
-                    outcome,
-                })
-                .inc();
+            self.metrics.actions.get_or_create(&ActionLabels { kind: run.playbook.clone(), outcome }).inc();
         }
         Ok(())
     }
 
     /// Apply an Alertmanager webhook: firing alerts open or update incidents, resolved ones
     /// resolve them. Returns how many alerts were applied.
-    pub fn handle_alerts(
-        &self,
-        payload: &WebhookPayload,
-        now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    pub fn handle_alerts(&self, payload: &WebhookPayload, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let channels = self.channels.clone();
         let mut applied = 0;
         for a in &payload.alerts {
-            let name = a
-                .labels
-                .get("alertname")
-                .cloned()
-                .unwrap_or_else(|| "unnamed".into());
+            let name = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
             let watch = format!("alertmanager/{name}");
             let fp = fingerprint(&watch, &a.labels);
             let severity = match a.labels.get("severity").map(String::as_str) {
@@ -812,17 +591,10 @@ impl Engine {
                 _ => Severity::Warning,
             };
             let target = match (a.labels.get("namespace"), a.labels.get("deployment")) {
-                (Some(ns), Some(dep)) => Some(TargetRef {
-                    namespace: ns.clone(),
-                    deployment: dep.clone(),
-                }),
+                (Some(ns), Some(dep)) => Some(TargetRef { namespace: ns.clone(), deployment: dep.clone() }),
                 _ => None,
             };
-            let title = a
-                .annotations
-                .get("summary")
-                .cloned()
-                .unwrap_or_else(|| format!("{name} firing"));
+            let title = a.annotations.get("summary").cloned().unwrap_or_else(|| format!("{name} firing"));
             match a.status.as_str() {
                 "firing" => {
                     let sig = IncidentSignal {
@@ -846,34 +618,20 @@ impl Engine {
                         }
                         None => {
                             let detail = json!({"alert": a, "group_key": payload.group_key});
-                            let i = self.store.open_incident(&sig, now, &detail, |i| {
-                                render(NotifyEvent::Opened, i, None, &[], &channels)
-                            })?;
+                            let i = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
                             tracing::warn!(incident = i.id, alert = %name, "incident opened from Alertmanager");
                             if let AnalysisMode::Queued(tx) = &self.analysis {
                                 self.queue_analysis(i.id, now, tx);
                             }
-                            self.timeline.emit(TimelineEvent::IncidentOpened {
-                                at: now,
-                                incident_id: i.id,
-                                title: i.title,
-                            });
+                            self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: i.id, title: i.title });
                         }
                     }
                 }
                 "resolved" => {
                     if let Some(open) = self.store.open_incident_by_fingerprint(&fp)? {
                         let detail = json!({"alert": a});
-                        if let Some(i) =
-                            self.store.resolve_incident(open.id, now, &detail, |i| {
-                                render(NotifyEvent::Resolved, i, None, &[], &channels)
-                            })?
-                        {
-                            self.timeline.emit(TimelineEvent::IncidentResolved {
-                                at: now,
-                                incident_id: i.id,
-                                title: i.title,
-                            });
+                        if let Some(i) = self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &[], &channels))? {
+                            self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: i.id, title: i.title });
                         }
                     }
                 }
@@ -900,21 +658,14 @@ pub fn resolve_target(w: &WatchConfig, identity: &BTreeMap<String, String>) -> O
         }
         (!out.contains('{') && !out.is_empty()).then_some(out)
     };
-    Some(TargetRef {
-        namespace: fill(&t.namespace)?,
-        deployment: fill(&t.deployment)?,
-    })
+    Some(TargetRef { namespace: fill(&t.namespace)?, deployment: fill(&t.deployment)? })
 }
 
 fn describe(target: &Option<TargetRef>, identity: &BTreeMap<String, String>) -> String {
     match target {
         Some(t) => format!("{}/{}", t.namespace, t.deployment),
         None if identity.is_empty() => "(all)".into(),
-        None => identity
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
+        None => identity.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
     }
 }
 
@@ -936,33 +687,18 @@ mod tests {
 
     #[async_trait::async_trait]
     impl MetricSource for Scripted {
-        async fn query_range(
-            &self,
-            _q: &str,
-            start: DateTime<Utc>,
-            end: DateTime<Utc>,
-            step: Duration,
-        ) -> Result<RangeResult, String> {
+        async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<RangeResult, String> {
             if *self.down.lock().map_err(|e| e.to_string())? {
                 return Err("connection refused".into());
             }
             let mut points = Vec::new();
             let mut t = start.timestamp();
             while t <= end.timestamp() {
-                points.push(Sample {
-                    timestamp_ms: t * 1000,
-                    value: (self.value)(t),
-                });
+                points.push(Sample { timestamp_ms: t * 1000, value: (self.value)(t) });
                 t += step.as_secs() as i64;
             }
-            let labels = BTreeMap::from([
-                ("namespace".to_string(), "shop".to_string()),
-                ("deployment".to_string(), "checkout".to_string()),
-            ]);
-            Ok(RangeResult {
-                series: vec![Series { labels, points }],
-                warnings: vec![],
-            })
+            let labels = BTreeMap::from([("namespace".to_string(), "shop".to_string()), ("deployment".to_string(), "checkout".to_string())]);
+            Ok(RangeResult { series: vec![Series { labels, points }], warnings: vec![] })
         }
     }
 
@@ -974,37 +710,17 @@ mod tests {
     #[async_trait::async_trait]
     impl Cluster for FakeCluster {
         async fn get_replicas(&self, _t: &WorkloadRef) -> Result<ReplicaState, ClusterError> {
-            let n = self
-                .patches
-                .lock()
-                .map(|p| p.last().copied().unwrap_or(2))
-                .unwrap_or(2);
-            Ok(ReplicaState {
-                desired: n,
-                current: n,
-            })
+            let n = self.patches.lock().map(|p| p.last().copied().unwrap_or(2)).unwrap_or(2);
+            Ok(ReplicaState { desired: n, current: n })
         }
-        async fn set_replicas(
-            &self,
-            _t: &WorkloadRef,
-            replicas: i32,
-            dry_run: bool,
-        ) -> Result<SetReplicasOutcome, ClusterError> {
+        async fn set_replicas(&self, _t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
             if let Ok(mut p) = self.patches.lock() {
                 p.push(replicas);
             }
-            Ok(SetReplicasOutcome {
-                replicas,
-                dry_run,
-                response: json!({}),
-            })
+            Ok(SetReplicasOutcome { replicas, dry_run, response: json!({}) })
         }
         async fn deployment_info(&self, _t: &WorkloadRef) -> Result<DeploymentInfo, ClusterError> {
-            Ok(DeploymentInfo {
-                labels: BTreeMap::new(),
-                revision: Some(1),
-                replicas: 2,
-            })
+            Ok(DeploymentInfo { labels: BTreeMap::new(), revision: Some(1), replicas: 2 })
         }
     }
 
@@ -1030,13 +746,7 @@ mod tests {
 
     fn baseline_with_fault() -> Arc<Scripted> {
         Arc::new(Scripted {
-            value: Box::new(|t| {
-                if (FAULT.0..FAULT.1).contains(&t) {
-                    5.0
-                } else {
-                    1.0 + ((t / 10) % 5) as f64 * 0.01
-                }
-            }),
+            value: Box::new(|t| if (FAULT.0..FAULT.1).contains(&t) { 5.0 } else { 1.0 + ((t / 10) % 5) as f64 * 0.01 }),
             down: Mutex::new(false),
         })
     }
@@ -1066,13 +776,7 @@ mod tests {
         assert_eq!(incidents[0].status, "resolved");
         // Resolved on the third quiet evaluation after the fault.
         assert_eq!(incidents[0].resolved_at, Some(at(FAULT.1 + 20)));
-        let events: Vec<String> = e
-            .store
-            .incident_events(incidents[0].id)
-            .expect("events")
-            .into_iter()
-            .map(|ev| ev.kind)
-            .collect();
+        let events: Vec<String> = e.store.incident_events(incidents[0].id).expect("events").into_iter().map(|ev| ev.kind).collect();
         assert_eq!(events, ["opened", "run_succeeded", "resolved"]);
         // opened, action and resolved, for each of the two channels.
         let due = e.store.pending_notifications().expect("count");
@@ -1095,16 +799,8 @@ mod tests {
         let st = &e.watch_statuses()[0];
         assert_eq!(st.state, "no_data");
         assert_eq!(st.no_data_count, 30);
-        assert!(st
-            .last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("connection refused"));
-        assert!(e
-            .metrics
-            .encode()
-            .expect("encode")
-            .contains("warden_watch_no_data_total{watch=\"lat\"} 30"));
+        assert!(st.last_error.as_deref().unwrap_or("").contains("connection refused"));
+        assert!(e.metrics.encode().expect("encode").contains("warden_watch_no_data_total{watch=\"lat\"} 30"));
 
         // Data during the fault: the incident opens. Then Prometheus goes down after the
         // fault: the incident must stay open, however long the outage.
@@ -1157,14 +853,7 @@ mod tests {
         assert_eq!(e.handle_alerts(&payload, at(T0 + 60)).expect("apply"), 1);
         let open = e.store.open_incidents().expect("open");
         assert_eq!(open.len(), 1, "repeated alerts update the same incident");
-        assert_eq!(
-            (
-                open[0].source.as_str(),
-                open[0].watch.as_str(),
-                open[0].severity.as_str()
-            ),
-            ("alertmanager", "alertmanager/HighErrors", "critical")
-        );
+        assert_eq!((open[0].source.as_str(), open[0].watch.as_str(), open[0].severity.as_str()), ("alertmanager", "alertmanager/HighErrors", "critical"));
         assert_eq!(open[0].title, "5xx above 5 %");
         payload.alerts[0].status = "resolved".into();
         e.handle_alerts(&payload, at(T0 + 120)).expect("apply");

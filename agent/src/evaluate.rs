@@ -33,10 +33,7 @@ impl Verdict {
     pub fn detection(&self) -> Option<&Detection> {
         match self {
             Verdict::NoData(_) => None,
-            Verdict::WarmingUp(d)
-            | Verdict::Deviating(d)
-            | Verdict::Normal(d)
-            | Verdict::Anomalous(d) => Some(d),
+            Verdict::WarmingUp(d) | Verdict::Deviating(d) | Verdict::Normal(d) | Verdict::Anomalous(d) => Some(d),
         }
     }
 }
@@ -89,43 +86,22 @@ pub async fn evaluate(
     let start = end - to_chrono(watch.lookback.get());
     let kind = match WatchKind::parse(&watch.detector) {
         Ok(k) => k,
-        Err((param, message)) => {
-            return (
-                Evaluation::NoData(format!("detector parameter {param}: {message}")),
-                Default::default(),
-            )
-        }
+        Err((param, message)) => return (Evaluation::NoData(format!("detector parameter {param}: {message}")), Default::default()),
     };
     if let WatchKind::Joint(spec) = &kind {
         let mut features = Vec::with_capacity(watch.queries.len());
         for (name, query) in &watch.queries {
             match fetch(source, query, start, end, watch.step.get()).await {
                 Ok(series) => features.push((name.clone(), series)),
-                Err(reason) => {
-                    return (
-                        Evaluation::NoData(format!("query {name}: {reason}")),
-                        Default::default(),
-                    )
-                }
+                Err(reason) => return (Evaluation::NoData(format!("query {name}: {reason}")), Default::default()),
             }
         }
         let started = Instant::now();
-        let verdicts = crate::joint_eval::judge_joint(
-            &watch.name,
-            &watch.identity,
-            spec,
-            features,
-            end,
-            watch.step.get(),
-            open_since,
-        );
+        let verdicts = crate::joint_eval::judge_joint(&watch.name, &watch.identity, spec, features, end, watch.step.get(), open_since);
         return (Evaluation::Series(verdicts), started.elapsed());
     }
     let Some(query) = &watch.query else {
-        return (
-            Evaluation::NoData("the watch has no `query`".into()),
-            Default::default(),
-        );
+        return (Evaluation::NoData("the watch has no `query`".into()), Default::default());
     };
     let series = match fetch(source, query, start, end, watch.step.get()).await {
         Ok(s) => s,
@@ -134,37 +110,19 @@ pub async fn evaluate(
     let started = Instant::now();
     let (id, step, lookback) = (&watch.identity, watch.step.get(), watch.lookback.get());
     let verdicts = match &kind {
-        WatchKind::Group(spec) => {
-            crate::group_eval::judge_groups(&watch.name, id, spec, series, end, step)
-        }
-        WatchKind::Drift(spec) => {
-            crate::drift_eval::judge_drift(&watch.name, id, spec, lookback, series, end, step)
-        }
-        WatchKind::Quality(spec) => {
-            crate::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step)
-        }
+        WatchKind::Group(spec) => crate::group_eval::judge_groups(&watch.name, id, spec, series, end, step),
+        WatchKind::Drift(spec) => crate::drift_eval::judge_drift(&watch.name, id, spec, lookback, series, end, step),
+        WatchKind::Quality(spec) => crate::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step),
         WatchKind::Single | WatchKind::Joint(_) => judge_series(watch, series, end, cache),
     };
     (Evaluation::Series(verdicts), started.elapsed())
 }
 
 /// Run one range query; every way of getting nothing usable is a reason for "no data".
-async fn fetch(
-    source: &dyn MetricSource,
-    query: &str,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    step: std::time::Duration,
-) -> Result<Vec<Series>, String> {
-    let result = source
-        .query_range(query, start, end, step)
-        .await
-        .map_err(|e| format!("query failed: {e}"))?;
+async fn fetch(source: &dyn MetricSource, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: std::time::Duration) -> Result<Vec<Series>, String> {
+    let result = source.query_range(query, start, end, step).await.map_err(|e| format!("query failed: {e}"))?;
     if !result.warnings.is_empty() {
-        return Err(format!(
-            "partial response from Prometheus: {}",
-            result.warnings.join("; ")
-        ));
+        return Err(format!("partial response from Prometheus: {}", result.warnings.join("; ")));
     }
     if result.series.is_empty() {
         return Err("the query returned no series".into());
@@ -184,10 +142,7 @@ pub(crate) fn group_by_identity(
     identity: &[String],
     required: &[&str],
     series: Vec<Series>,
-) -> (
-    BTreeMap<BTreeMap<String, String>, Vec<Series>>,
-    Vec<SeriesVerdict>,
-) {
+) -> (BTreeMap<BTreeMap<String, String>, Vec<Series>>, Vec<SeriesVerdict>) {
     let mut groups: BTreeMap<BTreeMap<String, String>, Vec<Series>> = BTreeMap::new();
     let mut unplaced = Vec::new();
     for s in series {
@@ -201,12 +156,7 @@ pub(crate) fn group_by_identity(
                 None => missing.push(l.as_str()),
             }
         }
-        missing.extend(
-            required
-                .iter()
-                .copied()
-                .filter(|l| !s.labels.contains_key(*l)),
-        );
+        missing.extend(required.iter().copied().filter(|l| !s.labels.contains_key(*l)));
         if missing.is_empty() {
             groups.entry(key).or_default().push(s);
         } else {
@@ -214,10 +164,7 @@ pub(crate) fn group_by_identity(
                 fingerprint: fingerprint(watch, &s.labels),
                 identity: s.labels.clone(),
                 labels: s.labels,
-                verdict: Verdict::NoData(format!(
-                    "series lacks identity label(s) {}",
-                    missing.join(", ")
-                )),
+                verdict: Verdict::NoData(format!("series lacks identity label(s) {}", missing.join(", "))),
             });
         }
     }
@@ -225,12 +172,7 @@ pub(crate) fn group_by_identity(
 }
 
 /// The "no data" verdict for an identity whose query returned several series.
-pub(crate) fn ambiguous(
-    watch: &str,
-    identity_labels: &[String],
-    identity: BTreeMap<String, String>,
-    count: usize,
-) -> SeriesVerdict {
+pub(crate) fn ambiguous(watch: &str, identity_labels: &[String], identity: BTreeMap<String, String>, count: usize) -> SeriesVerdict {
     SeriesVerdict {
         fingerprint: fingerprint(watch, &identity),
         labels: identity.clone(),
@@ -243,11 +185,7 @@ pub(crate) fn ambiguous(
 }
 
 /// The value of the last sample at or before `t_ms`, if it is no older than `max_age_ms`.
-pub(crate) fn sample_at(
-    points: &[warden_connectors::prometheus::Sample],
-    t_ms: i64,
-    max_age_ms: i64,
-) -> Option<f64> {
+pub(crate) fn sample_at(points: &[warden_connectors::prometheus::Sample], t_ms: i64, max_age_ms: i64) -> Option<f64> {
     let idx = points.partition_point(|p| p.timestamp_ms <= t_ms);
     let p = points.get(idx.checked_sub(1)?)?;
     (t_ms - p.timestamp_ms <= max_age_ms && p.value.is_finite()).then_some(p.value)
@@ -307,53 +245,30 @@ impl DetectorCache {
 }
 
 /// Split series by identity and run the detector on each.
-pub fn judge_series(
-    watch: &WatchConfig,
-    series: Vec<Series>,
-    end: DateTime<Utc>,
-    cache: &DetectorCache,
-) -> Vec<SeriesVerdict> {
+pub fn judge_series(watch: &WatchConfig, series: Vec<Series>, end: DateTime<Utc>, cache: &DetectorCache) -> Vec<SeriesVerdict> {
     let (by_identity, mut out) = group_by_identity(&watch.name, &watch.identity, &[], series);
     let stale_after = to_chrono(watch.step.get() * 2);
     let mut present = std::collections::HashSet::new();
     for (identity, mut group) in by_identity {
         if group.len() > 1 {
-            out.push(ambiguous(
-                &watch.name,
-                &watch.identity,
-                identity,
-                group.len(),
-            ));
+            out.push(ambiguous(&watch.name, &watch.identity, identity, group.len()));
             continue;
         }
         let Some(s) = group.pop() else { continue };
         let fp = fingerprint(&watch.name, &identity);
         present.insert(fp.clone());
         let verdict = judge_one(watch, &s, end, stale_after, cache, &fp);
-        out.push(SeriesVerdict {
-            identity,
-            labels: s.labels,
-            fingerprint: fp,
-            verdict,
-        });
+        out.push(SeriesVerdict { identity, labels: s.labels, fingerprint: fp, verdict });
     }
     cache.retain(&present);
     out
 }
 
-fn judge_one(
-    watch: &WatchConfig,
-    s: &Series,
-    end: DateTime<Utc>,
-    stale_after: ChronoDuration,
-    cache: &DetectorCache,
-    fp: &str,
-) -> Verdict {
+fn judge_one(watch: &WatchConfig, s: &Series, end: DateTime<Utc>, stale_after: ChronoDuration, cache: &DetectorCache, fp: &str) -> Verdict {
     let Some(last) = s.points.last() else {
         return Verdict::NoData("the series has no samples in the lookback window".into());
     };
-    let last_at =
-        DateTime::from_timestamp_millis(last.timestamp_ms).unwrap_or(DateTime::UNIX_EPOCH);
+    let last_at = DateTime::from_timestamp_millis(last.timestamp_ms).unwrap_or(DateTime::UNIX_EPOCH);
     if end - last_at > stale_after {
         return Verdict::NoData(format!(
             "the last sample ({}) is older than two steps before the evaluation time",
@@ -363,9 +278,7 @@ fn judge_one(
     let first_ms = s.points.first().map(|p| p.timestamp_ms).unwrap_or(i64::MIN);
     // A kept detector continues where it stopped, unless the data no longer reaches back to
     // its last point (a gap longer than the lookback): then it starts over.
-    let kept = cache
-        .take(fp)
-        .filter(|c| c.last_ms >= first_ms && c.last_ms <= last.timestamp_ms);
+    let kept = cache.take(fp).filter(|c| c.last_ms >= first_ms && c.last_ms <= last.timestamp_ms);
     let (mut det, fed_until, mut latest) = match kept {
         Some(c) => (c.detector, c.last_ms, Some(c.last)),
         None => match watch.detector.build() {
@@ -390,19 +303,9 @@ fn judge_one(
     let Some(d) = latest else {
         return Verdict::NoData("the series has no samples".into());
     };
-    cache.put(
-        fp.to_string(),
-        CachedDetector {
-            detector: det,
-            last_ms: last_fed,
-            last: d.clone(),
-        },
-    );
+    cache.put(fp.to_string(), CachedDetector { detector: det, last_ms: last_fed, last: d.clone() });
     match d.state {
-        DetectionState::NoData => Verdict::NoData(format!(
-            "the last sample is not a finite number ({})",
-            d.value
-        )),
+        DetectionState::NoData => Verdict::NoData(format!("the last sample is not a finite number ({})", d.value)),
         DetectionState::WarmingUp => Verdict::WarmingUp(d),
         DetectionState::Normal if d.explanation.consecutive > 0 => Verdict::Deviating(d),
         DetectionState::Normal => Verdict::Normal(d),
@@ -427,17 +330,11 @@ mod tests {
     fn series(dep: &str, values: &[f64], last_ms: i64) -> Series {
         let n = values.len() as i64;
         Series {
-            labels: BTreeMap::from([
-                ("deployment".to_string(), dep.to_string()),
-                ("pod".to_string(), "p".to_string()),
-            ]),
+            labels: BTreeMap::from([("deployment".to_string(), dep.to_string()), ("pod".to_string(), "p".to_string())]),
             points: values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| Sample {
-                    timestamp_ms: last_ms - (n - 1 - i as i64) * 10_000,
-                    value: *v,
-                })
+                .map(|(i, v)| Sample { timestamp_ms: last_ms - (n - 1 - i as i64) * 10_000, value: *v })
                 .collect(),
         }
     }
@@ -453,28 +350,12 @@ mod tests {
         spike.extend([5.0, 5.0]);
         normal.extend([1.0, 1.01]);
         let e = end().timestamp_millis();
-        let v = judge_series(
-            &watch(),
-            vec![series("a", &normal, e), series("b", &spike, e)],
-            end(),
-            &DetectorCache::default(),
-        );
+        let v = judge_series(&watch(), vec![series("a", &normal, e), series("b", &spike, e)], end(), &DetectorCache::default());
         assert_eq!(v.len(), 2);
-        assert!(
-            matches!(v[0].verdict, Verdict::Normal(_)),
-            "{:?}",
-            v[0].verdict
-        );
-        assert!(
-            matches!(v[1].verdict, Verdict::Anomalous(_)),
-            "{:?}",
-            v[1].verdict
-        );
+        assert!(matches!(v[0].verdict, Verdict::Normal(_)), "{:?}", v[0].verdict);
+        assert!(matches!(v[1].verdict, Verdict::Anomalous(_)), "{:?}", v[1].verdict);
         assert_ne!(v[0].fingerprint, v[1].fingerprint);
-        assert_eq!(
-            v[1].fingerprint,
-            fingerprint("w", &BTreeMap::from([("deployment".into(), "b".into())]))
-        );
+        assert_eq!(v[1].fingerprint, fingerprint("w", &BTreeMap::from([("deployment".into(), "b".into())])));
     }
 
     #[test]
@@ -483,70 +364,27 @@ mod tests {
         let e = end().timestamp_millis();
         let mut values: Vec<f64> = (0..40).map(|i| 1.0 + (i % 3) as f64 * 0.01).collect();
         let first = judge_series(&watch(), vec![series("a", &values, e)], end(), &cache);
-        assert!(
-            matches!(first[0].verdict, Verdict::Normal(_)),
-            "{:?}",
-            first[0].verdict
-        );
+        assert!(matches!(first[0].verdict, Verdict::Normal(_)), "{:?}", first[0].verdict);
         assert_eq!(cache.len(), 1);
         // Two new points 10 s apart; the window slides by two steps.
         values.extend([5.0, 5.0]);
         let later = end() + chrono::Duration::seconds(20);
         let window = &values[2..];
-        let kept = judge_series(
-            &watch(),
-            vec![series("a", window, later.timestamp_millis())],
-            later,
-            &cache,
-        );
-        let replayed = judge_series(
-            &watch(),
-            vec![series("a", window, later.timestamp_millis())],
-            later,
-            &DetectorCache::default(),
-        );
-        assert!(
-            matches!(kept[0].verdict, Verdict::Anomalous(_)),
-            "{:?}",
-            kept[0].verdict
-        );
-        assert!(
-            matches!(replayed[0].verdict, Verdict::Anomalous(_)),
-            "{:?}",
-            replayed[0].verdict
-        );
-        let (Some(k), Some(r)) = (kept[0].verdict.detection(), replayed[0].verdict.detection())
-        else {
-            panic!("detections")
-        };
-        assert_eq!(
-            (k.timestamp_ms, k.value, k.explanation.consecutive),
-            (r.timestamp_ms, r.value, r.explanation.consecutive)
-        );
+        let kept = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &cache);
+        let replayed = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &DetectorCache::default());
+        assert!(matches!(kept[0].verdict, Verdict::Anomalous(_)), "{:?}", kept[0].verdict);
+        assert!(matches!(replayed[0].verdict, Verdict::Anomalous(_)), "{:?}", replayed[0].verdict);
+        let (Some(k), Some(r)) = (kept[0].verdict.detection(), replayed[0].verdict.detection()) else { panic!("detections") };
+        assert_eq!((k.timestamp_ms, k.value, k.explanation.consecutive), (r.timestamp_ms, r.value, r.explanation.consecutive));
         // The same evaluation again feeds nothing new and gives the same verdict.
-        let again = judge_series(
-            &watch(),
-            vec![series("a", window, later.timestamp_millis())],
-            later,
-            &cache,
-        );
+        let again = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &cache);
         assert_eq!(again[0].verdict, kept[0].verdict);
         // An evaluation between two steps (the query grid shifted by 3 s) feeds nothing.
         let between = later + chrono::Duration::seconds(3);
-        let shifted = judge_series(
-            &watch(),
-            vec![series("a", window, between.timestamp_millis())],
-            between,
-            &cache,
-        );
+        let shifted = judge_series(&watch(), vec![series("a", window, between.timestamp_millis())], between, &cache);
         assert_eq!(shifted[0].verdict, kept[0].verdict);
         // A series that disappears loses its detector.
-        judge_series(
-            &watch(),
-            vec![series("b", window, later.timestamp_millis())],
-            later,
-            &cache,
-        );
+        judge_series(&watch(), vec![series("b", window, later.timestamp_millis())], later, &cache);
         assert_eq!(cache.len(), 1);
     }
 
@@ -554,22 +392,12 @@ mod tests {
     fn stale_nan_missing_label_and_ambiguous_are_no_data() {
         let vals: Vec<f64> = (0..40).map(|_| 1.0).collect();
         let e = end().timestamp_millis();
-        let stale = judge_series(
-            &watch(),
-            vec![series("a", &vals, e - 60_000)],
-            end(),
-            &DetectorCache::default(),
-        );
+        let stale = judge_series(&watch(), vec![series("a", &vals, e - 60_000)], end(), &DetectorCache::default());
         assert!(matches!(&stale[0].verdict, Verdict::NoData(r) if r.contains("older")));
 
         let mut nan = vals.clone();
         nan.push(f64::NAN);
-        let v = judge_series(
-            &watch(),
-            vec![series("a", &nan, e)],
-            end(),
-            &DetectorCache::default(),
-        );
+        let v = judge_series(&watch(), vec![series("a", &nan, e)], end(), &DetectorCache::default());
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("finite")));
 
         let mut unlabeled = series("a", &vals, e);
@@ -577,12 +405,7 @@ mod tests {
         let v = judge_series(&watch(), vec![unlabeled], end(), &DetectorCache::default());
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("lacks identity")));
 
-        let v = judge_series(
-            &watch(),
-            vec![series("a", &vals, e), series("a", &vals, e)],
-            end(),
-            &DetectorCache::default(),
-        );
+        let v = judge_series(&watch(), vec![series("a", &vals, e), series("a", &vals, e)], end(), &DetectorCache::default());
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("share the identity")));
     }
 }

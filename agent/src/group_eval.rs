@@ -33,56 +33,27 @@ pub struct GroupSpec {
 }
 
 /// Parse the `group_outlier` spec; errors are `(parameter, message)`.
-pub fn parse_spec(
-    params: &serde_json::Map<String, serde_json::Value>,
-) -> Result<GroupSpec, SpecError> {
+pub fn parse_spec(params: &serde_json::Map<String, serde_json::Value>) -> Result<GroupSpec, SpecError> {
     let mut rest = params.clone();
     let member = match rest.remove("member") {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-        Some(other) => {
-            return Err((
-                "member".into(),
-                format!("must be a label name, got {other}"),
-            ))
-        }
-        None => {
-            return Err((
-                "member".into(),
-                "the label that tells group members apart is required (e.g. `pod`)".into(),
-            ))
-        }
+        Some(other) => return Err(("member".into(), format!("must be a label name, got {other}"))),
+        None => return Err(("member".into(), "the label that tells group members apart is required (e.g. `pod`)".into())),
     };
-    let recent = take_count(&mut rest, "recent", 1..=1000)?
-        .map(|n| n as usize)
-        .unwrap_or(DEFAULT_RECENT);
+    let recent = take_count(&mut rest, "recent", 1..=1000)?.map(|n| n as usize).unwrap_or(DEFAULT_RECENT);
     let params: GroupOutlierParams = detector_params(&rest)?;
     params.validate().map_err(|e| named(&e))?;
-    Ok(GroupSpec {
-        member,
-        recent,
-        params,
-    })
+    Ok(GroupSpec { member, recent, params })
 }
 
 /// Judge every group of a group watch.
-pub fn judge_groups(
-    watch_name: &str,
-    identity: &[String],
-    spec: &GroupSpec,
-    series: Vec<Series>,
-    end: DateTime<Utc>,
-    step: std::time::Duration,
-) -> Vec<SeriesVerdict> {
+pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, series: Vec<Series>, end: DateTime<Utc>, step: std::time::Duration) -> Vec<SeriesVerdict> {
     let stale_after = ChronoDuration::from_std(step * 2).unwrap_or(ChronoDuration::MAX);
-    let (by_identity, mut out) =
-        group_by_identity(watch_name, identity, &[spec.member.as_str()], series);
+    let (by_identity, mut out) = group_by_identity(watch_name, identity, &[spec.member.as_str()], series);
     let groups: BTreeMap<BTreeMap<String, String>, Vec<(String, Series)>> = by_identity
         .into_iter()
         .map(|(key, members)| {
-            let members = members
-                .into_iter()
-                .map(|s| (s.labels.get(&spec.member).cloned().unwrap_or_default(), s))
-                .collect();
+            let members = members.into_iter().map(|s| (s.labels.get(&spec.member).cloned().unwrap_or_default(), s)).collect();
             (key, members)
         })
         .collect();
@@ -91,70 +62,35 @@ pub fn judge_groups(
         Err(e) => {
             return groups
                 .into_iter()
-                .flat_map(|(key, members)| {
-                    members.into_iter().map(move |(m, s)| (key.clone(), m, s))
-                })
-                .map(|(key, m, s)| {
-                    member_verdict(
-                        watch_name,
-                        spec,
-                        &key,
-                        &m,
-                        s.labels,
-                        Verdict::NoData(format!("detector: {e}")),
-                    )
-                })
+                .flat_map(|(key, members)| members.into_iter().map(move |(m, s)| (key.clone(), m, s)))
+                .map(|(key, m, s)| member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData(format!("detector: {e}"))))
                 .collect();
         }
     };
     for (key, members) in groups {
         let mut fresh = Vec::new();
         for (m, s) in members {
-            let last = s
-                .points
-                .last()
-                .and_then(|p| DateTime::from_timestamp_millis(p.timestamp_ms));
+            let last = s.points.last().and_then(|p| DateTime::from_timestamp_millis(p.timestamp_ms));
             match last {
                 Some(t) if end - t <= stale_after => fresh.push((m, s)),
-                _ => out.push(member_verdict(
-                    watch_name,
-                    spec,
-                    &key,
-                    &m,
-                    s.labels,
-                    Verdict::NoData("the member's last sample is older than two steps".into()),
-                )),
+                _ => out.push(member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData("the member's last sample is older than two steps".into()))),
             }
         }
         if fresh.len() < MIN_MEMBERS {
             let reason = format!("only {} fresh member(s) in the group; at least {MIN_MEMBERS} are needed to compare", fresh.len());
             for (m, s) in fresh {
-                out.push(member_verdict(
-                    watch_name,
-                    spec,
-                    &key,
-                    &m,
-                    s.labels,
-                    Verdict::NoData(reason.clone()),
-                ));
+                out.push(member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData(reason.clone())));
             }
             continue;
         }
         // The last `recent` timestamps seen in the group, aligned across members.
-        let times: BTreeSet<i64> = fresh
-            .iter()
-            .flat_map(|(_, s)| s.points.iter().map(|p| p.timestamp_ms))
-            .collect();
+        let times: BTreeSet<i64> = fresh.iter().flat_map(|(_, s)| s.points.iter().map(|p| p.timestamp_ms)).collect();
         let times: Vec<i64> = times.into_iter().rev().take(spec.recent).rev().collect();
         let matrix: Vec<Vec<f64>> = fresh
             .iter()
             .map(|(_, s)| {
-                let by_t: BTreeMap<i64, f64> =
-                    s.points.iter().map(|p| (p.timestamp_ms, p.value)).collect();
-                times
-                    .iter()
-                    .map(|t| by_t.get(t).copied().unwrap_or(f64::NAN))
-                    .collect()
+                let by_t: BTreeMap<i64, f64> = s.points.iter().map(|p| (p.timestamp_ms, p.value)).collect();
+                times.iter().map(|t| by_t.get(t).copied().unwrap_or(f64::NAN)).collect()
             })
             .collect();
         let slices: Vec<&[f64]> = matrix.iter().map(Vec::as_slice).collect();
@@ -162,14 +98,7 @@ pub fn judge_groups(
             Ok(r) => r,
             Err(e) => {
                 for (m, s) in fresh {
-                    out.push(member_verdict(
-                        watch_name,
-                        spec,
-                        &key,
-                        &m,
-                        s.labels,
-                        Verdict::NoData(format!("group comparison: {e}")),
-                    ));
+                    out.push(member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData(format!("group comparison: {e}"))));
                 }
                 continue;
             }
@@ -179,14 +108,8 @@ pub fn judge_groups(
         let band = result.band.get(last_idx).copied().flatten();
         let n = fresh.len();
         for (i, (m, s)) in fresh.into_iter().enumerate() {
-            let Some(r) = result.members.get(i) else {
-                continue;
-            };
-            let value = matrix
-                .get(i)
-                .and_then(|row| row.get(last_idx))
-                .copied()
-                .unwrap_or(f64::NAN);
+            let Some(r) = result.members.get(i) else { continue };
+            let value = matrix.get(i).and_then(|row| row.get(last_idx)).copied().unwrap_or(f64::NAN);
             let outlying_now = r.outlying_indices.contains(&last_idx);
             let expected = band.map(|b| b.lower / 2.0 + b.upper / 2.0);
             let detection = Detection {
@@ -201,11 +124,7 @@ pub fn judge_groups(
                     Some(e) if value < e => Deviation::Below,
                     _ => Deviation::None,
                 },
-                state: if r.is_outlier && outlying_now {
-                    DetectionState::Anomalous
-                } else {
-                    DetectionState::Normal
-                },
+                state: if r.is_outlier && outlying_now { DetectionState::Anomalous } else { DetectionState::Normal },
                 explanation: Explanation {
                     threshold: Some(result.threshold),
                     consecutive: u32::from(outlying_now),
@@ -225,10 +144,7 @@ pub fn judge_groups(
                 // A pod that just started has too short a record to be called an outlier.
                 let mut d = detection;
                 d.state = DetectionState::WarmingUp;
-                d.explanation.note = Some(format!(
-                    "{}={m} has {} of the {min_judged} steps needed to be compared",
-                    spec.member, r.judged
-                ));
+                d.explanation.note = Some(format!("{}={m} has {} of the {min_judged} steps needed to be compared", spec.member, r.judged));
                 Verdict::WarmingUp(d)
             } else if r.is_outlier && outlying_now {
                 Verdict::Anomalous(detection)
@@ -237,30 +153,16 @@ pub fn judge_groups(
             } else {
                 Verdict::Normal(detection)
             };
-            out.push(member_verdict(
-                watch_name, spec, &key, &m, s.labels, verdict,
-            ));
+            out.push(member_verdict(watch_name, spec, &key, &m, s.labels, verdict));
         }
     }
     out
 }
 
-fn member_verdict(
-    watch: &str,
-    spec: &GroupSpec,
-    key: &BTreeMap<String, String>,
-    member: &str,
-    labels: BTreeMap<String, String>,
-    verdict: Verdict,
-) -> SeriesVerdict {
+fn member_verdict(watch: &str, spec: &GroupSpec, key: &BTreeMap<String, String>, member: &str, labels: BTreeMap<String, String>, verdict: Verdict) -> SeriesVerdict {
     let mut identity = key.clone();
     identity.insert(spec.member.clone(), member.to_string());
-    SeriesVerdict {
-        fingerprint: fingerprint(watch, &identity),
-        identity,
-        labels,
-        verdict,
-    }
+    SeriesVerdict { fingerprint: fingerprint(watch, &identity), identity, labels, verdict }
 }
 
 #[cfg(test)]
@@ -280,14 +182,7 @@ mod tests {
                 ("deployment".to_string(), "checkout".to_string()),
                 ("pod".to_string(), name.to_string()),
             ]),
-            points: values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Sample {
-                    timestamp_ms: end_ms - (n - 1 - i as i64) * 10_000,
-                    value: *v,
-                })
-                .collect(),
+            points: values.iter().enumerate().map(|(i, v)| Sample { timestamp_ms: end_ms - (n - 1 - i as i64) * 10_000, value: *v }).collect(),
         }
     }
 
@@ -296,105 +191,36 @@ mod tests {
         let end = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
         let e = end.timestamp_millis();
         let mut rng = warden_detectors::harness::XorShift64::new(3);
-        let mut series: Vec<Series> = (0..4)
-            .map(|i| {
-                pod(
-                    &format!("p{i}"),
-                    &(0..6)
-                        .map(|_| 0.100 + rng.uniform(-0.005, 0.005))
-                        .collect::<Vec<_>>(),
-                    e,
-                )
-            })
-            .collect();
-        series.push(pod(
-            "slow",
-            &(0..6)
-                .map(|_| 0.300 + rng.uniform(-0.005, 0.005))
-                .collect::<Vec<_>>(),
-            e,
-        ));
-        let v = judge_groups(
-            "lat",
-            &["deployment".to_string()],
-            &spec(),
-            series,
-            end,
-            std::time::Duration::from_secs(10),
-        );
+        let mut series: Vec<Series> =
+            (0..4).map(|i| pod(&format!("p{i}"), &(0..6).map(|_| 0.100 + rng.uniform(-0.005, 0.005)).collect::<Vec<_>>(), e)).collect();
+        series.push(pod("slow", &(0..6).map(|_| 0.300 + rng.uniform(-0.005, 0.005)).collect::<Vec<_>>(), e));
+        let v = judge_groups("lat", &["deployment".to_string()], &spec(), series, end, std::time::Duration::from_secs(10));
         assert_eq!(v.len(), 5);
         for sv in &v {
             let is_slow = sv.identity.get("pod").map(String::as_str) == Some("slow");
-            assert_eq!(
-                matches!(sv.verdict, Verdict::Anomalous(_)),
-                is_slow,
-                "{sv:?}"
-            );
+            assert_eq!(matches!(sv.verdict, Verdict::Anomalous(_)), is_slow, "{sv:?}");
         }
-        let slow = v
-            .iter()
-            .find(|sv| sv.identity.get("pod").map(String::as_str) == Some("slow"))
-            .expect("slow pod");
-        assert_eq!(
-            slow.fingerprint,
-            fingerprint(
-                "lat",
-                &BTreeMap::from([
-                    ("deployment".into(), "checkout".into()),
-                    ("pod".into(), "slow".into())
-                ])
-            )
-        );
+        let slow = v.iter().find(|sv| sv.identity.get("pod").map(String::as_str) == Some("slow")).expect("slow pod");
+        assert_eq!(slow.fingerprint, fingerprint("lat", &BTreeMap::from([("deployment".into(), "checkout".into()), ("pod".into(), "slow".into())])));
     }
 
     #[test]
     fn too_few_or_stale_members_are_no_data() {
         let end = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
         let e = end.timestamp_millis();
-        let series = vec![
-            pod("a", &[1.0; 6], e),
-            pod("b", &[1.0; 6], e),
-            pod("c", &[9.0; 6], e - 60_000),
-        ];
-        let v = judge_groups(
-            "lat",
-            &["deployment".to_string()],
-            &spec(),
-            series,
-            end,
-            std::time::Duration::from_secs(10),
-        );
-        assert!(
-            v.iter().all(|sv| matches!(sv.verdict, Verdict::NoData(_))),
-            "{v:?}"
-        );
-        assert!(v
-            .iter()
-            .any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("older"))));
-        assert!(v
-            .iter()
-            .any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("at least 3"))));
+        let series = vec![pod("a", &[1.0; 6], e), pod("b", &[1.0; 6], e), pod("c", &[9.0; 6], e - 60_000)];
+        let v = judge_groups("lat", &["deployment".to_string()], &spec(), series, end, std::time::Duration::from_secs(10));
+        assert!(v.iter().all(|sv| matches!(sv.verdict, Verdict::NoData(_))), "{v:?}");
+        assert!(v.iter().any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("older"))));
+        assert!(v.iter().any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("at least 3"))));
     }
 
     #[test]
     fn spec_errors_name_the_parameter() {
-        let bad = |v: serde_json::Value| {
-            parse_spec(v.as_object().expect("object"))
-                .expect_err("invalid")
-                .0
-        };
+        let bad = |v: serde_json::Value| parse_spec(v.as_object().expect("object")).expect_err("invalid").0;
         assert_eq!(bad(serde_json::json!({})), "member");
-        assert_eq!(
-            bad(serde_json::json!({"member": "pod", "recent": 0})),
-            "recent"
-        );
-        assert_eq!(
-            bad(serde_json::json!({"member": "pod", "sensitivty": 0.5})),
-            "sensitivty"
-        );
-        assert_eq!(
-            bad(serde_json::json!({"member": "pod", "sensitivity": 2.0})),
-            "sensitivity"
-        );
+        assert_eq!(bad(serde_json::json!({"member": "pod", "recent": 0})), "recent");
+        assert_eq!(bad(serde_json::json!({"member": "pod", "sensitivty": 0.5})), "sensitivty");
+        assert_eq!(bad(serde_json::json!({"member": "pod", "sensitivity": 2.0})), "sensitivity");
     }
 }

@@ -46,25 +46,14 @@ pub struct JointSpec {
 impl JointSpec {
     pub fn parse(params: &serde_json::Map<String, serde_json::Value>) -> Result<Self, SpecError> {
         let mut rest = params.clone();
-        let min_consecutive = take_count(&mut rest, "min_consecutive", 1..=100)?
-            .map(|n| n as usize)
-            .unwrap_or(DEFAULT_MIN_CONSECUTIVE);
-        let holdout = take_count(&mut rest, "holdout", 1..=10_000)?
-            .map(|n| n as usize)
-            .unwrap_or(DEFAULT_HOLDOUT);
+        let min_consecutive = take_count(&mut rest, "min_consecutive", 1..=100)?.map(|n| n as usize).unwrap_or(DEFAULT_MIN_CONSECUTIVE);
+        let holdout = take_count(&mut rest, "holdout", 1..=10_000)?.map(|n| n as usize).unwrap_or(DEFAULT_HOLDOUT);
         if holdout < min_consecutive {
-            return Err((
-                "holdout".into(),
-                format!("must be at least min_consecutive ({min_consecutive}), got {holdout}"),
-            ));
+            return Err(("holdout".into(), format!("must be at least min_consecutive ({min_consecutive}), got {holdout}")));
         }
         let params: MultivariateParams = detector_params(&rest)?;
         params.validate().map_err(|e| named(&e))?;
-        Ok(Self {
-            min_consecutive,
-            holdout,
-            params,
-        })
+        Ok(Self { min_consecutive, holdout, params })
     }
 }
 
@@ -108,87 +97,36 @@ pub fn judge_joint(
         let fp = fingerprint(watch, &key);
         let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
         // While an incident is open, the reference stays what it was when it opened.
-        let frozen = open_since.get(&fp).map(|t| {
-            t.timestamp_millis()
-                .saturating_sub(step_ms.saturating_mul(spec.holdout as i64))
-        });
-        let verdict = judge_identity(
-            spec,
-            &names,
-            &by_feature,
-            end.timestamp_millis(),
-            stale_ms,
-            frozen,
-        );
+        let frozen = open_since.get(&fp).map(|t| t.timestamp_millis().saturating_sub(step_ms.saturating_mul(spec.holdout as i64)));
+        let verdict = judge_identity(spec, &names, &by_feature, end.timestamp_millis(), stale_ms, frozen);
         let labels = key.clone();
-        out.push(SeriesVerdict {
-            fingerprint: fp,
-            identity: key,
-            labels,
-            verdict,
-        });
+        out.push(SeriesVerdict { fingerprint: fp, identity: key, labels, verdict });
     }
     out
 }
 
 /// `frozen`: the reference ends before this time (an incident is open).
-fn judge_identity(
-    spec: &JointSpec,
-    names: &[String],
-    by_feature: &BTreeMap<usize, Series>,
-    end_ms: i64,
-    stale_ms: i64,
-    frozen: Option<i64>,
-) -> Verdict {
-    let missing: Vec<&str> = names
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !by_feature.contains_key(i))
-        .map(|(_, n)| n.as_str())
-        .collect();
+fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usize, Series>, end_ms: i64, stale_ms: i64, frozen: Option<i64>) -> Verdict {
+    let missing: Vec<&str> = names.iter().enumerate().filter(|(i, _)| !by_feature.contains_key(i)).map(|(_, n)| n.as_str()).collect();
     if !missing.is_empty() {
-        return Verdict::NoData(format!(
-            "no series from query {} for this identity",
-            missing.join(", ")
-        ));
+        return Verdict::NoData(format!("no series from query {} for this identity", missing.join(", ")));
     }
     // Timestamps where every feature has a finite value.
     let maps: Vec<BTreeMap<i64, f64>> = by_feature
         .values()
-        .map(|s| {
-            s.points
-                .iter()
-                .filter(|p| p.value.is_finite())
-                .map(|p| (p.timestamp_ms, p.value))
-                .collect()
-        })
+        .map(|s| s.points.iter().filter(|p| p.value.is_finite()).map(|p| (p.timestamp_ms, p.value)).collect())
         .collect();
     let Some(first) = maps.first() else {
         return Verdict::NoData("no queries".into());
     };
-    let times: BTreeSet<i64> = first
-        .keys()
-        .copied()
-        .filter(|t| maps.iter().all(|m| m.contains_key(t)))
-        .collect();
-    let vectors: Vec<(i64, Vec<f64>)> = times
-        .iter()
-        .map(|t| {
-            (
-                *t,
-                maps.iter()
-                    .map(|m| m.get(t).copied().unwrap_or(f64::NAN))
-                    .collect(),
-            )
-        })
-        .collect();
+    let times: BTreeSet<i64> = first.keys().copied().filter(|t| maps.iter().all(|m| m.contains_key(t))).collect();
+    let vectors: Vec<(i64, Vec<f64>)> =
+        times.iter().map(|t| (*t, maps.iter().map(|m| m.get(t).copied().unwrap_or(f64::NAN)).collect())).collect();
     let Some((last_t, last)) = vectors.last().cloned() else {
         return Verdict::NoData("the queries have no finite samples at common timestamps".into());
     };
     if end_ms - last_t > stale_ms {
-        return Verdict::NoData(
-            "the latest sample common to all queries is older than two steps".into(),
-        );
+        return Verdict::NoData("the latest sample common to all queries is older than two steps".into());
     }
     let (mut reference, held_out) = vectors.split_at(vectors.len().saturating_sub(spec.holdout));
     if let Some(cut) = frozen {
@@ -205,11 +143,7 @@ fn judge_identity(
         upper: None,
         deviation: Deviation::None,
         state: DetectionState::WarmingUp,
-        explanation: Explanation {
-            history: reference.len(),
-            note: Some(note),
-            ..Explanation::default()
-        },
+        explanation: Explanation { history: reference.len(), note: Some(note), ..Explanation::default() },
     };
     if reference.len() < need {
         let why = match frozen {
@@ -285,15 +219,7 @@ fn judge_identity(
 fn short(v: f64) -> String {
     let a = v.abs();
     if a >= 1e4 {
-        let (div, unit) = if a >= 1e12 {
-            (1e12, "T")
-        } else if a >= 1e9 {
-            (1e9, "G")
-        } else if a >= 1e6 {
-            (1e6, "M")
-        } else {
-            (1e3, "k")
-        };
+        let (div, unit) = if a >= 1e12 { (1e12, "T") } else if a >= 1e9 { (1e9, "G") } else if a >= 1e6 { (1e6, "M") } else { (1e3, "k") };
         return format!("{:.2}{unit}", v / div);
     }
     if v.abs() >= 100.0 {
@@ -319,14 +245,7 @@ mod tests {
         let n = values.len() as i64;
         Series {
             labels: BTreeMap::from([("deployment".to_string(), dep.to_string())]),
-            points: values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Sample {
-                    timestamp_ms: e - (n - 1 - i as i64) * 30_000,
-                    value: *v,
-                })
-                .collect(),
+            points: values.iter().enumerate().map(|(i, v)| Sample { timestamp_ms: e - (n - 1 - i as i64) * 30_000, value: *v }).collect(),
         }
     }
 
@@ -338,17 +257,9 @@ mod tests {
     fn workload_with(runaway: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let mut rng = warden_detectors::harness::XorShift64::new(11);
         let n = 240;
-        let rps: Vec<f64> = (0..n)
-            .map(|i| 100.0 + 60.0 * (i as f64 / 20.0).sin() + rng.uniform(-3.0, 3.0))
-            .collect();
-        let mut cpu: Vec<f64> = rps
-            .iter()
-            .map(|r| 0.01 * r + rng.uniform(-0.03, 0.03))
-            .collect();
-        let mem: Vec<f64> = rps
-            .iter()
-            .map(|r| 200.0 + 0.5 * r + rng.uniform(-2.0, 2.0))
-            .collect();
+        let rps: Vec<f64> = (0..n).map(|i| 100.0 + 60.0 * (i as f64 / 20.0).sin() + rng.uniform(-3.0, 3.0)).collect();
+        let mut cpu: Vec<f64> = rps.iter().map(|r| 0.01 * r + rng.uniform(-0.03, 0.03)).collect();
+        let mem: Vec<f64> = rps.iter().map(|r| 200.0 + 0.5 * r + rng.uniform(-2.0, 2.0)).collect();
         {
             for c in cpu.iter_mut().skip(n - runaway) {
                 *c = 1.6; // what 160 rps would need, at ordinary traffic
@@ -358,12 +269,7 @@ mod tests {
     }
 
     fn spec() -> JointSpec {
-        JointSpec::parse(
-            serde_json::json!({"components": 2})
-                .as_object()
-                .expect("object"),
-        )
-        .expect("valid")
+        JointSpec::parse(serde_json::json!({"components": 2}).as_object().expect("object")).expect("valid")
     }
 
     #[test]
@@ -371,38 +277,13 @@ mod tests {
         let (rps_ok, cpu_ok, mem_ok) = workload(false);
         let (rps_bad, cpu_bad, mem_bad) = workload(true);
         let features = vec![
-            (
-                "cpu".to_string(),
-                vec![series("ok", &cpu_ok), series("bad", &cpu_bad)],
-            ),
-            (
-                "mem".to_string(),
-                vec![series("ok", &mem_ok), series("bad", &mem_bad)],
-            ),
-            (
-                "rps".to_string(),
-                vec![series("ok", &rps_ok), series("bad", &rps_bad)],
-            ),
+            ("cpu".to_string(), vec![series("ok", &cpu_ok), series("bad", &cpu_bad)]),
+            ("mem".to_string(), vec![series("ok", &mem_ok), series("bad", &mem_bad)]),
+            ("rps".to_string(), vec![series("ok", &rps_ok), series("bad", &rps_bad)]),
         ];
-        let v = judge_joint(
-            "joint",
-            &["deployment".to_string()],
-            &spec(),
-            features,
-            end(),
-            Duration::from_secs(30),
-            &BTreeMap::new(),
-        );
-        let by = |d: &str| {
-            v.iter()
-                .find(|sv| sv.identity.get("deployment").map(String::as_str) == Some(d))
-                .expect("verdict")
-        };
-        assert!(
-            matches!(by("ok").verdict, Verdict::Normal(_)),
-            "{:?}",
-            by("ok").verdict
-        );
+        let v = judge_joint("joint", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
+        let by = |d: &str| v.iter().find(|sv| sv.identity.get("deployment").map(String::as_str) == Some(d)).expect("verdict");
+        assert!(matches!(by("ok").verdict, Verdict::Normal(_)), "{:?}", by("ok").verdict);
         match &by("bad").verdict {
             Verdict::Anomalous(d) => {
                 let note = d.explanation.note.clone().unwrap_or_default();
@@ -423,85 +304,30 @@ mod tests {
                 ("rps".to_string(), vec![series("bad", &rps)]),
             ]
         };
-        let fp = fingerprint(
-            "j",
-            &BTreeMap::from([("deployment".to_string(), "bad".to_string())]),
-        );
+        let fp = fingerprint("j", &BTreeMap::from([("deployment".to_string(), "bad".to_string())]));
         let opened = end() - chrono::Duration::seconds(58 * 30);
-        let v = judge_joint(
-            "j",
-            &["deployment".to_string()],
-            &spec(),
-            features(),
-            end(),
-            Duration::from_secs(30),
-            &BTreeMap::from([(fp, opened)]),
-        );
-        assert!(
-            matches!(&v[0].verdict, Verdict::Anomalous(_)),
-            "{:?}",
-            v[0].verdict
-        );
+        let v = judge_joint("j", &["deployment".to_string()], &spec(), features(), end(), Duration::from_secs(30), &BTreeMap::from([(fp, opened)]));
+        assert!(matches!(&v[0].verdict, Verdict::Anomalous(_)), "{:?}", v[0].verdict);
     }
 
     #[test]
     fn a_missing_metric_or_short_history_is_not_normal() {
         let (rps, cpu, _) = workload(false);
-        let features = vec![
-            ("cpu".to_string(), vec![series("a", &cpu)]),
-            ("rps".to_string(), vec![]),
-        ];
-        let v = judge_joint(
-            "j",
-            &["deployment".to_string()],
-            &spec(),
-            features,
-            end(),
-            Duration::from_secs(30),
-            &BTreeMap::new(),
-        );
-        assert!(
-            matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("rps")),
-            "{:?}",
-            v[0].verdict
-        );
+        let features = vec![("cpu".to_string(), vec![series("a", &cpu)]), ("rps".to_string(), vec![])];
+        let v = judge_joint("j", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
+        assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("rps")), "{:?}", v[0].verdict);
 
-        let features = vec![
-            ("cpu".to_string(), vec![series("a", &cpu[..20])]),
-            ("rps".to_string(), vec![series("a", &rps[..20])]),
-        ];
-        let v = judge_joint(
-            "j",
-            &["deployment".to_string()],
-            &spec(),
-            features,
-            end(),
-            Duration::from_secs(30),
-            &BTreeMap::new(),
-        );
-        assert!(
-            matches!(&v[0].verdict, Verdict::WarmingUp(_)),
-            "{:?}",
-            v[0].verdict
-        );
+        let features = vec![("cpu".to_string(), vec![series("a", &cpu[..20])]), ("rps".to_string(), vec![series("a", &rps[..20])])];
+        let v = judge_joint("j", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
+        assert!(matches!(&v[0].verdict, Verdict::WarmingUp(_)), "{:?}", v[0].verdict);
     }
 
     #[test]
     fn spec_errors_name_the_parameter() {
-        let bad = |v: serde_json::Value| {
-            JointSpec::parse(v.as_object().expect("object"))
-                .expect_err("invalid")
-                .0
-        };
+        let bad = |v: serde_json::Value| JointSpec::parse(v.as_object().expect("object")).expect_err("invalid").0;
         assert_eq!(bad(serde_json::json!({"components": 0})), "components");
-        assert_eq!(
-            bad(serde_json::json!({"min_consecutive": 0})),
-            "min_consecutive"
-        );
+        assert_eq!(bad(serde_json::json!({"min_consecutive": 0})), "min_consecutive");
         assert_eq!(bad(serde_json::json!({"componets": 2})), "componets");
-        assert_eq!(
-            bad(serde_json::json!({"min_consecutive": 3, "holdout": 2})),
-            "holdout"
-        );
+        assert_eq!(bad(serde_json::json!({"min_consecutive": 3, "holdout": 2})), "holdout");
     }
 }

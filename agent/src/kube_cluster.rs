@@ -2,17 +2,12 @@
 //! `warden_connectors::kube_actions`, with errors classified for the engine.
 
 use async_trait::async_trait;
-use std::collections::BTreeMap;
 use warden_connectors::kubernetes::KubeClient;
+use std::collections::BTreeMap;
 
 use warden_connectors::kube_actions::{self, deployment_revision};
-use warden_playbooks::cluster::{
-    DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, PodTerminating,
-    RollbackPlan, RollbackResult,
-};
-use warden_playbooks::{
-    Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef,
-};
+use warden_playbooks::cluster::{DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, PodTerminating, RollbackPlan, RollbackResult};
+use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
 pub struct KubeCluster {
     pub client: KubeClient,
@@ -23,13 +18,7 @@ fn classify(e: &warden_connectors::Error) -> ClusterErrorKind {
         ClusterErrorKind::NotFound
     } else if e.is_conflict() {
         ClusterErrorKind::Conflict
-    } else if matches!(
-        e,
-        warden_connectors::Error::Kube {
-            status: 401 | 403,
-            ..
-        }
-    ) {
+    } else if matches!(e, warden_connectors::Error::Kube { status: 401 | 403, .. }) {
         ClusterErrorKind::Forbidden
     } else if e.is_retryable() {
         ClusterErrorKind::Transient
@@ -44,68 +33,28 @@ impl Cluster for KubeCluster {
         self.client
             .get_deployment_scale(&t.namespace, &t.name)
             .await
-            .map(|s| ReplicaState {
-                desired: s.spec_replicas,
-                current: s.status_replicas,
-            })
+            .map(|s| ReplicaState { desired: s.spec_replicas, current: s.status_replicas })
             .map_err(|e| ClusterError::new(classify(&e), e.to_string()))
     }
 
-    async fn set_replicas(
-        &self,
-        t: &WorkloadRef,
-        replicas: i32,
-        dry_run: bool,
-    ) -> Result<SetReplicasOutcome, ClusterError> {
+    async fn set_replicas(&self, t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
         self.client
             .set_deployment_replicas(&t.namespace, &t.name, replicas, dry_run)
             .await
-            .map(|o| SetReplicasOutcome {
-                replicas: o.replicas,
-                dry_run: o.dry_run,
-                response: o.response,
-            })
+            .map(|o| SetReplicasOutcome { replicas: o.replicas, dry_run: o.dry_run, response: o.response })
             .map_err(|e| ClusterError::new(classify(&e), e.to_string()))
     }
 
     async fn deployment_info(&self, t: &WorkloadRef) -> Result<DeploymentInfo, ClusterError> {
-        let d = self
-            .client
-            .get_deployment(&t.namespace, &t.name)
-            .await
-            .map_err(err)?;
-        let labels: BTreeMap<String, String> = d
-            .metadata
-            .labels
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let d = self.client.get_deployment(&t.namespace, &t.name).await.map_err(err)?;
+        let labels: BTreeMap<String, String> = d.metadata.labels.clone().unwrap_or_default().into_iter().collect();
         let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        Ok(DeploymentInfo {
-            labels,
-            revision: deployment_revision(&d),
-            replicas,
-        })
+        Ok(DeploymentInfo { labels, revision: deployment_revision(&d), replicas })
     }
 
-    async fn rollback(
-        &self,
-        t: &WorkloadRef,
-        to_revision: Option<i64>,
-        dry_run: bool,
-    ) -> Result<RollbackResult, ClusterError> {
-        let o = self
-            .client
-            .rollback_deployment(&t.namespace, &t.name, to_revision, dry_run)
-            .await
-            .map_err(err)?;
-        Ok(RollbackResult {
-            from_revision: o.from_revision,
-            to_revision: o.to_revision,
-            changed: o.changed,
-            response: o.response,
-        })
+    async fn rollback(&self, t: &WorkloadRef, to_revision: Option<i64>, dry_run: bool) -> Result<RollbackResult, ClusterError> {
+        let o = self.client.rollback_deployment(&t.namespace, &t.name, to_revision, dry_run).await.map_err(err)?;
+        Ok(RollbackResult { from_revision: o.from_revision, to_revision: o.to_revision, changed: o.changed, response: o.response })
     }
 
     async fn previous_revision(&self, t: &WorkloadRef) -> Result<Option<i64>, ClusterError> {
@@ -118,45 +67,17 @@ impl Cluster for KubeCluster {
 
     /// Both revisions from the ReplicaSets (`kube_actions::plan_rollback`), not from the
     /// Deployment's revision annotation, which lags the controller's renumbering.
-    async fn plan_rollback(
-        &self,
-        t: &WorkloadRef,
-        to_revision: Option<i64>,
-    ) -> Result<RollbackPlan, ClusterError> {
-        let p = self
-            .client
-            .plan_rollback(&t.namespace, &t.name, to_revision)
-            .await
-            .map_err(err)?;
-        Ok(RollbackPlan {
-            from_revision: p.from_revision,
-            to_revision: p.to_revision,
-        })
+    async fn plan_rollback(&self, t: &WorkloadRef, to_revision: Option<i64>) -> Result<RollbackPlan, ClusterError> {
+        let p = self.client.plan_rollback(&t.namespace, &t.name, to_revision).await.map_err(err)?;
+        Ok(RollbackPlan { from_revision: p.from_revision, to_revision: p.to_revision })
     }
 
-    async fn restart(
-        &self,
-        t: &WorkloadRef,
-        restarted_at: &str,
-        dry_run: bool,
-    ) -> Result<serde_json::Value, ClusterError> {
-        self.client
-            .restart_deployment(&t.namespace, &t.name, restarted_at, dry_run)
-            .await
-            .map(|o| o.response)
-            .map_err(err)
+    async fn restart(&self, t: &WorkloadRef, restarted_at: &str, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+        self.client.restart_deployment(&t.namespace, &t.name, restarted_at, dry_run).await.map(|o| o.response).map_err(err)
     }
 
-    async fn list_pods(
-        &self,
-        namespace: &str,
-        selector: &str,
-    ) -> Result<Vec<PodInfo>, ClusterError> {
-        let pods = self
-            .client
-            .list_pods(namespace, Some(selector))
-            .await
-            .map_err(err)?;
+    async fn list_pods(&self, namespace: &str, selector: &str) -> Result<Vec<PodInfo>, ClusterError> {
+        let pods = self.client.list_pods(namespace, Some(selector)).await.map_err(err)?;
         Ok(pods.iter().map(pod_info).collect())
     }
 
@@ -168,27 +89,10 @@ impl Cluster for KubeCluster {
         }
     }
 
-    async fn delete_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        uid: Option<&str>,
-        dry_run: bool,
-    ) -> Result<DeleteResult, ClusterError> {
-        let o = self
-            .client
-            .delete_pod(namespace, name, uid, dry_run)
-            .await
-            .map_err(err)?;
-        let terminating = o.terminating.map(|t| PodTerminating {
-            deletion_timestamp: t.deletion_timestamp,
-            grace_period_seconds: t.grace_period_seconds,
-        });
-        Ok(DeleteResult {
-            already_gone: o.already_gone,
-            terminating,
-            response: o.response,
-        })
+    async fn delete_pod(&self, namespace: &str, name: &str, uid: Option<&str>, dry_run: bool) -> Result<DeleteResult, ClusterError> {
+        let o = self.client.delete_pod(namespace, name, uid, dry_run).await.map_err(err)?;
+        let terminating = o.terminating.map(|t| PodTerminating { deletion_timestamp: t.deletion_timestamp, grace_period_seconds: t.grace_period_seconds });
+        Ok(DeleteResult { already_gone: o.already_gone, terminating, response: o.response })
     }
 
     async fn node_unschedulable(&self, node: &str) -> Result<bool, ClusterError> {
@@ -196,41 +100,15 @@ impl Cluster for KubeCluster {
         Ok(n.spec.and_then(|s| s.unschedulable).unwrap_or(false))
     }
 
-    async fn set_node_unschedulable(
-        &self,
-        node: &str,
-        unschedulable: bool,
-        dry_run: bool,
-    ) -> Result<serde_json::Value, ClusterError> {
-        self.client
-            .set_node_unschedulable(node, unschedulable, dry_run)
-            .await
-            .map(|o| o.response)
-            .map_err(err)
+    async fn set_node_unschedulable(&self, node: &str, unschedulable: bool, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+        self.client.set_node_unschedulable(node, unschedulable, dry_run).await.map(|o| o.response).map_err(err)
     }
 
-    async fn create_job(
-        &self,
-        namespace: &str,
-        job: &serde_json::Value,
-        dry_run: bool,
-    ) -> Result<JobCreated, ClusterError> {
-        let job: k8s_openapi::api::batch::v1::Job =
-            serde_json::from_value(job.clone()).map_err(|e| {
-                ClusterError::new(
-                    ClusterErrorKind::Other,
-                    format!("the Job does not parse as batch/v1 Job: {e}"),
-                )
-            })?;
-        let o = self
-            .client
-            .create_job(namespace, &job, dry_run)
-            .await
-            .map_err(err)?;
-        Ok(JobCreated {
-            created: o.created,
-            response: o.response,
-        })
+    async fn create_job(&self, namespace: &str, job: &serde_json::Value, dry_run: bool) -> Result<JobCreated, ClusterError> {
+        let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(job.clone())
+            .map_err(|e| ClusterError::new(ClusterErrorKind::Other, format!("the Job does not parse as batch/v1 Job: {e}")))?;
+        let o = self.client.create_job(namespace, &job, dry_run).await.map_err(err)?;
+        Ok(JobCreated { created: o.created, response: o.response })
     }
 
     async fn job_status(&self, namespace: &str, name: &str) -> Result<JobStatus, ClusterError> {
@@ -238,35 +116,19 @@ impl Cluster for KubeCluster {
         let phase = match kube_actions::job_phase(&job) {
             kube_actions::JobPhase::Running => JobPhase::Running,
             kube_actions::JobPhase::Succeeded => JobPhase::Succeeded,
-            kube_actions::JobPhase::Failed { reason, message } => JobPhase::Failed {
-                reason: format!("{reason}: {message}"),
-            },
+            kube_actions::JobPhase::Failed { reason, message } => JobPhase::Failed { reason: format!("{reason}: {message}") },
         };
         let status = serde_json::to_value(&job.status).unwrap_or(serde_json::Value::Null);
         Ok(JobStatus { phase, status })
     }
 
     async fn read_deployment(&self, t: &WorkloadRef) -> Result<serde_json::Value, ClusterError> {
-        let d = self
-            .client
-            .get_deployment(&t.namespace, &t.name)
-            .await
-            .map_err(err)?;
-        serde_json::to_value(&d)
-            .map_err(|e| ClusterError::new(ClusterErrorKind::Other, e.to_string()))
+        let d = self.client.get_deployment(&t.namespace, &t.name).await.map_err(err)?;
+        serde_json::to_value(&d).map_err(|e| ClusterError::new(ClusterErrorKind::Other, e.to_string()))
     }
 
-    async fn patch_deployment(
-        &self,
-        t: &WorkloadRef,
-        patch: &serde_json::Value,
-        dry_run: bool,
-    ) -> Result<serde_json::Value, ClusterError> {
-        self.client
-            .patch_deployment(&t.namespace, &t.name, patch, dry_run)
-            .await
-            .map(|o| o.response)
-            .map_err(err)
+    async fn patch_deployment(&self, t: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+        self.client.patch_deployment(&t.namespace, &t.name, patch, dry_run).await.map(|o| o.response).map_err(err)
     }
 }
 
@@ -278,13 +140,7 @@ fn pod_info(p: &k8s_openapi::api::core::v1::Pod) -> PodInfo {
     PodInfo {
         name: p.metadata.name.clone().unwrap_or_default(),
         uid: p.metadata.uid.clone().unwrap_or_default(),
-        labels: p
-            .metadata
-            .labels
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
+        labels: p.metadata.labels.clone().unwrap_or_default().into_iter().collect(),
         node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
     }
 }
@@ -295,24 +151,14 @@ fn pod_info(p: &k8s_openapi::api::core::v1::Pod) -> PodInfo {
 /// scale-ups, the topology, and the node conditions of the nodes its pods run on.
 #[async_trait]
 impl crate::analysis::ClusterEvidence for KubeCluster {
-    async fn workload_facts(
-        &self,
-        namespace: &str,
-        deployment: &str,
-        since: i64,
-    ) -> Result<crate::analysis::ClusterFacts, String> {
-        let w =
-            warden_connectors::kube_evidence::collect(&self.client, namespace, deployment, since)
-                .await
-                .map_err(|e| e.to_string())?;
+    async fn workload_facts(&self, namespace: &str, deployment: &str, since: i64) -> Result<crate::analysis::ClusterFacts, String> {
+        let w = warden_connectors::kube_evidence::collect(&self.client, namespace, deployment, since).await.map_err(|e| e.to_string())?;
         Ok(workload_facts(&w))
     }
 }
 
 /// The facts of one workload's cluster evidence.
-pub fn workload_facts(
-    w: &warden_connectors::kube_evidence::WorkloadEvidence,
-) -> crate::analysis::ClusterFacts {
+pub fn workload_facts(w: &warden_connectors::kube_evidence::WorkloadEvidence) -> crate::analysis::ClusterFacts {
     use crate::analysis::Fact;
     use warden_detectors::rca::{ChangeKind, Payload, Subject};
     let subject = Subject::workload(Some(&w.namespace), &w.deployment);
@@ -326,22 +172,14 @@ pub fn workload_facts(
     }
     for e in &w.events {
         // Warnings, plus the Normal events that mark changes (scaling, killing, pulling).
-        let telling = e.type_ == "Warning"
-            || matches!(
-                e.reason.as_str(),
-                "ScalingReplicaSet" | "SuccessfulRescale" | "Killing" | "Pulled"
-            );
+        let telling = e.type_ == "Warning" || matches!(e.reason.as_str(), "ScalingReplicaSet" | "SuccessfulRescale" | "Killing" | "Pulled");
         if !telling {
             continue;
         }
         let about_node = e.involved_kind == "Node";
         facts.push(Fact {
             time: e.time,
-            subject: if about_node {
-                Subject::node(&e.involved_name)
-            } else {
-                subject.clone()
-            },
+            subject: if about_node { Subject::node(&e.involved_name) } else { subject.clone() },
             payload: Payload::KubeEvent {
                 reason: e.reason.clone(),
                 message: e.message.clone(),
@@ -359,54 +197,28 @@ pub fn workload_facts(
             let v: Vec<String> = list.iter().map(|c| c.image.clone()).collect();
             (!v.is_empty()).then(|| v.join(","))
         };
-        let verb = if r.rollback {
-            "rolled back to"
-        } else {
-            "rolled out"
-        };
-        let mut description = format!(
-            "Deployment {}/{} {verb} revision {} (ReplicaSet {})",
-            w.namespace, w.deployment, r.revision, r.replica_set
-        );
+        let verb = if r.rollback { "rolled back to" } else { "rolled out" };
+        let mut description = format!("Deployment {}/{} {verb} revision {} (ReplicaSet {})", w.namespace, w.deployment, r.revision, r.replica_set);
         if r.time_approximate {
             description.push_str("; time approximate");
         }
         facts.push(Fact {
             time: r.time,
             subject: subject.clone(),
-            payload: Payload::Change {
-                change: ChangeKind::Rollout,
-                from: images(&r.from_images),
-                to: images(&r.to_images),
-                description,
-            },
+            payload: Payload::Change { change: ChangeKind::Rollout, from: images(&r.from_images), to: images(&r.to_images), description },
         });
     }
     for c in w.config.iter().filter(|c| c.changed_since) {
         let Some(t) = c.last_change else { continue };
         let (change, kind) = match c.kind {
-            warden_connectors::kube_evidence::ConfigKind::ConfigMap => {
-                (ChangeKind::Config, "ConfigMap")
-            }
+            warden_connectors::kube_evidence::ConfigKind::ConfigMap => (ChangeKind::Config, "ConfigMap"),
             warden_connectors::kube_evidence::ConfigKind::Secret => (ChangeKind::Secret, "Secret"),
         };
-        let by = c
-            .last_manager
-            .as_deref()
-            .map(|m| format!(" by {m}"))
-            .unwrap_or_default();
+        let by = c.last_manager.as_deref().map(|m| format!(" by {m}")).unwrap_or_default();
         facts.push(Fact {
             time: t,
             subject: subject.clone(),
-            payload: Payload::Change {
-                change,
-                from: None,
-                to: None,
-                description: format!(
-                    "{kind} {}/{} (used by {}) changed{by}",
-                    w.namespace, c.name, w.deployment
-                ),
-            },
+            payload: Payload::Change { change, from: None, to: None, description: format!("{kind} {}/{} (used by {}) changed{by}", w.namespace, c.name, w.deployment) },
         });
     }
     if let Some(scale) = &w.scale {
@@ -420,10 +232,7 @@ pub fn workload_facts(
                     change: ChangeKind::Autoscaler,
                     from: h.current_replicas.map(|r| r.to_string()),
                     to: h.desired_replicas.map(|r| r.to_string()),
-                    description: format!(
-                        "HorizontalPodAutoscaler {} scaled the Deployment{at_max}",
-                        h.name
-                    ),
+                    description: format!("HorizontalPodAutoscaler {} scaled the Deployment{at_max}", h.name),
                 },
             });
         }
@@ -433,68 +242,33 @@ pub fn workload_facts(
         facts.push(Fact {
             time: w.since,
             subject: subject.clone(),
-            payload: Payload::Topology {
-                nodes,
-                pods: t.pods.iter().map(|p| p.name.clone()).collect(),
-                services: t.services.clone(),
-                depends_on: Vec::new(),
-            },
+            payload: Payload::Topology { nodes, pods: t.pods.iter().map(|p| p.name.clone()).collect(), services: t.services.clone(), depends_on: Vec::new() },
         });
         for p in &t.pods {
-            if let Some(reason) = p
-                .last_termination_reason
-                .as_deref()
-                .filter(|r| *r != "Completed")
-            {
+            if let Some(reason) = p.last_termination_reason.as_deref().filter(|r| *r != "Completed") {
                 facts.push(Fact {
                     time: w.collected_at,
                     subject: subject.clone(),
                     payload: Payload::KubeEvent {
                         reason: reason.to_string(),
-                        message: format!(
-                            "container last terminated: {reason} (exit code {}), {} restart(s)",
-                            p.last_termination_exit_code
-                                .map(|c| c.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            p.restarts
-                        ),
+                        message: format!("container last terminated: {reason} (exit code {}), {} restart(s)", p.last_termination_exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()), p.restarts),
                         count: p.restarts.max(1) as u32,
                         object: format!("Pod/{}", p.name),
                     },
                 });
             }
-            if let Some(reason) = p.waiting_reason.as_deref().filter(|r| {
-                matches!(
-                    *r,
-                    "CrashLoopBackOff"
-                        | "ImagePullBackOff"
-                        | "ErrImagePull"
-                        | "CreateContainerConfigError"
-                )
-            }) {
+            if let Some(reason) = p.waiting_reason.as_deref().filter(|r| matches!(*r, "CrashLoopBackOff" | "ImagePullBackOff" | "ErrImagePull" | "CreateContainerConfigError")) {
                 facts.push(Fact {
                     time: w.collected_at,
                     subject: subject.clone(),
-                    payload: Payload::KubeEvent {
-                        reason: reason.to_string(),
-                        message: format!("container waiting: {reason}"),
-                        count: 1,
-                        object: format!("Pod/{}", p.name),
-                    },
+                    payload: Payload::KubeEvent { reason: reason.to_string(), message: format!("container waiting: {reason}"), count: 1, object: format!("Pod/{}", p.name) },
                 });
             }
         }
-        for n in t
-            .nodes
-            .iter()
-            .filter(|n| n.found && (!n.ready || !n.conditions.is_empty() || n.unschedulable))
-        {
+        for n in t.nodes.iter().filter(|n| n.found && (!n.ready || !n.conditions.is_empty() || n.unschedulable)) {
             let mut what = Vec::new();
             if !n.ready {
-                what.push(format!(
-                    "NotReady ({})",
-                    n.not_ready_reason.as_deref().unwrap_or("no reason given")
-                ));
+                what.push(format!("NotReady ({})", n.not_ready_reason.as_deref().unwrap_or("no reason given")));
             }
             what.extend(n.conditions.iter().cloned());
             if n.unschedulable {
@@ -504,11 +278,7 @@ pub fn workload_facts(
                 time: w.collected_at,
                 subject: Subject::node(&n.name),
                 payload: Payload::KubeEvent {
-                    reason: if n.ready {
-                        "NodeCondition".into()
-                    } else {
-                        "NodeNotReady".into()
-                    },
+                    reason: if n.ready { "NodeCondition".into() } else { "NodeNotReady".into() },
                     message: what.join(", "),
                     count: 1,
                     object: format!("Node/{}", n.name),

@@ -30,9 +30,7 @@ pub fn run_to(input: &Path, json: bool, out: &mut dyn Write) -> Result<u64> {
     let mut mined = 0u64;
     loop {
         buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("reading {} after line {number}", input.display()))?;
+        let n = reader.read_until(b'\n', &mut buf).with_context(|| format!("reading {} after line {number}", input.display()))?;
         if n == 0 {
             break;
         }
@@ -45,20 +43,13 @@ pub fn run_to(input: &Path, json: bool, out: &mut dyn Write) -> Result<u64> {
         let r = miner.add(line);
         mined += 1;
         if json {
-            writeln!(
-                out,
-                "{}",
-                json!({ "line": number, "template_id": r.template_id, "template": &*r.template })
-            )?;
+            writeln!(out, "{}", json!({ "line": number, "template_id": r.template_id, "template": &*r.template }))?;
         } else {
             writeln!(out, "{}\t{}", r.template_id, r.template)?;
         }
     }
     if json {
-        let templates: Vec<_> = miner
-            .templates()
-            .map(|t| json!({ "id": t.id, "count": t.count, "template": t.template }))
-            .collect();
+        let templates: Vec<_> = miner.templates().map(|t| json!({ "id": t.id, "count": t.count, "template": t.template })).collect();
         writeln!(out, "{}", json!({ "templates": templates }))?;
     } else {
         writeln!(out)?;
@@ -87,28 +78,16 @@ mod tests {
     fn text_and_json_reports() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("app.log");
-        std::fs::write(&path, "user 1 logged in\r\n\nuser 2 logged in\ndisk full\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, "user 1 logged in\r\n\nuser 2 logged in\ndisk full\n").unwrap_or_else(|e| panic!("{e}"));
         let mut out = Vec::new();
-        assert_eq!(
-            run_to(&path, false, &mut out).unwrap_or_else(|e| panic!("{e:#}")),
-            3
-        );
+        assert_eq!(run_to(&path, false, &mut out).unwrap_or_else(|e| panic!("{e:#}")), 3);
         let text = String::from_utf8_lossy(&out);
-        assert!(
-            text.starts_with("1\tuser <*> logged in\n1\tuser <*> logged in\n2\tdisk full\n\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("     1        2  user <*> logged in"),
-            "{text}"
-        );
+        assert!(text.starts_with("1\tuser <*> logged in\n1\tuser <*> logged in\n2\tdisk full\n\n"), "{text}");
+        assert!(text.contains("     1        2  user <*> logged in"), "{text}");
         let mut out = Vec::new();
         run_to(&path, true, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
-        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[1]["line"], 3, "the blank line keeps its number");
         assert_eq!(lines[3]["templates"][1]["template"], "disk full");

@@ -6,10 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use warden_agent::{
-    bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, outbox_cmd,
-    playbook_cmd, rca_cmd, store::Store,
-};
+use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, outbox_cmd, playbook_cmd, rca_cmd, store::Store};
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
@@ -193,13 +190,7 @@ enum ModelCommand {
     /// quantization, context, chat template, tokenizer, device, SHA-256, load time).
     Info {
         /// The model of this configuration's `analysis.model`.
-        #[arg(
-            short,
-            long,
-            env = "WARDEN_CONFIG",
-            value_name = "FILE",
-            conflicts_with = "model"
-        )]
+        #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE", conflicts_with = "model")]
         config: Option<PathBuf>,
         /// A GGUF file.
         #[arg(long, value_name = "FILE.gguf")]
@@ -488,11 +479,9 @@ struct DbArgs {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -507,16 +496,15 @@ async fn shutdown_on_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -545,13 +533,8 @@ fn model_info(config: Option<PathBuf>, model: Option<PathBuf>, json: bool) -> Re
         (_, Some(path)) => warden_models::llm::LoadOptions::new(path),
         (Some(c), None) => {
             let cfg = load_config(&c)?;
-            let m = cfg
-                .analysis
-                .model
-                .as_ref()
-                .ok_or_else(|| anyhow!("{}: no `analysis.model` section", c.display()))?;
-            warden_agent::analysis::summarizer::load_options(m)
-                .map_err(|e| anyhow!("{}: {e}", c.display()))?
+            let m = cfg.analysis.model.as_ref().ok_or_else(|| anyhow!("{}: no `analysis.model` section", c.display()))?;
+            warden_agent::analysis::summarizer::load_options(m).map_err(|e| anyhow!("{}: {e}", c.display()))?
         }
         (None, None) => return Err(anyhow!("give --model FILE.gguf or --config FILE")),
     };
@@ -561,10 +544,7 @@ fn model_info(config: Option<PathBuf>, model: Option<PathBuf>, json: bool) -> Re
 fn open_store(db: DbArgs) -> Result<Store> {
     let path = db_path(db)?;
     if !path.exists() {
-        return Err(anyhow!(
-            "no store at {} (has `warden run` or `warden demo` been started?)",
-            path.display()
-        ));
+        return Err(anyhow!("no store at {} (has `warden run` or `warden demo` been started?)", path.display()));
     }
     Store::open(&path).with_context(|| format!("opening {}", path.display()))
 }
@@ -573,25 +553,16 @@ fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) ->
     let store = open_store(db)?;
     let incidents = store.list_incidents(status.as_deref(), limit)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "incidents": incidents }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "incidents": incidents }))?);
         return Ok(());
     }
     if incidents.is_empty() {
         println!("no incidents");
         return Ok(());
     }
-    println!(
-        "{:>5}  {:<9} {:<9} {:<25} {:<20} TITLE",
-        "ID", "STATUS", "SEVERITY", "OPENED", "TARGET"
-    );
+    println!("{:>5}  {:<9} {:<9} {:<25} {:<20} TITLE", "ID", "STATUS", "SEVERITY", "OPENED", "TARGET");
     for i in incidents {
-        let target = i
-            .target
-            .map(|t| format!("{}/{}", t.namespace, t.deployment))
-            .unwrap_or_else(|| "-".into());
+        let target = i.target.map(|t| format!("{}/{}", t.namespace, t.deployment)).unwrap_or_else(|| "-".into());
         println!(
             "{:>5}  {:<9} {:<9} {:<25} {:<20} {}",
             i.id,
@@ -608,11 +579,7 @@ fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) ->
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own timeline on stdout; logs would only interleave with it.
-    let default_level = if matches!(cli.command, Command::Demo { .. }) {
-        "error"
-    } else {
-        "info"
-    };
+    let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
     init_logging(cli.log_format, default_level);
     let result: Result<()> = match cli.command {
         Command::CheckConfig { file } => match config::load_file(&file) {
@@ -626,199 +593,40 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         },
-        Command::Incidents {
-            command:
-                IncidentsCommand::List {
-                    db,
-                    status,
-                    json,
-                    limit,
-                },
-        } => incidents_list(db, status, json, limit),
-        Command::Outbox {
-            command:
-                OutboxCommand::List {
-                    db,
-                    state,
-                    channel,
-                    json,
-                    limit,
-                },
-        } => open_store(db).and_then(|s| {
-            outbox_cmd::list(
-                &s,
-                &state,
-                channel.as_deref(),
-                limit,
-                json,
-                &mut std::io::stdout().lock(),
-            )
-        }),
-        Command::Outbox {
-            command:
-                OutboxCommand::Dead {
-                    db,
-                    channel,
-                    json,
-                    limit,
-                },
-        } => open_store(db).and_then(|s| {
-            outbox_cmd::dead(
-                &s,
-                channel.as_deref(),
-                limit,
-                json,
-                &mut std::io::stdout().lock(),
-            )
-        }),
-        Command::Outbox {
-            command:
-                OutboxCommand::Retry {
-                    id,
-                    all,
-                    channel,
-                    db,
-                },
-        } => open_store(db).and_then(|s| {
-            outbox_cmd::retry(
-                &s,
-                id,
-                all,
-                channel.as_deref(),
-                &mut std::io::stdout().lock(),
-            )
-        }),
-        Command::Outbox {
-            command: OutboxCommand::Discard { id, db },
-        } => {
-            open_store(db).and_then(|s| outbox_cmd::discard(&s, id, &mut std::io::stdout().lock()))
+        Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
+        Command::Outbox { command: OutboxCommand::List { db, state, channel, json, limit } } => {
+            open_store(db).and_then(|s| outbox_cmd::list(&s, &state, channel.as_deref(), limit, json, &mut std::io::stdout().lock()))
         }
-        Command::Incidents {
-            command: IncidentsCommand::Show { id, db, json },
-        } => open_store(db)
-            .and_then(|store| incident_cmd::show(&store, id, json, &mut std::io::stdout().lock())),
-        Command::Model {
-            command:
-                ModelCommand::Pull {
-                    repo,
-                    file,
-                    revision,
-                    dest,
-                    sha256,
-                },
-        } => model_cmd::pull_cmd(&repo, &file, revision.as_deref(), &dest, sha256.as_deref()),
-        Command::Model {
-            command:
-                ModelCommand::Info {
-                    config,
-                    model,
-                    json,
-                },
-        } => model_info(config, model, json),
-        Command::Rca {
-            metrics,
-            start,
-            json,
-            symptom,
-            symptom_metric,
-            graph,
-            normal,
-            separator,
-            pattern,
-            metric_kinds,
-        } => rca_cmd::run_args(
-            &rca_cmd::RcaArgs {
-                metrics,
-                start,
-                json,
-                symptom,
-                symptom_metric,
-                graph,
-                normal,
-                separator,
-                pattern,
-                metric_kinds,
-            },
+        Command::Outbox { command: OutboxCommand::Dead { db, channel, json, limit } } => {
+            open_store(db).and_then(|s| outbox_cmd::dead(&s, channel.as_deref(), limit, json, &mut std::io::stdout().lock()))
+        }
+        Command::Outbox { command: OutboxCommand::Retry { id, all, channel, db } } => {
+            open_store(db).and_then(|s| outbox_cmd::retry(&s, id, all, channel.as_deref(), &mut std::io::stdout().lock()))
+        }
+        Command::Outbox { command: OutboxCommand::Discard { id, db } } => open_store(db).and_then(|s| outbox_cmd::discard(&s, id, &mut std::io::stdout().lock())),
+        Command::Incidents { command: IncidentsCommand::Show { id, db, json } } => open_store(db).and_then(|store| incident_cmd::show(&store, id, json, &mut std::io::stdout().lock())),
+        Command::Model { command: ModelCommand::Pull { repo, file, revision, dest, sha256 } } => {
+            model_cmd::pull_cmd(&repo, &file, revision.as_deref(), &dest, sha256.as_deref())
+        }
+        Command::Model { command: ModelCommand::Info { config, model, json } } => model_info(config, model, json),
+        Command::Rca { metrics, start, json, symptom, symptom_metric, graph, normal, separator, pattern, metric_kinds } => rca_cmd::run_args(
+            &rca_cmd::RcaArgs { metrics, start, json, symptom, symptom_metric, graph, normal, separator, pattern, metric_kinds },
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),
         ),
-        Command::Bench {
-            command:
-                BenchCommand::Rca {
-                    suite,
-                    json,
-                    format,
-                    data,
-                    petshop,
-                    nezha,
-                },
-        } => match (format.as_deref(), data, petshop, nezha) {
+        Command::Bench { command: BenchCommand::Rca { suite, json, format, data, petshop, nezha } } => match (format.as_deref(), data, petshop, nezha) {
             (None, _, _, _) => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
-            (Some("lodo"), _, Some(p), Some(n)) => {
-                bench::rca::lodo(&p, &n, &suite, &mut std::io::stdout().lock())
-            }
-            (Some("lodo"), ..) => Err(anyhow::anyhow!(
-                "--format lodo needs --petshop DIR and --nezha DIR (and --suite DIR)"
-            )),
+            (Some("lodo"), _, Some(p), Some(n)) => bench::rca::lodo(&p, &n, &suite, &mut std::io::stdout().lock()),
+            (Some("lodo"), ..) => Err(anyhow!("--format lodo needs --petshop DIR and --nezha DIR (and --suite DIR)")),
             (Some(f), Some(d), _, _) => bench::rca::run(f, &d, json, &mut std::io::stdout().lock()),
-            (Some(f), None, _, _) => Err(anyhow::anyhow!("--format {f} needs --data DIR")),
+            (Some(f), None, _, _) => Err(anyhow!("--format {f} needs --data DIR")),
         },
-        Command::Detect {
-            input,
-            detector,
-            params,
-            json,
-        } => detect_cmd::run(&input, &detector, &params, json),
-        Command::Bench {
-            command:
-                BenchCommand::Nab {
-                    data,
-                    detector,
-                    params,
-                    json,
-                },
-        } => bench::nab::run(&data, &detector, &params, json),
-        Command::Bench {
-            command: BenchCommand::M4 { data, model, json },
-        } => bench::m4::run(&data, &model, json),
-        Command::Bench {
-            command:
-                BenchCommand::Loghub {
-                    data,
-                    json,
-                    compare_drain3,
-                },
-        } => bench::loghub::run(&data, json, compare_drain3),
-        Command::Bench {
-            command:
-                BenchCommand::Summary {
-                    model,
-                    tokens,
-                    suite,
-                    compare_llama_cpp,
-                    threads,
-                    max_scenarios,
-                    no_requantize,
-                    python,
-                    json,
-                },
-        } => bench::summary::run(
-            &bench::summary::SummaryBenchArgs {
-                model,
-                tokens,
-                suite,
-                compare_llama_cpp,
-                json,
-                threads,
-                max_scenarios,
-                no_requantize,
-                python,
-            },
-            &mut std::io::stdout().lock(),
-        ),
-        Command::Logs {
-            command: LogsCommand::Mine { input, json },
-        } => logs_cmd::run(&input, json),
+        Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
+        Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
+        Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
+        Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3 } } => bench::loghub::run(&data, json, compare_drain3),
+        Command::Bench { command: BenchCommand::Summary { model, tokens, suite, compare_llama_cpp, threads, max_scenarios, no_requantize, python, json } } => bench::summary::run(&bench::summary::SummaryBenchArgs { model, tokens, suite, compare_llama_cpp, json, threads, max_scenarios, no_requantize, python }, &mut std::io::stdout().lock()),
+        Command::Logs { command: LogsCommand::Mine { input, json } } => logs_cmd::run(&input, json),
         Command::Run { config } => load_config(&config).and_then(|cfg| {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async move {
@@ -827,95 +635,37 @@ fn main() -> ExitCode {
                 daemon::run(cfg, token).await
             })
         }),
-        Command::Playbook {
-            command: PlaybookCommand::List { config, json },
-        } => config
-            .as_deref()
-            .map(load_config)
-            .transpose()
-            .and_then(|c| playbook_cmd::list(c.as_ref(), json)),
-        Command::Playbook {
-            command: PlaybookCommand::Show { name, config, json },
-        } => config
-            .as_deref()
-            .map(load_config)
-            .transpose()
-            .and_then(|c| playbook_cmd::show(c.as_ref(), &name, json)),
-        Command::Playbook {
-            command:
-                PlaybookCommand::Run {
-                    name,
-                    config,
-                    params,
-                    target,
-                    dry_run,
-                    actor,
-                    detach,
-                },
-        } => {
-            let args = playbook_cmd::RunArgs {
-                name,
-                params,
-                target,
-                dry_run,
-                actor: playbook_cmd::actor(actor),
-                detach,
-            };
-            match load_config(&config)
-                .and_then(|cfg| runtime()?.block_on(playbook_cmd::run(cfg, args)))
-            {
+        Command::Playbook { command: PlaybookCommand::List { config, json } } => {
+            config.as_deref().map(load_config).transpose().and_then(|c| playbook_cmd::list(c.as_ref(), json))
+        }
+        Command::Playbook { command: PlaybookCommand::Show { name, config, json } } => {
+            config.as_deref().map(load_config).transpose().and_then(|c| playbook_cmd::show(c.as_ref(), &name, json))
+        }
+        Command::Playbook { command: PlaybookCommand::Run { name, config, params, target, dry_run, actor, detach } } => {
+            let args = playbook_cmd::RunArgs { name, params, target, dry_run, actor: playbook_cmd::actor(actor), detach };
+            match load_config(&config).and_then(|cfg| runtime()?.block_on(playbook_cmd::run(cfg, args))) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(1),
                 Err(e) => Err(e),
             }
         }
-        Command::Approve {
-            id,
-            config,
-            deny,
-            comment,
-            actor,
-            detach,
-        } => {
-            match load_config(&config).and_then(|cfg| {
-                runtime()?.block_on(playbook_cmd::approve(
-                    cfg,
-                    id,
-                    deny,
-                    comment,
-                    playbook_cmd::actor(actor),
-                    detach,
-                ))
-            }) {
+        Command::Approve { id, config, deny, comment, actor, detach } => {
+            match load_config(&config).and_then(|cfg| runtime()?.block_on(playbook_cmd::approve(cfg, id, deny, comment, playbook_cmd::actor(actor), detach))) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(1),
                 Err(e) => Err(e),
             }
         }
-        Command::Runs {
-            command:
-                RunsCommand::List {
-                    db,
-                    status,
-                    json,
-                    limit,
-                },
-        } => db_path(db).and_then(|p| playbook_cmd::runs_list(&p, status, json, limit)),
-        Command::Runs {
-            command: RunsCommand::Show { id, db, json },
-        } => db_path(db).and_then(|p| playbook_cmd::runs_show(&p, id, json)),
-        Command::Audit {
-            command: AuditCommand::Verify { db },
-        } => match db_path(db).and_then(|p| playbook_cmd::audit_verify(&p)) {
+        Command::Runs { command: RunsCommand::List { db, status, json, limit } } => {
+            db_path(db).and_then(|p| playbook_cmd::runs_list(&p, status, json, limit))
+        }
+        Command::Runs { command: RunsCommand::Show { id, db, json } } => db_path(db).and_then(|p| playbook_cmd::runs_show(&p, id, json)),
+        Command::Audit { command: AuditCommand::Verify { db } } => match db_path(db).and_then(|p| playbook_cmd::audit_verify(&p)) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Demo {
-            out,
-            all_evaluations,
-            model,
-        } => {
+        Command::Demo { out, all_evaluations, model } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -29,9 +29,7 @@ use crate::timeline::Timeline;
 
 /// Who is acting, for the audit trail: `--as`, else `$USER`.
 pub fn actor(given: Option<String>) -> String {
-    let who = given
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into());
+    let who = given.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
     format!("user/{who}")
 }
 
@@ -41,50 +39,30 @@ fn catalog(cfg: Option<&Config>) -> Result<Catalog> {
 
 pub fn list(cfg: Option<&Config>, json_out: bool) -> Result<()> {
     let cat = catalog(cfg)?;
-    let defaults = warden_playbooks::guards::GuardSettings::default()
-        .overlay(&cfg.map(|c| c.playbooks.guards.clone()).unwrap_or_default());
+    let defaults = warden_playbooks::guards::GuardSettings::default().overlay(&cfg.map(|c| c.playbooks.guards.clone()).unwrap_or_default());
     if json_out {
         let list: Vec<_> = cat.iter().map(|e| &e.playbook)
             .map(|pb| json!({"name": pb.name, "description": pb.description, "target": pb.target, "autonomy": defaults.overlay(&pb.guards).autonomy.as_str(), "triggers": pb.triggers}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"playbooks": list}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({"playbooks": list}))?);
         return Ok(());
     }
-    println!(
-        "{:<28} {:<11} {:<10} DESCRIPTION",
-        "NAME", "TARGET", "AUTONOMY"
-    );
+    println!("{:<28} {:<11} {:<10} DESCRIPTION", "NAME", "TARGET", "AUTONOMY");
     for pb in cat.iter().map(|e| &e.playbook) {
         let first_line = pb.description.lines().next().unwrap_or_default();
-        println!(
-            "{:<28} {:<11} {:<10} {first_line}",
-            pb.name,
-            pb.target.to_string(),
-            defaults.overlay(&pb.guards).autonomy.as_str()
-        );
+        println!("{:<28} {:<11} {:<10} {first_line}", pb.name, pb.target.to_string(), defaults.overlay(&pb.guards).autonomy.as_str());
     }
     Ok(())
 }
 
 pub fn show(cfg: Option<&Config>, name: &str, json_out: bool) -> Result<()> {
     let cat = catalog(cfg)?;
-    let pb = cat.get(name).ok_or_else(|| {
-        anyhow!(
-            "no playbook named {name:?} (known: {})",
-            cat.names().join(", ")
-        )
-    })?;
+    let pb = cat.get(name).ok_or_else(|| anyhow!("no playbook named {name:?} (known: {})", cat.names().join(", ")))?;
     let guards = warden_playbooks::guards::GuardSettings::default()
         .overlay(&cfg.map(|c| c.playbooks.guards.clone()).unwrap_or_default())
         .overlay(&pb.guards);
     if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"playbook": pb, "effective_guards": guards}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({"playbook": pb, "effective_guards": guards}))?);
     } else {
         print!("{}", serde_yaml::to_string(pb)?);
         println!("# effective guards (global defaults, then the playbook's own):");
@@ -99,12 +77,8 @@ pub fn show(cfg: Option<&Config>, name: &str, json_out: bool) -> Result<()> {
 pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> {
     warden_connectors::install_crypto_provider();
     let cfg = Arc::new(cfg);
-    let store = Arc::new(
-        Store::open(&cfg.store.sqlite)
-            .with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
-    );
-    let source: Option<Arc<dyn MetricSource>> =
-        build_prometheus(&cfg)?.map(|p| Arc::new(p) as Arc<dyn MetricSource>);
+    let store = Arc::new(Store::open(&cfg.store.sqlite).with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?);
+    let source: Option<Arc<dyn MetricSource>> = build_prometheus(&cfg)?.map(|p| Arc::new(p) as Arc<dyn MetricSource>);
     let cluster = build_cluster(&cfg).await?;
     let channels = build_channels(&cfg)?.names();
     let notices = Arc::new(RunNotices {
@@ -113,8 +87,7 @@ pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> 
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         timeline: Timeline::default(),
     });
-    let rem =
-        Remediation::new(cfg, store.clone(), source, cluster, notices).map_err(|e| anyhow!(e))?;
+    let rem = Remediation::new(cfg, store.clone(), source, cluster, notices).map_err(|e| anyhow!(e))?;
     Ok((Arc::new(rem), store))
 }
 
@@ -129,40 +102,19 @@ pub struct RunArgs {
 
 pub async fn run(cfg: Config, a: RunArgs) -> Result<bool> {
     let (rem, _) = remediation(cfg).await?;
-    let pb = rem.catalog.get(&a.name).cloned().ok_or_else(|| {
-        anyhow!(
-            "no playbook named {:?} (known: {})",
-            a.name,
-            rem.catalog.names().join(", ")
-        )
-    })?;
+    let pb = rem.catalog.get(&a.name).cloned().ok_or_else(|| anyhow!("no playbook named {:?} (known: {})", a.name, rem.catalog.names().join(", ")))?;
     let target = match (&a.target, pb.target) {
-        (Some(t), kind) if kind != TargetKind::None => {
-            Some(Target::parse(kind, t).map_err(|e| anyhow!("--target: {e}"))?)
-        }
+        (Some(t), kind) if kind != TargetKind::None => Some(Target::parse(kind, t).map_err(|e| anyhow!("--target: {e}"))?),
         (Some(_), _) => bail!("playbook {} takes no --target", pb.name),
         (None, TargetKind::None) => None,
-        (None, kind) => bail!(
-            "playbook {} needs --target ({})",
-            pb.name,
-            if kind == TargetKind::Node {
-                "a node name"
-            } else {
-                "namespace/deployment"
-            }
-        ),
+        (None, kind) => bail!("playbook {} needs --target ({})", pb.name, if kind == TargetKind::Node { "a node name" } else { "namespace/deployment" }),
     };
     let params: BTreeMap<String, String> = a.params.into_iter().collect();
     let req = StartRequest {
         playbook: pb,
         params,
         target,
-        trigger: TriggerInfo {
-            kind: "manual".into(),
-            actor: a.actor,
-            incident_id: None,
-            detail: json!({}),
-        },
+        trigger: TriggerInfo { kind: "manual".into(), actor: a.actor, incident_id: None, detail: json!({}) },
         vars: Vars::new(),
         has_data: None,
         dry_run: a.dry_run,
@@ -172,20 +124,9 @@ pub async fn run(cfg: Config, a: RunArgs) -> Result<bool> {
     follow(&rem, run, a.detach).await
 }
 
-pub async fn approve(
-    cfg: Config,
-    id: i64,
-    deny: bool,
-    comment: Option<String>,
-    actor: String,
-    detach: bool,
-) -> Result<bool> {
+pub async fn approve(cfg: Config, id: i64, deny: bool, comment: Option<String>, actor: String, detach: bool) -> Result<bool> {
     let (rem, _) = remediation(cfg).await?;
-    let run = rem
-        .runs
-        .decide(id, &actor, !deny, comment, Utc::now())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let run = rem.runs.decide(id, &actor, !deny, comment, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
     follow(&rem, run, detach).await
 }
 
@@ -200,62 +141,27 @@ async fn follow(rem: &Remediation, mut run: Run, detach: bool) -> Result<bool> {
             .unwrap_or(Duration::from_secs(1))
             .clamp(Duration::from_millis(200), Duration::from_secs(30));
         if let Some(w) = run.wake_at {
-            eprintln!(
-                "run {}: waiting until {} ...",
-                run.id,
-                w.format("%H:%M:%S UTC")
-            );
+            eprintln!("run {}: waiting until {} ...", run.id, w.format("%H:%M:%S UTC"));
         }
         tokio::time::sleep(wait).await;
-        run = rem
-            .runs
-            .advance(run.id, Utc::now())
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+        run = rem.runs.advance(run.id, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
         print_run(&run);
     }
     if run.status.is_advancing() {
-        println!(
-            "run {} continues in the background (the daemon advances it); `warden runs show {}`",
-            run.id, run.id
-        );
+        println!("run {} continues in the background (the daemon advances it); `warden runs show {}`", run.id, run.id);
     }
-    Ok(matches!(
-        run.status,
-        RunStatus::Succeeded
-            | RunStatus::Observed
-            | RunStatus::AwaitingApproval
-            | RunStatus::Running
-            | RunStatus::Reverting
-    ))
+    Ok(matches!(run.status, RunStatus::Succeeded | RunStatus::Observed | RunStatus::AwaitingApproval | RunStatus::Running | RunStatus::Reverting))
 }
 
 fn step_line(s: &StepState) -> String {
-    let mut line = format!(
-        "  {:<3} {:<24} {:<10} {:<9}",
-        s.index + 1,
-        s.name,
-        s.action,
-        s.status.as_str()
-    );
-    if let Some(t) = s
-        .result
-        .as_ref()
-        .and_then(|r| r.get("summary"))
-        .and_then(|v| v.as_str())
-    {
+    let mut line = format!("  {:<3} {:<24} {:<10} {:<9}", s.index + 1, s.name, s.action, s.status.as_str());
+    if let Some(t) = s.result.as_ref().and_then(|r| r.get("summary")).and_then(|v| v.as_str()) {
         line.push_str(&format!(" {t}"));
     } else if let Some(p) = s.result.as_ref().and_then(|r| r.get("preview")) {
-        line.push_str(&format!(
-            " would {}",
-            warden_playbooks::engine::describe_plan(&s.action, p)
-        ));
+        line.push_str(&format!(" would {}", warden_playbooks::engine::describe_plan(&s.action, p)));
     } else if let Some(p) = &s.plan {
         if s.status.as_str() != "done" {
-            line.push_str(&format!(
-                " {}",
-                warden_playbooks::engine::describe_plan(&s.action, p)
-            ));
+            line.push_str(&format!(" {}", warden_playbooks::engine::describe_plan(&s.action, p)));
         }
     }
     if let Some(r) = &s.refusal {
@@ -287,14 +193,8 @@ pub fn print_run(run: &Run) {
     }
     if let Some(a) = &run.approval {
         match (&a.decided_by, a.approved) {
-            (Some(by), Some(ok)) => {
-                println!("  {} by {by}", if ok { "approved" } else { "denied" })
-            }
-            _ => println!(
-                "  approval requested; expires {}: `warden approve {}`",
-                a.expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                run.id
-            ),
+            (Some(by), Some(ok)) => println!("  {} by {by}", if ok { "approved" } else { "denied" }),
+            _ => println!("  approval requested; expires {}: `warden approve {}`", a.expires_at.format("%Y-%m-%d %H:%M:%S UTC"), run.id),
         }
     }
     for s in &run.steps {
@@ -310,10 +210,7 @@ pub fn print_run(run: &Run) {
 
 fn open_store(path: &Path) -> Result<Store> {
     if !path.exists() {
-        bail!(
-            "no store at {} (has `warden run` or `warden demo` been started?)",
-            path.display()
-        );
+        bail!("no store at {} (has `warden run` or `warden demo` been started?)", path.display());
     }
     Store::open(path).with_context(|| format!("opening {}", path.display()))
 }
@@ -333,16 +230,9 @@ pub fn runs_list(db: &Path, status: Option<String>, json_out: bool, limit: u32) 
         println!("no runs");
         return Ok(());
     }
-    println!(
-        "{:>5}  {:<17} {:<26} {:<22} {:<8} {:<20} DETAIL",
-        "ID", "STATUS", "PLAYBOOK", "TARGET", "TRIGGER", "STARTED"
-    );
+    println!("{:>5}  {:<17} {:<26} {:<22} {:<8} {:<20} DETAIL", "ID", "STATUS", "PLAYBOOK", "TARGET", "TRIGGER", "STARTED");
     for r in runs {
-        let target = r
-            .target
-            .as_ref()
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "-".into());
+        let target = r.target.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into());
         let detail = match &r.refusal {
             Some(x) => x.to_string(),
             None => r.summary(),
@@ -365,23 +255,13 @@ pub fn runs_show(db: &Path, id: i64, json_out: bool) -> Result<()> {
     let run = store.get_run(id)?.ok_or_else(|| anyhow!("no run {id}"))?;
     let audit = store.audit_for_run(id)?;
     if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"run": run, "audit": audit}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({"run": run, "audit": audit}))?);
         return Ok(());
     }
     print_run(&run);
     println!("  audit:");
     for e in audit {
-        println!(
-            "    #{:<5} {} {:<9} {:<22} {}",
-            e.seq,
-            e.at.format("%H:%M:%S"),
-            e.kind.as_str(),
-            e.actor,
-            e.detail
-        );
+        println!("    #{:<5} {} {:<9} {:<22} {}", e.seq, e.at.format("%H:%M:%S"), e.kind.as_str(), e.actor, e.detail);
     }
     Ok(())
 }

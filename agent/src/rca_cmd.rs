@@ -18,12 +18,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use warden_detectors::rca::recording::ServiceScore;
 use warden_detectors::rca::series::SeriesParams;
-use warden_detectors::rca::suite::{
-    rank_scenario, score, Mode, Outcome, ScenarioSpec, SuiteReport, SuiteScore,
-};
+use warden_detectors::rca::suite::{rank_scenario, score, Mode, Outcome, ScenarioSpec, SuiteReport, SuiteScore};
 use warden_detectors::rca::{
-    rank_recording, CallGraph, Candidate, MetricClass, MetricKinds, RecordingInput,
-    RecordingParams, RecordingRanking, Series,
+    rank_recording, CallGraph, Candidate, MetricClass, MetricKinds, RecordingInput, RecordingParams, RecordingRanking,
+    Series,
 };
 
 /// A metrics table: row times and named columns (NaN = missing).
@@ -44,42 +42,24 @@ pub fn read_table(path: &Path) -> Result<Table> {
         .flexible(false)
         .from_path(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}:1: reading the header", path.display()))?
-        .clone();
+    let headers = reader.headers().with_context(|| format!("{}:1: reading the header", path.display()))?.clone();
     let names: Vec<String> = headers.iter().map(|h| h.trim().to_string()).collect();
     let Some(ti) = names.iter().position(|h| h.eq_ignore_ascii_case("time")) else {
-        bail!(
-            "{}:1: no `time` column (found: {})",
-            path.display(),
-            names.join(",")
-        );
+        bail!("{}:1: no `time` column (found: {})", path.display(), names.join(","));
     };
     let mut table = Table {
         times: Vec::new(),
-        columns: names
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != ti)
-            .map(|(_, n)| (n.clone(), Vec::new()))
-            .collect(),
+        columns: names.iter().enumerate().filter(|(i, _)| *i != ti).map(|(_, n)| (n.clone(), Vec::new())).collect(),
     };
     for (i, rec) in reader.records().enumerate() {
         let line = i + 2;
         let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
         let t = rec.get(ti).unwrap_or("").trim();
-        let secs: f64 = t.parse().map_err(|_| {
-            anyhow!(
-                "{}:{line}: column `time`: `{t}` is not a number of Unix seconds",
-                path.display()
-            )
-        })?;
+        let secs: f64 = t
+            .parse()
+            .map_err(|_| anyhow!("{}:{line}: column `time`: `{t}` is not a number of Unix seconds", path.display()))?;
         if !(secs.is_finite() && secs.abs() < 1e13) {
-            bail!(
-                "{}:{line}: column `time`: `{t}` is not a number of Unix seconds",
-                path.display()
-            );
+            bail!("{}:{line}: column `time`: `{t}` is not a number of Unix seconds", path.display());
         }
         table.times.push(secs.round() as i64);
         let mut c = 0;
@@ -177,12 +157,7 @@ pub fn read_recording(path: &Path, names: &ColumnNames) -> Result<Recording> {
             Some((svc, metric)) => rec.series.push(Series {
                 service: svc.to_string(),
                 metric: metric.to_string(),
-                points: table
-                    .times
-                    .iter()
-                    .copied()
-                    .zip(values.iter().copied())
-                    .collect(),
+                points: table.times.iter().copied().zip(values.iter().copied()).collect(),
             }),
             None => bad.push(name.as_str()),
         }
@@ -199,10 +174,7 @@ pub fn read_recording(path: &Path, names: &ColumnNames) -> Result<Recording> {
             "{}: {} column(s) do not name a service and a metric; ignored: {}",
             path.display(),
             bad.len(),
-            bad.iter()
-                .map(|b| format!("`{b}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            bad.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
         ));
     }
     Ok(rec)
@@ -220,49 +192,27 @@ pub fn read_long(path: &Path) -> Result<Recording> {
         let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
         let field = |k: usize| rec.get(k).unwrap_or("").trim();
         let secs: f64 = field(0).parse().map_err(|_| {
-            anyhow!(
-                "{}:{line}: column `time`: `{}` is not a number of Unix seconds",
-                path.display(),
-                field(0)
-            )
+            anyhow!("{}:{line}: column `time`: `{}` is not a number of Unix seconds", path.display(), field(0))
         })?;
         if !(secs.is_finite() && secs.abs() < 1e13) {
-            bail!(
-                "{}:{line}: column `time`: `{}` is not a number of Unix seconds",
-                path.display(),
-                field(0)
-            );
+            bail!("{}:{line}: column `time`: `{}` is not a number of Unix seconds", path.display(), field(0));
         }
         let (svc, metric) = (field(1), field(2));
         if svc.is_empty() || metric.is_empty() {
             bail!("{}:{line}: empty `service` or `metric`", path.display());
         }
-        let v = parse_cell(field(3)).ok_or_else(|| {
-            anyhow!(
-                "{}:{line}: column `value`: `{}` is not a number",
-                path.display(),
-                field(3)
-            )
-        })?;
-        by.entry((svc.to_string(), metric.to_string()))
-            .or_default()
-            .push((secs.round() as i64, v));
+        let v = parse_cell(field(3))
+            .ok_or_else(|| anyhow!("{}:{line}: column `value`: `{}` is not a number", path.display(), field(3)))?;
+        by.entry((svc.to_string(), metric.to_string())).or_default().push((secs.round() as i64, v));
     }
     let series = by
         .into_iter()
         .map(|((service, metric), mut points)| {
             points.sort_by_key(|p| p.0);
-            Series {
-                service,
-                metric,
-                points,
-            }
+            Series { service, metric, points }
         })
         .collect();
-    Ok(Recording {
-        series,
-        warnings: Vec::new(),
-    })
+    Ok(Recording { series, warnings: Vec::new() })
 }
 
 /// Read a call graph: a CSV with the header `caller,callee`.
@@ -278,20 +228,13 @@ pub fn read_graph(path: &Path) -> Result<CallGraph> {
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
     if headers != ["caller", "callee"] {
-        bail!(
-            "{}:1: expected the header `caller,callee`, found `{}`",
-            path.display(),
-            headers.join(",")
-        );
+        bail!("{}:1: expected the header `caller,callee`, found `{}`", path.display(), headers.join(","));
     }
     let mut g = CallGraph::default();
     for (i, rec) in reader.records().enumerate() {
         let line = i + 2;
         let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
-        let (a, b) = (
-            rec.get(0).unwrap_or("").trim(),
-            rec.get(1).unwrap_or("").trim(),
-        );
+        let (a, b) = (rec.get(0).unwrap_or("").trim(), rec.get(1).unwrap_or("").trim());
         if a.is_empty() || b.is_empty() {
             bail!("{}:{line}: empty caller or callee", path.display());
         }
@@ -315,20 +258,13 @@ pub fn read_metric_kinds(path: &Path) -> Result<MetricKinds> {
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
     if headers != ["pattern", "kind"] {
-        bail!(
-            "{}:1: expected the header `pattern,kind`, found `{}`",
-            path.display(),
-            headers.join(",")
-        );
+        bail!("{}:1: expected the header `pattern,kind`, found `{}`", path.display(), headers.join(","));
     }
     let mut kinds = MetricKinds::default();
     for (i, rec) in reader.records().enumerate() {
         let line = i + 2;
         let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
-        let (p, k) = (
-            rec.get(0).unwrap_or("").trim(),
-            rec.get(1).unwrap_or("").trim(),
-        );
+        let (p, k) = (rec.get(0).unwrap_or("").trim(), rec.get(1).unwrap_or("").trim());
         let kind = MetricClass::parse(k).ok_or_else(|| {
             anyhow!(
                 "{}:{line}: kind `{k}`: expected resource, latency, errors, traffic, saturation, availability or restarts",
@@ -386,29 +322,13 @@ pub struct RcaArgs {
 
 /// `warden rca --metrics FILE --start T`: rank the services of `metrics`; warnings go to stderr.
 pub fn run(metrics: &Path, start: i64, json: bool, out: &mut dyn Write) -> Result<()> {
-    let args = RcaArgs {
-        metrics: metrics.to_path_buf(),
-        start,
-        json,
-        ..Default::default()
-    };
+    let args = RcaArgs { metrics: metrics.to_path_buf(), start, json, ..Default::default() };
     run_args(&args, out, &mut std::io::stderr())
 }
 
 /// [`run`] with the warnings written to `err`.
-pub fn run_to(
-    metrics: &Path,
-    start: i64,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<()> {
-    let args = RcaArgs {
-        metrics: metrics.to_path_buf(),
-        start,
-        json,
-        ..Default::default()
-    };
+pub fn run_to(metrics: &Path, start: i64, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    let args = RcaArgs { metrics: metrics.to_path_buf(), start, json, ..Default::default() };
     run_args(&args, out, err)
 }
 
@@ -446,25 +366,14 @@ pub fn run_args(args: &RcaArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
         );
     }
     let graph = args.graph.as_deref().map(read_graph).transpose()?;
-    let kinds = args
-        .metric_kinds
-        .as_deref()
-        .map(read_metric_kinds)
-        .transpose()?;
+    let kinds = args.metric_kinds.as_deref().map(read_metric_kinds).transpose()?;
     let mut warnings = rec.warnings.clone();
     if let Some(n) = &normal {
-        warnings.extend(
-            n.warnings
-                .iter()
-                .filter(|w| !w.contains("no --separator"))
-                .cloned(),
-        );
+        warnings.extend(n.warnings.iter().filter(|w| !w.contains("no --separator")).cloned());
     }
     if let (Some(sym), Some(g)) = (&args.symptom, &graph) {
         if !g.services().contains(sym.as_str()) {
-            warnings.push(format!(
-                "the symptom `{sym}` is not in the graph; the graph only guides the victim rule"
-            ));
+            warnings.push(format!("the symptom `{sym}` is not in the graph; the graph only guides the victim rule"));
         }
     }
     let result = rank_recording(
@@ -489,10 +398,7 @@ pub fn run_args(args: &RcaArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
             ranking: result
                 .services
                 .iter()
-                .map(|s| JsonService {
-                    service: &s.service,
-                    score: round4(s.score),
-                })
+                .map(|s| JsonService { service: &s.service, score: round4(s.score) })
                 .collect(),
             found: result.found,
             not_found_reason: result.not_found_reason.as_deref(),
@@ -512,31 +418,14 @@ fn write_human(result: &RecordingRanking, out: &mut dyn Write) -> Result<()> {
     if let Some(why) = &result.not_found_reason {
         writeln!(out, "no root cause found: {why}")?;
     }
-    let width = result
-        .services
-        .iter()
-        .map(|s| s.service.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    writeln!(
-        out,
-        "{:>4}  {:<width$}  {:>5}  top evidence",
-        "rank", "service", "score"
-    )?;
+    let width = result.services.iter().map(|s| s.service.len()).max().unwrap_or(7).max(7);
+    writeln!(out, "{:>4}  {:<width$}  {:>5}  top evidence", "rank", "service", "score")?;
     for (i, s) in result.services.iter().enumerate() {
         let mut parts: Vec<String> = s.reasons.iter().take(3).cloned().collect();
         if let Some(f) = s.findings.first() {
             parts.push(format!("[{} {} z={:.1}]", f.evidence, f.metric, f.z));
         }
-        writeln!(
-            out,
-            "{:>4}  {:<width$}  {:>5.3}  {}",
-            i + 1,
-            s.service,
-            s.score,
-            parts.join("; ")
-        )?;
+        writeln!(out, "{:>4}  {:<width$}  {:>5.3}  {}", i + 1, s.service, s.score, parts.join("; "))?;
     }
     Ok(())
 }
@@ -559,23 +448,16 @@ pub fn load_suite(dir: &Path) -> Result<Vec<SuiteScenario>> {
         .collect();
     dirs.sort();
     if dirs.is_empty() {
-        bail!(
-            "{}: no scenarios (directories with a scenario.yaml)",
-            dir.display()
-        );
+        bail!("{}: no scenarios (directories with a scenario.yaml)", dir.display());
     }
     dirs.into_iter()
         .map(|d| {
             let yaml = d.join("scenario.yaml");
-            let text = std::fs::read_to_string(&yaml)
-                .with_context(|| format!("reading {}", yaml.display()))?;
-            let spec: ScenarioSpec = serde_yaml::from_str(&text)
-                .with_context(|| format!("parsing {}", yaml.display()))?;
+            let text = std::fs::read_to_string(&yaml).with_context(|| format!("reading {}", yaml.display()))?;
+            let spec: ScenarioSpec =
+                serde_yaml::from_str(&text).with_context(|| format!("parsing {}", yaml.display()))?;
             let table = read_table(&d.join("metrics.csv"))?;
-            let name = d
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Ok(SuiteScenario { name, spec, table })
         })
         .collect()
@@ -598,10 +480,7 @@ pub fn evaluate_suite(scenarios: &[SuiteScenario]) -> Result<SuiteReport> {
         }
     }
     let get = |m: Mode| score(by_mode.get(&m).map(Vec::as_slice).unwrap_or(&[]));
-    Ok(SuiteReport {
-        metrics_only: get(Mode::MetricsOnly),
-        with_evidence: get(Mode::WithEvidence),
-    })
+    Ok(SuiteReport { metrics_only: get(Mode::MetricsOnly), with_evidence: get(Mode::WithEvidence) })
 }
 
 /// `warden bench rca --suite DIR`: top-1 / top-3 of both modes, overall and per fault type.
@@ -612,43 +491,19 @@ pub fn bench(suite_dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "RCA scenario suite {}: {} scenarios",
-        suite_dir.display(),
-        scenarios.len()
-    )?;
-    writeln!(
-        out,
-        "{:<14} {:>9} {:>6} {:>6} {:>6} {:>6}",
-        "mode", "scenarios", "AC@1", "AC@3", "AC@5", "Avg@5"
-    )?;
-    let modes: [(&str, &SuiteScore); 2] = [
-        (Mode::MetricsOnly.as_str(), &report.metrics_only),
-        (Mode::WithEvidence.as_str(), &report.with_evidence),
-    ];
+    writeln!(out, "RCA scenario suite {}: {} scenarios", suite_dir.display(), scenarios.len())?;
+    writeln!(out, "{:<14} {:>9} {:>6} {:>6} {:>6} {:>6}", "mode", "scenarios", "AC@1", "AC@3", "AC@5", "Avg@5")?;
+    let modes: [(&str, &SuiteScore); 2] =
+        [(Mode::MetricsOnly.as_str(), &report.metrics_only), (Mode::WithEvidence.as_str(), &report.with_evidence)];
     for (name, s) in modes {
         let o = &s.overall;
-        writeln!(
-            out,
-            "{name:<14} {:>9} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
-            o.scenarios, o.top1, o.top3, o.top5, o.avg5
-        )?;
+        writeln!(out, "{name:<14} {:>9} {:>6.3} {:>6.3} {:>6.3} {:>6.3}", o.scenarios, o.top1, o.top3, o.top5, o.avg5)?;
     }
     writeln!(out)?;
-    writeln!(
-        out,
-        "{:<9} {:>9}  {:>13}  {:>13}",
-        "fault", "scenarios", "metrics AC@1/3", "evidence AC@1/3"
-    )?;
+    writeln!(out, "{:<9} {:>9}  {:>13}  {:>13}", "fault", "scenarios", "metrics AC@1/3", "evidence AC@1/3")?;
     for f in &report.metrics_only.per_fault {
-        let w = report
-            .with_evidence
-            .per_fault
-            .iter()
-            .find(|x| x.fault == f.fault)
-            .map(|x| x.accuracy)
-            .unwrap_or_default();
+        let w =
+            report.with_evidence.per_fault.iter().find(|x| x.fault == f.fault).map(|x| x.accuracy).unwrap_or_default();
         writeln!(
             out,
             "{:<9} {:>9}  {:>6.3}/{:<6.3}  {:>6.3}/{:<6.3}",
@@ -666,10 +521,7 @@ pub fn bench(suite_dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
             .iter()
             .filter(|r| r.rank != Some(1))
             .map(|r| {
-                let rank = r
-                    .rank
-                    .map(|k| format!("#{k}"))
-                    .unwrap_or_else(|| "unranked".into());
+                let rank = r.rank.map(|k| format!("#{k}")).unwrap_or_else(|| "unranked".into());
                 format!(
                     "{} ({} {rank}; first: {})",
                     r.scenario,
@@ -699,20 +551,9 @@ mod tests {
         let mut s = String::from("time,carts_cpu,orders_latency-50,weird\n");
         for i in 0..rows {
             let wobble = ((i * 37) % 11) as f64 / 100.0;
-            let cpu = if i >= jump_at {
-                2.0 + wobble
-            } else {
-                1.0 + wobble
-            };
-            let lat = if i % 7 == 0 {
-                String::new()
-            } else {
-                format!("{}", 20.0 + wobble * 3.0)
-            };
-            s.push_str(&format!(
-                "{},{cpu},{lat},1\n",
-                1_700_000_000 + 15 * i as i64
-            ));
+            let cpu = if i >= jump_at { 2.0 + wobble } else { 1.0 + wobble };
+            let lat = if i % 7 == 0 { String::new() } else { format!("{}", 20.0 + wobble * 3.0) };
+            s.push_str(&format!("{},{cpu},{lat},1\n", 1_700_000_000 + 15 * i as i64));
         }
         s
     }
@@ -723,14 +564,10 @@ mod tests {
         let p = write(dir.path(), "m.csv", &table_text(80, 50));
         let mut out = Vec::new();
         let mut err = Vec::new();
-        run_to(&p, 1_700_000_000 + 15 * 50, true, &mut out, &mut err)
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        run_to(&p, 1_700_000_000 + 15 * 50, true, &mut out, &mut err).unwrap_or_else(|e| panic!("{e:#}"));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
         let ranking = v["ranking"].as_array().cloned().unwrap_or_default();
-        let names: Vec<&str> = ranking
-            .iter()
-            .filter_map(|r| r["service"].as_str())
-            .collect();
+        let names: Vec<&str> = ranking.iter().filter_map(|r| r["service"].as_str()).collect();
         // `orders` did not move: it has no abnormal evidence and is not ranked.
         assert_eq!(names, ["carts"]);
         assert_eq!(v["found"], serde_json::Value::Bool(true));
@@ -747,26 +584,14 @@ mod tests {
         let mut text = table_text(20, 10);
         text.push_str("1700001000,abc,1,1\n");
         let p = write(dir.path(), "bad.csv", &text);
-        let e = read_table(&p)
-            .err()
-            .map(|e| format!("{e:#}"))
-            .unwrap_or_default();
-        assert!(
-            e.ends_with("bad.csv:22: column `carts_cpu`: `abc` is not a number"),
-            "{e}"
-        );
+        let e = read_table(&p).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(e.ends_with("bad.csv:22: column `carts_cpu`: `abc` is not a number"), "{e}");
         let p = write(dir.path(), "notime.csv", "t,a_b\n1,2\n");
-        let e = read_table(&p)
-            .err()
-            .map(|e| format!("{e:#}"))
-            .unwrap_or_default();
+        let e = read_table(&p).err().map(|e| format!("{e:#}")).unwrap_or_default();
         assert!(e.contains("notime.csv:1: no `time` column"), "{e}");
         let p = write(dir.path(), "ok.csv", &table_text(20, 10));
         let mut out = Vec::new();
-        let e = run_to(&p, 1, false, &mut out, &mut Vec::new())
-            .err()
-            .map(|e| format!("{e:#}"))
-            .unwrap_or_default();
+        let e = run_to(&p, 1, false, &mut out, &mut Vec::new()).err().map(|e| format!("{e:#}")).unwrap_or_default();
         assert!(e.contains("outside the recording"), "{e}");
     }
 
@@ -775,21 +600,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let p = write(dir.path(), "m.csv", &table_text(80, 50));
         let mut out = Vec::new();
-        run_to(
-            &p,
-            1_700_000_000 + 15 * 50,
-            false,
-            &mut out,
-            &mut Vec::new(),
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        run_to(&p, 1_700_000_000 + 15 * 50, false, &mut out, &mut Vec::new()).unwrap_or_else(|e| panic!("{e:#}"));
         let text = String::from_utf8_lossy(&out);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("rank  service"), "{text}");
-        assert!(
-            lines[1].contains("carts") && lines[1].contains("cpu"),
-            "{text}"
-        );
+        assert!(lines[1].contains("carts") && lines[1].contains("cpu"), "{text}");
     }
 
     #[test]
@@ -798,40 +613,22 @@ mod tests {
         let mut out = Vec::new();
         bench(&dir, true, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            v["metrics_only"]["overall"]["scenarios"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 24
-        );
-        assert!(
-            v["with_evidence"]["overall"]["top3"]
-                .as_f64()
-                .unwrap_or(0.0)
-                >= 0.9
-        );
+        assert!(v["metrics_only"]["overall"]["scenarios"].as_u64().unwrap_or(0) >= 24);
+        assert!(v["with_evidence"]["overall"]["top3"].as_f64().unwrap_or(0.0) >= 0.9);
         let mut out = Vec::new();
         bench(&dir, false, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(String::from_utf8_lossy(&out).contains("metrics-only"));
     }
 
     fn args(metrics: PathBuf, start: i64) -> RcaArgs {
-        RcaArgs {
-            metrics,
-            start,
-            json: true,
-            ..Default::default()
-        }
+        RcaArgs { metrics, start, json: true, ..Default::default() }
     }
 
     fn json_of(a: &RcaArgs) -> (serde_json::Value, String) {
         let mut out = Vec::new();
         let mut err = Vec::new();
         run_args(a, &mut out, &mut err).unwrap_or_else(|e| panic!("{e:#}"));
-        (
-            serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}")),
-            String::from_utf8_lossy(&err).into_owned(),
-        )
+        (serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}")), String::from_utf8_lossy(&err).into_owned())
     }
 
     /// `time,service,metric,value` rows: `svc` values per minute, `jump` added from `at` on.
@@ -841,11 +638,7 @@ mod tests {
             let w = ((i * 37) % 11) as f64 / 100.0;
             let v = if i >= at { 1.0 + jump + w } else { 1.0 + w };
             s.push_str(&format!("{},kube_state_metrics,cpu,{v}\n", 60 * i));
-            s.push_str(&format!(
-                "{},web,latency,{}\n",
-                60 * i,
-                1.0 + w + if i >= at { jump } else { 0.0 }
-            ));
+            s.push_str(&format!("{},web,latency,{}\n", 60 * i, 1.0 + w + if i >= at { jump } else { 0.0 }));
         }
         s
     }
@@ -856,18 +649,11 @@ mod tests {
         let p = write(dir.path(), "long.csv", &long_text(60, 40, 2.0));
         let (v, err) = json_of(&args(p, 60 * 40));
         assert_eq!(v["found"], serde_json::Value::Bool(true), "{v}");
-        let names: Vec<&str> = v["ranking"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["service"].as_str())
-            .collect();
+        let names: Vec<&str> =
+            v["ranking"].as_array().into_iter().flatten().filter_map(|r| r["service"].as_str()).collect();
         assert!(names.contains(&"kube_state_metrics"), "{names:?}");
         assert!(!err.contains("first `_`"), "{err}");
-        assert!(
-            v["services"][0]["findings"][0]["z"].as_f64().unwrap_or(0.0) > 3.0,
-            "{v}"
-        );
+        assert!(v["services"][0]["findings"][0]["z"].as_f64().unwrap_or(0.0) > 3.0, "{v}");
     }
 
     #[test]
@@ -876,12 +662,7 @@ mod tests {
         let mut text = String::from("time,kube_state_metrics.cpu,node_exporter.cpu\n");
         for i in 0..60 {
             let w = ((i * 37) % 11) as f64 / 100.0;
-            text.push_str(&format!(
-                "{},{},{}\n",
-                60 * i,
-                1.0 + w + if i >= 40 { 3.0 } else { 0.0 },
-                1.0 + w
-            ));
+            text.push_str(&format!("{},{},{}\n", 60 * i, 1.0 + w + if i >= 40 { 3.0 } else { 0.0 }, 1.0 + w));
         }
         let p = write(dir.path(), "wide.csv", &text);
         let mut a = args(p.clone(), 60 * 40);
@@ -898,31 +679,21 @@ mod tests {
         assert!(err.contains("first `_`"), "{err}");
         let mut a = args(p, 60 * 40);
         a.pattern = Some("(?P<service>.+)".into());
-        let e = run_args(&a, &mut Vec::new(), &mut Vec::new())
-            .err()
-            .map(|e| format!("{e:#}"))
-            .unwrap_or_default();
+        let e = run_args(&a, &mut Vec::new(), &mut Vec::new()).err().map(|e| format!("{e:#}")).unwrap_or_default();
         assert!(e.contains("named groups"), "{e}");
     }
 
     #[test]
     fn graph_and_metric_kinds_files_are_read_and_checked() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let g = read_graph(&write(
-            dir.path(),
-            "g.csv",
-            "caller,callee\nweb,api\napi,db\n",
-        ))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        let g = read_graph(&write(dir.path(), "g.csv", "caller,callee\nweb,api\napi,db\n"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(g.downstream("web").len(), 3);
         let e = read_graph(&write(dir.path(), "g2.csv", "from,to\na,b\n"))
             .err()
             .map(|e| format!("{e:#}"))
             .unwrap_or_default();
-        assert!(
-            e.contains("g2.csv:1: expected the header `caller,callee`"),
-            "{e}"
-        );
+        assert!(e.contains("g2.csv:1: expected the header `caller,callee`"), "{e}");
         let k = read_metric_kinds(&write(
             dir.path(),
             "k.csv",
@@ -930,28 +701,18 @@ mod tests {
         ))
         .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(k.lookup("PodWorkload(Ops)"), Some(MetricClass::Traffic));
-        assert_eq!(
-            k.lookup("PodSuccessRate(%)"),
-            Some(MetricClass::Availability)
-        );
+        assert_eq!(k.lookup("PodSuccessRate(%)"), Some(MetricClass::Availability));
         assert_eq!(k.lookup("disk"), Some(MetricClass::Resource));
         let e = read_metric_kinds(&write(dir.path(), "k2.csv", "pattern,kind\ncpu,hot\n"))
             .err()
             .map(|e| format!("{e:#}"))
             .unwrap_or_default();
         assert!(e.contains("k2.csv:2: kind `hot`"), "{e}");
-        let e = read_long(&write(
-            dir.path(),
-            "l.csv",
-            "time,service,metric,value\n60,a,cpu,x\n",
-        ))
-        .err()
-        .map(|e| format!("{e:#}"))
-        .unwrap_or_default();
-        assert!(
-            e.contains("l.csv:2: column `value`: `x` is not a number"),
-            "{e}"
-        );
+        let e = read_long(&write(dir.path(), "l.csv", "time,service,metric,value\n60,a,cpu,x\n"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("l.csv:2: column `value`: `x` is not a number"), "{e}");
     }
 
     #[test]

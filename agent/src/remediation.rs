@@ -12,17 +12,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use warden_playbooks::engine::{
-    Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, Series, StartRequest,
-    Webhook,
-};
+use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, Series, StartRequest, Webhook};
 use warden_playbooks::guards::GuardSettings;
 use warden_playbooks::load::Catalog;
 use warden_playbooks::run::{Run, RunStatus, StepStatus, Target, TriggerInfo};
 use warden_playbooks::schedule::CronSchedule;
-use warden_playbooks::spec::{
-    Arg, Autonomy, Guards, Playbook, ScaleStep, Step, TargetKind, Trigger,
-};
+use warden_playbooks::spec::{Arg, Autonomy, Guards, Playbook, ScaleStep, Step, TargetKind, Trigger};
 use warden_playbooks::template::Vars;
 use warden_playbooks::Cluster;
 
@@ -37,13 +32,7 @@ pub struct SourceMetrics(pub Arc<dyn MetricSource>);
 
 #[async_trait]
 impl MetricsQuery for SourceMetrics {
-    async fn query_range(
-        &self,
-        query: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        step: Duration,
-    ) -> Result<Vec<Series>, String> {
+    async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, String> {
         let r = self.0.query_range(query, start, end, step).await?;
         Ok(r.series
             .into_iter()
@@ -52,9 +41,7 @@ impl MetricsQuery for SourceMetrics {
                 points: s
                     .points
                     .into_iter()
-                    .filter_map(|p| {
-                        DateTime::from_timestamp_millis(p.timestamp_ms).map(|t| (t, p.value))
-                    })
+                    .filter_map(|p| DateTime::from_timestamp_millis(p.timestamp_ms).map(|t| (t, p.value)))
                     .collect(),
             })
             .collect())
@@ -80,12 +67,8 @@ impl HttpWebhook {
 #[async_trait]
 impl Webhook for HttpWebhook {
     async fn call(&self, call: &HttpCall) -> Result<HttpReply, String> {
-        let method = reqwest::Method::from_bytes(call.method.as_bytes())
-            .map_err(|e| format!("method {}: {e}", call.method))?;
-        let mut req = self
-            .client
-            .request(method, &call.url)
-            .timeout(Duration::from_secs_f64(call.timeout_secs.max(0.1)));
+        let method = reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|e| format!("method {}: {e}", call.method))?;
+        let mut req = self.client.request(method, &call.url).timeout(Duration::from_secs_f64(call.timeout_secs.max(0.1)));
         for (k, v) in &call.headers {
             req = req.header(k, v);
         }
@@ -120,13 +103,7 @@ impl Notices for RunNotices {
     fn notice(&self, run: &Run, kind: Notice, text: &str) {
         let at = run.updated_at;
         tracing::info!(run = run.id, playbook = %run.playbook, status = %run.status, "{text}");
-        self.timeline.emit(TimelineEvent::Run {
-            at,
-            run_id: run.id,
-            incident_id: run.incident_id(),
-            status: run.status.to_string(),
-            text: text.to_string(),
-        });
+        self.timeline.emit(TimelineEvent::Run { at, run_id: run.id, incident_id: run.incident_id(), status: run.status.to_string(), text: text.to_string() });
         let Some(iid) = run.incident_id() else { return };
         let incident = match self.store.get_incident(iid) {
             Ok(Some(i)) => i,
@@ -141,9 +118,7 @@ impl Notices for RunNotices {
             Notice::Message => ("run_message", Some(text.to_string())),
             Notice::Reverting => ("run_reverting", Some(text.to_string())),
             Notice::Finished => match run.status {
-                RunStatus::Succeeded if !run.summary().is_empty() => {
-                    ("run_succeeded", Some(run.summary()))
-                }
+                RunStatus::Succeeded if !run.summary().is_empty() => ("run_succeeded", Some(run.summary())),
                 RunStatus::Succeeded => ("run_succeeded", None),
                 RunStatus::Refused => ("run_refused", None),
                 RunStatus::Observed => ("run_observed", None),
@@ -152,13 +127,7 @@ impl Notices for RunNotices {
         };
         let history = action_history(&self.store, iid);
         let notes = match &notify_text {
-            Some(t) => render(
-                NotifyEvent::Action,
-                &incident,
-                Some(t),
-                &history,
-                &self.channels,
-            ),
+            Some(t) => render(NotifyEvent::Action, &incident, Some(t), &history, &self.channels),
             None => Vec::new(),
         };
         let detail = json!({"run_id": run.id, "playbook": run.playbook, "status": run.status, "text": text, "refusal": run.refusal});
@@ -195,13 +164,7 @@ pub fn action_history(store: &Store, incident_id: i64) -> Vec<String> {
     runs.iter()
         .flat_map(|r| r.steps.iter().chain(&r.revert_steps))
         .filter(|s| s.status == StepStatus::Done)
-        .filter_map(|s| {
-            s.result
-                .as_ref()?
-                .get("summary")?
-                .as_str()
-                .map(str::to_string)
-        })
+        .filter_map(|s| s.result.as_ref()?.get("summary")?.as_str().map(str::to_string))
         .filter(|t| !t.starts_with("verified"))
         .collect()
 }
@@ -214,17 +177,7 @@ pub fn actions_view(runs: &[Run]) -> Vec<Value> {
         let target = r.target.as_ref();
         let mut listed = false;
         for s in r.steps.iter().chain(&r.revert_steps) {
-            if !matches!(
-                s.action.as_str(),
-                "scale"
-                    | "rollback"
-                    | "restart"
-                    | "delete_pod"
-                    | "cordon"
-                    | "run_job"
-                    | "patch"
-                    | "http"
-            ) {
+            if !matches!(s.action.as_str(), "scale" | "rollback" | "restart" | "delete_pod" | "cordon" | "run_job" | "patch" | "http") {
                 continue;
             }
             let status = match (s.status, &s.refusal) {
@@ -294,11 +247,7 @@ impl Remediation {
             store,
             defaults: GuardSettings::default().overlay(&config.playbooks.guards),
         };
-        Ok(Self {
-            runs,
-            catalog,
-            config,
-        })
+        Ok(Self { runs, catalog, config })
     }
 
     /// The playbook and parameters a watch's `action` runs: a named playbook, or the
@@ -313,11 +262,7 @@ impl Remediation {
             if let Some(d) = a.dry_run {
                 pb.guards.dry_run = Some(d);
             }
-            let params = a
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect();
+            let params = a.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
             return Some((pb, params));
         }
         let d = &self.config.actions;
@@ -326,14 +271,8 @@ impl Remediation {
         let scale = ScaleStep {
             to: None,
             by: Some(Arg(step.to_string())),
-            min: Some(Arg(s
-                .min_replicas
-                .unwrap_or(d.scale.min_replicas)
-                .to_string())),
-            max: Some(Arg(s
-                .max_replicas
-                .unwrap_or(d.scale.max_replicas)
-                .to_string())),
+            min: Some(Arg(s.min_replicas.unwrap_or(d.scale.min_replicas).to_string())),
+            max: Some(Arg(s.max_replicas.unwrap_or(d.scale.max_replicas).to_string())),
         };
         let pb = Playbook {
             name: "scale".into(),
@@ -350,11 +289,7 @@ impl Remediation {
                 max_attempts: Some(1000),
                 ..Guards::default()
             },
-            steps: vec![Step {
-                name: Some("scale".into()),
-                scale: Some(scale),
-                ..Step::default()
-            }],
+            steps: vec![Step { name: Some("scale".into()), scale: Some(scale), ..Step::default() }],
             revert: None,
         };
         Some((pb, BTreeMap::new()))
@@ -369,28 +304,14 @@ impl Remediation {
     }
 
     /// Start the watch's playbook for an incident.
-    pub async fn on_incident(
-        &self,
-        w: &WatchConfig,
-        incident: &Incident,
-        now: DateTime<Utc>,
-    ) -> Option<Run> {
+    pub async fn on_incident(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>) -> Option<Run> {
         let (pb, params) = self.watch_playbook(w)?;
-        let target = incident
-            .target
-            .as_ref()
-            .map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
+        let target = incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
         let reason = format!(
             "{} observed {} (expected {})",
             w.name,
-            incident
-                .observed
-                .map(warden_models::format_value)
-                .unwrap_or_else(|| "-".into()),
-            incident
-                .expected
-                .map(warden_models::format_value)
-                .unwrap_or_else(|| "-".into())
+            incident.observed.map(warden_models::format_value).unwrap_or_else(|| "-".into()),
+            incident.expected.map(warden_models::format_value).unwrap_or_else(|| "-".into())
         );
         let req = StartRequest {
             playbook: pb,
@@ -413,43 +334,25 @@ impl Remediation {
 
     /// Start playbooks whose triggers match an incident opened by a watch (playbook files
     /// with `incident` triggers).
-    pub async fn on_incident_triggers(
-        &self,
-        w: &WatchConfig,
-        incident: &Incident,
-        now: DateTime<Utc>,
-    ) -> Vec<Run> {
+    pub async fn on_incident_triggers(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>) -> Vec<Run> {
         let mut out = Vec::new();
         for pb in self.catalog.iter().map(|e| &e.playbook) {
             for t in &pb.triggers {
                 let Trigger::Incident(m) = t else { continue };
                 if m.watch.as_ref().is_some_and(|x| x != &w.name)
-                    || m.detector
-                        .as_ref()
-                        .is_some_and(|d| Some(d) != incident.detector.as_ref())
+                    || m.detector.as_ref().is_some_and(|d| Some(d) != incident.detector.as_ref())
                     || (!m.severity.is_empty() && !m.severity.contains(&incident.severity))
-                    || m.labels
-                        .iter()
-                        .any(|(k, v)| incident.labels.get(k) != Some(v))
+                    || m.labels.iter().any(|(k, v)| incident.labels.get(k) != Some(v))
                 {
                     continue;
                 }
-                let target = incident
-                    .target
-                    .as_ref()
-                    .map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
+                let target = incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
                 let vars = incident_vars(incident);
-                let Some(params) = render_params(&pb.name, &m.params, &vars) else {
-                    continue;
-                };
+                let Some(params) = render_params(&pb.name, &m.params, &vars) else { continue };
                 let req = StartRequest {
                     playbook: pb.clone(),
                     params,
-                    target: if pb.target == TargetKind::Deployment {
-                        target
-                    } else {
-                        None
-                    },
+                    target: if pb.target == TargetKind::Deployment { target } else { None },
                     trigger: TriggerInfo {
                         kind: "incident".into(),
                         actor: format!("watch/{}", w.name),
@@ -470,12 +373,7 @@ impl Remediation {
     }
 
     /// Start playbooks whose `alert` triggers match a firing alert.
-    pub async fn on_alert(
-        &self,
-        labels: &BTreeMap<String, String>,
-        incident_id: Option<i64>,
-        now: DateTime<Utc>,
-    ) -> Vec<Run> {
+    pub async fn on_alert(&self, labels: &BTreeMap<String, String>, incident_id: Option<i64>, now: DateTime<Utc>) -> Vec<Run> {
         let mut out = Vec::new();
         for pb in self.catalog.iter().map(|e| &e.playbook) {
             for t in &pb.triggers {
@@ -484,15 +382,13 @@ impl Remediation {
                     continue;
                 }
                 let target = match pb.target {
-                    TargetKind::Deployment => {
-                        match (labels.get("namespace"), labels.get("deployment")) {
-                            (Some(ns), Some(d)) => Some(Target::deployment(ns.clone(), d.clone())),
-                            _ => {
-                                tracing::warn!(playbook = %pb.name, "alert matched but carries no namespace/deployment labels");
-                                continue;
-                            }
+                    TargetKind::Deployment => match (labels.get("namespace"), labels.get("deployment")) {
+                        (Some(ns), Some(d)) => Some(Target::deployment(ns.clone(), d.clone())),
+                        _ => {
+                            tracing::warn!(playbook = %pb.name, "alert matched but carries no namespace/deployment labels");
+                            continue;
                         }
-                    }
+                    },
                     TargetKind::Node => match labels.get("node") {
                         Some(n) => Some(Target::node(n.clone())),
                         None => continue,
@@ -500,26 +396,18 @@ impl Remediation {
                     TargetKind::None => None,
                 };
                 let mut vars = Vars::new();
-                vars.set(
-                    "alert.name",
-                    labels.get("alertname").cloned().unwrap_or_default(),
-                );
+                vars.set("alert.name", labels.get("alertname").cloned().unwrap_or_default());
                 for (k, v) in labels {
                     vars.set(format!("alert.labels.{k}"), v.clone());
                 }
-                let Some(params) = render_params(&pb.name, &m.params, &vars) else {
-                    continue;
-                };
+                let Some(params) = render_params(&pb.name, &m.params, &vars) else { continue };
                 let req = StartRequest {
                     playbook: pb.clone(),
                     params,
                     target,
                     trigger: TriggerInfo {
                         kind: "alert".into(),
-                        actor: format!(
-                            "alertmanager/{}",
-                            labels.get("alertname").cloned().unwrap_or_default()
-                        ),
+                        actor: format!("alertmanager/{}", labels.get("alertname").cloned().unwrap_or_default()),
                         incident_id,
                         detail: json!({"labels": labels}),
                     },
@@ -550,9 +438,7 @@ impl Remediation {
                         continue;
                     }
                 };
-                let Some(fired) = schedule.due(last, now) else {
-                    continue;
-                };
+                let Some(fired) = schedule.due(last, now) else { continue };
                 let target = match (&c.target, pb.target) {
                     (Some(t), kind) if kind != TargetKind::None => match Target::parse(kind, t) {
                         Ok(t) => Some(t),
@@ -565,11 +451,7 @@ impl Remediation {
                 };
                 let req = StartRequest {
                     playbook: pb.clone(),
-                    params: c
-                        .params
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.to_string()))
-                        .collect(),
+                    params: c.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
                     target,
                     trigger: TriggerInfo {
                         kind: "cron".into(),
@@ -603,11 +485,7 @@ impl Remediation {
 }
 
 /// Trigger parameters rendered with the trigger's variables (`{{ incident.labels.pod }}`).
-fn render_params(
-    playbook: &str,
-    params: &BTreeMap<String, Arg>,
-    vars: &Vars,
-) -> Option<BTreeMap<String, String>> {
+fn render_params(playbook: &str, params: &BTreeMap<String, Arg>, vars: &Vars) -> Option<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (k, v) in params {
         match warden_playbooks::template::render(v.as_str(), vars) {
@@ -630,18 +508,8 @@ fn incident_vars(i: &Incident) -> Vars {
     v.set("incident.title", i.title.clone());
     v.set("incident.severity", i.severity.clone());
     v.set("incident.detector", i.detector.clone().unwrap_or_default());
-    v.set(
-        "incident.observed",
-        i.observed
-            .map(warden_models::format_value)
-            .unwrap_or_default(),
-    );
-    v.set(
-        "incident.expected",
-        i.expected
-            .map(warden_models::format_value)
-            .unwrap_or_default(),
-    );
+    v.set("incident.observed", i.observed.map(warden_models::format_value).unwrap_or_default());
+    v.set("incident.expected", i.expected.map(warden_models::format_value).unwrap_or_default());
     for (k, val) in &i.labels {
         v.set(format!("incident.labels.{k}"), val.clone());
     }

@@ -16,13 +16,8 @@ use crate::store::{from_ms, ms, Store, StoreError, StoreResult};
 
 fn append(tx: &rusqlite::Transaction<'_>, events: &[AuditEvent]) -> StoreResult<()> {
     for ev in events {
-        let head: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let head: Option<(i64, String)> =
+            tx.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
         let entry = audit::chain(head.as_ref().map(|(s, h)| (*s, h.as_str())), ev.clone());
         tx.execute(
             "INSERT INTO audit (seq, at, run_id, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -42,10 +37,7 @@ fn append(tx: &rusqlite::Transaction<'_>, events: &[AuditEvent]) -> StoreResult<
 }
 
 fn body(run: &Run) -> StoreResult<String> {
-    serde_json::to_string(run).map_err(|e| StoreError::Corrupt {
-        table: "runs",
-        message: e.to_string(),
-    })
+    serde_json::to_string(run).map_err(|e| StoreError::Corrupt { table: "runs", message: e.to_string() })
 }
 
 fn active_key(run: &Run) -> Option<String> {
@@ -62,13 +54,8 @@ impl Store {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let lock = active_key(run);
         if let Some(key) = &lock {
-            let holder: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM runs WHERE active_target = ?1",
-                    params![key],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let holder: Option<i64> =
+                tx.query_row("SELECT id FROM runs WHERE active_target = ?1", params![key], |r| r.get(0)).optional()?;
             if let Some(h) = holder {
                 return Ok(Err(h));
             }
@@ -94,18 +81,11 @@ impl Store {
         let id = tx.last_insert_rowid();
         let mut stored = run.clone();
         stored.id = id;
-        tx.execute(
-            "UPDATE runs SET body = ?1 WHERE id = ?2",
-            params![body(&stored)?, id],
-        )?;
-        let events: Vec<AuditEvent> = events
-            .iter()
-            .cloned()
-            .map(|mut e| {
-                e.run_id = Some(id);
-                e
-            })
-            .collect();
+        tx.execute("UPDATE runs SET body = ?1 WHERE id = ?2", params![body(&stored)?, id])?;
+        let events: Vec<AuditEvent> = events.iter().cloned().map(|mut e| {
+            e.run_id = Some(id);
+            e
+        }).collect();
         append(&tx, &events)?;
         tx.commit()?;
         Ok(Ok(id))
@@ -121,10 +101,7 @@ impl Store {
             params![run.id, run.status.as_str(), acted_at, ms(run.updated_at), run.wake_at.map(ms), active_key(run), body(run)?],
         )?;
         if n != 1 {
-            return Err(StoreError::Corrupt {
-                table: "runs",
-                message: format!("run {} is not stored", run.id),
-            });
+            return Err(StoreError::Corrupt { table: "runs", message: format!("run {} is not stored", run.id) });
         }
         append(&tx, events)?;
         tx.commit()?;
@@ -133,45 +110,23 @@ impl Store {
 
     pub fn get_run(&self, id: i64) -> StoreResult<Option<Run>> {
         let c = self.conn()?;
-        let text: Option<String> = c
-            .query_row("SELECT body FROM runs WHERE id = ?1", params![id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-                table: "runs",
-                message: format!("run {id}: {e}"),
-            })
-        })
-        .transpose()
+        let text: Option<String> = c.query_row("SELECT body FROM runs WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt { table: "runs", message: format!("run {id}: {e}") }))
+            .transpose()
     }
 
     /// Runs, newest first, optionally only one status or one incident's.
-    pub fn list_runs(
-        &self,
-        status: Option<RunStatus>,
-        incident_id: Option<i64>,
-        limit: u32,
-    ) -> StoreResult<Vec<Run>> {
+    pub fn list_runs(&self, status: Option<RunStatus>, incident_id: Option<i64>, limit: u32) -> StoreResult<Vec<Run>> {
         let c = self.conn()?;
         let mut st = c.prepare(
             "SELECT id, body FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR incident_id = ?2)
              ORDER BY id DESC LIMIT ?3",
         )?;
-        let rows = st.query_map(
-            params![status.map(|s| s.as_str()), incident_id, limit],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-        )?;
+        let rows = st.query_map(params![status.map(|s| s.as_str()), incident_id, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (id, text) = row?;
-            out.push(
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    table: "runs",
-                    message: format!("run {id}: {e}"),
-                })?,
-            );
+            out.push(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt { table: "runs", message: format!("run {id}: {e}") })?);
         }
         Ok(out)
     }
@@ -179,20 +134,14 @@ impl Store {
     /// When the last run on the incident started (for re-triggering after a cooldown).
     pub fn last_run_for_incident(&self, incident_id: i64) -> StoreResult<Option<DateTime<Utc>>> {
         let c = self.conn()?;
-        let t: Option<i64> = c.query_row(
-            "SELECT MAX(created_at) FROM runs WHERE incident_id = ?1",
-            params![incident_id],
-            |r| r.get(0),
-        )?;
+        let t: Option<i64> = c.query_row("SELECT MAX(created_at) FROM runs WHERE incident_id = ?1", params![incident_id], |r| r.get(0))?;
         Ok(t.map(from_ms))
     }
 
     /// The whole audit trail, oldest first.
     pub fn audit_entries(&self) -> StoreResult<Vec<AuditEntry>> {
         let c = self.conn()?;
-        let mut st = c.prepare(
-            "SELECT seq, at, run_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq",
-        )?;
+        let mut st = c.prepare("SELECT seq, at, run_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq")?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -208,38 +157,18 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (seq, at, run_id, kind, actor, detail, prev_hash, hash) = row?;
-            let corrupt = |m: String| StoreError::Corrupt {
-                table: "audit",
-                message: format!("entry {seq}: {m}"),
-            };
-            let at = DateTime::parse_from_rfc3339(&at)
-                .map_err(|e| corrupt(format!("time {at:?}: {e}")))?
-                .with_timezone(&Utc);
-            let kind: AuditKind = serde_json::from_value(serde_json::Value::String(kind.clone()))
-                .map_err(|_| corrupt(format!("kind {kind:?}")))?;
-            let detail =
-                serde_json::from_str(&detail).map_err(|e| corrupt(format!("detail: {e}")))?;
-            out.push(AuditEntry {
-                seq,
-                at,
-                run_id,
-                kind,
-                actor,
-                detail,
-                prev_hash,
-                hash,
-            });
+            let corrupt = |m: String| StoreError::Corrupt { table: "audit", message: format!("entry {seq}: {m}") };
+            let at = DateTime::parse_from_rfc3339(&at).map_err(|e| corrupt(format!("time {at:?}: {e}")))?.with_timezone(&Utc);
+            let kind: AuditKind = serde_json::from_value(serde_json::Value::String(kind.clone())).map_err(|_| corrupt(format!("kind {kind:?}")))?;
+            let detail = serde_json::from_str(&detail).map_err(|e| corrupt(format!("detail: {e}")))?;
+            out.push(AuditEntry { seq, at, run_id, kind, actor, detail, prev_hash, hash });
         }
         Ok(out)
     }
 
     /// Audit entries of one run, oldest first.
     pub fn audit_for_run(&self, run_id: i64) -> StoreResult<Vec<AuditEntry>> {
-        Ok(self
-            .audit_entries()?
-            .into_iter()
-            .filter(|e| e.run_id == Some(run_id))
-            .collect())
+        Ok(self.audit_entries()?.into_iter().filter(|e| e.run_id == Some(run_id)).collect())
     }
 }
 
@@ -267,9 +196,7 @@ impl RunStore for Store {
                 "SELECT id FROM runs WHERE (status IN ('running', 'reverting') AND (wake_at IS NULL OR wake_at <= ?1))
                     OR (status = 'awaiting_approval' AND wake_at <= ?1) ORDER BY id",
             )?;
-            let ids = st
-                .query_map(params![ms(now)], |r| r.get(0))?
-                .collect::<Result<Vec<i64>, _>>()?;
+            let ids = st.query_map(params![ms(now)], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
             Ok(ids)
         };
         run().map_err(|e| e.to_string())
@@ -295,11 +222,7 @@ impl RunStore for Store {
                 None => 0,
             };
             let global: i64 = match q.global_since {
-                Some(t) => c.query_row(
-                    "SELECT COUNT(*) FROM runs WHERE acted_at >= ?1",
-                    params![ms(t)],
-                    |r| r.get(0),
-                )?,
+                Some(t) => c.query_row("SELECT COUNT(*) FROM runs WHERE acted_at >= ?1", params![ms(t)], |r| r.get(0))?,
                 None => 0,
             };
             let ns: i64 = match (&q.namespace, q.namespace_since) {
@@ -321,8 +244,6 @@ impl RunStore for Store {
     }
 
     fn installation_id(&self) -> Result<Option<String>, String> {
-        Store::installation_id(self)
-            .map(Some)
-            .map_err(|e| e.to_string())
+        Store::installation_id(self).map(Some).map_err(|e| e.to_string())
     }
 }

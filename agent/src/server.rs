@@ -47,10 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(crate::api_runs::verify_audit))
         .route("/outbox", get(crate::api_outbox::list))
         .route("/outbox/dead", get(crate::api_outbox::dead))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_viewer,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_viewer));
     let write = Router::new()
         .route("/alerts", post(post_alerts))
         .route("/playbooks/{name}/runs", post(crate::api_runs::start_run))
@@ -59,10 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/outbox/{id}/retry", post(crate::api_outbox::retry))
         .route("/outbox/{id}/discard", post(crate::api_outbox::discard))
         .route("/outbox/dead/retry", post(crate::api_outbox::retry_all))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_operator,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
     let api = read.merge(write);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -90,10 +84,7 @@ pub enum Role {
 
 fn role_of(st: &AppState, req: &Request) -> Result<Role, Response> {
     if st.api_token.is_none() && st.viewer_token.is_none() {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "the API is disabled: set server.api_token",
-        ));
+        return Err(error(StatusCode::FORBIDDEN, "the API is disabled: set server.api_token"));
     }
     let given = req
         .headers()
@@ -107,10 +98,7 @@ fn role_of(st: &AppState, req: &Request) -> Result<Role, Response> {
         Ok(Role::Viewer)
     } else {
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         Err(r)
     }
 }
@@ -131,10 +119,7 @@ async fn require_operator(State(st): State<AppState>, mut req: Request, next: Ne
             req.extensions_mut().insert(Role::Operator);
             next.run(req).await
         }
-        Ok(Role::Viewer) => error(
-            StatusCode::FORBIDDEN,
-            "this needs the operator role (server.api_token); the viewer token only reads",
-        ),
+        Ok(Role::Viewer) => error(StatusCode::FORBIDDEN, "this needs the operator role (server.api_token); the viewer token only reads"),
         Err(r) => r,
     }
 }
@@ -151,14 +136,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     match st.engine.metrics.encode() {
-        Ok(body) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -170,29 +148,16 @@ struct IncidentQuery {
     limit: Option<u32>,
 }
 
-async fn list_incidents(
-    State(st): State<AppState>,
-    q: Result<Query<IncidentQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn list_incidents(State(st): State<AppState>, q: Result<Query<IncidentQuery>, axum::extract::rejection::QueryRejection>) -> Response {
     let Ok(Query(q)) = q else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "query parameters: status=open|resolved, limit=N",
-        );
+        return error(StatusCode::BAD_REQUEST, "query parameters: status=open|resolved, limit=N");
     };
     if let Some(s) = q.status.as_deref() {
         if s != "open" && s != "resolved" {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("status must be `open` or `resolved`, not `{s}`"),
-            );
+            return error(StatusCode::BAD_REQUEST, format!("status must be `open` or `resolved`, not `{s}`"));
         }
     }
-    match st
-        .engine
-        .store
-        .list_incidents(q.status.as_deref(), q.limit.unwrap_or(500))
-    {
+    match st.engine.store.list_incidents(q.status.as_deref(), q.limit.unwrap_or(500)) {
         Ok(incidents) => Json(json!({ "incidents": incidents })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -200,19 +165,12 @@ async fn list_incidents(
 
 async fn get_incident(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
     let store = &st.engine.store;
-    match (
-        store.get_incident(id),
-        store.incident_events(id),
-        store.get_analysis(id),
-    ) {
+    match (store.get_incident(id), store.incident_events(id), store.get_analysis(id)) {
         (Ok(Some(incident)), Ok(events), Ok(analysis)) => {
-            Json(json!({"incident": incident, "events": events, "analysis": analysis}))
-                .into_response()
+            Json(json!({"incident": incident, "events": events, "analysis": analysis})).into_response()
         }
         (Ok(None), _, _) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -222,9 +180,7 @@ async fn list_watches(State(st): State<AppState>) -> Response {
 
 async fn list_actions(State(st): State<AppState>) -> Response {
     match st.engine.store.list_runs(None, None, 500) {
-        Ok(runs) => {
-            Json(json!({ "actions": crate::remediation::actions_view(&runs) })).into_response()
-        }
+        Ok(runs) => Json(json!({ "actions": crate::remediation::actions_view(&runs) })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -235,13 +191,7 @@ async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Res
         Ok(p) => p,
         Err(e) => {
             let at = e.path().to_string();
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid Alertmanager webhook payload at `{at}`: {}",
-                    e.inner()
-                ),
-            );
+            return error(StatusCode::BAD_REQUEST, format!("invalid Alertmanager webhook payload at `{at}`: {}", e.inner()));
         }
     };
     if let Err(e) = payload.validate() {
@@ -258,11 +208,7 @@ async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Res
         for a in payload.alerts.iter().filter(|a| a.status == "firing") {
             // The incident the alert opened or updated above: its runs belong to it (events,
             // notifications, attempts per incident).
-            let name = a
-                .labels
-                .get("alertname")
-                .cloned()
-                .unwrap_or_else(|| "unnamed".into());
+            let name = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
             let fp = crate::evaluate::fingerprint(&format!("alertmanager/{name}"), &a.labels);
             let incident_id = match st.engine.store.open_incident_by_fingerprint(&fp) {
                 Ok(i) => i.map(|i| i.id),
@@ -308,12 +254,7 @@ mod tests {
             vec![],
             crate::timeline::Timeline::default(),
         );
-        router(AppState {
-            engine: Arc::new(engine),
-            api_token: Some(Arc::from(operator)),
-            viewer_token: Some(Arc::from(viewer)),
-            ready: Arc::new(AtomicBool::new(true)),
-        })
+        router(AppState { engine: Arc::new(engine), api_token: Some(Arc::from(operator)), viewer_token: Some(Arc::from(viewer)), ready: Arc::new(AtomicBool::new(true)) })
     }
 
     #[tokio::test]
@@ -323,102 +264,30 @@ mod tests {
         for token in ["op", "view"] {
             let (st, body) = call(&app, "GET", "/api/v1/playbooks", Some(token), "").await;
             assert_eq!(st, StatusCode::OK, "{body}");
-            assert!(
-                body.contains("scale-up-on-saturation") && body.contains("retrain-on-drift"),
-                "{body}"
-            );
-            assert_eq!(
-                call(&app, "GET", "/api/v1/runs", Some(token), "").await.0,
-                StatusCode::OK
-            );
-            assert_eq!(
-                call(&app, "GET", "/api/v1/audit/verify", Some(token), "")
-                    .await
-                    .0,
-                StatusCode::OK
-            );
+            assert!(body.contains("scale-up-on-saturation") && body.contains("retrain-on-drift"), "{body}");
+            assert_eq!(call(&app, "GET", "/api/v1/runs", Some(token), "").await.0, StatusCode::OK);
+            assert_eq!(call(&app, "GET", "/api/v1/audit/verify", Some(token), "").await.0, StatusCode::OK);
         }
         // Only the operator starts runs and decides approvals.
         let start = r#"{"target":"shop/checkout","params":{"verify_query":"up"}}"#;
-        let (st, body) = call(
-            &app,
-            "POST",
-            "/api/v1/playbooks/scale-up-on-saturation/runs",
-            Some("view"),
-            start,
-        )
-        .await;
+        let (st, body) = call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("view"), start).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
         assert!(body.contains("operator"), "{body}");
-        assert_eq!(
-            call(&app, "POST", "/api/v1/runs/1/approve", Some("view"), "")
-                .await
-                .0,
-            StatusCode::FORBIDDEN
-        );
+        assert_eq!(call(&app, "POST", "/api/v1/runs/1/approve", Some("view"), "").await.0, StatusCode::FORBIDDEN);
         // The operator's requests are checked: unknown playbook, bad parameter, bad target.
-        assert_eq!(
-            call(
-                &app,
-                "POST",
-                "/api/v1/playbooks/nope/runs",
-                Some("op"),
-                start
-            )
-            .await
-            .0,
-            StatusCode::NOT_FOUND
-        );
-        let (st, body) = call(
-            &app,
-            "POST",
-            "/api/v1/playbooks/scale-up-on-saturation/runs",
-            Some("op"),
-            r#"{"target":"shop/checkout","params":{"step":"99","verify_query":"up"}}"#,
-        )
-        .await;
+        assert_eq!(call(&app, "POST", "/api/v1/playbooks/nope/runs", Some("op"), start).await.0, StatusCode::NOT_FOUND);
+        let (st, body) = call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), r#"{"target":"shop/checkout","params":{"step":"99","verify_query":"up"}}"#).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
         assert!(body.contains("step"), "{body}");
-        assert_eq!(
-            call(
-                &app,
-                "POST",
-                "/api/v1/playbooks/scale-up-on-saturation/runs",
-                Some("op"),
-                r#"{"target":"checkout"}"#
-            )
-            .await
-            .0,
-            StatusCode::BAD_REQUEST
-        );
+        assert_eq!(call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), r#"{"target":"checkout"}"#).await.0, StatusCode::BAD_REQUEST);
         // No cluster here: the run is stored as failed, with the reason.
-        let (st, body) = call(
-            &app,
-            "POST",
-            "/api/v1/playbooks/scale-up-on-saturation/runs",
-            Some("op"),
-            start,
-        )
-        .await;
+        let (st, body) = call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), start).await;
         assert_eq!(st, StatusCode::CREATED, "{body}");
-        assert!(
-            body.contains("no Kubernetes cluster is configured"),
-            "{body}"
-        );
+        assert!(body.contains("no Kubernetes cluster is configured"), "{body}");
         let (st, body) = call(&app, "POST", "/api/v1/runs/1/approve", Some("op"), "").await;
         assert_eq!(st, StatusCode::CONFLICT, "{body}");
-        assert_eq!(
-            call(&app, "GET", "/api/v1/runs/1", Some("view"), "")
-                .await
-                .0,
-            StatusCode::OK
-        );
-        assert_eq!(
-            call(&app, "GET", "/api/v1/runs/99", Some("view"), "")
-                .await
-                .0,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(call(&app, "GET", "/api/v1/runs/1", Some("view"), "").await.0, StatusCode::OK);
+        assert_eq!(call(&app, "GET", "/api/v1/runs/99", Some("view"), "").await.0, StatusCode::NOT_FOUND);
     }
 
     fn app(token: Option<&str>) -> Router {
@@ -432,84 +301,34 @@ mod tests {
             vec![],
             crate::timeline::Timeline::default(),
         );
-        router(AppState {
-            engine: Arc::new(engine),
-            api_token: token.map(Arc::from),
-            viewer_token: None,
-            ready: Arc::new(AtomicBool::new(true)),
-        })
+        router(AppState { engine: Arc::new(engine), api_token: token.map(Arc::from), viewer_token: None, ready: Arc::new(AtomicBool::new(true)) })
     }
 
-    async fn call(
-        app: &Router,
-        method: &str,
-        uri: &str,
-        token: Option<&str>,
-        body: &str,
-    ) -> (StatusCode, String) {
-        let mut req = HttpRequest::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json");
+    async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, String) {
+        let mut req = HttpRequest::builder().method(method).uri(uri).header("content-type", "application/json");
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let resp = app
-            .clone()
-            .oneshot(req.body(Body::from(body.to_string())).expect("request"))
-            .await
-            .expect("response");
+        let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).expect("request")).await.expect("response");
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .expect("body");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     #[tokio::test]
     async fn health_and_metrics_are_open_api_needs_the_token() {
         let app = app(Some("s3cret"));
-        assert_eq!(
-            call(&app, "GET", "/healthz", None, "").await.0,
-            StatusCode::OK
-        );
-        assert_eq!(
-            call(&app, "GET", "/readyz", None, "").await.0,
-            StatusCode::OK
-        );
+        assert_eq!(call(&app, "GET", "/healthz", None, "").await.0, StatusCode::OK);
+        assert_eq!(call(&app, "GET", "/readyz", None, "").await.0, StatusCode::OK);
         let (st, body) = call(&app, "GET", "/metrics", None, "").await;
         assert_eq!(st, StatusCode::OK);
         assert!(body.contains("warden_open_incidents"), "{body}");
-        assert_eq!(
-            call(&app, "GET", "/api/v1/incidents", None, "").await.0,
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            call(&app, "GET", "/api/v1/incidents", Some("wrong"), "")
-                .await
-                .0,
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(call(&app, "GET", "/api/v1/incidents", None, "").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(call(&app, "GET", "/api/v1/incidents", Some("wrong"), "").await.0, StatusCode::UNAUTHORIZED);
         let (st, body) = call(&app, "GET", "/api/v1/incidents", Some("s3cret"), "").await;
         assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"incidents":[]}"#));
-        assert_eq!(
-            call(
-                &app,
-                "GET",
-                "/api/v1/incidents?status=maybe",
-                Some("s3cret"),
-                ""
-            )
-            .await
-            .0,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            call(&app, "GET", "/api/v1/incidents/7", Some("s3cret"), "")
-                .await
-                .0,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(call(&app, "GET", "/api/v1/incidents?status=maybe", Some("s3cret"), "").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, "GET", "/api/v1/incidents/7", Some("s3cret"), "").await.0, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
@@ -520,11 +339,7 @@ mod tests {
             "name: page\ntarget: none\ntriggers:\n  - alert: {labels: {alertname: A}}\nguards: {autonomy: auto}\nsteps:\n  - notify: {message: '{{ alert.name }} fired'}\n",
         )
         .expect("write");
-        let cfg = crate::config::parse_str(
-            &format!("playbooks: {{dir: '{}'}}\n", dir.path().display()),
-            std::path::Path::new("t.yaml"),
-        )
-        .expect("config");
+        let cfg = crate::config::parse_str(&format!("playbooks: {{dir: '{}'}}\n", dir.path().display()), std::path::Path::new("t.yaml")).expect("config");
         let engine = Engine::new(
             Arc::new(cfg),
             Arc::new(crate::store::Store::open_in_memory().expect("store")),
@@ -534,18 +349,10 @@ mod tests {
             vec!["file"],
             crate::timeline::Timeline::default(),
         );
-        let app = router(AppState {
-            engine: Arc::new(engine),
-            api_token: Some(Arc::from("t")),
-            viewer_token: None,
-            ready: Arc::new(AtomicBool::new(true)),
-        });
+        let app = router(AppState { engine: Arc::new(engine), api_token: Some(Arc::from("t")), viewer_token: None, ready: Arc::new(AtomicBool::new(true)) });
         let ok = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
         let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), ok).await;
-        assert_eq!(
-            (st, body.as_str()),
-            (StatusCode::OK, r#"{"accepted":1,"runs":[1]}"#)
-        );
+        assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"accepted":1,"runs":[1]}"#));
         let (_, body) = call(&app, "GET", "/api/v1/runs/1", Some("t"), "").await;
         let run: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(run["run"]["status"], "succeeded", "{body}");
@@ -558,12 +365,7 @@ mod tests {
     #[tokio::test]
     async fn api_is_closed_without_a_configured_token() {
         let app = app(None);
-        assert_eq!(
-            call(&app, "GET", "/api/v1/watches", Some("anything"), "")
-                .await
-                .0,
-            StatusCode::FORBIDDEN
-        );
+        assert_eq!(call(&app, "GET", "/api/v1/watches", Some("anything"), "").await.0, StatusCode::FORBIDDEN);
     }
 
     #[tokio::test]
@@ -572,23 +374,13 @@ mod tests {
         let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"not a time"}]}"#).await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         assert!(body.contains("alerts[0].startsAt"), "{body}");
-        let (st, body) = call(
-            &app,
-            "POST",
-            "/api/v1/alerts",
-            Some("t"),
-            r#"{"version":"3","groupKey":"g","status":"firing","receiver":"w","alerts":[]}"#,
-        )
-        .await;
+        let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), r#"{"version":"3","groupKey":"g","status":"firing","receiver":"w","alerts":[]}"#).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
         let (st, _) = call(&app, "POST", "/api/v1/alerts", Some("t"), "{not json").await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         let ok = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
         let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), ok).await;
-        assert_eq!(
-            (st, body.as_str()),
-            (StatusCode::OK, r#"{"accepted":1,"runs":[]}"#)
-        );
+        assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"accepted":1,"runs":[]}"#));
         let (_, body) = call(&app, "GET", "/api/v1/incidents?status=open", Some("t"), "").await;
         assert!(body.contains(r#""source":"alertmanager""#), "{body}");
     }

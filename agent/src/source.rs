@@ -30,8 +30,6 @@ impl MetricSource for PrometheusClient {
         end: DateTime<Utc>,
         step: Duration,
     ) -> Result<RangeResult, String> {
-        PrometheusClient::query_range(self, query, start, end, step)
-            .await
-            .map_err(|e| e.to_string())
+        PrometheusClient::query_range(self, query, start, end, step).await.map_err(|e| e.to_string())
     }
 }

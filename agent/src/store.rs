@@ -165,10 +165,7 @@ pub enum StoreError {
     #[error("migrating the store schema: {0}")]
     Migration(#[from] rusqlite_migration::Error),
     #[error("corrupt row in {table}: {message}")]
-    Corrupt {
-        table: &'static str,
-        message: String,
-    },
+    Corrupt { table: &'static str, message: String },
     #[error("store lock poisoned")]
     Poisoned,
 }
@@ -255,10 +252,7 @@ pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(table: &'static str, s: &str) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
-        table,
-        message: e.to_string(),
-    })
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt { table, message: e.to_string() })
 }
 
 impl Store {
@@ -293,9 +287,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
         migrations.to_latest(&mut conn)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        Ok(Self { conn: Mutex::new(conn) })
     }
 
     pub(crate) fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
@@ -306,12 +298,8 @@ impl Store {
 
     pub fn open_incident_by_fingerprint(&self, fingerprint: &str) -> StoreResult<Option<Incident>> {
         let c = self.conn()?;
-        let mut st = c.prepare(&format!(
-            "{INCIDENT_SELECT} WHERE fingerprint = ?1 AND status = 'open'"
-        ))?;
-        let row = st
-            .query_row(params![fingerprint], incident_from_row)
-            .optional()?;
+        let mut st = c.prepare(&format!("{INCIDENT_SELECT} WHERE fingerprint = ?1 AND status = 'open'"))?;
+        let row = st.query_row(params![fingerprint], incident_from_row).optional()?;
         row.transpose()
     }
 
@@ -363,18 +351,9 @@ impl Store {
 
     /// Refresh an open incident's latest values; it is anomalous again, so the quiet count resets.
     /// Returns the number of quiet evaluations it had before this update.
-    pub fn update_incident(
-        &self,
-        id: i64,
-        sig: &IncidentSignal,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u32> {
+    pub fn update_incident(&self, id: i64, sig: &IncidentSignal, now: DateTime<Utc>) -> StoreResult<u32> {
         let c = self.conn()?;
-        let quiet: u32 = c.query_row(
-            "SELECT quiet_evaluations FROM incidents WHERE id = ?1",
-            params![id],
-            |r| r.get(0),
-        )?;
+        let quiet: u32 = c.query_row("SELECT quiet_evaluations FROM incidents WHERE id = ?1", params![id], |r| r.get(0))?;
         c.execute(
             "UPDATE incidents SET observed = ?2, expected = ?3, lower_bound = ?4, upper_bound = ?5, score = ?6,
                  updated_at = ?7, quiet_evaluations = 0,
@@ -388,15 +367,8 @@ impl Store {
     /// Count one more evaluation with data and no anomaly; returns the new count.
     pub fn record_quiet(&self, id: i64) -> StoreResult<u32> {
         let c = self.conn()?;
-        c.execute(
-            "UPDATE incidents SET quiet_evaluations = quiet_evaluations + 1 WHERE id = ?1",
-            params![id],
-        )?;
-        Ok(c.query_row(
-            "SELECT quiet_evaluations FROM incidents WHERE id = ?1",
-            params![id],
-            |r| r.get(0),
-        )?)
+        c.execute("UPDATE incidents SET quiet_evaluations = quiet_evaluations + 1 WHERE id = ?1", params![id])?;
+        Ok(c.query_row("SELECT quiet_evaluations FROM incidents WHERE id = ?1", params![id], |r| r.get(0))?)
     }
 
     /// Resolve with its event and the notifications it owes, atomically. Returns `None` when
@@ -449,13 +421,7 @@ impl Store {
     }
 
     /// Save a log watch's miner state (JSON) and the timestamp (ns) its next read starts after.
-    pub fn save_log_state(
-        &self,
-        watch: &str,
-        miner_state: &str,
-        resume_ns: Option<i64>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    pub fn save_log_state(&self, watch: &str, miner_state: &str, resume_ns: Option<i64>, now: DateTime<Utc>) -> StoreResult<()> {
         let c = self.conn()?;
         c.execute(
             "INSERT INTO log_watch_state (watch, miner_state, resume_ns, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -469,21 +435,14 @@ impl Store {
     pub fn load_log_state(&self, watch: &str) -> StoreResult<Option<(String, Option<i64>)>> {
         let c = self.conn()?;
         let row: Option<(String, Option<String>)> = c
-            .query_row(
-                "SELECT miner_state, resume_ns FROM log_watch_state WHERE watch = ?1",
-                params![watch],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT miner_state, resume_ns FROM log_watch_state WHERE watch = ?1", params![watch], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match row {
             None => Ok(None),
             Some((state, None)) => Ok(Some((state, None))),
             Some((state, Some(ns))) => match ns.parse::<i64>() {
                 Ok(ns) => Ok(Some((state, Some(ns)))),
-                Err(e) => Err(StoreError::Corrupt {
-                    table: "log_watch_state",
-                    message: format!("resume_ns `{ns}`: {e}"),
-                }),
+                Err(e) => Err(StoreError::Corrupt { table: "log_watch_state", message: format!("resume_ns `{ns}`: {e}") }),
             },
         }
     }
@@ -491,9 +450,7 @@ impl Store {
     pub fn get_incident(&self, id: i64) -> StoreResult<Option<Incident>> {
         let c = self.conn()?;
         let mut st = c.prepare(&format!("{INCIDENT_SELECT} WHERE id = ?1"))?;
-        st.query_row(params![id], incident_from_row)
-            .optional()?
-            .transpose()
+        st.query_row(params![id], incident_from_row).optional()?.transpose()
     }
 
     /// Incidents, newest first; `status` filters on `open` / `resolved`.
@@ -519,24 +476,12 @@ impl Store {
         let mut st =
             c.prepare("SELECT id, incident_id, at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
         let rows = st.query_map(params![incident_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
         })?;
         let mut out = Vec::new();
         for r in rows {
             let (id, incident_id, at, kind, detail) = r?;
-            out.push(IncidentEvent {
-                id,
-                incident_id,
-                at: from_ms(at),
-                kind,
-                detail: json_col("incident_events", &detail)?,
-            });
+            out.push(IncidentEvent { id, incident_id, at: from_ms(at), kind, detail: json_col("incident_events", &detail)? });
         }
         Ok(out)
     }
@@ -565,10 +510,7 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
         title: r.get(6)?,
         labels,
         target: match (ns, dep) {
-            (Some(namespace), Some(deployment)) => Some(TargetRef {
-                namespace,
-                deployment,
-            }),
+            (Some(namespace), Some(deployment)) => Some(TargetRef { namespace, deployment }),
             _ => None,
         },
         observed: r.get(10)?,
@@ -584,13 +526,7 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
     }))
 }
 
-pub(crate) fn insert_event(
-    c: &Connection,
-    incident_id: i64,
-    now: DateTime<Utc>,
-    kind: &str,
-    detail: &serde_json::Value,
-) -> StoreResult<()> {
+pub(crate) fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>, kind: &str, detail: &serde_json::Value) -> StoreResult<()> {
     c.execute(
         "INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![incident_id, ms(now), kind, detail.to_string()],
@@ -598,12 +534,7 @@ pub(crate) fn insert_event(
     Ok(())
 }
 
-pub(crate) fn insert_outbox(
-    c: &Connection,
-    incident_id: Option<i64>,
-    n: &NewNotification,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
+pub(crate) fn insert_outbox(c: &Connection, incident_id: Option<i64>, n: &NewNotification, now: DateTime<Utc>) -> StoreResult<()> {
     c.execute(
         "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
         params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now), crate::outbox_store::payload_subject(&n.payload)],
@@ -624,10 +555,7 @@ mod tests {
             severity: "warning".into(),
             title: "t".into(),
             labels: BTreeMap::from([("namespace".into(), "shop".into())]),
-            target: Some(TargetRef {
-                namespace: "shop".into(),
-                deployment: "checkout".into(),
-            }),
+            target: Some(TargetRef { namespace: "shop".into(), deployment: "checkout".into() }),
             observed: Some(0.5),
             expected: Some(0.1),
             lower: Some(0.05),
@@ -642,11 +570,7 @@ mod tests {
     }
 
     fn note(event: &str) -> NewNotification {
-        NewNotification {
-            channel: "slack".into(),
-            event: event.into(),
-            payload: json!({"text": event}),
-        }
+        NewNotification { channel: "slack".into(), event: event.into(), payload: json!({"text": event}) }
     }
 
     #[test]
@@ -655,54 +579,28 @@ mod tests {
         let path = dir.path().join("w.db");
         let id = Store::open(&path).unwrap().installation_id().unwrap();
         assert_eq!(id.len(), 32);
-        assert!(
-            id.chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
-            "{id}"
-        );
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
         assert_eq!(Store::open(&path).unwrap().installation_id().unwrap(), id);
-        let other = Store::open(&dir.path().join("other.db"))
-            .unwrap()
-            .installation_id()
-            .unwrap();
+        let other = Store::open(&dir.path().join("other.db")).unwrap().installation_id().unwrap();
         assert_ne!(other, id);
     }
 
     #[test]
     fn incident_lifecycle_with_outbox() {
         let s = Store::open_in_memory().expect("store");
-        let inc = s
-            .open_incident(&sig(), now(0), &json!({}), |i| {
-                vec![note(&format!("opened {}", i.id))]
-            })
-            .expect("open");
+        let inc = s.open_incident(&sig(), now(0), &json!({}), |i| vec![note(&format!("opened {}", i.id))]).expect("open");
         assert_eq!(inc.status, "open");
-        assert_eq!(
-            s.open_incident_by_fingerprint("fp1")
-                .expect("q")
-                .map(|i| i.id),
-            Some(inc.id)
-        );
+        assert_eq!(s.open_incident_by_fingerprint("fp1").expect("q").map(|i| i.id), Some(inc.id));
         // A second open incident with the same fingerprint is refused by the schema.
-        assert!(s
-            .open_incident(&sig(), now(1), &json!({}), |_| vec![])
-            .is_err());
+        assert!(s.open_incident(&sig(), now(1), &json!({}), |_| vec![]).is_err());
 
         assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
-        assert_eq!(
-            s.update_incident(inc.id, &sig(), now(2)).expect("update"),
-            1
-        );
+        assert_eq!(s.update_incident(inc.id, &sig(), now(2)).expect("update"), 1);
         assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
 
-        let resolved = s
-            .resolve_incident(inc.id, now(3), &json!({}), |_| vec![note("resolved")])
-            .expect("resolve");
+        let resolved = s.resolve_incident(inc.id, now(3), &json!({}), |_| vec![note("resolved")]).expect("resolve");
         assert_eq!(resolved.map(|i| i.status), Some("resolved".into()));
-        assert!(s
-            .resolve_incident(inc.id, now(4), &json!({}), |_| vec![note("again")])
-            .expect("resolve")
-            .is_none());
+        assert!(s.resolve_incident(inc.id, now(4), &json!({}), |_| vec![note("again")]).expect("resolve").is_none());
 
         // Both notifications wait in the outbox, in order, with the incident.
         let pending = s.pending_messages("slack").expect("pending");
@@ -714,12 +612,7 @@ mod tests {
             s.mark_delivered(p.id, now(20)).expect("deliver");
         }
         assert_eq!(s.pending_notifications().expect("count"), 0);
-        let kinds: Vec<_> = s
-            .incident_events(inc.id)
-            .expect("events")
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
+        let kinds: Vec<_> = s.incident_events(inc.id).expect("events").into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["opened", "resolved"]);
     }
 
@@ -729,8 +622,7 @@ mod tests {
         let path = dir.path().join("sub/warden.db");
         {
             let s = Store::open(&path).expect("store");
-            s.open_incident(&sig(), now(0), &json!({}), |_| vec![note("opened")])
-                .expect("open");
+            s.open_incident(&sig(), now(0), &json!({}), |_| vec![note("opened")]).expect("open");
         }
         let s = Store::open(&path).expect("reopen");
         assert_eq!(s.open_incidents().expect("list").len(), 1);
@@ -742,13 +634,8 @@ mod tests {
         let s = Store::open_in_memory().expect("store");
         let now = Utc::now();
         assert_eq!(s.load_log_state("w").expect("load"), None);
-        s.save_log_state("w", "{\"a\":1}", Some(1_700_000_000_123_456_789), now)
-            .expect("save");
-        s.save_log_state("w", "{\"a\":2}", Some(1_700_000_000_123_456_790), now)
-            .expect("update");
-        assert_eq!(
-            s.load_log_state("w").expect("load"),
-            Some(("{\"a\":2}".to_string(), Some(1_700_000_000_123_456_790)))
-        );
+        s.save_log_state("w", "{\"a\":1}", Some(1_700_000_000_123_456_789), now).expect("save");
+        s.save_log_state("w", "{\"a\":2}", Some(1_700_000_000_123_456_790), now).expect("update");
+        assert_eq!(s.load_log_state("w").expect("load"), Some(("{\"a\":2}".to_string(), Some(1_700_000_000_123_456_790))));
     }
 }

@@ -42,13 +42,9 @@ pub enum WatchKind {
 impl WatchKind {
     pub fn parse(spec: &DetectorSpec) -> Result<Self, SpecError> {
         Ok(match spec.kind.as_str() {
-            crate::group_eval::KIND => {
-                WatchKind::Group(crate::group_eval::parse_spec(&spec.params)?)
-            }
+            crate::group_eval::KIND => WatchKind::Group(crate::group_eval::parse_spec(&spec.params)?),
             crate::drift_eval::DRIFT_KIND => WatchKind::Drift(DriftSpec::parse(&spec.params)?),
-            crate::drift_eval::QUALITY_KIND => {
-                WatchKind::Quality(QualitySpec::parse(&spec.params)?)
-            }
+            crate::drift_eval::QUALITY_KIND => WatchKind::Quality(QualitySpec::parse(&spec.params)?),
             crate::joint_eval::KIND => WatchKind::Joint(JointSpec::parse(&spec.params)?),
             _ => WatchKind::Single,
         })
@@ -63,20 +59,12 @@ impl WatchKind {
 /// All kinds a watch accepts, for error messages.
 pub fn all_kinds() -> Vec<&'static str> {
     let mut kinds: Vec<&str> = warden_detectors::registry::NAMES.to_vec();
-    kinds.extend([
-        crate::group_eval::KIND,
-        crate::drift_eval::DRIFT_KIND,
-        crate::drift_eval::QUALITY_KIND,
-        crate::joint_eval::KIND,
-    ]);
+    kinds.extend([crate::group_eval::KIND, crate::drift_eval::DRIFT_KIND, crate::drift_eval::QUALITY_KIND, crate::joint_eval::KIND]);
     kinds
 }
 
 /// Remove `key` and read it as a duration (`15m`, `1h30m`).
-pub(crate) fn take_duration(
-    rest: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Result<Option<Duration>, SpecError> {
+pub(crate) fn take_duration(rest: &mut serde_json::Map<String, serde_json::Value>, key: &str) -> Result<Option<Duration>, SpecError> {
     match rest.remove(key) {
         None => Ok(None),
         Some(v) => match serde_json::from_value::<HumanDuration>(v.clone()) {
@@ -97,38 +85,23 @@ pub(crate) fn take_count(
         None => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if range.contains(&n) => Ok(Some(n)),
-            _ => Err((
-                key.into(),
-                format!(
-                    "must be an integer between {} and {}, got {v}",
-                    range.start(),
-                    range.end()
-                ),
-            )),
+            _ => Err((key.into(), format!("must be an integer between {} and {}, got {v}", range.start(), range.end()))),
         },
     }
 }
 
 /// The remaining keys as the detector's typed parameters; errors name the parameter.
-pub(crate) fn detector_params<P: DeserializeOwned>(
-    rest: &serde_json::Map<String, serde_json::Value>,
-) -> Result<P, SpecError> {
+pub(crate) fn detector_params<P: DeserializeOwned>(rest: &serde_json::Map<String, serde_json::Value>) -> Result<P, SpecError> {
     warden_detectors::registry::from_map(rest).map_err(|e| named(&e))
 }
 
 /// A detector error as `(parameter, message)`.
 pub(crate) fn named(e: &warden_detectors::Error) -> SpecError {
     let message = match e {
-        warden_detectors::Error::InvalidParam {
-            name: "param",
-            message,
-        } => message.clone(),
+        warden_detectors::Error::InvalidParam { name: "param", message } => message.clone(),
         other => other.to_string(),
     };
-    (
-        warden_detectors::registry::offending_param(e).unwrap_or_default(),
-        message,
-    )
+    (warden_detectors::registry::offending_param(e).unwrap_or_default(), message)
 }
 
 #[cfg(test)]
@@ -137,22 +110,10 @@ mod tests {
 
     #[test]
     fn durations_and_counts_name_the_key() {
-        let mut m = serde_json::json!({"current": "15m", "reference": "soon", "recent": 0})
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(
-            take_duration(&mut m, "current"),
-            Ok(Some(Duration::from_secs(900)))
-        );
-        assert_eq!(
-            take_duration(&mut m, "reference").map_err(|e| e.0),
-            Err("reference".to_string())
-        );
-        assert_eq!(
-            take_count(&mut m, "recent", 1..=10).map_err(|e| e.0),
-            Err("recent".to_string())
-        );
+        let mut m = serde_json::json!({"current": "15m", "reference": "soon", "recent": 0}).as_object().cloned().unwrap_or_default();
+        assert_eq!(take_duration(&mut m, "current"), Ok(Some(Duration::from_secs(900))));
+        assert_eq!(take_duration(&mut m, "reference").map_err(|e| e.0), Err("reference".to_string()));
+        assert_eq!(take_count(&mut m, "recent", 1..=10).map_err(|e| e.0), Err("recent".to_string()));
         assert_eq!(take_count(&mut m, "absent", 1..=10), Ok(None));
         assert!(m.is_empty());
     }

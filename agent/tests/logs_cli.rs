@@ -25,10 +25,7 @@ fn loghub_dir() -> PathBuf {
 }
 
 fn warden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running warden {args:?}: {e}"))
+    Command::new(env!("CARGO_BIN_EXE_warden")).args(args).output().unwrap_or_else(|e| panic!("running warden {args:?}: {e}"))
 }
 
 fn stdout(o: &Output) -> String {
@@ -40,13 +37,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn json(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
+    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status, stdout(o), stderr(o));
     serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
 }
 
@@ -60,43 +51,16 @@ fn write(path: &Path, text: &str) {
 #[test]
 fn bench_loghub_reaches_the_accuracy_floor_with_one_setting() {
     let dir = loghub_dir();
-    let out = warden(&[
-        "bench",
-        "loghub",
-        "--data",
-        &dir.to_string_lossy(),
-        "--json",
-    ]);
+    let out = warden(&["bench", "loghub", "--data", &dir.to_string_lossy(), "--json"]);
     let v = json(&out);
-    let systems = v["systems"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no systems: {v}"));
-    let names: Vec<&str> = systems
-        .iter()
-        .filter_map(|s| s["system"].as_str())
-        .collect();
+    let systems = v["systems"].as_array().unwrap_or_else(|| panic!("no systems: {v}"));
+    let names: Vec<&str> = systems.iter().filter_map(|s| s["system"].as_str()).collect();
     assert_eq!(
         names,
-        [
-            "Android",
-            "Apache",
-            "BGL",
-            "HDFS",
-            "HPC",
-            "Hadoop",
-            "OpenSSH",
-            "OpenStack",
-            "Proxifier",
-            "Spark",
-            "Windows",
-            "Zookeeper"
-        ]
+        ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "OpenSSH", "OpenStack", "Proxifier", "Spark", "Windows", "Zookeeper"]
     );
     for s in systems {
-        eprintln!(
-            "{}: GA {} PA {} FGA {} templates {}",
-            s["system"], s["ga"], s["pa"], s["fga"], s["templates"]
-        );
+        eprintln!("{}: GA {} PA {} FGA {} templates {}", s["system"], s["ga"], s["pa"], s["fga"], s["templates"]);
         assert_eq!(s["lines"], 2000, "{s}");
         for k in ["ga", "pa", "fga"] {
             let x = s[k].as_f64().unwrap_or(f64::NAN);
@@ -105,20 +69,12 @@ fn bench_loghub_reaches_the_accuracy_floor_with_one_setting() {
         assert!(s["templates"].as_u64().is_some_and(|t| t > 0), "{s}");
     }
     let ga = v["average"]["ga"].as_f64().unwrap_or(f64::NAN);
-    eprintln!(
-        "average GA {ga:.4}, PA {}, FGA {}",
-        v["average"]["pa"], v["average"]["fga"]
-    );
-    assert!(
-        ga >= GA_FLOOR,
-        "average GA {ga:.4} is below the floor {GA_FLOOR}"
-    );
+    eprintln!("average GA {ga:.4}, PA {}, FGA {}", v["average"]["pa"], v["average"]["fga"]);
+    assert!(ga >= GA_FLOOR, "average GA {ga:.4} is below the floor {GA_FLOOR}");
     // Drain's published average on the same 12 systems is 0.887.
     let published = v["drain_published_average_ga"].as_f64().unwrap_or(f64::NAN);
     assert!((published - 0.8866).abs() < 0.001, "{published}");
-    assert!(v["throughput"]["lines_per_second"]
-        .as_f64()
-        .is_some_and(|r| r > 0.0));
+    assert!(v["throughput"]["lines_per_second"].as_f64().is_some_and(|r| r > 0.0));
     assert_eq!(v["throughput"]["lines"], 24_000);
     assert!(v["drain3"].is_null());
 }
@@ -129,28 +85,16 @@ fn bench_loghub_table_shows_published_drain_ga() {
     let out = warden(&["bench", "loghub", "--data", &dir.to_string_lossy()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    let hdfs = text
-        .lines()
-        .find(|l| l.starts_with("HDFS "))
-        .unwrap_or_else(|| panic!("no HDFS row: {text}"));
+    let hdfs = text.lines().find(|l| l.starts_with("HDFS ")).unwrap_or_else(|| panic!("no HDFS row: {text}"));
     assert!(hdfs.trim_end().ends_with("0.998"), "{hdfs}");
-    assert!(
-        text.contains("average (12)") && text.contains("lines/s") && text.contains("Drain GA"),
-        "{text}"
-    );
+    assert!(text.contains("average (12)") && text.contains("lines/s") && text.contains("Drain GA"), "{text}");
 }
 
 /// A small system in the Loghub layout: `(content, event id, template)` rows.
 fn system_csv(rows: &[(&str, &str, &str)]) -> String {
     let mut s = String::from("LineId,Time,Content,EventId,EventTemplate\n");
     for (i, (content, id, template)) in rows.iter().enumerate() {
-        s.push_str(&format!(
-            "{},t,\"{}\",{},\"{}\"\n",
-            i + 1,
-            content.replace('"', "\"\""),
-            id,
-            template.replace('"', "\"\"")
-        ));
+        s.push_str(&format!("{},t,\"{}\",{},\"{}\"\n", i + 1, content.replace('"', "\"\""), id, template.replace('"', "\"\"")));
     }
     s
 }
@@ -159,32 +103,14 @@ fn system_csv(rows: &[(&str, &str, &str)]) -> String {
 fn any_folder_in_the_layout_is_a_system_and_others_are_skipped() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let rows = [
-        (
-            "job 1 started on node-4",
-            "E1",
-            "job <*> started on node-<*>",
-        ),
-        (
-            "job 2 started on node-7",
-            "E1",
-            "job <*> started on node-<*>",
-        ),
+        ("job 1 started on node-4", "E1", "job <*> started on node-<*>"),
+        ("job 2 started on node-7", "E1", "job <*> started on node-<*>"),
         ("disk /dev/sda1 is full", "E2", "disk <*> is full"),
-        (
-            "job 2 finished, 3 files written",
-            "E3",
-            "job <*> finished, <*> files written",
-        ),
+        ("job 2 finished, 3 files written", "E3", "job <*> finished, <*> files written"),
     ];
-    write(
-        &tmp.path().join("MyApp").join("MyApp_2k.log_structured.csv"),
-        &system_csv(&rows),
-    );
+    write(&tmp.path().join("MyApp").join("MyApp_2k.log_structured.csv"), &system_csv(&rows));
     write(&tmp.path().join("notes").join("readme.txt"), "not a system");
-    write(
-        &tmp.path().join("Other").join("wrong_name.csv"),
-        "LineId,Content\n1,x\n",
-    );
+    write(&tmp.path().join("Other").join("wrong_name.csv"), "LineId,Content\n1,x\n");
     write(&tmp.path().join("stray.csv"), "x");
     let data = tmp.path().to_string_lossy().into_owned();
     let v = json(&warden(&["bench", "loghub", "--data", &data, "--json"]));
@@ -197,10 +123,7 @@ fn any_folder_in_the_layout_is_a_system_and_others_are_skipped() {
     assert!(systems[0]["drain_published_ga"].is_null());
     assert_eq!(v["average"]["ga"], 1.0);
     let table = stdout(&warden(&["bench", "loghub", "--data", &data]));
-    let row = table
-        .lines()
-        .find(|l| l.starts_with("MyApp"))
-        .unwrap_or_else(|| panic!("{table}"));
+    let row = table.lines().find(|l| l.starts_with("MyApp")).unwrap_or_else(|| panic!("{table}"));
     assert!(row.trim_end().ends_with('-'), "no published value: {row}");
 }
 
@@ -208,10 +131,7 @@ fn any_folder_in_the_layout_is_a_system_and_others_are_skipped() {
 fn malformed_files_are_named_with_their_line() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = tmp.path().join("Bad").join("Bad_2k.log_structured.csv");
-    write(
-        &path,
-        "LineId,Content,EventId,EventTemplate\n1,ok,E1,ok\n2,too,many,fields,here\n",
-    );
+    write(&path, "LineId,Content,EventId,EventTemplate\n1,ok,E1,ok\n2,too,many,fields,here\n");
     let out = warden(&["bench", "loghub", "--data", &tmp.path().to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -232,53 +152,29 @@ fn malformed_files_are_named_with_their_line() {
 #[test]
 fn drain3_comparison_reports_or_explains() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let rows: Vec<(String, &str, &str)> = (0..200)
-        .map(|i| {
-            (
-                format!("request {i} served in {} ms", i % 17),
-                "E1",
-                "request <*> served in <*> ms",
-            )
-        })
-        .collect();
+    let rows: Vec<(String, &str, &str)> = (0..200).map(|i| (format!("request {i} served in {} ms", i % 17), "E1", "request <*> served in <*> ms")).collect();
     let refs: Vec<(&str, &str, &str)> = rows.iter().map(|(c, i, t)| (c.as_str(), *i, *t)).collect();
-    write(
-        &tmp.path().join("Web").join("Web_2k.log_structured.csv"),
-        &system_csv(&refs),
-    );
+    write(&tmp.path().join("Web").join("Web_2k.log_structured.csv"), &system_csv(&refs));
     let data = tmp.path().to_string_lossy().into_owned();
     let out = warden(&["bench", "loghub", "--data", &data, "--compare-drain3"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("mining throughput:"), "{text}");
     assert!(
-        (text.contains("drain3 ") && text.contains("faster"))
-            || text.contains("pip install drain3"),
+        (text.contains("drain3 ") && text.contains("faster")) || text.contains("pip install drain3"),
         "either figures or how to install drain3: {text}"
     );
     // Without python3 on the PATH: a clear message, and our own figures still printed.
     let no_python = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args([
-            "bench",
-            "loghub",
-            "--data",
-            &data,
-            "--compare-drain3",
-            "--json",
-        ])
+        .args(["bench", "loghub", "--data", &data, "--compare-drain3", "--json"])
         .env("PATH", no_python.path())
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let v = json(&out);
     let err = v["drain3"]["error"].as_str().unwrap_or_default();
-    assert!(
-        err.contains("python3") && err.contains("pip install drain3"),
-        "{v}"
-    );
-    assert!(v["throughput"]["lines_per_second"]
-        .as_f64()
-        .is_some_and(|r| r > 0.0));
+    assert!(err.contains("python3") && err.contains("pip install drain3"), "{v}");
+    assert!(v["throughput"]["lines_per_second"].as_f64().is_some_and(|r| r > 0.0));
 }
 
 #[test]
@@ -297,51 +193,25 @@ fn logs_mine_prints_every_line_and_the_table() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines[0],
-        "1\tAccepted password for root from <*> port <*> ssh2"
-    );
+    assert_eq!(lines[0], "1\tAccepted password for root from <*> port <*> ssh2");
     assert_eq!(lines[1], "2\tConnection closed by <*> [preauth]");
-    assert_eq!(
-        lines[2],
-        "1\tAccepted password for root from <*> port <*> ssh2"
-    );
+    assert_eq!(lines[2], "1\tAccepted password for root from <*> port <*> ssh2");
     assert_eq!(lines[3], "");
-    assert!(
-        lines[4].contains("ID") && lines[4].contains("COUNT") && lines[4].contains("TEMPLATE"),
-        "{text}"
-    );
-    assert_eq!(
-        lines[5].split_whitespace().take(2).collect::<Vec<_>>(),
-        ["1", "2"]
-    );
+    assert!(lines[4].contains("ID") && lines[4].contains("COUNT") && lines[4].contains("TEMPLATE"), "{text}");
+    assert_eq!(lines[5].split_whitespace().take(2).collect::<Vec<_>>(), ["1", "2"]);
 
     let out = warden(&["logs", "mine", "--input", &input, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let objects: Vec<Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let objects: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
     assert_eq!(objects.len(), 4);
     assert_eq!(objects[2]["line"], 4);
     assert_eq!(objects[2]["template_id"], 1);
     assert_eq!(objects[1]["template"], "Connection closed by <*> [preauth]");
-    let table = objects[3]["templates"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let table = objects[3]["templates"].as_array().cloned().unwrap_or_default();
     assert_eq!(table.len(), 2);
-    assert_eq!(
-        (table[0]["id"].as_u64(), table[0]["count"].as_u64()),
-        (Some(1), Some(2))
-    );
+    assert_eq!((table[0]["id"].as_u64(), table[0]["count"].as_u64()), (Some(1), Some(2)));
 
-    let out = warden(&[
-        "logs",
-        "mine",
-        "--input",
-        &tmp.path().join("missing.log").to_string_lossy(),
-    ]);
+    let out = warden(&["logs", "mine", "--input", &tmp.path().join("missing.log").to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("missing.log"), "{}", stderr(&out));
 }

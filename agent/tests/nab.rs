@@ -10,16 +10,11 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use warden_agent::bench::nab::{
-    evaluate, load_corpus, score_at_optimum, score_published, NabScores,
-};
+use warden_agent::bench::nab::{evaluate, load_corpus, score_at_optimum, score_published, NabScores};
 use warden_detectors::eval::nab::Profile;
 
 fn nab_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/datasets/nab"
-    ));
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets/nab"));
     assert!(
         dir.join("data").is_dir() && dir.join("labels").join("combined_windows.json").is_file(),
         "the NAB data set is missing: expected it at {} (shared/datasets/nab beside the repository)",
@@ -31,15 +26,8 @@ fn nab_dir() -> PathBuf {
 fn assert_scores(what: &str, scores: &NabScores, expected: [f64; 3], tolerance: f64) {
     for (profile, want) in Profile::ALL.into_iter().zip(expected) {
         let got = scores.get(profile).map(|r| r.score).unwrap_or(f64::NAN);
-        eprintln!(
-            "{what} {}: {got:.4} (published {want:.3})",
-            profile.nab_name()
-        );
-        assert!(
-            (got - want).abs() <= tolerance,
-            "{what} {}: got {got:.4}, published {want:.4}",
-            profile.nab_name()
-        );
+        eprintln!("{what} {}: {got:.4} (published {want:.3})", profile.nab_name());
+        assert!((got - want).abs() <= tolerance, "{what} {}: got {got:.4}, published {want:.4}", profile.nab_name());
     }
 }
 
@@ -47,36 +35,14 @@ fn assert_scores(what: &str, scores: &NabScores, expected: [f64; 3], tolerance: 
 fn numenta_scores_reproduce_final_results() {
     let dir = nab_dir();
     let published = score_published(&dir, "numenta").unwrap_or_else(|e| panic!("{e:#}"));
-    let text = std::fs::read_to_string(dir.join("results").join("final_results.json"))
-        .unwrap_or_else(|e| panic!("final_results.json: {e}"));
-    let finals: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("final_results.json: {e}"));
-    let expected =
-        Profile::ALL.map(|p| finals["numenta"][p.nab_name()].as_f64().unwrap_or(f64::NAN));
-    assert_eq!(
-        (
-            published.at_thresholds.files,
-            published.at_thresholds.rows,
-            published.at_thresholds.windows
-        ),
-        (58, 365_558, 116)
-    );
-    assert_scores(
-        "numenta at the published thresholds",
-        &published.at_thresholds,
-        expected,
-        0.01,
-    );
+    let text = std::fs::read_to_string(dir.join("results").join("final_results.json")).unwrap_or_else(|e| panic!("final_results.json: {e}"));
+    let finals: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("final_results.json: {e}"));
+    let expected = Profile::ALL.map(|p| finals["numenta"][p.nab_name()].as_f64().unwrap_or(f64::NAN));
+    assert_eq!((published.at_thresholds.files, published.at_thresholds.rows, published.at_thresholds.windows), (58, 365_558, 116));
+    assert_scores("numenta at the published thresholds", &published.at_thresholds, expected, 0.01);
     // Raw corpus score, standard profile (benchmarks.md test vector).
-    let raw = published
-        .at_thresholds
-        .get(Profile::Standard)
-        .map(|r| r.raw)
-        .unwrap_or(f64::NAN);
-    assert!(
-        (raw - 46.634_450_197_1).abs() < 1e-6,
-        "raw standard score {raw}"
-    );
+    let raw = published.at_thresholds.get(Profile::Standard).map(|r| r.raw).unwrap_or(f64::NAN);
+    assert!((raw - 46.634_450_197_1).abs() < 1e-6, "raw standard score {raw}");
 }
 
 #[test]
@@ -84,25 +50,9 @@ fn numenta_sweep_optimum_matches_v1_1() {
     let published = score_published(&nab_dir(), "numenta").unwrap_or_else(|e| panic!("{e:#}"));
     // The v1.1 sweep can only match or beat the v1.0 thresholds; for numenta it beats them on
     // the low-FP profile only (63.209 against 63.117).
-    assert_scores(
-        "numenta at the v1.1 optimum",
-        &published.optimum,
-        [70.101, 63.209, 74.320],
-        0.01,
-    );
-    for (opt, at) in published
-        .optimum
-        .profiles
-        .iter()
-        .zip(&published.at_thresholds.profiles)
-    {
-        assert!(
-            opt.raw >= at.raw - 1e-9,
-            "{:?}: the optimum {} is below the published threshold's {}",
-            opt.profile,
-            opt.raw,
-            at.raw
-        );
+    assert_scores("numenta at the v1.1 optimum", &published.optimum, [70.101, 63.209, 74.320], 0.01);
+    for (opt, at) in published.optimum.profiles.iter().zip(&published.at_thresholds.profiles) {
+        assert!(opt.raw >= at.raw - 1e-9, "{:?}: the optimum {} is below the published threshold's {}", opt.profile, opt.raw, at.raw);
     }
 }
 
@@ -169,19 +119,11 @@ fn windowed_gaussian_reproduces_its_published_optimum() {
     let files: Vec<_> = corpus
         .series
         .iter()
-        .map(|s| {
-            s.scored(windowed_gaussian(&s.values))
-                .unwrap_or_else(|e| panic!("{e:#}"))
-        })
+        .map(|s| s.scored(windowed_gaussian(&s.values)).unwrap_or_else(|e| panic!("{e:#}")))
         .collect();
     let scores = score_at_optimum(&files, &corpus.profiles);
     // final_results.json: 39.650 / 20.868 / 47.410, also the v1.1 optimum (benchmarks.md §1.8).
-    assert_scores(
-        "windowedGaussian at the v1.1 optimum",
-        &scores,
-        [39.650, 20.868, 47.410],
-        0.01,
-    );
+    assert_scores("windowedGaussian at the v1.1 optimum", &scores, [39.650, 20.868, 47.410], 0.01);
     for r in &scores.profiles {
         assert_eq!(r.threshold, 1.0, "{:?}", r.profile);
     }
@@ -190,20 +132,14 @@ fn windowed_gaussian_reproduces_its_published_optimum() {
 #[test]
 fn bench_runs_a_registered_detector_over_the_corpus() {
     let run = evaluate(&nab_dir(), "robust_baseline", &[]).unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(
-        (run.scores.files, run.scores.rows, run.scores.windows),
-        (58, 365_558, 116)
-    );
+    assert_eq!((run.scores.files, run.scores.rows, run.scores.windows), (58, 365_558, 116));
     for r in &run.scores.profiles {
         assert!(r.score.is_finite() && r.score <= 100.0, "{r:?}");
         // The sweep includes "no detection", which scores 0.
         assert!(r.score >= -1e-9, "{r:?}");
         assert_eq!(r.categories.len(), 7);
     }
-    let e = evaluate(&nab_dir(), "no_such_detector", &[])
-        .err()
-        .map(|e| format!("{e:#}"))
-        .unwrap_or_default();
+    let e = evaluate(&nab_dir(), "no_such_detector", &[]).err().map(|e| format!("{e:#}")).unwrap_or_default();
     assert!(e.contains("no_such_detector"), "{e}");
 }
 
@@ -211,21 +147,9 @@ fn bench_runs_a_registered_detector_over_the_corpus() {
 fn adaptive_detector_clears_the_target_with_one_parameter_set() {
     let run = evaluate(&nab_dir(), "adaptive", &[]).unwrap_or_else(|e| panic!("{e:#}"));
     for r in &run.scores.profiles {
-        eprintln!(
-            "adaptive {}: {:.2} at threshold {:.6}",
-            r.profile.nab_name(),
-            r.score,
-            r.threshold
-        );
+        eprintln!("adaptive {}: {:.2} at threshold {:.6}", r.profile.nab_name(), r.score, r.threshold);
     }
-    let standard = run
-        .scores
-        .get(Profile::Standard)
-        .map(|r| r.score)
-        .unwrap_or(f64::NAN);
+    let standard = run.scores.get(Profile::Standard).map(|r| r.score).unwrap_or(f64::NAN);
     // The defaults score 72.8 / 68.5 / 76.1; 65 is the bar the detector was built to clear.
-    assert!(
-        standard >= 65.0,
-        "adaptive scores {standard:.2} on the standard profile"
-    );
+    assert!(standard >= 65.0, "adaptive scores {standard:.2} on the standard profile");
 }

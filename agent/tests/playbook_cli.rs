@@ -4,44 +4,23 @@
 use std::process::Command;
 
 fn warden(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .output()
-        .expect("run warden");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = Command::new(env!("CARGO_BIN_EXE_warden")).args(args).output().expect("run warden");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]
 fn list_and_show_the_builtins() {
     let (ok, text) = warden(&["playbook", "list"]);
     assert!(ok, "{text}");
-    for name in [
-        "scale-up-on-saturation",
-        "rollback-on-error-spike",
-        "restart-on-memory-leak",
-        "retrain-on-drift",
-    ] {
+    for name in ["scale-up-on-saturation", "rollback-on-error-spike", "restart-on-memory-leak", "retrain-on-drift"] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
     let (ok, text) = warden(&["playbook", "show", "rollback-on-error-spike"]);
     assert!(ok, "{text}");
-    assert!(
-        text.contains("rollback:") && text.contains("autonomy: recommend"),
-        "{text}"
-    );
+    assert!(text.contains("rollback:") && text.contains("autonomy: recommend"), "{text}");
     let (ok, text) = warden(&["playbook", "show", "no-such"]);
     assert!(!ok);
-    assert!(
-        text.contains("no playbook named") && text.contains("retrain-on-drift"),
-        "{text}"
-    );
+    assert!(text.contains("no playbook named") && text.contains("retrain-on-drift"), "{text}");
 }
 
 #[test]
@@ -49,16 +28,8 @@ fn a_bad_playbook_is_reported_with_file_line_and_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pbdir = dir.path().join("playbooks");
     std::fs::create_dir_all(&pbdir).expect("mkdir");
-    std::fs::write(
-        pbdir.join("bad.yaml"),
-        "name: bad\nsteps:\n  - scale: {by: 1}\n  - restart: {}\n    wait: {for: 1m}\n",
-    )
-    .expect("write");
-    std::fs::write(
-        pbdir.join("typo.yaml"),
-        "name: typo\nsteps:\n  - scale: {by: one}\n",
-    )
-    .expect("write");
+    std::fs::write(pbdir.join("bad.yaml"), "name: bad\nsteps:\n  - scale: {by: 1}\n  - restart: {}\n    wait: {for: 1m}\n").expect("write");
+    std::fs::write(pbdir.join("typo.yaml"), "name: typo\nsteps:\n  - scale: {by: one}\n").expect("write");
     let cfg = dir.path().join("warden.yaml");
     std::fs::write(
         &cfg,
@@ -70,14 +41,8 @@ fn a_bad_playbook_is_reported_with_file_line_and_path() {
     .expect("write");
     let (ok, text) = warden(&["check-config", cfg.to_str().expect("utf-8")]);
     assert!(!ok, "{text}");
-    assert!(
-        text.contains("bad.yaml:4"),
-        "no file:line for the step with two actions:\n{text}"
-    );
-    assert!(
-        text.contains("typo.yaml:3") && text.contains("steps[0].scale.by"),
-        "{text}"
-    );
+    assert!(text.contains("bad.yaml:4"), "no file:line for the step with two actions:\n{text}");
+    assert!(text.contains("typo.yaml:3") && text.contains("steps[0].scale.by"), "{text}");
 }
 
 #[test]

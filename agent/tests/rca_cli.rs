@@ -28,13 +28,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn json(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
+    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status, stdout(o), stderr(o));
     serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
 }
 
@@ -46,11 +40,8 @@ fn suite() -> PathBuf {
 fn scenario_start(dir: &Path) -> i64 {
     let yaml = dir.join("scenario.yaml");
     let text = std::fs::read_to_string(&yaml).unwrap_or_else(|e| panic!("{}: {e}", yaml.display()));
-    let v: serde_yaml::Value =
-        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", yaml.display()));
-    v["start"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{}: no start", yaml.display()))
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", yaml.display()));
+    v["start"].as_i64().unwrap_or_else(|| panic!("{}: no start", yaml.display()))
 }
 
 /// A small recording: `carts` doubles its CPU at row 50 of 80; `weird` has no service prefix.
@@ -59,11 +50,7 @@ fn small_table() -> String {
     for i in 0..80i64 {
         let wobble = ((i * 37) % 11) as f64 / 100.0;
         let cpu = if i >= 50 { 2.0 + wobble } else { 1.0 + wobble };
-        let lat = if i % 9 == 0 {
-            String::new()
-        } else {
-            format!("{}", 20.0 + wobble * 3.0)
-        };
+        let lat = if i % 9 == 0 { String::new() } else { format!("{}", 20.0 + wobble * 3.0) };
         s.push_str(&format!("{}.0,{cpu},{lat},NaN,1\n", 1_700_000_000 + 15 * i));
     }
     s
@@ -75,22 +62,10 @@ fn rca_json_ranks_every_service_most_probable_first() {
     let path = dir.path().join("m.csv");
     std::fs::write(&path, small_table()).unwrap_or_else(|e| panic!("{e}"));
     let start = (1_700_000_000 + 15 * 50).to_string();
-    let out = warden(&[
-        "rca",
-        "--metrics",
-        &path.to_string_lossy(),
-        "--start",
-        &start,
-        "--json",
-    ]);
+    let out = warden(&["rca", "--metrics", &path.to_string_lossy(), "--start", &start, "--json"]);
     let v = json(&out);
-    let ranking = v["ranking"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no ranking: {v}"));
-    let names: Vec<&str> = ranking
-        .iter()
-        .filter_map(|r| r["service"].as_str())
-        .collect();
+    let ranking = v["ranking"].as_array().unwrap_or_else(|| panic!("no ranking: {v}"));
+    let names: Vec<&str> = ranking.iter().filter_map(|r| r["service"].as_str()).collect();
     assert_eq!(names.first(), Some(&"carts"), "{v}");
     let mut sorted = names.clone();
     sorted.sort_unstable();
@@ -99,38 +74,19 @@ fn rca_json_ranks_every_service_most_probable_first() {
     assert_eq!(scores.len(), 3);
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
-    assert!(
-        stdout(&out).trim_start().starts_with("{\"ranking\":"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stderr(&out).contains("`weird`"),
-        "the skipped column is reported: {}",
-        stderr(&out)
-    );
+    assert!(stdout(&out).trim_start().starts_with("{\"ranking\":"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("`weird`"), "the skipped column is reported: {}", stderr(&out));
 }
 
 #[test]
 fn rca_human_output_is_a_ranked_table() {
     let dir = suite().join("01-cpu-carts");
     let start = scenario_start(&dir).to_string();
-    let out = warden(&[
-        "rca",
-        "--metrics",
-        &dir.join("metrics.csv").to_string_lossy(),
-        "--start",
-        &start,
-    ]);
+    let out = warden(&["rca", "--metrics", &dir.join("metrics.csv").to_string_lossy(), "--start", &start]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(
-        lines
-            .first()
-            .is_some_and(|l| l.starts_with("rank  service")),
-        "{text}"
-    );
+    assert!(lines.first().is_some_and(|l| l.starts_with("rank  service")), "{text}");
     assert!(lines.get(1).is_some_and(|l| l.contains("carts")), "{text}");
     // 13 services and 3 nodes.
     assert_eq!(lines.len(), 17, "{text}");
@@ -140,41 +96,20 @@ fn rca_human_output_is_a_ranked_table() {
 fn rca_errors_name_the_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("bad.csv");
-    std::fs::write(&path, "time,carts_cpu\n1700000000,1\n1700000015,x1\n")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let out = warden(&[
-        "rca",
-        "--metrics",
-        &path.to_string_lossy(),
-        "--start",
-        "1700000010",
-    ]);
+    std::fs::write(&path, "time,carts_cpu\n1700000000,1\n1700000015,x1\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = warden(&["rca", "--metrics", &path.to_string_lossy(), "--start", "1700000010"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("bad.csv:3: column `carts_cpu`: `x1` is not a number"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("bad.csv:3: column `carts_cpu`: `x1` is not a number"), "{}", stderr(&out));
 
     std::fs::write(&path, "t,carts_cpu\n1,2\n").unwrap_or_else(|e| panic!("{e}"));
     let out = warden(&["rca", "--metrics", &path.to_string_lossy(), "--start", "1"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("no `time` column"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("no `time` column"), "{}", stderr(&out));
 }
 
 #[test]
 fn bench_rca_reports_both_modes_and_every_fault_type() {
-    let out = warden(&[
-        "bench",
-        "rca",
-        "--suite",
-        &suite().to_string_lossy(),
-        "--json",
-    ]);
+    let out = warden(&["bench", "rca", "--suite", &suite().to_string_lossy(), "--json"]);
     let v = json(&out);
     for mode in ["metrics_only", "with_evidence"] {
         let overall = &v[mode]["overall"];
@@ -183,23 +118,12 @@ fn bench_rca_reports_both_modes_and_every_fault_type() {
             let x = overall[key].as_f64().unwrap_or(-1.0);
             assert!((0.0..=1.0).contains(&x), "{mode}.{key} = {x}");
         }
-        let faults: Vec<&str> = v[mode]["per_fault"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f["fault"].as_str())
-            .collect();
-        assert_eq!(
-            faults,
-            ["cpu", "memory", "latency", "error", "rollout", "node"],
-            "{v}"
-        );
+        let faults: Vec<&str> =
+            v[mode]["per_fault"].as_array().into_iter().flatten().filter_map(|f| f["fault"].as_str()).collect();
+        assert_eq!(faults, ["cpu", "memory", "latency", "error", "rollout", "node"], "{v}");
     }
     let out = warden(&["bench", "rca", "--suite", &suite().to_string_lossy()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(
-        text.contains("metrics-only") && text.contains("with-evidence") && text.contains("AC@1"),
-        "{text}"
-    );
+    assert!(text.contains("metrics-only") && text.contains("with-evidence") && text.contains("AC@1"), "{text}");
 }

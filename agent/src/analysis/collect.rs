@@ -54,12 +54,7 @@ pub struct ClusterFacts {
 #[async_trait]
 pub trait ClusterEvidence: Send + Sync {
     /// Events, changes and topology of `namespace/deployment` since `since` (Unix seconds).
-    async fn workload_facts(
-        &self,
-        namespace: &str,
-        deployment: &str,
-        since: i64,
-    ) -> Result<ClusterFacts, String>;
+    async fn workload_facts(&self, namespace: &str, deployment: &str, since: i64) -> Result<ClusterFacts, String>;
 }
 
 /// Evidence gathered for one incident.
@@ -71,25 +66,12 @@ pub struct Collected {
 }
 
 /// The subject a series is about: the watch's target, or else its identity labels.
-pub fn subject_of(
-    target: Option<(&str, &str)>,
-    labels: &std::collections::BTreeMap<String, String>,
-    watch: &str,
-) -> Subject {
+pub fn subject_of(target: Option<(&str, &str)>, labels: &std::collections::BTreeMap<String, String>, watch: &str) -> Subject {
     if let Some((ns, name)) = target {
         return Subject::workload(Some(ns), name);
     }
     let ns = labels.get("namespace").map(String::as_str);
-    for key in [
-        "deployment",
-        "statefulset",
-        "daemonset",
-        "app",
-        "service",
-        "job",
-        "container",
-        "persistentvolumeclaim",
-    ] {
+    for key in ["deployment", "statefulset", "daemonset", "app", "service", "job", "container", "persistentvolumeclaim"] {
         if let Some(v) = labels.get(key) {
             return Subject::workload(ns, v);
         }
@@ -101,13 +83,7 @@ pub fn subject_of(
 }
 
 fn incident_subject(i: &Incident) -> Subject {
-    subject_of(
-        i.target
-            .as_ref()
-            .map(|t| (t.namespace.as_str(), t.deployment.as_str())),
-        &i.labels,
-        &i.watch,
-    )
+    subject_of(i.target.as_ref().map(|t| (t.namespace.as_str(), t.deployment.as_str())), &i.labels, &i.watch)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -143,9 +119,7 @@ pub async fn collect(
         .into_iter()
         .filter(|s| s.onset >= from || (s.watch == incident.watch && s.subject == symptom))
         .collect();
-    let own_seen = streaks
-        .iter()
-        .any(|s| s.watch == incident.watch && s.subject == symptom);
+    let own_seen = streaks.iter().any(|s| s.watch == incident.watch && s.subject == symptom);
     for s in streaks.into_iter().take(MAX_ANOMALIES) {
         facts.push(Fact {
             time: s.onset,
@@ -170,11 +144,7 @@ pub async fn collect(
                     metric: incident.watch.clone(),
                     observed,
                     expected: incident.expected,
-                    score: incident
-                        .score
-                        .map(|s| s.clamp(0.0, 1.0) * 2.0 * super::recent::AT_THRESHOLD)
-                        .unwrap_or(0.0)
-                        .max(super::recent::AT_THRESHOLD),
+                    score: incident.score.map(|s| s.clamp(0.0, 1.0) * 2.0 * super::recent::AT_THRESHOLD).unwrap_or(0.0).max(super::recent::AT_THRESHOLD),
                     until: None,
                 },
             });
@@ -186,36 +156,21 @@ pub async fn collect(
         Ok(list) => {
             let logs = list
                 .into_iter()
-                .filter(|i| {
-                    i.source == "log_watch" && (from..=to).contains(&i.opened_at.timestamp())
-                })
+                .filter(|i| i.source == "log_watch" && (from..=to).contains(&i.opened_at.timestamp()))
                 .take(MAX_LOG_SIGNALS);
             for i in logs {
-                let detail = store
-                    .incident_events(i.id)
-                    .ok()
-                    .and_then(|ev| ev.into_iter().find(|e| e.kind == "opened"))
-                    .map(|e| e.detail);
+                let detail = store.incident_events(i.id).ok().and_then(|ev| ev.into_iter().find(|e| e.kind == "opened")).map(|e| e.detail);
                 let d = detail.unwrap_or_default();
                 let samples = d["evidence"]["samples"]
                     .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|s| s.as_str())
-                            .take(3)
-                            .map(|s| truncate(s, MAX_SAMPLE_CHARS))
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(|s| s.as_str()).take(3).map(|s| truncate(s, MAX_SAMPLE_CHARS)).collect())
                     .unwrap_or_default();
                 facts.push(Fact {
                     time: i.opened_at.timestamp(),
                     subject: incident_subject(&i),
                     payload: Payload::LogSignal {
                         signal: d["signal"].as_str().unwrap_or("log").to_string(),
-                        template: truncate(
-                            d["evidence"]["template"].as_str().unwrap_or(&i.title),
-                            MAX_SAMPLE_CHARS,
-                        ),
+                        template: truncate(d["evidence"]["template"].as_str().unwrap_or(&i.title), MAX_SAMPLE_CHARS),
                         count: d["evidence"]["count"].as_u64().unwrap_or(0),
                         samples,
                     },
@@ -230,22 +185,13 @@ pub async fn collect(
         Some(cluster) => {
             let mut subjects: Vec<Subject> = vec![symptom.clone()];
             for f in &facts {
-                if f.subject.kind == SubjectKind::Workload
-                    && f.subject.namespace.is_some()
-                    && !subjects.contains(&f.subject)
-                {
+                if f.subject.kind == SubjectKind::Workload && f.subject.namespace.is_some() && !subjects.contains(&f.subject) {
                     subjects.push(f.subject.clone());
                 }
             }
             let mut cluster_facts = Vec::new();
-            for s in subjects
-                .iter()
-                .filter(|s| s.kind == SubjectKind::Workload)
-                .take(MAX_CLUSTER_SUBJECTS)
-            {
-                let Some(ns) = s.namespace.as_deref() else {
-                    continue;
-                };
+            for s in subjects.iter().filter(|s| s.kind == SubjectKind::Workload).take(MAX_CLUSTER_SUBJECTS) {
+                let Some(ns) = s.namespace.as_deref() else { continue };
                 match cluster.workload_facts(ns, &s.name, from).await {
                     Ok(cf) => {
                         cluster_facts.extend(cf.facts);
@@ -261,9 +207,8 @@ pub async fn collect(
             let excess = cluster_facts.len().saturating_sub(MAX_CLUSTER_FACTS);
             if excess > 0 {
                 // Keep topology (undated context) and the newest facts.
-                let (topology, mut dated): (Vec<Fact>, Vec<Fact>) = cluster_facts
-                    .into_iter()
-                    .partition(|f| matches!(f.payload, Payload::Topology { .. }));
+                let (topology, mut dated): (Vec<Fact>, Vec<Fact>) =
+                    cluster_facts.into_iter().partition(|f| matches!(f.payload, Payload::Topology { .. }));
                 dated.drain(..excess.min(dated.len()));
                 cluster_facts = topology.into_iter().chain(dated).collect();
                 gaps.push(format!("cluster: {excess} older facts left out"));
@@ -280,42 +225,24 @@ pub async fn collect(
             let mut n = 0;
             for r in &runs {
                 let subject = match &r.target {
-                    Some(t) if !t.namespace.is_empty() => {
-                        Subject::workload(Some(&t.namespace), &t.name)
-                    }
+                    Some(t) if !t.namespace.is_empty() => Subject::workload(Some(&t.namespace), &t.name),
                     Some(t) => Subject::node(&t.name),
                     None => symptom.clone(),
                 };
                 for s in r.steps.iter().chain(&r.revert_steps) {
-                    if n >= MAX_ACTIONS
-                        || !matches!(s.status, StepStatus::Done | StepStatus::Failed)
-                        || s.action == "wait"
-                    {
+                    if n >= MAX_ACTIONS || !matches!(s.status, StepStatus::Done | StepStatus::Failed) || s.action == "wait" {
                         continue;
                     }
-                    let summary = s
-                        .result
-                        .as_ref()
-                        .and_then(|v| v.get("summary"))
-                        .and_then(|v| v.as_str());
+                    let summary = s.result.as_ref().and_then(|v| v.get("summary")).and_then(|v| v.as_str());
                     let status = match (s.status, summary) {
                         (StepStatus::Done, Some(t)) => t.to_string(),
                         (StepStatus::Done, None) => "done".to_string(),
                         _ => format!("failed: {}", s.error.as_deref().unwrap_or("-")),
                     };
                     facts.push(Fact {
-                        time: s
-                            .finished_at
-                            .or(s.started_at)
-                            .unwrap_or(r.created_at)
-                            .timestamp(),
+                        time: s.finished_at.or(s.started_at).unwrap_or(r.created_at).timestamp(),
                         subject: subject.clone(),
-                        payload: Payload::Action {
-                            run_id: r.id,
-                            playbook: r.playbook.clone(),
-                            step: s.name.clone(),
-                            status: truncate(&status, 200),
-                        },
+                        payload: Payload::Action { run_id: r.id, playbook: r.playbook.clone(), step: s.name.clone(), status: truncate(&status, 200) },
                     });
                     n += 1;
                 }
@@ -324,29 +251,18 @@ pub async fn collect(
         Err(e) => gaps.push(format!("actions: {e}")),
     }
 
-    Collected {
-        symptom: Some(symptom),
-        evidence: number(facts),
-        gaps,
-    }
+    Collected { symptom: Some(symptom), evidence: number(facts), gaps }
 }
 
 /// Sort by time (undated topology first) and number the items `E1`, `E2`, ...
 pub fn number(mut facts: Vec<Fact>) -> Vec<Evidence> {
     facts.sort_by(|a, b| {
         let topo = |f: &Fact| !matches!(f.payload, Payload::Topology { .. });
-        (topo(a), a.time)
-            .cmp(&(topo(b), b.time))
-            .then_with(|| a.subject.cmp(&b.subject))
+        (topo(a), a.time).cmp(&(topo(b), b.time)).then_with(|| a.subject.cmp(&b.subject))
     });
     facts
         .into_iter()
         .enumerate()
-        .map(|(i, f)| Evidence {
-            id: format!("E{}", i + 1),
-            time: f.time,
-            subject: f.subject,
-            payload: f.payload,
-        })
+        .map(|(i, f)| Evidence { id: format!("E{}", i + 1), time: f.time, subject: f.subject, payload: f.payload })
         .collect()
 }

@@ -28,18 +28,10 @@ pub struct GraphUsed {
 pub fn read_graph_file(path: &Path) -> Result<CallGraph, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut g = CallGraph::default();
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
         Some((_, h)) if h.trim().eq_ignore_ascii_case("caller,callee") => {}
-        _ => {
-            return Err(format!(
-                "{}:1: expected the header `caller,callee`",
-                path.display()
-            ))
-        }
+        _ => return Err(format!("{}:1: expected the header `caller,callee`", path.display())),
     }
     for (i, line) in lines {
         let (a, b) = line
@@ -108,14 +100,11 @@ pub fn found(ranking: &Ranking, evidence: &[Evidence], min_z: f64) -> bool {
     let Some(top) = ranking.candidates.first() else {
         return false;
     };
-    top.evidence
-        .iter()
-        .filter_map(|id| evidence.iter().find(|e| &e.id == id))
-        .any(|e| match &e.payload {
-            Payload::Anomaly { score, .. } => *score >= min_z,
-            Payload::KubeEvent { .. } | Payload::LogSignal { .. } | Payload::Change { .. } => true,
-            Payload::Topology { .. } | Payload::Action { .. } => false,
-        })
+    top.evidence.iter().filter_map(|id| evidence.iter().find(|e| &e.id == id)).any(|e| match &e.payload {
+        Payload::Anomaly { score, .. } => *score >= min_z,
+        Payload::KubeEvent { .. } | Payload::LogSignal { .. } | Payload::Change { .. } => true,
+        Payload::Topology { .. } | Payload::Action { .. } => false,
+    })
 }
 
 #[cfg(test)]
@@ -150,14 +139,9 @@ mod tests {
         let used = apply(Some(("g.csv", &g)), Some(&sym), &mut ev).expect("graph used");
         assert_eq!(used.sources, ["file:g.csv"]);
         assert_eq!(used.edges.len(), 2);
-        let topo: Vec<&Evidence> = ev
-            .iter()
-            .filter(|e| matches!(e.payload, Payload::Topology { .. }))
-            .collect();
+        let topo: Vec<&Evidence> = ev.iter().filter(|e| matches!(e.payload, Payload::Topology { .. })).collect();
         assert_eq!(topo.len(), 2);
-        assert!(topo
-            .iter()
-            .all(|e| e.subject.namespace.as_deref() == Some("shop")));
+        assert!(topo.iter().all(|e| e.subject.namespace.as_deref() == Some("shop")));
         assert_eq!(ev.last().map(|e| e.id.as_str()), Some("E3"));
         assert!(apply(None, Some(&sym), &mut vec![anomaly("E1", "checkout", 9.0)]).is_none());
     }
@@ -170,10 +154,7 @@ mod tests {
         let e = read_graph_file(&p).err().unwrap_or_default();
         assert!(e.ends_with("g.csv:2: expected `caller,callee`"), "{e}");
         std::fs::write(&p, "a,b\n").expect("write");
-        assert!(read_graph_file(&p)
-            .err()
-            .unwrap_or_default()
-            .contains(":1: expected the header"));
+        assert!(read_graph_file(&p).err().unwrap_or_default().contains(":1: expected the header"));
     }
 
     #[test]
@@ -186,20 +167,8 @@ mod tests {
             evidence: vec![id.into()],
             reasons: Vec::new(),
         };
-        assert!(found(
-            &Ranking {
-                candidates: vec![cand("E1", "checkout")]
-            },
-            &ev,
-            5.0
-        ));
-        assert!(!found(
-            &Ranking {
-                candidates: vec![cand("E2", "cart")]
-            },
-            &ev,
-            5.0
-        ));
+        assert!(found(&Ranking { candidates: vec![cand("E1", "checkout")] }, &ev, 5.0));
+        assert!(!found(&Ranking { candidates: vec![cand("E2", "cart")] }, &ev, 5.0));
         assert!(!found(&Ranking::default(), &ev, 5.0));
     }
 }

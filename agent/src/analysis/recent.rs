@@ -50,17 +50,11 @@ pub fn strength(d: &Detection) -> f64 {
     let e = &d.explanation;
     let s = match (e.z_score, e.threshold) {
         (Some(z), _) if z.is_finite() => z.abs(),
-        (None, Some(th)) if th.is_finite() && th > 0.0 && d.value.is_finite() => {
-            AT_THRESHOLD * d.value.abs() / th
-        }
+        (None, Some(th)) if th.is_finite() && th > 0.0 && d.value.is_finite() => AT_THRESHOLD * d.value.abs() / th,
         _ if d.score.is_finite() => d.score.clamp(0.0, 1.0) * 2.0 * AT_THRESHOLD,
         _ => 0.0,
     };
-    if d.state == DetectionState::Anomalous {
-        s.max(AT_THRESHOLD)
-    } else {
-        s
-    }
+    if d.state == DetectionState::Anomalous { s.max(AT_THRESHOLD) } else { s }
 }
 
 /// The strength a detection at its detector's threshold is given.
@@ -69,20 +63,11 @@ pub const AT_THRESHOLD: f64 = 5.0;
 impl RecentAnomalies {
     /// Record a deviating or anomalous point. `step_secs` lets the onset go back over the
     /// points already counted as consecutive.
-    pub fn deviating(
-        &self,
-        fingerprint: &str,
-        watch: &str,
-        subject: Subject,
-        d: &Detection,
-        step_secs: i64,
-    ) {
+    pub fn deviating(&self, fingerprint: &str, watch: &str, subject: Subject, d: &Detection, step_secs: i64) {
         let t = d.timestamp_ms.div_euclid(1000);
         let back = i64::from(d.explanation.consecutive.saturating_sub(1)) * step_secs.max(0);
         let s = strength(d);
-        let Ok(mut all) = self.streaks.lock() else {
-            return;
-        };
+        let Ok(mut all) = self.streaks.lock() else { return };
         let list = all.entry(fingerprint.to_string()).or_default();
         match list.last_mut() {
             Some(cur) if cur.ended.is_none() => {
@@ -109,9 +94,7 @@ impl RecentAnomalies {
 
     /// The series was judged normal at `at`: its open streak ends.
     pub fn normal(&self, fingerprint: &str, at: DateTime<Utc>) {
-        let Ok(mut all) = self.streaks.lock() else {
-            return;
-        };
+        let Ok(mut all) = self.streaks.lock() else { return };
         if let Some(cur) = all.get_mut(fingerprint).and_then(|l| l.last_mut()) {
             if cur.ended.is_none() {
                 cur.ended = Some(at.timestamp());
@@ -121,9 +104,7 @@ impl RecentAnomalies {
 
     /// Streaks that overlap `[from, to]`, oldest onset first.
     pub fn between(&self, from: i64, to: i64) -> Vec<Streak> {
-        let Ok(all) = self.streaks.lock() else {
-            return Vec::new();
-        };
+        let Ok(all) = self.streaks.lock() else { return Vec::new() };
         let mut out: Vec<Streak> = all
             .values()
             .flatten()
@@ -141,10 +122,8 @@ impl RecentAnomalies {
         all.retain(|_, l| !l.is_empty());
         let total: usize = all.values().map(Vec::len).sum();
         if total > MAX_ENTRIES {
-            let mut ended: Vec<(i64, String)> = all
-                .iter()
-                .flat_map(|(k, l)| l.iter().filter_map(|s| s.ended.map(|e| (e, k.clone()))))
-                .collect();
+            let mut ended: Vec<(i64, String)> =
+                all.iter().flat_map(|(k, l)| l.iter().filter_map(|s| s.ended.map(|e| (e, k.clone())))).collect();
             ended.sort();
             for (_, key) in ended.into_iter().take(total - MAX_ENTRIES) {
                 if let Some(l) = all.get_mut(&key) {
@@ -173,11 +152,7 @@ mod tests {
             upper: None,
             deviation: Deviation::Above,
             state: DetectionState::Anomalous,
-            explanation: Explanation {
-                z_score: Some(z),
-                consecutive,
-                ..Default::default()
-            },
+            explanation: Explanation { z_score: Some(z), consecutive, ..Default::default() },
         }
     }
 
@@ -191,10 +166,7 @@ mod tests {
         r.normal("fp", DateTime::from_timestamp(1090, 0).unwrap_or_default());
         let got = r.between(900, 1100);
         assert_eq!(got.len(), 1);
-        assert_eq!(
-            (got[0].onset, got[0].last, got[0].ended),
-            (1000, 1060, Some(1090))
-        );
+        assert_eq!((got[0].onset, got[0].last, got[0].ended), (1000, 1060, Some(1090)));
         assert_eq!((got[0].observed, got[0].strength), (9.0, 12.0));
         assert!(r.between(1100, 1200).is_empty(), "ended before the window");
         // A new streak after the end is a new entry whose onset goes back over its

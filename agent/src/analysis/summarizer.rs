@@ -27,23 +27,13 @@ pub struct Summarizer {
 impl Summarizer {
     /// The template only.
     pub fn template_only(reason: &str) -> Self {
-        Self {
-            model: None,
-            unavailable: reason.to_string(),
-            options: SummaryOptions::default(),
-        }
+        Self { model: None, unavailable: reason.to_string(), options: SummaryOptions::default() }
     }
 
     /// Load the configured model; on failure, log it and use the template.
     pub fn from_config(section: Option<&ModelSection>) -> Self {
-        let Some(m) = section else {
-            return Self::template_only("no model configured");
-        };
-        let options = SummaryOptions {
-            max_tokens: m.max_tokens,
-            time_budget: m.time_budget.0,
-            ..SummaryOptions::default()
-        };
+        let Some(m) = section else { return Self::template_only("no model configured") };
+        let options = SummaryOptions { max_tokens: m.max_tokens, time_budget: m.time_budget.0, ..SummaryOptions::default() };
         let loaded = load_options(m).and_then(|o| LlmModel::load(&o).map_err(|e| e.to_string()));
         match loaded {
             Ok(model) => {
@@ -53,25 +43,14 @@ impl Summarizer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "the summary model does not load: summaries use the template");
-                Self {
-                    model: None,
-                    unavailable: format!("model failed to load: {e}"),
-                    options,
-                }
+                Self { model: None, unavailable: format!("model failed to load: {e}"), options }
             }
         }
     }
 
     /// Summaries from `generator` (the loaded model; a scripted one in tests).
-    pub fn with_generator(
-        generator: Box<dyn TextGenerator + Send>,
-        options: SummaryOptions,
-    ) -> Self {
-        Self {
-            model: Some(Arc::new(Mutex::new(generator))),
-            unavailable: String::new(),
-            options,
-        }
+    pub fn with_generator(generator: Box<dyn TextGenerator + Send>, options: SummaryOptions) -> Self {
+        Self { model: Some(Arc::new(Mutex::new(generator))), unavailable: String::new(), options }
     }
 
     /// Override the time budget (tests, the demo).
@@ -82,47 +61,21 @@ impl Summarizer {
 
     /// What is loaded, for `warden model info` and the API.
     pub fn info(&self) -> Option<ModelInfo> {
-        self.model
-            .as_ref()
-            .and_then(|m| m.lock().ok().map(|m| m.info()))
+        self.model.as_ref().and_then(|m| m.lock().ok().map(|m| m.info()))
     }
 
     /// Write the summary of a ranking (on a blocking thread when a model runs).
-    pub async fn summarize(
-        &self,
-        title: String,
-        symptom: Option<Subject>,
-        started: i64,
-        ranking: Ranking,
-        evidence: Vec<Evidence>,
-    ) -> Summary {
+    pub async fn summarize(&self, title: String, symptom: Option<Subject>, started: i64, ranking: Ranking, evidence: Vec<Evidence>) -> Summary {
         let options = self.options.clone();
         let Some(model) = self.model.clone() else {
-            let input = SummaryInput {
-                title: &title,
-                symptom: symptom.as_ref(),
-                started,
-                ranking: &ranking,
-                evidence: &evidence,
-            };
+            let input = SummaryInput { title: &title, symptom: symptom.as_ref(), started, ranking: &ranking, evidence: &evidence };
             let mut s = summarize(&input, None, &options);
             s.fallback_reason = Some(self.unavailable.clone());
             return s;
         };
-        let fallback = (
-            title.clone(),
-            symptom.clone(),
-            ranking.clone(),
-            evidence.clone(),
-        );
+        let fallback = (title.clone(), symptom.clone(), ranking.clone(), evidence.clone());
         let job = tokio::task::spawn_blocking(move || {
-            let input = SummaryInput {
-                title: &title,
-                symptom: symptom.as_ref(),
-                started,
-                ranking: &ranking,
-                evidence: &evidence,
-            };
+            let input = SummaryInput { title: &title, symptom: symptom.as_ref(), started, ranking: &ranking, evidence: &evidence };
             match model.lock() {
                 Ok(mut m) => summarize(&input, Some(&mut **m), &options),
                 Err(_) => {
@@ -136,13 +89,7 @@ impl Summarizer {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "summary task failed");
-                let input = SummaryInput {
-                    title: &fallback.0,
-                    symptom: fallback.1.as_ref(),
-                    started,
-                    ranking: &fallback.2,
-                    evidence: &fallback.3,
-                };
+                let input = SummaryInput { title: &fallback.0, symptom: fallback.1.as_ref(), started, ranking: &fallback.2, evidence: &fallback.3 };
                 let mut s = summarize(&input, None, &self.options);
                 s.fallback_reason = Some(format!("summary task failed: {e}"));
                 s
@@ -156,16 +103,8 @@ impl Summarizer {
 pub fn load_options(m: &ModelSection) -> Result<LoadOptions, String> {
     let mut o = LoadOptions::new(&m.path);
     o.tokenizer = m.tokenizer.clone();
-    o.device = m
-        .device
-        .parse()
-        .map_err(|e| format!("analysis.model.device: {e}"))?;
-    o.chat_template = m
-        .chat_template
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e| format!("analysis.model.chat_template: {e}"))?;
+    o.device = m.device.parse().map_err(|e| format!("analysis.model.device: {e}"))?;
+    o.chat_template = m.chat_template.as_deref().map(str::parse).transpose().map_err(|e| format!("analysis.model.chat_template: {e}"))?;
     o.expected_sha256 = m.sha256.clone();
     Ok(o)
 }

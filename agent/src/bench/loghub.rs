@@ -71,10 +71,7 @@ pub const DRAIN_PUBLISHED_GA: &[(&str, f64)] = &[
 
 /// Drain's published GA for a system, if the paper has it.
 pub fn drain_published_ga(system: &str) -> Option<f64> {
-    DRAIN_PUBLISHED_GA
-        .iter()
-        .find(|(s, _)| *s == system)
-        .map(|(_, ga)| *ga)
+    DRAIN_PUBLISHED_GA.iter().find(|(s, _)| *s == system).map(|(_, ga)| *ga)
 }
 
 /// One labelled line.
@@ -109,9 +106,7 @@ pub fn find_systems(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             continue;
         }
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
         let path = entry.path().join(format!("{name}_2k.log_structured.csv"));
         if path.is_file() {
             systems.push((name, path));
@@ -124,33 +119,21 @@ pub fn find_systems(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Read a structured CSV (`Content`, `EventId` and `EventTemplate` columns, any others).
 /// Errors name the file and the line.
 pub fn read_structured(path: &Path) -> Result<Vec<Row>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .from_path(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new().from_path(path).with_context(|| format!("opening {}", path.display()))?;
     let header = reader
         .headers()
         .map_err(|e| anyhow!("{}: line 1: reading the header: {e}", path.display()))?
         .clone();
     let column = |name: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| {
-            anyhow!(
-                "{}: line 1: no `{name}` column in header `{}`",
-                path.display(),
-                header.iter().collect::<Vec<_>>().join(",")
-            )
+            anyhow!("{}: line 1: no `{name}` column in header `{}`", path.display(), header.iter().collect::<Vec<_>>().join(","))
         })
     };
-    let (content, id, template) = (
-        column("Content")?,
-        column("EventId")?,
-        column("EventTemplate")?,
-    );
+    let (content, id, template) = (column("Content")?, column("EventId")?, column("EventTemplate")?);
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e
-                .position()
-                .map_or_else(|| "?".to_string(), |p| p.line().to_string());
+            let line = e.position().map_or_else(|| "?".to_string(), |p| p.line().to_string());
             anyhow!("{}: line {line}: {e}", path.display())
         })?;
         let line = record.position().map_or(0, |p| p.line());
@@ -160,11 +143,7 @@ pub fn read_structured(path: &Path) -> Result<Vec<Row>> {
                 .map(str::to_string)
                 .ok_or_else(|| anyhow!("{}: line {line}: no `{name}` field", path.display()))
         };
-        rows.push(Row {
-            content: field(content, "Content")?,
-            event_id: field(id, "EventId")?,
-            event_template: field(template, "EventTemplate")?,
-        });
+        rows.push(Row { content: field(content, "Content")?, event_id: field(id, "EventId")?, event_template: field(template, "EventTemplate")? });
     }
     Ok(rows)
 }
@@ -172,17 +151,11 @@ pub fn read_structured(path: &Path) -> Result<Vec<Row>> {
 /// Read every system under `dir` (see [`find_systems`]); fails if there is none.
 pub fn load(dir: &Path) -> Result<Vec<System>> {
     if !dir.is_dir() {
-        bail!(
-            "{}: not a directory (expected <S>/<S>_2k.log_structured.csv folders)",
-            dir.display()
-        );
+        bail!("{}: not a directory (expected <S>/<S>_2k.log_structured.csv folders)", dir.display());
     }
     let found = find_systems(dir)?;
     if found.is_empty() {
-        bail!(
-            "{}: no system found (expected <S>/<S>_2k.log_structured.csv folders)",
-            dir.display()
-        );
+        bail!("{}: no system found (expected <S>/<S>_2k.log_structured.csv folders)", dir.display());
     }
     found
         .into_iter()
@@ -253,15 +226,9 @@ pub fn score_system(system: &System, params: &MinerParams) -> Result<SystemScore
         .rows
         .iter()
         .zip(&parsed)
-        .map(|(row, p)| Labels {
-            truth_id: &row.event_id,
-            truth_template: &row.event_template,
-            parsed_id: p,
-            parsed_template: p,
-        })
+        .map(|(row, p)| Labels { truth_id: &row.event_id, truth_template: &row.event_template, parsed_id: p, parsed_template: p })
         .collect();
-    let scores =
-        loghub::evaluate(&labels).with_context(|| format!("scoring {}", system.path.display()))?;
+    let scores = loghub::evaluate(&labels).with_context(|| format!("scoring {}", system.path.display()))?;
     Ok(SystemScore {
         system: system.name.clone(),
         lines: system.rows.len(),
@@ -324,11 +291,7 @@ fn mine_all(lines: &[&str], params: &MinerParams) -> Result<(u64, usize)> {
 /// Mine `lines` on this thread, each time with a fresh miner: `passes` timed passes of
 /// `runs` runs each (enough runs for a pass to last [`MIN_PASS_SECONDS`]); only the mining
 /// loops are timed, and the fastest pass is reported.
-pub fn measure_throughput(
-    lines: &[&str],
-    params: &MinerParams,
-    passes: usize,
-) -> Result<Throughput> {
+pub fn measure_throughput(lines: &[&str], params: &MinerParams, passes: usize) -> Result<Throughput> {
     let calibration = Instant::now();
     let (mut checksum, templates) = mine_all(lines, params)?;
     let one = calibration.elapsed().as_secs_f64().max(1e-6);
@@ -349,9 +312,7 @@ pub fn measure_throughput(
     }
     std::hint::black_box(checksum);
     let wall = rate(lines.len(), &pass_seconds);
-    let lines_per_second = cpu_seconds
-        .as_deref()
-        .map_or(wall, |c| rate(lines.len(), c));
+    let lines_per_second = cpu_seconds.as_deref().map_or(wall, |c| rate(lines.len(), c));
     Ok(Throughput {
         lines: lines.len(),
         runs_per_pass: runs,
@@ -384,24 +345,15 @@ pub struct Drain3Throughput {
 
 /// Run `drain3_throughput.py` with `python3` on `lines`. `Err` carries a message for the user
 /// (python3 or drain3 missing, the script failing).
-pub fn measure_drain3(
-    lines: &[&str],
-    passes: usize,
-) -> std::result::Result<Drain3Throughput, String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+pub fn measure_drain3(lines: &[&str], passes: usize) -> std::result::Result<Drain3Throughput, String> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let dir = std::env::temp_dir().join(format!("warden-loghub-{}-{nanos}", std::process::id()));
     let result = run_drain3_in(&dir, lines, passes);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn run_drain3_in(
-    dir: &Path,
-    lines: &[&str],
-    passes: usize,
-) -> std::result::Result<Drain3Throughput, String> {
+fn run_drain3_in(dir: &Path, lines: &[&str], passes: usize) -> std::result::Result<Drain3Throughput, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let input = dir.join("lines.txt");
     let script = dir.join("drain3_throughput.py");
@@ -412,8 +364,7 @@ fn run_drain3_in(
         text.push('\n');
     }
     std::fs::write(&input, text).map_err(|e| format!("writing {}: {e}", input.display()))?;
-    std::fs::write(&script, DRAIN3_SCRIPT)
-        .map_err(|e| format!("writing {}: {e}", script.display()))?;
+    std::fs::write(&script, DRAIN3_SCRIPT).map_err(|e| format!("writing {}: {e}", script.display()))?;
     let output = match Command::new("python3").arg(&script).arg(&input).arg(passes.max(1).to_string()).output() {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -424,44 +375,15 @@ fn run_drain3_in(
     let stderr = String::from_utf8_lossy(&output.stderr);
     match output.status.code() {
         Some(0) => {}
-        Some(3) => {
-            return Err(format!(
-                "drain3 is not installed for python3 ({}); run `pip install drain3`",
-                stderr.trim()
-            ))
-        }
-        _ => {
-            return Err(format!(
-                "the drain3 script failed ({}): {}",
-                output.status,
-                stderr.trim()
-            ))
-        }
+        Some(3) => return Err(format!("drain3 is not installed for python3 ({}); run `pip install drain3`", stderr.trim())),
+        _ => return Err(format!("the drain3 script failed ({}): {}", output.status, stderr.trim())),
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let v: Value = serde_json::from_str(stdout.trim()).map_err(|e| {
-        format!(
-            "reading the drain3 script's output `{}`: {e}",
-            stdout.trim()
-        )
-    })?;
-    let num = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| format!("the drain3 script's output has no `{k}`"))
-    };
-    let list = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default()
-    };
+    let v: Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("reading the drain3 script's output `{}`: {e}", stdout.trim()))?;
+    let num = |k: &str| v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("the drain3 script's output has no `{k}`"));
+    let list = |k: &str| v.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
     Ok(Drain3Throughput {
-        version: v
-            .get("drain3_version")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string(),
+        version: v.get("drain3_version").and_then(Value::as_str).unwrap_or("unknown").to_string(),
         lines: num("lines")? as usize,
         lines_per_second: num("lines_per_second")?,
         lines_per_second_wall: num("lines_per_second_wall")?,
@@ -476,12 +398,7 @@ fn run_drain3_in(
 pub fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// Everything `warden bench loghub` reports.
@@ -506,26 +423,13 @@ pub struct LoghubReport {
 pub fn evaluate(dir: &Path, compare_drain3: bool) -> Result<LoghubReport> {
     let params = MinerParams::default();
     let systems = load(dir)?;
-    let scores = systems
-        .iter()
-        .map(|s| score_system(s, &params))
-        .collect::<Result<Vec<_>>>()?;
+    let scores = systems.iter().map(|s| score_system(s, &params)).collect::<Result<Vec<_>>>()?;
     let all: Vec<LoghubScores> = scores.iter().map(|s| s.scores).collect();
     let average = loghub::average(&all).ok_or_else(|| anyhow!("no system scored"))?;
-    let lines: Vec<&str> = systems
-        .iter()
-        .flat_map(|s| s.rows.iter().map(|r| r.content.as_str()))
-        .collect();
+    let lines: Vec<&str> = systems.iter().flat_map(|s| s.rows.iter().map(|r| r.content.as_str())).collect();
     let throughput = measure_throughput(&lines, &params, THROUGHPUT_PASSES)?;
     let drain3 = compare_drain3.then(|| measure_drain3(&lines, DRAIN3_PASSES));
-    Ok(LoghubReport {
-        params,
-        systems: scores,
-        average,
-        throughput,
-        drain3,
-        peak_memory_kib: peak_memory_kib(),
-    })
+    Ok(LoghubReport { params, systems: scores, average, throughput, drain3, peak_memory_kib: peak_memory_kib() })
 }
 
 fn num(x: f64) -> Value {
@@ -537,17 +441,8 @@ fn num(x: f64) -> Value {
 }
 
 fn published_average(report: &LoghubReport) -> Option<(f64, usize)> {
-    let values: Vec<f64> = report
-        .systems
-        .iter()
-        .filter_map(|s| s.published_drain_ga)
-        .collect();
-    (!values.is_empty()).then(|| {
-        (
-            values.iter().sum::<f64>() / values.len() as f64,
-            values.len(),
-        )
-    })
+    let values: Vec<f64> = report.systems.iter().filter_map(|s| s.published_drain_ga).collect();
+    (!values.is_empty()).then(|| (values.iter().sum::<f64>() / values.len() as f64, values.len()))
 }
 
 /// The `--json` object.
@@ -619,16 +514,10 @@ pub fn to_table(report: &LoghubReport) -> String {
         p.sim_threshold, p.depth, p.min_variants
     );
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<12} {:>6} {:>10} {:>7} {:>7} {:>7}   {:>18}",
-        "system", "lines", "templates", "GA", "PA", "FGA", "Drain GA (paper)"
-    );
+    let _ = writeln!(out, "{:<12} {:>6} {:>10} {:>7} {:>7} {:>7}   {:>18}", "system", "lines", "templates", "GA", "PA", "FGA", "Drain GA (paper)");
     for s in &report.systems {
         let g = &s.scores.grouping;
-        let published = s
-            .published_drain_ga
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+        let published = s.published_drain_ga.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
         let _ = writeln!(
             out,
             "{:<12} {:>6} {:>10} {:>7.3} {:>7.3} {:>7.3}   {:>18}",
@@ -654,11 +543,7 @@ pub fn to_table(report: &LoghubReport) -> String {
     );
     let _ = writeln!(out);
     let t = &report.throughput;
-    let clock = if t.pass_cpu_seconds.is_some() {
-        "thread CPU time"
-    } else {
-        "wall-clock time"
-    };
+    let clock = if t.pass_cpu_seconds.is_some() { "thread CPU time" } else { "wall-clock time" };
     let _ = writeln!(
         out,
         "mining throughput: {:.0} lines/s by {clock}, {:.0} by wall clock ({} lines, all systems concatenated, one thread, fresh miner per run, best of {} passes of {} runs)",
@@ -688,11 +573,7 @@ pub fn to_table(report: &LoghubReport) -> String {
     }
     match report.peak_memory_kib {
         Some(kib) => {
-            let _ = writeln!(
-                out,
-                "peak memory (VmHWM, whole process): {:.1} MiB",
-                kib as f64 / 1024.0
-            );
+            let _ = writeln!(out, "peak memory (VmHWM, whole process): {:.1} MiB", kib as f64 / 1024.0);
         }
         None => {
             let _ = writeln!(out, "peak memory: not available on this system");
@@ -721,8 +602,7 @@ mod tests {
         assert_eq!(drain_published_ga("HDFS"), Some(0.998));
         assert_eq!(drain_published_ga("Proxifier"), Some(0.527));
         assert_eq!(drain_published_ga("Nope"), None);
-        let mean = DRAIN_PUBLISHED_GA.iter().map(|(_, v)| v).sum::<f64>()
-            / DRAIN_PUBLISHED_GA.len() as f64;
+        let mean = DRAIN_PUBLISHED_GA.iter().map(|(_, v)| v).sum::<f64>() / DRAIN_PUBLISHED_GA.len() as f64;
         // The paper's mean of the 16 values.
         assert!((mean - 0.866).abs() < 0.0005, "{mean}");
     }
@@ -736,8 +616,7 @@ mod tests {
             "Failed password for oracle from 1.2.3.7 port 22 ssh2",
             "Connection closed",
         ];
-        let t = mine_final_templates(&lines, &MinerParams::default())
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        let t = mine_final_templates(&lines, &MinerParams::default()).unwrap_or_else(|e| panic!("{e:#}"));
         for x in &t[..4] {
             assert_eq!(&**x, "Failed password for <*> from <*> port <*> ssh2");
         }

@@ -114,8 +114,7 @@ pub struct PublishedScores {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -133,15 +132,10 @@ fn load_windows(data: &Path) -> Result<BTreeMap<String, Vec<(String, String)>>> 
             .ok_or_else(|| anyhow!("{}: `{name}`: expected a list of windows", path.display()))?;
         let mut parsed = Vec::with_capacity(pairs.len());
         for (k, pair) in pairs.iter().enumerate() {
-            let ends = pair
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+            let ends = pair.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>());
             match ends.as_deref() {
                 Some([start, end]) => parsed.push((start.to_string(), end.to_string())),
-                _ => bail!(
-                    "{}: `{name}` window {k}: expected [start, end] timestamp strings",
-                    path.display()
-                ),
+                _ => bail!("{}: `{name}` window {k}: expected [start, end] timestamp strings", path.display()),
             }
         }
         windows.insert(name.clone(), parsed);
@@ -160,22 +154,13 @@ fn load_profiles(data: &Path) -> Result<Vec<(Profile, CostMatrix)>> {
             .and_then(|p| p.get("CostMatrix"))
             .ok_or_else(|| anyhow!("{}: no `{}.CostMatrix`", path.display(), profile.nab_name()))?;
         let weight = |key: &str| -> Result<f64> {
-            matrix.get(key).and_then(Value::as_f64).ok_or_else(|| {
-                anyhow!(
-                    "{}: `{}.CostMatrix.{key}` is not a number",
-                    path.display(),
-                    profile.nab_name()
-                )
-            })
+            matrix
+                .get(key)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| anyhow!("{}: `{}.CostMatrix.{key}` is not a number", path.display(), profile.nab_name()))
         };
-        let costs = CostMatrix {
-            tp_weight: weight("tpWeight")?,
-            fp_weight: weight("fpWeight")?,
-            fn_weight: weight("fnWeight")?,
-        };
-        costs
-            .validate()
-            .with_context(|| format!("{}: profile `{}`", path.display(), profile.nab_name()))?;
+        let costs = CostMatrix { tp_weight: weight("tpWeight")?, fp_weight: weight("fpWeight")?, fn_weight: weight("fnWeight")? };
+        costs.validate().with_context(|| format!("{}: profile `{}`", path.display(), profile.nab_name()))?;
         profiles.push((profile, costs));
     }
     Ok(profiles)
@@ -184,16 +169,14 @@ fn load_profiles(data: &Path) -> Result<Vec<(Profile, CostMatrix)>> {
 /// `category/name.csv` paths of the data files under `dir`, sorted.
 fn list_csv(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
-    let categories =
-        std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    let categories = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     for category in categories {
         let category = category.with_context(|| format!("listing {}", dir.display()))?;
         if !category.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             continue;
         }
         let category_name = category.file_name().to_string_lossy().into_owned();
-        let entries = std::fs::read_dir(category.path())
-            .with_context(|| format!("listing {}", category.path().display()))?;
+        let entries = std::fs::read_dir(category.path()).with_context(|| format!("listing {}", category.path().display()))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", category.path().display()))?;
             let file_name = entry.file_name().to_string_lossy().into_owned();
@@ -212,19 +195,13 @@ fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<(u64, Vec<String>)>
         .trim(csv::Trim::All)
         .from_path(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let header = reader
-        .headers()
-        .with_context(|| format!("{}: line 1: reading the header", path.display()))?
-        .clone();
+    let header = reader.headers().with_context(|| format!("{}: line 1: reading the header", path.display()))?.clone();
     let mut index = Vec::with_capacity(columns.len());
     for column in columns {
-        let i = header.iter().position(|h| h == *column).ok_or_else(|| {
-            anyhow!(
-                "{}: line 1: no `{column}` column in header `{}`",
-                path.display(),
-                header.iter().collect::<Vec<_>>().join(",")
-            )
-        })?;
+        let i = header
+            .iter()
+            .position(|h| h == *column)
+            .ok_or_else(|| anyhow!("{}: line 1: no `{column}` column in header `{}`", path.display(), header.iter().collect::<Vec<_>>().join(",")))?;
         index.push(i);
     }
     let mut rows = Vec::new();
@@ -233,9 +210,7 @@ fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<(u64, Vec<String>)>
         let line = record.position().map_or(0, |p| p.line());
         let mut values = Vec::with_capacity(index.len());
         for (&i, column) in index.iter().zip(columns) {
-            let value = record
-                .get(i)
-                .ok_or_else(|| anyhow!("{}: line {line}: no `{column}` field", path.display()))?;
+            let value = record.get(i).ok_or_else(|| anyhow!("{}: line {line}: no `{column}` field", path.display()))?;
             values.push(value.to_string());
         }
         rows.push((line, values));
@@ -246,10 +221,7 @@ fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<(u64, Vec<String>)>
 fn parse_number(path: &Path, line: u64, column: &str, s: &str) -> Result<f64> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => bail!(
-            "{}: line {line}: `{column}` is `{s}`, not a finite number",
-            path.display()
-        ),
+        _ => bail!("{}: line {line}: `{column}` is `{s}`, not a finite number", path.display()),
     }
 }
 
@@ -266,16 +238,10 @@ fn read_series(path: &Path, name: &str, windows: Vec<(String, String)>) -> Resul
     for (line, fields) in rows {
         let (timestamp, value) = match fields.as_slice() {
             [t, v] => (t, v),
-            _ => bail!(
-                "{}: line {line}: expected timestamp and value",
-                path.display()
-            ),
+            _ => bail!("{}: line {line}: expected timestamp and value", path.display()),
         };
-        let ms = parse_timestamp(timestamp)
-            .map_err(|e| anyhow!("{}: line {line}: {e}", path.display()))?;
-        series
-            .values
-            .push(parse_number(path, line, "value", value)?);
+        let ms = parse_timestamp(timestamp).map_err(|e| anyhow!("{}: line {line}: {e}", path.display()))?;
+        series.values.push(parse_number(path, line, "value", value)?);
         series.timestamps_ms.push(ms);
         series.timestamps.push(timestamp.clone());
     }
@@ -286,28 +252,19 @@ fn read_series(path: &Path, name: &str, windows: Vec<(String, String)>) -> Resul
 /// profiles. Every data file must have a key in the labels and every key a data file.
 pub fn load_corpus(data: &Path) -> Result<Corpus> {
     if !data.is_dir() {
-        bail!(
-            "{}: not a directory (expected NAB's layout with data/, labels/, config/)",
-            data.display()
-        );
+        bail!("{}: not a directory (expected NAB's layout with data/, labels/, config/)", data.display());
     }
     let mut windows = load_windows(data)?;
     let profiles = load_profiles(data)?;
     let mut series = Vec::new();
     for (name, path) in list_csv(&data.join("data"))? {
-        let file_windows = windows.remove(&name).ok_or_else(|| {
-            anyhow!(
-                "{}: no entry for `{name}` in labels/combined_windows.json",
-                path.display()
-            )
-        })?;
+        let file_windows = windows
+            .remove(&name)
+            .ok_or_else(|| anyhow!("{}: no entry for `{name}` in labels/combined_windows.json", path.display()))?;
         series.push(read_series(&path, &name, file_windows)?);
     }
     if let Some(name) = windows.keys().next() {
-        bail!(
-            "labels/combined_windows.json: `{name}` has no data file under {}",
-            data.join("data").display()
-        );
+        bail!("labels/combined_windows.json: `{name}` has no data file under {}", data.join("data").display());
     }
     if series.is_empty() {
         bail!("{}: no data files", data.join("data").display());
@@ -318,17 +275,10 @@ pub fn load_corpus(data: &Path) -> Result<Corpus> {
 /// Stream every series of `corpus` through a fresh `detector` built with `params` and return
 /// the scored files (score 0 for warm-up and no-data points). Files are spread over the
 /// available cores; each file is still processed in time order by its own detector.
-pub fn run_detector(
-    corpus: &Corpus,
-    detector: &str,
-    params: &[(String, String)],
-) -> Result<Vec<ScoredFile>> {
+pub fn run_detector(corpus: &Corpus, detector: &str, params: &[(String, String)]) -> Result<Vec<ScoredFile>> {
     // Fail early, on the main thread, on a bad name or bad parameters.
     registry::build(detector, params).with_context(|| format!("building detector `{detector}`"))?;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(corpus.series.len())
-        .max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(corpus.series.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut slots: Vec<Option<Result<ScoredFile>>> = corpus.series.iter().map(|_| None).collect();
     let results = std::thread::scope(|scope| {
@@ -338,9 +288,7 @@ pub fn run_detector(
                     let mut done = Vec::new();
                     loop {
                         let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(series) = corpus.series.get(k) else {
-                            break;
-                        };
+                        let Some(series) = corpus.series.get(k) else { break };
                         done.push((k, score_series(series, detector, params)));
                     }
                     done
@@ -357,19 +305,11 @@ pub fn run_detector(
             }
         }
     }
-    slots
-        .into_iter()
-        .map(|s| s.unwrap_or_else(|| Err(anyhow!("a file was not scored"))))
-        .collect()
+    slots.into_iter().map(|s| s.unwrap_or_else(|| Err(anyhow!("a file was not scored")))).collect()
 }
 
-fn score_series(
-    series: &Series,
-    detector: &str,
-    params: &[(String, String)],
-) -> Result<ScoredFile> {
-    let mut d = registry::build(detector, params)
-        .with_context(|| format!("building detector `{detector}`"))?;
+fn score_series(series: &Series, detector: &str, params: &[(String, String)]) -> Result<ScoredFile> {
+    let mut d = registry::build(detector, params).with_context(|| format!("building detector `{detector}`"))?;
     let mut scores = Vec::with_capacity(series.values.len());
     for (row, (&t, &v)) in series.timestamps_ms.iter().zip(&series.values).enumerate() {
         let detection = d.update(t, v);
@@ -379,24 +319,15 @@ fn score_series(
         };
         if !(score.is_finite() && (0.0..=1.0).contains(&score)) {
             // Data line = row + 2 (header on line 1).
-            bail!(
-                "{}: line {}: detector `{detector}` returned score {score}, outside [0, 1]",
-                series.name,
-                row + 2
-            );
+            bail!("{}: line {}: detector `{detector}` returned score {score}, outside [0, 1]", series.name, row + 2);
         }
         scores.push(score);
     }
     series.scored(scores)
 }
 
-fn profile_result(
-    files: &[ScoredFile],
-    profile: Profile,
-    costs: CostMatrix,
-    threshold: f64,
-    raw: f64,
-) -> ProfileResult {
+
+fn profile_result(files: &[ScoredFile], profile: Profile, costs: CostMatrix, threshold: f64, raw: f64) -> ProfileResult {
     let windows = window_count(files);
     ProfileResult {
         profile,
@@ -430,16 +361,10 @@ pub fn score_at_optimum(files: &[ScoredFile], profiles: &[(Profile, CostMatrix)]
 }
 
 /// Score `files` for every profile at a given threshold per profile.
-pub fn score_at_thresholds(
-    files: &[ScoredFile],
-    profiles: &[(Profile, CostMatrix)],
-    thresholds: &BTreeMap<Profile, f64>,
-) -> Result<NabScores> {
+pub fn score_at_thresholds(files: &[ScoredFile], profiles: &[(Profile, CostMatrix)], thresholds: &BTreeMap<Profile, f64>) -> Result<NabScores> {
     let mut results = Vec::new();
     for &(profile, costs) in profiles {
-        let threshold = *thresholds
-            .get(&profile)
-            .ok_or_else(|| anyhow!("no threshold for profile `{}`", profile.nab_name()))?;
+        let threshold = *thresholds.get(&profile).ok_or_else(|| anyhow!("no threshold for profile `{}`", profile.nab_name()))?;
         let raw = score_corpus(files, &costs, threshold);
         results.push(profile_result(files, profile, costs, threshold, raw));
     }
@@ -460,54 +385,29 @@ pub fn score_published(data: &Path, detector_dir: &str) -> Result<PublishedScore
             .and_then(|d| d.get(profile.nab_name()))
             .and_then(|p| p.get("threshold"))
             .and_then(Value::as_f64)
-            .ok_or_else(|| {
-                anyhow!(
-                    "{}: no `{detector_dir}.{}.threshold`",
-                    thresholds_path.display(),
-                    profile.nab_name()
-                )
-            })?;
+            .ok_or_else(|| anyhow!("{}: no `{detector_dir}.{}.threshold`", thresholds_path.display(), profile.nab_name()))?;
         thresholds.insert(profile, t);
     }
     let mut files = Vec::with_capacity(corpus.series.len());
     for series in &corpus.series {
-        let (category, file_name) = series
-            .name
-            .split_once('/')
-            .unwrap_or(("", series.name.as_str()));
-        let path = data
-            .join("results")
-            .join(detector_dir)
-            .join(category)
-            .join(format!("{detector_dir}_{file_name}"));
+        let (category, file_name) = series.name.split_once('/').unwrap_or(("", series.name.as_str()));
+        let path = data.join("results").join(detector_dir).join(category).join(format!("{detector_dir}_{file_name}"));
         let rows = read_columns(&path, &["timestamp", "anomaly_score"])?;
         if rows.len() != series.timestamps.len() {
-            bail!(
-                "{}: {} rows, but the data file has {}",
-                path.display(),
-                rows.len(),
-                series.timestamps.len()
-            );
+            bail!("{}: {} rows, but the data file has {}", path.display(), rows.len(), series.timestamps.len());
         }
         let mut scores = Vec::with_capacity(rows.len());
         for ((line, fields), expected) in rows.iter().zip(&series.timestamps) {
             let (timestamp, score) = match fields.as_slice() {
                 [t, s] => (t, s),
-                _ => bail!(
-                    "{}: line {line}: expected timestamp and anomaly_score",
-                    path.display()
-                ),
+                _ => bail!("{}: line {line}: expected timestamp and anomaly_score", path.display()),
             };
             if timestamp != expected {
                 bail!("{}: line {line}: timestamp `{timestamp}` differs from the data file's `{expected}`", path.display());
             }
             scores.push(parse_number(&path, *line, "anomaly_score", score)?);
         }
-        files.push(
-            series
-                .scored(scores)
-                .with_context(|| format!("scoring {}", path.display()))?,
-        );
+        files.push(series.scored(scores).with_context(|| format!("scoring {}", path.display()))?);
     }
     Ok(PublishedScores {
         at_thresholds: score_at_thresholds(&files, &corpus.profiles, &thresholds)?,
@@ -554,12 +454,7 @@ fn json_number(x: f64) -> Value {
 }
 
 /// The `--json` object: the three profile scores first, then the details.
-fn to_json(
-    run: &DetectorRun,
-    detector: &str,
-    params: &[(String, String)],
-    wall_seconds: f64,
-) -> String {
+fn to_json(run: &DetectorRun, detector: &str, params: &[(String, String)], wall_seconds: f64) -> String {
     let s = &run.scores;
     let score = |p: Profile| json_number(s.get(p).map_or(f64::NAN, |r| r.score));
     let mut details = serde_json::Map::new();
@@ -570,9 +465,7 @@ fn to_json(
         thresholds.insert(r.profile.key().to_string(), json_number(r.threshold));
         raw.insert(r.profile.key().to_string(), json_number(r.raw));
         for c in &r.categories {
-            let entry = categories
-                .entry(c.category.clone())
-                .or_insert_with(|| json!({}));
+            let entry = categories.entry(c.category.clone()).or_insert_with(|| json!({}));
             if let Some(obj) = entry.as_object_mut() {
                 obj.insert(
                     r.profile.key().to_string(),
@@ -608,40 +501,16 @@ fn to_json(
 }
 
 /// The readable report.
-fn to_table(
-    run: &DetectorRun,
-    detector: &str,
-    params: &[(String, String)],
-    wall_seconds: f64,
-) -> String {
+fn to_table(run: &DetectorRun, detector: &str, params: &[(String, String)], wall_seconds: f64) -> String {
     let s = &run.scores;
     let mut out = String::new();
-    let described = registry::describe(params)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let described = registry::describe(params).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
     let _ = writeln!(out, "NAB v1.1  detector {detector}  params [{described}]");
-    let _ = writeln!(
-        out,
-        "{} files, {} rows, {} windows; one threshold per profile (v1.1 sweep)",
-        s.files, s.rows, s.windows
-    );
+    let _ = writeln!(out, "{} files, {} rows, {} windows; one threshold per profile (v1.1 sweep)", s.files, s.rows, s.windows);
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<20} {:>8} {:>10} {:>14}",
-        "profile", "NAB", "raw", "threshold"
-    );
+    let _ = writeln!(out, "{:<20} {:>8} {:>10} {:>14}", "profile", "NAB", "raw", "threshold");
     for r in &s.profiles {
-        let _ = writeln!(
-            out,
-            "{:<20} {:>8.2} {:>10.4} {:>14.10}",
-            r.profile.nab_name(),
-            r.score,
-            r.raw,
-            r.threshold
-        );
+        let _ = writeln!(out, "{:<20} {:>8.2} {:>10.4} {:>14.10}", r.profile.nab_name(), r.score, r.raw, r.threshold);
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "per category (NAB score normalized within the category; detected/windows, false-positive rows)");
@@ -655,13 +524,8 @@ fn to_table(
             let _ = write!(out, "{:<24}", format!("{} ({})", c.category, c.files));
             for r in &s.profiles {
                 let cell = r.categories.get(k).map_or_else(String::new, |c| {
-                    let score = c
-                        .normalized
-                        .map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
-                    format!(
-                        "{score} {}/{} fp {}",
-                        c.detected_windows, c.windows, c.false_positives
-                    )
+                    let score = c.normalized.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+                    format!("{score} {}/{} fp {}", c.detected_windows, c.windows, c.false_positives)
                 });
                 let _ = write!(out, " {cell:>28}");
             }
@@ -678,12 +542,7 @@ fn to_table(
 }
 
 /// Run `detector` with `params` over the NAB corpus under `data` and print the scores.
-pub fn run(
-    data: &Path,
-    detector: &str,
-    params: &[(String, String)],
-    json: bool,
-) -> anyhow::Result<()> {
+pub fn run(data: &Path, detector: &str, params: &[(String, String)], json: bool) -> anyhow::Result<()> {
     let start = Instant::now();
     let result = evaluate(data, detector, params)?;
     let wall = start.elapsed().as_secs_f64();
@@ -700,35 +559,16 @@ mod tests {
     use super::*;
 
     fn scores() -> DetectorRun {
-        let files = vec![ScoredFile::new(
-            "cat/a.csv",
-            vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9, 0.0],
-            vec![warden_detectors::eval::nab::Window { start: 6, end: 7 }],
-        )
-        .unwrap_or_else(|e| panic!("{e}"))];
+        let files = vec![ScoredFile::new("cat/a.csv", vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9, 0.0], vec![warden_detectors::eval::nab::Window { start: 6, end: 7 }])
+            .unwrap_or_else(|e| panic!("{e}"))];
         let profiles: Vec<_> = Profile::ALL.iter().map(|&p| (p, p.costs())).collect();
-        DetectorRun {
-            scores: score_at_optimum(&files, &profiles),
-            load_seconds: 0.0,
-            detect_seconds: 0.0,
-            score_seconds: 0.0,
-        }
+        DetectorRun { scores: score_at_optimum(&files, &profiles), load_seconds: 0.0, detect_seconds: 0.0, score_seconds: 0.0 }
     }
 
     #[test]
     fn json_starts_with_the_three_profiles() {
-        let text = to_json(
-            &scores(),
-            "robust_baseline",
-            &[("window".into(), "30".into())],
-            1.5,
-        );
-        assert!(
-            text.starts_with(
-                "{\"standard\":100.0,\"reward_low_fp\":100.0,\"reward_low_fn\":100.0,"
-            ),
-            "{text}"
-        );
+        let text = to_json(&scores(), "robust_baseline", &[("window".into(), "30".into())], 1.5);
+        assert!(text.starts_with("{\"standard\":100.0,\"reward_low_fp\":100.0,\"reward_low_fn\":100.0,"), "{text}");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_eq!(v["params"]["window"], "30");
         assert_eq!(v["categories"]["cat"]["standard"]["detected_windows"], 1);
@@ -737,11 +577,6 @@ mod tests {
     #[test]
     fn table_names_profiles_and_categories() {
         let text = to_table(&scores(), "robust_baseline", &[], 1.5);
-        assert!(
-            text.contains("reward_low_FN_rate")
-                && text.contains("cat (1)")
-                && text.contains("wall time"),
-            "{text}"
-        );
+        assert!(text.contains("reward_low_FN_rate") && text.contains("cat (1)") && text.contains("wall time"), "{text}");
     }
 }

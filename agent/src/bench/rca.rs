@@ -26,8 +26,7 @@ use serde::Serialize;
 use warden_detectors::rca::series::{rank_table, SeriesParams};
 use warden_detectors::rca::suite::{rank_scenario, Mode, ScenarioSpec};
 use warden_detectors::rca::{
-    rank_recording, CallGraph, Evidence, MetricClass, MetricKinds, RecordingInput, RecordingParams,
-    Series,
+    rank_recording, CallGraph, Evidence, MetricClass, MetricKinds, RecordingInput, RecordingParams, Series,
 };
 
 use super::rca_data::{self, NezhaDay, PetshopScenario, NEZHA_SYMPTOM};
@@ -88,10 +87,7 @@ pub fn answer(method: &Method, case: &Case<'_>) -> Vec<(String, f64)> {
             if !r.found {
                 return Vec::new();
             }
-            r.services
-                .into_iter()
-                .map(|s| (s.service, s.score))
-                .collect()
+            r.services.into_iter().map(|s| (s.service, s.score)).collect()
         }
         Method::Baro => baro(case),
         Method::Legacy => legacy(case),
@@ -107,31 +103,16 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 /// BARO's ranking: per service, the largest `|x − median| / IQR` of its series after the
 /// start, median and IQR from the normal data (the points before the start without one).
 fn baro(case: &Case<'_>) -> Vec<(String, f64)> {
-    let normal: BTreeMap<(&str, &str), &Series> = case
-        .normal
-        .unwrap_or(&[])
-        .iter()
-        .map(|s| ((s.service.as_str(), s.metric.as_str()), s))
-        .collect();
+    let normal: BTreeMap<(&str, &str), &Series> =
+        case.normal.unwrap_or(&[]).iter().map(|s| ((s.service.as_str(), s.metric.as_str()), s)).collect();
     let mut best: BTreeMap<&str, f64> = BTreeMap::new();
     for s in case.series {
         let mut base: Vec<f64> = match case.normal {
             Some(_) => match normal.get(&(s.service.as_str(), s.metric.as_str())) {
-                Some(n) => n
-                    .points
-                    .iter()
-                    .map(|p| p.1)
-                    .filter(|v| v.is_finite())
-                    .collect(),
+                Some(n) => n.points.iter().map(|p| p.1).filter(|v| v.is_finite()).collect(),
                 None => continue,
             },
-            None => s
-                .points
-                .iter()
-                .filter(|p| p.0 < case.start)
-                .map(|p| p.1)
-                .filter(|v| v.is_finite())
-                .collect(),
+            None => s.points.iter().filter(|p| p.0 < case.start).map(|p| p.1).filter(|v| v.is_finite()).collect(),
         };
         if base.len() < 2 {
             continue;
@@ -149,11 +130,8 @@ fn baro(case: &Case<'_>) -> Vec<(String, f64)> {
         let e = best.entry(s.service.as_str()).or_insert(0.0);
         *e = e.max(z);
     }
-    let mut out: Vec<(String, f64)> = best
-        .into_iter()
-        .filter(|(_, v)| *v > 0.0)
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let mut out: Vec<(String, f64)> =
+        best.into_iter().filter(|(_, v)| *v > 0.0).map(|(k, v)| (k.to_string(), v)).collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     out
 }
@@ -165,26 +143,12 @@ fn legacy(case: &Case<'_>) -> Vec<(String, f64)> {
     let mut times: Vec<i64> = Vec::new();
     let mut shift = 0;
     if let Some(normal) = case.normal {
-        let first = case
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.0))
-            .min()
-            .unwrap_or(case.start);
-        let last = normal
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.0))
-            .max()
-            .unwrap_or(first);
+        let first = case.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).min().unwrap_or(case.start);
+        let last = normal.iter().flat_map(|s| s.points.iter().map(|p| p.0)).max().unwrap_or(first);
         let step = 60.max(
             case.series
                 .first()
-                .and_then(|s| {
-                    s.points
-                        .get(1)
-                        .zip(s.points.first())
-                        .map(|(b, a)| b.0 - a.0)
-                })
+                .and_then(|s| s.points.get(1).zip(s.points.first()).map(|(b, a)| b.0 - a.0))
                 .unwrap_or(60),
         );
         shift = first - step - last;
@@ -207,19 +171,12 @@ fn legacy(case: &Case<'_>) -> Vec<(String, f64)> {
     let columns: Vec<(String, Vec<f64>)> = cols
         .into_iter()
         .map(|(n, m)| {
-            let v = times
-                .iter()
-                .map(|t| m.get(t).copied().unwrap_or(f64::NAN))
-                .collect();
+            let v = times.iter().map(|t| m.get(t).copied().unwrap_or(f64::NAN)).collect();
             (n, v)
         })
         .collect();
     let r = rank_table(&times, &columns, case.start, &SeriesParams::default());
-    r.services
-        .into_iter()
-        .filter(|(_, v)| *v > 0.0)
-        .map(|(s, v)| (s.replace(SEP, "_"), v))
-        .collect()
+    r.services.into_iter().filter(|(_, v)| *v > 0.0).map(|(s, v)| (s.replace(SEP, "_"), v)).collect()
 }
 
 /// 1-based rank of `truth`, ties sharing the best rank (Nezha's rule); `None` when unranked.
@@ -298,11 +255,7 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
     let clock = Instant::now();
     for sc in scenarios {
         let Some(normal) = &sc.normal else {
-            skipped.extend(
-                sc.issues
-                    .iter()
-                    .map(|i| format!("{} (no normal recording)", i.id)),
-            );
+            skipped.extend(sc.issues.iter().map(|i| format!("{} (no normal recording)", i.id)));
             continue;
         };
         for issue in &sc.issues {
@@ -329,31 +282,17 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
                     "{} ({} {}; got {})",
                     issue.id,
                     issue.root_cause,
-                    pos.map(|p| format!("#{}", p + 1))
-                        .unwrap_or_else(|| "unranked".into()),
+                    pos.map(|p| format!("#{}", p + 1)).unwrap_or_else(|| "unranked".into()),
                     a.first().map(|x| x.0.as_str()).unwrap_or("nothing")
                 ));
             }
-            hits.entry((
-                family(&sc.name).to_string(),
-                issue.target_metric.clone(),
-                issue.split.clone(),
-            ))
-            .or_default()
-            .push((h1, h3, a.is_empty()));
+            hits.entry((family(&sc.name).to_string(), issue.target_metric.clone(), issue.split.clone()))
+                .or_default()
+                .push((h1, h3, a.is_empty()));
         }
         // Specificity on the no-issue tails.
-        let targets: std::collections::BTreeSet<(String, String, String)> = sc
-            .issues
-            .iter()
-            .map(|i| {
-                (
-                    i.target_node.clone(),
-                    i.target_metric.clone(),
-                    i.target_agg.clone(),
-                )
-            })
-            .collect();
+        let targets: std::collections::BTreeSet<(String, String, String)> =
+            sc.issues.iter().map(|i| (i.target_node.clone(), i.target_metric.clone(), i.target_agg.clone())).collect();
         let n = normal.times.len();
         for (node, metric, agg) in targets {
             let sm = format!("{metric}-{agg}");
@@ -386,11 +325,7 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
                 family: family(&sc.name).to_string(),
                 metric,
                 n: total,
-                specificity: if total > 0 {
-                    ok as f64 / total as f64
-                } else {
-                    0.0
-                },
+                specificity: if total > 0 { ok as f64 / total as f64 } else { 0.0 },
             });
         }
     }
@@ -414,15 +349,7 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
         .flat_map(|(_, v)| v.iter().copied())
         .collect();
     let low_test = cell(&("low_traffic".into(), "all".into(), "test".into()), &low);
-    PetshopReport {
-        method: method.name().into(),
-        cells,
-        specificity: spec,
-        low_test,
-        skipped,
-        misses,
-        ms_per_case: ms,
-    }
+    PetshopReport { method: method.name().into(), cells, specificity: spec, low_test, skipped, misses, ms_per_case: ms }
 }
 
 // ---------------------------------------------------------------------------
@@ -452,12 +379,7 @@ pub struct NezhaReport {
 fn as_k(ranks: &[Option<usize>]) -> AsK {
     let n = ranks.len().max(1) as f64;
     let at = |k: usize| ranks.iter().filter(|r| r.is_some_and(|r| r <= k)).count() as f64 / n;
-    AsK {
-        n: ranks.len(),
-        as1: at(1),
-        as3: at(3),
-        as5: at(5),
-    }
+    AsK { n: ranks.len(), as1: at(1), as3: at(3), as5: at(5) }
 }
 
 pub fn eval_nezha(days: &[NezhaDay], method: &Method) -> NezhaReport {
@@ -483,10 +405,8 @@ pub fn eval_nezha(days: &[NezhaDay], method: &Method) -> NezhaReport {
                 evidence: Vec::new(),
             };
             let clock = Instant::now();
-            let a: Vec<(String, f64)> = answer(method, &case)
-                .into_iter()
-                .filter(|(s, _)| day.services.contains(s))
-                .collect();
+            let a: Vec<(String, f64)> =
+                answer(method, &case).into_iter().filter(|(s, _)| day.services.contains(s)).collect();
             elapsed += clock.elapsed().as_secs_f64();
             if a.is_empty() {
                 empty += 1;
@@ -498,8 +418,7 @@ pub fn eval_nezha(days: &[NezhaDay], method: &Method) -> NezhaReport {
                     c.id,
                     c.fault,
                     c.root_cause,
-                    r.map(|k| format!("#{k}"))
-                        .unwrap_or_else(|| "unranked".into()),
+                    r.map(|k| format!("#{k}")).unwrap_or_else(|| "unranked".into()),
                     a.first().map(|x| x.0.as_str()).unwrap_or("nothing")
                 ));
             }
@@ -511,10 +430,7 @@ pub fn eval_nezha(days: &[NezhaDay], method: &Method) -> NezhaReport {
     NezhaReport {
         method: method.name().into(),
         overall: as_k(&all),
-        per_fault: per_fault
-            .iter()
-            .map(|(k, v)| (k.clone(), as_k(v)))
-            .collect(),
+        per_fault: per_fault.iter().map(|(k, v)| (k.clone(), as_k(v))).collect(),
         per_day: per_day.iter().map(|(k, v)| (k.clone(), as_k(v))).collect(),
         empty: empty as f64 / all.len().max(1) as f64,
         misses,
@@ -556,12 +472,7 @@ pub fn wide_to_series(times: &[i64], columns: &[(String, Vec<f64>)]) -> Vec<Seri
 fn suite_graph(spec: &ScenarioSpec) -> CallGraph {
     let mut g = CallGraph::default();
     for e in &spec.events {
-        if let warden_detectors::rca::suite::EventSpec::Topology {
-            service,
-            depends_on,
-            ..
-        } = e
-        {
+        if let warden_detectors::rca::suite::EventSpec::Topology { service, depends_on, .. } = e {
             for d in depends_on {
                 g.add(service, d);
             }
@@ -570,11 +481,7 @@ fn suite_graph(spec: &ScenarioSpec) -> CallGraph {
     g
 }
 
-pub fn eval_scenarios(
-    suite: &[SuiteScenario],
-    method: &Method,
-    with_evidence: bool,
-) -> ScenarioReport {
+pub fn eval_scenarios(suite: &[SuiteScenario], method: &Method, with_evidence: bool) -> ScenarioReport {
     let mut h1 = 0;
     let mut h3 = 0;
     let mut misses = Vec::new();
@@ -583,29 +490,16 @@ pub fn eval_scenarios(
         let clock = Instant::now();
         let a: Vec<(String, f64)> = match method {
             Method::Legacy => {
-                let mode = if with_evidence {
-                    Mode::WithEvidence
-                } else {
-                    Mode::MetricsOnly
-                };
-                rank_scenario(
-                    &s.spec,
-                    &s.table.times,
-                    &s.table.columns,
-                    mode,
-                    &SeriesParams::default(),
-                )
-                .map(|r| r.services.into_iter().filter(|(_, v)| *v > 0.0).collect())
-                .unwrap_or_default()
+                let mode = if with_evidence { Mode::WithEvidence } else { Mode::MetricsOnly };
+                rank_scenario(&s.spec, &s.table.times, &s.table.columns, mode, &SeriesParams::default())
+                    .map(|r| r.services.into_iter().filter(|(_, v)| *v > 0.0).collect())
+                    .unwrap_or_default()
             }
             _ => {
                 let series = wide_to_series(&s.table.times, &s.table.columns);
                 let graph = suite_graph(&s.spec);
-                let evidence: Vec<Evidence> = if with_evidence {
-                    s.spec.evidence().unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
+                let evidence: Vec<Evidence> =
+                    if with_evidence { s.spec.evidence().unwrap_or_default() } else { Vec::new() };
                 let case = Case {
                     series: &series,
                     normal: None,
@@ -629,8 +523,7 @@ pub fn eval_scenarios(
                 "{} ({} {}; first: {})",
                 s.name,
                 s.spec.root_cause,
-                pos.map(|p| format!("#{}", p + 1))
-                    .unwrap_or_else(|| "unranked".into()),
+                pos.map(|p| format!("#{}", p + 1)).unwrap_or_else(|| "unranked".into()),
                 a.first().map(|x| x.0.as_str()).unwrap_or("nothing")
             ));
         }
@@ -641,12 +534,7 @@ pub fn eval_scenarios(
     let n = suite.len().max(1) as f64;
     ScenarioReport {
         method: method.name().into(),
-        mode: if with_evidence {
-            "with-evidence"
-        } else {
-            "metrics-only"
-        }
-        .into(),
+        mode: if with_evidence { "with-evidence" } else { "metrics-only" }.into(),
         n: suite.len(),
         top1: h1 as f64 / n,
         top3: h3 as f64 / n,
@@ -673,10 +561,7 @@ pub fn grid() -> Vec<(String, RecordingParams)> {
                         ..Default::default()
                     };
                     p.rank.w_precedence = prec;
-                    out.push((
-                        format!("off={off} corr={corr} prec={prec} symptom_z={sym}"),
-                        p,
-                    ));
+                    out.push((format!("off={off} corr={corr} prec={prec} symptom_z={sym}"), p));
                 }
             }
         }
@@ -694,8 +579,7 @@ fn objectives(
 ) -> [f64; 3] {
     let m = Method::Warden(Box::new(p.clone()));
     let ps = eval_petshop(petshop, &m);
-    let spec = ps.specificity.iter().map(|s| s.specificity).sum::<f64>()
-        / ps.specificity.len().max(1) as f64;
+    let spec = ps.specificity.iter().map(|s| s.specificity).sum::<f64>() / ps.specificity.len().max(1) as f64;
     let nz = eval_nezha(nezha, &m);
     let sc = eval_scenarios(suite, &m, true);
     [(ps.low_test.top1 + spec) / 2.0, nz.overall.as1, sc.top1]
@@ -711,11 +595,7 @@ pub fn lodo(petshop: &Path, nezha: &Path, suite: &Path, out: &mut dyn Write) -> 
     let mut rows = Vec::new();
     for (label, p) in grid() {
         let o = objectives(&p, &ps, &nz, &sc);
-        writeln!(
-            out,
-            "{label:<44} petshop {:.3} nezha {:.3} scenarios {:.3}",
-            o[0], o[1], o[2]
-        )?;
+        writeln!(out, "{label:<44} petshop {:.3} nezha {:.3} scenarios {:.3}", o[0], o[1], o[2])?;
         rows.push((label, o));
     }
     for held in 0..3 {
@@ -727,22 +607,12 @@ pub fn lodo(petshop: &Path, nezha: &Path, suite: &Path, out: &mut dyn Write) -> 
             })
             .map(|r| (r.0.clone(), r.1));
         if let Some((label, o)) = best {
-            writeln!(
-                out,
-                "held out {}: chosen [{label}] -> held-out objective {:.3}",
-                names[held], o[held]
-            )?;
+            writeln!(out, "held out {}: chosen [{label}] -> held-out objective {:.3}", names[held], o[held])?;
         }
     }
-    let best_all = rows
-        .iter()
-        .max_by(|a, b| a.1.iter().sum::<f64>().total_cmp(&b.1.iter().sum::<f64>()));
+    let best_all = rows.iter().max_by(|a, b| a.1.iter().sum::<f64>().total_cmp(&b.1.iter().sum::<f64>()));
     if let Some((label, o)) = best_all {
-        writeln!(
-            out,
-            "all three (in-sample): [{label}] {:.3} {:.3} {:.3}",
-            o[0], o[1], o[2]
-        )?;
+        writeln!(out, "all three (in-sample): [{label}] {:.3} {:.3} {:.3}", o[0], o[1], o[2])?;
     }
     Ok(())
 }
@@ -757,18 +627,12 @@ pub fn run(format: &str, data: &Path, json: bool, out: &mut dyn Write) -> Result
     match format {
         "petshop" => {
             let sc = rca_data::read_petshop(data)?;
-            let reports: Vec<PetshopReport> =
-                methods.iter().map(|m| eval_petshop(&sc, m)).collect();
+            let reports: Vec<PetshopReport> = methods.iter().map(|m| eval_petshop(&sc, m)).collect();
             if json {
                 writeln!(out, "{}", serde_json::to_string(&reports)?)?;
                 return Ok(());
             }
-            writeln!(
-                out,
-                "PetShop {}: {} issues",
-                data.display(),
-                sc.iter().map(|s| s.issues.len()).sum::<usize>()
-            )?;
+            writeln!(out, "PetShop {}: {} issues", data.display(), sc.iter().map(|s| s.issues.len()).sum::<usize>())?;
             writeln!(
                 out,
                 "{:<14} {:<12} {:<13} {:<6} {:>3} {:>6} {:>6} {:>6}",
@@ -783,11 +647,7 @@ pub fn run(format: &str, data: &Path, json: bool, out: &mut dyn Write) -> Result
                     )?;
                 }
             }
-            writeln!(
-                out,
-                "\n{:<14} {:<12} {:<13} {:>3} {:>11}",
-                "method", "family", "target", "n", "specificity"
-            )?;
+            writeln!(out, "\n{:<14} {:<12} {:<13} {:>3} {:>11}", "method", "family", "target", "n", "specificity")?;
             for r in &reports {
                 for s in &r.specificity {
                     writeln!(
@@ -798,13 +658,7 @@ pub fn run(format: &str, data: &Path, json: bool, out: &mut dyn Write) -> Result
                 }
             }
             for r in &reports {
-                writeln!(
-                    out,
-                    "\n{}: {:.2} ms per case; skipped: {}",
-                    r.method,
-                    r.ms_per_case,
-                    r.skipped.len()
-                )?;
+                writeln!(out, "\n{}: {:.2} ms per case; skipped: {}", r.method, r.ms_per_case, r.skipped.len())?;
                 for m in &r.misses {
                     writeln!(out, "  miss {m}")?;
                 }
@@ -817,17 +671,8 @@ pub fn run(format: &str, data: &Path, json: bool, out: &mut dyn Write) -> Result
                 writeln!(out, "{}", serde_json::to_string(&reports)?)?;
                 return Ok(());
             }
-            writeln!(
-                out,
-                "Nezha Online Boutique {}: {} cases",
-                data.display(),
-                reports[0].overall.n
-            )?;
-            writeln!(
-                out,
-                "{:<14} {:<16} {:>3} {:>6} {:>6} {:>6}",
-                "method", "group", "n", "AS@1", "AS@3", "AS@5"
-            )?;
+            writeln!(out, "Nezha Online Boutique {}: {} cases", data.display(), reports[0].overall.n)?;
+            writeln!(out, "{:<14} {:<16} {:>3} {:>6} {:>6} {:>6}", "method", "group", "n", "AS@1", "AS@3", "AS@5")?;
             for r in &reports {
                 let rows = std::iter::once(("overall".to_string(), &r.overall))
                     .chain(r.per_fault.iter().map(|(k, v)| (k.clone(), v)))
@@ -841,11 +686,7 @@ pub fn run(format: &str, data: &Path, json: bool, out: &mut dyn Write) -> Result
                 }
             }
             for r in &reports {
-                writeln!(
-                    out,
-                    "\n{}: {:.2} ms per case; empty answers {:.3}",
-                    r.method, r.ms_per_case, r.empty
-                )?;
+                writeln!(out, "\n{}: {:.2} ms per case; empty answers {:.3}", r.method, r.ms_per_case, r.empty)?;
                 for m in &r.misses {
                     writeln!(out, "  miss {m}")?;
                 }
@@ -863,30 +704,13 @@ pub fn run(format: &str, data: &Path, json: bool, out: &mut dyn Write) -> Result
                 writeln!(out, "{}", serde_json::to_string(&reports)?)?;
                 return Ok(());
             }
-            writeln!(
-                out,
-                "Synthetic suite {}: {} scenarios",
-                data.display(),
-                suite.len()
-            )?;
-            writeln!(
-                out,
-                "{:<14} {:<14} {:>3} {:>6} {:>6}",
-                "method", "mode", "n", "top1", "top3"
-            )?;
+            writeln!(out, "Synthetic suite {}: {} scenarios", data.display(), suite.len())?;
+            writeln!(out, "{:<14} {:<14} {:>3} {:>6} {:>6}", "method", "mode", "n", "top1", "top3")?;
             for r in &reports {
-                writeln!(
-                    out,
-                    "{:<14} {:<14} {:>3} {:>6.3} {:>6.3}",
-                    r.method, r.mode, r.n, r.top1, r.top3
-                )?;
+                writeln!(out, "{:<14} {:<14} {:>3} {:>6.3} {:>6.3}", r.method, r.mode, r.n, r.top1, r.top3)?;
             }
             for r in &reports {
-                writeln!(
-                    out,
-                    "\n{} {}: {:.2} ms per case",
-                    r.method, r.mode, r.ms_per_case
-                )?;
+                writeln!(out, "\n{} {}: {:.2} ms per case", r.method, r.mode, r.ms_per_case)?;
                 for m in &r.misses {
                     writeln!(out, "  miss {m}")?;
                 }

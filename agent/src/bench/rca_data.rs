@@ -54,9 +54,7 @@ pub fn read_adjacency(path: &Path) -> Result<CallGraph> {
         .from_path(path)
         .with_context(|| format!("opening {}", path.display()))?;
     let mut rows = r.records();
-    let header = rows
-        .next()
-        .ok_or_else(|| anyhow!("{}: empty", path.display()))?;
+    let header = rows.next().ok_or_else(|| anyhow!("{}: empty", path.display()))?;
     let header = header.with_context(|| format!("{}:1", path.display()))?;
     let names: Vec<String> = header.iter().skip(1).map(|s| s.to_string()).collect();
     let mut g = CallGraph::default();
@@ -65,14 +63,10 @@ pub fn read_adjacency(path: &Path) -> Result<CallGraph> {
         let rec = rec.with_context(|| format!("{}:{line}", path.display()))?;
         let caller = rec.get(0).unwrap_or("").to_string();
         for (j, cell) in rec.iter().skip(1).enumerate() {
-            let v: f64 = cell
-                .trim()
-                .parse()
-                .map_err(|_| anyhow!("{}:{line}: `{cell}` is not a number", path.display()))?;
+            let v: f64 =
+                cell.trim().parse().map_err(|_| anyhow!("{}:{line}: `{cell}` is not a number", path.display()))?;
             if v != 0.0 {
-                let callee = names
-                    .get(j)
-                    .ok_or_else(|| anyhow!("{}:{line}: more cells than names", path.display()))?;
+                let callee = names.get(j).ok_or_else(|| anyhow!("{}:{line}: more cells than names", path.display()))?;
                 g.add(&caller, callee);
             }
         }
@@ -100,11 +94,7 @@ pub fn read_petshop_metrics(path: &Path) -> Result<PetshopMetrics> {
     let mut series: Vec<Series> = (1..cols)
         .map(|c| Series {
             service: recs[0].get(c).unwrap_or("").to_string(),
-            metric: format!(
-                "{}-{}",
-                recs[1].get(c).unwrap_or(""),
-                recs[2].get(c).unwrap_or("")
-            ),
+            metric: format!("{}-{}", recs[1].get(c).unwrap_or(""), recs[2].get(c).unwrap_or("")),
             points: Vec::new(),
         })
         .collect();
@@ -123,8 +113,7 @@ pub fn read_petshop_metrics(path: &Path) -> Result<PetshopMetrics> {
             let v = if cell.is_empty() {
                 f64::NAN
             } else {
-                cell.parse()
-                    .map_err(|_| anyhow!("{}:{line}: `{cell}` is not a number", path.display()))?
+                cell.parse().map_err(|_| anyhow!("{}:{line}: `{cell}` is not a number", path.display()))?
             };
             s.points.push((t, v));
         }
@@ -137,17 +126,10 @@ pub fn read_petshop_metrics(path: &Path) -> Result<PetshopMetrics> {
 /// Read a scenario directory: `graph.csv`, `noissue/metrics.csv` (optional) and the issues of
 /// `train/` and `test/`.
 pub fn read_petshop_scenario(dir: &Path) -> Result<PetshopScenario> {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let graph = read_adjacency(&dir.join("graph.csv"))?;
     let normal_path = dir.join("noissue/metrics.csv");
-    let normal = if normal_path.is_file() {
-        Some(read_petshop_metrics(&normal_path)?)
-    } else {
-        None
-    };
+    let normal = if normal_path.is_file() { Some(read_petshop_metrics(&normal_path)?) } else { None };
     let mut issues = Vec::new();
     for split in ["train", "test"] {
         let sd = dir.join(split);
@@ -168,8 +150,7 @@ pub fn read_petshop_scenario(dir: &Path) -> Result<PetshopScenario> {
         });
         for d in dirs {
             let tp = d.join("target.json");
-            let text = std::fs::read_to_string(&tp)
-                .with_context(|| format!("reading {}", tp.display()))?;
+            let text = std::fs::read_to_string(&tp).with_context(|| format!("reading {}", tp.display()))?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("parsing {}", tp.display()))?;
             let s = |p: &str| -> Result<String> {
@@ -183,10 +164,7 @@ pub fn read_petshop_scenario(dir: &Path) -> Result<PetshopScenario> {
                 .and_then(|x| x.as_f64())
                 .ok_or_else(|| anyhow!("{}: no `/target/timestamp`", tp.display()))?
                 .round() as i64;
-            let issue = d
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let issue = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             issues.push(PetshopIssue {
                 id: format!("{name}/{split}/{issue}"),
                 scenario: name.clone(),
@@ -200,12 +178,7 @@ pub fn read_petshop_scenario(dir: &Path) -> Result<PetshopScenario> {
             });
         }
     }
-    Ok(PetshopScenario {
-        name,
-        graph,
-        normal,
-        issues,
-    })
+    Ok(PetshopScenario { name, graph, normal, issues })
 }
 
 /// Every scenario directory (one with a `graph.csv`) under `dir`, sorted by name.
@@ -217,10 +190,7 @@ pub fn read_petshop(dir: &Path) -> Result<Vec<PetshopScenario>> {
         .collect();
     dirs.sort();
     if dirs.is_empty() {
-        bail!(
-            "{}: no PetShop scenarios (directories with a graph.csv)",
-            dir.display()
-        );
+        bail!("{}: no PetShop scenarios (directories with a graph.csv)", dir.display());
     }
     dirs.iter().map(|d| read_petshop_scenario(d)).collect()
 }
@@ -256,40 +226,23 @@ pub const NEZHA_SYMPTOM: &str = "front_service";
 fn gunzip(path: &Path) -> Result<String> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut text = String::new();
-    flate2::read::GzDecoder::new(f)
-        .read_to_string(&mut text)
-        .with_context(|| format!("reading {}", path.display()))?;
+    flate2::read::GzDecoder::new(f).read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
     Ok(text)
 }
 
 fn parse_utc(s: &str) -> Option<i64> {
     let head = s.get(..19)?;
-    chrono::NaiveDateTime::parse_from_str(head, "%Y-%m-%d %H:%M:%S")
-        .ok()
-        .map(|t| t.and_utc().timestamp())
+    chrono::NaiveDateTime::parse_from_str(head, "%Y-%m-%d %H:%M:%S").ok().map(|t| t.and_utc().timestamp())
 }
 
 /// A CSV with a header; returns (header, rows) with the 1-based line of each row.
-fn read_csv_text(
-    text: &str,
-    path: &Path,
-) -> Result<(Vec<String>, Vec<(usize, csv::StringRecord)>)> {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = r
-        .headers()
-        .with_context(|| format!("{}:1", path.display()))?
-        .iter()
-        .map(str::to_string)
-        .collect();
+fn read_csv_text(text: &str, path: &Path) -> Result<(Vec<String>, Vec<(usize, csv::StringRecord)>)> {
+    let mut r = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text.as_bytes());
+    let header: Vec<String> =
+        r.headers().with_context(|| format!("{}:1", path.display()))?.iter().map(str::to_string).collect();
     let mut rows = Vec::new();
     for (i, rec) in r.records().enumerate() {
-        rows.push((
-            i + 2,
-            rec.with_context(|| format!("{}:{}", path.display(), i + 2))?,
-        ));
+        rows.push((i + 2, rec.with_context(|| format!("{}:{}", path.display(), i + 2))?));
     }
     Ok((header, rows))
 }
@@ -305,12 +258,7 @@ fn cell_value(cell: &str) -> f64 {
 
 /// The series of one file whose first column is a time string: `service` for every column
 /// but the skipped ones, or, with `edge`, the callee of `caller_callee` column names.
-fn time_columns(
-    path: &Path,
-    service: Option<&str>,
-    skip: &[&str],
-    suffix: &str,
-) -> Result<Vec<Series>> {
+fn time_columns(path: &Path, service: Option<&str>, skip: &[&str], suffix: &str) -> Result<Vec<Series>> {
     let text = gunzip(path)?;
     let (header, rows) = read_csv_text(&text, path)?;
     let tcol = header
@@ -326,31 +274,18 @@ fn time_columns(
         let (svc, metric) = match service {
             Some(s) => (s.to_string(), h.clone()),
             None => match h.split_once('_') {
-                Some((caller, callee)) => (
-                    callee.to_string(),
-                    format!("edge-latency-from-{caller}{suffix}"),
-                ),
+                Some((caller, callee)) => (callee.to_string(), format!("edge-latency-from-{caller}{suffix}")),
                 None => continue,
             },
         };
         idx.push(c);
-        out.push(Series {
-            service: svc,
-            metric,
-            points: Vec::new(),
-        });
+        out.push(Series { service: svc, metric, points: Vec::new() });
     }
     for (line, rec) in rows {
-        let t = parse_utc(rec.get(tcol).unwrap_or("")).ok_or_else(|| {
-            anyhow!(
-                "{}:{line}: the time is not `YYYY-MM-DD HH:MM:SS`",
-                path.display()
-            )
-        })?;
+        let t = parse_utc(rec.get(tcol).unwrap_or(""))
+            .ok_or_else(|| anyhow!("{}:{line}: the time is not `YYYY-MM-DD HH:MM:SS`", path.display()))?;
         for (k, c) in idx.iter().enumerate() {
-            out[k]
-                .points
-                .push((t, cell_value(rec.get(*c).unwrap_or(""))));
+            out[k].points.push((t, cell_value(rec.get(*c).unwrap_or(""))));
         }
     }
     Ok(out)
@@ -358,10 +293,7 @@ fn time_columns(
 
 /// Read one day folder (`rca_data/<date>`).
 pub fn read_nezha_day(dir: &Path) -> Result<NezhaDay> {
-    let date = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let date = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mdir = dir.join("metric");
     let mut series = Vec::new();
     let mut services = Vec::new();
@@ -371,21 +303,13 @@ pub fn read_nezha_day(dir: &Path) -> Result<NezhaDay> {
         .collect();
     files.sort();
     for f in &files {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if let Some(pod) = name.strip_suffix("_metric.csv.gz") {
             let parts: Vec<&str> = pod.split('-').collect();
             let service = parts[..parts.len().saturating_sub(2)].join("-");
             services.push(service.clone());
-            let skip = [
-                "TimeStamp",
-                "PodName",
-                "NodeCpuUsageRate(%)",
-                "NodeMemoryUsageRate(%)",
-                "NodeNetworkReceiveBytes",
-            ];
+            let skip =
+                ["TimeStamp", "PodName", "NodeCpuUsageRate(%)", "NodeMemoryUsageRate(%)", "NodeNetworkReceiveBytes"];
             series.extend(time_columns(f, Some(&service), &skip, "")?);
         }
     }
@@ -395,18 +319,14 @@ pub fn read_nezha_day(dir: &Path) -> Result<NezhaDay> {
         &["TimeStamp", "ServiceName"],
         "",
     )?);
-    for (file, suffix) in [
-        ("source_50.csv.gz", "-src"),
-        ("destination_50.csv.gz", "-dst"),
-    ] {
+    for (file, suffix) in [("source_50.csv.gz", "-src"), ("destination_50.csv.gz", "-dst")] {
         let p = mdir.join(file);
         if p.is_file() {
             series.extend(time_columns(&p, None, &["timestamp"], suffix)?);
         }
     }
     let dep = mdir.join("dependency.csv");
-    let text =
-        std::fs::read_to_string(&dep).with_context(|| format!("reading {}", dep.display()))?;
+    let text = std::fs::read_to_string(&dep).with_context(|| format!("reading {}", dep.display()))?;
     let (_, rows) = read_csv_text(&text, &dep)?;
     let mut graph = CallGraph::default();
     for (_, rec) in rows {
@@ -426,8 +346,7 @@ pub fn read_nezha_day(dir: &Path) -> Result<NezhaDay> {
         for f in list {
             let s = |k: &str| f.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
             let time = s("inject_time");
-            let t0 = parse_utc(&time)
-                .ok_or_else(|| anyhow!("{}: bad inject_time `{time}`", fl.display()))?;
+            let t0 = parse_utc(&time).ok_or_else(|| anyhow!("{}: bad inject_time `{time}`", fl.display()))?;
             let pod = s("inject_pod");
             let parts: Vec<&str> = pod.split('-').collect();
             let root = parts[..parts.len().saturating_sub(2)].join("-");
@@ -441,13 +360,7 @@ pub fn read_nezha_day(dir: &Path) -> Result<NezhaDay> {
         }
     }
     cases.sort_by_key(|c| c.t0);
-    Ok(NezhaDay {
-        date,
-        series,
-        graph,
-        services,
-        cases,
-    })
+    Ok(NezhaDay { date, series, graph, services, cases })
 }
 
 /// Read `DIR/rca_data/<date>/` for every date.
@@ -472,12 +385,7 @@ pub fn slice(series: &[Series], from: i64, to: i64) -> Vec<Series> {
         .map(|s| Series {
             service: s.service.clone(),
             metric: s.metric.clone(),
-            points: s
-                .points
-                .iter()
-                .copied()
-                .filter(|(t, _)| *t >= from && *t < to)
-                .collect(),
+            points: s.points.iter().copied().filter(|(t, _)| *t >= from && *t < to).collect(),
         })
         .collect()
 }

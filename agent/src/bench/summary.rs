@@ -207,29 +207,19 @@ pub struct GroundingShare {
 impl GroundingShare {
     /// Summaries per source: `(llm, llm_filtered, template)`.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let n = |src: Source| {
-            self.summaries
-                .iter()
-                .filter(|s| s.summary.source == src)
-                .count()
-        };
+        let n = |src: Source| self.summaries.iter().filter(|s| s.summary.source == src).count();
         (n(Source::Llm), n(Source::LlmFiltered), n(Source::Template))
     }
 
     /// Mean seconds per summary.
     pub fn mean_seconds(&self) -> Option<f64> {
-        (!self.summaries.is_empty()).then(|| {
-            self.summaries.iter().map(|s| s.seconds).sum::<f64>() / self.summaries.len() as f64
-        })
+        (!self.summaries.is_empty())
+            .then(|| self.summaries.iter().map(|s| s.seconds).sum::<f64>() / self.summaries.len() as f64)
     }
 
     /// Fallback reasons of the template summaries, by [`fallback_class`], most common first.
     pub fn fallback_reasons(&self) -> Vec<(String, usize)> {
-        most_common(
-            self.summaries
-                .iter()
-                .filter_map(|s| fallback_class(&s.summary)),
-        )
+        most_common(self.summaries.iter().filter_map(|s| fallback_class(&s.summary)))
     }
 
     /// Problems of every failing sentence of every model text (dropped ones included), most
@@ -248,12 +238,7 @@ impl GroundingShare {
     pub fn truncated(&self) -> usize {
         self.summaries
             .iter()
-            .filter(|s| {
-                s.summary
-                    .generation
-                    .as_ref()
-                    .is_some_and(|g| g.stop == "max_tokens")
-            })
+            .filter(|s| s.summary.generation.as_ref().is_some_and(|g| g.stop == "max_tokens"))
             .count()
     }
 }
@@ -318,19 +303,9 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
     let load_s = started.elapsed().as_secs_f64();
     let rss_after_load_mib = proc_status_kib("VmRSS").map(kib_to_mib);
 
-    eprintln!(
-        "timing {} generation(s) of up to {} tokens on {} ...",
-        RUNS + 1,
-        args.tokens,
-        representative.name
-    );
-    let gen_opts = GenerateOptions {
-        max_tokens: args.tokens,
-        temperature: 0.0,
-        seed: 42,
-        stop: Vec::new(),
-        deadline: None,
-    };
+    eprintln!("timing {} generation(s) of up to {} tokens on {} ...", RUNS + 1, args.tokens, representative.name);
+    let gen_opts =
+        GenerateOptions { max_tokens: args.tokens, temperature: 0.0, seed: 42, stop: Vec::new(), deadline: None };
     let mut runs = Vec::with_capacity(RUNS);
     let mut text = String::new();
     for i in 0..=RUNS {
@@ -348,10 +323,7 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
         }
     }
     let peak_mib = proc_status_kib("VmHWM").map(kib_to_mib);
-    let prompt_tokens = model
-        .prompt_tokens(&prompt)
-        .context("tokenizing the prompt")?
-        .len();
+    let prompt_tokens = model.prompt_tokens(&prompt).context("tokenizing the prompt")?.len();
     let latency = latency(prompt_tokens, runs)?;
     let info = model.info();
     let candle = CandleReport {
@@ -410,10 +382,7 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
 
 /// Sets `RAYON_NUM_THREADS` when asked to and returns the thread count both sides use.
 fn configure_threads(threads: Option<usize>) -> Result<usize> {
-    let from_env = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0);
+    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|n| *n > 0);
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => {
@@ -424,10 +393,7 @@ fn configure_threads(threads: Option<usize>) -> Result<usize> {
             }
             Ok(n)
         }
-        None => {
-            Ok(from_env
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
-        }
+        None => Ok(from_env.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))),
     }
 }
 
@@ -443,24 +409,12 @@ fn input<'a>(
     s: &SuiteScenario,
     ranked: &'a TableRanking,
 ) -> SummaryInput<'a> {
-    SummaryInput {
-        title,
-        symptom: Some(symptom),
-        started: s.spec.start,
-        ranking: &ranked.ranking,
-        evidence: &ranked.evidence,
-    }
+    SummaryInput { title, symptom: Some(symptom), started: s.spec.start, ranking: &ranked.ranking, evidence: &ranked.evidence }
 }
 
 fn rank(s: &SuiteScenario) -> Result<TableRanking> {
-    rank_scenario(
-        &s.spec,
-        &s.table.times,
-        &s.table.columns,
-        Mode::WithEvidence,
-        &SeriesParams::default(),
-    )
-    .map_err(|e| anyhow!("{}: {e}", s.name))
+    rank_scenario(&s.spec, &s.table.times, &s.table.columns, Mode::WithEvidence, &SeriesParams::default())
+        .map_err(|e| anyhow!("{}: {e}", s.name))
 }
 
 fn run_of(g: &Generation, total: Duration, cpu_s: f64) -> Run {
@@ -499,22 +453,13 @@ fn rate(count: usize, seconds: f64) -> f64 {
 
 /// Medians of `runs`; greedy decoding must give every run the same token count.
 fn latency(prompt_tokens: usize, runs: Vec<Run>) -> Result<Latency> {
-    let Some(first) = runs.first() else {
-        bail!("no timed runs")
-    };
+    let Some(first) = runs.first() else { bail!("no timed runs") };
     let (decode_tokens, stop) = (first.generated_tokens, first.stop);
     if let Some(r) = runs.iter().find(|r| r.generated_tokens != decode_tokens) {
-        bail!(
-            "greedy runs generated different token counts ({decode_tokens} and {})",
-            r.generated_tokens
-        );
+        bail!("greedy runs generated different token counts ({decode_tokens} and {})", r.generated_tokens);
     }
     let col = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-    let (prefill_s, decode_s, total_s) = (
-        col(|r| r.prefill_s),
-        col(|r| r.decode_s),
-        col(|r| r.total_s),
-    );
+    let (prefill_s, decode_s, total_s) = (col(|r| r.prefill_s), col(|r| r.decode_s), col(|r| r.total_s));
     Ok(Latency {
         prompt_tokens,
         prefill_s,
@@ -531,10 +476,7 @@ fn latency(prompt_tokens: usize, runs: Vec<Run>) -> Result<Latency> {
 
 /// Summarise every scenario with the model.
 fn grounding_pass(scenarios: &[SuiteScenario], model: &mut LlmModel) -> Result<GroundingShare> {
-    let opts = SummaryOptions {
-        max_tokens: GROUNDING_MAX_TOKENS,
-        ..SummaryOptions::default()
-    };
+    let opts = SummaryOptions { max_tokens: GROUNDING_MAX_TOKENS, ..SummaryOptions::default() };
     let mut share = GroundingShare::default();
     for (i, s) in scenarios.iter().enumerate() {
         let ranked = rank(s)?;
@@ -544,18 +486,8 @@ fn grounding_pass(scenarios: &[SuiteScenario], model: &mut LlmModel) -> Result<G
         let t0 = Instant::now();
         let summary = summarize(&input, Some(model as &mut dyn TextGenerator), &opts);
         let seconds = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "[{}/{}] {}: {} in {seconds:.1}s",
-            i + 1,
-            scenarios.len(),
-            s.name,
-            source_name(summary.source)
-        );
-        share.summaries.push(ScenarioSummary {
-            scenario: s.name.clone(),
-            seconds,
-            summary,
-        });
+        eprintln!("[{}/{}] {}: {} in {seconds:.1}s", i + 1, scenarios.len(), s.name, source_name(summary.source));
+        share.summaries.push(ScenarioSummary { scenario: s.name.clone(), seconds, summary });
     }
     Ok(share)
 }
@@ -596,20 +528,14 @@ pub fn fallback_class(s: &Summary) -> Option<String> {
     let reason = s.fallback_reason.as_deref().unwrap_or("unknown");
     if reason.starts_with("grounding:") {
         let uncited = reason.contains("cites the top candidate");
-        let first = s
-            .grounding
-            .as_ref()
-            .and_then(GroundingReport::first_failure)
-            .map(|(_, c)| {
-                let mut kinds: Vec<String> = c.problems.iter().map(problem_class).collect();
-                kinds.sort();
-                kinds.dedup();
-                kinds.join(" + ")
-            });
+        let first = s.grounding.as_ref().and_then(GroundingReport::first_failure).map(|(_, c)| {
+            let mut kinds: Vec<String> = c.problems.iter().map(problem_class).collect();
+            kinds.sort();
+            kinds.dedup();
+            kinds.join(" + ")
+        });
         return Some(match (first, uncited) {
-            (Some(k), true) => {
-                format!("grounding: first failing sentence {k}; top candidate not cited")
-            }
+            (Some(k), true) => format!("grounding: first failing sentence {k}; top candidate not cited"),
             (Some(k), false) => format!("grounding: first failing sentence {k}"),
             (None, _) => "grounding: top candidate not cited".into(),
         });
@@ -618,10 +544,7 @@ pub fn fallback_class(s: &Summary) -> Option<String> {
         return Some("time budget exceeded".into());
     }
     if let Some(rest) = reason.strip_prefix("inference failed: ") {
-        return Some(format!(
-            "inference failed: {}",
-            rest.chars().take(80).collect::<String>()
-        ));
+        return Some(format!("inference failed: {}", rest.chars().take(80).collect::<String>()));
     }
     Some(reason.to_string())
 }
@@ -654,29 +577,19 @@ struct LlamaCppJob<'a> {
 
 /// Run `llama_cpp_summary.py`; `Err` is a message for the user.
 fn measure_llama_cpp(job: &LlamaCppJob<'_>) -> std::result::Result<LlamaCppReport, String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "warden-bench-summary-{}-{nanos}",
-        std::process::id()
-    ));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("warden-bench-summary-{}-{nanos}", std::process::id()));
     let result = run_llama_cpp_in(&dir, job);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn run_llama_cpp_in(
-    dir: &Path,
-    job: &LlamaCppJob<'_>,
-) -> std::result::Result<LlamaCppReport, String> {
+fn run_llama_cpp_in(dir: &Path, job: &LlamaCppJob<'_>) -> std::result::Result<LlamaCppReport, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let prompt_file = dir.join("prompt.txt");
     let script = dir.join("llama_cpp_summary.py");
-    std::fs::write(&prompt_file, job.prompt)
-        .map_err(|e| format!("writing {}: {e}", prompt_file.display()))?;
-    std::fs::write(&script, LLAMA_CPP_SCRIPT)
-        .map_err(|e| format!("writing {}: {e}", script.display()))?;
+    std::fs::write(&prompt_file, job.prompt).map_err(|e| format!("writing {}: {e}", prompt_file.display()))?;
+    std::fs::write(&script, LLAMA_CPP_SCRIPT).map_err(|e| format!("writing {}: {e}", script.display()))?;
     let mut cmd = Command::new(job.python);
     cmd.arg(&script)
         .arg("--model")
@@ -705,10 +618,7 @@ fn run_llama_cpp_in(
     let output = match cmd.output() {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "`{}` was not found; install Python 3, then: {LLAMA_CPP_INSTALL}",
-                job.python
-            ))
+            return Err(format!("`{}` was not found; install Python 3, then: {LLAMA_CPP_INSTALL}", job.python))
         }
         Err(e) => return Err(format!("running {}: {e}", job.python)),
     };
@@ -716,37 +626,19 @@ fn run_llama_cpp_in(
     match output.status.code() {
         Some(0) => {}
         Some(3) => {
-            return Err(format!(
-                "llama_cpp is not importable by {} ({}); install it: {LLAMA_CPP_INSTALL}",
-                job.python,
-                stderr.trim()
-            ))
+            return Err(format!("llama_cpp is not importable by {} ({}); install it: {LLAMA_CPP_INSTALL}", job.python, stderr.trim()))
         }
-        _ => {
-            return Err(format!(
-                "the llama.cpp script failed ({}): {}",
-                output.status,
-                stderr.trim()
-            ))
-        }
+        _ => return Err(format!("the llama.cpp script failed ({}): {}", output.status, stderr.trim())),
     }
     parse_llama_cpp(String::from_utf8_lossy(&output.stdout).trim())
 }
 
 /// Read the script's JSON object.
 pub fn parse_llama_cpp(stdout: &str) -> std::result::Result<LlamaCppReport, String> {
-    let v: Value = serde_json::from_str(stdout)
-        .map_err(|e| format!("reading the llama.cpp script's output `{stdout}`: {e}"))?;
-    let num = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| format!("the llama.cpp script's output has no `{k}`"))
-    };
+    let v: Value = serde_json::from_str(stdout).map_err(|e| format!("reading the llama.cpp script's output `{stdout}`: {e}"))?;
+    let num = |k: &str| v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("the llama.cpp script's output has no `{k}`"));
     let count = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| format!("the llama.cpp script's output has no `{k}`"))
+        v.get(k).and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()).ok_or_else(|| format!("the llama.cpp script's output has no `{k}`"))
     };
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let prompt_tokens = count("prompt_tokens")?;
@@ -767,10 +659,7 @@ pub fn parse_llama_cpp(stdout: &str) -> std::result::Result<LlamaCppReport, Stri
         cpu_s: v.get("cpu_s").and_then(Value::as_f64),
         peak_rss_mib: v.get("peak_rss_mb").and_then(Value::as_f64),
         rss_after_load_mib: v.get("rss_after_load_mb").and_then(Value::as_f64),
-        eog_at: v
-            .get("eog_at")
-            .and_then(Value::as_u64)
-            .and_then(|n| usize::try_from(n).ok()),
+        eog_at: v.get("eog_at").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()),
         text: text("text").unwrap_or_default(),
         raw: v,
     })
@@ -783,16 +672,8 @@ pub fn proc_status_kib(field: &str) -> Option<u64> {
 }
 
 fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
-    let line = status
-        .lines()
-        .find(|l| l.split(':').next() == Some(field))?;
-    line.split_once(':')?
-        .1
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    let line = status.lines().find(|l| l.split(':').next() == Some(field))?;
+    line.split_once(':')?.1.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// CPU seconds (user + system, all threads) of this process so far, from `/proc/self/stat`
@@ -815,12 +696,7 @@ fn kib_to_mib(kib: u64) -> f64 {
 }
 
 fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// The SIMD target features this binary (and so candle) was compiled with.
@@ -915,11 +791,7 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
     };
     let grounding = r.grounding.as_ref().map_or(Value::Null, |g| {
         let (llm, filtered, template) = g.counts();
-        let pairs = |v: Vec<(String, usize)>| -> Vec<Value> {
-            v.into_iter()
-                .map(|(k, n)| json!({"reason": k, "count": n}))
-                .collect()
-        };
+        let pairs = |v: Vec<(String, usize)>| -> Vec<Value> { v.into_iter().map(|(k, n)| json!({"reason": k, "count": n})).collect() };
         let scenarios: Vec<Value> = g
             .summaries
             .iter()
@@ -972,11 +844,7 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
     let mut out = String::new();
     let c = &r.candle;
     let l = &c.latency;
-    let features = if r.target_features.is_empty() {
-        "baseline".to_string()
-    } else {
-        r.target_features.join(",")
-    };
+    let features = if r.target_features.is_empty() { "baseline".to_string() } else { r.target_features.join(",") };
     let _ = writeln!(
         out,
         "summary bench: {} ({}, {}), {} thread(s), load average {} before the run, {} build, target features: {features}",
@@ -999,45 +867,18 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
         Some(Ok(x)) => Some(x),
         _ => None,
     };
-    let _ = writeln!(
-        out,
-        "{:<20} {:>14} {:>14} {:>8}",
-        "",
-        "candle",
-        if llama.is_some() { "llama.cpp" } else { "" },
-        if llama.is_some() { "ratio" } else { "" }
-    );
+    let _ = writeln!(out, "{:<20} {:>14} {:>14} {:>8}", "", "candle", if llama.is_some() { "llama.cpp" } else { "" }, if llama.is_some() { "ratio" } else { "" });
     let row = |out: &mut String, name: &str, a: String, b: Option<String>, ratio: Option<f64>| {
         let _ = writeln!(
             out,
             "{name:<20} {a:>14} {:>14} {:>8}",
             b.unwrap_or_default(),
-            ratio
-                .filter(|x| x.is_finite())
-                .map_or_else(String::new, |x| format!("{x:.2}"))
+            ratio.filter(|x| x.is_finite()).map_or_else(String::new, |x| format!("{x:.2}"))
         );
     };
-    row(
-        &mut out,
-        "load s",
-        format!("{:.2}", c.load_s),
-        llama.map(|x| format!("{:.2}", x.load_s)),
-        None,
-    );
-    row(
-        &mut out,
-        "prompt tokens",
-        l.prompt_tokens.to_string(),
-        llama.map(|x| x.prompt_tokens.to_string()),
-        None,
-    );
-    row(
-        &mut out,
-        "prefill s",
-        format!("{:.3}", l.prefill_s),
-        llama.map(|x| format!("{:.3}", x.prefill_s)),
-        None,
-    );
+    row(&mut out, "load s", format!("{:.2}", c.load_s), llama.map(|x| format!("{:.2}", x.load_s)), None);
+    row(&mut out, "prompt tokens", l.prompt_tokens.to_string(), llama.map(|x| x.prompt_tokens.to_string()), None);
+    row(&mut out, "prefill s", format!("{:.3}", l.prefill_s), llama.map(|x| format!("{:.3}", x.prefill_s)), None);
     row(
         &mut out,
         "prefill tok/s",
@@ -1045,20 +886,8 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
         llama.map(|x| format!("{:.1}", x.prefill_tok_s)),
         llama.map(|x| ratio(l.prefill_tok_s, x.prefill_tok_s)),
     );
-    row(
-        &mut out,
-        "decode tokens",
-        l.decode_tokens.to_string(),
-        llama.map(|x| x.decode_tokens.to_string()),
-        None,
-    );
-    row(
-        &mut out,
-        "decode s",
-        format!("{:.3}", l.decode_s),
-        llama.map(|x| format!("{:.3}", x.decode_s)),
-        None,
-    );
+    row(&mut out, "decode tokens", l.decode_tokens.to_string(), llama.map(|x| x.decode_tokens.to_string()), None);
+    row(&mut out, "decode s", format!("{:.3}", l.decode_s), llama.map(|x| format!("{:.3}", x.decode_s)), None);
     row(
         &mut out,
         "decode tok/s",
@@ -1066,13 +895,7 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
         llama.map(|x| format!("{:.1}", x.decode_tok_s)),
         llama.map(|x| ratio(l.decode_tok_s, x.decode_tok_s)),
     );
-    row(
-        &mut out,
-        "total s",
-        format!("{:.3}", l.total_s),
-        llama.map(|x| format!("{:.3}", x.total_s)),
-        None,
-    );
+    row(&mut out, "total s", format!("{:.3}", l.total_s), llama.map(|x| format!("{:.3}", x.total_s)), None);
     let cores = |cpu: f64, wall: f64| {
         if cpu.is_finite() && wall > 0.0 {
             format!("{cpu:.1} ({:.2})", cpu / wall)
@@ -1080,38 +903,16 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
             "-".to_string()
         }
     };
-    row(
-        &mut out,
-        "CPU s (cores used)",
-        cores(l.cpu_s, l.total_s),
-        llama.map(|x| cores(x.cpu_s.unwrap_or(f64::NAN), x.total_s)),
-        None,
-    );
-    row(
-        &mut out,
-        "RSS after load",
-        mib(c.rss_after_load_mib),
-        llama.map(|x| mib(x.rss_after_load_mib)),
-        None,
-    );
-    row(
-        &mut out,
-        "peak RSS",
-        mib(c.peak_mib),
-        llama.map(|x| mib(x.peak_rss_mib)),
-        None,
-    );
+    row(&mut out, "CPU s (cores used)", cores(l.cpu_s, l.total_s), llama.map(|x| cores(x.cpu_s.unwrap_or(f64::NAN), x.total_s)), None);
+    row(&mut out, "RSS after load", mib(c.rss_after_load_mib), llama.map(|x| mib(x.rss_after_load_mib)), None);
+    row(&mut out, "peak RSS", mib(c.peak_mib), llama.map(|x| mib(x.peak_rss_mib)), None);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
         "candle stopped at {} after {} tokens{}",
         stop_name(l.stop).replace('_', " "),
         l.decode_tokens,
-        if l.stop == StopReason::EndOfTurn {
-            " (the runtime cannot be told to ignore end-of-turn)"
-        } else {
-            ""
-        }
+        if l.stop == StopReason::EndOfTurn { " (the runtime cannot be told to ignore end-of-turn)" } else { "" }
     );
     match &r.llama_cpp {
         None => {}
@@ -1143,13 +944,7 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
     if let Some(g) = &r.grounding {
         let (llm, filtered, template) = g.counts();
         let n = g.summaries.len();
-        let pct = |k: usize| {
-            if n > 0 {
-                100.0 * k as f64 / n as f64
-            } else {
-                0.0
-            }
-        };
+        let pct = |k: usize| if n > 0 { 100.0 * k as f64 / n as f64 } else { 0.0 };
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -1174,11 +969,7 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
                 let _ = writeln!(out, "  {c:>3}  {k}");
             }
         }
-        let _ = writeln!(
-            out,
-            "{:<24} {:>13} {:>7} {:>7}  fallback reason",
-            "scenario", "source", "s", "tokens"
-        );
+        let _ = writeln!(out, "{:<24} {:>13} {:>7} {:>7}  fallback reason", "scenario", "source", "s", "tokens");
         for s in &g.summaries {
             let _ = writeln!(
                 out,
@@ -1186,14 +977,8 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
                 s.scenario,
                 source_name(s.summary.source),
                 s.seconds,
-                s.summary
-                    .generation
-                    .as_ref()
-                    .map_or_else(|| "-".into(), |x| x.generated_tokens.to_string()),
-                s.summary
-                    .fallback_reason
-                    .as_deref()
-                    .map_or_else(String::new, |x| x.chars().take(110).collect())
+                s.summary.generation.as_ref().map_or_else(|| "-".into(), |x| x.generated_tokens.to_string()),
+                s.summary.fallback_reason.as_deref().map_or_else(String::new, |x| x.chars().take(110).collect())
             );
         }
     }
@@ -1221,15 +1006,9 @@ mod tests {
             generated_tokens: n,
             stop: StopReason::MaxTokens,
         };
-        let l = latency(
-            500,
-            vec![run(0.5, 2.0, 40), run(0.4, 4.0, 40), run(0.6, 3.0, 40)],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let l = latency(500, vec![run(0.5, 2.0, 40), run(0.4, 4.0, 40), run(0.6, 3.0, 40)]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((l.prefill_s, l.decode_s, l.decode_tokens), (0.5, 3.0, 40));
-        assert!(
-            (l.decode_tok_s - 40.0 / 3.0).abs() < 1e-9 && (l.prefill_tok_s - 1000.0).abs() < 1e-9
-        );
+        assert!((l.decode_tok_s - 40.0 / 3.0).abs() < 1e-9 && (l.prefill_tok_s - 1000.0).abs() < 1e-9);
         assert!(latency(500, vec![run(0.5, 2.0, 40), run(0.5, 2.0, 41)]).is_err());
         assert!(latency(500, Vec::new()).is_err());
     }
@@ -1255,10 +1034,7 @@ mod tests {
             "llama_cpp_version": "0.3.36", "ggml_version": "0.25.3 abc", "system_info": "CPU : AVX2 = 1", "eog_at": 57,
             "text": "hi", "runs": []}"#;
         let r = parse_llama_cpp(out).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            (r.prompt_tokens, r.decode_tokens, r.eog_at),
-            (600, 100, Some(57))
-        );
+        assert_eq!((r.prompt_tokens, r.decode_tokens, r.eog_at), (600, 100, Some(57)));
         assert!((r.decode_tok_s - 80.0).abs() < 1e-9 && (r.prefill_tok_s - 2000.0).abs() < 1e-9);
         assert_eq!(r.version, "0.3.36");
         assert!(parse_llama_cpp("{}").is_err_and(|e| e.contains("prompt_tokens")));
@@ -1280,87 +1056,36 @@ mod tests {
         let report = GroundingReport {
             passed: false,
             sentences: vec![
-                SentenceCheck {
-                    text: "a [E1].".into(),
-                    citations: vec!["E1".into()],
-                    passed: true,
-                    problems: vec![],
-                },
+                SentenceCheck { text: "a [E1].".into(), citations: vec!["E1".into()], passed: true, problems: vec![] },
                 SentenceCheck {
                     text: "b 42.".into(),
                     citations: vec![],
                     passed: false,
-                    problems: vec![
-                        Problem::NoCitation,
-                        Problem::Unsupported {
-                            fact: FactKind::Number,
-                            value: "42".into(),
-                        },
-                    ],
+                    problems: vec![Problem::NoCitation, Problem::Unsupported { fact: FactKind::Number, value: "42".into() }],
                 },
             ],
         };
-        let s = template(
-            "grounding: sentence 2: no_citation, unsupported(number: \"42\")",
-            Some(report.clone()),
-        );
-        assert_eq!(
-            fallback_class(&s).as_deref(),
-            Some("grounding: first failing sentence no_citation + unsupported number")
-        );
-        let s = template(
-            "grounding: sentence 2: x; no passing sentence cites the top candidate (E3)",
-            Some(report),
-        );
+        let s = template("grounding: sentence 2: no_citation, unsupported(number: \"42\")", Some(report.clone()));
+        assert_eq!(fallback_class(&s).as_deref(), Some("grounding: first failing sentence no_citation + unsupported number"));
+        let s = template("grounding: sentence 2: x; no passing sentence cites the top candidate (E3)", Some(report));
         assert_eq!(
             fallback_class(&s).as_deref(),
             Some("grounding: first failing sentence no_citation + unsupported number; top candidate not cited")
         );
-        let s = template(
-            "grounding: no sentence cites the top candidate (E3)",
-            Some(GroundingReport {
-                passed: true,
-                sentences: vec![],
-            }),
-        );
-        assert_eq!(
-            fallback_class(&s).as_deref(),
-            Some("grounding: top candidate not cited")
-        );
-        assert_eq!(
-            fallback_class(&template("time budget 30s exceeded after 12 tokens", None)).as_deref(),
-            Some("time budget exceeded")
-        );
-        let llm = Summary {
-            source: Source::Llm,
-            fallback_reason: None,
-            ..template("x", None)
-        };
+        let s = template("grounding: no sentence cites the top candidate (E3)", Some(GroundingReport { passed: true, sentences: vec![] }));
+        assert_eq!(fallback_class(&s).as_deref(), Some("grounding: top candidate not cited"));
+        assert_eq!(fallback_class(&template("time budget 30s exceeded after 12 tokens", None)).as_deref(), Some("time budget exceeded"));
+        let llm = Summary { source: Source::Llm, fallback_reason: None, ..template("x", None) };
         assert_eq!(fallback_class(&llm), None);
         let share = GroundingShare {
             summaries: vec![
-                ScenarioSummary {
-                    scenario: "a".into(),
-                    seconds: 2.0,
-                    summary: llm,
-                },
-                ScenarioSummary {
-                    scenario: "b".into(),
-                    seconds: 4.0,
-                    summary: template("model returned no text", None),
-                },
-                ScenarioSummary {
-                    scenario: "c".into(),
-                    seconds: 6.0,
-                    summary: template("model returned no text", None),
-                },
+                ScenarioSummary { scenario: "a".into(), seconds: 2.0, summary: llm },
+                ScenarioSummary { scenario: "b".into(), seconds: 4.0, summary: template("model returned no text", None) },
+                ScenarioSummary { scenario: "c".into(), seconds: 6.0, summary: template("model returned no text", None) },
             ],
         };
         assert_eq!(share.counts(), (1, 0, 2));
         assert_eq!(share.mean_seconds(), Some(4.0));
-        assert_eq!(
-            share.fallback_reasons(),
-            vec![("model returned no text".to_string(), 2)]
-        );
+        assert_eq!(share.fallback_reasons(), vec![("model returned no text".to_string(), 2)]);
     }
 }

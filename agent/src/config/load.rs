@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use super::{validate, Config, WatchConfig};
 use warden_playbooks::yaml_index::YamlIndex;
 use warden_playbooks::yaml_load::{deserialize_collect, parse_value, renumber};
+use super::{validate, Config, WatchConfig};
 
 /// One problem in a config file: the same shape (file, line, YAML path, message) as a
 /// problem in a playbook file.
@@ -46,12 +46,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parse and check config text; `file` only names it in errors.
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-    let mk = |line: Option<usize>, path: String, message: String| ConfigError {
-        file: file.to_path_buf(),
-        line,
-        path,
-        message,
-    };
+    let mk = |line: Option<usize>, path: String, message: String| ConfigError { file: file.to_path_buf(), line, path, message };
 
     let mut value: Value = match parse_value(text) {
         Ok(v) => v,
@@ -73,9 +68,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let mut watches = Vec::new();
     let mut original_index = Vec::new();
     for (i, item) in watch_items.into_iter().enumerate() {
-        if let Some(w) =
-            deserialize_collect::<WatchConfig>(item, &format!("watches[{i}]"), &mut found)
-        {
+        if let Some(w) = deserialize_collect::<WatchConfig>(item, &format!("watches[{i}]"), &mut found) {
             watches.push(w);
             original_index.push(i);
         }
@@ -95,10 +88,8 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
             return Ok(cfg);
         }
     }
-    let mut errors: Vec<ConfigError> = found
-        .into_iter()
-        .map(|(path, message)| mk(index.line(&path), path, message))
-        .collect();
+    let mut errors: Vec<ConfigError> =
+        found.into_iter().map(|(path, message)| mk(index.line(&path), path, message)).collect();
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     errors.dedup();
     Err(ConfigErrors(errors))
@@ -109,9 +100,7 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<ConfigError> {
-        parse_str(text, Path::new("w.yaml"))
-            .expect_err("must be invalid")
-            .0
+        parse_str(text, Path::new("w.yaml")).expect_err("must be invalid").0
     }
 
     #[test]
@@ -119,34 +108,15 @@ mod tests {
         let text = "prometheus:\n  url: http://127.0.0.1:9090\nwatches:\n  - name: a\n    query: 'sum(rate(x[5m])'\n    interval: 5 parsecs\n    colour: red\n    detector: { kind: robust_baseline }\n";
         let e = errors(text);
         let got: Vec<(Option<usize>, &str)> = e.iter().map(|e| (e.line, e.path.as_str())).collect();
-        assert_eq!(
-            got,
-            [
-                (Some(5), "watches[0].query"),
-                (Some(6), "watches[0].interval"),
-                (Some(7), "watches[0].colour")
-            ]
-        );
-        assert!(
-            e[2].to_string()
-                .starts_with("w.yaml:7: watches[0].colour: unknown field `colour`"),
-            "{}",
-            e[2]
-        );
+        assert_eq!(got, [(Some(5), "watches[0].query"), (Some(6), "watches[0].interval"), (Some(7), "watches[0].colour")]);
+        assert!(e[2].to_string().starts_with("w.yaml:7: watches[0].colour: unknown field `colour`"), "{}", e[2]);
     }
 
     #[test]
     fn a_broken_watch_does_not_hide_the_others() {
         let text = "prometheus: { url: 'http://127.0.0.1:9090' }\nwatches:\n  - name: a\n    query: up\n    detector: { kind: nope }\n  - name: b\n    query: 'up{'\n    detector: { kind: robust_baseline, window: 2 }\n";
         let paths: Vec<String> = errors(text).into_iter().map(|e| e.path).collect();
-        assert_eq!(
-            paths,
-            [
-                "watches[0].detector.kind",
-                "watches[1].query",
-                "watches[1].detector.window"
-            ]
-        );
+        assert_eq!(paths, ["watches[0].detector.kind", "watches[1].query", "watches[1].detector.window"]);
     }
 
     #[test]
@@ -205,15 +175,8 @@ mod tests {
         ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
-        let kind = e
-            .iter()
-            .find(|e| e.path == "watches[3].detector.kind")
-            .map(|e| e.message.clone())
-            .unwrap_or_default();
-        assert!(
-            kind.contains("multivariate") && kind.contains("group_outlier"),
-            "{kind}"
-        );
+        let kind = e.iter().find(|e| e.path == "watches[3].detector.kind").map(|e| e.message.clone()).unwrap_or_default();
+        assert!(kind.contains("multivariate") && kind.contains("group_outlier"), "{kind}");
         assert!(e.iter().all(|e| e.line.is_some()), "{e:?}");
     }
 
@@ -265,17 +228,8 @@ mod tests {
         ] {
             assert!(paths.contains(&p), "{p} not in {paths:?}");
         }
-        assert!(
-            e.iter()
-                .any(|e| e.path == "analysis.model.path" && e.line == Some(4)),
-            "{e:?}"
-        );
+        assert!(e.iter().any(|e| e.path == "analysis.model.path" && e.line == Some(4)), "{e:?}");
         let e = errors("analysis:\n  model:\n    path: /x.gguf\n    temperature: 1\n");
-        assert!(
-            e.iter()
-                .any(|e| e.path.starts_with("analysis.model")
-                    && e.to_string().contains("temperature")),
-            "{e:?}"
-        );
+        assert!(e.iter().any(|e| e.path.starts_with("analysis.model") && e.to_string().contains("temperature")), "{e:?}");
     }
 }

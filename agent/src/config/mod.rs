@@ -16,9 +16,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use warden_playbooks::duration::HumanDuration;
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 pub use secret::SecretRef;
-pub use warden_playbooks::duration::HumanDuration;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -161,9 +161,7 @@ pub struct StoreSection {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self {
-            sqlite: defaults::sqlite_path(),
-        }
+        Self { sqlite: defaults::sqlite_path() }
     }
 }
 
@@ -181,11 +179,7 @@ pub struct ServerSection {
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self {
-            listen: defaults::listen(),
-            api_token: None,
-            viewer_token: None,
-        }
+        Self { listen: defaults::listen(), api_token: None, viewer_token: None }
     }
 }
 
@@ -220,12 +214,7 @@ pub struct AnalysisSection {
 
 impl Default for AnalysisSection {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            lookback: defaults::analysis_lookback(),
-            model: None,
-            graph: None,
-        }
+        Self { enabled: true, lookback: defaults::analysis_lookback(), model: None, graph: None }
     }
 }
 
@@ -343,10 +332,7 @@ pub struct DigestSection {
 
 impl Default for DigestSection {
     fn default() -> Self {
-        Self {
-            threshold: defaults::digest_threshold(),
-            max_items: defaults::digest_max_items(),
-        }
+        Self { threshold: defaults::digest_threshold(), max_items: defaults::digest_max_items() }
     }
 }
 
@@ -364,11 +350,7 @@ pub struct ActionDefaults {
 
 impl Default for ActionDefaults {
     fn default() -> Self {
-        Self {
-            dry_run: false,
-            cooldown: defaults::cooldown(),
-            scale: ScaleDefaults::default(),
-        }
+        Self { dry_run: false, cooldown: defaults::cooldown(), scale: ScaleDefaults::default() }
     }
 }
 
@@ -385,11 +367,7 @@ pub struct ScaleDefaults {
 
 impl Default for ScaleDefaults {
     fn default() -> Self {
-        Self {
-            min_replicas: defaults::min_replicas(),
-            max_replicas: defaults::max_replicas(),
-            step: defaults::step(),
-        }
+        Self { min_replicas: defaults::min_replicas(), max_replicas: defaults::max_replicas(), step: defaults::step() }
     }
 }
 
@@ -595,10 +573,6 @@ mod defaults {
         10
     }
     pub fn log_open_on() -> Vec<LogSignalKind> {
-        vec![
-            LogSignalKind::NewTemplate,
-            LogSignalKind::RateChange,
-            LogSignalKind::ErrorBurst,
-        ]
+        vec![LogSignalKind::NewTemplate, LogSignalKind::RateChange, LogSignalKind::ErrorBurst]
     }
 }

@@ -14,19 +14,9 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     let mut err = |path: String, msg: String| out.push((path, msg));
 
     if let Some(p) = &cfg.prometheus {
-        endpoint(
-            &mut err,
-            "prometheus",
-            &p.url,
-            p.timeout,
-            p.auth.as_ref(),
-            &p.tls,
-        );
+        endpoint(&mut err, "prometheus", &p.url, p.timeout, p.auth.as_ref(), &p.tls);
     } else if !cfg.watches.is_empty() {
-        err(
-            "prometheus".into(),
-            "watches are configured but the `prometheus` section is missing".into(),
-        );
+        err("prometheus".into(), "watches are configured but the `prometheus` section is missing".into());
     }
 
     if let Err(errors) = playbook_catalog(cfg) {
@@ -43,9 +33,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         triggers: Vec::new(),
         guards: cfg.playbooks.guards.clone(),
         steps: vec![warden_playbooks::spec::Step {
-            notify: Some(warden_playbooks::spec::NotifyStep {
-                message: "probe".into(),
-            }),
+            notify: Some(warden_playbooks::spec::NotifyStep { message: "probe".into() }),
             ..Default::default()
         }],
         revert: None,
@@ -64,68 +52,38 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     }
     if let Some(m) = &cfg.analysis.model {
         if !m.path.is_file() {
-            err(
-                "analysis.model.path".into(),
-                format!(
-                    "no model file at {} (`warden model pull REPO FILE` downloads one)",
-                    m.path.display()
-                ),
-            );
+            err("analysis.model.path".into(), format!("no model file at {} (`warden model pull REPO FILE` downloads one)", m.path.display()));
         }
         if let Some(t) = &m.tokenizer {
             if !t.is_file() {
-                err(
-                    "analysis.model.tokenizer".into(),
-                    format!("no tokenizer file at {}", t.display()),
-                );
+                err("analysis.model.tokenizer".into(), format!("no tokenizer file at {}", t.display()));
             }
         }
         if let Some(t) = &m.chat_template {
             if !["chatml", "llama3", "llama2", "gemma"].contains(&t.as_str()) {
-                err(
-                    "analysis.model.chat_template".into(),
-                    format!("`{t}` is not one of chatml, llama3, llama2, gemma"),
-                );
+                err("analysis.model.chat_template".into(), format!("`{t}` is not one of chatml, llama3, llama2, gemma"));
             }
         }
-        let cuda_index = m
-            .device
-            .strip_prefix("cuda:")
-            .map(|n| n.parse::<usize>().is_ok());
+        let cuda_index = m.device.strip_prefix("cuda:").map(|n| n.parse::<usize>().is_ok());
         if m.device != "cpu" && m.device != "cuda" && cuda_index != Some(true) {
-            err(
-                "analysis.model.device".into(),
-                format!("`{}` is not `cpu`, `cuda` or `cuda:N`", m.device),
-            );
+            err("analysis.model.device".into(), format!("`{}` is not `cpu`, `cuda` or `cuda:N`", m.device));
         }
         if !(1..=2048).contains(&m.max_tokens) {
-            err(
-                "analysis.model.max_tokens".into(),
-                format!("{} is not between 1 and 2048", m.max_tokens),
-            );
+            err("analysis.model.max_tokens".into(), format!("{} is not between 1 and 2048", m.max_tokens));
         }
         if m.time_budget.0.is_zero() {
-            err(
-                "analysis.model.time_budget".into(),
-                "must be more than 0s".into(),
-            );
+            err("analysis.model.time_budget".into(), "must be more than 0s".into());
         }
         if let Some(h) = &m.sha256 {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                err(
-                    "analysis.model.sha256".into(),
-                    "must be 64 hexadecimal digits".into(),
-                );
+                err("analysis.model.sha256".into(), "must be 64 hexadecimal digits".into());
             }
         }
     }
 
     if let Some(k) = &cfg.kubernetes {
         if k.in_cluster && (k.kubeconfig.is_some() || k.context.is_some()) {
-            err(
-                "kubernetes".into(),
-                "in_cluster: true excludes kubeconfig and context".into(),
-            );
+            err("kubernetes".into(), "in_cluster: true excludes kubeconfig and context".into());
         }
     }
 
@@ -141,10 +99,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
             err("notify.email.host".into(), "must not be empty".into());
         }
         if e.to.is_empty() {
-            err(
-                "notify.email.to".into(),
-                "needs at least one recipient".into(),
-            );
+            err("notify.email.to".into(), "needs at least one recipient".into());
         }
         if let Some(msg) = mailbox_error(&e.from) {
             err("notify.email.from".into(), msg);
@@ -157,69 +112,37 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         if let Some(p) = &e.password {
             secret(&mut err, "notify.email.password", p);
             if e.username.is_none() {
-                err(
-                    "notify.email".into(),
-                    "password is set but username is missing".into(),
-                );
+                err("notify.email".into(), "password is set but username is missing".into());
             }
         }
     }
     let r = &cfg.notify.retry;
     if r.initial_backoff.get().is_zero() {
-        err(
-            "notify.retry.initial_backoff".into(),
-            "must be greater than 0".into(),
-        );
+        err("notify.retry.initial_backoff".into(), "must be greater than 0".into());
     }
     if r.max_backoff < r.initial_backoff {
-        err(
-            "notify.retry.max_backoff".into(),
-            "must be at least initial_backoff".into(),
-        );
+        err("notify.retry.max_backoff".into(), "must be at least initial_backoff".into());
     }
     if !(1..=1000).contains(&r.max_attempts) {
-        err(
-            "notify.retry.max_attempts".into(),
-            format!("must be between 1 and 1000, not {}", r.max_attempts),
-        );
+        err("notify.retry.max_attempts".into(), format!("must be between 1 and 1000, not {}", r.max_attempts));
     }
-    if r.max_age.get() < Duration::from_secs(60)
-        || r.max_age.get() > Duration::from_secs(90 * 86_400)
-    {
-        err(
-            "notify.retry.max_age".into(),
-            "must be between 1m and 90d".into(),
-        );
+    if r.max_age.get() < Duration::from_secs(60) || r.max_age.get() > Duration::from_secs(90 * 86_400) {
+        err("notify.retry.max_age".into(), "must be between 1m and 90d".into());
     }
     let d = &cfg.notify.digest;
     if !(2..=1_000_000).contains(&d.threshold) {
-        err(
-            "notify.digest.threshold".into(),
-            format!("must be between 2 and 1000000, not {}", d.threshold),
-        );
+        err("notify.digest.threshold".into(), format!("must be between 2 and 1000000, not {}", d.threshold));
     }
     if !(1..=500).contains(&d.max_items) {
-        err(
-            "notify.digest.max_items".into(),
-            format!("must be between 1 and 500, not {}", d.max_items),
-        );
+        err("notify.digest.max_items".into(), format!("must be between 1 and 500, not {}", d.max_items));
     }
 
     let s = &cfg.actions.scale;
     if s.min_replicas < 0 {
-        err(
-            "actions.scale.min_replicas".into(),
-            "must not be negative".into(),
-        );
+        err("actions.scale.min_replicas".into(), "must not be negative".into());
     }
     if s.min_replicas > s.max_replicas {
-        err(
-            "actions.scale.max_replicas".into(),
-            format!(
-                "{} is below min_replicas {}",
-                s.max_replicas, s.min_replicas
-            ),
-        );
+        err("actions.scale.max_replicas".into(), format!("{} is below min_replicas {}", s.max_replicas, s.min_replicas));
     }
     if s.step == 0 {
         err("actions.scale.step".into(), "must not be 0".into());
@@ -231,10 +154,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         if w.name.trim().is_empty() {
             err(format!("{at}.name"), "must not be empty".into());
         } else if !names.insert(w.name.clone()) {
-            err(
-                format!("{at}.name"),
-                format!("duplicate watch name `{}`", w.name),
-            );
+            err(format!("{at}.name"), format!("duplicate watch name `{}`", w.name));
         }
         watch(&mut err, &at, w, cfg);
     }
@@ -244,29 +164,17 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
             err("loki.page_limit".into(), format!("must be between 1 and 5000 (Loki's default max_entries_limit_per_query), got {}", l.page_limit));
         }
         if l.max_entries < l.page_limit as usize {
-            err(
-                "loki.max_entries".into(),
-                format!("must be at least page_limit ({})", l.page_limit),
-            );
+            err("loki.max_entries".into(), format!("must be at least page_limit ({})", l.page_limit));
         }
     } else if !cfg.log_watches.is_empty() {
-        err(
-            "log_watches".into(),
-            "log watches need the `loki` section".into(),
-        );
+        err("log_watches".into(), "log watches need the `loki` section".into());
     }
     for (i, w) in cfg.log_watches.iter().enumerate() {
         let at = format!("log_watches[{i}]");
         if w.name.trim().is_empty() {
             err(format!("{at}.name"), "must not be empty".into());
         } else if !names.insert(w.name.clone()) {
-            err(
-                format!("{at}.name"),
-                format!(
-                    "duplicate watch name `{}` (log watches and watches share one namespace)",
-                    w.name
-                ),
-            );
+            err(format!("{at}.name"), format!("duplicate watch name `{}` (log watches and watches share one namespace)", w.name));
         }
         log_watch(&mut err, &at, w);
     }
@@ -281,57 +189,31 @@ fn log_watch(err: &mut impl FnMut(String, String), at: &str, w: &super::LogWatch
         err(format!("{at}.interval"), "must be greater than 0".into());
     }
     if w.start_lookback.get().is_zero() {
-        err(
-            format!("{at}.start_lookback"),
-            "must be greater than 0".into(),
-        );
+        err(format!("{at}.start_lookback"), "must be greater than 0".into());
     }
     if w.resolve_after == 0 {
         err(format!("{at}.resolve_after"), "must be at least 1".into());
     }
     if w.open_on.is_empty() {
-        err(
-            format!("{at}.open_on"),
-            "name at least one of new_template, rate_change, error_burst".into(),
-        );
+        err(format!("{at}.open_on"), "name at least one of new_template, rate_change, error_burst".into());
     }
     let mut seen = HashSet::new();
     for (j, l) in w.identity.iter().enumerate() {
         if !is_label_name(l) {
-            err(
-                format!("{at}.identity[{j}]"),
-                format!("`{l}` is not a valid label name"),
-            );
+            err(format!("{at}.identity[{j}]"), format!("`{l}` is not a valid label name"));
         } else if !seen.insert(l) {
-            err(
-                format!("{at}.identity[{j}]"),
-                format!("label `{l}` listed twice"),
-            );
+            err(format!("{at}.identity[{j}]"), format!("label `{l}` listed twice"));
         }
     }
-    let check = |err: &mut dyn FnMut(String, String),
-                 section: &str,
-                 r: Result<(), warden_detectors::Error>| {
+    let check = |err: &mut dyn FnMut(String, String), section: &str, r: Result<(), warden_detectors::Error>| {
         if let Err(e) = r {
             let (param, message) = crate::watch_kind::named(&e);
-            let path = if param.is_empty() {
-                format!("{at}.{section}")
-            } else {
-                format!("{at}.{section}.{param}")
-            };
+            let path = if param.is_empty() { format!("{at}.{section}") } else { format!("{at}.{section}.{param}") };
             err(path, message);
         }
     };
-    check(
-        &mut *err,
-        "miner",
-        crate::log_watch::miner_params(w).map(|_| ()),
-    );
-    check(
-        &mut *err,
-        "signals",
-        crate::log_watch::signal_params(w).map(|_| ()),
-    );
+    check(&mut *err, "miner", crate::log_watch::miner_params(w).map(|_| ()));
+    check(&mut *err, "signals", crate::log_watch::signal_params(w).map(|_| ()));
 }
 
 /// Why a LogQL text is not a log query Warden can read, if it is not. Loki parses the query
@@ -382,50 +264,25 @@ fn logql_problem(q: &str) -> Option<String> {
 }
 
 /// URL, timeout, auth and TLS of an HTTP server section (`prometheus`, `loki`).
-fn endpoint(
-    err: &mut impl FnMut(String, String),
-    section: &str,
-    url: &str,
-    timeout: HumanDuration,
-    auth: Option<&AuthSection>,
-    tls: &TlsSection,
-) {
+fn endpoint(err: &mut impl FnMut(String, String), section: &str, url: &str, timeout: HumanDuration, auth: Option<&AuthSection>, tls: &TlsSection) {
     match url::Url::parse(url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-        Ok(u) => err(
-            format!("{section}.url"),
-            format!("unsupported scheme `{}`: use http or https", u.scheme()),
-        ),
-        Err(e) => err(
-            format!("{section}.url"),
-            format!("invalid URL `{url}`: {e}"),
-        ),
+        Ok(u) => err(format!("{section}.url"), format!("unsupported scheme `{}`: use http or https", u.scheme())),
+        Err(e) => err(format!("{section}.url"), format!("invalid URL `{url}`: {e}")),
     }
     if timeout.get().is_zero() {
-        err(
-            format!("{section}.timeout"),
-            "must be greater than 0".into(),
-        );
+        err(format!("{section}.timeout"), "must be greater than 0".into());
     }
     if let Some(a) = auth {
         match (&a.bearer, &a.basic) {
             (Some(b), None) => secret(err, &format!("{section}.auth.bearer"), b),
             (None, Some(b)) => secret(err, &format!("{section}.auth.basic.password"), &b.password),
-            _ => err(
-                format!("{section}.auth"),
-                "set exactly one of `bearer` or `basic`".into(),
-            ),
+            _ => err(format!("{section}.auth"), "set exactly one of `bearer` or `basic`".into()),
         }
     }
     if let Some(ca) = &tls.ca_file {
         if tls.insecure_skip_verify {
-            err(
-                format!("{section}.tls"),
-                format!(
-                    "ca_file {} and insecure_skip_verify are exclusive",
-                    ca.display()
-                ),
-            );
+            err(format!("{section}.tls"), format!("ca_file {} and insecure_skip_verify are exclusive", ca.display()));
         }
     }
 }
@@ -440,9 +297,7 @@ fn secret(err: &mut impl FnMut(String, String), path: &str, s: &SecretRef) {
 fn mailbox_error(s: &str) -> Option<String> {
     match warden_connectors::smtp::validate_mailbox(s) {
         Ok(()) => None,
-        Err(_) => Some(format!(
-            "`{s}` is not an e-mail address (expected `Name <user@host>` or `user@host`)"
-        )),
+        Err(_) => Some(format!("`{s}` is not an e-mail address (expected `Name <user@host>` or `user@host`)")),
     }
 }
 
@@ -456,13 +311,7 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
         err(format!("{at}.step"), "must be greater than 0".into());
     } else {
         if lookback < step * 2 {
-            err(
-                format!("{at}.lookback"),
-                format!(
-                    "must cover at least two steps ({} < 2 x {})",
-                    w.lookback, w.step
-                ),
-            );
+            err(format!("{at}.lookback"), format!("must cover at least two steps ({} < 2 x {})", w.lookback, w.step));
         }
         let points = lookback.as_millis() / step.as_millis().max(1);
         if points > MAX_POINTS_PER_QUERY {
@@ -481,15 +330,9 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
     let mut seen = HashSet::new();
     for (j, l) in w.identity.iter().enumerate() {
         if !is_label_name(l) {
-            err(
-                format!("{at}.identity[{j}]"),
-                format!("`{l}` is not a valid label name"),
-            );
+            err(format!("{at}.identity[{j}]"), format!("`{l}` is not a valid label name"));
         } else if !seen.insert(l) {
-            err(
-                format!("{at}.identity[{j}]"),
-                format!("label `{l}` listed twice"),
-            );
+            err(format!("{at}.identity[{j}]"), format!("label `{l}` listed twice"));
         }
     }
     if let Some(t) = &w.target {
@@ -501,9 +344,7 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
                         if !w.identity.iter().any(|i| i == &l) {
                             err(
                                 format!("{at}.target.{field}"),
-                                format!(
-                                    "placeholder {{{l}}} names a label that is not in `identity`"
-                                ),
+                                format!("placeholder {{{l}}} names a label that is not in `identity`"),
                             );
                         }
                     }
@@ -514,28 +355,16 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
     detector(err, at, w);
     if let Some(a) = &w.action {
         if w.target.is_none() {
-            err(
-                format!("{at}.action"),
-                "an action needs `target` to name the Deployment".into(),
-            );
+            err(format!("{at}.action"), "an action needs `target` to name the Deployment".into());
         }
         if cfg.kubernetes.is_none() {
-            err(
-                format!("{at}.action"),
-                "an action needs the `kubernetes` section".into(),
-            );
+            err(format!("{at}.action"), "an action needs the `kubernetes` section".into());
         }
         if a.playbook.is_some() && a.scale.is_some() {
-            err(
-                format!("{at}.action"),
-                "give either `playbook` or `scale`, not both".into(),
-            );
+            err(format!("{at}.action"), "give either `playbook` or `scale`, not both".into());
         }
         if a.playbook.is_none() && !a.params.is_empty() {
-            err(
-                format!("{at}.action.params"),
-                "`params` are for `playbook`".into(),
-            );
+            err(format!("{at}.action.params"), "`params` are for `playbook`".into());
         }
         if let Some(name) = &a.playbook {
             // A directory that does not load is reported once, at `playbooks.dir`.
@@ -543,17 +372,10 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
                 match catalog.get(name) {
                     None => err(
                         format!("{at}.action.playbook"),
-                        format!(
-                            "no playbook named {name:?} (known: {})",
-                            catalog.names().join(", ")
-                        ),
+                        format!("no playbook named {name:?} (known: {})", catalog.names().join(", ")),
                     ),
                     Some(pb) => {
-                        let given = a
-                            .params
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.to_string()))
-                            .collect();
+                        let given = a.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
                         if let Err(e) = warden_playbooks::params::resolve_params(pb, &given) {
                             err(format!("{at}.action.params"), e.to_string());
                         }
@@ -564,22 +386,12 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
         }
         let d = &cfg.actions.scale;
         let s = a.scale.clone().unwrap_or_default();
-        let (min, max, step) = (
-            s.min_replicas.unwrap_or(d.min_replicas),
-            s.max_replicas.unwrap_or(d.max_replicas),
-            s.step.unwrap_or(d.step),
-        );
+        let (min, max, step) = (s.min_replicas.unwrap_or(d.min_replicas), s.max_replicas.unwrap_or(d.max_replicas), s.step.unwrap_or(d.step));
         if min < 0 {
-            err(
-                format!("{at}.action.scale.min_replicas"),
-                "must not be negative".into(),
-            );
+            err(format!("{at}.action.scale.min_replicas"), "must not be negative".into());
         }
         if min > max {
-            err(
-                format!("{at}.action.scale.max_replicas"),
-                format!("{max} is below min_replicas {min}"),
-            );
+            err(format!("{at}.action.scale.max_replicas"), format!("{max} is below min_replicas {min}"));
         }
         if step == 0 {
             err(format!("{at}.action.scale.step"), "must not be 0".into());
@@ -596,43 +408,22 @@ fn queries(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
     };
     if WatchKind::wants_queries(&w.detector.kind) {
         if w.query.is_some() {
-            err(
-                format!("{at}.query"),
-                format!(
-                    "a `{}` watch takes named `queries` (one per metric), not `query`",
-                    w.detector.kind
-                ),
-            );
+            err(format!("{at}.query"), format!("a `{}` watch takes named `queries` (one per metric), not `query`", w.detector.kind));
         }
         let n = w.queries.len();
         if !(2..=crate::joint_eval::MAX_QUERIES).contains(&n) {
-            err(
-                format!("{at}.queries"),
-                format!(
-                    "needs between 2 and {} named queries, got {n}",
-                    crate::joint_eval::MAX_QUERIES
-                ),
-            );
+            err(format!("{at}.queries"), format!("needs between 2 and {} named queries, got {n}", crate::joint_eval::MAX_QUERIES));
         }
         for (name, q) in &w.queries {
             if !is_label_name(name) {
-                err(
-                    format!("{at}.queries.{name}"),
-                    format!("`{name}` is not a valid metric name (letters, digits, `_`)"),
-                );
+                err(format!("{at}.queries.{name}"), format!("`{name}` is not a valid metric name (letters, digits, `_`)"));
             }
             promql(&mut *err, format!("{at}.queries.{name}"), q);
         }
         return;
     }
     if !w.queries.is_empty() {
-        err(
-            format!("{at}.queries"),
-            format!(
-                "named `queries` are only for `kind: {}` watches; use `query`",
-                crate::joint_eval::KIND
-            ),
-        );
+        err(format!("{at}.queries"), format!("named `queries` are only for `kind: {}` watches; use `query`", crate::joint_eval::KIND));
     }
     match &w.query {
         Some(q) => promql(&mut *err, format!("{at}.query"), q),
@@ -645,41 +436,19 @@ fn windows(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, kind
     let lookback = w.lookback.get();
     let (current, reference) = match kind {
         WatchKind::Drift(s) => (s.current, s.reference_for(lookback)),
-        WatchKind::Quality(s) => (
-            s.current,
-            if s.baseline.is_some() {
-                Duration::ZERO
-            } else {
-                s.reference_for(lookback)
-            },
-        ),
+        WatchKind::Quality(s) => (s.current, if s.baseline.is_some() { Duration::ZERO } else { s.reference_for(lookback) }),
         _ => return,
     };
     if current >= lookback {
-        err(
-            format!("{at}.detector.current"),
-            format!(
-                "the current window ({}) must be shorter than the lookback ({})",
-                HumanDuration(current),
-                w.lookback
-            ),
-        );
+        err(format!("{at}.detector.current"), format!("the current window ({}) must be shorter than the lookback ({})", HumanDuration(current), w.lookback));
     } else if current + reference > lookback {
         err(
             format!("{at}.detector.reference"),
-            format!(
-                "current + reference ({} + {}) exceed the lookback ({}); raise `lookback`",
-                HumanDuration(current),
-                HumanDuration(reference),
-                w.lookback
-            ),
+            format!("current + reference ({} + {}) exceed the lookback ({}); raise `lookback`", HumanDuration(current), HumanDuration(reference), w.lookback),
         );
     }
     if matches!(kind, WatchKind::Drift(_)) && w.identity.iter().any(|l| l == "le") {
-        err(
-            format!("{at}.identity"),
-            "`le` tells the buckets of one histogram apart; it cannot be an identity label".into(),
-        );
+        err(format!("{at}.identity"), "`le` tells the buckets of one histogram apart; it cannot be an identity label".into());
     }
 }
 
@@ -689,11 +458,7 @@ fn detector(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
     let spec = &w.detector;
     match WatchKind::parse(spec) {
         Err((param, message)) => {
-            let path = if param.is_empty() {
-                format!("{at}.detector")
-            } else {
-                format!("{at}.detector.{param}")
-            };
+            let path = if param.is_empty() { format!("{at}.detector") } else { format!("{at}.detector.{param}") };
             return err(path, message);
         }
         Ok(WatchKind::Single) => {}
@@ -706,27 +471,12 @@ fn detector(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
             Err(e) => e,
         };
         let message = match &e {
-            warden_detectors::Error::InvalidParam {
-                name: "detector" | "param",
-                message,
-            } => message.clone(),
+            warden_detectors::Error::InvalidParam { name: "detector" | "param", message } => message.clone(),
             other => other.to_string(),
         };
         match (&e, warden_detectors::registry::offending_param(&e)) {
-            (
-                warden_detectors::Error::InvalidParam {
-                    name: "detector", ..
-                },
-                _,
-            ) => {
-                return err(
-                    format!("{at}.detector.kind"),
-                    format!(
-                        "unknown detector `{}`; known: {}",
-                        spec.kind,
-                        crate::watch_kind::all_kinds().join(", ")
-                    ),
-                )
+            (warden_detectors::Error::InvalidParam { name: "detector", .. }, _) => {
+                return err(format!("{at}.detector.kind"), format!("unknown detector `{}`; known: {}", spec.kind, crate::watch_kind::all_kinds().join(", ")))
             }
             // An unknown key is dropped so the remaining parameters are still checked.
             (warden_detectors::Error::InvalidParam { name: "param", .. }, Some(f)) => {
@@ -751,14 +501,10 @@ pub(crate) fn placeholders(tpl: &str) -> Result<Vec<String>, String> {
     let mut rest = tpl;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed `{{` in `{tpl}`"))?;
+        let close = after.find('}').ok_or_else(|| format!("unclosed `{{` in `{tpl}`"))?;
         let name = &after[..close];
         if !is_label_name(name) {
-            return Err(format!(
-                "`{{{name}}}` in `{tpl}` is not a label placeholder"
-            ));
+            return Err(format!("`{{{name}}}` in `{tpl}` is not a label placeholder"));
         }
         out.push(name.to_string());
         rest = &after[close + 1..];
@@ -773,8 +519,6 @@ pub(crate) fn placeholders(tpl: &str) -> Result<Vec<String>, String> {
 }
 
 /// The playbooks the config can name: built-ins and `playbooks.dir`.
-pub fn playbook_catalog(
-    cfg: &Config,
-) -> Result<warden_playbooks::load::Catalog, warden_playbooks::load::LoadErrors> {
+pub fn playbook_catalog(cfg: &Config) -> Result<warden_playbooks::load::Catalog, warden_playbooks::load::LoadErrors> {
     warden_playbooks::load::Catalog::load(cfg.playbooks.dir.as_deref())
 }

@@ -154,10 +154,7 @@ enum Attempt {
     Retry(DateTime<Utc>),
     /// The channel pauses until then; stop sending on it. `dead`: the message tried was
     /// dead-lettered.
-    Paused {
-        until: DateTime<Utc>,
-        dead: bool,
-    },
+    Paused { until: DateTime<Utc>, dead: bool },
 }
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -168,10 +165,7 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 }
 
 fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// `1h30m`-style text for reasons.
@@ -189,21 +183,8 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(
-        store: Arc<Store>,
-        channels: Channels,
-        policy: Policy,
-        metrics: Arc<Metrics>,
-        timeline: Timeline,
-    ) -> Self {
-        Self {
-            store,
-            channels,
-            policy,
-            metrics,
-            timeline,
-            state: Mutex::new(HashMap::new()),
-        }
+    pub fn new(store: Arc<Store>, channels: Channels, policy: Policy, metrics: Arc<Metrics>, timeline: Timeline) -> Self {
+        Self { store, channels, policy, metrics, timeline, state: Mutex::new(HashMap::new()) }
     }
 
     fn with_state<T>(&self, channel: &str, f: impl FnOnce(&mut ChannelState) -> T) -> T {
@@ -227,9 +208,7 @@ impl Outbox {
                     break;
                 }
             };
-            let rounds =
-                futures::future::join_all(channels.iter().map(|ch| self.channel_round(ch, now)))
-                    .await;
+            let rounds = futures::future::join_all(channels.iter().map(|ch| self.channel_round(ch, now))).await;
             let mut progress = false;
             pass.next_due = None;
             for r in rounds {
@@ -258,22 +237,10 @@ impl Outbox {
             r.dead += self.expire(channel, DateTime::<Utc>::MAX_UTC, &reason, now);
             return r;
         }
-        let cutoff = now
-            .checked_sub_signed(
-                chrono::Duration::from_std(self.policy.max_age).unwrap_or(chrono::Duration::MAX),
-            )
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        r.dead += self.expire(
-            channel,
-            cutoff,
-            &format!("not delivered within {}", human(self.policy.max_age)),
-            now,
-        );
+        let cutoff = now.checked_sub_signed(chrono::Duration::from_std(self.policy.max_age).unwrap_or(chrono::Duration::MAX)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        r.dead += self.expire(channel, cutoff, &format!("not delivered within {}", human(self.policy.max_age)), now);
 
-        if let Some(until) = self
-            .with_state(channel, |s| s.paused_until)
-            .filter(|u| *u > now)
-        {
+        if let Some(until) = self.with_state(channel, |s| s.paused_until).filter(|u| *u > now) {
             r.next_due = Some(until);
             return r;
         }
@@ -321,19 +288,12 @@ impl Outbox {
     }
 
     /// Dead-letter the channel's pending messages queued before `cutoff`.
-    fn expire(
-        &self,
-        channel: &str,
-        cutoff: DateTime<Utc>,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> usize {
+    fn expire(&self, channel: &str, cutoff: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> usize {
         match self.store.expire_pending(channel, cutoff, reason, now) {
             Ok(0) => 0,
             Ok(n) => {
                 tracing::warn!(channel, messages = n, reason, "notifications dead-lettered");
-                self.metrics
-                    .channel_by(&self.metrics.outbox_dead_letters, channel, n as u64);
+                self.metrics.channel_by(&self.metrics.outbox_dead_letters, channel, n as u64);
                 self.timeline.emit(TimelineEvent::NotificationDeadLettered {
                     at: now,
                     channel: channel.to_string(),
@@ -355,10 +315,7 @@ impl Outbox {
         if channel == "file" || pending.iter().any(|m| m.event == "digest") {
             return false;
         }
-        let digestible: Vec<&PendingMessage> = pending
-            .iter()
-            .filter(|m| m.event != "dead_letter")
-            .collect();
+        let digestible: Vec<&PendingMessage> = pending.iter().filter(|m| m.event != "dead_letter").collect();
         if digestible.len() <= self.policy.digest_threshold {
             return false;
         }
@@ -386,21 +343,11 @@ impl Outbox {
                 subject: msgs.last().map(|m| m.subject.clone()).unwrap_or_default(),
             })
             .collect();
-        let members: Vec<i64> = groups
-            .iter()
-            .flat_map(|(_, msgs)| msgs.iter().map(|m| m.id))
-            .collect();
+        let members: Vec<i64> = groups.iter().flat_map(|(_, msgs)| msgs.iter().map(|m| m.id)).collect();
         let payload = render_digest(channel, &entries, members.len());
         match self.store.create_digest(channel, &members, &payload, now) {
             Ok(id) => {
-                tracing::info!(
-                    channel,
-                    digest = id,
-                    messages = members.len(),
-                    incidents = entries.len(),
-                    waiting = pending.len(),
-                    "flood: queued a digest"
-                );
+                tracing::info!(channel, digest = id, messages = members.len(), incidents = entries.len(), waiting = pending.len(), "flood: queued a digest");
                 self.metrics.channel(&self.metrics.outbox_digests, channel);
                 true
             }
@@ -416,39 +363,25 @@ impl Outbox {
             Ok(Some(item)) => item,
             Ok(None) => return Attempt::Retry(now),
             Err(crate::store::StoreError::Corrupt { message, .. }) => {
-                return self.give_up(
-                    channel,
-                    head.id,
-                    &head.event,
-                    &format!("stored payload is unreadable: {message}"),
-                    false,
-                    now,
-                );
+                return self.give_up(channel, head.id, &head.event, &format!("stored payload is unreadable: {message}"), false, now);
             }
             Err(e) => {
                 tracing::error!(channel, id = head.id, error = %e, "reading a notification");
-                return Attempt::Paused {
-                    until: after(now, self.policy.initial_backoff),
-                    dead: false,
-                };
+                return Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false };
             }
         };
         match self.send(&item).await {
             Ok(()) => {
                 if let Err(e) = self.store.mark_delivered(item.id, Utc::now().max(now)) {
                     tracing::error!(id = item.id, error = %e, "marking a delivered notification");
-                    return Attempt::Paused {
-                        until: after(now, self.policy.initial_backoff),
-                        dead: false,
-                    };
+                    return Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false };
                 }
                 self.with_state(channel, |s| {
                     s.failures = 0;
                     s.paused_until = None;
                     s.last_success = Some(now);
                 });
-                self.metrics
-                    .channel(&self.metrics.notifications_sent, channel);
+                self.metrics.channel(&self.metrics.notifications_sent, channel);
                 tracing::info!(id = item.id, channel, event = %item.event, "notification delivered");
                 self.timeline.emit(TimelineEvent::NotificationDelivered {
                     at: now,
@@ -462,16 +395,8 @@ impl Outbox {
         }
     }
 
-    fn failed(
-        &self,
-        channel: &str,
-        item: &OutboxItem,
-        verdict: Verdict,
-        error: String,
-        now: DateTime<Utc>,
-    ) -> Attempt {
-        self.metrics
-            .channel(&self.metrics.notification_failures, channel);
+    fn failed(&self, channel: &str, item: &OutboxItem, verdict: Verdict, error: String, now: DateTime<Utc>) -> Attempt {
+        self.metrics.channel(&self.metrics.notification_failures, channel);
         let policy = &self.policy;
         // A channel-level failure is the message's own only when the channel delivered
         // others since this message last failed.
@@ -484,16 +409,9 @@ impl Outbox {
         let age = (now - item.queued_at).to_std().unwrap_or_default();
         let dead_reason = match &verdict {
             v if v.is_permanent() => Some(error.clone()),
-            Verdict::Ambiguous if strikes >= AMBIGUOUS_ATTEMPTS.min(policy.max_attempts) => {
-                Some(format!("{error} (unclear rejection, {strikes} attempts)"))
-            }
-            Verdict::Transient | Verdict::ChannelDown { .. } if strikes >= policy.max_attempts => {
-                Some(format!("{error} ({strikes} failed attempts)"))
-            }
-            _ if age >= policy.max_age => Some(format!(
-                "not delivered within {}: {error}",
-                human(policy.max_age)
-            )),
+            Verdict::Ambiguous if strikes >= AMBIGUOUS_ATTEMPTS.min(policy.max_attempts) => Some(format!("{error} (unclear rejection, {strikes} attempts)")),
+            Verdict::Transient | Verdict::ChannelDown { .. } if strikes >= policy.max_attempts => Some(format!("{error} ({strikes} failed attempts)")),
+            _ if age >= policy.max_age => Some(format!("not delivered within {}: {error}", human(policy.max_age))),
             _ => None,
         };
         // The channel's own state: a pause for an unreachable or refusing receiver.
@@ -507,9 +425,7 @@ impl Outbox {
                 s.failures = s.failures.saturating_add(1);
                 s.failures
             });
-            let wait = retry_after
-                .map(|d| d.min(MAX_RETRY_AFTER))
-                .unwrap_or_else(|| self.backoff(failures - 1));
+            let wait = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or_else(|| self.backoff(failures - 1));
             let until = after(now, wait);
             self.with_state(channel, |s| s.paused_until = Some(until));
             until
@@ -535,28 +451,16 @@ impl Outbox {
             }
         };
         match (pause, result) {
-            (Some(until), r) => Attempt::Paused {
-                until,
-                dead: matches!(r, Attempt::Dead),
-            },
+            (Some(until), r) => Attempt::Paused { until, dead: matches!(r, Attempt::Dead) },
             (None, r) => r,
         }
     }
 
-    fn give_up(
-        &self,
-        channel: &str,
-        id: i64,
-        event: &str,
-        reason: &str,
-        attempted: bool,
-        now: DateTime<Utc>,
-    ) -> Attempt {
+    fn give_up(&self, channel: &str, id: i64, event: &str, reason: &str, attempted: bool, now: DateTime<Utc>) -> Attempt {
         match self.store.dead_letter(id, reason, attempted, now) {
             Ok(true) => {
                 tracing::error!(id, channel, event, reason, "notification dead-lettered");
-                self.metrics
-                    .channel(&self.metrics.outbox_dead_letters, channel);
+                self.metrics.channel(&self.metrics.outbox_dead_letters, channel);
                 self.timeline.emit(TimelineEvent::NotificationDeadLettered {
                     at: now,
                     channel: channel.to_string(),
@@ -568,10 +472,7 @@ impl Outbox {
             Ok(false) => Attempt::Retry(now),
             Err(e) => {
                 tracing::error!(id, error = %e, "dead-lettering a notification");
-                Attempt::Paused {
-                    until: after(now, self.policy.initial_backoff),
-                    dead: false,
-                }
+                Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false }
             }
         }
     }
@@ -606,11 +507,7 @@ impl Outbox {
                     reason: r.reason.clone().unwrap_or_default(),
                 })
                 .collect();
-            let targets: Vec<&str> = configured
-                .iter()
-                .copied()
-                .filter(|c| *c != channel)
-                .collect();
+            let targets: Vec<&str> = configured.iter().copied().filter(|c| *c != channel).collect();
             if told.is_empty() || targets.is_empty() {
                 if let Err(e) = self.store.enqueue_dead_letter_notices(&ids, &[], now) {
                     tracing::error!(error = %e, "marking dead letters");
@@ -618,10 +515,7 @@ impl Outbox {
                 continue;
             }
             let last = self.with_state(&channel, |s| s.last_notice);
-            if let Some(next) = last
-                .map(|l| after(l, self.policy.notice_interval))
-                .filter(|n| *n > now)
-            {
+            if let Some(next) = last.map(|l| after(l, self.policy.notice_interval)).filter(|n| *n > now) {
                 due = earliest(due, Some(next));
                 continue;
             }
@@ -645,40 +539,16 @@ impl Outbox {
                 return;
             }
         };
-        let mut names: BTreeSet<String> = self
-            .channels
-            .names()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        names.extend(
-            self.state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keys()
-                .cloned(),
-        );
+        let mut names: BTreeSet<String> = self.channels.names().into_iter().map(str::to_string).collect();
+        names.extend(self.state.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
         names.extend(stats.iter().map(|s| s.channel.clone()));
         for name in names {
-            let label = ChannelLabel {
-                channel: name.clone(),
-            };
+            let label = ChannelLabel { channel: name.clone() };
             let s = stats.iter().find(|s| s.channel == name);
-            self.metrics
-                .outbox_pending
-                .get_or_create(&label)
-                .set(s.map_or(0, |s| s.pending) as i64);
-            self.metrics
-                .outbox_dead
-                .get_or_create(&label)
-                .set(s.map_or(0, |s| s.dead) as i64);
-            let oldest = s
-                .and_then(|s| s.oldest_pending)
-                .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
-            self.metrics
-                .outbox_oldest_pending_seconds
-                .get_or_create(&label)
-                .set(oldest);
+            self.metrics.outbox_pending.get_or_create(&label).set(s.map_or(0, |s| s.pending) as i64);
+            self.metrics.outbox_dead.get_or_create(&label).set(s.map_or(0, |s| s.dead) as i64);
+            let oldest = s.and_then(|s| s.oldest_pending).map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+            self.metrics.outbox_oldest_pending_seconds.get_or_create(&label).set(oldest);
             self.with_state(&name, |_| ());
         }
     }
@@ -692,51 +562,26 @@ impl Outbox {
     }
 
     async fn send(&self, item: &OutboxItem) -> Result<(), (Verdict, String)> {
-        let missing = |ch: &str| {
-            (
-                Verdict::PermanentChannel,
-                format!("channel `{ch}` is not configured"),
-            )
-        };
+        let missing = |ch: &str| (Verdict::PermanentChannel, format!("channel `{ch}` is not configured"));
         match item.channel.as_str() {
             "slack" => {
-                let slack = self
-                    .channels
-                    .slack
-                    .as_ref()
-                    .ok_or_else(|| missing("slack"))?;
-                slack
-                    .post(&item.payload)
-                    .await
-                    .map_err(|e| (classify("slack", &e), e.to_string()))
+                let slack = self.channels.slack.as_ref().ok_or_else(|| missing("slack"))?;
+                slack.post(&item.payload).await.map_err(|e| (classify("slack", &e), e.to_string()))
             }
             "email" => {
-                let smtp = self
-                    .channels
-                    .email
-                    .as_ref()
-                    .ok_or_else(|| missing("email"))?;
-                let field = |k: &str| {
-                    item.payload
-                        .get(k)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                        .to_string()
-                };
+                let smtp = self.channels.email.as_ref().ok_or_else(|| missing("email"))?;
+                let field = |k: &str| item.payload.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
                 let msg = EmailMessage {
                     subject: field("subject"),
                     text: field("text"),
                     html: field("html"),
                     message_id: format!("<warden-outbox-{}@warden>", item.id),
                 };
-                smtp.send(&msg)
-                    .await
-                    .map_err(|e| (classify("email", &e), e.to_string()))
+                smtp.send(&msg).await.map_err(|e| (classify("email", &e), e.to_string()))
             }
             "file" => {
                 let path = self.channels.file.as_ref().ok_or_else(|| missing("file"))?;
-                append_line(path, &item.payload)
-                    .map_err(|e| (classify_io(&e), format!("{}: {e}", path.display())))
+                append_line(path, &item.payload).map_err(|e| (classify_io(&e), format!("{}: {e}", path.display())))
             }
             other => Err(missing(other)),
         }
@@ -750,11 +595,7 @@ fn heads(pending: &[PendingMessage]) -> Vec<&PendingMessage> {
     let mut taken: BTreeSet<i64> = BTreeSet::new();
     let mut out = Vec::new();
     for m in pending {
-        let keys: Vec<i64> = if m.event == "digest" {
-            m.digest_incidents.clone()
-        } else {
-            m.incident_id.into_iter().collect()
-        };
+        let keys: Vec<i64> = if m.event == "digest" { m.digest_incidents.clone() } else { m.incident_id.into_iter().collect() };
         let blocked = keys.iter().any(|k| taken.contains(k));
         taken.extend(keys);
         if !blocked {
@@ -768,10 +609,7 @@ fn append_line(path: &PathBuf, payload: &serde_json::Value) -> std::io::Result<(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     let mut line = payload.to_string();
     line.push('\n');
     f.write_all(line.as_bytes())?;
@@ -804,37 +642,15 @@ mod tests {
     }
 
     fn note(channel: &str, event: &str, n: u32) -> NewNotification {
-        NewNotification {
-            channel: channel.into(),
-            event: event.into(),
-            payload: json!({"n": n, "subject": format!("{event} {n}")}),
-        }
+        NewNotification { channel: channel.into(), event: event.into(), payload: json!({"n": n, "subject": format!("{event} {n}")}) }
     }
 
     fn outbox(store: &Arc<Store>, file: Option<PathBuf>) -> Outbox {
-        let policy = Policy {
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_secs(60),
-            ..Policy::default()
-        };
-        Outbox::new(
-            store.clone(),
-            Channels {
-                file,
-                ..Default::default()
-            },
-            policy,
-            Arc::new(Metrics::new()),
-            Timeline::default(),
-        )
+        let policy = Policy { initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_secs(60), ..Policy::default() };
+        Outbox::new(store.clone(), Channels { file, ..Default::default() }, policy, Arc::new(Metrics::new()), Timeline::default())
     }
 
-    fn pending(
-        id: i64,
-        incident: Option<i64>,
-        event: &str,
-        digest_incidents: Vec<i64>,
-    ) -> PendingMessage {
+    fn pending(id: i64, incident: Option<i64>, event: &str, digest_incidents: Vec<i64>) -> PendingMessage {
         PendingMessage {
             id,
             incident_id: incident,
@@ -865,57 +681,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn file_channel_delivers_in_order_and_unconfigured_channels_are_dead_lettered_with_a_notice(
-    ) {
+    async fn file_channel_delivers_in_order_and_unconfigured_channels_are_dead_lettered_with_a_notice() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open_in_memory().expect("store"));
         let now = Utc::now();
         store
-            .open_incident(&sig("f"), now, &json!({}), |_| {
-                vec![
-                    note("file", "opened", 1),
-                    note("file", "resolved", 2),
-                    note("slack", "opened", 3),
-                ]
-            })
+            .open_incident(&sig("f"), now, &json!({}), |_| vec![note("file", "opened", 1), note("file", "resolved", 2), note("slack", "opened", 3)])
             .expect("open");
         let path = dir.path().join("out/n.jsonl");
         let outbox = outbox(&store, Some(path.clone()));
         let pass = outbox.deliver_due(now).await;
         assert_eq!((pass.delivered, pass.dead_lettered), (3, 1));
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
-            .expect("file")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path).expect("file").lines().map(|l| serde_json::from_str(l).expect("json")).collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(
-            (lines[0]["n"].as_u64(), lines[1]["n"].as_u64()),
-            (Some(1), Some(2))
-        );
+        assert_eq!((lines[0]["n"].as_u64(), lines[1]["n"].as_u64()), (Some(1), Some(2)));
         // The slack message could not go anywhere: a dead letter with its reason, reported on the file channel.
         assert_eq!(lines[2]["event"], "dead_letter");
         assert_eq!(lines[2]["channel"], "slack");
-        assert_eq!(
-            lines[2]["dead_letters"][0]["reason"],
-            "channel `slack` is not configured"
-        );
+        assert_eq!(lines[2]["dead_letters"][0]["reason"], "channel `slack` is not configured");
         let dead = store.list_outbox(Some("dead"), None, 10).expect("dead");
         assert_eq!(dead.len(), 1);
         assert_eq!(store.pending_notifications().expect("count"), 0);
         let metrics = outbox.metrics.encode().expect("encode");
-        assert!(
-            metrics.contains("warden_outbox_dead_letters_total{channel=\"slack\"} 1"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("warden_outbox_dead{channel=\"slack\"} 1"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("warden_outbox_pending{channel=\"file\"} 0"),
-            "{metrics}"
-        );
+        assert!(metrics.contains("warden_outbox_dead_letters_total{channel=\"slack\"} 1"), "{metrics}");
+        assert!(metrics.contains("warden_outbox_dead{channel=\"slack\"} 1"), "{metrics}");
+        assert!(metrics.contains("warden_outbox_pending{channel=\"file\"} 0"), "{metrics}");
         // Nothing more to do, and no second notice.
         assert_eq!(outbox.deliver_due(now).await, Pass::default());
     }
@@ -926,14 +716,8 @@ mod tests {
         let store = Arc::new(Store::open_in_memory().expect("store"));
         let now = Utc::now();
         // A notice for a channel that cannot deliver it: it dies, and nobody is told about it.
-        let notice = NewNotification {
-            channel: "slack".into(),
-            event: "dead_letter".into(),
-            payload: json!({"text": "a message to email was dead-lettered"}),
-        };
-        store
-            .enqueue_dead_letter_notices(&[], &[notice], now)
-            .expect("notice");
+        let notice = NewNotification { channel: "slack".into(), event: "dead_letter".into(), payload: json!({"text": "a message to email was dead-lettered"}) };
+        store.enqueue_dead_letter_notices(&[], &[notice], now).expect("notice");
         let path = dir.path().join("n.jsonl");
         let outbox = outbox(&store, Some(path.clone()));
         let pass = outbox.deliver_due(now).await;
@@ -951,16 +735,8 @@ mod tests {
         std::fs::create_dir_all(&path).expect("dir");
         let store = Arc::new(Store::open_in_memory().expect("store"));
         let now = Utc::now();
-        store
-            .open_incident(&sig("a"), now, &json!({}), |_| {
-                vec![note("file", "opened", 1)]
-            })
-            .expect("open");
-        store
-            .open_incident(&sig("b"), now, &json!({}), |_| {
-                vec![note("file", "opened", 2)]
-            })
-            .expect("open");
+        store.open_incident(&sig("a"), now, &json!({}), |_| vec![note("file", "opened", 1)]).expect("open");
+        store.open_incident(&sig("b"), now, &json!({}), |_| vec![note("file", "opened", 2)]).expect("open");
         let outbox = outbox(&store, Some(path.clone()));
         let pass = outbox.deliver_due(now).await;
         assert_eq!((pass.delivered, pass.dead_lettered), (0, 0));
@@ -971,10 +747,7 @@ mod tests {
         assert_eq!((p[0].attempts, p[0].strikes, p[1].attempts), (1, 0, 0));
         // While paused, nothing is tried.
         assert_eq!(outbox.deliver_due(now).await.delivered, 0);
-        assert_eq!(
-            store.pending_messages("file").expect("pending")[0].attempts,
-            1
-        );
+        assert_eq!(store.pending_messages("file").expect("pending")[0].attempts, 1);
         // The receiver is back: both go out, in order.
         std::fs::remove_dir(&path).expect("rmdir");
         let later = next + chrono::Duration::seconds(1);
@@ -988,11 +761,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open_in_memory().expect("store"));
         let then = Utc::now() - chrono::Duration::hours(25);
-        store
-            .open_incident(&sig("a"), then, &json!({}), |_| {
-                vec![note("file", "opened", 1)]
-            })
-            .expect("open");
+        store.open_incident(&sig("a"), then, &json!({}), |_| vec![note("file", "opened", 1)]).expect("open");
         let outbox = outbox(&store, Some(dir.path().join("n.jsonl")));
         let pass = outbox.deliver_due(Utc::now()).await;
         assert_eq!((pass.delivered, pass.dead_lettered), (0, 1));
@@ -1005,41 +774,17 @@ mod tests {
         let path = std::path::Path::new("n.yaml");
         let cfg = crate::config::parse_str("notify:\n  retry: { max_attempts: 3, max_age: 2h }\n  digest: { threshold: 40, max_items: 10 }\n", path).expect("valid");
         let p = Policy::from_config(&cfg.notify);
-        assert_eq!(
-            (
-                p.max_attempts,
-                p.max_age,
-                p.digest_threshold,
-                p.digest_max_items
-            ),
-            (3, Duration::from_secs(7200), 40, 10)
-        );
+        assert_eq!((p.max_attempts, p.max_age, p.digest_threshold, p.digest_max_items), (3, Duration::from_secs(7200), 40, 10));
         let d = Policy::default();
-        assert_eq!(
-            (
-                d.max_attempts,
-                d.max_age,
-                d.digest_threshold,
-                d.digest_max_items
-            ),
-            (10, Duration::from_secs(86_400), 20, 50)
-        );
+        assert_eq!((d.max_attempts, d.max_age, d.digest_threshold, d.digest_max_items), (10, Duration::from_secs(86_400), 20, 50));
         let text = "notify:\n  retry:\n    max_attempts: 0\n    max_age: 1s\n  digest:\n    threshold: 1\n    max_items: 501\n";
         let errors = crate::config::parse_str(text, path).expect_err("invalid").0;
-        let got: Vec<(&str, Option<usize>)> =
-            errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
+        let got: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
         assert_eq!(
             got,
-            [
-                ("notify.retry.max_attempts", Some(3)),
-                ("notify.retry.max_age", Some(4)),
-                ("notify.digest.threshold", Some(6)),
-                ("notify.digest.max_items", Some(7))
-            ]
+            [("notify.retry.max_attempts", Some(3)), ("notify.retry.max_age", Some(4)), ("notify.digest.threshold", Some(6)), ("notify.digest.max_items", Some(7))]
         );
-        let unknown = crate::config::parse_str("notify:\n  digest: { size: 3 }\n", path)
-            .expect_err("unknown key")
-            .0;
+        let unknown = crate::config::parse_str("notify:\n  digest: { size: 3 }\n", path).expect_err("unknown key").0;
         assert_eq!(unknown[0].path, "notify.digest.size");
     }
 
@@ -1048,20 +793,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open_in_memory().expect("store"));
         let now = Utc::now();
-        store
-            .open_incident(&sig("a"), now, &json!({}), |_| {
-                (0..50).map(|n| note("file", "action", n)).collect()
-            })
-            .expect("open");
+        store.open_incident(&sig("a"), now, &json!({}), |_| (0..50).map(|n| note("file", "action", n)).collect()).expect("open");
         let path = dir.path().join("n.jsonl");
         let outbox = outbox(&store, Some(path.clone()));
         let pass = outbox.deliver_due(now).await;
         assert_eq!((pass.delivered, pass.digests), (50, 0));
-        let ns: Vec<u64> = std::fs::read_to_string(&path)
-            .expect("file")
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["n"].as_u64())
-            .collect();
+        let ns: Vec<u64> = std::fs::read_to_string(&path).expect("file").lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["n"].as_u64()).collect();
         assert_eq!(ns, (0..50).collect::<Vec<u64>>());
     }
 }

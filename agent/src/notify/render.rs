@@ -45,12 +45,7 @@ fn target(i: &Incident) -> String {
     if let Some(t) = &i.target {
         return format!("{}/{}", t.namespace, t.deployment);
     }
-    let labels: Vec<String> = i
-        .labels
-        .iter()
-        .filter(|(k, _)| k.as_str() != "__name__")
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let labels: Vec<String> = i.labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| format!("{k}={v}")).collect();
     if labels.is_empty() {
         "-".into()
     } else {
@@ -64,44 +59,24 @@ fn opt(v: Option<f64>) -> String {
 
 fn expected_text(i: &Incident) -> String {
     match (i.expected, i.lower, i.upper) {
-        (Some(e), Some(l), Some(u)) => format!(
-            "{} (band {} to {})",
-            format_value(e),
-            format_value(l),
-            format_value(u)
-        ),
+        (Some(e), Some(l), Some(u)) => format!("{} (band {} to {})", format_value(e), format_value(l), format_value(u)),
         (e, _, _) => opt(e),
     }
 }
 
 /// The subject line, shared by every channel.
 pub fn subject(event: NotifyEvent, i: &Incident) -> String {
-    format!(
-        "[warden] {} {} {} {}",
-        event.word(),
-        i.severity,
-        i.watch,
-        target(i)
-    )
+    format!("[warden] {} {} {} {}", event.word(), i.severity, i.watch, target(i))
 }
 
 /// Render one event for each configured channel (`slack`, `email`, `file`).
 /// `action` describes the action in words when the event is one.
-pub fn render(
-    event: NotifyEvent,
-    i: &Incident,
-    action: Option<&str>,
-    actions_so_far: &[String],
-    channels: &[&str],
-) -> Vec<NewNotification> {
+pub fn render(event: NotifyEvent, i: &Incident, action: Option<&str>, actions_so_far: &[String], channels: &[&str]) -> Vec<NewNotification> {
     let subject = subject(event, i);
     let facts = IncidentFacts {
         watch: i.watch.clone(),
         severity: i.severity.clone(),
-        target: i
-            .target
-            .as_ref()
-            .map(|t| format!("{}/{}", t.namespace, t.deployment)),
+        target: i.target.as_ref().map(|t| format!("{}/{}", t.namespace, t.deployment)),
         observed: i.observed,
         expected: i.expected,
         lower: i.lower,
@@ -112,12 +87,10 @@ pub fn render(
         actions: actions_so_far.to_vec(),
     };
     let summary = template_summary(&facts).unwrap_or_else(|e| e.to_string());
-    let action_text = action
-        .map(str::to_string)
-        .unwrap_or_else(|| match actions_so_far.last() {
-            Some(a) => a.clone(),
-            None => "none".into(),
-        });
+    let action_text = action.map(str::to_string).unwrap_or_else(|| match actions_so_far.last() {
+        Some(a) => a.clone(),
+        None => "none".into(),
+    });
     let headline = match event {
         NotifyEvent::Opened => format!("Incident #{} opened: {}", i.id, i.title),
         NotifyEvent::Action => format!("Action on incident #{}: {}", i.id, action_text),
@@ -130,22 +103,8 @@ pub fn render(
         .iter()
         .map(|ch| {
             let payload = match *ch {
-                "slack" => slack(
-                    &subject,
-                    &headline,
-                    i,
-                    &action_text,
-                    &summary,
-                    resolved.as_deref(),
-                ),
-                "email" => email(
-                    &subject,
-                    &headline,
-                    i,
-                    &action_text,
-                    &summary,
-                    resolved.as_deref(),
-                ),
+                "slack" => slack(&subject, &headline, i, &action_text, &summary, resolved.as_deref()),
+                "email" => email(&subject, &headline, i, &action_text, &summary, resolved.as_deref()),
                 _ => json!({
                     "event": event.as_str(),
                     "incident_id": i.id,
@@ -162,11 +121,7 @@ pub fn render(
                     "resolved_at": resolved,
                 }),
             };
-            NewNotification {
-                channel: ch.to_string(),
-                event: event.as_str().into(),
-                payload,
-            }
+            NewNotification { channel: ch.to_string(), event: event.as_str().into(), payload }
         })
         .collect()
 }
@@ -179,27 +134,15 @@ fn ranking_lines(a: &Analysis, max: usize) -> Vec<String> {
         .take(max)
         .enumerate()
         .map(|(n, c)| {
-            let kind = serde_json::to_value(c.cause)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            format!(
-                "{}. {} ({kind}, {:.2}) [{}]",
-                n + 1,
-                c.subject.display(),
-                c.score,
-                c.evidence.join(", ")
-            )
+            let kind = serde_json::to_value(c.cause).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            format!("{}. {} ({kind}, {:.2}) [{}]", n + 1, c.subject.display(), c.score, c.evidence.join(", "))
         })
         .collect()
 }
 
 /// Where the summary came from, in words.
 fn summary_origin(a: &Analysis) -> String {
-    let source = serde_json::to_value(a.summary.source)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let source = serde_json::to_value(a.summary.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     match (&a.summary.model, &a.summary.fallback_reason) {
         (Some(m), None) => format!("summary: {source} ({m}), grounded in the cited evidence"),
         (_, Some(r)) => format!("summary: {source} ({r})"),
@@ -211,12 +154,7 @@ fn summary_origin(a: &Analysis) -> String {
 /// summary came from. The summary is model text: escaped like any untrusted text.
 pub fn render_analysis(i: &Incident, a: &Analysis, channels: &[&str]) -> Vec<NewNotification> {
     let subject = subject(NotifyEvent::Analysis, i);
-    let top = a
-        .ranking
-        .candidates
-        .first()
-        .map(|c| c.subject.display())
-        .unwrap_or_else(|| "no probable cause ranked".into());
+    let top = a.ranking.candidates.first().map(|c| c.subject.display()).unwrap_or_else(|| "no probable cause ranked".into());
     let headline = format!("Incident #{}: probable cause {top}", i.id);
     let causes = ranking_lines(a, 3);
     let origin = summary_origin(a);
@@ -283,10 +221,7 @@ impl DigestEntry {
                 _ => parts.push((e.clone(), 1)),
             }
         }
-        let events: Vec<String> = parts
-            .into_iter()
-            .map(|(e, n)| if n > 1 { format!("{e} ×{n}") } else { e })
-            .collect();
+        let events: Vec<String> = parts.into_iter().map(|(e, n)| if n > 1 { format!("{e} ×{n}") } else { e }).collect();
         let subject: String = self.subject.chars().take(300).collect();
         match self.incident_id {
             Some(id) => format!("#{id} ({}): {subject}", events.join(", ")),
@@ -321,9 +256,7 @@ pub fn render_digest(channel: &str, entries: &[DigestEntry], messages: usize) ->
             let (mut chunk_lines, mut shown) = (0, 0);
             for line in &lines {
                 let line = esc(line);
-                if !chunk.is_empty()
-                    && chunk.chars().count() + line.chars().count() + 1 > DIGEST_SECTION_CHARS
-                {
+                if !chunk.is_empty() && chunk.chars().count() + line.chars().count() + 1 > DIGEST_SECTION_CHARS {
                     sections.push(std::mem::take(&mut chunk));
                     shown += std::mem::take(&mut chunk_lines);
                     if sections.len() == DIGEST_MAX_SECTIONS {
@@ -340,11 +273,7 @@ pub fn render_digest(channel: &str, entries: &[DigestEntry], messages: usize) ->
                 sections.push(chunk);
                 shown += chunk_lines;
             }
-            blocks.extend(
-                sections.into_iter().map(
-                    |text| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}),
-                ),
-            );
+            blocks.extend(sections.into_iter().map(|text| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})));
             if shown < lines.len() {
                 blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("… and {} more incident(s)", lines.len() - shown)}]}));
             }
@@ -352,10 +281,7 @@ pub fn render_digest(channel: &str, entries: &[DigestEntry], messages: usize) ->
         }
         "email" => {
             let text = format!("{intro}\n\n{}\n", lines.join("\n"));
-            let items: String = lines
-                .iter()
-                .map(|l| format!("<li>{}</li>\n", html_esc(l)))
-                .collect();
+            let items: String = lines.iter().map(|l| format!("<li>{}</li>\n", html_esc(l))).collect();
             let html = format!("<p>{}</p>\n<ul>\n{items}</ul>\n", html_esc(&intro));
             json!({"subject": subject, "text": text, "html": html})
         }
@@ -382,18 +308,11 @@ pub struct DeadLetter {
 const NOTICE_MAX_ITEMS: usize = 5;
 
 /// Tell the `channels` that messages to `source` were dead-lettered, with the reasons.
-pub fn render_dead_letter_notice(
-    source: &str,
-    dead: &[DeadLetter],
-    channels: &[&str],
-) -> Vec<NewNotification> {
+pub fn render_dead_letter_notice(source: &str, dead: &[DeadLetter], channels: &[&str]) -> Vec<NewNotification> {
     let n = dead.len();
     let subject = format!("[warden] DEAD LETTER {n} message(s) to {source} not delivered");
     let headline = if n == 1 {
-        format!(
-            "A message to {source} was dead-lettered: {}",
-            dead[0].reason
-        )
+        format!("A message to {source} was dead-lettered: {}", dead[0].reason)
     } else {
         format!("{n} messages to {source} were dead-lettered")
     };
@@ -401,17 +320,9 @@ pub fn render_dead_letter_notice(
         .iter()
         .take(NOTICE_MAX_ITEMS)
         .map(|d| {
-            let of = d
-                .incident_id
-                .map(|i| format!("incident #{i}, "))
-                .unwrap_or_default();
+            let of = d.incident_id.map(|i| format!("incident #{i}, ")).unwrap_or_default();
             let subject: String = d.subject.chars().take(150).collect();
-            format!(
-                "message {} ({of}{}): {subject} — {}",
-                d.id,
-                d.event,
-                d.reason.chars().take(300).collect::<String>()
-            )
+            format!("message {} ({of}{}): {subject} — {}", d.id, d.event, d.reason.chars().take(300).collect::<String>())
         })
         .collect();
     let more = (n > NOTICE_MAX_ITEMS).then(|| format!("… and {} more", n - NOTICE_MAX_ITEMS));
@@ -464,19 +375,10 @@ pub fn render_dead_letter_notice(
 
 /// Slack mrkdwn needs `&`, `<` and `>` escaped in untrusted text.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-fn slack(
-    subject: &str,
-    headline: &str,
-    i: &Incident,
-    action: &str,
-    summary: &str,
-    resolved: Option<&str>,
-) -> Value {
+fn slack(subject: &str, headline: &str, i: &Incident, action: &str, summary: &str, resolved: Option<&str>) -> Value {
     let mut fields = vec![
         json!({"type": "mrkdwn", "text": format!("*Severity*\n{}", esc(&i.severity))}),
         json!({"type": "mrkdwn", "text": format!("*Watch*\n{}", esc(&i.watch))}),
@@ -502,20 +404,10 @@ fn slack(
 }
 
 fn html_esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn email(
-    subject: &str,
-    headline: &str,
-    i: &Incident,
-    action: &str,
-    summary: &str,
-    resolved: Option<&str>,
-) -> Value {
+fn email(subject: &str, headline: &str, i: &Incident, action: &str, summary: &str, resolved: Option<&str>) -> Value {
     let rows = [
         ("Severity", i.severity.clone()),
         ("Watch", i.watch.clone()),
@@ -534,11 +426,7 @@ fn email(
     text.push_str(&format!("\n{summary}\n"));
     let mut html = format!("<h2>{}</h2>\n<table>\n", html_esc(headline));
     for (k, v) in &rows {
-        html.push_str(&format!(
-            "<tr><th align=\"left\">{}</th><td>{}</td></tr>\n",
-            html_esc(k),
-            html_esc(v)
-        ));
+        html.push_str(&format!("<tr><th align=\"left\">{}</th><td>{}</td></tr>\n", html_esc(k), html_esc(v)));
     }
     html.push_str(&format!("</table>\n<p>{}</p>\n", html_esc(summary)));
     json!({"subject": subject, "text": text, "html": html})
@@ -561,10 +449,7 @@ mod tests {
             severity: "warning".into(),
             title: "checkout-latency anomalous on shop/checkout".into(),
             labels: BTreeMap::new(),
-            target: Some(TargetRef {
-                namespace: "shop".into(),
-                deployment: "checkout".into(),
-            }),
+            target: Some(TargetRef { namespace: "shop".into(), deployment: "checkout".into() }),
             observed: Some(0.5),
             expected: Some(0.1),
             lower: Some(0.08),
@@ -580,75 +465,40 @@ mod tests {
 
     #[test]
     fn renders_every_channel_with_the_facts() {
-        let out = render(
-            NotifyEvent::Opened,
-            &incident(),
-            None,
-            &[],
-            &["slack", "email", "file"],
-        );
+        let out = render(NotifyEvent::Opened, &incident(), None, &[], &["slack", "email", "file"]);
         assert_eq!(out.len(), 3);
         let s = &out[0].payload;
-        assert_eq!(
-            s["text"],
-            "[warden] OPENED warning checkout-latency shop/checkout"
-        );
+        assert_eq!(s["text"], "[warden] OPENED warning checkout-latency shop/checkout");
         let blocks = s["blocks"].to_string();
-        for needle in [
-            "*Observed*\\n0.5",
-            "*Expected*\\n0.1 (band 0.08 to 0.12)",
-            "*Target*\\nshop/checkout",
-            "*Action*\\nnone",
-        ] {
+        for needle in ["*Observed*\\n0.5", "*Expected*\\n0.1 (band 0.08 to 0.12)", "*Target*\\nshop/checkout", "*Action*\\nnone"] {
             assert!(blocks.contains(needle), "{needle} not in {blocks}");
         }
         let e = &out[1].payload;
         assert_eq!(e["subject"], s["text"]);
-        assert!(e["text"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Observed     0.5"));
-        assert!(e["html"]
-            .as_str()
-            .unwrap_or("")
-            .contains("<td>shop/checkout</td>"));
+        assert!(e["text"].as_str().unwrap_or("").contains("Observed     0.5"));
+        assert!(e["html"].as_str().unwrap_or("").contains("<td>shop/checkout</td>"));
         assert_eq!(out[2].payload["event"], "opened");
         assert_eq!(out[2].payload["incident_id"], 4);
     }
 
     fn entry(id: i64, events: &[&str]) -> DigestEntry {
-        DigestEntry {
-            incident_id: Some(id),
-            events: events.iter().map(|e| e.to_string()).collect(),
-            subject: format!("[warden] RESOLVED warning w <ns/{id}>"),
-        }
+        DigestEntry { incident_id: Some(id), events: events.iter().map(|e| e.to_string()).collect(), subject: format!("[warden] RESOLVED warning w <ns/{id}>") }
     }
 
     #[test]
     fn digest_lines_keep_each_incidents_order() {
-        assert_eq!(
-            entry(4, &["opened", "action", "action", "resolved"]).line(),
-            "#4 (opened, action ×2, resolved): [warden] RESOLVED warning w <ns/4>"
-        );
+        assert_eq!(entry(4, &["opened", "action", "action", "resolved"]).line(), "#4 (opened, action ×2, resolved): [warden] RESOLVED warning w <ns/4>");
         let entries: Vec<_> = (1..=3).map(|i| entry(i, &["opened"])).collect();
         let e = render_digest("email", &entries, 3);
-        assert_eq!(
-            e["subject"],
-            "[warden] DIGEST 3 notifications for 3 incident(s)"
-        );
+        assert_eq!(e["subject"], "[warden] DIGEST 3 notifications for 3 incident(s)");
         let text = e["text"].as_str().unwrap_or("");
-        assert!(
-            text.find("#1 ").unwrap_or(usize::MAX) < text.find("#3 ").unwrap_or(0),
-            "{text}"
-        );
+        assert!(text.find("#1 ").unwrap_or(usize::MAX) < text.find("#3 ").unwrap_or(0), "{text}");
         assert!(e["html"].as_str().unwrap_or("").contains("&lt;ns/2&gt;"));
     }
 
     #[test]
     fn a_large_slack_digest_stays_within_block_kit() {
-        let entries: Vec<_> = (1..=2_000)
-            .map(|i| entry(i, &["opened", "action"]))
-            .collect();
+        let entries: Vec<_> = (1..=2_000).map(|i| entry(i, &["opened", "action"])).collect();
         let s = render_digest("slack", &entries, 4_000);
         let blocks = s["blocks"].as_array().expect("blocks");
         assert!(blocks.len() <= 50, "{}", blocks.len());
@@ -660,70 +510,32 @@ mod tests {
         let last = blocks.last().map(|b| b.to_string()).unwrap_or_default();
         assert!(last.contains("more incident(s)"), "{last}");
         // What the sections show plus what the last line counts is every incident.
-        let shown: usize = blocks
-            .iter()
-            .filter(|b| b["type"] == "section")
-            .map(|b| b["text"]["text"].as_str().unwrap_or("").lines().count())
-            .sum();
-        let more: usize = last
-            .split("and ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let shown: usize = blocks.iter().filter(|b| b["type"] == "section").map(|b| b["text"]["text"].as_str().unwrap_or("").lines().count()).sum();
+        let more: usize = last.split("and ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
         assert_eq!(shown + more, 2_000);
     }
 
     #[test]
     fn dead_letter_notices_go_to_the_other_channels() {
         let dead: Vec<_> = (1..=7)
-            .map(|i| DeadLetter {
-                id: i,
-                incident_id: Some(3),
-                event: "opened".into(),
-                subject: "s".into(),
-                reason: "500 Line too long".into(),
-            })
+            .map(|i| DeadLetter { id: i, incident_id: Some(3), event: "opened".into(), subject: "s".into(), reason: "500 Line too long".into() })
             .collect();
         let out = render_dead_letter_notice("email", &dead, &["slack", "email", "file"]);
-        assert_eq!(
-            out.iter().map(|n| n.channel.as_str()).collect::<Vec<_>>(),
-            ["slack", "file"]
-        );
+        assert_eq!(out.iter().map(|n| n.channel.as_str()).collect::<Vec<_>>(), ["slack", "file"]);
         assert!(out.iter().all(|n| n.event == "dead_letter"));
         let slack = out[0].payload.to_string();
-        assert!(
-            slack.contains("7 messages to email were dead-lettered"),
-            "{slack}"
-        );
-        assert!(
-            slack.contains("500 Line too long") && slack.contains("and 2 more"),
-            "{slack}"
-        );
+        assert!(slack.contains("7 messages to email were dead-lettered"), "{slack}");
+        assert!(slack.contains("500 Line too long") && slack.contains("and 2 more"), "{slack}");
         let one = render_dead_letter_notice("slack", &dead[..1], &["slack", "email"]);
-        assert_eq!(
-            one[0].payload["text"].as_str().unwrap_or("").lines().next(),
-            Some("A message to slack was dead-lettered: 500 Line too long")
-        );
+        assert_eq!(one[0].payload["text"].as_str().unwrap_or("").lines().next(), Some("A message to slack was dead-lettered: 500 Line too long"));
     }
 
     #[test]
     fn escapes_untrusted_text() {
         let mut i = incident();
         i.watch = "<script>&".into();
-        let out = render(
-            NotifyEvent::Action,
-            &i,
-            Some("scaled <b>"),
-            &[],
-            &["slack", "email"],
-        );
-        assert!(out[0].payload["blocks"]
-            .to_string()
-            .contains("&lt;script&gt;&amp;"));
-        assert!(out[1].payload["html"]
-            .as_str()
-            .unwrap_or("")
-            .contains("scaled &lt;b&gt;"));
+        let out = render(NotifyEvent::Action, &i, Some("scaled <b>"), &[], &["slack", "email"]);
+        assert!(out[0].payload["blocks"].to_string().contains("&lt;script&gt;&amp;"));
+        assert!(out[1].payload["html"].as_str().unwrap_or("").contains("scaled &lt;b&gt;"));
     }
 }

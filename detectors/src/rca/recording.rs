@@ -53,10 +53,7 @@ impl CallGraph {
     /// Add the edge `caller -> callee` (self-loops are ignored).
     pub fn add(&mut self, caller: &str, callee: &str) {
         if caller != callee && !caller.is_empty() && !callee.is_empty() {
-            self.edges
-                .entry(caller.to_string())
-                .or_default()
-                .insert(callee.to_string());
+            self.edges.entry(caller.to_string()).or_default().insert(callee.to_string());
         }
     }
 
@@ -100,10 +97,7 @@ pub struct MetricKinds {
 impl MetricKinds {
     /// The kind of `metric` by the patterns, or `None` when no pattern matches.
     pub fn lookup(&self, metric: &str) -> Option<MetricClass> {
-        self.patterns
-            .iter()
-            .find(|(p, _)| glob_match(p, metric))
-            .map(|(_, k)| *k)
+        self.patterns.iter().find(|(p, _)| glob_match(p, metric)).map(|(_, k)| *k)
     }
 }
 
@@ -189,10 +183,7 @@ impl Default for RecordingParams {
             corr_points: 6,
             corr_weight: 0.3,
             off_path_factor: 0.1,
-            rank: RankParams {
-                w_precedence: 0.0,
-                ..RankParams::default()
-            },
+            rank: RankParams { w_precedence: 0.0, ..RankParams::default() },
         }
     }
 }
@@ -292,35 +283,15 @@ pub fn robust_scale(values: &mut [f64], p: &RecordingParams) -> (f64, f64) {
     if !(scale > 0.0) {
         scale = 1.2533 * dev.iter().sum::<f64>() / n as f64;
     }
-    let resolution = values
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    let resolution = if resolution.is_finite() {
-        resolution * p.resolution_floor.max(0.0)
-    } else {
-        0.0
-    };
-    let floor = (p.rel_scale_floor.abs() * med.abs())
-        .max(p.abs_scale_floor.abs())
-        .max(resolution);
-    (
-        med,
-        [scale, floor, f64::MIN_POSITIVE]
-            .into_iter()
-            .filter(|v| v.is_finite())
-            .fold(0.0, f64::max),
-    )
+    let resolution = values.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0.0).fold(f64::INFINITY, f64::min);
+    let resolution = if resolution.is_finite() { resolution * p.resolution_floor.max(0.0) } else { 0.0 };
+    let floor = (p.rel_scale_floor.abs() * med.abs()).max(p.abs_scale_floor.abs()).max(resolution);
+    (med, [scale, floor, f64::MIN_POSITIVE].into_iter().filter(|v| v.is_finite()).fold(0.0, f64::max))
 }
 
 /// The typical spacing of sorted times (median positive difference), 60 s when unknown.
 fn step_of(times: &[i64]) -> i64 {
-    let mut d: Vec<i64> = times
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0)
-        .collect();
+    let mut d: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
     if d.is_empty() {
         return 60;
     }
@@ -347,34 +318,15 @@ enum Verdict {
     Judged(Judged),
 }
 
-fn judge(
-    s: &Series,
-    normal: Option<&Series>,
-    start: i64,
-    kind: MetricClass,
-    p: &RecordingParams,
-) -> Verdict {
-    let mut pts: Vec<(i64, f64)> = s
-        .points
-        .iter()
-        .copied()
-        .filter(|(_, v)| v.is_finite())
-        .collect();
+fn judge(s: &Series, normal: Option<&Series>, start: i64, kind: MetricClass, p: &RecordingParams) -> Verdict {
+    let mut pts: Vec<(i64, f64)> = s.points.iter().copied().filter(|(_, v)| v.is_finite()).collect();
     pts.sort_by_key(|(t, _)| *t);
     let step = step_of(&pts.iter().map(|(t, _)| *t).collect::<Vec<_>>()).max(1);
     let mut base: Vec<f64> = match normal {
-        Some(n) => n
-            .points
-            .iter()
-            .map(|(_, v)| *v)
-            .filter(|v| v.is_finite())
-            .collect(),
+        Some(n) => n.points.iter().map(|(_, v)| *v).filter(|v| v.is_finite()).collect(),
         None => {
             let cut = start.saturating_sub(step.saturating_mul(p.lookback_steps as i64));
-            pts.iter()
-                .filter(|(t, _)| *t < cut)
-                .map(|(_, v)| *v)
-                .collect()
+            pts.iter().filter(|(t, _)| *t < cut).map(|(_, v)| *v).collect()
         }
     };
     if base.len() < p.min_normal_points.max(2) {
@@ -388,12 +340,7 @@ fn judge(
     if window.is_empty() {
         return Verdict::NoWindow;
     }
-    let zs = |sign: f64| -> Vec<f64> {
-        window
-            .iter()
-            .map(|(_, v)| sign * (v - med) / scale)
-            .collect()
-    };
+    let zs = |sign: f64| -> Vec<f64> { window.iter().map(|(_, v)| sign * (v - med) / scale).collect() };
     let sustained = |z: &[f64]| -> f64 {
         if z.len() == 1 {
             return (z[0] * p.single_point_factor.clamp(0.0, 1.0)).max(0.0);
@@ -414,33 +361,16 @@ fn judge(
     let mut onset_i = first + zw.iter().position(|v| *v >= thr).unwrap_or(0);
     while onset_i > 0 {
         let v = sign * (pts[onset_i - 1].1 - med) / scale;
-        if v >= thr
-            && (normal.is_some() || pts[onset_i - 1].0 >= start - step * p.lookback_steps as i64)
-        {
+        if v >= thr && (normal.is_some() || pts[onset_i - 1].0 >= start - step * p.lookback_steps as i64) {
             onset_i -= 1;
         } else {
             break;
         }
     }
-    let peak = window
-        .iter()
-        .max_by(|a, b| (sign * a.1).total_cmp(&(sign * b.1)))
-        .map(|(_, v)| *v)
-        .unwrap_or(f64::NAN);
+    let peak = window.iter().max_by(|a, b| (sign * a.1).total_cmp(&(sign * b.1))).map(|(_, v)| *v).unwrap_or(f64::NAN);
     let lo = first.saturating_sub(p.corr_points);
-    let recent = pts[lo..first + window.len()]
-        .iter()
-        .map(|(t, v)| (*t, sign * (v - med) / scale))
-        .collect();
-    Verdict::Judged(Judged {
-        z,
-        rising,
-        onset: pts[onset_i].0,
-        observed: peak,
-        med,
-        scale,
-        recent,
-    })
+    let recent = pts[lo..first + window.len()].iter().map(|(t, v)| (*t, sign * (v - med) / scale)).collect();
+    Verdict::Judged(Judged { z, rising, onset: pts[onset_i].0, observed: peak, med, scale, recent })
 }
 
 /// Pearson correlation of two deviation series, aligned by time (nearest point within half
@@ -469,10 +399,7 @@ fn correlation(a: &[(i64, f64)], b: &[(i64, f64)]) -> Option<f64> {
         return None;
     }
     let n = pairs.len() as f64;
-    let (mx, my) = (
-        pairs.iter().map(|p| p.0).sum::<f64>() / n,
-        pairs.iter().map(|p| p.1).sum::<f64>() / n,
-    );
+    let (mx, my) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
     let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
     for (x, y) in &pairs {
         sxy += (x - mx) * (y - my);
@@ -489,12 +416,8 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
     let mut evidence = input.evidence.clone();
     let mut used: BTreeSet<String> = evidence.iter().map(|e| e.id.clone()).collect();
     let mut next_id = evidence.len() + 1;
-    let normal: BTreeMap<(&str, &str), &Series> = input
-        .normal
-        .unwrap_or(&[])
-        .iter()
-        .map(|s| ((s.service.as_str(), s.metric.as_str()), s))
-        .collect();
+    let normal: BTreeMap<(&str, &str), &Series> =
+        input.normal.unwrap_or(&[]).iter().map(|s| ((s.service.as_str(), s.metric.as_str()), s)).collect();
 
     let mut guessed: BTreeMap<String, MetricClass> = BTreeMap::new();
     let mut kinds: BTreeMap<String, MetricClass> = BTreeMap::new();
@@ -505,12 +428,7 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
         let kind = match input.kinds.and_then(|k| k.lookup(&s.metric)) {
             Some(k) => k,
             None => {
-                let k = params
-                    .rank
-                    .metric_kinds
-                    .get(&s.metric)
-                    .copied()
-                    .unwrap_or_else(|| MetricClass::of(&s.metric));
+                let k = params.rank.metric_kinds.get(&s.metric).copied().unwrap_or_else(|| MetricClass::of(&s.metric));
                 guessed.insert(s.metric.clone(), k);
                 k
             }
@@ -520,10 +438,7 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
             match normal.get(&(s.service.as_str(), s.metric.as_str())) {
                 Some(n) => Some(*n),
                 None => {
-                    warnings.push(format!(
-                        "{} {}: not in the normal recording; not judged",
-                        s.service, s.metric
-                    ));
+                    warnings.push(format!("{} {}: not in the normal recording; not judged", s.service, s.metric));
                     continue;
                 }
             }
@@ -531,22 +446,15 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
             None
         };
         match judge(s, n, input.start, kind, params) {
-            Verdict::NoNormal(k) => warnings.push(format!(
-                "{} {}: {k} normal points; not judged",
-                s.service, s.metric
-            )),
-            Verdict::NoWindow => warnings.push(format!(
-                "{} {}: no data in the incident window; not judged",
-                s.service, s.metric
-            )),
+            Verdict::NoNormal(k) => warnings.push(format!("{} {}: {k} normal points; not judged", s.service, s.metric)),
+            Verdict::NoWindow => {
+                warnings.push(format!("{} {}: no data in the incident window; not judged", s.service, s.metric))
+            }
             Verdict::Judged(j) => judged.push((s, kind, j)),
         }
     }
     for (m, k) in &guessed {
-        warnings.push(format!(
-            "metric `{m}`: kind guessed from its name as {}",
-            k.as_str()
-        ));
+        warnings.push(format!("metric `{m}`: kind guessed from its name as {}", k.as_str()));
     }
 
     // The symptom's strongest fault-direction series (not traffic) and its deviation.
@@ -618,22 +526,19 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
                 until: None,
             },
         });
-        findings
-            .entry(s.service.clone())
-            .or_default()
-            .push(SeriesFinding {
-                service: s.service.clone(),
-                metric: s.metric.clone(),
-                kind: *kind,
-                z: j.z,
-                rising: j.rising,
-                onset: j.onset,
-                observed: j.observed,
-                normal_median: j.med,
-                normal_scale: j.scale,
-                symptom_corr: corr,
-                evidence: id,
-            });
+        findings.entry(s.service.clone()).or_default().push(SeriesFinding {
+            service: s.service.clone(),
+            metric: s.metric.clone(),
+            kind: *kind,
+            z: j.z,
+            rising: j.rising,
+            onset: j.onset,
+            observed: j.observed,
+            normal_median: j.med,
+            normal_scale: j.scale,
+            symptom_corr: corr,
+            evidence: id,
+        });
     }
     for f in findings.values_mut() {
         f.sort_by(|a, b| b.z.total_cmp(&a.z).then_with(|| a.metric.cmp(&b.metric)));
@@ -668,14 +573,8 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
     for (m, k) in &kinds {
         rp.metric_kinds.insert(m.clone(), *k);
     }
-    let ranking = rank(
-        &RcaInput {
-            start: input.start,
-            symptom: symptom.map(subject_of),
-            evidence: evidence.clone(),
-        },
-        &rp,
-    );
+    let ranking =
+        rank(&RcaInput { start: input.start, symptom: symptom.map(subject_of), evidence: evidence.clone() }, &rp);
 
     // One entry per service with abnormal evidence (or other evidence from the caller).
     let mut best: BTreeMap<String, (f64, Vec<String>)> = BTreeMap::new();
@@ -683,9 +582,7 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
         if !c.score.is_finite() || c.score <= 0.0 {
             continue;
         }
-        let e = best
-            .entry(c.subject.name.clone())
-            .or_insert((0.0, Vec::new()));
+        let e = best.entry(c.subject.name.clone()).or_insert((0.0, Vec::new()));
         if c.score > e.0 {
             *e = (c.score, c.reasons.clone());
         }
@@ -704,59 +601,29 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
         if path == Some(false) {
             reasons.push("not on a call path from the symptom".to_string());
         }
-        services.push(ServiceScore {
-            service: name,
-            score,
-            z,
-            on_symptom_path: path,
-            findings: f,
-            reasons,
-        });
+        services.push(ServiceScore { service: name, score, z, on_symptom_path: path, findings: f, reasons });
     }
-    services.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.service.cmp(&b.service))
-    });
+    services.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.service.cmp(&b.service)));
 
     let top_z = services.iter().map(|s| s.z).fold(0.0, f64::max);
-    let other = input
-        .evidence
-        .iter()
-        .any(|e| !matches!(e.payload, Payload::Topology { .. } | Payload::Action { .. }));
+    let other = input.evidence.iter().any(|e| !matches!(e.payload, Payload::Topology { .. } | Payload::Action { .. }));
     let mut not_found = None;
-    if let (Some(sym), true) = (
-        symptom,
-        judged
-            .iter()
-            .any(|(s, _, _)| Some(s.service.as_str()) == symptom),
-    ) {
+    if let (Some(sym), true) = (symptom, judged.iter().any(|(s, _, _)| Some(s.service.as_str()) == symptom)) {
         let z = sym_best.map(|b| b.2.z).unwrap_or(0.0);
         // Kubernetes events, changes and log signals are evidence of their own: a symptom
         // whose metrics have not moved yet (a leak before its OOM kill) does not void them.
         if !(z >= params.symptom_z) && !other {
-            not_found = Some(format!(
-                "the symptom {sym} is not abnormal (sustained z {z:.1})"
-            ));
+            not_found = Some(format!("the symptom {sym} is not abnormal (sustained z {z:.1})"));
         }
     }
     if not_found.is_none() && !(top_z >= params.found_z) && !other {
-        not_found = Some(format!(
-            "no series is credibly abnormal (largest sustained z {top_z:.1})"
-        ));
+        not_found = Some(format!("no series is credibly abnormal (largest sustained z {top_z:.1})"));
     }
     if services.is_empty() && not_found.is_none() {
         not_found = Some("no service has abnormal evidence".to_string());
     }
     let _ = all_services;
-    RecordingRanking {
-        found: not_found.is_none(),
-        not_found_reason: not_found,
-        services,
-        ranking,
-        evidence,
-        warnings,
-    }
+    RecordingRanking { found: not_found.is_none(), not_found_reason: not_found, services, ranking, evidence, warnings }
 }
 
 #[cfg(test)]
@@ -773,18 +640,12 @@ mod tests {
         Series {
             service: service.into(),
             metric: metric.into(),
-            points: (0..n)
-                .map(|i| (60 * i as i64, 1.0 + noise(i, k) + f(i)))
-                .collect(),
+            points: (0..n).map(|i| (60 * i as i64, 1.0 + noise(i, k) + f(i))).collect(),
         }
     }
 
     fn input<'a>(s: &'a [Series]) -> RecordingInput<'a> {
-        RecordingInput {
-            series: s,
-            start: 60 * 40,
-            ..Default::default()
-        }
+        RecordingInput { series: s, start: 60 * 40, ..Default::default() }
     }
 
     #[test]
@@ -802,30 +663,16 @@ mod tests {
         // `blip` jumps 3 minutes before the start and is back one minute later, then moves
         // with the incident; `cause` moves at the start and stays up.
         let s = vec![
-            series("blip", "latency", 1, 50, |i| {
-                if i == 37 || i >= 41 {
-                    2.0
-                } else {
-                    0.0
-                }
-            }),
+            series("blip", "latency", 1, 50, |i| if i == 37 || i >= 41 { 2.0 } else { 0.0 }),
             series("cause", "cpu", 2, 50, |i| if i >= 40 { 3.0 } else { 0.0 }),
         ];
         let r = rank_recording(&input(&s), &RecordingParams::default());
         assert!(r.found, "{r:?}");
         let onset = |name: &str| {
-            r.services
-                .iter()
-                .find(|x| x.service == name)
-                .and_then(|x| x.findings.first())
-                .map(|f| f.onset)
+            r.services.iter().find(|x| x.service == name).and_then(|x| x.findings.first()).map(|f| f.onset)
         };
         assert_eq!(onset("cause"), Some(60 * 40));
-        assert_eq!(
-            onset("blip"),
-            Some(60 * 41),
-            "the blip at minute 37 is not the onset"
-        );
+        assert_eq!(onset("blip"), Some(60 * 41), "the blip at minute 37 is not the onset");
     }
 
     #[test]
@@ -849,15 +696,8 @@ mod tests {
             .collect();
         let mut inp = input(&incident);
         let r0 = rank_recording(&inp, &RecordingParams::default());
-        assert!(
-            !r0.found && r0.services.is_empty(),
-            "no baseline without the normal recording: {r0:?}"
-        );
-        assert!(
-            r0.warnings.iter().any(|w| w.contains("normal points")),
-            "{:?}",
-            r0.warnings
-        );
+        assert!(!r0.found && r0.services.is_empty(), "no baseline without the normal recording: {r0:?}");
+        assert!(r0.warnings.iter().any(|w| w.contains("normal points")), "{:?}", r0.warnings);
         inp.normal = Some(&normal);
         let r = rank_recording(&inp, &RecordingParams::default());
         assert!(r.found, "{r:?}");
@@ -892,10 +732,7 @@ mod tests {
 
     #[test]
     fn nothing_found_without_a_fault_or_when_the_symptom_is_normal() {
-        let quiet = vec![
-            series("a", "cpu", 1, 50, |_| 0.0),
-            series("b", "latency", 2, 50, |_| 0.0),
-        ];
+        let quiet = vec![series("a", "cpu", 1, 50, |_| 0.0), series("b", "latency", 2, 50, |_| 0.0)];
         let r = rank_recording(&input(&quiet), &RecordingParams::default());
         assert!(!r.found && r.services.is_empty(), "{r:?}");
         assert!(r.not_found_reason.is_some());
@@ -906,57 +743,30 @@ mod tests {
         ];
         let mut inp = input(&s);
         inp.symptom = Some("web".into());
-        let p = RecordingParams {
-            symptom_z: 3.0,
-            ..RecordingParams::default()
-        };
+        let p = RecordingParams { symptom_z: 3.0, ..RecordingParams::default() };
         let r = rank_recording(&inp, &p);
         assert!(!r.found, "{r:?}");
-        assert!(
-            r.not_found_reason
-                .as_deref()
-                .is_some_and(|w| w.contains("symptom")),
-            "{r:?}"
-        );
+        assert!(r.not_found_reason.as_deref().is_some_and(|w| w.contains("symptom")), "{r:?}");
     }
 
     #[test]
     fn explicit_kinds_win_and_guesses_are_reported() {
         // Falling success rate is the fault direction of availability.
-        let s = vec![series("a", "PodSuccessRate(%)", 1, 50, |i| {
-            if i >= 40 {
-                -0.8
-            } else {
-                0.0
-            }
-        })];
+        let s = vec![series("a", "PodSuccessRate(%)", 1, 50, |i| if i >= 40 { -0.8 } else { 0.0 })];
         let r = rank_recording(&input(&s), &RecordingParams::default());
-        assert_eq!(
-            r.services.first().map(|x| x.findings[0].kind),
-            Some(MetricClass::Availability)
-        );
+        assert_eq!(r.services.first().map(|x| x.findings[0].kind), Some(MetricClass::Availability));
         assert!(
-            r.warnings
-                .iter()
-                .any(|w| w.contains("PodSuccessRate(%)") && w.contains("guessed")),
+            r.warnings.iter().any(|w| w.contains("PodSuccessRate(%)") && w.contains("guessed")),
             "{:?}",
             r.warnings
         );
-        let kinds = MetricKinds {
-            patterns: vec![("*Rate(%)".into(), MetricClass::Latency)],
-        };
+        let kinds = MetricKinds { patterns: vec![("*Rate(%)".into(), MetricClass::Latency)] };
         let mut inp = input(&s);
         inp.kinds = Some(&kinds);
         let r = rank_recording(&inp, &RecordingParams::default());
-        assert!(
-            r.services.is_empty(),
-            "a falling latency is not a fault: {r:?}"
-        );
+        assert!(r.services.is_empty(), "a falling latency is not a fault: {r:?}");
         assert!(!r.warnings.iter().any(|w| w.contains("guessed")));
         assert_eq!(MetricClass::of("PodWorkload(Ops)"), MetricClass::Traffic);
-        assert_eq!(
-            MetricClass::of("PodSuccessRate(%)"),
-            MetricClass::Availability
-        );
+        assert_eq!(MetricClass::of("PodSuccessRate(%)"), MetricClass::Availability);
     }
 }
