@@ -182,7 +182,7 @@ fn legacy(case: &Case<'_>) -> Vec<(String, f64)> {
 /// 1-based rank of `truth`, ties sharing the best rank (Nezha's rule); `None` when unranked.
 pub fn rank_of(answer: &[(String, f64)], truth: &str) -> Option<usize> {
     let score = answer.iter().find(|(s, _)| s == truth)?.1;
-    if !(score > 0.0) {
+    if score.is_nan() || score <= 0.0 {
         return None;
     }
     Some(1 + answer.iter().filter(|(_, v)| *v > score).count())
@@ -273,10 +273,8 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
             };
             let a = answer(method, &case);
             cases += 1;
-            let r = rank_of(&a, &issue.root_cause);
             let pos = a.iter().position(|(s, _)| s == &issue.root_cause);
             let (h1, h3) = (pos == Some(0), pos.is_some_and(|p| p < 3));
-            let _ = r;
             if !h1 {
                 misses.push(format!(
                     "{} ({} {}; got {})",

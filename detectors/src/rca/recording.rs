@@ -280,7 +280,7 @@ pub fn robust_scale(values: &mut [f64], p: &RecordingParams) -> (f64, f64) {
     let mad = 1.4826 * dev[n / 2];
     let iqr = (q(0.75) - q(0.25)) / 1.349;
     let mut scale = mad.max(iqr);
-    if !(scale > 0.0) {
+    if scale.is_nan() || scale <= 0.0 {
         scale = 1.2533 * dev.iter().sum::<f64>() / n as f64;
     }
     let resolution = values.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0.0).fold(f64::INFINITY, f64::min);
@@ -422,9 +422,7 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
     let mut guessed: BTreeMap<String, MetricClass> = BTreeMap::new();
     let mut kinds: BTreeMap<String, MetricClass> = BTreeMap::new();
     let mut judged: Vec<(&Series, MetricClass, Judged)> = Vec::new();
-    let mut all_services: BTreeSet<&str> = BTreeSet::new();
     for s in input.series {
-        all_services.insert(s.service.as_str());
         let kind = match input.kinds.and_then(|k| k.lookup(&s.metric)) {
             Some(k) => k,
             None => {
@@ -499,7 +497,7 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
     // Findings per service.
     let mut findings: BTreeMap<String, Vec<SeriesFinding>> = BTreeMap::new();
     for (s, kind, j) in &judged {
-        if !(j.z >= params.report_z) {
+        if j.z.is_nan() || j.z < params.report_z {
             continue;
         }
         let id = loop {
@@ -612,17 +610,16 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
         let z = sym_best.map(|b| b.2.z).unwrap_or(0.0);
         // Kubernetes events, changes and log signals are evidence of their own: a symptom
         // whose metrics have not moved yet (a leak before its OOM kill) does not void them.
-        if !(z >= params.symptom_z) && !other {
+        if (z.is_nan() || z < params.symptom_z) && !other {
             not_found = Some(format!("the symptom {sym} is not abnormal (sustained z {z:.1})"));
         }
     }
-    if not_found.is_none() && !(top_z >= params.found_z) && !other {
+    if not_found.is_none() && (top_z.is_nan() || top_z < params.found_z) && !other {
         not_found = Some(format!("no series is credibly abnormal (largest sustained z {top_z:.1})"));
     }
     if services.is_empty() && not_found.is_none() {
         not_found = Some("no service has abnormal evidence".to_string());
     }
-    let _ = all_services;
     RecordingRanking { found: not_found.is_none(), not_found_reason: not_found, services, ranking, evidence, warnings }
 }
 
