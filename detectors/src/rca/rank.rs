@@ -220,9 +220,9 @@ impl MetricClass {
         } else if contains(&["workload"]) || has(&["ops"]) {
             // Before the resource words: `PodWorkload(Ops)` is a request rate, not a load.
             MetricClass::Traffic
-        } else if contains(&["success", "availab"]) {
-            MetricClass::Availability
-        } else if has(&["ready", "up", "available", "availability", "success", "healthy", "alive", "running"]) {
+        } else if contains(&["success", "availab"])
+            || has(&["ready", "up", "available", "availability", "healthy", "alive", "running"])
+        {
             MetricClass::Availability
         } else if contains(&["cpu", "mem", "disk", "heap", "thread", "swap", "throttl", "load", "rss", "net", "socket"])
             || has(&["gc", "io", "fd", "fds"])
