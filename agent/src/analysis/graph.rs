@@ -68,13 +68,13 @@ pub fn apply(
         used.sources.push(format!("file:{source}"));
         let ns = symptom.and_then(|s| s.namespace.clone());
         let time = evidence.iter().map(|e| e.time).min().unwrap_or(0);
-        let mut next = evidence.len() + 1;
-        for (caller, callees) in &g.edges {
+        let first = evidence.len() + 1;
+        for (k, (caller, callees)) in g.edges.iter().enumerate() {
             for c in callees {
                 edges.insert((caller.clone(), c.clone()));
             }
             evidence.push(Evidence {
-                id: format!("E{next}"),
+                id: format!("E{}", first + k),
                 time,
                 subject: Subject::workload(ns.as_deref(), caller),
                 payload: Payload::Topology {
@@ -84,7 +84,6 @@ pub fn apply(
                     depends_on: callees.iter().cloned().collect(),
                 },
             });
-            next += 1;
         }
     }
     if used.sources.is_empty() {

@@ -245,9 +245,14 @@ pub fn petshop_kinds() -> MetricKinds {
     }
 }
 
+/// (family, target metric, split).
+type CellKey = (String, String, String);
+/// (top-1 hit, top-3 hit, empty answer).
+type Hit = (bool, bool, bool);
+
 pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopReport {
     let kinds = petshop_kinds();
-    let mut hits: BTreeMap<(String, String, String), Vec<(bool, bool, bool)>> = BTreeMap::new();
+    let mut hits: BTreeMap<CellKey, Vec<Hit>> = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut misses = Vec::new();
     let mut spec: Vec<SpecCell> = Vec::new();
@@ -328,7 +333,7 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
         }
     }
     let ms = clock.elapsed().as_secs_f64() * 1000.0 / cases.max(1) as f64;
-    let cell = |(f, m, s): &(String, String, String), v: &[(bool, bool, bool)]| {
+    let cell = |(f, m, s): &CellKey, v: &[Hit]| {
         let n = v.len().max(1) as f64;
         Cell {
             family: f.clone(),
@@ -341,7 +346,7 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
         }
     };
     let cells: Vec<Cell> = hits.iter().map(|(k, v)| cell(k, v)).collect();
-    let low: Vec<(bool, bool, bool)> = hits
+    let low: Vec<Hit> = hits
         .iter()
         .filter(|((f, _, s), _)| f == "low_traffic" && s == "test")
         .flat_map(|(_, v)| v.iter().copied())

@@ -235,8 +235,11 @@ fn parse_utc(s: &str) -> Option<i64> {
     chrono::NaiveDateTime::parse_from_str(head, "%Y-%m-%d %H:%M:%S").ok().map(|t| t.and_utc().timestamp())
 }
 
-/// A CSV with a header; returns (header, rows) with the 1-based line of each row.
-fn read_csv_text(text: &str, path: &Path) -> Result<(Vec<String>, Vec<(usize, csv::StringRecord)>)> {
+/// A CSV's header and rows, each row with its 1-based line.
+type CsvRows = (Vec<String>, Vec<(usize, csv::StringRecord)>);
+
+/// Read a CSV with a header.
+fn read_csv_text(text: &str, path: &Path) -> Result<CsvRows> {
     let mut r = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text.as_bytes());
     let header: Vec<String> =
         r.headers().with_context(|| format!("{}:1", path.display()))?.iter().map(str::to_string).collect();
