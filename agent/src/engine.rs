@@ -159,7 +159,7 @@ impl Engine {
             recent: self.recent.clone(),
             cluster,
             summarizer,
-            settings: AnalysisSettings { lookback_secs: self.config.analysis.lookback.0.as_secs() as i64 },
+            settings: AnalysisSettings { lookback_secs: self.config.analysis.lookback.0.as_secs() as i64, graph_file: self.config.analysis.graph.clone() },
             channels: self.channels.clone(),
             timeline: self.timeline.clone(),
             outbox_wake: self.outbox_wake.clone(),

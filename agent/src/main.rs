@@ -123,9 +123,30 @@ enum Command {
         /// Unix seconds: when the incident started (approximately).
         #[arg(long)]
         start: i64,
-        /// Print `{"ranking":[{"service":..,"score":..}, ...], ...}` instead of a table.
+        /// Print `{"ranking":[{"service":..,"score":..}, ...], "found":.., ...}` instead of a table.
         #[arg(long)]
         json: bool,
+        /// The service whose problem is being explained.
+        #[arg(long)]
+        symptom: Option<String>,
+        /// Which of the symptom's metrics show the problem (`*` matches anything).
+        #[arg(long)]
+        symptom_metric: Option<String>,
+        /// The call graph: a CSV with the header `caller,callee`.
+        #[arg(long, value_name = "FILE.csv")]
+        graph: Option<PathBuf>,
+        /// A separate normal recording (any time range), in the layout of --metrics.
+        #[arg(long, value_name = "FILE.csv")]
+        normal: Option<PathBuf>,
+        /// Wide layout: columns are `<service><SEP><metric>`, split at the first SEP.
+        #[arg(long, value_name = "SEP")]
+        separator: Option<String>,
+        /// Wide layout: a regular expression with the named groups `service` and `metric`.
+        #[arg(long, value_name = "REGEX")]
+        pattern: Option<String>,
+        /// Metric kinds: a CSV with the header `pattern,kind`.
+        #[arg(long, value_name = "FILE.csv")]
+        metric_kinds: Option<PathBuf>,
     },
     /// Local LLM for incident summaries: download one, or show what a model file is.
     Model {
@@ -308,6 +329,20 @@ enum BenchCommand {
         suite: PathBuf,
         #[arg(long)]
         json: bool,
+        /// A public data set instead: `petshop`, `nezha` or `scenarios` (with --data), or
+        /// `lodo` (with --petshop, --nezha and --suite): the benchmark's own metrics beside a
+        /// BARO-style baseline.
+        #[arg(long)]
+        format: Option<String>,
+        /// The data set's folder.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// For `--format lodo`: the PetShop folder.
+        #[arg(long, value_name = "DIR")]
+        petshop: Option<PathBuf>,
+        /// For `--format lodo`: the Nezha folder.
+        #[arg(long, value_name = "DIR")]
+        nezha: Option<PathBuf>,
     },
     /// Summary latency and memory of the local model on one scenario's prompt (beside llama.cpp
     /// with --compare-llama-cpp), and how many of the suite's summaries pass grounding.
@@ -581,8 +616,18 @@ fn main() -> ExitCode {
             model_cmd::pull_cmd(&repo, &file, revision.as_deref(), &dest, sha256.as_deref())
         }
         Command::Model { command: ModelCommand::Info { config, model, json } } => model_info(config, model, json),
-        Command::Rca { metrics, start, json } => rca_cmd::run(&metrics, start, json, &mut std::io::stdout().lock()),
-        Command::Bench { command: BenchCommand::Rca { suite, json } } => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
+        Command::Rca { metrics, start, json, symptom, symptom_metric, graph, normal, separator, pattern, metric_kinds } => rca_cmd::run_args(
+            &rca_cmd::RcaArgs { metrics, start, json, symptom, symptom_metric, graph, normal, separator, pattern, metric_kinds },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
+        Command::Bench { command: BenchCommand::Rca { suite, json, format, data, petshop, nezha } } => match (format.as_deref(), data, petshop, nezha) {
+            (None, _, _, _) => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
+            (Some("lodo"), _, Some(p), Some(n)) => bench::rca::lodo(&p, &n, &suite, &mut std::io::stdout().lock()),
+            (Some("lodo"), ..) => Err(anyhow!("--format lodo needs --petshop DIR and --nezha DIR (and --suite DIR)")),
+            (Some(f), Some(d), _, _) => bench::rca::run(f, &d, json, &mut std::io::stdout().lock()),
+            (Some(f), None, _, _) => Err(anyhow!("--format {f} needs --data DIR")),
+        },
         Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
         Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),

@@ -16,9 +16,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
-use warden_detectors::rca::series::{rank_table, SeriesParams, TableRanking};
+use warden_detectors::rca::recording::ServiceScore;
+use warden_detectors::rca::series::SeriesParams;
 use warden_detectors::rca::suite::{rank_scenario, score, Mode, Outcome, ScenarioSpec, SuiteReport, SuiteScore};
-use warden_detectors::rca::{Candidate, Payload};
+use warden_detectors::rca::{
+    rank_recording, CallGraph, Candidate, MetricClass, MetricKinds, RecordingInput, RecordingParams, RecordingRanking,
+    Series,
+};
 
 /// A metrics table: row times and named columns (NaN = missing).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -96,6 +100,185 @@ fn round4(v: f64) -> f64 {
     }
 }
 
+/// How the columns of a wide table name their service and metric.
+#[derive(Debug, Clone)]
+pub enum ColumnNames {
+    /// `<service><SEP><metric>`, split at the first `SEP`.
+    Separator(String),
+    /// A regular expression with the named groups `service` and `metric`.
+    Pattern(regex::Regex),
+    /// Nothing given: the first `_`, reported as a guess.
+    FirstUnderscore,
+}
+
+impl ColumnNames {
+    fn split<'a>(&self, name: &'a str) -> Option<(&'a str, &'a str)> {
+        let (s, m) = match self {
+            ColumnNames::Separator(sep) => name.split_once(sep.as_str())?,
+            ColumnNames::FirstUnderscore => name.split_once('_')?,
+            ColumnNames::Pattern(re) => {
+                let c = re.captures(name)?;
+                (c.name("service")?.as_str(), c.name("metric")?.as_str())
+            }
+        };
+        (!s.is_empty() && !m.is_empty()).then_some((s, m))
+    }
+}
+
+/// A recording as series, with what reading it had to guess or skip.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    pub series: Vec<Series>,
+    pub warnings: Vec<String>,
+}
+
+/// Read a recording in either layout: long (`time,service,metric,value`, recognised by its
+/// header) or wide (a `time` column and one column per service and metric, named as
+/// `names` says).
+pub fn read_recording(path: &Path, names: &ColumnNames) -> Result<Recording> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}:1: reading the header", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if headers == ["time", "service", "metric", "value"] {
+        return read_long(path);
+    }
+    let table = read_table(path)?;
+    let mut rec = Recording::default();
+    let mut bad = Vec::new();
+    for (name, values) in &table.columns {
+        match names.split(name) {
+            Some((svc, metric)) => rec.series.push(Series {
+                service: svc.to_string(),
+                metric: metric.to_string(),
+                points: table.times.iter().copied().zip(values.iter().copied()).collect(),
+            }),
+            None => bad.push(name.as_str()),
+        }
+    }
+    if matches!(names, ColumnNames::FirstUnderscore) {
+        rec.warnings.push(format!(
+            "{}: no --separator or --pattern given; column names were split at their first `_` (service `{}` …)",
+            path.display(),
+            rec.series.first().map(|s| s.service.as_str()).unwrap_or("-")
+        ));
+    }
+    if !bad.is_empty() {
+        rec.warnings.push(format!(
+            "{}: {} column(s) do not name a service and a metric; ignored: {}",
+            path.display(),
+            bad.len(),
+            bad.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(rec)
+}
+
+/// Read the long layout: `time,service,metric,value`, one observation per row.
+pub fn read_long(path: &Path) -> Result<Recording> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut by: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
+        let field = |k: usize| rec.get(k).unwrap_or("").trim();
+        let secs: f64 = field(0).parse().map_err(|_| {
+            anyhow!("{}:{line}: column `time`: `{}` is not a number of Unix seconds", path.display(), field(0))
+        })?;
+        if !(secs.is_finite() && secs.abs() < 1e13) {
+            bail!("{}:{line}: column `time`: `{}` is not a number of Unix seconds", path.display(), field(0));
+        }
+        let (svc, metric) = (field(1), field(2));
+        if svc.is_empty() || metric.is_empty() {
+            bail!("{}:{line}: empty `service` or `metric`", path.display());
+        }
+        let v = parse_cell(field(3))
+            .ok_or_else(|| anyhow!("{}:{line}: column `value`: `{}` is not a number", path.display(), field(3)))?;
+        by.entry((svc.to_string(), metric.to_string())).or_default().push((secs.round() as i64, v));
+    }
+    let series = by
+        .into_iter()
+        .map(|((service, metric), mut points)| {
+            points.sort_by_key(|p| p.0);
+            Series { service, metric, points }
+        })
+        .collect();
+    Ok(Recording { series, warnings: Vec::new() })
+}
+
+/// Read a call graph: a CSV with the header `caller,callee`.
+pub fn read_graph(path: &Path) -> Result<CallGraph> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}:1: reading the header", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if headers != ["caller", "callee"] {
+        bail!("{}:1: expected the header `caller,callee`, found `{}`", path.display(), headers.join(","));
+    }
+    let mut g = CallGraph::default();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
+        let (a, b) = (rec.get(0).unwrap_or("").trim(), rec.get(1).unwrap_or("").trim());
+        if a.is_empty() || b.is_empty() {
+            bail!("{}:{line}: empty caller or callee", path.display());
+        }
+        g.add(a, b);
+    }
+    Ok(g)
+}
+
+/// Read metric kinds: a CSV with the header `pattern,kind`; `*` in a pattern matches any run
+/// of characters; kinds are `resource`, `latency`, `errors`, `traffic`, `saturation`,
+/// `availability`, `restarts`.
+pub fn read_metric_kinds(path: &Path) -> Result<MetricKinds> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}:1: reading the header", path.display()))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if headers != ["pattern", "kind"] {
+        bail!("{}:1: expected the header `pattern,kind`, found `{}`", path.display(), headers.join(","));
+    }
+    let mut kinds = MetricKinds::default();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
+        let (p, k) = (rec.get(0).unwrap_or("").trim(), rec.get(1).unwrap_or("").trim());
+        let kind = MetricClass::parse(k).ok_or_else(|| {
+            anyhow!(
+                "{}:{line}: kind `{k}`: expected resource, latency, errors, traffic, saturation, availability or restarts",
+                path.display()
+            )
+        })?;
+        if p.is_empty() {
+            bail!("{}:{line}: empty pattern", path.display());
+        }
+        kinds.patterns.push((p.to_string(), kind));
+    }
+    Ok(kinds)
+}
+
 #[derive(Serialize)]
 struct JsonService<'a> {
     service: &'a str,
@@ -104,42 +287,126 @@ struct JsonService<'a> {
 
 #[derive(Serialize)]
 struct JsonOutput<'a> {
-    /// All services, most probable first (the key a caller needs).
+    /// Services with abnormal evidence, most probable first (the key a caller needs).
     ranking: Vec<JsonService<'a>>,
+    /// False when no candidate is credibly abnormal or the symptom is not abnormal.
+    found: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_found_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symptom: Option<&'a str>,
+    /// Per service: its score, strongest deviation, whether it is on a call path from the
+    /// symptom, its abnormal series and the reasons.
+    services: &'a [ServiceScore],
     /// The candidates behind it, with their reasons and evidence ids.
     candidates: &'a [Candidate],
-    /// The anomalies found in the columns.
+    /// The anomalies found in the series (and the graph as topology).
     evidence: &'a [warden_detectors::rca::Evidence],
     warnings: &'a [String],
 }
 
+/// Everything `warden rca` can be given.
+#[derive(Debug, Clone, Default)]
+pub struct RcaArgs {
+    pub metrics: PathBuf,
+    pub start: i64,
+    pub json: bool,
+    pub symptom: Option<String>,
+    pub symptom_metric: Option<String>,
+    pub graph: Option<PathBuf>,
+    pub normal: Option<PathBuf>,
+    pub separator: Option<String>,
+    pub pattern: Option<String>,
+    pub metric_kinds: Option<PathBuf>,
+}
+
 /// `warden rca --metrics FILE --start T`: rank the services of `metrics`; warnings go to stderr.
 pub fn run(metrics: &Path, start: i64, json: bool, out: &mut dyn Write) -> Result<()> {
-    run_to(metrics, start, json, out, &mut std::io::stderr())
+    let args = RcaArgs { metrics: metrics.to_path_buf(), start, json, ..Default::default() };
+    run_args(&args, out, &mut std::io::stderr())
 }
 
 /// [`run`] with the warnings written to `err`.
 pub fn run_to(metrics: &Path, start: i64, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
-    let table = read_table(metrics)?;
-    let (Some(first), Some(last)) = (table.times.iter().min(), table.times.iter().max()) else {
-        bail!("{}: no rows", metrics.display());
+    let args = RcaArgs { metrics: metrics.to_path_buf(), start, json, ..Default::default() };
+    run_args(&args, out, err)
+}
+
+/// `warden rca` with all its inputs.
+pub fn run_args(args: &RcaArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    let names = match (&args.separator, &args.pattern) {
+        (Some(_), Some(_)) => bail!("give --separator or --pattern, not both"),
+        (Some(sep), None) if sep.is_empty() => bail!("--separator: empty"),
+        (Some(sep), None) => ColumnNames::Separator(sep.clone()),
+        (None, Some(p)) => {
+            let re = regex::Regex::new(p).map_err(|e| anyhow!("--pattern: {e}"))?;
+            let groups: Vec<&str> = re.capture_names().flatten().collect();
+            if !(groups.contains(&"service") && groups.contains(&"metric")) {
+                bail!("--pattern: needs the named groups `(?P<service>...)` and `(?P<metric>...)`");
+            }
+            ColumnNames::Pattern(re)
+        }
+        (None, None) => ColumnNames::FirstUnderscore,
     };
-    if start <= *first || start > *last {
+    let rec = read_recording(&args.metrics, &names)?;
+    let times = rec.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (Some(first), Some(last)) = (times.clone().min(), times.max()) else {
+        bail!("{}: no rows", args.metrics.display());
+    };
+    let normal = match &args.normal {
+        Some(p) => Some(read_recording(p, &names)?),
+        None => None,
+    };
+    let data_before = normal.is_some() || args.start > first;
+    if !data_before || args.start > last {
         bail!(
-            "{}: --start {start} is outside the recording ({first} to {last}); the ranking needs data before and after it",
-            metrics.display()
+            "{}: --start {} is outside the recording ({first} to {last}); the ranking needs data after it, and before it unless --normal is given",
+            args.metrics.display(),
+            args.start
         );
     }
-    let result = rank_table(&table.times, &table.columns, start, &SeriesParams::default());
-    for w in &result.warnings {
-        writeln!(err, "warning: {}: {w}", metrics.display())?;
+    let graph = args.graph.as_deref().map(read_graph).transpose()?;
+    let kinds = args.metric_kinds.as_deref().map(read_metric_kinds).transpose()?;
+    let mut warnings = rec.warnings.clone();
+    if let Some(n) = &normal {
+        warnings.extend(n.warnings.iter().filter(|w| !w.contains("no --separator")).cloned());
     }
-    if json {
+    if let (Some(sym), Some(g)) = (&args.symptom, &graph) {
+        if !g.services().contains(sym.as_str()) {
+            warnings.push(format!("the symptom `{sym}` is not in the graph; the graph only guides the victim rule"));
+        }
+    }
+    let result = rank_recording(
+        &RecordingInput {
+            series: &rec.series,
+            normal: normal.as_ref().map(|n| n.series.as_slice()),
+            start: args.start,
+            symptom: args.symptom.clone(),
+            symptom_metric: args.symptom_metric.clone(),
+            graph: graph.as_ref(),
+            kinds: kinds.as_ref(),
+            evidence: Vec::new(),
+        },
+        &RecordingParams::default(),
+    );
+    warnings.extend(result.warnings.iter().cloned());
+    for w in &warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    if args.json {
         let body = JsonOutput {
-            ranking: result.services.iter().map(|(s, v)| JsonService { service: s, score: round4(*v) }).collect(),
+            ranking: result
+                .services
+                .iter()
+                .map(|s| JsonService { service: &s.service, score: round4(s.score) })
+                .collect(),
+            found: result.found,
+            not_found_reason: result.not_found_reason.as_deref(),
+            symptom: args.symptom.as_deref(),
+            services: &result.services,
             candidates: &result.ranking.candidates,
             evidence: &result.evidence,
-            warnings: &result.warnings,
+            warnings: &warnings,
         };
         writeln!(out, "{}", serde_json::to_string(&body)?)?;
         return Ok(());
@@ -147,33 +414,18 @@ pub fn run_to(metrics: &Path, start: i64, json: bool, out: &mut dyn Write, err: 
     write_human(&result, out)
 }
 
-/// The best candidate of each service name.
-fn best_candidates(result: &TableRanking) -> BTreeMap<&str, &Candidate> {
-    let mut best: BTreeMap<&str, &Candidate> = BTreeMap::new();
-    for c in &result.ranking.candidates {
-        best.entry(c.subject.name.as_str()).or_insert(c);
+fn write_human(result: &RecordingRanking, out: &mut dyn Write) -> Result<()> {
+    if let Some(why) = &result.not_found_reason {
+        writeln!(out, "no root cause found: {why}")?;
     }
-    best
-}
-
-fn write_human(result: &TableRanking, out: &mut dyn Write) -> Result<()> {
-    let best = best_candidates(result);
-    let width = result.services.iter().map(|(s, _)| s.len()).max().unwrap_or(7).max(7);
+    let width = result.services.iter().map(|s| s.service.len()).max().unwrap_or(7).max(7);
     writeln!(out, "{:>4}  {:<width$}  {:>5}  top evidence", "rank", "service", "score")?;
-    for (i, (service, score)) in result.services.iter().enumerate() {
-        let why = match best.get(service.as_str()) {
-            Some(c) if *score > 0.0 => {
-                let mut parts: Vec<String> = c.reasons.iter().take(3).cloned().collect();
-                if let Some(w) = c.evidence.first().and_then(|id| result.evidence.iter().find(|e| &e.id == id)) {
-                    if let Payload::Anomaly { watch, .. } = &w.payload {
-                        parts.push(format!("[{} {watch}]", w.id));
-                    }
-                }
-                parts.join("; ")
-            }
-            _ => "-".to_string(),
-        };
-        writeln!(out, "{:>4}  {:<width$}  {:>5.3}  {why}", i + 1, service, score)?;
+    for (i, s) in result.services.iter().enumerate() {
+        let mut parts: Vec<String> = s.reasons.iter().take(3).cloned().collect();
+        if let Some(f) = s.findings.first() {
+            parts.push(format!("[{} {} z={:.1}]", f.evidence, f.metric, f.z));
+        }
+        writeln!(out, "{:>4}  {:<width$}  {:>5.3}  {}", i + 1, s.service, s.score, parts.join("; "))?;
     }
     Ok(())
 }
@@ -307,7 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn json_ranking_lists_all_services_most_probable_first() {
+    fn json_ranking_lists_abnormal_services_most_probable_first() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let p = write(dir.path(), "m.csv", &table_text(80, 50));
         let mut out = Vec::new();
@@ -316,7 +568,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
         let ranking = v["ranking"].as_array().cloned().unwrap_or_default();
         let names: Vec<&str> = ranking.iter().filter_map(|r| r["service"].as_str()).collect();
-        assert_eq!(names, ["carts", "orders"]);
+        // `orders` did not move: it has no abnormal evidence and is not ranked.
+        assert_eq!(names, ["carts"]);
+        assert_eq!(v["found"], serde_json::Value::Bool(true));
+        assert!(String::from_utf8_lossy(&err).contains("first `_`"));
         assert!(ranking[0]["score"].as_f64().unwrap_or(0.0) > 0.0);
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("{\"ranking\":"), "{text}");
@@ -363,5 +618,114 @@ mod tests {
         let mut out = Vec::new();
         bench(&dir, false, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(String::from_utf8_lossy(&out).contains("metrics-only"));
+    }
+
+    fn args(metrics: PathBuf, start: i64) -> RcaArgs {
+        RcaArgs { metrics, start, json: true, ..Default::default() }
+    }
+
+    fn json_of(a: &RcaArgs) -> (serde_json::Value, String) {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        run_args(a, &mut out, &mut err).unwrap_or_else(|e| panic!("{e:#}"));
+        (serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}")), String::from_utf8_lossy(&err).into_owned())
+    }
+
+    /// `time,service,metric,value` rows: `svc` values per minute, `jump` added from `at` on.
+    fn long_text(rows: usize, at: usize, jump: f64) -> String {
+        let mut s = String::from("time,service,metric,value\n");
+        for i in 0..rows {
+            let w = ((i * 37) % 11) as f64 / 100.0;
+            let v = if i >= at { 1.0 + jump + w } else { 1.0 + w };
+            s.push_str(&format!("{},kube_state_metrics,cpu,{v}\n", 60 * i));
+            s.push_str(&format!("{},web,latency,{}\n", 60 * i, 1.0 + w + if i >= at { jump } else { 0.0 }));
+        }
+        s
+    }
+
+    #[test]
+    fn long_format_keeps_underscored_service_names() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = write(dir.path(), "long.csv", &long_text(60, 40, 2.0));
+        let (v, err) = json_of(&args(p, 60 * 40));
+        assert_eq!(v["found"], serde_json::Value::Bool(true), "{v}");
+        let names: Vec<&str> =
+            v["ranking"].as_array().into_iter().flatten().filter_map(|r| r["service"].as_str()).collect();
+        assert!(names.contains(&"kube_state_metrics"), "{names:?}");
+        assert!(!err.contains("first `_`"), "{err}");
+        assert!(v["services"][0]["findings"][0]["z"].as_f64().unwrap_or(0.0) > 3.0, "{v}");
+    }
+
+    #[test]
+    fn wide_columns_split_by_separator_or_pattern() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut text = String::from("time,kube_state_metrics.cpu,node_exporter.cpu\n");
+        for i in 0..60 {
+            let w = ((i * 37) % 11) as f64 / 100.0;
+            text.push_str(&format!("{},{},{}\n", 60 * i, 1.0 + w + if i >= 40 { 3.0 } else { 0.0 }, 1.0 + w));
+        }
+        let p = write(dir.path(), "wide.csv", &text);
+        let mut a = args(p.clone(), 60 * 40);
+        a.separator = Some(".".into());
+        let (v, _) = json_of(&a);
+        assert_eq!(v["ranking"][0]["service"], "kube_state_metrics", "{v}");
+        let mut a = args(p.clone(), 60 * 40);
+        a.pattern = Some(r"^(?P<service>.+)\.(?P<metric>[a-z]+)$".into());
+        let (v, _) = json_of(&a);
+        assert_eq!(v["ranking"][0]["service"], "kube_state_metrics", "{v}");
+        // Without either, the old first-`_` split is used and reported.
+        let (v, err) = json_of(&args(p.clone(), 60 * 40));
+        assert_eq!(v["ranking"][0]["service"], "kube", "{v}");
+        assert!(err.contains("first `_`"), "{err}");
+        let mut a = args(p, 60 * 40);
+        a.pattern = Some("(?P<service>.+)".into());
+        let e = run_args(&a, &mut Vec::new(), &mut Vec::new()).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(e.contains("named groups"), "{e}");
+    }
+
+    #[test]
+    fn graph_and_metric_kinds_files_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let g = read_graph(&write(dir.path(), "g.csv", "caller,callee\nweb,api\napi,db\n"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(g.downstream("web").len(), 3);
+        let e = read_graph(&write(dir.path(), "g2.csv", "from,to\na,b\n"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("g2.csv:1: expected the header `caller,callee`"), "{e}");
+        let k = read_metric_kinds(&write(
+            dir.path(),
+            "k.csv",
+            "pattern,kind\nPodWorkload*,traffic\n*SuccessRate*,availability\n*,saturation\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(k.lookup("PodWorkload(Ops)"), Some(MetricClass::Traffic));
+        assert_eq!(k.lookup("PodSuccessRate(%)"), Some(MetricClass::Availability));
+        assert_eq!(k.lookup("disk"), Some(MetricClass::Resource));
+        let e = read_metric_kinds(&write(dir.path(), "k2.csv", "pattern,kind\ncpu,hot\n"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("k2.csv:2: kind `hot`"), "{e}");
+        let e = read_long(&write(dir.path(), "l.csv", "time,service,metric,value\n60,a,cpu,x\n"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("l.csv:2: column `value`: `x` is not a number"), "{e}");
+    }
+
+    #[test]
+    fn a_recording_without_a_fault_finds_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = write(dir.path(), "quiet.csv", &long_text(60, 40, 0.0));
+        let normal = write(dir.path(), "normal.csv", &long_text(60, 100, 0.0));
+        let mut a = args(p, 60 * 40);
+        a.normal = Some(normal);
+        a.symptom = Some("web".into());
+        let (v, _) = json_of(&a);
+        assert_eq!(v["found"], serde_json::Value::Bool(false), "{v}");
+        assert!(v["ranking"].as_array().is_some_and(|r| r.is_empty()), "{v}");
+        assert!(v["not_found_reason"].as_str().is_some(), "{v}");
     }
 }

@@ -12,6 +12,7 @@
 //! demo and tests analyse inline, on their simulated clock.
 
 pub mod collect;
+pub mod graph;
 pub mod recent;
 pub mod summarizer;
 
@@ -38,6 +39,13 @@ pub struct Analysis {
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symptom: Option<Subject>,
+    /// The call graph the ranking used, and where it came from; `None` when none was known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<graph::GraphUsed>,
+    /// Whether the ranking found a credible cause (see [`graph::found`]); older analyses,
+    /// stored before this was recorded, read as found.
+    #[serde(default = "found_default")]
+    pub found: bool,
     pub ranking: Ranking,
     pub evidence: Vec<Evidence>,
     pub summary: Summary,
@@ -46,16 +54,25 @@ pub struct Analysis {
     pub gaps: Vec<String>,
 }
 
+fn found_default() -> bool {
+    true
+}
+
+/// Robust deviations an anomaly needs for the analysis to count as having found a cause.
+const FOUND_Z: f64 = 5.0;
+
 /// Settings of the analysis (the `analysis` section of `warden.yaml`).
 #[derive(Debug, Clone)]
 pub struct AnalysisSettings {
     /// How far before the incident's start evidence is looked for.
     pub lookback_secs: i64,
+    /// A call graph file (`caller,callee`), read at each analysis.
+    pub graph_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AnalysisSettings {
     fn default() -> Self {
-        Self { lookback_secs: 30 * 60 }
+        Self { lookback_secs: 30 * 60, graph_file: None }
     }
 }
 
@@ -84,13 +101,28 @@ impl Analyzer {
             self.cluster.as_deref(),
         )
         .await;
+        let mut collected = collected;
+        let configured = match &self.settings.graph_file {
+            Some(p) => match graph::read_graph_file(p) {
+                Ok(g) => Some((p.display().to_string(), g)),
+                Err(e) => {
+                    collected.gaps.push(format!("graph: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let graph_used = graph::apply(configured.as_ref().map(|(s, g)| (s.as_str(), g)), collected.symptom.as_ref(), &mut collected.evidence);
         let input = RcaInput { start: incident.opened_at.timestamp(), symptom: collected.symptom.clone(), evidence: collected.evidence.clone() };
         let ranking = rca::rank(&input, &rca::RankParams::default());
+        let found = graph::found(&ranking, &collected.evidence, FOUND_Z);
         let summary = self.summarizer.summarize(incident.title.clone(), input.symptom.clone(), input.start, ranking.clone(), collected.evidence.clone()).await;
         let analysis = Analysis {
             incident_id,
             created_at: now,
             symptom: collected.symptom,
+            graph: graph_used,
+            found,
             ranking,
             evidence: collected.evidence,
             summary,
@@ -133,6 +165,9 @@ impl Store {
         let detail = json!({
             "top": top.map(|c| c.subject.display()),
             "score": top.map(|c| c.score),
+            "found": a.found,
+            "symptom": a.symptom.as_ref().map(|s| s.display()),
+            "graph_sources": a.graph.as_ref().map(|g| g.sources.clone()),
             "summary_source": a.summary.source,
             "summary": a.summary.text,
         });

@@ -4,4 +4,6 @@
 pub mod loghub;
 pub mod m4;
 pub mod nab;
+pub mod rca;
+pub mod rca_data;
 pub mod summary;

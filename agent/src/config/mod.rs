@@ -239,11 +239,15 @@ pub struct AnalysisSection {
     #[serde(default = "defaults::analysis_lookback")]
     pub lookback: HumanDuration,
     pub model: Option<ModelSection>,
+    /// A call graph for root-cause ranking: a CSV with the header `caller,callee`, workload
+    /// names in the incident's namespace (used beside what the cluster tells).
+    #[serde(default)]
+    pub graph: Option<std::path::PathBuf>,
 }
 
 impl Default for AnalysisSection {
     fn default() -> Self {
-        Self { enabled: true, lookback: defaults::analysis_lookback(), model: None }
+        Self { enabled: true, lookback: defaults::analysis_lookback(), model: None, graph: None }
     }
 }
 

@@ -10,9 +10,13 @@
 
 pub mod evidence;
 pub mod rank;
+pub mod recording;
 pub mod series;
 pub mod suite;
 
 pub use evidence::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind};
 pub use rank::{rank, MetricClass, RankParams, RcaInput};
+pub use recording::{
+    rank_recording, CallGraph, MetricKinds, RecordingInput, RecordingParams, RecordingRanking, Series,
+};
 pub use series::{rank_table, rank_table_with, SeriesParams, TableInput, TableRanking};

@@ -117,6 +117,9 @@ pub struct RankParams {
     /// this: an unrelated series that happens to be anomalous at the same time (a volume
     /// filling up elsewhere) is context, not the likely cause.
     pub unrelated_factor: f64,
+    /// The kind of each metric by name, when the caller knows it (`--metric-kinds`); other
+    /// metrics are classified from their names by [`MetricClass::of`].
+    pub metric_kinds: BTreeMap<String, MetricClass>,
 }
 
 impl Default for RankParams {
@@ -148,13 +151,15 @@ impl Default for RankParams {
             w_events: 0.35,
             w_logs: 0.15,
             unrelated_factor: 0.6,
+            metric_kinds: BTreeMap::new(),
         }
     }
 }
 
 /// What a metric measures, from its name; decides which direction is the fault direction and
 /// how much a deviation says about the subject itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MetricClass {
     /// CPU, memory, disk, GC, threads...: rising is the fault direction; local to the subject.
     Resource,
@@ -173,6 +178,33 @@ pub enum MetricClass {
 }
 
 impl MetricClass {
+    /// The kind named in a metric-kinds file: `resource`, `saturation` (a resource that fills
+    /// up), `latency`, `errors`, `availability`, `traffic`, `restarts`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "resource" | "saturation" => Some(MetricClass::Resource),
+            "latency" => Some(MetricClass::Latency),
+            "errors" | "error" => Some(MetricClass::Errors),
+            "availability" => Some(MetricClass::Availability),
+            "traffic" => Some(MetricClass::Traffic),
+            "restarts" => Some(MetricClass::Restarts),
+            _ => None,
+        }
+    }
+
+    /// The name [`parse`](Self::parse) reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricClass::Resource => "resource",
+            MetricClass::Latency => "latency",
+            MetricClass::Errors => "errors",
+            MetricClass::Restarts => "restarts",
+            MetricClass::Availability => "availability",
+            MetricClass::Traffic => "traffic",
+            MetricClass::Unknown => "unknown",
+        }
+    }
+
     /// Classify a metric name (`cpu`, `latency-90`, `lat_90`, `errors`, `ready`, `rps`...).
     pub fn of(metric: &str) -> Self {
         let lower = metric.to_ascii_lowercase();
@@ -185,7 +217,12 @@ impl MetricClass {
             MetricClass::Restarts
         } else if contains(&["latency", "duration", "response"]) || has(&["lat", "rt", "p50", "p90", "p95", "p99"]) {
             MetricClass::Latency
-        } else if has(&["ready", "up", "available", "availability", "success", "healthy", "alive", "running"]) {
+        } else if contains(&["workload"]) || has(&["ops"]) {
+            // Before the resource words: `PodWorkload(Ops)` is a request rate, not a load.
+            MetricClass::Traffic
+        } else if contains(&["success", "availab"])
+            || has(&["ready", "up", "available", "availability", "healthy", "alive", "running"])
+        {
             MetricClass::Availability
         } else if contains(&["cpu", "mem", "disk", "heap", "thread", "swap", "throttl", "load", "rss", "net", "socket"])
             || has(&["gc", "io", "fd", "fds"])
@@ -244,6 +281,7 @@ struct Sanitized {
     hop_decay: f64,
     unrelated: f64,
     precedence_exponent: f64,
+    kinds: BTreeMap<String, MetricClass>,
     w: [f64; 7],
 }
 
@@ -305,6 +343,7 @@ impl Sanitized {
             unrelated: unit(p.unrelated_factor),
             precedence_exponent: finite_or(p.precedence_strength_exponent, d.precedence_strength_exponent)
                 .clamp(0.0, 8.0),
+            kinds: p.metric_kinds.clone(),
             w: [
                 weight(p.w_strength),
                 weight(p.w_precedence),
@@ -557,7 +596,7 @@ impl<'a> Context<'a> {
                     if !score.is_finite() || *score < 0.0 {
                         continue;
                     }
-                    let class = MetricClass::of(metric);
+                    let class = p.kinds.get(metric).copied().unwrap_or_else(|| MetricClass::of(metric));
                     let rising = match expected {
                         Some(x) if x.is_finite() && observed.is_finite() => observed >= x,
                         _ => class.fault_rises().unwrap_or(true),
@@ -643,7 +682,9 @@ impl<'a> Context<'a> {
                 }
                 Payload::Change { change, from, to, description } => {
                     let label = match (from, to) {
-                        (Some(a), Some(b)) => format!("{} {a} → {}", change_word(*change), short_target(a, b)),
+                        (Some(a), Some(b)) => {
+                            format!("{} {a} → {}", change_word(*change), short_target(a, b))
+                        }
                         (None, Some(b)) => format!("{} to {b}", change_word(*change)),
                         _ if !description.is_empty() => {
                             format!("{} ({})", change_word(*change), truncate(description, 60))
@@ -677,7 +718,9 @@ impl<'a> Context<'a> {
             v.dedup();
         }
         for e in &self.input.evidence {
-            let Payload::Topology { nodes, depends_on, .. } = &e.payload else { continue };
+            let Payload::Topology { nodes, depends_on, .. } = &e.payload else {
+                continue;
+            };
             if e.subject.kind != SubjectKind::Workload {
                 continue;
             }
@@ -707,7 +750,9 @@ impl<'a> Context<'a> {
     fn attribute_evictions(&mut self) {
         let mut add: Vec<(Subject, Signal)> = Vec::new();
         for e in &self.input.evidence {
-            let Payload::KubeEvent { reason, count, message, .. } = &e.payload else { continue };
+            let Payload::KubeEvent { reason, count, message, .. } = &e.payload else {
+                continue;
+            };
             if !reason.eq_ignore_ascii_case("evicted") || e.subject.kind != SubjectKind::Workload {
                 continue;
             }
@@ -803,14 +848,18 @@ impl<'a> Context<'a> {
     }
 
     fn precedence(&self, s: &Subject) -> f64 {
-        let Some(os) = self.effective_onset(s) else { return 0.0 };
+        let Some(os) = self.effective_onset(s) else {
+            return 0.0;
+        };
         let mut num = 0.0;
         let mut den = 0.0;
         for o in self.profiles.keys() {
             if o == s {
                 continue;
             }
-            let Some(oo) = self.effective_onset(o) else { continue };
+            let Some(oo) = self.effective_onset(o) else {
+                continue;
+            };
             let w = self.mover_weight(o);
             if w <= 0.0 {
                 continue;
@@ -959,7 +1008,9 @@ impl<'a> Context<'a> {
 
     /// Proximity to the symptom, in `[0, 1]`.
     fn proximity(&self, s: &Subject) -> (f64, Option<String>) {
-        let Some(sym) = &self.input.symptom else { return (0.5, None) };
+        let Some(sym) = &self.input.symptom else {
+            return (0.5, None);
+        };
         if s == sym {
             return (1.0, Some("is the symptom".to_string()));
         }
@@ -992,7 +1043,9 @@ impl<'a> Context<'a> {
             ChangeKind::Secret => 0.7,
             ChangeKind::Scale | ChangeKind::Autoscaler => 0.0,
         };
-        let Some(r) = reference else { return (0.0, String::new()) };
+        let Some(r) = reference else {
+            return (0.0, String::new());
+        };
         let gap = r.saturating_sub(c.time);
         let tf = if gap >= 0 && gap <= self.p.change_window {
             1.0 - 0.5 * gap as f64 / self.p.change_window as f64
@@ -1267,7 +1320,6 @@ fn truncate(s: &str, max: usize) -> String {
         t
     }
 }
-
 
 /// Subjects reachable from `s` along `edges` (breadth first, at most 64 hops), with the hop
 /// count of the shortest path.
