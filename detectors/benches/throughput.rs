@@ -15,10 +15,7 @@ fn series() -> Vec<(i64, f64)> {
     (0..POINTS)
         .map(|i| {
             let day = (i as f64 * 2.0 * std::f64::consts::PI / 288.0).sin();
-            (
-                1_700_000_000_000 + i as i64 * 300_000,
-                100.0 + 20.0 * day + rng.uniform(-2.0, 2.0),
-            )
+            (1_700_000_000_000 + i as i64 * 300_000, 100.0 + 20.0 * day + rng.uniform(-2.0, 2.0))
         })
         .collect()
 }
@@ -31,24 +28,11 @@ fn bench(c: &mut Criterion) {
     let cases: Vec<(&str, Vec<(String, String)>)> = vec![
         ("robust_baseline", vec![("window".into(), "60".into())]),
         ("robust_baseline", vec![("window".into(), "1000".into())]),
-        (
-            "seasonal_baseline",
-            vec![
-                ("periods".into(), "[288]".into()),
-                ("window".into(), "2016".into()),
-            ],
-        ),
+        ("seasonal_baseline", vec![("periods".into(), "[288]".into()), ("window".into(), "2016".into())]),
         ("change_point", vec![]),
     ];
     for (name, params) in cases {
-        let label = format!(
-            "{name}/{}",
-            params
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let label = format!("{name}/{}", params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
         group.bench_with_input(BenchmarkId::from_parameter(label), &params, |b, params| {
             b.iter(|| {
                 let mut d = match registry::build(name, params) {

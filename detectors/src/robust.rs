@@ -250,19 +250,12 @@ pub(crate) fn sorted_mad(values: &[f64], median: f64) -> Option<f64> {
     if n == 0 {
         return None;
     }
-    let (want_lo, want_hi) = if n % 2 == 1 {
-        (n / 2, n / 2)
-    } else {
-        (n / 2 - 1, n / 2)
-    };
+    let (want_lo, want_hi) = if n % 2 == 1 { (n / 2, n / 2) } else { (n / 2 - 1, n / 2) };
     let split = values.partition_point(|v| *v < median);
     let (mut left, mut right) = (split, split);
     let mut lo = 0.0;
     for k in 0..=want_hi {
-        let dl = left
-            .checked_sub(1)
-            .and_then(|i| values.get(i))
-            .map(|v| clamp_finite(median - v));
+        let dl = left.checked_sub(1).and_then(|i| values.get(i)).map(|v| clamp_finite(median - v));
         let dr = values.get(right).map(|v| clamp_finite(v - median));
         let d = match (dl, dr) {
             (Some(a), Some(b)) if a <= b => {
@@ -1021,9 +1014,7 @@ mod tests {
         let mut rng = crate::harness::XorShift64::new(7);
         for n in 1..80 {
             for _ in 0..20 {
-                let mut v: Vec<f64> = (0..n)
-                    .map(|_| (rng.uniform(-5.0, 5.0) * 4.0).round() / 4.0)
-                    .collect();
+                let mut v: Vec<f64> = (0..n).map(|_| (rng.uniform(-5.0, 5.0) * 4.0).round() / 4.0).collect();
                 v.sort_by(f64::total_cmp);
                 let m = sorted_median(&v).expect("non-empty");
                 let mut dev: Vec<f64> = v.iter().map(|x| clamp_finite((x - m).abs())).collect();

@@ -109,10 +109,7 @@ fn check_lengths(what: &str, a: usize, b: usize) -> Result<()> {
 /// Group-level scores of `parsed` against `truth` (one entry per line, in the same order).
 /// Lines whose truth is `None` (no ground-truth event) are removed first. Fails if the lengths
 /// differ or no line is left.
-pub fn grouping<T: Hash + Eq, P: Hash + Eq>(
-    truth: &[Option<T>],
-    parsed: &[P],
-) -> Result<GroupingScores> {
+pub fn grouping<T: Hash + Eq, P: Hash + Eq>(truth: &[Option<T>], parsed: &[P]) -> Result<GroupingScores> {
     check_lengths("grouping labels", truth.len(), parsed.len())?;
     let mut truth_size: HashMap<&T, usize> = HashMap::new();
     // Per parsed group: its size, the truth of its first line, whether all lines share it.
@@ -167,10 +164,7 @@ pub fn grouping<T: Hash + Eq, P: Hash + Eq>(
 /// Parsing accuracy: the share of lines whose parsed template equals the ground truth's
 /// exactly. Lines whose truth is `None` are removed first. Fails if the lengths differ or no
 /// line is left.
-pub fn parsing_accuracy<T: AsRef<str>, P: AsRef<str>>(
-    truth: &[Option<T>],
-    parsed: &[P],
-) -> Result<f64> {
+pub fn parsing_accuracy<T: AsRef<str>, P: AsRef<str>>(truth: &[Option<T>], parsed: &[P]) -> Result<f64> {
     check_lengths("templates", truth.len(), parsed.len())?;
     let (mut lines, mut equal) = (0usize, 0usize);
     for (t, p) in truth.iter().zip(parsed) {
@@ -179,10 +173,7 @@ pub fn parsing_accuracy<T: AsRef<str>, P: AsRef<str>>(
         equal += usize::from(t.as_ref() == p.as_ref());
     }
     if lines == 0 {
-        return Err(Error::InvalidInput {
-            what: "templates".into(),
-            message: "no line has a ground-truth event".into(),
-        });
+        return Err(Error::InvalidInput { what: "templates".into(), message: "no line has a ground-truth event".into() });
     }
     Ok(equal as f64 / lines as f64)
 }
@@ -203,17 +194,11 @@ pub struct Labels<'a> {
 /// GA, FGA, F1 (groups by `truth_id` and `parsed_id`) and PA (texts) of one data set. Lines
 /// with an empty (or blank) `truth_id` are removed first.
 pub fn evaluate(lines: &[Labels<'_>]) -> Result<LoghubScores> {
-    let truth: Vec<Option<&str>> = lines
-        .iter()
-        .map(|l| Some(l.truth_id).filter(|t| !t.trim().is_empty()))
-        .collect();
+    let truth: Vec<Option<&str>> = lines.iter().map(|l| Some(l.truth_id).filter(|t| !t.trim().is_empty())).collect();
     let parsed: Vec<&str> = lines.iter().map(|l| l.parsed_id).collect();
     let grouping = grouping(&truth, &parsed)?;
-    let truth_templates: Vec<Option<&str>> = lines
-        .iter()
-        .zip(&truth)
-        .map(|(l, t)| t.map(|_| l.truth_template))
-        .collect();
+    let truth_templates: Vec<Option<&str>> =
+        lines.iter().zip(&truth).map(|(l, t)| t.map(|_| l.truth_template)).collect();
     let parsed_templates: Vec<&str> = lines.iter().map(|l| l.parsed_template).collect();
     let pa = parsing_accuracy(&truth_templates, &parsed_templates)?;
     Ok(LoghubScores { grouping, pa })
@@ -225,9 +210,7 @@ pub fn average(scores: &[LoghubScores]) -> Option<(f64, f64, f64)> {
         return None;
     }
     let n = scores.len() as f64;
-    let sum = scores.iter().fold((0.0, 0.0, 0.0), |(ga, pa, fga), s| {
-        (ga + s.grouping.ga, pa + s.pa, fga + s.grouping.fga)
-    });
+    let sum = scores.iter().fold((0.0, 0.0, 0.0), |(ga, pa, fga), s| (ga + s.grouping.ga, pa + s.pa, fga + s.grouping.fga));
     Some((sum.0 / n, sum.1 / n, sum.2 / n))
 }
 
@@ -247,16 +230,7 @@ mod tests {
     fn a_group_merging_two_events_scores_nothing() {
         // Truth A A B B C; parsed 1 1 2 2 2: group 1 is exactly A, group 2 merges B and C.
         let s = grouping(&some(&["A", "A", "B", "B", "C"]), &[1, 1, 2, 2, 2]).expect("scores");
-        assert_eq!(
-            (
-                s.lines,
-                s.truth_groups,
-                s.parsed_groups,
-                s.correct_groups,
-                s.correct_lines
-            ),
-            (5, 3, 2, 1, 2)
-        );
+        assert_eq!((s.lines, s.truth_groups, s.parsed_groups, s.correct_groups, s.correct_lines), (5, 3, 2, 1, 2));
         assert!(close(s.ga, 0.4));
         assert!(close(s.pga, 0.5) && close(s.rga, 1.0 / 3.0));
         assert!(close(s.fga, 2.0 * 0.5 * (1.0 / 3.0) / (0.5 + 1.0 / 3.0)));
@@ -297,36 +271,21 @@ mod tests {
         let s = grouping(&truth, &[1, 1, 1, 2]).expect("scores");
         assert_eq!((s.lines, s.parsed_groups, s.correct_lines), (2, 1, 2));
         assert!(close(s.ga, 1.0));
-        let pa = parsing_accuracy(
-            &[Some("a <*>"), None, Some("a <*>")],
-            &["a <*>", "zzz", "a  <*>"],
-        )
-        .expect("pa");
+        let pa = parsing_accuracy(&[Some("a <*>"), None, Some("a <*>")], &["a <*>", "zzz", "a  <*>"]).expect("pa");
         assert!(close(pa, 0.5), "exact text only: double spaces differ");
         assert!(grouping::<&str, i32>(&[None, None], &[1, 2]).is_err());
     }
 
     #[test]
     fn lengths_must_agree() {
-        let err = grouping(&some(&["A"]), &[1, 2])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            err.contains("1 ground-truth lines but 2 parsed lines"),
-            "{err}"
-        );
+        let err = grouping(&some(&["A"]), &[1, 2]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("1 ground-truth lines but 2 parsed lines"), "{err}");
         assert!(parsing_accuracy(&some(&["A"]), &["a", "b"]).is_err());
     }
 
     #[test]
     fn evaluate_combines_groups_and_texts() {
-        let l = |truth_id, truth_template, parsed_id, parsed_template| Labels {
-            truth_id,
-            truth_template,
-            parsed_id,
-            parsed_template,
-        };
+        let l = |truth_id, truth_template, parsed_id, parsed_template| Labels { truth_id, truth_template, parsed_id, parsed_template };
         let lines = [
             l("E1", "open <*>", "t1", "open <*>"),
             l("E1", "open <*>", "t1", "open <*>"),

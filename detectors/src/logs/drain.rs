@@ -152,70 +152,34 @@ impl MinerParams {
     /// * `max_line_bytes`, `max_tokens`: see [`MaskParams::validate`]
     /// * `max_samples`: 0 ..= 100; `sample_max_bytes`: 16 ..= 65 536
     pub fn validate(&self) -> Result<()> {
-        if !(self.sim_threshold.is_finite()
-            && self.sim_threshold > 0.0
-            && self.sim_threshold <= 1.0)
-        {
-            return Err(invalid(
-                "sim_threshold",
-                format!(
-                    "must be greater than 0 and at most 1, got {}",
-                    self.sim_threshold
-                ),
-            ));
+        if !(self.sim_threshold.is_finite() && self.sim_threshold > 0.0 && self.sim_threshold <= 1.0) {
+            return Err(invalid("sim_threshold", format!("must be greater than 0 and at most 1, got {}", self.sim_threshold)));
         }
         if !(1..=MAX_DEPTH).contains(&self.depth) {
-            return Err(invalid(
-                "depth",
-                format!("must be between 1 and {MAX_DEPTH}, got {}", self.depth),
-            ));
+            return Err(invalid("depth", format!("must be between 1 and {MAX_DEPTH}, got {}", self.depth)));
         }
         if !(2..=1000).contains(&self.min_variants) {
-            return Err(invalid(
-                "min_variants",
-                format!("must be between 2 and 1000, got {}", self.min_variants),
-            ));
+            return Err(invalid("min_variants", format!("must be between 2 and 1000, got {}", self.min_variants)));
         }
         if !(2..=100_000).contains(&self.max_children) {
-            return Err(invalid(
-                "max_children",
-                format!("must be between 2 and 100000, got {}", self.max_children),
-            ));
+            return Err(invalid("max_children", format!("must be between 2 and 100000, got {}", self.max_children)));
         }
         if !(1..=MAX_TEMPLATES).contains(&self.max_templates) {
-            return Err(invalid(
-                "max_templates",
-                format!(
-                    "must be between 1 and {MAX_TEMPLATES}, got {}",
-                    self.max_templates
-                ),
-            ));
+            return Err(invalid("max_templates", format!("must be between 1 and {MAX_TEMPLATES}, got {}", self.max_templates)));
         }
         self.mask_params().validate()?;
         if self.max_samples > 100 {
-            return Err(invalid(
-                "max_samples",
-                format!("must be at most 100, got {}", self.max_samples),
-            ));
+            return Err(invalid("max_samples", format!("must be at most 100, got {}", self.max_samples)));
         }
         if !(16..=65_536).contains(&self.sample_max_bytes) {
-            return Err(invalid(
-                "sample_max_bytes",
-                format!(
-                    "must be between 16 and 65536, got {}",
-                    self.sample_max_bytes
-                ),
-            ));
+            return Err(invalid("sample_max_bytes", format!("must be between 16 and 65536, got {}", self.sample_max_bytes)));
         }
         Ok(())
     }
 
     /// The masking limits.
     pub fn mask_params(&self) -> MaskParams {
-        MaskParams {
-            max_line_bytes: self.max_line_bytes,
-            max_tokens: self.max_tokens,
-        }
+        MaskParams { max_line_bytes: self.max_line_bytes, max_tokens: self.max_tokens }
     }
 }
 
@@ -254,10 +218,7 @@ pub struct MatchResult {
     pub truncated: bool,
 }
 
-fn serialize_text<S: serde::Serializer>(
-    text: &Arc<str>,
-    serializer: S,
-) -> std::result::Result<S::Ok, S::Error> {
+fn serialize_text<S: serde::Serializer>(text: &Arc<str>, serializer: S) -> std::result::Result<S::Ok, S::Error> {
     serializer.serialize_str(text)
 }
 
@@ -317,18 +278,12 @@ pub struct MinerState {
 impl MinerState {
     /// The state as JSON.
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|e| Error::InvalidInput {
-            what: "miner state".into(),
-            message: e.to_string(),
-        })
+        serde_json::to_string(self).map_err(|e| Error::InvalidInput { what: "miner state".into(), message: e.to_string() })
     }
 
     /// Read a state written by [`MinerState::to_json`].
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::InvalidInput {
-            what: "miner state".into(),
-            message: e.to_string(),
-        })
+        serde_json::from_str(text).map_err(|e| Error::InvalidInput { what: "miner state".into(), message: e.to_string() })
     }
 }
 
@@ -355,10 +310,7 @@ struct Cluster {
 
 impl Cluster {
     fn token(&self, i: usize) -> &str {
-        self.spans
-            .get(i)
-            .and_then(|&(a, b)| self.text.get(a as usize..b as usize))
-            .unwrap_or("")
+        self.spans.get(i).and_then(|&(a, b)| self.text.get(a as usize..b as usize)).unwrap_or("")
     }
 
     fn len(&self) -> usize {
@@ -427,10 +379,7 @@ fn join(tokens: &[&str]) -> (String, Vec<(u32, u32)>) {
         }
         let a = text.len();
         text.push_str(t);
-        spans.push((
-            u32::try_from(a).unwrap_or(u32::MAX),
-            u32::try_from(text.len()).unwrap_or(u32::MAX),
-        ));
+        spans.push((u32::try_from(a).unwrap_or(u32::MAX), u32::try_from(text.len()).unwrap_or(u32::MAX)));
     }
     (text, spans)
 }
@@ -493,10 +442,7 @@ fn has_constant(token: &str) -> bool {
 
 /// The tree key of a token: itself if it has a constant part and no digit, else `<*>`.
 fn tree_key(token: &str, kind: Option<TokenKind>) -> &str {
-    if kind == Some(TokenKind::Variable)
-        || token.bytes().any(|b| b.is_ascii_digit())
-        || !has_constant(token)
-    {
+    if kind == Some(TokenKind::Variable) || token.bytes().any(|b| b.is_ascii_digit()) || !has_constant(token) {
         WILDCARD
     } else {
         token
@@ -586,10 +532,7 @@ impl Miner {
 
     /// A template by id, if it is kept.
     pub fn get(&self, id: TemplateId) -> Option<TemplateInfo<'_>> {
-        self.by_id
-            .get(&id)
-            .and_then(|&s| self.slot(s))
-            .map(Cluster::info)
+        self.by_id.get(&id).and_then(|&s| self.slot(s)).map(Cluster::info)
     }
 
     /// The templates, by increasing id.
@@ -663,9 +606,7 @@ impl Miner {
             return self.create(line, masked, tokens, truncated);
         };
         // Constant words of the template that the line does not have.
-        let differing: Vec<usize> = (0..c.len())
-            .filter(|&i| c.is_constant(i) && c.token(i) != tokens[i])
-            .collect();
+        let differing: Vec<usize> = (0..c.len()).filter(|&i| c.is_constant(i) && c.token(i) != tokens[i]).collect();
         let mut merged = Vec::new();
         let mut target = s;
         if !differing.is_empty() && self.params.min_variants > 2 {
@@ -690,23 +631,12 @@ impl Miner {
                 Change::Updated
             }
         };
-        let change = if merged.is_empty() {
-            change
-        } else {
-            Change::Updated
-        };
+        let change = if merged.is_empty() { change } else { Change::Updated };
         self.record(target, line, change, merged, truncated)
     }
 
     /// Count the line in template `s` and report it.
-    fn record(
-        &mut self,
-        s: usize,
-        line: &str,
-        change: Change,
-        merged: Vec<TemplateId>,
-        truncated: bool,
-    ) -> MatchResult {
+    fn record(&mut self, s: usize, line: &str, change: Change, merged: Vec<TemplateId>, truncated: bool) -> MatchResult {
         let seq = self.lines;
         let (max_samples, sample_bytes) = (self.params.max_samples, self.params.sample_max_bytes);
         match self.slot_mut(s) {
@@ -747,9 +677,7 @@ impl Miner {
             if c.len() != tokens.len() {
                 continue;
             }
-            let same = (0..c.len())
-                .filter(|&i| c.is_constant(i) && c.token(i) == tokens[i])
-                .count();
+            let same = (0..c.len()).filter(|&i| c.is_constant(i) && c.token(i) == tokens[i]).count();
             let better = match best {
                 None => true,
                 Some((_, bs, bw, bid)) => {
@@ -761,11 +689,7 @@ impl Miner {
             }
         }
         let (s, same, _, _) = best?;
-        let sim = if tokens.is_empty() {
-            1.0
-        } else {
-            same as f64 / n
-        };
+        let sim = if tokens.is_empty() { 1.0 } else { same as f64 / n };
         (sim >= self.params.sim_threshold).then_some(s)
     }
 
@@ -774,10 +698,7 @@ impl Miner {
         let mut node = self.roots.get(&tokens.len())?;
         for (i, token) in tokens.iter().take(self.params.depth).enumerate() {
             let key = tree_key(token, masked.kind(i));
-            node = node
-                .children
-                .get(key)
-                .or_else(|| node.children.get(WILDCARD))?;
+            node = node.children.get(key).or_else(|| node.children.get(WILDCARD))?;
         }
         Some(node)
     }
@@ -786,12 +707,8 @@ impl Miner {
     /// `differing` and in values: with those words made `<*>` they and the line would be one
     /// template. One per distinct combination of those words, the line's own excluded.
     fn siblings(&self, s: usize, differing: &[usize], tokens: &[&str]) -> Vec<usize> {
-        let Some(t) = self.slot(s) else {
-            return Vec::new();
-        };
-        let Some(root) = self.roots.get(&t.len()) else {
-            return Vec::new();
-        };
+        let Some(t) = self.slot(s) else { return Vec::new() };
+        let Some(root) = self.roots.get(&t.len()) else { return Vec::new() };
         let mut node = root;
         for key in &t.path {
             match node.children.get(key) {
@@ -799,13 +716,8 @@ impl Miner {
                 None => return Vec::new(),
             }
         }
-        let words = |c: &Cluster| -> Vec<String> {
-            differing.iter().map(|&i| c.token(i).to_string()).collect()
-        };
-        let mut seen = vec![
-            words(t),
-            differing.iter().map(|&i| tokens[i].to_string()).collect(),
-        ];
+        let words = |c: &Cluster| -> Vec<String> { differing.iter().map(|&i| c.token(i).to_string()).collect() };
+        let mut seen = vec![words(t), differing.iter().map(|&i| tokens[i].to_string()).collect()];
         let mut candidates: Vec<(TemplateId, usize)> = node
             .clusters
             .iter()
@@ -820,10 +732,7 @@ impl Miner {
                 continue;
             }
             let compatible = (0..t.len()).all(|i| {
-                differing.contains(&i)
-                    || c.token(i) == t.token(i)
-                    || !c.is_constant(i)
-                    || !t.is_constant(i)
+                differing.contains(&i) || c.token(i) == t.token(i) || !c.is_constant(i) || !t.is_constant(i)
             });
             if !compatible {
                 continue;
@@ -839,23 +748,15 @@ impl Miner {
 
     /// Make template `s` match `tokens`: positions that differ become `<*>`.
     fn generalize(&mut self, s: usize, tokens: &[&str]) -> Generalized {
-        let Some(c) = self.slot_mut(s) else {
-            return Generalized::Unchanged;
-        };
-        if c.len() != tokens.len()
-            || (0..c.len()).all(|i| c.token(i) == WILDCARD || c.token(i) == tokens[i])
-        {
+        let Some(c) = self.slot_mut(s) else { return Generalized::Unchanged };
+        if c.len() != tokens.len() || (0..c.len()).all(|i| c.token(i) == WILDCARD || c.token(i) == tokens[i]) {
             return Generalized::Unchanged;
         }
         let old_text = Arc::clone(&c.text);
         let new_tokens: Vec<String> = (0..c.len())
             .map(|i| {
                 let t = c.token(i);
-                if t == tokens[i] {
-                    t.to_string()
-                } else {
-                    WILDCARD.to_string()
-                }
+                if t == tokens[i] { t.to_string() } else { WILDCARD.to_string() }
             })
             .collect();
         let refs: Vec<&str> = new_tokens.iter().map(String::as_str).collect();
@@ -876,16 +777,12 @@ impl Miner {
     /// Merge templates `a` and `b` into the one with the older id, made general enough for
     /// both; returns the survivor's slot. Merged ids are appended to `merged`.
     fn merge(&mut self, a: usize, b: usize, merged: &mut Vec<TemplateId>) -> usize {
-        let (Some(ca), Some(cb)) = (self.slot(a), self.slot(b)) else {
-            return a;
-        };
+        let (Some(ca), Some(cb)) = (self.slot(a), self.slot(b)) else { return a };
         if a == b {
             return a;
         }
         let (keep, gone) = if cb.id < ca.id { (b, a) } else { (a, b) };
-        let Some(g) = self.take(gone) else {
-            return keep;
-        };
+        let Some(g) = self.take(gone) else { return keep };
         merged.push(g.id);
         let max_samples = self.params.max_samples;
         if let Some(k) = self.slot_mut(keep) {
@@ -966,8 +863,7 @@ impl Miner {
             if let Some(n) = node {
                 if !n.children.contains_key(key) && key != WILDCARD {
                     let has_wildcard = n.children.contains_key(WILDCARD);
-                    let room =
-                        n.children.len() + usize::from(!has_wildcard) < self.params.max_children;
+                    let room = n.children.len() + usize::from(!has_wildcard) < self.params.max_children;
                     if !room {
                         key = WILDCARD;
                     }
@@ -979,25 +875,13 @@ impl Miner {
         path
     }
 
-    fn create(
-        &mut self,
-        line: &str,
-        masked: &MaskedLine,
-        tokens: &[&str],
-        truncated: bool,
-    ) -> MatchResult {
+    fn create(&mut self, line: &str, masked: &MaskedLine, tokens: &[&str], truncated: bool) -> MatchResult {
         let path = self.new_path(masked, tokens);
         self.create_at(line, path, tokens, truncated)
     }
 
     /// A new template for the line, inserted under `path`.
-    fn create_at(
-        &mut self,
-        line: &str,
-        path: Vec<Box<str>>,
-        tokens: &[&str],
-        truncated: bool,
-    ) -> MatchResult {
+    fn create_at(&mut self, line: &str, path: Vec<Box<str>>, tokens: &[&str], truncated: bool) -> MatchResult {
         let seq = self.lines;
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);
@@ -1008,36 +892,18 @@ impl Miner {
         c.add_sample(line, self.params.max_samples, self.params.sample_max_bytes);
         let template = Arc::clone(&c.text);
         self.insert(c);
-        let evicted = if self.live > self.params.max_templates {
-            self.evict(id)
-        } else {
-            Vec::new()
-        };
-        MatchResult {
-            template_id: id,
-            template,
-            change: Change::New,
-            count: 1,
-            merged: Vec::new(),
-            evicted,
-            truncated,
-        }
+        let evicted = if self.live > self.params.max_templates { self.evict(id) } else { Vec::new() };
+        MatchResult { template_id: id, template, change: Change::New, count: 1, merged: Vec::new(), evicted, truncated }
     }
 
     /// Evict the least recently matched templates (never `keep`), a batch at a time.
     fn evict(&mut self, keep: TemplateId) -> Vec<TemplateId> {
-        let batch = (self.params.max_templates / 64)
-            .max(1)
-            .max(self.live.saturating_sub(self.params.max_templates));
+        let batch = (self.params.max_templates / 64).max(1).max(self.live.saturating_sub(self.params.max_templates));
         let mut candidates: Vec<(u64, TemplateId, usize)> = self
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(s, c)| {
-                c.as_ref()
-                    .filter(|c| c.id != keep)
-                    .map(|c| (c.last_seen, c.id, s))
-            })
+            .filter_map(|(s, c)| c.as_ref().filter(|c| c.id != keep).map(|c| (c.last_seen, c.id, s)))
             .collect();
         let batch = batch.min(candidates.len());
         if batch == 0 {
@@ -1074,13 +940,7 @@ impl Miner {
                 })
             })
             .collect();
-        MinerState {
-            version: STATE_VERSION,
-            params: self.params.clone(),
-            lines: self.lines,
-            next_id: self.next_id,
-            templates,
-        }
+        MinerState { version: STATE_VERSION, params: self.params.clone(), lines: self.lines, next_id: self.next_id, templates }
     }
 
     /// Rebuild a miner from a state written by [`Miner::state`]. With the parameters it was
@@ -1093,13 +953,7 @@ impl Miner {
     pub fn from_state(state: MinerState) -> Result<Self> {
         let bad = |what: String, message: String| Error::InvalidInput { what, message };
         if state.version != STATE_VERSION {
-            return Err(bad(
-                "miner state".into(),
-                format!(
-                    "version {} is not supported (expected {STATE_VERSION})",
-                    state.version
-                ),
-            ));
+            return Err(bad("miner state".into(), format!("version {} is not supported (expected {STATE_VERSION})", state.version)));
         }
         let mut miner = Miner::new(state.params)?;
         miner.lines = state.lines;
@@ -1107,60 +961,33 @@ impl Miner {
         for t in state.templates {
             let what = format!("template {} of the miner state", t.id);
             if t.id == 0 || t.id >= state.next_id {
-                return Err(bad(
-                    what,
-                    format!(
-                        "id must be between 1 and next_id - 1 ({})",
-                        state.next_id.saturating_sub(1)
-                    ),
-                ));
+                return Err(bad(what, format!("id must be between 1 and next_id - 1 ({})", state.next_id.saturating_sub(1))));
             }
             if miner.by_id.contains_key(&t.id) {
                 return Err(bad(what, "duplicate id".into()));
             }
-            let tokens: Vec<&str> = if t.template.is_empty() {
-                Vec::new()
-            } else {
-                t.template.split(' ').collect()
-            };
-            if tokens
-                .iter()
-                .any(|tok| tok.is_empty() || tok.bytes().any(|b| b <= 0x20))
-            {
-                return Err(bad(
-                    what,
-                    "the template has empty tokens or extra whitespace".into(),
-                ));
+            let tokens: Vec<&str> = if t.template.is_empty() { Vec::new() } else { t.template.split(' ').collect() };
+            if tokens.iter().any(|tok| tok.is_empty() || tok.bytes().any(|b| b <= 0x20)) {
+                return Err(bad(what, "the template has empty tokens or extra whitespace".into()));
             }
             let depth = miner.params.depth.min(tokens.len());
             let path: Vec<Box<str>> = if t.path.len() == depth {
                 t.path.into_iter().map(String::into_boxed_str).collect()
             } else {
                 // Saved with another `depth`: key the template by its own first tokens.
-                tokens
-                    .iter()
-                    .take(depth)
-                    .map(|tok| Box::from(tree_key(tok, None)))
-                    .collect()
+                tokens.iter().take(depth).map(|tok| Box::from(tree_key(tok, None))).collect()
             };
             if miner.by_text.contains_key(t.template.as_str()) {
                 return Err(bad(what, "another template has the same text".into()));
             }
             if t.count == 0 || t.first_seen > t.last_seen || t.last_seen > state.lines {
-                return Err(bad(
-                    what,
-                    "count must be at least 1 and first_seen <= last_seen <= lines".into(),
-                ));
+                return Err(bad(what, "count must be at least 1 and first_seen <= last_seen <= lines".into()));
             }
             let mut c = Cluster::build(t.id, &tokens, path);
             c.count = t.count;
             c.first_seen = t.first_seen;
             c.last_seen = t.last_seen;
-            c.samples = t
-                .samples
-                .into_iter()
-                .take(miner.params.max_samples)
-                .collect();
+            c.samples = t.samples.into_iter().take(miner.params.max_samples).collect();
             miner.insert(c);
         }
         if miner.live > miner.params.max_templates {
@@ -1208,23 +1035,14 @@ mod tests {
         let second = m.add("Failed password for admin from 1.2.3.5 port 23 ssh2");
         let third = m.add("Failed password for guest from 1.2.3.6 port 24 ssh2");
         // Three variants: still three templates.
-        assert_eq!(
-            [first.change, second.change, third.change],
-            [Change::New; 3]
-        );
-        assert_eq!(
-            (first.template_id, second.template_id, third.template_id),
-            (1, 2, 3)
-        );
+        assert_eq!([first.change, second.change, third.change], [Change::New; 3]);
+        assert_eq!((first.template_id, second.template_id, third.template_id), (1, 2, 3));
         let fourth = m.add("Failed password for oracle from 1.2.3.7 port 25 ssh2");
         assert_eq!(fourth.template_id, 1, "merged into the oldest id");
         assert_eq!(fourth.change, Change::Updated);
         assert_eq!(fourth.merged, vec![2, 3]);
         assert_eq!(fourth.count, 4);
-        assert_eq!(
-            &*fourth.template,
-            "Failed password for <*> from <*> port <*> ssh2"
-        );
+        assert_eq!(&*fourth.template, "Failed password for <*> from <*> port <*> ssh2");
         assert_eq!(m.len(), 1);
         // From now on any user matches.
         let fifth = m.add("Failed password for test from 9.9.9.9 port 1 ssh2");
@@ -1242,25 +1060,14 @@ mod tests {
         ];
         assert_eq!(ids(&mut m, &lines), [1, 2, 3, 1]);
         // Drain's behaviour: the first difference generalises.
-        let mut drain = Miner::new(MinerParams {
-            min_variants: 2,
-            ..MinerParams::default()
-        })
-        .expect("valid");
+        let mut drain = Miner::new(MinerParams { min_variants: 2, ..MinerParams::default() }).expect("valid");
         assert_eq!(ids(&mut drain, &lines), [1, 1, 1, 1]);
-        assert_eq!(
-            drain.get(1).map(|t| t.template),
-            Some("[instance: <*>] VM <*> (Lifecycle Event)")
-        );
+        assert_eq!(drain.get(1).map(|t| t.template), Some("[instance: <*>] VM <*> (Lifecycle Event)"));
     }
 
     #[test]
     fn low_similarity_makes_a_new_template() {
-        let mut m = Miner::new(MinerParams {
-            min_variants: 2,
-            ..MinerParams::default()
-        })
-        .expect("valid");
+        let mut m = Miner::new(MinerParams { min_variants: 2, ..MinerParams::default() }).expect("valid");
         assert_eq!(ids(&mut m, &["a b c d", "a x y z", "a b c e"]), [1, 2, 1]);
         assert_eq!(m.get(1).map(|t| t.template), Some("a b c <*>"));
         // With the default, `e` is a variant of `d` until enough variants are seen.
@@ -1284,12 +1091,7 @@ mod tests {
             params: MinerParams::default(),
             lines: 4,
             next_id: 5,
-            templates: vec![
-                template(1, "x a z w"),
-                template(2, "x y b w"),
-                template(3, "x <*> <*> w"),
-                template(4, "alpha beta"),
-            ],
+            templates: vec![template(1, "x a z w"), template(2, "x y b w"), template(3, "x <*> <*> w"), template(4, "alpha beta")],
         };
         let mut m = Miner::from_state(state).expect("valid state");
         let slot = |m: &Miner, id: TemplateId| m.by_id.get(&id).copied().expect("live");
@@ -1298,10 +1100,7 @@ mod tests {
         let s = m.merge(slot(&m, 2), slot(&m, 1), &mut merged);
         assert_eq!(m.slot(s).map(|c| c.id), Some(1));
         assert_eq!(merged, vec![2, 3]);
-        assert_eq!(
-            m.get(1).map(|t| (t.template, t.count, t.last_seen)),
-            Some(("x <*> <*> w", 3, 3))
-        );
+        assert_eq!(m.get(1).map(|t| (t.template, t.count, t.last_seen)), Some(("x <*> <*> w", 3, 3)));
         assert_eq!(m.len(), 2);
         // Every index agrees with the slots.
         assert_eq!((m.by_text.len(), m.by_id.len()), (2, 2));
@@ -1312,42 +1111,30 @@ mod tests {
     #[test]
     fn short_and_empty_lines() {
         let mut m = miner();
-        assert_eq!(
-            ids(&mut m, &["", "   ", "running", "running", "normal", "x"]),
-            [1, 1, 2, 2, 3, 4]
-        );
+        assert_eq!(ids(&mut m, &["", "   ", "running", "running", "normal", "x"]), [1, 1, 2, 2, 3, 4]);
         assert_eq!(m.get(1).map(|t| t.template), Some(""));
     }
 
     #[test]
     fn state_round_trip_gives_the_same_future() {
         let mut rng = crate::harness::XorShift64::new(5);
-        let words = [
-            "alpha", "beta", "gamma", "delta", "error", "ok", "user", "disk", "node", "start",
-            "stop",
-        ];
+        let words = ["alpha", "beta", "gamma", "delta", "error", "ok", "user", "disk", "node", "start", "stop"];
         let mut lines = Vec::new();
         for i in 0..3000 {
             let n = 2 + (rng.next_u64() % 7) as usize;
-            let mut l: Vec<String> = (0..n)
-                .map(|_| words[(rng.next_u64() % words.len() as u64) as usize].to_string())
-                .collect();
+            let mut l: Vec<String> = (0..n).map(|_| words[(rng.next_u64() % words.len() as u64) as usize].to_string()).collect();
             if i % 3 == 0 {
                 l.push(format!("{}", rng.next_u64() % 1000));
             }
             lines.push(l.join(" "));
         }
-        let params = MinerParams {
-            max_templates: 200,
-            ..MinerParams::default()
-        };
+        let params = MinerParams { max_templates: 200, ..MinerParams::default() };
         let mut a = Miner::new(params.clone()).expect("valid");
         for l in &lines[..1500] {
             a.add(l);
         }
         let json = a.state().to_json().expect("serialises");
-        let mut b =
-            Miner::from_state(MinerState::from_json(&json).expect("parses")).expect("restores");
+        let mut b = Miner::from_state(MinerState::from_json(&json).expect("parses")).expect("restores");
         assert_eq!(a.state(), b.state());
         for l in &lines[1500..] {
             assert_eq!(a.add(l), b.add(l), "line {l}");
@@ -1356,53 +1143,31 @@ mod tests {
         // A miner that never stopped gives the same ids too (ids do not depend on hashing).
         let mut c = Miner::new(params).expect("valid");
         let ids_c: Vec<_> = lines.iter().map(|l| c.add(l).template_id).collect();
-        let mut d =
-            Miner::from_state(MinerState::from_json(&json).expect("parses")).expect("restores");
-        let mut e = Miner::new(MinerParams {
-            max_templates: 200,
-            ..MinerParams::default()
-        })
-        .expect("valid");
-        let ids_e: Vec<_> = lines[..1500]
-            .iter()
-            .map(|l| e.add(l).template_id)
-            .chain(lines[1500..].iter().map(|l| d.add(l).template_id))
-            .collect();
+        let mut d = Miner::from_state(MinerState::from_json(&json).expect("parses")).expect("restores");
+        let mut e = Miner::new(MinerParams { max_templates: 200, ..MinerParams::default() }).expect("valid");
+        let ids_e: Vec<_> = lines[..1500].iter().map(|l| e.add(l).template_id).chain(lines[1500..].iter().map(|l| d.add(l).template_id)).collect();
         assert_eq!(ids_c, ids_e);
     }
 
     #[test]
     fn memory_is_bounded_by_max_templates() {
-        let params = MinerParams {
-            max_templates: 64,
-            ..MinerParams::default()
-        };
+        let params = MinerParams { max_templates: 64, ..MinerParams::default() };
         let mut m = Miner::new(params).expect("valid");
         let mut evicted = Vec::new();
         let mut seen_ids = std::collections::BTreeSet::new();
         for i in 0..5000u64 {
             // Every line but the frequent one shares no word with any other: a new template.
-            let line = if i % 10 == 0 {
-                "heartbeat ok".to_string()
-            } else {
-                format!("{} {} {}", word(3 * i), word(3 * i + 1), word(3 * i + 2))
-            };
+            let line = if i % 10 == 0 { "heartbeat ok".to_string() } else { format!("{} {} {}", word(3 * i), word(3 * i + 1), word(3 * i + 2)) };
             let r = m.add(&line);
             assert!(m.len() <= 64, "{} templates", m.len());
             evicted.extend(r.evicted.iter().copied());
             if r.change == Change::New {
-                assert!(
-                    seen_ids.insert(r.template_id),
-                    "id {} reused",
-                    r.template_id
-                );
+                assert!(seen_ids.insert(r.template_id), "id {} reused", r.template_id);
             }
         }
         assert!(!evicted.is_empty());
         // The frequent template survives every eviction.
-        assert!(m
-            .templates()
-            .any(|t| t.template.starts_with("heartbeat ok")));
+        assert!(m.templates().any(|t| t.template.starts_with("heartbeat ok")));
         for id in &evicted {
             assert!(m.get(*id).is_none());
         }
@@ -1422,112 +1187,37 @@ mod tests {
 
     #[test]
     fn samples_are_few_distinct_and_cut() {
-        let params = MinerParams {
-            max_samples: 2,
-            sample_max_bytes: 16,
-            ..MinerParams::default()
-        };
+        let params = MinerParams { max_samples: 2, sample_max_bytes: 16, ..MinerParams::default() };
         let mut m = Miner::new(params).expect("valid");
-        for l in [
-            "job 1 done",
-            "job 1 done",
-            "job 2 done",
-            "job 3 done with a long tail that is cut",
-        ] {
+        for l in ["job 1 done", "job 1 done", "job 2 done", "job 3 done with a long tail that is cut"] {
             m.add(l);
         }
         let t = m.get(1).expect("template");
         assert_eq!(t.samples, ["job 1 done", "job 2 done"]);
-        let mut m = Miner::new(MinerParams {
-            sample_max_bytes: 16,
-            ..MinerParams::default()
-        })
-        .expect("valid");
+        let mut m = Miner::new(MinerParams { sample_max_bytes: 16, ..MinerParams::default() }).expect("valid");
         m.add("a very long line that goes past sixteen bytes");
-        assert_eq!(
-            m.get(1).map(|t| t.samples.to_vec()),
-            Some(vec!["a very long line".to_string()])
-        );
+        assert_eq!(m.get(1).map(|t| t.samples.to_vec()), Some(vec!["a very long line".to_string()]));
     }
 
     #[test]
     fn params_are_validated() {
         assert!(MinerParams::default().validate().is_ok());
         for (p, name) in [
-            (
-                MinerParams {
-                    sim_threshold: 0.0,
-                    ..MinerParams::default()
-                },
-                "sim_threshold",
-            ),
-            (
-                MinerParams {
-                    sim_threshold: f64::NAN,
-                    ..MinerParams::default()
-                },
-                "sim_threshold",
-            ),
-            (
-                MinerParams {
-                    depth: 0,
-                    ..MinerParams::default()
-                },
-                "depth",
-            ),
-            (
-                MinerParams {
-                    min_variants: 1,
-                    ..MinerParams::default()
-                },
-                "min_variants",
-            ),
-            (
-                MinerParams {
-                    max_children: 1,
-                    ..MinerParams::default()
-                },
-                "max_children",
-            ),
-            (
-                MinerParams {
-                    max_templates: 0,
-                    ..MinerParams::default()
-                },
-                "max_templates",
-            ),
-            (
-                MinerParams {
-                    max_tokens: 1,
-                    ..MinerParams::default()
-                },
-                "max_tokens",
-            ),
-            (
-                MinerParams {
-                    sample_max_bytes: 1,
-                    ..MinerParams::default()
-                },
-                "sample_max_bytes",
-            ),
+            (MinerParams { sim_threshold: 0.0, ..MinerParams::default() }, "sim_threshold"),
+            (MinerParams { sim_threshold: f64::NAN, ..MinerParams::default() }, "sim_threshold"),
+            (MinerParams { depth: 0, ..MinerParams::default() }, "depth"),
+            (MinerParams { min_variants: 1, ..MinerParams::default() }, "min_variants"),
+            (MinerParams { max_children: 1, ..MinerParams::default() }, "max_children"),
+            (MinerParams { max_templates: 0, ..MinerParams::default() }, "max_templates"),
+            (MinerParams { max_tokens: 1, ..MinerParams::default() }, "max_tokens"),
+            (MinerParams { sample_max_bytes: 1, ..MinerParams::default() }, "sample_max_bytes"),
         ] {
-            let err = Miner::new(p)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let err = Miner::new(p).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(name), "{err}");
         }
-        let partial: MinerParams =
-            serde_json::from_str(r#"{"max_templates": 10}"#).expect("parses");
-        assert_eq!(
-            partial,
-            MinerParams {
-                max_templates: 10,
-                ..MinerParams::default()
-            }
-        );
-        let err = serde_json::from_str::<MinerParams>(r#"{"max_template": 10}"#)
-            .map_err(|e| e.to_string());
+        let partial: MinerParams = serde_json::from_str(r#"{"max_templates": 10}"#).expect("parses");
+        assert_eq!(partial, MinerParams { max_templates: 10, ..MinerParams::default() });
+        let err = serde_json::from_str::<MinerParams>(r#"{"max_template": 10}"#).map_err(|e| e.to_string());
         assert!(err.is_err_and(|e| e.contains("unknown field `max_template`")));
     }
 
@@ -1540,20 +1230,14 @@ mod tests {
         let check = |f: &dyn Fn(&mut MinerState), want: &str| {
             let mut s = good.clone();
             f(&mut s);
-            let err = Miner::from_state(s)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let err = Miner::from_state(s).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(want), "{err} should mention {want}");
         };
         check(&|s| s.version = 99, "version 99");
         check(&|s| s.templates[1].id = s.templates[0].id, "duplicate id");
         check(&|s| s.templates[0].id = 1000, "template 1000");
         check(&|s| s.templates[0].template = "a  b".into(), "empty tokens");
-        check(
-            &|s| s.templates[1].template = s.templates[0].template.clone(),
-            "same text",
-        );
+        check(&|s| s.templates[1].template = s.templates[0].template.clone(), "same text");
         check(&|s| s.templates[0].count = 0, "count");
         check(&|s| s.params.depth = 0, "depth");
         assert!(MinerState::from_json("{").is_err());
@@ -1563,13 +1247,7 @@ mod tests {
     #[test]
     fn states_can_be_restored_with_new_settings() {
         let mut m = miner();
-        for l in [
-            "disk full on sda",
-            "disk ok on sdb",
-            "user 1 logged in",
-            "user 2 logged in",
-            "fan 3 failed",
-        ] {
+        for l in ["disk full on sda", "disk ok on sdb", "user 1 logged in", "user 2 logged in", "fan 3 failed"] {
             m.add(l);
         }
         let mut state = m.state();

@@ -79,33 +79,9 @@ pub const MAX_TOKENS: usize = 4096;
 fn is_unit(s: &str) -> bool {
     matches!(
         s,
-        "B" | "KB"
-            | "kB"
-            | "MB"
-            | "GB"
-            | "TB"
-            | "PB"
-            | "KiB"
-            | "MiB"
-            | "GiB"
-            | "TiB"
-            | "byte"
-            | "bytes"
-            | "ns"
-            | "us"
-            | "µs"
-            | "ms"
-            | "s"
-            | "sec"
-            | "secs"
-            | "second"
-            | "seconds"
-            | "min"
-            | "mins"
-            | "minute"
-            | "minutes"
-            | "hour"
-            | "hours"
+        "B" | "KB" | "kB" | "MB" | "GB" | "TB" | "PB" | "KiB" | "MiB" | "GiB" | "TiB" | "byte" | "bytes" | "ns" | "us"
+            | "µs" | "ms" | "s" | "sec" | "secs" | "second" | "seconds" | "min" | "mins" | "minute" | "minutes"
+            | "hour" | "hours"
     )
 }
 
@@ -113,31 +89,14 @@ fn is_unit(s: &str) -> bool {
 fn is_generic_tld(s: &str) -> bool {
     matches!(
         s,
-        "com"
-            | "net"
-            | "org"
-            | "edu"
-            | "gov"
-            | "mil"
-            | "int"
-            | "io"
-            | "info"
-            | "biz"
-            | "local"
-            | "internal"
-            | "lan"
-            | "arpa"
-            | "cloud"
-            | "dev"
+        "com" | "net" | "org" | "edu" | "gov" | "mil" | "int" | "io" | "info" | "biz" | "local" | "internal" | "lan"
+            | "arpa" | "cloud" | "dev"
     )
 }
 
 /// Second-level labels in front of a two-letter country code (`edu.hk`, `com.cn`, `co.uk`).
 fn is_second_level(s: &str) -> bool {
-    matches!(
-        s,
-        "com" | "net" | "org" | "edu" | "gov" | "co" | "ac" | "or" | "ne" | "go"
-    )
+    matches!(s, "com" | "net" | "org" | "edu" | "gov" | "co" | "ac" | "or" | "ne" | "go")
 }
 
 /// Limits applied to every line before masking.
@@ -152,10 +111,7 @@ pub struct MaskParams {
 
 impl Default for MaskParams {
     fn default() -> Self {
-        Self {
-            max_line_bytes: 4096,
-            max_tokens: 128,
-        }
+        Self { max_line_bytes: 4096, max_tokens: 128 }
     }
 }
 
@@ -166,19 +122,13 @@ impl MaskParams {
         if !(16..=MAX_LINE_BYTES).contains(&self.max_line_bytes) {
             return Err(Error::InvalidParam {
                 name: "max_line_bytes",
-                message: format!(
-                    "must be between 16 and {MAX_LINE_BYTES}, got {}",
-                    self.max_line_bytes
-                ),
+                message: format!("must be between 16 and {MAX_LINE_BYTES}, got {}", self.max_line_bytes),
             });
         }
         if !(2..=MAX_TOKENS).contains(&self.max_tokens) {
             return Err(Error::InvalidParam {
                 name: "max_tokens",
-                message: format!(
-                    "must be between 2 and {MAX_TOKENS}, got {}",
-                    self.max_tokens
-                ),
+                message: format!("must be between 2 and {MAX_TOKENS}, got {}", self.max_tokens),
             });
         }
         Ok(())
@@ -229,9 +179,7 @@ impl MaskedLine {
 
     /// Token `i`, if there is one.
     pub fn token(&self, i: usize) -> Option<&str> {
-        self.spans
-            .get(i)
-            .and_then(|&(a, b, _)| self.text.get(a as usize..b as usize))
+        self.spans.get(i).and_then(|&(a, b, _)| self.text.get(a as usize..b as usize))
     }
 
     /// Kind of token `i`, if there is one.
@@ -241,9 +189,7 @@ impl MaskedLine {
 
     /// The tokens in order.
     pub fn tokens(&self) -> impl Iterator<Item = &str> + '_ {
-        self.spans
-            .iter()
-            .map(|&(a, b, _)| self.text.get(a as usize..b as usize).unwrap_or(""))
+        self.spans.iter().map(|&(a, b, _)| self.text.get(a as usize..b as usize).unwrap_or(""))
     }
 
     /// The masked line: tokens joined by one space.
@@ -296,9 +242,9 @@ impl MaskedLine {
             return;
         }
         self.last_collapsed = false;
-        self.spans
-            .push((offset(start), offset(self.text.len()), kind));
+        self.spans.push((offset(start), offset(self.text.len()), kind));
     }
+
 }
 
 /// A byte offset in a masked line (at most 3 × [`MAX_LINE_BYTES`] + [`MAX_TOKENS`]).
@@ -427,9 +373,7 @@ pub fn mask_into(line: &str, params: &MaskParams, out: &mut MaskedLine) {
             break;
         }
         // Token boundaries are ASCII whitespace, hence character boundaries.
-        let Some(token) = cut.get(start..end) else {
-            continue;
-        };
+        let Some(token) = cut.get(start..end) else { continue };
         if !maybe_value && out.last_kind() != Some(TokenKind::Variable) && token != WILDCARD {
             run.push(cut, start, end, out);
             continue;
@@ -439,11 +383,7 @@ pub fn mask_into(line: &str, params: &MaskParams, out: &mut MaskedLine) {
             push_token(token, 0, out);
             continue;
         }
-        push_token(
-            token,
-            b[start..end].iter().fold(0, |f, &c| f | class(c)),
-            out,
-        );
+        push_token(token, b[start..end].iter().fold(0, |f, &c| f | class(c)), out);
     }
     run.flush(cut, out);
 }
@@ -463,22 +403,13 @@ impl WordRun {
     /// Add the word `line[start..end]`, a constant token.
     #[inline]
     fn push(&mut self, line: &str, start: usize, end: usize, out: &mut MaskedLine) {
-        if !(self.active
-            && start == self.src_end + 1
-            && line.as_bytes().get(self.src_end) == Some(&b' '))
-        {
+        if !(self.active && start == self.src_end + 1 && line.as_bytes().get(self.src_end) == Some(&b' ')) {
             self.flush(line, out);
             let at = out.begin();
-            *self = WordRun {
-                active: true,
-                src_start: start,
-                src_end: start,
-                out_start: at,
-            };
+            *self = WordRun { active: true, src_start: start, src_end: start, out_start: at };
         }
         let at = self.out_start + (start - self.src_start);
-        out.spans
-            .push((offset(at), offset(at + (end - start)), TokenKind::Constant));
+        out.spans.push((offset(at), offset(at + (end - start)), TokenKind::Constant));
         out.last_collapsed = false;
         self.src_end = end;
     }
@@ -487,8 +418,7 @@ impl WordRun {
     #[inline]
     fn flush(&mut self, line: &str, out: &mut MaskedLine) {
         if self.active {
-            out.text
-                .push_str(line.get(self.src_start..self.src_end).unwrap_or(""));
+            out.text.push_str(line.get(self.src_start..self.src_end).unwrap_or(""));
             self.active = false;
         }
     }
@@ -508,10 +438,7 @@ fn bytes_below(x: u64, n: u8) -> u64 {
 #[inline]
 fn bytes_between(x: u64, m: u8, n: u8) -> u64 {
     let low7 = x & (LO * 127);
-    (LO * (127 + u64::from(n))).wrapping_sub(low7)
-        & !x
-        & low7.wrapping_add(LO * (127 - u64::from(m)))
-        & HI
+    (LO * (127 + u64::from(n))).wrapping_sub(low7) & !x & low7.wrapping_add(LO * (127 - u64::from(m))) & HI
 }
 
 /// High bit set in some byte of `x` if a byte equals `v`; exact for whether there is one.
@@ -563,11 +490,7 @@ fn push_token(token: &str, flags: u16, out: &mut MaskedLine) {
                 return;
             }
         }
-        let kind = if token == WILDCARD {
-            TokenKind::Variable
-        } else {
-            TokenKind::Constant
-        };
+        let kind = if token == WILDCARD { TokenKind::Variable } else { TokenKind::Constant };
         let start = out.begin();
         out.text.push_str(token);
         out.finish(start, kind);
@@ -580,11 +503,7 @@ fn push_token(token: &str, flags: u16, out: &mut MaskedLine) {
 
 /// Rules 1–4 on a token that may hold a value: write its masked form, return its kind.
 fn write_value_token(token: &str, flags: u16, out: &mut String) -> TokenKind {
-    let (prefix, core, suffix) = if flags & (C_LEAD | C_TRAIL) == 0 {
-        ("", token, "")
-    } else {
-        split_wrappers(token)
-    };
+    let (prefix, core, suffix) = if flags & (C_LEAD | C_TRAIL) == 0 { ("", token, "") } else { split_wrappers(token) };
     out.push_str(prefix);
     if core.is_empty() {
         // Nothing but punctuation: constant.
@@ -628,11 +547,7 @@ fn split_wrappers(token: &str) -> (&str, &str, &str) {
 /// Mask a non-empty core (rules 2–4) into `out`; returns its kind.
 fn mask_core(core: &str, flags: u16, out: &mut String) -> TokenKind {
     // Rule 2: key=value.
-    if let Some(eq) = if flags & C_EQUALS != 0 {
-        core.find('=')
-    } else {
-        None
-    } {
+    if let Some(eq) = if flags & C_EQUALS != 0 { core.find('=') } else { None } {
         let (key, value) = (&core[..eq], &core[eq + 1..]);
         if is_identifier(key) {
             out.push_str(key);
@@ -655,20 +570,14 @@ fn mask_core(core: &str, flags: u16, out: &mut String) -> TokenKind {
 fn mask_value(value: &str, flags: u16, out: &mut String) -> TokenKind {
     // The commonest value, a number (`200`, `-3`, `0.25`, `10.0.0.1`, `2017-05-16`): one `<*>`,
     // as rule 4 would give, without its analysis.
-    if flags & (C_ALPHA | C_HIGH | C_SLASH | C_BACKSLASH | C_AT | C_EQUALS | C_COLON) == 0
-        && is_plain_number(value)
-    {
+    if flags & (C_ALPHA | C_HIGH | C_SLASH | C_BACKSLASH | C_AT | C_EQUALS | C_COLON) == 0 && is_plain_number(value) {
         out.push_str(WILDCARD);
         return TokenKind::Variable;
     }
     if flags & (C_COLON | C_SLASH) == (C_COLON | C_SLASH) {
         if let Some(i) = value.find("://") {
             let scheme = &value[..i];
-            if !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-            {
+            if !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) {
                 out.push_str(scheme);
                 out.push_str("://");
                 out.push_str(WILDCARD);
@@ -676,9 +585,7 @@ fn mask_value(value: &str, flags: u16, out: &mut String) -> TokenKind {
             }
         }
     }
-    if (flags & (C_SLASH | C_BACKSLASH) != 0 && is_path(value))
-        || (flags & C_AT != 0 && is_email(value))
-    {
+    if (flags & (C_SLASH | C_BACKSLASH) != 0 && is_path(value)) || (flags & C_AT != 0 && is_email(value)) {
         out.push_str(WILDCARD);
         return TokenKind::Variable;
     }
@@ -709,8 +616,7 @@ fn is_plain_number(s: &str) -> bool {
     };
     starts
         && b.last().is_some_and(u8::is_ascii_digit)
-        && b.iter()
-            .all(|&c| c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.iter().all(|&c| c.is_ascii_digit() || c == b'.' || c == b'-')
 }
 
 /// An IPv6 address or a time of day: hex digits, `.` and at least two `:`, with a decimal
@@ -719,16 +625,14 @@ fn is_colon_value(s: &str) -> bool {
     let b = s.as_bytes();
     b.iter().filter(|&&c| c == b':').count() >= 2
         && b.iter().any(u8::is_ascii_digit)
-        && b.iter()
-            .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        && b.iter().all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
 }
 
 fn is_identifier(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn is_path(s: &str) -> bool {
@@ -753,9 +657,7 @@ fn is_email(s: &str) -> bool {
     let Some(at) = s.find('@') else { return false };
     let (local, domain) = (&s[..at], &s[at + 1..]);
     !local.is_empty()
-        && local
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'+' | b'-'))
+        && local.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'+' | b'-'))
         && domain.contains('.')
         && is_host(domain)
 }
@@ -803,9 +705,7 @@ fn is_host(s: &str) -> bool {
             return false;
         }
     }
-    let (Some(last), Some(second)) = (s.get(last.0..last.1), s.get(second.0..second.1)) else {
-        return false;
-    };
+    let (Some(last), Some(second)) = (s.get(last.0..last.1), s.get(second.0..second.1)) else { return false };
     if labels < 2 || !last.bytes().all(|c| c.is_ascii_lowercase()) {
         return false;
     }
@@ -818,9 +718,7 @@ fn is_host(s: &str) -> bool {
 /// A component name: a dotted name with a `/` in it, such as an Android component
 /// (`com.example.app/.MainActivity`) — a value wherever it appears.
 fn is_component_name(span: &[u8]) -> bool {
-    span.contains(&b'/')
-        && span.iter().filter(|&&c| c == b'.').count() >= 2
-        && span.iter().any(u8::is_ascii_alphabetic)
+    span.contains(&b'/') && span.iter().filter(|&&c| c == b'.').count() >= 2 && span.iter().any(u8::is_ascii_alphabetic)
 }
 
 /// Rule 4 on the run of letters and digits starting at `start`: its end and whether it is a
@@ -897,14 +795,9 @@ fn mask_segments(value: &str, flags: u16, out: &mut String) -> TokenKind {
         let start = i;
         let c = class(b[i]);
         let mut is_var = false;
-        if components
-            && i >= plain_until
-            && c & (C_WORD | C_DOT | C_SLASH | C_DASH | C_NAME_PUNCT) != 0
-        {
+        if components && i >= plain_until && c & (C_WORD | C_DOT | C_SLASH | C_DASH | C_NAME_PUNCT) != 0 {
             let mut end = i;
-            while end < b.len()
-                && class(b[end]) & (C_WORD | C_DOT | C_SLASH | C_DASH | C_NAME_PUNCT) != 0
-            {
+            while end < b.len() && class(b[end]) & (C_WORD | C_DOT | C_SLASH | C_DASH | C_NAME_PUNCT) != 0 {
                 end += 1;
             }
             if is_component_name(&b[i..end]) {
@@ -939,10 +832,7 @@ fn mask_segments(value: &str, flags: u16, out: &mut String) -> TokenKind {
             continue;
         }
         // A sign directly in front of a number, not after a letter: `-42`, `_-42`.
-        if start > sep_start
-            && matches!(b[start - 1], b'-' | b'+')
-            && (start == 1 || class(b[start - 2]) & C_WORD == 0)
-        {
+        if start > sep_start && matches!(b[start - 1], b'-' | b'+') && (start == 1 || class(b[start - 2]) & C_WORD == 0) {
             out.push_str(value.get(sep_start..start - 1).unwrap_or(""));
             sep_start = start;
         }
@@ -982,51 +872,27 @@ mod tests {
     #[test]
     fn numbers_with_signs_decimals_and_units() {
         check(&[
-            (
-                "status: 200 len: 1893 time: 0.2477829",
-                "status: <*> len: <*> time: <*>",
-            ),
+            ("status: 200 len: 1893 time: 0.2477829", "status: <*> len: <*> time: <*>"),
             ("offset -42 delta +7 x=-3.5", "offset <*> delta <*> x=<*>"),
-            (
-                "took 12ms, then 3.5GB used, 1e-5 rate, 100% done",
-                "took <*>, then <*> used, <*> rate, <*>% done",
-            ),
+            ("took 12ms, then 3.5GB used, 1e-5 rate, 100% done", "took <*>, then <*> used, <*> rate, <*>% done"),
             ("Took 19.05 seconds to spawn", "Took <*> to spawn"),
             ("memory 2048 MB, disk 20 GB", "memory <*>, disk <*>"),
-            (
-                "1190 bytes (1.16 KB) sent, 0 bytes received",
-                "<*> sent, <*> received",
-            ),
+            ("1190 bytes (1.16 KB) sent, 0 bytes received", "<*> sent, <*> received"),
             ("Temperature (41C) exceeds", "Temperature (<*>) exceeds"),
             ("lifetime <1 sec", "lifetime <<*>"),
             ("Fan speeds ( 3552 3534 3375 4245 )", "Fan speeds ( <*> )"),
-            (
-                "Fan speeds ( 3552 3534 **** 3515 )",
-                "Fan speeds ( <*> **** <*> )",
-            ),
+            ("Fan speeds ( 3552 3534 **** 3515 )", "Fan speeds ( <*> **** <*> )"),
         ]);
     }
 
     #[test]
     fn hex_ids_and_uuids() {
         check(&[
-            (
-                "flags=0x1 mask=fffffff0 at 0x7fed806eb5d",
-                "flags=<*> mask=<*> at <*>",
-            ),
-            (
-                "file a489c868f0c37da93b76227c91bb03908ac0e742 ok",
-                "file <*> ok",
-            ),
-            (
-                "[instance: d96a117b-0193-4549-bdcc-63b917273d1d] Claim successful",
-                "[instance: <*>] Claim successful",
-            ),
+            ("flags=0x1 mask=fffffff0 at 0x7fed806eb5d", "flags=<*> mask=<*> at <*>"),
+            ("file a489c868f0c37da93b76227c91bb03908ac0e742 ok", "file <*> ok"),
+            ("[instance: d96a117b-0193-4549-bdcc-63b917273d1d] Claim successful", "[instance: <*>] Claim successful"),
             ("Token{9f4ef63 token=de9231d}", "Token{<*> token=<*>}"),
-            (
-                "QuorumPeer$QuorumServer@506a5ec8",
-                "QuorumPeer$QuorumServer@<*>",
-            ),
+            ("QuorumPeer$QuorumServer@506a5ec8", "QuorumPeer$QuorumServer@<*>"),
             // Words made of hex letters stay words.
             ("added a facade deadbeef", "added a facade deadbeef"),
         ]);
@@ -1035,89 +901,45 @@ mod tests {
     #[test]
     fn addresses_and_ports() {
         check(&[
-            (
-                "from 10.250.19.102:54106 to 10.0.0.1",
-                "from <*>:<*> to <*>",
-            ),
-            (
-                "src: /10.250.19.102:54106 dest: /10.1.1.1:50010",
-                "src: /<*>:<*> dest: /<*>:<*>",
-            ),
+            ("from 10.250.19.102:54106 to 10.0.0.1", "from <*>:<*> to <*>"),
+            ("src: /10.250.19.102:54106 dest: /10.1.1.1:50010", "src: /<*>:<*> dest: /<*>:<*>"),
             ("peer fe80::1ff:fe23:4567:890a up", "peer <*> up"),
-            (
-                "proxy.cse.cuhk.edu.hk:5070 open through proxy www.google.com:443",
-                "<*>:<*> open through proxy <*>:<*>",
-            ),
-            (
-                "rhost=5.36.59.76.dynamic-dsl-ip.omantel.net.om user=root",
-                "rhost=<*> user=root",
-            ),
+            ("proxy.cse.cuhk.edu.hk:5070 open through proxy www.google.com:443", "<*>:<*> open through proxy <*>:<*>"),
+            ("rhost=5.36.59.76.dynamic-dsl-ip.omantel.net.om user=root", "rhost=<*> user=root"),
             ("mail bob.smith@example.org now", "mail <*> now"),
-            (
-                "Connecting to driver: spark://CoarseGrainedScheduler@10.10.34.11:48069",
-                "Connecting to driver: spark://<*>",
-            ),
+            ("Connecting to driver: spark://CoarseGrainedScheduler@10.10.34.11:48069", "Connecting to driver: spark://<*>"),
         ]);
     }
 
     #[test]
     fn paths_and_times() {
         check(&[
-            (
-                "Active base files: /var/lib/nova/instances/_base/a489c868",
-                "Active base files: <*>",
-            ),
-            (
-                "Loaded C:\\Windows\\winsxs\\cbscore.dll ok",
-                "Loaded <*> ok",
-            ),
+            ("Active base files: /var/lib/nova/instances/_base/a489c868", "Active base files: <*>"),
+            ("Loaded C:\\Windows\\winsxs\\cbscore.dll ok", "Loaded <*> ok"),
             ("opened ./conf/app.yaml and ~/x/y", "opened <*> and <*>"),
             ("at 2017-05-16 00:00:00.008 and 12:30:05", "at <*> and <*>"),
             ("stamp 2005-06-03-15.42.50.675872 done", "stamp <*> done"),
-            (
-                "cmp=com.tencent.mm/.plugin.base.stub.WXEntryActivity (has extras)",
-                "cmp=<*> (has extras)",
-            ),
+            ("cmp=com.tencent.mm/.plugin.base.stub.WXEntryActivity (has extras)", "cmp=<*> (has extras)"),
         ]);
     }
 
     #[test]
     fn words_with_digits_and_identifiers() {
         check(&[
-            (
-                "via interface alt0 port 22 ssh2",
-                "via interface alt0 port <*> ssh2",
-            ),
-            (
-                "domain storage234 on node-12 and R02-M1-N0",
-                "domain <*> on node-<*> and <*>-M1-N0",
-            ),
+            ("via interface alt0 port 22 ssh2", "via interface alt0 port <*> ssh2"),
+            ("domain storage234 on node-12 and R02-M1-N0", "domain <*> on node-<*> and <*>-M1-N0"),
             ("block blk_-6952295868487656571 done", "block blk_<*> done"),
-            (
-                "Created MRAppMaster for appattempt_1445144423722_0020_000001",
-                "Created MRAppMaster for appattempt_<*>",
-            ),
+            ("Created MRAppMaster for appattempt_1445144423722_0020_000001", "Created MRAppMaster for appattempt_<*>"),
             // Java class and package names stay constant.
-            (
-                "Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster",
-                "Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster",
-            ),
+            ("Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster", "Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster"),
             ("mapred.job.id is deprecated", "mapred.job.id is deprecated"),
-            (
-                "uid=0 euid=0 tty=ssh ruser= force=false",
-                "uid=<*> euid=<*> tty=ssh ruser= force=false",
-            ),
+            ("uid=0 euid=0 tty=ssh ruser= force=false", "uid=<*> euid=<*> tty=ssh ruser= force=false"),
         ]);
     }
 
     #[test]
     fn whitespace_is_normalised() {
-        check(&[
-            ("  a \t b\r\n", "a b"),
-            ("", ""),
-            ("   ", ""),
-            ("x\u{0}y z", "x y z"),
-        ]);
+        check(&[("  a \t b\r\n", "a b"), ("", ""), ("   ", ""), ("x\u{0}y z", "x y z")]);
         assert!(mask("  ").is_empty());
     }
 
@@ -1127,18 +949,9 @@ mod tests {
         let kinds: Vec<_> = (0..line.len()).filter_map(|i| line.kind(i)).collect();
         assert_eq!(
             kinds,
-            [
-                TokenKind::Mixed,
-                TokenKind::Constant,
-                TokenKind::Variable,
-                TokenKind::Mixed,
-                TokenKind::Variable
-            ]
+            [TokenKind::Mixed, TokenKind::Constant, TokenKind::Variable, TokenKind::Mixed, TokenKind::Variable]
         );
-        assert_eq!(
-            line.tokens().collect::<Vec<_>>(),
-            ["uid=<*>", "error", "<*>", "blk_<*>", "<*>"]
-        );
+        assert_eq!(line.tokens().collect::<Vec<_>>(), ["uid=<*>", "error", "<*>", "blk_<*>", "<*>"]);
         assert_eq!(line.token(1), Some("error"));
         assert_eq!(line.token(9), None);
     }
@@ -1148,22 +961,15 @@ mod tests {
         for run in ["42", "3rd", "0x1f", "a489c8", "storage234", "R02", "a1b2"] {
             assert!(run_is_variable(run), "{run} should be a value");
         }
-        for run in [
-            "ssh2", "alt0", "md5", "error", "facade", "ffffffff", "log4j", "v2beta",
-        ] {
+        for run in ["ssh2", "alt0", "md5", "error", "facade", "ffffffff", "log4j", "v2beta"] {
             assert!(!run_is_variable(run), "{run} should stay a word");
         }
     }
 
     #[test]
     fn token_limit_keeps_a_final_wildcard() {
-        let line: String = (0..300)
-            .map(|i| format!("w{} ", ["a", "b", "c"][i % 3]))
-            .collect();
-        let params = MaskParams {
-            max_line_bytes: 4096,
-            max_tokens: 10,
-        };
+        let line: String = (0..300).map(|i| format!("w{} ", ["a", "b", "c"][i % 3])).collect();
+        let params = MaskParams { max_line_bytes: 4096, max_tokens: 10 };
         let mut out = MaskedLine::new();
         mask_into(&line, &params, &mut out);
         assert_eq!(out.len(), 10);
@@ -1176,10 +982,7 @@ mod tests {
 
     #[test]
     fn line_limit_cuts_at_a_character_boundary() {
-        let params = MaskParams {
-            max_line_bytes: 16,
-            max_tokens: 128,
-        };
+        let params = MaskParams { max_line_bytes: 16, max_tokens: 128 };
         let mut out = MaskedLine::new();
         mask_into("ééééééééé tail", &params, &mut out);
         assert!(out.truncated());
@@ -1191,22 +994,11 @@ mod tests {
     #[test]
     fn params_are_validated_and_unknown_fields_rejected() {
         assert!(MaskParams::default().validate().is_ok());
-        let bad = MaskParams {
-            max_tokens: 1,
-            ..MaskParams::default()
-        };
-        assert!(bad
-            .validate()
-            .is_err_and(|e| e.to_string().contains("max_tokens")));
-        let bad = MaskParams {
-            max_line_bytes: 0,
-            ..MaskParams::default()
-        };
-        assert!(bad
-            .validate()
-            .is_err_and(|e| e.to_string().contains("max_line_bytes")));
-        let err =
-            serde_json::from_str::<MaskParams>(r#"{"max_tokns": 3}"#).map_err(|e| e.to_string());
+        let bad = MaskParams { max_tokens: 1, ..MaskParams::default() };
+        assert!(bad.validate().is_err_and(|e| e.to_string().contains("max_tokens")));
+        let bad = MaskParams { max_line_bytes: 0, ..MaskParams::default() };
+        assert!(bad.validate().is_err_and(|e| e.to_string().contains("max_line_bytes")));
+        let err = serde_json::from_str::<MaskParams>(r#"{"max_tokns": 3}"#).map_err(|e| e.to_string());
         assert!(err.is_err_and(|e| e.contains("unknown field")));
     }
 
@@ -1217,22 +1009,15 @@ mod tests {
         let alphabet = b"ab.Z/9@\\ \t\x01\xc3\xa9-:=_";
         for _ in 0..2000 {
             let len = (rng.next_u64() % 40) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| alphabet[(rng.next_u64() % alphabet.len() as u64) as usize])
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|_| alphabet[(rng.next_u64() % alphabet.len() as u64) as usize]).collect();
             for start in 0..bytes.len() {
                 let mut end = start;
                 let mut value = false;
                 while end < bytes.len() && bytes[end] > 0x20 {
-                    value |= bytes[end].is_ascii_digit()
-                        || matches!(bytes[end], b'.' | b'/' | b'\\' | b'@');
+                    value |= bytes[end].is_ascii_digit() || matches!(bytes[end], b'.' | b'/' | b'\\' | b'@');
                     end += 1;
                 }
-                assert_eq!(
-                    scan_token(&bytes, start),
-                    (end, value),
-                    "{bytes:?} from {start}"
-                );
+                assert_eq!(scan_token(&bytes, start), (end, value), "{bytes:?} from {start}");
             }
         }
     }

@@ -49,7 +49,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{Detection, Detector, Deviation, Direction};
+use crate::detector::{Detection, Deviation, Detector, Direction};
 use crate::error::{Error, Result};
 use crate::robust::{RobustBaseline, RobustBaselineParams};
 
@@ -123,40 +123,22 @@ impl SignalParams {
     /// 16 ..= 65 536, and both baselines as [`RobustBaselineParams::validate`] checks them.
     pub fn validate(&self) -> Result<()> {
         if self.warmup_ms < 0 {
-            return Err(invalid(
-                "warmup_ms",
-                format!("must be at least 0, got {}", self.warmup_ms),
-            ));
+            return Err(invalid("warmup_ms", format!("must be at least 0, got {}", self.warmup_ms)));
         }
         if !(1..=86_400_000).contains(&self.bucket_ms) {
-            return Err(invalid(
-                "bucket_ms",
-                format!("must be between 1 and 86400000, got {}", self.bucket_ms),
-            ));
+            return Err(invalid("bucket_ms", format!("must be between 1 and 86400000, got {}", self.bucket_ms)));
         }
         if !(1..=100_000).contains(&self.max_tracked_templates) {
             return Err(invalid(
                 "max_tracked_templates",
-                format!(
-                    "must be between 1 and 100000, got {}",
-                    self.max_tracked_templates
-                ),
+                format!("must be between 1 and 100000, got {}", self.max_tracked_templates),
             ));
         }
         if self.max_samples > 100 {
-            return Err(invalid(
-                "max_samples",
-                format!("must be at most 100, got {}", self.max_samples),
-            ));
+            return Err(invalid("max_samples", format!("must be at most 100, got {}", self.max_samples)));
         }
         if !(16..=65_536).contains(&self.sample_max_bytes) {
-            return Err(invalid(
-                "sample_max_bytes",
-                format!(
-                    "must be between 16 and 65536, got {}",
-                    self.sample_max_bytes
-                ),
-            ));
+            return Err(invalid("sample_max_bytes", format!("must be between 16 and 65536, got {}", self.sample_max_bytes)));
         }
         self.rate.validate()?;
         self.errors.validate()
@@ -262,14 +244,7 @@ impl LogSignals {
             by_template: BTreeMap::new(),
             samples: Vec::new(),
         };
-        Ok(Self {
-            params,
-            lines: 0,
-            first_ms: None,
-            bucket: None,
-            tracks: BTreeMap::new(),
-            errors,
-        })
+        Ok(Self { params, lines: 0, first_ms: None, bucket: None, tracks: BTreeMap::new(), errors })
     }
 
     /// The parameters.
@@ -285,14 +260,11 @@ impl LogSignals {
     /// Whether the new-template warm-up is over.
     pub fn warmed_up(&self, now_ms: i64) -> bool {
         self.lines >= self.params.warmup_lines
-            && self
-                .first_ms
-                .is_some_and(|f| now_ms.saturating_sub(f) >= self.params.warmup_ms)
+            && self.first_ms.is_some_and(|f| now_ms.saturating_sub(f) >= self.params.warmup_ms)
     }
 
     fn bucket_of(&self, t: i64) -> i64 {
-        t.div_euclid(self.params.bucket_ms)
-            .saturating_mul(self.params.bucket_ms)
+        t.div_euclid(self.params.bucket_ms).saturating_mul(self.params.bucket_ms)
     }
 
     /// Take one mined line: `result` is what [`Miner::add`](super::Miner::add) returned for
@@ -346,10 +318,7 @@ impl LogSignals {
         if error_level(line).is_some() {
             let e = &mut self.errors;
             e.count = e.count.saturating_add(1);
-            let entry = e
-                .by_template
-                .entry(result.template_id)
-                .or_insert((0, Arc::clone(&result.template)));
+            let entry = e.by_template.entry(result.template_id).or_insert((0, Arc::clone(&result.template)));
             entry.0 = entry.0.saturating_add(1);
             entry.1 = Arc::clone(&result.template);
             push_sample(&mut e.samples, line, max_samples, sample_bytes);
@@ -379,11 +348,7 @@ impl LogSignals {
     /// Drop the least recently seen tracked template if the table is full.
     fn make_room(&mut self) {
         while self.tracks.len() >= self.params.max_tracked_templates {
-            let oldest = self
-                .tracks
-                .iter()
-                .min_by_key(|(id, t)| (t.last_line, **id))
-                .map(|(id, _)| *id);
+            let oldest = self.tracks.iter().min_by_key(|(id, t)| (t.last_line, **id)).map(|(id, _)| *id);
             match oldest {
                 Some(id) => {
                     self.tracks.remove(&id);
@@ -397,9 +362,7 @@ impl LogSignals {
     /// periodically so that silence is judged; lines call it themselves.
     pub fn flush(&mut self, now_ms: i64) -> Vec<Signal> {
         let mut signals = Vec::new();
-        let Some(open) = self.bucket else {
-            return signals;
-        };
+        let Some(open) = self.bucket else { return signals };
         let step = self.params.bucket_ms;
         let target = self.bucket_of(now_ms);
         if target <= open {
@@ -407,8 +370,7 @@ impl LogSignals {
         }
         // The open bucket, then at most `window` empty ones.
         let empty = ((target - open) / step).saturating_sub(1);
-        let window = i64::try_from(self.params.rate.window.max(self.params.errors.window))
-            .unwrap_or(i64::MAX);
+        let window = i64::try_from(self.params.rate.window.max(self.params.errors.window)).unwrap_or(i64::MAX);
         self.close_bucket(open, &mut signals);
         for k in 1..=empty.min(window) {
             self.close_bucket(open.saturating_add(k.saturating_mul(step)), &mut signals);
@@ -425,16 +387,7 @@ impl LogSignals {
             let d = t.detector.update(start, t.count as f64);
             let level = (t.count as f64).max(d.expected.unwrap_or(0.0));
             if d.is_anomaly() && level >= min_rate {
-                signals.push(rate_signal(
-                    SignalKind::RateChange,
-                    &d,
-                    end,
-                    Some(id),
-                    Some(&t.template),
-                    &t.samples,
-                    t.count,
-                    start,
-                ));
+                signals.push(rate_signal(SignalKind::RateChange, &d, end, Some(id), Some(&t.template), &t.samples, t.count, start));
             }
             t.count = 0;
             t.samples.clear();
@@ -443,24 +396,12 @@ impl LogSignals {
         let d = e.detector.update(start, e.count as f64);
         if d.is_anomaly() && e.count >= self.params.min_error_count {
             // The most frequent error template of the bucket (the lowest id on a tie).
-            let top = e
-                .by_template
-                .iter()
-                .max_by_key(|(id, (n, _))| (*n, std::cmp::Reverse(**id)));
+            let top = e.by_template.iter().max_by_key(|(id, (n, _))| (*n, std::cmp::Reverse(**id)));
             let (id, text) = match top {
                 Some((id, (_, text))) => (Some(*id), Some(text)),
                 None => (None, None),
             };
-            signals.push(rate_signal(
-                SignalKind::ErrorBurst,
-                &d,
-                end,
-                id,
-                text,
-                &e.samples,
-                e.count,
-                start,
-            ));
+            signals.push(rate_signal(SignalKind::ErrorBurst, &d, end, id, text, &e.samples, e.count, start));
         }
         e.count = 0;
         e.by_template.clear();
@@ -520,10 +461,7 @@ pub fn error_level(line: &str) -> Option<&'static str> {
         };
         let keyed = key.is_some_and(|k| {
             let k = k.to_ascii_lowercase();
-            matches!(
-                k.as_str(),
-                "level" | "severity" | "lvl" | "loglevel" | "log_level"
-            )
+            matches!(k.as_str(), "level" | "severity" | "lvl" | "loglevel" | "log_level")
         });
         if key.is_some() && !keyed {
             continue;
@@ -590,12 +528,7 @@ mod tests {
 
     /// One-second buckets; new templates are not signalled (an endless warm-up).
     fn params() -> SignalParams {
-        SignalParams {
-            warmup_lines: u64::MAX,
-            warmup_ms: 0,
-            bucket_ms: 1000,
-            ..SignalParams::default()
-        }
+        SignalParams { warmup_lines: u64::MAX, warmup_ms: 0, bucket_ms: 1000, ..SignalParams::default() }
     }
 
     fn kinds(signals: &[Signal]) -> Vec<SignalKind> {
@@ -604,10 +537,7 @@ mod tests {
 
     #[test]
     fn new_templates_are_signalled_after_the_line_warm_up() {
-        let mut s = Stream::new(SignalParams {
-            warmup_lines: 3,
-            ..params()
-        });
+        let mut s = Stream::new(SignalParams { warmup_lines: 3, ..params() });
         assert!(s.line(0, "service started on port 80").is_empty());
         assert!(s.line(1, "connection from 10.0.0.1").is_empty());
         assert!(s.line(2, "connection from 10.0.0.2").is_empty());
@@ -615,10 +545,7 @@ mod tests {
         assert_eq!(kinds(&got), [SignalKind::NewTemplate]);
         let e = &got[0].evidence;
         assert_eq!(e.template_id, Some(3));
-        assert_eq!(
-            e.template.as_deref(),
-            Some("disk quota exceeded for user <*>")
-        );
+        assert_eq!(e.template.as_deref(), Some("disk quota exceeded for user <*>"));
         assert_eq!(e.samples, ["disk quota exceeded for user 7"]);
         assert_eq!((e.count, e.baseline, got[0].timestamp_ms), (1, None, 3));
         // A known template is not new.
@@ -627,20 +554,12 @@ mod tests {
 
     #[test]
     fn new_templates_wait_for_the_time_warm_up_too() {
-        let mut s = Stream::new(SignalParams {
-            warmup_lines: 0,
-            warmup_ms: 10_000,
-            ..params()
-        });
+        let mut s = Stream::new(SignalParams { warmup_lines: 0, warmup_ms: 10_000, ..params() });
         assert!(s.line(1_000, "a b c").is_empty());
         assert!(s.line(5_000, "d e f").is_empty());
         assert!(!s.signals.warmed_up(10_999));
         assert!(s.signals.warmed_up(11_000));
-        let got: Vec<_> = s
-            .line(11_000, "g h i")
-            .into_iter()
-            .filter(|x| x.kind == SignalKind::NewTemplate)
-            .collect();
+        let got: Vec<_> = s.line(11_000, "g h i").into_iter().filter(|x| x.kind == SignalKind::NewTemplate).collect();
         assert_eq!(got.len(), 1);
     }
 
@@ -667,16 +586,10 @@ mod tests {
         all.extend(s.signals.flush(31_000));
         assert_eq!(kinds(&all), [SignalKind::RateChange]);
         let sig = &all[0];
-        assert_eq!(
-            (sig.timestamp_ms, sig.deviation),
-            (31_000, Deviation::Above)
-        );
+        assert_eq!((sig.timestamp_ms, sig.deviation), (31_000, Deviation::Above));
         assert!(sig.score > 0.5);
         let e = &sig.evidence;
-        assert_eq!(
-            (e.template_id, e.count, e.baseline),
-            (Some(1), 100, Some(10.0))
-        );
+        assert_eq!((e.template_id, e.count, e.baseline), (Some(1), 100, Some(10.0)));
         assert_eq!(e.template.as_deref(), Some("GET <*>"));
         assert_eq!((e.window_start_ms, e.window_end_ms), (30_000, 31_000));
         assert_eq!(e.samples.len(), 3);
@@ -693,18 +606,12 @@ mod tests {
         // Silence: the agent flushes on a timer.
         let got = s.signals.flush(32_500);
         // Buckets 30 and 31 are empty; 32 is still open.
-        assert_eq!(
-            kinds(&got),
-            [SignalKind::RateChange, SignalKind::RateChange]
-        );
+        assert_eq!(kinds(&got), [SignalKind::RateChange, SignalKind::RateChange]);
         for (sig, start) in got.iter().zip([30_000, 31_000]) {
             assert_eq!(sig.deviation, Deviation::Below);
             assert_eq!((sig.evidence.count, sig.evidence.baseline), (0, Some(20.0)));
             assert_eq!(sig.evidence.window_start_ms, start);
-            assert_eq!(
-                sig.evidence.template.as_deref(),
-                Some("heartbeat from worker ok")
-            );
+            assert_eq!(sig.evidence.template.as_deref(), Some("heartbeat from worker ok"));
         }
         // The same bucket is not judged twice.
         assert!(s.signals.flush(32_500).is_empty());
@@ -712,10 +619,7 @@ mod tests {
 
     #[test]
     fn an_error_burst_names_the_top_error_template() {
-        let mut s = Stream::new(SignalParams {
-            min_error_count: 5,
-            ..params()
-        });
+        let mut s = Stream::new(SignalParams { min_error_count: 5, ..params() });
         let mut all = Vec::new();
         for b in 0..20 {
             all.extend(s.line(b * 1000, "request served in 12 ms"));
@@ -725,27 +629,15 @@ mod tests {
         }
         assert!(all.is_empty(), "{all:?}");
         for k in 0..12 {
-            all.extend(s.line(
-                20_000 + k,
-                &format!("[error] upstream 10.0.0.{k} timed out"),
-            ));
+            all.extend(s.line(20_000 + k, &format!("[error] upstream 10.0.0.{k} timed out")));
         }
-        all.extend(s.line(
-            20_100,
-            "Exception in thread main java.lang.NullPointerException",
-        ));
+        all.extend(s.line(20_100, "Exception in thread main java.lang.NullPointerException"));
         all.extend(s.signals.flush(21_000));
-        let bursts: Vec<_> = all
-            .iter()
-            .filter(|x| x.kind == SignalKind::ErrorBurst)
-            .collect();
+        let bursts: Vec<_> = all.iter().filter(|x| x.kind == SignalKind::ErrorBurst).collect();
         assert_eq!(bursts.len(), 1, "{all:?}");
         let e = &bursts[0].evidence;
         assert_eq!(e.count, 13);
-        assert_eq!(
-            e.template.as_deref(),
-            Some("[error] upstream <*> timed out")
-        );
+        assert_eq!(e.template.as_deref(), Some("[error] upstream <*> timed out"));
         assert_eq!(e.baseline, Some(0.0));
         assert_eq!(e.samples.len(), 3);
         assert!(e.samples.iter().all(|l| l.starts_with("[error] upstream")));
@@ -755,23 +647,14 @@ mod tests {
     fn error_levels_are_recognised_generically() {
         for (line, want) in [
             ("2024-01-01 ERROR db: connection refused", Some("error")),
-            (
-                "[error] [client 1.2.3.4] Directory index forbidden",
-                Some("error"),
-            ),
+            ("[error] [client 1.2.3.4] Directory index forbidden", Some("error")),
             ("<crit> kernel: disk failure", Some("critical")),
             ("level=error msg=\"boom\"", Some("error")),
             ("severity=\"FATAL\" shutting down", Some("fatal")),
-            (
-                "SEVERE: Servlet.service() threw exception",
-                Some("critical"),
-            ),
+            ("SEVERE: Servlet.service() threw exception", Some("critical")),
             ("panic: runtime error: index out of range", Some("panic")),
             ("Error: cannot open file", Some("error")),
-            (
-                "Caused by: java.io.IOException: Broken pipe",
-                Some("exception"),
-            ),
+            ("Caused by: java.io.IOException: Broken pipe", Some("exception")),
             ("ValueError: invalid literal", Some("exception")),
             ("Traceback (most recent call last):", Some("exception")),
             ("instruction cache parity error corrected", None),
@@ -786,29 +669,14 @@ mod tests {
 
     #[test]
     fn merged_and_evicted_templates_keep_tracking_consistent() {
-        let mut s = Stream::new(SignalParams {
-            max_tracked_templates: 3,
-            ..params()
-        });
-        for (i, user) in ["root", "admin", "guest", "oracle", "test"]
-            .iter()
-            .enumerate()
-        {
-            s.line(
-                i as i64,
-                &format!("Failed password for {user} from 1.2.3.4 port 22 ssh2"),
-            );
+        let mut s = Stream::new(SignalParams { max_tracked_templates: 3, ..params() });
+        for (i, user) in ["root", "admin", "guest", "oracle", "test"].iter().enumerate() {
+            s.line(i as i64, &format!("Failed password for {user} from 1.2.3.4 port 22 ssh2"));
         }
         // Four variants merged into one template.
         assert_eq!(s.signals.tracked_templates(), 1);
         for i in 0..10 {
-            s.line(
-                100 + i,
-                &format!(
-                    "unrelated message number{i} kind{}",
-                    ["a", "b", "c", "d"][i as usize % 4]
-                ),
-            );
+            s.line(100 + i, &format!("unrelated message number{i} kind{}", ["a", "b", "c", "d"][i as usize % 4]));
         }
         assert!(s.signals.tracked_templates() <= 3);
     }
@@ -816,10 +684,7 @@ mod tests {
     #[test]
     fn signals_are_deterministic() {
         let run = || {
-            let mut s = Stream::new(SignalParams {
-                warmup_lines: 10,
-                ..params()
-            });
+            let mut s = Stream::new(SignalParams { warmup_lines: 10, ..params() });
             let mut out = Vec::new();
             for i in 0..3000i64 {
                 let line = match i % 7 {
@@ -841,53 +706,16 @@ mod tests {
     fn params_are_validated() {
         assert!(SignalParams::default().validate().is_ok());
         for (p, name) in [
-            (
-                SignalParams {
-                    bucket_ms: 0,
-                    ..SignalParams::default()
-                },
-                "bucket_ms",
-            ),
-            (
-                SignalParams {
-                    warmup_ms: -1,
-                    ..SignalParams::default()
-                },
-                "warmup_ms",
-            ),
-            (
-                SignalParams {
-                    max_tracked_templates: 0,
-                    ..SignalParams::default()
-                },
-                "max_tracked_templates",
-            ),
-            (
-                SignalParams {
-                    sample_max_bytes: 0,
-                    ..SignalParams::default()
-                },
-                "sample_max_bytes",
-            ),
-            (
-                SignalParams {
-                    rate: RobustBaselineParams {
-                        window: 1,
-                        ..RobustBaselineParams::default()
-                    },
-                    ..SignalParams::default()
-                },
-                "window",
-            ),
+            (SignalParams { bucket_ms: 0, ..SignalParams::default() }, "bucket_ms"),
+            (SignalParams { warmup_ms: -1, ..SignalParams::default() }, "warmup_ms"),
+            (SignalParams { max_tracked_templates: 0, ..SignalParams::default() }, "max_tracked_templates"),
+            (SignalParams { sample_max_bytes: 0, ..SignalParams::default() }, "sample_max_bytes"),
+            (SignalParams { rate: RobustBaselineParams { window: 1, ..RobustBaselineParams::default() }, ..SignalParams::default() }, "window"),
         ] {
-            let err = LogSignals::new(p)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let err = LogSignals::new(p).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(name), "{err}");
         }
-        let err =
-            serde_json::from_str::<SignalParams>(r#"{"bucket": 5}"#).map_err(|e| e.to_string());
+        let err = serde_json::from_str::<SignalParams>(r#"{"bucket": 5}"#).map_err(|e| e.to_string());
         assert!(err.is_err_and(|e| e.contains("unknown field `bucket`")));
     }
 }

@@ -31,19 +31,11 @@ pub enum SubjectKind {
 
 impl Subject {
     pub fn workload(namespace: Option<&str>, name: &str) -> Self {
-        Self {
-            kind: SubjectKind::Workload,
-            namespace: namespace.map(str::to_string),
-            name: name.to_string(),
-        }
+        Self { kind: SubjectKind::Workload, namespace: namespace.map(str::to_string), name: name.to_string() }
     }
 
     pub fn node(name: &str) -> Self {
-        Self {
-            kind: SubjectKind::Node,
-            namespace: None,
-            name: name.to_string(),
-        }
+        Self { kind: SubjectKind::Node, namespace: None, name: name.to_string() }
     }
 
     /// `namespace/name` for namespaced workloads, `name` for the others, `node/name` for nodes.
@@ -138,12 +130,7 @@ pub enum Payload {
         depends_on: Vec<String>,
     },
     /// An action Warden took (a playbook run step).
-    Action {
-        run_id: i64,
-        playbook: String,
-        step: String,
-        status: String,
-    },
+    Action { run_id: i64, playbook: String, step: String, status: String },
 }
 
 /// The kind of a [`Payload::Change`].

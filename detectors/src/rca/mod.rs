@@ -13,8 +13,6 @@ pub mod rank;
 pub mod series;
 pub mod suite;
 
-pub use evidence::{
-    Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind,
-};
+pub use evidence::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind};
 pub use rank::{rank, MetricClass, RankParams, RcaInput};
 pub use series::{rank_table, rank_table_with, SeriesParams, TableInput, TableRanking};

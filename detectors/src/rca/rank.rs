@@ -38,9 +38,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::evidence::{
-    Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind,
-};
+use super::evidence::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind};
 
 /// Everything the ranking looks at.
 #[derive(Debug, Clone, Default)]
@@ -178,40 +176,22 @@ impl MetricClass {
     /// Classify a metric name (`cpu`, `latency-90`, `lat_90`, `errors`, `ready`, `rps`...).
     pub fn of(metric: &str) -> Self {
         let lower = metric.to_ascii_lowercase();
-        let tokens: Vec<&str> = lower
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .filter(|t| !t.is_empty())
-            .collect();
+        let tokens: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|t| !t.is_empty()).collect();
         let has = |words: &[&str]| tokens.iter().any(|t| words.contains(t));
         let contains = |parts: &[&str]| parts.iter().any(|p| lower.contains(p));
         if contains(&["error", "fail", "5xx", "exception", "timeout"]) || has(&["err", "errs"]) {
             MetricClass::Errors
         } else if contains(&["restart", "oom", "crash"]) {
             MetricClass::Restarts
-        } else if contains(&["latency", "duration", "response"])
-            || has(&["lat", "rt", "p50", "p90", "p95", "p99"])
-        {
+        } else if contains(&["latency", "duration", "response"]) || has(&["lat", "rt", "p50", "p90", "p95", "p99"]) {
             MetricClass::Latency
-        } else if has(&[
-            "ready",
-            "up",
-            "available",
-            "availability",
-            "success",
-            "healthy",
-            "alive",
-            "running",
-        ]) {
+        } else if has(&["ready", "up", "available", "availability", "success", "healthy", "alive", "running"]) {
             MetricClass::Availability
-        } else if contains(&[
-            "cpu", "mem", "disk", "heap", "thread", "swap", "throttl", "load", "rss", "net",
-            "socket",
-        ]) || has(&["gc", "io", "fd", "fds"])
+        } else if contains(&["cpu", "mem", "disk", "heap", "thread", "swap", "throttl", "load", "rss", "net", "socket"])
+            || has(&["gc", "io", "fd", "fds"])
         {
             MetricClass::Resource
-        } else if contains(&["throughput", "request", "traffic"])
-            || has(&["rps", "qps", "tps", "calls", "req"])
-        {
+        } else if contains(&["throughput", "request", "traffic"]) || has(&["rps", "qps", "tps", "calls", "req"]) {
             MetricClass::Traffic
         } else if has(&["time", "seconds", "ms"]) {
             MetricClass::Latency
@@ -224,10 +204,7 @@ impl MetricClass {
     /// when both are.
     pub fn fault_rises(self) -> Option<bool> {
         match self {
-            MetricClass::Resource
-            | MetricClass::Latency
-            | MetricClass::Errors
-            | MetricClass::Restarts => Some(true),
+            MetricClass::Resource | MetricClass::Latency | MetricClass::Errors | MetricClass::Restarts => Some(true),
             MetricClass::Availability => Some(false),
             MetricClass::Traffic | MetricClass::Unknown => None,
         }
@@ -326,11 +303,8 @@ impl Sanitized {
             change_after: secs(p.change_after_secs),
             hop_decay: unit(p.hop_decay),
             unrelated: unit(p.unrelated_factor),
-            precedence_exponent: finite_or(
-                p.precedence_strength_exponent,
-                d.precedence_strength_exponent,
-            )
-            .clamp(0.0, 8.0),
+            precedence_exponent: finite_or(p.precedence_strength_exponent, d.precedence_strength_exponent)
+                .clamp(0.0, 8.0),
             w: [
                 weight(p.w_strength),
                 weight(p.w_precedence),
@@ -482,27 +456,20 @@ fn event_weight(reason: &str) -> (f64, bool) {
         "imagepullbackoff" | "errimagepull" | "failedcreatepodsandbox" => (0.8, false),
         "backoff" => (0.5, false),
         "failedmount" | "failedattachvolume" => (0.5, false),
-        "unhealthy" | "probewarning" | "livenessprobefailed" | "readinessprobefailed" => {
-            (0.4, false)
-        }
+        "unhealthy" | "probewarning" | "livenessprobefailed" | "readinessprobefailed" => (0.4, false),
         "failedscheduling" => (0.3, false),
         "evicted" | "preempting" => (0.3, false),
         "killing" => (0.2, false),
         "nodenotready" | "nodeunreachable" | "notready" => (1.0, true),
-        "nodehasmemorypressure"
-        | "nodehasdiskpressure"
-        | "nodehaspidpressure"
-        | "nodenetworkunavailable" => (0.7, true),
+        "nodehasmemorypressure" | "nodehasdiskpressure" | "nodehaspidpressure" | "nodenetworkunavailable" => {
+            (0.7, true)
+        }
         "systemoom" | "kernel deadlock" | "kerneldeadlock" | "rebooted" => (0.8, true),
-        "evictionthresholdmet"
-        | "nodehasinsufficientmemory"
-        | "nodehasinsufficientdisk"
-        | "freediskspacefailed" => (0.7, true),
+        "evictionthresholdmet" | "nodehasinsufficientmemory" | "nodehasinsufficientdisk" | "freediskspacefailed" => {
+            (0.7, true)
+        }
         // Recoveries are context, not faults.
-        "nodeready"
-        | "nodehassufficientmemory"
-        | "nodehasnodiskpressure"
-        | "nodehassufficientpid" => (0.05, true),
+        "nodeready" | "nodehassufficientmemory" | "nodehasnodiskpressure" | "nodehassufficientpid" => (0.05, true),
         _ if r.starts_with("node") => (0.5, true),
         _ => (0.2, false),
     }
@@ -565,18 +532,12 @@ impl<'a> Context<'a> {
         ctx.resolve_topology();
         for (caller, ds) in &ctx.deps {
             for d in ds {
-                ctx.rdeps
-                    .entry(d.clone())
-                    .or_default()
-                    .insert(caller.clone());
+                ctx.rdeps.entry(d.clone()).or_default().insert(caller.clone());
             }
         }
         for (w, ns) in &ctx.placement {
             for n in ns {
-                ctx.residents_of
-                    .entry(n.clone())
-                    .or_default()
-                    .push(w.clone());
+                ctx.residents_of.entry(n.clone()).or_default().push(w.clone());
             }
         }
         if let Some(sym) = &input.symptom {
@@ -592,14 +553,7 @@ impl<'a> Context<'a> {
         let start = self.input.start;
         for e in &self.input.evidence {
             match &e.payload {
-                Payload::Anomaly {
-                    metric,
-                    observed,
-                    expected,
-                    score,
-                    until,
-                    ..
-                } => {
+                Payload::Anomaly { metric, observed, expected, score, until, .. } => {
                     if !score.is_finite() || *score < 0.0 {
                         continue;
                     }
@@ -617,9 +571,7 @@ impl<'a> Context<'a> {
                         MetricClass::Latency => p.latency,
                         MetricClass::Errors => p.error,
                         MetricClass::Traffic => p.traffic,
-                        MetricClass::Resource if e.subject.kind == SubjectKind::Node => {
-                            p.node_resource
-                        }
+                        MetricClass::Resource if e.subject.kind == SubjectKind::Node => p.node_resource,
                         _ => 1.0,
                     };
                     let transient = match until {
@@ -632,12 +584,7 @@ impl<'a> Context<'a> {
                         _ => 1.0,
                     };
                     let z = finite_or(
-                        score
-                            * dir_factor
-                            * class_factor
-                            * transient
-                            * ended_before
-                            * p.time_relevance(e.time, start),
+                        score * dir_factor * class_factor * transient * ended_before * p.time_relevance(e.time, start),
                         0.0,
                     )
                     .max(0.0);
@@ -655,21 +602,12 @@ impl<'a> Context<'a> {
                         declared: class == MetricClass::Availability,
                     });
                 }
-                Payload::KubeEvent {
-                    reason,
-                    count,
-                    object,
-                    ..
-                } => {
+                Payload::KubeEvent { reason, count, object, .. } => {
                     self.has_events = true;
                     let (weight, node_level) = event_weight(reason);
                     let rel = 0.3 + 0.7 * p.time_relevance(e.time, start);
                     let w = unit(weight * count_factor(u64::from(*count)) * rel);
-                    let label = if *count > 1 {
-                        format!("{reason} ×{count}")
-                    } else {
-                        reason.clone()
-                    };
+                    let label = if *count > 1 { format!("{reason} ×{count}") } else { reason.clone() };
                     // Node-level events point to the node, whatever subject they were filed under.
                     let subject = if node_level && e.subject.kind != SubjectKind::Node {
                         match node_of_object(object) {
@@ -681,12 +619,7 @@ impl<'a> Context<'a> {
                     };
                     let f = self.facts.entry(subject).or_default();
                     f.signal = true;
-                    f.events.push(Signal {
-                        id: e.id.clone(),
-                        time: e.time,
-                        weight: w,
-                        label,
-                    });
+                    f.events.push(Signal { id: e.id.clone(), time: e.time, weight: w, label });
                 }
                 Payload::LogSignal { signal, count, .. } => {
                     self.has_logs = true;
@@ -706,23 +639,11 @@ impl<'a> Context<'a> {
                     };
                     let f = self.facts.entry(e.subject.clone()).or_default();
                     f.signal = true;
-                    f.logs.push(Signal {
-                        id: e.id.clone(),
-                        time: e.time,
-                        weight: w,
-                        label,
-                    });
+                    f.logs.push(Signal { id: e.id.clone(), time: e.time, weight: w, label });
                 }
-                Payload::Change {
-                    change,
-                    from,
-                    to,
-                    description,
-                } => {
+                Payload::Change { change, from, to, description } => {
                     let label = match (from, to) {
-                        (Some(a), Some(b)) => {
-                            format!("{} {a} → {}", change_word(*change), short_target(a, b))
-                        }
+                        (Some(a), Some(b)) => format!("{} {a} → {}", change_word(*change), short_target(a, b)),
                         (None, Some(b)) => format!("{} to {b}", change_word(*change)),
                         _ if !description.is_empty() => {
                             format!("{} ({})", change_word(*change), truncate(description, 60))
@@ -730,22 +651,13 @@ impl<'a> Context<'a> {
                         _ => change_word(*change).to_string(),
                     };
                     let f = self.facts.entry(e.subject.clone()).or_default();
-                    f.changes.push(ChangeItem {
-                        id: e.id.clone(),
-                        time: e.time,
-                        kind: *change,
-                        label,
-                    });
+                    f.changes.push(ChangeItem { id: e.id.clone(), time: e.time, kind: *change, label });
                     if is_cause_change(*change) {
                         self.has_changes = true;
                     }
                 }
                 Payload::Topology { .. } => {
-                    self.facts
-                        .entry(e.subject.clone())
-                        .or_default()
-                        .topology
-                        .push(e.id.clone());
+                    self.facts.entry(e.subject.clone()).or_default().topology.push(e.id.clone());
                 }
                 Payload::Action { .. } => {}
             }
@@ -757,10 +669,7 @@ impl<'a> Context<'a> {
         let mut by_name: BTreeMap<&str, Vec<&Subject>> = BTreeMap::new();
         for e in &self.input.evidence {
             if e.subject.kind == SubjectKind::Workload {
-                by_name
-                    .entry(e.subject.name.as_str())
-                    .or_default()
-                    .push(&e.subject);
+                by_name.entry(e.subject.name.as_str()).or_default().push(&e.subject);
             }
         }
         for v in by_name.values_mut() {
@@ -768,21 +677,13 @@ impl<'a> Context<'a> {
             v.dedup();
         }
         for e in &self.input.evidence {
-            let Payload::Topology {
-                nodes, depends_on, ..
-            } = &e.payload
-            else {
-                continue;
-            };
+            let Payload::Topology { nodes, depends_on, .. } = &e.payload else { continue };
             if e.subject.kind != SubjectKind::Workload {
                 continue;
             }
             for n in nodes.iter().filter(|n| !n.is_empty()) {
                 self.has_topology = true;
-                self.placement
-                    .entry(e.subject.clone())
-                    .or_default()
-                    .insert(Subject::node(n));
+                self.placement.entry(e.subject.clone()).or_default().insert(Subject::node(n));
             }
             for d in depends_on.iter().filter(|d| !d.is_empty()) {
                 let target = match by_name.get(d.as_str()) {
@@ -796,10 +697,7 @@ impl<'a> Context<'a> {
                 };
                 if target != e.subject {
                     self.has_topology = true;
-                    self.deps
-                        .entry(e.subject.clone())
-                        .or_default()
-                        .insert(target);
+                    self.deps.entry(e.subject.clone()).or_default().insert(target);
                 }
             }
         }
@@ -809,49 +707,22 @@ impl<'a> Context<'a> {
     fn attribute_evictions(&mut self) {
         let mut add: Vec<(Subject, Signal)> = Vec::new();
         for e in &self.input.evidence {
-            let Payload::KubeEvent {
-                reason,
-                count,
-                message,
-                ..
-            } = &e.payload
-            else {
-                continue;
-            };
+            let Payload::KubeEvent { reason, count, message, .. } = &e.payload else { continue };
             if !reason.eq_ignore_ascii_case("evicted") || e.subject.kind != SubjectKind::Workload {
                 continue;
             }
             let rel = 0.3 + 0.7 * self.p.time_relevance(e.time, self.input.start);
             let w = unit(0.6 * count_factor(u64::from(*count)) * rel);
-            let mut nodes: Vec<Subject> = self
-                .placement
-                .get(&e.subject)
-                .map(|s| s.iter().cloned().collect())
-                .unwrap_or_default();
+            let mut nodes: Vec<Subject> =
+                self.placement.get(&e.subject).map(|s| s.iter().cloned().collect()).unwrap_or_default();
             if nodes.is_empty() {
                 // Fall back on a known node named in the message.
-                let known: BTreeSet<&Subject> = self
-                    .facts
-                    .keys()
-                    .filter(|s| s.kind == SubjectKind::Node)
-                    .collect();
-                nodes = known
-                    .into_iter()
-                    .filter(|n| message.contains(n.name.as_str()))
-                    .cloned()
-                    .collect();
+                let known: BTreeSet<&Subject> = self.facts.keys().filter(|s| s.kind == SubjectKind::Node).collect();
+                nodes = known.into_iter().filter(|n| message.contains(n.name.as_str())).cloned().collect();
             }
             for n in nodes {
                 let label = format!("evicted {} pods", e.subject.name);
-                add.push((
-                    n,
-                    Signal {
-                        id: e.id.clone(),
-                        time: e.time,
-                        weight: w,
-                        label,
-                    },
-                ));
+                add.push((n, Signal { id: e.id.clone(), time: e.time, weight: w, label }));
             }
         }
         for (n, s) in add {
@@ -862,12 +733,7 @@ impl<'a> Context<'a> {
     fn profile(&mut self) {
         let p = self.p;
         let mut profiles = BTreeMap::new();
-        let subjects: BTreeSet<Subject> = self
-            .facts
-            .keys()
-            .chain(self.node_support.keys())
-            .cloned()
-            .collect();
+        let subjects: BTreeSet<Subject> = self.facts.keys().chain(self.node_support.keys()).cloned().collect();
         for s in subjects {
             let empty = Facts::default();
             let f = self.facts.get(&s).unwrap_or(&empty);
@@ -884,10 +750,7 @@ impl<'a> Context<'a> {
                 }
                 if a.z >= p.min_z && a.z > 0.0 {
                     let earlier = match pr.onset_anomaly {
-                        Some(j) => f
-                            .anomalies
-                            .get(j)
-                            .is_none_or(|b| (a.onset, &a.id) < (b.onset, &b.id)),
+                        Some(j) => f.anomalies.get(j).is_none_or(|b| (a.onset, &a.id) < (b.onset, &b.id)),
                         None => true,
                     };
                     if earlier {
@@ -898,14 +761,8 @@ impl<'a> Context<'a> {
             pr.strength = p.strength(best);
             pr.fault_strength = p.confidence(best_fault);
             pr.anomalous = best_fault >= p.min_z && best_fault > 0.0;
-            pr.onset = pr
-                .onset_anomaly
-                .and_then(|i| f.anomalies.get(i))
-                .map(|a| a.onset);
-            pr.onset_declared = pr
-                .onset_anomaly
-                .and_then(|i| f.anomalies.get(i))
-                .is_some_and(|a| a.declared);
+            pr.onset = pr.onset_anomaly.and_then(|i| f.anomalies.get(i)).map(|a| a.onset);
+            pr.onset_declared = pr.onset_anomaly.and_then(|i| f.anomalies.get(i)).is_some_and(|a| a.declared);
             let support = self.node_support.get(&s);
             if pr.onset.is_none() {
                 pr.onset_declared = true;
@@ -918,12 +775,7 @@ impl<'a> Context<'a> {
                     .map(|x| x.time)
                     .min();
             }
-            pr.events = noisy_or(
-                f.events
-                    .iter()
-                    .chain(support.into_iter().flatten())
-                    .map(|x| x.weight),
-            );
+            pr.events = noisy_or(f.events.iter().chain(support.into_iter().flatten()).map(|x| x.weight));
             pr.logs = noisy_or(f.logs.iter().map(|x| x.weight));
             // A node condition (NotReady, pressure) is a fault by itself.
             if s.kind == SubjectKind::Node && pr.events >= 0.5 {
@@ -942,33 +794,23 @@ impl<'a> Context<'a> {
     fn effective_onset(&self, s: &Subject) -> Option<i64> {
         let pr = self.profile_of(s)?;
         let o = pr.onset?;
-        Some(if s.kind == SubjectKind::Node && pr.onset_declared {
-            o.saturating_sub(self.p.node_grace)
-        } else {
-            o
-        })
+        Some(if s.kind == SubjectKind::Node && pr.onset_declared { o.saturating_sub(self.p.node_grace) } else { o })
     }
 
     /// Weight of a subject as a "mover" for the others' precedence.
     fn mover_weight(&self, s: &Subject) -> f64 {
-        self.profile_of(s)
-            .map(|pr| pr.strength.max(0.5 * pr.events).max(0.5 * pr.logs))
-            .unwrap_or(0.0)
+        self.profile_of(s).map(|pr| pr.strength.max(0.5 * pr.events).max(0.5 * pr.logs)).unwrap_or(0.0)
     }
 
     fn precedence(&self, s: &Subject) -> f64 {
-        let Some(os) = self.effective_onset(s) else {
-            return 0.0;
-        };
+        let Some(os) = self.effective_onset(s) else { return 0.0 };
         let mut num = 0.0;
         let mut den = 0.0;
         for o in self.profiles.keys() {
             if o == s {
                 continue;
             }
-            let Some(oo) = self.effective_onset(o) else {
-                continue;
-            };
+            let Some(oo) = self.effective_onset(o) else { continue };
             let w = self.mover_weight(o);
             if w <= 0.0 {
                 continue;
@@ -987,11 +829,7 @@ impl<'a> Context<'a> {
         // Relative to the incident start: moving before (or at) the start is what a cause does;
         // starting to move long after it is what a consequence does.
         let after = os.saturating_sub(self.input.start.saturating_add(60));
-        let to_start = if after <= 0 {
-            1.0
-        } else {
-            unit(1.0 - after as f64 / self.p.lag as f64)
-        };
+        let to_start = if after <= 0 { 1.0 } else { unit(1.0 - after as f64 / self.p.lag as f64) };
         unit(0.8 * relative + 0.2 * to_start)
     }
 
@@ -1015,13 +853,7 @@ impl<'a> Context<'a> {
 
     fn fault_strength(&self, s: &Subject) -> f64 {
         self.profile_of(s)
-            .map(|pr| {
-                pr.fault_strength.max(if s.kind == SubjectKind::Node {
-                    pr.events
-                } else {
-                    0.0
-                })
-            })
+            .map(|pr| pr.fault_strength.max(if s.kind == SubjectKind::Node { pr.events } else { 0.0 }))
             .unwrap_or(0.0)
     }
 
@@ -1066,11 +898,7 @@ impl<'a> Context<'a> {
                     continue;
                 }
                 let (bad, total) = self.resident_fraction(n, Some(s));
-                let broad = if total == 0 {
-                    0.0
-                } else {
-                    bad as f64 / total as f64
-                };
+                let broad = if total == 0 { 0.0 } else { bad as f64 / total as f64 };
                 let v = self.fault_strength(n) * broad * self.timing(n, s);
                 if v > victim {
                     victim = v;
@@ -1084,11 +912,7 @@ impl<'a> Context<'a> {
         if s.kind == SubjectKind::Node {
             let res = self.residents(s);
             let bad = res.iter().filter(|r| self.is_anomalous(r)).count();
-            breadth = if res.is_empty() {
-                0.0
-            } else {
-                bad as f64 / res.len() as f64
-            };
+            breadth = if res.is_empty() { 0.0 } else { bad as f64 / res.len() as f64 };
             if bad >= 1 {
                 reasons.push(format!("{bad} of {} workloads on it anomalous", res.len()));
             }
@@ -1116,68 +940,36 @@ impl<'a> Context<'a> {
                 n_explained += 1;
             }
         }
-        let explain = if total > 0.0 {
-            unit(explained / total) * breadth
-        } else {
-            0.0
-        };
+        let explain = if total > 0.0 { unit(explained / total) * breadth } else { 0.0 };
         if s.kind == SubjectKind::Workload && n_explained > 0 && explain >= 0.3 {
-            reasons.push(format!(
-                "can explain {n_explained} anomalous caller{}",
-                if n_explained == 1 { "" } else { "s" }
-            ));
+            reasons
+                .push(format!("can explain {n_explained} anomalous caller{}", if n_explained == 1 { "" } else { "s" }));
         }
         if let Some(v) = &victim_of {
             if victim >= 0.3 {
-                let what = if v.kind == SubjectKind::Node {
-                    "runs on anomalous"
-                } else {
-                    "depends on anomalous"
-                };
+                let what = if v.kind == SubjectKind::Node { "runs on anomalous" } else { "depends on anomalous" };
                 reasons.push(format!("{what} {v} (likely a victim)"));
             }
         }
-        for t in self
-            .facts
-            .get(s)
-            .map(|f| f.topology.clone())
-            .unwrap_or_default()
-        {
+        for t in self.facts.get(s).map(|f| f.topology.clone()).unwrap_or_default() {
             ids.push(t);
         }
-        (
-            unit(0.5 * (1.0 - unit(victim)) + 0.5 * explain),
-            reasons,
-            ids,
-        )
+        (unit(0.5 * (1.0 - unit(victim)) + 0.5 * explain), reasons, ids)
     }
 
     /// Proximity to the symptom, in `[0, 1]`.
     fn proximity(&self, s: &Subject) -> (f64, Option<String>) {
-        let Some(sym) = &self.input.symptom else {
-            return (0.5, None);
-        };
+        let Some(sym) = &self.input.symptom else { return (0.5, None) };
         if s == sym {
             return (1.0, Some("is the symptom".to_string()));
         }
         let down = &self.symptom_downstream;
         if s.kind == SubjectKind::Node {
-            let on_path = self
-                .placement
-                .iter()
-                .any(|(w, ns)| ns.contains(s) && (w == sym || down.contains_key(w)));
-            return if on_path {
-                (1.0, Some(format!("hosts the path of {sym}")))
-            } else {
-                (0.2, None)
-            };
+            let on_path = self.placement.iter().any(|(w, ns)| ns.contains(s) && (w == sym || down.contains_key(w)));
+            return if on_path { (1.0, Some(format!("hosts the path of {sym}"))) } else { (0.2, None) };
         }
         if let Some(h) = down.get(s) {
-            let why = if *h == 1 {
-                format!("{sym} depends on it")
-            } else {
-                format!("on {sym}'s dependency path")
-            };
+            let why = if *h == 1 { format!("{sym} depends on it") } else { format!("on {sym}'s dependency path") };
             return (1.0, Some(why));
         }
         if s.namespace.is_some() && s.namespace == sym.namespace {
@@ -1187,16 +979,8 @@ impl<'a> Context<'a> {
     }
 
     /// Correlation of one change with the anomalies, in `[0, 1]`, and a reason.
-    fn change_score(
-        &self,
-        workload: &Subject,
-        c: &ChangeItem,
-        first_onset: Option<i64>,
-    ) -> (f64, String) {
-        let own = self
-            .profile_of(workload)
-            .filter(|pr| pr.anomalous)
-            .and_then(|pr| pr.onset);
+    fn change_score(&self, workload: &Subject, c: &ChangeItem, first_onset: Option<i64>) -> (f64, String) {
+        let own = self.profile_of(workload).filter(|pr| pr.anomalous).and_then(|pr| pr.onset);
         let (reference, own_factor, what) = match (own, first_onset) {
             (Some(o), _) => (Some(o), 1.0, "the first anomaly"),
             (None, Some(f)) => (Some(f), 0.35, "the first anomaly"),
@@ -1208,9 +992,7 @@ impl<'a> Context<'a> {
             ChangeKind::Secret => 0.7,
             ChangeKind::Scale | ChangeKind::Autoscaler => 0.0,
         };
-        let Some(r) = reference else {
-            return (0.0, String::new());
-        };
+        let Some(r) = reference else { return (0.0, String::new()) };
         let gap = r.saturating_sub(c.time);
         let tf = if gap >= 0 && gap <= self.p.change_window {
             1.0 - 0.5 * gap as f64 / self.p.change_window as f64
@@ -1228,11 +1010,7 @@ impl<'a> Context<'a> {
     }
 
     fn first_onset(&self) -> Option<i64> {
-        self.profiles
-            .iter()
-            .filter(|(_, pr)| pr.anomalous)
-            .filter_map(|(s, _)| self.effective_onset(s))
-            .min()
+        self.profiles.iter().filter(|(_, pr)| pr.anomalous).filter_map(|(s, _)| self.effective_onset(s)).min()
     }
 
     fn active_weight(&self) -> f64 {
@@ -1285,11 +1063,7 @@ impl<'a> Context<'a> {
         let prec = self.precedence(s) * unit(confidence).powf(self.p.precedence_exponent);
         sum += w[W_PRECEDENCE] * prec;
         if let Some(o) = pr.onset {
-            let movers = self
-                .profiles
-                .iter()
-                .filter(|(x, _)| *x != s && self.mover_weight(x) >= 0.2)
-                .count();
+            let movers = self.profiles.iter().filter(|(x, _)| *x != s && self.mover_weight(x) >= 0.2).count();
             if self.precedence(s) >= 0.9 && movers > 0 {
                 reasons.insert(0, format!("moved first (onset {})", clock(o)));
             } else {
@@ -1362,11 +1136,7 @@ impl<'a> Context<'a> {
         // Events.
         if self.has_events {
             sum += w[W_EVENTS] * pr.events;
-            let mut evs: Vec<&Signal> = f
-                .events
-                .iter()
-                .chain(self.node_support.get(s).into_iter().flatten())
-                .collect();
+            let mut evs: Vec<&Signal> = f.events.iter().chain(self.node_support.get(s).into_iter().flatten()).collect();
             evs.sort_by(|a, b| b.weight.total_cmp(&a.weight).then_with(|| a.id.cmp(&b.id)));
             for (i, e) in evs.iter().enumerate() {
                 contrib.push((w[W_EVENTS] * e.weight, e.id.clone()));
@@ -1400,11 +1170,8 @@ impl<'a> Context<'a> {
 
         contrib.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut seen = BTreeSet::new();
-        let evidence: Vec<String> = contrib
-            .into_iter()
-            .filter(|(_, id)| seen.insert(id.clone()))
-            .map(|(_, id)| id)
-            .collect();
+        let evidence: Vec<String> =
+            contrib.into_iter().filter(|(_, id)| seen.insert(id.clone())).map(|(_, id)| id).collect();
         let mut seen_reasons = BTreeSet::new();
         reasons.retain(|r| seen_reasons.insert(r.clone()));
         reasons.truncate(6);
@@ -1413,24 +1180,14 @@ impl<'a> Context<'a> {
             (None, SubjectKind::Node) => CauseKind::Node,
             (None, SubjectKind::Workload) => CauseKind::Workload,
         };
-        Candidate {
-            subject: s.clone(),
-            cause,
-            score,
-            evidence,
-            reasons,
-        }
+        Candidate { subject: s.clone(), cause, score, evidence, reasons }
     }
 
     fn ranking(&self) -> Ranking {
         let mut candidates = Vec::new();
         // Workloads and nodes with evidence of their own.
-        let mut subjects: BTreeSet<Subject> = self
-            .facts
-            .iter()
-            .filter(|(_, f)| f.signal)
-            .map(|(s, _)| s.clone())
-            .collect();
+        let mut subjects: BTreeSet<Subject> =
+            self.facts.iter().filter(|(_, f)| f.signal).map(|(s, _)| s.clone()).collect();
         subjects.extend(self.node_support.keys().cloned());
         // Nodes without evidence of their own where most workloads are anomalous.
         let nodes: BTreeSet<Subject> = self.placement.values().flatten().cloned().collect();
@@ -1480,10 +1237,7 @@ fn cause_order(c: CauseKind) -> u8 {
 }
 
 fn is_cause_change(k: ChangeKind) -> bool {
-    matches!(
-        k,
-        ChangeKind::Rollout | ChangeKind::Config | ChangeKind::Secret
-    )
+    matches!(k, ChangeKind::Rollout | ChangeKind::Config | ChangeKind::Secret)
 }
 
 fn change_word(k: ChangeKind) -> &'static str {
@@ -1513,6 +1267,7 @@ fn truncate(s: &str, max: usize) -> String {
         t
     }
 }
+
 
 /// Subjects reachable from `s` along `edges` (breadth first, at most 64 hops), with the hop
 /// count of the shortest path.
@@ -1592,14 +1347,8 @@ mod tests {
         assert_eq!(MetricClass::of("rps"), MetricClass::Traffic);
         assert_eq!(MetricClass::of("restarts"), MetricClass::Restarts);
         assert_eq!(MetricClass::of("weird"), MetricClass::Unknown);
-        assert_eq!(
-            MetricClass::of("container_cpu_usage_seconds_total"),
-            MetricClass::Resource
-        );
-        assert_eq!(
-            MetricClass::of("http_request_duration_seconds"),
-            MetricClass::Latency
-        );
+        assert_eq!(MetricClass::of("container_cpu_usage_seconds_total"), MetricClass::Resource);
+        assert_eq!(MetricClass::of("http_request_duration_seconds"), MetricClass::Latency);
         assert_eq!(MetricClass::of("http_requests_total"), MetricClass::Traffic);
         assert_eq!(MetricClass::of("response_time"), MetricClass::Latency);
     }
@@ -1616,11 +1365,7 @@ mod tests {
         };
         let r = rank(&input, &RankParams::default());
         assert_eq!(r.candidates[0].subject, w("db"));
-        assert!(
-            r.candidates[0].reasons[0].starts_with("moved first"),
-            "{:?}",
-            r.candidates[0].reasons
-        );
+        assert!(r.candidates[0].reasons[0].starts_with("moved first"), "{:?}", r.candidates[0].reasons);
     }
 
     #[test]
@@ -1679,10 +1424,7 @@ mod tests {
             "{:?}",
             r.candidates[0].reasons
         );
-        assert!(r
-            .candidates
-            .iter()
-            .all(|c| !c.evidence.contains(&"E4".to_string())));
+        assert!(r.candidates.iter().all(|c| !c.evidence.contains(&"E4".to_string())));
     }
 
     #[test]
@@ -1703,14 +1445,7 @@ mod tests {
             ev.push(topo(&format!("T{i}"), w(n), &[], &["n2"]));
         }
         ev.push(topo("T9", w("d"), &[], &["n1"]));
-        let r = rank(
-            &RcaInput {
-                start: 1000,
-                symptom: None,
-                evidence: ev,
-            },
-            &RankParams::default(),
-        );
+        let r = rank(&RcaInput { start: 1000, symptom: None, evidence: ev }, &RankParams::default());
         assert_eq!(r.candidates[0].subject, Subject::node("n2"), "{r:#?}");
         assert_eq!(r.candidates[0].cause, CauseKind::Node);
     }
@@ -1785,11 +1520,7 @@ mod tests {
 
     #[test]
     fn nan_and_weird_values_do_not_panic() {
-        let mut params = RankParams {
-            half_z: f64::NAN,
-            w_strength: f64::INFINITY,
-            ..RankParams::default()
-        };
+        let mut params = RankParams { half_z: f64::NAN, w_strength: f64::INFINITY, ..RankParams::default() };
         params.lag_secs = i64::MAX;
         let input = RcaInput {
             start: i64::MIN,

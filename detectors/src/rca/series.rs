@@ -158,22 +158,8 @@ pub fn split_column(name: &str) -> Option<(&str, &str)> {
 
 /// Rank the services of a table: `times` (Unix seconds), `columns` named
 /// `<service>_<metric>` (NaN = missing), `start` the approximate fault time.
-pub fn rank_table(
-    times: &[i64],
-    columns: &[(String, Vec<f64>)],
-    start: i64,
-    params: &SeriesParams,
-) -> TableRanking {
-    rank_table_with(
-        &TableInput {
-            times,
-            columns,
-            start,
-            symptom: None,
-            evidence: Vec::new(),
-        },
-        params,
-    )
+pub fn rank_table(times: &[i64], columns: &[(String, Vec<f64>)], start: i64, params: &SeriesParams) -> TableRanking {
+    rank_table_with(&TableInput { times, columns, start, symptom: None, evidence: Vec::new() }, params)
 }
 
 /// [`rank_table`] with a symptom and extra evidence (topology, changes, events).
@@ -199,9 +185,7 @@ pub fn rank_table_with(input: &TableInput<'_>, params: &SeriesParams) -> TableRa
     let mut seen_columns: BTreeSet<&str> = BTreeSet::new();
     for (name, values) in input.columns {
         let Some((service, metric)) = split_column(name) else {
-            warnings.push(format!(
-                "column `{name}`: not named `<service>_<metric>`; ignored"
-            ));
+            warnings.push(format!("column `{name}`: not named `<service>_<metric>`; ignored"));
             continue;
         };
         if !seen_columns.insert(name.as_str()) {
@@ -222,9 +206,7 @@ pub fn rank_table_with(input: &TableInput<'_>, params: &SeriesParams) -> TableRa
                 ));
             }
             ColumnVerdict::NoData => {
-                warnings.push(format!(
-                    "column `{name}`: no data after the start; not judged"
-                ));
+                warnings.push(format!("column `{name}`: no data after the start; not judged"));
             }
             ColumnVerdict::Normal { .. } => {}
             ColumnVerdict::Anomalous(a) => {
@@ -258,11 +240,7 @@ pub fn rank_table_with(input: &TableInput<'_>, params: &SeriesParams) -> TableRa
     }
 
     let ranking = rank(
-        &RcaInput {
-            start: input.start,
-            symptom: input.symptom.clone(),
-            evidence: evidence.clone(),
-        },
+        &RcaInput { start: input.start, symptom: input.symptom.clone(), evidence: evidence.clone() },
         &params.rank,
     );
 
@@ -276,12 +254,7 @@ pub fn rank_table_with(input: &TableInput<'_>, params: &SeriesParams) -> TableRa
     let mut services: Vec<(String, f64)> = best.into_iter().collect();
     services.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
-    TableRanking {
-        ranking,
-        services,
-        evidence,
-        warnings,
-    }
+    TableRanking { ranking, services, evidence, warnings }
 }
 
 /// A service prefix that names a node: one the evidence knows as a node, or one named `node`
@@ -294,11 +267,7 @@ fn is_node_name(service: &str, known: &BTreeSet<String>) -> bool {
 fn step_of(times: &[i64]) -> i64 {
     let mut sorted: Vec<i64> = times.to_vec();
     sorted.sort_unstable();
-    let mut diffs: Vec<i64> = sorted
-        .windows(2)
-        .map(|w| w[1].saturating_sub(w[0]))
-        .filter(|d| *d > 0)
-        .collect();
+    let mut diffs: Vec<i64> = sorted.windows(2).map(|w| w[1].saturating_sub(w[0])).filter(|d| *d > 0).collect();
     if diffs.is_empty() {
         return 15;
     }
@@ -307,13 +276,7 @@ fn step_of(times: &[i64]) -> i64 {
 }
 
 /// Judge one column (its metric name decides the fault direction).
-pub fn analyse_column(
-    times: &[i64],
-    values: &[f64],
-    start: i64,
-    metric: &str,
-    params: &SeriesParams,
-) -> ColumnVerdict {
+pub fn analyse_column(times: &[i64], values: &[f64], start: i64, metric: &str, params: &SeriesParams) -> ColumnVerdict {
     analyse_column_with_step(times, values, start, step_of(times), metric, params)
 }
 
@@ -337,10 +300,7 @@ fn quantile_sorted(v: &[f64], q: f64) -> f64 {
     let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
     let lo = pos.floor() as usize;
     let hi = pos.ceil() as usize;
-    let (a, b) = (
-        v.get(lo).copied().unwrap_or(f64::NAN),
-        v.get(hi).copied().unwrap_or(f64::NAN),
-    );
+    let (a, b) = (v.get(lo).copied().unwrap_or(f64::NAN), v.get(hi).copied().unwrap_or(f64::NAN));
     a + (b - a) * (pos - lo as f64)
 }
 
@@ -352,10 +312,7 @@ fn robust(values: &mut [f64], params: &SeriesParams) -> (f64, f64) {
     dev.sort_by(f64::total_cmp);
     let mad = 1.4826 * median_sorted(&dev);
     let iqr = (quantile_sorted(values, 0.75) - quantile_sorted(values, 0.25)) / 1.349;
-    let mut scale = [mad, iqr]
-        .into_iter()
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+    let mut scale = [mad, iqr].into_iter().filter(|v| v.is_finite()).fold(0.0, f64::max);
     if scale <= 0.0 {
         // More than half the baseline sits on one value (a sparse error count that is mostly
         // zero): the MAD and IQR are 0 and would make any later sample infinitely strange.
@@ -367,23 +324,10 @@ fn robust(values: &mut [f64], params: &SeriesParams) -> (f64, f64) {
     // A change of one unit of the column's resolution (one error in a scrape interval, one
     // replica) is not an anomaly: the resolution is the smallest step between the distinct
     // baseline values, and half of it is a floor on the scale.
-    let resolution = values
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    let resolution = if resolution.is_finite() {
-        resolution * params.resolution_floor.max(0.0)
-    } else {
-        0.0
-    };
-    let floor = (params.rel_scale_floor.abs() * med.abs())
-        .max(params.abs_scale_floor.abs())
-        .max(resolution);
-    let scale = [scale, floor, f64::MIN_POSITIVE]
-        .into_iter()
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+    let resolution = values.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0.0).fold(f64::INFINITY, f64::min);
+    let resolution = if resolution.is_finite() { resolution * params.resolution_floor.max(0.0) } else { 0.0 };
+    let floor = (params.rel_scale_floor.abs() * med.abs()).max(params.abs_scale_floor.abs()).max(resolution);
+    let scale = [scale, floor, f64::MIN_POSITIVE].into_iter().filter(|v| v.is_finite()).fold(0.0, f64::max);
     (med, scale)
 }
 
@@ -396,10 +340,7 @@ fn analyse_column_with_step(
     params: &SeriesParams,
 ) -> ColumnVerdict {
     let n = times.len().min(values.len());
-    let mut rows: Vec<(i64, f64)> = (0..n)
-        .map(|i| (times[i], values[i]))
-        .filter(|(_, v)| v.is_finite())
-        .collect();
+    let mut rows: Vec<(i64, f64)> = (0..n).map(|i| (times[i], values[i])).filter(|(_, v)| v.is_finite()).collect();
     rows.sort_by_key(|(t, _)| *t);
 
     let lookback = step
@@ -408,18 +349,10 @@ fn analyse_column_with_step(
         .max(params.min_lookback_secs.clamp(0, 86_400));
     let mut cut = start.saturating_sub(lookback);
     let min_points = params.min_baseline_points.max(2);
-    let mut base: Vec<f64> = rows
-        .iter()
-        .filter(|(t, _)| *t < cut)
-        .map(|(_, v)| *v)
-        .collect();
+    let mut base: Vec<f64> = rows.iter().filter(|(t, _)| *t < cut).map(|(_, v)| *v).collect();
     if base.len() < min_points {
         cut = start;
-        base = rows
-            .iter()
-            .filter(|(t, _)| *t < cut)
-            .map(|(_, v)| *v)
-            .collect();
+        base = rows.iter().filter(|(t, _)| *t < cut).map(|(_, v)| *v).collect();
     }
     if base.len() < min_points {
         return ColumnVerdict::NoBaseline { points: base.len() };
@@ -449,9 +382,7 @@ fn analyse_column_with_step(
     let rising = up * up_w >= down * down_w;
     let (strength, sign) = if rising { (up, 1.0) } else { (down, -1.0) };
     if !(strength.is_finite() && strength >= params.report_z) {
-        return ColumnVerdict::Normal {
-            z: if strength.is_finite() { strength } else { 0.0 },
-        };
+        return ColumnVerdict::Normal { z: if strength.is_finite() { strength } else { 0.0 } };
     }
     let zs: Vec<f64> = z.iter().map(|x| x * sign).collect();
 
@@ -465,15 +396,10 @@ fn analyse_column_with_step(
     // Onset: first crossing that holds on the next point, of the threshold or of a fraction
     // of the column's own strength, whichever is higher: a small earlier wobble (a blip
     // that propagated from elsewhere) is not where the main shift began.
-    let base_thr = if strength >= params.onset_z {
-        params.onset_z
-    } else {
-        params.report_z
-    };
+    let base_thr = if strength >= params.onset_z { params.onset_z } else { params.report_z };
     let thr = base_thr.max(params.onset_peak_fraction.clamp(0.0, 1.0) * strength);
-    let onset_i = (0..zs.len())
-        .find(|&i| zs[i] >= thr && zs.get(i + 1).is_none_or(|next| *next >= thr / 2.0))
-        .unwrap_or(peak_i);
+    let onset_i =
+        (0..zs.len()).find(|&i| zs[i] >= thr && zs.get(i + 1).is_none_or(|next| *next >= thr / 2.0)).unwrap_or(peak_i);
     // Until: after the last point above half the threshold, if enough normal points follow.
     let until = zs
         .iter()
@@ -498,17 +424,10 @@ fn analyse_column_with_step(
 mod tests {
     use super::*;
 
-    fn table(
-        n: usize,
-        f: impl Fn(usize, usize) -> f64,
-        cols: &[&str],
-    ) -> (Vec<i64>, Vec<(String, Vec<f64>)>) {
+    fn table(n: usize, f: impl Fn(usize, usize) -> f64, cols: &[&str]) -> (Vec<i64>, Vec<(String, Vec<f64>)>) {
         let times: Vec<i64> = (0..n as i64).map(|i| 1_000_000 + 15 * i).collect();
-        let columns = cols
-            .iter()
-            .enumerate()
-            .map(|(c, name)| (name.to_string(), (0..n).map(|i| f(c, i)).collect()))
-            .collect();
+        let columns =
+            cols.iter().enumerate().map(|(c, name)| (name.to_string(), (0..n).map(|i| f(c, i)).collect())).collect();
         (times, columns)
     }
 
@@ -520,18 +439,9 @@ mod tests {
 
     #[test]
     fn first_underscore_splits() {
-        assert_eq!(
-            split_column("orders_latency-50"),
-            Some(("orders", "latency-50"))
-        );
-        assert_eq!(
-            split_column("ts-order-service_mem"),
-            Some(("ts-order-service", "mem"))
-        );
-        assert_eq!(
-            split_column("front-end_lat_90"),
-            Some(("front-end", "lat_90"))
-        );
+        assert_eq!(split_column("orders_latency-50"), Some(("orders", "latency-50")));
+        assert_eq!(split_column("ts-order-service_mem"), Some(("ts-order-service", "mem")));
+        assert_eq!(split_column("front-end_lat_90"), Some(("front-end", "lat_90")));
         assert_eq!(split_column("time"), None);
         assert_eq!(split_column("_cpu"), None);
     }
@@ -555,20 +465,9 @@ mod tests {
         let r = rank_table(&times, &cols, start, &SeriesParams::default());
         assert_eq!(r.services[0].0, "carts", "{r:#?}");
         assert_eq!(r.services.len(), 4);
-        assert!(
-            r.warnings.iter().any(|w| w.contains("`weird`")),
-            "{:?}",
-            r.warnings
-        );
-        assert!(
-            r.warnings
-                .iter()
-                .any(|w| w.contains("`short_cpu`") && w.contains("baseline")),
-            "{:?}",
-            r.warnings
-        );
-        let Some(Evidence { time, .. }) = r.evidence.iter().find(|e| e.subject.name == "carts")
-        else {
+        assert!(r.warnings.iter().any(|w| w.contains("`weird`")), "{:?}", r.warnings);
+        assert!(r.warnings.iter().any(|w| w.contains("`short_cpu`") && w.contains("baseline")), "{:?}", r.warnings);
+        let Some(Evidence { time, .. }) = r.evidence.iter().find(|e| e.subject.name == "carts") else {
             panic!("no evidence for carts")
         };
         assert_eq!(*time, start);

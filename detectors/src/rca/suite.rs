@@ -35,14 +35,8 @@ pub enum FaultType {
 
 impl FaultType {
     /// All fault types, in reporting order.
-    pub const ALL: [FaultType; 6] = [
-        FaultType::Cpu,
-        FaultType::Memory,
-        FaultType::Latency,
-        FaultType::Error,
-        FaultType::Rollout,
-        FaultType::Node,
-    ];
+    pub const ALL: [FaultType; 6] =
+        [FaultType::Cpu, FaultType::Memory, FaultType::Latency, FaultType::Error, FaultType::Rollout, FaultType::Node];
 
     /// The name used in `scenario.yaml`.
     pub fn as_str(self) -> &'static str {
@@ -174,11 +168,7 @@ impl ScenarioSpec {
         for (i, e) in self.events.iter().enumerate() {
             let id = format!("E{}", i + 1);
             let ev = match e {
-                EventSpec::Topology {
-                    service,
-                    depends_on,
-                    nodes,
-                } => Evidence {
+                EventSpec::Topology { service, depends_on, nodes } => Evidence {
                     id,
                     time: self.start,
                     subject: self.subject(service),
@@ -189,14 +179,7 @@ impl ScenarioSpec {
                         depends_on: depends_on.clone(),
                     },
                 },
-                EventSpec::Change {
-                    service,
-                    time,
-                    change,
-                    from,
-                    to,
-                    description,
-                } => Evidence {
+                EventSpec::Change { service, time, change, from, to, description } => Evidence {
                     id,
                     time: *time,
                     subject: self.subject(service),
@@ -207,22 +190,16 @@ impl ScenarioSpec {
                         description: description.clone(),
                     },
                 },
-                EventSpec::KubeEvent {
-                    service,
-                    node,
-                    time,
-                    reason,
-                    message,
-                    count,
-                    object,
-                } => {
+                EventSpec::KubeEvent { service, node, time, reason, message, count, object } => {
                     let (subject, default_object) = match (service, node) {
                         (Some(s), None) => (Subject::workload(None, s), format!("Pod/{s}")),
                         (None, Some(n)) => (Subject::node(n), format!("Node/{n}")),
-                        _ => return Err(format!(
-                            "event {} ({reason}): exactly one of `service` and `node` is needed",
-                            i + 1
-                        )),
+                        _ => {
+                            return Err(format!(
+                                "event {} ({reason}): exactly one of `service` and `node` is needed",
+                                i + 1
+                            ))
+                        }
                     };
                     Evidence {
                         id,
@@ -236,13 +213,7 @@ impl ScenarioSpec {
                         },
                     }
                 }
-                EventSpec::LogSignal {
-                    service,
-                    time,
-                    signal,
-                    template,
-                    count,
-                } => Evidence {
+                EventSpec::LogSignal { service, time, signal, template, count } => Evidence {
                     id,
                     time: *time,
                     subject: self.subject(service),
@@ -291,13 +262,7 @@ pub fn rank_scenario(
     params: &SeriesParams,
 ) -> Result<TableRanking, String> {
     let input = match mode {
-        Mode::MetricsOnly => TableInput {
-            times,
-            columns,
-            start: spec.start,
-            symptom: None,
-            evidence: Vec::new(),
-        },
+        Mode::MetricsOnly => TableInput { times, columns, start: spec.start, symptom: None, evidence: Vec::new() },
         Mode::WithEvidence => TableInput {
             times,
             columns,
@@ -322,10 +287,7 @@ pub struct Outcome {
 impl Outcome {
     /// 1-based position of the root cause in the ranking, if it is there.
     pub fn rank(&self) -> Option<usize> {
-        self.ranked
-            .iter()
-            .position(|s| *s == self.root_cause)
-            .map(|i| i + 1)
+        self.ranked.iter().position(|s| *s == self.root_cause).map(|i| i + 1)
     }
 }
 
@@ -350,15 +312,8 @@ impl Accuracy {
         if n == 0 {
             return Accuracy::default();
         }
-        let at =
-            |k: usize| ranks.iter().filter(|r| r.is_some_and(|r| r <= k)).count() as f64 / n as f64;
-        Accuracy {
-            scenarios: n,
-            top1: at(1),
-            top3: at(3),
-            top5: at(5),
-            avg5: (1..=5).map(at).sum::<f64>() / 5.0,
-        }
+        let at = |k: usize| ranks.iter().filter(|r| r.is_some_and(|r| r <= k)).count() as f64 / n as f64;
+        Accuracy { scenarios: n, top1: at(1), top3: at(3), top5: at(5), avg5: (1..=5).map(at).sum::<f64>() / 5.0 }
     }
 }
 
@@ -407,12 +362,7 @@ pub fn score(outcomes: &[Outcome]) -> SuiteScore {
     }
     let per_fault = FaultType::ALL
         .iter()
-        .filter_map(|f| {
-            by_fault.get(f).map(|v| FaultAccuracy {
-                fault: *f,
-                accuracy: Accuracy::of(v.iter().copied()),
-            })
-        })
+        .filter_map(|f| by_fault.get(f).map(|v| FaultAccuracy { fault: *f, accuracy: Accuracy::of(v.iter().copied()) }))
         .collect();
     let scenarios = outcomes
         .iter()
@@ -424,11 +374,7 @@ pub fn score(outcomes: &[Outcome]) -> SuiteScore {
             top: o.ranked.iter().take(3).cloned().collect(),
         })
         .collect();
-    SuiteScore {
-        overall: Accuracy::of(outcomes.iter()),
-        per_fault,
-        scenarios,
-    }
+    SuiteScore { overall: Accuracy::of(outcomes.iter()), per_fault, scenarios }
 }
 
 #[cfg(test)]
@@ -506,9 +452,7 @@ mod tests {
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[1].subject, Subject::node("node-b"));
         assert_eq!(ev[1].id, "E2");
-        assert!(
-            matches!(&ev[1].payload, Payload::KubeEvent { object, .. } if object == "Node/node-b")
-        );
+        assert!(matches!(&ev[1].payload, Payload::KubeEvent { object, .. } if object == "Node/node-b"));
         assert_eq!(ok.subject("node-b").kind, SubjectKind::Node);
     }
 }
