@@ -296,7 +296,7 @@ impl Detector for Auto {
     }
 
     fn max_retained_points(&self) -> usize {
-        self.params.window + self.params.sr_window + self.params.calibration.max(MAX_PEAKS)
+        self.params.window + self.params.sr_window + self.spot.max_retained()
     }
 
     fn retained_points(&self) -> usize {
