@@ -59,8 +59,8 @@ enum Command {
         /// `YYYY-MM-DD HH:MM:SS` (UTC) or Unix seconds.
         #[arg(long, value_name = "FILE.csv")]
         input: PathBuf,
-        /// Detector name (see docs/detectors.md).
-        #[arg(long, default_value = "robust_baseline")]
+        /// Detector name (see docs/detectors.md); `auto` is the calibrated default.
+        #[arg(long, default_value = warden_detectors::registry::DEFAULT)]
         detector: String,
         /// Detector parameter, repeatable: `--param threshold=5`.
         #[arg(long = "param", value_name = "K=V", value_parser = parse_kv)]
@@ -279,6 +279,22 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Labelled series (NAB, SMD, ASD or timestamp,value,label CSVs): delay-k segment F1,
+    /// false-alarm events and NAB score of several detectors side by side.
+    Anomaly {
+        /// The data set folder (layout detected).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Comma-separated detectors, each `name` or `name:k=v:k=v`.
+        #[arg(long, default_value = bench::anomaly::DEFAULT_DETECTORS)]
+        detector: String,
+        /// Points within a segment's start that still count as detecting it.
+        #[arg(long, default_value_t = 7)]
+        delay: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// NAB v1.1: stream every file through a detector and score the three profiles.
     Nab {
         /// The NAB directory (with `data/`, `labels/combined_windows.json`).
@@ -630,6 +646,7 @@ fn main() -> ExitCode {
         },
         Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
         Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
+        Command::Bench { command: BenchCommand::Anomaly { data, detector, delay, json } } => bench::anomaly::run(&data, &detector, delay, json),
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
         Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3, leave_one_out } } => bench::loghub::run(&data, json, compare_drain3, leave_one_out),
         Command::Bench { command: BenchCommand::Summary { model, tokens, suite, compare_llama_cpp, threads, max_scenarios, no_requantize, python, json } } => bench::summary::run(&bench::summary::SummaryBenchArgs { model, tokens, suite, compare_llama_cpp, json, threads, max_scenarios, no_requantize, python }, &mut std::io::stdout().lock()),

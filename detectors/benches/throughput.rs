@@ -30,6 +30,9 @@ fn bench(c: &mut Criterion) {
         ("robust_baseline", vec![("window".into(), "1000".into())]),
         ("seasonal_baseline", vec![("periods".into(), "[288]".into()), ("window".into(), "2016".into())]),
         ("change_point", vec![]),
+        ("auto", vec![]),
+        ("sigma", vec![]),
+        ("spectral_residual", vec![]),
     ];
     for (name, params) in cases {
         let label = format!("{name}/{}", params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));

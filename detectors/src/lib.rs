@@ -32,9 +32,12 @@
 //!
 //! # Detectors
 //!
+//! * [`auto::Auto`]: the default: a scale-free score with a per-series extreme-value threshold.
+//! * [`sigma::Sigma`], [`spectral::SpectralResidual`]: the classic baselines.
 //! * [`RobustBaseline`]: rolling median / MAD baseline with a robust z-score.
 
 pub mod adaptive;
+pub mod auto;
 pub mod capacity;
 pub mod changepoint;
 mod common;
@@ -52,6 +55,9 @@ pub mod rca;
 pub mod registry;
 pub mod robust;
 pub mod seasonal;
+pub mod sigma;
+pub mod spectral;
+mod spot;
 
 pub use detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
 pub use error::{Error, Result};

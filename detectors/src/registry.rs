@@ -11,8 +11,11 @@ use serde::de::DeserializeOwned;
 
 use crate::{Detector, Error, Result, RobustBaseline};
 
+/// The detector a watch gets when it names none, and `warden detect`'s default.
+pub const DEFAULT: &str = "auto";
+
 /// Names of the single-series streaming detectors, for help texts and errors.
-pub const NAMES: &[&str] = &["robust_baseline", "seasonal_baseline", "change_point", "forecast_band", "capacity", "adaptive"];
+pub const NAMES: &[&str] = &["auto", "sigma", "spectral_residual", "robust_baseline", "seasonal_baseline", "change_point", "forecast_band", "capacity", "adaptive"];
 
 /// Build detector `name` from `k=v` pairs.
 pub fn build(name: &str, params: &[(String, String)]) -> Result<Box<dyn Detector>> {
@@ -27,6 +30,9 @@ pub fn build(name: &str, params: &[(String, String)]) -> Result<Box<dyn Detector
 /// Build detector `name` from structured parameters (e.g. a YAML mapping).
 pub fn build_from_map(name: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<Box<dyn Detector>> {
     match name {
+        "auto" => Ok(Box::new(crate::auto::Auto::new(from_map(params)?)?)),
+        "sigma" => Ok(Box::new(crate::sigma::Sigma::new(from_map(params)?)?)),
+        "spectral_residual" => Ok(Box::new(crate::spectral::SpectralResidual::new(from_map(params)?)?)),
         "robust_baseline" => Ok(Box::new(RobustBaseline::new(from_map(params)?)?)),
         "seasonal_baseline" => Ok(Box::new(crate::seasonal::SeasonalBaseline::new(from_map(params)?)?)),
         "change_point" => Ok(Box::new(crate::changepoint::ChangePoint::new(from_map(params)?)?)),

@@ -226,7 +226,7 @@ impl RobustBaseline {
 
 /// Median of sorted, finite `values`, computed without overflow. `None` when
 /// empty.
-fn sorted_median(values: &[f64]) -> Option<f64> {
+pub(crate) fn sorted_median(values: &[f64]) -> Option<f64> {
     let n = values.len();
     if n == 0 {
         return None;
@@ -245,7 +245,7 @@ fn sorted_median(values: &[f64]) -> Option<f64> {
 /// it grow as we walk right, so merging the two walks yields them in
 /// increasing order; the walk stops at the middle one(s). `|v - m|` may
 /// overflow near ±f64::MAX and is clamped to finite.
-fn sorted_mad(values: &[f64], median: f64) -> Option<f64> {
+pub(crate) fn sorted_mad(values: &[f64], median: f64) -> Option<f64> {
     let n = values.len();
     if n == 0 {
         return None;

@@ -1,6 +1,7 @@
 //! `warden bench`: run detectors and forecasters on public benchmark data sets and score them
 //! exactly as published.
 
+pub mod anomaly;
 pub mod loghub;
 pub mod m4;
 pub mod nab;

@@ -453,6 +453,8 @@ pub struct WatchConfig {
     /// Evaluations in a row with data and without anomaly before an incident resolves.
     #[serde(default = "defaults::resolve_after")]
     pub resolve_after: u32,
+    /// The detector; `auto` (a calibrated default) when the watch names none.
+    #[serde(default)]
     pub detector: DetectorSpec,
     pub action: Option<WatchAction>,
 }
@@ -471,6 +473,12 @@ pub struct DetectorSpec {
     pub kind: String,
     #[serde(flatten)]
     pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for DetectorSpec {
+    fn default() -> Self {
+        Self { kind: warden_detectors::registry::DEFAULT.to_string(), params: serde_json::Map::new() }
+    }
 }
 
 impl DetectorSpec {

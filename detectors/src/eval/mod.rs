@@ -2,6 +2,7 @@
 //! competition's sMAPE, MASE and OWA for forecasting. Pure functions on in-memory data; the
 //! agent's `warden bench` commands read the files.
 
+pub mod anomaly;
 pub mod loghub;
 pub mod m4;
 pub mod nab;
