@@ -84,5 +84,6 @@ PY
 fi
 export WARDEN_TEST_GGUF="$gguf"
 
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build -p warden-agent --bins
 cargo test --workspace --no-fail-fast

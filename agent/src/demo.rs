@@ -645,7 +645,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         let elapsed = (t - demo_start).to_std().unwrap_or_default();
         for (i, w) in cfg.watches.iter().enumerate() {
             let every = w.interval.get().as_millis().max(1);
-            if elapsed.as_millis() % every == 0 {
+            if elapsed.as_millis().is_multiple_of(every) {
                 engine.evaluate_watch(i, t).await;
             }
         }

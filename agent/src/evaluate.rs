@@ -134,6 +134,9 @@ fn to_chrono(d: std::time::Duration) -> ChronoDuration {
     ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
 }
 
+/// Series grouped by their identity labels.
+pub(crate) type IdentityGroups = BTreeMap<BTreeMap<String, String>, Vec<Series>>;
+
 /// Series grouped by the values of the `identity` labels. A series that lacks one of them,
 /// or one of the `required` labels (a histogram's `le`, a group's member label), cannot be
 /// placed and becomes a "no data" verdict of its own.
@@ -142,8 +145,8 @@ pub(crate) fn group_by_identity(
     identity: &[String],
     required: &[&str],
     series: Vec<Series>,
-) -> (BTreeMap<BTreeMap<String, String>, Vec<Series>>, Vec<SeriesVerdict>) {
-    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<Series>> = BTreeMap::new();
+) -> (IdentityGroups, Vec<SeriesVerdict>) {
+    let mut groups: IdentityGroups = BTreeMap::new();
     let mut unplaced = Vec::new();
     for s in series {
         let mut key = BTreeMap::new();

@@ -313,8 +313,8 @@ fn load_nab(dir: &Path) -> Result<Dataset> {
                 .filter(|&l| l >= a && l <= b)
                 .min()
                 .unwrap_or(a);
-            for r in a..start {
-                scored[r] = false;
+            for s in scored.iter_mut().take(start).skip(a) {
+                *s = false;
             }
             for l in labels.iter_mut().take(b + 1).skip(start) {
                 *l = true;
