@@ -215,30 +215,40 @@ pub fn read_long(path: &Path) -> Result<Recording> {
     Ok(Recording { series, warnings: Vec::new() })
 }
 
-/// Read a call graph: a CSV with the header `caller,callee`.
-pub fn read_graph(path: &Path) -> Result<CallGraph> {
+/// The rows of a two-column CSV whose header must be exactly `header` (trimmed, any case),
+/// as `(line, first, second)` with both values trimmed.
+fn read_two_columns(path: &Path, header: [&str; 2]) -> Result<Vec<(usize, String, String)>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_path(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let headers: Vec<String> = reader
+    let found: Vec<String> = reader
         .headers()
         .with_context(|| format!("{}:1: reading the header", path.display()))?
         .iter()
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
-    if headers != ["caller", "callee"] {
-        bail!("{}:1: expected the header `caller,callee`, found `{}`", path.display(), headers.join(","));
+    if found != header {
+        bail!("{}:1: expected the header `{}`, found `{}`", path.display(), header.join(","), found.join(","));
     }
-    let mut g = CallGraph::default();
+    let mut rows = Vec::new();
     for (i, rec) in reader.records().enumerate() {
         let line = i + 2;
         let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
-        let (a, b) = (rec.get(0).unwrap_or("").trim(), rec.get(1).unwrap_or("").trim());
+        let cell = |n: usize| rec.get(n).unwrap_or("").trim().to_string();
+        rows.push((line, cell(0), cell(1)));
+    }
+    Ok(rows)
+}
+
+/// Read a call graph: a CSV with the header `caller,callee`.
+pub fn read_graph(path: &Path) -> Result<CallGraph> {
+    let mut g = CallGraph::default();
+    for (line, a, b) in read_two_columns(path, ["caller", "callee"])? {
         if a.is_empty() || b.is_empty() {
             bail!("{}:{line}: empty caller or callee", path.display());
         }
-        g.add(a, b);
+        g.add(&a, &b);
     }
     Ok(g)
 }
@@ -247,25 +257,9 @@ pub fn read_graph(path: &Path) -> Result<CallGraph> {
 /// of characters; kinds are `resource`, `latency`, `errors`, `traffic`, `saturation`,
 /// `availability`, `restarts`.
 pub fn read_metric_kinds(path: &Path) -> Result<MetricKinds> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let headers: Vec<String> = reader
-        .headers()
-        .with_context(|| format!("{}:1: reading the header", path.display()))?
-        .iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .collect();
-    if headers != ["pattern", "kind"] {
-        bail!("{}:1: expected the header `pattern,kind`, found `{}`", path.display(), headers.join(","));
-    }
     let mut kinds = MetricKinds::default();
-    for (i, rec) in reader.records().enumerate() {
-        let line = i + 2;
-        let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
-        let (p, k) = (rec.get(0).unwrap_or("").trim(), rec.get(1).unwrap_or("").trim());
-        let kind = MetricClass::parse(k).ok_or_else(|| {
+    for (line, p, k) in read_two_columns(path, ["pattern", "kind"])? {
+        let kind = MetricClass::parse(&k).ok_or_else(|| {
             anyhow!(
                 "{}:{line}: kind `{k}`: expected resource, latency, errors, traffic, saturation, availability or restarts",
                 path.display()
@@ -274,7 +268,7 @@ pub fn read_metric_kinds(path: &Path) -> Result<MetricKinds> {
         if p.is_empty() {
             bail!("{}:{line}: empty pattern", path.display());
         }
-        kinds.patterns.push((p.to_string(), kind));
+        kinds.patterns.push((p, kind));
     }
     Ok(kinds)
 }
