@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{self, clamp_finite, in_direction, join_notes, TimestampOrder};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
 use crate::error::Result;
-use crate::robust::{sorted_mad, sorted_median};
+use crate::robust::{sorted_mad, sorted_median, SortedWindow};
 use crate::spectral::Saliency;
 use crate::spot::{Spot, Verdict};
 
@@ -111,8 +111,7 @@ impl AutoParams {
 #[derive(Debug, Clone)]
 pub struct Auto {
     params: AutoParams,
-    history: VecDeque<f64>,
-    sorted: Vec<f64>,
+    window: SortedWindow,
     sr_history: VecDeque<f64>,
     saliency: Option<Saliency>,
     spot: Spot,
@@ -128,8 +127,7 @@ impl Auto {
         let saliency = (params.sr_weight > 0.0)
             .then(|| Saliency::new(params.sr_window, 5, 3, 40.min(params.sr_window)));
         Ok(Self {
-            history: VecDeque::with_capacity(params.window),
-            sorted: Vec::with_capacity(params.window),
+            window: SortedWindow::new(params.window),
             sr_history: VecDeque::with_capacity(params.sr_window),
             saliency,
             spot: Spot::new(params.q, params.level, params.calibration, MAX_PEAKS),
@@ -147,10 +145,10 @@ impl Auto {
 
     /// Median, scale and signed robust deviation of `value` against the history.
     fn robust(&self, value: f64) -> Option<(f64, f64, f64)> {
-        let median = sorted_median(&self.sorted)?;
-        let mad = sorted_mad(&self.sorted, median)?;
-        let mean_ad =
-            self.sorted.iter().map(|v| (v - median).abs()).sum::<f64>() / self.sorted.len() as f64;
+        let sorted = self.window.sorted();
+        let median = sorted_median(sorted)?;
+        let mad = sorted_mad(sorted, median)?;
+        let mean_ad = sorted.iter().map(|v| (v - median).abs()).sum::<f64>() / sorted.len() as f64;
         let scale = (1.4826 * mad)
             .max(1.2533 * mean_ad)
             .max(self.params.min_relative_scale * median.abs())
@@ -160,17 +158,7 @@ impl Auto {
     }
 
     fn push(&mut self, value: f64) {
-        if self.history.len() == self.params.window {
-            if let Some(old) = self.history.pop_front() {
-                let i = self.sorted.partition_point(|v| v.total_cmp(&old).is_lt());
-                if i < self.sorted.len() {
-                    self.sorted.remove(i);
-                }
-            }
-        }
-        self.history.push_back(value);
-        let i = self.sorted.partition_point(|v| v.total_cmp(&value).is_lt());
-        self.sorted.insert(i, value);
+        self.window.push(value);
     }
 }
 
@@ -189,14 +177,14 @@ impl Detector for Auto {
                 value,
                 DetectionState::NoData,
                 Explanation {
-                    history: self.history.len(),
+                    history: self.window.len(),
                     note: join_notes(&notes),
                     ..Explanation::default()
                 },
             );
         }
         let value_c = value.clamp(-1e150, 1e150);
-        let history = self.history.len();
+        let history = self.window.len();
         let robust = if history >= self.params.window {
             self.robust(value_c)
         } else {
@@ -286,8 +274,7 @@ impl Detector for Auto {
     }
 
     fn reset(&mut self) {
-        self.history.clear();
-        self.sorted.clear();
+        self.window.clear();
         self.sr_history.clear();
         self.spot.reset();
         self.in_alarm = false;
@@ -300,7 +287,7 @@ impl Detector for Auto {
     }
 
     fn retained_points(&self) -> usize {
-        self.history.len() + self.sr_history.len() + self.spot.retained()
+        self.window.len() + self.sr_history.len() + self.spot.retained()
     }
 }
 

@@ -142,10 +142,8 @@ impl RobustBaselineParams {
 #[derive(Debug, Clone)]
 pub struct RobustBaseline {
     params: RobustBaselineParams,
-    /// Last `window` finite values, oldest first.
-    history: VecDeque<f64>,
-    /// The same values as `history`, sorted by `f64::total_cmp`.
-    sorted: Vec<f64>,
+    /// Last `window` finite values, oldest first, with a sorted copy.
+    window: SortedWindow,
     /// Current run of deviating finite points.
     consecutive: u32,
     /// Timestamp of the previous point, to flag non-increasing timestamps.
@@ -167,8 +165,7 @@ impl RobustBaseline {
         let window = params.window;
         Ok(Self {
             params,
-            history: VecDeque::with_capacity(window),
-            sorted: Vec::with_capacity(window),
+            window: SortedWindow::new(window),
             consecutive: 0,
             timestamps: TimestampOrder::default(),
         })
@@ -181,13 +178,13 @@ impl RobustBaseline {
 
     /// Median of the history (`None` when empty).
     fn median(&self) -> Option<f64> {
-        sorted_median(&self.sorted)
+        sorted_median(self.window.sorted())
     }
 
     /// Median and floored scale of the history (`None` when empty).
     fn stats(&mut self) -> Option<Stats> {
         let median = self.median()?;
-        let mad = sorted_mad(&self.sorted, median)?;
+        let mad = sorted_mad(self.window.sorted(), median)?;
         let mad_scale = clamp_finite(MAD_TO_SIGMA * mad);
         let relative = clamp_finite(self.params.min_relative_scale * median.abs());
         let absolute = self.params.min_absolute_scale;
@@ -208,10 +205,33 @@ impl RobustBaseline {
         })
     }
 
-    /// Append a value, dropping the oldest first so that the buffer never
-    /// grows beyond `window` (and never reallocates).
     fn push(&mut self, value: f64) {
-        while self.history.len() >= self.params.window {
+        self.window.push(value);
+    }
+}
+
+/// The last `capacity` points in arrival order and, beside them, the same points sorted, so
+/// the median and MAD of a rolling window cost a binary search per point, not a sort.
+#[derive(Debug, Clone)]
+pub(crate) struct SortedWindow {
+    capacity: usize,
+    history: VecDeque<f64>,
+    sorted: Vec<f64>,
+}
+
+impl SortedWindow {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            history: VecDeque::with_capacity(capacity),
+            sorted: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Append a value, dropping the oldest first so that the buffer never grows beyond
+    /// `capacity` (and never reallocates).
+    pub(crate) fn push(&mut self, value: f64) {
+        while self.history.len() >= self.capacity {
             if let Some(old) = self.history.pop_front() {
                 if let Ok(i) = self.sorted.binary_search_by(|v| v.total_cmp(&old)) {
                     self.sorted.remove(i);
@@ -221,6 +241,19 @@ impl RobustBaseline {
         self.history.push_back(value);
         let at = self.sorted.partition_point(|v| v.total_cmp(&value).is_lt());
         self.sorted.insert(at, value);
+    }
+
+    pub(crate) fn sorted(&self) -> &[f64] {
+        &self.sorted
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.history.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.history.clear();
+        self.sorted.clear();
     }
 }
 
@@ -290,7 +323,7 @@ impl Detector for RobustBaseline {
     fn update(&mut self, timestamp_ms: i64, value: f64) -> Detection {
         let mut notes: Vec<&str> = Vec::new();
         self.timestamps.check(timestamp_ms, &mut notes);
-        let history = self.history.len();
+        let history = self.window.len();
         let threshold = self.params.threshold;
 
         if !value.is_finite() {
@@ -417,8 +450,7 @@ impl Detector for RobustBaseline {
     }
 
     fn reset(&mut self) {
-        self.history.clear();
-        self.sorted.clear();
+        self.window.clear();
         self.consecutive = 0;
         self.timestamps.reset();
     }
@@ -428,7 +460,7 @@ impl Detector for RobustBaseline {
     }
 
     fn retained_points(&self) -> usize {
-        self.history.len()
+        self.window.len()
     }
 }
 
@@ -935,11 +967,11 @@ mod tests {
     #[test]
     fn buffers_never_grow_after_construction() {
         let mut d = detector(params(37, 3, 4.0, 1));
-        let (history, sorted) = (d.history.capacity(), d.sorted.capacity());
+        let (history, sorted) = (d.window.history.capacity(), d.window.sorted.capacity());
         let values: Vec<f64> = (0..500).map(f64::from).collect();
         feed(&mut d, &values);
-        assert_eq!(d.history.capacity(), history);
-        assert_eq!(d.sorted.capacity(), sorted);
+        assert_eq!(d.window.history.capacity(), history);
+        assert_eq!(d.window.sorted.capacity(), sorted);
     }
 
     #[test]
