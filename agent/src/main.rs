@@ -282,15 +282,25 @@ enum BenchCommand {
     /// Labelled series (NAB, SMD, ASD or timestamp,value,label CSVs): delay-k segment F1,
     /// false-alarm events and NAB score of several detectors side by side.
     Anomaly {
-        /// The data set folder (layout detected).
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        /// A data set folder (layout detected); repeat for several.
+        #[arg(long, value_name = "DIR", required = true)]
+        data: Vec<PathBuf>,
         /// Comma-separated detectors, each `name` or `name:k=v:k=v`.
         #[arg(long, default_value = bench::anomaly::DEFAULT_DETECTORS)]
         detector: String,
         /// Points within a segment's start that still count as detecting it.
         #[arg(long, default_value_t = 7)]
         delay: usize,
+        /// Choose among `--candidates` on all data sets but one and report on that one, for
+        /// each in turn (needs two or more `--data`).
+        #[arg(long)]
+        leave_one_out: bool,
+        /// With --leave-one-out: `;`-separated settings to choose from, the current default first.
+        #[arg(long, default_value = bench::anomaly_lodo::DEFAULT_CANDIDATES)]
+        candidates: String,
+        /// With --leave-one-out: comma-separated baselines run on the same series.
+        #[arg(long, default_value = bench::anomaly_lodo::DEFAULT_BASELINES)]
+        baselines: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -646,7 +656,13 @@ fn main() -> ExitCode {
         },
         Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
         Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
-        Command::Bench { command: BenchCommand::Anomaly { data, detector, delay, json } } => bench::anomaly::run(&data, &detector, delay, json),
+        Command::Bench { command: BenchCommand::Anomaly { data, detector, delay, leave_one_out, candidates, baselines, json } } => {
+            if leave_one_out {
+                bench::anomaly_lodo::run(&data, &candidates, &baselines, delay, json)
+            } else {
+                data.iter().try_for_each(|d| bench::anomaly::run(d, &detector, delay, json))
+            }
+        }
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
         Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3, leave_one_out } } => bench::loghub::run(&data, json, compare_drain3, leave_one_out),
         Command::Bench { command: BenchCommand::Summary { model, tokens, suite, compare_llama_cpp, threads, max_scenarios, no_requantize, python, json } } => bench::summary::run(&bench::summary::SummaryBenchArgs { model, tokens, suite, compare_llama_cpp, json, threads, max_scenarios, no_requantize, python }, &mut std::io::stdout().lock()),

@@ -77,6 +77,12 @@ use serde::{Deserialize, Serialize};
 use crate::common::{self, clamp_finite, in_direction, join_notes, score, TimestampOrder};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
 use crate::error::Result;
+use crate::spot::{Spot, Verdict};
+
+/// Quantile of the calibration deviations used as SPOT's peak threshold.
+const SPOT_LEVEL: f64 = 0.98;
+/// Peaks kept by the calibrator.
+const SPOT_MAX_PEAKS: usize = 1000;
 
 /// Largest accepted `window`; bounds memory at 16 × 100 000 bytes per series.
 pub const MAX_WINDOW: usize = 100_000;
@@ -104,6 +110,13 @@ pub struct RobustBaselineParams {
     pub min_relative_scale: f64,
     /// Absolute scale floor (default 1e-9).
     pub min_absolute_scale: f64,
+    /// When set, the flag threshold is calibrated per series by SPOT (see [`crate::spot`]) at
+    /// this risk (probability that a normal point deviates), never below `threshold`; unset
+    /// (the default), `threshold` is the fixed flag threshold.
+    pub risk: Option<f64>,
+    /// Deviations collected before the calibrated threshold applies (default 400); until
+    /// then `threshold` alone is used. Only with `risk`.
+    pub calibration: usize,
 }
 
 impl Default for RobustBaselineParams {
@@ -116,6 +129,8 @@ impl Default for RobustBaselineParams {
             direction: Direction::Both,
             min_relative_scale: 0.01,
             min_absolute_scale: 1e-9,
+            risk: None,
+            calibration: 400,
         }
     }
 }
@@ -128,11 +143,16 @@ impl RobustBaselineParams {
     /// * `threshold`: finite and > 0
     /// * `min_consecutive`: >= 1
     /// * `min_relative_scale`, `min_absolute_scale`: finite and >= 0
+    /// * `risk`: in (0, 1) when set; `calibration`: 10 ..= [`MAX_WINDOW`]
     pub fn validate(&self) -> Result<()> {
         common::between("window", self.window, 3, MAX_WINDOW)?;
         common::between_param("min_history", self.min_history, 3, "window", self.window)?;
         common::positive("threshold", self.threshold)?;
         common::at_least("min_consecutive", self.min_consecutive, 1)?;
+        if let Some(q) = self.risk {
+            common::strictly_between("risk", q, 0.0, 1.0)?;
+        }
+        common::between("calibration", self.calibration, 10, MAX_WINDOW)?;
         common::scale_floors(self.min_relative_scale, self.min_absolute_scale)
     }
 }
@@ -148,6 +168,8 @@ pub struct RobustBaseline {
     consecutive: u32,
     /// Timestamp of the previous point, to flag non-increasing timestamps.
     timestamps: TimestampOrder,
+    /// The per-series threshold calibrator, when `risk` is set.
+    spot: Option<Spot>,
 }
 
 /// Baseline statistics of the history.
@@ -163,11 +185,15 @@ impl RobustBaseline {
     pub fn new(params: RobustBaselineParams) -> Result<Self> {
         params.validate()?;
         let window = params.window;
+        let spot = params
+            .risk
+            .map(|q| Spot::new(q, SPOT_LEVEL, params.calibration, SPOT_MAX_PEAKS));
         Ok(Self {
             params,
             window: SortedWindow::new(window),
             consecutive: 0,
             timestamps: TimestampOrder::default(),
+            spot,
         })
     }
 
@@ -406,6 +432,20 @@ impl Detector for RobustBaseline {
             clamp_finite(diff / scale)
         };
         let z_dir = in_direction(self.params.direction, z);
+        // With a calibrator, the threshold is SPOT's bound for this series once calibrated,
+        // never below the configured floor; while it calibrates, the floor alone applies.
+        let threshold = match self.spot.as_mut() {
+            Some(spot) => {
+                let in_alarm = self.consecutive > 0;
+                if spot.update(z_dir, in_alarm) == Verdict::Calibrating {
+                    notes.push("calibrating the threshold; using the configured one");
+                    threshold
+                } else {
+                    clamp_finite(spot.threshold().max(threshold))
+                }
+            }
+            None => threshold,
+        };
         let deviates = z_dir > threshold;
         self.consecutive = if deviates {
             self.consecutive.saturating_add(1)
@@ -453,14 +493,17 @@ impl Detector for RobustBaseline {
         self.window.clear();
         self.consecutive = 0;
         self.timestamps.reset();
+        if let Some(spot) = self.spot.as_mut() {
+            spot.reset();
+        }
     }
 
     fn max_retained_points(&self) -> usize {
-        self.params.window
+        self.params.window + self.spot.as_ref().map_or(0, Spot::max_retained)
     }
 
     fn retained_points(&self) -> usize {
-        self.window.len()
+        self.window.len() + self.spot.as_ref().map_or(0, Spot::retained)
     }
 }
 
@@ -1114,6 +1157,54 @@ mod tests {
         }
         if let Err(e) = harness::check_constant_series(&make) {
             panic!("{e}");
+        }
+    }
+
+    /// A heavy-tailed but normal series: the fixed z of 4 fires on it again and again; the
+    /// calibrated rule learns its tail and stays quiet, yet still flags a real shift.
+    #[test]
+    fn calibrated_threshold_quiets_a_heavy_tailed_series_and_keeps_real_shifts() {
+        let series: Vec<f64> = (0..4000u64)
+            .map(|i| {
+                // Deterministic heavy tail: mostly small noise, a burst of 8-12 every ~50 points.
+                let h = i.wrapping_mul(2_654_435_761) % 1000;
+                let base = 100.0 + (h % 7) as f64 * 0.3;
+                if h % 50 == 3 { base + 8.0 + (h % 5) as f64 } else { base }
+            })
+            .collect();
+        let count = |p: RobustBaselineParams, shift: bool| {
+            let mut d = RobustBaseline::new(p).expect("valid");
+            let mut flagged = 0;
+            for (i, v) in series.iter().enumerate() {
+                let v = if shift && (3500..3530).contains(&i) { v + 200.0 } else { *v };
+                let det = d.update(i as i64 * 60_000, v);
+                if i >= 3000 && i < 3500 && det.is_anomaly() {
+                    flagged += 1;
+                }
+                if shift && i == 3505 {
+                    assert!(det.is_anomaly(), "the shift is flagged");
+                }
+                assert!(d.retained_points() <= d.max_retained_points());
+            }
+            flagged
+        };
+        let fixed = RobustBaselineParams { min_consecutive: 1, ..RobustBaselineParams::default() };
+        let calibrated = RobustBaselineParams { risk: Some(1e-3), ..fixed.clone() };
+        let (f, c) = (count(fixed, false), count(calibrated.clone(), false));
+        assert!(f >= 5, "the fixed threshold fires on the tail: {f}");
+        assert!(c * 4 <= f, "calibrated {c} vs fixed {f}");
+        count(calibrated, true);
+    }
+
+    #[test]
+    fn calibration_parameters_are_validated() {
+        for (p, field) in [
+            (RobustBaselineParams { risk: Some(0.0), ..RobustBaselineParams::default() }, "risk"),
+            (RobustBaselineParams { risk: Some(1.5), ..RobustBaselineParams::default() }, "risk"),
+            (RobustBaselineParams { calibration: 2, ..RobustBaselineParams::default() }, "calibration"),
+        ] {
+            let err = RobustBaseline::new(p).expect_err("invalid");
+            assert!(err.to_string().contains(field), "{err}");
         }
     }
 }

@@ -71,6 +71,9 @@ fn valid_params() -> impl Strategy<Value = RobustBaselineParams> {
                     direction,
                     min_relative_scale: rel,
                     min_absolute_scale: abs,
+                    // Half the cases use the calibrated flag rule, with a short calibration.
+                    risk: (window % 2 == 0).then_some(1e-3),
+                    calibration: 10 + window % 50,
                 }
             },
         )
@@ -136,6 +139,7 @@ proptest! {
             direction: Direction::Both,
             min_relative_scale: rel,
             min_absolute_scale: abs,
+            ..RobustBaselineParams::default()
         };
         let valid = p.validate().is_ok();
         prop_assert_eq!(RobustBaseline::new(p).is_ok(), valid);

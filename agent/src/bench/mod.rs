@@ -2,6 +2,7 @@
 //! exactly as published.
 
 pub mod anomaly;
+pub mod anomaly_lodo;
 pub mod loghub;
 pub mod m4;
 pub mod nab;

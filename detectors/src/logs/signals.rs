@@ -93,6 +93,7 @@ fn count_baseline(direction: Direction) -> RobustBaselineParams {
         direction,
         min_relative_scale: 0.1,
         min_absolute_scale: 1.0,
+        ..RobustBaselineParams::default()
     }
 }
 
