@@ -272,7 +272,7 @@ mod tests {
         store
             .conn()
             .expect("conn")
-            .execute("INSERT INTO audit_head (id, count, last_hash) VALUES (1, 3, 'x')", [])
+            .execute("INSERT INTO audit_head (id, count, last_hash) VALUES (1, 3, 'x') ON CONFLICT (id) DO UPDATE SET count = 3", [])
             .expect("head");
         m.refresh_from_store(&store, now);
         let text = m.encode().expect("encode");
