@@ -1,19 +1,32 @@
 //! The `warden` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
+mod check_cmd;
+
 use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, outbox_cmd, playbook_cmd, rca_cmd, store::Store};
+
+/// `0.1.0 (commit 0123abcd4567, built 2026-01-31)`: `warden --version`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WARDEN_GIT_COMMIT"),
+    ", built ",
+    env!("WARDEN_BUILD_DATE"),
+    ")"
+);
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
 /// Exit codes: 0 success; 1 error (invalid configuration, a failed start or run); 2 bad
 /// command-line usage.
 #[derive(Parser)]
-#[command(name = "warden", version, about, long_about = None, propagate_version = true)]
+#[command(name = "warden", version = VERSION, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Log format on stderr (the level is set with RUST_LOG; default `info`, `error` for the demo).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -39,9 +52,24 @@ enum Command {
     /// Check a configuration file and print every error with its line and YAML path.
     CheckConfig {
         /// The configuration file.
-        #[arg(value_name = "FILE")]
+        #[arg(value_name = "FILE", env = "WARDEN_CONFIG")]
         file: PathBuf,
+        /// Also resolve every secret (`{ env }`, `{ file }`) and file it names, as `warden run`
+        /// does at start, and report every one that is missing.
+        #[arg(long)]
+        resolve: bool,
+        /// Print `{"file","valid","watches","errors":[..],"unresolved":[..]}`.
+        #[arg(long)]
+        json: bool,
     },
+    /// Print a shell completion script: `warden completions bash > /etc/bash_completion.d/warden`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `warden man > warden.1 && man ./warden.1`.
+    Man,
     /// Inspect incidents in the store.
     Incidents {
         #[command(subcommand)]
@@ -246,8 +274,10 @@ enum RunsCommand {
     List {
         #[command(flatten)]
         db: DbArgs,
-        /// Only runs in this state (running, awaiting_approval, succeeded, reverted, refused, ...).
-        #[arg(long)]
+        /// Only runs in this state.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            warden_playbooks::run::ALL_STATUSES.iter().map(|s| s.as_str())
+        ))]
         status: Option<String>,
         #[arg(long)]
         json: bool,
@@ -490,11 +520,12 @@ enum IncidentsCommand {
     },
 }
 
+/// `--db` wins over `--config` (and over `WARDEN_CONFIG`).
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = true)]
 struct DbArgs {
     /// Read the store location from this configuration file.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", env = "WARDEN_CONFIG")]
     config: Option<PathBuf>,
     /// The SQLite store itself.
     #[arg(long, value_name = "PATH")]
@@ -504,7 +535,11 @@ struct DbArgs {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in files or log collectors.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -541,9 +576,9 @@ async fn shutdown_on_signal(token: CancellationToken) {
 
 fn db_path(db: DbArgs) -> Result<PathBuf> {
     match (db.config, db.db) {
-        (Some(c), _) => Ok(load_config(&c)?.store.sqlite),
-        (None, Some(p)) => Ok(p),
-        (None, None) => Err(anyhow!("give --config or --db")),
+        (_, Some(p)) => Ok(p),
+        (Some(c), None) => Ok(load_config(&c)?.store.sqlite),
+        (None, None) => Err(anyhow!("give --config, --db or WARDEN_CONFIG")),
     }
 }
 
@@ -604,18 +639,19 @@ fn main() -> ExitCode {
     // The demo prints its own timeline on stdout; logs would only interleave with it.
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
     init_logging(cli.log_format, default_level);
+    let log_format = cli.log_format;
     let result: Result<()> = match cli.command {
-        Command::CheckConfig { file } => match config::load_file(&file) {
-            Ok(cfg) => {
-                println!("{}: ok ({} watch(es))", file.display(), cfg.watches.len());
-                Ok(())
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{} error(s) in {}", errors.0.len(), file.display());
-                return ExitCode::from(1);
-            }
-        },
+        Command::CheckConfig { file, resolve, json } => return check_config(&file, resolve, json),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "warden", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script).context("writing the completion script")
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page).context("rendering the manual page")?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &page).context("writing the manual page")
+        }
         Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
         Command::Outbox { command: OutboxCommand::List { db, state, channel, json, limit } } => {
             open_store(db).and_then(|s| outbox_cmd::list(&s, &state, channel.as_deref(), limit, json, &mut std::io::stdout().lock()))
@@ -651,7 +687,7 @@ fn main() -> ExitCode {
         Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3, leave_one_out } } => bench::loghub::run(&data, json, compare_drain3, leave_one_out),
         Command::Bench { command: BenchCommand::Summary { model, tokens, suite, compare_llama_cpp, threads, max_scenarios, no_requantize, python, json } } => bench::summary::run(&bench::summary::SummaryBenchArgs { model, tokens, suite, compare_llama_cpp, json, threads, max_scenarios, no_requantize, python }, &mut std::io::stdout().lock()),
         Command::Logs { command: LogsCommand::Mine { input, json } } => logs_cmd::run(&input, json),
-        Command::Run { config } => load_config(&config).and_then(|cfg| {
+        Command::Run { config } => load_config(&config).and_then(|cfg| resolved(&config).map(|()| cfg)).and_then(|cfg| {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async move {
                 let token = CancellationToken::new();
@@ -703,8 +739,80 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            fatal(log_format, &format!("{e:#}"));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints the error that ends the command: `error: ...`, or with `--log-format json` one JSON
+/// line shaped like the other log lines (so a log collector parses it too).
+fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("error: {message}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "ERROR",
+                "fields": { "message": message },
+                "target": "warden",
+            })
+        ),
+    }
+}
+
+/// Every secret and file `config` names resolves; otherwise all that do not, at once.
+fn resolved(config: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let problems = check_cmd::unresolved(&text);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", check_cmd::describe(config, &problems)))
+    }
+}
+
+/// `warden check-config FILE [--resolve] [--json]`: exit 0 when valid (and resolved).
+fn check_config(file: &std::path::Path, resolve: bool, json: bool) -> ExitCode {
+    let loaded = config::load_file(file);
+    let unresolved = match (&loaded, resolve) {
+        (Ok(_), true) => match std::fs::read_to_string(file) {
+            Ok(text) => Some(check_cmd::unresolved(&text)),
+            Err(e) => Some(vec![check_cmd::Unresolved { path: String::new(), problem: format!("reading the file: {e}") }]),
+        },
+        _ => None,
+    };
+    let ok = loaded.is_ok() && unresolved.as_ref().is_none_or(Vec::is_empty);
+    if json {
+        let errors: Vec<_> = match &loaded {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(|e| serde_json::json!({"line": e.line, "path": e.path, "message": e.message})).collect(),
+        };
+        let out = serde_json::json!({
+            "file": file.display().to_string(),
+            "valid": loaded.is_ok(),
+            "watches": loaded.as_ref().ok().map(|c| c.watches.len()),
+            "errors": errors,
+            "unresolved": unresolved,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        match (&loaded, &unresolved) {
+            (Err(errors), _) => {
+                eprintln!("{errors}");
+                eprintln!("{} error(s) in {}", errors.0.len(), file.display());
+            }
+            (Ok(_), Some(problems)) if !problems.is_empty() => eprintln!("error: {}", check_cmd::describe(file, problems)),
+            (Ok(cfg), _) => {
+                let resolved = if resolve { ", every secret and file resolved" } else { "" };
+                println!("{}: ok ({} watch(es){resolved})", file.display(), cfg.watches.len());
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
