@@ -649,8 +649,10 @@ fn main() -> ExitCode {
         }
         Command::Man => {
             let mut page = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page).context("rendering the manual page")?;
-            std::io::Write::write_all(&mut std::io::stdout().lock(), &page).context("writing the manual page")
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .context("rendering the manual page")
+                .and_then(|()| std::io::Write::write_all(&mut std::io::stdout().lock(), &page).context("writing the manual page"))
         }
         Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
         Command::Outbox { command: OutboxCommand::List { db, state, channel, json, limit } } => {
