@@ -16,6 +16,9 @@
 ARG RUST_VERSION=1.88
 
 FROM rust:${RUST_VERSION}-bookworm AS build
+# `warden --version` names this commit (.git is not in the build context):
+#   docker build --build-arg WARDEN_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG WARDEN_GIT_COMMIT=unknown
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -223,6 +223,7 @@ enum ModelCommand {
         /// A GGUF file.
         #[arg(long, value_name = "FILE.gguf")]
         model: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -232,22 +233,29 @@ enum ModelCommand {
 enum PlaybookCommand {
     /// List the playbooks: built-ins and those in `playbooks.dir`.
     List {
+        /// Also the playbooks of this configuration's `playbooks.dir`, with its guards.
         #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Print a playbook and its effective guards.
     Show {
+        /// The playbook's name (see `warden playbook list`).
         name: String,
+        /// The configuration whose `playbooks.dir` and guards apply.
         #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print JSON (the playbook and its effective guards).
         #[arg(long)]
         json: bool,
     },
     /// Run a playbook now, behind its guards, and follow it.
     Run {
+        /// The playbook's name (see `warden playbook list`).
         name: String,
+        /// The configuration file (store, cluster, metrics and guards).
         #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
         config: PathBuf,
         /// Parameter, repeatable: `--param step=2`.
@@ -279,16 +287,20 @@ enum RunsCommand {
             warden_playbooks::run::ALL_STATUSES.iter().map(|s| s.as_str())
         ))]
         status: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
     /// Show one run: steps, plans, results, refusals and its audit entries.
     Show {
+        /// The run id (see `warden runs list`).
         id: i64,
         #[command(flatten)]
         db: DbArgs,
+        /// Print JSON (the run and its audit entries).
         #[arg(long)]
         json: bool,
     },
@@ -373,6 +385,7 @@ enum BenchCommand {
         /// The scenario directory (`<NN-name>/{metrics.csv,scenario.yaml}`).
         #[arg(long, value_name = "DIR", default_value = "tests/rca/scenarios")]
         suite: PathBuf,
+        /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
         /// A public data set instead: `petshop`, `nezha` or `scenarios` (with --data), or
@@ -417,6 +430,7 @@ enum BenchCommand {
         /// The Python interpreter for --compare-llama-cpp.
         #[arg(long, default_value = "python3")]
         python: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -455,8 +469,10 @@ enum OutboxCommand {
         /// Only this channel (slack, email, file).
         #[arg(long)]
         channel: Option<String>,
+        /// Print JSON (counts and messages) instead of tables.
         #[arg(long)]
         json: bool,
+        /// At most this many messages.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -464,10 +480,13 @@ enum OutboxCommand {
     Dead {
         #[command(flatten)]
         db: DbArgs,
+        /// Only this channel (slack, email, file).
         #[arg(long)]
         channel: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// At most this many dead letters.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -479,6 +498,7 @@ enum OutboxCommand {
         /// Every dead letter (of --channel, when given).
         #[arg(long)]
         all: bool,
+        /// With --all: only this channel's dead letters.
         #[arg(long, requires = "all")]
         channel: Option<String>,
         #[command(flatten)]
@@ -486,6 +506,7 @@ enum OutboxCommand {
     },
     /// Drop a dead letter for good (it stays listed as `discarded`).
     Discard {
+        /// The message id (see `warden outbox dead`).
         id: i64,
         #[command(flatten)]
         db: DbArgs,
@@ -636,8 +657,14 @@ fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) ->
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own timeline on stdout; logs would only interleave with it.
-    let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
+    // The daemon logs what it does; a command prints its answer, and its logs (a store
+    // migration, a connection) would only interleave with it: warnings and errors only. The
+    // demo prints its own timeline.
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        Command::Demo { .. } => "error",
+        _ => "warn",
+    };
     init_logging(cli.log_format, default_level);
     let log_format = cli.log_format;
     let result: Result<()> = match cli.command {
@@ -816,5 +843,35 @@ fn check_config(file: &std::path::Path, resolve: bool, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Commands without a description and arguments without help, under `cmd`.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+        if cmd.get_about().is_none() {
+            out.push(format!("{here}: no description"));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() {
+                out.push(format!("{here} {id}: no help text"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            undocumented(sub, &here, out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{} without help text:\n{}", missing.len(), missing.join("\n"));
     }
 }

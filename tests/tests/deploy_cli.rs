@@ -235,6 +235,13 @@ async fn store_commands_honour_warden_config_and_logs_have_no_colour_off_a_termi
             out.stdout,
             out.stderr
         );
+        // A command's answer is on stdout; no log lines mixed in by default.
+        ensure!(
+            out.stderr.trim().is_empty(),
+            "warden {}: log lines on stderr:\n{}",
+            args.join(" "),
+            out.stderr
+        );
     }
     // --db still wins over WARDEN_CONFIG.
     let missing = dir.join("elsewhere.db");

@@ -317,6 +317,22 @@ fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
     let monitored = render(&kubectl, "overlays/single", &["components/monitoring"])?;
     let monitor = find(&monitored, "ServiceMonitor", "warden")?;
     find(&monitored, "PrometheusRule", "warden")?;
+    // The dashboard's ConfigMap for Grafana's sidecar carries the dashboard unchanged.
+    let grafana = render(&kubectl, "../grafana", &[])?;
+    let dashboard = find(&grafana, "ConfigMap", "warden-dashboard")?;
+    ensure!(dashboard["metadata"]["labels"]["grafana_dashboard"] == "1");
+    let shipped: Value = serde_json::from_str(&std::fs::read_to_string(
+        workspace_root().join("deploy/grafana/warden-dashboard.json"),
+    )?)?;
+    let rendered: Value = serde_json::from_str(
+        dashboard["data"]["warden-dashboard.json"]
+            .as_str()
+            .context("no dashboard in the ConfigMap")?,
+    )?;
+    ensure!(
+        rendered == shipped,
+        "the ConfigMap's dashboard differs from the file"
+    );
     ensure!(monitor["spec"]["endpoints"][0]["port"] == "http");
     ensure!(monitor["spec"]["endpoints"][0]["path"] == "/metrics");
     for (k, v) in monitor["spec"]["selector"]["matchLabels"]
