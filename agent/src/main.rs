@@ -635,24 +635,7 @@ fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) ->
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "incidents": incidents }))?);
         return Ok(());
     }
-    if incidents.is_empty() {
-        println!("no incidents");
-        return Ok(());
-    }
-    println!("{:>5}  {:<9} {:<9} {:<25} {:<20} TITLE", "ID", "STATUS", "SEVERITY", "OPENED", "TARGET");
-    for i in incidents {
-        let target = i.target.map(|t| format!("{}/{}", t.namespace, t.deployment)).unwrap_or_else(|| "-".into());
-        println!(
-            "{:>5}  {:<9} {:<9} {:<25} {:<20} {}",
-            i.id,
-            i.status,
-            i.severity,
-            i.opened_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            target,
-            i.title
-        );
-    }
-    Ok(())
+    incident_cmd::list_table(&incidents, chrono::Utc::now(), &mut std::io::stdout().lock())
 }
 
 fn main() -> ExitCode {
