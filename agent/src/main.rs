@@ -685,6 +685,10 @@ fn main() -> ExitCode {
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),
         ),
+        Command::Bench { command: BenchCommand::Rca { suite, format, .. } } if !suite.is_dir() && format.as_deref().is_none_or(|f| f == "lodo") => {
+            Err(no_suite(&suite))
+        }
+        Command::Bench { command: BenchCommand::Summary { suite, .. } } if !suite.is_dir() => Err(no_suite(&suite)),
         Command::Bench { command: BenchCommand::Rca { suite, json, format, data, petshop, nezha } } => match (format.as_deref(), data, petshop, nezha) {
             (None, _, _, _) => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
             (Some("lodo"), _, Some(p), Some(n)) => bench::rca::lodo(&p, &n, &suite, &mut std::io::stdout().lock()),
@@ -755,6 +759,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `bench rca` and `bench summary` default to the suite of a source checkout.
+fn no_suite(suite: &std::path::Path) -> anyhow::Error {
+    anyhow!(
+        "{}: no such directory (the default is the suite inside a source checkout of warden, relative to the current directory); give --suite DIR",
+        suite.display()
+    )
 }
 
 /// Prints the error that ends the command: `error: ...`, or with `--log-format json` one JSON

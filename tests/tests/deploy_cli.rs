@@ -305,6 +305,15 @@ async fn version_completions_man_page_and_run_statuses() -> Result<()> {
         man.stderr
     );
 
+    // The benchmark suites default to paths inside a source checkout; elsewhere (the tests
+    // run in the tests crate's folder, which has no `tests/rca/scenarios`) that is said.
+    let suite = warden_cli(&["bench", "rca"], &[]).await?;
+    ensure!(
+        suite.status.code() == Some(1) && suite.stderr.contains("give --suite DIR"),
+        "{}",
+        suite.stderr
+    );
+
     let bogus = warden_cli(
         &[
             "runs",
