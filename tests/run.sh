@@ -84,6 +84,8 @@ PY
 fi
 export WARDEN_TEST_GGUF="$gguf"
 
+# The deploy_* tests render deploy/kustomize with kubectl (they skip without it), check the
+# alerts with promtool and the manifests against ../shared/kube when it is there.
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build -p warden-agent --bins
 cargo test --workspace --no-fail-fast

@@ -1,13 +1,78 @@
-//! `warden incidents show ID`: one incident with its ranking, evidence and summary.
+//! `warden incidents list` (a table: what, where, since when) and `warden incidents show ID`
+//! (one incident with its ranking, evidence and summary).
 
 use std::io::Write;
 
 use anyhow::{anyhow, Result};
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use warden_detectors::rca::{Evidence, Payload};
 use warden_models::format_value;
 
-use crate::store::Store;
+use crate::store::{Incident, Store};
+
+/// Where an incident is: its Deployment, else the workload its labels name, else its
+/// identity labels (`model=fraud`, a node, a group), else `-`.
+pub fn target_of(i: &Incident) -> String {
+    if let Some(t) = &i.target {
+        return format!("{}/{}", t.namespace, t.deployment);
+    }
+    let label = |k: &str| i.labels.get(k).filter(|v| !v.is_empty());
+    for workload in ["deployment", "statefulset", "daemonset", "job", "persistentvolumeclaim", "pod", "service", "node"] {
+        if let Some(w) = label(workload) {
+            return match label("namespace") {
+                Some(ns) => format!("{ns}/{w}"),
+                None => w.clone(),
+            };
+        }
+    }
+    let labels: Vec<String> = i.labels.iter().filter(|(k, v)| k.as_str() != "__name__" && !v.is_empty()).map(|(k, v)| format!("{k}={v}")).collect();
+    if labels.is_empty() {
+        "-".into()
+    } else {
+        cut(&labels.join(","), 40)
+    }
+}
+
+/// `45s`, `12m`, `3h 5m`, `2d 4h`: the two largest units.
+pub fn age(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    let s = (to - from).num_seconds().max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// The incidents as a table (`now` for their age; a resolved one shows how long it was open).
+pub fn list_table(incidents: &[Incident], now: DateTime<Utc>, out: &mut dyn Write) -> Result<()> {
+    if incidents.is_empty() {
+        writeln!(out, "no incidents")?;
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["ID", "STATUS", "SEVERITY", "OPENED", "AGE", "WATCH", "TARGET", "TITLE"]);
+    for i in incidents {
+        let age = match i.resolved_at {
+            Some(r) => format!("{} (was open {})", age(i.opened_at, now), age(i.opened_at, r)),
+            None => age(i.opened_at, now),
+        };
+        table.add_row([
+            i.id.to_string(),
+            i.status.clone(),
+            i.severity.clone(),
+            i.opened_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            age,
+            i.watch.clone(),
+            target_of(i),
+            cut(&i.title, 100),
+        ]);
+    }
+    writeln!(out, "{table}")?;
+    Ok(())
+}
 
 fn hms(t: i64) -> String {
     DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|| t.to_string())
@@ -116,4 +181,60 @@ pub fn show(store: &Store, id: i64, json: bool, out: &mut dyn Write) -> Result<(
         writeln!(out, "  {}  {}", e.at.format("%Y-%m-%d %H:%M:%S UTC"), e.kind)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn incident(id: i64, labels: &[(&str, &str)], target: Option<(&str, &str)>) -> Incident {
+        let at = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").expect("time").with_timezone(&Utc);
+        Incident {
+            id,
+            fingerprint: format!("f{id}"),
+            watch: "w".into(),
+            source: "watch".into(),
+            status: "open".into(),
+            severity: "warning".into(),
+            title: "a title".into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            target: target.map(|(n, d)| crate::store::TargetRef { namespace: n.into(), deployment: d.into() }),
+            observed: None,
+            expected: None,
+            lower: None,
+            upper: None,
+            score: None,
+            detector: None,
+            opened_at: at,
+            updated_at: at,
+            resolved_at: None,
+            quiet_evaluations: 0,
+        }
+    }
+
+    #[test]
+    fn every_kind_of_incident_names_where_it_is_and_its_age() {
+        let group = incident(1, &[("namespace", "shop"), ("deployment", "checkout"), ("pod", "checkout-1")], None);
+        let capacity = incident(2, &[("namespace", "data"), ("persistentvolumeclaim", "pg-0")], None);
+        let model = incident(3, &[("model", "fraud")], None);
+        let deployment = incident(4, &[], Some(("shop", "api")));
+        let nothing = incident(5, &[], None);
+        assert_eq!(target_of(&group), "shop/checkout");
+        assert_eq!(target_of(&capacity), "data/pg-0");
+        assert_eq!(target_of(&model), "model=fraud");
+        assert_eq!(target_of(&deployment), "shop/api");
+        assert_eq!(target_of(&nothing), "-");
+
+        let now = group.opened_at + chrono::Duration::minutes(185);
+        let mut out = Vec::new();
+        list_table(&[group, model], now, &mut out).expect("table");
+        let text = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert!(lines[0].starts_with("ID") && lines[0].contains("AGE") && lines[0].contains("TARGET"), "{text}");
+        assert!(lines[1].contains("3h 5m") && lines[1].contains("shop/checkout"), "{text}");
+        assert!(lines[2].contains("model=fraud"), "{text}");
+        assert_eq!(age(now, now), "0s");
+        assert_eq!(age(now - chrono::Duration::days(2) - chrono::Duration::hours(4), now), "2d 4h");
+    }
 }

@@ -1,19 +1,32 @@
 //! The `warden` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
+mod check_cmd;
+
 use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, outbox_cmd, playbook_cmd, rca_cmd, store::Store};
+
+/// `0.1.0 (commit 0123abcd4567, built 2026-01-31)`: `warden --version`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WARDEN_GIT_COMMIT"),
+    ", built ",
+    env!("WARDEN_BUILD_DATE"),
+    ")"
+);
 
 /// Warden: an autonomous operations agent for Kubernetes.
 ///
 /// Exit codes: 0 success; 1 error (invalid configuration, a failed start or run); 2 bad
 /// command-line usage.
 #[derive(Parser)]
-#[command(name = "warden", version, about, long_about = None, propagate_version = true)]
+#[command(name = "warden", version = VERSION, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Log format on stderr (the level is set with RUST_LOG; default `info`, `error` for the demo).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -39,9 +52,24 @@ enum Command {
     /// Check a configuration file and print every error with its line and YAML path.
     CheckConfig {
         /// The configuration file.
-        #[arg(value_name = "FILE")]
+        #[arg(value_name = "FILE", env = "WARDEN_CONFIG")]
         file: PathBuf,
+        /// Also resolve every secret (`{ env }`, `{ file }`) and file it names, as `warden run`
+        /// does at start, and report every one that is missing.
+        #[arg(long)]
+        resolve: bool,
+        /// Print `{"file","valid","watches","errors":[..],"unresolved":[..]}`.
+        #[arg(long)]
+        json: bool,
     },
+    /// Print a shell completion script: `warden completions bash > /etc/bash_completion.d/warden`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `warden man > warden.1 && man ./warden.1`.
+    Man,
     /// Inspect incidents in the store.
     Incidents {
         #[command(subcommand)]
@@ -195,6 +223,7 @@ enum ModelCommand {
         /// A GGUF file.
         #[arg(long, value_name = "FILE.gguf")]
         model: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -204,22 +233,29 @@ enum ModelCommand {
 enum PlaybookCommand {
     /// List the playbooks: built-ins and those in `playbooks.dir`.
     List {
+        /// Also the playbooks of this configuration's `playbooks.dir`, with its guards.
         #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Print a playbook and its effective guards.
     Show {
+        /// The playbook's name (see `warden playbook list`).
         name: String,
+        /// The configuration whose `playbooks.dir` and guards apply.
         #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print JSON (the playbook and its effective guards).
         #[arg(long)]
         json: bool,
     },
     /// Run a playbook now, behind its guards, and follow it.
     Run {
+        /// The playbook's name (see `warden playbook list`).
         name: String,
+        /// The configuration file (store, cluster, metrics and guards).
         #[arg(short, long, env = "WARDEN_CONFIG", value_name = "FILE")]
         config: PathBuf,
         /// Parameter, repeatable: `--param step=2`.
@@ -246,19 +282,25 @@ enum RunsCommand {
     List {
         #[command(flatten)]
         db: DbArgs,
-        /// Only runs in this state (running, awaiting_approval, succeeded, reverted, refused, ...).
-        #[arg(long)]
+        /// Only runs in this state.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            warden_playbooks::run::ALL_STATUSES.iter().map(|s| s.as_str())
+        ))]
         status: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
     /// Show one run: steps, plans, results, refusals and its audit entries.
     Show {
+        /// The run id (see `warden runs list`).
         id: i64,
         #[command(flatten)]
         db: DbArgs,
+        /// Print JSON (the run and its audit entries).
         #[arg(long)]
         json: bool,
     },
@@ -353,6 +395,7 @@ enum BenchCommand {
         /// The scenario directory (`<NN-name>/{metrics.csv,scenario.yaml}`).
         #[arg(long, value_name = "DIR", default_value = "tests/rca/scenarios")]
         suite: PathBuf,
+        /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
         /// A public data set instead: `petshop`, `nezha` or `scenarios` (with --data), or
@@ -397,6 +440,7 @@ enum BenchCommand {
         /// The Python interpreter for --compare-llama-cpp.
         #[arg(long, default_value = "python3")]
         python: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -435,8 +479,10 @@ enum OutboxCommand {
         /// Only this channel (slack, email, file).
         #[arg(long)]
         channel: Option<String>,
+        /// Print JSON (counts and messages) instead of tables.
         #[arg(long)]
         json: bool,
+        /// At most this many messages.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -444,10 +490,13 @@ enum OutboxCommand {
     Dead {
         #[command(flatten)]
         db: DbArgs,
+        /// Only this channel (slack, email, file).
         #[arg(long)]
         channel: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// At most this many dead letters.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -459,6 +508,7 @@ enum OutboxCommand {
         /// Every dead letter (of --channel, when given).
         #[arg(long)]
         all: bool,
+        /// With --all: only this channel's dead letters.
         #[arg(long, requires = "all")]
         channel: Option<String>,
         #[command(flatten)]
@@ -466,6 +516,7 @@ enum OutboxCommand {
     },
     /// Drop a dead letter for good (it stays listed as `discarded`).
     Discard {
+        /// The message id (see `warden outbox dead`).
         id: i64,
         #[command(flatten)]
         db: DbArgs,
@@ -500,11 +551,12 @@ enum IncidentsCommand {
     },
 }
 
+/// `--db` wins over `--config` (and over `WARDEN_CONFIG`).
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = true)]
 struct DbArgs {
     /// Read the store location from this configuration file.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", env = "WARDEN_CONFIG")]
     config: Option<PathBuf>,
     /// The SQLite store itself.
     #[arg(long, value_name = "PATH")]
@@ -514,7 +566,11 @@ struct DbArgs {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in files or log collectors.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -551,9 +607,9 @@ async fn shutdown_on_signal(token: CancellationToken) {
 
 fn db_path(db: DbArgs) -> Result<PathBuf> {
     match (db.config, db.db) {
-        (Some(c), _) => Ok(load_config(&c)?.store.sqlite),
-        (None, Some(p)) => Ok(p),
-        (None, None) => Err(anyhow!("give --config or --db")),
+        (_, Some(p)) => Ok(p),
+        (Some(c), None) => Ok(load_config(&c)?.store.sqlite),
+        (None, None) => Err(anyhow!("give --config, --db or WARDEN_CONFIG")),
     }
 }
 
@@ -589,43 +645,35 @@ fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) ->
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "incidents": incidents }))?);
         return Ok(());
     }
-    if incidents.is_empty() {
-        println!("no incidents");
-        return Ok(());
-    }
-    println!("{:>5}  {:<9} {:<9} {:<25} {:<20} TITLE", "ID", "STATUS", "SEVERITY", "OPENED", "TARGET");
-    for i in incidents {
-        let target = i.target.map(|t| format!("{}/{}", t.namespace, t.deployment)).unwrap_or_else(|| "-".into());
-        println!(
-            "{:>5}  {:<9} {:<9} {:<25} {:<20} {}",
-            i.id,
-            i.status,
-            i.severity,
-            i.opened_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            target,
-            i.title
-        );
-    }
-    Ok(())
+    incident_cmd::list_table(&incidents, chrono::Utc::now(), &mut std::io::stdout().lock())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own timeline on stdout; logs would only interleave with it.
-    let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
+    // The daemon logs what it does; a command prints its answer, and its logs (a store
+    // migration, a connection) would only interleave with it: warnings and errors only. The
+    // demo prints its own timeline.
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        Command::Demo { .. } => "error",
+        _ => "warn",
+    };
     init_logging(cli.log_format, default_level);
+    let log_format = cli.log_format;
     let result: Result<()> = match cli.command {
-        Command::CheckConfig { file } => match config::load_file(&file) {
-            Ok(cfg) => {
-                println!("{}: ok ({} watch(es))", file.display(), cfg.watches.len());
-                Ok(())
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{} error(s) in {}", errors.0.len(), file.display());
-                return ExitCode::from(1);
-            }
-        },
+        Command::CheckConfig { file, resolve, json } => return check_config(&file, resolve, json),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "warden", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script).context("writing the completion script")
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .context("rendering the manual page")
+                .and_then(|()| std::io::Write::write_all(&mut std::io::stdout().lock(), &page).context("writing the manual page"))
+        }
         Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
         Command::Outbox { command: OutboxCommand::List { db, state, channel, json, limit } } => {
             open_store(db).and_then(|s| outbox_cmd::list(&s, &state, channel.as_deref(), limit, json, &mut std::io::stdout().lock()))
@@ -647,6 +695,10 @@ fn main() -> ExitCode {
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),
         ),
+        Command::Bench { command: BenchCommand::Rca { suite, format, .. } } if !suite.is_dir() && format.as_deref().is_none_or(|f| f == "lodo") => {
+            Err(no_suite(&suite))
+        }
+        Command::Bench { command: BenchCommand::Summary { suite, .. } } if !suite.is_dir() => Err(no_suite(&suite)),
         Command::Bench { command: BenchCommand::Rca { suite, json, format, data, petshop, nezha } } => match (format.as_deref(), data, petshop, nezha) {
             (None, _, _, _) => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
             (Some("lodo"), _, Some(p), Some(n)) => bench::rca::lodo(&p, &n, &suite, &mut std::io::stdout().lock()),
@@ -667,7 +719,7 @@ fn main() -> ExitCode {
         Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3, leave_one_out } } => bench::loghub::run(&data, json, compare_drain3, leave_one_out),
         Command::Bench { command: BenchCommand::Summary { model, tokens, suite, compare_llama_cpp, threads, max_scenarios, no_requantize, python, json } } => bench::summary::run(&bench::summary::SummaryBenchArgs { model, tokens, suite, compare_llama_cpp, json, threads, max_scenarios, no_requantize, python }, &mut std::io::stdout().lock()),
         Command::Logs { command: LogsCommand::Mine { input, json } } => logs_cmd::run(&input, json),
-        Command::Run { config } => load_config(&config).and_then(|cfg| {
+        Command::Run { config } => load_config(&config).and_then(|cfg| resolved(&config).map(|()| cfg)).and_then(|cfg| {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async move {
                 let token = CancellationToken::new();
@@ -719,8 +771,118 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            fatal(log_format, &format!("{e:#}"));
             ExitCode::from(1)
         }
+    }
+}
+
+/// `bench rca` and `bench summary` default to the suite of a source checkout.
+fn no_suite(suite: &std::path::Path) -> anyhow::Error {
+    anyhow!(
+        "{}: no such directory (the default is the suite inside a source checkout of warden, relative to the current directory); give --suite DIR",
+        suite.display()
+    )
+}
+
+/// Prints the error that ends the command: `error: ...`, or with `--log-format json` one JSON
+/// line shaped like the other log lines (so a log collector parses it too).
+fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("error: {message}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "ERROR",
+                "fields": { "message": message },
+                "target": "warden",
+            })
+        ),
+    }
+}
+
+/// Every secret and file `config` names resolves; otherwise all that do not, at once.
+fn resolved(config: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let problems = check_cmd::unresolved(&text);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", check_cmd::describe(config, &problems)))
+    }
+}
+
+/// `warden check-config FILE [--resolve] [--json]`: exit 0 when valid (and resolved).
+fn check_config(file: &std::path::Path, resolve: bool, json: bool) -> ExitCode {
+    let loaded = config::load_file(file);
+    let unresolved = match (&loaded, resolve) {
+        (Ok(_), true) => match std::fs::read_to_string(file) {
+            Ok(text) => Some(check_cmd::unresolved(&text)),
+            Err(e) => Some(vec![check_cmd::Unresolved { path: String::new(), problem: format!("reading the file: {e}") }]),
+        },
+        _ => None,
+    };
+    let ok = loaded.is_ok() && unresolved.as_ref().is_none_or(Vec::is_empty);
+    if json {
+        let errors: Vec<_> = match &loaded {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(|e| serde_json::json!({"line": e.line, "path": e.path, "message": e.message})).collect(),
+        };
+        let out = serde_json::json!({
+            "file": file.display().to_string(),
+            "valid": loaded.is_ok(),
+            "watches": loaded.as_ref().ok().map(|c| c.watches.len()),
+            "errors": errors,
+            "unresolved": unresolved,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        match (&loaded, &unresolved) {
+            (Err(errors), _) => {
+                eprintln!("{errors}");
+                eprintln!("{} error(s) in {}", errors.0.len(), file.display());
+            }
+            (Ok(_), Some(problems)) if !problems.is_empty() => eprintln!("error: {}", check_cmd::describe(file, problems)),
+            (Ok(cfg), _) => {
+                let resolved = if resolve { ", every secret and file resolved" } else { "" };
+                println!("{}: ok ({} watch(es){resolved})", file.display(), cfg.watches.len());
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Commands without a description and arguments without help, under `cmd`.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+        if cmd.get_about().is_none() {
+            out.push(format!("{here}: no description"));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() {
+                out.push(format!("{here} {id}: no help text"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            undocumented(sub, &here, out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{} without help text:\n{}", missing.len(), missing.join("\n"));
     }
 }

@@ -1,4 +1,10 @@
 //! Warden's own metrics, served on `/metrics` in the Prometheus text format.
+//!
+//! Most are updated where things happen (evaluations, deliveries). The run and audit gauges
+//! are read from the store when `/metrics` is scraped ([`Metrics::refresh_from_store`]), so
+//! that runs advanced or approved by another process (the CLI) are counted too, and the
+//! alerts of `deploy/kustomize/components/monitoring` can tell failing runs, requests left
+//! unanswered and a broken audit chain.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,6 +13,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use warden_playbooks::run::ALL_STATUSES;
+
+use crate::store::Store;
+
+/// How long a verified audit chain whose head did not move is trusted before the next scrape
+/// verifies it again (verifying reads every entry).
+const AUDIT_REVERIFY: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchOutcome {
@@ -23,6 +40,11 @@ pub struct WatchLabel {
 pub struct ActionLabels {
     pub kind: String,
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +74,15 @@ pub struct Metrics {
     pub outbox_digests: Family<ChannelLabel, Counter>,
     /// Entries the audit head records (the chain's length as written, see `warden audit verify`).
     pub audit_head_entries: Gauge,
+    /// Playbook runs in the store, per status (every status, 0 when none).
+    pub runs: Family<StatusLabel, Gauge>,
+    /// Age of the oldest run waiting for approval (0 when none waits).
+    pub runs_oldest_awaiting_approval_seconds: Gauge<f64, AtomicU64>,
+    /// 1 when the audit chain verified intact against its head at the last check; 0 when it
+    /// is broken or could not be read.
+    pub audit_verified: Gauge,
+    /// When the chain was last verified intact, and the head count it had then.
+    audit_checked: Mutex<Option<(Instant, i64)>>,
 }
 
 impl Default for Metrics {
@@ -99,8 +130,26 @@ impl Metrics {
             "Audit entries the audit head records; a chain shorter than this was truncated (warden audit verify)",
             audit_head_entries.clone(),
         );
+        let runs = Family::<StatusLabel, Gauge>::default();
+        registry.register("runs", "Playbook runs in the store, per status", runs.clone());
+        let runs_oldest_awaiting_approval_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "runs_oldest_awaiting_approval_seconds",
+            "Age of the oldest playbook run waiting for approval (0 when none waits)",
+            runs_oldest_awaiting_approval_seconds.clone(),
+        );
+        let audit_verified = Gauge::default();
+        registry.register(
+            "audit_verified",
+            "1 when the audit chain verified intact against its head (warden audit verify); 0 when broken or unreadable",
+            audit_verified.clone(),
+        );
         Self {
             audit_head_entries,
+            runs,
+            runs_oldest_awaiting_approval_seconds,
+            audit_verified,
+            audit_checked: Mutex::new(None),
             registry,
             evaluations,
             no_data,
@@ -123,11 +172,120 @@ impl Metrics {
         Ok(s)
     }
 
+    /// Reads the run gauges and the audit verification from `store` (at most one audit
+    /// verification per [`AUDIT_REVERIFY`] while the head does not move). A store that cannot
+    /// be read leaves the run gauges as they were and sets `audit_verified` to 0: unknown is
+    /// never reported as intact.
+    pub fn refresh_from_store(&self, store: &Store, now: DateTime<Utc>) {
+        match run_counts(store) {
+            Ok(rows) => {
+                for status in ALL_STATUSES {
+                    let count = rows.iter().find(|(s, ..)| s == status.as_str()).map_or(0, |(_, n, _)| *n);
+                    self.runs.get_or_create(&StatusLabel { status: status.as_str().to_string() }).set(count);
+                }
+                let oldest = rows.iter().find(|(s, ..)| s == "awaiting_approval").map(|(_, _, created)| *created);
+                let age = oldest.map_or(0.0, |ms| ((crate::store::ms(now) - ms) as f64 / 1000.0).max(0.0));
+                self.runs_oldest_awaiting_approval_seconds.set(age);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading run counts for /metrics"),
+        }
+        self.audit_verified.set(i64::from(self.audit_intact(store)));
+    }
+
+    fn audit_intact(&self, store: &Store) -> bool {
+        let head = match store.audit_head() {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the audit head for /metrics");
+                return false;
+            }
+        };
+        let count = head.as_ref().map_or(0, |h| h.count);
+        let mut checked = self.audit_checked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, n)) = *checked {
+            if n == count && at.elapsed() < AUDIT_REVERIFY {
+                return true;
+            }
+        }
+        let intact = match store.audit_entries() {
+            Ok(entries) => warden_playbooks::audit::verify_with_head(&entries, head.as_ref()).is_ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the audit trail for /metrics");
+                false
+            }
+        };
+        *checked = intact.then(|| (Instant::now(), count));
+        intact
+    }
+
     pub fn channel(&self, family: &Family<ChannelLabel, Counter>, channel: &str) {
         self.channel_by(family, channel, 1);
     }
 
     pub fn channel_by(&self, family: &Family<ChannelLabel, Counter>, channel: &str, n: u64) {
         family.get_or_create(&ChannelLabel { channel: channel.to_string() }).inc_by(n);
+    }
+}
+
+/// `(status, runs, oldest created_at in ms)` per status present in the store.
+fn run_counts(store: &Store) -> Result<Vec<(String, i64, i64)>, crate::store::StoreError> {
+    let conn = store.conn()?;
+    let mut stmt = conn.prepare("SELECT status, COUNT(*), MIN(created_at) FROM runs GROUP BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert_run(store: &Store, status: &str, created_ms: i64) {
+        let conn = store.conn().expect("conn");
+        conn.execute(
+            "INSERT INTO runs (playbook, status, trigger_kind, dry_run, created_at, updated_at, body)
+             VALUES ('scale-up', ?1, 'manual', 0, ?2, ?2, '{}')",
+            rusqlite::params![status, created_ms],
+        )
+        .expect("insert run");
+    }
+
+    #[test]
+    fn run_and_audit_gauges_come_from_the_store() {
+        let store = Store::open_in_memory().expect("store");
+        let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").expect("time").with_timezone(&Utc);
+        let t = crate::store::ms(now);
+        insert_run(&store, "failed", t - 60_000);
+        insert_run(&store, "failed", t - 30_000);
+        insert_run(&store, "awaiting_approval", t - 900_000);
+        insert_run(&store, "awaiting_approval", t - 120_000);
+        let m = Metrics::new();
+        m.refresh_from_store(&store, now);
+        let text = m.encode().expect("encode");
+        assert!(text.contains("warden_runs{status=\"failed\"} 2"), "{text}");
+        assert!(text.contains("warden_runs{status=\"awaiting_approval\"} 2"), "{text}");
+        // Every status is a series, so alerts on it never see "absent" for "none".
+        assert!(text.contains("warden_runs{status=\"revert_failed\"} 0"), "{text}");
+        assert!(text.contains("warden_runs_oldest_awaiting_approval_seconds 900.0"), "{text}");
+        assert!(text.contains("warden_audit_verified 1"), "{text}");
+
+        // A head that records entries the chain does not have: truncated, so not intact.
+        store
+            .conn()
+            .expect("conn")
+            .execute("INSERT INTO audit_head (id, count, last_hash) VALUES (1, 3, 'x') ON CONFLICT (id) DO UPDATE SET count = 3", [])
+            .expect("head");
+        m.refresh_from_store(&store, now);
+        let text = m.encode().expect("encode");
+        assert!(text.contains("warden_audit_verified 0"), "{text}");
+    }
+
+    #[test]
+    fn no_waiting_run_is_age_zero() {
+        let store = Store::open_in_memory().expect("store");
+        let m = Metrics::new();
+        m.refresh_from_store(&store, Utc::now());
+        let text = m.encode().expect("encode");
+        assert!(text.contains("warden_runs_oldest_awaiting_approval_seconds 0.0"), "{text}");
+        assert!(text.contains("warden_runs{status=\"succeeded\"} 0"), "{text}");
     }
 }

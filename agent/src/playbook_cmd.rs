@@ -64,13 +64,76 @@ pub fn show(cfg: Option<&Config>, name: &str, json_out: bool) -> Result<()> {
     if json_out {
         println!("{}", serde_json::to_string_pretty(&json!({"playbook": pb, "effective_guards": guards}))?);
     } else {
-        print!("{}", serde_yaml::to_string(pb)?);
+        // The playbook as written (its comments, no defaults filled in), then the guards that
+        // apply to it with durations as they are written in YAML.
+        let source = cat.source(name);
+        let text = match source {
+            Some(warden_playbooks::load::Source::File(path)) => {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+            }
+            _ => match warden_playbooks::builtin::builtin_text(name) {
+                Some(text) => text.to_string(),
+                None => serde_yaml::to_string(pb)?,
+            },
+        };
+        match source {
+            Some(s) => println!("# {name}: {s}"),
+            None => println!("# {name}"),
+        }
+        print!("{text}");
+        if !text.ends_with('\n') {
+            println!();
+        }
         println!("# effective guards (global defaults, then the playbook's own):");
+        let guards = humanize_durations(serde_json::to_value(&guards)?);
         for line in serde_yaml::to_string(&guards)?.lines() {
             println!("#   {line}");
         }
     }
     Ok(())
+}
+
+/// Guard durations (`cooldown`, `approval_ttl`, serialised as seconds) as `10m`, `1h`.
+fn humanize_durations(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(map) = value.as_object_mut() {
+        for key in ["cooldown", "approval_ttl"] {
+            if let Some(secs) = map.get(key).and_then(serde_json::Value::as_f64).filter(|s| s.is_finite() && *s >= 0.0) {
+                let d = Duration::from_millis((secs * 1000.0).round() as u64);
+                map.insert(key.to_string(), json!(humantime::format_duration(d).to_string()));
+            }
+        }
+    }
+    value
+}
+
+/// One audit entry's detail on one line: `key=value` per field (nested values as compact
+/// JSON), each value cut at 80 characters and the line at 240; `runs show --json` has it whole.
+pub fn audit_detail(detail: &serde_json::Value) -> String {
+    fn cut(s: &str, max: usize) -> String {
+        if s.chars().count() <= max {
+            s.to_string()
+        } else {
+            s.chars().take(max).chain(std::iter::once('…')).collect()
+        }
+    }
+    let line = match detail {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) if !s.is_empty() && !s.contains(char::is_whitespace) => s.clone(),
+                    serde_json::Value::String(s) => format!("{s:?}"),
+                    other => other.to_string(),
+                };
+                format!("{k}={}", cut(&value, 80))
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    cut(&line, 240)
 }
 
 /// The connections a run needs, from the config.
@@ -261,7 +324,7 @@ pub fn runs_show(db: &Path, id: i64, json_out: bool) -> Result<()> {
     print_run(&run);
     println!("  audit:");
     for e in audit {
-        println!("    #{:<5} {} {:<9} {:<22} {}", e.seq, e.at.format("%H:%M:%S"), e.kind.as_str(), e.actor, e.detail);
+        println!("    #{:<5} {} {:<9} {:<22} {}", e.seq, e.at.format("%H:%M:%S"), e.kind.as_str(), e.actor, audit_detail(&e.detail));
     }
     Ok(())
 }
@@ -297,5 +360,30 @@ pub fn audit_verify(db: &Path, json_out: bool) -> Result<bool> {
             eprintln!("audit trail BROKEN at entry {}: {}", b.seq, b.reason);
             Ok(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn audit_details_are_one_short_line() {
+        let long = "x".repeat(900);
+        let detail = json!({"step": "scale", "status": "succeeded", "plan": {"replicas": {"from": 2, "to": 3}}, "note": "two words", "blob": long, "none": null});
+        let line = audit_detail(&detail);
+        assert!(line.starts_with("blob=xxx"), "{line}");
+        assert!(line.contains("note=\"two words\""), "{line}");
+        assert!(line.contains(r#"plan={"replicas":{"from":2,"to":3}}"#), "{line}");
+        assert!(line.contains("step=scale") && line.contains("status=succeeded"), "{line}");
+        assert!(!line.contains("none="), "{line}");
+        assert!(line.chars().count() <= 241, "{} characters", line.chars().count());
+        assert_eq!(audit_detail(&json!(null)), "");
+    }
+
+    #[test]
+    fn guard_durations_read_as_written() {
+        let v = humanize_durations(json!({"cooldown": 600.0, "approval_ttl": 3600.0, "max_attempts": 3}));
+        assert_eq!(v, json!({"cooldown": "10m", "approval_ttl": "1h", "max_attempts": 3}));
     }
 }
