@@ -560,7 +560,7 @@ pub fn patch_paths(patch: &serde_json::Value) -> Vec<String> {
 
 /// Leaves of a YAML patch as `(YAML path with indices, patch path)`, for load-time errors
 /// with a line. Tags are reported as errors.
-fn yaml_leaves(v: &Value, yaml_path: String, patch_path: String, out: &mut Vec<(String, String)>, errs: &mut Vec<(String, String)>) {
+pub(crate) fn yaml_leaves(v: &Value, yaml_path: String, patch_path: String, out: &mut Vec<(String, String)>, errs: &mut Vec<(String, String)>) {
     match v {
         Value::Mapping(m) if !m.is_empty() => {
             for (k, child) in m {
@@ -660,8 +660,6 @@ fn type_name(t: ParamType) -> &'static str {
     }
 }
 
-const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
-
 /// Which template namespaces a place may use besides the always-present `run.*` and `now`.
 #[derive(Debug, Clone, Copy)]
 struct Scope {
@@ -671,7 +669,9 @@ struct Scope {
     alert: bool,
 }
 
-struct Checker<'a> {
+/// The load-time checks of one playbook, collecting every problem as `(YAML path,
+/// message)`; each action's [`crate::actions::Action::check`] reports through it.
+pub struct Checker<'a> {
     p: &'a Playbook,
     declared: BTreeSet<String>,
     patch_allow: Vec<String>,
@@ -680,7 +680,7 @@ struct Checker<'a> {
 
 /// The expected type of a literal argument.
 #[derive(Debug, Clone, Copy)]
-enum Lit {
+pub enum Lit {
     /// An integer, at least the bound when given.
     Int(Option<i64>),
     /// Non-empty text.
@@ -693,7 +693,23 @@ enum Lit {
 }
 
 impl Checker<'_> {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    /// The playbook being checked.
+    pub fn playbook(&self) -> &Playbook {
+        self.p
+    }
+
+    /// The field paths `patch` may change in this playbook.
+    pub fn patch_allow(&self) -> &[String] {
+        &self.patch_allow
+    }
+
+    /// Check a step argument's template variables (a no-op for literal text).
+    pub fn step_template(&mut self, path: &str, text: &str) {
+        self.template(path, text, self.step_scope());
+    }
+
+    /// Report a problem at a YAML path.
+    pub fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.out.push((path.into(), message.into()));
     }
 
@@ -747,7 +763,7 @@ impl Checker<'_> {
 
     /// Check one argument: a template (names checked) or a literal of the expected type.
     /// Returns the literal integer, when it is one.
-    fn arg(&mut self, path: &str, arg: &Arg, lit: Lit) -> Option<i64> {
+    pub fn arg(&mut self, path: &str, arg: &Arg, lit: Lit) -> Option<i64> {
         let text = arg.as_str();
         if self.template(path, text, self.step_scope()) {
             if let Lit::Int(_) = lit {
@@ -792,7 +808,7 @@ impl Checker<'_> {
     }
 
     /// Check every string (keys included) of a YAML tree as a template; reject tags.
-    fn tree(&mut self, path: &str, v: &Value) {
+    pub fn tree(&mut self, path: &str, v: &Value) {
         match v {
             Value::String(s) => {
                 self.template(path, s, self.step_scope());
@@ -824,7 +840,7 @@ impl Checker<'_> {
         }
     }
 
-    fn positive(&mut self, path: &str, d: std::time::Duration) {
+    pub fn positive(&mut self, path: &str, d: std::time::Duration) {
         if d.is_zero() {
             self.err(path, "must be greater than 0");
         }
@@ -857,198 +873,17 @@ impl Checker<'_> {
                 }
             }
             for a in actions {
-                self.action(&format!("{at}.{}", a.key()), a);
+                a.check(self, &format!("{at}.{}", a.key()));
             }
         }
     }
 
-    fn needs_deployment(&mut self, at: &str, key: &str) {
+    pub fn needs_deployment(&mut self, at: &str, key: &str) {
         if self.p.target != TargetKind::Deployment {
             self.err(
                 at,
                 format!("`{key}` acts on a Deployment: the playbook needs `target: deployment` (it has `target: {}`)", self.p.target),
             );
-        }
-    }
-
-    fn action(&mut self, at: &str, action: StepAction<'_>) {
-        match action {
-            StepAction::Scale(s) => {
-                self.needs_deployment(at, "scale");
-                match (&s.to, &s.by) {
-                    (Some(_), Some(_)) => self.err(at, "`to` and `by` exclude each other: give one"),
-                    (None, None) => self.err(at, "needs `to` (absolute replicas) or `by` (relative change)"),
-                    _ => {}
-                }
-                if let Some(a) = &s.to {
-                    self.arg(&format!("{at}.to"), a, Lit::Int(Some(0)));
-                }
-                if let Some(a) = &s.by {
-                    if self.arg(&format!("{at}.by"), a, Lit::Int(None)) == Some(0) {
-                        self.err(format!("{at}.by"), "must not be 0");
-                    }
-                }
-                let min = s.min.as_ref().and_then(|a| self.arg(&format!("{at}.min"), a, Lit::Int(Some(0))));
-                let max = s.max.as_ref().and_then(|a| self.arg(&format!("{at}.max"), a, Lit::Int(Some(1))));
-                if let (Some(lo), Some(hi)) = (min, max) {
-                    if lo > hi {
-                        self.err(format!("{at}.max"), format!("{hi} is below min {lo}"));
-                    }
-                }
-            }
-            StepAction::Rollback(r) => {
-                self.needs_deployment(at, "rollback");
-                if let Some(a) = &r.to_revision {
-                    self.arg(&format!("{at}.to_revision"), a, Lit::Int(Some(1)));
-                }
-            }
-            StepAction::Restart(_) => self.needs_deployment(at, "restart"),
-            StepAction::DeletePod(d) => {
-                self.needs_deployment(at, "delete_pod");
-                match (&d.name, &d.selector) {
-                    (Some(_), Some(_)) => self.err(at, "`name` and `selector` exclude each other: give one"),
-                    (None, None) => self.err(at, "needs `name` (one pod) or `selector` (up to `max` pods)"),
-                    _ => {}
-                }
-                if let Some(a) = &d.name {
-                    self.arg(&format!("{at}.name"), a, Lit::Subdomain);
-                    if d.max.is_some() {
-                        self.err(format!("{at}.max"), "`max` applies to `selector`; `name` deletes one pod");
-                    }
-                }
-                if let Some(a) = &d.selector {
-                    self.arg(&format!("{at}.selector"), a, Lit::Text);
-                }
-                if let Some(a) = &d.max {
-                    let max = self.arg(&format!("{at}.max"), a, Lit::Int(Some(1)));
-                    let cap = self.p.guards.blast_radius.as_ref().and_then(|b| b.max_pods_deleted);
-                    if let (Some(m), Some(c)) = (max, cap) {
-                        if m > i64::from(c) {
-                            self.err(format!("{at}.max"), format!("{m} exceeds guards.blast_radius.max_pods_deleted ({c})"));
-                        }
-                    }
-                }
-            }
-            StepAction::Cordon(c) => match &c.node {
-                Some(a) => {
-                    self.arg(&format!("{at}.node"), a, Lit::Subdomain);
-                }
-                None if self.p.target == TargetKind::Node => {}
-                None => self.err(at, "needs `node:` (the playbook's target is not a node)"),
-            },
-            StepAction::RunJob(j) => {
-                match &j.namespace {
-                    Some(a) => {
-                        self.arg(&format!("{at}.namespace"), a, Lit::Label);
-                    }
-                    None if self.p.target == TargetKind::Deployment => {}
-                    None => self.err(
-                        at,
-                        format!("needs `namespace:` (it defaults to the target's namespace, and the target is `{}`)", self.p.target),
-                    ),
-                }
-                if !is_dns_label(&j.name_prefix) {
-                    self.err(format!("{at}.name_prefix"), format!("`{}` must be a DNS-1123 label (lower-case letters, digits, `-`)", j.name_prefix));
-                }
-                match &j.spec {
-                    Value::Mapping(m) if m.contains_key(Value::String("template".into())) => {}
-                    Value::Mapping(_) => {
-                        self.err(format!("{at}.spec"), "a Job spec needs `template` (the pod template)");
-                    }
-                    _ => self.err(format!("{at}.spec"), "must be a mapping: the `spec` of a batch/v1 Job"),
-                }
-                self.tree(&format!("{at}.spec"), &j.spec);
-                for (k, v) in &j.labels {
-                    if k.is_empty() || k.len() > 317 || k.chars().any(char::is_whitespace) {
-                        self.err(format!("{at}.labels"), format!("`{k}` is not a valid label name"));
-                    }
-                    self.arg(&format!("{at}.labels.{k}"), v, Lit::Text);
-                }
-                self.positive(&format!("{at}.timeout"), j.timeout.get());
-                if let Some(p) = j.poll {
-                    self.positive(&format!("{at}.poll"), p.get());
-                    if p > j.timeout {
-                        self.err(format!("{at}.poll"), "must not be longer than `timeout`");
-                    }
-                }
-            }
-            StepAction::Patch(p) => {
-                self.needs_deployment(at, "patch");
-                let path = format!("{at}.patch");
-                if !matches!(&p.patch, Value::Mapping(m) if !m.is_empty()) {
-                    self.err(&path, "must be a non-empty mapping: a strategic-merge patch of the Deployment");
-                    return;
-                }
-                self.tree(&path, &p.patch);
-                let mut leaves = Vec::new();
-                // Tags and odd keys were reported by `tree` above.
-                let mut already_reported = Vec::new();
-                yaml_leaves(&p.patch, path.clone(), String::new(), &mut leaves, &mut already_reported);
-                let allow = self.patch_allow.clone();
-                let from = if self.p.guards.blast_radius.as_ref().and_then(|b| b.patch_allow.as_ref()).is_some() {
-                    "guards.blast_radius.patch_allow"
-                } else {
-                    "the default patch_allow"
-                };
-                let mut seen = BTreeSet::new();
-                for (yaml_path, patch_path) in leaves {
-                    if !path_allowed(&patch_path, &allow) && seen.insert(patch_path.clone()) {
-                        self.err(yaml_path, format!("the patch sets `{patch_path}`, which {from} does not allow ({})", allow.join(", ")));
-                    }
-                }
-            }
-            StepAction::Http(h) => {
-                self.arg(&format!("{at}.url"), &h.url, Lit::Url);
-                if !HTTP_METHODS.contains(&h.method.to_uppercase().as_str()) {
-                    self.err(format!("{at}.method"), format!("`{}` is not one of {}", h.method, HTTP_METHODS.join(", ")));
-                }
-                for (k, v) in &h.headers {
-                    let token = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
-                    if !token {
-                        self.err(format!("{at}.headers.{k}"), format!("`{k}` is not a valid header name"));
-                    } else if k.eq_ignore_ascii_case("idempotency-key") {
-                        self.err(format!("{at}.headers.{k}"), "Warden sets `Idempotency-Key` itself (run-<id>-step-<n>)");
-                    }
-                    self.template(&format!("{at}.headers.{k}"), v.as_str(), self.step_scope());
-                }
-                if let Some(b) = &h.body {
-                    self.tree(&format!("{at}.body"), b);
-                }
-                if let Some(codes) = &h.expect_status {
-                    if codes.is_empty() {
-                        self.err(format!("{at}.expect_status"), "must list at least one status (or be left out: any 2xx)");
-                    }
-                    for (i, c) in codes.iter().enumerate() {
-                        if !(100..=599).contains(c) {
-                            self.err(format!("{at}.expect_status[{i}]"), format!("{c} is not an HTTP status (100..=599)"));
-                        }
-                    }
-                }
-                if let Some(t) = h.timeout {
-                    self.positive(&format!("{at}.timeout"), t.get());
-                }
-            }
-            StepAction::Wait(w) => self.positive(&format!("{at}.for"), w.duration.get()),
-            StepAction::Verify(v) => {
-                self.arg(&format!("{at}.query"), &v.query, Lit::Text);
-                self.positive(&format!("{at}.for"), v.duration.get());
-                if let Some(s) = v.step {
-                    self.positive(&format!("{at}.step"), s.get());
-                    if s > v.duration {
-                        self.err(format!("{at}.step"), format!("{s} is longer than the window `for: {}`", v.duration));
-                    }
-                }
-                // Prometheus answers at most 11,000 points per series; the engine evaluates
-                // every one of them.
-                let step = v.step.map(|s| s.get()).unwrap_or(std::time::Duration::from_secs(30)).max(std::time::Duration::from_secs(1));
-                let points = v.duration.get().as_millis() / step.as_millis().max(1);
-                if points > MAX_VERIFY_POINTS {
-                    self.err(format!("{at}.for"), format!("{} holds {points} evaluations of {}; at most {MAX_VERIFY_POINTS}: raise `step` or shorten `for`", v.duration, crate::duration::HumanDuration(step)));
-                }
-            }
-            StepAction::Notify(n) => {
-                self.arg(&format!("{at}.message"), &n.message, Lit::Text);
-            }
         }
     }
 
