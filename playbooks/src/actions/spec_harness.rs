@@ -426,8 +426,53 @@ fn keys_are_unique_and_match_the_step_fields() {
     }
     assert_eq!(ACTION_KEYS.len(), ALL_ACTIONS.len());
     assert_eq!(ActionKind::from_key("drain"), None);
-    let mutating: Vec<&str> = ALL_ACTIONS.iter().filter(|k| k.is_mutating()).map(|k| k.key()).collect();
-    assert_eq!(mutating, ["scale", "rollback", "restart", "delete_pod", "cordon", "run_job", "patch", "http"]);
+    for key in ["scale", "rollback", "restart", "delete_pod", "cordon", "run_job", "patch", "http"] {
+        assert!(is_mutating(key), "{key}");
+    }
+    for key in ["wait", "verify", "notify", "drain"] {
+        assert!(!is_mutating(key), "{key}");
+    }
+    assert_eq!(audit_kind("verify"), AuditKind::Verify);
+    assert_eq!(audit_kind("scale"), AuditKind::Response);
+}
+
+/// An action that breaks the spec: every apply adds a replica, so sending its plan again
+/// after a crash would scale twice.
+#[derive(Debug, serde::Deserialize)]
+struct Bump {}
+
+#[async_trait]
+impl Action for Bump {
+    const KEY: &'static str = "bump";
+    const MUTATING: bool = true;
+    type Plan = i64;
+    const EXAMPLE: &'static str = "{}";
+
+    fn check(&self, _c: &mut Checker<'_>, _at: &str) {}
+
+    async fn plan(&self, _cx: &Ctx<'_>) -> Result<Planned<i64>, StepError> {
+        Ok(Planned::Request(1))
+    }
+
+    async fn apply(by: &i64, cx: &Ctx<'_>) -> Result<Sent, StepError> {
+        let t = cx.deployment_target()?;
+        let now = cx.cluster()?.get_replicas(&t).await?.desired;
+        let to = now + i32::try_from(*by).unwrap_or(0);
+        cx.cluster()?.set_replicas(&t, to, cx.dry_run()).await?;
+        Ok(Sent::Done(json!({})))
+    }
+
+    fn describe(by: &i64) -> String {
+        format!("add {by} replica(s)")
+    }
+}
+
+#[tokio::test]
+async fn the_harness_finds_an_action_that_is_not_idempotent() {
+    let problems = check_action::<Bump>("bump").await;
+    assert!(problems.iter().any(|p| p.contains("not idempotent")), "{problems:?}");
+    // Not registered, so its example does not load as a step either.
+    assert!(problems.iter().any(|p| p.contains("does not load")), "{problems:?}");
 }
 
 /// Plans as the engine stored them before plans were typed (one per action, in the JSON
