@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, Series, StartRequest, Webhook, WebhookError};
+use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest, Webhook, WebhookError};
 use warden_playbooks::guards::GuardSettings;
 use warden_playbooks::load::Catalog;
 use warden_playbooks::run::{Run, RunStatus, StepStatus, Target, TriggerInfo};
@@ -32,7 +32,7 @@ pub struct SourceMetrics(pub Arc<dyn MetricSource>);
 
 #[async_trait]
 impl MetricsQuery for SourceMetrics {
-    async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, String> {
+    async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, QueryError> {
         let r = self.0.query_range(query, start, end, step).await?;
         Ok(r.series
             .into_iter()

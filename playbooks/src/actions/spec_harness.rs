@@ -22,7 +22,7 @@ use crate::cluster::{
     ClusterErrorKind, DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, ReplicaState, RollbackResult,
     SetReplicasOutcome,
 };
-use crate::engine::{HistoryQuery, HttpCall, HttpReply, Notice, RunStoreError, Series, StoreResult, WebhookError};
+use crate::engine::{HistoryQuery, HttpCall, HttpReply, Notice, QueryError, RunStoreError, Series, StoreResult, WebhookError};
 use crate::guards::{GuardSettings, History};
 use crate::run::{RunStatus, TriggerInfo};
 use crate::spec::Autonomy;
@@ -249,7 +249,7 @@ impl Webhook for Hook {
 struct Flat;
 #[async_trait]
 impl MetricsQuery for Flat {
-    async fn query_range(&self, _q: &str, start: DateTime<Utc>, _end: DateTime<Utc>, _s: Duration) -> Result<Vec<Series>, String> {
+    async fn query_range(&self, _q: &str, start: DateTime<Utc>, _end: DateTime<Utc>, _s: Duration) -> Result<Vec<Series>, QueryError> {
         Ok(vec![Series { labels: BTreeMap::new(), points: vec![(start, 1.0)] }])
     }
 }

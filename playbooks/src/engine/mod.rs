@@ -46,8 +46,8 @@ mod text;
 pub use crate::actions::patch::inverse_patch;
 pub use crate::actions::verify::{judge_window, WindowCheck};
 pub use ports::{
-    HistoryQuery, HttpCall, HttpReply, MetricsQuery, Notice, Notices, RunStore, RunStoreError, Series, Source, StartRequest, StoreResult,
-    Webhook, WebhookError,
+    HistoryQuery, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, RunStore, RunStoreError, Series, Source, StartRequest,
+    StoreResult, Webhook, WebhookError,
 };
 pub use text::{describe_plan, finished_text};
 

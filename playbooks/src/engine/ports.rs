@@ -23,6 +23,54 @@ pub struct Series {
     pub points: Vec<(DateTime<Utc>, f64)>,
 }
 
+/// A failed metrics query.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct QueryError {
+    pub message: String,
+    /// Asking again later may succeed (the source was unreachable or overloaded); `false`
+    /// for a query the source refuses (bad PromQL, too many points).
+    pub retryable: bool,
+    #[source]
+    pub source: Option<Source>,
+}
+
+impl QueryError {
+    /// A failure that asking again will not fix.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false, source: None }
+    }
+
+    /// A failure that asking again later may fix.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true, source: None }
+    }
+
+    pub fn with_source(mut self, source: impl Into<Source>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Asking again later may succeed. A `verify` step does not ask again: a window it
+    /// could not judge fails (no data is never "verified").
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// A message without a class: not retryable.
+impl From<String> for QueryError {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for QueryError {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
 /// PromQL range queries for `verify`.
 #[async_trait]
 pub trait MetricsQuery: Send + Sync {
@@ -32,7 +80,7 @@ pub trait MetricsQuery: Send + Sync {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         step: Duration,
-    ) -> std::result::Result<Vec<Series>, String>;
+    ) -> std::result::Result<Vec<Series>, QueryError>;
 }
 
 /// An outgoing webhook call of an `http` step.

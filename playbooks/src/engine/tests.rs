@@ -249,7 +249,7 @@ impl MetricsQuery for ConstMetric {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         step: Duration,
-    ) -> std::result::Result<Vec<Series>, String> {
+    ) -> std::result::Result<Vec<Series>, QueryError> {
         let Some(v) = self.0 else { return Ok(Vec::new()) };
         let mut points = Vec::new();
         let mut t = start;
@@ -596,4 +596,26 @@ async fn an_unknown_run_is_a_typed_store_error() {
     assert!(matches!(err, Error::Store(RunStoreError::NoRun(42))), "{err}");
     assert_eq!(err.to_string(), "run store: no run 42");
     assert!(std::error::Error::source(&err).is_some(), "the store error is the source");
+}
+
+/// A metrics source that is down.
+struct DownMetric;
+
+#[async_trait]
+impl MetricsQuery for DownMetric {
+    async fn query_range(&self, _: &str, _: DateTime<Utc>, _: DateTime<Utc>, _: Duration) -> std::result::Result<Vec<Series>, QueryError> {
+        Err(QueryError::transient("prometheus is down"))
+    }
+}
+
+#[tokio::test]
+async fn a_verification_that_cannot_query_fails_and_reverts() {
+    let mut w = world(Some(1.0));
+    w.engine.metrics = Some(Arc::new(DownMetric));
+    let run = w.engine.start(request(SCALE_AND_VERIFY, t0())).await.expect("start");
+    w.engine.tick(t0() + chrono::Duration::minutes(2)).await.expect("tick");
+    let done = w.store.run(run.id);
+    assert_eq!(done.status, RunStatus::Reverted, "{:?}", done.reason);
+    assert_eq!(done.steps[1].error.as_deref(), Some("verify query failed: prometheus is down"));
+    assert!(QueryError::transient("x").is_retryable() && !QueryError::from("x").is_retryable());
 }
