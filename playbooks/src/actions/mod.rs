@@ -7,7 +7,7 @@
 //! contract below for whichever action a step declares.
 //!
 //! The contract every action keeps (written out in `docs/specs/action.md` and checked for
-//! every registered action by the harness in [`spec_harness`]):
+//! every registered action by the harness in `spec_harness.rs`):
 //!
 //! * **idempotent**: applying a stored plan a second time changes nothing more (the plan
 //!   names absolute states: replicas, a revision, a pod uid, a Job name);

@@ -17,8 +17,8 @@
 //! as acted when they may have applied.
 //!
 //! The engine knows no action by name: what a step does is its action's
-//! ([`crate::actions`]). This module starts and claims runs; [`step`] advances one step
-//! under the error policy; [`ports`] are the seams to the outside.
+//! ([`crate::actions`]). This module starts and claims runs; `step` advances one step
+//! under the error policy; `ports` are the seams to the outside.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

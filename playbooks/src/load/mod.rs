@@ -8,9 +8,9 @@
 //! and guards make sense, and that every field a `patch` sets is allowed. Every problem of
 //! every file is reported at once, each as `file:line: yaml.path: message`.
 //!
-//! This module parses; [`check`] holds the semantic checks (each action checks its own
+//! This module parses; `check` holds the semantic checks (each action checks its own
 //! arguments, [`crate::actions::Action::check`]), [`patch_paths`] the paths a patch sets and
-//! the allow-list patterns, [`catalog`] the playbooks a daemon serves.
+//! the allow-list patterns, `catalog` the playbooks a daemon serves.
 //!
 //! Sequences and maps whose items are independent (`steps`, `revert`, `triggers`, `params`)
 //! are deserialized item by item, so a broken step does not hide the errors of the others.
