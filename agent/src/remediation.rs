@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, Series, StartRequest, Webhook, WebhookError};
+use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest, Webhook, WebhookError};
 use warden_playbooks::guards::GuardSettings;
 use warden_playbooks::load::Catalog;
 use warden_playbooks::run::{Run, RunStatus, StepStatus, Target, TriggerInfo};
@@ -32,7 +32,7 @@ pub struct SourceMetrics(pub Arc<dyn MetricSource>);
 
 #[async_trait]
 impl MetricsQuery for SourceMetrics {
-    async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, String> {
+    async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, QueryError> {
         let r = self.0.query_range(query, start, end, step).await?;
         Ok(r.series
             .into_iter()
@@ -68,7 +68,7 @@ impl HttpWebhook {
 impl Webhook for HttpWebhook {
     async fn call(&self, call: &HttpCall) -> Result<HttpReply, WebhookError> {
         let method = reqwest::Method::from_bytes(call.method.as_bytes())
-            .map_err(|e| WebhookError { sent: false, message: format!("method {}: {e}", call.method) })?;
+            .map_err(|e| WebhookError::not_sent(format!("method {}: {e}", call.method)).with_source(e))?;
         let mut req = self.client.request(method, &call.url).timeout(Duration::from_secs_f64(call.timeout_secs.max(0.1)));
         for (k, v) in &call.headers {
             req = req.header(k, v);
@@ -84,7 +84,9 @@ impl Webhook for HttpWebhook {
                 src = s.source();
             }
             // Only a connection that was never made proves the receiver got nothing.
-            WebhookError { sent: !(e.is_connect() || e.is_builder()), message: format!("{} {}: {msg}", call.method, call.url) }
+            let message = format!("{} {}: {msg}", call.method, call.url);
+            let err = if e.is_connect() || e.is_builder() { WebhookError::not_sent(message) } else { WebhookError::sent(message) };
+            err.with_source(e)
         })?;
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
@@ -179,7 +181,7 @@ pub fn actions_view(runs: &[Run]) -> Vec<Value> {
         let target = r.target.as_ref();
         let mut listed = false;
         for s in r.steps.iter().chain(&r.revert_steps) {
-            if !matches!(s.action.as_str(), "scale" | "rollback" | "restart" | "delete_pod" | "cordon" | "run_job" | "patch" | "http") {
+            if !warden_playbooks::actions::is_mutating(&s.action) {
                 continue;
             }
             let status = match (s.status, &s.refusal) {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use warden_playbooks::audit::{self, AuditEntry, AuditEvent, AuditHead, AuditKind};
 use warden_playbooks::claim::{check_fence, decide_claim, ClaimDecision, ClaimState, RunClaim, CLAIM_TTL};
-use warden_playbooks::engine::{HistoryQuery, RunStore, StoreFailure};
+use warden_playbooks::engine::{HistoryQuery, RunStore, RunStoreError};
 use warden_playbooks::guards::History;
 use warden_playbooks::run::{Run, RunStatus};
 
@@ -280,47 +280,47 @@ impl Store {
 }
 
 impl RunStore for Store {
-    fn insert_run(&self, run: &Run, audit: &[AuditEvent], owner: &str) -> Result<RunClaim, StoreFailure> {
+    fn insert_run(&self, run: &Run, audit: &[AuditEvent], owner: &str) -> Result<RunClaim, RunStoreError> {
         match self.insert_run_tx(run, audit, owner) {
             Ok(Ok(claim)) => Ok(claim),
-            Ok(Err(holder)) => Err(StoreFailure::TargetBusy { run_id: holder }),
-            Err(e) => Err(StoreFailure::Other(e.to_string())),
+            Ok(Err(holder)) => Err(RunStoreError::TargetBusy { run_id: holder }),
+            Err(e) => Err(run_store_error(e)),
         }
     }
 
-    fn save_run(&self, run: &Run, audit: &[AuditEvent], claim: &RunClaim) -> Result<(), StoreFailure> {
+    fn save_run(&self, run: &Run, audit: &[AuditEvent], claim: &RunClaim) -> Result<(), RunStoreError> {
         match self.save_run_tx(run, audit, claim) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(f)) => Err(StoreFailure::Fenced(f)),
-            Err(e) => Err(StoreFailure::Other(e.to_string())),
+            Ok(Err(f)) => Err(RunStoreError::Fenced(f)),
+            Err(e) => Err(run_store_error(e)),
         }
     }
 
-    fn claim_run(&self, id: i64, owner: &str, ttl: Duration) -> Result<ClaimDecision, String> {
+    fn claim_run(&self, id: i64, owner: &str, ttl: Duration) -> Result<ClaimDecision, RunStoreError> {
         match self.claim_run_tx(id, owner, ttl) {
             Ok(Some(d)) => Ok(d),
-            Ok(None) => Err(format!("no run {id}")),
-            Err(e) => Err(e.to_string()),
+            Ok(None) => Err(RunStoreError::NoRun(id)),
+            Err(e) => Err(run_store_error(e)),
         }
     }
 
-    fn renew_claim(&self, claim: &RunClaim, ttl: Duration) -> Result<(), StoreFailure> {
+    fn renew_claim(&self, claim: &RunClaim, ttl: Duration) -> Result<(), RunStoreError> {
         match self.renew_claim_tx(claim, ttl) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(f)) => Err(StoreFailure::Fenced(f)),
-            Err(e) => Err(StoreFailure::Other(e.to_string())),
+            Ok(Err(f)) => Err(RunStoreError::Fenced(f)),
+            Err(e) => Err(run_store_error(e)),
         }
     }
 
-    fn release_claim(&self, claim: &RunClaim) -> Result<(), String> {
-        self.release_claim_tx(claim).map_err(|e| e.to_string())
+    fn release_claim(&self, claim: &RunClaim) -> Result<(), RunStoreError> {
+        self.release_claim_tx(claim).map_err(run_store_error)
     }
 
-    fn get_run(&self, id: i64) -> Result<Option<Run>, String> {
-        Store::get_run(self, id).map_err(|e| e.to_string())
+    fn get_run(&self, id: i64) -> Result<Option<Run>, RunStoreError> {
+        Store::get_run(self, id).map_err(run_store_error)
     }
 
-    fn due_runs(&self, now: DateTime<Utc>) -> Result<Vec<i64>, String> {
+    fn due_runs(&self, now: DateTime<Utc>) -> Result<Vec<i64>, RunStoreError> {
         let run = || -> StoreResult<Vec<i64>> {
             let c = self.conn()?;
             // Claims expire on the wall clock, whatever clock `now` is.
@@ -332,10 +332,10 @@ impl RunStore for Store {
             let ids = st.query_map(params![ms(now), ms(Utc::now())], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
             Ok(ids)
         };
-        run().map_err(|e| e.to_string())
+        run().map_err(run_store_error)
     }
 
-    fn history(&self, q: &HistoryQuery) -> Result<History, String> {
+    fn history(&self, q: &HistoryQuery) -> Result<History, RunStoreError> {
         let run = || -> StoreResult<History> {
             let c = self.conn()?;
             let last: Option<i64> = match &q.target_key {
@@ -373,12 +373,22 @@ impl RunStore for Store {
                 acted_namespace: u32::try_from(ns).unwrap_or(u32::MAX),
             })
         };
-        run().map_err(|e| e.to_string())
+        run().map_err(run_store_error)
     }
 
-    fn installation_id(&self) -> Result<Option<String>, String> {
-        Store::installation_id(self).map(Some).map_err(|e| e.to_string())
+    fn installation_id(&self) -> Result<Option<String>, RunStoreError> {
+        Store::installation_id(self).map(Some).map_err(run_store_error)
     }
+}
+
+/// A store error at the playbooks' seam: a busy or locked database is worth retrying.
+fn run_store_error(e: StoreError) -> RunStoreError {
+    let retryable = matches!(
+        &e,
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    RunStoreError::backend(e, retryable)
 }
 
 #[cfg(test)]
@@ -439,8 +449,8 @@ mod tests {
         assert_eq!(b.token, FencingToken(2));
         // a's late write is refused and stores nothing.
         r.reason = Some("a again".into());
-        assert!(matches!(store.save_run(&r, &[ev(AuditKind::State)], &a), Err(StoreFailure::Fenced(_))));
-        assert!(matches!(store.renew_claim(&a, CLAIM_TTL), Err(StoreFailure::Fenced(_))));
+        assert!(matches!(store.save_run(&r, &[ev(AuditKind::State)], &a), Err(RunStoreError::Fenced(_))));
+        assert!(matches!(store.renew_claim(&a, CLAIM_TTL), Err(RunStoreError::Fenced(_))));
         assert_eq!(store.get_run(id).expect("get").expect("run").reason.as_deref(), Some("a wrote"));
         // a releasing its old claim does not free b's.
         store.release_claim(&a).expect("release");

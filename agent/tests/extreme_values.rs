@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use warden_agent::config::parse_str;
 use warden_agent::store::Store;
 use warden_playbooks::duration::{HumanDuration, MAX_DURATION};
-use warden_playbooks::engine::{Engine, MetricsQuery, Notice, Notices, Series, StartRequest};
+use warden_playbooks::engine::{Engine, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest};
 use warden_playbooks::run::{Run, RunStatus, TriggerInfo};
 use warden_playbooks::spec::{
     Arg, Autonomy, Guards, NotifyStep, Playbook, RateCap, RateGuards, RunJobStep, Step, TargetKind,
@@ -327,7 +327,7 @@ impl MetricsQuery for Metrics {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         step: Duration,
-    ) -> Result<Vec<Series>, String> {
+    ) -> Result<Vec<Series>, QueryError> {
         let span = (end - start).to_std().map_err(|e| e.to_string())?;
         if span.as_millis() / step.as_millis().max(1) > 11_000 {
             return Err("exceeded maximum resolution of 11,000 points per timeseries".into());

@@ -2,6 +2,7 @@
 
 use crate::claim::Fenced;
 use crate::cluster::ClusterError;
+use crate::engine::RunStoreError;
 use crate::load::LoadErrors;
 
 /// Errors of the playbooks crate.
@@ -21,7 +22,7 @@ pub enum Error {
     Param { name: String, message: String },
     /// The run store failed; the run is not advanced without a record.
     #[error("run store: {0}")]
-    Store(String),
+    Store(#[source] RunStoreError),
     /// This task's claim on a run is no longer the run's: another task advances it.
     #[error(transparent)]
     Fenced(#[from] Fenced),

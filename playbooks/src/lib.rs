@@ -6,6 +6,8 @@
 //! * [`template`] and [`params`] turn a playbook and its inputs into concrete arguments,
 //!   with no shell anywhere; [`schedule`] is the cron trigger.
 //! * [`guards`] decides, as pure functions, whether a run or a step may act.
+//! * [`actions`] are what a step can do, one typed component per action (plan, apply,
+//!   read back, inverse), each in a file of its own.
 //! * [`run`] is the persisted state machine of one run and [`engine`] advances it, step by
 //!   step, recording each transition before the request that follows it; [`claim`] makes
 //!   sure one task at a time advances a run, and [`policy`] is how failed cluster requests
@@ -16,6 +18,7 @@
 //! storage are reached through the traits in [`cluster`] and [`engine`], implemented by the
 //! agent on top of the connectors (and by the demo's simulated cluster).
 
+pub mod actions;
 pub mod audit;
 pub mod builtin;
 pub mod claim;

@@ -14,8 +14,11 @@
 //!   acted (cooldowns, rate caps, blast radius) and is reverted like an applied step;
 //! * **not found, forbidden, invalid**: fail at once, without acting.
 //!
-//! An `http` step's webhook is never retried: a call whose outcome is unknown (no answer,
-//! or a 5xx) is recorded as such and counts as acted.
+//! The policy is applied once, by the engine, for every action: an action only classifies
+//! (see [`crate::actions::StepError`] and `docs/specs/action.md`). An action whose request
+//! must not be repeated answers its own failures instead: an `http` step's webhook is never
+//! retried, and a call whose outcome is unknown (no answer, or a 5xx) is recorded as such
+//! and counts as acted.
 
 use std::time::Duration;
 

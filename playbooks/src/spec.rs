@@ -7,8 +7,8 @@
 //! names a known variable and that every literal parses.
 //!
 //! A step is a mapping with an optional `name` and exactly one action key (`scale:`,
-//! `rollback:`, ...). It is a struct of optional actions rather than a serde enum so that
-//! errors inside an action keep their exact path (`steps[1].scale.by`).
+//! `rollback:`, ...). Its type and each action's arguments are defined with the action, in
+//! [`crate::actions`], and re-exported here.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -240,96 +240,12 @@ pub struct BlastRadius {
     pub patch_allow: Option<Vec<String>>,
 }
 
-/// One step: an optional name and exactly one action.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale: Option<ScaleStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<RollbackStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart: Option<RestartStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delete_pod: Option<DeletePodStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cordon: Option<CordonStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_job: Option<RunJobStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch: Option<PatchStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait: Option<WaitStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<VerifyStep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<NotifyStep>,
-}
-
-/// The one action of a step, borrowed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StepAction<'a> {
-    Scale(&'a ScaleStep),
-    Rollback(&'a RollbackStep),
-    Restart(&'a RestartStep),
-    DeletePod(&'a DeletePodStep),
-    Cordon(&'a CordonStep),
-    RunJob(&'a RunJobStep),
-    Patch(&'a PatchStep),
-    Http(&'a HttpStep),
-    Wait(&'a WaitStep),
-    Verify(&'a VerifyStep),
-    Notify(&'a NotifyStep),
-}
-
-/// Every action key, in the order they are documented.
-pub const ACTION_KEYS: &[&str] =
-    &["scale", "rollback", "restart", "delete_pod", "cordon", "run_job", "patch", "http", "wait", "verify", "notify"];
+pub use crate::actions::{
+    CordonStep, DeletePodStep, HttpStep, NotifyStep, PatchStep, RestartStep, RollbackStep, RunJobStep, ScaleStep, Step,
+    StepAction, VerifyStep, WaitStep, ACTION_KEYS,
+};
 
 impl Step {
-    /// The actions this step declares (a valid step has exactly one).
-    pub fn actions(&self) -> Vec<StepAction<'_>> {
-        let mut out = Vec::new();
-        if let Some(a) = &self.scale {
-            out.push(StepAction::Scale(a));
-        }
-        if let Some(a) = &self.rollback {
-            out.push(StepAction::Rollback(a));
-        }
-        if let Some(a) = &self.restart {
-            out.push(StepAction::Restart(a));
-        }
-        if let Some(a) = &self.delete_pod {
-            out.push(StepAction::DeletePod(a));
-        }
-        if let Some(a) = &self.cordon {
-            out.push(StepAction::Cordon(a));
-        }
-        if let Some(a) = &self.run_job {
-            out.push(StepAction::RunJob(a));
-        }
-        if let Some(a) = &self.patch {
-            out.push(StepAction::Patch(a));
-        }
-        if let Some(a) = &self.http {
-            out.push(StepAction::Http(a));
-        }
-        if let Some(a) = &self.wait {
-            out.push(StepAction::Wait(a));
-        }
-        if let Some(a) = &self.verify {
-            out.push(StepAction::Verify(a));
-        }
-        if let Some(a) = &self.notify {
-            out.push(StepAction::Notify(a));
-        }
-        out
-    }
-
     /// The single action, when the step is valid.
     pub fn action(&self) -> Option<StepAction<'_>> {
         match self.actions().as_slice() {
@@ -345,172 +261,6 @@ impl Step {
             None => format!("{}-{}", index + 1, self.action().map(|a| a.key()).unwrap_or("step")),
         }
     }
-}
-
-impl StepAction<'_> {
-    /// The YAML key of the action.
-    pub fn key(&self) -> &'static str {
-        match self {
-            StepAction::Scale(_) => "scale",
-            StepAction::Rollback(_) => "rollback",
-            StepAction::Restart(_) => "restart",
-            StepAction::DeletePod(_) => "delete_pod",
-            StepAction::Cordon(_) => "cordon",
-            StepAction::RunJob(_) => "run_job",
-            StepAction::Patch(_) => "patch",
-            StepAction::Http(_) => "http",
-            StepAction::Wait(_) => "wait",
-            StepAction::Verify(_) => "verify",
-            StepAction::Notify(_) => "notify",
-        }
-    }
-
-    /// Whether the action changes something outside Warden (and so is reverted, guarded by
-    /// autonomy and counted by rate caps).
-    pub fn is_mutating(&self) -> bool {
-        matches!(
-            self,
-            StepAction::Scale(_)
-                | StepAction::Rollback(_)
-                | StepAction::Restart(_)
-                | StepAction::DeletePod(_)
-                | StepAction::Cordon(_)
-                | StepAction::RunJob(_)
-                | StepAction::Patch(_)
-                | StepAction::Http(_)
-        )
-    }
-}
-
-/// Change a Deployment's replicas: exactly one of `to` and `by`; the result is clamped to
-/// `[min, max]`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScaleStep {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<Arg>,
-    /// Relative change (`2`, `-1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<Arg>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<Arg>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<Arg>,
-}
-
-/// Roll the target Deployment back (`kubectl rollout undo`): to the previous revision, or to
-/// `to_revision`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackStep {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to_revision: Option<Arg>,
-}
-
-/// `kubectl rollout restart` of the target Deployment.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestartStep {}
-
-/// Delete pods in the target's namespace: one by `name`, or up to `max` matching `selector`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeletePodStep {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Arg>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<Arg>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<Arg>,
-}
-
-/// Mark a node unschedulable (reverted by uncordoning it).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CordonStep {
-    /// The node; defaults to the run's target when the playbook's target is a node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<Arg>,
-}
-
-/// Create a Job from a template and wait for it to finish.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunJobStep {
-    /// Defaults to the target's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<Arg>,
-    /// The Job is named `<name_prefix>-<run id>-<step>`, so a resumed run finds the Job it
-    /// created instead of creating a second one.
-    pub name_prefix: String,
-    /// A `batch/v1` Job `spec` (YAML); strings in it may be templated.
-    pub spec: serde_yaml::Value,
-    /// Labels for the Job (templated).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, Arg>,
-    /// Give up (and fail the step) after this long.
-    pub timeout: HumanDuration,
-    /// How often to look at the Job's status; 10s when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub poll: Option<HumanDuration>,
-}
-
-/// A strategic-merge patch of the target Deployment; every field it sets must be allowed by
-/// the `patch_allow` guard.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchStep {
-    pub patch: serde_yaml::Value,
-}
-
-/// Call a webhook. No shell: the request is built from these fields only.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpStep {
-    pub url: Arg,
-    #[serde(default = "default_method")]
-    pub method: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, Arg>,
-    /// JSON body; strings in it may be templated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<serde_yaml::Value>,
-    /// Statuses that count as success; any 2xx when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect_status: Option<Vec<u16>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<HumanDuration>,
-}
-
-fn default_method() -> String {
-    "POST".into()
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WaitStep {
-    #[serde(rename = "for")]
-    pub duration: HumanDuration,
-}
-
-/// A PromQL condition that must hold at every step of a window starting now. The query must
-/// return a non-zero sample when healthy (`rate(errors[5m]) < bool 0.05`, or a filter such
-/// as `... < 0.05`); a step with no sample fails: no data is never "verified".
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyStep {
-    pub query: Arg,
-    #[serde(rename = "for")]
-    pub duration: HumanDuration,
-    /// Evaluation step inside the window; 30s when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<HumanDuration>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyStep {
-    pub message: Arg,
 }
 
 /// A scalar argument as written: a literal or a template (`{{ params.step }}`). Numbers and

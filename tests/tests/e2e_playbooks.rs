@@ -20,7 +20,7 @@ use warden_agent::remediation::{HttpWebhook, Remediation};
 use warden_agent::store::Store;
 use warden_connectors::kube_actions::ActionWaits;
 use warden_connectors::kubernetes::{KubeClient, KubeConnect};
-use warden_playbooks::engine::{Engine, MetricsQuery, Notice, Notices, Series, StartRequest};
+use warden_playbooks::engine::{Engine, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest};
 use warden_playbooks::guards::{GuardName, GuardSettings};
 use warden_playbooks::load::parse_playbook;
 use warden_playbooks::run::{Run, RunStatus, StepStatus, Target, TriggerInfo};
@@ -36,7 +36,7 @@ struct Scripted {
 
 #[async_trait]
 impl MetricsQuery for Scripted {
-    async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, String> {
+    async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, QueryError> {
         let Some(v) = *self.value.lock().map_err(|e| e.to_string())? else { return Ok(Vec::new()) };
         let mut points = Vec::new();
         let mut t = start;
