@@ -52,6 +52,8 @@ pub struct Metrics {
     pub outbox_digests: Family<ChannelLabel, Counter>,
     /// Entries the audit head records (the chain's length as written, see `warden audit verify`).
     pub audit_head_entries: Gauge,
+    /// Failed watch queries, per watch and class (`retryable` or `permanent`).
+    pub query_failures: Family<WatchOutcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,8 @@ impl Metrics {
             "Audit entries the audit head records; a chain shorter than this was truncated (warden audit verify)",
             audit_head_entries.clone(),
         );
+        let query_failures = Family::<WatchOutcome, Counter>::default();
+        registry.register("query_failures", "Failed watch queries by class: retryable (connection, timeout, 5xx) or permanent (4xx, bad query, bad answer)", query_failures.clone());
         Self {
             audit_head_entries,
             registry,
@@ -114,6 +118,7 @@ impl Metrics {
             outbox_dead_letters,
             outbox_dead,
             outbox_digests,
+            query_failures,
         }
     }
 

@@ -33,7 +33,7 @@ pub struct SourceMetrics(pub Arc<dyn MetricSource>);
 #[async_trait]
 impl MetricsQuery for SourceMetrics {
     async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, String> {
-        let r = self.0.query_range(query, start, end, step).await?;
+        let r = self.0.query_range(query, start, end, step).await.map_err(|e| e.to_string())?;
         Ok(r.series
             .into_iter()
             .map(|s| Series {
