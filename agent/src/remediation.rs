@@ -48,47 +48,25 @@ impl MetricsQuery for SourceMetrics {
     }
 }
 
-/// `http` steps with reqwest; no shell, no redirects to other hosts.
+/// `http` steps through `warden_connectors::webhook` (no shell, no redirects to other hosts).
 pub struct HttpWebhook {
-    client: reqwest::Client,
+    client: warden_connectors::webhook::WebhookClient,
 }
 
 impl HttpWebhook {
     pub fn new() -> Result<Self, String> {
-        warden_connectors::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
-        Ok(Self { client })
+        Ok(Self { client: warden_connectors::webhook::WebhookClient::new().map_err(|e| e.to_string())? })
     }
 }
 
 #[async_trait]
 impl Webhook for HttpWebhook {
     async fn call(&self, call: &HttpCall) -> Result<HttpReply, WebhookError> {
-        let method = reqwest::Method::from_bytes(call.method.as_bytes())
-            .map_err(|e| WebhookError { sent: false, message: format!("method {}: {e}", call.method) })?;
-        let mut req = self.client.request(method, &call.url).timeout(Duration::from_secs_f64(call.timeout_secs.max(0.1)));
-        for (k, v) in &call.headers {
-            req = req.header(k, v);
+        let timeout = Duration::from_secs_f64(call.timeout_secs.max(0.1));
+        match self.client.call(&call.method, &call.url, &call.headers, call.body.as_ref(), timeout).await {
+            Ok(reply) => Ok(HttpReply { status: reply.status, body: reply.body }),
+            Err(e) => Err(WebhookError { sent: warden_connectors::webhook::may_have_been_sent(&e), message: format!("{} {}: {e}", call.method, call.url) }),
         }
-        if let Some(b) = &call.body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            // Only a connection that was never made proves the receiver got nothing.
-            WebhookError { sent: !(e.is_connect() || e.is_builder()), message: format!("{} {}: {msg}", call.method, call.url) }
-        })?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
-        Ok(HttpReply { status, body })
     }
 }
 
