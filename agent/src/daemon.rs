@@ -140,8 +140,8 @@ impl MetricSource for NoSource {
         _s: chrono::DateTime<Utc>,
         _e: chrono::DateTime<Utc>,
         _st: Duration,
-    ) -> Result<warden_connectors::prometheus::RangeResult, String> {
-        Err("no `prometheus` section configured".into())
+    ) -> warden_connectors::Result<warden_connectors::prometheus::RangeResult> {
+        Err(warden_connectors::Error::Config("no `prometheus` section configured".into()))
     }
 }
 

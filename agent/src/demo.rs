@@ -418,12 +418,13 @@ impl SimPrometheus {
 
 #[async_trait]
 impl MetricSource for SimPrometheus {
-    async fn query_range(&self, q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<RangeResult, String> {
+    async fn query_range(&self, q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> warden_connectors::Result<RangeResult> {
         let since = (end - self.demo_start).num_seconds();
         if (OUTAGE.0..OUTAGE.1).contains(&since) {
-            return Err("error sending request for url (http://prometheus.demo.invalid:9090/api/v1/query_range): connection refused (simulated outage)".into());
+            let url = "http://prometheus.demo.invalid:9090/api/v1/query_range".to_string();
+            return Err(warden_connectors::Error::Connect { url, message: "connection refused (simulated outage)".into() });
         }
-        let step = ChronoDuration::from_std(step).map_err(|e| e.to_string())?;
+        let step = ChronoDuration::from_std(step).map_err(|e| warden_connectors::Error::InvalidInput(e.to_string()))?;
         let mut times = Vec::new();
         let mut t = start;
         while t <= end {

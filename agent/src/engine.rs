@@ -395,6 +395,13 @@ impl Engine {
                 self.record_no_data(w, now, &reason, 0);
                 return;
             }
+            Evaluation::QueryFailed { reason, retryable } => {
+                let class = if retryable { "retryable" } else { "permanent" };
+                tracing::warn!(watch = %w.name, %reason, retryable, "the watch's query failed");
+                self.metrics.query_failures.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: class.into() }).inc();
+                self.record_no_data(w, now, &reason, 0);
+                return;
+            }
             Evaluation::Series(v) => v,
         };
         let mut any_data = false;
@@ -721,9 +728,9 @@ mod tests {
 
     #[async_trait::async_trait]
     impl MetricSource for Scripted {
-        async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<RangeResult, String> {
-            if *self.down.lock().map_err(|e| e.to_string())? {
-                return Err("connection refused".into());
+        async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> warden_connectors::Result<RangeResult> {
+            if *self.down.lock().map_err(|e| warden_connectors::Error::InvalidInput(e.to_string()))? {
+                return Err(warden_connectors::Error::Connect { url: "http://127.0.0.1:9/api/v1/query_range".into(), message: "connection refused".into() });
             }
             let mut points = Vec::new();
             let mut t = start.timestamp();
@@ -834,7 +841,10 @@ mod tests {
         assert_eq!(st.state, "no_data");
         assert_eq!(st.no_data_count, 30);
         assert!(st.last_error.as_deref().unwrap_or("").contains("connection refused"));
-        assert!(e.metrics.encode().expect("encode").contains("warden_watch_no_data_total{watch=\"lat\"} 30"));
+        let metrics = e.metrics.encode().expect("encode");
+        assert!(metrics.contains("warden_watch_no_data_total{watch=\"lat\"} 30"));
+        // A refused connection is a retryable failure, and counted as one.
+        assert!(metrics.contains("warden_query_failures_total{watch=\"lat\",outcome=\"retryable\"} 30"), "{metrics}");
 
         // Data during the fault: the incident opens. Then Prometheus goes down after the
         // fault: the incident must stay open, however long the outage.

@@ -14,7 +14,7 @@ use warden_connectors::prometheus::Series;
 use warden_detectors::{Detection, DetectionState};
 
 use crate::config::WatchConfig;
-use crate::source::MetricSource;
+use crate::source::{fetch, FetchError, MetricSource};
 use crate::watch_kind::WatchKind;
 
 /// The decision for one identity.
@@ -54,7 +54,26 @@ pub struct SeriesVerdict {
 pub enum Evaluation {
     /// Nothing usable came back at all.
     NoData(String),
+    /// A query failed, which is also "no data"; `retryable` tells a source that could not
+    /// answer now (connection, timeout, HTTP 5xx) from a query that never will (HTTP 4xx,
+    /// bad PromQL, an undecodable answer).
+    QueryFailed { reason: String, retryable: bool },
     Series(Vec<SeriesVerdict>),
+}
+
+impl Evaluation {
+    /// "No data" for `e`, prefixed with `context` (the named query of a multivariate watch).
+    fn fetch_failed(context: Option<&str>, e: &FetchError) -> Self {
+        let reason = match context {
+            Some(name) => format!("query {name}: {e}"),
+            None => e.to_string(),
+        };
+        if e.is_failure() {
+            Evaluation::QueryFailed { reason, retryable: e.is_retryable() }
+        } else {
+            Evaluation::NoData(reason)
+        }
+    }
 }
 
 /// A stable fingerprint of a watch and the identity label values.
@@ -84,16 +103,19 @@ pub async fn evaluate(
 ) -> (Evaluation, std::time::Duration) {
     let end = now - to_chrono(watch.offset.get());
     let start = end - to_chrono(watch.lookback.get());
-    let kind = match WatchKind::parse(&watch.detector) {
+    let kind = match watch.detector.watch_kind() {
         Ok(k) => k,
-        Err((param, message)) => return (Evaluation::NoData(format!("detector parameter {param}: {message}")), Default::default()),
+        Err(problems) => {
+            let (param, message) = problems.first().cloned().unwrap_or_default();
+            return (Evaluation::NoData(format!("detector parameter {param}: {message}")), Default::default());
+        }
     };
-    if let WatchKind::Joint(spec) = &kind {
+    if let WatchKind::Joint(spec) = kind {
         let mut features = Vec::with_capacity(watch.queries.len());
         for (name, query) in &watch.queries {
             match fetch(source, query, start, end, watch.step.get()).await {
                 Ok(series) => features.push((name.clone(), series)),
-                Err(reason) => return (Evaluation::NoData(format!("query {name}: {reason}")), Default::default()),
+                Err(e) => return (Evaluation::fetch_failed(Some(name), &e), Default::default()),
             }
         }
         let started = Instant::now();
@@ -105,29 +127,17 @@ pub async fn evaluate(
     };
     let series = match fetch(source, query, start, end, watch.step.get()).await {
         Ok(s) => s,
-        Err(reason) => return (Evaluation::NoData(reason), Default::default()),
+        Err(e) => return (Evaluation::fetch_failed(None, &e), Default::default()),
     };
     let started = Instant::now();
     let (id, step, lookback) = (&watch.identity, watch.step.get(), watch.lookback.get());
-    let verdicts = match &kind {
+    let verdicts = match kind {
         WatchKind::Group(spec) => crate::group_eval::judge_groups(&watch.name, id, spec, series, end, step),
         WatchKind::Drift(spec) => crate::drift_eval::judge_drift(&watch.name, id, spec, lookback, series, end, step),
         WatchKind::Quality(spec) => crate::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step),
-        WatchKind::Single | WatchKind::Joint(_) => judge_series(watch, series, end, cache),
+        WatchKind::Single(_) | WatchKind::Joint(_) => judge_series(watch, series, end, cache),
     };
     (Evaluation::Series(verdicts), started.elapsed())
-}
-
-/// Run one range query; every way of getting nothing usable is a reason for "no data".
-async fn fetch(source: &dyn MetricSource, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: std::time::Duration) -> Result<Vec<Series>, String> {
-    let result = source.query_range(query, start, end, step).await.map_err(|e| format!("query failed: {e}"))?;
-    if !result.warnings.is_empty() {
-        return Err(format!("partial response from Prometheus: {}", result.warnings.join("; ")));
-    }
-    if result.series.is_empty() {
-        return Err("the query returned no series".into());
-    }
-    Ok(result.series)
 }
 
 fn to_chrono(d: std::time::Duration) -> ChronoDuration {

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub audit_verified: Gauge,
     /// When the chain was last verified intact, and the head count it had then.
     audit_checked: Mutex<Option<(Instant, i64)>>,
+    /// Failed watch queries, per watch and class (`retryable` or `permanent`).
+    pub query_failures: Family<WatchOutcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -144,6 +146,8 @@ impl Metrics {
             "1 when the audit chain verified intact against its head (warden audit verify); 0 when broken or unreadable",
             audit_verified.clone(),
         );
+        let query_failures = Family::<WatchOutcome, Counter>::default();
+        registry.register("query_failures", "Failed watch queries by class: retryable (connection, timeout, 5xx) or permanent (4xx, bad query, bad answer)", query_failures.clone());
         Self {
             audit_head_entries,
             runs,
@@ -163,6 +167,7 @@ impl Metrics {
             outbox_dead_letters,
             outbox_dead,
             outbox_digests,
+            query_failures,
         }
     }
 

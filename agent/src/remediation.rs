@@ -33,7 +33,10 @@ pub struct SourceMetrics(pub Arc<dyn MetricSource>);
 #[async_trait]
 impl MetricsQuery for SourceMetrics {
     async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, QueryError> {
-        let r = self.0.query_range(query, start, end, step).await?;
+        let r = self.0.query_range(query, start, end, step).await.map_err(|e| {
+            let err = if e.is_retryable() { QueryError::transient(e.to_string()) } else { QueryError::new(e.to_string()) };
+            err.with_source(e)
+        })?;
         Ok(r.series
             .into_iter()
             .map(|s| Series {
@@ -48,49 +51,30 @@ impl MetricsQuery for SourceMetrics {
     }
 }
 
-/// `http` steps with reqwest; no shell, no redirects to other hosts.
+/// `http` steps through `warden_connectors::webhook` (no shell, no redirects to other hosts).
 pub struct HttpWebhook {
-    client: reqwest::Client,
+    client: warden_connectors::webhook::WebhookClient,
 }
 
 impl HttpWebhook {
     pub fn new() -> Result<Self, String> {
-        warden_connectors::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
-        Ok(Self { client })
+        Ok(Self { client: warden_connectors::webhook::WebhookClient::new().map_err(|e| e.to_string())? })
     }
 }
 
 #[async_trait]
 impl Webhook for HttpWebhook {
     async fn call(&self, call: &HttpCall) -> Result<HttpReply, WebhookError> {
-        let method = reqwest::Method::from_bytes(call.method.as_bytes())
-            .map_err(|e| WebhookError::not_sent(format!("method {}: {e}", call.method)).with_source(e))?;
-        let mut req = self.client.request(method, &call.url).timeout(Duration::from_secs_f64(call.timeout_secs.max(0.1)));
-        for (k, v) in &call.headers {
-            req = req.header(k, v);
-        }
-        if let Some(b) = &call.body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
+        let timeout = Duration::from_secs_f64(call.timeout_secs.max(0.1));
+        match self.client.call(&call.method, &call.url, &call.headers, call.body.as_ref(), timeout).await {
+            Ok(reply) => Ok(HttpReply { status: reply.status, body: reply.body }),
+            Err(e) => {
+                // Only a request that was never sent proves the receiver got nothing.
+                let message = format!("{} {}: {e}", call.method, call.url);
+                let err = if warden_connectors::webhook::may_have_been_sent(&e) { WebhookError::sent(message) } else { WebhookError::not_sent(message) };
+                Err(err.with_source(e))
             }
-            // Only a connection that was never made proves the receiver got nothing.
-            let message = format!("{} {}: {msg}", call.method, call.url);
-            let err = if e.is_connect() || e.is_builder() { WebhookError::not_sent(message) } else { WebhookError::sent(message) };
-            err.with_source(e)
-        })?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
-        Ok(HttpReply { status, body })
+        }
     }
 }
 

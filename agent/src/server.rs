@@ -252,8 +252,8 @@ mod tests {
             _s: chrono::DateTime<Utc>,
             _e: chrono::DateTime<Utc>,
             _st: std::time::Duration,
-        ) -> Result<warden_connectors::prometheus::RangeResult, String> {
-            Err("none".into())
+        ) -> warden_connectors::Result<warden_connectors::prometheus::RangeResult> {
+            Err(warden_connectors::Error::Config("none".into()))
         }
     }
 

@@ -20,6 +20,7 @@ pub mod loki;
 pub mod prometheus;
 pub mod slack;
 pub mod smtp;
+pub mod webhook;
 
 use std::fmt;
 use std::path::PathBuf;

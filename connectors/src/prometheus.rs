@@ -4,11 +4,16 @@
 //! `GET /api/v1/query_range` and turns Prometheus' JSON (string-encoded sample
 //! values, `NaN`/`±Inf`, partial-response warnings, `status: "error"` bodies) into
 //! plain [`Series`] values or a precise [`Error`].
+//!
+//! [`MetricSource`] is the one seam for PromQL range queries: the watches, `verify` steps and
+//! the demo's simulation all query through it, and a failure keeps its typed [`Error`], so
+//! a caller can tell a source that cannot answer now from a query that never will.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use url::Url;
@@ -74,6 +79,38 @@ pub struct Sample {
     pub timestamp_ms: i64,
     /// The value; may be NaN or infinite.
     pub value: f64,
+}
+
+/// A source of PromQL range queries: Prometheus in production, a simulation in the demo.
+///
+/// Failures are typed: [`Error::is_retryable`] is true when the source cannot answer now
+/// (connection refused, timeout, HTTP 5xx or 429, Prometheus `timeout`/`unavailable`) and
+/// false when the same query will not succeed later (HTTP 4xx, Prometheus `bad_data`, an
+/// undecodable answer, an invalid argument, no source configured). A query that matches
+/// nothing is not a failure: it is `Ok` with no series.
+#[async_trait]
+pub trait MetricSource: Send + Sync {
+    /// Run `query` over `[start, end]` with resolution `step`.
+    async fn query_range(
+        &self,
+        query: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<RangeResult>;
+}
+
+#[async_trait]
+impl MetricSource for PrometheusClient {
+    async fn query_range(
+        &self,
+        query: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<RangeResult> {
+        PrometheusClient::query_range(self, query, start, end, step).await
+    }
 }
 
 impl PrometheusClient {

@@ -370,17 +370,12 @@ impl AdaptiveDetector {
     }
 
     fn no_data(&self, timestamp_ms: i64, value: f64) -> Detection {
-        Detection::unjudged(
-            timestamp_ms,
-            value,
-            DetectionState::NoData,
-            Explanation {
-                consecutive: self.consecutive,
-                history: self.history.len(),
-                note: Some("value is not a finite number; ignored".into()),
-                ..Explanation::default()
-            },
-        )
+        let explanation = Explanation {
+            consecutive: self.consecutive,
+            history: self.history.len(),
+            ..Explanation::default()
+        };
+        common::no_data::<&str>(timestamp_ms, value, &[], Some("ignored"), explanation)
     }
 }
 

@@ -171,17 +171,11 @@ impl Detector for Auto {
         let mut notes: Vec<&str> = Vec::new();
         self.timestamps.check(timestamp_ms, &mut notes);
         if !value.is_finite() {
-            notes.push("value is not a finite number");
-            return Detection::unjudged(
-                timestamp_ms,
-                value,
-                DetectionState::NoData,
-                Explanation {
-                    history: self.window.len(),
-                    note: join_notes(&notes),
-                    ..Explanation::default()
-                },
-            );
+            let explanation = Explanation {
+                history: self.window.len(),
+                ..Explanation::default()
+            };
+            return common::no_data(timestamp_ms, value, &notes, None, explanation);
         }
         let value_c = value.clamp(-1e150, 1e150);
         let history = self.window.len();

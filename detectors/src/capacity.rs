@@ -390,8 +390,12 @@ impl Detector for Capacity {
         };
 
         if !value.is_finite() {
-            notes.push("value is not a finite number; ignored".into());
-            return unjudged(DetectionState::NoData, self.consecutive, notes.join("; "));
+            let explanation = Explanation {
+                consecutive: self.consecutive,
+                history,
+                ..Explanation::default()
+            };
+            return common::no_data(timestamp_ms, value, &notes, Some("ignored"), explanation);
         }
         self.push(value);
         if history + 1 < self.params.min_history {

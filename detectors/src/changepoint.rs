@@ -618,9 +618,8 @@ impl Detector for ChangePoint {
         );
 
         if !value.is_finite() {
-            notes.push("value is not a finite number; ignored".into());
-            detection.explanation.note = join_notes(&notes);
-            return detection;
+            let explanation = detection.explanation;
+            return common::no_data(timestamp_ms, value, &notes, Some("ignored"), explanation);
         }
 
         let stats = self.window_stats();

@@ -19,7 +19,7 @@
 use std::borrow::Borrow;
 use std::fmt::Display;
 
-use crate::detector::Direction;
+use crate::detector::{Detection, DetectionState, Direction, Explanation};
 use crate::error::{Error, Result};
 
 // ---------------------------------------------------------------------------
@@ -171,6 +171,49 @@ impl TimestampOrder {
     pub(crate) fn reset(&mut self) {
         self.last_ms = None;
     }
+}
+
+// ---------------------------------------------------------------------------
+// Points without data
+// ---------------------------------------------------------------------------
+
+/// The note on a point whose value is not a finite number (NaN, ±∞).
+pub(crate) const NOT_FINITE: &str = "value is not a finite number";
+
+/// [`NOT_FINITE`], followed by `; remark` when the detector says what became
+/// of the point (`ignored`, or how the history slot was filled).
+pub(crate) fn not_finite_note(remark: Option<&str>) -> String {
+    match remark {
+        Some(r) => format!("{NOT_FINITE}; {r}"),
+        None => NOT_FINITE.to_string(),
+    }
+}
+
+/// The verdict on a point whose value is not a finite number: every detector
+/// reports it as [`DetectionState::NoData`], scores it 0 and leaves its
+/// history as it was (or fills the slot, and says so in `remark`).
+/// `explanation` carries what the detector wants to show about its state
+/// (history, current run, threshold); its note becomes the remarks made so
+/// far (`notes`) followed by [`not_finite_note`].
+pub(crate) fn no_data<S: Borrow<str>>(
+    timestamp_ms: i64,
+    value: f64,
+    notes: &[S],
+    remark: Option<&str>,
+    explanation: Explanation,
+) -> Detection {
+    let last = not_finite_note(remark);
+    let mut all: Vec<&str> = notes.iter().map(Borrow::borrow).collect();
+    all.push(&last);
+    Detection::unjudged(
+        timestamp_ms,
+        value,
+        DetectionState::NoData,
+        Explanation {
+            note: join_notes(&all),
+            ..explanation
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -342,6 +385,33 @@ mod tests {
         let mut borrowed: Vec<&str> = Vec::new();
         order.check(0, &mut borrowed);
         assert!(borrowed.is_empty());
+    }
+
+    #[test]
+    fn no_data_keeps_the_explanation_and_appends_the_note() {
+        let d = no_data(
+            7,
+            f64::NAN,
+            &[TimestampOrder::NOTE],
+            Some("ignored"),
+            Explanation {
+                history: 3,
+                consecutive: 2,
+                threshold: Some(4.0),
+                note: Some("replaced".into()),
+                ..Explanation::default()
+            },
+        );
+        assert_eq!(d.state, DetectionState::NoData);
+        assert_eq!((d.timestamp_ms, d.score, d.expected), (7, 0.0, None));
+        assert_eq!((d.explanation.history, d.explanation.consecutive), (3, 2));
+        assert_eq!(d.explanation.threshold, Some(4.0));
+        assert_eq!(
+            d.explanation.note.as_deref(),
+            Some("timestamp not after the previous point; value is not a finite number; ignored")
+        );
+        let d = no_data::<&str>(0, f64::INFINITY, &[], None, Explanation::default());
+        assert_eq!(d.explanation.note.as_deref(), Some(NOT_FINITE));
     }
 
     #[test]

@@ -368,7 +368,7 @@ impl Detector for ForecastBand {
                     self.params.min_history
                 ));
             } else {
-                notes.push("value is not a finite number; ignored".into());
+                notes.push(common::not_finite_note(Some("ignored")));
             }
             return unjudged(self.consecutive, &notes);
         }
@@ -395,27 +395,21 @@ impl Detector for ForecastBand {
         if !value.is_finite() {
             // Keep the seasonal phase: the forecast stands in for the missing value.
             self.push(expected, expected);
-            notes.push(
-                "value is not a finite number; ignored (forecast used in the history)".into(),
-            );
-            notes.push(fit_note);
+            let explanation = Explanation {
+                baseline: Some(expected),
+                threshold,
+                consecutive: self.consecutive,
+                history,
+                ..Explanation::default()
+            };
+            let remark = "ignored (forecast used in the history)";
+            let mut d = common::no_data(timestamp_ms, value, &notes, Some(remark), explanation);
+            d.explanation.note = d.explanation.note.map(|n| format!("{n}; {fit_note}"));
             return Detection {
                 expected: Some(expected),
                 lower: Some(band_lower),
                 upper: Some(band_upper),
-                ..Detection::unjudged(
-                    timestamp_ms,
-                    value,
-                    DetectionState::NoData,
-                    Explanation {
-                        baseline: Some(expected),
-                        threshold,
-                        consecutive: self.consecutive,
-                        history,
-                        note: Some(notes.join("; ")),
-                        ..Explanation::default()
-                    },
-                )
+                ..d
             };
         }
 

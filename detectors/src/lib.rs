@@ -28,7 +28,10 @@
 //!   and API responses can show *why* a point was flagged.
 //!
 //! The [`harness`] module contains compliance checks that every detector,
-//! present or future, is expected to pass.
+//! present or future, is expected to pass; `tests/registry_compliance.rs` runs them on
+//! every detector of the [`registry`], the one list of detector kinds with their closed,
+//! typed configuration ([`registry::DetectorConfig`]). The rules are written down in
+//! `docs/specs/detector.md`.
 //!
 //! # Detectors
 //!

@@ -353,19 +353,13 @@ impl Detector for RobustBaseline {
         let threshold = self.params.threshold;
 
         if !value.is_finite() {
-            notes.push("value is not a finite number; ignored");
-            return Detection::unjudged(
-                timestamp_ms,
-                value,
-                DetectionState::NoData,
-                Explanation {
-                    threshold: Some(threshold),
-                    consecutive: self.consecutive,
-                    history,
-                    note: join_notes(&notes),
-                    ..Explanation::default()
-                },
-            );
+            let explanation = Explanation {
+                threshold: Some(threshold),
+                consecutive: self.consecutive,
+                history,
+                ..Explanation::default()
+            };
+            return common::no_data(timestamp_ms, value, &notes, Some("ignored"), explanation);
         }
 
         if history < self.params.min_history {

@@ -649,9 +649,14 @@ impl Detector for SeasonalBaseline {
                     self.since_fit = self.since_fit.saturating_add(1);
                 }
             }
-            notes.push("value is not a finite number; ignored (the history slot is filled with the expected value)".into());
-            detection.explanation.note = join_notes(&notes);
-            return detection;
+            let remark = "ignored (the history slot is filled with the expected value)";
+            return common::no_data(
+                timestamp_ms,
+                value,
+                &notes,
+                Some(remark),
+                detection.explanation,
+            );
         }
 
         let warm_up = self.params.warm_up();

@@ -102,17 +102,11 @@ impl Detector for Sigma {
         let mut notes: Vec<&str> = Vec::new();
         self.timestamps.check(timestamp_ms, &mut notes);
         if !value.is_finite() {
-            notes.push("value is not a finite number");
-            return Detection::unjudged(
-                timestamp_ms,
-                value,
-                DetectionState::NoData,
-                Explanation {
-                    history: self.history.len(),
-                    note: join_notes(&notes),
-                    ..Explanation::default()
-                },
-            );
+            let explanation = Explanation {
+                history: self.history.len(),
+                ..Explanation::default()
+            };
+            return common::no_data(timestamp_ms, value, &notes, None, explanation);
         }
         let window = self.params.window;
         let detection = if self.history.len() < window {

@@ -447,8 +447,8 @@ async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
 
     #[async_trait]
     impl MetricSource for Anomalous {
-        async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<RangeResult, String> {
-            self.queried.lock().map_err(|e| e.to_string())?.push(Instant::now());
+        async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> warden_connectors::Result<RangeResult> {
+            self.queried.lock().map_err(|e| warden_connectors::Error::InvalidInput(e.to_string()))?.push(Instant::now());
             let mut points = Vec::new();
             let mut t = start.timestamp();
             while t <= end.timestamp() {

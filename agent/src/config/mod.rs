@@ -467,28 +467,64 @@ pub struct TargetTemplate {
 }
 
 /// Which detector a watch uses (`kind`), with its parameters (the other keys). The
-/// parameters are checked by the detector's own closed schema (see `docs/detectors.md`).
+/// parameters are checked by the detector's own closed schema (see `docs/detectors.md`) once,
+/// when the spec is read: the typed result is kept for every evaluation, or the problems
+/// found, each naming its parameter, which validation reports under the watch's YAML path.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RawDetectorSpec")]
 pub struct DetectorSpec {
     pub kind: String,
-    #[serde(flatten)]
     pub params: serde_json::Map<String, serde_json::Value>,
+    parsed: Result<crate::watch_kind::WatchKind, Vec<crate::watch_kind::SpecError>>,
+}
+
+/// `detector:` as written.
+#[derive(Deserialize)]
+struct RawDetectorSpec {
+    kind: String,
+    #[serde(flatten)]
+    params: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<RawDetectorSpec> for DetectorSpec {
+    fn from(raw: RawDetectorSpec) -> Self {
+        Self::new(raw.kind, raw.params)
+    }
 }
 
 impl Default for DetectorSpec {
     fn default() -> Self {
-        Self { kind: warden_detectors::registry::DEFAULT.to_string(), params: serde_json::Map::new() }
+        Self::new(warden_detectors::registry::DEFAULT.to_string(), serde_json::Map::new())
     }
 }
 
 impl DetectorSpec {
+    /// Parse and check detector `kind` with `params`.
+    pub fn new(kind: String, params: serde_json::Map<String, serde_json::Value>) -> Self {
+        let parsed = crate::watch_kind::WatchKind::parse(&kind, &params);
+        Self { kind, params, parsed }
+    }
+
     pub fn name(&self) -> &str {
         &self.kind
     }
 
+    /// The checked, typed detector configuration, or every problem with it as
+    /// `(parameter, message)` (the parameter is empty for the detector as a whole).
+    pub fn watch_kind(&self) -> Result<&crate::watch_kind::WatchKind, &[crate::watch_kind::SpecError]> {
+        self.parsed.as_ref().map_err(Vec::as_slice)
+    }
+
     /// A fresh detector for one series.
     pub fn build(&self) -> Result<Box<dyn warden_detectors::Detector>, warden_detectors::Error> {
-        warden_detectors::registry::build_from_map(&self.kind, &self.params)
+        match &self.parsed {
+            Ok(crate::watch_kind::WatchKind::Single(config)) => config.build(),
+            Ok(_) => Err(warden_detectors::Error::InvalidParam { name: "detector", message: format!("`{}` does not judge one series at a time", self.kind) }),
+            Err(problems) => {
+                let (param, message) = problems.first().cloned().unwrap_or_default();
+                Err(warden_detectors::Error::InvalidParam { name: "detector", message: format!("parameter {param}: {message}") })
+            }
+        }
     }
 }
 

@@ -519,40 +519,18 @@ fn windows(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, kind
     }
 }
 
-/// Check the detector's parameters; an unknown key is reported and dropped so the remaining
-/// parameters are still checked.
+/// Report the problems found when the detector's spec was read (an unknown key is reported
+/// and left out, so the remaining parameters are still checked), then the settings that
+/// depend on the watch as well.
 fn detector(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
-    let spec = &w.detector;
-    match WatchKind::parse(spec) {
-        Err((param, message)) => {
-            let path = if param.is_empty() { format!("{at}.detector") } else { format!("{at}.detector.{param}") };
-            return err(path, message);
-        }
-        Ok(WatchKind::Single) => {}
-        Ok(kind) => return windows(err, at, w, &kind),
-    }
-    let mut params = spec.params.clone();
-    for _ in 0..16 {
-        let e = match warden_detectors::registry::build_from_map(&spec.kind, &params) {
-            Ok(_) => return,
-            Err(e) => e,
-        };
-        let message = match &e {
-            warden_detectors::Error::InvalidParam { name: "detector" | "param", message } => message.clone(),
-            other => other.to_string(),
-        };
-        match (&e, warden_detectors::registry::offending_param(&e)) {
-            (warden_detectors::Error::InvalidParam { name: "detector", .. }, _) => {
-                return err(format!("{at}.detector.kind"), format!("unknown detector `{}`; known: {}", spec.kind, crate::watch_kind::all_kinds().join(", ")))
+    match w.detector.watch_kind() {
+        Err(problems) => {
+            for (param, message) in problems {
+                let path = if param.is_empty() { format!("{at}.detector") } else { format!("{at}.detector.{param}") };
+                err(path, message.clone());
             }
-            // An unknown key is dropped so the remaining parameters are still checked.
-            (warden_detectors::Error::InvalidParam { name: "param", .. }, Some(f)) => {
-                err(format!("{at}.detector.{f}"), message);
-                params.remove(&f);
-            }
-            (_, Some(f)) => return err(format!("{at}.detector.{f}"), message),
-            (_, None) => return err(format!("{at}.detector"), message),
         }
+        Ok(kind) => windows(err, at, w, kind),
     }
 }
 

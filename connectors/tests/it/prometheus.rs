@@ -331,3 +331,47 @@ async fn invalid_arguments_are_rejected_locally() {
         .map_err(|_| ())
         .is_ok_and(|r| r.is_empty()));
 }
+
+#[tokio::test]
+async fn the_metric_source_seam_keeps_the_typed_error_and_its_class() -> TestResult {
+    use warden_connectors::prometheus::MetricSource;
+    let (base, _) = start().await;
+    let (start, end) = range();
+    let step = Duration::from_secs(15);
+    let ask = |scenario: &str| {
+        let source: Box<dyn MetricSource> =
+            Box::new(client(&base, scenario, None, Duration::from_secs(5)));
+        async move { source.query_range("up", start, end, step).await }
+    };
+    assert_eq!(ask("ok").await?.series.len(), 3);
+    for (scenario, retryable) in [
+        ("unavailable", true),
+        ("gateway", true),
+        ("bad-data", false),
+        ("invalid", false),
+    ] {
+        let err = ask(scenario).await.expect_err(scenario);
+        assert_eq!(err.is_retryable(), retryable, "{scenario}: {err}");
+    }
+    let refused = client(
+        &format!("http://127.0.0.1:{}", closed_port()),
+        "ok",
+        None,
+        Duration::from_secs(5),
+    );
+    let err = MetricSource::query_range(&refused, "up", start, end, step)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, Error::Connect { .. }) && err.is_retryable(),
+        "{err}"
+    );
+    let err = MetricSource::query_range(&refused, " ", start, end, step)
+        .await
+        .expect_err("empty query");
+    assert!(
+        matches!(err, Error::InvalidInput(_)) && !err.is_retryable(),
+        "{err}"
+    );
+    Ok(())
+}
