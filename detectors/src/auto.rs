@@ -52,7 +52,7 @@ const MAX_PEAKS: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AutoParams {
-    /// Previous points of the robust baseline (default 60).
+    /// Previous points of the robust baseline (default 120, chosen leave-one-data-set-out).
     pub window: usize,
     /// Points of the spectral-residual window (default 64).
     pub sr_window: usize,
@@ -77,7 +77,7 @@ pub struct AutoParams {
 impl Default for AutoParams {
     fn default() -> Self {
         Self {
-            window: 60,
+            window: 120,
             sr_window: 64,
             sr_weight: 1.0,
             q: 1e-3,
