@@ -84,22 +84,6 @@ pub fn answer(method: &Method, case: &Case<'_>) -> Vec<(String, f64)> {
                 },
                 p,
             );
-            if std::env::var_os("WARDEN_RCA_DEBUG").is_some() {
-                let sym = r.services.iter().find(|x| Some(x.service.as_str()) == case.symptom).map(|x| x.z);
-                eprintln!("  found={} reason={:?} symptom_z={:?}", r.found, r.not_found_reason, sym);
-                for x in r.services.iter().take(4) {
-                    let f = x.findings.first();
-                    eprintln!(
-                        "    {:<40} {:.3} z={:.1} path={:?} {} corr={:?}",
-                        x.service,
-                        x.score,
-                        x.z,
-                        x.on_symptom_path,
-                        f.map(|f| f.metric.as_str()).unwrap_or(""),
-                        f.and_then(|f| f.symptom_corr)
-                    );
-                }
-            }
             if !r.found {
                 return Vec::new();
             }
@@ -292,9 +276,6 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
                 kinds: Some(&kinds),
                 evidence: Vec::new(),
             };
-            if std::env::var_os("WARDEN_RCA_DEBUG").is_some() {
-                eprintln!("case {} root {}", issue.id, issue.root_cause);
-            }
             let a = answer(method, &case);
             cases += 1;
             let pos = a.iter().position(|(s, _)| s == &issue.root_cause);
@@ -337,9 +318,6 @@ pub fn eval_petshop(scenarios: &[PetshopScenario], method: &Method) -> PetshopRe
                     evidence: Vec::new(),
                 };
                 cases += 1;
-                if std::env::var_os("WARDEN_RCA_DEBUG").is_some() {
-                    eprintln!("spec {} {sm} split {s}", sc.name);
-                }
                 if answer(method, &case).is_empty() {
                     ok += 1;
                 }
@@ -429,9 +407,6 @@ pub fn eval_nezha(days: &[NezhaDay], method: &Method) -> NezhaReport {
                 kinds: None,
                 evidence: Vec::new(),
             };
-            if std::env::var_os("WARDEN_RCA_DEBUG").is_some() {
-                eprintln!("case {} {} root {}", c.id, c.fault, c.root_cause);
-            }
             let clock = Instant::now();
             let a: Vec<(String, f64)> =
                 answer(method, &case).into_iter().filter(|(s, _)| day.services.contains(s)).collect();
@@ -515,9 +490,6 @@ pub fn eval_scenarios(suite: &[SuiteScenario], method: &Method, with_evidence: b
     let mut misses = Vec::new();
     let mut elapsed = 0.0;
     for s in suite {
-        if std::env::var_os("WARDEN_RCA_DEBUG").is_some() {
-            eprintln!("case {} root {}", s.name, s.spec.root_cause);
-        }
         let clock = Instant::now();
         let a: Vec<(String, f64)> = match method {
             Method::Legacy => {
@@ -629,21 +601,58 @@ pub fn lodo(petshop: &Path, nezha: &Path, suite: &Path, out: &mut dyn Write) -> 
     let sc = load_suite(suite)?;
     let names = ["petshop", "nezha", "scenarios"];
     let mut rows = Vec::new();
-    for (label, p) in grid() {
+    let params = grid();
+    for (label, p) in params.iter().cloned() {
         let o = objectives(&p, &ps, &nz, &sc);
         writeln!(out, "{label:<44} petshop {:.3} nezha {:.3} scenarios {:.3}", o[0], o[1], o[2])?;
         rows.push((label, o));
     }
     for held in 0..3 {
-        let best = rows
-            .iter()
-            .max_by(|a, b| {
-                let s = |o: &[f64; 3]| (0..3).filter(|i| *i != held).map(|i| o[i]).sum::<f64>();
-                s(&a.1).total_cmp(&s(&b.1))
-            })
-            .map(|r| (r.0.clone(), r.1));
-        if let Some((label, o)) = best {
+        let s = |o: &[f64; 3]| (0..3).filter(|i| *i != held).map(|i| o[i]).sum::<f64>();
+        let top = rows.iter().map(|r| s(&r.1)).fold(f64::NEG_INFINITY, f64::max);
+        // Every parameter set tied for best on the other two; the last one is the choice.
+        let tied: Vec<&(String, [f64; 3])> = rows.iter().filter(|r| s(&r.1) >= top - 1e-9).collect();
+        if let Some((label, o)) = tied.last() {
             writeln!(out, "held out {}: chosen [{label}] -> held-out objective {:.3}", names[held], o[held])?;
+            if let Some((_, p)) = params.iter().find(|(l, _)| l == label) {
+                let m = Method::Warden(Box::new(p.clone()));
+                match held {
+                    0 => {
+                        let r = eval_petshop(&ps, &m);
+                        let spec: Vec<String> = r
+                            .specificity
+                            .iter()
+                            .map(|c| format!("{} {} {:.3}", c.family, c.metric, c.specificity))
+                            .collect();
+                        writeln!(
+                            out,
+                            "  low-traffic test ({}): top-1 {:.3} top-3 {:.3}; specificity {}",
+                            r.low_test.n,
+                            r.low_test.top1,
+                            r.low_test.top3,
+                            spec.join(", ")
+                        )?;
+                    }
+                    1 => {
+                        let r = eval_nezha(&nz, &m);
+                        let a = &r.overall;
+                        writeln!(out, "  AS@1 {:.3} AS@3 {:.3} AS@5 {:.3} ({} cases)", a.as1, a.as3, a.as5, a.n)?;
+                    }
+                    _ => {
+                        let (mo, we) = (eval_scenarios(&sc, &m, false), eval_scenarios(&sc, &m, true));
+                        writeln!(
+                            out,
+                            "  metrics only top-1 {:.3} top-3 {:.3}; with evidence top-1 {:.3} top-3 {:.3}",
+                            mo.top1, mo.top3, we.top1, we.top3
+                        )?;
+                    }
+                }
+            }
+            if tied.len() > 1 {
+                let lo = tied.iter().map(|r| r.1[held]).fold(f64::INFINITY, f64::min);
+                let hi = tied.iter().map(|r| r.1[held]).fold(f64::NEG_INFINITY, f64::max);
+                writeln!(out, "  ({} sets tie on the other two; held-out objective {lo:.3} to {hi:.3})", tied.len())?;
+            }
         }
     }
     let best_all = rows.iter().max_by(|a, b| a.1.iter().sum::<f64>().total_cmp(&b.1.iter().sum::<f64>()));
@@ -658,37 +667,8 @@ pub fn lodo(petshop: &Path, nezha: &Path, suite: &Path, out: &mut dyn Write) -> 
 // ---------------------------------------------------------------------------
 
 /// `warden bench rca --format FORMAT --data DIR`.
-pub fn experiment_params() -> RecordingParams {
-    let mut p = RecordingParams::default();
-    if let Ok(spec) = std::env::var("WARDEN_RCA_P") {
-        for kv in spec.split(',').filter(|x| !x.is_empty()) {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, "1"));
-            let v: f64 = v.parse().unwrap_or(0.0);
-            match k {
-                "iqr" => p.iqr_weight = v,
-                "symz" => p.symptom_z = v,
-                "foundz" => p.found_z = v,
-                "corr" => p.corr_weight = v,
-                "off" => p.off_path_factor = v,
-                "prec" => p.rank.w_precedence = v,
-                "win" => p.window_steps = v as usize,
-                "quiet" => p.quiet_found_z = v,
-                "pnog" => p.precedence_without_graph = v,
-                "qcorr" => p.quiet_corr = v,
-                "tailq" => p.tail_quantile = v,
-                "tailz" => p.tail_z = v,
-                _ => eprintln!("unknown {k}"),
-            }
-        }
-    }
-    p
-}
-
 pub fn run(format: &str, data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
-    let mut methods = vec![Method::Warden(Box::new(experiment_params())), Method::Baro, Method::Legacy];
-    if std::env::var_os("WARDEN_RCA_ONLY").is_some() {
-        methods.truncate(1);
-    }
+    let methods = [Method::Warden(Box::default()), Method::Baro, Method::Legacy];
     match format {
         "petshop" => {
             let sc = rca_data::read_petshop(data)?;
