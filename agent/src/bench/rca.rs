@@ -558,7 +558,7 @@ pub fn grid() -> Vec<(String, RecordingParams)> {
     for iqr in [0.0, 1.0] {
         for tail in [0.0, 0.9] {
             for quiet in [0.0, 30.0] {
-                for corr in [0.0, 0.3] {
+                for corr in [0.0, 0.3, 0.6] {
                     for prec in [0.0, 0.2] {
                         let mut p = RecordingParams {
                             iqr_weight: iqr,

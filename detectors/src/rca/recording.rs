@@ -196,7 +196,7 @@ impl Default for RecordingParams {
             resolution_floor: 0.5,
             iqr_weight: 0.0,
             corr_points: 6,
-            corr_weight: 0.3,
+            corr_weight: 0.6,
             off_path_factor: 0.1,
             tail_quantile: 0.9,
             tail_z: 3.0,
