@@ -798,7 +798,7 @@ mod tests {
         // `p99` sits on one value and jumps on every fifth point (a quantised tail latency);
         // it jumps again at the start. `db` steps up at the start and stays up.
         let flaky =
-            |i: usize| if i % 5 == 0 || i == 41 { 1.5 + 0.01 * (i % 7) as f64 } else { 1.0 + 0.0001 * (i % 3) as f64 };
+            |i: usize| if i.is_multiple_of(5) || i == 41 { 1.5 + 0.01 * (i % 7) as f64 } else { 1.0 + 0.0001 * (i % 3) as f64 };
         let s = vec![
             Series {
                 service: "web".into(),
