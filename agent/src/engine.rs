@@ -158,6 +158,7 @@ impl Engine {
             store: self.store.clone(),
             recent: self.recent.clone(),
             cluster,
+            metrics: self.config.prometheus.is_some().then(|| self.source.clone()),
             summarizer,
             settings: AnalysisSettings { lookback_secs: self.config.analysis.lookback.0.as_secs() as i64, graph_file: self.config.analysis.graph.clone() },
             channels: self.channels.clone(),

@@ -232,3 +232,26 @@ fn actions_are_never_ranked() {
         }
     }
 }
+
+// The recording ranking (`warden rca` with `--symptom`/`--graph`, and the bench's `warden`
+// method), measured with its defaults on the 28 scenarios:
+//   metrics only:  top-1 0.929 (26/28), top-3 1.000
+//   with the symptom, call graph and evidence: top-1 0.929 (26/28), top-3 1.000
+// Each floor allows one more miss than measured.
+const RECORDING_METRICS_ONLY_TOP1: f64 = 0.89;
+const RECORDING_WITH_EVIDENCE_TOP1: f64 = 0.89;
+const RECORDING_TOP3: f64 = 0.96;
+
+#[test]
+fn the_recording_ranking_keeps_its_suite_accuracy() {
+    use warden_agent::bench::rca::{eval_scenarios, Method};
+    let suite = warden_agent::rca_cmd::load_suite(&suite_dir()).unwrap_or_else(|e| panic!("{e:#}"));
+    let method = Method::Warden(Box::default());
+    let mo = eval_scenarios(&suite, &method, false);
+    let we = eval_scenarios(&suite, &method, true);
+    println!("metrics only: {:.3} / {:.3} {:?}", mo.top1, mo.top3, mo.misses);
+    println!("with evidence: {:.3} / {:.3} {:?}", we.top1, we.top3, we.misses);
+    assert!(mo.top1 >= RECORDING_METRICS_ONLY_TOP1, "metrics-only top-1 {:.3}: {:?}", mo.top1, mo.misses);
+    assert!(we.top1 >= RECORDING_WITH_EVIDENCE_TOP1, "with-evidence top-1 {:.3}: {:?}", we.top1, we.misses);
+    assert!(mo.top3 >= RECORDING_TOP3 && we.top3 >= RECORDING_TOP3, "top-3 {:.3} / {:.3}", mo.top3, we.top3);
+}

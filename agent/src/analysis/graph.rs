@@ -11,9 +11,92 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use warden_detectors::rca::{CallGraph, Evidence, Payload, Ranking, Subject};
+
+use crate::source::MetricSource;
+
+/// One service mesh's request counter and its caller/callee workload labels.
+pub struct MeshMetric {
+    /// The source name recorded with the graph (`mesh:istio`).
+    pub name: &'static str,
+    pub metric: &'static str,
+    /// Extra selector, e.g. linkerd's outbound side only.
+    pub selector: &'static str,
+    pub source: &'static str,
+    pub source_namespace: &'static str,
+    pub destination: &'static str,
+    pub destination_namespace: &'static str,
+}
+
+/// The request metrics of Istio and Linkerd, with the labels naming the calling and the
+/// called workload.
+pub const MESH_METRICS: [MeshMetric; 2] = [
+    MeshMetric {
+        name: "mesh:istio",
+        metric: "istio_requests_total",
+        selector: "",
+        source: "source_workload",
+        source_namespace: "source_workload_namespace",
+        destination: "destination_workload",
+        destination_namespace: "destination_workload_namespace",
+    },
+    MeshMetric {
+        name: "mesh:linkerd",
+        metric: "request_total",
+        selector: "direction=\"outbound\"",
+        source: "deployment",
+        source_namespace: "namespace",
+        destination: "dst_deployment",
+        destination_namespace: "dst_namespace",
+    },
+];
+
+/// The call graph seen by the service mesh in `[start, end]`: an edge for every pair of
+/// workloads with requests between them (both in `namespace` when one is given), per mesh
+/// whose metric has any. A query that fails is returned as a gap; a mesh without the metric
+/// gives no edges and no gap.
+pub async fn mesh_graphs(
+    source: &dyn MetricSource,
+    namespace: Option<&str>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> (Vec<(String, CallGraph)>, Vec<String>) {
+    let mut graphs = Vec::new();
+    let mut gaps = Vec::new();
+    let span = (end - start).num_seconds().max(60);
+    for m in &MESH_METRICS {
+        let query = format!(
+            "sum by ({}, {}, {}, {}) (increase({}{{{}}}[{span}s]))",
+            m.source, m.source_namespace, m.destination, m.destination_namespace, m.metric, m.selector
+        );
+        let step = Duration::from_secs(span as u64);
+        let result = match source.query_range(&query, start, end, step).await {
+            Ok(r) => r,
+            Err(e) => {
+                gaps.push(format!("{}: {e}", m.name));
+                continue;
+            }
+        };
+        let mut g = CallGraph::default();
+        for s in &result.series {
+            let label = |k: &str| s.labels.get(k).map(String::as_str).unwrap_or("");
+            let (caller, callee) = (label(m.source), label(m.destination));
+            let in_ns = |k: &str| namespace.is_none_or(|ns| label(k).is_empty() || label(k) == ns);
+            let requests = s.points.iter().any(|p| p.value.is_finite() && p.value > 0.0);
+            if requests && in_ns(m.source_namespace) && in_ns(m.destination_namespace) && caller != "unknown" {
+                g.add(caller, callee);
+            }
+        }
+        if !g.is_empty() {
+            graphs.push((m.name.to_string(), g));
+        }
+    }
+    (graphs, gaps)
+}
 
 /// The graph an analysis used.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -44,11 +127,11 @@ pub fn read_graph_file(path: &Path) -> Result<CallGraph, String> {
     Ok(g)
 }
 
-/// Add the configured graph to the evidence as topology items about workloads in the
-/// symptom's namespace (numbered after the existing ids), and report the graph used: those
-/// edges and the `depends_on` edges already in the evidence.
+/// Add the configured and mesh graphs (`(source, graph)`) to the evidence as topology items
+/// about workloads in the symptom's namespace (numbered after the existing ids), and report
+/// the graph used: those edges and the `depends_on` edges already in the evidence.
 pub fn apply(
-    configured: Option<(&str, &CallGraph)>,
+    configured: &[(String, CallGraph)],
     symptom: Option<&Subject>,
     evidence: &mut Vec<Evidence>,
 ) -> Option<GraphUsed> {
@@ -64,8 +147,8 @@ pub fn apply(
     if !edges.is_empty() {
         used.sources.push("cluster".into());
     }
-    if let Some((source, g)) = configured.filter(|(_, g)| !g.is_empty()) {
-        used.sources.push(format!("file:{source}"));
+    for (source, g) in configured.iter().filter(|(_, g)| !g.is_empty()) {
+        used.sources.push(source.clone());
         let ns = symptom.and_then(|s| s.namespace.clone());
         let time = evidence.iter().map(|e| e.time).min().unwrap_or(0);
         let first = evidence.len() + 1;
@@ -135,14 +218,14 @@ mod tests {
         let g = read_graph_file(&p).expect("graph");
         let mut ev = vec![anomaly("E1", "checkout", 9.0)];
         let sym = Subject::workload(Some("shop"), "frontend");
-        let used = apply(Some(("g.csv", &g)), Some(&sym), &mut ev).expect("graph used");
+        let used = apply(&[("file:g.csv".into(), g)], Some(&sym), &mut ev).expect("graph used");
         assert_eq!(used.sources, ["file:g.csv"]);
         assert_eq!(used.edges.len(), 2);
         let topo: Vec<&Evidence> = ev.iter().filter(|e| matches!(e.payload, Payload::Topology { .. })).collect();
         assert_eq!(topo.len(), 2);
         assert!(topo.iter().all(|e| e.subject.namespace.as_deref() == Some("shop")));
         assert_eq!(ev.last().map(|e| e.id.as_str()), Some("E3"));
-        assert!(apply(None, Some(&sym), &mut vec![anomaly("E1", "checkout", 9.0)]).is_none());
+        assert!(apply(&[], Some(&sym), &mut vec![anomaly("E1", "checkout", 9.0)]).is_none());
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct Analyzer {
     pub store: Arc<Store>,
     pub recent: Arc<RecentAnomalies>,
     pub cluster: Option<Arc<dyn ClusterEvidence>>,
+    /// Where service-mesh request metrics are read for the call graph, when configured.
+    pub metrics: Option<Arc<dyn crate::source::MetricSource>>,
     pub summarizer: Arc<Summarizer>,
     pub settings: AnalysisSettings,
     pub channels: Vec<&'static str>,
@@ -102,17 +104,23 @@ impl Analyzer {
         )
         .await;
         let mut collected = collected;
-        let configured = match &self.settings.graph_file {
-            Some(p) => match graph::read_graph_file(p) {
-                Ok(g) => Some((p.display().to_string(), g)),
-                Err(e) => {
-                    collected.gaps.push(format!("graph: {e}"));
-                    None
-                }
-            },
-            None => None,
-        };
-        let graph_used = graph::apply(configured.as_ref().map(|(s, g)| (s.as_str(), g)), collected.symptom.as_ref(), &mut collected.evidence);
+        let mut graphs: Vec<(String, rca::CallGraph)> = Vec::new();
+        if let Some(p) = &self.settings.graph_file {
+            match graph::read_graph_file(p) {
+                Ok(g) => graphs.push((format!("file:{}", p.display()), g)),
+                Err(e) => collected.gaps.push(format!("graph: {e}")),
+            }
+        }
+        if let Some(source) = &self.metrics {
+            let ns = collected.symptom.as_ref().and_then(|s| s.namespace.clone());
+            let since = incident.opened_at - chrono::Duration::seconds(self.settings.lookback_secs.max(60));
+            let (mesh, gaps) = graph::mesh_graphs(source.as_ref(), ns.as_deref(), since, now).await;
+            graphs.extend(mesh);
+            if !gaps.is_empty() {
+                collected.gaps.push(format!("graph: {}", gaps.join("; ")));
+            }
+        }
+        let graph_used = graph::apply(&graphs, collected.symptom.as_ref(), &mut collected.evidence);
         let input = RcaInput { start: incident.opened_at.timestamp(), symptom: collected.symptom.clone(), evidence: collected.evidence.clone() };
         let ranking = rca::rank(&input, &rca::RankParams::default());
         let found = graph::found(&ranking, &collected.evidence, FOUND_Z);
@@ -294,6 +302,7 @@ mod tests {
             store,
             recent: Arc::new(RecentAnomalies::default()),
             cluster: None,
+            metrics: None,
             summarizer: Arc::new(summarizer),
             settings: AnalysisSettings::default(),
             channels: vec!["file"],

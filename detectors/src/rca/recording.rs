@@ -153,6 +153,8 @@ pub struct RecordingParams {
     pub abs_scale_floor: f64,
     /// Floor as a fraction of the series' resolution (smallest step between normal values).
     pub resolution_floor: f64,
+    /// The scale is the larger of 1.4826·MAD and this times IQR/1.349.
+    pub iqr_weight: f64,
     /// How many points before the window the correlation with the symptom looks at.
     pub corr_points: usize,
     /// Weight of the correlation with the symptom: a candidate's score is multiplied by
@@ -161,6 +163,18 @@ pub struct RecordingParams {
     /// Multiplies the score of a candidate that is neither the symptom nor on a call path
     /// from it (graph and symptom known).
     pub off_path_factor: f64,
+    /// When the symptom has series and none of them is abnormal, "found" needs this.
+    pub quiet_found_z: f64,
+    /// Weight of temporal precedence when there is no call graph from the symptom (with one,
+    /// `rank.w_precedence`).
+    pub precedence_without_graph: f64,
+    /// ...or a deviation of `found_z` whose correlation with the symptom's reaches this.
+    pub quiet_corr: f64,
+    /// Tail floor on the robust scale: at most a `1 - tail_quantile` share of the normal points
+    /// may lie more than `tail_z` scales from the median. A series that is flat most of the
+    /// time but jumps now and then (a quantised p99) is not abnormal each time it jumps.
+    pub tail_quantile: f64,
+    pub tail_z: f64,
     /// The ranking's tunables (its `unrelated_factor` is set from `off_path_factor`).
     pub rank: RankParams,
 }
@@ -180,9 +194,15 @@ impl Default for RecordingParams {
             rel_scale_floor: 0.001,
             abs_scale_floor: 1e-6,
             resolution_floor: 0.5,
+            iqr_weight: 0.0,
             corr_points: 6,
-            corr_weight: 0.3,
+            corr_weight: 0.6,
             off_path_factor: 0.1,
+            tail_quantile: 0.9,
+            tail_z: 3.0,
+            quiet_found_z: 30.0,
+            quiet_corr: 0.8,
+            precedence_without_graph: 0.1,
             rank: RankParams { w_precedence: 0.0, ..RankParams::default() },
         }
     }
@@ -278,14 +298,23 @@ pub fn robust_scale(values: &mut [f64], p: &RecordingParams) -> (f64, f64) {
     let mut dev: Vec<f64> = values.iter().map(|v| (v - med).abs()).collect();
     dev.sort_by(f64::total_cmp);
     let mad = 1.4826 * dev[n / 2];
-    let iqr = (q(0.75) - q(0.25)) / 1.349;
+    let iqr = p.iqr_weight.max(0.0) * (q(0.75) - q(0.25)) / 1.349;
     let mut scale = mad.max(iqr);
     if scale.is_nan() || scale <= 0.0 {
         scale = 1.2533 * dev.iter().sum::<f64>() / n as f64;
     }
     let resolution = values.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0.0).fold(f64::INFINITY, f64::min);
     let resolution = if resolution.is_finite() { resolution * p.resolution_floor.max(0.0) } else { 0.0 };
-    let floor = (p.rel_scale_floor.abs() * med.abs()).max(p.abs_scale_floor.abs()).max(resolution);
+    // The normal data's own tail: at most a (1 - tail_quantile) share of the normal points may
+    // lie beyond tail_z scales.
+    let tail = if p.tail_quantile > 0.0 && p.tail_quantile < 1.0 && p.tail_z > 0.0 {
+        let pos = p.tail_quantile * (n - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        (dev[lo] + (dev[hi] - dev[lo]) * (pos - lo as f64)) / p.tail_z
+    } else {
+        0.0
+    };
+    let floor = (p.rel_scale_floor.abs() * med.abs()).max(p.abs_scale_floor.abs()).max(resolution).max(tail);
     (med, [scale, floor, f64::MIN_POSITIVE].into_iter().filter(|v| v.is_finite()).fold(0.0, f64::max))
 }
 
@@ -568,6 +597,10 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
 
     let mut rp = params.rank.clone();
     rp.unrelated_factor = params.off_path_factor;
+    // Without a call graph the order of onsets is the only order between cause and effect.
+    if on_path.is_none() {
+        rp.w_precedence = params.precedence_without_graph;
+    }
     for (m, k) in &kinds {
         rp.metric_kinds.insert(m.clone(), *k);
     }
@@ -604,6 +637,13 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
     services.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.service.cmp(&b.service)));
 
     let top_z = services.iter().map(|s| s.z).fold(0.0, f64::max);
+    // The strongest deviation that moves with the symptom's.
+    let tracking_z = services
+        .iter()
+        .flat_map(|s| s.findings.iter())
+        .filter(|f| f.symptom_corr.is_some_and(|c| c >= params.quiet_corr))
+        .map(|f| f.z)
+        .fold(0.0, f64::max);
     let other = input.evidence.iter().any(|e| !matches!(e.payload, Payload::Topology { .. } | Payload::Action { .. }));
     let mut not_found = None;
     if let (Some(sym), true) = (symptom, judged.iter().any(|(s, _, _)| Some(s.service.as_str()) == symptom)) {
@@ -614,7 +654,14 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
             not_found = Some(format!("the symptom {sym} is not abnormal (sustained z {z:.1})"));
         }
     }
-    if not_found.is_none() && (top_z.is_nan() || top_z < params.found_z) && !other {
+    let symptom_quiet = symptom.is_some_and(|sym| judged.iter().any(|(s, _, _)| s.service == sym))
+        && sym_best.is_none_or(|b| b.2.z.is_nan() || b.2.z < params.report_z);
+    let credible = if symptom_quiet {
+        top_z >= params.found_z.max(params.quiet_found_z) || tracking_z >= params.found_z
+    } else {
+        top_z >= params.found_z
+    };
+    if not_found.is_none() && !credible && !other {
         not_found = Some(format!("no series is credibly abnormal (largest sustained z {top_z:.1})"));
     }
     if services.is_empty() && not_found.is_none() {
@@ -744,6 +791,64 @@ mod tests {
         let r = rank_recording(&inp, &p);
         assert!(!r.found, "{r:?}");
         assert!(r.not_found_reason.as_deref().is_some_and(|w| w.contains("symptom")), "{r:?}");
+    }
+
+    #[test]
+    fn a_series_that_often_jumps_in_normal_data_is_not_abnormal_when_it_jumps_again() {
+        // `p99` sits on one value and jumps on every fifth point (a quantised tail latency);
+        // it jumps again at the start. `db` steps up at the start and stays up.
+        let flaky =
+            |i: usize| if i.is_multiple_of(5) || i == 41 { 1.5 + 0.01 * (i % 7) as f64 } else { 1.0 + 0.0001 * (i % 3) as f64 };
+        let s = vec![
+            Series {
+                service: "web".into(),
+                metric: "p99".into(),
+                points: (0..50).map(|i| (60 * i as i64, flaky(i))).collect(),
+            },
+            series("db", "cpu", 2, 50, |i| if i >= 40 { 2.0 } else { 0.0 }),
+        ];
+        let r = rank_recording(&input(&s), &RecordingParams::default());
+        assert_eq!(r.services.first().map(|x| x.service.as_str()), Some("db"), "{:#?}", r.services);
+        let web = r.services.iter().find(|x| x.service == "web").map(|x| x.z).unwrap_or(0.0);
+        assert!(web < 5.0, "the jump is within the series' own tail: z {web}");
+        // Without the tail floor the jump reads as a huge deviation.
+        let p = RecordingParams { tail_quantile: 0.0, ..RecordingParams::default() };
+        let r = rank_recording(&input(&s), &p);
+        let web = r.services.iter().find(|x| x.service == "web").map(|x| x.z).unwrap_or(0.0);
+        assert!(web > 20.0, "z {web}");
+    }
+
+    #[test]
+    fn a_quiet_symptom_needs_an_overwhelming_or_a_tracking_deviation() {
+        let quiet_symptom = series("web", "latency", 1, 50, |_| 0.0);
+        let with = |step: f64| {
+            vec![quiet_symptom.clone(), series("a", "cpu", 2, 50, move |i| if i >= 40 { step } else { 0.0 })]
+        };
+        let p = RecordingParams::default();
+        let run = |s: &[Series], p: &RecordingParams| {
+            let mut inp = input(s);
+            inp.symptom = Some("web".into());
+            rank_recording(&inp, p)
+        };
+        // A clear but moderate deviation elsewhere does not explain a symptom that did not move.
+        let moderate = with(0.5);
+        let r = run(&moderate, &p);
+        let z = r.services.iter().find(|x| x.service == "a").map(|x| x.z).unwrap_or(0.0);
+        assert!(z >= p.found_z && z < p.quiet_found_z, "z {z}");
+        assert!(!r.found, "{r:?}");
+        // Without the rule it would have been an answer.
+        assert!(run(&moderate, &RecordingParams { quiet_found_z: 0.0, ..p.clone() }).found);
+        // An overwhelming one is credible on its own.
+        assert!(run(&with(5.0), &p).found);
+        // So is a moderate one that moves with the symptom's own (sub-threshold) deviation.
+        let tracking = vec![
+            series("web", "latency", 1, 50, |i| if i >= 40 { 0.06 } else { 0.0 }),
+            series("a", "cpu", 2, 50, |i| if i >= 40 { 0.5 } else { 0.0 }),
+        ];
+        let r = run(&tracking, &RecordingParams { quiet_corr: 0.4, ..p.clone() });
+        let f = r.services.iter().find(|x| x.service == "a").and_then(|x| x.findings.first().cloned());
+        assert!(f.as_ref().and_then(|f| f.symptom_corr).is_some_and(|c| c >= 0.4), "{f:?}");
+        assert!(r.found, "{r:?}");
     }
 
     #[test]
