@@ -50,14 +50,9 @@ fn main() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
+    let secs =
+        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
         });
     println!("cargo:rustc-env=WARDEN_GIT_COMMIT={commit}");
     println!("cargo:rustc-env=WARDEN_BUILD_DATE={}", date(secs));

@@ -86,6 +86,7 @@ export WARDEN_TEST_GGUF="$gguf"
 
 # The deploy_* tests render deploy/kustomize with kubectl (they skip without it), check the
 # alerts with promtool and the manifests against ../shared/kube when it is there.
+cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build -p warden-agent --bins
 cargo test --workspace --no-fail-fast

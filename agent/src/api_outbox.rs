@@ -34,26 +34,16 @@ pub struct OutboxQuery {
 
 /// The 400 answer for an unknown state, if it is one.
 fn bad_state(state: &str) -> Option<Response> {
-    (!STATES.contains(&state)).then(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("state must be one of {}, not `{state}`", STATES.join(", ")),
-        )
-    })
+    (!STATES.contains(&state))
+        .then(|| error(StatusCode::BAD_REQUEST, format!("state must be one of {}, not `{state}`", STATES.join(", "))))
 }
 
 /// `GET /api/v1/outbox`: counts per channel and the messages (default: pending, oldest first).
-pub async fn list(
-    State(st): State<AppState>,
-    q: Result<Query<OutboxQuery>, QueryRejection>,
-) -> Response {
+pub async fn list(State(st): State<AppState>, q: Result<Query<OutboxQuery>, QueryRejection>) -> Response {
     let Ok(Query(q)) = q else {
         return error(
             StatusCode::BAD_REQUEST,
-            format!(
-                "query parameters: state={}, channel=NAME, limit=N",
-                STATES.join("|")
-            ),
+            format!("query parameters: state={}, channel=NAME, limit=N", STATES.join("|")),
         );
     };
     let state = q.state.as_deref().unwrap_or("pending");
@@ -61,10 +51,7 @@ pub async fn list(
         return r;
     }
     let store = &st.engine.store;
-    match (
-        store.outbox_stats(),
-        store.list_outbox(Some(state), q.channel.as_deref(), q.limit.unwrap_or(500)),
-    ) {
+    match (store.outbox_stats(), store.list_outbox(Some(state), q.channel.as_deref(), q.limit.unwrap_or(500))) {
         (Ok(stats), Ok(messages)) => {
             let now = Utc::now();
             let channels: Vec<_> = stats
@@ -90,36 +77,20 @@ pub struct DeadQuery {
 }
 
 /// `GET /api/v1/outbox/dead`: dead letters with their reasons, newest first.
-pub async fn dead(
-    State(st): State<AppState>,
-    q: Result<Query<DeadQuery>, QueryRejection>,
-) -> Response {
+pub async fn dead(State(st): State<AppState>, q: Result<Query<DeadQuery>, QueryRejection>) -> Response {
     let Ok(Query(q)) = q else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "query parameters: channel=NAME, limit=N",
-        );
+        return error(StatusCode::BAD_REQUEST, "query parameters: channel=NAME, limit=N");
     };
-    match st
-        .engine
-        .store
-        .list_outbox(Some("dead"), q.channel.as_deref(), q.limit.unwrap_or(500))
-    {
+    match st.engine.store.list_outbox(Some("dead"), q.channel.as_deref(), q.limit.unwrap_or(500)) {
         Ok(dead) => Json(json!({"dead_letters": dead})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-fn change_response(
-    id: i64,
-    change: Result<DeadLetterChange, crate::store::StoreError>,
-    what: &str,
-) -> Response {
+fn change_response(id: i64, change: Result<DeadLetterChange, crate::store::StoreError>, what: &str) -> Response {
     match change {
         Ok(DeadLetterChange::Done(m)) => Json(json!({"message": m})).into_response(),
-        Ok(DeadLetterChange::NotFound) => {
-            error(StatusCode::NOT_FOUND, format!("no outbox message {id}"))
-        }
+        Ok(DeadLetterChange::NotFound) => error(StatusCode::NOT_FOUND, format!("no outbox message {id}")),
         Ok(DeadLetterChange::NotDead(state)) => error(
             StatusCode::CONFLICT,
             format!("outbox message {id} is {state}, not dead: only dead letters can be {what}"),
@@ -149,18 +120,11 @@ pub async fn discard(State(st): State<AppState>, Path(id): Path<i64>) -> Respons
 
 /// `POST /api/v1/outbox/dead/retry[?channel=NAME]`: every dead letter (of a channel) is
 /// queued again, e.g. after a revoked webhook was replaced.
-pub async fn retry_all(
-    State(st): State<AppState>,
-    q: Result<Query<DeadQuery>, QueryRejection>,
-) -> Response {
+pub async fn retry_all(State(st): State<AppState>, q: Result<Query<DeadQuery>, QueryRejection>) -> Response {
     let Ok(Query(q)) = q else {
         return error(StatusCode::BAD_REQUEST, "query parameters: channel=NAME");
     };
-    match st
-        .engine
-        .store
-        .retry_all_dead(q.channel.as_deref(), Utc::now())
-    {
+    match st.engine.store.retry_all_dead(q.channel.as_deref(), Utc::now()) {
         Ok(n) => {
             tracing::info!(retried = n, channel = ?q.channel, "dead letters retried through the API");
             st.engine.outbox_wake.notify_one();

@@ -31,7 +31,10 @@ macro_rules! remediation {
 
 pub async fn list_playbooks(State(st): State<AppState>) -> Response {
     let rem = remediation!(st);
-    let list: Vec<_> = rem.catalog.iter().map(|e| &e.playbook)
+    let list: Vec<_> = rem
+        .catalog
+        .iter()
+        .map(|e| &e.playbook)
         .map(|pb| {
             json!({
                 "name": pb.name, "description": pb.description, "target": pb.target,
@@ -88,7 +91,12 @@ pub async fn start_run(State(st): State<AppState>, Path(name): Path<String>, bod
         playbook: pb,
         params: body.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
         target,
-        trigger: TriggerInfo { kind: "manual".into(), actor: "api/operator".into(), incident_id: None, detail: json!({}) },
+        trigger: TriggerInfo {
+            kind: "manual".into(),
+            actor: "api/operator".into(),
+            incident_id: None,
+            detail: json!({}),
+        },
         vars: Vars::new(),
         has_data: None,
         dry_run: body.dry_run,
@@ -96,9 +104,11 @@ pub async fn start_run(State(st): State<AppState>, Path(name): Path<String>, bod
     };
     match rem.runs.start(req).await {
         Ok(run) => (StatusCode::CREATED, Json(json!({"run": run}))).into_response(),
-        Err(e @ (warden_playbooks::Error::Param { .. } | warden_playbooks::Error::Invalid(_) | warden_playbooks::Error::TimeOutOfRange { .. })) => {
-            error(StatusCode::BAD_REQUEST, e.to_string())
-        }
+        Err(
+            e @ (warden_playbooks::Error::Param { .. }
+            | warden_playbooks::Error::Invalid(_)
+            | warden_playbooks::Error::TimeOutOfRange { .. }),
+        ) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -111,7 +121,10 @@ pub struct RunsQuery {
     limit: Option<u32>,
 }
 
-pub async fn list_runs(State(st): State<AppState>, q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn list_runs(
+    State(st): State<AppState>,
+    q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(q)) = q else {
         return error(StatusCode::BAD_REQUEST, "query parameters: status=<run status>, incident=ID, limit=N");
     };

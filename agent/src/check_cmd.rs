@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn a_config_whose_references_resolve_has_no_problems() {
-        let text = "store: { sqlite: /tmp/x.db }\nserver: { listen: 127.0.0.1:8080 }\nwatches:\n  - name: a\n    query: up\n";
+        let text =
+            "store: { sqlite: /tmp/x.db }\nserver: { listen: 127.0.0.1:8080 }\nwatches:\n  - name: a\n    query: up\n";
         assert!(unresolved(text).is_empty());
     }
 }

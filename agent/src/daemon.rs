@@ -80,7 +80,10 @@ fn http_auth(section: &str, auth: Option<&AuthSection>) -> Result<Option<HttpAut
     let Some(a) = auth else { return Ok(None) };
     Ok(match (&a.bearer, &a.basic) {
         (Some(b), _) => Some(HttpAuth::Bearer(secret(&format!("{section}.auth.bearer"), b)?)),
-        (None, Some(b)) => Some(HttpAuth::Basic { username: b.username.clone(), password: secret(&format!("{section}.auth.basic.password"), &b.password)? }),
+        (None, Some(b)) => Some(HttpAuth::Basic {
+            username: b.username.clone(),
+            password: secret(&format!("{section}.auth.basic.password"), &b.password)?,
+        }),
         (None, None) => None,
     })
 }
@@ -149,8 +152,14 @@ impl MetricSource for NoSource {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     warden_connectors::install_crypto_provider();
     let cfg = Arc::new(cfg);
-    let api_token = cfg.server.api_token.as_ref().map(|t| t.resolve().map_err(|e| anyhow!("server.api_token: {e}"))).transpose()?;
-    let viewer_token = cfg.server.viewer_token.as_ref().map(|t| t.resolve().map_err(|e| anyhow!("server.viewer_token: {e}"))).transpose()?;
+    let api_token =
+        cfg.server.api_token.as_ref().map(|t| t.resolve().map_err(|e| anyhow!("server.api_token: {e}"))).transpose()?;
+    let viewer_token = cfg
+        .server
+        .viewer_token
+        .as_ref()
+        .map(|t| t.resolve().map_err(|e| anyhow!("server.viewer_token: {e}")))
+        .transpose()?;
     if api_token.is_none() && viewer_token.is_none() {
         tracing::warn!("server.api_token is not set: /api/* answers 403");
     }
@@ -163,12 +172,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let evidence = kube.map(|k| k as Arc<dyn ClusterEvidence>);
     let channels = build_channels(&cfg)?;
     let store = Arc::new(
-        Store::open(&cfg.store.sqlite).with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
+        Store::open(&cfg.store.sqlite)
+            .with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
     );
     let metrics = Arc::new(Metrics::new());
 
     let timeline = Timeline::default();
-    let mut engine = Engine::new(cfg.clone(), store.clone(), source, cluster, metrics.clone(), channels.names(), timeline.clone());
+    let mut engine =
+        Engine::new(cfg.clone(), store.clone(), source, cluster, metrics.clone(), channels.names(), timeline.clone());
     if let Some(logs) = build_loki(&cfg)? {
         engine = engine.with_logs(Arc::new(logs));
     }
@@ -190,7 +201,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("server.listen: binding {}", cfg.server.listen))?;
     tracing::info!(listen = %cfg.server.listen, watches = cfg.watches.len(), "warden started");
-    let app = router(AppState { engine: engine.clone(), api_token: api_token.map(Arc::from), viewer_token: viewer_token.map(Arc::from), ready: ready.clone() });
+    let app = router(AppState {
+        engine: engine.clone(),
+        api_token: api_token.map(Arc::from),
+        viewer_token: viewer_token.map(Arc::from),
+        ready: ready.clone(),
+    });
     let server_token = shutdown.clone();
     let limits = cfg.server.limits.clone();
     let server = tokio::spawn(async move {
@@ -231,7 +247,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     match tokio::time::timeout(SHUTDOWN_DEADLINE, outbox_task).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "outbox task"),
-        Err(_) => tracing::warn!("outbox did not finish within the shutdown deadline; undelivered messages stay queued"),
+        Err(_) => {
+            tracing::warn!("outbox did not finish within the shutdown deadline; undelivered messages stay queued")
+        }
     }
     match tokio::time::timeout(SHUTDOWN_DEADLINE, server).await {
         Ok(Ok(Ok(()))) => {}
@@ -247,7 +265,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
 /// watch that overran its interval skips the missed ticks instead of bunching them.
 pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
     // Metric watches first, then log watches, each with its own interval.
-    let mut jobs: Vec<(bool, usize, Duration)> = engine.config.watches.iter().enumerate().map(|(i, w)| (false, i, w.interval.get())).collect();
+    let mut jobs: Vec<(bool, usize, Duration)> =
+        engine.config.watches.iter().enumerate().map(|(i, w)| (false, i, w.interval.get())).collect();
     jobs.extend(engine.config.log_watches.iter().enumerate().map(|(i, w)| (true, i, w.interval.get())));
     if jobs.is_empty() {
         shutdown.cancelled().await;
@@ -351,7 +370,10 @@ async fn run_outbox(outbox: Outbox, wake: Arc<tokio::sync::Notify>, shutdown: Ca
     loop {
         let pass = outbox.deliver_due(Utc::now()).await;
         let wait = match pass.next_due {
-            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+            Some(t) => (t - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(50), Duration::from_secs(5)),
             None => Duration::from_secs(5),
         };
         tokio::select! {

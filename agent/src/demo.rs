@@ -59,9 +59,13 @@ impl Load {
     fn parse(text: &str, origin: DateTime<Utc>) -> Result<Self> {
         let mut rps = Vec::new();
         for (i, line) in text.lines().enumerate().skip(1) {
-            let (offset, value) = line.split_once(',').ok_or_else(|| anyhow!("demo/checkout-load.csv:{}: expected two columns", i + 1))?;
-            let offset: i64 = offset.trim().parse().with_context(|| format!("demo/checkout-load.csv:{}: offset", i + 1))?;
-            let value: f64 = value.trim().parse().with_context(|| format!("demo/checkout-load.csv:{}: value", i + 1))?;
+            let (offset, value) = line
+                .split_once(',')
+                .ok_or_else(|| anyhow!("demo/checkout-load.csv:{}: expected two columns", i + 1))?;
+            let offset: i64 =
+                offset.trim().parse().with_context(|| format!("demo/checkout-load.csv:{}: offset", i + 1))?;
+            let value: f64 =
+                value.trim().parse().with_context(|| format!("demo/checkout-load.csv:{}: value", i + 1))?;
             if offset != rps.len() as i64 * 30 {
                 return Err(anyhow!("demo/checkout-load.csv:{}: offsets must step by 30 s", i + 1));
             }
@@ -139,7 +143,12 @@ impl ClusterEvidence for SimCluster {
             facts.push(Fact {
                 time: since,
                 subject: subject.clone(),
-                payload: Payload::Topology { nodes, pods, services: vec![deployment.to_string()], depends_on: vec!["payments".into()] },
+                payload: Payload::Topology {
+                    nodes,
+                    pods,
+                    services: vec![deployment.to_string()],
+                    depends_on: vec!["payments".into()],
+                },
             });
             let history = self.history.lock().map(|h| h.clone()).unwrap_or_default();
             for pair in history.windows(2) {
@@ -160,12 +169,18 @@ impl ClusterEvidence for SimCluster {
                 });
             }
         } else if (namespace, deployment) == MODEL_SERVER {
-            let demo_start = self.history.lock().ok().and_then(|h| h.first().map(|(t, _)| *t)).unwrap_or(now) + ChronoDuration::seconds(HISTORY_SECS);
+            let demo_start = self.history.lock().ok().and_then(|h| h.first().map(|(t, _)| *t)).unwrap_or(now)
+                + ChronoDuration::seconds(HISTORY_SECS);
             let changed = demo_start + ChronoDuration::minutes(DRIFT_FROM - 2);
             facts.push(Fact {
                 time: since,
                 subject: subject.clone(),
-                payload: Payload::Topology { nodes: vec![NODES[1].into()], pods: vec!["fraud-scorer-5c8b7-kq2vd".into()], services: vec![deployment.to_string()], depends_on: vec![] },
+                payload: Payload::Topology {
+                    nodes: vec![NODES[1].into()],
+                    pods: vec!["fraud-scorer-5c8b7-kq2vd".into()],
+                    services: vec![deployment.to_string()],
+                    depends_on: vec![],
+                },
             });
             if changed.timestamp() >= since && changed <= now {
                 facts.push(Fact {
@@ -190,15 +205,26 @@ impl ClusterEvidence for SimCluster {
 impl Cluster for SimCluster {
     async fn get_replicas(&self, t: &WorkloadRef) -> Result<ReplicaState, ClusterError> {
         if t != &self.target {
-            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
+            return Err(ClusterError::new(
+                ClusterErrorKind::NotFound,
+                format!("deployments.apps \"{}\" not found", t.name),
+            ));
         }
         let now = self.now.lock().map(|n| *n).unwrap_or_else(|_| Utc::now());
         Ok(ReplicaState { desired: self.desired_at(now), current: self.ready_at(now) })
     }
 
-    async fn set_replicas(&self, t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
+    async fn set_replicas(
+        &self,
+        t: &WorkloadRef,
+        replicas: i32,
+        dry_run: bool,
+    ) -> Result<SetReplicasOutcome, ClusterError> {
         if t != &self.target {
-            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
+            return Err(ClusterError::new(
+                ClusterErrorKind::NotFound,
+                format!("deployments.apps \"{}\" not found", t.name),
+            ));
         }
         if replicas < 0 {
             return Err(ClusterError::new(ClusterErrorKind::Other, "spec.replicas: must be non-negative"));
@@ -218,17 +244,29 @@ impl Cluster for SimCluster {
 
     async fn deployment_info(&self, t: &WorkloadRef) -> Result<DeploymentInfo, ClusterError> {
         if t.namespace == MODEL_SERVER.0 && t.name == MODEL_SERVER.1 {
-            return Ok(DeploymentInfo { labels: BTreeMap::from([("app".to_string(), t.name.clone())]), revision: Some(1), replicas: 2 });
+            return Ok(DeploymentInfo {
+                labels: BTreeMap::from([("app".to_string(), t.name.clone())]),
+                revision: Some(1),
+                replicas: 2,
+            });
         }
         let state = self.get_replicas(t).await?;
         let labels = BTreeMap::from([("app".to_string(), t.name.clone())]);
         Ok(DeploymentInfo { labels, revision: Some(1), replicas: state.desired })
     }
 
-    async fn create_job(&self, namespace: &str, job: &serde_json::Value, dry_run: bool) -> Result<JobCreated, ClusterError> {
+    async fn create_job(
+        &self,
+        namespace: &str,
+        job: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<JobCreated, ClusterError> {
         let name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
         if name.is_empty() || namespace != MODEL_SERVER.0 {
-            return Err(ClusterError::new(ClusterErrorKind::Other, format!("jobs are simulated in namespace {} only", MODEL_SERVER.0)));
+            return Err(ClusterError::new(
+                ClusterErrorKind::Other,
+                format!("jobs are simulated in namespace {} only", MODEL_SERVER.0),
+            ));
         }
         let created = match self.jobs.lock() {
             Ok(mut jobs) if !dry_run => jobs.insert(name, 0).is_none(),
@@ -244,7 +282,12 @@ impl Cluster for SimCluster {
                     *n += 1;
                     *n
                 }
-                None => return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("jobs.batch \"{name}\" not found"))),
+                None => {
+                    return Err(ClusterError::new(
+                        ClusterErrorKind::NotFound,
+                        format!("jobs.batch \"{name}\" not found"),
+                    ))
+                }
             },
             Err(_) => return Err(ClusterError::new(ClusterErrorKind::Other, "lock")),
         };
@@ -257,7 +300,10 @@ impl Cluster for SimCluster {
 
     async fn read_deployment(&self, t: &WorkloadRef) -> Result<serde_json::Value, ClusterError> {
         if t.namespace != MODEL_SERVER.0 || t.name != MODEL_SERVER.1 {
-            return Err(ClusterError::new(ClusterErrorKind::NotFound, format!("deployments.apps \"{}\" not found", t.name)));
+            return Err(ClusterError::new(
+                ClusterErrorKind::NotFound,
+                format!("deployments.apps \"{}\" not found", t.name),
+            ));
         }
         let env: Vec<serde_json::Value> = self
             .model_env
@@ -267,7 +313,12 @@ impl Cluster for SimCluster {
         Ok(serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "fraud-v3", "env": env}]}}}}))
     }
 
-    async fn patch_deployment(&self, t: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+    async fn patch_deployment(
+        &self,
+        t: &WorkloadRef,
+        patch: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
         self.read_deployment(t).await?;
         let containers = patch["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
         if !dry_run {
@@ -294,7 +345,14 @@ struct SimPrometheus {
 }
 
 /// Names of checkout's pods, in the order the Deployment scales them up.
-const PODS: [&str; 6] = ["checkout-6f7c9d-b7xkq", "checkout-6f7c9d-m2d9p", "checkout-6f7c9d-r4tzw", "checkout-6f7c9d-h8vns", "checkout-6f7c9d-c3lfy", "checkout-6f7c9d-w9qjd"];
+const PODS: [&str; 6] = [
+    "checkout-6f7c9d-b7xkq",
+    "checkout-6f7c9d-m2d9p",
+    "checkout-6f7c9d-r4tzw",
+    "checkout-6f7c9d-h8vns",
+    "checkout-6f7c9d-c3lfy",
+    "checkout-6f7c9d-w9qjd",
+];
 /// Scenario faults, in minutes after the demo's start.
 const SLOW_POD: (i64, i64) = (60, 80); // checkout-6f7c9d-m2d9p on a noisy node
 const DISK_FILL_FROM: i64 = 45; // debug logging left on in orders-db
@@ -309,7 +367,9 @@ const SCORES_PER_SECOND: f64 = 20.0;
 
 /// Deterministic noise in [-0.5, 0.5) for a time and a stream.
 fn jitter(t: DateTime<Utc>, stream: u64) -> f64 {
-    let h = (t.timestamp() as u64 ^ stream.wrapping_mul(0xA24B_AED4_963E_E407)).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    let h = (t.timestamp() as u64 ^ stream.wrapping_mul(0xA24B_AED4_963E_E407))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(17);
     (h % 10_000) as f64 / 10_000.0 - 0.5
 }
 
@@ -363,10 +423,15 @@ impl SimPrometheus {
 
     /// The series a query asks for, keyed by the metric name in it.
     fn series(&self, query: &str, times: &[DateTime<Utc>]) -> Vec<Series> {
-        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+        };
         let one = |labels: BTreeMap<String, String>, f: &dyn Fn(DateTime<Utc>) -> Option<f64>| Series {
             labels,
-            points: times.iter().filter_map(|t| f(*t).map(|v| Sample { timestamp_ms: t.timestamp_millis(), value: v })).collect(),
+            points: times
+                .iter()
+                .filter_map(|t| f(*t).map(|v| Sample { timestamp_ms: t.timestamp_millis(), value: v }))
+                .collect(),
         };
         let checkout = [("namespace", "shop"), ("deployment", "checkout")];
         let payments = [("namespace", "shop"), ("deployment", "payments")];
@@ -389,7 +454,9 @@ impl SimPrometheus {
                 .collect();
         }
         if query.contains("kubelet_volume_stats") {
-            return vec![one(labels(&[("namespace", "shop"), ("persistentvolumeclaim", "orders-db-data")]), &|t| Some(self.disk_used(t)))];
+            return vec![one(labels(&[("namespace", "shop"), ("persistentvolumeclaim", "orders-db-data")]), &|t| {
+                Some(self.disk_used(t))
+            })];
         }
         if query.contains("container_cpu_usage_seconds_total") {
             return vec![one(labels(&payments), &|t| Some(self.payments_cpu(t)))];
@@ -418,11 +485,20 @@ impl SimPrometheus {
 
 #[async_trait]
 impl MetricSource for SimPrometheus {
-    async fn query_range(&self, q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> warden_connectors::Result<RangeResult> {
+    async fn query_range(
+        &self,
+        q: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> warden_connectors::Result<RangeResult> {
         let since = (end - self.demo_start).num_seconds();
         if (OUTAGE.0..OUTAGE.1).contains(&since) {
             let url = "http://prometheus.demo.invalid:9090/api/v1/query_range".to_string();
-            return Err(warden_connectors::Error::Connect { url, message: "connection refused (simulated outage)".into() });
+            return Err(warden_connectors::Error::Connect {
+                url,
+                message: "connection refused (simulated outage)".into(),
+            });
         }
         let step = ChronoDuration::from_std(step).map_err(|e| warden_connectors::Error::InvalidInput(e.to_string()))?;
         let mut times = Vec::new();
@@ -500,7 +576,11 @@ impl<W: Write> Printer<W> {
                 let periodic = self.last_ok_print.is_none_or(|t| at - t >= ChronoDuration::minutes(10));
                 if interesting || periodic {
                     self.last_ok_print = Some(at);
-                    let text = format!("{target} p95 {} (expected {}), {replicas} replicas: {state}", fmt(Some(value)), fmt(expected));
+                    let text = format!(
+                        "{target} p95 {} (expected {}), {replicas} replicas: {state}",
+                        fmt(Some(value)),
+                        fmt(expected)
+                    );
                     self.line(at, "evaluate", &text)?;
                 }
                 Ok(())
@@ -512,7 +592,9 @@ impl<W: Write> Printer<W> {
                 self.no_data.insert(watch.clone(), reason.clone());
                 self.line(at, "no data", &format!("{watch}: {reason}; nothing opened, resolved or acted on"))
             }
-            TimelineEvent::IncidentOpened { at, incident_id, title } => self.line(at, "INCIDENT", &format!("#{incident_id} opened: {title}")),
+            TimelineEvent::IncidentOpened { at, incident_id, title } => {
+                self.line(at, "INCIDENT", &format!("#{incident_id} opened: {title}"))
+            }
             TimelineEvent::IncidentUpdated { .. } => Ok(()),
             TimelineEvent::Run { at, text, status, .. } => {
                 let what = match status.as_str() {
@@ -531,10 +613,18 @@ impl<W: Write> Printer<W> {
                 }
                 Ok(())
             }
-            TimelineEvent::IncidentResolved { at, incident_id, title } => self.line(at, "RESOLVED", &format!("#{incident_id}: {title}")),
-            TimelineEvent::NotificationDelivered { at, channel, subject, .. } => self.line(at, "notify", &format!("{channel}: {subject}")),
-            TimelineEvent::NotificationFailed { at, channel, error, .. } => self.line(at, "notify", &format!("{channel} failed, will retry: {error}")),
-            TimelineEvent::NotificationDeadLettered { at, channel, reason, .. } => self.line(at, "notify", &format!("{channel} dead-lettered: {reason}")),
+            TimelineEvent::IncidentResolved { at, incident_id, title } => {
+                self.line(at, "RESOLVED", &format!("#{incident_id}: {title}"))
+            }
+            TimelineEvent::NotificationDelivered { at, channel, subject, .. } => {
+                self.line(at, "notify", &format!("{channel}: {subject}"))
+            }
+            TimelineEvent::NotificationFailed { at, channel, error, .. } => {
+                self.line(at, "notify", &format!("{channel} failed, will retry: {error}"))
+            }
+            TimelineEvent::NotificationDeadLettered { at, channel, reason, .. } => {
+                self.line(at, "notify", &format!("{channel} dead-lettered: {reason}"))
+            }
         }
     }
 }
@@ -589,14 +679,41 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         None => Summarizer::template_only("no model given (warden demo --model FILE.gguf)"),
     };
     // Analyses run inline, on the simulated clock.
-    let engine = Engine::new(cfg.clone(), store.clone(), source, Some(cluster.clone() as Arc<dyn Cluster>), metrics.clone(), channels.names(), timeline.clone())
-        .with_analysis(Some(cluster.clone() as Arc<dyn ClusterEvidence>), Arc::new(summarizer), None);
-    let outbox = Outbox::new(store.clone(), channels, crate::notify::Policy::from_config(&cfg.notify), metrics, timeline);
+    let engine = Engine::new(
+        cfg.clone(),
+        store.clone(),
+        source,
+        Some(cluster.clone() as Arc<dyn Cluster>),
+        metrics.clone(),
+        channels.names(),
+        timeline.clone(),
+    )
+    .with_analysis(Some(cluster.clone() as Arc<dyn ClusterEvidence>), Arc::new(summarizer), None);
+    let outbox =
+        Outbox::new(store.clone(), channels, crate::notify::Policy::from_config(&cfg.notify), metrics, timeline);
 
     let stdout = std::io::stdout();
     let w = &cfg.watches[0];
-    let mut p = Printer { out: stdout.lock(), all: all_evaluations, last_ok_print: None, main_watch: w.name.clone(), states: BTreeMap::new(), no_data: BTreeMap::new() };
-    writeln!(p.out, "warden demo: {} watches; `{}` on shop/checkout ({} replicas, max {}) may scale it", cfg.watches.len(), w.name, START_REPLICAS, w.action.as_ref().and_then(|a| a.scale.as_ref()).and_then(|s| s.max_replicas).unwrap_or(cfg.actions.scale.max_replicas))?;
+    let mut p = Printer {
+        out: stdout.lock(),
+        all: all_evaluations,
+        last_ok_print: None,
+        main_watch: w.name.clone(),
+        states: BTreeMap::new(),
+        no_data: BTreeMap::new(),
+    };
+    writeln!(
+        p.out,
+        "warden demo: {} watches; `{}` on shop/checkout ({} replicas, max {}) may scale it",
+        cfg.watches.len(),
+        w.name,
+        START_REPLICAS,
+        w.action
+            .as_ref()
+            .and_then(|a| a.scale.as_ref())
+            .and_then(|s| s.max_replicas)
+            .unwrap_or(cfg.actions.scale.max_replicas)
+    )?;
     for w in &cfg.watches {
         writeln!(p.out, "  {:<26} {:<18} every {}", w.name, w.detector.kind, w.interval)?;
     }
@@ -623,7 +740,14 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
             // The on-call engineer approves a waiting run two minutes after it asked.
             for run in store.list_runs(Some(warden_playbooks::run::RunStatus::AwaitingApproval), None, 10)? {
                 if t - run.created_at >= ChronoDuration::minutes(2) {
-                    writeln!(p.out, "{}  {:<10} run {} approved by user/oncall (`warden approve {}`)", hhmm(t), "approve", run.id, run.id)?;
+                    writeln!(
+                        p.out,
+                        "{}  {:<10} run {} approved by user/oncall (`warden approve {}`)",
+                        hhmm(t),
+                        "approve",
+                        run.id,
+                        run.id
+                    )?;
                     if let Err(e) = rem.runs.decide(run.id, "user/oncall", true, Some("demo".into()), t).await {
                         writeln!(p.out, "runs: {e}")?;
                     }
@@ -670,8 +794,19 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         std::fs::read_to_string(&notifications).map(|s| s.lines().count()).unwrap_or(0),
         notifications.display()
     )?;
-    writeln!(p.out, "store: {} (try: warden incidents list --db {} and warden incidents show ID --db {})", db.display(), db.display(), db.display())?;
-    writeln!(p.out, "simulated {} of operation in {:.1} s", humantime::format_duration(Duration::from_secs(DEMO_SECS as u64)), wall.elapsed().as_secs_f64())?;
+    writeln!(
+        p.out,
+        "store: {} (try: warden incidents list --db {} and warden incidents show ID --db {})",
+        db.display(),
+        db.display(),
+        db.display()
+    )?;
+    writeln!(
+        p.out,
+        "simulated {} of operation in {:.1} s",
+        humantime::format_duration(Duration::from_secs(DEMO_SECS as u64)),
+        wall.elapsed().as_secs_f64()
+    )?;
     Ok(())
 }
 
@@ -742,27 +877,48 @@ mod tests {
         assert_eq!(pods[0].labels.get("pod").map(String::as_str), Some(PODS[1]));
         assert_eq!(pods[0].status, "resolved");
         let at = |m: i64| start_time() + ChronoDuration::minutes(m);
-        assert!(pods[0].opened_at >= at(SLOW_POD.0) && pods[0].opened_at <= at(SLOW_POD.0 + 5), "{:?}", pods[0].opened_at);
+        assert!(
+            pods[0].opened_at >= at(SLOW_POD.0) && pods[0].opened_at <= at(SLOW_POD.0 + 5),
+            "{:?}",
+            pods[0].opened_at
+        );
 
         let disk = by_watch("orders-db-volume-full");
         assert_eq!(disk.len(), 1, "{disk:?}");
-        assert!(disk[0].opened_at >= at(DISK_FILL_FROM) && disk[0].opened_at <= at(DISK_FILL_FROM + 20), "{:?}", disk[0].opened_at);
+        assert!(
+            disk[0].opened_at >= at(DISK_FILL_FROM) && disk[0].opened_at <= at(DISK_FILL_FROM + 20),
+            "{:?}",
+            disk[0].opened_at
+        );
 
         let cpu = by_watch("payments-cpu-vs-traffic");
         assert_eq!(cpu.len(), 1, "{cpu:?}");
-        assert!(cpu[0].opened_at >= at(CPU_RUNAWAY.0) && cpu[0].opened_at <= at(CPU_RUNAWAY.0 + 2), "{:?}", cpu[0].opened_at);
+        assert!(
+            cpu[0].opened_at >= at(CPU_RUNAWAY.0) && cpu[0].opened_at <= at(CPU_RUNAWAY.0 + 2),
+            "{:?}",
+            cpu[0].opened_at
+        );
         let resolved = cpu[0].resolved_at.expect("the CPU incident resolves after the loop stops");
         assert!(resolved >= at(CPU_RUNAWAY.1), "resolved at {resolved} while the fault was still on");
 
         let drift = by_watch("fraud-model-score-drift");
         assert_eq!(drift.len(), 1, "{drift:?}");
-        assert!(drift[0].opened_at >= at(DRIFT_FROM) && drift[0].opened_at <= at(DRIFT_FROM + 15), "{:?}", drift[0].opened_at);
+        assert!(
+            drift[0].opened_at >= at(DRIFT_FROM) && drift[0].opened_at <= at(DRIFT_FROM + 15),
+            "{:?}",
+            drift[0].opened_at
+        );
         assert_eq!(incidents.len(), 5, "{incidents:?}");
 
         let lines = std::fs::read_to_string(dir.path().join("notifications.jsonl")).expect("notifications");
         let events: Vec<String> = lines
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")["event"].as_str().unwrap_or("").to_string())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json line")["event"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect();
         assert_eq!(events.first().map(String::as_str), Some("opened"));
         assert!(events.iter().any(|e| e == "action"));
@@ -785,6 +941,9 @@ mod tests {
         // The drift follows the feature pipeline's ConfigMap change by ten minutes.
         assert_eq!(top(drift[0]), ("ml/fraud-scorer".to_string(), CauseKind::Change));
         let a = store.get_analysis(drift[0].id).expect("read").expect("analysis");
-        assert!(a.evidence.iter().any(|e| matches!(&e.payload, Payload::Change { change: ChangeKind::Config, .. })), "{a:?}");
+        assert!(
+            a.evidence.iter().any(|e| matches!(&e.payload, Payload::Change { change: ChangeKind::Config, .. })),
+            "{a:?}"
+        );
     }
 }

@@ -58,7 +58,13 @@ fn json_num(v: Option<f64>) -> serde_json::Value {
 }
 
 /// Score `input` with `detector` and write the rows to `out`.
-pub fn run_to(input: &Path, detector: &str, params: &[(String, String)], json: bool, out: &mut dyn Write) -> Result<usize> {
+pub fn run_to(
+    input: &Path,
+    detector: &str,
+    params: &[(String, String)],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<usize> {
     let mut det = registry::build(detector, params).map_err(|e| anyhow!("{e}"))?;
     let file = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let mut reader = csv::ReaderBuilder::new()
@@ -68,7 +74,11 @@ pub fn run_to(input: &Path, detector: &str, params: &[(String, String)], json: b
     let headers = reader.headers().with_context(|| format!("{}:1: reading the header", input.display()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let (Some(ti), Some(vi)) = (col("timestamp"), col("value")) else {
-        bail!("{}:1: the header must name `timestamp` and `value` columns (found: {})", input.display(), headers.iter().collect::<Vec<_>>().join(","));
+        bail!(
+            "{}:1: the header must name `timestamp` and `value` columns (found: {})",
+            input.display(),
+            headers.iter().collect::<Vec<_>>().join(",")
+        );
     };
     if !json {
         writeln!(out, "timestamp,value,score,expected,lower,upper,anomaly")?;
@@ -78,7 +88,9 @@ pub fn run_to(input: &Path, detector: &str, params: &[(String, String)], json: b
         let line = i + 2;
         let rec = rec.map_err(|e| match e.kind() {
             // The reader names the physical line that is too long.
-            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => anyhow!("{}: {io}", input.display()),
+            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                anyhow!("{}: {io}", input.display())
+            }
             _ => anyhow!("{}:{line}: reading the row: {e}", input.display()),
         })?;
         let ts_text = rec.get(ti).unwrap_or("");
@@ -98,7 +110,11 @@ pub fn run_to(input: &Path, detector: &str, params: &[(String, String)], json: b
             writeln!(out, "{row}")?;
         } else {
             let ts_out = ts_text.trim();
-            let ts_out = if ts_out.contains([',', '"']) { format!("\"{}\"", ts_out.replace('"', "\"\"")) } else { ts_out.to_string() };
+            let ts_out = if ts_out.contains([',', '"']) {
+                format!("\"{}\"", ts_out.replace('"', "\"\""))
+            } else {
+                ts_out.to_string()
+            };
             writeln!(
                 out,
                 "{ts_out},{},{},{},{},{},{}",
@@ -148,7 +164,11 @@ mod tests {
     fn one_output_row_per_input_row_streaming() {
         let mut text = String::from("timestamp,value\n");
         for i in 0..40 {
-            text.push_str(&format!("{},{}\n", 1_700_000_000 + i * 60, if i >= 37 { 50.0 } else { 10.0 + (i % 3) as f64 }));
+            text.push_str(&format!(
+                "{},{}\n",
+                1_700_000_000 + i * 60,
+                if i >= 37 { 50.0 } else { 10.0 + (i % 3) as f64 }
+            ));
         }
         text.push_str("1700002400,\n");
         let f = write_csv(&text);
@@ -180,10 +200,14 @@ mod tests {
         let f = write_csv(&format!("timestamp,value\n1700000000,1\n1700000060,{long}\n1700000120,3\n"));
         let e = run_to(f.path(), "robust_baseline", &[], false, &mut Vec::new()).expect_err("too long");
         let msg = format!("{e:#}");
-        assert!(msg.contains(&f.path().display().to_string()) && msg.contains("line 3 is longer than 1048576 bytes"), "{msg}");
+        assert!(
+            msg.contains(&f.path().display().to_string()) && msg.contains("line 3 is longer than 1048576 bytes"),
+            "{msg}"
+        );
         // A newline-free input fails on its header line.
         let f = write_csv(&long);
-        let msg = format!("{:#}", run_to(f.path(), "robust_baseline", &[], false, &mut Vec::new()).expect_err("too long"));
+        let msg =
+            format!("{:#}", run_to(f.path(), "robust_baseline", &[], false, &mut Vec::new()).expect_err("too long"));
         assert!(msg.contains("line 1 is longer"), "{msg}");
     }
 

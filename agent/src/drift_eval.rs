@@ -50,7 +50,8 @@ impl DriftSpec {
         let mut rest = params.clone();
         let current = take_duration(&mut rest, "current")?.unwrap_or(DEFAULT_CURRENT);
         let reference = take_duration(&mut rest, "reference")?;
-        let min_observations = take_count(&mut rest, "min_observations", 1..=u64::from(u32::MAX))?.unwrap_or(DEFAULT_MIN_OBSERVATIONS);
+        let min_observations =
+            take_count(&mut rest, "min_observations", 1..=u64::from(u32::MAX))?.unwrap_or(DEFAULT_MIN_OBSERVATIONS);
         let params: DriftParams = detector_params(&rest)?;
         params.validate().map_err(|e| named(&e))?;
         Ok(Self { current, reference, min_observations, params })
@@ -80,15 +81,26 @@ impl QualitySpec {
         let current = take_duration(&mut rest, "current")?.unwrap_or(DEFAULT_CURRENT);
         let reference = take_duration(&mut rest, "reference")?;
         let goal = match rest.remove("goal") {
-            None => return Err(("goal".into(), "required: `higher_is_better` (accuracy, AUC) or `lower_is_better` (error rate, loss)".into())),
-            Some(v) => serde_json::from_value::<QualityGoal>(v.clone())
-                .map_err(|_| ("goal".to_string(), format!("must be `higher_is_better` or `lower_is_better`, got {v}")))?,
+            None => {
+                return Err((
+                    "goal".into(),
+                    "required: `higher_is_better` (accuracy, AUC) or `lower_is_better` (error rate, loss)".into(),
+                ))
+            }
+            Some(v) => serde_json::from_value::<QualityGoal>(v.clone()).map_err(|_| {
+                ("goal".to_string(), format!("must be `higher_is_better` or `lower_is_better`, got {v}"))
+            })?,
         };
         let tolerance = match rest.remove("tolerance") {
             None => 0.05,
             Some(v) => match v.as_f64() {
                 Some(t) if t.is_finite() && (0.0..=10.0).contains(&t) => t,
-                _ => return Err(("tolerance".into(), format!("must be a number between 0 and 10 (a fraction: 0.05 = 5 %), got {v}"))),
+                _ => {
+                    return Err((
+                        "tolerance".into(),
+                        format!("must be a number between 0 and 10 (a fraction: 0.05 = 5 %), got {v}"),
+                    ))
+                }
             },
         };
         let baseline = match rest.remove("baseline") {
@@ -99,10 +111,18 @@ impl QualitySpec {
             },
         };
         if let Some(key) = rest.keys().next() {
-            return Err((key.clone(), format!("unknown field `{key}`, expected one of `goal`, `tolerance`, `current`, `baseline`, `reference`")));
+            return Err((
+                key.clone(),
+                format!(
+                    "unknown field `{key}`, expected one of `goal`, `tolerance`, `current`, `baseline`, `reference`"
+                ),
+            ));
         }
         if baseline.is_some() && reference.is_some() {
-            return Err(("reference".into(), "give either a fixed `baseline` or a `reference` window, not both".into()));
+            return Err((
+                "reference".into(),
+                "give either a fixed `baseline` or a `reference` window, not both".into(),
+            ));
         }
         Ok(Self { goal, tolerance, current, baseline, reference })
     }
@@ -147,7 +167,12 @@ pub fn judge_drift(
         };
         match verdict {
             Err(n) => out.push(ambiguous(watch, identity, key, n)),
-            Ok(verdict) => out.push(SeriesVerdict { fingerprint: fingerprint(watch, &key), labels: key.clone(), identity: key, verdict }),
+            Ok(verdict) => out.push(SeriesVerdict {
+                fingerprint: fingerprint(watch, &key),
+                labels: key.clone(),
+                identity: key,
+                verdict,
+            }),
         }
     }
     out
@@ -183,7 +208,9 @@ fn judge_histogram(
                 Some(v) => reading.push(v),
                 None => {
                     let when = DateTime::from_timestamp_millis(t).map(|t| t.to_rfc3339()).unwrap_or_default();
-                    return Ok(Verdict::NoData(format!("bucket le={le} has no sample near {when}; the lookback must cover both windows")));
+                    return Ok(Verdict::NoData(format!(
+                        "bucket le={le} has no sample near {when}; the lookback must cover both windows"
+                    )));
                 }
             }
         }
@@ -191,7 +218,11 @@ fn judge_histogram(
     let [r0, r1, r2] = readings;
     let windows = warden_detectors::drift::window_counts(&bounds, &r0, &r1)
         .map_err(|e| format!("reference window: {e}"))
-        .and_then(|reference| warden_detectors::drift::window_counts(&bounds, &r1, &r2).map(|current| (reference, current)).map_err(|e| format!("current window: {e}")));
+        .and_then(|reference| {
+            warden_detectors::drift::window_counts(&bounds, &r1, &r2)
+                .map(|current| (reference, current))
+                .map_err(|e| format!("current window: {e}"))
+        });
     let (reference_counts, current_counts) = match windows {
         Ok(w) => w,
         Err(e) => return Ok(Verdict::NoData(e)),
@@ -275,7 +306,12 @@ pub fn judge_quality(
 }
 
 fn mean_in(s: &Series, from: i64, to: i64) -> Option<(f64, usize)> {
-    let values: Vec<f64> = s.points.iter().filter(|p| p.timestamp_ms > from && p.timestamp_ms <= to && p.value.is_finite()).map(|p| p.value).collect();
+    let values: Vec<f64> = s
+        .points
+        .iter()
+        .filter(|p| p.timestamp_ms > from && p.timestamp_ms <= to && p.value.is_finite())
+        .map(|p| p.value)
+        .collect();
     (!values.is_empty()).then(|| (values.iter().sum::<f64>() / values.len() as f64, values.len()))
 }
 
@@ -304,7 +340,13 @@ fn judge_quality_series(spec: &QualitySpec, s: &Series, [t0, t1, t2]: [i64; 3], 
         QualityGoal::HigherIsBetter => baseline - current,
         QualityGoal::LowerIsBetter => current - baseline,
     };
-    let score = if allowed > 0.0 { 1.0 / (1.0 + (-(worsening - allowed) / allowed).exp()) } else if check.degraded { 1.0 } else { 0.0 };
+    let score = if allowed > 0.0 {
+        1.0 / (1.0 + (-(worsening - allowed) / allowed).exp())
+    } else if check.degraded {
+        1.0
+    } else {
+        0.0
+    };
     let detection = Detection {
         timestamp_ms: t2,
         value: current,
@@ -385,9 +427,18 @@ mod tests {
     fn a_shifted_histogram_drifts_and_a_steady_one_does_not() {
         let mut series = histogram("steady", |_| [0.6, 0.3, 0.1]);
         series.extend(histogram("shifted", |m| if m > 105 { [0.2, 0.3, 0.5] } else { [0.6, 0.3, 0.1] }));
-        let v = judge_drift("drift", &["model".to_string()], &spec(serde_json::json!({"current": "15m"})), Duration::from_secs(7200), series, end(), STEP);
+        let v = judge_drift(
+            "drift",
+            &["model".to_string()],
+            &spec(serde_json::json!({"current": "15m"})),
+            Duration::from_secs(7200),
+            series,
+            end(),
+            STEP,
+        );
         assert_eq!(v.len(), 2);
-        let by = |m: &str| v.iter().find(|sv| sv.identity.get("model").map(String::as_str) == Some(m)).expect("verdict");
+        let by =
+            |m: &str| v.iter().find(|sv| sv.identity.get("model").map(String::as_str) == Some(m)).expect("verdict");
         assert!(matches!(by("steady").verdict, Verdict::Normal(_)), "{:?}", by("steady").verdict);
         match &by("shifted").verdict {
             Verdict::Anomalous(d) => {
@@ -397,7 +448,10 @@ mod tests {
             }
             other => panic!("expected drift, got {other:?}"),
         }
-        assert_eq!(by("shifted").fingerprint, fingerprint("drift", &BTreeMap::from([("model".into(), "shifted".into())])));
+        assert_eq!(
+            by("shifted").fingerprint,
+            fingerprint("drift", &BTreeMap::from([("model".into(), "shifted".into())]))
+        );
     }
 
     #[test]
@@ -412,21 +466,53 @@ mod tests {
                 }
             }
         }
-        let v = judge_drift("d", &["model".to_string()], &spec(serde_json::json!({})), Duration::from_secs(7200), reset, end(), STEP);
+        let v = judge_drift(
+            "d",
+            &["model".to_string()],
+            &spec(serde_json::json!({})),
+            Duration::from_secs(7200),
+            reset,
+            end(),
+            STEP,
+        );
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("reset")), "{:?}", v[0].verdict);
 
         // Windows longer than the data.
-        let v = judge_drift("d", &["model".to_string()], &spec(serde_json::json!({"reference": "6h"})), Duration::from_secs(7200), histogram("m", |_| [0.6, 0.3, 0.1]), end(), STEP);
+        let v = judge_drift(
+            "d",
+            &["model".to_string()],
+            &spec(serde_json::json!({"reference": "6h"})),
+            Duration::from_secs(7200),
+            histogram("m", |_| [0.6, 0.3, 0.1]),
+            end(),
+            STEP,
+        );
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("no sample near")), "{:?}", v[0].verdict);
 
         // Too few observations.
-        let v = judge_drift("d", &["model".to_string()], &spec(serde_json::json!({"min_observations": 1000000})), Duration::from_secs(7200), histogram("m", |_| [0.6, 0.3, 0.1]), end(), STEP);
+        let v = judge_drift(
+            "d",
+            &["model".to_string()],
+            &spec(serde_json::json!({"min_observations": 1000000})),
+            Duration::from_secs(7200),
+            histogram("m", |_| [0.6, 0.3, 0.1]),
+            end(),
+            STEP,
+        );
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("at least")), "{:?}", v[0].verdict);
 
         // A series without `le`.
         let mut unlabeled = histogram("m", |_| [0.6, 0.3, 0.1]);
         unlabeled[0].labels.remove("le");
-        let v = judge_drift("d", &["model".to_string()], &spec(serde_json::json!({})), Duration::from_secs(7200), unlabeled, end(), STEP);
+        let v = judge_drift(
+            "d",
+            &["model".to_string()],
+            &spec(serde_json::json!({})),
+            Duration::from_secs(7200),
+            unlabeled,
+            end(),
+            STEP,
+        );
         assert!(v.iter().any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("le"))), "{v:?}");
     }
 
@@ -455,10 +541,26 @@ mod tests {
         let steady = q(serde_json::json!({"goal": "higher_is_better", "tolerance": 0.05}));
         let v = judge_quality("q", &ids, &steady, lookback, vec![accuracy(|_| 0.93)], end(), STEP);
         assert!(matches!(v[0].verdict, Verdict::Normal(_)), "{:?}", v[0].verdict);
-        let v = judge_quality("q", &ids, &steady, lookback, vec![accuracy(|m| if m > 110 { 0.80 } else { 0.93 })], end(), STEP);
+        let v = judge_quality(
+            "q",
+            &ids,
+            &steady,
+            lookback,
+            vec![accuracy(|m| if m > 110 { 0.80 } else { 0.93 })],
+            end(),
+            STEP,
+        );
         assert!(matches!(v[0].verdict, Verdict::Anomalous(_)), "{:?}", v[0].verdict);
         // Better than the baseline is never degradation.
-        let v = judge_quality("q", &ids, &steady, lookback, vec![accuracy(|m| if m > 110 { 0.99 } else { 0.93 })], end(), STEP);
+        let v = judge_quality(
+            "q",
+            &ids,
+            &steady,
+            lookback,
+            vec![accuracy(|m| if m > 110 { 0.99 } else { 0.93 })],
+            end(),
+            STEP,
+        );
         assert!(matches!(v[0].verdict, Verdict::Normal(_)), "{:?}", v[0].verdict);
         let fixed = q(serde_json::json!({"goal": "lower_is_better", "baseline": 0.02, "tolerance": 0.5}));
         let v = judge_quality("q", &ids, &fixed, lookback, vec![accuracy(|_| 0.05)], end(), STEP);
@@ -473,7 +575,10 @@ mod tests {
         assert_eq!(bad(serde_json::json!({})), "goal");
         assert_eq!(bad(serde_json::json!({"goal": "up"})), "goal");
         assert_eq!(bad(serde_json::json!({"goal": "higher_is_better", "tolerance": -1})), "tolerance");
-        assert_eq!(bad(serde_json::json!({"goal": "higher_is_better", "baseline": 0.9, "reference": "1h"})), "reference");
+        assert_eq!(
+            bad(serde_json::json!({"goal": "higher_is_better", "baseline": 0.9, "reference": "1h"})),
+            "reference"
+        );
         assert_eq!(bad(serde_json::json!({"goal": "higher_is_better", "treshold": 1})), "treshold");
     }
 }

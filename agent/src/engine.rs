@@ -26,8 +26,8 @@ use crate::config::{Config, LogWatchConfig, Severity, WatchConfig};
 use crate::evaluate::{evaluate, fingerprint, Evaluation, SeriesVerdict, Verdict};
 use crate::log_watch::{evaluate_logs, LogFinding, LogSource, LogStates, LogWatchState};
 use crate::metrics::{ActionLabels, Metrics, WatchLabel, WatchOutcome};
-use crate::remediation::{action_history, Remediation, RunNotices};
 use crate::notify::{render, NotifyEvent};
+use crate::remediation::{action_history, Remediation, RunNotices};
 use crate::source::MetricSource;
 use crate::store::{Incident, IncidentSignal, Store, StoreError, TargetRef};
 use crate::timeline::{Timeline, TimelineEvent};
@@ -111,14 +111,20 @@ impl Engine {
         let detectors = config.watches.iter().map(|_| crate::evaluate::DetectorCache::default()).collect();
         let log_states = LogStates::new(&config.log_watches);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
-        let notices = Arc::new(RunNotices { store: store.clone(), channels: channels.clone(), outbox_wake: outbox_wake.clone(), timeline: timeline.clone() });
-        let remediation = match Remediation::new(config.clone(), store.clone(), Some(source.clone()), cluster.clone(), notices) {
-            Ok(r) => Some(Arc::new(r)),
-            Err(e) => {
-                tracing::error!(error = %e, "playbooks do not load: no playbook will run");
-                None
-            }
-        };
+        let notices = Arc::new(RunNotices {
+            store: store.clone(),
+            channels: channels.clone(),
+            outbox_wake: outbox_wake.clone(),
+            timeline: timeline.clone(),
+        });
+        let remediation =
+            match Remediation::new(config.clone(), store.clone(), Some(source.clone()), cluster.clone(), notices) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    tracing::error!(error = %e, "playbooks do not load: no playbook will run");
+                    None
+                }
+            };
         let engine = Self {
             remediation,
             detectors,
@@ -160,7 +166,10 @@ impl Engine {
             cluster,
             metrics: self.config.prometheus.is_some().then(|| self.source.clone()),
             summarizer,
-            settings: AnalysisSettings { lookback_secs: self.config.analysis.lookback.0.as_secs() as i64, graph_file: self.config.analysis.graph.clone() },
+            settings: AnalysisSettings {
+                lookback_secs: self.config.analysis.lookback.0.as_secs() as i64,
+                graph_file: self.config.analysis.graph.clone(),
+            },
             channels: self.channels.clone(),
             timeline: self.timeline.clone(),
             outbox_wake: self.outbox_wake.clone(),
@@ -185,7 +194,12 @@ impl Engine {
         }
     }
 
-    fn queue_analysis(&self, incident_id: i64, now: DateTime<Utc>, tx: &tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>) {
+    fn queue_analysis(
+        &self,
+        incident_id: i64,
+        now: DateTime<Utc>,
+        tx: &tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>,
+    ) {
         if tx.send((incident_id, now)).is_err() {
             tracing::warn!(incident = incident_id, "the analysis worker has stopped: incident not analysed");
         }
@@ -273,7 +287,10 @@ impl Engine {
 
     fn record_log_no_data(&self, w: &LogWatchConfig, now: DateTime<Utc>, reason: &str) {
         tracing::warn!(watch = %w.name, reason, "no data");
-        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() }).inc();
+        self.metrics
+            .evaluations
+            .get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() })
+            .inc();
         self.set_status(&w.name, |s| {
             s.state = "no_data".into();
             s.last_evaluation = Some(now);
@@ -284,7 +301,12 @@ impl Engine {
     }
 
     /// Returns the id of the incident the finding opened, if it opened one.
-    fn on_log_finding(&self, w: &LogWatchConfig, f: &LogFinding, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+    fn on_log_finding(
+        &self,
+        w: &LogWatchConfig,
+        f: &LogFinding,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
         let mut opened = None;
         let e = &f.signal.evidence;
         let sig = IncidentSignal {
@@ -300,20 +322,36 @@ impl Engine {
             lower: None,
             upper: None,
             score: Some(f.signal.score),
-            detector: Some(format!("logs/{}", serde_json::to_value(f.signal.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())),
+            detector: Some(format!(
+                "logs/{}",
+                serde_json::to_value(f.signal.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )),
         };
         let detail = crate::log_watch::evidence_detail(f, &w.query);
         match self.store.open_incident_by_fingerprint(&f.fingerprint)? {
             Some(open) => {
                 self.store.update_incident(open.id, &sig, now)?;
                 self.store.add_event(open.id, now, "signal_again", &detail, &[])?;
-                self.timeline.emit(TimelineEvent::IncidentUpdated { at: now, incident_id: open.id, value: Some(e.count as f64) });
+                self.timeline.emit(TimelineEvent::IncidentUpdated {
+                    at: now,
+                    incident_id: open.id,
+                    value: Some(e.count as f64),
+                });
             }
             None => {
                 let channels = self.channels.clone();
-                let incident = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
+                let incident = self
+                    .store
+                    .open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
                 tracing::warn!(incident = incident.id, watch = %w.name, title = %incident.title, "incident opened");
-                self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: incident.id, title: incident.title.clone() });
+                self.timeline.emit(TimelineEvent::IncidentOpened {
+                    at: now,
+                    incident_id: incident.id,
+                    title: incident.title.clone(),
+                });
                 self.outbox_wake.notify_one();
                 opened = Some(incident.id);
             }
@@ -323,7 +361,12 @@ impl Engine {
 
     /// Count a quiet evaluation for every open incident of the watch whose signal did not
     /// hold this time; resolve those quiet for `resolve_after` evaluations.
-    fn quiet_log_incidents(&self, w: &LogWatchConfig, active: &std::collections::BTreeSet<String>, now: DateTime<Utc>) -> Result<(), StoreError> {
+    fn quiet_log_incidents(
+        &self,
+        w: &LogWatchConfig,
+        active: &std::collections::BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         for open in self.store.open_incidents()?.into_iter().filter(|i| i.watch == w.name) {
             if active.contains(&open.fingerprint) {
                 continue;
@@ -334,9 +377,16 @@ impl Engine {
             }
             let channels = self.channels.clone();
             let detail = json!({"quiet_evaluations": quiet});
-            if let Some(resolved) = self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &[], &channels))? {
+            if let Some(resolved) = self
+                .store
+                .resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &[], &channels))?
+            {
                 tracing::info!(incident = resolved.id, watch = %w.name, "incident resolved");
-                self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: resolved.id, title: resolved.title });
+                self.timeline.emit(TimelineEvent::IncidentResolved {
+                    at: now,
+                    incident_id: resolved.id,
+                    title: resolved.title,
+                });
                 self.outbox_wake.notify_one();
             }
         }
@@ -377,7 +427,9 @@ impl Engine {
             BTreeMap::new()
         } else {
             match self.store.open_incidents() {
-                Ok(open) => open.into_iter().filter(|i| i.watch == w.name).map(|i| (i.fingerprint, i.opened_at)).collect(),
+                Ok(open) => {
+                    open.into_iter().filter(|i| i.watch == w.name).map(|i| (i.fingerprint, i.opened_at)).collect()
+                }
                 Err(e) => {
                     self.record_no_data(w, now, &format!("store: {e}"), 0);
                     return;
@@ -386,7 +438,9 @@ impl Engine {
         };
         let (evaluation, detector_time) = match self.detectors.get(idx) {
             Some(cache) => evaluate(self.source.as_ref(), w, now, &open_since, cache).await,
-            None => evaluate(self.source.as_ref(), w, now, &open_since, &crate::evaluate::DetectorCache::default()).await,
+            None => {
+                evaluate(self.source.as_ref(), w, now, &open_since, &crate::evaluate::DetectorCache::default()).await
+            }
         };
         let label = WatchLabel { watch: w.name.clone() };
         self.metrics.detector_seconds.get_or_create(&label).observe(detector_time.as_secs_f64());
@@ -399,7 +453,10 @@ impl Engine {
             Evaluation::QueryFailed { reason, retryable } => {
                 let class = if retryable { "retryable" } else { "permanent" };
                 tracing::warn!(watch = %w.name, %reason, retryable, "the watch's query failed");
-                self.metrics.query_failures.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: class.into() }).inc();
+                self.metrics
+                    .query_failures
+                    .get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: class.into() })
+                    .inc();
                 self.record_no_data(w, now, &reason, 0);
                 return;
             }
@@ -452,7 +509,10 @@ impl Engine {
 
     fn record_no_data(&self, w: &WatchConfig, now: DateTime<Utc>, reason: &str, series: usize) {
         tracing::warn!(watch = %w.name, %reason, "no data: nothing is opened, resolved or acted on");
-        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() }).inc();
+        self.metrics
+            .evaluations
+            .get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() })
+            .inc();
         self.metrics.no_data.get_or_create(&WatchLabel { watch: w.name.clone() }).inc();
         self.set_status(&w.name, |s| {
             s.state = "no_data".into();
@@ -532,9 +592,19 @@ impl Engine {
             Some(open) => {
                 let quiet_before = self.store.update_incident(open.id, &sig, now)?;
                 if quiet_before > 0 {
-                    self.store.add_event(open.id, now, "anomalous_again", &json!({"value": d.value, "after_quiet_evaluations": quiet_before}), &[])?;
+                    self.store.add_event(
+                        open.id,
+                        now,
+                        "anomalous_again",
+                        &json!({"value": d.value, "after_quiet_evaluations": quiet_before}),
+                        &[],
+                    )?;
                 }
-                self.timeline.emit(TimelineEvent::IncidentUpdated { at: now, incident_id: open.id, value: Some(d.value) });
+                self.timeline.emit(TimelineEvent::IncidentUpdated {
+                    at: now,
+                    incident_id: open.id,
+                    value: Some(d.value),
+                });
                 // Act again only once the previous attempt's cooldown has passed.
                 let cooldown = self.remediation.as_ref().map(|r| r.watch_cooldown(w)).unwrap_or_default();
                 let last = self.store.last_run_for_incident(open.id)?;
@@ -547,9 +617,15 @@ impl Engine {
             None => {
                 let detail = json!({"detection": d, "labels": sv.labels});
                 let channels = self.channels.clone();
-                let incident = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
+                let incident = self
+                    .store
+                    .open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
                 tracing::warn!(incident = incident.id, watch = %w.name, value = d.value, expected = ?d.expected, "incident opened");
-                self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: incident.id, title: incident.title.clone() });
+                self.timeline.emit(TimelineEvent::IncidentOpened {
+                    at: now,
+                    incident_id: incident.id,
+                    title: incident.title.clone(),
+                });
                 self.outbox_wake.notify_one();
                 incident
             }
@@ -568,11 +644,16 @@ impl Engine {
         let actions = self.action_history(open.id);
         let channels = self.channels.clone();
         let detail = json!({"quiet_evaluations": quiet});
-        if let Some(resolved) =
-            self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &actions, &channels))?
+        if let Some(resolved) = self
+            .store
+            .resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &actions, &channels))?
         {
             tracing::info!(incident = resolved.id, watch = %w.name, "incident resolved");
-            self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: resolved.id, title: resolved.title });
+            self.timeline.emit(TimelineEvent::IncidentResolved {
+                at: now,
+                incident_id: resolved.id,
+                title: resolved.title,
+            });
             self.outbox_wake.notify_one();
         }
         Ok(())
@@ -586,7 +667,13 @@ impl Engine {
     /// Start the watch's playbook (and playbooks whose incident triggers match) for an
     /// incident. The run records itself, its guards' decisions and its outcome; notices
     /// become incident events and notifications (see [`crate::remediation::RunNotices`]).
-    async fn act(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>, opened: bool) -> Result<(), StoreError> {
+    async fn act(
+        &self,
+        w: &WatchConfig,
+        incident: &Incident,
+        now: DateTime<Utc>,
+        opened: bool,
+    ) -> Result<(), StoreError> {
         let Some(rem) = self.remediation.clone() else { return Ok(()) };
         let metrics = self.metrics.clone();
         let iid = incident.id;
@@ -660,20 +747,32 @@ impl Engine {
                         }
                         None => {
                             let detail = json!({"alert": a, "group_key": payload.group_key});
-                            let i = self.store.open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
+                            let i = self.store.open_incident(&sig, now, &detail, |i| {
+                                render(NotifyEvent::Opened, i, None, &[], &channels)
+                            })?;
                             tracing::warn!(incident = i.id, alert = %name, "incident opened from Alertmanager");
                             if let AnalysisMode::Queued(tx) = &self.analysis {
                                 self.queue_analysis(i.id, now, tx);
                             }
-                            self.timeline.emit(TimelineEvent::IncidentOpened { at: now, incident_id: i.id, title: i.title });
+                            self.timeline.emit(TimelineEvent::IncidentOpened {
+                                at: now,
+                                incident_id: i.id,
+                                title: i.title,
+                            });
                         }
                     }
                 }
                 "resolved" => {
                     if let Some(open) = self.store.open_incident_by_fingerprint(&fp)? {
                         let detail = json!({"alert": a});
-                        if let Some(i) = self.store.resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &[], &channels))? {
-                            self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: i.id, title: i.title });
+                        if let Some(i) = self.store.resolve_incident(open.id, now, &detail, |i| {
+                            render(NotifyEvent::Resolved, i, None, &[], &channels)
+                        })? {
+                            self.timeline.emit(TimelineEvent::IncidentResolved {
+                                at: now,
+                                incident_id: i.id,
+                                title: i.title,
+                            });
                         }
                     }
                 }
@@ -729,9 +828,18 @@ mod tests {
 
     #[async_trait::async_trait]
     impl MetricSource for Scripted {
-        async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> warden_connectors::Result<RangeResult> {
+        async fn query_range(
+            &self,
+            _q: &str,
+            start: DateTime<Utc>,
+            end: DateTime<Utc>,
+            step: Duration,
+        ) -> warden_connectors::Result<RangeResult> {
             if *self.down.lock().map_err(|e| warden_connectors::Error::InvalidInput(e.to_string()))? {
-                return Err(warden_connectors::Error::Connect { url: "http://127.0.0.1:9/api/v1/query_range".into(), message: "connection refused".into() });
+                return Err(warden_connectors::Error::Connect {
+                    url: "http://127.0.0.1:9/api/v1/query_range".into(),
+                    message: "connection refused".into(),
+                });
             }
             let mut points = Vec::new();
             let mut t = start.timestamp();
@@ -739,7 +847,10 @@ mod tests {
                 points.push(Sample { timestamp_ms: t * 1000, value: (self.value)(t) });
                 t += step.as_secs() as i64;
             }
-            let labels = BTreeMap::from([("namespace".to_string(), "shop".to_string()), ("deployment".to_string(), "checkout".to_string())]);
+            let labels = BTreeMap::from([
+                ("namespace".to_string(), "shop".to_string()),
+                ("deployment".to_string(), "checkout".to_string()),
+            ]);
             Ok(RangeResult { series: vec![Series { labels, points }], warnings: vec![] })
         }
     }
@@ -755,7 +866,12 @@ mod tests {
             let n = self.patches.lock().map(|p| p.last().copied().unwrap_or(2)).unwrap_or(2);
             Ok(ReplicaState { desired: n, current: n })
         }
-        async fn set_replicas(&self, _t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
+        async fn set_replicas(
+            &self,
+            _t: &WorkloadRef,
+            replicas: i32,
+            dry_run: bool,
+        ) -> Result<SetReplicasOutcome, ClusterError> {
             if let Ok(mut p) = self.patches.lock() {
                 p.push(replicas);
             }
@@ -818,7 +934,8 @@ mod tests {
         assert_eq!(incidents[0].status, "resolved");
         // Resolved on the third quiet evaluation after the fault.
         assert_eq!(incidents[0].resolved_at, Some(at(FAULT.1 + 20)));
-        let events: Vec<String> = e.store.incident_events(incidents[0].id).expect("events").into_iter().map(|ev| ev.kind).collect();
+        let events: Vec<String> =
+            e.store.incident_events(incidents[0].id).expect("events").into_iter().map(|ev| ev.kind).collect();
         assert_eq!(events, ["opened", "run_succeeded", "resolved"]);
         // opened, action and resolved, for each of the two channels.
         let due = e.store.pending_notifications().expect("count");
@@ -898,7 +1015,10 @@ mod tests {
         assert_eq!(e.handle_alerts(&payload, at(T0 + 60)).expect("apply"), 1);
         let open = e.store.open_incidents().expect("open");
         assert_eq!(open.len(), 1, "repeated alerts update the same incident");
-        assert_eq!((open[0].source.as_str(), open[0].watch.as_str(), open[0].severity.as_str()), ("alertmanager", "alertmanager/HighErrors", "critical"));
+        assert_eq!(
+            (open[0].source.as_str(), open[0].watch.as_str(), open[0].severity.as_str()),
+            ("alertmanager", "alertmanager/HighErrors", "critical")
+        );
         assert_eq!(open[0].title, "5xx above 5 %");
         payload.alerts[0].status = "resolved".into();
         e.handle_alerts(&payload, at(T0 + 120)).expect("apply");

@@ -57,7 +57,10 @@ pub enum Evaluation {
     /// A query failed, which is also "no data"; `retryable` tells a source that could not
     /// answer now (connection, timeout, HTTP 5xx) from a query that never will (HTTP 4xx,
     /// bad PromQL, an undecodable answer).
-    QueryFailed { reason: String, retryable: bool },
+    QueryFailed {
+        reason: String,
+        retryable: bool,
+    },
     Series(Vec<SeriesVerdict>),
 }
 
@@ -119,7 +122,15 @@ pub async fn evaluate(
             }
         }
         let started = Instant::now();
-        let verdicts = crate::joint_eval::judge_joint(&watch.name, &watch.identity, spec, features, end, watch.step.get(), open_since);
+        let verdicts = crate::joint_eval::judge_joint(
+            &watch.name,
+            &watch.identity,
+            spec,
+            features,
+            end,
+            watch.step.get(),
+            open_since,
+        );
         return (Evaluation::Series(verdicts), started.elapsed());
     }
     let Some(query) = &watch.query else {
@@ -134,7 +145,9 @@ pub async fn evaluate(
     let verdicts = match kind {
         WatchKind::Group(spec) => crate::group_eval::judge_groups(&watch.name, id, spec, series, end, step),
         WatchKind::Drift(spec) => crate::drift_eval::judge_drift(&watch.name, id, spec, lookback, series, end, step),
-        WatchKind::Quality(spec) => crate::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step),
+        WatchKind::Quality(spec) => {
+            crate::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step)
+        }
         WatchKind::Single(_) | WatchKind::Joint(_) => judge_series(watch, series, end, cache),
     };
     (Evaluation::Series(verdicts), started.elapsed())
@@ -185,7 +198,12 @@ pub(crate) fn group_by_identity(
 }
 
 /// The "no data" verdict for an identity whose query returned several series.
-pub(crate) fn ambiguous(watch: &str, identity_labels: &[String], identity: BTreeMap<String, String>, count: usize) -> SeriesVerdict {
+pub(crate) fn ambiguous(
+    watch: &str,
+    identity_labels: &[String],
+    identity: BTreeMap<String, String>,
+    count: usize,
+) -> SeriesVerdict {
     SeriesVerdict {
         fingerprint: fingerprint(watch, &identity),
         labels: identity.clone(),
@@ -258,7 +276,12 @@ impl DetectorCache {
 }
 
 /// Split series by identity and run the detector on each.
-pub fn judge_series(watch: &WatchConfig, series: Vec<Series>, end: DateTime<Utc>, cache: &DetectorCache) -> Vec<SeriesVerdict> {
+pub fn judge_series(
+    watch: &WatchConfig,
+    series: Vec<Series>,
+    end: DateTime<Utc>,
+    cache: &DetectorCache,
+) -> Vec<SeriesVerdict> {
     let (by_identity, mut out) = group_by_identity(&watch.name, &watch.identity, &[], series);
     let stale_after = to_chrono(watch.step.get() * 2);
     let mut present = std::collections::HashSet::new();
@@ -277,7 +300,14 @@ pub fn judge_series(watch: &WatchConfig, series: Vec<Series>, end: DateTime<Utc>
     out
 }
 
-fn judge_one(watch: &WatchConfig, s: &Series, end: DateTime<Utc>, stale_after: ChronoDuration, cache: &DetectorCache, fp: &str) -> Verdict {
+fn judge_one(
+    watch: &WatchConfig,
+    s: &Series,
+    end: DateTime<Utc>,
+    stale_after: ChronoDuration,
+    cache: &DetectorCache,
+    fp: &str,
+) -> Verdict {
     let Some(last) = s.points.last() else {
         return Verdict::NoData("the series has no samples in the lookback window".into());
     };
@@ -363,7 +393,12 @@ mod tests {
         spike.extend([5.0, 5.0]);
         normal.extend([1.0, 1.01]);
         let e = end().timestamp_millis();
-        let v = judge_series(&watch(), vec![series("a", &normal, e), series("b", &spike, e)], end(), &DetectorCache::default());
+        let v = judge_series(
+            &watch(),
+            vec![series("a", &normal, e), series("b", &spike, e)],
+            end(),
+            &DetectorCache::default(),
+        );
         assert_eq!(v.len(), 2);
         assert!(matches!(v[0].verdict, Verdict::Normal(_)), "{:?}", v[0].verdict);
         assert!(matches!(v[1].verdict, Verdict::Anomalous(_)), "{:?}", v[1].verdict);
@@ -384,11 +419,21 @@ mod tests {
         let later = end() + chrono::Duration::seconds(20);
         let window = &values[2..];
         let kept = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &cache);
-        let replayed = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &DetectorCache::default());
+        let replayed = judge_series(
+            &watch(),
+            vec![series("a", window, later.timestamp_millis())],
+            later,
+            &DetectorCache::default(),
+        );
         assert!(matches!(kept[0].verdict, Verdict::Anomalous(_)), "{:?}", kept[0].verdict);
         assert!(matches!(replayed[0].verdict, Verdict::Anomalous(_)), "{:?}", replayed[0].verdict);
-        let (Some(k), Some(r)) = (kept[0].verdict.detection(), replayed[0].verdict.detection()) else { panic!("detections") };
-        assert_eq!((k.timestamp_ms, k.value, k.explanation.consecutive), (r.timestamp_ms, r.value, r.explanation.consecutive));
+        let (Some(k), Some(r)) = (kept[0].verdict.detection(), replayed[0].verdict.detection()) else {
+            panic!("detections")
+        };
+        assert_eq!(
+            (k.timestamp_ms, k.value, k.explanation.consecutive),
+            (r.timestamp_ms, r.value, r.explanation.consecutive)
+        );
         // The same evaluation again feeds nothing new and gives the same verdict.
         let again = judge_series(&watch(), vec![series("a", window, later.timestamp_millis())], later, &cache);
         assert_eq!(again[0].verdict, kept[0].verdict);
@@ -418,7 +463,12 @@ mod tests {
         let v = judge_series(&watch(), vec![unlabeled], end(), &DetectorCache::default());
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("lacks identity")));
 
-        let v = judge_series(&watch(), vec![series("a", &vals, e), series("a", &vals, e)], end(), &DetectorCache::default());
+        let v = judge_series(
+            &watch(),
+            vec![series("a", &vals, e), series("a", &vals, e)],
+            end(),
+            &DetectorCache::default(),
+        );
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("share the identity")));
     }
 }

@@ -38,7 +38,9 @@ pub fn parse_spec(params: &serde_json::Map<String, serde_json::Value>) -> Result
     let member = match rest.remove("member") {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s,
         Some(other) => return Err(("member".into(), format!("must be a label name, got {other}"))),
-        None => return Err(("member".into(), "the label that tells group members apart is required (e.g. `pod`)".into())),
+        None => {
+            return Err(("member".into(), "the label that tells group members apart is required (e.g. `pod`)".into()))
+        }
     };
     let recent = take_count(&mut rest, "recent", 1..=1000)?.map(|n| n as usize).unwrap_or(DEFAULT_RECENT);
     let params: GroupOutlierParams = detector_params(&rest)?;
@@ -47,13 +49,21 @@ pub fn parse_spec(params: &serde_json::Map<String, serde_json::Value>) -> Result
 }
 
 /// Judge every group of a group watch.
-pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, series: Vec<Series>, end: DateTime<Utc>, step: std::time::Duration) -> Vec<SeriesVerdict> {
+pub fn judge_groups(
+    watch_name: &str,
+    identity: &[String],
+    spec: &GroupSpec,
+    series: Vec<Series>,
+    end: DateTime<Utc>,
+    step: std::time::Duration,
+) -> Vec<SeriesVerdict> {
     let stale_after = ChronoDuration::from_std(step * 2).unwrap_or(ChronoDuration::MAX);
     let (by_identity, mut out) = group_by_identity(watch_name, identity, &[spec.member.as_str()], series);
     let groups: BTreeMap<BTreeMap<String, String>, Vec<(String, Series)>> = by_identity
         .into_iter()
         .map(|(key, members)| {
-            let members = members.into_iter().map(|s| (s.labels.get(&spec.member).cloned().unwrap_or_default(), s)).collect();
+            let members =
+                members.into_iter().map(|s| (s.labels.get(&spec.member).cloned().unwrap_or_default(), s)).collect();
             (key, members)
         })
         .collect();
@@ -63,7 +73,9 @@ pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, ser
             return groups
                 .into_iter()
                 .flat_map(|(key, members)| members.into_iter().map(move |(m, s)| (key.clone(), m, s)))
-                .map(|(key, m, s)| member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData(format!("detector: {e}"))))
+                .map(|(key, m, s)| {
+                    member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData(format!("detector: {e}")))
+                })
                 .collect();
         }
     };
@@ -73,11 +85,21 @@ pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, ser
             let last = s.points.last().and_then(|p| DateTime::from_timestamp_millis(p.timestamp_ms));
             match last {
                 Some(t) if end - t <= stale_after => fresh.push((m, s)),
-                _ => out.push(member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData("the member's last sample is older than two steps".into()))),
+                _ => out.push(member_verdict(
+                    watch_name,
+                    spec,
+                    &key,
+                    &m,
+                    s.labels,
+                    Verdict::NoData("the member's last sample is older than two steps".into()),
+                )),
             }
         }
         if fresh.len() < MIN_MEMBERS {
-            let reason = format!("only {} fresh member(s) in the group; at least {MIN_MEMBERS} are needed to compare", fresh.len());
+            let reason = format!(
+                "only {} fresh member(s) in the group; at least {MIN_MEMBERS} are needed to compare",
+                fresh.len()
+            );
             for (m, s) in fresh {
                 out.push(member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData(reason.clone())));
             }
@@ -98,7 +120,14 @@ pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, ser
             Ok(r) => r,
             Err(e) => {
                 for (m, s) in fresh {
-                    out.push(member_verdict(watch_name, spec, &key, &m, s.labels, Verdict::NoData(format!("group comparison: {e}"))));
+                    out.push(member_verdict(
+                        watch_name,
+                        spec,
+                        &key,
+                        &m,
+                        s.labels,
+                        Verdict::NoData(format!("group comparison: {e}")),
+                    ));
                 }
                 continue;
             }
@@ -144,7 +173,10 @@ pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, ser
                 // A pod that just started has too short a record to be called an outlier.
                 let mut d = detection;
                 d.state = DetectionState::WarmingUp;
-                d.explanation.note = Some(format!("{}={m} has {} of the {min_judged} steps needed to be compared", spec.member, r.judged));
+                d.explanation.note = Some(format!(
+                    "{}={m} has {} of the {min_judged} steps needed to be compared",
+                    spec.member, r.judged
+                ));
                 Verdict::WarmingUp(d)
             } else if r.is_outlier && outlying_now {
                 Verdict::Anomalous(detection)
@@ -159,7 +191,14 @@ pub fn judge_groups(watch_name: &str, identity: &[String], spec: &GroupSpec, ser
     out
 }
 
-fn member_verdict(watch: &str, spec: &GroupSpec, key: &BTreeMap<String, String>, member: &str, labels: BTreeMap<String, String>, verdict: Verdict) -> SeriesVerdict {
+fn member_verdict(
+    watch: &str,
+    spec: &GroupSpec,
+    key: &BTreeMap<String, String>,
+    member: &str,
+    labels: BTreeMap<String, String>,
+    verdict: Verdict,
+) -> SeriesVerdict {
     let mut identity = key.clone();
     identity.insert(spec.member.clone(), member.to_string());
     SeriesVerdict { fingerprint: fingerprint(watch, &identity), identity, labels, verdict }
@@ -182,7 +221,11 @@ mod tests {
                 ("deployment".to_string(), "checkout".to_string()),
                 ("pod".to_string(), name.to_string()),
             ]),
-            points: values.iter().enumerate().map(|(i, v)| Sample { timestamp_ms: end_ms - (n - 1 - i as i64) * 10_000, value: *v }).collect(),
+            points: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Sample { timestamp_ms: end_ms - (n - 1 - i as i64) * 10_000, value: *v })
+                .collect(),
         }
     }
 
@@ -191,17 +234,25 @@ mod tests {
         let end = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
         let e = end.timestamp_millis();
         let mut rng = warden_detectors::harness::XorShift64::new(3);
-        let mut series: Vec<Series> =
-            (0..4).map(|i| pod(&format!("p{i}"), &(0..6).map(|_| 0.100 + rng.uniform(-0.005, 0.005)).collect::<Vec<_>>(), e)).collect();
+        let mut series: Vec<Series> = (0..4)
+            .map(|i| pod(&format!("p{i}"), &(0..6).map(|_| 0.100 + rng.uniform(-0.005, 0.005)).collect::<Vec<_>>(), e))
+            .collect();
         series.push(pod("slow", &(0..6).map(|_| 0.300 + rng.uniform(-0.005, 0.005)).collect::<Vec<_>>(), e));
-        let v = judge_groups("lat", &["deployment".to_string()], &spec(), series, end, std::time::Duration::from_secs(10));
+        let v =
+            judge_groups("lat", &["deployment".to_string()], &spec(), series, end, std::time::Duration::from_secs(10));
         assert_eq!(v.len(), 5);
         for sv in &v {
             let is_slow = sv.identity.get("pod").map(String::as_str) == Some("slow");
             assert_eq!(matches!(sv.verdict, Verdict::Anomalous(_)), is_slow, "{sv:?}");
         }
         let slow = v.iter().find(|sv| sv.identity.get("pod").map(String::as_str) == Some("slow")).expect("slow pod");
-        assert_eq!(slow.fingerprint, fingerprint("lat", &BTreeMap::from([("deployment".into(), "checkout".into()), ("pod".into(), "slow".into())])));
+        assert_eq!(
+            slow.fingerprint,
+            fingerprint(
+                "lat",
+                &BTreeMap::from([("deployment".into(), "checkout".into()), ("pod".into(), "slow".into())])
+            )
+        );
     }
 
     #[test]
@@ -209,7 +260,8 @@ mod tests {
         let end = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
         let e = end.timestamp_millis();
         let series = vec![pod("a", &[1.0; 6], e), pod("b", &[1.0; 6], e), pod("c", &[9.0; 6], e - 60_000)];
-        let v = judge_groups("lat", &["deployment".to_string()], &spec(), series, end, std::time::Duration::from_secs(10));
+        let v =
+            judge_groups("lat", &["deployment".to_string()], &spec(), series, end, std::time::Duration::from_secs(10));
         assert!(v.iter().all(|sv| matches!(sv.verdict, Verdict::NoData(_))), "{v:?}");
         assert!(v.iter().any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("older"))));
         assert!(v.iter().any(|sv| matches!(&sv.verdict, Verdict::NoData(r) if r.contains("at least 3"))));

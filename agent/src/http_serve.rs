@@ -38,12 +38,7 @@ const PROBE_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Serve `app` on `listener` until `shutdown` is cancelled; open connections then finish
 /// the request they are serving.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    limits: ServerLimits,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, shutdown: CancellationToken) {
     let reserved = limits.reserved_connections.min(limits.max_connections);
     let general = Arc::new(Semaphore::new(limits.max_connections - reserved));
     let reserve = Arc::new(Semaphore::new(reserved));
@@ -67,10 +62,7 @@ pub async fn serve(
             Err(_) => match reserve.clone().try_acquire_owned() {
                 Ok(p) => (p, probes.clone()),
                 Err(_) => {
-                    tracing::debug!(
-                        max = limits.max_connections,
-                        "connection limit reached: connection closed"
-                    );
+                    tracing::debug!(max = limits.max_connections, "connection limit reached: connection closed");
                     drop(stream);
                     continue;
                 }
@@ -83,9 +75,7 @@ pub async fn serve(
                 .service(router),
         );
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout.get());
+        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout.get());
         let token = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
@@ -113,8 +103,11 @@ async fn probes_only(req: Request, next: Next) -> Response {
     if PROBE_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let mut r = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": "connection limit reached (server.limits.max_connections)"}))).into_response();
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"error": "connection limit reached (server.limits.max_connections)"})),
+    )
+        .into_response();
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }

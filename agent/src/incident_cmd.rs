@@ -17,7 +17,8 @@ pub fn target_of(i: &Incident) -> String {
         return format!("{}/{}", t.namespace, t.deployment);
     }
     let label = |k: &str| i.labels.get(k).filter(|v| !v.is_empty());
-    for workload in ["deployment", "statefulset", "daemonset", "job", "persistentvolumeclaim", "pod", "service", "node"] {
+    for workload in ["deployment", "statefulset", "daemonset", "job", "persistentvolumeclaim", "pod", "service", "node"]
+    {
         if let Some(w) = label(workload) {
             return match label("namespace") {
                 Some(ns) => format!("{ns}/{w}"),
@@ -25,7 +26,12 @@ pub fn target_of(i: &Incident) -> String {
             };
         }
     }
-    let labels: Vec<String> = i.labels.iter().filter(|(k, v)| k.as_str() != "__name__" && !v.is_empty()).map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> = i
+        .labels
+        .iter()
+        .filter(|(k, v)| k.as_str() != "__name__" && !v.is_empty())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     if labels.is_empty() {
         "-".into()
     } else {
@@ -75,7 +81,9 @@ pub fn list_table(incidents: &[Incident], now: DateTime<Utc>, out: &mut dyn Writ
 }
 
 fn hms(t: i64) -> String {
-    DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|| t.to_string())
+    DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| t.to_string())
 }
 
 /// One evidence item in one line (untrusted text quoted and cut).
@@ -86,10 +94,15 @@ pub fn describe(e: &Evidence) -> String {
             let end = until.map(|u| format!(", normal again {}", hms(u))).unwrap_or_default();
             format!("anomaly on {watch}: observed {}{exp} ({score:.1} robust sd){end}", format_value(*observed))
         }
-        Payload::LogSignal { signal, template, count, .. } => format!("log {signal}: {count} × {:?}", cut(template, 120)),
-        Payload::KubeEvent { reason, message, count, object } => format!("event {reason} ×{count} on {object}: {:?}", cut(message, 120)),
+        Payload::LogSignal { signal, template, count, .. } => {
+            format!("log {signal}: {count} × {:?}", cut(template, 120))
+        }
+        Payload::KubeEvent { reason, message, count, object } => {
+            format!("event {reason} ×{count} on {object}: {:?}", cut(message, 120))
+        }
         Payload::Change { change, from, to, description } => {
-            let kind = serde_json::to_value(change).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let kind =
+                serde_json::to_value(change).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             match (from, to) {
                 (Some(f), Some(t)) => format!("{kind}: {f} → {t} ({})", cut(description, 120)),
                 _ => format!("{kind}: {}", cut(description, 120)),
@@ -111,7 +124,9 @@ pub fn describe(e: &Evidence) -> String {
             }
             format!("topology: {}", parts.join("; "))
         }
-        Payload::Action { run_id, playbook, step, status } => format!("action: run {run_id} {playbook}/{step}: {}", cut(status, 120)),
+        Payload::Action { run_id, playbook, step, status } => {
+            format!("action: run {run_id} {playbook}/{step}: {}", cut(status, 120))
+        }
     };
     format!("{:<4} {}  {:<28} {what}", e.id, hms(e.time), e.subject.display())
 }
@@ -135,8 +150,13 @@ pub fn show(store: &Store, id: i64, json: bool, out: &mut dyn Write) -> Result<(
         return Ok(());
     }
     writeln!(out, "Incident #{}: {}", incident.id, incident.title)?;
-    let target = incident.target.as_ref().map(|t| format!("{}/{}", t.namespace, t.deployment)).unwrap_or_else(|| "-".into());
-    writeln!(out, "  status {} · severity {} · watch {} · target {}", incident.status, incident.severity, incident.watch, target)?;
+    let target =
+        incident.target.as_ref().map(|t| format!("{}/{}", t.namespace, t.deployment)).unwrap_or_else(|| "-".into());
+    writeln!(
+        out,
+        "  status {} · severity {} · watch {} · target {}",
+        incident.status, incident.severity, incident.watch, target
+    )?;
     writeln!(
         out,
         "  opened {}{}",
@@ -149,10 +169,13 @@ pub fn show(store: &Store, id: i64, json: bool, out: &mut dyn Write) -> Result<(
     };
     writeln!(out, "\nSummary:")?;
     writeln!(out, "  {}", a.summary.text)?;
-    let source = serde_json::to_value(a.summary.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let source =
+        serde_json::to_value(a.summary.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     match (&a.summary.model, &a.summary.fallback_reason) {
         (_, Some(r)) => writeln!(out, "  ({source}: {r})")?,
-        (Some(m), None) => writeln!(out, "  ({source}: {m}; every sentence cites evidence and passed the grounding check)")?,
+        (Some(m), None) => {
+            writeln!(out, "  ({source}: {m}; every sentence cites evidence and passed the grounding check)")?
+        }
         (None, None) => writeln!(out, "  ({source})")?,
     }
     writeln!(out, "\nProbable causes:")?;
@@ -161,7 +184,15 @@ pub fn show(store: &Store, id: i64, json: bool, out: &mut dyn Write) -> Result<(
     }
     for (n, c) in a.ranking.candidates.iter().enumerate().take(5) {
         let kind = serde_json::to_value(c.cause).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        writeln!(out, "  {}. {:<30} {:<8} {:.2}  [{}]", n + 1, c.subject.display(), kind, c.score, c.evidence.join(", "))?;
+        writeln!(
+            out,
+            "  {}. {:<30} {:<8} {:.2}  [{}]",
+            n + 1,
+            c.subject.display(),
+            kind,
+            c.score,
+            c.evidence.join(", ")
+        )?;
         for r in &c.reasons {
             writeln!(out, "       - {r}")?;
         }

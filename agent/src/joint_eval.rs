@@ -46,10 +46,14 @@ pub struct JointSpec {
 impl JointSpec {
     pub fn parse(params: &serde_json::Map<String, serde_json::Value>) -> Result<Self, SpecError> {
         let mut rest = params.clone();
-        let min_consecutive = take_count(&mut rest, "min_consecutive", 1..=100)?.map(|n| n as usize).unwrap_or(DEFAULT_MIN_CONSECUTIVE);
+        let min_consecutive =
+            take_count(&mut rest, "min_consecutive", 1..=100)?.map(|n| n as usize).unwrap_or(DEFAULT_MIN_CONSECUTIVE);
         let holdout = take_count(&mut rest, "holdout", 1..=10_000)?.map(|n| n as usize).unwrap_or(DEFAULT_HOLDOUT);
         if holdout < min_consecutive {
-            return Err(("holdout".into(), format!("must be at least min_consecutive ({min_consecutive}), got {holdout}")));
+            return Err((
+                "holdout".into(),
+                format!("must be at least min_consecutive ({min_consecutive}), got {holdout}"),
+            ));
         }
         let params: MultivariateParams = detector_params(&rest)?;
         params.validate().map_err(|e| named(&e))?;
@@ -97,7 +101,9 @@ pub fn judge_joint(
         let fp = fingerprint(watch, &key);
         let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
         // While an incident is open, the reference stays what it was when it opened.
-        let frozen = open_since.get(&fp).map(|t| t.timestamp_millis().saturating_sub(step_ms.saturating_mul(spec.holdout as i64)));
+        let frozen = open_since
+            .get(&fp)
+            .map(|t| t.timestamp_millis().saturating_sub(step_ms.saturating_mul(spec.holdout as i64)));
         let verdict = judge_identity(spec, &names, &by_feature, end.timestamp_millis(), stale_ms, frozen);
         let labels = key.clone();
         out.push(SeriesVerdict { fingerprint: fp, identity: key, labels, verdict });
@@ -106,8 +112,16 @@ pub fn judge_joint(
 }
 
 /// `frozen`: the reference ends before this time (an incident is open).
-fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usize, Series>, end_ms: i64, stale_ms: i64, frozen: Option<i64>) -> Verdict {
-    let missing: Vec<&str> = names.iter().enumerate().filter(|(i, _)| !by_feature.contains_key(i)).map(|(_, n)| n.as_str()).collect();
+fn judge_identity(
+    spec: &JointSpec,
+    names: &[String],
+    by_feature: &BTreeMap<usize, Series>,
+    end_ms: i64,
+    stale_ms: i64,
+    frozen: Option<i64>,
+) -> Verdict {
+    let missing: Vec<&str> =
+        names.iter().enumerate().filter(|(i, _)| !by_feature.contains_key(i)).map(|(_, n)| n.as_str()).collect();
     if !missing.is_empty() {
         return Verdict::NoData(format!("no series from query {} for this identity", missing.join(", ")));
     }
@@ -147,7 +161,10 @@ fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usiz
     };
     if reference.len() < need {
         let why = match frozen {
-            Some(_) => format!("{} of {need} reference vectors before the open incident are still in the lookback; raise `lookback`", reference.len()),
+            Some(_) => format!(
+                "{} of {need} reference vectors before the open incident are still in the lookback; raise `lookback`",
+                reference.len()
+            ),
             None => format!("{} of {need} aligned reference vectors", reference.len()),
         };
         return Verdict::WarmingUp(warming(why));
@@ -219,7 +236,15 @@ fn judge_identity(spec: &JointSpec, names: &[String], by_feature: &BTreeMap<usiz
 fn short(v: f64) -> String {
     let a = v.abs();
     if a >= 1e4 {
-        let (div, unit) = if a >= 1e12 { (1e12, "T") } else if a >= 1e9 { (1e9, "G") } else if a >= 1e6 { (1e6, "M") } else { (1e3, "k") };
+        let (div, unit) = if a >= 1e12 {
+            (1e12, "T")
+        } else if a >= 1e9 {
+            (1e9, "G")
+        } else if a >= 1e6 {
+            (1e6, "M")
+        } else {
+            (1e3, "k")
+        };
         return format!("{:.2}{unit}", v / div);
     }
     if v.abs() >= 100.0 {
@@ -245,7 +270,11 @@ mod tests {
         let n = values.len() as i64;
         Series {
             labels: BTreeMap::from([("deployment".to_string(), dep.to_string())]),
-            points: values.iter().enumerate().map(|(i, v)| Sample { timestamp_ms: e - (n - 1 - i as i64) * 30_000, value: *v }).collect(),
+            points: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Sample { timestamp_ms: e - (n - 1 - i as i64) * 30_000, value: *v })
+                .collect(),
         }
     }
 
@@ -281,8 +310,18 @@ mod tests {
             ("mem".to_string(), vec![series("ok", &mem_ok), series("bad", &mem_bad)]),
             ("rps".to_string(), vec![series("ok", &rps_ok), series("bad", &rps_bad)]),
         ];
-        let v = judge_joint("joint", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
-        let by = |d: &str| v.iter().find(|sv| sv.identity.get("deployment").map(String::as_str) == Some(d)).expect("verdict");
+        let v = judge_joint(
+            "joint",
+            &["deployment".to_string()],
+            &spec(),
+            features,
+            end(),
+            Duration::from_secs(30),
+            &BTreeMap::new(),
+        );
+        let by = |d: &str| {
+            v.iter().find(|sv| sv.identity.get("deployment").map(String::as_str) == Some(d)).expect("verdict")
+        };
         assert!(matches!(by("ok").verdict, Verdict::Normal(_)), "{:?}", by("ok").verdict);
         match &by("bad").verdict {
             Verdict::Anomalous(d) => {
@@ -306,7 +345,15 @@ mod tests {
         };
         let fp = fingerprint("j", &BTreeMap::from([("deployment".to_string(), "bad".to_string())]));
         let opened = end() - chrono::Duration::seconds(58 * 30);
-        let v = judge_joint("j", &["deployment".to_string()], &spec(), features(), end(), Duration::from_secs(30), &BTreeMap::from([(fp, opened)]));
+        let v = judge_joint(
+            "j",
+            &["deployment".to_string()],
+            &spec(),
+            features(),
+            end(),
+            Duration::from_secs(30),
+            &BTreeMap::from([(fp, opened)]),
+        );
         assert!(matches!(&v[0].verdict, Verdict::Anomalous(_)), "{:?}", v[0].verdict);
     }
 
@@ -314,11 +361,30 @@ mod tests {
     fn a_missing_metric_or_short_history_is_not_normal() {
         let (rps, cpu, _) = workload(false);
         let features = vec![("cpu".to_string(), vec![series("a", &cpu)]), ("rps".to_string(), vec![])];
-        let v = judge_joint("j", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
+        let v = judge_joint(
+            "j",
+            &["deployment".to_string()],
+            &spec(),
+            features,
+            end(),
+            Duration::from_secs(30),
+            &BTreeMap::new(),
+        );
         assert!(matches!(&v[0].verdict, Verdict::NoData(r) if r.contains("rps")), "{:?}", v[0].verdict);
 
-        let features = vec![("cpu".to_string(), vec![series("a", &cpu[..20])]), ("rps".to_string(), vec![series("a", &rps[..20])])];
-        let v = judge_joint("j", &["deployment".to_string()], &spec(), features, end(), Duration::from_secs(30), &BTreeMap::new());
+        let features = vec![
+            ("cpu".to_string(), vec![series("a", &cpu[..20])]),
+            ("rps".to_string(), vec![series("a", &rps[..20])]),
+        ];
+        let v = judge_joint(
+            "j",
+            &["deployment".to_string()],
+            &spec(),
+            features,
+            end(),
+            Duration::from_secs(30),
+            &BTreeMap::new(),
+        );
         assert!(matches!(&v[0].verdict, Verdict::WarmingUp(_)), "{:?}", v[0].verdict);
     }
 

@@ -2,12 +2,15 @@
 //! `warden_connectors::kube_actions`, with errors classified for the engine.
 
 use async_trait::async_trait;
-use warden_connectors::kubernetes::KubeClient;
 use std::collections::BTreeMap;
+use warden_connectors::kubernetes::KubeClient;
 
 use warden_connectors::kube_actions::{self, deployment_revision};
 use warden_playbooks::cluster::{classify as classify_failure, RequestFailure, RequestKind};
-use warden_playbooks::cluster::{DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, PodTerminating, RollbackPlan, RollbackResult};
+use warden_playbooks::cluster::{
+    DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, PodTerminating, RollbackPlan,
+    RollbackResult,
+};
 use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
 pub struct KubeCluster {
@@ -32,7 +35,9 @@ fn classify(e: &warden_connectors::Error, request: RequestKind) -> ClusterErrorK
             // hyper reports both "never connected" and "connection lost mid-exchange" as
             // connection errors; only the first proves nothing was sent.
             let m = message.to_ascii_lowercase();
-            let never_sent = ["refused", "dns", "resolve", "tcp connect", "handshake", "no route", "unreachable"].iter().any(|w| m.contains(w));
+            let never_sent = ["refused", "dns", "resolve", "tcp connect", "handshake", "no route", "unreachable"]
+                .iter()
+                .any(|w| m.contains(w));
             if never_sent {
                 RequestFailure::NotConnected
             } else {
@@ -57,7 +62,12 @@ impl Cluster for KubeCluster {
             .map_err(err)
     }
 
-    async fn set_replicas(&self, t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
+    async fn set_replicas(
+        &self,
+        t: &WorkloadRef,
+        replicas: i32,
+        dry_run: bool,
+    ) -> Result<SetReplicasOutcome, ClusterError> {
         self.client
             .set_deployment_replicas(&t.namespace, &t.name, replicas, dry_run)
             .await
@@ -72,9 +82,20 @@ impl Cluster for KubeCluster {
         Ok(DeploymentInfo { labels, revision: deployment_revision(&d), replicas })
     }
 
-    async fn rollback(&self, t: &WorkloadRef, to_revision: Option<i64>, dry_run: bool) -> Result<RollbackResult, ClusterError> {
-        let o = self.client.rollback_deployment(&t.namespace, &t.name, to_revision, dry_run).await.map_err(write_err)?;
-        Ok(RollbackResult { from_revision: o.from_revision, to_revision: o.to_revision, changed: o.changed, response: o.response })
+    async fn rollback(
+        &self,
+        t: &WorkloadRef,
+        to_revision: Option<i64>,
+        dry_run: bool,
+    ) -> Result<RollbackResult, ClusterError> {
+        let o =
+            self.client.rollback_deployment(&t.namespace, &t.name, to_revision, dry_run).await.map_err(write_err)?;
+        Ok(RollbackResult {
+            from_revision: o.from_revision,
+            to_revision: o.to_revision,
+            changed: o.changed,
+            response: o.response,
+        })
     }
 
     async fn previous_revision(&self, t: &WorkloadRef) -> Result<Option<i64>, ClusterError> {
@@ -92,8 +113,17 @@ impl Cluster for KubeCluster {
         Ok(RollbackPlan { from_revision: p.from_revision, to_revision: p.to_revision })
     }
 
-    async fn restart(&self, t: &WorkloadRef, restarted_at: &str, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
-        self.client.restart_deployment(&t.namespace, &t.name, restarted_at, dry_run).await.map(|o| o.response).map_err(write_err)
+    async fn restart(
+        &self,
+        t: &WorkloadRef,
+        restarted_at: &str,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
+        self.client
+            .restart_deployment(&t.namespace, &t.name, restarted_at, dry_run)
+            .await
+            .map(|o| o.response)
+            .map_err(write_err)
     }
 
     async fn list_pods(&self, namespace: &str, selector: &str) -> Result<Vec<PodInfo>, ClusterError> {
@@ -109,9 +139,18 @@ impl Cluster for KubeCluster {
         }
     }
 
-    async fn delete_pod(&self, namespace: &str, name: &str, uid: Option<&str>, dry_run: bool) -> Result<DeleteResult, ClusterError> {
+    async fn delete_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+        dry_run: bool,
+    ) -> Result<DeleteResult, ClusterError> {
         let o = self.client.delete_pod(namespace, name, uid, dry_run).await.map_err(write_err)?;
-        let terminating = o.terminating.map(|t| PodTerminating { deletion_timestamp: t.deletion_timestamp, grace_period_seconds: t.grace_period_seconds });
+        let terminating = o.terminating.map(|t| PodTerminating {
+            deletion_timestamp: t.deletion_timestamp,
+            grace_period_seconds: t.grace_period_seconds,
+        });
         Ok(DeleteResult { already_gone: o.already_gone, terminating, response: o.response })
     }
 
@@ -120,13 +159,24 @@ impl Cluster for KubeCluster {
         Ok(n.spec.and_then(|s| s.unschedulable).unwrap_or(false))
     }
 
-    async fn set_node_unschedulable(&self, node: &str, unschedulable: bool, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+    async fn set_node_unschedulable(
+        &self,
+        node: &str,
+        unschedulable: bool,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
         self.client.set_node_unschedulable(node, unschedulable, dry_run).await.map(|o| o.response).map_err(write_err)
     }
 
-    async fn create_job(&self, namespace: &str, job: &serde_json::Value, dry_run: bool) -> Result<JobCreated, ClusterError> {
-        let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(job.clone())
-            .map_err(|e| ClusterError::new(ClusterErrorKind::Other, format!("the Job does not parse as batch/v1 Job: {e}")))?;
+    async fn create_job(
+        &self,
+        namespace: &str,
+        job: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<JobCreated, ClusterError> {
+        let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(job.clone()).map_err(|e| {
+            ClusterError::new(ClusterErrorKind::Other, format!("the Job does not parse as batch/v1 Job: {e}"))
+        })?;
         let o = self.client.create_job(namespace, &job, dry_run).await.map_err(write_err)?;
         Ok(JobCreated { created: o.created, response: o.response })
     }
@@ -136,7 +186,9 @@ impl Cluster for KubeCluster {
         let phase = match kube_actions::job_phase(&job) {
             kube_actions::JobPhase::Running => JobPhase::Running,
             kube_actions::JobPhase::Succeeded => JobPhase::Succeeded,
-            kube_actions::JobPhase::Failed { reason, message } => JobPhase::Failed { reason: format!("{reason}: {message}") },
+            kube_actions::JobPhase::Failed { reason, message } => {
+                JobPhase::Failed { reason: format!("{reason}: {message}") }
+            }
         };
         let status = serde_json::to_value(&job.status).unwrap_or(serde_json::Value::Null);
         Ok(JobStatus { phase, status })
@@ -147,7 +199,12 @@ impl Cluster for KubeCluster {
         serde_json::to_value(&d).map_err(|e| ClusterError::new(ClusterErrorKind::Other, e.to_string()))
     }
 
-    async fn patch_deployment(&self, t: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+    async fn patch_deployment(
+        &self,
+        t: &WorkloadRef,
+        patch: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
         self.client.patch_deployment(&t.namespace, &t.name, patch, dry_run).await.map(|o| o.response).map_err(write_err)
     }
 }
@@ -175,8 +232,15 @@ fn pod_info(p: &k8s_openapi::api::core::v1::Pod) -> PodInfo {
 /// scale-ups, the topology, and the node conditions of the nodes its pods run on.
 #[async_trait]
 impl crate::analysis::ClusterEvidence for KubeCluster {
-    async fn workload_facts(&self, namespace: &str, deployment: &str, since: i64) -> Result<crate::analysis::ClusterFacts, String> {
-        let w = warden_connectors::kube_evidence::collect(&self.client, namespace, deployment, since).await.map_err(|e| e.to_string())?;
+    async fn workload_facts(
+        &self,
+        namespace: &str,
+        deployment: &str,
+        since: i64,
+    ) -> Result<crate::analysis::ClusterFacts, String> {
+        let w = warden_connectors::kube_evidence::collect(&self.client, namespace, deployment, since)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(workload_facts(&w))
     }
 }
@@ -196,7 +260,8 @@ pub fn workload_facts(w: &warden_connectors::kube_evidence::WorkloadEvidence) ->
     }
     for e in &w.events {
         // Warnings, plus the Normal events that mark changes (scaling, killing, pulling).
-        let telling = e.type_ == "Warning" || matches!(e.reason.as_str(), "ScalingReplicaSet" | "SuccessfulRescale" | "Killing" | "Pulled");
+        let telling = e.type_ == "Warning"
+            || matches!(e.reason.as_str(), "ScalingReplicaSet" | "SuccessfulRescale" | "Killing" | "Pulled");
         if !telling {
             continue;
         }
@@ -222,14 +287,22 @@ pub fn workload_facts(w: &warden_connectors::kube_evidence::WorkloadEvidence) ->
             (!v.is_empty()).then(|| v.join(","))
         };
         let verb = if r.rollback { "rolled back to" } else { "rolled out" };
-        let mut description = format!("Deployment {}/{} {verb} revision {} (ReplicaSet {})", w.namespace, w.deployment, r.revision, r.replica_set);
+        let mut description = format!(
+            "Deployment {}/{} {verb} revision {} (ReplicaSet {})",
+            w.namespace, w.deployment, r.revision, r.replica_set
+        );
         if r.time_approximate {
             description.push_str("; time approximate");
         }
         facts.push(Fact {
             time: r.time,
             subject: subject.clone(),
-            payload: Payload::Change { change: ChangeKind::Rollout, from: images(&r.from_images), to: images(&r.to_images), description },
+            payload: Payload::Change {
+                change: ChangeKind::Rollout,
+                from: images(&r.from_images),
+                to: images(&r.to_images),
+                description,
+            },
         });
     }
     for c in w.config.iter().filter(|c| c.changed_since) {
@@ -242,7 +315,12 @@ pub fn workload_facts(w: &warden_connectors::kube_evidence::WorkloadEvidence) ->
         facts.push(Fact {
             time: t,
             subject: subject.clone(),
-            payload: Payload::Change { change, from: None, to: None, description: format!("{kind} {}/{} (used by {}) changed{by}", w.namespace, c.name, w.deployment) },
+            payload: Payload::Change {
+                change,
+                from: None,
+                to: None,
+                description: format!("{kind} {}/{} (used by {}) changed{by}", w.namespace, c.name, w.deployment),
+            },
         });
     }
     if let Some(scale) = &w.scale {
@@ -266,7 +344,12 @@ pub fn workload_facts(w: &warden_connectors::kube_evidence::WorkloadEvidence) ->
         facts.push(Fact {
             time: w.since,
             subject: subject.clone(),
-            payload: Payload::Topology { nodes, pods: t.pods.iter().map(|p| p.name.clone()).collect(), services: t.services.clone(), depends_on: Vec::new() },
+            payload: Payload::Topology {
+                nodes,
+                pods: t.pods.iter().map(|p| p.name.clone()).collect(),
+                services: t.services.clone(),
+                depends_on: Vec::new(),
+            },
         });
         for p in &t.pods {
             if let Some(reason) = p.last_termination_reason.as_deref().filter(|r| *r != "Completed") {
@@ -275,17 +358,28 @@ pub fn workload_facts(w: &warden_connectors::kube_evidence::WorkloadEvidence) ->
                     subject: subject.clone(),
                     payload: Payload::KubeEvent {
                         reason: reason.to_string(),
-                        message: format!("container last terminated: {reason} (exit code {}), {} restart(s)", p.last_termination_exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()), p.restarts),
+                        message: format!(
+                            "container last terminated: {reason} (exit code {}), {} restart(s)",
+                            p.last_termination_exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                            p.restarts
+                        ),
                         count: p.restarts.max(1) as u32,
                         object: format!("Pod/{}", p.name),
                     },
                 });
             }
-            if let Some(reason) = p.waiting_reason.as_deref().filter(|r| matches!(*r, "CrashLoopBackOff" | "ImagePullBackOff" | "ErrImagePull" | "CreateContainerConfigError")) {
+            if let Some(reason) = p.waiting_reason.as_deref().filter(|r| {
+                matches!(*r, "CrashLoopBackOff" | "ImagePullBackOff" | "ErrImagePull" | "CreateContainerConfigError")
+            }) {
                 facts.push(Fact {
                     time: w.collected_at,
                     subject: subject.clone(),
-                    payload: Payload::KubeEvent { reason: reason.to_string(), message: format!("container waiting: {reason}"), count: 1, object: format!("Pod/{}", p.name) },
+                    payload: Payload::KubeEvent {
+                        reason: reason.to_string(),
+                        message: format!("container waiting: {reason}"),
+                        count: 1,
+                        object: format!("Pod/{}", p.name),
+                    },
                 });
             }
         }

@@ -21,12 +21,7 @@ pub struct LineLimit<R> {
 
 impl<R: Read> LineLimit<R> {
     pub fn new(inner: R, limit: usize) -> Self {
-        Self {
-            inner,
-            limit,
-            current: 0,
-            line: 1,
-        }
+        Self { inner, limit, current: 0, line: 1 }
     }
 }
 
@@ -42,7 +37,10 @@ impl<R: Read> Read for LineLimit<R> {
                 if self.current > self.limit {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("line {} is longer than {} bytes (one record or message per line is expected)", self.line, self.limit),
+                        format!(
+                            "line {} is longer than {} bytes (one record or message per line is expected)",
+                            self.line, self.limit
+                        ),
                     ));
                 }
             }
@@ -59,18 +57,11 @@ mod tests {
     fn an_over_long_line_is_an_error_naming_it() {
         let text = format!("short\nalso short\n{}\nnext\n", "x".repeat(100));
         let mut out = Vec::new();
-        let e = LineLimit::new(text.as_bytes(), 64)
-            .read_to_end(&mut out)
-            .expect_err("too long");
+        let e = LineLimit::new(text.as_bytes(), 64).read_to_end(&mut out).expect_err("too long");
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        assert!(
-            e.to_string().contains("line 3 is longer than 64 bytes"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("line 3 is longer than 64 bytes"), "{e}");
         let mut out = Vec::new();
-        LineLimit::new(text.as_bytes(), 100)
-            .read_to_end(&mut out)
-            .expect("at the limit");
+        LineLimit::new(text.as_bytes(), 100).read_to_end(&mut out).expect("at the limit");
         assert_eq!(out, text.as_bytes());
     }
 }

@@ -29,7 +29,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::json;
 use warden_connectors::loki::{Direction, LogEntry, LokiClient};
-use warden_detectors::logs::{LogSignals, Miner, MinerParams, MinerState, Signal, SignalKind, SignalParams, TemplateId};
+use warden_detectors::logs::{
+    LogSignals, Miner, MinerParams, MinerState, Signal, SignalKind, SignalParams, TemplateId,
+};
 
 use crate::config::{LogSignalKind, LogWatchConfig};
 use crate::evaluate::fingerprint;
@@ -74,7 +76,11 @@ pub struct LokiLogs {
 #[async_trait]
 impl LogSource for LokiLogs {
     async fn read(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<LogRead, String> {
-        let r = self.client.query_range(query, start, end, Direction::Forward, self.page_limit).await.map_err(|e| e.to_string())?;
+        let r = self
+            .client
+            .query_range(query, start, end, Direction::Forward, self.page_limit)
+            .await
+            .map_err(|e| e.to_string())?;
         let complete = r.is_complete();
         Ok(LogRead { entries: r.entries, complete })
     }
@@ -103,12 +109,18 @@ impl LogWatchState {
                 if miner.params() != &params {
                     let mut state = miner.state();
                     state.params = params;
-                    miner = Miner::from_state(state).map_err(|e| format!("saved miner state with new settings: {e}"))?;
+                    miner =
+                        Miner::from_state(state).map_err(|e| format!("saved miner state with new settings: {e}"))?;
                 }
                 let restored_warm = miner.lines() >= warmup;
                 Ok(Self { miner, signals: BTreeMap::new(), resume_ns, restored_warm })
             }
-            None => Ok(Self { miner: Miner::new(params).map_err(|e| format!("miner: {e}"))?, signals: BTreeMap::new(), resume_ns: None, restored_warm: false }),
+            None => Ok(Self {
+                miner: Miner::new(params).map_err(|e| format!("miner: {e}"))?,
+                signals: BTreeMap::new(),
+                resume_ns: None,
+                restored_warm: false,
+            }),
         }
     }
 
@@ -163,7 +175,12 @@ fn kind_name(k: SignalKind) -> &'static str {
 
 /// The incident key of a signal: watch, identity, signal kind and, except for error bursts
 /// (whose top template varies), the template.
-pub fn finding_fingerprint(watch: &str, identity: &BTreeMap<String, String>, kind: SignalKind, template: Option<TemplateId>) -> String {
+pub fn finding_fingerprint(
+    watch: &str,
+    identity: &BTreeMap<String, String>,
+    kind: SignalKind,
+    template: Option<TemplateId>,
+) -> String {
     let mut key = identity.clone();
     key.insert("__signal".into(), kind_name(kind).into());
     if kind != SignalKind::ErrorBurst {
@@ -183,7 +200,11 @@ fn short(text: &str, max: usize) -> String {
 }
 
 fn title(w: &LogWatchConfig, identity: &BTreeMap<String, String>, s: &Signal) -> String {
-    let on = if identity.is_empty() { String::new() } else { format!(" on {}", identity.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")) };
+    let on = if identity.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", identity.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+    };
     let template = s.evidence.template.as_deref().map(|t| short(t, 100)).unwrap_or_default();
     let baseline = s.evidence.baseline.map(|b| format!("{b:.0}")).unwrap_or_else(|| "-".into());
     match s.kind {
@@ -194,13 +215,21 @@ fn title(w: &LogWatchConfig, identity: &BTreeMap<String, String>, s: &Signal) ->
             if matches!(s.deviation, warden_detectors::Deviation::Below) { "below" } else { "above" },
             s.evidence.count
         ),
-        SignalKind::ErrorBurst => format!("{}: burst of error lines{on} ({} vs about {baseline} per bucket; most: `{template}`)", w.name, s.evidence.count),
+        SignalKind::ErrorBurst => format!(
+            "{}: burst of error lines{on} ({} vs about {baseline} per bucket; most: `{template}`)",
+            w.name, s.evidence.count
+        ),
     }
 }
 
 /// Read, mine and detect for one log watch. `Err` is "no data" with its reason; the state
 /// is only advanced when the read succeeded.
-pub async fn evaluate_logs(source: &dyn LogSource, w: &LogWatchConfig, state: &mut LogWatchState, now: DateTime<Utc>) -> Result<LogEvaluation, String> {
+pub async fn evaluate_logs(
+    source: &dyn LogSource,
+    w: &LogWatchConfig,
+    state: &mut LogWatchState,
+    now: DateTime<Utc>,
+) -> Result<LogEvaluation, String> {
     let end = now - ChronoDuration::from_std(w.offset.get()).unwrap_or_default();
     let start = match state.resume_ns {
         Some(ns) => DateTime::from_timestamp_nanos(ns.saturating_add(1)),
@@ -214,10 +243,16 @@ pub async fn evaluate_logs(source: &dyn LogSource, w: &LogWatchConfig, state: &m
     let open_on: BTreeSet<LogSignalKind> = w.open_on.iter().copied().collect();
     let mut raw: Vec<(BTreeMap<String, String>, Signal)> = Vec::new();
     for e in &read.entries {
-        let identity: BTreeMap<String, String> = w.identity.iter().map(|l| (l.clone(), e.labels.get(l).cloned().unwrap_or_default())).collect();
+        let identity: BTreeMap<String, String> =
+            w.identity.iter().map(|l| (l.clone(), e.labels.get(l).cloned().unwrap_or_default())).collect();
         let result = state.miner.add(&e.line);
         // A template seen again keeps its new-template incident open.
-        out.still_active.insert(finding_fingerprint(&w.name, &identity, SignalKind::NewTemplate, Some(result.template_id)));
+        out.still_active.insert(finding_fingerprint(
+            &w.name,
+            &identity,
+            SignalKind::NewTemplate,
+            Some(result.template_id),
+        ));
         let ms = e.timestamp_ns.div_euclid(1_000_000);
         let signals = state.signals_for(w, &identity)?.observe(ms, &e.line, &result);
         raw.extend(signals.into_iter().map(|s| (identity.clone(), s)));
@@ -295,7 +330,14 @@ mod tests {
                 return Err("503 Service Unavailable".into());
             }
             let (s, e) = (start.timestamp_nanos_opt().unwrap_or(0), end.timestamp_nanos_opt().unwrap_or(0));
-            let entries = self.entries.lock().map_err(|e| e.to_string())?.iter().filter(|x| x.timestamp_ns >= s && x.timestamp_ns < e).cloned().collect();
+            let entries = self
+                .entries
+                .lock()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .filter(|x| x.timestamp_ns >= s && x.timestamp_ns < e)
+                .cloned()
+                .collect();
             Ok(LogRead { entries, complete: true })
         }
     }
@@ -337,7 +379,11 @@ mod tests {
 
         // A new error pattern arrives.
         let at = t0() + ChronoDuration::seconds(230);
-        src.entries.lock().expect("lock").push(entry(at, "checkout", "ERROR payment 4711 declined: card 0x1f2e expired"));
+        src.entries.lock().expect("lock").push(entry(
+            at,
+            "checkout",
+            "ERROR payment 4711 declined: card 0x1f2e expired",
+        ));
         let second = evaluate_logs(&src, &w, &mut state, t0() + ChronoDuration::seconds(240)).await.expect("reads");
         assert_eq!(second.lines, 1, "only the lines after the resume point are read");
         let new: Vec<_> = second.findings.iter().filter(|f| f.signal.kind == SignalKind::NewTemplate).collect();
@@ -359,7 +405,9 @@ mod tests {
     async fn restored_state_keeps_template_ids_and_warmup() {
         let w = watch();
         let mut state = LogWatchState::new(&w, None).expect("state");
-        let lines: Vec<LogEntry> = (0..100).map(|i| entry(t0() + ChronoDuration::seconds(i), "a", &format!("worker {i} done in {i} ms"))).collect();
+        let lines: Vec<LogEntry> = (0..100)
+            .map(|i| entry(t0() + ChronoDuration::seconds(i), "a", &format!("worker {i} done in {i} ms")))
+            .collect();
         let src = Scripted { entries: Mutex::new(lines), fail: Mutex::new(false) };
         evaluate_logs(&src, &w, &mut state, t0() + ChronoDuration::seconds(100)).await.expect("reads");
         let id = state.miner.add("worker 5 done in 7 ms").template_id;
@@ -367,7 +415,11 @@ mod tests {
         let mut restored = LogWatchState::new(&w, Some(saved)).expect("restored");
         assert_eq!(restored.miner.add("worker 9 done in 1 ms").template_id, id);
         // Warm-up is not repeated: the first new pattern after the restart is a finding.
-        src.entries.lock().expect("lock").push(entry(t0() + ChronoDuration::seconds(110), "a", "FATAL disk /var/lib/x full"));
+        src.entries.lock().expect("lock").push(entry(
+            t0() + ChronoDuration::seconds(110),
+            "a",
+            "FATAL disk /var/lib/x full",
+        ));
         let e = evaluate_logs(&src, &w, &mut restored, t0() + ChronoDuration::seconds(120)).await.expect("reads");
         assert_eq!(e.lines, 1);
         assert!(e.findings.iter().any(|f| f.signal.kind == SignalKind::NewTemplate), "{:?}", e.findings);

@@ -50,7 +50,8 @@ pub fn run_to(input: &Path, json: bool, out: &mut dyn Write) -> Result<u64> {
         }
     }
     if json {
-        let templates: Vec<_> = miner.templates().map(|t| json!({ "id": t.id, "count": t.count, "template": t.template })).collect();
+        let templates: Vec<_> =
+            miner.templates().map(|t| json!({ "id": t.id, "count": t.count, "template": t.template })).collect();
         writeln!(out, "{}", json!({ "templates": templates }))?;
     } else {
         writeln!(out)?;
@@ -87,8 +88,10 @@ mod tests {
         assert!(text.contains("     1        2  user <*> logged in"), "{text}");
         let mut out = Vec::new();
         run_to(&path, true, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
-        let lines: Vec<serde_json::Value> =
-            String::from_utf8_lossy(&out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[1]["line"], 3, "the blank line keeps its number");
         assert_eq!(lines[3]["templates"][1]["template"], "disk full");
@@ -99,7 +102,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("big.log");
         let long = "y".repeat(crate::line_limit::MAX_LINE_BYTES + 10);
-        std::fs::write(&path, format!("user 1 logged in\n{long}\nuser 2 logged in\n")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, format!("user 1 logged in\n{long}\nuser 2 logged in\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let e = run_to(&path, false, &mut Vec::new()).expect_err("too long");
         let msg = format!("{e:#}");
         assert!(msg.contains("big.log") && msg.contains("line 2 is longer than 1048576 bytes"), "{msg}");

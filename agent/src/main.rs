@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 mod check_cmd;
 
-use warden_agent::{bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, outbox_cmd, playbook_cmd, rca_cmd, store::Store};
+use warden_agent::{
+    bench, config, daemon, demo, detect_cmd, incident_cmd, logs_cmd, model_cmd, outbox_cmd, playbook_cmd, rca_cmd,
+    store::Store,
+};
 
 /// `0.1.0 (commit 0123abcd4567, built 2026-01-31)`: `warden --version`.
 const VERSION: &str = concat!(
@@ -564,8 +567,8 @@ struct DbArgs {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colours only for a person at a terminal, never in files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -622,7 +625,8 @@ fn model_info(config: Option<PathBuf>, model: Option<PathBuf>, json: bool) -> Re
         (_, Some(path)) => warden_models::llm::LoadOptions::new(path),
         (Some(c), None) => {
             let cfg = load_config(&c)?;
-            let m = cfg.analysis.model.as_ref().ok_or_else(|| anyhow!("{}: no `analysis.model` section", c.display()))?;
+            let m =
+                cfg.analysis.model.as_ref().ok_or_else(|| anyhow!("{}: no `analysis.model` section", c.display()))?;
             warden_agent::analysis::summarizer::load_options(m).map_err(|e| anyhow!("{}: {e}", c.display()))?
         }
         (None, None) => return Err(anyhow!("give --model FILE.gguf or --config FILE")),
@@ -672,43 +676,80 @@ fn main() -> ExitCode {
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
                 .render(&mut page)
                 .context("rendering the manual page")
-                .and_then(|()| std::io::Write::write_all(&mut std::io::stdout().lock(), &page).context("writing the manual page"))
+                .and_then(|()| {
+                    std::io::Write::write_all(&mut std::io::stdout().lock(), &page).context("writing the manual page")
+                })
         }
-        Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => incidents_list(db, status, json, limit),
-        Command::Outbox { command: OutboxCommand::List { db, state, channel, json, limit } } => {
-            open_store(db).and_then(|s| outbox_cmd::list(&s, &state, channel.as_deref(), limit, json, &mut std::io::stdout().lock()))
+        Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => {
+            incidents_list(db, status, json, limit)
         }
-        Command::Outbox { command: OutboxCommand::Dead { db, channel, json, limit } } => {
-            open_store(db).and_then(|s| outbox_cmd::dead(&s, channel.as_deref(), limit, json, &mut std::io::stdout().lock()))
+        Command::Outbox { command: OutboxCommand::List { db, state, channel, json, limit } } => open_store(db)
+            .and_then(|s| outbox_cmd::list(&s, &state, channel.as_deref(), limit, json, &mut std::io::stdout().lock())),
+        Command::Outbox { command: OutboxCommand::Dead { db, channel, json, limit } } => open_store(db)
+            .and_then(|s| outbox_cmd::dead(&s, channel.as_deref(), limit, json, &mut std::io::stdout().lock())),
+        Command::Outbox { command: OutboxCommand::Retry { id, all, channel, db } } => open_store(db)
+            .and_then(|s| outbox_cmd::retry(&s, id, all, channel.as_deref(), &mut std::io::stdout().lock())),
+        Command::Outbox { command: OutboxCommand::Discard { id, db } } => {
+            open_store(db).and_then(|s| outbox_cmd::discard(&s, id, &mut std::io::stdout().lock()))
         }
-        Command::Outbox { command: OutboxCommand::Retry { id, all, channel, db } } => {
-            open_store(db).and_then(|s| outbox_cmd::retry(&s, id, all, channel.as_deref(), &mut std::io::stdout().lock()))
+        Command::Incidents { command: IncidentsCommand::Show { id, db, json } } => {
+            open_store(db).and_then(|store| incident_cmd::show(&store, id, json, &mut std::io::stdout().lock()))
         }
-        Command::Outbox { command: OutboxCommand::Discard { id, db } } => open_store(db).and_then(|s| outbox_cmd::discard(&s, id, &mut std::io::stdout().lock())),
-        Command::Incidents { command: IncidentsCommand::Show { id, db, json } } => open_store(db).and_then(|store| incident_cmd::show(&store, id, json, &mut std::io::stdout().lock())),
         Command::Model { command: ModelCommand::Pull { repo, file, revision, dest, sha256 } } => {
             model_cmd::pull_cmd(&repo, &file, revision.as_deref(), &dest, sha256.as_deref())
         }
         Command::Model { command: ModelCommand::Info { config, model, json } } => model_info(config, model, json),
-        Command::Rca { metrics, start, json, symptom, symptom_metric, graph, normal, separator, pattern, metric_kinds } => rca_cmd::run_args(
-            &rca_cmd::RcaArgs { metrics, start, json, symptom, symptom_metric, graph, normal, separator, pattern, metric_kinds },
+        Command::Rca {
+            metrics,
+            start,
+            json,
+            symptom,
+            symptom_metric,
+            graph,
+            normal,
+            separator,
+            pattern,
+            metric_kinds,
+        } => rca_cmd::run_args(
+            &rca_cmd::RcaArgs {
+                metrics,
+                start,
+                json,
+                symptom,
+                symptom_metric,
+                graph,
+                normal,
+                separator,
+                pattern,
+                metric_kinds,
+            },
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),
         ),
-        Command::Bench { command: BenchCommand::Rca { suite, format, .. } } if !suite.is_dir() && format.as_deref().is_none_or(|f| f == "lodo") => {
+        Command::Bench { command: BenchCommand::Rca { suite, format, .. } }
+            if !suite.is_dir() && format.as_deref().is_none_or(|f| f == "lodo") =>
+        {
             Err(no_suite(&suite))
         }
         Command::Bench { command: BenchCommand::Summary { suite, .. } } if !suite.is_dir() => Err(no_suite(&suite)),
-        Command::Bench { command: BenchCommand::Rca { suite, json, format, data, petshop, nezha } } => match (format.as_deref(), data, petshop, nezha) {
-            (None, _, _, _) => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
-            (Some("lodo"), _, Some(p), Some(n)) => bench::rca::lodo(&p, &n, &suite, &mut std::io::stdout().lock()),
-            (Some("lodo"), ..) => Err(anyhow!("--format lodo needs --petshop DIR and --nezha DIR (and --suite DIR)")),
-            (Some(f), Some(d), _, _) => bench::rca::run(f, &d, json, &mut std::io::stdout().lock()),
-            (Some(f), None, _, _) => Err(anyhow!("--format {f} needs --data DIR")),
-        },
+        Command::Bench { command: BenchCommand::Rca { suite, json, format, data, petshop, nezha } } => {
+            match (format.as_deref(), data, petshop, nezha) {
+                (None, _, _, _) => rca_cmd::bench(&suite, json, &mut std::io::stdout().lock()),
+                (Some("lodo"), _, Some(p), Some(n)) => bench::rca::lodo(&p, &n, &suite, &mut std::io::stdout().lock()),
+                (Some("lodo"), ..) => {
+                    Err(anyhow!("--format lodo needs --petshop DIR and --nezha DIR (and --suite DIR)"))
+                }
+                (Some(f), Some(d), _, _) => bench::rca::run(f, &d, json, &mut std::io::stdout().lock()),
+                (Some(f), None, _, _) => Err(anyhow!("--format {f} needs --data DIR")),
+            }
+        }
         Command::Detect { input, detector, params, json } => detect_cmd::run(&input, &detector, &params, json),
-        Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => bench::nab::run(&data, &detector, &params, json),
-        Command::Bench { command: BenchCommand::Anomaly { data, detector, delay, leave_one_out, candidates, baselines, json } } => {
+        Command::Bench { command: BenchCommand::Nab { data, detector, params, json } } => {
+            bench::nab::run(&data, &detector, &params, json)
+        }
+        Command::Bench {
+            command: BenchCommand::Anomaly { data, detector, delay, leave_one_out, candidates, baselines, json },
+        } => {
             if leave_one_out {
                 bench::anomaly_lodo::run(&data, &candidates, &baselines, delay, json)
             } else {
@@ -716,25 +757,58 @@ fn main() -> ExitCode {
             }
         }
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
-        Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3, leave_one_out } } => bench::loghub::run(&data, json, compare_drain3, leave_one_out),
-        Command::Bench { command: BenchCommand::Summary { model, tokens, suite, compare_llama_cpp, threads, max_scenarios, no_requantize, python, json } } => bench::summary::run(&bench::summary::SummaryBenchArgs { model, tokens, suite, compare_llama_cpp, json, threads, max_scenarios, no_requantize, python }, &mut std::io::stdout().lock()),
+        Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3, leave_one_out } } => {
+            bench::loghub::run(&data, json, compare_drain3, leave_one_out)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Summary {
+                    model,
+                    tokens,
+                    suite,
+                    compare_llama_cpp,
+                    threads,
+                    max_scenarios,
+                    no_requantize,
+                    python,
+                    json,
+                },
+        } => bench::summary::run(
+            &bench::summary::SummaryBenchArgs {
+                model,
+                tokens,
+                suite,
+                compare_llama_cpp,
+                json,
+                threads,
+                max_scenarios,
+                no_requantize,
+                python,
+            },
+            &mut std::io::stdout().lock(),
+        ),
         Command::Logs { command: LogsCommand::Mine { input, json } } => logs_cmd::run(&input, json),
-        Command::Run { config } => load_config(&config).and_then(|cfg| resolved(&config).map(|()| cfg)).and_then(|cfg| {
-            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(async move {
-                let token = CancellationToken::new();
-                tokio::spawn(shutdown_on_signal(token.clone()));
-                daemon::run(cfg, token).await
+        Command::Run { config } => {
+            load_config(&config).and_then(|cfg| resolved(&config).map(|()| cfg)).and_then(|cfg| {
+                let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+                rt.block_on(async move {
+                    let token = CancellationToken::new();
+                    tokio::spawn(shutdown_on_signal(token.clone()));
+                    daemon::run(cfg, token).await
+                })
             })
-        }),
+        }
         Command::Playbook { command: PlaybookCommand::List { config, json } } => {
             config.as_deref().map(load_config).transpose().and_then(|c| playbook_cmd::list(c.as_ref(), json))
         }
         Command::Playbook { command: PlaybookCommand::Show { name, config, json } } => {
             config.as_deref().map(load_config).transpose().and_then(|c| playbook_cmd::show(c.as_ref(), &name, json))
         }
-        Command::Playbook { command: PlaybookCommand::Run { name, config, params, target, dry_run, actor, detach } } => {
-            let args = playbook_cmd::RunArgs { name, params, target, dry_run, actor: playbook_cmd::actor(actor), detach };
+        Command::Playbook {
+            command: PlaybookCommand::Run { name, config, params, target, dry_run, actor, detach },
+        } => {
+            let args =
+                playbook_cmd::RunArgs { name, params, target, dry_run, actor: playbook_cmd::actor(actor), detach };
             match load_config(&config).and_then(|cfg| runtime()?.block_on(playbook_cmd::run(cfg, args))) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(1),
@@ -742,7 +816,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Approve { id, config, deny, comment, actor, detach } => {
-            match load_config(&config).and_then(|cfg| runtime()?.block_on(playbook_cmd::approve(cfg, id, deny, comment, playbook_cmd::actor(actor), detach))) {
+            match load_config(&config).and_then(|cfg| {
+                runtime()?.block_on(playbook_cmd::approve(cfg, id, deny, comment, playbook_cmd::actor(actor), detach))
+            }) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(1),
                 Err(e) => Err(e),
@@ -751,12 +827,16 @@ fn main() -> ExitCode {
         Command::Runs { command: RunsCommand::List { db, status, json, limit } } => {
             db_path(db).and_then(|p| playbook_cmd::runs_list(&p, status, json, limit))
         }
-        Command::Runs { command: RunsCommand::Show { id, db, json } } => db_path(db).and_then(|p| playbook_cmd::runs_show(&p, id, json)),
-        Command::Audit { command: AuditCommand::Verify { db, json } } => match db_path(db).and_then(|p| playbook_cmd::audit_verify(&p, json)) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
-            Err(e) => Err(e),
-        },
+        Command::Runs { command: RunsCommand::Show { id, db, json } } => {
+            db_path(db).and_then(|p| playbook_cmd::runs_show(&p, id, json))
+        }
+        Command::Audit { command: AuditCommand::Verify { db, json } } => {
+            match db_path(db).and_then(|p| playbook_cmd::audit_verify(&p, json)) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
         Command::Demo { out, all_evaluations, model } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -819,7 +899,9 @@ fn check_config(file: &std::path::Path, resolve: bool, json: bool) -> ExitCode {
     let unresolved = match (&loaded, resolve) {
         (Ok(_), true) => match std::fs::read_to_string(file) {
             Ok(text) => Some(check_cmd::unresolved(&text)),
-            Err(e) => Some(vec![check_cmd::Unresolved { path: String::new(), problem: format!("reading the file: {e}") }]),
+            Err(e) => {
+                Some(vec![check_cmd::Unresolved { path: String::new(), problem: format!("reading the file: {e}") }])
+            }
         },
         _ => None,
     };
@@ -827,7 +909,11 @@ fn check_config(file: &std::path::Path, resolve: bool, json: bool) -> ExitCode {
     if json {
         let errors: Vec<_> = match &loaded {
             Ok(_) => Vec::new(),
-            Err(errors) => errors.0.iter().map(|e| serde_json::json!({"line": e.line, "path": e.path, "message": e.message})).collect(),
+            Err(errors) => errors
+                .0
+                .iter()
+                .map(|e| serde_json::json!({"line": e.line, "path": e.path, "message": e.message}))
+                .collect(),
         };
         let out = serde_json::json!({
             "file": file.display().to_string(),
@@ -843,7 +929,9 @@ fn check_config(file: &std::path::Path, resolve: bool, json: bool) -> ExitCode {
                 eprintln!("{errors}");
                 eprintln!("{} error(s) in {}", errors.0.len(), file.display());
             }
-            (Ok(_), Some(problems)) if !problems.is_empty() => eprintln!("error: {}", check_cmd::describe(file, problems)),
+            (Ok(_), Some(problems)) if !problems.is_empty() => {
+                eprintln!("error: {}", check_cmd::describe(file, problems))
+            }
             (Ok(cfg), _) => {
                 let resolved = if resolve { ", every secret and file resolved" } else { "" };
                 println!("{}: ok ({} watch(es){resolved})", file.display(), cfg.watches.len());

@@ -97,7 +97,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("warden");
         let evaluations = Family::<WatchOutcome, Counter>::default();
-        registry.register("evaluations", "Watch evaluations by outcome (ok, anomalous, no_data, warming_up)", evaluations.clone());
+        registry.register(
+            "evaluations",
+            "Watch evaluations by outcome (ok, anomalous, no_data, warming_up)",
+            evaluations.clone(),
+        );
         let no_data = Family::<WatchLabel, Counter>::default();
         registry.register("watch_no_data", "Evaluations that found no usable data", no_data.clone());
         let detector_seconds = Family::<WatchLabel, Histogram>::new_with_constructor(|| {
@@ -107,11 +111,19 @@ impl Metrics {
         let open_incidents = Gauge::default();
         registry.register("open_incidents", "Incidents currently open", open_incidents.clone());
         let actions = Family::<ActionLabels, Counter>::default();
-        registry.register("actions", "Playbook runs started by watches, by playbook (kind) and the run status right after the start (outcome)", actions.clone());
+        registry.register(
+            "actions",
+            "Playbook runs started by watches, by playbook (kind) and the run status right after the start (outcome)",
+            actions.clone(),
+        );
         let notifications_sent = Family::<ChannelLabel, Counter>::default();
         registry.register("notifications_sent", "Notifications delivered", notifications_sent.clone());
         let notification_failures = Family::<ChannelLabel, Counter>::default();
-        registry.register("notification_failures", "Failed notification delivery attempts", notification_failures.clone());
+        registry.register(
+            "notification_failures",
+            "Failed notification delivery attempts",
+            notification_failures.clone(),
+        );
         let outbox_pending = Family::<ChannelLabel, Gauge>::default();
         registry.register("outbox_pending", "Notifications waiting for delivery, per channel", outbox_pending.clone());
         let outbox_oldest_pending_seconds = Family::<ChannelLabel, Gauge<f64, AtomicU64>>::default();
@@ -121,7 +133,11 @@ impl Metrics {
             outbox_oldest_pending_seconds.clone(),
         );
         let outbox_dead_letters = Family::<ChannelLabel, Counter>::default();
-        registry.register("outbox_dead_letters", "Notifications given up on and kept as dead letters", outbox_dead_letters.clone());
+        registry.register(
+            "outbox_dead_letters",
+            "Notifications given up on and kept as dead letters",
+            outbox_dead_letters.clone(),
+        );
         let outbox_dead = Family::<ChannelLabel, Gauge>::default();
         registry.register("outbox_dead", "Dead letters kept now (neither retried nor discarded)", outbox_dead.clone());
         let outbox_digests = Family::<ChannelLabel, Counter>::default();

@@ -13,32 +13,17 @@ use warden_models::TextGenerator;
 
 /// Downloads `file` from the Hugging Face repository `repo` into `dest` and prints its path
 /// and SHA-256 (and what the hash was checked against).
-pub fn pull_cmd(
-    repo: &str,
-    file: &str,
-    revision: Option<&str>,
-    dest: &Path,
-    sha256: Option<&str>,
-) -> Result<()> {
+pub fn pull_cmd(repo: &str, file: &str, revision: Option<&str>, dest: &Path, sha256: Option<&str>) -> Result<()> {
     let pulled = llm::pull_with_report(repo, file, revision, dest, sha256)
         .with_context(|| format!("pulling {file} from {repo}"))?;
     let checked = match pulled.verified_against {
         ChecksumSource::Expected => "matches the expected SHA-256",
         ChecksumSource::Hub => "matches the hub's SHA-256",
-        ChecksumSource::Unverified => {
-            "not verified (no expected value and the hub gave none): pin it with --sha256"
-        }
+        ChecksumSource::Unverified => "not verified (no expected value and the hub gave none): pin it with --sha256",
     };
     println!("path:    {}", pulled.path.display());
     println!("sha256:  {}", pulled.sha256);
-    println!(
-        "checked: {checked}{}",
-        if pulled.cached {
-            " (already present, not downloaded)"
-        } else {
-            ""
-        }
-    );
+    println!("checked: {checked}{}", if pulled.cached { " (already present, not downloaded)" } else { "" });
     Ok(())
 }
 
@@ -49,10 +34,7 @@ pub fn info_cmd(opts: &LoadOptions, json: bool) -> Result<()> {
     if json {
         let mut value = serde_json::to_value(&info)?;
         if let Some(obj) = value.as_object_mut() {
-            obj.insert(
-                "requantized_tensors".into(),
-                json!(model.requantized_tensors()),
-            );
+            obj.insert("requantized_tensors".into(), json!(model.requantized_tensors()));
             obj.insert("stop_token_ids".into(), json!(model.stop_token_ids()));
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -67,10 +49,7 @@ pub fn info_cmd(opts: &LoadOptions, json: bool) -> Result<()> {
             "quantization",
             match model.requantized_tensors() {
                 0 => info.quantization.clone(),
-                n => format!(
-                    "{} ({n} tensors re-quantized to Q8_0 for speed)",
-                    info.quantization
-                ),
+                n => format!("{} ({n} tensors re-quantized to Q8_0 for speed)", info.quantization),
             },
         ),
         ("context", format!("{} tokens", info.context_length)),
@@ -78,10 +57,7 @@ pub fn info_cmd(opts: &LoadOptions, json: bool) -> Result<()> {
         ("tokenizer", info.tokenizer.clone()),
         ("device", info.device.clone()),
         ("sha256", info.sha256.clone().unwrap_or_else(|| "-".into())),
-        (
-            "load time",
-            format!("{:.2} s", info.load_time.as_secs_f64()),
-        ),
+        ("load time", format!("{:.2} s", info.load_time.as_secs_f64())),
     ];
     for (k, v) in rows {
         println!("{k:<14} {v}");
@@ -112,10 +88,7 @@ mod tests {
     #[test]
     fn info_of_a_missing_file_is_an_error() {
         let opts = LoadOptions::new("/nonexistent/model.gguf");
-        let err = info_cmd(&opts, false)
-            .err()
-            .map(|e| format!("{e:#}"))
-            .unwrap_or_default();
+        let err = info_cmd(&opts, false).err().map(|e| format!("{e:#}")).unwrap_or_default();
         assert!(err.contains("/nonexistent/model.gguf"), "{err}");
     }
 }

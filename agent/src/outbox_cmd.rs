@@ -40,11 +40,7 @@ pub fn list(
     let stats = store.outbox_stats()?;
     let messages = store.list_outbox(Some(state), channel, limit)?;
     if json_out {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json!({"channels": stats, "messages": messages}))?
-        )?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&json!({"channels": stats, "messages": messages}))?)?;
         return Ok(());
     }
     let now = Utc::now();
@@ -56,31 +52,17 @@ pub fn list(
             .oldest_pending
             .map(|t| format!(", oldest queued {}s ago", (now - t).num_seconds().max(0)))
             .unwrap_or_default();
-        writeln!(
-            out,
-            "{}: {} pending, {} dead{oldest}",
-            s.channel, s.pending, s.dead
-        )?;
+        writeln!(out, "{}: {} pending, {} dead{oldest}", s.channel, s.pending, s.dead)?;
     }
     writeln!(out)?;
     table(&messages, state, out)
 }
 
 /// `warden outbox dead`: the dead letters with their reasons, newest first.
-pub fn dead(
-    store: &Store,
-    channel: Option<&str>,
-    limit: u32,
-    json_out: bool,
-    out: &mut impl Write,
-) -> Result<()> {
+pub fn dead(store: &Store, channel: Option<&str>, limit: u32, json_out: bool, out: &mut impl Write) -> Result<()> {
     let messages = store.list_outbox(Some("dead"), channel, limit)?;
     if json_out {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json!({"dead_letters": messages}))?
-        )?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&json!({"dead_letters": messages}))?)?;
         return Ok(());
     }
     table(&messages, "dead", out)
@@ -99,15 +81,8 @@ fn table(messages: &[OutboxMessage], state: &str, out: &mut impl Write) -> Resul
         "ID", "CHANNEL", "INCIDENT", "EVENT", "ATTEMPTS", "CREATED"
     )?;
     for m in messages {
-        let incident = m
-            .incident_id
-            .map(|i| format!("#{i}"))
-            .unwrap_or_else(|| "-".into());
-        let text = if dead {
-            m.reason.as_deref().unwrap_or("-").to_string()
-        } else {
-            m.subject.clone()
-        };
+        let incident = m.incident_id.map(|i| format!("#{i}")).unwrap_or_else(|| "-".into());
+        let text = if dead { m.reason.as_deref().unwrap_or("-").to_string() } else { m.subject.clone() };
         writeln!(
             out,
             "{:>6}  {:<7} {:>8}  {:<22} {:>8}  {:<20} {}",
@@ -124,27 +99,17 @@ fn table(messages: &[OutboxMessage], state: &str, out: &mut impl Write) -> Resul
 }
 
 /// `warden outbox retry ID` or `--all [--channel C]`: dead letters are queued again.
-pub fn retry(
-    store: &Store,
-    id: Option<i64>,
-    all: bool,
-    channel: Option<&str>,
-    out: &mut impl Write,
-) -> Result<()> {
+pub fn retry(store: &Store, id: Option<i64>, all: bool, channel: Option<&str>, out: &mut impl Write) -> Result<()> {
     match (id, all) {
         (Some(id), false) => match store.retry_dead(id, Utc::now())? {
             DeadLetterChange::Done(m) => {
-                writeln!(
-                    out,
-                    "message {id} ({} to {}) queued again",
-                    m.event, m.channel
-                )?;
+                writeln!(out, "message {id} ({} to {}) queued again", m.event, m.channel)?;
                 Ok(())
             }
             DeadLetterChange::NotFound => Err(anyhow!("no outbox message {id}")),
-            DeadLetterChange::NotDead(state) => Err(anyhow!(
-                "outbox message {id} is {state}, not dead: only dead letters can be retried"
-            )),
+            DeadLetterChange::NotDead(state) => {
+                Err(anyhow!("outbox message {id} is {state}, not dead: only dead letters can be retried"))
+            }
         },
         (None, true) => {
             let n = store.retry_all_dead(channel, Utc::now())?;
@@ -163,9 +128,9 @@ pub fn discard(store: &Store, id: i64, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
         DeadLetterChange::NotFound => Err(anyhow!("no outbox message {id}")),
-        DeadLetterChange::NotDead(state) => Err(anyhow!(
-            "outbox message {id} is {state}, not dead: only dead letters can be discarded"
-        )),
+        DeadLetterChange::NotDead(state) => {
+            Err(anyhow!("outbox message {id} is {state}, not dead: only dead letters can be discarded"))
+        }
     }
 }
 
@@ -209,13 +174,7 @@ mod tests {
         })
         .expect("open");
         let id = s.pending_messages("email").expect("pending")[0].id;
-        s.dead_letter(
-            id,
-            "SMTP delivery failed with reply 500: Line too long",
-            true,
-            now,
-        )
-        .expect("dead");
+        s.dead_letter(id, "SMTP delivery failed with reply 500: Line too long", true, now).expect("dead");
         (s, id)
     }
 
@@ -229,10 +188,7 @@ mod tests {
     fn lists_dead_letters_with_reasons_and_retries_them() {
         let (s, id) = store_with_dead_letter();
         let text = run(|o| dead(&s, None, 50, false, o)).expect("dead");
-        assert!(
-            text.contains("REASON") && text.contains("reply 500: Line too long"),
-            "{text}"
-        );
+        assert!(text.contains("REASON") && text.contains("reply 500: Line too long"), "{text}");
         let text = run(|o| list(&s, "pending", None, 50, false, o)).expect("list");
         assert!(text.contains("email: 1 pending, 1 dead"), "{text}");
         assert!(text.contains("[warden] RESOLVED a"), "{text}");
@@ -245,10 +201,7 @@ mod tests {
         assert!(err.to_string().contains("is pending, not dead"), "{err}");
         assert!(run(|o| retry(&s, Some(999), false, None, o)).is_err());
         let text = run(|o| retry(&s, Some(id), false, None, o)).expect("retry");
-        assert_eq!(
-            text.trim(),
-            format!("message {id} (opened to email) queued again")
-        );
+        assert_eq!(text.trim(), format!("message {id} (opened to email) queued again"));
         assert_eq!(s.pending_notifications().expect("count"), 2);
         assert!(run(|o| retry(&s, None, false, None, o)).is_err());
     }

@@ -23,11 +23,7 @@ use crate::store::{from_ms, insert_outbox, ms, NewNotification, Store, StoreErro
 /// The subject stored beside a payload, for listings and digests: the e-mail `subject`,
 /// else Slack's fallback `text`.
 pub fn payload_subject(payload: &serde_json::Value) -> String {
-    ["subject", "text"]
-        .iter()
-        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-        .unwrap_or("")
-        .to_string()
+    ["subject", "text"].iter().find_map(|k| payload.get(*k).and_then(|v| v.as_str())).unwrap_or("").to_string()
 }
 
 /// A message to deliver, with its payload.
@@ -121,11 +117,7 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
         subject: r.get(5)?,
         attempts: r.get(6)?,
         created_at: from_ms(r.get(7)?),
-        next_attempt_at: if pending {
-            Some(from_ms(r.get(8)?))
-        } else {
-            None
-        },
+        next_attempt_at: if pending { Some(from_ms(r.get(8)?)) } else { None },
         last_attempt_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
         delivered_at: r.get::<_, Option<i64>>(10)?.map(from_ms),
         dead_at: r.get::<_, Option<i64>>(11)?.map(from_ms),
@@ -140,9 +132,7 @@ impl Store {
     /// Channels with pending messages.
     pub fn pending_channels(&self) -> StoreResult<Vec<String>> {
         let c = self.conn()?;
-        let mut st = c.prepare(
-            "SELECT DISTINCT channel FROM outbox WHERE state = 'pending' ORDER BY channel",
-        )?;
+        let mut st = c.prepare("SELECT DISTINCT channel FROM outbox WHERE state = 'pending' ORDER BY channel")?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -176,9 +166,7 @@ impl Store {
                  WHERE d.state = 'pending' AND d.channel = ?1 AND m.incident_id IS NOT NULL
                  GROUP BY m.digest_id, m.incident_id",
             )?;
-            let members = st.query_map(params![channel], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })?;
+            let members = st.query_map(params![channel], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
             for m in members {
                 let (digest, incident) = m?;
                 if let Some(d) = out.iter_mut().find(|p| p.id == digest) {
@@ -212,14 +200,11 @@ impl Store {
                 },
             )
             .optional()?;
-        let Some((id, channel, incident_id, event, payload, attempts, strikes, queued, last)) = row
-        else {
+        let Some((id, channel, incident_id, event, payload, attempts, strikes, queued, last)) = row else {
             return Ok(None);
         };
-        let payload = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
-            table: "outbox",
-            message: format!("message {id}: {e}"),
-        })?;
+        let payload = serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Corrupt { table: "outbox", message: format!("message {id}: {e}") })?;
         Ok(Some(OutboxItem {
             id,
             channel,
@@ -271,13 +256,7 @@ impl Store {
 
     /// Dead-letter a pending message with its reason; `attempted` counts the attempt that
     /// led to it.
-    pub fn dead_letter(
-        &self,
-        id: i64,
-        reason: &str,
-        attempted: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    pub fn dead_letter(&self, id: i64, reason: &str, attempted: bool, now: DateTime<Utc>) -> StoreResult<bool> {
         let c = self.conn()?;
         let n = c.execute(
             "UPDATE outbox SET state = 'dead', dead_at = ?3, dead_reason = ?2, dead_noticed = 0,
@@ -319,11 +298,7 @@ impl Store {
     ) -> StoreResult<i64> {
         let mut c = self.conn()?;
         let tx = c.transaction()?;
-        let n = NewNotification {
-            channel: channel.to_string(),
-            event: "digest".into(),
-            payload: payload.clone(),
-        };
+        let n = NewNotification { channel: channel.to_string(), event: "digest".into(), payload: payload.clone() };
         insert_outbox(&tx, None, &n, now)?;
         let id = tx.last_insert_rowid();
         {
@@ -339,9 +314,8 @@ impl Store {
     /// Dead letters nobody was told about yet, oldest first.
     pub fn unnoticed_dead(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
         let c = self.conn()?;
-        let mut st = c.prepare(&format!(
-            "{MESSAGE_SELECT} WHERE state = 'dead' AND dead_noticed = 0 ORDER BY id LIMIT ?1"
-        ))?;
+        let mut st =
+            c.prepare(&format!("{MESSAGE_SELECT} WHERE state = 'dead' AND dead_noticed = 0 ORDER BY id LIMIT ?1"))?;
         let rows = st.query_map(params![limit], message_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -377,11 +351,7 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<OutboxMessage>> {
         let c = self.conn()?;
-        let order = if state == Some("pending") {
-            "ASC"
-        } else {
-            "DESC"
-        };
+        let order = if state == Some("pending") { "ASC" } else { "DESC" };
         let mut st = c.prepare(&format!(
             "{MESSAGE_SELECT} WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR channel = ?2) ORDER BY id {order} LIMIT ?3"
         ))?;
@@ -424,7 +394,10 @@ impl Store {
     pub fn discard_dead(&self, id: i64) -> StoreResult<DeadLetterChange> {
         let n = {
             let c = self.conn()?;
-            c.execute("UPDATE outbox SET state = 'discarded', dead_noticed = 1 WHERE id = ?1 AND state = 'dead'", params![id])?
+            c.execute(
+                "UPDATE outbox SET state = 'discarded', dead_noticed = 1 WHERE id = ?1 AND state = 'dead'",
+                params![id],
+            )?
         };
         self.dead_letter_change(id, n)
     }
@@ -459,11 +432,7 @@ impl Store {
     /// Messages waiting for delivery, all channels.
     pub fn pending_notifications(&self) -> StoreResult<u64> {
         let c = self.conn()?;
-        let n: i64 = c.query_row(
-            "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
-            [],
-            |r| r.get(0),
-        )?;
+        let n: i64 = c.query_row("SELECT COUNT(*) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?;
         Ok(n.max(0) as u64)
     }
 }
@@ -498,29 +467,18 @@ mod tests {
     }
 
     fn note(channel: &str, subject: &str) -> NewNotification {
-        NewNotification {
-            channel: channel.into(),
-            event: "opened".into(),
-            payload: json!({"subject": subject}),
-        }
+        NewNotification { channel: channel.into(), event: "opened".into(), payload: json!({"subject": subject}) }
     }
 
     #[test]
     fn dead_letters_keep_their_reason_and_can_be_retried_or_discarded() {
         let s = Store::open_in_memory().expect("store");
         let inc = s
-            .open_incident(&sig("a"), t(0), &json!({}), |_| {
-                vec![note("email", "one"), note("email", "two")]
-            })
+            .open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("email", "one"), note("email", "two")])
             .expect("open");
         let p = s.pending_messages("email").expect("pending");
-        assert_eq!(
-            p.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(),
-            ["one", "two"]
-        );
-        assert!(s
-            .dead_letter(p[0].id, "500 Line too long", true, t(1))
-            .expect("dead"));
+        assert_eq!(p.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+        assert!(s.dead_letter(p[0].id, "500 Line too long", true, t(1)).expect("dead"));
         // Only pending messages can be dead-lettered.
         assert!(!s.dead_letter(p[0].id, "again", true, t(1)).expect("dead"));
         let dead = s.list_outbox(Some("dead"), None, 10).expect("list");
@@ -531,101 +489,53 @@ mod tests {
         assert_eq!((stats[0].pending, stats[0].dead), (1, 1));
 
         // The operator retries it: pending again, due now, with a fresh age.
-        assert_eq!(
-            s.retry_dead(p[1].id, t(2)).expect("retry"),
-            DeadLetterChange::NotDead("pending".into())
-        );
-        assert_eq!(
-            s.retry_dead(999, t(2)).expect("retry"),
-            DeadLetterChange::NotFound
-        );
-        let DeadLetterChange::Done(m) = s.retry_dead(p[0].id, t(100)).expect("retry") else {
-            panic!("not retried")
-        };
+        assert_eq!(s.retry_dead(p[1].id, t(2)).expect("retry"), DeadLetterChange::NotDead("pending".into()));
+        assert_eq!(s.retry_dead(999, t(2)).expect("retry"), DeadLetterChange::NotFound);
+        let DeadLetterChange::Done(m) = s.retry_dead(p[0].id, t(100)).expect("retry") else { panic!("not retried") };
         assert_eq!((m.state.as_str(), m.reason.as_deref()), ("pending", None));
         let again = s.pending_messages("email").expect("pending");
         assert_eq!((again[0].queued_at, again[0].strikes), (t(100), 0));
         // Expiry counts from the retry, not from the creation.
-        assert_eq!(
-            s.expire_pending("email", t(50), "not delivered within 50s", t(60))
-                .expect("expire"),
-            1
-        );
+        assert_eq!(s.expire_pending("email", t(50), "not delivered within 50s", t(60)).expect("expire"), 1);
         let expired = s.get_outbox(p[1].id).expect("get").expect("row");
         assert_eq!(expired.state, "dead");
-        assert!(expired
-            .reason
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("not delivered within 50s"));
-        let DeadLetterChange::Done(m) = s.discard_dead(p[1].id).expect("discard") else {
-            panic!("not discarded")
-        };
+        assert!(expired.reason.as_deref().unwrap_or("").starts_with("not delivered within 50s"));
+        let DeadLetterChange::Done(m) = s.discard_dead(p[1].id).expect("discard") else { panic!("not discarded") };
         assert_eq!(m.state, "discarded");
-        assert_eq!(
-            s.retry_all_dead(Some("email"), t(70)).expect("retry all"),
-            0
-        );
+        assert_eq!(s.retry_all_dead(Some("email"), t(70)).expect("retry all"), 0);
     }
 
     #[test]
     fn digests_cover_their_members_until_delivered() {
         let s = Store::open_in_memory().expect("store");
         let a = s
-            .open_incident(&sig("a"), t(0), &json!({}), |_| {
-                vec![note("slack", "a1"), note("slack", "a2")]
-            })
+            .open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("slack", "a1"), note("slack", "a2")])
             .expect("open");
-        let b = s
-            .open_incident(&sig("b"), t(0), &json!({}), |_| vec![note("slack", "b1")])
-            .expect("open");
-        let members: Vec<i64> = s
-            .pending_messages("slack")
-            .expect("pending")
-            .iter()
-            .map(|m| m.id)
-            .collect();
-        let d = s
-            .create_digest("slack", &members, &json!({"text": "digest"}), t(1))
-            .expect("digest");
+        let b = s.open_incident(&sig("b"), t(0), &json!({}), |_| vec![note("slack", "b1")]).expect("open");
+        let members: Vec<i64> = s.pending_messages("slack").expect("pending").iter().map(|m| m.id).collect();
+        let d = s.create_digest("slack", &members, &json!({"text": "digest"}), t(1)).expect("digest");
         let pending = s.pending_messages("slack").expect("pending");
         assert_eq!(pending.len(), 1);
-        assert_eq!(
-            (
-                pending[0].id,
-                pending[0].event.as_str(),
-                pending[0].subject.as_str()
-            ),
-            (d, "digest", "digest")
-        );
+        assert_eq!((pending[0].id, pending[0].event.as_str(), pending[0].subject.as_str()), (d, "digest", "digest"));
         let mut incidents = pending[0].digest_incidents.clone();
         incidents.sort();
         assert_eq!(incidents, [a.id, b.id]);
         s.mark_delivered(d, t(2)).expect("delivered");
-        let rows = s
-            .list_outbox(Some("digested"), Some("slack"), 10)
-            .expect("list");
+        let rows = s.list_outbox(Some("digested"), Some("slack"), 10).expect("list");
         assert_eq!(rows.len(), 3);
-        assert!(rows
-            .iter()
-            .all(|r| r.delivered_at == Some(t(2)) && r.digest_id == Some(d)));
+        assert!(rows.iter().all(|r| r.delivered_at == Some(t(2)) && r.digest_id == Some(d)));
         assert_eq!(s.pending_notifications().expect("count"), 0);
     }
 
     #[test]
     fn notices_are_queued_with_the_mark_in_one_transaction() {
         let s = Store::open_in_memory().expect("store");
-        s.open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("email", "x")])
-            .expect("open");
+        s.open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("email", "x")]).expect("open");
         let id = s.pending_messages("email").expect("pending")[0].id;
         s.dead_letter(id, "550 no", true, t(1)).expect("dead");
         assert_eq!(s.unnoticed_dead(10).expect("unnoticed").len(), 1);
-        s.enqueue_dead_letter_notices(
-            &[id],
-            &[note("slack", "a message to email was dead-lettered")],
-            t(2),
-        )
-        .expect("notice");
+        s.enqueue_dead_letter_notices(&[id], &[note("slack", "a message to email was dead-lettered")], t(2))
+            .expect("notice");
         assert!(s.unnoticed_dead(10).expect("unnoticed").is_empty());
         let slack = s.pending_messages("slack").expect("pending");
         assert_eq!((slack.len(), slack[0].incident_id), (1, None));

@@ -39,7 +39,8 @@ fn catalog(cfg: Option<&Config>) -> Result<Catalog> {
 
 pub fn list(cfg: Option<&Config>, json_out: bool) -> Result<()> {
     let cat = catalog(cfg)?;
-    let defaults = warden_playbooks::guards::GuardSettings::default().overlay(&cfg.map(|c| c.playbooks.guards.clone()).unwrap_or_default());
+    let defaults = warden_playbooks::guards::GuardSettings::default()
+        .overlay(&cfg.map(|c| c.playbooks.guards.clone()).unwrap_or_default());
     if json_out {
         let list: Vec<_> = cat.iter().map(|e| &e.playbook)
             .map(|pb| json!({"name": pb.name, "description": pb.description, "target": pb.target, "autonomy": defaults.overlay(&pb.guards).autonomy.as_str(), "triggers": pb.triggers}))
@@ -50,7 +51,12 @@ pub fn list(cfg: Option<&Config>, json_out: bool) -> Result<()> {
     println!("{:<28} {:<11} {:<10} DESCRIPTION", "NAME", "TARGET", "AUTONOMY");
     for pb in cat.iter().map(|e| &e.playbook) {
         let first_line = pb.description.lines().next().unwrap_or_default();
-        println!("{:<28} {:<11} {:<10} {first_line}", pb.name, pb.target.to_string(), defaults.overlay(&pb.guards).autonomy.as_str());
+        println!(
+            "{:<28} {:<11} {:<10} {first_line}",
+            pb.name,
+            pb.target.to_string(),
+            defaults.overlay(&pb.guards).autonomy.as_str()
+        );
     }
     Ok(())
 }
@@ -97,7 +103,8 @@ pub fn show(cfg: Option<&Config>, name: &str, json_out: bool) -> Result<()> {
 fn humanize_durations(mut value: serde_json::Value) -> serde_json::Value {
     if let Some(map) = value.as_object_mut() {
         for key in ["cooldown", "approval_ttl"] {
-            if let Some(secs) = map.get(key).and_then(serde_json::Value::as_f64).filter(|s| s.is_finite() && *s >= 0.0) {
+            if let Some(secs) = map.get(key).and_then(serde_json::Value::as_f64).filter(|s| s.is_finite() && *s >= 0.0)
+            {
                 let d = Duration::from_millis((secs * 1000.0).round() as u64);
                 map.insert(key.to_string(), json!(humantime::format_duration(d).to_string()));
             }
@@ -140,7 +147,10 @@ pub fn audit_detail(detail: &serde_json::Value) -> String {
 pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> {
     warden_connectors::install_crypto_provider();
     let cfg = Arc::new(cfg);
-    let store = Arc::new(Store::open(&cfg.store.sqlite).with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?);
+    let store = Arc::new(
+        Store::open(&cfg.store.sqlite)
+            .with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
+    );
     let source: Option<Arc<dyn MetricSource>> = build_prometheus(&cfg)?.map(|p| Arc::new(p) as Arc<dyn MetricSource>);
     let cluster = build_cluster(&cfg).await?;
     let channels = build_channels(&cfg)?.names();
@@ -165,12 +175,22 @@ pub struct RunArgs {
 
 pub async fn run(cfg: Config, a: RunArgs) -> Result<bool> {
     let (rem, _) = remediation(cfg).await?;
-    let pb = rem.catalog.get(&a.name).cloned().ok_or_else(|| anyhow!("no playbook named {:?} (known: {})", a.name, rem.catalog.names().join(", ")))?;
+    let pb = rem
+        .catalog
+        .get(&a.name)
+        .cloned()
+        .ok_or_else(|| anyhow!("no playbook named {:?} (known: {})", a.name, rem.catalog.names().join(", ")))?;
     let target = match (&a.target, pb.target) {
-        (Some(t), kind) if kind != TargetKind::None => Some(Target::parse(kind, t).map_err(|e| anyhow!("--target: {e}"))?),
+        (Some(t), kind) if kind != TargetKind::None => {
+            Some(Target::parse(kind, t).map_err(|e| anyhow!("--target: {e}"))?)
+        }
         (Some(_), _) => bail!("playbook {} takes no --target", pb.name),
         (None, TargetKind::None) => None,
-        (None, kind) => bail!("playbook {} needs --target ({})", pb.name, if kind == TargetKind::Node { "a node name" } else { "namespace/deployment" }),
+        (None, kind) => bail!(
+            "playbook {} needs --target ({})",
+            pb.name,
+            if kind == TargetKind::Node { "a node name" } else { "namespace/deployment" }
+        ),
     };
     let params: BTreeMap<String, String> = a.params.into_iter().collect();
     let req = StartRequest {
@@ -187,7 +207,14 @@ pub async fn run(cfg: Config, a: RunArgs) -> Result<bool> {
     follow(&rem, run, a.detach).await
 }
 
-pub async fn approve(cfg: Config, id: i64, deny: bool, comment: Option<String>, actor: String, detach: bool) -> Result<bool> {
+pub async fn approve(
+    cfg: Config,
+    id: i64,
+    deny: bool,
+    comment: Option<String>,
+    actor: String,
+    detach: bool,
+) -> Result<bool> {
     let (rem, _) = remediation(cfg).await?;
     let run = rem.runs.decide(id, &actor, !deny, comment, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
     follow(&rem, run, detach).await
@@ -213,7 +240,14 @@ async fn follow(rem: &Remediation, mut run: Run, detach: bool) -> Result<bool> {
     if run.status.is_advancing() {
         println!("run {} continues in the background (the daemon advances it); `warden runs show {}`", run.id, run.id);
     }
-    Ok(matches!(run.status, RunStatus::Succeeded | RunStatus::Observed | RunStatus::AwaitingApproval | RunStatus::Running | RunStatus::Reverting))
+    Ok(matches!(
+        run.status,
+        RunStatus::Succeeded
+            | RunStatus::Observed
+            | RunStatus::AwaitingApproval
+            | RunStatus::Running
+            | RunStatus::Reverting
+    ))
 }
 
 fn step_line(s: &StepState) -> String {
@@ -257,7 +291,11 @@ pub fn print_run(run: &Run) {
     if let Some(a) = &run.approval {
         match (&a.decided_by, a.approved) {
             (Some(by), Some(ok)) => println!("  {} by {by}", if ok { "approved" } else { "denied" }),
-            _ => println!("  approval requested; expires {}: `warden approve {}`", a.expires_at.format("%Y-%m-%d %H:%M:%S UTC"), run.id),
+            _ => println!(
+                "  approval requested; expires {}: `warden approve {}`",
+                a.expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                run.id
+            ),
         }
     }
     for s in &run.steps {
@@ -293,7 +331,10 @@ pub fn runs_list(db: &Path, status: Option<String>, json_out: bool, limit: u32) 
         println!("no runs");
         return Ok(());
     }
-    println!("{:>5}  {:<17} {:<26} {:<22} {:<8} {:<20} DETAIL", "ID", "STATUS", "PLAYBOOK", "TARGET", "TRIGGER", "STARTED");
+    println!(
+        "{:>5}  {:<17} {:<26} {:<22} {:<8} {:<20} DETAIL",
+        "ID", "STATUS", "PLAYBOOK", "TARGET", "TRIGGER", "STARTED"
+    );
     for r in runs {
         let target = r.target.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into());
         let detail = match &r.refusal {
@@ -324,7 +365,14 @@ pub fn runs_show(db: &Path, id: i64, json_out: bool) -> Result<()> {
     print_run(&run);
     println!("  audit:");
     for e in audit {
-        println!("    #{:<5} {} {:<9} {:<22} {}", e.seq, e.at.format("%H:%M:%S"), e.kind.as_str(), e.actor, audit_detail(&e.detail));
+        println!(
+            "    #{:<5} {} {:<9} {:<22} {}",
+            e.seq,
+            e.at.format("%H:%M:%S"),
+            e.kind.as_str(),
+            e.actor,
+            audit_detail(&e.detail)
+        );
     }
     Ok(())
 }
@@ -337,7 +385,8 @@ pub fn audit_verify(db: &Path, json_out: bool) -> Result<bool> {
     let head = store.audit_head()?;
     let result = warden_playbooks::audit::verify_with_head(&entries, head.as_ref());
     if json_out {
-        let chain_head = entries.last().map(|e| e.hash.clone()).unwrap_or_else(|| warden_playbooks::audit::GENESIS.to_string());
+        let chain_head =
+            entries.last().map(|e| e.hash.clone()).unwrap_or_else(|| warden_playbooks::audit::GENESIS.to_string());
         let mut out = json!({
             "intact": result.is_ok(),
             "entries": entries.len(),

@@ -12,7 +12,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use warden_playbooks::engine::{Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest, Webhook, WebhookError};
+use warden_playbooks::engine::{
+    Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest, Webhook,
+    WebhookError,
+};
 use warden_playbooks::guards::GuardSettings;
 use warden_playbooks::load::Catalog;
 use warden_playbooks::run::{Run, RunStatus, StepStatus, Target, TriggerInfo};
@@ -32,9 +35,16 @@ pub struct SourceMetrics(pub Arc<dyn MetricSource>);
 
 #[async_trait]
 impl MetricsQuery for SourceMetrics {
-    async fn query_range(&self, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, QueryError> {
+    async fn query_range(
+        &self,
+        query: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Vec<Series>, QueryError> {
         let r = self.0.query_range(query, start, end, step).await.map_err(|e| {
-            let err = if e.is_retryable() { QueryError::transient(e.to_string()) } else { QueryError::new(e.to_string()) };
+            let err =
+                if e.is_retryable() { QueryError::transient(e.to_string()) } else { QueryError::new(e.to_string()) };
             err.with_source(e)
         })?;
         Ok(r.series
@@ -71,7 +81,11 @@ impl Webhook for HttpWebhook {
             Err(e) => {
                 // Only a request that was never sent proves the receiver got nothing.
                 let message = format!("{} {}: {e}", call.method, call.url);
-                let err = if warden_connectors::webhook::may_have_been_sent(&e) { WebhookError::sent(message) } else { WebhookError::not_sent(message) };
+                let err = if warden_connectors::webhook::may_have_been_sent(&e) {
+                    WebhookError::sent(message)
+                } else {
+                    WebhookError::not_sent(message)
+                };
                 Err(err.with_source(e))
             }
         }
@@ -91,7 +105,13 @@ impl Notices for RunNotices {
     fn notice(&self, run: &Run, kind: Notice, text: &str) {
         let at = run.updated_at;
         tracing::info!(run = run.id, playbook = %run.playbook, status = %run.status, "{text}");
-        self.timeline.emit(TimelineEvent::Run { at, run_id: run.id, incident_id: run.incident_id(), status: run.status.to_string(), text: text.to_string() });
+        self.timeline.emit(TimelineEvent::Run {
+            at,
+            run_id: run.id,
+            incident_id: run.incident_id(),
+            status: run.status.to_string(),
+            text: text.to_string(),
+        });
         let Some(iid) = run.incident_id() else { return };
         let incident = match self.store.get_incident(iid) {
             Ok(Some(i)) => i,
@@ -335,7 +355,8 @@ impl Remediation {
                 {
                     continue;
                 }
-                let target = incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
+                let target =
+                    incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
                 let vars = incident_vars(incident);
                 let Some(params) = render_params(&pb.name, &m.params, &vars) else { continue };
                 let req = StartRequest {
@@ -362,7 +383,12 @@ impl Remediation {
     }
 
     /// Start playbooks whose `alert` triggers match a firing alert.
-    pub async fn on_alert(&self, labels: &BTreeMap<String, String>, incident_id: Option<i64>, now: DateTime<Utc>) -> Vec<Run> {
+    pub async fn on_alert(
+        &self,
+        labels: &BTreeMap<String, String>,
+        incident_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Vec<Run> {
         let mut out = Vec::new();
         for pb in self.catalog.iter().map(|e| &e.playbook) {
             for t in &pb.triggers {

@@ -22,8 +22,9 @@ use crate::store::{from_ms, ms, Store, StoreError, StoreResult};
 fn append(tx: &rusqlite::Transaction<'_>, events: &[AuditEvent]) -> StoreResult<()> {
     let mut last = None;
     for ev in events {
-        let head: Option<(i64, String)> =
-            tx.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        let head: Option<(i64, String)> = tx
+            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
         let entry = audit::chain(head.as_ref().map(|(s, h)| (*s, h.as_str())), ev.clone());
         tx.execute(
             "INSERT INTO audit (seq, at, run_id, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -138,10 +139,14 @@ impl Store {
             "UPDATE runs SET body = ?1, claim_owner = ?3, claim_token = ?4, claim_expires_at = ?5 WHERE id = ?2",
             params![body(&stored)?, id, claim.owner, claim.token.0 as i64, ms(claim.expires_at)],
         )?;
-        let events: Vec<AuditEvent> = events.iter().cloned().map(|mut e| {
-            e.run_id = Some(id);
-            e
-        }).collect();
+        let events: Vec<AuditEvent> = events
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.run_id = Some(id);
+                e
+            })
+            .collect();
         append(&tx, &events)?;
         tx.commit()?;
         Ok(Ok(claim))
@@ -149,11 +154,19 @@ impl Store {
 
     /// Store the run under `claim` (refused with the stale claim's `Fenced` otherwise) and
     /// renew the claim.
-    fn save_run_tx(&self, run: &Run, events: &[AuditEvent], claim: &RunClaim) -> StoreResult<Result<(), warden_playbooks::claim::Fenced>> {
+    fn save_run_tx(
+        &self,
+        run: &Run,
+        events: &[AuditEvent],
+        claim: &RunClaim,
+    ) -> StoreResult<Result<(), warden_playbooks::claim::Fenced>> {
         let mut c = self.conn()?;
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if claim.run_id != run.id {
-            return Err(StoreError::Corrupt { table: "runs", message: format!("run {} written with the claim of run {}", run.id, claim.run_id) });
+            return Err(StoreError::Corrupt {
+                table: "runs",
+                message: format!("run {} written with the claim of run {}", run.id, claim.run_id),
+            });
         }
         if let Fence::Stale(f) = fence(&tx, claim)? {
             return Ok(Err(f));
@@ -162,7 +175,16 @@ impl Store {
         let n = tx.execute(
             "UPDATE runs SET status = ?2, acted_at = COALESCE(acted_at, ?3), updated_at = ?4, wake_at = ?5,
                 active_target = ?6, body = ?7, claim_expires_at = ?8 WHERE id = ?1",
-            params![run.id, run.status.as_str(), acted_at, ms(run.updated_at), run.wake_at.map(ms), active_key(run), body(run)?, expiry(Utc::now(), CLAIM_TTL)],
+            params![
+                run.id,
+                run.status.as_str(),
+                acted_at,
+                ms(run.updated_at),
+                run.wake_at.map(ms),
+                active_key(run),
+                body(run)?,
+                expiry(Utc::now(), CLAIM_TTL)
+            ],
         )?;
         if n != 1 {
             return Err(StoreError::Corrupt { table: "runs", message: format!("run {} is not stored", run.id) });
@@ -187,13 +209,20 @@ impl Store {
         Ok(Some(decision))
     }
 
-    fn renew_claim_tx(&self, claim: &RunClaim, ttl: Duration) -> StoreResult<Result<(), warden_playbooks::claim::Fenced>> {
+    fn renew_claim_tx(
+        &self,
+        claim: &RunClaim,
+        ttl: Duration,
+    ) -> StoreResult<Result<(), warden_playbooks::claim::Fenced>> {
         let mut c = self.conn()?;
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Fence::Stale(f) = fence(&tx, claim)? {
             return Ok(Err(f));
         }
-        tx.execute("UPDATE runs SET claim_expires_at = ?2 WHERE id = ?1", params![claim.run_id, expiry(Utc::now(), ttl)])?;
+        tx.execute(
+            "UPDATE runs SET claim_expires_at = ?2 WHERE id = ?1",
+            params![claim.run_id, expiry(Utc::now(), ttl)],
+        )?;
         tx.commit()?;
         Ok(Ok(()))
     }
@@ -211,15 +240,21 @@ impl Store {
     /// The audit head (count and last hash), `None` in a store that has none yet.
     pub fn audit_head(&self) -> StoreResult<Option<AuditHead>> {
         let c = self.conn()?;
-        Ok(c.query_row("SELECT count, last_hash FROM audit_head WHERE id = 1", [], |r| Ok(AuditHead { count: r.get(0)?, last_hash: r.get(1)? }))
-            .optional()?)
+        Ok(c.query_row("SELECT count, last_hash FROM audit_head WHERE id = 1", [], |r| {
+            Ok(AuditHead { count: r.get(0)?, last_hash: r.get(1)? })
+        })
+        .optional()?)
     }
 
     pub fn get_run(&self, id: i64) -> StoreResult<Option<Run>> {
         let c = self.conn()?;
-        let text: Option<String> = c.query_row("SELECT body FROM runs WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt { table: "runs", message: format!("run {id}: {e}") }))
-            .transpose()
+        let text: Option<String> =
+            c.query_row("SELECT body FROM runs WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt { table: "runs", message: format!("run {id}: {e}") })
+        })
+        .transpose()
     }
 
     /// Runs, newest first, optionally only one status or one incident's.
@@ -229,11 +264,16 @@ impl Store {
             "SELECT id, body FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR incident_id = ?2)
              ORDER BY id DESC LIMIT ?3",
         )?;
-        let rows = st.query_map(params![status.map(|s| s.as_str()), incident_id, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = st.query_map(params![status.map(|s| s.as_str()), incident_id, limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, text) = row?;
-            out.push(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt { table: "runs", message: format!("run {id}: {e}") })?);
+            out.push(
+                serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt { table: "runs", message: format!("run {id}: {e}") })?,
+            );
         }
         Ok(out)
     }
@@ -241,14 +281,16 @@ impl Store {
     /// When the last run on the incident started (for re-triggering after a cooldown).
     pub fn last_run_for_incident(&self, incident_id: i64) -> StoreResult<Option<DateTime<Utc>>> {
         let c = self.conn()?;
-        let t: Option<i64> = c.query_row("SELECT MAX(created_at) FROM runs WHERE incident_id = ?1", params![incident_id], |r| r.get(0))?;
+        let t: Option<i64> =
+            c.query_row("SELECT MAX(created_at) FROM runs WHERE incident_id = ?1", params![incident_id], |r| r.get(0))?;
         Ok(t.map(from_ms))
     }
 
     /// The whole audit trail, oldest first.
     pub fn audit_entries(&self) -> StoreResult<Vec<AuditEntry>> {
         let c = self.conn()?;
-        let mut st = c.prepare("SELECT seq, at, run_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq")?;
+        let mut st =
+            c.prepare("SELECT seq, at, run_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq")?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -265,8 +307,11 @@ impl Store {
         for row in rows {
             let (seq, at, run_id, kind, actor, detail, prev_hash, hash) = row?;
             let corrupt = |m: String| StoreError::Corrupt { table: "audit", message: format!("entry {seq}: {m}") };
-            let at = DateTime::parse_from_rfc3339(&at).map_err(|e| corrupt(format!("time {at:?}: {e}")))?.with_timezone(&Utc);
-            let kind: AuditKind = serde_json::from_value(serde_json::Value::String(kind.clone())).map_err(|_| corrupt(format!("kind {kind:?}")))?;
+            let at = DateTime::parse_from_rfc3339(&at)
+                .map_err(|e| corrupt(format!("time {at:?}: {e}")))?
+                .with_timezone(&Utc);
+            let kind: AuditKind = serde_json::from_value(serde_json::Value::String(kind.clone()))
+                .map_err(|_| corrupt(format!("kind {kind:?}")))?;
             let detail = serde_json::from_str(&detail).map_err(|e| corrupt(format!("detail: {e}")))?;
             out.push(AuditEntry { seq, at, run_id, kind, actor, detail, prev_hash, hash });
         }
@@ -355,7 +400,9 @@ impl RunStore for Store {
                 None => 0,
             };
             let global: i64 = match q.global_since {
-                Some(t) => c.query_row("SELECT COUNT(*) FROM runs WHERE acted_at >= ?1", params![ms(t)], |r| r.get(0))?,
+                Some(t) => {
+                    c.query_row("SELECT COUNT(*) FROM runs WHERE acted_at >= ?1", params![ms(t)], |r| r.get(0))?
+                }
                 None => 0,
             };
             let ns: i64 = match (&q.namespace, q.namespace_since) {
@@ -403,10 +450,19 @@ mod tests {
         Run {
             id: 0,
             playbook: "p".into(),
-            spec: warden_playbooks::load::parse_playbook("name: p\nsteps: [{notify: {message: hi}}]\n", std::path::Path::new("p.yaml")).expect("playbook"),
+            spec: warden_playbooks::load::parse_playbook(
+                "name: p\nsteps: [{notify: {message: hi}}]\n",
+                std::path::Path::new("p.yaml"),
+            )
+            .expect("playbook"),
             params: Default::default(),
             target: Some(Target::deployment("shop", "web")),
-            trigger: TriggerInfo { kind: "manual".into(), actor: "user/t".into(), incident_id: None, detail: serde_json::Value::Null },
+            trigger: TriggerInfo {
+                kind: "manual".into(),
+                actor: "user/t".into(),
+                incident_id: None,
+                detail: serde_json::Value::Null,
+            },
             vars: Default::default(),
             guards: GuardSettings::default(),
             dry_run: false,

@@ -99,12 +99,9 @@ fn role_of(st: &AppState, req: &Request) -> Result<Role, Response> {
     if st.api_token.is_none() && st.viewer_token.is_none() {
         return Err(error(StatusCode::FORBIDDEN, "the API is disabled: set server.api_token"));
     }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    let is = |t: &Option<Arc<str>>| matches!((given, t.as_deref()), (Some(g), Some(e)) if same(g.as_bytes(), e.as_bytes()));
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+    let is =
+        |t: &Option<Arc<str>>| matches!((given, t.as_deref()), (Some(g), Some(e)) if same(g.as_bytes(), e.as_bytes()));
     if is(&st.api_token) {
         Ok(Role::Operator)
     } else if is(&st.viewer_token) {
@@ -132,7 +129,9 @@ async fn require_operator(State(st): State<AppState>, mut req: Request, next: Ne
             req.extensions_mut().insert(Role::Operator);
             next.run(req).await
         }
-        Ok(Role::Viewer) => error(StatusCode::FORBIDDEN, "this needs the operator role (server.api_token); the viewer token only reads"),
+        Ok(Role::Viewer) => {
+            error(StatusCode::FORBIDDEN, "this needs the operator role (server.api_token); the viewer token only reads")
+        }
         Err(r) => r,
     }
 }
@@ -150,7 +149,8 @@ async fn readyz(State(st): State<AppState>) -> Response {
 async fn metrics(State(st): State<AppState>) -> Response {
     st.engine.metrics.refresh_from_store(&st.engine.store, chrono::Utc::now());
     match st.engine.metrics.encode() {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+            .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -162,7 +162,10 @@ struct IncidentQuery {
     limit: Option<u32>,
 }
 
-async fn list_incidents(State(st): State<AppState>, q: Result<Query<IncidentQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn list_incidents(
+    State(st): State<AppState>,
+    q: Result<Query<IncidentQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(q)) = q else {
         return error(StatusCode::BAD_REQUEST, "query parameters: status=open|resolved, limit=N");
     };
@@ -205,7 +208,10 @@ async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Res
         Ok(p) => p,
         Err(e) => {
             let at = e.path().to_string();
-            return error(StatusCode::BAD_REQUEST, format!("invalid Alertmanager webhook payload at `{at}`: {}", e.inner()));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid Alertmanager webhook payload at `{at}`: {}", e.inner()),
+            );
         }
     };
     if let Err(e) = payload.validate() {
@@ -268,7 +274,12 @@ mod tests {
             vec![],
             crate::timeline::Timeline::default(),
         );
-        router(AppState { engine: Arc::new(engine), api_token: Some(Arc::from(operator)), viewer_token: Some(Arc::from(viewer)), ready: Arc::new(AtomicBool::new(true)) })
+        router(AppState {
+            engine: Arc::new(engine),
+            api_token: Some(Arc::from(operator)),
+            viewer_token: Some(Arc::from(viewer)),
+            ready: Arc::new(AtomicBool::new(true)),
+        })
     }
 
     #[tokio::test]
@@ -290,10 +301,22 @@ mod tests {
         assert_eq!(call(&app, "POST", "/api/v1/runs/1/approve", Some("view"), "").await.0, StatusCode::FORBIDDEN);
         // The operator's requests are checked: unknown playbook, bad parameter, bad target.
         assert_eq!(call(&app, "POST", "/api/v1/playbooks/nope/runs", Some("op"), start).await.0, StatusCode::NOT_FOUND);
-        let (st, body) = call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), r#"{"target":"shop/checkout","params":{"step":"99","verify_query":"up"}}"#).await;
+        let (st, body) = call(
+            &app,
+            "POST",
+            "/api/v1/playbooks/scale-up-on-saturation/runs",
+            Some("op"),
+            r#"{"target":"shop/checkout","params":{"step":"99","verify_query":"up"}}"#,
+        )
+        .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
         assert!(body.contains("step"), "{body}");
-        assert_eq!(call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), r#"{"target":"checkout"}"#).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), r#"{"target":"checkout"}"#)
+                .await
+                .0,
+            StatusCode::BAD_REQUEST
+        );
         // No cluster here: the run is stored as failed, with the reason.
         let (st, body) = call(&app, "POST", "/api/v1/playbooks/scale-up-on-saturation/runs", Some("op"), start).await;
         assert_eq!(st, StatusCode::CREATED, "{body}");
@@ -315,7 +338,12 @@ mod tests {
             vec![],
             crate::timeline::Timeline::default(),
         );
-        router(AppState { engine: Arc::new(engine), api_token: token.map(Arc::from), viewer_token: None, ready: Arc::new(AtomicBool::new(true)) })
+        router(AppState {
+            engine: Arc::new(engine),
+            api_token: token.map(Arc::from),
+            viewer_token: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        })
     }
 
     async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, String) {
@@ -323,7 +351,8 @@ mod tests {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).expect("request")).await.expect("response");
+        let resp =
+            app.clone().oneshot(req.body(Body::from(body.to_string())).expect("request")).await.expect("response");
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
         (status, String::from_utf8_lossy(&bytes).into_owned())
@@ -341,7 +370,10 @@ mod tests {
         assert_eq!(call(&app, "GET", "/api/v1/incidents", Some("wrong"), "").await.0, StatusCode::UNAUTHORIZED);
         let (st, body) = call(&app, "GET", "/api/v1/incidents", Some("s3cret"), "").await;
         assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"incidents":[]}"#));
-        assert_eq!(call(&app, "GET", "/api/v1/incidents?status=maybe", Some("s3cret"), "").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            call(&app, "GET", "/api/v1/incidents?status=maybe", Some("s3cret"), "").await.0,
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(call(&app, "GET", "/api/v1/incidents/7", Some("s3cret"), "").await.0, StatusCode::NOT_FOUND);
     }
 
@@ -353,7 +385,11 @@ mod tests {
             "name: page\ntarget: none\ntriggers:\n  - alert: {labels: {alertname: A}}\nguards: {autonomy: auto}\nsteps:\n  - notify: {message: '{{ alert.name }} fired'}\n",
         )
         .expect("write");
-        let cfg = crate::config::parse_str(&format!("playbooks: {{dir: '{}'}}\n", dir.path().display()), std::path::Path::new("t.yaml")).expect("config");
+        let cfg = crate::config::parse_str(
+            &format!("playbooks: {{dir: '{}'}}\n", dir.path().display()),
+            std::path::Path::new("t.yaml"),
+        )
+        .expect("config");
         let engine = Engine::new(
             Arc::new(cfg),
             Arc::new(crate::store::Store::open_in_memory().expect("store")),
@@ -363,7 +399,12 @@ mod tests {
             vec!["file"],
             crate::timeline::Timeline::default(),
         );
-        let app = router(AppState { engine: Arc::new(engine), api_token: Some(Arc::from("t")), viewer_token: None, ready: Arc::new(AtomicBool::new(true)) });
+        let app = router(AppState {
+            engine: Arc::new(engine),
+            api_token: Some(Arc::from("t")),
+            viewer_token: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        });
         let ok = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
         let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), ok).await;
         assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"accepted":1,"runs":[1]}"#));
@@ -380,12 +421,20 @@ mod tests {
     async fn the_bearer_scheme_is_case_insensitive() {
         let app = app(Some("s3cret"));
         for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
-            let req = HttpRequest::builder().uri("/api/v1/incidents").header("authorization", format!("{scheme} s3cret")).body(Body::empty()).expect("request");
+            let req = HttpRequest::builder()
+                .uri("/api/v1/incidents")
+                .header("authorization", format!("{scheme} s3cret"))
+                .body(Body::empty())
+                .expect("request");
             let resp = app.clone().oneshot(req).await.expect("response");
             assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
         }
         for value in ["Basic s3cret", "Bearers3cret", "bearer", "bearer s3cre", "bearer s3cret0"] {
-            let req = HttpRequest::builder().uri("/api/v1/incidents").header("authorization", value).body(Body::empty()).expect("request");
+            let req = HttpRequest::builder()
+                .uri("/api/v1/incidents")
+                .header("authorization", value)
+                .body(Body::empty())
+                .expect("request");
             let resp = app.clone().oneshot(req).await.expect("response");
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{value}");
         }
@@ -404,7 +453,14 @@ mod tests {
         let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"not a time"}]}"#).await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         assert!(body.contains("alerts[0].startsAt"), "{body}");
-        let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), r#"{"version":"3","groupKey":"g","status":"firing","receiver":"w","alerts":[]}"#).await;
+        let (st, body) = call(
+            &app,
+            "POST",
+            "/api/v1/alerts",
+            Some("t"),
+            r#"{"version":"3","groupKey":"g","status":"firing","receiver":"w","alerts":[]}"#,
+        )
+        .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
         let (st, _) = call(&app, "POST", "/api/v1/alerts", Some("t"), "{not json").await;
         assert_eq!(st, StatusCode::BAD_REQUEST);

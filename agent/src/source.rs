@@ -45,7 +45,13 @@ impl FetchError {
 }
 
 /// Run one range query and keep its series only when the answer is complete and not empty.
-pub async fn fetch(source: &dyn MetricSource, query: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, FetchError> {
+pub async fn fetch(
+    source: &dyn MetricSource,
+    query: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    step: Duration,
+) -> Result<Vec<Series>, FetchError> {
     let result = source.query_range(query, start, end, step).await.map_err(FetchError::Query)?;
     if !result.warnings.is_empty() {
         return Err(FetchError::Partial(result.warnings));
@@ -66,14 +72,29 @@ mod tests {
 
     #[async_trait::async_trait]
     impl MetricSource for Scripted {
-        async fn query_range(&self, query: &str, _s: DateTime<Utc>, _e: DateTime<Utc>, _st: Duration) -> warden_connectors::Result<RangeResult> {
+        async fn query_range(
+            &self,
+            query: &str,
+            _s: DateTime<Utc>,
+            _e: DateTime<Utc>,
+            _st: Duration,
+        ) -> warden_connectors::Result<RangeResult> {
             let url = "http://127.0.0.1:9/api/v1/query_range".to_string();
             match query {
                 "refused" => Err(warden_connectors::Error::Connect { url, message: "connection refused".into() }),
-                "bad" => Err(warden_connectors::Error::Prometheus { error_type: "bad_data".into(), message: "parse error".into() }),
+                "bad" => Err(warden_connectors::Error::Prometheus {
+                    error_type: "bad_data".into(),
+                    message: "parse error".into(),
+                }),
                 "partial" => Ok(RangeResult { series: vec![], warnings: vec!["store down".into()] }),
                 "none" => Ok(RangeResult::default()),
-                _ => Ok(RangeResult { series: vec![Series { labels: Default::default(), points: vec![Sample { timestamp_ms: 0, value: 1.0 }] }], warnings: vec![] }),
+                _ => Ok(RangeResult {
+                    series: vec![Series {
+                        labels: Default::default(),
+                        points: vec![Sample { timestamp_ms: 0, value: 1.0 }],
+                    }],
+                    warnings: vec![],
+                }),
             }
         }
     }

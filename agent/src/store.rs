@@ -379,7 +379,8 @@ impl Store {
     /// Returns the number of quiet evaluations it had before this update.
     pub fn update_incident(&self, id: i64, sig: &IncidentSignal, now: DateTime<Utc>) -> StoreResult<u32> {
         let c = self.conn()?;
-        let quiet: u32 = c.query_row("SELECT quiet_evaluations FROM incidents WHERE id = ?1", params![id], |r| r.get(0))?;
+        let quiet: u32 =
+            c.query_row("SELECT quiet_evaluations FROM incidents WHERE id = ?1", params![id], |r| r.get(0))?;
         c.execute(
             "UPDATE incidents SET observed = ?2, expected = ?3, lower_bound = ?4, upper_bound = ?5, score = ?6,
                  updated_at = ?7, quiet_evaluations = 0,
@@ -447,7 +448,13 @@ impl Store {
     }
 
     /// Save a log watch's miner state (JSON) and the timestamp (ns) its next read starts after.
-    pub fn save_log_state(&self, watch: &str, miner_state: &str, resume_ns: Option<i64>, now: DateTime<Utc>) -> StoreResult<()> {
+    pub fn save_log_state(
+        &self,
+        watch: &str,
+        miner_state: &str,
+        resume_ns: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         let c = self.conn()?;
         c.execute(
             "INSERT INTO log_watch_state (watch, miner_state, resume_ns, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -461,14 +468,18 @@ impl Store {
     pub fn load_log_state(&self, watch: &str) -> StoreResult<Option<(String, Option<i64>)>> {
         let c = self.conn()?;
         let row: Option<(String, Option<String>)> = c
-            .query_row("SELECT miner_state, resume_ns FROM log_watch_state WHERE watch = ?1", params![watch], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT miner_state, resume_ns FROM log_watch_state WHERE watch = ?1", params![watch], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         match row {
             None => Ok(None),
             Some((state, None)) => Ok(Some((state, None))),
             Some((state, Some(ns))) => match ns.parse::<i64>() {
                 Ok(ns) => Ok(Some((state, Some(ns)))),
-                Err(e) => Err(StoreError::Corrupt { table: "log_watch_state", message: format!("resume_ns `{ns}`: {e}") }),
+                Err(e) => {
+                    Err(StoreError::Corrupt { table: "log_watch_state", message: format!("resume_ns `{ns}`: {e}") })
+                }
             },
         }
     }
@@ -499,15 +510,28 @@ impl Store {
 
     pub fn incident_events(&self, incident_id: i64) -> StoreResult<Vec<IncidentEvent>> {
         let c = self.conn()?;
-        let mut st =
-            c.prepare("SELECT id, incident_id, at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id")?;
+        let mut st = c.prepare(
+            "SELECT id, incident_id, at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id",
+        )?;
         let rows = st.query_map(params![incident_id], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
         })?;
         let mut out = Vec::new();
         for r in rows {
             let (id, incident_id, at, kind, detail) = r?;
-            out.push(IncidentEvent { id, incident_id, at: from_ms(at), kind, detail: json_col("incident_events", &detail)? });
+            out.push(IncidentEvent {
+                id,
+                incident_id,
+                at: from_ms(at),
+                kind,
+                detail: json_col("incident_events", &detail)?,
+            });
         }
         Ok(out)
     }
@@ -552,7 +576,13 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
     }))
 }
 
-pub(crate) fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>, kind: &str, detail: &serde_json::Value) -> StoreResult<()> {
+pub(crate) fn insert_event(
+    c: &Connection,
+    incident_id: i64,
+    now: DateTime<Utc>,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> StoreResult<()> {
     c.execute(
         "INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![incident_id, ms(now), kind, detail.to_string()],
@@ -560,7 +590,12 @@ pub(crate) fn insert_event(c: &Connection, incident_id: i64, now: DateTime<Utc>,
     Ok(())
 }
 
-pub(crate) fn insert_outbox(c: &Connection, incident_id: Option<i64>, n: &NewNotification, now: DateTime<Utc>) -> StoreResult<()> {
+pub(crate) fn insert_outbox(
+    c: &Connection,
+    incident_id: Option<i64>,
+    n: &NewNotification,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     c.execute(
         "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
         params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now), crate::outbox_store::payload_subject(&n.payload)],
@@ -614,7 +649,8 @@ mod tests {
     #[test]
     fn incident_lifecycle_with_outbox() {
         let s = Store::open_in_memory().expect("store");
-        let inc = s.open_incident(&sig(), now(0), &json!({}), |i| vec![note(&format!("opened {}", i.id))]).expect("open");
+        let inc =
+            s.open_incident(&sig(), now(0), &json!({}), |i| vec![note(&format!("opened {}", i.id))]).expect("open");
         assert_eq!(inc.status, "open");
         assert_eq!(s.open_incident_by_fingerprint("fp1").expect("q").map(|i| i.id), Some(inc.id));
         // A second open incident with the same fingerprint is refused by the schema.
@@ -662,6 +698,9 @@ mod tests {
         assert_eq!(s.load_log_state("w").expect("load"), None);
         s.save_log_state("w", "{\"a\":1}", Some(1_700_000_000_123_456_789), now).expect("save");
         s.save_log_state("w", "{\"a\":2}", Some(1_700_000_000_123_456_790), now).expect("update");
-        assert_eq!(s.load_log_state("w").expect("load"), Some(("{\"a\":2}".to_string(), Some(1_700_000_000_123_456_790))));
+        assert_eq!(
+            s.load_log_state("w").expect("load"),
+            Some(("{\"a\":2}".to_string(), Some(1_700_000_000_123_456_790)))
+        );
     }
 }

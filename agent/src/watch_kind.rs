@@ -68,7 +68,10 @@ impl WatchKind {
 }
 
 /// A streaming detector's configuration, or every problem with it.
-fn streaming(kind: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<DetectorConfig, Vec<SpecError>> {
+fn streaming(
+    kind: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<DetectorConfig, Vec<SpecError>> {
     let mut params = params.clone();
     let mut problems = Vec::new();
     for _ in 0..MAX_UNKNOWN_KEYS {
@@ -106,7 +109,10 @@ pub fn all_kinds() -> Vec<&'static str> {
 }
 
 /// Remove `key` and read it as a duration (`15m`, `1h30m`).
-pub(crate) fn take_duration(rest: &mut serde_json::Map<String, serde_json::Value>, key: &str) -> Result<Option<Duration>, SpecError> {
+pub(crate) fn take_duration(
+    rest: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<Duration>, SpecError> {
     match rest.remove(key) {
         None => Ok(None),
         Some(v) => match serde_json::from_value::<HumanDuration>(v.clone()) {
@@ -127,13 +133,17 @@ pub(crate) fn take_count(
         None => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if range.contains(&n) => Ok(Some(n)),
-            _ => Err((key.into(), format!("must be an integer between {} and {}, got {v}", range.start(), range.end()))),
+            _ => {
+                Err((key.into(), format!("must be an integer between {} and {}, got {v}", range.start(), range.end())))
+            }
         },
     }
 }
 
 /// The remaining keys as the detector's typed parameters; errors name the parameter.
-pub(crate) fn detector_params<P: DeserializeOwned>(rest: &serde_json::Map<String, serde_json::Value>) -> Result<P, SpecError> {
+pub(crate) fn detector_params<P: DeserializeOwned>(
+    rest: &serde_json::Map<String, serde_json::Value>,
+) -> Result<P, SpecError> {
     warden_detectors::registry::from_map(rest).map_err(|e| named(&e))
 }
 
@@ -152,7 +162,10 @@ mod tests {
 
     #[test]
     fn durations_and_counts_name_the_key() {
-        let mut m = serde_json::json!({"current": "15m", "reference": "soon", "recent": 0}).as_object().cloned().unwrap_or_default();
+        let mut m = serde_json::json!({"current": "15m", "reference": "soon", "recent": 0})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(take_duration(&mut m, "current"), Ok(Some(Duration::from_secs(900))));
         assert_eq!(take_duration(&mut m, "reference").map_err(|e| e.0), Err("reference".to_string()));
         assert_eq!(take_count(&mut m, "recent", 1..=10).map_err(|e| e.0), Err("recent".to_string()));
@@ -187,7 +200,8 @@ mod tests {
 
     #[test]
     fn every_problem_names_its_parameter() {
-        let e = WatchKind::parse("robust_baseline", &map(r#"{"windw": 30, "tresh": 1, "window": 1}"#)).expect_err("invalid");
+        let e = WatchKind::parse("robust_baseline", &map(r#"{"windw": 30, "tresh": 1, "window": 1}"#))
+            .expect_err("invalid");
         let params: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(params, ["tresh", "windw", "window"]);
         let e = WatchKind::parse("nope", &map("{}")).expect_err("unknown");

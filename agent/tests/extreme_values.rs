@@ -15,147 +15,61 @@ use warden_playbooks::duration::{HumanDuration, MAX_DURATION};
 use warden_playbooks::engine::{Engine, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest};
 use warden_playbooks::run::{Run, RunStatus, TriggerInfo};
 use warden_playbooks::spec::{
-    Arg, Autonomy, Guards, NotifyStep, Playbook, RateCap, RateGuards, RunJobStep, Step, TargetKind,
-    VerifyStep, WaitStep,
+    Arg, Autonomy, Guards, NotifyStep, Playbook, RateCap, RateGuards, RunJobStep, Step, TargetKind, VerifyStep,
+    WaitStep,
 };
 
 const PROM: &str = "prometheus: { url: 'http://127.0.0.1:9' }\n";
 const LOKI: &str = "loki: { url: 'http://127.0.0.1:9' }\n";
-const WATCH: &str =
-    "watches:\n  - name: w\n    query: up\n    detector: { kind: robust_baseline }\n";
+const WATCH: &str = "watches:\n  - name: w\n    query: up\n    detector: { kind: robust_baseline }\n";
 const LOG_WATCH: &str = "log_watches:\n  - name: l\n    query: '{app=\"x\"}'\n";
-const EMAIL: &str =
-    "notify:\n  email:\n    host: mail\n    from: 'a@example.com'\n    to: ['b@example.com']\n";
+const EMAIL: &str = "notify:\n  email:\n    host: mail\n    from: 'a@example.com'\n    to: ['b@example.com']\n";
 
 /// Every duration key of `warden.yaml`: the file with `{v}` for the value, and the key's path.
 fn duration_keys() -> Vec<(String, &'static str)> {
     vec![
-        (
-            "prometheus: { url: 'http://127.0.0.1:9', timeout: {v} }\n".into(),
-            "prometheus.timeout",
-        ),
-        (
-            "loki: { url: 'http://127.0.0.1:9', timeout: {v} }\n".into(),
-            "loki.timeout",
-        ),
-        (
-            "server: { limits: { header_read_timeout: {v} } }\n".into(),
-            "server.limits.header_read_timeout",
-        ),
-        (
-            "server: { limits: { body_read_timeout: {v} } }\n".into(),
-            "server.limits.body_read_timeout",
-        ),
-        (
-            "notify: { slack: { webhook_url: { env: X }, timeout: {v} } }\n".into(),
-            "notify.slack.timeout",
-        ),
-        (
-            format!("{EMAIL}    timeout: {{v}}\n"),
-            "notify.email.timeout",
-        ),
-        (
-            "notify: { retry: { initial_backoff: {v} } }\n".into(),
-            "notify.retry.initial_backoff",
-        ),
-        (
-            "notify: { retry: { max_backoff: {v} } }\n".into(),
-            "notify.retry.max_backoff",
-        ),
-        (
-            "notify: { retry: { max_age: {v} } }\n".into(),
-            "notify.retry.max_age",
-        ),
+        ("prometheus: { url: 'http://127.0.0.1:9', timeout: {v} }\n".into(), "prometheus.timeout"),
+        ("loki: { url: 'http://127.0.0.1:9', timeout: {v} }\n".into(), "loki.timeout"),
+        ("server: { limits: { header_read_timeout: {v} } }\n".into(), "server.limits.header_read_timeout"),
+        ("server: { limits: { body_read_timeout: {v} } }\n".into(), "server.limits.body_read_timeout"),
+        ("notify: { slack: { webhook_url: { env: X }, timeout: {v} } }\n".into(), "notify.slack.timeout"),
+        (format!("{EMAIL}    timeout: {{v}}\n"), "notify.email.timeout"),
+        ("notify: { retry: { initial_backoff: {v} } }\n".into(), "notify.retry.initial_backoff"),
+        ("notify: { retry: { max_backoff: {v} } }\n".into(), "notify.retry.max_backoff"),
+        ("notify: { retry: { max_age: {v} } }\n".into(), "notify.retry.max_age"),
         ("actions: { cooldown: {v} }\n".into(), "actions.cooldown"),
         ("analysis: { lookback: {v} }\n".into(), "analysis.lookback"),
-        (
-            "playbooks: { guards: { cooldown: {v} } }\n".into(),
-            "playbooks.guards.cooldown",
-        ),
-        (
-            "playbooks: { guards: { approval_ttl: {v} } }\n".into(),
-            "playbooks.guards.approval_ttl",
-        ),
+        ("playbooks: { guards: { cooldown: {v} } }\n".into(), "playbooks.guards.cooldown"),
+        ("playbooks: { guards: { approval_ttl: {v} } }\n".into(), "playbooks.guards.approval_ttl"),
         (
             "playbooks: { guards: { rate: { global: { max: 1, per: {v} } } } }\n".into(),
             "playbooks.guards.rate.global.per",
         ),
-        (
-            format!("{PROM}{WATCH}    interval: {{v}}\n"),
-            "watches[0].interval",
-        ),
+        (format!("{PROM}{WATCH}    interval: {{v}}\n"), "watches[0].interval"),
         (format!("{PROM}{WATCH}    step: {{v}}\n"), "watches[0].step"),
-        (
-            format!("{PROM}{WATCH}    lookback: {{v}}\n"),
-            "watches[0].lookback",
-        ),
-        (
-            format!("{PROM}{WATCH}    offset: {{v}}\n"),
-            "watches[0].offset",
-        ),
-        (
-            format!("{LOKI}{LOG_WATCH}    interval: {{v}}\n"),
-            "log_watches[0].interval",
-        ),
-        (
-            format!("{LOKI}{LOG_WATCH}    start_lookback: {{v}}\n"),
-            "log_watches[0].start_lookback",
-        ),
-        (
-            format!("{LOKI}{LOG_WATCH}    offset: {{v}}\n"),
-            "log_watches[0].offset",
-        ),
+        (format!("{PROM}{WATCH}    lookback: {{v}}\n"), "watches[0].lookback"),
+        (format!("{PROM}{WATCH}    offset: {{v}}\n"), "watches[0].offset"),
+        (format!("{LOKI}{LOG_WATCH}    interval: {{v}}\n"), "log_watches[0].interval"),
+        (format!("{LOKI}{LOG_WATCH}    start_lookback: {{v}}\n"), "log_watches[0].start_lookback"),
+        (format!("{LOKI}{LOG_WATCH}    offset: {{v}}\n"), "log_watches[0].offset"),
     ]
 }
 
 /// Every count key of `warden.yaml`.
 fn count_keys() -> Vec<(String, &'static str)> {
     vec![
-        (
-            "loki: { url: 'http://127.0.0.1:9', page_limit: {v} }\n".into(),
-            "loki.page_limit",
-        ),
-        (
-            "loki: { url: 'http://127.0.0.1:9', max_entries: {v} }\n".into(),
-            "loki.max_entries",
-        ),
-        (
-            "server: { limits: { max_connections: {v} } }\n".into(),
-            "server.limits.max_connections",
-        ),
-        (
-            "server: { limits: { reserved_connections: {v} } }\n".into(),
-            "server.limits.reserved_connections",
-        ),
+        ("loki: { url: 'http://127.0.0.1:9', page_limit: {v} }\n".into(), "loki.page_limit"),
+        ("loki: { url: 'http://127.0.0.1:9', max_entries: {v} }\n".into(), "loki.max_entries"),
+        ("server: { limits: { max_connections: {v} } }\n".into(), "server.limits.max_connections"),
+        ("server: { limits: { reserved_connections: {v} } }\n".into(), "server.limits.reserved_connections"),
         (format!("{EMAIL}    port: {{v}}\n"), "notify.email.port"),
-        (
-            "notify: { retry: { max_attempts: {v} } }\n".into(),
-            "notify.retry.max_attempts",
-        ),
-        (
-            "notify: { digest: { threshold: {v} } }\n".into(),
-            "notify.digest.threshold",
-        ),
-        (
-            "notify: { digest: { max_items: {v} } }\n".into(),
-            "notify.digest.max_items",
-        ),
-        (
-            "actions: { scale: { min_replicas: {v} } }\n".into(),
-            "actions.scale.min_replicas",
-        ),
-        (
-            "actions: { scale: { max_replicas: {v} } }\n".into(),
-            "actions.scale.max_replicas",
-        ),
-        (
-            "actions: { scale: { step: {v} } }\n".into(),
-            "actions.scale.step",
-        ),
-        (
-            "playbooks: { guards: { max_attempts: {v} } }\n".into(),
-            "playbooks.guards.max_attempts",
-        ),
+        ("notify: { retry: { max_attempts: {v} } }\n".into(), "notify.retry.max_attempts"),
+        ("notify: { digest: { threshold: {v} } }\n".into(), "notify.digest.threshold"),
+        ("notify: { digest: { max_items: {v} } }\n".into(), "notify.digest.max_items"),
+        ("actions: { scale: { min_replicas: {v} } }\n".into(), "actions.scale.min_replicas"),
+        ("actions: { scale: { max_replicas: {v} } }\n".into(), "actions.scale.max_replicas"),
+        ("actions: { scale: { step: {v} } }\n".into(), "actions.scale.step"),
+        ("playbooks: { guards: { max_attempts: {v} } }\n".into(), "playbooks.guards.max_attempts"),
         (
             "playbooks: { guards: { rate: { global: { max: {v}, per: 1h } } } }\n".into(),
             "playbooks.guards.rate.global.max",
@@ -168,14 +82,8 @@ fn count_keys() -> Vec<(String, &'static str)> {
             "playbooks: { guards: { blast_radius: { max_pods_deleted: {v} } } }\n".into(),
             "playbooks.guards.blast_radius.max_pods_deleted",
         ),
-        (
-            format!("{PROM}{WATCH}    resolve_after: {{v}}\n"),
-            "watches[0].resolve_after",
-        ),
-        (
-            format!("{LOKI}{LOG_WATCH}    resolve_after: {{v}}\n"),
-            "log_watches[0].resolve_after",
-        ),
+        (format!("{PROM}{WATCH}    resolve_after: {{v}}\n"), "watches[0].resolve_after"),
+        (format!("{LOKI}{LOG_WATCH}    resolve_after: {{v}}\n"), "log_watches[0].resolve_after"),
     ]
 }
 
@@ -199,10 +107,7 @@ fn extreme_duration() -> impl Strategy<Value = String> {
     ])
     .prop_map(String::from);
     let units = prop::sample::select(vec!["ns", "ms", "s", "m", "h", "d", "w", "y"]);
-    prop_oneof![
-        fixed,
-        (any::<u64>(), units).prop_map(|(n, u)| format!("{n}{u}"))
-    ]
+    prop_oneof![fixed, (any::<u64>(), units).prop_map(|(n, u)| format!("{n}{u}"))]
 }
 
 fn extreme_count() -> impl Strategy<Value = String> {
@@ -228,12 +133,9 @@ fn check(template: &str, path: &str, value: &str) -> Result<(), TestCaseError> {
     match parse_str(&text, Path::new("x.yaml")) {
         Ok(cfg) => {
             // What was accepted is within the bounds every later computation relies on.
-            for d in [
-                cfg.notify.retry.max_age,
-                cfg.notify.retry.max_backoff,
-                cfg.actions.cooldown,
-                cfg.analysis.lookback,
-            ] {
+            for d in
+                [cfg.notify.retry.max_age, cfg.notify.retry.max_backoff, cfg.actions.cooldown, cfg.analysis.lookback]
+            {
                 prop_assert!(d.get() <= MAX_DURATION);
             }
         }
@@ -241,10 +143,7 @@ fn check(template: &str, path: &str, value: &str) -> Result<(), TestCaseError> {
             // Refused: an error in the key's section (or a YAML error that names it), with a line.
             let section = path.split(['.', '[']).next().unwrap_or(path);
             prop_assert!(
-                e.0.iter().any(
-                    |e| (e.path.starts_with(section) || e.message.contains(section))
-                        && e.line.is_some()
-                ),
+                e.0.iter().any(|e| (e.path.starts_with(section) || e.message.contains(section)) && e.line.is_some()),
                 "{path} = {value}: {e}"
             );
         }
@@ -273,39 +172,16 @@ proptest! {
 #[test]
 fn reported_extremes_are_refused_with_path_and_line() {
     let cases = [
-        (
-            format!("{PROM}{WATCH}    step: 10000000000000000000s\n"),
-            "watches[0].step",
-            6,
-        ),
-        (
-            format!("{PROM}{WATCH}    interval: 10000000000000000000s\n"),
-            "watches[0].interval",
-            6,
-        ),
-        (
-            "playbooks: { guards: { approval_ttl: 1000000000d } }\n".to_string(),
-            "playbooks.guards.approval_ttl",
-            1,
-        ),
-        (
-            "notify: { slack: { webhook_url: { env: X }, timeout: 0s } }\n".to_string(),
-            "notify.slack.timeout",
-            1,
-        ),
-        (
-            format!("{EMAIL}    timeout: 0s\n"),
-            "notify.email.timeout",
-            6,
-        ),
+        (format!("{PROM}{WATCH}    step: 10000000000000000000s\n"), "watches[0].step", 6),
+        (format!("{PROM}{WATCH}    interval: 10000000000000000000s\n"), "watches[0].interval", 6),
+        ("playbooks: { guards: { approval_ttl: 1000000000d } }\n".to_string(), "playbooks.guards.approval_ttl", 1),
+        ("notify: { slack: { webhook_url: { env: X }, timeout: 0s } }\n".to_string(), "notify.slack.timeout", 1),
+        (format!("{EMAIL}    timeout: 0s\n"), "notify.email.timeout", 6),
         (format!("{EMAIL}    port: 0\n"), "notify.email.port", 6),
     ];
     for (text, path, line) in cases {
         let e = parse_str(&text, Path::new("x.yaml")).expect_err(path).0;
-        assert!(
-            e.iter().any(|e| e.path == path && e.line == Some(line)),
-            "{path}: {e:?}"
-        );
+        assert!(e.iter().any(|e| e.path == path && e.line == Some(line)), "{path}: {e:?}");
     }
 }
 
@@ -338,10 +214,7 @@ impl MetricsQuery for Metrics {
             points.push((t, 1.0));
             t += chrono::Duration::from_std(step).map_err(|e| e.to_string())?;
         }
-        Ok(vec![Series {
-            labels: BTreeMap::new(),
-            points,
-        }])
+        Ok(vec![Series { labels: BTreeMap::new(), points }])
     }
 }
 
@@ -374,28 +247,12 @@ fn playbook(d: [Duration; 6], autonomy: Autonomy) -> Playbook {
             autonomy: Some(autonomy),
             cooldown: Some(HumanDuration(d[0])),
             approval_ttl: Some(HumanDuration(d[1])),
-            rate: Some(RateGuards {
-                global: Some(RateCap {
-                    max: 5,
-                    per: HumanDuration(d[2]),
-                }),
-                per_namespace: None,
-            }),
+            rate: Some(RateGuards { global: Some(RateCap { max: 5, per: HumanDuration(d[2]) }), per_namespace: None }),
             ..Guards::default()
         },
         steps: vec![
-            step(|s| {
-                s.wait = Some(WaitStep {
-                    duration: HumanDuration(d[3]),
-                })
-            }),
-            step(|s| {
-                s.verify = Some(VerifyStep {
-                    query: Arg::from("up"),
-                    duration: HumanDuration(d[4]),
-                    step: None,
-                })
-            }),
+            step(|s| s.wait = Some(WaitStep { duration: HumanDuration(d[3]) })),
+            step(|s| s.verify = Some(VerifyStep { query: Arg::from("up"), duration: HumanDuration(d[4]), step: None })),
             step(|s| {
                 s.run_job = Some(RunJobStep {
                     namespace: Some(Arg::from("jobs")),
@@ -406,11 +263,7 @@ fn playbook(d: [Duration; 6], autonomy: Autonomy) -> Playbook {
                     poll: None,
                 })
             }),
-            step(|s| {
-                s.notify = Some(NotifyStep {
-                    message: Arg::from("done"),
-                })
-            }),
+            step(|s| s.notify = Some(NotifyStep { message: Arg::from("done") })),
         ],
         revert: None,
     }

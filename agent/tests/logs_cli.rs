@@ -25,7 +25,10 @@ fn loghub_dir() -> PathBuf {
 }
 
 fn warden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden")).args(args).output().unwrap_or_else(|e| panic!("running warden {args:?}: {e}"))
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running warden {args:?}: {e}"))
 }
 
 fn stdout(o: &Output) -> String {
@@ -57,7 +60,20 @@ fn bench_loghub_reaches_the_accuracy_floor_with_one_setting() {
     let names: Vec<&str> = systems.iter().filter_map(|s| s["system"].as_str()).collect();
     assert_eq!(
         names,
-        ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "OpenSSH", "OpenStack", "Proxifier", "Spark", "Windows", "Zookeeper"]
+        [
+            "Android",
+            "Apache",
+            "BGL",
+            "HDFS",
+            "HPC",
+            "Hadoop",
+            "OpenSSH",
+            "OpenStack",
+            "Proxifier",
+            "Spark",
+            "Windows",
+            "Zookeeper"
+        ]
     );
     for s in systems {
         eprintln!("{}: GA {} PA {} FGA {} templates {}", s["system"], s["ga"], s["pa"], s["fga"], s["templates"]);
@@ -94,7 +110,13 @@ fn bench_loghub_table_shows_published_drain_ga() {
 fn system_csv(rows: &[(&str, &str, &str)]) -> String {
     let mut s = String::from("LineId,Time,Content,EventId,EventTemplate\n");
     for (i, (content, id, template)) in rows.iter().enumerate() {
-        s.push_str(&format!("{},t,\"{}\",{},\"{}\"\n", i + 1, content.replace('"', "\"\""), id, template.replace('"', "\"\"")));
+        s.push_str(&format!(
+            "{},t,\"{}\",{},\"{}\"\n",
+            i + 1,
+            content.replace('"', "\"\""),
+            id,
+            template.replace('"', "\"\"")
+        ));
     }
     s
 }
@@ -133,38 +155,19 @@ fn any_folder_in_the_layout_is_a_system_and_others_are_skipped() {
 fn symlinked_system_folders_are_followed() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let rows = [
-        (
-            "job 1 started on node-4",
-            "E1",
-            "job <*> started on node-<*>",
-        ),
+        ("job 1 started on node-4", "E1", "job <*> started on node-<*>"),
         ("disk /dev/sda1 is full", "E2", "disk <*> is full"),
     ];
     let elsewhere = tmp.path().join("elsewhere").join("Linked");
-    write(
-        &elsewhere.join("Linked_2k.log_structured.csv"),
-        &system_csv(&rows),
-    );
+    write(&elsewhere.join("Linked_2k.log_structured.csv"), &system_csv(&rows));
     let data = tmp.path().join("data");
-    write(
-        &data.join("Plain").join("Plain_2k.log_structured.csv"),
-        &system_csv(&rows),
-    );
+    write(&data.join("Plain").join("Plain_2k.log_structured.csv"), &system_csv(&rows));
     std::os::unix::fs::symlink(&elsewhere, data.join("Linked")).unwrap_or_else(|e| panic!("{e}"));
     // A dangling link is skipped, not an error.
-    std::os::unix::fs::symlink(tmp.path().join("missing"), data.join("Dangling"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let v = json(&warden(&[
-        "bench",
-        "loghub",
-        "--data",
-        &data.to_string_lossy(),
-        "--json",
-    ]));
-    let names: Vec<&str> = v["systems"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s["system"].as_str()).collect())
-        .unwrap_or_default();
+    std::os::unix::fs::symlink(tmp.path().join("missing"), data.join("Dangling")).unwrap_or_else(|e| panic!("{e}"));
+    let v = json(&warden(&["bench", "loghub", "--data", &data.to_string_lossy(), "--json"]));
+    let names: Vec<&str> =
+        v["systems"].as_array().map(|a| a.iter().filter_map(|s| s["system"].as_str()).collect()).unwrap_or_default();
     assert_eq!(names, ["Linked", "Plain"], "{v}");
     assert_eq!(v["systems"][0]["lines"], 2);
 }
@@ -194,7 +197,9 @@ fn malformed_files_are_named_with_their_line() {
 #[test]
 fn drain3_comparison_reports_or_explains() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let rows: Vec<(String, &str, &str)> = (0..200).map(|i| (format!("request {i} served in {} ms", i % 17), "E1", "request <*> served in <*> ms")).collect();
+    let rows: Vec<(String, &str, &str)> = (0..200)
+        .map(|i| (format!("request {i} served in {} ms", i % 17), "E1", "request <*> served in <*> ms"))
+        .collect();
     let refs: Vec<(&str, &str, &str)> = rows.iter().map(|(c, i, t)| (c.as_str(), *i, *t)).collect();
     write(&tmp.path().join("Web").join("Web_2k.log_structured.csv"), &system_csv(&refs));
     let data = tmp.path().to_string_lossy().into_owned();
@@ -244,7 +249,8 @@ fn logs_mine_prints_every_line_and_the_table() {
 
     let out = warden(&["logs", "mine", "--input", &input, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let objects: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let objects: Vec<Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
     assert_eq!(objects.len(), 4);
     assert_eq!(objects[2]["line"], 4);
     assert_eq!(objects[2]["template_id"], 1);

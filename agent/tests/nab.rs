@@ -35,10 +35,14 @@ fn assert_scores(what: &str, scores: &NabScores, expected: [f64; 3], tolerance: 
 fn numenta_scores_reproduce_final_results() {
     let dir = nab_dir();
     let published = score_published(&dir, "numenta").unwrap_or_else(|e| panic!("{e:#}"));
-    let text = std::fs::read_to_string(dir.join("results").join("final_results.json")).unwrap_or_else(|e| panic!("final_results.json: {e}"));
+    let text = std::fs::read_to_string(dir.join("results").join("final_results.json"))
+        .unwrap_or_else(|e| panic!("final_results.json: {e}"));
     let finals: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("final_results.json: {e}"));
     let expected = Profile::ALL.map(|p| finals["numenta"][p.nab_name()].as_f64().unwrap_or(f64::NAN));
-    assert_eq!((published.at_thresholds.files, published.at_thresholds.rows, published.at_thresholds.windows), (58, 365_558, 116));
+    assert_eq!(
+        (published.at_thresholds.files, published.at_thresholds.rows, published.at_thresholds.windows),
+        (58, 365_558, 116)
+    );
     assert_scores("numenta at the published thresholds", &published.at_thresholds, expected, 0.01);
     // Raw corpus score, standard profile (benchmarks.md test vector).
     let raw = published.at_thresholds.get(Profile::Standard).map(|r| r.raw).unwrap_or(f64::NAN);
@@ -52,7 +56,13 @@ fn numenta_sweep_optimum_matches_v1_1() {
     // the low-FP profile only (63.209 against 63.117).
     assert_scores("numenta at the v1.1 optimum", &published.optimum, [70.101, 63.209, 74.320], 0.01);
     for (opt, at) in published.optimum.profiles.iter().zip(&published.at_thresholds.profiles) {
-        assert!(opt.raw >= at.raw - 1e-9, "{:?}: the optimum {} is below the published threshold's {}", opt.profile, opt.raw, at.raw);
+        assert!(
+            opt.raw >= at.raw - 1e-9,
+            "{:?}: the optimum {} is below the published threshold's {}",
+            opt.profile,
+            opt.raw,
+            at.raw
+        );
     }
 }
 

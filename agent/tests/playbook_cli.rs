@@ -28,7 +28,11 @@ fn a_bad_playbook_is_reported_with_file_line_and_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pbdir = dir.path().join("playbooks");
     std::fs::create_dir_all(&pbdir).expect("mkdir");
-    std::fs::write(pbdir.join("bad.yaml"), "name: bad\nsteps:\n  - scale: {by: 1}\n  - restart: {}\n    wait: {for: 1m}\n").expect("write");
+    std::fs::write(
+        pbdir.join("bad.yaml"),
+        "name: bad\nsteps:\n  - scale: {by: 1}\n  - restart: {}\n    wait: {for: 1m}\n",
+    )
+    .expect("write");
     std::fs::write(pbdir.join("typo.yaml"), "name: typo\nsteps:\n  - scale: {by: one}\n").expect("write");
     let cfg = dir.path().join("warden.yaml");
     std::fs::write(

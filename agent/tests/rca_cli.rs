@@ -90,7 +90,8 @@ fn rca_json_finds_nothing_on_a_recording_without_a_fault() {
     }
     std::fs::write(&path, s).unwrap_or_else(|e| panic!("{e}"));
     let start = (1_700_000_000 + 15 * 50).to_string();
-    let out = warden(&["rca", "--metrics", &path.to_string_lossy(), "--start", &start, "--symptom", "front-end", "--json"]);
+    let out =
+        warden(&["rca", "--metrics", &path.to_string_lossy(), "--start", &start, "--symptom", "front-end", "--json"]);
     let v = json(&out);
     assert_eq!(v["found"], Value::Bool(false), "{v}");
     assert!(v["ranking"].as_array().is_some_and(|r| r.is_empty()), "{v}");

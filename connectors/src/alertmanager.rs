@@ -49,11 +49,7 @@ pub struct Alert {
     pub starts_at: DateTime<Utc>,
     /// `None` when Alertmanager sent its zero time (`0001-01-01T00:00:00Z`), null,
     /// or nothing.
-    #[serde(
-        default,
-        deserialize_with = "deserialize_ends_at",
-        serialize_with = "serialize_ends_at"
-    )]
+    #[serde(default, deserialize_with = "deserialize_ends_at", serialize_with = "serialize_ends_at")]
     pub ends_at: Option<DateTime<Utc>>,
     #[serde(default, rename = "generatorURL")]
     pub generator_url: String,
@@ -82,9 +78,7 @@ fn check_status(status: &str, what: &str) -> Result<()> {
     if matches!(status, "firing" | "resolved") {
         Ok(())
     } else {
-        Err(Error::Payload(format!(
-            "{what} has status {status:?}, expected \"firing\" or \"resolved\""
-        )))
+        Err(Error::Payload(format!("{what} has status {status:?}, expected \"firing\" or \"resolved\"")))
     }
 }
 
@@ -97,10 +91,7 @@ where
     Ok(value.filter(|t| t.year() > 1))
 }
 
-fn serialize_ends_at<S>(
-    value: &Option<DateTime<Utc>>,
-    ser: S,
-) -> std::result::Result<S::Ok, S::Error>
+fn serialize_ends_at<S>(value: &Option<DateTime<Utc>>, ser: S) -> std::result::Result<S::Ok, S::Error>
 where
     S: Serializer,
 {
@@ -149,32 +140,20 @@ mod tests {
     fn parses_documented_example() {
         let p: WebhookPayload = serde_json::from_str(EXAMPLE).expect("example parses");
         p.validate().expect("example is valid");
-        assert_eq!(
-            p.group_labels.get("alertname").map(String::as_str),
-            Some("HighCPU")
-        );
+        assert_eq!(p.group_labels.get("alertname").map(String::as_str), Some("HighCPU"));
         assert_eq!(p.external_url, "http://alertmanager:9093");
         assert_eq!(p.alerts.len(), 2);
         let first = &p.alerts[0];
         assert_eq!(first.ends_at, None);
         assert_eq!(first.fingerprint, "c1d2e3f4a5b6c7d8");
-        assert_eq!(
-            first.generator_url,
-            "http://prometheus:9090/graph?g0.expr=up"
-        );
+        assert_eq!(first.generator_url, "http://prometheus:9090/graph?g0.expr=up");
         assert_eq!(
             first.starts_at,
-            Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
-                .single()
-                .expect("valid")
-                + chrono::Duration::milliseconds(123)
+            Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).single().expect("valid") + chrono::Duration::milliseconds(123)
         );
         let second = &p.alerts[1];
         assert!(second.annotations.is_empty());
-        assert_eq!(
-            second.ends_at,
-            Utc.with_ymd_and_hms(2024, 5, 1, 9, 30, 0).single()
-        );
+        assert_eq!(second.ends_at, Utc.with_ymd_and_hms(2024, 5, 1, 9, 30, 0).single());
         assert_eq!(second.fingerprint, "");
     }
 
@@ -190,15 +169,12 @@ mod tests {
 
     #[test]
     fn missing_or_null_ends_at_is_none() {
-        let alert: Alert = serde_json::from_str(
-            r#"{"status":"firing","labels":{},"startsAt":"2024-01-01T00:00:00Z","endsAt":null}"#,
-        )
-        .expect("null endsAt");
+        let alert: Alert =
+            serde_json::from_str(r#"{"status":"firing","labels":{},"startsAt":"2024-01-01T00:00:00Z","endsAt":null}"#)
+                .expect("null endsAt");
         assert_eq!(alert.ends_at, None);
-        let alert: Alert = serde_json::from_str(
-            r#"{"status":"firing","labels":{},"startsAt":"2024-01-01T00:00:00Z"}"#,
-        )
-        .expect("missing endsAt");
+        let alert: Alert = serde_json::from_str(r#"{"status":"firing","labels":{},"startsAt":"2024-01-01T00:00:00Z"}"#)
+            .expect("missing endsAt");
         assert_eq!(alert.ends_at, None);
     }
 

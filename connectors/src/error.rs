@@ -32,19 +32,12 @@ pub enum Error {
 
     /// The request did not complete within its time limit.
     #[error("request to {url} timed out{}", after_suffix(.after))]
-    Timeout {
-        url: String,
-        after: Option<Duration>,
-    },
+    Timeout { url: String, after: Option<Duration> },
 
     /// An HTTP exchange failed: an unexpected status (`status` is set) or a
     /// transport error in the middle of the exchange (`status` is `None`).
     #[error("HTTP request to {url} failed{}: {message}", status_suffix(.status))]
-    Http {
-        url: String,
-        status: Option<u16>,
-        message: String,
-    },
+    Http { url: String, status: Option<u16>, message: String },
 
     /// The response body could not be decoded (invalid or truncated JSON, wrong shape).
     #[error("could not decode response from {url}: {message}")]
@@ -54,11 +47,7 @@ pub enum Error {
     /// typically invalid LogQL, a limit above Loki's maximum or a bad time range.
     /// `message` is Loki's own explanation. Retrying the same request will not help.
     #[error("Loki at {url} rejected the request (HTTP {status}): {message}")]
-    LokiQuery {
-        url: String,
-        status: u16,
-        message: String,
-    },
+    LokiQuery { url: String, status: u16, message: String },
 
     /// Prometheus answered `"status": "error"`.
     #[error("Prometheus query failed ({error_type}): {message}")]
@@ -66,11 +55,7 @@ pub enum Error {
 
     /// The Kubernetes API server answered with a failure `Status`.
     #[error("Kubernetes API error {status} {reason}: {message}")]
-    Kube {
-        status: u16,
-        reason: String,
-        message: String,
-    },
+    Kube { status: u16, reason: String, message: String },
 
     /// The Kubernetes client failed outside of an API response (auth plugin,
     /// request building, unexpected library error).
@@ -89,11 +74,7 @@ pub enum Error {
     /// The SMTP server refused the message or the SMTP dialogue failed.
     /// `transient` is true for 4xx replies, which are worth retrying.
     #[error("SMTP delivery failed{}: {message}", smtp_code_suffix(.code))]
-    Smtp {
-        code: Option<u16>,
-        transient: bool,
-        message: String,
-    },
+    Smtp { code: Option<u16>, transient: bool, message: String },
 
     /// An incoming webhook payload is not one we understand.
     #[error("invalid webhook payload: {0}")]
@@ -112,15 +93,11 @@ fn after_suffix(after: &Option<Duration>) -> String {
 }
 
 fn status_suffix(status: &Option<u16>) -> String {
-    status
-        .map(|s| format!(" with HTTP {s}"))
-        .unwrap_or_default()
+    status.map(|s| format!(" with HTTP {s}")).unwrap_or_default()
 }
 
 fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
-    retry_after
-        .map(|d| format!(", retry after {d:?}"))
-        .unwrap_or_default()
+    retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default()
 }
 
 fn smtp_code_suffix(code: &Option<u16>) -> String {
@@ -180,11 +157,7 @@ mod tests {
     use super::*;
 
     fn kube(status: u16, reason: &str) -> Error {
-        Error::Kube {
-            status,
-            reason: reason.to_string(),
-            message: "m".to_string(),
-        }
+        Error::Kube { status, reason: reason.to_string(), message: "m".to_string() }
     }
 
     #[test]
@@ -200,53 +173,26 @@ mod tests {
 
     #[test]
     fn transport_and_http_classification() {
-        let connect = Error::Connect {
-            url: "http://x".into(),
-            message: "refused".into(),
-        };
+        let connect = Error::Connect { url: "http://x".into(), message: "refused".into() };
         assert!(connect.is_retryable());
-        let timeout = Error::Timeout {
-            url: "http://x".into(),
-            after: Some(Duration::from_secs(2)),
-        };
+        let timeout = Error::Timeout { url: "http://x".into(), after: Some(Duration::from_secs(2)) };
         assert!(timeout.is_retryable());
-        assert_eq!(
-            timeout.to_string(),
-            "request to http://x timed out after 2s"
-        );
-        let http503 = Error::Http {
-            url: "http://x".into(),
-            status: Some(503),
-            message: "down".into(),
-        };
+        assert_eq!(timeout.to_string(), "request to http://x timed out after 2s");
+        let http503 = Error::Http { url: "http://x".into(), status: Some(503), message: "down".into() };
         assert!(http503.is_retryable());
-        assert_eq!(
-            http503.to_string(),
-            "HTTP request to http://x failed with HTTP 503: down"
-        );
-        let rejected = Error::Rejected {
-            status: 400,
-            body: "invalid_payload".into(),
-        };
+        assert_eq!(http503.to_string(), "HTTP request to http://x failed with HTTP 503: down");
+        let rejected = Error::Rejected { status: 400, body: "invalid_payload".into() };
         assert!(!rejected.is_retryable());
-        let limited = Error::RateLimited {
-            retry_after: Some(Duration::from_secs(30)),
-        };
+        let limited = Error::RateLimited { retry_after: Some(Duration::from_secs(30)) };
         assert!(limited.is_retryable());
         assert_eq!(limited.retry_after(), Some(Duration::from_secs(30)));
     }
 
     #[test]
     fn prometheus_and_smtp_classification() {
-        let bad = Error::Prometheus {
-            error_type: "bad_data".into(),
-            message: "parse error".into(),
-        };
+        let bad = Error::Prometheus { error_type: "bad_data".into(), message: "parse error".into() };
         assert!(!bad.is_retryable());
-        assert_eq!(
-            bad.to_string(),
-            "Prometheus query failed (bad_data): parse error"
-        );
+        assert_eq!(bad.to_string(), "Prometheus query failed (bad_data): parse error");
         let loki = Error::LokiQuery {
             url: "http://loki/loki/api/v1/query_range".into(),
             status: 400,
@@ -258,22 +204,11 @@ mod tests {
             "Loki at http://loki/loki/api/v1/query_range rejected the request (HTTP 400): \
              parse error at line 1, col 5: syntax error"
         );
-        let unavailable = Error::Prometheus {
-            error_type: "unavailable".into(),
-            message: "starting".into(),
-        };
+        let unavailable = Error::Prometheus { error_type: "unavailable".into(), message: "starting".into() };
         assert!(unavailable.is_retryable());
-        let transient = Error::Smtp {
-            code: Some(451),
-            transient: true,
-            message: "try later".into(),
-        };
+        let transient = Error::Smtp { code: Some(451), transient: true, message: "try later".into() };
         assert!(transient.is_retryable());
-        let permanent = Error::Smtp {
-            code: Some(550),
-            transient: false,
-            message: "no such user".into(),
-        };
+        let permanent = Error::Smtp { code: Some(550), transient: false, message: "no such user".into() };
         assert!(!permanent.is_retryable());
     }
 }

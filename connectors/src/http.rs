@@ -19,29 +19,16 @@ const USER_AGENT: &str = concat!("warden/", env!("CARGO_PKG_VERSION"));
 pub(crate) fn build_client(timeout: Duration, tls: &TlsOptions) -> Result<reqwest::Client> {
     crate::install_crypto_provider();
     if timeout.is_zero() {
-        return Err(Error::Config(
-            "HTTP timeout must be greater than zero".into(),
-        ));
+        return Err(Error::Config("HTTP timeout must be greater than zero".into()));
     }
-    let mut builder = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .timeout(timeout)
-        .connect_timeout(timeout);
+    let mut builder = reqwest::Client::builder().user_agent(USER_AGENT).timeout(timeout).connect_timeout(timeout);
     if let Some(path) = &tls.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            Error::Config(format!(
-                "CA file {} is not valid PEM: {}",
-                path.display(),
-                error_chain(&e)
-            ))
-        })?;
+        let pem =
+            std::fs::read(path).map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| Error::Config(format!("CA file {} is not valid PEM: {}", path.display(), error_chain(&e))))?;
         if certs.is_empty() {
-            return Err(Error::Config(format!(
-                "CA file {} contains no certificates",
-                path.display()
-            )));
+            return Err(Error::Config(format!("CA file {} contains no certificates", path.display())));
         }
         builder = builder.tls_certs_merge(certs);
     }
@@ -49,9 +36,7 @@ pub(crate) fn build_client(timeout: Duration, tls: &TlsOptions) -> Result<reqwes
         tracing::warn!("TLS certificate verification is disabled for an HTTP client");
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    builder
-        .build()
-        .map_err(|e| Error::Config(format!("cannot build HTTP client: {}", error_chain(&e))))
+    builder.build().map_err(|e| Error::Config(format!("cannot build HTTP client: {}", error_chain(&e))))
 }
 
 /// Checks that credentials can be sent as HTTP headers, so a bad token is reported
@@ -65,17 +50,11 @@ pub(crate) fn validate_auth(auth: Option<&HttpAuth>) -> Result<()> {
             }
             HeaderValue::from_str(&format!("Bearer {}", token.expose()))
                 .map(|_| ())
-                .map_err(|_| {
-                    Error::Config(
-                        "bearer token contains characters not allowed in an HTTP header".into(),
-                    )
-                })
+                .map_err(|_| Error::Config("bearer token contains characters not allowed in an HTTP header".into()))
         }
         Some(HttpAuth::Basic { username, .. }) => {
             if username.contains(':') {
-                return Err(Error::Config(format!(
-                    "basic auth username {username:?} must not contain ':'"
-                )));
+                return Err(Error::Config(format!("basic auth username {username:?} must not contain ':'")));
             }
             Ok(())
         }
@@ -83,16 +62,11 @@ pub(crate) fn validate_auth(auth: Option<&HttpAuth>) -> Result<()> {
 }
 
 /// Adds the configured credentials to a request.
-pub(crate) fn apply_auth(
-    req: reqwest::RequestBuilder,
-    auth: Option<&HttpAuth>,
-) -> reqwest::RequestBuilder {
+pub(crate) fn apply_auth(req: reqwest::RequestBuilder, auth: Option<&HttpAuth>) -> reqwest::RequestBuilder {
     match auth {
         None => req,
         Some(HttpAuth::Bearer(token)) => req.bearer_auth(token.expose()),
-        Some(HttpAuth::Basic { username, password }) => {
-            req.basic_auth(username, Some(password.expose()))
-        }
+        Some(HttpAuth::Basic { username, password }) => req.basic_auth(username, Some(password.expose())),
     }
 }
 
@@ -122,21 +96,11 @@ pub(crate) fn display_origin(url: &Url) -> String {
 pub(crate) fn map_reqwest_error(err: reqwest::Error, target: &str, timeout: Duration) -> Error {
     let err = err.without_url();
     if err.is_timeout() {
-        Error::Timeout {
-            url: target.to_string(),
-            after: Some(timeout),
-        }
+        Error::Timeout { url: target.to_string(), after: Some(timeout) }
     } else if err.is_connect() {
-        Error::Connect {
-            url: target.to_string(),
-            message: error_chain(&err),
-        }
+        Error::Connect { url: target.to_string(), message: error_chain(&err) }
     } else {
-        Error::Http {
-            url: target.to_string(),
-            status: err.status().map(|s| s.as_u16()),
-            message: error_chain(&err),
-        }
+        Error::Http { url: target.to_string(), status: err.status().map(|s| s.as_u16()), message: error_chain(&err) }
     }
 }
 
@@ -148,11 +112,7 @@ pub(crate) async fn read_body(
     timeout: Duration,
 ) -> Result<Vec<u8>> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| map_reqwest_error(e, target, timeout))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| map_reqwest_error(e, target, timeout))? {
         if body.len() + chunk.len() > limit {
             return Err(Error::Decode {
                 url: target.to_string(),
@@ -210,8 +170,7 @@ mod tests {
 
     #[test]
     fn display_url_strips_credentials_and_query() {
-        let url = Url::parse("https://user:pw@prom.example:9090/prom/api?token=abc#frag")
-            .expect("static URL parses");
+        let url = Url::parse("https://user:pw@prom.example:9090/prom/api?token=abc#frag").expect("static URL parses");
         assert_eq!(display_url(&url), "https://prom.example:9090/prom/api");
     }
 
@@ -241,10 +200,7 @@ mod tests {
 
     #[test]
     fn missing_ca_file_names_the_path() {
-        let tls = TlsOptions {
-            ca_file: Some("/nonexistent/warden-ca.pem".into()),
-            insecure_skip_verify: false,
-        };
+        let tls = TlsOptions { ca_file: Some("/nonexistent/warden-ca.pem".into()), insecure_skip_verify: false };
         let err = build_client(Duration::from_secs(1), &tls).expect_err("missing file");
         assert!(err.to_string().contains("warden-ca.pem"), "{err}");
     }

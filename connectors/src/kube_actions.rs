@@ -78,11 +78,7 @@ pub struct ActionWaits {
 
 impl Default for ActionWaits {
     fn default() -> Self {
-        Self {
-            pod_gone: Duration::from_secs(10),
-            controller: Duration::from_secs(10),
-            conflict_retries: 5,
-        }
+        Self { pod_gone: Duration::from_secs(10), controller: Duration::from_secs(10), conflict_retries: 5 }
     }
 }
 
@@ -198,13 +194,7 @@ pub fn replicaset_revision(replica_set: &ReplicaSet) -> Option<i64> {
 }
 
 fn revision_of(metadata: &ObjectMeta) -> Option<i64> {
-    metadata
-        .annotations
-        .as_ref()?
-        .get(REVISION_ANNOTATION)?
-        .trim()
-        .parse()
-        .ok()
+    metadata.annotations.as_ref()?.get(REVISION_ANNOTATION)?.trim().parse().ok()
 }
 
 /// Earlier revisions of a ReplicaSet that a rollback reused ([`REVISION_HISTORY_ANNOTATION`]).
@@ -226,14 +216,8 @@ fn revision_history(replica_set: &ReplicaSet) -> Vec<i64> {
 /// failed with reason `BackoffLimitExceeded`. Anything else is running.
 pub fn job_phase(job: &Job) -> JobPhase {
     let status = job.status.as_ref();
-    let conditions = status
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or_default();
-    let holding = |kind: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == kind && c.status == "True")
-    };
+    let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let holding = |kind: &str| conditions.iter().find(|c| c.type_ == kind && c.status == "True");
     if let Some(c) = holding("Failed").or_else(|| holding("FailureTarget")) {
         return JobPhase::Failed {
             reason: c.reason.clone().unwrap_or_default(),
@@ -266,19 +250,14 @@ impl KubeClient {
         check_name("namespace", namespace)?;
         check_name("deployment name", name)?;
         let api: Api<Deployment> = Api::namespaced(self.kube_client(), namespace);
-        self.call_api(&format!("deployment {namespace}/{name}"), api.get(name))
-            .await
+        self.call_api(&format!("deployment {namespace}/{name}"), api.get(name)).await
     }
 
     /// The ReplicaSets of Deployment `namespace/name`: those in its namespace that
     /// match its selector and whose controller owner reference carries its UID
     /// (what `kubectl rollout history` looks at), sorted by revision (ReplicaSets
     /// without one first), then name.
-    pub async fn list_replicasets_of(
-        &self,
-        namespace: &str,
-        deployment: &str,
-    ) -> Result<Vec<ReplicaSet>> {
+    pub async fn list_replicasets_of(&self, namespace: &str, deployment: &str) -> Result<Vec<ReplicaSet>> {
         let deployment = self.get_deployment(namespace, deployment).await?;
         self.replicasets_owned_by(namespace, &deployment).await
     }
@@ -292,37 +271,29 @@ impl KubeClient {
     ) -> Result<Vec<ReplicaSet>> {
         let name = deployment.metadata.name.as_deref().unwrap_or_default();
         let what = format!("replicasets of deployment {namespace}/{name}");
-        let uid = deployment
-            .metadata
-            .uid
-            .as_deref()
-            .ok_or_else(|| Error::Decode {
-                url: self.describe_object(&what),
-                message: "the deployment has no metadata.uid".to_string(),
-            })?;
+        let uid = deployment.metadata.uid.as_deref().ok_or_else(|| Error::Decode {
+            url: self.describe_object(&what),
+            message: "the deployment has no metadata.uid".to_string(),
+        })?;
         let selector = match deployment.spec.as_ref() {
             Some(spec) => selector_string(&spec.selector)?,
             None => None,
         };
-        let params = ListParams {
-            label_selector: selector,
-            ..ListParams::default()
-        };
+        let params = ListParams { label_selector: selector, ..ListParams::default() };
         let api: Api<ReplicaSet> = Api::namespaced(self.kube_client(), namespace);
         let list = self.call_api(&what, api.list(&params)).await?;
         let mut owned: Vec<ReplicaSet> = list
             .items
             .into_iter()
             .filter(|rs| {
-                rs.metadata.owner_references.as_ref().is_some_and(|refs| {
-                    refs.iter()
-                        .any(|r| r.controller == Some(true) && r.uid == uid)
-                })
+                rs.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|refs| refs.iter().any(|r| r.controller == Some(true) && r.uid == uid))
             })
             .collect();
         owned.sort_by(|a, b| {
-            (replicaset_revision(a), &a.metadata.name)
-                .cmp(&(replicaset_revision(b), &b.metadata.name))
+            (replicaset_revision(a), &a.metadata.name).cmp(&(replicaset_revision(b), &b.metadata.name))
         });
         Ok(owned)
     }
@@ -337,23 +308,11 @@ impl KubeClient {
     /// current template yet, or not yet renumbered to the newest revision), this waits for
     /// it up to [`ActionWaits::controller`]; with still no ReplicaSet for the template it
     /// then fails with a retryable [`Error::Timeout`].
-    pub async fn plan_rollback(
-        &self,
-        namespace: &str,
-        name: &str,
-        to_revision: Option<i64>,
-    ) -> Result<RollbackPlan> {
+    pub async fn plan_rollback(&self, namespace: &str, name: &str, to_revision: Option<i64>) -> Result<RollbackPlan> {
         check_revision(namespace, name, to_revision)?;
         let (deployment, replica_sets) = self.read_for_rollback(namespace, name).await?;
         let what = self.describe_object(&format!("deployment {namespace}/{name}"));
-        let resolved = resolve_rollback(
-            &what,
-            namespace,
-            name,
-            &deployment,
-            &replica_sets,
-            to_revision,
-        )?;
+        let resolved = resolve_rollback(&what, namespace, name, &deployment, &replica_sets, to_revision)?;
         Ok(resolved.plan)
     }
 
@@ -363,13 +322,7 @@ impl KubeClient {
     /// when no ReplicaSet has the template (a paused Deployment); `None` without either.
     pub async fn current_revision(&self, namespace: &str, name: &str) -> Result<Option<i64>> {
         let (deployment, replica_sets) = self.read_for_rollback(namespace, name).await?;
-        let current = without_hash_label(
-            deployment
-                .spec
-                .as_ref()
-                .map(|s| s.template.clone())
-                .unwrap_or_default(),
-        );
+        let current = without_hash_label(deployment.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default());
         Ok(current_replica_set(&current, &replica_sets)
             .and_then(replicaset_revision)
             .or_else(|| deployment_revision(&deployment)))
@@ -413,24 +366,14 @@ impl KubeClient {
         let object = format!("deployment {namespace}/{name}");
         let what = self.describe_object(&object);
         let api: Api<Deployment> = Api::namespaced(self.kube_client(), namespace);
-        let params = PatchParams {
-            dry_run,
-            ..PatchParams::default()
-        };
+        let params = PatchParams { dry_run, ..PatchParams::default() };
         let retries = self.action_waits().conflict_retries;
         let mut to_revision = to_revision;
         let mut first: Option<(Value, i64)> = None;
         let mut conflicts = 0u32;
         loop {
             let (deployment, replica_sets) = self.read_for_rollback(namespace, name).await?;
-            let resolved = resolve_rollback(
-                &what,
-                namespace,
-                name,
-                &deployment,
-                &replica_sets,
-                to_revision,
-            )?;
+            let resolved = resolve_rollback(&what, namespace, name, &deployment, &replica_sets, to_revision)?;
             let plan = &resolved.plan;
             // Later attempts go to the same revision, from the template first seen.
             to_revision = Some(plan.to_revision);
@@ -485,10 +428,7 @@ impl KubeClient {
                 attempt = conflicts + 1,
                 "rolling deployment back"
             );
-            match self
-                .call_api(&object, api.patch(name, &params, &Patch::Merge(&patch)))
-                .await
-            {
+            match self.call_api(&object, api.patch(name, &params, &Patch::Merge(&patch))).await {
                 Ok(answer) => {
                     return Ok(RollbackOutcome {
                         from_revision,
@@ -522,11 +462,7 @@ impl KubeClient {
     /// [`KubeClient::plan_rollback`]),
     /// or as they are when [`ActionWaits::controller`] has passed. A paused Deployment
     /// is [`Error::InvalidInput`] at once (its controller does not roll it).
-    async fn read_for_rollback(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(Deployment, Vec<ReplicaSet>)> {
+    async fn read_for_rollback(&self, namespace: &str, name: &str) -> Result<(Deployment, Vec<ReplicaSet>)> {
         let deadline = Instant::now() + self.action_waits().controller;
         let mut pause = Duration::from_millis(50);
         loop {
@@ -573,9 +509,7 @@ impl KubeClient {
         dry_run: bool,
     ) -> Result<WriteOutcome> {
         if restarted_at.trim().is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "restartedAt value for deployment {namespace}/{name} is empty"
-            )));
+            return Err(Error::InvalidInput(format!("restartedAt value for deployment {namespace}/{name} is empty")));
         }
         let deployment = self.get_deployment(namespace, name).await?;
         let what = format!("deployment {namespace}/{name}");
@@ -586,35 +520,16 @@ impl KubeClient {
             .and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(RESTARTED_AT_ANNOTATION));
         if current.map(String::as_str) == Some(restarted_at) {
-            return Ok(WriteOutcome {
-                changed: false,
-                dry_run,
-                response: self.encode(&what, &deployment)?,
-            });
+            return Ok(WriteOutcome { changed: false, dry_run, response: self.encode(&what, &deployment)? });
         }
         let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
             RESTARTED_AT_ANNOTATION: restarted_at
         } } } } });
-        tracing::info!(
-            namespace,
-            name,
-            restarted_at,
-            dry_run,
-            "restarting deployment"
-        );
+        tracing::info!(namespace, name, restarted_at, dry_run, "restarting deployment");
         let api: Api<Deployment> = Api::namespaced(self.kube_client(), namespace);
-        let params = PatchParams {
-            dry_run,
-            ..PatchParams::default()
-        };
-        let answer = self
-            .call_api(&what, api.patch(name, &params, &Patch::Strategic(&patch)))
-            .await?;
-        Ok(WriteOutcome {
-            changed: true,
-            dry_run,
-            response: self.encode(&what, &answer)?,
-        })
+        let params = PatchParams { dry_run, ..PatchParams::default() };
+        let answer = self.call_api(&what, api.patch(name, &params, &Patch::Strategic(&patch))).await?;
+        Ok(WriteOutcome { changed: true, dry_run, response: self.encode(&what, &answer)? })
     }
 
     /// Patches Deployment `namespace/name` with a strategic merge patch (lists such
@@ -633,47 +548,27 @@ impl KubeClient {
         dry_run: bool,
     ) -> Result<WriteOutcome> {
         if !patch.is_object() {
-            return Err(Error::InvalidInput(format!(
-                "patch for deployment {namespace}/{name} must be a JSON object"
-            )));
+            return Err(Error::InvalidInput(format!("patch for deployment {namespace}/{name} must be a JSON object")));
         }
         let before = self.get_deployment(namespace, name).await?;
         let what = format!("deployment {namespace}/{name}");
         tracing::info!(namespace, name, dry_run, "patching deployment");
         let api: Api<Deployment> = Api::namespaced(self.kube_client(), namespace);
-        let params = PatchParams {
-            dry_run,
-            ..PatchParams::default()
-        };
-        let answer = self
-            .call_api(&what, api.patch(name, &params, &Patch::Strategic(patch)))
-            .await?;
+        let params = PatchParams { dry_run, ..PatchParams::default() };
+        let answer = self.call_api(&what, api.patch(name, &params, &Patch::Strategic(patch))).await?;
         let changed = before.spec != answer.spec
             || before.metadata.labels != answer.metadata.labels
             || user_annotations(&before) != user_annotations(&answer);
-        Ok(WriteOutcome {
-            changed,
-            dry_run,
-            response: self.encode(&what, &answer)?,
-        })
+        Ok(WriteOutcome { changed, dry_run, response: self.encode(&what, &answer)? })
     }
 
     /// Lists the Pods of a namespace, optionally filtered by a label selector in
     /// the API's syntax (`app=web,tier!=cache`).
-    pub async fn list_pods(
-        &self,
-        namespace: &str,
-        label_selector: Option<&str>,
-    ) -> Result<Vec<Pod>> {
+    pub async fn list_pods(&self, namespace: &str, label_selector: Option<&str>) -> Result<Vec<Pod>> {
         check_name("namespace", namespace)?;
         let api: Api<Pod> = Api::namespaced(self.kube_client(), namespace);
-        let params = ListParams {
-            label_selector: label_selector.map(str::to_string),
-            ..ListParams::default()
-        };
-        let list = self
-            .call_api(&format!("pods in {namespace}"), api.list(&params))
-            .await?;
+        let params = ListParams { label_selector: label_selector.map(str::to_string), ..ListParams::default() };
+        let list = self.call_api(&format!("pods in {namespace}"), api.list(&params)).await?;
         Ok(list.items)
     }
 
@@ -682,8 +577,7 @@ impl KubeClient {
         check_name("namespace", namespace)?;
         check_name("pod name", name)?;
         let api: Api<Pod> = Api::namespaced(self.kube_client(), namespace);
-        self.call_api(&format!("pod {namespace}/{name}"), api.get(name))
-            .await
+        self.call_api(&format!("pod {namespace}/{name}"), api.get(name)).await
     }
 
     /// Deletes Pod `namespace/name` (its controller replaces it). With `uid` the
@@ -709,17 +603,12 @@ impl KubeClient {
         check_name("namespace", namespace)?;
         check_name("pod name", name)?;
         if uid.is_some_and(|u| u.trim().is_empty()) {
-            return Err(Error::InvalidInput(format!(
-                "UID precondition for pod {namespace}/{name} is empty"
-            )));
+            return Err(Error::InvalidInput(format!("UID precondition for pod {namespace}/{name} is empty")));
         }
         let what = format!("pod {namespace}/{name}");
         let params = DeleteParams {
             dry_run,
-            preconditions: uid.map(|uid| Preconditions {
-                uid: Some(uid.to_string()),
-                resource_version: None,
-            }),
+            preconditions: uid.map(|uid| Preconditions { uid: Some(uid.to_string()), resource_version: None }),
             ..DeleteParams::default()
         };
         tracing::info!(namespace, name, uid, dry_run, "deleting pod");
@@ -730,8 +619,7 @@ impl KubeClient {
                 let terminating = match answer.as_ref().left() {
                     Some(pod) if !dry_run => {
                         let uid = uid.or(pod.metadata.uid.as_deref());
-                        self.wait_pod_gone(namespace, name, uid, terminating_of(pod))
-                            .await
+                        self.wait_pod_gone(namespace, name, uid, terminating_of(pod)).await
                     }
                     _ => None,
                 };
@@ -743,11 +631,7 @@ impl KubeClient {
                     response: response.map_err(|e| self.encode_error(&what, e))?,
                 })
             }
-            Err(Error::Kube {
-                status,
-                reason,
-                message,
-            }) if status == 404 => Ok(DeleteOutcome {
+            Err(Error::Kube { status, reason, message }) if status == 404 => Ok(DeleteOutcome {
                 already_gone: true,
                 terminating: None,
                 dry_run,
@@ -815,41 +699,19 @@ impl KubeClient {
     /// Cordons (`unschedulable: true`) or uncordons (`false`) a Node with a merge
     /// patch of `spec.unschedulable`, like `kubectl cordon` / `uncordon`. A Node
     /// already in that state is left alone (`changed: false`).
-    pub async fn set_node_unschedulable(
-        &self,
-        name: &str,
-        unschedulable: bool,
-        dry_run: bool,
-    ) -> Result<WriteOutcome> {
+    pub async fn set_node_unschedulable(&self, name: &str, unschedulable: bool, dry_run: bool) -> Result<WriteOutcome> {
         let node = self.get_node(name).await?;
         let what = format!("node {name}");
-        let current = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
+        let current = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
         if current == unschedulable {
-            return Ok(WriteOutcome {
-                changed: false,
-                dry_run,
-                response: self.encode(&what, &node)?,
-            });
+            return Ok(WriteOutcome { changed: false, dry_run, response: self.encode(&what, &node)? });
         }
         tracing::info!(name, unschedulable, dry_run, "changing node schedulability");
         let api: Api<Node> = Api::all(self.kube_client());
-        let params = PatchParams {
-            dry_run,
-            ..PatchParams::default()
-        };
+        let params = PatchParams { dry_run, ..PatchParams::default() };
         let patch = json!({ "spec": { "unschedulable": unschedulable } });
-        let answer = self
-            .call_api(&what, api.patch(name, &params, &Patch::Merge(&patch)))
-            .await?;
-        Ok(WriteOutcome {
-            changed: true,
-            dry_run,
-            response: self.encode(&what, &answer)?,
-        })
+        let answer = self.call_api(&what, api.patch(name, &params, &Patch::Merge(&patch))).await?;
+        Ok(WriteOutcome { changed: true, dry_run, response: self.encode(&what, &answer)? })
     }
 
     /// Creates `job` in `namespace`. The Job must have a `metadata.name`: callers
@@ -863,12 +725,7 @@ impl KubeClient {
     /// that differ, and the Job is left alone. Other conflicts stay errors. The API
     /// server validates the Job, so an invalid one is a 422 `Invalid` error, in a dry
     /// run too.
-    pub async fn create_job(
-        &self,
-        namespace: &str,
-        job: &Job,
-        dry_run: bool,
-    ) -> Result<JobCreateOutcome> {
+    pub async fn create_job(&self, namespace: &str, job: &Job, dry_run: bool) -> Result<JobCreateOutcome> {
         check_name("namespace", namespace)?;
         let name = job.metadata.name.as_deref().unwrap_or_default();
         if name.is_empty() {
@@ -894,26 +751,14 @@ impl KubeClient {
         let what = format!("job {namespace}/{name}");
         tracing::info!(namespace, name, dry_run, "creating job");
         let api: Api<Job> = Api::namespaced(self.kube_client(), namespace);
-        let params = PostParams {
-            dry_run,
-            field_manager: None,
-        };
+        let params = PostParams { dry_run, field_manager: None };
         let (created, job) = match self.call_api(&what, api.create(&params, job)).await {
             Ok(created) => (true, created),
-            Err(Error::Kube {
-                status: 409,
-                reason,
-                ..
-            }) if reason == "AlreadyExists" => {
+            Err(Error::Kube { status: 409, reason, .. }) if reason == "AlreadyExists" => {
                 let existing = self.get_job(namespace, name).await?;
                 let differences = job_owner_differences(job, &existing);
                 if !differences.is_empty() {
-                    tracing::warn!(
-                        namespace,
-                        name,
-                        ?differences,
-                        "a job of this name exists and is not ours"
-                    );
+                    tracing::warn!(namespace, name, ?differences, "a job of this name exists and is not ours");
                     return Err(Error::Precondition {
                         object: what,
                         message: format!(
@@ -923,21 +768,12 @@ impl KubeClient {
                         ),
                     });
                 }
-                tracing::info!(
-                    namespace,
-                    name,
-                    "job already exists (created earlier by this action)"
-                );
+                tracing::info!(namespace, name, "job already exists (created earlier by this action)");
                 (false, existing)
             }
             Err(e) => return Err(e),
         };
-        Ok(JobCreateOutcome {
-            created,
-            dry_run,
-            response: self.encode(&what, &job)?,
-            job,
-        })
+        Ok(JobCreateOutcome { created, dry_run, response: self.encode(&what, &job)?, job })
     }
 
     /// Reads a Job; [`job_phase`] says whether it finished.
@@ -945,8 +781,7 @@ impl KubeClient {
         check_name("namespace", namespace)?;
         check_name("job name", name)?;
         let api: Api<Job> = Api::namespaced(self.kube_client(), namespace);
-        self.call_api(&format!("job {namespace}/{name}"), api.get(name))
-            .await
+        self.call_api(&format!("job {namespace}/{name}"), api.get(name)).await
     }
 
     fn encode<T: Serialize>(&self, what: &str, value: &T) -> Result<Value> {
@@ -954,10 +789,7 @@ impl KubeClient {
     }
 
     fn encode_error(&self, what: &str, e: serde_json::Error) -> Error {
-        Error::Decode {
-            url: self.describe_object(what),
-            message: format!("cannot re-encode the object: {e}"),
-        }
+        Error::Decode { url: self.describe_object(what), message: format!("cannot re-encode the object: {e}") }
     }
 }
 
@@ -1056,19 +888,12 @@ fn terminating_of(pod: &Pod) -> PodTerminating {
 
 /// The template of a ReplicaSet as the Deployment would carry it.
 fn replicaset_template(replica_set: &ReplicaSet) -> Option<PodTemplateSpec> {
-    replica_set
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .map(without_hash_label)
+    replica_set.spec.as_ref().and_then(|s| s.template.clone()).map(without_hash_label)
 }
 
 /// The ReplicaSet whose pod template is `template` (newest revision first, should the
 /// controller ever have left two).
-fn current_replica_set<'a>(
-    template: &PodTemplateSpec,
-    replica_sets: &'a [ReplicaSet],
-) -> Option<&'a ReplicaSet> {
+fn current_replica_set<'a>(template: &PodTemplateSpec, replica_sets: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
     replica_sets
         .iter()
         .filter(|rs| replicaset_template(rs).as_ref() == Some(template))
@@ -1094,21 +919,12 @@ fn resolve_rollback(
             message: format!("cannot re-encode the pod template: {e}"),
         })
     };
-    let template = deployment
-        .spec
-        .as_ref()
-        .map(|s| without_hash_label(s.template.clone()))
-        .ok_or_else(|| Error::Decode {
-            url: describe.to_string(),
-            message: "the deployment has no spec".to_string(),
-        })?;
-    let known: Vec<i64> = replica_sets
-        .iter()
-        .filter_map(replicaset_revision)
-        .collect();
-    let from_revision = current_replica_set(&template, replica_sets)
-        .and_then(replicaset_revision)
-        .ok_or_else(|| Error::Timeout {
+    let template = deployment.spec.as_ref().map(|s| without_hash_label(s.template.clone())).ok_or_else(|| {
+        Error::Decode { url: describe.to_string(), message: "the deployment has no spec".to_string() }
+    })?;
+    let known: Vec<i64> = replica_sets.iter().filter_map(replicaset_revision).collect();
+    let from_revision =
+        current_replica_set(&template, replica_sets).and_then(replicaset_revision).ok_or_else(|| Error::Timeout {
             url: format!(
                 "{describe}: the deployment controller has not yet recorded a revision for the \
                  current pod template (known revisions: {})",
@@ -1145,9 +961,7 @@ fn resolve_rollback(
                 ))
             })?,
     };
-    let to_revision = to_revision
-        .or_else(|| replicaset_revision(target))
-        .unwrap_or(from_revision);
+    let to_revision = to_revision.or_else(|| replicaset_revision(target)).unwrap_or(from_revision);
     let replica_set = target.metadata.name.clone().unwrap_or_default();
     let wanted = replicaset_template(target).ok_or_else(|| {
         Error::InvalidInput(format!(
@@ -1157,12 +971,7 @@ fn resolve_rollback(
     let current = encode(&template)?;
     let wanted = encode(&wanted)?;
     Ok(Resolution {
-        plan: RollbackPlan {
-            from_revision,
-            to_revision,
-            replica_set,
-            unchanged: current == wanted,
-        },
+        plan: RollbackPlan { from_revision, to_revision, replica_set, unchanged: current == wanted },
         current,
         wanted,
     })
@@ -1172,21 +981,15 @@ fn resolve_rollback(
 /// jittered to between half and all of it, so that writers that collided do not collide
 /// again in step.
 fn conflict_backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(50)
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(5))
-        .min(Duration::from_secs(1));
+    let base =
+        Duration::from_millis(50).saturating_mul(1u32 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(1));
     let half = base / 2;
     half + half.mul_f64(rand::random::<f64>())
 }
 
 /// A label selector in the API's query syntax; `None` for an empty selector.
 pub(crate) fn selector_string(selector: &LabelSelector) -> Result<Option<String>> {
-    let mut terms: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let mut terms: Vec<String> = selector.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
     for expr in selector.match_expressions.iter().flatten() {
         let values = expr.values.as_deref().unwrap_or_default().join(",");
         terms.push(match expr.operator.as_str() {
@@ -1211,11 +1014,7 @@ fn list_revisions(revisions: &[i64]) -> String {
     }
     let mut sorted = revisions.to_vec();
     sorted.sort_unstable();
-    sorted
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    sorted.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// A Deployment's annotations without those its controller writes
@@ -1239,10 +1038,7 @@ mod tests {
 
     fn job(status: JobStatus) -> Job {
         Job {
-            spec: Some(JobSpec {
-                backoff_limit: Some(2),
-                ..JobSpec::default()
-            }),
+            spec: Some(JobSpec { backoff_limit: Some(2), ..JobSpec::default() }),
             status: Some(status),
             ..Job::default()
         }
@@ -1261,11 +1057,7 @@ mod tests {
     #[test]
     fn job_phase_follows_conditions_then_counts() {
         assert_eq!(job_phase(&Job::default()), JobPhase::Running);
-        let active = job(JobStatus {
-            active: Some(1),
-            failed: Some(2),
-            ..JobStatus::default()
-        });
+        let active = job(JobStatus { active: Some(1), failed: Some(2), ..JobStatus::default() });
         assert_eq!(job_phase(&active), JobPhase::Running);
         let complete = job(JobStatus {
             conditions: Some(vec![condition("Complete", "True", None)]),
@@ -1273,10 +1065,8 @@ mod tests {
             ..JobStatus::default()
         });
         assert_eq!(job_phase(&complete), JobPhase::Succeeded);
-        let not_yet = job(JobStatus {
-            conditions: Some(vec![condition("Complete", "False", None)]),
-            ..JobStatus::default()
-        });
+        let not_yet =
+            job(JobStatus { conditions: Some(vec![condition("Complete", "False", None)]), ..JobStatus::default() });
         assert_eq!(job_phase(&not_yet), JobPhase::Running);
         let failed = job(JobStatus {
             conditions: Some(vec![
@@ -1287,22 +1077,11 @@ mod tests {
         });
         assert_eq!(
             job_phase(&failed),
-            JobPhase::Failed {
-                reason: "DeadlineExceeded".into(),
-                message: "because DeadlineExceeded".into()
-            }
+            JobPhase::Failed { reason: "DeadlineExceeded".into(), message: "because DeadlineExceeded".into() }
         );
-        let by_count = job(JobStatus {
-            failed: Some(3),
-            ..JobStatus::default()
-        });
-        assert!(
-            matches!(job_phase(&by_count), JobPhase::Failed { reason, .. } if reason == "BackoffLimitExceeded")
-        );
-        let succeeded_by_count = job(JobStatus {
-            succeeded: Some(1),
-            ..JobStatus::default()
-        });
+        let by_count = job(JobStatus { failed: Some(3), ..JobStatus::default() });
+        assert!(matches!(job_phase(&by_count), JobPhase::Failed { reason, .. } if reason == "BackoffLimitExceeded"));
+        let succeeded_by_count = job(JobStatus { succeeded: Some(1), ..JobStatus::default() });
         assert_eq!(job_phase(&succeeded_by_count), JobPhase::Succeeded);
     }
 
@@ -1330,21 +1109,11 @@ mod tests {
                     operator: "In".into(),
                     values: Some(vec!["a".into(), "b".into()]),
                 },
-                LabelSelectorRequirement {
-                    key: "canary".into(),
-                    operator: "DoesNotExist".into(),
-                    values: None,
-                },
+                LabelSelectorRequirement { key: "canary".into(), operator: "DoesNotExist".into(), values: None },
             ]),
         };
-        assert_eq!(
-            selector_string(&selector).ok().flatten().as_deref(),
-            Some("app=web,tier in (a,b),!canary")
-        );
-        assert_eq!(
-            selector_string(&LabelSelector::default()).ok().flatten(),
-            None
-        );
+        assert_eq!(selector_string(&selector).ok().flatten().as_deref(), Some("app=web,tier in (a,b),!canary"));
+        assert_eq!(selector_string(&LabelSelector::default()).ok().flatten(), None);
         let bad = LabelSelector {
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: "k".into(),
@@ -1357,10 +1126,8 @@ mod tests {
     }
 
     fn replica_set(name: &str, revision: i64, history: Option<&str>, image: &str) -> ReplicaSet {
-        let mut annotations = std::collections::BTreeMap::from([(
-            REVISION_ANNOTATION.to_string(),
-            revision.to_string(),
-        )]);
+        let mut annotations =
+            std::collections::BTreeMap::from([(REVISION_ANNOTATION.to_string(), revision.to_string())]);
         if let Some(h) = history {
             annotations.insert(REVISION_HISTORY_ANNOTATION.to_string(), h.to_string());
         }
@@ -1391,52 +1158,20 @@ mod tests {
     fn rollback_revisions_come_from_the_replica_sets_not_the_annotation() {
         // A rollback from v2 (revision 2) to v1: the controller renumbered v1's ReplicaSet
         // to 3 but has not yet updated the Deployment's annotation, which still says 2.
-        let sets = [
-            replica_set("web-a", 3, Some("1"), "web:1"),
-            replica_set("web-b", 2, None, "web:2"),
-        ];
+        let sets = [replica_set("web-a", 3, Some("1"), "web:1"), replica_set("web-b", 2, None, "web:2")];
         let lagging = deployment(2, "web:1");
         let p = plan(&lagging, &sets, None).unwrap();
-        assert_eq!(
-            (
-                p.from_revision,
-                p.to_revision,
-                p.replica_set.as_str(),
-                p.unchanged
-            ),
-            (3, 2, "web-b", false)
-        );
+        assert_eq!((p.from_revision, p.to_revision, p.replica_set.as_str(), p.unchanged), (3, 2, "web-b", false));
         // The same target by its old number, through revision-history: already in place.
         let p = plan(&lagging, &sets, Some(1)).unwrap();
-        assert_eq!(
-            (
-                p.from_revision,
-                p.to_revision,
-                p.replica_set.as_str(),
-                p.unchanged
-            ),
-            (3, 1, "web-a", true)
-        );
+        assert_eq!((p.from_revision, p.to_revision, p.replica_set.as_str(), p.unchanged), (3, 1, "web-a", true));
         let p = plan(&lagging, &sets, Some(3)).unwrap();
         assert!(p.unchanged);
         let err = plan(&lagging, &sets, Some(7)).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("no revision 7 (known revisions: 2, 3)"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("no revision 7 (known revisions: 2, 3)"), "{err}");
         // Only one revision: nothing to go back to.
-        let err = plan(
-            &deployment(1, "web:1"),
-            &[replica_set("web-a", 1, None, "web:1")],
-            None,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidInput(_))
-                && err.to_string().contains("no revision older than 1"),
-            "{err}"
-        );
+        let err = plan(&deployment(1, "web:1"), &[replica_set("web-a", 1, None, "web:1")], None).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)) && err.to_string().contains("no revision older than 1"), "{err}");
         // No ReplicaSet with the current template yet: the controller is behind (retryable).
         let err = plan(&deployment(2, "web:9"), &sets, None).unwrap_err();
         assert!(err.is_retryable(), "{err}");
@@ -1446,12 +1181,7 @@ mod tests {
     fn a_job_is_ours_only_with_every_requested_label() {
         let with = |labels: &[(&str, &str)]| Job {
             metadata: ObjectMeta {
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
                 ..ObjectMeta::default()
             },
             ..Job::default()
@@ -1459,21 +1189,12 @@ mod tests {
         let ours = with(&[("warden.io/run", "16"), ("warden.io/installation", "abc")]);
         assert!(job_owner_differences(
             &ours,
-            &with(&[
-                ("warden.io/run", "16"),
-                ("warden.io/installation", "abc"),
-                ("extra", "x")
-            ])
+            &with(&[("warden.io/run", "16"), ("warden.io/installation", "abc"), ("extra", "x")])
         )
         .is_empty());
-        let other_store = job_owner_differences(
-            &ours,
-            &with(&[("warden.io/run", "16"), ("warden.io/installation", "def")]),
-        );
-        assert_eq!(
-            other_store,
-            vec!["label warden.io/installation is \"def\", not \"abc\"".to_string()]
-        );
+        let other_store =
+            job_owner_differences(&ours, &with(&[("warden.io/run", "16"), ("warden.io/installation", "def")]));
+        assert_eq!(other_store, vec!["label warden.io/installation is \"def\", not \"abc\"".to_string()]);
         let by_hand = job_owner_differences(&ours, &Job::default());
         assert_eq!(by_hand.len(), 2, "{by_hand:?}");
     }
@@ -1481,13 +1202,9 @@ mod tests {
     #[test]
     fn conflict_backoff_grows_with_jitter_and_a_cap() {
         for attempt in 1..=10 {
-            let base = Duration::from_millis(50 * (1u64 << (attempt - 1).min(5)))
-                .min(Duration::from_secs(1));
+            let base = Duration::from_millis(50 * (1u64 << (attempt - 1).min(5))).min(Duration::from_secs(1));
             let pause = conflict_backoff(attempt);
-            assert!(
-                pause >= base / 2 && pause <= base,
-                "attempt {attempt}: {pause:?} vs {base:?}"
-            );
+            assert!(pause >= base / 2 && pause <= base, "attempt {attempt}: {pause:?} vs {base:?}");
         }
     }
 
@@ -1496,20 +1213,14 @@ mod tests {
         let template = PodTemplateSpec {
             metadata: Some(ObjectMeta {
                 labels: Some(
-                    [
-                        ("app".to_string(), "web".to_string()),
-                        (POD_TEMPLATE_HASH_LABEL.to_string(), "abc".to_string()),
-                    ]
-                    .into(),
+                    [("app".to_string(), "web".to_string()), (POD_TEMPLATE_HASH_LABEL.to_string(), "abc".to_string())]
+                        .into(),
                 ),
                 ..ObjectMeta::default()
             }),
             spec: None,
         };
         let labels = without_hash_label(template).metadata.and_then(|m| m.labels);
-        assert_eq!(
-            labels,
-            Some([("app".to_string(), "web".to_string())].into())
-        );
+        assert_eq!(labels, Some([("app".to_string(), "web".to_string())].into()));
     }
 }

@@ -44,9 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerStatus, Event, Node, Pod, PodSpec, Secret, Service,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Event, Node, Pod, PodSpec, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::ListParams;
 use kube::Api;
@@ -386,12 +384,7 @@ impl WorkloadEvidence {
 /// RBAC cannot grant "metadata only": `get` on `secrets` also allows reading their data,
 /// even though this code never asks for it. Leave that rule out if that is unacceptable;
 /// Secret changes then show up as the gap `secrets: forbidden`.
-pub async fn collect(
-    client: &KubeClient,
-    namespace: &str,
-    deployment: &str,
-    since: i64,
-) -> Result<WorkloadEvidence> {
+pub async fn collect(client: &KubeClient, namespace: &str, deployment: &str, since: i64) -> Result<WorkloadEvidence> {
     check_name("namespace", namespace)?;
     check_name("deployment name", deployment)?;
     let mut evidence = WorkloadEvidence::empty(namespace, deployment, since);
@@ -400,9 +393,7 @@ pub async fn collect(
     let found = match client.get_deployment(namespace, deployment).await {
         Ok(found) => Some(found),
         Err(e) if e.is_not_found() => {
-            evidence.notes.push(format!(
-                "deployment {namespace}/{deployment} not found; nothing collected"
-            ));
+            evidence.notes.push(format!("deployment {namespace}/{deployment} not found; nothing collected"));
             return Ok(evidence);
         }
         Err(e) => gaps.absorb("deployments", Err(e))?,
@@ -410,27 +401,21 @@ pub async fn collect(
     let Some(object) = found else {
         // Forbidden: without the Deployment nothing else can be tied to it except by name.
         let related = Related::by_name(deployment);
-        if let Some(list) = gaps.absorb(
-            "events",
-            client
-                .events_where(Some(namespace), since, &|e| related.matches(e))
-                .await,
-        )? {
+        if let Some(list) =
+            gaps.absorb("events", client.events_where(Some(namespace), since, &|e| related.matches(e)).await)?
+        {
             evidence.events = list.events;
             evidence.events_truncated = list.truncated;
         }
-        evidence.notes.push(format!(
-            "deployment {namespace}/{deployment} could not be read; events matched by name only"
-        ));
+        evidence
+            .notes
+            .push(format!("deployment {namespace}/{deployment} could not be read; events matched by name only"));
         evidence.gaps = gaps.into_list();
         return Ok(evidence);
     };
     evidence.found = true;
 
-    let replica_sets = gaps.absorb(
-        "replicasets",
-        client.replicasets_owned_by(namespace, &object).await,
-    )?;
+    let replica_sets = gaps.absorb("replicasets", client.replicasets_owned_by(namespace, &object).await)?;
     if let Some(replica_sets) = &replica_sets {
         evidence.rollouts = rollout_changes(replica_sets, since);
     }
@@ -443,15 +428,10 @@ pub async fn collect(
         }
     }
 
-    let hpas = gaps.absorb(
-        "horizontalpodautoscalers",
-        client.hpas_targeting(namespace, deployment, since).await,
-    )?;
+    let hpas = gaps.absorb("horizontalpodautoscalers", client.hpas_targeting(namespace, deployment, since).await)?;
     evidence.scale = Some(scale_of(&object, hpas.clone().unwrap_or_default()));
 
-    let topology = client
-        .topology_of(namespace, &object, replica_sets.as_deref(), &mut gaps)
-        .await?;
+    let topology = client.topology_of(namespace, &object, replica_sets.as_deref(), &mut gaps).await?;
 
     let related = Related::of(
         deployment,
@@ -460,12 +440,9 @@ pub async fn collect(
         hpas.as_deref().unwrap_or_default(),
         &evidence.config_refs,
     );
-    if let Some(list) = gaps.absorb(
-        "events",
-        client
-            .events_where(Some(namespace), since, &|e| related.matches(e))
-            .await,
-    )? {
+    if let Some(list) =
+        gaps.absorb("events", client.events_where(Some(namespace), since, &|e| related.matches(e)).await)?
+    {
         evidence.events = list.events;
         evidence.events_truncated = list.truncated;
     }
@@ -492,17 +469,11 @@ impl KubeClient {
         let (api, what): (Api<Event>, String) = match namespace {
             Some(ns) => {
                 check_name("namespace", ns)?;
-                (
-                    Api::namespaced(self.kube_client(), ns),
-                    format!("events in namespace {ns}"),
-                )
+                (Api::namespaced(self.kube_client(), ns), format!("events in namespace {ns}"))
             }
             None => (Api::all(self.kube_client()), "events".to_string()),
         };
-        let mut params = ListParams {
-            limit: Some(EVENT_PAGE_SIZE),
-            ..ListParams::default()
-        };
+        let mut params = ListParams { limit: Some(EVENT_PAGE_SIZE), ..ListParams::default() };
         let mut kept: Vec<KubeEventInfo> = Vec::new();
         let mut truncated = false;
         let mut pages = 0;
@@ -519,12 +490,7 @@ impl KubeClient {
                 Err(e) => return Err(e),
             };
             pages += 1;
-            kept.extend(
-                page.items
-                    .iter()
-                    .filter_map(event_info)
-                    .filter(|e| e.time >= since && keep(e)),
-            );
+            kept.extend(page.items.iter().filter_map(event_info).filter(|e| e.time >= since && keep(e)));
             // Bound memory on busy clusters: keep only the newest MAX_EVENTS so far.
             if kept.len() > 2 * MAX_EVENTS {
                 keep_newest(&mut kept);
@@ -544,34 +510,20 @@ impl KubeClient {
         }
         keep_newest(&mut kept);
         kept.sort_by_key(|e| e.time);
-        Ok(EventList {
-            events: kept,
-            truncated,
-            pages,
-        })
+        Ok(EventList { events: kept, truncated, pages })
     }
 
     /// The rollouts of Deployment `namespace/deployment` since `since` (unix seconds),
     /// from its ReplicaSets; see [`rollout_changes`]. Needs `get` on `deployments` and
     /// `list` on `replicasets`.
-    pub async fn rollouts(
-        &self,
-        namespace: &str,
-        deployment: &str,
-        since: i64,
-    ) -> Result<Vec<RolloutChange>> {
+    pub async fn rollouts(&self, namespace: &str, deployment: &str, since: i64) -> Result<Vec<RolloutChange>> {
         let object = self.get_deployment(namespace, deployment).await?;
         let replica_sets = self.replicasets_owned_by(namespace, &object).await?;
         Ok(rollout_changes(&replica_sets, since))
     }
 
     /// Metadata of each referenced ConfigMap and Secret (see [`KubeClient::config_change`]).
-    pub async fn config_changes(
-        &self,
-        namespace: &str,
-        refs: &[ConfigRef],
-        since: i64,
-    ) -> Result<Vec<ConfigChange>> {
+    pub async fn config_changes(&self, namespace: &str, refs: &[ConfigRef], since: i64) -> Result<Vec<ConfigChange>> {
         let mut out = Vec::with_capacity(refs.len());
         for config in refs {
             out.push(self.config_change(namespace, config, since).await?);
@@ -582,33 +534,20 @@ impl KubeClient {
     /// Metadata of one ConfigMap or Secret, read with a metadata-only GET so that no
     /// data is transferred (see the module documentation). A missing object is
     /// `exists: false`, not an error. Needs `get` on `configmaps` or `secrets`.
-    pub async fn config_change(
-        &self,
-        namespace: &str,
-        config: &ConfigRef,
-        since: i64,
-    ) -> Result<ConfigChange> {
+    pub async fn config_change(&self, namespace: &str, config: &ConfigRef, since: i64) -> Result<ConfigChange> {
         check_name("namespace", namespace)?;
         check_name("config name", &config.name)?;
-        let what = format!(
-            "{} {namespace}/{} (metadata)",
-            config.kind.resource(),
-            config.name
-        );
+        let what = format!("{} {namespace}/{} (metadata)", config.kind.resource(), config.name);
         let read = match config.kind {
             ConfigKind::ConfigMap => {
                 let api: Api<ConfigMap> = Api::namespaced(self.kube_client(), namespace);
-                self.call_api(&what, api.get_metadata(&config.name))
-                    .await
-                    .map(|partial| partial.metadata)
+                self.call_api(&what, api.get_metadata(&config.name)).await.map(|partial| partial.metadata)
             }
             ConfigKind::Secret => {
                 // PartialObjectMeta has no data fields: whatever the server sends beyond
                 // metadata is discarded by the decoder.
                 let api: Api<Secret> = Api::namespaced(self.kube_client(), namespace);
-                self.call_api(&what, api.get_metadata(&config.name))
-                    .await
-                    .map(|partial| partial.metadata)
+                self.call_api(&what, api.get_metadata(&config.name)).await.map(|partial| partial.metadata)
             }
         };
         let metadata = match read {
@@ -632,11 +571,7 @@ impl KubeClient {
         let newest = newest_write(&metadata);
         let (last_change, last_change_source, last_manager) = match newest {
             Some((time, manager)) => (Some(time), Some(TimeSource::ManagedFields), manager),
-            None => (
-                created,
-                created.map(|_| TimeSource::CreationTimestamp),
-                None,
-            ),
+            None => (created, created.map(|_| TimeSource::CreationTimestamp), None),
         };
         Ok(ConfigChange {
             kind: config.kind,
@@ -654,29 +589,16 @@ impl KubeClient {
     /// Replica counts of Deployment `namespace/deployment` and the autoscalers
     /// (autoscaling/v2) that target it. Needs `get` on `deployments` and `list` on
     /// `horizontalpodautoscalers`.
-    pub async fn scale_evidence(
-        &self,
-        namespace: &str,
-        deployment: &str,
-        since: i64,
-    ) -> Result<ScaleEvidence> {
+    pub async fn scale_evidence(&self, namespace: &str, deployment: &str, since: i64) -> Result<ScaleEvidence> {
         let object = self.get_deployment(namespace, deployment).await?;
         let hpas = self.hpas_targeting(namespace, deployment, since).await?;
         Ok(scale_of(&object, hpas))
     }
 
-    async fn hpas_targeting(
-        &self,
-        namespace: &str,
-        deployment: &str,
-        since: i64,
-    ) -> Result<Vec<HpaInfo>> {
+    async fn hpas_targeting(&self, namespace: &str, deployment: &str, since: i64) -> Result<Vec<HpaInfo>> {
         let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.kube_client(), namespace);
         let list = self
-            .call_api(
-                &format!("horizontalpodautoscalers in namespace {namespace}"),
-                api.list(&ListParams::default()),
-            )
+            .call_api(&format!("horizontalpodautoscalers in namespace {namespace}"), api.list(&ListParams::default()))
             .await?;
         let mut out: Vec<HpaInfo> = list
             .items
@@ -686,10 +608,7 @@ impl KubeClient {
                     let target = &spec.scale_target_ref;
                     target.kind == "Deployment"
                         && target.name == deployment
-                        && target
-                            .api_version
-                            .as_deref()
-                            .is_none_or(|v| v.starts_with("apps/"))
+                        && target.api_version.as_deref().is_none_or(|v| v.starts_with("apps/"))
                 })
             })
             .map(|hpa| hpa_info(hpa, since))
@@ -705,8 +624,7 @@ impl KubeClient {
     pub async fn topology(&self, namespace: &str, deployment: &str) -> Result<Topology> {
         let object = self.get_deployment(namespace, deployment).await?;
         let replica_sets = self.replicasets_owned_by(namespace, &object).await?;
-        self.topology_of(namespace, &object, Some(&replica_sets), &mut Gaps::strict())
-            .await
+        self.topology_of(namespace, &object, Some(&replica_sets), &mut Gaps::strict()).await
     }
 
     async fn topology_of(
@@ -725,11 +643,7 @@ impl KubeClient {
             namespace: namespace.to_string(),
             deployment: name.clone(),
             selector: selector.clone(),
-            replica_sets: replica_sets
-                .unwrap_or_default()
-                .iter()
-                .map(replicaset_info)
-                .collect(),
+            replica_sets: replica_sets.unwrap_or_default().iter().map(replicaset_info).collect(),
             pods: Vec::new(),
             nodes: Vec::new(),
             services: Vec::new(),
@@ -738,33 +652,22 @@ impl KubeClient {
         // Without a selector the list would return every pod of the namespace.
         if selector.is_some() {
             let api: Api<Pod> = Api::namespaced(self.kube_client(), namespace);
-            let params = ListParams {
-                label_selector: selector,
-                ..ListParams::default()
-            };
-            let listed = self
-                .call_api(
-                    &format!("pods of deployment {namespace}/{name}"),
-                    api.list(&params),
-                )
-                .await;
+            let params = ListParams { label_selector: selector, ..ListParams::default() };
+            let listed = self.call_api(&format!("pods of deployment {namespace}/{name}"), api.list(&params)).await;
             if let Some(list) = gaps.absorb("pods", listed)? {
                 // Pod -> ReplicaSet -> Deployment: only pods a ReplicaSet of this
                 // Deployment controls. When the ReplicaSets could not be read, the
                 // selector alone decides.
                 let owners: Option<BTreeMap<&str, &str>> = replica_sets.map(|sets| {
                     sets.iter()
-                        .filter_map(|rs| {
-                            Some((rs.metadata.uid.as_deref()?, rs.metadata.name.as_deref()?))
-                        })
+                        .filter_map(|rs| Some((rs.metadata.uid.as_deref()?, rs.metadata.name.as_deref()?)))
                         .collect()
                 });
                 topology.pods = list
                     .items
                     .iter()
                     .filter(|pod| match &owners {
-                        Some(owners) => controller_of(&pod.metadata)
-                            .is_some_and(|(uid, _)| owners.contains_key(uid)),
+                        Some(owners) => controller_of(&pod.metadata).is_some_and(|(uid, _)| owners.contains_key(uid)),
                         None => true,
                     })
                     .map(pod_info)
@@ -773,11 +676,7 @@ impl KubeClient {
             }
         }
 
-        let node_names: BTreeSet<String> = topology
-            .pods
-            .iter()
-            .filter_map(|p| p.node.clone())
-            .collect();
+        let node_names: BTreeSet<String> = topology.pods.iter().filter_map(|p| p.node.clone()).collect();
         for node in node_names {
             let read = match self.get_node(&node).await {
                 Ok(object) => Ok(node_info(&node, Some(&object))),
@@ -798,24 +697,16 @@ impl KubeClient {
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
         let api: Api<Service> = Api::namespaced(self.kube_client(), namespace);
-        let listed = self
-            .call_api(
-                &format!("services in namespace {namespace}"),
-                api.list(&ListParams::default()),
-            )
-            .await;
+        let listed =
+            self.call_api(&format!("services in namespace {namespace}"), api.list(&ListParams::default())).await;
         if let Some(list) = gaps.absorb("services", listed)? {
             topology.services = list
                 .items
                 .iter()
                 .filter(|svc| {
-                    svc.spec
-                        .as_ref()
-                        .and_then(|s| s.selector.as_ref())
-                        .is_some_and(|sel| {
-                            !sel.is_empty()
-                                && sel.iter().all(|(k, v)| template_labels.get(k) == Some(v))
-                        })
+                    svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| {
+                        !sel.is_empty() && sel.iter().all(|(k, v)| template_labels.get(k) == Some(v))
+                    })
                 })
                 .filter_map(|svc| svc.metadata.name.clone())
                 .collect();
@@ -832,26 +723,16 @@ pub fn event_info(event: &Event) -> Option<KubeEventInfo> {
         .last_timestamp
         .as_ref()
         .map(secs)
-        .or_else(|| {
-            series
-                .and_then(|s| s.last_observed_time.as_ref())
-                .map(|t| t.0.as_second())
-        })
+        .or_else(|| series.and_then(|s| s.last_observed_time.as_ref()).map(|t| t.0.as_second()))
         .or_else(|| event.event_time.as_ref().map(|t| t.0.as_second()))
         .or_else(|| event.first_timestamp.as_ref().map(secs))
         .or_else(|| event.metadata.creation_timestamp.as_ref().map(secs))?;
-    let count = event
-        .count
-        .or_else(|| series.and_then(|s| s.count))
-        .unwrap_or(1);
+    let count = event.count.or_else(|| series.and_then(|s| s.count)).unwrap_or(1);
     let involved = &event.involved_object;
     Some(KubeEventInfo {
         time,
         reason: event.reason.clone().unwrap_or_default(),
-        message: truncate_chars(
-            event.message.as_deref().unwrap_or_default(),
-            MAX_MESSAGE_CHARS,
-        ),
+        message: truncate_chars(event.message.as_deref().unwrap_or_default(), MAX_MESSAGE_CHARS),
         count: u32::try_from(count).unwrap_or(0).max(1),
         type_: event.type_.clone().unwrap_or_default(),
         involved_kind: involved.kind.clone().unwrap_or_default(),
@@ -895,10 +776,7 @@ pub fn rollout_changes(replica_sets: &[ReplicaSet], since: i64) -> Vec<RolloutCh
         let Some(current) = replicaset_revision(rs) else {
             continue;
         };
-        let first = revision_history(rs)
-            .into_iter()
-            .min()
-            .filter(|first| *first < current);
+        let first = revision_history(rs).into_iter().min().filter(|first| *first < current);
         let mut revisions = Vec::new();
         if let Some(first) = first {
             revisions.push((first, false));
@@ -908,20 +786,12 @@ pub fn rollout_changes(replica_sets: &[ReplicaSet], since: i64) -> Vec<RolloutCh
             let previous = by_revision.range(..revision).next_back();
             let mut notes: Vec<String> = Vec::new();
             let dated = if rollback {
-                let earliest = [created(rs), previous.and_then(|(_, p)| created(p))]
-                    .into_iter()
-                    .flatten()
-                    .max();
+                let earliest = [created(rs), previous.and_then(|(_, p)| created(p))].into_iter().flatten().max();
                 match newest_write(&rs.metadata) {
                     Some((time, _)) => {
-                        notes.push(
-                            "rollback to an older ReplicaSet; dated by its last write (approximate)"
-                                .to_string(),
-                        );
-                        Some((
-                            earliest.map_or(time, |e| time.max(e)),
-                            TimeSource::ManagedFields,
-                        ))
+                        notes
+                            .push("rollback to an older ReplicaSet; dated by its last write (approximate)".to_string());
+                        Some((earliest.map_or(time, |e| time.max(e)), TimeSource::ManagedFields))
                     }
                     None => {
                         notes.push(
@@ -987,26 +857,13 @@ pub fn referenced_config(deployment: &Deployment) -> Vec<ConfigRef> {
     let mut found: BTreeMap<(ConfigKind, String), BTreeSet<String>> = BTreeMap::new();
     let mut add = |kind: ConfigKind, name: &str, use_: String| {
         if !name.is_empty() {
-            found
-                .entry((kind, name.to_string()))
-                .or_default()
-                .insert(use_);
+            found.entry((kind, name.to_string())).or_default().insert(use_);
         }
     };
-    let Some(spec) = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-    else {
+    let Some(spec) = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
         return Vec::new();
     };
-    let PodSpec {
-        containers,
-        init_containers,
-        volumes,
-        image_pull_secrets,
-        ..
-    } = spec;
+    let PodSpec { containers, init_containers, volumes, image_pull_secrets, .. } = spec;
     for container in containers.iter().chain(init_containers.iter().flatten()) {
         for env in container.env.iter().flatten() {
             let Some(source) = env.value_from.as_ref() else {
@@ -1035,11 +892,7 @@ pub fn referenced_config(deployment: &Deployment) -> Vec<ConfigRef> {
         if let Some(cm) = &volume.config_map {
             add(ConfigKind::ConfigMap, &cm.name, use_.clone());
         }
-        if let Some(name) = volume
-            .secret
-            .as_ref()
-            .and_then(|s| s.secret_name.as_deref())
-        {
+        if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
             add(ConfigKind::Secret, name, use_.clone());
         }
         let sources = volume.projected.as_ref().and_then(|p| p.sources.as_ref());
@@ -1053,19 +906,11 @@ pub fn referenced_config(deployment: &Deployment) -> Vec<ConfigRef> {
         }
     }
     for pull in image_pull_secrets.iter().flatten() {
-        add(
-            ConfigKind::Secret,
-            &pull.name,
-            "imagePullSecrets".to_string(),
-        );
+        add(ConfigKind::Secret, &pull.name, "imagePullSecrets".to_string());
     }
     found
         .into_iter()
-        .map(|((kind, name), uses)| ConfigRef {
-            kind,
-            name,
-            used_by: uses.into_iter().collect(),
-        })
+        .map(|((kind, name), uses)| ConfigRef { kind, name, used_by: uses.into_iter().collect() })
         .collect()
 }
 
@@ -1077,17 +922,11 @@ struct Gaps {
 
 impl Gaps {
     fn tolerant() -> Self {
-        Self {
-            tolerate_forbidden: true,
-            list: Vec::new(),
-        }
+        Self { tolerate_forbidden: true, list: Vec::new() }
     }
 
     fn strict() -> Self {
-        Self {
-            tolerate_forbidden: false,
-            list: Vec::new(),
-        }
+        Self { tolerate_forbidden: false, list: Vec::new() }
     }
 
     /// `Ok(Some)` for a value, `Ok(None)` for a tolerated 403 (recorded as
@@ -1152,20 +991,10 @@ impl Related {
         hpas: &[HpaInfo],
         config: &[ConfigRef],
     ) -> Self {
-        let names = |kind: ConfigKind| {
-            config
-                .iter()
-                .filter(|c| c.kind == kind)
-                .map(|c| c.name.clone())
-                .collect()
-        };
+        let names = |kind: ConfigKind| config.iter().filter(|c| c.kind == kind).map(|c| c.name.clone()).collect();
         Self {
             deployment: deployment.to_string(),
-            replica_sets: replica_sets
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|rs| rs.metadata.name.clone())
-                .collect(),
+            replica_sets: replica_sets.unwrap_or_default().iter().filter_map(|rs| rs.metadata.name.clone()).collect(),
             pods: topology.pods.iter().map(|p| p.name.clone()).collect(),
             hpas: hpas.iter().map(|h| h.name.clone()).collect(),
             services: topology.services.iter().cloned().collect(),
@@ -1177,10 +1006,7 @@ impl Related {
 
     fn matches(&self, event: &KubeEventInfo) -> bool {
         let name = event.involved_name.as_str();
-        let by_prefix = self
-            .fallback_prefix
-            .as_deref()
-            .is_some_and(|p| name.starts_with(p));
+        let by_prefix = self.fallback_prefix.as_deref().is_some_and(|p| name.starts_with(p));
         match event.involved_kind.as_str() {
             "Deployment" => name == self.deployment,
             "ReplicaSet" => self.replica_sets.contains(name) || by_prefix,
@@ -1188,10 +1014,10 @@ impl Related {
             // ReplicaSet's name as prefix.
             "Pod" => {
                 self.pods.contains(name)
-                    || self.replica_sets.iter().any(|rs| {
-                        name.strip_prefix(rs.as_str())
-                            .is_some_and(|r| r.starts_with('-'))
-                    })
+                    || self
+                        .replica_sets
+                        .iter()
+                        .any(|rs| name.strip_prefix(rs.as_str()).is_some_and(|r| r.starts_with('-')))
                     || by_prefix
             }
             "HorizontalPodAutoscaler" => self.hpas.contains(name),
@@ -1251,34 +1077,20 @@ fn controller_of(metadata: &ObjectMeta) -> Option<(&str, &str)> {
 }
 
 fn template_images(rs: &ReplicaSet) -> Vec<ContainerImage> {
-    let Some(spec) = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.as_ref())
-        .and_then(|t| t.spec.as_ref())
-    else {
+    let Some(spec) = rs.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref()) else {
         return Vec::new();
     };
     spec.init_containers
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .map(|c| ContainerImage {
-            container: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-        })
+        .map(|c| ContainerImage { container: c.name.clone(), image: c.image.clone().unwrap_or_default() })
         .collect()
 }
 
 fn diff_images(from: &[ContainerImage], to: &[ContainerImage]) -> Vec<ImageChange> {
-    let old: BTreeMap<&str, &str> = from
-        .iter()
-        .map(|c| (c.container.as_str(), c.image.as_str()))
-        .collect();
-    let new: BTreeMap<&str, &str> = to
-        .iter()
-        .map(|c| (c.container.as_str(), c.image.as_str()))
-        .collect();
+    let old: BTreeMap<&str, &str> = from.iter().map(|c| (c.container.as_str(), c.image.as_str())).collect();
+    let new: BTreeMap<&str, &str> = to.iter().map(|c| (c.container.as_str(), c.image.as_str())).collect();
     if from.is_empty() {
         // The first known revision: nothing to compare with.
         return Vec::new();
@@ -1300,11 +1112,7 @@ fn replicaset_info(rs: &ReplicaSet) -> ReplicaSetInfo {
         name: rs.metadata.name.clone().unwrap_or_default(),
         revision: replicaset_revision(rs),
         replicas: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-        ready_replicas: rs
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
+        ready_replicas: rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
         images: template_images(rs),
         created: rs.metadata.creation_timestamp.as_ref().map(secs),
     }
@@ -1313,18 +1121,9 @@ fn replicaset_info(rs: &ReplicaSet) -> ReplicaSetInfo {
 fn pod_info(pod: &Pod) -> PodInfo {
     let status = pod.status.as_ref();
     let statuses: Vec<&ContainerStatus> = status
-        .map(|s| {
-            s.init_container_statuses
-                .iter()
-                .flatten()
-                .chain(s.container_statuses.iter().flatten())
-                .collect()
-        })
+        .map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()).collect())
         .unwrap_or_default();
-    let restarts = statuses
-        .iter()
-        .map(|c| c.restart_count)
-        .fold(0i32, i32::saturating_add);
+    let restarts = statuses.iter().map(|c| c.restart_count).fold(0i32, i32::saturating_add);
     // The most recent termination, current state or last state, of any container.
     let last_termination = statuses
         .iter()
@@ -1336,17 +1135,10 @@ fn pod_info(pod: &Pod) -> PodInfo {
         })
         .flatten()
         .max_by_key(|t| t.finished_at.as_ref().map(secs));
-    let waiting_reason = statuses
-        .iter()
-        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
-        .next();
+    let waiting_reason = statuses.iter().filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone()).next();
     let ready = status
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conds| {
-            conds
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
+        .is_some_and(|conds| conds.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let replica_set = pod
         .metadata
         .owner_references
@@ -1356,11 +1148,7 @@ fn pod_info(pod: &Pod) -> PodInfo {
         .map(|r| r.name.clone());
     PodInfo {
         name: pod.metadata.name.clone().unwrap_or_default(),
-        node: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty()),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
         phase: status.and_then(|s| s.phase.clone()),
         ready,
         restarts,
@@ -1382,11 +1170,7 @@ fn node_info(name: &str, node: Option<&Node>) -> NodeInfo {
             unschedulable: false,
         };
     };
-    let conditions = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or_default();
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
     let ready_condition = conditions.iter().find(|c| c.type_ == "Ready");
     let ready = ready_condition.is_some_and(|c| c.status == "True");
     let not_ready_reason = (!ready).then(|| match ready_condition {
@@ -1406,11 +1190,7 @@ fn node_info(name: &str, node: Option<&Node>) -> NodeInfo {
             .filter(|c| c.type_ != "Ready" && c.status == "True")
             .map(|c| c.type_.clone())
             .collect(),
-        unschedulable: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false),
+        unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
     }
 }
 
@@ -1440,10 +1220,7 @@ fn hpa_info(hpa: &HorizontalPodAutoscaler, since: i64) -> HpaInfo {
                 type_: c.type_.clone(),
                 status: c.status.clone(),
                 reason: c.reason.clone(),
-                message: c
-                    .message
-                    .as_deref()
-                    .map(|m| truncate_chars(m, MAX_MESSAGE_CHARS)),
+                message: c.message.as_deref().map(|m| truncate_chars(m, MAX_MESSAGE_CHARS)),
             })
             .collect(),
     }
@@ -1451,15 +1228,9 @@ fn hpa_info(hpa: &HorizontalPodAutoscaler, since: i64) -> HpaInfo {
 
 fn scale_of(deployment: &Deployment, hpas: Vec<HpaInfo>) -> ScaleEvidence {
     let status = deployment.status.as_ref();
-    let count = |f: fn(&k8s_openapi::api::apps::v1::DeploymentStatus) -> Option<i32>| {
-        status.and_then(f).unwrap_or(0)
-    };
+    let count = |f: fn(&k8s_openapi::api::apps::v1::DeploymentStatus) -> Option<i32>| status.and_then(f).unwrap_or(0);
     ScaleEvidence {
-        spec_replicas: deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1),
+        spec_replicas: deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
         status_replicas: count(|s| s.replicas),
         ready_replicas: count(|s| s.ready_replicas),
         available_replicas: count(|s| s.available_replicas),
@@ -1474,9 +1245,9 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, ReplicaSetSpec};
     use k8s_openapi::api::core::v1::{
-        ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, ConfigMapVolumeSource,
-        Container, EnvFromSource, EnvVar, EnvVarSource, LocalObjectReference, PodTemplateSpec,
-        ProjectedVolumeSource, SecretKeySelector, SecretVolumeSource, Volume, VolumeProjection,
+        ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, ConfigMapVolumeSource, Container, EnvFromSource,
+        EnvVar, EnvVarSource, LocalObjectReference, PodTemplateSpec, ProjectedVolumeSource, SecretKeySelector,
+        SecretVolumeSource, Volume, VolumeProjection,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
@@ -1484,17 +1255,9 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap_or_default())
     }
 
-    fn replica_set(
-        name: &str,
-        revision: i64,
-        history: &str,
-        image: &str,
-        created: i64,
-    ) -> ReplicaSet {
-        let mut annotations = BTreeMap::from([(
-            crate::kube_actions::REVISION_ANNOTATION.to_string(),
-            revision.to_string(),
-        )]);
+    fn replica_set(name: &str, revision: i64, history: &str, image: &str, created: i64) -> ReplicaSet {
+        let mut annotations =
+            BTreeMap::from([(crate::kube_actions::REVISION_ANNOTATION.to_string(), revision.to_string())]);
         if !history.is_empty() {
             annotations.insert(REVISION_HISTORY_ANNOTATION.to_string(), history.to_string());
         }
@@ -1542,18 +1305,8 @@ mod tests {
         let b = replica_set("web-b", 2, "", "web:2", 200);
         let c = replica_set("web-c", 3, "", "web:3", 300);
         let changes = rollout_changes(&[a, b, c], 0);
-        let summary: Vec<(i64, i64, bool, bool, Option<i64>)> = changes
-            .iter()
-            .map(|c| {
-                (
-                    c.revision,
-                    c.time,
-                    c.rollback,
-                    c.time_approximate,
-                    c.previous_revision,
-                )
-            })
-            .collect();
+        let summary: Vec<(i64, i64, bool, bool, Option<i64>)> =
+            changes.iter().map(|c| (c.revision, c.time, c.rollback, c.time_approximate, c.previous_revision)).collect();
         assert_eq!(
             summary,
             vec![
@@ -1567,18 +1320,11 @@ mod tests {
         assert_eq!(rollback.time_source, TimeSource::ManagedFields);
         assert_eq!(
             rollback.image_changes,
-            vec![ImageChange {
-                container: "web".into(),
-                from: Some("web:3".into()),
-                to: Some("web:1".into())
-            }]
+            vec![ImageChange { container: "web".into(), from: Some("web:3".into()), to: Some("web:1".into()) }]
         );
         // `since` drops what happened before it.
         let recent = rollout_changes(
-            &[
-                replica_set("web-b", 2, "", "web:2", 200),
-                replica_set("web-c", 3, "", "web:3", 300),
-            ],
+            &[replica_set("web-b", 2, "", "web:2", 200), replica_set("web-c", 3, "", "web:3", 300)],
             250,
         );
         assert_eq!(recent.len(), 1);
@@ -1586,10 +1332,7 @@ mod tests {
         // Revision 1 is gone: revision 2 cannot be compared.
         let orphan = rollout_changes(&[replica_set("web-b", 2, "", "web:2", 200)], 0);
         assert!(orphan[0].from_images.is_empty());
-        assert!(orphan[0]
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("no longer retained")));
+        assert!(orphan[0].note.as_deref().is_some_and(|n| n.contains("no longer retained")));
     }
 
     #[test]
@@ -1621,17 +1364,10 @@ mod tests {
                     }),
                     value: None,
                 },
-                EnvVar {
-                    name: "PLAIN".into(),
-                    value: Some("x".into()),
-                    value_from: None,
-                },
+                EnvVar { name: "PLAIN".into(), value: Some("x".into()), value_from: None },
             ]),
             env_from: Some(vec![EnvFromSource {
-                config_map_ref: Some(ConfigMapEnvSource {
-                    name: "settings".into(),
-                    optional: None,
-                }),
+                config_map_ref: Some(ConfigMapEnvSource { name: "settings".into(), optional: None }),
                 ..EnvFromSource::default()
             }]),
             ..Container::default()
@@ -1674,9 +1410,7 @@ mod tests {
                                 ..Volume::default()
                             },
                         ]),
-                        image_pull_secrets: Some(vec![LocalObjectReference {
-                            name: "registry".into(),
-                        }]),
+                        image_pull_secrets: Some(vec![LocalObjectReference { name: "registry".into() }]),
                         ..PodSpec::default()
                     }),
                 },
@@ -1685,29 +1419,13 @@ mod tests {
             ..Deployment::default()
         };
         let refs = referenced_config(&deployment);
-        let shown: Vec<(ConfigKind, &str, Vec<&str>)> = refs
-            .iter()
-            .map(|r| {
-                (
-                    r.kind,
-                    r.name.as_str(),
-                    r.used_by.iter().map(String::as_str).collect(),
-                )
-            })
-            .collect();
+        let shown: Vec<(ConfigKind, &str, Vec<&str>)> =
+            refs.iter().map(|r| (r.kind, r.name.as_str(), r.used_by.iter().map(String::as_str).collect())).collect();
         assert_eq!(
             shown,
             vec![
-                (
-                    ConfigKind::ConfigMap,
-                    "files",
-                    vec!["volume all", "volume cfg"]
-                ),
-                (
-                    ConfigKind::ConfigMap,
-                    "settings",
-                    vec!["env web/MODE", "envFrom web"]
-                ),
+                (ConfigKind::ConfigMap, "files", vec!["volume all", "volume cfg"]),
+                (ConfigKind::ConfigMap, "settings", vec!["env web/MODE", "envFrom web"]),
                 (ConfigKind::Secret, "db", vec!["env web/DB_URL"]),
                 (ConfigKind::Secret, "registry", vec!["imagePullSecrets"]),
                 (ConfigKind::Secret, "tls", vec!["volume tls"]),
@@ -1725,11 +1443,7 @@ mod tests {
 
     #[test]
     fn event_time_falls_back_through_the_timestamps() {
-        let mut event = Event {
-            first_timestamp: Some(at(10)),
-            count: Some(-3),
-            ..Event::default()
-        };
+        let mut event = Event { first_timestamp: Some(at(10)), count: Some(-3), ..Event::default() };
         let info = event_info(&event);
         assert_eq!(info.as_ref().map(|i| (i.time, i.count)), Some((10, 1)));
         event.last_timestamp = Some(at(20));

@@ -35,10 +35,7 @@ pub enum KubeConnect {
     InCluster,
     /// A kubeconfig file: `path` or the default (`$KUBECONFIG`, `~/.kube/config`),
     /// with `context` or the file's current context.
-    Kubeconfig {
-        path: Option<PathBuf>,
-        context: Option<String>,
-    },
+    Kubeconfig { path: Option<PathBuf>, context: Option<String> },
 }
 
 /// A cheap-to-clone Kubernetes client for the operations Warden needs.
@@ -89,56 +86,33 @@ impl KubeClient {
     pub async fn connect(how: &KubeConnect) -> Result<Self> {
         crate::install_crypto_provider();
         let config = match how {
-            KubeConnect::InCluster => kube::Config::incluster().map_err(|e| {
-                Error::Config(format!(
-                    "cannot load in-cluster Kubernetes config: {}",
-                    error_chain(&e)
-                ))
-            })?,
+            KubeConnect::InCluster => kube::Config::incluster()
+                .map_err(|e| Error::Config(format!("cannot load in-cluster Kubernetes config: {}", error_chain(&e))))?,
             KubeConnect::Kubeconfig { path, context } => {
-                let options = KubeConfigOptions {
-                    context: context.clone(),
-                    ..KubeConfigOptions::default()
-                };
-                let context_note = context
-                    .as_deref()
-                    .map(|c| format!(" (context {c:?})"))
-                    .unwrap_or_default();
+                let options = KubeConfigOptions { context: context.clone(), ..KubeConfigOptions::default() };
+                let context_note = context.as_deref().map(|c| format!(" (context {c:?})")).unwrap_or_default();
                 match path {
                     Some(path) => {
                         let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                            Error::Config(format!("cannot read kubeconfig {}: {}", path.display(), error_chain(&e)))
+                        })?;
+                        kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
                             Error::Config(format!(
-                                "cannot read kubeconfig {}: {}",
+                                "cannot use kubeconfig {}{context_note}: {}",
                                 path.display(),
                                 error_chain(&e)
                             ))
-                        })?;
-                        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                            .await
-                            .map_err(|e| {
-                                Error::Config(format!(
-                                    "cannot use kubeconfig {}{context_note}: {}",
-                                    path.display(),
-                                    error_chain(&e)
-                                ))
-                            })?
+                        })?
                     }
                     None => kube::Config::from_kubeconfig(&options).await.map_err(|e| {
-                        Error::Config(format!(
-                            "cannot use the default kubeconfig{context_note}: {}",
-                            error_chain(&e)
-                        ))
+                        Error::Config(format!("cannot use the default kubeconfig{context_note}: {}", error_chain(&e)))
                     })?,
                 }
             }
         };
         let target = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| {
-            Error::Config(format!(
-                "cannot build Kubernetes client for {target}: {}",
-                error_chain(&e)
-            ))
-        })?;
+        let client = kube::Client::try_from(config)
+            .map_err(|e| Error::Config(format!("cannot build Kubernetes client for {target}: {}", error_chain(&e))))?;
         Ok(Self {
             client,
             target,
@@ -181,16 +155,8 @@ impl KubeClient {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
         let scale = self.call(namespace, name, api.get_scale(name)).await?;
         Ok(ScaleState {
-            namespace: scale
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| namespace.to_string()),
-            name: scale
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| name.to_string()),
+            namespace: scale.metadata.namespace.clone().unwrap_or_else(|| namespace.to_string()),
+            name: scale.metadata.name.clone().unwrap_or_else(|| name.to_string()),
             spec_replicas: spec_replicas(&scale),
             status_replicas: scale.status.as_ref().map_or(0, |s| s.replicas),
             resource_version: scale.metadata.resource_version.clone(),
@@ -214,32 +180,22 @@ impl KubeClient {
             )));
         }
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
-        let params = PatchParams {
-            dry_run,
-            ..PatchParams::default()
-        };
+        let params = PatchParams { dry_run, ..PatchParams::default() };
         let patch = Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } }));
         tracing::info!(namespace, name, replicas, dry_run, "scaling deployment");
-        let scale = self
-            .call(namespace, name, api.patch_scale(name, &params, &patch))
-            .await?;
+        let scale = self.call(namespace, name, api.patch_scale(name, &params, &patch)).await?;
         let response = serde_json::to_value(&scale).map_err(|e| Error::Decode {
             url: self.describe(namespace, name),
             message: format!("cannot re-encode Scale object: {e}"),
         })?;
-        Ok(ScaleOutcome {
-            replicas: spec_replicas(&scale),
-            dry_run,
-            response,
-        })
+        Ok(ScaleOutcome { replicas: spec_replicas(&scale), dry_run, response })
     }
 
     async fn call<F>(&self, namespace: &str, name: &str, fut: F) -> Result<Scale>
     where
         F: std::future::Future<Output = kube::Result<Scale>>,
     {
-        self.call_api(&format!("deployment {namespace}/{name} scale"), fut)
-            .await
+        self.call_api(&format!("deployment {namespace}/{name} scale"), fut).await
     }
 
     fn describe(&self, namespace: &str, name: &str) -> String {
@@ -265,10 +221,7 @@ impl KubeClient {
         match tokio::time::timeout(self.request_timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(map_kube_error(err, &self.describe_object(what))),
-            Err(_) => Err(Error::Timeout {
-                url: self.describe_object(what),
-                after: Some(self.request_timeout),
-            }),
+            Err(_) => Err(Error::Timeout { url: self.describe_object(what), after: Some(self.request_timeout) }),
         }
     }
 }
@@ -312,17 +265,9 @@ pub(crate) fn map_kube_error(err: kube::Error, target: &str) -> Error {
         }
         kube::Error::HyperError(e) => transport_error(&e, target),
         kube::Error::Service(e) => transport_error(e.as_ref(), target),
-        kube::Error::SerdeError(e) => Error::Decode {
-            url: target.to_string(),
-            message: e.to_string(),
-        },
-        kube::Error::FromUtf8(e) => Error::Decode {
-            url: target.to_string(),
-            message: e.to_string(),
-        },
-        kube::Error::BuildRequest(e) => {
-            Error::InvalidInput(format!("cannot build request for {target}: {e}"))
-        }
+        kube::Error::SerdeError(e) => Error::Decode { url: target.to_string(), message: e.to_string() },
+        kube::Error::FromUtf8(e) => Error::Decode { url: target.to_string(), message: e.to_string() },
+        kube::Error::BuildRequest(e) => Error::InvalidInput(format!("cannot build request for {target}: {e}")),
         other => Error::KubeClient(format!("{target}: {}", error_chain(&other))),
     }
 }
@@ -339,15 +284,9 @@ fn transport_error(err: &(dyn StdError + 'static), target: &str) -> Error {
     }
     let lower = message.to_ascii_lowercase();
     if timed_out || lower.contains("timed out") || lower.contains("deadline has elapsed") {
-        Error::Timeout {
-            url: target.to_string(),
-            after: None,
-        }
+        Error::Timeout { url: target.to_string(), after: None }
     } else {
-        Error::Connect {
-            url: target.to_string(),
-            message,
-        }
+        Error::Connect { url: target.to_string(), message }
     }
 }
 
@@ -357,15 +296,11 @@ mod tests {
 
     #[test]
     fn api_status_maps_to_kube_error() {
-        let status = kube::core::Status::failure("deployments.apps \"web\" not found", "NotFound")
-            .with_code(404);
+        let status = kube::core::Status::failure("deployments.apps \"web\" not found", "NotFound").with_code(404);
         let err = map_kube_error(kube::Error::Api(status.boxed()), "t");
         assert!(err.is_not_found());
         assert!(!err.is_retryable());
-        assert_eq!(
-            err.to_string(),
-            "Kubernetes API error 404 NotFound: deployments.apps \"web\" not found"
-        );
+        assert_eq!(err.to_string(), "Kubernetes API error 404 NotFound: deployments.apps \"web\" not found");
     }
 
     #[test]
@@ -375,10 +310,7 @@ mod tests {
         assert!(matches!(err, Error::Connect { .. }));
         assert!(err.is_retryable());
         let slow = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
-        assert!(matches!(
-            transport_error(&slow, "api"),
-            Error::Timeout { .. }
-        ));
+        assert!(matches!(transport_error(&slow, "api"), Error::Timeout { .. }));
     }
 
     #[test]

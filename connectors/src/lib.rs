@@ -107,10 +107,7 @@ mod tests {
 
     #[test]
     fn auth_debug_does_not_leak_secrets() {
-        let auth = HttpAuth::Basic {
-            username: "warden".to_string(),
-            password: Secret::new("p4ss".to_string()),
-        };
+        let auth = HttpAuth::Basic { username: "warden".to_string(), password: Secret::new("p4ss".to_string()) };
         let shown = format!("{auth:?}");
         assert!(shown.contains("warden"));
         assert!(!shown.contains("p4ss"));

@@ -179,10 +179,7 @@ impl fmt::Display for Truncation {
             Truncation::MaxEntries { max } => {
                 write!(f, "stopped at the configured maximum of {max} entries")
             }
-            Truncation::TimestampOverflow {
-                timestamp_ns,
-                limit,
-            } => write!(
+            Truncation::TimestampOverflow { timestamp_ns, limit } => write!(
                 f,
                 "more than {limit} entries share timestamp {timestamp_ns} ns and Loki would not return more at once"
             ),
@@ -239,11 +236,7 @@ pub enum TailEvent {
     Dropped(Vec<DroppedEntry>),
     /// The connection failed or could not be made; the tail reconnects after
     /// `retry_in`. `attempt` counts consecutive failures.
-    Reconnecting {
-        error: Error,
-        attempt: u32,
-        retry_in: Duration,
-    },
+    Reconnecting { error: Error, attempt: u32, retry_in: Duration },
 }
 
 /// Settings of a live tail.
@@ -316,15 +309,10 @@ impl LokiClient {
             )));
         }
         if cfg.url.cannot_be_a_base() {
-            return Err(Error::Config(format!(
-                "Loki URL {} cannot be used as a base URL",
-                display_url(&cfg.url)
-            )));
+            return Err(Error::Config(format!("Loki URL {} cannot be used as a base URL", display_url(&cfg.url))));
         }
         if cfg.max_entries == 0 {
-            return Err(Error::Config(
-                "Loki max_entries must be greater than zero".into(),
-            ));
+            return Err(Error::Config("Loki max_entries must be greater than zero".into()));
         }
         let mut base = cfg.url.clone();
         base.set_query(None);
@@ -338,18 +326,12 @@ impl LokiClient {
                 return Err(Error::Config("Loki tenant is empty".into()));
             }
             Some(t) => Some(HeaderValue::from_str(t).map_err(|_| {
-                Error::Config(format!(
-                    "Loki tenant {t:?} contains characters not allowed in an HTTP header"
-                ))
+                Error::Config(format!("Loki tenant {t:?} contains characters not allowed in an HTTP header"))
             })?),
         };
         http::validate_auth(cfg.auth.as_ref())?;
         let client = http::build_client(cfg.timeout, &cfg.tls)?;
-        let ws_tls = if base.scheme() == "https" {
-            Some(ws_tls_config(&cfg.tls)?)
-        } else {
-            None
-        };
+        let ws_tls = if base.scheme() == "https" { Some(ws_tls_config(&cfg.tls)?) } else { None };
         Ok(Self {
             http: client,
             shown_base: display_url(&base),
@@ -366,12 +348,7 @@ impl LokiClient {
     fn endpoint(&self, segments: &[&str]) -> Result<Url> {
         let mut url = self.base.clone();
         url.path_segments_mut()
-            .map_err(|()| {
-                Error::Config(format!(
-                    "Loki URL {} cannot be used as a base URL",
-                    self.shown_base
-                ))
-            })?
+            .map_err(|()| Error::Config(format!("Loki URL {} cannot be used as a base URL", self.shown_base)))?
             .extend(["loki", "api", "v1"])
             .extend(segments);
         Ok(url)
@@ -383,11 +360,7 @@ impl LokiClient {
         // request without sending it gives exactly the headers it would send.
         let req = http::apply_auth(self.http.get(self.base.clone()), self.auth.as_ref());
         let built = req.build().map_err(|e| {
-            Error::Config(format!(
-                "cannot build a request to {}: {}",
-                self.shown_base,
-                http::error_chain(&e)
-            ))
+            Error::Config(format!("cannot build a request to {}: {}", self.shown_base, http::error_chain(&e)))
         })?;
         let mut headers = built.headers().clone();
         if let Some(tenant) = &self.tenant {
@@ -400,19 +373,12 @@ impl LokiClient {
     /// Sends `GET` and returns the body of a 2xx answer; other answers become errors.
     async fn get(&self, url: Url, params: &[(&str, String)]) -> Result<(String, Vec<u8>)> {
         let target = display_url(&url);
-        let mut req = self
-            .http
-            .get(url)
-            .query(params)
-            .header(ACCEPT, "application/json");
+        let mut req = self.http.get(url).query(params).header(ACCEPT, "application/json");
         req = http::apply_auth(req, self.auth.as_ref());
         if let Some(tenant) = &self.tenant {
             req = req.header(TENANT_HEADER, tenant.clone());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| http::map_reqwest_error(e, &target, self.timeout))?;
+        let resp = req.send().await.map_err(|e| http::map_reqwest_error(e, &target, self.timeout))?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers());
         let body = http::read_body(resp, MAX_BODY_BYTES, &target, self.timeout).await;
@@ -424,11 +390,7 @@ impl LokiClient {
         Err(status_error(status, retry_after, &body, &target))
     }
 
-    async fn get_data<T: DeserializeOwned>(
-        &self,
-        url: Url,
-        params: &[(&str, String)],
-    ) -> Result<(T, Vec<String>)> {
+    async fn get_data<T: DeserializeOwned>(&self, url: Url, params: &[(&str, String)]) -> Result<(T, Vec<String>)> {
         let (target, body) = self.get(url, params).await?;
         parse_envelope(&body, &target)
     }
@@ -459,16 +421,12 @@ impl LokiClient {
             return Err(Error::InvalidInput("LogQL query is empty".into()));
         }
         if limit == 0 {
-            return Err(Error::InvalidInput(
-                "query limit must be greater than zero".into(),
-            ));
+            return Err(Error::InvalidInput("query limit must be greater than zero".into()));
         }
         let start_ns = to_ns(start, "query start")?;
         let end_ns = to_ns(end, "query end")?;
         if end_ns < start_ns {
-            return Err(Error::InvalidInput(format!(
-                "query range end {end} is before start {start}"
-            )));
+            return Err(Error::InvalidInput(format!("query range end {end} is before start {start}")));
         }
         let url = self.endpoint(&["query_range"])?;
         let target = display_url(&url);
@@ -493,10 +451,7 @@ impl LokiClient {
                             warnings.push(w);
                         }
                     }
-                    pager.accept(req, page).map_err(|message| Error::Decode {
-                        url: target.clone(),
-                        message,
-                    })?;
+                    pager.accept(req, page).map_err(|message| Error::Decode { url: target.clone(), message })?;
                 }
                 Err(Error::LokiQuery { .. }) if pager.is_growing_limit() => {
                     // Loki refused the larger limit needed for one crowded timestamp.
@@ -509,20 +464,11 @@ impl LokiClient {
         if let Some(t) = &truncated {
             tracing::warn!(endpoint = %target, query, "Loki range query truncated: {t}");
         }
-        Ok(LogQueryResult {
-            entries,
-            truncated,
-            requests,
-            warnings,
-        })
+        Ok(LogQueryResult { entries, truncated, requests, warnings })
     }
 
     /// Label names (`GET /loki/api/v1/labels`), optionally limited to a time range.
-    pub async fn labels(
-        &self,
-        start: Option<DateTime<Utc>>,
-        end: Option<DateTime<Utc>>,
-    ) -> Result<Vec<String>> {
+    pub async fn labels(&self, start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<Vec<String>> {
         let url = self.endpoint(&["labels"])?;
         let params = range_params(start, end)?;
         let (data, _) = self.get_data::<Vec<String>>(url, &params).await?;
@@ -554,15 +500,10 @@ impl LokiClient {
         end: Option<DateTime<Utc>>,
     ) -> Result<Vec<Labels>> {
         if matchers.is_empty() || matchers.iter().any(|m| m.trim().is_empty()) {
-            return Err(Error::InvalidInput(
-                "series needs at least one non-empty stream selector".into(),
-            ));
+            return Err(Error::InvalidInput("series needs at least one non-empty stream selector".into()));
         }
         let url = self.endpoint(&["series"])?;
-        let mut params: Vec<(&str, String)> = matchers
-            .iter()
-            .map(|m| ("match[]", m.to_string()))
-            .collect();
+        let mut params: Vec<(&str, String)> = matchers.iter().map(|m| ("match[]", m.to_string())).collect();
         params.extend(range_params(start, end)?);
         let (data, _) = self.get_data::<Vec<Labels>>(url, &params).await?;
         Ok(data)
@@ -581,29 +522,19 @@ impl LokiClient {
             return Err(Error::InvalidInput("LogQL query is empty".into()));
         }
         if options.limit == 0 {
-            return Err(Error::InvalidInput(
-                "tail limit must be greater than zero".into(),
-            ));
+            return Err(Error::InvalidInput("tail limit must be greater than zero".into()));
         }
         if options.idle_timeout < Duration::from_millis(30) {
-            return Err(Error::InvalidInput(
-                "tail idle timeout must be at least 30 ms".into(),
-            ));
+            return Err(Error::InvalidInput("tail idle timeout must be at least 30 ms".into()));
         }
         if options.delay_for > Duration::from_secs(5) {
-            return Err(Error::InvalidInput(
-                "tail delay_for must be at most 5 seconds".into(),
-            ));
+            return Err(Error::InvalidInput("tail delay_for must be at most 5 seconds".into()));
         }
         let start_ns = to_ns(start, "tail start")?;
         let mut url = self.endpoint(&["tail"])?;
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-        url.set_scheme(scheme).map_err(|()| {
-            Error::Config(format!(
-                "cannot derive a WebSocket URL from {}",
-                self.shown_base
-            ))
-        })?;
+        url.set_scheme(scheme)
+            .map_err(|()| Error::Config(format!("cannot derive a WebSocket URL from {}", self.shown_base)))?;
         Ok(LokiTail {
             client: self.clone(),
             shown: display_url(&url),
@@ -624,10 +555,7 @@ impl LokiClient {
     }
 }
 
-fn range_params(
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
-) -> Result<Vec<(&'static str, String)>> {
+fn range_params(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<Vec<(&'static str, String)>> {
     let mut params = Vec::new();
     if let Some(s) = start {
         params.push(("start", to_ns(s, "start")?.to_string()));
@@ -653,17 +581,9 @@ fn to_ns(t: DateTime<Utc>, what: &str) -> Result<i64> {
 /// The error for a non-2xx answer.
 fn status_error(status: u16, retry_after: Option<Duration>, body: &[u8], target: &str) -> Error {
     match status {
-        400 => Error::LokiQuery {
-            url: target.to_string(),
-            status,
-            message: error_message(body, status),
-        },
+        400 => Error::LokiQuery { url: target.to_string(), status, message: error_message(body, status) },
         429 => Error::RateLimited { retry_after },
-        _ => Error::Http {
-            url: target.to_string(),
-            status: Some(status),
-            message: error_message(body, status),
-        },
+        _ => Error::Http { url: target.to_string(), status: Some(status), message: error_message(body, status) },
     }
 }
 
@@ -705,8 +625,7 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn decode<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, String> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(crate::http::describe_json_error)?;
-    de.end()
-        .map_err(|e| format!("invalid JSON after the value: {e}"))?;
+    de.end().map_err(|e| format!("invalid JSON after the value: {e}"))?;
     Ok(value)
 }
 
@@ -723,17 +642,12 @@ struct Envelope<T> {
 
 /// Unwraps `{"status":"success","data":...}`.
 fn parse_envelope<T: DeserializeOwned>(body: &[u8], target: &str) -> Result<(T, Vec<String>)> {
-    let env: Envelope<T> = decode(body).map_err(|message| Error::Decode {
-        url: target.to_string(),
-        message,
-    })?;
+    let env: Envelope<T> = decode(body).map_err(|message| Error::Decode { url: target.to_string(), message })?;
     if env.status != "success" {
         return Err(Error::LokiQuery {
             url: target.to_string(),
             status: 200,
-            message: env
-                .error
-                .unwrap_or_else(|| format!("response status {:?}", env.status)),
+            message: env.error.unwrap_or_else(|| format!("response status {:?}", env.status)),
         });
     }
     let data = env.data.ok_or_else(|| Error::Decode {
@@ -770,16 +684,9 @@ impl<'de> Deserialize<'de> for RawValue {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an array [\"<timestamp ns>\", \"<line>\"]")
             }
-            fn visit_seq<A: SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<RawValue, A::Error> {
-                let ts: NsTimestamp = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let line: String = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<RawValue, A::Error> {
+                let ts: NsTimestamp = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let line: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(RawValue(ts.0, line))
             }
@@ -809,9 +716,7 @@ impl<'de> Deserialize<'de> for NsTimestamp {
                 Ok(NsTimestamp(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<NsTimestamp, E> {
-                i64::try_from(v)
-                    .map(NsTimestamp)
-                    .map_err(|_| E::custom(format!("timestamp {v} is out of range")))
+                i64::try_from(v).map(NsTimestamp).map_err(|_| E::custom(format!("timestamp {v} is out of range")))
             }
         }
         d.deserialize_any(V)
@@ -823,11 +728,7 @@ fn flatten_streams(streams: Vec<RawStream>) -> Vec<LogEntry> {
     for s in streams {
         let labels = Arc::new(s.stream);
         for RawValue(ts, line) in s.values {
-            entries.push(LogEntry {
-                timestamp_ns: ts,
-                labels: labels.clone(),
-                line,
-            });
+            entries.push(LogEntry { timestamp_ns: ts, labels: labels.clone(), line });
         }
     }
     entries
@@ -873,11 +774,7 @@ struct EntryKey {
 
 impl EntryKey {
     fn of(e: &LogEntry) -> Self {
-        Self {
-            labels: e.labels.clone(),
-            timestamp_ns: e.timestamp_ns,
-            line: e.line.clone(),
-        }
+        Self { labels: e.labels.clone(), timestamp_ns: e.timestamp_ns, line: e.line.clone() }
     }
 }
 
@@ -918,13 +815,7 @@ struct Pager {
 }
 
 impl Pager {
-    fn new(
-        direction: Direction,
-        start_ns: i64,
-        end_ns: i64,
-        limit: u32,
-        max_entries: usize,
-    ) -> Self {
+    fn new(direction: Direction, start_ns: i64, end_ns: i64, limit: u32, max_entries: usize) -> Self {
         Self {
             direction,
             page_limit: limit.max(1),
@@ -946,16 +837,8 @@ impl Pager {
             return None;
         }
         Some(match self.mode {
-            Mode::Window => PageRequest {
-                start_ns: self.lo,
-                end_ns: self.hi,
-                limit: self.page_limit,
-            },
-            Mode::OneTimestamp { ts, limit } => PageRequest {
-                start_ns: ts,
-                end_ns: ts.saturating_add(1),
-                limit,
-            },
+            Mode::Window => PageRequest { start_ns: self.lo, end_ns: self.hi, limit: self.page_limit },
+            Mode::OneTimestamp { ts, limit } => PageRequest { start_ns: ts, end_ns: ts.saturating_add(1), limit },
         })
     }
 
@@ -967,10 +850,8 @@ impl Pager {
     /// Loki refused the larger limit: stop, saying which timestamp is incomplete.
     fn limit_refused(&mut self) {
         if let Mode::OneTimestamp { ts, limit } = self.mode {
-            self.truncated = Some(Truncation::TimestampOverflow {
-                timestamp_ns: ts,
-                limit: (limit / 2).max(self.page_limit),
-            });
+            self.truncated =
+                Some(Truncation::TimestampOverflow { timestamp_ns: ts, limit: (limit / 2).max(self.page_limit) });
         }
         self.done = true;
     }
@@ -989,9 +870,7 @@ impl Pager {
                 Direction::Forward => by_time,
                 Direction::Backward => by_time.reverse(),
             };
-            by_time
-                .then_with(|| a.labels.cmp(&b.labels))
-                .then_with(|| a.line.cmp(&b.line))
+            by_time.then_with(|| a.labels.cmp(&b.labels)).then_with(|| a.line.cmp(&b.line))
         });
     }
 
@@ -1004,9 +883,7 @@ impl Pager {
             return;
         }
         if self.entries.len() >= self.max_entries {
-            self.truncated = Some(Truncation::MaxEntries {
-                max: self.max_entries,
-            });
+            self.truncated = Some(Truncation::MaxEntries { max: self.max_entries });
             self.done = true;
             return;
         }
@@ -1042,10 +919,8 @@ impl Pager {
     fn accept(&mut self, req: PageRequest, page: Vec<LogEntry>) -> std::result::Result<(), String> {
         let raw = page.len();
         let full = raw >= req.limit as usize;
-        let mut page: Vec<LogEntry> = page
-            .into_iter()
-            .filter(|e| e.timestamp_ns >= req.start_ns && e.timestamp_ns < req.end_ns)
-            .collect();
+        let mut page: Vec<LogEntry> =
+            page.into_iter().filter(|e| e.timestamp_ns >= req.start_ns && e.timestamp_ns < req.end_ns).collect();
         if page.len() < raw {
             tracing::warn!(
                 outside = raw - page.len(),
@@ -1066,10 +941,7 @@ impl Pager {
                 if !full {
                     self.move_past(ts);
                 } else if limit >= self.limit_cap() {
-                    self.truncated = Some(Truncation::TimestampOverflow {
-                        timestamp_ns: ts,
-                        limit,
-                    });
+                    self.truncated = Some(Truncation::TimestampOverflow { timestamp_ns: ts, limit });
                     self.done = true;
                 } else {
                     self.set_edge(ts, &page);
@@ -1095,16 +967,10 @@ impl Pager {
                     // progress, so fetch that nanosecond alone with a larger limit.
                     let next = req.limit.saturating_mul(2).min(self.limit_cap());
                     if next <= req.limit {
-                        self.truncated = Some(Truncation::TimestampOverflow {
-                            timestamp_ns: edge,
-                            limit: req.limit,
-                        });
+                        self.truncated = Some(Truncation::TimestampOverflow { timestamp_ns: edge, limit: req.limit });
                         self.done = true;
                     } else {
-                        self.mode = Mode::OneTimestamp {
-                            ts: edge,
-                            limit: next,
-                        };
+                        self.mode = Mode::OneTimestamp { ts: edge, limit: next };
                     }
                 } else {
                     // Overlap the next window with this page by the edge
@@ -1122,10 +988,7 @@ impl Pager {
     /// The collected entries in ascending time order, and the truncation if any.
     fn finish(mut self) -> (Vec<LogEntry>, Option<Truncation>) {
         self.entries.sort_by(|a, b| {
-            a.timestamp_ns
-                .cmp(&b.timestamp_ns)
-                .then_with(|| a.labels.cmp(&b.labels))
-                .then_with(|| a.line.cmp(&b.line))
+            a.timestamp_ns.cmp(&b.timestamp_ns).then_with(|| a.labels.cmp(&b.labels)).then_with(|| a.line.cmp(&b.line))
         });
         (self.entries, self.truncated)
     }
@@ -1134,8 +997,7 @@ impl Pager {
 // ---------------------------------------------------------------------------
 // Live tail
 
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Where a tail resumes: the latest timestamp delivered and the entries delivered at it.
 #[derive(Debug, Default)]
@@ -1240,10 +1102,7 @@ impl LokiTail {
                     Ok(ws) => {
                         self.conn = Some(ws);
                         self.last_heard = Instant::now();
-                        self.pending.push_back(TailEvent::Connected {
-                            start_ns,
-                            reconnect: self.connections > 0,
-                        });
+                        self.pending.push_back(TailEvent::Connected { start_ns, reconnect: self.connections > 0 });
                         self.connections += 1;
                     }
                     Err(e) => {
@@ -1262,9 +1121,7 @@ impl LokiTail {
 
     /// Turns the tail into a [`futures::Stream`] of the events [`LokiTail::next`] yields.
     pub fn into_stream(self) -> impl futures::Stream<Item = Result<TailEvent>> + Send {
-        futures::stream::unfold(self, |mut tail| async move {
-            tail.next().await.map(|item| (item, tail))
-        })
+        futures::stream::unfold(self, |mut tail| async move { tail.next().await.map(|item| (item, tail)) })
     }
 
     /// The timestamp a reconnection would resume from (the latest delivered), if any.
@@ -1328,10 +1185,7 @@ impl LokiTail {
     async fn on_quiet(&mut self) -> Option<Error> {
         let idle = self.last_heard.elapsed();
         if idle >= self.options.idle_timeout {
-            return self.fail(Error::Timeout {
-                url: self.shown.clone(),
-                after: Some(idle),
-            });
+            return self.fail(Error::Timeout { url: self.shown.clone(), after: Some(idle) });
         }
         let ws = self.conn.as_mut()?;
         let ping = ws.send(Message::Ping(Default::default()));
@@ -1341,10 +1195,7 @@ impl LokiTail {
                 let err = map_ws_error(e, &self.shown);
                 self.fail(err)
             }
-            Err(_) => self.fail(Error::Timeout {
-                url: self.shown.clone(),
-                after: Some(self.options.idle_timeout),
-            }),
+            Err(_) => self.fail(Error::Timeout { url: self.shown.clone(), after: Some(self.options.idle_timeout) }),
         }
     }
 
@@ -1364,11 +1215,7 @@ impl LokiTail {
                     Some(f) => format!("Loki closed the tail ({})", u16::from(f.code)),
                     None => "Loki closed the tail".to_string(),
                 };
-                return self.fail(Error::Http {
-                    url: self.shown.clone(),
-                    status: None,
-                    message,
-                });
+                return self.fail(Error::Http { url: self.shown.clone(), status: None, message });
             }
         };
         let frame = match parse_tail_frame(text, &self.shown) {
@@ -1400,29 +1247,17 @@ impl LokiTail {
             return Some(error);
         }
         self.failures = self.failures.saturating_add(1);
-        if self
-            .options
-            .max_consecutive_failures
-            .is_some_and(|max| self.failures > max)
-        {
+        if self.options.max_consecutive_failures.is_some_and(|max| self.failures > max) {
             self.finished = true;
             return Some(error);
         }
-        let mut delay = backoff_delay(
-            self.options.backoff_initial,
-            self.options.backoff_max,
-            self.failures,
-        );
+        let mut delay = backoff_delay(self.options.backoff_initial, self.options.backoff_max, self.failures);
         if let Some(asked) = error.retry_after() {
             delay = delay.max(asked);
         }
         tracing::warn!(url = %self.shown, attempt = self.failures, retry_in = ?delay, "Loki tail disconnected: {error}");
         self.retry_delay = Some(delay);
-        self.pending.push_back(TailEvent::Reconnecting {
-            error,
-            attempt: self.failures,
-            retry_in: delay,
-        });
+        self.pending.push_back(TailEvent::Reconnecting { error, attempt: self.failures, retry_in: delay });
         None
     }
 
@@ -1434,12 +1269,10 @@ impl LokiTail {
             .append_pair("start", &start_ns.to_string())
             .append_pair("limit", &self.options.limit.to_string())
             .append_pair("delay_for", &self.options.delay_for.as_secs().to_string());
-        let mut request = url.as_str().into_client_request().map_err(|e| {
-            Error::Config(format!(
-                "cannot build the tail request for {}: {e}",
-                self.shown
-            ))
-        })?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::Config(format!("cannot build the tail request for {}: {e}", self.shown)))?;
         for (name, value) in &self.client.request_headers()? {
             request.headers_mut().insert(name.clone(), value.clone());
         }
@@ -1447,21 +1280,12 @@ impl LokiTail {
             Some(cfg) => tokio_tungstenite::Connector::Rustls(cfg.clone()),
             None => tokio_tungstenite::Connector::Plain,
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_FRAME_BYTES))
-            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let config =
+            WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
         tracing::debug!(url = %self.shown, query = %self.query, start = start_ns, "opening Loki tail");
-        let handshake = tokio_tungstenite::connect_async_tls_with_config(
-            request,
-            Some(config),
-            true,
-            Some(connector),
-        );
+        let handshake = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector));
         match tokio::time::timeout(self.client.timeout, handshake).await {
-            Err(_) => Err(Error::Timeout {
-                url: self.shown.clone(),
-                after: Some(self.client.timeout),
-            }),
+            Err(_) => Err(Error::Timeout { url: self.shown.clone(), after: Some(self.client.timeout) }),
             Ok(Err(e)) => Err(map_ws_error(e, &self.shown)),
             Ok(Ok((ws, _response))) => Ok(ws),
         }
@@ -1496,23 +1320,13 @@ fn map_ws_error(err: tungstenite::Error, target: &str) -> Error {
                 status_error(status, retry_after, body, target)
             }
         }
-        W::Io(e) => Error::Connect {
-            url: target.to_string(),
-            message: http::error_chain(&e),
-        },
-        W::Tls(e) => Error::Connect {
-            url: target.to_string(),
-            message: format!("TLS error: {}", http::error_chain(&e)),
-        },
+        W::Io(e) => Error::Connect { url: target.to_string(), message: http::error_chain(&e) },
+        W::Tls(e) => {
+            Error::Connect { url: target.to_string(), message: format!("TLS error: {}", http::error_chain(&e)) }
+        }
         W::Url(e) => Error::Config(format!("invalid tail URL {target}: {e}")),
-        W::Capacity(e) => Error::Decode {
-            url: target.to_string(),
-            message: format!("tail message too large: {e}"),
-        },
-        W::Utf8(e) => Error::Decode {
-            url: target.to_string(),
-            message: format!("tail message is not UTF-8: {e}"),
-        },
+        W::Capacity(e) => Error::Decode { url: target.to_string(), message: format!("tail message too large: {e}") },
+        W::Utf8(e) => Error::Decode { url: target.to_string(), message: format!("tail message is not UTF-8: {e}") },
         other => Error::Http {
             url: target.to_string(),
             status: None,
@@ -1544,25 +1358,17 @@ struct TailFrame {
 }
 
 fn parse_tail_frame(text: &[u8], target: &str) -> Result<TailFrame> {
-    let raw: RawTailFrame = decode(text).map_err(|message| Error::Decode {
-        url: target.to_string(),
-        message: format!("tail frame: {message}"),
-    })?;
+    let raw: RawTailFrame = decode(text)
+        .map_err(|message| Error::Decode { url: target.to_string(), message: format!("tail frame: {message}") })?;
     let mut entries = flatten_streams(raw.streams.unwrap_or_default());
     entries.sort_by(|a, b| {
-        a.timestamp_ns
-            .cmp(&b.timestamp_ns)
-            .then_with(|| a.labels.cmp(&b.labels))
-            .then_with(|| a.line.cmp(&b.line))
+        a.timestamp_ns.cmp(&b.timestamp_ns).then_with(|| a.labels.cmp(&b.labels)).then_with(|| a.line.cmp(&b.line))
     });
     let dropped = raw
         .dropped_entries
         .unwrap_or_default()
         .into_iter()
-        .map(|d| DroppedEntry {
-            timestamp_ns: d.timestamp.0,
-            labels: d.labels,
-        })
+        .map(|d| DroppedEntry { timestamp_ns: d.timestamp.0, labels: d.labels })
         .collect();
     Ok(TailFrame { entries, dropped })
 }
@@ -1581,27 +1387,22 @@ fn ws_tls_config(tls: &TlsOptions) -> Result<Arc<rustls::ClientConfig>> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("cannot configure TLS for the Loki tail: {e}")))?;
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if tls.insecure_skip_verify
-    {
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if tls.insecure_skip_verify {
         Arc::new(NoCertificateVerification(provider))
     } else {
         let mut extra = Vec::new();
         if let Some(path) = &tls.ca_file {
             use rustls::pki_types::pem::PemObject;
             use rustls::pki_types::CertificateDer;
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::Config(format!("cannot read CA file {}: {e}", path.display()))
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                extra.push(cert.map_err(|e| {
-                    Error::Config(format!("CA file {} is not valid PEM: {e}", path.display()))
-                })?);
+                extra.push(
+                    cert.map_err(|e| Error::Config(format!("CA file {} is not valid PEM: {e}", path.display())))?,
+                );
             }
             if extra.is_empty() {
-                return Err(Error::Config(format!(
-                    "CA file {} contains no certificates",
-                    path.display()
-                )));
+                return Err(Error::Config(format!("CA file {} contains no certificates", path.display())));
             }
         }
         Arc::new(
@@ -1609,10 +1410,7 @@ fn ws_tls_config(tls: &TlsOptions) -> Result<Arc<rustls::ClientConfig>> {
                 .map_err(|e| Error::Config(format!("cannot load trusted certificates: {e}")))?,
         )
     };
-    let config = builder
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
     Ok(Arc::new(config))
 }
 
@@ -1638,12 +1436,7 @@ impl rustls::client::danger::ServerCertVerifier for NoCertificateVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -1652,12 +1445,7 @@ impl rustls::client::danger::ServerCertVerifier for NoCertificateVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -1673,20 +1461,11 @@ mod tests {
     const T: &str = "http://loki/loki/api/v1/query_range";
 
     fn labels(pairs: &[(&str, &str)]) -> Arc<Labels> {
-        Arc::new(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     fn entry(l: &Arc<Labels>, ts: i64, line: &str) -> LogEntry {
-        LogEntry {
-            timestamp_ns: ts,
-            labels: l.clone(),
-            line: line.to_string(),
-        }
+        LogEntry { timestamp_ns: ts, labels: l.clone(), line: line.to_string() }
     }
 
     #[test]
@@ -1715,10 +1494,7 @@ mod tests {
             {"stream":{},"values":[["1","ok"],["soon","bad"]]}]}}"#;
         let err = parse_query_range(body, T).expect_err("bad timestamp");
         let text = err.to_string();
-        assert!(
-            text.contains("values[1]") && text.contains("soon"),
-            "{text}"
-        );
+        assert!(text.contains("values[1]") && text.contains("soon"), "{text}");
 
         let body = br#"{"status":"success","data":{"resultType":"streams","result":[
             {"stream":{},"values":[["1"]]}]}}"#;
@@ -1727,8 +1503,7 @@ mod tests {
 
     #[test]
     fn truncated_body_is_a_decode_error_naming_the_url() {
-        let err = parse_query_range(br#"{"status":"success","data":{"resultType":"str"#, T)
-            .expect_err("truncated");
+        let err = parse_query_range(br#"{"status":"success","data":{"resultType":"str"#, T).expect_err("truncated");
         match &err {
             Error::Decode { url, message } => {
                 assert_eq!(url, T);
@@ -1741,21 +1516,11 @@ mod tests {
 
     #[test]
     fn maps_statuses() {
-        let err = status_error(
-            400,
-            None,
-            b"parse error at line 1, col 5: syntax error: unexpected IDENTIFIER\n",
-            T,
-        );
+        let err = status_error(400, None, b"parse error at line 1, col 5: syntax error: unexpected IDENTIFIER\n", T);
         match &err {
-            Error::LokiQuery {
-                status, message, ..
-            } => {
+            Error::LokiQuery { status, message, .. } => {
                 assert_eq!(*status, 400);
-                assert_eq!(
-                    message,
-                    "parse error at line 1, col 5: syntax error: unexpected IDENTIFIER"
-                );
+                assert_eq!(message, "parse error at line 1, col 5: syntax error: unexpected IDENTIFIER");
             }
             other => panic!("unexpected error {other:?}"),
         }
@@ -1775,15 +1540,11 @@ mod tests {
 
     #[test]
     fn envelope_errors() {
-        let err = parse_envelope::<Vec<String>>(br#"{"status":"error","error":"nope"}"#, T)
-            .expect_err("error status");
+        let err = parse_envelope::<Vec<String>>(br#"{"status":"error","error":"nope"}"#, T).expect_err("error status");
         assert!(matches!(err, Error::LokiQuery { .. }), "{err:?}");
-        let err =
-            parse_envelope::<Vec<String>>(br#"{"status":"success"}"#, T).expect_err("no data");
+        let err = parse_envelope::<Vec<String>>(br#"{"status":"success"}"#, T).expect_err("no data");
         assert!(err.to_string().contains("data"), "{err}");
-        let (data, _) =
-            parse_envelope::<Vec<String>>(br#"{"status":"success","data":["a","b"]}"#, T)
-                .expect("valid");
+        let (data, _) = parse_envelope::<Vec<String>>(br#"{"status":"success","data":["a","b"]}"#, T).expect("valid");
         assert_eq!(data, vec!["a".to_string(), "b".to_string()]);
     }
 
@@ -1805,11 +1566,8 @@ mod tests {
             (seed, salt, &e.line, e.timestamp_ns).hash(&mut h);
             h.finish()
         };
-        let mut hits: Vec<LogEntry> = all
-            .iter()
-            .filter(|e| e.timestamp_ns >= req.start_ns && e.timestamp_ns < req.end_ns)
-            .cloned()
-            .collect();
+        let mut hits: Vec<LogEntry> =
+            all.iter().filter(|e| e.timestamp_ns >= req.start_ns && e.timestamp_ns < req.end_ns).cloned().collect();
         hits.sort_by_key(|e| {
             let ts = match direction {
                 Direction::Forward => e.timestamp_ns,
@@ -1849,10 +1607,7 @@ mod tests {
 
     fn sorted(mut v: Vec<LogEntry>) -> Vec<LogEntry> {
         v.sort_by(|a, b| {
-            a.timestamp_ns
-                .cmp(&b.timestamp_ns)
-                .then_with(|| a.labels.cmp(&b.labels))
-                .then_with(|| a.line.cmp(&b.line))
+            a.timestamp_ns.cmp(&b.timestamp_ns).then_with(|| a.labels.cmp(&b.labels)).then_with(|| a.line.cmp(&b.line))
         });
         v
     }
@@ -1863,16 +1618,7 @@ mod tests {
         let b = labels(&[("app", "db")]);
         let mut all = Vec::new();
         let mut n = 0;
-        for (ts, count) in [
-            (10, 1),
-            (11, 3),
-            (12, 7),
-            (20, 2),
-            (21, 25),
-            (22, 1),
-            (30, 4),
-            (31, 6),
-        ] {
+        for (ts, count) in [(10, 1), (11, 3), (12, 7), (20, 2), (21, 25), (22, 1), (30, 4), (31, 6)] {
             for i in 0..count {
                 let l = if i % 2 == 0 { &a } else { &b };
                 all.push(entry(l, ts, &format!("line {n}")));
@@ -1890,8 +1636,7 @@ mod tests {
         let expected = sorted(all.clone());
         for direction in [Direction::Forward, Direction::Backward] {
             for limit in [1, 2, 3, 4, 5, 7, 10, 100] {
-                let (entries, truncated, _) =
-                    run_pager(&all, direction, (0, 100), limit, 10_000, 5000);
+                let (entries, truncated, _) = run_pager(&all, direction, (0, 100), limit, 10_000, 5000);
                 assert_eq!(truncated, None, "{direction:?} limit {limit}");
                 assert_eq!(entries, expected, "{direction:?} limit {limit}");
             }
@@ -1901,10 +1646,8 @@ mod tests {
     #[test]
     fn range_is_start_inclusive_end_exclusive() {
         let all = crowded_data();
-        let expected: Vec<LogEntry> = sorted(all.clone())
-            .into_iter()
-            .filter(|e| (12..30).contains(&e.timestamp_ns))
-            .collect();
+        let expected: Vec<LogEntry> =
+            sorted(all.clone()).into_iter().filter(|e| (12..30).contains(&e.timestamp_ns)).collect();
         for direction in [Direction::Forward, Direction::Backward] {
             let (entries, truncated, _) = run_pager(&all, direction, (12, 30), 3, 10_000, 5000);
             assert_eq!(truncated, None);
@@ -1918,9 +1661,7 @@ mod tests {
     #[test]
     fn a_page_of_one_timestamp_grows_the_limit() {
         let l = labels(&[("app", "api")]);
-        let all: Vec<LogEntry> = (0..50)
-            .map(|i| entry(&l, 7, &format!("same ns {i}")))
-            .collect();
+        let all: Vec<LogEntry> = (0..50).map(|i| entry(&l, 7, &format!("same ns {i}"))).collect();
         for direction in [Direction::Forward, Direction::Backward] {
             let (entries, truncated, requests) = run_pager(&all, direction, (0, 10), 4, 1000, 5000);
             assert_eq!(truncated, None);
@@ -1932,19 +1673,11 @@ mod tests {
     #[test]
     fn refused_limit_is_reported_as_timestamp_overflow() {
         let l = labels(&[("app", "api")]);
-        let mut all: Vec<LogEntry> = (0..50)
-            .map(|i| entry(&l, 7, &format!("same ns {i}")))
-            .collect();
+        let mut all: Vec<LogEntry> = (0..50).map(|i| entry(&l, 7, &format!("same ns {i}"))).collect();
         all.push(entry(&l, 3, "before"));
         all.push(entry(&l, 9, "after"));
         let (entries, truncated, _) = run_pager(&all, Direction::Forward, (0, 10), 4, 1000, 16);
-        assert_eq!(
-            truncated,
-            Some(Truncation::TimestampOverflow {
-                timestamp_ns: 7,
-                limit: 16
-            })
-        );
+        assert_eq!(truncated, Some(Truncation::TimestampOverflow { timestamp_ns: 7, limit: 16 }));
         assert_eq!(entries.first().map(|e| e.line.as_str()), Some("before"));
         assert!(entries.iter().all(|e| e.timestamp_ns <= 7));
         let unique: HashSet<_> = entries.iter().map(EntryKey::of).collect();
@@ -1958,17 +1691,14 @@ mod tests {
         let (entries, truncated, _) = run_pager(&all, Direction::Forward, (0, 100), 4, 10, 5000);
         assert_eq!(truncated, Some(Truncation::MaxEntries { max: 10 }));
         assert_eq!(entries.len(), 10);
-        assert!(entries
-            .iter()
-            .all(|e| e.timestamp_ns <= expected[9].timestamp_ns));
+        assert!(entries.iter().all(|e| e.timestamp_ns <= expected[9].timestamp_ns));
         let (entries, truncated, _) = run_pager(&all, Direction::Backward, (0, 100), 4, 10, 5000);
         assert_eq!(truncated, Some(Truncation::MaxEntries { max: 10 }));
         assert_eq!(entries.len(), 10);
         let tenth_latest = expected[expected.len() - 10].timestamp_ns;
         assert!(entries.iter().all(|e| e.timestamp_ns >= tenth_latest));
         // Exactly max_entries in a range that fits in one page is complete.
-        let (entries, truncated, _) =
-            run_pager(&all, Direction::Forward, (0, 100), 500, all.len(), 5000);
+        let (entries, truncated, _) = run_pager(&all, Direction::Forward, (0, 100), 500, all.len(), 5000);
         assert_eq!(truncated, None);
         assert_eq!(entries.len(), all.len());
     }
@@ -1978,9 +1708,7 @@ mod tests {
         let l = labels(&[]);
         let mut pager = Pager::new(Direction::Forward, 100, 200, 2, 10);
         let req = pager.next_request().expect("a request");
-        let err = pager
-            .accept(req, vec![entry(&l, 5, "x"), entry(&l, 6, "y")])
-            .expect_err("nothing in range");
+        let err = pager.accept(req, vec![entry(&l, 5, "x"), entry(&l, 6, "y")]).expect_err("nothing in range");
         assert!(err.contains("none inside"), "{err}");
     }
 
@@ -1996,10 +1724,7 @@ mod tests {
         // Replayed after a reconnection from ts 10:
         assert!(!r.admit(&entry(&a, 10, "x")));
         assert!(!r.admit(&entry(&b, 10, "x")));
-        assert!(
-            r.admit(&entry(&a, 10, "y")),
-            "new entry at the resume timestamp"
-        );
+        assert!(r.admit(&entry(&a, 10, "y")), "new entry at the resume timestamp");
         assert!(r.admit(&entry(&a, 11, "z")));
         assert!(!r.admit(&entry(&a, 11, "z")));
         assert_eq!(r.ts, Some(11));
@@ -2017,8 +1742,7 @@ mod tests {
         assert_eq!(frame.dropped[0].timestamp_ns, 15);
         let frame = parse_tail_frame(br#"{"streams":null}"#, "ws://x").expect("empty frame");
         assert!(frame.entries.is_empty() && frame.dropped.is_empty());
-        let err = parse_tail_frame(br#"{"streams":[{"stream":{},"values":[["1""#, "ws://x")
-            .expect_err("truncated");
+        let err = parse_tail_frame(br#"{"streams":[{"stream":{},"values":[["1""#, "ws://x").expect_err("truncated");
         assert!(err.to_string().contains("truncated JSON"), "{err}");
     }
 
@@ -2045,29 +1769,17 @@ mod tests {
 
     #[test]
     fn builds_endpoints_and_validates_config() {
-        let mut cfg =
-            LokiConfig::new(Url::parse("http://user:pw@host:3100/loki-gw/?x=1").expect("url"));
+        let mut cfg = LokiConfig::new(Url::parse("http://user:pw@host:3100/loki-gw/?x=1").expect("url"));
         cfg.tenant = Some("team-a".into());
         let client = LokiClient::new(cfg.clone()).expect("valid config");
-        let url = client
-            .endpoint(&["label", "a/b c", "values"])
-            .expect("endpoint");
+        let url = client.endpoint(&["label", "a/b c", "values"]).expect("endpoint");
         assert_eq!(url.path(), "/loki-gw/loki/api/v1/label/a%2Fb%20c/values");
         assert!(!format!("{client:?}").contains("pw"));
         let headers = client.request_headers().expect("headers");
-        assert_eq!(
-            headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()),
-            Some("team-a")
-        );
+        assert_eq!(headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()), Some("team-a"));
 
-        let tail = client
-            .tail(
-                "{app=\"x\"}",
-                Utc::now(),
-                TailOptions::default(),
-                CancellationToken::new(),
-            )
-            .expect("tail");
+        let tail =
+            client.tail("{app=\"x\"}", Utc::now(), TailOptions::default(), CancellationToken::new()).expect("tail");
         assert_eq!(tail.url.scheme(), "ws");
         assert_eq!(tail.url.path(), "/loki-gw/loki/api/v1/tail");
 
@@ -2085,55 +1797,28 @@ mod tests {
     #[test]
     fn basic_auth_reaches_the_tail_headers() {
         let mut cfg = LokiConfig::new(Url::parse("https://loki.example").expect("url"));
-        cfg.auth = Some(HttpAuth::Basic {
-            username: "warden".into(),
-            password: crate::Secret::new("s3cret".into()),
-        });
+        cfg.auth = Some(HttpAuth::Basic { username: "warden".into(), password: crate::Secret::new("s3cret".into()) });
         let client = LokiClient::new(cfg).expect("valid config");
         let headers = client.request_headers().expect("headers");
         // base64("warden:s3cret")
-        assert_eq!(
-            headers.get("authorization").and_then(|v| v.to_str().ok()),
-            Some("Basic d2FyZGVuOnMzY3JldA==")
-        );
-        let tail = client
-            .tail(
-                "{a=\"b\"}",
-                Utc::now(),
-                TailOptions::default(),
-                CancellationToken::new(),
-            )
-            .expect("tail");
+        assert_eq!(headers.get("authorization").and_then(|v| v.to_str().ok()), Some("Basic d2FyZGVuOnMzY3JldA=="));
+        let tail =
+            client.tail("{a=\"b\"}", Utc::now(), TailOptions::default(), CancellationToken::new()).expect("tail");
         assert_eq!(tail.url.scheme(), "wss");
     }
 
     #[tokio::test]
     async fn invalid_inputs_are_rejected_before_any_request() {
-        let client = LokiClient::new(LokiConfig::new(
-            Url::parse("http://127.0.0.1:9").expect("url"),
-        ))
-        .expect("client");
+        let client = LokiClient::new(LokiConfig::new(Url::parse("http://127.0.0.1:9").expect("url"))).expect("client");
         let now = Utc::now();
-        let err = client
-            .query_range(" ", now, now, Direction::Forward, 10)
-            .await
-            .expect_err("empty query");
+        let err = client.query_range(" ", now, now, Direction::Forward, 10).await.expect_err("empty query");
         assert!(matches!(err, Error::InvalidInput(_)));
         let err = client
-            .query_range(
-                "{a=\"b\"}",
-                now,
-                now - chrono::Duration::seconds(1),
-                Direction::Forward,
-                10,
-            )
+            .query_range("{a=\"b\"}", now, now - chrono::Duration::seconds(1), Direction::Forward, 10)
             .await
             .expect_err("end before start");
         assert!(matches!(err, Error::InvalidInput(_)));
-        let err = client
-            .query_range("{a=\"b\"}", now, now, Direction::Forward, 0)
-            .await
-            .expect_err("zero limit");
+        let err = client.query_range("{a=\"b\"}", now, now, Direction::Forward, 0).await.expect_err("zero limit");
         assert!(matches!(err, Error::InvalidInput(_)));
         assert!(client.series(&[], None, None).await.is_err());
         assert!(client.label_values("", None, None).await.is_err());
@@ -2141,21 +1826,17 @@ mod tests {
 
     /// A `wss://` tail server with a fresh self-signed certificate that sends one
     /// frame and then stays open.
-    async fn start_wss_server(
-    ) -> std::result::Result<(std::net::SocketAddr, String), Box<dyn std::error::Error>> {
+    async fn start_wss_server() -> std::result::Result<(std::net::SocketAddr, String), Box<dyn std::error::Error>> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
         crate::install_crypto_provider();
         let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
         let pem = certified.cert.pem();
         let cert: CertificateDer<'static> = certified.cert.der().clone();
-        let key =
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -2169,8 +1850,7 @@ mod tests {
                     let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
                         return;
                     };
-                    let frame =
-                        r#"{"streams":[{"stream":{"app":"tls"},"values":[["5","secure"]]}]}"#;
+                    let frame = r#"{"streams":[{"stream":{"app":"tls"},"values":[["5","secure"]]}]}"#;
                     if ws.send(Message::text(frame)).await.is_err() {
                         return;
                     }
@@ -2182,58 +1862,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tail_over_wss_trusts_the_ca_file_only(
-    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    async fn tail_over_wss_trusts_the_ca_file_only() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let (addr, pem) = start_wss_server().await?;
         let dir = tempfile::tempdir()?;
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, pem)?;
         let url = Url::parse(&format!("https://{addr}"))?;
         let start = DateTime::from_timestamp_nanos(0);
-        let options = TailOptions {
-            max_consecutive_failures: Some(0),
-            ..TailOptions::default()
-        };
+        let options = TailOptions { max_consecutive_failures: Some(0), ..TailOptions::default() };
 
         let mut cfg = LokiConfig::new(url.clone());
         cfg.timeout = Duration::from_secs(5);
         let untrusted = LokiClient::new(cfg.clone())?;
-        let mut tail = untrusted.tail(
-            "{app=\"tls\"}",
-            start,
-            options.clone(),
-            CancellationToken::new(),
-        )?;
+        let mut tail = untrusted.tail("{app=\"tls\"}", start, options.clone(), CancellationToken::new())?;
         let err = match tail.next().await {
             Some(Err(e)) => e,
             other => panic!("expected a TLS failure, got {other:?}"),
         };
         assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-        assert!(
-            err.to_string().to_lowercase().contains("certificate"),
-            "{err}"
-        );
+        assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
         assert!(tail.next().await.is_none());
 
         for tls in [
-            TlsOptions {
-                ca_file: Some(ca.clone()),
-                insecure_skip_verify: false,
-            },
-            TlsOptions {
-                ca_file: None,
-                insecure_skip_verify: true,
-            },
+            TlsOptions { ca_file: Some(ca.clone()), insecure_skip_verify: false },
+            TlsOptions { ca_file: None, insecure_skip_verify: true },
         ] {
             cfg.tls = tls;
             let client = LokiClient::new(cfg.clone())?;
             let cancel = CancellationToken::new();
             let mut tail = client.tail("{app=\"tls\"}", start, options.clone(), cancel.clone())?;
             match tail.next().await {
-                Some(Ok(TailEvent::Connected {
-                    start_ns: 0,
-                    reconnect: false,
-                })) => {}
+                Some(Ok(TailEvent::Connected { start_ns: 0, reconnect: false })) => {}
                 other => panic!("expected Connected, got {other:?}"),
             }
             match tail.next().await {

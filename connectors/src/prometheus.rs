@@ -118,10 +118,7 @@ impl PrometheusClient {
     /// credentials, an unreadable CA file or a zero timeout.
     pub fn new(cfg: PrometheusConfig) -> Result<Self> {
         if !matches!(cfg.url.scheme(), "http" | "https") {
-            return Err(Error::Config(format!(
-                "Prometheus URL {} must use http or https",
-                display_url(&cfg.url)
-            )));
+            return Err(Error::Config(format!("Prometheus URL {} must use http or https", display_url(&cfg.url))));
         }
         let mut endpoint = cfg.url.clone();
         endpoint.set_query(None);
@@ -129,10 +126,7 @@ impl PrometheusClient {
         endpoint
             .path_segments_mut()
             .map_err(|()| {
-                Error::Config(format!(
-                    "Prometheus URL {} cannot be used as a base URL",
-                    display_url(&cfg.url)
-                ))
+                Error::Config(format!("Prometheus URL {} cannot be used as a base URL", display_url(&cfg.url)))
             })?
             .pop_if_empty()
             .extend(["api", "v1", "query_range"]);
@@ -162,14 +156,10 @@ impl PrometheusClient {
             return Err(Error::InvalidInput("PromQL query is empty".into()));
         }
         if step.is_zero() {
-            return Err(Error::InvalidInput(
-                "query step must be greater than zero".into(),
-            ));
+            return Err(Error::InvalidInput("query step must be greater than zero".into()));
         }
         if end < start {
-            return Err(Error::InvalidInput(format!(
-                "query range end {end} is before start {start}"
-            )));
+            return Err(Error::InvalidInput(format!("query range end {end} is before start {start}")));
         }
         let params = [
             ("query", query.to_string()),
@@ -178,17 +168,11 @@ impl PrometheusClient {
             ("step", format_step(step)),
         ];
         let target = self.shown_endpoint.as_str();
-        let req = self
-            .http
-            .get(self.endpoint.clone())
-            .query(&params)
-            .header(reqwest::header::ACCEPT, "application/json");
+        let req =
+            self.http.get(self.endpoint.clone()).query(&params).header(reqwest::header::ACCEPT, "application/json");
         let req = http::apply_auth(req, self.auth.as_ref());
         tracing::debug!(endpoint = target, query, "Prometheus range query");
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| http::map_reqwest_error(e, target, self.timeout))?;
+        let resp = req.send().await.map_err(|e| http::map_reqwest_error(e, target, self.timeout))?;
         let status = resp.status();
         let body = http::read_body(resp, MAX_BODY_BYTES, target, self.timeout).await?;
         parse_range_response(status.as_u16(), &body, target)
@@ -244,34 +228,19 @@ fn parse_range_response(status: u16, body: &[u8], target: &str) -> Result<RangeR
     let success = (200..300).contains(&status);
     let parsed: ApiResponse = match decode(body) {
         Ok(parsed) => parsed,
-        Err(message) if success => {
-            return Err(Error::Decode {
-                url: target.to_string(),
-                message,
-            })
-        }
+        Err(message) if success => return Err(Error::Decode { url: target.to_string(), message }),
         Err(_) => {
-            return Err(Error::Http {
-                url: target.to_string(),
-                status: Some(status),
-                message: body_snippet(body),
-            })
+            return Err(Error::Http { url: target.to_string(), status: Some(status), message: body_snippet(body) })
         }
     };
     if parsed.status == "error" {
         return Err(Error::Prometheus {
             error_type: parsed.error_type.unwrap_or_else(|| "unknown".into()),
-            message: parsed
-                .error
-                .unwrap_or_else(|| format!("no error message (HTTP {status})")),
+            message: parsed.error.unwrap_or_else(|| format!("no error message (HTTP {status})")),
         });
     }
     if !success {
-        return Err(Error::Http {
-            url: target.to_string(),
-            status: Some(status),
-            message: body_snippet(body),
-        });
+        return Err(Error::Http { url: target.to_string(), status: Some(status), message: body_snippet(body) });
     }
     if parsed.status != "success" {
         return Err(Error::Decode {
@@ -286,21 +255,13 @@ fn parse_range_response(status: u16, body: &[u8], target: &str) -> Result<RangeR
     if data.result_type != "matrix" {
         return Err(Error::Decode {
             url: target.to_string(),
-            message: format!(
-                "expected resultType \"matrix\" from a range query, got {:?}",
-                data.result_type
-            ),
+            message: format!("expected resultType \"matrix\" from a range query, got {:?}", data.result_type),
         });
     }
-    let raw: Vec<MatrixSeries> =
-        serde_path_to_error::deserialize(data.result).map_err(|e| Error::Decode {
-            url: target.to_string(),
-            message: format!(
-                "invalid matrix at data.result{}: {}",
-                path_suffix(&e.path().to_string()),
-                e.inner()
-            ),
-        })?;
+    let raw: Vec<MatrixSeries> = serde_path_to_error::deserialize(data.result).map_err(|e| Error::Decode {
+        url: target.to_string(),
+        message: format!("invalid matrix at data.result{}: {}", path_suffix(&e.path().to_string()), e.inner()),
+    })?;
     let mut series = Vec::with_capacity(raw.len());
     for (i, s) in raw.into_iter().enumerate() {
         let mut points = Vec::with_capacity(s.values.len());
@@ -312,22 +273,13 @@ fn parse_range_response(status: u16, body: &[u8], target: &str) -> Result<RangeR
             if !ts.is_finite() {
                 return Err(bad(format!("invalid timestamp {ts}")));
             }
-            let value = parse_sample_value(&value)
-                .ok_or_else(|| bad(format!("sample value {value:?} is not a number")))?;
-            points.push(Sample {
-                timestamp_ms: (ts * 1000.0).round() as i64,
-                value,
-            });
+            let value =
+                parse_sample_value(&value).ok_or_else(|| bad(format!("sample value {value:?} is not a number")))?;
+            points.push(Sample { timestamp_ms: (ts * 1000.0).round() as i64, value });
         }
-        series.push(Series {
-            labels: s.metric,
-            points,
-        });
+        series.push(Series { labels: s.metric, points });
     }
-    Ok(RangeResult {
-        series,
-        warnings: parsed.warnings,
-    })
+    Ok(RangeResult { series, warnings: parsed.warnings })
 }
 
 fn decode(body: &[u8]) -> std::result::Result<ApiResponse, String> {
@@ -372,10 +324,7 @@ mod tests {
 
     #[test]
     fn formats_times_and_steps() {
-        let t = Utc
-            .timestamp_millis_opt(1_700_000_000_500)
-            .single()
-            .expect("valid timestamp");
+        let t = Utc.timestamp_millis_opt(1_700_000_000_500).single().expect("valid timestamp");
         assert_eq!(unix_seconds(t), "1700000000.500");
         let before_epoch = Utc.timestamp_millis_opt(-1_500).single().expect("valid");
         assert_eq!(unix_seconds(before_epoch), "-2.500");
@@ -400,17 +349,8 @@ mod tests {
             {"metric":{},"values":[[1700000000,"+Inf"]]}]},"warnings":["partial"]}"#;
         let r = parse_range_response(200, body, T).expect("valid response");
         assert_eq!(r.series.len(), 2);
-        assert_eq!(
-            r.series[0].labels.get("job").map(String::as_str),
-            Some("api")
-        );
-        assert_eq!(
-            r.series[0].points[0],
-            Sample {
-                timestamp_ms: 1_700_000_000_500,
-                value: 1.23
-            }
-        );
+        assert_eq!(r.series[0].labels.get("job").map(String::as_str), Some("api"));
+        assert_eq!(r.series[0].points[0], Sample { timestamp_ms: 1_700_000_000_500, value: 1.23 });
         assert!(r.series[0].points[1].value.is_nan());
         assert_eq!(r.series[1].points[0].value, f64::INFINITY);
         assert_eq!(r.warnings, vec!["partial".to_string()]);
@@ -429,10 +369,7 @@ mod tests {
         let body = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#;
         let err = parse_range_response(400, body, T).expect_err("error status");
         match err {
-            Error::Prometheus {
-                error_type,
-                message,
-            } => {
+            Error::Prometheus { error_type, message } => {
                 assert_eq!(error_type, "bad_data");
                 assert_eq!(message, "parse error at char 4");
             }
@@ -444,9 +381,7 @@ mod tests {
     fn non_json_error_status_is_http_error() {
         let err = parse_range_response(502, b"<html>bad gateway</html>", T).expect_err("502");
         match &err {
-            Error::Http {
-                status, message, ..
-            } => {
+            Error::Http { status, message, .. } => {
                 assert_eq!(*status, Some(502));
                 assert!(message.contains("bad gateway"));
             }
@@ -457,8 +392,7 @@ mod tests {
 
     #[test]
     fn truncated_json_is_decode_error() {
-        let err = parse_range_response(200, br#"{"status":"success","data":{"resu"#, T)
-            .expect_err("truncated");
+        let err = parse_range_response(200, br#"{"status":"success","data":{"resu"#, T).expect_err("truncated");
         match &err {
             Error::Decode { url, message } => {
                 assert_eq!(url, T);
@@ -486,10 +420,7 @@ mod tests {
         };
         let client = PrometheusClient::new(cfg).expect("valid config");
         assert_eq!(client.endpoint.path(), "/prom/api/v1/query_range");
-        assert_eq!(
-            client.shown_endpoint,
-            "http://host:9090/prom/api/v1/query_range"
-        );
+        assert_eq!(client.shown_endpoint, "http://host:9090/prom/api/v1/query_range");
         assert!(!format!("{client:?}").contains("pw"));
     }
 }

@@ -36,10 +36,7 @@ pub struct SlackWebhook {
 
 impl fmt::Debug for SlackWebhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SlackWebhook")
-            .field("url", &self.shown)
-            .field("timeout", &self.timeout)
-            .finish()
+        f.debug_struct("SlackWebhook").field("url", &self.shown).field("timeout", &self.timeout).finish()
     }
 }
 
@@ -55,12 +52,7 @@ impl SlackWebhook {
             )));
         }
         let client = http::build_client(timeout, &TlsOptions::default())?;
-        Ok(Self {
-            http: client,
-            shown: format!("Slack webhook {}", http::display_origin(&parsed)),
-            url,
-            timeout,
-        })
+        Ok(Self { http: client, shown: format!("Slack webhook {}", http::display_origin(&parsed)), url, timeout })
     }
 
     /// Posts `payload` as JSON. `Ok(())` only for a 2xx answer.
@@ -80,9 +72,7 @@ impl SlackWebhook {
             .map_err(|e| http::map_reqwest_error(e, &self.shown, self.timeout))?;
         let status = resp.status();
         let retry_after = parse_retry_after(resp.headers());
-        let body = http::read_body(resp, MAX_BODY_BYTES, &self.shown, self.timeout)
-            .await
-            .unwrap_or_default();
+        let body = http::read_body(resp, MAX_BODY_BYTES, &self.shown, self.timeout).await.unwrap_or_default();
         let body = String::from_utf8_lossy(&body).trim().to_string();
         let code = status.as_u16();
         if status.is_success() {
@@ -91,19 +81,13 @@ impl SlackWebhook {
         } else if code == 429 {
             Err(Error::RateLimited { retry_after })
         } else if status.is_client_error() {
-            Err(Error::Rejected {
-                status: code,
-                body: http::truncate_chars(&body, MAX_REJECTED_BODY_CHARS),
-            })
+            Err(Error::Rejected { status: code, body: http::truncate_chars(&body, MAX_REJECTED_BODY_CHARS) })
         } else {
             Err(Error::Http {
                 url: self.shown.clone(),
                 status: Some(code),
                 message: if body.is_empty() {
-                    status
-                        .canonical_reason()
-                        .unwrap_or("unexpected status")
-                        .to_string()
+                    status.canonical_reason().unwrap_or("unexpected status").to_string()
                 } else {
                     http::truncate_chars(&body, MAX_REJECTED_BODY_CHARS)
                 },
@@ -170,11 +154,7 @@ pub fn fit_block_kit(payload: &serde_json::Value) -> serde_json::Value {
 
 fn fit_block(block: &mut serde_json::Value) {
     use serde_json::Value;
-    let kind = block
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let kind = block.get("type").and_then(Value::as_str).unwrap_or("").to_string();
     match kind.as_str() {
         "header" => fit_text_object(block.get_mut("text"), limits::HEADER_TEXT),
         "section" => {
@@ -197,9 +177,7 @@ fn fit_block(block: &mut serde_json::Value) {
                 if elements.len() > limits::CONTEXT_ELEMENTS {
                     let left_out = elements.len() - (limits::CONTEXT_ELEMENTS - 1);
                     elements.truncate(limits::CONTEXT_ELEMENTS - 1);
-                    elements.push(
-                        serde_json::json!({"type": "mrkdwn", "text": format!("… {left_out} more")}),
-                    );
+                    elements.push(serde_json::json!({"type": "mrkdwn", "text": format!("… {left_out} more")}));
                 }
                 for e in elements.iter_mut() {
                     if e.get("text").is_some() {
@@ -232,11 +210,7 @@ fn cut_text(text: &str, max: usize, escapes: bool) -> Option<String> {
         return None;
     }
     let keep = max.saturating_sub(TRUNCATION_MARKER.chars().count());
-    let end = text
-        .char_indices()
-        .nth(keep)
-        .map(|(i, _)| i)
-        .unwrap_or(text.len());
+    let end = text.char_indices().nth(keep).map(|(i, _)| i).unwrap_or(text.len());
     let mut head = &text[..end];
     if escapes {
         if let Some(amp) = head.rfind('&') {
@@ -272,14 +246,8 @@ mod tests {
 
     #[test]
     fn retry_after_seconds_and_dates() {
-        assert_eq!(
-            parse_retry_after(&headers("30")),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after(&headers("30")), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")), Some(Duration::ZERO));
         assert_eq!(parse_retry_after(&headers("soon")), None);
         assert_eq!(parse_retry_after(&HeaderMap::new()), None);
     }
@@ -291,7 +259,9 @@ mod tests {
     #[test]
     fn block_kit_limits_are_enforced_by_cutting() {
         let long = "é".repeat(5_000);
-        let fields: Vec<_> = (0..14).map(|i| serde_json::json!({"type": "mrkdwn", "text": format!("f{i} {}", "x".repeat(2_500))})).collect();
+        let fields: Vec<_> = (0..14)
+            .map(|i| serde_json::json!({"type": "mrkdwn", "text": format!("f{i} {}", "x".repeat(2_500))}))
+            .collect();
         let mut blocks = vec![
             serde_json::json!({"type": "header", "text": {"type": "plain_text", "text": long}}),
             serde_json::json!({"type": "section", "fields": fields}),
@@ -304,27 +274,18 @@ mod tests {
         let payload = serde_json::json!({"text": "t".repeat(50_000), "blocks": blocks});
         let fit = fit_block_kit(&payload);
         assert_eq!(chars(&fit["text"]), limits::TEXT);
-        assert!(fit["text"]
-            .as_str()
-            .unwrap_or("")
-            .ends_with(TRUNCATION_MARKER));
+        assert!(fit["text"].as_str().unwrap_or("").ends_with(TRUNCATION_MARKER));
         let blocks = fit["blocks"].as_array().expect("blocks");
         assert_eq!(blocks.len(), limits::BLOCKS);
         assert_eq!(chars(&blocks[0]["text"]["text"]), limits::HEADER_TEXT);
         let fields = blocks[1]["fields"].as_array().expect("fields");
         assert_eq!(fields.len(), limits::SECTION_FIELDS);
-        assert!(fields
-            .iter()
-            .all(|f| chars(&f["text"]) <= limits::FIELD_TEXT));
+        assert!(fields.iter().all(|f| chars(&f["text"]) <= limits::FIELD_TEXT));
         assert_eq!(blocks[2]["text"]["text"], "-");
         // The cut does not leave half an escape behind.
         let cut = blocks[3]["text"]["text"].as_str().expect("text");
         assert!(cut.chars().count() <= limits::SECTION_TEXT);
-        assert!(
-            cut.ends_with(&format!("a{TRUNCATION_MARKER}")),
-            "{}",
-            &cut[cut.len() - 40..]
-        );
+        assert!(cut.ends_with(&format!("a{TRUNCATION_MARKER}")), "{}", &cut[cut.len() - 40..]);
         assert!(!cut.contains('&'), "half an escape left");
         let last = blocks[limits::BLOCKS - 1].to_string();
         assert!(last.contains("15 more block(s) not shown"), "{last}");
@@ -335,17 +296,11 @@ mod tests {
 
     #[test]
     fn invalid_url_error_does_not_echo_it() {
-        let err = SlackWebhook::new(
-            Secret::new("not a url/T000/SECRET".into()),
-            Duration::from_secs(1),
-        )
-        .expect_err("invalid URL");
+        let err = SlackWebhook::new(Secret::new("not a url/T000/SECRET".into()), Duration::from_secs(1))
+            .expect_err("invalid URL");
         assert!(!err.to_string().contains("SECRET"), "{err}");
-        let err = SlackWebhook::new(
-            Secret::new("ftp://h/T000/SECRET".into()),
-            Duration::from_secs(1),
-        )
-        .expect_err("wrong scheme");
+        let err = SlackWebhook::new(Secret::new("ftp://h/T000/SECRET".into()), Duration::from_secs(1))
+            .expect_err("wrong scheme");
         assert!(!err.to_string().contains("SECRET"), "{err}");
     }
 

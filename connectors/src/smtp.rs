@@ -76,10 +76,7 @@ pub const MAX_SUBJECT_CHARS: usize = 200;
 /// `text` as one header-safe line: control characters (CR, LF, tab, ...) become spaces,
 /// runs of whitespace one space, no leading or trailing space.
 pub fn header_line(text: &str) -> String {
-    text.split(|c: char| c.is_control() || c.is_whitespace())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    text.split(|c: char| c.is_control() || c.is_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// The subject to send and, when it had to be cut, the whole (cleaned) subject.
@@ -95,10 +92,7 @@ pub fn fit_subject(subject: &str) -> (String, Option<String>) {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A cheap-to-clone SMTP sender with a connection pool.
@@ -138,19 +132,14 @@ impl SmtpSender {
             return Err(Error::Config("SMTP port must not be 0".into()));
         }
         if cfg.timeout.is_zero() {
-            return Err(Error::Config(
-                "SMTP timeout must be greater than zero".into(),
-            ));
+            return Err(Error::Config("SMTP timeout must be greater than zero".into()));
         }
         let from = parse_mailbox(&cfg.from, "sender e-mail address")?;
         if cfg.to.is_empty() {
             return Err(Error::Config("no SMTP recipients configured".into()));
         }
-        let to = cfg
-            .to
-            .iter()
-            .map(|addr| parse_mailbox(addr, "recipient e-mail address"))
-            .collect::<Result<Vec<_>>>()?;
+        let to =
+            cfg.to.iter().map(|addr| parse_mailbox(addr, "recipient e-mail address")).collect::<Result<Vec<_>>>()?;
 
         let target = format!("smtp://{}:{}", cfg.host, cfg.port);
         if matches!(cfg.tls, SmtpTls::StartTls | SmtpTls::Tls) {
@@ -160,34 +149,21 @@ impl SmtpSender {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host),
             SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.host)
                 .map_err(|e| tls_config_error(&target, &e))?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host)
-                .map_err(|e| tls_config_error(&target, &e))?,
+            SmtpTls::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host).map_err(|e| tls_config_error(&target, &e))?
+            }
         };
         let mut builder = builder.port(cfg.port).timeout(Some(cfg.timeout));
         match (cfg.username, cfg.password) {
             (Some(user), Some(password)) => {
-                builder =
-                    builder.credentials(Credentials::new(user, password.expose().to_string()));
+                builder = builder.credentials(Credentials::new(user, password.expose().to_string()));
             }
-            (Some(user), None) => {
-                return Err(Error::Config(format!(
-                    "SMTP username {user:?} is set but no password"
-                )))
-            }
-            (None, Some(_)) => {
-                return Err(Error::Config("SMTP password is set but no username".into()))
-            }
+            (Some(user), None) => return Err(Error::Config(format!("SMTP username {user:?} is set but no password"))),
+            (None, Some(_)) => return Err(Error::Config("SMTP password is set but no username".into())),
             (None, None) => {}
         }
         Ok(Self {
-            inner: Arc::new(Inner {
-                builder,
-                transport: OnceCell::new(),
-                from,
-                to,
-                target,
-                timeout: cfg.timeout,
-            }),
+            inner: Arc::new(Inner { builder, transport: OnceCell::new(), from, to, target, timeout: cfg.timeout }),
         })
     }
 
@@ -195,16 +171,9 @@ impl SmtpSender {
     pub async fn send(&self, msg: &EmailMessage) -> Result<()> {
         let email = self.build_message(msg)?;
         let inner = &self.inner;
-        let transport = inner
-            .transport
-            .get_or_init(|| async { inner.builder.clone().build() })
-            .await;
+        let transport = inner.transport.get_or_init(|| async { inner.builder.clone().build() }).await;
         tracing::debug!(target_server = %inner.target, message_id = %msg.message_id, "sending e-mail");
-        transport
-            .send(email)
-            .await
-            .map(|_| ())
-            .map_err(|e| map_smtp_error(&e, &inner.target, inner.timeout))
+        transport.send(email).await.map(|_| ()).map_err(|e| map_smtp_error(&e, &inner.target, inner.timeout))
     }
 
     fn build_message(&self, msg: &EmailMessage) -> Result<Message> {
@@ -214,17 +183,11 @@ impl SmtpSender {
             None => (msg.text.clone(), msg.html.clone()),
             Some(whole) => (
                 format!("Subject: {whole}\n\n{}", msg.text),
-                format!(
-                    "<p><b>Subject:</b> {}</p>\n{}",
-                    html_escape(&whole),
-                    msg.html
-                ),
+                format!("<p><b>Subject:</b> {}</p>\n{}", html_escape(&whole), msg.html),
             ),
         };
-        let mut builder = Message::builder()
-            .from(self.inner.from.clone())
-            .subject(subject)
-            .message_id(Some(message_id));
+        let mut builder =
+            Message::builder().from(self.inner.from.clone()).subject(subject).message_id(Some(message_id));
         for to in &self.inner.to {
             builder = builder.to(to.clone());
         }
@@ -241,38 +204,26 @@ pub fn validate_mailbox(addr: &str) -> Result<()> {
 }
 
 fn parse_mailbox(addr: &str, what: &str) -> Result<Mailbox> {
-    addr.trim()
-        .parse::<Mailbox>()
-        .map_err(|e| Error::Config(format!("invalid {what} {addr:?}: {e}")))
+    addr.trim().parse::<Mailbox>().map_err(|e| Error::Config(format!("invalid {what} {addr:?}: {e}")))
 }
 
 fn normalize_message_id(id: &str) -> Result<String> {
     let id = id.trim();
     let bare = id.trim_start_matches('<').trim_end_matches('>');
-    if bare.is_empty()
-        || bare
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-    {
+    if bare.is_empty() || bare.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>') {
         return Err(Error::InvalidInput(format!("invalid Message-ID {id:?}")));
     }
     Ok(format!("<{bare}>"))
 }
 
 fn tls_config_error(target: &str, err: &lettre::transport::smtp::Error) -> Error {
-    Error::Config(format!(
-        "cannot set up TLS for {target}: {}",
-        error_chain(err)
-    ))
+    Error::Config(format!("cannot set up TLS for {target}: {}", error_chain(err)))
 }
 
 fn map_smtp_error(err: &lettre::transport::smtp::Error, target: &str, timeout: Duration) -> Error {
     let message = error_chain(err);
     if err.is_timeout() {
-        return Error::Timeout {
-            url: target.to_string(),
-            after: Some(timeout),
-        };
+        return Error::Timeout { url: target.to_string(), after: Some(timeout) };
     }
     if err.is_transient() || err.is_permanent() {
         return Error::Smtp {
@@ -282,29 +233,19 @@ fn map_smtp_error(err: &lettre::transport::smtp::Error, target: &str, timeout: D
         };
     }
     if err.is_client() || err.is_response() {
-        return Error::Smtp {
-            code: None,
-            transient: false,
-            message: format!("{target}: {message}"),
-        };
+        return Error::Smtp { code: None, transient: false, message: format!("{target}: {message}") };
     }
     // Connection, network and TLS failures: the server may be reachable later.
     let mut source: Option<&(dyn StdError + 'static)> = err.source();
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return Error::Timeout {
-                    url: target.to_string(),
-                    after: Some(timeout),
-                };
+                return Error::Timeout { url: target.to_string(), after: Some(timeout) };
             }
         }
         source = e.source();
     }
-    Error::Connect {
-        url: target.to_string(),
-        message,
-    }
+    Error::Connect { url: target.to_string(), message }
 }
 
 #[cfg(test)]
@@ -354,9 +295,7 @@ mod tests {
         assert!(validate_mailbox("oncall@example.com").is_ok());
         let err = validate_mailbox("oncall.example.com").expect_err("no @");
         assert!(
-            err.to_string().starts_with(
-                "invalid configuration: invalid e-mail address \"oncall.example.com\""
-            ),
+            err.to_string().starts_with("invalid configuration: invalid e-mail address \"oncall.example.com\""),
             "{err}"
         );
     }
@@ -384,14 +323,8 @@ mod tests {
 
     #[test]
     fn message_ids_are_normalized() {
-        assert_eq!(
-            normalize_message_id("<outbox-42@warden>").expect("valid"),
-            "<outbox-42@warden>"
-        );
-        assert_eq!(
-            normalize_message_id("outbox-42@warden").expect("valid"),
-            "<outbox-42@warden>"
-        );
+        assert_eq!(normalize_message_id("<outbox-42@warden>").expect("valid"), "<outbox-42@warden>");
+        assert_eq!(normalize_message_id("outbox-42@warden").expect("valid"), "<outbox-42@warden>");
         assert!(normalize_message_id("").is_err());
         assert!(normalize_message_id("a b@c").is_err());
         assert!(normalize_message_id("a\r\nBcc: x@y").is_err());
@@ -399,10 +332,7 @@ mod tests {
 
     /// The longest line of a formatted message, in octets, without CRLF.
     fn longest_line(raw: &[u8]) -> usize {
-        raw.split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len())
-            .max()
-            .unwrap_or(0)
+        raw.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l).len()).max().unwrap_or(0)
     }
 
     #[test]

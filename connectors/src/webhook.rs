@@ -65,16 +65,9 @@ impl WebhookClient {
             if e.is_builder() {
                 Error::InvalidInput(message)
             } else if e.is_connect() {
-                Error::Connect {
-                    url: url.to_string(),
-                    message,
-                }
+                Error::Connect { url: url.to_string(), message }
             } else {
-                Error::Http {
-                    url: url.to_string(),
-                    status: e.status().map(|s| s.as_u16()),
-                    message,
-                }
+                Error::Http { url: url.to_string(), status: e.status().map(|s| s.as_u16()), message }
             }
         })?;
         let status = resp.status().as_u16();
@@ -95,17 +88,11 @@ mod tests {
 
     #[test]
     fn only_unsent_failures_are_known_unsent() {
-        let connect = Error::Connect {
-            url: "http://127.0.0.1:1/hook".into(),
-            message: "refused".into(),
-        };
+        let connect = Error::Connect { url: "http://127.0.0.1:1/hook".into(), message: "refused".into() };
         assert!(!may_have_been_sent(&connect));
         assert!(!may_have_been_sent(&Error::InvalidInput("method".into())));
-        let lost = Error::Http {
-            url: "http://127.0.0.1:1/hook".into(),
-            status: None,
-            message: "connection reset".into(),
-        };
+        let lost =
+            Error::Http { url: "http://127.0.0.1:1/hook".into(), status: None, message: "connection reset".into() };
         assert!(may_have_been_sent(&lost));
     }
 
@@ -113,13 +100,7 @@ mod tests {
     async fn a_bad_method_is_never_sent() {
         let client = WebhookClient::new().expect("client");
         let err = client
-            .call(
-                "NOT A METHOD",
-                "http://127.0.0.1:1/hook",
-                &BTreeMap::new(),
-                None,
-                Duration::from_secs(1),
-            )
+            .call("NOT A METHOD", "http://127.0.0.1:1/hook", &BTreeMap::new(), None, Duration::from_secs(1))
             .await
             .expect_err("invalid method");
         assert!(matches!(err, Error::InvalidInput(_)), "{err}");

@@ -172,19 +172,13 @@ impl AdaptiveParams {
         common::between("season_buckets", self.season_buckets, 1, MAX_SEASON_BUCKETS)?;
         common::at_least("bucket_ms", self.bucket_ms, 1)?;
         if !(self.season_alpha > 0.0 && self.season_alpha <= 1.0) {
-            return Err(invalid(
-                "season_alpha",
-                format!("must be in (0, 1], got {}", self.season_alpha),
-            ));
+            return Err(invalid("season_alpha", format!("must be in (0, 1], got {}", self.season_alpha)));
         }
         common::non_negative("breakout_weight", self.breakout_weight)?;
         common::non_negative("min_relative_scale", self.min_relative_scale)?;
         common::at_most("refractory", self.refractory, MAX_WINDOW)?;
         if !(0.0..=1.0).contains(&self.refractory_factor) {
-            return Err(invalid(
-                "refractory_factor",
-                format!("must be in [0, 1], got {}", self.refractory_factor),
-            ));
+            return Err(invalid("refractory_factor", format!("must be in [0, 1], got {}", self.refractory_factor)));
         }
         Ok(())
     }
@@ -279,9 +273,7 @@ impl AdaptiveDetector {
         // bucket_ms >= 1 and season_buckets <= MAX_SEASON_BUCKETS (validated), so both
         // conversions are exact and the index is below season_buckets.
         let n = i64::try_from(self.params.season_buckets).unwrap_or(1);
-        let index = timestamp_ms
-            .div_euclid(self.params.bucket_ms)
-            .rem_euclid(n.max(1));
+        let index = timestamp_ms.div_euclid(self.params.bucket_ms).rem_euclid(n.max(1));
         usize::try_from(index).unwrap_or(0)
     }
 
@@ -290,12 +282,8 @@ impl AdaptiveDetector {
         if self.history.len() < MIN_BASELINE.min(self.params.window) {
             return None;
         }
-        let (lo, hi) = self
-            .history
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
+        let (lo, hi) =
+            self.history.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         let range = clamp_finite_or_zero(hi - lo);
         self.scratch.clear();
         self.scratch.extend(self.history.iter().copied());
@@ -316,14 +304,7 @@ impl AdaptiveDetector {
         let k = self.params.short_window.min(self.history.len() + 1).max(1);
         let kf = k as f64;
         // Dividing first keeps the sum finite for values near ±f64::MAX.
-        let sum: f64 = self
-            .history
-            .iter()
-            .rev()
-            .take(k - 1)
-            .map(|v| v / kf)
-            .sum::<f64>()
-            + x / kf;
+        let sum: f64 = self.history.iter().rev().take(k - 1).map(|v| v / kf).sum::<f64>() + x / kf;
         clamp_finite_or_zero(sum)
     }
 
@@ -340,19 +321,13 @@ impl AdaptiveDetector {
         let alpha = self.params.season_alpha;
         if let Some(slot) = self.buckets.get_mut(bucket) {
             *slot = Some(match *slot {
-                None => Bucket {
-                    mean: x,
-                    variance: 0.0,
-                },
+                None => Bucket { mean: x, variance: 0.0 },
                 Some(b) => {
                     let d = clamp_finite_or_zero(x - b.mean);
                     Bucket {
                         mean: clamp_finite_or_zero(b.mean + alpha * d),
                         variance: clamp_finite_or_zero(
-                            (1.0 - alpha)
-                                * clamp_finite_or_zero(
-                                    b.variance + alpha * clamp_finite_or_zero(d * d),
-                                ),
+                            (1.0 - alpha) * clamp_finite_or_zero(b.variance + alpha * clamp_finite_or_zero(d * d)),
                         ),
                     }
                 }
@@ -370,11 +345,8 @@ impl AdaptiveDetector {
     }
 
     fn no_data(&self, timestamp_ms: i64, value: f64) -> Detection {
-        let explanation = Explanation {
-            consecutive: self.consecutive,
-            history: self.history.len(),
-            ..Explanation::default()
-        };
+        let explanation =
+            Explanation { consecutive: self.consecutive, history: self.history.len(), ..Explanation::default() };
         common::no_data::<&str>(timestamp_ms, value, &[], Some("ignored"), explanation)
     }
 }
@@ -402,14 +374,10 @@ impl Detector for AdaptiveDetector {
             let level_record = self.level_record.max.max(floor);
             let r_level = self.level_record.ratio_and_update(level, floor, self.decay);
             let season = match self.buckets.get(bucket).copied().flatten() {
-                Some(s) => {
-                    clamp_finite_or_zero((x - s.mean).abs() / s.variance.sqrt().max(b.scale))
-                }
+                Some(s) => clamp_finite_or_zero((x - s.mean).abs() / s.variance.sqrt().max(b.scale)),
                 None => 0.0,
             };
-            let r_season = self
-                .season_record
-                .ratio_and_update(season, floor, self.decay);
+            let r_season = self.season_record.ratio_and_update(season, floor, self.decay);
             let breakout = self.breakout(x);
             raw = r_level;
             if r_season > raw {
@@ -422,11 +390,7 @@ impl Detector for AdaptiveDetector {
             }
             // Range of the short mean that keeps the level component below the threshold.
             let half = clamp_finite_or_zero(self.params.threshold * level_record * b.scale);
-            band = Some((
-                clamp_finite_or_zero(b.median - half),
-                b.median,
-                clamp_finite_or_zero(b.median + half),
-            ));
+            band = Some((clamp_finite_or_zero(b.median - half), b.median, clamp_finite_or_zero(b.median + half)));
         }
 
         let warming = baseline.is_none() || self.seen < self.params.warmup;
@@ -453,19 +417,11 @@ impl Detector for AdaptiveDetector {
             (
                 DetectionState::WarmingUp,
                 0.0,
-                Some(format!(
-                    "warming up: {} of {} points",
-                    self.seen.saturating_add(1),
-                    self.params.warmup
-                )),
+                Some(format!("warming up: {} of {} points", self.seen.saturating_add(1), self.params.warmup)),
             )
         } else {
             let anomalous = s >= threshold;
-            self.consecutive = if anomalous {
-                self.consecutive.saturating_add(1)
-            } else {
-                0
-            };
+            self.consecutive = if anomalous { self.consecutive.saturating_add(1) } else { 0 };
             let note = anomalous.then(|| {
                 match component {
                     Component::Level => "recent mean beyond the largest level deviation seen",
@@ -474,11 +430,7 @@ impl Detector for AdaptiveDetector {
                 }
                 .to_string()
             });
-            let state = if anomalous {
-                DetectionState::Anomalous
-            } else {
-                DetectionState::Normal
-            };
+            let state = if anomalous { DetectionState::Anomalous } else { DetectionState::Normal };
             (state, common::score(s, threshold), note)
         };
 
@@ -561,19 +513,12 @@ mod tests {
     }
 
     fn small() -> AdaptiveParams {
-        AdaptiveParams {
-            window: 60,
-            warmup: 30,
-            refractory: 10,
-            ..AdaptiveParams::default()
-        }
+        AdaptiveParams { window: 60, warmup: 30, refractory: 10, ..AdaptiveParams::default() }
     }
 
     fn noisy(seed: u64, n: usize, level: f64, noise: f64) -> Vec<(i64, f64)> {
         let mut rng = XorShift64::new(seed);
-        (0..n)
-            .map(|i| (timestamp_at(i), level + rng.uniform(-noise, noise)))
-            .collect()
+        (0..n).map(|i| (timestamp_at(i), level + rng.uniform(-noise, noise))).collect()
     }
 
     fn run(params: AdaptiveParams, points: &[(i64, f64)]) -> Vec<Detection> {
@@ -588,10 +533,7 @@ mod tests {
                 let result = harness::check_invariants(&make(params.clone()), points);
                 assert_eq!(result, Ok(()), "edge case series {k}");
             }
-            assert_eq!(
-                harness::check_constant_series(&make(params.clone())),
-                Ok(())
-            );
+            assert_eq!(harness::check_constant_series(&make(params.clone())), Ok(()));
             let noise = noisy(7, 1200, 50.0, 2.0);
             assert_eq!(harness::check_invariants(&make(params), &noise), Ok(()));
         }
@@ -599,26 +541,16 @@ mod tests {
 
     #[test]
     fn detects_a_step_quickly() {
-        assert_eq!(
-            harness::check_detects_step(&make(AdaptiveParams::default()), 3),
-            Ok(())
-        );
+        assert_eq!(harness::check_detects_step(&make(AdaptiveParams::default()), 3), Ok(()));
     }
 
     #[test]
     fn warms_up_for_the_configured_number_of_points() {
         let points = noisy(1, 300, 10.0, 1.0);
         let out = run(AdaptiveParams::default(), &points);
-        assert!(out[..250]
-            .iter()
-            .all(|d| d.state == DetectionState::WarmingUp && d.score == 0.0));
-        assert!(out[250..]
-            .iter()
-            .all(|d| d.state != DetectionState::WarmingUp));
-        assert_eq!(
-            out[0].explanation.note.as_deref(),
-            Some("warming up: 1 of 250 points")
-        );
+        assert!(out[..250].iter().all(|d| d.state == DetectionState::WarmingUp && d.score == 0.0));
+        assert!(out[250..].iter().all(|d| d.state != DetectionState::WarmingUp));
+        assert_eq!(out[0].explanation.note.as_deref(), Some("warming up: 1 of 250 points"));
     }
 
     #[test]
@@ -629,16 +561,10 @@ mod tests {
             p.1 += 30.0;
         }
         let out = run(AdaptiveParams::default(), &points);
-        assert!(
-            out[..400].iter().all(|d| !d.is_anomaly()),
-            "no false positive before the jump"
-        );
+        assert!(out[..400].iter().all(|d| !d.is_anomaly()), "no false positive before the jump");
         assert!(out[400].is_anomaly(), "{:?}", out[400]);
         assert!(out[400].score > 0.5);
-        assert_eq!(
-            out[400].explanation.note.as_deref(),
-            Some("value beyond the all-time range")
-        );
+        assert_eq!(out[400].explanation.note.as_deref(), Some("value beyond the all-time range"));
         assert_eq!(out[400].deviation, Deviation::Above);
         // The following points of the same change are damped below the onset's score.
         let later = out[401..500].iter().filter(|d| d.is_anomaly()).count();
@@ -652,22 +578,14 @@ mod tests {
         for p in &mut points[400..] {
             p.1 += 30.0;
         }
-        let params = AdaptiveParams {
-            refractory: 0,
-            ..AdaptiveParams::default()
-        };
+        let params = AdaptiveParams { refractory: 0, ..AdaptiveParams::default() };
         let undamped = run(params, &points);
         let damped = run(AdaptiveParams::default(), &points);
         let count = |out: &[Detection]| out[400..420].iter().filter(|d| d.is_anomaly()).count();
         // Without damping every point that sets a new record while the short mean climbs is
         // flagged again.
         assert!(count(&undamped) >= 5, "{}", count(&undamped));
-        assert!(
-            count(&damped) < count(&undamped),
-            "{} vs {}",
-            count(&damped),
-            count(&undamped)
-        );
+        assert!(count(&damped) < count(&undamped), "{} vs {}", count(&damped), count(&undamped));
     }
 
     #[test]
@@ -686,14 +604,8 @@ mod tests {
         points[night].1 = 50.0;
         let out = run(AdaptiveParams::default(), &points);
         assert!(out[night].is_anomaly(), "{:?}", out[night]);
-        assert_eq!(
-            out[night].explanation.note.as_deref(),
-            Some("value unusual for this time of day beyond any seen")
-        );
-        let false_positives = out[24 * 20..night]
-            .iter()
-            .filter(|d| d.is_anomaly())
-            .count();
+        assert_eq!(out[night].explanation.note.as_deref(), Some("value unusual for this time of day beyond any seen"));
+        let false_positives = out[24 * 20..night].iter().filter(|d| d.is_anomaly()).count();
         assert_eq!(false_positives, 0);
     }
 
@@ -737,112 +649,21 @@ mod tests {
     #[test]
     fn validation_names_the_parameter() {
         let cases: Vec<(&str, AdaptiveParams)> = vec![
-            (
-                "window",
-                AdaptiveParams {
-                    window: 2,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "window",
-                AdaptiveParams {
-                    window: MAX_WINDOW + 1,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "short_window",
-                AdaptiveParams {
-                    short_window: 0,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "short_window",
-                AdaptiveParams {
-                    window: 10,
-                    short_window: 11,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "warmup",
-                AdaptiveParams {
-                    warmup: 0,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "record_halflife",
-                AdaptiveParams {
-                    record_halflife: 0.0,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "record_floor",
-                AdaptiveParams {
-                    record_floor: f64::NAN,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "threshold",
-                AdaptiveParams {
-                    threshold: -1.0,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "season_buckets",
-                AdaptiveParams {
-                    season_buckets: 0,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "bucket_ms",
-                AdaptiveParams {
-                    bucket_ms: 0,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "season_alpha",
-                AdaptiveParams {
-                    season_alpha: 0.0,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "breakout_weight",
-                AdaptiveParams {
-                    breakout_weight: f64::INFINITY,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "min_relative_scale",
-                AdaptiveParams {
-                    min_relative_scale: -0.1,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "refractory",
-                AdaptiveParams {
-                    refractory: MAX_WINDOW + 1,
-                    ..AdaptiveParams::default()
-                },
-            ),
-            (
-                "refractory_factor",
-                AdaptiveParams {
-                    refractory_factor: 1.5,
-                    ..AdaptiveParams::default()
-                },
-            ),
+            ("window", AdaptiveParams { window: 2, ..AdaptiveParams::default() }),
+            ("window", AdaptiveParams { window: MAX_WINDOW + 1, ..AdaptiveParams::default() }),
+            ("short_window", AdaptiveParams { short_window: 0, ..AdaptiveParams::default() }),
+            ("short_window", AdaptiveParams { window: 10, short_window: 11, ..AdaptiveParams::default() }),
+            ("warmup", AdaptiveParams { warmup: 0, ..AdaptiveParams::default() }),
+            ("record_halflife", AdaptiveParams { record_halflife: 0.0, ..AdaptiveParams::default() }),
+            ("record_floor", AdaptiveParams { record_floor: f64::NAN, ..AdaptiveParams::default() }),
+            ("threshold", AdaptiveParams { threshold: -1.0, ..AdaptiveParams::default() }),
+            ("season_buckets", AdaptiveParams { season_buckets: 0, ..AdaptiveParams::default() }),
+            ("bucket_ms", AdaptiveParams { bucket_ms: 0, ..AdaptiveParams::default() }),
+            ("season_alpha", AdaptiveParams { season_alpha: 0.0, ..AdaptiveParams::default() }),
+            ("breakout_weight", AdaptiveParams { breakout_weight: f64::INFINITY, ..AdaptiveParams::default() }),
+            ("min_relative_scale", AdaptiveParams { min_relative_scale: -0.1, ..AdaptiveParams::default() }),
+            ("refractory", AdaptiveParams { refractory: MAX_WINDOW + 1, ..AdaptiveParams::default() }),
+            ("refractory_factor", AdaptiveParams { refractory_factor: 1.5, ..AdaptiveParams::default() }),
         ];
         for (name, params) in cases {
             match AdaptiveDetector::new(params) {
@@ -855,8 +676,7 @@ mod tests {
 
     #[test]
     fn params_deserialise_with_defaults_and_reject_unknown_fields() {
-        let p: AdaptiveParams =
-            serde_json::from_str(r#"{"window": 100}"#).unwrap_or_else(|e| panic!("{e}"));
+        let p: AdaptiveParams = serde_json::from_str(r#"{"window": 100}"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.window, 100);
         assert_eq!(p.short_window, AdaptiveParams::default().short_window);
         let e = serde_json::from_str::<AdaptiveParams>(r#"{"windw": 100}"#);

@@ -124,8 +124,8 @@ impl Auto {
     /// Build a detector; fails if `params` do not validate.
     pub fn new(params: AutoParams) -> Result<Self> {
         params.validate()?;
-        let saliency = (params.sr_weight > 0.0)
-            .then(|| Saliency::new(params.sr_window, 5, 3, 40.min(params.sr_window)));
+        let saliency =
+            (params.sr_weight > 0.0).then(|| Saliency::new(params.sr_window, 5, 3, 40.min(params.sr_window)));
         Ok(Self {
             window: SortedWindow::new(params.window),
             sr_history: VecDeque::with_capacity(params.sr_window),
@@ -149,10 +149,7 @@ impl Auto {
         let median = sorted_median(sorted)?;
         let mad = sorted_mad(sorted, median)?;
         let mean_ad = sorted.iter().map(|v| (v - median).abs()).sum::<f64>() / sorted.len() as f64;
-        let scale = (1.4826 * mad)
-            .max(1.2533 * mean_ad)
-            .max(self.params.min_relative_scale * median.abs())
-            .max(1e-12);
+        let scale = (1.4826 * mad).max(1.2533 * mean_ad).max(self.params.min_relative_scale * median.abs()).max(1e-12);
         let z = clamp_finite((value - median) / scale);
         Some((median, clamp_finite(scale), z))
     }
@@ -171,19 +168,12 @@ impl Detector for Auto {
         let mut notes: Vec<&str> = Vec::new();
         self.timestamps.check(timestamp_ms, &mut notes);
         if !value.is_finite() {
-            let explanation = Explanation {
-                history: self.window.len(),
-                ..Explanation::default()
-            };
+            let explanation = Explanation { history: self.window.len(), ..Explanation::default() };
             return common::no_data(timestamp_ms, value, &notes, None, explanation);
         }
         let value_c = value.clamp(-1e150, 1e150);
         let history = self.window.len();
-        let robust = if history >= self.params.window {
-            self.robust(value_c)
-        } else {
-            None
-        };
+        let robust = if history >= self.params.window { self.robust(value_c) } else { None };
         if self.saliency.is_some() {
             if self.sr_history.len() == self.params.sr_window {
                 self.sr_history.pop_front();
@@ -191,9 +181,7 @@ impl Detector for Auto {
             self.sr_history.push_back(value_c);
         }
         let sr = match self.saliency.as_mut() {
-            Some(s) if self.sr_history.len() == self.params.sr_window => {
-                Some(s.score(&self.sr_history))
-            }
+            Some(s) if self.sr_history.len() == self.params.sr_window => Some(s.score(&self.sr_history)),
             Some(_) => None,
             None => Some(0.0),
         };
@@ -204,11 +192,7 @@ impl Detector for Auto {
                 timestamp_ms,
                 value,
                 DetectionState::WarmingUp,
-                Explanation {
-                    history,
-                    note: join_notes(&notes),
-                    ..Explanation::default()
-                },
+                Explanation { history, note: join_notes(&notes), ..Explanation::default() },
             );
         };
         let z_dir = in_direction(self.params.direction, z);
@@ -233,14 +217,10 @@ impl Detector for Auto {
         }
         let threshold = self.spot.threshold().max(self.params.min_score);
         let hold_level = self.spot.peak_threshold().max(self.params.min_score);
-        let anomalous = (verdict == Verdict::Alarm && s > threshold)
-            || (self.params.hold && self.in_alarm && s > hold_level);
+        let anomalous =
+            (verdict == Verdict::Alarm && s > threshold) || (self.params.hold && self.in_alarm && s > hold_level);
         self.in_alarm = anomalous;
-        self.consecutive = if anomalous {
-            self.consecutive.saturating_add(1)
-        } else {
-            0
-        };
+        self.consecutive = if anomalous { self.consecutive.saturating_add(1) } else { 0 };
         let band = clamp_finite(threshold * scale);
         Detection {
             timestamp_ms,
@@ -250,11 +230,7 @@ impl Detector for Auto {
             lower: Some(clamp_finite(median - band)),
             upper: Some(clamp_finite(median + band)),
             deviation: Deviation::of(value, Some(median)),
-            state: if anomalous {
-                DetectionState::Anomalous
-            } else {
-                DetectionState::Normal
-            },
+            state: if anomalous { DetectionState::Anomalous } else { DetectionState::Normal },
             explanation: Explanation {
                 baseline: Some(median),
                 scale: Some(scale),
@@ -323,8 +299,7 @@ mod tests {
             let mut flagged = 0;
             for i in 0..20_000 {
                 // Heavy-ish tail: a sum of uniforms with occasional larger wiggles.
-                let x = (rng.uniform(-1.0, 1.0) + rng.uniform(-1.0, 1.0) * rng.uniform(0.0, 2.0))
-                    * scale;
+                let x = (rng.uniform(-1.0, 1.0) + rng.uniform(-1.0, 1.0) * rng.uniform(0.0, 2.0)) * scale;
                 if d.update(i, x).is_anomaly() {
                     flagged += 1;
                 }

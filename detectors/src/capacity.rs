@@ -147,53 +147,28 @@ impl CapacityParams {
         match self.limit {
             Some(l) if l.is_finite() => {}
             Some(l) => return Err(invalid("limit", format!("must be finite, got {l}"))),
-            None => {
-                return Err(invalid(
-                    "limit",
-                    "is required (the value not to be crossed)".into(),
-                ))
-            }
+            None => return Err(invalid("limit", "is required (the value not to be crossed)".into())),
         }
         if self.direction == Direction::Both {
-            return Err(invalid(
-                "direction",
-                "must be `up` or `down`, got `both`".into(),
-            ));
+            return Err(invalid("direction", "must be `up` or `down`, got `both`".into()));
         }
         common::at_most("horizon_points", self.horizon_points, MAX_HORIZON)?;
-        if self.horizon_points == 0
-            && !(self.horizon_seconds.is_finite() && self.horizon_seconds > 0.0)
-        {
+        if self.horizon_points == 0 && !(self.horizon_seconds.is_finite() && self.horizon_seconds > 0.0) {
             return Err(invalid(
                 "horizon_seconds",
-                format!(
-                    "must be finite and greater than 0 when horizon_points is 0, got {}",
-                    self.horizon_seconds
-                ),
+                format!("must be finite and greater than 0 when horizon_points is 0, got {}", self.horizon_seconds),
             ));
         }
         common::strictly_between("level", self.level, 0.0, 1.0)?;
         common::between("window", self.window, MIN_HISTORY, MAX_WINDOW)?;
-        common::between_param(
-            "min_history",
-            self.min_history,
-            MIN_HISTORY,
-            "window",
-            self.window,
-        )?;
+        common::between_param("min_history", self.min_history, MIN_HISTORY, "window", self.window)?;
         common::between_param("refit_every", self.refit_every, 1, "window", self.window)?;
         common::at_least("min_consecutive", self.min_consecutive, 1)?;
         self.forecast_config(None).validate()
     }
 
     fn forecast_config(&self, step_ms: Option<i64>) -> ForecastConfig {
-        ForecastConfig::for_detector(
-            self.method,
-            &self.periods,
-            &self.candidate_periods,
-            self.log,
-            step_ms,
-        )
+        ForecastConfig::for_detector(self.method, &self.periods, &self.candidate_periods, self.log, step_ms)
     }
 
     /// The horizon in points for a median sampling interval `step_ms`, and whether it was
@@ -308,9 +283,8 @@ impl Capacity {
             let history: Vec<f64> = self.history.iter().copied().collect();
             let config = self.params.forecast_config(self.spacing.median_ms());
             let steps = horizon.saturating_add(self.params.refit_every);
-            let (fitted, f) =
-                forecast::forecast_with_fallback(&history, &config, steps, self.params.level)
-                    .map_err(|e| format!("no forecast: {e}"))?;
+            let (fitted, f) = forecast::forecast_with_fallback(&history, &config, steps, self.params.level)
+                .map_err(|e| format!("no forecast: {e}"))?;
             self.plan = Some(Plan {
                 summary: fitted.summary(),
                 point: f.point,
@@ -380,39 +354,25 @@ impl Detector for Capacity {
                 timestamp_ms,
                 value,
                 state,
-                Explanation {
-                    consecutive,
-                    history,
-                    note: Some(note),
-                    ..Explanation::default()
-                },
+                Explanation { consecutive, history, note: Some(note), ..Explanation::default() },
             )
         };
 
         if !value.is_finite() {
-            let explanation = Explanation {
-                consecutive: self.consecutive,
-                history,
-                ..Explanation::default()
-            };
+            let explanation = Explanation { consecutive: self.consecutive, history, ..Explanation::default() };
             return common::no_data(timestamp_ms, value, &notes, Some("ignored"), explanation);
         }
         self.push(value);
         if history + 1 < self.params.min_history {
             self.consecutive = 0;
-            notes.push(format!(
-                "warming up: {} of {} points of history",
-                history + 1,
-                self.params.min_history
-            ));
+            notes.push(format!("warming up: {} of {} points of history", history + 1, self.params.min_history));
             return unjudged(DetectionState::WarmingUp, 0, notes.join("; "));
         }
         let step_ms = self.spacing.median_ms();
         let Some((horizon, capped)) = self.params.horizon(step_ms) else {
             self.consecutive = 0;
             notes.push(
-                "warming up: the sampling interval is unknown, so horizon_seconds cannot be converted to points"
-                    .into(),
+                "warming up: the sampling interval is unknown, so horizon_seconds cannot be converted to points".into(),
             );
             return unjudged(DetectionState::WarmingUp, 0, notes.join("; "));
         };
@@ -430,16 +390,10 @@ impl Detector for Capacity {
 
         // Steps k+1 ..= k+H after the fit are 1 ..= H points from now.
         let start = plan.offset;
-        let ahead = |series: &Vec<f64>| -> Vec<f64> {
-            series.iter().skip(start).take(horizon).copied().collect()
-        };
+        let ahead = |series: &Vec<f64>| -> Vec<f64> { series.iter().skip(start).take(horizon).copied().collect() };
         let (point, lower, upper) = (ahead(&plan.point), ahead(&plan.lower), ahead(&plan.upper));
         let up = self.params.direction != Direction::Down;
-        let (near, far) = if up {
-            (&upper, &lower)
-        } else {
-            (&lower, &upper)
-        };
+        let (near, far) = if up { (&upper, &lower) } else { (&lower, &upper) };
         let first = |series: &Vec<f64>| -> Option<usize> {
             if self.crosses(value) {
                 return Some(0);
@@ -482,11 +436,7 @@ impl Detector for Capacity {
                     .iter()
                     .map(|&v| clamp_finite_or_zero(if up { v - value } else { value - v }))
                     .fold(0.0, f64::max);
-                let r = if headroom > 0.0 {
-                    (used / headroom).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
+                let r = if headroom > 0.0 { (used / headroom).clamp(0.0, 1.0) } else { 0.0 };
                 let s = 0.5 * r;
                 if s.is_finite() {
                     s.min(0.499_999)
@@ -496,11 +446,7 @@ impl Detector for Capacity {
             }
         };
         let deviates = trigger_points.is_some();
-        self.consecutive = if deviates {
-            self.consecutive.saturating_add(1)
-        } else {
-            0
-        };
+        self.consecutive = if deviates { self.consecutive.saturating_add(1) } else { 0 };
         let state = if deviates && self.consecutive >= self.params.min_consecutive {
             DetectionState::Anomalous
         } else {
@@ -518,23 +464,14 @@ impl Detector for Capacity {
             describe(latest_points, step_ms, crossing.latest_ms),
         ));
         if expected_points == Some(0) {
-            notes.push(format!(
-                "the current value is already at or {word} the limit"
-            ));
+            notes.push(format!("the current value is already at or {word} the limit"));
         }
-        notes.push(format!(
-            "{}; {} of {} steps after the fit",
-            plan.summary, plan.offset, self.params.refit_every
-        ));
+        notes.push(format!("{}; {} of {} steps after the fit", plan.summary, plan.offset, self.params.refit_every));
         self.last_crossing = Some(crossing);
         Detection {
             timestamp_ms,
             value,
-            score: if score.is_finite() {
-                score.clamp(0.0, 1.0)
-            } else {
-                0.0
-            },
+            score: if score.is_finite() { score.clamp(0.0, 1.0) } else { 0.0 },
             expected: Some(end_point),
             lower: Some(end_lower),
             upper: Some(end_upper),
@@ -544,11 +481,7 @@ impl Detector for Capacity {
             state,
             explanation: Explanation {
                 baseline: Some(end_point),
-                scale: Some(clamp_finite_or_zero(if up {
-                    end_upper - end_point
-                } else {
-                    end_point - end_lower
-                })),
+                scale: Some(clamp_finite_or_zero(if up { end_upper - end_point } else { end_point - end_lower })),
                 z_score: None,
                 threshold: None,
                 consecutive: self.consecutive,
@@ -579,9 +512,7 @@ impl Detector for Capacity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::{
-        check_constant_series, check_invariants, edge_case_series, run_series, XorShift64,
-    };
+    use crate::harness::{check_constant_series, check_invariants, edge_case_series, run_series, XorShift64};
 
     const MINUTE: i64 = 60_000;
 
@@ -597,9 +528,7 @@ mod tests {
     }
 
     fn make(params: CapacityParams) -> impl Fn() -> Box<dyn Detector> {
-        move || -> Box<dyn Detector> {
-            Box::new(Capacity::new(params.clone()).expect("valid params"))
-        }
+        move || -> Box<dyn Detector> { Box::new(Capacity::new(params.clone()).expect("valid params")) }
     }
 
     /// `start + slope · i` plus uniform noise of ±`noise`, one point a minute.
@@ -623,77 +552,25 @@ mod tests {
         ];
         let d = crate::registry::build("capacity", &params).expect("builds");
         assert_eq!((d.name(), d.max_retained_points()), ("capacity", 300));
-        let e = crate::registry::build("capacity", &[])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = crate::registry::build("capacity", &[]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("limit"), "{e}");
     }
 
     #[test]
     fn limit_is_required_and_bad_params_are_named() {
-        let e = Capacity::new(CapacityParams::default())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = Capacity::new(CapacityParams::default()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("`limit`"), "{e}");
         let cases: [(&str, CapacityParams); 7] = [
-            (
-                "limit",
-                CapacityParams {
-                    limit: Some(f64::INFINITY),
-                    ..small(1.0)
-                },
-            ),
-            (
-                "direction",
-                CapacityParams {
-                    direction: Direction::Both,
-                    ..small(1.0)
-                },
-            ),
-            (
-                "horizon_seconds",
-                CapacityParams {
-                    horizon_points: 0,
-                    horizon_seconds: -1.0,
-                    ..small(1.0)
-                },
-            ),
-            (
-                "horizon_points",
-                CapacityParams {
-                    horizon_points: MAX_HORIZON + 1,
-                    ..small(1.0)
-                },
-            ),
-            (
-                "level",
-                CapacityParams {
-                    level: 0.0,
-                    ..small(1.0)
-                },
-            ),
-            (
-                "refit_every",
-                CapacityParams {
-                    refit_every: 1000,
-                    ..small(1.0)
-                },
-            ),
-            (
-                "min_consecutive",
-                CapacityParams {
-                    min_consecutive: 0,
-                    ..small(1.0)
-                },
-            ),
+            ("limit", CapacityParams { limit: Some(f64::INFINITY), ..small(1.0) }),
+            ("direction", CapacityParams { direction: Direction::Both, ..small(1.0) }),
+            ("horizon_seconds", CapacityParams { horizon_points: 0, horizon_seconds: -1.0, ..small(1.0) }),
+            ("horizon_points", CapacityParams { horizon_points: MAX_HORIZON + 1, ..small(1.0) }),
+            ("level", CapacityParams { level: 0.0, ..small(1.0) }),
+            ("refit_every", CapacityParams { refit_every: 1000, ..small(1.0) }),
+            ("min_consecutive", CapacityParams { min_consecutive: 0, ..small(1.0) }),
         ];
         for (name, params) in cases {
-            let e = Capacity::new(params)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let e = Capacity::new(params).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains(&format!("`{name}`")), "{name}: {e}");
         }
         assert!(Capacity::new(small(1.0)).is_ok());
@@ -702,21 +579,9 @@ mod tests {
     #[test]
     fn passes_the_invariants_on_edge_cases_and_constants() {
         for (k, points) in edge_case_series().iter().enumerate() {
-            assert_eq!(
-                check_invariants(&make(small(5.0)), points),
-                Ok(()),
-                "edge case {k}"
-            );
-            let seconds = CapacityParams {
-                horizon_points: 0,
-                horizon_seconds: 3600.0,
-                ..small(5.0)
-            };
-            assert_eq!(
-                check_invariants(&make(seconds), points),
-                Ok(()),
-                "edge case {k} (seconds)"
-            );
+            assert_eq!(check_invariants(&make(small(5.0)), points), Ok(()), "edge case {k}");
+            let seconds = CapacityParams { horizon_points: 0, horizon_seconds: 3600.0, ..small(5.0) };
+            assert_eq!(check_invariants(&make(seconds), points), Ok(()), "edge case {k} (seconds)");
         }
         // Constant series at many levels, including the limit's neighbourhood, never alert
         // when the limit is far above.
@@ -729,11 +594,7 @@ mod tests {
     fn predicts_a_linear_fill_crossing() {
         // 10 + 0.5 i: reaches 400 at i = 780. At i = 599 that is 181 points (minutes) ahead.
         let points = ramp(600, 10.0, 0.5, 1.0, 42);
-        let params = CapacityParams {
-            limit: Some(400.0),
-            horizon_seconds: 6.0 * 3600.0,
-            ..CapacityParams::default()
-        };
+        let params = CapacityParams { limit: Some(400.0), horizon_seconds: 6.0 * 3600.0, ..CapacityParams::default() };
         let mut det = Capacity::new(params).expect("valid");
         let detections = run_series(&mut det, &points);
         let last = detections.last().expect("detections");
@@ -741,45 +602,27 @@ mod tests {
         assert_eq!(c.horizon_points, 360);
         assert_eq!(c.step_ms, Some(MINUTE));
         let expected = c.expected_points.expect("crosses within the horizon");
-        assert!(
-            expected.abs_diff(181) <= 9,
-            "expected crossing in {expected} points, truth 181"
-        );
+        assert!(expected.abs_diff(181) <= 9, "expected crossing in {expected} points, truth 181");
         let earliest = c.earliest_points.expect("earliest");
         let latest = c.latest_points.expect("latest");
         assert!(earliest <= expected && expected <= latest, "{c:?}");
         assert!(latest - earliest < 120, "{c:?}");
-        assert_eq!(
-            c.expected_ms,
-            Some(599 * MINUTE + i64::try_from(expected).unwrap_or(0) * MINUTE)
-        );
+        assert_eq!(c.expected_ms, Some(599 * MINUTE + i64::try_from(expected).unwrap_or(0) * MINUTE));
         assert!(last.is_anomaly() && last.score > 0.5, "{last:?}");
         let note = last.explanation.note.clone().unwrap_or_default();
         assert!(
-            note.contains("limit 400 (above)")
-                && note.contains("earliest in")
-                && note.contains("about 3h"),
+            note.contains("limit 400 (above)") && note.contains("earliest in") && note.contains("about 3h"),
             "{note}"
         );
 
         // Earlier, when the crossing is beyond the horizon, it does not alert and scores
         // below 0.5, closer to 0.5 as the fill approaches.
         let at = |i: usize| detections.get(i).expect("exists");
-        assert!(
-            !at(200).is_anomaly() && at(200).score < 0.5,
-            "{:?}",
-            at(200)
-        );
+        assert!(!at(200).is_anomaly() && at(200).score < 0.5, "{:?}", at(200));
         assert!(at(300).score > at(200).score);
-        let first_alert = detections
-            .iter()
-            .position(Detection::is_anomaly)
-            .expect("alerts");
+        let first_alert = detections.iter().position(Detection::is_anomaly).expect("alerts");
         // 780 - 360 = 420: the crossing enters the 6 h horizon around there.
-        assert!(
-            first_alert.abs_diff(420) <= 20,
-            "first alert at {first_alert}"
-        );
+        assert!(first_alert.abs_diff(420) <= 20, "first alert at {first_alert}");
     }
 
     #[test]
@@ -806,20 +649,10 @@ mod tests {
     #[test]
     fn interval_trigger_alerts_no_later_than_the_point_forecast() {
         let points = ramp(700, 10.0, 0.5, 3.0, 8);
-        let base = CapacityParams {
-            limit: Some(400.0),
-            horizon_points: 240,
-            ..CapacityParams::default()
-        };
+        let base = CapacityParams { limit: Some(400.0), horizon_points: 240, ..CapacityParams::default() };
         let first_alert = |trigger: Trigger| {
-            let mut det = Capacity::new(CapacityParams {
-                trigger,
-                ..base.clone()
-            })
-            .expect("valid");
-            run_series(&mut det, &points)
-                .iter()
-                .position(Detection::is_anomaly)
+            let mut det = Capacity::new(CapacityParams { trigger, ..base.clone() }).expect("valid");
+            run_series(&mut det, &points).iter().position(Detection::is_anomaly)
         };
         let by_forecast = first_alert(Trigger::Forecast).expect("alerts");
         let by_interval = first_alert(Trigger::Interval).expect("alerts");

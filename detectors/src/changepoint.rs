@@ -174,22 +174,10 @@ impl ChangePointParams {
         common::finite_at_least("expected_run_length", self.expected_run_length, 2.0)?;
         common::between("max_run_length", self.max_run_length, 2, MAX_WINDOW)?;
         // max_run_length >= 2 from here on, so the subtraction cannot underflow.
-        common::between_param(
-            "recent_window",
-            self.recent_window,
-            1,
-            "max_run_length - 1",
-            self.max_run_length - 1,
-        )?;
+        common::between_param("recent_window", self.recent_window, 1, "max_run_length - 1", self.max_run_length - 1)?;
         common::strictly_between("threshold", self.threshold, 0.0, 1.0)?;
         common::between("scale_window", self.scale_window, 3, MAX_WINDOW)?;
-        common::between_param(
-            "min_history",
-            self.min_history,
-            3,
-            "scale_window",
-            self.scale_window,
-        )?;
+        common::between_param("min_history", self.min_history, 3, "scale_window", self.scale_window)?;
         common::between("outlier_probability", self.outlier_probability, 0.0, 0.5)?;
         common::scale_floors(self.min_relative_scale, self.min_absolute_scale)
     }
@@ -209,12 +197,7 @@ struct Cell {
 
 impl Cell {
     fn empty(log_p: f64) -> Self {
-        Self {
-            log_p,
-            n: 0.0,
-            mean: 0.0,
-            m2: 0.0,
-        }
+        Self { log_p, n: 0.0, mean: 0.0, m2: 0.0 }
     }
 
     /// Add `z` with weight `w` (weighted Welford update).
@@ -263,11 +246,7 @@ impl Predictive {
         let d = cell.mean - prior.mu0;
         let beta = prior.beta0 + cell.m2 / 2.0 + KAPPA0 * n * d * d / (2.0 * kappa);
         let var = clamp_finite(beta * (kappa + 1.0) / (alpha * kappa));
-        Self {
-            loc,
-            scale: var.sqrt().max(f64::MIN_POSITIVE),
-            dof: 2.0 * alpha,
-        }
+        Self { loc, scale: var.sqrt().max(f64::MIN_POSITIVE), dof: 2.0 * alpha }
     }
 
     fn log_pdf(&self, z: f64) -> f64 {
@@ -453,10 +432,7 @@ impl ChangePoint {
 
     fn prior(&self, stats: WindowStats, c0: f64, s0: f64) -> Prior {
         let ratio = clamp_z(stats.scale / s0);
-        Prior {
-            mu0: normalise(stats.median, c0, s0),
-            beta0: (ratio * ratio).max(f64::MIN_POSITIVE),
-        }
+        Prior { mu0: normalise(stats.median, c0, s0), beta0: (ratio * ratio).max(f64::MIN_POSITIVE) }
     }
 
     /// One BOCPD step with the normalised value `z`; returns the predictive
@@ -465,11 +441,7 @@ impl ChangePoint {
         let log_outlier = self.log_outlier + outlier_log_pdf(z, prior);
         let with_outliers = self.params.outlier_probability > 0.0;
         let mut best = (f64::NEG_INFINITY, 0usize);
-        let mut best_pred = Predictive {
-            loc: prior.mu0,
-            scale: prior.beta0.sqrt(),
-            dof: 2.0 * ALPHA0,
-        };
+        let mut best_pred = Predictive { loc: prior.mu0, scale: prior.beta0.sqrt(), dof: 2.0 * ALPHA0 };
         let mut max_joint = f64::NEG_INFINITY;
         self.next.clear();
         self.next.push(Cell::empty(f64::NEG_INFINITY));
@@ -526,12 +498,7 @@ impl ChangePoint {
         // The evidence is S = Σ_r exp(joint_r); a change takes H · S and
         // growth (1 - H) · S, so after normalising the empty run has
         // probability H and every grown run exp(joint_r) (1 - H) / S.
-        let sum: f64 = self
-            .next
-            .iter()
-            .skip(1)
-            .map(|c| (c.log_p - max_joint).exp())
-            .sum();
+        let sum: f64 = self.next.iter().skip(1).map(|c| (c.log_p - max_joint).exp()).sum();
         let log_evidence = max_joint + sum.ln();
         if log_evidence.is_finite() {
             for c in self.next.iter_mut().skip(1) {
@@ -551,13 +518,7 @@ impl ChangePoint {
     /// `P(1 <= run length <= recent_window)`.
     fn recent_change_probability(&self) -> f64 {
         let k = self.params.recent_window;
-        let p: f64 = self
-            .cells
-            .iter()
-            .skip(1)
-            .take(k)
-            .map(|c| c.log_p.exp())
-            .sum();
+        let p: f64 = self.cells.iter().skip(1).take(k).map(|c| c.log_p.exp()).sum();
         if p.is_finite() {
             p.clamp(0.0, 1.0)
         } else {
@@ -583,11 +544,7 @@ fn clamp_z(z: f64) -> f64 {
 /// Piecewise-linear map of a probability onto `[0, 1]` with `threshold` at
 /// 0.5.
 fn probability_score(p: f64, threshold: f64) -> f64 {
-    let s = if p <= threshold {
-        0.5 * p / threshold
-    } else {
-        0.5 + 0.5 * (p - threshold) / (1.0 - threshold)
-    };
+    let s = if p <= threshold { 0.5 * p / threshold } else { 0.5 + 0.5 * (p - threshold) / (1.0 - threshold) };
     if s.is_finite() {
         s.clamp(0.0, 1.0)
     } else {
@@ -635,10 +592,7 @@ impl Detector for ChangePoint {
             self.consecutive = 0;
             let median = stats.map(|s| s.median);
             self.push(value);
-            notes.push(format!(
-                "warming up: {history} of {} points of history",
-                self.params.min_history
-            ));
+            notes.push(format!("warming up: {history} of {} points of history", self.params.min_history));
             detection.state = DetectionState::WarmingUp;
             detection.expected = median;
             detection.deviation = Deviation::of(value, median);
@@ -653,11 +607,7 @@ impl Detector for ChangePoint {
         let (pred, run_length) = self.step(z, prior);
         let p = self.recent_change_probability();
         let changed = p > threshold;
-        self.consecutive = if changed {
-            self.consecutive.saturating_add(1)
-        } else {
-            0
-        };
+        self.consecutive = if changed { self.consecutive.saturating_add(1) } else { 0 };
         self.push(value);
 
         let expected = clamp_finite(c0 + clamp_finite(s0 * pred.loc));
@@ -680,11 +630,7 @@ impl Detector for ChangePoint {
         detection.lower = Some(clamp_finite(expected - band));
         detection.upper = Some(clamp_finite(expected + band));
         detection.deviation = Deviation::of(value, Some(expected));
-        detection.state = if changed {
-            DetectionState::Anomalous
-        } else {
-            DetectionState::Normal
-        };
+        detection.state = if changed { DetectionState::Anomalous } else { DetectionState::Normal };
         detection.explanation = Explanation {
             baseline: Some(expected),
             scale: Some(scale),
@@ -737,11 +683,7 @@ mod tests {
     }
 
     fn feed(d: &mut ChangePoint, values: &[f64]) -> Vec<Detection> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| d.update(harness::timestamp_at(i), v))
-            .collect()
+        values.iter().enumerate().map(|(i, &v)| d.update(harness::timestamp_at(i), v)).collect()
     }
 
     /// `n` points of N(level, sd²) noise.
@@ -777,74 +719,47 @@ mod tests {
         let base = ChangePointParams::default();
         let cases = [
             (
-                ChangePointParams {
-                    expected_run_length: 1.0,
-                    ..base.clone()
-                },
+                ChangePointParams { expected_run_length: 1.0, ..base.clone() },
                 "expected_run_length",
                 "must be finite and at least 2, got 1",
             ),
             (
-                ChangePointParams {
-                    max_run_length: 1,
-                    ..base.clone()
-                },
+                ChangePointParams { max_run_length: 1, ..base.clone() },
                 "max_run_length",
                 "must be between 2 and 100000, got 1",
             ),
             (
-                ChangePointParams {
-                    recent_window: 300,
-                    ..base.clone()
-                },
+                ChangePointParams { recent_window: 300, ..base.clone() },
                 "recent_window",
                 "must be between 1 and max_run_length - 1 (299), got 300",
             ),
             (
-                ChangePointParams {
-                    threshold: 1.0,
-                    ..base.clone()
-                },
+                ChangePointParams { threshold: 1.0, ..base.clone() },
                 "threshold",
                 "must be strictly between 0 and 1, got 1",
             ),
             (
-                ChangePointParams {
-                    threshold: f64::NAN,
-                    ..base.clone()
-                },
+                ChangePointParams { threshold: f64::NAN, ..base.clone() },
                 "threshold",
                 "must be strictly between 0 and 1, got NaN",
             ),
             (
-                ChangePointParams {
-                    scale_window: 2,
-                    ..base.clone()
-                },
+                ChangePointParams { scale_window: 2, ..base.clone() },
                 "scale_window",
                 "must be between 3 and 100000, got 2",
             ),
             (
-                ChangePointParams {
-                    min_history: 201,
-                    ..base.clone()
-                },
+                ChangePointParams { min_history: 201, ..base.clone() },
                 "min_history",
                 "must be between 3 and scale_window (200), got 201",
             ),
             (
-                ChangePointParams {
-                    outlier_probability: 0.6,
-                    ..base.clone()
-                },
+                ChangePointParams { outlier_probability: 0.6, ..base.clone() },
                 "outlier_probability",
                 "must be between 0 and 0.5, got 0.6",
             ),
             (
-                ChangePointParams {
-                    min_absolute_scale: f64::INFINITY,
-                    ..base.clone()
-                },
+                ChangePointParams { min_absolute_scale: f64::INFINITY, ..base.clone() },
                 "min_absolute_scale",
                 "must be finite and at least 0, got inf",
             ),
@@ -857,11 +772,9 @@ mod tests {
 
     #[test]
     fn params_reject_unknown_fields() {
-        let err = serde_json::from_str::<ChangePointParams>(r#"{"treshold": 0.5}"#)
-            .map_err(|e| e.to_string());
+        let err = serde_json::from_str::<ChangePointParams>(r#"{"treshold": 0.5}"#).map_err(|e| e.to_string());
         assert!(err.is_err_and(|e| e.contains("unknown field `treshold`")));
-        let p: std::result::Result<ChangePointParams, _> =
-            serde_json::from_str(r#"{"recent_window": 5}"#);
+        let p: std::result::Result<ChangePointParams, _> = serde_json::from_str(r#"{"recent_window": 5}"#);
         assert!(p.is_ok_and(|p| p.recent_window == 5 && p.max_run_length == 300));
     }
 
@@ -926,16 +839,10 @@ mod tests {
             let values = noise(&mut rng, 3000, 10.0, 1.0);
             let ds = feed(&mut detector(ChangePointParams::default()), &values);
             alarms += ds.iter().filter(|d| d.is_anomaly()).count();
-            events += ds
-                .windows(2)
-                .filter(|w| !w[0].is_anomaly() && w[1].is_anomaly())
-                .count();
+            events += ds.windows(2).filter(|w| !w[0].is_anomaly() && w[1].is_anomaly()).count();
             total += ds.len();
         }
-        assert!(
-            events <= 5,
-            "{events} false change points in {total} points, {alarms} alarms"
-        );
+        assert!(events <= 5, "{events} false change points in {total} points, {alarms} alarms");
         assert!(alarms * 200 <= total, "{alarms} alarms in {total} points");
     }
 
@@ -958,11 +865,7 @@ mod tests {
         let ds = feed(&mut detector(ChangePointParams::default()), &values);
         let warm = &ds[10];
         assert_eq!(warm.state, DetectionState::WarmingUp);
-        assert!(warm
-            .explanation
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("warming up: 10 of 30")));
+        assert!(warm.explanation.note.as_deref().is_some_and(|n| n.contains("warming up: 10 of 30")));
         let calm = &ds[99];
         assert_eq!(calm.state, DetectionState::Normal);
         assert!(calm.score < 0.5);
@@ -971,11 +874,7 @@ mod tests {
         assert_eq!(shift.state, DetectionState::Anomalous, "{shift:?}");
         assert!(shift.score > 0.5);
         assert_eq!(shift.explanation.threshold, Some(0.7));
-        assert!(shift
-            .explanation
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("P(change within the last 30 points)")));
+        assert!(shift.explanation.note.as_deref().is_some_and(|n| n.contains("P(change within the last 30 points)")));
         let posterior = {
             let mut d = detector(ChangePointParams::default());
             feed(&mut d, &values);
@@ -1002,10 +901,7 @@ mod tests {
         feed(&mut d, &values);
         assert_eq!(d.cells.len(), 51);
         assert_eq!(d.retained_points(), 40);
-        assert_eq!(
-            (d.cells.capacity(), d.next.capacity(), d.window.capacity()),
-            caps
-        );
+        assert_eq!((d.cells.capacity(), d.next.capacity(), d.window.capacity()), caps);
         assert!(d.cells.iter().all(|c| c.n <= 50.0));
     }
 
@@ -1026,8 +922,7 @@ mod tests {
         }
         // Stirling for a large argument.
         let x = 1000.0;
-        let stirling =
-            (x - 0.5) * f64::ln(x) - x + 0.5 * (2.0 * std::f64::consts::PI).ln() + 1.0 / (12.0 * x);
+        let stirling = (x - 0.5) * f64::ln(x) - x + 0.5 * (2.0 * std::f64::consts::PI).ln() + 1.0 / (12.0 * x);
         assert!((ln_gamma(x) - stirling).abs() < 1e-9);
     }
 

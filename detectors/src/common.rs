@@ -33,10 +33,7 @@ pub(crate) fn invalid(name: &'static str, message: String) -> Error {
 
 /// [`Error::InvalidInput`] about `what`.
 pub(crate) fn invalid_input(what: &str, message: String) -> Error {
-    Error::InvalidInput {
-        what: what.to_string(),
-        message,
-    }
+    Error::InvalidInput { what: what.to_string(), message }
 }
 
 /// `Ok` if `ok`, else [`Error::InvalidParam`] for `name` with `message()`.
@@ -50,16 +47,12 @@ fn require(ok: bool, name: &'static str, message: impl FnOnce() -> String) -> Re
 
 /// `value` must be finite and `> 0`.
 pub(crate) fn positive(name: &'static str, value: f64) -> Result<()> {
-    require(value.is_finite() && value > 0.0, name, || {
-        format!("must be finite and greater than 0, got {value}")
-    })
+    require(value.is_finite() && value > 0.0, name, || format!("must be finite and greater than 0, got {value}"))
 }
 
 /// `value` must be finite and `>= min`.
 pub(crate) fn finite_at_least(name: &'static str, value: f64, min: f64) -> Result<()> {
-    require(value.is_finite() && value >= min, name, || {
-        format!("must be finite and at least {min}, got {value}")
-    })
+    require(value.is_finite() && value >= min, name, || format!("must be finite and at least {min}, got {value}"))
 }
 
 /// `value` must be finite and `>= 0`.
@@ -75,33 +68,18 @@ pub(crate) fn scale_floors(min_relative_scale: f64, min_absolute_scale: f64) -> 
 }
 
 /// `value` must be `>= min`.
-pub(crate) fn at_least<T: PartialOrd + Display>(
-    name: &'static str,
-    value: T,
-    min: T,
-) -> Result<()> {
-    require(value >= min, name, || {
-        format!("must be at least {min}, got {value}")
-    })
+pub(crate) fn at_least<T: PartialOrd + Display>(name: &'static str, value: T, min: T) -> Result<()> {
+    require(value >= min, name, || format!("must be at least {min}, got {value}"))
 }
 
 /// `value` must be `<= max`.
 pub(crate) fn at_most<T: PartialOrd + Display>(name: &'static str, value: T, max: T) -> Result<()> {
-    require(value <= max, name, || {
-        format!("must be at most {max}, got {value}")
-    })
+    require(value <= max, name, || format!("must be at most {max}, got {value}"))
 }
 
 /// `value` must be in `lo ..= hi`.
-pub(crate) fn between<T: PartialOrd + Display>(
-    name: &'static str,
-    value: T,
-    lo: T,
-    hi: T,
-) -> Result<()> {
-    require(lo <= value && value <= hi, name, || {
-        format!("must be between {lo} and {hi}, got {value}")
-    })
+pub(crate) fn between<T: PartialOrd + Display>(name: &'static str, value: T, lo: T, hi: T) -> Result<()> {
+    require(lo <= value && value <= hi, name, || format!("must be between {lo} and {hi}, got {value}"))
 }
 
 /// `value` must be in `lo ..= hi`, where `hi` comes from another parameter
@@ -113,23 +91,17 @@ pub(crate) fn between_param<T: PartialOrd + Display>(
     hi_name: &str,
     hi: T,
 ) -> Result<()> {
-    require(lo <= value && value <= hi, name, || {
-        format!("must be between {lo} and {hi_name} ({hi}), got {value}")
-    })
+    require(lo <= value && value <= hi, name, || format!("must be between {lo} and {hi_name} ({hi}), got {value}"))
 }
 
 /// `value` must be in the open interval `(lo, hi)`.
 pub(crate) fn strictly_between(name: &'static str, value: f64, lo: f64, hi: f64) -> Result<()> {
-    require(value > lo && value < hi, name, || {
-        format!("must be strictly between {lo} and {hi}, got {value}")
-    })
+    require(value > lo && value < hi, name, || format!("must be strictly between {lo} and {hi}, got {value}"))
 }
 
 /// `value` must be in `(0, max]`.
 pub(crate) fn positive_at_most(name: &'static str, value: f64, max: f64) -> Result<()> {
-    require(value > 0.0 && value <= max, name, || {
-        format!("must be greater than 0 and at most {max}, got {value}")
-    })
+    require(value > 0.0 && value <= max, name, || format!("must be greater than 0 and at most {max}, got {value}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -209,10 +181,7 @@ pub(crate) fn no_data<S: Borrow<str>>(
         timestamp_ms,
         value,
         DetectionState::NoData,
-        Explanation {
-            note: join_notes(&all),
-            ..explanation
-        },
+        Explanation { note: join_notes(&all), ..explanation },
     )
 }
 

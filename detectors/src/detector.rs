@@ -110,12 +110,7 @@ impl Detection {
     /// [`DetectionState::WarmingUp`]): score 0, no expected value or range,
     /// no deviation. Detectors fill in what they know (e.g. the baseline of a
     /// warm-up) with struct update syntax or by assigning fields.
-    pub(crate) fn unjudged(
-        timestamp_ms: i64,
-        value: f64,
-        state: DetectionState,
-        explanation: Explanation,
-    ) -> Self {
+    pub(crate) fn unjudged(timestamp_ms: i64, value: f64, state: DetectionState, explanation: Explanation) -> Self {
         Self {
             timestamp_ms,
             value,

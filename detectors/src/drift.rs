@@ -90,25 +90,16 @@ fn check_bounds(bounds: &[f64]) -> Result<()> {
         return Err(invalid_input("histogram", "no buckets".into()));
     };
     if let Some(b) = bounds.iter().find(|b| b.is_nan()) {
-        return Err(invalid_input(
-            "histogram",
-            format!("bucket bound le={b} is not a number"),
-        ));
+        return Err(invalid_input("histogram", format!("bucket bound le={b} is not a number")));
     }
     if let Some(w) = bounds.windows(2).find(|w| w[0] >= w[1]) {
         return Err(invalid_input(
             "histogram",
-            format!(
-                "bucket bounds must be strictly increasing, got le={} before le={}",
-                w[0], w[1]
-            ),
+            format!("bucket bounds must be strictly increasing, got le={} before le={}", w[0], w[1]),
         ));
     }
     if last != f64::INFINITY {
-        return Err(invalid_input(
-            "histogram",
-            format!("the last bucket must be le=+Inf, got le={}", Le(last)),
-        ));
+        return Err(invalid_input("histogram", format!("the last bucket must be le=+Inf, got le={}", Le(last))));
     }
     Ok(())
 }
@@ -121,11 +112,7 @@ pub fn bucket_counts(bounds: &[f64], cumulative: &[f64]) -> Result<Vec<f64>> {
     if cumulative.len() != bounds.len() {
         return Err(invalid_input(
             "histogram",
-            format!(
-                "{} cumulative counts for {} buckets",
-                cumulative.len(),
-                bounds.len()
-            ),
+            format!("{} cumulative counts for {} buckets", cumulative.len(), bounds.len()),
         ));
     }
     let mut counts = Vec::with_capacity(cumulative.len());
@@ -134,10 +121,7 @@ pub fn bucket_counts(bounds: &[f64], cumulative: &[f64]) -> Result<Vec<f64>> {
         if !(c.is_finite() && c >= 0.0) {
             return Err(invalid_input(
                 "histogram",
-                format!(
-                    "count {c} of bucket le={} is negative or not finite",
-                    Le(le)
-                ),
+                format!("count {c} of bucket le={} is negative or not finite", Le(le)),
             ));
         }
         if c < prev {
@@ -170,10 +154,7 @@ pub fn window_counts(bounds: &[f64], start: &[f64], end: &[f64]) -> Result<Vec<f
         if d < -tolerance {
             return Err(invalid_input(
                 "histogram window",
-                format!(
-                    "bucket le={} went down from {s} to {e}: a counter reset in the window",
-                    Le(*le)
-                ),
+                format!("bucket le={} went down from {s} to {e}: a counter reset in the window", Le(*le)),
             ));
         }
         counts.push(d.max(0.0));
@@ -191,10 +172,7 @@ pub fn bucket_probabilities(bounds: &[f64], cumulative: &[f64]) -> Result<Vec<f6
 fn probabilities(what: &str, counts: &[f64]) -> Result<Vec<f64>> {
     let total: f64 = counts.iter().sum();
     if !(total.is_finite() && total > 0.0) {
-        return Err(invalid_input(
-            what,
-            format!("no observations (total {total})"),
-        ));
+        return Err(invalid_input(what, format!("no observations (total {total})")));
     }
     Ok(counts.iter().map(|c| c / total).collect())
 }
@@ -204,26 +182,16 @@ fn check_pair(reference: &[f64], current: &[f64]) -> Result<()> {
     if reference.is_empty() || reference.len() != current.len() {
         return Err(invalid_input(
             "distributions",
-            format!(
-                "need the same, non-zero number of buckets, got {} and {}",
-                reference.len(),
-                current.len()
-            ),
+            format!("need the same, non-zero number of buckets, got {} and {}", reference.len(), current.len()),
         ));
     }
     for (what, v) in [("reference", reference), ("current", current)] {
         if let Some(p) = v.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
-            return Err(invalid_input(
-                what,
-                format!("bucket value {p} is negative or not finite"),
-            ));
+            return Err(invalid_input(what, format!("bucket value {p} is negative or not finite")));
         }
         let total: f64 = v.iter().sum();
         if !(total.is_finite() && total > 0.0) {
-            return Err(invalid_input(
-                what,
-                format!("no observations (total {total})"),
-            ));
+            return Err(invalid_input(what, format!("no observations (total {total})")));
         }
     }
     Ok(())
@@ -257,10 +225,7 @@ pub fn psi(reference: &[f64], current: &[f64], epsilon: f64) -> Result<Psi> {
             ((q - p) * (q / p).ln()).max(0.0)
         })
         .collect();
-    Ok(Psi {
-        value: contributions.iter().sum(),
-        contributions,
-    })
+    Ok(Psi { value: contributions.iter().sum(), contributions })
 }
 
 /// Two-sample KS statistic on binned CDFs, with its approximate p-value.
@@ -295,11 +260,7 @@ pub fn ks(reference: &[f64], current: &[f64]) -> Result<Ks> {
     let n_e = n_ref * n_cur / (n_ref + n_cur);
     let sqrt_n = n_e.sqrt();
     let lambda = (sqrt_n + 0.12 + 0.11 / sqrt_n) * statistic;
-    Ok(Ks {
-        statistic,
-        p_value: kolmogorov_q(lambda),
-        bucket: best.1,
-    })
+    Ok(Ks { statistic, p_value: kolmogorov_q(lambda), bucket: best.1 })
 }
 
 /// Survival function of the Kolmogorov distribution,
@@ -356,12 +317,7 @@ pub struct DriftParams {
 
 impl Default for DriftParams {
     fn default() -> Self {
-        Self {
-            psi_moderate: 0.1,
-            psi_significant: 0.25,
-            ks_alpha: 0.01,
-            epsilon: 1e-4,
-        }
+        Self { psi_moderate: 0.1, psi_significant: 0.25, ks_alpha: 0.01, epsilon: 1e-4 }
     }
 }
 
@@ -458,21 +414,14 @@ impl DriftDetector {
         reference_cumulative: &[f64],
         current_cumulative: &[f64],
     ) -> Result<DriftResult> {
-        let reference = bucket_counts(bounds, reference_cumulative)
-            .map_err(|e| rename(e, "reference histogram"))?;
-        let current = bucket_counts(bounds, current_cumulative)
-            .map_err(|e| rename(e, "current histogram"))?;
+        let reference = bucket_counts(bounds, reference_cumulative).map_err(|e| rename(e, "reference histogram"))?;
+        let current = bucket_counts(bounds, current_cumulative).map_err(|e| rename(e, "current histogram"))?;
         self.compare_counts(bounds, &reference, &current)
     }
 
     /// Compare two windows given as per-bucket (non-cumulative) counts over
     /// the same `le` bounds, e.g. from [`window_counts`].
-    pub fn compare_counts(
-        &self,
-        bounds: &[f64],
-        reference: &[f64],
-        current: &[f64],
-    ) -> Result<DriftResult> {
+    pub fn compare_counts(&self, bounds: &[f64], reference: &[f64], current: &[f64]) -> Result<DriftResult> {
         check_bounds(bounds)?;
         if reference.len() != bounds.len() || current.len() != bounds.len() {
             return Err(invalid_input(
@@ -526,10 +475,7 @@ impl DriftDetector {
 
 fn rename(e: Error, what: &str) -> Error {
     match e {
-        Error::InvalidInput { message, .. } => Error::InvalidInput {
-            what: what.to_string(),
-            message,
-        },
+        Error::InvalidInput { message, .. } => Error::InvalidInput { what: what.to_string(), message },
         other => other,
     }
 }
@@ -563,12 +509,7 @@ pub struct QualityCheck {
 /// (`tolerance` 0.05 = 5 % relative). With a baseline of 0 any worsening is
 /// degradation. Errors on non-finite values or a negative / non-finite
 /// tolerance.
-pub fn quality_vs_baseline(
-    current: f64,
-    baseline: f64,
-    tolerance: f64,
-    goal: QualityGoal,
-) -> Result<QualityCheck> {
+pub fn quality_vs_baseline(current: f64, baseline: f64, tolerance: f64, goal: QualityGoal) -> Result<QualityCheck> {
     common::non_negative("tolerance", tolerance)?;
     for (what, v) in [("current quality", current), ("baseline quality", baseline)] {
         if !v.is_finite() {
@@ -582,12 +523,7 @@ pub fn quality_vs_baseline(
     };
     let allowed = tolerance * baseline.abs();
     let relative_change = (baseline != 0.0).then(|| change / baseline.abs());
-    Ok(QualityCheck {
-        current,
-        baseline,
-        relative_change,
-        degraded: worsening > allowed,
-    })
+    Ok(QualityCheck { current, baseline, relative_change, degraded: worsening > allowed })
 }
 
 #[cfg(test)]
@@ -617,14 +553,8 @@ mod tests {
     #[test]
     fn cumulative_to_counts_and_probabilities() {
         let bounds = [0.1, 0.5, 1.0, INF];
-        assert_eq!(
-            bucket_counts(&bounds, &[10.0, 40.0, 100.0, 100.0]),
-            Ok(vec![10.0, 30.0, 60.0, 0.0])
-        );
-        assert_eq!(
-            bucket_probabilities(&bounds, &[10.0, 40.0, 100.0, 100.0]),
-            Ok(vec![0.1, 0.3, 0.6, 0.0])
-        );
+        assert_eq!(bucket_counts(&bounds, &[10.0, 40.0, 100.0, 100.0]), Ok(vec![10.0, 30.0, 60.0, 0.0]));
+        assert_eq!(bucket_probabilities(&bounds, &[10.0, 40.0, 100.0, 100.0]), Ok(vec![0.1, 0.3, 0.6, 0.0]));
         // Only the +Inf bucket.
         assert_eq!(bucket_counts(&[INF], &[7.0]), Ok(vec![7.0]));
     }
@@ -641,10 +571,7 @@ mod tests {
         let m = input_message(bucket_counts(&[f64::NAN, INF], &[1.0, 2.0]));
         assert!(m.contains("not a number"), "{m}");
         let m = input_message(bucket_counts(&bounds, &[1.0, 5.0, 4.0]));
-        assert!(
-            m.contains("cumulative count decreases to 4 at bucket le=+Inf"),
-            "{m}"
-        );
+        assert!(m.contains("cumulative count decreases to 4 at bucket le=+Inf"), "{m}");
         let m = input_message(bucket_counts(&bounds, &[-1.0, 5.0, 6.0]));
         assert!(m.contains("negative or not finite"), "{m}");
         let m = input_message(bucket_counts(&bounds, &[1.0, f64::NAN, 6.0]));
@@ -658,24 +585,13 @@ mod tests {
     #[test]
     fn window_counts_subtract_and_reject_resets() {
         let bounds = [1.0, 2.0, INF];
-        assert_eq!(
-            window_counts(&bounds, &[10.0, 20.0, 25.0], &[15.0, 30.0, 40.0]),
-            Ok(vec![5.0, 5.0, 5.0])
-        );
+        assert_eq!(window_counts(&bounds, &[10.0, 20.0, 25.0], &[15.0, 30.0, 40.0]), Ok(vec![5.0, 5.0, 5.0]));
         // Total went up but bucket le=2 lost counts: a reset.
-        let m = input_message(window_counts(
-            &bounds,
-            &[10.0, 20.0, 25.0],
-            &[12.0, 13.0, 40.0],
-        ));
+        let m = input_message(window_counts(&bounds, &[10.0, 20.0, 25.0], &[12.0, 13.0, 40.0]));
         assert!(m.contains("counter reset"), "{m}");
         assert!(m.contains("le=2"), "{m}");
         // After a restart everything restarts from 0.
-        let m = input_message(window_counts(
-            &bounds,
-            &[10.0, 20.0, 25.0],
-            &[1.0, 2.0, 3.0],
-        ));
+        let m = input_message(window_counts(&bounds, &[10.0, 20.0, 25.0], &[1.0, 2.0, 3.0]));
         assert!(m.contains("counter reset"), "{m}");
     }
 
@@ -721,11 +637,7 @@ mod tests {
             (1.18, 0.123_453_809_429_765_7),
             (1.5, 0.022_217_962_616_525_127),
         ] {
-            assert!(
-                close(kolmogorov_q(lambda), q, 1e-9),
-                "Q({lambda}) = {}",
-                kolmogorov_q(lambda)
-            );
+            assert!(close(kolmogorov_q(lambda), q, 1e-9), "Q({lambda}) = {}", kolmogorov_q(lambda));
         }
         assert_eq!(kolmogorov_q(0.0), 1.0);
         assert_eq!(kolmogorov_q(1e-3), 1.0);
@@ -736,11 +648,7 @@ mod tests {
     #[test]
     fn detector_hand_computed_significant_drift() {
         let bounds = [0.1, 0.5, 1.0, INF];
-        let r = detector().evaluate(
-            &bounds,
-            &[10.0, 40.0, 100.0, 100.0],
-            &[30.0, 60.0, 100.0, 100.0],
-        );
+        let r = detector().evaluate(&bounds, &[10.0, 40.0, 100.0, 100.0], &[30.0, 60.0, 100.0, 100.0]);
         let Ok(r) = r else { panic!("{r:?}") };
         // PSI with eps = 1e-4 over 4 buckets: 0.219501 + 0 + 0.081044 + 0.
         assert!(close(r.psi, 0.300_545_353_510_080_66, 1e-12), "{r:?}");
@@ -750,11 +658,7 @@ mod tests {
         assert!(r.drifted);
         assert_eq!(r.top_bucket, 0);
         assert_eq!(r.top_bucket_le, 0.1);
-        assert!(close(
-            r.top_bucket_contribution,
-            0.219_501_412_659_965_17,
-            1e-12
-        ));
+        assert!(close(r.top_bucket_contribution, 0.219_501_412_659_965_17, 1e-12));
         assert!(close(r.top_bucket_reference, 0.1, 1e-12));
         assert!(close(r.top_bucket_current, 0.3, 1e-12));
         assert_eq!((r.reference_total, r.current_total), (100.0, 100.0));
@@ -765,20 +669,13 @@ mod tests {
         let bounds = [1.0, INF];
         // p = (0.5, 0.5), q = (0.3, 0.7): PSI ≈ 0.1695 (moderate), D = 0.2.
         let small = detector().compare_counts(&bounds, &[10.0, 10.0], &[6.0, 14.0]);
-        let Ok(small) = small else {
-            panic!("{small:?}")
-        };
+        let Ok(small) = small else { panic!("{small:?}") };
         assert_eq!(small.level, DriftLevel::Moderate);
         assert!(close(small.psi, 0.169_4, 1e-3), "{small:?}");
         assert!(small.p_value > 0.5);
-        assert!(
-            !small.drifted,
-            "20 observations cannot confirm a moderate shift"
-        );
+        assert!(!small.drifted, "20 observations cannot confirm a moderate shift");
         let large = detector().compare_counts(&bounds, &[1000.0, 1000.0], &[600.0, 1400.0]);
-        let Ok(large) = large else {
-            panic!("{large:?}")
-        };
+        let Ok(large) = large else { panic!("{large:?}") };
         assert_eq!(large.level, DriftLevel::Moderate);
         assert!(large.p_value < 1e-6);
         assert!(large.drifted);
@@ -794,51 +691,18 @@ mod tests {
         let m = input_message(detector().evaluate(&bounds, &[1.0, 3.0], &[0.0, 0.0]));
         assert!(m.contains("no observations"), "{m}");
         let m = input_message(detector().compare_counts(&bounds, &[1.0, 3.0], &[1.0]));
-        assert!(
-            m.contains("2 buckets, but 2 reference and 1 current counts"),
-            "{m}"
-        );
+        assert!(m.contains("2 buckets, but 2 reference and 1 current counts"), "{m}");
     }
 
     #[test]
     fn params_validate_names_parameter() {
         let base = DriftParams::default();
         let cases = [
-            (
-                DriftParams {
-                    psi_moderate: 0.0,
-                    ..base.clone()
-                },
-                "psi_moderate",
-            ),
-            (
-                DriftParams {
-                    psi_significant: 0.05,
-                    ..base.clone()
-                },
-                "psi_significant",
-            ),
-            (
-                DriftParams {
-                    ks_alpha: 1.0,
-                    ..base.clone()
-                },
-                "ks_alpha",
-            ),
-            (
-                DriftParams {
-                    epsilon: 0.0,
-                    ..base.clone()
-                },
-                "epsilon",
-            ),
-            (
-                DriftParams {
-                    epsilon: f64::NAN,
-                    ..base.clone()
-                },
-                "epsilon",
-            ),
+            (DriftParams { psi_moderate: 0.0, ..base.clone() }, "psi_moderate"),
+            (DriftParams { psi_significant: 0.05, ..base.clone() }, "psi_significant"),
+            (DriftParams { ks_alpha: 1.0, ..base.clone() }, "ks_alpha"),
+            (DriftParams { epsilon: 0.0, ..base.clone() }, "epsilon"),
+            (DriftParams { epsilon: f64::NAN, ..base.clone() }, "epsilon"),
         ];
         for (p, name) in cases {
             match DriftDetector::new(p) {
@@ -849,8 +713,7 @@ mod tests {
                 other => panic!("expected InvalidParam for {name}, got {other:?}"),
             }
         }
-        let p: std::result::Result<DriftParams, _> =
-            serde_json::from_str(r#"{"psi_moderate": 0.2}"#);
+        let p: std::result::Result<DriftParams, _> = serde_json::from_str(r#"{"psi_moderate": 0.2}"#);
         assert!(p.is_ok_and(|p| p.psi_moderate == 0.2 && p.psi_significant == 0.25));
         assert!(serde_json::from_str::<DriftParams>(r#"{"psi": 0.2}"#).is_err());
     }
@@ -862,30 +725,20 @@ mod tests {
         let q = quality_vs_baseline(0.84, 0.90, 0.05, HigherIsBetter);
         let Ok(q) = q else { panic!("{q:?}") };
         assert!(q.degraded);
-        assert!(q
-            .relative_change
-            .is_some_and(|r| close(r, -0.066_666_666_666_666_7, 1e-12)));
+        assert!(q.relative_change.is_some_and(|r| close(r, -0.066_666_666_666_666_7, 1e-12)));
         assert!(quality_vs_baseline(0.84, 0.90, 0.10, HigherIsBetter).is_ok_and(|q| !q.degraded));
         // Better than baseline is never degraded.
         assert!(quality_vs_baseline(0.95, 0.90, 0.0, HigherIsBetter).is_ok_and(|q| !q.degraded));
         // Error rate 2 % -> 3 % is +50 %.
         let e = quality_vs_baseline(0.03, 0.02, 0.2, LowerIsBetter);
-        assert!(
-            e.is_ok_and(|e| e.degraded && e.relative_change.is_some_and(|r| close(r, 0.5, 1e-12)))
-        );
+        assert!(e.is_ok_and(|e| e.degraded && e.relative_change.is_some_and(|r| close(r, 0.5, 1e-12))));
         // Zero baseline: any worsening counts, no relative change.
         let z = quality_vs_baseline(0.001, 0.0, 0.5, LowerIsBetter);
         assert!(z.is_ok_and(|z| z.degraded && z.relative_change.is_none()));
         assert!(matches!(
             quality_vs_baseline(0.5, 0.5, -0.1, LowerIsBetter),
-            Err(Error::InvalidParam {
-                name: "tolerance",
-                ..
-            })
+            Err(Error::InvalidParam { name: "tolerance", .. })
         ));
-        assert!(matches!(
-            quality_vs_baseline(f64::NAN, 0.5, 0.1, LowerIsBetter),
-            Err(Error::InvalidInput { .. })
-        ));
+        assert!(matches!(quality_vs_baseline(f64::NAN, 0.5, 0.1, LowerIsBetter), Err(Error::InvalidInput { .. })));
     }
 }

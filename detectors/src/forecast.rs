@@ -195,23 +195,14 @@ pub struct ForecastConfig {
 
 impl Default for ForecastConfig {
     fn default() -> Self {
-        Self {
-            method: Method::Ensemble,
-            periods: Vec::new(),
-            candidate_periods: Vec::new(),
-            log: true,
-        }
+        Self { method: Method::Ensemble, periods: Vec::new(), candidate_periods: Vec::new(), log: true }
     }
 }
 
 impl ForecastConfig {
     /// A configuration with `method` and fixed `periods`, everything else default.
     pub fn new(method: Method, periods: Vec<usize>) -> Self {
-        Self {
-            method,
-            periods,
-            ..Self::default()
-        }
+        Self { method, periods, ..Self::default() }
     }
 
     /// The configuration of a forecasting detector (forecast band, capacity) with these
@@ -230,20 +221,12 @@ impl ForecastConfig {
         } else {
             candidate_periods.to_vec()
         };
-        Self {
-            method,
-            periods: periods.to_vec(),
-            candidate_periods,
-            log,
-        }
+        Self { method, periods: periods.to_vec(), candidate_periods, log }
     }
 
     /// Periods and candidates must be at least 2 points.
     pub fn validate(&self) -> Result<()> {
-        for (name, list) in [
-            ("periods", &self.periods),
-            ("candidate_periods", &self.candidate_periods),
-        ] {
+        for (name, list) in [("periods", &self.periods), ("candidate_periods", &self.candidate_periods)] {
             if let Some(p) = list.iter().find(|&&p| p < 2) {
                 return Err(Error::InvalidParam {
                     name,
@@ -270,12 +253,7 @@ pub struct Forecast {
 
 impl Forecast {
     fn with_capacity(h: usize, level: f64) -> Self {
-        Self {
-            point: Vec::with_capacity(h),
-            lower: Vec::with_capacity(h),
-            upper: Vec::with_capacity(h),
-            level,
-        }
+        Self { point: Vec::with_capacity(h), lower: Vec::with_capacity(h), upper: Vec::with_capacity(h), level }
     }
 
     fn push(&mut self, point: f64, lower: f64, upper: f64) {
@@ -288,11 +266,7 @@ impl Forecast {
     }
 
     fn all_finite(&self) -> bool {
-        self.point
-            .iter()
-            .chain(&self.lower)
-            .chain(&self.upper)
-            .all(|v| v.is_finite())
+        self.point.iter().chain(&self.lower).chain(&self.upper).all(|v| v.is_finite())
     }
 }
 
@@ -355,10 +329,7 @@ impl Fitted {
             match member.predict(horizon, level, z) {
                 Ok(f) if f.all_finite() => forecasts.push(f),
                 Ok(_) => {
-                    last_error = Some(Error::Model {
-                        model: member.name(),
-                        message: "forecast is not finite".into(),
-                    })
+                    last_error = Some(Error::Model { model: member.name(), message: "forecast is not finite".into() })
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -387,10 +358,7 @@ impl Fitted {
 }
 
 fn no_forecast(method: Method) -> Error {
-    Error::Model {
-        model: method.name(),
-        message: "no model produced a forecast".into(),
-    }
+    Error::Model { model: method.name(), message: "no model produced a forecast".into() }
 }
 
 /// Fit `config.method` on `history` (oldest first, all finite, at least [`MIN_HISTORY`]
@@ -400,17 +368,11 @@ pub fn fit(history: &[f64], config: &ForecastConfig) -> Result<Fitted> {
     if history.len() < MIN_HISTORY {
         return Err(Error::InvalidInput {
             what: "history".into(),
-            message: format!(
-                "{} points; a forecast needs at least {MIN_HISTORY}",
-                history.len()
-            ),
+            message: format!("{} points; a forecast needs at least {MIN_HISTORY}", history.len()),
         });
     }
     if let Some(i) = history.iter().position(|v| !v.is_finite()) {
-        return Err(Error::InvalidInput {
-            what: "history".into(),
-            message: format!("value {i} is not finite"),
-        });
+        return Err(Error::InvalidInput { what: "history".into(), message: format!("value {i} is not finite") });
     }
     let n = history.len();
     let mut notes = Vec::new();
@@ -422,9 +384,7 @@ pub fn fit(history: &[f64], config: &ForecastConfig) -> Result<Fitted> {
             if p.saturating_mul(2) <= n {
                 usable.push(p);
             } else {
-                notes.push(format!(
-                    "period {p} dropped: fewer than two cycles of history"
-                ));
+                notes.push(format!("period {p} dropped: fewer than two cycles of history"));
             }
         }
         usable.sort_unstable();
@@ -462,13 +422,7 @@ pub fn fit(history: &[f64], config: &ForecastConfig) -> Result<Fitted> {
         }
         Method::Ensemble => fit_ensemble(history, &periods, config, &mut notes),
     };
-    Ok(Fitted {
-        method: config.method,
-        periods,
-        history_len: n,
-        notes,
-        members,
-    })
+    Ok(Fitted { method: config.method, periods, history_len: n, notes, members })
 }
 
 fn use_log(history: &[f64], wanted: bool, notes: &mut Vec<String>) -> bool {
@@ -498,11 +452,7 @@ fn fit_decomposed(
     } else {
         Trend::Ets(Box::new(fit_ets(&decomposition.adjusted)?))
     };
-    Ok(vec![Member::Scaled(Scaled {
-        scaler,
-        seasonal_tails: decomposition.tails,
-        trend,
-    })])
+    Ok(vec![Member::Scaled(Scaled { scaler, seasonal_tails: decomposition.tails, trend })])
 }
 
 /// Short lags of the autoregression (a day of hourly data).
@@ -537,19 +487,10 @@ fn fit_ar_member(history: &[f64], periods: &[usize], short: usize, log: bool) ->
             lags.last().copied().unwrap_or(0)
         ),
     })?;
-    Ok(Member::Scaled(Scaled {
-        scaler,
-        seasonal_tails: Vec::new(),
-        trend: Trend::Ar(ar),
-    }))
+    Ok(Member::Scaled(Scaled { scaler, seasonal_tails: Vec::new(), trend: Trend::Ar(ar) }))
 }
 
-fn fit_ensemble(
-    history: &[f64],
-    periods: &[usize],
-    config: &ForecastConfig,
-    notes: &mut Vec<String>,
-) -> Vec<Member> {
+fn fit_ensemble(history: &[f64], periods: &[usize], config: &ForecastConfig, notes: &mut Vec<String>) -> Vec<Member> {
     let log = use_log(history, config.log, notes);
     let mut specs = vec![(AR_SHORT_LAGS, log), (AR_LONG_SHORT_LAGS, log)];
     if log {
@@ -671,14 +612,7 @@ impl Naive2 {
         };
         let level = adjusted.last().copied().unwrap_or(0.0);
         let sigma = rms(adjusted.iter().skip(1).zip(&adjusted).map(|(&a, &b)| a - b));
-        (
-            Self {
-                level,
-                indices: last,
-                sigma,
-            },
-            note,
-        )
+        (Self { level, indices: last, sigma }, note)
     }
 
     fn predict(&self, h: usize, level: f64, z: f64) -> Forecast {
@@ -687,11 +621,7 @@ impl Naive2 {
         for k in 0..h {
             let s = self.indices.get(k % m).copied().unwrap_or(1.0);
             let half = z * self.sigma * ((k + 1) as f64).sqrt();
-            f.push(
-                self.level * s,
-                (self.level - half) * s,
-                (self.level + half) * s,
-            );
+            f.push(self.level * s, (self.level - half) * s, (self.level + half) * s);
         }
         f
     }
@@ -749,11 +679,7 @@ fn autocorrelation_at(y: &[f64], lag: usize) -> Option<f64> {
     if !(c0.is_finite() && c0 > 0.0) {
         return None;
     }
-    let ck: f64 = y
-        .iter()
-        .zip(y.iter().skip(lag))
-        .map(|(a, b)| (a - mean) * (b - mean))
-        .sum();
+    let ck: f64 = y.iter().zip(y.iter().skip(lag)).map(|(a, b)| (a - mean) * (b - mean)).sum();
     let r = ck / c0;
     r.is_finite().then_some(r)
 }
@@ -804,11 +730,7 @@ pub fn classical_multiplicative_indices(y: &[f64], m: usize) -> Option<Vec<f64>>
     if !(mean.is_finite() && mean > 0.0) {
         return None;
     }
-    Some(
-        (0..n)
-            .map(|t| figure.get(t % m).copied().unwrap_or(1.0) / mean)
-            .collect(),
-    )
+    Some((0..n).map(|t| figure.get(t % m).copied().unwrap_or(1.0) / mean).collect())
 }
 
 /// Seasonal periods of `y` among `candidates` (see the [module docs](self)), ascending. Only
@@ -816,11 +738,7 @@ pub fn classical_multiplicative_indices(y: &[f64], m: usize) -> Option<Vec<f64>>
 /// input has no period.
 pub fn detect_periods(y: &[f64], candidates: &[usize]) -> Vec<usize> {
     let n = y.len();
-    let mut cands: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|&c| c >= 2 && c.saturating_mul(2) <= n)
-        .collect();
+    let mut cands: Vec<usize> = candidates.iter().copied().filter(|&c| c >= 2 && c.saturating_mul(2) <= n).collect();
     cands.sort_unstable();
     cands.dedup();
     if cands.is_empty() || y.iter().any(|v| !v.is_finite()) {
@@ -838,20 +756,15 @@ pub fn detect_periods(y: &[f64], candidates: &[usize]) -> Vec<usize> {
         let max_period = (largest + largest / 4 + 1).min(n / 2).max(4);
         let max_period = u32::try_from(max_period).unwrap_or(u32::MAX);
         let hints = catch_unwind(AssertUnwindSafe(|| {
-            PeriodogramDetector::builder()
-                .min_period(2)
-                .max_period(max_period)
-                .threshold(0.5)
-                .build()
-                .detect(&z)
+            PeriodogramDetector::builder().min_period(2).max_period(max_period).threshold(0.5).build().detect(&z)
         }))
         .unwrap_or_default();
         for hint in hints {
             let hint = hint as f64;
-            let nearest = cands.iter().copied().min_by(|&a, &b| {
-                ((a as f64 - hint).abs() / a as f64)
-                    .total_cmp(&((b as f64 - hint).abs() / b as f64))
-            });
+            let nearest = cands
+                .iter()
+                .copied()
+                .min_by(|&a, &b| ((a as f64 - hint).abs() / a as f64).total_cmp(&((b as f64 - hint).abs() / b as f64)));
             if let Some(c) = nearest {
                 if (c as f64 - hint).abs() <= SNAP_TOLERANCE * c as f64 && !found.contains(&c) {
                     found.push(c);
@@ -864,11 +777,7 @@ pub fn detect_periods(y: &[f64], candidates: &[usize]) -> Vec<usize> {
         if found.contains(&c) {
             continue;
         }
-        let base = found
-            .iter()
-            .copied()
-            .filter(|&s| s < c && c.is_multiple_of(s))
-            .max();
+        let base = found.iter().copied().filter(|&s| s < c && c.is_multiple_of(s)).max();
         let residual: Vec<f64> = match base {
             // The shorter season repeats within `c`: compare seasons of it instead.
             Some(b) => z.iter().skip(b).zip(&z).map(|(a, b)| a - b).collect(),
@@ -898,8 +807,7 @@ fn detrend(y: &[f64], width: usize) -> Vec<f64> {
         .map(|t| {
             let lo = t.saturating_sub(half);
             let hi = (t + half + 1).min(n);
-            let sum =
-                prefix.get(hi).copied().unwrap_or(0.0) - prefix.get(lo).copied().unwrap_or(0.0);
+            let sum = prefix.get(hi).copied().unwrap_or(0.0) - prefix.get(lo).copied().unwrap_or(0.0);
             let mean = sum / (hi - lo).max(1) as f64;
             y.get(t).copied().unwrap_or(0.0) - mean
         })
@@ -916,11 +824,7 @@ pub fn calendar_periods(step_ms: i64) -> Vec<usize> {
         return Vec::new();
     }
     let day = (DAY_MS as f64 / step_ms as f64).round();
-    [day, 7.0 * day]
-        .into_iter()
-        .filter(|p| (2.0..=1e9).contains(p))
-        .map(|p| p as usize)
-        .collect()
+    [day, 7.0 * day].into_iter().filter(|p| (2.0..=1e9).contains(p)).map(|p| p as usize).collect()
 }
 
 /// Median spacing of the most recent timestamps, so that detectors can turn durations
@@ -982,15 +886,9 @@ pub fn forecast_with_fallback(
         Err(e @ (Error::InvalidInput { .. } | Error::InvalidParam { .. })) => return Err(e),
         Err(e) => e,
     };
-    let fallback = ForecastConfig {
-        method: Method::SeasonalNaive,
-        ..config.clone()
-    };
+    let fallback = ForecastConfig { method: Method::SeasonalNaive, ..config.clone() };
     let mut fitted = fit(history, &fallback)?;
-    fitted.notes.push(format!(
-        "{} failed ({failure}); fell back to seasonal naive",
-        config.method.name()
-    ));
+    fitted.notes.push(format!("{} failed ({failure}); fell back to seasonal naive", config.method.name()));
     let forecast = fitted.predict(horizon, level)?;
     Ok((fitted, forecast))
 }
@@ -1008,20 +906,9 @@ impl Scaler {
     fn new(y: &[f64], log: bool) -> Self {
         let mut t: Vec<f64> = y.iter().map(|&v| if log { v.ln() } else { v }).collect();
         let center = sort_median(&mut t).unwrap_or(0.0);
-        let half_range = t
-            .iter()
-            .map(|&v| (v / 2.0 - center / 2.0).abs())
-            .fold(0.0, f64::max);
-        let half_range = if half_range.is_finite() && half_range > 0.0 {
-            half_range
-        } else {
-            1.0
-        };
-        Self {
-            log,
-            center,
-            half_range,
-        }
+        let half_range = t.iter().map(|&v| (v / 2.0 - center / 2.0).abs()).fold(0.0, f64::max);
+        let half_range = if half_range.is_finite() && half_range > 0.0 { half_range } else { 1.0 };
+        Self { log, center, half_range }
     }
 
     fn forward(&self, v: f64) -> f64 {
@@ -1049,51 +936,25 @@ struct Decomposition {
 
 fn decompose(z: &[f64], periods: &[usize]) -> Result<Decomposition> {
     if periods.is_empty() {
-        return Ok(Decomposition {
-            adjusted: z.to_vec(),
-            tails: Vec::new(),
-        });
+        return Ok(Decomposition { adjusted: z.to_vec(), tails: Vec::new() });
     }
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        stlrs::MstlParams::new().fit(z, periods)
-    }))
-    .map_err(|_| Error::Model {
-        model: "mstl",
-        message: "the decomposition failed on this series".into(),
-    })?
-    .map_err(|e| Error::Model {
-        model: "mstl",
-        message: e.to_string(),
-    })?;
-    let adjusted: Vec<f64> = result
-        .trend()
-        .iter()
-        .zip(result.remainder())
-        .map(|(t, r)| t + r)
-        .collect();
+    let result = catch_unwind(AssertUnwindSafe(|| stlrs::MstlParams::new().fit(z, periods)))
+        .map_err(|_| Error::Model { model: "mstl", message: "the decomposition failed on this series".into() })?
+        .map_err(|e| Error::Model { model: "mstl", message: e.to_string() })?;
+    let adjusted: Vec<f64> = result.trend().iter().zip(result.remainder()).map(|(t, r)| t + r).collect();
     let tails: Vec<Vec<f64>> = periods
         .iter()
         .zip(result.seasonal())
         .map(|(&p, s)| s.get(s.len().saturating_sub(p)..).unwrap_or(s).to_vec())
         .collect();
-    if adjusted
-        .iter()
-        .chain(tails.iter().flatten())
-        .any(|v| !v.is_finite())
-    {
-        return Err(Error::Model {
-            model: "mstl",
-            message: "the decomposition is not finite".into(),
-        });
+    if adjusted.iter().chain(tails.iter().flatten()).any(|v| !v.is_finite()) {
+        return Err(Error::Model { model: "mstl", message: "the decomposition is not finite".into() });
     }
     Ok(Decomposition { adjusted, tails })
 }
 
 fn fit_ets(y: &[f64]) -> Result<FittedAutoETS> {
-    let err = |message: String| Error::Model {
-        model: "ets",
-        message,
-    };
+    let err = |message: String| Error::Model { model: "ets", message };
     let model = AutoETS::new(1, "ZZN").map_err(|e| err(e.to_string()))?;
     catch_unwind(AssertUnwindSafe(|| model.fit(y)))
         .map_err(|_| err("AutoETS failed on this series".into()))?
@@ -1122,22 +983,11 @@ impl Scaled {
         let (point, lower, upper) = match &self.trend {
             Trend::Ets(ets) => {
                 let f = catch_unwind(AssertUnwindSafe(|| ets.predict(h, level)))
-                    .map_err(|_| Error::Model {
-                        model: "ets",
-                        message: "prediction failed".into(),
-                    })?
-                    .map_err(|e| Error::Model {
-                        model: "ets",
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|_| Error::Model { model: "ets", message: "prediction failed".into() })?
+                    .map_err(|e| Error::Model { model: "ets", message: e.to_string() })?;
                 let (lower, upper) = match f.intervals {
                     Some(i) if i.lower.len() == h && i.upper.len() == h => (i.lower, i.upper),
-                    _ => {
-                        return Err(Error::Model {
-                            model: "ets",
-                            message: "no prediction intervals".into(),
-                        })
-                    }
+                    _ => return Err(Error::Model { model: "ets", message: "no prediction intervals".into() }),
                 };
                 (f.point, lower, upper)
             }
@@ -1145,22 +995,13 @@ impl Scaled {
             Trend::Ar(ar) => ar.predict(h, z)?,
         };
         if point.len() != h {
-            return Err(Error::Model {
-                model: "ets",
-                message: format!("{} forecasts for horizon {h}", point.len()),
-            });
+            return Err(Error::Model { model: "ets", message: format!("{} forecasts for horizon {h}", point.len()) });
         }
         let mut out = Forecast::with_capacity(h, level);
         for k in 0..h {
-            let season: f64 = self
-                .seasonal_tails
-                .iter()
-                .map(|tail| tail.get(k % tail.len().max(1)).copied().unwrap_or(0.0))
-                .sum();
-            let at = |v: &Vec<f64>| {
-                self.scaler
-                    .inverse(v.get(k).copied().unwrap_or(0.0) + season)
-            };
+            let season: f64 =
+                self.seasonal_tails.iter().map(|tail| tail.get(k % tail.len().max(1)).copied().unwrap_or(0.0)).sum();
+            let at = |v: &Vec<f64>| self.scaler.inverse(v.get(k).copied().unwrap_or(0.0) + season);
             out.push(at(&point), at(&lower), at(&upper));
         }
         Ok(out)
@@ -1206,18 +1047,8 @@ impl ThetaFit {
         }
         let alpha = (a + b) / 2.0;
         let (level, sse_value) = ses(y, alpha);
-        let sigma = if n > 1 {
-            (sse_value / (n - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
-        Self {
-            level,
-            alpha,
-            drift: slope(y) / 2.0,
-            n,
-            sigma: if sigma.is_finite() { sigma } else { 0.0 },
-        }
+        let sigma = if n > 1 { (sse_value / (n - 1) as f64).sqrt() } else { 0.0 };
+        Self { level, alpha, drift: slope(y) / 2.0, n, sigma: if sigma.is_finite() { sigma } else { 0.0 } }
     }
 
     fn predict(&self, h: usize, z: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -1310,14 +1141,7 @@ impl ArFit {
         if !sigma.is_finite() {
             return None;
         }
-        Some(Self {
-            lags: lags.to_vec(),
-            coef: coef.to_vec(),
-            intercept,
-            y: y.to_vec(),
-            sigma,
-            n,
-        })
+        Some(Self { lags: lags.to_vec(), coef: coef.to_vec(), intercept, y: y.to_vec(), sigma, n })
     }
 
     /// `h` recursive forecasts from the first `origin` values of the history.
@@ -1330,11 +1154,7 @@ impl ArFit {
             let len = buf.len();
             let mut f = self.intercept;
             for (c, &l) in self.coef.iter().zip(&self.lags) {
-                f += c * len
-                    .checked_sub(l)
-                    .and_then(|i| buf.get(i))
-                    .copied()
-                    .unwrap_or(0.0);
+                f += c * len.checked_sub(l).and_then(|i| buf.get(i)).copied().unwrap_or(0.0);
             }
             buf.push(f);
         }
@@ -1359,11 +1179,7 @@ impl ArFit {
             // Evenly spread, the last origin at the end of the history.
             let origin = last - i * span / count;
             let forecast = self.recurse(origin, steps);
-            for ((sum, f), actual) in sums
-                .iter_mut()
-                .zip(&forecast)
-                .zip(self.y.iter().skip(origin))
-            {
+            for ((sum, f), actual) in sums.iter_mut().zip(&forecast).zip(self.y.iter().skip(origin)) {
                 *sum += (actual - f) * (actual - f);
             }
         }
@@ -1376,10 +1192,7 @@ impl ArFit {
     /// the backtest's reach (a third of the history) its last RMSE grows with `sqrt(h)`.
     /// An error when the forecast runs away (see the module docs).
     fn predict(&self, h: usize, z: f64) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-        let diverges = || Error::Model {
-            model: "ar",
-            message: "the autoregression's forecast diverges".into(),
-        };
+        let diverges = || Error::Model { model: "ar", message: "the autoregression's forecast diverges".into() };
         let point = self.recurse(self.n, h);
         for (k, f) in point.iter().enumerate() {
             let bound = 3.0 + 4.0 * (k + 1) as f64 / self.n.max(1) as f64;
@@ -1409,9 +1222,7 @@ impl ArFit {
             sum_sq += w * w;
             let empirical = match rmse.get(j) {
                 Some(&r) => r,
-                None => rmse.last().map_or(0.0, |&r| {
-                    r * ((j + 1) as f64 / rmse.len().max(1) as f64).sqrt()
-                }),
+                None => rmse.last().map_or(0.0, |&r| r * ((j + 1) as f64 / rmse.len().max(1) as f64).sqrt()),
             };
             let half = z * (self.sigma * sum_sq.sqrt()).max(empirical);
             if !half.is_finite() {
@@ -1544,12 +1355,8 @@ pub fn normal_quantile(p: f64) -> f64 {
         4.374_664_141_464_968,
         2.938_163_982_698_783,
     ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
+    const D: [f64; 4] =
+        [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
     const LOW: f64 = 0.02425;
     if p.is_nan() || p <= 1e-16 {
         return -8.3;
@@ -1609,10 +1416,7 @@ mod tests {
     fn assert_valid(f: &Forecast, h: usize) {
         assert_eq!((f.point.len(), f.lower.len(), f.upper.len()), (h, h, h));
         for k in 0..h {
-            assert!(
-                f.lower[k] <= f.point[k] && f.point[k] <= f.upper[k],
-                "step {k}: {f:?}"
-            );
+            assert!(f.lower[k] <= f.point[k] && f.point[k] <= f.upper[k], "step {k}: {f:?}");
         }
         assert!(f.all_finite());
     }
@@ -1622,53 +1426,28 @@ mod tests {
         for m in Method::ALL {
             assert_eq!(m.name().parse::<Method>().ok(), Some(m));
             let json = serde_json::to_string(&m).unwrap_or_default();
-            assert_eq!(
-                serde_json::from_str::<Method>(&json).ok(),
-                Some(m),
-                "{json}"
-            );
+            assert_eq!(serde_json::from_str::<Method>(&json).ok(), Some(m), "{json}");
             let short = format!("\"{}\"", m.name());
-            assert_eq!(
-                serde_json::from_str::<Method>(&short).ok(),
-                Some(m),
-                "{short}"
-            );
+            assert_eq!(serde_json::from_str::<Method>(&short).ok(), Some(m), "{short}");
         }
         assert_eq!("default".parse::<Method>().ok(), Some(Method::Ensemble));
-        let e = "prophet"
-            .parse::<Method>()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = "prophet".parse::<Method>().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("`method`") && e.contains("prophet"), "{e}");
     }
 
     #[test]
     fn bad_history_and_config_are_clear_errors() {
         let config = ForecastConfig::default();
-        let e = fit(&[], &config)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = fit(&[], &config).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("history") && e.contains("at least 3"), "{e}");
-        let e = fit(&[1.0, f64::NAN, 2.0, 3.0], &config)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = fit(&[1.0, f64::NAN, 2.0, 3.0], &config).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("value 1 is not finite"), "{e}");
         let bad = ForecastConfig::new(Method::Ensemble, vec![24, 1]);
-        let e = fit(&[1.0, 2.0, 3.0], &bad)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = fit(&[1.0, 2.0, 3.0], &bad).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("`periods`"), "{e}");
         let fitted = fit(&[1.0, 2.0, 3.0, 4.0], &config).expect("fits");
         for level in [0.0, 1.0, f64::NAN] {
-            let e = fitted
-                .predict(3, level)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let e = fitted.predict(3, level).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains("`level`"), "{e}");
         }
     }
@@ -1678,23 +1457,14 @@ mod tests {
         for method in Method::ALL {
             let fitted = fit(&[7.5; 50], &ForecastConfig::new(method, vec![5])).expect("fits");
             let f = fitted.predict(10, 0.95).expect("predicts");
-            assert!(
-                f.point
-                    .iter()
-                    .chain(&f.lower)
-                    .chain(&f.upper)
-                    .all(|&v| v == 7.5),
-                "{method:?}"
-            );
+            assert!(f.point.iter().chain(&f.lower).chain(&f.upper).all(|&v| v == 7.5), "{method:?}");
             assert!(fitted.notes().iter().any(|n| n == "constant history"));
         }
     }
 
     #[test]
     fn seasonal_naive_repeats_the_last_cycle() {
-        let y: Vec<f64> = (0..20)
-            .map(|i| f64::from(i % 4) + f64::from(i / 4))
-            .collect();
+        let y: Vec<f64> = (0..20).map(|i| f64::from(i % 4) + f64::from(i / 4)).collect();
         let fitted = fit(&y, &ForecastConfig::new(Method::SeasonalNaive, vec![4])).expect("fits");
         assert_eq!(fitted.periods(), &[4]);
         let f = fitted.predict(8, 0.9).expect("predicts");
@@ -1705,17 +1475,8 @@ mod tests {
         assert!((f.upper[4] - f.point[4] - z * 2f64.sqrt()).abs() < 1e-12);
         // Without a usable period it is the naive forecast.
         let fitted = fit(&y, &ForecastConfig::new(Method::SeasonalNaive, vec![15])).expect("fits");
-        assert!(
-            fitted.periods().is_empty()
-                && fitted
-                    .notes()
-                    .iter()
-                    .any(|n| n.contains("period 15 dropped"))
-        );
-        assert_eq!(
-            fitted.predict(2, 0.9).expect("predicts").point,
-            vec![7.0, 7.0]
-        );
+        assert!(fitted.periods().is_empty() && fitted.notes().iter().any(|n| n.contains("period 15 dropped")));
+        assert_eq!(fitted.predict(2, 0.9).expect("predicts").point, vec![7.0, 7.0]);
     }
 
     #[test]
@@ -1728,9 +1489,8 @@ mod tests {
             assert!((s - si[i % 4]).abs() < 1e-12, "{i}: {s}");
         }
         assert!(seasonality_test(&y, 4));
-        let f = fit(&y, &ForecastConfig::new(Method::Naive2, vec![4]))
-            .and_then(|m| m.predict(4, 0.95))
-            .expect("forecast");
+        let f =
+            fit(&y, &ForecastConfig::new(Method::Naive2, vec![4])).and_then(|m| m.predict(4, 0.95)).expect("forecast");
         for (p, s) in f.point.iter().zip(si) {
             assert!((p - 10.0 * s).abs() < 1e-9, "{:?}", f.point);
         }
@@ -1747,11 +1507,7 @@ mod tests {
         // Non-positive values: not adjusted, with a note.
         let shifted: Vec<f64> = y.iter().map(|v| v - 8.0).collect();
         let fitted = fit(&shifted, &ForecastConfig::new(Method::Naive2, vec![4])).expect("fits");
-        assert!(
-            fitted.notes().iter().any(|n| n.contains("values <= 0")),
-            "{:?}",
-            fitted.notes()
-        );
+        assert!(fitted.notes().iter().any(|n| n.contains("values <= 0")), "{:?}", fitted.notes());
     }
 
     #[test]
@@ -1765,10 +1521,7 @@ mod tests {
         assert!(detect_periods(&noise, &[24, 168]).is_empty());
         assert!(detect_periods(&[1.0; 500], &[24]).is_empty());
         assert!(detect_periods(&y, &[]).is_empty());
-        let config = ForecastConfig {
-            candidate_periods: vec![24, 168],
-            ..ForecastConfig::default()
-        };
+        let config = ForecastConfig { candidate_periods: vec![24, 168], ..ForecastConfig::default() };
         assert_eq!(fit(&y, &config).expect("fits").periods(), &[24, 168]);
     }
 
@@ -1777,29 +1530,19 @@ mod tests {
         let n = 24 * 7 * 4;
         let y = seasonal(n, 2.0, 5);
         let actual = truth(n..n + 48);
-        let snaive = fit(
-            &y,
-            &ForecastConfig::new(Method::SeasonalNaive, vec![24, 168]),
-        )
-        .and_then(|m| m.predict(48, 0.95))
-        .expect("snaive");
+        let snaive = fit(&y, &ForecastConfig::new(Method::SeasonalNaive, vec![24, 168]))
+            .and_then(|m| m.predict(48, 0.95))
+            .expect("snaive");
         for method in Method::ALL {
             let fitted = fit(&y, &ForecastConfig::new(method, vec![24, 168])).expect("fits");
             let f = fitted.predict(48, 0.95).expect("predicts");
             assert_valid(&f, 48);
             let err = mae(&f.point, &actual);
             assert!(err < 6.0, "{method:?}: MAE {err}");
-            if matches!(
-                method,
-                Method::Autoregression | Method::Ensemble | Method::MstlEts
-            ) {
+            if matches!(method, Method::Autoregression | Method::Ensemble | Method::MstlEts) {
                 assert!(err < mae(&snaive.point, &actual), "{method:?}: MAE {err}");
             }
-            let inside = actual
-                .iter()
-                .enumerate()
-                .filter(|&(k, v)| f.lower[k] <= *v && *v <= f.upper[k])
-                .count();
+            let inside = actual.iter().enumerate().filter(|&(k, v)| f.lower[k] <= *v && *v <= f.upper[k]).count();
             if method != Method::Naive2 {
                 assert!(inside >= 40, "{method:?}: {inside} of 48 inside");
             }
@@ -1809,16 +1552,9 @@ mod tests {
     #[test]
     fn ensemble_continues_a_linear_trend_on_the_original_scale() {
         let mut rng = XorShift64::new(4);
-        let y: Vec<f64> = (0..500)
-            .map(|i| 10.0 + 0.5 * i as f64 + rng.uniform(-1.0, 1.0))
-            .collect();
-        let config = ForecastConfig {
-            log: false,
-            ..ForecastConfig::default()
-        };
-        let f = fit(&y, &config)
-            .and_then(|m| m.predict(200, 0.95))
-            .expect("forecast");
+        let y: Vec<f64> = (0..500).map(|i| 10.0 + 0.5 * i as f64 + rng.uniform(-1.0, 1.0)).collect();
+        let config = ForecastConfig { log: false, ..ForecastConfig::default() };
+        let f = fit(&y, &config).and_then(|m| m.predict(200, 0.95)).expect("forecast");
         let expected_end = 10.0 + 0.5 * 699.0;
         let end = f.point.last().copied().unwrap_or(0.0);
         assert!((end - expected_end).abs() < 5.0, "{end} vs {expected_end}");
@@ -1835,22 +1571,15 @@ mod tests {
                 assert_valid(&f, 30);
             }
         }
-        let alternating: Vec<f64> = (0..100)
-            .map(|i| if i % 2 == 0 { f64::MAX } else { f64::MIN })
-            .collect();
+        let alternating: Vec<f64> = (0..100).map(|i| if i % 2 == 0 { f64::MAX } else { f64::MIN }).collect();
         for method in Method::ALL {
             let (_, f) =
-                forecast_with_fallback(&alternating, &ForecastConfig::new(method, vec![]), 10, 0.9)
-                    .expect("forecast");
+                forecast_with_fallback(&alternating, &ForecastConfig::new(method, vec![]), 10, 0.9).expect("forecast");
             assert_valid(&f, 10);
         }
         let negative: Vec<f64> = y.iter().map(|v| v - 150.0).collect();
-        let fitted =
-            fit(&negative, &ForecastConfig::new(Method::Ensemble, vec![24])).expect("fits");
-        assert!(fitted
-            .notes()
-            .iter()
-            .any(|n| n.contains("log transform skipped")));
+        let fitted = fit(&negative, &ForecastConfig::new(Method::Ensemble, vec![24])).expect("fits");
+        assert!(fitted.notes().iter().any(|n| n.contains("log transform skipped")));
     }
 
     #[test]
@@ -1858,27 +1587,14 @@ mod tests {
         // Too short for the autoregression's lags.
         let y: Vec<f64> = (0..12).map(|i| f64::from(i % 3)).collect();
         let config = ForecastConfig::new(Method::Autoregression, vec![3]);
-        assert!(matches!(
-            fit(&y, &config),
-            Err(Error::Model { model: "ar", .. })
-        ));
+        assert!(matches!(fit(&y, &config), Err(Error::Model { model: "ar", .. })));
         let (fitted, f) = forecast_with_fallback(&y, &config, 6, 0.9).expect("falls back");
         assert_eq!(fitted.method(), Method::SeasonalNaive);
-        assert!(fitted
-            .notes()
-            .iter()
-            .any(|n| n.contains("fell back to seasonal naive")));
+        assert!(fitted.notes().iter().any(|n| n.contains("fell back to seasonal naive")));
         assert_eq!(f.point, vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
         // The ensemble falls back on its own.
         let fitted = fit(&y, &ForecastConfig::new(Method::Ensemble, vec![3])).expect("fits");
-        assert!(
-            fitted
-                .notes()
-                .iter()
-                .any(|n| n.contains("ensemble fell back")),
-            "{:?}",
-            fitted.notes()
-        );
+        assert!(fitted.notes().iter().any(|n| n.contains("ensemble fell back")), "{:?}", fitted.notes());
         // Unusable history is not hidden by the fallback.
         assert!(forecast_with_fallback(&[1.0], &config, 6, 0.9).is_err());
     }

@@ -146,13 +146,7 @@ impl ForecastBandParams {
     /// * `min_relative_width`, `min_absolute_width`: finite and >= 0
     pub fn validate(&self) -> Result<()> {
         common::between("window", self.window, MIN_HISTORY, MAX_WINDOW)?;
-        common::between_param(
-            "min_history",
-            self.min_history,
-            MIN_HISTORY,
-            "window",
-            self.window,
-        )?;
+        common::between_param("min_history", self.min_history, MIN_HISTORY, "window", self.window)?;
         common::between_param("refit_every", self.refit_every, 1, "window", self.window)?;
         common::strictly_between("level", self.level, 0.0, 1.0)?;
         common::at_least("min_consecutive", self.min_consecutive, 1)?;
@@ -162,13 +156,7 @@ impl ForecastBandParams {
     }
 
     fn forecast_config(&self, step_ms: Option<i64>) -> ForecastConfig {
-        ForecastConfig::for_detector(
-            self.method,
-            &self.periods,
-            &self.candidate_periods,
-            self.log,
-            step_ms,
-        )
+        ForecastConfig::for_detector(self.method, &self.periods, &self.candidate_periods, self.log, step_ms)
     }
 }
 
@@ -300,21 +288,16 @@ impl ForecastBand {
         if due {
             let history: Vec<f64> = self.cleaned.iter().copied().collect();
             let config = self.params.forecast_config(self.spacing.median_ms());
-            self.band = forecast::forecast_with_fallback(
-                &history,
-                &config,
-                self.params.refit_every,
-                self.params.level,
-            )
-            .ok()
-            .map(|(fitted, f)| Band {
-                period: fitted.periods().last().copied(),
-                summary: fitted.summary(),
-                point: f.point,
-                lower: f.lower,
-                upper: f.upper,
-                next: 0,
-            });
+            self.band = forecast::forecast_with_fallback(&history, &config, self.params.refit_every, self.params.level)
+                .ok()
+                .map(|(fitted, f)| Band {
+                    period: fitted.periods().last().copied(),
+                    summary: fitted.summary(),
+                    point: f.point,
+                    lower: f.lower,
+                    upper: f.upper,
+                    next: 0,
+                });
         }
         let band = self.band.as_mut()?;
         let k = band.next;
@@ -340,22 +323,12 @@ impl Detector for ForecastBand {
         // Without a band a point is not judged: warming up, or no data when
         // the value is not finite.
         let unjudged = |consecutive: u32, notes: &[String]| {
-            let state = if value.is_finite() {
-                DetectionState::WarmingUp
-            } else {
-                DetectionState::NoData
-            };
+            let state = if value.is_finite() { DetectionState::WarmingUp } else { DetectionState::NoData };
             Detection::unjudged(
                 timestamp_ms,
                 value,
                 state,
-                Explanation {
-                    threshold,
-                    consecutive,
-                    history,
-                    note: Some(notes.join("; ")),
-                    ..Explanation::default()
-                },
+                Explanation { threshold, consecutive, history, note: Some(notes.join("; ")), ..Explanation::default() },
             )
         };
 
@@ -363,10 +336,7 @@ impl Detector for ForecastBand {
             if value.is_finite() {
                 self.consecutive = 0;
                 self.push(value, value);
-                notes.push(format!(
-                    "warming up: {history} of {} points of history",
-                    self.params.min_history
-                ));
+                notes.push(format!("warming up: {history} of {} points of history", self.params.min_history));
             } else {
                 notes.push(common::not_finite_note(Some("ignored")));
             }
@@ -381,12 +351,9 @@ impl Detector for ForecastBand {
             notes.push("no forecast available".into());
             return unjudged(self.consecutive, &notes);
         };
-        let fit_note = format!(
-            "{summary}; {step} of {} steps after the fit",
-            self.params.refit_every
-        );
-        let floor = clamp_finite_or_zero(self.params.min_relative_width * expected.abs())
-            .max(self.params.min_absolute_width);
+        let fit_note = format!("{summary}; {step} of {} steps after the fit", self.params.refit_every);
+        let floor =
+            clamp_finite_or_zero(self.params.min_relative_width * expected.abs()).max(self.params.min_absolute_width);
         let half_up = clamp_finite_or_zero(upper - expected).max(floor);
         let half_down = clamp_finite_or_zero(expected - lower).max(floor);
         let band_lower = clamp_finite_or_zero(expected - half_down);
@@ -405,12 +372,7 @@ impl Detector for ForecastBand {
             let remark = "ignored (forecast used in the history)";
             let mut d = common::no_data(timestamp_ms, value, &notes, Some(remark), explanation);
             d.explanation.note = d.explanation.note.map(|n| format!("{n}; {fit_note}"));
-            return Detection {
-                expected: Some(expected),
-                lower: Some(band_lower),
-                upper: Some(band_upper),
-                ..d
-            };
+            return Detection { expected: Some(expected), lower: Some(band_lower), upper: Some(band_upper), ..d };
         }
 
         let diff = clamp_finite_or_zero(value - expected);
@@ -431,9 +393,7 @@ impl Detector for ForecastBand {
         } else {
             DetectionState::Normal
         };
-        if floor >= clamp_finite_or_zero(upper - expected)
-            || floor >= clamp_finite_or_zero(expected - lower)
-        {
+        if floor >= clamp_finite_or_zero(upper - expected) || floor >= clamp_finite_or_zero(expected - lower) {
             notes.push("band widened to its floor".into());
         }
         notes.push(fit_note);
@@ -442,10 +402,7 @@ impl Detector for ForecastBand {
             Some(ep) if ep.accepted => {
                 notes.push("a lasting change: learnt from its values".into());
             }
-            Some(ep) => notes.push(format!(
-                "{} gross outliers kept out of the fits",
-                ep.outside
-            )),
+            Some(ep) => notes.push(format!("{} gross outliers kept out of the fits", ep.outside)),
             None => {}
         }
         Detection {
@@ -493,24 +450,17 @@ impl Detector for ForecastBand {
 mod tests {
     use super::*;
     use crate::harness::{
-        check_constant_series, check_detects_step, check_invariants, edge_case_series, run_series,
-        timestamp_at, XorShift64,
+        check_constant_series, check_detects_step, check_invariants, edge_case_series, run_series, timestamp_at,
+        XorShift64,
     };
 
     /// Small, fast parameters for the compliance checks (which run each series many times).
     fn small() -> ForecastBandParams {
-        ForecastBandParams {
-            window: 200,
-            min_history: 30,
-            refit_every: 50,
-            ..ForecastBandParams::default()
-        }
+        ForecastBandParams { window: 200, min_history: 30, refit_every: 50, ..ForecastBandParams::default() }
     }
 
     fn make(params: ForecastBandParams) -> impl Fn() -> Box<dyn Detector> {
-        move || -> Box<dyn Detector> {
-            Box::new(ForecastBand::new(params.clone()).expect("valid params"))
-        }
+        move || -> Box<dyn Detector> { Box::new(ForecastBand::new(params.clone()).expect("valid params")) }
     }
 
     /// Hourly series with a daily shape, a weekly shape and noise.
@@ -521,10 +471,7 @@ mod tests {
                 let t = i as f64;
                 let daily = 20.0 * (2.0 * std::f64::consts::PI * t / 24.0).sin();
                 let weekly = 8.0 * (2.0 * std::f64::consts::PI * t / 168.0).cos();
-                (
-                    i64::try_from(i).unwrap_or(0) * 3_600_000,
-                    100.0 + daily + weekly + rng.uniform(-2.0, 2.0),
-                )
+                (i64::try_from(i).unwrap_or(0) * 3_600_000, 100.0 + daily + weekly + rng.uniform(-2.0, 2.0))
             })
             .collect()
     }
@@ -540,10 +487,7 @@ mod tests {
         let d = crate::registry::build("forecast_band", &params).expect("builds");
         assert_eq!((d.name(), d.max_retained_points()), ("forecast_band", 500));
         let bad = vec![("refit_every".to_string(), "0".to_string())];
-        let e = crate::registry::build("forecast_band", &bad)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = crate::registry::build("forecast_band", &bad).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("refit_every"), "{e}");
     }
 
@@ -551,61 +495,16 @@ mod tests {
     fn defaults_are_valid_and_bad_params_are_named() {
         assert!(ForecastBandParams::default().validate().is_ok());
         let cases: [(&str, ForecastBandParams); 7] = [
-            (
-                "window",
-                ForecastBandParams {
-                    window: 2,
-                    ..small()
-                },
-            ),
-            (
-                "min_history",
-                ForecastBandParams {
-                    min_history: 500,
-                    ..small()
-                },
-            ),
-            (
-                "refit_every",
-                ForecastBandParams {
-                    refit_every: 0,
-                    ..small()
-                },
-            ),
-            (
-                "level",
-                ForecastBandParams {
-                    level: 1.0,
-                    ..small()
-                },
-            ),
-            (
-                "min_consecutive",
-                ForecastBandParams {
-                    min_consecutive: 0,
-                    ..small()
-                },
-            ),
-            (
-                "min_relative_width",
-                ForecastBandParams {
-                    min_relative_width: f64::NAN,
-                    ..small()
-                },
-            ),
-            (
-                "periods",
-                ForecastBandParams {
-                    periods: vec![1],
-                    ..small()
-                },
-            ),
+            ("window", ForecastBandParams { window: 2, ..small() }),
+            ("min_history", ForecastBandParams { min_history: 500, ..small() }),
+            ("refit_every", ForecastBandParams { refit_every: 0, ..small() }),
+            ("level", ForecastBandParams { level: 1.0, ..small() }),
+            ("min_consecutive", ForecastBandParams { min_consecutive: 0, ..small() }),
+            ("min_relative_width", ForecastBandParams { min_relative_width: f64::NAN, ..small() }),
+            ("periods", ForecastBandParams { periods: vec![1], ..small() }),
         ];
         for (name, params) in cases {
-            let e = ForecastBand::new(params)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let e = ForecastBand::new(params).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains(&format!("`{name}`")), "{name}: {e}");
         }
     }
@@ -613,11 +512,7 @@ mod tests {
     #[test]
     fn passes_the_invariants_on_edge_cases_and_constants() {
         for (k, points) in edge_case_series().iter().enumerate() {
-            assert_eq!(
-                check_invariants(&make(small()), points),
-                Ok(()),
-                "edge case {k}"
-            );
+            assert_eq!(check_invariants(&make(small()), points), Ok(()), "edge case {k}");
         }
         assert_eq!(check_constant_series(&make(small())), Ok(()));
         let points = seasonal(400, 3);
@@ -636,43 +531,24 @@ mod tests {
         for p in points.iter_mut().skip(shift_at) {
             p.1 += 25.0;
         }
-        let params = ForecastBandParams {
-            window: 1000,
-            ..ForecastBandParams::default()
-        };
+        let params = ForecastBandParams { window: 1000, ..ForecastBandParams::default() };
         let mut det = ForecastBand::new(params).expect("valid");
         let detections = run_series(&mut det, &points);
         // The seasonal shape itself is not anomalous once the detector has warmed up.
-        let false_positives = detections
-            .iter()
-            .take(shift_at)
-            .filter(|d| d.is_anomaly())
-            .count();
+        let false_positives = detections.iter().take(shift_at).filter(|d| d.is_anomaly()).count();
         assert_eq!(false_positives, 0);
-        let first = detections
-            .iter()
-            .skip(shift_at)
-            .position(|d| d.is_anomaly());
+        let first = detections.iter().skip(shift_at).position(|d| d.is_anomaly());
         assert!(matches!(first, Some(k) if k < 5), "first flagged {first:?}");
         let d = detections.get(shift_at + 3).expect("exists");
         assert!(d.score > 0.5 && d.deviation == Deviation::Above, "{d:?}");
-        assert!(
-            d.explanation
-                .note
-                .as_deref()
-                .is_some_and(|n| n.contains("periods 24, 168")),
-            "{d:?}"
-        );
+        assert!(d.explanation.note.as_deref().is_some_and(|n| n.contains("periods 24, 168")), "{d:?}");
     }
 
     #[test]
     fn a_short_incident_is_kept_out_of_the_fits_and_a_lasting_change_is_learnt() {
         let n = 24 * 7 * 4;
         let start = n - 60;
-        let params = ForecastBandParams {
-            window: 1000,
-            ..ForecastBandParams::default()
-        };
+        let params = ForecastBandParams { window: 1000, ..ForecastBandParams::default() };
         // A 12-point incident: flagged while it lasts, and the return to normal is not.
         let mut points = seasonal(n, 21);
         for p in points.iter_mut().skip(start).take(12) {
@@ -680,12 +556,8 @@ mod tests {
         }
         let mut det = ForecastBand::new(params.clone()).expect("valid");
         let detections = run_series(&mut det, &points);
-        let flagged: Vec<usize> = detections
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.is_anomaly())
-            .map(|(i, _)| i)
-            .collect();
+        let flagged: Vec<usize> =
+            detections.iter().enumerate().filter(|(_, d)| d.is_anomaly()).map(|(i, _)| i).collect();
         assert!(
             !flagged.is_empty() && flagged.iter().all(|&i| (start..start + 12).contains(&i)),
             "flagged {flagged:?}, incident at {start}..{}",
@@ -693,11 +565,7 @@ mod tests {
         );
         let during = detections.get(start + 5).expect("exists");
         assert!(
-            during
-                .explanation
-                .note
-                .as_deref()
-                .is_some_and(|n| n.contains("gross outliers kept out of the fits")),
+            during.explanation.note.as_deref().is_some_and(|n| n.contains("gross outliers kept out of the fits")),
             "{during:?}"
         );
         // A lasting shift: flagged, then learnt after max_replaced gross outliers.
@@ -709,10 +577,7 @@ mod tests {
         let mut det = ForecastBand::new(params).expect("valid");
         let detections = run_series(&mut det, &points);
         let last_flag = detections.iter().rposition(|d| d.is_anomaly());
-        assert!(
-            detections.get(shift + 3).is_some_and(Detection::is_anomaly),
-            "not flagged at the shift"
-        );
+        assert!(detections.get(shift + 3).is_some_and(Detection::is_anomaly), "not flagged at the shift");
         assert!(
             matches!(last_flag, Some(i) if i < shift + 48 + 3 * 24),
             "still flagged at {last_flag:?}, shift at {shift}"
@@ -735,20 +600,13 @@ mod tests {
         let mut c = ForecastBand::new(small()).expect("valid");
         run_series(&mut c, &points);
         let dc = c.update(t, da.expected.expect("expected"));
-        assert!(
-            dc.score < 0.5 && dc.state == DetectionState::Normal,
-            "{dc:?}"
-        );
+        assert!(dc.score < 0.5 && dc.state == DetectionState::Normal, "{dc:?}");
     }
 
     #[test]
     fn direction_limits_what_counts() {
         let points = seasonal(400, 5);
-        let params = ForecastBandParams {
-            direction: Direction::Up,
-            min_consecutive: 1,
-            ..small()
-        };
+        let params = ForecastBandParams { direction: Direction::Up, min_consecutive: 1, ..small() };
         let mut det = ForecastBand::new(params).expect("valid");
         run_series(&mut det, &points);
         let d = det.update(timestamp_at(400), -1000.0);
@@ -766,10 +624,7 @@ mod tests {
         let mut det = ForecastBand::new(small()).expect("valid");
         let detections = run_series(&mut det, &points);
         assert!(det.retained_points() <= 200);
-        let nodata = detections
-            .iter()
-            .filter(|d| d.state == DetectionState::NoData)
-            .count();
+        let nodata = detections.iter().filter(|d| d.state == DetectionState::NoData).count();
         assert_eq!(nodata, points.iter().filter(|p| p.1.is_nan()).count());
         assert_eq!(check_invariants(&make(small()), &points), Ok(()));
     }

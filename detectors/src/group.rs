@@ -151,8 +151,7 @@ impl GroupOutlierParams {
     pub fn resolved_threshold(&self) -> f64 {
         const MAX_T: f64 = 7.941_444_487;
         const MIN_T: f64 = 0.841_621_234;
-        self.threshold
-            .unwrap_or(MAX_T - (MAX_T - MIN_T) * self.sensitivity.sqrt())
+        self.threshold.unwrap_or(MAX_T - (MAX_T - MIN_T) * self.sensitivity.sqrt())
     }
 }
 
@@ -247,34 +246,22 @@ impl GroupOutlier {
         if members.len() < MIN_MEMBERS {
             return Err(invalid_input(
                 "group",
-                format!(
-                    "needs at least {MIN_MEMBERS} members to compare, got {}",
-                    members.len()
-                ),
+                format!("needs at least {MIN_MEMBERS} members to compare, got {}", members.len()),
             ));
         }
         let n = members.first().map_or(0, |m| m.len());
         if let Some((i, m)) = members.iter().enumerate().find(|(_, m)| m.len() != n) {
             return Err(invalid_input(
                 "group",
-                format!(
-                    "series must have the same length: member 0 has {n} points, member {i} has {}",
-                    m.len()
-                ),
+                format!("series must have the same length: member 0 has {n} points, member {i} has {}", m.len()),
             ));
         }
         if n == 0 {
             return Err(invalid_input("group", "the series are empty".into()));
         }
         // Non-finite values are missing: NaN for augurs.
-        let clean: Vec<Vec<f64>> = members
-            .iter()
-            .map(|m| {
-                m.iter()
-                    .map(|v| if v.is_finite() { *v } else { f64::NAN })
-                    .collect()
-            })
-            .collect();
+        let clean: Vec<Vec<f64>> =
+            members.iter().map(|m| m.iter().map(|v| if v.is_finite() { *v } else { f64::NAN }).collect()).collect();
         if clean.iter().flatten().all(|v| v.is_nan()) {
             return Err(invalid_input("group", "no finite values".into()));
         }
@@ -290,24 +277,9 @@ impl GroupOutlier {
             }
         };
         let fraction = self.params.min_outlying_fraction;
-        let members: Vec<MemberResult> = points
-            .scores
-            .iter()
-            .map(|s| member_result(s, threshold, fraction))
-            .collect();
-        let outliers = members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| m.is_outlier.then_some(i))
-            .collect();
-        Ok(GroupOutlierResult {
-            members,
-            outliers,
-            band: points.band,
-            threshold,
-            epsilon,
-            note: points.note,
-        })
+        let members: Vec<MemberResult> = points.scores.iter().map(|s| member_result(s, threshold, fraction)).collect();
+        let outliers = members.iter().enumerate().filter_map(|(i, m)| m.is_outlier.then_some(i)).collect();
+        Ok(GroupOutlierResult { members, outliers, band: points.band, threshold, epsilon, note: points.note })
     }
 
     /// `epsilon`, or augurs' mapping of `sensitivity` onto the data's span.
@@ -332,10 +304,7 @@ impl GroupOutlier {
             .map_err(|e| e.to_string())
             .and_then(|data| detector.detect(&data).map_err(|e| e.to_string()));
         let usable = output.and_then(|o| {
-            let finite = o
-                .cluster_band
-                .as_ref()
-                .is_some_and(|b| b.min.iter().chain(&b.max).all(|v| v.is_finite()));
+            let finite = o.cluster_band.as_ref().is_some_and(|b| b.min.iter().chain(&b.max).all(|v| v.is_finite()));
             if finite {
                 Ok(o)
             } else {
@@ -351,11 +320,7 @@ impl GroupOutlier {
     /// Double MAD with plain medians and floored scales, for data on which
     /// augurs' MAD is undefined.
     fn floored_mad_scores(&self, rows: &[&[f64]], threshold: f64, reason: &str) -> PointScores {
-        let mut all: Vec<f64> = rows
-            .iter()
-            .flat_map(|r| r.iter().copied())
-            .filter(|v| !v.is_nan())
-            .collect();
+        let mut all: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).filter(|v| !v.is_nan()).collect();
         let median = sort_median(&mut all).unwrap_or(0.0);
         let (mut below, mut above): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
         for &v in &all {
@@ -367,8 +332,7 @@ impl GroupOutlier {
                 above.push(d);
             }
         }
-        let floor = clamp_finite(self.params.min_relative_scale * median.abs())
-            .max(self.params.min_absolute_scale);
+        let floor = clamp_finite(self.params.min_relative_scale * median.abs()).max(self.params.min_absolute_scale);
         let lower = clamp_finite(MAD_TO_SIGMA * sort_median(&mut below).unwrap_or(0.0)).max(floor);
         let upper = clamp_finite(MAD_TO_SIGMA * sort_median(&mut above).unwrap_or(0.0)).max(floor);
         let scores = rows
@@ -448,19 +412,14 @@ fn from_augurs_mad(rows: &[&[f64]], output: &OutlierOutput) -> PointScores {
             band_at(b.min.get(i).copied(), b.max.get(i).copied())
         })
         .collect();
-    PointScores {
-        scores,
-        band,
-        note: None,
-    }
+    PointScores { scores, band, note: None }
 }
 
 fn band_at(min: Option<f64>, max: Option<f64>) -> Option<GroupBand> {
     match (min, max) {
-        (Some(lower), Some(upper)) if !lower.is_nan() && !upper.is_nan() => Some(GroupBand {
-            lower: clamp_finite(lower),
-            upper: clamp_finite(upper),
-        }),
+        (Some(lower), Some(upper)) if !lower.is_nan() && !upper.is_nan() => {
+            Some(GroupBand { lower: clamp_finite(lower), upper: clamp_finite(upper) })
+        }
         _ => None,
     }
 }
@@ -473,10 +432,7 @@ fn dbscan_scores(rows: &[&[f64]], eps: f64) -> Result<PointScores> {
     let output = detector
         .preprocess(rows)
         .and_then(|data| detector.detect(&data))
-        .map_err(|e| Error::Model {
-            model: "dbscan",
-            message: e.to_string(),
-        })?;
+        .map_err(|e| Error::Model { model: "dbscan", message: e.to_string() })?;
     let n = rows.first().map_or(0, |r| r.len());
     // Augurs' band is the cluster widened by eps / 2 on each side.
     let band: Vec<Option<GroupBand>> = (0..n)
@@ -508,48 +464,28 @@ fn dbscan_scores(rows: &[&[f64]], eps: f64) -> Result<PointScores> {
                 .collect()
         })
         .collect();
-    Ok(PointScores {
-        scores,
-        band,
-        note: None,
-    })
+    Ok(PointScores { scores, band, note: None })
 }
 
 fn member_result(scores: &[Option<f64>], threshold: f64, fraction: f64) -> MemberResult {
-    let outlying_indices: Vec<usize> = scores
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| s.is_some_and(|z| z > threshold).then_some(i))
-        .collect();
+    let outlying_indices: Vec<usize> =
+        scores.iter().enumerate().filter_map(|(i, s)| s.is_some_and(|z| z > threshold).then_some(i)).collect();
     let mut judged_scores: Vec<f64> = scores.iter().flatten().copied().collect();
     let judged = judged_scores.len();
     // The m-th largest point score, m = ceil(fraction * judged) >= 1.
     let m = ((fraction * judged as f64).ceil() as usize).clamp(1, judged.max(1));
     judged_scores.sort_unstable_by(|a, b| b.total_cmp(a));
     let z = judged_scores.get(m - 1).copied().unwrap_or(0.0);
-    let score = if z > 0.0 {
-        (1.0 / (1.0 + threshold / z)).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let score = if z > 0.0 { (1.0 / (1.0 + threshold / z)).clamp(0.0, 1.0) } else { 0.0 };
     let is_outlier = judged > 0 && outlying_indices.len() >= m;
     let mut intervals: Vec<OutlyingInterval> = Vec::new();
     for &i in &outlying_indices {
         match intervals.last_mut() {
             Some(last) if last.end == i => last.end = i + 1,
-            _ => intervals.push(OutlyingInterval {
-                start: i,
-                end: i + 1,
-            }),
+            _ => intervals.push(OutlyingInterval { start: i, end: i + 1 }),
         }
     }
-    MemberResult {
-        is_outlier,
-        score,
-        outlying_indices,
-        intervals,
-        judged,
-    }
+    MemberResult { is_outlier, score, outlying_indices, intervals, judged }
 }
 
 #[cfg(test)]
@@ -584,10 +520,7 @@ mod tests {
     }
 
     fn dbscan() -> GroupOutlierParams {
-        GroupOutlierParams {
-            method: GroupMethod::Dbscan,
-            ..GroupOutlierParams::default()
-        }
+        GroupOutlierParams { method: GroupMethod::Dbscan, ..GroupOutlierParams::default() }
     }
 
     fn input_message(r: Result<GroupOutlierResult>) -> String {
@@ -614,10 +547,7 @@ mod tests {
                 }
                 assert_eq!(r.band.len(), 60);
                 for b in r.band.iter().flatten() {
-                    assert!(
-                        b.lower < 100.0 && b.upper > 100.0 && b.upper < 200.0,
-                        "{b:?}"
-                    );
+                    assert!(b.lower < 100.0 && b.upper > 100.0 && b.upper < 200.0, "{b:?}");
                 }
             }
         }
@@ -625,8 +555,7 @@ mod tests {
 
     #[test]
     fn one_time_slice() {
-        let r = detector(GroupOutlierParams::default())
-            .detect_slice(&[101.0, 99.0, 100.5, 203.0, 98.7]);
+        let r = detector(GroupOutlierParams::default()).detect_slice(&[101.0, 99.0, 100.5, 203.0, 98.7]);
         let Ok(r) = r else { panic!("{r:?}") };
         assert_eq!(r.outliers, vec![3]);
         assert!((r.threshold - 2.921_111).abs() < 1e-5, "{}", r.threshold);
@@ -641,24 +570,13 @@ mod tests {
         let threshold = GroupOutlierParams::default().resolved_threshold();
         let augurs = MADDetector::with_threshold(threshold);
         let out = augurs.preprocess(&rows).and_then(|d| augurs.detect(&d));
-        let Ok(out) = out else {
-            panic!("augurs failed")
-        };
-        let ours = run(
-            GroupOutlierParams {
-                min_outlying_fraction: 1.0 / 60.0,
-                ..GroupOutlierParams::default()
-            },
-            &data,
-        );
+        let Ok(out) = out else { panic!("augurs failed") };
+        let ours =
+            run(GroupOutlierParams { min_outlying_fraction: 1.0 / 60.0, ..GroupOutlierParams::default() }, &data);
         for (i, series) in out.series_results.iter().enumerate() {
             assert_eq!(series.is_outlier, ours.members[i].is_outlier, "member {i}");
-            let flagged: Vec<usize> = series
-                .scores
-                .iter()
-                .enumerate()
-                .filter_map(|(t, s)| (*s > threshold).then_some(t))
-                .collect();
+            let flagged: Vec<usize> =
+                series.scores.iter().enumerate().filter_map(|(t, s)| (*s > threshold).then_some(t)).collect();
             assert_eq!(flagged, ours.members[i].outlying_indices, "member {i}");
         }
     }
@@ -672,17 +590,8 @@ mod tests {
         let r = run(GroupOutlierParams::default(), &data);
         assert!(r.outliers.is_empty(), "{:?}", r.outliers);
         assert_eq!(r.members[1].outlying_indices, vec![10, 11]);
-        assert_eq!(
-            r.members[1].intervals,
-            vec![OutlyingInterval { start: 10, end: 12 }]
-        );
-        let sensitive = run(
-            GroupOutlierParams {
-                min_outlying_fraction: 0.01,
-                ..GroupOutlierParams::default()
-            },
-            &data,
-        );
+        assert_eq!(r.members[1].intervals, vec![OutlyingInterval { start: 10, end: 12 }]);
+        let sensitive = run(GroupOutlierParams { min_outlying_fraction: 0.01, ..GroupOutlierParams::default() }, &data);
         assert_eq!(sensitive.outliers, vec![1]);
     }
 
@@ -690,10 +599,7 @@ mod tests {
     fn too_few_ragged_empty_and_missing_inputs_are_errors() {
         let d = detector(GroupOutlierParams::default());
         let m = input_message(d.detect(&[&[1.0], &[2.0]]));
-        assert!(
-            m.contains("needs at least 3 members to compare, got 2"),
-            "{m}"
-        );
+        assert!(m.contains("needs at least 3 members to compare, got 2"), "{m}");
         let m = input_message(d.detect_slice(&[1.0, 2.0]));
         assert!(m.contains("got 2"), "{m}");
         let m = input_message(d.detect(&[&[1.0, 2.0], &[2.0, 3.0], &[3.0]]));
@@ -718,10 +624,7 @@ mod tests {
             assert!(!slow.outlying_indices.contains(&5) && !slow.outlying_indices.contains(&6));
             assert_eq!(slow.intervals.len(), 2);
             let empty = &r.members[5];
-            assert_eq!(
-                (empty.is_outlier, empty.score, empty.judged),
-                (false, 0.0, 0)
-            );
+            assert_eq!((empty.is_outlier, empty.score, empty.judged), (false, 0.0, 0));
         }
     }
 
@@ -731,24 +634,16 @@ mod tests {
         let r = detector(GroupOutlierParams::default()).detect_slice(&[0.0, 0.0, 0.0, 37.0, 0.0]);
         let Ok(r) = r else { panic!("{r:?}") };
         assert_eq!(r.outliers, vec![3]);
-        assert!(r
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("augurs' MAD is undefined on this group")));
+        assert!(r.note.as_deref().is_some_and(|n| n.contains("augurs' MAD is undefined on this group")));
         assert!(r.members[3].score > 0.99);
         // All equal: nobody is an outlier.
         let same = detector(GroupOutlierParams::default()).detect_slice(&[5.0; 4]);
-        assert!(
-            same.is_ok_and(|r| r.outliers.is_empty() && r.members.iter().all(|m| m.score == 0.0))
-        );
+        assert!(same.is_ok_and(|r| r.outliers.is_empty() && r.members.iter().all(|m| m.score == 0.0)));
     }
 
     #[test]
     fn dbscan_leaves_spread_out_slices_undecided() {
-        let d = detector(GroupOutlierParams {
-            epsilon: Some(1.0),
-            ..dbscan()
-        });
+        let d = detector(GroupOutlierParams { epsilon: Some(1.0), ..dbscan() });
         let r = d.detect(&[&[1.0, 0.0], &[1.2, 10.0], &[0.9, 20.0], &[5.0, 30.0]]);
         let Ok(r) = r else { panic!("{r:?}") };
         assert!(r.band[0].is_some());
@@ -757,11 +652,7 @@ mod tests {
         assert!(r.members.iter().all(|m| m.judged == 1));
         assert_eq!(r.outliers, vec![3]);
         // Distance 3.8 beyond the cluster edge 1.2 in units of eps 1.
-        assert!(
-            (r.members[3].score - 3.8 / 4.8).abs() < 1e-9,
-            "{:?}",
-            r.members[3]
-        );
+        assert!((r.members[3].score - 3.8 / 4.8).abs() < 1e-9, "{:?}", r.members[3]);
     }
 
     #[test]
@@ -769,10 +660,7 @@ mod tests {
         for p in [GroupOutlierParams::default(), dbscan()] {
             let r = detector(p).detect_slice(&[f64::MAX, 1.0, 2.0, 1.5, f64::MIN]);
             let Ok(r) = r else { panic!("{r:?}") };
-            assert!(r
-                .members
-                .iter()
-                .all(|m| m.score.is_finite() && (0.0..=1.0).contains(&m.score)));
+            assert!(r.members.iter().all(|m| m.score.is_finite() && (0.0..=1.0).contains(&m.score)));
             assert!(r.members[0].is_outlier && r.members[4].is_outlier, "{r:?}");
         }
     }
@@ -781,41 +669,11 @@ mod tests {
     fn params_validate_names_parameter() {
         let base = GroupOutlierParams::default();
         let cases = [
-            (
-                GroupOutlierParams {
-                    sensitivity: 1.0,
-                    ..base.clone()
-                },
-                "sensitivity",
-            ),
-            (
-                GroupOutlierParams {
-                    threshold: Some(0.0),
-                    ..base.clone()
-                },
-                "threshold",
-            ),
-            (
-                GroupOutlierParams {
-                    epsilon: Some(f64::NAN),
-                    ..base.clone()
-                },
-                "epsilon",
-            ),
-            (
-                GroupOutlierParams {
-                    min_outlying_fraction: 0.0,
-                    ..base.clone()
-                },
-                "min_outlying_fraction",
-            ),
-            (
-                GroupOutlierParams {
-                    min_absolute_scale: -1.0,
-                    ..base.clone()
-                },
-                "min_absolute_scale",
-            ),
+            (GroupOutlierParams { sensitivity: 1.0, ..base.clone() }, "sensitivity"),
+            (GroupOutlierParams { threshold: Some(0.0), ..base.clone() }, "threshold"),
+            (GroupOutlierParams { epsilon: Some(f64::NAN), ..base.clone() }, "epsilon"),
+            (GroupOutlierParams { min_outlying_fraction: 0.0, ..base.clone() }, "min_outlying_fraction"),
+            (GroupOutlierParams { min_absolute_scale: -1.0, ..base.clone() }, "min_absolute_scale"),
         ];
         for (p, name) in cases {
             match GroupOutlier::new(p) {

@@ -37,11 +37,7 @@ impl XorShift64 {
     /// Create a generator; a zero seed (a fixed point of xorshift) is
     /// replaced by a fixed non-zero constant.
     pub fn new(seed: u64) -> Self {
-        let state = if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        };
+        let state = if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed };
         Self { state }
     }
 
@@ -86,11 +82,7 @@ pub fn step_series(
     let mut rng = XorShift64::new(seed);
     (0..baseline_len.saturating_add(step_len))
         .map(|i| {
-            let base = if i < baseline_len {
-                level
-            } else {
-                level + step
-            };
+            let base = if i < baseline_len { level } else { level + step };
             (timestamp_at(i), base + rng.uniform(-noise, noise))
         })
         .collect()
@@ -136,29 +128,18 @@ pub fn same_detection(a: &Detection, b: &Detection) -> bool {
 
 fn compare_runs(what: &str, expected: &[Detection], actual: &[Detection]) -> CheckResult {
     if expected.len() != actual.len() {
-        return Err(format!(
-            "{what}: {} detections instead of {}",
-            actual.len(),
-            expected.len()
-        ));
+        return Err(format!("{what}: {} detections instead of {}", actual.len(), expected.len()));
     }
     for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
         if !same_detection(e, a) {
-            return Err(format!(
-                "{what}: detection {i} differs:\n expected {e:?}\n   actual {a:?}"
-            ));
+            return Err(format!("{what}: detection {i} differs:\n expected {e:?}\n   actual {a:?}"));
         }
     }
     Ok(())
 }
 
 /// Checks on a single detection that do not depend on other points.
-fn check_detection(
-    i: usize,
-    (t, v): (i64, f64),
-    d: &Detection,
-    max_retained: usize,
-) -> CheckResult {
+fn check_detection(i: usize, (t, v): (i64, f64), d: &Detection, max_retained: usize) -> CheckResult {
     let fail = |msg: String| Err(format!("point {i} ({t}, {v}): {msg}; detection {d:?}"));
     if d.timestamp_ms != t {
         return fail("timestamp not echoed".into());
@@ -236,17 +217,11 @@ fn check_detection(
 ///   the full input (no look-ahead);
 /// * `reset()` (after the whole input, and half-way through) empties the
 ///   history and makes the detector behave like a fresh one.
-pub fn check_invariants(
-    make: &dyn Fn() -> Box<dyn Detector>,
-    points: &[(i64, f64)],
-) -> CheckResult {
+pub fn check_invariants(make: &dyn Fn() -> Box<dyn Detector>, points: &[(i64, f64)]) -> CheckResult {
     let mut det = make();
     let max_retained = det.max_retained_points();
     if det.retained_points() != 0 {
-        return Err(format!(
-            "fresh detector retains {} points",
-            det.retained_points()
-        ));
+        return Err(format!("fresh detector retains {} points", det.retained_points()));
     }
     let mut first_run = Vec::with_capacity(points.len());
     let mut seen_finite = false;
@@ -256,17 +231,12 @@ pub fn check_invariants(
         if v.is_finite() && !seen_finite {
             seen_finite = true;
             if d.state != DetectionState::WarmingUp {
-                return Err(format!(
-                    "point {i}: first finite point must be WarmingUp, got {:?}",
-                    d.state
-                ));
+                return Err(format!("point {i}: first finite point must be WarmingUp, got {:?}", d.state));
             }
         }
         let retained = det.retained_points();
         if retained > max_retained {
-            return Err(format!(
-                "point {i}: retains {retained} points, above max_retained_points {max_retained}"
-            ));
+            return Err(format!("point {i}: retains {retained} points, above max_retained_points {max_retained}"));
         }
         if det.max_retained_points() != max_retained {
             return Err(format!("point {i}: max_retained_points changed"));
@@ -275,11 +245,7 @@ pub fn check_invariants(
     }
 
     let second_run = run_series(make().as_mut(), points);
-    compare_runs(
-        "determinism (second fresh detector)",
-        &first_run,
-        &second_run,
-    )?;
+    compare_runs("determinism (second fresh detector)", &first_run, &second_run)?;
 
     let n = points.len();
     let mut cuts = vec![0, 1, n / 3, n / 2, n.saturating_sub(1)];
@@ -288,19 +254,12 @@ pub fn check_invariants(
     for cut in cuts {
         let prefix = run_series(make().as_mut(), points.get(..cut).unwrap_or(points));
         let full_prefix = first_run.get(..cut).unwrap_or(&first_run);
-        compare_runs(
-            &format!("streaming (prefix of {cut})"),
-            full_prefix,
-            &prefix,
-        )?;
+        compare_runs(&format!("streaming (prefix of {cut})"), full_prefix, &prefix)?;
     }
 
     det.reset();
     if det.retained_points() != 0 {
-        return Err(format!(
-            "after reset() the detector retains {} points",
-            det.retained_points()
-        ));
+        return Err(format!("after reset() the detector retains {} points", det.retained_points()));
     }
     let after_reset = run_series(det.as_mut(), points);
     compare_runs("reset() after the full input", &first_run, &after_reset)?;
@@ -317,15 +276,11 @@ pub fn check_invariants(
 /// (500 points each, one per minute). Also runs [`check_invariants`] on each.
 pub fn check_constant_series(make: &dyn Fn() -> Box<dyn Detector>) -> CheckResult {
     for level in [0.0, 1.0, -1.0, 42.5, -273.15, 1e-12, 1e9] {
-        let points: Vec<(i64, f64)> = (0..BASELINE_LEN)
-            .map(|i| (timestamp_at(i), level))
-            .collect();
+        let points: Vec<(i64, f64)> = (0..BASELINE_LEN).map(|i| (timestamp_at(i), level)).collect();
         check_invariants(make, &points).map_err(|e| format!("constant {level}: {e}"))?;
         let detections = run_series(make().as_mut(), &points);
         if let Some((i, d)) = detections.iter().enumerate().find(|(_, d)| d.is_anomaly()) {
-            return Err(format!(
-                "constant series at {level}: point {i} flagged as anomalous: {d:?}"
-            ));
+            return Err(format!("constant series at {level}: point {i} flagged as anomalous: {d:?}"));
         }
     }
     Ok(())
@@ -339,12 +294,8 @@ pub fn check_constant_series(make: &dyn Fn() -> Box<dyn Detector>) -> CheckResul
 /// on each series.
 pub fn check_detects_step(make: &dyn Fn() -> Box<dyn Detector>, max_delay: usize) -> CheckResult {
     let step_len = max_delay.saturating_add(20);
-    let scenarios: [(u64, f64, f64, f64); 4] = [
-        (1, 100.0, 1.0, 50.0),
-        (2, 0.0, 0.1, 10.0),
-        (3, 1e6, 1e4, 5e5),
-        (4, -50.0, 0.5, 25.0),
-    ];
+    let scenarios: [(u64, f64, f64, f64); 4] =
+        [(1, 100.0, 1.0, 50.0), (2, 0.0, 0.1, 10.0), (3, 1e6, 1e4, 5e5), (4, -50.0, 0.5, 25.0)];
     for (seed, level, noise, step) in scenarios {
         let what = format!("step from {level} (noise ±{noise}) by +{step}");
         let points = step_series(seed, BASELINE_LEN, level, noise, step, step_len);
@@ -352,9 +303,7 @@ pub fn check_detects_step(make: &dyn Fn() -> Box<dyn Detector>, max_delay: usize
         let detections = run_series(make().as_mut(), &points);
         let (before, after) = detections.split_at(BASELINE_LEN.min(detections.len()));
         if let Some((i, d)) = before.iter().enumerate().find(|(_, d)| d.is_anomaly()) {
-            return Err(format!(
-                "{what}: false positive at baseline point {i}: {d:?}"
-            ));
+            return Err(format!("{what}: false positive at baseline point {i}: {d:?}"));
         }
         match after.iter().position(Detection::is_anomaly) {
             Some(k) if k < max_delay => {}
@@ -364,11 +313,7 @@ pub fn check_detects_step(make: &dyn Fn() -> Box<dyn Detector>, max_delay: usize
                     k + 1
                 ))
             }
-            None => {
-                return Err(format!(
-                    "{what}: not flagged within {step_len} points of the step"
-                ))
-            }
+            None => return Err(format!("{what}: not flagged within {step_len} points of the step")),
         }
     }
     Ok(())
@@ -383,12 +328,7 @@ pub fn edge_case_series() -> Vec<Vec<(i64, f64)>> {
         Vec::new(),
         vec![(0, 1.0)],
         vec![(0, f64::NAN)],
-        vec![
-            (0, f64::NAN),
-            (1, f64::INFINITY),
-            (2, f64::NEG_INFINITY),
-            (3, 1.0),
-        ],
+        vec![(0, f64::NAN), (1, f64::INFINITY), (2, f64::NEG_INFINITY), (3, 1.0)],
     ];
     let specials = [
         f64::NAN,
@@ -418,14 +358,8 @@ pub fn edge_case_series() -> Vec<Vec<(i64, f64)>> {
         })
         .collect();
     series.push(mixed);
-    let alternating: Vec<(i64, f64)> = (0..300)
-        .map(|i| {
-            (
-                timestamp_at(i),
-                if i % 2 == 0 { f64::MAX } else { f64::MIN },
-            )
-        })
-        .collect();
+    let alternating: Vec<(i64, f64)> =
+        (0..300).map(|i| (timestamp_at(i), if i % 2 == 0 { f64::MAX } else { f64::MIN })).collect();
     series.push(alternating);
     let odd_timestamps: Vec<(i64, f64)> = (0..300)
         .map(|i| {
@@ -439,14 +373,8 @@ pub fn edge_case_series() -> Vec<Vec<(i64, f64)>> {
         })
         .collect();
     series.push(odd_timestamps);
-    let tiny: Vec<(i64, f64)> = (0..300)
-        .map(|i| {
-            (
-                timestamp_at(i),
-                5e-324 * f64::from(i32::try_from(i % 7).unwrap_or(0)),
-            )
-        })
-        .collect();
+    let tiny: Vec<(i64, f64)> =
+        (0..300).map(|i| (timestamp_at(i), 5e-324 * f64::from(i32::try_from(i % 7).unwrap_or(0)))).collect();
     series.push(tiny);
     series
 }
@@ -512,36 +440,22 @@ mod tests {
                 DetectionState::NoData
             } else if warming {
                 DetectionState::WarmingUp
-            } else if self.fault == Fault::AlwaysAnomalous
-                || (self.fault != Fault::Blind && value > self.limit())
-            {
+            } else if self.fault == Fault::AlwaysAnomalous || (self.fault != Fault::Blind && value > self.limit()) {
                 DetectionState::Anomalous
             } else {
                 DetectionState::Normal
             };
-            let mut score = if state == DetectionState::Anomalous {
-                0.9
-            } else {
-                0.0
-            };
+            let mut score = if state == DetectionState::Anomalous { 0.9 } else { 0.0 };
             if self.fault == Fault::NanScore && self.history.len() == 5 {
                 score = f64::NAN;
             }
             if self.fault == Fault::Nondeterministic {
-                score = if GLOBAL.fetch_add(1, Ordering::Relaxed) & 1 == 0 {
-                    0.0
-                } else {
-                    0.1
-                };
+                score = if GLOBAL.fetch_add(1, Ordering::Relaxed) & 1 == 0 { 0.0 } else { 0.1 };
                 if state != DetectionState::Normal {
                     score = 0.0;
                 }
             }
-            let (lower, upper) = if self.fault == Fault::InvertedBand {
-                (Some(1.0), Some(0.0))
-            } else {
-                (None, None)
-            };
+            let (lower, upper) = if self.fault == Fault::InvertedBand { (Some(1.0), Some(0.0)) } else { (None, None) };
             if value.is_finite() {
                 self.history.push(value);
                 if self.fault != Fault::Unbounded && self.history.len() > 10 {
@@ -577,18 +491,11 @@ mod tests {
     }
 
     fn make(fault: Fault) -> impl Fn() -> Box<dyn Detector> {
-        move || -> Box<dyn Detector> {
-            Box::new(Mock {
-                fault,
-                history: Vec::new(),
-            })
-        }
+        move || -> Box<dyn Detector> { Box::new(Mock { fault, history: Vec::new() }) }
     }
 
     fn series() -> Vec<(i64, f64)> {
-        (0..40)
-            .map(|i| (timestamp_at(i), f64::from(u8::try_from(i % 5).unwrap_or(0))))
-            .collect()
+        (0..40).map(|i| (timestamp_at(i), f64::from(u8::try_from(i % 5).unwrap_or(0)))).collect()
     }
 
     #[test]
@@ -642,10 +549,7 @@ mod tests {
         }
         // 41 updates flip the global counter's parity, so a second fresh
         // detector scores differently.
-        let odd: Vec<(i64, f64)> = series()
-            .into_iter()
-            .chain([(timestamp_at(40), 1.0)])
-            .collect();
+        let odd: Vec<(i64, f64)> = series().into_iter().chain([(timestamp_at(40), 1.0)]).collect();
         let result = check_invariants(&make(Fault::Nondeterministic), &odd);
         assert!(result.is_err_and(|e| e.contains("determinism")));
         let nan_series = [(0, 1.0), (1, f64::NAN)];
@@ -672,10 +576,7 @@ mod tests {
 
     #[test]
     fn same_detection_treats_nan_as_equal() {
-        let mut m = Mock {
-            fault: Fault::None,
-            history: Vec::new(),
-        };
+        let mut m = Mock { fault: Fault::None, history: Vec::new() };
         let a = m.update(0, f64::NAN);
         let b = a.clone();
         assert_ne!(a, b);

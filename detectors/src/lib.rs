@@ -65,4 +65,10 @@ mod spot;
 pub use detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
 pub use error::{Error, Result};
 pub use robust::{RobustBaseline, RobustBaselineParams};
-pub use {changepoint::{ChangePoint, ChangePointParams}, drift::{DriftDetector, DriftParams}, group::{GroupOutlier, GroupOutlierParams}, multivariate::{Multivariate, MultivariateParams}, seasonal::{SeasonalBaseline, SeasonalBaselineParams}};
+pub use {
+    changepoint::{ChangePoint, ChangePointParams},
+    drift::{DriftDetector, DriftParams},
+    group::{GroupOutlier, GroupOutlierParams},
+    multivariate::{Multivariate, MultivariateParams},
+    seasonal::{SeasonalBaseline, SeasonalBaselineParams},
+};

@@ -114,10 +114,7 @@ impl Default for MultivariateParams {
 }
 
 fn model_error(message: String) -> Error {
-    Error::Model {
-        model: "gaussian_mixture",
-        message,
-    }
+    Error::Model { model: "gaussian_mixture", message }
 }
 
 impl MultivariateParams {
@@ -142,11 +139,7 @@ impl MultivariateParams {
     /// Fewest reference vectors accepted for `features` metrics:
     /// `max(20, 5 × components × (features + 1))`.
     pub fn min_samples(&self, features: usize) -> usize {
-        20usize.max(
-            5usize
-                .saturating_mul(self.components)
-                .saturating_mul(features.saturating_add(1)),
-        )
+        20usize.max(5usize.saturating_mul(self.components).saturating_mul(features.saturating_add(1)))
     }
 }
 
@@ -200,10 +193,7 @@ impl Multivariate {
     /// [`MultivariateParams::validate`].
     pub fn new(params: MultivariateParams) -> Result<Self> {
         params.validate()?;
-        Ok(Self {
-            params,
-            model: None,
-        })
+        Ok(Self { params, model: None })
     }
 
     /// The parameters this detector was built with.
@@ -270,40 +260,17 @@ impl Multivariate {
         let mut components = Vec::with_capacity(self.params.components);
         for (k, w) in gmm.weights().iter().enumerate() {
             let mean: Vec<f64> = gmm.means().row(k).to_vec();
-            let precision: Vec<f64> = gmm
-                .precisions()
-                .index_axis(ndarray::Axis(0), k)
-                .iter()
-                .copied()
-                .collect();
-            let log_det = cholesky_log_det(&precision, d).ok_or_else(|| {
-                model_error(format!(
-                    "precision matrix of component {k} is not positive definite"
-                ))
-            })?;
-            let log_norm =
-                w.ln() - 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln() + 0.5 * log_det;
+            let precision: Vec<f64> = gmm.precisions().index_axis(ndarray::Axis(0), k).iter().copied().collect();
+            let log_det = cholesky_log_det(&precision, d)
+                .ok_or_else(|| model_error(format!("precision matrix of component {k} is not positive definite")))?;
+            let log_norm = w.ln() - 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln() + 0.5 * log_det;
             if !(log_norm.is_finite() && mean.iter().chain(&precision).all(|v| v.is_finite())) {
                 return Err(model_error(format!("component {k} is not finite")));
             }
-            components.push(Component {
-                mean,
-                precision,
-                log_norm,
-            });
+            components.push(Component { mean, precision, log_norm });
         }
-        let mut fitted = Fitted {
-            center,
-            scale,
-            components,
-            threshold: 0.0,
-            spread: 1.0,
-        };
-        let mut nlls: Vec<f64> = data
-            .rows()
-            .into_iter()
-            .map(|row| fitted.nll(&row.to_vec()).0)
-            .collect();
+        let mut fitted = Fitted { center, scale, components, threshold: 0.0, spread: 1.0 };
+        let mut nlls: Vec<f64> = data.rows().into_iter().map(|row| fitted.nll(&row.to_vec()).0).collect();
         nlls.sort_unstable_by(f64::total_cmp);
         let threshold = quantile(&nlls, self.params.quantile);
         let median = quantile(&nlls, 0.5);
@@ -319,43 +286,25 @@ impl Multivariate {
     /// Score one vector against the fitted model. Errors if the model is not
     /// fitted, the vector has the wrong length or a non-finite value.
     pub fn score(&self, x: &[f64]) -> Result<MultivariateScore> {
-        let model = self.model.as_ref().ok_or_else(|| {
-            model_error("not fitted; call fit with a reference window first".into())
-        })?;
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| model_error("not fitted; call fit with a reference window first".into()))?;
         let d = model.center.len();
         if x.len() != d {
-            return Err(invalid_input(
-                "vector",
-                format!("has {} values, the model has {d} features", x.len()),
-            ));
+            return Err(invalid_input("vector", format!("has {} values, the model has {d} features", x.len())));
         }
         if let Some((j, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(invalid_input(
-                "vector",
-                format!("feature {j} is {v}, not a finite number"),
-            ));
+            return Err(invalid_input("vector", format!("feature {j} is {v}, not a finite number")));
         }
-        let z: Vec<f64> = x
-            .iter()
-            .zip(model.center.iter().zip(&model.scale))
-            .map(|(&v, (&c, &s))| standardise(v, c, s))
-            .collect();
+        let z: Vec<f64> =
+            x.iter().zip(model.center.iter().zip(&model.scale)).map(|(&v, (&c, &s))| standardise(v, c, s)).collect();
         let (nll, component) = model.nll(&z);
-        let feature_z = model
-            .components
-            .get(component)
-            .map(|c| conditional_z(c, &z))
-            .unwrap_or_else(|| vec![0.0; d]);
+        let feature_z = model.components.get(component).map(|c| conditional_z(c, &z)).unwrap_or_else(|| vec![0.0; d]);
         let most_unusual_feature = feature_z
             .iter()
             .enumerate()
-            .fold((0usize, -1.0f64), |best, (j, v)| {
-                if v.abs() > best.1 {
-                    (j, v.abs())
-                } else {
-                    best
-                }
-            })
+            .fold((0usize, -1.0f64), |best, (j, v)| if v.abs() > best.1 { (j, v.abs()) } else { best })
             .0;
         let t = (nll - model.threshold) / model.spread;
         let score = (1.0 / (1.0 + (-t).exp())).clamp(0.0, 1.0);
@@ -391,11 +340,7 @@ impl Multivariate {
                 *v = clamp_finite((*v - median).abs());
             }
             let mad = clamp_finite(MAD_TO_SIGMA * sort_median(&mut column).unwrap_or(0.0));
-            let robust = if mad > 0.0 {
-                mad
-            } else {
-                clamp_finite(var.sqrt())
-            };
+            let robust = if mad > 0.0 { mad } else { clamp_finite(var.sqrt()) };
             let floor = clamp_finite(self.params.min_relative_scale * median.abs())
                 .max(self.params.min_absolute_scale)
                 .max(f64::MIN_POSITIVE);
@@ -420,11 +365,7 @@ impl Fitted {
             log_sum = log_add_exp(log_sum, lp);
         }
         let nll = -log_sum;
-        let nll = if nll.is_nan() {
-            f64::MAX
-        } else {
-            clamp_finite(nll)
-        };
+        let nll = if nll.is_nan() { f64::MAX } else { clamp_finite(nll) };
         (nll, best.1)
     }
 }
@@ -496,23 +437,14 @@ fn cholesky_log_det(a: &[f64], d: usize) -> Option<f64> {
 fn check_reference(reference: &[Vec<f64>], params: &MultivariateParams) -> Result<usize> {
     let d = reference.first().map_or(0, Vec::len);
     if !(1..=MAX_FEATURES).contains(&d) {
-        return Err(invalid_input(
-            "reference",
-            format!("vectors must have 1 to {MAX_FEATURES} features, got {d}"),
-        ));
+        return Err(invalid_input("reference", format!("vectors must have 1 to {MAX_FEATURES} features, got {d}")));
     }
     if let Some((i, r)) = reference.iter().enumerate().find(|(_, r)| r.len() != d) {
-        return Err(invalid_input(
-            "reference",
-            format!("vector 0 has {d} features, vector {i} has {}", r.len()),
-        ));
+        return Err(invalid_input("reference", format!("vector 0 has {d} features, vector {i} has {}", r.len())));
     }
     for (i, r) in reference.iter().enumerate() {
         if let Some((j, v)) = r.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(invalid_input(
-                "reference",
-                format!("vector {i} feature {j} is {v}, not a finite number"),
-            ));
+            return Err(invalid_input("reference", format!("vector {i} feature {j} is {v}, not a finite number")));
         }
     }
     let min = params.min_samples(d);
@@ -570,11 +502,7 @@ mod tests {
         let mut rng = XorShift64::new(seed);
         (0..n)
             .map(|i| {
-                let traffic = if i % 3 == 0 {
-                    rng.uniform(100.0, 300.0)
-                } else {
-                    rng.uniform(600.0, 1000.0)
-                };
+                let traffic = if i % 3 == 0 { rng.uniform(100.0, 300.0) } else { rng.uniform(600.0, 1000.0) };
                 let cpu = 0.05 * traffic + 1.0 * gaussian(&mut rng);
                 let memory = 200.0 + 0.3 * traffic + 5.0 * gaussian(&mut rng);
                 vec![traffic, cpu, memory]
@@ -620,14 +548,8 @@ mod tests {
         // Marginal ranges of the reference really contain each value.
         for (j, v) in [(0, 200.0), (1, 40.0), (2, 260.0)] {
             let lo = reference.iter().map(|r| r[j]).fold(f64::INFINITY, f64::min);
-            let hi = reference
-                .iter()
-                .map(|r| r[j])
-                .fold(f64::NEG_INFINITY, f64::max);
-            assert!(
-                (lo..=hi).contains(&v),
-                "feature {j}: {v} outside {lo}..{hi}"
-            );
+            let hi = reference.iter().map(|r| r[j]).fold(f64::NEG_INFINITY, f64::max);
+            assert!((lo..=hi).contains(&v), "feature {j}: {v} outside {lo}..{hi}");
         }
     }
 
@@ -636,10 +558,7 @@ mod tests {
         let reference = workload(2, 1000);
         let m = fitted(&reference);
         let flagged = reference.iter().filter(|x| score(&m, x).is_anomaly).count();
-        assert!(
-            (5..=15).contains(&flagged),
-            "{flagged} of 1000 reference vectors flagged"
-        );
+        assert!((5..=15).contains(&flagged), "{flagged} of 1000 reference vectors flagged");
         // New data from the same process: about 1 % flagged.
         let fresh = workload(3, 1000);
         let flagged = fresh.iter().filter(|x| score(&m, x).is_anomaly).count();
@@ -658,10 +577,7 @@ mod tests {
         let x = [500.0, 25.0, 350.0];
         assert_eq!(score(&a, &x), score(&b, &x));
         let mut c = a.clone();
-        let shifted: Vec<Vec<f64>> = reference
-            .iter()
-            .map(|r| vec![r[0], r[1] + 20.0, r[2]])
-            .collect();
+        let shifted: Vec<Vec<f64>> = reference.iter().map(|r| vec![r[0], r[1] + 20.0, r[2]]).collect();
         assert!(c.fit(&shifted).is_ok());
         assert_ne!(c, a);
         assert!(score(&a, &[500.0, 45.0, 350.0]).is_anomaly);
@@ -671,17 +587,9 @@ mod tests {
     #[test]
     fn score_is_bounded_and_finite_for_extreme_vectors() {
         let m = fitted(&workload(5, 300));
-        for x in [
-            [f64::MAX, f64::MIN, 0.0],
-            [1e300, 1e300, 1e300],
-            [0.0, 0.0, 0.0],
-            [-5e-324, 5e-324, 1.0],
-        ] {
+        for x in [[f64::MAX, f64::MIN, 0.0], [1e300, 1e300, 1e300], [0.0, 0.0, 0.0], [-5e-324, 5e-324, 1.0]] {
             let s = score(&m, &x);
-            assert!(
-                s.score.is_finite() && (0.0..=1.0).contains(&s.score),
-                "{s:?}"
-            );
+            assert!(s.score.is_finite() && (0.0..=1.0).contains(&s.score), "{s:?}");
             assert!(s.nll.is_finite(), "{s:?}");
             assert!(s.feature_z.iter().all(|z| z.is_finite()));
         }
@@ -691,10 +599,7 @@ mod tests {
 
     #[test]
     fn constant_feature_is_handled() {
-        let reference: Vec<Vec<f64>> = workload(6, 300)
-            .into_iter()
-            .map(|r| vec![r[0], r[1], 4.0])
-            .collect();
+        let reference: Vec<Vec<f64>> = workload(6, 300).into_iter().map(|r| vec![r[0], r[1], 4.0]).collect();
         let m = fitted(&reference);
         assert!(!score(&m, &[800.0, 40.0, 4.0]).is_anomaly);
         let moved = score(&m, &[800.0, 40.0, 8.0]);
@@ -737,55 +642,13 @@ mod tests {
     fn params_validate_names_parameter() {
         let base = MultivariateParams::default();
         let cases = [
-            (
-                MultivariateParams {
-                    components: 0,
-                    ..base.clone()
-                },
-                "components",
-            ),
-            (
-                MultivariateParams {
-                    quantile: 1.0,
-                    ..base.clone()
-                },
-                "quantile",
-            ),
-            (
-                MultivariateParams {
-                    max_iterations: 0,
-                    ..base.clone()
-                },
-                "max_iterations",
-            ),
-            (
-                MultivariateParams {
-                    n_runs: 0,
-                    ..base.clone()
-                },
-                "n_runs",
-            ),
-            (
-                MultivariateParams {
-                    tolerance: 0.0,
-                    ..base.clone()
-                },
-                "tolerance",
-            ),
-            (
-                MultivariateParams {
-                    reg_covariance: f64::NAN,
-                    ..base.clone()
-                },
-                "reg_covariance",
-            ),
-            (
-                MultivariateParams {
-                    min_relative_scale: -1.0,
-                    ..base.clone()
-                },
-                "min_relative_scale",
-            ),
+            (MultivariateParams { components: 0, ..base.clone() }, "components"),
+            (MultivariateParams { quantile: 1.0, ..base.clone() }, "quantile"),
+            (MultivariateParams { max_iterations: 0, ..base.clone() }, "max_iterations"),
+            (MultivariateParams { n_runs: 0, ..base.clone() }, "n_runs"),
+            (MultivariateParams { tolerance: 0.0, ..base.clone() }, "tolerance"),
+            (MultivariateParams { reg_covariance: f64::NAN, ..base.clone() }, "reg_covariance"),
+            (MultivariateParams { min_relative_scale: -1.0, ..base.clone() }, "min_relative_scale"),
         ];
         for (p, name) in cases {
             match Multivariate::new(p) {
@@ -796,8 +659,7 @@ mod tests {
                 other => panic!("expected InvalidParam for {name}, got {other:?}"),
             }
         }
-        let p: std::result::Result<MultivariateParams, _> =
-            serde_json::from_str(r#"{"components": 3}"#);
+        let p: std::result::Result<MultivariateParams, _> = serde_json::from_str(r#"{"components": 3}"#);
         assert!(p.is_ok_and(|p| p.components == 3 && p.quantile == 0.99));
         assert!(serde_json::from_str::<MultivariateParams>(r#"{"k": 3}"#).is_err());
     }
@@ -822,8 +684,7 @@ mod tests {
         assert_eq!(quantile(&[1.0, 2.0], 0.25), 1.25);
         assert!(quantile(&[], 0.5).is_nan());
         // det [[4, 2], [2, 3]] = 8.
-        assert!(cholesky_log_det(&[4.0, 2.0, 2.0, 3.0], 2)
-            .is_some_and(|l| (l - 8f64.ln()).abs() < 1e-12));
+        assert!(cholesky_log_det(&[4.0, 2.0, 2.0, 3.0], 2).is_some_and(|l| (l - 8f64.ln()).abs() < 1e-12));
         assert_eq!(cholesky_log_det(&[1.0, 2.0, 2.0, 1.0], 2), None);
     }
 }

@@ -194,10 +194,8 @@ pub fn build_from_map(name: &str, params: &serde_json::Map<String, serde_json::V
 /// Typed parameters from a map; unknown keys and wrong types are `InvalidParam` errors whose
 /// message names the key.
 pub fn from_map<P: DeserializeOwned>(params: &serde_json::Map<String, serde_json::Value>) -> Result<P> {
-    serde_json::from_value(serde_json::Value::Object(params.clone())).map_err(|e| Error::InvalidParam {
-        name: "param",
-        message: e.to_string(),
-    })
+    serde_json::from_value(serde_json::Value::Object(params.clone()))
+        .map_err(|e| Error::InvalidParam { name: "param", message: e.to_string() })
 }
 
 /// The parameter a configuration error is about: the key of an unknown field, or the name
@@ -232,7 +230,8 @@ mod tests {
 
     #[test]
     fn builds_with_typed_params() {
-        let d = build("robust_baseline", &kv(&[("window", "30"), ("direction", "up"), ("threshold", "3.5")])).expect("builds");
+        let d = build("robust_baseline", &kv(&[("window", "30"), ("direction", "up"), ("threshold", "3.5")]))
+            .expect("builds");
         assert_eq!(d.name(), "robust_baseline");
         assert_eq!(d.max_retained_points(), 30);
     }
@@ -249,7 +248,8 @@ mod tests {
 
     #[test]
     fn a_config_is_checked_once_and_builds_its_detector() {
-        let c = DetectorConfig::from_map("robust_baseline", &map(r#"{"window": 30, "direction": "up"}"#)).expect("valid");
+        let c =
+            DetectorConfig::from_map("robust_baseline", &map(r#"{"window": 30, "direction": "up"}"#)).expect("valid");
         assert_eq!(c.name(), "robust_baseline");
         let d = c.build().expect("builds");
         assert_eq!((d.name(), d.max_retained_points()), ("robust_baseline", 30));

@@ -185,9 +185,7 @@ impl RobustBaseline {
     pub fn new(params: RobustBaselineParams) -> Result<Self> {
         params.validate()?;
         let window = params.window;
-        let spot = params
-            .risk
-            .map(|q| Spot::new(q, SPOT_LEVEL, params.calibration, SPOT_MAX_PEAKS));
+        let spot = params.risk.map(|q| Spot::new(q, SPOT_LEVEL, params.calibration, SPOT_MAX_PEAKS));
         Ok(Self {
             params,
             window: SortedWindow::new(window),
@@ -217,18 +215,11 @@ impl RobustBaseline {
         let (scale, floor_note) = if mad_scale >= relative && mad_scale >= absolute {
             (mad_scale, None)
         } else if relative >= absolute {
-            (
-                relative,
-                Some("scale raised to min_relative_scale * |median|"),
-            )
+            (relative, Some("scale raised to min_relative_scale * |median|"))
         } else {
             (absolute, Some("scale raised to min_absolute_scale"))
         };
-        Some(Stats {
-            median,
-            scale,
-            floor_note,
-        })
+        Some(Stats { median, scale, floor_note })
     }
 
     fn push(&mut self, value: f64) {
@@ -247,11 +238,7 @@ pub(crate) struct SortedWindow {
 
 impl SortedWindow {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            history: VecDeque::with_capacity(capacity),
-            sorted: Vec::with_capacity(capacity),
-        }
+        Self { capacity, history: VecDeque::with_capacity(capacity), sorted: Vec::with_capacity(capacity) }
     }
 
     /// Append a value, dropping the oldest first so that the buffer never grows beyond
@@ -366,10 +353,7 @@ impl Detector for RobustBaseline {
             let median = self.median();
             self.consecutive = 0;
             self.push(value);
-            let warm = format!(
-                "warming up: {history} of {} points of history",
-                self.params.min_history
-            );
+            let warm = format!("warming up: {history} of {} points of history", self.params.min_history);
             notes.push(&warm);
             return Detection {
                 expected: median,
@@ -398,19 +382,10 @@ impl Detector for RobustBaseline {
                 timestamp_ms,
                 value,
                 DetectionState::WarmingUp,
-                Explanation {
-                    threshold: Some(threshold),
-                    history,
-                    note: join_notes(&notes),
-                    ..Explanation::default()
-                },
+                Explanation { threshold: Some(threshold), history, note: join_notes(&notes), ..Explanation::default() },
             );
         };
-        let Stats {
-            median,
-            scale,
-            floor_note,
-        } = stats;
+        let Stats { median, scale, floor_note } = stats;
         if let Some(n) = floor_note {
             notes.push(n);
         }
@@ -441,11 +416,7 @@ impl Detector for RobustBaseline {
             None => threshold,
         };
         let deviates = z_dir > threshold;
-        self.consecutive = if deviates {
-            self.consecutive.saturating_add(1)
-        } else {
-            0
-        };
+        self.consecutive = if deviates { self.consecutive.saturating_add(1) } else { 0 };
         let state = if self.consecutive >= self.params.min_consecutive {
             DetectionState::Anomalous
         } else {
@@ -509,19 +480,8 @@ mod tests {
 
     const EPS: f64 = 1e-12;
 
-    fn params(
-        window: usize,
-        min_history: usize,
-        threshold: f64,
-        min_consecutive: u32,
-    ) -> RobustBaselineParams {
-        RobustBaselineParams {
-            window,
-            threshold,
-            min_consecutive,
-            min_history,
-            ..RobustBaselineParams::default()
-        }
+    fn params(window: usize, min_history: usize, threshold: f64, min_consecutive: u32) -> RobustBaselineParams {
+        RobustBaselineParams { window, threshold, min_consecutive, min_history, ..RobustBaselineParams::default() }
     }
 
     fn detector(p: RobustBaselineParams) -> RobustBaseline {
@@ -532,11 +492,7 @@ mod tests {
     }
 
     fn feed(d: &mut RobustBaseline, values: &[f64]) -> Vec<Detection> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| d.update(harness::timestamp_at(i), v))
-            .collect()
+        values.iter().enumerate().map(|(i, &v)| d.update(harness::timestamp_at(i), v)).collect()
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -580,107 +536,67 @@ mod tests {
         let base = RobustBaselineParams::default();
         let cases: Vec<(RobustBaselineParams, &str, &str)> = vec![
             (
-                RobustBaselineParams {
-                    window: 2,
-                    min_history: 2,
-                    ..base.clone()
-                },
+                RobustBaselineParams { window: 2, min_history: 2, ..base.clone() },
                 "window",
                 "must be between 3 and 100000, got 2",
             ),
             (
-                RobustBaselineParams {
-                    window: MAX_WINDOW + 1,
-                    ..base.clone()
-                },
+                RobustBaselineParams { window: MAX_WINDOW + 1, ..base.clone() },
                 "window",
                 "must be between 3 and 100000, got 100001",
             ),
             (
-                RobustBaselineParams {
-                    min_history: 2,
-                    ..base.clone()
-                },
+                RobustBaselineParams { min_history: 2, ..base.clone() },
                 "min_history",
                 "must be between 3 and window (60), got 2",
             ),
             (
-                RobustBaselineParams {
-                    min_history: 61,
-                    ..base.clone()
-                },
+                RobustBaselineParams { min_history: 61, ..base.clone() },
                 "min_history",
                 "must be between 3 and window (60), got 61",
             ),
             (
-                RobustBaselineParams {
-                    threshold: 0.0,
-                    ..base.clone()
-                },
+                RobustBaselineParams { threshold: 0.0, ..base.clone() },
                 "threshold",
                 "must be finite and greater than 0, got 0",
             ),
             (
-                RobustBaselineParams {
-                    threshold: -1.0,
-                    ..base.clone()
-                },
+                RobustBaselineParams { threshold: -1.0, ..base.clone() },
                 "threshold",
                 "must be finite and greater than 0, got -1",
             ),
             (
-                RobustBaselineParams {
-                    threshold: f64::NAN,
-                    ..base.clone()
-                },
+                RobustBaselineParams { threshold: f64::NAN, ..base.clone() },
                 "threshold",
                 "must be finite and greater than 0, got NaN",
             ),
             (
-                RobustBaselineParams {
-                    threshold: f64::INFINITY,
-                    ..base.clone()
-                },
+                RobustBaselineParams { threshold: f64::INFINITY, ..base.clone() },
                 "threshold",
                 "must be finite and greater than 0, got inf",
             ),
             (
-                RobustBaselineParams {
-                    min_consecutive: 0,
-                    ..base.clone()
-                },
+                RobustBaselineParams { min_consecutive: 0, ..base.clone() },
                 "min_consecutive",
                 "must be at least 1, got 0",
             ),
             (
-                RobustBaselineParams {
-                    min_relative_scale: -0.5,
-                    ..base.clone()
-                },
+                RobustBaselineParams { min_relative_scale: -0.5, ..base.clone() },
                 "min_relative_scale",
                 "must be finite and at least 0, got -0.5",
             ),
             (
-                RobustBaselineParams {
-                    min_relative_scale: f64::NAN,
-                    ..base.clone()
-                },
+                RobustBaselineParams { min_relative_scale: f64::NAN, ..base.clone() },
                 "min_relative_scale",
                 "must be finite and at least 0, got NaN",
             ),
             (
-                RobustBaselineParams {
-                    min_absolute_scale: f64::INFINITY,
-                    ..base.clone()
-                },
+                RobustBaselineParams { min_absolute_scale: f64::INFINITY, ..base.clone() },
                 "min_absolute_scale",
                 "must be finite and at least 0, got inf",
             ),
             (
-                RobustBaselineParams {
-                    min_absolute_scale: -1e-9,
-                    ..base.clone()
-                },
+                RobustBaselineParams { min_absolute_scale: -1e-9, ..base.clone() },
                 "min_absolute_scale",
                 "must be finite and at least 0, got -0.000000001",
             ),
@@ -689,11 +605,7 @@ mod tests {
             assert_eq!(invalid_param(p.clone()), (name, message.to_string()));
             assert!(RobustBaseline::new(p).is_err());
         }
-        let err = RobustBaselineParams {
-            window: 1,
-            ..base.clone()
-        }
-        .validate();
+        let err = RobustBaselineParams { window: 1, ..base.clone() }.validate();
         assert_eq!(
             err.map_err(|e| e.to_string()),
             Err("invalid parameter `window`: must be between 3 and 100000, got 1".to_string())
@@ -787,11 +699,7 @@ mod tests {
         assert_eq!(ds[2].state, DetectionState::WarmingUp);
         assert_eq!(ds[2].score, 0.0);
         assert_eq!(ds[2].lower, None);
-        assert!(ds[2]
-            .explanation
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("warming up: 2 of 3")));
+        assert!(ds[2].explanation.note.as_deref().is_some_and(|n| n.contains("warming up: 2 of 3")));
         // Three points of history: judged now.
         assert_eq!(ds[3].state, DetectionState::Normal);
         assert_eq!(ds[3].expected, Some(7.0));
@@ -800,10 +708,7 @@ mod tests {
     #[test]
     fn non_finite_values_are_no_data_and_ignored() {
         let mut d = detector(params(10, 3, 4.0, 1));
-        let ds = feed(
-            &mut d,
-            &[f64::NAN, 1.0, f64::INFINITY, 2.0, f64::NEG_INFINITY, 3.0],
-        );
+        let ds = feed(&mut d, &[f64::NAN, 1.0, f64::INFINITY, 2.0, f64::NEG_INFINITY, 3.0]);
         for i in [0, 2, 4] {
             assert_eq!(ds[i].state, DetectionState::NoData);
             assert_eq!(ds[i].score, 0.0);
@@ -826,16 +731,8 @@ mod tests {
         assert_eq!(at.upper, Some(104.0));
         assert_eq!(at.explanation.z_score, Some(4.0));
         assert_eq!(at.score, 0.5);
-        assert_eq!(
-            at.state,
-            DetectionState::Normal,
-            "z == threshold does not deviate"
-        );
-        assert!(at
-            .explanation
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("min_relative_scale")));
+        assert_eq!(at.state, DetectionState::Normal, "z == threshold does not deviate");
+        assert!(at.explanation.note.as_deref().is_some_and(|n| n.contains("min_relative_scale")));
         let above = d.update(0, 104.5);
         assert_eq!(above.state, DetectionState::Anomalous);
         assert!(above.score > 0.5);
@@ -877,10 +774,7 @@ mod tests {
         let run1 = feed(&mut d, &[200.0, 200.0]);
         assert_eq!(run1[0].state, DetectionState::Normal);
         assert_eq!(run1[0].explanation.consecutive, 1);
-        assert!(
-            run1[0].score > 0.5,
-            "a deviating point scores above 0.5 even before the run is long enough"
-        );
+        assert!(run1[0].score > 0.5, "a deviating point scores above 0.5 even before the run is long enough");
         assert_eq!(run1[1].state, DetectionState::Normal);
         assert_eq!(run1[1].explanation.consecutive, 2);
         let back = d.update(0, 100.0);
@@ -890,12 +784,7 @@ mod tests {
         let states: Vec<_> = run2.iter().map(|x| x.state).collect();
         assert_eq!(
             states,
-            [
-                DetectionState::Normal,
-                DetectionState::Normal,
-                DetectionState::Anomalous,
-                DetectionState::Anomalous
-            ]
+            [DetectionState::Normal, DetectionState::Normal, DetectionState::Anomalous, DetectionState::Anomalous]
         );
         assert_eq!(run2[3].explanation.consecutive, 4);
     }
@@ -961,23 +850,9 @@ mod tests {
         let a = d.update(1_000, 1.0);
         let b = d.update(1_000, 2.0);
         let c = d.update(500, 3.0);
-        assert_eq!(
-            a.explanation
-                .note
-                .as_deref()
-                .map(|n| n.contains("timestamp")),
-            Some(false)
-        );
-        assert!(b
-            .explanation
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("timestamp not after")));
-        assert!(c
-            .explanation
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("timestamp not after")));
+        assert_eq!(a.explanation.note.as_deref().map(|n| n.contains("timestamp")), Some(false));
+        assert!(b.explanation.note.as_deref().is_some_and(|n| n.contains("timestamp not after")));
+        assert!(c.explanation.note.as_deref().is_some_and(|n| n.contains("timestamp not after")));
         assert_eq!(c.timestamp_ms, 500);
         assert_eq!(d.retained_points(), 3);
     }
@@ -991,14 +866,7 @@ mod tests {
         let first = d.update(0, 7.0);
         assert_eq!(first.state, DetectionState::WarmingUp);
         assert_eq!(first.expected, None);
-        assert_eq!(
-            first
-                .explanation
-                .note
-                .as_deref()
-                .map(|n| n.contains("timestamp")),
-            Some(false)
-        );
+        assert_eq!(first.explanation.note.as_deref().map(|n| n.contains("timestamp")), Some(false));
     }
 
     #[test]
@@ -1025,30 +893,10 @@ mod tests {
     #[test]
     fn extreme_values_stay_finite() {
         let mut d = detector(params(5, 3, 4.0, 1));
-        let ds = feed(
-            &mut d,
-            &[
-                f64::MAX,
-                f64::MIN,
-                f64::MAX,
-                f64::MIN,
-                f64::MAX,
-                f64::MIN,
-                0.0,
-            ],
-        );
+        let ds = feed(&mut d, &[f64::MAX, f64::MIN, f64::MAX, f64::MIN, f64::MAX, f64::MIN, 0.0]);
         for x in &ds {
             assert!(x.score.is_finite());
-            for v in [
-                x.expected,
-                x.lower,
-                x.upper,
-                x.explanation.scale,
-                x.explanation.z_score,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for v in [x.expected, x.lower, x.upper, x.explanation.scale, x.explanation.z_score].into_iter().flatten() {
                 assert!(v.is_finite(), "{x:?}");
             }
         }
@@ -1099,18 +947,10 @@ mod tests {
     fn params_deserialise_with_defaults_and_reject_unknown_fields() {
         use serde::de::value::{Error as DeError, MapDeserializer};
         use serde::Deserialize as _;
-        let partial = MapDeserializer::<_, DeError>::new(
-            vec![("window", 30u64), ("min_consecutive", 5u64)].into_iter(),
-        );
+        let partial =
+            MapDeserializer::<_, DeError>::new(vec![("window", 30u64), ("min_consecutive", 5u64)].into_iter());
         let p = RobustBaselineParams::deserialize(partial);
-        assert_eq!(
-            p,
-            Ok(RobustBaselineParams {
-                window: 30,
-                min_consecutive: 5,
-                ..RobustBaselineParams::default()
-            })
-        );
+        assert_eq!(p, Ok(RobustBaselineParams { window: 30, min_consecutive: 5, ..RobustBaselineParams::default() }));
         let unknown = MapDeserializer::<_, DeError>::new(vec![("windw", 30u64)].into_iter());
         let err = RobustBaselineParams::deserialize(unknown).map_err(|e| e.to_string());
         assert!(err.is_err_and(|e| e.contains("unknown field `windw`")));
@@ -1125,14 +965,9 @@ mod tests {
         for p in [
             RobustBaselineParams::default(),
             params(200, 50, 6.0, 5),
-            RobustBaselineParams {
-                direction: Direction::Up,
-                ..RobustBaselineParams::default()
-            },
+            RobustBaselineParams { direction: Direction::Up, ..RobustBaselineParams::default() },
         ] {
-            let max_delay = usize::try_from(p.min_consecutive)
-                .unwrap_or(usize::MAX)
-                .saturating_add(2);
+            let max_delay = usize::try_from(p.min_consecutive).unwrap_or(usize::MAX).saturating_add(2);
             if let Err(e) = harness::check_compliance(&make_for(p), max_delay) {
                 panic!("{e}");
             }
@@ -1163,7 +998,11 @@ mod tests {
                 // Deterministic heavy tail: mostly small noise, a burst of 8-12 every ~50 points.
                 let h = i.wrapping_mul(2_654_435_761) % 1000;
                 let base = 100.0 + (h % 7) as f64 * 0.3;
-                if h % 50 == 3 { base + 8.0 + (h % 5) as f64 } else { base }
+                if h % 50 == 3 {
+                    base + 8.0 + (h % 5) as f64
+                } else {
+                    base
+                }
             })
             .collect();
         let count = |p: RobustBaselineParams, shift: bool| {
@@ -1172,7 +1011,7 @@ mod tests {
             for (i, v) in series.iter().enumerate() {
                 let v = if shift && (3500..3530).contains(&i) { v + 200.0 } else { *v };
                 let det = d.update(i as i64 * 60_000, v);
-                if i >= 3000 && i < 3500 && det.is_anomaly() {
+                if (3000..3500).contains(&i) && det.is_anomaly() {
                     flagged += 1;
                 }
                 if shift && i == 3505 {

@@ -108,9 +108,7 @@ use augurs::mstl::stlrs::MstlParams;
 use augurs::seasons::{Detector as _, PeriodogramDetector};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{
-    self, clamp_finite, in_direction, invalid, join_notes, score, select_median, TimestampOrder,
-};
+use crate::common::{self, clamp_finite, in_direction, invalid, join_notes, score, select_median, TimestampOrder};
 use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
 use crate::error::Result;
 
@@ -192,18 +190,12 @@ impl Default for SeasonalBaselineParams {
 
 fn check_periods(name: &'static str, periods: &[usize], window: usize, most: usize) -> Result<()> {
     if periods.len() > most {
-        return Err(invalid(
-            name,
-            format!("at most {most} periods, got {}", periods.len()),
-        ));
+        return Err(invalid(name, format!("at most {most} periods, got {}", periods.len())));
     }
     let longest = window / 2;
     for (i, &p) in periods.iter().enumerate() {
         if !(2..=longest).contains(&p) {
-            return Err(invalid(
-                name,
-                format!("each period must be between 2 and window / 2 ({longest}), got {p}"),
-            ));
+            return Err(invalid(name, format!("each period must be between 2 and window / 2 ({longest}), got {p}")));
         }
         if periods.get(..i).is_some_and(|before| before.contains(&p)) {
             return Err(invalid(name, format!("period {p} is listed twice")));
@@ -231,20 +223,10 @@ impl SeasonalBaselineParams {
     pub fn validate(&self) -> Result<()> {
         common::between("window", self.window, 8, MAX_WINDOW)?;
         check_periods("periods", &self.periods, self.window, MAX_PERIODS)?;
-        check_periods(
-            "candidate_periods",
-            &self.candidate_periods,
-            self.window,
-            MAX_CANDIDATES,
-        )?;
+        check_periods("candidate_periods", &self.candidate_periods, self.window, MAX_CANDIDATES)?;
         common::between("snap_tolerance", self.snap_tolerance, 0.0, 0.5)?;
         common::between("max_periods", self.max_periods, 1, MAX_PERIODS)?;
-        common::between(
-            "min_seasonal_strength",
-            self.min_seasonal_strength,
-            0.0,
-            1.0,
-        )?;
+        common::between("min_seasonal_strength", self.min_seasonal_strength, 0.0, 1.0)?;
         common::between_param("min_history", self.min_history, 3, "window", self.window)?;
         if let Some(every) = self.refit_every {
             common::between_param("refit_every", every, 1, "window", self.window)?;
@@ -287,12 +269,8 @@ impl Fit {
     /// Expected value `offset` points after the end of the fitted history
     /// (0 = the first point after it).
     fn expected(&self, offset: usize) -> f64 {
-        let seasonal: f64 = self
-            .templates
-            .iter()
-            .zip(&self.periods)
-            .filter_map(|(t, &p)| t.get(offset % p.max(1)).copied())
-            .sum();
+        let seasonal: f64 =
+            self.templates.iter().zip(&self.periods).filter_map(|(t, &p)| t.get(offset % p.max(1)).copied()).sum();
         clamp_finite(self.level + clamp_finite(seasonal))
     }
 
@@ -372,10 +350,7 @@ impl SeasonalBaseline {
         if let Some(every) = self.params.refit_every {
             return every;
         }
-        self.current_periods()
-            .iter()
-            .min()
-            .map_or(DEFAULT_REFIT, |p| (p / 4).clamp(1, DEFAULT_REFIT))
+        self.current_periods().iter().min().map_or(DEFAULT_REFIT, |p| (p / 4).clamp(1, DEFAULT_REFIT))
     }
 
     /// Median of the last `min_history` history points (the baseline when
@@ -399,17 +374,10 @@ impl SeasonalBaseline {
     fn refit(&mut self) {
         let values: Vec<f64> = self.history.iter().copied().collect();
         let (center, mad) = mad_scale(&mut self.scratch, values.iter().copied());
-        let floor = clamp_finite(self.params.min_relative_scale * center.abs())
-            .max(self.params.min_absolute_scale);
-        let spread = if mad.max(floor) > 0.0 {
-            mad.max(floor)
-        } else {
-            1.0
-        };
-        let y: Vec<f64> = values
-            .iter()
-            .map(|&v| (clamp_finite(v - center) / spread).clamp(-Y_LIMIT, Y_LIMIT))
-            .collect();
+        let floor = clamp_finite(self.params.min_relative_scale * center.abs()).max(self.params.min_absolute_scale);
+        let spread = if mad.max(floor) > 0.0 { mad.max(floor) } else { 1.0 };
+        let y: Vec<f64> =
+            values.iter().map(|&v| (clamp_finite(v - center) / spread).clamp(-Y_LIMIT, Y_LIMIT)).collect();
 
         let (source, tested) = if self.params.periods.is_empty() {
             (Source::Detected, self.periods_to_test(&y))
@@ -428,36 +396,16 @@ impl SeasonalBaseline {
         let new_fit = match decomposition {
             Ok((periods, d)) => {
                 let n = y.len();
-                let level = d
-                    .trend
-                    .last()
-                    .map_or(center, |t| clamp_finite(center + clamp_finite(t * spread)));
+                let level = d.trend.last().map_or(center, |t| clamp_finite(center + clamp_finite(t * spread)));
                 let templates = periods
                     .iter()
                     .zip(&d.seasonal)
                     .map(|(&p, s)| {
-                        s.get(n.saturating_sub(p)..)
-                            .unwrap_or(&[])
-                            .iter()
-                            .map(|v| clamp_finite(v * spread))
-                            .collect()
+                        s.get(n.saturating_sub(p)..).unwrap_or(&[]).iter().map(|v| clamp_finite(v * spread)).collect()
                     })
                     .collect();
-                let remainder: Vec<f64> = d
-                    .remainder
-                    .iter()
-                    .map(|r| clamp_finite(r * spread))
-                    .collect();
-                (
-                    Fit {
-                        level,
-                        periods,
-                        templates,
-                        source,
-                        fallback: None,
-                    },
-                    remainder,
-                )
+                let remainder: Vec<f64> = d.remainder.iter().map(|r| clamp_finite(r * spread)).collect();
+                (Fit { level, periods, templates, source, fallback: None }, remainder)
             }
             Err(why) => {
                 let recent = self.params.min_history.min(values.len());
@@ -466,16 +414,7 @@ impl SeasonalBaseline {
                 self.scratch.extend(tail.iter().copied());
                 let level = select_median(&mut self.scratch).unwrap_or(center);
                 let remainder = tail.iter().map(|v| clamp_finite(v - level)).collect();
-                (
-                    Fit {
-                        level,
-                        periods: Vec::new(),
-                        templates: Vec::new(),
-                        source,
-                        fallback: Some(why),
-                    },
-                    remainder,
-                )
+                (Fit { level, periods: Vec::new(), templates: Vec::new(), source, fallback: Some(why) }, remainder)
             }
         };
         let (fit, remainder) = new_fit;
@@ -499,20 +438,15 @@ impl SeasonalBaseline {
         let limit = self.params.max_periods.saturating_mul(2);
         if n >= MIN_PERIODOGRAM_POINTS {
             let max_period = u32::try_from(n / 3).unwrap_or(u32::MAX);
-            let detector = PeriodogramDetector::builder()
-                .max_period(max_period)
-                .build();
+            let detector = PeriodogramDetector::builder().max_period(max_period).build();
             // Peaks come weakest first.
             for p in detector.detect(y).into_iter().rev() {
                 if tested.len() >= limit {
                     break;
                 }
                 let p = usize::try_from(p).unwrap_or(usize::MAX);
-                let snapped = if candidates.is_empty() {
-                    Some(p)
-                } else {
-                    snap(p, candidates, self.params.snap_tolerance)
-                };
+                let snapped =
+                    if candidates.is_empty() { Some(p) } else { snap(p, candidates, self.params.snap_tolerance) };
                 if let Some(p) = snapped {
                     if p >= 2 && p.saturating_mul(2) <= n && !tested.contains(&p) {
                         tested.push(p);
@@ -594,25 +528,14 @@ struct Decomposition {
 /// MSTL of `y` with `periods` (each at most half the length); an error
 /// message if it fails or gives non-finite components.
 fn decompose(y: &[f64], periods: &[usize]) -> std::result::Result<Decomposition, String> {
-    let fit = MstlParams::new()
-        .fit(y, periods)
-        .map_err(|e| format!("decomposition failed: {e}"))?;
+    let fit = MstlParams::new().fit(y, periods).map_err(|e| format!("decomposition failed: {e}"))?;
     let strength = fit.seasonal_strength();
     let (seasonal, trend, remainder) = fit.into_parts();
-    let finite = trend
-        .iter()
-        .chain(&remainder)
-        .chain(seasonal.iter().flatten())
-        .all(|v| v.is_finite());
+    let finite = trend.iter().chain(&remainder).chain(seasonal.iter().flatten()).all(|v| v.is_finite());
     if !finite {
         return Err("decomposition is not finite".into());
     }
-    Ok(Decomposition {
-        trend,
-        seasonal,
-        remainder,
-        strength,
-    })
+    Ok(Decomposition { trend, seasonal, remainder, strength })
 }
 
 impl Detector for SeasonalBaseline {
@@ -650,13 +573,7 @@ impl Detector for SeasonalBaseline {
                 }
             }
             let remark = "ignored (the history slot is filled with the expected value)";
-            return common::no_data(
-                timestamp_ms,
-                value,
-                &notes,
-                Some(remark),
-                detection.explanation,
-            );
+            return common::no_data(timestamp_ms, value, &notes, Some(remark), detection.explanation);
         }
 
         let warm_up = self.params.warm_up();
@@ -664,9 +581,7 @@ impl Detector for SeasonalBaseline {
             let median = self.history_median();
             self.consecutive = 0;
             self.push_history(value);
-            notes.push(format!(
-                "warming up: {history} of {warm_up} points of history"
-            ));
+            notes.push(format!("warming up: {history} of {warm_up} points of history"));
             detection.state = DetectionState::WarmingUp;
             detection.expected = median;
             detection.deviation = Deviation::of(value, median);
@@ -707,11 +622,7 @@ impl Detector for SeasonalBaseline {
             clamp_finite(residual.signum() * f64::INFINITY)
         };
         let z_dir = in_direction(self.params.direction, z);
-        self.consecutive = if z_dir > threshold {
-            self.consecutive.saturating_add(1)
-        } else {
-            0
-        };
+        self.consecutive = if z_dir > threshold { self.consecutive.saturating_add(1) } else { 0 };
         let band = clamp_finite(threshold * scale);
         let (lower, upper) = (clamp_finite(expected - band), clamp_finite(expected + band));
         // The history keeps the value winsorised to the band, so that an
@@ -777,11 +688,7 @@ mod tests {
     }
 
     fn feed(d: &mut SeasonalBaseline, values: &[f64]) -> Vec<Detection> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| d.update(harness::timestamp_at(i), v))
-            .collect()
+        values.iter().enumerate().map(|(i, &v)| d.update(harness::timestamp_at(i), v)).collect()
     }
 
     /// Hourly series: level 100, daily amplitude 30, weekly amplitude 10,
@@ -791,20 +698,13 @@ mod tests {
         (0..n)
             .map(|i| {
                 let t = i as f64;
-                100.0
-                    + 30.0 * (TAU * t / 24.0).sin()
-                    + 10.0 * (TAU * t / 168.0).sin()
-                    + rng.uniform(-2.0, 2.0)
+                100.0 + 30.0 * (TAU * t / 24.0).sin() + 10.0 * (TAU * t / 168.0).sin() + rng.uniform(-2.0, 2.0)
             })
             .collect()
     }
 
     fn daily_params() -> SeasonalBaselineParams {
-        SeasonalBaselineParams {
-            periods: vec![24],
-            window: 24 * 14,
-            ..SeasonalBaselineParams::default()
-        }
+        SeasonalBaselineParams { periods: vec![24], window: 24 * 14, ..SeasonalBaselineParams::default() }
     }
 
     fn invalid_param(p: SeasonalBaselineParams) -> (&'static str, String) {
@@ -831,115 +731,68 @@ mod tests {
         let base = SeasonalBaselineParams::default();
         let cases = [
             (
-                SeasonalBaselineParams {
-                    window: 7,
-                    min_history: 3,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { window: 7, min_history: 3, ..base.clone() },
                 "window",
                 "must be between 8 and 100000, got 7",
             ),
             (
-                SeasonalBaselineParams {
-                    periods: vec![24, 1009],
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { periods: vec![24, 1009], ..base.clone() },
                 "periods",
                 "each period must be between 2 and window / 2 (1008), got 1009",
             ),
+            (SeasonalBaselineParams { periods: vec![24, 24], ..base.clone() }, "periods", "period 24 is listed twice"),
             (
-                SeasonalBaselineParams {
-                    periods: vec![24, 24],
-                    ..base.clone()
-                },
-                "periods",
-                "period 24 is listed twice",
-            ),
-            (
-                SeasonalBaselineParams {
-                    periods: vec![2, 3, 4, 5, 6],
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { periods: vec![2, 3, 4, 5, 6], ..base.clone() },
                 "periods",
                 "at most 4 periods, got 5",
             ),
             (
-                SeasonalBaselineParams {
-                    candidate_periods: vec![1],
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { candidate_periods: vec![1], ..base.clone() },
                 "candidate_periods",
                 "each period must be between 2 and window / 2 (1008), got 1",
             ),
             (
-                SeasonalBaselineParams {
-                    snap_tolerance: 0.6,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { snap_tolerance: 0.6, ..base.clone() },
                 "snap_tolerance",
                 "must be between 0 and 0.5, got 0.6",
             ),
             (
-                SeasonalBaselineParams {
-                    max_periods: 0,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { max_periods: 0, ..base.clone() },
                 "max_periods",
                 "must be between 1 and 4, got 0",
             ),
             (
-                SeasonalBaselineParams {
-                    min_seasonal_strength: f64::NAN,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { min_seasonal_strength: f64::NAN, ..base.clone() },
                 "min_seasonal_strength",
                 "must be between 0 and 1, got NaN",
             ),
             (
-                SeasonalBaselineParams {
-                    min_history: 2,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { min_history: 2, ..base.clone() },
                 "min_history",
                 "must be between 3 and window (2016), got 2",
             ),
             (
-                SeasonalBaselineParams {
-                    refit_every: Some(0),
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { refit_every: Some(0), ..base.clone() },
                 "refit_every",
                 "must be between 1 and window (2016), got 0",
             ),
             (
-                SeasonalBaselineParams {
-                    residual_window: 2,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { residual_window: 2, ..base.clone() },
                 "residual_window",
                 "must be between 3 and 100000, got 2",
             ),
             (
-                SeasonalBaselineParams {
-                    threshold: 0.0,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { threshold: 0.0, ..base.clone() },
                 "threshold",
                 "must be finite and greater than 0, got 0",
             ),
             (
-                SeasonalBaselineParams {
-                    min_consecutive: 0,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { min_consecutive: 0, ..base.clone() },
                 "min_consecutive",
                 "must be at least 1, got 0",
             ),
             (
-                SeasonalBaselineParams {
-                    min_relative_scale: -1.0,
-                    ..base.clone()
-                },
+                SeasonalBaselineParams { min_relative_scale: -1.0, ..base.clone() },
                 "min_relative_scale",
                 "must be finite and at least 0, got -1",
             ),
@@ -988,12 +841,7 @@ mod tests {
             *v -= 25.0;
         }
         let ds = feed(&mut detector(daily_params()), &values);
-        let flagged: Vec<usize> = ds
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.is_anomaly())
-            .map(|(i, _)| i)
-            .collect();
+        let flagged: Vec<usize> = ds.iter().enumerate().filter(|(_, d)| d.is_anomaly()).map(|(i, _)| i).collect();
         assert!(!flagged.is_empty());
         assert!(
             flagged.iter().all(|i| (start..start + 6).contains(i)),
@@ -1004,20 +852,10 @@ mod tests {
         let x = &ds[start + 3];
         assert_eq!(x.deviation, Deviation::Below);
         assert!(x.score > 0.5);
-        assert!(
-            x.explanation
-                .note
-                .as_deref()
-                .is_some_and(|n| n.contains("periods 24 (configured)")),
-            "{x:?}"
-        );
+        assert!(x.explanation.note.as_deref().is_some_and(|n| n.contains("periods 24 (configured)")), "{x:?}");
         // The baseline follows the cycle: at a daily peak it is near 100 + 30.
         let peak = 24 * 15 + 6;
-        assert!(
-            ds[peak].expected.is_some_and(|e| (e - 130.0).abs() < 12.0),
-            "{:?}",
-            ds[peak]
-        );
+        assert!(ds[peak].expected.is_some_and(|e| (e - 130.0).abs() < 12.0), "{:?}", ds[peak]);
     }
 
     #[test]
@@ -1031,10 +869,7 @@ mod tests {
         let ds = feed(&mut d, &values);
         assert_eq!(d.current_periods(), &[24, 168]);
         assert!(ds.iter().all(|x| !x.is_anomaly()));
-        let last = ds
-            .last()
-            .and_then(|x| x.explanation.note.clone())
-            .unwrap_or_default();
+        let last = ds.last().and_then(|x| x.explanation.note.clone()).unwrap_or_default();
         assert!(last.contains("periods 24, 168 (detected)"), "{last}");
         // The periodogram alone reports 23 for this series.
         let mut rescaled = values.clone();
@@ -1062,14 +897,8 @@ mod tests {
         let ds = feed(&mut d, &values);
         assert!(d.current_periods().is_empty());
         assert!(ds.iter().all(|x| !x.is_anomaly()));
-        let note = ds
-            .last()
-            .and_then(|x| x.explanation.note.clone())
-            .unwrap_or_default();
-        assert!(
-            note.contains("no seasonality found; baseline is the recent median"),
-            "{note}"
-        );
+        let note = ds.last().and_then(|x| x.explanation.note.clone()).unwrap_or_default();
+        assert!(note.contains("no seasonality found; baseline is the recent median"), "{note}");
     }
 
     #[test]
@@ -1082,17 +911,10 @@ mod tests {
         }
         // The relative floor (1 % of 1e12) would hide a 2e9 spike on purpose;
         // a counter with a huge offset needs it off.
-        let p = SeasonalBaselineParams {
-            min_relative_scale: 0.0,
-            ..daily_params()
-        };
+        let p = SeasonalBaselineParams { min_relative_scale: 0.0, ..daily_params() };
         let ds = feed(&mut detector(p), &spiked);
         assert!(ds[..at].iter().all(|x| !x.is_anomaly()));
-        assert!(
-            ds[at..at + 4].iter().any(Detection::is_anomaly),
-            "{:#?}",
-            &ds[at - 2..at + 4]
-        );
+        assert!(ds[at..at + 4].iter().any(Detection::is_anomaly), "{:#?}", &ds[at - 2..at + 4]);
         let clean = feed(&mut detector(daily_params()), &values);
         assert!(clean.iter().all(|x| !x.is_anomaly()));
     }
@@ -1113,10 +935,8 @@ mod tests {
         // After the gap the baseline is still in phase with the cycle.
         let after = &ds[24 * 12 + 10..];
         assert!(after.iter().all(|x| !x.is_anomaly()));
-        let expected_err: f64 = after
-            .iter()
-            .filter_map(|x| x.expected.map(|e| (e - x.value).abs()))
-            .fold(0.0, f64::max);
+        let expected_err: f64 =
+            after.iter().filter_map(|x| x.expected.map(|e| (e - x.value).abs())).fold(0.0, f64::max);
         assert!(expected_err < 12.0, "{expected_err}");
         assert_eq!(d.retained_points(), 24 * 14);
     }
@@ -1129,15 +949,9 @@ mod tests {
             ..SeasonalBaselineParams::default()
         });
         let ds = feed(&mut d, &hourly(6, 340));
-        assert!(ds[..336]
-            .iter()
-            .all(|x| x.state == DetectionState::WarmingUp));
+        assert!(ds[..336].iter().all(|x| x.state == DetectionState::WarmingUp));
         assert!(ds[336..].iter().all(|x| x.state == DetectionState::Normal));
-        assert!(ds[335]
-            .explanation
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("warming up: 335 of 336")));
+        assert!(ds[335].explanation.note.as_deref().is_some_and(|n| n.contains("warming up: 335 of 336")));
     }
 
     #[test]
@@ -1147,13 +961,7 @@ mod tests {
         for v in &mut values[at..at + 5] {
             *v -= 40.0;
         }
-        let ds = feed(
-            &mut detector(SeasonalBaselineParams {
-                direction: Direction::Up,
-                ..daily_params()
-            }),
-            &values,
-        );
+        let ds = feed(&mut detector(SeasonalBaselineParams { direction: Direction::Up, ..daily_params() }), &values);
         assert!(ds.iter().all(|x| !x.is_anomaly()));
         assert!(ds[at + 2].explanation.z_score.is_some_and(|z| z < -4.0));
         assert_eq!(ds[at + 2].score, 0.0);

@@ -41,11 +41,7 @@ pub struct SigmaParams {
 
 impl Default for SigmaParams {
     fn default() -> Self {
-        Self {
-            window: 60,
-            k: 3.0,
-            direction: Direction::Both,
-        }
+        Self { window: 60, k: 3.0, direction: Direction::Both }
     }
 }
 
@@ -70,11 +66,7 @@ impl Sigma {
     pub fn new(params: SigmaParams) -> Result<Self> {
         params.validate()?;
         let window = params.window;
-        Ok(Self {
-            params,
-            history: VecDeque::with_capacity(window),
-            timestamps: TimestampOrder::default(),
-        })
+        Ok(Self { params, history: VecDeque::with_capacity(window), timestamps: TimestampOrder::default() })
     }
 
     fn mean_std(&self) -> (f64, f64) {
@@ -102,10 +94,7 @@ impl Detector for Sigma {
         let mut notes: Vec<&str> = Vec::new();
         self.timestamps.check(timestamp_ms, &mut notes);
         if !value.is_finite() {
-            let explanation = Explanation {
-                history: self.history.len(),
-                ..Explanation::default()
-            };
+            let explanation = Explanation { history: self.history.len(), ..Explanation::default() };
             return common::no_data(timestamp_ms, value, &notes, None, explanation);
         }
         let window = self.params.window;
@@ -115,11 +104,7 @@ impl Detector for Sigma {
                 timestamp_ms,
                 value,
                 DetectionState::WarmingUp,
-                Explanation {
-                    history: self.history.len(),
-                    note: join_notes(&notes),
-                    ..Explanation::default()
-                },
+                Explanation { history: self.history.len(), note: join_notes(&notes), ..Explanation::default() },
             )
         } else {
             let (mean, std) = self.mean_std();
@@ -143,11 +128,7 @@ impl Detector for Sigma {
                 lower: Some(clamp_finite(mean - band)),
                 upper: Some(clamp_finite(mean + band)),
                 deviation: Deviation::of(value, Some(mean)),
-                state: if anomalous {
-                    DetectionState::Anomalous
-                } else {
-                    DetectionState::Normal
-                },
+                state: if anomalous { DetectionState::Anomalous } else { DetectionState::Normal },
                 explanation: Explanation {
                     baseline: Some(mean),
                     scale: Some(std),
@@ -187,44 +168,27 @@ mod tests {
 
     #[test]
     fn passes_the_compliance_harness() {
-        let make = || -> Box<dyn Detector> {
-            Box::new(Sigma::new(SigmaParams::default()).unwrap_or_else(|e| panic!("{e}")))
-        };
+        let make =
+            || -> Box<dyn Detector> { Box::new(Sigma::new(SigmaParams::default()).unwrap_or_else(|e| panic!("{e}"))) };
         harness::check_compliance(&make, 3).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
     fn flags_beyond_k_std_of_the_previous_window() {
-        let mut d = Sigma::new(SigmaParams {
-            window: 4,
-            k: 3.0,
-            direction: Direction::Both,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut d =
+            Sigma::new(SigmaParams { window: 4, k: 3.0, direction: Direction::Both }).unwrap_or_else(|e| panic!("{e}"));
         for v in [1.0, 2.0, 1.0, 2.0] {
             assert_eq!(d.update(0, v).state, DetectionState::WarmingUp);
         }
         // mean 1.5, sample std 0.577: 3.2 is 2.94 std away, 3.3 is 3.12.
         assert_eq!(d.update(0, 3.2).state, DetectionState::Normal);
-        let mut d2 = Sigma::new(SigmaParams {
-            window: 4,
-            k: 3.0,
-            direction: Direction::Both,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut d2 =
+            Sigma::new(SigmaParams { window: 4, k: 3.0, direction: Direction::Both }).unwrap_or_else(|e| panic!("{e}"));
         for v in [1.0, 2.0, 1.0, 2.0] {
             d2.update(0, v);
         }
         assert_eq!(d2.update(0, 3.3).state, DetectionState::Anomalous);
-        assert!(Sigma::new(SigmaParams {
-            window: 1,
-            ..SigmaParams::default()
-        })
-        .is_err());
-        assert!(Sigma::new(SigmaParams {
-            k: 0.0,
-            ..SigmaParams::default()
-        })
-        .is_err());
+        assert!(Sigma::new(SigmaParams { window: 1, ..SigmaParams::default() }).is_err());
+        assert!(Sigma::new(SigmaParams { k: 0.0, ..SigmaParams::default() }).is_err());
     }
 }

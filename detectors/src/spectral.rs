@@ -62,13 +62,7 @@ pub struct SpectralResidualParams {
 
 impl Default for SpectralResidualParams {
     fn default() -> Self {
-        Self {
-            window: 64,
-            extend: 5,
-            mag_window: 3,
-            score_window: 40,
-            threshold: 3.0,
-        }
+        Self { window: 64, extend: 5, mag_window: 3, score_window: 40, threshold: 3.0 }
     }
 }
 
@@ -99,10 +93,7 @@ pub(crate) struct Saliency {
 
 impl std::fmt::Debug for Saliency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saliency")
-            .field("window", &self.window)
-            .field("extend", &self.extend)
-            .finish()
+        f.debug_struct("Saliency").field("window", &self.window).field("extend", &self.extend).finish()
     }
 }
 
@@ -113,19 +104,12 @@ impl Clone for Saliency {
 }
 
 impl Saliency {
-    pub(crate) fn new(
-        window: usize,
-        extend: usize,
-        mag_window: usize,
-        score_window: usize,
-    ) -> Self {
+    pub(crate) fn new(window: usize, extend: usize, mag_window: usize, score_window: usize) -> Self {
         let n = window + extend;
         let mut planner = FftPlanner::new();
         let forward = planner.plan_fft_forward(n);
         let inverse = planner.plan_fft_inverse(n);
-        let scratch_len = forward
-            .get_inplace_scratch_len()
-            .max(inverse.get_inplace_scratch_len());
+        let scratch_len = forward.get_inplace_scratch_len().max(inverse.get_inplace_scratch_len());
         Self {
             window,
             extend,
@@ -161,11 +145,7 @@ impl Saliency {
         let tail = &self.real[w - LOOK_AHEAD - 2..w - 1];
         let last = tail[tail.len() - 1];
         let m = tail.len();
-        let slopes: f64 = tail[..m - 1]
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (last - v) / (m - 1 - i) as f64)
-            .sum();
+        let slopes: f64 = tail[..m - 1].iter().enumerate().map(|(i, v)| (last - v) / (m - 1 - i) as f64).sum();
         let next = tail[1] + slopes;
         for r in &mut self.real[w..n] {
             *r = next;
@@ -173,25 +153,16 @@ impl Saliency {
         for (b, &r) in self.buf.iter_mut().zip(&self.real) {
             *b = Complex::new(r, 0.0);
         }
-        self.forward
-            .process_with_scratch(&mut self.buf, &mut self.scratch);
+        self.forward.process_with_scratch(&mut self.buf, &mut self.scratch);
         // Amplitudes and log-amplitudes (in `real`).
         let max_amp = self.buf.iter().map(|c| c.norm()).fold(0.0, f64::max);
         let floor = (max_amp * EPS).max(f64::MIN_POSITIVE);
         for (r, c) in self.real.iter_mut().zip(&self.buf) {
             let a = c.norm();
-            *r = if a <= floor {
-                f64::NEG_INFINITY
-            } else {
-                a.ln()
-            };
+            *r = if a <= floor { f64::NEG_INFINITY } else { a.ln() };
         }
         // Residual = log-amplitude minus its causal moving average (zeroed bins count as 0).
-        let logs: Vec<f64> = self
-            .real
-            .iter()
-            .map(|&l| if l.is_finite() { l } else { 0.0 })
-            .collect();
+        let logs: Vec<f64> = self.real.iter().map(|&l| if l.is_finite() { l } else { 0.0 }).collect();
         for i in 0..n {
             let c = self.buf[i];
             if self.real[i].is_finite() {
@@ -202,8 +173,7 @@ impl Saliency {
                 self.buf[i] = Complex::new(0.0, 0.0);
             }
         }
-        self.inverse
-            .process_with_scratch(&mut self.buf, &mut self.scratch);
+        self.inverse.process_with_scratch(&mut self.buf, &mut self.scratch);
         for (r, c) in self.real.iter_mut().zip(&self.buf) {
             *r = c.norm();
         }
@@ -231,12 +201,7 @@ impl SpectralResidual {
     /// Build a detector; fails if `params` do not validate.
     pub fn new(params: SpectralResidualParams) -> Result<Self> {
         params.validate()?;
-        let saliency = Saliency::new(
-            params.window,
-            params.extend,
-            params.mag_window,
-            params.score_window,
-        );
+        let saliency = Saliency::new(params.window, params.extend, params.mag_window, params.score_window);
         Ok(Self {
             history: VecDeque::with_capacity(params.window),
             params,
@@ -255,10 +220,7 @@ impl Detector for SpectralResidual {
         let mut notes: Vec<&str> = Vec::new();
         self.timestamps.check(timestamp_ms, &mut notes);
         if !value.is_finite() {
-            let explanation = Explanation {
-                history: self.history.len(),
-                ..Explanation::default()
-            };
+            let explanation = Explanation { history: self.history.len(), ..Explanation::default() };
             return common::no_data(timestamp_ms, value, &notes, None, explanation);
         }
         if self.history.len() == self.params.window {
@@ -273,11 +235,7 @@ impl Detector for SpectralResidual {
                 timestamp_ms,
                 value,
                 DetectionState::WarmingUp,
-                Explanation {
-                    history,
-                    note: join_notes(&notes),
-                    ..Explanation::default()
-                },
+                Explanation { history, note: join_notes(&notes), ..Explanation::default() },
             );
         }
         let s = self.saliency.score(&self.history);
@@ -291,11 +249,7 @@ impl Detector for SpectralResidual {
             lower: None,
             upper: None,
             deviation: Deviation::None,
-            state: if anomalous {
-                DetectionState::Anomalous
-            } else {
-                DetectionState::Normal
-            },
+            state: if anomalous { DetectionState::Anomalous } else { DetectionState::Normal },
             explanation: Explanation {
                 z_score: Some(s),
                 threshold: Some(threshold),
@@ -327,10 +281,7 @@ mod tests {
     use crate::harness;
 
     fn make() -> Box<dyn Detector> {
-        Box::new(
-            SpectralResidual::new(SpectralResidualParams::default())
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
+        Box::new(SpectralResidual::new(SpectralResidualParams::default()).unwrap_or_else(|e| panic!("{e}")))
     }
 
     #[test]
@@ -338,8 +289,7 @@ mod tests {
         // Not the step check: with its fixed threshold, spectral residual flags some points of
         // pure noise (that is the baseline's known weakness, measured by `warden bench anomaly`).
         for (k, points) in harness::edge_case_series().iter().enumerate() {
-            harness::check_invariants(&make, points)
-                .unwrap_or_else(|e| panic!("edge case {k}: {e}"));
+            harness::check_invariants(&make, points).unwrap_or_else(|e| panic!("edge case {k}: {e}"));
         }
         harness::check_constant_series(&make).unwrap_or_else(|e| panic!("{e}"));
     }

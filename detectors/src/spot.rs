@@ -134,11 +134,7 @@ impl Spot {
                 sigma / gamma * (r.powf(-gamma) - 1.0)
             }
         };
-        self.z = if z.is_finite() {
-            self.t + z.max(0.0)
-        } else {
-            f64::MAX
-        };
+        self.z = if z.is_finite() { self.t + z.max(0.0) } else { f64::MAX };
     }
 
     /// Feed one score (finite, `>= 0`); `in_event`: the previous point was an alarm, so an
@@ -150,10 +146,7 @@ impl Spot {
                 let mut sorted = std::mem::take(&mut self.calib);
                 sorted.sort_unstable_by(f64::total_cmp);
                 let pos = ((sorted.len() as f64 - 1.0) * self.level).round() as usize;
-                self.t = sorted
-                    .get(pos.min(sorted.len().saturating_sub(1)))
-                    .copied()
-                    .unwrap_or(0.0);
+                self.t = sorted.get(pos.min(sorted.len().saturating_sub(1))).copied().unwrap_or(0.0);
                 let base = self.index + 1 - sorted.len() as u64;
                 self.start = base;
                 let t = self.t;

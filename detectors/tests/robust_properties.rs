@@ -31,21 +31,11 @@ fn points() -> impl Strategy<Value = Vec<(i64, f64)>> {
 }
 
 fn direction() -> impl Strategy<Value = Direction> {
-    prop_oneof![
-        Just(Direction::Up),
-        Just(Direction::Down),
-        Just(Direction::Both)
-    ]
+    prop_oneof![Just(Direction::Up), Just(Direction::Down), Just(Direction::Both)]
 }
 
 fn scale_floor() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        Just(0.0),
-        0.0..1.0f64,
-        Just(1e-9),
-        Just(1e300),
-        Just(f64::MAX)
-    ]
+    prop_oneof![Just(0.0), 0.0..1.0f64, Just(1e-9), Just(1e300), Just(f64::MAX)]
 }
 
 fn valid_params() -> impl Strategy<Value = RobustBaselineParams> {
@@ -61,22 +51,20 @@ fn valid_params() -> impl Strategy<Value = RobustBaselineParams> {
                 scale_floor(),
             )
         })
-        .prop_map(
-            |(window, min_history, threshold, min_consecutive, direction, rel, abs)| {
-                RobustBaselineParams {
-                    window,
-                    threshold,
-                    min_consecutive,
-                    min_history,
-                    direction,
-                    min_relative_scale: rel,
-                    min_absolute_scale: abs,
-                    // Half the cases use the calibrated flag rule, with a short calibration.
-                    risk: (window % 2 == 0).then_some(1e-3),
-                    calibration: 10 + window % 50,
-                }
-            },
-        )
+        .prop_map(|(window, min_history, threshold, min_consecutive, direction, rel, abs)| {
+            RobustBaselineParams {
+                window,
+                threshold,
+                min_consecutive,
+                min_history,
+                direction,
+                min_relative_scale: rel,
+                min_absolute_scale: abs,
+                // Half the cases use the calibrated flag rule, with a short calibration.
+                risk: (window % 2 == 0).then_some(1e-3),
+                calibration: 10 + window % 50,
+            }
+        })
 }
 
 fn make_for(p: RobustBaselineParams) -> impl Fn() -> Box<dyn Detector> {

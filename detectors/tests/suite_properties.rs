@@ -38,21 +38,11 @@ fn points() -> impl Strategy<Value = Vec<(i64, f64)>> {
 }
 
 fn direction() -> impl Strategy<Value = Direction> {
-    prop_oneof![
-        Just(Direction::Up),
-        Just(Direction::Down),
-        Just(Direction::Both)
-    ]
+    prop_oneof![Just(Direction::Up), Just(Direction::Down), Just(Direction::Both)]
 }
 
 fn scale_floor() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        Just(0.0),
-        0.0..1.0f64,
-        Just(1e-9),
-        Just(1e300),
-        Just(f64::MAX)
-    ]
+    prop_oneof![Just(0.0), 0.0..1.0f64, Just(1e-9), Just(1e300), Just(f64::MAX)]
 }
 
 fn seasonal_params() -> impl Strategy<Value = SeasonalBaselineParams> {
@@ -63,13 +53,11 @@ fn seasonal_params() -> impl Strategy<Value = SeasonalBaselineParams> {
                 Just(window),
                 prop_oneof![
                     Just(Vec::new()),
-                    prop::collection::btree_set(2..=half, 1..3)
-                        .prop_map(|s| s.into_iter().collect::<Vec<_>>()),
+                    prop::collection::btree_set(2..=half, 1..3).prop_map(|s| s.into_iter().collect::<Vec<_>>()),
                 ],
                 prop_oneof![
                     Just(Vec::new()),
-                    prop::collection::btree_set(2..=half, 1..3)
-                        .prop_map(|s| s.into_iter().collect::<Vec<_>>()),
+                    prop::collection::btree_set(2..=half, 1..3).prop_map(|s| s.into_iter().collect::<Vec<_>>()),
                 ],
                 3..=window,
                 prop_oneof![Just(None), (1..=window).prop_map(Some)],
@@ -127,21 +115,17 @@ fn changepoint_params() -> impl Strategy<Value = ChangePointParams> {
                 scale_floor(),
             )
         })
-        .prop_map(
-            |(max_run_length, scale_window, recent, min_history, erl, thr, eps, rel, abs)| {
-                ChangePointParams {
-                    expected_run_length: erl,
-                    max_run_length,
-                    recent_window: recent,
-                    threshold: thr,
-                    min_history,
-                    scale_window,
-                    outlier_probability: eps,
-                    min_relative_scale: rel,
-                    min_absolute_scale: abs,
-                }
-            },
-        )
+        .prop_map(|(max_run_length, scale_window, recent, min_history, erl, thr, eps, rel, abs)| ChangePointParams {
+            expected_run_length: erl,
+            max_run_length,
+            recent_window: recent,
+            threshold: thr,
+            min_history,
+            scale_window,
+            outlier_probability: eps,
+            min_relative_scale: rel,
+            min_absolute_scale: abs,
+        })
 }
 
 fn seasonal_factory(p: SeasonalBaselineParams) -> impl Fn() -> Box<dyn Detector> {
@@ -165,18 +149,13 @@ fn changepoint_factory(p: ChangePointParams) -> impl Fn() -> Box<dyn Detector> {
 /// A seasonal series with noise and the occasional hostile value, long
 /// enough for decompositions and periodograms to run.
 fn seasonal_points() -> impl Strategy<Value = Vec<(i64, f64)>> {
-    (
-        2usize..30,
-        0.0..100.0f64,
-        prop::collection::vec((0usize..300, value()), 0..10),
-    )
-        .prop_map(|(period, amplitude, spikes)| {
+    (2usize..30, 0.0..100.0f64, prop::collection::vec((0usize..300, value()), 0..10)).prop_map(
+        |(period, amplitude, spikes)| {
             let mut rng = harness::XorShift64::new(period as u64);
             let mut vs: Vec<f64> = (0..300)
                 .map(|i| {
                     let phase = (i % period) as f64 / period as f64;
-                    50.0 + amplitude * (std::f64::consts::TAU * phase).sin()
-                        + rng.uniform(-1.0, 1.0)
+                    50.0 + amplitude * (std::f64::consts::TAU * phase).sin() + rng.uniform(-1.0, 1.0)
                 })
                 .collect();
             for (i, v) in spikes {
@@ -184,11 +163,9 @@ fn seasonal_points() -> impl Strategy<Value = Vec<(i64, f64)>> {
                     *slot = v;
                 }
             }
-            vs.into_iter()
-                .enumerate()
-                .map(|(i, v)| (harness::timestamp_at(i), v))
-                .collect()
-        })
+            vs.into_iter().enumerate().map(|(i, v)| (harness::timestamp_at(i), v)).collect()
+        },
+    )
 }
 
 proptest! {
@@ -428,29 +405,15 @@ proptest! {
 fn registry_builds_the_streaming_detectors() {
     use warden_detectors::registry;
     let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
     for name in ["seasonal_baseline", "change_point"] {
         assert!(registry::NAMES.contains(&name));
     }
-    let seasonal = registry::build(
-        "seasonal_baseline",
-        &kv(&[
-            ("periods", "[24, 168]"),
-            ("window", "672"),
-            ("direction", "up"),
-        ]),
-    );
-    assert!(
-        seasonal.is_ok_and(|d| d.name() == "seasonal_baseline" && d.max_retained_points() == 672)
-    );
-    let changepoint = registry::build(
-        "change_point",
-        &kv(&[("recent_window", "5"), ("threshold", "0.6")]),
-    );
+    let seasonal =
+        registry::build("seasonal_baseline", &kv(&[("periods", "[24, 168]"), ("window", "672"), ("direction", "up")]));
+    assert!(seasonal.is_ok_and(|d| d.name() == "seasonal_baseline" && d.max_retained_points() == 672));
+    let changepoint = registry::build("change_point", &kv(&[("recent_window", "5"), ("threshold", "0.6")]));
     assert!(changepoint.is_ok_and(|d| d.name() == "change_point" && d.max_retained_points() == 200));
     let bad = registry::build("seasonal_baseline", &kv(&[("periods", "[1]")]));
     assert!(bad.is_err_and(|e| e.to_string().contains("periods")));

@@ -69,7 +69,11 @@ impl Generation {
     /// Generated tokens per second of decode time.
     pub fn tokens_per_second(&self) -> f64 {
         let s = self.decode.as_secs_f64();
-        if s > 0.0 { self.generated_tokens as f64 / s } else { 0.0 }
+        if s > 0.0 {
+            self.generated_tokens as f64 / s
+        } else {
+            0.0
+        }
     }
 }
 

@@ -48,7 +48,11 @@ pub fn format_value(v: f64) -> String {
     } else {
         let s = format!("{v:.4}");
         let s = s.trim_end_matches('0').trim_end_matches('.');
-        if s.is_empty() || s == "-" { "0".into() } else { s.to_string() }
+        if s.is_empty() || s == "-" {
+            "0".into()
+        } else {
+            s.to_string()
+        }
     }
 }
 
@@ -117,7 +121,10 @@ pub fn ranking_summary(input: &SummaryInput<'_>) -> String {
                 }
             }
             if !seen.is_empty() {
-                push(&mut out, Some(grounded("No probable cause could be ranked from the evidence collected".into(), &seen, ck)));
+                push(
+                    &mut out,
+                    Some(grounded("No probable cause could be ranked from the evidence collected".into(), &seen, ck)),
+                );
             }
         }
     }
@@ -162,7 +169,11 @@ fn describe(e: &Evidence) -> String {
     let at = clock(e.time);
     match &e.payload {
         Payload::Anomaly { metric, observed, expected, score, until, .. } => {
-            let mut s = format!("The {} anomaly on {subject} began at {at} UTC with {} observed", field(metric), format_value(*observed));
+            let mut s = format!(
+                "The {} anomaly on {subject} began at {at} UTC with {} observed",
+                field(metric),
+                format_value(*observed)
+            );
             if let Some(x) = expected {
                 s.push_str(&format!(" against {} expected", format_value(*x)));
             }
@@ -178,7 +189,11 @@ fn describe(e: &Evidence) -> String {
             format!("The {} log signal on {subject} began at {at} UTC with count {count}", field(signal))
         }
         Payload::KubeEvent { reason, count, object, .. } => {
-            format!("The {} event on {subject} was seen at {at} UTC with count {count} on {}", field(reason), field(object))
+            format!(
+                "The {} event on {subject} was seen at {at} UTC with count {count} on {}",
+                field(reason),
+                field(object)
+            )
         }
         Payload::Change { change, from, to, .. } => {
             let mut s = format!("The {} of {subject} happened at {at} UTC", change_phrase(*change));
@@ -246,7 +261,8 @@ fn candidate_sentence(lead: &str, c: &Candidate, ev: &[Evidence], ck: &Checker) 
     let phrase = match (c.cause, change) {
         (CauseKind::Change, Some(e)) => match &e.payload {
             Payload::Change { change, to, .. } => {
-                let mut s = format!("the {} of {} at {} UTC", change_phrase(*change), subject_text(&c.subject), clock(e.time));
+                let mut s =
+                    format!("the {} of {} at {} UTC", change_phrase(*change), subject_text(&c.subject), clock(e.time));
                 if let Some(t) = to {
                     s.push_str(&format!(" to {}", field(t)));
                 }
@@ -274,7 +290,9 @@ fn candidate_sentence(lead: &str, c: &Candidate, ev: &[Evidence], ck: &Checker) 
     let names = |e: &Evidence| {
         e.subject == c.subject
             || match &e.payload {
-                Payload::Topology { nodes, .. } => c.subject.kind == SubjectKind::Node && nodes.contains(&c.subject.name),
+                Payload::Topology { nodes, .. } => {
+                    c.subject.kind == SubjectKind::Node && nodes.contains(&c.subject.name)
+                }
                 _ => false,
             }
     };
@@ -393,7 +411,10 @@ mod tests {
             let r = Ranking::default();
             let s = checkout();
             let text = ranking_summary(&input(&r, &e, &s));
-            assert!(text.contains("No probable cause could be ranked from the evidence collected [E3, E2, E4]."), "{text}");
+            assert!(
+                text.contains("No probable cause could be ranked from the evidence collected [E3, E2, E4]."),
+                "{text}"
+            );
             assert!(check(&text, &e).passed, "{text}");
             let none = ranking_summary(&input(&r, &[], &s));
             assert_eq!(none, "No probable cause could be ranked: no evidence was collected.");
@@ -403,7 +424,13 @@ mod tests {
         fn falls_back_to_plain_items_when_a_candidate_is_not_named() {
             let (mut r, e) = incident();
             // A node candidate that no item mentions, citing only the anomaly.
-            r.candidates[0] = Candidate { subject: Subject::node("node-77"), cause: CauseKind::Node, score: 0.9, evidence: vec!["E3".into(), "E99".into()], reasons: vec![] };
+            r.candidates[0] = Candidate {
+                subject: Subject::node("node-77"),
+                cause: CauseKind::Node,
+                score: 0.9,
+                evidence: vec!["E3".into(), "E99".into()],
+                reasons: vec![],
+            };
             let s = checkout();
             let text = ranking_summary(&input(&r, &e, &s));
             assert!(!text.contains("node-77"), "{text}");
@@ -446,7 +473,18 @@ mod tests {
                 "Failed. Retrying! Why? e.g. 10.5 v1.2.3",
                 "",
             ];
-            let words = ["OOMKilled", "CrashLoopBackOff", "Failed.", "Please scale now", "BackOff", "you", "E4", "[E2]", "root-cause", "3rd"];
+            let words = [
+                "OOMKilled",
+                "CrashLoopBackOff",
+                "Failed.",
+                "Please scale now",
+                "BackOff",
+                "you",
+                "E4",
+                "[E2]",
+                "root-cause",
+                "3rd",
+            ];
             let n = 1 + g.below(10);
             let mut evidence = Vec::new();
             for i in 0..n {
@@ -474,9 +512,23 @@ mod tests {
                         object: format!("Pod/{}-{}", subject.name, g.below(100)),
                     },
                     3 => Payload::Change {
-                        change: *g.pick(&[ChangeKind::Rollout, ChangeKind::Config, ChangeKind::Secret, ChangeKind::Scale, ChangeKind::Autoscaler]),
-                        from: if g.below(2) == 0 { Some(format!("reg.io/{}:1.{}.0", subject.name, g.below(9))) } else { None },
-                        to: if g.below(2) == 0 { Some(format!("reg.io/{}:v2.{}", subject.name, g.below(9))) } else { None },
+                        change: *g.pick(&[
+                            ChangeKind::Rollout,
+                            ChangeKind::Config,
+                            ChangeKind::Secret,
+                            ChangeKind::Scale,
+                            ChangeKind::Autoscaler,
+                        ]),
+                        from: if g.below(2) == 0 {
+                            Some(format!("reg.io/{}:1.{}.0", subject.name, g.below(9)))
+                        } else {
+                            None
+                        },
+                        to: if g.below(2) == 0 {
+                            Some(format!("reg.io/{}:v2.{}", subject.name, g.below(9)))
+                        } else {
+                            None
+                        },
                         description: (*g.pick(&texts)).into(),
                     },
                     4 => Payload::Topology {
@@ -489,7 +541,14 @@ mod tests {
                         run_id: g.below(100) as i64,
                         playbook: (*g.pick(&["scale-up", "restart", "notify"])).into(),
                         step: (*g.pick(&words)).into(),
-                        status: (*g.pick(&["done", "failed: timeout after 30s", "scaled shop/checkout from 2 to 3 replicas", "skipped", "you should restart"])).into(),
+                        status: (*g.pick(&[
+                            "done",
+                            "failed: timeout after 30s",
+                            "scaled shop/checkout from 2 to 3 replicas",
+                            "skipped",
+                            "you should restart",
+                        ]))
+                        .into(),
                     },
                 };
                 evidence.push(ev(&format!("E{}", i + 1), time, subject, payload));
@@ -514,7 +573,8 @@ mod tests {
             let mut g = Lcg(7);
             for case in 0..1200 {
                 let (r, e, symptom) = random_case(&mut g);
-                let inp = SummaryInput { title: "t", symptom: symptom.as_ref(), started: T0, ranking: &r, evidence: &e };
+                let inp =
+                    SummaryInput { title: "t", symptom: symptom.as_ref(), started: T0, ranking: &r, evidence: &e };
                 let text = ranking_summary(&inp);
                 let report = check(&text, &e);
                 assert!(report.passed, "case {case}: {text}\n{report:#?}\n{e:#?}\n{r:#?}");

@@ -19,18 +19,10 @@ const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 fn model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("WARDEN_TEST_GGUF").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "WARDEN_TEST_GGUF={} does not exist",
-            p.display()
-        );
+        assert!(p.is_file(), "WARDEN_TEST_GGUF={} does not exist", p.display());
         return p;
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("test-models")
-        .join(FILE);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("test-models").join(FILE);
     assert!(
         p.is_file(),
         "the test model {} is missing: run `bash tests/run.sh` (it downloads it) or set \
@@ -69,26 +61,12 @@ fn loads_as_llama_with_chatml_and_gguf_tokenizer() {
     assert_eq!(m.chat_template(), ChatTemplate::ChatMl);
     assert_eq!(info.tokenizer, "gguf");
     assert_eq!(info.quantization, "Q4_1");
-    assert_eq!(
-        info.context_length, 4096,
-        "min(8192 in the file, candle's 4096 RoPE table)"
-    );
-    assert!(
-        (130_000_000..140_000_000).contains(&info.parameters),
-        "{}",
-        info.parameters
-    );
-    assert_eq!(
-        info.name.as_deref(),
-        Some("Smollm2 135M 8k Lc100K Mix1 Ep2")
-    );
+    assert_eq!(info.context_length, 4096, "min(8192 in the file, candle's 4096 RoPE table)");
+    assert!((130_000_000..140_000_000).contains(&info.parameters), "{}", info.parameters);
+    assert_eq!(info.name.as_deref(), Some("Smollm2 135M 8k Lc100K Mix1 Ep2"));
     assert_eq!(info.sha256.as_deref().map(str::len), Some(64));
     assert_eq!(info.device, "cpu");
-    assert_eq!(
-        m.requantized_tensors(),
-        210,
-        "every Q4_1 matrix becomes Q8_0 on the CPU"
-    );
+    assert_eq!(m.requantized_tensors(), 210, "every Q4_1 matrix becomes Q8_0 on the CPU");
     assert_eq!(m.stop_token_ids(), &[0, 2], "<|endoftext|> and <|im_end|>");
 }
 
@@ -106,15 +84,9 @@ fn tokenizes_like_llama_cpp() {
     assert_eq!(m.encode("<|im_start|>user\n").expect("encode")[0], 1);
     assert_eq!(m.encode("<|im_end|>").expect("encode"), vec![2]);
     let text = "pod api-7f9c OOMKilled at 03:14, exit code 137 — 2 restarts";
-    assert_eq!(
-        m.decode(&m.encode(text).expect("encode")).expect("decode"),
-        text
-    );
+    assert_eq!(m.decode(&m.encode(text).expect("encode")).expect("decode"), text);
     let prompt = m.prompt_tokens(&france()).expect("prompt");
-    assert_eq!(
-        prompt[0], 1,
-        "no BOS for SmolLM2: the prompt starts with <|im_start|>"
-    );
+    assert_eq!(prompt[0], 1, "no BOS for SmolLM2: the prompt starts with <|im_start|>");
 }
 
 /// Token ids produced by llama.cpp (llama-cpp-python 0.3.36, `tokenize(special=True)`) on this
@@ -126,34 +98,24 @@ fn token_ids_match_llama_cpp() {
         (
             "pod api-7f9c OOMKilled at 03:14, exit code 137 \u{2014} 2 restarts",
             &[
-                35213, 14615, 29, 39, 86, 41, 83, 492, 9232, 59, 2182, 418, 216, 32, 35, 42, 33,
-                36, 28, 11988, 2909, 216, 33, 35, 39, 1841, 216, 34, 1532, 12019,
+                35213, 14615, 29, 39, 86, 41, 83, 492, 9232, 59, 2182, 418, 216, 32, 35, 42, 33, 36, 28, 11988, 2909,
+                216, 33, 35, 39, 1841, 216, 34, 1532, 12019,
             ],
         ),
         (
             "\u{dc}n\u{ef}c\u{f6}d\u{e9} \u{2713}\ttabs\n\nnewlines  double  spaces   ",
             &[
-                142, 246, 94, 25972, 83, 7466, 84, 2756, 4636, 246, 237, 197, 100, 7366, 198, 198,
-                2241, 5110, 216, 5561, 216, 5600, 333,
+                142, 246, 94, 25972, 83, 7466, 84, 2756, 4636, 246, 237, 197, 100, 7366, 198, 198, 2241, 5110, 216,
+                5561, 216, 5600, 333,
             ],
         ),
-        (
-            "don't won't I'm we'll THEY'RE",
-            &[
-                12420, 982, 3763, 982, 339, 5248, 392, 3060, 6462, 73, 23, 3256,
-            ],
-        ),
-        (
-            "3.14159 and 1,000,000",
-            &[
-                35, 30, 33, 36, 33, 37, 41, 284, 216, 33, 28, 32, 32, 32, 28, 32, 32, 32,
-            ],
-        ),
+        ("don't won't I'm we'll THEY'RE", &[12420, 982, 3763, 982, 339, 5248, 392, 3060, 6462, 73, 23, 3256]),
+        ("3.14159 and 1,000,000", &[35, 30, 33, 36, 33, 37, 41, 284, 216, 33, 28, 32, 32, 32, 28, 32, 32, 32]),
         (
             "\u{65e5}\u{672c}\u{8a9e}\u{306e}\u{30c6}\u{30ad}\u{30b9}\u{30c8} \u{1f680} emoji",
             &[
-                23274, 115, 40993, 179, 120, 248, 26453, 11100, 224, 10391, 251, 10391, 134, 11100,
-                226, 15107, 244, 218, 649, 33777,
+                23274, 115, 40993, 179, 120, 248, 26453, 11100, 224, 10391, 251, 10391, 134, 11100, 226, 15107, 244,
+                218, 649, 33777,
             ],
         ),
         (
@@ -161,19 +123,14 @@ fn token_ids_match_llama_cpp() {
              <|im_start|>user\nReply with one word: the capital of France?<|im_end|>\n\
              <|im_start|>assistant\n",
             &[
-                1, 9690, 198, 2683, 359, 253, 5356, 11173, 30, 19842, 13099, 30, 2, 198, 1, 4093,
-                198, 9302, 318, 351, 582, 2229, 42, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531,
-                198,
+                1, 9690, 198, 2683, 359, 253, 5356, 11173, 30, 19842, 13099, 30, 2, 198, 1, 4093, 198, 9302, 318, 351,
+                582, 2229, 42, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198,
             ],
         ),
     ];
     for (text, ids) in cases {
         assert_eq!(m.encode(text).expect("encode"), ids, "{text:?}");
-        assert_eq!(
-            m.decode(ids).expect("decode"),
-            strip_specials(text),
-            "{text:?}"
-        );
+        assert_eq!(m.decode(ids).expect("decode"), strip_specials(text), "{text:?}");
     }
     // The chat prompt as the template renders it is that last case.
     assert_eq!(m.render_prompt(&france()), cases[5].0);
@@ -186,10 +143,7 @@ fn strip_specials(s: &str) -> String {
 #[test]
 fn greedy_chat_answer_is_deterministic_and_ends_its_turn() {
     let mut m = model();
-    let opts = GenerateOptions {
-        max_tokens: 12,
-        ..GenerateOptions::default()
-    };
+    let opts = GenerateOptions { max_tokens: 12, ..GenerateOptions::default() };
     let a = m.generate(&france(), &opts).expect("generate");
     let b = m.generate(&france(), &opts).expect("generate");
     eprintln!(

@@ -48,19 +48,13 @@ struct Vocab {
 
 impl Vocab {
     fn byte_level() -> Self {
-        let mut tokens: Vec<String> = vec![
-            "<|endoftext|>".into(),
-            "<|im_start|>".into(),
-            "<|im_end|>".into(),
-        ];
+        let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
         let mut types = vec![3, 3, 3];
         for c in byte_chars() {
             tokens.push(c.to_string());
             types.push(1);
         }
-        let merges = [
-            "h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld",
-        ];
+        let merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"];
         for m in merges {
             tokens.push(m.replace(' ', ""));
             types.push(1);
@@ -69,18 +63,11 @@ impl Vocab {
             tokens.push(extra.into());
             types.push(1);
         }
-        Self {
-            tokens,
-            types,
-            merges: merges.iter().map(|s| s.to_string()).collect(),
-        }
+        Self { tokens, types, merges: merges.iter().map(|s| s.to_string()).collect() }
     }
 
     fn id(&self, t: &str) -> usize {
-        self.tokens
-            .iter()
-            .position(|x| x == t)
-            .unwrap_or_else(|| panic!("no token {t}"))
+        self.tokens.iter().position(|x| x == t).unwrap_or_else(|| panic!("no token {t}"))
     }
 
     fn len(&self) -> usize {
@@ -88,16 +75,12 @@ impl Vocab {
     }
 
     fn metadata(&self, pre: &str) -> Vec<(String, Value)> {
-        let strings =
-            |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+        let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
         vec![
             ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
             ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
             ("tokenizer.ggml.tokens".into(), strings(&self.tokens)),
-            (
-                "tokenizer.ggml.token_type".into(),
-                Value::Array(self.types.iter().map(|t| Value::I32(*t)).collect()),
-            ),
+            ("tokenizer.ggml.token_type".into(), Value::Array(self.types.iter().map(|t| Value::I32(*t)).collect())),
             ("tokenizer.ggml.merges".into(), strings(&self.merges)),
             ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
             ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
@@ -111,10 +94,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 
@@ -151,11 +131,7 @@ fn llama_tensors(vocab: &Vocab, weights: &Weights) -> Vec<(String, QTensor)> {
         Weights::Scripted => (Lcg(1), GgmlDType::F32, true),
     };
     let mat = |rows: usize, cols: usize, rng: &mut Lcg| {
-        let data = if zero {
-            vec![0.0; rows * cols]
-        } else {
-            rng.vec(rows * cols, 0.5)
-        };
+        let data = if zero { vec![0.0; rows * cols] } else { rng.vec(rows * cols, 0.5) };
         qtensor(data, &[rows, cols], dtype)
     };
     for l in 0..LAYERS {
@@ -163,26 +139,14 @@ fn llama_tensors(vocab: &Vocab, weights: &Weights) -> Vec<(String, QTensor)> {
         out.push((format!("{p}.attn_q.weight"), mat(HIDDEN, HIDDEN, &mut rng)));
         out.push((format!("{p}.attn_k.weight"), mat(kv, HIDDEN, &mut rng)));
         out.push((format!("{p}.attn_v.weight"), mat(kv, HIDDEN, &mut rng)));
-        out.push((
-            format!("{p}.attn_output.weight"),
-            mat(HIDDEN, HIDDEN, &mut rng),
-        ));
+        out.push((format!("{p}.attn_output.weight"), mat(HIDDEN, HIDDEN, &mut rng)));
         out.push((format!("{p}.ffn_gate.weight"), mat(FF, HIDDEN, &mut rng)));
         out.push((format!("{p}.ffn_up.weight"), mat(FF, HIDDEN, &mut rng)));
         out.push((format!("{p}.ffn_down.weight"), mat(HIDDEN, FF, &mut rng)));
-        out.push((
-            format!("{p}.attn_norm.weight"),
-            qtensor(vec![1.0; HIDDEN], &[HIDDEN], GgmlDType::F32),
-        ));
-        out.push((
-            format!("{p}.ffn_norm.weight"),
-            qtensor(vec![1.0; HIDDEN], &[HIDDEN], GgmlDType::F32),
-        ));
+        out.push((format!("{p}.attn_norm.weight"), qtensor(vec![1.0; HIDDEN], &[HIDDEN], GgmlDType::F32)));
+        out.push((format!("{p}.ffn_norm.weight"), qtensor(vec![1.0; HIDDEN], &[HIDDEN], GgmlDType::F32)));
     }
-    out.push((
-        "output_norm.weight".into(),
-        qtensor(vec![1.0; HIDDEN], &[HIDDEN], GgmlDType::F32),
-    ));
+    out.push(("output_norm.weight".into(), qtensor(vec![1.0; HIDDEN], &[HIDDEN], GgmlDType::F32)));
     let (embd, output) = if zero {
         // Chain: "\n" -> "Hi" -> "Ġthere" -> "!" -> <|im_end|>. Token k of the chain embeds as
         // the unit vector e_k; the output row of its successor is 10 e_k; all else is zero.
@@ -199,60 +163,27 @@ fn llama_tensors(vocab: &Vocab, weights: &Weights) -> Vec<(String, QTensor)> {
         let mut output = rng.vec(v * HIDDEN, 1.0);
         // Control tokens never win, so random generation runs to max_tokens.
         for id in 0..3 {
-            output[id * HIDDEN..(id + 1) * HIDDEN]
-                .iter_mut()
-                .for_each(|x| *x = 0.0);
+            output[id * HIDDEN..(id + 1) * HIDDEN].iter_mut().for_each(|x| *x = 0.0);
         }
         (embd, output)
     };
-    out.push((
-        "token_embd.weight".into(),
-        qtensor(embd, &[v, HIDDEN], GgmlDType::F32),
-    ));
+    out.push(("token_embd.weight".into(), qtensor(embd, &[v, HIDDEN], GgmlDType::F32)));
     out.push(("output.weight".into(), qtensor(output, &[v, HIDDEN], dtype)));
     out
 }
 
-fn llama_metadata(
-    vocab: &Vocab,
-    context: u32,
-    chat_template: Option<&str>,
-) -> Vec<(String, Value)> {
+fn llama_metadata(vocab: &Vocab, context: u32, chat_template: Option<&str>) -> Vec<(String, Value)> {
     let mut md = vec![
-        (
-            "general.architecture".to_string(),
-            Value::String("llama".into()),
-        ),
-        (
-            "general.name".to_string(),
-            Value::String("tiny-llama".into()),
-        ),
+        ("general.architecture".to_string(), Value::String("llama".into())),
+        ("general.name".to_string(), Value::String("tiny-llama".into())),
         ("llama.context_length".to_string(), Value::U32(context)),
-        (
-            "llama.embedding_length".to_string(),
-            Value::U32(HIDDEN as u32),
-        ),
-        (
-            "llama.feed_forward_length".to_string(),
-            Value::U32(FF as u32),
-        ),
+        ("llama.embedding_length".to_string(), Value::U32(HIDDEN as u32)),
+        ("llama.feed_forward_length".to_string(), Value::U32(FF as u32)),
         ("llama.block_count".to_string(), Value::U32(LAYERS as u32)),
-        (
-            "llama.attention.head_count".to_string(),
-            Value::U32(HEADS as u32),
-        ),
-        (
-            "llama.attention.head_count_kv".to_string(),
-            Value::U32(KV_HEADS as u32),
-        ),
-        (
-            "llama.rope.dimension_count".to_string(),
-            Value::U32((HIDDEN / HEADS) as u32),
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon".to_string(),
-            Value::F32(1e-5),
-        ),
+        ("llama.attention.head_count".to_string(), Value::U32(HEADS as u32)),
+        ("llama.attention.head_count_kv".to_string(), Value::U32(KV_HEADS as u32)),
+        ("llama.rope.dimension_count".to_string(), Value::U32((HIDDEN / HEADS) as u32)),
+        ("llama.attention.layer_norm_rms_epsilon".to_string(), Value::F32(1e-5)),
         ("llama.rope.freq_base".to_string(), Value::F32(10000.0)),
     ];
     if let Some(t) = chat_template {
@@ -262,39 +193,26 @@ fn llama_metadata(
     md
 }
 
-const CHATML_JINJA: &str =
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + \
+const CHATML_JINJA: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + \
                             message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
 
 fn tiny_llama(dir: &Path, name: &str, weights: Weights, context: u32) -> PathBuf {
     let vocab = Vocab::byte_level();
     let path = dir.join(name);
-    write_gguf(
-        &path,
-        &llama_metadata(&vocab, context, Some(CHATML_JINJA)),
-        &llama_tensors(&vocab, &weights),
-    );
+    write_gguf(&path, &llama_metadata(&vocab, context, Some(CHATML_JINJA)), &llama_tensors(&vocab, &weights));
     path
 }
 
 fn prompt() -> ChatPrompt {
-    ChatPrompt {
-        system: "You are terse.".into(),
-        user: "hello world 12345".into(),
-    }
+    ChatPrompt { system: "You are terse.".into(), user: "hello world 12345".into() }
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
-    GenerateOptions {
-        max_tokens,
-        temperature: 0.0,
-        ..GenerateOptions::default()
-    }
+    GenerateOptions { max_tokens, temperature: 0.0, ..GenerateOptions::default() }
 }
 
 fn load(path: &Path) -> LlmModel {
-    LlmModel::load(&LoadOptions::new(path))
-        .unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
+    LlmModel::load(&LoadOptions::new(path)).unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
 }
 
 #[test]
@@ -311,28 +229,16 @@ fn scripted_llama_answers_and_stops_at_end_of_turn() -> TestResult {
     assert_eq!(g.prompt_tokens, m.prompt_tokens(&prompt())?.len());
 
     let g = m.generate(&prompt(), &greedy(2))?;
-    assert_eq!(
-        (g.text.as_str(), g.stop, g.generated_tokens),
-        ("Hi there", StopReason::MaxTokens, 2)
-    );
+    assert_eq!((g.text.as_str(), g.stop, g.generated_tokens), ("Hi there", StopReason::MaxTokens, 2));
 
-    let stop = |s: &str| GenerateOptions {
-        stop: vec![s.to_string()],
-        ..greedy(20)
-    };
+    let stop = |s: &str| GenerateOptions { stop: vec![s.to_string()], ..greedy(20) };
     let g = m.generate(&prompt(), &stop("there"))?;
     assert_eq!((g.text.as_str(), g.stop), ("Hi", StopReason::StopString));
     let g = m.generate(&prompt(), &stop("!"))?;
-    assert_eq!(
-        (g.text.as_str(), g.stop),
-        ("Hi there", StopReason::StopString)
-    );
+    assert_eq!((g.text.as_str(), g.stop), ("Hi there", StopReason::StopString));
 
     let g = m.generate(&prompt(), &greedy(0))?;
-    assert_eq!(
-        (g.text.as_str(), g.stop, g.generated_tokens),
-        ("", StopReason::MaxTokens, 0)
-    );
+    assert_eq!((g.text.as_str(), g.stop, g.generated_tokens), ("", StopReason::MaxTokens, 0));
     Ok(())
 }
 
@@ -343,10 +249,7 @@ fn gguf_byte_level_tokenizer_and_chatml_markers() -> TestResult {
     let m = load(&path);
     let vocab = Vocab::byte_level();
     let ids = m.encode("hello world")?;
-    assert_eq!(
-        ids,
-        vec![vocab.id("hello") as u32, vocab.id("Ġworld") as u32]
-    );
+    assert_eq!(ids, vec![vocab.id("hello") as u32, vocab.id("Ġworld") as u32]);
     // smollm pre-tokenizer: digits one by one, no prefix space.
     let digits = m.encode("12345")?;
     let strs: Vec<String> = digits.iter().filter_map(|&i| m.token_str(i)).collect();
@@ -366,15 +269,7 @@ fn gguf_byte_level_tokenizer_and_chatml_markers() -> TestResult {
 #[test]
 fn random_llama_is_deterministic_greedy_and_seeded() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = tiny_llama(
-        dir.path(),
-        "random.gguf",
-        Weights::Random {
-            seed: 7,
-            dtype: GgmlDType::Q4_1,
-        },
-        256,
-    );
+    let path = tiny_llama(dir.path(), "random.gguf", Weights::Random { seed: 7, dtype: GgmlDType::Q4_1 }, 256);
     let mut m = load(&path);
     assert!(m.requantized_tensors() > 0);
     let a = m.generate(&prompt(), &greedy(12))?;
@@ -382,27 +277,15 @@ fn random_llama_is_deterministic_greedy_and_seeded() -> TestResult {
     assert_eq!(a.generated_tokens, 12);
     assert_eq!(a.stop, StopReason::MaxTokens);
     assert!(!a.text.is_empty());
-    assert_eq!(
-        a.text, b.text,
-        "greedy decoding must not depend on the previous call"
-    );
+    assert_eq!(a.text, b.text, "greedy decoding must not depend on the previous call");
 
-    let sampled = |seed| GenerateOptions {
-        max_tokens: 12,
-        temperature: 1.0,
-        seed,
-        ..GenerateOptions::default()
-    };
+    let sampled = |seed| GenerateOptions { max_tokens: 12, temperature: 1.0, seed, ..GenerateOptions::default() };
     let s1 = m.generate(&prompt(), &sampled(11))?;
     let s2 = m.generate(&prompt(), &sampled(11))?;
     assert_eq!(s1.text, s2.text, "same seed, same text");
-    let others: Vec<String> = (12..16)
-        .map(|s| m.generate(&prompt(), &sampled(s)).map(|g| g.text))
-        .collect::<Result<_, _>>()?;
-    assert!(
-        others.iter().any(|t| *t != s1.text),
-        "different seeds should sample differently"
-    );
+    let others: Vec<String> =
+        (12..16).map(|s| m.generate(&prompt(), &sampled(s)).map(|g| g.text)).collect::<Result<_, _>>()?;
+    assert!(others.iter().any(|t| *t != s1.text), "different seeds should sample differently");
 
     // The same file without re-quantization loads and generates too.
     let mut opts = LoadOptions::new(&path);
@@ -416,24 +299,11 @@ fn random_llama_is_deterministic_greedy_and_seeded() -> TestResult {
 #[test]
 fn model_info_is_filled_in() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = tiny_llama(
-        dir.path(),
-        "info.gguf",
-        Weights::Random {
-            seed: 3,
-            dtype: GgmlDType::Q4_1,
-        },
-        256,
-    );
+    let path = tiny_llama(dir.path(), "info.gguf", Weights::Random { seed: 3, dtype: GgmlDType::Q4_1 }, 256);
     let m = load(&path);
     let info = m.info();
     let v = Vocab::byte_level().len() as u64;
-    let (h, kv, ff, l) = (
-        HIDDEN as u64,
-        (HIDDEN / HEADS * KV_HEADS) as u64,
-        FF as u64,
-        LAYERS as u64,
-    );
+    let (h, kv, ff, l) = (HIDDEN as u64, (HIDDEN / HEADS * KV_HEADS) as u64, FF as u64, LAYERS as u64);
     let per_layer = h * h * 2 + kv * h * 2 + ff * h * 3 + h * 2;
     assert_eq!(info.parameters, per_layer * l + h + 2 * v * h);
     assert_eq!(info.architecture, "llama");
@@ -470,36 +340,16 @@ fn model_info_is_filled_in() -> TestResult {
 #[test]
 fn budgets_and_context() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = tiny_llama(
-        dir.path(),
-        "ctx.gguf",
-        Weights::Random {
-            seed: 5,
-            dtype: GgmlDType::Q8_0,
-        },
-        64,
-    );
+    let path = tiny_llama(dir.path(), "ctx.gguf", Weights::Random { seed: 5, dtype: GgmlDType::Q8_0 }, 64);
     let mut m = load(&path);
     assert_eq!(m.context_length(), 64);
-    let past = GenerateOptions {
-        deadline: Some(Instant::now()),
-        ..greedy(8)
-    };
-    assert!(matches!(
-        m.generate(&prompt(), &past),
-        Err(Error::Budget { generated: 0 })
-    ));
+    let past = GenerateOptions { deadline: Some(Instant::now()), ..greedy(8) };
+    assert!(matches!(m.generate(&prompt(), &past), Err(Error::Budget { generated: 0 })));
 
-    let long = ChatPrompt {
-        system: String::new(),
-        user: "a b c d e f g h ".repeat(10),
-    };
+    let long = ChatPrompt { system: String::new(), user: "a b c d e f g h ".repeat(10) };
     match m.generate(&long, &greedy(4)) {
         Err(Error::Inference(msg)) => {
-            assert!(
-                msg.contains("tokens but the model's context is 64"),
-                "{msg}"
-            )
+            assert!(msg.contains("tokens but the model's context is 64"), "{msg}")
         }
         other => panic!("expected an inference error, got {other:?}"),
     }
@@ -509,14 +359,8 @@ fn budgets_and_context() -> TestResult {
     assert_eq!(g.prompt_tokens + g.generated_tokens, 64);
 
     // A deadline that passes during decoding.
-    let soon = GenerateOptions {
-        deadline: Some(Instant::now() + Duration::from_micros(200)),
-        ..greedy(1000)
-    };
-    assert!(matches!(
-        m.generate(&prompt(), &soon),
-        Err(Error::Budget { .. })
-    ));
+    let soon = GenerateOptions { deadline: Some(Instant::now() + Duration::from_micros(200)), ..greedy(1000) };
+    assert!(matches!(m.generate(&prompt(), &soon), Err(Error::Budget { .. })));
     Ok(())
 }
 
@@ -525,15 +369,9 @@ fn expect_load_error(path: &Path, opts: Option<LoadOptions>, needle: &str) {
     match LlmModel::load(&opts) {
         Err(Error::Load { path: p, message }) => {
             assert_eq!(p, path.display().to_string());
-            assert!(
-                message.contains(needle),
-                "`{message}` should mention `{needle}`"
-            );
+            assert!(message.contains(needle), "`{message}` should mention `{needle}`");
         }
-        other => panic!(
-            "expected a load error for {}, got {other:?}",
-            path.display()
-        ),
+        other => panic!("expected a load error for {}, got {other:?}", path.display()),
     }
 }
 
@@ -544,15 +382,7 @@ fn bad_files_are_load_errors_naming_the_file() -> TestResult {
     std::fs::write(&garbage, b"this is not a gguf file at all")?;
     expect_load_error(&garbage, None, "not a valid GGUF");
 
-    let good = tiny_llama(
-        dir.path(),
-        "good.gguf",
-        Weights::Random {
-            seed: 1,
-            dtype: GgmlDType::Q8_0,
-        },
-        128,
-    );
+    let good = tiny_llama(dir.path(), "good.gguf", Weights::Random { seed: 1, dtype: GgmlDType::Q8_0 }, 128);
     let bytes = std::fs::read(&good)?;
     let truncated = dir.path().join("truncated.gguf");
     std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3])?;
@@ -599,33 +429,17 @@ fn qwen2_loads_with_chatml_fallback_and_generates() -> TestResult {
     let kv = HIDDEN / HEADS * KV_HEADS;
     let v = vocab.len();
     let mut md = vec![
-        (
-            "general.architecture".to_string(),
-            Value::String("qwen2".into()),
-        ),
+        ("general.architecture".to_string(), Value::String("qwen2".into())),
         ("qwen2.context_length".to_string(), Value::U32(128)),
-        (
-            "qwen2.embedding_length".to_string(),
-            Value::U32(HIDDEN as u32),
-        ),
+        ("qwen2.embedding_length".to_string(), Value::U32(HIDDEN as u32)),
         ("qwen2.block_count".to_string(), Value::U32(LAYERS as u32)),
-        (
-            "qwen2.attention.head_count".to_string(),
-            Value::U32(HEADS as u32),
-        ),
-        (
-            "qwen2.attention.head_count_kv".to_string(),
-            Value::U32(KV_HEADS as u32),
-        ),
-        (
-            "qwen2.attention.layer_norm_rms_epsilon".to_string(),
-            Value::F32(1e-6),
-        ),
+        ("qwen2.attention.head_count".to_string(), Value::U32(HEADS as u32)),
+        ("qwen2.attention.head_count_kv".to_string(), Value::U32(KV_HEADS as u32)),
+        ("qwen2.attention.layer_norm_rms_epsilon".to_string(), Value::F32(1e-6)),
         ("qwen2.rope.freq_base".to_string(), Value::F32(10000.0)),
     ];
     md.extend(vocab.metadata("qwen2"));
-    let q =
-        |rng: &mut Lcg, r: usize, c: usize| qtensor(rng.vec(r * c, 0.5), &[r, c], GgmlDType::Q8_0);
+    let q = |rng: &mut Lcg, r: usize, c: usize| qtensor(rng.vec(r * c, 0.5), &[r, c], GgmlDType::Q8_0);
     let f = |data: Vec<f32>, n: usize| qtensor(data, &[n], GgmlDType::F32);
     let mut ts = Vec::new();
     for l in 0..LAYERS {
@@ -636,17 +450,11 @@ fn qwen2_loads_with_chatml_fallback_and_generates() -> TestResult {
         ts.push((format!("{p}.attn_q.bias"), f(rng.vec(HIDDEN, 0.1), HIDDEN)));
         ts.push((format!("{p}.attn_k.bias"), f(rng.vec(kv, 0.1), kv)));
         ts.push((format!("{p}.attn_v.bias"), f(rng.vec(kv, 0.1), kv)));
-        ts.push((
-            format!("{p}.attn_output.weight"),
-            q(&mut rng, HIDDEN, HIDDEN),
-        ));
+        ts.push((format!("{p}.attn_output.weight"), q(&mut rng, HIDDEN, HIDDEN)));
         ts.push((format!("{p}.ffn_gate.weight"), q(&mut rng, FF, HIDDEN)));
         ts.push((format!("{p}.ffn_up.weight"), q(&mut rng, FF, HIDDEN)));
         ts.push((format!("{p}.ffn_down.weight"), q(&mut rng, HIDDEN, FF)));
-        ts.push((
-            format!("{p}.attn_norm.weight"),
-            f(vec![1.0; HIDDEN], HIDDEN),
-        ));
+        ts.push((format!("{p}.attn_norm.weight"), f(vec![1.0; HIDDEN], HIDDEN)));
         ts.push((format!("{p}.ffn_norm.weight"), f(vec![1.0; HIDDEN], HIDDEN)));
     }
     ts.push(("output_norm.weight".into(), f(vec![1.0; HIDDEN], HIDDEN)));
@@ -686,19 +494,7 @@ fn spm_metadata(add_space_prefix: bool, specials: &[&str]) -> (Vec<(String, Valu
     for c in "abcdefghijklmnopqrstuvwxyz\n"
         .chars()
         .map(String::from)
-        .chain(
-            [
-                "\u{2581}",
-                "he",
-                "ll",
-                "hell",
-                "hello",
-                "\u{2581}hello",
-                "user",
-                "model",
-            ]
-            .map(String::from),
-        )
+        .chain(["\u{2581}", "he", "ll", "hell", "hello", "\u{2581}hello", "user", "model"].map(String::from))
     {
         tokens.push(c);
         types.push(1);
@@ -707,29 +503,14 @@ fn spm_metadata(add_space_prefix: bool, specials: &[&str]) -> (Vec<(String, Valu
     }
     let n = tokens.len();
     let md = vec![
-        (
-            "tokenizer.ggml.model".to_string(),
-            Value::String("llama".into()),
-        ),
-        (
-            "tokenizer.ggml.tokens".to_string(),
-            Value::Array(tokens.into_iter().map(Value::String).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type".to_string(),
-            Value::Array(types.into_iter().map(Value::I32).collect()),
-        ),
-        (
-            "tokenizer.ggml.scores".to_string(),
-            Value::Array(scores.into_iter().map(Value::F32).collect()),
-        ),
+        ("tokenizer.ggml.model".to_string(), Value::String("llama".into())),
+        ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.into_iter().map(Value::String).collect())),
+        ("tokenizer.ggml.token_type".to_string(), Value::Array(types.into_iter().map(Value::I32).collect())),
+        ("tokenizer.ggml.scores".to_string(), Value::Array(scores.into_iter().map(Value::F32).collect())),
         ("tokenizer.ggml.bos_token_id".to_string(), Value::U32(1)),
         ("tokenizer.ggml.eos_token_id".to_string(), Value::U32(2)),
         ("tokenizer.ggml.unknown_token_id".to_string(), Value::U32(0)),
-        (
-            "tokenizer.ggml.add_space_prefix".to_string(),
-            Value::Bool(add_space_prefix),
-        ),
+        ("tokenizer.ggml.add_space_prefix".to_string(), Value::Bool(add_space_prefix)),
     ];
     (md, n)
 }
@@ -740,80 +521,35 @@ fn gemma3_loads_with_sentencepiece_tokenizer_and_gemma_template() -> TestResult 
     let (tok_md, v) = spm_metadata(false, &["<start_of_turn>", "<end_of_turn>"]);
     let key_len = 8;
     let mut md = vec![
-        (
-            "general.architecture".to_string(),
-            Value::String("gemma3".into()),
-        ),
+        ("general.architecture".to_string(), Value::String("gemma3".into())),
         ("gemma3.context_length".to_string(), Value::U32(256)),
-        (
-            "gemma3.embedding_length".to_string(),
-            Value::U32(HIDDEN as u32),
-        ),
+        ("gemma3.embedding_length".to_string(), Value::U32(HIDDEN as u32)),
         ("gemma3.block_count".to_string(), Value::U32(LAYERS as u32)),
-        (
-            "gemma3.attention.head_count".to_string(),
-            Value::U32(HEADS as u32),
-        ),
-        (
-            "gemma3.attention.head_count_kv".to_string(),
-            Value::U32(KV_HEADS as u32),
-        ),
-        (
-            "gemma3.attention.key_length".to_string(),
-            Value::U32(key_len as u32),
-        ),
-        (
-            "gemma3.attention.value_length".to_string(),
-            Value::U32(key_len as u32),
-        ),
-        (
-            "gemma3.attention.layer_norm_rms_epsilon".to_string(),
-            Value::F32(1e-6),
-        ),
-        (
-            "gemma3.attention.sliding_window".to_string(),
-            Value::U32(16),
-        ),
+        ("gemma3.attention.head_count".to_string(), Value::U32(HEADS as u32)),
+        ("gemma3.attention.head_count_kv".to_string(), Value::U32(KV_HEADS as u32)),
+        ("gemma3.attention.key_length".to_string(), Value::U32(key_len as u32)),
+        ("gemma3.attention.value_length".to_string(), Value::U32(key_len as u32)),
+        ("gemma3.attention.layer_norm_rms_epsilon".to_string(), Value::F32(1e-6)),
+        ("gemma3.attention.sliding_window".to_string(), Value::U32(16)),
         (
             "tokenizer.chat_template".to_string(),
-            Value::String(
-                "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}{% endfor %}"
-                    .into(),
-            ),
+            Value::String("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}{% endfor %}".into()),
         ),
     ];
     md.extend(tok_md);
     let mut rng = Lcg(4242);
-    let q =
-        |rng: &mut Lcg, r: usize, c: usize| qtensor(rng.vec(r * c, 0.5), &[r, c], GgmlDType::Q5_0);
+    let q = |rng: &mut Lcg, r: usize, c: usize| qtensor(rng.vec(r * c, 0.5), &[r, c], GgmlDType::Q5_0);
     let ones = |n: usize| qtensor(vec![1.0; n], &[n], GgmlDType::F32);
     let mut ts = Vec::new();
     for l in 0..LAYERS {
         let p = format!("blk.{l}");
-        ts.push((
-            format!("{p}.attn_q.weight"),
-            q(&mut rng, HEADS * key_len, HIDDEN),
-        ));
-        ts.push((
-            format!("{p}.attn_k.weight"),
-            q(&mut rng, KV_HEADS * key_len, HIDDEN),
-        ));
-        ts.push((
-            format!("{p}.attn_v.weight"),
-            q(&mut rng, KV_HEADS * key_len, HIDDEN),
-        ));
-        ts.push((
-            format!("{p}.attn_output.weight"),
-            q(&mut rng, HIDDEN, HEADS * key_len),
-        ));
+        ts.push((format!("{p}.attn_q.weight"), q(&mut rng, HEADS * key_len, HIDDEN)));
+        ts.push((format!("{p}.attn_k.weight"), q(&mut rng, KV_HEADS * key_len, HIDDEN)));
+        ts.push((format!("{p}.attn_v.weight"), q(&mut rng, KV_HEADS * key_len, HIDDEN)));
+        ts.push((format!("{p}.attn_output.weight"), q(&mut rng, HIDDEN, HEADS * key_len)));
         ts.push((format!("{p}.attn_q_norm.weight"), ones(key_len)));
         ts.push((format!("{p}.attn_k_norm.weight"), ones(key_len)));
-        for n in [
-            "attn_norm",
-            "post_attention_norm",
-            "ffn_norm",
-            "post_ffw_norm",
-        ] {
+        for n in ["attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"] {
             ts.push((format!("{p}.{n}.weight"), ones(HIDDEN)));
         }
         ts.push((format!("{p}.ffn_gate.weight"), q(&mut rng, FF, HIDDEN)));
@@ -821,32 +557,20 @@ fn gemma3_loads_with_sentencepiece_tokenizer_and_gemma_template() -> TestResult 
         ts.push((format!("{p}.ffn_down.weight"), q(&mut rng, HIDDEN, FF)));
     }
     ts.push(("output_norm.weight".into(), ones(HIDDEN)));
-    ts.push((
-        "token_embd.weight".into(),
-        qtensor(rng.vec(v * HIDDEN, 1.0), &[v, HIDDEN], GgmlDType::Q8_0),
-    ));
+    ts.push(("token_embd.weight".into(), qtensor(rng.vec(v * HIDDEN, 1.0), &[v, HIDDEN], GgmlDType::Q8_0)));
     let path = dir.path().join("gemma3.gguf");
     write_gguf(&path, &md, &ts);
 
     let mut m = load(&path);
     assert_eq!(m.info().architecture, "gemma3");
     assert_eq!(m.chat_template(), ChatTemplate::Gemma);
-    assert!(
-        m.requantized_tensors() > 0,
-        "Q5_0 is re-quantized on the CPU"
-    );
-    let p = ChatPrompt {
-        system: "sys".into(),
-        user: "hello".into(),
-    };
+    assert!(m.requantized_tensors() > 0, "Q5_0 is re-quantized on the CPU");
+    let p = ChatPrompt { system: "sys".into(), user: "hello".into() };
     let ids = m.prompt_tokens(&p)?;
     assert_eq!(ids[0], 1, "gemma prompts start with <bos>");
     assert_eq!(ids[1], 3, "<start_of_turn> is one token");
     let text = m.decode(&ids[1..])?;
-    assert_eq!(
-        text, "user\nsys\n\nhello\nmodel\n",
-        "special tokens are skipped when decoding"
-    );
+    assert_eq!(text, "user\nsys\n\nhello\nmodel\n", "special tokens are skipped when decoding");
     assert!(m.stop_token_ids().contains(&4) && m.stop_token_ids().contains(&2));
     let a = m.generate(&p, &greedy(4))?;
     let b = m.generate(&p, &greedy(4))?;
@@ -862,29 +586,18 @@ fn llama_with_sentencepiece_vocab_falls_back_to_llama2_template() -> TestResult 
     md.retain(|(k, _)| !k.starts_with("tokenizer."));
     md.extend(tok_md);
     let mut rng = Lcg(8);
-    let mut ts: Vec<(String, QTensor)> = llama_tensors(
-        &Vocab::byte_level(),
-        &Weights::Random {
-            seed: 2,
-            dtype: GgmlDType::Q8_0,
-        },
-    )
-    .into_iter()
-    .filter(|(k, _)| k != "token_embd.weight" && k != "output.weight")
-    .collect();
-    ts.push((
-        "token_embd.weight".into(),
-        qtensor(rng.vec(v * HIDDEN, 1.0), &[v, HIDDEN], GgmlDType::Q8_0),
-    ));
+    let mut ts: Vec<(String, QTensor)> =
+        llama_tensors(&Vocab::byte_level(), &Weights::Random { seed: 2, dtype: GgmlDType::Q8_0 })
+            .into_iter()
+            .filter(|(k, _)| k != "token_embd.weight" && k != "output.weight")
+            .collect();
+    ts.push(("token_embd.weight".into(), qtensor(rng.vec(v * HIDDEN, 1.0), &[v, HIDDEN], GgmlDType::Q8_0)));
     let path = dir.path().join("llama2.gguf");
     write_gguf(&path, &md, &ts);
 
     let mut m = load(&path);
     assert_eq!(m.chat_template(), ChatTemplate::Llama2);
-    let p = ChatPrompt {
-        system: String::new(),
-        user: "hello".into(),
-    };
+    let p = ChatPrompt { system: String::new(), user: "hello".into() };
     let ids = m.prompt_tokens(&p)?;
     assert_eq!(ids[0], 1, "<bos> first");
     assert_eq!(m.decode(&ids)?, "[INST] hello [/INST]");
@@ -904,32 +617,15 @@ fn tokenizer_json_overrides_the_gguf_tokenizer() -> TestResult {
     let path = tiny_llama(dir.path(), "scripted.gguf", Weights::Scripted, 256);
     // The same vocabulary, but GPT-2 pre-tokenization without digit splitting.
     let vocab = Vocab::byte_level();
-    let v: tokenizers::models::bpe::Vocab = vocab
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
-    let merges = vocab
-        .merges
-        .iter()
-        .filter_map(|m| {
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-        })
-        .collect();
-    let mut tok = Tokenizer::new(
-        BPE::builder()
-            .vocab_and_merges(v, merges)
-            .build()
-            .map_err(|e| e.to_string())?,
-    );
+    let v: tokenizers::models::bpe::Vocab =
+        vocab.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let merges =
+        vocab.merges.iter().filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()))).collect();
+    let mut tok = Tokenizer::new(BPE::builder().vocab_and_merges(v, merges).build().map_err(|e| e.to_string())?);
     tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tok.with_decoder(Some(ByteLevel::default()));
-    tok.add_special_tokens(
-        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(|t| AddedToken::from(t, true)),
-    )
-    .map_err(|e| e.to_string())?;
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(|t| AddedToken::from(t, true)))
+        .map_err(|e| e.to_string())?;
     let json = dir.path().join("tokenizer.json");
     tok.save(&json, false).map_err(|e| e.to_string())?;
 
@@ -937,15 +633,8 @@ fn tokenizer_json_overrides_the_gguf_tokenizer() -> TestResult {
     opts.tokenizer = Some(json.clone());
     let mut m = LlmModel::load(&opts)?;
     assert_eq!(m.info().tokenizer, json.display().to_string());
-    assert_eq!(
-        m.encode("12345")?.len(),
-        5,
-        "no merges for digits: still one byte token each"
-    );
-    assert_eq!(
-        m.encode("hello world")?,
-        vec![vocab.id("hello") as u32, vocab.id("Ġworld") as u32]
-    );
+    assert_eq!(m.encode("12345")?.len(), 5, "no merges for digits: still one byte token each");
+    assert_eq!(m.encode("hello world")?, vec![vocab.id("hello") as u32, vocab.id("Ġworld") as u32]);
     assert_eq!(m.generate(&prompt(), &greedy(20))?.text, "Hi there!");
 
     let mut opts = LoadOptions::new(&path);

@@ -149,15 +149,19 @@ pub fn verify(entries: &[AuditEntry]) -> Result<ChainSummary, ChainBreak> {
         if e.prev_hash != prev_hash {
             return Err(ChainBreak {
                 seq: e.seq,
-                reason: "its prev_hash does not match the previous entry's hash (an entry before it was changed or removed)"
-                    .into(),
+                reason:
+                    "its prev_hash does not match the previous entry's hash (an entry before it was changed or removed)"
+                        .into(),
             });
         }
         let event =
             AuditEvent { at: e.at, run_id: e.run_id, kind: e.kind, actor: e.actor.clone(), detail: e.detail.clone() };
         let recomputed = entry_hash(e.seq, &e.prev_hash, &event);
         if recomputed != e.hash {
-            return Err(ChainBreak { seq: e.seq, reason: "its content does not match its hash (the entry was edited)".into() });
+            return Err(ChainBreak {
+                seq: e.seq,
+                reason: "its content does not match its hash (the entry was edited)".into(),
+            });
         }
         prev_hash = e.hash.clone();
     }
@@ -208,7 +212,9 @@ pub fn verify_with_head(entries: &[AuditEntry], head: Option<&AuditHead>) -> Res
     if summary.head != head.last_hash {
         return Err(ChainBreak {
             seq: count.max(1),
-            reason: "the last entry's hash differs from the one the audit head records (the end of the chain was rewritten)".into(),
+            reason:
+                "the last entry's hash differs from the one the audit head records (the end of the chain was rewritten)"
+                    .into(),
         });
     }
     Ok(summary)
@@ -292,7 +298,13 @@ mod tests {
         // The end rewritten as a fresh chain of the same length.
         longer.truncate(5);
         longer[4].detail = json!({"rewritten": true});
-        let ev4 = AuditEvent { at: longer[4].at, run_id: longer[4].run_id, kind: longer[4].kind, actor: longer[4].actor.clone(), detail: longer[4].detail.clone() };
+        let ev4 = AuditEvent {
+            at: longer[4].at,
+            run_id: longer[4].run_id,
+            kind: longer[4].kind,
+            actor: longer[4].actor.clone(),
+            detail: longer[4].detail.clone(),
+        };
         longer[4].hash = entry_hash(5, &longer[4].prev_hash, &ev4);
         assert!(verify(&longer).is_ok());
         assert!(verify_with_head(&longer, Some(&head)).is_err());

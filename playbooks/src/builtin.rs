@@ -37,7 +37,10 @@ mod tests {
             assert_eq!(format!("{}.yaml", p.name), file);
             assert_eq!(builtin_text(&p.name), Some(text));
             assert_eq!(p.target, TargetKind::Deployment, "{file}");
-            assert!(p.guards.autonomy.is_some() && p.guards.cooldown.is_some() && p.guards.max_attempts.is_some(), "{file}");
+            assert!(
+                p.guards.autonomy.is_some() && p.guards.cooldown.is_some() && p.guards.max_attempts.is_some(),
+                "{file}"
+            );
         }
         assert_eq!(builtins().len(), 4);
     }
@@ -73,10 +76,11 @@ mod tests {
     #[test]
     fn retrain_renders_a_job_and_a_promotion() {
         let p = load("retrain-on-drift");
-        let given: BTreeMap<String, String> = [("model", "fraud"), ("image", "registry/train:1"), ("quality_query", "q"), ("serving_query", "s")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let given: BTreeMap<String, String> =
+            [("model", "fraud"), ("image", "registry/train:1"), ("quality_query", "q"), ("serving_query", "s")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let params = resolve_params(&p, &given).expect("params");
         let mut vars = crate::template::Vars::new();
         crate::params::to_vars(&params, &mut vars);

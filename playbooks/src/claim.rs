@@ -128,12 +128,7 @@ pub fn check_fence(current: &ClaimState, claim: &RunClaim) -> Result<(), Fenced>
         Some(o) => format!("claimed by {o} with token {}", current.token),
         None => format!("unclaimed after token {}", current.token),
     };
-    Err(Fenced {
-        run_id: claim.run_id,
-        owner: claim.owner.clone(),
-        token: claim.token,
-        current: now_held,
-    })
+    Err(Fenced { run_id: claim.run_id, owner: claim.owner.clone(), token: claim.token, current: now_held })
 }
 
 /// A fresh owner name for one task: this process (its id and start time) and a counter.
@@ -163,22 +158,12 @@ mod tests {
     }
 
     fn stored(c: &RunClaim) -> ClaimState {
-        ClaimState {
-            owner: Some(c.owner.clone()),
-            token: c.token.0,
-            expires_at: Some(c.expires_at),
-        }
+        ClaimState { owner: Some(c.owner.clone()), token: c.token.0, expires_at: Some(c.expires_at) }
     }
 
     #[test]
     fn an_unclaimed_run_is_granted_with_the_next_token() {
-        let c = granted(decide_claim(
-            7,
-            &ClaimState::default(),
-            "a",
-            t(0),
-            CLAIM_TTL,
-        ));
+        let c = granted(decide_claim(7, &ClaimState::default(), "a", t(0), CLAIM_TTL));
         assert_eq!(c.token, FencingToken(1));
         assert_eq!(c.expires_at, t(15));
         assert_eq!(c.run_id, 7);
@@ -186,86 +171,45 @@ mod tests {
 
     #[test]
     fn a_held_claim_refuses_others_until_it_expires() {
-        let a = granted(decide_claim(
-            1,
-            &ClaimState::default(),
-            "a",
-            t(0),
-            CLAIM_TTL,
-        ));
+        let a = granted(decide_claim(1, &ClaimState::default(), "a", t(0), CLAIM_TTL));
         let row = stored(&a);
         assert_eq!(
             decide_claim(1, &row, "b", t(10), CLAIM_TTL),
-            ClaimDecision::Held {
-                owner: "a".into(),
-                expires_at: t(15)
-            }
+            ClaimDecision::Held { owner: "a".into(), expires_at: t(15) }
         );
         // After the expiry another owner gets it, with a larger token.
         let b = granted(decide_claim(1, &row, "b", t(16), CLAIM_TTL));
         assert_eq!(b.token, FencingToken(2));
         // The holder itself may claim again (a renewal): the token still moves on.
-        assert_eq!(
-            granted(decide_claim(1, &row, "a", t(10), CLAIM_TTL)).token,
-            FencingToken(2)
-        );
+        assert_eq!(granted(decide_claim(1, &row, "a", t(10), CLAIM_TTL)).token, FencingToken(2));
     }
 
     #[test]
     fn a_released_claim_is_free_and_tokens_never_repeat() {
-        let a = granted(decide_claim(
-            1,
-            &ClaimState::default(),
-            "a",
-            t(0),
-            CLAIM_TTL,
-        ));
-        let released = ClaimState {
-            owner: None,
-            token: a.token.0,
-            expires_at: None,
-        };
+        let a = granted(decide_claim(1, &ClaimState::default(), "a", t(0), CLAIM_TTL));
+        let released = ClaimState { owner: None, token: a.token.0, expires_at: None };
         let b = granted(decide_claim(1, &released, "b", t(1), CLAIM_TTL));
         assert!(b.token > a.token);
     }
 
     #[test]
     fn writes_with_a_stale_token_are_fenced() {
-        let a = granted(decide_claim(
-            1,
-            &ClaimState::default(),
-            "a",
-            t(0),
-            CLAIM_TTL,
-        ));
+        let a = granted(decide_claim(1, &ClaimState::default(), "a", t(0), CLAIM_TTL));
         assert_eq!(check_fence(&stored(&a), &a), Ok(()));
         // a paused past its expiry; b took the run.
         let b = granted(decide_claim(1, &stored(&a), "b", t(40), CLAIM_TTL));
         let err = check_fence(&stored(&b), &a).unwrap_err();
         assert_eq!(err.token, FencingToken(1));
-        assert!(
-            err.to_string().contains("claimed by b with token 2"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("claimed by b with token 2"), "{err}");
         assert_eq!(check_fence(&stored(&b), &b), Ok(()));
         // Released, then written with the old claim: fenced too.
-        let released = ClaimState {
-            owner: None,
-            token: b.token.0,
-            expires_at: None,
-        };
+        let released = ClaimState { owner: None, token: b.token.0, expires_at: None };
         assert!(check_fence(&released, &b).is_err());
     }
 
     #[test]
     fn an_expired_claim_nobody_took_still_writes() {
-        let a = granted(decide_claim(
-            1,
-            &ClaimState::default(),
-            "a",
-            t(0),
-            CLAIM_TTL,
-        ));
+        let a = granted(decide_claim(1, &ClaimState::default(), "a", t(0), CLAIM_TTL));
         // Expired at t(15) but the row still names a with its token.
         assert_eq!(check_fence(&stored(&a), &a), Ok(()));
         assert!(!stored(&a).held_by_other("b", t(16)));

@@ -127,7 +127,10 @@ pub fn classify(failure: RequestFailure, request: RequestKind) -> ClusterErrorKi
         RequestFailure::Status(409) => ClusterErrorKind::Conflict,
         RequestFailure::Status(401 | 403) => ClusterErrorKind::Forbidden,
         RequestFailure::Status(429 | 503) => ClusterErrorKind::Transient,
-        RequestFailure::Status(408) | RequestFailure::Status(500..=599) | RequestFailure::Timeout | RequestFailure::ConnectionLost => {
+        RequestFailure::Status(408)
+        | RequestFailure::Status(500..=599)
+        | RequestFailure::Timeout
+        | RequestFailure::ConnectionLost => {
             if write {
                 ClusterErrorKind::UnknownOutcome
             } else {
@@ -278,22 +281,32 @@ pub trait Cluster: Send + Sync {
     /// would go from and to, without changing anything. The default reads
     /// [`DeploymentInfo::revision`] and [`Cluster::previous_revision`]; a cluster whose
     /// revision annotation can lag its history (Kubernetes) resolves both from the history.
-    async fn plan_rollback(&self, target: &WorkloadRef, to_revision: Option<i64>) -> Result<RollbackPlan, ClusterError> {
-        let from_revision = self
-            .deployment_info(target)
-            .await?
-            .revision
-            .ok_or_else(|| ClusterError::new(ClusterErrorKind::Other, format!("{target} has no revision annotation")))?;
+    async fn plan_rollback(
+        &self,
+        target: &WorkloadRef,
+        to_revision: Option<i64>,
+    ) -> Result<RollbackPlan, ClusterError> {
+        let from_revision = self.deployment_info(target).await?.revision.ok_or_else(|| {
+            ClusterError::new(ClusterErrorKind::Other, format!("{target} has no revision annotation"))
+        })?;
         let to_revision = match to_revision {
             Some(r) => r,
             None => self.previous_revision(target).await?.ok_or_else(|| {
-                ClusterError::new(ClusterErrorKind::Other, format!("{target} has no revision before {from_revision} to roll back to"))
+                ClusterError::new(
+                    ClusterErrorKind::Other,
+                    format!("{target} has no revision before {from_revision} to roll back to"),
+                )
             })?,
         };
         Ok(RollbackPlan { from_revision, to_revision })
     }
     /// Set the pod template's `kubectl.kubernetes.io/restartedAt` annotation to `restarted_at`.
-    async fn restart(&self, target: &WorkloadRef, restarted_at: &str, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+    async fn restart(
+        &self,
+        target: &WorkloadRef,
+        restarted_at: &str,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
         let _ = (target, restarted_at, dry_run);
         Err(unsupported("restart"))
     }
@@ -306,7 +319,13 @@ pub trait Cluster: Send + Sync {
         Err(unsupported("reading pods"))
     }
     /// Delete a pod, only if its uid is still `uid` (a replacement with the same name is kept).
-    async fn delete_pod(&self, namespace: &str, name: &str, uid: Option<&str>, dry_run: bool) -> Result<DeleteResult, ClusterError> {
+    async fn delete_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+        dry_run: bool,
+    ) -> Result<DeleteResult, ClusterError> {
         let _ = (namespace, name, uid, dry_run);
         Err(unsupported("deleting pods"))
     }
@@ -314,12 +333,22 @@ pub trait Cluster: Send + Sync {
         let _ = node;
         Err(unsupported("reading nodes"))
     }
-    async fn set_node_unschedulable(&self, node: &str, unschedulable: bool, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+    async fn set_node_unschedulable(
+        &self,
+        node: &str,
+        unschedulable: bool,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
         let _ = (node, unschedulable, dry_run);
         Err(unsupported("cordoning nodes"))
     }
     /// Create a `batch/v1` Job given as JSON (name included).
-    async fn create_job(&self, namespace: &str, job: &serde_json::Value, dry_run: bool) -> Result<JobCreated, ClusterError> {
+    async fn create_job(
+        &self,
+        namespace: &str,
+        job: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<JobCreated, ClusterError> {
         let _ = (namespace, job, dry_run);
         Err(unsupported("creating jobs"))
     }
@@ -333,7 +362,12 @@ pub trait Cluster: Send + Sync {
         Err(unsupported("reading deployments"))
     }
     /// A strategic-merge patch of the Deployment.
-    async fn patch_deployment(&self, target: &WorkloadRef, patch: &serde_json::Value, dry_run: bool) -> Result<serde_json::Value, ClusterError> {
+    async fn patch_deployment(
+        &self,
+        target: &WorkloadRef,
+        patch: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
         let _ = (target, patch, dry_run);
         Err(unsupported("patching deployments"))
     }

@@ -259,7 +259,10 @@ pub fn check_run(
     if history.attempts_for_incident >= s.max_attempts {
         return Err(Refusal::new(
             GuardName::MaxAttempts,
-            format!("{} run(s) already for this incident; max_attempts is {}", history.attempts_for_incident, s.max_attempts),
+            format!(
+                "{} run(s) already for this incident; max_attempts is {}",
+                history.attempts_for_incident, s.max_attempts
+            ),
         ));
     }
     if let Some(cap) = s.rate_global {
@@ -274,7 +277,10 @@ pub fn check_run(
         if history.acted_namespace >= cap.max {
             return Err(Refusal::new(
                 GuardName::RateNamespace,
-                format!("{} run(s) acted in namespace {ns} in the last {}; the cap is {}", history.acted_namespace, cap.per, cap.max),
+                format!(
+                    "{} run(s) acted in namespace {ns} in the last {}; the cap is {}",
+                    history.acted_namespace, cap.per, cap.max
+                ),
             ));
         }
     }
@@ -371,8 +377,9 @@ mod tests {
 
     #[test]
     fn no_data_refuses_first() {
-        let e = check_run(&GuardSettings::default(), Some("shop"), &labels(&[]), Some(false), &History::default(), t(0))
-            .unwrap_err();
+        let e =
+            check_run(&GuardSettings::default(), Some("shop"), &labels(&[]), Some(false), &History::default(), t(0))
+                .unwrap_err();
         assert_eq!(e.guard, GuardName::NoData);
     }
 
@@ -383,8 +390,9 @@ mod tests {
         let only_shop = GuardSettings { namespaces_allow: vec!["shop".into()], ..s.clone() };
         assert!(check_namespace(&only_shop, "shop").is_ok());
         assert!(check_namespace(&only_shop, "ml").unwrap_err().reason.contains("not in namespaces_allow"));
-        let e = check_run(&s, Some("shop"), &labels(&[(PROTECTED_LABEL, "true")]), Some(true), &History::default(), t(0))
-            .unwrap_err();
+        let e =
+            check_run(&s, Some("shop"), &labels(&[(PROTECTED_LABEL, "true")]), Some(true), &History::default(), t(0))
+                .unwrap_err();
         assert_eq!(e.guard, GuardName::Protected);
     }
 
@@ -401,7 +409,10 @@ mod tests {
         let h = History { acted_global: 20, ..Default::default() };
         assert_eq!(check_run(&s, None, &labels(&[]), None, &h, t(0)).unwrap_err().guard, GuardName::RateGlobal);
         let h = History { acted_namespace: 5, ..Default::default() };
-        assert_eq!(check_run(&s, Some("shop"), &labels(&[]), None, &h, t(0)).unwrap_err().guard, GuardName::RateNamespace);
+        assert_eq!(
+            check_run(&s, Some("shop"), &labels(&[]), None, &h, t(0)).unwrap_err().guard,
+            GuardName::RateNamespace
+        );
     }
 
     #[test]

@@ -200,7 +200,8 @@ pub fn resolve_params(playbook: &Playbook, given: &BTreeMap<String, String>) -> 
                 })
             }
         };
-        let value = check_value(spec, text).map_err(|m| Error::Param { name: name.clone(), message: format!("{m}{origin}") })?;
+        let value = check_value(spec, text)
+            .map_err(|m| Error::Param { name: name.clone(), message: format!("{m}{origin}") })?;
         out.insert(name.clone(), value);
     }
     Ok(out)
@@ -278,7 +279,8 @@ mod tests {
     use super::*;
 
     fn playbook(params: &str) -> Playbook {
-        serde_yaml::from_str(&format!("name: p\nparams:\n{params}\nsteps: [{{wait: {{for: 1s}}}}]\n")).expect("playbook")
+        serde_yaml::from_str(&format!("name: p\nparams:\n{params}\nsteps: [{{wait: {{for: 1s}}}}]\n"))
+            .expect("playbook")
     }
 
     fn given(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -337,7 +339,8 @@ mod tests {
             assert_eq!(n, k);
             assert!(m.contains(needle), "{k}={v}: {m}");
         }
-        let (_, m) = param_err(resolve_params(&playbook("  a: {type: int, default: 20, max: 10}"), &given(&[])).unwrap_err());
+        let (_, m) =
+            param_err(resolve_params(&playbook("  a: {type: int, default: 20, max: 10}"), &given(&[])).unwrap_err());
         assert!(m.contains("(the default)"), "{m}");
     }
 

@@ -78,10 +78,7 @@ mod tests {
         let runs: Vec<Vec<Duration>> = (0..5).map(|_| p.delays().collect()).collect();
         assert!(runs.iter().any(|r| r != &runs[0]), "{runs:?}");
 
-        let tight = RetryPolicy {
-            deadline: Duration::from_millis(600),
-            ..p
-        };
+        let tight = RetryPolicy { deadline: Duration::from_millis(600), ..p };
         assert!(tight.delays().sum::<Duration>() <= Duration::from_millis(600));
         let once = RetryPolicy { attempts: 1, ..p };
         assert_eq!(once.delays().count(), 0);

@@ -205,12 +205,21 @@ mod tests {
     fn due_collapses_missed_fires_into_the_latest() {
         let hourly = s("0 0 * * * *", None);
         assert_eq!(hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T10:59:59Z")), None);
-        assert_eq!(hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T11:00:00Z")), Some(utc("2024-05-01T11:00:00Z")));
+        assert_eq!(
+            hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T11:00:00Z")),
+            Some(utc("2024-05-01T11:00:00Z"))
+        );
         // Down for three days: one run, for the latest fire time.
-        assert_eq!(hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-04T13:30:00Z")), Some(utc("2024-05-04T13:00:00Z")));
+        assert_eq!(
+            hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-04T13:30:00Z")),
+            Some(utc("2024-05-04T13:00:00Z"))
+        );
         assert_eq!(hourly.due(utc("2024-05-01T10:00:00Z"), utc("2024-05-01T09:00:00Z")), None);
         let yearly = s("0 0 0 1 1 *", None);
-        assert_eq!(yearly.due(utc("2020-01-01T00:00:00Z"), utc("2024-06-01T00:00:00Z")), Some(utc("2024-01-01T00:00:00Z")));
+        assert_eq!(
+            yearly.due(utc("2020-01-01T00:00:00Z"), utc("2024-06-01T00:00:00Z")),
+            Some(utc("2024-01-01T00:00:00Z"))
+        );
     }
 
     #[test]
@@ -224,7 +233,13 @@ mod tests {
         );
         assert_eq!(at_half_two.due(utc("2024-10-27T00:30:00Z"), utc("2024-10-27T01:45:00Z")), None);
         let every = s("0 */20 * * * *", Some("Europe/Berlin"));
-        assert_eq!(every.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T01:30:00Z")), Some(utc("2024-10-27T00:40:00Z")));
-        assert_eq!(every.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T02:05:00Z")), Some(utc("2024-10-27T02:00:00Z")));
+        assert_eq!(
+            every.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T01:30:00Z")),
+            Some(utc("2024-10-27T00:40:00Z"))
+        );
+        assert_eq!(
+            every.due(utc("2024-10-27T00:00:00Z"), utc("2024-10-27T02:05:00Z")),
+            Some(utc("2024-10-27T02:00:00Z"))
+        );
     }
 }

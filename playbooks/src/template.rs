@@ -97,7 +97,10 @@ fn check_syntax(template: &str, name: &str) -> Result<()> {
         return Err(terr(template, "`{{` inside `{{ ... }}`"));
     }
     if name.contains('|') {
-        return Err(terr(template, format!("`{name}`: filters are not supported, only `{{{{ name.path }}}}` substitution")));
+        return Err(terr(
+            template,
+            format!("`{name}`: filters are not supported, only `{{{{ name.path }}}}` substitution"),
+        ));
     }
     let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
     if !ok_chars {
@@ -171,10 +174,7 @@ pub fn render_tree(value: &serde_yaml::Value, vars: &Vars) -> Result<serde_json:
                     Y::Bool(b) => b.to_string(),
                     Y::Number(n) => n.to_string(),
                     other => {
-                        return Err(terr(
-                            &format!("{other:?}"),
-                            "a mapping key must be text, a number or a boolean",
-                        ))
+                        return Err(terr(&format!("{other:?}"), "a mapping key must be text, a number or a boolean"))
                     }
                 };
                 if out.contains_key(&key) {
@@ -325,9 +325,10 @@ mod tests {
 
     #[test]
     fn trees_render_keys_and_values_and_keep_scalars() {
-        let y: serde_yaml::Value =
-            serde_yaml::from_str("'{{ target.name }}': {n: 3, f: 1.5, b: true, z: null, l: ['x-{{ params.step }}']}\n5: five\n")
-                .expect("yaml");
+        let y: serde_yaml::Value = serde_yaml::from_str(
+            "'{{ target.name }}': {n: 3, f: 1.5, b: true, z: null, l: ['x-{{ params.step }}']}\n5: five\n",
+        )
+        .expect("yaml");
         let j = render_tree(&y, &vars()).expect("renders");
         assert_eq!(j, serde_json::json!({"api": {"n": 3, "f": 1.5, "b": true, "z": null, "l": ["x-2"]}, "5": "five"}));
         let tagged: serde_yaml::Value = serde_yaml::from_str("a: !secret x\n").expect("yaml");

@@ -11,16 +11,12 @@ use std::time::Duration;
 
 /// `now + d`, or `None` when it is out of range.
 pub fn after(now: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
-    chrono::Duration::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
+    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d))
 }
 
 /// `now - d`, or `None` when it is out of range.
 pub fn before(now: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
-    chrono::Duration::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_sub_signed(d))
+    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_sub_signed(d))
 }
 
 /// `now + secs` for a number of seconds read from a stored plan (not finite, negative or
@@ -29,9 +25,7 @@ pub fn after_secs(now: DateTime<Utc>, secs: f64) -> Option<DateTime<Utc>> {
     if !secs.is_finite() || secs < 0.0 {
         return None;
     }
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .and_then(|d| after(now, d))
+    Duration::try_from_secs_f64(secs).ok().and_then(|d| after(now, d))
 }
 
 #[cfg(test)]
@@ -47,13 +41,7 @@ mod tests {
         assert!(after_secs(now, f64::MAX).is_none());
         assert!(after_secs(now, f64::NAN).is_none());
         assert!(after_secs(now, -1.0).is_none());
-        assert_eq!(
-            after(now, Duration::from_secs(60)),
-            Some(now + chrono::Duration::seconds(60))
-        );
-        assert_eq!(
-            after_secs(now, 1.5),
-            Some(now + chrono::Duration::milliseconds(1500))
-        );
+        assert_eq!(after(now, Duration::from_secs(60)), Some(now + chrono::Duration::seconds(60)));
+        assert_eq!(after_secs(now, 1.5), Some(now + chrono::Duration::milliseconds(1500)));
     }
 }

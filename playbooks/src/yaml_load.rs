@@ -296,7 +296,14 @@ mod tests {
         }
         assert!(parse_value(&block).is_err());
         // Brackets in quotes and comments do not count; real files pass.
-        let ok = format!("q: '{}'\nr: \"{}\" # {}\ns: {}1{}\n", "[".repeat(100), "{".repeat(100), "[".repeat(100), "[".repeat(20), "]".repeat(20));
+        let ok = format!(
+            "q: '{}'\nr: \"{}\" # {}\ns: {}1{}\n",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100),
+            "[".repeat(20),
+            "]".repeat(20)
+        );
         parse_value(&ok).expect("shallow");
         parse_value("a:\n  b:\n    - c: [1, {d: 2}]\n    - - x\n      - y\n").expect("shallow");
     }

@@ -59,10 +59,7 @@ impl WardenConfig {
     pub fn to_value(&self) -> Value {
         let mut notify = serde_json::Map::new();
         if self.slack_webhook_url.is_some() {
-            notify.insert(
-                "slack".into(),
-                json!({ "webhook_url": { "env": "SLACK_WEBHOOK_URL" } }),
-            );
+            notify.insert("slack".into(), json!({ "webhook_url": { "env": "SLACK_WEBHOOK_URL" } }));
         }
         if let Some(port) = self.email_port {
             notify.insert(
@@ -79,10 +76,7 @@ impl WardenConfig {
         if let Some(path) = &self.notify_file {
             notify.insert("file".into(), json!({ "path": path.display().to_string() }));
         }
-        notify.insert(
-            "retry".into(),
-            json!({ "initial_backoff": "500ms", "max_backoff": "2s" }),
-        );
+        notify.insert("retry".into(), json!({ "initial_backoff": "500ms", "max_backoff": "2s" }));
         let mut config = json!({
             "prometheus": { "url": self.prometheus_url, "timeout": "5s" },
             "kubernetes": {
@@ -178,14 +172,7 @@ pub fn latency_series(from: i64, to: i64, fault: Option<(i64, i64)>) -> PromSeri
     let mut t = from - from.rem_euclid(5);
     while t <= to {
         let faulty = fault.is_some_and(|(a, b)| a <= t && t < b);
-        series.samples.push((
-            t,
-            if faulty {
-                FAULT_VALUE
-            } else {
-                baseline_value(t)
-            },
-        ));
+        series.samples.push((t, if faulty { FAULT_VALUE } else { baseline_value(t) }));
         t += 5;
     }
     series

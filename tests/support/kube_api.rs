@@ -138,9 +138,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Event, Node, Pod, PodSpec, PodTemplateSpec, Secret, Service,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Event, Node, Pod, PodSpec, PodTemplateSpec, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ListMeta, ObjectMeta, Status, StatusCause, StatusDetails,
 };
@@ -356,8 +354,7 @@ impl Resource {
             Resource::ConfigMap => roundtrip::<ConfigMap>(value),
             Resource::Secret => {
                 // The API server folds `stringData` into `data` and never stores it.
-                let mut secret: Secret =
-                    serde_json::from_value(value).map_err(|e| e.to_string())?;
+                let mut secret: Secret = serde_json::from_value(value).map_err(|e| e.to_string())?;
                 if let Some(strings) = secret.string_data.take() {
                     let data = secret.data.get_or_insert_with(BTreeMap::new);
                     for (k, v) in strings {
@@ -371,9 +368,7 @@ impl Resource {
     }
 }
 
-fn roundtrip<T: DeserializeOwned + serde::Serialize>(
-    value: Value,
-) -> std::result::Result<Value, String> {
+fn roundtrip<T: DeserializeOwned + serde::Serialize>(value: Value) -> std::result::Result<Value, String> {
     let typed: T = serde_json::from_value(value).map_err(|e| e.to_string())?;
     serde_json::to_value(&typed).map_err(|e| e.to_string())
 }
@@ -397,29 +392,19 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// Decoded query parameters.
     pub fn query_params(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect()
+        url::form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes()).into_owned().collect()
     }
 
     /// The first value of query parameter `key`.
     pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query_params()
-            .into_iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.query_params().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// Whether the request asked for a server-side dry run: `dryRun=All` in the
     /// query, or (for a DELETE) `"dryRun": ["All"]` in its `DeleteOptions` body.
     pub fn is_dry_run(&self) -> bool {
-        self.query_params()
-            .iter()
-            .any(|(k, v)| k == "dryRun" && v == "All")
-            || (self.method == "DELETE"
-                && self
-                    .json()
-                    .is_some_and(|b| b.get("dryRun") == Some(&json!(["All"]))))
+        self.query_params().iter().any(|(k, v)| k == "dryRun" && v == "All")
+            || (self.method == "DELETE" && self.json().is_some_and(|b| b.get("dryRun") == Some(&json!(["All"]))))
     }
 
     /// The body parsed as JSON, if it is JSON.
@@ -435,12 +420,7 @@ impl RecordedRequest {
             return ops
                 .iter()
                 .rev()
-                .filter(|op| {
-                    matches!(
-                        op.get("op").and_then(Value::as_str),
-                        Some("add" | "replace")
-                    )
-                })
+                .filter(|op| matches!(op.get("op").and_then(Value::as_str), Some("add" | "replace")))
                 .find(|op| op.get("path").and_then(Value::as_str) == Some("/spec/replicas"))
                 .and_then(|op| op.get("value"))
                 .and_then(Value::as_i64);
@@ -495,27 +475,11 @@ pub enum Controller {
 /// One pending action of an emulated controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Work {
-    DeploymentReplicaSets {
-        namespace: String,
-        name: String,
-    },
-    DeploymentStatus {
-        namespace: String,
-        name: String,
-    },
-    JobStarted {
-        namespace: String,
-        name: String,
-    },
-    JobFinished {
-        namespace: String,
-        name: String,
-    },
-    PodGone {
-        namespace: String,
-        name: String,
-        uid: String,
-    },
+    DeploymentReplicaSets { namespace: String, name: String },
+    DeploymentStatus { namespace: String, name: String },
+    JobStarted { namespace: String, name: String },
+    JobFinished { namespace: String, name: String },
+    PodGone { namespace: String, name: String, uid: String },
 }
 
 impl Work {
@@ -531,16 +495,13 @@ impl Work {
     /// The object the work is about.
     fn object(&self) -> Key {
         match self {
-            Work::DeploymentReplicaSets { namespace, name }
-            | Work::DeploymentStatus { namespace, name } => {
+            Work::DeploymentReplicaSets { namespace, name } | Work::DeploymentStatus { namespace, name } => {
                 key(Resource::Deployment, namespace, name)
             }
             Work::JobStarted { namespace, name } | Work::JobFinished { namespace, name } => {
                 key(Resource::Job, namespace, name)
             }
-            Work::PodGone {
-                namespace, name, ..
-            } => key(Resource::Pod, namespace, name),
+            Work::PodGone { namespace, name, .. } => key(Resource::Pod, namespace, name),
         }
     }
 }
@@ -627,14 +588,8 @@ impl Inner {
         self.objects.get(&key(resource, namespace, name))
     }
 
-    fn typed<T: DeserializeOwned>(
-        &self,
-        resource: Resource,
-        namespace: &str,
-        name: &str,
-    ) -> Option<T> {
-        self.get(resource, namespace, name)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
+    fn typed<T: DeserializeOwned>(&self, resource: Resource, namespace: &str, name: &str) -> Option<T> {
+        self.get(resource, namespace, name).and_then(|v| serde_json::from_value(v.clone()).ok())
     }
 
     fn all_typed<T: DeserializeOwned>(&self, resource: Resource, namespace: &str) -> Vec<T> {
@@ -662,14 +617,9 @@ impl Inner {
     ) -> std::result::Result<Value, Response> {
         let namespace = if resource.namespaced() { namespace } else { "" };
         if !candidate.is_object() {
-            return Err(bad_request(format!(
-                "{} body is not an object",
-                resource.kind()
-            )));
+            return Err(bad_request(format!("{} body is not an object", resource.kind())));
         }
-        let metadata = candidate
-            .as_object_mut()
-            .map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+        let metadata = candidate.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({})));
         let Some(Value::Object(metadata)) = metadata else {
             return Err(bad_request("metadata is not an object".to_string()));
         };
@@ -718,13 +668,9 @@ impl Inner {
         if let Some(current) = current {
             // Deployments also count annotation changes (they are copied to ReplicaSets).
             let annotations_changed = resource == Resource::Deployment
-                && candidate.pointer("/metadata/annotations")
-                    != current.pointer("/metadata/annotations");
+                && candidate.pointer("/metadata/annotations") != current.pointer("/metadata/annotations");
             if candidate.get("spec") != current.get("spec") || annotations_changed {
-                let generation = current
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1);
+                let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
                 candidate["metadata"]["generation"] = json!(generation + 1);
             }
             if &candidate == current {
@@ -739,12 +685,8 @@ impl Inner {
             match resource {
                 Resource::Job => {
                     let plan = self.job_plan_for(name);
-                    self.job_plans
-                        .insert((namespace.to_string(), name.to_string()), plan);
-                    self.schedule(Work::JobStarted {
-                        namespace: namespace.to_string(),
-                        name: name.to_string(),
-                    });
+                    self.job_plans.insert((namespace.to_string(), name.to_string()), plan);
+                    self.schedule(Work::JobStarted { namespace: namespace.to_string(), name: name.to_string() });
                 }
                 Resource::Pod => {
                     candidate["status"] = json!({"phase": "Running", "startTime": now()});
@@ -753,13 +695,9 @@ impl Inner {
             }
         }
         if resource == Resource::Deployment {
-            self.schedule(Work::DeploymentReplicaSets {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-            });
+            self.schedule(Work::DeploymentReplicaSets { namespace: namespace.to_string(), name: name.to_string() });
         }
-        self.objects
-            .insert(key(resource, namespace, name), candidate.clone());
+        self.objects.insert(key(resource, namespace, name), candidate.clone());
         Ok(candidate)
     }
 
@@ -767,11 +705,7 @@ impl Inner {
     /// one is left, as a persisted write by another client.
     fn write_after_get(&mut self, resource: Resource, namespace: &str, name: &str) {
         let k = key(resource, namespace, name);
-        let Some(i) = self
-            .interleaved
-            .iter()
-            .position(|w| w.object == k && w.remaining > 0)
-        else {
+        let Some(i) = self.interleaved.iter().position(|w| w.object == k && w.remaining > 0) else {
             return;
         };
         self.interleaved[i].remaining -= 1;
@@ -785,9 +719,7 @@ impl Inner {
             return;
         };
         if let Ok(stored) = self.commit(resource, namespace, name, Some(&current), edited, false) {
-            if stored.pointer("/metadata/resourceVersion")
-                != current.pointer("/metadata/resourceVersion")
-            {
+            if stored.pointer("/metadata/resourceVersion") != current.pointer("/metadata/resourceVersion") {
                 self.interleaved_writes += 1;
             }
         }
@@ -814,11 +746,7 @@ impl Inner {
 
     /// When the next work that is not held is due.
     fn next_due(&self) -> Option<Instant> {
-        self.work
-            .iter()
-            .filter(|(_, w)| !self.held.contains(&w.controller()))
-            .map(|(due, _)| *due)
-            .min()
+        self.work.iter().filter(|(_, w)| !self.held.contains(&w.controller())).map(|(due, _)| *due).min()
     }
 
     /// Runs the work that is due at `until` (all of it for `None`), oldest first,
@@ -829,9 +757,7 @@ impl Inner {
                 .work
                 .iter()
                 .enumerate()
-                .filter(|(_, (due, w))| {
-                    !self.held.contains(&w.controller()) && until.is_none_or(|t| *due <= t)
-                })
+                .filter(|(_, (due, w))| !self.held.contains(&w.controller()) && until.is_none_or(|t| *due <= t))
                 .min_by_key(|(_, (due, _))| *due)
                 .map(|(i, _)| i);
             let Some(i) = next else {
@@ -865,17 +791,9 @@ impl Inner {
             }
             Work::JobStarted { namespace, name } => self.start_job(&namespace, &name),
             Work::JobFinished { namespace, name } => self.finish_job(&namespace, &name),
-            Work::PodGone {
-                namespace,
-                name,
-                uid,
-            } => {
+            Work::PodGone { namespace, name, uid } => {
                 let k = key(Resource::Pod, &namespace, &name);
-                let same = self
-                    .objects
-                    .get(&k)
-                    .and_then(|p| p.pointer("/metadata/uid"))
-                    .and_then(Value::as_str)
+                let same = self.objects.get(&k).and_then(|p| p.pointer("/metadata/uid")).and_then(Value::as_str)
                     == Some(uid.as_str());
                 if same {
                     self.objects.remove(&k);
@@ -899,39 +817,21 @@ impl Inner {
         if deployment.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
             return true;
         }
-        let uid = deployment
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let template = deployment
-            .pointer("/spec/template")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let desired = deployment
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
+        let uid = deployment.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let template = deployment.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
+        let desired = deployment.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
         let wanted = without_hash(&template);
         let owned = self.owned_replica_sets(namespace, &uid);
-        let max_revision = owned
-            .iter()
-            .filter_map(|(_, rs)| revision_of(rs))
-            .max()
-            .unwrap_or(0);
-        let matching = owned.iter().find(|(_, rs)| {
-            rs.pointer("/spec/template").map(without_hash).as_ref() == Some(&wanted)
-        });
+        let max_revision = owned.iter().filter_map(|(_, rs)| revision_of(rs)).max().unwrap_or(0);
+        let matching =
+            owned.iter().find(|(_, rs)| rs.pointer("/spec/template").map(without_hash).as_ref() == Some(&wanted));
         let current_rs = match matching {
             Some((rs_name, rs)) => {
                 let old = revision_of(rs).unwrap_or(0);
                 if old < max_revision {
                     let mut rs = rs.clone();
                     let history = rs
-                        .pointer(&format!(
-                            "/metadata/annotations/{}",
-                            escape(REVISION_HISTORY)
-                        ))
+                        .pointer(&format!("/metadata/annotations/{}", escape(REVISION_HISTORY)))
                         .and_then(Value::as_str)
                         .filter(|h| !h.is_empty())
                         .map(|h| format!("{h},{old}"))
@@ -939,8 +839,7 @@ impl Inner {
                     set_annotation(&mut rs, REVISION, &(max_revision + 1).to_string());
                     set_annotation(&mut rs, REVISION_HISTORY, &history);
                     rs["metadata"]["resourceVersion"] = json!(self.bump_resource_version());
-                    self.objects
-                        .insert(key(Resource::ReplicaSet, namespace, rs_name), rs);
+                    self.objects.insert(key(Resource::ReplicaSet, namespace, rs_name), rs);
                 }
                 rs_name.clone()
             }
@@ -948,18 +847,12 @@ impl Inner {
                 let revision = max_revision + 1;
                 let hash = pod_template_hash(&wanted);
                 let mut rs_name = format!("{name}-{hash}");
-                while self
-                    .get(Resource::ReplicaSet, namespace, &rs_name)
-                    .is_some()
-                {
+                while self.get(Resource::ReplicaSet, namespace, &rs_name).is_some() {
                     rs_name.push('x');
                 }
                 let mut rs_template = wanted.clone();
                 rs_template["metadata"]["labels"][HASH_LABEL] = json!(hash);
-                let mut selector = deployment
-                    .pointer("/spec/selector")
-                    .cloned()
-                    .unwrap_or_else(|| json!({}));
+                let mut selector = deployment.pointer("/spec/selector").cloned().unwrap_or_else(|| json!({}));
                 selector["matchLabels"][HASH_LABEL] = json!(hash);
                 let rs = json!({
                     "apiVersion": "apps/v1",
@@ -985,28 +878,18 @@ impl Inner {
                     "spec": {"replicas": 0, "selector": selector, "template": rs_template},
                 });
                 let rs = Resource::ReplicaSet.normalize(rs.clone()).unwrap_or(rs);
-                self.objects
-                    .insert(key(Resource::ReplicaSet, namespace, &rs_name), rs);
+                self.objects.insert(key(Resource::ReplicaSet, namespace, &rs_name), rs);
                 rs_name
             }
         };
         // Scale: the current ReplicaSet up, the others (oldest revision first) down.
-        let mut sets: Vec<(String, Value)> = self
-            .owned_replica_sets(namespace, &uid)
-            .into_iter()
-            .collect();
+        let mut sets: Vec<(String, Value)> = self.owned_replica_sets(namespace, &uid).into_iter().collect();
         sets.sort_by_key(|(n, rs)| (*n == current_rs, revision_of(rs)));
         let mut counts: Vec<PodCounts> = sets
             .iter()
             .map(|(_, rs)| PodCounts {
-                replicas: rs
-                    .pointer("/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
-                available: rs
-                    .pointer("/status/availableReplicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
+                replicas: rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0),
+                available: rs.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0),
             })
             .collect();
         let (max_surge, max_unavailable) = rolling_limits(&deployment, desired);
@@ -1026,8 +909,7 @@ impl Inner {
             rs["status"] = status;
             if rs != before {
                 rs["metadata"]["resourceVersion"] = json!(self.bump_resource_version());
-                self.objects
-                    .insert(key(Resource::ReplicaSet, namespace, &rs_name), rs);
+                self.objects.insert(key(Resource::ReplicaSet, namespace, &rs_name), rs);
             }
         }
         true
@@ -1037,9 +919,7 @@ impl Inner {
     fn owned_replica_sets(&self, namespace: &str, uid: &str) -> Vec<(String, Value)> {
         self.objects
             .iter()
-            .filter(|((r, ns, _), rs)| {
-                *r == Resource::ReplicaSet && ns == namespace && controller_uid(rs) == Some(uid)
-            })
+            .filter(|((r, ns, _), rs)| *r == Resource::ReplicaSet && ns == namespace && controller_uid(rs) == Some(uid))
             .map(|((_, _, n), rs)| (n.clone(), rs.clone()))
             .collect()
     }
@@ -1053,34 +933,18 @@ impl Inner {
         let Some(mut deployment) = self.objects.get(&k).cloned() else {
             return;
         };
-        let uid = deployment
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let wanted = without_hash(
-            &deployment
-                .pointer("/spec/template")
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-        );
+        let uid = deployment.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let wanted = without_hash(&deployment.pointer("/spec/template").cloned().unwrap_or_else(|| json!({})));
         let sets = self.owned_replica_sets(namespace, &uid);
-        let Some((current_name, current)) = sets.iter().find(|(_, rs)| {
-            rs.pointer("/spec/template").map(without_hash).as_ref() == Some(&wanted)
-        }) else {
+        let Some((current_name, current)) =
+            sets.iter().find(|(_, rs)| rs.pointer("/spec/template").map(without_hash).as_ref() == Some(&wanted))
+        else {
             return;
         };
-        let desired = deployment
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        let count =
-            |rs: &Value, field: &str| rs.pointer(field).and_then(Value::as_i64).unwrap_or(0);
+        let desired = deployment.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let count = |rs: &Value, field: &str| rs.pointer(field).and_then(Value::as_i64).unwrap_or(0);
         let replicas: i64 = sets.iter().map(|(_, rs)| count(rs, "/spec/replicas")).sum();
-        let available: i64 = sets
-            .iter()
-            .map(|(_, rs)| count(rs, "/status/availableReplicas"))
-            .sum();
+        let available: i64 = sets.iter().map(|(_, rs)| count(rs, "/status/availableReplicas")).sum();
         let updated = count(current, "/spec/replicas");
         let updated_available = count(current, "/status/availableReplicas");
         let (_, max_unavailable) = rolling_limits(&deployment, desired);
@@ -1111,10 +975,7 @@ impl Inner {
             ("updatedReplicas", updated),
             ("readyReplicas", available),
             ("availableReplicas", available),
-            (
-                "unavailableReplicas",
-                (replicas.max(desired) - available).max(0),
-            ),
+            ("unavailableReplicas", (replicas.max(desired) - available).max(0)),
         ] {
             if value > 0 {
                 status[field] = json!(value);
@@ -1137,9 +998,7 @@ impl Inner {
             return;
         }
         deployment["metadata"]["resourceVersion"] = json!(self.bump_resource_version());
-        let deployment = Resource::Deployment
-            .normalize(deployment.clone())
-            .unwrap_or(deployment);
+        let deployment = Resource::Deployment.normalize(deployment.clone()).unwrap_or(deployment);
         self.objects.insert(k, deployment);
     }
 
@@ -1160,22 +1019,10 @@ impl Inner {
 
     /// The plan for a new Job: the rule with the longest matching name prefix.
     fn job_plan_for(&self, name: &str) -> JobPlan {
-        let rule = self
-            .job_rules
-            .iter()
-            .filter(|r| name.starts_with(&r.prefix))
-            .max_by_key(|r| r.prefix.len());
+        let rule = self.job_rules.iter().filter(|r| name.starts_with(&r.prefix)).max_by_key(|r| r.prefix.len());
         match rule {
-            Some(rule) => JobPlan {
-                outcome: rule.outcome.clone(),
-                remaining_gets: rule.after_gets,
-                finished: false,
-            },
-            None => JobPlan {
-                outcome: JobOutcome::Succeed,
-                remaining_gets: 1,
-                finished: false,
-            },
+            Some(rule) => JobPlan { outcome: rule.outcome.clone(), remaining_gets: rule.after_gets, finished: false },
+            None => JobPlan { outcome: JobOutcome::Succeed, remaining_gets: 1, finished: false },
         }
     }
 
@@ -1195,10 +1042,7 @@ impl Inner {
             return;
         }
         plan.finished = true;
-        self.schedule(Work::JobFinished {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        });
+        self.schedule(Work::JobFinished { namespace: namespace.to_string(), name: name.to_string() });
     }
 
     /// The job controller records the end of Job `namespace/name`, as its plan says.
@@ -1211,10 +1055,7 @@ impl Inner {
         let Some(mut job) = self.objects.get(&k).cloned() else {
             return;
         };
-        let start = job
-            .pointer("/status/startTime")
-            .cloned()
-            .unwrap_or_else(|| json!(now()));
+        let start = job.pointer("/status/startTime").cloned().unwrap_or_else(|| json!(now()));
         let t = now();
         let condition = |kind: &str, reason: &str, message: &str| {
             json!({"type": kind, "status": "True", "reason": reason, "message": message,
@@ -1222,10 +1063,7 @@ impl Inner {
         };
         job["status"] = match outcome {
             JobOutcome::Succeed => {
-                let completions = job
-                    .pointer("/spec/completions")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1);
+                let completions = job.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
                 let message = "Reached expected number of succeeded pods";
                 json!({
                     "startTime": start, "completionTime": t, "succeeded": completions, "ready": 0,
@@ -1237,10 +1075,7 @@ impl Inner {
                 })
             }
             JobOutcome::Fail { reason, message } => {
-                let backoff_limit = job
-                    .pointer("/spec/backoffLimit")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(6);
+                let backoff_limit = job.pointer("/spec/backoffLimit").and_then(Value::as_i64).unwrap_or(6);
                 json!({
                     "startTime": start, "failed": backoff_limit + 1, "ready": 0,
                     "uncountedTerminatedPods": {},
@@ -1269,10 +1104,7 @@ fn default_job(job: &mut Value, uid: &str, name: &str) {
     spec.entry("suspend").or_insert(json!(false));
     let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
     if !manual {
-        spec.insert(
-            "selector".into(),
-            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
-        );
+        spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
         if let Some(template) = spec.get_mut("template") {
             let labels = [
                 ("batch.kubernetes.io/controller-uid", uid),
@@ -1340,13 +1172,7 @@ fn rolling_limits(deployment: &Value, desired: i64) -> (i64, i64) {
 /// ReplicaSet; the others come oldest first. New pods are available only when `ready`
 /// (then every pod is); so without ready pods the current ReplicaSet stops at the surge
 /// and the old ones at the availability floor.
-fn rolling_update(
-    sets: &mut [PodCounts],
-    desired: i64,
-    max_surge: i64,
-    max_unavailable: i64,
-    ready: bool,
-) {
+fn rolling_update(sets: &mut [PodCounts], desired: i64, max_surge: i64, max_unavailable: i64, ready: bool) {
     let Some((new, old)) = sets.split_last_mut() else {
         return;
     };
@@ -1421,10 +1247,7 @@ fn controller_uid(object: &Value) -> Option<&str> {
 /// A pod template without the `pod-template-hash` label (and without an empty label map).
 fn without_hash(template: &Value) -> Value {
     let mut template = template.clone();
-    if let Some(labels) = template
-        .pointer_mut("/metadata/labels")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
         labels.remove(HASH_LABEL);
         if labels.is_empty() {
             if let Some(metadata) = template.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -1443,10 +1266,7 @@ fn pod_template_hash(template: &Value) -> String {
         hash = hash.wrapping_mul(0x0100_0193);
     }
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    hash.to_string()
-        .bytes()
-        .map(|b| char::from(ALPHABET[usize::from(b) % ALPHABET.len()]))
-        .collect()
+    hash.to_string().bytes().map(|b| char::from(ALPHABET[usize::from(b) % ALPHABET.len()])).collect()
 }
 
 /// A field error of an `Invalid` answer.
@@ -1457,11 +1277,7 @@ struct Cause {
 }
 
 fn required(field: impl Into<String>) -> Cause {
-    Cause {
-        field: field.into(),
-        message: "Required value".to_string(),
-        reason: "FieldValueRequired",
-    }
+    Cause { field: field.into(), message: "Required value".to_string(), reason: "FieldValueRequired" }
 }
 
 /// A few of the real server's validation rules.
@@ -1478,19 +1294,13 @@ fn validate(resource: Resource, object: &Value) -> Vec<Cause> {
                 if replicas < 0 {
                     causes.push(Cause {
                         field: "spec.replicas".into(),
-                        message: format!(
-                            "Invalid value: {replicas}: must be greater than or equal to 0"
-                        ),
+                        message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
                         reason: "FieldValueInvalid",
                     });
                 }
             }
-            let match_labels = spec
-                .pointer("/selector/matchLabels")
-                .and_then(Value::as_object);
-            let expressions = spec
-                .pointer("/selector/matchExpressions")
-                .and_then(Value::as_array);
+            let match_labels = spec.pointer("/selector/matchLabels").and_then(Value::as_object);
+            let expressions = spec.pointer("/selector/matchExpressions").and_then(Value::as_array);
             if match_labels.is_none_or(Map::is_empty) && expressions.is_none_or(Vec::is_empty) {
                 causes.push(Cause {
                     field: "spec.selector".into(),
@@ -1500,9 +1310,7 @@ fn validate(resource: Resource, object: &Value) -> Vec<Cause> {
             }
             let labels = spec.pointer("/template/metadata/labels");
             if let Some(match_labels) = match_labels {
-                let matches = match_labels
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+                let matches = match_labels.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
                 if !matches {
                     causes.push(Cause {
                         field: "spec.template.metadata.labels".into(),
@@ -1514,33 +1322,21 @@ fn validate(resource: Resource, object: &Value) -> Vec<Cause> {
                     });
                 }
             }
-            validate_pod_spec(
-                spec.pointer("/template/spec"),
-                "spec.template.spec",
-                &mut causes,
-            );
+            validate_pod_spec(spec.pointer("/template/spec"), "spec.template.spec", &mut causes);
         }
         Resource::Pod => validate_pod_spec(spec, "spec", &mut causes),
         Resource::Job => {
             let pod_spec = spec.and_then(|s| s.pointer("/template/spec"));
             validate_pod_spec(pod_spec, "spec.template.spec", &mut causes);
-            let policy = pod_spec
-                .and_then(|s| s.get("restartPolicy"))
-                .and_then(Value::as_str);
+            let policy = pod_spec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str);
             if !matches!(policy, Some("Never" | "OnFailure")) {
                 causes.push(Cause {
                     field: "spec.template.spec.restartPolicy".into(),
                     message: match policy {
                         None => "Required value: valid values: \"OnFailure\", \"Never\"".into(),
-                        Some(p) => format!(
-                            "Unsupported value: {p:?}: supported values: \"OnFailure\", \"Never\""
-                        ),
+                        Some(p) => format!("Unsupported value: {p:?}: supported values: \"OnFailure\", \"Never\""),
                     },
-                    reason: if policy.is_none() {
-                        "FieldValueRequired"
-                    } else {
-                        "FieldValueNotSupported"
-                    },
+                    reason: if policy.is_none() { "FieldValueRequired" } else { "FieldValueNotSupported" },
                 });
             }
         }
@@ -1555,19 +1351,14 @@ fn validate(resource: Resource, object: &Value) -> Vec<Cause> {
 }
 
 fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
-    let containers = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array);
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
     let Some(containers) = containers.filter(|c| !c.is_empty()) else {
         causes.push(required(format!("{at}.containers")));
         return;
     };
     for (i, container) in containers.iter().enumerate() {
         for field in ["name", "image"] {
-            let present = container
-                .get(field)
-                .and_then(Value::as_str)
-                .is_some_and(|v| !v.trim().is_empty());
+            let present = container.get(field).and_then(Value::as_str).is_some_and(|v| !v.trim().is_empty());
             if !present {
                 causes.push(required(format!("{at}.containers[{i}].{field}")));
             }
@@ -1619,32 +1410,21 @@ impl KubeApi {
     /// Starts the server on a free loopback port. Must be called inside a Tokio runtime.
     pub async fn start() -> Result<Self> {
         let wake = Arc::new(Notify::new());
-        let inner: Shared = Arc::new(Mutex::new(Inner {
-            next_resource_version: 1000,
-            wake: wake.clone(),
-            ..Inner::default()
-        }));
+        let inner: Shared =
+            Arc::new(Mutex::new(Inner { next_resource_version: 1000, wake: wake.clone(), ..Inner::default() }));
         let controllers = tokio::spawn(run_controllers(Arc::downgrade(&inner), wake));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the kube API test server")?;
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the kube API test server")?;
         let addr = listener.local_addr()?;
         let state = inner.clone();
-        let app = Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let state = state.clone();
-                async move { handle_slow(&state, method, uri, headers, body).await }
-            },
-        );
+        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move { handle_slow(&state, method, uri, headers, body).await }
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self {
-            addr,
-            inner,
-            task,
-            controllers,
-        })
+        Ok(Self { addr, inner, task, controllers })
     }
 
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
@@ -1664,20 +1444,14 @@ impl KubeApi {
     /// it is invalid (a bug in the test).
     fn create(&self, resource: Resource, namespace: &str, name: &str, object: Value) -> Value {
         let mut inner = self.lock();
-        let object = resource
-            .normalize(object)
-            .unwrap_or_else(|e| panic!("invalid {} {name}: {e}", resource.kind()));
+        let object = resource.normalize(object).unwrap_or_else(|e| panic!("invalid {} {name}: {e}", resource.kind()));
         match inner.commit(resource, namespace, name, None, object, false) {
             Ok(_) => {
                 let k = key(resource, namespace, name);
                 inner.settle_object(&k);
                 inner.objects.get(&k).cloned().unwrap_or(Value::Null)
             }
-            Err(response) => panic!(
-                "invalid {} {name}: HTTP {}",
-                resource.kind(),
-                response.status()
-            ),
+            Err(response) => panic!("invalid {} {name}: HTTP {}", resource.kind(), response.status()),
         }
     }
 
@@ -1696,15 +1470,9 @@ impl KubeApi {
             },
             spec: Some(DeploymentSpec {
                 replicas: Some(replicas),
-                selector: LabelSelector {
-                    match_labels: Some(labels.clone()),
-                    ..LabelSelector::default()
-                },
+                selector: LabelSelector { match_labels: Some(labels.clone()), ..LabelSelector::default() },
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        ..ObjectMeta::default()
-                    }),
+                    metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
                     spec: Some(PodSpec {
                         containers: vec![Container {
                             name: name.to_string(),
@@ -1724,16 +1492,10 @@ impl KubeApi {
 
     fn remove_deployment(&self, namespace: &str, name: &str) {
         let mut inner = self.lock();
-        let Some(old) = inner
-            .objects
-            .remove(&key(Resource::Deployment, namespace, name))
-        else {
+        let Some(old) = inner.objects.remove(&key(Resource::Deployment, namespace, name)) else {
             return;
         };
-        let uid = old
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let uid = old.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
         inner.objects.retain(|(r, ns, _), v| {
             !(*r == Resource::ReplicaSet && ns == namespace && controller_uid(v) == uid.as_deref())
         });
@@ -1754,24 +1516,11 @@ impl KubeApi {
         let mut candidate = current.clone();
         candidate["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
         inner
-            .commit(
-                Resource::Deployment,
-                namespace,
-                name,
-                Some(&current),
-                candidate,
-                false,
-            )
-            .unwrap_or_else(|r| {
-                panic!("rollout of {namespace}/{name} failed: HTTP {}", r.status())
-            });
+            .commit(Resource::Deployment, namespace, name, Some(&current), candidate, false)
+            .unwrap_or_else(|r| panic!("rollout of {namespace}/{name} failed: HTTP {}", r.status()));
         let k = key(Resource::Deployment, namespace, name);
         inner.settle_object(&k);
-        inner
-            .objects
-            .get(&k)
-            .and_then(revision_of)
-            .unwrap_or_else(|| panic!("{namespace}/{name} has no revision"))
+        inner.objects.get(&k).and_then(revision_of).unwrap_or_else(|| panic!("{namespace}/{name} has no revision"))
     }
 
     /// A copy of the stored deployment.
@@ -1781,16 +1530,12 @@ impl KubeApi {
 
     /// `spec.replicas` of the stored deployment.
     pub fn replicas(&self, namespace: &str, name: &str) -> Option<i32> {
-        self.deployment(namespace, name)
-            .and_then(|d| d.spec)
-            .and_then(|s| s.replicas)
+        self.deployment(namespace, name).and_then(|d| d.spec).and_then(|s| s.replicas)
     }
 
     /// The `deployment.kubernetes.io/revision` of the stored deployment.
     pub fn deployment_revision(&self, namespace: &str, name: &str) -> Option<i64> {
-        self.object(Resource::Deployment, namespace, name)
-            .as_ref()
-            .and_then(revision_of)
+        self.object(Resource::Deployment, namespace, name).as_ref().and_then(revision_of)
     }
 
     /// The image of the first container of the deployment's pod template.
@@ -1802,17 +1547,9 @@ impl KubeApi {
     }
 
     /// Annotation `key` of the deployment's pod template.
-    pub fn pod_template_annotation(
-        &self,
-        namespace: &str,
-        name: &str,
-        key: &str,
-    ) -> Option<String> {
+    pub fn pod_template_annotation(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
         self.object(Resource::Deployment, namespace, name)?
-            .pointer(&format!(
-                "/spec/template/metadata/annotations/{}",
-                escape(key)
-            ))?
+            .pointer(&format!("/spec/template/metadata/annotations/{}", escape(key)))?
             .as_str()
             .map(str::to_string)
     }
@@ -1836,9 +1573,7 @@ impl KubeApi {
         let mut out: Vec<(i64, String, i64)> = inner
             .objects
             .iter()
-            .filter(|((r, ns, _), rs)| {
-                *r == Resource::ReplicaSet && ns == namespace && controller_uid(rs) == Some(uid)
-            })
+            .filter(|((r, ns, _), rs)| *r == Resource::ReplicaSet && ns == namespace && controller_uid(rs) == Some(uid))
             .map(|(_, rs)| {
                 (
                     revision_of(rs).unwrap_or(0),
@@ -1846,9 +1581,7 @@ impl KubeApi {
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_string(),
-                    rs.pointer("/spec/replicas")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0),
+                    rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0),
                 )
             })
             .collect();
@@ -1858,16 +1591,8 @@ impl KubeApi {
 
     /// Adds (or replaces, with a new UID) a running pod `namespace/name` with
     /// `labels`, scheduled on `node`; returns its UID.
-    pub fn add_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        labels: &[(&str, &str)],
-        node: Option<&str>,
-    ) -> String {
-        self.lock()
-            .objects
-            .remove(&key(Resource::Pod, namespace, name));
+    pub fn add_pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)], node: Option<&str>) -> String {
+        self.lock().objects.remove(&key(Resource::Pod, namespace, name));
         let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
         let mut pod = json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -1878,11 +1603,7 @@ impl KubeApi {
             pod["spec"]["nodeName"] = json!(node);
         }
         let stored = self.create(Resource::Pod, namespace, name, pod);
-        stored
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+        stored.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string()
     }
 
     /// A copy of the stored pod.
@@ -1914,11 +1635,7 @@ impl KubeApi {
     /// when there is no such node.
     pub fn node_unschedulable(&self, name: &str) -> Option<bool> {
         let node = self.object(Resource::Node, "", name)?;
-        Some(
-            node.pointer("/spec/unschedulable")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        )
+        Some(node.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false))
     }
 
     /// How every Job ends from now on: active for `after_gets` GETs of it, then
@@ -1934,17 +1651,9 @@ impl KubeApi {
     pub fn set_job_outcome_for(&self, prefix: &str, outcome: JobOutcome, after_gets: usize) {
         let mut inner = self.lock();
         inner.job_rules.retain(|r| r.prefix != prefix);
-        inner.job_rules.push(JobRule {
-            prefix: prefix.to_string(),
-            outcome,
-            after_gets,
-        });
-        let names: Vec<(String, String)> = inner
-            .job_plans
-            .iter()
-            .filter(|(_, plan)| !plan.finished)
-            .map(|(k, _)| k.clone())
-            .collect();
+        inner.job_rules.push(JobRule { prefix: prefix.to_string(), outcome, after_gets });
+        let names: Vec<(String, String)> =
+            inner.job_plans.iter().filter(|(_, plan)| !plan.finished).map(|(k, _)| k.clone()).collect();
         for (namespace, name) in names {
             let plan = inner.job_plan_for(&name);
             inner.job_plans.insert((namespace, name), plan);
@@ -1985,24 +1694,14 @@ impl KubeApi {
     /// such as `status`, `creationTimestamp` or `managedFields`. The result is decoded
     /// as the resource's type and gets a new resourceVersion. Panics when the object
     /// does not exist or the result does not decode.
-    pub fn edit_object(
-        &self,
-        resource: Resource,
-        namespace: &str,
-        name: &str,
-        edit: impl FnOnce(&mut Value),
-    ) -> Value {
+    pub fn edit_object(&self, resource: Resource, namespace: &str, name: &str, edit: impl FnOnce(&mut Value)) -> Value {
         let mut inner = self.lock();
         let k = key(resource, namespace, name);
-        let mut object = inner
-            .objects
-            .get(&k)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {} {namespace}/{name}", resource.kind()));
+        let mut object =
+            inner.objects.get(&k).cloned().unwrap_or_else(|| panic!("no {} {namespace}/{name}", resource.kind()));
         edit(&mut object);
-        let mut object = resource
-            .normalize(object)
-            .unwrap_or_else(|e| panic!("edited {} {name} is invalid: {e}", resource.kind()));
+        let mut object =
+            resource.normalize(object).unwrap_or_else(|e| panic!("edited {} {name} is invalid: {e}", resource.kind()));
         object["metadata"]["resourceVersion"] = json!(inner.bump_resource_version());
         inner.objects.insert(k, object.clone());
         object
@@ -2107,11 +1806,7 @@ impl KubeApi {
     /// DELETE, when `patch_only`) fail with `failure`, answered as a `Status`
     /// object. Replaces any earlier injection.
     pub fn fail_next(&self, n: usize, failure: Failure, patch_only: bool) {
-        self.lock().injection = Some(Injection {
-            remaining: n,
-            failure,
-            patch_only,
-        });
+        self.lock().injection = Some(Injection { remaining: n, failure, patch_only });
     }
 
     /// Delays every answer to `method` (`"GET"`, `"PATCH"`, ...) by `delay` (`None`:
@@ -2180,10 +1875,7 @@ impl KubeApi {
     pub fn finish_pod_termination(&self, namespace: &str, name: &str) -> bool {
         let mut inner = self.lock();
         let k = key(Resource::Pod, namespace, name);
-        let terminating = inner
-            .objects
-            .get(&k)
-            .is_some_and(|p| p.pointer("/metadata/deletionTimestamp").is_some());
+        let terminating = inner.objects.get(&k).is_some_and(|p| p.pointer("/metadata/deletionTimestamp").is_some());
         if terminating {
             inner.objects.remove(&k);
             inner.work.retain(|(_, w)| w.object() != k);
@@ -2193,8 +1885,7 @@ impl KubeApi {
 
     /// Whether pod `namespace/name` exists and has a `deletionTimestamp`.
     pub fn pod_terminating(&self, namespace: &str, name: &str) -> bool {
-        self.object(Resource::Pod, namespace, name)
-            .is_some_and(|p| p.pointer("/metadata/deletionTimestamp").is_some())
+        self.object(Resource::Pod, namespace, name).is_some_and(|p| p.pointer("/metadata/deletionTimestamp").is_some())
     }
 
     /// Holds `controller`: its work stays queued until [`KubeApi::release`] (and
@@ -2254,29 +1945,20 @@ impl KubeApi {
 
     /// Write requests (POST, PUT, PATCH, DELETE) on exactly `path`, oldest first.
     pub fn writes_to(&self, path: &str) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.is_write() && r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| r.is_write() && r.path == path).collect()
     }
 
     /// PATCH requests on the scale subresource of `namespace/name`.
     pub fn scale_patches(&self, namespace: &str, name: &str) -> Vec<RecordedRequest> {
         let path = scale_path(namespace, name);
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method == "PATCH" && r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| r.method == "PATCH" && r.path == path).collect()
     }
 
     /// PATCH and PUT requests on the scale subresource of `namespace/name`
     /// (every request that can change the replica count).
     pub fn scale_writes(&self, namespace: &str, name: &str) -> Vec<RecordedRequest> {
         let path = scale_path(namespace, name);
-        self.requests()
-            .into_iter()
-            .filter(|r| (r.method == "PATCH" || r.method == "PUT") && r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| (r.method == "PATCH" || r.method == "PUT") && r.path == path).collect()
     }
 
     /// A one-line-per-request summary, for assertion messages.
@@ -2288,10 +1970,7 @@ impl KubeApi {
                     "{} {}{} [{}] -> {} {}",
                     r.method,
                     r.path,
-                    r.query
-                        .as_ref()
-                        .map(|q| format!("?{q}"))
-                        .unwrap_or_default(),
+                    r.query.as_ref().map(|q| format!("?{q}")).unwrap_or_default(),
                     r.content_type.as_deref().unwrap_or("-"),
                     r.status,
                     r.body
@@ -2337,12 +2016,7 @@ pub fn write_kubeconfig(dir: &Path, server_url: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn status_response(
-    code: u16,
-    reason: &str,
-    message: String,
-    details: Option<StatusDetails>,
-) -> Response {
+fn status_response(code: u16, reason: &str, message: String, details: Option<StatusDetails>) -> Response {
     let status = Status {
         code: Some(i32::from(code)),
         details,
@@ -2351,10 +2025,7 @@ fn status_response(
         reason: Some(reason.to_string()),
         status: Some("Failure".to_string()),
     };
-    json_response(
-        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &status,
-    )
+    json_response(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &status)
 }
 
 fn not_found(resource: Resource, name: &str) -> Response {
@@ -2370,46 +2041,31 @@ fn conflict(resource: Resource, name: &str, why: &str) -> Response {
     status_response(
         409,
         "Conflict",
-        format!(
-            "Operation cannot be fulfilled on {} \"{name}\": {why}",
-            resource.qualified()
-        ),
+        format!("Operation cannot be fulfilled on {} \"{name}\": {why}", resource.qualified()),
         Some(resource.status_details(name)),
     )
 }
 
-const STALE: &str =
-    "the object has been modified; please apply your changes to the latest version and try again";
+const STALE: &str = "the object has been modified; please apply your changes to the latest version and try again";
 
 fn bad_request(message: String) -> Response {
     status_response(400, "BadRequest", message, None)
 }
 
 fn invalid(resource: Resource, name: &str, causes: Vec<Cause>) -> Response {
-    let summary = causes
-        .iter()
-        .map(|c| format!("{}: {}", c.field, c.message))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let summary = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", ");
     let mut details = resource.status_details(name);
     details.kind = Some(resource.kind().to_string());
     details.causes = Some(
         causes
             .into_iter()
-            .map(|c| StatusCause {
-                field: Some(c.field),
-                message: Some(c.message),
-                reason: Some(c.reason.to_string()),
-            })
+            .map(|c| StatusCause { field: Some(c.field), message: Some(c.message), reason: Some(c.reason.to_string()) })
             .collect(),
     );
     status_response(
         422,
         "Invalid",
-        format!(
-            "{} \"{name}\" is invalid: {summary}",
-            resource.qualified_kind()
-        ),
+        format!("{} \"{name}\" is invalid: {summary}", resource.qualified_kind()),
         Some(details),
     )
 }
@@ -2422,27 +2078,13 @@ fn json_response<T: serde::Serialize>(code: StatusCode, value: &T) -> Response {
 }
 
 fn scale_of(deployment: &Deployment) -> Scale {
-    let spec_replicas = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let status_replicas = deployment
-        .status
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(spec_replicas);
+    let spec_replicas = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status_replicas = deployment.status.as_ref().and_then(|s| s.replicas).unwrap_or(spec_replicas);
     let selector = deployment
         .spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        });
+        .map(|labels| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
     Scale {
         metadata: ObjectMeta {
             name: deployment.metadata.name.clone(),
@@ -2451,13 +2093,8 @@ fn scale_of(deployment: &Deployment) -> Scale {
             resource_version: deployment.metadata.resource_version.clone(),
             ..ObjectMeta::default()
         },
-        spec: Some(ScaleSpec {
-            replicas: Some(spec_replicas),
-        }),
-        status: Some(ScaleStatus {
-            replicas: status_replicas,
-            selector,
-        }),
+        spec: Some(ScaleSpec { replicas: Some(spec_replicas) }),
+        status: Some(ScaleStatus { replicas: status_replicas, selector }),
     }
 }
 
@@ -2485,12 +2122,9 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 /// The merge key of the lists strategic merge patches merge element-wise.
 fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets" => Some("name"),
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => {
+            Some("name")
+        }
         "volumeMounts" => Some("mountPath"),
         "ports" => Some("containerPort"),
         _ => None,
@@ -2557,9 +2191,7 @@ fn strategic_merge(target: &mut Value, patch: &Value) -> std::result::Result<(),
                 };
                 for item in items {
                     let Some(id) = item.get(merge_key) else {
-                        return Err(format!(
-                            "map in list {field} does not contain declared merge key {merge_key:?}"
-                        ));
+                        return Err(format!("map in list {field} does not contain declared merge key {merge_key:?}"));
                     };
                     let position = list.iter().position(|e| e.get(merge_key) == Some(id));
                     match (position, directive(item)) {
@@ -2581,10 +2213,7 @@ fn strategic_merge(target: &mut Value, patch: &Value) -> std::result::Result<(),
 fn child_mut<'a>(node: &'a mut Value, token: &str) -> Option<&'a mut Value> {
     match node {
         Value::Object(map) => map.get_mut(token),
-        Value::Array(items) => token
-            .parse::<usize>()
-            .ok()
-            .and_then(move |i| items.get_mut(i)),
+        Value::Array(items) => token.parse::<usize>().ok().and_then(move |i| items.get_mut(i)),
         _ => None,
     }
 }
@@ -2592,23 +2221,11 @@ fn child_mut<'a>(node: &'a mut Value, token: &str) -> Option<&'a mut Value> {
 /// A small RFC 6902 JSON patch: `add`, `replace`, `remove` and `test`, on object
 /// members and list indices (`-` appends).
 fn json_patch(target: &mut Value, ops: &Value) -> std::result::Result<(), String> {
-    let ops = ops
-        .as_array()
-        .ok_or("a JSON patch must be an array of operations")?;
+    let ops = ops.as_array().ok_or("a JSON patch must be an array of operations")?;
     for op in ops {
-        let kind = op
-            .get("op")
-            .and_then(Value::as_str)
-            .ok_or("operation without \"op\"")?;
-        let path = op
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or("operation without \"path\"")?;
-        let tokens: Vec<String> = path
-            .split('/')
-            .skip(1)
-            .map(|t| t.replace("~1", "/").replace("~0", "~"))
-            .collect();
+        let kind = op.get("op").and_then(Value::as_str).ok_or("operation without \"op\"")?;
+        let path = op.get("path").and_then(Value::as_str).ok_or("operation without \"path\"")?;
+        let tokens: Vec<String> = path.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect();
         let (last, parents) = tokens.split_last().ok_or("empty path")?;
         match kind {
             "test" => {
@@ -2620,14 +2237,9 @@ fn json_patch(target: &mut Value, ops: &Value) -> std::result::Result<(), String
             "add" | "replace" | "remove" => {
                 let mut node = &mut *target;
                 for t in parents {
-                    node =
-                        child_mut(node, t).ok_or_else(|| format!("path {path} does not exist"))?;
+                    node = child_mut(node, t).ok_or_else(|| format!("path {path} does not exist"))?;
                 }
-                let value = || {
-                    op.get("value")
-                        .cloned()
-                        .ok_or_else(|| "operation without \"value\"".to_string())
-                };
+                let value = || op.get("value").cloned().ok_or_else(|| "operation without \"value\"".to_string());
                 match node {
                     Value::Object(map) => match kind {
                         "remove" | "replace" if !map.contains_key(last.as_str()) => {
@@ -2644,14 +2256,9 @@ fn json_patch(target: &mut Value, ops: &Value) -> std::result::Result<(), String
                         let index = if kind == "add" && last == "-" {
                             items.len()
                         } else {
-                            last.parse::<usize>()
-                                .map_err(|_| format!("invalid list index in {path}"))?
+                            last.parse::<usize>().map_err(|_| format!("invalid list index in {path}"))?
                         };
-                        let bound = if kind == "add" {
-                            items.len() + 1
-                        } else {
-                            items.len()
-                        };
+                        let bound = if kind == "add" { items.len() + 1 } else { items.len() };
                         if index >= bound {
                             return Err(format!("list index out of range in {path}"));
                         }
@@ -2762,9 +2369,7 @@ fn parse_label_selector(selector: &str) -> std::result::Result<Vec<Requirement>,
 
 /// Parses a field selector of `path=value`, `path==value` and `path!=value` terms
 /// into `(JSON pointer, value, negated)`.
-fn parse_field_selector(
-    selector: &str,
-) -> std::result::Result<Vec<(String, String, bool)>, String> {
+fn parse_field_selector(selector: &str) -> std::result::Result<Vec<(String, String, bool)>, String> {
     selector
         .split(',')
         .map(str::trim)
@@ -2828,26 +2433,11 @@ async fn handle_slow(state: &Shared, method: Method, uri: Uri, headers: HeaderMa
 }
 
 fn handle(state: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
-    let response = route(
-        &mut inner,
-        &method,
-        &uri,
-        (content_type.as_deref(), accept.as_deref()),
-        &body,
-    );
+    let response = route(&mut inner, &method, &uri, (content_type.as_deref(), accept.as_deref()), &body);
     inner.requests.push(RecordedRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
@@ -2871,9 +2461,7 @@ fn api_prefix<'a, 'b>(segments: &'b [&'a str]) -> Option<(&'a str, &'a str, &'b 
 }
 
 fn find_resource(group: &str, version: &str, plural: &str) -> Option<Resource> {
-    Resource::ALL
-        .into_iter()
-        .find(|r| r.group() == group && r.version() == version && r.plural() == plural)
+    Resource::ALL.into_iter().find(|r| r.group() == group && r.version() == version && r.plural() == plural)
 }
 
 /// `(resource, namespace, name)` of an object or collection path (namespace `""` for
@@ -2891,9 +2479,7 @@ fn parse_path(segments: &[&str]) -> Option<(Resource, String, Option<String>)> {
     }
     match rest {
         [] => Some((resource, namespace.to_string(), None)),
-        [name] if !name.is_empty() => {
-            Some((resource, namespace.to_string(), Some(name.to_string())))
-        }
+        [name] if !name.is_empty() => Some((resource, namespace.to_string(), Some(name.to_string()))),
         _ => None,
     }
 }
@@ -2911,11 +2497,7 @@ fn all_namespaces_collection(segments: &[&str]) -> Option<Resource> {
 /// `PartialObjectMetadataList`) in one of its media ranges.
 fn accepts_as(accept: Option<&str>, kind: &str) -> bool {
     let wanted = format!("as={kind}");
-    accept.is_some_and(|accept| {
-        accept
-            .split(',')
-            .any(|range| range.split(';').skip(1).any(|p| p.trim() == wanted))
-    })
+    accept.is_some_and(|accept| accept.split(',').any(|range| range.split(';').skip(1).any(|p| p.trim() == wanted)))
 }
 
 /// An object reduced to its metadata, as `meta.k8s.io/v1 PartialObjectMetadata`.
@@ -2932,12 +2514,9 @@ fn partial_metadata(object: &Value) -> Value {
 fn forbidden(method: &Method, segments: &[&str]) -> Response {
     const USER: &str = "system:serviceaccount:warden:warden";
     let (resource, namespace, name, subresource) = match segments {
-        ["apis", "apps", "v1", "namespaces", ns, "deployments", name, sub] => (
-            Some(Resource::Deployment),
-            ns.to_string(),
-            Some(name.to_string()),
-            Some(sub.to_string()),
-        ),
+        ["apis", "apps", "v1", "namespaces", ns, "deployments", name, sub] => {
+            (Some(Resource::Deployment), ns.to_string(), Some(name.to_string()), Some(sub.to_string()))
+        }
         other => match parse_path(other) {
             Some((resource, namespace, name)) => (Some(resource), namespace, name, None),
             None => (all_namespaces_collection(other), String::new(), None, None),
@@ -2956,10 +2535,7 @@ fn forbidden(method: &Method, segments: &[&str]) -> Response {
         return status_response(
             403,
             "Forbidden",
-            format!(
-                "forbidden: User \"{USER}\" cannot {verb} path \"/{}\"",
-                segments.join("/")
-            ),
+            format!("forbidden: User \"{USER}\" cannot {verb} path \"/{}\"", segments.join("/")),
             None,
         );
     };
@@ -2995,17 +2571,10 @@ fn route(
     body: &[u8],
 ) -> Response {
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    if inner
-        .forbidden
-        .iter()
-        .any(|prefix| uri.path().starts_with(prefix.as_str()))
-    {
+    if inner.forbidden.iter().any(|prefix| uri.path().starts_with(prefix.as_str())) {
         return forbidden(method, &segments);
     }
-    let is_write = matches!(
-        *method,
-        Method::PATCH | Method::PUT | Method::POST | Method::DELETE
-    );
+    let is_write = matches!(*method, Method::PATCH | Method::PUT | Method::POST | Method::DELETE);
     if let Some(injection) = inner.injection.as_mut() {
         if injection.remaining > 0 && (!injection.patch_only || is_write) {
             injection.remaining -= 1;
@@ -3024,12 +2593,9 @@ fn route(
             };
             return match failure {
                 Failure::Conflict => conflict(resource, &name, STALE),
-                Failure::Internal => status_response(
-                    500,
-                    "InternalError",
-                    "Internal error occurred: injected failure".to_string(),
-                    None,
-                ),
+                Failure::Internal => {
+                    status_response(500, "InternalError", "Internal error occurred: injected failure".to_string(), None)
+                }
                 Failure::Unavailable => status_response(
                     503,
                     "ServiceUnavailable",
@@ -3041,21 +2607,13 @@ fn route(
     }
 
     let query: HashMap<String, String> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None => false,
         Some("All") => true,
         Some(other) => return invalid_dry_run(method, other),
     };
-    let media_type = content_type
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media_type = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
 
     match segments.as_slice() {
         ["version"] if *method == Method::GET => json_response(
@@ -3070,27 +2628,17 @@ fn route(
         ["apis", "apps", "v1", "namespaces", ns, "deployments", name, "scale"] => {
             scale(inner, method, ns, name, &media_type, body, dry_run)
         }
-        other if all_namespaces_collection(other).is_some() => {
-            match (all_namespaces_collection(other), method) {
-                (Some(resource), &Method::GET) => list(
-                    inner,
-                    resource,
-                    None,
-                    &query,
-                    accepts_as(accept, "PartialObjectMetadataList"),
-                ),
-                _ => method_not_allowed(method),
+        other if all_namespaces_collection(other).is_some() => match (all_namespaces_collection(other), method) {
+            (Some(resource), &Method::GET) => {
+                list(inner, resource, None, &query, accepts_as(accept, "PartialObjectMetadataList"))
             }
-        }
+            _ => method_not_allowed(method),
+        },
         other => match parse_path(other) {
             Some((resource, namespace, None)) => match *method {
-                Method::GET => list(
-                    inner,
-                    resource,
-                    Some(&namespace),
-                    &query,
-                    accepts_as(accept, "PartialObjectMetadataList"),
-                ),
+                Method::GET => {
+                    list(inner, resource, Some(&namespace), &query, accepts_as(accept, "PartialObjectMetadataList"))
+                }
                 Method::POST => create(inner, resource, &namespace, &media_type, body, dry_run),
                 _ => method_not_allowed(method),
             },
@@ -3109,33 +2657,14 @@ fn route(
                     inner.write_after_get(resource, &namespace, &name);
                     response
                 }
-                Method::PUT => replace(
-                    inner,
-                    resource,
-                    &namespace,
-                    &name,
-                    &media_type,
-                    body,
-                    dry_run,
-                ),
-                Method::PATCH => patch(
-                    inner,
-                    resource,
-                    &namespace,
-                    &name,
-                    &media_type,
-                    body,
-                    dry_run,
-                ),
+                Method::PUT => replace(inner, resource, &namespace, &name, &media_type, body, dry_run),
+                Method::PATCH => patch(inner, resource, &namespace, &name, &media_type, body, dry_run),
                 Method::DELETE => delete(inner, resource, &namespace, &name, body, dry_run),
                 _ => method_not_allowed(method),
             },
-            None => status_response(
-                404,
-                "NotFound",
-                "the server could not find the requested resource".to_string(),
-                None,
-            ),
+            None => {
+                status_response(404, "NotFound", "the server could not find the requested resource".to_string(), None)
+            }
         },
     }
 }
@@ -3168,31 +2697,21 @@ fn invalid_dry_run(method: &Method, value: &str) -> Response {
 }
 
 fn method_not_allowed(method: &Method) -> Response {
-    status_response(
-        405,
-        "MethodNotAllowed",
-        format!("method {method} is not allowed"),
-        None,
-    )
+    status_response(405, "MethodNotAllowed", format!("method {method} is not allowed"), None)
 }
 
 /// The continue token of a list page that ended with object `namespace/name`:
 /// opaque to clients (hex), decoded by [`decode_continue`].
 fn encode_continue(namespace: &str, name: &str) -> String {
-    format!("v1:{namespace}/{name}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("v1:{namespace}/{name}").bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_continue(token: &str) -> Option<(String, String)> {
     if !token.len().is_multiple_of(2) || !token.is_ascii() {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
-        .collect();
+    let bytes: Option<Vec<u8>> =
+        (0..token.len()).step_by(2).map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok()).collect();
     let text = String::from_utf8(bytes?).ok()?;
     let (namespace, name) = text.strip_prefix("v1:")?.split_once('/')?;
     Some((namespace.to_string(), name.to_string()))
@@ -3235,11 +2754,7 @@ fn list(
         .objects
         .iter()
         .filter(|((r, ns, _), _)| *r == resource && namespace.is_none_or(|n| ns == n))
-        .filter(|((_, ns, name), _)| {
-            after
-                .as_ref()
-                .is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name))
-        })
+        .filter(|((_, ns, name), _)| after.as_ref().is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name)))
         .map(|((_, ns, name), v)| (ns, name, v))
         .filter(|(_, _, v)| {
             let object_labels = v.pointer("/metadata/labels").and_then(Value::as_object);
@@ -3262,16 +2777,8 @@ fn list(
         }
         _ => &items[..],
     };
-    let items: Vec<Value> = page
-        .iter()
-        .map(|(_, _, v)| {
-            if metadata_only {
-                partial_metadata(v)
-            } else {
-                (*v).clone()
-            }
-        })
-        .collect();
+    let items: Vec<Value> =
+        page.iter().map(|(_, _, v)| if metadata_only { partial_metadata(v) } else { (*v).clone() }).collect();
     let (api_version, kind) = if metadata_only {
         ("meta.k8s.io/v1", "PartialObjectMetadataList".to_string())
     } else {
@@ -3291,20 +2798,12 @@ fn list(
 /// Decodes a create or replace body as the resource's type: 415 unless JSON, 400
 /// when it does not decode.
 #[allow(clippy::result_large_err)]
-fn decode_body(
-    resource: Resource,
-    media_type: &str,
-    body: &[u8],
-) -> std::result::Result<Value, Response> {
+fn decode_body(resource: Resource, media_type: &str, body: &[u8]) -> std::result::Result<Value, Response> {
     if media_type != "application/json" {
         return Err(unsupported_media_type(media_type));
     }
     let cannot = |e: String| {
-        bad_request(format!(
-            "{} in version \"v1\" cannot be handled as a {}: {e}",
-            resource.kind(),
-            resource.kind()
-        ))
+        bad_request(format!("{} in version \"v1\" cannot be handled as a {}: {e}", resource.kind(), resource.kind()))
     };
     let parsed: Value = serde_json::from_slice(body).map_err(|e| cannot(e.to_string()))?;
     resource.normalize(parsed).map_err(cannot)
@@ -3322,28 +2821,18 @@ fn create(
         Ok(object) => object,
         Err(response) => return response,
     };
-    if let Some(ns) = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-    {
+    if let Some(ns) = object.pointer("/metadata/namespace").and_then(Value::as_str) {
         if resource.namespaced() && ns != namespace {
             return bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request"
-                    .to_string(),
+                "the namespace of the provided object does not match the namespace sent on the request".to_string(),
             );
         }
     }
     let name = match object.pointer("/metadata/name").and_then(Value::as_str) {
         Some(name) if !name.is_empty() => name.to_string(),
-        _ => match object
-            .pointer("/metadata/generateName")
-            .and_then(Value::as_str)
-        {
+        _ => match object.pointer("/metadata/generateName").and_then(Value::as_str) {
             Some(prefix) if !prefix.is_empty() => {
-                let suffix: String = pod_template_hash(&json!(inner.next_uid))
-                    .chars()
-                    .take(5)
-                    .collect();
+                let suffix: String = pod_template_hash(&json!(inner.next_uid)).chars().take(5).collect();
                 format!("{prefix}{suffix}")
             }
             _ => {
@@ -3396,15 +2885,8 @@ fn replace(
             ));
         }
     }
-    let wanted_rv = object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str);
-    if wanted_rv.is_some_and(|rv| {
-        Some(rv)
-            != current
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-    }) {
+    let wanted_rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+    if wanted_rv.is_some_and(|rv| Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str)) {
         return conflict(resource, name, STALE);
     }
     match inner.commit(resource, namespace, name, Some(&current), object, dry_run) {
@@ -3415,34 +2897,24 @@ fn replace(
 
 /// Applies a PATCH body of `media_type` to `target`: the error is the response.
 #[allow(clippy::result_large_err)]
-fn apply_patch(
-    target: &mut Value,
-    media_type: &str,
-    body: &[u8],
-) -> std::result::Result<(), Response> {
-    let parsed: Value = serde_json::from_slice(body)
-        .map_err(|e| bad_request(format!("error decoding patch: {e}")))?;
+fn apply_patch(target: &mut Value, media_type: &str, body: &[u8]) -> std::result::Result<(), Response> {
+    let parsed: Value = serde_json::from_slice(body).map_err(|e| bad_request(format!("error decoding patch: {e}")))?;
     let unprocessable = |e: String| status_response(422, "Invalid", e, None);
     match media_type {
         "application/merge-patch+json" | "application/apply-patch+yaml" => {
             if !parsed.is_object() {
-                return Err(bad_request(
-                    "a merge patch must be a JSON object".to_string(),
-                ));
+                return Err(bad_request("a merge patch must be a JSON object".to_string()));
             }
             merge_patch(target, &parsed);
         }
         "application/strategic-merge-patch+json" => {
             if !parsed.is_object() {
-                return Err(bad_request(
-                    "a strategic merge patch must be a JSON object".to_string(),
-                ));
+                return Err(bad_request("a strategic merge patch must be a JSON object".to_string()));
             }
             strategic_merge(target, &parsed).map_err(unprocessable)?;
         }
         "application/json-patch+json" => {
-            json_patch(target, &parsed)
-                .map_err(|e| unprocessable(format!("invalid JSON patch: {e}")))?;
+            json_patch(target, &parsed).map_err(|e| unprocessable(format!("invalid JSON patch: {e}")))?;
         }
         other => return Err(unsupported_media_type(other)),
     }
@@ -3488,14 +2960,7 @@ fn patch(
     }
 }
 
-fn delete(
-    inner: &mut Inner,
-    resource: Resource,
-    namespace: &str,
-    name: &str,
-    body: &[u8],
-    dry_run: bool,
-) -> Response {
+fn delete(inner: &mut Inner, resource: Resource, namespace: &str, name: &str, body: &[u8], dry_run: bool) -> Response {
     let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -3512,11 +2977,7 @@ fn delete(
             let value = match other {
                 Value::Array(items) => items
                     .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string())
-                    })
+                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
                     .collect::<Vec<_>>()
                     .join(","),
                 other => other.to_string(),
@@ -3528,23 +2989,15 @@ fn delete(
         return not_found(resource, name);
     };
     for (field, what) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
-        let Some(wanted) = options
-            .pointer(&format!("/preconditions/{field}"))
-            .and_then(Value::as_str)
-        else {
+        let Some(wanted) = options.pointer(&format!("/preconditions/{field}")).and_then(Value::as_str) else {
             continue;
         };
-        let actual = current
-            .pointer(&format!("/metadata/{field}"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let actual = current.pointer(&format!("/metadata/{field}")).and_then(Value::as_str).unwrap_or_default();
         if wanted != actual {
             return conflict(
                 resource,
                 name,
-                &format!(
-                    "Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {actual}"
-                ),
+                &format!("Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {actual}"),
             );
         }
     }
@@ -3557,9 +3010,7 @@ fn delete(
         inner.work.retain(|(_, w)| w.object() != k);
         match resource {
             Resource::Job => {
-                inner
-                    .job_plans
-                    .remove(&(namespace.to_string(), name.to_string()));
+                inner.job_plans.remove(&(namespace.to_string(), name.to_string()));
             }
             Resource::Deployment => {
                 let uid = current.pointer("/metadata/uid").and_then(Value::as_str);
@@ -3602,21 +3053,13 @@ fn delete_pod(
     let grace = options
         .get("gracePeriodSeconds")
         .and_then(Value::as_i64)
-        .or_else(|| {
-            current
-                .pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
+        .or_else(|| current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
         .unwrap_or(30)
         .max(0);
-    let bound = current
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
+    let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
     let k = key(Resource::Pod, namespace, name);
     let at = |secs: i64| {
-        (chrono::Utc::now() + chrono::Duration::seconds(secs))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     };
     let mut answer = current.clone();
     if bound && grace > 0 {
@@ -3627,18 +3070,10 @@ fn delete_pod(
             inner.objects.insert(k, answer.clone());
             if let Some(stop_after) = inner.behaviour.kubelet {
                 let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
-                let uid = current
-                    .pointer("/metadata/uid")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let uid = current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
                 inner.schedule_at(
                     Instant::now() + stop_after.min(grace),
-                    Work::PodGone {
-                        namespace: namespace.to_string(),
-                        name: name.to_string(),
-                        uid,
-                    },
+                    Work::PodGone { namespace: namespace.to_string(), name: name.to_string(), uid },
                 );
             }
         }
@@ -3687,10 +3122,7 @@ fn scale(
             Ok(v) => v,
             Err(e) => return bad_request(format!("error decoding body: {e}")),
         };
-        if let Some(rv) = parsed
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-        {
+        if let Some(rv) = parsed.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
             if Some(rv) != current.metadata.resource_version.as_deref() {
                 return conflict(Resource::Deployment, name, STALE);
             }
@@ -3700,33 +3132,21 @@ fn scale(
         return response;
     }
     let replicas = match updated.pointer("/spec/replicas") {
-        None | Some(Value::Null) => {
-            i64::from(current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
-        }
+        None | Some(Value::Null) => i64::from(current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)),
         Some(v) => match v.as_i64() {
             Some(n) => n,
             None => return invalid_scale(name, format!("Invalid value: {v}: must be an integer")),
         },
     };
     if replicas < 0 {
-        return invalid_scale(
-            name,
-            format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-        );
+        return invalid_scale(name, format!("Invalid value: {replicas}: must be greater than or equal to 0"));
     }
     if replicas > i64::from(i32::MAX) {
         return invalid_scale(name, format!("Invalid value: {replicas}: too large"));
     }
     let mut candidate = stored.clone();
     candidate["spec"]["replicas"] = json!(replicas);
-    let answer = match inner.commit(
-        Resource::Deployment,
-        namespace,
-        name,
-        Some(&stored),
-        candidate,
-        dry_run,
-    ) {
+    let answer = match inner.commit(Resource::Deployment, namespace, name, Some(&stored), candidate, dry_run) {
         Ok(answer) => answer,
         Err(response) => return response,
     };
@@ -3740,9 +3160,11 @@ fn unsupported_media_type(media_type: &str) -> Response {
     status_response(
         415,
         "UnsupportedMediaType",
-        format!("the body of the request was in an unknown format - accepted media types include: \
+        format!(
+            "the body of the request was in an unknown format - accepted media types include: \
                  application/json-patch+json, application/merge-patch+json, \
-                 application/apply-patch+yaml, application/strategic-merge-patch+json (got {media_type:?})"),
+                 application/apply-patch+yaml, application/strategic-merge-patch+json (got {media_type:?})"
+        ),
         None,
     )
 }
@@ -3771,13 +3193,7 @@ mod tests {
     use super::*;
 
     fn counts(pairs: &[(i64, i64)]) -> Vec<PodCounts> {
-        pairs
-            .iter()
-            .map(|&(replicas, available)| PodCounts {
-                replicas,
-                available,
-            })
-            .collect()
+        pairs.iter().map(|&(replicas, available)| PodCounts { replicas, available }).collect()
     }
 
     #[test]
@@ -3805,13 +3221,7 @@ mod tests {
         let d = |strategy: Value| json!({"spec": {"strategy": {"rollingUpdate": strategy}}});
         assert_eq!(rolling_limits(&json!({}), 2), (1, 0));
         assert_eq!(rolling_limits(&json!({}), 10), (3, 2));
-        assert_eq!(
-            rolling_limits(&d(json!({"maxSurge": 0, "maxUnavailable": 0})), 3),
-            (0, 1)
-        );
-        assert_eq!(
-            rolling_limits(&d(json!({"maxSurge": "50%", "maxUnavailable": 1})), 3),
-            (2, 1)
-        );
+        assert_eq!(rolling_limits(&d(json!({"maxSurge": 0, "maxUnavailable": 0})), 3), (0, 1));
+        assert_eq!(rolling_limits(&d(json!({"maxSurge": "50%", "maxUnavailable": 1})), 3), (2, 1));
     }
 }

@@ -38,8 +38,13 @@ pub fn test_gguf() -> anyhow::Result<std::path::PathBuf> {
         anyhow::ensure!(p.is_file(), "WARDEN_TEST_GGUF={} is not a file", p.display());
         return Ok(p);
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let p = root.join("target/test-models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    anyhow::ensure!(p.is_file(), "no test model at {} (run `bash tests/run.sh`, which fetches it, or set WARDEN_TEST_GGUF)", p.display());
+    anyhow::ensure!(
+        p.is_file(),
+        "no test model at {} (run `bash tests/run.sh`, which fetches it, or set WARDEN_TEST_GGUF)",
+        p.display()
+    );
     Ok(p)
 }

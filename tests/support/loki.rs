@@ -60,14 +60,7 @@ pub struct LokiEntry {
 
 impl LokiEntry {
     pub fn new(labels: &[(&str, &str)], ts_ns: i64, line: impl Into<String>) -> Self {
-        Self {
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ts_ns,
-            line: line.into(),
-        }
+        Self { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ts_ns, line: line.into() }
     }
 }
 
@@ -80,27 +73,18 @@ pub fn entries_from_push_json(text: &str) -> Result<Vec<LokiEntry>> {
     };
     let mut out = Vec::new();
     for (i, stream) in streams.iter().enumerate() {
-        let labels: Labels =
-            serde_json::from_value(stream.get("stream").cloned().unwrap_or_else(|| json!({})))
-                .with_context(|| format!("streams[{i}].stream is not a label map"))?;
-        let values = stream
-            .get("values")
-            .and_then(Value::as_array)
-            .with_context(|| format!("streams[{i}] has no values"))?;
+        let labels: Labels = serde_json::from_value(stream.get("stream").cloned().unwrap_or_else(|| json!({})))
+            .with_context(|| format!("streams[{i}].stream is not a label map"))?;
+        let values =
+            stream.get("values").and_then(Value::as_array).with_context(|| format!("streams[{i}] has no values"))?;
         for (j, v) in values.iter().enumerate() {
             let ts = v.get(0).and_then(Value::as_str);
             let line = v.get(1).and_then(Value::as_str);
             let (Some(ts), Some(line)) = (ts, line) else {
                 bail!("streams[{i}].values[{j}] is not [\"<ns>\", \"<line>\"]");
             };
-            let ts_ns = ts
-                .parse::<i64>()
-                .with_context(|| format!("streams[{i}].values[{j}]: bad timestamp {ts:?}"))?;
-            out.push(LokiEntry {
-                labels: labels.clone(),
-                ts_ns,
-                line: line.to_string(),
-            });
+            let ts_ns = ts.parse::<i64>().with_context(|| format!("streams[{i}].values[{j}]: bad timestamp {ts:?}"))?;
+            out.push(LokiEntry { labels: labels.clone(), ts_ns, line: line.to_string() });
         }
     }
     Ok(out)
@@ -155,10 +139,7 @@ impl LokiRequest {
 
     /// The first value of query parameter `key`.
     pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query_params()
-            .into_iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.query_params().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 }
 
@@ -213,9 +194,7 @@ impl LokiServer {
             tail_connections: 0,
             subscribers: Vec::new(),
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the Loki test server")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the Loki test server")?;
         let addr = listener.local_addr()?;
         let app = Router::new()
             .route("/loki/api/v1/tail", get(tail_handler))
@@ -229,10 +208,10 @@ impl LokiServer {
 
     /// Starts the server with the entries of a push-format JSON file.
     pub async fn start_from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading Loki test data {}", path.display()))?;
-        let entries = entries_from_push_json(&text)
-            .with_context(|| format!("parsing Loki test data {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading Loki test data {}", path.display()))?;
+        let entries =
+            entries_from_push_json(&text).with_context(|| format!("parsing Loki test data {}", path.display()))?;
         Self::start(entries).await
     }
 
@@ -259,9 +238,7 @@ impl LokiServer {
     /// Tells live tails that these entries were dropped (`dropped_entries`).
     pub fn push_dropped(&self, dropped: Vec<(Labels, i64)>) {
         let mut inner = self.inner.lock().unwrap();
-        inner
-            .subscribers
-            .retain(|s| s.send(Live::Dropped(dropped.clone())).is_ok());
+        inner.subscribers.retain(|s| s.send(Live::Dropped(dropped.clone())).is_ok());
     }
 
     /// Every entry held, in insertion order.
@@ -315,10 +292,7 @@ impl LokiServer {
 
     /// Requests to `path`.
     pub fn requests_to(&self, path: &str) -> Vec<LokiRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| r.path == path).collect()
     }
 
     /// How many tail WebSocket connections were accepted.
@@ -336,33 +310,21 @@ impl LokiServer {
 
 fn push_locked(inner: &mut Inner, entries: Vec<LokiEntry>) {
     for e in entries {
-        inner
-            .subscribers
-            .retain(|s| s.send(Live::Entry(e.clone())).is_ok());
+        inner.subscribers.retain(|s| s.send(Live::Entry(e.clone())).is_ok());
         inner.entries.push(e);
     }
 }
 
 fn parse_params(query: Option<&str>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect()
 }
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body.into(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
 }
 
 /// An error answer: a status and Loki's plain-text message.
@@ -385,19 +347,8 @@ enum Gate {
 }
 
 /// Records the request, checks credentials and applies transient faults.
-fn gate(
-    inner: &mut Inner,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    websocket: bool,
-) -> Gate {
-    let header_str = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+fn gate(inner: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, websocket: bool) -> Gate {
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     inner.requests.push(LokiRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
@@ -422,10 +373,7 @@ fn gate(
     let mut used = None;
     for (i, fault) in inner.faults.iter_mut().enumerate() {
         match fault {
-            LokiFault::RateLimited {
-                retry_after_secs,
-                times,
-            } if *times > 0 => {
+            LokiFault::RateLimited { retry_after_secs, times } if *times > 0 => {
                 *times -= 1;
                 answer = Some(
                     (
@@ -499,12 +447,7 @@ async fn http_handler(
                         }
                         body.truncate(cut);
                     }
-                    (
-                        StatusCode::OK,
-                        [(header::CONTENT_TYPE, "application/json")],
-                        body,
-                    )
-                        .into_response()
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
                 }
                 Err(error) => error.into_response(),
             }
@@ -527,25 +470,19 @@ fn route(
         ("GET", ["loki", "api", "v1", "query_range"]) => query_range(inner, params),
         ("GET", ["loki", "api", "v1", "labels"] | ["loki", "api", "v1", "label"]) => {
             let (start, end) = optional_range(params)?;
-            let names: BTreeSet<&String> = in_range(&inner.entries, start, end)
-                .flat_map(|e| e.labels.keys())
-                .collect();
+            let names: BTreeSet<&String> = in_range(&inner.entries, start, end).flat_map(|e| e.labels.keys()).collect();
             Ok(json!({"status": "success", "data": names}))
         }
         ("GET", ["loki", "api", "v1", "label", name, "values"]) => {
             let name = percent_decode(name);
             let (start, end) = optional_range(params)?;
-            let values: BTreeSet<&String> = in_range(&inner.entries, start, end)
-                .filter_map(|e| e.labels.get(&name))
-                .collect();
+            let values: BTreeSet<&String> =
+                in_range(&inner.entries, start, end).filter_map(|e| e.labels.get(&name)).collect();
             Ok(json!({"status": "success", "data": values}))
         }
         ("GET" | "POST", ["loki", "api", "v1", "series"]) => {
-            let selectors: Vec<&str> = params
-                .iter()
-                .filter(|(k, _)| k == "match[]" || k == "match")
-                .map(|(_, v)| v.as_str())
-                .collect();
+            let selectors: Vec<&str> =
+                params.iter().filter(|(k, _)| k == "match[]" || k == "match").map(|(_, v)| v.as_str()).collect();
             if selectors.is_empty() {
                 return Err(bad_request("match[] is required\n".into()));
             }
@@ -563,16 +500,12 @@ fn route(
         }
         ("POST", ["loki", "api", "v1", "push"]) => {
             let text_body = String::from_utf8_lossy(body);
-            let entries =
-                entries_from_push_json(&text_body).map_err(|e| bad_request(format!("{e:#}\n")))?;
+            let entries = entries_from_push_json(&text_body).map_err(|e| bad_request(format!("{e:#}\n")))?;
             push_locked(inner, entries);
             Ok(json!({}))
         }
         ("GET", ["ready"]) => Ok(json!("ready")),
-        _ => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "404 page not found\n".into(),
-        )),
+        _ => Err(ApiError(StatusCode::NOT_FOUND, "404 page not found\n".into())),
     }
 }
 
@@ -583,19 +516,11 @@ fn percent_decode(segment: &str) -> String {
         .unwrap_or_default()
 }
 
-fn in_range(
-    entries: &[LokiEntry],
-    start: Option<i64>,
-    end: Option<i64>,
-) -> impl Iterator<Item = &LokiEntry> {
-    entries
-        .iter()
-        .filter(move |e| start.is_none_or(|s| e.ts_ns >= s) && end.is_none_or(|x| e.ts_ns < x))
+fn in_range(entries: &[LokiEntry], start: Option<i64>, end: Option<i64>) -> impl Iterator<Item = &LokiEntry> {
+    entries.iter().filter(move |e| start.is_none_or(|s| e.ts_ns >= s) && end.is_none_or(|x| e.ts_ns < x))
 }
 
-fn optional_range(
-    params: &[(String, String)],
-) -> std::result::Result<(Option<i64>, Option<i64>), ApiError> {
+fn optional_range(params: &[(String, String)]) -> std::result::Result<(Option<i64>, Option<i64>), ApiError> {
     let parse = |key: &str| -> std::result::Result<Option<i64>, ApiError> {
         match param(params, key) {
             None => Ok(None),
@@ -635,9 +560,7 @@ fn query_range(inner: &Inner, params: &[(String, String)]) -> std::result::Resul
     let q = parse_query(inner, query).map_err(bad)?;
     let limit = match param(params, "limit") {
         None => 100,
-        Some(v) => v
-            .parse::<u32>()
-            .map_err(|_| bad(format!("invalid limit {v:?}\n")))?,
+        Some(v) => v.parse::<u32>().map_err(|_| bad(format!("invalid limit {v:?}\n")))?,
     };
     if limit == 0 {
         return Err(bad("limit must be a positive value\n".into()));
@@ -662,16 +585,10 @@ fn query_range(inner: &Inner, params: &[(String, String)]) -> std::result::Resul
         None => end - HOUR_NS,
     };
     if end <= start {
-        return Err(bad(
-            "end timestamp must not be before or equal to start time\n".into(),
-        ));
+        return Err(bad("end timestamp must not be before or equal to start time\n".into()));
     }
-    let mut hits: Vec<(usize, &LokiEntry)> = inner
-        .entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.ts_ns >= start && e.ts_ns < end && q.matches(e))
-        .collect();
+    let mut hits: Vec<(usize, &LokiEntry)> =
+        inner.entries.iter().enumerate().filter(|(_, e)| e.ts_ns >= start && e.ts_ns < end && q.matches(e)).collect();
     hits.sort_by_key(|(seq, e)| (e.ts_ns, *seq));
     if backward {
         hits.reverse();
@@ -702,10 +619,7 @@ fn streams_json(entries: &[&LokiEntry]) -> Vec<Value> {
         };
         values.push(json!([e.ts_ns.to_string(), e.line]));
     }
-    streams
-        .into_iter()
-        .map(|(labels, values)| json!({"stream": labels, "values": values}))
-        .collect()
+    streams.into_iter().map(|(labels, values)| json!({"stream": labels, "values": values})).collect()
 }
 
 /// Parses a query, answering the injected message for a "bad" query.
@@ -749,17 +663,12 @@ struct TailPlan {
 
 /// Validates the tail request and, under the same lock as the subscription,
 /// takes the replay snapshot: nothing pushed later is missed or sent twice.
-fn prepare_tail(
-    inner: &mut Inner,
-    params: &[(String, String)],
-) -> std::result::Result<TailPlan, ApiError> {
+fn prepare_tail(inner: &mut Inner, params: &[(String, String)]) -> std::result::Result<TailPlan, ApiError> {
     let bad = bad_request;
     let query = parse_query(inner, param(params, "query").unwrap_or("")).map_err(bad)?;
     let limit = match param(params, "limit") {
         None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| bad(format!("invalid limit {v:?}\n")))?,
+        Some(v) => v.parse::<usize>().map_err(|_| bad(format!("invalid limit {v:?}\n")))?,
     };
     if limit > inner.max_limit as usize {
         return Err(bad(format!(
@@ -777,35 +686,16 @@ fn prepare_tail(
         Some(v) => parse_time(v).map_err(bad)?,
         None => now_ns() - HOUR_NS,
     };
-    let mut history: Vec<(usize, &LokiEntry)> = inner
-        .entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.ts_ns >= start && query.matches(e))
-        .collect();
+    let mut history: Vec<(usize, &LokiEntry)> =
+        inner.entries.iter().enumerate().filter(|(_, e)| e.ts_ns >= start && query.matches(e)).collect();
     history.sort_by_key(|(seq, e)| (e.ts_ns, *seq));
     // Like Loki: the latest `limit` entries of the history.
     let skip = history.len().saturating_sub(limit);
-    let history: Vec<LokiEntry> = history
-        .into_iter()
-        .skip(skip)
-        .map(|(_, e)| e.clone())
-        .collect();
-    let frames = history
-        .chunks(inner.tail_frame_size)
-        .map(<[LokiEntry]>::to_vec)
-        .collect();
+    let history: Vec<LokiEntry> = history.into_iter().skip(skip).map(|(_, e)| e.clone()).collect();
+    let frames = history.chunks(inner.tail_frame_size).map(<[LokiEntry]>::to_vec).collect();
     let mut drop_after = None;
-    if let Some(i) = inner
-        .faults
-        .iter()
-        .position(|f| matches!(f, LokiFault::DropTail { times, .. } if *times > 0))
-    {
-        if let LokiFault::DropTail {
-            after_frames,
-            times,
-        } = &mut inner.faults[i]
-        {
+    if let Some(i) = inner.faults.iter().position(|f| matches!(f, LokiFault::DropTail { times, .. } if *times > 0)) {
+        if let LokiFault::DropTail { after_frames, times } = &mut inner.faults[i] {
             drop_after = Some(*after_frames);
             *times -= 1;
             if *times == 0 {
@@ -816,12 +706,7 @@ fn prepare_tail(
     let (tx, rx) = mpsc::unbounded_channel();
     inner.subscribers.push(tx);
     inner.tail_connections += 1;
-    Ok(TailPlan {
-        query,
-        frames,
-        live: rx,
-        drop_after,
-    })
+    Ok(TailPlan { query, frames, live: rx, drop_after })
 }
 
 async fn run_tail(mut socket: WebSocket, mut plan: TailPlan) {
@@ -944,20 +829,15 @@ impl Lexer<'_> {
     }
 
     fn error(&self, unexpected: &str) -> String {
-        format!(
-            "parse error at line 1, col {}: syntax error: unexpected {unexpected}",
-            self.pos + 1
-        )
+        format!("parse error at line 1, col {}: syntax error: unexpected {unexpected}", self.pos + 1)
     }
 
     fn unexpected_here(&self) -> String {
         match self.peek() {
             None => self.error("$end"),
             Some(c) if c.is_alphabetic() || c == '_' => {
-                let word: String = self.chars[self.pos..]
-                    .iter()
-                    .take_while(|c| c.is_alphanumeric() || **c == '_')
-                    .collect();
+                let word: String =
+                    self.chars[self.pos..].iter().take_while(|c| c.is_alphanumeric() || **c == '_').collect();
                 self.error(&format!("IDENTIFIER {word:?}"))
             }
             Some(c) => self.error(&format!("{c:?}")),
@@ -977,17 +857,11 @@ impl Lexer<'_> {
 
     fn ident(&mut self) -> Option<String> {
         let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
             self.pos += 1;
         }
         let word: String = self.chars[start..self.pos].iter().collect();
-        let first_ok = word
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        let first_ok = word.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
         if first_ok {
             Some(word)
         } else {
@@ -1043,27 +917,16 @@ impl Lexer<'_> {
     }
 
     fn regex(&self, pattern: &str, anchored: bool) -> std::result::Result<Regex, String> {
-        let full = if anchored {
-            format!("^(?:{pattern})$")
-        } else {
-            pattern.to_string()
-        };
+        let full = if anchored { format!("^(?:{pattern})$") } else { pattern.to_string() };
         Regex::new(&full).map_err(|e| {
-            format!(
-                "parse error at line 1, col {}: invalid regex {pattern:?}: {e} in {:?}",
-                self.pos, self.src
-            )
+            format!("parse error at line 1, col {}: invalid regex {pattern:?}: {e} in {:?}", self.pos, self.src)
         })
     }
 }
 
 /// Parses the LogQL subset the server understands, with Loki-style errors.
 pub fn parse_logql(query: &str) -> std::result::Result<LogQuery, String> {
-    let mut lx = Lexer {
-        chars: query.chars().collect(),
-        pos: 0,
-        src: query,
-    };
+    let mut lx = Lexer { chars: query.chars().collect(), pos: 0, src: query };
     lx.skip_ws();
     if lx.peek().is_none() {
         return Err("parse error : queries require at least one regexp or equality matcher that does not have an empty-compatible value. For instance, app=~\".*\" does not meet this requirement, but app=~\".+\" will".into());
@@ -1150,8 +1013,7 @@ mod tests {
 
     #[test]
     fn parses_selectors_and_filters() {
-        let q = parse_logql(r#"{app="api", env!="dev", pod=~"api-.*"} |= "error" != `debug`"#)
-            .expect("valid query");
+        let q = parse_logql(r#"{app="api", env!="dev", pod=~"api-.*"} |= "error" != `debug`"#).expect("valid query");
         let hit = LokiEntry::new(&[("app", "api"), ("pod", "api-1")], 1, "an error here");
         let debug = LokiEntry::new(&[("app", "api"), ("pod", "api-1")], 1, "error debug");
         let other_pod = LokiEntry::new(&[("app", "api"), ("pod", "web-1")], 1, "error");
@@ -1173,10 +1035,7 @@ mod tests {
     #[test]
     fn times_parse_like_loki() {
         assert_eq!(parse_time("1700000000"), Ok(1_700_000_000_000_000_000));
-        assert_eq!(
-            parse_time("1700000000000000001"),
-            Ok(1_700_000_000_000_000_001)
-        );
+        assert_eq!(parse_time("1700000000000000001"), Ok(1_700_000_000_000_000_001));
         assert_eq!(parse_time("1700000000.5"), Ok(1_700_000_000_500_000_000));
         assert_eq!(parse_time("1970-01-01T00:00:01Z"), Ok(1_000_000_000));
         assert!(parse_time("soon").is_err());

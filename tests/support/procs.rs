@@ -26,8 +26,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 /// Hint appended to every "program missing" error.
-pub const INSTALL_HINT: &str =
-    "run tests/run.sh (it installs the test dependencies and builds warden)";
+pub const INSTALL_HINT: &str = "run tests/run.sh (it installs the test dependencies and builds warden)";
 
 // ---------------------------------------------------------------------------
 // Generic helpers
@@ -60,14 +59,8 @@ where
 }
 
 /// Runs `fut` with a timeout whose error names `what`.
-pub async fn within<T>(
-    timeout: Duration,
-    what: &str,
-    fut: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| anyhow!("timed out after {timeout:?}: {what}"))?
+pub async fn within<T>(timeout: Duration, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(timeout, fut).await.map_err(|_| anyhow!("timed out after {timeout:?}: {what}"))?
 }
 
 static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
@@ -93,10 +86,7 @@ pub fn http_client() -> reqwest::Client {
     PROVIDER.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("building the HTTP client")
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("building the HTTP client")
 }
 
 /// Full path of `program` in `PATH`, or an error telling to run `tests/run.sh`.
@@ -113,9 +103,7 @@ pub fn require_program(program: &str) -> Result<PathBuf> {
 
 /// The last `lines` lines of a file (empty when it cannot be read).
 pub fn file_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -136,13 +124,7 @@ fn die_with_parent(command: &mut Command) {
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             command.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
                 Ok(())
             });
         }
@@ -169,13 +151,7 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Spawns `program args...` with logs in `log_dir`. `name` names the log
     /// files (a later spawn with the same name appends to them).
-    pub fn spawn<I, S>(
-        name: &str,
-        program: &Path,
-        args: I,
-        envs: &[(&str, &str)],
-        log_dir: &Path,
-    ) -> Result<Self>
+    pub fn spawn<I, S>(name: &str, program: &Path, args: I, envs: &[(&str, &str)], log_dir: &Path) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -200,9 +176,7 @@ impl ChildProcess {
             command.env(k, v);
         }
         die_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .with_context(|| format!("spawning {} ({name})", program.display()))?;
+        let child = command.spawn().with_context(|| format!("spawning {} ({name})", program.display()))?;
         Ok(Self {
             name: name.to_string(),
             child: Some(child),
@@ -266,11 +240,7 @@ impl ChildProcess {
     /// An error when the child has exited, with its stderr tail.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.try_exit() {
-            bail!(
-                "{} exited early with {status}\n{}",
-                self.name,
-                self.logs_tail(40)
-            );
+            bail!("{} exited early with {status}\n{}", self.name, self.logs_tail(40));
         }
         Ok(())
     }
@@ -281,9 +251,7 @@ impl ChildProcess {
         if let Some(status) = self.try_exit() {
             return Ok(status);
         }
-        let pid = self
-            .pid()
-            .ok_or_else(|| anyhow!("{} was never started", self.name))?;
+        let pid = self.pid().ok_or_else(|| anyhow!("{} was never started", self.name))?;
         send_signal(pid, libc::SIGTERM);
         let deadline = Instant::now() + grace;
         loop {
@@ -292,11 +260,7 @@ impl ChildProcess {
             }
             if Instant::now() >= deadline {
                 self.kill();
-                bail!(
-                    "{} did not exit within {grace:?} of SIGTERM; killed\n{}",
-                    self.name,
-                    self.logs_tail(40)
-                );
+                bail!("{} did not exit within {grace:?} of SIGTERM; killed\n{}", self.name, self.logs_tail(40));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -320,19 +284,14 @@ impl ChildProcess {
         let deadline = Instant::now() + timeout;
         let mut last: String;
         loop {
-            self.ensure_running()
-                .with_context(|| format!("{} did not become ready at {url}", self.name))?;
+            self.ensure_running().with_context(|| format!("{} did not become ready at {url}", self.name))?;
             match client.get(url).timeout(Duration::from_secs(2)).send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => last = format!("HTTP {}", r.status()),
                 Err(e) => last = format!("{e}"),
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "{} was not ready at {url} within {timeout:?} ({last})\n{}",
-                    self.name,
-                    self.logs_tail(40)
-                );
+                bail!("{} was not ready at {url} within {timeout:?} ({last})\n{}", self.name, self.logs_tail(40));
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -344,12 +303,7 @@ impl Drop for ChildProcess {
         let running = self.is_running();
         self.kill();
         if std::thread::panicking() || self.print_logs_on_drop {
-            eprintln!(
-                "{} ({}):\n{}",
-                self.name,
-                if running { "killed" } else { "had exited" },
-                self.logs_tail(60)
-            );
+            eprintln!("{} ({}):\n{}", self.name, if running { "killed" } else { "had exited" }, self.logs_tail(60));
         }
     }
 }
@@ -369,19 +323,14 @@ impl PromSeries {
     pub fn new(metric: &str, labels: &[(&str, &str)]) -> Self {
         Self {
             metric: metric.to_string(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             samples: Vec::new(),
         }
     }
 }
 
 fn escape_label_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn format_value(v: f64) -> String {
@@ -401,9 +350,7 @@ pub fn openmetrics_text(series: &[PromSeries]) -> String {
     families.dedup();
     let mut out = String::new();
     for family in families {
-        out.push_str(&format!(
-            "# HELP {family} Backfilled test data.\n# TYPE {family} gauge\n"
-        ));
+        out.push_str(&format!("# HELP {family} Backfilled test data.\n# TYPE {family} gauge\n"));
         for s in series.iter().filter(|s| s.metric == family) {
             let labels = s
                 .labels
@@ -455,17 +402,8 @@ impl Prometheus {
             );
         }
         let config_path = dir.join("prometheus.yml");
-        std::fs::write(
-            &config_path,
-            "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
-        )?;
-        let mut prometheus = Self {
-            dir: dir.to_path_buf(),
-            data_dir,
-            config_path,
-            port: free_port()?,
-            child: None,
-        };
+        std::fs::write(&config_path, "global:\n  scrape_interval: 15s\nscrape_configs: []\n")?;
+        let mut prometheus = Self { dir: dir.to_path_buf(), data_dir, config_path, port: free_port()?, child: None };
         prometheus.start_again().await?;
         Ok(prometheus)
     }
@@ -505,9 +443,7 @@ impl Prometheus {
             "--log.level=warn".to_string(),
         ];
         let mut child = ChildProcess::spawn("prometheus", &program, &args, &[], &self.dir)?;
-        child
-            .wait_http_ready(&format!("{}/-/ready", self.url()), Duration::from_secs(30))
-            .await?;
+        child.wait_http_ready(&format!("{}/-/ready", self.url()), Duration::from_secs(30)).await?;
         self.child = Some(child);
         Ok(())
     }
@@ -519,13 +455,7 @@ impl Prometheus {
     }
 
     /// `GET /api/v1/query_range` (times in unix seconds); the `data.result` array.
-    pub async fn query_range(
-        &self,
-        query: &str,
-        start: i64,
-        end: i64,
-        step_s: u64,
-    ) -> Result<Vec<Value>> {
+    pub async fn query_range(&self, query: &str, start: i64, end: i64, step_s: u64) -> Result<Vec<Value>> {
         let response: Value = http_client()
             .get(format!("{}/api/v1/query_range", self.url()))
             .query(&[
@@ -592,12 +522,7 @@ impl Alertmanager {
             "--log.level=debug".to_string(),
         ];
         let mut child = ChildProcess::spawn("alertmanager", &program, &args, &[], dir)?;
-        child
-            .wait_http_ready(
-                &format!("http://127.0.0.1:{port}/-/ready"),
-                Duration::from_secs(30),
-            )
-            .await?;
+        child.wait_http_ready(&format!("http://127.0.0.1:{port}/-/ready"), Duration::from_secs(30)).await?;
         Ok(Self { port, child })
     }
 
@@ -611,17 +536,10 @@ impl Alertmanager {
 
     /// `POST /api/v2/alerts` with a JSON list of `{labels, annotations, startsAt, endsAt?}`.
     pub async fn post_alerts(&self, alerts: &Value) -> Result<()> {
-        let response = http_client()
-            .post(format!("{}/api/v2/alerts", self.url()))
-            .json(alerts)
-            .send()
-            .await?;
+        let response = http_client().post(format!("{}/api/v2/alerts", self.url())).json(alerts).send().await?;
         let status = response.status();
         if !status.is_success() {
-            bail!(
-                "Alertmanager refused the alerts: {status} {}",
-                response.text().await.unwrap_or_default()
-            );
+            bail!("Alertmanager refused the alerts: {status} {}", response.text().await.unwrap_or_default());
         }
         Ok(())
     }
@@ -726,11 +644,7 @@ impl SmtpServer {
                 break;
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "aiosmtpd did not greet on port {} within 20s\n{}",
-                    self.port,
-                    child.logs_tail(40)
-                );
+                bail!("aiosmtpd did not greet on port {} within 20s\n{}", self.port, child.logs_tail(40));
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -753,38 +667,25 @@ impl SmtpServer {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for entry in entries {
                     let entry = entry?;
-                    let modified = entry
-                        .metadata()?
-                        .modified()
-                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    let modified = entry.metadata()?.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                     files.push((modified, entry.file_name(), entry.path()));
                 }
             }
         }
         files.sort();
-        files
-            .into_iter()
-            .map(|(_, _, path)| parse_email(&path))
-            .collect()
+        files.into_iter().map(|(_, _, path)| parse_email(&path)).collect()
     }
 
     /// Stored messages whose subject starts with `prefix`.
     pub fn messages_with_subject_prefix(&self, prefix: &str) -> Result<Vec<Email>> {
-        Ok(self
-            .messages()?
-            .into_iter()
-            .filter(|m| m.subject.starts_with(prefix))
-            .collect())
+        Ok(self.messages()?.into_iter().filter(|m| m.subject.starts_with(prefix)).collect())
     }
 }
 
 async fn smtp_greets(port: u16) -> bool {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let Ok(Ok(stream)) = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(("127.0.0.1", port))).await
     else {
         return false;
     };
@@ -802,16 +703,10 @@ async fn smtp_greets(port: u16) -> bool {
 pub fn parse_email(path: &Path) -> Result<Email> {
     use mail_parser::MessageParser;
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let message = MessageParser::default()
-        .parse(&raw)
-        .ok_or_else(|| anyhow!("{} is not a parseable message", path.display()))?;
+    let message =
+        MessageParser::default().parse(&raw).ok_or_else(|| anyhow!("{} is not a parseable message", path.display()))?;
     let addresses = |a: Option<&mail_parser::Address>| -> Vec<String> {
-        a.map(|a| {
-            a.iter()
-                .filter_map(|x| x.address().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+        a.map(|a| a.iter().filter_map(|x| x.address().map(str::to_string)).collect()).unwrap_or_default()
     };
     let mut body = String::new();
     let mut i = 0;
@@ -838,10 +733,7 @@ pub fn parse_email(path: &Path) -> Result<Email> {
 
 /// Root of the Cargo workspace.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate lives inside the workspace").to_path_buf()
 }
 
 /// Path of the `warden` binary: `$WARDEN_BIN` if set, else
@@ -967,25 +859,11 @@ impl Warden {
         let mut all_envs: Vec<(&str, &str)> = vec![("RUST_LOG", "info"), ("RUST_BACKTRACE", "1")];
         all_envs.extend_from_slice(envs);
         let config_arg = config_path.display().to_string();
-        let mut child = ChildProcess::spawn(
-            "warden",
-            &bin,
-            ["run", "-c", config_arg.as_str()],
-            &all_envs,
-            dir,
-        )?;
+        let mut child = ChildProcess::spawn("warden", &bin, ["run", "-c", config_arg.as_str()], &all_envs, dir)?;
         child.print_logs_on_drop = true;
         let base_url = format!("http://127.0.0.1:{listen_port}");
-        child
-            .wait_http_ready(&format!("{base_url}/healthz"), Duration::from_secs(30))
-            .await?;
-        Ok(Self {
-            child,
-            base_url,
-            token: api_token.to_string(),
-            config_path,
-            client: http_client(),
-        })
+        child.wait_http_ready(&format!("{base_url}/healthz"), Duration::from_secs(30)).await?;
+        Ok(Self { child, base_url, token: api_token.to_string(), config_path, client: http_client() })
     }
 
     pub fn url(&self) -> &str {
@@ -1007,12 +885,7 @@ impl Warden {
 
     /// `GET path` with the API token.
     pub async fn get(&self, path: &str) -> Result<reqwest::Response> {
-        Ok(self
-            .client
-            .get(format!("{}{path}", self.base_url))
-            .bearer_auth(&self.token)
-            .send()
-            .await?)
+        Ok(self.client.get(format!("{}{path}", self.base_url)).bearer_auth(&self.token).send().await?)
     }
 
     /// `GET path` with the API token; the JSON body of a 2xx answer.
@@ -1056,11 +929,7 @@ impl Warden {
 
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> Result<String> {
-        let response = self
-            .client
-            .get(format!("{}/metrics", self.base_url))
-            .send()
-            .await?;
+        let response = self.client.get(format!("{}/metrics", self.base_url)).send().await?;
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {
@@ -1083,10 +952,7 @@ impl Warden {
         let tail = self.child.stderr_path().to_path_buf();
         let status = self.stop().await?;
         if !status.success() {
-            bail!(
-                "warden exited with {status} after SIGTERM (expected 0)\n{}",
-                file_tail(&tail, 40)
-            );
+            bail!("warden exited with {status} after SIGTERM (expected 0)\n{}", file_tail(&tail, 40));
         }
         Ok(())
     }
@@ -1124,10 +990,7 @@ pub fn metric_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Op
                 ("", parts.next().unwrap_or(""))
             }
         };
-        if !labels
-            .iter()
-            .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
-        {
+        if !labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))) {
             continue;
         }
         let value: f64 = match rest.split_whitespace().next().and_then(|v| v.parse().ok()) {

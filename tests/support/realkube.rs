@@ -55,22 +55,13 @@ impl RealKube {
     pub fn log_tail(&self) -> String {
         ["apiserver", "kcm"]
             .iter()
-            .map(|p| {
-                format!(
-                    "--- {p}.log\n{}",
-                    crate::procs::file_tail(&self.dir.join(format!("log/{p}.log")), 15)
-                )
-            })
+            .map(|p| format!("--- {p}.log\n{}", crate::procs::file_tail(&self.dir.join(format!("log/{p}.log")), 15)))
             .collect::<Vec<_>>()
             .join("\n")
     }
 
     fn stop(&self) {
-        let _ = Command::new("bash")
-            .arg(&self.script)
-            .arg("stop")
-            .envs(plane_env(&self.dir, self.ports))
-            .output();
+        let _ = Command::new("bash").arg(&self.script).arg("stop").envs(plane_env(&self.dir, self.ports)).output();
     }
 }
 
@@ -125,9 +116,7 @@ fn plane_env(dir: &Path, (api, etcd): (u16, u16)) -> Vec<(String, String)> {
 
 /// Whether every port in `ports` can be bound on 127.0.0.1 now.
 fn all_free(ports: &[u16]) -> bool {
-    ports
-        .iter()
-        .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+    ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
 }
 
 /// Ports for the API server (`p`, and `p + 1` for the controller manager) and etcd (`e`,
@@ -136,11 +125,8 @@ fn choose_ports() -> Result<(u16, u16)> {
     for _ in 0..50 {
         let api = crate::free_port()?;
         let etcd = crate::free_port()?;
-        let (Some(api1), Some(e10), Some(e20)) = (
-            api.checked_add(1),
-            etcd.checked_add(10),
-            etcd.checked_add(20),
-        ) else {
+        let (Some(api1), Some(e10), Some(e20)) = (api.checked_add(1), etcd.checked_add(10), etcd.checked_add(20))
+        else {
             continue;
         };
         if all_free(&[api, api1, etcd, e10, e20]) {
@@ -167,17 +153,10 @@ fn start() -> Result<RealKube> {
             _ => s,
         })
         .unwrap_or_else(|| "tests".into());
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test binary has no target directory")?;
+    let target = exe.parent().and_then(Path::parent).context("the test binary has no target directory")?;
     let dir = target.join("realkube").join(stem);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let _ = Command::new("bash")
-        .arg(&script)
-        .arg("stop")
-        .env("REALKUBE_DIR", &dir)
-        .output();
+    let _ = Command::new("bash").arg(&script).arg("stop").env("REALKUBE_DIR", &dir).output();
     // Every run starts from an empty etcd.
     let data = dir.join("etcd");
     if data.exists() {
@@ -211,10 +190,5 @@ fn start() -> Result<RealKube> {
     unsafe {
         libc::atexit(stop_at_exit);
     }
-    Ok(RealKube {
-        kubeconfig,
-        dir,
-        script,
-        ports,
-    })
+    Ok(RealKube { kubeconfig, dir, script, ports })
 }

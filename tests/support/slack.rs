@@ -86,12 +86,7 @@ impl SlackFailure {
 }
 
 fn rate_limited(seconds: u64) -> Response {
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, seconds.to_string())],
-        "rate_limited",
-    )
-        .into_response()
+    (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, seconds.to_string())], "rate_limited").into_response()
 }
 
 /// One POST the receiver got.
@@ -148,23 +143,19 @@ impl SlackReceiver {
     /// Starts the receiver on a free loopback port. Must be called inside a Tokio runtime.
     pub async fn start() -> Result<Self> {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the Slack test receiver")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the Slack test receiver")?;
         let addr = listener.local_addr()?;
         let state = inner.clone();
-        let app = Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let state = state.clone();
-                // Like Slack, a post is processed even when the client gave up waiting
-                // for the answer: the handler runs on its own task.
-                async move {
-                    tokio::spawn(async move { handle(&state, method, uri, headers, body).await })
-                        .await
-                        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-                }
-            },
-        );
+        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            // Like Slack, a post is processed even when the client gave up waiting
+            // for the answer: the handler runs on its own task.
+            async move {
+                tokio::spawn(async move { handle(&state, method, uri, headers, body).await })
+                    .await
+                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+            }
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -184,11 +175,7 @@ impl SlackReceiver {
     /// Makes every post whose raw body contains `marker` fail with `failure`, until
     /// [`SlackReceiver::clear_rejections`].
     pub fn reject_containing(&self, marker: &str, failure: SlackFailure) {
-        self.inner
-            .lock()
-            .unwrap()
-            .reject
-            .push((marker.to_string(), failure));
+        self.inner.lock().unwrap().reject.push((marker.to_string(), failure));
     }
 
     /// Drops every [`SlackReceiver::reject_containing`] rule.
@@ -208,18 +195,12 @@ impl SlackReceiver {
 
     /// The posts answered 200.
     pub fn delivered(&self) -> Vec<SlackPost> {
-        self.posts()
-            .into_iter()
-            .filter(SlackPost::accepted)
-            .collect()
+        self.posts().into_iter().filter(SlackPost::accepted).collect()
     }
 
     /// Delivered posts whose `text` starts with `prefix`.
     pub fn delivered_with_prefix(&self, prefix: &str) -> Vec<SlackPost> {
-        self.delivered()
-            .into_iter()
-            .filter(|p| p.text().is_some_and(|t| t.starts_with(prefix)))
-            .collect()
+        self.delivered().into_iter().filter(|p| p.text().is_some_and(|t| t.starts_with(prefix))).collect()
     }
 
     /// The `text` of every post with its status, one a line, for assertion messages.
@@ -235,13 +216,7 @@ impl SlackReceiver {
     }
 }
 
-async fn handle(
-    state: &Arc<Mutex<Inner>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(state: &Arc<Mutex<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if method != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "invalid_method").into_response();
     }
@@ -260,11 +235,7 @@ async fn handle(
             }
             _ => None,
         };
-        let rejected = inner
-            .reject
-            .iter()
-            .find(|(marker, _)| text.contains(marker.as_str()))
-            .map(|(_, f)| *f);
+        let rejected = inner.reject.iter().find(|(marker, _)| text.contains(marker.as_str())).map(|(_, f)| *f);
         (injected.or(rejected), inner.delay)
     };
     if !delay.is_zero() {
@@ -281,10 +252,7 @@ async fn handle(
     let status = response.status().as_u16();
     state.lock().unwrap().posts.push(SlackPost {
         path: uri.path().to_string(),
-        content_type: headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string),
         body: text,
         json,
         status,
@@ -328,10 +296,7 @@ pub fn validate(json: &Value) -> Result<(), &'static str> {
         Some(Value::Array(b)) => Some(b),
         Some(_) => return Err("invalid_payload"),
     };
-    let has_text = obj
-        .get("text")
-        .and_then(Value::as_str)
-        .is_some_and(|t| !t.trim().is_empty());
+    let has_text = obj.get("text").and_then(Value::as_str).is_some_and(|t| !t.trim().is_empty());
     if !has_text && blocks.is_none_or(|b| b.is_empty()) {
         return Err("no_text");
     }
@@ -343,14 +308,11 @@ pub fn validate(json: &Value) -> Result<(), &'static str> {
         let ok = match b["type"].as_str().unwrap_or("") {
             "header" => text_ok(&b["text"], limits::HEADER_TEXT),
             "section" => {
-                let text = b
-                    .get("text")
-                    .is_none_or(|t| text_ok(t, limits::SECTION_TEXT));
+                let text = b.get("text").is_none_or(|t| text_ok(t, limits::SECTION_TEXT));
                 let fields = match b.get("fields") {
                     None => true,
                     Some(Value::Array(f)) => {
-                        f.len() <= limits::SECTION_FIELDS
-                            && f.iter().all(|x| text_ok(x, limits::FIELD_TEXT))
+                        f.len() <= limits::SECTION_FIELDS && f.iter().all(|x| text_ok(x, limits::FIELD_TEXT))
                     }
                     Some(_) => false,
                 };
@@ -360,8 +322,7 @@ pub fn validate(json: &Value) -> Result<(), &'static str> {
                 Some(Value::Array(e)) => {
                     !e.is_empty()
                         && e.len() <= limits::CONTEXT_ELEMENTS
-                        && e.iter()
-                            .all(|x| x.get("text").is_none() || text_ok(x, limits::TEXT_OBJECT))
+                        && e.iter().all(|x| x.get("text").is_none() || text_ok(x, limits::TEXT_OBJECT))
                 }
                 _ => false,
             },

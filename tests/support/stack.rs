@@ -42,15 +42,7 @@ impl Stack {
         kube.add_deployment("shop", "checkout", 2);
         let kubeconfig = write_kubeconfig(dir.path(), &kube.url())?;
         let slack = SlackReceiver::start().await?;
-        Ok(Self {
-            t0,
-            prometheus,
-            kube,
-            slack,
-            kubeconfig,
-            port: free_port()?,
-            dir,
-        })
+        Ok(Self { t0, prometheus, kube, slack, kubeconfig, port: free_port()?, dir })
     }
 
     pub fn path(&self) -> &Path {
@@ -69,12 +61,7 @@ impl Stack {
 
     /// A configuration with Slack, the notification file and the latency watch.
     pub fn config(&self) -> WardenConfig {
-        let mut config = WardenConfig::new(
-            self.path(),
-            &self.prometheus.url(),
-            &self.kubeconfig,
-            self.port,
-        );
+        let mut config = WardenConfig::new(self.path(), &self.prometheus.url(), &self.kubeconfig, self.port);
         config.slack_webhook_url = Some(self.slack.webhook_url());
         config.notify_file = Some(self.notify_file());
         config.watches = vec![latency_watch(0)];
@@ -97,27 +84,19 @@ impl Stack {
         };
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).map_err(|e| anyhow!("bad notification line {l:?}: {e}"))
-            })
+            .map(|l| serde_json::from_str(l).map_err(|e| anyhow!("bad notification line {l:?}: {e}")))
             .collect()
     }
 }
 
 /// The incident of watch [`WATCH`] in `incidents` (the first listed), if any.
 pub fn watch_incident(incidents: &[Value]) -> Option<Value> {
-    incidents
-        .iter()
-        .find(|i| i.get("watch").and_then(Value::as_str) == Some(WATCH))
-        .cloned()
+    incidents.iter().find(|i| i.get("watch").and_then(Value::as_str) == Some(WATCH)).cloned()
 }
 
 /// Parses an RFC 3339 field of `value` into unix seconds.
 pub fn unix_field(value: &Value, field: &str) -> Result<i64> {
-    let text = value
-        .get(field)
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("{field} is not a string in {value}"))?;
+    let text = value.get(field).and_then(Value::as_str).ok_or_else(|| anyhow!("{field} is not a string in {value}"))?;
     Ok(chrono::DateTime::parse_from_rfc3339(text)
         .map_err(|e| anyhow!("{field}={text:?} is not RFC 3339: {e}"))?
         .timestamp())

@@ -12,8 +12,7 @@ use serde_json::Value;
 use warden_tests::procs::{warden_binary, warden_cli, ChildProcess};
 
 fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("deploy-cli-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deploy-cli-{name}-{}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -43,11 +42,7 @@ fn config_with_missing_references(dir: &Path) -> Result<PathBuf> {
     Ok(file)
 }
 
-const MISSING: &[&str] = &[
-    "server.viewer_token",
-    "notify.slack.webhook_url",
-    "prometheus.tls.ca_file",
-];
+const MISSING: &[&str] = &["server.viewer_token", "notify.slack.webhook_url", "prometheus.tls.ca_file"];
 
 #[tokio::test]
 async fn check_config_resolve_reports_every_missing_reference_at_once() -> Result<()> {
@@ -60,79 +55,44 @@ async fn check_config_resolve_reports_every_missing_reference_at_once() -> Resul
     ensure!(plain.status.success(), "{}{}", plain.stdout, plain.stderr);
 
     let text = warden_cli(&["check-config", "--resolve", path], &[]).await?;
-    ensure!(
-        text.status.code() == Some(1),
-        "{:?}: {}",
-        text.status,
-        text.stderr
-    );
+    ensure!(text.status.code() == Some(1), "{:?}: {}", text.status, text.stderr);
     for missing in MISSING {
-        ensure!(
-            text.stderr.contains(&format!("  {missing}: ")),
-            "{missing} not reported:\n{}",
-            text.stderr
-        );
+        ensure!(text.stderr.contains(&format!("  {missing}: ")), "{missing} not reported:\n{}", text.stderr);
     }
-    ensure!(
-        text.stderr.contains("3 unresolved reference(s)"),
-        "{}",
-        text.stderr
-    );
+    ensure!(text.stderr.contains("3 unresolved reference(s)"), "{}", text.stderr);
     ensure!(!text.stderr.contains(SECRET_VALUE) && !text.stdout.contains(SECRET_VALUE));
 
     let json = warden_cli(&["check-config", "--resolve", "--json", path], &[]).await?;
     ensure!(json.status.code() == Some(1));
-    let out: Value =
-        serde_json::from_str(&json.stdout).with_context(|| format!("not JSON: {}", json.stdout))?;
-    ensure!(
-        out["valid"] == true && out["errors"].as_array().is_some_and(Vec::is_empty),
-        "{out}"
-    );
-    let paths: Vec<&str> = out["unresolved"]
-        .as_array()
-        .context("unresolved")?
-        .iter()
-        .filter_map(|u| u["path"].as_str())
-        .collect();
+    let out: Value = serde_json::from_str(&json.stdout).with_context(|| format!("not JSON: {}", json.stdout))?;
+    ensure!(out["valid"] == true && out["errors"].as_array().is_some_and(Vec::is_empty), "{out}");
+    let paths: Vec<&str> =
+        out["unresolved"].as_array().context("unresolved")?.iter().filter_map(|u| u["path"].as_str()).collect();
     ensure!(paths == MISSING, "{paths:?}");
 
     // Everything set: resolved, exit 0.
     std::fs::write(dir.join("missing-ca.pem"), "not checked here\n")?;
     let ok = warden_cli(
         &["check-config", "--resolve", "--json", path],
-        &[
-            ("WARDEN_FIRST_HOUR_VIEWER", "v"),
-            ("WARDEN_FIRST_HOUR_SLACK", "http://127.0.0.1:9/hook"),
-        ],
+        &[("WARDEN_FIRST_HOUR_VIEWER", "v"), ("WARDEN_FIRST_HOUR_SLACK", "http://127.0.0.1:9/hook")],
     )
     .await?;
     ensure!(ok.status.success(), "{}{}", ok.stdout, ok.stderr);
     let out: Value = serde_json::from_str(&ok.stdout)?;
-    ensure!(
-        out["unresolved"].as_array().is_some_and(Vec::is_empty),
-        "{out}"
-    );
+    ensure!(out["unresolved"].as_array().is_some_and(Vec::is_empty), "{out}");
 
     // An invalid file: the errors as JSON, exit 1.
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, "server:\n  listen: nowhere\nunknown_key: 1\n")?;
-    let invalid = warden_cli(
-        &["check-config", "--json", bad.to_str().context("path")?],
-        &[],
-    )
-    .await?;
+    let invalid = warden_cli(&["check-config", "--json", bad.to_str().context("path")?], &[]).await?;
     ensure!(invalid.status.code() == Some(1));
     let out: Value = serde_json::from_str(&invalid.stdout)?;
-    ensure!(
-        out["valid"] == false && out["errors"].as_array().is_some_and(|e| e.len() >= 2),
-        "{out}"
-    );
+    ensure!(out["valid"] == false && out["errors"].as_array().is_some_and(|e| e.len() >= 2), "{out}");
     Ok(())
 }
 
 #[tokio::test]
-async fn run_reports_every_missing_reference_before_starting_in_the_log_format_asked() -> Result<()>
-{
+async fn run_reports_every_missing_reference_before_starting_in_the_log_format_asked() -> Result<()> {
     let dir = scratch("run")?;
     let file = config_with_missing_references(&dir)?;
     let path = file.to_str().context("path")?;
@@ -140,38 +100,19 @@ async fn run_reports_every_missing_reference_before_starting_in_the_log_format_a
     let text = warden_cli(&["run", "-c", path], &[]).await?;
     ensure!(text.status.code() == Some(1), "{:?}", text.status);
     for missing in MISSING {
-        ensure!(
-            text.stderr.contains(missing),
-            "{missing} not reported:\n{}",
-            text.stderr
-        );
+        ensure!(text.stderr.contains(missing), "{missing} not reported:\n{}", text.stderr);
     }
-    ensure!(
-        text.stderr.starts_with("error: 3 unresolved reference(s)"),
-        "{}",
-        text.stderr
-    );
-    ensure!(
-        !dir.join("warden.db").exists(),
-        "the store was opened before the references were checked"
-    );
+    ensure!(text.stderr.starts_with("error: 3 unresolved reference(s)"), "{}", text.stderr);
+    ensure!(!dir.join("warden.db").exists(), "the store was opened before the references were checked");
 
     // --log-format json: the fatal error is one JSON line too.
     let json = warden_cli(&["--log-format", "json", "run", "-c", path], &[]).await?;
     ensure!(json.status.code() == Some(1));
-    let lines: Vec<&str> = json
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let lines: Vec<&str> = json.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     ensure!(!lines.is_empty(), "nothing on stderr");
     for line in &lines {
-        let entry: Value =
-            serde_json::from_str(line).with_context(|| format!("not a JSON line: {line}"))?;
-        ensure!(
-            entry["level"].is_string() && entry["timestamp"].is_string(),
-            "{entry}"
-        );
+        let entry: Value = serde_json::from_str(line).with_context(|| format!("not a JSON line: {line}"))?;
+        ensure!(entry["level"].is_string() && entry["timestamp"].is_string(), "{entry}");
     }
     let last: Value = serde_json::from_str(lines[lines.len() - 1])?;
     ensure!(last["level"] == "ERROR", "{last}");
@@ -182,41 +123,23 @@ async fn run_reports_every_missing_reference_before_starting_in_the_log_format_a
 }
 
 #[tokio::test]
-async fn store_commands_honour_warden_config_and_logs_have_no_colour_off_a_terminal() -> Result<()>
-{
+async fn store_commands_honour_warden_config_and_logs_have_no_colour_off_a_terminal() -> Result<()> {
     let dir = scratch("env")?;
     let port = warden_tests::free_port()?;
     let config = dir.join("warden.yaml");
     std::fs::write(
         &config,
-        format!(
-            "store:\n  sqlite: {}\nserver:\n  listen: 127.0.0.1:{port}\n",
-            dir.join("warden.db").display()
-        ),
+        format!("store:\n  sqlite: {}\nserver:\n  listen: 127.0.0.1:{port}\n", dir.join("warden.db").display()),
     )?;
     let config = config.to_str().context("path")?;
 
     // `warden run` makes the store; its stderr is a file, so no ANSI colour codes.
-    let mut warden = ChildProcess::spawn(
-        "warden",
-        &warden_binary()?,
-        ["run", "-c", config],
-        &[],
-        &dir,
-    )?;
-    warden
-        .wait_http_ready(
-            &format!("http://127.0.0.1:{port}/readyz"),
-            Duration::from_secs(60),
-        )
-        .await?;
+    let mut warden = ChildProcess::spawn("warden", &warden_binary()?, ["run", "-c", config], &[], &dir)?;
+    warden.wait_http_ready(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(60)).await?;
     warden.terminate(Duration::from_secs(10)).await?;
     let log = std::fs::read_to_string(warden.stderr_path())?;
     ensure!(log.contains("warden started"), "{log}");
-    ensure!(
-        !log.contains('\u{1b}'),
-        "colour codes in a log file:\n{log:?}"
-    );
+    ensure!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log:?}");
 
     let env = [("WARDEN_CONFIG", config)];
     for args in [
@@ -236,25 +159,12 @@ async fn store_commands_honour_warden_config_and_logs_have_no_colour_off_a_termi
             out.stderr
         );
         // A command's answer is on stdout; no log lines mixed in by default.
-        ensure!(
-            out.stderr.trim().is_empty(),
-            "warden {}: log lines on stderr:\n{}",
-            args.join(" "),
-            out.stderr
-        );
+        ensure!(out.stderr.trim().is_empty(), "warden {}: log lines on stderr:\n{}", args.join(" "), out.stderr);
     }
     // --db still wins over WARDEN_CONFIG.
     let missing = dir.join("elsewhere.db");
-    let out = warden_cli(
-        &["runs", "list", "--db", missing.to_str().context("path")?],
-        &env,
-    )
-    .await?;
-    ensure!(
-        !out.status.success() && out.stderr.contains("elsewhere.db"),
-        "{}",
-        out.stderr
-    );
+    let out = warden_cli(&["runs", "list", "--db", missing.to_str().context("path")?], &env).await?;
+    ensure!(!out.status.success() && out.stderr.contains("elsewhere.db"), "{}", out.stderr);
     Ok(())
 }
 
@@ -264,75 +174,31 @@ async fn version_completions_man_page_and_run_statuses() -> Result<()> {
     ensure!(version.status.success());
     let line = version.stdout.trim();
     let rest = line.strip_prefix("warden ").context(line.to_string())?;
-    let (semver, meta) = rest
-        .split_once(" (commit ")
-        .with_context(|| line.to_string())?;
+    let (semver, meta) = rest.split_once(" (commit ").with_context(|| line.to_string())?;
     ensure!(semver.split('.').count() == 3, "{line}");
-    let (commit, built) = meta
-        .split_once(", built ")
-        .with_context(|| line.to_string())?;
-    ensure!(
-        commit == "unknown"
-            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
-        "{line}"
-    );
+    let (commit, built) = meta.split_once(", built ").with_context(|| line.to_string())?;
+    ensure!(commit == "unknown" || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())), "{line}");
     let date = built.strip_suffix(')').with_context(|| line.to_string())?;
-    ensure!(
-        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(),
-        "{line}"
-    );
+    ensure!(chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(), "{line}");
 
-    for (shell, marker) in [
-        ("bash", "complete -F _warden"),
-        ("zsh", "#compdef warden"),
-        ("fish", "complete -c warden"),
-    ] {
+    for (shell, marker) in [("bash", "complete -F _warden"), ("zsh", "#compdef warden"), ("fish", "complete -c warden")]
+    {
         let out = warden_cli(&["completions", shell], &[]).await?;
-        ensure!(
-            out.status.success() && out.stdout.contains(marker),
-            "completions {shell}: {}",
-            out.stderr
-        );
-        ensure!(
-            out.stdout.contains("check-config"),
-            "completions {shell} lack the subcommands"
-        );
+        ensure!(out.status.success() && out.stdout.contains(marker), "completions {shell}: {}", out.stderr);
+        ensure!(out.stdout.contains("check-config"), "completions {shell} lack the subcommands");
     }
     let man = warden_cli(&["man"], &[]).await?;
-    ensure!(
-        man.status.success() && man.stdout.contains(".TH warden 1"),
-        "{}",
-        man.stderr
-    );
+    ensure!(man.status.success() && man.stdout.contains(".TH warden 1"), "{}", man.stderr);
 
     // The benchmark suites default to paths inside a source checkout; elsewhere (the tests
     // run in the tests crate's folder, which has no `tests/rca/scenarios`) that is said.
     let suite = warden_cli(&["bench", "rca"], &[]).await?;
-    ensure!(
-        suite.status.code() == Some(1) && suite.stderr.contains("give --suite DIR"),
-        "{}",
-        suite.stderr
-    );
+    ensure!(suite.status.code() == Some(1) && suite.stderr.contains("give --suite DIR"), "{}", suite.stderr);
 
-    let bogus = warden_cli(
-        &[
-            "runs",
-            "list",
-            "--db",
-            "/nonexistent/warden.db",
-            "--status",
-            "bogus",
-        ],
-        &[],
-    )
-    .await?;
+    let bogus = warden_cli(&["runs", "list", "--db", "/nonexistent/warden.db", "--status", "bogus"], &[]).await?;
     ensure!(bogus.status.code() == Some(2), "{:?}", bogus.status);
     for status in ["awaiting_approval", "failed", "revert_failed", "succeeded"] {
-        ensure!(
-            bogus.stderr.contains(status),
-            "the valid statuses are not listed:\n{}",
-            bogus.stderr
-        );
+        ensure!(bogus.stderr.contains(status), "the valid statuses are not listed:\n{}", bogus.stderr);
     }
     Ok(())
 }

@@ -46,17 +46,8 @@ fn binary() -> Result<PathBuf> {
 
 fn readelf(args: &[&str], binary: &PathBuf) -> Result<String> {
     let readelf = require_program("readelf")?;
-    let out = Command::new(readelf)
-        .args(args)
-        .arg(binary)
-        .output()
-        .context("running readelf")?;
-    ensure!(
-        out.status.success(),
-        "readelf {args:?} {}: {}",
-        binary.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(readelf).args(args).arg(binary).output().context("running readelf")?;
+    ensure!(out.status.success(), "readelf {args:?} {}: {}", binary.display(), String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -94,10 +85,7 @@ fn binary_needs_only_the_runtime_image_libraries() -> Result<()> {
         "{}: readelf found no NEEDED entries (is it a dynamic binary?): {needed:?}",
         binary.display()
     );
-    let extra: Vec<_> = needed
-        .iter()
-        .filter(|lib| !RUNTIME_LIBRARIES.contains(&lib.as_str()))
-        .collect();
+    let extra: Vec<_> = needed.iter().filter(|lib| !RUNTIME_LIBRARIES.contains(&lib.as_str())).collect();
     ensure!(
         extra.is_empty(),
         "{} needs {extra:?}, which debian:bookworm-slim does not ship: install the package in \
@@ -112,10 +100,7 @@ fn binary_needs_only_the_runtime_image_libraries() -> Result<()> {
         binary.display()
     );
     let interp = readelf(&["-l", "--wide"], &binary)?;
-    ensure!(
-        interp.contains("/lib64/ld-linux-x86-64.so.2"),
-        "unexpected program interpreter:\n{interp}"
-    );
+    ensure!(interp.contains("/lib64/ld-linux-x86-64.so.2"), "unexpected program interpreter:\n{interp}");
     Ok(())
 }
 
@@ -124,10 +109,7 @@ fn library_lists_are_parsed() {
     let dynamic = " 0x0000000000000001 (NEEDED)             Shared library: [libgcc_s.so.1]\n \
                    0x0000000000000001 (NEEDED)             Shared library: [libc.so.6]\n \
                    0x000000000000000c (INIT)               0x4000\n";
-    assert_eq!(
-        needed(dynamic),
-        BTreeSet::from(["libc.so.6".to_string(), "libgcc_s.so.1".to_string()])
-    );
+    assert_eq!(needed(dynamic), BTreeSet::from(["libc.so.6".to_string(), "libgcc_s.so.1".to_string()]));
     let versions = "  0x0010:   Name: GLIBC_2.34  Flags: none  Version: 5\n  Name: GLIBC_2.2.5 \
                     Name: GLIBC_PRIVATE";
     assert_eq!(glibc_versions(versions), BTreeSet::from([(2, 2), (2, 34)]));
@@ -147,32 +129,20 @@ fn dockerfile_builds_runs_and_ignores_what_it_should() -> Result<()> {
         ensure!(dockerfile.contains(want), "the Dockerfile lacks `{want}`");
     }
     // Exactly two stages, and no model file copied in.
-    let stages = dockerfile
-        .lines()
-        .filter(|l| l.starts_with("FROM "))
-        .count();
+    let stages = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
     ensure!(stages == 2, "{stages} stages in the Dockerfile");
-    if let Some(line) = dockerfile
-        .lines()
-        .find(|l| l.starts_with("COPY") && l.contains(".gguf"))
-    {
+    if let Some(line) = dockerfile.lines().find(|l| l.starts_with("COPY") && l.contains(".gguf")) {
         bail!("the Dockerfile copies a model: {line}");
     }
     let ignore = std::fs::read_to_string(root.join(".dockerignore")).context(".dockerignore")?;
-    let entries: BTreeSet<&str> = ignore
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
+    let entries: BTreeSet<&str> =
+        ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     for want in ["target/", ".git/", "*.gguf"] {
         ensure!(entries.contains(want), ".dockerignore lacks {want}");
     }
     // What the build reads stays in the context.
     for kept in ["Cargo.lock", "agent/", "docs/", "tests/"] {
-        ensure!(
-            !entries.contains(kept),
-            ".dockerignore drops {kept}, which the build needs"
-        );
+        ensure!(!entries.contains(kept), ".dockerignore drops {kept}, which the build needs");
     }
     Ok(())
 }

@@ -28,40 +28,20 @@ const SERVICE_ACCOUNT: &str = "system:serviceaccount:warden:warden";
 /// `kube_evidence.rs`; [`rbac_table_covers_every_api_type_the_code_uses`] keeps it complete.
 const CALLS: &[(&str, &str, &str)] = &[
     ("get", "deployments.apps", "kube_actions: get_deployment"),
-    (
-        "patch",
-        "deployments.apps",
-        "kube_actions: restart, rollback, patch steps",
-    ),
+    ("patch", "deployments.apps", "kube_actions: restart, rollback, patch steps"),
     ("get", "deployments.apps/scale", "kubernetes: get_scale"),
     ("patch", "deployments.apps/scale", "kubernetes: patch_scale"),
-    (
-        "list",
-        "replicasets.apps",
-        "kube_actions: rollback revisions; evidence: rollouts",
-    ),
+    ("list", "replicasets.apps", "kube_actions: rollback revisions; evidence: rollouts"),
     ("get", "pods", "kube_actions: delete_pod reads the uid"),
-    (
-        "list",
-        "pods",
-        "kube_actions: pods by selector; evidence: topology",
-    ),
+    ("list", "pods", "kube_actions: pods by selector; evidence: topology"),
     ("delete", "pods", "kube_actions: delete_pod"),
-    (
-        "get",
-        "nodes",
-        "kube_actions: cordon; evidence: node conditions",
-    ),
+    ("get", "nodes", "kube_actions: cordon; evidence: node conditions"),
     ("patch", "nodes", "kube_actions: cordon and uncordon"),
     ("create", "jobs.batch", "kube_actions: run_job"),
     ("get", "jobs.batch", "kube_actions: job status"),
     ("list", "events", "evidence: events"),
     ("list", "services", "evidence: topology"),
-    (
-        "list",
-        "horizontalpodautoscalers.autoscaling",
-        "evidence: autoscalers",
-    ),
+    ("list", "horizontalpodautoscalers.autoscaling", "evidence: autoscalers"),
     ("get", "configmaps", "evidence: config changes (metadata)"),
 ];
 
@@ -75,10 +55,7 @@ const API_TYPES: &[(&str, &str)] = &[
     ("Event", "events"),
     ("ConfigMap", "configmaps"),
     ("Secret", "secrets"),
-    (
-        "HorizontalPodAutoscaler",
-        "horizontalpodautoscalers.autoscaling",
-    ),
+    ("HorizontalPodAutoscaler", "horizontalpodautoscalers.autoscaling"),
     ("Service", "services"),
 ];
 
@@ -107,20 +84,13 @@ fn kubectl() -> Option<PathBuf> {
 }
 
 fn run(command: &mut Command) -> Result<Output> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
+    let out = command.output().with_context(|| format!("running {command:?}"))?;
     Ok(out)
 }
 
 fn stdout_of(command: &mut Command) -> Result<String> {
     let out = run(command)?;
-    ensure!(
-        out.status.success(),
-        "{command:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "{command:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -162,13 +132,8 @@ fn render(kubectl: &Path, overlay: &str, components: &[&str]) -> Result<Vec<Valu
         base.join(overlay)
     } else {
         let dir = scratch("render")?;
-        let mut text = String::from(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
-        );
-        text += &format!(
-            "  - {}\ncomponents:\n",
-            relative(&dir, &base.join(overlay)).display()
-        );
+        let mut text = String::from("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+        text += &format!("  - {}\ncomponents:\n", relative(&dir, &base.join(overlay)).display());
         for c in components {
             text += &format!("  - {}\n", relative(&dir, &base.join(c)).display());
         }
@@ -183,10 +148,7 @@ fn render(kubectl: &Path, overlay: &str, components: &[&str]) -> Result<Vec<Valu
             docs.push(value);
         }
     }
-    ensure!(
-        !docs.is_empty(),
-        "{overlay} {components:?} rendered nothing"
-    );
+    ensure!(!docs.is_empty(), "{overlay} {components:?} rendered nothing");
     Ok(docs)
 }
 
@@ -222,11 +184,7 @@ fn grants(role: &Value, verb: &str, resource: &str) -> bool {
     };
     let resource = resource.as_str();
     role["rules"].as_array().into_iter().flatten().any(|rule| {
-        let has = |key: &str, want: &str| {
-            rule[key]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|v| v == want || v == "*"))
-        };
+        let has = |key: &str, want: &str| rule[key].as_array().is_some_and(|a| a.iter().any(|v| v == want || v == "*"));
         has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
     })
 }
@@ -250,35 +208,21 @@ fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
         "Service",
         "PersistentVolumeClaim",
     ] {
-        ensure!(
-            kinds.contains(want),
-            "overlays/single has no {want}: {kinds:?}"
-        );
+        ensure!(kinds.contains(want), "overlays/single has no {want}: {kinds:?}");
     }
-    ensure!(
-        !base.iter().any(|d| kind_of(d) == "PersistentVolumeClaim"),
-        "the base should not claim storage"
-    );
+    ensure!(!base.iter().any(|d| kind_of(d) == "PersistentVolumeClaim"), "the base should not claim storage");
 
     // One replica (no leader election yet), replaced (Recreate) so two never share the file,
     // the store on the claim.
     let deployment = find(&single, "Deployment", "warden")?;
     let spec = &deployment["spec"];
     ensure!(spec["replicas"] == 1, "replicas: {}", spec["replicas"]);
-    ensure!(
-        spec["strategy"]["type"] == "Recreate",
-        "strategy: {}",
-        spec["strategy"]
-    );
+    ensure!(spec["strategy"]["type"] == "Recreate", "strategy: {}", spec["strategy"]);
     let pod = &spec["template"]["spec"];
     let volumes = pod["volumes"].as_array().context("no volumes")?;
-    let data = volumes
-        .iter()
-        .find(|v| v["name"] == "data")
-        .context("no data volume")?;
+    let data = volumes.iter().find(|v| v["name"] == "data").context("no data volume")?;
     ensure!(
-        data["persistentVolumeClaim"]["claimName"] == "warden-data"
-            && data.get("emptyDir").is_none(),
+        data["persistentVolumeClaim"]["claimName"] == "warden-data" && data.get("emptyDir").is_none(),
         "data volume: {data}"
     );
     find(&single, "PersistentVolumeClaim", "warden-data")?;
@@ -302,10 +246,7 @@ fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
 
     // No Secrets by default; the component adds exactly `get` on them.
     ensure!(
-        !single
-            .iter()
-            .filter(|d| kind_of(d) == "ClusterRole")
-            .any(|r| grants(r, "get", "secrets")),
+        !single.iter().filter(|d| kind_of(d) == "ClusterRole").any(|r| grants(r, "get", "secrets")),
         "overlays/single grants Secrets"
     );
     let with_secrets = render(&kubectl, "overlays/single", &["components/read-secrets"])?;
@@ -321,24 +262,15 @@ fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
     let grafana = render(&kubectl, "../grafana", &[])?;
     let dashboard = find(&grafana, "ConfigMap", "warden-dashboard")?;
     ensure!(dashboard["metadata"]["labels"]["grafana_dashboard"] == "1");
-    let shipped: Value = serde_json::from_str(&std::fs::read_to_string(
-        workspace_root().join("deploy/grafana/warden-dashboard.json"),
-    )?)?;
+    let shipped: Value =
+        serde_json::from_str(&std::fs::read_to_string(workspace_root().join("deploy/grafana/warden-dashboard.json"))?)?;
     let rendered: Value = serde_json::from_str(
-        dashboard["data"]["warden-dashboard.json"]
-            .as_str()
-            .context("no dashboard in the ConfigMap")?,
+        dashboard["data"]["warden-dashboard.json"].as_str().context("no dashboard in the ConfigMap")?,
     )?;
-    ensure!(
-        rendered == shipped,
-        "the ConfigMap's dashboard differs from the file"
-    );
+    ensure!(rendered == shipped, "the ConfigMap's dashboard differs from the file");
     ensure!(monitor["spec"]["endpoints"][0]["port"] == "http");
     ensure!(monitor["spec"]["endpoints"][0]["path"] == "/metrics");
-    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .context("ServiceMonitor selector")?
-    {
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().context("ServiceMonitor selector")? {
         ensure!(
             &service["metadata"]["labels"][k] == v,
             "the Service lacks the label {k}={v} the ServiceMonitor selects"
@@ -362,17 +294,11 @@ async fn the_configmap_config_passes_check_config() -> Result<()> {
     let file = dir.join("warden.yaml");
     std::fs::write(&file, &config)?;
     let out = warden_cli(&["check-config", file.to_str().context("path")?], &[]).await?;
-    ensure!(
-        out.status.success(),
-        "the ConfigMap's warden.yaml fails check-config: {}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    ensure!(out.status.success(), "the ConfigMap's warden.yaml fails check-config: {}\n{}", out.stdout, out.stderr);
     // Its secrets are the files the Deployment mounts from the Secret `warden`.
     let deployment = find(&docs, "Deployment", "warden")?;
-    let mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
-        .as_array()
-        .context("volumeMounts")?;
+    let mounts =
+        deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].as_array().context("volumeMounts")?;
     let secrets_at = mounts
         .iter()
         .find(|m| m["name"] == "secrets")
@@ -390,18 +316,11 @@ async fn the_configmap_config_passes_check_config() -> Result<()> {
         &parsed["server"]["viewer_token"]["file"],
         &parsed["notify"]["slack"]["webhook_url"]["file"],
     ] {
-        let file = file
-            .as_str()
-            .context("a secret that is not a file reference")?;
-        ensure!(
-            file.starts_with(&format!("{secrets_at}/")),
-            "{file} is not under the Secret's mount {secrets_at}"
-        );
+        let file = file.as_str().context("a secret that is not a file reference")?;
+        ensure!(file.starts_with(&format!("{secrets_at}/")), "{file} is not under the Secret's mount {secrets_at}");
     }
     ensure!(
-        parsed["store"]["sqlite"]
-            .as_str()
-            .is_some_and(|p| p.starts_with("/var/lib/warden/")),
+        parsed["store"]["sqlite"].as_str().is_some_and(|p| p.starts_with("/var/lib/warden/")),
         "the store is not on the data volume"
     );
     Ok(())
@@ -422,9 +341,7 @@ fn cluster_role(text: &str) -> Result<Value> {
 fn deploy_rbac_yaml_grants_what_the_base_grants() -> Result<()> {
     let root = workspace_root();
     let plain = cluster_role(&std::fs::read_to_string(root.join("deploy/rbac.yaml"))?)?;
-    let base = cluster_role(&std::fs::read_to_string(
-        root.join("deploy/kustomize/base/rbac.yaml"),
-    )?)?;
+    let base = cluster_role(&std::fs::read_to_string(root.join("deploy/kustomize/base/rbac.yaml"))?)?;
     ensure!(
         plain["rules"] == base["rules"],
         "deploy/rbac.yaml and deploy/kustomize/base/rbac.yaml differ:\n{}\n{}",
@@ -432,16 +349,10 @@ fn deploy_rbac_yaml_grants_what_the_base_grants() -> Result<()> {
         base["rules"]
     );
     for (verb, resource, _) in CALLS {
-        ensure!(
-            grants(&base, verb, resource),
-            "the base does not grant {verb} {resource}"
-        );
+        ensure!(grants(&base, verb, resource), "the base does not grant {verb} {resource}");
     }
     for (verb, resource) in REFUSED {
-        ensure!(
-            !grants(&base, verb, resource),
-            "the base grants {verb} {resource}"
-        );
+        ensure!(!grants(&base, verb, resource), "the base grants {verb} {resource}");
     }
     Ok(())
 }
@@ -462,10 +373,7 @@ fn rbac_table_covers_every_api_type_the_code_uses() -> Result<()> {
                     let mut rest = text.as_str();
                     while let Some(at) = rest.find("Api<") {
                         rest = &rest[at + 4..];
-                        let name: String = rest
-                            .chars()
-                            .take_while(char::is_ascii_alphanumeric)
-                            .collect();
+                        let name: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
                         if !name.is_empty() && name != "K" {
                             used.insert(name);
                         }
@@ -474,10 +382,7 @@ fn rbac_table_covers_every_api_type_the_code_uses() -> Result<()> {
             }
         }
     }
-    ensure!(
-        used.contains("Deployment"),
-        "found no Api<T> in the code: {used:?}"
-    );
+    ensure!(used.contains("Deployment"), "found no Api<T> in the code: {used:?}");
     for name in &used {
         let Some((_, resource)) = API_TYPES.iter().find(|(t, _)| t == name) else {
             bail!("the code calls Api<{name}>, which the RBAC table of this test does not know: add its verbs to CALLS and deploy/kustomize/base/rbac.yaml");
@@ -493,37 +398,17 @@ fn rbac_table_covers_every_api_type_the_code_uses() -> Result<()> {
 /// `kubectl --kubeconfig K --context C ARGS...`.
 fn kubectl_at(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(kubectl);
-    command
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--context")
-        .arg(ADMIN_CONTEXT)
-        .args(args);
+    command.arg("--kubeconfig").arg(kubeconfig).arg("--context").arg(ADMIN_CONTEXT).args(args);
     command
 }
 
 /// `kubectl auth can-i VERB RESOURCE --as the service account` in `namespace`: yes or no.
-fn can_i(
-    kubectl: &Path,
-    kubeconfig: &Path,
-    verb: &str,
-    resource: &str,
-    namespace: &str,
-) -> Result<bool> {
+fn can_i(kubectl: &Path, kubeconfig: &Path, verb: &str, resource: &str, namespace: &str) -> Result<bool> {
     let (resource, sub) = match resource.split_once('/') {
         Some((r, s)) => (r, Some(s)),
         None => (resource, None),
     };
-    let mut args = vec![
-        "auth",
-        "can-i",
-        verb,
-        resource,
-        "--as",
-        SERVICE_ACCOUNT,
-        "-n",
-        namespace,
-    ];
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", SERVICE_ACCOUNT, "-n", namespace];
     let subresource;
     if let Some(s) = sub {
         subresource = format!("--subresource={s}");
@@ -534,22 +419,13 @@ fn can_i(
     match answer.as_str() {
         "yes" => Ok(true),
         "no" => Ok(false),
-        _ => bail!(
-            "kubectl auth can-i {verb} {resource}: {answer} {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        _ => bail!("kubectl auth can-i {verb} {resource}: {answer} {}", String::from_utf8_lossy(&out.stderr)),
     }
 }
 
 /// Asks until the answer is `want` (the authorizer's cache follows RBAC writes within
 /// moments), for at most 30 s; returns the last answer.
-fn can_i_becomes(
-    kubectl: &Path,
-    kubeconfig: &Path,
-    verb: &str,
-    resource: &str,
-    want: bool,
-) -> Result<bool> {
+fn can_i_becomes(kubectl: &Path, kubeconfig: &Path, verb: &str, resource: &str, want: bool) -> Result<bool> {
     for _ in 0..60 {
         if can_i(kubectl, kubeconfig, verb, resource, "shop")? == want {
             return Ok(want);
@@ -575,18 +451,10 @@ fn the_real_api_server_accepts_the_manifests_and_rbac_allows_exactly_the_code() 
 
     // The Namespace for real first (server-side dry-run does not create it, and the
     // namespaced objects need it), with its PodSecurity label.
-    let namespace: Vec<Value> = docs
-        .iter()
-        .filter(|d| kind_of(d) == "Namespace")
-        .cloned()
-        .collect();
+    let namespace: Vec<Value> = docs.iter().filter(|d| kind_of(d) == "Namespace").cloned().collect();
     std::fs::write(dir.join("namespace.yaml"), to_yaml(&namespace)?)?;
     let ns = dir.join("namespace.yaml");
-    stdout_of(&mut kubectl_at(
-        &kubectl,
-        kubeconfig,
-        &["apply", "-f", ns.to_str().context("path")?],
-    ))?;
+    stdout_of(&mut kubectl_at(&kubectl, kubeconfig, &["apply", "-f", ns.to_str().context("path")?]))?;
 
     // Everything with server-side dry-run: schema, defaulting and admission run, nothing is
     // stored. A pod template that breaks the namespace's `restricted` PodSecurity level is a
@@ -596,24 +464,12 @@ fn the_real_api_server_accepts_the_manifests_and_rbac_allows_exactly_the_code() 
     let out = run(&mut kubectl_at(
         &kubectl,
         kubeconfig,
-        &[
-            "apply",
-            "--dry-run=server",
-            "-f",
-            all.to_str().context("path")?,
-        ],
+        &["apply", "--dry-run=server", "-f", all.to_str().context("path")?],
     ))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        out.status.success(),
-        "kubectl apply --dry-run=server failed:\n{stdout}\n{stderr}\n{}",
-        plane.log_tail()
-    );
-    ensure!(
-        !stderr.contains("PodSecurity"),
-        "PodSecurity warnings:\n{stderr}"
-    );
+    ensure!(out.status.success(), "kubectl apply --dry-run=server failed:\n{stdout}\n{stderr}\n{}", plane.log_tail());
+    ensure!(!stderr.contains("PodSecurity"), "PodSecurity warnings:\n{stderr}");
     ensure!(
         stdout.contains("deployment.apps/warden created (server dry run)")
             || stdout.contains("deployment.apps/warden configured (server dry run)")
@@ -624,21 +480,12 @@ fn the_real_api_server_accepts_the_manifests_and_rbac_allows_exactly_the_code() 
     // RBAC for real, then ask the server what the service account may do.
     let rbac: Vec<Value> = docs
         .iter()
-        .filter(|d| {
-            matches!(
-                kind_of(d),
-                "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding"
-            )
-        })
+        .filter(|d| matches!(kind_of(d), "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding"))
         .cloned()
         .collect();
     let rbac_file = dir.join("rbac.yaml");
     std::fs::write(&rbac_file, to_yaml(&rbac)?)?;
-    stdout_of(&mut kubectl_at(
-        &kubectl,
-        kubeconfig,
-        &["apply", "-f", rbac_file.to_str().context("path")?],
-    ))?;
+    stdout_of(&mut kubectl_at(&kubectl, kubeconfig, &["apply", "-f", rbac_file.to_str().context("path")?]))?;
     // The authorizer sees new bindings shortly after they are written.
     let (verb, resource, _) = CALLS[0];
     can_i_becomes(&kubectl, kubeconfig, verb, resource, true)?;
@@ -654,46 +501,21 @@ fn the_real_api_server_accepts_the_manifests_and_rbac_allows_exactly_the_code() 
             wrong.push(format!("can {verb} {resource}"));
         }
     }
-    ensure!(
-        wrong.is_empty(),
-        "RBAC of the warden service account:\n{}",
-        wrong.join("\n")
-    );
+    ensure!(wrong.is_empty(), "RBAC of the warden service account:\n{}", wrong.join("\n"));
 
     // The opt-in component: `get` on Secrets, nothing more.
     let with_secrets = render(&kubectl, "overlays/single", &["components/read-secrets"])?;
-    let reader: Vec<Value> = with_secrets
-        .iter()
-        .filter(|d| d["metadata"]["name"] == "warden-read-secrets")
-        .cloned()
-        .collect();
-    ensure!(
-        reader.len() == 2,
-        "read-secrets renders {} objects",
-        reader.len()
-    );
+    let reader: Vec<Value> =
+        with_secrets.iter().filter(|d| d["metadata"]["name"] == "warden-read-secrets").cloned().collect();
+    ensure!(reader.len() == 2, "read-secrets renders {} objects", reader.len());
     let reader_file = dir.join("read-secrets.yaml");
     std::fs::write(&reader_file, to_yaml(&reader)?)?;
     let reader_path = reader_file.to_str().context("path")?;
-    stdout_of(&mut kubectl_at(
-        &kubectl,
-        kubeconfig,
-        &["apply", "-f", reader_path],
-    ))?;
+    stdout_of(&mut kubectl_at(&kubectl, kubeconfig, &["apply", "-f", reader_path]))?;
     let get = can_i_becomes(&kubectl, kubeconfig, "get", "secrets", true)?;
     let list = can_i(&kubectl, kubeconfig, "list", "secrets", "shop")?;
-    stdout_of(&mut kubectl_at(
-        &kubectl,
-        kubeconfig,
-        &["delete", "-f", reader_path],
-    ))?;
-    ensure!(
-        get,
-        "with components/read-secrets the account still cannot get secrets"
-    );
-    ensure!(
-        !list,
-        "components/read-secrets lets the account list secrets"
-    );
+    stdout_of(&mut kubectl_at(&kubectl, kubeconfig, &["delete", "-f", reader_path]))?;
+    ensure!(get, "with components/read-secrets the account still cannot get secrets");
+    ensure!(!list, "components/read-secrets lets the account list secrets");
     Ok(())
 }

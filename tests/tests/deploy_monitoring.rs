@@ -10,17 +10,14 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use warden_tests::procs::{
-    http_client, require_program, warden_binary, workspace_root, ChildProcess,
-};
+use warden_tests::procs::{http_client, require_program, warden_binary, workspace_root, ChildProcess};
 
 fn monitoring_dir() -> PathBuf {
     workspace_root().join("deploy/kustomize/components/monitoring")
 }
 
 fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("deploy-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deploy-{name}-{}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -31,19 +28,10 @@ fn scratch(name: &str) -> Result<PathBuf> {
 /// The rule groups (`spec`) of the PrometheusRule.
 fn rule_groups() -> Result<Value> {
     let path = monitoring_dir().join("prometheusrule.yaml");
-    let rule: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-    )?;
-    ensure!(
-        rule["kind"] == "PrometheusRule",
-        "{} is not a PrometheusRule",
-        path.display()
-    );
-    ensure!(
-        rule["spec"]["groups"].is_array(),
-        "{} has no spec.groups",
-        path.display()
-    );
+    let rule: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    ensure!(rule["kind"] == "PrometheusRule", "{} is not a PrometheusRule", path.display());
+    ensure!(rule["spec"]["groups"].is_array(), "{} has no spec.groups", path.display());
     Ok(rule["spec"].clone())
 }
 
@@ -52,12 +40,7 @@ fn rule_exprs() -> Result<Vec<String>> {
     let mut exprs = Vec::new();
     for group in groups["groups"].as_array().into_iter().flatten() {
         for rule in group["rules"].as_array().into_iter().flatten() {
-            exprs.push(
-                rule["expr"]
-                    .as_str()
-                    .context("a rule without expr")?
-                    .to_string(),
-            );
+            exprs.push(rule["expr"].as_str().context("a rule without expr")?.to_string());
         }
     }
     Ok(exprs)
@@ -81,8 +64,7 @@ fn dashboard_exprs(dashboard: &Value, out: &mut Vec<String>) {
 
 fn dashboard() -> Result<Value> {
     let path = workspace_root().join("deploy/grafana/warden-dashboard.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
@@ -136,9 +118,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             }
             c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
                 let start = i;
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-                {
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
@@ -147,23 +127,11 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                     j += 1;
                 }
                 // A function call, or an aggregation with its clause first (`sum by (x) (...)`).
-                let next: String = chars[j..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_alphabetic() || **c == '_')
-                    .collect();
-                let call = chars.get(j) == Some(&'(')
-                    || ["by", "without"].contains(&next.to_ascii_lowercase().as_str());
+                let next: String = chars[j..].iter().take_while(|c| c.is_ascii_alphabetic() || **c == '_').collect();
+                let call =
+                    chars.get(j) == Some(&'(') || ["by", "without"].contains(&next.to_ascii_lowercase().as_str());
                 let lower = word.to_ascii_lowercase();
-                if [
-                    "by",
-                    "without",
-                    "on",
-                    "ignoring",
-                    "group_left",
-                    "group_right",
-                ]
-                .contains(&lower.as_str())
-                {
+                if ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&lower.as_str()) {
                     skip_group = true;
                 } else if lower == "offset" {
                     // `offset 5m`: the duration is not a name.
@@ -246,23 +214,10 @@ fn promql_metric_names_are_found() {
 fn prometheus_rules_pass_promtool_check_and_their_unit_tests() -> Result<()> {
     let promtool = require_program("promtool")?;
     let dir = scratch("rules")?;
-    std::fs::write(
-        dir.join("rules.yaml"),
-        serde_yaml::to_string(&rule_groups()?)?,
-    )?;
-    std::fs::copy(
-        monitoring_dir().join("rules.test.yaml"),
-        dir.join("rules.test.yaml"),
-    )?;
-    for args in [
-        ["check", "rules", "rules.yaml"],
-        ["test", "rules", "rules.test.yaml"],
-    ] {
-        let out = Command::new(&promtool)
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .context("running promtool")?;
+    std::fs::write(dir.join("rules.yaml"), serde_yaml::to_string(&rule_groups()?)?)?;
+    std::fs::copy(monitoring_dir().join("rules.test.yaml"), dir.join("rules.test.yaml"))?;
+    for args in [["check", "rules", "rules.yaml"], ["test", "rules", "rules.test.yaml"]] {
+        let out = Command::new(&promtool).args(args).current_dir(&dir).output().context("running promtool")?;
         ensure!(
             out.status.success(),
             "promtool {}: {}\n{}{}",
@@ -275,19 +230,11 @@ fn prometheus_rules_pass_promtool_check_and_their_unit_tests() -> Result<()> {
     // Every alert is unit-tested at least once.
     let tests = std::fs::read_to_string(dir.join("rules.test.yaml"))?;
     let groups = rule_groups()?;
-    for rule in groups["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+    for rule in
+        groups["groups"].as_array().into_iter().flatten().flat_map(|g| g["rules"].as_array().into_iter().flatten())
     {
-        let alert = rule["alert"]
-            .as_str()
-            .context("a rule that is not an alert")?;
-        ensure!(
-            tests.contains(&format!("alertname: {alert}\n")),
-            "{alert} has no test in rules.test.yaml"
-        );
+        let alert = rule["alert"].as_str().context("a rule that is not an alert")?;
+        ensure!(tests.contains(&format!("alertname: {alert}\n")), "{alert} has no test in rules.test.yaml");
     }
     Ok(())
 }
@@ -320,19 +267,14 @@ fn registered_names(source: &str) -> Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     for call in source.split("registry.register(").skip(1) {
         let call = &call[..call_end(call).context("an unterminated register call")?];
-        let name = call
-            .split('"')
-            .nth(1)
-            .context("a register call without a name")?;
+        let name = call.split('"').nth(1).context("a register call without a name")?;
         let var = call
             .rsplit(',')
             .map(str::trim)
             .find_map(|arg| arg.strip_suffix(".clone()"))
             .with_context(|| format!("register({name}): no `var.clone()` argument"))?;
-        let decl = source
-            .split(&format!("let {var} = "))
-            .nth(1)
-            .with_context(|| format!("no `let {var} = ` for {name}"))?;
+        let decl =
+            source.split(&format!("let {var} = ")).nth(1).with_context(|| format!("no `let {var} = ` for {name}"))?;
         let kind = match decl.strip_prefix("Family::<") {
             Some(rest) => rest.split(", ").nth(1).unwrap_or_default(),
             None => decl,
@@ -356,28 +298,14 @@ async fn scrape_a_running_warden() -> Result<String> {
     let config = dir.join("warden.yaml");
     std::fs::write(
         &config,
-        format!(
-            "store:\n  sqlite: {}\nserver:\n  listen: 127.0.0.1:{port}\n",
-            dir.join("warden.db").display()
-        ),
+        format!("store:\n  sqlite: {}\nserver:\n  listen: 127.0.0.1:{port}\n", dir.join("warden.db").display()),
     )?;
-    let mut warden = ChildProcess::spawn(
-        "warden",
-        &warden_binary()?,
-        ["run", "-c", config.to_str().context("path")?],
-        &[],
-        &dir,
-    )?;
+    let mut warden =
+        ChildProcess::spawn("warden", &warden_binary()?, ["run", "-c", config.to_str().context("path")?], &[], &dir)?;
     let base = format!("http://127.0.0.1:{port}");
-    warden
-        .wait_http_ready(&format!("{base}/readyz"), Duration::from_secs(60))
-        .await?;
+    warden.wait_http_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await?;
     let response = http_client().get(format!("{base}/metrics")).send().await?;
-    ensure!(
-        response.status().is_success(),
-        "/metrics answered {}",
-        response.status()
-    );
+    ensure!(response.status().is_success(), "/metrics answered {}", response.status());
     let body = response.text().await?;
     warden.terminate(Duration::from_secs(10)).await?;
     Ok(body)
@@ -394,12 +322,7 @@ async fn alerts_and_dashboard_query_only_metrics_warden_exports() -> Result<()> 
         scraped.contains("warden_open_incidents") && scraped.is_subset(&registered),
         "the scrape has metrics agent/src/metrics.rs does not register (or parse):\nscraped: {scraped:?}\nregistered: {registered:?}"
     );
-    ensure!(
-        registered.len() >= 15,
-        "only {} series names parsed from {}",
-        registered.len(),
-        path.display()
-    );
+    ensure!(registered.len() >= 15, "only {} series names parsed from {}", registered.len(), path.display());
     let exported = registered;
 
     let mut missing = Vec::new();
@@ -408,33 +331,18 @@ async fn alerts_and_dashboard_query_only_metrics_warden_exports() -> Result<()> 
     let dashboard = dashboard()?;
     let mut panels = Vec::new();
     dashboard_exprs(&dashboard["panels"], &mut panels);
-    ensure!(
-        panels.len() >= 10,
-        "only {} queries in the dashboard",
-        panels.len()
-    );
+    ensure!(panels.len() >= 10, "only {} queries in the dashboard", panels.len());
     let mut templating = Vec::new();
-    for var in dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
         if let Some(q) = var["query"]["query"].as_str() {
             // `label_values(metric, label)`: the metric.
-            if let Some(inner) = q
-                .strip_prefix("label_values(")
-                .and_then(|q| q.split(',').next())
-            {
+            if let Some(inner) = q.strip_prefix("label_values(").and_then(|q| q.split(',').next()) {
                 templating.push(inner.trim().to_string());
             }
         }
     }
     let mut used = BTreeSet::new();
-    for (source, exprs) in [
-        ("rule", &rules),
-        ("dashboard", &panels),
-        ("dashboard variable", &templating),
-    ] {
+    for (source, exprs) in [("rule", &rules), ("dashboard", &panels), ("dashboard variable", &templating)] {
         for expr in exprs {
             let names = metric_names(expr);
             if names.is_empty() {
@@ -448,11 +356,7 @@ async fn alerts_and_dashboard_query_only_metrics_warden_exports() -> Result<()> 
             }
         }
     }
-    ensure!(
-        missing.is_empty(),
-        "metrics warden does not export:\n{}\nexported: {exported:?}",
-        missing.join("\n")
-    );
+    ensure!(missing.is_empty(), "metrics warden does not export:\n{}\nexported: {exported:?}", missing.join("\n"));
     // The alerts named in the issue each have their metric.
     for name in [
         "warden_evaluations_total",

@@ -31,10 +31,7 @@ fn alert(ends_at: Option<String>) -> Value {
 }
 
 fn alertmanager_incident(incidents: &[Value]) -> Option<Value> {
-    incidents
-        .iter()
-        .find(|i| i["watch"] == ALERT_WATCH)
-        .cloned()
+    incidents.iter().find(|i| i["watch"] == ALERT_WATCH).cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,19 +42,14 @@ async fn alertmanager_alerts_open_and_resolve_incidents() -> Result<()> {
     let mut alertmanager = Alertmanager::start(stack.path(), &webhook, API_TOKEN).await?;
 
     alertmanager.post_alerts(&alert(None)).await?;
-    let incident = wait_until(
-        Duration::from_secs(30),
-        "an incident from the Alertmanager alert",
-        async || Ok(alertmanager_incident(&warden.incidents(None).await?)),
-    )
+    let incident = wait_until(Duration::from_secs(30), "an incident from the Alertmanager alert", async || {
+        Ok(alertmanager_incident(&warden.incidents(None).await?))
+    })
     .await
     .map_err(|e| e.context(alertmanager.process().logs_tail(30)))?;
     assert_eq!(incident["source"], "alertmanager", "{incident}");
     assert_eq!(incident["status"], "open", "{incident}");
-    assert_eq!(
-        incident["labels"]["alertname"], "CheckoutErrorRate",
-        "{incident}"
-    );
+    assert_eq!(incident["labels"]["alertname"], "CheckoutErrorRate", "{incident}");
     assert_eq!(incident["labels"]["namespace"], "shop", "{incident}");
     assert_eq!(incident["resolved_at"], Value::Null, "{incident}");
     let id = incident["id"].clone();
@@ -68,18 +60,10 @@ async fn alertmanager_alerts_open_and_resolve_incidents() -> Result<()> {
     assert_eq!(n, 1, "{open:?}");
 
     // Resolve: the alert ends, Alertmanager sends the resolved notification.
-    alertmanager
-        .post_alerts(&alert(Some(chrono::Utc::now().to_rfc3339())))
-        .await?;
-    let resolved = wait_until(
-        Duration::from_secs(30),
-        "the Alertmanager incident to resolve",
-        async || {
-            Ok(alertmanager_incident(
-                &warden.incidents(Some("resolved")).await?,
-            ))
-        },
-    )
+    alertmanager.post_alerts(&alert(Some(chrono::Utc::now().to_rfc3339()))).await?;
+    let resolved = wait_until(Duration::from_secs(30), "the Alertmanager incident to resolve", async || {
+        Ok(alertmanager_incident(&warden.incidents(Some("resolved")).await?))
+    })
     .await
     .map_err(|e| e.context(alertmanager.process().logs_tail(30)))?;
     assert_eq!(resolved["id"], id, "{resolved}");
@@ -118,45 +102,22 @@ async fn alerts_endpoint_requires_the_token_and_a_valid_payload() -> Result<()> 
 
     let r = client.post(&url).json(&valid).send().await?;
     assert_eq!(r.status().as_u16(), 401, "no token");
-    let r = client
-        .post(&url)
-        .bearer_auth("wrong-token")
-        .json(&valid)
-        .send()
-        .await?;
+    let r = client.post(&url).bearer_auth("wrong-token").json(&valid).send().await?;
     assert_eq!(r.status().as_u16(), 401, "wrong token");
-    let r = client
-        .get(format!("{}/api/v1/incidents", warden.url()))
-        .send()
-        .await?;
-    assert_eq!(
-        r.status().as_u16(),
-        401,
-        "GET /api/v1/incidents without token"
-    );
+    let r = client.get(format!("{}/api/v1/incidents", warden.url())).send().await?;
+    assert_eq!(r.status().as_u16(), 401, "GET /api/v1/incidents without token");
     for open in ["/healthz", "/metrics"] {
         let r = client.get(format!("{}{open}", warden.url())).send().await?;
-        ensure!(
-            r.status().is_success(),
-            "{open} needs no token, got {}",
-            r.status()
-        );
+        ensure!(r.status().is_success(), "{open} needs no token, got {}", r.status());
     }
-    ensure!(
-        warden.incidents(None).await?.is_empty(),
-        "an unauthorized post opened an incident"
-    );
+    ensure!(warden.incidents(None).await?.is_empty(), "an unauthorized post opened an incident");
 
     let bad_payloads = [
         ("not JSON", "this is not json".to_string()),
-        (
-            "alerts not a list",
-            json!({"version": "4", "status": "firing", "alerts": "nope"}).to_string(),
-        ),
+        ("alerts not a list", json!({"version": "4", "status": "firing", "alerts": "nope"}).to_string()),
         (
             "alert without labels",
-            json!({"version": "4", "status": "firing", "alerts": [{"status": "firing"}]})
-                .to_string(),
+            json!({"version": "4", "status": "firing", "alerts": [{"status": "firing"}]}).to_string(),
         ),
     ];
     for (what, body) in bad_payloads {
@@ -170,38 +131,20 @@ async fn alerts_endpoint_requires_the_token_and_a_valid_payload() -> Result<()> 
         let status = r.status().as_u16();
         let text = r.text().await?;
         assert_eq!(status, 400, "{what}: want 400, got {status}: {text}");
-        let body: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{what}: the 400 body is not JSON: {text:?}"))?;
+        let body: Value =
+            serde_json::from_str(&text).with_context(|| format!("{what}: the 400 body is not JSON: {text:?}"))?;
         let message = body["error"].as_str().unwrap_or_default();
         ensure!(
             message.contains("payload") || message.contains("version") || message.contains("status"),
             "{what}: 400 without a message naming the problem: {text:?}"
         );
     }
-    ensure!(
-        warden.incidents(None).await?.is_empty(),
-        "a bad payload opened an incident"
-    );
+    ensure!(warden.incidents(None).await?.is_empty(), "a bad payload opened an incident");
 
-    let r = client
-        .post(&url)
-        .bearer_auth(API_TOKEN)
-        .json(&valid)
-        .send()
-        .await?;
-    ensure!(
-        r.status().is_success(),
-        "a valid webhook was refused: {} {}",
-        r.status(),
-        r.text().await?
-    );
+    let r = client.post(&url).bearer_auth(API_TOKEN).json(&valid).send().await?;
+    ensure!(r.status().is_success(), "a valid webhook was refused: {} {}", r.status(), r.text().await?);
     let incidents = warden.incidents(None).await?;
-    ensure!(
-        incidents
-            .iter()
-            .any(|i| i["watch"] == "alertmanager/X" && i["source"] == "alertmanager"),
-        "{incidents:?}"
-    );
+    ensure!(incidents.iter().any(|i| i["watch"] == "alertmanager/X" && i["source"] == "alertmanager"), "{incidents:?}");
 
     warden.stop_ok().await
 }

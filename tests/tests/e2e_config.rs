@@ -11,10 +11,7 @@ use warden_tests::procs::{warden_cli, workspace_root, CliOutput};
 
 const SECRET_ENVS: &[(&str, &str)] = &[
     ("WARDEN_API_TOKEN", "check-config-token"),
-    (
-        "SLACK_WEBHOOK_URL",
-        "http://127.0.0.1:9/services/T000/B000/XXX",
-    ),
+    ("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/services/T000/B000/XXX"),
     ("PROM_TOKEN", "check-config-prom-token"),
 ];
 
@@ -37,28 +34,15 @@ fn example_files() -> Result<Vec<PathBuf>> {
 #[tokio::test]
 async fn every_example_config_is_valid() -> Result<()> {
     let files = example_files()?;
-    ensure!(
-        !files.is_empty(),
-        "no examples/*.yaml to check in {}",
-        workspace_root().join("examples").display()
-    );
+    ensure!(!files.is_empty(), "no examples/*.yaml to check in {}", workspace_root().join("examples").display());
     let mut failures = Vec::new();
     for file in &files {
         let out = check_config(file).await?;
         if out.status.code() != Some(0) {
-            failures.push(format!(
-                "{}: {}\n{}",
-                file.display(),
-                out.status,
-                out.stderr
-            ));
+            failures.push(format!("{}: {}\n{}", file.display(), out.status, out.stderr));
         }
     }
-    ensure!(
-        failures.is_empty(),
-        "invalid examples:\n{}",
-        failures.join("\n")
-    );
+    ensure!(failures.is_empty(), "invalid examples:\n{}", failures.join("\n"));
     Ok(())
 }
 
@@ -90,10 +74,7 @@ async fn the_generated_test_config_is_valid() -> Result<()> {
 
 /// 1-based number of the first line of `text` containing `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .expect("needle in text")
-        + 1
+    text.lines().position(|l| l.contains(needle)).expect("needle in text") + 1
 }
 
 #[tokio::test]
@@ -138,47 +119,20 @@ watches:
     let path = dir.path().join("invalid.yaml");
     std::fs::write(&path, &text)?;
     let out = check_config(&path).await?;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "want exit code 1; stderr:\n{}",
-        out.stderr
-    );
+    assert_eq!(out.status.code(), Some(1), "want exit code 1; stderr:\n{}", out.stderr);
 
     let file_name = path.file_name().unwrap().to_str().unwrap();
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     let expect = |what: &str, line: usize, path_ok: &dyn Fn(&str) -> bool| -> Result<()> {
         let found = errors.iter().any(|e| {
-            e.contains(file_name)
-                && e.contains(&format!(":{line}: "))
-                && e.split(": ").nth(2).is_some_and(path_ok)
+            e.contains(file_name) && e.contains(&format!(":{line}: ")) && e.split(": ").nth(2).is_some_and(path_ok)
         });
-        ensure!(
-            found,
-            "no `error: FILE:{line}: PATH: message` line for {what} in stderr:\n{}",
-            out.stderr
-        );
+        ensure!(found, "no `error: FILE:{line}: PATH: message` line for {what} in stderr:\n{}", out.stderr);
         Ok(())
     };
-    expect(
-        "the bad duration",
-        line_of(&text, "interval: 2 parsecs"),
-        &|p| p == "watches[0].interval",
-    )?;
-    expect("the bad PromQL", line_of(&text, "query: 'rate("), &|p| {
-        p == "watches[0].query"
-    })?;
-    expect("the unknown key", line_of(&text, "treshold: 4"), &|p| {
-        p == "watches[0].treshold"
-    })?;
-    ensure!(
-        errors.iter().any(|e| e.contains("treshold")),
-        "the unknown key is not named:\n{}",
-        out.stderr
-    );
+    expect("the bad duration", line_of(&text, "interval: 2 parsecs"), &|p| p == "watches[0].interval")?;
+    expect("the bad PromQL", line_of(&text, "query: 'rate("), &|p| p == "watches[0].query")?;
+    expect("the unknown key", line_of(&text, "treshold: 4"), &|p| p == "watches[0].treshold")?;
+    ensure!(errors.iter().any(|e| e.contains("treshold")), "the unknown key is not named:\n{}", out.stderr);
     Ok(())
 }

@@ -12,20 +12,12 @@ use warden_tests::{free_port, http_client};
 const TOKEN: &str = "extreme-token";
 
 async fn check_config(path: &Path) -> Result<CliOutput> {
-    warden_cli(
-        &["check-config", path.to_str().context("non-UTF-8 path")?],
-        &[("WARDEN_API_TOKEN", TOKEN)],
-    )
-    .await
+    warden_cli(&["check-config", path.to_str().context("non-UTF-8 path")?], &[("WARDEN_API_TOKEN", TOKEN)]).await
 }
 
 fn refused(out: &CliOutput, needles: &[&str]) -> Result<()> {
     let all = format!("{}{}", out.stdout, out.stderr);
-    ensure!(
-        out.status.code() == Some(1),
-        "expected exit 1, got {}:\n{all}",
-        out.status
-    );
+    ensure!(out.status.code() == Some(1), "expected exit 1, got {}:\n{all}", out.status);
     ensure!(!all.contains("panicked"), "check-config panicked:\n{all}");
     for n in needles {
         ensure!(all.contains(n), "`{n}` missing from:\n{all}");
@@ -91,10 +83,7 @@ async fn inline_secrets_are_refused_without_their_value() -> Result<()> {
         let out = check_config(&path).await?;
         refused(&out, &[at, "{ env: NAME }", "{ file: PATH }"])?;
         let all = format!("{}{}", out.stdout, out.stderr);
-        ensure!(
-            !all.contains(secret),
-            "check-config printed the secret {secret}:\n{all}"
-        );
+        ensure!(!all.contains(secret), "check-config printed the secret {secret}:\n{all}");
     }
     Ok(())
 }
@@ -103,10 +92,7 @@ async fn inline_secrets_are_refused_without_their_value() -> Result<()> {
 async fn a_deeply_nested_file_is_refused_before_parsing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("warden.yaml");
-    std::fs::write(
-        &path,
-        format!("watches: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
-    )?;
+    std::fs::write(&path, format!("watches: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)))?;
     // warden_cli gives a command 60 s; unbounded parsing of this file took most of a minute.
     let out = check_config(&path).await?;
     refused(&out, &["warden.yaml:1", "nested deeper than 64 levels"])
@@ -131,21 +117,9 @@ async fn the_largest_accepted_values_start_and_run() -> Result<()> {
     let path = dir.path().join("warden.yaml");
     std::fs::write(&path, &config)?;
     let out = check_config(&path).await?;
-    ensure!(
-        out.status.code() == Some(0),
-        "check-config refused the largest values: {}{}",
-        out.stdout,
-        out.stderr
-    );
+    ensure!(out.status.code() == Some(0), "check-config refused the largest values: {}{}", out.stdout, out.stderr);
 
-    let warden = Warden::start(
-        dir.path(),
-        &config,
-        &[("WARDEN_API_TOKEN", TOKEN)],
-        port,
-        TOKEN,
-    )
-    .await?;
+    let warden = Warden::start(dir.path(), &config, &[("WARDEN_API_TOKEN", TOKEN)], port, TOKEN).await?;
     let response = http_client()
         .post(format!("{}/api/v1/playbooks/far/runs", warden.url()))
         .bearer_auth(TOKEN)
@@ -157,10 +131,7 @@ async fn the_largest_accepted_values_start_and_run() -> Result<()> {
     ensure!(status.as_u16() == 201, "{status}: {body}");
     // The run waits for its 366 days; the daemon keeps running and answering.
     ensure!(body["run"]["status"] == "running", "{body}");
-    let health = http_client()
-        .get(format!("{}/healthz", warden.url()))
-        .send()
-        .await?;
+    let health = http_client().get(format!("{}/healthz", warden.url())).send().await?;
     ensure!(health.status().is_success(), "{}", health.status());
     warden.stop_ok().await
 }

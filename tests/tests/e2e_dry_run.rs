@@ -16,17 +16,9 @@ use warden_tests::wait_until;
 const FAULT: Option<(i64, i64)> = Some((10, 310));
 
 async fn first_finished_action(warden: &Warden) -> Result<Value> {
-    wait_until(
-        Duration::from_secs(90),
-        "a finished scale action",
-        async || {
-            Ok(warden
-                .actions()
-                .await?
-                .into_iter()
-                .find(|a| a["status"] != "pending"))
-        },
-    )
+    wait_until(Duration::from_secs(90), "a finished scale action", async || {
+        Ok(warden.actions().await?.into_iter().find(|a| a["status"] != "pending"))
+    })
     .await
 }
 
@@ -38,12 +30,7 @@ async fn dry_run_patches_with_dry_run_all_and_changes_nothing() -> Result<()> {
     let warden = stack.start_warden(&config).await?;
 
     let action = first_finished_action(&warden).await?;
-    assert_eq!(
-        action["status"],
-        "succeeded",
-        "{action}\n{}",
-        stack.kube.request_log()
-    );
+    assert_eq!(action["status"], "succeeded", "{action}\n{}", stack.kube.request_log());
     assert_eq!(action["dry_run"], true, "{action}");
     assert_eq!(action["kind"], "scale", "{action}");
     assert_eq!(action["namespace"], "shop", "{action}");
@@ -57,25 +44,12 @@ async fn dry_run_patches_with_dry_run_all_and_changes_nothing() -> Result<()> {
     // Give warden a few more evaluations: still one PATCH, a dry run, nothing persisted.
     sleep(Duration::from_secs(6)).await;
     let writes = stack.kube.scale_writes("shop", "checkout");
-    assert_eq!(
-        writes.len(),
-        1,
-        "want exactly one scale write:\n{}",
-        stack.kube.request_log()
-    );
+    assert_eq!(writes.len(), 1, "want exactly one scale write:\n{}", stack.kube.request_log());
     assert_eq!(writes[0].method, "PATCH");
-    assert!(
-        writes[0].is_dry_run(),
-        "PATCH without dryRun=All: {:?}",
-        writes[0]
-    );
+    assert!(writes[0].is_dry_run(), "PATCH without dryRun=All: {:?}", writes[0]);
     assert_eq!(writes[0].requested_replicas(), Some(3), "{:?}", writes[0]);
     assert_eq!(writes[0].status, 200);
-    assert_eq!(
-        stack.kube.replicas("shop", "checkout"),
-        Some(2),
-        "a dry run changed the deployment"
-    );
+    assert_eq!(stack.kube.replicas("shop", "checkout"), Some(2), "a dry run changed the deployment");
     assert_eq!(warden.actions().await?.len(), 1);
 
     warden.stop_ok().await
@@ -91,27 +65,16 @@ async fn conflict_on_patch_records_a_failed_action() -> Result<()> {
     let mut warden = stack.start_warden(&config).await?;
 
     let action = first_finished_action(&warden).await?;
-    assert_eq!(
-        action["status"],
-        "failed",
-        "{action}\n{}",
-        stack.kube.request_log()
-    );
+    assert_eq!(action["status"], "failed", "{action}\n{}", stack.kube.request_log());
     assert_eq!(action["dry_run"], false, "{action}");
     assert_eq!(action["namespace"], "shop", "{action}");
     assert_eq!(action["deployment"], "checkout", "{action}");
     ensure!(
-        action["reason"]
-            .as_str()
-            .is_some_and(|r| !r.trim().is_empty()),
+        action["reason"].as_str().is_some_and(|r| !r.trim().is_empty()),
         "a failed action needs a reason: {action}"
     );
     let patches = stack.kube.scale_patches("shop", "checkout");
-    ensure!(
-        !patches.is_empty(),
-        "no PATCH was sent:\n{}",
-        stack.kube.request_log()
-    );
+    ensure!(!patches.is_empty(), "no PATCH was sent:\n{}", stack.kube.request_log());
     assert_eq!(patches[0].status, 409, "{}", stack.kube.request_log());
     assert_eq!(patches[0].requested_replicas(), Some(3));
 
@@ -119,25 +82,14 @@ async fn conflict_on_patch_records_a_failed_action() -> Result<()> {
     sleep(Duration::from_secs(4)).await;
     warden.process().ensure_running()?;
     let health = warden.get("/healthz").await?;
-    assert!(
-        health.status().is_success(),
-        "/healthz: {}",
-        health.status()
-    );
+    assert!(health.status().is_success(), "/healthz: {}", health.status());
     let watch = warden.watch(WATCH).await?;
     assert_eq!(watch["state"], "anomalous", "{watch}");
     let incident = watch_incident(&warden.incidents(Some("open")).await?);
-    ensure!(
-        incident.is_some(),
-        "the incident is not open after the failed action"
-    );
+    ensure!(incident.is_some(), "the incident is not open after the failed action");
     warden.metrics().await?;
     let stderr = std::fs::read_to_string(warden.process().stderr_path())?;
-    ensure!(
-        !stderr.contains("panicked"),
-        "warden panicked:\n{}",
-        warden.logs_tail(60)
-    );
+    ensure!(!stderr.contains("panicked"), "warden panicked:\n{}", warden.logs_tail(60));
 
     warden.stop_ok().await
 }

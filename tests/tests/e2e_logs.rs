@@ -61,7 +61,14 @@ log_watches:
 }
 
 async fn start(dir: &std::path::Path, loki: &LokiServer, port: u16) -> Result<Warden> {
-    Warden::start(dir, &config(dir, &loki.url(), port), &[("WARDEN_API_TOKEN", TOKEN), ("LOKI_TOKEN", LOKI_TOKEN)], port, TOKEN).await
+    Warden::start(
+        dir,
+        &config(dir, &loki.url(), port),
+        &[("WARDEN_API_TOKEN", TOKEN), ("LOKI_TOKEN", LOKI_TOKEN)],
+        port,
+        TOKEN,
+    )
+    .await
 }
 
 async fn evaluated(warden: &Warden) -> Result<Value> {
@@ -82,7 +89,11 @@ async fn a_new_error_pattern_opens_an_incident_with_its_template_and_sample() ->
     let warden = start(dir.path(), &loki, port).await?;
 
     let status = evaluated(&warden).await?;
-    ensure!(warden.incidents(None).await?.is_empty(), "ordinary lines opened an incident: {:?}", warden.incidents(None).await?);
+    ensure!(
+        warden.incidents(None).await?.is_empty(),
+        "ordinary lines opened an incident: {:?}",
+        warden.incidents(None).await?
+    );
     assert!(status["series"].as_u64().unwrap_or(0) >= 2, "templates mined: {status}");
     let seen = loki.requests_to("/loki/api/v1/query_range");
     ensure!(!seen.is_empty(), "warden never queried Loki");
@@ -90,7 +101,10 @@ async fn a_new_error_pattern_opens_an_incident_with_its_template_and_sample() ->
     ensure!(seen.len() >= 4, "expected paging, got {} requests", seen.len());
 
     // A bad query is no data, with Loki's message; nothing opens.
-    loki.set_fault(LokiFault::BadQuery { query: QUERY.into(), message: "parse error at line 1, col 2: syntax error: unexpected IDENTIFIER".into() });
+    loki.set_fault(LokiFault::BadQuery {
+        query: QUERY.into(),
+        message: "parse error at line 1, col 2: syntax error: unexpected IDENTIFIER".into(),
+    });
     let bad = wait_until(Duration::from_secs(20), "no data on a bad query", async || {
         let w = warden.watch("checkout-logs").await?;
         Ok((w["state"] == "no_data").then_some(w))
@@ -132,9 +146,13 @@ async fn a_new_error_pattern_opens_an_incident_with_its_template_and_sample() ->
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     let after: Vec<_> = loki.requests_to("/loki/api/v1/query_range").into_iter().skip(before).collect();
     ensure!(!after.is_empty(), "no reads after the restart");
-    let first_start: i64 = after[0].query_param("start").and_then(|s| s.parse().ok()).context("start parameter in ns")?;
+    let first_start: i64 =
+        after[0].query_param("start").and_then(|s| s.parse().ok()).context("start parameter in ns")?;
     let newest = loki.entries().iter().map(|e| e.ts_ns).max().unwrap_or(0);
-    assert!(first_start > newest - 2_000_000_000, "after a restart the read started at {first_start}, before lines already read (newest {newest})");
+    assert!(
+        first_start > newest - 2_000_000_000,
+        "after a restart the read started at {first_start}, before lines already read (newest {newest})"
+    );
     warden.stop_ok().await?;
     Ok(())
 }

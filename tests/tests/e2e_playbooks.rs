@@ -36,7 +36,13 @@ struct Scripted {
 
 #[async_trait]
 impl MetricsQuery for Scripted {
-    async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> Result<Vec<Series>, QueryError> {
+    async fn query_range(
+        &self,
+        _q: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Vec<Series>, QueryError> {
         let Some(v) = *self.value.lock().map_err(|e| e.to_string())? else { return Ok(Vec::new()) };
         let mut points = Vec::new();
         let mut t = start;
@@ -90,7 +96,11 @@ async fn rig() -> Result<Rig> {
     .await?
     // Short waits for the cluster: a pod that stays terminating is reported in a second, a
     // deployment controller that lags is waited for half a second.
-    .with_action_waits(ActionWaits { pod_gone: Duration::from_secs(1), controller: Duration::from_millis(500), ..ActionWaits::default() });
+    .with_action_waits(ActionWaits {
+        pod_gone: Duration::from_secs(1),
+        controller: Duration::from_millis(500),
+        ..ActionWaits::default()
+    });
     let cluster = Arc::new(KubeCluster { client });
     let store = Arc::new(Store::open(&dir.path().join("warden.db"))?);
     let metrics = Arc::new(Scripted { value: Mutex::new(Some(1.0)) });
@@ -149,11 +159,13 @@ async fn drive(r: &Rig, mut run: Run, from: i64, limit: i64) -> Result<Run> {
 
 fn audit_ok(store: &Store) -> Result<usize> {
     let entries = store.audit_entries()?;
-    let summary = warden_playbooks::audit::verify(&entries).map_err(|b| anyhow::anyhow!("chain broken at {}: {}", b.seq, b.reason))?;
+    let summary = warden_playbooks::audit::verify(&entries)
+        .map_err(|b| anyhow::anyhow!("chain broken at {}: {}", b.seq, b.reason))?;
     Ok(summary.entries)
 }
 
-const SCALE_VERIFY: &str = "name: more\nsteps:\n  - scale: {by: 1, max: 5}\n  - verify: {query: 'up', for: 2m, step: 30s}\n";
+const SCALE_VERIFY: &str =
+    "name: more\nsteps:\n  - scale: {by: 1, max: 5}\n  - verify: {query: 'up', for: 2m, step: 30s}\n";
 
 #[tokio::test]
 async fn scale_then_verify_succeeds_with_its_audit_trail() -> Result<()> {
@@ -278,9 +290,14 @@ async fn restart_delete_pod_cordon_and_patch() -> Result<()> {
     let run = r.engine.start(request(pb, checkout(), at(2000))).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     assert_eq!(r.api.pod_template_annotation("shop", "checkout", "warden.io/model").as_deref(), Some("v7"));
-    assert_eq!(run.steps[0].plan.as_ref().map(|p| p["inverse"].clone()), Some(json!({"spec": {"template": {"metadata": {"annotations": {"warden.io/model": null}}}}})));
-    let mut bad = playbook("name: pt2\nsteps:\n  - patch: {patch: {spec: {template: {metadata: {annotations: {a: b}}}}}}\n");
-    bad.steps[0].patch = Some(warden_playbooks::spec::PatchStep { patch: serde_yaml::from_str("{spec: {paused: true}}")? });
+    assert_eq!(
+        run.steps[0].plan.as_ref().map(|p| p["inverse"].clone()),
+        Some(json!({"spec": {"template": {"metadata": {"annotations": {"warden.io/model": null}}}}}))
+    );
+    let mut bad =
+        playbook("name: pt2\nsteps:\n  - patch: {patch: {spec: {template: {metadata: {annotations: {a: b}}}}}}\n");
+    bad.steps[0].patch =
+        Some(warden_playbooks::spec::PatchStep { patch: serde_yaml::from_str("{spec: {paused: true}}")? });
     let run = r.engine.start(request(bad, checkout(), at(4000))).await?;
     assert_eq!(run.status, RunStatus::Refused);
     assert_eq!(run.refusal.as_ref().map(|x| x.guard), Some(GuardName::PatchAllow), "{:?}", run.refusal);
@@ -311,7 +328,10 @@ async fn run_job_waits_for_success_failure_and_timeout() -> Result<()> {
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     assert_eq!(r.api.jobs("shop").len(), 1, "a second Job was created");
 
-    r.api.set_job_outcome(JobOutcome::Fail { reason: "BackoffLimitExceeded".into(), message: "model did not converge".into() }, 1);
+    r.api.set_job_outcome(
+        JobOutcome::Fail { reason: "BackoffLimitExceeded".into(), message: "model did not converge".into() },
+        1,
+    );
     let mut pb = playbook(yaml);
     pb.guards.cooldown = Some("1s".parse().map_err(anyhow::Error::msg)?);
     let run = r.engine.start(request(pb.clone(), checkout(), at(1000))).await?;
@@ -351,7 +371,11 @@ async fn run_job_never_adopts_a_job_it_did_not_create() -> Result<()> {
     assert_eq!(run.id, 1);
     let run = drive(&r, run, 0, 600).await?;
     assert!(matches!(run.status, RunStatus::Failed | RunStatus::Reverted), "{:?}", run.status);
-    assert!(run.reason.as_deref().is_some_and(|x| x.contains("not adopted") && x.contains("warden.io/run is missing")), "{:?}", run.reason);
+    assert!(
+        run.reason.as_deref().is_some_and(|x| x.contains("not adopted") && x.contains("warden.io/run is missing")),
+        "{:?}",
+        run.reason
+    );
     let kept = r.api.job("shop", &taken).and_then(|j| j.metadata.labels).unwrap_or_default();
     assert_eq!(kept.len(), 1, "the foreign Job was changed: {kept:?}");
 
@@ -446,7 +470,9 @@ async fn http_step_sends_an_idempotency_key_and_checks_the_status() -> Result<()
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let yaml = format!("name: hook\nsteps:\n  - http: {{url: 'http://{addr}/hook', body: {{deployment: '{{{{ target.name }}}}'}}}}\n");
+    let yaml = format!(
+        "name: hook\nsteps:\n  - http: {{url: 'http://{addr}/hook', body: {{deployment: '{{{{ target.name }}}}'}}}}\n"
+    );
     let run = r.engine.start(request(playbook(&yaml), checkout(), at(0))).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     let got = seen.lock().map_err(|e| anyhow::anyhow!("{e}"))?.clone();
@@ -523,7 +549,9 @@ async fn guards_refuse_and_say_why() -> Result<()> {
 #[tokio::test]
 async fn approvals_expire_and_one_run_per_target() -> Result<()> {
     let r = rig().await?;
-    let pb = playbook("name: ask\nguards: {autonomy: recommend, approval_ttl: 10m, cooldown: 1s}\nsteps: [{scale: {by: 1}}]\n");
+    let pb = playbook(
+        "name: ask\nguards: {autonomy: recommend, approval_ttl: 10m, cooldown: 1s}\nsteps: [{scale: {by: 1}}]\n",
+    );
     let run = r.engine.start(request(pb.clone(), checkout(), at(0))).await?;
     assert_eq!(run.status, RunStatus::AwaitingApproval);
     assert_eq!(r.api.scale_writes("shop", "checkout").len(), 0, "acted before approval");
@@ -559,7 +587,10 @@ struct DiesAfterScale(Arc<KubeCluster>);
 
 #[async_trait]
 impl Cluster for DiesAfterScale {
-    async fn get_replicas(&self, t: &warden_playbooks::WorkloadRef) -> Result<warden_playbooks::ReplicaState, warden_playbooks::ClusterError> {
+    async fn get_replicas(
+        &self,
+        t: &warden_playbooks::WorkloadRef,
+    ) -> Result<warden_playbooks::ReplicaState, warden_playbooks::ClusterError> {
         self.0.get_replicas(t).await
     }
     async fn set_replicas(
@@ -571,7 +602,10 @@ impl Cluster for DiesAfterScale {
         let _ = self.0.set_replicas(t, replicas, dry_run).await?;
         futures::future::pending().await
     }
-    async fn deployment_info(&self, t: &warden_playbooks::WorkloadRef) -> Result<warden_playbooks::cluster::DeploymentInfo, warden_playbooks::ClusterError> {
+    async fn deployment_info(
+        &self,
+        t: &warden_playbooks::WorkloadRef,
+    ) -> Result<warden_playbooks::cluster::DeploymentInfo, warden_playbooks::ClusterError> {
         self.0.deployment_info(t).await
     }
 }
@@ -600,7 +634,12 @@ async fn a_run_killed_mid_step_resumes_without_repeating_a_step() -> Result<()> 
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     assert_eq!(r.api.replicas("shop", "checkout"), Some(3), "the scale step was applied twice");
     assert_eq!(run.steps[0].sends, 2, "the stored plan is sent again, not re-planned");
-    let restarts: Vec<_> = r.api.requests().into_iter().filter(|q| q.method == "PATCH" && q.path.ends_with("/deployments/checkout")).collect();
+    let restarts: Vec<_> = r
+        .api
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "PATCH" && q.path.ends_with("/deployments/checkout"))
+        .collect();
     assert_eq!(restarts.len(), 1, "restart sent {} times", restarts.len());
     assert!(audit_ok(&store)? > 0);
     Ok(())
@@ -621,8 +660,14 @@ async fn cron_triggers_fire_on_the_clock() -> Result<()> {
         pbdir.display()
     );
     let cfg = warden_agent::config::parse_str(&cfg_text, Path::new("w.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rem = Remediation::new(Arc::new(cfg), r.store.clone(), None, Some(r.cluster.clone() as Arc<dyn Cluster>), Arc::new(Recorder::default()))
-        .map_err(anyhow::Error::msg)?;
+    let rem = Remediation::new(
+        Arc::new(cfg),
+        r.store.clone(),
+        None,
+        Some(r.cluster.clone() as Arc<dyn Cluster>),
+        Arc::new(Recorder::default()),
+    )
+    .map_err(anyhow::Error::msg)?;
     // 03:00 in Berlin in winter is 02:00 UTC.
     let day = DateTime::parse_from_rfc3339("2026-01-15T01:59:00Z")?.with_timezone(&Utc);
     assert!(rem.on_clock(day, day + chrono::Duration::seconds(59)).await.is_empty());
@@ -645,7 +690,10 @@ async fn audit_verify_detects_edits_and_deletions() -> Result<()> {
     let bin = warden_tests::procs::warden_binary()?;
     let verify = || -> Result<(bool, String)> {
         let out = std::process::Command::new(&bin).args(["audit", "verify", "--db"]).arg(&db).output()?;
-        Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+        Ok((
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        ))
     };
     let (ok, text) = verify()?;
     assert!(ok, "{text}");
@@ -709,7 +757,10 @@ async fn a_killed_warden_process_resumes_in_the_daemon() -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let waiting = db.exists()
-            && Store::open(&db)?.list_runs(None, None, 1)?.first().is_some_and(|run| run.steps.get(1).is_some_and(|s| s.status == StepStatus::Waiting));
+            && Store::open(&db)?
+                .list_runs(None, None, 1)?
+                .first()
+                .is_some_and(|run| run.steps.get(1).is_some_and(|s| s.status == StepStatus::Waiting));
         if waiting {
             break;
         }
@@ -736,7 +787,12 @@ async fn a_killed_warden_process_resumes_in_the_daemon() -> Result<()> {
     assert_eq!(run.steps[0].sends, 1, "the scale step was sent again");
     assert_eq!(r.api.scale_writes("shop", "checkout").len(), 1);
     assert_eq!(r.api.replicas("shop", "checkout"), Some(3));
-    let restarts = r.api.requests().into_iter().filter(|q| q.method == "PATCH" && q.path.ends_with("/deployments/checkout")).count();
+    let restarts = r
+        .api
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "PATCH" && q.path.ends_with("/deployments/checkout"))
+        .count();
     assert_eq!(restarts, 1);
     assert_eq!(run.trigger.actor, "user/tester");
     daemon.stop_ok().await
@@ -767,11 +823,21 @@ async fn alert_triggers_notify_steps_and_attempts_per_incident() -> Result<()> {
     let cfg_text = format!("kubernetes: {{}}\nplaybooks: {{dir: '{}'}}\n", pbdir.display());
     let cfg = warden_agent::config::parse_str(&cfg_text, Path::new("w.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let recorder = Arc::new(Recorder::default());
-    let rem = Remediation::new(Arc::new(cfg), r.store.clone(), None, Some(r.cluster.clone() as Arc<dyn Cluster>), recorder.clone())
-        .map_err(anyhow::Error::msg)?;
+    let rem = Remediation::new(
+        Arc::new(cfg),
+        r.store.clone(),
+        None,
+        Some(r.cluster.clone() as Arc<dyn Cluster>),
+        recorder.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let labels: BTreeMap<String, String> =
-        [("alertname", "KubePodCrashLooping"), ("namespace", "shop"), ("deployment", "checkout")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let other: BTreeMap<String, String> = [("alertname", "Watchdog")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        [("alertname", "KubePodCrashLooping"), ("namespace", "shop"), ("deployment", "checkout")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let other: BTreeMap<String, String> =
+        [("alertname", "Watchdog")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert!(rem.on_alert(&other, Some(7), at(0)).await.is_empty());
     let runs = rem.on_alert(&labels, Some(7), at(0)).await;
     assert_eq!(runs.len(), 1);

@@ -41,10 +41,17 @@ impl Notices for Quiet {
 
 async fn client_for(api: &KubeApi, dir: &Path, timeout: Duration) -> Result<KubeClient> {
     let kubeconfig = kube_api::write_kubeconfig(dir, &api.url())?;
-    Ok(KubeClient::connect(&KubeConnect::Kubeconfig { path: Some(kubeconfig), context: Some(kube_api::KUBECONFIG_CONTEXT.to_string()) })
-        .await?
-        .with_request_timeout(timeout)
-        .with_action_waits(ActionWaits { pod_gone: Duration::from_secs(1), controller: Duration::from_millis(500), ..ActionWaits::default() }))
+    Ok(KubeClient::connect(&KubeConnect::Kubeconfig {
+        path: Some(kubeconfig),
+        context: Some(kube_api::KUBECONFIG_CONTEXT.to_string()),
+    })
+    .await?
+    .with_request_timeout(timeout)
+    .with_action_waits(ActionWaits {
+        pod_gone: Duration::from_secs(1),
+        controller: Duration::from_millis(500),
+        ..ActionWaits::default()
+    }))
 }
 
 fn engine_on(store: &Arc<Store>, cluster: Arc<dyn Cluster>, defaults: GuardSettings) -> Result<Engine> {
@@ -132,7 +139,8 @@ async fn slow_api_runs_send_each_step_once_with_the_stored_plan() -> Result<()> 
     let cluster = Arc::new(KubeCluster { client: client_for(&api, dir.path(), Duration::from_secs(30)).await? });
     let store = Arc::new(Store::open(&dir.path().join("warden.db"))?);
     let engine = Arc::new(engine_on(&store, cluster, no_guards())?);
-    let pb = playbook(&format!("name: grow\nsteps:\n  - scale: {{by: 1, max: 10}}\n  - http: {{url: '{}'}}\n", hooks.url));
+    let pb =
+        playbook(&format!("name: grow\nsteps:\n  - scale: {{by: 1, max: 10}}\n  - http: {{url: '{}'}}\n", hooks.url));
 
     // The daemon's ticker: every due run, once a second (here: more often).
     let stop = tokio_util::sync::CancellationToken::new();
@@ -158,7 +166,11 @@ async fn slow_api_runs_send_each_step_once_with_the_stored_plan() -> Result<()> 
         if runs.len() == RUNS && runs.iter().all(|r| r.status.is_terminal()) {
             break runs;
         }
-        ensure!(Instant::now() < deadline, "runs did not finish: {:?}", runs.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>());
+        ensure!(
+            Instant::now() < deadline,
+            "runs did not finish: {:?}",
+            runs.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     stop.cancel();
@@ -174,7 +186,14 @@ async fn slow_api_runs_send_each_step_once_with_the_stored_plan() -> Result<()> 
         }
         // The plan that was sent is the plan that is stored.
         let stored_to = r.steps[0].plan.as_ref().and_then(|p| p["to"].as_i64());
-        assert_eq!(writes[0].requested_replicas(), stored_to, "run {}: sent {:?}, stored plan {:?}", r.id, writes[0].requested_replicas(), r.steps[0].plan);
+        assert_eq!(
+            writes[0].requested_replicas(),
+            stored_to,
+            "run {}: sent {:?}, stored plan {:?}",
+            r.id,
+            writes[0].requested_replicas(),
+            r.steps[0].plan
+        );
         assert_eq!(r.status, RunStatus::Succeeded, "run {}: {:?}", r.id, r.reason);
         assert_eq!(r.steps[0].sends, 1, "run {}", r.id);
         assert_eq!(api.replicas(&t.namespace, &t.name), Some(3), "{t}");
@@ -214,7 +233,9 @@ async fn apply_then_500_is_read_back_and_counts_for_the_cooldown() -> Result<()>
     assert_eq!(api.replicas("shop", "checkout"), Some(22));
     let audit = store.audit_for_run(run.id)?;
     ensure!(
-        audit.iter().any(|e| e.detail["attempts"].as_array().is_some_and(|a| a.iter().any(|x| x["class"] == "unknown_outcome" && x["resolved"] == "applied"))),
+        audit.iter().any(|e| e.detail["attempts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["class"] == "unknown_outcome" && x["resolved"] == "applied"))),
         "the unknown outcome and its resolution are in the audit: {audit:#?}"
     );
 
@@ -274,7 +295,12 @@ async fn a_transient_503_before_acting_is_retried() -> Result<()> {
     let run = engine.start(request(pb, Target::deployment("shop", "checkout"))).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}\n{}", run.reason, api.request_log());
     assert!(run.revert_steps.is_empty(), "nothing is reverted");
-    let restarts: Vec<u16> = api.requests().iter().filter(|q| q.method == "PATCH" && q.path.ends_with("/deployments/checkout")).map(|q| q.status).collect();
+    let restarts: Vec<u16> = api
+        .requests()
+        .iter()
+        .filter(|q| q.method == "PATCH" && q.path.ends_with("/deployments/checkout"))
+        .map(|q| q.status)
+        .collect();
     assert_eq!(restarts, vec![503, 200], "{}", api.request_log());
     assert_eq!(run.steps[0].status, StepStatus::Done);
     assert_eq!(api.scale_writes("shop", "checkout").len(), 1);
@@ -299,16 +325,27 @@ impl Cluster for LosesAnswers {
         }
         self.inner.get_replicas(t).await
     }
-    async fn set_replicas(&self, t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
+    async fn set_replicas(
+        &self,
+        t: &WorkloadRef,
+        replicas: i32,
+        dry_run: bool,
+    ) -> Result<SetReplicasOutcome, ClusterError> {
         let out = self.inner.set_replicas(t, replicas, dry_run).await?;
         if self.lose.load(Ordering::SeqCst) > 0 {
             self.lose.fetch_sub(1, Ordering::SeqCst);
             self.blind.store(100, Ordering::SeqCst);
-            return Err(ClusterError::new(ClusterErrorKind::UnknownOutcome, "injected: connection reset after sending"));
+            return Err(ClusterError::new(
+                ClusterErrorKind::UnknownOutcome,
+                "injected: connection reset after sending",
+            ));
         }
         Ok(out)
     }
-    async fn deployment_info(&self, t: &WorkloadRef) -> Result<warden_playbooks::cluster::DeploymentInfo, ClusterError> {
+    async fn deployment_info(
+        &self,
+        t: &WorkloadRef,
+    ) -> Result<warden_playbooks::cluster::DeploymentInfo, ClusterError> {
         self.inner.deployment_info(t).await
     }
 }
@@ -323,7 +360,8 @@ async fn a_write_that_may_have_applied_is_reverted_and_counted() -> Result<()> {
     let kube = Arc::new(KubeCluster { client: client_for(&api, dir.path(), Duration::from_secs(30)).await? });
     let cluster = Arc::new(LosesAnswers { inner: kube, lose: AtomicUsize::new(1), blind: AtomicUsize::new(0) });
     let store = Arc::new(Store::open(&dir.path().join("warden.db"))?);
-    let mut engine = engine_on(&store, cluster.clone(), GuardSettings { cooldown: Duration::from_secs(3600), ..no_guards() })?;
+    let mut engine =
+        engine_on(&store, cluster.clone(), GuardSettings { cooldown: Duration::from_secs(3600), ..no_guards() })?;
     engine.retry = RetryPolicy { attempts: 1, ..RetryPolicy::default() };
     let pb = playbook("name: grow\nsteps:\n  - scale: {by: 1, max: 10}\n");
     let run = engine.start(request(pb.clone(), Target::deployment("shop", "checkout"))).await?;
@@ -356,7 +394,11 @@ async fn a_webhook_answering_500_is_called_once_and_counts_as_acted() -> Result<
     let run = engine.start(request(pb, Target::deployment("shop", "checkout"))).await?;
     assert!(run.acted, "a webhook whose outcome is unknown counts as acted: {:?}", run.reason);
     assert!(run.steps[0].may_have_applied);
-    assert!(run.reason.as_deref().is_some_and(|r| r.contains("500") && r.contains("not sent again")), "{:?}", run.reason);
+    assert!(
+        run.reason.as_deref().is_some_and(|r| r.contains("500") && r.contains("not sent again")),
+        "{:?}",
+        run.reason
+    );
     let calls = hooks.calls.lock().map_err(|e| anyhow::anyhow!("{e}"))?.clone();
     assert_eq!(calls.values().sum::<usize>(), 1, "{calls:?}");
     Ok(())
@@ -373,12 +415,21 @@ async fn a_step_that_failed_without_acting_is_not_reverted() -> Result<()> {
     let store = Arc::new(Store::open(&dir.path().join("warden.db"))?);
     let engine = engine_on(&store, cluster, no_guards())?;
     api.fail_next(1000, Failure::Conflict, true);
-    let run = engine.start(request(playbook("name: grow\nsteps:\n  - scale: {by: 1, max: 10}\n"), Target::deployment("shop", "checkout"))).await?;
+    let run = engine
+        .start(request(
+            playbook("name: grow\nsteps:\n  - scale: {by: 1, max: 10}\n"),
+            Target::deployment("shop", "checkout"),
+        ))
+        .await?;
     assert_eq!(run.status, RunStatus::Failed, "{:?}", run.reason);
     assert!(!run.acted);
     assert!(run.revert_steps.is_empty());
     let writes = api.scale_writes("shop", "checkout");
-    assert!(writes.len() > 1 && writes.iter().all(|w| w.status == 409), "conflicts are retried, then given up: {}", api.request_log());
+    assert!(
+        writes.len() > 1 && writes.iter().all(|w| w.status == 409),
+        "conflicts are retried, then given up: {}",
+        api.request_log()
+    );
     Ok(())
 }
 
@@ -393,7 +444,12 @@ async fn audit_truncation_is_detected() -> Result<()> {
     let db = dir.path().join("warden.db");
     let store = Arc::new(Store::open(&db)?);
     let engine = engine_on(&store, cluster, no_guards())?;
-    let run = engine.start(request(playbook("name: grow\nsteps:\n  - scale: {by: 1, max: 10}\n"), Target::deployment("shop", "checkout"))).await?;
+    let run = engine
+        .start(request(
+            playbook("name: grow\nsteps:\n  - scale: {by: 1, max: 10}\n"),
+            Target::deployment("shop", "checkout"),
+        ))
+        .await?;
     assert_eq!(run.status, RunStatus::Succeeded);
     let entries = store.audit_entries()?.len() as i64;
     assert_eq!(store.audit_head()?.map(|h| h.count), Some(entries));
@@ -406,7 +462,10 @@ async fn audit_truncation_is_detected() -> Result<()> {
             cmd.arg("--json");
         }
         let out = cmd.output()?;
-        Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+        Ok((
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        ))
     };
     let (ok, text) = verify(false)?;
     assert!(ok, "{text}");
@@ -447,8 +506,17 @@ async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
 
     #[async_trait]
     impl MetricSource for Anomalous {
-        async fn query_range(&self, _q: &str, start: DateTime<Utc>, end: DateTime<Utc>, step: Duration) -> warden_connectors::Result<RangeResult> {
-            self.queried.lock().map_err(|e| warden_connectors::Error::InvalidInput(e.to_string()))?.push(Instant::now());
+        async fn query_range(
+            &self,
+            _q: &str,
+            start: DateTime<Utc>,
+            end: DateTime<Utc>,
+            step: Duration,
+        ) -> warden_connectors::Result<RangeResult> {
+            self.queried
+                .lock()
+                .map_err(|e| warden_connectors::Error::InvalidInput(e.to_string()))?
+                .push(Instant::now());
             let mut points = Vec::new();
             let mut t = start.timestamp();
             while t <= end.timestamp() {
@@ -456,7 +524,10 @@ async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
                 points.push(Sample { timestamp_ms: t * 1000, value: v });
                 t += step.as_secs().max(1) as i64;
             }
-            let labels = BTreeMap::from([("namespace".to_string(), "shop".to_string()), ("deployment".to_string(), "checkout".to_string())]);
+            let labels = BTreeMap::from([
+                ("namespace".to_string(), "shop".to_string()),
+                ("deployment".to_string(), "checkout".to_string()),
+            ]);
             Ok(RangeResult { series: vec![Series { labels, points }], warnings: vec![] })
         }
     }
@@ -503,7 +574,14 @@ async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(6)).await;
     shutdown.cancel();
     scheduler.await?;
-    let times: Vec<Instant> = source.queried.lock().map_err(|e| anyhow::anyhow!("{e}"))?.iter().copied().filter(|t| *t >= patched_at).collect();
+    let times: Vec<Instant> = source
+        .queried
+        .lock()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .iter()
+        .copied()
+        .filter(|t| *t >= patched_at)
+        .collect();
     // One evaluation a second: at least 3 in the 6 s the PATCH hung, none more than one
     // interval late (2 s apart, with a second of slack for a loaded machine).
     assert!(times.len() >= 3, "{} evaluations while the PATCH hung", times.len());
@@ -515,5 +593,8 @@ async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
 
 /// Whether the run started by the watch has its scale step in flight (the PATCH sent).
 fn api_has_pending_patch(engine: &warden_agent::engine::Engine) -> bool {
-    engine.store.list_runs(None, None, 10).is_ok_and(|runs| runs.iter().any(|r| r.steps.first().is_some_and(|s| s.status == StepStatus::Running)))
+    engine
+        .store
+        .list_runs(None, None, 10)
+        .is_ok_and(|runs| runs.iter().any(|r| r.steps.first().is_some_and(|s| s.status == StepStatus::Running)))
 }

@@ -23,14 +23,7 @@ fn config(dir: &Path, port: u16, limits: &str) -> String {
 
 async fn start(dir: &Path, limits: &str) -> Result<(Warden, u16)> {
     let port = free_port()?;
-    let warden = Warden::start(
-        dir,
-        &config(dir, port, limits),
-        &[("WARDEN_API_TOKEN", TOKEN)],
-        port,
-        TOKEN,
-    )
-    .await?;
+    let warden = Warden::start(dir, &config(dir, port, limits), &[("WARDEN_API_TOKEN", TOKEN)], port, TOKEN).await?;
     Ok((warden, port))
 }
 
@@ -63,9 +56,7 @@ async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> End {
 
 /// Read one response (head and `Content-Length` body) from a kept-alive connection.
 async fn read_response(stream: &mut TcpStream) -> Result<(u16, String)> {
-    tokio::time::timeout(Duration::from_secs(20), read_one(stream))
-        .await
-        .context("no response within 20s")?
+    tokio::time::timeout(Duration::from_secs(20), read_one(stream)).await.context("no response within 20s")?
 }
 
 async fn read_one(stream: &mut TcpStream) -> Result<(u16, String)> {
@@ -82,10 +73,7 @@ async fn read_one(stream: &mut TcpStream) -> Result<(u16, String)> {
             }
             if got.len() >= end + 4 + len {
                 let status = head.split(' ').nth(1).context("status line")?.parse()?;
-                return Ok((
-                    status,
-                    String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string(),
-                ));
+                return Ok((status, String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string()));
             }
         }
         let n = stream.read(&mut buf).await?;
@@ -97,49 +85,30 @@ async fn read_one(stream: &mut TcpStream) -> Result<(u16, String)> {
 }
 
 async fn connect(port: u16) -> Result<TcpStream> {
-    TcpStream::connect(("127.0.0.1", port))
-        .await
-        .context("connecting")
+    TcpStream::connect(("127.0.0.1", port)).await.context("connecting")
 }
 
 /// A kept-alive request on `stream`.
 async fn get(stream: &mut TcpStream, path: &str, token: Option<&str>) -> Result<(u16, String)> {
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes())
-        .await?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes()).await?;
     read_response(stream).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_header_connections_are_closed_within_the_header_timeout() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (warden, port) = start(
-        dir.path(),
-        "{ header_read_timeout: 2s, max_connections: 1000 }",
-    )
-    .await?;
+    let (warden, port) = start(dir.path(), "{ header_read_timeout: 2s, max_connections: 1000 }").await?;
     let mut conns = Vec::new();
     for _ in 0..200 {
         let mut s = connect(port).await?;
         // A request line and one header, then nothing: the head never ends.
-        s.write_all(b"GET /api/v1/incidents HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-            .await?;
+        s.write_all(b"GET /api/v1/incidents HTTP/1.1\r\nHost: 127.0.0.1\r\n").await?;
         conns.push(s);
     }
-    let ends = futures::future::join_all(
-        conns
-            .iter_mut()
-            .map(|s| read_until_closed(s, Duration::from_secs(60))),
-    )
-    .await;
+    let ends = futures::future::join_all(conns.iter_mut().map(|s| read_until_closed(s, Duration::from_secs(60)))).await;
     let open = ends.iter().filter(|e| **e == End::Open).count();
-    ensure!(
-        open == 0,
-        "{open} of 200 slow-header connections were still open after 60s (header_read_timeout: 2s)"
-    );
+    ensure!(open == 0, "{open} of 200 slow-header connections were still open after 60s (header_read_timeout: 2s)");
     // The server still answers.
     let mut s = connect(port).await?;
     assert_eq!(get(&mut s, "/healthz", None).await?.0, 200);
@@ -150,11 +119,7 @@ async fn slow_header_connections_are_closed_within_the_header_timeout() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_body_connections_are_closed() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (warden, port) = start(
-        dir.path(),
-        "{ header_read_timeout: 2s, body_read_timeout: 2s }",
-    )
-    .await?;
+    let (warden, port) = start(dir.path(), "{ header_read_timeout: 2s, body_read_timeout: 2s }").await?;
 
     // Connected, nothing sent.
     let mut silent = connect(port).await?;
@@ -170,19 +135,12 @@ async fn idle_and_slow_body_connections_are_closed() -> Result<()> {
         )
         .await?;
 
-    for (name, s) in [
-        ("silent", &mut silent),
-        ("idle keep-alive", &mut idle),
-        ("slow body", &mut slow_body),
-    ] {
+    for (name, s) in [("silent", &mut silent), ("idle keep-alive", &mut idle), ("slow body", &mut slow_body)] {
         match read_until_closed(s, Duration::from_secs(60)).await {
             End::Open => bail!("the {name} connection was still open after 60s (timeouts: 2s)"),
             End::Closed(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
-                ensure!(
-                    !text.starts_with("HTTP/1.1 2"),
-                    "the {name} connection got a success: {text}"
-                );
+                ensure!(!text.starts_with("HTTP/1.1 2"), "the {name} connection got a success: {text}");
             }
         }
     }
@@ -195,27 +153,20 @@ async fn idle_and_slow_body_connections_are_closed() -> Result<()> {
 /// A kept-alive connection whose request to `path` answered 200. Retried: a connection the
 /// client just closed holds its slot until the server has seen it go.
 async fn hold(port: u16, path: &str, token: Option<&str>) -> Result<TcpStream> {
-    wait_until(
-        Duration::from_secs(30),
-        &format!("a kept-alive connection answering {path}"),
-        async || {
-            let mut s = connect(port).await?;
-            let (status, body) = get(&mut s, path, token).await?;
-            ensure!(status == 200, "{status} {body}");
-            Ok(Some(s))
-        },
-    )
+    wait_until(Duration::from_secs(30), &format!("a kept-alive connection answering {path}"), async || {
+        let mut s = connect(port).await?;
+        let (status, body) = get(&mut s, path, token).await?;
+        ensure!(status == 200, "{status} {body}");
+        Ok(Some(s))
+    })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_limit_holds_and_probes_keep_a_reserve() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (warden, port) = start(
-        dir.path(),
-        "{ header_read_timeout: 60s, max_connections: 8, reserved_connections: 2 }",
-    )
-    .await?;
+    let (warden, port) =
+        start(dir.path(), "{ header_read_timeout: 60s, max_connections: 8, reserved_connections: 2 }").await?;
 
     // Six kept-alive API connections fill the general part.
     let mut general = Vec::new();
@@ -225,24 +176,17 @@ async fn the_connection_limit_holds_and_probes_keep_a_reserve() -> Result<()> {
     // A seventh gets the reserve: the API is refused there, probes are answered.
     let mut refused = connect(port).await?;
     let (status, body) = get(&mut refused, "/api/v1/incidents", Some(TOKEN)).await?;
-    ensure!(
-        status == 503 && body.contains("connection limit"),
-        "{status} {body}"
-    );
+    ensure!(status == 503 && body.contains("connection limit"), "{status} {body}");
     drop(refused);
     let _reserve1 = hold(port, "/healthz", None).await?;
     let _reserve2 = hold(port, "/readyz", None).await?;
     // Everything is taken: the next connection is closed without an answer.
     let mut over = connect(port).await?;
-    let _ = over
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await;
+    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     match read_until_closed(&mut over, Duration::from_secs(30)).await {
-        End::Closed(bytes) => ensure!(
-            bytes.is_empty(),
-            "over the limit but answered: {}",
-            String::from_utf8_lossy(&bytes)
-        ),
+        End::Closed(bytes) => {
+            ensure!(bytes.is_empty(), "over the limit but answered: {}", String::from_utf8_lossy(&bytes))
+        }
         End::Open => bail!("a connection over the limit was kept open"),
     }
     // A freed slot is usable again.

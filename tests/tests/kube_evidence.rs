@@ -36,11 +36,7 @@ async fn fixture() -> Result<Fixture> {
         context: Some(kube_api::KUBECONFIG_CONTEXT.to_string()),
     })
     .await?;
-    Ok(Fixture {
-        server,
-        client,
-        _dir: dir,
-    })
+    Ok(Fixture { server, client, _dir: dir })
 }
 
 impl Fixture {
@@ -63,11 +59,7 @@ impl Fixture {
             .into_iter()
             .find(|rs| {
                 replicaset_revision(rs) == Some(revision)
-                    && rs
-                        .metadata
-                        .owner_references
-                        .as_ref()
-                        .is_some_and(|o| o.iter().any(|r| r.name == deployment))
+                    && rs.metadata.owner_references.as_ref().is_some_and(|o| o.iter().any(|r| r.name == deployment))
             })
             .with_context(|| format!("no replicaset of {deployment} at revision {revision}"))
     }
@@ -106,9 +98,7 @@ fn now() -> i64 {
 }
 
 fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Which timestamp fields an event carries.
@@ -146,81 +136,25 @@ fn event(namespace: &str, id: &str, involved: (&str, &str), reason: &str, when: 
     event
 }
 
-fn add_event(
-    f: &Fixture,
-    namespace: &str,
-    id: &str,
-    involved: (&str, &str),
-    reason: &str,
-    when: When,
-) {
-    f.server.add_object(
-        Resource::Event,
-        namespace,
-        event(namespace, id, involved, reason, when),
-    );
+fn add_event(f: &Fixture, namespace: &str, id: &str, involved: (&str, &str), reason: &str, when: When) {
+    f.server.add_object(Resource::Event, namespace, event(namespace, id, involved, reason, when));
 }
 
 #[tokio::test]
 async fn events_are_filtered_by_time_and_namespace_and_sorted() -> Result<()> {
     let f = fixture().await?;
     let t = now();
-    add_event(
-        &f,
-        NS,
-        "old",
-        ("Pod", "web-1"),
-        "BackOff",
-        When::Last(t - 7200),
-    );
-    add_event(
-        &f,
-        NS,
-        "oom",
-        ("Pod", "web-1"),
-        "OOMKilling",
-        When::Last(t - 300),
-    );
-    add_event(
-        &f,
-        NS,
-        "kill",
-        ("Pod", "web-2"),
-        "Killing",
-        When::EventTime(t - 100),
-    );
-    add_event(
-        &f,
-        NS,
-        "sched",
-        ("Pod", "web-3"),
-        "Scheduled",
-        When::First(t - 200),
-    );
-    add_event(
-        &f,
-        "other",
-        "elsewhere",
-        ("Pod", "db-1"),
-        "Unhealthy",
-        When::Last(t - 50),
-    );
-    let mut long = event(
-        NS,
-        "long",
-        ("Deployment", "web"),
-        "ProgressDeadlineExceeded",
-        When::Last(t - 10),
-    );
+    add_event(&f, NS, "old", ("Pod", "web-1"), "BackOff", When::Last(t - 7200));
+    add_event(&f, NS, "oom", ("Pod", "web-1"), "OOMKilling", When::Last(t - 300));
+    add_event(&f, NS, "kill", ("Pod", "web-2"), "Killing", When::EventTime(t - 100));
+    add_event(&f, NS, "sched", ("Pod", "web-3"), "Scheduled", When::First(t - 200));
+    add_event(&f, "other", "elsewhere", ("Pod", "db-1"), "Unhealthy", When::Last(t - 50));
+    let mut long = event(NS, "long", ("Deployment", "web"), "ProgressDeadlineExceeded", When::Last(t - 10));
     long["message"] = json!("é".repeat(MAX_MESSAGE_CHARS + 100));
     f.server.add_object(Resource::Event, NS, long);
 
     let list = f.client.events(Some(NS), t - 600).await?;
-    let seen: Vec<(&str, i64)> = list
-        .events
-        .iter()
-        .map(|e| (e.reason.as_str(), e.time))
-        .collect();
+    let seen: Vec<(&str, i64)> = list.events.iter().map(|e| (e.reason.as_str(), e.time)).collect();
     assert_eq!(
         seen,
         vec![
@@ -235,12 +169,7 @@ async fn events_are_filtered_by_time_and_namespace_and_sorted() -> Result<()> {
     assert_eq!(list.pages, 1);
     let oom = &list.events[0];
     assert_eq!(
-        (
-            oom.type_.as_str(),
-            oom.count,
-            oom.involved_kind.as_str(),
-            oom.involved_name.as_str()
-        ),
+        (oom.type_.as_str(), oom.count, oom.involved_kind.as_str(), oom.involved_name.as_str()),
         ("Warning", 2, "Pod", "web-1")
     );
     assert_eq!(oom.involved_namespace.as_deref(), Some(NS));
@@ -255,11 +184,7 @@ async fn events_are_filtered_by_time_and_namespace_and_sorted() -> Result<()> {
 
     // All namespaces: the cluster-wide list.
     let all = f.client.events(None, t - 600).await?;
-    let namespaces: Vec<Option<&str>> = all
-        .events
-        .iter()
-        .map(|e| e.involved_namespace.as_deref())
-        .collect();
+    let namespaces: Vec<Option<&str>> = all.events.iter().map(|e| e.involved_namespace.as_deref()).collect();
     assert_eq!(all.events.len(), 5);
     assert!(namespaces.contains(&Some("other")));
     let paths: Vec<String> = f.server.requests().iter().map(|r| r.path.clone()).collect();
@@ -277,41 +202,20 @@ async fn events_are_read_in_pages_and_capped_to_the_newest() -> Result<()> {
     for i in 0..total {
         // Event i happened at t - 10_000 + i: the higher i, the newer.
         let at = t - 10_000 + i as i64;
-        add_event(
-            &f,
-            NS,
-            &format!("ev-{i:04}"),
-            ("Pod", "web-1"),
-            "BackOff",
-            When::Last(at),
-        );
+        add_event(&f, NS, &format!("ev-{i:04}"), ("Pod", "web-1"), "BackOff", When::Last(at));
     }
     // An old one that `since` removes wherever it is in the pages.
-    add_event(
-        &f,
-        NS,
-        "ev-old",
-        ("Pod", "web-1"),
-        "BackOff",
-        When::Last(t - 50_000),
-    );
+    add_event(&f, NS, "ev-old", ("Pod", "web-1"), "BackOff", When::Last(t - 50_000));
 
     let list = f.client.events(Some(NS), t - 20_000).await?;
     let page_size = EVENT_PAGE_SIZE as usize;
     assert_eq!(list.pages, (total + 1).div_ceil(page_size));
     assert!(list.pages > 1);
-    assert!(
-        list.truncated,
-        "600 matching events, at most {MAX_EVENTS} returned"
-    );
+    assert!(list.truncated, "600 matching events, at most {MAX_EVENTS} returned");
     assert_eq!(list.events.len(), MAX_EVENTS);
     let first = list.events.first().map(|e| e.time);
     let last = list.events.last().map(|e| e.time);
-    assert_eq!(
-        first,
-        Some(t - 10_000 + (total - MAX_EVENTS) as i64),
-        "the newest are kept"
-    );
+    assert_eq!(first, Some(t - 10_000 + (total - MAX_EVENTS) as i64), "the newest are kept");
     assert_eq!(last, Some(t - 10_000 + total as i64 - 1));
     assert!(list.events.windows(2).all(|w| w[0].time <= w[1].time));
 
@@ -322,13 +226,9 @@ async fn events_are_read_in_pages_and_capped_to_the_newest() -> Result<()> {
         .filter(|r| r.method == "GET" && r.path == format!("/api/v1/namespaces/{NS}/events"))
         .collect();
     assert_eq!(lists.len(), list.pages);
-    assert!(lists
-        .iter()
-        .all(|r| r.query_param("limit") == Some(EVENT_PAGE_SIZE.to_string())));
+    assert!(lists.iter().all(|r| r.query_param("limit") == Some(EVENT_PAGE_SIZE.to_string())));
     assert_eq!(lists[0].query_param("continue"), None);
-    assert!(lists[1..]
-        .iter()
-        .all(|r| r.query_param("continue").is_some()));
+    assert!(lists[1..].iter().all(|r| r.query_param("continue").is_some()));
 
     // Fewer than the cap: two pages, complete.
     let recent = f.client.events(Some(NS), t - 10_000 + 300).await?;
@@ -342,19 +242,11 @@ async fn events_are_read_in_pages_and_capped_to_the_newest() -> Result<()> {
 async fn rollouts_report_image_changes_between_revisions_and_rollbacks() -> Result<()> {
     let f = fixture().await?;
     f.server.add_deployment(NS, "web", 2);
-    assert_eq!(
-        f.server
-            .add_deployment_revision(NS, "web", "registry.example.test/web:2.0.0"),
-        2
-    );
+    assert_eq!(f.server.add_deployment_revision(NS, "web", "registry.example.test/web:2.0.0"), 2);
     let t = now();
     // Revision 1 went out long ago, revision 2 a minute ago.
     for (revision, at) in [(1, t - 86_400), (2, t - 60)] {
-        let name = f
-            .replica_set("web", revision)?
-            .metadata
-            .name
-            .unwrap_or_default();
+        let name = f.replica_set("web", revision)?.metadata.name.unwrap_or_default();
         f.server.edit_object(Resource::ReplicaSet, NS, &name, |rs| {
             rs["metadata"]["creationTimestamp"] = json!(rfc3339(at));
         });
@@ -370,10 +262,7 @@ async fn rollouts_report_image_changes_between_revisions_and_rollbacks() -> Resu
     assert_eq!(rollout.time_source, TimeSource::CreationTimestamp);
     assert!(!rollout.time_approximate && !rollout.rollback);
     assert_eq!(rollout.previous_revision, Some(1));
-    assert_eq!(
-        rollout.replica_set,
-        f.replica_set("web", 2)?.metadata.name.unwrap_or_default()
-    );
+    assert_eq!(rollout.replica_set, f.replica_set("web", 2)?.metadata.name.unwrap_or_default());
     assert_eq!(
         rollout.image_changes,
         vec![ImageChange {
@@ -382,34 +271,20 @@ async fn rollouts_report_image_changes_between_revisions_and_rollbacks() -> Resu
             to: Some("registry.example.test/web:2.0.0".into()),
         }]
     );
-    assert_eq!(
-        rollout.from_images[0].image,
-        "registry.example.test/web:1.0.0"
-    );
-    assert_eq!(
-        rollout.to_images[0].image,
-        "registry.example.test/web:2.0.0"
-    );
+    assert_eq!(rollout.from_images[0].image, "registry.example.test/web:1.0.0");
+    assert_eq!(rollout.to_images[0].image, "registry.example.test/web:2.0.0");
 
     // `since` keeps only the recent rollout.
     let recent = f.client.rollouts(NS, "web", t - 3600).await?;
-    assert_eq!(
-        recent.iter().map(|r| r.revision).collect::<Vec<_>>(),
-        vec![2]
-    );
+    assert_eq!(recent.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![2]);
     f.assert_read_only();
 
     // A rollback re-activates revision 1's ReplicaSet as revision 3 (once the
     // deployment controller acted on it).
-    f.client
-        .rollback_deployment(NS, "web", Some(1), false)
-        .await?;
+    f.client.rollback_deployment(NS, "web", Some(1), false).await?;
     f.server.run_controllers();
     let after = f.client.rollouts(NS, "web", t - 3600).await?;
-    let back = after
-        .iter()
-        .find(|r| r.revision == 3)
-        .context("the rollback is listed")?;
+    let back = after.iter().find(|r| r.revision == 3).context("the rollback is listed")?;
     assert!(back.rollback && back.time_approximate, "{back:?}");
     assert_eq!(back.previous_revision, Some(2));
     assert_eq!(
@@ -422,22 +297,12 @@ async fn rollouts_report_image_changes_between_revisions_and_rollbacks() -> Resu
     );
     // Without managedFields the rollback is dated by the earliest it can have
     // happened: when the revision it replaced was created.
-    assert_eq!(
-        (back.time, back.time_source),
-        (t - 60, TimeSource::CreationTimestamp)
-    );
-    assert!(
-        back.note.as_deref().is_some_and(|n| n.contains("earliest")),
-        "{:?}",
-        back.note
-    );
+    assert_eq!((back.time, back.time_source), (t - 60, TimeSource::CreationTimestamp));
+    assert!(back.note.as_deref().is_some_and(|n| n.contains("earliest")), "{:?}", back.note);
     // The first revision of that ReplicaSet is still listed, dated by its creation.
     let first = f.client.rollouts(NS, "web", 0).await?;
     assert_eq!(
-        first
-            .iter()
-            .map(|r| (r.revision, r.rollback))
-            .collect::<Vec<_>>(),
+        first.iter().map(|r| (r.revision, r.rollback)).collect::<Vec<_>>(),
         vec![(1, false), (2, false), (3, true)]
     );
     // With the controller's managedFields write, that write dates it.
@@ -494,15 +359,11 @@ async fn config_references_are_read_as_metadata_and_secret_values_never_appear()
     let f = fixture().await?;
     const PASSWORD: &str = "s3cr3t-hunter2-value";
     const KEY: &str = "-----BEGIN PRIVATE KEY-----MIIEvQ";
-    f.server
-        .add_object(Resource::Deployment, NS, configured_deployment());
-    f.server
-        .add_secret(NS, "db-credentials", &[("password", PASSWORD)]);
+    f.server.add_object(Resource::Deployment, NS, configured_deployment());
+    f.server.add_secret(NS, "db-credentials", &[("password", PASSWORD)]);
     f.server.add_secret(NS, "tls-cert", &[("tls.key", KEY)]);
-    f.server
-        .add_config_map(NS, "app-settings", &[("mode", "blue-green-mode-value")]);
-    f.server
-        .add_config_map(NS, "app-env", &[("LOG_LEVEL", "debug")]);
+    f.server.add_config_map(NS, "app-settings", &[("mode", "blue-green-mode-value")]);
+    f.server.add_config_map(NS, "app-env", &[("LOG_LEVEL", "debug")]);
     // app-files does not exist (optional volume).
     let t = now();
     f.server.edit_object(Resource::Secret, NS, "db-credentials", |secret| {
@@ -514,22 +375,15 @@ async fn config_references_are_read_as_metadata_and_secret_values_never_appear()
              "time": rfc3339(t - 30), "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:password": {}}}},
         ]);
     });
-    f.server
-        .edit_object(Resource::ConfigMap, NS, "app-settings", |cm| {
-            cm["metadata"]["creationTimestamp"] = json!(rfc3339(t - 3600));
-        });
+    f.server.edit_object(Resource::ConfigMap, NS, "app-settings", |cm| {
+        cm["metadata"]["creationTimestamp"] = json!(rfc3339(t - 3600));
+    });
 
     let evidence = kube_evidence::collect(&f.client, NS, "api", t - 600).await?;
     let refs: Vec<(ConfigKind, &str, Vec<&str>)> = evidence
         .config_refs
         .iter()
-        .map(|r| {
-            (
-                r.kind,
-                r.name.as_str(),
-                r.used_by.iter().map(String::as_str).collect(),
-            )
-        })
+        .map(|r| (r.kind, r.name.as_str(), r.used_by.iter().map(String::as_str).collect()))
         .collect();
     assert_eq!(
         refs,
@@ -537,11 +391,7 @@ async fn config_references_are_read_as_metadata_and_secret_values_never_appear()
             (ConfigKind::ConfigMap, "app-env", vec!["envFrom api"]),
             (ConfigKind::ConfigMap, "app-files", vec!["volume files"]),
             (ConfigKind::ConfigMap, "app-settings", vec!["env api/MODE"]),
-            (
-                ConfigKind::Secret,
-                "db-credentials",
-                vec!["env api/DB_PASSWORD"]
-            ),
+            (ConfigKind::Secret, "db-credentials", vec!["env api/DB_PASSWORD"]),
             (ConfigKind::Secret, "tls-cert", vec!["volume certs"]),
         ]
     );
@@ -549,25 +399,14 @@ async fn config_references_are_read_as_metadata_and_secret_values_never_appear()
     let db = find("db-credentials").context("db-credentials read")?;
     assert!(db.exists);
     assert_eq!(db.created, Some(t - 86_400));
-    assert_eq!(
-        db.last_change,
-        Some(t - 30),
-        "the newest managedFields time"
-    );
+    assert_eq!(db.last_change, Some(t - 30), "the newest managedFields time");
     assert_eq!(db.last_change_source, Some(TimeSource::ManagedFields));
     assert_eq!(db.last_manager.as_deref(), Some("helm"));
     assert!(db.changed_since);
     assert!(db.resource_version.is_some());
     let settings = find("app-settings").context("app-settings read")?;
-    assert_eq!(
-        settings.last_change,
-        Some(t - 3600),
-        "no managedFields: creation time"
-    );
-    assert_eq!(
-        settings.last_change_source,
-        Some(TimeSource::CreationTimestamp)
-    );
+    assert_eq!(settings.last_change, Some(t - 3600), "no managedFields: creation time");
+    assert_eq!(settings.last_change_source, Some(TimeSource::CreationTimestamp));
     assert!(!settings.changed_since);
     let files = find("app-files").context("app-files reported")?;
     assert!(!files.exists && files.last_change.is_none());
@@ -577,10 +416,7 @@ async fn config_references_are_read_as_metadata_and_secret_values_never_appear()
     for value in [PASSWORD, KEY, "blue-green-mode-value"] {
         assert!(!encoded.contains(value), "{value} leaked into the evidence");
         let b64 = serde_json::to_string(&k8s_openapi::ByteString(value.as_bytes().to_vec()))?;
-        assert!(
-            !encoded.contains(b64.trim_matches('"')),
-            "base64 of {value} leaked"
-        );
+        assert!(!encoded.contains(b64.trim_matches('"')), "base64 of {value} leaked");
     }
     assert!(!format!("{evidence:?}").contains(PASSWORD));
     // And they were never even sent: every Secret read asked for metadata only.
@@ -594,9 +430,7 @@ async fn config_references_are_read_as_metadata_and_secret_values_never_appear()
     for r in &secret_reads {
         assert_eq!(r.method, "GET");
         assert!(
-            r.accept
-                .as_deref()
-                .is_some_and(|a| a.contains("as=PartialObjectMetadata")),
+            r.accept.as_deref().is_some_and(|a| a.contains("as=PartialObjectMetadata")),
             "{} was not a metadata-only read: {:?}",
             r.path,
             r.accept
@@ -613,17 +447,11 @@ async fn metadata_only_reads_of_the_test_server_carry_no_data() -> Result<()> {
     let http = http_client();
     let url = format!("{}{}", f.server.url(), Resource::Secret.path(NS, "db"));
     let full: Value = http.get(&url).send().await?.json().await?;
-    ensure!(
-        full["data"]["password"] == json!("aHVudGVyMg=="),
-        "stringData stored as base64 data: {full}"
-    );
+    ensure!(full["data"]["password"] == json!("aHVudGVyMg=="), "stringData stored as base64 data: {full}");
     ensure!(full.get("stringData").is_none());
     let partial: Value = http
         .get(&url)
-        .header(
-            "Accept",
-            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
-        )
+        .header("Accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
         .send()
         .await?
         .json()
@@ -659,38 +487,23 @@ async fn scale_evidence_reports_the_hpa_that_targets_the_deployment() -> Result<
     let scale = f.client.scale_evidence(NS, "web", t - 600).await?;
     assert_eq!(scale.spec_replicas, 5);
     assert_eq!((scale.status_replicas, scale.ready_replicas), (5, 5));
-    assert_eq!(
-        scale.hpas.len(),
-        1,
-        "only the autoscaler of web: {:?}",
-        scale.hpas
-    );
+    assert_eq!(scale.hpas.len(), 1, "only the autoscaler of web: {:?}", scale.hpas);
     let hpa = &scale.hpas[0];
     assert_eq!(hpa.name, "web");
     assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 5));
-    assert_eq!(
-        (hpa.current_replicas, hpa.desired_replicas),
-        (Some(5), Some(5))
-    );
+    assert_eq!((hpa.current_replicas, hpa.desired_replicas), (Some(5), Some(5)));
     assert_eq!(hpa.last_scale_time, Some(t - 120));
     assert!(hpa.scaled_since && hpa.at_max);
-    let limited = hpa
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "ScalingLimited")
-        .context("ScalingLimited condition")?;
-    assert_eq!(
-        (limited.status.as_str(), limited.reason.as_deref()),
-        ("True", Some("TooManyReplicas"))
-    );
+    let limited = hpa.conditions.iter().find(|c| c.type_ == "ScalingLimited").context("ScalingLimited condition")?;
+    assert_eq!((limited.status.as_str(), limited.reason.as_deref()), ("True", Some("TooManyReplicas")));
 
     // Outside the window the scale is not recent.
     let later = f.client.scale_evidence(NS, "web", t - 60).await?;
     assert!(!later.hpas[0].scaled_since);
     let requests = f.server.requests();
-    assert!(requests.iter().any(
-        |r| r.path == format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers")
-    ));
+    assert!(requests
+        .iter()
+        .any(|r| r.path == format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers")));
     f.assert_read_only();
     Ok(())
 }
@@ -704,23 +517,16 @@ fn topology_cluster(f: &Fixture) -> Result<ReplicaSet> {
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
     f.add_owned_pod(&format!("{rs_name}-aaaaa"), &rs, "node-a");
     f.add_owned_pod(&format!("{rs_name}-bbbbb"), &rs, "node-b");
-    f.server
-        .add_pod(NS, "web-debug", &[("app", "web")], Some("node-c"));
+    f.server.add_pod(NS, "web-debug", &[("app", "web")], Some("node-c"));
     let canary = f.replica_set("web-canary", 1)?;
     f.add_owned_pod("web-canary-ccccc", &canary, "node-c");
     for node in ["node-a", "node-b", "node-c"] {
         f.server.add_node(node);
     }
-    f.server
-        .set_node_conditions("node-a", &[("Ready", "True"), ("MemoryPressure", "False")]);
+    f.server.set_node_conditions("node-a", &[("Ready", "True"), ("MemoryPressure", "False")]);
     f.server.set_node_conditions(
         "node-b",
-        &[
-            ("Ready", "False"),
-            ("MemoryPressure", "True"),
-            ("DiskPressure", "False"),
-            ("PIDPressure", "False"),
-        ],
+        &[("Ready", "False"), ("MemoryPressure", "True"), ("DiskPressure", "False"), ("PIDPressure", "False")],
     );
     f.server.edit_object(Resource::Node, "", "node-b", |node| {
         node["spec"]["unschedulable"] = json!(true);
@@ -746,8 +552,7 @@ fn topology_cluster(f: &Fixture) -> Result<ReplicaSet> {
                                                                    "startedAt": t, "finishedAt": t}}}]}),
     );
     f.server.add_service(NS, "web", &[("app", "web")]);
-    f.server
-        .add_service(NS, "web-frontend", &[("app", "web"), ("tier", "frontend")]);
+    f.server.add_service(NS, "web-frontend", &[("app", "web"), ("tier", "frontend")]);
     f.server.add_service(NS, "canary", &[("app", "web-canary")]);
     f.server.add_service(NS, "external-db", &[]);
     Ok(rs)
@@ -766,11 +571,7 @@ async fn topology_links_pods_nodes_and_services() -> Result<()> {
     assert_eq!(topology.replica_sets[0].name, rs_name);
     assert_eq!(topology.replica_sets[0].revision, Some(1));
 
-    let pods: Vec<(&str, Option<&str>)> = topology
-        .pods
-        .iter()
-        .map(|p| (p.name.as_str(), p.node.as_deref()))
-        .collect();
+    let pods: Vec<(&str, Option<&str>)> = topology.pods.iter().map(|p| (p.name.as_str(), p.node.as_deref())).collect();
     let (a, b) = (format!("{rs_name}-aaaaa"), format!("{rs_name}-bbbbb"));
     assert_eq!(
         pods,
@@ -779,10 +580,7 @@ async fn topology_links_pods_nodes_and_services() -> Result<()> {
     );
     let healthy = &topology.pods[0];
     assert!(healthy.ready);
-    assert_eq!(
-        (healthy.restarts, healthy.last_termination_reason.as_deref()),
-        (0, None)
-    );
+    assert_eq!((healthy.restarts, healthy.last_termination_reason.as_deref()), (0, None));
     let oom = &topology.pods[1];
     assert!(!oom.ready);
     assert_eq!(oom.restarts, 3);
@@ -798,18 +596,11 @@ async fn topology_links_pods_nodes_and_services() -> Result<()> {
     assert!(node_a.found && node_a.ready && node_a.conditions.is_empty() && !node_a.unschedulable);
     let node_b = &topology.nodes[1];
     assert!(node_b.found && !node_b.ready);
-    assert_eq!(
-        node_b.not_ready_reason.as_deref(),
-        Some("False (KubeletNotReady)")
-    );
+    assert_eq!(node_b.not_ready_reason.as_deref(), Some("False (KubeletNotReady)"));
     assert_eq!(node_b.conditions, vec!["MemoryPressure".to_string()]);
     assert!(node_b.unschedulable);
 
-    assert_eq!(
-        topology.services,
-        vec!["web".to_string()],
-        "selector subset of the template labels"
-    );
+    assert_eq!(topology.services, vec!["web".to_string()], "selector subset of the template labels");
     f.assert_read_only();
     Ok(())
 }
@@ -827,22 +618,11 @@ async fn collect_gathers_every_part_and_only_related_events() -> Result<()> {
         ("Pod", format!("{rs_name}-bbbbb"), "BackOff"),
         // A pod that is gone (replaced) still belongs to the ReplicaSet.
         ("Pod", format!("{rs_name}-zzzzz"), "OOMKilling"),
-        (
-            "HorizontalPodAutoscaler",
-            "web".to_string(),
-            "SuccessfulRescale",
-        ),
+        ("HorizontalPodAutoscaler", "web".to_string(), "SuccessfulRescale"),
         ("Service", "web".to_string(), "UpdatedLoadBalancer"),
     ];
     for (i, (kind, name, reason)) in related.iter().enumerate() {
-        add_event(
-            &f,
-            NS,
-            &format!("rel-{i}"),
-            (kind, name),
-            reason,
-            When::Last(t - 100 + i as i64),
-        );
+        add_event(&f, NS, &format!("rel-{i}"), (kind, name), reason, When::Last(t - 100 + i as i64));
     }
     let unrelated = [
         ("Pod", "web-canary-ccccc", "BackOff"),
@@ -851,14 +631,7 @@ async fn collect_gathers_every_part_and_only_related_events() -> Result<()> {
         ("Service", "canary", "UpdatedLoadBalancer"),
     ];
     for (i, (kind, name, reason)) in unrelated.iter().enumerate() {
-        add_event(
-            &f,
-            NS,
-            &format!("unrel-{i}"),
-            (kind, name),
-            reason,
-            When::Last(t - 50),
-        );
+        add_event(&f, NS, &format!("unrel-{i}"), (kind, name), reason, When::Last(t - 50));
     }
 
     let evidence = kube_evidence::collect(&f.client, NS, "web", t - 600).await?;
@@ -875,24 +648,14 @@ async fn collect_gathers_every_part_and_only_related_events() -> Result<()> {
     assert_eq!(evidence.rollouts[0].revision, 1);
     let scale = evidence.scale.as_ref().context("scale part")?;
     assert_eq!(scale.spec_replicas, 2);
-    assert_eq!(
-        scale
-            .hpas
-            .iter()
-            .map(|h| h.name.as_str())
-            .collect::<Vec<_>>(),
-        vec!["web"]
-    );
+    assert_eq!(scale.hpas.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), vec!["web"]);
     let topology = evidence.topology.as_ref().context("topology part")?;
     assert_eq!(topology.pods.len(), 2);
     assert_eq!(topology.nodes.len(), 2);
     assert!(evidence.config_refs.is_empty() && evidence.config.is_empty());
     // The output is one serialisable document.
     let value = serde_json::to_value(&evidence)?;
-    assert_eq!(
-        value["topology"]["nodes"][1]["conditions"],
-        json!(["MemoryPressure"])
-    );
+    assert_eq!(value["topology"]["nodes"][1]["conditions"], json!(["MemoryPressure"]));
     f.assert_read_only();
     Ok(())
 }
@@ -901,106 +664,52 @@ async fn collect_gathers_every_part_and_only_related_events() -> Result<()> {
 async fn forbidden_parts_become_gaps_and_the_rest_is_still_collected() -> Result<()> {
     let f = fixture().await?;
     topology_cluster(&f)?;
-    f.server
-        .add_object(Resource::Deployment, NS, configured_deployment());
-    f.server
-        .add_config_map(NS, "app-settings", &[("mode", "x")]);
-    f.server
-        .add_secret(NS, "db-credentials", &[("password", "p")]);
+    f.server.add_object(Resource::Deployment, NS, configured_deployment());
+    f.server.add_config_map(NS, "app-settings", &[("mode", "x")]);
+    f.server.add_secret(NS, "db-credentials", &[("password", "p")]);
     let t = now();
-    add_event(
-        &f,
-        NS,
-        "e1",
-        ("Pod", "web-1"),
-        "BackOff",
-        When::Last(t - 10),
-    );
+    add_event(&f, NS, "e1", ("Pod", "web-1"), "BackOff", When::Last(t - 10));
     f.server.forbid(&format!("/api/v1/namespaces/{NS}/events"));
     f.server.forbid(&format!("/api/v1/namespaces/{NS}/secrets"));
     f.server.forbid("/api/v1/nodes");
 
     // The single-part read does not hide the 403.
     match f.client.events(Some(NS), t - 600).await {
-        Err(Error::Kube {
-            status: 403,
-            reason,
-            message,
-        }) => {
+        Err(Error::Kube { status: 403, reason, message }) => {
             assert_eq!(reason, "Forbidden");
-            assert!(
-                message.contains("cannot list resource \"events\""),
-                "{message}"
-            );
+            assert!(message.contains("cannot list resource \"events\""), "{message}");
         }
         other => anyhow::bail!("expected 403 Forbidden, got {other:?}"),
     }
 
     let web = kube_evidence::collect(&f.client, NS, "web", t - 600).await?;
-    assert_eq!(
-        web.gaps,
-        vec![
-            "nodes: forbidden".to_string(),
-            "events: forbidden".to_string()
-        ]
-    );
+    assert_eq!(web.gaps, vec!["nodes: forbidden".to_string(), "events: forbidden".to_string()]);
     assert!(web.found && web.events.is_empty());
     let topology = web.topology.as_ref().context("topology still collected")?;
-    assert_eq!(
-        topology.pods.len(),
-        2,
-        "pods are listed although nodes are forbidden"
-    );
+    assert_eq!(topology.pods.len(), 2, "pods are listed although nodes are forbidden");
     assert!(topology.nodes.is_empty());
     assert_eq!(topology.services, vec!["web".to_string()]);
     assert_eq!(web.rollouts.len(), 1);
     assert!(web.scale.is_some());
 
     let api = kube_evidence::collect(&f.client, NS, "api", t - 600).await?;
-    assert!(
-        api.gaps.contains(&"secrets: forbidden".to_string()),
-        "{:?}",
-        api.gaps
-    );
+    assert!(api.gaps.contains(&"secrets: forbidden".to_string()), "{:?}", api.gaps);
     assert!(api.gaps.contains(&"events: forbidden".to_string()));
-    let read: Vec<(&str, bool)> = api
-        .config
-        .iter()
-        .map(|c| (c.name.as_str(), c.exists))
-        .collect();
+    let read: Vec<(&str, bool)> = api.config.iter().map(|c| (c.name.as_str(), c.exists)).collect();
     assert_eq!(
         read,
-        vec![
-            ("app-env", false),
-            ("app-files", false),
-            ("app-settings", true)
-        ],
+        vec![("app-env", false), ("app-files", false), ("app-settings", true)],
         "ConfigMaps are still read; forbidden Secrets are left out"
     );
 
     // Without the Deployment itself, events are matched by name.
     f.server.allow_all();
-    f.server
-        .forbid(&format!("/apis/apps/v1/namespaces/{NS}/deployments"));
-    add_event(
-        &f,
-        NS,
-        "e2",
-        ("Deployment", "api"),
-        "ScalingReplicaSet",
-        When::Last(t - 5),
-    );
+    f.server.forbid(&format!("/apis/apps/v1/namespaces/{NS}/deployments"));
+    add_event(&f, NS, "e2", ("Deployment", "api"), "ScalingReplicaSet", When::Last(t - 5));
     let blind = kube_evidence::collect(&f.client, NS, "web", t - 600).await?;
     assert!(!blind.found);
     assert_eq!(blind.gaps, vec!["deployments: forbidden".to_string()]);
-    assert_eq!(
-        blind
-            .events
-            .iter()
-            .map(|e| e.involved_name.as_str())
-            .collect::<Vec<_>>(),
-        vec!["web-1"]
-    );
+    assert_eq!(blind.events.iter().map(|e| e.involved_name.as_str()).collect::<Vec<_>>(), vec!["web-1"]);
     assert!(blind.topology.is_none() && blind.rollouts.is_empty());
     f.assert_read_only();
     Ok(())
@@ -1009,34 +718,16 @@ async fn forbidden_parts_become_gaps_and_the_rest_is_still_collected() -> Result
 #[tokio::test]
 async fn a_missing_deployment_is_empty_evidence_with_a_note() -> Result<()> {
     let f = fixture().await?;
-    add_event(
-        &f,
-        NS,
-        "e1",
-        ("Pod", "gone-1"),
-        "BackOff",
-        When::Last(now() - 10),
-    );
+    add_event(&f, NS, "e1", ("Pod", "gone-1"), "BackOff", When::Last(now() - 10));
     let evidence = kube_evidence::collect(&f.client, NS, "gone", 0).await?;
     assert!(!evidence.found);
     assert_eq!(evidence.notes.len(), 1);
-    assert!(
-        evidence.notes[0].contains("not found"),
-        "{:?}",
-        evidence.notes
-    );
-    assert!(
-        evidence.events.is_empty() && evidence.rollouts.is_empty() && evidence.config.is_empty()
-    );
+    assert!(evidence.notes[0].contains("not found"), "{:?}", evidence.notes);
+    assert!(evidence.events.is_empty() && evidence.rollouts.is_empty() && evidence.config.is_empty());
     assert!(evidence.scale.is_none() && evidence.topology.is_none() && evidence.gaps.is_empty());
     assert_eq!(f.server.requests().len(), 1, "{}", f.server.request_log());
     // The single-part reads say 404.
-    let err = f
-        .client
-        .topology(NS, "gone")
-        .await
-        .err()
-        .context("topology of a missing deployment")?;
+    let err = f.client.topology(NS, "gone").await.err().context("topology of a missing deployment")?;
     assert!(err.is_not_found(), "{err}");
     f.assert_read_only();
     Ok(())

@@ -48,11 +48,8 @@ fn server_key(e: &LokiEntry) -> Key {
 
 /// What the client promises: ascending time, ties by labels then line.
 fn expected(entries: &[LokiEntry], range: (i64, i64)) -> Vec<Key> {
-    let mut keys: Vec<Key> = entries
-        .iter()
-        .filter(|e| e.ts_ns >= range.0 && e.ts_ns < range.1)
-        .map(server_key)
-        .collect();
+    let mut keys: Vec<Key> =
+        entries.iter().filter(|e| e.ts_ns >= range.0 && e.ts_ns < range.1).map(server_key).collect();
     sort_by_time(&mut keys);
     keys
 }
@@ -65,11 +62,8 @@ fn sort_by_time(keys: &mut [Key]) {
 /// nanosecond (more than a page of 10), the others carry 1 to 3 entries, so
 /// page boundaries fall inside groups of equal timestamps.
 fn crowded_data() -> Vec<LokiEntry> {
-    let streams: [&[(&str, &str)]; 3] = [
-        &[("app", "api"), ("pod", "api-0")],
-        &[("app", "api"), ("pod", "api-1")],
-        &[("app", "db"), ("pod", "db-0")],
-    ];
+    let streams: [&[(&str, &str)]; 3] =
+        [&[("app", "api"), ("pod", "api-0")], &[("app", "api"), ("pod", "api-1")], &[("app", "db"), ("pod", "db-0")]];
     let mut out = Vec::new();
     let mut n = 0;
     for k in 0..40i64 {
@@ -97,58 +91,28 @@ async fn query_range_pages_through_crowded_timestamps_in_both_directions() -> Re
     ensure!(want.len() > 150, "the scenario needs many pages");
     for direction in [Direction::Forward, Direction::Backward] {
         let before = server.requests_to(RANGE_PATH).len();
-        let result = loki
-            .query_range(
-                r#"{app=~"api|db"}"#,
-                at(range.0),
-                at(range.1),
-                direction,
-                10,
-            )
-            .await?;
+        let result = loki.query_range(r#"{app=~"api|db"}"#, at(range.0), at(range.1), direction, 10).await?;
         let got: Vec<Key> = result.entries.iter().map(key).collect();
-        ensure!(
-            got == want,
-            "{direction:?}: got {} entries, want {}",
-            got.len(),
-            want.len()
-        );
-        ensure!(
-            result.is_complete(),
-            "{direction:?}: {:?}",
-            result.truncated
-        );
+        ensure!(got == want, "{direction:?}: got {} entries, want {}", got.len(), want.len());
+        ensure!(result.is_complete(), "{direction:?}: {:?}", result.truncated);
         let requests = server.requests_to(RANGE_PATH);
         let sent = &requests[before..];
         ensure!(sent.len() as u32 == result.requests);
         ensure!(sent.len() > want.len() / 10, "{} requests", sent.len());
         ensure!(sent.iter().all(|r| r.status == 200));
-        ensure!(sent
-            .iter()
-            .all(|r| r.query_param("direction").as_deref() == Some(direction.as_str())));
+        ensure!(sent.iter().all(|r| r.query_param("direction").as_deref() == Some(direction.as_str())));
         // The first page asks for the whole range, in nanoseconds.
         ensure!(sent[0].query_param("start") == Some(range.0.to_string()));
         ensure!(sent[0].query_param("end") == Some(range.1.to_string()));
         ensure!(sent[0].query_param("limit").as_deref() == Some("10"));
         // Crowded timestamps were fetched alone with a larger limit.
-        ensure!(
-            sent.iter()
-                .any(|r| r.query_param("limit").as_deref() == Some("40")),
-            "no request grew the limit"
-        );
+        ensure!(sent.iter().any(|r| r.query_param("limit").as_deref() == Some("40")), "no request grew the limit");
     }
 
     // Start inclusive, end exclusive, with a line filter.
     let sub = (T0 + 3_000, T0 + 10_000);
-    let result = loki
-        .query_range(
-            r#"{app="api"} |= "level=info""#,
-            at(sub.0),
-            at(sub.1),
-            Direction::Forward,
-            4,
-        )
-        .await?;
+    let result =
+        loki.query_range(r#"{app="api"} |= "level=info""#, at(sub.0), at(sub.1), Direction::Forward, 4).await?;
     let want: Vec<Key> = expected(&data, sub)
         .into_iter()
         .filter(|(labels, _, line)| labels["app"] == "api" && line.contains("level=info"))
@@ -163,9 +127,8 @@ async fn query_range_pages_through_crowded_timestamps_in_both_directions() -> Re
 #[tokio::test]
 async fn query_range_reports_truncation_instead_of_looping() -> Result<()> {
     let labels = [("app", "api")];
-    let mut data: Vec<LokiEntry> = (0..50)
-        .map(|i| LokiEntry::new(&labels, T0 + 5, format!("same nanosecond {i}")))
-        .collect();
+    let mut data: Vec<LokiEntry> =
+        (0..50).map(|i| LokiEntry::new(&labels, T0 + 5, format!("same nanosecond {i}"))).collect();
     data.push(LokiEntry::new(&labels, T0 + 1, "first"));
     data.push(LokiEntry::new(&labels, T0 + 9, "last"));
     let server = LokiServer::start(data.clone()).await?;
@@ -173,15 +136,7 @@ async fn query_range_reports_truncation_instead_of_looping() -> Result<()> {
 
     // 50 entries share one nanosecond and Loki accepts at most 16 at once.
     let loki = client(&server)?;
-    let result = loki
-        .query_range(
-            r#"{app="api"}"#,
-            at(T0),
-            at(T0 + 100),
-            Direction::Forward,
-            10,
-        )
-        .await?;
+    let result = loki.query_range(r#"{app="api"}"#, at(T0), at(T0 + 100), Direction::Forward, 10).await?;
     match &result.truncated {
         Some(Truncation::TimestampOverflow { timestamp_ns, .. }) => {
             ensure!(*timestamp_ns == T0 + 5)
@@ -199,19 +154,14 @@ async fn query_range_reports_truncation_instead_of_looping() -> Result<()> {
     cfg.max_entries = 25;
     let capped = LokiClient::new(cfg)?;
     for direction in [Direction::Forward, Direction::Backward] {
-        let result = capped
-            .query_range(r#"{app="api"}"#, at(T0), at(T0 + 100), direction, 10)
-            .await?;
+        let result = capped.query_range(r#"{app="api"}"#, at(T0), at(T0 + 100), direction, 10).await?;
         ensure!(result.truncated == Some(Truncation::MaxEntries { max: 25 }));
         ensure!(result.entries.len() == 25);
         let edge = match direction {
             Direction::Forward => "first",
             Direction::Backward => "last",
         };
-        ensure!(
-            result.entries.iter().any(|e| e.line == edge),
-            "{direction:?} keeps the {edge} entry"
-        );
+        ensure!(result.entries.iter().any(|e| e.line == edge), "{direction:?} keeps the {edge} entry");
     }
     Ok(())
 }
@@ -226,22 +176,11 @@ async fn bearer_token_and_tenant_are_sent_everywhere() -> Result<()> {
     cfg.tenant = Some("team-a".into());
     let loki = LokiClient::new(cfg.clone())?;
 
-    let result = loki
-        .query_range(
-            r#"{app="db"}"#,
-            at(T0),
-            at(T0 + 1_000_000),
-            Direction::Forward,
-            100,
-        )
-        .await?;
+    let result = loki.query_range(r#"{app="db"}"#, at(T0), at(T0 + 1_000_000), Direction::Forward, 100).await?;
     ensure!(!result.entries.is_empty());
     ensure!(!loki.labels(None, None).await?.is_empty());
     ensure!(!loki.label_values("app", None, None).await?.is_empty());
-    ensure!(!loki
-        .series(&[r#"{app="db"}"#], None, None)
-        .await?
-        .is_empty());
+    ensure!(!loki.series(&[r#"{app="db"}"#], None, None).await?.is_empty());
     let cancel = CancellationToken::new();
     let mut tail = loki.tail(r#"{app="db"}"#, at(T0), fast_tail(), cancel.clone())?;
     match next_event(&mut tail).await? {
@@ -253,9 +192,7 @@ async fn bearer_token_and_tenant_are_sent_everywhere() -> Result<()> {
 
     let requests = server.requests();
     ensure!(requests.len() == 5, "{requests:?}");
-    ensure!(requests
-        .iter()
-        .any(|r| r.path == TAIL_PATH && r.websocket && r.status == 101));
+    ensure!(requests.iter().any(|r| r.path == TAIL_PATH && r.websocket && r.status == 101));
     for r in &requests {
         ensure!(r.authorization.as_deref() == Some("Bearer t0k3n"), "{r:?}");
         ensure!(r.tenant.as_deref() == Some("team-a"), "{r:?}");
@@ -266,21 +203,11 @@ async fn bearer_token_and_tenant_are_sent_everywhere() -> Result<()> {
     cfg.tenant = None;
     let no_tenant = LokiClient::new(cfg)?;
     let err = no_tenant
-        .query_range(
-            r#"{app="db"}"#,
-            at(T0),
-            at(T0 + 1_000),
-            Direction::Forward,
-            10,
-        )
+        .query_range(r#"{app="db"}"#, at(T0), at(T0 + 1_000), Direction::Forward, 10)
         .await
         .expect_err("tenant required");
     match &err {
-        Error::Http {
-            status: Some(401),
-            message,
-            url,
-        } => {
+        Error::Http { status: Some(401), message, url } => {
             ensure!(message.contains("no org id"), "{message}");
             ensure!(url.starts_with(&server.url()), "{url}");
         }
@@ -291,31 +218,13 @@ async fn bearer_token_and_tenant_are_sent_everywhere() -> Result<()> {
 
     // Basic authentication.
     let mut cfg = config(&server)?;
-    cfg.auth = Some(HttpAuth::Basic {
-        username: "warden".into(),
-        password: Secret::new("pw".into()),
-    });
+    cfg.auth = Some(HttpAuth::Basic { username: "warden".into(), password: Secret::new("pw".into()) });
     cfg.tenant = Some("team-a".into());
     let basic = LokiClient::new(cfg)?;
-    let err = basic
-        .labels(None, None)
-        .await
-        .expect_err("wrong credentials");
-    ensure!(
-        matches!(
-            err,
-            Error::Http {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = basic.labels(None, None).await.expect_err("wrong credentials");
+    ensure!(matches!(err, Error::Http { status: Some(401), .. }), "{err:?}");
     let last = server.requests().pop().context("a request")?;
-    ensure!(
-        last.authorization.as_deref() == Some("Basic d2FyZGVuOnB3"),
-        "{last:?}"
-    );
+    ensure!(last.authorization.as_deref() == Some("Basic d2FyZGVuOnB3"), "{last:?}");
     Ok(())
 }
 
@@ -324,34 +233,18 @@ async fn bad_logql_gives_lokis_message() -> Result<()> {
     let server = LokiServer::start(crowded_data()).await?;
     let loki = client(&server)?;
     let err = loki
-        .query_range(
-            r#"{app="api""#,
-            at(T0),
-            at(T0 + 1_000),
-            Direction::Forward,
-            10,
-        )
+        .query_range(r#"{app="api""#, at(T0), at(T0 + 1_000), Direction::Forward, 10)
         .await
         .expect_err("unclosed selector");
     let text = err.to_string();
     match &err {
-        Error::LokiQuery {
-            status: 400,
-            message,
-            url,
-        } => {
-            ensure!(
-                message.starts_with("parse error at line 1, col 11"),
-                "{message}"
-            );
+        Error::LokiQuery { status: 400, message, url } => {
+            ensure!(message.starts_with("parse error at line 1, col 11"), "{message}");
             ensure!(*url == format!("{}{RANGE_PATH}", server.url()), "{url}");
         }
         other => bail!("expected LokiQuery, got {other:?}"),
     }
-    ensure!(
-        text.contains("parse error") && text.contains(RANGE_PATH),
-        "{text}"
-    );
+    ensure!(text.contains("parse error") && text.contains(RANGE_PATH), "{text}");
     ensure!(!err.is_retryable());
 
     let query = r#"{app="api"} |= "x""#;
@@ -359,15 +252,9 @@ async fn bad_logql_gives_lokis_message() -> Result<()> {
         query: query.into(),
         message: "parse error at line 1, col 13: syntax error: unexpected IDENTIFIER".into(),
     });
-    let err = loki
-        .query_range(query, at(T0), at(T0 + 1_000), Direction::Backward, 10)
-        .await
-        .expect_err("injected bad query");
-    ensure!(
-        err.to_string()
-            .ends_with("parse error at line 1, col 13: syntax error: unexpected IDENTIFIER"),
-        "{err}"
-    );
+    let err =
+        loki.query_range(query, at(T0), at(T0 + 1_000), Direction::Backward, 10).await.expect_err("injected bad query");
+    ensure!(err.to_string().ends_with("parse error at line 1, col 13: syntax error: unexpected IDENTIFIER"), "{err}");
 
     // The tail handshake gets the same answer and the tail ends with it.
     let mut tail = loki.tail(query, at(T0), fast_tail(), CancellationToken::new())?;
@@ -388,10 +275,7 @@ async fn rate_limits_server_errors_and_truncated_bodies_are_mapped() -> Result<(
     let query = r#"{app="api"}"#;
     let run = || loki.query_range(query, at(T0), at(T0 + 50_000), Direction::Forward, 1000);
 
-    server.set_fault(LokiFault::RateLimited {
-        retry_after_secs: 3,
-        times: 1,
-    });
+    server.set_fault(LokiFault::RateLimited { retry_after_secs: 3, times: 1 });
     let err = run().await.expect_err("429");
     ensure!(matches!(err, Error::RateLimited { .. }), "{err:?}");
     ensure!(err.retry_after() == Some(Duration::from_secs(3)));
@@ -400,11 +284,7 @@ async fn rate_limits_server_errors_and_truncated_bodies_are_mapped() -> Result<(
     server.set_fault(LokiFault::ServerError { times: 1 });
     let err = run().await.expect_err("500");
     match &err {
-        Error::Http {
-            status: Some(500),
-            message,
-            ..
-        } => ensure!(message.contains("injected failure"), "{message}"),
+        Error::Http { status: Some(500), message, .. } => ensure!(message.contains("injected failure"), "{message}"),
         other => bail!("expected HTTP 500, got {other:?}"),
     }
     ensure!(err.is_retryable());
@@ -427,27 +307,17 @@ async fn rate_limits_server_errors_and_truncated_bodies_are_mapped() -> Result<(
     let port = warden_tests::free_port()?;
     let mut cfg = LokiConfig::new(Url::parse(&format!("http://127.0.0.1:{port}"))?);
     cfg.timeout = Duration::from_secs(2);
-    let err = LokiClient::new(cfg)?
-        .labels(None, None)
-        .await
-        .expect_err("connection refused");
+    let err = LokiClient::new(cfg)?.labels(None, None).await.expect_err("connection refused");
     ensure!(matches!(err, Error::Connect { .. }), "{err:?}");
     ensure!(err.is_retryable());
-    ensure!(
-        err.to_string().contains(&format!("127.0.0.1:{port}")),
-        "{err}"
-    );
+    ensure!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
     Ok(())
 }
 
 #[tokio::test]
 async fn labels_values_and_series() -> Result<()> {
     let mut data = crowded_data();
-    data.push(LokiEntry::new(
-        &[("app", "web"), ("region", "eu")],
-        T0 + 10_000_000,
-        "late",
-    ));
+    data.push(LokiEntry::new(&[("app", "web"), ("region", "eu")], T0 + 10_000_000, "late"));
     let server = LokiServer::start(data).await?;
     let loki = client(&server)?;
 
@@ -460,9 +330,7 @@ async fn labels_values_and_series() -> Result<()> {
     let series = loki.series(&[r#"{app="api"}"#], None, None).await?;
     ensure!(series.len() == 2, "{series:?}");
     ensure!(series.iter().all(|s| s["app"] == "api"));
-    let series = loki
-        .series(&[r#"{pod="db-0"}"#, r#"{region="eu"}"#], None, None)
-        .await?;
+    let series = loki.series(&[r#"{pod="db-0"}"#, r#"{region="eu"}"#], None, None).await?;
     ensure!(series.len() == 2, "{series:?}");
     let sent = server.requests_to("/loki/api/v1/series");
     let matchers: Vec<String> = sent
@@ -473,14 +341,8 @@ async fn labels_values_and_series() -> Result<()> {
         .filter(|(k, _)| k == "match[]")
         .map(|(_, v)| v)
         .collect();
-    ensure!(
-        matchers == [r#"{pod="db-0"}"#, r#"{region="eu"}"#],
-        "{matchers:?}"
-    );
-    let err = loki
-        .series(&[r#"{pod="db-0""#], None, None)
-        .await
-        .expect_err("bad selector");
+    ensure!(matchers == [r#"{pod="db-0"}"#, r#"{region="eu"}"#], "{matchers:?}");
+    let err = loki.series(&[r#"{pod="db-0""#], None, None).await.expect_err("bad selector");
     ensure!(matches!(err, Error::LokiQuery { .. }), "{err:?}");
     Ok(())
 }
@@ -509,18 +371,12 @@ async fn entries(tail: &mut LokiTail, n: usize) -> Result<(Vec<LogEntry>, Vec<St
     let mut got = Vec::new();
     let mut other = Vec::new();
     while got.len() < n {
-        match next_event(tail)
-            .await
-            .with_context(|| format!("after {} of {n} entries; events {other:?}", got.len()))?
-        {
+        match next_event(tail).await.with_context(|| format!("after {} of {n} entries; events {other:?}", got.len()))? {
             TailEvent::Entry(e) => got.push(e),
-            TailEvent::Connected {
-                start_ns,
-                reconnect,
-            } => other.push(format!("connected start={start_ns} reconnect={reconnect}")),
-            TailEvent::Reconnecting { error, attempt, .. } => {
-                other.push(format!("reconnecting #{attempt}: {error}"))
+            TailEvent::Connected { start_ns, reconnect } => {
+                other.push(format!("connected start={start_ns} reconnect={reconnect}"))
             }
+            TailEvent::Reconnecting { error, attempt, .. } => other.push(format!("reconnecting #{attempt}: {error}")),
             TailEvent::Dropped(d) => other.push(format!("dropped {}", d.len())),
         }
     }
@@ -544,10 +400,7 @@ async fn tail_replays_history_then_live_entries_and_reports_drops() -> Result<()
     let mut tail = loki.tail(r#"{app="api"}"#, at(T0), fast_tail(), cancel.clone())?;
 
     match next_event(&mut tail).await? {
-        TailEvent::Connected {
-            start_ns,
-            reconnect: false,
-        } => ensure!(start_ns == T0),
+        TailEvent::Connected { start_ns, reconnect: false } => ensure!(start_ns == T0),
         other => bail!("expected Connected, got {other:?}"),
     }
     let (got, _) = entries(&mut tail, 2).await?;
@@ -570,23 +423,16 @@ async fn tail_replays_history_then_live_entries_and_reports_drops() -> Result<()
         other => bail!("expected Dropped, got {other:?}"),
     }
 
-    let tail_request = server
-        .requests_to(TAIL_PATH)
-        .pop()
-        .context("tail request")?;
+    let tail_request = server.requests_to(TAIL_PATH).pop().context("tail request")?;
     ensure!(tail_request.query_param("start") == Some(T0.to_string()));
     ensure!(tail_request.query_param("query").as_deref() == Some(r#"{app="api"}"#));
     ensure!(tail_request.tenant.as_deref() == Some("team-a"));
 
     cancel.cancel();
-    ensure!(tokio::time::timeout(Duration::from_secs(5), tail.next())
-        .await?
-        .is_none());
-    warden_tests::wait_until(
-        Duration::from_secs(5),
-        "the server to see the tail close",
-        async || Ok((server.live_tails() == 0).then_some(())),
-    )
+    ensure!(tokio::time::timeout(Duration::from_secs(5), tail.next()).await?.is_none());
+    warden_tests::wait_until(Duration::from_secs(5), "the server to see the tail close", async || {
+        Ok((server.live_tails() == 0).then_some(()))
+    })
     .await?;
     Ok(())
 }
@@ -608,19 +454,13 @@ async fn tail_reconnects_and_resumes_without_gap_or_duplicate() -> Result<()> {
     let server = LokiServer::start(history.clone()).await?;
     server.set_tail_frame_size(4);
     // The first connection is cut after two frames (8 entries, up to ts T0+3).
-    server.set_fault(LokiFault::DropTail {
-        after_frames: 2,
-        times: 1,
-    });
+    server.set_fault(LokiFault::DropTail { after_frames: 2, times: 1 });
     let loki = client(&server)?;
     let cancel = CancellationToken::new();
     let mut tail = loki.tail(r#"{app="api"}"#, at(T0), fast_tail(), cancel.clone())?;
 
     let (mut got, events) = entries(&mut tail, history.len()).await?;
-    ensure!(
-        events.iter().any(|e| e.starts_with("reconnecting #1")),
-        "no reconnection: {events:?}"
-    );
+    ensure!(events.iter().any(|e| e.starts_with("reconnecting #1")), "no reconnection: {events:?}");
     ensure!(
         events.contains(&format!("connected start={} reconnect=true", T0 + 3)),
         "did not resume from the last timestamp: {events:?}"
@@ -646,10 +486,7 @@ async fn tail_reconnects_and_resumes_without_gap_or_duplicate() -> Result<()> {
     sort_by_time(&mut sorted_got);
     sort_by_time(&mut want);
     ensure!(sorted_got == want, "got {got_keys:#?}\nwant {want:#?}");
-    ensure!(
-        got_keys.windows(2).all(|w| w[0].1 <= w[1].1),
-        "entries out of time order: {got_keys:#?}"
-    );
+    ensure!(got_keys.windows(2).all(|w| w[0].1 <= w[1].1), "entries out of time order: {got_keys:#?}");
 
     // Nothing else arrives: no duplicate was held back.
     match tokio::time::timeout(Duration::from_millis(300), tail.next()).await {
@@ -664,31 +501,18 @@ async fn tail_reconnects_and_resumes_without_gap_or_duplicate() -> Result<()> {
 #[tokio::test]
 async fn tail_backs_off_on_429_and_gives_up_when_told() -> Result<()> {
     let server = LokiServer::start(vec![LokiEntry::new(&[("app", "api")], T0, "one")]).await?;
-    server.set_fault(LokiFault::RateLimited {
-        retry_after_secs: 1,
-        times: 1,
-    });
+    server.set_fault(LokiFault::RateLimited { retry_after_secs: 1, times: 1 });
     let loki = client(&server)?;
-    let mut tail = loki.tail(
-        r#"{app="api"}"#,
-        at(T0),
-        fast_tail(),
-        CancellationToken::new(),
-    )?;
+    let mut tail = loki.tail(r#"{app="api"}"#, at(T0), fast_tail(), CancellationToken::new())?;
     match next_event(&mut tail).await? {
-        TailEvent::Reconnecting {
-            error: Error::RateLimited { .. },
-            attempt: 1,
-            retry_in,
-        } => ensure!(retry_in >= Duration::from_secs(1), "{retry_in:?}"),
+        TailEvent::Reconnecting { error: Error::RateLimited { .. }, attempt: 1, retry_in } => {
+            ensure!(retry_in >= Duration::from_secs(1), "{retry_in:?}")
+        }
         other => bail!("expected a 429 reconnection, got {other:?}"),
     }
     let (got, events) = entries(&mut tail, 1).await?;
     ensure!(got[0].line == "one");
-    ensure!(
-        events == ["connected start=1700000000000000000 reconnect=false"],
-        "{events:?}"
-    );
+    ensure!(events == ["connected start=1700000000000000000 reconnect=false"], "{events:?}");
     drop(tail);
 
     // A server that is gone: retryable failures until the configured limit.
@@ -696,27 +520,17 @@ async fn tail_backs_off_on_429_and_gives_up_when_told() -> Result<()> {
     let mut cfg = LokiConfig::new(Url::parse(&format!("http://127.0.0.1:{port}"))?);
     cfg.timeout = Duration::from_secs(2);
     let gone = LokiClient::new(cfg)?;
-    let options = TailOptions {
-        max_consecutive_failures: Some(2),
-        ..fast_tail()
-    };
+    let options = TailOptions { max_consecutive_failures: Some(2), ..fast_tail() };
     let mut tail = gone.tail(r#"{app="api"}"#, at(T0), options, CancellationToken::new())?;
     for attempt in 1..=2 {
         match next_event(&mut tail).await? {
-            TailEvent::Reconnecting {
-                error: Error::Connect { .. },
-                attempt: a,
-                ..
-            } => ensure!(a == attempt),
+            TailEvent::Reconnecting { error: Error::Connect { .. }, attempt: a, .. } => ensure!(a == attempt),
             other => bail!("expected a connection failure, got {other:?}"),
         }
     }
     match tokio::time::timeout(Duration::from_secs(10), tail.next()).await? {
         Some(Err(Error::Connect { url, .. })) => {
-            ensure!(
-                url.contains(&format!("127.0.0.1:{port}{TAIL_PATH}")),
-                "{url}"
-            )
+            ensure!(url.contains(&format!("127.0.0.1:{port}{TAIL_PATH}")), "{url}")
         }
         other => bail!("expected the final connection error, got {other:?}"),
     }

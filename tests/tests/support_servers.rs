@@ -42,17 +42,11 @@ async fn kube_api_serves_deployments_and_scale_to_the_kube_client() -> Result<()
     let scale = deployments.get_scale("checkout").await?;
     assert_eq!(scale.spec.as_ref().unwrap().replicas, Some(2));
     assert_eq!(scale.status.as_ref().unwrap().replicas, 2);
-    assert_eq!(
-        scale.status.as_ref().unwrap().selector.as_deref(),
-        Some("app=checkout")
-    );
+    assert_eq!(scale.status.as_ref().unwrap().selector.as_deref(), Some("app=checkout"));
     let rv_before = scale.metadata.resource_version.clone().unwrap();
 
     // Dry run: answered, not persisted.
-    let dry = PatchParams {
-        dry_run: true,
-        ..PatchParams::default()
-    };
+    let dry = PatchParams { dry_run: true, ..PatchParams::default() };
     let patch = Patch::Merge(json!({"spec": {"replicas": 5}}));
     let answer = deployments.patch_scale("checkout", &dry, &patch).await?;
     assert_eq!(answer.spec.unwrap().replicas, Some(5));
@@ -60,18 +54,14 @@ async fn kube_api_serves_deployments_and_scale_to_the_kube_client() -> Result<()
 
     // Merge patch: persisted, resourceVersion bumped.
     let patch = Patch::Merge(json!({"spec": {"replicas": 3}}));
-    let answer = deployments
-        .patch_scale("checkout", &PatchParams::default(), &patch)
-        .await?;
+    let answer = deployments.patch_scale("checkout", &PatchParams::default(), &patch).await?;
     assert_eq!(answer.spec.unwrap().replicas, Some(3));
     assert_eq!(server.replicas("shop", "checkout"), Some(3));
     assert_ne!(answer.metadata.resource_version.unwrap(), rv_before);
 
     // Strategic merge and JSON patch are accepted too.
     let patch: Patch<Value> = Patch::Strategic(json!({"spec": {"replicas": 4}}));
-    deployments
-        .patch_scale("checkout", &PatchParams::default(), &patch)
-        .await?;
+    deployments.patch_scale("checkout", &PatchParams::default(), &patch).await?;
     assert_eq!(server.replicas("shop", "checkout"), Some(4));
     let response = http_client()
         .patch(format!("{}{}", server.url(), kube_api::scale_path("shop", "checkout")))
@@ -84,10 +74,7 @@ async fn kube_api_serves_deployments_and_scale_to_the_kube_client() -> Result<()
 
     // Negative replicas: 422 Invalid.
     let patch = Patch::Merge(json!({"spec": {"replicas": -1}}));
-    match deployments
-        .patch_scale("checkout", &PatchParams::default(), &patch)
-        .await
-    {
+    match deployments.patch_scale("checkout", &PatchParams::default(), &patch).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422);
             assert_eq!(status.reason, "Invalid");
@@ -110,10 +97,7 @@ async fn kube_api_serves_deployments_and_scale_to_the_kube_client() -> Result<()
     server.fail_next(1, Failure::Conflict, true);
     deployments.get_scale("checkout").await?;
     let patch = Patch::Merge(json!({"spec": {"replicas": 7}}));
-    match deployments
-        .patch_scale("checkout", &PatchParams::default(), &patch)
-        .await
-    {
+    match deployments.patch_scale("checkout", &PatchParams::default(), &patch).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"))
         }
@@ -121,15 +105,10 @@ async fn kube_api_serves_deployments_and_scale_to_the_kube_client() -> Result<()
     }
     server.fail_next(1, Failure::Internal, false);
     match deployments.get_scale("checkout").await {
-        Err(kube::Error::Api(status)) => assert_eq!(
-            (status.code, status.reason.as_str()),
-            (500, "InternalError")
-        ),
+        Err(kube::Error::Api(status)) => assert_eq!((status.code, status.reason.as_str()), (500, "InternalError")),
         other => panic!("expected 500, got {other:?}"),
     }
-    deployments
-        .patch_scale("checkout", &PatchParams::default(), &patch)
-        .await?;
+    deployments.patch_scale("checkout", &PatchParams::default(), &patch).await?;
     assert_eq!(server.replicas("shop", "checkout"), Some(7));
 
     // Recording.
@@ -137,20 +116,11 @@ async fn kube_api_serves_deployments_and_scale_to_the_kube_client() -> Result<()
     assert_eq!(patches.len(), 7, "{}", server.request_log());
     assert!(patches[0].is_dry_run());
     assert_eq!(patches[0].requested_replicas(), Some(5));
-    assert_eq!(
-        patches[0].content_type.as_deref(),
-        Some("application/merge-patch+json")
-    );
+    assert_eq!(patches[0].content_type.as_deref(), Some("application/merge-patch+json"));
     assert!(!patches[1].is_dry_run());
     assert_eq!(patches[3].requested_replicas(), Some(6));
-    assert_eq!(
-        patches[3].content_type.as_deref(),
-        Some("application/json-patch+json")
-    );
-    assert_eq!(
-        patches[1].authorization.as_deref(),
-        Some(format!("Bearer {}", kube_api::KUBECONFIG_TOKEN).as_str())
-    );
+    assert_eq!(patches[3].content_type.as_deref(), Some("application/json-patch+json"));
+    assert_eq!(patches[1].authorization.as_deref(), Some(format!("Bearer {}", kube_api::KUBECONFIG_TOKEN).as_str()));
     Ok(())
 }
 
@@ -159,13 +129,7 @@ async fn kube_api_answers_real_status_objects() -> Result<()> {
     let server = KubeApi::start().await?;
     server.add_deployment("shop", "checkout", 2);
     let client = http_client();
-    let response = client
-        .get(format!(
-            "{}/apis/apps/v1/namespaces/shop/deployments/x",
-            server.url()
-        ))
-        .send()
-        .await?;
+    let response = client.get(format!("{}/apis/apps/v1/namespaces/shop/deployments/x", server.url())).send().await?;
     assert_eq!(response.status().as_u16(), 404);
     let body: Value = response.json().await?;
     assert_eq!(
@@ -176,11 +140,7 @@ async fn kube_api_answers_real_status_objects() -> Result<()> {
     );
 
     let scale: Value = client
-        .get(format!(
-            "{}{}",
-            server.url(),
-            kube_api::scale_path("shop", "checkout")
-        ))
+        .get(format!("{}{}", server.url(), kube_api::scale_path("shop", "checkout")))
         .send()
         .await?
         .json()
@@ -192,11 +152,7 @@ async fn kube_api_answers_real_status_objects() -> Result<()> {
     assert!(scale["metadata"]["resourceVersion"].is_string());
 
     let response = client
-        .patch(format!(
-            "{}{}?dryRun=All",
-            server.url(),
-            kube_api::scale_path("shop", "checkout")
-        ))
+        .patch(format!("{}{}?dryRun=All", server.url(), kube_api::scale_path("shop", "checkout")))
         .header("content-type", "application/merge-patch+json")
         .body(r#"{"spec":{"replicas":-3}}"#)
         .send()
@@ -207,11 +163,7 @@ async fn kube_api_answers_real_status_objects() -> Result<()> {
     assert_eq!(body["kind"], "Status");
 
     let response = client
-        .patch(format!(
-            "{}{}",
-            server.url(),
-            kube_api::scale_path("shop", "checkout")
-        ))
+        .patch(format!("{}{}", server.url(), kube_api::scale_path("shop", "checkout")))
         .header("content-type", "text/plain")
         .body(r#"{"spec":{"replicas":3}}"#)
         .send()
@@ -226,25 +178,13 @@ async fn slack_receiver_records_and_fails_on_request() -> Result<()> {
     let slack = SlackReceiver::start().await?;
     let client = http_client();
     slack.fail_next(1, SlackFailure::RateLimited);
-    let r = client
-        .post(slack.webhook_url())
-        .json(&json!({"text": "one"}))
-        .send()
-        .await?;
+    let r = client.post(slack.webhook_url()).json(&json!({"text": "one"})).send().await?;
     assert_eq!(r.status().as_u16(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
     slack.fail_next(1, SlackFailure::ServerError);
-    let r = client
-        .post(slack.webhook_url())
-        .json(&json!({"text": "one"}))
-        .send()
-        .await?;
+    let r = client.post(slack.webhook_url()).json(&json!({"text": "one"})).send().await?;
     assert_eq!(r.status().as_u16(), 500);
-    let r = client
-        .post(slack.webhook_url())
-        .json(&json!({"text": "one", "blocks": []}))
-        .send()
-        .await?;
+    let r = client.post(slack.webhook_url()).json(&json!({"text": "one", "blocks": []})).send().await?;
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.text().await?, "ok");
     assert_eq!(slack.posts().len(), 3);
@@ -262,57 +202,26 @@ async fn slack_receiver_answers_slacks_documented_errors() -> Result<()> {
         let client = client.clone();
         let url = slack.webhook_url();
         async move {
-            let r = client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await?;
+            let r = client.post(url).header("content-type", "application/json").body(body).send().await?;
             anyhow::Ok((r.status().as_u16(), r.text().await?))
         }
     };
     let header = |n: usize| json!({"text": "t", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h".repeat(n)}}]});
     assert_eq!(post(header(150).to_string()).await?, (200, "ok".into()));
-    assert_eq!(
-        post(header(151).to_string()).await?,
-        (400, "invalid_blocks".into())
-    );
+    assert_eq!(post(header(151).to_string()).await?, (400, "invalid_blocks".into()));
     let section = json!({"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x".repeat(3001)}}]});
-    assert_eq!(
-        post(section.to_string()).await?,
-        (400, "invalid_blocks".into())
-    );
-    let fields: Vec<Value> = (0..11)
-        .map(|_| json!({"type": "mrkdwn", "text": "f"}))
-        .collect();
+    assert_eq!(post(section.to_string()).await?, (400, "invalid_blocks".into()));
+    let fields: Vec<Value> = (0..11).map(|_| json!({"type": "mrkdwn", "text": "f"})).collect();
     let section = json!({"text": "t", "blocks": [{"type": "section", "fields": fields}]});
-    assert_eq!(
-        post(section.to_string()).await?,
-        (400, "invalid_blocks".into())
-    );
+    assert_eq!(post(section.to_string()).await?, (400, "invalid_blocks".into()));
     let many: Vec<Value> = (0..51).map(|_| json!({"type": "divider"})).collect();
-    assert_eq!(
-        post(json!({"text": "t", "blocks": many}).to_string()).await?,
-        (400, "invalid_blocks".into())
-    );
-    assert_eq!(
-        post(json!({"blocks": []}).to_string()).await?,
-        (400, "no_text".into())
-    );
-    assert_eq!(
-        post("not json".into()).await?,
-        (400, "invalid_payload".into())
-    );
+    assert_eq!(post(json!({"text": "t", "blocks": many}).to_string()).await?, (400, "invalid_blocks".into()));
+    assert_eq!(post(json!({"blocks": []}).to_string()).await?, (400, "no_text".into()));
+    assert_eq!(post("not json".into()).await?, (400, "invalid_payload".into()));
     // Injected: a webhook that refuses one message, or everything.
     slack.reject_containing("bad", SlackFailure::NoText);
-    assert_eq!(
-        post(json!({"text": "a bad one"}).to_string()).await?,
-        (400, "no_text".into())
-    );
-    assert_eq!(
-        post(json!({"text": "a good one"}).to_string()).await?,
-        (200, "ok".into())
-    );
+    assert_eq!(post(json!({"text": "a bad one"}).to_string()).await?, (400, "no_text".into()));
+    assert_eq!(post(json!({"text": "a good one"}).to_string()).await?, (200, "ok".into()));
     slack.clear_rejections();
     for (failure, status, code) in [
         (SlackFailure::NoService, 404, "no_service"),
@@ -321,21 +230,11 @@ async fn slack_receiver_answers_slacks_documented_errors() -> Result<()> {
         (SlackFailure::ChannelIsArchived, 410, "channel_is_archived"),
     ] {
         slack.fail_next(1, failure);
-        assert_eq!(
-            post(json!({"text": "t"}).to_string()).await?,
-            (status, code.into())
-        );
+        assert_eq!(post(json!({"text": "t"}).to_string()).await?, (status, code.into()));
     }
     slack.fail_next(1, SlackFailure::RateLimitedFor(30));
-    let r = client
-        .post(slack.webhook_url())
-        .json(&json!({"text": "t"}))
-        .send()
-        .await?;
-    assert_eq!(
-        (r.status().as_u16(), r.headers()["retry-after"].to_str()?),
-        (429, "30")
-    );
+    let r = client.post(slack.webhook_url()).json(&json!({"text": "t"})).send().await?;
+    assert_eq!((r.status().as_u16(), r.headers()["retry-after"].to_str()?), (429, "30"));
     assert_eq!(slack.delivered().len(), 2);
     Ok(())
 }
@@ -367,25 +266,13 @@ async fn prometheus_serves_backfilled_past_and_future_samples_across_restarts() 
     prometheus.restart().await?;
     let end = unix_now();
     let result = prometheus.query_range(&query, end - 60, end, 5).await?;
-    let last: f64 = result[0]["values"].as_array().unwrap().last().unwrap()[1]
-        .as_str()
-        .unwrap()
-        .parse()?;
+    let last: f64 = result[0]["values"].as_array().unwrap().last().unwrap()[1].as_str().unwrap().parse()?;
     assert_eq!(last, FAULT_VALUE, "{result:?}");
 
     prometheus.stop().await?;
-    assert!(prometheus
-        .query_range(&query, end - 60, end, 5)
-        .await
-        .is_err());
+    assert!(prometheus.query_range(&query, end - 60, end, 5).await.is_err());
     prometheus.start_again().await?;
-    assert_eq!(
-        prometheus
-            .query_range(&query, end - 60, end, 5)
-            .await?
-            .len(),
-        1
-    );
+    assert_eq!(prometheus.query_range(&query, end - 60, end, 5).await?.len(), 1);
     Ok(())
 }
 
@@ -402,13 +289,8 @@ async fn alertmanager_posts_to_a_webhook_with_the_bearer_token() -> Result<()> {
         axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
             let sink = sink.clone();
             async move {
-                let auth = headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                sink.lock()
-                    .unwrap()
-                    .push((auth, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+                sink.lock().unwrap().push((auth, serde_json::from_slice(&body).unwrap_or(Value::Null)));
                 "ok"
             }
         }),
@@ -426,11 +308,9 @@ async fn alertmanager_posts_to_a_webhook_with_the_bearer_token() -> Result<()> {
             "startsAt": chrono::Utc::now().to_rfc3339(),
         }]))
         .await?;
-    let (auth, payload) = wait_until(
-        Duration::from_secs(30),
-        "a webhook post from Alertmanager",
-        async || Ok(received.lock().unwrap().first().cloned()),
-    )
+    let (auth, payload) = wait_until(Duration::from_secs(30), "a webhook post from Alertmanager", async || {
+        Ok(received.lock().unwrap().first().cloned())
+    })
     .await?;
     assert_eq!(auth.as_deref(), Some("Bearer am-secret"));
     assert_eq!(payload["version"], "4");
@@ -457,27 +337,14 @@ async fn smtp_server_starts_late_and_stores_parseable_mail() -> Result<()> {
         .port(smtp.port())
         .timeout(Some(Duration::from_secs(5)))
         .build();
-    assert!(
-        transport.send(message()?).await.is_err(),
-        "nothing listens before start()"
-    );
+    assert!(transport.send(message()?).await.is_err(), "nothing listens before start()");
     smtp.start().await?;
     transport.send(message()?).await?;
     let mails = smtp.messages()?;
     assert_eq!(mails.len(), 1);
-    assert_eq!(
-        mails[0].subject,
-        "[warden] OPENED warning checkout-latency shop/checkout"
-    );
-    assert_eq!(
-        mails[0].message_id.as_deref(),
-        Some("<warden-outbox-7@warden>")
-    );
-    assert!(
-        mails[0].body.contains("observed 0.5, expected 0.1 — über"),
-        "{:?}",
-        mails[0].body
-    );
+    assert_eq!(mails[0].subject, "[warden] OPENED warning checkout-latency shop/checkout");
+    assert_eq!(mails[0].message_id.as_deref(), Some("<warden-outbox-7@warden>"));
+    assert!(mails[0].body.contains("observed 0.5, expected 0.1 — über"), "{:?}", mails[0].body);
     assert_eq!(mails[0].to, vec!["oncall@example.test".to_string()]);
     smtp.stop().await?;
     Ok(())
@@ -489,18 +356,8 @@ fn metric_value_reads_text_exposition() {
                 warden_watch_no_data_total{watch=\"checkout-latency\"} 3\n\
                 warden_watch_no_data_total{watch=\"other\"} 1\n\
                 warden_open_incidents 2\n# EOF\n";
-    assert_eq!(
-        metric_value(
-            text,
-            "warden_watch_no_data_total",
-            &[("watch", "checkout-latency")]
-        ),
-        Some(3.0)
-    );
-    assert_eq!(
-        metric_value(text, "warden_watch_no_data_total", &[]),
-        Some(4.0)
-    );
+    assert_eq!(metric_value(text, "warden_watch_no_data_total", &[("watch", "checkout-latency")]), Some(3.0));
+    assert_eq!(metric_value(text, "warden_watch_no_data_total", &[]), Some(4.0));
     assert_eq!(metric_value(text, "warden_open_incidents", &[]), Some(2.0));
     assert_eq!(metric_value(text, "warden_open", &[]), None);
 }

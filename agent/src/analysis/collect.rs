@@ -66,12 +66,17 @@ pub struct Collected {
 }
 
 /// The subject a series is about: the watch's target, or else its identity labels.
-pub fn subject_of(target: Option<(&str, &str)>, labels: &std::collections::BTreeMap<String, String>, watch: &str) -> Subject {
+pub fn subject_of(
+    target: Option<(&str, &str)>,
+    labels: &std::collections::BTreeMap<String, String>,
+    watch: &str,
+) -> Subject {
     if let Some((ns, name)) = target {
         return Subject::workload(Some(ns), name);
     }
     let ns = labels.get("namespace").map(String::as_str);
-    for key in ["deployment", "statefulset", "daemonset", "app", "service", "job", "container", "persistentvolumeclaim"] {
+    for key in ["deployment", "statefulset", "daemonset", "app", "service", "job", "container", "persistentvolumeclaim"]
+    {
         if let Some(v) = labels.get(key) {
             return Subject::workload(ns, v);
         }
@@ -144,7 +149,11 @@ pub async fn collect(
                     metric: incident.watch.clone(),
                     observed,
                     expected: incident.expected,
-                    score: incident.score.map(|s| s.clamp(0.0, 1.0) * 2.0 * super::recent::AT_THRESHOLD).unwrap_or(0.0).max(super::recent::AT_THRESHOLD),
+                    score: incident
+                        .score
+                        .map(|s| s.clamp(0.0, 1.0) * 2.0 * super::recent::AT_THRESHOLD)
+                        .unwrap_or(0.0)
+                        .max(super::recent::AT_THRESHOLD),
                     until: None,
                 },
             });
@@ -159,11 +168,17 @@ pub async fn collect(
                 .filter(|i| i.source == "log_watch" && (from..=to).contains(&i.opened_at.timestamp()))
                 .take(MAX_LOG_SIGNALS);
             for i in logs {
-                let detail = store.incident_events(i.id).ok().and_then(|ev| ev.into_iter().find(|e| e.kind == "opened")).map(|e| e.detail);
+                let detail = store
+                    .incident_events(i.id)
+                    .ok()
+                    .and_then(|ev| ev.into_iter().find(|e| e.kind == "opened"))
+                    .map(|e| e.detail);
                 let d = detail.unwrap_or_default();
                 let samples = d["evidence"]["samples"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|s| s.as_str()).take(3).map(|s| truncate(s, MAX_SAMPLE_CHARS)).collect())
+                    .map(|a| {
+                        a.iter().filter_map(|s| s.as_str()).take(3).map(|s| truncate(s, MAX_SAMPLE_CHARS)).collect()
+                    })
                     .unwrap_or_default();
                 facts.push(Fact {
                     time: i.opened_at.timestamp(),
@@ -185,7 +200,10 @@ pub async fn collect(
         Some(cluster) => {
             let mut subjects: Vec<Subject> = vec![symptom.clone()];
             for f in &facts {
-                if f.subject.kind == SubjectKind::Workload && f.subject.namespace.is_some() && !subjects.contains(&f.subject) {
+                if f.subject.kind == SubjectKind::Workload
+                    && f.subject.namespace.is_some()
+                    && !subjects.contains(&f.subject)
+                {
                     subjects.push(f.subject.clone());
                 }
             }
@@ -230,7 +248,10 @@ pub async fn collect(
                     None => symptom.clone(),
                 };
                 for s in r.steps.iter().chain(&r.revert_steps) {
-                    if n >= MAX_ACTIONS || !matches!(s.status, StepStatus::Done | StepStatus::Failed) || s.action == "wait" {
+                    if n >= MAX_ACTIONS
+                        || !matches!(s.status, StepStatus::Done | StepStatus::Failed)
+                        || s.action == "wait"
+                    {
                         continue;
                     }
                     let summary = s.result.as_ref().and_then(|v| v.get("summary")).and_then(|v| v.as_str());
@@ -242,7 +263,12 @@ pub async fn collect(
                     facts.push(Fact {
                         time: s.finished_at.or(s.started_at).unwrap_or(r.created_at).timestamp(),
                         subject: subject.clone(),
-                        payload: Payload::Action { run_id: r.id, playbook: r.playbook.clone(), step: s.name.clone(), status: truncate(&status, 200) },
+                        payload: Payload::Action {
+                            run_id: r.id,
+                            playbook: r.playbook.clone(),
+                            step: s.name.clone(),
+                            status: truncate(&status, 200),
+                        },
                     });
                     n += 1;
                 }

@@ -54,7 +54,11 @@ pub fn strength(d: &Detection) -> f64 {
         _ if d.score.is_finite() => d.score.clamp(0.0, 1.0) * 2.0 * AT_THRESHOLD,
         _ => 0.0,
     };
-    if d.state == DetectionState::Anomalous { s.max(AT_THRESHOLD) } else { s }
+    if d.state == DetectionState::Anomalous {
+        s.max(AT_THRESHOLD)
+    } else {
+        s
+    }
 }
 
 /// The strength a detection at its detector's threshold is given.
@@ -105,12 +109,8 @@ impl RecentAnomalies {
     /// Streaks that overlap `[from, to]`, oldest onset first.
     pub fn between(&self, from: i64, to: i64) -> Vec<Streak> {
         let Ok(all) = self.streaks.lock() else { return Vec::new() };
-        let mut out: Vec<Streak> = all
-            .values()
-            .flatten()
-            .filter(|s| s.onset <= to && s.ended.unwrap_or(i64::MAX) >= from)
-            .cloned()
-            .collect();
+        let mut out: Vec<Streak> =
+            all.values().flatten().filter(|s| s.onset <= to && s.ended.unwrap_or(i64::MAX) >= from).cloned().collect();
         out.sort_by(|a, b| a.onset.cmp(&b.onset).then_with(|| a.watch.cmp(&b.watch)));
         out
     }

@@ -33,7 +33,8 @@ impl Summarizer {
     /// Load the configured model; on failure, log it and use the template.
     pub fn from_config(section: Option<&ModelSection>) -> Self {
         let Some(m) = section else { return Self::template_only("no model configured") };
-        let options = SummaryOptions { max_tokens: m.max_tokens, time_budget: m.time_budget.0, ..SummaryOptions::default() };
+        let options =
+            SummaryOptions { max_tokens: m.max_tokens, time_budget: m.time_budget.0, ..SummaryOptions::default() };
         let loaded = load_options(m).and_then(|o| LlmModel::load(&o).map_err(|e| e.to_string()));
         match loaded {
             Ok(model) => {
@@ -65,17 +66,36 @@ impl Summarizer {
     }
 
     /// Write the summary of a ranking (on a blocking thread when a model runs).
-    pub async fn summarize(&self, title: String, symptom: Option<Subject>, started: i64, ranking: Ranking, evidence: Vec<Evidence>) -> Summary {
+    pub async fn summarize(
+        &self,
+        title: String,
+        symptom: Option<Subject>,
+        started: i64,
+        ranking: Ranking,
+        evidence: Vec<Evidence>,
+    ) -> Summary {
         let options = self.options.clone();
         let Some(model) = self.model.clone() else {
-            let input = SummaryInput { title: &title, symptom: symptom.as_ref(), started, ranking: &ranking, evidence: &evidence };
+            let input = SummaryInput {
+                title: &title,
+                symptom: symptom.as_ref(),
+                started,
+                ranking: &ranking,
+                evidence: &evidence,
+            };
             let mut s = summarize(&input, None, &options);
             s.fallback_reason = Some(self.unavailable.clone());
             return s;
         };
         let fallback = (title.clone(), symptom.clone(), ranking.clone(), evidence.clone());
         let job = tokio::task::spawn_blocking(move || {
-            let input = SummaryInput { title: &title, symptom: symptom.as_ref(), started, ranking: &ranking, evidence: &evidence };
+            let input = SummaryInput {
+                title: &title,
+                symptom: symptom.as_ref(),
+                started,
+                ranking: &ranking,
+                evidence: &evidence,
+            };
             match model.lock() {
                 Ok(mut m) => summarize(&input, Some(&mut **m), &options),
                 Err(_) => {
@@ -89,7 +109,13 @@ impl Summarizer {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "summary task failed");
-                let input = SummaryInput { title: &fallback.0, symptom: fallback.1.as_ref(), started, ranking: &fallback.2, evidence: &fallback.3 };
+                let input = SummaryInput {
+                    title: &fallback.0,
+                    symptom: fallback.1.as_ref(),
+                    started,
+                    ranking: &fallback.2,
+                    evidence: &fallback.3,
+                };
                 let mut s = summarize(&input, None, &self.options);
                 s.fallback_reason = Some(format!("summary task failed: {e}"));
                 s
@@ -104,7 +130,12 @@ pub fn load_options(m: &ModelSection) -> Result<LoadOptions, String> {
     let mut o = LoadOptions::new(&m.path);
     o.tokenizer = m.tokenizer.clone();
     o.device = m.device.parse().map_err(|e| format!("analysis.model.device: {e}"))?;
-    o.chat_template = m.chat_template.as_deref().map(str::parse).transpose().map_err(|e| format!("analysis.model.chat_template: {e}"))?;
+    o.chat_template = m
+        .chat_template
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| format!("analysis.model.chat_template: {e}"))?;
     o.expected_sha256 = m.sha256.clone();
     Ok(o)
 }

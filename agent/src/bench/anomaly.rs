@@ -83,17 +83,11 @@ pub fn parse_spec(text: &str) -> Result<DetectorSpec> {
     let name = parts.next().unwrap_or_default().trim().to_string();
     let mut params = Vec::new();
     for p in parts {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| anyhow!("detector `{text}`: `{p}` is not k=v"))?;
+        let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("detector `{text}`: `{p}` is not k=v"))?;
         params.push((k.trim().to_string(), v.trim().to_string()));
     }
     registry::build(&name, &params).map_err(|e| anyhow!("detector `{text}`: {e}"))?;
-    Ok(DetectorSpec {
-        label: text.trim().to_string(),
-        name,
-        params,
-    })
+    Ok(DetectorSpec { label: text.trim().to_string(), name, params })
 }
 
 /// The figures of one detector on one data set.
@@ -133,27 +127,16 @@ fn read_matrix(path: &Path) -> Result<Vec<Vec<f64>>> {
         let vals: Vec<f64> = line
             .split(',')
             .map(|v| {
-                v.trim().parse::<f64>().map_err(|_| {
-                    anyhow!(
-                        "{}:{}: `{}` is not a number",
-                        path.display(),
-                        i + 1,
-                        v.trim()
-                    )
-                })
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|_| anyhow!("{}:{}: `{}` is not a number", path.display(), i + 1, v.trim()))
             })
             .collect::<Result<_>>()?;
         if cols.is_empty() {
             cols = vec![Vec::new(); vals.len()];
         }
         if vals.len() != cols.len() {
-            bail!(
-                "{}:{}: {} values, expected {}",
-                path.display(),
-                i + 1,
-                vals.len(),
-                cols.len()
-            );
+            bail!("{}:{}: {} values, expected {}", path.display(), i + 1, vals.len(), cols.len());
         }
         for (c, v) in cols.iter_mut().zip(vals) {
             c.push(v);
@@ -170,11 +153,7 @@ fn read_labels(path: &Path) -> Result<Vec<bool>> {
             "" => {}
             "0" | "0.0" => out.push(false),
             "1" | "1.0" => out.push(true),
-            other => bail!(
-                "{}:{}: label `{other}` is not 0 or 1",
-                path.display(),
-                i + 1
-            ),
+            other => bail!("{}:{}: label `{other}` is not 0 or 1", path.display(), i + 1),
         }
     }
     Ok(out)
@@ -193,10 +172,7 @@ fn load_server_layout(dir: &Path) -> Result<Dataset> {
     let mut entities = Vec::new();
     let mut layout = "smd";
     for path in sorted_entries(dir)? {
-        let Some(stem) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix("_test_label.txt"))
+        let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix("_test_label.txt"))
         else {
             continue;
         };
@@ -205,19 +181,10 @@ fn load_server_layout(dir: &Path) -> Result<Dataset> {
         let labels = read_labels(&path)?;
         let n_test = test.first().map_or(0, Vec::len);
         if labels.len() != n_test {
-            bail!(
-                "{}: {} labels for {} test rows",
-                path.display(),
-                labels.len(),
-                n_test
-            );
+            bail!("{}: {} labels for {} test rows", path.display(), labels.len(), n_test);
         }
         if !train.is_empty() && train.len() != test.len() {
-            bail!(
-                "{stem}: train has {} metrics, test {}",
-                train.len(),
-                test.len()
-            );
+            bail!("{stem}: train has {} metrics, test {}", train.len(), test.len());
         }
         let interval_s = if stem.starts_with("omi-") {
             layout = "asd";
@@ -247,9 +214,7 @@ fn load_server_layout(dir: &Path) -> Result<Dataset> {
             name: stem.to_string(),
             interval_s,
             columns,
-            timestamps_ms: (0..n)
-                .map(|i| (i as f64 * interval_s * 1000.0) as i64)
-                .collect(),
+            timestamps_ms: (0..n).map(|i| (i as f64 * interval_s * 1000.0) as i64).collect(),
             grid_pos: (0..n).collect(),
             labels: all_labels,
             scored,
@@ -259,15 +224,8 @@ fn load_server_layout(dir: &Path) -> Result<Dataset> {
 }
 
 /// Put rows with timestamps on the grid; labels and scored marks per row are carried over.
-fn gridded(
-    name: String,
-    ts: Vec<i64>,
-    values: Vec<f64>,
-    row_labels: &[bool],
-    row_scored: &[bool],
-) -> Entity {
-    let (grid_pos, len, interval) =
-        regular_grid(&ts, 8).unwrap_or_else(|| ((0..ts.len()).collect(), ts.len(), 60_000));
+fn gridded(name: String, ts: Vec<i64>, values: Vec<f64>, row_labels: &[bool], row_scored: &[bool]) -> Entity {
+    let (grid_pos, len, interval) = regular_grid(&ts, 8).unwrap_or_else(|| ((0..ts.len()).collect(), ts.len(), 60_000));
     let mut labels = vec![false; len];
     let mut scored = vec![true; len];
     for (r, &g) in grid_pos.iter().enumerate() {
@@ -288,10 +246,9 @@ fn gridded(
 fn load_nab(dir: &Path) -> Result<Dataset> {
     let corpus = crate::bench::nab::load_corpus(dir)?;
     let labels_path = dir.join("labels/combined_labels.json");
-    let text = std::fs::read_to_string(&labels_path)
-        .with_context(|| format!("reading {}", labels_path.display()))?;
-    let points: BTreeMap<String, Vec<String>> = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {}", labels_path.display()))?;
+    let text = std::fs::read_to_string(&labels_path).with_context(|| format!("reading {}", labels_path.display()))?;
+    let points: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", labels_path.display()))?;
     let mut entities = Vec::new();
     for s in &corpus.series {
         let n = s.values.len();
@@ -299,20 +256,13 @@ fn load_nab(dir: &Path) -> Result<Dataset> {
         let mut scored = vec![true; n];
         let norm = |t: &str| t.trim().trim_end_matches(".000000").to_string();
         let idx = |t: &str| s.timestamps.iter().position(|x| norm(x) == norm(t));
-        let label_rows: Vec<usize> = points
-            .get(&s.name)
-            .map(|v| v.iter().filter_map(|t| idx(t)).collect())
-            .unwrap_or_default();
+        let label_rows: Vec<usize> =
+            points.get(&s.name).map(|v| v.iter().filter_map(|t| idx(t)).collect()).unwrap_or_default();
         for (ws, we) in &s.windows {
             let (Some(a), Some(b)) = (idx(ws), idx(we)) else {
                 bail!("{}: window {ws}..{we} not found in the file", s.name)
             };
-            let start = label_rows
-                .iter()
-                .copied()
-                .filter(|&l| l >= a && l <= b)
-                .min()
-                .unwrap_or(a);
+            let start = label_rows.iter().copied().filter(|&l| l >= a && l <= b).min().unwrap_or(a);
             for s in scored.iter_mut().take(start).skip(a) {
                 *s = false;
             }
@@ -320,18 +270,9 @@ fn load_nab(dir: &Path) -> Result<Dataset> {
                 *l = true;
             }
         }
-        entities.push(gridded(
-            s.name.clone(),
-            s.timestamps_ms.clone(),
-            s.values.clone(),
-            &labels,
-            &scored,
-        ));
+        entities.push(gridded(s.name.clone(), s.timestamps_ms.clone(), s.values.clone(), &labels, &scored));
     }
-    Ok(Dataset {
-        layout: "nab",
-        entities,
-    })
+    Ok(Dataset { layout: "nab", entities })
 }
 
 fn load_csv_folder(dir: &Path) -> Result<Dataset> {
@@ -344,53 +285,24 @@ fn load_csv_folder(dir: &Path) -> Result<Dataset> {
             .has_headers(true)
             .from_path(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let headers = reader
-            .headers()
-            .with_context(|| format!("{}:1: reading the header", path.display()))?
-            .clone();
-        let col = |name: &str| {
-            headers
-                .iter()
-                .position(|h| h.trim().eq_ignore_ascii_case(name))
-        };
+        let headers = reader.headers().with_context(|| format!("{}:1: reading the header", path.display()))?.clone();
+        let col = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
         let (Some(ti), Some(vi), Some(li)) = (col("timestamp"), col("value"), col("label")) else {
-            bail!(
-                "{}:1: the header must name `timestamp`, `value` and `label` columns",
-                path.display()
-            );
+            bail!("{}:1: the header must name `timestamp`, `value` and `label` columns", path.display());
         };
         let (mut ts, mut values, mut labels) = (Vec::new(), Vec::new(), Vec::new());
         for (i, rec) in reader.records().enumerate() {
             let line = i + 2;
             let rec = rec.with_context(|| format!("{}:{line}: reading the row", path.display()))?;
-            ts.push(
-                parse_timestamp(rec.get(ti).unwrap_or(""))
-                    .map_err(|e| anyhow!("{}:{line}: {e}", path.display()))?,
-            );
-            values.push(
-                rec.get(vi)
-                    .unwrap_or("")
-                    .trim()
-                    .parse::<f64>()
-                    .unwrap_or(f64::NAN),
-            );
-            labels.push(matches!(
-                rec.get(li).unwrap_or("").trim(),
-                "1" | "1.0" | "true"
-            ));
+            ts.push(parse_timestamp(rec.get(ti).unwrap_or("")).map_err(|e| anyhow!("{}:{line}: {e}", path.display()))?);
+            values.push(rec.get(vi).unwrap_or("").trim().parse::<f64>().unwrap_or(f64::NAN));
+            labels.push(matches!(rec.get(li).unwrap_or("").trim(), "1" | "1.0" | "true"));
         }
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("series")
-            .to_string();
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("series").to_string();
         let scored = vec![true; labels.len()];
         entities.push(gridded(name, ts, values, &labels, &scored));
     }
-    Ok(Dataset {
-        layout: "csv",
-        entities,
-    })
+    Ok(Dataset { layout: "csv", entities })
 }
 
 /// Read the data set under `dir`, detecting its layout.
@@ -400,10 +312,7 @@ pub fn load(dir: &Path) -> Result<Dataset> {
     }
     let ds = if dir.join("labels/combined_windows.json").is_file() && dir.join("data").is_dir() {
         load_nab(dir)?
-    } else if sorted_entries(dir)?
-        .iter()
-        .any(|p| p.to_string_lossy().ends_with("_test_label.txt"))
-    {
+    } else if sorted_entries(dir)?.iter().any(|p| p.to_string_lossy().ends_with("_test_label.txt")) {
         load_server_layout(dir)?
     } else {
         load_csv_folder(dir)?
@@ -416,14 +325,10 @@ pub fn load(dir: &Path) -> Result<Dataset> {
 
 /// Flags and scores of one column, on the entity's grid.
 fn run_column(e: &Entity, col: usize, spec: &DetectorSpec) -> Result<(Vec<bool>, Vec<f32>)> {
-    let mut d = registry::build(&spec.name, &spec.params)
-        .map_err(|err| anyhow!("{}: {err}", spec.label))?;
+    let mut d = registry::build(&spec.name, &spec.params).map_err(|err| anyhow!("{}: {err}", spec.label))?;
     let len = e.labels.len();
     let (mut flags, mut scores) = (vec![false; len], vec![0f32; len]);
-    let values = e
-        .columns
-        .get(col)
-        .ok_or_else(|| anyhow!("{}: no column {col}", e.name))?;
+    let values = e.columns.get(col).ok_or_else(|| anyhow!("{}: no column {col}", e.name))?;
     for (r, (&t, &v)) in e.timestamps_ms.iter().zip(values).enumerate() {
         let det = d.update(t, v);
         let g = e.grid_pos[r];
@@ -435,16 +340,9 @@ fn run_column(e: &Entity, col: usize, spec: &DetectorSpec) -> Result<(Vec<bool>,
 
 /// Run `spec` over every column of every entity (spread over the cores) and score it.
 pub fn evaluate(ds: &Dataset, spec: &DetectorSpec, k: usize) -> Result<(Vec<SeriesOutcome>, f64)> {
-    let jobs: Vec<(usize, usize)> = ds
-        .entities
-        .iter()
-        .enumerate()
-        .flat_map(|(i, e)| (0..e.columns.len()).map(move |c| (i, c)))
-        .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(jobs.len())
-        .max(1);
+    let jobs: Vec<(usize, usize)> =
+        ds.entities.iter().enumerate().flat_map(|(i, e)| (0..e.columns.len()).map(move |c| (i, c))).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut outcomes: Vec<SeriesOutcome> = ds
         .entities
@@ -487,21 +385,12 @@ pub fn evaluate(ds: &Dataset, spec: &DetectorSpec, k: usize) -> Result<(Vec<Seri
         }
     }
     let _ = k;
-    let points: usize = ds
-        .entities
-        .iter()
-        .map(|e| e.columns.len() * e.timestamps_ms.len())
-        .sum();
+    let points: usize = ds.entities.iter().map(|e| e.columns.len() * e.timestamps_ms.len()).sum();
     Ok((outcomes, points as f64 / seconds.max(1e-9)))
 }
 
 /// Figures of `spec` on `ds` (and, on NAB, its standard-profile NAB score from `nab_dir`).
-pub fn measure(
-    ds: &Dataset,
-    spec: &DetectorSpec,
-    k: usize,
-    nab_dir: Option<&Path>,
-) -> Result<DetectorResult> {
+pub fn measure(ds: &Dataset, spec: &DetectorSpec, k: usize, nab_dir: Option<&Path>) -> Result<DetectorResult> {
     let (outcomes, points_per_s) = evaluate(ds, spec, k)?;
     let mut counts = Counts::default();
     let mut normal_seconds = 0.0;
@@ -520,40 +409,30 @@ pub fn measure(
         }
         None => None,
     };
-    Ok(DetectorResult {
-        spec: spec.clone(),
-        counts,
-        normal_seconds,
-        oracle_f1,
-        nab_standard,
-        points_per_s,
-    })
+    Ok(DetectorResult { spec: spec.clone(), counts, normal_seconds, oracle_f1, nab_standard, points_per_s })
 }
 
 fn table(ds: &Dataset, dir: &Path, k: usize, results: &[DetectorResult]) -> String {
     let mut out = String::new();
     let rows: usize = ds.entities.iter().map(|e| e.timestamps_ms.len()).sum();
     let series: usize = ds.entities.iter().map(|e| e.columns.len()).sum();
-    let _ = writeln!(out, "{} ({}): {} entities, {} univariate series, {} rows; delay-{k} segment F1 over the concatenation", dir.display(), ds.layout, ds.entities.len(), series, rows);
+    let _ = writeln!(
+        out,
+        "{} ({}): {} entities, {} univariate series, {} rows; delay-{k} segment F1 over the concatenation",
+        dir.display(),
+        ds.layout,
+        ds.entities.len(),
+        series,
+        rows
+    );
     let _ = writeln!(
         out,
         "{:<40} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>10} {:>11}",
-        "detector",
-        "F1",
-        "prec",
-        "recall",
-        "segments",
-        "FA events",
-        "FA/week",
-        "NAB std",
-        "oracle F1*",
-        "points/s"
+        "detector", "F1", "prec", "recall", "segments", "FA events", "FA/week", "NAB std", "oracle F1*", "points/s"
     );
     for r in results {
         let c = &r.counts;
-        let nab = r
-            .nab_standard
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        let nab = r.nab_standard.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         let _ = writeln!(
             out,
             "{:<40} {:>7.3} {:>7.3} {:>7.3} {:>9} {:>9} {:>9.2} {:>8} {:>10.3} {:>11.0}",
@@ -600,11 +479,8 @@ pub const DEFAULT_DETECTORS: &str = "auto,sigma,spectral_residual,robust_baselin
 
 /// `warden bench anomaly`.
 pub fn run(data: &Path, detectors: &str, delay: usize, json: bool) -> Result<()> {
-    let specs: Vec<DetectorSpec> = detectors
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(parse_spec)
-        .collect::<Result<_>>()?;
+    let specs: Vec<DetectorSpec> =
+        detectors.split(',').filter(|s| !s.trim().is_empty()).map(parse_spec).collect::<Result<_>>()?;
     let ds = load(data)?;
     let nab_dir = (ds.layout == "nab").then_some(data);
     let mut results = Vec::new();
@@ -633,20 +509,10 @@ mod tests {
                 continue; // a gap
             }
             let anomalous = (1000..1010).contains(&i);
-            let v = if anomalous {
-                50.0
-            } else {
-                10.0 + ((i * 7919) % 11) as f64 * 0.1
-            };
-            text.push_str(&format!(
-                "{},{v},{}\n",
-                1_700_000_000 + i * 60,
-                u8::from(anomalous)
-            ));
+            let v = if anomalous { 50.0 } else { 10.0 + ((i * 7919) % 11) as f64 * 0.1 };
+            text.push_str(&format!("{},{v},{}\n", 1_700_000_000 + i * 60, u8::from(anomalous)));
         }
-        std::fs::File::create(dir.path().join("a.csv"))
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .expect("write");
+        std::fs::File::create(dir.path().join("a.csv")).and_then(|mut f| f.write_all(text.as_bytes())).expect("write");
         let ds = load(dir.path()).expect("loads");
         assert_eq!(ds.layout, "csv");
         assert_eq!(ds.entities[0].labels.len(), 1200);

@@ -51,16 +51,10 @@ fn fa_week(r: &DetectorResult) -> f64 {
 
 /// Index of the candidate with the best mean F1 over the data sets other than `left_out`.
 fn choose(sets: &[Measured], left_out: usize) -> HeldOut {
-    let others: Vec<&Measured> = sets
-        .iter()
-        .enumerate()
-        .filter(|&(j, _)| j != left_out)
-        .map(|(_, m)| m)
-        .collect();
+    let others: Vec<&Measured> = sets.iter().enumerate().filter(|&(j, _)| j != left_out).map(|(_, m)| m).collect();
     let n = others.len().max(1) as f64;
-    let mean = |c: usize, f: &dyn Fn(&DetectorResult) -> f64| {
-        others.iter().map(|m| f(&m.candidates[c])).sum::<f64>() / n
-    };
+    let mean =
+        |c: usize, f: &dyn Fn(&DetectorResult) -> f64| others.iter().map(|m| f(&m.candidates[c])).sum::<f64>() / n;
     let mut best = 0;
     let mut best_f1 = mean(0, &|r| r.counts.f1());
     let mut best_fa = mean(0, &fa_week);
@@ -71,32 +65,17 @@ fn choose(sets: &[Measured], left_out: usize) -> HeldOut {
             (best, best_f1, best_fa) = (c, f1, fa);
         }
     }
-    HeldOut {
-        chosen: best,
-        others_f1: best_f1,
-    }
+    HeldOut { chosen: best, others_f1: best_f1 }
 }
 
 fn specs(list: &str, sep: char) -> Result<Vec<DetectorSpec>> {
-    list.split(sep)
-        .filter(|s| !s.trim().is_empty())
-        .map(parse_spec)
-        .collect()
+    list.split(sep).filter(|s| !s.trim().is_empty()).map(parse_spec).collect()
 }
 
 /// `warden bench anomaly --leave-one-out --data A --data B ...`.
-pub fn run(
-    dirs: &[PathBuf],
-    candidates: &str,
-    baselines: &str,
-    delay: usize,
-    json: bool,
-) -> Result<()> {
+pub fn run(dirs: &[PathBuf], candidates: &str, baselines: &str, delay: usize, json: bool) -> Result<()> {
     if dirs.len() < 2 {
-        bail!(
-            "--leave-one-out needs at least two --data folders, got {}",
-            dirs.len()
-        );
+        bail!("--leave-one-out needs at least two --data folders, got {}", dirs.len());
     }
     let candidates = specs(candidates, ';')?;
     if candidates.is_empty() {
@@ -127,13 +106,11 @@ pub fn run(
 }
 
 fn nab(r: &DetectorResult) -> String {
-    r.nab_standard
-        .map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
+    r.nab_standard.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
 }
 
 fn name(dir: &Path) -> String {
-    dir.file_name()
-        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+    dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 fn table(sets: &[Measured], held: &[HeldOut], k: usize) -> String {
@@ -165,18 +142,13 @@ fn table(sets: &[Measured], held: &[HeldOut], k: usize) -> String {
             } else {
                 String::new()
             };
-            let _ = write!(
-                line,
-                " {} {:.3}{ratio}, {:.2};",
-                b.spec.label,
-                b.counts.f1(),
-                fa_week(b)
-            );
+            let _ = write!(line, " {} {:.3}{ratio}, {:.2};", b.spec.label, b.counts.f1(), fa_week(b));
         }
         let _ = writeln!(out, "{}", line.trim_end_matches(';'));
     }
     let _ = writeln!(out, "* mean F1 of the chosen setting on the other data sets (in-sample for the choice)");
-    let _ = writeln!(out, "\nEvery setting on every data set (IN-SAMPLE, for diagnosis only): F1 / FA per week / NAB std");
+    let _ =
+        writeln!(out, "\nEvery setting on every data set (IN-SAMPLE, for diagnosis only): F1 / FA per week / NAB std");
     let _ = write!(out, "{:<26}", "setting");
     for m in sets {
         let _ = write!(out, " {:>24}", format!("{} ({})", name(&m.dir), m.layout));
@@ -186,11 +158,7 @@ fn table(sets: &[Measured], held: &[HeldOut], k: usize) -> String {
         let _ = write!(out, "{:<26}", sets[0].candidates[c].spec.label);
         for m in sets {
             let r = &m.candidates[c];
-            let _ = write!(
-                out,
-                " {:>24}",
-                format!("{:.3} / {:.2} / {}", r.counts.f1(), fa_week(r), nab(r))
-            );
+            let _ = write!(out, " {:>24}", format!("{:.3} / {:.2} / {}", r.counts.f1(), fa_week(r), nab(r)));
         }
         let _ = writeln!(out);
     }

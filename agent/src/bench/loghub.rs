@@ -106,10 +106,7 @@ pub fn find_systems(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
         // `metadata` follows symbolic links: a system folder may be a link to elsewhere.
-        if !std::fs::metadata(entry.path())
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
+        if !std::fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false) {
             continue;
         }
         let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
@@ -125,14 +122,16 @@ pub fn find_systems(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Read a structured CSV (`Content`, `EventId` and `EventTemplate` columns, any others).
 /// Errors name the file and the line.
 pub fn read_structured(path: &Path) -> Result<Vec<Row>> {
-    let mut reader = csv::ReaderBuilder::new().from_path(path).with_context(|| format!("opening {}", path.display()))?;
-    let header = reader
-        .headers()
-        .map_err(|e| anyhow!("{}: line 1: reading the header: {e}", path.display()))?
-        .clone();
+    let mut reader =
+        csv::ReaderBuilder::new().from_path(path).with_context(|| format!("opening {}", path.display()))?;
+    let header = reader.headers().map_err(|e| anyhow!("{}: line 1: reading the header: {e}", path.display()))?.clone();
     let column = |name: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| {
-            anyhow!("{}: line 1: no `{name}` column in header `{}`", path.display(), header.iter().collect::<Vec<_>>().join(","))
+            anyhow!(
+                "{}: line 1: no `{name}` column in header `{}`",
+                path.display(),
+                header.iter().collect::<Vec<_>>().join(",")
+            )
         })
     };
     let (content, id, template) = (column("Content")?, column("EventId")?, column("EventTemplate")?);
@@ -149,7 +148,11 @@ pub fn read_structured(path: &Path) -> Result<Vec<Row>> {
                 .map(str::to_string)
                 .ok_or_else(|| anyhow!("{}: line {line}: no `{name}` field", path.display()))
         };
-        rows.push(Row { content: field(content, "Content")?, event_id: field(id, "EventId")?, event_template: field(template, "EventTemplate")? });
+        rows.push(Row {
+            content: field(content, "Content")?,
+            event_id: field(id, "EventId")?,
+            event_template: field(template, "EventTemplate")?,
+        });
     }
     Ok(rows)
 }
@@ -232,7 +235,12 @@ pub fn score_system(system: &System, params: &MinerParams) -> Result<SystemScore
         .rows
         .iter()
         .zip(&parsed)
-        .map(|(row, p)| Labels { truth_id: &row.event_id, truth_template: &row.event_template, parsed_id: p, parsed_template: p })
+        .map(|(row, p)| Labels {
+            truth_id: &row.event_id,
+            truth_template: &row.event_template,
+            parsed_id: p,
+            parsed_template: p,
+        })
         .collect();
     let scores = loghub::evaluate(&labels).with_context(|| format!("scoring {}", system.path.display()))?;
     Ok(SystemScore {
@@ -381,13 +389,19 @@ fn run_drain3_in(dir: &Path, lines: &[&str], passes: usize) -> std::result::Resu
     let stderr = String::from_utf8_lossy(&output.stderr);
     match output.status.code() {
         Some(0) => {}
-        Some(3) => return Err(format!("drain3 is not installed for python3 ({}); run `pip install drain3`", stderr.trim())),
+        Some(3) => {
+            return Err(format!("drain3 is not installed for python3 ({}); run `pip install drain3`", stderr.trim()))
+        }
         _ => return Err(format!("the drain3 script failed ({}): {}", output.status, stderr.trim())),
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let v: Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("reading the drain3 script's output `{}`: {e}", stdout.trim()))?;
-    let num = |k: &str| v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("the drain3 script's output has no `{k}`"));
-    let list = |k: &str| v.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+    let v: Value = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("reading the drain3 script's output `{}`: {e}", stdout.trim()))?;
+    let num =
+        |k: &str| v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("the drain3 script's output has no `{k}`"));
+    let list = |k: &str| {
+        v.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
+    };
     Ok(Drain3Throughput {
         version: v.get("drain3_version").and_then(Value::as_str).unwrap_or("unknown").to_string(),
         lines: num("lines")? as usize,
@@ -520,7 +534,11 @@ pub fn to_table(report: &LoghubReport) -> String {
         p.sim_threshold, p.depth, p.min_variants
     );
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<12} {:>6} {:>10} {:>7} {:>7} {:>7}   {:>18}", "system", "lines", "templates", "GA", "PA", "FGA", "Drain GA (paper)");
+    let _ = writeln!(
+        out,
+        "{:<12} {:>6} {:>10} {:>7} {:>7} {:>7}   {:>18}",
+        "system", "lines", "templates", "GA", "PA", "FGA", "Drain GA (paper)"
+    );
     for s in &report.systems {
         let g = &s.scores.grouping;
         let published = s.published_drain_ga.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
@@ -591,11 +609,7 @@ pub fn to_table(report: &LoghubReport) -> String {
 /// `warden bench loghub`.
 pub fn run(dir: &Path, json: bool, compare_drain3: bool, leave_one_out: bool) -> Result<()> {
     let report = evaluate(dir, compare_drain3)?;
-    let held_out = if leave_one_out {
-        Some(leave_one_system_out(&load(dir)?)?)
-    } else {
-        None
-    };
+    let held_out = if leave_one_out { Some(leave_one_system_out(&load(dir)?)?) } else { None };
     if json {
         let mut v = to_json(&report);
         if let (Some(h), Some(obj)) = (&held_out, v.as_object_mut()) {
@@ -620,12 +634,7 @@ pub fn setting_grid() -> Vec<MinerParams> {
     for sim_threshold in [0.4, 0.5, 0.6] {
         for depth in [1, 2, 3] {
             for min_variants in [3, 4, 6] {
-                let p = MinerParams {
-                    sim_threshold,
-                    depth,
-                    min_variants,
-                    ..default.clone()
-                };
+                let p = MinerParams { sim_threshold, depth, min_variants, ..default.clone() };
                 if !grid.contains(&p) {
                     grid.push(p);
                 }
@@ -669,33 +678,20 @@ pub struct LeaveOneOut {
 /// Run the leave-one-system-out check on `systems` (at least two).
 pub fn leave_one_system_out(systems: &[System]) -> Result<LeaveOneOut> {
     if systems.len() < 2 {
-        bail!(
-            "leaving one system out needs at least two systems, found {}",
-            systems.len()
-        );
+        bail!("leaving one system out needs at least two systems, found {}", systems.len());
     }
     let grid = setting_grid();
     // ga[g][s]: GA of setting g on system s.
     let ga: Vec<Vec<f64>> = grid
         .iter()
-        .map(|p| {
-            systems
-                .iter()
-                .map(|s| score_system(s, p).map(|r| r.scores.grouping.ga))
-                .collect::<Result<Vec<_>>>()
-        })
+        .map(|p| systems.iter().map(|s| score_system(s, p).map(|r| r.scores.grouping.ga)).collect::<Result<Vec<_>>>())
         .collect::<Result<_>>()?;
     let mut held = Vec::with_capacity(systems.len());
     for (i, system) in systems.iter().enumerate() {
         let mut best: Option<(usize, f64)> = None;
         for (g, row) in ga.iter().enumerate() {
-            let others = row
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, v)| *v)
-                .sum::<f64>()
-                / (row.len() - 1) as f64;
+            let others =
+                row.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, v)| *v).sum::<f64>() / (row.len() - 1) as f64;
             // Strictly better only: on a tie the earlier setting (the default first) stays.
             if best.is_none_or(|(_, b)| others > b + 1e-12) {
                 best = Some((g, others));
@@ -713,12 +709,7 @@ pub fn leave_one_system_out(systems: &[System]) -> Result<LeaveOneOut> {
     let n = held.len() as f64;
     let mean_ga = held.iter().map(|h| h.ga).sum::<f64>() / n;
     let default_mean_ga = held.iter().map(|h| h.default_ga).sum::<f64>() / n;
-    Ok(LeaveOneOut {
-        grid: grid.len(),
-        systems: held,
-        mean_ga,
-        default_mean_ga,
-    })
+    Ok(LeaveOneOut { grid: grid.len(), systems: held, mean_ga, default_mean_ga })
 }
 
 fn loo_json(h: &LeaveOneOut) -> Value {
@@ -751,15 +742,9 @@ fn loo_table(h: &LeaveOneOut) -> String {
         "system", "GA (LOO)", "chosen setting", "GA on the others", "GA (default)"
     );
     for s in &h.systems {
-        let chosen = format!(
-            "{}, {}, {}",
-            s.chosen.sim_threshold, s.chosen.depth, s.chosen.min_variants
-        );
-        let _ = writeln!(
-            out,
-            "{:<12} {:>9.3} {:>16} {:>18.3} {:>14.3}",
-            s.system, s.ga, chosen, s.others_ga, s.default_ga
-        );
+        let chosen = format!("{}, {}, {}", s.chosen.sim_threshold, s.chosen.depth, s.chosen.min_variants);
+        let _ =
+            writeln!(out, "{:<12} {:>9.3} {:>16} {:>18.3} {:>14.3}", s.system, s.ga, chosen, s.others_ga, s.default_ga);
     }
     let _ = writeln!(
         out,
@@ -770,10 +755,7 @@ fn loo_table(h: &LeaveOneOut) -> String {
         "",
         h.default_mean_ga
     );
-    let _ = writeln!(
-        out,
-        "GA (default) is in-sample: the default setting was chosen with every system here in view."
-    );
+    let _ = writeln!(out, "GA (default) is in-sample: the default setting was chosen with every system here in view.");
     out
 }
 
@@ -816,42 +798,21 @@ mod tests {
                 event_template: id.to_string(),
             })
             .collect();
-        System {
-            name: name.into(),
-            path: PathBuf::from(name),
-            rows,
-        }
+        System { name: name.into(), path: PathBuf::from(name), rows }
     }
 
     #[test]
     fn leave_one_out_chooses_on_the_other_systems() {
-        let a = system(
-            "A",
-            &[
-                ("job 1 started", "E1"),
-                ("job 2 started", "E1"),
-                ("disk full", "E2"),
-            ],
-        );
+        let a = system("A", &[("job 1 started", "E1"), ("job 2 started", "E1"), ("disk full", "E2")]);
         let b = system("B", &[("user 1 in", "E1"), ("user 2 out", "E2")]);
         let loo = leave_one_system_out(&[a.clone(), b.clone()]).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(loo.grid, setting_grid().len());
-        assert_eq!(
-            loo.systems
-                .iter()
-                .map(|h| h.system.as_str())
-                .collect::<Vec<_>>(),
-            ["A", "B"]
-        );
+        assert_eq!(loo.systems.iter().map(|h| h.system.as_str()).collect::<Vec<_>>(), ["A", "B"]);
         for (h, other) in loo.systems.iter().zip([&b, &a]) {
             // The chosen setting is the best on the other system, and reported on this one.
             let best = setting_grid()
                 .iter()
-                .map(|p| {
-                    score_system(other, p)
-                        .map(|r| r.scores.grouping.ga)
-                        .unwrap_or(f64::NAN)
-                })
+                .map(|p| score_system(other, p).map(|r| r.scores.grouping.ga).unwrap_or(f64::NAN))
                 .fold(f64::MIN, f64::max);
             assert_eq!(h.others_ga, best);
             assert!((0.0..=1.0).contains(&h.ga));

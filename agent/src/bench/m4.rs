@@ -65,9 +65,9 @@ pub struct M4Report {
 
 /// The forecaster configuration behind a model name of `warden bench m4`.
 pub fn model_config(model: &str) -> anyhow::Result<ForecastConfig> {
-    let method: Method = model.parse().with_context(|| {
-        format!("model `{model}` (known: naive2, snaive, mstl_ets, theta, ar, default)")
-    })?;
+    let method: Method = model
+        .parse()
+        .with_context(|| format!("model `{model}` (known: naive2, snaive, mstl_ets, theta, ar, default)"))?;
     let periods = match method {
         Method::Naive2 | Method::SeasonalNaive => vec![HOURLY_PERIOD],
         Method::MstlEts | Method::Theta | Method::Autoregression | Method::Ensemble => {
@@ -102,17 +102,11 @@ fn parse_file(path: &Path) -> anyhow::Result<Vec<(String, Vec<f64>, u64)>> {
                 continue;
             }
             if ended {
-                bail!(
-                    "{name}:{line}: series {id}: value in column {} after padding",
-                    k + 2
-                );
+                bail!("{name}:{line}: series {id}: value in column {} after padding", k + 2);
             }
-            let v: f64 = field.parse().with_context(|| {
-                format!(
-                    "{name}:{line}: series {id}: column {} is not a number: `{field}`",
-                    k + 2
-                )
-            })?;
+            let v: f64 = field
+                .parse()
+                .with_context(|| format!("{name}:{line}: series {id}: column {} is not a number: `{field}`", k + 2))?;
             if !v.is_finite() {
                 bail!("{name}:{line}: series {id}: column {} is not finite", k + 2);
             }
@@ -148,11 +142,7 @@ pub fn load(data: &Path) -> anyhow::Result<Vec<M4Series>> {
     let mut series = Vec::with_capacity(train.len());
     for (id, values, line) in train {
         let Some((test, _)) = tests.remove(&id) else {
-            bail!(
-                "{}:{line}: series {id} has no row in {}",
-                train_path.display(),
-                test_path.display()
-            );
+            bail!("{}:{line}: series {id} has no row in {}", train_path.display(), test_path.display());
         };
         if values.len() <= HOURLY_PERIOD {
             bail!(
@@ -161,17 +151,10 @@ pub fn load(data: &Path) -> anyhow::Result<Vec<M4Series>> {
                 values.len()
             );
         }
-        series.push(M4Series {
-            id,
-            train: values,
-            test,
-        });
+        series.push(M4Series { id, train: values, test });
     }
     if let Some((id, (_, line))) = tests.into_iter().min_by_key(|(_, (_, line))| *line) {
-        bail!(
-            "{}:{line}: series {id} has no training row",
-            test_path.display()
-        );
+        bail!("{}:{line}: series {id} has no training row", test_path.display());
     }
     Ok(series)
 }
@@ -188,17 +171,9 @@ fn score_model(series: &[M4Series], config: &ForecastConfig) -> anyhow::Result<(
             .with_context(|| format!("series {}: forecasting {}", s.id, config.method.name()))?;
         let clip = |v: &Vec<f64>| v.iter().map(|x| x.max(0.0)).collect::<Vec<f64>>();
         let (point, lower, upper) = (clip(&f.point), clip(&f.lower), clip(&f.upper));
-        acc.add(&s.train, &s.test, &point, HOURLY_PERIOD)
-            .with_context(|| format!("series {}: scoring", s.id))?;
-        acc.add_intervals(
-            &s.train,
-            &s.test,
-            &lower,
-            &upper,
-            HOURLY_PERIOD,
-            1.0 - LEVEL,
-        )
-        .with_context(|| format!("series {}: scoring intervals", s.id))?;
+        acc.add(&s.train, &s.test, &point, HOURLY_PERIOD).with_context(|| format!("series {}: scoring", s.id))?;
+        acc.add_intervals(&s.train, &s.test, &lower, &upper, HOURLY_PERIOD, 1.0 - LEVEL)
+            .with_context(|| format!("series {}: scoring intervals", s.id))?;
     }
     Ok((acc, start.elapsed().as_secs_f64()))
 }
@@ -212,11 +187,8 @@ pub fn evaluate(series: &[M4Series], model: &str) -> anyhow::Result<M4Report> {
     let config = model_config(model)?;
     let (naive2_acc, naive2_seconds) = score_model(series, &model_config("naive2")?)?;
     let naive2 = naive2_acc.scores();
-    let (acc, wall_seconds) = if config.method == Method::Naive2 {
-        (naive2_acc, naive2_seconds)
-    } else {
-        score_model(series, &config)?
-    };
+    let (acc, wall_seconds) =
+        if config.method == Method::Naive2 { (naive2_acc, naive2_seconds) } else { score_model(series, &config)? };
     let scores = acc.scores();
     let (msis, coverage) = acc.interval_scores().unwrap_or((f64::NAN, f64::NAN));
     Ok(M4Report {
@@ -251,10 +223,7 @@ pub fn run(data: &Path, model: &str, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let r = &report;
-    println!(
-        "M4 hourly, {} series, horizon {HOURLY_HORIZON}, m = {HOURLY_PERIOD}",
-        r.series
-    );
+    println!("M4 hourly, {} series, horizon {HOURLY_HORIZON}, m = {HOURLY_PERIOD}", r.series);
     println!(
         "{:<10} {:>8} {:>7} {:>7} {:>9} {:>8} {:>9}",
         "model", "sMAPE", "MASE", "OWA", "OWA(raw)", "MSIS95", "cover95"
@@ -263,10 +232,7 @@ pub fn run(data: &Path, model: &str, json: bool) -> anyhow::Result<()> {
         "{:<10} {:>8.3} {:>7.3} {:>7.3} {:>9.5} {:>8.3} {:>9.3}",
         r.model, r.smape, r.mase, r.owa, r.owa_unrounded, r.msis, r.coverage
     );
-    println!(
-        "{:<10} {:>8.3} {:>7.3} {:>7.3}",
-        "naive2", r.naive2_smape, r.naive2_mase, 1.0
-    );
+    println!("{:<10} {:>8.3} {:>7.3} {:>7.3}", "naive2", r.naive2_smape, r.naive2_mase, 1.0);
     println!(
         "published: Naive2 18.383 / 2.395, sNaive 13.912 / 1.193 (OWA 0.627), best (Doornik et al.) 8.913 / 0.801 (OWA 0.410)"
     );

@@ -20,8 +20,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use warden_detectors::eval::nab::{
-    category_breakdown, locate_windows, normalize, optimize_threshold, score_corpus, window_count,
-    CategoryScore, CostMatrix, Profile, ScoredFile,
+    category_breakdown, locate_windows, normalize, optimize_threshold, score_corpus, window_count, CategoryScore,
+    CostMatrix, Profile, ScoredFile,
 };
 use warden_detectors::{registry, DetectionState};
 
@@ -122,14 +122,11 @@ fn read_json(path: &Path) -> Result<Value> {
 fn load_windows(data: &Path) -> Result<BTreeMap<String, Vec<(String, String)>>> {
     let path = data.join("labels").join("combined_windows.json");
     let value = read_json(&path)?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| anyhow!("{}: expected a JSON object", path.display()))?;
+    let object = value.as_object().ok_or_else(|| anyhow!("{}: expected a JSON object", path.display()))?;
     let mut windows = BTreeMap::new();
     for (name, list) in object {
-        let pairs = list
-            .as_array()
-            .ok_or_else(|| anyhow!("{}: `{name}`: expected a list of windows", path.display()))?;
+        let pairs =
+            list.as_array().ok_or_else(|| anyhow!("{}: `{name}`: expected a list of windows", path.display()))?;
         let mut parsed = Vec::with_capacity(pairs.len());
         for (k, pair) in pairs.iter().enumerate() {
             let ends = pair.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>());
@@ -159,7 +156,11 @@ fn load_profiles(data: &Path) -> Result<Vec<(Profile, CostMatrix)>> {
                 .and_then(Value::as_f64)
                 .ok_or_else(|| anyhow!("{}: `{}.CostMatrix.{key}` is not a number", path.display(), profile.nab_name()))
         };
-        let costs = CostMatrix { tp_weight: weight("tpWeight")?, fp_weight: weight("fpWeight")?, fn_weight: weight("fnWeight")? };
+        let costs = CostMatrix {
+            tp_weight: weight("tpWeight")?,
+            fp_weight: weight("fpWeight")?,
+            fn_weight: weight("fnWeight")?,
+        };
         costs.validate().with_context(|| format!("{}: profile `{}`", path.display(), profile.nab_name()))?;
         profiles.push((profile, costs));
     }
@@ -176,7 +177,8 @@ fn list_csv(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             continue;
         }
         let category_name = category.file_name().to_string_lossy().into_owned();
-        let entries = std::fs::read_dir(category.path()).with_context(|| format!("listing {}", category.path().display()))?;
+        let entries =
+            std::fs::read_dir(category.path()).with_context(|| format!("listing {}", category.path().display()))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", category.path().display()))?;
             let file_name = entry.file_name().to_string_lossy().into_owned();
@@ -198,10 +200,13 @@ fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<(u64, Vec<String>)>
     let header = reader.headers().with_context(|| format!("{}: line 1: reading the header", path.display()))?.clone();
     let mut index = Vec::with_capacity(columns.len());
     for column in columns {
-        let i = header
-            .iter()
-            .position(|h| h == *column)
-            .ok_or_else(|| anyhow!("{}: line 1: no `{column}` column in header `{}`", path.display(), header.iter().collect::<Vec<_>>().join(",")))?;
+        let i = header.iter().position(|h| h == *column).ok_or_else(|| {
+            anyhow!(
+                "{}: line 1: no `{column}` column in header `{}`",
+                path.display(),
+                header.iter().collect::<Vec<_>>().join(",")
+            )
+        })?;
         index.push(i);
     }
     let mut rows = Vec::new();
@@ -326,8 +331,13 @@ fn score_series(series: &Series, detector: &str, params: &[(String, String)]) ->
     series.scored(scores)
 }
 
-
-fn profile_result(files: &[ScoredFile], profile: Profile, costs: CostMatrix, threshold: f64, raw: f64) -> ProfileResult {
+fn profile_result(
+    files: &[ScoredFile],
+    profile: Profile,
+    costs: CostMatrix,
+    threshold: f64,
+    raw: f64,
+) -> ProfileResult {
     let windows = window_count(files);
     ProfileResult {
         profile,
@@ -361,10 +371,15 @@ pub fn score_at_optimum(files: &[ScoredFile], profiles: &[(Profile, CostMatrix)]
 }
 
 /// Score `files` for every profile at a given threshold per profile.
-pub fn score_at_thresholds(files: &[ScoredFile], profiles: &[(Profile, CostMatrix)], thresholds: &BTreeMap<Profile, f64>) -> Result<NabScores> {
+pub fn score_at_thresholds(
+    files: &[ScoredFile],
+    profiles: &[(Profile, CostMatrix)],
+    thresholds: &BTreeMap<Profile, f64>,
+) -> Result<NabScores> {
     let mut results = Vec::new();
     for &(profile, costs) in profiles {
-        let threshold = *thresholds.get(&profile).ok_or_else(|| anyhow!("no threshold for profile `{}`", profile.nab_name()))?;
+        let threshold =
+            *thresholds.get(&profile).ok_or_else(|| anyhow!("no threshold for profile `{}`", profile.nab_name()))?;
         let raw = score_corpus(files, &costs, threshold);
         results.push(profile_result(files, profile, costs, threshold, raw));
     }
@@ -385,7 +400,9 @@ pub fn score_published(data: &Path, detector_dir: &str) -> Result<PublishedScore
             .and_then(|d| d.get(profile.nab_name()))
             .and_then(|p| p.get("threshold"))
             .and_then(Value::as_f64)
-            .ok_or_else(|| anyhow!("{}: no `{detector_dir}.{}.threshold`", thresholds_path.display(), profile.nab_name()))?;
+            .ok_or_else(|| {
+                anyhow!("{}: no `{detector_dir}.{}.threshold`", thresholds_path.display(), profile.nab_name())
+            })?;
         thresholds.insert(profile, t);
     }
     let mut files = Vec::with_capacity(corpus.series.len());
@@ -403,7 +420,10 @@ pub fn score_published(data: &Path, detector_dir: &str) -> Result<PublishedScore
                 _ => bail!("{}: line {line}: expected timestamp and anomaly_score", path.display()),
             };
             if timestamp != expected {
-                bail!("{}: line {line}: timestamp `{timestamp}` differs from the data file's `{expected}`", path.display());
+                bail!(
+                    "{}: line {line}: timestamp `{timestamp}` differs from the data file's `{expected}`",
+                    path.display()
+                );
             }
             scores.push(parse_number(&path, *line, "anomaly_score", score)?);
         }
@@ -506,14 +526,19 @@ fn to_table(run: &DetectorRun, detector: &str, params: &[(String, String)], wall
     let mut out = String::new();
     let described = registry::describe(params).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
     let _ = writeln!(out, "NAB v1.1  detector {detector}  params [{described}]");
-    let _ = writeln!(out, "{} files, {} rows, {} windows; one threshold per profile (v1.1 sweep)", s.files, s.rows, s.windows);
+    let _ = writeln!(
+        out,
+        "{} files, {} rows, {} windows; one threshold per profile (v1.1 sweep)",
+        s.files, s.rows, s.windows
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "{:<20} {:>8} {:>10} {:>14}", "profile", "NAB", "raw", "threshold");
     for r in &s.profiles {
         let _ = writeln!(out, "{:<20} {:>8.2} {:>10.4} {:>14.10}", r.profile.nab_name(), r.score, r.raw, r.threshold);
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "per category (NAB score normalized within the category; detected/windows, false-positive rows)");
+    let _ =
+        writeln!(out, "per category (NAB score normalized within the category; detected/windows, false-positive rows)");
     let _ = write!(out, "{:<24}", "category");
     for r in &s.profiles {
         let _ = write!(out, " {:>28}", r.profile.nab_name());
@@ -559,10 +584,19 @@ mod tests {
     use super::*;
 
     fn scores() -> DetectorRun {
-        let files = vec![ScoredFile::new("cat/a.csv", vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9, 0.0], vec![warden_detectors::eval::nab::Window { start: 6, end: 7 }])
-            .unwrap_or_else(|e| panic!("{e}"))];
+        let files = vec![ScoredFile::new(
+            "cat/a.csv",
+            vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9, 0.0],
+            vec![warden_detectors::eval::nab::Window { start: 6, end: 7 }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))];
         let profiles: Vec<_> = Profile::ALL.iter().map(|&p| (p, p.costs())).collect();
-        DetectorRun { scores: score_at_optimum(&files, &profiles), load_seconds: 0.0, detect_seconds: 0.0, score_seconds: 0.0 }
+        DetectorRun {
+            scores: score_at_optimum(&files, &profiles),
+            load_seconds: 0.0,
+            detect_seconds: 0.0,
+            score_seconds: 0.0,
+        }
     }
 
     #[test]
@@ -577,6 +611,9 @@ mod tests {
     #[test]
     fn table_names_profiles_and_categories() {
         let text = to_table(&scores(), "robust_baseline", &[], 1.5);
-        assert!(text.contains("reward_low_FN_rate") && text.contains("cat (1)") && text.contains("wall time"), "{text}");
+        assert!(
+            text.contains("reward_low_FN_rate") && text.contains("cat (1)") && text.contains("wall time"),
+            "{text}"
+        );
     }
 }

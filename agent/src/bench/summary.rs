@@ -78,7 +78,8 @@ pub const GROUNDING_MAX_TOKENS: usize = 160;
 const LLAMA_CPP_SCRIPT: &str = include_str!("llama_cpp_summary.py");
 
 /// How to install what `--compare-llama-cpp` needs.
-pub const LLAMA_CPP_INSTALL: &str = "pip install cmake ninja && CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DLLAMA_CURL=OFF\" pip install llama-cpp-python \
+pub const LLAMA_CPP_INSTALL: &str =
+    "pip install cmake ninja && CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DLLAMA_CURL=OFF\" pip install llama-cpp-python \
 (it compiles llama.cpp: several minutes; GGML_NATIVE=OFF avoids the AMX path that crashes with SIGILL on some CPUs)";
 
 /// Arguments of `warden bench summary`.
@@ -236,10 +237,7 @@ impl GroundingShare {
 
     /// Model generations that hit the token limit (the text was cut).
     pub fn truncated(&self) -> usize {
-        self.summaries
-            .iter()
-            .filter(|s| s.summary.generation.as_ref().is_some_and(|g| g.stop == "max_tokens"))
-            .count()
+        self.summaries.iter().filter(|s| s.summary.generation.as_ref().is_some_and(|g| g.stop == "max_tokens")).count()
     }
 }
 
@@ -382,7 +380,8 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
 
 /// Sets `RAYON_NUM_THREADS` when asked to and returns the thread count both sides use.
 fn configure_threads(threads: Option<usize>) -> Result<usize> {
-    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|n| *n > 0);
+    let from_env =
+        std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|n| *n > 0);
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => {
@@ -409,7 +408,13 @@ fn input<'a>(
     s: &SuiteScenario,
     ranked: &'a TableRanking,
 ) -> SummaryInput<'a> {
-    SummaryInput { title, symptom: Some(symptom), started: s.spec.start, ranking: &ranked.ranking, evidence: &ranked.evidence }
+    SummaryInput {
+        title,
+        symptom: Some(symptom),
+        started: s.spec.start,
+        ranking: &ranked.ranking,
+        evidence: &ranked.evidence,
+    }
 }
 
 fn rank(s: &SuiteScenario) -> Result<TableRanking> {
@@ -626,7 +631,11 @@ fn run_llama_cpp_in(dir: &Path, job: &LlamaCppJob<'_>) -> std::result::Result<Ll
     match output.status.code() {
         Some(0) => {}
         Some(3) => {
-            return Err(format!("llama_cpp is not importable by {} ({}); install it: {LLAMA_CPP_INSTALL}", job.python, stderr.trim()))
+            return Err(format!(
+                "llama_cpp is not importable by {} ({}); install it: {LLAMA_CPP_INSTALL}",
+                job.python,
+                stderr.trim()
+            ))
         }
         _ => return Err(format!("the llama.cpp script failed ({}): {}", output.status, stderr.trim())),
     }
@@ -635,10 +644,15 @@ fn run_llama_cpp_in(dir: &Path, job: &LlamaCppJob<'_>) -> std::result::Result<Ll
 
 /// Read the script's JSON object.
 pub fn parse_llama_cpp(stdout: &str) -> std::result::Result<LlamaCppReport, String> {
-    let v: Value = serde_json::from_str(stdout).map_err(|e| format!("reading the llama.cpp script's output `{stdout}`: {e}"))?;
-    let num = |k: &str| v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("the llama.cpp script's output has no `{k}`"));
+    let v: Value =
+        serde_json::from_str(stdout).map_err(|e| format!("reading the llama.cpp script's output `{stdout}`: {e}"))?;
+    let num =
+        |k: &str| v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("the llama.cpp script's output has no `{k}`"));
     let count = |k: &str| {
-        v.get(k).and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()).ok_or_else(|| format!("the llama.cpp script's output has no `{k}`"))
+        v.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| format!("the llama.cpp script's output has no `{k}`"))
     };
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let prompt_tokens = count("prompt_tokens")?;
@@ -791,7 +805,9 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
     };
     let grounding = r.grounding.as_ref().map_or(Value::Null, |g| {
         let (llm, filtered, template) = g.counts();
-        let pairs = |v: Vec<(String, usize)>| -> Vec<Value> { v.into_iter().map(|(k, n)| json!({"reason": k, "count": n})).collect() };
+        let pairs = |v: Vec<(String, usize)>| -> Vec<Value> {
+            v.into_iter().map(|(k, n)| json!({"reason": k, "count": n})).collect()
+        };
         let scenarios: Vec<Value> = g
             .summaries
             .iter()
@@ -867,7 +883,14 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
         Some(Ok(x)) => Some(x),
         _ => None,
     };
-    let _ = writeln!(out, "{:<20} {:>14} {:>14} {:>8}", "", "candle", if llama.is_some() { "llama.cpp" } else { "" }, if llama.is_some() { "ratio" } else { "" });
+    let _ = writeln!(
+        out,
+        "{:<20} {:>14} {:>14} {:>8}",
+        "",
+        "candle",
+        if llama.is_some() { "llama.cpp" } else { "" },
+        if llama.is_some() { "ratio" } else { "" }
+    );
     let row = |out: &mut String, name: &str, a: String, b: Option<String>, ratio: Option<f64>| {
         let _ = writeln!(
             out,
@@ -903,7 +926,13 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
             "-".to_string()
         }
     };
-    row(&mut out, "CPU s (cores used)", cores(l.cpu_s, l.total_s), llama.map(|x| cores(x.cpu_s.unwrap_or(f64::NAN), x.total_s)), None);
+    row(
+        &mut out,
+        "CPU s (cores used)",
+        cores(l.cpu_s, l.total_s),
+        llama.map(|x| cores(x.cpu_s.unwrap_or(f64::NAN), x.total_s)),
+        None,
+    );
     row(&mut out, "RSS after load", mib(c.rss_after_load_mib), llama.map(|x| mib(x.rss_after_load_mib)), None);
     row(&mut out, "peak RSS", mib(c.peak_mib), llama.map(|x| mib(x.peak_rss_mib)), None);
     let _ = writeln!(out);
@@ -931,7 +960,11 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
                 x.system_info.as_deref().unwrap_or("")
             );
             if x.prompt_tokens != l.prompt_tokens {
-                let _ = writeln!(out, "note: the tokenizers disagree on the prompt: {} tokens in candle, {} in llama.cpp", l.prompt_tokens, x.prompt_tokens);
+                let _ = writeln!(
+                    out,
+                    "note: the tokenizers disagree on the prompt: {} tokens in candle, {} in llama.cpp",
+                    l.prompt_tokens, x.prompt_tokens
+                );
             }
             let _ = writeln!(
                 out,
@@ -1006,7 +1039,8 @@ mod tests {
             generated_tokens: n,
             stop: StopReason::MaxTokens,
         };
-        let l = latency(500, vec![run(0.5, 2.0, 40), run(0.4, 4.0, 40), run(0.6, 3.0, 40)]).unwrap_or_else(|e| panic!("{e}"));
+        let l = latency(500, vec![run(0.5, 2.0, 40), run(0.4, 4.0, 40), run(0.6, 3.0, 40)])
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((l.prefill_s, l.decode_s, l.decode_tokens), (0.5, 3.0, 40));
         assert!((l.decode_tok_s - 40.0 / 3.0).abs() < 1e-9 && (l.prefill_tok_s - 1000.0).abs() < 1e-9);
         assert!(latency(500, vec![run(0.5, 2.0, 40), run(0.5, 2.0, 41)]).is_err());
@@ -1061,27 +1095,47 @@ mod tests {
                     text: "b 42.".into(),
                     citations: vec![],
                     passed: false,
-                    problems: vec![Problem::NoCitation, Problem::Unsupported { fact: FactKind::Number, value: "42".into() }],
+                    problems: vec![
+                        Problem::NoCitation,
+                        Problem::Unsupported { fact: FactKind::Number, value: "42".into() },
+                    ],
                 },
             ],
         };
         let s = template("grounding: sentence 2: no_citation, unsupported(number: \"42\")", Some(report.clone()));
-        assert_eq!(fallback_class(&s).as_deref(), Some("grounding: first failing sentence no_citation + unsupported number"));
+        assert_eq!(
+            fallback_class(&s).as_deref(),
+            Some("grounding: first failing sentence no_citation + unsupported number")
+        );
         let s = template("grounding: sentence 2: x; no passing sentence cites the top candidate (E3)", Some(report));
         assert_eq!(
             fallback_class(&s).as_deref(),
             Some("grounding: first failing sentence no_citation + unsupported number; top candidate not cited")
         );
-        let s = template("grounding: no sentence cites the top candidate (E3)", Some(GroundingReport { passed: true, sentences: vec![] }));
+        let s = template(
+            "grounding: no sentence cites the top candidate (E3)",
+            Some(GroundingReport { passed: true, sentences: vec![] }),
+        );
         assert_eq!(fallback_class(&s).as_deref(), Some("grounding: top candidate not cited"));
-        assert_eq!(fallback_class(&template("time budget 30s exceeded after 12 tokens", None)).as_deref(), Some("time budget exceeded"));
+        assert_eq!(
+            fallback_class(&template("time budget 30s exceeded after 12 tokens", None)).as_deref(),
+            Some("time budget exceeded")
+        );
         let llm = Summary { source: Source::Llm, fallback_reason: None, ..template("x", None) };
         assert_eq!(fallback_class(&llm), None);
         let share = GroundingShare {
             summaries: vec![
                 ScenarioSummary { scenario: "a".into(), seconds: 2.0, summary: llm },
-                ScenarioSummary { scenario: "b".into(), seconds: 4.0, summary: template("model returned no text", None) },
-                ScenarioSummary { scenario: "c".into(), seconds: 6.0, summary: template("model returned no text", None) },
+                ScenarioSummary {
+                    scenario: "b".into(),
+                    seconds: 4.0,
+                    summary: template("model returned no text", None),
+                },
+                ScenarioSummary {
+                    scenario: "c".into(),
+                    seconds: 6.0,
+                    summary: template("model returned no text", None),
+                },
             ],
         };
         assert_eq!(share.counts(), (1, 0, 2));

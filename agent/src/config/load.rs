@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
+use super::{validate, Config, WatchConfig};
 use warden_playbooks::yaml_index::YamlIndex;
 use warden_playbooks::yaml_load::{deserialize_collect, parse_value, renumber};
-use super::{validate, Config, WatchConfig};
 
 /// One problem in a config file: the same shape (file, line, YAML path, message) as a
 /// problem in a playbook file.
@@ -46,7 +46,12 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parse and check config text; `file` only names it in errors.
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-    let mk = |line: Option<usize>, path: String, message: String| ConfigError { file: file.to_path_buf(), line, path, message };
+    let mk = |line: Option<usize>, path: String, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line,
+        path,
+        message,
+    };
 
     let mut value: Value = match parse_value(text) {
         Ok(v) => v,
@@ -134,7 +139,10 @@ mod tests {
         let text = "prometheus:\n  url: http://127.0.0.1:9090\nwatches:\n  - name: a\n    query: 'sum(rate(x[5m])'\n    interval: 5 parsecs\n    colour: red\n    detector: { kind: robust_baseline }\n";
         let e = errors(text);
         let got: Vec<(Option<usize>, &str)> = e.iter().map(|e| (e.line, e.path.as_str())).collect();
-        assert_eq!(got, [(Some(5), "watches[0].query"), (Some(6), "watches[0].interval"), (Some(7), "watches[0].colour")]);
+        assert_eq!(
+            got,
+            [(Some(5), "watches[0].query"), (Some(6), "watches[0].interval"), (Some(7), "watches[0].colour")]
+        );
         assert!(e[2].to_string().starts_with("w.yaml:7: watches[0].colour: unknown field `colour`"), "{}", e[2]);
     }
 
@@ -162,7 +170,10 @@ mod tests {
             "notify:\n  slack: { webhook_url: 'https://hooks/hunter2' }\n",
         ] {
             let all: Vec<String> = errors(text).iter().map(|e| e.to_string()).collect();
-            assert!(all.iter().all(|e| !e.contains("hunter2")) && all.iter().any(|e| e.contains("{ env: NAME }")), "{all:?}");
+            assert!(
+                all.iter().all(|e| !e.contains("hunter2")) && all.iter().any(|e| e.contains("{ env: NAME }")),
+                "{all:?}"
+            );
         }
     }
 
@@ -211,7 +222,8 @@ mod tests {
         ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
-        let kind = e.iter().find(|e| e.path == "watches[3].detector.kind").map(|e| e.message.clone()).unwrap_or_default();
+        let kind =
+            e.iter().find(|e| e.path == "watches[3].detector.kind").map(|e| e.message.clone()).unwrap_or_default();
         assert!(kind.contains("multivariate") && kind.contains("group_outlier"), "{kind}");
         assert!(e.iter().all(|e| e.line.is_some()), "{e:?}");
     }
@@ -266,6 +278,9 @@ mod tests {
         }
         assert!(e.iter().any(|e| e.path == "analysis.model.path" && e.line == Some(4)), "{e:?}");
         let e = errors("analysis:\n  model:\n    path: /x.gguf\n    temperature: 1\n");
-        assert!(e.iter().any(|e| e.path.starts_with("analysis.model") && e.to_string().contains("temperature")), "{e:?}");
+        assert!(
+            e.iter().any(|e| e.path.starts_with("analysis.model") && e.to_string().contains("temperature")),
+            "{e:?}"
+        );
     }
 }

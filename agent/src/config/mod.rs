@@ -16,9 +16,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use warden_playbooks::duration::HumanDuration;
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 pub use secret::SecretRef;
+pub use warden_playbooks::duration::HumanDuration;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -519,10 +519,16 @@ impl DetectorSpec {
     pub fn build(&self) -> Result<Box<dyn warden_detectors::Detector>, warden_detectors::Error> {
         match &self.parsed {
             Ok(crate::watch_kind::WatchKind::Single(config)) => config.build(),
-            Ok(_) => Err(warden_detectors::Error::InvalidParam { name: "detector", message: format!("`{}` does not judge one series at a time", self.kind) }),
+            Ok(_) => Err(warden_detectors::Error::InvalidParam {
+                name: "detector",
+                message: format!("`{}` does not judge one series at a time", self.kind),
+            }),
             Err(problems) => {
                 let (param, message) = problems.first().cloned().unwrap_or_default();
-                Err(warden_detectors::Error::InvalidParam { name: "detector", message: format!("parameter {param}: {message}") })
+                Err(warden_detectors::Error::InvalidParam {
+                    name: "detector",
+                    message: format!("parameter {param}: {message}"),
+                })
             }
         }
     }

@@ -117,9 +117,7 @@ impl<'de> Deserialize<'de> for KeyName {
         match Plain::deserialize(d)?.0.as_str() {
             "env" => Ok(KeyName::Env),
             "file" => Ok(KeyName::File),
-            _ => Err(de::Error::custom(format!(
-                "unknown key in a secret reference: {SECRET_FORMS}"
-            ))),
+            _ => Err(de::Error::custom(format!("unknown key in a secret reference: {SECRET_FORMS}"))),
         }
     }
 }
@@ -183,18 +181,14 @@ impl SecretRef {
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| format!("reading secret file {}: {e}", path.display())),
-            _ => Err(format!(
-                "a secret needs exactly one of `env` or `file`: {SECRET_FORMS}"
-            )),
+            _ => Err(format!("a secret needs exactly one of `env` or `file`: {SECRET_FORMS}")),
         }
     }
 
     pub fn shape_error(&self) -> Option<String> {
         match (&self.env, &self.file) {
             (Some(_), None) | (None, Some(_)) => None,
-            _ => Some(format!(
-                "a secret needs exactly one of `env` or `file`: {SECRET_FORMS}"
-            )),
+            _ => Some(format!("a secret needs exactly one of `env` or `file`: {SECRET_FORMS}")),
         }
     }
 }
@@ -214,17 +208,9 @@ mod tests {
             "{ env: [INLINE-OPTOKEN-abc] }",
             "!Tagged INLINE-OPTOKEN-abc",
         ] {
-            let e = serde_yaml::from_str::<SecretRef>(text)
-                .expect_err(text)
-                .to_string();
-            assert!(
-                !e.contains("INLINE-OPTOKEN") && !e.contains("12345678901"),
-                "{text}: {e}"
-            );
-            assert!(
-                e.contains("{ env: NAME }") && e.contains("{ file: PATH }"),
-                "{text}: {e}"
-            );
+            let e = serde_yaml::from_str::<SecretRef>(text).expect_err(text).to_string();
+            assert!(!e.contains("INLINE-OPTOKEN") && !e.contains("12345678901"), "{text}: {e}");
+            assert!(e.contains("{ env: NAME }") && e.contains("{ file: PATH }"), "{text}: {e}");
         }
         let s: SecretRef = serde_yaml::from_str("{ env: TOKEN }").expect("env form");
         assert_eq!(s.env.as_deref(), Some("TOKEN"));

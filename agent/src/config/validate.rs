@@ -54,7 +54,10 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     }
     if let Some(m) = &cfg.analysis.model {
         if !m.path.is_file() {
-            err("analysis.model.path".into(), format!("no model file at {} (`warden model pull REPO FILE` downloads one)", m.path.display()));
+            err(
+                "analysis.model.path".into(),
+                format!("no model file at {} (`warden model pull REPO FILE` downloads one)", m.path.display()),
+            );
         }
         if let Some(t) = &m.tokenizer {
             if !t.is_file() {
@@ -63,7 +66,10 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
         if let Some(t) = &m.chat_template {
             if !["chatml", "llama3", "llama2", "gemma"].contains(&t.as_str()) {
-                err("analysis.model.chat_template".into(), format!("`{t}` is not one of chatml, llama3, llama2, gemma"));
+                err(
+                    "analysis.model.chat_template".into(),
+                    format!("`{t}` is not one of chatml, llama3, llama2, gemma"),
+                );
             }
         }
         let cuda_index = m.device.strip_prefix("cuda:").map(|n| n.parse::<usize>().is_ok());
@@ -156,7 +162,10 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     within(&mut err, "server.limits.body_read_timeout", l.body_read_timeout, SECOND, Duration::from_secs(600));
     count(&mut err, "server.limits.max_connections", l.max_connections, 2, 100_000);
     if l.reserved_connections >= l.max_connections {
-        err("server.limits.reserved_connections".into(), format!("{} must be below max_connections ({})", l.reserved_connections, l.max_connections));
+        err(
+            "server.limits.reserved_connections".into(),
+            format!("{} must be below max_connections ({})", l.reserved_connections, l.max_connections),
+        );
     }
 
     let mut names = HashSet::new();
@@ -172,7 +181,13 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     if let Some(l) = &cfg.loki {
         endpoint(&mut err, "loki", &l.url, l.timeout, l.auth.as_ref(), &l.tls);
         if !(1..=5000).contains(&l.page_limit) {
-            err("loki.page_limit".into(), format!("must be between 1 and 5000 (Loki's default max_entries_limit_per_query), got {}", l.page_limit));
+            err(
+                "loki.page_limit".into(),
+                format!(
+                    "must be between 1 and 5000 (Loki's default max_entries_limit_per_query), got {}",
+                    l.page_limit
+                ),
+            );
         }
         if l.max_entries < l.page_limit as usize {
             err("loki.max_entries".into(), format!("must be at least page_limit ({})", l.page_limit));
@@ -187,7 +202,10 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         if w.name.trim().is_empty() {
             err(format!("{at}.name"), "must not be empty".into());
         } else if !names.insert(w.name.clone()) {
-            err(format!("{at}.name"), format!("duplicate watch name `{}` (log watches and watches share one namespace)", w.name));
+            err(
+                format!("{at}.name"),
+                format!("duplicate watch name `{}` (log watches and watches share one namespace)", w.name),
+            );
         }
         log_watch(&mut err, &at, w);
     }
@@ -286,7 +304,14 @@ fn logql_problem(q: &str) -> Option<String> {
 }
 
 /// URL, timeout, auth and TLS of an HTTP server section (`prometheus`, `loki`).
-fn endpoint(err: &mut impl FnMut(String, String), section: &str, url: &str, timeout: HumanDuration, auth: Option<&AuthSection>, tls: &TlsSection) {
+fn endpoint(
+    err: &mut impl FnMut(String, String),
+    section: &str,
+    url: &str,
+    timeout: HumanDuration,
+    auth: Option<&AuthSection>,
+    tls: &TlsSection,
+) {
     match url::Url::parse(url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
         Ok(u) => err(format!("{section}.url"), format!("unsupported scheme `{}`: use http or https", u.scheme())),
@@ -461,7 +486,11 @@ fn watch(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, cfg: &
         }
         let d = &cfg.actions.scale;
         let s = a.scale.clone().unwrap_or_default();
-        let (min, max, step) = (s.min_replicas.unwrap_or(d.min_replicas), s.max_replicas.unwrap_or(d.max_replicas), s.step.unwrap_or(d.step));
+        let (min, max, step) = (
+            s.min_replicas.unwrap_or(d.min_replicas),
+            s.max_replicas.unwrap_or(d.max_replicas),
+            s.step.unwrap_or(d.step),
+        );
         scale_bounds(err, &format!("{at}.action.scale"), min, max, step);
     }
 }
@@ -475,22 +504,34 @@ fn queries(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
     };
     if WatchKind::wants_queries(&w.detector.kind) {
         if w.query.is_some() {
-            err(format!("{at}.query"), format!("a `{}` watch takes named `queries` (one per metric), not `query`", w.detector.kind));
+            err(
+                format!("{at}.query"),
+                format!("a `{}` watch takes named `queries` (one per metric), not `query`", w.detector.kind),
+            );
         }
         let n = w.queries.len();
         if !(2..=crate::joint_eval::MAX_QUERIES).contains(&n) {
-            err(format!("{at}.queries"), format!("needs between 2 and {} named queries, got {n}", crate::joint_eval::MAX_QUERIES));
+            err(
+                format!("{at}.queries"),
+                format!("needs between 2 and {} named queries, got {n}", crate::joint_eval::MAX_QUERIES),
+            );
         }
         for (name, q) in &w.queries {
             if !is_label_name(name) {
-                err(format!("{at}.queries.{name}"), format!("`{name}` is not a valid metric name (letters, digits, `_`)"));
+                err(
+                    format!("{at}.queries.{name}"),
+                    format!("`{name}` is not a valid metric name (letters, digits, `_`)"),
+                );
             }
             promql(&mut *err, format!("{at}.queries.{name}"), q);
         }
         return;
     }
     if !w.queries.is_empty() {
-        err(format!("{at}.queries"), format!("named `queries` are only for `kind: {}` watches; use `query`", crate::joint_eval::KIND));
+        err(
+            format!("{at}.queries"),
+            format!("named `queries` are only for `kind: {}` watches; use `query`", crate::joint_eval::KIND),
+        );
     }
     match &w.query {
         Some(q) => promql(&mut *err, format!("{at}.query"), q),
@@ -503,19 +544,36 @@ fn windows(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig, kind
     let lookback = w.lookback.get();
     let (current, reference) = match kind {
         WatchKind::Drift(s) => (s.current, s.reference_for(lookback)),
-        WatchKind::Quality(s) => (s.current, if s.baseline.is_some() { Duration::ZERO } else { s.reference_for(lookback) }),
+        WatchKind::Quality(s) => {
+            (s.current, if s.baseline.is_some() { Duration::ZERO } else { s.reference_for(lookback) })
+        }
         _ => return,
     };
     if current >= lookback {
-        err(format!("{at}.detector.current"), format!("the current window ({}) must be shorter than the lookback ({})", HumanDuration(current), w.lookback));
+        err(
+            format!("{at}.detector.current"),
+            format!(
+                "the current window ({}) must be shorter than the lookback ({})",
+                HumanDuration(current),
+                w.lookback
+            ),
+        );
     } else if current.checked_add(reference).is_none_or(|sum| sum > lookback) {
         err(
             format!("{at}.detector.reference"),
-            format!("current + reference ({} + {}) exceed the lookback ({}); raise `lookback`", HumanDuration(current), HumanDuration(reference), w.lookback),
+            format!(
+                "current + reference ({} + {}) exceed the lookback ({}); raise `lookback`",
+                HumanDuration(current),
+                HumanDuration(reference),
+                w.lookback
+            ),
         );
     }
     if matches!(kind, WatchKind::Drift(_)) && w.identity.iter().any(|l| l == "le") {
-        err(format!("{at}.identity"), "`le` tells the buckets of one histogram apart; it cannot be an identity label".into());
+        err(
+            format!("{at}.identity"),
+            "`le` tells the buckets of one histogram apart; it cannot be an identity label".into(),
+        );
     }
 }
 

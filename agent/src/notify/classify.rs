@@ -93,26 +93,16 @@ const SMTP_AUTH_CODES: &[u16] = &[530, 534, 535, 538];
 pub fn classify(channel: &str, e: &Error) -> Verdict {
     match e {
         Error::Connect { .. } | Error::Timeout { .. } => Verdict::ChannelDown { retry_after: None },
-        Error::RateLimited { retry_after } => Verdict::ChannelDown {
-            retry_after: *retry_after,
-        },
+        Error::RateLimited { retry_after } => Verdict::ChannelDown { retry_after: *retry_after },
         Error::Http { status: None, .. } => Verdict::ChannelDown { retry_after: None },
-        Error::Http {
-            status: Some(s), ..
-        } if *s >= 500 || *s == 408 => Verdict::ChannelDown { retry_after: None },
+        Error::Http { status: Some(s), .. } if *s >= 500 || *s == 408 => Verdict::ChannelDown { retry_after: None },
         Error::Http { .. } => Verdict::Ambiguous,
         Error::Rejected { status, body } => slack_rejection(*status, body),
-        Error::Smtp {
-            code: Some(421), ..
-        } => Verdict::ChannelDown { retry_after: None },
-        Error::Smtp { code: Some(c), .. } if SMTP_AUTH_CODES.contains(c) => {
-            Verdict::PermanentChannel
-        }
+        Error::Smtp { code: Some(421), .. } => Verdict::ChannelDown { retry_after: None },
+        Error::Smtp { code: Some(c), .. } if SMTP_AUTH_CODES.contains(c) => Verdict::PermanentChannel,
         Error::Smtp { code: Some(c), .. } if (400..500).contains(c) => Verdict::Transient,
         Error::Smtp { code: Some(c), .. } if (500..600).contains(c) => Verdict::Permanent,
-        Error::Smtp {
-            transient: true, ..
-        } => Verdict::Transient,
+        Error::Smtp { transient: true, .. } => Verdict::Transient,
         Error::Smtp { .. } => Verdict::Ambiguous,
         // The message could not even be built (an invalid header, say): it never will be.
         Error::InvalidInput(_) | Error::Payload(_) => Verdict::Permanent,
@@ -126,12 +116,7 @@ pub fn classify(channel: &str, e: &Error) -> Verdict {
 
 /// Slack answers a refused webhook post with a status and its error code as the body.
 fn slack_rejection(status: u16, body: &str) -> Verdict {
-    let code = body
-        .split(|c: char| c.is_whitespace() || c == ':')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .trim_matches('"');
+    let code = body.split(|c: char| c.is_whitespace() || c == ':').next().unwrap_or("").trim().trim_matches('"');
     if SLACK_MESSAGE_ERRORS.contains(&code) {
         return Verdict::Permanent;
     }
@@ -159,85 +144,31 @@ mod tests {
     use super::*;
 
     fn rejected(status: u16, body: &str) -> Error {
-        Error::Rejected {
-            status,
-            body: body.into(),
-        }
+        Error::Rejected { status, body: body.into() }
     }
 
     fn smtp(code: u16) -> Error {
-        Error::Smtp {
-            code: Some(code),
-            transient: (400..500).contains(&code),
-            message: "m".into(),
-        }
+        Error::Smtp { code: Some(code), transient: (400..500).contains(&code), message: "m".into() }
     }
 
     #[test]
     fn slack_errors() {
-        for body in [
-            "invalid_blocks",
-            "invalid_payload",
-            "no_text",
-            "invalid_blocks_format",
-        ] {
-            assert_eq!(
-                classify("slack", &rejected(400, body)),
-                Verdict::Permanent,
-                "{body}"
-            );
+        for body in ["invalid_blocks", "invalid_payload", "no_text", "invalid_blocks_format"] {
+            assert_eq!(classify("slack", &rejected(400, body)), Verdict::Permanent, "{body}");
         }
-        assert_eq!(
-            classify("slack", &rejected(404, "no_service")),
-            Verdict::PermanentChannel
-        );
-        assert_eq!(
-            classify("slack", &rejected(404, "channel_not_found")),
-            Verdict::PermanentChannel
-        );
-        assert_eq!(
-            classify("slack", &rejected(403, "action_prohibited")),
-            Verdict::PermanentChannel
-        );
-        assert_eq!(
-            classify("slack", &rejected(410, "channel_is_archived")),
-            Verdict::PermanentChannel
-        );
-        assert_eq!(
-            classify("slack", &rejected(404, "<html>not found</html>")),
-            Verdict::PermanentChannel
-        );
-        assert_eq!(
-            classify("slack", &rejected(400, "something_new")),
-            Verdict::Ambiguous
-        );
+        assert_eq!(classify("slack", &rejected(404, "no_service")), Verdict::PermanentChannel);
+        assert_eq!(classify("slack", &rejected(404, "channel_not_found")), Verdict::PermanentChannel);
+        assert_eq!(classify("slack", &rejected(403, "action_prohibited")), Verdict::PermanentChannel);
+        assert_eq!(classify("slack", &rejected(410, "channel_is_archived")), Verdict::PermanentChannel);
+        assert_eq!(classify("slack", &rejected(404, "<html>not found</html>")), Verdict::PermanentChannel);
+        assert_eq!(classify("slack", &rejected(400, "something_new")), Verdict::Ambiguous);
         assert_eq!(classify("slack", &rejected(413, "")), Verdict::Permanent);
-        let limited = Error::RateLimited {
-            retry_after: Some(Duration::from_secs(7)),
-        };
-        assert_eq!(
-            classify("slack", &limited),
-            Verdict::ChannelDown {
-                retry_after: Some(Duration::from_secs(7))
-            }
-        );
-        let down = Error::Http {
-            url: "u".into(),
-            status: Some(503),
-            message: "m".into(),
-        };
-        assert_eq!(
-            classify("slack", &down),
-            Verdict::ChannelDown { retry_after: None }
-        );
-        let slow = Error::Timeout {
-            url: "u".into(),
-            after: None,
-        };
-        assert_eq!(
-            classify("slack", &slow),
-            Verdict::ChannelDown { retry_after: None }
-        );
+        let limited = Error::RateLimited { retry_after: Some(Duration::from_secs(7)) };
+        assert_eq!(classify("slack", &limited), Verdict::ChannelDown { retry_after: Some(Duration::from_secs(7)) });
+        let down = Error::Http { url: "u".into(), status: Some(503), message: "m".into() };
+        assert_eq!(classify("slack", &down), Verdict::ChannelDown { retry_after: None });
+        let slow = Error::Timeout { url: "u".into(), after: None };
+        assert_eq!(classify("slack", &slow), Verdict::ChannelDown { retry_after: None });
     }
 
     #[test]
@@ -248,28 +179,12 @@ mod tests {
         for code in [450, 451, 452] {
             assert_eq!(classify("email", &smtp(code)), Verdict::Transient, "{code}");
         }
-        assert_eq!(
-            classify("email", &smtp(421)),
-            Verdict::ChannelDown { retry_after: None }
-        );
+        assert_eq!(classify("email", &smtp(421)), Verdict::ChannelDown { retry_after: None });
         assert_eq!(classify("email", &smtp(535)), Verdict::PermanentChannel);
-        let no_code = Error::Smtp {
-            code: None,
-            transient: false,
-            message: "bad response".into(),
-        };
+        let no_code = Error::Smtp { code: None, transient: false, message: "bad response".into() };
         assert_eq!(classify("email", &no_code), Verdict::Ambiguous);
-        let refused = Error::Connect {
-            url: "smtp://h:25".into(),
-            message: "refused".into(),
-        };
-        assert_eq!(
-            classify("email", &refused),
-            Verdict::ChannelDown { retry_after: None }
-        );
-        assert_eq!(
-            classify("email", &Error::InvalidInput("bad".into())),
-            Verdict::Permanent
-        );
+        let refused = Error::Connect { url: "smtp://h:25".into(), message: "refused".into() };
+        assert_eq!(classify("email", &refused), Verdict::ChannelDown { retry_after: None });
+        assert_eq!(classify("email", &Error::InvalidInput("bad".into())), Verdict::Permanent);
     }
 }

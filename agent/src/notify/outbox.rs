@@ -154,7 +154,10 @@ enum Attempt {
     Retry(DateTime<Utc>),
     /// The channel pauses until then; stop sending on it. `dead`: the message tried was
     /// dead-lettered.
-    Paused { until: DateTime<Utc>, dead: bool },
+    Paused {
+        until: DateTime<Utc>,
+        dead: bool,
+    },
 }
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -183,7 +186,13 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(store: Arc<Store>, channels: Channels, policy: Policy, metrics: Arc<Metrics>, timeline: Timeline) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        channels: Channels,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+        timeline: Timeline,
+    ) -> Self {
         Self { store, channels, policy, metrics, timeline, state: Mutex::new(HashMap::new()) }
     }
 
@@ -237,7 +246,9 @@ impl Outbox {
             r.dead += self.expire(channel, DateTime::<Utc>::MAX_UTC, &reason, now);
             return r;
         }
-        let cutoff = now.checked_sub_signed(chrono::Duration::from_std(self.policy.max_age).unwrap_or(chrono::Duration::MAX)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let cutoff = now
+            .checked_sub_signed(chrono::Duration::from_std(self.policy.max_age).unwrap_or(chrono::Duration::MAX))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         r.dead += self.expire(channel, cutoff, &format!("not delivered within {}", human(self.policy.max_age)), now);
 
         if let Some(until) = self.with_state(channel, |s| s.paused_until).filter(|u| *u > now) {
@@ -347,7 +358,14 @@ impl Outbox {
         let payload = render_digest(channel, &entries, members.len());
         match self.store.create_digest(channel, &members, &payload, now) {
             Ok(id) => {
-                tracing::info!(channel, digest = id, messages = members.len(), incidents = entries.len(), waiting = pending.len(), "flood: queued a digest");
+                tracing::info!(
+                    channel,
+                    digest = id,
+                    messages = members.len(),
+                    incidents = entries.len(),
+                    waiting = pending.len(),
+                    "flood: queued a digest"
+                );
                 self.metrics.channel(&self.metrics.outbox_digests, channel);
                 true
             }
@@ -363,7 +381,14 @@ impl Outbox {
             Ok(Some(item)) => item,
             Ok(None) => return Attempt::Retry(now),
             Err(crate::store::StoreError::Corrupt { message, .. }) => {
-                return self.give_up(channel, head.id, &head.event, &format!("stored payload is unreadable: {message}"), false, now);
+                return self.give_up(
+                    channel,
+                    head.id,
+                    &head.event,
+                    &format!("stored payload is unreadable: {message}"),
+                    false,
+                    now,
+                );
             }
             Err(e) => {
                 tracing::error!(channel, id = head.id, error = %e, "reading a notification");
@@ -400,7 +425,10 @@ impl Outbox {
         let policy = &self.policy;
         // A channel-level failure is the message's own only when the channel delivered
         // others since this message last failed.
-        let channel_worked = self.with_state(channel, |s| matches!((s.last_success, item.last_attempt_at), (Some(ok), Some(last)) if ok > last));
+        let channel_worked = self.with_state(
+            channel,
+            |s| matches!((s.last_success, item.last_attempt_at), (Some(ok), Some(last)) if ok > last),
+        );
         let charged = match verdict {
             Verdict::ChannelDown { .. } => channel_worked,
             _ => true,
@@ -409,8 +437,12 @@ impl Outbox {
         let age = (now - item.queued_at).to_std().unwrap_or_default();
         let dead_reason = match &verdict {
             v if v.is_permanent() => Some(error.clone()),
-            Verdict::Ambiguous if strikes >= AMBIGUOUS_ATTEMPTS.min(policy.max_attempts) => Some(format!("{error} (unclear rejection, {strikes} attempts)")),
-            Verdict::Transient | Verdict::ChannelDown { .. } if strikes >= policy.max_attempts => Some(format!("{error} ({strikes} failed attempts)")),
+            Verdict::Ambiguous if strikes >= AMBIGUOUS_ATTEMPTS.min(policy.max_attempts) => {
+                Some(format!("{error} (unclear rejection, {strikes} attempts)"))
+            }
+            Verdict::Transient | Verdict::ChannelDown { .. } if strikes >= policy.max_attempts => {
+                Some(format!("{error} ({strikes} failed attempts)"))
+            }
             _ if age >= policy.max_age => Some(format!("not delivered within {}: {error}", human(policy.max_age))),
             _ => None,
         };
@@ -456,7 +488,15 @@ impl Outbox {
         }
     }
 
-    fn give_up(&self, channel: &str, id: i64, event: &str, reason: &str, attempted: bool, now: DateTime<Utc>) -> Attempt {
+    fn give_up(
+        &self,
+        channel: &str,
+        id: i64,
+        event: &str,
+        reason: &str,
+        attempted: bool,
+        now: DateTime<Utc>,
+    ) -> Attempt {
         match self.store.dead_letter(id, reason, attempted, now) {
             Ok(true) => {
                 tracing::error!(id, channel, event, reason, "notification dead-lettered");
@@ -547,7 +587,8 @@ impl Outbox {
             let s = stats.iter().find(|s| s.channel == name);
             self.metrics.outbox_pending.get_or_create(&label).set(s.map_or(0, |s| s.pending) as i64);
             self.metrics.outbox_dead.get_or_create(&label).set(s.map_or(0, |s| s.dead) as i64);
-            let oldest = s.and_then(|s| s.oldest_pending).map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+            let oldest =
+                s.and_then(|s| s.oldest_pending).map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
             self.metrics.outbox_oldest_pending_seconds.get_or_create(&label).set(oldest);
             self.with_state(&name, |_| ());
         }
@@ -595,7 +636,8 @@ fn heads(pending: &[PendingMessage]) -> Vec<&PendingMessage> {
     let mut taken: BTreeSet<i64> = BTreeSet::new();
     let mut out = Vec::new();
     for m in pending {
-        let keys: Vec<i64> = if m.event == "digest" { m.digest_incidents.clone() } else { m.incident_id.into_iter().collect() };
+        let keys: Vec<i64> =
+            if m.event == "digest" { m.digest_incidents.clone() } else { m.incident_id.into_iter().collect() };
         let blocked = keys.iter().any(|k| taken.contains(k));
         taken.extend(keys);
         if !blocked {
@@ -642,12 +684,26 @@ mod tests {
     }
 
     fn note(channel: &str, event: &str, n: u32) -> NewNotification {
-        NewNotification { channel: channel.into(), event: event.into(), payload: json!({"n": n, "subject": format!("{event} {n}")}) }
+        NewNotification {
+            channel: channel.into(),
+            event: event.into(),
+            payload: json!({"n": n, "subject": format!("{event} {n}")}),
+        }
     }
 
     fn outbox(store: &Arc<Store>, file: Option<PathBuf>) -> Outbox {
-        let policy = Policy { initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_secs(60), ..Policy::default() };
-        Outbox::new(store.clone(), Channels { file, ..Default::default() }, policy, Arc::new(Metrics::new()), Timeline::default())
+        let policy = Policy {
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(60),
+            ..Policy::default()
+        };
+        Outbox::new(
+            store.clone(),
+            Channels { file, ..Default::default() },
+            policy,
+            Arc::new(Metrics::new()),
+            Timeline::default(),
+        )
     }
 
     fn pending(id: i64, incident: Option<i64>, event: &str, digest_incidents: Vec<i64>) -> PendingMessage {
@@ -686,13 +742,19 @@ mod tests {
         let store = Arc::new(Store::open_in_memory().expect("store"));
         let now = Utc::now();
         store
-            .open_incident(&sig("f"), now, &json!({}), |_| vec![note("file", "opened", 1), note("file", "resolved", 2), note("slack", "opened", 3)])
+            .open_incident(&sig("f"), now, &json!({}), |_| {
+                vec![note("file", "opened", 1), note("file", "resolved", 2), note("slack", "opened", 3)]
+            })
             .expect("open");
         let path = dir.path().join("out/n.jsonl");
         let outbox = outbox(&store, Some(path.clone()));
         let pass = outbox.deliver_due(now).await;
         assert_eq!((pass.delivered, pass.dead_lettered), (3, 1));
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path).expect("file").lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .expect("file")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!((lines[0]["n"].as_u64(), lines[1]["n"].as_u64()), (Some(1), Some(2)));
         // The slack message could not go anywhere: a dead letter with its reason, reported on the file channel.
@@ -716,7 +778,11 @@ mod tests {
         let store = Arc::new(Store::open_in_memory().expect("store"));
         let now = Utc::now();
         // A notice for a channel that cannot deliver it: it dies, and nobody is told about it.
-        let notice = NewNotification { channel: "slack".into(), event: "dead_letter".into(), payload: json!({"text": "a message to email was dead-lettered"}) };
+        let notice = NewNotification {
+            channel: "slack".into(),
+            event: "dead_letter".into(),
+            payload: json!({"text": "a message to email was dead-lettered"}),
+        };
         store.enqueue_dead_letter_notices(&[], &[notice], now).expect("notice");
         let path = dir.path().join("n.jsonl");
         let outbox = outbox(&store, Some(path.clone()));
@@ -772,17 +838,32 @@ mod tests {
     #[test]
     fn notify_keys_are_read_and_checked_with_their_paths() {
         let path = std::path::Path::new("n.yaml");
-        let cfg = crate::config::parse_str("notify:\n  retry: { max_attempts: 3, max_age: 2h }\n  digest: { threshold: 40, max_items: 10 }\n", path).expect("valid");
+        let cfg = crate::config::parse_str(
+            "notify:\n  retry: { max_attempts: 3, max_age: 2h }\n  digest: { threshold: 40, max_items: 10 }\n",
+            path,
+        )
+        .expect("valid");
         let p = Policy::from_config(&cfg.notify);
-        assert_eq!((p.max_attempts, p.max_age, p.digest_threshold, p.digest_max_items), (3, Duration::from_secs(7200), 40, 10));
+        assert_eq!(
+            (p.max_attempts, p.max_age, p.digest_threshold, p.digest_max_items),
+            (3, Duration::from_secs(7200), 40, 10)
+        );
         let d = Policy::default();
-        assert_eq!((d.max_attempts, d.max_age, d.digest_threshold, d.digest_max_items), (10, Duration::from_secs(86_400), 20, 50));
+        assert_eq!(
+            (d.max_attempts, d.max_age, d.digest_threshold, d.digest_max_items),
+            (10, Duration::from_secs(86_400), 20, 50)
+        );
         let text = "notify:\n  retry:\n    max_attempts: 0\n    max_age: 1s\n  digest:\n    threshold: 1\n    max_items: 501\n";
         let errors = crate::config::parse_str(text, path).expect_err("invalid").0;
         let got: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
         assert_eq!(
             got,
-            [("notify.retry.max_attempts", Some(3)), ("notify.retry.max_age", Some(4)), ("notify.digest.threshold", Some(6)), ("notify.digest.max_items", Some(7))]
+            [
+                ("notify.retry.max_attempts", Some(3)),
+                ("notify.retry.max_age", Some(4)),
+                ("notify.digest.threshold", Some(6)),
+                ("notify.digest.max_items", Some(7))
+            ]
         );
         let unknown = crate::config::parse_str("notify:\n  digest: { size: 3 }\n", path).expect_err("unknown key").0;
         assert_eq!(unknown[0].path, "notify.digest.size");
@@ -793,12 +874,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open_in_memory().expect("store"));
         let now = Utc::now();
-        store.open_incident(&sig("a"), now, &json!({}), |_| (0..50).map(|n| note("file", "action", n)).collect()).expect("open");
+        store
+            .open_incident(&sig("a"), now, &json!({}), |_| (0..50).map(|n| note("file", "action", n)).collect())
+            .expect("open");
         let path = dir.path().join("n.jsonl");
         let outbox = outbox(&store, Some(path.clone()));
         let pass = outbox.deliver_due(now).await;
         assert_eq!((pass.delivered, pass.digests), (50, 0));
-        let ns: Vec<u64> = std::fs::read_to_string(&path).expect("file").lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["n"].as_u64()).collect();
+        let ns: Vec<u64> = std::fs::read_to_string(&path)
+            .expect("file")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["n"].as_u64())
+            .collect();
         assert_eq!(ns, (0..50).collect::<Vec<u64>>());
     }
 }

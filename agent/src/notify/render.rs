@@ -45,7 +45,8 @@ fn target(i: &Incident) -> String {
     if let Some(t) = &i.target {
         return format!("{}/{}", t.namespace, t.deployment);
     }
-    let labels: Vec<String> = i.labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> =
+        i.labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| format!("{k}={v}")).collect();
     if labels.is_empty() {
         "-".into()
     } else {
@@ -71,7 +72,13 @@ pub fn subject(event: NotifyEvent, i: &Incident) -> String {
 
 /// Render one event for each configured channel (`slack`, `email`, `file`).
 /// `action` describes the action in words when the event is one.
-pub fn render(event: NotifyEvent, i: &Incident, action: Option<&str>, actions_so_far: &[String], channels: &[&str]) -> Vec<NewNotification> {
+pub fn render(
+    event: NotifyEvent,
+    i: &Incident,
+    action: Option<&str>,
+    actions_so_far: &[String],
+    channels: &[&str],
+) -> Vec<NewNotification> {
     let subject = subject(event, i);
     let facts = IncidentFacts {
         watch: i.watch.clone(),
@@ -134,7 +141,8 @@ fn ranking_lines(a: &Analysis, max: usize) -> Vec<String> {
         .take(max)
         .enumerate()
         .map(|(n, c)| {
-            let kind = serde_json::to_value(c.cause).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let kind =
+                serde_json::to_value(c.cause).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             format!("{}. {} ({kind}, {:.2}) [{}]", n + 1, c.subject.display(), c.score, c.evidence.join(", "))
         })
         .collect()
@@ -142,7 +150,8 @@ fn ranking_lines(a: &Analysis, max: usize) -> Vec<String> {
 
 /// Where the summary came from, in words.
 fn summary_origin(a: &Analysis) -> String {
-    let source = serde_json::to_value(a.summary.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let source =
+        serde_json::to_value(a.summary.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     match (&a.summary.model, &a.summary.fallback_reason) {
         (Some(m), None) => format!("summary: {source} ({m}), grounded in the cited evidence"),
         (_, Some(r)) => format!("summary: {source} ({r})"),
@@ -154,7 +163,8 @@ fn summary_origin(a: &Analysis) -> String {
 /// summary came from. The summary is model text: escaped like any untrusted text.
 pub fn render_analysis(i: &Incident, a: &Analysis, channels: &[&str]) -> Vec<NewNotification> {
     let subject = subject(NotifyEvent::Analysis, i);
-    let top = a.ranking.candidates.first().map(|c| c.subject.display()).unwrap_or_else(|| "no probable cause ranked".into());
+    let top =
+        a.ranking.candidates.first().map(|c| c.subject.display()).unwrap_or_else(|| "no probable cause ranked".into());
     let headline = format!("Incident #{}: probable cause {top}", i.id);
     let causes = ranking_lines(a, 3);
     let origin = summary_origin(a);
@@ -273,7 +283,9 @@ pub fn render_digest(channel: &str, entries: &[DigestEntry], messages: usize) ->
                 sections.push(chunk);
                 shown += chunk_lines;
             }
-            blocks.extend(sections.into_iter().map(|text| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})));
+            blocks.extend(
+                sections.into_iter().map(|text| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})),
+            );
             if shown < lines.len() {
                 blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("… and {} more incident(s)", lines.len() - shown)}]}));
             }
@@ -322,7 +334,12 @@ pub fn render_dead_letter_notice(source: &str, dead: &[DeadLetter], channels: &[
         .map(|d| {
             let of = d.incident_id.map(|i| format!("incident #{i}, ")).unwrap_or_default();
             let subject: String = d.subject.chars().take(150).collect();
-            format!("message {} ({of}{}): {subject} — {}", d.id, d.event, d.reason.chars().take(300).collect::<String>())
+            format!(
+                "message {} ({of}{}): {subject} — {}",
+                d.id,
+                d.event,
+                d.reason.chars().take(300).collect::<String>()
+            )
         })
         .collect();
     let more = (n > NOTICE_MAX_ITEMS).then(|| format!("… and {} more", n - NOTICE_MAX_ITEMS));
@@ -470,7 +487,9 @@ mod tests {
         let s = &out[0].payload;
         assert_eq!(s["text"], "[warden] OPENED warning checkout-latency shop/checkout");
         let blocks = s["blocks"].to_string();
-        for needle in ["*Observed*\\n0.5", "*Expected*\\n0.1 (band 0.08 to 0.12)", "*Target*\\nshop/checkout", "*Action*\\nnone"] {
+        for needle in
+            ["*Observed*\\n0.5", "*Expected*\\n0.1 (band 0.08 to 0.12)", "*Target*\\nshop/checkout", "*Action*\\nnone"]
+        {
             assert!(blocks.contains(needle), "{needle} not in {blocks}");
         }
         let e = &out[1].payload;
@@ -482,12 +501,19 @@ mod tests {
     }
 
     fn entry(id: i64, events: &[&str]) -> DigestEntry {
-        DigestEntry { incident_id: Some(id), events: events.iter().map(|e| e.to_string()).collect(), subject: format!("[warden] RESOLVED warning w <ns/{id}>") }
+        DigestEntry {
+            incident_id: Some(id),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            subject: format!("[warden] RESOLVED warning w <ns/{id}>"),
+        }
     }
 
     #[test]
     fn digest_lines_keep_each_incidents_order() {
-        assert_eq!(entry(4, &["opened", "action", "action", "resolved"]).line(), "#4 (opened, action ×2, resolved): [warden] RESOLVED warning w <ns/4>");
+        assert_eq!(
+            entry(4, &["opened", "action", "action", "resolved"]).line(),
+            "#4 (opened, action ×2, resolved): [warden] RESOLVED warning w <ns/4>"
+        );
         let entries: Vec<_> = (1..=3).map(|i| entry(i, &["opened"])).collect();
         let e = render_digest("email", &entries, 3);
         assert_eq!(e["subject"], "[warden] DIGEST 3 notifications for 3 incident(s)");
@@ -510,15 +536,26 @@ mod tests {
         let last = blocks.last().map(|b| b.to_string()).unwrap_or_default();
         assert!(last.contains("more incident(s)"), "{last}");
         // What the sections show plus what the last line counts is every incident.
-        let shown: usize = blocks.iter().filter(|b| b["type"] == "section").map(|b| b["text"]["text"].as_str().unwrap_or("").lines().count()).sum();
-        let more: usize = last.split("and ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let shown: usize = blocks
+            .iter()
+            .filter(|b| b["type"] == "section")
+            .map(|b| b["text"]["text"].as_str().unwrap_or("").lines().count())
+            .sum();
+        let more: usize =
+            last.split("and ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
         assert_eq!(shown + more, 2_000);
     }
 
     #[test]
     fn dead_letter_notices_go_to_the_other_channels() {
         let dead: Vec<_> = (1..=7)
-            .map(|i| DeadLetter { id: i, incident_id: Some(3), event: "opened".into(), subject: "s".into(), reason: "500 Line too long".into() })
+            .map(|i| DeadLetter {
+                id: i,
+                incident_id: Some(3),
+                event: "opened".into(),
+                subject: "s".into(),
+                reason: "500 Line too long".into(),
+            })
             .collect();
         let out = render_dead_letter_notice("email", &dead, &["slack", "email", "file"]);
         assert_eq!(out.iter().map(|n| n.channel.as_str()).collect::<Vec<_>>(), ["slack", "file"]);
@@ -527,7 +564,10 @@ mod tests {
         assert!(slack.contains("7 messages to email were dead-lettered"), "{slack}");
         assert!(slack.contains("500 Line too long") && slack.contains("and 2 more"), "{slack}");
         let one = render_dead_letter_notice("slack", &dead[..1], &["slack", "email"]);
-        assert_eq!(one[0].payload["text"].as_str().unwrap_or("").lines().next(), Some("A message to slack was dead-lettered: 500 Line too long"));
+        assert_eq!(
+            one[0].payload["text"].as_str().unwrap_or("").lines().next(),
+            Some("A message to slack was dead-lettered: 500 Line too long")
+        );
     }
 
     #[test]

@@ -51,29 +51,16 @@ fn scale(ns: &str, name: &str, replicas: i32, rv: u64) -> Scale {
             resource_version: Some(rv.to_string()),
             ..ObjectMeta::default()
         },
-        spec: Some(ScaleSpec {
-            replicas: Some(replicas),
-        }),
-        status: Some(ScaleStatus {
-            replicas: 2,
-            selector: Some(format!("app={name}")),
-        }),
+        spec: Some(ScaleSpec { replicas: Some(replicas) }),
+        status: Some(ScaleStatus { replicas: 2, selector: Some(format!("app={name}")) }),
     }
 }
 
 fn failure_for(ns: &str, name: &str) -> Option<Response> {
     match name {
-        "broken" => Some(status(
-            500,
-            "InternalError",
-            "Internal error occurred: etcdserver: request timed out".into(),
-        )),
+        "broken" => Some(status(500, "InternalError", "Internal error occurred: etcdserver: request timed out".into())),
         "web" | "conflict" => None,
-        _ => Some(status(
-            404,
-            "NotFound",
-            format!("deployments.apps \"{name}\" not found in namespace {ns}"),
-        )),
+        _ => Some(status(404, "NotFound", format!("deployments.apps \"{name}\" not found in namespace {ns}"))),
     }
 }
 
@@ -83,22 +70,12 @@ async fn get_scale(
     State(cluster): State<Cluster>,
 ) -> Response {
     if let Ok(mut seen) = cluster.auth_headers.lock() {
-        seen.push(
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-        );
+        seen.push(headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string));
     }
     if let Some(resp) = failure_for(&ns, &name) {
         return resp;
     }
-    let replicas = cluster
-        .replicas
-        .lock()
-        .ok()
-        .and_then(|r| r.get(&(ns.clone(), name.clone())).copied())
-        .unwrap_or(3);
+    let replicas = cluster.replicas.lock().ok().and_then(|r| r.get(&(ns.clone(), name.clone())).copied()).unwrap_or(3);
     let rv = cluster.resource_version.lock().map(|v| *v).unwrap_or(0);
     Json(scale(&ns, &name, replicas, rv)).into_response()
 }
@@ -116,10 +93,7 @@ async fn patch_scale(
     };
     let seen = PatchSeen {
         dry_run: query.get("dryRun").cloned(),
-        content_type: headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        content_type: headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string),
         body: body.clone(),
     };
     if let Ok(mut patches) = cluster.patches.lock() {
@@ -135,10 +109,8 @@ async fn patch_scale(
             "Operation cannot be fulfilled on deployments.apps \"conflict\": the object has been modified".into(),
         );
     }
-    let Some(replicas) = body
-        .pointer("/spec/replicas")
-        .and_then(serde_json::Value::as_i64)
-        .and_then(|r| i32::try_from(r).ok())
+    let Some(replicas) =
+        body.pointer("/spec/replicas").and_then(serde_json::Value::as_i64).and_then(|r| i32::try_from(r).ok())
     else {
         return status(422, "Invalid", "spec.replicas missing".into());
     };
@@ -161,10 +133,7 @@ async fn start() -> (String, Cluster) {
         *rv = 100;
     }
     let router = Router::new()
-        .route(
-            "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
-            get(get_scale).patch(patch_scale),
-        )
+        .route("/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale", get(get_scale).patch(patch_scale))
         .with_state(cluster.clone());
     let addr = serve(router).await;
     (format!("http://{addr}"), cluster)
@@ -192,33 +161,21 @@ async fn get_scale_reads_spec_and_status() -> TestResult {
 async fn set_replicas_patches_and_is_idempotent() -> TestResult {
     let (base, cluster) = start().await;
     let kube = client_for(&base)?;
-    let outcome = kube
-        .set_deployment_replicas("prod", "web", 5, false)
-        .await?;
+    let outcome = kube.set_deployment_replicas("prod", "web", 5, false).await?;
     assert_eq!(outcome.replicas, 5);
     assert!(!outcome.dry_run);
     assert_eq!(outcome.response["spec"]["replicas"], 5);
     assert_eq!(outcome.response["metadata"]["name"], "web");
-    assert_eq!(
-        kube.get_deployment_scale("prod", "web")
-            .await?
-            .spec_replicas,
-        5
-    );
+    assert_eq!(kube.get_deployment_scale("prod", "web").await?.spec_replicas, 5);
 
-    let again = kube
-        .set_deployment_replicas("prod", "web", 5, false)
-        .await?;
+    let again = kube.set_deployment_replicas("prod", "web", 5, false).await?;
     assert_eq!(again.replicas, 5);
 
     let patches = cluster.patches.lock().map_err(|_| "poisoned")?.clone();
     assert_eq!(patches.len(), 2);
     let first = &patches[0];
     assert_eq!(first.dry_run, None);
-    assert_eq!(
-        first.content_type.as_deref(),
-        Some("application/merge-patch+json")
-    );
+    assert_eq!(first.content_type.as_deref(), Some("application/merge-patch+json"));
     assert_eq!(first.body, serde_json::json!({"spec": {"replicas": 5}}));
     Ok(())
 }
@@ -230,12 +187,7 @@ async fn dry_run_sends_dry_run_all_and_persists_nothing() -> TestResult {
     let outcome = kube.set_deployment_replicas("prod", "web", 7, true).await?;
     assert!(outcome.dry_run);
     assert_eq!(outcome.replicas, 7);
-    assert_eq!(
-        kube.get_deployment_scale("prod", "web")
-            .await?
-            .spec_replicas,
-        3
-    );
+    assert_eq!(kube.get_deployment_scale("prod", "web").await?.spec_replicas, 3);
     let patches = cluster.patches.lock().map_err(|_| "poisoned")?.clone();
     assert_eq!(patches[0].dry_run.as_deref(), Some("All"));
     Ok(())
@@ -246,32 +198,19 @@ async fn api_failures_keep_status_and_message() -> TestResult {
     let (base, _) = start().await;
     let kube = client_for(&base)?;
 
-    let err = kube
-        .get_deployment_scale("prod", "missing")
-        .await
-        .expect_err("404");
+    let err = kube.get_deployment_scale("prod", "missing").await.expect_err("404");
     assert!(err.is_not_found(), "{err:?}");
     assert!(!err.is_conflict());
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("\"missing\" not found"), "{err}");
 
-    let err = kube
-        .set_deployment_replicas("prod", "conflict", 2, false)
-        .await
-        .expect_err("409");
+    let err = kube.set_deployment_replicas("prod", "conflict", 2, false).await.expect_err("409");
     assert!(err.is_conflict(), "{err:?}");
     assert!(!err.is_retryable());
 
-    let err = kube
-        .get_deployment_scale("prod", "broken")
-        .await
-        .expect_err("500");
+    let err = kube.get_deployment_scale("prod", "broken").await.expect_err("500");
     match &err {
-        Error::Kube {
-            status,
-            reason,
-            message,
-        } => {
+        Error::Kube { status, reason, message } => {
             assert_eq!(*status, 500);
             assert_eq!(reason, "InternalError");
             assert!(message.contains("etcdserver"), "{message}");
@@ -286,15 +225,9 @@ async fn api_failures_keep_status_and_message() -> TestResult {
 async fn invalid_arguments_are_rejected_locally() -> TestResult {
     let (base, cluster) = start().await;
     let kube = client_for(&base)?;
-    let err = kube
-        .set_deployment_replicas("prod", "web", -1, false)
-        .await
-        .expect_err("negative");
+    let err = kube.set_deployment_replicas("prod", "web", -1, false).await.expect_err("negative");
     assert!(matches!(err, Error::InvalidInput(_)));
-    let err = kube
-        .get_deployment_scale("prod", "a/b")
-        .await
-        .expect_err("slash");
+    let err = kube.get_deployment_scale("prod", "a/b").await.expect_err("slash");
     assert!(matches!(err, Error::InvalidInput(_)));
     assert!(cluster.patches.lock().map_err(|_| "poisoned")?.is_empty());
     Ok(())
@@ -303,14 +236,8 @@ async fn invalid_arguments_are_rejected_locally() -> TestResult {
 #[tokio::test]
 async fn unreachable_api_server_is_retryable() -> TestResult {
     let kube = client_for(&format!("http://127.0.0.1:{}", closed_port()))?;
-    let err = kube
-        .get_deployment_scale("prod", "web")
-        .await
-        .expect_err("refused");
-    assert!(
-        matches!(err, Error::Connect { .. } | Error::Timeout { .. }),
-        "{err:?}"
-    );
+    let err = kube.get_deployment_scale("prod", "web").await.expect_err("refused");
+    assert!(matches!(err, Error::Connect { .. } | Error::Timeout { .. }), "{err:?}");
     assert!(err.is_retryable());
     Ok(())
 }
@@ -353,11 +280,9 @@ async fn kubeconfig_with_named_context() -> TestResult {
     let path = dir.path().join("kubeconfig.yaml");
     std::fs::write(&path, kubeconfig_yaml(&base, &dead))?;
 
-    let kube = KubeClient::connect(&KubeConnect::Kubeconfig {
-        path: Some(path.clone()),
-        context: Some("warden-test".into()),
-    })
-    .await?;
+    let kube =
+        KubeClient::connect(&KubeConnect::Kubeconfig { path: Some(path.clone()), context: Some("warden-test".into()) })
+            .await?;
     let state = kube.get_deployment_scale("prod", "web").await?;
     assert_eq!(state.spec_replicas, 3);
     let auth = cluster.auth_headers.lock().map_err(|_| "poisoned")?.clone();
@@ -373,12 +298,10 @@ async fn kubeconfig_with_named_context() -> TestResult {
     assert!(err.to_string().contains("no-such-context"), "{err}");
     assert!(!err.to_string().contains("kubeconfig-token"));
 
-    let err = KubeClient::connect(&KubeConnect::Kubeconfig {
-        path: Some(dir.path().join("absent.yaml")),
-        context: None,
-    })
-    .await
-    .expect_err("missing file");
+    let err =
+        KubeClient::connect(&KubeConnect::Kubeconfig { path: Some(dir.path().join("absent.yaml")), context: None })
+            .await
+            .expect_err("missing file");
     assert!(err.to_string().contains("absent.yaml"), "{err}");
     Ok(())
 }

@@ -20,22 +20,14 @@ async fn hook(
     State(received): State<Received>,
     body: Bytes,
 ) -> Response {
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     if let Ok(mut r) = received.lock() {
         r.push((content_type, json));
     }
     match token.as_str() {
         "ok-SECRET" => (StatusCode::OK, "ok").into_response(),
-        "limited-SECRET" => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "7")],
-            "rate_limited",
-        )
-            .into_response(),
+        "limited-SECRET" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "rate_limited").into_response(),
         "invalid-SECRET" => {
             let long = format!("invalid_payload {}", "x".repeat(2000));
             (StatusCode::BAD_REQUEST, long).into_response()
@@ -52,9 +44,7 @@ async fn hook(
 
 async fn start() -> (String, Received) {
     let received = Received::default();
-    let router = Router::new()
-        .route("/services/T0/{token}", post(hook))
-        .with_state(received.clone());
+    let router = Router::new().route("/services/T0/{token}", post(hook)).with_state(received.clone());
     let addr = serve(router).await;
     (format!("http://{addr}/services/T0"), received)
 }
@@ -72,9 +62,7 @@ fn assert_no_secret(err: &Error) {
 async fn posts_json_payload() -> TestResult {
     let (base, received) = start().await;
     let payload = serde_json::json!({"text": "CPU high on web-1", "blocks": []});
-    webhook(&base, "ok-SECRET", Duration::from_secs(5))
-        .post(&payload)
-        .await?;
+    webhook(&base, "ok-SECRET", Duration::from_secs(5)).post(&payload).await?;
     let got = received.lock().map_err(|_| "poisoned")?.clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0.as_deref(), Some("application/json"));
@@ -89,10 +77,7 @@ async fn rate_limit_carries_retry_after() {
         .post(&serde_json::json!({"text": "x"}))
         .await
         .expect_err("429");
-    assert!(
-        matches!(err, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)), "{err:?}");
     assert!(err.is_retryable());
     assert_no_secret(&err);
 }
@@ -119,10 +104,7 @@ async fn client_errors_are_rejections_with_truncated_body() {
         .post(&serde_json::json!({"text": "x"}))
         .await
         .expect_err("404");
-    assert!(
-        matches!(err, Error::Rejected { status: 404, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Rejected { status: 404, .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -132,16 +114,7 @@ async fn server_errors_and_transport_failures_are_retryable() {
         .post(&serde_json::json!({"text": "x"}))
         .await
         .expect_err("500");
-    assert!(
-        matches!(
-            err,
-            Error::Http {
-                status: Some(500),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Http { status: Some(500), .. }), "{err:?}");
     assert!(err.is_retryable());
     assert_no_secret(&err);
 

@@ -34,9 +34,7 @@ impl SmtpServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start python3 for the SMTP test server (is python3 installed?): {e}")
-            });
+            .unwrap_or_else(|e| panic!("cannot start python3 for the SMTP test server (is python3 installed?): {e}"));
         let mut server = SmtpServer { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -53,10 +51,7 @@ impl SmtpServer {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return server;
             }
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not accept connections on 127.0.0.1:{port} within 20s"
-            );
+            assert!(Instant::now() < deadline, "aiosmtpd did not accept connections on 127.0.0.1:{port} within 20s");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -70,10 +65,7 @@ fn config(port: u16) -> SmtpConfig {
         username: None,
         password: None,
         from: "Warden <warden@example.com>".into(),
-        to: vec![
-            "On Call <oncall@example.com>".into(),
-            "sre@example.com".into(),
-        ],
+        to: vec!["On Call <oncall@example.com>".into(), "sre@example.com".into()],
         timeout: Duration::from_secs(10),
     }
 }
@@ -82,10 +74,7 @@ fn stored_messages(maildir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
         return Vec::new();
     };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .collect()
+    entries.filter_map(|e| e.ok()).filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect()
 }
 
 #[tokio::test]

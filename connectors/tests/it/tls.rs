@@ -14,21 +14,16 @@ const BODY: &str = r#"{"status":"success","data":{"resultType":"matrix","result"
 
 /// Starts an HTTPS server with a fresh self-signed certificate for 127.0.0.1 and
 /// returns its address and the certificate as PEM.
-async fn start_tls_server(
-) -> Result<(std::net::SocketAddr, String), Box<dyn std::error::Error + Send + Sync>> {
+async fn start_tls_server() -> Result<(std::net::SocketAddr, String), Box<dyn std::error::Error + Send + Sync>> {
     warden_connectors::install_crypto_provider();
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
     let cert_pem = certified.cert.pem();
     let cert_der: CertificateDer<'static> = certified.cert.der().clone();
-    let key_der =
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(vec![cert_der], key_der)?;
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -67,27 +62,15 @@ async fn query(addr: std::net::SocketAddr, tls: TlsOptions) -> Result<usize, Err
         timeout: Duration::from_secs(5),
         tls,
     })?;
-    let start = Utc
-        .timestamp_opt(1_700_000_000, 0)
-        .single()
-        .expect("valid time");
-    let result = prom
-        .query_range(
-            "up",
-            start,
-            start + chrono::Duration::minutes(1),
-            Duration::from_secs(15),
-        )
-        .await?;
+    let start = Utc.timestamp_opt(1_700_000_000, 0).single().expect("valid time");
+    let result = prom.query_range("up", start, start + chrono::Duration::minutes(1), Duration::from_secs(15)).await?;
     Ok(result.series.len())
 }
 
 #[tokio::test]
 async fn self_signed_server_is_rejected_without_ca() -> TestResult {
     let (addr, _) = start_tls_server().await?;
-    let err = query(addr, TlsOptions::default())
-        .await
-        .expect_err("untrusted cert");
+    let err = query(addr, TlsOptions::default()).await.expect_err("untrusted cert");
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("certificate"), "{err}");
     Ok(())
@@ -99,10 +82,7 @@ async fn ca_file_trusts_the_server() -> TestResult {
     let dir = tempfile::tempdir()?;
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, pem)?;
-    let tls = TlsOptions {
-        ca_file: Some(ca),
-        insecure_skip_verify: false,
-    };
+    let tls = TlsOptions { ca_file: Some(ca), insecure_skip_verify: false };
     assert_eq!(query(addr, tls).await?, 1);
     Ok(())
 }
@@ -110,10 +90,7 @@ async fn ca_file_trusts_the_server() -> TestResult {
 #[tokio::test]
 async fn insecure_skip_verify_accepts_any_cert() -> TestResult {
     let (addr, _) = start_tls_server().await?;
-    let tls = TlsOptions {
-        ca_file: None,
-        insecure_skip_verify: true,
-    };
+    let tls = TlsOptions { ca_file: None, insecure_skip_verify: true };
     assert_eq!(query(addr, tls).await?, 1);
     Ok(())
 }
@@ -127,10 +104,7 @@ fn invalid_ca_file_is_a_config_error() -> TestResult {
         url: "https://127.0.0.1:1".parse()?,
         auth: None,
         timeout: Duration::from_secs(1),
-        tls: TlsOptions {
-            ca_file: Some(ca),
-            insecure_skip_verify: false,
-        },
+        tls: TlsOptions { ca_file: Some(ca), insecure_skip_verify: false },
     })
     .expect_err("no certificate in file");
     assert!(matches!(err, Error::Config(_)), "{err:?}");

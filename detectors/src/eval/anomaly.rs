@@ -168,10 +168,7 @@ pub fn oracle_best_f1(outcomes: &[SeriesOutcome], k: usize) -> (f64, f64) {
         let n = o.labels.len().min(o.scores.len()).min(o.scored.len());
         for (s, e) in segments(&o.labels[..n], &o.scored[..n]) {
             let lim = (s + k + 1).min(e);
-            let best = o.scores[s..lim]
-                .iter()
-                .copied()
-                .fold(f64::NEG_INFINITY, f64::max);
+            let best = o.scores[s..lim].iter().copied().fold(f64::NEG_INFINITY, f64::max);
             total_seg += (e - s) as u64;
             items.push((best, true, (e - s) as u64));
         }
@@ -209,11 +206,7 @@ pub fn oracle_best_f1(outcomes: &[SeriesOutcome], k: usize) -> (f64, f64) {
 /// would be more than `max_blowup` times longer than the rows (jittery timestamps), or there
 /// are fewer than two distinct increasing timestamps.
 pub fn regular_grid(ts_ms: &[i64], max_blowup: usize) -> Option<(Vec<usize>, usize, i64)> {
-    let interval = ts_ms
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|&d| d > 0)
-        .min()?;
+    let interval = ts_ms.windows(2).map(|w| w[1] - w[0]).filter(|&d| d > 0).min()?;
     let t0 = *ts_ms.first()?;
     let mut pos = Vec::with_capacity(ts_ms.len());
     let mut last = 0usize;
@@ -244,15 +237,9 @@ mod tests {
     #[test]
     fn a_segment_counts_whole_only_when_flagged_within_the_delay() {
         //                 segment of 5 at 2..7, flagged at its 3rd point; FP run at 9..11.
-        let o = outcome(
-            &[0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0],
-            &[0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
-        );
+        let o = outcome(&[0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0], &[0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0]);
         let c = delay_counts(&o, 2);
-        assert_eq!(
-            (c.tp, c.fp, c.fn_, c.events, c.detected, c.segments),
-            (5, 2, 0, 1, 1, 1)
-        );
+        assert_eq!((c.tp, c.fp, c.fn_, c.events, c.detected, c.segments), (5, 2, 0, 1, 1, 1));
         let c = delay_counts(&o, 1);
         assert_eq!((c.tp, c.fp, c.fn_), (0, 2, 5));
         assert!((delay_counts(&o, 2).f1() - 10.0 / 12.0).abs() < 1e-12);

@@ -173,7 +173,10 @@ pub fn parsing_accuracy<T: AsRef<str>, P: AsRef<str>>(truth: &[Option<T>], parse
         equal += usize::from(t.as_ref() == p.as_ref());
     }
     if lines == 0 {
-        return Err(Error::InvalidInput { what: "templates".into(), message: "no line has a ground-truth event".into() });
+        return Err(Error::InvalidInput {
+            what: "templates".into(),
+            message: "no line has a ground-truth event".into(),
+        });
     }
     Ok(equal as f64 / lines as f64)
 }
@@ -210,7 +213,8 @@ pub fn average(scores: &[LoghubScores]) -> Option<(f64, f64, f64)> {
         return None;
     }
     let n = scores.len() as f64;
-    let sum = scores.iter().fold((0.0, 0.0, 0.0), |(ga, pa, fga), s| (ga + s.grouping.ga, pa + s.pa, fga + s.grouping.fga));
+    let sum =
+        scores.iter().fold((0.0, 0.0, 0.0), |(ga, pa, fga), s| (ga + s.grouping.ga, pa + s.pa, fga + s.grouping.fga));
     Some((sum.0 / n, sum.1 / n, sum.2 / n))
 }
 
@@ -285,7 +289,12 @@ mod tests {
 
     #[test]
     fn evaluate_combines_groups_and_texts() {
-        let l = |truth_id, truth_template, parsed_id, parsed_template| Labels { truth_id, truth_template, parsed_id, parsed_template };
+        let l = |truth_id, truth_template, parsed_id, parsed_template| Labels {
+            truth_id,
+            truth_template,
+            parsed_id,
+            parsed_template,
+        };
         let lines = [
             l("E1", "open <*>", "t1", "open <*>"),
             l("E1", "open <*>", "t1", "open <*>"),

@@ -38,22 +38,12 @@ pub const SNAIVE_HOURLY_SMAPE: f64 = 13.912;
 pub const SNAIVE_HOURLY_MASE: f64 = 1.193;
 
 fn invalid(what: &str, message: String) -> Error {
-    Error::InvalidInput {
-        what: what.to_string(),
-        message,
-    }
+    Error::InvalidInput { what: what.to_string(), message }
 }
 
 fn check_pair(actual: &[f64], forecast: &[f64]) -> Result<()> {
     if actual.len() != forecast.len() {
-        return Err(invalid(
-            "forecast",
-            format!(
-                "{} forecasts for {} actual values",
-                forecast.len(),
-                actual.len()
-            ),
-        ));
+        return Err(invalid("forecast", format!("{} forecasts for {} actual values", forecast.len(), actual.len())));
     }
     if actual.is_empty() {
         return Err(invalid("forecast", "nothing to score (horizon 0)".into()));
@@ -80,11 +70,7 @@ pub fn smape_step(actual: f64, forecast: f64) -> f64 {
 /// Mean sMAPE (percent) of one series' forecast.
 pub fn smape(actual: &[f64], forecast: &[f64]) -> Result<f64> {
     check_pair(actual, forecast)?;
-    let sum: f64 = actual
-        .iter()
-        .zip(forecast)
-        .map(|(&y, &f)| smape_step(y, f))
-        .sum();
+    let sum: f64 = actual.iter().zip(forecast).map(|(&y, &f)| smape_step(y, f)).sum();
     Ok(sum / actual.len() as f64)
 }
 
@@ -93,36 +79,19 @@ pub fn smape(actual: &[f64], forecast: &[f64]) -> Result<f64> {
 /// the scale is 0 (a series that repeats itself exactly every `m` steps).
 pub fn mase_scale(insample: &[f64], m: usize) -> Result<f64> {
     if m == 0 {
-        return Err(Error::InvalidParam {
-            name: "m",
-            message: "seasonal period must be at least 1, got 0".into(),
-        });
+        return Err(Error::InvalidParam { name: "m", message: "seasonal period must be at least 1, got 0".into() });
     }
     if insample.len() <= m {
-        return Err(invalid(
-            "insample",
-            format!(
-                "{} values; MASE with m = {m} needs more than {m}",
-                insample.len()
-            ),
-        ));
+        return Err(invalid("insample", format!("{} values; MASE with m = {m} needs more than {m}", insample.len())));
     }
     if let Some(i) = insample.iter().position(|v| !v.is_finite()) {
         return Err(invalid("insample", format!("value {i} is not finite")));
     }
     let diffs = insample.len() - m;
-    let sum: f64 = insample
-        .iter()
-        .skip(m)
-        .zip(insample)
-        .map(|(&x, &lagged)| (x - lagged).abs())
-        .sum();
+    let sum: f64 = insample.iter().skip(m).zip(insample).map(|(&x, &lagged)| (x - lagged).abs()).sum();
     let scale = sum / diffs as f64;
     if !(scale.is_finite() && scale > 0.0) {
-        return Err(invalid(
-            "insample",
-            format!("seasonal naive scale is {scale}; MASE is undefined"),
-        ));
+        return Err(invalid("insample", format!("seasonal naive scale is {scale}; MASE is undefined")));
     }
     Ok(scale)
 }
@@ -131,11 +100,7 @@ pub fn mase_scale(insample: &[f64], m: usize) -> Result<f64> {
 pub fn mase(insample: &[f64], actual: &[f64], forecast: &[f64], m: usize) -> Result<f64> {
     check_pair(actual, forecast)?;
     let scale = mase_scale(insample, m)?;
-    let sum: f64 = actual
-        .iter()
-        .zip(forecast)
-        .map(|(&y, &f)| (y - f).abs())
-        .sum();
+    let sum: f64 = actual.iter().zip(forecast).map(|(&y, &f)| (y - f).abs()).sum();
     Ok(sum / actual.len() as f64 / scale)
 }
 
@@ -143,10 +108,7 @@ fn check_positive(name: &'static str, value: f64) -> Result<()> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(Error::InvalidParam {
-            name,
-            message: format!("must be finite and greater than 0, got {value}"),
-        })
+        Err(Error::InvalidParam { name, message: format!("must be finite and greater than 0, got {value}") })
     }
 }
 
@@ -157,10 +119,7 @@ pub fn owa(smape: f64, mase: f64, naive2_smape: f64, naive2_mase: f64) -> Result
     check_positive("naive2_mase", naive2_mase)?;
     for (name, v) in [("smape", smape), ("mase", mase)] {
         if !(v.is_finite() && v >= 0.0) {
-            return Err(Error::InvalidParam {
-                name,
-                message: format!("must be finite and at least 0, got {v}"),
-            });
+            return Err(Error::InvalidParam { name, message: format!("must be finite and at least 0, got {v}") });
         }
     }
     Ok(0.5 * (smape / naive2_smape + mase / naive2_mase))
@@ -174,12 +133,7 @@ pub fn round3(x: f64) -> f64 {
 /// OWA as the official M4 table computes it: from sMAPE and MASE aggregates rounded to 3
 /// decimals (e.g. sNaive hourly: `(13.912 / 18.383 + 1.193 / 2.395) / 2 = 0.62745`).
 pub fn owa_published(smape: f64, mase: f64, naive2_smape: f64, naive2_mase: f64) -> Result<f64> {
-    owa(
-        round3(smape),
-        round3(mase),
-        round3(naive2_smape),
-        round3(naive2_mase),
-    )
+    owa(round3(smape), round3(mase), round3(naive2_smape), round3(naive2_mase))
 }
 
 /// Scaled interval score of one series' prediction intervals at `1 − alpha` coverage, plus
@@ -195,10 +149,7 @@ pub fn msis(
     check_pair(actual, lower)?;
     check_pair(actual, upper)?;
     if !(alpha > 0.0 && alpha < 1.0) {
-        return Err(Error::InvalidParam {
-            name: "alpha",
-            message: format!("must be in (0, 1), got {alpha}"),
-        });
+        return Err(Error::InvalidParam { name: "alpha", message: format!("must be in (0, 1), got {alpha}") });
     }
     let scale = mase_scale(insample, m)?;
     let mut sum = 0.0;
@@ -251,13 +202,7 @@ impl Accumulator {
     }
 
     /// Score one series' point forecast. Nothing is added when it fails.
-    pub fn add(
-        &mut self,
-        insample: &[f64],
-        actual: &[f64],
-        forecast: &[f64],
-        m: usize,
-    ) -> Result<()> {
+    pub fn add(&mut self, insample: &[f64], actual: &[f64], forecast: &[f64], m: usize) -> Result<()> {
         check_pair(actual, forecast)?;
         let scale = mase_scale(insample, m)?;
         let mut s = 0.0;
@@ -294,12 +239,7 @@ impl Accumulator {
     /// The aggregates so far (zeros when nothing was added).
     pub fn scores(&self) -> Scores {
         let steps = self.steps.max(1) as f64;
-        Scores {
-            smape: self.smape_sum / steps,
-            mase: self.mase_sum / steps,
-            series: self.series,
-            steps: self.steps,
-        }
+        Scores { smape: self.smape_sum / steps, mase: self.mase_sum / steps, series: self.series, steps: self.steps }
     }
 
     /// Mean MSIS over series and the fraction of actual values inside the intervals, if any
@@ -308,10 +248,7 @@ impl Accumulator {
         if self.interval_series == 0 {
             return None;
         }
-        Some((
-            self.msis_sum / self.interval_series as f64,
-            self.inside as f64 / self.interval_steps.max(1) as f64,
-        ))
+        Some((self.msis_sum / self.interval_series as f64, self.inside as f64 / self.interval_steps.max(1) as f64))
     }
 }
 
@@ -344,11 +281,7 @@ mod tests {
         let m = mase(&insample, &[10.0, 10.0], &[8.0, 12.0], 2).expect("mase");
         assert!(close(m, 2.0 / (8.0 / 3.0), 1e-12));
         // m = 1 is the classic naive scale.
-        assert!(close(
-            mase_scale(&insample, 1).expect("scale"),
-            6.0 / 4.0,
-            1e-12
-        ));
+        assert!(close(mase_scale(&insample, 1).expect("scale"), 6.0 / 4.0, 1e-12));
     }
 
     #[test]
@@ -369,8 +302,7 @@ mod tests {
     fn msis_penalises_misses() {
         let insample = [1.0, 2.0, 3.0, 4.0];
         // scale with m = 1 is 1.
-        let (s, inside) =
-            msis(&insample, &[5.0, 10.0], &[4.0, 4.0], &[6.0, 6.0], 1, 0.05).expect("msis");
+        let (s, inside) = msis(&insample, &[5.0, 10.0], &[4.0, 4.0], &[6.0, 6.0], 1, 0.05).expect("msis");
         // step 1: width 2; step 2: width 2 + 40 * 4.
         assert!(close(s, (2.0 + 2.0 + 160.0) / 2.0, 1e-12), "{s}");
         assert_eq!(inside, 1);
@@ -381,42 +313,27 @@ mod tests {
     fn accumulator_means_over_all_steps() {
         let insample = [1.0, 2.0, 3.0, 4.0];
         let mut acc = Accumulator::new();
-        acc.add(&insample, &[5.0, 5.0], &[5.0, 5.0], 1)
-            .expect("adds");
-        acc.add(&insample, &[10.0, 10.0], &[8.0, 12.0], 1)
-            .expect("adds");
+        acc.add(&insample, &[5.0, 5.0], &[5.0, 5.0], 1).expect("adds");
+        acc.add(&insample, &[10.0, 10.0], &[8.0, 12.0], 1).expect("adds");
         let s = acc.scores();
         assert_eq!((s.series, s.steps), (2, 4));
         assert!(close(s.mase, 4.0 / 4.0, 1e-12));
         let expected = (200.0 * 2.0 / 18.0 + 200.0 * 2.0 / 22.0) / 4.0;
         assert!(close(s.smape, expected, 1e-12));
         assert!(acc.interval_scores().is_none());
-        acc.add_intervals(&insample, &[5.0], &[4.0], &[6.0], 1, 0.05)
-            .expect("adds");
+        acc.add_intervals(&insample, &[5.0], &[4.0], &[6.0], 1, 0.05).expect("adds");
         assert_eq!(acc.interval_scores(), Some((2.0, 1.0)));
     }
 
     #[test]
     fn rejects_bad_input_with_reasons() {
-        let e = smape(&[1.0], &[1.0, 2.0])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = smape(&[1.0], &[1.0, 2.0]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("2 forecasts for 1 actual"), "{e}");
-        let e = smape(&[1.0], &[f64::NAN])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = smape(&[1.0], &[f64::NAN]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("not finite"), "{e}");
-        let e = mase_scale(&[1.0, 1.0, 1.0], 1)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = mase_scale(&[1.0, 1.0, 1.0], 1).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("undefined"), "{e}");
-        let e = mase_scale(&[1.0, 2.0], 2)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = mase_scale(&[1.0, 2.0], 2).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("needs more than 2"), "{e}");
         assert!(mase_scale(&[1.0, 2.0], 0).is_err());
         assert!(owa(1.0, 1.0, 0.0, 1.0).is_err());

@@ -56,11 +56,9 @@ pub struct CostMatrix {
 impl CostMatrix {
     /// Check that every weight is finite and not negative.
     pub fn validate(&self) -> Result<()> {
-        for (name, value) in [
-            ("tp_weight", self.tp_weight),
-            ("fp_weight", self.fp_weight),
-            ("fn_weight", self.fn_weight),
-        ] {
+        for (name, value) in
+            [("tp_weight", self.tp_weight), ("fp_weight", self.fp_weight), ("fn_weight", self.fn_weight)]
+        {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(Error::InvalidParam {
                     name,
@@ -85,11 +83,7 @@ pub enum Profile {
 
 impl Profile {
     /// All profiles, in NAB's reporting order.
-    pub const ALL: [Profile; 3] = [
-        Profile::Standard,
-        Profile::RewardLowFp,
-        Profile::RewardLowFn,
-    ];
+    pub const ALL: [Profile; 3] = [Profile::Standard, Profile::RewardLowFp, Profile::RewardLowFn];
 
     /// The name NAB uses in its configuration and result files.
     pub fn nab_name(self) -> &'static str {
@@ -111,29 +105,15 @@ impl Profile {
 
     /// The profile whose [`nab_name`](Self::nab_name) or [`key`](Self::key) is `name`.
     pub fn from_name(name: &str) -> Option<Profile> {
-        Profile::ALL
-            .into_iter()
-            .find(|p| p.nab_name() == name || p.key() == name)
+        Profile::ALL.into_iter().find(|p| p.nab_name() == name || p.key() == name)
     }
 
     /// The weights NAB v1.1 ships for this profile.
     pub fn costs(self) -> CostMatrix {
         match self {
-            Profile::Standard => CostMatrix {
-                tp_weight: 1.0,
-                fp_weight: 0.11,
-                fn_weight: 1.0,
-            },
-            Profile::RewardLowFp => CostMatrix {
-                tp_weight: 1.0,
-                fp_weight: 0.22,
-                fn_weight: 1.0,
-            },
-            Profile::RewardLowFn => CostMatrix {
-                tp_weight: 1.0,
-                fp_weight: 0.11,
-                fn_weight: 2.0,
-            },
+            Profile::Standard => CostMatrix { tp_weight: 1.0, fp_weight: 0.11, fn_weight: 1.0 },
+            Profile::RewardLowFp => CostMatrix { tp_weight: 1.0, fp_weight: 0.22, fn_weight: 1.0 },
+            Profile::RewardLowFn => CostMatrix { tp_weight: 1.0, fp_weight: 0.11, fn_weight: 2.0 },
         }
     }
 }
@@ -170,11 +150,7 @@ impl ScoredFile {
     /// windows are not sorted, overlap, are empty or reach past the last row.
     pub fn new(name: impl Into<String>, scores: Vec<f64>, windows: Vec<Window>) -> Result<Self> {
         let name = name.into();
-        if let Some((i, s)) = scores
-            .iter()
-            .enumerate()
-            .find(|(_, s)| !(s.is_finite() && (0.0..=1.0).contains(*s)))
-        {
+        if let Some((i, s)) = scores.iter().enumerate().find(|(_, s)| !(s.is_finite() && (0.0..=1.0).contains(*s))) {
             return Err(Error::InvalidInput {
                 what: format!("anomaly scores of {name}"),
                 message: format!("row {i}: score {s} is not a number in [0, 1]"),
@@ -185,16 +161,9 @@ impl ScoredFile {
             let problem = if w.start > w.end {
                 Some(format!("starts at row {} after its end {}", w.start, w.end))
             } else if w.end >= scores.len() {
-                Some(format!(
-                    "ends at row {} but the file has {} rows",
-                    w.end,
-                    scores.len()
-                ))
+                Some(format!("ends at row {} but the file has {} rows", w.end, scores.len()))
             } else if previous_end.is_some_and(|e| w.start <= e) {
-                Some(format!(
-                    "starts at row {}, not after the previous window",
-                    w.start
-                ))
+                Some(format!("starts at row {}, not after the previous window", w.start))
             } else {
                 None
             };
@@ -206,11 +175,7 @@ impl ScoredFile {
             }
             previous_end = Some(w.end);
         }
-        Ok(Self {
-            name,
-            scores,
-            windows,
-        })
+        Ok(Self { name, scores, windows })
     }
 
     /// NAB's relative path of the file.
@@ -269,13 +234,10 @@ pub fn locate_windows<T: AsRef<str>>(
         index.entry(canonical_timestamp(t.as_ref())).or_insert(i);
     }
     let find = |t: &str| -> Result<usize> {
-        index
-            .get(canonical_timestamp(t))
-            .copied()
-            .ok_or_else(|| Error::InvalidInput {
-                what: format!("windows of {what}"),
-                message: format!("timestamp `{t}` matches no row"),
-            })
+        index.get(canonical_timestamp(t)).copied().ok_or_else(|| Error::InvalidInput {
+            what: format!("windows of {what}"),
+            message: format!("timestamp `{t}` matches no row"),
+        })
     };
     windows
         .iter()
@@ -287,10 +249,7 @@ pub fn locate_windows<T: AsRef<str>>(
                     message: format!("window `{start}` .. `{end}` ends before it starts"),
                 });
             }
-            Ok(Window {
-                start: start_row,
-                end: end_row,
-            })
+            Ok(Window { start: start_row, end: end_row })
         })
         .collect()
 }
@@ -336,11 +295,7 @@ pub fn row_weights(n: usize, windows: &[Window], costs: &CostMatrix) -> Vec<f64>
             }
             (None, None) => -costs.fp_weight,
             (None, Some(w)) => {
-                let position = if w.width() > 1 {
-                    (i - w.end) as f64 / (w.width() - 1) as f64
-                } else {
-                    f64::INFINITY
-                };
+                let position = if w.width() > 1 { (i - w.end) as f64 / (w.width() - 1) as f64 } else { f64::INFINITY };
                 scaled_sigmoid(position) * costs.fp_weight
             }
         };
@@ -374,17 +329,9 @@ pub fn score_file(file: &ScoredFile, costs: &CostMatrix, threshold: f64) -> File
     score_with_weights(file, &weights, costs, threshold)
 }
 
-fn score_with_weights(
-    file: &ScoredFile,
-    weights: &[f64],
-    costs: &CostMatrix,
-    threshold: f64,
-) -> FileScore {
+fn score_with_weights(file: &ScoredFile, weights: &[f64], costs: &CostMatrix, threshold: f64) -> FileScore {
     let p = probation(file.len());
-    let mut result = FileScore {
-        windows: file.windows.len(),
-        ..FileScore::default()
-    };
+    let mut result = FileScore { windows: file.windows.len(), ..FileScore::default() };
     let mut in_window = vec![false; file.len()];
     for w in &file.windows {
         // The earliest detection is the best one: S is decreasing in the position.
@@ -414,10 +361,7 @@ fn score_with_weights(
 
 /// Raw corpus score at one threshold: the sum of [`score_file`] over `files`.
 pub fn score_corpus(files: &[ScoredFile], costs: &CostMatrix, threshold: f64) -> f64 {
-    files
-        .iter()
-        .map(|f| score_file(f, costs, threshold).score)
-        .sum()
+    files.iter().map(|f| score_file(f, costs, threshold).score).sum()
 }
 
 /// Number of windows in the corpus.
@@ -497,11 +441,7 @@ pub fn optimize_threshold(files: &[ScoredFile], costs: &CostMatrix) -> Optimum {
         window_base += file.windows.len();
         let p = probation(file.len());
         for i in p..file.len() {
-            rows.push(Row {
-                score: file.scores[i],
-                weight: weights[i],
-                window: window_of[i],
-            });
+            rows.push(Row { score: file.scores[i], weight: weights[i], window: window_of[i] });
         }
     }
     // Stable sort, highest score first; scores are finite (checked by `ScoredFile::new`).
@@ -510,10 +450,7 @@ pub fn optimize_threshold(files: &[ScoredFile], costs: &CostMatrix) -> Optimum {
     let mut best_in_window: Vec<Option<f64>> = vec![None; window_base];
     let mut total = Sum::default();
     total.add(-costs.fn_weight * window_base as f64);
-    let mut best = Optimum {
-        threshold: NO_DETECTION_THRESHOLD,
-        score: total.value(),
-    };
+    let mut best = Optimum { threshold: NO_DETECTION_THRESHOLD, score: total.value() };
     let mut k = 0;
     while k < rows.len() {
         let threshold = rows[k].score;
@@ -564,25 +501,19 @@ pub struct CategoryScore {
 }
 
 /// Per-category breakdown of a corpus at one threshold, sorted by category name.
-pub fn category_breakdown(
-    files: &[ScoredFile],
-    costs: &CostMatrix,
-    threshold: f64,
-) -> Vec<CategoryScore> {
+pub fn category_breakdown(files: &[ScoredFile], costs: &CostMatrix, threshold: f64) -> Vec<CategoryScore> {
     let mut by_category: BTreeMap<&str, CategoryScore> = BTreeMap::new();
     for file in files {
         let s = score_file(file, costs, threshold);
-        let entry = by_category
-            .entry(file.category())
-            .or_insert_with(|| CategoryScore {
-                category: file.category().to_string(),
-                files: 0,
-                raw: 0.0,
-                normalized: None,
-                windows: 0,
-                detected_windows: 0,
-                false_positives: 0,
-            });
+        let entry = by_category.entry(file.category()).or_insert_with(|| CategoryScore {
+            category: file.category().to_string(),
+            files: 0,
+            raw: 0.0,
+            normalized: None,
+            windows: 0,
+            detected_windows: 0,
+            false_positives: 0,
+        });
         entry.files += 1;
         entry.raw += s.score;
         entry.windows += s.windows;
@@ -602,11 +533,7 @@ pub fn category_breakdown(
 mod tests {
     use super::*;
 
-    const STD: CostMatrix = CostMatrix {
-        tp_weight: 1.0,
-        fp_weight: 0.11,
-        fn_weight: 1.0,
-    };
+    const STD: CostMatrix = CostMatrix { tp_weight: 1.0, fp_weight: 0.11, fn_weight: 1.0 };
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
@@ -639,21 +566,12 @@ mod tests {
 
     #[test]
     fn profiles_by_name() {
-        assert_eq!(
-            Profile::from_name("reward_low_FP_rate"),
-            Some(Profile::RewardLowFp)
-        );
-        assert_eq!(
-            Profile::from_name("reward_low_fn"),
-            Some(Profile::RewardLowFn)
-        );
+        assert_eq!(Profile::from_name("reward_low_FP_rate"), Some(Profile::RewardLowFp));
+        assert_eq!(Profile::from_name("reward_low_fn"), Some(Profile::RewardLowFn));
         assert_eq!(Profile::from_name("other"), None);
         assert_eq!(Profile::Standard.costs(), STD);
         assert!(Profile::RewardLowFn.costs().validate().is_ok());
-        let bad = CostMatrix {
-            fp_weight: f64::NAN,
-            ..STD
-        };
+        let bad = CostMatrix { fp_weight: f64::NAN, ..STD };
         assert!(bad.validate().is_err());
     }
 
@@ -706,14 +624,8 @@ mod tests {
         let expected_fp_after = scaled_sigmoid(0.5) * 0.11;
 
         let s = score_file(&f, &STD, 0.5);
-        assert!(
-            close(s.score, -0.11 + expected_tp + expected_fp_after),
-            "{s:?}"
-        );
-        assert_eq!(
-            (s.detected_windows, s.missed_windows, s.false_positives),
-            (1, 0, 2)
-        );
+        assert!(close(s.score, -0.11 + expected_tp + expected_fp_after), "{s:?}");
+        assert_eq!((s.detected_windows, s.missed_windows, s.false_positives), (1, 0, 2));
 
         // θ = 0.75: row 13 is the earliest detection, row 16 the only false positive.
         let s = score_file(&f, &STD, 0.75);
@@ -723,10 +635,7 @@ mod tests {
         // θ = 0.96: nothing detected, the window is missed.
         let s = score_file(&f, &STD, 0.96);
         assert!(close(s.score, -1.0));
-        assert_eq!(
-            (s.detected_windows, s.missed_windows, s.false_positives),
-            (0, 1, 0)
-        );
+        assert_eq!((s.detected_windows, s.missed_windows, s.false_positives), (0, 1, 0));
 
         // Low-FN profile: a miss costs 2.
         let s = score_file(&f, &Profile::RewardLowFn.costs(), 0.96);
@@ -759,24 +668,16 @@ mod tests {
         ];
         for costs in Profile::ALL.map(Profile::costs) {
             let opt = optimize_threshold(&files, &costs);
-            let mut candidates: Vec<f64> = files
-                .iter()
-                .flat_map(|f| f.scores()[probation(f.len())..].to_vec())
-                .collect();
+            let mut candidates: Vec<f64> =
+                files.iter().flat_map(|f| f.scores()[probation(f.len())..].to_vec()).collect();
             candidates.push(NO_DETECTION_THRESHOLD);
             candidates.sort_by(|x, y| y.total_cmp(x));
             candidates.dedup();
-            let mut brute = Optimum {
-                threshold: f64::NAN,
-                score: f64::NEG_INFINITY,
-            };
+            let mut brute = Optimum { threshold: f64::NAN, score: f64::NEG_INFINITY };
             for &t in &candidates {
                 let s = score_corpus(&files, &costs, t);
                 if s > brute.score + 1e-12 {
-                    brute = Optimum {
-                        threshold: t,
-                        score: s,
-                    };
+                    brute = Optimum { threshold: t, score: s };
                 }
             }
             assert_eq!(opt.threshold, brute.threshold, "{costs:?}");
@@ -817,10 +718,7 @@ mod tests {
         assert!((s - 70.101).abs() < 1e-3, "{s}");
         let fn_costs = Profile::RewardLowFn.costs();
         assert_eq!(normalize(-232.0, &fn_costs, 116), Some(0.0));
-        assert!(close(
-            normalize(0.0, &fn_costs, 116).unwrap_or(f64::NAN),
-            100.0 * 232.0 / 348.0
-        ));
+        assert!(close(normalize(0.0, &fn_costs, 116).unwrap_or(f64::NAN), 100.0 * 232.0 / 348.0));
         assert_eq!(normalize(3.0, &STD, 0), None);
     }
 
@@ -858,35 +756,16 @@ mod tests {
 
     #[test]
     fn windows_are_located_by_timestamp() {
-        let ts = [
-            "2014-01-01 00:00:00",
-            "2014-01-01 00:05:00",
-            "2014-01-01 00:10:00",
-        ];
+        let ts = ["2014-01-01 00:00:00", "2014-01-01 00:05:00", "2014-01-01 00:10:00"];
         let w = locate_windows(
             "f.csv",
             &ts,
-            &[(
-                "2014-01-01 00:05:00.000000".to_string(),
-                "2014-01-01 00:10:00.000000".to_string(),
-            )],
+            &[("2014-01-01 00:05:00.000000".to_string(), "2014-01-01 00:10:00.000000".to_string())],
         )
         .expect("located");
         assert_eq!(w, vec![Window { start: 1, end: 2 }]);
-        let e = locate_windows(
-            "f.csv",
-            &ts,
-            &[(
-                "2014-01-01 00:06:00".to_string(),
-                "2014-01-01 00:10:00".to_string(),
-            )],
-        );
-        assert!(
-            e.is_err_and(|e| e.to_string().contains("f.csv") && e.to_string().contains("00:06:00"))
-        );
-        assert_eq!(
-            canonical_timestamp("2014-01-01 00:05:00.000001"),
-            "2014-01-01 00:05:00.000001"
-        );
+        let e = locate_windows("f.csv", &ts, &[("2014-01-01 00:06:00".to_string(), "2014-01-01 00:10:00".to_string())]);
+        assert!(e.is_err_and(|e| e.to_string().contains("f.csv") && e.to_string().contains("00:06:00")));
+        assert_eq!(canonical_timestamp("2014-01-01 00:05:00.000001"), "2014-01-01 00:05:00.000001");
     }
 }

@@ -169,7 +169,10 @@ impl MinerParams {
     /// * `max_samples`: 0 ..= 100; `sample_max_bytes`: 16 ..= 65 536
     pub fn validate(&self) -> Result<()> {
         if !(self.sim_threshold.is_finite() && self.sim_threshold > 0.0 && self.sim_threshold <= 1.0) {
-            return Err(invalid("sim_threshold", format!("must be greater than 0 and at most 1, got {}", self.sim_threshold)));
+            return Err(invalid(
+                "sim_threshold",
+                format!("must be greater than 0 and at most 1, got {}", self.sim_threshold),
+            ));
         }
         if !(1..=MAX_DEPTH).contains(&self.depth) {
             return Err(invalid("depth", format!("must be between 1 and {MAX_DEPTH}, got {}", self.depth)));
@@ -181,14 +184,20 @@ impl MinerParams {
             return Err(invalid("max_children", format!("must be between 2 and 100000, got {}", self.max_children)));
         }
         if !(1..=MAX_TEMPLATES).contains(&self.max_templates) {
-            return Err(invalid("max_templates", format!("must be between 1 and {MAX_TEMPLATES}, got {}", self.max_templates)));
+            return Err(invalid(
+                "max_templates",
+                format!("must be between 1 and {MAX_TEMPLATES}, got {}", self.max_templates),
+            ));
         }
         self.mask_params().validate()?;
         if self.max_samples > 100 {
             return Err(invalid("max_samples", format!("must be at most 100, got {}", self.max_samples)));
         }
         if !(16..=65_536).contains(&self.sample_max_bytes) {
-            return Err(invalid("sample_max_bytes", format!("must be between 16 and 65536, got {}", self.sample_max_bytes)));
+            return Err(invalid(
+                "sample_max_bytes",
+                format!("must be between 16 and 65536, got {}", self.sample_max_bytes),
+            ));
         }
         Ok(())
     }
@@ -294,12 +303,14 @@ pub struct MinerState {
 impl MinerState {
     /// The state as JSON.
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|e| Error::InvalidInput { what: "miner state".into(), message: e.to_string() })
+        serde_json::to_string(self)
+            .map_err(|e| Error::InvalidInput { what: "miner state".into(), message: e.to_string() })
     }
 
     /// Read a state written by [`MinerState::to_json`].
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::InvalidInput { what: "miner state".into(), message: e.to_string() })
+        serde_json::from_str(text)
+            .map_err(|e| Error::InvalidInput { what: "miner state".into(), message: e.to_string() })
     }
 }
 
@@ -642,7 +653,14 @@ impl Miner {
     }
 
     /// Count the line in template `s` and report it.
-    fn record(&mut self, s: usize, line: &str, change: Change, merged: Vec<TemplateId>, truncated: bool) -> MatchResult {
+    fn record(
+        &mut self,
+        s: usize,
+        line: &str,
+        change: Change,
+        merged: Vec<TemplateId>,
+        truncated: bool,
+    ) -> MatchResult {
         let seq = self.lines;
         let (max_samples, sample_bytes) = (self.params.max_samples, self.params.sample_max_bytes);
         match self.slot_mut(s) {
@@ -714,10 +732,7 @@ impl Miner {
         let mut node = self.roots.get(&len)?;
         for token in tokens.iter().take(self.params.depth.min(len)) {
             let key = tree_key(token, None);
-            node = node
-                .children
-                .get(key)
-                .or_else(|| node.children.get(WILDCARD))?;
+            node = node.children.get(key).or_else(|| node.children.get(WILDCARD))?;
         }
         Some(node)
     }
@@ -744,13 +759,11 @@ impl Miner {
                     let Some(g) = gap::align(&template, tokens, false) else {
                         continue;
                     };
-                    if g.same < 2 || (g.same as f64) < self.params.sim_threshold * n.min(len) as f64
-                    {
+                    if g.same < 2 || (g.same as f64) < self.params.sim_threshold * n.min(len) as f64 {
                         continue;
                     }
-                    if best.is_none_or(|(_, b, id)| {
-                        (g.same, std::cmp::Reverse(c.id)) > (b.same, std::cmp::Reverse(id))
-                    }) {
+                    if best.is_none_or(|(_, b, id)| (g.same, std::cmp::Reverse(c.id)) > (b.same, std::cmp::Reverse(id)))
+                    {
                         best = Some((s, g, c.id));
                     }
                 }
@@ -766,14 +779,7 @@ impl Miner {
     /// template's length as it is (a `<*>` next to the gap stands for the field too); a shorter
     /// line makes the template drop the field, and the templates of the old shape that line up
     /// with the new one the same way are merged into it.
-    fn join_gap(
-        &mut self,
-        line: &str,
-        s: usize,
-        g: Gap,
-        tokens: &[&str],
-        truncated: bool,
-    ) -> MatchResult {
+    fn join_gap(&mut self, line: &str, s: usize, g: Gap, tokens: &[&str], truncated: bool) -> MatchResult {
         let Some(c) = self.slot(s) else {
             return self.create_unkeyed(line, tokens, truncated);
         };
@@ -781,11 +787,7 @@ impl Miner {
         let mut target = s;
         let mut change = Change::Updated;
         if c.len() < tokens.len() {
-            let aligned: Vec<&str> = tokens[..g.start]
-                .iter()
-                .chain(&tokens[g.start + g.len..])
-                .copied()
-                .collect();
+            let aligned: Vec<&str> = tokens[..g.start].iter().chain(&tokens[g.start + g.len..]).copied().collect();
             match self.generalize(target, &aligned) {
                 Generalized::Collides(other) => target = self.merge(target, other, &mut merged),
                 Generalized::Unchanged => change = Change::Existing,
@@ -803,11 +805,7 @@ impl Miner {
             }
             target = self.absorb_old_shape(target, old_len, &old_path, &mut merged);
         }
-        let change = if merged.is_empty() {
-            change
-        } else {
-            Change::Updated
-        };
+        let change = if merged.is_empty() { change } else { Change::Updated };
         self.record(target, line, change, merged, truncated)
     }
 
@@ -851,11 +849,8 @@ impl Miner {
                 None => return target,
             }
         }
-        let mut candidates: Vec<(TemplateId, usize)> = node
-            .clusters
-            .iter()
-            .filter_map(|&o| self.slot(o).map(|c| (c.id, o)))
-            .collect();
+        let mut candidates: Vec<(TemplateId, usize)> =
+            node.clusters.iter().filter_map(|&o| self.slot(o).map(|c| (c.id, o))).collect();
         candidates.sort_unstable();
         for (_, o) in candidates {
             let (Some(t), Some(c)) = (self.slot(target), self.slot(o)) else {
@@ -892,12 +887,8 @@ impl Miner {
         }
         let words = |c: &Cluster| -> Vec<String> { differing.iter().map(|&i| c.token(i).to_string()).collect() };
         let mut seen = vec![words(t), differing.iter().map(|&i| tokens[i].to_string()).collect()];
-        let mut candidates: Vec<(TemplateId, usize)> = node
-            .clusters
-            .iter()
-            .filter_map(|&o| self.slot(o).map(|c| (c.id, o)))
-            .filter(|&(_, o)| o != s)
-            .collect();
+        let mut candidates: Vec<(TemplateId, usize)> =
+            node.clusters.iter().filter_map(|&o| self.slot(o).map(|c| (c.id, o))).filter(|&(_, o)| o != s).collect();
         candidates.sort_unstable();
         let mut out = Vec::new();
         for (_, o) in candidates {
@@ -905,9 +896,8 @@ impl Miner {
             if c.len() != t.len() {
                 continue;
             }
-            let compatible = (0..t.len()).all(|i| {
-                differing.contains(&i) || c.token(i) == t.token(i) || !c.is_constant(i) || !t.is_constant(i)
-            });
+            let compatible = (0..t.len())
+                .all(|i| differing.contains(&i) || c.token(i) == t.token(i) || !c.is_constant(i) || !t.is_constant(i));
             if !compatible {
                 continue;
             }
@@ -930,7 +920,11 @@ impl Miner {
         let new_tokens: Vec<String> = (0..c.len())
             .map(|i| {
                 let t = c.token(i);
-                if t == tokens[i] { t.to_string() } else { WILDCARD.to_string() }
+                if t == tokens[i] {
+                    t.to_string()
+                } else {
+                    WILDCARD.to_string()
+                }
             })
             .collect();
         let refs: Vec<&str> = new_tokens.iter().map(String::as_str).collect();
@@ -1034,11 +1028,7 @@ impl Miner {
     }
 
     /// [`Miner::new_path`] with the tokens' kinds given by `kind`.
-    fn new_path_with(
-        &self,
-        tokens: &[&str],
-        kind: impl Fn(usize) -> Option<TokenKind>,
-    ) -> Vec<Box<str>> {
+    fn new_path_with(&self, tokens: &[&str], kind: impl Fn(usize) -> Option<TokenKind>) -> Vec<Box<str>> {
         let mut path = Vec::with_capacity(self.params.depth.min(tokens.len()));
         let mut node = self.roots.get(&tokens.len());
         for (i, token) in tokens.iter().take(self.params.depth).enumerate() {
@@ -1123,7 +1113,13 @@ impl Miner {
                 })
             })
             .collect();
-        MinerState { version: STATE_VERSION, params: self.params.clone(), lines: self.lines, next_id: self.next_id, templates }
+        MinerState {
+            version: STATE_VERSION,
+            params: self.params.clone(),
+            lines: self.lines,
+            next_id: self.next_id,
+            templates,
+        }
     }
 
     /// Rebuild a miner from a state written by [`Miner::state`]. With the parameters it was
@@ -1136,7 +1132,10 @@ impl Miner {
     pub fn from_state(state: MinerState) -> Result<Self> {
         let bad = |what: String, message: String| Error::InvalidInput { what, message };
         if state.version != STATE_VERSION {
-            return Err(bad("miner state".into(), format!("version {} is not supported (expected {STATE_VERSION})", state.version)));
+            return Err(bad(
+                "miner state".into(),
+                format!("version {} is not supported (expected {STATE_VERSION})", state.version),
+            ));
         }
         let mut miner = Miner::new(state.params)?;
         miner.lines = state.lines;
@@ -1144,7 +1143,10 @@ impl Miner {
         for t in state.templates {
             let what = format!("template {} of the miner state", t.id);
             if t.id == 0 || t.id >= state.next_id {
-                return Err(bad(what, format!("id must be between 1 and next_id - 1 ({})", state.next_id.saturating_sub(1))));
+                return Err(bad(
+                    what,
+                    format!("id must be between 1 and next_id - 1 ({})", state.next_id.saturating_sub(1)),
+                ));
             }
             if miner.by_id.contains_key(&t.id) {
                 return Err(bad(what, "duplicate id".into()));
@@ -1261,34 +1263,20 @@ mod tests {
             "connection from 24.54.76.217 (h217.example.org) at Thu Jun 23 05:01:00 2005",
             "connection from 10.1.1.1 at Fri Aug 5 11:00:00 2005",
         ];
-        let orders: [&[usize]; 3] = [
-            &[0, 1, 2, 3, 4, 5, 6],
-            &[1, 2, 4, 0, 3, 5, 6],
-            &[2, 4, 1, 3, 0, 6, 5],
-        ];
+        let orders: [&[usize]; 3] = [&[0, 1, 2, 3, 4, 5, 6], &[1, 2, 4, 0, 3, 5, 6], &[2, 4, 1, 3, 0, 6, 5]];
         for order in orders {
             let mut m = miner();
             for &i in order {
                 m.add(lines[i]);
             }
-            let all: Vec<_> = m
-                .templates()
-                .map(|t| (t.template.to_string(), t.count))
-                .collect();
+            let all: Vec<_> = m.templates().map(|t| (t.template.to_string(), t.count)).collect();
             assert_eq!(all.len(), 1, "order {order:?}: {all:?}");
             assert_eq!(all[0].1, 7);
-            assert!(
-                all[0].0.starts_with("connection from <*>") && all[0].0.ends_with("at <*>"),
-                "{all:?}"
-            );
+            assert!(all[0].0.starts_with("connection from <*>") && all[0].0.ends_with("at <*>"), "{all:?}");
             // Later lines of every shape match it.
             for l in lines {
                 let r = m.add(l);
-                assert_eq!(
-                    (r.template_id, r.merged.len()),
-                    (m.templates().next().map_or(0, |t| t.id), 0),
-                    "{l}"
-                );
+                assert_eq!((r.template_id, r.merged.len()), (m.templates().next().map_or(0, |t| t.id), 0), "{l}");
             }
         }
     }
@@ -1298,8 +1286,7 @@ mod tests {
     #[test]
     fn states_saved_before_the_optional_field_rule_load() {
         let json = r#"{"version":1,"params":{"sim_threshold":0.5,"depth":2,"min_variants":4,"max_children":100,"max_templates":5000,"max_line_bytes":4096,"max_tokens":128,"max_samples":3,"sample_max_bytes":256},"lines":2,"next_id":2,"templates":[{"id":1,"template":"connection from <*> (host1) at Sun Jul <*>","path":["connection","from"],"count":2,"first_seen":1,"last_seen":2,"samples":[]}]}"#;
-        let mut m = Miner::from_state(MinerState::from_json(json).expect("parses"))
-            .expect("an old state loads");
+        let mut m = Miner::from_state(MinerState::from_json(json).expect("parses")).expect("an old state loads");
         assert_eq!(m.get(1).map(|t| t.count), Some(2));
         let r = m.add("connection from 10.0.0.9 (host1) at Sun Jul 17 23:21:54 2005");
         assert_eq!(r.template_id, 2, "the dated shape is new: {r:?}");
@@ -1349,7 +1336,12 @@ mod tests {
             params: MinerParams::default(),
             lines: 4,
             next_id: 5,
-            templates: vec![template(1, "x a z w"), template(2, "x y b w"), template(3, "x <*> <*> w"), template(4, "alpha beta")],
+            templates: vec![
+                template(1, "x a z w"),
+                template(2, "x y b w"),
+                template(3, "x <*> <*> w"),
+                template(4, "alpha beta"),
+            ],
         };
         let mut m = Miner::from_state(state).expect("valid state");
         let slot = |m: &Miner, id: TemplateId| m.by_id.get(&id).copied().expect("live");
@@ -1380,7 +1372,8 @@ mod tests {
         let mut lines = Vec::new();
         for i in 0..3000 {
             let n = 2 + (rng.next_u64() % 7) as usize;
-            let mut l: Vec<String> = (0..n).map(|_| words[(rng.next_u64() % words.len() as u64) as usize].to_string()).collect();
+            let mut l: Vec<String> =
+                (0..n).map(|_| words[(rng.next_u64() % words.len() as u64) as usize].to_string()).collect();
             if i % 3 == 0 {
                 l.push(format!("{}", rng.next_u64() % 1000));
             }
@@ -1403,7 +1396,11 @@ mod tests {
         let ids_c: Vec<_> = lines.iter().map(|l| c.add(l).template_id).collect();
         let mut d = Miner::from_state(MinerState::from_json(&json).expect("parses")).expect("restores");
         let mut e = Miner::new(MinerParams { max_templates: 200, ..MinerParams::default() }).expect("valid");
-        let ids_e: Vec<_> = lines[..1500].iter().map(|l| e.add(l).template_id).chain(lines[1500..].iter().map(|l| d.add(l).template_id)).collect();
+        let ids_e: Vec<_> = lines[..1500]
+            .iter()
+            .map(|l| e.add(l).template_id)
+            .chain(lines[1500..].iter().map(|l| d.add(l).template_id))
+            .collect();
         assert_eq!(ids_c, ids_e);
     }
 
@@ -1415,7 +1412,11 @@ mod tests {
         let mut seen_ids = std::collections::BTreeSet::new();
         for i in 0..5000u64 {
             // Every line but the frequent one shares no word with any other: a new template.
-            let line = if i % 10 == 0 { "heartbeat ok".to_string() } else { format!("{} {} {}", word(3 * i), word(3 * i + 1), word(3 * i + 2)) };
+            let line = if i % 10 == 0 {
+                "heartbeat ok".to_string()
+            } else {
+                format!("{} {} {}", word(3 * i), word(3 * i + 1), word(3 * i + 2))
+            };
             let r = m.add(&line);
             assert!(m.len() <= 64, "{} templates", m.len());
             evicted.extend(r.evicted.iter().copied());

@@ -71,21 +71,13 @@ fn is_field(gap: &[&str]) -> bool {
 /// The earliest valid gap is returned.
 pub fn align(template: &[&str], line: &[&str], symmetric: bool) -> Option<Gap> {
     let template_is_long = template.len() > line.len();
-    let (long, short) = if template_is_long {
-        (template, line)
-    } else {
-        (line, template)
-    };
+    let (long, short) = if template_is_long { (template, line) } else { (line, template) };
     let d = long.len() - short.len();
     if d == 0 || d > MAX_GAP {
         return None;
     }
     let matches = |li: usize, si: usize| {
-        let (t, l) = if template_is_long {
-            (long[li], short[si])
-        } else {
-            (short[si], long[li])
-        };
+        let (t, l) = if template_is_long { (long[li], short[si]) } else { (short[si], long[li]) };
         t == l || !has_constant(t) || (symmetric && !has_constant(l))
     };
     let mut prefix = 0;
@@ -108,16 +100,8 @@ pub fn align(template: &[&str], line: &[&str], symmetric: bool) -> Option<Gap> {
         if !(before || after || g == short.len()) {
             continue;
         }
-        let same = if template_is_long {
-            template_constants - constant(gap)
-        } else {
-            template_constants
-        };
-        return Some(Gap {
-            start: g,
-            len: d,
-            same,
-        });
+        let same = if template_is_long { template_constants - constant(gap) } else { template_constants };
+        return Some(Gap { start: g, len: d, same });
     }
     None
 }
@@ -133,11 +117,9 @@ mod tests {
     #[test]
     fn a_parenthesised_field_next_to_a_value_is_a_gap() {
         let short = t("connection from <*> at <*>");
-        for long in [
-            "connection from <*> (host1) at <*>",
-            "connection from <*> () at <*>",
-            "connection from <*> (a b) at <*>",
-        ] {
+        for long in
+            ["connection from <*> (host1) at <*>", "connection from <*> () at <*>", "connection from <*> (a b) at <*>"]
+        {
             let g = align(&t(long), &short, false);
             assert_eq!(g.map(|g| g.same), Some(3), "{long}");
             // The other way round: the template is the short one.
@@ -147,12 +129,7 @@ mod tests {
 
     #[test]
     fn a_trailing_field_is_a_gap() {
-        assert!(align(
-            &t("session closed for <*>"),
-            &t("session closed for <*> [pid <*>]"),
-            false
-        )
-        .is_some());
+        assert!(align(&t("session closed for <*>"), &t("session closed for <*> [pid <*>]"), false).is_some());
         assert!(align(&t("job done"), &t("job done <*>"), false).is_some());
     }
 
@@ -160,27 +137,13 @@ mod tests {
     fn words_and_mismatches_are_not_gaps() {
         // Plain words are part of the message.
         assert_eq!(
-            align(
-                &t("Failed password for <*> from <*>"),
-                &t("Failed password for invalid user <*> from <*>"),
-                false
-            ),
+            align(&t("Failed password for <*> from <*>"), &t("Failed password for invalid user <*> from <*>"), false),
             None
         );
         // A field between two constant words does not sit next to a value.
-        assert_eq!(
-            align(&t("disk full on sda"), &t("disk full (x) on sda"), false),
-            None
-        );
+        assert_eq!(align(&t("disk full on sda"), &t("disk full (x) on sda"), false), None);
         // A constant word of the template must be in the line.
-        assert_eq!(
-            align(
-                &t("connection to <*> at <*>"),
-                &t("connection from <*> (h) at <*>"),
-                false
-            ),
-            None
-        );
+        assert_eq!(align(&t("connection to <*> at <*>"), &t("connection from <*> (h) at <*>"), false), None);
         // Same length, or too long a gap.
         assert_eq!(align(&t("a <*>"), &t("a <*>"), false), None);
         assert_eq!(align(&t("a <*> b"), &t("a <*> (1 2 3 4) b"), false), None);

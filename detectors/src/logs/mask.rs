@@ -85,9 +85,33 @@ pub const MAX_TOKENS: usize = 4096;
 fn is_unit(s: &str) -> bool {
     matches!(
         s,
-        "B" | "KB" | "kB" | "MB" | "GB" | "TB" | "PB" | "KiB" | "MiB" | "GiB" | "TiB" | "byte" | "bytes" | "ns" | "us"
-            | "µs" | "ms" | "s" | "sec" | "secs" | "second" | "seconds" | "min" | "mins" | "minute" | "minutes"
-            | "hour" | "hours"
+        "B" | "KB"
+            | "kB"
+            | "MB"
+            | "GB"
+            | "TB"
+            | "PB"
+            | "KiB"
+            | "MiB"
+            | "GiB"
+            | "TiB"
+            | "byte"
+            | "bytes"
+            | "ns"
+            | "us"
+            | "µs"
+            | "ms"
+            | "s"
+            | "sec"
+            | "secs"
+            | "second"
+            | "seconds"
+            | "min"
+            | "mins"
+            | "minute"
+            | "minutes"
+            | "hour"
+            | "hours"
     )
 }
 
@@ -95,8 +119,22 @@ fn is_unit(s: &str) -> bool {
 fn is_generic_tld(s: &str) -> bool {
     matches!(
         s,
-        "com" | "net" | "org" | "edu" | "gov" | "mil" | "int" | "io" | "info" | "biz" | "local" | "internal" | "lan"
-            | "arpa" | "cloud" | "dev"
+        "com"
+            | "net"
+            | "org"
+            | "edu"
+            | "gov"
+            | "mil"
+            | "int"
+            | "io"
+            | "info"
+            | "biz"
+            | "local"
+            | "internal"
+            | "lan"
+            | "arpa"
+            | "cloud"
+            | "dev"
     )
 }
 
@@ -250,7 +288,6 @@ impl MaskedLine {
         self.last_collapsed = false;
         self.spans.push((offset(start), offset(self.text.len()), kind));
     }
-
 }
 
 /// A byte offset in a masked line (at most 3 × [`MAX_LINE_BYTES`] + [`MAX_TOKENS`]).
@@ -405,12 +442,7 @@ pub fn mask_into(line: &str, params: &MaskParams, out: &mut MaskedLine) {
 /// Cheap test run on every word: could it be a weekday or month word, with its wrappers?
 #[inline]
 fn may_be_date_word(t: &[u8]) -> bool {
-    let first = |c: u8| {
-        matches!(
-            c,
-            b'J' | b'F' | b'M' | b'A' | b'S' | b'O' | b'N' | b'D' | b'T' | b'W'
-        )
-    };
+    let first = |c: u8| matches!(c, b'J' | b'F' | b'M' | b'A' | b'S' | b'O' | b'N' | b'D' | b'T' | b'W');
     (3..=12).contains(&t.len()) && (first(t[0]) || (class(t[0]) & C_LEAD != 0 && first(t[1])))
 }
 
@@ -461,18 +493,11 @@ fn is_date_word(core: &str) -> bool {
 /// Rule 7 on a masked line that has a weekday or month word: mask the runs of such words that
 /// touch a value, then apply rule 6 again.
 fn mask_dates(out: &mut MaskedLine) {
-    let tokens: Vec<(String, TokenKind)> = (0..out.len())
-        .filter_map(|i| Some((out.token(i)?.to_string(), out.kind(i)?)))
-        .collect();
-    let date: Vec<bool> = tokens
-        .iter()
-        .map(|(t, k)| *k == TokenKind::Constant && is_date_word(split_wrappers(t).1))
-        .collect();
-    let variable = |i: usize| {
-        tokens
-            .get(i)
-            .is_some_and(|(_, k)| *k == TokenKind::Variable)
-    };
+    let tokens: Vec<(String, TokenKind)> =
+        (0..out.len()).filter_map(|i| Some((out.token(i)?.to_string(), out.kind(i)?))).collect();
+    let date: Vec<bool> =
+        tokens.iter().map(|(t, k)| *k == TokenKind::Constant && is_date_word(split_wrappers(t).1)).collect();
+    let variable = |i: usize| tokens.get(i).is_some_and(|(_, k)| *k == TokenKind::Variable);
     let mut mark = vec![false; tokens.len()];
     let mut i = 0;
     while i < tokens.len() {
@@ -698,7 +723,9 @@ fn mask_value(value: &str, flags: u16, out: &mut String) -> TokenKind {
     if flags & (C_COLON | C_SLASH) == (C_COLON | C_SLASH) {
         if let Some(i) = value.find("://") {
             let scheme = &value[..i];
-            if !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) {
+            if !scheme.is_empty()
+                && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            {
                 out.push_str(scheme);
                 out.push_str("://");
                 out.push_str(WILDCARD);
@@ -953,7 +980,8 @@ fn mask_segments(value: &str, flags: u16, out: &mut String) -> TokenKind {
             continue;
         }
         // A sign directly in front of a number, not after a letter: `-42`, `_-42`.
-        if start > sep_start && matches!(b[start - 1], b'-' | b'+') && (start == 1 || class(b[start - 2]) & C_WORD == 0) {
+        if start > sep_start && matches!(b[start - 1], b'-' | b'+') && (start == 1 || class(b[start - 2]) & C_WORD == 0)
+        {
             out.push_str(value.get(sep_start..start - 1).unwrap_or(""));
             sep_start = start;
         }
@@ -1028,7 +1056,10 @@ mod tests {
             ("proxy.cse.cuhk.edu.hk:5070 open through proxy www.google.com:443", "<*>:<*> open through proxy <*>:<*>"),
             ("rhost=5.36.59.76.dynamic-dsl-ip.omantel.net.om user=root", "rhost=<*> user=root"),
             ("mail bob.smith@example.org now", "mail <*> now"),
-            ("Connecting to driver: spark://CoarseGrainedScheduler@10.10.34.11:48069", "Connecting to driver: spark://<*>"),
+            (
+                "Connecting to driver: spark://CoarseGrainedScheduler@10.10.34.11:48069",
+                "Connecting to driver: spark://<*>",
+            ),
         ]);
     }
 
@@ -1052,7 +1083,10 @@ mod tests {
             ("block blk_-6952295868487656571 done", "block blk_<*> done"),
             ("Created MRAppMaster for appattempt_1445144423722_0020_000001", "Created MRAppMaster for appattempt_<*>"),
             // Java class and package names stay constant.
-            ("Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster", "Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster"),
+            (
+                "Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster",
+                "Registering org.apache.hadoop.mapreduce.v2.app.MRAppMaster",
+            ),
             ("mapred.job.id is deprecated", "mapred.job.id is deprecated"),
             ("uid=0 euid=0 tty=ssh ruser= force=false", "uid=<*> euid=<*> tty=ssh ruser= force=false"),
         ]);
@@ -1061,32 +1095,14 @@ mod tests {
     #[test]
     fn textual_dates_are_one_value() {
         check(&[
-            (
-                "connection from 10.1.1.1 () at Sun Jul 17 23:21:54 2005",
-                "connection from <*> () at <*>",
-            ),
-            (
-                "connection from 10.1.1.2 (host1) at Mon Jun 20 03:40:59 2005",
-                "connection from <*> (host1) at <*>",
-            ),
-            (
-                "backup done on Tuesday 3 MARCH 2015, next run Wed",
-                "backup done on <*> next run Wed",
-            ),
-            (
-                "[Thu Jun 09 06:07:04 2005] [notice] started",
-                "<*> [notice] started",
-            ),
+            ("connection from 10.1.1.1 () at Sun Jul 17 23:21:54 2005", "connection from <*> () at <*>"),
+            ("connection from 10.1.1.2 (host1) at Mon Jun 20 03:40:59 2005", "connection from <*> (host1) at <*>"),
+            ("backup done on Tuesday 3 MARCH 2015, next run Wed", "backup done on <*> next run Wed"),
+            ("[Thu Jun 09 06:07:04 2005] [notice] started", "<*> [notice] started"),
             ("Jan  5, 04:02 cron ran", "<*> cron ran"),
             // Words that only look like dates, or date words with no number beside them, stay.
-            (
-                "May I help? Sun shines in March",
-                "May I help? Sun shines in March",
-            ),
-            (
-                "Monkey Marching Sunday-best Jul",
-                "Monkey Marching Sunday-best Jul",
-            ),
+            ("May I help? Sun shines in March", "May I help? Sun shines in March"),
+            ("Monkey Marching Sunday-best Jul", "Monkey Marching Sunday-best Jul"),
         ]);
     }
 
@@ -1162,7 +1178,8 @@ mod tests {
         let alphabet = b"ab.Z/9@\\ \t\x01\xc3\xa9-:=_";
         for _ in 0..2000 {
             let len = (rng.next_u64() % 40) as usize;
-            let bytes: Vec<u8> = (0..len).map(|_| alphabet[(rng.next_u64() % alphabet.len() as u64) as usize]).collect();
+            let bytes: Vec<u8> =
+                (0..len).map(|_| alphabet[(rng.next_u64() % alphabet.len() as u64) as usize]).collect();
             for start in 0..bytes.len() {
                 let mut end = start;
                 let mut value = false;

@@ -49,7 +49,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{Detection, Deviation, Detector, Direction};
+use crate::detector::{Detection, Detector, Deviation, Direction};
 use crate::error::{Error, Result};
 use crate::robust::{RobustBaseline, RobustBaselineParams};
 
@@ -139,7 +139,10 @@ impl SignalParams {
             return Err(invalid("max_samples", format!("must be at most 100, got {}", self.max_samples)));
         }
         if !(16..=65_536).contains(&self.sample_max_bytes) {
-            return Err(invalid("sample_max_bytes", format!("must be between 16 and 65536, got {}", self.sample_max_bytes)));
+            return Err(invalid(
+                "sample_max_bytes",
+                format!("must be between 16 and 65536, got {}", self.sample_max_bytes),
+            ));
         }
         self.rate.validate()?;
         self.errors.validate()
@@ -388,7 +391,16 @@ impl LogSignals {
             let d = t.detector.update(start, t.count as f64);
             let level = (t.count as f64).max(d.expected.unwrap_or(0.0));
             if d.is_anomaly() && level >= min_rate {
-                signals.push(rate_signal(SignalKind::RateChange, &d, end, Some(id), Some(&t.template), &t.samples, t.count, start));
+                signals.push(rate_signal(
+                    SignalKind::RateChange,
+                    &d,
+                    end,
+                    Some(id),
+                    Some(&t.template),
+                    &t.samples,
+                    t.count,
+                    start,
+                ));
             }
             t.count = 0;
             t.samples.clear();
@@ -497,9 +509,7 @@ fn is_exception_name(w: &str) -> bool {
     let last = w.rsplit(['.', '$']).next().unwrap_or(w);
     let starts_upper = last.chars().next().is_some_and(|c| c.is_ascii_uppercase());
     let ident = last.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    starts_upper
-        && ident
-        && (last.ends_with("Exception") || (last.len() > "Error".len() && last.ends_with("Error")))
+    starts_upper && ident && (last.ends_with("Exception") || (last.len() > "Error".len() && last.ends_with("Error")))
 }
 
 #[cfg(test)]
@@ -711,7 +721,13 @@ mod tests {
             (SignalParams { warmup_ms: -1, ..SignalParams::default() }, "warmup_ms"),
             (SignalParams { max_tracked_templates: 0, ..SignalParams::default() }, "max_tracked_templates"),
             (SignalParams { sample_max_bytes: 0, ..SignalParams::default() }, "sample_max_bytes"),
-            (SignalParams { rate: RobustBaselineParams { window: 1, ..RobustBaselineParams::default() }, ..SignalParams::default() }, "window"),
+            (
+                SignalParams {
+                    rate: RobustBaselineParams { window: 1, ..RobustBaselineParams::default() },
+                    ..SignalParams::default()
+                },
+                "window",
+            ),
         ] {
             let err = LogSignals::new(p).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(name), "{err}");

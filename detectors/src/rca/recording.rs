@@ -797,8 +797,13 @@ mod tests {
     fn a_series_that_often_jumps_in_normal_data_is_not_abnormal_when_it_jumps_again() {
         // `p99` sits on one value and jumps on every fifth point (a quantised tail latency);
         // it jumps again at the start. `db` steps up at the start and stays up.
-        let flaky =
-            |i: usize| if i.is_multiple_of(5) || i == 41 { 1.5 + 0.01 * (i % 7) as f64 } else { 1.0 + 0.0001 * (i % 3) as f64 };
+        let flaky = |i: usize| {
+            if i.is_multiple_of(5) || i == 41 {
+                1.5 + 0.01 * (i % 7) as f64
+            } else {
+                1.0 + 0.0001 * (i % 3) as f64
+            }
+        };
         let s = vec![
             Series {
                 service: "web".into(),

@@ -30,12 +30,8 @@ pub enum ChatTemplate {
 
 impl ChatTemplate {
     /// All templates, for help texts.
-    pub const ALL: [ChatTemplate; 4] = [
-        ChatTemplate::ChatMl,
-        ChatTemplate::Llama3,
-        ChatTemplate::Llama2,
-        ChatTemplate::Gemma,
-    ];
+    pub const ALL: [ChatTemplate; 4] =
+        [ChatTemplate::ChatMl, ChatTemplate::Llama3, ChatTemplate::Llama2, ChatTemplate::Gemma];
 
     /// The name used in options and in [`crate::ModelInfo::chat_template`].
     pub fn name(self) -> &'static str {
@@ -68,9 +64,7 @@ impl ChatTemplate {
         match architecture {
             "qwen2" => ChatTemplate::ChatMl,
             a if a.starts_with("gemma") => ChatTemplate::Gemma,
-            _ if has_token("<|eot_id|>") && has_token("<|start_header_id|>") => {
-                ChatTemplate::Llama3
-            }
+            _ if has_token("<|eot_id|>") && has_token("<|start_header_id|>") => ChatTemplate::Llama3,
             _ if has_token("<|im_start|>") && has_token("<|im_end|>") => ChatTemplate::ChatMl,
             _ if has_token("<start_of_turn>") => ChatTemplate::Gemma,
             _ => ChatTemplate::Llama2,
@@ -80,22 +74,14 @@ impl ChatTemplate {
     /// Whether the prompt must start with the BOS token, whatever the GGUF's
     /// `add_bos_token` says (these formats were trained with it).
     pub fn requires_bos(self) -> bool {
-        matches!(
-            self,
-            ChatTemplate::Llama3 | ChatTemplate::Llama2 | ChatTemplate::Gemma
-        )
+        matches!(self, ChatTemplate::Llama3 | ChatTemplate::Llama2 | ChatTemplate::Gemma)
     }
 
     /// Marker strings that must encode as single (special) tokens.
     pub fn markers(self) -> &'static [&'static str] {
         match self {
             ChatTemplate::ChatMl => &["<|im_start|>", "<|im_end|>"],
-            ChatTemplate::Llama3 => &[
-                "<|begin_of_text|>",
-                "<|start_header_id|>",
-                "<|end_header_id|>",
-                "<|eot_id|>",
-            ],
+            ChatTemplate::Llama3 => &["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
             ChatTemplate::Llama2 => &[],
             ChatTemplate::Gemma => &["<start_of_turn>", "<end_of_turn>"],
         }
@@ -192,10 +178,7 @@ mod tests {
     use super::*;
 
     fn prompt() -> ChatPrompt {
-        ChatPrompt {
-            system: "Be brief.".into(),
-            user: "Hi?".into(),
-        }
+        ChatPrompt { system: "Be brief.".into(), user: "Hi?".into() }
     }
 
     #[test]
@@ -219,61 +202,28 @@ mod tests {
 
     #[test]
     fn renders_llama2_and_gemma() {
-        assert_eq!(
-            ChatTemplate::Llama2.render(&prompt()),
-            "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi? [/INST]"
-        );
+        assert_eq!(ChatTemplate::Llama2.render(&prompt()), "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi? [/INST]");
         assert_eq!(
             ChatTemplate::Gemma.render(&prompt()),
             "<start_of_turn>user\nBe brief.\n\nHi?<end_of_turn>\n<start_of_turn>model\n"
         );
-        let no_system = ChatPrompt {
-            system: String::new(),
-            user: "Hi?".into(),
-        };
-        assert_eq!(
-            ChatTemplate::Llama2.render(&no_system),
-            "[INST] Hi? [/INST]"
-        );
-        assert_eq!(
-            ChatTemplate::ChatMl.render(&no_system),
-            "<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
-        );
+        let no_system = ChatPrompt { system: String::new(), user: "Hi?".into() };
+        assert_eq!(ChatTemplate::Llama2.render(&no_system), "[INST] Hi? [/INST]");
+        assert_eq!(ChatTemplate::ChatMl.render(&no_system), "<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn detects_from_jinja_and_fallback() {
         let smol = "{% for message in messages %}{{'<|im_start|>' + message['role'] }}{% endfor %}";
         assert_eq!(ChatTemplate::from_jinja(smol), Some(ChatTemplate::ChatMl));
-        assert_eq!(
-            ChatTemplate::from_jinja("{{ '<start_of_turn>' + role }}"),
-            Some(ChatTemplate::Gemma)
-        );
-        assert_eq!(
-            ChatTemplate::from_jinja("<|start_header_id|>"),
-            Some(ChatTemplate::Llama3)
-        );
-        assert_eq!(
-            ChatTemplate::from_jinja("[INST] x [/INST]"),
-            Some(ChatTemplate::Llama2)
-        );
+        assert_eq!(ChatTemplate::from_jinja("{{ '<start_of_turn>' + role }}"), Some(ChatTemplate::Gemma));
+        assert_eq!(ChatTemplate::from_jinja("<|start_header_id|>"), Some(ChatTemplate::Llama3));
+        assert_eq!(ChatTemplate::from_jinja("[INST] x [/INST]"), Some(ChatTemplate::Llama2));
         assert_eq!(ChatTemplate::from_jinja("{{ messages }}"), None);
-        assert_eq!(
-            ChatTemplate::fallback("qwen2", |_| false),
-            ChatTemplate::ChatMl
-        );
-        assert_eq!(
-            ChatTemplate::fallback("gemma3", |_| false),
-            ChatTemplate::Gemma
-        );
-        assert_eq!(
-            ChatTemplate::fallback("llama", |t| t == "<|im_start|>" || t == "<|im_end|>"),
-            ChatTemplate::ChatMl
-        );
-        assert_eq!(
-            ChatTemplate::fallback("llama", |_| false),
-            ChatTemplate::Llama2
-        );
+        assert_eq!(ChatTemplate::fallback("qwen2", |_| false), ChatTemplate::ChatMl);
+        assert_eq!(ChatTemplate::fallback("gemma3", |_| false), ChatTemplate::Gemma);
+        assert_eq!(ChatTemplate::fallback("llama", |t| t == "<|im_start|>" || t == "<|im_end|>"), ChatTemplate::ChatMl);
+        assert_eq!(ChatTemplate::fallback("llama", |_| false), ChatTemplate::Llama2);
     }
 
     #[test]

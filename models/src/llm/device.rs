@@ -64,13 +64,11 @@ impl FromStr for DeviceSpec {
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
             other => {
                 if let Some(n) = other.strip_prefix("cuda:") {
-                    n.parse::<usize>().map(DeviceSpec::Cuda).map_err(|_| {
-                        ParseOptionError(format!("invalid CUDA ordinal in device `{other}`"))
-                    })
+                    n.parse::<usize>()
+                        .map(DeviceSpec::Cuda)
+                        .map_err(|_| ParseOptionError(format!("invalid CUDA ordinal in device `{other}`")))
                 } else {
-                    Err(ParseOptionError(format!(
-                        "unknown device `{other}` (expected `cpu`, `cuda` or `cuda:N`)"
-                    )))
+                    Err(ParseOptionError(format!("unknown device `{other}` (expected `cpu`, `cuda` or `cuda:N`)")))
                 }
             }
         }
@@ -85,10 +83,7 @@ mod tests {
     fn parses_devices() {
         assert_eq!("cpu".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cpu));
         assert_eq!("CUDA".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(0)));
-        assert_eq!(
-            "cuda:3".parse::<DeviceSpec>().ok(),
-            Some(DeviceSpec::Cuda(3))
-        );
+        assert_eq!("cuda:3".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(3)));
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
         assert!("metal".parse::<DeviceSpec>().is_err());
         assert_eq!(DeviceSpec::Cuda(1).to_string(), "cuda:1");

@@ -65,24 +65,18 @@ pub fn parse_sha256(expected: &str) -> Result<String> {
     if e.len() == 64 && e.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(e)
     } else {
-        Err(Error::Download(format!(
-            "`{expected}` is not a SHA-256 (64 hex digits)"
-        )))
+        Err(Error::Download(format!("`{expected}` is not a SHA-256 (64 hex digits)")))
     }
 }
 
 /// Checks a file against an expected SHA-256; returns the computed hash.
 pub fn verify_sha256(path: &Path, expected: &str) -> Result<String> {
     let expected = parse_sha256(expected)?;
-    let actual = sha256_file(path)
-        .map_err(|e| Error::Download(format!("{}: cannot read: {e}", path.display())))?;
+    let actual = sha256_file(path).map_err(|e| Error::Download(format!("{}: cannot read: {e}", path.display())))?;
     if actual == expected {
         Ok(actual)
     } else {
-        Err(Error::Download(format!(
-            "{}: SHA-256 mismatch: expected {expected}, got {actual}",
-            path.display()
-        )))
+        Err(Error::Download(format!("{}: SHA-256 mismatch: expected {expected}, got {actual}", path.display())))
     }
 }
 
@@ -106,17 +100,8 @@ pub fn pull_with_report(
     dest_dir: &Path,
     expected_sha256: Option<&str>,
 ) -> Result<Pulled> {
-    let endpoint = std::env::var("HF_ENDPOINT")
-        .ok()
-        .filter(|e| !e.trim().is_empty());
-    pull_from(
-        endpoint.as_deref(),
-        repo,
-        file,
-        revision,
-        dest_dir,
-        expected_sha256,
-    )
+    let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.trim().is_empty());
+    pull_from(endpoint.as_deref(), repo, file, revision, dest_dir, expected_sha256)
 }
 
 /// [`pull_with_report`] against a given hub endpoint (`None`: huggingface.co).
@@ -155,17 +140,11 @@ fn pull_from(
     let mut builder = ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
         .with_progress(std::io::stderr().is_terminal())
         .with_retries(2)
-        .with_token(
-            std::env::var("HF_TOKEN")
-                .ok()
-                .filter(|t| !t.trim().is_empty()),
-        );
+        .with_token(std::env::var("HF_TOKEN").ok().filter(|t| !t.trim().is_empty()));
     if let Some(endpoint) = endpoint {
         builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_string());
     }
-    let api = builder
-        .build()
-        .map_err(|e| Error::Download(format!("hub client: {e}")))?;
+    let api = builder.build().map_err(|e| Error::Download(format!("hub client: {e}")))?;
     let api_repo = api.repo(hub_repo.clone());
     let url = api_repo.url(file);
 
@@ -173,9 +152,7 @@ fn pull_from(
         Ok(meta) => {
             let etag = meta.etag().trim_matches('"').to_ascii_lowercase();
             let hub_sha = parse_sha256(&etag).ok();
-            let path = api_repo
-                .download(file)
-                .map_err(|e| Error::Download(format!("downloading {url}: {e}")))?;
+            let path = api_repo.download(file).map_err(|e| Error::Download(format!("downloading {url}: {e}")))?;
             (path, hub_sha, false)
         }
         Err(e) => {
@@ -194,8 +171,7 @@ fn pull_from(
     };
 
     let blob = std::fs::canonicalize(&blob).unwrap_or(blob);
-    let actual = sha256_file(&blob)
-        .map_err(|e| Error::Download(format!("{}: cannot read: {e}", blob.display())))?;
+    let actual = sha256_file(&blob).map_err(|e| Error::Download(format!("{}: cannot read: {e}", blob.display())))?;
     let verified_against = match (&expected, &hub_sha) {
         (Some(exp), _) if *exp != actual => {
             return Err(Error::Download(format!(
@@ -206,20 +182,13 @@ fn pull_from(
         }
         (Some(_), _) => ChecksumSource::Expected,
         (None, Some(hub)) if *hub != actual => {
-            return Err(Error::Download(format!(
-                "{file}: SHA-256 mismatch with the hub: expected {hub}, got {actual}"
-            )))
+            return Err(Error::Download(format!("{file}: SHA-256 mismatch with the hub: expected {hub}, got {actual}")))
         }
         (None, Some(_)) => ChecksumSource::Hub,
         (None, None) => ChecksumSource::Unverified,
     };
     install(&blob, &dest)?;
-    Ok(Pulled {
-        path: dest,
-        sha256: actual,
-        verified_against,
-        cached,
-    })
+    Ok(Pulled { path: dest, sha256: actual, verified_against, cached })
 }
 
 /// The last path component of `file`, refusing names that would escape the destination.
@@ -240,11 +209,9 @@ fn install(src: &Path, dest: &Path) -> Result<()> {
     let tmp = dest.with_extension("part-install");
     let _ = std::fs::remove_file(&tmp);
     if std::fs::hard_link(src, &tmp).is_err() {
-        std::fs::copy(src, &tmp)
-            .map_err(|e| Error::Download(format!("{}: cannot write: {e}", tmp.display())))?;
+        std::fs::copy(src, &tmp).map_err(|e| Error::Download(format!("{}: cannot write: {e}", tmp.display())))?;
     }
-    std::fs::rename(&tmp, dest)
-        .map_err(|e| Error::Download(format!("{}: cannot write: {e}", dest.display())))
+    std::fs::rename(&tmp, dest).map_err(|e| Error::Download(format!("{}: cannot write: {e}", dest.display())))
 }
 
 #[cfg(test)]
@@ -264,20 +231,13 @@ mod tests {
             Err(Error::Download(m)) => assert!(m.contains("mismatch"), "{m}"),
             other => panic!("expected a mismatch, got {other:?}"),
         }
-        assert!(matches!(
-            verify_sha256(&path, "abc"),
-            Err(Error::Download(_))
-        ));
-        assert!(matches!(
-            verify_sha256(&dir.path().join("missing"), abc),
-            Err(Error::Download(_))
-        ));
+        assert!(matches!(verify_sha256(&path, "abc"), Err(Error::Download(_))));
+        assert!(matches!(verify_sha256(&dir.path().join("missing"), abc), Err(Error::Download(_))));
         Ok(())
     }
 
     #[test]
-    fn pinned_file_already_present_needs_no_network(
-    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    fn pinned_file_already_present_needs_no_network() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("m.gguf"), b"abc")?;
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
@@ -289,18 +249,10 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_hub_is_a_download_error() -> std::result::Result<(), Box<dyn std::error::Error>>
-    {
+    fn unreachable_hub_is_a_download_error() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         // A closed local port stands in for being offline.
-        let res = pull_from(
-            Some("http://127.0.0.1:9"),
-            "org/repo",
-            "m.gguf",
-            None,
-            dir.path(),
-            None,
-        );
+        let res = pull_from(Some("http://127.0.0.1:9"), "org/repo", "m.gguf", None, dir.path(), None);
         match res {
             Err(Error::Download(m)) => assert!(m.contains("offline"), "{m}"),
             other => panic!("expected a download error, got {other:?}"),
@@ -328,9 +280,8 @@ mod tests {
                 }
                 let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
                 if !head.starts_with("get /org/repo/resolve/main/m.gguf ") {
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
                 }
                 let start: usize = head
@@ -339,11 +290,7 @@ mod tests {
                     .and_then(|r| r.split('-').next())
                     .and_then(|s| s.trim().parse().ok())
                     .unwrap_or(0);
-                let end = if head.contains("range: bytes=0-0") {
-                    0
-                } else {
-                    body.len() - 1
-                };
+                let end = if head.contains("range: bytes=0-0") { 0 } else { body.len() - 1 };
                 let part = &body[start.min(body.len())..=end];
                 let resp = format!(
                     "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\n\
@@ -364,8 +311,7 @@ mod tests {
     const BODY: &[u8] = b"GGUF pretend model bytes";
 
     #[test]
-    fn pulls_and_verifies_against_the_hub_hash(
-    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    fn pulls_and_verifies_against_the_hub_hash() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let sha = hex::encode(Sha256::digest(BODY));
         let hub = fake_hub(BODY, sha.clone());
         let dir = tempfile::tempdir()?;
@@ -377,49 +323,24 @@ mod tests {
         assert!(!pulled.cached);
 
         // With an expected value; and a wrong one is refused.
-        let again = pull_from(
-            Some(&hub),
-            "org/repo",
-            "m.gguf",
-            None,
-            dir.path(),
-            Some(&sha),
-        )?;
+        let again = pull_from(Some(&hub), "org/repo", "m.gguf", None, dir.path(), Some(&sha))?;
         assert_eq!(again.verified_against, ChecksumSource::Expected);
         let wrong = "1".repeat(64);
         let other = tempfile::tempdir()?;
-        match pull_from(
-            Some(&hub),
-            "org/repo",
-            "m.gguf",
-            None,
-            other.path(),
-            Some(&wrong),
-        ) {
+        match pull_from(Some(&hub), "org/repo", "m.gguf", None, other.path(), Some(&wrong)) {
             Err(Error::Download(m)) => assert!(m.contains("mismatch"), "{m}"),
             res => panic!("expected a mismatch, got {res:?}"),
         }
-        assert!(
-            !other.path().join("m.gguf").exists(),
-            "a bad download is not installed"
-        );
+        assert!(!other.path().join("m.gguf").exists(), "a bad download is not installed");
 
         // Unknown file: a download error.
-        let res = pull_from(
-            Some(&hub),
-            "org/repo",
-            "nope.gguf",
-            None,
-            other.path(),
-            None,
-        );
+        let res = pull_from(Some(&hub), "org/repo", "nope.gguf", None, other.path(), None);
         assert!(matches!(res, Err(Error::Download(_))), "{res:?}");
         Ok(())
     }
 
     #[test]
-    fn hub_hash_mismatch_and_non_lfs_etags() -> std::result::Result<(), Box<dyn std::error::Error>>
-    {
+    fn hub_hash_mismatch_and_non_lfs_etags() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let hub = fake_hub(BODY, "2".repeat(64));
         match pull_from(Some(&hub), "org/repo", "m.gguf", None, dir.path(), None) {
@@ -440,9 +361,6 @@ mod tests {
         assert!(safe_file_name("../x.gguf").is_err());
         assert!(safe_file_name("/etc/passwd").is_err());
         assert!(safe_file_name("").is_err());
-        assert_eq!(
-            safe_file_name("sub/dir/m.gguf").ok().as_deref(),
-            Some("m.gguf")
-        );
+        assert_eq!(safe_file_name("sub/dir/m.gguf").ok().as_deref(), Some("m.gguf"));
     }
 }

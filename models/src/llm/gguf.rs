@@ -57,9 +57,7 @@ pub(crate) fn get_bool(md: &Metadata, key: &str) -> Option<bool> {
 
 /// A token id: only when it is a valid index.
 pub(crate) fn get_token_id(md: &Metadata, key: &str, vocab_size: usize) -> Option<u32> {
-    get_u64(md, key)
-        .filter(|&id| (id as usize) < vocab_size)
-        .and_then(|id| u32::try_from(id).ok())
+    get_u64(md, key).filter(|&id| (id as usize) < vocab_size).and_then(|id| u32::try_from(id).ok())
 }
 
 /// An array of strings; `Err` names the key when it is missing or not an array of strings.
@@ -144,10 +142,7 @@ pub(crate) fn summarize_tensors(ct: &gguf_file::Content) -> TensorSummary {
         .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
         .map(|(name, _)| name.to_string())
         .unwrap_or_else(|| "unknown".to_string());
-    TensorSummary {
-        parameters,
-        dominant,
-    }
+    TensorSummary { parameters, dominant }
 }
 
 /// Types without SIMD kernels in candle 0.11.1 (see the module docs).
@@ -185,36 +180,25 @@ pub(crate) fn requantize_to_memory<R: Read + Seek>(
     infos.sort_by_key(|(_, info)| info.offset);
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(infos.len());
     for (name, info) in infos {
-        let qt = info
-            .read(reader, ct.tensor_data_offset, &Device::Cpu)
-            .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        let qt = info.read(reader, ct.tensor_data_offset, &Device::Cpu).map_err(|e| format!("tensor `{name}`: {e}"))?;
         let qt = if convert.contains(name.as_str()) {
-            let f = qt
-                .dequantize(&Device::Cpu)
-                .map_err(|e| format!("tensor `{name}`: {e}"))?;
-            QTensor::quantize(&f, GgmlDType::Q8_0)
-                .map_err(|e| format!("re-quantizing tensor `{name}`: {e}"))?
+            let f = qt.dequantize(&Device::Cpu).map_err(|e| format!("tensor `{name}`: {e}"))?;
+            QTensor::quantize(&f, GgmlDType::Q8_0).map_err(|e| format!("re-quantizing tensor `{name}`: {e}"))?
         } else {
             qt
         };
         tensors.push((name.clone(), qt));
     }
     // candle's writer always aligns to 32 bytes: drop a different declared alignment.
-    let metadata: Vec<(&str, &gguf_file::Value)> = ct
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.as_str() != "general.alignment")
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        ct.metadata.iter().filter(|(k, _)| k.as_str() != "general.alignment").map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut buf = Cursor::new(Vec::new());
-    gguf_file::write(&mut buf, &metadata, &tensor_refs)
-        .map_err(|e| format!("writing the re-quantized model: {e}"))?;
+    gguf_file::write(&mut buf, &metadata, &tensor_refs).map_err(|e| format!("writing the re-quantized model: {e}"))?;
     drop(tensor_refs);
     drop(tensors);
     buf.set_position(0);
-    let ct2 = gguf_file::Content::read(&mut buf)
-        .map_err(|e| format!("reading the re-quantized model: {e}"))?;
+    let ct2 = gguf_file::Content::read(&mut buf).map_err(|e| format!("reading the re-quantized model: {e}"))?;
     Ok((ct2, buf))
 }
 
@@ -244,22 +228,13 @@ mod tests {
     #[test]
     fn requantizes_slow_types_in_memory() -> Result<(), Box<dyn std::error::Error>> {
         let dev = Device::Cpu;
-        let w: Vec<f32> = (0..64 * 32)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-            .collect();
+        let w: Vec<f32> = (0..64 * 32).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
         let w = Tensor::from_vec(w, (64, 32), &dev)?;
         let q41 = QTensor::quantize(&w, GgmlDType::Q4_1)?;
-        let norm = QTensor::quantize(
-            &Tensor::ones(32, candle_core::DType::F32, &dev)?,
-            GgmlDType::F32,
-        )?;
+        let norm = QTensor::quantize(&Tensor::ones(32, candle_core::DType::F32, &dev)?, GgmlDType::F32)?;
         let mut file = Cursor::new(Vec::new());
         let arch = gguf_file::Value::String("llama".into());
-        gguf_file::write(
-            &mut file,
-            &[("general.architecture", &arch)],
-            &[("w", &q41), ("n", &norm)],
-        )?;
+        gguf_file::write(&mut file, &[("general.architecture", &arch)], &[("w", &q41), ("n", &norm)])?;
         file.set_position(0);
         let ct = gguf_file::Content::read(&mut file)?;
         let cands = requantize_candidates(&ct);
@@ -267,10 +242,7 @@ mod tests {
         let (ct2, mut mem) = requantize_to_memory(&ct, &mut file, &cands)?;
         assert_eq!(ct2.tensor_infos["w"].ggml_dtype, GgmlDType::Q8_0);
         assert_eq!(ct2.tensor_infos["n"].ggml_dtype, GgmlDType::F32);
-        assert_eq!(
-            get_str(&ct2.metadata, "general.architecture"),
-            Some("llama")
-        );
+        assert_eq!(get_str(&ct2.metadata, "general.architecture"), Some("llama"));
         let back = ct2.tensor(&mut mem, "w", &dev)?.dequantize(&dev)?;
         let orig = q41.dequantize(&dev)?;
         let err = (back - orig)?.abs()?.max_all()?.to_scalar::<f32>()?;

@@ -37,15 +37,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
 
-use crate::{
-    ChatPrompt, Error, GenerateOptions, Generation, ModelInfo, Result, StopReason, TextGenerator,
-};
+use crate::{ChatPrompt, Error, GenerateOptions, Generation, ModelInfo, Result, StopReason, TextGenerator};
 
 pub use chat::ChatTemplate;
 pub use device::DeviceSpec;
-pub use download::{
-    parse_sha256, pull, pull_with_report, sha256_file, verify_sha256, ChecksumSource, Pulled,
-};
+pub use download::{parse_sha256, pull, pull_with_report, sha256_file, verify_sha256, ChecksumSource, Pulled};
 
 /// An option value that does not parse (device, chat template).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,17 +142,12 @@ pub struct LlmModel {
 
 impl std::fmt::Debug for LlmModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmModel")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
+        f.debug_struct("LlmModel").field("info", &self.info).finish_non_exhaustive()
     }
 }
 
 fn load_err(path: &Path, message: impl Into<String>) -> Error {
-    Error::Load {
-        path: path.display().to_string(),
-        message: message.into(),
-    }
+    Error::Load { path: path.display().to_string(), message: message.into() }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -181,9 +172,7 @@ fn check_hparams(arch: &str, md: &gguf::Metadata) -> std::result::Result<(), Str
     let embd = need(format!("{arch}.embedding_length"))?;
     need(format!("{arch}.block_count"))?;
     if heads % kv_heads != 0 {
-        return Err(format!(
-            "head_count {heads} is not a multiple of head_count_kv {kv_heads}"
-        ));
+        return Err(format!("head_count {heads} is not a multiple of head_count_kv {kv_heads}"));
     }
     match arch {
         "gemma3" => {
@@ -195,9 +184,7 @@ fn check_hparams(arch: &str, md: &gguf::Metadata) -> std::result::Result<(), Str
         }
         _ => {
             if embd % heads != 0 {
-                return Err(format!(
-                    "embedding_length {embd} is not a multiple of head_count {heads}"
-                ));
+                return Err(format!("embedding_length {embd} is not a multiple of head_count {heads}"));
             }
         }
     }
@@ -218,15 +205,11 @@ impl LlmModel {
         let device = opts.device.open().map_err(|m| load_err(path, m))?;
 
         let sha256 = if opts.compute_sha256 || opts.expected_sha256.is_some() {
-            let actual =
-                sha256_file(path).map_err(|e| load_err(path, format!("cannot read: {e}")))?;
+            let actual = sha256_file(path).map_err(|e| load_err(path, format!("cannot read: {e}")))?;
             if let Some(expected) = &opts.expected_sha256 {
                 let expected = parse_sha256(expected).map_err(|e| load_err(path, e.to_string()))?;
                 if expected != actual {
-                    return Err(load_err(
-                        path,
-                        format!("SHA-256 mismatch: expected {expected}, got {actual}"),
-                    ));
+                    return Err(load_err(path, format!("SHA-256 mismatch: expected {expected}, got {actual}")));
                 }
             }
             Some(actual)
@@ -235,8 +218,8 @@ impl LlmModel {
         };
 
         let mut file = File::open(path).map_err(|e| load_err(path, format!("cannot open: {e}")))?;
-        let content = gguf_file::Content::read(&mut file)
-            .map_err(|e| load_err(path, format!("not a valid GGUF file: {e}")))?;
+        let content =
+            gguf_file::Content::read(&mut file).map_err(|e| load_err(path, format!("not a valid GGUF file: {e}")))?;
         let md = &content.metadata;
         let arch = gguf::get_str(md, "general.architecture")
             .ok_or_else(|| load_err(path, "metadata `general.architecture` is missing"))?
@@ -244,18 +227,14 @@ impl LlmModel {
         if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
             return Err(load_err(
                 path,
-                format!(
-                    "unsupported architecture `{arch}` (supported: {})",
-                    SUPPORTED_ARCHITECTURES.join(", ")
-                ),
+                format!("unsupported architecture `{arch}` (supported: {})", SUPPORTED_ARCHITECTURES.join(", ")),
             ));
         }
         check_hparams(&arch, md).map_err(|m| load_err(path, format!("{arch} model: {m}")))?;
         let name = gguf::get_str(md, "general.name").map(str::to_string);
         let summary = gguf::summarize_tensors(&content);
         let context_length = {
-            let declared = gguf::get_u64(md, &format!("{arch}.context_length"))
-                .and_then(|n| usize::try_from(n).ok());
+            let declared = gguf::get_u64(md, &format!("{arch}.context_length")).and_then(|n| usize::try_from(n).ok());
             let limit = match arch.as_str() {
                 "llama" => quantized_llama::MAX_SEQ_LEN,
                 "gemma3" => quantized_gemma3::MAX_SEQ_LEN,
@@ -271,10 +250,9 @@ impl LlmModel {
                     .map_err(|e| load_err(tp, format!("cannot load tokenizer.json: {e}")))?,
                 tp.display().to_string(),
             ),
-            None => (
-                tokenizer::from_gguf(md).map_err(|m| load_err(path, format!("tokenizer: {m}")))?,
-                "gguf".to_string(),
-            ),
+            None => {
+                (tokenizer::from_gguf(md).map_err(|m| load_err(path, format!("tokenizer: {m}")))?, "gguf".to_string())
+            }
         };
         let vocab_len = gguf::get_str_array(md, "tokenizer.ggml.tokens")
             .map(|t| t.len())
@@ -291,27 +269,16 @@ impl LlmModel {
             .map_err(|m| load_err(path, format!("tokenizer: {m}")))?;
 
         // BOS and stop tokens.
-        let bos = gguf::get_token_id(md, "tokenizer.ggml.bos_token_id", vocab_len).or_else(|| {
-            match template {
-                ChatTemplate::Llama3 => tok.token_to_id("<|begin_of_text|>"),
-                ChatTemplate::Gemma => tok.token_to_id("<bos>"),
-                ChatTemplate::Llama2 => tok.token_to_id("<s>"),
-                ChatTemplate::ChatMl => None,
-            }
+        let bos = gguf::get_token_id(md, "tokenizer.ggml.bos_token_id", vocab_len).or_else(|| match template {
+            ChatTemplate::Llama3 => tok.token_to_id("<|begin_of_text|>"),
+            ChatTemplate::Gemma => tok.token_to_id("<bos>"),
+            ChatTemplate::Llama2 => tok.token_to_id("<s>"),
+            ChatTemplate::ChatMl => None,
         });
         let add_bos = bos.is_some()
-            && (template.requires_bos()
-                || gguf::get_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(false));
-        let mut stop_ids: Vec<u32> = template
-            .end_of_turn_tokens()
-            .iter()
-            .filter_map(|t| tok.token_to_id(t))
-            .collect();
-        for key in [
-            "tokenizer.ggml.eos_token_id",
-            "tokenizer.ggml.eot_token_id",
-            "tokenizer.ggml.eom_token_id",
-        ] {
+            && (template.requires_bos() || gguf::get_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(false));
+        let mut stop_ids: Vec<u32> = template.end_of_turn_tokens().iter().filter_map(|t| tok.token_to_id(t)).collect();
+        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             if let Some(id) = gguf::get_token_id(md, key, vocab_len) {
                 stop_ids.push(id);
             }
@@ -319,24 +286,17 @@ impl LlmModel {
         stop_ids.sort_unstable();
         stop_ids.dedup();
         if stop_ids.is_empty() {
-            return Err(load_err(
-                path,
-                format!("no end-of-turn token found for chat template `{template}`"),
-            ));
+            return Err(load_err(path, format!("no end-of-turn token found for chat template `{template}`")));
         }
 
         // Weights, re-quantized in memory when that helps.
-        let candidates = if opts.requantize_effective() {
-            gguf::requantize_candidates(&content)
-        } else {
-            Vec::new()
-        };
+        let candidates = if opts.requantize_effective() { gguf::requantize_candidates(&content) } else { Vec::new() };
         let requantized = candidates.len();
         let weights = if candidates.is_empty() {
             build_weights(&arch, content, &mut file, &device)
         } else {
-            let (content, mut mem) = gguf::requantize_to_memory(&content, &mut file, &candidates)
-                .map_err(|m| load_err(path, m))?;
+            let (content, mut mem) =
+                gguf::requantize_to_memory(&content, &mut file, &candidates).map_err(|m| load_err(path, m))?;
             build_weights(&arch, content, &mut mem, &device)
         }
         .map_err(|m| load_err(path, format!("cannot build the {arch} model: {m}")))?;
@@ -397,17 +357,12 @@ impl LlmModel {
 
     /// Token ids of `text`; special-token markers in it encode as special tokens.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer
-            .encode(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+        self.tokenizer.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     /// The text of token ids (special tokens skipped).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer
-            .decode(ids, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+        self.tokenizer.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     /// The vocabulary string of one token id.
@@ -425,25 +380,13 @@ impl LlmModel {
         Ok(ids)
     }
 
-    fn next_token(
-        &self,
-        logits: &Tensor,
-        sampler: &mut LogitsProcessor,
-        generated: &[u32],
-    ) -> Result<u32> {
+    fn next_token(&self, logits: &Tensor, sampler: &mut LogitsProcessor, generated: &[u32]) -> Result<u32> {
         let inf = |e: candle_core::Error| Error::Inference(e.to_string());
-        let logits = logits
-            .squeeze(0)
-            .and_then(|l| l.to_dtype(DType::F32))
-            .map_err(inf)?;
+        let logits = logits.squeeze(0).and_then(|l| l.to_dtype(DType::F32)).map_err(inf)?;
         let logits = if self.repeat_penalty != 1.0 && !generated.is_empty() {
             let start = generated.len().saturating_sub(self.repeat_last_n);
-            candle_transformers::utils::apply_repeat_penalty(
-                &logits,
-                self.repeat_penalty,
-                &generated[start..],
-            )
-            .map_err(inf)?
+            candle_transformers::utils::apply_repeat_penalty(&logits, self.repeat_penalty, &generated[start..])
+                .map_err(inf)?
         } else {
             logits
         };
@@ -480,22 +423,13 @@ impl LlmModel {
         let sampling = if opts.temperature <= 0.0 || !opts.temperature.is_finite() {
             Sampling::ArgMax
         } else {
-            Sampling::All {
-                temperature: opts.temperature,
-            }
+            Sampling::All { temperature: opts.temperature }
         };
         let mut sampler = LogitsProcessor::from_sampling(opts.seed, sampling);
-        let stops: Vec<&str> = opts
-            .stop
-            .iter()
-            .map(|s| s.as_str())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let stops: Vec<&str> = opts.stop.iter().map(|s| s.as_str()).filter(|s| !s.is_empty()).collect();
 
         let prefill_start = Instant::now();
-        let input = Tensor::new(ids.as_slice(), &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(inf)?;
+        let input = Tensor::new(ids.as_slice(), &self.device).and_then(|t| t.unsqueeze(0)).map_err(inf)?;
         let logits = self.weights.forward(&input, 0).map_err(inf)?;
         let mut next = self.next_token(&logits, &mut sampler, &[])?;
         let prefill = prefill_start.elapsed();
@@ -513,38 +447,21 @@ impl LlmModel {
                 text.truncate(cut);
                 break StopReason::StopString;
             }
-            if generated.len() >= opts.max_tokens
-                || ids.len() + generated.len() >= self.context_length
-            {
+            if generated.len() >= opts.max_tokens || ids.len() + generated.len() >= self.context_length {
                 break StopReason::MaxTokens;
             }
             if past_deadline() {
-                return Err(Error::Budget {
-                    generated: generated.len(),
-                });
+                return Err(Error::Budget { generated: generated.len() });
             }
             let pos = ids.len() + generated.len() - 1;
-            let input = Tensor::new(&[next], &self.device)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(inf)?;
+            let input = Tensor::new(&[next], &self.device).and_then(|t| t.unsqueeze(0)).map_err(inf)?;
             let logits = self.weights.forward(&input, pos).map_err(inf)?;
             next = self.next_token(&logits, &mut sampler, &generated)?;
         };
         let decode = decode_start.elapsed();
         // A token cut short mid-character decodes to U+FFFD: drop it.
-        let text = text
-            .trim()
-            .trim_end_matches('\u{FFFD}')
-            .trim_end()
-            .to_string();
-        Ok(Generation {
-            text,
-            prompt_tokens: ids.len(),
-            generated_tokens: generated.len(),
-            prefill,
-            decode,
-            stop,
-        })
+        let text = text.trim().trim_end_matches('\u{FFFD}').trim_end().to_string();
+        Ok(Generation { text, prompt_tokens: ids.len(), generated_tokens: generated.len(), prefill, decode, stop })
     }
 }
 
@@ -554,15 +471,11 @@ fn build_weights<R: Read + Seek>(
     reader: &mut R,
     device: &Device,
 ) -> std::result::Result<Weights, String> {
-    let built =
-        catch_unwind(AssertUnwindSafe(|| match arch {
-            "llama" => quantized_llama::ModelWeights::from_gguf(content, reader, device)
-                .map(Weights::Llama),
-            "qwen2" => quantized_qwen2::ModelWeights::from_gguf(content, reader, device)
-                .map(Weights::Qwen2),
-            _ => quantized_gemma3::ModelWeights::from_gguf(content, reader, device)
-                .map(Weights::Gemma3),
-        }));
+    let built = catch_unwind(AssertUnwindSafe(|| match arch {
+        "llama" => quantized_llama::ModelWeights::from_gguf(content, reader, device).map(Weights::Llama),
+        "qwen2" => quantized_qwen2::ModelWeights::from_gguf(content, reader, device).map(Weights::Qwen2),
+        _ => quantized_gemma3::ModelWeights::from_gguf(content, reader, device).map(Weights::Gemma3),
+    }));
     match built {
         Ok(Ok(w)) => Ok(w),
         Ok(Err(e)) => Err(e.to_string()),
@@ -576,10 +489,7 @@ impl TextGenerator for LlmModel {
         self.weights.clear_cache();
         match result {
             Ok(r) => r,
-            Err(p) => Err(Error::Inference(format!(
-                "model panicked: {}",
-                panic_message(p.as_ref())
-            ))),
+            Err(p) => Err(Error::Inference(format!("model panicked: {}", panic_message(p.as_ref())))),
         }
     }
 
@@ -602,15 +512,9 @@ mod tests {
     fn options_defaults() {
         let o = LoadOptions::new("m.gguf");
         assert!(o.requantize_effective());
-        let o = LoadOptions {
-            device: DeviceSpec::Cuda(0),
-            ..LoadOptions::new("m.gguf")
-        };
+        let o = LoadOptions { device: DeviceSpec::Cuda(0), ..LoadOptions::new("m.gguf") };
         assert!(!o.requantize_effective());
-        let o = LoadOptions {
-            requantize: Some(true),
-            ..o
-        };
+        let o = LoadOptions { requantize: Some(true), ..o };
         assert!(o.requantize_effective());
     }
 }

@@ -72,13 +72,9 @@ enum PreKind {
 
 fn pre_kind(pre: &str) -> PreKind {
     match pre {
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva" => {
-            PreKind::Digits
-        }
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva" => PreKind::Digits,
         "qwen2" | "deepseek-r1-qwen" | "megrez" => PreKind::Qwen2,
-        "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "falcon3" | "pixtral" | "lfm2" => {
-            PreKind::Llama3
-        }
+        "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "falcon3" | "pixtral" | "lfm2" => PreKind::Llama3,
         _ => PreKind::Gpt2,
     }
 }
@@ -107,11 +103,7 @@ pub(crate) fn from_gguf(md: &Metadata) -> Result<Tokenizer, String> {
 }
 
 fn vocab_of(tokens: &[&str]) -> Vocab {
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), i as u32))
-        .collect()
+    tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect()
 }
 
 fn byte_level_bpe(md: &Metadata, tokens: &[&str]) -> Result<Tokenizer, String> {
@@ -134,12 +126,8 @@ fn byte_level_bpe(md: &Metadata, tokens: &[&str]) -> Result<Tokenizer, String> {
         .map_err(|e| format!("byte-level BPE: {e}"))?;
     let mut tokenizer = Tokenizer::new(bpe);
     let regex_split = |re: &str| -> Result<Split, String> {
-        Split::new(
-            SplitPattern::Regex(re.to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| format!("pre-tokenizer regex: {e}"))
+        Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| format!("pre-tokenizer regex: {e}"))
     };
     match kind {
         PreKind::Gpt2 => {
@@ -152,9 +140,7 @@ fn byte_level_bpe(md: &Metadata, tokens: &[&str]) -> Result<Tokenizer, String> {
             ])));
         }
         PreKind::Qwen2 => {
-            tokenizer
-                .with_normalizer(Some(NFC))
-                .map_err(|e| format!("normalizer: {e}"))?;
+            tokenizer.with_normalizer(Some(NFC)).map_err(|e| format!("normalizer: {e}"))?;
             tokenizer.with_pre_tokenizer(Some(PreSequence::new(vec![
                 regex_split(REGEX_QWEN2)?.into(),
                 ByteLevel::new(false, false, false).into(),
@@ -171,11 +157,7 @@ fn byte_level_bpe(md: &Metadata, tokens: &[&str]) -> Result<Tokenizer, String> {
     Ok(tokenizer)
 }
 
-fn sentencepiece_bpe(
-    md: &Metadata,
-    tokens: &[&str],
-    types: Option<&[u64]>,
-) -> Result<Tokenizer, String> {
+fn sentencepiece_bpe(md: &Metadata, tokens: &[&str], types: Option<&[u64]>) -> Result<Tokenizer, String> {
     let scores = get_f32_array(md, "tokenizer.ggml.scores").filter(|s| s.len() == tokens.len());
     let score = |i: usize| scores.as_ref().map_or(0.0, |s| s[i]);
     let ty = |i: usize| types.map_or(TYPE_NORMAL, |t| t[i]);
@@ -203,20 +185,13 @@ fn sentencepiece_bpe(
     // Highest score first; ties by token id, then by split position (stable sort).
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let merges: Vec<(String, String)> = ranked.into_iter().map(|(_, _, l, r)| (l, r)).collect();
-    let mut builder = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .byte_fallback(true);
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true);
     if let Some(unk) = get_token_id(md, "tokenizer.ggml.unknown_token_id", tokens.len()) {
-        builder = builder
-            .unk_token(tokens[unk as usize].to_string())
-            .fuse_unk(true);
+        builder = builder.unk_token(tokens[unk as usize].to_string()).fuse_unk(true);
     }
-    let bpe = builder
-        .build()
-        .map_err(|e| format!("SentencePiece BPE: {e}"))?;
+    let bpe = builder.build().map_err(|e| format!("SentencePiece BPE: {e}"))?;
     let mut tokenizer = Tokenizer::new(bpe);
-    let add_space_prefix =
-        super::gguf::get_bool(md, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
+    let add_space_prefix = super::gguf::get_bool(md, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
     let replace = Replace::new(" ", "\u{2581}").map_err(|e| format!("normalizer: {e}"))?;
     if add_space_prefix {
         tokenizer
@@ -226,14 +201,10 @@ fn sentencepiece_bpe(
             ])))
             .map_err(|e| format!("normalizer: {e}"))?;
     } else {
-        tokenizer
-            .with_normalizer(Some(replace))
-            .map_err(|e| format!("normalizer: {e}"))?;
+        tokenizer.with_normalizer(Some(replace)).map_err(|e| format!("normalizer: {e}"))?;
     }
     let mut decoders: Vec<DecoderWrapper> = vec![
-        Replace::new("\u{2581}", " ")
-            .map_err(|e| format!("decoder: {e}"))?
-            .into(),
+        Replace::new("\u{2581}", " ").map_err(|e| format!("decoder: {e}"))?.into(),
         ByteFallback::new().into(),
         Fuse::new().into(),
     ];
@@ -279,12 +250,8 @@ fn add_special_tokens(
         }
     }
     special.retain(|t| !t.content.is_empty());
-    tokenizer
-        .add_special_tokens(special)
-        .map_err(|e| format!("special tokens: {e}"))?;
-    tokenizer
-        .add_tokens(plain)
-        .map_err(|e| format!("user-defined tokens: {e}"))?;
+    tokenizer.add_special_tokens(special).map_err(|e| format!("special tokens: {e}"))?;
+    tokenizer.add_tokens(plain).map_err(|e| format!("user-defined tokens: {e}"))?;
     Ok(())
 }
 
@@ -295,18 +262,11 @@ pub(crate) fn ensure_markers(tokenizer: &mut Tokenizer, markers: &[&str]) -> Res
     let add: Vec<AddedToken> = markers
         .iter()
         .filter(|m| tokenizer.token_to_id(m).is_some())
-        .filter(|m| {
-            tokenizer
-                .encode(**m, false)
-                .map(|enc| enc.get_ids().len() != 1)
-                .unwrap_or(true)
-        })
+        .filter(|m| tokenizer.encode(**m, false).map(|enc| enc.get_ids().len() != 1).unwrap_or(true))
         .map(|m| AddedToken::from(*m, true))
         .collect();
     if !add.is_empty() {
-        tokenizer
-            .add_special_tokens(add)
-            .map_err(|e| format!("special tokens: {e}"))?;
+        tokenizer.add_special_tokens(add).map_err(|e| format!("special tokens: {e}"))?;
     }
     Ok(())
 }
@@ -364,17 +324,11 @@ mod tests {
             "tokenizer.ggml.token_type".into(),
             Value::Array(types.into_iter().map(|x| Value::I32(x as i32)).collect()),
         );
-        md.insert(
-            "tokenizer.ggml.scores".into(),
-            Value::Array(scores.into_iter().map(Value::F32).collect()),
-        );
+        md.insert("tokenizer.ggml.scores".into(), Value::Array(scores.into_iter().map(Value::F32).collect()));
         md.insert("tokenizer.ggml.bos_token_id".into(), Value::U32(1));
         md.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(2));
         md.insert("tokenizer.ggml.unknown_token_id".into(), Value::U32(0));
-        md.insert(
-            "tokenizer.ggml.add_space_prefix".into(),
-            Value::Bool(add_space_prefix),
-        );
+        md.insert("tokenizer.ggml.add_space_prefix".into(), Value::Bool(add_space_prefix));
         md
     }
 
@@ -386,37 +340,20 @@ mod tests {
     #[test]
     fn sentencepiece_merges_by_score_with_byte_fallback() {
         let t = from_gguf(&spm_metadata(true)).expect("tokenizer");
-        assert_eq!(
-            pieces(&t, "hello world"),
-            vec!["\u{2581}hello", "\u{2581}world"]
-        );
+        assert_eq!(pieces(&t, "hello world"), vec!["\u{2581}hello", "\u{2581}world"]);
         // `!` and `é` are not in the vocabulary: UTF-8 bytes.
-        assert_eq!(
-            pieces(&t, "hello!é"),
-            vec!["\u{2581}hello", "<0x21>", "<0xC3>", "<0xA9>"]
-        );
-        let ids = t
-            .encode("hello world!é", false)
-            .expect("encode")
-            .get_ids()
-            .to_vec();
+        assert_eq!(pieces(&t, "hello!é"), vec!["\u{2581}hello", "<0x21>", "<0xC3>", "<0xA9>"]);
+        let ids = t.encode("hello world!é", false).expect("encode").get_ids().to_vec();
         assert_eq!(t.decode(&ids, true).expect("decode"), "hello world!é");
         // The control token is one token; llama.cpp adds the space prefix after it.
-        assert_eq!(
-            pieces(&t, "<start_of_turn>hello"),
-            vec!["<start_of_turn>", "\u{2581}hello"]
-        );
+        assert_eq!(pieces(&t, "<start_of_turn>hello"), vec!["<start_of_turn>", "\u{2581}hello"]);
     }
 
     #[test]
     fn sentencepiece_without_space_prefix() {
         let t = from_gguf(&spm_metadata(false)).expect("tokenizer");
         assert_eq!(pieces(&t, "hello world"), vec!["hello", "\u{2581}world"]);
-        let ids = t
-            .encode("hello world", false)
-            .expect("encode")
-            .get_ids()
-            .to_vec();
+        let ids = t.encode("hello world", false).expect("encode").get_ids().to_vec();
         assert_eq!(t.decode(&ids, true).expect("decode"), "hello world");
     }
 

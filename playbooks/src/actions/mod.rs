@@ -287,7 +287,8 @@ pub struct PlanDecodeError {
 }
 
 fn decode<P: DeserializeOwned>(action: &str, v: &Value) -> Result<P, PlanDecodeError> {
-    serde_json::from_value(v.clone()).map_err(|e| PlanDecodeError { action: action.to_string(), message: e.to_string() })
+    serde_json::from_value(v.clone())
+        .map_err(|e| PlanDecodeError { action: action.to_string(), message: e.to_string() })
 }
 
 fn encode<P: Serialize>(p: &P) -> Value {

@@ -19,10 +19,12 @@ use super::*;
 use crate::audit::AuditEvent;
 use crate::claim::{ClaimDecision, RunClaim};
 use crate::cluster::{
-    ClusterErrorKind, DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, ReplicaState, RollbackResult,
-    SetReplicasOutcome,
+    ClusterErrorKind, DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, ReplicaState,
+    RollbackResult, SetReplicasOutcome,
 };
-use crate::engine::{HistoryQuery, HttpCall, HttpReply, Notice, QueryError, RunStoreError, Series, StoreResult, WebhookError};
+use crate::engine::{
+    HistoryQuery, HttpCall, HttpReply, Notice, QueryError, RunStoreError, Series, StoreResult, WebhookError,
+};
 use crate::guards::{GuardSettings, History};
 use crate::run::{RunStatus, TriggerInfo};
 use crate::spec::Autonomy;
@@ -106,7 +108,12 @@ impl Cluster for SpecCluster {
         let w = lock(&self.0);
         Ok(ReplicaState { desired: w.replicas, current: w.replicas })
     }
-    async fn set_replicas(&self, _t: &WorkloadRef, replicas: i32, dry_run: bool) -> Result<SetReplicasOutcome, ClusterError> {
+    async fn set_replicas(
+        &self,
+        _t: &WorkloadRef,
+        replicas: i32,
+        dry_run: bool,
+    ) -> Result<SetReplicasOutcome, ClusterError> {
         let mut w = lock(&self.0);
         if !dry_run && w.replicas != replicas {
             w.replicas = replicas;
@@ -139,13 +146,22 @@ impl Cluster for SpecCluster {
     }
     async fn list_pods(&self, _ns: &str, _sel: &str) -> Result<Vec<PodInfo>, ClusterError> {
         let w = lock(&self.0);
-        Ok(w.pods.iter().map(|(n, u)| PodInfo { name: n.clone(), uid: u.clone(), labels: BTreeMap::new(), node: None }).collect())
+        Ok(w.pods
+            .iter()
+            .map(|(n, u)| PodInfo { name: n.clone(), uid: u.clone(), labels: BTreeMap::new(), node: None })
+            .collect())
     }
     async fn get_pod(&self, _ns: &str, name: &str) -> Result<Option<PodInfo>, ClusterError> {
         let w = lock(&self.0);
         Ok(w.pods.get(name).map(|u| PodInfo { name: name.into(), uid: u.clone(), labels: BTreeMap::new(), node: None }))
     }
-    async fn delete_pod(&self, _ns: &str, name: &str, uid: Option<&str>, dry_run: bool) -> Result<DeleteResult, ClusterError> {
+    async fn delete_pod(
+        &self,
+        _ns: &str,
+        name: &str,
+        uid: Option<&str>,
+        dry_run: bool,
+    ) -> Result<DeleteResult, ClusterError> {
         let mut w = lock(&self.0);
         let present = w.pods.get(name).is_some_and(|u| uid.is_none_or(|want| want == u));
         if present && !dry_run {
@@ -157,7 +173,12 @@ impl Cluster for SpecCluster {
     async fn node_unschedulable(&self, node: &str) -> Result<bool, ClusterError> {
         Ok(lock(&self.0).nodes.get(node).copied().unwrap_or(false))
     }
-    async fn set_node_unschedulable(&self, node: &str, unschedulable: bool, dry_run: bool) -> Result<Value, ClusterError> {
+    async fn set_node_unschedulable(
+        &self,
+        node: &str,
+        unschedulable: bool,
+        dry_run: bool,
+    ) -> Result<Value, ClusterError> {
         let mut w = lock(&self.0);
         if !dry_run && w.nodes.get(node).copied().unwrap_or(false) != unschedulable {
             w.nodes.insert(node.into(), unschedulable);
@@ -249,7 +270,13 @@ impl Webhook for Hook {
 struct Flat;
 #[async_trait]
 impl MetricsQuery for Flat {
-    async fn query_range(&self, _q: &str, start: DateTime<Utc>, _end: DateTime<Utc>, _s: Duration) -> Result<Vec<Series>, QueryError> {
+    async fn query_range(
+        &self,
+        _q: &str,
+        start: DateTime<Utc>,
+        _end: DateTime<Utc>,
+        _s: Duration,
+    ) -> Result<Vec<Series>, QueryError> {
         Ok(vec![Series { labels: BTreeMap::new(), points: vec![(start, 1.0)] }])
     }
 }
@@ -275,7 +302,12 @@ fn sample_run(dry_run: bool) -> Run {
         },
         params: BTreeMap::new(),
         target: Some(Target::deployment("shop", "checkout")),
-        trigger: TriggerInfo { kind: "manual".into(), actor: "user/spec".into(), incident_id: None, detail: Value::Null },
+        trigger: TriggerInfo {
+            kind: "manual".into(),
+            actor: "user/spec".into(),
+            incident_id: None,
+            detail: Value::Null,
+        },
         vars,
         guards: GuardSettings { autonomy: Autonomy::Auto, ..GuardSettings::default() },
         dry_run,
@@ -412,7 +444,8 @@ pub(crate) async fn check_action<A: Action>(field: &str) -> Vec<String> {
 async fn every_registered_action_keeps_the_action_spec() {
     let results = check_every_action().await;
     assert_eq!(results.len(), ALL_ACTIONS.len());
-    let failing: Vec<String> = results.iter().filter(|(_, p)| !p.is_empty()).map(|(k, p)| format!("{k}: {}", p.join("; "))).collect();
+    let failing: Vec<String> =
+        results.iter().filter(|(_, p)| !p.is_empty()).map(|(k, p)| format!("{k}: {}", p.join("; "))).collect();
     assert!(failing.is_empty(), "actions that break the spec:\n{}", failing.join("\n"));
 }
 
@@ -481,13 +514,21 @@ async fn the_harness_finds_an_action_that_is_not_idempotent() {
 #[test]
 fn plans_stored_before_plans_were_typed_still_load() {
     let stored = [
-        ("scale", json!({"namespace": "shop", "name": "checkout", "from": 2, "to": 3}), "scale shop/checkout from 2 to 3 replicas"),
+        (
+            "scale",
+            json!({"namespace": "shop", "name": "checkout", "from": 2, "to": 3}),
+            "scale shop/checkout from 2 to 3 replicas",
+        ),
         (
             "rollback",
             json!({"namespace": "shop", "name": "checkout", "from_revision": 5, "to_revision": 4}),
             "roll shop/checkout back from revision 5 to 4",
         ),
-        ("restart", json!({"namespace": "shop", "name": "checkout", "restarted_at": "2026-03-01T12:00:00Z"}), "restart shop/checkout"),
+        (
+            "restart",
+            json!({"namespace": "shop", "name": "checkout", "restarted_at": "2026-03-01T12:00:00Z"}),
+            "restart shop/checkout",
+        ),
         (
             "delete_pod",
             json!({"namespace": "shop", "pods": [{"name": "pod-a", "uid": "u-1"}, {"name": "pod-b", "uid": "u-2"}]}),
@@ -532,18 +573,26 @@ fn plans_stored_before_plans_were_typed_still_load() {
         assert_eq!(describe_plan(action, &json), words);
     }
     // The inverse of a stored plan is the one the old engine computed.
-    let cordoned = Plan::decode("cordon", &json!({"node": "node-1", "unschedulable": true, "previous": false})).expect("cordon");
-    assert_eq!(cordoned.inverse().map(|p| p.to_json()), Some(json!({"node": "node-1", "unschedulable": false, "previous": true})));
-    let already = Plan::decode("cordon", &json!({"node": "node-1", "unschedulable": true, "previous": true})).expect("cordon");
+    let cordoned =
+        Plan::decode("cordon", &json!({"node": "node-1", "unschedulable": true, "previous": false})).expect("cordon");
+    assert_eq!(
+        cordoned.inverse().map(|p| p.to_json()),
+        Some(json!({"node": "node-1", "unschedulable": false, "previous": true}))
+    );
+    let already =
+        Plan::decode("cordon", &json!({"node": "node-1", "unschedulable": true, "previous": true})).expect("cordon");
     assert_eq!(already.inverse(), None, "a node that was cordoned already is not uncordoned");
-    let patched = Plan::decode("patch", &json!({"namespace": "s", "name": "c", "patch": {"a": 1}, "inverse": {"a": null}})).expect("patch");
+    let patched =
+        Plan::decode("patch", &json!({"namespace": "s", "name": "c", "patch": {"a": 1}, "inverse": {"a": null}}))
+            .expect("patch");
     assert_eq!(
         patched.inverse().map(|p| p.to_json()),
         Some(json!({"namespace": "s", "name": "c", "patch": {"a": null}, "inverse": {"a": 1}}))
     );
     // An unknown action and a plan that lost a field are errors, never a silent default.
     assert!(Plan::decode("drain", &json!({})).is_err());
-    let e = Plan::decode("scale", &json!({"namespace": "shop", "name": "checkout", "from": 2})).expect_err("incomplete");
+    let e =
+        Plan::decode("scale", &json!({"namespace": "shop", "name": "checkout", "from": 2})).expect_err("incomplete");
     assert!(e.to_string().contains("stored scale plan"), "{e}");
     assert_eq!(describe_plan("drain", &json!({})), "drain");
 }

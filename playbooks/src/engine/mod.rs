@@ -46,8 +46,8 @@ mod text;
 pub use crate::actions::patch::inverse_patch;
 pub use crate::actions::verify::{judge_window, WindowCheck};
 pub use ports::{
-    HistoryQuery, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, RunStore, RunStoreError, Series, Source, StartRequest,
-    StoreResult, Webhook, WebhookError,
+    HistoryQuery, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, RunStore, RunStoreError, Series,
+    Source, StartRequest, StoreResult, Webhook, WebhookError,
 };
 pub use text::{describe_plan, finished_text};
 
@@ -115,7 +115,13 @@ impl Engine {
             Err(e) => {
                 run.status = RunStatus::Failed;
                 run.reason = Some(format!("cannot check the guards: {}", e.settled().message()));
-                events.push(audit(&run, now, AuditKind::State, "warden", json!({"status": "failed", "reason": run.reason})));
+                events.push(audit(
+                    &run,
+                    now,
+                    AuditKind::State,
+                    "warden",
+                    json!({"status": "failed", "reason": run.reason}),
+                ));
                 let claim = self.store.insert_run(&run, &events, &new_owner()).map_err(save_err)?;
                 let _held = self.hold(claim.clone());
                 run.id = claim.run_id;
@@ -124,7 +130,13 @@ impl Engine {
             }
         }
         let autonomy = run.guards.autonomy;
-        events.push(audit(&run, now, AuditKind::Guard, "warden", json!({"allowed": true, "autonomy": autonomy.as_str()})));
+        events.push(audit(
+            &run,
+            now,
+            AuditKind::Guard,
+            "warden",
+            json!({"allowed": true, "autonomy": autonomy.as_str()}),
+        ));
         match autonomy {
             Autonomy::Observe => self.start_observed(run, events, now).await,
             Autonomy::Recommend if !run.dry_run => self.start_for_approval(run, events, now).await,
@@ -138,9 +150,13 @@ impl Engine {
         let pb = &req.playbook;
         let params = resolve_params(pb, &req.params)?;
         match (pb.target, &req.target) {
-            (TargetKind::None, Some(t)) => return Err(Error::Invalid(format!("playbook {} takes no target, got {t}", pb.name))),
+            (TargetKind::None, Some(t)) => {
+                return Err(Error::Invalid(format!("playbook {} takes no target, got {t}", pb.name)))
+            }
             (TargetKind::None, None) => {}
-            (kind, None) => return Err(Error::Invalid(format!("playbook {} needs a {kind} target (--target)", pb.name))),
+            (kind, None) => {
+                return Err(Error::Invalid(format!("playbook {} needs a {kind} target (--target)", pb.name)))
+            }
             (kind, Some(t)) if t.kind != kind => {
                 return Err(Error::Invalid(format!("playbook {} acts on a {kind}, not a {}", pb.name, t.kind)))
             }
@@ -202,9 +218,22 @@ impl Engine {
         let expires_at = crate::time::after(now, run.guards.approval_ttl)
             .ok_or_else(|| Error::TimeOutOfRange { what: "the approval expiry (guards.approval_ttl)".into() })?;
         run.status = RunStatus::AwaitingApproval;
-        run.approval = Some(Approval { requested_at: now, expires_at, decided_by: None, decided_at: None, approved: None, comment: None });
+        run.approval = Some(Approval {
+            requested_at: now,
+            expires_at,
+            decided_by: None,
+            decided_at: None,
+            approved: None,
+            comment: None,
+        });
         run.wake_at = Some(expires_at);
-        events.push(audit(&run, now, AuditKind::Approval, "warden", json!({"requested": true, "expires_at": expires_at})));
+        events.push(audit(
+            &run,
+            now,
+            AuditKind::Approval,
+            "warden",
+            json!({"requested": true, "expires_at": expires_at}),
+        ));
         let claim = match self.store.insert_run(&run, &events, &new_owner()) {
             Ok(c) => c,
             Err(RunStoreError::TargetBusy { run_id }) => return self.store_busy(run, run_id, now).await,
@@ -246,11 +275,20 @@ impl Engine {
 
     /// Approve or deny a run that waits for approval. An expired request is not approved:
     /// the run becomes `expired`.
-    pub async fn decide(&self, id: i64, approver: &str, approve: bool, comment: Option<String>, now: DateTime<Utc>) -> Result<Run> {
+    pub async fn decide(
+        &self,
+        id: i64,
+        approver: &str,
+        approve: bool,
+        comment: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Run> {
         let held = match self.store.claim_run(id, &new_owner(), CLAIM_TTL).map_err(Error::Store)? {
             ClaimDecision::Granted(c) => self.hold(c),
             ClaimDecision::Held { .. } => {
-                return Err(Error::Invalid(format!("run {id} is being advanced by another task; try again in a moment")))
+                return Err(Error::Invalid(format!(
+                    "run {id} is being advanced by another task; try again in a moment"
+                )))
             }
         };
         let claim = &held.claim;
@@ -404,10 +442,22 @@ impl Engine {
         run.vars.set("run.id", id.to_string());
     }
 
-    async fn store_refused(&self, mut run: Run, mut events: Vec<AuditEvent>, r: Refusal, now: DateTime<Utc>) -> Result<Run> {
+    async fn store_refused(
+        &self,
+        mut run: Run,
+        mut events: Vec<AuditEvent>,
+        r: Refusal,
+        now: DateTime<Utc>,
+    ) -> Result<Run> {
         run.status = RunStatus::Refused;
         run.reason = Some(r.to_string());
-        events.push(audit(&run, now, AuditKind::Guard, "warden", json!({"allowed": false, "guard": r.guard, "reason": r.reason})));
+        events.push(audit(
+            &run,
+            now,
+            AuditKind::Guard,
+            "warden",
+            json!({"allowed": false, "guard": r.guard, "reason": r.reason}),
+        ));
         run.refusal = Some(r);
         for s in run.steps.iter_mut() {
             s.status = crate::run::StepStatus::Skipped;
@@ -424,13 +474,19 @@ impl Engine {
     async fn store_busy(&self, run: Run, holder: i64, now: DateTime<Utc>) -> Result<Run> {
         let target = run.target.as_ref().map(|t| t.to_string()).unwrap_or_default();
         let r = Refusal::new(GuardName::TargetBusy, format!("run {holder} is active on {target}"));
-        let events = vec![audit(&run, now, AuditKind::Trigger, &run.trigger.actor.clone(), json!({"playbook": run.playbook}))];
+        let events =
+            vec![audit(&run, now, AuditKind::Trigger, &run.trigger.actor.clone(), json!({"playbook": run.playbook}))];
         self.store_refused(run, events, r, now).await
     }
 
     /// The run guards: namespace, protection (from the target's labels), cooldown, attempts,
     /// rates, no data.
-    async fn run_guards(&self, run: &Run, has_data: Option<bool>, now: DateTime<Utc>) -> std::result::Result<(), StepError> {
+    async fn run_guards(
+        &self,
+        run: &Run,
+        has_data: Option<bool>,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(), StepError> {
         let s = &run.guards;
         if has_data == Some(false) {
             return Err(StepError::Refused(Refusal::new(GuardName::NoData, "the triggering signal has no data")));
@@ -441,7 +497,10 @@ impl Engine {
             if t.kind == TargetKind::Deployment {
                 namespace = Some(t.namespace.clone());
                 guards::check_namespace(s, &t.namespace).map_err(StepError::Refused)?;
-                let cluster = self.cluster.as_deref().ok_or_else(|| StepError::Failed("no Kubernetes cluster is configured".into()))?;
+                let cluster = self
+                    .cluster
+                    .as_deref()
+                    .ok_or_else(|| StepError::Failed("no Kubernetes cluster is configured".into()))?;
                 labels = cluster.deployment_info(&crate::actions::workload(t)).await?.labels;
             }
         }

@@ -74,7 +74,13 @@ impl Engine {
     }
 
     /// Take one step of `phase` forward. Returns whether to continue right away.
-    pub(super) async fn step_once(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>, claim: &RunClaim) -> Result<bool> {
+    pub(super) async fn step_once(
+        &self,
+        run: &mut Run,
+        phase: Phase,
+        now: DateTime<Utc>,
+        claim: &RunClaim,
+    ) -> Result<bool> {
         let list = match phase {
             Phase::Main => &run.steps,
             Phase::Revert => &run.revert_steps,
@@ -178,7 +184,14 @@ impl Engine {
     /// lost claim). The request may or may not have reached the cluster; the stored plan is
     /// idempotent, so it is sent again, never re-planned (unless its action says it must not
     /// be sent twice: then its outcome is unknown).
-    async fn resume_step(&self, run: &mut Run, at: At, state: &StepState, claim: &RunClaim, attempts: &mut Vec<Value>) -> Result<Outcome> {
+    async fn resume_step(
+        &self,
+        run: &mut Run,
+        at: At,
+        state: &StepState,
+        claim: &RunClaim,
+        attempts: &mut Vec<Value>,
+    ) -> Result<Outcome> {
         let stored = state.plan.clone().unwrap_or(Value::Null);
         step_mut(run, at.phase, at.index).sends += 1;
         let ev = audit(
@@ -209,7 +222,8 @@ impl Engine {
             match plan.poll(&cx).await {
                 Err(StepError::Cluster(e)) if e.kind.is_retryable() => match delays.next() {
                     Some(d) => {
-                        attempts.push(json!({"class": e.kind.as_str(), "error": e.message, "retry_in_ms": d.as_millis()}));
+                        attempts
+                            .push(json!({"class": e.kind.as_str(), "error": e.message, "retry_in_ms": d.as_millis()}));
                         tokio::time::sleep(d).await;
                     }
                     None => return Err(StepError::Cluster(e)),
@@ -220,7 +234,15 @@ impl Engine {
     }
 
     /// Record a step's answer: done, waiting, or failed (then what a failure leads to).
-    fn record(&self, run: &mut Run, at: At, state: &StepState, outcome: Outcome, attempts: Vec<Value>, claim: &RunClaim) -> Result<()> {
+    fn record(
+        &self,
+        run: &mut Run,
+        at: At,
+        state: &StepState,
+        outcome: Outcome,
+        attempts: Vec<Value>,
+        claim: &RunClaim,
+    ) -> Result<()> {
         let mutating = actions::is_mutating(&state.action);
         let (result, wake, kind) = match outcome {
             Ok(Sent::Done(result)) => (result, None, actions::audit_kind(&state.action)),
@@ -369,7 +391,9 @@ impl Engine {
         let attempts = step_mut(run, at.phase, at.index).result.as_ref().and_then(|r| r.get("attempts")).cloned();
         let (mut detail, refusal) = match &e {
             StepError::Refused(r) => (json!({"allowed": false, "guard": r.guard, "reason": r.reason}), Some(r.clone())),
-            StepError::Unknown(m) => (json!({"ok": false, "outcome": "unknown", "may_have_applied": true, "error": m}), None),
+            StepError::Unknown(m) => {
+                (json!({"ok": false, "outcome": "unknown", "may_have_applied": true, "error": m}), None)
+            }
             other => (json!({"ok": false, "error": other.message()}), None),
         };
         if let Some(a) = attempts {
@@ -415,7 +439,13 @@ impl Engine {
     }
 
     /// A failed step: revert what was applied, or end the run.
-    pub(super) fn after_failure(&self, run: &mut Run, phase: Phase, now: DateTime<Utc>, claim: &RunClaim) -> Result<()> {
+    pub(super) fn after_failure(
+        &self,
+        run: &mut Run,
+        phase: Phase,
+        now: DateTime<Utc>,
+        claim: &RunClaim,
+    ) -> Result<()> {
         run.wake_at = None;
         match phase {
             Phase::Main if run.acted => {
@@ -433,12 +463,14 @@ impl Engine {
                     json!({"started": true, "because": run.reason, "steps": run.revert_steps.iter().map(|s| &s.name).collect::<Vec<_>>()}),
                 );
                 self.save(run, &[ev], claim)?;
-                let text = format!("run {} of {}: {}; reverting", run.id, run.title(), run.reason.clone().unwrap_or_default());
+                let text =
+                    format!("run {} of {}: {}; reverting", run.id, run.title(), run.reason.clone().unwrap_or_default());
                 self.notices.notice(run, Notice::Reverting, &text);
             }
             Phase::Main => {
                 run.status = if run.refusal.is_some() { RunStatus::Refused } else { RunStatus::Failed };
-                let ev = audit(run, now, AuditKind::State, "warden", json!({"status": run.status, "reason": run.reason}));
+                let ev =
+                    audit(run, now, AuditKind::State, "warden", json!({"status": run.status, "reason": run.reason}));
                 self.save(run, &[ev], claim)?;
                 self.notices.notice(run, Notice::Finished, &super::finished_text(run));
             }

@@ -76,10 +76,14 @@ impl RunStore for MemStore {
             s.locks.insert(k, id);
         }
         s.audit.extend(audit.iter().cloned());
-        let ClaimDecision::Granted(claim) = decide_claim(id, &ClaimState::default(), owner, Utc::now(), CLAIM_TTL) else {
+        let ClaimDecision::Granted(claim) = decide_claim(id, &ClaimState::default(), owner, Utc::now(), CLAIM_TTL)
+        else {
             return Err(RunStoreError::message("a new run is always granted"));
         };
-        s.claims.insert(id, ClaimState { owner: Some(owner.into()), token: claim.token.0, expires_at: Some(claim.expires_at) });
+        s.claims.insert(
+            id,
+            ClaimState { owner: Some(owner.into()), token: claim.token.0, expires_at: Some(claim.expires_at) },
+        );
         Ok(claim)
     }
 
@@ -184,7 +188,10 @@ struct FakeCluster {
 
 impl FakeCluster {
     fn new(store: Arc<MemStore>, replicas: &[(&str, i32)]) -> Self {
-        let state = ClusterState { replicas: replicas.iter().map(|(k, v)| (k.to_string(), *v)).collect(), ..ClusterState::default() };
+        let state = ClusterState {
+            replicas: replicas.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ..ClusterState::default()
+        };
         Self { state: Mutex::new(state), store }
     }
 
@@ -204,8 +211,9 @@ impl FakeCluster {
 #[async_trait]
 impl Cluster for FakeCluster {
     async fn get_replicas(&self, target: &WorkloadRef) -> std::result::Result<ReplicaState, ClusterError> {
-        let desired =
-            self.replicas(&target.to_string()).ok_or_else(|| ClusterError::new(ClusterErrorKind::NotFound, format!("{target}")))?;
+        let desired = self
+            .replicas(&target.to_string())
+            .ok_or_else(|| ClusterError::new(ClusterErrorKind::NotFound, format!("{target}")))?;
         Ok(ReplicaState { desired, current: desired })
     }
 
@@ -215,7 +223,12 @@ impl Cluster for FakeCluster {
         replicas: i32,
         dry_run: bool,
     ) -> std::result::Result<SetReplicasOutcome, ClusterError> {
-        let stored = lock(&self.store.0).runs.values().next_back().and_then(|r| r.steps.first()).map(|s| (s.status, s.plan.clone()));
+        let stored = lock(&self.store.0)
+            .runs
+            .values()
+            .next_back()
+            .and_then(|r| r.steps.first())
+            .map(|s| (s.status, s.plan.clone()));
         let mut s = lock(&self.state);
         s.seen_stored.push(stored);
         let failure = match s.sticky {
@@ -327,7 +340,12 @@ fn request(yaml: &str, now: DateTime<Utc>) -> StartRequest {
         playbook: playbook(yaml),
         params: BTreeMap::new(),
         target: Some(Target::deployment("shop", "checkout")),
-        trigger: TriggerInfo { kind: "manual".into(), actor: "user/test".into(), incident_id: None, detail: Value::Null },
+        trigger: TriggerInfo {
+            kind: "manual".into(),
+            actor: "user/test".into(),
+            incident_id: None,
+            detail: Value::Null,
+        },
         vars: Vars::default(),
         has_data: None,
         dry_run: false,
@@ -350,7 +368,10 @@ async fn the_plan_is_stored_before_it_is_sent_and_a_verified_run_succeeds() {
     assert_eq!(run.status, RunStatus::Running);
     assert_eq!(run.steps[1].status, StepStatus::Waiting);
     let seen = lock(&w.cluster.state).seen_stored.clone();
-    assert_eq!(seen, vec![Some((StepStatus::Running, Some(json!({"namespace": "shop", "name": "checkout", "from": 2, "to": 3}))))]);
+    assert_eq!(
+        seen,
+        vec![Some((StepStatus::Running, Some(json!({"namespace": "shop", "name": "checkout", "from": 2, "to": 3}))))]
+    );
 
     let later = t0() + chrono::Duration::minutes(2);
     let runs = w.engine.tick(later).await.expect("tick");
@@ -475,7 +496,11 @@ async fn a_second_run_on_a_busy_target_is_refused() {
     assert_eq!(first.status, RunStatus::Running);
     let second = w.engine.start(request(SCALE_AND_VERIFY, t0())).await.expect("start");
     assert_eq!(second.status, RunStatus::Refused);
-    assert!(second.reason.as_deref().is_some_and(|r| r.contains(&format!("run {} is active", first.id))), "{:?}", second.reason);
+    assert!(
+        second.reason.as_deref().is_some_and(|r| r.contains(&format!("run {} is active", first.id))),
+        "{:?}",
+        second.reason
+    );
 }
 
 #[tokio::test]
@@ -515,7 +540,12 @@ fn stored_running_run(action: &str, plan: Value, step: crate::spec::Step) -> Run
         spec: pb,
         params: BTreeMap::new(),
         target: Some(Target::deployment("shop", "checkout")),
-        trigger: TriggerInfo { kind: "manual".into(), actor: "user/test".into(), incident_id: None, detail: Value::Null },
+        trigger: TriggerInfo {
+            kind: "manual".into(),
+            actor: "user/test".into(),
+            incident_id: None,
+            detail: Value::Null,
+        },
         vars: Vars::default(),
         guards: GuardSettings { autonomy: Autonomy::Auto, ..GuardSettings::default() },
         dry_run: false,
@@ -536,8 +566,10 @@ fn stored_running_run(action: &str, plan: Value, step: crate::spec::Step) -> Run
 async fn a_run_stored_before_plans_were_typed_resumes_by_sending_its_stored_plan() {
     let w = world(Some(1.0));
     let legacy = json!({"namespace": "shop", "name": "checkout", "from": 2, "to": 4});
-    let step =
-        crate::spec::Step { scale: Some(crate::spec::ScaleStep { to: Some("9".into()), ..Default::default() }), ..Default::default() };
+    let step = crate::spec::Step {
+        scale: Some(crate::spec::ScaleStep { to: Some("9".into()), ..Default::default() }),
+        ..Default::default()
+    };
     // Through JSON, as the store keeps it.
     let text = serde_json::to_string(&stored_running_run("scale", legacy.clone(), step)).expect("serialise");
     let run: Run = serde_json::from_str(&text).expect("a stored run loads");
@@ -603,7 +635,13 @@ struct DownMetric;
 
 #[async_trait]
 impl MetricsQuery for DownMetric {
-    async fn query_range(&self, _: &str, _: DateTime<Utc>, _: DateTime<Utc>, _: Duration) -> std::result::Result<Vec<Series>, QueryError> {
+    async fn query_range(
+        &self,
+        _: &str,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+        _: Duration,
+    ) -> std::result::Result<Vec<Series>, QueryError> {
         Err(QueryError::transient("prometheus is down"))
     }
 }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use super::{load_dir, parse_playbook, LoadErrors};
 use crate::spec::Playbook;
 
-
 /// Where a playbook of the catalog comes from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "path")]
@@ -105,4 +104,3 @@ impl Catalog {
         self.entries.is_empty()
     }
 }
-

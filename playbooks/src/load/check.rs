@@ -13,7 +13,6 @@ use crate::spec::{Arg, Guards, ParamType, Playbook, Step, StepAction, TargetKind
 use crate::template::{self, check_names};
 use crate::yaml_load::join;
 
-
 pub(super) const NO_ACTION: &str = "a step needs exactly one action";
 
 /// A DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters).
@@ -158,7 +157,9 @@ impl Checker<'_> {
                 "alert" if !scope.alert => Some(format!("`{name}` is only set for runs started by an alert")),
                 "target" => match (scope.target, name.as_str()) {
                     (TargetKind::None, _) => Some(format!("`{name}`: the playbook has `target: none`")),
-                    (TargetKind::Node, "target.namespace") => Some("`target.namespace`: a node target has no namespace".into()),
+                    (TargetKind::Node, "target.namespace") => {
+                        Some("`target.namespace`: a node target has no namespace".into())
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -172,11 +173,16 @@ impl Checker<'_> {
 
     /// A `{{ params.x }}` that is the whole argument must name a parameter of a fitting type.
     fn param_type(&mut self, path: &str, text: &str, want: ParamType) {
-        let Some(name) = text.trim().strip_prefix("{{").and_then(|r| r.strip_suffix("}}")).map(str::trim) else { return };
+        let Some(name) = text.trim().strip_prefix("{{").and_then(|r| r.strip_suffix("}}")).map(str::trim) else {
+            return;
+        };
         let Some(p) = name.strip_prefix("params.") else { return };
         if let Some(spec) = self.p.params.get(p) {
             if spec.kind != want {
-                self.err(path, format!("parameter `{p}` is {}, this argument needs {}", type_name(spec.kind), type_name(want)));
+                self.err(
+                    path,
+                    format!("parameter `{p}` is {}, this argument needs {}", type_name(spec.kind), type_name(want)),
+                );
             }
         }
     }
@@ -276,7 +282,10 @@ impl Checker<'_> {
                 1 => {}
                 _ => {
                     let keys: Vec<&str> = actions.iter().map(StepAction::key).collect();
-                    self.err(&at, format!("a step has exactly one action; found {}: split it into steps", keys.join(", ")));
+                    self.err(
+                        &at,
+                        format!("a step has exactly one action; found {}: split it into steps", keys.join(", ")),
+                    );
                 }
             }
             if let Some(n) = &step.name {
@@ -302,7 +311,10 @@ impl Checker<'_> {
         if self.p.target != TargetKind::Deployment {
             self.err(
                 at,
-                format!("`{key}` acts on a Deployment: the playbook needs `target: deployment` (it has `target: {}`)", self.p.target),
+                format!(
+                    "`{key}` acts on a Deployment: the playbook needs `target: deployment` (it has `target: {}`)",
+                    self.p.target
+                ),
             );
         }
     }
@@ -349,7 +361,10 @@ impl Checker<'_> {
                     }
                     for (k, s) in it.severity.iter().enumerate() {
                         if !matches!(s.as_str(), "warning" | "critical") {
-                            self.err(format!("{at}.severity[{k}]"), format!("`{s}` is not a severity: warning or critical"));
+                            self.err(
+                                format!("{at}.severity[{k}]"),
+                                format!("`{s}` is not a severity: warning or critical"),
+                            );
                         }
                     }
                     if self.p.target == TargetKind::Node {
@@ -384,11 +399,14 @@ impl Checker<'_> {
                         }
                     }
                     match (self.p.target, &c.target) {
-                        (TargetKind::None, Some(_)) => self.err(format!("{at}.target"), "the playbook has `target: none`"),
+                        (TargetKind::None, Some(_)) => {
+                            self.err(format!("{at}.target"), "the playbook has `target: none`")
+                        }
                         (TargetKind::Deployment, None) => self.err(&at, "needs `target: namespace/deployment`"),
                         (TargetKind::Node, None) => self.err(&at, "needs `target:` (a node name)"),
                         (TargetKind::Deployment, Some(t)) => {
-                            let ok = t.split_once('/').is_some_and(|(ns, name)| is_dns_label(ns) && is_dns_subdomain(name));
+                            let ok =
+                                t.split_once('/').is_some_and(|(ns, name)| is_dns_label(ns) && is_dns_subdomain(name));
                             if !ok {
                                 self.err(format!("{at}.target"), format!("`{t}` is not `namespace/deployment`"));
                             }
@@ -410,7 +428,11 @@ impl Checker<'_> {
     fn guards(&mut self, g: &Guards) {
         if let Some(n) = g.max_attempts {
             if !(1..=MAX_GUARD_ATTEMPTS).contains(&n) {
-                let msg = if n == 0 { "must be at least 1".to_string() } else { format!("{n} is outside 1..={MAX_GUARD_ATTEMPTS}") };
+                let msg = if n == 0 {
+                    "must be at least 1".to_string()
+                } else {
+                    format!("{n} is outside 1..={MAX_GUARD_ATTEMPTS}")
+                };
                 self.err("guards.max_attempts", msg);
             }
         }
@@ -448,7 +470,10 @@ impl Checker<'_> {
             if let (Some(allow), Some(deny)) = (&b.namespaces_allow, &b.namespaces_deny) {
                 for (i, ns) in allow.iter().enumerate() {
                     if deny.contains(ns) {
-                        self.err(format!("guards.blast_radius.namespaces_allow[{i}]"), format!("`{ns}` is also in namespaces_deny"));
+                        self.err(
+                            format!("guards.blast_radius.namespaces_allow[{i}]"),
+                            format!("`{ns}` is also in namespaces_deny"),
+                        );
                     }
                 }
             }
@@ -485,7 +510,10 @@ pub fn validate(p: &Playbook) -> Vec<(String, String)> {
     let mut c = Checker { p, declared: p.params.keys().cloned().collect(), patch_allow, out: Vec::new() };
 
     if !is_dns_label(&p.name) {
-        c.err("name", format!("`{}` must be a DNS-1123 label: lower-case letters, digits and `-`, at most 63 characters", p.name));
+        c.err(
+            "name",
+            format!("`{}` must be a DNS-1123 label: lower-case letters, digits and `-`, at most 63 characters", p.name),
+        );
     }
     for (name, spec) in &p.params {
         let at = format!("params.{name}");
@@ -509,4 +537,3 @@ pub fn validate(p: &Playbook) -> Vec<(String, String)> {
     c.guards(&p.guards);
     c.out
 }
-

@@ -156,16 +156,22 @@ fn check_trigger_kind(item: Value, i: usize, found: &mut Vec<(String, String)>) 
         Value::String(s) if !TRIGGER_KINDS.contains(&s.as_str()) => {
             Some((format!("triggers[{i}]"), format!("unknown trigger `{s}`; one of {kinds}")))
         }
-        Value::Mapping(m) if m.len() != 1 => {
-            Some((format!("triggers[{i}]"), format!("a trigger has exactly one key, its kind ({kinds}); found {}", m.len())))
-        }
+        Value::Mapping(m) if m.len() != 1 => Some((
+            format!("triggers[{i}]"),
+            format!("a trigger has exactly one key, its kind ({kinds}); found {}", m.len()),
+        )),
         Value::Mapping(m) => match m.keys().next() {
             Some(Value::String(k)) if TRIGGER_KINDS.contains(&k.as_str()) => None,
-            Some(Value::String(k)) => Some((format!("triggers[{i}].{k}"), format!("unknown trigger `{k}`; one of {kinds}"))),
+            Some(Value::String(k)) => {
+                Some((format!("triggers[{i}].{k}"), format!("unknown trigger `{k}`; one of {kinds}")))
+            }
             _ => Some((format!("triggers[{i}]"), format!("a trigger's key is its kind: one of {kinds}"))),
         },
         Value::String(_) => None,
-        _ => Some((format!("triggers[{i}]"), format!("a trigger is `manual` or a mapping `<kind>: {{...}}` with kind one of {kinds}"))),
+        _ => Some((
+            format!("triggers[{i}]"),
+            format!("a trigger is `manual` or a mapping `<kind>: {{...}}` with kind one of {kinds}"),
+        )),
     };
     match problem {
         Some(p) => {
@@ -178,7 +184,12 @@ fn check_trigger_kind(item: Value, i: usize, found: &mut Vec<(String, String)>) 
 
 /// Parse and check playbook text; `file` only names it in errors.
 pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
-    let mk = |line: Option<usize>, path: String, message: String| LoadError { file: file.to_path_buf(), line, path, message };
+    let mk = |line: Option<usize>, path: String, message: String| LoadError {
+        file: file.to_path_buf(),
+        line,
+        path,
+        message,
+    };
     let mut value = match parse_value(text) {
         Ok(v) => v,
         Err((line, message)) => return Err(LoadErrors(vec![mk(line, String::new(), message)])),
@@ -198,7 +209,12 @@ pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
 
     let (steps, step_index, step_broken) = collect_items::<Step>(steps.unwrap_or_default(), "steps", &mut found);
     let revert = revert.map(|items| collect_items::<Step>(items, "revert", &mut found));
-    let triggers = triggers.unwrap_or_default().into_iter().enumerate().map(|(i, t)| check_trigger_kind(t, i, &mut found)).collect();
+    let triggers = triggers
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| check_trigger_kind(t, i, &mut found))
+        .collect();
     let (triggers, trigger_index, _) = collect_items::<TriggerItem>(triggers, "triggers", &mut found);
     let triggers: Vec<Trigger> = triggers.into_iter().map(|t| t.0).collect();
     let mut specs = BTreeMap::new();
@@ -233,9 +249,7 @@ pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
             let path = renumber(&path, "triggers", &trigger_index);
             // A step whose action key was a typo already has its error from serde.
             if message.starts_with(NO_ACTION) {
-                let broken = |seq: &str, set: &BTreeSet<usize>| {
-                    set.iter().any(|i| path == format!("{seq}[{i}]"))
-                };
+                let broken = |seq: &str, set: &BTreeSet<usize>| set.iter().any(|i| path == format!("{seq}[{i}]"));
                 if broken("steps", &step_broken) || broken("revert", &revert_broken) {
                     continue;
                 }
@@ -248,7 +262,8 @@ pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
             return Ok(p);
         }
     }
-    let mut errors: Vec<LoadError> = found.into_iter().map(|(path, message)| mk(index.line(&path), path, message)).collect();
+    let mut errors: Vec<LoadError> =
+        found.into_iter().map(|(path, message)| mk(index.line(&path), path, message)).collect();
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     errors.dedup();
     Err(LoadErrors(errors))
@@ -290,7 +305,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Playbook)>, LoadErrors> {
                         file: path.clone(),
                         line: YamlIndex::build(&text).line("name"),
                         path: "name".into(),
-                        message: format!("playbook `{}` is also defined in {}; names must be unique", p.name, first.display()),
+                        message: format!(
+                            "playbook `{}` is also defined in {}; names must be unique",
+                            p.name,
+                            first.display()
+                        ),
                     });
                 } else {
                     out.push((path, p));
@@ -305,4 +324,3 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Playbook)>, LoadErrors> {
         Err(LoadErrors(errors))
     }
 }
-

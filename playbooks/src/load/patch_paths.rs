@@ -5,7 +5,6 @@ use serde_yaml::Value;
 
 use crate::yaml_load::join;
 
-
 /// One segment of a patch path or pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum PSeg {
@@ -165,7 +164,13 @@ pub fn patch_paths(patch: &serde_json::Value) -> Vec<String> {
 
 /// Leaves of a YAML patch as `(YAML path with indices, patch path)`, for load-time errors
 /// with a line. Tags are reported as errors.
-pub(crate) fn yaml_leaves(v: &Value, yaml_path: String, patch_path: String, out: &mut Vec<(String, String)>, errs: &mut Vec<(String, String)>) {
+pub(crate) fn yaml_leaves(
+    v: &Value,
+    yaml_path: String,
+    patch_path: String,
+    out: &mut Vec<(String, String)>,
+    errs: &mut Vec<(String, String)>,
+) {
     match v {
         Value::Mapping(m) if !m.is_empty() => {
             for (k, child) in m {
@@ -194,4 +199,3 @@ pub(crate) fn yaml_leaves(v: &Value, yaml_path: String, patch_path: String, out:
         _ => out.push((yaml_path, patch_path)),
     }
 }
-

@@ -10,7 +10,10 @@ fn errors(text: &str) -> Vec<LoadError> {
 /// `(line, path)` of every error, with the message containing `needle` for `path`.
 fn has(errs: &[LoadError], line: usize, path: &str, needle: &str) {
     assert!(
-        errs.iter().any(|e| e.line == Some(line) && e.path == path && e.message.contains(needle) && e.file == Path::new("p.yaml")),
+        errs.iter().any(|e| e.line == Some(line)
+            && e.path == path
+            && e.message.contains(needle)
+            && e.file == Path::new("p.yaml")),
         "no error at line {line} path {path} containing {needle:?} in:\n{}",
         LoadErrors(errs.to_vec())
     );
@@ -300,8 +303,12 @@ fn a_directory_loads_sorted_with_every_error_at_once() {
     write("d.yaml", "name: d\nbogus: 1\nsteps: [{wait: {for: 1s}}]\n");
     write("e.yaml", "# same name as b\nname: b\nsteps: [{wait: {for: 1s}}]\n");
     let e = load_dir(dir.path()).expect_err("invalid").0;
-    let got: Vec<(String, Option<usize>, &str)> =
-        e.iter().map(|x| (x.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), x.line, x.path.as_str())).collect();
+    let got: Vec<(String, Option<usize>, &str)> = e
+        .iter()
+        .map(|x| {
+            (x.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), x.line, x.path.as_str())
+        })
+        .collect();
     assert_eq!(
         got,
         [
@@ -341,7 +348,8 @@ fn the_catalog_holds_builtins_and_files_replace_them() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let own = dir.path().join("mine.yaml");
-    std::fs::write(&own, "name: scale-up-on-saturation\ndescription: ours\nsteps: [{wait: {for: 1s}}]\n").expect("write");
+    std::fs::write(&own, "name: scale-up-on-saturation\ndescription: ours\nsteps: [{wait: {for: 1s}}]\n")
+        .expect("write");
     std::fs::write(dir.path().join("extra.yaml"), "name: extra\nsteps: [{wait: {for: 1s}}]\n").expect("write");
     let c = Catalog::load(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.source("scale-up-on-saturation"), Some(&Source::File(own)));
