@@ -198,6 +198,10 @@ impl Detector for Auto {
         let z_dir = in_direction(self.params.direction, z);
         let sr_dir = if z_dir > 0.0 || z == 0.0 { sr } else { 0.0 };
         let s = z_dir.max(self.params.sr_weight * sr_dir);
+        // The bounds this point is judged against are those before it: `update` may refit the
+        // tail with this very score, and judging it against a bound that already contains it
+        // would let a new record hide itself.
+        let (z_before, t_before) = (self.spot.threshold(), self.spot.peak_threshold());
         let verdict = self.spot.update(s, self.in_alarm);
         if verdict == Verdict::Calibrating {
             notes.push("calibrating the threshold");
@@ -215,8 +219,8 @@ impl Detector for Auto {
                 },
             );
         }
-        let threshold = self.spot.threshold().max(self.params.min_score);
-        let hold_level = self.spot.peak_threshold().max(self.params.min_score);
+        let threshold = z_before.max(self.params.min_score);
+        let hold_level = t_before.max(self.params.min_score);
         let anomalous =
             (verdict == Verdict::Alarm && s > threshold) || (self.params.hold && self.in_alarm && s > hold_level);
         self.in_alarm = anomalous;

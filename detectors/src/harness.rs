@@ -23,7 +23,7 @@ const T0_MS: i64 = 1_700_000_000_000;
 /// Spacing of the synthetic series (one minute).
 const STEP_MS: i64 = 60_000;
 /// Length of the constant series and of the step's baseline.
-const BASELINE_LEN: usize = 500;
+const BASELINE_LEN: usize = 600;
 
 /// Small deterministic pseudo-random generator (Marsaglia xorshift64) for
 /// reproducible noisy test series without extra dependencies. Not suitable
@@ -273,7 +273,7 @@ pub fn check_invariants(make: &dyn Fn() -> Box<dyn Detector>, points: &[(i64, f6
 }
 
 /// A constant series yields no anomaly, at several levels including 0
-/// (500 points each, one per minute). Also runs [`check_invariants`] on each.
+/// (600 points each, one per minute). Also runs [`check_invariants`] on each.
 pub fn check_constant_series(make: &dyn Fn() -> Box<dyn Detector>) -> CheckResult {
     for level in [0.0, 1.0, -1.0, 42.5, -273.15, 1e-12, 1e9] {
         let points: Vec<(i64, f64)> = (0..BASELINE_LEN).map(|i| (timestamp_at(i), level)).collect();
@@ -286,7 +286,7 @@ pub fn check_constant_series(make: &dyn Fn() -> Box<dyn Detector>) -> CheckResul
     Ok(())
 }
 
-/// A long, slightly noisy baseline (500 points of uniform noise of ±1 % of
+/// A long, slightly noisy baseline (600 points of uniform noise of ±1 % of
 /// the level, or ±0.1 around 0) followed by a large step up (50 % of the
 /// level, or +10 around 0) must be flagged within `max_delay` points of the
 /// step (the step's first point counts as 1), and nothing may be flagged

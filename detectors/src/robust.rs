@@ -406,11 +406,13 @@ impl Detector for RobustBaseline {
         let threshold = match self.spot.as_mut() {
             Some(spot) => {
                 let in_alarm = self.consecutive > 0;
+                // Judged against the bound before this point refits it (see `auto`).
+                let bound = spot.threshold();
                 if spot.update(z_dir, in_alarm) == Verdict::Calibrating {
                     notes.push("calibrating the threshold; using the configured one");
                     threshold
                 } else {
-                    clamp_finite(spot.threshold().max(threshold))
+                    clamp_finite(bound.max(threshold))
                 }
             }
             None => threshold,
