@@ -64,7 +64,7 @@ pub struct AutoParams {
     pub level: f64,
     /// Scores collected before the first judgement (default 400).
     pub calibration: usize,
-    /// Smallest score that can be flagged, whatever the calibration says (default 3).
+    /// Smallest score that can be flagged, whatever the calibration says (default 4).
     pub min_score: f64,
     /// Keep an alarm while the score stays above the peak threshold (default true).
     pub hold: bool,
@@ -83,7 +83,7 @@ impl Default for AutoParams {
             q: 1e-3,
             level: 0.98,
             calibration: 400,
-            min_score: 3.0,
+            min_score: 4.0,
             hold: true,
             min_relative_scale: 0.001,
             direction: Direction::Both,

@@ -27,7 +27,7 @@ pub const DEFAULT_BASELINES: &str = "sigma,spectral_residual";
 
 /// Candidate settings of `auto` tried when none are named: today's default first, then one
 /// parameter moved at a time.
-pub const DEFAULT_CANDIDATES: &str = "auto;auto:q=0.0001;auto:q=0.01;auto:min_score=4;auto:min_score=2.5;auto:window=60;auto:sr_weight=0.5;auto:sr_weight=0;auto:level=0.95";
+pub const DEFAULT_CANDIDATES: &str = "auto;auto:q=0.0001;auto:q=0.01;auto:min_score=5;auto:min_score=3;auto:window=60;auto:sr_weight=0.5;auto:sr_weight=0;auto:level=0.95";
 
 /// One data set's figures for every candidate and baseline.
 struct Measured {
