@@ -48,6 +48,11 @@ pub struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabel {
     pub channel: String,
 }
@@ -85,6 +90,9 @@ pub struct Metrics {
     audit_checked: Mutex<Option<(Instant, i64)>>,
     /// Failed watch queries, per watch and class (`retryable` or `permanent`).
     pub query_failures: Family<WatchOutcome, Counter>,
+    /// Work a full in-process queue refused, per queue (`analysis`): see each queue's
+    /// overflow policy in `docs/architecture.md`.
+    pub queue_dropped: Family<QueueLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -164,7 +172,14 @@ impl Metrics {
         );
         let query_failures = Family::<WatchOutcome, Counter>::default();
         registry.register("query_failures", "Failed watch queries by class: retryable (connection, timeout, 5xx) or permanent (4xx, bad query, bad answer)", query_failures.clone());
+        let queue_dropped = Family::<QueueLabel, Counter>::default();
+        registry.register(
+            "queue_dropped",
+            "Work refused because an in-process queue was full, per queue (analysis: the incident stays unanalysed)",
+            queue_dropped.clone(),
+        );
         Self {
+            queue_dropped,
             audit_head_entries,
             runs,
             runs_oldest_awaiting_approval_seconds,

@@ -5,7 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedSender;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{Receiver, Sender};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -76,21 +80,61 @@ pub enum TimelineEvent {
     },
 }
 
+/// How many events may wait for the observer. Overflow policy: an event that finds the
+/// queue full is dropped and counted ([`Timeline::dropped`]); the engine never waits for an
+/// observer. The demo drains the queue after every simulated tick, far below this.
+pub const TIMELINE_QUEUE: usize = 4096;
+
 /// An optional sink for timeline events.
 #[derive(Clone, Default)]
 pub struct Timeline {
-    tx: Option<UnboundedSender<TimelineEvent>>,
+    tx: Option<Sender<TimelineEvent>>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Timeline {
-    pub fn new(tx: UnboundedSender<TimelineEvent>) -> Self {
-        Self { tx: Some(tx) }
+    /// A timeline and the receiver its events go to (bounded by [`TIMELINE_QUEUE`]).
+    pub fn channel() -> (Self, Receiver<TimelineEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(TIMELINE_QUEUE);
+        (Self { tx: Some(tx), dropped: Arc::default() }, rx)
     }
 
     pub fn emit(&self, ev: TimelineEvent) {
         if let Some(tx) = &self.tx {
-            // A closed receiver only means nobody is watching.
-            let _ = tx.send(ev);
+            match tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                // A closed receiver only means nobody is watching.
+                Err(TrySendError::Closed(_)) => {}
+            }
         }
+    }
+
+    /// Events dropped because the observer's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (t, mut rx) = Timeline::channel();
+        let ev =
+            |i: i64| TimelineEvent::IncidentUpdated { at: DateTime::<Utc>::UNIX_EPOCH, incident_id: i, value: None };
+        for i in 0..(TIMELINE_QUEUE as i64 + 5) {
+            t.emit(ev(i));
+        }
+        assert_eq!(t.dropped(), 5);
+        assert_eq!(rx.try_recv().ok(), Some(ev(0)), "the oldest events are kept");
+        // Without an observer nothing is queued or counted.
+        let silent = Timeline::default();
+        silent.emit(ev(1));
+        assert_eq!(silent.dropped(), 0);
     }
 }

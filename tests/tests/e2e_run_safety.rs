@@ -18,8 +18,8 @@ use anyhow::{ensure, Context, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use warden_agent::kube_cluster::KubeCluster;
-use warden_agent::remediation::HttpWebhook;
+use warden_agent::act::kube_cluster::KubeCluster;
+use warden_agent::act::remediation::HttpWebhook;
 use warden_agent::store::Store;
 use warden_connectors::kube_actions::ActionWaits;
 use warden_connectors::kubernetes::{KubeClient, KubeConnect};
@@ -492,9 +492,9 @@ async fn audit_truncation_is_detected() -> Result<()> {
 /// its interval: evaluations go on while the run waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
-    use warden_agent::action_tasks::ActionTasks;
+    use warden_agent::act::tasks::ActionTasks;
+    use warden_agent::ingest::source::MetricSource;
     use warden_agent::metrics::Metrics;
-    use warden_agent::source::MetricSource;
     use warden_agent::timeline::Timeline;
     use warden_connectors::prometheus::{RangeResult, Sample, Series};
 
@@ -549,7 +549,7 @@ async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
     let store = Arc::new(Store::open(&dir.path().join("warden.db"))?);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let engine = Arc::new(
-        warden_agent::engine::Engine::new(
+        warden_agent::pipeline::Pipeline::new(
             Arc::new(cfg),
             store,
             source.clone() as Arc<dyn MetricSource>,
@@ -560,7 +560,7 @@ async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
         )
         .with_action_tasks(ActionTasks::new(shutdown.clone())),
     );
-    let scheduler = tokio::spawn(warden_agent::daemon::run_scheduler(engine.clone(), shutdown.clone()));
+    let scheduler = tokio::spawn(warden_agent::app::daemon::run_scheduler(engine.clone(), shutdown.clone()));
 
     // Wait until the scale PATCH is at the API server (where it hangs for 30 s).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -592,7 +592,7 @@ async fn a_hung_patch_delays_no_watch_evaluation() -> Result<()> {
 }
 
 /// Whether the run started by the watch has its scale step in flight (the PATCH sent).
-fn api_has_pending_patch(engine: &warden_agent::engine::Engine) -> bool {
+fn api_has_pending_patch(engine: &warden_agent::pipeline::Pipeline) -> bool {
     engine
         .store
         .list_runs(None, None, 10)

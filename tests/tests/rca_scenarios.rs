@@ -245,7 +245,7 @@ const RECORDING_TOP3: f64 = 0.96;
 #[test]
 fn the_recording_ranking_keeps_its_suite_accuracy() {
     use warden_agent::bench::rca::{eval_scenarios, Method};
-    let suite = warden_agent::rca_cmd::load_suite(&suite_dir()).unwrap_or_else(|e| panic!("{e:#}"));
+    let suite = warden_agent::cli::rca::load_suite(&suite_dir()).unwrap_or_else(|e| panic!("{e:#}"));
     let method = Method::Warden(Box::default());
     let mo = eval_scenarios(&suite, &method, false);
     let we = eval_scenarios(&suite, &method, true);

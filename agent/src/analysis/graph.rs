@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use warden_detectors::rca::{CallGraph, Evidence, Payload, Ranking, Subject};
 
-use crate::source::MetricSource;
+use crate::ingest::source::MetricSource;
 
 /// One service mesh's request counter and its caller/callee workload labels.
 pub struct MeshMetric {

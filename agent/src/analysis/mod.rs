@@ -82,7 +82,7 @@ pub struct Analyzer {
     pub recent: Arc<RecentAnomalies>,
     pub cluster: Option<Arc<dyn ClusterEvidence>>,
     /// Where service-mesh request metrics are read for the call graph, when configured.
-    pub metrics: Option<Arc<dyn crate::source::MetricSource>>,
+    pub metrics: Option<Arc<dyn crate::ingest::source::MetricSource>>,
     pub summarizer: Arc<Summarizer>,
     pub settings: AnalysisSettings,
     pub channels: Vec<&'static str>,

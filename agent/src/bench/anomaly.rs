@@ -36,7 +36,7 @@ use warden_detectors::eval::anomaly::{
 use warden_detectors::eval::nab::Profile;
 use warden_detectors::registry;
 
-use crate::detect_cmd::parse_timestamp;
+use crate::cli::detect::parse_timestamp;
 
 /// One labelled entity: one or more metric columns on a common row axis.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use warden_detectors::eval::nab::{
 };
 use warden_detectors::{registry, DetectionState};
 
-use crate::detect_cmd::parse_timestamp;
+use crate::cli::detect::parse_timestamp;
 
 /// One data file of the corpus, as read from disk.
 #[derive(Debug, Clone)]

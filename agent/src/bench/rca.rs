@@ -30,7 +30,7 @@ use warden_detectors::rca::{
 };
 
 use super::rca_data::{self, NezhaDay, PetshopScenario, NEZHA_SYMPTOM};
-use crate::rca_cmd::{load_suite, SuiteScenario};
+use crate::cli::rca::{load_suite, SuiteScenario};
 
 /// A ranking method under test.
 #[derive(Debug, Clone)]

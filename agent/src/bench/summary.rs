@@ -63,7 +63,7 @@ use warden_models::prompt::{build_prompt, PromptLimits, SummaryInput};
 use warden_models::summary::{summarize, Source, Summary, SummaryOptions};
 use warden_models::{GenerateOptions, Generation, StopReason, TextGenerator};
 
-use crate::rca_cmd::{load_suite, SuiteScenario};
+use crate::cli::rca::{load_suite, SuiteScenario};
 
 /// Timed generation runs (after one warm-up); medians are reported.
 pub const RUNS: usize = 3;

@@ -111,6 +111,22 @@ pub struct LogWatchConfig {
     pub open_on: Vec<LogSignalKind>,
 }
 
+impl LogWatchConfig {
+    /// The miner parameters, checked.
+    pub fn miner_params(&self) -> Result<warden_detectors::logs::MinerParams, warden_detectors::Error> {
+        let p: warden_detectors::logs::MinerParams = warden_detectors::registry::from_map(&self.miner)?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// The signal parameters, checked.
+    pub fn signal_params(&self) -> Result<warden_detectors::logs::SignalParams, warden_detectors::Error> {
+        let p: warden_detectors::logs::SignalParams = warden_detectors::registry::from_map(&self.signals)?;
+        p.validate()?;
+        Ok(p)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogSignalKind {
@@ -475,7 +491,7 @@ pub struct TargetTemplate {
 pub struct DetectorSpec {
     pub kind: String,
     pub params: serde_json::Map<String, serde_json::Value>,
-    parsed: Result<crate::watch_kind::WatchKind, Vec<crate::watch_kind::SpecError>>,
+    parsed: Result<crate::ingest::watch_kind::WatchKind, Vec<crate::ingest::watch_kind::SpecError>>,
 }
 
 /// `detector:` as written.
@@ -501,7 +517,7 @@ impl Default for DetectorSpec {
 impl DetectorSpec {
     /// Parse and check detector `kind` with `params`.
     pub fn new(kind: String, params: serde_json::Map<String, serde_json::Value>) -> Self {
-        let parsed = crate::watch_kind::WatchKind::parse(&kind, &params);
+        let parsed = crate::ingest::watch_kind::WatchKind::parse(&kind, &params);
         Self { kind, params, parsed }
     }
 
@@ -511,14 +527,14 @@ impl DetectorSpec {
 
     /// The checked, typed detector configuration, or every problem with it as
     /// `(parameter, message)` (the parameter is empty for the detector as a whole).
-    pub fn watch_kind(&self) -> Result<&crate::watch_kind::WatchKind, &[crate::watch_kind::SpecError]> {
+    pub fn watch_kind(&self) -> Result<&crate::ingest::watch_kind::WatchKind, &[crate::ingest::watch_kind::SpecError]> {
         self.parsed.as_ref().map_err(Vec::as_slice)
     }
 
     /// A fresh detector for one series.
     pub fn build(&self) -> Result<Box<dyn warden_detectors::Detector>, warden_detectors::Error> {
         match &self.parsed {
-            Ok(crate::watch_kind::WatchKind::Single(config)) => config.build(),
+            Ok(crate::ingest::watch_kind::WatchKind::Single(config)) => config.build(),
             Ok(_) => Err(warden_detectors::Error::InvalidParam {
                 name: "detector",
                 message: format!("`{}` does not judge one series at a time", self.kind),

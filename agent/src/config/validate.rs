@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{AuthSection, Config, HumanDuration, SecretRef, TlsSection, WatchConfig};
-use crate::watch_kind::WatchKind;
+use crate::ingest::watch_kind::WatchKind;
 
 /// Prometheus returns at most 11,000 points per series for one range query.
 const MAX_POINTS_PER_QUERY: u128 = 11_000;
@@ -247,13 +247,13 @@ fn log_watch(err: &mut impl FnMut(String, String), at: &str, w: &super::LogWatch
     }
     let check = |err: &mut dyn FnMut(String, String), section: &str, r: Result<(), warden_detectors::Error>| {
         if let Err(e) = r {
-            let (param, message) = crate::watch_kind::named(&e);
+            let (param, message) = crate::ingest::watch_kind::named(&e);
             let path = if param.is_empty() { format!("{at}.{section}") } else { format!("{at}.{section}.{param}") };
             err(path, message);
         }
     };
-    check(&mut *err, "miner", crate::log_watch::miner_params(w).map(|_| ()));
-    check(&mut *err, "signals", crate::log_watch::signal_params(w).map(|_| ()));
+    check(&mut *err, "miner", w.miner_params().map(|_| ()));
+    check(&mut *err, "signals", w.signal_params().map(|_| ()));
 }
 
 /// Why a LogQL text is not a log query Warden can read, if it is not. Loki parses the query
@@ -510,10 +510,10 @@ fn queries(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
             );
         }
         let n = w.queries.len();
-        if !(2..=crate::joint_eval::MAX_QUERIES).contains(&n) {
+        if !(2..=crate::ingest::joint_eval::MAX_QUERIES).contains(&n) {
             err(
                 format!("{at}.queries"),
-                format!("needs between 2 and {} named queries, got {n}", crate::joint_eval::MAX_QUERIES),
+                format!("needs between 2 and {} named queries, got {n}", crate::ingest::joint_eval::MAX_QUERIES),
             );
         }
         for (name, q) in &w.queries {
@@ -530,7 +530,7 @@ fn queries(err: &mut impl FnMut(String, String), at: &str, w: &WatchConfig) {
     if !w.queries.is_empty() {
         err(
             format!("{at}.queries"),
-            format!("named `queries` are only for `kind: {}` watches; use `query`", crate::joint_eval::KIND),
+            format!("named `queries` are only for `kind: {}` watches; use `query`", crate::ingest::joint_eval::KIND),
         );
     }
     match &w.query {

@@ -45,7 +45,7 @@ use super::classify::{classify, classify_io, Verdict, AMBIGUOUS_ATTEMPTS};
 use super::render::{render_dead_letter_notice, render_digest, DeadLetter, DigestEntry};
 use crate::config::NotifySection;
 use crate::metrics::{ChannelLabel, Metrics};
-use crate::outbox_store::{OutboxItem, PendingMessage};
+use crate::store::outbox::{OutboxItem, PendingMessage};
 use crate::store::Store;
 use crate::timeline::{Timeline, TimelineEvent};
 

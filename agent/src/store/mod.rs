@@ -1,10 +1,13 @@
 //! The embedded SQLite store: incidents, their events, the notification outbox, log-watch
-//! state, and playbook runs with their audit trail (see [`crate::run_store`]).
+//! state, and playbook runs with their audit trail (see [`crate::store::runs`]).
 //!
 //! Everything that must survive a crash lives here, written in transactions so that an
 //! incident and the notifications it owes are stored together or not at all. Schema changes
 //! are versioned migrations (SQLite `user_version`). Times are stored as Unix milliseconds.
 //! Calls are synchronous and short; the connection sits behind a mutex shared by the tasks.
+
+pub mod outbox;
+pub mod runs;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -130,7 +133,7 @@ const MIGRATIONS: &[&str] = &[
     // v5 (outbox): delivery states beside `delivered_at` (pending, delivered, dead,
     // digested, discarded), failures charged to the message (`strikes`), dead letters with
     // their reason, digests (`digest_id` on the messages a digest row covers), and the
-    // subject as a column for listings and digests. See `crate::outbox_store`.
+    // subject as a column for listings and digests. See `crate::store::outbox`.
     "ALTER TABLE outbox ADD COLUMN state TEXT NOT NULL DEFAULT 'pending';
      ALTER TABLE outbox ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE outbox ADD COLUMN last_attempt_at INTEGER;
@@ -535,7 +538,7 @@ impl Store {
         }
         Ok(out)
     }
-    // The outbox: `crate::outbox_store`.
+    // The outbox: `crate::store::outbox`.
 }
 
 const INCIDENT_SELECT: &str = "SELECT id, fingerprint, source, watch, status, severity, title, labels,
@@ -598,7 +601,7 @@ pub(crate) fn insert_outbox(
 ) -> StoreResult<()> {
     c.execute(
         "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now), crate::outbox_store::payload_subject(&n.payload)],
+        params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now), crate::store::outbox::payload_subject(&n.payload)],
     )?;
     Ok(())
 }

@@ -9,10 +9,10 @@
 //!
 //! | kind            | data                                         | module              |
 //! |-----------------|----------------------------------------------|---------------------|
-//! | `group_outlier` | one series per group member                  | [`crate::group_eval`] |
-//! | `drift`         | the `_bucket` series of a histogram          | [`crate::drift_eval`] |
-//! | `quality`       | one prediction-quality series                | [`crate::drift_eval`] |
-//! | `multivariate`  | several named queries (`queries:`) jointly   | [`crate::joint_eval`] |
+//! | `group_outlier` | one series per group member                  | [`crate::ingest::group_eval`] |
+//! | `drift`         | the `_bucket` series of a histogram          | [`crate::ingest::drift_eval`] |
+//! | `quality`       | one prediction-quality series                | [`crate::ingest::drift_eval`] |
+//! | `multivariate`  | several named queries (`queries:`) jointly   | [`crate::ingest::joint_eval`] |
 //!
 //! Their extra settings sit beside the detector's own parameters in `detector:`; parsing
 //! takes the extra keys out and hands the rest to the detector's closed schema, so an error
@@ -23,10 +23,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use warden_detectors::registry::{self, DetectorConfig, Shape};
 
-use crate::config::HumanDuration;
-use crate::drift_eval::{DriftSpec, QualitySpec};
-use crate::group_eval::GroupSpec;
-use crate::joint_eval::JointSpec;
+use crate::ingest::drift_eval::{DriftSpec, QualitySpec};
+use crate::ingest::group_eval::GroupSpec;
+use crate::ingest::joint_eval::JointSpec;
+use warden_playbooks::duration::HumanDuration;
 
 /// A detector-parameter error: `(parameter, message)`; the parameter is empty when the
 /// error is about the detector as a whole.
@@ -53,7 +53,7 @@ impl WatchKind {
     pub fn parse(kind: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<Self, Vec<SpecError>> {
         let one = |e: SpecError| vec![e];
         Ok(match registry::kind(kind).map(|k| k.shape) {
-            Some(Shape::Group) => WatchKind::Group(crate::group_eval::parse_spec(params).map_err(one)?),
+            Some(Shape::Group) => WatchKind::Group(crate::ingest::group_eval::parse_spec(params).map_err(one)?),
             Some(Shape::Histogram) => WatchKind::Drift(DriftSpec::parse(params).map_err(one)?),
             Some(Shape::Quality) => WatchKind::Quality(QualitySpec::parse(params).map_err(one)?),
             Some(Shape::Joint) => WatchKind::Joint(JointSpec::parse(params).map_err(one)?),
@@ -63,7 +63,7 @@ impl WatchKind {
 
     /// Whether the watch reads several named `queries` instead of one `query`.
     pub fn wants_queries(kind: &str) -> bool {
-        kind == crate::joint_eval::KIND
+        kind == crate::ingest::joint_eval::KIND
     }
 }
 
@@ -180,10 +180,10 @@ mod tests {
     #[test]
     fn the_agent_kinds_are_the_registered_ones() {
         for (name, shape) in [
-            (crate::group_eval::KIND, Shape::Group),
-            (crate::drift_eval::DRIFT_KIND, Shape::Histogram),
-            (crate::drift_eval::QUALITY_KIND, Shape::Quality),
-            (crate::joint_eval::KIND, Shape::Joint),
+            (crate::ingest::group_eval::KIND, Shape::Group),
+            (crate::ingest::drift_eval::DRIFT_KIND, Shape::Histogram),
+            (crate::ingest::drift_eval::QUALITY_KIND, Shape::Quality),
+            (crate::ingest::joint_eval::KIND, Shape::Joint),
         ] {
             assert_eq!(registry::kind(name).map(|k| k.shape), Some(shape), "{name}");
         }

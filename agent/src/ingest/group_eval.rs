@@ -18,8 +18,9 @@ use warden_connectors::prometheus::Series;
 use warden_detectors::group::{GroupOutlier, GroupOutlierParams, MIN_MEMBERS};
 use warden_detectors::{Detection, DetectionState, Deviation, Explanation};
 
-use crate::evaluate::{fingerprint, group_by_identity, SeriesVerdict, Verdict};
-use crate::watch_kind::{detector_params, named, take_count, SpecError};
+use crate::incident::identity::fingerprint;
+use crate::ingest::verdict::{group_by_identity, SeriesVerdict, Verdict};
+use crate::ingest::watch_kind::{detector_params, named, take_count, SpecError};
 
 pub const KIND: &str = "group_outlier";
 const DEFAULT_RECENT: usize = 10;

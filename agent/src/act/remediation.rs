@@ -25,8 +25,9 @@ use warden_playbooks::template::Vars;
 use warden_playbooks::Cluster;
 
 use crate::config::{Config, WatchConfig};
+use crate::incident::identity::{alert_name, alert_target, alert_watch, run_target};
+use crate::ingest::source::MetricSource;
 use crate::notify::{render, NotifyEvent};
-use crate::source::MetricSource;
 use crate::store::{Incident, Store};
 use crate::timeline::{Timeline, TimelineEvent};
 
@@ -133,7 +134,7 @@ impl Notices for RunNotices {
                 s => (status_event(s), Some(text.to_string())),
             },
         };
-        let history = action_history(&self.store, iid);
+        let history = self.store.action_history(iid);
         let notes = match &notify_text {
             Some(t) => render(NotifyEvent::Action, &incident, Some(t), &history, &self.channels),
             None => Vec::new(),
@@ -157,24 +158,6 @@ fn status_event(s: RunStatus) -> &'static str {
         RunStatus::Expired => "run_expired",
         _ => "run_finished",
     }
-}
-
-/// What runs changed on an incident, in words, oldest first (for notifications).
-pub fn action_history(store: &Store, incident_id: i64) -> Vec<String> {
-    let mut runs = match store.list_runs(None, Some(incident_id), 100) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(incident = incident_id, error = %e, "reading the incident's runs");
-            return Vec::new();
-        }
-    };
-    runs.reverse();
-    runs.iter()
-        .flat_map(|r| r.steps.iter().chain(&r.revert_steps))
-        .filter(|s| s.status == StepStatus::Done)
-        .filter_map(|s| s.result.as_ref()?.get("summary")?.as_str().map(str::to_string))
-        .filter(|t| !t.starts_with("verified"))
-        .collect()
 }
 
 /// The actions of runs, one row per step that acts (or was refused), in the shape of
@@ -315,7 +298,7 @@ impl Remediation {
     /// Start the watch's playbook for an incident.
     pub async fn on_incident(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>) -> Option<Run> {
         let (pb, params) = self.watch_playbook(w)?;
-        let target = incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
+        let target = incident.target.as_ref().map(run_target);
         let reason = format!(
             "{} observed {} (expected {})",
             w.name,
@@ -355,8 +338,7 @@ impl Remediation {
                 {
                     continue;
                 }
-                let target =
-                    incident.target.as_ref().map(|t| Target::deployment(t.namespace.clone(), t.deployment.clone()));
+                let target = incident.target.as_ref().map(run_target);
                 let vars = incident_vars(incident);
                 let Some(params) = render_params(&pb.name, &m.params, &vars) else { continue };
                 let req = StartRequest {
@@ -397,9 +379,9 @@ impl Remediation {
                     continue;
                 }
                 let target = match pb.target {
-                    TargetKind::Deployment => match (labels.get("namespace"), labels.get("deployment")) {
-                        (Some(ns), Some(d)) => Some(Target::deployment(ns.clone(), d.clone())),
-                        _ => {
+                    TargetKind::Deployment => match alert_target(labels) {
+                        Some(t) => Some(run_target(&t)),
+                        None => {
                             tracing::warn!(playbook = %pb.name, "alert matched but carries no namespace/deployment labels");
                             continue;
                         }
@@ -411,7 +393,7 @@ impl Remediation {
                     TargetKind::None => None,
                 };
                 let mut vars = Vars::new();
-                vars.set("alert.name", labels.get("alertname").cloned().unwrap_or_default());
+                vars.set("alert.name", alert_name(labels).to_string());
                 for (k, v) in labels {
                     vars.set(format!("alert.labels.{k}"), v.clone());
                 }
@@ -422,7 +404,7 @@ impl Remediation {
                     target,
                     trigger: TriggerInfo {
                         kind: "alert".into(),
-                        actor: format!("alertmanager/{}", labels.get("alertname").cloned().unwrap_or_default()),
+                        actor: alert_watch(labels),
                         incident_id,
                         detail: json!({"labels": labels}),
                     },

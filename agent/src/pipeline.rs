@@ -1,16 +1,21 @@
-//! The engine: evaluations become incidents, incidents trigger guarded actions and
-//! notifications.
+//! The pipeline: one evaluation from a source to the responder.
 //!
-//! Both `warden run` and `warden demo` drive this same engine; they differ only in where
-//! time, metrics and the cluster come from. Rules that keep it safe:
-//! - "no data" never opens, updates, resolves or acts on an incident;
-//! - one open incident per fingerprint (watch + identity labels), enforced by the store;
+//! ```text
+//! ingest (metric watch, log watch, alert) ─signals─▶ incident::Tracker ─Change─▶ act::Responder
+//! ```
+//!
+//! Both `warden run` and `warden demo` drive this same pipeline (built by
+//! [`crate::app::assemble`]); they differ only in where time, metrics and the cluster come
+//! from. Rules that keep it safe:
+//! - "no data" never opens, updates, resolves or acts on an incident: a source with no data
+//!   emits no signal, only a watch status;
+//! - one open incident per fingerprint ([`crate::incident::identity`]), enforced by the store;
 //! - an incident resolves only after `resolve_after` evaluations in a row with data and
 //!   without anomaly;
 //! - every action is a playbook run (guards, approvals, verify and revert, audit trail), see
-//!   [`crate::remediation`].
+//!   [`crate::act`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -20,71 +25,90 @@ use warden_connectors::alertmanager::WebhookPayload;
 use warden_detectors::Detection;
 use warden_playbooks::Cluster;
 
-use crate::action_tasks::ActionTasks;
+use crate::act::remediation::{Remediation, RunNotices};
+use crate::act::responder::{AnalysisRequest, Responder};
+use crate::act::tasks::ActionTasks;
 use crate::analysis::{AnalysisSettings, Analyzer, ClusterEvidence, RecentAnomalies, Summarizer};
-use crate::config::{Config, LogWatchConfig, Severity, WatchConfig};
-use crate::evaluate::{evaluate, fingerprint, Evaluation, SeriesVerdict, Verdict};
-use crate::log_watch::{evaluate_logs, LogFinding, LogSource, LogStates, LogWatchState};
-use crate::metrics::{ActionLabels, Metrics, WatchLabel, WatchOutcome};
-use crate::notify::{render, NotifyEvent};
-use crate::remediation::{action_history, Remediation, RunNotices};
-use crate::source::MetricSource;
-use crate::store::{Incident, IncidentSignal, Store, StoreError, TargetRef};
+use crate::config::{Config, LogWatchConfig, WatchConfig};
+use crate::incident::identity::{describe, watch_target};
+use crate::incident::tracker::{Change, Tracker};
+use crate::ingest::alerts::{self, AlertSignal};
+use crate::ingest::evaluate::{evaluate, DetectorCache, Evaluation, SeriesVerdict, Verdict};
+use crate::ingest::log_watch::{evaluate_logs, LogFinding, LogSource, LogStates, LogWatchState};
+use crate::ingest::source::MetricSource;
+use crate::metrics::{Metrics, WatchLabel, WatchOutcome};
+use crate::store::{IncidentSignal, Store, StoreError, TargetRef};
 use crate::timeline::{Timeline, TimelineEvent};
+
+/// A watch's state.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchState {
+    /// Not evaluated yet.
+    Pending,
+    Ok,
+    /// Data, but the detector has not seen enough of it to judge.
+    WarmingUp,
+    Anomalous,
+    /// The last evaluation had no usable data (the reason is `last_error`).
+    NoData,
+}
+
+impl WatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchState::Pending => "pending",
+            WatchState::Ok => "ok",
+            WatchState::WarmingUp => "warming_up",
+            WatchState::Anomalous => "anomalous",
+            WatchState::NoData => "no_data",
+        }
+    }
+}
 
 /// A watch's state as shown by the API.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WatchStatus {
     pub name: String,
-    /// `pending` (not evaluated yet), `ok`, `warming_up`, `anomalous` or `no_data`.
-    pub state: String,
+    pub state: WatchState,
     pub last_evaluation: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub no_data_count: u64,
     pub series: usize,
 }
 
-pub struct Engine {
+/// What one Alertmanager webhook did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AlertsOutcome {
+    /// Alerts applied (firing or resolved); others are skipped.
+    pub accepted: usize,
+    /// Runs started by playbooks whose `alert` triggers matched.
+    pub runs: Vec<i64>,
+}
+
+/// Sources, incidents and the responder, wired for one configuration (see the module docs).
+pub struct Pipeline {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub source: Arc<dyn MetricSource>,
     pub cluster: Option<Arc<dyn Cluster>>,
     pub metrics: Arc<Metrics>,
-    pub channels: Vec<&'static str>,
     pub timeline: Timeline,
     /// Woken when new notifications are queued.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    pub incidents: Tracker,
+    pub responder: Responder,
+    /// Deviation streaks of every watch, for root-cause analysis.
+    pub recent: Arc<RecentAnomalies>,
     statuses: RwLock<BTreeMap<String, WatchStatus>>,
     /// Streaming detectors kept between evaluations, one cache per watch.
-    detectors: Vec<crate::evaluate::DetectorCache>,
+    detectors: Vec<Arc<DetectorCache>>,
     /// Where log watches read from; `None` when no `loki` section is configured.
     log_source: Option<Arc<dyn LogSource>>,
     log_states: LogStates,
-    /// Playbook runs; `None` only when the playbook catalog does not load.
-    pub remediation: Option<Arc<Remediation>>,
-    /// Deviation streaks of every watch, for root-cause analysis.
-    pub recent: Arc<RecentAnomalies>,
-    /// Root-cause analysis of opened incidents; `None` when `analysis.enabled` is false.
-    pub analyzer: Option<Arc<Analyzer>>,
-    analysis: AnalysisMode,
-    /// Where runs started by evaluations run: `None` awaits them inline (the demo and
-    /// tests, on simulated time); the daemon's tasks keep them off the evaluation loop.
-    actions: Option<ActionTasks>,
 }
 
-/// How opened incidents are analysed.
-#[derive(Clone, Default)]
-enum AnalysisMode {
-    /// Not at all (analysis disabled or not set up).
-    #[default]
-    Off,
-    /// Awaited where the incident opens (the demo and tests, on simulated time).
-    Inline,
-    /// Handed to a background task (the daemon), so a slow model never delays evaluations.
-    Queued(tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>),
-}
-
-impl Engine {
+impl Pipeline {
     pub fn new(
         config: Arc<Config>,
         store: Arc<Store>,
@@ -99,7 +123,7 @@ impl Engine {
             .map(|name| {
                 let s = WatchStatus {
                     name: name.clone(),
-                    state: "pending".into(),
+                    state: WatchState::Pending,
                     last_evaluation: None,
                     last_error: None,
                     no_data_count: 0,
@@ -108,7 +132,7 @@ impl Engine {
                 (name.clone(), s)
             })
             .collect();
-        let detectors = config.watches.iter().map(|_| crate::evaluate::DetectorCache::default()).collect();
+        let detectors = config.watches.iter().map(|_| Arc::new(DetectorCache::default())).collect();
         let log_states = LogStates::new(&config.log_watches);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let notices = Arc::new(RunNotices {
@@ -125,8 +149,11 @@ impl Engine {
                     None
                 }
             };
-        let engine = Self {
-            remediation,
+        let incidents =
+            Tracker { store: store.clone(), channels, timeline: timeline.clone(), outbox_wake: outbox_wake.clone() };
+        let pipeline = Self {
+            responder: Responder::new(store.clone(), metrics.clone(), remediation),
+            incidents,
             detectors,
             log_source: None,
             log_states,
@@ -135,32 +162,43 @@ impl Engine {
             source,
             cluster,
             metrics,
-            channels,
             timeline,
             outbox_wake,
             statuses: RwLock::new(statuses),
             recent: Arc::new(RecentAnomalies::default()),
-            analyzer: None,
-            analysis: AnalysisMode::Off,
-            actions: None,
         };
-        engine.refresh_open_gauge();
-        engine
+        pipeline.refresh_open_gauge();
+        pipeline
     }
 
-    /// Analyse incidents when they open: evidence from the engine's deviation streaks, the
+    /// Playbook runs; `None` only when the playbook catalog does not load.
+    pub fn remediation(&self) -> Option<&Arc<Remediation>> {
+        self.responder.remediation.as_ref()
+    }
+
+    /// Root-cause analysis; `None` when `analysis.enabled` is false or not set up.
+    pub fn analyzer(&self) -> Option<&Arc<Analyzer>> {
+        self.responder.analyzer.as_ref()
+    }
+
+    /// Notification channels incidents queue notifications for.
+    pub fn channels(&self) -> &[&'static str] {
+        &self.incidents.channels
+    }
+
+    /// Analyse incidents when they open: evidence from the pipeline's deviation streaks, the
     /// store and `cluster`; summaries from `summarizer`. With `queue`, analyses are sent to
     /// it (the daemon's worker calls [`Analyzer::analyze`]); without, they run inline.
     pub fn with_analysis(
         mut self,
         cluster: Option<Arc<dyn ClusterEvidence>>,
         summarizer: Arc<Summarizer>,
-        queue: Option<tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>>,
+        queue: Option<tokio::sync::mpsc::Sender<AnalysisRequest>>,
     ) -> Self {
         if !self.config.analysis.enabled {
             return self;
         }
-        self.analyzer = Some(Arc::new(Analyzer {
+        let analyzer = Arc::new(Analyzer {
             store: self.store.clone(),
             recent: self.recent.clone(),
             cluster,
@@ -170,56 +208,29 @@ impl Engine {
                 lookback_secs: self.config.analysis.lookback.0.as_secs() as i64,
                 graph_file: self.config.analysis.graph.clone(),
             },
-            channels: self.channels.clone(),
+            channels: self.incidents.channels.clone(),
             timeline: self.timeline.clone(),
             outbox_wake: self.outbox_wake.clone(),
-        }));
-        self.analysis = match queue {
-            Some(tx) => AnalysisMode::Queued(tx),
-            None => AnalysisMode::Inline,
-        };
+        });
+        self.responder.set_analysis(analyzer, queue);
         self
     }
 
-    /// Analyse an incident that just opened (see [`AnalysisMode`]).
-    async fn analyse_opened(&self, incident_id: i64, now: DateTime<Utc>) {
-        match (&self.analysis, &self.analyzer) {
-            (AnalysisMode::Inline, Some(a)) => {
-                if let Err(e) = a.analyze(incident_id, now).await {
-                    tracing::error!(incident = incident_id, error = %e, "analysing the incident");
-                }
-            }
-            (AnalysisMode::Queued(tx), _) => self.queue_analysis(incident_id, now, tx),
-            _ => {}
-        }
-    }
-
-    fn queue_analysis(
-        &self,
-        incident_id: i64,
-        now: DateTime<Utc>,
-        tx: &tokio::sync::mpsc::UnboundedSender<(i64, DateTime<Utc>)>,
-    ) {
-        if tx.send((incident_id, now)).is_err() {
-            tracing::warn!(incident = incident_id, "the analysis worker has stopped: incident not analysed");
-        }
+    /// Start the runs of evaluations in `tasks` instead of awaiting them inside the
+    /// evaluation (see [`crate::act::tasks`]).
+    pub fn with_action_tasks(mut self, tasks: ActionTasks) -> Self {
+        self.responder.set_action_tasks(tasks);
+        self
     }
 
     /// Read log watches from `source`.
-    /// Start the runs of evaluations in `tasks` instead of awaiting them inside the
-    /// evaluation (see [`crate::action_tasks`]).
-    pub fn with_action_tasks(mut self, tasks: ActionTasks) -> Self {
-        self.actions = Some(tasks);
-        self
-    }
-
     pub fn with_logs(mut self, source: Arc<dyn LogSource>) -> Self {
         self.log_source = Some(source);
         self
     }
 
     /// One evaluation of log watch `idx`: read the new lines, mine them, and open, update or
-    /// resolve the incidents of its signals (see [`crate::log_watch`]).
+    /// resolve the incidents of its signals (see [`crate::ingest::log_watch`]).
     pub async fn evaluate_log_watch(&self, idx: usize, now: DateTime<Utc>) {
         let Some(w) = self.config.log_watches.get(idx) else { return };
         let Some(source) = self.log_source.clone() else {
@@ -246,16 +257,11 @@ impl Engine {
         let label = WatchLabel { watch: w.name.clone() };
         self.metrics.detector_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
         let mut problems = Vec::new();
-        let mut opened = Vec::new();
         for f in &evaluation.findings {
             match self.on_log_finding(w, f, now) {
-                Ok(Some(id)) => opened.push(id),
-                Ok(None) => {}
+                Ok(change) => self.responder.on_change(&change, now).await,
                 Err(e) => problems.push(format!("store: {e}")),
             }
-        }
-        for id in opened {
-            self.analyse_opened(id, now).await;
         }
         if let Err(e) = self.quiet_log_incidents(w, &evaluation.still_active, now) {
             problems.push(format!("store: {e}"));
@@ -271,43 +277,17 @@ impl Engine {
         if !evaluation.complete {
             problems.push(format!("read capped at {} lines; the rest is read next time", evaluation.lines));
         }
-        let anomalous = !evaluation.findings.is_empty();
-        let outcome = if anomalous { "anomalous" } else { "ok" };
-        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: outcome.into() }).inc();
-        let partial = (!problems.is_empty()).then(|| problems.join("; "));
-        let templates = state.miner.len();
-        self.set_status(&w.name, |s| {
-            s.state = outcome.into();
-            s.last_evaluation = Some(now);
-            s.last_error = partial;
-            s.series = templates;
-        });
-        self.refresh_open_gauge();
+        let state = if evaluation.findings.is_empty() { WatchState::Ok } else { WatchState::Anomalous };
+        let templates = guard.as_ref().map_or(0, |s| s.miner.len());
+        self.record_evaluated(&w.name, state, now, problems, templates);
     }
 
     fn record_log_no_data(&self, w: &LogWatchConfig, now: DateTime<Utc>, reason: &str) {
-        tracing::warn!(watch = %w.name, reason, "no data");
-        self.metrics
-            .evaluations
-            .get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() })
-            .inc();
-        self.set_status(&w.name, |s| {
-            s.state = "no_data".into();
-            s.last_evaluation = Some(now);
-            s.last_error = Some(reason.to_string());
-            s.no_data_count += 1;
-        });
-        self.timeline.emit(TimelineEvent::NoData { at: now, watch: w.name.clone(), reason: reason.to_string() });
+        self.record_no_data(&w.name, now, reason, None);
     }
 
-    /// Returns the id of the incident the finding opened, if it opened one.
-    fn on_log_finding(
-        &self,
-        w: &LogWatchConfig,
-        f: &LogFinding,
-        now: DateTime<Utc>,
-    ) -> Result<Option<i64>, StoreError> {
-        let mut opened = None;
+    /// Open or update the incident of a log signal.
+    fn on_log_finding(&self, w: &LogWatchConfig, f: &LogFinding, now: DateTime<Utc>) -> Result<Change, StoreError> {
         let e = &f.signal.evidence;
         let sig = IncidentSignal {
             fingerprint: f.fingerprint.clone(),
@@ -330,33 +310,12 @@ impl Engine {
                     .unwrap_or_default()
             )),
         };
-        let detail = crate::log_watch::evidence_detail(f, &w.query);
-        match self.store.open_incident_by_fingerprint(&f.fingerprint)? {
-            Some(open) => {
-                self.store.update_incident(open.id, &sig, now)?;
-                self.store.add_event(open.id, now, "signal_again", &detail, &[])?;
-                self.timeline.emit(TimelineEvent::IncidentUpdated {
-                    at: now,
-                    incident_id: open.id,
-                    value: Some(e.count as f64),
-                });
-            }
-            None => {
-                let channels = self.channels.clone();
-                let incident = self
-                    .store
-                    .open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
-                tracing::warn!(incident = incident.id, watch = %w.name, title = %incident.title, "incident opened");
-                self.timeline.emit(TimelineEvent::IncidentOpened {
-                    at: now,
-                    incident_id: incident.id,
-                    title: incident.title.clone(),
-                });
-                self.outbox_wake.notify_one();
-                opened = Some(incident.id);
-            }
+        let detail = crate::ingest::log_watch::evidence_detail(f, &w.query);
+        let change = self.incidents.signal(&sig, &detail, now)?;
+        if let Change::Updated { incident, .. } = &change {
+            self.incidents.note(incident.id, now, "signal_again", &detail)?;
         }
-        Ok(opened)
+        Ok(change)
     }
 
     /// Count a quiet evaluation for every open incident of the watch whose signal did not
@@ -364,30 +323,12 @@ impl Engine {
     fn quiet_log_incidents(
         &self,
         w: &LogWatchConfig,
-        active: &std::collections::BTreeSet<String>,
+        active: &BTreeSet<String>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        for open in self.store.open_incidents()?.into_iter().filter(|i| i.watch == w.name) {
-            if active.contains(&open.fingerprint) {
-                continue;
-            }
-            let quiet = self.store.record_quiet(open.id)?;
-            if quiet < w.resolve_after {
-                continue;
-            }
-            let channels = self.channels.clone();
-            let detail = json!({"quiet_evaluations": quiet});
-            if let Some(resolved) = self
-                .store
-                .resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &[], &channels))?
-            {
-                tracing::info!(incident = resolved.id, watch = %w.name, "incident resolved");
-                self.timeline.emit(TimelineEvent::IncidentResolved {
-                    at: now,
-                    incident_id: resolved.id,
-                    title: resolved.title,
-                });
-                self.outbox_wake.notify_one();
+        for open in self.incidents.open_for_watch(&w.name)? {
+            if !active.contains(&open.fingerprint) {
+                self.incidents.quiet_incident(&open, w.resolve_after, now)?;
             }
         }
         Ok(())
@@ -395,6 +336,19 @@ impl Engine {
 
     pub fn watch_statuses(&self) -> Vec<WatchStatus> {
         self.statuses.read().map(|s| s.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// `Some(reason)` when the pipeline is blind: it has watches, every one of them has been
+    /// evaluated, and the last evaluation of each had no data (Prometheus or Loki down, a
+    /// wrong URL or credentials). `/readyz` then answers 503, so an operator sees at once
+    /// that nothing is being watched instead of a daemon that looks healthy.
+    pub fn blind(&self) -> Option<String> {
+        let statuses = self.statuses.read().ok()?;
+        if statuses.is_empty() || statuses.values().any(|s| s.state != WatchState::NoData) {
+            return None;
+        }
+        let first = statuses.values().find_map(|s| s.last_error.clone()).unwrap_or_default();
+        Some(format!("{} watch(es); first: {first}", statuses.len()))
     }
 
     fn set_status(&self, name: &str, f: impl FnOnce(&mut WatchStatus)) {
@@ -423,33 +377,28 @@ impl Engine {
         let Some(w) = self.config.watches.get(idx) else { return };
         // Only multivariate watches keep their reference from before an open incident; the
         // others need no store read here.
-        let open_since: BTreeMap<String, DateTime<Utc>> = if w.detector.kind != crate::joint_eval::KIND {
+        let open_since: BTreeMap<String, DateTime<Utc>> = if w.detector.kind != crate::ingest::joint_eval::KIND {
             BTreeMap::new()
         } else {
-            match self.store.open_incidents() {
-                Ok(open) => {
-                    open.into_iter().filter(|i| i.watch == w.name).map(|i| (i.fingerprint, i.opened_at)).collect()
-                }
-                Err(e) => {
-                    self.record_no_data(w, now, &format!("store: {e}"), 0);
-                    return;
-                }
+            match self.incidents.open_for_watch(&w.name) {
+                Ok(open) => open.into_iter().map(|i| (i.fingerprint, i.opened_at)).collect(),
+                Err(e) => return self.record_no_data(&w.name, now, &format!("store: {e}"), Some(0)),
             }
         };
-        let (evaluation, detector_time) = match self.detectors.get(idx) {
-            Some(cache) => evaluate(self.source.as_ref(), w, now, &open_since, cache).await,
+        let fresh;
+        let cache = match self.detectors.get(idx) {
+            Some(cache) => cache,
             None => {
-                evaluate(self.source.as_ref(), w, now, &open_since, &crate::evaluate::DetectorCache::default()).await
+                fresh = Arc::new(DetectorCache::default());
+                &fresh
             }
         };
+        let (evaluation, detector_time) = evaluate(self.source.as_ref(), w, now, &open_since, cache).await;
         let label = WatchLabel { watch: w.name.clone() };
         self.metrics.detector_seconds.get_or_create(&label).observe(detector_time.as_secs_f64());
 
         let verdicts = match evaluation {
-            Evaluation::NoData(reason) => {
-                self.record_no_data(w, now, &reason, 0);
-                return;
-            }
+            Evaluation::NoData(reason) => return self.record_no_data(&w.name, now, &reason, Some(0)),
             Evaluation::QueryFailed { reason, retryable } => {
                 let class = if retryable { "retryable" } else { "permanent" };
                 tracing::warn!(watch = %w.name, %reason, retryable, "the watch's query failed");
@@ -457,8 +406,7 @@ impl Engine {
                     .query_failures
                     .get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: class.into() })
                     .inc();
-                self.record_no_data(w, now, &reason, 0);
-                return;
+                return self.record_no_data(&w.name, now, &reason, Some(0));
             }
             Evaluation::Series(v) => v,
         };
@@ -473,8 +421,7 @@ impl Engine {
                     any_data = true;
                     warming = true;
                 }
-                Verdict::Deviating(_) => any_data = true,
-                Verdict::Normal(_) => any_data = true,
+                Verdict::Deviating(_) | Verdict::Normal(_) => any_data = true,
                 Verdict::Anomalous(_) => {
                     any_data = true;
                     anomalous = true;
@@ -486,46 +433,65 @@ impl Engine {
             }
         }
         if !any_data {
-            self.record_no_data(w, now, &reasons.join("; "), verdicts.len());
-            return;
+            return self.record_no_data(&w.name, now, &reasons.join("; "), Some(verdicts.len()));
         }
         let state = if anomalous {
-            "anomalous"
+            WatchState::Anomalous
         } else if warming {
-            "warming_up"
+            WatchState::WarmingUp
         } else {
-            "ok"
+            WatchState::Ok
         };
-        self.metrics.evaluations.get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: state.into() }).inc();
-        let partial = (!reasons.is_empty()).then(|| reasons.join("; "));
-        self.set_status(&w.name, |s| {
-            s.state = state.into();
+        self.record_evaluated(&w.name, state, now, reasons, verdicts.len());
+    }
+
+    /// A watch evaluation with data: count it, set its status (with `problems` as the
+    /// partial error), refresh the open-incident gauge.
+    fn record_evaluated(
+        &self,
+        watch: &str,
+        state: WatchState,
+        now: DateTime<Utc>,
+        problems: Vec<String>,
+        series: usize,
+    ) {
+        self.metrics
+            .evaluations
+            .get_or_create(&WatchOutcome { watch: watch.to_string(), outcome: state.as_str().into() })
+            .inc();
+        let partial = (!problems.is_empty()).then(|| problems.join("; "));
+        self.set_status(watch, |s| {
+            s.state = state;
             s.last_evaluation = Some(now);
             s.last_error = partial;
-            s.series = verdicts.len();
+            s.series = series;
         });
         self.refresh_open_gauge();
     }
 
-    fn record_no_data(&self, w: &WatchConfig, now: DateTime<Utc>, reason: &str, series: usize) {
-        tracing::warn!(watch = %w.name, %reason, "no data: nothing is opened, resolved or acted on");
+    /// An evaluation without data: nothing is opened, resolved or acted on. `series` is the
+    /// series count to show (`None` keeps the last one: log watches count templates).
+    fn record_no_data(&self, watch: &str, now: DateTime<Utc>, reason: &str, series: Option<usize>) {
+        tracing::warn!(watch, %reason, "no data: nothing is opened, resolved or acted on");
         self.metrics
             .evaluations
-            .get_or_create(&WatchOutcome { watch: w.name.clone(), outcome: "no_data".into() })
+            .get_or_create(&WatchOutcome { watch: watch.to_string(), outcome: WatchState::NoData.as_str().into() })
             .inc();
-        self.metrics.no_data.get_or_create(&WatchLabel { watch: w.name.clone() }).inc();
-        self.set_status(&w.name, |s| {
-            s.state = "no_data".into();
+        self.metrics.no_data.get_or_create(&WatchLabel { watch: watch.to_string() }).inc();
+        self.set_status(watch, |s| {
+            s.state = WatchState::NoData;
             s.last_evaluation = Some(now);
             s.last_error = Some(reason.to_string());
             s.no_data_count += 1;
-            s.series = series;
+            if let Some(n) = series {
+                s.series = n;
+            }
         });
-        self.timeline.emit(TimelineEvent::NoData { at: now, watch: w.name.clone(), reason: reason.to_string() });
+        self.timeline.emit(TimelineEvent::NoData { at: now, watch: watch.to_string(), reason: reason.to_string() });
     }
 
     async fn apply(&self, w: &WatchConfig, sv: &SeriesVerdict, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let target = resolve_target(w, &sv.identity);
+        let target = watch_target(w, &sv.identity);
         if let Some(d) = sv.verdict.detection() {
             self.timeline.emit(TimelineEvent::Evaluated {
                 at: now,
@@ -556,8 +522,23 @@ impl Engine {
         }
         match &sv.verdict {
             Verdict::NoData(_) | Verdict::WarmingUp(_) | Verdict::Deviating(_) => Ok(()),
-            Verdict::Anomalous(d) => self.on_anomaly(w, sv, d, target, now).await,
-            Verdict::Normal(_) => self.on_quiet(w, sv, now),
+            Verdict::Anomalous(d) => {
+                let sig = Self::signal(w, sv, d, target);
+                let detail = json!({"detection": d, "labels": sv.labels});
+                let change = self.incidents.signal(&sig, &detail, now)?;
+                if let Change::Updated { incident, quiet_before } = &change {
+                    if *quiet_before > 0 {
+                        self.incidents.note(
+                            incident.id,
+                            now,
+                            "anomalous_again",
+                            &json!({"value": d.value, "after_quiet_evaluations": quiet_before}),
+                        )?;
+                    }
+                }
+                self.responder.on_watch_change(w, &change, now).await
+            }
+            Verdict::Normal(_) => self.incidents.quiet(&sv.fingerprint, w.resolve_after, now).map(|_| ()),
         }
     }
 
@@ -579,234 +560,35 @@ impl Engine {
         }
     }
 
-    async fn on_anomaly(
+    /// Apply an Alertmanager webhook: firing alerts open or update incidents and start the
+    /// playbooks whose `alert` triggers match, resolved ones resolve them.
+    pub async fn handle_alerts(
         &self,
-        w: &WatchConfig,
-        sv: &SeriesVerdict,
-        d: &Detection,
-        target: Option<TargetRef>,
+        payload: &WebhookPayload,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let sig = Self::signal(w, sv, d, target);
-        let incident = match self.store.open_incident_by_fingerprint(&sv.fingerprint)? {
-            Some(open) => {
-                let quiet_before = self.store.update_incident(open.id, &sig, now)?;
-                if quiet_before > 0 {
-                    self.store.add_event(
-                        open.id,
-                        now,
-                        "anomalous_again",
-                        &json!({"value": d.value, "after_quiet_evaluations": quiet_before}),
-                        &[],
-                    )?;
+    ) -> Result<AlertsOutcome, StoreError> {
+        let mut out = AlertsOutcome::default();
+        for signal in alerts::signals(payload) {
+            match signal {
+                AlertSignal::Firing { alert, signal, detail } => {
+                    let change = self.incidents.signal(&signal, &detail, now)?;
+                    self.responder.on_change(&change, now).await;
+                    let incident_id = Some(change.incident().id);
+                    out.runs.extend(self.responder.on_alert(&alert.labels, incident_id, now).await);
                 }
-                self.timeline.emit(TimelineEvent::IncidentUpdated {
-                    at: now,
-                    incident_id: open.id,
-                    value: Some(d.value),
-                });
-                // Act again only once the previous attempt's cooldown has passed.
-                let cooldown = self.remediation.as_ref().map(|r| r.watch_cooldown(w)).unwrap_or_default();
-                let last = self.store.last_run_for_incident(open.id)?;
-                let due = last.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= cooldown);
-                if !due {
-                    return Ok(());
+                AlertSignal::Resolved { fingerprint, detail, .. } => {
+                    self.incidents.resolve_fingerprint(&fingerprint, &detail, now)?;
                 }
-                return self.act(w, &open, now, false).await;
-            }
-            None => {
-                let detail = json!({"detection": d, "labels": sv.labels});
-                let channels = self.channels.clone();
-                let incident = self
-                    .store
-                    .open_incident(&sig, now, &detail, |i| render(NotifyEvent::Opened, i, None, &[], &channels))?;
-                tracing::warn!(incident = incident.id, watch = %w.name, value = d.value, expected = ?d.expected, "incident opened");
-                self.timeline.emit(TimelineEvent::IncidentOpened {
-                    at: now,
-                    incident_id: incident.id,
-                    title: incident.title.clone(),
-                });
-                self.outbox_wake.notify_one();
-                incident
-            }
-        };
-        self.act(w, &incident, now, true).await?;
-        self.analyse_opened(incident.id, now).await;
-        Ok(())
-    }
-
-    fn on_quiet(&self, w: &WatchConfig, sv: &SeriesVerdict, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let Some(open) = self.store.open_incident_by_fingerprint(&sv.fingerprint)? else { return Ok(()) };
-        let quiet = self.store.record_quiet(open.id)?;
-        if quiet < w.resolve_after {
-            return Ok(());
-        }
-        let actions = self.action_history(open.id);
-        let channels = self.channels.clone();
-        let detail = json!({"quiet_evaluations": quiet});
-        if let Some(resolved) = self
-            .store
-            .resolve_incident(open.id, now, &detail, |i| render(NotifyEvent::Resolved, i, None, &actions, &channels))?
-        {
-            tracing::info!(incident = resolved.id, watch = %w.name, "incident resolved");
-            self.timeline.emit(TimelineEvent::IncidentResolved {
-                at: now,
-                incident_id: resolved.id,
-                title: resolved.title,
-            });
-            self.outbox_wake.notify_one();
-        }
-        Ok(())
-    }
-
-    /// What runs changed on an incident, in words, oldest first.
-    fn action_history(&self, incident_id: i64) -> Vec<String> {
-        action_history(&self.store, incident_id)
-    }
-
-    /// Start the watch's playbook (and playbooks whose incident triggers match) for an
-    /// incident. The run records itself, its guards' decisions and its outcome; notices
-    /// become incident events and notifications (see [`crate::remediation::RunNotices`]).
-    async fn act(
-        &self,
-        w: &WatchConfig,
-        incident: &Incident,
-        now: DateTime<Utc>,
-        opened: bool,
-    ) -> Result<(), StoreError> {
-        let Some(rem) = self.remediation.clone() else { return Ok(()) };
-        let metrics = self.metrics.clone();
-        let iid = incident.id;
-        let (w, incident) = (w.clone(), incident.clone());
-        let work = async move {
-            let mut runs = Vec::new();
-            if let Some(run) = rem.on_incident(&w, &incident, now).await {
-                runs.push(run);
-            }
-            // Playbooks bound by their own incident triggers run once, when the incident opens.
-            if opened {
-                runs.extend(rem.on_incident_triggers(&w, &incident, now).await);
-            }
-            for run in runs {
-                let outcome = run.status.as_str().to_string();
-                metrics.actions.get_or_create(&ActionLabels { kind: run.playbook.clone(), outcome }).inc();
-            }
-        };
-        match &self.actions {
-            // One task per incident at a time: an incident whose runs are still starting
-            // (a slow cluster) is not acted on again meanwhile.
-            Some(tasks) => {
-                if !tasks.spawn(format!("incident:{iid}"), true, work) {
-                    tracing::debug!("the incident's previous runs are still starting");
-                }
-            }
-            None => work.await,
-        }
-        Ok(())
-    }
-
-    /// Apply an Alertmanager webhook: firing alerts open or update incidents, resolved ones
-    /// resolve them. Returns how many alerts were applied.
-    pub fn handle_alerts(&self, payload: &WebhookPayload, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let channels = self.channels.clone();
-        let mut applied = 0;
-        for a in &payload.alerts {
-            let name = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
-            let watch = format!("alertmanager/{name}");
-            let fp = fingerprint(&watch, &a.labels);
-            let severity = match a.labels.get("severity").map(String::as_str) {
-                Some("critical") | Some("page") => Severity::Critical,
-                Some("info") | Some("none") => Severity::Info,
-                _ => Severity::Warning,
-            };
-            let target = match (a.labels.get("namespace"), a.labels.get("deployment")) {
-                (Some(ns), Some(dep)) => Some(TargetRef { namespace: ns.clone(), deployment: dep.clone() }),
-                _ => None,
-            };
-            let title = a.annotations.get("summary").cloned().unwrap_or_else(|| format!("{name} firing"));
-            match a.status.as_str() {
-                "firing" => {
-                    let sig = IncidentSignal {
-                        fingerprint: fp.clone(),
-                        watch,
-                        source: "alertmanager".into(),
-                        severity: severity.as_str().into(),
-                        title,
-                        labels: a.labels.clone(),
-                        target,
-                        observed: None,
-                        expected: None,
-                        lower: None,
-                        upper: None,
-                        score: None,
-                        detector: None,
-                    };
-                    match self.store.open_incident_by_fingerprint(&fp)? {
-                        Some(open) => {
-                            self.store.update_incident(open.id, &sig, now)?;
-                        }
-                        None => {
-                            let detail = json!({"alert": a, "group_key": payload.group_key});
-                            let i = self.store.open_incident(&sig, now, &detail, |i| {
-                                render(NotifyEvent::Opened, i, None, &[], &channels)
-                            })?;
-                            tracing::warn!(incident = i.id, alert = %name, "incident opened from Alertmanager");
-                            if let AnalysisMode::Queued(tx) = &self.analysis {
-                                self.queue_analysis(i.id, now, tx);
-                            }
-                            self.timeline.emit(TimelineEvent::IncidentOpened {
-                                at: now,
-                                incident_id: i.id,
-                                title: i.title,
-                            });
-                        }
-                    }
-                }
-                "resolved" => {
-                    if let Some(open) = self.store.open_incident_by_fingerprint(&fp)? {
-                        let detail = json!({"alert": a});
-                        if let Some(i) = self.store.resolve_incident(open.id, now, &detail, |i| {
-                            render(NotifyEvent::Resolved, i, None, &[], &channels)
-                        })? {
-                            self.timeline.emit(TimelineEvent::IncidentResolved {
-                                at: now,
-                                incident_id: i.id,
-                                title: i.title,
-                            });
-                        }
-                    }
-                }
-                other => {
-                    tracing::warn!(status = other, alert = %name, "alert with unknown status ignored");
+                AlertSignal::Skipped { alert, status } => {
+                    let name = crate::incident::identity::alert_name(&alert.labels);
+                    tracing::warn!(status, alert = %name, "alert with unknown status ignored");
                     continue;
                 }
             }
-            applied += 1;
+            out.accepted += 1;
         }
-        self.outbox_wake.notify_one();
         self.refresh_open_gauge();
-        Ok(applied)
-    }
-}
-
-/// Fill the target template from identity labels.
-pub fn resolve_target(w: &WatchConfig, identity: &BTreeMap<String, String>) -> Option<TargetRef> {
-    let t = w.target.as_ref()?;
-    let fill = |tpl: &str| -> Option<String> {
-        let mut out = tpl.to_string();
-        for (k, v) in identity {
-            out = out.replace(&format!("{{{k}}}"), v);
-        }
-        (!out.contains('{') && !out.is_empty()).then_some(out)
-    };
-    Some(TargetRef { namespace: fill(&t.namespace)?, deployment: fill(&t.deployment)? })
-}
-
-fn describe(target: &Option<TargetRef>, identity: &BTreeMap<String, String>) -> String {
-    match target {
-        Some(t) => format!("{}/{}", t.namespace, t.deployment),
-        None if identity.is_empty() => "(all)".into(),
-        None => identity.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        Ok(out)
     }
 }
 
@@ -885,13 +667,13 @@ mod tests {
     const T0: i64 = 1_700_000_000;
     const FAULT: (i64, i64) = (T0 + 600, T0 + 900);
 
-    fn engine(source: Arc<Scripted>, cluster: Arc<FakeCluster>) -> Engine {
+    fn engine(source: Arc<Scripted>, cluster: Arc<FakeCluster>) -> Pipeline {
         let cfg = parse_str(
             "prometheus: {url: 'http://127.0.0.1:9'}\nkubernetes: {}\nactions: {cooldown: 1h}\nnotify: {file: {path: n.jsonl}}\nwatches:\n  - name: lat\n    query: up\n    interval: 10s\n    step: 10s\n    lookback: 30m\n    identity: [namespace, deployment]\n    target: {namespace: '{namespace}', deployment: '{deployment}'}\n    resolve_after: 3\n    detector: {kind: robust_baseline, window: 60, min_consecutive: 2, direction: up}\n    action: {scale: {step: 1, max_replicas: 5}}\n",
             std::path::Path::new("t.yaml"),
         )
         .expect("valid config");
-        Engine::new(
+        Pipeline::new(
             Arc::new(cfg),
             Arc::new(Store::open_in_memory().expect("store")),
             source,
@@ -940,7 +722,7 @@ mod tests {
         // opened, action and resolved, for each of the two channels.
         let due = e.store.pending_notifications().expect("count");
         assert_eq!(due, 6);
-        assert_eq!(e.watch_statuses()[0].state, "ok");
+        assert_eq!(e.watch_statuses()[0].state, WatchState::Ok);
     }
 
     #[tokio::test]
@@ -956,7 +738,8 @@ mod tests {
         assert!(e.store.list_incidents(None, 10).expect("list").is_empty());
         assert!(cluster.patches.lock().expect("lock").is_empty());
         let st = &e.watch_statuses()[0];
-        assert_eq!(st.state, "no_data");
+        assert_eq!(st.state, WatchState::NoData);
+        assert!(e.blind().is_some_and(|r| r.contains("1 watch(es)")), "{:?}", e.blind());
         assert_eq!(st.no_data_count, 30);
         assert!(st.last_error.as_deref().unwrap_or("").contains("connection refused"));
         let metrics = e.metrics.encode().expect("encode");
@@ -969,6 +752,7 @@ mod tests {
         *source.down.lock().expect("lock") = false;
         e.evaluate_watch(0, at(FAULT.1 - 20)).await;
         e.evaluate_watch(0, at(FAULT.1 - 10)).await;
+        assert_eq!(e.blind(), None, "data again");
         assert_eq!(e.store.open_incidents().expect("open").len(), 1);
         *source.down.lock().expect("lock") = true;
         for t in (FAULT.1..FAULT.1 + 600).step_by(10) {
@@ -1011,8 +795,8 @@ mod tests {
                         "annotations": {"summary": "5xx above 5 %"}, "startsAt": "2026-11-22T10:00:00Z"}]
         }))
         .expect("payload");
-        assert_eq!(e.handle_alerts(&payload, at(T0)).expect("apply"), 1);
-        assert_eq!(e.handle_alerts(&payload, at(T0 + 60)).expect("apply"), 1);
+        assert_eq!(e.handle_alerts(&payload, at(T0)).await.expect("apply").accepted, 1);
+        assert_eq!(e.handle_alerts(&payload, at(T0 + 60)).await.expect("apply").accepted, 1);
         let open = e.store.open_incidents().expect("open");
         assert_eq!(open.len(), 1, "repeated alerts update the same incident");
         assert_eq!(
@@ -1021,7 +805,7 @@ mod tests {
         );
         assert_eq!(open[0].title, "5xx above 5 %");
         payload.alerts[0].status = "resolved".into();
-        e.handle_alerts(&payload, at(T0 + 120)).expect("apply");
+        e.handle_alerts(&payload, at(T0 + 120)).await.expect("apply");
         assert!(e.store.open_incidents().expect("open").is_empty());
     }
 }

@@ -15,7 +15,7 @@ use warden_playbooks::audit::{self, AuditEntry, AuditEvent, AuditHead, AuditKind
 use warden_playbooks::claim::{check_fence, decide_claim, ClaimDecision, ClaimState, RunClaim, CLAIM_TTL};
 use warden_playbooks::engine::{HistoryQuery, RunStore, RunStoreError};
 use warden_playbooks::guards::History;
-use warden_playbooks::run::{Run, RunStatus};
+use warden_playbooks::run::{Run, RunStatus, StepStatus};
 
 use crate::store::{from_ms, ms, Store, StoreError, StoreResult};
 
@@ -97,6 +97,25 @@ fn active_key(run: &Run) -> Option<String> {
 }
 
 impl Store {
+    /// What runs changed on an incident, in words, oldest first (for notifications). A
+    /// store that cannot be read gives an empty history (logged): the notification still goes.
+    pub fn action_history(&self, incident_id: i64) -> Vec<String> {
+        let mut runs = match self.list_runs(None, Some(incident_id), 100) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(incident = incident_id, error = %e, "reading the incident's runs");
+                return Vec::new();
+            }
+        };
+        runs.reverse();
+        runs.iter()
+            .flat_map(|r| r.steps.iter().chain(&r.revert_steps))
+            .filter(|s| s.status == StepStatus::Done)
+            .filter_map(|s| s.result.as_ref()?.get("summary")?.as_str().map(str::to_string))
+            .filter(|t| !t.starts_with("verified"))
+            .collect()
+    }
+
     fn insert_run_tx(&self, run: &Run, events: &[AuditEvent], owner: &str) -> StoreResult<Result<RunClaim, i64>> {
         let mut c = self.conn()?;
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;

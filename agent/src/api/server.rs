@@ -21,11 +21,11 @@ use serde::Deserialize;
 use serde_json::json;
 use warden_connectors::alertmanager::WebhookPayload;
 
-use crate::engine::Engine;
+use crate::pipeline::Pipeline;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    pub pipeline: Arc<Pipeline>,
     /// The operator token (`server.api_token`).
     pub api_token: Option<Arc<str>>,
     /// The viewer token (`server.viewer_token`).
@@ -40,22 +40,22 @@ pub fn router(state: AppState) -> Router {
         .route("/incidents/{id}", get(get_incident))
         .route("/watches", get(list_watches))
         .route("/actions", get(list_actions))
-        .route("/playbooks", get(crate::api_runs::list_playbooks))
-        .route("/playbooks/{name}", get(crate::api_runs::get_playbook))
-        .route("/runs", get(crate::api_runs::list_runs))
-        .route("/runs/{id}", get(crate::api_runs::get_run))
-        .route("/audit/verify", get(crate::api_runs::verify_audit))
-        .route("/outbox", get(crate::api_outbox::list))
-        .route("/outbox/dead", get(crate::api_outbox::dead))
+        .route("/playbooks", get(crate::api::runs::list_playbooks))
+        .route("/playbooks/{name}", get(crate::api::runs::get_playbook))
+        .route("/runs", get(crate::api::runs::list_runs))
+        .route("/runs/{id}", get(crate::api::runs::get_run))
+        .route("/audit/verify", get(crate::api::runs::verify_audit))
+        .route("/outbox", get(crate::api::outbox::list))
+        .route("/outbox/dead", get(crate::api::outbox::dead))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_viewer));
     let write = Router::new()
         .route("/alerts", post(post_alerts))
-        .route("/playbooks/{name}/runs", post(crate::api_runs::start_run))
-        .route("/runs/{id}/approve", post(crate::api_runs::approve_run))
-        .route("/runs/{id}/deny", post(crate::api_runs::deny_run))
-        .route("/outbox/{id}/retry", post(crate::api_outbox::retry))
-        .route("/outbox/{id}/discard", post(crate::api_outbox::discard))
-        .route("/outbox/dead/retry", post(crate::api_outbox::retry_all))
+        .route("/playbooks/{name}/runs", post(crate::api::runs::start_run))
+        .route("/runs/{id}/approve", post(crate::api::runs::approve_run))
+        .route("/runs/{id}/deny", post(crate::api::runs::deny_run))
+        .route("/outbox/{id}/retry", post(crate::api::outbox::retry))
+        .route("/outbox/{id}/discard", post(crate::api::outbox::discard))
+        .route("/outbox/dead/retry", post(crate::api::outbox::retry_all))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
     let api = read.merge(write);
     Router::new()
@@ -140,15 +140,18 @@ async fn readyz(State(st): State<AppState>) -> Response {
     if !st.ready.load(Ordering::Relaxed) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "starting");
     }
-    match st.engine.store.pending_notifications() {
+    if let Some(reason) = st.pipeline.blind() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("every watch has no data: {reason}"));
+    }
+    match st.pipeline.store.pending_notifications() {
         Ok(_) => "ready".into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     }
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    st.engine.metrics.refresh_from_store(&st.engine.store, chrono::Utc::now());
-    match st.engine.metrics.encode() {
+    st.pipeline.metrics.refresh_from_store(&st.pipeline.store, chrono::Utc::now());
+    match st.pipeline.metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
             .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -174,14 +177,14 @@ async fn list_incidents(
             return error(StatusCode::BAD_REQUEST, format!("status must be `open` or `resolved`, not `{s}`"));
         }
     }
-    match st.engine.store.list_incidents(q.status.as_deref(), q.limit.unwrap_or(500)) {
+    match st.pipeline.store.list_incidents(q.status.as_deref(), q.limit.unwrap_or(500)) {
         Ok(incidents) => Json(json!({ "incidents": incidents })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
 async fn get_incident(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
-    let store = &st.engine.store;
+    let store = &st.pipeline.store;
     match (store.get_incident(id), store.incident_events(id), store.get_analysis(id)) {
         (Ok(Some(incident)), Ok(events), Ok(analysis)) => {
             Json(json!({"incident": incident, "events": events, "analysis": analysis})).into_response()
@@ -192,12 +195,12 @@ async fn get_incident(State(st): State<AppState>, Path(id): Path<i64>) -> Respon
 }
 
 async fn list_watches(State(st): State<AppState>) -> Response {
-    Json(json!({ "watches": st.engine.watch_statuses() })).into_response()
+    Json(json!({ "watches": st.pipeline.watch_statuses() })).into_response()
 }
 
 async fn list_actions(State(st): State<AppState>) -> Response {
-    match st.engine.store.list_runs(None, None, 500) {
-        Ok(runs) => Json(json!({ "actions": crate::remediation::actions_view(&runs) })).into_response(),
+    match st.pipeline.store.list_runs(None, None, 500) {
+        Ok(runs) => Json(json!({ "actions": crate::act::remediation::actions_view(&runs) })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -217,29 +220,10 @@ async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Res
     if let Err(e) = payload.validate() {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let now = Utc::now();
-    let accepted = match st.engine.handle_alerts(&payload, now) {
-        Ok(n) => n,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    // Playbooks with matching `alert` triggers run for firing alerts.
-    let mut runs = Vec::new();
-    if let Some(rem) = st.engine.remediation.clone() {
-        for a in payload.alerts.iter().filter(|a| a.status == "firing") {
-            // The incident the alert opened or updated above: its runs belong to it (events,
-            // notifications, attempts per incident).
-            let name = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
-            let fp = crate::evaluate::fingerprint(&format!("alertmanager/{name}"), &a.labels);
-            let incident_id = match st.engine.store.open_incident_by_fingerprint(&fp) {
-                Ok(i) => i.map(|i| i.id),
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            };
-            for r in rem.on_alert(&a.labels, incident_id, now).await {
-                runs.push(r.id);
-            }
-        }
+    match st.pipeline.handle_alerts(&payload, Utc::now()).await {
+        Ok(outcome) => Json(json!({ "accepted": outcome.accepted, "runs": outcome.runs })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-    Json(json!({ "accepted": accepted, "runs": runs })).into_response()
 }
 
 #[cfg(test)]
@@ -251,7 +235,7 @@ mod tests {
 
     struct NoSource;
     #[async_trait::async_trait]
-    impl crate::source::MetricSource for NoSource {
+    impl crate::ingest::source::MetricSource for NoSource {
         async fn query_range(
             &self,
             _q: &str,
@@ -265,7 +249,7 @@ mod tests {
 
     fn app_with_viewer(operator: &str, viewer: &str) -> Router {
         let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");
-        let engine = Engine::new(
+        let engine = Pipeline::new(
             Arc::new(cfg),
             Arc::new(crate::store::Store::open_in_memory().expect("store")),
             Arc::new(NoSource),
@@ -275,7 +259,7 @@ mod tests {
             crate::timeline::Timeline::default(),
         );
         router(AppState {
-            engine: Arc::new(engine),
+            pipeline: Arc::new(engine),
             api_token: Some(Arc::from(operator)),
             viewer_token: Some(Arc::from(viewer)),
             ready: Arc::new(AtomicBool::new(true)),
@@ -329,7 +313,7 @@ mod tests {
 
     fn app(token: Option<&str>) -> Router {
         let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");
-        let engine = Engine::new(
+        let engine = Pipeline::new(
             Arc::new(cfg),
             Arc::new(crate::store::Store::open_in_memory().expect("store")),
             Arc::new(NoSource),
@@ -339,7 +323,7 @@ mod tests {
             crate::timeline::Timeline::default(),
         );
         router(AppState {
-            engine: Arc::new(engine),
+            pipeline: Arc::new(engine),
             api_token: token.map(Arc::from),
             viewer_token: None,
             ready: Arc::new(AtomicBool::new(true)),
@@ -390,7 +374,7 @@ mod tests {
             std::path::Path::new("t.yaml"),
         )
         .expect("config");
-        let engine = Engine::new(
+        let engine = Pipeline::new(
             Arc::new(cfg),
             Arc::new(crate::store::Store::open_in_memory().expect("store")),
             Arc::new(NoSource),
@@ -400,7 +384,7 @@ mod tests {
             crate::timeline::Timeline::default(),
         );
         let app = router(AppState {
-            engine: Arc::new(engine),
+            pipeline: Arc::new(engine),
             api_token: Some(Arc::from("t")),
             viewer_token: None,
             ready: Arc::new(AtomicBool::new(true)),

@@ -14,7 +14,7 @@ use warden_playbooks::run::{RunStatus, Target, TriggerInfo};
 use warden_playbooks::spec::TargetKind;
 use warden_playbooks::template::Vars;
 
-use crate::server::AppState;
+use crate::api::server::AppState;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
@@ -22,7 +22,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 macro_rules! remediation {
     ($st:expr) => {
-        match $st.engine.remediation.clone() {
+        match $st.pipeline.remediation().cloned() {
             Some(r) => r,
             None => return error(StatusCode::SERVICE_UNAVAILABLE, "playbooks did not load; see the daemon's log"),
         }
@@ -135,14 +135,14 @@ pub async fn list_runs(
             None => return error(StatusCode::BAD_REQUEST, format!("unknown run status `{s}`")),
         },
     };
-    match st.engine.store.list_runs(status, q.incident, q.limit.unwrap_or(100)) {
+    match st.pipeline.store.list_runs(status, q.incident, q.limit.unwrap_or(100)) {
         Ok(runs) => Json(json!({"runs": runs})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
 pub async fn get_run(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
-    match (st.engine.store.get_run(id), st.engine.store.audit_for_run(id)) {
+    match (st.pipeline.store.get_run(id), st.pipeline.store.audit_for_run(id)) {
         (Ok(Some(run)), Ok(audit)) => Json(json!({"run": run, "audit": audit})).into_response(),
         (Ok(None), _) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
         (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -188,11 +188,11 @@ pub async fn deny_run(State(st): State<AppState>, Path(id): Path<i64>, body: axu
 }
 
 pub async fn verify_audit(State(st): State<AppState>) -> Response {
-    let head = match st.engine.store.audit_head() {
+    let head = match st.pipeline.store.audit_head() {
         Ok(h) => h,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    match st.engine.store.audit_entries() {
+    match st.pipeline.store.audit_entries() {
         Ok(entries) => match warden_playbooks::audit::verify_with_head(&entries, head.as_ref()) {
             Ok(s) => Json(json!({"intact": true, "entries": s.entries, "head": s.head})).into_response(),
             Err(b) => Json(json!({"intact": false, "broken_at": b.seq, "reason": b.reason})).into_response(),

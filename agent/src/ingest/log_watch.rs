@@ -29,26 +29,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::json;
 use warden_connectors::loki::{Direction, LogEntry, LokiClient};
-use warden_detectors::logs::{
-    LogSignals, Miner, MinerParams, MinerState, Signal, SignalKind, SignalParams, TemplateId,
-};
+use warden_detectors::logs::{LogSignals, Miner, MinerState, Signal, SignalKind, TemplateId};
 
 use crate::config::{LogSignalKind, LogWatchConfig};
-use crate::evaluate::fingerprint;
-
-/// The miner parameters of a log watch, checked.
-pub fn miner_params(w: &LogWatchConfig) -> Result<MinerParams, warden_detectors::Error> {
-    let p: MinerParams = warden_detectors::registry::from_map(&w.miner)?;
-    p.validate()?;
-    Ok(p)
-}
-
-/// The signal parameters of a log watch, checked.
-pub fn signal_params(w: &LogWatchConfig) -> Result<SignalParams, warden_detectors::Error> {
-    let p: SignalParams = warden_detectors::registry::from_map(&w.signals)?;
-    p.validate()?;
-    Ok(p)
-}
+use crate::incident::identity::fingerprint;
 
 /// What one read returned.
 #[derive(Debug, Clone, Default)]
@@ -99,8 +83,8 @@ pub struct LogWatchState {
 impl LogWatchState {
     /// A fresh state, or the saved one (`miner_state` JSON and resume point).
     pub fn new(w: &LogWatchConfig, saved: Option<(String, Option<i64>)>) -> Result<Self, String> {
-        let params = miner_params(w).map_err(|e| format!("miner: {e}"))?;
-        let warmup = signal_params(w).map_err(|e| format!("signals: {e}"))?.warmup_lines;
+        let params = w.miner_params().map_err(|e| format!("miner: {e}"))?;
+        let warmup = w.signal_params().map_err(|e| format!("signals: {e}"))?.warmup_lines;
         match saved {
             Some((json, resume_ns)) => {
                 let state = MinerState::from_json(&json).map_err(|e| format!("saved miner state: {e}"))?;
@@ -126,7 +110,7 @@ impl LogWatchState {
 
     fn signals_for(&mut self, w: &LogWatchConfig, key: &BTreeMap<String, String>) -> Result<&mut LogSignals, String> {
         if !self.signals.contains_key(key) {
-            let mut params = signal_params(w).map_err(|e| format!("signals: {e}"))?;
+            let mut params = w.signal_params().map_err(|e| format!("signals: {e}"))?;
             if self.restored_warm {
                 params.warmup_lines = 0;
                 params.warmup_ms = 0;

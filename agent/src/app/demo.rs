@@ -22,16 +22,16 @@ use warden_playbooks::cluster::{DeploymentInfo, JobCreated, JobPhase, JobStatus}
 use warden_playbooks::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
 
 use crate::analysis::{ClusterEvidence, ClusterFacts, Fact, Summarizer};
+use crate::app::assemble::{self, Mode, Parts};
 use crate::config;
-use crate::engine::Engine;
+use crate::ingest::source::MetricSource;
 use crate::metrics::Metrics;
 use crate::notify::{Channels, Outbox};
-use crate::source::MetricSource;
 use crate::store::Store;
 use crate::timeline::{Timeline, TimelineEvent};
 
-const SCENARIO_YAML: &str = include_str!("../demo/demo.yaml");
-const LOAD_CSV: &str = include_str!("../demo/checkout-load.csv");
+const SCENARIO_YAML: &str = include_str!("../../demo/demo.yaml");
+const LOAD_CSV: &str = include_str!("../../demo/checkout-load.csv");
 /// Seconds of scenario data before the demo's first evaluation (the detector's history).
 const HISTORY_SECS: i64 = 7200;
 const DEMO_SECS: i64 = 7200;
@@ -661,8 +661,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
     let store = Arc::new(Store::open(&db)?);
     let metrics = Arc::new(Metrics::new());
     let channels = Channels { file: Some(notifications.clone()), ..Default::default() };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let timeline = Timeline::new(tx);
+    let (timeline, mut rx) = Timeline::channel();
     let summarizer = match model {
         Some(path) => {
             let section = config::ModelSection {
@@ -678,17 +677,22 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         }
         None => Summarizer::template_only("no model given (warden demo --model FILE.gguf)"),
     };
-    // Analyses run inline, on the simulated clock.
-    let engine = Engine::new(
-        cfg.clone(),
-        store.clone(),
-        source,
-        Some(cluster.clone() as Arc<dyn Cluster>),
-        metrics.clone(),
-        channels.names(),
-        timeline.clone(),
-    )
-    .with_analysis(Some(cluster.clone() as Arc<dyn ClusterEvidence>), Arc::new(summarizer), None);
+    // Analyses and runs are awaited inline, on the simulated clock.
+    let engine = assemble::pipeline(
+        Parts {
+            config: cfg.clone(),
+            store: store.clone(),
+            source,
+            cluster: Some(cluster.clone() as Arc<dyn Cluster>),
+            evidence: Some(cluster.clone() as Arc<dyn ClusterEvidence>),
+            logs: None,
+            metrics: metrics.clone(),
+            channels: channels.names(),
+            timeline: timeline.clone(),
+            summarizer: Arc::new(summarizer),
+        },
+        Mode::Inline,
+    );
     let outbox =
         Outbox::new(store.clone(), channels, crate::notify::Policy::from_config(&cfg.notify), metrics, timeline);
 
@@ -733,7 +737,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
     while t <= drain_until {
         cluster.set_now(t);
         let replicas = cluster.desired_at(t);
-        if let Some(rem) = &engine.remediation {
+        if let Some(rem) = engine.remediation() {
             if let Err(e) = rem.runs.tick(t).await {
                 writeln!(p.out, "runs: {e}")?;
             }
@@ -790,7 +794,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         incidents.len(),
         incidents.iter().filter(|i| i.status == "resolved").count(),
         incidents.iter().filter(|i| i.status != "resolved").count(),
-        crate::remediation::actions_view(&runs).iter().filter(|a| a["status"] == "succeeded").count(),
+        crate::act::remediation::actions_view(&runs).iter().filter(|a| a["status"] == "succeeded").count(),
         std::fs::read_to_string(&notifications).map(|s| s.lines().count()).unwrap_or(0),
         notifications.display()
     )?;
@@ -848,7 +852,7 @@ mod tests {
         assert_eq!(latency.len(), 1, "{incidents:?}");
         assert_eq!(latency[0].status, "resolved");
         let runs = store.list_runs(None, None, 50).expect("runs");
-        let mut scaled: Vec<_> = crate::remediation::actions_view(&runs)
+        let mut scaled: Vec<_> = crate::act::remediation::actions_view(&runs)
             .into_iter()
             .filter(|a| a["kind"] == "scale" && a["status"] == "succeeded")
             .map(|a| (a["from_replicas"].as_i64(), a["to_replicas"].as_i64()))

@@ -70,7 +70,7 @@ pub fn run_to(
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(crate::line_limit::LineLimit::new(file, crate::line_limit::MAX_LINE_BYTES));
+        .from_reader(crate::cli::line_limit::LineLimit::new(file, crate::cli::line_limit::MAX_LINE_BYTES));
     let headers = reader.headers().with_context(|| format!("{}:1: reading the header", input.display()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let (Some(ti), Some(vi)) = (col("timestamp"), col("value")) else {
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn an_over_long_line_is_an_error_naming_the_file_and_line() {
-        let long = "9".repeat(crate::line_limit::MAX_LINE_BYTES + 10);
+        let long = "9".repeat(crate::cli::line_limit::MAX_LINE_BYTES + 10);
         let f = write_csv(&format!("timestamp,value\n1700000000,1\n1700000060,{long}\n1700000120,3\n"));
         let e = run_to(f.path(), "robust_baseline", &[], false, &mut Vec::new()).expect_err("too long");
         let msg = format!("{e:#}");

@@ -3,7 +3,7 @@
 //! One root cancellation token, cancelled by SIGINT/SIGTERM. On cancel: the scheduler starts
 //! no new evaluation (an evaluation in flight completes within the connectors' own
 //! timeouts); playbook runs, which run in tasks of their own off the evaluation loop (see
-//! [`crate::action_tasks`]), start no new run and get [`SHUTDOWN_DEADLINE`] to finish the
+//! [`crate::act::tasks`]), start no new run and get [`SHUTDOWN_DEADLINE`] to finish the
 //! step in flight (a run cut off resumes from its stored plan on the next start); the outbox
 //! gets a last delivery round and the HTTP server drains, each bounded by the same deadline.
 //! Anything undelivered stays in the outbox for the next start.
@@ -16,137 +16,23 @@ use anyhow::{anyhow, Context, Result};
 use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use warden_connectors::kubernetes::{KubeClient, KubeConnect};
-use warden_connectors::loki::{LokiClient, LokiConfig};
-use warden_connectors::prometheus::{PrometheusClient, PrometheusConfig};
-use warden_connectors::slack::SlackWebhook;
-use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
-use warden_connectors::{HttpAuth, Secret, TlsOptions};
 use warden_playbooks::Cluster;
 
-use crate::action_tasks::ActionTasks;
+use crate::act::responder::{analysis_queue, AnalysisRequest};
+use crate::act::tasks::ActionTasks;
 use crate::analysis::{ClusterEvidence, Summarizer};
-use crate::config::{AuthSection, Config, SecretRef, SmtpTlsMode};
-use crate::engine::Engine;
-use crate::kube_cluster::KubeCluster;
-use crate::log_watch::LokiLogs;
+use crate::api::server::{router, AppState};
+use crate::app::assemble::{self, Mode, Parts};
+use crate::config::Config;
+use crate::ingest::log_watch::LogSource;
 use crate::metrics::Metrics;
-use crate::notify::{Channels, Outbox, Policy};
-use crate::server::{router, AppState};
-use crate::source::MetricSource;
+use crate::notify::{Outbox, Policy};
+use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::timeline::Timeline;
 
 /// How long shutdown waits for in-flight work and a last outbox round.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
-
-fn secret(path: &str, s: &SecretRef) -> Result<Secret> {
-    s.resolve().map(Secret::new).map_err(|e| anyhow!("{path}: {e}"))
-}
-
-/// Build the outbox channels from the `notify` section.
-pub fn build_channels(cfg: &Config) -> Result<Channels> {
-    let mut ch = Channels::default();
-    if let Some(s) = &cfg.notify.slack {
-        let url = secret("notify.slack.webhook_url", &s.webhook_url)?;
-        ch.slack = Some(SlackWebhook::new(url, s.timeout.get()).context("notify.slack")?);
-    }
-    if let Some(e) = &cfg.notify.email {
-        let password = e.password.as_ref().map(|p| secret("notify.email.password", p)).transpose()?;
-        let smtp = SmtpConfig {
-            host: e.host.clone(),
-            port: e.port,
-            tls: match e.tls {
-                SmtpTlsMode::None => SmtpTls::None,
-                SmtpTlsMode::Starttls => SmtpTls::StartTls,
-                SmtpTlsMode::Tls => SmtpTls::Tls,
-            },
-            username: e.username.clone(),
-            password,
-            from: e.from.clone(),
-            to: e.to.clone(),
-            timeout: e.timeout.get(),
-        };
-        ch.email = Some(SmtpSender::new(smtp).context("notify.email")?);
-    }
-    if let Some(f) = &cfg.notify.file {
-        ch.file = Some(f.path.clone());
-    }
-    Ok(ch)
-}
-
-/// The resolved credentials of an HTTP server section (`prometheus`, `loki`).
-fn http_auth(section: &str, auth: Option<&AuthSection>) -> Result<Option<HttpAuth>> {
-    let Some(a) = auth else { return Ok(None) };
-    Ok(match (&a.bearer, &a.basic) {
-        (Some(b), _) => Some(HttpAuth::Bearer(secret(&format!("{section}.auth.bearer"), b)?)),
-        (None, Some(b)) => Some(HttpAuth::Basic {
-            username: b.username.clone(),
-            password: secret(&format!("{section}.auth.basic.password"), &b.password)?,
-        }),
-        (None, None) => None,
-    })
-}
-
-pub fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
-    let Some(p) = &cfg.prometheus else { return Ok(None) };
-    let auth = http_auth("prometheus", p.auth.as_ref())?;
-    let url = p.url.parse().with_context(|| format!("prometheus.url: `{}`", p.url))?;
-    let client = PrometheusClient::new(PrometheusConfig {
-        url,
-        auth,
-        timeout: p.timeout.get(),
-        tls: TlsOptions { ca_file: p.tls.ca_file.clone(), insecure_skip_verify: p.tls.insecure_skip_verify },
-    })
-    .context("prometheus")?;
-    Ok(Some(client))
-}
-
-fn build_loki(cfg: &Config) -> Result<Option<LokiLogs>> {
-    let Some(l) = &cfg.loki else { return Ok(None) };
-    let auth = http_auth("loki", l.auth.as_ref())?;
-    let url = l.url.parse().with_context(|| format!("loki.url: `{}`", l.url))?;
-    let mut lc = LokiConfig::new(url);
-    lc.auth = auth;
-    lc.tenant = l.tenant.clone();
-    lc.timeout = l.timeout.get();
-    lc.tls = TlsOptions { ca_file: l.tls.ca_file.clone(), insecure_skip_verify: l.tls.insecure_skip_verify };
-    lc.max_entries = l.max_entries;
-    let client = LokiClient::new(lc).context("loki")?;
-    Ok(Some(LokiLogs { client, page_limit: l.page_limit }))
-}
-
-pub async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
-    Ok(build_kube(cfg).await?.map(|k| k as Arc<dyn Cluster>))
-}
-
-/// The Kubernetes connection as the playbooks' cluster and the analysis's evidence source.
-pub async fn build_kube(cfg: &Config) -> Result<Option<Arc<KubeCluster>>> {
-    let Some(k) = &cfg.kubernetes else { return Ok(None) };
-    let how = if k.in_cluster {
-        KubeConnect::InCluster
-    } else {
-        KubeConnect::Kubeconfig { path: k.kubeconfig.clone(), context: k.context.clone() }
-    };
-    let client = KubeClient::connect(&how).await.context("kubernetes")?;
-    Ok(Some(Arc::new(KubeCluster { client })))
-}
-
-/// A source for configs without a `prometheus` section (no watches): every query fails.
-pub struct NoSource;
-
-#[async_trait::async_trait]
-impl MetricSource for NoSource {
-    async fn query_range(
-        &self,
-        _q: &str,
-        _s: chrono::DateTime<Utc>,
-        _e: chrono::DateTime<Utc>,
-        _st: Duration,
-    ) -> warden_connectors::Result<warden_connectors::prometheus::RangeResult> {
-        Err(warden_connectors::Error::Config("no `prometheus` section configured".into()))
-    }
-}
 
 /// Run the daemon until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
@@ -163,34 +49,35 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     if api_token.is_none() && viewer_token.is_none() {
         tracing::warn!("server.api_token is not set: /api/* answers 403");
     }
-    let source: Arc<dyn MetricSource> = match build_prometheus(&cfg)? {
-        Some(p) => Arc::new(p),
-        None => Arc::new(NoSource),
-    };
-    let kube = build_kube(&cfg).await?;
-    let cluster = kube.clone().map(|k| k as Arc<dyn Cluster>);
-    let evidence = kube.map(|k| k as Arc<dyn ClusterEvidence>);
-    let channels = build_channels(&cfg)?;
+    let source = assemble::metric_source(&cfg)?;
+    let kube = assemble::build_kube(&cfg).await?;
+    let channels = assemble::build_channels(&cfg)?;
     let store = Arc::new(
         Store::open(&cfg.store.sqlite)
             .with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
     );
     let metrics = Arc::new(Metrics::new());
-
     let timeline = Timeline::default();
-    let mut engine =
-        Engine::new(cfg.clone(), store.clone(), source, cluster, metrics.clone(), channels.names(), timeline.clone());
-    if let Some(logs) = build_loki(&cfg)? {
-        engine = engine.with_logs(Arc::new(logs));
-    }
     // The model loads once, before the first evaluation (seconds for a small GGUF).
     let summarizer = Arc::new(Summarizer::from_config(cfg.analysis.model.as_ref()));
-    let (analysis_tx, analysis_rx) = tokio::sync::mpsc::unbounded_channel();
-    engine = engine.with_analysis(evidence, summarizer, Some(analysis_tx));
+    let (analysis_tx, analysis_rx) = analysis_queue();
     let action_tasks = ActionTasks::new(shutdown.clone());
-    engine = engine.with_action_tasks(action_tasks.clone());
-    let engine = Arc::new(engine);
-    let analysis_task = engine.analyzer.clone().map(|a| {
+    let engine = Arc::new(assemble::pipeline(
+        Parts {
+            config: cfg.clone(),
+            store: store.clone(),
+            source,
+            cluster: kube.clone().map(|k| k as Arc<dyn Cluster>),
+            evidence: kube.map(|k| k as Arc<dyn ClusterEvidence>),
+            logs: assemble::build_loki(&cfg)?.map(|l| Arc::new(l) as Arc<dyn LogSource>),
+            metrics: metrics.clone(),
+            channels: channels.names(),
+            timeline: timeline.clone(),
+            summarizer,
+        },
+        Mode::Queued { analysis: analysis_tx, actions: action_tasks.clone() },
+    ));
+    let analysis_task = engine.analyzer().cloned().map(|a| {
         let token = shutdown.clone();
         tokio::spawn(async move { run_analyses(a, analysis_rx, token).await })
     });
@@ -202,7 +89,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         .with_context(|| format!("server.listen: binding {}", cfg.server.listen))?;
     tracing::info!(listen = %cfg.server.listen, watches = cfg.watches.len(), "warden started");
     let app = router(AppState {
-        engine: engine.clone(),
+        pipeline: engine.clone(),
         api_token: api_token.map(Arc::from),
         viewer_token: viewer_token.map(Arc::from),
         ready: ready.clone(),
@@ -210,13 +97,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let server_token = shutdown.clone();
     let limits = cfg.server.limits.clone();
     let server = tokio::spawn(async move {
-        crate::http_serve::serve(listener, app, limits, server_token).await;
+        crate::api::http_serve::serve(listener, app, limits, server_token).await;
         Ok::<(), std::io::Error>(())
     });
 
     // Runs a crash interrupted are resumed by the first tick: each step's stored plan is
     // idempotent, so a step in flight is sent again without acting twice.
-    let runs_task = engine.remediation.clone().map(|rem| {
+    let runs_task = engine.remediation().cloned().map(|rem| {
         let token = shutdown.clone();
         let (engine, tasks) = (engine.clone(), action_tasks.clone());
         tokio::spawn(async move { run_playbooks(engine, rem, tasks, token).await })
@@ -263,7 +150,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// Evaluate each watch on its interval until cancelled. Due watches run concurrently; a
 /// watch that overran its interval skips the missed ticks instead of bunching them.
-pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
+pub async fn run_scheduler(engine: Arc<Pipeline>, shutdown: CancellationToken) {
     // Metric watches first, then log watches, each with its own interval.
     let mut jobs: Vec<(bool, usize, Duration)> =
         engine.config.watches.iter().enumerate().map(|(i, w)| (false, i, w.interval.get())).collect();
@@ -306,7 +193,7 @@ pub async fn run_scheduler(engine: Arc<Engine>, shutdown: CancellationToken) {
 /// Analyse opened incidents one at a time, in the order they opened.
 pub async fn run_analyses(
     analyzer: Arc<crate::analysis::Analyzer>,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<(i64, chrono::DateTime<Utc>)>,
+    mut queue: tokio::sync::mpsc::Receiver<AnalysisRequest>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -328,8 +215,8 @@ pub async fn run_analyses(
 /// cluster delays neither the other runs nor the clock; runs another task or process holds
 /// (their claim) are not due here.
 pub async fn run_playbooks(
-    engine: Arc<Engine>,
-    rem: Arc<crate::remediation::Remediation>,
+    engine: Arc<Pipeline>,
+    rem: Arc<crate::act::remediation::Remediation>,
     tasks: ActionTasks,
     shutdown: CancellationToken,
 ) {

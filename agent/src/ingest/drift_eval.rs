@@ -24,8 +24,9 @@ use warden_connectors::prometheus::Series;
 use warden_detectors::drift::{quality_vs_baseline, DriftDetector, DriftLevel, DriftParams, QualityGoal};
 use warden_detectors::{Detection, DetectionState, Deviation, Explanation};
 
-use crate::evaluate::{ambiguous, fingerprint, group_by_identity, sample_at, SeriesVerdict, Verdict};
-use crate::watch_kind::{detector_params, named, take_count, take_duration, SpecError};
+use crate::incident::identity::fingerprint;
+use crate::ingest::verdict::{ambiguous, group_by_identity, sample_at, SeriesVerdict, Verdict};
+use crate::ingest::watch_kind::{detector_params, named, take_count, take_duration, SpecError};
 
 pub const DRIFT_KIND: &str = "drift";
 pub const QUALITY_KIND: &str = "quality";

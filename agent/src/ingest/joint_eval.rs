@@ -26,8 +26,9 @@ use warden_connectors::prometheus::Series;
 use warden_detectors::multivariate::{Multivariate, MultivariateParams, MAX_FEATURES};
 use warden_detectors::{Detection, DetectionState, Deviation, Explanation};
 
-use crate::evaluate::{ambiguous, fingerprint, group_by_identity, SeriesVerdict, Verdict};
-use crate::watch_kind::{detector_params, named, take_count, SpecError};
+use crate::incident::identity::fingerprint;
+use crate::ingest::verdict::{ambiguous, group_by_identity, SeriesVerdict, Verdict};
+use crate::ingest::watch_kind::{detector_params, named, take_count, SpecError};
 
 pub const KIND: &str = "multivariate";
 const DEFAULT_MIN_CONSECUTIVE: usize = 2;

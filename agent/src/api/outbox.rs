@@ -2,7 +2,7 @@
 //! operator's retry and discard of dead letters.
 //!
 //! Reads are for the viewer role; retry and discard need the operator role (the routes
-//! are registered in [`crate::server::router`]). A retried message is due at once and the
+//! are registered in [`crate::api::server::router`]). A retried message is due at once and the
 //! outbox worker is woken.
 
 use axum::extract::rejection::QueryRejection;
@@ -14,8 +14,8 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::outbox_store::DeadLetterChange;
-use crate::server::AppState;
+use crate::api::server::AppState;
+use crate::store::outbox::DeadLetterChange;
 
 /// The states a message can be in.
 pub const STATES: &[&str] = &["pending", "delivered", "digested", "dead", "discarded"];
@@ -50,7 +50,7 @@ pub async fn list(State(st): State<AppState>, q: Result<Query<OutboxQuery>, Quer
     if let Some(r) = bad_state(state) {
         return r;
     }
-    let store = &st.engine.store;
+    let store = &st.pipeline.store;
     match (store.outbox_stats(), store.list_outbox(Some(state), q.channel.as_deref(), q.limit.unwrap_or(500))) {
         (Ok(stats), Ok(messages)) => {
             let now = Utc::now();
@@ -81,7 +81,7 @@ pub async fn dead(State(st): State<AppState>, q: Result<Query<DeadQuery>, QueryR
     let Ok(Query(q)) = q else {
         return error(StatusCode::BAD_REQUEST, "query parameters: channel=NAME, limit=N");
     };
-    match st.engine.store.list_outbox(Some("dead"), q.channel.as_deref(), q.limit.unwrap_or(500)) {
+    match st.pipeline.store.list_outbox(Some("dead"), q.channel.as_deref(), q.limit.unwrap_or(500)) {
         Ok(dead) => Json(json!({"dead_letters": dead})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -101,17 +101,17 @@ fn change_response(id: i64, change: Result<DeadLetterChange, crate::store::Store
 
 /// `POST /api/v1/outbox/{id}/retry`: a dead letter is queued again, due now.
 pub async fn retry(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
-    let change = st.engine.store.retry_dead(id, Utc::now());
+    let change = st.pipeline.store.retry_dead(id, Utc::now());
     if matches!(change, Ok(DeadLetterChange::Done(_))) {
         tracing::info!(id, "dead letter retried through the API");
-        st.engine.outbox_wake.notify_one();
+        st.pipeline.outbox_wake.notify_one();
     }
     change_response(id, change, "retried")
 }
 
 /// `POST /api/v1/outbox/{id}/discard`: a dead letter is dropped (kept as `discarded`).
 pub async fn discard(State(st): State<AppState>, Path(id): Path<i64>) -> Response {
-    let change = st.engine.store.discard_dead(id);
+    let change = st.pipeline.store.discard_dead(id);
     if matches!(change, Ok(DeadLetterChange::Done(_))) {
         tracing::info!(id, "dead letter discarded through the API");
     }
@@ -124,10 +124,10 @@ pub async fn retry_all(State(st): State<AppState>, q: Result<Query<DeadQuery>, Q
     let Ok(Query(q)) = q else {
         return error(StatusCode::BAD_REQUEST, "query parameters: channel=NAME");
     };
-    match st.engine.store.retry_all_dead(q.channel.as_deref(), Utc::now()) {
+    match st.pipeline.store.retry_all_dead(q.channel.as_deref(), Utc::now()) {
         Ok(n) => {
             tracing::info!(retried = n, channel = ?q.channel, "dead letters retried through the API");
-            st.engine.outbox_wake.notify_one();
+            st.pipeline.outbox_wake.notify_one();
             Json(json!({"retried": n})).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

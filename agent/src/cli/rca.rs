@@ -300,17 +300,37 @@ struct JsonOutput<'a> {
 }
 
 /// Everything `warden rca` can be given.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RcaArgs {
+    /// The recorded metrics.
+    #[arg(long, value_name = "FILE.csv")]
     pub metrics: PathBuf,
+    /// Unix seconds: when the incident started (approximately).
+    #[arg(long)]
     pub start: i64,
+    /// Print `{"ranking":[{"service":..,"score":..}, ...], "found":.., ...}` instead of a table.
+    #[arg(long)]
     pub json: bool,
+    /// The service whose problem is being explained.
+    #[arg(long)]
     pub symptom: Option<String>,
+    /// Which of the symptom's metrics show the problem (`*` matches anything).
+    #[arg(long)]
     pub symptom_metric: Option<String>,
+    /// The call graph: a CSV with the header `caller,callee`.
+    #[arg(long, value_name = "FILE.csv")]
     pub graph: Option<PathBuf>,
+    /// A separate normal recording (any time range), in the layout of --metrics.
+    #[arg(long, value_name = "FILE.csv")]
     pub normal: Option<PathBuf>,
+    /// Wide layout: columns are `<service><SEP><metric>`, split at the first SEP.
+    #[arg(long, value_name = "SEP")]
     pub separator: Option<String>,
+    /// Wide layout: a regular expression with the named groups `service` and `metric`.
+    #[arg(long, value_name = "REGEX")]
     pub pattern: Option<String>,
+    /// Metric kinds: a CSV with the header `pattern,kind`.
+    #[arg(long, value_name = "FILE.csv")]
     pub metric_kinds: Option<PathBuf>,
 }
 

@@ -10,8 +10,8 @@ use anyhow::{anyhow, bail, Result};
 use chrono::Utc;
 use serde_json::json;
 
-use crate::api_outbox::STATES;
-use crate::outbox_store::{DeadLetterChange, OutboxMessage};
+use crate::api::outbox::STATES;
+use crate::store::outbox::{DeadLetterChange, OutboxMessage};
 use crate::store::Store;
 
 /// At most this many characters of a subject or reason in the table.

@@ -10,9 +10,9 @@
 
 use std::path::Path;
 
+use crate::config::SecretRef;
 use serde::Serialize;
 use serde_yaml::Value;
-use warden_agent::config::SecretRef;
 
 /// Keys whose string value is a file Warden reads at start.
 const FILE_KEYS: &[&str] = &["ca_file", "kubeconfig", "tokenizer"];

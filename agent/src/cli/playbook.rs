@@ -20,10 +20,10 @@ use warden_playbooks::run::{Run, RunStatus, StepState, Target, TriggerInfo};
 use warden_playbooks::spec::TargetKind;
 use warden_playbooks::template::Vars;
 
+use crate::act::remediation::{Remediation, RunNotices};
+use crate::app::assemble::{build_channels, build_cluster, build_prometheus};
 use crate::config::Config;
-use crate::daemon::{build_channels, build_cluster, build_prometheus};
-use crate::remediation::{Remediation, RunNotices};
-use crate::source::MetricSource;
+use crate::ingest::source::MetricSource;
 use crate::store::Store;
 use crate::timeline::Timeline;
 

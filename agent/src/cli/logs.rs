@@ -24,7 +24,8 @@ use warden_detectors::logs::{Miner, MinerParams};
 /// Mine `input` and write the report to `out`; returns the number of lines mined.
 pub fn run_to(input: &Path, json: bool, out: &mut dyn Write) -> Result<u64> {
     let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let mut reader = BufReader::new(crate::line_limit::LineLimit::new(file, crate::line_limit::MAX_LINE_BYTES));
+    let mut reader =
+        BufReader::new(crate::cli::line_limit::LineLimit::new(file, crate::cli::line_limit::MAX_LINE_BYTES));
     let mut miner = Miner::new(MinerParams::default())?;
     let mut buf = Vec::new();
     let mut number = 0u64;
@@ -101,7 +102,7 @@ mod tests {
     fn an_over_long_line_is_an_error_naming_the_file_and_line() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("big.log");
-        let long = "y".repeat(crate::line_limit::MAX_LINE_BYTES + 10);
+        let long = "y".repeat(crate::cli::line_limit::MAX_LINE_BYTES + 10);
         std::fs::write(&path, format!("user 1 logged in\n{long}\nuser 2 logged in\n"))
             .unwrap_or_else(|e| panic!("{e}"));
         let e = run_to(&path, false, &mut Vec::new()).expect_err("too long");

@@ -6,48 +6,19 @@
 //! logic can never mistake missing data for health.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use sha2::{Digest, Sha256};
 use warden_connectors::prometheus::Series;
 use warden_detectors::{Detection, DetectionState};
 
 use crate::config::WatchConfig;
-use crate::source::{fetch, FetchError, MetricSource};
-use crate::watch_kind::WatchKind;
-
-/// The decision for one identity.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    NoData(String),
-    WarmingUp(Detection),
-    /// The latest point deviates but not yet for `min_consecutive` points: neither an
-    /// anomaly nor a quiet evaluation (so one dip inside an incident cannot resolve it).
-    Deviating(Detection),
-    Normal(Detection),
-    Anomalous(Detection),
-}
-
-impl Verdict {
-    pub fn detection(&self) -> Option<&Detection> {
-        match self {
-            Verdict::NoData(_) => None,
-            Verdict::WarmingUp(d) | Verdict::Deviating(d) | Verdict::Normal(d) | Verdict::Anomalous(d) => Some(d),
-        }
-    }
-}
-
-/// One identity's series and verdict.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriesVerdict {
-    /// Values of the watch's identity labels.
-    pub identity: BTreeMap<String, String>,
-    /// All labels of the series.
-    pub labels: BTreeMap<String, String>,
-    pub fingerprint: String,
-    pub verdict: Verdict,
-}
+use crate::incident::identity::fingerprint;
+use crate::ingest::source::{fetch, FetchError, MetricSource};
+use crate::ingest::verdict::{ambiguous, group_by_identity};
+pub use crate::ingest::verdict::{SeriesVerdict, Verdict};
+use crate::ingest::watch_kind::WatchKind;
 
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,30 +50,21 @@ impl Evaluation {
     }
 }
 
-/// A stable fingerprint of a watch and the identity label values.
-pub fn fingerprint(watch: &str, identity: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
-    h.update(watch.as_bytes());
-    for (k, v) in identity {
-        h.update([0u8]);
-        h.update(k.as_bytes());
-        h.update([0u8]);
-        h.update(v.as_bytes());
-    }
-    hex::encode(&h.finalize()[..12])
-}
-
 /// Query and judge one watch at `now`. `open_since` gives, for the identities of this watch
 /// with an open incident, when it opened: detectors that fit a reference window
 /// (multivariate) keep it before that time, so a long fault does not become the new normal
 /// and resolve itself. `cache` keeps each series' streaming detector between evaluations.
 /// Also returns the time spent in detectors.
+///
+/// The queries are awaited here; the detectors run on tokio's blocking pool
+/// (`spawn_blocking`), so a watch with thousands of series or a forecaster refitting never
+/// stalls the runtime that serves the API, the outbox and the other watches.
 pub async fn evaluate(
     source: &dyn MetricSource,
     watch: &WatchConfig,
     now: DateTime<Utc>,
     open_since: &BTreeMap<String, DateTime<Utc>>,
-    cache: &DetectorCache,
+    cache: &Arc<DetectorCache>,
 ) -> (Evaluation, std::time::Duration) {
     let end = now - to_chrono(watch.offset.get());
     let start = end - to_chrono(watch.lookback.get());
@@ -113,7 +75,7 @@ pub async fn evaluate(
             return (Evaluation::NoData(format!("detector parameter {param}: {message}")), Default::default());
         }
     };
-    if let WatchKind::Joint(spec) = kind {
+    let fetched = if let WatchKind::Joint(_) = kind {
         let mut features = Vec::with_capacity(watch.queries.len());
         for (name, query) in &watch.queries {
             match fetch(source, query, start, end, watch.step.get()).await {
@@ -121,105 +83,72 @@ pub async fn evaluate(
                 Err(e) => return (Evaluation::fetch_failed(Some(name), &e), Default::default()),
             }
         }
-        let started = Instant::now();
-        let verdicts = crate::joint_eval::judge_joint(
-            &watch.name,
-            &watch.identity,
-            spec,
-            features,
-            end,
-            watch.step.get(),
-            open_since,
-        );
-        return (Evaluation::Series(verdicts), started.elapsed());
-    }
-    let Some(query) = &watch.query else {
-        return (Evaluation::NoData("the watch has no `query`".into()), Default::default());
-    };
-    let series = match fetch(source, query, start, end, watch.step.get()).await {
-        Ok(s) => s,
-        Err(e) => return (Evaluation::fetch_failed(None, &e), Default::default()),
-    };
-    let started = Instant::now();
-    let (id, step, lookback) = (&watch.identity, watch.step.get(), watch.lookback.get());
-    let verdicts = match kind {
-        WatchKind::Group(spec) => crate::group_eval::judge_groups(&watch.name, id, spec, series, end, step),
-        WatchKind::Drift(spec) => crate::drift_eval::judge_drift(&watch.name, id, spec, lookback, series, end, step),
-        WatchKind::Quality(spec) => {
-            crate::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step)
+        Fetched::Features(features)
+    } else {
+        let Some(query) = &watch.query else {
+            return (Evaluation::NoData("the watch has no `query`".into()), Default::default());
+        };
+        match fetch(source, query, start, end, watch.step.get()).await {
+            Ok(s) => Fetched::Series(s),
+            Err(e) => return (Evaluation::fetch_failed(None, &e), Default::default()),
         }
-        WatchKind::Single(_) | WatchKind::Joint(_) => judge_series(watch, series, end, cache),
     };
-    (Evaluation::Series(verdicts), started.elapsed())
+    let (watch, cache, open_since) = (watch.clone(), cache.clone(), open_since.clone());
+    let judged = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let verdicts = judge(&watch, fetched, end, &open_since, &cache);
+        (verdicts, started.elapsed())
+    })
+    .await;
+    match judged {
+        Ok((verdicts, took)) => (Evaluation::Series(verdicts), took),
+        // A detector that panicked judged nothing: "no data", never "healthy".
+        Err(e) => (Evaluation::NoData(format!("the detector failed: {e}")), Default::default()),
+    }
+}
+
+/// What the queries of one evaluation returned.
+enum Fetched {
+    /// The series of a watch's `query`.
+    Series(Vec<Series>),
+    /// The named queries of a multivariate watch, one feature each.
+    Features(Vec<(String, Vec<Series>)>),
+}
+
+/// Run the watch's detectors over what was fetched (synchronous: called off the runtime).
+fn judge(
+    watch: &WatchConfig,
+    fetched: Fetched,
+    end: DateTime<Utc>,
+    open_since: &BTreeMap<String, DateTime<Utc>>,
+    cache: &DetectorCache,
+) -> Vec<SeriesVerdict> {
+    let (id, step, lookback) = (&watch.identity, watch.step.get(), watch.lookback.get());
+    let kind = match watch.detector.watch_kind() {
+        Ok(k) => k,
+        // Checked by the caller before fetching.
+        Err(_) => return Vec::new(),
+    };
+    match (kind, fetched) {
+        (WatchKind::Joint(spec), Fetched::Features(features)) => {
+            crate::ingest::joint_eval::judge_joint(&watch.name, id, spec, features, end, step, open_since)
+        }
+        (_, Fetched::Features(_)) | (WatchKind::Joint(_), Fetched::Series(_)) => Vec::new(),
+        (WatchKind::Group(spec), Fetched::Series(series)) => {
+            crate::ingest::group_eval::judge_groups(&watch.name, id, spec, series, end, step)
+        }
+        (WatchKind::Drift(spec), Fetched::Series(series)) => {
+            crate::ingest::drift_eval::judge_drift(&watch.name, id, spec, lookback, series, end, step)
+        }
+        (WatchKind::Quality(spec), Fetched::Series(series)) => {
+            crate::ingest::drift_eval::judge_quality(&watch.name, id, spec, lookback, series, end, step)
+        }
+        (WatchKind::Single(_), Fetched::Series(series)) => judge_series(watch, series, end, cache),
+    }
 }
 
 fn to_chrono(d: std::time::Duration) -> ChronoDuration {
     ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
-}
-
-/// Series grouped by their identity labels.
-pub(crate) type IdentityGroups = BTreeMap<BTreeMap<String, String>, Vec<Series>>;
-
-/// Series grouped by the values of the `identity` labels. A series that lacks one of them,
-/// or one of the `required` labels (a histogram's `le`, a group's member label), cannot be
-/// placed and becomes a "no data" verdict of its own.
-pub(crate) fn group_by_identity(
-    watch: &str,
-    identity: &[String],
-    required: &[&str],
-    series: Vec<Series>,
-) -> (IdentityGroups, Vec<SeriesVerdict>) {
-    let mut groups: IdentityGroups = BTreeMap::new();
-    let mut unplaced = Vec::new();
-    for s in series {
-        let mut key = BTreeMap::new();
-        let mut missing = Vec::new();
-        for l in identity {
-            match s.labels.get(l) {
-                Some(v) => {
-                    key.insert(l.clone(), v.clone());
-                }
-                None => missing.push(l.as_str()),
-            }
-        }
-        missing.extend(required.iter().copied().filter(|l| !s.labels.contains_key(*l)));
-        if missing.is_empty() {
-            groups.entry(key).or_default().push(s);
-        } else {
-            unplaced.push(SeriesVerdict {
-                fingerprint: fingerprint(watch, &s.labels),
-                identity: s.labels.clone(),
-                labels: s.labels,
-                verdict: Verdict::NoData(format!("series lacks identity label(s) {}", missing.join(", "))),
-            });
-        }
-    }
-    (groups, unplaced)
-}
-
-/// The "no data" verdict for an identity whose query returned several series.
-pub(crate) fn ambiguous(
-    watch: &str,
-    identity_labels: &[String],
-    identity: BTreeMap<String, String>,
-    count: usize,
-) -> SeriesVerdict {
-    SeriesVerdict {
-        fingerprint: fingerprint(watch, &identity),
-        labels: identity.clone(),
-        verdict: Verdict::NoData(format!(
-            "{count} series share the identity {identity:?}; aggregate the query by the identity labels (e.g. `max by ({}) (...)`)",
-            identity_labels.join(", ")
-        )),
-        identity,
-    }
-}
-
-/// The value of the last sample at or before `t_ms`, if it is no older than `max_age_ms`.
-pub(crate) fn sample_at(points: &[warden_connectors::prometheus::Sample], t_ms: i64, max_age_ms: i64) -> Option<f64> {
-    let idx = points.partition_point(|p| p.timestamp_ms <= t_ms);
-    let p = points.get(idx.checked_sub(1)?)?;
-    (t_ms - p.timestamp_ms <= max_age_ms && p.value.is_finite()).then_some(p.value)
 }
 
 /// The streaming detectors of one watch's series, kept between evaluations.

@@ -1,0 +1,198 @@
+//! One place that builds Warden from its configuration: the connectors (Prometheus, Loki,
+//! Kubernetes, notification channels) and the [`Pipeline`] wired to them.
+//!
+//! The daemon, the demo and the CLI all build through here, so a connection is configured
+//! the same way everywhere (its secrets resolved, its TLS and timeouts applied, its errors
+//! named by their configuration path), and the pipeline's stages are wired the same way in
+//! each; only the [`Mode`] (inline on simulated time, or queued in the daemon) differs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use chrono::Utc;
+use warden_connectors::kubernetes::{KubeClient, KubeConnect};
+use warden_connectors::loki::{LokiClient, LokiConfig};
+use warden_connectors::prometheus::{PrometheusClient, PrometheusConfig};
+use warden_connectors::slack::SlackWebhook;
+use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
+use warden_connectors::{HttpAuth, Secret, TlsOptions};
+use warden_playbooks::Cluster;
+
+use crate::act::kube_cluster::KubeCluster;
+use crate::act::responder::AnalysisRequest;
+use crate::act::tasks::ActionTasks;
+use crate::analysis::{ClusterEvidence, Summarizer};
+use crate::config::{AuthSection, Config, SecretRef, SmtpTlsMode};
+use crate::ingest::log_watch::{LogSource, LokiLogs};
+use crate::ingest::source::MetricSource;
+use crate::metrics::Metrics;
+use crate::notify::Channels;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use crate::timeline::Timeline;
+
+/// What a pipeline is built from.
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub source: Arc<dyn MetricSource>,
+    /// The cluster playbooks act on; `None` without a `kubernetes` section.
+    pub cluster: Option<Arc<dyn Cluster>>,
+    /// Where analyses read cluster facts (events, rollouts); `None` without a cluster.
+    pub evidence: Option<Arc<dyn ClusterEvidence>>,
+    /// Where log watches read; `None` without a `loki` section.
+    pub logs: Option<Arc<dyn LogSource>>,
+    pub metrics: Arc<Metrics>,
+    /// Notification channels incidents queue notifications for.
+    pub channels: Vec<&'static str>,
+    pub timeline: Timeline,
+    pub summarizer: Arc<Summarizer>,
+}
+
+/// How the responder runs.
+pub enum Mode {
+    /// Runs and analyses are awaited where an incident changes (the demo and tests, on
+    /// simulated time).
+    Inline,
+    /// The daemon: runs in `actions`' tasks, analyses through the bounded `analysis` queue.
+    Queued { analysis: tokio::sync::mpsc::Sender<AnalysisRequest>, actions: ActionTasks },
+}
+
+/// The pipeline for `parts`.
+pub fn pipeline(parts: Parts, mode: Mode) -> Pipeline {
+    let mut p = Pipeline::new(
+        parts.config,
+        parts.store,
+        parts.source,
+        parts.cluster,
+        parts.metrics,
+        parts.channels,
+        parts.timeline,
+    );
+    if let Some(logs) = parts.logs {
+        p = p.with_logs(logs);
+    }
+    match mode {
+        Mode::Inline => p.with_analysis(parts.evidence, parts.summarizer, None),
+        Mode::Queued { analysis, actions } => {
+            p.with_analysis(parts.evidence, parts.summarizer, Some(analysis)).with_action_tasks(actions)
+        }
+    }
+}
+
+/// Prometheus when configured; otherwise a source whose every query fails ("no data").
+pub fn metric_source(cfg: &Config) -> Result<Arc<dyn MetricSource>> {
+    Ok(match build_prometheus(cfg)? {
+        Some(p) => Arc::new(p),
+        None => Arc::new(NoSource),
+    })
+}
+
+fn secret(path: &str, s: &SecretRef) -> Result<Secret> {
+    s.resolve().map(Secret::new).map_err(|e| anyhow!("{path}: {e}"))
+}
+
+/// Build the outbox channels from the `notify` section.
+pub fn build_channels(cfg: &Config) -> Result<Channels> {
+    let mut ch = Channels::default();
+    if let Some(s) = &cfg.notify.slack {
+        let url = secret("notify.slack.webhook_url", &s.webhook_url)?;
+        ch.slack = Some(SlackWebhook::new(url, s.timeout.get()).context("notify.slack")?);
+    }
+    if let Some(e) = &cfg.notify.email {
+        let password = e.password.as_ref().map(|p| secret("notify.email.password", p)).transpose()?;
+        let smtp = SmtpConfig {
+            host: e.host.clone(),
+            port: e.port,
+            tls: match e.tls {
+                SmtpTlsMode::None => SmtpTls::None,
+                SmtpTlsMode::Starttls => SmtpTls::StartTls,
+                SmtpTlsMode::Tls => SmtpTls::Tls,
+            },
+            username: e.username.clone(),
+            password,
+            from: e.from.clone(),
+            to: e.to.clone(),
+            timeout: e.timeout.get(),
+        };
+        ch.email = Some(SmtpSender::new(smtp).context("notify.email")?);
+    }
+    if let Some(f) = &cfg.notify.file {
+        ch.file = Some(f.path.clone());
+    }
+    Ok(ch)
+}
+
+/// The resolved credentials of an HTTP server section (`prometheus`, `loki`).
+fn http_auth(section: &str, auth: Option<&AuthSection>) -> Result<Option<HttpAuth>> {
+    let Some(a) = auth else { return Ok(None) };
+    Ok(match (&a.bearer, &a.basic) {
+        (Some(b), _) => Some(HttpAuth::Bearer(secret(&format!("{section}.auth.bearer"), b)?)),
+        (None, Some(b)) => Some(HttpAuth::Basic {
+            username: b.username.clone(),
+            password: secret(&format!("{section}.auth.basic.password"), &b.password)?,
+        }),
+        (None, None) => None,
+    })
+}
+
+pub fn build_prometheus(cfg: &Config) -> Result<Option<PrometheusClient>> {
+    let Some(p) = &cfg.prometheus else { return Ok(None) };
+    let auth = http_auth("prometheus", p.auth.as_ref())?;
+    let url = p.url.parse().with_context(|| format!("prometheus.url: `{}`", p.url))?;
+    let client = PrometheusClient::new(PrometheusConfig {
+        url,
+        auth,
+        timeout: p.timeout.get(),
+        tls: TlsOptions { ca_file: p.tls.ca_file.clone(), insecure_skip_verify: p.tls.insecure_skip_verify },
+    })
+    .context("prometheus")?;
+    Ok(Some(client))
+}
+
+pub fn build_loki(cfg: &Config) -> Result<Option<LokiLogs>> {
+    let Some(l) = &cfg.loki else { return Ok(None) };
+    let auth = http_auth("loki", l.auth.as_ref())?;
+    let url = l.url.parse().with_context(|| format!("loki.url: `{}`", l.url))?;
+    let mut lc = LokiConfig::new(url);
+    lc.auth = auth;
+    lc.tenant = l.tenant.clone();
+    lc.timeout = l.timeout.get();
+    lc.tls = TlsOptions { ca_file: l.tls.ca_file.clone(), insecure_skip_verify: l.tls.insecure_skip_verify };
+    lc.max_entries = l.max_entries;
+    let client = LokiClient::new(lc).context("loki")?;
+    Ok(Some(LokiLogs { client, page_limit: l.page_limit }))
+}
+
+pub async fn build_cluster(cfg: &Config) -> Result<Option<Arc<dyn Cluster>>> {
+    Ok(build_kube(cfg).await?.map(|k| k as Arc<dyn Cluster>))
+}
+
+/// The Kubernetes connection as the playbooks' cluster and the analysis's evidence source.
+pub async fn build_kube(cfg: &Config) -> Result<Option<Arc<KubeCluster>>> {
+    let Some(k) = &cfg.kubernetes else { return Ok(None) };
+    let how = if k.in_cluster {
+        KubeConnect::InCluster
+    } else {
+        KubeConnect::Kubeconfig { path: k.kubeconfig.clone(), context: k.context.clone() }
+    };
+    let client = KubeClient::connect(&how).await.context("kubernetes")?;
+    Ok(Some(Arc::new(KubeCluster { client })))
+}
+
+/// A source for configs without a `prometheus` section (no watches): every query fails.
+pub struct NoSource;
+
+#[async_trait::async_trait]
+impl MetricSource for NoSource {
+    async fn query_range(
+        &self,
+        _q: &str,
+        _s: chrono::DateTime<Utc>,
+        _e: chrono::DateTime<Utc>,
+        _st: Duration,
+    ) -> warden_connectors::Result<warden_connectors::prometheus::RangeResult> {
+        Err(warden_connectors::Error::Config("no `prometheus` section configured".into()))
+    }
+}
