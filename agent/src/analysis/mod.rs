@@ -14,49 +14,23 @@
 pub mod collect;
 pub mod graph;
 pub mod recent;
+pub mod record;
 pub mod summarizer;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use warden_detectors::rca::{self, Evidence, Ranking, RcaInput, Subject};
-use warden_models::summary::Summary;
+use warden_detectors::rca::{self, RcaInput};
 
 use crate::notify::render::render_analysis;
 use crate::store::{from_ms, ms, Store, StoreError, StoreResult};
 use crate::timeline::{Timeline, TimelineEvent};
 pub use collect::{ClusterEvidence, ClusterFacts, Fact};
 pub use recent::RecentAnomalies;
+pub use record::Analysis;
 pub use summarizer::Summarizer;
-
-/// The analysis of one incident, as stored and served.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Analysis {
-    pub incident_id: i64,
-    pub created_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symptom: Option<Subject>,
-    /// The call graph the ranking used, and where it came from; `None` when none was known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub graph: Option<graph::GraphUsed>,
-    /// Whether the ranking found a credible cause (see [`graph::found`]); older analyses,
-    /// stored before this was recorded, read as found.
-    #[serde(default = "found_default")]
-    pub found: bool,
-    pub ranking: Ranking,
-    pub evidence: Vec<Evidence>,
-    pub summary: Summary,
-    /// Sources that could not be read.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gaps: Vec<String>,
-}
-
-fn found_default() -> bool {
-    true
-}
 
 /// Robust deviations an anomaly needs for the analysis to count as having found a cause.
 const FOUND_Z: f64 = 5.0;
@@ -362,7 +336,7 @@ mod tests {
             let a = analyzer(s2.clone(), summarizer).analyze(id2, at(30)).await.expect("analyze").expect("analysis");
 
             // The ranking is a function of the structured evidence only.
-            let strip = |r: &Ranking| {
+            let strip = |r: &warden_detectors::rca::Ranking| {
                 r.candidates
                     .iter()
                     .map(|c| (c.subject.clone(), c.cause, c.score, c.evidence.clone()))

@@ -6,3 +6,20 @@ pub mod http_serve;
 pub mod outbox;
 pub mod runs;
 pub mod server;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::pipeline::Pipeline;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Arc<Pipeline>,
+    /// The operator token (`server.api_token`).
+    pub api_token: Option<Arc<str>>,
+    /// The viewer token (`server.viewer_token`).
+    pub viewer_token: Option<Arc<str>>,
+    /// Set once the scheduler runs; `/readyz` reports it.
+    pub ready: Arc<AtomicBool>,
+}

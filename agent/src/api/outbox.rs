@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::server::AppState;
+use crate::api::AppState;
 use crate::store::outbox::DeadLetterChange;
 
 /// The states a message can be in.

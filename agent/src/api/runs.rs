@@ -14,7 +14,7 @@ use warden_playbooks::run::{RunStatus, Target, TriggerInfo};
 use warden_playbooks::spec::TargetKind;
 use warden_playbooks::template::Vars;
 
-use crate::api::server::AppState;
+use crate::api::AppState;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()

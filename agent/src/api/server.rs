@@ -7,7 +7,7 @@
 //! and denies, and posts alerts. Without any token the API answers 403, so it is never open
 //! by accident.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
@@ -21,18 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use warden_connectors::alertmanager::WebhookPayload;
 
-use crate::pipeline::Pipeline;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub pipeline: Arc<Pipeline>,
-    /// The operator token (`server.api_token`).
-    pub api_token: Option<Arc<str>>,
-    /// The viewer token (`server.viewer_token`).
-    pub viewer_token: Option<Arc<str>>,
-    /// Set once the scheduler runs; `/readyz` reports it.
-    pub ready: Arc<AtomicBool>,
-}
+pub use crate::api::AppState;
 
 pub fn router(state: AppState) -> Router {
     let read = Router::new()
@@ -229,8 +218,10 @@ async fn post_alerts(State(st): State<AppState>, body: axum::body::Bytes) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::Pipeline;
     use axum::body::Body;
     use axum::http::Request as HttpRequest;
+    use std::sync::atomic::AtomicBool;
     use tower::ServiceExt;
 
     struct NoSource;

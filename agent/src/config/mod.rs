@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::incident::identity::{Severity, TargetTemplate};
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 pub use secret::SecretRef;
 pub use warden_playbooks::duration::HumanDuration;
@@ -420,25 +421,6 @@ impl Default for ScaleDefaults {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    #[default]
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
 /// One metric watch: a PromQL query evaluated on an interval through a detector.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -473,13 +455,6 @@ pub struct WatchConfig {
     #[serde(default)]
     pub detector: DetectorSpec,
     pub action: Option<WatchAction>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetTemplate {
-    pub namespace: String,
-    pub deployment: String,
 }
 
 /// Which detector a watch uses (`kind`), with its parameters (the other keys). The

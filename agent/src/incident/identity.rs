@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Severity, WatchConfig};
 use crate::store::TargetRef;
 
 /// A stable fingerprint of a watch and the identity label values.
@@ -27,11 +27,37 @@ pub fn fingerprint(watch: &str, identity: &BTreeMap<String, String>) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTemplate {
+    pub namespace: String,
+    pub deployment: String,
+}
+
 /// The workload a watch's incident is about: the watch's `target` template filled from the
 /// series' identity labels. `None` when the watch has no template or a placeholder has no
 /// label to fill it (an incident without a target is recorded and notified, never acted on).
-pub fn watch_target(w: &WatchConfig, identity: &BTreeMap<String, String>) -> Option<TargetRef> {
-    let t = w.target.as_ref()?;
+pub fn watch_target(template: Option<&TargetTemplate>, identity: &BTreeMap<String, String>) -> Option<TargetRef> {
+    let t = template?;
     let fill = |tpl: &str| -> Option<String> {
         let mut out = tpl.to_string();
         for (k, v) in identity {

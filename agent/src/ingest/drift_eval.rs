@@ -25,8 +25,8 @@ use warden_detectors::drift::{quality_vs_baseline, DriftDetector, DriftLevel, Dr
 use warden_detectors::{Detection, DetectionState, Deviation, Explanation};
 
 use crate::incident::identity::fingerprint;
+use crate::ingest::spec_params::{detector_params, named, take_count, take_duration, SpecError};
 use crate::ingest::verdict::{ambiguous, group_by_identity, sample_at, SeriesVerdict, Verdict};
-use crate::ingest::watch_kind::{detector_params, named, take_count, take_duration, SpecError};
 
 pub const DRIFT_KIND: &str = "drift";
 pub const QUALITY_KIND: &str = "quality";

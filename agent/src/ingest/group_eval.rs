@@ -19,8 +19,8 @@ use warden_detectors::group::{GroupOutlier, GroupOutlierParams, MIN_MEMBERS};
 use warden_detectors::{Detection, DetectionState, Deviation, Explanation};
 
 use crate::incident::identity::fingerprint;
+use crate::ingest::spec_params::{detector_params, named, take_count, SpecError};
 use crate::ingest::verdict::{group_by_identity, SeriesVerdict, Verdict};
-use crate::ingest::watch_kind::{detector_params, named, take_count, SpecError};
 
 pub const KIND: &str = "group_outlier";
 const DEFAULT_RECENT: usize = 10;

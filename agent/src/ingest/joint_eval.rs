@@ -27,8 +27,8 @@ use warden_detectors::multivariate::{Multivariate, MultivariateParams, MAX_FEATU
 use warden_detectors::{Detection, DetectionState, Deviation, Explanation};
 
 use crate::incident::identity::fingerprint;
+use crate::ingest::spec_params::{detector_params, named, take_count, SpecError};
 use crate::ingest::verdict::{ambiguous, group_by_identity, SeriesVerdict, Verdict};
-use crate::ingest::watch_kind::{detector_params, named, take_count, SpecError};
 
 pub const KIND: &str = "multivariate";
 const DEFAULT_MIN_CONSECUTIVE: usize = 2;

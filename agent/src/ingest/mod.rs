@@ -14,5 +14,6 @@ pub mod group_eval;
 pub mod joint_eval;
 pub mod log_watch;
 pub mod source;
+pub mod spec_params;
 pub mod verdict;
 pub mod watch_kind;

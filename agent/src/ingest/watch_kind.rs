@@ -18,19 +18,13 @@
 //! takes the extra keys out and hands the rest to the detector's closed schema, so an error
 //! always names the one parameter at fault.
 
-use std::time::Duration;
-
-use serde::de::DeserializeOwned;
 use warden_detectors::registry::{self, DetectorConfig, Shape};
 
 use crate::ingest::drift_eval::{DriftSpec, QualitySpec};
 use crate::ingest::group_eval::GroupSpec;
 use crate::ingest::joint_eval::JointSpec;
-use warden_playbooks::duration::HumanDuration;
 
-/// A detector-parameter error: `(parameter, message)`; the parameter is empty when the
-/// error is about the detector as a whole.
-pub type SpecError = (String, String);
+pub use crate::ingest::spec_params::{named, SpecError};
 
 /// Most unknown keys reported for one detector before giving up.
 const MAX_UNKNOWN_KEYS: usize = 16;
@@ -108,57 +102,11 @@ pub fn all_kinds() -> Vec<&'static str> {
     registry::all_names()
 }
 
-/// Remove `key` and read it as a duration (`15m`, `1h30m`).
-pub(crate) fn take_duration(
-    rest: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Result<Option<Duration>, SpecError> {
-    match rest.remove(key) {
-        None => Ok(None),
-        Some(v) => match serde_json::from_value::<HumanDuration>(v.clone()) {
-            Ok(d) if !d.get().is_zero() => Ok(Some(d.get())),
-            Ok(_) => Err((key.into(), "must be greater than 0".into())),
-            Err(e) => Err((key.into(), format!("{e} (got {v})"))),
-        },
-    }
-}
-
-/// Remove `key` and read it as an integer in `range`.
-pub(crate) fn take_count(
-    rest: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Option<u64>, SpecError> {
-    match rest.remove(key) {
-        None => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(n) if range.contains(&n) => Ok(Some(n)),
-            _ => {
-                Err((key.into(), format!("must be an integer between {} and {}, got {v}", range.start(), range.end())))
-            }
-        },
-    }
-}
-
-/// The remaining keys as the detector's typed parameters; errors name the parameter.
-pub(crate) fn detector_params<P: DeserializeOwned>(
-    rest: &serde_json::Map<String, serde_json::Value>,
-) -> Result<P, SpecError> {
-    warden_detectors::registry::from_map(rest).map_err(|e| named(&e))
-}
-
-/// A detector error as `(parameter, message)`.
-pub(crate) fn named(e: &warden_detectors::Error) -> SpecError {
-    let message = match e {
-        warden_detectors::Error::InvalidParam { name: "param", message } => message.clone(),
-        other => other.to_string(),
-    };
-    (warden_detectors::registry::offending_param(e).unwrap_or_default(), message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::spec_params::{take_count, take_duration};
+    use std::time::Duration;
 
     #[test]
     fn durations_and_counts_name_the_key() {

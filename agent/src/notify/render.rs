@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 use warden_models::{format_value, template_summary, IncidentFacts};
 
-use crate::analysis::Analysis;
+use crate::analysis::record::Analysis;
 use crate::store::{Incident, NewNotification};
 
 /// What happened to the incident.
