@@ -55,7 +55,6 @@ mod resolve;
 pub use resolve::*;
 
 mod writes;
-pub use writes::*;
 
 /// Annotation holding a Deployment's (and its ReplicaSets') rollout revision.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";

@@ -58,7 +58,6 @@ mod extract;
 pub use extract::*;
 
 mod read;
-pub use read::*;
 
 /// Events requested per list call (`limit`).
 pub const EVENT_PAGE_SIZE: u32 = 250;

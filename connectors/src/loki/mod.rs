@@ -83,10 +83,10 @@ mod tail;
 pub use tail::*;
 
 mod pager;
-pub use pager::*;
+use pager::*;
 
 mod parse;
-pub use parse::*;
+use parse::*;
 
 /// Header that selects the tenant in a multi-tenant Loki.
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";

@@ -4,7 +4,6 @@
 use super::*;
 use crate::harness::{self, XorShift64};
 use crate::test_support::{self, feed, gaussian};
-use crate::Error;
 
 fn detector(p: ChangePointParams) -> ChangePoint {
     test_support::build(ChangePoint::new, p)

@@ -98,7 +98,7 @@ mod ar;
 pub use ar::*;
 
 mod models;
-pub use models::*;
+use models::*;
 
 mod periods;
 pub use periods::*;

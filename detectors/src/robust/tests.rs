@@ -4,7 +4,6 @@
 use super::*;
 use crate::harness;
 use crate::test_support::{self, feed};
-use crate::Error;
 
 const EPS: f64 = 1e-12;
 

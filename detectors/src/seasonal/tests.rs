@@ -4,7 +4,6 @@
 use super::*;
 use crate::harness::{self, XorShift64};
 use crate::test_support::{self, feed};
-use crate::Error;
 
 const TAU: f64 = 2.0 * std::f64::consts::PI;
 

@@ -98,13 +98,11 @@ use super::hash::{FastMap, FastState};
 use super::mask::{self, MaskParams, MaskedLine, TokenKind, WILDCARD};
 
 mod state;
-pub use state::*;
 
 mod matching;
-pub use matching::*;
 
 mod cluster;
-pub use cluster::*;
+use cluster::*;
 
 /// A template's id: 1 for the first template created, then 2, 3, …; never reused.
 pub type TemplateId = u64;

@@ -73,7 +73,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod classify;
-pub use classify::*;
+use classify::*;
 
 /// The wildcard that stands for a variable part in a template.
 pub const WILDCARD: &str = "<*>";

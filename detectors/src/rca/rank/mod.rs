@@ -41,10 +41,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::evidence::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind};
 
 mod score;
-pub use score::*;
+use score::*;
 
 mod context;
-pub use context::*;
+use context::*;
 
 /// Everything the ranking looks at.
 #[derive(Debug, Clone, Default)]
