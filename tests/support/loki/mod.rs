@@ -47,9 +47,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 mod api;
-pub use api::*;
+use api::*;
 mod tail;
-pub use tail::*;
+use tail::*;
 mod logql;
 pub use logql::*;
 
