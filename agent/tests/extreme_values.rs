@@ -11,8 +11,10 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use warden_agent::config::parse_str;
 use warden_agent::store::Store;
+use warden_connectors::prometheus::{MetricSource, RangeResult, Sample, Series};
+use warden_connectors::Error as SourceError;
 use warden_playbooks::duration::{HumanDuration, MAX_DURATION};
-use warden_playbooks::engine::{Engine, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest};
+use warden_playbooks::engine::{Engine, Notice, Notices, StartRequest};
 use warden_playbooks::run::{Run, RunStatus, TriggerInfo};
 use warden_playbooks::spec::{
     Arg, Autonomy, Guards, NotifyStep, Playbook, RateCap, RateGuards, RunJobStep, Step, TargetKind, VerifyStep,
@@ -196,25 +198,27 @@ impl Notices for Quiet {
 /// A Prometheus stand-in: a healthy series, or its 11,000-point refusal.
 struct Metrics;
 #[async_trait::async_trait]
-impl MetricsQuery for Metrics {
+impl MetricSource for Metrics {
     async fn query_range(
         &self,
         _: &str,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         step: Duration,
-    ) -> Result<Vec<Series>, QueryError> {
-        let span = (end - start).to_std().map_err(|e| e.to_string())?;
+    ) -> warden_connectors::Result<RangeResult> {
+        let span = (end - start).to_std().map_err(|e| SourceError::InvalidInput(e.to_string()))?;
         if span.as_millis() / step.as_millis().max(1) > 11_000 {
-            return Err("exceeded maximum resolution of 11,000 points per timeseries".into());
+            return Err(SourceError::Prometheus {
+                error_type: "bad_data".into(),
+                message: "exceeded maximum resolution of 11,000 points per timeseries".into(),
+            });
         }
-        let mut points = Vec::new();
-        let mut t = start;
-        while t <= end {
-            points.push((t, 1.0));
-            t += chrono::Duration::from_std(step).map_err(|e| e.to_string())?;
-        }
-        Ok(vec![Series { labels: BTreeMap::new(), points }])
+        let step_ms = usize::try_from(step.as_millis()).map_err(|e| SourceError::InvalidInput(e.to_string()))?.max(1);
+        let points = (start.timestamp_millis()..=end.timestamp_millis())
+            .step_by(step_ms)
+            .map(|timestamp_ms| Sample { timestamp_ms, value: 1.0 })
+            .collect();
+        Ok(RangeResult { series: vec![Series { labels: BTreeMap::new(), points }], warnings: Vec::new() })
     }
 }
 

@@ -61,6 +61,8 @@ pub mod seasonal;
 pub mod sigma;
 pub mod spectral;
 mod spot;
+#[cfg(test)]
+mod test_support;
 
 pub use detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
 pub use error::{Error, Result};

@@ -489,12 +489,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::harness::XorShift64;
-
-    fn gaussian(rng: &mut XorShift64) -> f64 {
-        let u1 = rng.next_f64().max(1e-300);
-        let u2 = rng.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
+    use crate::test_support::gaussian;
 
     /// Traffic (req/s), CPU (cores) and memory (MiB) of one workload: CPU
     /// and memory follow traffic. Traffic has a quiet and a busy regime.

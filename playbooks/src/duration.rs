@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::error::{Error, ValueKind};
+
 /// A duration parsed from its human form; serialises back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct HumanDuration(pub Duration);
@@ -21,14 +23,21 @@ impl HumanDuration {
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
 
 impl std::str::FromStr for HumanDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
         // The text is quoted shortened: it may be a whole line of digits.
         let shown: String = s.trim().chars().take(40).collect();
-        let d = humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration `{shown}`: {e} (examples: 500ms, 30s, 5m, 1h30m)"))?;
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
+            Error::value(
+                ValueKind::Duration,
+                format!("invalid duration `{shown}`: {e} (examples: 500ms, 30s, 5m, 1h30m)"),
+            )
+        })?;
         if d > MAX_DURATION {
-            return Err(format!("duration `{shown}` is longer than the maximum of 366d"));
+            return Err(Error::value(
+                ValueKind::Duration,
+                format!("duration `{shown}` is longer than the maximum of 366d"),
+            ));
         }
         Ok(HumanDuration(d))
     }
@@ -78,10 +87,10 @@ mod tests {
     #[test]
     fn durations_are_bounded() {
         for s in ["10000000000000000000s", "1000000000d", "367d", "99999999999999999999999d", "18446744073709551615s"] {
-            let e = s.parse::<HumanDuration>().expect_err(s);
+            let e = s.parse::<HumanDuration>().expect_err(s).to_string();
             assert!(e.contains("366d") || e.contains("invalid duration"), "{s}: {e}");
         }
-        assert_eq!("366d".parse::<HumanDuration>().map(HumanDuration::get), Ok(MAX_DURATION));
+        assert_eq!("366d".parse::<HumanDuration>().ok().map(HumanDuration::get), Some(MAX_DURATION));
         assert!("1y".parse::<HumanDuration>().is_ok());
         let e = serde_yaml::from_str::<HumanDuration>("1000000000d").unwrap_err().to_string();
         assert!(e.contains("366d"), "{e}");
@@ -89,7 +98,11 @@ mod tests {
 
     #[test]
     fn rejects_bare_numbers_and_garbage() {
-        assert!("5 parsecs".parse::<HumanDuration>().unwrap_err().contains("5 parsecs"));
+        let e = "5 parsecs".parse::<HumanDuration>().unwrap_err();
+        assert!(
+            matches!(e, Error::Value { kind: ValueKind::Duration, .. }) && e.to_string().contains("5 parsecs"),
+            "{e}"
+        );
         let e = serde_yaml::from_str::<HumanDuration>("30").unwrap_err().to_string();
         assert!(e.contains("unit is required"), "{e}");
     }

@@ -32,6 +32,44 @@ pub enum Error {
     /// A time computed from a setting is outside the representable range.
     #[error("{what} is out of range")]
     TimeOutOfRange { what: String },
+    /// YAML text that does not parse, or nests deeper than [`crate::yaml_load::MAX_DEPTH`];
+    /// `line` (1-based) is where the parser stopped, when it says.
+    #[error("invalid YAML: {message}")]
+    Yaml {
+        line: Option<usize>,
+        message: String,
+        #[source]
+        source: Option<serde_yaml::Error>,
+    },
+    /// A value that does not read as what its setting needs; `kind` says what it should have
+    /// been and `message` what is wrong with it (quoting the value). The loaders put it under
+    /// the value's file, line and YAML path.
+    #[error("{message}")]
+    Value { kind: ValueKind, message: String },
+}
+
+/// What a value that did not read should have been (see [`Error::Value`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A duration (`30s`, `5m`, `1h30m`).
+    Duration,
+    /// A cron schedule of a `cron` trigger.
+    Schedule,
+    /// An IANA time zone name.
+    TimeZone,
+    /// A literal `http` step URL.
+    Url,
+    /// A `patch_allow` path pattern.
+    PatchPath,
+    /// A parameter value (type, bounds, allowed values).
+    Param,
+}
+
+impl Error {
+    /// A value that is not what its setting needs.
+    pub fn value(kind: ValueKind, message: impl Into<String>) -> Self {
+        Self::Value { kind, message: message.into() }
+    }
 }
 
 /// Result alias for this crate.

@@ -40,4 +40,4 @@ pub mod yaml_load;
 
 pub use claim::{FencingToken, RunClaim};
 pub use cluster::{Cluster, ClusterError, ClusterErrorKind, ReplicaState, SetReplicasOutcome, WorkloadRef};
-pub use error::{Error, Result};
+pub use error::{Error, Result, ValueKind};

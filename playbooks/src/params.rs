@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::duration::HumanDuration;
 use crate::spec::{Arg, ParamSpec, ParamType, Playbook};
 use crate::template::Vars;
-use crate::{Error, Result};
+use crate::{Error, Result, ValueKind};
 
 /// A parameter value, checked against its [`crate::spec::ParamSpec`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -125,18 +125,19 @@ fn type_name(t: ParamType) -> &'static str {
 }
 
 /// Parse text as `kind`.
-fn parse_typed(kind: ParamType, text: &str) -> std::result::Result<Typed, String> {
+fn parse_typed(kind: ParamType, text: &str) -> Result<Typed> {
     let t = text.trim();
+    let bad = |message: String| Error::value(ValueKind::Param, message);
     match kind {
-        ParamType::Int => t.parse::<i64>().map(Typed::Int).map_err(|_| format!("`{text}` is not an integer")),
+        ParamType::Int => t.parse::<i64>().map(Typed::Int).map_err(|_| bad(format!("`{text}` is not an integer"))),
         ParamType::Float => match t.parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Typed::Float(f)),
-            _ => Err(format!("`{text}` is not a finite number")),
+            _ => Err(bad(format!("`{text}` is not a finite number"))),
         },
         ParamType::Bool => match t {
             "true" => Ok(Typed::Bool(true)),
             "false" => Ok(Typed::Bool(false)),
-            _ => Err(format!("`{text}` is not true or false")),
+            _ => Err(bad(format!("`{text}` is not true or false"))),
         },
         ParamType::String => Ok(Typed::Text(text.to_string())),
         ParamType::Duration => t.parse::<HumanDuration>().map(|d| Typed::Duration(d.get())),
@@ -149,17 +150,18 @@ fn bounded(kind: ParamType) -> bool {
 
 /// Parse and check one value against its spec (bounds, `allowed`). The spec's own fields are
 /// assumed valid (see [`check_spec`]); ones that do not parse are ignored here.
-pub fn check_value(spec: &ParamSpec, text: &str) -> std::result::Result<ParamValue, String> {
+pub fn check_value(spec: &ParamSpec, text: &str) -> Result<ParamValue> {
+    let bad = |message: String| Error::value(ValueKind::Param, message);
     let v = parse_typed(spec.kind, text)?;
     if bounded(spec.kind) {
         if let Some(min) = spec.min.as_ref().and_then(|m| parse_typed(spec.kind, m.as_str()).ok()) {
             if v.less_than(&min) {
-                return Err(format!("{v} is below the minimum {min}"));
+                return Err(bad(format!("{v} is below the minimum {min}")));
             }
         }
         if let Some(max) = spec.max.as_ref().and_then(|m| parse_typed(spec.kind, m.as_str()).ok()) {
             if max.less_than(&v) {
-                return Err(format!("{v} is above the maximum {max}"));
+                return Err(bad(format!("{v} is above the maximum {max}")));
             }
         }
     }
@@ -167,7 +169,7 @@ pub fn check_value(spec: &ParamSpec, text: &str) -> std::result::Result<ParamVal
         let parsed: Vec<Typed> = allowed.iter().filter_map(|a| parse_typed(spec.kind, a.as_str()).ok()).collect();
         if !parsed.contains(&v) {
             let list: Vec<String> = parsed.iter().map(|a| a.to_string()).collect();
-            return Err(format!("{v} is not one of the allowed values: {}", list.join(", ")));
+            return Err(bad(format!("{v} is not one of the allowed values: {}", list.join(", "))));
         }
     }
     Ok(v.into_value())
@@ -252,7 +254,7 @@ pub fn check_spec_fields(spec: &ParamSpec) -> Vec<(String, String)> {
         let bounds_ok = min.is_some() == spec.min.is_some() && max.is_some() == spec.max.is_some();
         if bounds_ok && allowed_ok {
             if let Err(e) = check_value(spec, text.as_str()) {
-                out.push(("default".into(), e));
+                out.push(("default".into(), e.to_string()));
             }
         }
     }

@@ -22,6 +22,8 @@ use chrono::offset::LocalResult;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use crate::error::{Error, ValueKind};
+
 /// A parsed schedule in its time zone.
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
@@ -30,9 +32,14 @@ pub struct CronSchedule {
 }
 
 /// Parse an IANA time zone name (`Europe/Berlin`, `UTC`).
-pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+pub fn parse_timezone(name: &str) -> Result<Tz, Error> {
     Tz::from_str(name.trim()).map_err(|_| {
-        format!("unknown time zone `{name}`: use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`")
+        Error::value(
+            ValueKind::TimeZone,
+            format!(
+                "unknown time zone `{name}`: use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`"
+            ),
+        )
     })
 }
 
@@ -42,7 +49,8 @@ const MAX_STEPS: usize = 100_000;
 impl CronSchedule {
     /// Parse `schedule` (6 or 7 fields, seconds first; or `@daily`, `@hourly`, ...) in
     /// `timezone` (UTC when `None`).
-    pub fn parse(schedule: &str, timezone: Option<&str>) -> Result<Self, String> {
+    pub fn parse(schedule: &str, timezone: Option<&str>) -> Result<Self, Error> {
+        let bad = |message: String| Error::value(ValueKind::Schedule, message);
         let tz = match timezone {
             Some(name) => parse_timezone(name)?,
             None => Tz::UTC,
@@ -50,19 +58,20 @@ impl CronSchedule {
         let text = schedule.trim();
         let fields = text.split_whitespace().count();
         if !text.starts_with('@') && fields == 5 {
-            return Err(format!(
+            return Err(bad(format!(
                 "`{schedule}` has 5 fields; Warden's cron syntax starts with seconds (6 or 7 fields): did you mean `0 {text}`?"
-            ));
+            )));
         }
         if !text.starts_with('@') && !(6..=7).contains(&fields) {
-            return Err(format!(
+            return Err(bad(format!(
                 "`{schedule}` has {fields} fields; expected 6 or 7: `sec min hour day-of-month month day-of-week [year]`, e.g. `0 0 3 * * *`"
-            ));
+            )));
         }
-        let parsed = cron::Schedule::from_str(text).map_err(|e| format!("invalid cron schedule `{schedule}`: {e}"))?;
+        let parsed =
+            cron::Schedule::from_str(text).map_err(|e| bad(format!("invalid cron schedule `{schedule}`: {e}")))?;
         let out = Self { schedule: parsed, tz };
         if out.next_after(Utc::now()).is_none() {
-            return Err(format!("cron schedule `{schedule}` never fires from now on"));
+            return Err(bad(format!("cron schedule `{schedule}` never fires from now on")));
         }
         Ok(out)
     }
@@ -145,14 +154,16 @@ mod tests {
     #[test]
     fn parse_errors_explain_the_syntax() {
         let e = CronSchedule::parse("0 3 * * *", None).unwrap_err();
+        assert!(matches!(e, Error::Value { kind: ValueKind::Schedule, .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("did you mean `0 0 3 * * *`"), "{e}");
-        let e = CronSchedule::parse("0 0 3 * * * * *", None).unwrap_err();
+        let e = CronSchedule::parse("0 0 3 * * * * *", None).unwrap_err().to_string();
         assert!(e.contains("expected 6 or 7"), "{e}");
-        let e = CronSchedule::parse("0 0 25 * * *", None).unwrap_err();
+        let e = CronSchedule::parse("0 0 25 * * *", None).unwrap_err().to_string();
         assert!(e.contains("invalid cron schedule"), "{e}");
-        let e = CronSchedule::parse("0 0 3 * * *", Some("Europe/Berlinn")).unwrap_err();
+        let e = CronSchedule::parse("0 0 3 * * *", Some("Europe/Berlinn")).unwrap_err().to_string();
         assert!(e.contains("Europe/Berlin`"), "{e}");
-        let e = CronSchedule::parse("0 0 0 1 1 * 2001", None).unwrap_err();
+        let e = CronSchedule::parse("0 0 0 1 1 * 2001", None).unwrap_err().to_string();
         assert!(e.contains("never fires"), "{e}");
         assert!(CronSchedule::parse("@daily", Some("UTC")).is_ok());
     }

@@ -8,6 +8,8 @@
 
 use serde_yaml::Value;
 
+use crate::error::Error;
+
 /// How deep a configuration or playbook file may nest (mappings, sequences, flow brackets).
 /// The deepest real file (a Job spec inside a playbook step) is about 15 levels.
 pub const MAX_DEPTH: usize = 64;
@@ -79,16 +81,30 @@ pub fn too_deep(text: &str, max: usize) -> Option<usize> {
     None
 }
 
-/// Parse YAML text into a [`Value`] (an empty document is an empty mapping). The error
-/// carries the line the parser stopped at and a message starting with `invalid YAML`.
-pub fn parse_value(text: &str) -> Result<Value, (Option<usize>, String)> {
+/// Parse YAML text into a [`Value`] (an empty document is an empty mapping). The error is
+/// [`Error::Yaml`], with the line the parser stopped at; its message starts with `invalid YAML`.
+pub fn parse_value(text: &str) -> Result<Value, Error> {
     if let Some(line) = too_deep(text, MAX_DEPTH) {
-        return Err((Some(line), format!("invalid YAML: nested deeper than {MAX_DEPTH} levels")));
+        return Err(Error::Yaml {
+            line: Some(line),
+            message: format!("nested deeper than {MAX_DEPTH} levels"),
+            source: None,
+        });
     }
     match serde_yaml::from_str(text) {
         Ok(Value::Null) => Ok(Value::Mapping(Default::default())),
         Ok(v) => Ok(v),
-        Err(e) => Err((e.location().map(|l| l.line()), format!("invalid YAML: {e}"))),
+        Err(e) => Err(Error::Yaml { line: e.location().map(|l| l.line()), message: e.to_string(), source: Some(e) }),
+    }
+}
+
+impl Error {
+    /// The line of the file an error points at, when it has one (see [`Error::Yaml`]).
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Error::Yaml { line, .. } => *line,
+            _ => None,
+        }
     }
 }
 
@@ -174,7 +190,7 @@ pub fn join(parent: &str, key: &str) -> String {
     }
 }
 
-/// serde_yaml appends "at line X column Y" positions of the in-memory value, which are
+/// The YAML deserializer appends "at line X column Y" positions of the in-memory value, which are
 /// meaningless here; lines come from the index instead.
 pub fn strip_location(msg: &str) -> String {
     match msg.find(" at line ") {
@@ -285,11 +301,11 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_before_parsing() {
         let deep = format!("a: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
-        let (line, msg) = parse_value(&deep).expect_err("too deep");
-        assert_eq!(line, Some(1));
-        assert!(msg.contains("nested deeper than 64 levels"), "{msg}");
+        let e = parse_value(&deep).expect_err("too deep");
+        assert_eq!(e.line(), Some(1));
+        assert!(e.to_string().contains("nested deeper than 64 levels"), "{e}");
         let dashes = format!("a:\n  {}x\n", "- ".repeat(100_000));
-        assert_eq!(parse_value(&dashes).expect_err("too deep").0, Some(2));
+        assert_eq!(parse_value(&dashes).expect_err("too deep").line(), Some(2));
         let mut block = String::new();
         for i in 0..80 {
             block.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
@@ -317,7 +333,8 @@ mod tests {
         assert_eq!(renumber("steps[1].scale", "steps", &[0, 3]), "steps[3].scale");
         assert_eq!(renumber("revert[1]", "steps", &[0, 3]), "revert[1]");
         assert_eq!(parse_value("").expect("empty"), Value::Mapping(Default::default()));
-        let (line, msg) = parse_value("a: [\n").expect_err("bad");
-        assert!(line.is_some() && msg.starts_with("invalid YAML"), "{line:?} {msg}");
+        let e = parse_value("a: [\n").expect_err("bad");
+        assert!(matches!(e, Error::Yaml { line: Some(_), source: Some(_), .. }), "{e:?}");
+        assert!(e.to_string().starts_with("invalid YAML"), "{e}");
     }
 }

@@ -20,7 +20,8 @@ use warden_agent::act::remediation::{HttpWebhook, Remediation};
 use warden_agent::store::Store;
 use warden_connectors::kube_actions::ActionWaits;
 use warden_connectors::kubernetes::{KubeClient, KubeConnect};
-use warden_playbooks::engine::{Engine, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest};
+use warden_connectors::prometheus::{MetricSource, RangeResult, Sample, Series};
+use warden_playbooks::engine::{Engine, Notice, Notices, StartRequest};
 use warden_playbooks::guards::{GuardName, GuardSettings};
 use warden_playbooks::load::parse_playbook;
 use warden_playbooks::run::{Run, RunStatus, StepStatus, Target, TriggerInfo};
@@ -35,22 +36,25 @@ struct Scripted {
 }
 
 #[async_trait]
-impl MetricsQuery for Scripted {
+impl MetricSource for Scripted {
     async fn query_range(
         &self,
         _q: &str,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         step: Duration,
-    ) -> Result<Vec<Series>, QueryError> {
-        let Some(v) = *self.value.lock().map_err(|e| e.to_string())? else { return Ok(Vec::new()) };
-        let mut points = Vec::new();
-        let mut t = start;
-        while t <= end {
-            points.push((t, v));
-            t += chrono::Duration::from_std(step).map_err(|e| e.to_string())?;
-        }
-        Ok(vec![Series { labels: BTreeMap::new(), points }])
+    ) -> warden_connectors::Result<RangeResult> {
+        let value = *self.value.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(v) = value else { return Ok(RangeResult::default()) };
+        let step_ms = usize::try_from(step.as_millis())
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| warden_connectors::Error::InvalidInput(format!("step {step:?}")))?;
+        let points = (start.timestamp_millis()..=end.timestamp_millis())
+            .step_by(step_ms)
+            .map(|timestamp_ms| Sample { timestamp_ms, value: v })
+            .collect();
+        Ok(RangeResult { series: vec![Series { labels: BTreeMap::new(), points }], warnings: Vec::new() })
     }
 }
 
@@ -111,7 +115,7 @@ async fn rig() -> Result<Rig> {
 fn engine_on(store: &Arc<Store>, cluster: &Arc<KubeCluster>, metrics: &Arc<Scripted>) -> Result<Engine> {
     Ok(Engine {
         cluster: Some(cluster.clone() as Arc<dyn Cluster>),
-        metrics: Some(metrics.clone() as Arc<dyn MetricsQuery>),
+        metrics: Some(metrics.clone() as Arc<dyn MetricSource>),
         webhook: Some(Arc::new(HttpWebhook::new().map_err(anyhow::Error::msg)?)),
         notices: Arc::new(Recorder::default()),
         store: store.clone(),

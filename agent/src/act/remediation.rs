@@ -13,8 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use warden_playbooks::engine::{
-    Engine as RunEngine, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, Series, StartRequest, Webhook,
-    WebhookError,
+    Engine as RunEngine, HttpCall, HttpReply, Notice, Notices, StartRequest, Webhook, WebhookError,
 };
 use warden_playbooks::guards::GuardSettings;
 use warden_playbooks::load::Catalog;
@@ -30,37 +29,6 @@ use crate::ingest::source::MetricSource;
 use crate::notify::{render, NotifyEvent};
 use crate::store::{Incident, Store};
 use crate::timeline::{Timeline, TimelineEvent};
-
-/// `verify` through the watches' metric source.
-pub struct SourceMetrics(pub Arc<dyn MetricSource>);
-
-#[async_trait]
-impl MetricsQuery for SourceMetrics {
-    async fn query_range(
-        &self,
-        query: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        step: Duration,
-    ) -> Result<Vec<Series>, QueryError> {
-        let r = self.0.query_range(query, start, end, step).await.map_err(|e| {
-            let err =
-                if e.is_retryable() { QueryError::transient(e.to_string()) } else { QueryError::new(e.to_string()) };
-            err.with_source(e)
-        })?;
-        Ok(r.series
-            .into_iter()
-            .map(|s| Series {
-                labels: s.labels,
-                points: s
-                    .points
-                    .into_iter()
-                    .filter_map(|p| DateTime::from_timestamp_millis(p.timestamp_ms).map(|t| (t, p.value)))
-                    .collect(),
-            })
-            .collect())
-    }
-}
 
 /// `http` steps through `warden_connectors::webhook` (no shell, no redirects to other hosts).
 pub struct HttpWebhook {
@@ -232,7 +200,7 @@ impl Remediation {
         };
         let runs = RunEngine {
             cluster,
-            metrics: source.map(|s| Arc::new(SourceMetrics(s)) as Arc<dyn MetricsQuery>),
+            metrics: source,
             webhook,
             notices,
             store,

@@ -55,7 +55,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
 
     let mut value: Value = match parse_value(text) {
         Ok(v) => v,
-        Err((line, message)) => return Err(ConfigErrors(vec![mk(line, String::new(), message)])),
+        Err(e) => return Err(ConfigErrors(vec![mk(e.line(), String::new(), e.to_string())])),
     };
     let index = YamlIndex::build(text);
     let mut found: Vec<(String, String)> = Vec::new();

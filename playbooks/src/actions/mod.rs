@@ -34,10 +34,11 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
+use warden_connectors::prometheus::MetricSource;
 
 use crate::audit::AuditKind;
 use crate::cluster::{Cluster, ClusterError, WorkloadRef};
-use crate::engine::{MetricsQuery, Notices, RunStore, Webhook};
+use crate::engine::{Notices, RunStore, Webhook};
 use crate::guards::Refusal;
 use crate::load::Checker;
 use crate::run::{Phase, Run, Target};
@@ -139,7 +140,7 @@ pub enum Sent {
 pub struct Ctx<'a> {
     pub run: &'a Run,
     pub cluster: Option<&'a dyn Cluster>,
-    pub metrics: Option<&'a dyn MetricsQuery>,
+    pub metrics: Option<&'a dyn MetricSource>,
     pub webhook: Option<&'a dyn Webhook>,
     pub notices: &'a dyn Notices,
     pub store: &'a dyn RunStore,

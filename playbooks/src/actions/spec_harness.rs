@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
+use warden_connectors::prometheus::{MetricSource, RangeResult, Sample, Series};
 
 use super::*;
 use crate::audit::AuditEvent;
@@ -22,9 +23,7 @@ use crate::cluster::{
     ClusterErrorKind, DeleteResult, DeploymentInfo, JobCreated, JobPhase, JobStatus, PodInfo, ReplicaState,
     RollbackResult, SetReplicasOutcome,
 };
-use crate::engine::{
-    HistoryQuery, HttpCall, HttpReply, Notice, QueryError, RunStoreError, Series, StoreResult, WebhookError,
-};
+use crate::engine::{HistoryQuery, HttpCall, HttpReply, Notice, RunStoreError, StoreResult, WebhookError};
 use crate::guards::{GuardSettings, History};
 use crate::run::{RunStatus, TriggerInfo};
 use crate::spec::Autonomy;
@@ -269,15 +268,16 @@ impl Webhook for Hook {
 
 struct Flat;
 #[async_trait]
-impl MetricsQuery for Flat {
+impl MetricSource for Flat {
     async fn query_range(
         &self,
         _q: &str,
         start: DateTime<Utc>,
         _end: DateTime<Utc>,
         _s: Duration,
-    ) -> Result<Vec<Series>, QueryError> {
-        Ok(vec![Series { labels: BTreeMap::new(), points: vec![(start, 1.0)] }])
+    ) -> warden_connectors::Result<RangeResult> {
+        let points = vec![Sample { timestamp_ms: start.timestamp_millis(), value: 1.0 }];
+        Ok(RangeResult { series: vec![Series { labels: BTreeMap::new(), points }], warnings: Vec::new() })
     }
 }
 

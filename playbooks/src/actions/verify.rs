@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use warden_connectors::prometheus::Series;
 
 use super::{Action, Ctx, Planned, Sent, StepError};
 use crate::audit::AuditKind;
 use crate::duration::HumanDuration;
-use crate::engine::Series;
 use crate::load::{Checker, Lit, MAX_VERIFY_POINTS};
 use crate::spec::Arg;
 
@@ -113,8 +113,11 @@ async fn evaluate(plan: &VerifyPlan, cx: &Ctx<'_>) -> Result<Sent, StepError> {
     let metrics = cx.metrics.ok_or_else(|| StepError::Failed("no metrics source to verify with".into()))?;
     let (query, start, end) = (&plan.query, plan.start, plan.end);
     let step = Duration::try_from_secs_f64(plan.step_secs.max(1.0)).unwrap_or(DEFAULT_VERIFY_STEP);
-    let series = metrics.query_range(query, start, end, step).await.map_err(|e| StepError::Failed(format!("verify query failed: {e}")))?;
-    let check = judge_window(&series, start, end, step);
+    // A partial answer (Prometheus' warnings) is judged on what it holds: a missing sample
+    // still fails the window.
+    let answer =
+        metrics.query_range(query, start, end, step).await.map_err(|e| StepError::Failed(format!("verify query failed: {e}")))?;
+    let check = judge_window(&answer.series, start, end, step);
     let summary = format!("verified `{query}` over {} evaluation(s)", check.checked);
     if check.no_data.is_empty() && check.false_at.is_empty() {
         return Ok(Sent::Done(json!({"checked": check.checked, "summary": summary})));
@@ -148,7 +151,10 @@ pub fn judge_window(series: &[Series], start: DateTime<Utc>, end: DateTime<Utc>,
         let at: Vec<f64> = series
             .iter()
             .filter_map(|s| {
-                s.points.iter().find(|(pt, _)| (pt.timestamp_millis() - t.timestamp_millis()).abs() < step_ms / 2 + 1).map(|(_, v)| *v)
+                s.points
+                    .iter()
+                    .find(|p| p.timestamp_ms.saturating_sub(t.timestamp_millis()).saturating_abs() < step_ms / 2 + 1)
+                    .map(|p| p.value)
             })
             .collect();
         if at.is_empty() {

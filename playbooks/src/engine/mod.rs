@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use warden_connectors::prometheus::MetricSource;
 
 use crate::actions::StepError;
 use crate::audit::{AuditEvent, AuditKind};
@@ -46,8 +47,8 @@ mod text;
 pub use crate::actions::patch::inverse_patch;
 pub use crate::actions::verify::{judge_window, WindowCheck};
 pub use ports::{
-    HistoryQuery, HttpCall, HttpReply, MetricsQuery, Notice, Notices, QueryError, RunStore, RunStoreError, Series,
-    Source, StartRequest, StoreResult, Webhook, WebhookError,
+    HistoryQuery, HttpCall, HttpReply, Notice, Notices, RunStore, RunStoreError, Source, StartRequest, StoreResult,
+    Webhook, WebhookError,
 };
 pub use text::{describe_plan, finished_text};
 
@@ -58,7 +59,8 @@ use text::plan_text;
 #[derive(Clone)]
 pub struct Engine {
     pub cluster: Option<Arc<dyn Cluster>>,
-    pub metrics: Option<Arc<dyn MetricsQuery>>,
+    /// Where `verify` steps query: the watches' PromQL source.
+    pub metrics: Option<Arc<dyn MetricSource>>,
     pub webhook: Option<Arc<dyn Webhook>>,
     pub notices: Arc<dyn Notices>,
     pub store: Arc<dyn RunStore>,

@@ -1,6 +1,8 @@
-//! The engine's seams: the traits through which it reaches metrics, webhooks, people and
-//! storage, and their typed errors. The agent implements them on top of the connectors and
-//! its SQLite store; the engine's unit tests implement them in memory.
+//! The engine's seams: the traits through which it reaches webhooks, people and storage, and
+//! their typed errors. The agent implements them on top of the connectors and its SQLite
+//! store; the engine's unit tests implement them in memory. Metrics for `verify` come through
+//! the one PromQL seam of the workspace, [`warden_connectors::prometheus::MetricSource`], with
+//! its typed error (retryable or not), so the engine needs no trait of its own for them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,73 +17,6 @@ use crate::guards::History;
 use crate::run::{Run, Target, TriggerInfo};
 use crate::spec::Playbook;
 use crate::template::Vars;
-
-/// One series of a range query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    pub labels: BTreeMap<String, String>,
-    pub points: Vec<(DateTime<Utc>, f64)>,
-}
-
-/// A failed metrics query.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct QueryError {
-    pub message: String,
-    /// Asking again later may succeed (the source was unreachable or overloaded); `false`
-    /// for a query the source refuses (bad PromQL, too many points).
-    pub retryable: bool,
-    #[source]
-    pub source: Option<Source>,
-}
-
-impl QueryError {
-    /// A failure that asking again will not fix.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false, source: None }
-    }
-
-    /// A failure that asking again later may fix.
-    pub fn transient(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true, source: None }
-    }
-
-    pub fn with_source(mut self, source: impl Into<Source>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// Asking again later may succeed. A `verify` step does not ask again: a window it
-    /// could not judge fails (no data is never "verified").
-    pub fn is_retryable(&self) -> bool {
-        self.retryable
-    }
-}
-
-/// A message without a class: not retryable.
-impl From<String> for QueryError {
-    fn from(message: String) -> Self {
-        Self::new(message)
-    }
-}
-
-impl From<&str> for QueryError {
-    fn from(message: &str) -> Self {
-        Self::new(message)
-    }
-}
-
-/// PromQL range queries for `verify`.
-#[async_trait]
-pub trait MetricsQuery: Send + Sync {
-    async fn query_range(
-        &self,
-        query: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        step: Duration,
-    ) -> std::result::Result<Vec<Series>, QueryError>;
-}
 
 /// An outgoing webhook call of an `http` step.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

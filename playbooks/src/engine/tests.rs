@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
+use warden_connectors::prometheus::{MetricSource, RangeResult, Sample, Series};
 
 use super::*;
 use crate::audit::AuditEvent;
@@ -255,22 +256,24 @@ impl Cluster for FakeCluster {
 struct ConstMetric(Option<f64>);
 
 #[async_trait]
-impl MetricsQuery for ConstMetric {
+impl MetricSource for ConstMetric {
     async fn query_range(
         &self,
         _: &str,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         step: Duration,
-    ) -> std::result::Result<Vec<Series>, QueryError> {
-        let Some(v) = self.0 else { return Ok(Vec::new()) };
-        let mut points = Vec::new();
-        let mut t = start;
-        while t <= end {
-            points.push((t, v));
-            t += chrono::Duration::from_std(step).map_err(|e| e.to_string())?;
-        }
-        Ok(vec![Series { labels: BTreeMap::new(), points }])
+    ) -> warden_connectors::Result<RangeResult> {
+        let Some(v) = self.0 else { return Ok(RangeResult::default()) };
+        let step_ms = usize::try_from(step.as_millis())
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| warden_connectors::Error::InvalidInput(format!("step {step:?}")))?;
+        let points = (start.timestamp_millis()..=end.timestamp_millis())
+            .step_by(step_ms)
+            .map(|timestamp_ms| Sample { timestamp_ms, value: v })
+            .collect();
+        Ok(RangeResult { series: vec![Series { labels: BTreeMap::new(), points }], warnings: Vec::new() })
     }
 }
 
@@ -634,15 +637,15 @@ async fn an_unknown_run_is_a_typed_store_error() {
 struct DownMetric;
 
 #[async_trait]
-impl MetricsQuery for DownMetric {
+impl MetricSource for DownMetric {
     async fn query_range(
         &self,
         _: &str,
         _: DateTime<Utc>,
         _: DateTime<Utc>,
         _: Duration,
-    ) -> std::result::Result<Vec<Series>, QueryError> {
-        Err(QueryError::transient("prometheus is down"))
+    ) -> warden_connectors::Result<RangeResult> {
+        Err(warden_connectors::Error::Connect { url: "http://127.0.0.1:9090".into(), message: "refused".into() })
     }
 }
 
@@ -654,6 +657,8 @@ async fn a_verification_that_cannot_query_fails_and_reverts() {
     w.engine.tick(t0() + chrono::Duration::minutes(2)).await.expect("tick");
     let done = w.store.run(run.id);
     assert_eq!(done.status, RunStatus::Reverted, "{:?}", done.reason);
-    assert_eq!(done.steps[1].error.as_deref(), Some("verify query failed: prometheus is down"));
-    assert!(QueryError::transient("x").is_retryable() && !QueryError::from("x").is_retryable());
+    assert_eq!(
+        done.steps[1].error.as_deref(),
+        Some("verify query failed: could not connect to http://127.0.0.1:9090: refused")
+    );
 }

@@ -7,6 +7,7 @@ use serde_yaml::Value;
 
 use super::patch_paths::check_pattern;
 use super::DEFAULT_PATCH_ALLOW;
+use crate::error::{Error, ValueKind};
 use crate::params::{check_spec_fields, check_value};
 use crate::schedule::{parse_timezone, CronSchedule};
 use crate::spec::{Arg, Guards, ParamType, Playbook, Step, StepAction, TargetKind, Trigger, ACTION_KEYS};
@@ -32,22 +33,23 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 
 /// Check a literal webhook URL: `http://` or `https://`, a host, an optional port, no
 /// credentials and no whitespace. (The engine checks rendered URLs the same way.)
-pub fn check_http_url(url: &str) -> Result<(), String> {
+pub fn check_http_url(url: &str) -> Result<(), Error> {
+    let bad = |message: String| Error::value(ValueKind::Url, message);
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("`{url}` must start with http:// or https://"))?;
+        .ok_or_else(|| bad(format!("`{url}` must start with http:// or https://")))?;
     if url.chars().any(char::is_whitespace) {
-        return Err(format!("`{url}` contains whitespace"));
+        return Err(bad(format!("`{url}` contains whitespace")));
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
-        return Err(format!("`{url}` carries credentials; send them in a header instead"));
+        return Err(bad(format!("`{url}` carries credentials; send them in a header instead")));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         match v6.split_once(']') {
             Some((h, p)) => (h, p.strip_prefix(':')),
-            None => return Err(format!("`{url}`: unterminated IPv6 address")),
+            None => return Err(bad(format!("`{url}`: unterminated IPv6 address"))),
         }
     } else {
         match authority.rsplit_once(':') {
@@ -56,14 +58,14 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
+        return Err(bad(format!("`{url}` has no host")));
     }
     if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')) {
-        return Err(format!("`{url}`: invalid host `{host}`"));
+        return Err(bad(format!("`{url}`: invalid host `{host}`")));
     }
     if let Some(p) = port {
         if p.parse::<u16>().map_or(true, |n| n == 0) {
-            return Err(format!("`{url}`: invalid port `{p}`"));
+            return Err(bad(format!("`{url}`: invalid port `{p}`")));
         }
     }
     Ok(())
@@ -226,7 +228,7 @@ impl Checker<'_> {
             }
             Lit::Url => {
                 if let Err(e) = check_http_url(text) {
-                    self.err(path, e);
+                    self.err(path, e.to_string());
                 }
             }
         }
@@ -334,7 +336,7 @@ impl Checker<'_> {
             };
             if !self.template(&path, arg.as_str(), scope) {
                 if let Err(e) = check_value(spec, arg.as_str()) {
-                    self.err(path, e);
+                    self.err(path, e.to_string());
                 }
             }
         }
@@ -387,7 +389,7 @@ impl Checker<'_> {
                         Some(tz) => match parse_timezone(tz) {
                             Ok(_) => true,
                             Err(e) => {
-                                self.err(format!("{at}.timezone"), e);
+                                self.err(format!("{at}.timezone"), e.to_string());
                                 false
                             }
                         },
@@ -395,7 +397,7 @@ impl Checker<'_> {
                     };
                     if tz_ok {
                         if let Err(e) = CronSchedule::parse(&c.schedule, c.timezone.as_deref()) {
-                            self.err(format!("{at}.schedule"), e);
+                            self.err(format!("{at}.schedule"), e.to_string());
                         }
                     }
                     match (self.p.target, &c.target) {

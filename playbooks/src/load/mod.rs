@@ -141,7 +141,7 @@ fn collect_items<T: serde::de::DeserializeOwned>(
 }
 
 /// A trigger as written: `- manual` or a mapping with one key naming the kind
-/// (`- cron: {...}`). serde_yaml 0.9 reads externally tagged enums only from YAML tags
+/// (`- cron: {...}`). The YAML deserializer (`yaml_serde`, imported as `serde_yaml`) reads externally tagged enums only from YAML tags
 /// (`!cron`), so the singleton-map form is converted explicitly.
 #[derive(serde::Deserialize)]
 struct TriggerItem(#[serde(with = "serde_yaml::with::singleton_map")] Trigger);
@@ -192,7 +192,7 @@ pub fn parse_playbook(text: &str, file: &Path) -> Result<Playbook, LoadErrors> {
     };
     let mut value = match parse_value(text) {
         Ok(v) => v,
-        Err((line, message)) => return Err(LoadErrors(vec![mk(line, String::new(), message)])),
+        Err(e) => return Err(LoadErrors(vec![mk(e.line(), String::new(), e.to_string())])),
     };
     let index = YamlIndex::build(text);
     let mut found: Vec<(String, String)> = Vec::new();

@@ -3,6 +3,7 @@
 
 use serde_yaml::Value;
 
+use crate::error::{Error, ValueKind};
 use crate::yaml_load::join;
 
 /// One segment of a patch path or pattern.
@@ -31,12 +32,13 @@ pub(super) fn push_key(path: &str, k: &str) -> String {
 }
 
 /// Split a path or pattern into segments.
-pub(super) fn parse_path(s: &str) -> Result<Vec<PSeg>, String> {
+pub(super) fn parse_path(s: &str) -> Result<Vec<PSeg>, Error> {
+    let bad = |message: String| Error::value(ValueKind::PatchPath, message);
     let chars: Vec<char> = s.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
     if chars.is_empty() {
-        return Err("empty path".into());
+        return Err(bad("empty path".into()));
     }
     loop {
         // One key (quoted or bare), then any number of `[]`.
@@ -45,9 +47,9 @@ pub(super) fn parse_path(s: &str) -> Result<Vec<PSeg>, String> {
             i += 1;
             loop {
                 match chars.get(i) {
-                    None => return Err("unterminated quoted key".into()),
+                    None => return Err(bad("unterminated quoted key".into())),
                     Some('\\') => {
-                        let Some(c) = chars.get(i + 1) else { return Err("unterminated quoted key".into()) };
+                        let Some(c) = chars.get(i + 1) else { return Err(bad("unterminated quoted key".into())) };
                         key.push(*c);
                         i += 2;
                     }
@@ -72,13 +74,13 @@ pub(super) fn parse_path(s: &str) -> Result<Vec<PSeg>, String> {
             }
             let key: String = chars[start..i].iter().collect();
             if key.is_empty() {
-                return Err(format!("empty segment at character {}", start + 1));
+                return Err(bad(format!("empty segment at character {}", start + 1)));
             }
             out.push(if key == "*" { PSeg::Any } else { PSeg::Key(key) });
         }
         while chars.get(i) == Some(&'[') {
             if chars.get(i + 1) != Some(&']') {
-                return Err("`[` must be followed by `]` (list items are written `name[]`)".into());
+                return Err(bad("`[` must be followed by `]` (list items are written `name[]`)".into()));
             }
             out.push(PSeg::Items);
             i += 2;
@@ -86,18 +88,18 @@ pub(super) fn parse_path(s: &str) -> Result<Vec<PSeg>, String> {
         match chars.get(i) {
             None => return Ok(out),
             Some('.') if i + 1 < chars.len() => i += 1,
-            Some('.') => return Err("ends with `.`".into()),
-            Some(c) => return Err(format!("unexpected `{c}` at character {}", i + 1)),
+            Some('.') => return Err(bad("ends with `.`".into())),
+            Some(c) => return Err(bad(format!("unexpected `{c}` at character {}", i + 1))),
         }
     }
 }
 
 /// Check an allow-list pattern (`spec.template.spec.containers[].env[].value`, `*` for one
 /// segment, keys with dots quoted: `annotations."prometheus.io/scrape"`).
-pub fn check_pattern(pattern: &str) -> Result<(), String> {
+pub fn check_pattern(pattern: &str) -> Result<(), Error> {
     let segs = parse_path(pattern)?;
     if segs.first() == Some(&PSeg::Items) {
-        return Err("cannot start with `[]`".into());
+        return Err(Error::value(ValueKind::PatchPath, "cannot start with `[]`"));
     }
     Ok(())
 }
