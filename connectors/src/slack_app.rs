@@ -304,7 +304,8 @@ mod tests {
     #[test]
     fn every_check_refuses_with_its_reason() {
         let now = 1_531_420_618;
-        let cases: [(Option<&str>, Option<&str>, &str, i64, &str); 7] = [
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, i64, &'a str);
+        let cases: [Case; 7] = [
             (Some(TS), Some(SIG), BODY, now + 301, "5 minutes"),
             (Some(TS), Some(SIG), BODY, now - 301, "5 minutes"),
             (None, Some(SIG), BODY, now, "no X-Slack-Request-Timestamp"),
