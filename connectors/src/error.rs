@@ -86,7 +86,23 @@ pub enum Error {
     /// middle of a rollback. `object` names it (`job shop/retrain-1`).
     #[error("{object}: {message}")]
     Precondition { object: String, message: String },
+
+    /// A request that claims to come from a receiver (Slack's interactive callbacks) failed
+    /// its signature check: a missing header, a timestamp outside the replay window or a
+    /// signature that does not match. Never retryable; the message names which check failed.
+    #[error("request signature rejected: {0}")]
+    Signature(String),
+
+    /// The Slack Web API answered `{"ok": false, "error": CODE}` (`channel_not_found`,
+    /// `invalid_auth`, `msg_too_long`...). Retryable only for Slack's own trouble
+    /// (`internal_error`, `fatal_error`, `service_unavailable`, `request_timeout`).
+    #[error("Slack {method} failed: {code}")]
+    SlackApi { method: &'static str, code: String },
 }
+
+/// Slack Web API error codes that mean "try again later".
+pub(crate) const SLACK_RETRYABLE_CODES: &[&str] =
+    &["internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"];
 
 fn after_suffix(after: &Option<Duration>) -> String {
     after.map(|d| format!(" after {d:?}")).unwrap_or_default()
@@ -120,6 +136,7 @@ impl Error {
                 matches!(error_type.as_str(), "timeout" | "unavailable")
             }
             Error::Smtp { transient, .. } => *transient,
+            Error::SlackApi { code, .. } => SLACK_RETRYABLE_CODES.contains(&code.as_str()),
             Error::Config(_)
             | Error::InvalidInput(_)
             | Error::Decode { .. }
@@ -127,7 +144,8 @@ impl Error {
             | Error::Rejected { .. }
             | Error::LokiQuery { .. }
             | Error::Payload(_)
-            | Error::Precondition { .. } => false,
+            | Error::Precondition { .. }
+            | Error::Signature(_) => false,
         }
     }
 
@@ -210,5 +228,15 @@ mod tests {
         assert!(transient.is_retryable());
         let permanent = Error::Smtp { code: Some(550), transient: false, message: "no such user".into() };
         assert!(!permanent.is_retryable());
+    }
+
+    #[test]
+    fn slack_api_and_signature_classification() {
+        let down = Error::SlackApi { method: "chat.postMessage", code: "service_unavailable".into() };
+        assert!(down.is_retryable());
+        let gone = Error::SlackApi { method: "chat.update", code: "message_not_found".into() };
+        assert!(!gone.is_retryable());
+        assert_eq!(gone.to_string(), "Slack chat.update failed: message_not_found");
+        assert!(!Error::Signature("stale timestamp".into()).is_retryable());
     }
 }

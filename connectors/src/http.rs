@@ -1,9 +1,10 @@
 //! Shared construction of reqwest clients and mapping of their errors.
 //!
-//! Prometheus and Slack both speak HTTP(S). Building the client (timeout, extra CA
-//! certificates, the "skip verification" escape hatch, authentication) and turning
-//! reqwest errors into [`Error`] values that name the target without leaking
-//! credentials is the same work for both, so it lives here once.
+//! Prometheus, Slack and the other notification receivers all speak HTTP(S). Building
+//! the client (timeout, extra CA certificates, the "skip verification" escape hatch,
+//! authentication), turning reqwest errors into [`Error`] values that name the target
+//! without leaking credentials, and sorting a receiver's answer into delivered,
+//! retryable or permanent ([`answer`]) is the same work for all, so it lives here once.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -138,6 +139,67 @@ pub(crate) fn error_chain(err: &(dyn StdError + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date (a date in the past is zero).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Longest part of a refusal body kept in an error.
+pub(crate) const MAX_REFUSAL_CHARS: usize = 512;
+
+/// A receiver's answer, sorted the way every notification receiver is: a 2xx gives the
+/// body; 429 gives [`Error::RateLimited`] with `Retry-After`; 408 and 5xx give
+/// [`Error::Http`] (retryable); any other status gives [`Error::Rejected`] with the body
+/// (permanent). `target` is the redacted name used in errors.
+pub(crate) async fn answer(
+    resp: reqwest::Response,
+    limit: usize,
+    target: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>)> {
+    let status = resp.status();
+    let code = status.as_u16();
+    let wait = retry_after(resp.headers());
+    let body = match read_body(resp, limit, target, timeout).await {
+        Ok(b) => b,
+        // A refusal whose body could not be read is still a refusal.
+        Err(e) if status.is_success() => return Err(e),
+        Err(_) => Vec::new(),
+    };
+    if status.is_success() {
+        return Ok((code, body));
+    }
+    let text = truncate_chars(String::from_utf8_lossy(&body).trim(), MAX_REFUSAL_CHARS);
+    Err(if code == 429 {
+        Error::RateLimited { retry_after: wait }
+    } else if code == 408 || status.is_server_error() {
+        let message =
+            if text.is_empty() { status.canonical_reason().unwrap_or("unexpected status").to_string() } else { text };
+        Error::Http { url: target.to_string(), status: Some(code), message }
+    } else {
+        Error::Rejected { status: code, body: text }
+    })
+}
+
+/// Checks a receiver URL from the configuration: http or https with a host. The error
+/// never repeats the URL (it may carry a key in its path or query).
+pub(crate) fn receiver_url(what: &str, url: &str) -> Result<Url> {
+    let parsed = Url::parse(url).map_err(|e| Error::Config(format!("{what} URL is not a valid URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(Error::Config(format!(
+            "{what} URL must be an http(s) URL with a host, got {}",
+            display_origin(&parsed)
+        )));
+    }
+    Ok(parsed)
 }
 
 /// At most `max` characters of `text`, with an ellipsis when something was cut.

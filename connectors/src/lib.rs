@@ -2,8 +2,9 @@
 //!
 //! The rest of the workspace (detectors, playbooks, the agent) works on plain data;
 //! this crate is the only place that talks to Prometheus, Loki, the Kubernetes API
-//! server, Slack webhooks and SMTP relays, and the only place that parses Alertmanager
-//! webhook payloads. Keeping the I/O in one crate gives one error type with one
+//! server, the notification receivers (Slack webhooks and Web API, SMTP relays,
+//! PagerDuty, Opsgenie, Teams, signed JSON webhooks), and the only place that parses
+//! Alertmanager webhook payloads and checks Slack's signed requests. Keeping the I/O in one crate gives one error type with one
 //! retry classification ([`Error::is_retryable`]) and one place where secrets are
 //! handled ([`Secret`]).
 //!
@@ -17,9 +18,16 @@ pub mod kube_actions;
 pub mod kube_evidence;
 pub mod kubernetes;
 pub mod loki;
+pub mod opsgenie;
+pub mod pagerduty;
 pub mod prometheus;
+pub mod signed_webhook;
+mod signing;
 pub mod slack;
+pub mod slack_api;
+pub mod slack_app;
 pub mod smtp;
+pub mod teams;
 pub mod webhook;
 
 use std::fmt;

@@ -10,6 +10,10 @@
 //! * [`loki`]: a Loki API test server (range queries, labels, series and the
 //!   WebSocket tail) with fault injection and request recording;
 //! * [`slack`]: a Slack incoming-webhook receiver;
+//! * [`slack_api`]: a Slack Web API server (`chat.postMessage`, `chat.update`, user
+//!   groups) for Slack app mode, and Slack's request signing for button presses;
+//! * [`receivers`]: PagerDuty, Opsgenie, Microsoft Teams and signed-webhook receivers
+//!   with their documented errors, slow and flaky answers;
 //! * [`procs`]: real Prometheus, Alertmanager, SMTP (aiosmtpd) and `warden`
 //!   processes on free loopback ports, and the [`wait_until`] helper;
 //! * [`config`]: warden configuration files and backfill data;
@@ -23,7 +27,9 @@ pub mod kube_api;
 pub mod loki;
 pub mod procs;
 pub mod realkube;
+pub mod receivers;
 pub mod slack;
+pub mod slack_api;
 pub mod stack;
 
 pub use procs::{free_port, http_client, wait_until, within};

@@ -14,8 +14,6 @@ use chrono::Utc;
 use warden_connectors::kubernetes::{KubeClient, KubeConnect};
 use warden_connectors::loki::{LokiClient, LokiConfig};
 use warden_connectors::prometheus::{PrometheusClient, PrometheusConfig};
-use warden_connectors::slack::SlackWebhook;
-use warden_connectors::smtp::{SmtpConfig, SmtpSender, SmtpTls};
 use warden_connectors::{HttpAuth, Secret, TlsOptions};
 use warden_playbooks::Cluster;
 
@@ -23,7 +21,7 @@ use crate::act::kube_cluster::KubeCluster;
 use crate::act::responder::AnalysisRequest;
 use crate::act::tasks::ActionTasks;
 use crate::analysis::{ClusterEvidence, Summarizer};
-use crate::config::{AuthSection, Config, SecretRef, SmtpTlsMode};
+use crate::config::{AuthSection, Config, SecretRef};
 use crate::ingest::log_watch::{LogSource, LokiLogs};
 use crate::ingest::source::MetricSource;
 use crate::metrics::Metrics;
@@ -93,35 +91,9 @@ fn secret(path: &str, s: &SecretRef) -> Result<Secret> {
     s.resolve().map(Secret::new).map_err(|e| anyhow!("{path}: {e}"))
 }
 
-/// Build the outbox channels from the `notify` section.
+/// Build the outbox channels (every receiver of the `notify` section).
 pub fn build_channels(cfg: &Config) -> Result<Channels> {
-    let mut ch = Channels::default();
-    if let Some(s) = &cfg.notify.slack {
-        let url = secret("notify.slack.webhook_url", &s.webhook_url)?;
-        ch.slack = Some(SlackWebhook::new(url, s.timeout.get()).context("notify.slack")?);
-    }
-    if let Some(e) = &cfg.notify.email {
-        let password = e.password.as_ref().map(|p| secret("notify.email.password", p)).transpose()?;
-        let smtp = SmtpConfig {
-            host: e.host.clone(),
-            port: e.port,
-            tls: match e.tls {
-                SmtpTlsMode::None => SmtpTls::None,
-                SmtpTlsMode::Starttls => SmtpTls::StartTls,
-                SmtpTlsMode::Tls => SmtpTls::Tls,
-            },
-            username: e.username.clone(),
-            password,
-            from: e.from.clone(),
-            to: e.to.clone(),
-            timeout: e.timeout.get(),
-        };
-        ch.email = Some(SmtpSender::new(smtp).context("notify.email")?);
-    }
-    if let Some(f) = &cfg.notify.file {
-        ch.file = Some(f.path.clone());
-    }
-    Ok(ch)
+    crate::notify::channels::build_channels(cfg)
 }
 
 /// The resolved credentials of an HTTP server section (`prometheus`, `loki`).

@@ -112,7 +112,13 @@ const SECRET_PATHS: &[&str] = &[
     "loki.auth.bearer",
     "loki.auth.basic.password",
     "notify.slack.webhook_url",
+    "notify.slack_app.bot_token",
+    "notify.slack_app.signing_secret",
     "notify.email.password",
+    "notify.pagerduty.routing_key",
+    "notify.opsgenie.api_key",
+    "notify.teams.webhook_url",
+    "notify.webhook.secret",
 ];
 
 /// An error below a secret's key is reported at the key: the path of a key written inside a

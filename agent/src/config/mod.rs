@@ -295,8 +295,16 @@ pub struct ModelSection {
 #[serde(deny_unknown_fields)]
 pub struct NotifySection {
     pub slack: Option<SlackSection>,
+    /// Slack app mode: a bot token posts and edits messages, a signing secret checks
+    /// button presses (beside or instead of the incoming webhook of `slack`).
+    pub slack_app: Option<SlackAppSection>,
     pub email: Option<EmailSection>,
     pub file: Option<FileSinkSection>,
+    pub pagerduty: Option<PagerDutySection>,
+    pub opsgenie: Option<OpsgenieSection>,
+    pub teams: Option<TeamsSection>,
+    /// A generic JSON webhook, every call signed with HMAC-SHA256.
+    pub webhook: Option<WebhookSection>,
     #[serde(default)]
     pub retry: RetrySection,
     #[serde(default)]
@@ -307,6 +315,84 @@ pub struct NotifySection {
 #[serde(deny_unknown_fields)]
 pub struct SlackSection {
     pub webhook_url: SecretRef,
+    #[serde(default = "defaults::notify_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// Slack app mode (`docs/notifications.md`): the Web API with a bot token, and the
+/// signing secret that `POST /api/v1/slack/interactions` checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAppSection {
+    /// Bot token (`xoxb-...`, scopes `chat:write`, and `usergroups:read` for group approvers).
+    pub bot_token: SecretRef,
+    /// The app's signing secret (Basic Information, App Credentials).
+    pub signing_secret: SecretRef,
+    /// The channel id (`C...`) incident messages go to; the bot must be a member.
+    pub channel: String,
+    /// Who may approve or deny from Slack; nobody when empty.
+    #[serde(default)]
+    pub approvers: SlackApproversSection,
+    /// The Web API base (default `https://slack.com/api/`).
+    pub api_url: Option<String>,
+    #[serde(default = "defaults::notify_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// Slack user ids (`U...`, `W...`) and user group ids (`S...`) allowed to approve.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackApproversSection {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// PagerDuty Events API v2: one alert per incident (`dedup_key` = the incident's fingerprint).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutySection {
+    /// The integration key of an Events API v2 integration on a PagerDuty service.
+    pub routing_key: SecretRef,
+    /// The Events API endpoint (default `https://events.pagerduty.com/v2/enqueue`).
+    pub url: Option<String>,
+    #[serde(default = "defaults::notify_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// Opsgenie Alert API: one alert per incident (`alias` = the incident's fingerprint).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsgenieSection {
+    /// The key of an API integration (sent as `Authorization: GenieKey KEY`).
+    pub api_key: SecretRef,
+    /// The API base (default `https://api.opsgenie.com`; EU: `https://api.eu.opsgenie.com`).
+    pub url: Option<String>,
+    /// Tags added to every alert.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default = "defaults::notify_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// Microsoft Teams through a Workflows webhook (Adaptive Cards).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsSection {
+    /// The workflow's HTTP trigger URL (it carries a signature: a secret).
+    pub webhook_url: SecretRef,
+    #[serde(default = "defaults::notify_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// A generic JSON webhook; every call carries `X-Warden-Signature` (HMAC-SHA256).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    pub url: String,
+    /// The shared signing secret (at least 16 characters).
+    pub secret: SecretRef,
     #[serde(default = "defaults::notify_timeout")]
     pub timeout: HumanDuration,
 }

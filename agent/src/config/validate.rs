@@ -131,6 +131,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
             }
         }
     }
+    receivers(&mut err, &cfg.notify);
     let r = &cfg.notify.retry;
     if r.initial_backoff.get().is_zero() {
         err("notify.retry.initial_backoff".into(), "must be greater than 0".into());
@@ -301,6 +302,92 @@ fn logql_problem(q: &str) -> Option<String> {
         return Some("unclosed `{`".into());
     }
     None
+}
+
+/// The receivers beside Slack webhooks and e-mail: secrets, URLs, timeouts, ids.
+fn receivers(err: &mut impl FnMut(String, String), n: &super::NotifySection) {
+    if let Some(a) = &n.slack_app {
+        secret(err, "notify.slack_app.bot_token", &a.bot_token);
+        secret(err, "notify.slack_app.signing_secret", &a.signing_secret);
+        within(err, "notify.slack_app.timeout", a.timeout, MS, HOUR);
+        if !slack_id(&a.channel, &['C', 'G', 'D']) {
+            err(
+                "notify.slack_app.channel".into(),
+                format!(
+                    "`{}` is not a Slack channel id (C..., G...; a name like #ops does not work with chat.update)",
+                    a.channel
+                ),
+            );
+        }
+        for (i, u) in a.approvers.users.iter().enumerate() {
+            if !slack_id(u, &['U', 'W']) {
+                err(
+                    format!("notify.slack_app.approvers.users[{i}]"),
+                    format!("`{u}` is not a Slack user id (U... or W...)"),
+                );
+            }
+        }
+        for (i, g) in a.approvers.groups.iter().enumerate() {
+            if !slack_id(g, &['S']) {
+                err(
+                    format!("notify.slack_app.approvers.groups[{i}]"),
+                    format!("`{g}` is not a Slack user group id (S...)"),
+                );
+            }
+        }
+        if let Some(u) = &a.api_url {
+            http_url(err, "notify.slack_app.api_url", u);
+        }
+    }
+    if let Some(p) = &n.pagerduty {
+        secret(err, "notify.pagerduty.routing_key", &p.routing_key);
+        within(err, "notify.pagerduty.timeout", p.timeout, MS, HOUR);
+        if let Some(u) = &p.url {
+            http_url(err, "notify.pagerduty.url", u);
+        }
+    }
+    if let Some(o) = &n.opsgenie {
+        secret(err, "notify.opsgenie.api_key", &o.api_key);
+        within(err, "notify.opsgenie.timeout", o.timeout, MS, HOUR);
+        if let Some(u) = &o.url {
+            http_url(err, "notify.opsgenie.url", u);
+        }
+        if o.tags.len() > warden_connectors::opsgenie::limits::TAGS {
+            err("notify.opsgenie.tags".into(), format!("at most {} tags", warden_connectors::opsgenie::limits::TAGS));
+        }
+        for (i, t) in o.tags.iter().enumerate() {
+            if t.trim().is_empty() || t.chars().count() > 50 {
+                err(format!("notify.opsgenie.tags[{i}]"), "a tag has 1 to 50 characters".into());
+            }
+        }
+    }
+    if let Some(t) = &n.teams {
+        secret(err, "notify.teams.webhook_url", &t.webhook_url);
+        within(err, "notify.teams.timeout", t.timeout, MS, HOUR);
+    }
+    if let Some(w) = &n.webhook {
+        secret(err, "notify.webhook.secret", &w.secret);
+        within(err, "notify.webhook.timeout", w.timeout, MS, HOUR);
+        http_url(err, "notify.webhook.url", &w.url);
+    }
+}
+
+/// Whether `id` looks like a Slack id starting with one of `prefixes` (upper-case letters
+/// and digits).
+fn slack_id(id: &str, prefixes: &[char]) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| prefixes.contains(&c))
+        && id.len() >= 3
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// An http(s) URL with a host; the message shows only its scheme (the rest may carry a key).
+fn http_url(err: &mut impl FnMut(String, String), path: &str, url: &str) {
+    match url::Url::parse(url) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => {}
+        Ok(u) => err(path.into(), format!("must be an http(s) URL with a host, not `{}:`", u.scheme())),
+        Err(e) => err(path.into(), format!("not a valid URL: {e}")),
+    }
 }
 
 /// URL, timeout, auth and TLS of an HTTP server section (`prometheus`, `loki`).

@@ -12,8 +12,11 @@
 //! | [`Verdict::Permanent`] | Slack `invalid_blocks`, `invalid_payload`, `no_text`; SMTP 5xx (500 line too long, 550, 552, 553, 554) | dead-lettered at once |
 //! | [`Verdict::PermanentChannel`] | Slack `no_service`, `channel_not_found`, `action_prohibited`, `invalid_token`; SMTP 530/535 (authentication) | dead-lettered at once, and the channel waits the longest backoff before the next message |
 //!
-//! Slack's codes are the documented incoming-webhook errors; SMTP's follow RFC 5321
-//! (4yz transient, 5yz permanent).
+//! Slack's codes are the documented incoming-webhook and Web API errors; SMTP's follow
+//! RFC 5321 (4yz transient, 5yz permanent). PagerDuty, Opsgenie, Teams and the signed
+//! webhook are sorted by status: 400, 413, 415 and 422 reject the message, 401, 403, 404
+//! and 410 the channel (a bad key or a revoked URL), 429, 408 and 5xx are the channel
+//! being down.
 
 use std::time::Duration;
 
@@ -97,7 +100,9 @@ pub fn classify(channel: &str, e: &Error) -> Verdict {
         Error::Http { status: None, .. } => Verdict::ChannelDown { retry_after: None },
         Error::Http { status: Some(s), .. } if *s >= 500 || *s == 408 => Verdict::ChannelDown { retry_after: None },
         Error::Http { .. } => Verdict::Ambiguous,
-        Error::Rejected { status, body } => slack_rejection(*status, body),
+        Error::Rejected { status, body } if matches!(channel, "slack" | "slack_app") => slack_rejection(*status, body),
+        Error::Rejected { status, .. } => http_rejection(*status),
+        Error::SlackApi { code, .. } => slack_api_error(code),
         Error::Smtp { code: Some(421), .. } => Verdict::ChannelDown { retry_after: None },
         Error::Smtp { code: Some(c), .. } if SMTP_AUTH_CODES.contains(c) => Verdict::PermanentChannel,
         Error::Smtp { code: Some(c), .. } if (400..500).contains(c) => Verdict::Transient,
@@ -127,6 +132,46 @@ fn slack_rejection(status: u16, body: &str) -> Verdict {
         // Payload too large, unsupported media type: this message, always.
         413 | 415 => Verdict::Permanent,
         // A webhook that is gone or forbidden, with a body we do not know.
+        401 | 403 | 404 | 410 => Verdict::PermanentChannel,
+        408 => Verdict::ChannelDown { retry_after: None },
+        _ => Verdict::Ambiguous,
+    }
+}
+
+/// Slack Web API codes that reject every message of the app (beyond the webhook ones).
+const SLACK_APP_CHANNEL_ERRORS: &[&str] = &[
+    "not_in_channel",
+    "is_archived",
+    "missing_scope",
+    "not_allowed_token_type",
+    "ekm_access_denied",
+    "restricted_action",
+];
+
+/// A Slack Web API `{"ok": false, "error": CODE}`.
+fn slack_api_error(code: &str) -> Verdict {
+    let error = Error::SlackApi { method: "", code: code.to_string() };
+    if error.is_retryable() {
+        return Verdict::ChannelDown { retry_after: None };
+    }
+    if SLACK_APP_CHANNEL_ERRORS.contains(&code) || SLACK_CHANNEL_ERRORS.contains(&code) {
+        return Verdict::PermanentChannel;
+    }
+    if SLACK_MESSAGE_ERRORS.contains(&code)
+        || matches!(code, "too_many_blocks" | "invalid_arguments" | "invalid_arg_name")
+    {
+        return Verdict::Permanent;
+    }
+    Verdict::Ambiguous
+}
+
+/// A refusal from PagerDuty, Opsgenie, Teams or a webhook, by status: a request the
+/// receiver will never process (PagerDuty's `400 invalid event`, Opsgenie's `422`, Teams'
+/// `400`) is this message's; a bad key or a revoked URL (401, 403, 404, 410) is the
+/// channel's.
+fn http_rejection(status: u16) -> Verdict {
+    match status {
+        400 | 413 | 415 | 422 => Verdict::Permanent,
         401 | 403 | 404 | 410 => Verdict::PermanentChannel,
         408 => Verdict::ChannelDown { retry_after: None },
         _ => Verdict::Ambiguous,
@@ -186,5 +231,23 @@ mod tests {
         let refused = Error::Connect { url: "smtp://h:25".into(), message: "refused".into() };
         assert_eq!(classify("email", &refused), Verdict::ChannelDown { retry_after: None });
         assert_eq!(classify("email", &Error::InvalidInput("bad".into())), Verdict::Permanent);
+    }
+
+    #[test]
+    fn receiver_errors() {
+        for ch in ["pagerduty", "opsgenie", "teams", "webhook"] {
+            assert_eq!(classify(ch, &rejected(400, "invalid event: Event object is invalid")), Verdict::Permanent);
+            assert_eq!(classify(ch, &rejected(422, "Request body is not processable")), Verdict::Permanent);
+            assert_eq!(classify(ch, &rejected(401, "Could not authenticate")), Verdict::PermanentChannel);
+            assert_eq!(classify(ch, &rejected(404, "")), Verdict::PermanentChannel);
+            assert_eq!(classify(ch, &rejected(409, "")), Verdict::Ambiguous);
+        }
+        let api = |code: &str| Error::SlackApi { method: "chat.postMessage", code: code.into() };
+        assert_eq!(classify("slack_app", &api("channel_not_found")), Verdict::PermanentChannel);
+        assert_eq!(classify("slack_app", &api("not_in_channel")), Verdict::PermanentChannel);
+        assert_eq!(classify("slack_app", &api("invalid_auth")), Verdict::PermanentChannel);
+        assert_eq!(classify("slack_app", &api("invalid_blocks")), Verdict::Permanent);
+        assert_eq!(classify("slack_app", &api("service_unavailable")), Verdict::ChannelDown { retry_after: None });
+        assert_eq!(classify("slack_app", &api("something_new")), Verdict::Ambiguous);
     }
 }

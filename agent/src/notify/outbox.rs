@@ -38,11 +38,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use warden_connectors::opsgenie::{AlertRequest, Opsgenie};
+use warden_connectors::pagerduty::{self, PagerDuty};
+use warden_connectors::signed_webhook::SignedWebhook;
 use warden_connectors::slack::SlackWebhook;
 use warden_connectors::smtp::{EmailMessage, SmtpSender};
+use warden_connectors::teams::TeamsWebhook;
 
 use super::classify::{classify, classify_io, Verdict, AMBIGUOUS_ATTEMPTS};
+use super::receivers::{ALERTING, DIGESTED};
 use super::render::{render_dead_letter_notice, render_digest, DeadLetter, DigestEntry};
+use super::slack_app::SlackApp;
 use crate::config::NotifySection;
 use crate::metrics::{ChannelLabel, Metrics};
 use crate::store::outbox::{OutboxItem, PendingMessage};
@@ -55,22 +61,30 @@ pub struct Channels {
     pub slack: Option<SlackWebhook>,
     pub email: Option<SmtpSender>,
     pub file: Option<PathBuf>,
+    /// Slack app mode: messages posted with the bot token to one channel.
+    pub slack_app: Option<SlackApp>,
+    pub pagerduty: Option<PagerDuty>,
+    pub opsgenie: Option<Opsgenie>,
+    pub teams: Option<TeamsWebhook>,
+    pub webhook: Option<SignedWebhook>,
 }
 
 impl Channels {
     /// Names of the configured channels, in a fixed order.
     pub fn names(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.slack.is_some() {
-            v.push("slack");
-        }
-        if self.email.is_some() {
-            v.push("email");
-        }
-        if self.file.is_some() {
-            v.push("file");
-        }
-        v
+        [
+            ("slack", self.slack.is_some()),
+            ("slack_app", self.slack_app.is_some()),
+            ("email", self.email.is_some()),
+            ("file", self.file.is_some()),
+            ("pagerduty", self.pagerduty.is_some()),
+            ("opsgenie", self.opsgenie.is_some()),
+            ("teams", self.teams.is_some()),
+            ("webhook", self.webhook.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
     }
 }
 
@@ -323,7 +337,7 @@ impl Outbox {
     /// In a flood, store the oldest incidents' messages as one digest. Returns whether it
     /// made one.
     fn make_digest(&self, channel: &str, pending: &[PendingMessage], now: DateTime<Utc>) -> bool {
-        if channel == "file" || pending.iter().any(|m| m.event == "digest") {
+        if !DIGESTED.contains(&channel) || pending.iter().any(|m| m.event == "digest") {
             return false;
         }
         let digestible: Vec<&PendingMessage> = pending.iter().filter(|m| m.event != "dead_letter").collect();
@@ -547,7 +561,8 @@ impl Outbox {
                     reason: r.reason.clone().unwrap_or_default(),
                 })
                 .collect();
-            let targets: Vec<&str> = configured.iter().copied().filter(|c| *c != channel).collect();
+            let targets: Vec<&str> =
+                configured.iter().copied().filter(|c| *c != channel && !ALERTING.contains(c)).collect();
             if told.is_empty() || targets.is_empty() {
                 if let Err(e) = self.store.enqueue_dead_letter_notices(&ids, &[], now) {
                     tracing::error!(error = %e, "marking dead letters");
@@ -624,9 +639,50 @@ impl Outbox {
                 let path = self.channels.file.as_ref().ok_or_else(|| missing("file"))?;
                 append_line(path, &item.payload).map_err(|e| (classify_io(&e), format!("{}: {e}", path.display())))
             }
+            "slack_app" => {
+                let app = self.channels.slack_app.as_ref().ok_or_else(|| missing("slack_app"))?;
+                app.deliver(&self.store, item).await.map_err(|e| (classify("slack_app", &e), e.to_string()))
+            }
+            "pagerduty" => {
+                let pd = self.channels.pagerduty.as_ref().ok_or_else(|| missing("pagerduty"))?;
+                let event: pagerduty::Event = stored(&item.payload, "event", "PagerDuty event")?;
+                pd.send(&event).await.map(|_| ()).map_err(|e| (classify("pagerduty", &e), e.to_string()))
+            }
+            "opsgenie" => {
+                let og = self.channels.opsgenie.as_ref().ok_or_else(|| missing("opsgenie"))?;
+                let req: AlertRequest = stored(&item.payload, "request", "Opsgenie request")?;
+                og.send(&req).await.map(|_| ()).map_err(|e| (classify("opsgenie", &e), e.to_string()))
+            }
+            "teams" => {
+                let teams = self.channels.teams.as_ref().ok_or_else(|| missing("teams"))?;
+                let message = item.payload.get("message").ok_or_else(|| unreadable("Teams message", "no `message`"))?;
+                teams.post(message).await.map_err(|e| (classify("teams", &e), e.to_string()))
+            }
+            "webhook" => {
+                let hook = self.channels.webhook.as_ref().ok_or_else(|| missing("webhook"))?;
+                let delivery = format!("warden-outbox-{}", item.id);
+                hook.post(&item.payload, &delivery, &item.event, Utc::now().timestamp())
+                    .await
+                    .map_err(|e| (classify("webhook", &e), e.to_string()))
+            }
             other => Err(missing(other)),
         }
     }
+}
+
+/// A stored payload that cannot be read is never sent: a permanent failure.
+fn unreadable(what: &str, why: &str) -> (Verdict, String) {
+    (Verdict::Permanent, format!("stored {what} is unreadable: {why}"))
+}
+
+/// The typed request under `key` of a stored payload.
+fn stored<T: serde::de::DeserializeOwned>(
+    payload: &serde_json::Value,
+    key: &str,
+    what: &str,
+) -> Result<T, (Verdict, String)> {
+    let value = payload.get(key).cloned().ok_or_else(|| unreadable(what, &format!("no `{key}`")))?;
+    serde_json::from_value(value).map_err(|e| unreadable(what, &e.to_string()))
 }
 
 /// The messages that may be sent now: in id order, the first pending message of each

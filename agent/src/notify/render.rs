@@ -1,5 +1,7 @@
 //! Slack Block Kit, email (text + HTML) and file payloads for incident events, for
-//! digests (a flood of messages sent as one) and for dead-letter notices.
+//! digests (a flood of messages sent as one) and for dead-letter notices; the alerting
+//! receivers' payloads (PagerDuty, Opsgenie, Teams, the signed webhook) are in
+//! [`receivers`](super::receivers).
 //!
 //! Payloads are rendered within the receivers' limits where the text is ours (Slack's
 //! header is cut to 150 characters, digest lines are chunked into sections); the
@@ -9,6 +11,7 @@
 use serde_json::{json, Value};
 use warden_models::{format_value, template_summary, IncidentFacts};
 
+use super::receivers;
 use crate::analysis::record::Analysis;
 use crate::store::{Incident, NewNotification};
 
@@ -19,6 +22,8 @@ pub enum NotifyEvent {
     Action,
     Resolved,
     Analysis,
+    /// Someone took the incident on (PagerDuty and Opsgenie acknowledge their alert).
+    Acknowledged,
 }
 
 impl NotifyEvent {
@@ -28,6 +33,7 @@ impl NotifyEvent {
             NotifyEvent::Action => "action",
             NotifyEvent::Resolved => "resolved",
             NotifyEvent::Analysis => "analysis",
+            NotifyEvent::Acknowledged => "acknowledged",
         }
     }
     fn word(self) -> &'static str {
@@ -36,6 +42,7 @@ impl NotifyEvent {
             NotifyEvent::Action => "ACTION",
             NotifyEvent::Resolved => "RESOLVED",
             NotifyEvent::Analysis => "ANALYSIS",
+            NotifyEvent::Acknowledged => "ACKNOWLEDGED",
         }
     }
 }
@@ -70,8 +77,10 @@ pub fn subject(event: NotifyEvent, i: &Incident) -> String {
     format!("[warden] {} {} {} {}", event.word(), i.severity, i.watch, target(i))
 }
 
-/// Render one event for each configured channel (`slack`, `email`, `file`).
-/// `action` describes the action in words when the event is one.
+/// Render one event for each configured channel (`slack`, `slack_app`, `email`, `file`,
+/// `pagerduty`, `opsgenie`, `teams`, `webhook`). `action` describes the action in words
+/// when the event is one. A channel with nothing to say about the event (PagerDuty and
+/// an action) gets no message.
 pub fn render(
     event: NotifyEvent,
     i: &Incident,
@@ -103,18 +112,28 @@ pub fn render(
         NotifyEvent::Action => format!("Action on incident #{}: {}", i.id, action_text),
         NotifyEvent::Resolved => format!("Incident #{} resolved: {}", i.id, i.title),
         NotifyEvent::Analysis => format!("Incident #{} analysed: {}", i.id, i.title),
+        NotifyEvent::Acknowledged => format!("Incident #{} acknowledged: {}", i.id, i.title),
     };
     let resolved = i.resolved_at.map(|t| t.to_rfc3339());
 
     channels
         .iter()
-        .map(|ch| {
+        .filter_map(|ch| {
             let payload = match *ch {
-                "slack" => slack(&subject, &headline, i, &action_text, &summary, resolved.as_deref()),
+                "slack" | "slack_app" => slack(&subject, &headline, i, &action_text, &summary, resolved.as_deref()),
                 "email" => email(&subject, &headline, i, &action_text, &summary, resolved.as_deref()),
+                "pagerduty" => receivers::pagerduty(event, i, &subject, &summary)?,
+                "opsgenie" => receivers::opsgenie(event, i, &subject, &summary, &action_text),
+                "teams" => receivers::teams(
+                    &subject,
+                    &headline,
+                    &receivers::teams_facts(i, &action_text, expected_text(i)),
+                    std::slice::from_ref(&summary),
+                ),
                 _ => json!({
                     "event": event.as_str(),
                     "incident_id": i.id,
+                    "fingerprint": i.fingerprint,
                     "watch": i.watch,
                     "severity": i.severity,
                     "target": i.target,
@@ -128,9 +147,28 @@ pub fn render(
                     "resolved_at": resolved,
                 }),
             };
-            NewNotification { channel: ch.to_string(), event: event.as_str().into(), payload }
+            Some(NewNotification { channel: ch.to_string(), event: event.as_str().into(), payload })
         })
         .collect()
+}
+
+/// An approval request for run `run_id` of incident `i`: the `action` event with `text`,
+/// and on the Slack app's message Approve / Deny buttons (the other channels name the
+/// CLI and API ways in `text`).
+pub fn render_approval_request(
+    i: &Incident,
+    run_id: i64,
+    text: &str,
+    actions_so_far: &[String],
+    channels: &[&str],
+) -> Vec<NewNotification> {
+    let mut notes = render(NotifyEvent::Action, i, Some(text), actions_so_far, channels);
+    for n in notes.iter_mut().filter(|n| n.channel == "slack_app") {
+        if let Some(blocks) = n.payload.get_mut("blocks").and_then(Value::as_array_mut) {
+            blocks.push(warden_connectors::slack_app::approval_buttons(run_id));
+        }
+    }
+    notes
 }
 
 /// The probable causes, one line each (`1. shop/checkout (workload, 0.82) [E2, E5]`).
@@ -170,9 +208,24 @@ pub fn render_analysis(i: &Incident, a: &Analysis, channels: &[&str]) -> Vec<New
     let origin = summary_origin(a);
     channels
         .iter()
-        .map(|ch| {
+        .filter_map(|ch| {
             let payload = match *ch {
-                "slack" => {
+                // PagerDuty keeps the alert as it was triggered.
+                "pagerduty" => return None,
+                "opsgenie" => json!({
+                    "subject": subject,
+                    "request": warden_connectors::opsgenie::AlertRequest::Note {
+                        alias: i.fingerprint.clone(),
+                        note: format!("{headline}\n\n{}\n\nProbable causes:\n{}\n\n{origin}", a.summary.text, causes.join("\n")),
+                    },
+                }),
+                "teams" => receivers::teams(
+                    &subject,
+                    &headline,
+                    &[],
+                    &[a.summary.text.clone(), format!("Probable causes:\n\n{}", causes.join("\n\n")), origin.clone()],
+                ),
+                "slack" | "slack_app" => {
                     let header: String = headline.chars().take(150).collect();
                     json!({
                         "text": subject,
@@ -206,7 +259,7 @@ pub fn render_analysis(i: &Incident, a: &Analysis, channels: &[&str]) -> Vec<New
                     "ranking": a.ranking.candidates.iter().take(3).map(|c| json!({"subject": c.subject.display(), "cause": c.cause, "score": c.score, "evidence": c.evidence})).collect::<Vec<_>>(),
                 }),
             };
-            NewNotification { channel: ch.to_string(), event: NotifyEvent::Analysis.as_str().into(), payload }
+            Some(NewNotification { channel: ch.to_string(), event: NotifyEvent::Analysis.as_str().into(), payload })
         })
         .collect()
 }
@@ -244,6 +297,8 @@ impl DigestEntry {
 const DIGEST_SECTION_CHARS: usize = 2_800;
 /// Sections of digest lines in one Slack message (the limit is 50 blocks).
 const DIGEST_MAX_SECTIONS: usize = 45;
+/// Digest lines in one Teams card (a message is limited to 28 KB).
+const DIGEST_TEAMS_LINES: usize = 60;
 
 /// One message standing for `messages` queued messages of the `entries` (a flood on
 /// `channel`): one line per incident, oldest first.
@@ -256,7 +311,20 @@ pub fn render_digest(channel: &str, entries: &[DigestEntry], messages: usize) ->
     );
     let lines: Vec<String> = entries.iter().map(DigestEntry::line).collect();
     match channel {
-        "slack" => {
+        "teams" => {
+            let shown: Vec<String> = lines.iter().take(DIGEST_TEAMS_LINES).cloned().collect();
+            let mut paragraphs = vec![intro.clone(), shown.join("\n\n")];
+            if lines.len() > shown.len() {
+                paragraphs.push(format!("… and {} more incident(s)", lines.len() - shown.len()));
+            }
+            receivers::teams(
+                &subject,
+                &format!("{messages} notifications for {incidents} incident(s)"),
+                &[],
+                &paragraphs,
+            )
+        }
+        "slack" | "slack_app" => {
             let mut blocks = vec![
                 json!({"type": "header", "text": {"type": "plain_text", "text": format!("{messages} notifications for {incidents} incident(s)")}}),
                 json!({"type": "context", "elements": [{"type": "mrkdwn", "text": esc(&intro)}]}),
@@ -346,10 +414,16 @@ pub fn render_dead_letter_notice(source: &str, dead: &[DeadLetter], channels: &[
     let hint = "See `warden outbox dead` or GET /api/v1/outbox/dead; `warden outbox retry ID` sends one again.";
     channels
         .iter()
-        .filter(|c| **c != source)
+        .filter(|c| **c != source && !receivers::ALERTING.contains(*c))
         .map(|ch| {
             let payload = match *ch {
-                "slack" => {
+                "teams" => {
+                    let mut paragraphs = vec![items.join("\n\n")];
+                    paragraphs.extend(more.clone());
+                    paragraphs.push(hint.to_string());
+                    receivers::teams(&subject, &headline, &[], &paragraphs)
+                }
+                "slack" | "slack_app" => {
                     let mut list = items.iter().map(|i| format!("• {}", esc(i))).collect::<Vec<_>>().join("\n");
                     if let Some(m) = &more {
                         list.push_str(&format!("\n{m}"));
@@ -568,6 +642,16 @@ mod tests {
             one[0].payload["text"].as_str().unwrap_or("").lines().next(),
             Some("A message to slack was dead-lettered: 500 Line too long")
         );
+    }
+
+    #[test]
+    fn approval_requests_carry_buttons_on_the_slack_app_only() {
+        let out =
+            render_approval_request(&incident(), 7, "approval requested", &[], &["slack", "slack_app", "pagerduty"]);
+        assert_eq!(out.iter().map(|n| n.channel.as_str()).collect::<Vec<_>>(), ["slack", "slack_app"]);
+        assert!(!out[0].payload.to_string().contains("warden_approve"));
+        let blocks = out[1].payload["blocks"].as_array().expect("blocks");
+        assert_eq!(blocks.last().map(|b| b["elements"][0]["value"].clone()), Some(json!("run:7")));
     }
 
     #[test]
