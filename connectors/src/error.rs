@@ -86,6 +86,17 @@ pub enum Error {
     /// middle of a rollback. `object` names it (`job shop/retrain-1`).
     #[error("{object}: {message}")]
     Precondition { object: String, message: String },
+
+    /// This replica does not hold the leader-election lease (or can no longer be sure it
+    /// does), so it must not act: another replica leads or is about to. `lease` names it
+    /// (`lease warden/warden`). Not retryable by this replica; the leader does the work.
+    #[error("{lease}: not the leader: {reason}")]
+    NotLeader { lease: String, reason: String },
+
+    /// This replica holds the lease, but the lease will not stay valid for as long as the
+    /// operation needs. Retryable: the next renew extends it.
+    #[error("{lease}: valid for {remaining:?} more, less than the {needed:?} the operation needs")]
+    LeaseTooShort { lease: String, remaining: Duration, needed: Duration },
 }
 
 fn after_suffix(after: &Option<Duration>) -> String {
@@ -120,6 +131,7 @@ impl Error {
                 matches!(error_type.as_str(), "timeout" | "unavailable")
             }
             Error::Smtp { transient, .. } => *transient,
+            Error::LeaseTooShort { .. } => true,
             Error::Config(_)
             | Error::InvalidInput(_)
             | Error::Decode { .. }
@@ -127,7 +139,8 @@ impl Error {
             | Error::Rejected { .. }
             | Error::LokiQuery { .. }
             | Error::Payload(_)
-            | Error::Precondition { .. } => false,
+            | Error::Precondition { .. }
+            | Error::NotLeader { .. } => false,
         }
     }
 
@@ -210,5 +223,19 @@ mod tests {
         assert!(transient.is_retryable());
         let permanent = Error::Smtp { code: Some(550), transient: false, message: "no such user".into() };
         assert!(!permanent.is_retryable());
+    }
+
+    #[test]
+    fn leadership_classification() {
+        let not_leader = Error::NotLeader { lease: "lease warden/warden".into(), reason: "held by warden-1".into() };
+        assert!(!not_leader.is_retryable());
+        assert_eq!(not_leader.to_string(), "lease warden/warden: not the leader: held by warden-1");
+        let short = Error::LeaseTooShort {
+            lease: "lease warden/warden".into(),
+            remaining: Duration::from_secs(2),
+            needed: Duration::from_secs(5),
+        };
+        assert!(short.is_retryable());
+        assert_eq!(short.to_string(), "lease warden/warden: valid for 2s more, less than the 5s the operation needs");
     }
 }

@@ -16,6 +16,7 @@ mod http;
 pub mod kube_actions;
 pub mod kube_evidence;
 pub mod kubernetes;
+pub mod leader;
 pub mod loki;
 pub mod prometheus;
 pub mod slack;
