@@ -98,6 +98,16 @@ pub enum Error {
     /// (`internal_error`, `fatal_error`, `service_unavailable`, `request_timeout`).
     #[error("Slack {method} failed: {code}")]
     SlackApi { method: &'static str, code: String },
+    /// This replica does not hold the leader-election lease (or can no longer be sure it
+    /// does), so it must not act: another replica leads or is about to. `lease` names it
+    /// (`lease warden/warden`). Not retryable by this replica; the leader does the work.
+    #[error("{lease}: not the leader: {reason}")]
+    NotLeader { lease: String, reason: String },
+
+    /// This replica holds the lease, but the lease will not stay valid for as long as the
+    /// operation needs. Retryable: the next renew extends it.
+    #[error("{lease}: valid for {remaining:?} more, less than the {needed:?} the operation needs")]
+    LeaseTooShort { lease: String, remaining: Duration, needed: Duration },
 }
 
 /// Slack Web API error codes that mean "try again later".
@@ -137,6 +147,7 @@ impl Error {
             }
             Error::Smtp { transient, .. } => *transient,
             Error::SlackApi { code, .. } => SLACK_RETRYABLE_CODES.contains(&code.as_str()),
+            Error::LeaseTooShort { .. } => true,
             Error::Config(_)
             | Error::InvalidInput(_)
             | Error::Decode { .. }
@@ -145,7 +156,8 @@ impl Error {
             | Error::LokiQuery { .. }
             | Error::Payload(_)
             | Error::Precondition { .. }
-            | Error::Signature(_) => false,
+            | Error::Signature(_)
+            | Error::NotLeader { .. } => false,
         }
     }
 
@@ -238,5 +250,19 @@ mod tests {
         assert!(!gone.is_retryable());
         assert_eq!(gone.to_string(), "Slack chat.update failed: message_not_found");
         assert!(!Error::Signature("stale timestamp".into()).is_retryable());
+    }
+
+    #[test]
+    fn leadership_classification() {
+        let not_leader = Error::NotLeader { lease: "lease warden/warden".into(), reason: "held by warden-1".into() };
+        assert!(!not_leader.is_retryable());
+        assert_eq!(not_leader.to_string(), "lease warden/warden: not the leader: held by warden-1");
+        let short = Error::LeaseTooShort {
+            lease: "lease warden/warden".into(),
+            remaining: Duration::from_secs(2),
+            needed: Duration::from_secs(5),
+        };
+        assert!(short.is_retryable());
+        assert_eq!(short.to_string(), "lease warden/warden: valid for 2s more, less than the 5s the operation needs");
     }
 }

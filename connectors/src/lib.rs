@@ -17,6 +17,7 @@ mod http;
 pub mod kube_actions;
 pub mod kube_evidence;
 pub mod kubernetes;
+pub mod leader;
 pub mod loki;
 pub mod opsgenie;
 pub mod pagerduty;

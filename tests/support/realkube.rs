@@ -82,14 +82,18 @@ static PLANE: OnceLock<Result<Option<RealKube>, String>> = OnceLock::new();
 static STARTING: Mutex<()> = Mutex::new(());
 
 /// The control plane of this test binary, started on first use; `None` (after
-/// printing why, naming `test`) when the `shared/kube` folder is absent. The plane is
+/// printing why once per binary, naming `test`) when the `shared/kube` folder is absent. The plane is
 /// stopped when the test binary exits. Blocks while it starts (about 10-30 s).
 pub fn shared_plane(test: &str) -> Result<Option<&'static RealKube>> {
     if shared_kube_dir().is_none() {
-        println!(
-            "{test}: skipped: needs the real control plane in ../shared/kube beside the project \
-             (or $WARDEN_SHARED_KUBE), which is not there"
-        );
+        // One line per test binary, naming the first test that asked.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            println!(
+                "{test} (and every other test of this binary that needs it): skipped: needs the real \
+                 control plane in ../shared/kube beside the project (or $WARDEN_SHARED_KUBE), which is not there"
+            );
+        });
         return Ok(None);
     }
     let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,7 +147,7 @@ fn start() -> Result<RealKube> {
     // worktrees and binaries do not share a plane); a plane left by a killed run of the
     // same binary is stopped first.
     let exe = std::env::current_exe().context("locating the test binary")?;
-    // `realkube_actions-0123abcd...` → `realkube_actions`: one folder per test file, kept
+    // `real_kube-0123abcd...` → `real_kube`: one folder per test file, kept
     // across builds (the unpacked binaries are reused).
     let stem = exe
         .file_stem()

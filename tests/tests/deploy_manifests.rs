@@ -1,11 +1,12 @@
 //! The Kustomize manifests of `deploy/kustomize`: every overlay (alone and with the opt-in
 //! components) renders with `kubectl kustomize`; the ConfigMap's `warden.yaml` passes
 //! `warden check-config`; `deploy/rbac.yaml` grants what the base does; the RBAC table below
-//! covers every Kubernetes API type the code calls. Against the real API server in
+//! covers every Kubernetes API type the code calls; the leader-election Lease is granted by a
+//! Role in Warden's own namespace only. Against the real API server in
 //! `../shared/kube` (skipped, with one line, when it is absent): the rendered manifests pass
 //! `kubectl apply --dry-run=server` without PodSecurity warnings, and `kubectl auth can-i` as
-//! `system:serviceaccount:warden:warden` answers yes for every call the code makes and no for
-//! Secrets, unless the read-secrets component is applied.
+//! `system:serviceaccount:warden:warden` answers yes for every call the code makes (Leases in
+//! `warden` only) and no for Secrets, unless the read-secrets component is applied.
 //!
 //! Without `kubectl` on the PATH the rendering tests print why and pass (it is not something
 //! `tests/run.sh` can install).
@@ -45,6 +46,17 @@ const CALLS: &[(&str, &str, &str)] = &[
     ("get", "configmaps", "evidence: config changes (metadata)"),
 ];
 
+/// Namespace of the Role that grants the leader-election Lease.
+const LEASE_NAMESPACE: &str = "warden";
+
+/// The API calls on the leader-election Lease, granted by the Role
+/// `warden-leader-election` in [`LEASE_NAMESPACE`] only (`connectors/src/leader`).
+const LEASE_CALLS: &[(&str, &str, &str)] = &[
+    ("get", "leases.coordination.k8s.io", "leader: read the holder"),
+    ("create", "leases.coordination.k8s.io", "leader: the first replica creates the Lease"),
+    ("update", "leases.coordination.k8s.io", "leader: renew, take over, release"),
+];
+
 /// The API types of `Api<T>` in the code, and the resource each is granted on.
 const API_TYPES: &[(&str, &str)] = &[
     ("Deployment", "deployments.apps"),
@@ -57,6 +69,7 @@ const API_TYPES: &[(&str, &str)] = &[
     ("Secret", "secrets"),
     ("HorizontalPodAutoscaler", "horizontalpodautoscalers.autoscaling"),
     ("Service", "services"),
+    ("Lease", "leases.coordination.k8s.io"),
 ];
 
 /// What the service account must not be able to do by default.
@@ -73,6 +86,10 @@ const REFUSED: &[(&str, &str)] = &[
     ("list", "namespaces"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    // Leases only in Warden's namespace, and never deleted.
+    ("update", "leases.coordination.k8s.io"),
+    ("create", "leases.coordination.k8s.io"),
+    ("delete", "leases.coordination.k8s.io"),
 ];
 
 fn kustomize_dir() -> PathBuf {
@@ -203,6 +220,8 @@ fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "ConfigMap",
         "Deployment",
         "Service",
@@ -326,15 +345,20 @@ async fn the_configmap_config_passes_check_config() -> Result<()> {
     Ok(())
 }
 
-/// The ClusterRole `warden` of a YAML stream.
-fn cluster_role(text: &str) -> Result<Value> {
+/// The object of `kind` named `name` in a YAML stream.
+fn object_in(text: &str, kind: &str, name: &str) -> Result<Value> {
     for doc in serde_yaml::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(doc)?;
-        if kind_of(&value) == "ClusterRole" && value["metadata"]["name"] == "warden" {
+        if kind_of(&value) == kind && value["metadata"]["name"] == name {
             return Ok(value);
         }
     }
-    bail!("no ClusterRole warden")
+    bail!("no {kind} {name}")
+}
+
+/// The ClusterRole `warden` of a YAML stream.
+fn cluster_role(text: &str) -> Result<Value> {
+    object_in(text, "ClusterRole", "warden")
 }
 
 #[test]
@@ -353,6 +377,22 @@ fn deploy_rbac_yaml_grants_what_the_base_grants() -> Result<()> {
     }
     for (verb, resource) in REFUSED {
         ensure!(!grants(&base, verb, resource), "the base grants {verb} {resource}");
+    }
+    // The Lease: a Role in Warden's namespace, bound to its service account, the same in both.
+    let plain_text = std::fs::read_to_string(root.join("deploy/rbac.yaml"))?;
+    let base_text = std::fs::read_to_string(root.join("deploy/kustomize/base/rbac.yaml"))?;
+    let plain_role = object_in(&plain_text, "Role", "warden-leader-election")?;
+    let base_role = object_in(&base_text, "Role", "warden-leader-election")?;
+    ensure!(plain_role["rules"] == base_role["rules"], "the leader-election Roles differ");
+    ensure!(plain_role["metadata"]["namespace"] == LEASE_NAMESPACE, "deploy/rbac.yaml's Role is not in warden");
+    for (verb, resource, _) in LEASE_CALLS {
+        ensure!(grants(&base_role, verb, resource), "the leader-election Role does not grant {verb} {resource}");
+    }
+    ensure!(!grants(&base_role, "delete", "leases.coordination.k8s.io"), "the Role grants delete on Leases");
+    for text in [&plain_text, &base_text] {
+        let binding = object_in(text, "RoleBinding", "warden-leader-election")?;
+        ensure!(binding["roleRef"]["name"] == "warden-leader-election", "{binding}");
+        ensure!(binding["subjects"][0]["name"] == "warden", "{binding}");
     }
     Ok(())
 }
@@ -388,7 +428,7 @@ fn rbac_table_covers_every_api_type_the_code_uses() -> Result<()> {
             bail!("the code calls Api<{name}>, which the RBAC table of this test does not know: add its verbs to CALLS and deploy/kustomize/base/rbac.yaml");
         };
         ensure!(
-            *resource == "secrets" || CALLS.iter().any(|(_, r, _)| r == resource),
+            *resource == "secrets" || CALLS.iter().chain(LEASE_CALLS).any(|(_, r, _)| r == resource),
             "Api<{name}> is used but no call on {resource} is checked"
         );
     }
@@ -480,7 +520,9 @@ fn the_real_api_server_accepts_the_manifests_and_rbac_allows_exactly_the_code() 
     // RBAC for real, then ask the server what the service account may do.
     let rbac: Vec<Value> = docs
         .iter()
-        .filter(|d| matches!(kind_of(d), "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding"))
+        .filter(|d| {
+            matches!(kind_of(d), "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+        })
         .cloned()
         .collect();
     let rbac_file = dir.join("rbac.yaml");
@@ -500,6 +542,14 @@ fn the_real_api_server_accepts_the_manifests_and_rbac_allows_exactly_the_code() 
         if can_i(&kubectl, kubeconfig, verb, resource, "shop")? {
             wrong.push(format!("can {verb} {resource}"));
         }
+    }
+    for (verb, resource, why) in LEASE_CALLS {
+        if !can_i(&kubectl, kubeconfig, verb, resource, LEASE_NAMESPACE)? {
+            wrong.push(format!("cannot {verb} {resource} in {LEASE_NAMESPACE} ({why})"));
+        }
+    }
+    if can_i(&kubectl, kubeconfig, "delete", "leases.coordination.k8s.io", LEASE_NAMESPACE)? {
+        wrong.push(format!("can delete leases in {LEASE_NAMESPACE}"));
     }
     ensure!(wrong.is_empty(), "RBAC of the warden service account:\n{}", wrong.join("\n"));
 

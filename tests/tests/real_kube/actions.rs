@@ -1,139 +1,27 @@
-//! The Kubernetes actions of `warden_connectors::kube_actions` against a real
-//! kube-apiserver and kube-controller-manager (v1.32, `../shared/kube`), through the
-//! `warden` service account with `deploy/rbac.yaml` applied: scaling, patching,
-//! restarting and cordoning; a rollback whose revisions come from the ReplicaSets while
-//! another client keeps writing the Deployment; `delete_pod` on a pod bound to a node,
-//! which stays `Terminating` (there is no kubelet); `create_job` next to a Job of the same
-//! name made by someone else, and a Job that finishes when the test marks its pod done.
-//!
-//! Every test needs the real control plane in `../shared/kube` beside the project: without
-//! it, each test prints why and passes. One plane serves all tests of this file (started
-//! once, ~10-30 s); each test works in its own namespace.
+//! The Kubernetes actions of `warden_connectors::kube_actions` against the real server:
+//! scaling, patching, restarting and cordoning; a rollback whose revisions come from the
+//! ReplicaSets while another client keeps writing the Deployment; `delete_pod` on a pod
+//! bound to a node, which stays `Terminating` (there is no kubelet); `create_job` next to
+//! a Job of the same name made by someone else, and a Job that finishes when the test
+//! marks its pod done.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Api;
-use serde_json::{json, Value};
-use warden_connectors::kube_actions::{job_phase, ActionWaits, JobPhase};
-use warden_connectors::kubernetes::{KubeClient, KubeConnect};
+use serde_json::json;
+use warden_connectors::kube_actions::{job_phase, JobPhase};
 use warden_connectors::Error;
-use warden_tests::realkube::{self, RealKube, ADMIN_CONTEXT, WARDEN_CONTEXT};
 use warden_tests::wait_until;
 
-/// One test's view of the plane: an admin client for set-up and Warden's client (the
-/// `warden` service account) for the actions, in namespace `ns`.
-struct Real {
-    plane: &'static RealKube,
-    admin: kube::Client,
-    warden: KubeClient,
-    ns: String,
-}
-
-impl Real {
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-}
-
-async fn admin_client(plane: &RealKube) -> Result<kube::Client> {
-    let kubeconfig = Kubeconfig::read_from(plane.kubeconfig())?;
-    let options = KubeConfigOptions { context: Some(ADMIN_CONTEXT.to_string()), ..KubeConfigOptions::default() };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
-    Ok(kube::Client::try_from(config)?)
-}
-
-/// Creates `object` unless it exists.
-async fn ensure_created<K>(api: &Api<K>, object: &K) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    match api.create(&PostParams::default(), object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Applies the project's `deploy/rbac.yaml` (namespace `warden` first).
-async fn apply_rbac(admin: &kube::Client) -> Result<()> {
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": "warden"}}))?;
-    ensure_created(&Api::<Namespace>::all(admin.clone()), &namespace).await?;
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value: Value = serde::Deserialize::deserialize(document)?;
-        match value.get("kind").and_then(Value::as_str) {
-            Some("ServiceAccount") => {
-                let sa: ServiceAccount = serde_json::from_value(value)?;
-                ensure_created(&Api::<ServiceAccount>::namespaced(admin.clone(), "warden"), &sa).await?;
-            }
-            Some("ClusterRole") => {
-                let role: ClusterRole = serde_json::from_value(value)?;
-                ensure_created(&Api::<ClusterRole>::all(admin.clone()), &role).await?;
-            }
-            Some("ClusterRoleBinding") => {
-                let binding: ClusterRoleBinding = serde_json::from_value(value)?;
-                ensure_created(&Api::<ClusterRoleBinding>::all(admin.clone()), &binding).await?;
-            }
-            None => {}
-            Some(other) => bail!("deploy/rbac.yaml has a {other}, which this test does not apply"),
-        }
-    }
-    Ok(())
-}
-
-static NAMESPACES: AtomicU32 = AtomicU32::new(0);
-
-/// The plane with RBAC applied, a fresh namespace and both clients; `None` without
-/// `../shared/kube`.
-async fn real(test: &str) -> Result<Option<Real>> {
-    let Some(plane) = realkube::shared_plane(test)? else {
-        return Ok(None);
-    };
-    warden_connectors::install_crypto_provider();
-    let admin = admin_client(plane).await?;
-    apply_rbac(&admin).await?;
-    let ns = format!("t{}-{}", std::process::id(), NAMESPACES.fetch_add(1, Ordering::SeqCst));
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-    ensure_created(&Api::<Namespace>::all(admin.clone()), &namespace).await?;
-    let warden = KubeClient::connect(&KubeConnect::Kubeconfig {
-        path: Some(plane.kubeconfig().to_path_buf()),
-        context: Some(WARDEN_CONTEXT.to_string()),
-    })
-    .await?
-    .with_action_waits(ActionWaits { pod_gone: Duration::from_secs(2), ..ActionWaits::default() });
-    // Pods can be created once the controller manager made the namespace's `default`
-    // service account (admission checks it).
-    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), &ns);
-    wait_until(Duration::from_secs(90), "the namespace's default service account", async || {
-        Ok(accounts.get_opt("default").await?.map(|_| ()))
-    })
-    .await
-    .with_context(|| plane.log_tail())?;
-    // RBAC takes effect once the API server's caches have the new bindings.
-    wait_until(Duration::from_secs(20), "Warden's RBAC to apply", async || {
-        Ok(warden.list_pods(&ns, None).await.ok().map(|_| ()))
-    })
-    .await?;
-    Ok(Some(Real { plane, admin, warden, ns }))
-}
+use crate::{ensure_created, real, Real};
 
 fn deployment(name: &str, image: &str, replicas: i32) -> Result<Deployment> {
     Ok(serde_json::from_value(json!({
