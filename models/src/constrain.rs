@@ -44,6 +44,9 @@ pub struct SentencePlan {
     pub trie: WordTrie,
     /// Whether a sentence may start with the word (imperatives may not).
     pub forbidden_first: HashSet<String>,
+    /// The literal words of the cited items: a sentence must state one of them before it may
+    /// end (a sentence without a fact says nothing).
+    pub facts: HashSet<String>,
 }
 
 /// The sentences of a constrained summary, in order.
@@ -338,8 +341,11 @@ pub fn literals(e: &Evidence) -> Vec<String> {
                 add(&t[..5]);
             }
         }
-        for part in tok.split(['/', ':', '=', '@', ',']) {
-            add(part);
+        // A time is one fact: its parts (`30Z`) are not.
+        if !tok.starts_with(|c: char| c.is_ascii_digit()) || !tok.contains(':') {
+            for part in tok.split(['/', ':', '=', '@', ',']) {
+                add(part);
+            }
         }
     }
     if let Payload::Action { .. } = e.payload {
@@ -419,12 +425,13 @@ pub fn plan(input: &SummaryInput<'_>) -> Option<Plan> {
             citations: items.iter().map(|e| e.id.clone()).collect(),
             trie: WordTrie::new(all.iter().map(String::as_str)),
             forbidden_first: IMPERATIVES.iter().map(|w| w.to_string()).collect(),
+            facts: lits.iter().filter(|l| !VOCABULARY.contains(&l.to_ascii_lowercase().as_str())).cloned().collect(),
         });
     }
     if sentences.is_empty() {
         return None;
     }
-    Some(Plan { sentences, min_words: 3, max_words: 28 })
+    Some(Plan { sentences, min_words: 4, max_words: 28 })
 }
 
 fn capitalize(w: &str) -> String {
@@ -513,6 +520,8 @@ pub struct SentenceState {
     /// Bytes of the current word (for the first-word rule).
     word: String,
     words: usize,
+    /// Words written that are facts of the cited items.
+    facts: usize,
     /// The last byte written (no double spaces or commas).
     last: u8,
 }
@@ -534,7 +543,7 @@ impl Default for SentenceState {
 
 impl SentenceState {
     pub fn new() -> Self {
-        Self { node: 0, word: String::new(), words: 0, last: 0 }
+        Self { node: 0, word: String::new(), words: 0, facts: 0, last: 0 }
     }
 
     /// Words written so far (the word being written not counted).
@@ -546,7 +555,12 @@ impl SentenceState {
     pub fn can_end(&self, s: &SentencePlan, plan: &Plan) -> bool {
         let complete = self.word.is_empty() || s.trie.terminal(self.node);
         let words = self.words + usize::from(!self.word.is_empty());
-        complete && self.last != b',' && words >= plan.min_words && (words > 1 || !self.first_word_forbidden(s))
+        let facts = self.facts + usize::from(!self.word.is_empty() && s.facts.contains(&self.word));
+        complete
+            && self.last != b','
+            && words >= plan.min_words
+            && (facts > 0 || s.facts.is_empty())
+            && (words > 1 || !self.first_word_forbidden(s))
     }
 
     fn first_word_forbidden(&self, s: &SentencePlan) -> bool {
@@ -562,9 +576,34 @@ impl SentenceState {
             return false;
         }
         self.words += 1;
+        if s.facts.contains(&self.word) {
+            self.facts += 1;
+        }
         self.word.clear();
         self.node = 0;
         self.words <= plan.max_words
+    }
+
+    /// A cheap test on a token's first two bytes that rejects most of a vocabulary without
+    /// simulating it (true: certainly not allowed).
+    fn quick_reject(&self, bytes: &[u8], s: &SentencePlan) -> bool {
+        let trie = &s.trie;
+        let starts_word = |node: usize, b: Option<&u8>| match b {
+            Some(&b) if is_word_byte(b) => trie.child(node, b).is_none(),
+            _ => false,
+        };
+        match bytes.first() {
+            Some(&b) if is_word_byte(b) && b != b'.' => match trie.child(self.node, b) {
+                None => true,
+                Some(n) => self.last == b',' || starts_word(n, bytes.get(1)),
+            },
+            Some(b' ') => {
+                self.last == b' '
+                    || (!self.word.is_empty() && !trie.terminal(self.node))
+                    || starts_word(0, bytes.get(1))
+            }
+            _ => false,
+        }
     }
 
     /// Applies `text` (one token's text). `None`: the token is not allowed.
@@ -663,6 +702,9 @@ impl TokenTexts {
         let mut out = Vec::new();
         for (id, t) in self.texts.iter().enumerate() {
             let Some(t) = t else { continue };
+            if state.quick_reject(t.as_bytes(), s) {
+                continue;
+            }
             if let Some((_, step)) = state.advance(t, s, plan) {
                 if let Ok(id) = u32::try_from(id) {
                     out.push((id, step));
@@ -713,6 +755,7 @@ mod tests {
             citations: vec!["E1".into()],
             trie: WordTrie::new(words.iter().copied()),
             forbidden_first: ["scale".to_string(), "Scale".to_string()].into_iter().collect(),
+            facts: HashSet::new(),
         };
         (Plan { sentences: vec![s.clone()], min_words: 2, max_words: 5 }, s)
     }

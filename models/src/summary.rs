@@ -527,6 +527,27 @@ mod tests {
     }
 
     #[test]
+    fn says_who_wrote_the_text_and_why() {
+        let s = with_text(GOOD);
+        assert_eq!((s.author(), s.decoding), (Author::Model, Some(Decoding::Free)));
+        assert_eq!(
+            s.provenance(),
+            "written by the model SmolLM2 135M Instruct (free decoding; every sentence grounded)"
+        );
+        let s = with_text("Scale checkout to 0 [E2].");
+        assert_eq!(s.author(), Author::Template);
+        assert!(s.provenance().starts_with("written by the template: grounding: sentence 1"), "{}", s.provenance());
+        assert!(s.provenance().ends_with("(model SmolLM2 135M Instruct)"), "{}", s.provenance());
+        let (r, e) = incident();
+        let sym = checkout();
+        let none = summarize(&input(&r, &e, &sym), None, &SummaryOptions::default());
+        assert_eq!(
+            (none.author(), none.provenance().as_str()),
+            (Author::Template, "written by the template: no model")
+        );
+    }
+
+    #[test]
     fn uses_a_grounded_model_text() {
         let (s, g) = run(Reply::Text(format!("Summary: {GOOD}")), &SummaryOptions::default());
         assert_eq!(s.source, Source::Llm, "{s:#?}");
