@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::constrain::Plan;
 use crate::Result;
 
 /// A chat prompt: the system instructions and one user turn.
@@ -106,6 +107,19 @@ pub struct ModelInfo {
 /// Something that turns a chat prompt into text.
 pub trait TextGenerator {
     fn generate(&mut self, prompt: &ChatPrompt, opts: &GenerateOptions) -> Result<Generation>;
+
+    /// Generates under the constraints of `plan` ([`crate::constrain`]): each sentence made of
+    /// the plan's words and closed with its citation. `None`: this generator cannot constrain
+    /// its decoding (the caller generates freely instead).
+    fn generate_constrained(
+        &mut self,
+        _prompt: &ChatPrompt,
+        _plan: &Plan,
+        _opts: &GenerateOptions,
+    ) -> Option<Result<Generation>> {
+        None
+    }
+
     fn info(&self) -> ModelInfo;
 }
 

@@ -194,6 +194,12 @@ impl Checker {
         Self { ctx: Context::new(evidence) }
     }
 
+    /// Whether `word` would be read as a fact (a name, number, time or version) in a
+    /// sentence about this evidence.
+    pub fn states_fact(&self, word: &str) -> bool {
+        self.ctx.classify(word, &word.to_lowercase()).is_some()
+    }
+
     /// Check every sentence of `text`.
     pub fn check(&self, text: &str) -> GroundingReport {
         let sentences: Vec<SentenceCheck> =
@@ -964,7 +970,7 @@ const COMMON_PARTS: &[&str] = &[
 ];
 
 /// Imperative verbs: a sentence that starts with one tells the reader to act.
-const IMPERATIVES: &[&str] = &[
+pub(crate) const IMPERATIVES: &[&str] = &[
     "scale",
     "delete",
     "restart",

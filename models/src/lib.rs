@@ -10,6 +10,7 @@
 //! fails or runs out of time, or when the model's text fails grounding. The model's text is
 //! for people only: nothing here chooses or triggers an action.
 
+pub mod constrain;
 pub mod error;
 pub mod generate;
 pub mod grounding;

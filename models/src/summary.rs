@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::constrain;
 use crate::generate::{GenerateOptions, Generation, ModelInfo, StopReason, TextGenerator};
 use crate::grounding::{self, split_sentences, GroundingReport};
 use crate::prompt::{build_prompt, PromptLimits, SummaryInput};
@@ -69,6 +70,9 @@ pub struct SummaryOptions {
     /// The model's text is cut to this many sentences.
     pub max_sentences: usize,
     pub limits: PromptLimits,
+    /// Constrain decoding so every sentence is grounded by construction
+    /// ([`crate::constrain`]) when the generator supports it; free decoding otherwise.
+    pub constrained: bool,
 }
 
 impl Default for SummaryOptions {
@@ -81,6 +85,7 @@ impl Default for SummaryOptions {
             partial: PartialPolicy::DropFailing,
             max_sentences: 4,
             limits: PromptLimits::default(),
+            constrained: true,
         }
     }
 }
@@ -139,6 +144,68 @@ pub struct Summary {
     pub grounding: Option<GroundingReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<GenerationStats>,
+    /// How the model decoded, when a model was asked and answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<Decoding>,
+}
+
+/// How the model's text was decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decoding {
+    /// Under the constraints of [`crate::constrain`]: citations chosen by the code, words
+    /// limited to the cited evidence and a fixed vocabulary.
+    Constrained,
+    /// Free text, checked afterwards.
+    Free,
+}
+
+/// Who wrote a summary's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Author {
+    Model,
+    Template,
+}
+
+impl Summary {
+    /// Whether the model or the template wrote [`Summary::text`].
+    pub fn author(&self) -> Author {
+        match self.source {
+            Source::Llm | Source::LlmFiltered => Author::Model,
+            Source::Template => Author::Template,
+        }
+    }
+
+    /// One line for people: who wrote the text and why, e.g. `written by the model
+    /// SmolLM2 (constrained decoding; every sentence grounded)` or `written by the template:
+    /// grounding: sentence 2: no_citation (model SmolLM2)`.
+    pub fn provenance(&self) -> String {
+        let decoding = match self.decoding {
+            Some(Decoding::Constrained) => "constrained decoding; ",
+            Some(Decoding::Free) => "free decoding; ",
+            None => "",
+        };
+        match self.source {
+            Source::Llm => {
+                format!(
+                    "written by the model {} ({decoding}every sentence grounded)",
+                    self.model.as_deref().unwrap_or("?")
+                )
+            }
+            Source::LlmFiltered => format!(
+                "written by the model {} ({decoding}sentences that failed grounding were dropped)",
+                self.model.as_deref().unwrap_or("?")
+            ),
+            Source::Template => {
+                let why = self.fallback_reason.as_deref().unwrap_or("no reason recorded");
+                match &self.model {
+                    Some(m) => format!("written by the template: {why} (model {m})"),
+                    None => format!("written by the template: {why}"),
+                }
+            }
+        }
+    }
 }
 
 /// Stop strings besides the model's end-of-turn tokens: a model that starts a data block or a
@@ -157,6 +224,7 @@ pub fn summarize(
     };
     let model = Some(model_name(&generator.info()));
     let prompt = build_prompt(input, &opts.limits);
+    let plan = if opts.constrained { constrain::plan(input) } else { None };
     let started = Instant::now();
     let gen_opts = GenerateOptions {
         max_tokens: opts.max_tokens,
@@ -165,7 +233,12 @@ pub fn summarize(
         stop: STOP.iter().map(|s| s.to_string()).collect(),
         deadline: started.checked_add(opts.time_budget),
     };
-    let result = generator.generate(&prompt, &gen_opts);
+    let constrained = plan.as_ref().and_then(|p| generator.generate_constrained(&prompt, p, &gen_opts));
+    let decoding = Some(if constrained.is_some() { Decoding::Constrained } else { Decoding::Free });
+    let result = match constrained {
+        Some(r) => r,
+        None => generator.generate(&prompt, &gen_opts),
+    };
     let elapsed = started.elapsed();
     let g = match result {
         Ok(g) => g,
@@ -180,13 +253,13 @@ pub fn summarize(
                 Error::Inference(m) => format!("inference failed: {m}"),
                 other => format!("inference failed: {other}"),
             };
-            return Summary { model, ..template(input, reason) };
+            return Summary { model, decoding, ..template(input, reason) };
         }
     };
     let generation = Some(GenerationStats::new(&g, elapsed));
     let text = clean_model_text(&g.text, opts.max_sentences);
     if text.is_empty() {
-        return Summary { model, generation, ..template(input, "model returned no text".into()) };
+        return Summary { model, generation, decoding, ..template(input, "model returned no text".into()) };
     }
     let report = grounding::check(&text, input.evidence);
     let required = top_candidate_ids(input);
@@ -198,6 +271,7 @@ pub fn summarize(
         model_text: Some(model_text),
         grounding: Some(report),
         generation: generation.clone(),
+        decoding,
     };
     if report.passed && report.cites_any(&required) {
         return llm(text.clone(), Source::Llm, report, text);
@@ -214,7 +288,7 @@ pub fn summarize(
         Some(r) => format!("grounding: {r}"),
         None => format!("grounding: no sentence cites the top candidate ({})", required.join(", ")),
     };
-    Summary { model_text: Some(text), grounding: Some(report), generation, model, ..template(input, reason) }
+    Summary { model_text: Some(text), grounding: Some(report), generation, model, decoding, ..template(input, reason) }
 }
 
 /// The template summary, with `reason` for not using a model.
@@ -227,6 +301,7 @@ fn template(input: &SummaryInput<'_>, reason: String) -> Summary {
         model_text: None,
         grounding: None,
         generation: None,
+        decoding: None,
     }
 }
 
@@ -449,6 +524,27 @@ mod tests {
         let (r, e) = incident();
         let s = checkout();
         ranking_summary(&input(&r, &e, &s))
+    }
+
+    #[test]
+    fn says_who_wrote_the_text_and_why() {
+        let s = with_text(GOOD);
+        assert_eq!((s.author(), s.decoding), (Author::Model, Some(Decoding::Free)));
+        assert_eq!(
+            s.provenance(),
+            "written by the model SmolLM2 135M Instruct (free decoding; every sentence grounded)"
+        );
+        let s = with_text("Scale checkout to 0 [E2].");
+        assert_eq!(s.author(), Author::Template);
+        assert!(s.provenance().starts_with("written by the template: grounding: sentence 1"), "{}", s.provenance());
+        assert!(s.provenance().ends_with("(model SmolLM2 135M Instruct)"), "{}", s.provenance());
+        let (r, e) = incident();
+        let sym = checkout();
+        let none = summarize(&input(&r, &e, &sym), None, &SummaryOptions::default());
+        assert_eq!(
+            (none.author(), none.provenance().as_str()),
+            (Author::Template, "written by the template: no model")
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn loads_as_llama_with_chatml_and_gguf_tokenizer() {
     let m = model();
     let info = m.info();
     assert_eq!(info.architecture, "llama");
-    assert_eq!(info.chat_template, "chatml");
+    assert_eq!(info.chat_template, "chatml (gguf jinja)");
     assert_eq!(m.chat_template(), ChatTemplate::ChatMl);
     assert_eq!(info.tokenizer, "gguf");
     assert_eq!(info.quantization, "Q4_1");
@@ -170,4 +170,82 @@ fn deadline_gives_budget_error() {
         Err(Error::Budget { generated }) => assert!(generated < 64),
         other => panic!("expected a budget error, got {other:?}"),
     }
+}
+
+#[test]
+fn constrained_summary_is_written_by_the_model_and_grounded() {
+    use warden_detectors::rca::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject};
+    use warden_models::prompt::SummaryInput;
+    use warden_models::summary::{summarize, Author, Decoding, SummaryOptions};
+    let t0 = 1_795_341_600;
+    let checkout = Subject::workload(Some("shop"), "checkout");
+    let evidence = vec![
+        Evidence {
+            id: "E1".into(),
+            time: t0 - 120,
+            subject: checkout.clone(),
+            payload: Payload::Change {
+                change: ChangeKind::Rollout,
+                from: Some("registry.example/shop/checkout:1.4.2".into()),
+                to: Some("registry.example/shop/checkout:1.5.0".into()),
+                description: "image changed by ci-bot".into(),
+            },
+        },
+        Evidence {
+            id: "E2".into(),
+            time: t0 + 150,
+            subject: checkout.clone(),
+            payload: Payload::Anomaly {
+                watch: "checkout-latency".into(),
+                metric: "checkout-latency".into(),
+                observed: 2.1,
+                expected: Some(0.3),
+                score: 14.2,
+                until: None,
+            },
+        },
+        Evidence {
+            id: "E3".into(),
+            time: t0 + 300,
+            subject: checkout.clone(),
+            payload: Payload::Action {
+                run_id: 12,
+                playbook: "scale-up".into(),
+                step: "scale".into(),
+                status: "scaled shop/checkout from 2 to 3 replicas".into(),
+            },
+        },
+    ];
+    let ranking = Ranking {
+        candidates: vec![Candidate {
+            subject: checkout.clone(),
+            cause: CauseKind::Change,
+            score: 0.8,
+            evidence: vec!["E1".into(), "E2".into()],
+            reasons: vec![],
+        }],
+    };
+    let input = SummaryInput {
+        title: "checkout-latency",
+        symptom: Some(&checkout),
+        started: t0,
+        ranking: &ranking,
+        evidence: &evidence,
+    };
+    let mut m = model();
+    // Debug builds on a busy 2-core machine are slow: a generous budget (the bench measures speed).
+    let opts = SummaryOptions { max_tokens: 90, time_budget: Duration::from_secs(600), ..SummaryOptions::default() };
+    let s = summarize(&input, Some(&mut *m as &mut dyn TextGenerator), &opts);
+    eprintln!(
+        "{}\n{}\nmodel text: {:?}\n{:?}",
+        s.text,
+        s.provenance(),
+        s.model_text,
+        s.grounding.as_ref().and_then(|g| g.failure_reason())
+    );
+    assert_eq!(s.decoding, Some(Decoding::Constrained));
+    assert_eq!(s.author(), Author::Model, "{}", s.provenance());
+    assert!(s.grounding.as_ref().is_some_and(|g| g.sentences.iter().any(|x| x.passed)));
+    // The fixed prefix of the prompt is kept for the next summary.
+    assert!(m.cached_prefix_tokens() > 0);
 }

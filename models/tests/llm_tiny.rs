@@ -194,7 +194,8 @@ fn llama_metadata(vocab: &Vocab, context: u32, chat_template: Option<&str>) -> V
 }
 
 const CHATML_JINJA: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + \
-                            message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
+                            message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}\
+                            {{ '<|im_start|>assistant\n' }}{% endif %}";
 
 fn tiny_llama(dir: &Path, name: &str, weights: Weights, context: u32) -> PathBuf {
     let vocab = Vocab::byte_level();
@@ -310,7 +311,7 @@ fn model_info_is_filled_in() -> TestResult {
     assert_eq!(info.name.as_deref(), Some("tiny-llama"));
     assert_eq!(info.quantization, "Q4_1");
     assert_eq!(info.context_length, 256);
-    assert_eq!(info.chat_template, "chatml");
+    assert_eq!(info.chat_template, "chatml (gguf jinja)");
     assert_eq!(info.tokenizer, "gguf");
     assert_eq!(info.device, "cpu");
     assert_eq!(info.sha256, Some(sha256_file(&path)?));
@@ -533,7 +534,7 @@ fn gemma3_loads_with_sentencepiece_tokenizer_and_gemma_template() -> TestResult 
         ("gemma3.attention.sliding_window".to_string(), Value::U32(16)),
         (
             "tokenizer.chat_template".to_string(),
-            Value::String("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}{% endfor %}".into()),
+            Value::String(include_str!("fixtures/chat_templates/gemma3.jinja").into()),
         ),
     ];
     md.extend(tok_md);
@@ -642,5 +643,137 @@ fn tokenizer_json_overrides_the_gguf_tokenizer() -> TestResult {
     std::fs::write(&bad, "{}")?;
     opts.tokenizer = Some(bad.clone());
     expect_load_error(&bad, Some(opts), "tokenizer.json");
+    Ok(())
+}
+
+/// A short incident for summaries on tiny weights.
+fn incident() -> (warden_detectors::rca::Ranking, Vec<warden_detectors::rca::Evidence>) {
+    use warden_detectors::rca::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject};
+    let t0 = 1_795_341_600;
+    let checkout = Subject::workload(Some("shop"), "checkout");
+    let evidence = vec![
+        Evidence {
+            id: "E1".into(),
+            time: t0 - 120,
+            subject: checkout.clone(),
+            payload: Payload::Change {
+                change: ChangeKind::Rollout,
+                from: Some("checkout:1.4.2".into()),
+                to: Some("checkout:1.5.0".into()),
+                description: "image changed".into(),
+            },
+        },
+        Evidence {
+            id: "E2".into(),
+            time: t0 + 150,
+            subject: checkout.clone(),
+            payload: Payload::Anomaly {
+                watch: "checkout-latency".into(),
+                metric: "checkout-latency".into(),
+                observed: 2.1,
+                expected: Some(0.3),
+                score: 14.2,
+                until: None,
+            },
+        },
+    ];
+    let ranking = Ranking {
+        candidates: vec![Candidate {
+            subject: checkout,
+            cause: CauseKind::Change,
+            score: 0.8,
+            evidence: vec!["E1".into(), "E2".into()],
+            reasons: vec![],
+        }],
+    };
+    (ranking, evidence)
+}
+
+#[test]
+fn prefix_cache_gives_the_same_text_as_a_full_prefill() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for (name, dtype) in [("f32.gguf", GgmlDType::F32), ("q8.gguf", GgmlDType::Q8_0)] {
+        let path = tiny_llama(dir.path(), name, Weights::Random { seed: 5, dtype }, 512);
+        let mut cached = load(&path);
+        let mut plain = LlmModel::load(&LoadOptions { prefix_cache: false, ..LoadOptions::new(&path) })?;
+        let prompts = [
+            prompt(),
+            ChatPrompt { system: "You are terse.".into(), user: "a different incident 42".into() },
+            ChatPrompt { system: "Another system text.".into(), user: "hello world 12345".into() },
+            prompt(),
+        ];
+        for p in &prompts {
+            let a = cached.generate(p, &greedy(16))?;
+            let b = plain.generate(p, &greedy(16))?;
+            assert_eq!(a.text, b.text, "{name}: {p:?}");
+            assert_eq!(a.generated_tokens, b.generated_tokens);
+            assert!(cached.cached_prefix_tokens() > 0, "{name}: the prefix is cached");
+            assert_eq!(plain.cached_prefix_tokens(), 0);
+            let prefix = cached.prompt_prefix(&p.system).unwrap_or_default();
+            assert!(cached.render_prompt(p).starts_with(&prefix) && prefix.ends_with("<|im_start|>user\n"), "{prefix}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn gguf_jinja_template_renders_the_prompt() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = tiny_llama(dir.path(), "jinja.gguf", Weights::Scripted, 256);
+    let m = load(&path);
+    assert!(m.uses_gguf_template());
+    assert_eq!(m.info().chat_template, "chatml (gguf jinja)");
+    assert_eq!(m.render_prompt(&prompt()), ChatTemplate::ChatMl.render(&prompt()));
+    // A template that does not render falls back to the recognised shape.
+    let vocab = Vocab::byte_level();
+    let broken = dir.path().join("broken.gguf");
+    let md = llama_metadata(&vocab, 256, Some("<|im_start|>{{ raise_exception('no') }}"));
+    write_gguf(&broken, &md, &llama_tensors(&vocab, &Weights::Scripted));
+    let m = load(&broken);
+    assert!(!m.uses_gguf_template());
+    assert!(m.info().chat_template.starts_with("chatml (built-in"), "{}", m.info().chat_template);
+    assert_eq!(m.render_prompt(&prompt()), ChatTemplate::ChatMl.render(&prompt()));
+    Ok(())
+}
+
+#[test]
+fn constrained_decoding_writes_only_grounded_sentences() -> TestResult {
+    use warden_detectors::rca::Subject;
+    use warden_models::prompt::SummaryInput;
+    use warden_models::summary::{summarize, Decoding, SummaryOptions};
+    let dir = tempfile::tempdir()?;
+    let (ranking, evidence) = incident();
+    let symptom = Subject::workload(Some("shop"), "checkout");
+    let input = SummaryInput {
+        title: "checkout-latency",
+        symptom: Some(&symptom),
+        started: 1_795_341_600,
+        ranking: &ranking,
+        evidence: &evidence,
+    };
+    let plan = warden_models::constrain::plan(&input).ok_or("no plan")?;
+    let mut passed = 0;
+    for seed in [3u64, 9, 21] {
+        let path =
+            tiny_llama(dir.path(), &format!("c{seed}.gguf"), Weights::Random { seed, dtype: GgmlDType::F32 }, 2048);
+        let mut m = load(&path);
+        let opts = GenerateOptions { max_tokens: 300, ..greedy(300) };
+        let g = m
+            .generate_constrained(&ChatPrompt { system: "s".into(), user: "u".into() }, &plan, &opts)
+            .ok_or("constrained decoding is supported")??;
+        // Every finished sentence carries a planned citation and passes the grounding check.
+        let report = warden_models::grounding::check(&g.text, &evidence);
+        if !g.text.is_empty() {
+            assert!(report.passed, "seed {seed}: {:?}\n{}", report.failure_reason(), g.text);
+            passed += 1;
+            for s in &report.sentences {
+                assert!(s.citations == vec!["E2".to_string()] || s.citations == vec!["E1".to_string()], "{s:?}");
+            }
+        }
+        let summary = summarize(&input, Some(&mut m as &mut dyn TextGenerator), &SummaryOptions::default());
+        assert_eq!(summary.decoding, Some(Decoding::Constrained));
+        assert!(!summary.provenance().is_empty());
+    }
+    assert!(passed > 0, "random tiny models wrote no sentence at all");
     Ok(())
 }

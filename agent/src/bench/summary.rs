@@ -17,7 +17,10 @@
 //!    up to `--tokens` tokens: one warm-up run and [`RUNS`] timed runs, medians reported.
 //!    The runtime has no "ignore end-of-turn" option, so a run may stop before `--tokens`:
 //!    the tokens actually generated are reported and rates are computed from them. Prefill is
-//!    the prompt's forward pass plus choosing the first token; decode is the rest, and decode
+//!    the prompt's forward pass plus choosing the first token; after the warm-up run the
+//!    prompt's fixed prefix (chat header, system text) comes from the model's prefix cache,
+//!    so prefill tok/s counts the per-incident tokens only (llama.cpp prefills the whole
+//!    prompt: its rate is of all tokens); decode is the rest, and decode
 //!    tok/s is generated tokens over decode time (as [`Generation::tokens_per_second`]).
 //!    Memory: `VmRSS` right after the load and `VmHWM` (peak) right after the timed runs.
 //!    The process's CPU time per run (`/proc/self/stat`, all threads) is reported beside the
@@ -34,7 +37,8 @@
 //!    [`DECODE_RATIO_GOAL`].
 //! 3. **Grounding share.** Every scenario (or the first `--max-scenarios`; 0 skips the pass) is
 //!    ranked with evidence and summarised by [`summarize`] with the loaded model and the
-//!    default [`SummaryOptions`] (160 tokens, 30 s budget): how many summaries are `llm` (every
+//!    default [`SummaryOptions`] (160 tokens, 30 s budget, constrained decoding, the prompt
+//!    prefix cached across scenarios): how many summaries are `llm` (every
 //!    sentence grounded), `llm_filtered` (failing sentences dropped) and `template` (fallback),
 //!    the most common fallback reasons, the problems of all failing sentences, and the mean
 //!    summary time. On 2 cores this takes minutes (about 5-10 s per scenario).
@@ -139,6 +143,9 @@ pub struct Run {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Latency {
     pub prompt_tokens: usize,
+    /// Prompt tokens whose KV cache was kept from an earlier call (the fixed prefix: chat
+    /// header and system text); prefill tok/s counts only the tokens actually prefilled.
+    pub cached_prefix_tokens: usize,
     pub prefill_s: f64,
     pub prefill_tok_s: f64,
     pub decode_tokens: usize,
@@ -322,7 +329,7 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
     }
     let peak_mib = proc_status_kib("VmHWM").map(kib_to_mib);
     let prompt_tokens = model.prompt_tokens(&prompt).context("tokenizing the prompt")?.len();
-    let latency = latency(prompt_tokens, runs)?;
+    let latency = latency(prompt_tokens, model.cached_prefix_tokens(), runs)?;
     let info = model.info();
     let candle = CandleReport {
         scenario: representative.name.clone(),
@@ -457,7 +464,7 @@ fn rate(count: usize, seconds: f64) -> f64 {
 }
 
 /// Medians of `runs`; greedy decoding must give every run the same token count.
-fn latency(prompt_tokens: usize, runs: Vec<Run>) -> Result<Latency> {
+fn latency(prompt_tokens: usize, cached_prefix_tokens: usize, runs: Vec<Run>) -> Result<Latency> {
     let Some(first) = runs.first() else { bail!("no timed runs") };
     let (decode_tokens, stop) = (first.generated_tokens, first.stop);
     if let Some(r) = runs.iter().find(|r| r.generated_tokens != decode_tokens) {
@@ -467,8 +474,9 @@ fn latency(prompt_tokens: usize, runs: Vec<Run>) -> Result<Latency> {
     let (prefill_s, decode_s, total_s) = (col(|r| r.prefill_s), col(|r| r.decode_s), col(|r| r.total_s));
     Ok(Latency {
         prompt_tokens,
+        cached_prefix_tokens,
         prefill_s,
-        prefill_tok_s: rate(prompt_tokens, prefill_s),
+        prefill_tok_s: rate(prompt_tokens.saturating_sub(cached_prefix_tokens), prefill_s),
         decode_tokens,
         decode_s,
         decode_tok_s: rate(decode_tokens, decode_s),
@@ -762,6 +770,7 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
         "requantized_tensors": c.requantized_tensors,
         "load_s": num(c.load_s),
         "prompt_tokens": l.prompt_tokens,
+        "cached_prefix_tokens": l.cached_prefix_tokens,
         "prefill_s": num(l.prefill_s),
         "prefill_tok_s": num(l.prefill_tok_s),
         "decode_tokens": l.decode_tokens,
@@ -819,6 +828,7 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
                     "generated_tokens": s.summary.generation.as_ref().map(|x| x.generated_tokens),
                     "stop": s.summary.generation.as_ref().map(|x| x.stop.clone()),
                     "fallback_reason": s.summary.fallback_reason,
+                    "provenance": s.summary.provenance(),
                     "text": s.summary.text,
                     "model_text": s.summary.model_text,
                 })
@@ -901,6 +911,7 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
     };
     row(&mut out, "load s", format!("{:.2}", c.load_s), llama.map(|x| format!("{:.2}", x.load_s)), None);
     row(&mut out, "prompt tokens", l.prompt_tokens.to_string(), llama.map(|x| x.prompt_tokens.to_string()), None);
+    row(&mut out, "cached prefix tok", l.cached_prefix_tokens.to_string(), llama.map(|_| "0".to_string()), None);
     row(&mut out, "prefill s", format!("{:.3}", l.prefill_s), llama.map(|x| format!("{:.3}", x.prefill_s)), None);
     row(
         &mut out,
@@ -1014,6 +1025,14 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
                 s.summary.fallback_reason.as_deref().map_or_else(String::new, |x| x.chars().take(110).collect())
             );
         }
+        let written: Vec<&ScenarioSummary> =
+            g.summaries.iter().filter(|s| s.summary.source != Source::Template).take(5).collect();
+        if !written.is_empty() {
+            let _ = writeln!(out, "model-written summaries (first {}):", written.len());
+            for s in written {
+                let _ = writeln!(out, "  {}: {}", s.scenario, s.summary.text);
+            }
+        }
     }
     out
 }
@@ -1039,12 +1058,13 @@ mod tests {
             generated_tokens: n,
             stop: StopReason::MaxTokens,
         };
-        let l = latency(500, vec![run(0.5, 2.0, 40), run(0.4, 4.0, 40), run(0.6, 3.0, 40)])
+        let l = latency(500, 100, vec![run(0.5, 2.0, 40), run(0.4, 4.0, 40), run(0.6, 3.0, 40)])
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((l.prefill_s, l.decode_s, l.decode_tokens), (0.5, 3.0, 40));
-        assert!((l.decode_tok_s - 40.0 / 3.0).abs() < 1e-9 && (l.prefill_tok_s - 1000.0).abs() < 1e-9);
-        assert!(latency(500, vec![run(0.5, 2.0, 40), run(0.5, 2.0, 41)]).is_err());
-        assert!(latency(500, Vec::new()).is_err());
+        // Only the 400 tokens after the cached prefix were prefilled.
+        assert!((l.decode_tok_s - 40.0 / 3.0).abs() < 1e-9 && (l.prefill_tok_s - 800.0).abs() < 1e-9);
+        assert!(latency(500, 0, vec![run(0.5, 2.0, 40), run(0.5, 2.0, 41)]).is_err());
+        assert!(latency(500, 0, Vec::new()).is_err());
     }
 
     #[test]

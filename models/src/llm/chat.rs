@@ -1,11 +1,12 @@
 //! Chat templates: how a [`ChatPrompt`] becomes the text an instruction-tuned model expects.
 //!
-//! GGUF files carry their chat template as a Jinja string (`tokenizer.chat_template`).
-//! Evaluating Jinja would pull in a template engine for four fixed shapes, so the template is
-//! *recognised* instead: its markers (`<|im_start|>`, `<|start_header_id|>`, `<start_of_turn>`,
-//! `[INST]`) pick one of the built-in renderings here, with the architecture and the vocabulary
-//! as a fallback, and an explicit option overrides both. Each template also names its
-//! end-of-turn tokens, which stop generation.
+//! GGUF files carry their chat template as a Jinja string (`tokenizer.chat_template`), which
+//! [`super::JinjaTemplate`] renders. The built-in shapes here are the fallback for files
+//! without a usable template and the operator's override. The template is also *recognised*
+//! by its markers (`<|im_start|>`, `<|start_header_id|>`, `<start_of_turn>`, `[INST]`), with
+//! the architecture and the vocabulary as a fallback: the recognised shape names the marker
+//! tokens that must encode as single tokens and the end-of-turn tokens, which stop
+//! generation.
 
 use std::fmt;
 use std::str::FromStr;

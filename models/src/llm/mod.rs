@@ -10,12 +10,22 @@
 //!   `quantized_gemma3`. Anything else is a load error naming the file and the architecture.
 //! * Tokenizer: a `tokenizer.json` when given, else built from the GGUF metadata
 //!   (the private `tokenizer` module explains why not candle's helper).
-//! * Chat template: recognised from the GGUF's Jinja template ([`ChatTemplate`]).
+//! * Chat template: the GGUF's own Jinja template, rendered ([`JinjaTemplate`]); the built-in
+//!   shapes of [`ChatTemplate`] when the file has none (or it does not render) or an override
+//!   is configured. The recognised shape still names the end-of-turn tokens.
 //! * Speed: on CPU, tensor types without SIMD kernels in candle (Q4_1, Q5_0, Q5_1) are
 //!   re-quantized to Q8_0 at load ([`LoadOptions::requantize`]).
-//! * Each [`TextGenerator::generate`] call starts from an empty KV cache: the candle models
-//!   overwrite every layer's cache when the position is 0, which the prompt's forward pass
-//!   always is, so identical calls give identical text.
+//! * Prefix cache ([`LoadOptions::prefix_cache`]): the fixed start of a prompt (chat header,
+//!   system text, user header: [`LlmModel::prompt_prefix`]) is prefilled once per system
+//!   text, and a copy of the model holding its KV cache is kept; each call starts from that
+//!   copy and prefills only the rest (the incident). The cache applies only when the prompt's
+//!   tokens start with the prefix's tokens, so the text is the one a full prefill gives.
+//!   candle's Qwen2 model cannot be copied and its Gemma 3 model cannot take several tokens
+//!   after a cached position: both always prefill in full. Otherwise each call
+//!   starts from an empty KV cache, so identical calls give identical text.
+//! * Constrained decoding ([`TextGenerator::generate_constrained`], [`crate::constrain`]):
+//!   the logits are masked so every sentence is made of allowed words and closed by the
+//!   code's citation.
 //! * Limits: the llama implementation precomputes RoPE for 4096 positions, so its usable
 //!   context is `min(context_length, 4096)`; candle's Gemma 3 precomputes 131072 positions per
 //!   layer (several GB for real models) and applies the sliding window only to the prompt.
@@ -24,6 +34,7 @@ mod chat;
 mod device;
 mod download;
 mod gguf;
+mod jinja;
 mod tokenizer;
 
 use std::fs::File;
@@ -37,11 +48,13 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
 
+use crate::constrain::{Plan, SentenceState, Step, TokenTexts};
 use crate::{ChatPrompt, Error, GenerateOptions, Generation, ModelInfo, Result, StopReason, TextGenerator};
 
 pub use chat::ChatTemplate;
 pub use device::DeviceSpec;
 pub use download::{parse_sha256, pull, pull_with_report, sha256_file, verify_sha256, ChecksumSource, Pulled};
+pub use jinja::{JinjaTemplate, Message};
 
 /// An option value that does not parse (device, chat template).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +85,9 @@ pub struct LoadOptions {
     pub compute_sha256: bool,
     /// Refuse to load unless the file has this SHA-256 (implies computing it).
     pub expected_sha256: Option<String>,
+    /// Keep the KV cache of the prompt's fixed prefix (chat header and system text) and reuse
+    /// it for every prompt with the same system text (see the module docs).
+    pub prefix_cache: bool,
 }
 
 impl LoadOptions {
@@ -88,6 +104,7 @@ impl LoadOptions {
             repeat_last_n: 64,
             compute_sha256: true,
             expected_sha256: None,
+            prefix_cache: true,
         }
     }
 
@@ -113,6 +130,23 @@ impl Weights {
         }
     }
 
+    /// A copy that shares the weights and holds the current KV cache. `None` for candle's
+    /// Qwen2 model, which cannot be copied, and for Gemma 3, whose attention mask fails for
+    /// several tokens after a cached position (a dtype mismatch in candle 0.11.1): neither
+    /// gets a prefix cache.
+    fn snapshot(&self) -> Option<Weights> {
+        match self {
+            Weights::Llama(m) => Some(Weights::Llama(m.clone())),
+            Weights::Gemma3(_) | Weights::Qwen2(_) => None,
+        }
+    }
+
+    /// Whether several tokens may be fed after a cached position in one pass (see
+    /// [`Weights::snapshot`] for Gemma 3).
+    fn batches_after_cache(&self) -> bool {
+        !matches!(self, Weights::Gemma3(_))
+    }
+
     /// Frees the KV cache between calls (Gemma 3 has no method for it; its cache is
     /// overwritten at position 0 like the others').
     fn clear_cache(&mut self) {
@@ -124,11 +158,28 @@ impl Weights {
     }
 }
 
+/// The KV cache after the fixed prefix of the prompts with one system text.
+struct PrefixCache {
+    system: String,
+    ids: Vec<u32>,
+    weights: Weights,
+}
+
+/// Stands for the user's text when the fixed prefix of a built-in template is computed.
+const SENTINEL: &str = "\u{1}WARDEN-USER-TEXT\u{1}";
+
 /// A loaded GGUF model that generates text.
 pub struct LlmModel {
     weights: Weights,
     tokenizer: tokenizers::Tokenizer,
     template: ChatTemplate,
+    /// The GGUF's own chat template, when it has a usable one and no override was given.
+    jinja: Option<JinjaTemplate>,
+    /// The BOS token's text: a rendered prompt that starts with it gets no second BOS.
+    bos_text: Option<String>,
+    use_prefix_cache: bool,
+    prefix: Option<PrefixCache>,
+    token_texts: Option<TokenTexts>,
     device: Device,
     bos: Option<u32>,
     add_bos: bool,
@@ -275,8 +326,26 @@ impl LlmModel {
             ChatTemplate::Llama2 => tok.token_to_id("<s>"),
             ChatTemplate::ChatMl => None,
         });
-        let add_bos = bos.is_some()
-            && (template.requires_bos() || gguf::get_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(false));
+        let gguf_add_bos = gguf::get_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(false);
+        let bos_text = bos.and_then(|id| tok.id_to_token(id)).filter(|t| !t.is_empty());
+        // The GGUF's own template, unless an override was given; a template that does not
+        // compile or render is replaced by the recognised built-in shape.
+        let (jinja, jinja_note) = match (opts.chat_template, gguf::get_str(md, "tokenizer.chat_template")) {
+            (None, Some(src)) => {
+                let eos_text = gguf::get_token_id(md, "tokenizer.ggml.eos_token_id", vocab_len)
+                    .and_then(|id| tok.id_to_token(id))
+                    .unwrap_or_default();
+                let probe = ChatPrompt { system: "s".into(), user: "u".into() };
+                match JinjaTemplate::new(src, bos_text.as_deref().unwrap_or(""), &eos_text)
+                    .and_then(|j| j.render_prompt(&probe).map(|_| j))
+                {
+                    Ok(j) => (Some(j), None),
+                    Err(e) => (None, Some(e)),
+                }
+            }
+            _ => (None, None),
+        };
+        let add_bos = bos.is_some() && (template.requires_bos() || gguf_add_bos);
         let mut stop_ids: Vec<u32> = template.end_of_turn_tokens().iter().filter_map(|t| tok.token_to_id(t)).collect();
         for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             if let Some(id) = gguf::get_token_id(md, key, vocab_len) {
@@ -308,7 +377,11 @@ impl LlmModel {
             parameters: summary.parameters,
             quantization: summary.dominant,
             context_length,
-            chat_template: template.name().to_string(),
+            chat_template: match (&jinja, &jinja_note) {
+                (Some(_), _) => format!("{} (gguf jinja)", template.name()),
+                (None, Some(_)) => format!("{} (built-in; the gguf template failed to render)", template.name()),
+                (None, None) => template.name().to_string(),
+            },
             tokenizer: tokenizer_source,
             device: opts.device.to_string(),
             sha256,
@@ -318,6 +391,11 @@ impl LlmModel {
             weights,
             tokenizer: tok,
             template,
+            jinja,
+            bos_text,
+            use_prefix_cache: opts.prefix_cache,
+            prefix: None,
+            token_texts: None,
             device,
             bos,
             add_bos,
@@ -350,9 +428,44 @@ impl LlmModel {
         &self.stop_ids
     }
 
-    /// The prompt text exactly as the model sees it (without the BOS token).
+    /// Whether prompts are rendered by the GGUF's own (Jinja) chat template.
+    pub fn uses_gguf_template(&self) -> bool {
+        self.jinja.is_some()
+    }
+
+    /// The prompt text exactly as the model sees it: rendered by the GGUF's template, or by
+    /// the built-in shape when there is none (or it fails to render). [`Self::prompt_tokens`]
+    /// puts the BOS token in front when the model wants one and the text does not start with
+    /// it already (templates such as Llama 3's and Gemma's write it themselves).
     pub fn render_prompt(&self, prompt: &ChatPrompt) -> String {
-        self.template.render(prompt)
+        match &self.jinja {
+            Some(j) => j.render_prompt(prompt).unwrap_or_else(|_| self.template.render(prompt)),
+            None => self.template.render(prompt),
+        }
+    }
+
+    /// Token ids of a rendered prompt (or prefix), BOS included when the model wants it.
+    fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let has_bos = self.bos_text.as_deref().is_some_and(|b| text.starts_with(b));
+        if self.add_bos && !has_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend(self.encode(text)?);
+        Ok(ids)
+    }
+
+    /// The fixed start of every prompt with this system text (chat header, system turn, user
+    /// header); `None` when the template does not put the user's text after a fixed prefix.
+    pub fn prompt_prefix(&self, system: &str) -> Option<String> {
+        let text = match &self.jinja {
+            Some(j) => j.prefix(system)?,
+            None => {
+                let full = self.template.render(&ChatPrompt { system: system.to_string(), user: SENTINEL.into() });
+                full[..full.find(SENTINEL)?].to_string()
+            }
+        };
+        Some(text)
     }
 
     /// Token ids of `text`; special-token markers in it encode as special tokens.
@@ -372,12 +485,7 @@ impl LlmModel {
 
     /// The prompt's token ids, BOS included when the model wants it.
     pub fn prompt_tokens(&self, prompt: &ChatPrompt) -> Result<Vec<u32>> {
-        let mut ids = Vec::new();
-        if self.add_bos {
-            ids.extend(self.bos);
-        }
-        ids.extend(self.encode(&self.render_prompt(prompt))?);
-        Ok(ids)
+        self.text_tokens(&self.render_prompt(prompt))
     }
 
     fn next_token(&self, logits: &Tensor, sampler: &mut LogitsProcessor, generated: &[u32]) -> Result<u32> {
@@ -429,8 +537,7 @@ impl LlmModel {
         let stops: Vec<&str> = opts.stop.iter().map(|s| s.as_str()).filter(|s| !s.is_empty()).collect();
 
         let prefill_start = Instant::now();
-        let input = Tensor::new(ids.as_slice(), &self.device).and_then(|t| t.unsqueeze(0)).map_err(inf)?;
-        let logits = self.weights.forward(&input, 0).map_err(inf)?;
+        let logits = self.prefill(prompt, &ids)?;
         let mut next = self.next_token(&logits, &mut sampler, &[])?;
         let prefill = prefill_start.elapsed();
 
@@ -465,6 +572,209 @@ impl LlmModel {
     }
 }
 
+impl LlmModel {
+    /// Runs the prompt `ids` through the model and returns the last position's logits,
+    /// starting from the cached prefix when it applies.
+    fn prefill(&mut self, prompt: &ChatPrompt, ids: &[u32]) -> Result<Tensor> {
+        let inf = |e: candle_core::Error| Error::Inference(e.to_string());
+        let start = self.reuse_prefix(prompt, ids)?;
+        let input = Tensor::new(&ids[start..], &self.device).and_then(|t| t.unsqueeze(0)).map_err(inf)?;
+        self.weights.forward(&input, start).map_err(inf)
+    }
+
+    /// Puts the KV cache of the prompt's fixed prefix in place (computing and keeping it when
+    /// the system text changed) and returns the prefix length; 0 when there is no usable
+    /// prefix (cache off, a template without one, a tokenization that differs at the seam, a
+    /// model that cannot be copied).
+    fn reuse_prefix(&mut self, prompt: &ChatPrompt, ids: &[u32]) -> Result<usize> {
+        if !self.use_prefix_cache {
+            return Ok(0);
+        }
+        if let Some(c) = &self.prefix {
+            if c.system == prompt.system && ids.len() > c.ids.len() && ids.starts_with(&c.ids) {
+                if let Some(w) = c.weights.snapshot() {
+                    self.weights = w;
+                    return Ok(c.ids.len());
+                }
+            }
+        }
+        let Some(text) = self.prompt_prefix(&prompt.system) else { return Ok(0) };
+        let pids = self.text_tokens(&text)?;
+        if pids.len() < 2 || pids.len() >= ids.len() || !ids.starts_with(&pids) || self.weights.snapshot().is_none() {
+            return Ok(0);
+        }
+        let inf = |e: candle_core::Error| Error::Inference(e.to_string());
+        let input = Tensor::new(pids.as_slice(), &self.device).and_then(|t| t.unsqueeze(0)).map_err(inf)?;
+        self.weights.forward(&input, 0).map_err(inf)?;
+        let Some(weights) = self.weights.snapshot() else { return Ok(0) };
+        let len = pids.len();
+        self.prefix = Some(PrefixCache { system: prompt.system.clone(), ids: pids, weights });
+        Ok(len)
+    }
+
+    /// Tokens of the cached prefix (0 when none is cached).
+    pub fn cached_prefix_tokens(&self) -> usize {
+        self.prefix.as_ref().map_or(0, |c| c.ids.len())
+    }
+
+    fn token_texts(&mut self) -> &TokenTexts {
+        let tok = &self.tokenizer;
+        self.token_texts.get_or_insert_with(|| {
+            let n = tok.get_vocab_size(true);
+            let pieces: Vec<String> = (0..n).map(|id| tok.id_to_token(id as u32).unwrap_or_default()).collect();
+            let special: std::collections::HashSet<u32> = tok.get_added_tokens_decoder().keys().copied().collect();
+            TokenTexts::new(&pieces, &special)
+        })
+    }
+
+    fn logits_vec(logits: &Tensor) -> Result<Vec<f32>> {
+        logits
+            .squeeze(0)
+            .and_then(|l| l.to_dtype(DType::F32))
+            .and_then(|l| l.to_vec1::<f32>())
+            .map_err(|e| Error::Inference(e.to_string()))
+    }
+
+    /// Feeds `tokens` at `pos` and returns the last one's logits.
+    fn feed(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        let inf = |e: candle_core::Error| Error::Inference(e.to_string());
+        if tokens.len() > 1 && !self.weights.batches_after_cache() {
+            let mut last = None;
+            for (i, t) in tokens.iter().enumerate() {
+                last = Some(self.feed(&[*t], pos + i)?);
+            }
+            return last.ok_or_else(|| Error::Inference("nothing to feed".into()));
+        }
+        let input = Tensor::new(tokens, &self.device).and_then(|t| t.unsqueeze(0)).map_err(inf)?;
+        self.weights.forward(&input, pos).map_err(inf)
+    }
+
+    /// Constrained decoding (see [`crate::constrain`]).
+    fn run_constrained(&mut self, prompt: &ChatPrompt, plan: &Plan, opts: &GenerateOptions) -> Result<Generation> {
+        let ids = self.prompt_tokens(prompt)?;
+        if ids.is_empty() {
+            return Err(Error::Inference("the prompt encodes to no tokens".into()));
+        }
+        if ids.len() >= self.context_length {
+            return Err(Error::Inference(format!(
+                "the prompt has {} tokens but the model's context is {} tokens",
+                ids.len(),
+                self.context_length
+            )));
+        }
+        let past_deadline = || opts.deadline.is_some_and(|d| Instant::now() >= d);
+        if past_deadline() {
+            return Err(Error::Budget { generated: 0 });
+        }
+        let texts = self.token_texts().clone();
+        let sampling = if opts.temperature <= 0.0 || !opts.temperature.is_finite() {
+            Sampling::ArgMax
+        } else {
+            Sampling::All { temperature: opts.temperature }
+        };
+        let mut sampler = LogitsProcessor::from_sampling(opts.seed, sampling);
+
+        let prefill_start = Instant::now();
+        let mut logits = Self::logits_vec(&self.prefill(prompt, &ids)?)?;
+        let prefill = prefill_start.elapsed();
+        let decode_start = Instant::now();
+        let mut pos = ids.len();
+        let mut chosen: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mut body = String::new();
+        let mut sentence = 0usize;
+        let mut state = SentenceState::new();
+        let stop = loop {
+            let Some(sp) = plan.sentences.get(sentence) else { break StopReason::EndOfTurn };
+            let can_end = state.can_end(sp, plan);
+            let out_of_room = chosen.len() >= opts.max_tokens || pos + 8 >= self.context_length;
+            if out_of_room {
+                if can_end {
+                    text.push_str(body.trim());
+                    text.push_str(&plan.citation(sentence));
+                }
+                break StopReason::MaxTokens;
+            }
+            if past_deadline() {
+                return Err(Error::Budget { generated: chosen.len() });
+            }
+            // The mask: allowed tokens keep their logits, the end-of-turn tokens too when the
+            // sentence may end here; everything else is -inf.
+            let mut masked = vec![f32::NEG_INFINITY; logits.len()];
+            let mut ends: Vec<u32> = Vec::new();
+            for (id, step) in texts.allowed(&state, sp, plan) {
+                if let Some(&l) = logits.get(id as usize) {
+                    masked[id as usize] = l;
+                    if step == Step::End {
+                        ends.push(id);
+                    }
+                }
+            }
+            if can_end {
+                for &id in &self.stop_ids {
+                    if let Some(&l) = logits.get(id as usize) {
+                        masked[id as usize] = l;
+                    }
+                }
+            }
+            if self.repeat_penalty != 1.0 {
+                let start = chosen.len().saturating_sub(self.repeat_last_n);
+                for &id in &chosen[start..] {
+                    if let Some(l) = masked.get_mut(id as usize) {
+                        if l.is_finite() {
+                            *l = if *l >= 0.0 { *l / self.repeat_penalty } else { *l * self.repeat_penalty };
+                        }
+                    }
+                }
+            }
+            if masked.iter().all(|l| !l.is_finite()) {
+                // Nothing fits: keep the sentence if it can end, else drop it, and stop.
+                if can_end {
+                    text.push_str(body.trim());
+                    text.push_str(&plan.citation(sentence));
+                }
+                break StopReason::EndOfTurn;
+            }
+            let t = Tensor::new(masked.as_slice(), &Device::Cpu).map_err(|e| Error::Inference(e.to_string()))?;
+            let next = sampler.sample(&t).map_err(|e| Error::Inference(e.to_string()))?;
+            chosen.push(next);
+            let is_stop = self.stop_ids.contains(&next);
+            if is_stop || ends.contains(&next) {
+                text.push_str(body.trim());
+                text.push_str(&plan.citation(sentence));
+                text.push(' ');
+                body.clear();
+                state = SentenceState::new();
+                sentence += 1;
+                if is_stop || sentence >= plan.sentences.len() {
+                    break StopReason::EndOfTurn;
+                }
+                let forced = self.encode(plan.citation(sentence - 1).as_str())?;
+                logits = Self::logits_vec(&self.feed(&forced, pos)?)?;
+                pos += forced.len();
+                continue;
+            }
+            let piece = texts.get(next as usize).unwrap_or_default();
+            match state.advance(piece, sp, plan) {
+                Some((st, _)) => state = st,
+                None => return Err(Error::Inference("constrained decoding chose a masked token".into())),
+            }
+            body.push_str(piece);
+            logits = Self::logits_vec(&self.feed(&[next], pos)?)?;
+            pos += 1;
+        };
+        let decode = decode_start.elapsed();
+        Ok(Generation {
+            text: text.trim().to_string(),
+            prompt_tokens: ids.len(),
+            generated_tokens: chosen.len(),
+            prefill,
+            decode,
+            stop,
+        })
+    }
+}
+
 fn build_weights<R: Read + Seek>(
     arch: &str,
     content: gguf_file::Content,
@@ -491,6 +801,20 @@ impl TextGenerator for LlmModel {
             Ok(r) => r,
             Err(p) => Err(Error::Inference(format!("model panicked: {}", panic_message(p.as_ref())))),
         }
+    }
+
+    fn generate_constrained(
+        &mut self,
+        prompt: &ChatPrompt,
+        plan: &Plan,
+        opts: &GenerateOptions,
+    ) -> Option<Result<Generation>> {
+        let result = catch_unwind(AssertUnwindSafe(|| self.run_constrained(prompt, plan, opts)));
+        self.weights.clear_cache();
+        Some(match result {
+            Ok(r) => r,
+            Err(p) => Err(Error::Inference(format!("model panicked: {}", panic_message(p.as_ref())))),
+        })
     }
 
     fn info(&self) -> ModelInfo {
