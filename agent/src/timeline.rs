@@ -52,6 +52,9 @@ pub enum TimelineEvent {
         incident_id: i64,
         top: String,
         summary: String,
+        /// Who wrote the summary and why: the model (with its decoding) or the template
+        /// (with the reason the model's text was not used).
+        written_by: String,
     },
     IncidentResolved {
         at: DateTime<Utc>,

@@ -274,7 +274,7 @@ async fn handle(
     let (fault, delay) = {
         let mut inner = state.lock().unwrap();
         let count = inner.received.len() + 1;
-        let flaky = inner.flaky.is_some_and(|n| count % n == 0).then_some(Fault::Unavailable);
+        let flaky = inner.flaky.is_some_and(|n| count.is_multiple_of(n)).then_some(Fault::Unavailable);
         (inner.fail.pop().or(flaky), inner.delay)
     };
     if !delay.is_zero() {
@@ -376,7 +376,7 @@ fn opsgenie(inner: &mut Inner, api_key: &str, uri: &Uri, headers: &HeaderMap, js
     if auth != format!("GenieKey {api_key}") {
         return og_unauthorized();
     }
-    let segments: Vec<String> = uri.path().trim_start_matches('/').split('/').map(|s| percent_decode(s)).collect();
+    let segments: Vec<String> = uri.path().trim_start_matches('/').split('/').map(percent_decode).collect();
     inner.next_id += 1;
     let accepted = |id: u64| {
         json_answer(

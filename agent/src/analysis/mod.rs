@@ -133,6 +133,7 @@ impl Analyzer {
             incident_id,
             top: top.unwrap_or_else(|| "-".into()),
             summary: analysis.summary.text.clone(),
+            written_by: analysis.summary.provenance(),
         });
         Ok(Some(analysis))
     }

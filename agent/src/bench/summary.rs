@@ -1106,6 +1106,7 @@ mod tests {
             model_text: None,
             grounding,
             generation: None,
+            decoding: None,
         };
         let report = GroundingReport {
             passed: false,

@@ -164,6 +164,15 @@ pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> 
     Ok((Arc::new(rem), store))
 }
 
+/// The first step of `pb` that acts on a cluster (every mutating action but `http`).
+fn cluster_action(pb: &warden_playbooks::spec::Playbook) -> Option<&'static str> {
+    pb.steps
+        .iter()
+        .flat_map(|s| s.actions())
+        .map(|a| a.key())
+        .find(|key| warden_playbooks::actions::is_mutating(key) && *key != "http")
+}
+
 pub struct RunArgs {
     pub name: String,
     pub params: Vec<(String, String)>,
@@ -174,12 +183,23 @@ pub struct RunArgs {
 }
 
 pub async fn run(cfg: Config, a: RunArgs) -> Result<bool> {
+    let has_cluster = cfg.kubernetes.is_some();
     let (rem, _) = remediation(cfg).await?;
     let pb = rem
         .catalog
         .get(&a.name)
         .cloned()
         .ok_or_else(|| anyhow!("no playbook named {:?} (known: {})", a.name, rem.catalog.names().join(", ")))?;
+    // Refused up front rather than stored as a run that fails at its first step.
+    if !has_cluster {
+        if let Some(key) = cluster_action(&pb) {
+            bail!(
+                "playbook {} has a `{key}` step, which acts on a cluster, and the configuration has no \
+                 `kubernetes` section: add one (see docs/configuration.md)",
+                pb.name
+            );
+        }
+    }
     let target = match (&a.target, pb.target) {
         (Some(t), kind) if kind != TargetKind::None => {
             Some(Target::parse(kind, t).map_err(|e| anyhow!("--target: {e}"))?)
@@ -415,6 +435,15 @@ pub fn audit_verify(db: &Path, json_out: bool) -> Result<bool> {
 #[cfg(test)]
 mod output_tests {
     use super::*;
+
+    #[test]
+    fn playbooks_that_act_on_a_cluster_are_told_apart_from_webhook_only_ones() {
+        let pb = |yaml: &str| serde_yaml::from_str::<warden_playbooks::spec::Playbook>(yaml).expect("playbook");
+        let scale = pb("name: s\nsteps:\n  - wait: {for: 1s}\n  - scale: {by: 1}\n");
+        assert_eq!(cluster_action(&scale), Some("scale"));
+        let hook = pb("name: h\ntarget: none\nsteps:\n  - http: {url: 'http://127.0.0.1:9/x'}\n  - wait: {for: 1s}\n");
+        assert_eq!(cluster_action(&hook), None);
+    }
 
     #[test]
     fn audit_details_are_one_short_line() {

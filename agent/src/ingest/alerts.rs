@@ -14,7 +14,7 @@ use crate::store::IncidentSignal;
 #[derive(Debug, Clone, PartialEq)]
 pub enum AlertSignal<'a> {
     /// Open or update the alert's incident; `detail` is recorded with an opening.
-    Firing { alert: &'a Alert, signal: IncidentSignal, detail: Value },
+    Firing { alert: &'a Alert, signal: Box<IncidentSignal>, detail: Value },
     /// Resolve the alert's incident.
     Resolved { alert: &'a Alert, fingerprint: String, detail: Value },
     /// A status other than `firing` or `resolved`.
@@ -47,7 +47,11 @@ fn signal<'a>(a: &'a Alert, group_key: &str) -> AlertSignal<'a> {
                 score: None,
                 detector: None,
             };
-            AlertSignal::Firing { alert: a, signal, detail: json!({ "alert": a, "group_key": group_key }) }
+            AlertSignal::Firing {
+                alert: a,
+                signal: Box::new(signal),
+                detail: json!({ "alert": a, "group_key": group_key }),
+            }
         }
         "resolved" => AlertSignal::Resolved { alert: a, fingerprint, detail: json!({ "alert": a }) },
         other => AlertSignal::Skipped { alert: a, status: other.to_string() },

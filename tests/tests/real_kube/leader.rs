@@ -73,7 +73,7 @@ fn start(backend: Arc<dyn LeaseBackend>, config: LeaseConfig) -> Result<Running>
 }
 
 fn start_kube(client: &KubeClient, config: LeaseConfig) -> Result<Running> {
-    Ok(start(Arc::new(KubeLeases::new(client, &config)), config)?)
+    start(Arc::new(KubeLeases::new(client, &config)), config)
 }
 
 #[tokio::test]

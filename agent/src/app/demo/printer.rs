@@ -97,9 +97,12 @@ impl<W: Write> Printer<W> {
                 };
                 self.line(at, what, &text)
             }
-            TimelineEvent::Analysed { at, incident_id, top, summary } => {
+            TimelineEvent::Analysed { at, incident_id, top, summary, written_by } => {
                 self.line(at, "CAUSE", &format!("#{incident_id}: probable cause {top}"))?;
                 for chunk in wrap(&summary, 92) {
+                    writeln!(self.out, "{:>22}{chunk}", "")?;
+                }
+                for chunk in wrap(&format!("({written_by})"), 92) {
                     writeln!(self.out, "{:>22}{chunk}", "")?;
                 }
                 Ok(())
