@@ -563,6 +563,15 @@ impl SentenceState {
             && (words > 1 || !self.first_word_forbidden(s))
     }
 
+    /// Lookahead that keeps every allowed state able to end: once the sentence has used all
+    /// its words but one and still names no fact of its evidence, the last word must be a
+    /// fact, so only a prefix of one may be written. Without it a model can walk into a
+    /// sentence that can neither go on nor end, and the whole sentence is lost.
+    fn word_can_still_end(&self, s: &SentencePlan, plan: &Plan) -> bool {
+        let last_word = self.words >= plan.max_words;
+        !last_word || self.facts > 0 || s.facts.is_empty() || s.facts.iter().any(|f| f.starts_with(self.word.as_str()))
+    }
+
     fn first_word_forbidden(&self, s: &SentencePlan) -> bool {
         self.words == 0 && s.forbidden_first.contains(&self.word.to_ascii_lowercase())
     }
@@ -631,6 +640,9 @@ impl SentenceState {
                     }
                     st.node = s.trie.child(st.node, b)?;
                     st.word.push(b as char);
+                    if !st.word_can_still_end(s, plan) {
+                        return None;
+                    }
                 }
                 _ => return None,
             }
@@ -904,5 +916,54 @@ mod tests {
         }
         let report = grounding::check(&text, &e);
         assert!(report.passed, "{report:?}");
+    }
+
+    /// Whatever a model picks among the allowed tokens, a sentence never reaches a state
+    /// that can neither go on nor end: random walks over a byte-level vocabulary (the
+    /// hardest case: one character per token) always end every planned sentence, and the
+    /// text passes the grounding check.
+    #[test]
+    fn no_choice_of_allowed_tokens_walks_into_a_dead_end() {
+        let (r, e) = incident();
+        let sym = checkout();
+        let inp = input(&r, &e, &sym);
+        let p = plan(&inp).expect("plan");
+        let pieces: Vec<String> =
+            (0x21u8..0x7f).map(|b| (b as char).to_string()).chain(["Ġ".to_string(), "Ġa".to_string()]).collect();
+        let tt = TokenTexts::new(&pieces, &HashSet::new());
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(rng >> 33).unwrap_or(0) % n
+        };
+        for walk in 0..200 {
+            let mut text = String::new();
+            for (i, sp) in p.sentences.iter().enumerate() {
+                let mut st = SentenceState::new();
+                let mut body = String::new();
+                loop {
+                    let allowed = tt.allowed(&st, sp, &p);
+                    assert!(!allowed.is_empty(), "walk {walk}, sentence {i}: dead end after {body:?}");
+                    // Prefer going on, so the walks reach the word limit.
+                    let cont: Vec<_> = allowed.iter().filter(|(_, s)| *s == Step::Continue).collect();
+                    let (id, step) = if !cont.is_empty() && next(10) != 0 {
+                        *cont[next(cont.len())]
+                    } else {
+                        allowed[next(allowed.len())]
+                    };
+                    if step == Step::End {
+                        break;
+                    }
+                    let t = tt.get(id as usize).expect("allowed tokens have text");
+                    st = st.advance(t, sp, &p).expect("allowed tokens advance").0;
+                    body.push_str(t);
+                }
+                text.push_str(body.trim());
+                text.push_str(&p.citation(i));
+                text.push(' ');
+            }
+            let report = grounding::check(text.trim(), &e);
+            assert!(report.passed, "walk {walk}: {:?}\n{text}", report.failure_reason());
+        }
     }
 }

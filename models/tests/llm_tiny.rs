@@ -757,10 +757,14 @@ fn constrained_decoding_writes_only_grounded_sentences() -> TestResult {
         let path =
             tiny_llama(dir.path(), &format!("c{seed}.gguf"), Weights::Random { seed, dtype: GgmlDType::F32 }, 2048);
         let mut m = load(&path);
-        let opts = GenerateOptions { max_tokens: 300, ..greedy(300) };
+        let opts = GenerateOptions { max_tokens: 600, ..greedy(600) };
         let g = m
             .generate_constrained(&ChatPrompt { system: "s".into(), user: "u".into() }, &plan, &opts)
             .ok_or("constrained decoding is supported")??;
+        println!("seed {seed}: {:?} after {} tokens: {}", g.stop, g.generated_tokens, g.text);
+        // The mask never leads into a sentence that can neither go on nor end: a model that
+        // has room always finishes its first sentence, whatever its weights prefer.
+        assert!(!g.text.is_empty(), "seed {seed}: no sentence in {} tokens ({:?})", g.generated_tokens, g.stop);
         // Every finished sentence carries a planned citation and passes the grounding check.
         let report = warden_models::grounding::check(&g.text, &evidence);
         if !g.text.is_empty() {
@@ -774,6 +778,6 @@ fn constrained_decoding_writes_only_grounded_sentences() -> TestResult {
         assert_eq!(summary.decoding, Some(Decoding::Constrained));
         assert!(!summary.provenance().is_empty());
     }
-    assert!(passed > 0, "random tiny models wrote no sentence at all");
+    assert_eq!(passed, 3);
     Ok(())
 }
