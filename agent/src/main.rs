@@ -260,7 +260,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Demo { out, all_evaluations, model } => {
+        Command::Demo { out, all_evaluations, model, json } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -268,7 +268,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            rt.block_on(demo::run(&out, all_evaluations, model.as_deref()))
+            rt.block_on(demo::run(&out, all_evaluations, model.as_deref(), json))
         }
     };
     match result {

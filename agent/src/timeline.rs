@@ -55,6 +55,11 @@ pub enum TimelineEvent {
         /// Who wrote the summary and why: the model (with its decoding) or the template
         /// (with the reason the model's text was not used).
         written_by: String,
+        /// 0 for the first analysis, then one more per re-analysis on late evidence.
+        revision: u32,
+        /// What prompted a re-analysis.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        revised_because: Option<String>,
     },
     IncidentResolved {
         at: DateTime<Utc>,

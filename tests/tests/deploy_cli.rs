@@ -2,7 +2,8 @@
 //! missing secret and file reported at once (`check-config --resolve`, and `run` before it
 //! starts), fatal errors in the log format asked for, no colour codes in log files,
 //! `WARDEN_CONFIG` for the store commands, `--version` with commit and build date, shell
-//! completions and a man page, and `runs list --status` naming the valid statuses.
+//! completions and a man page, `runs list --status` naming the valid statuses, and `demo
+//! --json` for scripts.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -200,5 +201,37 @@ async fn version_completions_man_page_and_run_statuses() -> Result<()> {
     for status in ["awaiting_approval", "failed", "revert_failed", "succeeded"] {
         ensure!(bogus.stderr.contains(status), "the valid statuses are not listed:\n{}", bogus.stderr);
     }
+    Ok(())
+}
+
+/// `warden demo --json`: JSON Lines a script can read, with nothing else on stdout: a
+/// `start` object, the timeline's events tagged by `kind`, and a `summary` object last
+/// that agrees with the events.
+#[tokio::test]
+async fn demo_json_is_one_object_per_line() -> Result<()> {
+    let dir = scratch("demo-json")?;
+    let out = dir.join("demo");
+    let run = warden_cli(&["demo", "--json", "--out", out.to_str().context("path")?], &[]).await?;
+    ensure!(run.status.success(), "{:?}: {}", run.status, run.stderr);
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("stdout line {}: {l}", i + 1)))
+        .collect::<Result<_>>()?;
+    let kinds: Vec<&str> = lines.iter().map(|v| v["kind"].as_str().unwrap_or("")).collect();
+    ensure!(kinds.first() == Some(&"start") && kinds.last() == Some(&"summary"), "{kinds:?}");
+    let count = |k: &str| kinds.iter().filter(|x| **x == k).count();
+    let summary = lines.last().context("summary")?;
+    ensure!(summary["incidents"].as_u64() == Some(count("incident_opened") as u64), "{summary}");
+    ensure!(summary["resolved"].as_u64() == Some(count("incident_resolved") as u64), "{summary}");
+    let first_analyses = lines.iter().filter(|v| v["kind"] == "analysed" && v["revision"] == 0).count();
+    let revisions = lines.iter().filter(|v| v["kind"] == "analysed" && v["revision"].as_u64() > Some(0));
+    ensure!(count("incident_opened") == 5 && first_analyses == 5, "{kinds:?}");
+    ensure!(revisions.clone().count() > 0 && revisions.clone().all(|v| v["revised_because"].is_string()), "{kinds:?}");
+    ensure!(count("approved") == 1 && count("no_data") > 0, "{kinds:?}");
+    ensure!(lines[0]["watches"].as_array().is_some_and(|w| w.len() == 5), "{}", lines[0]);
+    ensure!(lines.iter().all(|v| v["kind"] == "start" || v["kind"] == "summary" || v["at"].is_string()));
+    ensure!(std::path::Path::new(summary["store"].as_str().unwrap_or("")).exists(), "{summary}");
     Ok(())
 }

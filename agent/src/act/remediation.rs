@@ -68,6 +68,8 @@ pub struct RunNotices {
     pub channels: Vec<&'static str>,
     pub outbox_wake: Arc<tokio::sync::Notify>,
     pub timeline: Timeline,
+    /// Where a run that ends marks its incident's analysis out of date.
+    pub late: Arc<crate::analysis::LateEvidence>,
 }
 
 impl Notices for RunNotices {
@@ -82,6 +84,15 @@ impl Notices for RunNotices {
             text: text.to_string(),
         });
         let Some(iid) = run.incident_id() else { return };
+        // What a run did (or failed to do) is evidence the incident's analysis should tell.
+        if kind == Notice::Finished
+            && matches!(
+                run.status,
+                RunStatus::Succeeded | RunStatus::Failed | RunStatus::Reverted | RunStatus::RevertFailed
+            )
+        {
+            self.late.note(iid, format!("run {} ({}) {}", run.id, run.playbook, run.status), at);
+        }
         let incident = match self.store.get_incident(iid) {
             Ok(Some(i)) => i,
             Ok(None) => return,

@@ -13,6 +13,7 @@
 
 pub mod collect;
 pub mod graph;
+pub mod late;
 pub mod recent;
 pub mod record;
 pub mod summarizer;
@@ -28,6 +29,7 @@ use crate::notify::render::render_analysis;
 use crate::store::{from_ms, ms, Store, StoreError, StoreResult};
 use crate::timeline::{Timeline, TimelineEvent};
 pub use collect::{ClusterEvidence, ClusterFacts, Fact};
+pub use late::LateEvidence;
 pub use recent::RecentAnomalies;
 pub use record::Analysis;
 pub use summarizer::Summarizer;
@@ -67,7 +69,39 @@ pub struct Analyzer {
 impl Analyzer {
     /// Analyse incident `incident_id` at `now`: collect, rank, summarise, store, notify.
     pub async fn analyze(&self, incident_id: i64, now: DateTime<Utc>) -> StoreResult<Option<Analysis>> {
+        self.analyze_because(incident_id, now, None).await
+    }
+
+    /// Analyse again the incidents that [`LateEvidence`] holds, when they were analysed
+    /// before (one not analysed yet gets its first analysis from the queue that opened it).
+    pub async fn reanalyse_late(&self, late: &LateEvidence, now: DateTime<Utc>) {
+        for (id, l) in late.take() {
+            match self.store.get_analysis(id) {
+                // Analysed before the run ended: out of date.
+                Ok(Some(a)) if a.created_at < l.at => {
+                    if let Err(e) = self.analyze_because(id, now, Some(l.why)).await {
+                        tracing::error!(incident = id, error = %e, "analysing the incident again");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(incident = id, error = %e, "reading the incident's analysis"),
+            }
+        }
+    }
+
+    /// [`Self::analyze`], recording `revised_because` (what made an earlier analysis out of
+    /// date) and numbering the revision.
+    async fn analyze_because(
+        &self,
+        incident_id: i64,
+        now: DateTime<Utc>,
+        revised_because: Option<String>,
+    ) -> StoreResult<Option<Analysis>> {
         let Some(incident) = self.store.get_incident(incident_id)? else { return Ok(None) };
+        let revision = match self.store.get_analysis(incident_id)? {
+            Some(previous) => previous.revision + 1,
+            None => 0,
+        };
         let collected = collect::collect(
             &incident,
             now,
@@ -122,6 +156,8 @@ impl Analyzer {
             evidence: collected.evidence,
             summary,
             gaps: collected.gaps,
+            revision,
+            revised_because,
         };
         let channels = self.channels.clone();
         self.store.save_analysis(&analysis, |i| render_analysis(i, &analysis, &channels))?;
@@ -134,6 +170,8 @@ impl Analyzer {
             top: top.unwrap_or_else(|| "-".into()),
             summary: analysis.summary.text.clone(),
             written_by: analysis.summary.provenance(),
+            revision: analysis.revision,
+            revised_because: analysis.revised_because.clone(),
         });
         Ok(Some(analysis))
     }
@@ -169,6 +207,8 @@ impl Store {
             "graph_sources": a.graph.as_ref().map(|g| g.sources.clone()),
             "summary_source": a.summary.source,
             "summary": a.summary.text,
+            "revision": a.revision,
+            "revised_because": a.revised_because,
         });
         crate::store::insert_event(&tx, a.incident_id, a.created_at, "analysis", &detail)?;
         for n in &notes {

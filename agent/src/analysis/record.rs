@@ -29,6 +29,13 @@ pub struct Analysis {
     /// Sources that could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<String>,
+    /// 0 for the first analysis; each re-analysis on late evidence (see
+    /// [`crate::analysis::late`]) counts one more.
+    #[serde(default)]
+    pub revision: u32,
+    /// What made the previous revision out of date (`run 3 reverted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revised_because: Option<String>,
 }
 
 fn found_default() -> bool {

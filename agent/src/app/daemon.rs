@@ -78,8 +78,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         Mode::Queued { analysis: analysis_tx, actions: action_tasks.clone() },
     ));
     let analysis_task = engine.analyzer().cloned().map(|a| {
-        let token = shutdown.clone();
-        tokio::spawn(async move { run_analyses(a, analysis_rx, token).await })
+        let (token, late) = (shutdown.clone(), engine.late.clone());
+        tokio::spawn(async move { run_analyses(a, analysis_rx, late, token).await })
     });
     let outbox = Outbox::new(store.clone(), channels, Policy::from_config(&cfg.notify), metrics, timeline);
 
@@ -190,15 +190,21 @@ pub async fn run_scheduler(engine: Arc<Pipeline>, shutdown: CancellationToken) {
     }
 }
 
-/// Analyse opened incidents one at a time, in the order they opened.
+/// Analyse opened incidents one at a time, in the order they opened, and analyse again
+/// those whose runs have ended since (late evidence).
 pub async fn run_analyses(
     analyzer: Arc<crate::analysis::Analyzer>,
     mut queue: tokio::sync::mpsc::Receiver<AnalysisRequest>,
+    late: Arc<crate::analysis::LateEvidence>,
     shutdown: CancellationToken,
 ) {
     loop {
         let next = tokio::select! {
             n = queue.recv() => n,
+            _ = late.noted() => {
+                analyzer.reanalyse_late(&late, Utc::now()).await;
+                continue;
+            }
             _ = shutdown.cancelled() => return,
         };
         let Some((id, _opened)) = next else { return };

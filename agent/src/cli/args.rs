@@ -160,6 +160,10 @@ pub enum Command {
         /// A GGUF model that writes the incident summaries (default: the template summary).
         #[arg(long, value_name = "FILE.gguf")]
         model: Option<PathBuf>,
+        /// JSON Lines instead of the timeline: a `start` object, every timeline event (tagged
+        /// by `kind`), and a `summary` object last.
+        #[arg(long)]
+        json: bool,
     },
 }
 

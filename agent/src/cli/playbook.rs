@@ -159,6 +159,7 @@ pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> 
         channels,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         timeline: Timeline::default(),
+        late: Arc::default(),
     });
     let rem = Remediation::new(cfg, store.clone(), source, cluster, notices).map_err(|e| anyhow!(e))?;
     Ok((Arc::new(rem), store))

@@ -190,10 +190,14 @@ fn ranking_lines(a: &Analysis, max: usize) -> Vec<String> {
 fn summary_origin(a: &Analysis) -> String {
     let source =
         serde_json::to_value(a.summary.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    match (&a.summary.model, &a.summary.fallback_reason) {
+    let origin = match (&a.summary.model, &a.summary.fallback_reason) {
         (Some(m), None) => format!("summary: {source} ({m}), grounded in the cited evidence"),
         (_, Some(r)) => format!("summary: {source} ({r})"),
         (None, None) => format!("summary: {source}"),
+    };
+    match &a.revised_because {
+        Some(why) if a.revision > 0 => format!("{origin}; revision {}, after {why}", a.revision),
+        _ => origin,
     }
 }
 

@@ -28,7 +28,7 @@ use warden_playbooks::Cluster;
 use crate::act::remediation::{Remediation, RunNotices};
 use crate::act::responder::{AnalysisRequest, Responder};
 use crate::act::tasks::ActionTasks;
-use crate::analysis::{AnalysisSettings, Analyzer, ClusterEvidence, RecentAnomalies, Summarizer};
+use crate::analysis::{AnalysisSettings, Analyzer, ClusterEvidence, LateEvidence, RecentAnomalies, Summarizer};
 use crate::config::{Config, LogWatchConfig, WatchConfig};
 use crate::incident::identity::{describe, watch_target};
 use crate::incident::tracker::{Change, Tracker};
@@ -75,6 +75,26 @@ pub struct WatchStatus {
     pub last_error: Option<String>,
     pub no_data_count: u64,
     pub series: usize,
+    /// When the current stretch without data began (`None` while there is data).
+    pub no_data_since: Option<DateTime<Utc>>,
+    /// When the current stretch was last logged at `warn` (see [`NO_DATA_WARN_EVERY`]).
+    #[serde(skip)]
+    pub no_data_warned: Option<DateTime<Utc>>,
+}
+
+/// How often a watch that stays without data is logged at `warn` again. A Prometheus outage
+/// makes every watch blind at every interval; one line per watch per interval buries the
+/// log, so the first evaluation without data warns, a changed reason warns, and otherwise
+/// the watch repeats its warning (with how long it has lasted) once per this period; the
+/// evaluations between go to `debug`. The metrics count every one.
+pub const NO_DATA_WARN_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// Whether an evaluation without data at `now` for `reason` warns, given the watch's status
+/// before it.
+fn no_data_warns(before: &WatchStatus, now: DateTime<Utc>, reason: &str) -> bool {
+    before.state != WatchState::NoData
+        || before.last_error.as_deref() != Some(reason)
+        || before.no_data_warned.is_none_or(|at| now - at >= NO_DATA_WARN_EVERY)
 }
 
 /// What one Alertmanager webhook did.
@@ -100,6 +120,8 @@ pub struct Pipeline {
     pub responder: Responder,
     /// Deviation streaks of every watch, for root-cause analysis.
     pub recent: Arc<RecentAnomalies>,
+    /// Analysed incidents whose runs have since ended (see [`crate::analysis::late`]).
+    pub late: Arc<LateEvidence>,
     statuses: RwLock<BTreeMap<String, WatchStatus>>,
     /// Streaming detectors kept between evaluations, one cache per watch.
     detectors: Vec<Arc<DetectorCache>>,
@@ -128,6 +150,8 @@ impl Pipeline {
                     last_error: None,
                     no_data_count: 0,
                     series: 0,
+                    no_data_since: None,
+                    no_data_warned: None,
                 };
                 (name.clone(), s)
             })
@@ -135,11 +159,13 @@ impl Pipeline {
         let detectors = config.watches.iter().map(|_| Arc::new(DetectorCache::default())).collect();
         let log_states = LogStates::new(&config.log_watches);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let late = Arc::new(LateEvidence::default());
         let notices = Arc::new(RunNotices {
             store: store.clone(),
             channels: channels.clone(),
             outbox_wake: outbox_wake.clone(),
             timeline: timeline.clone(),
+            late: late.clone(),
         });
         let remediation =
             match Remediation::new(config.clone(), store.clone(), Some(source.clone()), cluster.clone(), notices) {
@@ -166,6 +192,7 @@ impl Pipeline {
             outbox_wake,
             statuses: RwLock::new(statuses),
             recent: Arc::new(RecentAnomalies::default()),
+            late,
         };
         pipeline.refresh_open_gauge();
         pipeline
@@ -213,7 +240,16 @@ impl Pipeline {
             outbox_wake: self.outbox_wake.clone(),
         });
         self.responder.set_analysis(analyzer, queue);
+        self.late.enable();
         self
+    }
+
+    /// Analyse again the analysed incidents whose runs have ended since (the demo and tests
+    /// call this on their simulated clock; the daemon's analysis worker does it as runs end).
+    pub async fn reanalyse_late(&self, now: DateTime<Utc>) {
+        if let Some(a) = self.analyzer() {
+            a.reanalyse_late(&self.late, now).await;
+        }
     }
 
     /// Start the runs of evaluations in `tasks` instead of awaiting them inside the
@@ -461,6 +497,11 @@ impl Pipeline {
             .inc();
         let partial = (!problems.is_empty()).then(|| problems.join("; "));
         self.set_status(watch, |s| {
+            if let Some(since) = s.no_data_since.take() {
+                let lasted = humantime::format_duration((now - since).to_std().unwrap_or_default());
+                tracing::info!(watch, %lasted, "data is back");
+            }
+            s.no_data_warned = None;
             s.state = state;
             s.last_evaluation = Some(now);
             s.last_error = partial;
@@ -472,7 +513,21 @@ impl Pipeline {
     /// An evaluation without data: nothing is opened, resolved or acted on. `series` is the
     /// series count to show (`None` keeps the last one: log watches count templates).
     fn record_no_data(&self, watch: &str, now: DateTime<Utc>, reason: &str, series: Option<usize>) {
-        tracing::warn!(watch, %reason, "no data: nothing is opened, resolved or acted on");
+        let mut warned = false;
+        let mut since = now;
+        self.set_status(watch, |s| {
+            since = s.no_data_since.unwrap_or(now);
+            if no_data_warns(s, now, reason) {
+                warned = true;
+                s.no_data_warned = Some(now);
+            }
+        });
+        if warned {
+            let lasting = humantime::format_duration((now - since).to_std().unwrap_or_default());
+            tracing::warn!(watch, %reason, since = %since.to_rfc3339(), %lasting, "no data: nothing is opened, resolved or acted on");
+        } else {
+            tracing::debug!(watch, %reason, "still no data");
+        }
         self.metrics
             .evaluations
             .get_or_create(&WatchOutcome { watch: watch.to_string(), outcome: WatchState::NoData.as_str().into() })
@@ -483,6 +538,7 @@ impl Pipeline {
             s.last_evaluation = Some(now);
             s.last_error = Some(reason.to_string());
             s.no_data_count += 1;
+            s.no_data_since = Some(since);
             if let Some(n) = series {
                 s.series = n;
             }

@@ -147,6 +147,9 @@ async fn no_data_never_opens_resolves_or_acts() {
     assert_eq!(st.state, WatchState::NoData);
     assert!(e.blind().is_some_and(|r| r.contains("1 watch(es)")), "{:?}", e.blind());
     assert_eq!(st.no_data_count, 30);
+    assert_eq!(st.no_data_since, Some(at(FAULT.0)), "the outage is dated from its first blind evaluation");
+    // 30 blind evaluations 10 s apart with one reason: one warning, the rest at debug.
+    assert_eq!(st.no_data_warned, Some(at(FAULT.0)));
     assert!(st.last_error.as_deref().unwrap_or("").contains("connection refused"));
     let metrics = e.metrics.encode().expect("encode");
     assert!(metrics.contains("warden_watch_no_data_total{watch=\"lat\"} 30"));
@@ -213,4 +216,28 @@ async fn alerts_open_and_resolve_incidents() {
     payload.alerts[0].status = "resolved".into();
     e.handle_alerts(&payload, at(T0 + 120)).await.expect("apply");
     assert!(e.store.open_incidents().expect("open").is_empty());
+}
+
+#[test]
+fn no_data_warnings_are_rate_limited_per_watch() {
+    let t0 = at(0);
+    let mut st = WatchStatus {
+        name: "lat".into(),
+        state: WatchState::Ok,
+        last_evaluation: None,
+        last_error: None,
+        no_data_count: 0,
+        series: 1,
+        no_data_since: None,
+        no_data_warned: None,
+    };
+    assert!(super::no_data_warns(&st, t0, "connection refused"), "the first blind evaluation warns");
+    st.state = WatchState::NoData;
+    st.last_error = Some("connection refused".into());
+    st.no_data_warned = Some(t0);
+    let minute = chrono::TimeDelta::minutes(1);
+    assert!(!super::no_data_warns(&st, t0 + minute, "connection refused"), "same reason a minute later: debug");
+    assert!(!super::no_data_warns(&st, t0 + super::NO_DATA_WARN_EVERY - minute, "connection refused"));
+    assert!(super::no_data_warns(&st, t0 + super::NO_DATA_WARN_EVERY, "connection refused"), "repeated every period");
+    assert!(super::no_data_warns(&st, t0 + minute, "empty result"), "a new reason warns at once");
 }

@@ -57,7 +57,8 @@ fn start_time() -> DateTime<Utc> {
 
 /// Run the demo, writing the store and notifications under `out_dir`. With `model` (a GGUF
 /// file), incident summaries are written by that local model; without, by the template.
-pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) -> Result<()> {
+/// With `json`, stdout is JSON Lines (see [`Printer::json`]) instead of the timeline.
+pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>, json: bool) -> Result<()> {
     let wall = std::time::Instant::now();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut cfg = config::parse_str(SCENARIO_YAML, Path::new("agent/demo/demo.yaml")).map_err(|e| anyhow!("{e}"))?;
@@ -127,33 +128,60 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
     let mut p = Printer {
         out: stdout.lock(),
         all: all_evaluations,
+        json,
         last_ok_print: None,
         main_watch: w.name.clone(),
         states: BTreeMap::new(),
         no_data: BTreeMap::new(),
     };
-    writeln!(
-        p.out,
-        "warden demo: {} watches; `{}` on shop/checkout ({} replicas, max {}) may scale it",
-        cfg.watches.len(),
-        w.name,
-        START_REPLICAS,
-        w.action
-            .as_ref()
-            .and_then(|a| a.scale.as_ref())
-            .and_then(|s| s.max_replicas)
-            .unwrap_or(cfg.actions.scale.max_replicas)
-    )?;
-    for w in &cfg.watches {
-        writeln!(p.out, "  {:<26} {:<18} every {}", w.name, w.detector.kind, w.interval)?;
+    let max_replicas = w
+        .action
+        .as_ref()
+        .and_then(|a| a.scale.as_ref())
+        .and_then(|s| s.max_replicas)
+        .unwrap_or(cfg.actions.scale.max_replicas);
+    if json {
+        let watches: Vec<serde_json::Value> = cfg
+            .watches
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "name": w.name,
+                    "detector": w.detector.kind,
+                    "interval_seconds": w.interval.get().as_secs_f64(),
+                })
+            })
+            .collect();
+        p.json_line(&serde_json::json!({
+            "kind": "start",
+            "at": demo_start,
+            "simulated_seconds": DEMO_SECS,
+            "target": "shop/checkout",
+            "replicas": START_REPLICAS,
+            "max_replicas": max_replicas,
+            "watches": watches,
+            "summaries_by": if model.is_some() { "model" } else { "template" },
+        }))?;
+    } else {
+        writeln!(
+            p.out,
+            "warden demo: {} watches; `{}` on shop/checkout ({} replicas, max {}) may scale it",
+            cfg.watches.len(),
+            w.name,
+            START_REPLICAS,
+            max_replicas
+        )?;
+        for w in &cfg.watches {
+            writeln!(p.out, "  {:<26} {:<18} every {}", w.name, w.detector.kind, w.interval)?;
+        }
+        writeln!(p.out, "scenario (simulated time):")?;
+        writeln!(p.out, "  09:20  a load surge on checkout pushes p95 latency up")?;
+        writeln!(p.out, "  09:45  debug logging left on starts filling the orders-db volume")?;
+        writeln!(p.out, "  10:00  one checkout pod lands on a noisy node and slows down (until 10:20)")?;
+        writeln!(p.out, "  10:15  Prometheus is unreachable for a minute")?;
+        writeln!(p.out, "  10:35  payments spins in a retry loop: CPU up, traffic unchanged (until 10:55)")?;
+        writeln!(p.out, "  10:40  a broken feature pipeline shifts the fraud model's scores\n")?;
     }
-    writeln!(p.out, "scenario (simulated time):")?;
-    writeln!(p.out, "  09:20  a load surge on checkout pushes p95 latency up")?;
-    writeln!(p.out, "  09:45  debug logging left on starts filling the orders-db volume")?;
-    writeln!(p.out, "  10:00  one checkout pod lands on a noisy node and slows down (until 10:20)")?;
-    writeln!(p.out, "  10:15  Prometheus is unreachable for a minute")?;
-    writeln!(p.out, "  10:35  payments spins in a retry loop: CPU up, traffic unchanged (until 10:55)")?;
-    writeln!(p.out, "  10:40  a broken feature pipeline shifts the fraud model's scores\n")?;
 
     let tick = ChronoDuration::seconds(30);
     let mut t = demo_start;
@@ -165,25 +193,20 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
         let replicas = cluster.desired_at(t);
         if let Some(rem) = engine.remediation() {
             if let Err(e) = rem.runs.tick(t).await {
-                writeln!(p.out, "runs: {e}")?;
+                p.error(t, &format!("runs: {e}"))?;
             }
             // The on-call engineer approves a waiting run two minutes after it asked.
             for run in store.list_runs(Some(warden_playbooks::run::RunStatus::AwaitingApproval), None, 10)? {
                 if t - run.created_at >= ChronoDuration::minutes(2) {
-                    writeln!(
-                        p.out,
-                        "{}  {:<10} run {} approved by user/oncall (`warden approve {}`)",
-                        hhmm(t),
-                        "approve",
-                        run.id,
-                        run.id
-                    )?;
+                    p.approved(t, run.id, "user/oncall")?;
                     if let Err(e) = rem.runs.decide(run.id, "user/oncall", true, Some("demo".into()), t).await {
-                        writeln!(p.out, "runs: {e}")?;
+                        p.error(t, &format!("runs: {e}"))?;
                     }
                 }
             }
         }
+        // Runs that ended since the last tick make their incidents' analyses out of date.
+        engine.reanalyse_late(t).await;
         if t > end {
             let active = store.list_runs(None, None, 50)?.iter().any(|r| !r.status.is_terminal());
             // What the finishing runs notify is delivered too.
@@ -213,15 +236,33 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>) ->
 
     let incidents = store.list_incidents(None, 100)?;
     let runs = store.list_runs(None, None, 100)?;
+    let resolved = incidents.iter().filter(|i| i.status == "resolved").count();
+    let actions = crate::act::remediation::actions_view(&runs).iter().filter(|a| a["status"] == "succeeded").count();
+    let sent = std::fs::read_to_string(&notifications).map(|s| s.lines().count()).unwrap_or(0);
+    if json {
+        p.json_line(&serde_json::json!({
+            "kind": "summary",
+            "incidents": incidents.len(),
+            "resolved": resolved,
+            "open": incidents.len() - resolved,
+            "actions": actions,
+            "notifications": sent,
+            "notifications_file": notifications.display().to_string(),
+            "store": db.display().to_string(),
+            "simulated_seconds": DEMO_SECS,
+            "wall_seconds": wall.elapsed().as_secs_f64(),
+        }))?;
+        return Ok(());
+    }
     writeln!(p.out)?;
     writeln!(
         p.out,
         "summary: {} incident(s) ({} resolved, {} open), {} action(s), {} notification(s) in {}",
         incidents.len(),
-        incidents.iter().filter(|i| i.status == "resolved").count(),
-        incidents.iter().filter(|i| i.status != "resolved").count(),
-        crate::act::remediation::actions_view(&runs).iter().filter(|a| a["status"] == "succeeded").count(),
-        std::fs::read_to_string(&notifications).map(|s| s.lines().count()).unwrap_or(0),
+        resolved,
+        incidents.len() - resolved,
+        actions,
+        sent,
         notifications.display()
     )?;
     writeln!(

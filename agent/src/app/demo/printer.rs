@@ -33,6 +33,10 @@ pub(super) struct Printer<W: Write> {
     pub(super) out: W,
     /// Print every evaluation, not only changes and one every ten minutes.
     pub(super) all: bool,
+    /// JSON Lines: every timeline event as one object tagged by `kind` (the filters of the
+    /// text timeline do not apply), plus the demo's own `start`, `approved`, `error` and
+    /// `summary` objects.
+    pub(super) json: bool,
     pub(super) last_ok_print: Option<DateTime<Utc>>,
     /// The watch whose every change is printed with its latency and replicas.
     pub(super) main_watch: String,
@@ -47,7 +51,34 @@ impl<W: Write> Printer<W> {
         writeln!(self.out, "{}  {:<10} {}", hhmm(at), what, text)
     }
 
+    pub(super) fn json_line(&mut self, value: &impl serde::Serialize) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        writeln!(self.out)
+    }
+
+    /// The simulated on-call engineer approved run `run`.
+    pub(super) fn approved(&mut self, at: DateTime<Utc>, run: i64, by: &str) -> std::io::Result<()> {
+        if self.json {
+            return self.json_line(&serde_json::json!({"kind": "approved", "at": at, "run_id": run, "by": by}));
+        }
+        self.line(at, "approve", &format!("run {run} approved by {by} (`warden approve {run}`)"))
+    }
+
+    pub(super) fn error(&mut self, at: DateTime<Utc>, error: &str) -> std::io::Result<()> {
+        if self.json {
+            return self.json_line(&serde_json::json!({"kind": "error", "at": at, "error": error}));
+        }
+        writeln!(self.out, "{error}")
+    }
+
     pub(super) fn event(&mut self, ev: TimelineEvent, replicas: i32) -> std::io::Result<()> {
+        if self.json {
+            let mut v = serde_json::to_value(&ev)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("replicas".into(), replicas.into());
+            }
+            return self.json_line(&v);
+        }
         match ev {
             TimelineEvent::Evaluated { at, watch, target, value, expected, state, note } => {
                 self.no_data.remove(&watch);
@@ -97,8 +128,13 @@ impl<W: Write> Printer<W> {
                 };
                 self.line(at, what, &text)
             }
-            TimelineEvent::Analysed { at, incident_id, top, summary, written_by } => {
-                self.line(at, "CAUSE", &format!("#{incident_id}: probable cause {top}"))?;
+            TimelineEvent::Analysed { at, incident_id, top, summary, written_by, revision, revised_because } => {
+                let revised = match (revision, revised_because) {
+                    (0, _) => String::new(),
+                    (_, Some(why)) => format!(" (revised after {why})"),
+                    (n, None) => format!(" (revision {n})"),
+                };
+                self.line(at, "CAUSE", &format!("#{incident_id}: probable cause {top}{revised}"))?;
                 for chunk in wrap(&summary, 92) {
                     writeln!(self.out, "{:>22}{chunk}", "")?;
                 }

@@ -24,7 +24,7 @@ async fn pods_become_ready_after_startup() {
 #[tokio::test]
 async fn demo_opens_acts_and_resolves() {
     let dir = tempfile::tempdir().expect("tempdir");
-    run(dir.path(), false, None).await.expect("demo runs");
+    run(dir.path(), false, None, false).await.expect("demo runs");
     let store = Store::open(&dir.path().join("warden.db")).expect("store");
     let incidents = store.list_incidents(None, 20).expect("incidents");
     let by_watch = |w: &str| incidents.iter().filter(|i| i.watch == w).collect::<Vec<_>>();
@@ -105,7 +105,8 @@ async fn demo_opens_acts_and_resolves() {
 
     // Every incident was analysed: a ranked cause and a summary that passes grounding,
     // sent as an `analysis` notification.
-    assert_eq!(events.iter().filter(|e| *e == "analysis").count(), 5);
+    // Five first analyses, and a revision of each incident whose run ended afterwards.
+    assert!(events.iter().filter(|e| *e == "analysis").count() > 5, "{events:?}");
     let top = |i: &crate::store::Incident| {
         let a = store.get_analysis(i.id).expect("read").unwrap_or_else(|| panic!("incident {} not analysed", i.id));
         let report = warden_models::grounding::check(&a.summary.text, &a.evidence);
@@ -113,6 +114,13 @@ async fn demo_opens_acts_and_resolves() {
         let c = a.ranking.candidates.first().cloned().unwrap_or_else(|| panic!("nothing ranked for {}", i.id));
         (c.subject.display(), c.cause)
     };
+    // The scale-up ended after the latency incident was analysed: its analysis was redone
+    // with the run as evidence, and says so.
+    let revised = store.get_analysis(latency[0].id).expect("read").expect("analysis");
+    assert!(revised.revision >= 1, "{revised:?}");
+    let why = revised.revised_because.as_deref().unwrap_or("");
+    assert!(why.contains("scale-up-on-saturation") && why.contains("succeeded"), "{why}");
+    assert!(revised.summary.text.contains("scale-up-on-saturation"), "{}", revised.summary.text);
     use warden_detectors::rca::CauseKind;
     assert_eq!(top(latency[0]), ("shop/checkout".to_string(), CauseKind::Workload));
     assert_eq!(top(cpu[0]), ("shop/payments".to_string(), CauseKind::Workload));
