@@ -98,12 +98,19 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
             StatusCode::OK.into_response()
         }
         Interaction::Decide { run_id, approve, who, action } => {
-            let press =
-                Press { run_id, requested_at_ms: action.requested_at_ms, approve, who, action, retry, received };
+            let press = Press {
+                run_id,
+                requested_at_ms: action.requested_at_ms,
+                approve,
+                who,
+                action: action.clone(),
+                retry,
+                received,
+            };
             let (tx, rx) = oneshot::channel();
             let key = format!("slack:run:{run_id}");
             let work = {
-                let st = st.clone();
+                let (st, app) = (st.clone(), app.clone());
                 async move {
                     let outcome = decide(&st, &press).await;
                     let _ = tx.send(());
