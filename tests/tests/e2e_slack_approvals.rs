@@ -141,11 +141,13 @@ impl Slack<'_> {
     }
 }
 
-/// Waits for a reply in the thread of `ts` that contains `needle`; all replies so far.
+/// Waits for a reply in the thread of `ts` whose text or blocks contain `needle`; all
+/// replies so far.
 async fn reply_containing(api: &SlackApi, ts: &str, needle: &str) -> Result<Vec<Message>> {
     wait_until(Duration::from_secs(20), &format!("a thread reply containing {needle:?}"), async || {
         let replies = api.replies(ts);
-        Ok(replies.iter().any(|m| m.text.contains(needle)).then_some(replies))
+        let has = |m: &Message| m.text.contains(needle) || m.blocks.to_string().contains(needle);
+        Ok(replies.iter().any(has).then_some(replies))
     })
     .await
     .with_context(|| api.messages().iter().map(|m| m.text.clone()).collect::<Vec<_>>().join("\n"))
@@ -248,7 +250,8 @@ async fn a_signed_slack_press_approves_the_run_once_and_the_audit_names_the_slac
     })
     .await?;
     let already = replies.iter().filter(|m| m.text.contains("was already approved by")).count();
-    ensure!(already == 2, "one reply for the second press and one for the deny, none for the retry: {already}");
+    let texts: Vec<&str> = replies.iter().map(|m| m.text.as_str()).collect();
+    ensure!(already == 2, "one reply for the second press and one for the deny, none for the retry: {texts:#?}");
     let (r, audit) = run(&warden, id).await?;
     ensure!(r["status"] == "succeeded" && approvals(&audit).len() == 1, "{r}");
 

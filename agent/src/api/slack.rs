@@ -103,45 +103,21 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
                 requested_at_ms: action.requested_at_ms,
                 approve,
                 who,
-                action: action.clone(),
+                action,
                 retry,
                 received,
             };
             let (tx, rx) = oneshot::channel();
-            let key = format!("slack:run:{run_id}");
-            let work = {
-                let (st, app) = (st.clone(), app.clone());
+            // Two presses on one run at once are sorted out by the run's claim in the
+            // engine: one decides, the other finds the run decided.
+            spawn(&st, {
+                let st = st.clone();
                 async move {
                     let outcome = decide(&st, &press).await;
                     let _ = tx.send(());
                     tell(&st, &app, &press, &outcome).await;
                 }
-            };
-            let started = match st.pipeline.action_tasks() {
-                Some(tasks) => tasks.spawn(key, false, work),
-                None => {
-                    tokio::spawn(work);
-                    true
-                }
-            };
-            if !started {
-                // Another press on this run is being recorded in this process right now.
-                tracing::info!(run = run_id, "a Slack press on a run whose decision is in flight: nothing changed");
-                if !retry {
-                    let text = format!(
-                        "A press on run {run_id} is being recorded right now: this press by <@{}> changed nothing.",
-                        action.user.id
-                    );
-                    let incident = incident_of(&st, run_id);
-                    let store = st.pipeline.store.clone();
-                    spawn(&st, async move {
-                        if let Err(e) = app.reply_for(&store, incident, &action, &text).await {
-                            tracing::warn!(run = run_id, error = %e, "telling the Slack thread about a press");
-                        }
-                    });
-                }
-                return StatusCode::OK.into_response();
-            }
+            });
             let left = ANSWER_WITHIN.saturating_sub(arrived.elapsed());
             if tokio::time::timeout(left, rx).await.is_err() {
                 tracing::info!(run = run_id, "the Slack press is still being recorded; answering Slack now");
