@@ -98,15 +98,8 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
             StatusCode::OK.into_response()
         }
         Interaction::Decide { run_id, approve, who, action } => {
-            let press = Press {
-                run_id,
-                requested_at_ms: action.requested_at_ms,
-                approve,
-                who,
-                action,
-                retry,
-                received,
-            };
+            let press =
+                Press { run_id, requested_at_ms: action.requested_at_ms, approve, who, action, retry, received };
             let (tx, rx) = oneshot::channel();
             // Two presses on one run at once are sorted out by the run's claim in the
             // engine: one decides, the other finds the run decided.
@@ -184,7 +177,9 @@ async fn decide(st: &AppState, p: &Press) -> Outcome {
                 Outcome::Decided(Box::new(r))
             }
             Some(r) => match r.approval.as_ref().filter(|a| a.decided_by.is_some()) {
-                Some(a) if p.retry && a.decided_by.as_deref() == Some(p.who.as_str()) && a.approved == Some(p.approve) => {
+                Some(a)
+                    if p.retry && a.decided_by.as_deref() == Some(p.who.as_str()) && a.approved == Some(p.approve) =>
+                {
                     Outcome::Repeated
                 }
                 Some(a) => Outcome::Unchanged(already(&r, a, &p.action)),
