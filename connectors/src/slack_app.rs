@@ -98,11 +98,16 @@ impl SlackUser {
 pub struct ApprovalAction {
     /// The playbook run waiting for approval.
     pub run_id: i64,
+    /// When that run's approval was requested (Unix milliseconds): a run id alone could
+    /// name another run (a new store numbers runs from 1 again), the pair cannot.
+    pub requested_at_ms: i64,
     pub decision: Decision,
     pub user: SlackUser,
     /// Where the message with the buttons is: reply in its thread.
     pub channel_id: Option<String>,
     pub message_ts: Option<String>,
+    /// The thread the message is in, when it is a reply (reply to the parent, not to it).
+    pub thread_ts: Option<String>,
     /// Slack's URL for answering this interaction (valid 30 minutes, five uses).
     pub response_url: Option<String>,
 }
@@ -160,12 +165,16 @@ struct RawContainer {
     message_ts: Option<String>,
     #[serde(default)]
     channel_id: Option<String>,
+    #[serde(default)]
+    thread_ts: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct RawMessage {
     #[serde(default)]
     ts: Option<String>,
+    #[serde(default)]
+    thread_ts: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -200,19 +209,21 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction> {
     }) else {
         return Ok(Interaction::Other { kind: raw.kind });
     };
-    let value = action.value.as_deref().unwrap_or("");
-    let run_id = value
-        .strip_prefix("run:")
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n > 0)
-        .ok_or_else(|| Error::Payload(format!("actions[].value of {}: `run:ID` expected", action.action_id)))?;
+    let (run_id, requested_at_ms) = parse_button_value(action.value.as_deref().unwrap_or("")).ok_or_else(|| {
+        Error::Payload(format!("actions[].value of {}: `run:ID:REQUESTED_AT_MS` expected", action.action_id))
+    })?;
     let user = raw.user.ok_or_else(|| Error::Payload("interaction payload: no `user`".into()))?;
     if user.id.trim().is_empty() {
         return Err(Error::Payload("interaction payload: empty user.id".into()));
     }
-    let container = raw.container.unwrap_or(RawContainer { message_ts: None, channel_id: None });
+    let container = raw.container.unwrap_or(RawContainer { message_ts: None, channel_id: None, thread_ts: None });
+    let (message_ts, message_thread) = match raw.message {
+        Some(m) => (m.ts, m.thread_ts),
+        None => (None, None),
+    };
     Ok(Interaction::Approval(ApprovalAction {
         run_id,
+        requested_at_ms,
         decision,
         user: SlackUser {
             id: user.id,
@@ -220,14 +231,32 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction> {
             team_id: user.team_id.or(raw.team.map(|t| t.id)),
         },
         channel_id: container.channel_id.or(raw.channel.map(|c| c.id)),
-        message_ts: container.message_ts.or(raw.message.and_then(|m| m.ts)),
+        message_ts: container.message_ts.or(message_ts),
+        thread_ts: container.thread_ts.or(message_thread),
         response_url: raw.response_url,
     }))
 }
 
+/// The `value` of both buttons: `run:ID:REQUESTED_AT_MS`, the run and when its approval
+/// was requested (Unix milliseconds), so that a press names one approval request even
+/// when run ids repeat (a new store, another installation behind the same Slack app).
+pub fn button_value(run_id: i64, requested_at_ms: i64) -> String {
+    format!("run:{run_id}:{requested_at_ms}")
+}
+
+/// Reads a [`button_value`]: a positive run id and a non-negative time.
+pub fn parse_button_value(value: &str) -> Option<(i64, i64)> {
+    let (id, at) = value.strip_prefix("run:")?.split_once(':')?;
+    let id = id.parse::<i64>().ok().filter(|n| *n > 0)?;
+    let at = at.parse::<i64>().ok().filter(|n| *n >= 0)?;
+    Some((id, at))
+}
+
 /// An `actions` block with Approve (primary, with a confirmation dialog) and Deny buttons
-/// for `run_id`, to put in an approval request's blocks.
-pub fn approval_buttons(run_id: i64) -> Value {
+/// for the approval request of `run_id` made at `requested_at_ms` (Unix milliseconds), to
+/// put in an approval request's blocks.
+pub fn approval_buttons(run_id: i64, requested_at_ms: i64) -> Value {
+    let value = button_value(run_id, requested_at_ms);
     json!({
         "type": "actions",
         "block_id": format!("warden_run_{run_id}"),
@@ -237,7 +266,7 @@ pub fn approval_buttons(run_id: i64) -> Value {
                 "action_id": APPROVE_ACTION,
                 "style": "primary",
                 "text": {"type": "plain_text", "text": "Approve"},
-                "value": format!("run:{run_id}"),
+                "value": value,
                 "confirm": {
                     "title": {"type": "plain_text", "text": "Approve this run?"},
                     "text": {"type": "mrkdwn", "text": format!("Run {run_id} will continue and act on the cluster.")},
@@ -250,7 +279,7 @@ pub fn approval_buttons(run_id: i64) -> Value {
                 "action_id": DENY_ACTION,
                 "style": "danger",
                 "text": {"type": "plain_text", "text": "Deny"},
-                "value": format!("run:{run_id}")
+                "value": value
             }
         ]
     })
@@ -351,22 +380,32 @@ mod tests {
 
     #[test]
     fn a_button_press_is_a_typed_decision() {
-        let Interaction::Approval(a) = parse_interaction(&form(&press(APPROVE_ACTION, "run:7"))).expect("parse") else {
+        let Interaction::Approval(a) =
+            parse_interaction(&form(&press(APPROVE_ACTION, "run:7:1700000000123"))).expect("parse")
+        else {
             panic!("not an approval");
         };
-        assert_eq!((a.run_id, a.decision), (7, Decision::Approve));
+        assert_eq!((a.run_id, a.requested_at_ms, a.decision), (7, 1_700_000_000_123, Decision::Approve));
         assert_eq!(a.user.id, "U0APPROVER");
         assert_eq!(a.user.audit_name(), "slack:U0APPROVER (alice)");
         assert_eq!(a.channel_id.as_deref(), Some("C0INCIDENTS"));
         assert_eq!(a.message_ts.as_deref(), Some("1700000000.000100"));
-        let Interaction::Approval(d) = parse_interaction(&form(&press(DENY_ACTION, "run:12"))).expect("parse") else {
+        assert_eq!(a.thread_ts, None);
+        let mut in_thread = press(DENY_ACTION, "run:12:0");
+        in_thread["container"]["thread_ts"] = json!("1699999999.000001");
+        let Interaction::Approval(d) = parse_interaction(&form(&in_thread)).expect("parse") else {
             panic!("not an approval");
         };
-        assert_eq!((d.run_id, d.decision), (12, Decision::Deny));
+        assert_eq!((d.run_id, d.requested_at_ms, d.decision), (12, 0, Decision::Deny));
+        assert_eq!(d.thread_ts.as_deref(), Some("1699999999.000001"));
         // The buttons Warden sends carry what the parser reads.
-        let buttons = approval_buttons(7);
+        let buttons = approval_buttons(7, 1_700_000_000_123);
         assert_eq!(buttons["elements"][0]["action_id"], APPROVE_ACTION);
-        assert_eq!(buttons["elements"][1]["value"], "run:7");
+        assert_eq!(buttons["elements"][1]["action_id"], DENY_ACTION);
+        for b in 0..2 {
+            let value = buttons["elements"][b]["value"].as_str().expect("value");
+            assert_eq!(parse_button_value(value), Some((7, 1_700_000_000_123)), "{value}");
+        }
     }
 
     #[test]
@@ -383,16 +422,19 @@ mod tests {
             (b"token=abc".to_vec(), "no `payload`"),
             (b"payload=%7Bnot%20json".to_vec(), "invalid JSON"),
             (form(&json!({"user": {"id": "U1"}})), "unexpected JSON shape"),
-            (form(&press(APPROVE_ACTION, "run:seven")), "`run:ID` expected"),
-            (form(&press(APPROVE_ACTION, "run:-1")), "`run:ID` expected"),
-            (form(&press(DENY_ACTION, "7")), "`run:ID` expected"),
+            (form(&press(APPROVE_ACTION, "run:seven:1")), "`run:ID:REQUESTED_AT_MS` expected"),
+            (form(&press(APPROVE_ACTION, "run:-1:1")), "`run:ID:REQUESTED_AT_MS` expected"),
+            (form(&press(APPROVE_ACTION, "run:7")), "`run:ID:REQUESTED_AT_MS` expected"),
+            (form(&press(APPROVE_ACTION, "run:7:")), "`run:ID:REQUESTED_AT_MS` expected"),
+            (form(&press(APPROVE_ACTION, "run:7:-5")), "`run:ID:REQUESTED_AT_MS` expected"),
+            (form(&press(DENY_ACTION, "7")), "`run:ID:REQUESTED_AT_MS` expected"),
             (vec![b'a'; MAX_BODY_BYTES + 1], "exceeds"),
         ];
         for (body, why) in cases {
             let e = parse_interaction(&body).expect_err(why);
             assert!(matches!(e, Error::Payload(_)) && e.to_string().contains(why), "{why}: {e}");
         }
-        let mut no_user = press(APPROVE_ACTION, "run:1");
+        let mut no_user = press(APPROVE_ACTION, "run:1:1");
         no_user["user"] = json!({"id": ""});
         assert!(parse_interaction(&form(&no_user)).is_err());
     }

@@ -56,6 +56,18 @@ pub struct Message {
     pub updates: usize,
 }
 
+impl Message {
+    /// The `value` of the button `action_id` in the message's blocks, as Slack would send
+    /// it back when the button is pressed.
+    pub fn button_value(&self, action_id: &str) -> Option<String> {
+        self.blocks.as_array()?.iter().find_map(|b| {
+            b.get("elements")?.as_array()?.iter().find_map(|e| {
+                (e.get("action_id")?.as_str()? == action_id).then(|| e.get("value")?.as_str().map(str::to_string))?
+            })
+        })
+    }
+}
+
 /// One call received.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -285,9 +297,9 @@ pub fn sign(signing_secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v0={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The form body Slack sends when `user` presses the button `action_id` (value
-/// `run:RUN`) on the message `message_ts` in `channel`.
-pub fn button_press(action_id: &str, run: i64, user: &str, channel: &str, message_ts: &str) -> Vec<u8> {
+/// The form body Slack sends when `user` presses the button `action_id` with `value` on
+/// the message `message_ts` in `channel`.
+pub fn button_press(action_id: &str, value: &str, user: &str, channel: &str, message_ts: &str) -> Vec<u8> {
     let payload = json!({
         "type": "block_actions",
         "user": {"id": user, "username": format!("{}-name", user.to_lowercase()), "name": format!("{}-name", user.to_lowercase()), "team_id": "T0TEST"},
@@ -299,7 +311,7 @@ pub fn button_press(action_id: &str, run: i64, user: &str, channel: &str, messag
         "channel": {"id": channel, "name": "incidents"},
         "message": {"type": "message", "ts": message_ts, "text": "approval requested"},
         "response_url": "http://127.0.0.1:9/actions/T0TEST/1/abc",
-        "actions": [{"action_id": action_id, "block_id": format!("warden_run_{run}"), "type": "button", "value": format!("run:{run}"), "action_ts": "1700000001.000001"}]
+        "actions": [{"action_id": action_id, "block_id": "warden_approval", "type": "button", "value": value, "action_ts": "1700000001.000001"}]
     });
     url::form_urlencoded::Serializer::new(String::new())
         .append_pair("payload", &payload.to_string())

@@ -294,14 +294,16 @@ async fn a_signed_button_press_becomes_a_decision_and_strangers_are_told_why() -
     let i = store.open_incident(&signal("fp-r"), Utc::now(), &json!({}), |i| {
         render(NotifyEvent::Opened, i, None, &[], &["slack_app"])
     })?;
-    let ask = render_approval_request(&i, 7, "run 7 awaits approval", &[], &["slack_app"]);
+    let ask = render_approval_request(&i, 7, 1_700_000_000_000, "run 7 awaits approval", &[], &["slack_app"]);
     store.add_event(i.id, Utc::now(), "run_awaiting_approval", &json!({}), &ask)?;
     drain(&ob).await?;
     let message = api.top_level().pop().ok_or_else(|| anyhow::anyhow!("no message"))?;
     assert!(message.blocks.to_string().contains(APPROVE_ACTION), "the message has no buttons");
 
     let now = Utc::now();
-    let press = |action: &str, user: &str| button_press(action, 7, user, CHANNEL, &message.ts);
+    let value = message.button_value(APPROVE_ACTION).ok_or_else(|| anyhow::anyhow!("no Approve button"))?;
+    assert_eq!(message.button_value(DENY_ACTION).as_deref(), Some(value.as_str()));
+    let press = |action: &str, user: &str| button_press(action, &value, user, CHANNEL, &message.ts);
     let signed = |body: &[u8]| sign(SIGNING, now.timestamp(), body);
 
     let body = press(APPROVE_ACTION, "U0ALICE");
@@ -310,6 +312,7 @@ async fn a_signed_button_press_becomes_a_decision_and_strangers_are_told_why() -
     assert!(started.elapsed() < Duration::from_secs(1));
     let Interaction::Decide { run_id, approve, who, action } = got else { anyhow::bail!("not a decision: {got:?}") };
     assert_eq!((run_id, approve, who.as_str()), (7, true, "slack:U0ALICE (u0alice-name)"));
+    assert_eq!(action.requested_at_ms, 1_700_000_000_000);
     app.reply(&action, "Approved by <@U0ALICE>").await?;
     assert_eq!(api.replies(&message.ts).last().map(|m| m.text.clone()), Some("Approved by <@U0ALICE>".into()));
 

@@ -26,6 +26,7 @@ use warden_playbooks::Cluster;
 use crate::config::{Config, WatchConfig};
 use crate::incident::identity::{alert_name, alert_target, alert_watch, run_target};
 use crate::ingest::source::MetricSource;
+use crate::notify::render::render_approval_request;
 use crate::notify::{render, NotifyEvent};
 use crate::store::{Incident, Store};
 use crate::timeline::{Timeline, TimelineEvent};
@@ -114,9 +115,14 @@ impl Notices for RunNotices {
             },
         };
         let history = self.store.action_history(iid);
-        let notes = match &notify_text {
-            Some(t) => render(NotifyEvent::Action, &incident, Some(t), &history, &self.channels),
-            None => Vec::new(),
+        let notes = match (&notify_text, kind, &run.approval) {
+            // The Slack app's copy of an approval request carries Approve / Deny buttons.
+            (Some(t), Notice::ApprovalRequested, Some(a)) => {
+                let at = a.requested_at.timestamp_millis();
+                render_approval_request(&incident, run.id, at, t, &history, &self.channels)
+            }
+            (Some(t), _, _) => render(NotifyEvent::Action, &incident, Some(t), &history, &self.channels),
+            (None, _, _) => Vec::new(),
         };
         let detail = json!({"run_id": run.id, "playbook": run.playbook, "status": run.status, "text": text, "refusal": run.refusal});
         if let Err(e) = self.store.add_event(iid, at, event_kind, &detail, &notes) {

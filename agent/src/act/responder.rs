@@ -84,6 +84,11 @@ impl Responder {
         self.actions = Some(tasks);
     }
 
+    /// The daemon's run tasks; `None` when runs are awaited inline.
+    pub fn action_tasks(&self) -> Option<&ActionTasks> {
+        self.actions.as_ref()
+    }
+
     /// A metric watch's incident changed: act on an opening, or again on an update once the
     /// cooldown since the last run has passed; analyse an opening.
     pub async fn on_watch_change(

@@ -1,15 +1,17 @@
 //! The HTTP API: health, metrics, incidents, runs, approvals, the outbox and the
-//! Alertmanager webhook ([`server`]), with the run and outbox handlers in their own modules
-//! and the listener (plain or TLS) in [`http_serve`].
+//! Alertmanager webhook ([`server`]), with the run and outbox handlers in their own modules,
+//! Slack's button presses in [`slack`] and the listener (plain or TLS) in [`http_serve`].
 
 pub mod http_serve;
 pub mod outbox;
 pub mod runs;
 pub mod server;
+pub mod slack;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::notify::SlackApp;
 use crate::pipeline::Pipeline;
 
 /// What every handler shares.
@@ -22,4 +24,6 @@ pub struct AppState {
     pub viewer_token: Option<Arc<str>>,
     /// Set once the scheduler runs; `/readyz` reports it.
     pub ready: Arc<AtomicBool>,
+    /// Slack app mode (`notify.slack_app`): checks and answers button presses.
+    pub slack: Option<SlackApp>,
 }

@@ -2,7 +2,9 @@
 //! trail and the Alertmanager webhook. `docs/api.yaml` is its OpenAPI description.
 //!
 //! `/healthz`, `/readyz` and `/metrics` are open (probes and scrapers carry no token).
-//! Everything under `/api/` needs `Authorization: Bearer <token>`, with two roles: the
+//! `POST /api/v1/slack/interactions` is authenticated by Slack's request signature
+//! ([`crate::api::slack`]). Everything else under `/api/` needs
+//! `Authorization: Bearer <token>`, with two roles: the
 //! `server.viewer_token` reads; the `server.api_token` (operator) also starts runs, approves
 //! and denies, and posts alerts. Without any token the API answers 403, so it is never open
 //! by accident.
@@ -46,7 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/outbox/{id}/discard", post(crate::api::outbox::discard))
         .route("/outbox/dead/retry", post(crate::api::outbox::retry_all))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
-    let api = read.merge(write);
+    // Slack cannot send a bearer token: this route checks Slack's request signature.
+    let signed = Router::new().route("/slack/interactions", post(crate::api::slack::interactions));
+    let api = read.merge(write).merge(signed);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -254,6 +258,7 @@ mod tests {
             api_token: Some(Arc::from(operator)),
             viewer_token: Some(Arc::from(viewer)),
             ready: Arc::new(AtomicBool::new(true)),
+            slack: None,
         })
     }
 
@@ -318,6 +323,7 @@ mod tests {
             api_token: token.map(Arc::from),
             viewer_token: None,
             ready: Arc::new(AtomicBool::new(true)),
+            slack: None,
         })
     }
 
@@ -379,6 +385,7 @@ mod tests {
             api_token: Some(Arc::from("t")),
             viewer_token: None,
             ready: Arc::new(AtomicBool::new(true)),
+            slack: None,
         });
         let ok = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
         let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), ok).await;

@@ -81,6 +81,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         let (token, late) = (shutdown.clone(), engine.late.clone());
         tokio::spawn(async move { run_analyses(a, analysis_rx, late, token).await })
     });
+    let slack = channels.slack_app.clone();
     let outbox = Outbox::new(store.clone(), channels, Policy::from_config(&cfg.notify), metrics, timeline);
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -93,6 +94,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         api_token: api_token.map(Arc::from),
         viewer_token: viewer_token.map(Arc::from),
         ready: ready.clone(),
+        slack,
     });
     let server_token = shutdown.clone();
     let limits = cfg.server.limits.clone();

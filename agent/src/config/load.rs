@@ -184,6 +184,31 @@ mod tests {
     }
 
     #[test]
+    fn slack_app_approvers_are_checked() {
+        let head =
+            "notify:\n  slack_app:\n    bot_token: { env: B }\n    signing_secret: { env: S }\n    channel: C0123\n";
+        let cfg =
+            parse_str(&format!("{head}    approvers: {{ users: [U0A, W0B], groups: [S0G] }}\n"), Path::new("w.yaml"))
+                .expect("valid");
+        let a = cfg.notify.slack_app.expect("slack_app").approvers;
+        assert_eq!((a.users.len(), a.groups.len()), (2, 1));
+        let e =
+            errors(&format!("{head}    approvers: {{ users: [U0A, alice, U0A], groups: ['#oncall', S0G, S0G] }}\n"));
+        let got: Vec<(&str, &str)> = e.iter().map(|e| (e.path.as_str(), e.message.as_str())).collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(
+            got[0].0 == "notify.slack_app.approvers.users[1]" && got[0].1.contains("not a Slack user id"),
+            "{got:?}"
+        );
+        assert!(got[1].0 == "notify.slack_app.approvers.users[2]" && got[1].1.contains("listed twice"), "{got:?}");
+        assert!(got[2].0 == "notify.slack_app.approvers.groups[0]" && got[2].1.contains("user group id"), "{got:?}");
+        assert!(got[3].0 == "notify.slack_app.approvers.groups[2]" && got[3].1.contains("listed twice"), "{got:?}");
+        let e = errors(&format!("{head}    approvers: {{ users: [U0A], roles: [admin] }}\n"));
+        assert_eq!(e[0].path, "notify.slack_app.approvers.roles", "{e:?}");
+        assert!(e[0].message.contains("unknown field"), "{}", e[0].message);
+    }
+
+    #[test]
     fn empty_file_is_a_valid_default() {
         let cfg = parse_str("", Path::new("e.yaml")).expect("valid");
         assert!(cfg.watches.is_empty());

@@ -323,8 +323,10 @@ fn receivers(err: &mut impl FnMut(String, String), n: &super::NotifySection) {
             if !slack_id(u, &['U', 'W']) {
                 err(
                     format!("notify.slack_app.approvers.users[{i}]"),
-                    format!("`{u}` is not a Slack user id (U... or W...)"),
+                    format!("`{u}` is not a Slack user id (U... or W...; a name or @handle cannot be checked)"),
                 );
+            } else if a.approvers.users[..i].contains(u) {
+                err(format!("notify.slack_app.approvers.users[{i}]"), format!("`{u}` is listed twice"));
             }
         }
         for (i, g) in a.approvers.groups.iter().enumerate() {
@@ -333,6 +335,8 @@ fn receivers(err: &mut impl FnMut(String, String), n: &super::NotifySection) {
                     format!("notify.slack_app.approvers.groups[{i}]"),
                     format!("`{g}` is not a Slack user group id (S...)"),
                 );
+            } else if a.approvers.groups[..i].contains(g) {
+                err(format!("notify.slack_app.approvers.groups[{i}]"), format!("`{g}` is listed twice"));
             }
         }
         if let Some(u) = &a.api_url {

@@ -152,12 +152,14 @@ pub fn render(
         .collect()
 }
 
-/// An approval request for run `run_id` of incident `i`: the `action` event with `text`,
-/// and on the Slack app's message Approve / Deny buttons (the other channels name the
-/// CLI and API ways in `text`).
+/// An approval request for run `run_id` of incident `i`, requested at `requested_at_ms`
+/// (Unix milliseconds): the `action` event with `text`, and on the Slack app's message
+/// Approve / Deny buttons that name both (the other channels name the CLI and API ways in
+/// `text`).
 pub fn render_approval_request(
     i: &Incident,
     run_id: i64,
+    requested_at_ms: i64,
     text: &str,
     actions_so_far: &[String],
     channels: &[&str],
@@ -165,7 +167,7 @@ pub fn render_approval_request(
     let mut notes = render(NotifyEvent::Action, i, Some(text), actions_so_far, channels);
     for n in notes.iter_mut().filter(|n| n.channel == "slack_app") {
         if let Some(blocks) = n.payload.get_mut("blocks").and_then(Value::as_array_mut) {
-            blocks.push(warden_connectors::slack_app::approval_buttons(run_id));
+            blocks.push(warden_connectors::slack_app::approval_buttons(run_id, requested_at_ms));
         }
     }
     notes
@@ -650,12 +652,12 @@ mod tests {
 
     #[test]
     fn approval_requests_carry_buttons_on_the_slack_app_only() {
-        let out =
-            render_approval_request(&incident(), 7, "approval requested", &[], &["slack", "slack_app", "pagerduty"]);
+        let channels = ["slack", "slack_app", "pagerduty"];
+        let out = render_approval_request(&incident(), 7, 1_700_000_000_123, "approval requested", &[], &channels);
         assert_eq!(out.iter().map(|n| n.channel.as_str()).collect::<Vec<_>>(), ["slack", "slack_app"]);
         assert!(!out[0].payload.to_string().contains("warden_approve"));
         let blocks = out[1].payload["blocks"].as_array().expect("blocks");
-        assert_eq!(blocks.last().map(|b| b["elements"][0]["value"].clone()), Some(json!("run:7")));
+        assert_eq!(blocks.last().map(|b| b["elements"][0]["value"].clone()), Some(json!("run:7:1700000000123")));
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //! **Interactions.** [`SlackApp::interaction`] verifies Slack's request signature over
 //! the raw body (v0, five-minute replay window, constant-time comparison), reads the
 //! payload, and checks the presser against `notify.slack_app.approvers`; the caller
-//! records the decision with [`Interaction::Decide`]'s `who` (`slack:U123 (alice)`) and
-//! tells the thread with [`SlackApp::reply`].
+//! (`api::slack`) records the decision with [`Interaction::Decide`]'s `who`
+//! (`slack:U123 (alice)`) and tells the incident's thread with [`SlackApp::reply_for`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -137,8 +137,37 @@ impl SlackApp {
     /// app's channel when Slack did not say where it was).
     pub async fn reply(&self, action: &ApprovalAction, text: &str) -> Result<(), Error> {
         let channel = action.channel_id.as_deref().unwrap_or(&self.channel);
+        // A press on a reply is answered in the reply's thread, not under the reply.
+        let thread = action.thread_ts.as_deref().or(action.message_ts.as_deref());
+        self.reply_in(channel, thread, text).await
+    }
+
+    /// Replies `text` about a press on a run of `incident`: in the incident's thread when
+    /// its message is known (the message Warden keeps editing), else as [`SlackApp::reply`].
+    pub async fn reply_for(
+        &self,
+        store: &Store,
+        incident: Option<i64>,
+        action: &ApprovalAction,
+        text: &str,
+    ) -> Result<(), Error> {
+        let known = match incident.map(|i| self.message_of(store, i)) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading the incident's Slack message; answering under the pressed one");
+                None
+            }
+            None => None,
+        };
+        match known {
+            Some(at) => self.reply_in(&at.channel, Some(&at.ts), text).await,
+            None => self.reply(action, text).await,
+        }
+    }
+
+    async fn reply_in(&self, channel: &str, thread_ts: Option<&str>, text: &str) -> Result<(), Error> {
         let message = serde_json::json!({"text": text});
-        self.api.post_message(channel, &message, action.message_ts.as_deref()).await.map(|_| ())
+        self.api.post_message(channel, &message, thread_ts).await.map(|_| ())
     }
 
     /// Delivers one outbox message (see the module documentation).

@@ -203,6 +203,12 @@ impl Pipeline {
         self.responder.remediation.as_ref()
     }
 
+    /// Where the daemon runs playbook work off the caller (approvals from Slack too);
+    /// `None` when runs are awaited inline (the demo, the CLI, tests).
+    pub fn action_tasks(&self) -> Option<&ActionTasks> {
+        self.responder.action_tasks()
+    }
+
     /// Root-cause analysis; `None` when `analysis.enabled` is false or not set up.
     pub fn analyzer(&self) -> Option<&Arc<Analyzer>> {
         self.responder.analyzer.as_ref()
