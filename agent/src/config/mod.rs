@@ -327,6 +327,8 @@ impl LeaderElectionSection {
         };
         if let Err(e) = lease.validate() {
             let message = e.to_string();
+            let prefix = format!("{}: ", lease.describe());
+            let text = message.strip_prefix(&prefix).unwrap_or(&message);
             // The setting the message names first is the one to change.
             let keys = [
                 ("retry_period", "retry_period"),
@@ -338,9 +340,9 @@ impl LeaderElectionSection {
             ];
             let key = keys
                 .iter()
-                .filter_map(|(word, key)| message.find(word).map(|i| (i, *key)))
+                .filter_map(|(word, key)| text.find(word).map(|i| (i, std::cmp::Reverse(word.len()), *key)))
                 .min()
-                .map_or("lease_name", |(_, k)| k);
+                .map_or("lease_name", |(_, _, k)| k);
             return Err((at(key), message));
         }
         if operation_budget(&lease).is_zero() {

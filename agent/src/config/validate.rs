@@ -323,6 +323,9 @@ fn leader_election(err: &mut impl FnMut(String, String), cfg: &Config) {
     if !le.enabled {
         return;
     }
+    if cfg.kubernetes.is_none() {
+        err("leader_election.enabled".into(), "needs a `kubernetes` section (the Lease lives on the API server)".into());
+    }
     let budget = super::operation_budget(&lease);
     for (_, path, timeout) in cfg.notify.timeouts() {
         if timeout > budget {
