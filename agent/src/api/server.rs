@@ -439,9 +439,13 @@ mod tests {
         let election = Election::new();
         let (_a, leader) = election.leader("warden-0").await;
         let (_b, follower) = election.follower("warden-1").await;
-        let app_of = |leadership: crate::leadership::Leadership| async move {
+        let app_of = |leadership: crate::leadership::Leadership| {
+            let cfg = Arc::new(cfg.clone());
+            async move { follower_app(cfg, leadership).await }
+        };
+        async fn follower_app(cfg: Arc<crate::config::Config>, leadership: crate::leadership::Leadership) -> Router {
             let engine = Pipeline::new(
-                Arc::new(cfg.clone()),
+                cfg,
                 Arc::new(crate::store::Store::open_in_memory().expect("store")),
                 Arc::new(NoSource),
                 None,
@@ -458,7 +462,7 @@ mod tests {
                 viewer_token: None,
                 ready: Arc::new(AtomicBool::new(true)),
             })
-        };
+        }
         // The leader is blind: not ready, as without leader election.
         let app = app_of(leader).await;
         let (st, body) = call(&app, "GET", "/readyz", None, "").await;

@@ -692,7 +692,7 @@ impl Fencing for ScriptedFence {
 async fn a_refused_fence_sends_nothing_and_leaves_the_run_for_the_leader() {
     let mut w = world(Some(1.0));
     let fence = Arc::new(ScriptedFence(Mutex::new(Some(FenceRefused::NotLeader("held by warden-1".into())))));
-    w.engine.fencing = Some(fence.clone());
+    w.engine.fencing = Some(fence.clone() as Arc<dyn Fencing>);
     // Not the leader: the run is stored, its step stays pending, nothing is sent or failed.
     let run = w.engine.start(request(SCALE_ONLY, t0())).await.expect("a refused fence is not an error");
     assert_eq!(run.status, RunStatus::Running);
