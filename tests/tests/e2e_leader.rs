@@ -127,3 +127,79 @@ async fn only_the_leader_acts_and_a_graceful_shutdown_hands_the_lease_over() -> 
     ensure!(delivered.iter().all(|m| !m.to_string().contains("First")), "the first alert was the old leader's: {delivered:?}");
     new_leader.stop_ok().await
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to the daemon with kill(1).
+fn signal(w: &mut Warden, signal: &str) -> Result<()> {
+    let pid = w.process().pid().context("a running process")?;
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
+    ensure!(status.success(), "kill -{signal} {pid}: {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_leader_stops_acting_and_a_killed_one_is_replaced_after_the_lease_duration() -> Result<()> {
+    let api = KubeApi::start().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = write_kubeconfig(dir.path(), &api.url())?;
+    let envs = [("WARDEN_API_TOKEN", TOKEN)];
+    let mut replicas = Vec::new();
+    for name in ["warden-a", "warden-b"] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub)?;
+        let port = free_port()?;
+        replicas.push((name, Warden::start(&sub, &config(dir.path(), name, port, &kubeconfig), &envs, port, TOKEN).await?));
+    }
+    let first = wait_until(Duration::from_secs(20), "one replica leads", async || {
+        for (i, (_, w)) in replicas.iter().enumerate() {
+            if leads(w).await? {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    let (second_name, mut second) = replicas.remove(1 - first);
+    let (first_name, mut first) = replicas.remove(0);
+
+    // Pause the leader (SIGSTOP): the other takes over once the lease has run out.
+    signal(&mut first, "STOP")?;
+    let paused = Instant::now();
+    wait_until(Duration::from_secs(20), "the other replica takes over", async || Ok(leads(&second).await?.then_some(())))
+        .await?;
+    println!("takeover from a paused leader (lease 4s, retry 500ms): {} ms", paused.elapsed().as_millis());
+
+    // Woken up, the old leader does not act: its lease is past the renew deadline by its
+    // own clock, so writes are refused at once, and it follows the new holder.
+    signal(&mut first, "CONT")?;
+    let (status, body) = post_alert(&first, "AfterPause").await?;
+    assert_eq!(status, 503, "a woken leader must not act: {body}");
+    wait_until(Duration::from_secs(10), "the woken replica follows", async || {
+        let ready: Value = http_client().get(format!("{}/readyz", first.url())).send().await?.json().await?;
+        Ok((ready["role"] == "follower" && ready["leader"] == second_name).then_some(()))
+    })
+    .await?;
+    assert_eq!(lines(&dir.path().join(format!("{first_name}.jsonl"))), 0);
+    let (status, body) = post_alert(&second, "Leader").await?;
+    assert_eq!(status, 200, "{body}");
+    let second_out = dir.path().join(format!("{second_name}.jsonl"));
+    wait_until(Duration::from_secs(10), "the new leader delivers", async || Ok((lines(&second_out) >= 1).then_some(())))
+        .await?;
+
+    // Kill the leader (SIGKILL): the lease is not released, the other waits it out.
+    second.process().kill();
+    // Killed on purpose: its logs are not a failure's.
+    second.process().print_logs_on_drop = false;
+    let killed = Instant::now();
+    wait_until(Duration::from_secs(20), "the survivor takes over", async || Ok(leads(&first).await?.then_some(())))
+        .await?;
+    println!("takeover from a killed leader (lease 4s, retry 500ms): {} ms", killed.elapsed().as_millis());
+    let lease = api.object(Resource::Lease, "warden", "warden").context("the Lease")?;
+    assert_eq!(lease["spec"]["holderIdentity"], first_name, "{lease}");
+    assert_eq!(lease["spec"]["leaseTransitions"], 2, "{lease}");
+    let (status, body) = post_alert(&first, "Survivor").await?;
+    assert_eq!(status, 200, "{body}");
+    let first_out = dir.path().join(format!("{first_name}.jsonl"));
+    wait_until(Duration::from_secs(10), "the survivor delivers", async || Ok((lines(&first_out) >= 1).then_some(())))
+        .await?;
+    first.stop_ok().await
+}
