@@ -218,7 +218,9 @@ mod tests {
         assert_eq!(record.lease, "lease warden/warden");
         assert_eq!(grant.valid_for, Some(Duration::from_secs(14)));
 
-        assert!(matches!(follower.fence(Duration::from_secs(1)), Err(FenceRefused::NotLeader(m)) if m.contains("warden-0")));
+        assert!(
+            matches!(follower.fence(Duration::from_secs(1)), Err(FenceRefused::NotLeader(m)) if m.contains("warden-0"))
+        );
         let view = follower.view();
         assert_eq!((view.role, view.leader.as_deref()), ("follower", Some("warden-0")));
 

@@ -87,7 +87,13 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// An entry without a fence.
-    pub fn new(at: DateTime<Utc>, run_id: Option<i64>, kind: AuditKind, actor: impl Into<String>, detail: serde_json::Value) -> Self {
+    pub fn new(
+        at: DateTime<Utc>,
+        run_id: Option<i64>,
+        kind: AuditKind,
+        actor: impl Into<String>,
+        detail: serde_json::Value,
+    ) -> Self {
         Self { at, run_id, kind, actor: actor.into(), detail, fence: None }
     }
 }
@@ -366,7 +372,8 @@ mod tests {
         // A chain mixing old entries and fenced ones verifies; editing a fence breaks it.
         let mut c = chain_of(2);
         let mut fenced = ev(2);
-        fenced.fence = Some(AuditFence { lease: "lease warden/warden".into(), holder: "warden-0".into(), transitions: 3 });
+        fenced.fence =
+            Some(AuditFence { lease: "lease warden/warden".into(), holder: "warden-0".into(), transitions: 3 });
         let e = chain(c.last().map(|e| (e.seq, e.hash.as_str())), fenced);
         assert_ne!(e.hash, chain(c.last().map(|e| (e.seq, e.hash.as_str())), ev(2)).hash);
         c.push(e);

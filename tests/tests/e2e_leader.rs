@@ -37,12 +37,8 @@ fn alert(name: &str) -> Value {
 }
 
 async fn post_alert(w: &Warden, name: &str) -> Result<(u16, Value)> {
-    let r = http_client()
-        .post(format!("{}/api/v1/alerts", w.url()))
-        .bearer_auth(TOKEN)
-        .json(&alert(name))
-        .send()
-        .await?;
+    let r =
+        http_client().post(format!("{}/api/v1/alerts", w.url())).bearer_auth(TOKEN).json(&alert(name)).send().await?;
     let status = r.status().as_u16();
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
@@ -94,7 +90,8 @@ async fn only_the_leader_acts_and_a_graceful_shutdown_hands_the_lease_over() -> 
     assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)), "{body}");
     let leader_out = dir.path().join(format!("{leader_name}.jsonl"));
     let follower_out = dir.path().join(format!("{follower_name}.jsonl"));
-    wait_until(Duration::from_secs(10), "the leader delivers", async || Ok((lines(&leader_out) >= 1).then_some(()))).await?;
+    wait_until(Duration::from_secs(10), "the leader delivers", async || Ok((lines(&leader_out) >= 1).then_some(())))
+        .await?;
     assert_eq!(lines(&follower_out), 0);
 
     // A graceful shutdown releases the lease: the follower leads soon after.
@@ -103,8 +100,10 @@ async fn only_the_leader_acts_and_a_graceful_shutdown_hands_the_lease_over() -> 
     old.stop_ok().await?;
     let shutdown_ms = stopped.elapsed().as_millis();
     let (_, new_leader) = replicas.remove(0);
-    wait_until(Duration::from_secs(10), "the follower takes over", async || Ok(leads(&new_leader).await?.then_some(())))
-        .await?;
+    wait_until(Duration::from_secs(10), "the follower takes over", async || {
+        Ok(leads(&new_leader).await?.then_some(()))
+    })
+    .await?;
     println!(
         "graceful hand-over: shutdown took {shutdown_ms} ms, the new leader led {} ms after the shutdown began",
         stopped.elapsed().as_millis()
@@ -124,7 +123,10 @@ async fn only_the_leader_acts_and_a_graceful_shutdown_hands_the_lease_over() -> 
         .lines()
         .map(serde_json::from_str)
         .collect::<std::result::Result<_, _>>()?;
-    ensure!(delivered.iter().all(|m| !m.to_string().contains("First")), "the first alert was the old leader's: {delivered:?}");
+    ensure!(
+        delivered.iter().all(|m| !m.to_string().contains("First")),
+        "the first alert was the old leader's: {delivered:?}"
+    );
     new_leader.stop_ok().await
 }
 
@@ -147,7 +149,8 @@ async fn a_paused_leader_stops_acting_and_a_killed_one_is_replaced_after_the_lea
         let sub = dir.path().join(name);
         std::fs::create_dir_all(&sub)?;
         let port = free_port()?;
-        replicas.push((name, Warden::start(&sub, &config(dir.path(), name, port, &kubeconfig), &envs, port, TOKEN).await?));
+        replicas
+            .push((name, Warden::start(&sub, &config(dir.path(), name, port, &kubeconfig), &envs, port, TOKEN).await?));
     }
     let first = wait_until(Duration::from_secs(20), "one replica leads", async || {
         for (i, (_, w)) in replicas.iter().enumerate() {
@@ -164,8 +167,10 @@ async fn a_paused_leader_stops_acting_and_a_killed_one_is_replaced_after_the_lea
     // Pause the leader (SIGSTOP): the other takes over once the lease has run out.
     signal(&mut first, "STOP")?;
     let paused = Instant::now();
-    wait_until(Duration::from_secs(20), "the other replica takes over", async || Ok(leads(&second).await?.then_some(())))
-        .await?;
+    wait_until(Duration::from_secs(20), "the other replica takes over", async || {
+        Ok(leads(&second).await?.then_some(()))
+    })
+    .await?;
     println!("takeover from a paused leader (lease 4s, retry 500ms): {} ms", paused.elapsed().as_millis());
 
     // Woken up, the old leader does not act: its lease is past the renew deadline by its
@@ -182,8 +187,12 @@ async fn a_paused_leader_stops_acting_and_a_killed_one_is_replaced_after_the_lea
     let (status, body) = post_alert(&second, "Leader").await?;
     assert_eq!(status, 200, "{body}");
     let second_out = dir.path().join(format!("{second_name}.jsonl"));
-    wait_until(Duration::from_secs(10), "the new leader delivers", async || Ok((lines(&second_out) >= 1).then_some(())))
-        .await?;
+    wait_until(
+        Duration::from_secs(10),
+        "the new leader delivers",
+        async || Ok((lines(&second_out) >= 1).then_some(())),
+    )
+    .await?;
 
     // Kill the leader (SIGKILL): the lease is not released, the other waits it out.
     second.process().kill();

@@ -183,7 +183,9 @@ pub fn leadership(
         return Ok((Leadership::AlwaysLeader, None));
     }
     let Some(kube) = kube else {
-        return Err(anyhow!("leader_election.enabled: needs a `kubernetes` section (the Lease lives on the API server)"));
+        return Err(anyhow!(
+            "leader_election.enabled: needs a `kubernetes` section (the Lease lives on the API server)"
+        ));
     };
     let lease = cfg
         .leader_election

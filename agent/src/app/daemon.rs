@@ -73,22 +73,24 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let summarizer = Arc::new(Summarizer::from_config(cfg.analysis.model.as_ref()));
     let (analysis_tx, analysis_rx) = analysis_queue();
     let action_tasks = ActionTasks::new(shutdown.clone());
-    let engine = Arc::new(assemble::pipeline(
-        Parts {
-            config: cfg.clone(),
-            store: store.clone(),
-            source,
-            cluster: kube.clone().map(|k| k as Arc<dyn Cluster>),
-            evidence: kube.map(|k| k as Arc<dyn ClusterEvidence>),
-            logs: assemble::build_loki(&cfg)?.map(|l| Arc::new(l) as Arc<dyn LogSource>),
-            metrics: metrics.clone(),
-            channels: channels.names(),
-            timeline: timeline.clone(),
-            summarizer,
-        },
-        Mode::Queued { analysis: analysis_tx, actions: action_tasks.clone() },
-    )
-    .with_leadership(leadership.clone(), assemble::kube_request_timeout(&cfg)));
+    let engine = Arc::new(
+        assemble::pipeline(
+            Parts {
+                config: cfg.clone(),
+                store: store.clone(),
+                source,
+                cluster: kube.clone().map(|k| k as Arc<dyn Cluster>),
+                evidence: kube.map(|k| k as Arc<dyn ClusterEvidence>),
+                logs: assemble::build_loki(&cfg)?.map(|l| Arc::new(l) as Arc<dyn LogSource>),
+                metrics: metrics.clone(),
+                channels: channels.names(),
+                timeline: timeline.clone(),
+                summarizer,
+            },
+            Mode::Queued { analysis: analysis_tx, actions: action_tasks.clone() },
+        )
+        .with_leadership(leadership.clone(), assemble::kube_request_timeout(&cfg)),
+    );
     leadership.export(&metrics);
     let role_task = {
         let (leadership, metrics, token) = (leadership.clone(), metrics.clone(), shutdown.clone());

@@ -212,9 +212,15 @@ mod tests {
         assert!(msg.contains("POD_NAMESPACE"), "{msg}");
 
         for (text, path) in [
-            ("leader_election: { lease_duration: 15s, renew_deadline: 10s, retry_period: 10s }\n", "leader_election.retry_period"),
+            (
+                "leader_election: { lease_duration: 15s, renew_deadline: 10s, retry_period: 10s }\n",
+                "leader_election.retry_period",
+            ),
             ("leader_election: { renew_deadline: 14s }\n", "leader_election.renew_deadline"),
-            ("leader_election: { lease_duration: 5s, renew_deadline: 3s, retry_period: 2s }\n", "leader_election.lease_duration"),
+            (
+                "leader_election: { lease_duration: 5s, renew_deadline: 3s, retry_period: 2s }\n",
+                "leader_election.lease_duration",
+            ),
             ("leader_election: { lease_name: 'a/b' }\n", "leader_election.lease_name"),
             ("leader_election: { namespace: 'x/y' }\n", "leader_election.namespace"),
             ("leader_election: { lease_duration: soon }\n", "leader_election.lease_duration"),

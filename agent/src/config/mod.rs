@@ -293,9 +293,7 @@ impl PodEnv {
     /// From this process's environment.
     pub fn current() -> Self {
         let env = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let file = |p: &str| {
-            std::fs::read_to_string(p).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-        };
+        let file = |p: &str| std::fs::read_to_string(p).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         Self {
             namespace: env("POD_NAMESPACE").or_else(|| file(SERVICE_ACCOUNT_NAMESPACE)),
             name: env("POD_NAME").or_else(|| env("HOSTNAME")).or_else(|| file("/proc/sys/kernel/hostname")),

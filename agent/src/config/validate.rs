@@ -324,7 +324,10 @@ fn leader_election(err: &mut impl FnMut(String, String), cfg: &Config) {
         return;
     }
     if cfg.kubernetes.is_none() {
-        err("leader_election.enabled".into(), "needs a `kubernetes` section (the Lease lives on the API server)".into());
+        err(
+            "leader_election.enabled".into(),
+            "needs a `kubernetes` section (the Lease lives on the API server)".into(),
+        );
     }
     let budget = super::operation_budget(&lease);
     for (_, path, timeout) in cfg.notify.timeouts() {

@@ -185,7 +185,9 @@ enum Attempt {
     },
     /// The fence refused: nothing was sent or charged. `retry`: when to try again (the
     /// lease was too short); `None`: this replica does not lead, stop the pass.
-    Fenced { retry: Option<DateTime<Utc>> },
+    Fenced {
+        retry: Option<DateTime<Utc>>,
+    },
 }
 
 /// What a send asks the lease for on a channel without a configured timeout (the notify
@@ -529,7 +531,10 @@ impl Outbox {
             None => self.send(item).await,
             Some(limit) => match tokio::time::timeout(limit, self.send(item)).await {
                 Ok(r) => r,
-                Err(_) => Err((Verdict::Transient, format!("abandoned after {limit:?}, when the leader lease's validity ended"))),
+                Err(_) => Err((
+                    Verdict::Transient,
+                    format!("abandoned after {limit:?}, when the leader lease's validity ended"),
+                )),
             },
         })
     }

@@ -268,7 +268,12 @@ async fn a_leader_whose_lease_is_too_short_leaves_the_step_unapplied_then_fences
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, warden_playbooks::run::RunStatus::Running);
     assert_eq!(runs[0].steps[0].status, warden_playbooks::run::StepStatus::Pending);
-    assert!(e.store.audit_entries().expect("audit").iter().all(|x| x.kind != warden_playbooks::audit::AuditKind::Request));
+    assert!(e
+        .store
+        .audit_entries()
+        .expect("audit")
+        .iter()
+        .all(|x| x.kind != warden_playbooks::audit::AuditKind::Request));
 
     // After a renew the run ticker sends it, fenced: the request entry names the holder
     // and the term, and the chain still verifies.
@@ -279,7 +284,10 @@ async fn a_leader_whose_lease_is_too_short_leaves_the_step_unapplied_then_fences
     let entries = e.store.audit_entries().expect("audit");
     let request = entries.iter().find(|x| x.kind == warden_playbooks::audit::AuditKind::Request).expect("request");
     let fence = request.fence.as_ref().expect("fenced");
-    assert_eq!((fence.holder.as_str(), fence.transitions, fence.lease.as_str()), ("warden-0", 0, "lease warden/warden"));
+    assert_eq!(
+        (fence.holder.as_str(), fence.transitions, fence.lease.as_str()),
+        ("warden-0", 0, "lease warden/warden")
+    );
     let head = e.store.audit_head().expect("head");
     assert!(warden_playbooks::audit::verify_with_head(&entries, head.as_ref()).is_ok());
 }

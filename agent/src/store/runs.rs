@@ -317,10 +317,11 @@ impl Store {
              FROM audit ORDER BY seq",
         )?;
         let rows = st.query_map([], |r| {
-            let fence = match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<String>>(9)?, r.get::<_, Option<i64>>(10)?) {
-                (Some(lease), Some(holder), Some(transitions)) => Some(AuditFence { lease, holder, transitions }),
-                _ => None,
-            };
+            let fence =
+                match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<String>>(9)?, r.get::<_, Option<i64>>(10)?) {
+                    (Some(lease), Some(holder), Some(transitions)) => Some(AuditFence { lease, holder, transitions }),
+                    _ => None,
+                };
             Ok((
                 (
                     r.get::<_, i64>(0)?,
