@@ -280,6 +280,9 @@ impl Default for LeaderElectionSection {
 /// Where the service account's namespace is mounted in a pod.
 pub const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
+const NAMESPACE_REQUIRED: &str = "required: neither POD_NAMESPACE nor the service account's namespace file is there";
+const IDENTITY_REQUIRED: &str = "required: neither POD_NAME nor a host name is there";
+
 /// What the defaults of `leader_election` are read from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodEnv {
@@ -306,17 +309,16 @@ impl LeaderElectionSection {
     /// are `(YAML path, message)`.
     pub fn lease_config(&self, env: &PodEnv) -> Result<warden_connectors::leader::LeaseConfig, (String, String)> {
         let at = |k: &str| format!("leader_election.{k}");
-        let namespace = self.namespace.clone().or_else(|| env.namespace.clone()).ok_or_else(|| {
-            (
-                at("namespace"),
-                "required: neither POD_NAMESPACE nor the service account's namespace file is there".to_string(),
-            )
-        })?;
+        let namespace = self
+            .namespace
+            .clone()
+            .or_else(|| env.namespace.clone())
+            .ok_or_else(|| (at("namespace"), NAMESPACE_REQUIRED.to_string()))?;
         let identity = self
             .identity
             .clone()
             .or_else(|| env.name.clone())
-            .ok_or_else(|| (at("identity"), "required: neither POD_NAME nor a host name is there".to_string()))?;
+            .ok_or_else(|| (at("identity"), IDENTITY_REQUIRED.to_string()))?;
         let lease = warden_connectors::leader::LeaseConfig {
             lease_duration: self.lease_duration.get(),
             renew_deadline: self.renew_deadline.get(),
@@ -325,8 +327,12 @@ impl LeaderElectionSection {
         };
         if let Err(e) = lease.validate() {
             let message = e.to_string();
+            // The setting's own words, without the error's kind or the lease's name.
             let prefix = format!("{}: ", lease.describe());
-            let text = message.strip_prefix(&prefix).unwrap_or(&message);
+            let text = match message.find(&prefix) {
+                Some(i) => &message[i + prefix.len()..],
+                None => message.strip_prefix("invalid input: ").unwrap_or(&message),
+            };
             // The setting the message names first is the one to change.
             let keys = [
                 ("retry_period", "retry_period"),
@@ -341,7 +347,7 @@ impl LeaderElectionSection {
                 .filter_map(|(word, key)| text.find(word).map(|i| (i, std::cmp::Reverse(word.len()), *key)))
                 .min()
                 .map_or("lease_name", |(_, _, k)| k);
-            return Err((at(key), message));
+            return Err((at(key), text.to_string()));
         }
         if operation_budget(&lease).is_zero() {
             return Err((

@@ -311,10 +311,19 @@ fn logql_problem(q: &str) -> Option<String> {
 /// every notification channel's timeout must fit in what the fence admits.
 fn leader_election(err: &mut impl FnMut(String, String), cfg: &Config) {
     let le = &cfg.leader_election;
-    let env = if le.enabled {
-        super::PodEnv::current()
-    } else {
-        super::PodEnv { namespace: Some("default".into()), name: Some("warden".into()) }
+    let pod = if le.enabled { super::PodEnv::current() } else { super::PodEnv::default() };
+    if le.enabled {
+        // Reported here, so that the timings below are checked too.
+        if le.namespace.is_none() && pod.namespace.is_none() {
+            err("leader_election.namespace".into(), super::NAMESPACE_REQUIRED.into());
+        }
+        if le.identity.is_none() && pod.name.is_none() {
+            err("leader_election.identity".into(), super::IDENTITY_REQUIRED.into());
+        }
+    }
+    let env = super::PodEnv {
+        namespace: pod.namespace.or_else(|| Some("default".into())),
+        name: pod.name.or_else(|| Some("warden".into())),
     };
     let lease = match le.lease_config(&env) {
         Ok(l) => l,
