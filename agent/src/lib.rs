@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod incident;
 pub mod ingest;
+pub mod leadership;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

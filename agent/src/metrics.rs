@@ -93,6 +93,10 @@ pub struct Metrics {
     /// Work a full in-process queue refused, per queue (`analysis`): see each queue's
     /// overflow policy in `docs/architecture.md`.
     pub queue_dropped: Family<QueueLabel, Counter>,
+    /// 1 while this replica leads (always 1 without leader election), 0 while it follows.
+    pub leader: Gauge,
+    /// `spec.leaseTransitions` of the leader Lease as last seen (0 without leader election).
+    pub leader_transitions: Gauge,
 }
 
 impl Default for Metrics {
@@ -178,7 +182,21 @@ impl Metrics {
             "Work refused because an in-process queue was full, per queue (analysis: the incident stays unanalysed)",
             queue_dropped.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica is the leader (always 1 without leader election), 0 while it follows",
+            leader.clone(),
+        );
+        let leader_transitions = Gauge::default();
+        registry.register(
+            "leader_transitions",
+            "Leader changes of the leader election Lease (spec.leaseTransitions) as last seen",
+            leader_transitions.clone(),
+        );
         Self {
+            leader,
+            leader_transitions,
             queue_dropped,
             audit_head_entries,
             runs,

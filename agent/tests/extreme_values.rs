@@ -231,6 +231,7 @@ fn engine() -> Engine {
         store: Arc::new(Store::open_in_memory().expect("store")),
         defaults: Default::default(),
         retry: Default::default(),
+        fencing: None,
     }
 }
 

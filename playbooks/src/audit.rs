@@ -57,6 +57,19 @@ impl AuditKind {
     }
 }
 
+/// The leader lease an entry's request was sent under (see the agent's leader election):
+/// the holder and `spec.leaseTransitions` at the fencing check before the request. Two
+/// entries with the same `transitions` come from one term of one holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFence {
+    /// `lease NAMESPACE/NAME`.
+    pub lease: String,
+    /// The identity that held the lease (this replica's pod name).
+    pub holder: String,
+    /// The lease's transition count.
+    pub transitions: i64,
+}
+
 /// An entry before it is chained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -66,6 +79,23 @@ pub struct AuditEvent {
     /// Who or what: `user/alice`, `watch/checkout-latency`, `warden`.
     pub actor: String,
     pub detail: serde_json::Value,
+    /// The lease a request was fenced with; `None` for other entries, for requests of a
+    /// single replica (no leader election), and in entries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<AuditFence>,
+}
+
+impl AuditEvent {
+    /// An entry without a fence.
+    pub fn new(
+        at: DateTime<Utc>,
+        run_id: Option<i64>,
+        kind: AuditKind,
+        actor: impl Into<String>,
+        detail: serde_json::Value,
+    ) -> Self {
+        Self { at, run_id, kind, actor: actor.into(), detail, fence: None }
+    }
 }
 
 /// A stored entry.
@@ -77,16 +107,34 @@ pub struct AuditEntry {
     pub kind: AuditKind,
     pub actor: String,
     pub detail: serde_json::Value,
+    /// See [`AuditEvent::fence`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<AuditFence>,
     pub prev_hash: String,
     pub hash: String,
+}
+
+impl AuditEntry {
+    /// The content the entry's hash covers.
+    pub fn event(&self) -> AuditEvent {
+        AuditEvent {
+            at: self.at,
+            run_id: self.run_id,
+            kind: self.kind,
+            actor: self.actor.clone(),
+            detail: self.detail.clone(),
+            fence: self.fence.clone(),
+        }
+    }
 }
 
 /// The hash of an entry with sequence number `seq` following `prev_hash`. The content is
 /// serialised as canonical JSON (object keys sorted, which `serde_json` does for `Value`
 /// maps), with the time as RFC 3339 in nanoseconds, so the hash does not depend on how the
-/// store happens to format it.
+/// store happens to format it. The `fence` key is part of the content only when the entry
+/// has one, so entries written before fences existed hash as they always did.
 pub fn entry_hash(seq: i64, prev_hash: &str, event: &AuditEvent) -> String {
-    let content = serde_json::json!({
+    let mut content = serde_json::json!({
         "seq": seq,
         "at": event.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         "run_id": event.run_id,
@@ -94,6 +142,9 @@ pub fn entry_hash(seq: i64, prev_hash: &str, event: &AuditEvent) -> String {
         "actor": event.actor,
         "detail": event.detail,
     });
+    if let Some(f) = &event.fence {
+        content["fence"] = serde_json::json!({"lease": f.lease, "holder": f.holder, "transitions": f.transitions});
+    }
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
@@ -115,6 +166,7 @@ pub fn chain(prev: Option<(i64, &str)>, event: AuditEvent) -> AuditEntry {
         kind: event.kind,
         actor: event.actor,
         detail: event.detail,
+        fence: event.fence,
         prev_hash,
         hash,
     }
@@ -154,9 +206,7 @@ pub fn verify(entries: &[AuditEntry]) -> Result<ChainSummary, ChainBreak> {
                         .into(),
             });
         }
-        let event =
-            AuditEvent { at: e.at, run_id: e.run_id, kind: e.kind, actor: e.actor.clone(), detail: e.detail.clone() };
-        let recomputed = entry_hash(e.seq, &e.prev_hash, &event);
+        let recomputed = entry_hash(e.seq, &e.prev_hash, &e.event());
         if recomputed != e.hash {
             return Err(ChainBreak {
                 seq: e.seq,
@@ -232,6 +282,7 @@ mod tests {
             kind: AuditKind::Request,
             actor: "warden".into(),
             detail: json!({"i": i, "b": [1, 2]}),
+            fence: None,
         }
     }
 
@@ -268,13 +319,7 @@ mod tests {
         // Re-hashing an edited entry does not help: the next entry's prev_hash no longer fits.
         let mut rehashed = chain_of(5);
         rehashed[2].actor = "mallory".into();
-        let ev2 = AuditEvent {
-            at: rehashed[2].at,
-            run_id: rehashed[2].run_id,
-            kind: rehashed[2].kind,
-            actor: rehashed[2].actor.clone(),
-            detail: rehashed[2].detail.clone(),
-        };
+        let ev2 = rehashed[2].event();
         rehashed[2].hash = entry_hash(3, &rehashed[2].prev_hash, &ev2);
         assert_eq!(verify(&rehashed).unwrap_err().seq, 4);
     }
@@ -298,17 +343,46 @@ mod tests {
         // The end rewritten as a fresh chain of the same length.
         longer.truncate(5);
         longer[4].detail = json!({"rewritten": true});
-        let ev4 = AuditEvent {
-            at: longer[4].at,
-            run_id: longer[4].run_id,
-            kind: longer[4].kind,
-            actor: longer[4].actor.clone(),
-            detail: longer[4].detail.clone(),
-        };
+        let ev4 = longer[4].event();
         longer[4].hash = entry_hash(5, &longer[4].prev_hash, &ev4);
         assert!(verify(&longer).is_ok());
         assert!(verify_with_head(&longer, Some(&head)).is_err());
         // No head: the chain alone decides.
         assert!(verify_with_head(truncated, None).is_ok());
+    }
+
+    #[test]
+    fn a_fence_is_hashed_and_entries_without_one_hash_as_before() {
+        // An entry without a fence hashes exactly as the content without the key did.
+        let plain = ev(1);
+        let legacy = serde_json::json!({
+            "seq": 1,
+            "at": plain.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            "run_id": plain.run_id,
+            "kind": "request",
+            "actor": "warden",
+            "detail": plain.detail,
+        });
+        let mut h = Sha256::new();
+        h.update(GENESIS.as_bytes());
+        h.update(b"\n");
+        h.update(legacy.to_string().as_bytes());
+        assert_eq!(entry_hash(1, GENESIS, &plain), hex::encode(h.finalize()));
+
+        // A chain mixing old entries and fenced ones verifies; editing a fence breaks it.
+        let mut c = chain_of(2);
+        let mut fenced = ev(2);
+        fenced.fence =
+            Some(AuditFence { lease: "lease warden/warden".into(), holder: "warden-0".into(), transitions: 3 });
+        let e = chain(c.last().map(|e| (e.seq, e.hash.as_str())), fenced);
+        assert_ne!(e.hash, chain(c.last().map(|e| (e.seq, e.hash.as_str())), ev(2)).hash);
+        c.push(e);
+        assert!(verify(&c).is_ok());
+        if let Some(f) = c[2].fence.as_mut() {
+            f.holder = "warden-1".into();
+        }
+        assert_eq!(verify(&c).unwrap_err().seq, 3);
+        c[2].fence = None;
+        assert_eq!(verify(&c).unwrap_err().seq, 3);
     }
 }

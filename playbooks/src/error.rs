@@ -2,7 +2,7 @@
 
 use crate::claim::Fenced;
 use crate::cluster::ClusterError;
-use crate::engine::RunStoreError;
+use crate::engine::{FenceRefused, RunStoreError};
 use crate::load::LoadErrors;
 
 /// Errors of the playbooks crate.
@@ -26,6 +26,10 @@ pub enum Error {
     /// This task's claim on a run is no longer the run's: another task advances it.
     #[error(transparent)]
     Fenced(#[from] Fenced),
+    /// The leader-election fence refused a request: nothing was sent, and the run waits in
+    /// the store for the leader (or for the next renew).
+    #[error(transparent)]
+    Lease(#[from] FenceRefused),
     /// A request that cannot be served (unknown playbook, run in the wrong state, ...).
     #[error("{0}")]
     Invalid(String),

@@ -24,6 +24,8 @@
 //!   `/api/v1/namespaces/{ns}/{events,services,configmaps,secrets}[/{name}]`
 //! * `autoscaling/v2` HorizontalPodAutoscalers,
 //!   `/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers[/{name}]`
+//! * `coordination.k8s.io/v1` Leases (leader election),
+//!   `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]`
 //! * every namespaced resource across all namespaces: `GET /api/v1/events`,
 //!   `GET /apis/apps/v1/deployments`, ... (list only)
 //!
@@ -138,6 +140,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Event, Node, Pod, PodSpec, PodTemplateSpec, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ListMeta, ObjectMeta, Status, StatusCause, StatusDetails,
@@ -213,11 +216,13 @@ pub enum Resource {
     Secret,
     /// autoscaling/v2 HorizontalPodAutoscaler.
     HorizontalPodAutoscaler,
+    /// coordination.k8s.io/v1 Lease.
+    Lease,
 }
 
 impl Resource {
     /// Every resource the server knows.
-    pub const ALL: [Resource; 10] = [
+    pub const ALL: [Resource; 11] = [
         Resource::Deployment,
         Resource::ReplicaSet,
         Resource::Pod,
@@ -228,6 +233,7 @@ impl Resource {
         Resource::ConfigMap,
         Resource::Secret,
         Resource::HorizontalPodAutoscaler,
+        Resource::Lease,
     ];
 
     /// The plural resource name (`deployments`).
@@ -243,6 +249,7 @@ impl Resource {
             Resource::ConfigMap => "configmaps",
             Resource::Secret => "secrets",
             Resource::HorizontalPodAutoscaler => "horizontalpodautoscalers",
+            Resource::Lease => "leases",
         }
     }
 
@@ -258,6 +265,7 @@ impl Resource {
             | Resource::Secret => "",
             Resource::Job => "batch",
             Resource::HorizontalPodAutoscaler => "autoscaling",
+            Resource::Lease => "coordination.k8s.io",
         }
     }
 
@@ -281,6 +289,7 @@ impl Resource {
             Resource::ConfigMap => "ConfigMap",
             Resource::Secret => "Secret",
             Resource::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Resource::Lease => "Lease",
         }
     }
 
@@ -289,6 +298,7 @@ impl Resource {
             "" => "v1",
             "apps" => "apps/v1",
             "autoscaling" => "autoscaling/v2",
+            "coordination.k8s.io" => "coordination.k8s.io/v1",
             _ => "batch/v1",
         }
     }
@@ -364,6 +374,7 @@ impl Resource {
                 serde_json::to_value(&secret).map_err(|e| e.to_string())
             }
             Resource::HorizontalPodAutoscaler => roundtrip::<HorizontalPodAutoscaler>(value),
+            Resource::Lease => roundtrip::<Lease>(value),
         }
     }
 }
@@ -1345,7 +1356,8 @@ fn validate(resource: Resource, object: &Value) -> Vec<Cause> {
         | Resource::Service
         | Resource::ConfigMap
         | Resource::Secret
-        | Resource::HorizontalPodAutoscaler => {}
+        | Resource::HorizontalPodAutoscaler
+        | Resource::Lease => {}
     }
     causes
 }

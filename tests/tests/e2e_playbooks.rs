@@ -122,6 +122,7 @@ fn engine_on(store: &Arc<Store>, cluster: &Arc<KubeCluster>, metrics: &Arc<Scrip
         // No cooldown by default here: each test sets the one it is about.
         defaults: GuardSettings { autonomy: Autonomy::Auto, cooldown: Duration::ZERO, ..GuardSettings::default() },
         retry: warden_playbooks::policy::RetryPolicy::default(),
+        fencing: None,
     })
 }
 

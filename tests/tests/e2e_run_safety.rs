@@ -63,6 +63,7 @@ fn engine_on(store: &Arc<Store>, cluster: Arc<dyn Cluster>, defaults: GuardSetti
         store: store.clone(),
         defaults,
         retry: RetryPolicy { first_delay: Duration::from_millis(100), ..RetryPolicy::default() },
+        fencing: None,
     })
 }
 

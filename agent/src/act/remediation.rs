@@ -223,6 +223,7 @@ impl Remediation {
             store,
             defaults: GuardSettings::default().overlay(&config.playbooks.guards),
             retry: warden_playbooks::policy::RetryPolicy::default(),
+            fencing: None,
         };
         Ok(Self { runs, catalog, config })
     }

@@ -47,9 +47,13 @@ pub fn router(state: AppState) -> Router {
         .route("/outbox/{id}/retry", post(crate::api::outbox::retry))
         .route("/outbox/{id}/discard", post(crate::api::outbox::discard))
         .route("/outbox/dead/retry", post(crate::api::outbox::retry_all))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_leader))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
     // Slack cannot send a bearer token: this route checks Slack's request signature.
-    let signed = Router::new().route("/slack/interactions", post(crate::api::slack::interactions));
+    // A decision is a write: like the others, only the leader takes it.
+    let signed = Router::new()
+        .route("/slack/interactions", post(crate::api::slack::interactions))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_leader));
     let api = read.merge(write).merge(signed);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -129,9 +133,43 @@ async fn require_operator(State(st): State<AppState>, mut req: Request, next: Ne
     }
 }
 
+/// Writes (alerts, runs, approvals, outbox changes) are the leader's: a follower answers
+/// 503 with `Retry-After` and names the leader, so a client retries (Alertmanager does)
+/// and reaches the leader through the Service.
+async fn require_leader(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if st.pipeline.leadership.is_leader() {
+        return next.run(req).await;
+    }
+    let view = st.pipeline.leadership.view();
+    let leader = view.leader.clone().unwrap_or_else(|| "nobody (an election is under way)".into());
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": format!("this replica is a follower; the leader is {leader}"), "role": view.role, "leader": view.leader})),
+    )
+        .into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+    r
+}
+
 async fn readyz(State(st): State<AppState>) -> Response {
     if !st.ready.load(Ordering::Relaxed) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "starting");
+    }
+    let view = st.pipeline.leadership.view();
+    if view.role == "follower" {
+        // A follower serves the read API; whether the leader sees data is the leader's
+        // readiness.
+        return match st.pipeline.store.pending_notifications() {
+            Ok(_) => Json(json!({
+                "status": "ready",
+                "role": "follower",
+                "identity": view.identity,
+                "leader": view.leader,
+                "transitions": view.transitions,
+            }))
+            .into_response(),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+        };
     }
     if let Some(reason) = st.pipeline.blind() {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("every watch has no data: {reason}"));
@@ -144,6 +182,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     st.pipeline.metrics.refresh_from_store(&st.pipeline.store, chrono::Utc::now());
+    st.pipeline.leadership.export(&st.pipeline.metrics);
     match st.pipeline.metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
             .into_response(),
@@ -397,6 +436,66 @@ mod tests {
         // The notify step's message is an event of the incident, with its notification.
         let (_, body) = call(&app, "GET", "/api/v1/incidents/1", Some("t"), "").await;
         assert!(body.contains("A fired"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_follower_is_ready_names_the_leader_and_refuses_writes() {
+        use crate::leadership::testing::Election;
+        let cfg = crate::config::parse_str(
+            "prometheus: { url: 'http://127.0.0.1:9' }\nwatches:\n  - name: a\n    query: up\n",
+            std::path::Path::new("t.yaml"),
+        )
+        .expect("config");
+        let election = Election::new();
+        let (_a, leader) = election.leader("warden-0").await;
+        let (_b, follower) = election.follower("warden-1").await;
+        let app_of = |leadership: crate::leadership::Leadership| {
+            let cfg = Arc::new(cfg.clone());
+            async move { follower_app(cfg, leadership).await }
+        };
+        async fn follower_app(cfg: Arc<crate::config::Config>, leadership: crate::leadership::Leadership) -> Router {
+            let engine = Pipeline::new(
+                cfg,
+                Arc::new(crate::store::Store::open_in_memory().expect("store")),
+                Arc::new(NoSource),
+                None,
+                Arc::new(crate::metrics::Metrics::new()),
+                vec![],
+                crate::timeline::Timeline::default(),
+            )
+            .with_leadership(leadership, std::time::Duration::from_secs(10));
+            // Prometheus is unreachable: every watch has no data.
+            engine.evaluate_watch(0, Utc::now()).await;
+            router(AppState {
+                pipeline: Arc::new(engine),
+                api_token: Some(Arc::from("op")),
+                viewer_token: None,
+                ready: Arc::new(AtomicBool::new(true)),
+                slack: None,
+            })
+        }
+        // The leader is blind: not ready, as without leader election.
+        let app = app_of(leader).await;
+        let (st, body) = call(&app, "GET", "/readyz", None, "").await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("no data"), "{body}");
+
+        // A follower serves reads and says who leads; writes go to the leader.
+        let app = app_of(follower).await;
+        let (st, body) = call(&app, "GET", "/readyz", None, "").await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!((v["role"].as_str(), v["leader"].as_str()), (Some("follower"), Some("warden-0")), "{body}");
+        assert_eq!(v["identity"], "warden-1");
+        assert_eq!(call(&app, "GET", "/api/v1/runs", Some("op"), "").await.0, StatusCode::OK);
+        let alert = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
+        let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("op"), alert).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("follower") && body.contains("warden-0"), "{body}");
+        let (_, body) = call(&app, "GET", "/api/v1/incidents", Some("op"), "").await;
+        assert_eq!(body, r#"{"incidents":[]}"#, "a follower's alert opens nothing");
+        let (_, metrics) = call(&app, "GET", "/metrics", None, "").await;
+        assert!(metrics.contains("warden_leader 0") && metrics.contains("warden_leader_transitions 0"), "{metrics}");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use chrono::Utc;
 use warden_connectors::kubernetes::{KubeClient, KubeConnect};
+use warden_connectors::leader::LeaderElector;
 use warden_connectors::loki::{LokiClient, LokiConfig};
 use warden_connectors::prometheus::{PrometheusClient, PrometheusConfig};
 use warden_connectors::{HttpAuth, Secret, TlsOptions};
@@ -24,6 +25,7 @@ use crate::analysis::{ClusterEvidence, Summarizer};
 use crate::config::{AuthSection, Config, SecretRef};
 use crate::ingest::log_watch::{LogSource, LokiLogs};
 use crate::ingest::source::MetricSource;
+use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::notify::Channels;
 use crate::pipeline::Pipeline;
@@ -149,8 +151,50 @@ pub async fn build_kube(cfg: &Config) -> Result<Option<Arc<KubeCluster>>> {
     } else {
         KubeConnect::Kubeconfig { path: k.kubeconfig.clone(), context: k.context.clone() }
     };
-    let client = KubeClient::connect(&how).await.context("kubernetes")?;
+    let mut client = KubeClient::connect(&how).await.context("kubernetes")?;
+    client = client.with_request_timeout(kube_request_timeout(cfg));
     Ok(Some(Arc::new(KubeCluster { client })))
+}
+
+/// The Kubernetes client's request timeout: the connector's default, cut under leader
+/// election to what the fence admits ([`crate::config::operation_budget`]), so that every
+/// cluster write fits in the lease.
+pub fn kube_request_timeout(cfg: &Config) -> Duration {
+    let default = warden_connectors::kubernetes::DEFAULT_REQUEST_TIMEOUT;
+    if !cfg.leader_election.enabled {
+        return default;
+    }
+    // The Lease configuration was checked at load; on an error the default stays.
+    match cfg.leader_election.lease_config(&crate::config::PodEnv::current()) {
+        Ok(lease) => default.min(crate::config::operation_budget(&lease)),
+        Err(_) => default,
+    }
+}
+
+/// The daemon's [`Leadership`]: always the leader without `leader_election.enabled`;
+/// otherwise an elector on the Lease through `kube`, spawned on `shutdown` (cancel it only
+/// after everything that acts has stopped: it releases the lease then).
+pub fn leadership(
+    cfg: &Config,
+    kube: Option<&KubeCluster>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(Leadership, Option<tokio::task::JoinHandle<warden_connectors::Result<()>>>)> {
+    if !cfg.leader_election.enabled {
+        return Ok((Leadership::AlwaysLeader, None));
+    }
+    let Some(kube) = kube else {
+        return Err(anyhow!(
+            "leader_election.enabled: needs a `kubernetes` section (the Lease lives on the API server)"
+        ));
+    };
+    let lease = cfg
+        .leader_election
+        .lease_config(&crate::config::PodEnv::current())
+        .map_err(|(path, msg)| anyhow!("{path}: {msg}"))?;
+    tracing::info!(lease = %lease.describe(), identity = %lease.identity, "leader election on");
+    let elector = LeaderElector::new(&kube.client, lease).context("leader_election")?;
+    let (handle, task) = elector.spawn(shutdown);
+    Ok((Leadership::Lease(handle), Some(task)))
 }
 
 /// A source for configs without a `prometheus` section (no watches): every query fails.

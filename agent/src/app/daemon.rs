@@ -7,6 +7,12 @@
 //! step in flight (a run cut off resumes from its stored plan on the next start); the outbox
 //! gets a last delivery round and the HTTP server drains, each bounded by the same deadline.
 //! Anything undelivered stays in the outbox for the next start.
+//!
+//! With `leader_election.enabled` the elector runs beside them (see
+//! [`crate::leadership`]): only the leader turns evaluations into incidents, advances runs,
+//! fires cron triggers, analyses and delivers; every replica evaluates (warm detectors) and
+//! serves the read API. The elector stops last, after everything that acts, and releases
+//! the lease so that another replica takes over at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use crate::api::server::{router, AppState};
 use crate::app::assemble::{self, Mode, Parts};
 use crate::config::Config;
 use crate::ingest::log_watch::LogSource;
+use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::notify::{Outbox, Policy};
 use crate::pipeline::Pipeline;
@@ -51,6 +58,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     }
     let source = assemble::metric_source(&cfg)?;
     let kube = assemble::build_kube(&cfg).await?;
+    // The elector has its own token: it is cancelled (and the lease released) only after
+    // every task that acts has stopped.
+    let election_token = CancellationToken::new();
+    let (leadership, election) = assemble::leadership(&cfg, kube.as_deref(), election_token.clone())?;
     let channels = assemble::build_channels(&cfg)?;
     let store = Arc::new(
         Store::open(&cfg.store.sqlite)
@@ -62,27 +73,37 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let summarizer = Arc::new(Summarizer::from_config(cfg.analysis.model.as_ref()));
     let (analysis_tx, analysis_rx) = analysis_queue();
     let action_tasks = ActionTasks::new(shutdown.clone());
-    let engine = Arc::new(assemble::pipeline(
-        Parts {
-            config: cfg.clone(),
-            store: store.clone(),
-            source,
-            cluster: kube.clone().map(|k| k as Arc<dyn Cluster>),
-            evidence: kube.map(|k| k as Arc<dyn ClusterEvidence>),
-            logs: assemble::build_loki(&cfg)?.map(|l| Arc::new(l) as Arc<dyn LogSource>),
-            metrics: metrics.clone(),
-            channels: channels.names(),
-            timeline: timeline.clone(),
-            summarizer,
-        },
-        Mode::Queued { analysis: analysis_tx, actions: action_tasks.clone() },
-    ));
+    let engine = Arc::new(
+        assemble::pipeline(
+            Parts {
+                config: cfg.clone(),
+                store: store.clone(),
+                source,
+                cluster: kube.clone().map(|k| k as Arc<dyn Cluster>),
+                evidence: kube.map(|k| k as Arc<dyn ClusterEvidence>),
+                logs: assemble::build_loki(&cfg)?.map(|l| Arc::new(l) as Arc<dyn LogSource>),
+                metrics: metrics.clone(),
+                channels: channels.names(),
+                timeline: timeline.clone(),
+                summarizer,
+            },
+            Mode::Queued { analysis: analysis_tx, actions: action_tasks.clone() },
+        )
+        .with_leadership(leadership.clone(), assemble::kube_request_timeout(&cfg)),
+    );
+    leadership.export(&metrics);
+    let role_task = {
+        let (leadership, metrics, token) = (leadership.clone(), metrics.clone(), shutdown.clone());
+        let wake = engine.outbox_wake.clone();
+        tokio::spawn(async move { watch_role(leadership, metrics, wake, token).await })
+    };
     let analysis_task = engine.analyzer().cloned().map(|a| {
-        let (token, late) = (shutdown.clone(), engine.late.clone());
-        tokio::spawn(async move { run_analyses(a, analysis_rx, late, token).await })
+        let (token, leadership, late) = (shutdown.clone(), leadership.clone(), engine.late.clone());
+        tokio::spawn(async move { run_analyses(a, analysis_rx, late, leadership, token).await })
     });
     let slack = channels.slack_app.clone();
-    let outbox = Outbox::new(store.clone(), channels, Policy::from_config(&cfg.notify), metrics, timeline);
+    let outbox = Outbox::new(store.clone(), channels, Policy::from_config(&cfg.notify), metrics, timeline)
+        .with_leadership(leadership.clone(), &cfg.notify);
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
@@ -146,6 +167,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "http server task"),
         Err(_) => tracing::warn!("http server did not drain within the shutdown deadline"),
     }
+    // Nothing acts any more: give the lease up so that another replica leads at once.
+    election_token.cancel();
+    if let Some(task) = election {
+        match tokio::time::timeout(SHUTDOWN_DEADLINE, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the leader lease; it expires on its own"),
+            Ok(Err(e)) => tracing::error!(error = %e, "leader election task"),
+            Err(_) => tracing::warn!("releasing the leader lease did not finish; it expires on its own"),
+        }
+    }
+    role_task.abort();
     tracing::info!("warden stopped");
     Ok(())
 }
@@ -192,24 +224,68 @@ pub async fn run_scheduler(engine: Arc<Pipeline>, shutdown: CancellationToken) {
     }
 }
 
+/// Keep `warden_leader` and `warden_leader_transitions` current, log role changes, and
+/// wake the outbox when this replica becomes the leader (what the last one left is sent
+/// at once).
+async fn watch_role(
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    outbox_wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = match &leadership {
+        Leadership::AlwaysLeader => return,
+        Leadership::Lease(h) => h.subscribe(),
+    };
+    let mut was = leadership.is_leader();
+    loop {
+        leadership.export(&metrics);
+        let now = leadership.is_leader();
+        if now != was {
+            let view = leadership.view();
+            tracing::info!(role = view.role, leader = ?view.leader, transitions = view.transitions, "role changed");
+            if now {
+                outbox_wake.notify_one();
+            }
+            was = now;
+        }
+        // Woken by the elector; the clock alone can end leadership, so look every second.
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { leadership.export(&metrics); return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Analyse opened incidents one at a time, in the order they opened, and analyse again
-/// those whose runs have ended since (late evidence).
+/// those whose runs have ended since (late evidence). Only the leader analyses (an analysis
+/// stores events and notifications); a follower drops what reaches it.
 pub async fn run_analyses(
     analyzer: Arc<crate::analysis::Analyzer>,
     mut queue: tokio::sync::mpsc::Receiver<AnalysisRequest>,
     late: Arc<crate::analysis::LateEvidence>,
+    leadership: Leadership,
     shutdown: CancellationToken,
 ) {
     loop {
         let next = tokio::select! {
             n = queue.recv() => n,
             _ = late.noted() => {
-                analyzer.reanalyse_late(&late, Utc::now()).await;
+                if leadership.is_leader() {
+                    analyzer.reanalyse_late(&late, Utc::now()).await;
+                } else {
+                    late.take();
+                }
                 continue;
             }
             _ = shutdown.cancelled() => return,
         };
         let Some((id, _opened)) = next else { return };
+        if !leadership.is_leader() {
+            tracing::info!(incident = id, "not analysed: this replica no longer leads");
+            continue;
+        }
         // Evidence is read as of now: the first action's outcome and events that arrived
         // since the incident opened are part of it.
         if let Err(e) = analyzer.analyze(id, Utc::now()).await {
@@ -218,7 +294,8 @@ pub async fn run_analyses(
     }
 }
 
-/// Advance playbook runs on the wall clock and fire cron triggers, once a second. Each due
+/// Advance playbook runs on the wall clock and fire cron triggers, once a second, while
+/// this replica leads. Each due
 /// run is advanced in a task of its own (one per run at a time), so a run waiting on a slow
 /// cluster delays neither the other runs nor the clock; runs another task or process holds
 /// (their claim) are not due here.
@@ -231,6 +308,16 @@ pub async fn run_playbooks(
     let mut last = Utc::now();
     loop {
         let now = Utc::now();
+        if !engine.leadership.is_leader() {
+            // Runs and schedules are the leader's; a cron fire while following is the
+            // leader's too (the window starts again when this replica leads).
+            last = now;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
         match rem.runs.due_runs(now) {
             Ok(ids) => {
                 for id in ids {

@@ -209,6 +209,63 @@ mod tests {
     }
 
     #[test]
+    fn leader_election_defaults_and_errors_name_their_paths() {
+        let cfg = parse_str("", Path::new("e.yaml")).expect("valid");
+        let le = &cfg.leader_election;
+        assert!(!le.enabled);
+        assert_eq!(le.lease_name, "warden");
+        assert_eq!(
+            (le.lease_duration.get().as_secs(), le.renew_deadline.get().as_secs(), le.retry_period.get().as_secs()),
+            (15, 10, 2)
+        );
+        let env = crate::config::PodEnv { namespace: Some("ops".into()), name: Some("warden-7f9".into()) };
+        let lease = le.lease_config(&env).expect("the defaults are valid");
+        assert_eq!((lease.namespace.as_str(), lease.identity.as_str()), ("ops", "warden-7f9"));
+        // The configured values win over the pod's.
+        let cfg = parse_str(
+            "kubernetes: {}\nleader_election: { enabled: true, namespace: mon, identity: w-0, lease_name: w }\n",
+            Path::new("e.yaml"),
+        )
+        .expect("valid");
+        let lease = cfg.leader_election.lease_config(&env).expect("valid");
+        assert_eq!((lease.namespace.as_str(), lease.name.as_str(), lease.identity.as_str()), ("mon", "w", "w-0"));
+        // Without a namespace anywhere it is required.
+        let missing = cfg.leader_election.clone();
+        let missing = crate::config::LeaderElectionSection { namespace: None, ..missing };
+        let (path, msg) = missing.lease_config(&crate::config::PodEnv::default()).expect_err("no namespace");
+        assert_eq!(path, "leader_election.namespace");
+        assert!(msg.contains("POD_NAMESPACE"), "{msg}");
+
+        for (text, path) in [
+            (
+                "leader_election: { lease_duration: 15s, renew_deadline: 10s, retry_period: 10s }\n",
+                "leader_election.retry_period",
+            ),
+            ("leader_election: { renew_deadline: 14s }\n", "leader_election.renew_deadline"),
+            (
+                "leader_election: { lease_duration: 5s, renew_deadline: 3s, retry_period: 2s }\n",
+                "leader_election.lease_duration",
+            ),
+            ("leader_election: { lease_name: 'a/b' }\n", "leader_election.lease_name"),
+            ("leader_election: { namespace: 'x/y' }\n", "leader_election.namespace"),
+            ("leader_election: { lease_duration: soon }\n", "leader_election.lease_duration"),
+            ("leader_election: { enable: true }\n", "leader_election.enable"),
+        ] {
+            let e = errors(text);
+            assert_eq!(e.len(), 1, "{text}: {e:?}");
+            assert_eq!(e[0].path, path, "{text}: {}", e[0]);
+            assert_eq!(e[0].line, Some(1), "{text}");
+        }
+        // With leader election on, a channel timeout longer than a fenced send may take.
+        let e = errors(
+            "leader_election: { enabled: true, namespace: ops, identity: w-0 }\nnotify:\n  slack: { webhook_url: { env: HOOK }, timeout: 30s }\n",
+        );
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        // ... and without a `kubernetes` section there is no API server to hold the Lease.
+        assert_eq!(paths, ["leader_election.enabled", "notify.slack.timeout"], "{e:?}");
+    }
+
+    #[test]
     fn empty_file_is_a_valid_default() {
         let cfg = parse_str("", Path::new("e.yaml")).expect("valid");
         assert!(cfg.watches.is_empty());

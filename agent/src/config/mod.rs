@@ -40,6 +40,9 @@ pub struct Config {
     pub playbooks: PlaybooksSection,
     #[serde(default)]
     pub analysis: AnalysisSection,
+    /// Two or more replicas: elect one leader on a Lease (off: one replica, always leader).
+    #[serde(default)]
+    pub leader_election: LeaderElectionSection,
     #[serde(default)]
     pub watches: Vec<WatchConfig>,
     #[serde(default)]
@@ -230,6 +233,171 @@ impl Default for ServerLimits {
             max_connections: defaults::max_connections(),
             reserved_connections: defaults::reserved_connections(),
         }
+    }
+}
+
+/// `leader_election`: run two or more replicas, of which only the holder of a
+/// `coordination.k8s.io/v1` Lease acts (see `docs/operations.md`, high availability).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionSection {
+    /// Off (the default): one replica, always the leader, no Lease.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Name of the Lease object.
+    #[serde(default = "defaults::lease_name")]
+    pub lease_name: String,
+    /// Namespace of the Lease; default: `POD_NAMESPACE`, else the service account's
+    /// namespace file; required when neither is there.
+    pub namespace: Option<String>,
+    /// This replica's identity in the Lease; default: `POD_NAME`, else the host name.
+    pub identity: Option<String>,
+    /// How long a lease stays valid after its last renew.
+    #[serde(default = "defaults::lease_duration")]
+    pub lease_duration: HumanDuration,
+    /// How long the leader keeps trying to renew before it steps down.
+    #[serde(default = "defaults::renew_deadline")]
+    pub renew_deadline: HumanDuration,
+    /// How often the leader renews and followers look at the lease.
+    #[serde(default = "defaults::retry_period")]
+    pub retry_period: HumanDuration,
+}
+
+impl Default for LeaderElectionSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lease_name: defaults::lease_name(),
+            namespace: None,
+            identity: None,
+            lease_duration: defaults::lease_duration(),
+            renew_deadline: defaults::renew_deadline(),
+            retry_period: defaults::retry_period(),
+        }
+    }
+}
+
+/// Where the service account's namespace is mounted in a pod.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+const NAMESPACE_REQUIRED: &str = "required: neither POD_NAMESPACE nor the service account's namespace file is there";
+const IDENTITY_REQUIRED: &str = "required: neither POD_NAME nor a host name is there";
+
+/// What the defaults of `leader_election` are read from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodEnv {
+    /// `POD_NAMESPACE`, else the service account's namespace file.
+    pub namespace: Option<String>,
+    /// `POD_NAME`, else the host name.
+    pub name: Option<String>,
+}
+
+impl PodEnv {
+    /// From this process's environment.
+    pub fn current() -> Self {
+        let env = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let file = |p: &str| std::fs::read_to_string(p).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        Self {
+            namespace: env("POD_NAMESPACE").or_else(|| file(SERVICE_ACCOUNT_NAMESPACE)),
+            name: env("POD_NAME").or_else(|| env("HOSTNAME")).or_else(|| file("/proc/sys/kernel/hostname")),
+        }
+    }
+}
+
+impl LeaderElectionSection {
+    /// The Lease configuration, with namespace and identity defaulted from `env`. Errors
+    /// are `(YAML path, message)`.
+    pub fn lease_config(&self, env: &PodEnv) -> Result<warden_connectors::leader::LeaseConfig, (String, String)> {
+        let at = |k: &str| format!("leader_election.{k}");
+        let namespace = self
+            .namespace
+            .clone()
+            .or_else(|| env.namespace.clone())
+            .ok_or_else(|| (at("namespace"), NAMESPACE_REQUIRED.to_string()))?;
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| env.name.clone())
+            .ok_or_else(|| (at("identity"), IDENTITY_REQUIRED.to_string()))?;
+        let lease = warden_connectors::leader::LeaseConfig {
+            lease_duration: self.lease_duration.get(),
+            renew_deadline: self.renew_deadline.get(),
+            retry_period: self.retry_period.get(),
+            ..warden_connectors::leader::LeaseConfig::new(namespace, self.lease_name.clone(), identity)
+        };
+        if let Err(e) = lease.validate() {
+            let message = e.to_string();
+            // The setting's own words, without the error's kind or the lease's name.
+            let prefix = format!("{}: ", lease.describe());
+            let text = match message.find(&prefix) {
+                Some(i) => &message[i + prefix.len()..],
+                None => message.strip_prefix("invalid input: ").unwrap_or(&message),
+            };
+            // The setting the message names first is the one to change.
+            let keys = [
+                ("retry_period", "retry_period"),
+                ("renew_deadline", "renew_deadline"),
+                ("lease_duration", "lease_duration"),
+                ("lease namespace", "namespace"),
+                ("lease name", "lease_name"),
+                ("identity", "identity"),
+            ];
+            let key = keys
+                .iter()
+                .filter_map(|(word, key)| text.find(word).map(|i| (i, std::cmp::Reverse(word.len()), *key)))
+                .min()
+                .map_or("lease_name", |(_, _, k)| k);
+            return Err((at(key), text.to_string()));
+        }
+        if operation_budget(&lease).is_zero() {
+            return Err((
+                at("lease_duration"),
+                format!(
+                    "{} leaves no time for an operation: it must exceed the safety margin ({}) plus twice retry_period",
+                    self.lease_duration,
+                    HumanDuration(lease.safety_margin)
+                ),
+            ));
+        }
+        Ok(lease)
+    }
+}
+
+/// The longest operation the leader's fence admits at every point of a renew cycle, with
+/// one renew late: `lease_duration - safety_margin - 2 × retry_period` (10 s with the
+/// defaults). Under leader election the Kubernetes client's request timeout is cut to it,
+/// and every notification channel's timeout must fit in it (checked at load).
+pub fn operation_budget(lease: &warden_connectors::leader::LeaseConfig) -> std::time::Duration {
+    lease.lease_duration.saturating_sub(lease.safety_margin).saturating_sub(lease.retry_period.saturating_mul(2))
+}
+
+impl NotifySection {
+    /// Each configured channel's send timeout: `(channel, YAML path, timeout)`. The file
+    /// channel, a local write, has none.
+    pub fn timeouts(&self) -> Vec<(&'static str, &'static str, std::time::Duration)> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.slack {
+            out.push(("slack", "notify.slack.timeout", c.timeout.get()));
+        }
+        if let Some(c) = &self.slack_app {
+            out.push(("slack_app", "notify.slack_app.timeout", c.timeout.get()));
+        }
+        if let Some(c) = &self.email {
+            out.push(("email", "notify.email.timeout", c.timeout.get()));
+        }
+        if let Some(c) = &self.pagerduty {
+            out.push(("pagerduty", "notify.pagerduty.timeout", c.timeout.get()));
+        }
+        if let Some(c) = &self.opsgenie {
+            out.push(("opsgenie", "notify.opsgenie.timeout", c.timeout.get()));
+        }
+        if let Some(c) = &self.teams {
+            out.push(("teams", "notify.teams.timeout", c.timeout.get()));
+        }
+        if let Some(c) = &self.webhook {
+            out.push(("webhook", "notify.webhook.timeout", c.timeout.get()));
+        }
+        out
     }
 }
 
@@ -659,6 +827,18 @@ mod defaults {
 
     pub fn prometheus_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))
+    }
+    pub fn lease_name() -> String {
+        "warden".into()
+    }
+    pub fn lease_duration() -> HumanDuration {
+        HumanDuration(Duration::from_secs(15))
+    }
+    pub fn renew_deadline() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn retry_period() -> HumanDuration {
+        HumanDuration(Duration::from_secs(2))
     }
     pub fn notify_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))

@@ -43,6 +43,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
             err(format!("playbooks.guards{rest}"), msg);
         }
     }
+    leader_election(&mut err, cfg);
     if let Some(t) = &cfg.server.viewer_token {
         secret(&mut err, "server.viewer_token", t);
     }
@@ -305,6 +306,53 @@ fn logql_problem(q: &str) -> Option<String> {
 }
 
 /// The receivers beside Slack webhooks and e-mail: secrets, URLs, timeouts, ids.
+/// `leader_election`: names and timings (checked even when it is off, so that turning it
+/// on does not reveal old mistakes); when on, the namespace and identity must be known, and
+/// every notification channel's timeout must fit in what the fence admits.
+fn leader_election(err: &mut impl FnMut(String, String), cfg: &Config) {
+    let le = &cfg.leader_election;
+    let pod = if le.enabled { super::PodEnv::current() } else { super::PodEnv::default() };
+    if le.enabled {
+        // Reported here, so that the timings below are checked too.
+        if le.namespace.is_none() && pod.namespace.is_none() {
+            err("leader_election.namespace".into(), super::NAMESPACE_REQUIRED.into());
+        }
+        if le.identity.is_none() && pod.name.is_none() {
+            err("leader_election.identity".into(), super::IDENTITY_REQUIRED.into());
+        }
+    }
+    let env = super::PodEnv {
+        namespace: pod.namespace.or_else(|| Some("default".into())),
+        name: pod.name.or_else(|| Some("warden".into())),
+    };
+    let lease = match le.lease_config(&env) {
+        Ok(l) => l,
+        Err((path, msg)) => return err(path, msg),
+    };
+    if !le.enabled {
+        return;
+    }
+    if cfg.kubernetes.is_none() {
+        err(
+            "leader_election.enabled".into(),
+            "needs a `kubernetes` section (the Lease lives on the API server)".into(),
+        );
+    }
+    let budget = super::operation_budget(&lease);
+    for (_, path, timeout) in cfg.notify.timeouts() {
+        if timeout > budget {
+            err(
+                path.into(),
+                format!(
+                    "{} is longer than the {} a fenced send may take with leader election (lease_duration - 1s - 2 × retry_period)",
+                    HumanDuration(timeout),
+                    HumanDuration(budget)
+                ),
+            );
+        }
+    }
+}
+
 fn receivers(err: &mut impl FnMut(String, String), n: &super::NotifySection) {
     if let Some(a) = &n.slack_app {
         secret(err, "notify.slack_app.bot_token", &a.bot_token);

@@ -26,6 +26,14 @@
 //!    or the receiver's `Retry-After`) without blaming the message; a message-level
 //!    transient failure is retried with backoff until `notify.retry.max_attempts`.
 //!
+//! 5. **Only the leader sends** (leader election, [`Leadership`]): a follower's pass does
+//!    nothing, and before each send the leader passes the fence for the channel's timeout.
+//!    A refused fence sends nothing and charges nothing: when this replica no longer leads
+//!    the pass stops and the message stays pending for the next leader; when the lease is
+//!    too short for the send it is tried again after the next renew. A send that outlasts
+//!    the lease's validity is abandoned as a transient failure and sent again (delivery
+//!    stays at least once).
+//!
 //! Dead letters keep their reason (`GET /api/v1/outbox/dead`, `warden outbox dead`) and are
 //! reported on the other channels by a short notice, at most one per channel and minute; a
 //! notice that is itself dead-lettered is only logged, so reports never loop.
@@ -50,6 +58,7 @@ use super::receivers::{ALERTING, DIGESTED};
 use super::render::{render_dead_letter_notice, render_digest, DeadLetter, DigestEntry};
 use super::slack_app::SlackApp;
 use crate::config::NotifySection;
+use crate::leadership::Leadership;
 use crate::metrics::{ChannelLabel, Metrics};
 use crate::store::outbox::{OutboxItem, PendingMessage};
 use crate::store::Store;
@@ -160,6 +169,8 @@ struct Round {
     dead: usize,
     digests: usize,
     next_due: Option<DateTime<Utc>>,
+    /// The fence said this replica no longer leads.
+    stopped: bool,
 }
 
 enum Attempt {
@@ -172,7 +183,19 @@ enum Attempt {
         until: DateTime<Utc>,
         dead: bool,
     },
+    /// The fence refused: nothing was sent or charged. `retry`: when to try again (the
+    /// lease was too short); `None`: this replica does not lead, stop the pass.
+    Fenced {
+        retry: Option<DateTime<Utc>>,
+    },
 }
+
+/// What a send asks the lease for on a channel without a configured timeout (the notify
+/// default), and on the file channel (a local write).
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const FILE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// When a send the lease was too short for is tried again.
+const FENCE_RETRY: Duration = Duration::from_secs(1);
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     match (a, b) {
@@ -197,6 +220,10 @@ pub struct Outbox {
     pub metrics: Arc<Metrics>,
     pub timeline: Timeline,
     state: Mutex<HashMap<String, ChannelState>>,
+    /// Only the leader delivers; every send is fenced (see the module docs).
+    leadership: Leadership,
+    /// Each channel's send timeout: what a send asks the lease for.
+    send_timeouts: HashMap<String, Duration>,
 }
 
 impl Outbox {
@@ -207,7 +234,33 @@ impl Outbox {
         metrics: Arc<Metrics>,
         timeline: Timeline,
     ) -> Self {
-        Self { store, channels, policy, metrics, timeline, state: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            channels,
+            policy,
+            metrics,
+            timeline,
+            state: Mutex::new(HashMap::new()),
+            leadership: Leadership::AlwaysLeader,
+            send_timeouts: HashMap::new(),
+        }
+    }
+
+    /// Deliver only while `leadership` leads, fencing each send with the channel's timeout
+    /// from `notify` (see the module docs).
+    pub fn with_leadership(mut self, leadership: Leadership, notify: &NotifySection) -> Self {
+        self.leadership = leadership;
+        self.send_timeouts = notify.timeouts().into_iter().map(|(ch, _, t)| (ch.to_string(), t)).collect();
+        self
+    }
+
+    /// What a send on `channel` asks the lease for.
+    fn send_timeout(&self, channel: &str) -> Duration {
+        match self.send_timeouts.get(channel) {
+            Some(t) => *t,
+            None if channel == "file" => FILE_SEND_TIMEOUT,
+            None => DEFAULT_SEND_TIMEOUT,
+        }
     }
 
     fn with_state<T>(&self, channel: &str, f: impl FnOnce(&mut ChannelState) -> T) -> T {
@@ -218,6 +271,10 @@ impl Outbox {
     /// Deliver everything due at `now` on every channel.
     pub async fn deliver_due(&self, now: DateTime<Utc>) -> Pass {
         let mut pass = Pass::default();
+        if !self.leadership.is_leader() {
+            // A follower neither sends nor changes the outbox (digests, expiry, notices).
+            return pass;
+        }
         for round in 0.. {
             if round == MAX_ROUNDS {
                 pass.next_due = Some(now);
@@ -234,12 +291,18 @@ impl Outbox {
             let rounds = futures::future::join_all(channels.iter().map(|ch| self.channel_round(ch, now))).await;
             let mut progress = false;
             pass.next_due = None;
+            let stopped = rounds.iter().any(|r| r.stopped);
             for r in rounds {
                 progress |= r.delivered + r.dead + r.digests > 0;
                 pass.delivered += r.delivered;
                 pass.dead_lettered += r.dead;
                 pass.digests += r.digests;
                 pass.next_due = earliest(pass.next_due, r.next_due);
+            }
+            if stopped {
+                // No longer the leader: what is left waits for the next one.
+                pass.next_due = None;
+                break;
             }
             let (noticed, notice_due) = self.report_dead_letters(now);
             pass.next_due = earliest(pass.next_due, notice_due);
@@ -305,6 +368,14 @@ impl Outbox {
                 Attempt::Paused { until, dead } => {
                     r.dead += usize::from(dead);
                     r.next_due = earliest(r.next_due, Some(until));
+                    break;
+                }
+                Attempt::Fenced { retry: Some(at) } => {
+                    r.next_due = earliest(r.next_due, Some(at));
+                    break;
+                }
+                Attempt::Fenced { retry: None } => {
+                    r.stopped = true;
                     break;
                 }
             }
@@ -409,8 +480,9 @@ impl Outbox {
                 return Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false };
             }
         };
-        match self.send(&item).await {
-            Ok(()) => {
+        match self.send_fenced(channel, &item, now).await {
+            Err(fenced) => fenced,
+            Ok(Ok(())) => {
                 if let Err(e) = self.store.mark_delivered(item.id, Utc::now().max(now)) {
                     tracing::error!(id = item.id, error = %e, "marking a delivered notification");
                     return Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false };
@@ -430,8 +502,41 @@ impl Outbox {
                 });
                 Attempt::Delivered
             }
-            Err((verdict, error)) => self.failed(channel, &item, verdict, error, now),
+            Ok(Err((verdict, error))) => self.failed(channel, &item, verdict, error, now),
         }
+    }
+
+    /// The fencing rule, in one place: before every send the lease must cover the
+    /// channel's timeout, and a send still running when the lease's validity ends is
+    /// abandoned (a transient failure: the message is sent again, at least once). A
+    /// refusal sends nothing and is answered as [`Attempt::Fenced`].
+    async fn send_fenced(
+        &self,
+        channel: &str,
+        item: &OutboxItem,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), (Verdict, String)>, Attempt> {
+        let grant = match self.leadership.fence(self.send_timeout(channel)) {
+            Ok(g) => g,
+            Err(why) if why.is_transient() => {
+                tracing::info!(id = item.id, channel, reason = %why, "notification waits for the next lease renew");
+                return Err(Attempt::Fenced { retry: Some(after(now, FENCE_RETRY)) });
+            }
+            Err(why) => {
+                tracing::info!(id = item.id, channel, reason = %why, "not sent: this replica no longer leads");
+                return Err(Attempt::Fenced { retry: None });
+            }
+        };
+        Ok(match grant.valid_for {
+            None => self.send(item).await,
+            Some(limit) => match tokio::time::timeout(limit, self.send(item)).await {
+                Ok(r) => r,
+                Err(_) => Err((
+                    Verdict::Transient,
+                    format!("abandoned after {limit:?}, when the leader lease's validity ended"),
+                )),
+            },
+        })
     }
 
     fn failed(&self, channel: &str, item: &OutboxItem, verdict: Verdict, error: String, now: DateTime<Utc>) -> Attempt {
@@ -826,6 +931,45 @@ mod tests {
         assert!(metrics.contains("warden_outbox_pending{channel=\"file\"} 0"), "{metrics}");
         // Nothing more to do, and no second notice.
         assert_eq!(outbox.deliver_due(now).await, Pass::default());
+    }
+
+    #[tokio::test]
+    async fn only_the_leader_sends_and_a_refused_fence_leaves_the_message_pending() {
+        use crate::leadership::testing::Election;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        let now = Utc::now();
+        store.open_incident(&sig("f"), now, &json!({}), |_| vec![note("file", "opened", 1)]).expect("open");
+        let path = dir.path().join("n.jsonl");
+        let election = Election::new();
+        let (mut a, leader) = election.leader("warden-0").await;
+        let (_b, follower) = election.follower("warden-1").await;
+        let notify = NotifySection::default();
+
+        // A follower does nothing: no send, no digest, no expiry.
+        let follower = outbox(&store, Some(path.clone())).with_leadership(follower, &notify);
+        assert_eq!(follower.deliver_due(now).await, Pass::default());
+        assert_eq!(store.pending_notifications().expect("count"), 1);
+        assert!(!path.exists());
+
+        // The leader, 5 s after its last renew (9 s of lease left), with a send that may
+        // take 10 s: the fence refuses, nothing is sent and nothing is charged.
+        let mut leading = outbox(&store, Some(path.clone())).with_leadership(leader, &notify);
+        leading.send_timeouts.insert("file".into(), Duration::from_secs(10));
+        election.clock.advance(Duration::from_secs(5));
+        let pass = leading.deliver_due(now).await;
+        assert_eq!(pass.delivered, 0);
+        assert!(pass.next_due.is_some(), "tried again after the next renew");
+        assert!(!path.exists());
+        let item = store.pending_messages("file").expect("pending");
+        assert_eq!((item.len(), item[0].attempts, item[0].strikes), (1, 0, 0));
+
+        // After a renew the lease covers the send.
+        a.step().await.expect("renew");
+        let pass = leading.deliver_due(now).await;
+        assert_eq!(pass.delivered, 1);
+        assert_eq!(store.pending_notifications().expect("count"), 0);
+        assert_eq!(std::fs::read_to_string(&path).expect("file").lines().count(), 1);
     }
 
     #[tokio::test]

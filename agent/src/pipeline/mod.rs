@@ -36,6 +36,7 @@ use crate::ingest::alerts::{self, AlertSignal};
 use crate::ingest::evaluate::{evaluate, DetectorCache, Evaluation, SeriesVerdict, Verdict};
 use crate::ingest::log_watch::{evaluate_logs, LogFinding, LogSource, LogStates, LogWatchState};
 use crate::ingest::source::MetricSource;
+use crate::leadership::Leadership;
 use crate::metrics::{Metrics, WatchLabel, WatchOutcome};
 use crate::store::{IncidentSignal, Store, StoreError, TargetRef};
 use crate::timeline::{Timeline, TimelineEvent};
@@ -122,6 +123,9 @@ pub struct Pipeline {
     pub recent: Arc<RecentAnomalies>,
     /// Analysed incidents whose runs have since ended (see [`crate::analysis::late`]).
     pub late: Arc<LateEvidence>,
+    /// Whether this replica acts: only the leader turns verdicts into incidents and runs
+    /// (followers evaluate to keep their detectors and streaks warm, and stop there).
+    pub leadership: Leadership,
     statuses: RwLock<BTreeMap<String, WatchStatus>>,
     /// Streaming detectors kept between evaluations, one cache per watch.
     detectors: Vec<Arc<DetectorCache>>,
@@ -193,6 +197,7 @@ impl Pipeline {
             statuses: RwLock::new(statuses),
             recent: Arc::new(RecentAnomalies::default()),
             late,
+            leadership: Leadership::AlwaysLeader,
         };
         pipeline.refresh_open_gauge();
         pipeline
@@ -265,6 +270,23 @@ impl Pipeline {
         self
     }
 
+    /// Act only while `leadership` leads, and fence every request of a playbook run with it
+    /// (a cluster write asks the lease for `cluster_write_timeout`, the Kubernetes client's
+    /// request timeout).
+    pub fn with_leadership(mut self, leadership: Leadership, cluster_write_timeout: std::time::Duration) -> Self {
+        if let Some(rem) = &self.responder.remediation {
+            let mut runs = rem.runs.clone();
+            runs.fencing = Some(Arc::new(crate::act::fencing::LeaderFencing {
+                leadership: leadership.clone(),
+                cluster_write_timeout,
+            }));
+            self.responder.remediation =
+                Some(Arc::new(Remediation { runs, catalog: rem.catalog.clone(), config: rem.config.clone() }));
+        }
+        self.leadership = leadership;
+        self
+    }
+
     /// Read log watches from `source`.
     pub fn with_logs(mut self, source: Arc<dyn LogSource>) -> Self {
         self.log_source = Some(source);
@@ -280,6 +302,12 @@ impl Pipeline {
         };
         let Some(cell) = self.log_states.states.get(&w.name).cloned() else { return };
         let mut guard = cell.lock().await;
+        if !self.leadership.is_leader() {
+            // The leader reads and mines the lines and keeps the resume point; a follower
+            // drops what it had, so that it starts from the stored point when it leads.
+            *guard = None;
+            return;
+        }
         if guard.is_none() {
             let saved = match self.store.load_log_state(&w.name) {
                 Ok(s) => s,
@@ -581,6 +609,10 @@ impl Pipeline {
             }
             Verdict::Normal(_) => self.recent.normal(&sv.fingerprint, now),
             Verdict::NoData(_) | Verdict::WarmingUp(_) => {}
+        }
+        if !self.leadership.is_leader() {
+            // A follower keeps its detectors and streaks warm and stops here.
+            return Ok(());
         }
         match &sv.verdict {
             Verdict::NoData(_) | Verdict::WarmingUp(_) | Verdict::Deviating(_) => Ok(()),

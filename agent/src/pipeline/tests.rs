@@ -241,3 +241,80 @@ fn no_data_warnings_are_rate_limited_per_watch() {
     assert!(super::no_data_warns(&st, t0 + super::NO_DATA_WARN_EVERY, "connection refused"), "repeated every period");
     assert!(super::no_data_warns(&st, t0 + minute, "empty result"), "a new reason warns at once");
 }
+
+#[tokio::test]
+async fn a_follower_keeps_its_detectors_warm_and_acts_only_once_it_leads() {
+    use crate::leadership::testing::Election;
+    let election = Election::new();
+    let (mut a, _leader) = election.leader("warden-0").await;
+    let (mut b, follower) = election.follower("warden-1").await;
+    let cluster = Arc::new(FakeCluster::default());
+    let e = engine(baseline_with_fault(), cluster.clone()).with_leadership(follower, Duration::from_secs(10));
+    let mut t = T0;
+    while t < FAULT.0 + 30 {
+        e.evaluate_watch(0, at(t)).await;
+        t += 10;
+    }
+    // The follower saw the fault but opened, notified and changed nothing.
+    assert_eq!(e.watch_statuses()[0].state, WatchState::Anomalous);
+    assert!(e.store.list_incidents(None, 10).expect("list").is_empty());
+    assert_eq!(e.store.pending_notifications().expect("count"), 0);
+    assert!(cluster.patches.lock().expect("lock").is_empty());
+    assert!(e.store.list_runs(None, None, 10).expect("runs").is_empty());
+
+    // The leader leaves; the follower takes over and acts on its very next evaluation: its
+    // detector is already warm.
+    a.release().await.expect("release");
+    b.step().await.expect("take over");
+    assert!(e.leadership.is_leader());
+    e.evaluate_watch(0, at(t)).await;
+    let incidents = e.store.open_incidents().expect("open");
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(*cluster.patches.lock().expect("lock"), vec![3]);
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_is_too_short_leaves_the_step_unapplied_then_fences_it() {
+    use crate::leadership::testing::Election;
+    let election = Election::new();
+    let (mut a, leader) = election.leader("warden-0").await;
+    let cluster = Arc::new(FakeCluster::default());
+    // A cluster write may take 10 s; 5 s after the last renew only 9 s of lease are left.
+    let e = engine(baseline_with_fault(), cluster.clone()).with_leadership(leader, Duration::from_secs(10));
+    election.clock.advance(Duration::from_secs(5));
+    let mut t = T0;
+    while t < FAULT.0 + 30 {
+        e.evaluate_watch(0, at(t)).await;
+        t += 10;
+    }
+    // The incident opened and its run started, but the scale step was not sent, not
+    // failed and not recorded as a request: it waits in the store.
+    assert_eq!(e.store.open_incidents().expect("open").len(), 1);
+    assert!(cluster.patches.lock().expect("lock").is_empty());
+    let runs = e.store.list_runs(None, None, 10).expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, warden_playbooks::run::RunStatus::Running);
+    assert_eq!(runs[0].steps[0].status, warden_playbooks::run::StepStatus::Pending);
+    assert!(e
+        .store
+        .audit_entries()
+        .expect("audit")
+        .iter()
+        .all(|x| x.kind != warden_playbooks::audit::AuditKind::Request));
+
+    // After a renew the run ticker sends it, fenced: the request entry names the holder
+    // and the term, and the chain still verifies.
+    a.step().await.expect("renew");
+    let rem = e.remediation().expect("playbooks load").clone();
+    rem.runs.tick(at(t)).await.expect("tick");
+    assert_eq!(*cluster.patches.lock().expect("lock"), vec![3]);
+    let entries = e.store.audit_entries().expect("audit");
+    let request = entries.iter().find(|x| x.kind == warden_playbooks::audit::AuditKind::Request).expect("request");
+    let fence = request.fence.as_ref().expect("fenced");
+    assert_eq!(
+        (fence.holder.as_str(), fence.transitions, fence.lease.as_str()),
+        ("warden-0", 0, "lease warden/warden")
+    );
+    let head = e.store.audit_head().expect("head");
+    assert!(warden_playbooks::audit::verify_with_head(&entries, head.as_ref()).is_ok());
+}

@@ -174,6 +174,12 @@ const MIGRATIONS: &[&str] = &[
         SELECT 1, COALESCE(MAX(seq), 0),
                COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), '0000000000000000000000000000000000000000000000000000000000000000')
         FROM audit;",
+    // v8: the leader lease a request was fenced with (holder, transition count), written
+    // with the request's audit entry when leader election is on (NULL otherwise and in
+    // older entries; the hash covers them only when set).
+    "ALTER TABLE audit ADD COLUMN lease TEXT;
+     ALTER TABLE audit ADD COLUMN lease_holder TEXT;
+     ALTER TABLE audit ADD COLUMN lease_transitions INTEGER;",
 ];
 
 /// Errors of the store.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use warden_playbooks::audit::{self, AuditEntry, AuditEvent, AuditHead, AuditKind};
+use warden_playbooks::audit::{self, AuditEntry, AuditEvent, AuditFence, AuditHead, AuditKind};
 use warden_playbooks::claim::{check_fence, decide_claim, ClaimDecision, ClaimState, RunClaim, CLAIM_TTL};
 use warden_playbooks::engine::{HistoryQuery, RunStore, RunStoreError};
 use warden_playbooks::guards::History;
@@ -27,7 +27,8 @@ fn append(tx: &rusqlite::Transaction<'_>, events: &[AuditEvent]) -> StoreResult<
             .optional()?;
         let entry = audit::chain(head.as_ref().map(|(s, h)| (*s, h.as_str())), ev.clone());
         tx.execute(
-            "INSERT INTO audit (seq, at, run_id, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO audit (seq, at, run_id, kind, actor, detail, prev_hash, hash, lease, lease_holder, lease_transitions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 entry.seq,
                 entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
@@ -36,7 +37,10 @@ fn append(tx: &rusqlite::Transaction<'_>, events: &[AuditEvent]) -> StoreResult<
                 entry.actor,
                 entry.detail.to_string(),
                 entry.prev_hash,
-                entry.hash
+                entry.hash,
+                entry.fence.as_ref().map(|f| f.lease.clone()),
+                entry.fence.as_ref().map(|f| f.holder.clone()),
+                entry.fence.as_ref().map(|f| f.transitions),
             ],
         )?;
         last = Some(AuditHead::after(&entry));
@@ -308,23 +312,33 @@ impl Store {
     /// The whole audit trail, oldest first.
     pub fn audit_entries(&self) -> StoreResult<Vec<AuditEntry>> {
         let c = self.conn()?;
-        let mut st =
-            c.prepare("SELECT seq, at, run_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq")?;
+        let mut st = c.prepare(
+            "SELECT seq, at, run_id, kind, actor, detail, prev_hash, hash, lease, lease_holder, lease_transitions
+             FROM audit ORDER BY seq",
+        )?;
         let rows = st.query_map([], |r| {
+            let fence =
+                match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<String>>(9)?, r.get::<_, Option<i64>>(10)?) {
+                    (Some(lease), Some(holder), Some(transitions)) => Some(AuditFence { lease, holder, transitions }),
+                    _ => None,
+                };
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ),
                 r.get::<_, String>(6)?,
                 r.get::<_, String>(7)?,
+                fence,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, at, run_id, kind, actor, detail, prev_hash, hash) = row?;
+            let ((seq, at, run_id, kind, actor, detail), prev_hash, hash, fence) = row?;
             let corrupt = |m: String| StoreError::Corrupt { table: "audit", message: format!("entry {seq}: {m}") };
             let at = DateTime::parse_from_rfc3339(&at)
                 .map_err(|e| corrupt(format!("time {at:?}: {e}")))?
@@ -332,7 +346,7 @@ impl Store {
             let kind: AuditKind = serde_json::from_value(serde_json::Value::String(kind.clone()))
                 .map_err(|_| corrupt(format!("kind {kind:?}")))?;
             let detail = serde_json::from_str(&detail).map_err(|e| corrupt(format!("detail: {e}")))?;
-            out.push(AuditEntry { seq, at, run_id, kind, actor, detail, prev_hash, hash });
+            out.push(AuditEntry { seq, at, run_id, kind, actor, detail, fence, prev_hash, hash });
         }
         Ok(out)
     }
@@ -499,7 +513,7 @@ mod tests {
     }
 
     fn ev(kind: AuditKind) -> AuditEvent {
-        AuditEvent { at: Utc::now(), run_id: None, kind, actor: "warden".into(), detail: serde_json::json!({}) }
+        AuditEvent::new(Utc::now(), None, kind, "warden", serde_json::json!({}))
     }
 
     #[test]
@@ -546,5 +560,32 @@ mod tests {
         assert_eq!(Some(&head.last_hash), entries.last().map(|e| &e.hash));
         assert!(audit::verify_with_head(&entries, Some(&head)).is_ok());
         assert!(audit::verify_with_head(&entries[..2], Some(&head)).is_err());
+    }
+
+    #[test]
+    fn lease_fences_are_stored_with_their_entry_and_the_chain_verifies() {
+        let store = Store::open_in_memory().expect("store");
+        // An entry without a fence (a single replica, or written before fences existed)...
+        let a = store.insert_run(&run(), &[ev(AuditKind::Trigger)], "a").expect("insert");
+        let r = store.get_run(a.run_id).expect("get").expect("run");
+        // ... followed by a fenced request.
+        let mut fenced = ev(AuditKind::Request);
+        fenced.fence =
+            Some(AuditFence { lease: "lease warden/warden".into(), holder: "warden-0".into(), transitions: 4 });
+        store.save_run(&r, &[fenced, ev(AuditKind::Response)], &a).expect("save");
+        let entries = store.audit_entries().expect("entries");
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].fence, None);
+        let f = entries[1].fence.as_ref().expect("the request keeps its fence");
+        assert_eq!((f.holder.as_str(), f.transitions), ("warden-0", 4));
+        assert_eq!(entries[2].fence, None);
+        let head = store.audit_head().expect("head");
+        assert!(audit::verify_with_head(&entries, head.as_ref()).is_ok());
+        // The fence is covered by the hash: a rewritten holder is found.
+        let c = store.conn().expect("conn");
+        c.execute("UPDATE audit SET lease_holder = 'warden-1' WHERE seq = 2", []).expect("update");
+        drop(c);
+        let edited = store.audit_entries().expect("entries");
+        assert_eq!(audit::verify_with_head(&edited, head.as_ref()).unwrap_err().seq, 2);
     }
 }

@@ -311,6 +311,19 @@ pub fn describe_plan(key: &str, plan: &Value) -> String {
     }
 }
 
+impl Plan {
+    /// The plan's own request timeout (an `http` step's); `None`: the cluster client's.
+    pub fn request_timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            Plan::Http(p) => Some(
+                std::time::Duration::try_from_secs_f64(p.call.timeout_secs.clamp(0.1, 86_400.0))
+                    .unwrap_or(std::time::Duration::from_secs(10)),
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// The audit kind of the answer of a step of action `key`.
 pub fn audit_kind(key: &str) -> AuditKind {
     ActionKind::from_key(key).map(ActionKind::audit_kind).unwrap_or(AuditKind::Response)

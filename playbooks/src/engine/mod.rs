@@ -47,8 +47,8 @@ mod text;
 pub use crate::actions::patch::inverse_patch;
 pub use crate::actions::verify::{judge_window, WindowCheck};
 pub use ports::{
-    HistoryQuery, HttpCall, HttpReply, Notice, Notices, RunStore, RunStoreError, Source, StartRequest, StoreResult,
-    Webhook, WebhookError,
+    FenceGrant, FenceRefused, Fencing, HistoryQuery, HttpCall, HttpReply, Notice, Notices, RunStore, RunStoreError,
+    Source, StartRequest, StoreResult, Webhook, WebhookError,
 };
 pub use text::{describe_plan, finished_text};
 
@@ -68,6 +68,9 @@ pub struct Engine {
     pub defaults: GuardSettings,
     /// Retries of failed cluster requests (see [`crate::policy`]).
     pub retry: RetryPolicy,
+    /// The leader-election fence checked before every request a step sends; `None`: no
+    /// check (a single process, the CLI, tests).
+    pub fencing: Option<Arc<dyn Fencing>>,
 }
 
 /// A claim held while a task works on a run; released when dropped, also when the task's
@@ -93,7 +96,7 @@ fn save_err(f: RunStoreError) -> Error {
 }
 
 fn audit(run: &Run, at: DateTime<Utc>, kind: AuditKind, actor: &str, detail: Value) -> AuditEvent {
-    AuditEvent { at, run_id: (run.id > 0).then_some(run.id), kind, actor: actor.to_string(), detail }
+    AuditEvent::new(at, (run.id > 0).then_some(run.id), kind, actor, detail)
 }
 
 impl Engine {
@@ -368,10 +371,29 @@ impl Engine {
         ClaimGuard { store: self.store.clone(), claim }
     }
 
+    /// Advance a run whose claim is held (see [`Self::drive_held`]). A request the fence
+    /// refused ([`Fencing`]) stops the run where it is, with nothing sent and nothing
+    /// marked failed: the run as stored is returned, and it is taken up again by the
+    /// leader's next tick.
+    async fn drive(&self, held: ClaimGuard, now: DateTime<Utc>) -> Result<Run> {
+        let id = held.claim.run_id;
+        match self.drive_held(held, now).await {
+            Err(Error::Lease(why)) => {
+                if why.is_transient() {
+                    tracing::info!(run = id, reason = %why, "a request waits for the next lease renew");
+                } else {
+                    tracing::info!(run = id, reason = %why, "stopped before a request: the run waits for the leader");
+                }
+                self.load(id)
+            }
+            other => other,
+        }
+    }
+
     /// Advance a run whose claim is held, renewing the claim while the work lasts. When a
     /// renewal finds the claim taken (this task stalled past its expiry), the work stops
     /// at once: another task advances the run now.
-    async fn drive(&self, held: ClaimGuard, now: DateTime<Utc>) -> Result<Run> {
+    async fn drive_held(&self, held: ClaimGuard, now: DateTime<Utc>) -> Result<Run> {
         let claim = &held.claim;
         let work = self.advance_held(claim, now);
         tokio::pin!(work);

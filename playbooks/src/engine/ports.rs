@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditFence};
 use crate::claim::{ClaimDecision, Fenced, RunClaim};
 use crate::guards::History;
 use crate::run::{Run, Target, TriggerInfo};
@@ -81,6 +81,47 @@ impl WebhookError {
 #[async_trait]
 pub trait Webhook: Send + Sync {
     async fn call(&self, call: &HttpCall) -> std::result::Result<HttpReply, WebhookError>;
+}
+
+/// Why the fencing check refused a request (see [`Fencing`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FenceRefused {
+    /// This process does not lead (or no longer): it stops, and the run waits in the store,
+    /// unchanged, for the leader.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
+    /// It leads, but the lease is not valid long enough for the request: nothing is sent
+    /// and the run is tried again on a later tick, after the next renew.
+    #[error("the lease is too short for the request: {0}")]
+    TooShort(String),
+}
+
+impl FenceRefused {
+    /// Trying again soon may succeed (the lease is renewed every retry period).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::TooShort(_))
+    }
+}
+
+/// A granted fencing check.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FenceGrant {
+    /// What the request's audit entry records (`None` without a lease: one replica).
+    pub record: Option<AuditFence>,
+    /// How long the lease stays valid from the check; the request is abandoned after it,
+    /// so it never outlives the lease. `None`: no limit.
+    pub valid_for: Option<Duration>,
+}
+
+/// The fencing rule of leader election: before every request a step sends (every cluster
+/// write and `http` call), the engine asks whether this process may send a request that
+/// takes up to `needed`. Without a [`Fencing`] the engine sends unchecked (the CLI, tests).
+pub trait Fencing: Send + Sync {
+    /// How long one cluster write may take (the Kubernetes client's request timeout): what
+    /// the engine asks for before a cluster write.
+    fn cluster_write_timeout(&self) -> Duration;
+    /// A grant when the lease covers `needed` from now; the refusal otherwise.
+    fn check(&self, needed: Duration) -> std::result::Result<FenceGrant, FenceRefused>;
 }
 
 /// What the engine tells people about.

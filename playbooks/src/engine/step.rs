@@ -8,15 +8,15 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{audit, Engine, Notice};
+use super::{audit, Engine, FenceGrant, FenceRefused, Notice};
 use crate::actions::{self, Ctx, Plan, Planned, Sent, StepError};
-use crate::audit::AuditKind;
+use crate::audit::{AuditEvent, AuditKind};
 use crate::claim::RunClaim;
 use crate::cluster::{ClusterError, ClusterErrorKind};
 use crate::guards::{self, Refusal};
 use crate::run::{Phase, Run, RunStatus, StepState, StepStatus};
 use crate::spec::Step;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Where a step is: its phase, its index in that phase's list, and the engine's clock.
 #[derive(Debug, Clone, Copy)]
@@ -174,10 +174,10 @@ impl Engine {
             "warden",
             json!({"step": state.name, "action": state.action, "phase": at.phase, "idempotency_key": state.idempotency_key, "plan": stored, "dry_run": run.dry_run}),
         );
-        // The plan is stored (under the claim) before it is sent, and what is sent is
-        // exactly the stored plan.
-        self.save(run, &[ev], claim)?;
-        Ok(Some(self.send_retrying(run, at, &plan, &state.idempotency_key, attempts).await))
+        // The plan is stored (under the claim, with the request entry) before it is sent,
+        // and what is sent is exactly the stored plan.
+        let sent = self.send_retrying(run, at, &plan, &state.idempotency_key, attempts, Some(ev), claim).await?;
+        Ok(Some(sent))
     }
 
     /// A step found `running`: the task that sent it stopped (a crash, a cancelled task, a
@@ -201,14 +201,20 @@ impl Engine {
             "warden",
             json!({"step": state.name, "action": state.action, "idempotency_key": state.idempotency_key, "plan": stored, "resumed": true}),
         );
-        self.save(run, &[ev], claim)?;
         let plan = match decode(&state.action, &stored) {
             Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                self.save(run, &[ev], claim)?;
+                return Ok(Err(e));
+            }
         };
         match plan.interrupted() {
-            Some(why) if !run.dry_run => Ok(Err(StepError::Unknown(why.to_string()))),
-            _ => Ok(self.send_retrying(run, at, &plan, &state.idempotency_key, attempts).await),
+            Some(why) if !run.dry_run => {
+                // Nothing is sent: its outcome is settled as unknown.
+                self.save(run, &[ev], claim)?;
+                Ok(Err(StepError::Unknown(why.to_string())))
+            }
+            _ => self.send_retrying(run, at, &plan, &state.idempotency_key, attempts, Some(ev), claim).await,
         }
     }
 
@@ -311,21 +317,65 @@ impl Engine {
         }
     }
 
+    /// The fencing rule, in one place: before every request of a step that changes
+    /// something outside Warden (a cluster write, an `http` call), the lease must cover the
+    /// request's timeout (an `http` step's own, else the cluster client's). Steps that
+    /// only read or wait, and engines without [`Fencing`], are not checked.
+    fn fence(&self, plan: &Plan) -> std::result::Result<FenceGrant, FenceRefused> {
+        let Some(fencing) = self.fencing.as_deref() else { return Ok(FenceGrant::default()) };
+        if !plan.kind().is_mutating() {
+            return Ok(FenceGrant::default());
+        }
+        let needed = plan.request_timeout().unwrap_or_else(|| fencing.cluster_write_timeout());
+        fencing.check(needed)
+    }
+
     /// Send a step's plan under the error policy ([`crate::policy`]): transient errors and
     /// conflicts are retried after re-reading the object; an unknown outcome is resolved by
     /// reading the object back. An action that must not be retried (the `http` step) answers
     /// its failures as [`StepError::Unknown`] or [`StepError::Failed`], which end at once.
-    async fn send_retrying(&self, run: &Run, at: At, plan: &Plan, key: &str, attempts: &mut Vec<Value>) -> Outcome {
+    ///
+    /// Every attempt is fenced first ([`Self::fence`]) and abandoned when it outlasts the
+    /// lease's validity; a refusal stops the run with [`Error::Lease`], leaving the step as
+    /// stored (pending, or running with its plan for the next leader to resume). `request`,
+    /// the step's request entry, is stored with the first attempt's fence just before it.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_retrying(
+        &self,
+        run: &Run,
+        at: At,
+        plan: &Plan,
+        key: &str,
+        attempts: &mut Vec<Value>,
+        mut request: Option<AuditEvent>,
+        claim: &RunClaim,
+    ) -> Result<Outcome> {
         let cx = self.ctx(run, at, key);
         let mut delays = self.retry.delays();
         // Whether an attempt may have been applied (an unknown outcome not resolved as
         // applied): then a final failure is "may have applied", never "nothing changed".
         let mut may_have_applied = false;
         loop {
-            let err = match plan.apply(&cx).await {
-                Ok(sent) => return Ok(sent),
+            let grant = self.fence(plan)?;
+            if let Some(mut ev) = request.take() {
+                ev.fence = grant.record.clone();
+                self.save(run, &[ev], claim)?;
+            }
+            let applied = match grant.valid_for {
+                None => plan.apply(&cx).await,
+                Some(limit) => match tokio::time::timeout(limit, plan.apply(&cx)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(Error::Lease(FenceRefused::NotLeader(format!(
+                            "the request outlasted the lease's validity ({limit:?}); it is resumed from its stored plan"
+                        ))))
+                    }
+                },
+            };
+            let err = match applied {
+                Ok(sent) => return Ok(Ok(sent)),
                 Err(StepError::Cluster(e)) => e,
-                Err(other) => return Err(other),
+                Err(other) => return Ok(Err(other)),
             };
             let mut entry = json!({"class": err.kind.as_str(), "error": err.message});
             let retry = if err.kind.may_have_applied() && !run.dry_run {
@@ -334,7 +384,7 @@ impl Engine {
                     Ok(Some(true)) => {
                         entry["resolved"] = json!("applied");
                         attempts.push(entry);
-                        return Ok(plan.applied_after_all(at.now));
+                        return Ok(Ok(plan.applied_after_all(at.now)));
                     }
                     Ok(Some(false)) => {
                         entry["resolved"] = json!("not applied yet");
@@ -357,11 +407,11 @@ impl Engine {
             let Some(delay) = delay else {
                 entry["final"] = json!(true);
                 attempts.push(entry);
-                return Err(if may_have_applied {
+                return Ok(Err(if may_have_applied {
                     StepError::Cluster(ClusterError::new(ClusterErrorKind::UnknownOutcome, err.message))
                 } else {
                     StepError::Cluster(err)
-                });
+                }));
             };
             entry["retry_in_ms"] = json!(delay.as_millis());
             attempts.push(entry);
@@ -370,7 +420,7 @@ impl Engine {
             if !run.dry_run {
                 if let Ok(Some(true)) = self.read_back(plan).await {
                     attempts.push(json!({"resolved": "applied", "on": "re-reading before the next attempt"}));
-                    return Ok(plan.applied_after_all(at.now));
+                    return Ok(Ok(plan.applied_after_all(at.now)));
                 }
             }
         }

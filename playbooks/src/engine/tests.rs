@@ -326,6 +326,7 @@ fn world(metric: Option<f64>) -> World {
         store: store.clone(),
         defaults,
         retry,
+        fencing: None,
     };
     World { engine, store, cluster, webhook, notices }
 }
@@ -661,4 +662,59 @@ async fn a_verification_that_cannot_query_fails_and_reverts() {
         done.steps[1].error.as_deref(),
         Some("verify query failed: could not connect to http://127.0.0.1:9090: refused")
     );
+}
+
+/// A fence that answers from a script: grant with a record, or refuse.
+struct ScriptedFence(Mutex<Option<FenceRefused>>);
+
+impl Fencing for ScriptedFence {
+    fn cluster_write_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    fn check(&self, needed: Duration) -> std::result::Result<FenceGrant, FenceRefused> {
+        assert_eq!(needed, Duration::from_secs(5), "a cluster write asks for the client's timeout");
+        match lock(&self.0).clone() {
+            Some(refused) => Err(refused),
+            None => Ok(FenceGrant {
+                record: Some(crate::audit::AuditFence {
+                    lease: "lease warden/warden".into(),
+                    holder: "warden-0".into(),
+                    transitions: 2,
+                }),
+                valid_for: Some(Duration::from_secs(60)),
+            }),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_fence_sends_nothing_and_leaves_the_run_for_the_leader() {
+    let mut w = world(Some(1.0));
+    let fence = Arc::new(ScriptedFence(Mutex::new(Some(FenceRefused::NotLeader("held by warden-1".into())))));
+    w.engine.fencing = Some(fence.clone() as Arc<dyn Fencing>);
+    // Not the leader: the run is stored, its step stays pending, nothing is sent or failed.
+    let run = w.engine.start(request(SCALE_ONLY, t0())).await.expect("a refused fence is not an error");
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.steps[0].status, StepStatus::Pending);
+    assert!(w.cluster.writes().is_empty());
+    assert!(!w.store.audit_kinds().contains(&AuditKind::Request));
+
+    // The lease is too short for the request: the same, and the next tick tries again.
+    *lock(&fence.0) = Some(FenceRefused::TooShort("3s left, 5s needed".into()));
+    w.engine.tick(t0()).await.expect("tick");
+    assert_eq!(w.store.run(run.id).steps[0].status, StepStatus::Pending);
+    assert!(w.cluster.writes().is_empty());
+
+    // The lease covers it: the step is sent, and its request entry names the lease holder.
+    *lock(&fence.0) = None;
+    w.engine.tick(t0()).await.expect("tick");
+    let done = w.store.run(run.id);
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.reason);
+    assert_eq!(w.cluster.writes(), vec![("shop/checkout".to_string(), 3)]);
+    let audit = lock(&w.store.0).audit.clone();
+    let request = audit.iter().find(|e| e.kind == AuditKind::Request).expect("a request entry");
+    let f = request.fence.as_ref().expect("the request is fenced");
+    assert_eq!((f.holder.as_str(), f.transitions), ("warden-0", 2));
+    assert!(audit.iter().filter(|e| e.kind != AuditKind::Request).all(|e| e.fence.is_none()));
 }
