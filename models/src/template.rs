@@ -128,7 +128,10 @@ pub fn ranking_summary(input: &SummaryInput<'_>) -> String {
             }
         }
     }
-    if let Some(next) = candidates.get(1) {
+    // The next candidate about something else: the same workload ranked again as another
+    // kind of cause (its change, then itself) would read as a contradiction.
+    let top_subject = candidates.first().map(|c| &c.subject);
+    if let Some(next) = candidates.iter().skip(1).find(|c| Some(&c.subject) != top_subject) {
         push(&mut out, candidate_sentence("The next candidate is", next, ev, ck));
     }
     push(&mut out, actions_sentence(ev, ck));
@@ -403,6 +406,19 @@ mod tests {
             );
             let report = check(&text, &e);
             assert!(report.passed, "{report:#?}");
+        }
+
+        #[test]
+        fn the_next_candidate_is_about_something_else() {
+            let (mut r, e) = incident();
+            // The top subject ranked again as another kind of cause is skipped.
+            let mut again = r.candidates[0].clone();
+            again.cause = warden_detectors::rca::CauseKind::Workload;
+            r.candidates.insert(1, again);
+            let s = checkout();
+            let text = ranking_summary(&input(&r, &e, &s));
+            assert!(text.contains("The next candidate is node node-3 [E1]."), "{text}");
+            assert!(!text.contains("workload shop/checkout"), "{text}");
         }
 
         #[test]

@@ -32,6 +32,10 @@ const MAX_ACTIONS: usize = 10;
 const MAX_CLUSTER_SUBJECTS: usize = 5;
 /// Log lines are cut to this many characters before they are stored as evidence.
 const MAX_SAMPLE_CHARS: usize = 300;
+/// A streak of another series whose strongest point stayed within this many robust
+/// standard deviations of normal is noise, not evidence: listing a 0.2σ "anomaly" beside a
+/// 9σ one only misleads the reader (and the ranking).
+pub const MIN_EVIDENCE_STRENGTH: f64 = 1.0;
 
 /// An evidence item before it is numbered.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -118,11 +122,15 @@ pub async fn collect(
     let mut facts = Vec::new();
 
     // Deviation streaks of all watches that began in the window (a series anomalous since
-    // before the look-back is background, not news). The incident's own streak always counts.
+    // before the look-back is background, not news) and moved more than noise. The
+    // incident's own streak always counts.
     let streaks: Vec<_> = recent
         .between(from, to)
         .into_iter()
-        .filter(|s| s.onset >= from || (s.watch == incident.watch && s.subject == symptom))
+        .filter(|s| {
+            let own = s.watch == incident.watch && s.subject == symptom;
+            own || (s.onset >= from && s.strength >= MIN_EVIDENCE_STRENGTH)
+        })
         .collect();
     let own_seen = streaks.iter().any(|s| s.watch == incident.watch && s.subject == symptom);
     for s in streaks.into_iter().take(MAX_ANOMALIES) {

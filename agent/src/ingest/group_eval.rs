@@ -159,12 +159,7 @@ pub fn judge_groups(
                     threshold: Some(result.threshold),
                     consecutive: u32::from(outlying_now),
                     history: r.judged,
-                    note: Some(format!(
-                        "{}={m} outlying at {} of the last {} steps among {n} members",
-                        spec.member,
-                        r.outlying_indices.len(),
-                        times.len()
-                    )),
+                    note: Some(member_note(&spec.member, &m, r.outlying_indices.len(), times.len(), n, outlying_now)),
                     ..Explanation::default()
                 },
             };
@@ -190,6 +185,21 @@ pub fn judge_groups(
         }
     }
     out
+}
+
+/// How a member compares with its siblings, worded so that it agrees with the member's
+/// state: a member that is back in line at the latest step says so before its history.
+fn member_note(label: &str, member: &str, outlying: usize, steps: usize, members: usize, now: bool) -> String {
+    let siblings = members.saturating_sub(1);
+    match (now, outlying) {
+        (true, _) => format!(
+            "{label}={member} unlike its {siblings} siblings at the latest step and at {outlying} of the last {steps}"
+        ),
+        (false, 0) => format!("{label}={member} in line with its {siblings} siblings over the last {steps} steps"),
+        (false, _) => format!(
+            "{label}={member} back in line with its {siblings} siblings at the latest step (unlike them at {outlying} of the last {steps})"
+        ),
+    }
 }
 
 fn member_verdict(
@@ -275,5 +285,17 @@ mod tests {
         assert_eq!(bad(serde_json::json!({"member": "pod", "recent": 0})), "recent");
         assert_eq!(bad(serde_json::json!({"member": "pod", "sensitivty": 0.5})), "sensitivty");
         assert_eq!(bad(serde_json::json!({"member": "pod", "sensitivity": 2.0})), "sensitivity");
+    }
+
+    #[test]
+    fn member_notes_agree_with_the_latest_step() {
+        let now = super::member_note("pod", "p-1", 5, 10, 5, true);
+        assert_eq!(now, "pod=p-1 unlike its 4 siblings at the latest step and at 5 of the last 10");
+        let back = super::member_note("pod", "p-1", 9, 10, 5, false);
+        assert!(back.starts_with("pod=p-1 back in line with its 4 siblings at the latest step"), "{back}");
+        assert_eq!(
+            super::member_note("pod", "p-2", 0, 10, 5, false),
+            "pod=p-2 in line with its 4 siblings over the last 10 steps"
+        );
     }
 }
