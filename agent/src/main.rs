@@ -101,6 +101,17 @@ fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) ->
     incident_cmd::list_table(&incidents, chrono::Utc::now(), &mut std::io::stdout().lock())
 }
 
+/// `incidents ack|resolve`: with a configuration, a resolution notifies its channels.
+fn incidents_by_hand(id: i64, hand: HandArgs, resolve: bool) -> Result<()> {
+    let channels = match (&hand.db.config, &hand.db.db) {
+        (Some(c), None) => warden_agent::app::assemble::build_channels(&load_config(c)?)?.names(),
+        _ => Vec::new(),
+    };
+    let store = std::sync::Arc::new(open_store(hand.db)?);
+    let who = playbook_cmd::actor(hand.actor);
+    incident_cmd::by_hand(store, channels, id, &who, hand.comment.as_deref(), resolve, &mut std::io::stdout().lock())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs what it does; a command prints its answer, and its logs (a store
@@ -141,6 +152,8 @@ fn main() -> ExitCode {
         Command::Outbox { command: OutboxCommand::Discard { id, db } } => {
             open_store(db).and_then(|s| outbox_cmd::discard(&s, id, &mut std::io::stdout().lock()))
         }
+        Command::Incidents { command: IncidentsCommand::Ack { id, hand } } => incidents_by_hand(id, hand, false),
+        Command::Incidents { command: IncidentsCommand::Resolve { id, hand } } => incidents_by_hand(id, hand, true),
         Command::Incidents { command: IncidentsCommand::Show { id, db, json } } => {
             open_store(db).and_then(|store| incident_cmd::show(&store, id, json, &mut std::io::stdout().lock()))
         }

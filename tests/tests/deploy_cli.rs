@@ -206,9 +206,9 @@ async fn version_completions_man_page_and_run_statuses() -> Result<()> {
 
 /// `warden demo --json`: JSON Lines a script can read, with nothing else on stdout: a
 /// `start` object, the timeline's events tagged by `kind`, and a `summary` object last
-/// that agrees with the events.
+/// that agrees with the events. Then `incidents ack|resolve` on the demo's store.
 #[tokio::test]
-async fn demo_json_is_one_object_per_line() -> Result<()> {
+async fn demo_json_is_one_object_per_line_and_open_incidents_close_by_hand() -> Result<()> {
     let dir = scratch("demo-json")?;
     let out = dir.join("demo");
     let run = warden_cli(&["demo", "--json", "--out", out.to_str().context("path")?], &[]).await?;
@@ -232,6 +232,35 @@ async fn demo_json_is_one_object_per_line() -> Result<()> {
     ensure!(count("approved") == 1 && count("no_data") > 0, "{kinds:?}");
     ensure!(lines[0]["watches"].as_array().is_some_and(|w| w.len() == 5), "{}", lines[0]);
     ensure!(lines.iter().all(|v| v["kind"] == "start" || v["kind"] == "summary" || v["at"].is_string()));
-    ensure!(std::path::Path::new(summary["store"].as_str().unwrap_or("")).exists(), "{summary}");
+    let store = summary["store"].as_str().unwrap_or("");
+    ensure!(std::path::Path::new(store).exists(), "{summary}");
+
+    // Its incidents that are still open can be acknowledged and resolved by hand, once.
+    let open: Vec<u64> = {
+        let list = warden_cli(&["incidents", "list", "--db", store, "--status", "open", "--json"], &[]).await?;
+        let v: Value = serde_json::from_str(&list.stdout)?;
+        v["incidents"].as_array().context("incidents")?.iter().filter_map(|i| i["id"].as_u64()).collect()
+    };
+    let id = open.first().context("the demo leaves open incidents")?.to_string();
+    let hand = |verb: &'static str, id: String| async move {
+        warden_cli(&["incidents", verb, &id, "--db", store, "--as", "bob", "--comment", "on it"], &[]).await
+    };
+    let ack = hand("ack", id.clone()).await?;
+    ensure!(ack.status.success() && ack.stdout.contains("acknowledged by user/bob"), "{}{}", ack.stdout, ack.stderr);
+    let again = hand("ack", id.clone()).await?;
+    ensure!(again.status.code() == Some(1) && again.stderr.contains("already acknowledged"), "{}", again.stderr);
+    let resolved = hand("resolve", id.clone()).await?;
+    ensure!(resolved.status.success(), "{}", resolved.stderr);
+    ensure!(resolved.stdout.contains("no notifications queued"), "without a configuration: {}", resolved.stdout);
+    let again = hand("resolve", id.clone()).await?;
+    ensure!(again.status.code() == Some(1) && again.stderr.contains("already resolved"), "{}", again.stderr);
+    let missing = hand("resolve", "999".into()).await?;
+    ensure!(missing.status.code() == Some(1) && missing.stderr.contains("no incident 999"), "{}", missing.stderr);
+    let shown = warden_cli(&["incidents", "show", &id, "--db", store, "--json"], &[]).await?;
+    let v: Value = serde_json::from_str(&shown.stdout)?;
+    ensure!(v["incident"]["status"] == "resolved", "{v}");
+    let events = v["events"].as_array().context("events")?;
+    let by = |kind: &str| events.iter().find(|e| e["kind"] == kind).map(|e| e["detail"]["by"].clone());
+    ensure!(by("acknowledged") == Some("user/bob".into()) && by("resolved") == Some("user/bob".into()), "{v}");
     Ok(())
 }

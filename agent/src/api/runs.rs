@@ -152,9 +152,9 @@ pub async fn get_run(State(st): State<AppState>, Path(id): Path<i64>) -> Respons
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    comment: Option<String>,
+    pub comment: Option<String>,
     /// Who decides (recorded); defaults to `api/operator`.
-    by: Option<String>,
+    pub by: Option<String>,
 }
 
 async fn decide(st: AppState, id: i64, approve: bool, body: axum::body::Bytes) -> Response {

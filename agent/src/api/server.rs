@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_viewer));
     let write = Router::new()
         .route("/alerts", post(post_alerts))
+        .route("/incidents/{id}/resolve", post(crate::api::incidents::resolve))
+        .route("/incidents/{id}/ack", post(crate::api::incidents::acknowledge))
         .route("/playbooks/{name}/runs", post(crate::api::runs::start_run))
         .route("/runs/{id}/approve", post(crate::api::runs::approve_run))
         .route("/runs/{id}/deny", post(crate::api::runs::deny_run))
@@ -299,6 +301,43 @@ mod tests {
             ready: Arc::new(AtomicBool::new(true)),
             slack: None,
         })
+    }
+
+    #[tokio::test]
+    async fn an_operator_acknowledges_and_resolves_an_incident_by_hand() {
+        let app = app_with_viewer("op", "view");
+        let firing = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"DiskFull"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
+        assert_eq!(call(&app, "POST", "/api/v1/alerts", Some("op"), firing).await.0, StatusCode::OK);
+        let ack = r#"{"by":"alice","comment":"looking"}"#;
+        assert_eq!(call(&app, "POST", "/api/v1/incidents/1/ack", Some("view"), ack).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(call(&app, "POST", "/api/v1/incidents/9/ack", Some("op"), ack).await.0, StatusCode::NOT_FOUND);
+        let (st, body) = call(&app, "POST", "/api/v1/incidents/1/ack", Some("op"), r#"{"who":"x"}"#).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "unknown fields are refused: {body}");
+        let (st, body) = call(&app, "POST", "/api/v1/incidents/1/ack", Some("op"), ack).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let (st, body) = call(&app, "POST", "/api/v1/incidents/1/ack", Some("op"), ack).await;
+        assert_eq!(st, StatusCode::CONFLICT, "acknowledged once: {body}");
+        assert!(body.contains("already acknowledged"), "{body}");
+        let (st, body) =
+            call(&app, "POST", "/api/v1/incidents/1/resolve", Some("op"), r#"{"comment":"fixed the disk"}"#).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        assert!(body.contains(r#""status":"resolved""#), "{body}");
+        let (st, body) = call(&app, "POST", "/api/v1/incidents/1/resolve", Some("op"), "").await;
+        assert_eq!(st, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains("already resolved"), "{body}");
+        // Both are in the incident's history, with who and why.
+        let (_, body) = call(&app, "GET", "/api/v1/incidents/1", Some("view"), "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let events = v["events"].as_array().expect("events");
+        let of = |kind: &str| events.iter().find(|e| e["kind"] == kind).map(|e| e["detail"].clone());
+        let acked = of("acknowledged").expect("acknowledged event");
+        assert_eq!((acked["by"].as_str(), acked["comment"].as_str()), (Some("api/alice"), Some("looking")));
+        let resolved = of("resolved").expect("resolved event");
+        assert_eq!(resolved["by_hand"], true, "{resolved}");
+        assert_eq!(
+            (resolved["by"].as_str(), resolved["comment"].as_str()),
+            (Some("api/operator"), Some("fixed the disk"))
+        );
     }
 
     #[tokio::test]

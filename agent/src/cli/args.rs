@@ -521,6 +521,34 @@ pub enum IncidentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Acknowledge an open incident: recorded in its events with who and why.
+    Ack {
+        /// The incident id.
+        id: i64,
+        #[command(flatten)]
+        hand: HandArgs,
+    },
+    /// Resolve an open incident by hand (with its `resolved` notifications when the
+    /// configuration is given). If its watch still sees the anomaly, a new incident opens.
+    Resolve {
+        /// The incident id.
+        id: i64,
+        #[command(flatten)]
+        hand: HandArgs,
+    },
+}
+
+/// Who acknowledges or resolves, and why.
+#[derive(Args)]
+pub struct HandArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Recorded with the event.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Who (recorded as `user/NAME`; default $USER).
+    #[arg(long = "as", value_name = "NAME")]
+    pub actor: Option<String>,
 }
 
 /// `--db` wins over `--config` (and over `WARDEN_CONFIG`).

@@ -214,6 +214,48 @@ pub fn show(store: &Store, id: i64, json: bool, out: &mut dyn Write) -> Result<(
     Ok(())
 }
 
+/// `warden incidents ack|resolve ID`: through the same [`Tracker`] as the API. `channels`
+/// are the configured notification channels (empty without a configuration: then the
+/// resolution queues no notifications, and says so). Refusals (no such incident, already
+/// resolved or acknowledged) are errors naming the incident.
+pub fn by_hand(
+    store: std::sync::Arc<Store>,
+    channels: Vec<&'static str>,
+    id: i64,
+    who: &str,
+    comment: Option<&str>,
+    resolve: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    use crate::incident::tracker::{HandOutcome, Tracker};
+    let quiet = channels.is_empty();
+    let tracker = Tracker {
+        store,
+        channels,
+        timeline: crate::timeline::Timeline::default(),
+        outbox_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+    };
+    let now = Utc::now();
+    let outcome = if resolve {
+        tracker.resolve_by_hand(id, who, comment, now)?
+    } else {
+        tracker.acknowledge(id, who, comment, now)?
+    };
+    match outcome {
+        HandOutcome::Done(i) if resolve => {
+            writeln!(out, "incident {id} resolved by {who}: {}", i.title)?;
+            if quiet {
+                writeln!(out, "no notifications queued (give --config to notify its channels)")?;
+            }
+            Ok(())
+        }
+        HandOutcome::Done(i) => Ok(writeln!(out, "incident {id} acknowledged by {who}: {}", i.title)?),
+        HandOutcome::Unchanged(i) if i.status != "open" => Err(anyhow!("incident {id} is already {}", i.status)),
+        HandOutcome::Unchanged(_) => Err(anyhow!("incident {id} was already acknowledged")),
+        HandOutcome::NotFound => Err(anyhow!("no incident {id}")),
+    }
+}
+
 #[cfg(test)]
 mod list_tests {
     use super::*;

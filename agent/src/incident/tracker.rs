@@ -16,6 +16,17 @@ use crate::notify::{render, NotifyEvent};
 use crate::store::{Incident, IncidentSignal, Store, StoreError};
 use crate::timeline::{Timeline, TimelineEvent};
 
+/// What a person's resolve or acknowledge did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandOutcome {
+    /// Done; the incident as it is now.
+    Done(Incident),
+    /// Nothing changed: already resolved (or, for an acknowledgement, already acknowledged
+    /// or not open).
+    Unchanged(Incident),
+    NotFound,
+}
+
 /// What a signal did to the incidents.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -118,6 +129,49 @@ impl Tracker {
         match self.store.open_incident_by_fingerprint(fingerprint)? {
             Some(open) => self.resolve(&open, detail, now),
             None => Ok(None),
+        }
+    }
+
+    /// A person resolves incident `id` (`by`, with an optional comment): resolved with its
+    /// `resolved` event (`by_hand`), notifications and timeline event like any resolution.
+    /// If its watch still sees the anomaly, the next evaluation opens a new incident: a
+    /// resolution by hand closes this one, it does not silence the watch.
+    pub fn resolve_by_hand(
+        &self,
+        id: i64,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<HandOutcome, StoreError> {
+        let Some(incident) = self.store.get_incident(id)? else { return Ok(HandOutcome::NotFound) };
+        if incident.status != "open" {
+            return Ok(HandOutcome::Unchanged(incident));
+        }
+        let detail = json!({ "by_hand": true, "by": by, "comment": comment });
+        match self.resolve(&incident, &detail, now)? {
+            Some(resolved) => {
+                tracing::info!(incident = id, by, "incident resolved by hand");
+                Ok(HandOutcome::Done(resolved))
+            }
+            None => Ok(HandOutcome::Unchanged(incident)),
+        }
+    }
+
+    /// A person acknowledges open incident `id`: an `acknowledged` event names who and why.
+    pub fn acknowledge(
+        &self,
+        id: i64,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<HandOutcome, StoreError> {
+        let Some(incident) = self.store.get_incident(id)? else { return Ok(HandOutcome::NotFound) };
+        let detail = json!({ "by": by, "comment": comment });
+        if self.store.acknowledge_incident(id, now, &detail)? {
+            tracing::info!(incident = id, by, "incident acknowledged");
+            Ok(HandOutcome::Done(incident))
+        } else {
+            Ok(HandOutcome::Unchanged(incident))
         }
     }
 

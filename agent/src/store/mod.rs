@@ -437,6 +437,28 @@ impl Store {
         Ok(Some(incident))
     }
 
+    /// Record that a person acknowledged open incident `id` (an `acknowledged` event with
+    /// `detail`). `Ok(false)`: it was not open or was acknowledged before; nothing changed.
+    pub fn acknowledge_incident(&self, id: i64, now: DateTime<Utc>, detail: &serde_json::Value) -> StoreResult<bool> {
+        let mut c = self.conn()?;
+        let tx = c.transaction()?;
+        let open: bool = tx
+            .query_row("SELECT status = 'open' FROM incidents WHERE id = ?1", params![id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false);
+        let acked: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM incident_events WHERE incident_id = ?1 AND kind = 'acknowledged')",
+            params![id],
+            |r| r.get(0),
+        )?;
+        if !open || acked {
+            return Ok(false);
+        }
+        insert_event(&tx, id, now, "acknowledged", detail)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Append an event and its notifications to an incident, atomically.
     pub fn add_event(
         &self,
