@@ -17,17 +17,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// The optional `{"by": NAME, "comment": TEXT}` body (the same as an approval's).
-fn body_of(body: &[u8]) -> Result<DecisionBody, Response> {
+fn body_of(body: &[u8]) -> Result<DecisionBody, String> {
     if body.is_empty() {
         return Ok(DecisionBody::default());
     }
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))
+    serde_json::from_slice(body).map_err(|e| format!("invalid body: {e}"))
 }
 
 async fn hand(st: AppState, id: i64, body: axum::body::Bytes, resolve: bool) -> Response {
     let body = match body_of(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let who = format!("api/{}", body.by.as_deref().unwrap_or("operator"));
     let tracker = &st.pipeline.incidents;
