@@ -446,6 +446,7 @@ impl Detector for AdaptiveDetector {
             deviation,
             state,
             explanation: Explanation {
+                crossing: None,
                 baseline: expected,
                 scale: baseline.as_ref().map(|b| b.scale),
                 z_score: (!warming).then_some(clamp_finite_or_zero(s)),

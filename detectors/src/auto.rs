@@ -236,6 +236,7 @@ impl Detector for Auto {
             deviation: Deviation::of(value, Some(median)),
             state: if anomalous { DetectionState::Anomalous } else { DetectionState::Normal },
             explanation: Explanation {
+                crossing: None,
                 baseline: Some(median),
                 scale: Some(scale),
                 z_score: Some(s),

@@ -52,7 +52,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{self, clamp_finite_or_zero, invalid, TimestampOrder};
-use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
+use crate::detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation, LimitCrossing};
 use crate::error::Result;
 use crate::forecast::{self, ForecastConfig, Method, SpacingTracker, MIN_HISTORY};
 
@@ -487,6 +487,7 @@ impl Detector for Capacity {
                 consecutive: self.consecutive,
                 history,
                 note: Some(notes.join("; ")),
+                crossing: Some(LimitCrossing { limit: self.limit, at_ms: crossing.expected_ms }),
             },
         }
     }

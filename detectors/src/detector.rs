@@ -78,6 +78,19 @@ pub struct Explanation {
     pub history: usize,
     /// Free-text remark (warm-up progress, floors applied, data problems).
     pub note: Option<String>,
+    /// Forecasting detectors with a limit (`capacity`): the limit and when the point
+    /// forecast reaches it. Their `expected` is the forecast at the horizon's end, which
+    /// says little on its own; this is what a person wants to read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crossing: Option<LimitCrossing>,
+}
+
+/// A forecast's limit and when the point forecast reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LimitCrossing {
+    pub limit: f64,
+    /// When (ms); `None`: not within the horizon.
+    pub at_ms: Option<i64>,
 }
 
 /// The result of feeding one point to a [`Detector`].

@@ -416,6 +416,7 @@ impl Detector for ForecastBand {
             deviation: Deviation::of(value, Some(expected)),
             state,
             explanation: Explanation {
+                crossing: None,
                 baseline: Some(expected),
                 scale: Some(scale),
                 z_score: Some(z),

@@ -64,7 +64,7 @@ mod spot;
 #[cfg(test)]
 mod test_support;
 
-pub use detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation};
+pub use detector::{Detection, DetectionState, Detector, Deviation, Direction, Explanation, LimitCrossing};
 pub use error::{Error, Result};
 pub use robust::{RobustBaseline, RobustBaselineParams};
 pub use {

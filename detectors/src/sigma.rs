@@ -130,6 +130,7 @@ impl Detector for Sigma {
                 deviation: Deviation::of(value, Some(mean)),
                 state: if anomalous { DetectionState::Anomalous } else { DetectionState::Normal },
                 explanation: Explanation {
+                    crossing: None,
                     baseline: Some(mean),
                     scale: Some(std),
                     z_score: Some(z),

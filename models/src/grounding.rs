@@ -1272,9 +1272,10 @@ impl Context {
                     }
                     times.push(e.time);
                 }
-                Payload::Anomaly { until, .. } => {
+                Payload::Anomaly { until, forecast, .. } => {
                     times.push(e.time);
                     times.extend(until);
+                    times.extend(forecast.and_then(|f| f.crossing));
                 }
                 _ => times.push(e.time),
             }
@@ -1569,6 +1570,7 @@ mod tests {
                 T0,
                 checkout(),
                 Payload::Anomaly {
+                    forecast: None,
                     watch: "lat".into(),
                     metric: "lat".into(),
                     observed: 2.0,

@@ -211,13 +211,25 @@ pub fn evidence_line(e: &Evidence) -> String {
     s.push(' ');
     s.push_str(&subject_text(&e.subject));
     match &e.payload {
-        Payload::Anomaly { watch, metric, observed, expected, score, until } => {
+        Payload::Anomaly { watch, metric, observed, expected, score, until, forecast } => {
             s.push_str(&format!(" anomaly {} observed {}", field(metric), format_value(*observed)));
-            if let Some(x) = expected {
-                s.push_str(&format!(" expected {}", format_value(*x)));
-            }
-            if score.is_finite() {
-                s.push_str(&format!(" (z {})", format_z(*score)));
+            match forecast {
+                // A forecast: the limit and when it is reached, not a z-score.
+                Some(f) => {
+                    s.push_str(&format!(" limit {}", format_value(f.limit)));
+                    match f.crossing {
+                        Some(t) => s.push_str(&format!(" reached at {}Z", clock(t))),
+                        None => s.push_str(" not reached within the horizon"),
+                    }
+                }
+                None => {
+                    if let Some(x) = expected {
+                        s.push_str(&format!(" expected {}", format_value(*x)));
+                    }
+                    if score.is_finite() {
+                        s.push_str(&format!(" (z {})", format_z(*score)));
+                    }
+                }
             }
             if let Some(u) = until {
                 s.push_str(&format!(" until {}Z", clock(*u)));
@@ -523,6 +535,7 @@ pub(crate) mod tests {
                 T0 + 150,
                 checkout(),
                 Payload::Anomaly {
+                    forecast: None,
                     watch: "checkout-latency".into(),
                     metric: "checkout-latency".into(),
                     observed: 2.1,
@@ -558,6 +571,7 @@ pub(crate) mod tests {
                 T0 + 220,
                 Subject::workload(Some("shop"), "cart"),
                 Payload::Anomaly {
+                    forecast: None,
                     watch: "cart-errors".into(),
                     metric: "cart-errors".into(),
                     observed: 12.0,

@@ -653,6 +653,7 @@ mod tests {
                 T0,
                 checkout(),
                 Payload::Anomaly {
+                    forecast: None,
                     watch: "lat".into(),
                     metric: "lat".into(),
                     observed: 2.0,

@@ -171,6 +171,22 @@ fn describe(e: &Evidence) -> String {
     let subject = subject_text(&e.subject);
     let at = clock(e.time);
     match &e.payload {
+        Payload::Anomaly { metric, observed, forecast: Some(f), until, .. } => {
+            let mut s = format!(
+                "The {} forecast on {subject} at {at} UTC had {} observed heading for the limit {}",
+                field(metric),
+                format_value(*observed),
+                format_value(f.limit)
+            );
+            match f.crossing {
+                Some(t) => s.push_str(&format!(", reached at about {} UTC", clock(t))),
+                None => s.push_str(", beyond the forecast's horizon"),
+            }
+            if let Some(u) = until {
+                s.push_str(&format!(" (no longer by {} UTC)", clock(*u)));
+            }
+            s
+        }
         Payload::Anomaly { metric, observed, expected, score, until, .. } => {
             let mut s = format!(
                 "The {} anomaly on {subject} began at {at} UTC with {} observed",
@@ -409,6 +425,43 @@ mod tests {
         }
 
         #[test]
+        fn a_forecast_says_its_limit_and_when_it_is_reached_and_passes_grounding() {
+            use warden_detectors::rca::{Candidate, CauseKind, Forecast, Payload};
+            let pvc = Subject::workload(Some("shop"), "orders-db-data");
+            let e = vec![ev(
+                "E1",
+                T0,
+                pvc.clone(),
+                Payload::Anomaly {
+                    watch: "volume-full".into(),
+                    metric: "volume-full".into(),
+                    observed: 0.65,
+                    expected: Some(1.9),
+                    score: 9.0,
+                    until: None,
+                    forecast: Some(Forecast { limit: 0.9, crossing: Some(T0 + 4440) }),
+                },
+            )];
+            let r = Ranking {
+                candidates: vec![Candidate {
+                    subject: pvc.clone(),
+                    cause: CauseKind::Workload,
+                    score: 0.4,
+                    evidence: vec!["E1".into()],
+                    reasons: vec![],
+                }],
+            };
+            let text = ranking_summary(&input(&r, &e, &pvc));
+            assert!(text.starts_with("The volume-full forecast on shop/orders-db-data at 10:00:00 UTC had 0.65 observed heading for the limit 0.9, reached at about 11:14:00 UTC [E1]."), "{text}");
+            assert!(
+                !text.contains("1.9") && !text.contains("z 9"),
+                "the horizon's end and the scaled score are not news: {text}"
+            );
+            let report = check(&text, &e);
+            assert!(report.passed, "{report:#?}");
+        }
+
+        #[test]
         fn the_next_candidate_is_about_something_else() {
             let (mut r, e) = incident();
             // The top subject ranked again as another kind of cause is skipped.
@@ -508,6 +561,7 @@ mod tests {
                 let time = T0 - 3_600 + g.below(7_200) as i64;
                 let payload = match g.below(6) {
                     0 => Payload::Anomaly {
+                        forecast: None,
                         watch: (*g.pick(&["lat", "cpu", "errors-5xx", "p95 latency"])).into(),
                         metric: (*g.pick(&["lat", "cpu", "restarts"])).into(),
                         observed: *g.pick(&values),

@@ -196,6 +196,7 @@ fn constrained_summary_is_written_by_the_model_and_grounded() {
             time: t0 + 150,
             subject: checkout.clone(),
             payload: Payload::Anomaly {
+                forecast: None,
                 watch: "checkout-latency".into(),
                 metric: "checkout-latency".into(),
                 observed: 2.1,

@@ -668,6 +668,7 @@ fn incident() -> (warden_detectors::rca::Ranking, Vec<warden_detectors::rca::Evi
             time: t0 + 150,
             subject: checkout.clone(),
             payload: Payload::Anomaly {
+                forecast: None,
                 watch: "checkout-latency".into(),
                 metric: "checkout-latency".into(),
                 observed: 2.1,

@@ -138,6 +138,7 @@ pub async fn collect(
             time: s.onset,
             subject: s.subject,
             payload: Payload::Anomaly {
+                forecast: s.forecast,
                 metric: s.watch.clone(),
                 watch: s.watch,
                 observed: s.observed,
@@ -153,6 +154,7 @@ pub async fn collect(
                 time: opened,
                 subject: symptom.clone(),
                 payload: Payload::Anomaly {
+                    forecast: None,
                     watch: incident.watch.clone(),
                     metric: incident.watch.clone(),
                     observed,

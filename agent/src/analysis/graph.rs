@@ -200,6 +200,7 @@ mod tests {
             time: 100,
             subject: Subject::workload(Some("shop"), name),
             payload: Payload::Anomaly {
+                forecast: None,
                 watch: "w".into(),
                 metric: "latency".into(),
                 observed: 2.0,

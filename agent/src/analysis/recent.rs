@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use warden_detectors::rca::Subject;
+use warden_detectors::rca::{Forecast, Subject};
 use warden_detectors::{Detection, DetectionState};
 
 /// How long ended streaks are kept.
@@ -34,6 +34,13 @@ pub struct Streak {
     pub strength: f64,
     /// When the series was judged normal again.
     pub ended: Option<i64>,
+    /// A forecast watch's limit and when its latest forecast reaches it.
+    pub forecast: Option<Forecast>,
+}
+
+/// The crossing a detection reports, in the evidence's units (Unix seconds).
+fn forecast_of(d: &Detection) -> Option<Forecast> {
+    d.explanation.crossing.map(|c| Forecast { limit: c.limit, crossing: c.at_ms.map(|ms| ms.div_euclid(1000)) })
 }
 
 /// Streaks by series fingerprint.
@@ -76,6 +83,10 @@ impl RecentAnomalies {
         match list.last_mut() {
             Some(cur) if cur.ended.is_none() => {
                 cur.last = cur.last.max(t);
+                // The latest forecast is the one to tell: the crossing moves as data comes.
+                if let Some(f) = forecast_of(d) {
+                    cur.forecast = Some(f);
+                }
                 if s > cur.strength {
                     cur.strength = s;
                     cur.observed = d.value;
@@ -91,6 +102,7 @@ impl RecentAnomalies {
                 expected: d.expected,
                 strength: s,
                 ended: None,
+                forecast: forecast_of(d),
             }),
         }
         Self::prune(&mut all, t);

@@ -89,6 +89,16 @@ fn hms(t: i64) -> String {
 /// One evidence item in one line (untrusted text quoted and cut).
 pub fn describe(e: &Evidence) -> String {
     let what = match &e.payload {
+        Payload::Anomaly { watch, observed, forecast: Some(f), until, .. } => {
+            let when =
+                f.crossing.map(|t| format!("reached {}", hms(t))).unwrap_or_else(|| "not within the horizon".into());
+            let end = until.map(|u| format!(", no longer forecast {}", hms(u))).unwrap_or_default();
+            format!(
+                "forecast on {watch}: observed {}, limit {} {when}{end}",
+                format_value(*observed),
+                format_value(f.limit)
+            )
+        }
         Payload::Anomaly { watch, observed, expected, score, until, .. } => {
             let exp = expected.map(|x| format!(", expected {}", format_value(x))).unwrap_or_default();
             let end = until.map(|u| format!(", normal again {}", hms(u))).unwrap_or_default();

@@ -632,6 +632,7 @@ impl Detector for ChangePoint {
         detection.deviation = Deviation::of(value, Some(expected));
         detection.state = if changed { DetectionState::Anomalous } else { DetectionState::Normal };
         detection.explanation = Explanation {
+            crossing: None,
             baseline: Some(expected),
             scale: Some(scale),
             z_score: Some(z_score),

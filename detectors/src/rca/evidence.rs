@@ -65,6 +65,15 @@ pub struct Evidence {
     pub payload: Payload,
 }
 
+/// A forecast's limit and when the point forecast reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    pub limit: f64,
+    /// Unix seconds; `None`: not within the forecast's horizon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crossing: Option<i64>,
+}
+
 /// What an evidence item says. Text fields that come from the cluster or from logs
 /// (`message`, `samples`, `template`) are untrusted: they are quoted as data, never obeyed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +93,10 @@ pub enum Payload {
         /// When the series went back to normal, if it did.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<i64>,
+        /// A forecast watch (capacity): its limit and when the forecast reaches it. Then
+        /// `expected` is the forecast at the horizon's end and is not shown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forecast: Option<Forecast>,
     },
     /// A log signal: a new template, a template whose rate jumped, an error burst.
     LogSignal {

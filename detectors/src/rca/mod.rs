@@ -14,7 +14,7 @@ pub mod recording;
 pub mod series;
 pub mod suite;
 
-pub use evidence::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind};
+pub use evidence::{Candidate, CauseKind, ChangeKind, Evidence, Forecast, Payload, Ranking, Subject, SubjectKind};
 pub use rank::{rank, MetricClass, RankParams, RcaInput};
 pub use recording::{
     rank_recording, CallGraph, MetricKinds, RecordingInput, RecordingParams, RecordingRanking, Series,

@@ -227,6 +227,7 @@ pub fn rank_table_with(input: &TableInput<'_>, params: &SeriesParams) -> TableRa
                     time: a.onset,
                     subject,
                     payload: Payload::Anomaly {
+                        forecast: None,
                         watch: name.clone(),
                         metric: metric.to_string(),
                         observed: a.observed,

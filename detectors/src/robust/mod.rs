@@ -445,6 +445,7 @@ impl Detector for RobustBaseline {
             },
             state,
             explanation: Explanation {
+                crossing: None,
                 baseline: Some(median),
                 scale: Some(scale),
                 z_score: Some(z),

@@ -642,6 +642,7 @@ impl Detector for SeasonalBaseline {
             DetectionState::Normal
         };
         detection.explanation = Explanation {
+            crossing: None,
             baseline: Some(expected),
             scale: Some(scale),
             z_score: Some(z),

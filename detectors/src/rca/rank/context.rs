@@ -19,6 +19,8 @@ pub(super) struct Anom {
     pub(super) rising: bool,
     /// A declared condition (readiness, availability): its true start is earlier.
     pub(super) declared: bool,
+    /// A forecast watch's limit and crossing (then `raw_z` is the detector's score scaled).
+    pub(super) forecast: Option<Forecast>,
 }
 
 /// A Kubernetes event or log signal as the ranking weighs it.
@@ -199,13 +201,16 @@ impl<'a> Context<'a> {
         let start = self.input.start;
         for e in &self.input.evidence {
             match &e.payload {
-                Payload::Anomaly { metric, observed, expected, score, until, .. } => {
+                Payload::Anomaly { metric, observed, expected, score, until, forecast, .. } => {
                     if !score.is_finite() || *score < 0.0 {
                         continue;
                     }
                     let class = p.kinds.get(metric).copied().unwrap_or_else(|| MetricClass::of(metric));
-                    let rising = match expected {
-                        Some(x) if x.is_finite() && observed.is_finite() => observed >= x,
+                    // A forecast heads for its limit; otherwise the point is above or below
+                    // what was expected.
+                    let rising = match (forecast, expected) {
+                        (Some(f), _) if f.limit.is_finite() && observed.is_finite() => f.limit >= *observed,
+                        (_, Some(x)) if x.is_finite() && observed.is_finite() => observed >= x,
                         _ => class.fault_rises().unwrap_or(true),
                     };
                     let (dir_factor, in_fault_dir) = match class.fault_rises() {
@@ -246,6 +251,7 @@ impl<'a> Context<'a> {
                         fault,
                         rising,
                         declared: class == MetricClass::Availability,
+                        forecast: *forecast,
                     });
                 }
                 Payload::KubeEvent { reason, count, object, .. } => {

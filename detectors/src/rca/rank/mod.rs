@@ -38,7 +38,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::evidence::{Candidate, CauseKind, ChangeKind, Evidence, Payload, Ranking, Subject, SubjectKind};
+use super::evidence::{Candidate, CauseKind, ChangeKind, Evidence, Forecast, Payload, Ranking, Subject, SubjectKind};
 
 mod score;
 use score::*;

@@ -278,7 +278,13 @@ impl<'a> Context<'a> {
         if let Some(a) = pr.top.and_then(|i| f.anomalies.get(i)) {
             if a.z > 0.0 {
                 let dir = if a.rising { "above" } else { "below" };
-                reasons.push(format!("{} {:.1}σ {dir} normal", a.metric, a.raw_z));
+                reasons.push(match a.forecast {
+                    Some(f) => match f.crossing {
+                        Some(t) => format!("{} forecast to reach {} at {}", a.metric, f.limit, clock(t)),
+                        None => format!("{} heading for {} (beyond the forecast horizon)", a.metric, f.limit),
+                    },
+                    None => format!("{} {:.1}σ {dir} normal", a.metric, a.raw_z),
+                });
             }
         }
         for a in &f.anomalies {

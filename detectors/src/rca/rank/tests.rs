@@ -10,6 +10,7 @@ fn anomaly(id: &str, t: i64, s: Subject, metric: &str, z: f64) -> Evidence {
         time: t,
         subject: s,
         payload: Payload::Anomaly {
+            forecast: None,
             watch: metric.into(),
             metric: metric.into(),
             observed: 10.0,
@@ -176,7 +177,7 @@ fn arb_f64() -> impl Strategy<Value = f64> {
 fn arb_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         4 => ("[a-z-]{0,12}", arb_f64(), proptest::option::of(arb_f64()), arb_f64(), proptest::option::of(-100i64..5000))
-            .prop_map(|(metric, observed, expected, score, until)| Payload::Anomaly {
+            .prop_map(|(metric, observed, expected, score, until)| Payload::Anomaly { forecast: None,
                 watch: metric.clone(), metric, observed, expected, score, until
             }),
         1 => ("(OOMKilled|Evicted|NodeNotReady|Unhealthy|X)", 0u32..5, "(Node/n1|Pod/a|)")
@@ -241,4 +242,19 @@ fn nan_and_weird_values_do_not_panic() {
         assert!((0.0..=1.0).contains(&c.score), "{c:?}");
     }
     assert!(r.candidates.iter().all(|c| c.subject != w("x")));
+}
+
+#[test]
+fn a_filling_volume_heads_for_its_limit_and_says_when() {
+    // The forecast's end (above the current value) is not a "below normal" deviation.
+    let mut e = anomaly("E1", 0, w("orders-db-data"), "volume-full", 9.0);
+    if let Payload::Anomaly { observed, expected, forecast, .. } = &mut e.payload {
+        *observed = 0.65;
+        *expected = Some(1.9);
+        *forecast = Some(Forecast { limit: 0.9, crossing: Some(4440) });
+    }
+    let r = rank(&RcaInput { start: 0, symptom: Some(w("orders-db-data")), evidence: vec![e] }, &RankParams::default());
+    let top = r.candidates.first().expect("ranked");
+    assert!(top.reasons.iter().any(|x| x == "volume-full forecast to reach 0.9 at 01:14:00"), "{:?}", top.reasons);
+    assert!(top.reasons.iter().all(|x| !x.contains("σ")), "{:?}", top.reasons);
 }

@@ -545,6 +545,7 @@ pub fn rank_recording(input: &RecordingInput<'_>, params: &RecordingParams) -> R
             time: j.onset,
             subject: subject_of(&s.service),
             payload: Payload::Anomaly {
+                forecast: None,
                 watch: format!("{} {}", s.service, s.metric),
                 metric: s.metric.clone(),
                 observed: j.observed,
