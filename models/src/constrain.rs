@@ -329,11 +329,18 @@ pub fn literals(e: &Evidence) -> Vec<String> {
         }
     };
     let line = evidence_line(e);
-    for (i, tok) in line.split_whitespace().enumerate() {
+    let mut previous = "";
+    for (i, raw) in line.split_whitespace().enumerate() {
+        let after_z = std::mem::replace(&mut previous, raw) == "(z";
         if i == 0 {
             continue; // the id
         }
-        let tok = tok.trim_matches(|c: char| matches!(c, '(' | ')' | ',' | ';'));
+        // The z-score is a statistic for the ranking, not a fact for the prose: a small model
+        // given it writes it as the observed value ("observed 81.5 seconds").
+        if after_z || raw == "(z" {
+            continue;
+        }
+        let tok = raw.trim_matches(|c: char| matches!(c, '(' | ')' | ',' | ';'));
         add(tok);
         if let Some(t) = tok.strip_suffix('Z') {
             if t.len() == 8 && t.as_bytes().get(2) == Some(&b':') {
@@ -898,6 +905,7 @@ mod tests {
             s0.contains("checkout-latency") && s0.contains("2.1") && s0.contains("10:02") && s0.contains("latency")
         );
         assert!(!s0.contains("1.5.0") && !s0.contains("node-3") && !s0.contains("Warden"));
+        assert!(!s0.contains("14.2"), "the z-score is not a word a sentence may use");
         let s1 = &p.sentences[1].trie;
         assert!(s1.contains("1.5.0") && s1.contains("OOMKilled") && s1.contains("Pod/checkout-7d9f-abc"));
         assert!(p.sentences[2].trie.contains("Warden") && p.sentences[2].trie.contains("scale-up"));
