@@ -241,6 +241,11 @@ async fn demo_json_is_one_object_per_line_and_open_incidents_close_by_hand() -> 
         let v: Value = serde_json::from_str(&list.stdout)?;
         v["incidents"].as_array().context("incidents")?.iter().filter_map(|i| i["id"].as_u64()).collect()
     };
+    // Every open incident names its target, the capacity one (from its labels) too.
+    for id in &open {
+        let shown = warden_cli(&["incidents", "show", &id.to_string(), "--db", store], &[]).await?;
+        ensure!(shown.status.success() && !shown.stdout.contains("target -"), "{}{}", shown.stdout, shown.stderr);
+    }
     let id = open.first().context("the demo leaves open incidents")?.to_string();
     let hand = |verb: &'static str, id: String| async move {
         warden_cli(&["incidents", verb, &id, "--db", store, "--as", "bob", "--comment", "on it"], &[]).await

@@ -160,8 +160,8 @@ pub fn show(store: &Store, id: i64, json: bool, out: &mut dyn Write) -> Result<(
         return Ok(());
     }
     writeln!(out, "Incident #{}: {}", incident.id, incident.title)?;
-    let target =
-        incident.target.as_ref().map(|t| format!("{}/{}", t.namespace, t.deployment)).unwrap_or_else(|| "-".into());
+    // The same target as `incidents list` shows (a group's or a volume's from its labels).
+    let target = target_of(&incident);
     writeln!(
         out,
         "  status {} · severity {} · watch {} · target {}",
