@@ -269,19 +269,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use tower::ServiceExt;
 
-    struct NoSource;
-    #[async_trait::async_trait]
-    impl crate::ingest::source::MetricSource for NoSource {
-        async fn query_range(
-            &self,
-            _q: &str,
-            _s: chrono::DateTime<Utc>,
-            _e: chrono::DateTime<Utc>,
-            _st: std::time::Duration,
-        ) -> warden_connectors::Result<warden_connectors::prometheus::RangeResult> {
-            Err(warden_connectors::Error::Config("none".into()))
-        }
-    }
+    use crate::app::assemble::NoSource;
 
     fn app_with_viewer(operator: &str, viewer: &str) -> Router {
         let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");

@@ -248,19 +248,7 @@ mod tests {
 
     const SIGNING: &str = "unit-signing-secret";
 
-    struct NoSource;
-    #[async_trait::async_trait]
-    impl crate::ingest::source::MetricSource for NoSource {
-        async fn query_range(
-            &self,
-            _q: &str,
-            _s: DateTime<Utc>,
-            _e: DateTime<Utc>,
-            _st: Duration,
-        ) -> warden_connectors::Result<warden_connectors::prometheus::RangeResult> {
-            Err(warden_connectors::Error::Config("none".into()))
-        }
-    }
+    use crate::app::assemble::NoSource;
 
     /// A router whose Slack app answers into the void (nothing listens on port 9): replies
     /// fail and are logged, decisions do not depend on them.
