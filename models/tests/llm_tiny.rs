@@ -758,7 +758,8 @@ fn constrained_decoding_writes_only_grounded_sentences() -> TestResult {
         let path =
             tiny_llama(dir.path(), &format!("c{seed}.gguf"), Weights::Random { seed, dtype: GgmlDType::F32 }, 2048);
         let mut m = load(&path);
-        let opts = GenerateOptions { max_tokens: 600, ..greedy(600) };
+        // Room for a whole first sentence of the longest words (29 words of at most ~38 bytes).
+        let opts = GenerateOptions { max_tokens: 1500, ..greedy(1500) };
         let g = m
             .generate_constrained(&ChatPrompt { system: "s".into(), user: "u".into() }, &plan, &opts)
             .ok_or("constrained decoding is supported")??;
