@@ -47,20 +47,26 @@ fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
 }
 
+/// Two `warden run` replicas (`warden-a`, `warden-b`) with leader election on one Lease of
+/// `api`, each with its own directory under `dir`.
+async fn two_replicas(dir: &Path, api: &KubeApi) -> Result<Vec<(&'static str, Warden)>> {
+    let kubeconfig = write_kubeconfig(dir, &api.url())?;
+    let envs = [("WARDEN_API_TOKEN", TOKEN)];
+    let mut replicas = Vec::new();
+    for name in ["warden-a", "warden-b"] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub)?;
+        let port = free_port()?;
+        replicas.push((name, Warden::start(&sub, &config(dir, name, port, &kubeconfig), &envs, port, TOKEN).await?));
+    }
+    Ok(replicas)
+}
+
 #[tokio::test]
 async fn only_the_leader_acts_and_a_graceful_shutdown_hands_the_lease_over() -> Result<()> {
     let api = KubeApi::start().await?;
     let dir = tempfile::tempdir()?;
-    let kubeconfig = write_kubeconfig(dir.path(), &api.url())?;
-    let envs = [("WARDEN_API_TOKEN", TOKEN)];
-    let mut replicas = Vec::new();
-    for name in ["warden-a", "warden-b"] {
-        let sub = dir.path().join(name);
-        std::fs::create_dir_all(&sub)?;
-        let port = free_port()?;
-        let w = Warden::start(&sub, &config(dir.path(), name, port, &kubeconfig), &envs, port, TOKEN).await?;
-        replicas.push((name, w));
-    }
+    let mut replicas = two_replicas(dir.path(), &api).await?;
 
     // Exactly one leads.
     let leader = wait_until(Duration::from_secs(20), "one replica leads", async || {
@@ -142,16 +148,7 @@ fn signal(w: &mut Warden, signal: &str) -> Result<()> {
 async fn a_paused_leader_stops_acting_and_a_killed_one_is_replaced_after_the_lease_duration() -> Result<()> {
     let api = KubeApi::start().await?;
     let dir = tempfile::tempdir()?;
-    let kubeconfig = write_kubeconfig(dir.path(), &api.url())?;
-    let envs = [("WARDEN_API_TOKEN", TOKEN)];
-    let mut replicas = Vec::new();
-    for name in ["warden-a", "warden-b"] {
-        let sub = dir.path().join(name);
-        std::fs::create_dir_all(&sub)?;
-        let port = free_port()?;
-        replicas
-            .push((name, Warden::start(&sub, &config(dir.path(), name, port, &kubeconfig), &envs, port, TOKEN).await?));
-    }
+    let mut replicas = two_replicas(dir.path(), &api).await?;
     let first = wait_until(Duration::from_secs(20), "one replica leads", async || {
         for (i, (_, w)) in replicas.iter().enumerate() {
             if leads(w).await? {

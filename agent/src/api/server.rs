@@ -271,9 +271,10 @@ mod tests {
 
     use crate::app::assemble::NoSource;
 
-    fn app_with_viewer(operator: &str, viewer: &str) -> Router {
+    /// A pipeline with an empty configuration (no watches, the built-in playbooks).
+    fn empty_engine() -> Pipeline {
         let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");
-        let engine = Pipeline::new(
+        Pipeline::new(
             Arc::new(cfg),
             Arc::new(crate::store::Store::open_in_memory().expect("store")),
             Arc::new(NoSource),
@@ -281,11 +282,19 @@ mod tests {
             Arc::new(crate::metrics::Metrics::new()),
             vec![],
             crate::timeline::Timeline::default(),
-        );
+        )
+    }
+
+    fn app_with_viewer(operator: &str, viewer: &str) -> Router {
+        serve(empty_engine(), Some(operator), Some(viewer))
+    }
+
+    /// The router over `engine` with these tokens, ready, without Slack.
+    fn serve(engine: Pipeline, operator: Option<&str>, viewer: Option<&str>) -> Router {
         router(AppState {
             pipeline: Arc::new(engine),
-            api_token: Some(Arc::from(operator)),
-            viewer_token: Some(Arc::from(viewer)),
+            api_token: operator.map(Arc::from),
+            viewer_token: viewer.map(Arc::from),
             ready: Arc::new(AtomicBool::new(true)),
             slack: None,
         })
@@ -374,23 +383,7 @@ mod tests {
     }
 
     fn app(token: Option<&str>) -> Router {
-        let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");
-        let engine = Pipeline::new(
-            Arc::new(cfg),
-            Arc::new(crate::store::Store::open_in_memory().expect("store")),
-            Arc::new(NoSource),
-            None,
-            Arc::new(crate::metrics::Metrics::new()),
-            vec![],
-            crate::timeline::Timeline::default(),
-        );
-        router(AppState {
-            pipeline: Arc::new(engine),
-            api_token: token.map(Arc::from),
-            viewer_token: None,
-            ready: Arc::new(AtomicBool::new(true)),
-            slack: None,
-        })
+        serve(empty_engine(), token, None)
     }
 
     async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, String) {
@@ -446,13 +439,7 @@ mod tests {
             vec!["file"],
             crate::timeline::Timeline::default(),
         );
-        let app = router(AppState {
-            pipeline: Arc::new(engine),
-            api_token: Some(Arc::from("t")),
-            viewer_token: None,
-            ready: Arc::new(AtomicBool::new(true)),
-            slack: None,
-        });
+        let app = serve(engine, Some("t"), None);
         let ok = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
         let (st, body) = call(&app, "POST", "/api/v1/alerts", Some("t"), ok).await;
         assert_eq!((st, body.as_str()), (StatusCode::OK, r#"{"accepted":1,"runs":[1]}"#));
@@ -493,13 +480,7 @@ mod tests {
             .with_leadership(leadership, std::time::Duration::from_secs(10));
             // Prometheus is unreachable: every watch has no data.
             engine.evaluate_watch(0, Utc::now()).await;
-            router(AppState {
-                pipeline: Arc::new(engine),
-                api_token: Some(Arc::from("op")),
-                viewer_token: None,
-                ready: Arc::new(AtomicBool::new(true)),
-                slack: None,
-            })
+            serve(engine, Some("op"), None)
         }
         // The leader is blind: not ready, as without leader election.
         let app = app_of(leader).await;

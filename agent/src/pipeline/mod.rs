@@ -547,6 +547,7 @@ impl Pipeline {
     /// An evaluation without data: nothing is opened, resolved or acted on. `series` is the
     /// series count to show (`None` keeps the last one: log watches count templates).
     fn record_no_data(&self, watch: &str, now: DateTime<Utc>, reason: &str, series: Option<usize>) {
+        // Whether to warn is decided on the status before this evaluation changes it.
         let mut warned = false;
         let mut since = now;
         self.set_status(watch, |s| {
@@ -554,6 +555,14 @@ impl Pipeline {
             if no_data_warns(s, now, reason) {
                 warned = true;
                 s.no_data_warned = Some(now);
+            }
+            s.state = WatchState::NoData;
+            s.last_evaluation = Some(now);
+            s.last_error = Some(reason.to_string());
+            s.no_data_count += 1;
+            s.no_data_since = Some(since);
+            if let Some(n) = series {
+                s.series = n;
             }
         });
         if warned {
@@ -567,16 +576,6 @@ impl Pipeline {
             .get_or_create(&WatchOutcome { watch: watch.to_string(), outcome: WatchState::NoData.as_str().into() })
             .inc();
         self.metrics.no_data.get_or_create(&WatchLabel { watch: watch.to_string() }).inc();
-        self.set_status(watch, |s| {
-            s.state = WatchState::NoData;
-            s.last_evaluation = Some(now);
-            s.last_error = Some(reason.to_string());
-            s.no_data_count += 1;
-            s.no_data_since = Some(since);
-            if let Some(n) = series {
-                s.series = n;
-            }
-        });
         self.timeline.emit(TimelineEvent::NoData { at: now, watch: watch.to_string(), reason: reason.to_string() });
     }
 
