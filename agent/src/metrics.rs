@@ -283,10 +283,10 @@ impl Metrics {
 
 /// `(status, runs, oldest created_at in ms)` per status present in the store.
 fn run_counts(store: &Store) -> Result<Vec<(String, i64, i64)>, crate::store::StoreError> {
-    let conn = store.conn()?;
-    let mut stmt = conn.prepare("SELECT status, COUNT(*), MIN(created_at) FROM runs GROUP BY status")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let rows = store.with(|c| {
+        c.query("SELECT status, COUNT(*), MIN(created_at) FROM runs GROUP BY status", crate::store::db::args![])
+    })?;
+    rows.iter().map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).collect()
 }
 
 #[cfg(test)]
@@ -294,43 +294,49 @@ mod tests {
     use super::*;
 
     fn insert_run(store: &Store, status: &str, created_ms: i64) {
-        let conn = store.conn().expect("conn");
-        conn.execute(
-            "INSERT INTO runs (playbook, status, trigger_kind, dry_run, created_at, updated_at, body)
-             VALUES ('scale-up', ?1, 'manual', 0, ?2, ?2, '{}')",
-            rusqlite::params![status, created_ms],
-        )
-        .expect("insert run");
+        store
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO runs (playbook, status, trigger_kind, dry_run, created_at, updated_at, body)
+                     VALUES ('scale-up', ?1, 'manual', 0, ?2, ?2, '{}')",
+                    crate::store::db::args![status, created_ms],
+                )
+            })
+            .expect("insert run");
     }
 
     #[test]
     fn run_and_audit_gauges_come_from_the_store() {
-        let store = Store::open_in_memory().expect("store");
-        let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").expect("time").with_timezone(&Utc);
-        let t = crate::store::ms(now);
-        insert_run(&store, "failed", t - 60_000);
-        insert_run(&store, "failed", t - 30_000);
-        insert_run(&store, "awaiting_approval", t - 900_000);
-        insert_run(&store, "awaiting_approval", t - 120_000);
-        let m = Metrics::new();
-        m.refresh_from_store(&store, now);
-        let text = m.encode().expect("encode");
-        assert!(text.contains("warden_runs{status=\"failed\"} 2"), "{text}");
-        assert!(text.contains("warden_runs{status=\"awaiting_approval\"} 2"), "{text}");
-        // Every status is a series, so alerts on it never see "absent" for "none".
-        assert!(text.contains("warden_runs{status=\"revert_failed\"} 0"), "{text}");
-        assert!(text.contains("warden_runs_oldest_awaiting_approval_seconds 900.0"), "{text}");
-        assert!(text.contains("warden_audit_verified 1"), "{text}");
+        for store in crate::store::testing::stores() {
+            let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").expect("time").with_timezone(&Utc);
+            let t = crate::store::ms(now);
+            insert_run(&store, "failed", t - 60_000);
+            insert_run(&store, "failed", t - 30_000);
+            insert_run(&store, "awaiting_approval", t - 900_000);
+            insert_run(&store, "awaiting_approval", t - 120_000);
+            let m = Metrics::new();
+            m.refresh_from_store(&store, now);
+            let text = m.encode().expect("encode");
+            assert!(text.contains("warden_runs{status=\"failed\"} 2"), "{text}");
+            assert!(text.contains("warden_runs{status=\"awaiting_approval\"} 2"), "{text}");
+            // Every status is a series, so alerts on it never see "absent" for "none".
+            assert!(text.contains("warden_runs{status=\"revert_failed\"} 0"), "{text}");
+            assert!(text.contains("warden_runs_oldest_awaiting_approval_seconds 900.0"), "{text}");
+            assert!(text.contains("warden_audit_verified 1"), "{text}");
 
-        // A head that records entries the chain does not have: truncated, so not intact.
-        store
-            .conn()
-            .expect("conn")
-            .execute("INSERT INTO audit_head (id, count, last_hash) VALUES (1, 3, 'x') ON CONFLICT (id) DO UPDATE SET count = 3", [])
-            .expect("head");
-        m.refresh_from_store(&store, now);
-        let text = m.encode().expect("encode");
-        assert!(text.contains("warden_audit_verified 0"), "{text}");
+            // A head that records entries the chain does not have: truncated, so not intact.
+            store
+                .with(|c| {
+                    c.execute(
+                        "INSERT INTO audit_head (id, count, last_hash) VALUES (1, 3, 'x') ON CONFLICT (id) DO UPDATE SET count = 3",
+                        crate::store::db::args![],
+                    )
+                })
+                .expect("head");
+            m.refresh_from_store(&store, now);
+            let text = m.encode().expect("encode");
+            assert!(text.contains("warden_audit_verified 0"), "{text}");
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! * [`procs`]: real Prometheus, Alertmanager, SMTP (aiosmtpd) and `warden`
 //!   processes on free loopback ports, and the [`wait_until`] helper;
 //! * [`config`]: warden configuration files and backfill data;
+//! * [`postgres`]: a schema of its own per test on the PostgreSQL server the test command
+//!   starts (the shared store);
 //! * [`stack`]: the usual set of servers around one warden under test.
 //!
 //! Everything listens on 127.0.0.1 only. A missing program is a test failure
@@ -25,6 +27,7 @@
 pub mod config;
 pub mod kube_api;
 pub mod loki;
+pub mod postgres;
 pub mod procs;
 pub mod realkube;
 pub mod receivers;

@@ -1,9 +1,10 @@
 //! The Kustomize manifests of `deploy/kustomize`: every overlay (alone and with the opt-in
-//! components) renders with `kubectl kustomize`; the ConfigMap's `warden.yaml` passes
-//! `warden check-config`; `deploy/rbac.yaml` grants what the base does; the RBAC table below
-//! covers every Kubernetes API type the code calls; the leader-election Lease is granted by a
-//! Role in Warden's own namespace only. Against the real API server in
-//! `../shared/kube` (skipped, with one line, when it is absent): the rendered manifests pass
+//! components) renders with `kubectl kustomize`; `overlays/ha` runs two replicas that cannot
+//! all be down at once, with leader election and the shared PostgreSQL store; each overlay's
+//! `warden.yaml` passes `warden check-config`; `deploy/rbac.yaml` grants what the base does;
+//! the RBAC table below covers every Kubernetes API type the code calls; the leader-election
+//! Lease is granted by a Role in Warden's own namespace only. Against the real API server in
+//! `../shared/kube` (skipped, with one line, when it is absent): every overlay's manifests pass
 //! `kubectl apply --dry-run=server` without PodSecurity warnings, and `kubectl auth can-i` as
 //! `system:serviceaccount:warden:warden` answers yes for every call the code makes (Leases in
 //! `warden` only) and no for Secrets, unless the read-secrets component is applied.
@@ -206,6 +207,35 @@ fn grants(role: &Value, verb: &str, resource: &str) -> bool {
     })
 }
 
+/// Every overlay under deploy/kustomize/overlays, as `overlays/NAME`, sorted.
+fn overlays() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(kustomize_dir().join("overlays"))? {
+        let path = entry?.path();
+        if path.join("kustomization.yaml").is_file() {
+            let name = path.file_name().and_then(|n| n.to_str()).context("an overlay name that is not UTF-8")?;
+            names.push(format!("overlays/{name}"));
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The ConfigMap `warden`'s `warden.yaml`: its text and the parsed value.
+fn warden_yaml(docs: &[Value]) -> Result<(String, Value)> {
+    let text = find(docs, "ConfigMap", "warden")?["data"]["warden.yaml"]
+        .as_str()
+        .context("the ConfigMap has no warden.yaml")?
+        .to_string();
+    let parsed = serde_yaml::from_str(&text)?;
+    Ok((text, parsed))
+}
+
+/// Whether every label of `selector` (a `matchLabels` map) is among `labels` with its value.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector.as_object().is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &labels[k] == v))
+}
+
 #[test]
 fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
     let Some(kubectl) = kubectl() else {
@@ -295,6 +325,108 @@ fn every_overlay_renders_with_kubectl_kustomize() -> Result<()> {
             "the Service lacks the label {k}={v} the ServiceMonitor selects"
         );
     }
+
+    // Every overlay there is, alone and with each opt-in component.
+    let overlays = overlays()?;
+    ensure!(overlays.iter().any(|o| o == "overlays/ha"), "overlays: {overlays:?}");
+    for overlay in &overlays {
+        for components in [&[][..], &["components/read-secrets"], &["components/monitoring"]] {
+            let docs = render(&kubectl, overlay, components)?;
+            find(&docs, "Deployment", "warden")?;
+            find(&docs, "ConfigMap", "warden")?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_ha_overlay_runs_two_leader_elected_replicas_on_postgres() -> Result<()> {
+    let Some(kubectl) = kubectl() else {
+        println!("the_ha_overlay_runs_two_leader_elected_replicas_on_postgres: skipped: no kubectl on the PATH");
+        return Ok(());
+    };
+    let ha = render(&kubectl, "overlays/ha", &[])?;
+    let deployment = find(&ha, "Deployment", "warden")?;
+    let spec = &deployment["spec"];
+    let pod_labels = &spec["template"]["metadata"]["labels"];
+    ensure!(selects(&spec["selector"]["matchLabels"], pod_labels), "the Deployment's selector: {}", spec["selector"]);
+
+    // Two replicas, rolled one at a time with the new pod up before the old one goes.
+    ensure!(spec["replicas"] == 2, "replicas: {}", spec["replicas"]);
+    let strategy = &spec["strategy"];
+    ensure!(strategy["type"] == "RollingUpdate", "strategy: {strategy}");
+    ensure!(strategy["rollingUpdate"]["maxUnavailable"] == 0, "strategy: {strategy}");
+    ensure!(strategy["rollingUpdate"]["maxSurge"].as_u64().is_some_and(|n| n >= 1), "strategy: {strategy}");
+
+    // A PodDisruptionBudget on the Warden pods that lets at most one go at a time.
+    let pdbs: Vec<&Value> = ha.iter().filter(|d| kind_of(d) == "PodDisruptionBudget").collect();
+    ensure!(pdbs.len() == 1, "{} PodDisruptionBudgets", pdbs.len());
+    let pdb = pdbs[0];
+    ensure!(pdb["apiVersion"] == "policy/v1", "{pdb}");
+    ensure!(pdb["metadata"]["namespace"] == "warden", "{pdb}");
+    ensure!(selects(&pdb["spec"]["selector"]["matchLabels"], pod_labels), "the PDB does not select the pods: {pdb}");
+    ensure!(
+        pdb["spec"]["minAvailable"] == 1 || pdb["spec"]["maxUnavailable"] == 1,
+        "the PDB should keep one replica: {}",
+        pdb["spec"]
+    );
+
+    // The replicas spread over nodes: anti-affinity on the pods' own labels, per host name.
+    let pod = &spec["template"]["spec"];
+    let anti = &pod["affinity"]["podAntiAffinity"];
+    let terms: Vec<&Value> = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| &t["podAffinityTerm"])
+        .chain(anti["requiredDuringSchedulingIgnoredDuringExecution"].as_array().into_iter().flatten())
+        .collect();
+    ensure!(
+        terms
+            .iter()
+            .any(|t| t["topologyKey"] == "kubernetes.io/hostname"
+                && selects(&t["labelSelector"]["matchLabels"], pod_labels)),
+        "no pod anti-affinity across nodes on the Warden pods: {anti}"
+    );
+
+    // The database URL from the Secret warden-postgres, key url; the Lease's namespace and
+    // identity from the pod; no local state.
+    let container = &pod["containers"][0];
+    let env = container["env"].as_array().context("no env")?;
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).with_context(|| format!("no env {name}"));
+    let url = &var("WARDEN_POSTGRES_URL")?["valueFrom"]["secretKeyRef"];
+    ensure!(url["name"] == "warden-postgres" && url["key"] == "url", "WARDEN_POSTGRES_URL from {url}");
+    ensure!(var("POD_NAME")?["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name");
+    ensure!(var("POD_NAMESPACE")?["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace");
+    ensure!(!ha.iter().any(|d| kind_of(d) == "PersistentVolumeClaim"), "overlays/ha claims storage");
+    ensure!(
+        !pod["volumes"].as_array().into_iter().flatten().any(|v| v.get("persistentVolumeClaim").is_some()),
+        "overlays/ha mounts a claim"
+    );
+    ensure!(!ha.iter().any(|d| kind_of(d) == "Secret"), "overlays/ha ships a Secret");
+
+    // The Lease: get, create, update in warden (never delete), bound to the service account.
+    let role = find(&ha, "Role", "warden-leader-election")?;
+    ensure!(role["metadata"]["namespace"] == LEASE_NAMESPACE, "{role}");
+    for (verb, resource, _) in LEASE_CALLS {
+        ensure!(grants(role, verb, resource), "overlays/ha does not grant {verb} {resource}");
+    }
+    ensure!(!grants(role, "delete", "leases.coordination.k8s.io"), "overlays/ha grants delete on Leases");
+    let binding = find(&ha, "RoleBinding", "warden-leader-election")?;
+    ensure!(binding["metadata"]["namespace"] == LEASE_NAMESPACE, "{binding}");
+    ensure!(binding["roleRef"]["kind"] == "Role" && binding["roleRef"]["name"] == "warden-leader-election");
+    let subject = &binding["subjects"][0];
+    ensure!(
+        subject["kind"] == "ServiceAccount" && subject["name"] == "warden" && subject["namespace"] == "warden",
+        "{binding}"
+    );
+    ensure!(pod["serviceAccountName"] == "warden");
+
+    // warden.yaml: leader election on, the store in PostgreSQL (and no SQLite file).
+    let (_, config) = warden_yaml(&ha)?;
+    ensure!(config["leader_election"]["enabled"] == true, "leader_election: {}", config["leader_election"]);
+    ensure!(config["store"]["postgres"]["url_from"]["env"] == "WARDEN_POSTGRES_URL", "store: {}", config["store"]);
+    ensure!(config["store"].get("sqlite").is_none(), "store: {}", config["store"]);
     Ok(())
 }
 
@@ -304,44 +436,63 @@ async fn the_configmap_config_passes_check_config() -> Result<()> {
         println!("the_configmap_config_passes_check_config: skipped: no kubectl on the PATH");
         return Ok(());
     };
-    let docs = render(&kubectl, "overlays/single", &[])?;
-    let config = find(&docs, "ConfigMap", "warden")?["data"]["warden.yaml"]
-        .as_str()
-        .context("the ConfigMap has no warden.yaml")?
-        .to_string();
-    let dir = scratch("config")?;
-    let file = dir.join("warden.yaml");
-    std::fs::write(&file, &config)?;
-    let out = warden_cli(&["check-config", file.to_str().context("path")?], &[]).await?;
-    ensure!(out.status.success(), "the ConfigMap's warden.yaml fails check-config: {}\n{}", out.stdout, out.stderr);
-    // Its secrets are the files the Deployment mounts from the Secret `warden`.
-    let deployment = find(&docs, "Deployment", "warden")?;
-    let mounts =
-        deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].as_array().context("volumeMounts")?;
-    let secrets_at = mounts
-        .iter()
-        .find(|m| m["name"] == "secrets")
-        .and_then(|m| m["mountPath"].as_str())
-        .context("no secrets mount")?;
-    let config_at = mounts
-        .iter()
-        .find(|m| m["name"] == "config")
-        .and_then(|m| m["mountPath"].as_str())
-        .context("no config mount")?;
-    ensure!(config_at == "/etc/warden", "config mounted at {config_at}");
-    let parsed: Value = serde_yaml::from_str(&config)?;
-    for file in [
-        &parsed["server"]["api_token"]["file"],
-        &parsed["server"]["viewer_token"]["file"],
-        &parsed["notify"]["slack"]["webhook_url"]["file"],
-    ] {
-        let file = file.as_str().context("a secret that is not a file reference")?;
-        ensure!(file.starts_with(&format!("{secrets_at}/")), "{file} is not under the Secret's mount {secrets_at}");
+    for overlay in overlays()? {
+        let docs = render(&kubectl, &overlay, &[])?;
+        let (config, parsed) = warden_yaml(&docs)?;
+        let dir = scratch("config")?;
+        let file = dir.join("warden.yaml");
+        std::fs::write(&file, &config)?;
+        // What the Deployment's fieldRefs give a pod (leader election reads them).
+        let pod_env = [("POD_NAMESPACE", "warden"), ("POD_NAME", "warden-0")];
+        let out = warden_cli(&["check-config", file.to_str().context("path")?], &pod_env).await?;
+        ensure!(
+            out.status.success(),
+            "{overlay}: the ConfigMap's warden.yaml fails check-config: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        // Its secrets are the files the Deployment mounts from the Secret `warden`.
+        let deployment = find(&docs, "Deployment", "warden")?;
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let mounts = container["volumeMounts"].as_array().context("volumeMounts")?;
+        let secrets_at = mounts
+            .iter()
+            .find(|m| m["name"] == "secrets")
+            .and_then(|m| m["mountPath"].as_str())
+            .context("no secrets mount")?;
+        let config_at = mounts
+            .iter()
+            .find(|m| m["name"] == "config")
+            .and_then(|m| m["mountPath"].as_str())
+            .context("no config mount")?;
+        ensure!(config_at == "/etc/warden", "{overlay}: config mounted at {config_at}");
+        for file in [
+            &parsed["server"]["api_token"]["file"],
+            &parsed["server"]["viewer_token"]["file"],
+            &parsed["notify"]["slack"]["webhook_url"]["file"],
+        ] {
+            let file = file.as_str().context("a secret that is not a file reference")?;
+            ensure!(
+                file.starts_with(&format!("{secrets_at}/")),
+                "{overlay}: {file} is not under the Secret's mount {secrets_at}"
+            );
+        }
+        // The store: a SQLite file on the data volume, or PostgreSQL at a URL the Deployment
+        // sets from a Secret.
+        let store = &parsed["store"];
+        if let Some(var) = store["postgres"]["url_from"]["env"].as_str() {
+            let env = container["env"].as_array().context("no env")?;
+            ensure!(
+                env.iter().any(|e| e["name"] == var && e["valueFrom"]["secretKeyRef"]["key"].is_string()),
+                "{overlay}: the Deployment does not set {var} from a Secret"
+            );
+        } else {
+            ensure!(
+                store["sqlite"].as_str().is_some_and(|p| p.starts_with("/var/lib/warden/")),
+                "{overlay}: the store is not on the data volume: {store}"
+            );
+        }
     }
-    ensure!(
-        parsed["store"]["sqlite"].as_str().is_some_and(|p| p.starts_with("/var/lib/warden/")),
-        "the store is not on the data volume"
-    );
     Ok(())
 }
 
@@ -488,6 +639,7 @@ fn the_real_api_server_accepts_the_manifests_and_rbac_allows_exactly_the_code() 
     let kubeconfig = plane.kubeconfig();
     let dir = scratch("apply")?;
     let docs = render(&kubectl, "overlays/single", &[])?;
+    let overlays = overlays()?;
 
     // The Namespace for real first (server-side dry-run does not create it, and the
     // namespaced objects need it), with its PodSecurity label.
@@ -496,26 +648,33 @@ fn the_real_api_server_accepts_the_manifests_and_rbac_allows_exactly_the_code() 
     let ns = dir.join("namespace.yaml");
     stdout_of(&mut kubectl_at(&kubectl, kubeconfig, &["apply", "-f", ns.to_str().context("path")?]))?;
 
-    // Everything with server-side dry-run: schema, defaulting and admission run, nothing is
-    // stored. A pod template that breaks the namespace's `restricted` PodSecurity level is a
-    // warning on the Deployment.
-    let all = dir.join("single.yaml");
-    std::fs::write(&all, to_yaml(&docs)?)?;
-    let out = run(&mut kubectl_at(
-        &kubectl,
-        kubeconfig,
-        &["apply", "--dry-run=server", "-f", all.to_str().context("path")?],
-    ))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.success(), "kubectl apply --dry-run=server failed:\n{stdout}\n{stderr}\n{}", plane.log_tail());
-    ensure!(!stderr.contains("PodSecurity"), "PodSecurity warnings:\n{stderr}");
-    ensure!(
-        stdout.contains("deployment.apps/warden created (server dry run)")
-            || stdout.contains("deployment.apps/warden configured (server dry run)")
-            || stdout.contains("deployment.apps/warden unchanged (server dry run)"),
-        "{stdout}"
-    );
+    // Everything with server-side dry-run, each overlay: schema, defaulting and admission run,
+    // nothing is stored. A pod template that breaks the namespace's `restricted` PodSecurity
+    // level is a warning on the Deployment.
+    for overlay in &overlays {
+        let rendered = render(&kubectl, overlay, &[])?;
+        let all = dir.join(format!("{}.yaml", overlay.replace('/', "-")));
+        std::fs::write(&all, to_yaml(&rendered)?)?;
+        let out = run(&mut kubectl_at(
+            &kubectl,
+            kubeconfig,
+            &["apply", "--dry-run=server", "-f", all.to_str().context("path")?],
+        ))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success(),
+            "{overlay}: kubectl apply --dry-run=server failed:\n{stdout}\n{stderr}\n{}",
+            plane.log_tail()
+        );
+        ensure!(!stderr.contains("PodSecurity"), "{overlay}: PodSecurity warnings:\n{stderr}");
+        ensure!(
+            stdout.contains("deployment.apps/warden created (server dry run)")
+                || stdout.contains("deployment.apps/warden configured (server dry run)")
+                || stdout.contains("deployment.apps/warden unchanged (server dry run)"),
+            "{overlay}: {stdout}"
+        );
+    }
 
     // RBAC for real, then ask the server what the service account may do.
     let rbac: Vec<Value> = docs

@@ -20,8 +20,8 @@ pub mod summarizer;
 
 use std::sync::Arc;
 
+use crate::store::db::args;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 use warden_detectors::rca::{self, RcaInput};
 
@@ -191,41 +191,41 @@ impl Store {
             .get_incident(a.incident_id)?
             .ok_or(StoreError::Corrupt { table: "analyses", message: format!("no incident {}", a.incident_id) })?;
         let notes = render(&incident);
-        let mut c = self.conn()?;
-        let tx = c.transaction()?;
-        tx.execute(
-            "INSERT INTO analyses (incident_id, created_at, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT(incident_id) DO UPDATE SET created_at = excluded.created_at, body = excluded.body",
-            params![a.incident_id, ms(a.created_at), body],
-        )?;
-        let top = a.ranking.candidates.first();
-        let detail = json!({
-            "top": top.map(|c| c.subject.display()),
-            "score": top.map(|c| c.score),
-            "found": a.found,
-            "symptom": a.symptom.as_ref().map(|s| s.display()),
-            "graph_sources": a.graph.as_ref().map(|g| g.sources.clone()),
-            "summary_source": a.summary.source,
-            "summary": a.summary.text,
-            "revision": a.revision,
-            "revised_because": a.revised_because,
-        });
-        crate::store::insert_event(&tx, a.incident_id, a.created_at, "analysis", &detail)?;
-        for n in &notes {
-            crate::store::insert_outbox(&tx, Some(a.incident_id), n, a.created_at)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO analyses (incident_id, created_at, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(incident_id) DO UPDATE SET created_at = excluded.created_at, body = excluded.body",
+                args![a.incident_id, ms(a.created_at), body],
+            )?;
+            let top = a.ranking.candidates.first();
+            let detail = json!({
+                "top": top.map(|c| c.subject.display()),
+                "score": top.map(|c| c.score),
+                "found": a.found,
+                "symptom": a.symptom.as_ref().map(|s| s.display()),
+                "graph_sources": a.graph.as_ref().map(|g| g.sources.clone()),
+                "summary_source": a.summary.source,
+                "summary": a.summary.text,
+                "revision": a.revision,
+                "revised_because": a.revised_because,
+            });
+            crate::store::insert_event(tx, a.incident_id, a.created_at, "analysis", &detail)?;
+            for n in &notes {
+                crate::store::insert_outbox(tx, Some(a.incident_id), n, a.created_at)?;
+            }
+            Ok(())
+        })
     }
 
     /// The stored analysis of an incident, if it was analysed.
     pub fn get_analysis(&self, incident_id: i64) -> StoreResult<Option<Analysis>> {
-        let c = self.conn()?;
-        let row: Option<(i64, String)> = c
-            .query_row("SELECT created_at, body FROM analyses WHERE incident_id = ?1", params![incident_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+        let row = self.with(|c| {
+            c.query_opt("SELECT created_at, body FROM analyses WHERE incident_id = ?1", args![incident_id])
+        })?;
+        let row: Option<(i64, String)> = match row {
+            Some(r) => Some((r.get(0)?, r.get(1)?)),
+            None => None,
+        };
         match row {
             None => Ok(None),
             Some((created, body)) => {

@@ -22,7 +22,7 @@ use crate::act::kube_cluster::KubeCluster;
 use crate::act::responder::AnalysisRequest;
 use crate::act::tasks::ActionTasks;
 use crate::analysis::{ClusterEvidence, Summarizer};
-use crate::config::{AuthSection, Config, SecretRef};
+use crate::config::{AuthSection, Config, SecretRef, StoreSection};
 use crate::ingest::log_watch::{LogSource, LokiLogs};
 use crate::ingest::source::MetricSource;
 use crate::leadership::Leadership;
@@ -91,6 +91,32 @@ pub fn metric_source(cfg: &Config) -> Result<Arc<dyn MetricSource>> {
 
 fn secret(path: &str, s: &SecretRef) -> Result<Secret> {
     s.resolve().map(Secret::new).map_err(|e| anyhow!("{path}: {e}"))
+}
+
+/// Opens (creating and migrating if needed) the store the `store` section names.
+pub fn open_store(section: &StoreSection) -> Result<Store> {
+    match &section.postgres {
+        Some(pg) => {
+            let url = secret("store.postgres.url_from", &pg.url_from)?;
+            // The URL holds the password: errors name the key, never the URL.
+            Store::open_postgres(url.expose()).context("store.postgres: opening the PostgreSQL store")
+        }
+        None => {
+            let path = section.sqlite_path();
+            Store::open(&path).with_context(|| format!("store.sqlite: opening {}", path.display()))
+        }
+    }
+}
+
+/// Opens a store the daemon made (the CLI's reads and hand edits): a SQLite file must exist.
+pub fn open_existing_store(section: &StoreSection) -> Result<Store> {
+    if section.postgres.is_none() {
+        let path = section.sqlite_path();
+        if !path.exists() {
+            return Err(anyhow!("no store at {} (has `warden run` or `warden demo` been started?)", path.display()));
+        }
+    }
+    open_store(section)
 }
 
 /// Build the outbox channels (every receiver of the `notify` section).

@@ -35,7 +35,6 @@ use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::notify::{Outbox, Policy};
 use crate::pipeline::Pipeline;
-use crate::store::Store;
 use crate::timeline::Timeline;
 
 /// How long shutdown waits for in-flight work and a last outbox round.
@@ -63,10 +62,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let election_token = CancellationToken::new();
     let (leadership, election) = assemble::leadership(&cfg, kube.as_deref(), election_token.clone())?;
     let channels = assemble::build_channels(&cfg)?;
-    let store = Arc::new(
-        Store::open(&cfg.store.sqlite)
-            .with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
-    );
+    let store = Arc::new(assemble::open_store(&cfg.store)?);
+    if cfg.leader_election.enabled && store.backend() == "sqlite" {
+        tracing::warn!(
+            "leader_election is on with a SQLite store: each replica keeps its own runs and outbox,              so a new leader does not resume the old one's (use `store.postgres`)"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let timeline = Timeline::default();
     // The model loads once, before the first evaluation (seconds for a small GGUF).

@@ -7,7 +7,6 @@
 //! the two from acting on one target at once.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,10 +146,7 @@ pub fn audit_detail(detail: &serde_json::Value) -> String {
 pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> {
     warden_connectors::install_crypto_provider();
     let cfg = Arc::new(cfg);
-    let store = Arc::new(
-        Store::open(&cfg.store.sqlite)
-            .with_context(|| format!("store.sqlite: opening {}", cfg.store.sqlite.display()))?,
-    );
+    let store = Arc::new(crate::app::assemble::open_store(&cfg.store)?);
     let source: Option<Arc<dyn MetricSource>> = build_prometheus(&cfg)?.map(|p| Arc::new(p) as Arc<dyn MetricSource>);
     let cluster = build_cluster(&cfg).await?;
     let channels = build_channels(&cfg)?.names();
@@ -330,15 +326,7 @@ pub fn print_run(run: &Run) {
     }
 }
 
-fn open_store(path: &Path) -> Result<Store> {
-    if !path.exists() {
-        bail!("no store at {} (has `warden run` or `warden demo` been started?)", path.display());
-    }
-    Store::open(path).with_context(|| format!("opening {}", path.display()))
-}
-
-pub fn runs_list(db: &Path, status: Option<String>, json_out: bool, limit: u32) -> Result<()> {
-    let store = open_store(db)?;
+pub fn runs_list(store: &Store, status: Option<String>, json_out: bool, limit: u32) -> Result<()> {
     let status = match status.as_deref() {
         None => None,
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| anyhow!("unknown run status {s:?}"))?),
@@ -375,8 +363,7 @@ pub fn runs_list(db: &Path, status: Option<String>, json_out: bool, limit: u32) 
     Ok(())
 }
 
-pub fn runs_show(db: &Path, id: i64, json_out: bool) -> Result<()> {
-    let store = open_store(db)?;
+pub fn runs_show(store: &Store, id: i64, json_out: bool) -> Result<()> {
     let run = store.get_run(id)?.ok_or_else(|| anyhow!("no run {id}"))?;
     let audit = store.audit_for_run(id)?;
     if json_out {
@@ -400,8 +387,7 @@ pub fn runs_show(db: &Path, id: i64, json_out: bool) -> Result<()> {
 
 /// `warden audit verify`: exit 0 when the chain is intact and ends where the audit head
 /// (kept beside it, in the same transactions) says it ends.
-pub fn audit_verify(db: &Path, json_out: bool) -> Result<bool> {
-    let store = open_store(db)?;
+pub fn audit_verify(store: &Store, json_out: bool) -> Result<bool> {
     let entries = store.audit_entries()?;
     let head = store.audit_head()?;
     let result = warden_playbooks::audit::verify_with_head(&entries, head.as_ref());

@@ -172,17 +172,30 @@ pub struct KubernetesSection {
     pub context: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    #[serde(default = "defaults::sqlite_path")]
-    pub sqlite: PathBuf,
+    /// The embedded SQLite file (one replica). The default when `postgres` is not given.
+    pub sqlite: Option<PathBuf>,
+    /// A PostgreSQL store shared by replicas (with `leader_election`): a new leader resumes
+    /// the old one's runs and outbox from it.
+    pub postgres: Option<PostgresStore>,
 }
 
-impl Default for StoreSection {
-    fn default() -> Self {
-        Self { sqlite: defaults::sqlite_path() }
+impl StoreSection {
+    /// The SQLite file: the one configured, else the default.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.sqlite.clone().unwrap_or_else(defaults::sqlite_path)
     }
+}
+
+/// `store.postgres`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresStore {
+    /// The connection URL (`postgres://user:password@host:5432/db`), a secret: it holds
+    /// the password.
+    pub url_from: SecretRef,
 }
 
 #[derive(Debug, Clone, Deserialize)]

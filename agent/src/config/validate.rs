@@ -44,6 +44,13 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
     }
     leader_election(&mut err, cfg);
+    match (&cfg.store.sqlite, &cfg.store.postgres) {
+        (Some(_), Some(_)) => {
+            err("store".into(), "give `sqlite` (one replica) or `postgres` (a store replicas share), not both".into())
+        }
+        (None, Some(pg)) => secret(&mut err, "store.postgres.url_from", &pg.url_from),
+        _ => {}
+    }
     if let Some(t) = &cfg.server.viewer_token {
         secret(&mut err, "server.viewer_token", t);
     }

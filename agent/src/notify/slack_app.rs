@@ -18,8 +18,6 @@
 //! (`api::slack`) records the decision with [`Interaction::Decide`]'s `who`
 //! (`slack:U123 (alice)`) and tells the incident's thread with [`SlackApp::reply_for`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,7 +27,7 @@ use warden_connectors::{Error, Secret};
 
 use crate::config::SlackAppSection;
 use crate::store::outbox::OutboxItem;
-use crate::store::{ms, Store};
+use crate::store::Store;
 
 /// Slack error codes of a `chat.update` whose message cannot be edited any more.
 const GONE: &[&str] = &["message_not_found", "cant_update_message", "edit_window_closed", "msg_not_found"];
@@ -41,7 +39,6 @@ pub struct SlackApp {
     pub channel: String,
     signing_secret: Secret,
     pub approvers: Approvers,
-    table_ready: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SlackApp {
@@ -72,7 +69,7 @@ pub enum Interaction {
 
 impl SlackApp {
     pub fn new(api: SlackApi, channel: String, signing_secret: Secret, approvers: Approvers) -> Self {
-        Self { api, channel, signing_secret, approvers, table_ready: Arc::new(AtomicBool::new(false)) }
+        Self { api, channel, signing_secret, approvers }
     }
 
     /// Builds the app from `notify.slack_app`, resolving its secrets.
@@ -207,46 +204,14 @@ impl SlackApp {
         Ok(())
     }
 
-    fn ensure_table(&self, store: &Store) -> Result<(), String> {
-        if self.table_ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let conn = store.conn().map_err(|e| e.to_string())?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS slack_messages (
-                incident_id INTEGER PRIMARY KEY,
-                channel TEXT NOT NULL,
-                ts TEXT NOT NULL,
-                posted_at INTEGER NOT NULL
-            )",
-        )
-        .map_err(|e| e.to_string())?;
-        self.table_ready.store(true, Ordering::Release);
-        Ok(())
-    }
-
     /// The stored message of `incident`, if one was posted.
     pub fn message_of(&self, store: &Store, incident: i64) -> Result<Option<MessageRef>, String> {
-        use rusqlite::OptionalExtension;
-        self.ensure_table(store)?;
-        let conn = store.conn().map_err(|e| e.to_string())?;
-        conn.query_row("SELECT channel, ts FROM slack_messages WHERE incident_id = ?1", [incident], |r| {
-            Ok(MessageRef { channel: r.get(0)?, ts: r.get(1)? })
-        })
-        .optional()
-        .map_err(|e| e.to_string())
+        let found = store.slack_message(incident).map_err(|e| e.to_string())?;
+        Ok(found.map(|(channel, ts)| MessageRef { channel, ts }))
     }
 
     fn remember(&self, store: &Store, incident: i64, at: &MessageRef) -> Result<(), String> {
-        self.ensure_table(store)?;
-        let conn = store.conn().map_err(|e| e.to_string())?;
-        conn.execute(
-            "INSERT INTO slack_messages (incident_id, channel, ts, posted_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(incident_id) DO UPDATE SET channel = excluded.channel, ts = excluded.ts, posted_at = excluded.posted_at",
-            rusqlite::params![incident, at.channel, at.ts, ms(Utc::now())],
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        store.remember_slack_message(incident, &at.channel, &at.ts, Utc::now()).map_err(|e| e.to_string())
     }
 }
 

@@ -1,21 +1,31 @@
-//! The embedded SQLite store: incidents, their events, the notification outbox, log-watch
-//! state, and playbook runs with their audit trail (see [`crate::store::runs`]).
+//! The store: incidents, their events, the notification outbox, log-watch state, and
+//! playbook runs with their audit trail (see [`crate::store::runs`]).
 //!
 //! Everything that must survive a crash lives here, written in transactions so that an
-//! incident and the notifications it owes are stored together or not at all. Schema changes
-//! are versioned migrations (SQLite `user_version`). Times are stored as Unix milliseconds.
-//! Calls are synchronous and short; the connection sits behind a mutex shared by the tasks.
+//! incident and the notifications it owes are stored together or not at all. Two databases
+//! hold it with the same schema and guarantees ([`db`]): an embedded SQLite file (one
+//! replica) or PostgreSQL (replicas sharing one store, so that a new leader resumes the old
+//! one's runs and outbox). Schema changes are versioned migrations: SQLite's below (its
+//! `user_version`), PostgreSQL's the same steps in its dialect ([`postgres`]). Times are
+//! stored as Unix milliseconds. Calls are synchronous and short; the connection sits behind
+//! a mutex shared by the tasks.
 
+pub(crate) mod db;
 pub mod outbox;
+mod postgres;
 pub mod runs;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
+
+use db::{args, Conn, Db, PgConnection, Row};
 use serde::Serialize;
 
 const MIGRATIONS: &[&str] = &[
@@ -180,6 +190,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE audit ADD COLUMN lease TEXT;
      ALTER TABLE audit ADD COLUMN lease_holder TEXT;
      ALTER TABLE audit ADD COLUMN lease_transitions INTEGER;",
+    // v9: the Slack message of each incident (the Slack app edits it as the incident moves).
+    // Stores from before v9 may have it already (it was made on first use).
+    "CREATE TABLE IF NOT EXISTS slack_messages (
+        incident_id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        posted_at INTEGER NOT NULL
+     );",
 ];
 
 /// Errors of the store.
@@ -187,12 +205,31 @@ const MIGRATIONS: &[&str] = &[
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("connecting to the PostgreSQL store: {0}")]
+    Connect(String),
     #[error("migrating the store schema: {0}")]
     Migration(#[from] rusqlite_migration::Error),
     #[error("corrupt row in {table}: {message}")]
     Corrupt { table: &'static str, message: String },
     #[error("store lock poisoned")]
     Poisoned,
+}
+
+impl StoreError {
+    /// Whether trying again may succeed: a busy or locked SQLite file, a lost PostgreSQL
+    /// connection, or a transaction PostgreSQL asked to repeat.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            }
+            StoreError::Postgres(e) => db::postgres_retryable(e),
+            StoreError::Connect(_) => true,
+            _ => false,
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -265,7 +302,7 @@ pub struct NewNotification {
 }
 
 pub struct Store {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -296,13 +333,6 @@ impl Store {
         Self::init(conn)
     }
 
-    /// This store's installation id (32 hex digits, made once with the store; see the
-    /// `installation` migration).
-    pub fn installation_id(&self) -> StoreResult<String> {
-        let conn = self.conn()?;
-        Ok(conn.query_row("SELECT id FROM installation LIMIT 1", [], |r| r.get(0))?)
-    }
-
     /// A private in-memory database (demo, tests).
     pub fn open_in_memory() -> StoreResult<Self> {
         Self::init(Connection::open_in_memory()?)
@@ -322,20 +352,63 @@ impl Store {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { db: Db::Sqlite(Mutex::new(conn)) })
     }
 
-    pub(crate) fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    /// Connect to (and migrate) the PostgreSQL store at `url` (a `postgres://` URL or a
+    /// `key=value` connection string). Replicas sharing it migrate one at a time.
+    pub fn open_postgres(url: &str) -> StoreResult<Self> {
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| StoreError::Connect(format!("the store's URL: {e}")))?;
+        Self::open_postgres_config(config)
+    }
+
+    /// As [`Store::open_postgres`], with a parsed configuration.
+    pub fn open_postgres_config(mut config: tokio_postgres::Config) -> StoreResult<Self> {
+        if config.get_application_name().is_none() {
+            config.application_name("warden");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        let conn = PgConnection::connect(config)?;
+        let store = Self { db: Db::Postgres(Box::new(Mutex::new(conn))) };
+        store.db.with(postgres::migrate)?;
+        Ok(store)
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Runs `f` on the store's connection, outside a transaction.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&Conn<'_>) -> StoreResult<R>) -> StoreResult<R> {
+        self.db.with(f)
+    }
+
+    /// Runs `f` in a transaction, committed when it returns `Ok`.
+    pub(crate) fn tx<R>(&self, f: impl FnOnce(&Conn<'_>) -> StoreResult<R>) -> StoreResult<R> {
+        self.db.tx(f)
+    }
+
+    /// This store's installation id (32 hex digits, made once with the store; see the
+    /// `installation` migration).
+    pub fn installation_id(&self) -> StoreResult<String> {
+        self.with(|c| c.query_one("SELECT id FROM installation LIMIT 1", args![])?.get(0))
     }
 
     // ---- incidents -------------------------------------------------------------------
 
     pub fn open_incident_by_fingerprint(&self, fingerprint: &str) -> StoreResult<Option<Incident>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(&format!("{INCIDENT_SELECT} WHERE fingerprint = ?1 AND status = 'open'"))?;
-        let row = st.query_row(params![fingerprint], incident_from_row).optional()?;
-        row.transpose()
+        self.with(|c| {
+            c.query_opt(&format!("{INCIDENT_SELECT} WHERE fingerprint = ?1 AND status = 'open'"), args![fingerprint])?
+                .map(|r| incident_from_row(&r))
+                .transpose()
+        })
     }
 
     /// Open an incident with its first event and the notifications it owes, atomically.
@@ -346,65 +419,67 @@ impl Store {
         detail: &serde_json::Value,
         notify: impl Fn(&Incident) -> Vec<NewNotification>,
     ) -> StoreResult<Incident> {
-        let mut c = self.conn()?;
-        let tx = c.transaction()?;
-        tx.execute(
-            "INSERT INTO incidents (fingerprint, source, watch, status, severity, title, labels,
-                target_namespace, target_deployment, observed, expected, lower_bound, upper_bound, score,
-                detector, opened_at, updated_at)
-             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
-            params![
-                sig.fingerprint,
-                sig.source,
-                sig.watch,
-                sig.severity,
-                sig.title,
-                serde_json::to_string(&sig.labels).unwrap_or_else(|_| "{}".into()),
-                sig.target.as_ref().map(|t| t.namespace.clone()),
-                sig.target.as_ref().map(|t| t.deployment.clone()),
-                sig.observed,
-                sig.expected,
-                sig.lower,
-                sig.upper,
-                sig.score,
-                sig.detector,
-                ms(now),
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        insert_event(&tx, id, now, "opened", detail)?;
-        let incident = {
-            let mut st = tx.prepare(&format!("{INCIDENT_SELECT} WHERE id = ?1"))?;
-            st.query_row(params![id], incident_from_row)??
-        };
-        for n in notify(&incident) {
-            insert_outbox(&tx, Some(id), &n, now)?;
-        }
-        tx.commit()?;
-        Ok(incident)
+        self.tx(|tx| {
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO incidents (fingerprint, source, watch, status, severity, title, labels,
+                        target_namespace, target_deployment, observed, expected, lower_bound, upper_bound, score,
+                        detector, opened_at, updated_at)
+                     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)
+                     RETURNING id",
+                    args![
+                        sig.fingerprint,
+                        sig.source,
+                        sig.watch,
+                        sig.severity,
+                        sig.title,
+                        serde_json::to_string(&sig.labels).unwrap_or_else(|_| "{}".into()),
+                        sig.target.as_ref().map(|t| t.namespace.clone()),
+                        sig.target.as_ref().map(|t| t.deployment.clone()),
+                        sig.observed,
+                        sig.expected,
+                        sig.lower,
+                        sig.upper,
+                        sig.score,
+                        sig.detector,
+                        ms(now),
+                    ],
+                )?
+                .get(0)?;
+            insert_event(tx, id, now, "opened", detail)?;
+            let incident = incident_from_row(&tx.query_one(&format!("{INCIDENT_SELECT} WHERE id = ?1"), args![id])?)?;
+            for n in notify(&incident) {
+                insert_outbox(tx, Some(id), &n, now)?;
+            }
+            Ok(incident)
+        })
     }
 
     /// Refresh an open incident's latest values; it is anomalous again, so the quiet count resets.
     /// Returns the number of quiet evaluations it had before this update.
     pub fn update_incident(&self, id: i64, sig: &IncidentSignal, now: DateTime<Utc>) -> StoreResult<u32> {
-        let c = self.conn()?;
-        let quiet: u32 =
-            c.query_row("SELECT quiet_evaluations FROM incidents WHERE id = ?1", params![id], |r| r.get(0))?;
-        c.execute(
-            "UPDATE incidents SET observed = ?2, expected = ?3, lower_bound = ?4, upper_bound = ?5, score = ?6,
-                 updated_at = ?7, quiet_evaluations = 0,
-                 severity = CASE WHEN ?8 = 'critical' THEN 'critical' ELSE severity END
-             WHERE id = ?1 AND status = 'open'",
-            params![id, sig.observed, sig.expected, sig.lower, sig.upper, sig.score, ms(now), sig.severity],
-        )?;
-        Ok(quiet)
+        self.tx(|c| {
+            let quiet: u32 = c.query_one("SELECT quiet_evaluations FROM incidents WHERE id = ?1", args![id])?.get(0)?;
+            c.execute(
+                "UPDATE incidents SET observed = ?2, expected = ?3, lower_bound = ?4, upper_bound = ?5, score = ?6,
+                     updated_at = ?7, quiet_evaluations = 0,
+                     severity = CASE WHEN CAST(?8 AS TEXT) = 'critical' THEN 'critical' ELSE severity END
+                 WHERE id = ?1 AND status = 'open'",
+                args![id, sig.observed, sig.expected, sig.lower, sig.upper, sig.score, ms(now), sig.severity],
+            )?;
+            Ok(quiet)
+        })
     }
 
     /// Count one more evaluation with data and no anomaly; returns the new count.
     pub fn record_quiet(&self, id: i64) -> StoreResult<u32> {
-        let c = self.conn()?;
-        c.execute("UPDATE incidents SET quiet_evaluations = quiet_evaluations + 1 WHERE id = ?1", params![id])?;
-        Ok(c.query_row("SELECT quiet_evaluations FROM incidents WHERE id = ?1", params![id], |r| r.get(0))?)
+        self.with(|c| {
+            c.query_one(
+                "UPDATE incidents SET quiet_evaluations = quiet_evaluations + 1 WHERE id = ?1 RETURNING quiet_evaluations",
+                args![id],
+            )?
+            .get(0)
+        })
     }
 
     /// Resolve with its event and the notifications it owes, atomically. Returns `None` when
@@ -416,47 +491,43 @@ impl Store {
         detail: &serde_json::Value,
         notify: impl Fn(&Incident) -> Vec<NewNotification>,
     ) -> StoreResult<Option<Incident>> {
-        let mut c = self.conn()?;
-        let tx = c.transaction()?;
-        let changed = tx.execute(
-            "UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'open'",
-            params![id, ms(now)],
-        )?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        insert_event(&tx, id, now, "resolved", detail)?;
-        let incident = {
-            let mut st = tx.prepare(&format!("{INCIDENT_SELECT} WHERE id = ?1"))?;
-            st.query_row(params![id], incident_from_row)??
-        };
-        for n in notify(&incident) {
-            insert_outbox(&tx, Some(id), &n, now)?;
-        }
-        tx.commit()?;
-        Ok(Some(incident))
+        self.tx(|tx| {
+            let changed = tx.execute(
+                "UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'open'",
+                args![id, ms(now)],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            insert_event(tx, id, now, "resolved", detail)?;
+            let incident = incident_from_row(&tx.query_one(&format!("{INCIDENT_SELECT} WHERE id = ?1"), args![id])?)?;
+            for n in notify(&incident) {
+                insert_outbox(tx, Some(id), &n, now)?;
+            }
+            Ok(Some(incident))
+        })
     }
 
     /// Record that a person acknowledged open incident `id` (an `acknowledged` event with
     /// `detail`). `Ok(false)`: it was not open or was acknowledged before; nothing changed.
     pub fn acknowledge_incident(&self, id: i64, now: DateTime<Utc>, detail: &serde_json::Value) -> StoreResult<bool> {
-        let mut c = self.conn()?;
-        let tx = c.transaction()?;
-        let open: bool = tx
-            .query_row("SELECT status = 'open' FROM incidents WHERE id = ?1", params![id], |r| r.get(0))
-            .optional()?
-            .unwrap_or(false);
-        let acked: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM incident_events WHERE incident_id = ?1 AND kind = 'acknowledged')",
-            params![id],
-            |r| r.get(0),
-        )?;
-        if !open || acked {
-            return Ok(false);
-        }
-        insert_event(&tx, id, now, "acknowledged", detail)?;
-        tx.commit()?;
-        Ok(true)
+        self.tx(|tx| {
+            let open: bool = match tx.query_opt("SELECT status = 'open' FROM incidents WHERE id = ?1", args![id])? {
+                Some(r) => r.get(0)?,
+                None => false,
+            };
+            let acked: bool = tx
+                .query_one(
+                    "SELECT EXISTS(SELECT 1 FROM incident_events WHERE incident_id = ?1 AND kind = 'acknowledged')",
+                    args![id],
+                )?
+                .get(0)?;
+            if !open || acked {
+                return Ok(false);
+            }
+            insert_event(tx, id, now, "acknowledged", detail)?;
+            Ok(true)
+        })
     }
 
     /// Append an event and its notifications to an incident, atomically.
@@ -468,14 +539,13 @@ impl Store {
         detail: &serde_json::Value,
         notifications: &[NewNotification],
     ) -> StoreResult<()> {
-        let mut c = self.conn()?;
-        let tx = c.transaction()?;
-        insert_event(&tx, incident_id, now, kind, detail)?;
-        for n in notifications {
-            insert_outbox(&tx, Some(incident_id), n, now)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.tx(|tx| {
+            insert_event(tx, incident_id, now, kind, detail)?;
+            for n in notifications {
+                insert_outbox(tx, Some(incident_id), n, now)?;
+            }
+            Ok(())
+        })
     }
 
     /// Save a log watch's miner state (JSON) and the timestamp (ns) its next read starts after.
@@ -486,27 +556,26 @@ impl Store {
         resume_ns: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let c = self.conn()?;
-        c.execute(
-            "INSERT INTO log_watch_state (watch, miner_state, resume_ns, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(watch) DO UPDATE SET miner_state = excluded.miner_state, resume_ns = excluded.resume_ns, updated_at = excluded.updated_at",
-            params![watch, miner_state, resume_ns.map(|n| n.to_string()), now.timestamp_millis()],
-        )?;
-        Ok(())
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO log_watch_state (watch, miner_state, resume_ns, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(watch) DO UPDATE SET miner_state = excluded.miner_state, resume_ns = excluded.resume_ns, updated_at = excluded.updated_at",
+                args![watch, miner_state, resume_ns.map(|n| n.to_string()), now.timestamp_millis()],
+            )?;
+            Ok(())
+        })
     }
 
     /// A log watch's saved miner state and resume timestamp, if any.
     pub fn load_log_state(&self, watch: &str) -> StoreResult<Option<(String, Option<i64>)>> {
-        let c = self.conn()?;
-        let row: Option<(String, Option<String>)> = c
-            .query_row("SELECT miner_state, resume_ns FROM log_watch_state WHERE watch = ?1", params![watch], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        match row {
-            None => Ok(None),
-            Some((state, None)) => Ok(Some((state, None))),
-            Some((state, Some(ns))) => match ns.parse::<i64>() {
+        let row = self.with(|c| {
+            c.query_opt("SELECT miner_state, resume_ns FROM log_watch_state WHERE watch = ?1", args![watch])
+        })?;
+        let Some(row) = row else { return Ok(None) };
+        let (state, ns): (String, Option<String>) = (row.get(0)?, row.get(1)?);
+        match ns {
+            None => Ok(Some((state, None))),
+            Some(ns) => match ns.parse::<i64>() {
                 Ok(ns) => Ok(Some((state, Some(ns)))),
                 Err(e) => {
                     Err(StoreError::Corrupt { table: "log_watch_state", message: format!("resume_ns `{ns}`: {e}") })
@@ -516,23 +585,26 @@ impl Store {
     }
 
     pub fn get_incident(&self, id: i64) -> StoreResult<Option<Incident>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(&format!("{INCIDENT_SELECT} WHERE id = ?1"))?;
-        st.query_row(params![id], incident_from_row).optional()?.transpose()
+        self.with(|c| {
+            c.query_opt(&format!("{INCIDENT_SELECT} WHERE id = ?1"), args![id])?
+                .map(|r| incident_from_row(&r))
+                .transpose()
+        })
     }
 
     /// Incidents, newest first; `status` filters on `open` / `resolved`.
     pub fn list_incidents(&self, status: Option<&str>, limit: u32) -> StoreResult<Vec<Incident>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(&format!(
-            "{INCIDENT_SELECT} WHERE (?1 IS NULL OR status = ?1) ORDER BY opened_at DESC, id DESC LIMIT ?2"
-        ))?;
-        let rows = st.query_map(params![status, limit], incident_from_row)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
+        self.with(|c| {
+            c.query(
+                &format!(
+                    "{INCIDENT_SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) ORDER BY opened_at DESC, id DESC LIMIT ?2"
+                ),
+                args![status, limit],
+            )?
+            .iter()
+            .map(incident_from_row)
+            .collect()
+        })
     }
 
     pub fn open_incidents(&self) -> StoreResult<Vec<Incident>> {
@@ -540,31 +612,49 @@ impl Store {
     }
 
     pub fn incident_events(&self, incident_id: i64) -> StoreResult<Vec<IncidentEvent>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(
-            "SELECT id, incident_id, at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map(params![incident_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT id, incident_id, at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id",
+                args![incident_id],
+            )
         })?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, incident_id, at, kind, detail) = r?;
-            out.push(IncidentEvent {
-                id,
-                incident_id,
-                at: from_ms(at),
-                kind,
-                detail: json_col("incident_events", &detail)?,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                Ok(IncidentEvent {
+                    id: r.get(0)?,
+                    incident_id: r.get(1)?,
+                    at: from_ms(r.get(2)?),
+                    kind: r.get(3)?,
+                    detail: json_col("incident_events", &r.get::<String>(4)?)?,
+                })
+            })
+            .collect()
+    }
+    /// The Slack message (channel, ts) posted for `incident`, if any.
+    pub fn slack_message(&self, incident: i64) -> StoreResult<Option<(String, String)>> {
+        self.with(|c| {
+            c.query_opt("SELECT channel, ts FROM slack_messages WHERE incident_id = ?1", args![incident])?
+                .map(|r| Ok((r.get(0)?, r.get(1)?)))
+                .transpose()
+        })
+    }
+
+    /// Remember the Slack message posted for `incident`, so that every replica edits it.
+    pub fn remember_slack_message(
+        &self,
+        incident: i64,
+        channel: &str,
+        ts: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO slack_messages (incident_id, channel, ts, posted_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(incident_id) DO UPDATE SET channel = excluded.channel, ts = excluded.ts, posted_at = excluded.posted_at",
+                args![incident, channel, ts, ms(now)],
+            )?;
+            Ok(())
+        })
     }
     // The outbox: `crate::store::outbox`.
 }
@@ -573,15 +663,11 @@ const INCIDENT_SELECT: &str = "SELECT id, fingerprint, source, watch, status, se
     target_namespace, target_deployment, observed, expected, lower_bound, upper_bound, score, detector,
     opened_at, updated_at, resolved_at, quiet_evaluations FROM incidents";
 
-fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
+fn incident_from_row(r: &Row) -> StoreResult<Incident> {
     let labels: String = r.get(7)?;
     let ns: Option<String> = r.get(8)?;
     let dep: Option<String> = r.get(9)?;
-    let labels = match json_col("incidents", &labels) {
-        Ok(l) => l,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(Ok(Incident {
+    Ok(Incident {
         id: r.get(0)?,
         fingerprint: r.get(1)?,
         source: r.get(2)?,
@@ -589,7 +675,7 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
         status: r.get(4)?,
         severity: r.get(5)?,
         title: r.get(6)?,
-        labels,
+        labels: json_col("incidents", &labels)?,
         target: match (ns, dep) {
             (Some(namespace), Some(deployment)) => Some(TargetRef { namespace, deployment }),
             _ => None,
@@ -602,13 +688,13 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Incident>> {
         detector: r.get(15)?,
         opened_at: from_ms(r.get(16)?),
         updated_at: from_ms(r.get(17)?),
-        resolved_at: r.get::<_, Option<i64>>(18)?.map(from_ms),
+        resolved_at: r.get::<Option<i64>>(18)?.map(from_ms),
         quiet_evaluations: r.get(19)?,
-    }))
+    })
 }
 
 pub(crate) fn insert_event(
-    c: &Connection,
+    c: &Conn<'_>,
     incident_id: i64,
     now: DateTime<Utc>,
     kind: &str,
@@ -616,22 +702,24 @@ pub(crate) fn insert_event(
 ) -> StoreResult<()> {
     c.execute(
         "INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![incident_id, ms(now), kind, detail.to_string()],
+        args![incident_id, ms(now), kind, detail.to_string()],
     )?;
     Ok(())
 }
 
+/// Queue a notification; returns its id.
 pub(crate) fn insert_outbox(
-    c: &Connection,
+    c: &Conn<'_>,
     incident_id: Option<i64>,
     n: &NewNotification,
     now: DateTime<Utc>,
-) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        params![n.channel, incident_id, n.event, n.payload.to_string(), ms(now), crate::store::outbox::payload_subject(&n.payload)],
-    )?;
-    Ok(())
+) -> StoreResult<i64> {
+    c.query_one(
+        "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+         RETURNING id",
+        args![n.channel, incident_id, n.event, n.payload.to_string(), ms(now), crate::store::outbox::payload_subject(&n.payload)],
+    )?
+    .get(0)
 }
 
 #[cfg(test)]
@@ -678,35 +766,105 @@ mod tests {
     }
 
     #[test]
-    fn incident_lifecycle_with_outbox() {
-        let s = Store::open_in_memory().expect("store");
-        let inc =
-            s.open_incident(&sig(), now(0), &json!({}), |i| vec![note(&format!("opened {}", i.id))]).expect("open");
-        assert_eq!(inc.status, "open");
-        assert_eq!(s.open_incident_by_fingerprint("fp1").expect("q").map(|i| i.id), Some(inc.id));
-        // A second open incident with the same fingerprint is refused by the schema.
-        assert!(s.open_incident(&sig(), now(1), &json!({}), |_| vec![]).is_err());
+    fn replicas_of_one_postgres_store_share_it_and_migrate_once() {
+        let Some((config, schema)) = testing::postgres_schema() else {
+            eprintln!("replicas_of_one_postgres_store_share_it_and_migrate_once: skipped: no PostgreSQL server");
+            return;
+        };
+        // Two replicas start together: one migrates, the other waits for it.
+        let (a, b) = std::thread::scope(|sc| {
+            let a = sc.spawn(|| testing::postgres_store_in(config.clone(), &schema));
+            let b = sc.spawn(|| testing::postgres_store_in(config.clone(), &schema));
+            (a.join().expect("replica a"), b.join().expect("replica b"))
+        });
+        assert_eq!(a.backend(), "postgres");
+        let id = a.installation_id().expect("id");
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+        assert_eq!(b.installation_id().expect("id"), id, "one installation, whichever replica asks");
+        let other = testing::postgres_store().expect("another schema").installation_id().expect("id");
+        assert_ne!(other, id);
+        // What one replica writes, the other reads.
+        let inc = a.open_incident(&sig(), now(0), &json!({}), |_| vec![note("opened")]).expect("open");
+        assert_eq!(b.open_incident_by_fingerprint("fp1").expect("read").map(|i| i.id), Some(inc.id));
+        assert!(b.open_incident(&sig(), now(1), &json!({}), |_| vec![]).is_err(), "one open incident per fingerprint");
+        let versions: i64 =
+            a.with(|c| c.query_one("SELECT COUNT(*) FROM warden_schema", args![])?.get(0)).expect("schema versions");
+        assert_eq!(versions, 1);
+    }
 
-        assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
-        assert_eq!(s.update_incident(inc.id, &sig(), now(2)).expect("update"), 1);
-        assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
-
-        let resolved = s.resolve_incident(inc.id, now(3), &json!({}), |_| vec![note("resolved")]).expect("resolve");
-        assert_eq!(resolved.map(|i| i.status), Some("resolved".into()));
-        assert!(s.resolve_incident(inc.id, now(4), &json!({}), |_| vec![note("again")]).expect("resolve").is_none());
-
-        // Both notifications wait in the outbox, in order, with the incident.
-        let pending = s.pending_messages("slack").expect("pending");
-        assert_eq!(pending.len(), 2);
-        assert_eq!(pending[0].subject, format!("opened {}", inc.id));
-        assert_eq!(pending[1].subject, "resolved");
-        assert!(pending.iter().all(|p| p.incident_id == Some(inc.id)));
-        for p in &pending {
-            s.mark_delivered(p.id, now(20)).expect("deliver");
+    #[test]
+    fn concurrent_writers_keep_one_audit_chain() {
+        use warden_playbooks::audit::{self, AuditEvent, AuditKind};
+        use warden_playbooks::engine::RunStore;
+        // Two stores on one database (two processes on one file, two replicas on one server)
+        // append to the audit trail at once; the chain stays one chain.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        let mut pairs = vec![(Store::open(&path).expect("a"), Store::open(&path).expect("b"))];
+        if let Some((config, schema)) = testing::postgres_schema() {
+            pairs.push((
+                testing::postgres_store_in(config.clone(), &schema),
+                testing::postgres_store_in(config, &schema),
+            ));
         }
-        assert_eq!(s.pending_notifications().expect("count"), 0);
-        let kinds: Vec<_> = s.incident_events(inc.id).expect("events").into_iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, ["opened", "resolved"]);
+        for (a, b) in pairs {
+            std::thread::scope(|sc| {
+                for (store, who) in [(&a, "a"), (&b, "b")] {
+                    sc.spawn(move || {
+                        for i in 0..15 {
+                            let mut run = crate::store::runs::tests::run();
+                            run.target = None;
+                            let ev = AuditEvent::new(Utc::now(), None, AuditKind::Trigger, who, json!({ "i": i }));
+                            store.insert_run(&run, &[ev.clone(), ev], who).expect("insert");
+                        }
+                    });
+                }
+            });
+            let entries = a.audit_entries().expect("entries");
+            assert_eq!(entries.len(), 60, "{}", a.backend());
+            assert!(
+                audit::verify_with_head(&entries, a.audit_head().expect("head").as_ref()).is_ok(),
+                "{}",
+                a.backend()
+            );
+        }
+    }
+
+    #[test]
+    fn incident_lifecycle_with_outbox() {
+        for s in crate::store::testing::stores() {
+            let inc =
+                s.open_incident(&sig(), now(0), &json!({}), |i| vec![note(&format!("opened {}", i.id))]).expect("open");
+            assert_eq!(inc.status, "open");
+            assert_eq!(s.open_incident_by_fingerprint("fp1").expect("q").map(|i| i.id), Some(inc.id));
+            // A second open incident with the same fingerprint is refused by the schema.
+            assert!(s.open_incident(&sig(), now(1), &json!({}), |_| vec![]).is_err());
+
+            assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
+            assert_eq!(s.update_incident(inc.id, &sig(), now(2)).expect("update"), 1);
+            assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
+
+            let resolved = s.resolve_incident(inc.id, now(3), &json!({}), |_| vec![note("resolved")]).expect("resolve");
+            assert_eq!(resolved.map(|i| i.status), Some("resolved".into()));
+            assert!(s
+                .resolve_incident(inc.id, now(4), &json!({}), |_| vec![note("again")])
+                .expect("resolve")
+                .is_none());
+
+            // Both notifications wait in the outbox, in order, with the incident.
+            let pending = s.pending_messages("slack").expect("pending");
+            assert_eq!(pending.len(), 2);
+            assert_eq!(pending[0].subject, format!("opened {}", inc.id));
+            assert_eq!(pending[1].subject, "resolved");
+            assert!(pending.iter().all(|p| p.incident_id == Some(inc.id)));
+            for p in &pending {
+                s.mark_delivered(p.id, now(20)).expect("deliver");
+            }
+            assert_eq!(s.pending_notifications().expect("count"), 0);
+            let kinds: Vec<_> = s.incident_events(inc.id).expect("events").into_iter().map(|e| e.kind).collect();
+            assert_eq!(kinds, ["opened", "resolved"]);
+        }
     }
 
     #[test]
@@ -724,14 +882,15 @@ mod tests {
 
     #[test]
     fn log_state_round_trips_and_updates() {
-        let s = Store::open_in_memory().expect("store");
-        let now = Utc::now();
-        assert_eq!(s.load_log_state("w").expect("load"), None);
-        s.save_log_state("w", "{\"a\":1}", Some(1_700_000_000_123_456_789), now).expect("save");
-        s.save_log_state("w", "{\"a\":2}", Some(1_700_000_000_123_456_790), now).expect("update");
-        assert_eq!(
-            s.load_log_state("w").expect("load"),
-            Some(("{\"a\":2}".to_string(), Some(1_700_000_000_123_456_790)))
-        );
+        for s in crate::store::testing::stores() {
+            let now = Utc::now();
+            assert_eq!(s.load_log_state("w").expect("load"), None);
+            s.save_log_state("w", "{\"a\":1}", Some(1_700_000_000_123_456_789), now).expect("save");
+            s.save_log_state("w", "{\"a\":2}", Some(1_700_000_000_123_456_790), now).expect("update");
+            assert_eq!(
+                s.load_log_state("w").expect("load"),
+                Some(("{\"a\":2}".to_string(), Some(1_700_000_000_123_456_790)))
+            );
+        }
     }
 }

@@ -15,9 +15,9 @@
 //! this module only reads and writes rows, each change in one statement or transaction.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
+use crate::store::db::{args, Row};
 use crate::store::{from_ms, insert_outbox, ms, NewNotification, Store, StoreError, StoreResult};
 
 /// The subject stored beside a payload, for listings and digests: the e-mail `subject`,
@@ -106,7 +106,7 @@ const MESSAGE_SELECT: &str =
     "SELECT id, channel, incident_id, event, state, subject, attempts, created_at, next_attempt_at,
     last_attempt_at, delivered_at, dead_at, dead_reason, last_error, digest_id FROM outbox";
 
-fn message_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
+fn message_from_row(r: &Row) -> StoreResult<OutboxMessage> {
     let state: String = r.get(4)?;
     let pending = state == "pending";
     Ok(OutboxMessage {
@@ -118,9 +118,9 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
         attempts: r.get(6)?,
         created_at: from_ms(r.get(7)?),
         next_attempt_at: if pending { Some(from_ms(r.get(8)?)) } else { None },
-        last_attempt_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
-        delivered_at: r.get::<_, Option<i64>>(10)?.map(from_ms),
-        dead_at: r.get::<_, Option<i64>>(11)?.map(from_ms),
+        last_attempt_at: r.get::<Option<i64>>(9)?.map(from_ms),
+        delivered_at: r.get::<Option<i64>>(10)?.map(from_ms),
+        dead_at: r.get::<Option<i64>>(11)?.map(from_ms),
         reason: r.get(12)?,
         last_error: r.get(13)?,
         digest_id: r.get(14)?,
@@ -131,108 +131,95 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
 impl Store {
     /// Channels with pending messages.
     pub fn pending_channels(&self) -> StoreResult<Vec<String>> {
-        let c = self.conn()?;
-        let mut st = c.prepare("SELECT DISTINCT channel FROM outbox WHERE state = 'pending' ORDER BY channel")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = self.with(|c| {
+            c.query("SELECT DISTINCT channel FROM outbox WHERE state = 'pending' ORDER BY channel", args![])
+        })?;
+        rows.iter().map(|r| r.get(0)).collect()
     }
 
     /// Every pending message of `channel`, oldest first, without payloads.
     pub fn pending_messages(&self, channel: &str) -> StoreResult<Vec<PendingMessage>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(
-            "SELECT id, incident_id, event, attempts, strikes, next_attempt_at, COALESCE(retried_at, created_at),
-                    last_attempt_at, subject
-             FROM outbox WHERE state = 'pending' AND channel = ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map(params![channel], |r| {
-            Ok(PendingMessage {
-                id: r.get(0)?,
-                incident_id: r.get(1)?,
-                event: r.get(2)?,
-                attempts: r.get(3)?,
-                strikes: r.get(4)?,
-                next_attempt_at: from_ms(r.get(5)?),
-                queued_at: from_ms(r.get(6)?),
-                last_attempt_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
-                subject: r.get(8)?,
-                digest_incidents: Vec::new(),
-            })
-        })?;
-        let mut out: Vec<PendingMessage> = rows.collect::<Result<_, _>>()?;
-        if out.iter().any(|m| m.event == "digest") {
-            let mut st = c.prepare(
-                "SELECT m.digest_id, m.incident_id FROM outbox m JOIN outbox d ON d.id = m.digest_id
-                 WHERE d.state = 'pending' AND d.channel = ?1 AND m.incident_id IS NOT NULL
-                 GROUP BY m.digest_id, m.incident_id",
+        self.with(|c| {
+            let rows = c.query(
+                "SELECT id, incident_id, event, attempts, strikes, next_attempt_at, COALESCE(retried_at, created_at),
+                        last_attempt_at, subject
+                 FROM outbox WHERE state = 'pending' AND channel = ?1 ORDER BY id",
+                args![channel],
             )?;
-            let members = st.query_map(params![channel], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-            for m in members {
-                let (digest, incident) = m?;
-                if let Some(d) = out.iter_mut().find(|p| p.id == digest) {
-                    d.digest_incidents.push(incident);
+            let mut out = rows
+                .iter()
+                .map(|r| {
+                    Ok(PendingMessage {
+                        id: r.get(0)?,
+                        incident_id: r.get(1)?,
+                        event: r.get(2)?,
+                        attempts: r.get(3)?,
+                        strikes: r.get(4)?,
+                        next_attempt_at: from_ms(r.get(5)?),
+                        queued_at: from_ms(r.get(6)?),
+                        last_attempt_at: r.get::<Option<i64>>(7)?.map(from_ms),
+                        subject: r.get(8)?,
+                        digest_incidents: Vec::new(),
+                    })
+                })
+                .collect::<StoreResult<Vec<PendingMessage>>>()?;
+            if out.iter().any(|m| m.event == "digest") {
+                let members = c.query(
+                    "SELECT m.digest_id, m.incident_id FROM outbox m JOIN outbox d ON d.id = m.digest_id
+                     WHERE d.state = 'pending' AND d.channel = ?1 AND m.incident_id IS NOT NULL
+                     GROUP BY m.digest_id, m.incident_id",
+                    args![channel],
+                )?;
+                for m in members {
+                    let (digest, incident): (i64, i64) = (m.get(0)?, m.get(1)?);
+                    if let Some(d) = out.iter_mut().find(|p| p.id == digest) {
+                        d.digest_incidents.push(incident);
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// One message with its payload.
     pub fn outbox_item(&self, id: i64) -> StoreResult<Option<OutboxItem>> {
-        let c = self.conn()?;
-        let row = c
-            .query_row(
+        let row = self.with(|c| {
+            c.query_opt(
                 "SELECT id, channel, incident_id, event, payload, attempts, strikes, COALESCE(retried_at, created_at), last_attempt_at
                  FROM outbox WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, u32>(5)?,
-                        r.get::<_, u32>(6)?,
-                        r.get::<_, i64>(7)?,
-                        r.get::<_, Option<i64>>(8)?,
-                    ))
-                },
+                args![id],
             )
-            .optional()?;
-        let Some((id, channel, incident_id, event, payload, attempts, strikes, queued, last)) = row else {
-            return Ok(None);
-        };
-        let payload = serde_json::from_str(&payload)
+        })?;
+        let Some(r) = row else { return Ok(None) };
+        let payload = serde_json::from_str(&r.get::<String>(4)?)
             .map_err(|e| StoreError::Corrupt { table: "outbox", message: format!("message {id}: {e}") })?;
         Ok(Some(OutboxItem {
-            id,
-            channel,
-            incident_id,
-            event,
+            id: r.get(0)?,
+            channel: r.get(1)?,
+            incident_id: r.get(2)?,
+            event: r.get(3)?,
             payload,
-            attempts,
-            strikes,
-            queued_at: from_ms(queued),
-            last_attempt_at: last.map(from_ms),
+            attempts: r.get(5)?,
+            strikes: r.get(6)?,
+            queued_at: from_ms(r.get(7)?),
+            last_attempt_at: r.get::<Option<i64>>(8)?.map(from_ms),
         }))
     }
 
     /// The channel acknowledged the message (and, for a digest, every message it covers).
     pub fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()> {
-        let mut c = self.conn()?;
-        let tx = c.transaction()?;
-        tx.execute(
-            "UPDATE outbox SET state = 'delivered', delivered_at = ?2, last_attempt_at = ?2, attempts = attempts + 1, last_error = NULL
-             WHERE id = ?1 AND state = 'pending'",
-            params![id, ms(now)],
-        )?;
-        tx.execute(
-            "UPDATE outbox SET delivered_at = ?2 WHERE digest_id = ?1 AND state = 'digested'",
-            params![id, ms(now)],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.tx(|tx| {
+            tx.execute(
+                "UPDATE outbox SET state = 'delivered', delivered_at = ?2, last_attempt_at = ?2, attempts = attempts + 1, last_error = NULL
+                 WHERE id = ?1 AND state = 'pending'",
+                args![id, ms(now)],
+            )?;
+            tx.execute(
+                "UPDATE outbox SET delivered_at = ?2 WHERE digest_id = ?1 AND state = 'digested'",
+                args![id, ms(now)],
+            )?;
+            Ok(())
+        })
     }
 
     /// A failed attempt: try again at `next_attempt_at`. `strike` charges the failure to
@@ -245,26 +232,29 @@ impl Store {
         strike: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let c = self.conn()?;
-        c.execute(
-            "UPDATE outbox SET attempts = attempts + 1, strikes = strikes + ?4, last_error = ?2, next_attempt_at = ?3, last_attempt_at = ?5
-             WHERE id = ?1 AND state = 'pending'",
-            params![id, error, ms(next_attempt_at), i64::from(strike), ms(now)],
-        )?;
-        Ok(())
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, strikes = strikes + ?4, last_error = ?2, next_attempt_at = ?3, last_attempt_at = ?5
+                 WHERE id = ?1 AND state = 'pending'",
+                args![id, error, ms(next_attempt_at), i64::from(strike), ms(now)],
+            )?;
+            Ok(())
+        })
     }
 
     /// Dead-letter a pending message with its reason; `attempted` counts the attempt that
     /// led to it.
     pub fn dead_letter(&self, id: i64, reason: &str, attempted: bool, now: DateTime<Utc>) -> StoreResult<bool> {
-        let c = self.conn()?;
-        let n = c.execute(
-            "UPDATE outbox SET state = 'dead', dead_at = ?3, dead_reason = ?2, dead_noticed = 0,
-                 attempts = attempts + ?4, last_attempt_at = CASE WHEN ?4 = 1 THEN ?3 ELSE last_attempt_at END,
-                 last_error = CASE WHEN ?4 = 1 THEN ?2 ELSE last_error END
-             WHERE id = ?1 AND state = 'pending'",
-            params![id, reason, ms(now), i64::from(attempted)],
-        )?;
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET state = 'dead', dead_at = ?3, dead_reason = ?2, dead_noticed = 0,
+                     attempts = attempts + ?4,
+                     last_attempt_at = CASE WHEN CAST(?4 AS BIGINT) = 1 THEN ?3 ELSE last_attempt_at END,
+                     last_error = CASE WHEN CAST(?4 AS BIGINT) = 1 THEN ?2 ELSE last_error END
+                 WHERE id = ?1 AND state = 'pending'",
+                args![id, reason, ms(now), i64::from(attempted)],
+            )
+        })?;
         Ok(n == 1)
     }
 
@@ -277,14 +267,14 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<usize> {
-        let c = self.conn()?;
-        let n = c.execute(
-            "UPDATE outbox SET state = 'dead', dead_at = ?4, dead_noticed = 0,
-                 dead_reason = ?3 || COALESCE('; last error: ' || last_error, '')
-             WHERE state = 'pending' AND channel = ?1 AND COALESCE(retried_at, created_at) < ?2",
-            params![channel, ms(cutoff), reason, ms(now)],
-        )?;
-        Ok(n)
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET state = 'dead', dead_at = ?4, dead_noticed = 0,
+                     dead_reason = CAST(?3 AS TEXT) || COALESCE('; last error: ' || last_error, '')
+                 WHERE state = 'pending' AND channel = ?1 AND COALESCE(retried_at, created_at) < ?2",
+                args![channel, ms(cutoff), reason, ms(now)],
+            )
+        })
     }
 
     /// Store a digest for `channel` covering the pending messages `members`, in one
@@ -296,28 +286,28 @@ impl Store {
         payload: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<i64> {
-        let mut c = self.conn()?;
-        let tx = c.transaction()?;
-        let n = NewNotification { channel: channel.to_string(), event: "digest".into(), payload: payload.clone() };
-        insert_outbox(&tx, None, &n, now)?;
-        let id = tx.last_insert_rowid();
-        {
-            let mut st = tx.prepare("UPDATE outbox SET state = 'digested', digest_id = ?1 WHERE id = ?2 AND state = 'pending' AND channel = ?3")?;
+        self.tx(|tx| {
+            let n = NewNotification { channel: channel.to_string(), event: "digest".into(), payload: payload.clone() };
+            let id = insert_outbox(tx, None, &n, now)?;
             for m in members {
-                st.execute(params![id, m, channel])?;
+                tx.execute(
+                    "UPDATE outbox SET state = 'digested', digest_id = ?1 WHERE id = ?2 AND state = 'pending' AND channel = ?3",
+                    args![id, m, channel],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(id)
+            Ok(id)
+        })
     }
 
     /// Dead letters nobody was told about yet, oldest first.
     pub fn unnoticed_dead(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
-        let c = self.conn()?;
-        let mut st =
-            c.prepare(&format!("{MESSAGE_SELECT} WHERE state = 'dead' AND dead_noticed = 0 ORDER BY id LIMIT ?1"))?;
-        let rows = st.query_map(params![limit], message_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = self.with(|c| {
+            c.query(
+                &format!("{MESSAGE_SELECT} WHERE state = 'dead' AND dead_noticed = 0 ORDER BY id LIMIT ?1"),
+                args![limit],
+            )
+        })?;
+        rows.iter().map(message_from_row).collect()
     }
 
     /// Queue the notices about dead letters and mark those dead letters as told, atomically.
@@ -327,19 +317,15 @@ impl Store {
         notices: &[NewNotification],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut c = self.conn()?;
-        let tx = c.transaction()?;
-        for n in notices {
-            insert_outbox(&tx, None, n, now)?;
-        }
-        {
-            let mut st = tx.prepare("UPDATE outbox SET dead_noticed = 1 WHERE id = ?1")?;
-            for id in told {
-                st.execute(params![id])?;
+        self.tx(|tx| {
+            for n in notices {
+                insert_outbox(tx, None, n, now)?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            for id in told {
+                tx.execute("UPDATE outbox SET dead_noticed = 1 WHERE id = ?1", args![id])?;
+            }
+            Ok(())
+        })
     }
 
     /// Messages, filtered by state and channel. Pending ones oldest first (queue order),
@@ -350,55 +336,58 @@ impl Store {
         channel: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<OutboxMessage>> {
-        let c = self.conn()?;
         let order = if state == Some("pending") { "ASC" } else { "DESC" };
-        let mut st = c.prepare(&format!(
-            "{MESSAGE_SELECT} WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR channel = ?2) ORDER BY id {order} LIMIT ?3"
-        ))?;
-        let rows = st.query_map(params![state, channel, limit], message_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = self.with(|c| {
+            c.query(
+                &format!(
+                    "{MESSAGE_SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) AND (CAST(?2 AS TEXT) IS NULL OR channel = ?2)
+                     ORDER BY id {order} LIMIT ?3"
+                ),
+                args![state, channel, limit],
+            )
+        })?;
+        rows.iter().map(message_from_row).collect()
     }
 
     pub fn get_outbox(&self, id: i64) -> StoreResult<Option<OutboxMessage>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(&format!("{MESSAGE_SELECT} WHERE id = ?1"))?;
-        Ok(st.query_row(params![id], message_from_row).optional()?)
+        self.with(|c| c.query_opt(&format!("{MESSAGE_SELECT} WHERE id = ?1"), args![id]))?
+            .map(|r| message_from_row(&r))
+            .transpose()
     }
 
     /// Put a dead letter back in the queue, due now, with a fresh attempt budget and age.
     pub fn retry_dead(&self, id: i64, now: DateTime<Utc>) -> StoreResult<DeadLetterChange> {
-        let n = {
-            let c = self.conn()?;
+        let n = self.with(|c| {
             c.execute(
                 "UPDATE outbox SET state = 'pending', strikes = 0, next_attempt_at = ?2, retried_at = ?2,
                      dead_at = NULL, dead_reason = NULL, dead_noticed = 0
                  WHERE id = ?1 AND state = 'dead'",
-                params![id, ms(now)],
-            )?
-        };
+                args![id, ms(now)],
+            )
+        })?;
         self.dead_letter_change(id, n)
     }
 
     /// Retry every dead letter (of `channel`, when given). Returns how many.
     pub fn retry_all_dead(&self, channel: Option<&str>, now: DateTime<Utc>) -> StoreResult<usize> {
-        let c = self.conn()?;
-        Ok(c.execute(
-            "UPDATE outbox SET state = 'pending', strikes = 0, next_attempt_at = ?2, retried_at = ?2,
-                 dead_at = NULL, dead_reason = NULL, dead_noticed = 0
-             WHERE state = 'dead' AND (?1 IS NULL OR channel = ?1)",
-            params![channel, ms(now)],
-        )?)
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET state = 'pending', strikes = 0, next_attempt_at = ?2, retried_at = ?2,
+                     dead_at = NULL, dead_reason = NULL, dead_noticed = 0
+                 WHERE state = 'dead' AND (CAST(?1 AS TEXT) IS NULL OR channel = ?1)",
+                args![channel, ms(now)],
+            )
+        })
     }
 
     /// Drop a dead letter for good (the row stays, as `discarded`, with its reason).
     pub fn discard_dead(&self, id: i64) -> StoreResult<DeadLetterChange> {
-        let n = {
-            let c = self.conn()?;
+        let n = self.with(|c| {
             c.execute(
                 "UPDATE outbox SET state = 'discarded', dead_noticed = 1 WHERE id = ?1 AND state = 'dead'",
-                params![id],
-            )?
-        };
+                args![id],
+            )
+        })?;
         self.dead_letter_change(id, n)
     }
 
@@ -412,27 +401,30 @@ impl Store {
 
     /// Pending and dead counts and the oldest pending message, per channel that has any.
     pub fn outbox_stats(&self) -> StoreResult<Vec<ChannelStats>> {
-        let c = self.conn()?;
-        let mut st = c.prepare(
-            "SELECT channel, SUM(state = 'pending'), SUM(state = 'dead'),
-                    MIN(CASE WHEN state = 'pending' THEN COALESCE(retried_at, created_at) END)
-             FROM outbox WHERE state IN ('pending', 'dead') GROUP BY channel ORDER BY channel",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(ChannelStats {
-                channel: r.get(0)?,
-                pending: r.get::<_, i64>(1)?.max(0) as u64,
-                dead: r.get::<_, i64>(2)?.max(0) as u64,
-                oldest_pending: r.get::<_, Option<i64>>(3)?.map(from_ms),
-            })
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT channel, COUNT(CASE WHEN state = 'pending' THEN 1 END), COUNT(CASE WHEN state = 'dead' THEN 1 END),
+                        MIN(CASE WHEN state = 'pending' THEN COALESCE(retried_at, created_at) END)
+                 FROM outbox WHERE state IN ('pending', 'dead') GROUP BY channel ORDER BY channel",
+                args![],
+            )
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.iter()
+            .map(|r| {
+                Ok(ChannelStats {
+                    channel: r.get(0)?,
+                    pending: r.get::<i64>(1)?.max(0) as u64,
+                    dead: r.get::<i64>(2)?.max(0) as u64,
+                    oldest_pending: r.get::<Option<i64>>(3)?.map(from_ms),
+                })
+            })
+            .collect()
     }
 
     /// Messages waiting for delivery, all channels.
     pub fn pending_notifications(&self) -> StoreResult<u64> {
-        let c = self.conn()?;
-        let n: i64 = c.query_row("SELECT COUNT(*) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?;
+        let n: i64 =
+            self.with(|c| c.query_one("SELECT COUNT(*) FROM outbox WHERE state = 'pending'", args![])?.get(0))?;
         Ok(n.max(0) as u64)
     }
 }
@@ -472,72 +464,80 @@ mod tests {
 
     #[test]
     fn dead_letters_keep_their_reason_and_can_be_retried_or_discarded() {
-        let s = Store::open_in_memory().expect("store");
-        let inc = s
-            .open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("email", "one"), note("email", "two")])
-            .expect("open");
-        let p = s.pending_messages("email").expect("pending");
-        assert_eq!(p.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(), ["one", "two"]);
-        assert!(s.dead_letter(p[0].id, "500 Line too long", true, t(1)).expect("dead"));
-        // Only pending messages can be dead-lettered.
-        assert!(!s.dead_letter(p[0].id, "again", true, t(1)).expect("dead"));
-        let dead = s.list_outbox(Some("dead"), None, 10).expect("list");
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].reason.as_deref(), Some("500 Line too long"));
-        assert_eq!((dead[0].attempts, dead[0].incident_id), (1, Some(inc.id)));
-        let stats = s.outbox_stats().expect("stats");
-        assert_eq!((stats[0].pending, stats[0].dead), (1, 1));
+        for s in crate::store::testing::stores() {
+            let inc = s
+                .open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("email", "one"), note("email", "two")])
+                .expect("open");
+            let p = s.pending_messages("email").expect("pending");
+            assert_eq!(p.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+            assert!(s.dead_letter(p[0].id, "500 Line too long", true, t(1)).expect("dead"));
+            // Only pending messages can be dead-lettered.
+            assert!(!s.dead_letter(p[0].id, "again", true, t(1)).expect("dead"));
+            let dead = s.list_outbox(Some("dead"), None, 10).expect("list");
+            assert_eq!(dead.len(), 1);
+            assert_eq!(dead[0].reason.as_deref(), Some("500 Line too long"));
+            assert_eq!((dead[0].attempts, dead[0].incident_id), (1, Some(inc.id)));
+            let stats = s.outbox_stats().expect("stats");
+            assert_eq!((stats[0].pending, stats[0].dead), (1, 1));
 
-        // The operator retries it: pending again, due now, with a fresh age.
-        assert_eq!(s.retry_dead(p[1].id, t(2)).expect("retry"), DeadLetterChange::NotDead("pending".into()));
-        assert_eq!(s.retry_dead(999, t(2)).expect("retry"), DeadLetterChange::NotFound);
-        let DeadLetterChange::Done(m) = s.retry_dead(p[0].id, t(100)).expect("retry") else { panic!("not retried") };
-        assert_eq!((m.state.as_str(), m.reason.as_deref()), ("pending", None));
-        let again = s.pending_messages("email").expect("pending");
-        assert_eq!((again[0].queued_at, again[0].strikes), (t(100), 0));
-        // Expiry counts from the retry, not from the creation.
-        assert_eq!(s.expire_pending("email", t(50), "not delivered within 50s", t(60)).expect("expire"), 1);
-        let expired = s.get_outbox(p[1].id).expect("get").expect("row");
-        assert_eq!(expired.state, "dead");
-        assert!(expired.reason.as_deref().unwrap_or("").starts_with("not delivered within 50s"));
-        let DeadLetterChange::Done(m) = s.discard_dead(p[1].id).expect("discard") else { panic!("not discarded") };
-        assert_eq!(m.state, "discarded");
-        assert_eq!(s.retry_all_dead(Some("email"), t(70)).expect("retry all"), 0);
+            // The operator retries it: pending again, due now, with a fresh age.
+            assert_eq!(s.retry_dead(p[1].id, t(2)).expect("retry"), DeadLetterChange::NotDead("pending".into()));
+            assert_eq!(s.retry_dead(999, t(2)).expect("retry"), DeadLetterChange::NotFound);
+            let DeadLetterChange::Done(m) = s.retry_dead(p[0].id, t(100)).expect("retry") else {
+                panic!("not retried")
+            };
+            assert_eq!((m.state.as_str(), m.reason.as_deref()), ("pending", None));
+            let again = s.pending_messages("email").expect("pending");
+            assert_eq!((again[0].queued_at, again[0].strikes), (t(100), 0));
+            // Expiry counts from the retry, not from the creation.
+            assert_eq!(s.expire_pending("email", t(50), "not delivered within 50s", t(60)).expect("expire"), 1);
+            let expired = s.get_outbox(p[1].id).expect("get").expect("row");
+            assert_eq!(expired.state, "dead");
+            assert!(expired.reason.as_deref().unwrap_or("").starts_with("not delivered within 50s"));
+            let DeadLetterChange::Done(m) = s.discard_dead(p[1].id).expect("discard") else { panic!("not discarded") };
+            assert_eq!(m.state, "discarded");
+            assert_eq!(s.retry_all_dead(Some("email"), t(70)).expect("retry all"), 0);
+        }
     }
 
     #[test]
     fn digests_cover_their_members_until_delivered() {
-        let s = Store::open_in_memory().expect("store");
-        let a = s
-            .open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("slack", "a1"), note("slack", "a2")])
-            .expect("open");
-        let b = s.open_incident(&sig("b"), t(0), &json!({}), |_| vec![note("slack", "b1")]).expect("open");
-        let members: Vec<i64> = s.pending_messages("slack").expect("pending").iter().map(|m| m.id).collect();
-        let d = s.create_digest("slack", &members, &json!({"text": "digest"}), t(1)).expect("digest");
-        let pending = s.pending_messages("slack").expect("pending");
-        assert_eq!(pending.len(), 1);
-        assert_eq!((pending[0].id, pending[0].event.as_str(), pending[0].subject.as_str()), (d, "digest", "digest"));
-        let mut incidents = pending[0].digest_incidents.clone();
-        incidents.sort();
-        assert_eq!(incidents, [a.id, b.id]);
-        s.mark_delivered(d, t(2)).expect("delivered");
-        let rows = s.list_outbox(Some("digested"), Some("slack"), 10).expect("list");
-        assert_eq!(rows.len(), 3);
-        assert!(rows.iter().all(|r| r.delivered_at == Some(t(2)) && r.digest_id == Some(d)));
-        assert_eq!(s.pending_notifications().expect("count"), 0);
+        for s in crate::store::testing::stores() {
+            let a = s
+                .open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("slack", "a1"), note("slack", "a2")])
+                .expect("open");
+            let b = s.open_incident(&sig("b"), t(0), &json!({}), |_| vec![note("slack", "b1")]).expect("open");
+            let members: Vec<i64> = s.pending_messages("slack").expect("pending").iter().map(|m| m.id).collect();
+            let d = s.create_digest("slack", &members, &json!({"text": "digest"}), t(1)).expect("digest");
+            let pending = s.pending_messages("slack").expect("pending");
+            assert_eq!(pending.len(), 1);
+            assert_eq!(
+                (pending[0].id, pending[0].event.as_str(), pending[0].subject.as_str()),
+                (d, "digest", "digest")
+            );
+            let mut incidents = pending[0].digest_incidents.clone();
+            incidents.sort();
+            assert_eq!(incidents, [a.id, b.id]);
+            s.mark_delivered(d, t(2)).expect("delivered");
+            let rows = s.list_outbox(Some("digested"), Some("slack"), 10).expect("list");
+            assert_eq!(rows.len(), 3);
+            assert!(rows.iter().all(|r| r.delivered_at == Some(t(2)) && r.digest_id == Some(d)));
+            assert_eq!(s.pending_notifications().expect("count"), 0);
+        }
     }
 
     #[test]
     fn notices_are_queued_with_the_mark_in_one_transaction() {
-        let s = Store::open_in_memory().expect("store");
-        s.open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("email", "x")]).expect("open");
-        let id = s.pending_messages("email").expect("pending")[0].id;
-        s.dead_letter(id, "550 no", true, t(1)).expect("dead");
-        assert_eq!(s.unnoticed_dead(10).expect("unnoticed").len(), 1);
-        s.enqueue_dead_letter_notices(&[id], &[note("slack", "a message to email was dead-lettered")], t(2))
-            .expect("notice");
-        assert!(s.unnoticed_dead(10).expect("unnoticed").is_empty());
-        let slack = s.pending_messages("slack").expect("pending");
-        assert_eq!((slack.len(), slack[0].incident_id), (1, None));
+        for s in crate::store::testing::stores() {
+            s.open_incident(&sig("a"), t(0), &json!({}), |_| vec![note("email", "x")]).expect("open");
+            let id = s.pending_messages("email").expect("pending")[0].id;
+            s.dead_letter(id, "550 no", true, t(1)).expect("dead");
+            assert_eq!(s.unnoticed_dead(10).expect("unnoticed").len(), 1);
+            s.enqueue_dead_letter_notices(&[id], &[note("slack", "a message to email was dead-lettered")], t(2))
+                .expect("notice");
+            assert!(s.unnoticed_dead(10).expect("unnoticed").is_empty());
+            let slack = s.pending_messages("slack").expect("pending");
+            assert_eq!((slack.len(), slack[0].incident_id), (1, None));
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The `real_kube` target: Warden against a real kube-apiserver and
 //! kube-controller-manager (v1.32, `../shared/kube` beside the project), through the
 //! `warden` service account with `deploy/rbac.yaml` applied: the playbook actions
-//! ([`actions`]) and leader election with fencing on a Lease ([`leader`]).
+//! ([`actions`]), leader election with fencing on a Lease ([`leader`]), and two `warden run`
+//! replicas on a shared PostgreSQL store failing over mid-run ([`failover`]).
 //!
 //! Every test needs the real control plane: without `../shared/kube` the target prints
 //! one line saying so and passes. One plane serves all tests of the target (started
@@ -9,6 +10,7 @@
 //! in namespace `warden` (leader election).
 
 mod actions;
+mod failover;
 mod leader;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -73,7 +73,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>, js
     if notifications.exists() {
         std::fs::remove_file(&notifications).with_context(|| format!("removing {}", notifications.display()))?;
     }
-    cfg.store.sqlite = db.clone();
+    cfg.store = config::StoreSection { sqlite: Some(db.clone()), postgres: None };
     if let Some(f) = cfg.notify.file.as_mut() {
         f.path = notifications.clone();
     }
