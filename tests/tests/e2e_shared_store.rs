@@ -150,3 +150,78 @@ async fn a_new_leader_finishes_the_killed_leaders_run_from_the_shared_store() ->
     assert_eq!(lease["spec"]["holderIdentity"], survivor_name, "{lease}");
     survivor.stop_ok().await
 }
+
+/// `warden playbook run` with leader election configured: the command records the run in
+/// the shared store and follows it there; the leader sends its requests, fenced by its
+/// lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_hands_its_run_to_the_leader() -> Result<()> {
+    let Some(url) = warden_tests::postgres::fresh_store_url().await? else {
+        println!("a_command_hands_its_run_to_the_leader: skipped: no PostgreSQL server (WARDEN_TEST_POSTGRES_URL)");
+        return Ok(());
+    };
+    let api = KubeApi::start().await?;
+    api.add_deployment("shop", "checkout", 2);
+    let dir = tempfile::tempdir()?;
+    let dir = dir.path();
+    std::fs::create_dir_all(dir.join("playbooks"))?;
+    std::fs::write(dir.join("playbooks/slow.yaml"), PLAYBOOK)?;
+    let kubeconfig = write_kubeconfig(dir, &api.url())?;
+    let envs = [("WARDEN_API_TOKEN", TOKEN), ("WARDEN_POSTGRES_URL", url.as_str())];
+    let names = ["warden-a", "warden-b"];
+    let mut replicas = Vec::new();
+    for name in names {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub)?;
+        let port = free_port()?;
+        replicas.push(Warden::start(&sub, &config(dir, name, port, &kubeconfig), &envs, port, TOKEN).await?);
+    }
+    let leader = wait_until(Duration::from_secs(20), "one replica leads", async || {
+        for (i, w) in replicas.iter().enumerate() {
+            if leads(w).await? {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+
+    let cli_config = dir.join("cli.yaml");
+    std::fs::write(&cli_config, config(dir, "cli", free_port()?, &kubeconfig))?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(warden_tests::procs::warden_binary()?)
+            .args(["playbook", "run", "slow", "--target", "shop/checkout", "--as", "tester", "-c"])
+            .arg(&cli_config)
+            .envs(envs)
+            .output(),
+    )
+    .await
+    .context("the command did not finish within 60 s")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "warden playbook run: {}\n{stdout}\n{stderr}", out.status);
+    ensure!(stderr.contains("the leader sends its requests"), "{stderr}");
+
+    let store = Store::open_postgres(&url)?;
+    let run = store.list_runs(None, None, 1)?.pop().context("the run")?;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    assert_eq!(run.trigger.actor, "user/tester");
+    assert_eq!(api.scale_writes("shop", "checkout").len(), 1);
+    let requests: Vec<_> = store
+        .audit_for_run(run.id)?
+        .into_iter()
+        .filter(|e| e.kind == warden_playbooks::audit::AuditKind::Request)
+        .filter(|e| e.detail["action"].as_str().is_some_and(warden_playbooks::actions::is_mutating))
+        .collect();
+    // The scale and the restart, each sent once.
+    ensure!(requests.len() == 2, "{} cluster requests in the audit trail", requests.len());
+    for e in &requests {
+        let holder = e.fence.as_ref().map(|f| f.holder.as_str());
+        ensure!(holder == Some(names[leader]), "request {} fenced by {holder:?}, not the leader: {}", e.seq, e.detail);
+    }
+    for w in replicas {
+        w.stop_ok().await?;
+    }
+    Ok(())
+}

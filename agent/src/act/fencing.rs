@@ -27,3 +27,21 @@ impl Fencing for LeaderFencing {
         self.leadership.fence(needed)
     }
 }
+
+/// The fence of a command-line process (`warden playbook run`, `warden approve`) when the
+/// configuration elects a leader: the command never holds the lease, so every request is
+/// refused with "not the leader". The command still records the run (or the decision) in
+/// the shared store, its steps stay pending, and the leader's ticker sends them, fenced by
+/// the lease; the command then follows the run from the store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HandToLeader;
+
+impl Fencing for HandToLeader {
+    fn cluster_write_timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
+    fn check(&self, _needed: Duration) -> Result<FenceGrant, FenceRefused> {
+        Err(FenceRefused::NotLeader("a command does not hold the lease; the leader sends this run's requests".into()))
+    }
+}

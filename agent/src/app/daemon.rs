@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use warden_playbooks::Cluster;
@@ -35,6 +35,7 @@ use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::notify::{Outbox, Policy};
 use crate::pipeline::Pipeline;
+use crate::store::Store;
 use crate::timeline::Timeline;
 
 /// How long shutdown waits for in-flight work and a last outbox round.
@@ -307,17 +308,24 @@ pub async fn run_playbooks(
     shutdown: CancellationToken,
 ) {
     let mut last = Utc::now();
+    let mut leading = false;
     loop {
         let now = Utc::now();
         if !engine.leadership.is_leader() {
             // Runs and schedules are the leader's; a cron fire while following is the
-            // leader's too (the window starts again when this replica leads).
-            last = now;
+            // leader's too.
+            leading = false;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.cancelled() => return,
             }
             continue;
+        }
+        if !leading {
+            // Taking over (or starting): the cron window starts where the last leader's
+            // ended, so a fire that fell in the gap is not lost.
+            leading = true;
+            last = cron_resume_point(&engine.store, now);
         }
         match rem.runs.due_runs(now) {
             Ok(ids) => {
@@ -332,9 +340,15 @@ pub async fn run_playbooks(
             }
             Err(e) => tracing::error!(error = %e, "listing due playbook runs"),
         }
-        // The window moves on only when its cron task starts (one at a time).
+        // The window moves on only when its cron task starts (one at a time). The mark is
+        // stored before the fires: a crash between the two loses a fire rather than
+        // repeating it (at most once, as an action should be).
         let cron = rem.clone();
+        let store = engine.store.clone();
         if tasks.spawn("cron".into(), false, async move {
+            if let Err(e) = store.set_schedule_mark(CRON_MARK, now) {
+                tracing::warn!(error = %e, "storing how far cron triggers were checked");
+            }
             cron.on_clock(last, now).await;
         }) {
             last = now;
@@ -343,6 +357,37 @@ pub async fn run_playbooks(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The schedule mark of cron triggers in the store.
+const CRON_MARK: &str = "cron";
+
+/// How far back a new leader (or a restarted replica) fires cron schedules it missed:
+/// a fire older than this is skipped (logged), as with a Kubernetes CronJob's
+/// `startingDeadlineSeconds`.
+pub const CRON_CATCH_UP: Duration = Duration::from_secs(600);
+
+/// Where the cron window of a replica that starts to lead begins: where the store says the
+/// last leader checked, at most [`CRON_CATCH_UP`] ago; now, for a new store.
+fn cron_resume_point(store: &Store, now: DateTime<Utc>) -> DateTime<Utc> {
+    let oldest = now - chrono::Duration::from_std(CRON_CATCH_UP).unwrap_or(chrono::Duration::minutes(10));
+    match store.schedule_mark(CRON_MARK) {
+        Ok(Some(mark)) if mark > now => now,
+        Ok(Some(mark)) if mark < oldest => {
+            tracing::info!(
+                checked_until = %mark,
+                "cron triggers were last checked more than {}s ago: fires before {oldest} are skipped",
+                CRON_CATCH_UP.as_secs()
+            );
+            oldest
+        }
+        Ok(Some(mark)) => mark,
+        Ok(None) => now,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading how far cron triggers were checked: starting from now");
+            now
         }
     }
 }
@@ -367,4 +412,27 @@ async fn run_outbox(outbox: Outbox, wake: Arc<tokio::sync::Notify>, shutdown: Ca
     }
     // One last round for what the final evaluations queued.
     outbox.deliver_due(Utc::now()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cron_window_resumes_where_the_last_leader_stopped() {
+        let store = Store::open_in_memory().expect("store");
+        let now = DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z").expect("time").with_timezone(&Utc);
+        let ago = |s: i64| now - chrono::Duration::seconds(s);
+        // A new store: nothing was missed.
+        assert_eq!(cron_resume_point(&store, now), now);
+        // A failover gap: the window starts where the old leader stopped checking.
+        store.set_schedule_mark(CRON_MARK, ago(20)).expect("mark");
+        assert_eq!(cron_resume_point(&store, now), ago(20));
+        // Down for two hours: only the last ten minutes are caught up.
+        store.set_schedule_mark(CRON_MARK, ago(7200)).expect("mark");
+        assert_eq!(cron_resume_point(&store, now), ago(600));
+        // A mark from a clock ahead of this one: nothing is fired twice.
+        store.set_schedule_mark(CRON_MARK, now + chrono::Duration::seconds(5)).expect("mark");
+        assert_eq!(cron_resume_point(&store, now), now);
+    }
 }

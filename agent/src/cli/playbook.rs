@@ -157,7 +157,13 @@ pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> 
         timeline: Timeline::default(),
         late: Arc::default(),
     });
-    let rem = Remediation::new(cfg, store.clone(), source, cluster, notices).map_err(|e| anyhow!(e))?;
+    let hand_off = cfg.leader_election.enabled;
+    let mut rem = Remediation::new(cfg, store.clone(), source, cluster, notices).map_err(|e| anyhow!(e))?;
+    if hand_off {
+        // With leader election only the leader acts: this process records the run or the
+        // decision, and the leader sends the requests (see `HandToLeader`).
+        rem.runs.fencing = Some(Arc::new(crate::act::fencing::HandToLeader));
+    }
     Ok((Arc::new(rem), store))
 }
 
@@ -241,7 +247,20 @@ pub async fn approve(
 /// `detach`, until it first waits). Returns whether it ended well.
 async fn follow(rem: &Remediation, mut run: Run, detach: bool) -> Result<bool> {
     print_run(&run);
+    if rem.config.leader_election.enabled && run.status.is_advancing() && !detach {
+        eprintln!("run {}: leader election is on: the leader sends its requests; following it in the store", run.id);
+    }
     while run.status.is_advancing() && !detach {
+        if rem.config.leader_election.enabled {
+            // Only the leader advances the run: watch the store for what it did.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = rem.runs.store.get_run(run.id).map_err(|e| anyhow!("{e}"))?.context("the run is gone")?;
+            if now.updated_at != run.updated_at || now.status != run.status {
+                print_run(&now);
+            }
+            run = now;
+            continue;
+        }
         let wait = run
             .wake_at
             .map(|w| (w - Utc::now()).to_std().unwrap_or(Duration::ZERO))

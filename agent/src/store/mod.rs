@@ -198,6 +198,12 @@ const MIGRATIONS: &[&str] = &[
         ts TEXT NOT NULL,
         posted_at INTEGER NOT NULL
      );",
+    // v10: marks of the leader's schedules (how far cron triggers were checked), so that
+    // the next leader (or the same replica after a restart) starts where it stopped.
+    "CREATE TABLE schedule_marks (
+        name TEXT PRIMARY KEY,
+        at INTEGER NOT NULL
+     );",
 ];
 
 /// Errors of the store.
@@ -630,6 +636,27 @@ impl Store {
             })
             .collect()
     }
+    /// How far the schedule `name` was checked (see `act::remediation::Remediation::on_clock`).
+    pub fn schedule_mark(&self, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        self.with(|c| {
+            c.query_opt("SELECT at FROM schedule_marks WHERE name = ?1", args![name])?
+                .map(|r| Ok(from_ms(r.get(0)?)))
+                .transpose()
+        })
+    }
+
+    /// Record that the schedule `name` was checked up to `at`.
+    pub fn set_schedule_mark(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO schedule_marks (name, at) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET at = excluded.at",
+                args![name, ms(at)],
+            )?;
+            Ok(())
+        })
+    }
+
     /// The Slack message (channel, ts) posted for `incident`, if any.
     pub fn slack_message(&self, incident: i64) -> StoreResult<Option<(String, String)>> {
         self.with(|c| {
@@ -878,6 +905,17 @@ mod tests {
         let s = Store::open(&path).expect("reopen");
         assert_eq!(s.open_incidents().expect("list").len(), 1);
         assert_eq!(s.pending_notifications().expect("count"), 1);
+    }
+
+    #[test]
+    fn schedule_marks_are_kept_per_name() {
+        for s in crate::store::testing::stores() {
+            assert_eq!(s.schedule_mark("cron").expect("read"), None);
+            s.set_schedule_mark("cron", now(5)).expect("mark");
+            s.set_schedule_mark("cron", now(7)).expect("mark again");
+            s.set_schedule_mark("other", now(1)).expect("mark");
+            assert_eq!(s.schedule_mark("cron").expect("read"), Some(now(7)), "{}", s.backend());
+        }
     }
 
     #[test]

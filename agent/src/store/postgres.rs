@@ -164,6 +164,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         ts TEXT NOT NULL,
         posted_at BIGINT NOT NULL
      );",
+    // v10: schedule marks.
+    "CREATE TABLE schedule_marks (
+        name TEXT PRIMARY KEY,
+        at BIGINT NOT NULL
+     );",
 ];
 
 /// Brings the schema to the latest version, one step per transaction, under the migration
