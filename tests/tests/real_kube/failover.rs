@@ -3,7 +3,7 @@
 //! at a random moment of a run that scales a Deployment, waits, restarts it and notifies.
 //! Every round counts, independently of Warden, the Deployment's spec changes at the API
 //! server (its `metadata.generation`: a step sent twice with a new plan would change it
-//! again) and the messages the Slack receiver got; the audit chain must verify and every
+//! again) and the messages the Slack receiver and the SMTP server (aiosmtpd) got; the audit chain must verify and every
 //! run must finish on the new leader.
 //!
 //! `WARDEN_FAILOVER_ROUNDS` rounds of each kind (default 2; the closing figures use 20).
@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
 use serde_json::{json, Value};
 use warden_agent::store::Store;
-use warden_tests::procs::{metric_value, Warden};
+use warden_tests::procs::{metric_value, SmtpServer, Warden};
 use warden_tests::realkube::WARDEN_CONTEXT;
 use warden_tests::slack::SlackReceiver;
 use warden_tests::{free_port, http_client, wait_until};
@@ -29,14 +29,16 @@ const TOKEN: &str = "failover-token";
 
 const PLAYBOOK: &str = "name: slow\ntriggers:\n  - alert: {labels: {alertname: SlowBurn}}\nguards: {autonomy: auto, cooldown: 1s, max_attempts: 1000, rate: {global: {max: 100000, per: 1h}, per_namespace: {max: 100000, per: 1h}}}\nsteps:\n  - scale: {by: 1}\n  - wait: {for: 2s}\n  - restart: {}\n  - notify: {message: 'slow finished'}\n";
 
-fn config(dir: &Path, name: &str, port: u16, kubeconfig: &Path, lease: &str) -> String {
+fn config(dir: &Path, name: &str, port: u16, kubeconfig: &Path, lease: &str, smtp: u16) -> String {
     format!(
         "server: {{ listen: '127.0.0.1:{port}', api_token: {{ env: WARDEN_API_TOKEN }} }}\n\
          store: {{ postgres: {{ url_from: {{ env: WARDEN_POSTGRES_URL }} }} }}\n\
          kubernetes: {{ kubeconfig: '{kube}', context: {ctx} }}\n\
          leader_election: {{ enabled: true, lease_name: {lease}, namespace: warden, identity: {name}, lease_duration: 4s, renew_deadline: 2s, retry_period: 500ms }}\n\
          playbooks: {{ dir: '{pbs}' }}\n\
-         notify: {{ slack: {{ webhook_url: {{ env: SLACK_WEBHOOK_URL }}, timeout: 2s }} }}\n",
+         notify:\n\
+         \x20 slack: {{ webhook_url: {{ env: SLACK_WEBHOOK_URL }}, timeout: 2s }}\n\
+         \x20 email: {{ host: 127.0.0.1, port: {smtp}, tls: none, timeout: 2s, from: 'Warden <warden@example.test>', to: ['oncall@example.test'] }}\n",
         kube = kubeconfig.display(),
         ctx = WARDEN_CONTEXT,
         pbs = dir.join("playbooks").display(),
@@ -104,13 +106,19 @@ async fn real_failover_finishes_every_run_once() -> Result<()> {
     };
     let slack = SlackReceiver::start().await?;
     let dir = tempfile::tempdir()?;
+    let mut smtp = SmtpServer::reserve(dir.path())?;
+    smtp.start().await?;
     std::fs::create_dir_all(dir.path().join("playbooks"))?;
     std::fs::write(dir.path().join("playbooks/slow.yaml"), PLAYBOOK)?;
     let lease = format!("failover-{}", r.ns);
     let mut configs = Vec::new();
     for name in ["warden-a", "warden-b"] {
         let port = free_port()?;
-        configs.push((name.to_string(), port, config(dir.path(), name, port, r.plane.kubeconfig(), &lease)));
+        configs.push((
+            name.to_string(),
+            port,
+            config(dir.path(), name, port, r.plane.kubeconfig(), &lease, smtp.port()),
+        ));
     }
     let replicas = Replicas {
         dir: dir.path().to_path_buf(),
@@ -188,14 +196,16 @@ async fn real_failover_finishes_every_run_once() -> Result<()> {
         }
     }
 
-    // Every run's message once (counted at the receiver), and one verified audit chain.
-    let finished_messages = wait_until(Duration::from_secs(30), "every message delivered", async || {
-        let n = slack.delivered().iter().filter(|p| p.body.contains("slow finished")).count();
-        Ok((n >= round).then_some(n))
+    // Every run's message once, counted at both receivers, and one verified audit chain.
+    let count_slack = || slack.delivered().iter().filter(|p| p.body.contains("slow finished")).count();
+    let count_mail =
+        || -> Result<usize> { Ok(smtp.messages()?.iter().filter(|m| m.body.contains("slow finished")).count()) };
+    wait_until(Duration::from_secs(30), "every message delivered", async || {
+        Ok((count_slack() >= round && count_mail()? >= round).then_some(()))
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let again = slack.delivered().iter().filter(|p| p.body.contains("slow finished")).count();
+    let (slack_n, mail_n) = (count_slack(), count_mail()?);
     let store = Store::open_postgres(&url)?;
     let entries = store.audit_entries()?;
     let verified = warden_playbooks::audit::verify_with_head(&entries, store.audit_head()?.as_ref()).is_ok();
@@ -217,9 +227,9 @@ async fn real_failover_finishes_every_run_once() -> Result<()> {
         );
     }
     println!(
-        "{test}: {round} runs, 'slow finished' delivered {again} times (expected {round}), audit chain verified: {verified}"
+        "{test}: {round} runs, 'slow finished' delivered {slack_n} times to Slack and {mail_n} times by e-mail (expected {round} each), audit chain verified: {verified}"
     );
-    ensure!(finished_messages == round && again == round, "{again} messages for {round} runs");
+    ensure!(slack_n == round && mail_n == round, "{slack_n} Slack and {mail_n} e-mail messages for {round} runs");
     ensure!(verified, "the audit chain does not verify");
     for w in running {
         w.stop_ok().await?;
