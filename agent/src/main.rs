@@ -11,7 +11,7 @@ use warden_agent::app::{daemon, demo};
 use warden_agent::cli::args::*;
 use warden_agent::cli::{
     check as check_cmd, detect as detect_cmd, incidents as incident_cmd, logs as logs_cmd, model as model_cmd,
-    outbox as outbox_cmd, playbook as playbook_cmd, rca as rca_cmd,
+    outbox as outbox_cmd, playbook as playbook_cmd, rca as rca_cmd, silences as silences_cmd,
 };
 use warden_agent::config::StoreSection;
 use warden_agent::{bench, config, store::Store};
@@ -141,6 +141,22 @@ fn main() -> ExitCode {
         Command::Incidents { command: IncidentsCommand::List { db, status, json, limit } } => {
             incidents_list(db, status, json, limit)
         }
+        Command::Silences { command: SilencesCommand::Add { matchers, duration, end, start, comment, actor, db } } => {
+            let request = warden_agent::incident::silence::SilenceRequest {
+                matchers,
+                starts_at: start,
+                ends_at: end,
+                duration: duration.map(|d| d.0),
+                created_by: playbook_cmd::actor(actor),
+                comment,
+            };
+            open_store(db).and_then(|s| silences_cmd::add(&s, request, &mut std::io::stdout().lock()))
+        }
+        Command::Silences { command: SilencesCommand::List { db, all, json } } => {
+            open_store(db).and_then(|s| silences_cmd::list(&s, all, json, &mut std::io::stdout().lock()))
+        }
+        Command::Silences { command: SilencesCommand::Expire { id, actor, db } } => open_store(db)
+            .and_then(|s| silences_cmd::expire(&s, id, &playbook_cmd::actor(actor), &mut std::io::stdout().lock())),
         Command::Outbox { command: OutboxCommand::List { db, state, channel, json, limit } } => open_store(db)
             .and_then(|s| outbox_cmd::list(&s, &state, channel.as_deref(), limit, json, &mut std::io::stdout().lock())),
         Command::Outbox { command: OutboxCommand::Dead { db, channel, json, limit } } => open_store(db)

@@ -269,3 +269,62 @@ async fn demo_json_is_one_object_per_line_and_open_incidents_close_by_hand() -> 
     ensure!(by("acknowledged") == Some("user/bob".into()) && by("resolved") == Some("user/bob".into()), "{v}");
     Ok(())
 }
+
+#[tokio::test]
+async fn silences_are_added_listed_and_ended_from_the_command_line() -> Result<()> {
+    let dir = scratch("silences")?;
+    let db = dir.join("warden.db");
+    // An empty file is a store the first command migrates.
+    std::fs::write(&db, "")?;
+    let db = db.to_str().context("path")?;
+    let add = warden_cli(
+        &[
+            "silences",
+            "add",
+            "--db",
+            db,
+            "-m",
+            "watch=checkout-latency",
+            "-m",
+            "namespace=~shop|cart",
+            "--for",
+            "2h",
+            "--comment",
+            "deploy",
+            "--as",
+            "alice",
+        ],
+        &[],
+    )
+    .await?;
+    ensure!(add.status.success() && add.stdout.starts_with("silence 1 active until"), "{}{}", add.stdout, add.stderr);
+    for (args, says) in [
+        (vec!["-m", "watch", "--for", "1h", "--comment", "x"], "expected `name=value`"),
+        (vec!["-m", "team!=a", "--for", "1h", "--comment", "x"], "silence everything"),
+        (vec!["-m", "a=b", "--comment", "x"], "an end or a duration"),
+        (vec!["-m", "a=b", "--for", "100d", "--comment", "x"], "at most 90 days"),
+    ] {
+        let mut all = vec!["silences", "add", "--db", db];
+        all.extend(args);
+        let out = warden_cli(&all, &[]).await?;
+        ensure!(out.status.code() == Some(1) && out.stderr.contains(says), "{all:?}: {}", out.stderr);
+    }
+    let list = warden_cli(&["silences", "list", "--db", db, "--json"], &[]).await?;
+    let v: Value = serde_json::from_str(&list.stdout)?;
+    let rows = v["silences"].as_array().context("silences")?;
+    ensure!(rows.len() == 1 && rows[0]["state"] == "active", "{v}");
+    ensure!(
+        rows[0]["silence"]["matchers"] == serde_json::json!(["watch=\"checkout-latency\"", "namespace=~\"shop|cart\""]),
+        "{v}"
+    );
+    ensure!(rows[0]["silence"]["created_by"] == "user/alice", "{v}");
+    let end = warden_cli(&["silences", "expire", "1", "--db", db, "--as", "bob"], &[]).await?;
+    ensure!(end.status.success() && end.stdout.contains("silence 1 ended"), "{}{}", end.stdout, end.stderr);
+    let again = warden_cli(&["silences", "expire", "1", "--db", db], &[]).await?;
+    ensure!(again.status.code() == Some(1) && again.stderr.contains("already ended"), "{}", again.stderr);
+    let table = warden_cli(&["silences", "list", "--db", db, "--all"], &[]).await?;
+    ensure!(table.stdout.contains("expired") && table.stdout.contains("ended by user/bob"), "{}", table.stdout);
+    let none = warden_cli(&["silences", "list", "--db", db], &[]).await?;
+    ensure!(none.stdout.contains("no silences in force"), "{}", none.stdout);
+    Ok(())
+}

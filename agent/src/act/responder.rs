@@ -131,7 +131,25 @@ impl Responder {
         now: DateTime<Utc>,
     ) -> Vec<i64> {
         let Some(rem) = &self.remediation else { return Vec::new() };
+        if let Some(id) = incident_id {
+            match self.store.get_incident(id) {
+                Ok(Some(incident)) if self.held_by_silence(&incident, now) => return Vec::new(),
+                Ok(_) => {}
+                Err(e) => tracing::error!(incident = id, error = %e, "reading the alert's incident"),
+            }
+        }
         rem.on_alert(labels, incident_id, now).await.into_iter().map(|r| r.id).collect()
+    }
+
+    /// Whether a silence holds back actions on `incident` now (recorded in its history).
+    fn held_by_silence(&self, incident: &Incident, now: DateTime<Utc>) -> bool {
+        match crate::incident::silence::check(&self.store, incident, now) {
+            Some(silence) => {
+                tracing::info!(incident = incident.id, silence, "no playbook started: the incident is silenced");
+                true
+            }
+            None => false,
+        }
     }
 
     async fn analyse(&self, incident_id: i64, now: DateTime<Utc>) {
@@ -163,6 +181,9 @@ impl Responder {
     /// match). The run records itself, its guards' decisions and its outcome.
     async fn act(&self, w: &WatchConfig, incident: &Incident, now: DateTime<Utc>, opened: bool) {
         let Some(rem) = self.remediation.clone() else { return };
+        if self.held_by_silence(incident, now) {
+            return;
+        }
         let metrics = self.metrics.clone();
         let iid = incident.id;
         let (w, incident) = (w.clone(), incident.clone());

@@ -7,6 +7,7 @@ pub mod incidents;
 pub mod outbox;
 pub mod runs;
 pub mod server;
+pub mod silences;
 pub mod slack;
 
 use std::sync::atomic::AtomicBool;

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(crate::api::runs::verify_audit))
         .route("/outbox", get(crate::api::outbox::list))
         .route("/outbox/dead", get(crate::api::outbox::dead))
+        .route("/silences", get(crate::api::silences::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_viewer));
     let write = Router::new()
         .route("/alerts", post(post_alerts))
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/outbox/{id}/retry", post(crate::api::outbox::retry))
         .route("/outbox/{id}/discard", post(crate::api::outbox::discard))
         .route("/outbox/dead/retry", post(crate::api::outbox::retry_all))
+        .route("/silences", post(crate::api::silences::create))
+        .route("/silences/{id}/expire", post(crate::api::silences::expire))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_leader))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
     // Slack cannot send a bearer token: this route checks Slack's request signature.
@@ -273,7 +276,12 @@ mod tests {
 
     /// A pipeline with an empty configuration (no watches, the built-in playbooks).
     fn empty_engine() -> Pipeline {
-        let cfg = crate::config::parse_str("", std::path::Path::new("t.yaml")).expect("config");
+        engine_with("")
+    }
+
+    /// A pipeline with this configuration and no metric source.
+    fn engine_with(yaml: &str) -> Pipeline {
+        let cfg = crate::config::parse_str(yaml, std::path::Path::new("t.yaml")).expect("config");
         Pipeline::new(
             Arc::new(cfg),
             Arc::new(crate::store::Store::open_in_memory().expect("store")),
@@ -335,6 +343,82 @@ mod tests {
             (resolved["by"].as_str(), resolved["comment"].as_str()),
             (Some("api/operator"), Some("fixed the disk"))
         );
+    }
+
+    #[tokio::test]
+    async fn silences_are_made_listed_and_ended_and_a_silenced_incident_says_so() {
+        let app = app_with_viewer("op", "view");
+        let good = r#"{"matchers":["alertname=DiskFull"],"duration":"2h","comment":"disk swap","by":"alice"}"#;
+        assert_eq!(call(&app, "POST", "/api/v1/silences", Some("view"), good).await.0, StatusCode::FORBIDDEN);
+        for (bad, says) in [
+            (r#"{"matchers":["alertname"],"duration":"2h","comment":"x"}"#, "expected `name=value`"),
+            (r#"{"matchers":["a=~.*"],"duration":"2h","comment":"x"}"#, "silence everything"),
+            (r#"{"matchers":["a=b"],"duration":"soon","comment":"x"}"#, "duration"),
+            (r#"{"matchers":["a=b"],"comment":"x"}"#, "an end or a duration"),
+            (r#"{"matchers":["a=b"],"duration":"2h"}"#, "missing field `comment`"),
+            (r#"{"matchers":["a=b"],"duration":"2h","comment":"x","who":"y"}"#, "unknown field `who`"),
+            (r#"{"matchers":["a=b"],"ends_at":"2020-01-01T00:00:00Z","comment":"x"}"#, "before it starts"),
+        ] {
+            let (st, body) = call(&app, "POST", "/api/v1/silences", Some("op"), bad).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {body}");
+            assert!(body.contains(says), "{bad}: {body}");
+        }
+        let (st, body) = call(&app, "POST", "/api/v1/silences", Some("op"), good).await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+        let made: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            (made["state"].as_str(), made["silence"]["created_by"].as_str()),
+            (Some("active"), Some("api/alice"))
+        );
+        let id = made["silence"]["id"].as_i64().expect("id");
+
+        // An incident that opens under it is recorded, and says it is silenced.
+        let firing = r#"{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{"status":"firing","labels":{"alertname":"DiskFull"},"annotations":{},"startsAt":"2026-11-22T10:00:00Z"}]}"#;
+        assert_eq!(call(&app, "POST", "/api/v1/alerts", Some("op"), firing).await.0, StatusCode::OK);
+        let (_, body) = call(&app, "GET", "/api/v1/incidents/1", Some("view"), "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let silenced = v["events"].as_array().expect("events").iter().find(|e| e["kind"] == "silenced").cloned();
+        assert_eq!(silenced.map(|e| e["detail"]["silence"].clone()), Some(serde_json::json!(id)), "{body}");
+
+        let (st, body) = call(&app, "GET", "/api/v1/silences", Some("view"), "").await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(body.contains("alertname=\\\"DiskFull\\\""), "{body}");
+        let path = format!("/api/v1/silences/{id}/expire");
+        assert_eq!(call(&app, "POST", &path, Some("op"), r#"{"by":"bob"}"#).await.0, StatusCode::OK);
+        let (st, body) = call(&app, "POST", &path, Some("op"), "").await;
+        assert_eq!(st, StatusCode::CONFLICT, "{body}");
+        assert_eq!(call(&app, "POST", "/api/v1/silences/99/expire", Some("op"), "").await.0, StatusCode::NOT_FOUND);
+        let (_, body) = call(&app, "GET", "/api/v1/silences", Some("view"), "").await;
+        assert_eq!(body, r#"{"silences":[]}"#, "ended silences are not listed by default");
+        let (_, body) = call(&app, "GET", "/api/v1/silences?all=true", Some("view"), "").await;
+        assert!(body.contains(r#""expired_by":"api/bob""#) && body.contains(r#""state":"expired""#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_silenced_alert_starts_no_playbook() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("page.yaml"),
+            "name: page\ntarget: none\ntriggers:\n  - alert: {labels: {team: storage}}\nguards: {autonomy: auto}\nsteps:\n  - notify: {message: paging}\n",
+        )
+        .expect("playbook");
+        let engine = engine_with(&format!("playbooks: {{ dir: '{}' }}\n", dir.path().display()));
+        let app = serve(engine, Some("op"), Some("view"));
+        let silence = r#"{"matchers":["alertname=DiskFull"],"duration":"1h","comment":"disk swap"}"#;
+        assert_eq!(call(&app, "POST", "/api/v1/silences", Some("op"), silence).await.0, StatusCode::CREATED);
+        let alert = |name: &str| {
+            format!(
+                r#"{{"version":"4","groupKey":"g","status":"firing","receiver":"w","alerts":[{{"status":"firing","labels":{{"alertname":"{name}","team":"storage"}},"annotations":{{}},"startsAt":"2026-11-22T10:00:00Z"}}]}}"#
+            )
+        };
+        assert_eq!(call(&app, "POST", "/api/v1/alerts", Some("op"), &alert("DiskFull")).await.0, StatusCode::OK);
+        let (_, body) = call(&app, "GET", "/api/v1/runs", Some("view"), "").await;
+        assert_eq!(body, r#"{"runs":[]}"#, "the silenced alert started a run");
+        assert_eq!(call(&app, "POST", "/api/v1/alerts", Some("op"), &alert("DiskSlow")).await.0, StatusCode::OK);
+        let (_, body) = call(&app, "GET", "/api/v1/runs", Some("view"), "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["runs"].as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(v["runs"][0]["playbook"], "page");
     }
 
     #[tokio::test]

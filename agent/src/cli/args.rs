@@ -76,6 +76,12 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Silences: hold back the notifications and actions of matching incidents for a while
+    /// (the incidents are still recorded).
+    Silences {
+        #[command(subcommand)]
+        command: SilencesCommand,
+    },
     /// Run a detector over a CSV file (`timestamp,value`), streaming: row i is scored from
     /// rows <= i only. Prints `timestamp,value,score,expected,lower,upper,anomaly`.
     Detect {
@@ -535,6 +541,57 @@ pub enum IncidentsCommand {
         id: i64,
         #[command(flatten)]
         hand: HandArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SilencesCommand {
+    /// Silence the incidents every matcher matches, from now (or --start) for --for (or
+    /// until --end).
+    Add {
+        /// A label matcher, repeatable: `watch=checkout-latency`, `namespace!=dev`,
+        /// `severity=~warning|info`, `team!~web.*`. Labels: the incident's own, `watch`,
+        /// `severity`, `source`, `namespace`, `deployment`.
+        #[arg(long = "match", short = 'm', value_name = "MATCHER", required = true)]
+        matchers: Vec<String>,
+        /// How long: `2h`, `30m`, `1d`.
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "end")]
+        duration: Option<crate::config::HumanDuration>,
+        /// When it ends (RFC 3339, `2026-12-24T08:00:00Z`).
+        #[arg(long)]
+        end: Option<chrono::DateTime<chrono::Utc>>,
+        /// When it starts (RFC 3339; default now).
+        #[arg(long)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+        /// Why, for whom: required, shown with the silence.
+        #[arg(long)]
+        comment: String,
+        /// Who (recorded as `user/NAME`; default $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        actor: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// The silences that have not ended (with --all, the ended ones too).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Ended silences too.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    Expire {
+        /// The silence id.
+        id: i64,
+        /// Who (recorded as `user/NAME`; default $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        actor: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 

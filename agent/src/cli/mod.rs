@@ -1,5 +1,5 @@
 //! The commands that are not the daemon: inspect and change the store (`incidents`, `runs`,
-//! `outbox`, `audit`), run detectors and log mining on files (`detect`, `logs`), playbooks
+//! `outbox`, `audit`, `silences`), run detectors and log mining on files (`detect`, `logs`), playbooks
 //! (`playbook`), root-cause analysis (`rca`), models (`model`) and configuration checks
 //! (`check-config`). The daemon and the demo are in [`crate::app`].
 
@@ -13,3 +13,4 @@ pub mod model;
 pub mod outbox;
 pub mod playbook;
 pub mod rca;
+pub mod silences;

@@ -81,6 +81,9 @@ impl Tracker {
             incident_id: incident.id,
             title: incident.title.clone(),
         });
+        if let Some(silence) = crate::incident::silence::check(&self.store, &incident, now) {
+            tracing::info!(incident = incident.id, silence, "the incident is silenced: no notifications, no actions");
+        }
         self.outbox_wake.notify_one();
         Ok(Change::Opened(incident))
     }

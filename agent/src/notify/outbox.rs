@@ -176,6 +176,8 @@ struct Round {
 enum Attempt {
     Delivered,
     Dead,
+    /// A silence matched the message's incident: marked `silenced`, not sent.
+    Silenced,
     Retry(DateTime<Utc>),
     /// The channel pauses until then; stop sending on it. `dead`: the message tried was
     /// dead-lettered.
@@ -364,6 +366,7 @@ impl Outbox {
             match self.attempt(channel, head, now).await {
                 Attempt::Delivered => r.delivered += 1,
                 Attempt::Dead => r.dead += 1,
+                Attempt::Silenced => {}
                 Attempt::Retry(at) => r.next_due = earliest(r.next_due, Some(at)),
                 Attempt::Paused { until, dead } => {
                     r.dead += usize::from(dead);
@@ -480,6 +483,14 @@ impl Outbox {
                 return Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false };
             }
         };
+        if let Some(silence) = item.incident_id.and_then(|i| self.silence_of(i, now)) {
+            if let Err(e) = self.store.mark_silenced(item.id, silence, now) {
+                tracing::error!(id = item.id, error = %e, "marking a silenced notification");
+                return Attempt::Paused { until: after(now, self.policy.initial_backoff), dead: false };
+            }
+            tracing::info!(id = item.id, channel, event = %item.event, silence, "notification held back by a silence");
+            return Attempt::Silenced;
+        }
         match self.send_fenced(channel, &item, now).await {
             Err(fenced) => fenced,
             Ok(Ok(())) => {
@@ -504,6 +515,22 @@ impl Outbox {
             }
             Ok(Err((verdict, error))) => self.failed(channel, &item, verdict, error, now),
         }
+    }
+
+    /// The silence that holds back the notifications of `incident` at `now`, if any. A
+    /// store that cannot be read silences nothing (logged): a message too many beats one lost.
+    fn silence_of(&self, incident: i64, now: DateTime<Utc>) -> Option<i64> {
+        let found = self.store.list_silences(false, now).and_then(|silences| {
+            if silences.is_empty() {
+                return Ok(None);
+            }
+            let Some(i) = self.store.get_incident(incident)? else { return Ok(None) };
+            Ok(crate::incident::silence::silenced_by(&silences, &i, now).map(|s| s.id))
+        });
+        found.unwrap_or_else(|e| {
+            tracing::error!(incident, error = %e, "reading silences: the notification is sent");
+            None
+        })
     }
 
     /// The fencing rule, in one place: before every send the lease must cover the
@@ -931,6 +958,44 @@ mod tests {
         assert!(metrics.contains("warden_outbox_pending{channel=\"file\"} 0"), "{metrics}");
         // Nothing more to do, and no second notice.
         assert_eq!(outbox.deliver_due(now).await, Pass::default());
+    }
+
+    #[tokio::test]
+    async fn a_silenced_incidents_messages_are_held_back_and_others_still_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        let now = Utc::now();
+        let silence = store
+            .add_silence(
+                &crate::store::silences::NewSilence {
+                    matchers: vec!["watch=quiet".into()],
+                    starts_at: now - chrono::Duration::seconds(1),
+                    ends_at: now + chrono::Duration::hours(1),
+                    created_by: "user/a".into(),
+                    comment: "maintenance".into(),
+                },
+                now,
+            )
+            .expect("silence");
+        let mut quiet = sig("q");
+        quiet.watch = "quiet".into();
+        store.open_incident(&quiet, now, &json!({}), |_| vec![note("file", "opened", 1)]).expect("open");
+        store.open_incident(&sig("loud"), now, &json!({}), |_| vec![note("file", "opened", 2)]).expect("open");
+        let path = dir.path().join("n.jsonl");
+        let outbox = outbox(&store, Some(path.clone()));
+        assert_eq!(outbox.deliver_due(now).await.delivered, 1);
+        let lines = std::fs::read_to_string(&path).expect("file");
+        assert_eq!(lines.lines().count(), 1);
+        assert!(lines.contains("\"n\":2"), "{lines}");
+        let held = store.list_outbox(Some("silenced"), None, 10).expect("list");
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].reason.as_deref(), Some(format!("silenced by silence {}", silence.id).as_str()));
+        assert_eq!(store.pending_notifications().expect("count"), 0);
+        // Once the silence is ended, the incident's next message goes out.
+        store.expire_silence(silence.id, "user/a", now).expect("expire");
+        let inc = store.open_incident_by_fingerprint("q").expect("read").expect("open");
+        store.add_event(inc.id, now, "note", &json!({}), &[note("file", "resolved", 3)]).expect("event");
+        assert_eq!(outbox.deliver_due(now + chrono::Duration::seconds(1)).await.delivered, 1);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ pub(crate) mod db;
 pub mod outbox;
 mod postgres;
 pub mod runs;
+pub mod silences;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -204,6 +205,19 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         at INTEGER NOT NULL
      );",
+    // v11: silences (see `crate::incident::silence`); matchers as a JSON array of text.
+    "CREATE TABLE silences (
+        id INTEGER PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_at INTEGER NOT NULL,
+        ends_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expired_at INTEGER,
+        expired_by TEXT
+     );
+     CREATE INDEX silences_by_end ON silences(ends_at);",
 ];
 
 /// Errors of the store.
