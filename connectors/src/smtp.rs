@@ -95,7 +95,10 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// A cheap-to-clone SMTP sender with a connection pool.
+/// A cheap-to-clone SMTP sender. Each message has a connection of its own (no pool): a send
+/// abandoned halfway (a timeout, a leader's lease running out) drops its connection with
+/// it, so no later message inherits a session left mid-transaction (`503 nested MAIL
+/// command`). Notification volumes make the extra handshake cheap.
 #[derive(Clone)]
 pub struct SmtpSender {
     inner: Arc<Inner>,
@@ -103,7 +106,7 @@ pub struct SmtpSender {
 
 struct Inner {
     builder: AsyncSmtpTransportBuilder,
-    // Built on first use: the connection pool spawns a task, which needs a runtime.
+    // Built on first use (inside the runtime).
     transport: OnceCell<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
     to: Vec<Mailbox>,

@@ -7,7 +7,7 @@
 //! | verdict | examples | what the outbox does |
 //! |---|---|---|
 //! | [`Verdict::ChannelDown`] | connection refused, timeout, HTTP 5xx, Slack 429, SMTP 421 | the channel pauses (backoff, or `Retry-After`); the message is not blamed unless the channel delivered others since it last failed |
-//! | [`Verdict::Transient`] | SMTP 4xx (450, 451, 452) | retried with backoff; dead-lettered after `notify.retry.max_attempts` |
+//! | [`Verdict::Transient`] | SMTP 4xx (450, 451, 452) and 503 (bad sequence of commands: the session, not the message) | retried with backoff; dead-lettered after `notify.retry.max_attempts` |
 //! | [`Verdict::Ambiguous`] | an unknown Slack 4xx body, an SMTP error without a reply code | retried; dead-lettered after [`AMBIGUOUS_ATTEMPTS`] |
 //! | [`Verdict::Permanent`] | Slack `invalid_blocks`, `invalid_payload`, `no_text`; SMTP 5xx (500 line too long, 550, 552, 553, 554) | dead-lettered at once |
 //! | [`Verdict::PermanentChannel`] | Slack `no_service`, `channel_not_found`, `action_prohibited`, `invalid_token`; SMTP 530/535 (authentication) | dead-lettered at once, and the channel waits the longest backoff before the next message |
@@ -106,6 +106,9 @@ pub fn classify(channel: &str, e: &Error) -> Verdict {
         Error::Smtp { code: Some(421), .. } => Verdict::ChannelDown { retry_after: None },
         Error::Smtp { code: Some(c), .. } if SMTP_AUTH_CODES.contains(c) => Verdict::PermanentChannel,
         Error::Smtp { code: Some(c), .. } if (400..500).contains(c) => Verdict::Transient,
+        // 503 "bad sequence of commands" (`nested MAIL command`): the session's state, not
+        // the message (a connection left mid-transaction); a new connection can deliver it.
+        Error::Smtp { code: Some(503), .. } => Verdict::Transient,
         Error::Smtp { code: Some(c), .. } if (500..600).contains(c) => Verdict::Permanent,
         Error::Smtp { transient: true, .. } => Verdict::Transient,
         Error::Smtp { .. } => Verdict::Ambiguous,
@@ -221,7 +224,7 @@ mod tests {
         for code in [500, 550, 552, 553, 554] {
             assert_eq!(classify("email", &smtp(code)), Verdict::Permanent, "{code}");
         }
-        for code in [450, 451, 452] {
+        for code in [450, 451, 452, 503] {
             assert_eq!(classify("email", &smtp(code)), Verdict::Transient, "{code}");
         }
         assert_eq!(classify("email", &smtp(421)), Verdict::ChannelDown { retry_after: None });
