@@ -102,8 +102,14 @@ fn incidents_list(db: DbArgs, status: Option<String>, json: bool, limit: u32) ->
 /// `incidents ack|resolve`: with a configuration, a resolution notifies its channels.
 fn incidents_by_hand(id: i64, hand: HandArgs, resolve: bool) -> Result<()> {
     let channels = match (&hand.db.config, &hand.db.db) {
-        (Some(c), None) => warden_agent::app::assemble::build_channels(&load_config(c)?)?.names(),
-        _ => Vec::new(),
+        (Some(c), None) => {
+            let cfg = load_config(c)?;
+            warden_agent::notify::Routes::new(
+                warden_agent::app::assemble::build_channels(&cfg)?.names(),
+                &cfg.notify.routes,
+            )
+        }
+        _ => warden_agent::notify::Routes::default(),
     };
     let store = std::sync::Arc::new(open_store(hand.db)?);
     let who = playbook_cmd::actor(hand.actor);

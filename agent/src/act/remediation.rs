@@ -66,7 +66,7 @@ impl Webhook for HttpWebhook {
 /// events and log lines (for all).
 pub struct RunNotices {
     pub store: Arc<Store>,
-    pub channels: Vec<&'static str>,
+    pub channels: crate::notify::Routes,
     pub outbox_wake: Arc<tokio::sync::Notify>,
     pub timeline: Timeline,
     /// Where a run that ends marks its incident's analysis out of date.
@@ -119,9 +119,11 @@ impl Notices for RunNotices {
             // The Slack app's copy of an approval request carries Approve / Deny buttons.
             (Some(t), Notice::ApprovalRequested, Some(a)) => {
                 let at = a.requested_at.timestamp_millis();
-                render_approval_request(&incident, run.id, at, t, &history, &self.channels)
+                render_approval_request(&incident, run.id, at, t, &history, &self.channels.for_incident(&incident))
             }
-            (Some(t), _, _) => render(NotifyEvent::Action, &incident, Some(t), &history, &self.channels),
+            (Some(t), _, _) => {
+                render(NotifyEvent::Action, &incident, Some(t), &history, &self.channels.for_incident(&incident))
+            }
             (None, _, _) => Vec::new(),
         };
         let detail = json!({"run_id": run.id, "playbook": run.playbook, "status": run.status, "text": text, "refusal": run.refusal});

@@ -61,7 +61,7 @@ pub struct Analyzer {
     pub metrics: Option<Arc<dyn crate::ingest::source::MetricSource>>,
     pub summarizer: Arc<Summarizer>,
     pub settings: AnalysisSettings,
-    pub channels: Vec<&'static str>,
+    pub channels: crate::notify::Routes,
     pub timeline: Timeline,
     pub outbox_wake: Arc<tokio::sync::Notify>,
 }
@@ -160,7 +160,7 @@ impl Analyzer {
             revised_because,
         };
         let channels = self.channels.clone();
-        self.store.save_analysis(&analysis, |i| render_analysis(i, &analysis, &channels))?;
+        self.store.save_analysis(&analysis, |i| render_analysis(i, &analysis, &channels.for_incident(i)))?;
         self.outbox_wake.notify_one();
         let top = analysis.ranking.candidates.first().map(|c| c.subject.display());
         tracing::info!(incident = incident_id, top = ?top, source = ?analysis.summary.source, "incident analysed");
@@ -342,7 +342,7 @@ mod tests {
             metrics: None,
             summarizer: Arc::new(summarizer),
             settings: AnalysisSettings::default(),
-            channels: vec!["file"],
+            channels: crate::notify::Routes::to_all(vec!["file"]),
             timeline: Timeline::default(),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
         }

@@ -230,7 +230,7 @@ pub fn show(store: &Store, id: i64, json: bool, out: &mut dyn Write) -> Result<(
 /// resolved or acknowledged) are errors naming the incident.
 pub fn by_hand(
     store: std::sync::Arc<Store>,
-    channels: Vec<&'static str>,
+    channels: crate::notify::Routes,
     id: i64,
     who: &str,
     comment: Option<&str>,

@@ -149,7 +149,7 @@ pub async fn remediation(cfg: Config) -> Result<(Arc<Remediation>, Arc<Store>)> 
     let store = Arc::new(crate::app::assemble::open_store(&cfg.store)?);
     let source: Option<Arc<dyn MetricSource>> = build_prometheus(&cfg)?.map(|p| Arc::new(p) as Arc<dyn MetricSource>);
     let cluster = build_cluster(&cfg).await?;
-    let channels = build_channels(&cfg)?.names();
+    let channels = crate::notify::Routes::new(build_channels(&cfg)?.names(), &cfg.notify.routes);
     let notices = Arc::new(RunNotices {
         store: store.clone(),
         channels,

@@ -490,6 +490,44 @@ pub struct NotifySection {
     pub retry: RetrySection,
     #[serde(default)]
     pub digest: DigestSection,
+    /// Which channels hear about which incidents (`docs/notifications.md#routes`); without
+    /// routes, or when none matches, every channel.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl NotifySection {
+    /// The channel names this section configures (the names routes use).
+    pub fn channel_names(&self) -> Vec<&'static str> {
+        [
+            ("slack", self.slack.is_some()),
+            ("slack_app", self.slack_app.is_some()),
+            ("email", self.email.is_some()),
+            ("file", self.file.is_some()),
+            ("pagerduty", self.pagerduty.is_some()),
+            ("opsgenie", self.opsgenie.is_some()),
+            ("teams", self.teams.is_some()),
+            ("webhook", self.webhook.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+}
+
+/// One entry of `notify.routes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Label matchers (`namespace=payments`, `severity=~critical|warning`); none: every
+    /// incident.
+    #[serde(rename = "match", default)]
+    pub matchers: Vec<String>,
+    /// Configured channel names (`slack`, `email`, `pagerduty`, ...); empty: dropped.
+    pub receivers: Vec<String>,
+    /// Go on to the next routes after this one matched (their receivers are added).
+    #[serde(rename = "continue", default)]
+    pub continue_matching: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

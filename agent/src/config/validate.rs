@@ -140,6 +140,23 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
     }
     receivers(&mut err, &cfg.notify);
+    let channels = cfg.notify.channel_names();
+    for (i, route) in cfg.notify.routes.iter().enumerate() {
+        for (j, m) in route.matchers.iter().enumerate() {
+            if let Err(e) = crate::incident::silence::Matcher::parse(m) {
+                err(format!("notify.routes[{i}].match[{j}]"), e);
+            }
+        }
+        for (j, r) in route.receivers.iter().enumerate() {
+            if !channels.contains(&r.as_str()) {
+                let known = if channels.is_empty() { "none".to_string() } else { channels.join(", ") };
+                err(
+                    format!("notify.routes[{i}].receivers[{j}]"),
+                    format!("`{r}` is not a configured channel (configured: {known})"),
+                );
+            }
+        }
+    }
     let r = &cfg.notify.retry;
     if r.initial_backoff.get().is_zero() {
         err("notify.retry.initial_backoff".into(), "must be greater than 0".into());

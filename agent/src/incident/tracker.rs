@@ -48,8 +48,8 @@ impl Change {
 /// Applies signals to the store (see the module docs).
 pub struct Tracker {
     pub store: Arc<Store>,
-    /// Notification channels an incident's notifications are queued for.
-    pub channels: Vec<&'static str>,
+    /// The notification channels and which of them hear about which incident.
+    pub channels: crate::notify::Routes,
     pub timeline: Timeline,
     /// Woken when notifications are queued.
     pub outbox_wake: Arc<tokio::sync::Notify>,
@@ -64,9 +64,10 @@ impl Tracker {
             self.timeline.emit(TimelineEvent::IncidentUpdated { at: now, incident_id: open.id, value: sig.observed });
             return Ok(Change::Updated { incident: open, quiet_before });
         }
-        let channels = &self.channels;
-        let incident =
-            self.store.open_incident(sig, now, detail, |i| render(NotifyEvent::Opened, i, None, &[], channels))?;
+        let routes = &self.channels;
+        let incident = self
+            .store
+            .open_incident(sig, now, detail, |i| render(NotifyEvent::Opened, i, None, &[], &routes.for_incident(i)))?;
         tracing::warn!(
             incident = incident.id,
             watch = %sig.watch,
@@ -180,10 +181,10 @@ impl Tracker {
 
     fn resolve(&self, open: &Incident, detail: &Value, now: DateTime<Utc>) -> Result<Option<Incident>, StoreError> {
         let actions = self.store.action_history(open.id);
-        let channels = &self.channels;
-        let resolved = self
-            .store
-            .resolve_incident(open.id, now, detail, |i| render(NotifyEvent::Resolved, i, None, &actions, channels))?;
+        let routes = &self.channels;
+        let resolved = self.store.resolve_incident(open.id, now, detail, |i| {
+            render(NotifyEvent::Resolved, i, None, &actions, &routes.for_incident(i))
+        })?;
         if let Some(r) = &resolved {
             tracing::info!(incident = r.id, watch = %r.watch, "incident resolved");
             self.timeline.emit(TimelineEvent::IncidentResolved { at: now, incident_id: r.id, title: r.title.clone() });
@@ -206,7 +207,7 @@ mod tests {
     fn tracker() -> Tracker {
         Tracker {
             store: Arc::new(Store::open_in_memory().expect("store")),
-            channels: vec!["slack"],
+            channels: crate::notify::Routes::to_all(vec!["slack"]),
             timeline: Timeline::default(),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
         }
@@ -251,6 +252,38 @@ mod tests {
         assert_eq!(t.open_for_watch("latency").expect("open").len(), 1, "b is still open");
         // Each opening and resolution queued its notification.
         assert_eq!(t.store.pending_notifications().expect("outbox"), 3);
+    }
+
+    #[test]
+    fn routes_choose_the_channels_an_incident_is_told_on() {
+        let path = std::path::Path::new("w.yaml");
+        let cfg = crate::config::parse_str(
+            "notify:\n  file: { path: /tmp/n.jsonl }\n  routes:\n    - match: ['team=payments']\n      receivers: [file]\n",
+            path,
+        )
+        .expect("config");
+        let mut t = tracker();
+        t.channels = crate::notify::Routes::new(vec!["slack", "file"], &cfg.notify.routes);
+        let mut payments = sig("p", 9.0);
+        payments.labels.insert("team".into(), "payments".into());
+        t.signal(&payments, &json!({}), Utc::now()).expect("signal");
+        t.signal(&sig("other", 9.0), &json!({}), Utc::now()).expect("signal");
+        let file = t.store.pending_messages("file").expect("file");
+        let slack = t.store.pending_messages("slack").expect("slack");
+        assert_eq!((file.len(), slack.len()), (2, 1), "payments to file only, the rest to every channel");
+        let other = t.store.open_incident_by_fingerprint("other").expect("read").expect("open");
+        assert_eq!(slack[0].incident_id, Some(other.id), "slack heard only of the unrouted incident");
+
+        // Bad routes are refused with their paths.
+        let bad = "notify:\n  file: { path: /tmp/n.jsonl }\n  routes:\n    - match: ['team']\n      receivers: [pagerduty]\n      continue: true\n";
+        let errors = crate::config::parse_str(bad, path).expect_err("invalid").0;
+        let got: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(got, ["notify.routes[0].match[0]", "notify.routes[0].receivers[0]"], "{errors:?}");
+        assert!(errors[1].message.contains("not a configured channel (configured: file)"), "{errors:?}");
+        let unknown = crate::config::parse_str("notify:\n  routes:\n    - receivers: []\n      matchers: []\n", path)
+            .expect_err("unknown key")
+            .0;
+        assert_eq!(unknown[0].path, "notify.routes[0].matchers");
     }
 
     #[test]

@@ -164,6 +164,7 @@ impl Pipeline {
         let log_states = LogStates::new(&config.log_watches);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let late = Arc::new(LateEvidence::default());
+        let channels = crate::notify::Routes::new(channels, &config.notify.routes);
         let notices = Arc::new(RunNotices {
             store: store.clone(),
             channels: channels.clone(),
@@ -221,7 +222,7 @@ impl Pipeline {
 
     /// Notification channels incidents queue notifications for.
     pub fn channels(&self) -> &[&'static str] {
-        &self.incidents.channels
+        self.incidents.channels.all()
     }
 
     /// Analyse incidents when they open: evidence from the pipeline's deviation streaks, the
