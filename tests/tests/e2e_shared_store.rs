@@ -58,37 +58,62 @@ async fn get_run(w: &Warden, id: i64) -> Result<Value> {
     Ok(r.json().await?)
 }
 
+const NAMES: [&str; 2] = ["warden-a", "warden-b"];
+
+/// The Kubernetes API test server with `shop/checkout`, the `slow` playbook, and two
+/// replicas on the store at `url`, one of them leading.
+struct Rig {
+    api: KubeApi,
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+    url: String,
+    replicas: Vec<Warden>,
+    leader: usize,
+}
+
+impl Rig {
+    async fn start(url: &str) -> Result<Self> {
+        let api = KubeApi::start().await?;
+        api.add_deployment("shop", "checkout", 2);
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("playbooks"))?;
+        std::fs::write(dir.path().join("playbooks/slow.yaml"), PLAYBOOK)?;
+        let kubeconfig = write_kubeconfig(dir.path(), &api.url())?;
+        let mut rig = Self { api, dir, kubeconfig, url: url.to_string(), replicas: Vec::new(), leader: 0 };
+        for name in NAMES {
+            let sub = rig.dir.path().join(name);
+            std::fs::create_dir_all(&sub)?;
+            let port = free_port()?;
+            let config = config(rig.dir.path(), name, port, &rig.kubeconfig);
+            rig.replicas.push(Warden::start(&sub, &config, &rig.envs(), port, TOKEN).await?);
+        }
+        let replicas = &rig.replicas;
+        rig.leader = wait_until(Duration::from_secs(20), "one replica leads", async || {
+            for (i, w) in replicas.iter().enumerate() {
+                if leads(w).await? {
+                    return Ok(Some(i));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+        Ok(rig)
+    }
+
+    fn envs(&self) -> [(&'static str, &str); 2] {
+        [("WARDEN_API_TOKEN", TOKEN), ("WARDEN_POSTGRES_URL", self.url.as_str())]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_finishes_the_killed_leaders_run_from_the_shared_store() -> Result<()> {
     let Some(url) = warden_tests::postgres::fresh_store_url().await? else {
         println!("a_new_leader_finishes_the_killed_leaders_run_from_the_shared_store: skipped: no PostgreSQL server (WARDEN_TEST_POSTGRES_URL)");
         return Ok(());
     };
-    let api = KubeApi::start().await?;
-    api.add_deployment("shop", "checkout", 2);
-    let dir = tempfile::tempdir()?;
-    let dir = dir.path();
-    std::fs::create_dir_all(dir.join("playbooks"))?;
-    std::fs::write(dir.join("playbooks/slow.yaml"), PLAYBOOK)?;
-    let kubeconfig = write_kubeconfig(dir, &api.url())?;
-    let envs = [("WARDEN_API_TOKEN", TOKEN), ("WARDEN_POSTGRES_URL", url.as_str())];
-    let names = ["warden-a", "warden-b"];
-    let mut replicas = Vec::new();
-    for name in names {
-        let sub = dir.join(name);
-        std::fs::create_dir_all(&sub)?;
-        let port = free_port()?;
-        replicas.push(Warden::start(&sub, &config(dir, name, port, &kubeconfig), &envs, port, TOKEN).await?);
-    }
-    let leader = wait_until(Duration::from_secs(20), "one replica leads", async || {
-        for (i, w) in replicas.iter().enumerate() {
-            if leads(w).await? {
-                return Ok(Some(i));
-            }
-        }
-        Ok(None)
-    })
-    .await?;
+    let mut rig = Rig::start(&url).await?;
+    let (mut replicas, leader, names) = (std::mem::take(&mut rig.replicas), rig.leader, NAMES);
+    let (api, dir) = (&rig.api, rig.dir.path());
     let survivor_name = names[1 - leader];
     let survivor = replicas.remove(1 - leader);
     let mut old = replicas.remove(0);
@@ -160,34 +185,12 @@ async fn a_command_hands_its_run_to_the_leader() -> Result<()> {
         println!("a_command_hands_its_run_to_the_leader: skipped: no PostgreSQL server (WARDEN_TEST_POSTGRES_URL)");
         return Ok(());
     };
-    let api = KubeApi::start().await?;
-    api.add_deployment("shop", "checkout", 2);
-    let dir = tempfile::tempdir()?;
-    let dir = dir.path();
-    std::fs::create_dir_all(dir.join("playbooks"))?;
-    std::fs::write(dir.join("playbooks/slow.yaml"), PLAYBOOK)?;
-    let kubeconfig = write_kubeconfig(dir, &api.url())?;
-    let envs = [("WARDEN_API_TOKEN", TOKEN), ("WARDEN_POSTGRES_URL", url.as_str())];
-    let names = ["warden-a", "warden-b"];
-    let mut replicas = Vec::new();
-    for name in names {
-        let sub = dir.join(name);
-        std::fs::create_dir_all(&sub)?;
-        let port = free_port()?;
-        replicas.push(Warden::start(&sub, &config(dir, name, port, &kubeconfig), &envs, port, TOKEN).await?);
-    }
-    let leader = wait_until(Duration::from_secs(20), "one replica leads", async || {
-        for (i, w) in replicas.iter().enumerate() {
-            if leads(w).await? {
-                return Ok(Some(i));
-            }
-        }
-        Ok(None)
-    })
-    .await?;
+    let mut rig = Rig::start(&url).await?;
+    let (replicas, leader, names) = (std::mem::take(&mut rig.replicas), rig.leader, NAMES);
+    let (api, dir, kubeconfig, envs) = (&rig.api, rig.dir.path(), &rig.kubeconfig, rig.envs());
 
     let cli_config = dir.join("cli.yaml");
-    std::fs::write(&cli_config, config(dir, "cli", free_port()?, &kubeconfig))?;
+    std::fs::write(&cli_config, config(dir, "cli", free_port()?, kubeconfig))?;
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(warden_tests::procs::warden_binary()?)

@@ -496,22 +496,28 @@ pub struct NotifySection {
     pub routes: Vec<RouteConfig>,
 }
 
+/// Every notification channel's name, in the order channels are listed and rendered.
+pub const CHANNEL_NAMES: [&str; 8] =
+    ["slack", "slack_app", "email", "file", "pagerduty", "opsgenie", "teams", "webhook"];
+
+/// The names of [`CHANNEL_NAMES`] whose flag (same order) is set.
+pub fn configured_channels(on: [bool; 8]) -> Vec<&'static str> {
+    CHANNEL_NAMES.into_iter().zip(on).filter_map(|(name, on)| on.then_some(name)).collect()
+}
+
 impl NotifySection {
     /// The channel names this section configures (the names routes use).
     pub fn channel_names(&self) -> Vec<&'static str> {
-        [
-            ("slack", self.slack.is_some()),
-            ("slack_app", self.slack_app.is_some()),
-            ("email", self.email.is_some()),
-            ("file", self.file.is_some()),
-            ("pagerduty", self.pagerduty.is_some()),
-            ("opsgenie", self.opsgenie.is_some()),
-            ("teams", self.teams.is_some()),
-            ("webhook", self.webhook.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect()
+        configured_channels([
+            self.slack.is_some(),
+            self.slack_app.is_some(),
+            self.email.is_some(),
+            self.file.is_some(),
+            self.pagerduty.is_some(),
+            self.opsgenie.is_some(),
+            self.teams.is_some(),
+            self.webhook.is_some(),
+        ])
     }
 }
 

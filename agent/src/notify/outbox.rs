@@ -81,19 +81,16 @@ pub struct Channels {
 impl Channels {
     /// Names of the configured channels, in a fixed order.
     pub fn names(&self) -> Vec<&'static str> {
-        [
-            ("slack", self.slack.is_some()),
-            ("slack_app", self.slack_app.is_some()),
-            ("email", self.email.is_some()),
-            ("file", self.file.is_some()),
-            ("pagerduty", self.pagerduty.is_some()),
-            ("opsgenie", self.opsgenie.is_some()),
-            ("teams", self.teams.is_some()),
-            ("webhook", self.webhook.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect()
+        crate::config::configured_channels([
+            self.slack.is_some(),
+            self.slack_app.is_some(),
+            self.email.is_some(),
+            self.file.is_some(),
+            self.pagerduty.is_some(),
+            self.opsgenie.is_some(),
+            self.teams.is_some(),
+            self.webhook.is_some(),
+        ])
     }
 }
 
