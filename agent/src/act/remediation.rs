@@ -84,7 +84,10 @@ impl Notices for RunNotices {
             status: run.status.to_string(),
             text: text.to_string(),
         });
-        let Some(iid) = run.incident_id() else { return };
+        let Some(iid) = run.incident_id() else {
+            self.notice_without_incident(run, kind, text);
+            return;
+        };
         // What a run did (or failed to do) is evidence the incident's analysis should tell.
         if kind == Notice::Finished
             && matches!(
@@ -132,6 +135,35 @@ impl Notices for RunNotices {
         }
         if !notes.is_empty() {
             self.outbox_wake.notify_one();
+        }
+    }
+}
+
+impl RunNotices {
+    /// A run of no incident (by hand, by a schedule): its `notify` messages, approval
+    /// requests and an ending that is not plain success reach every channel but the paging
+    /// ones; a success is only logged (it said what it did through its `notify` steps).
+    fn notice_without_incident(&self, run: &Run, kind: Notice, text: &str) {
+        let worth_telling = match kind {
+            Notice::Message | Notice::ApprovalRequested | Notice::Reverting => true,
+            Notice::Finished => !matches!(run.status, RunStatus::Succeeded | RunStatus::Observed | RunStatus::Refused),
+        };
+        if !worth_telling {
+            return;
+        }
+        let notes = crate::notify::render::render_run_notice(
+            run.id,
+            &run.playbook,
+            run.status.as_str(),
+            text,
+            self.channels.all(),
+        );
+        if notes.is_empty() {
+            return;
+        }
+        match self.store.enqueue(&notes, run.updated_at) {
+            Ok(()) => self.outbox_wake.notify_one(),
+            Err(e) => tracing::error!(run = run.id, error = %e, "queueing a run's notification"),
         }
     }
 }
@@ -499,4 +531,39 @@ fn incident_vars(i: &Incident) -> Vars {
         v.set(format!("incident.labels.{k}"), val.clone());
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_no_incident_tells_the_channels_what_it_says_and_how_it_failed() {
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        let notices = RunNotices {
+            store: store.clone(),
+            channels: crate::notify::Routes::to_all(vec!["file", "pagerduty"]),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            timeline: Timeline::default(),
+            late: Arc::default(),
+        };
+        let mut run = crate::store::runs::tests::run();
+        run.id = 4;
+        notices.notice(&run, Notice::Message, "nightly retraining started");
+        run.status = RunStatus::Succeeded;
+        notices.notice(&run, Notice::Finished, "run 4 succeeded");
+        run.status = RunStatus::Failed;
+        notices.notice(&run, Notice::Finished, "run 4 failed: the Job failed");
+        let file = store.pending_messages("file").expect("file");
+        let subjects: Vec<&str> = file.iter().map(|m| m.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            [
+                "[warden] RUN 4 (p) running: nightly retraining started",
+                "[warden] RUN 4 (p) failed: run 4 failed: the Job failed"
+            ]
+        );
+        assert!(file.iter().all(|m| m.incident_id.is_none()));
+        assert!(store.pending_messages("pagerduty").expect("pd").is_empty(), "paging receivers are about incidents");
+    }
 }

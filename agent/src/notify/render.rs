@@ -470,6 +470,53 @@ pub fn render_dead_letter_notice(source: &str, dead: &[DeadLetter], channels: &[
         .collect()
 }
 
+/// A run that belongs to no incident (started by hand or by a schedule) tells the
+/// `channels` what it says (a `notify` step, an approval request, how it ended): one
+/// message per channel, none to the paging receivers (PagerDuty, Opsgenie), which are
+/// about incidents. `text` is the run's own words.
+pub fn render_run_notice(
+    run_id: i64,
+    playbook: &str,
+    status: &str,
+    text: &str,
+    channels: &[&str],
+) -> Vec<NewNotification> {
+    let subject =
+        format!("[warden] RUN {run_id} ({playbook}) {status}: {}", text.chars().take(120).collect::<String>());
+    let headline = format!("Run {run_id} of {playbook}: {text}");
+    let hint = format!("`warden runs show {run_id}` or GET /api/v1/runs/{run_id}");
+    channels
+        .iter()
+        .filter(|c| !receivers::ALERTING.contains(*c))
+        .map(|ch| {
+            let payload = match *ch {
+                "teams" => receivers::teams(&subject, &headline, &[], std::slice::from_ref(&hint)),
+                "slack" | "slack_app" => json!({
+                    "text": subject,
+                    "blocks": [
+                        {"type": "section", "text": {"type": "mrkdwn", "text": esc(&headline)}},
+                        {"type": "context", "elements": [{"type": "mrkdwn", "text": esc(&hint)}]}
+                    ]
+                }),
+                "email" => json!({
+                    "subject": subject,
+                    "text": format!("{headline}\n\n{hint}\n"),
+                    "html": format!("<p>{}</p>\n<p>{}</p>\n", html_esc(&headline), html_esc(&hint)),
+                }),
+                _ => json!({
+                    "event": "run",
+                    "subject": subject,
+                    "run_id": run_id,
+                    "playbook": playbook,
+                    "status": status,
+                    "text": text,
+                }),
+            };
+            NewNotification { channel: ch.to_string(), event: "run".into(), payload }
+        })
+        .collect()
+}
+
 /// Slack mrkdwn needs `&`, `<` and `>` escaped in untrusted text.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")

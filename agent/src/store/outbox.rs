@@ -310,6 +310,11 @@ impl Store {
         rows.iter().map(message_from_row).collect()
     }
 
+    /// Queue notifications that belong to no incident (a run's of no incident), atomically.
+    pub fn enqueue(&self, notes: &[NewNotification], now: DateTime<Utc>) -> StoreResult<()> {
+        self.enqueue_dead_letter_notices(&[], notes, now)
+    }
+
     /// Queue the notices about dead letters and mark those dead letters as told, atomically.
     pub fn enqueue_dead_letter_notices(
         &self,
