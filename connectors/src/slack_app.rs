@@ -30,6 +30,12 @@ pub const REPLAY_WINDOW: Duration = Duration::from_secs(300);
 pub const APPROVE_ACTION: &str = "warden_approve";
 /// `action_id` of the Deny button.
 pub const DENY_ACTION: &str = "warden_deny";
+/// `action_id` of an incident message's Acknowledge button.
+pub const ACK_ACTION: &str = "warden_ack";
+/// `action_id` of an incident message's Resolve button.
+pub const RESOLVE_ACTION: &str = "warden_resolve";
+/// `action_id` of an incident message's "Silence 1h" button.
+pub const SILENCE_ACTION: &str = "warden_silence_1h";
 /// Largest interaction body read (Slack's payloads are a few KB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
@@ -112,10 +118,32 @@ pub struct ApprovalAction {
     pub response_url: Option<String>,
 }
 
+/// What a person asks of an incident from its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentDecision {
+    Acknowledge,
+    Resolve,
+    /// Silence the incident's watch on its target for an hour.
+    Silence,
+}
+
+/// A button pressed on an incident's message ([`incident_buttons`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentAction {
+    pub incident_id: i64,
+    pub decision: IncidentDecision,
+    pub user: SlackUser,
+    /// Where the message is: reply in its thread.
+    pub channel_id: Option<String>,
+    pub message_ts: Option<String>,
+    pub thread_ts: Option<String>,
+}
+
 /// What an interaction request is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interaction {
     Approval(ApprovalAction),
+    Incident(IncidentAction),
     /// Any other interaction (another app's button, a shortcut, a view): answer 200 and
     /// ignore it. `kind` is Slack's `type`.
     Other {
@@ -143,7 +171,7 @@ struct RawPayload {
     actions: Vec<RawAction>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct RawUser {
     id: String,
     #[serde(default)]
@@ -154,12 +182,12 @@ struct RawUser {
     team_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct RawId {
     id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct RawContainer {
     #[serde(default)]
     message_ts: Option<String>,
@@ -202,6 +230,44 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction> {
     if raw.kind != "block_actions" {
         return Ok(Interaction::Other { kind: raw.kind });
     }
+    let user = || -> Result<SlackUser> {
+        let user = raw.user.clone().ok_or_else(|| Error::Payload("interaction payload: no `user`".into()))?;
+        if user.id.trim().is_empty() {
+            return Err(Error::Payload("interaction payload: empty user.id".into()));
+        }
+        Ok(SlackUser {
+            id: user.id,
+            username: user.username.or(user.name),
+            team_id: user.team_id.or(raw.team.as_ref().map(|t| t.id.clone())),
+        })
+    };
+    let container =
+        raw.container.clone().unwrap_or(RawContainer { message_ts: None, channel_id: None, thread_ts: None });
+    let (message_ts, message_thread) = match &raw.message {
+        Some(m) => (m.ts.clone(), m.thread_ts.clone()),
+        None => (None, None),
+    };
+    let channel_id = container.channel_id.or(raw.channel.as_ref().map(|c| c.id.clone()));
+    let message_ts = container.message_ts.or(message_ts);
+    let thread_ts = container.thread_ts.or(message_thread);
+    if let Some((action, decision)) = raw.actions.iter().find_map(|a| match a.action_id.as_str() {
+        ACK_ACTION => Some((a, IncidentDecision::Acknowledge)),
+        RESOLVE_ACTION => Some((a, IncidentDecision::Resolve)),
+        SILENCE_ACTION => Some((a, IncidentDecision::Silence)),
+        _ => None,
+    }) {
+        let incident_id = parse_incident_value(action.value.as_deref().unwrap_or("")).ok_or_else(|| {
+            Error::Payload(format!("actions[].value of {}: `incident:ID` expected", action.action_id))
+        })?;
+        return Ok(Interaction::Incident(IncidentAction {
+            incident_id,
+            decision,
+            user: user()?,
+            channel_id,
+            message_ts,
+            thread_ts,
+        }));
+    }
     let Some((action, decision)) = raw.actions.iter().find_map(|a| match a.action_id.as_str() {
         APPROVE_ACTION => Some((a, Decision::Approve)),
         DENY_ACTION => Some((a, Decision::Deny)),
@@ -212,29 +278,54 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction> {
     let (run_id, requested_at_ms) = parse_button_value(action.value.as_deref().unwrap_or("")).ok_or_else(|| {
         Error::Payload(format!("actions[].value of {}: `run:ID:REQUESTED_AT_MS` expected", action.action_id))
     })?;
-    let user = raw.user.ok_or_else(|| Error::Payload("interaction payload: no `user`".into()))?;
-    if user.id.trim().is_empty() {
-        return Err(Error::Payload("interaction payload: empty user.id".into()));
-    }
-    let container = raw.container.unwrap_or(RawContainer { message_ts: None, channel_id: None, thread_ts: None });
-    let (message_ts, message_thread) = match raw.message {
-        Some(m) => (m.ts, m.thread_ts),
-        None => (None, None),
-    };
     Ok(Interaction::Approval(ApprovalAction {
         run_id,
         requested_at_ms,
         decision,
-        user: SlackUser {
-            id: user.id,
-            username: user.username.or(user.name),
-            team_id: user.team_id.or(raw.team.map(|t| t.id)),
-        },
-        channel_id: container.channel_id.or(raw.channel.map(|c| c.id)),
-        message_ts: container.message_ts.or(message_ts),
-        thread_ts: container.thread_ts.or(message_thread),
+        user: user()?,
+        channel_id,
+        message_ts,
+        thread_ts,
         response_url: raw.response_url,
     }))
+}
+
+/// The `value` of an incident message's buttons: `incident:ID`.
+pub fn incident_value(incident_id: i64) -> String {
+    format!("incident:{incident_id}")
+}
+
+fn parse_incident_value(value: &str) -> Option<i64> {
+    value.strip_prefix("incident:")?.parse::<i64>().ok().filter(|n| *n > 0)
+}
+
+/// An `actions` block for an open incident's message: Acknowledge, Resolve (confirmed) and
+/// Silence 1h (confirmed).
+pub fn incident_buttons(incident_id: i64) -> Value {
+    let value = incident_value(incident_id);
+    let confirm = |title: &str, text: &str, ok: &str| {
+        json!({
+            "title": {"type": "plain_text", "text": title},
+            "text": {"type": "mrkdwn", "text": text},
+            "confirm": {"type": "plain_text", "text": ok},
+            "deny": {"type": "plain_text", "text": "Cancel"}
+        })
+    };
+    json!({
+        "type": "actions",
+        "block_id": format!("warden_incident_{incident_id}"),
+        "elements": [
+            {"type": "button", "action_id": ACK_ACTION, "text": {"type": "plain_text", "text": "Acknowledge"}, "value": value},
+            {
+                "type": "button", "action_id": RESOLVE_ACTION, "text": {"type": "plain_text", "text": "Resolve"}, "value": value,
+                "confirm": confirm("Resolve this incident?", &format!("Incident #{incident_id} is closed by hand; if its watch still sees the anomaly, a new one opens."), "Resolve")
+            },
+            {
+                "type": "button", "action_id": SILENCE_ACTION, "text": {"type": "plain_text", "text": "Silence 1h"}, "value": value,
+                "confirm": confirm("Silence for an hour?", &format!("No notifications and no actions for incident #{incident_id}'s watch on its target for an hour."), "Silence")
+            }
+        ]
+    })
 }
 
 /// The `value` of both buttons: `run:ID:REQUESTED_AT_MS`, the run and when its approval
@@ -405,6 +496,30 @@ mod tests {
         for b in 0..2 {
             let value = buttons["elements"][b]["value"].as_str().expect("value");
             assert_eq!(parse_button_value(value), Some((7, 1_700_000_000_123)), "{value}");
+        }
+    }
+
+    #[test]
+    fn an_incident_button_press_is_a_typed_request() {
+        let buttons = incident_buttons(9);
+        let ids: Vec<&str> = (0..3).map(|b| buttons["elements"][b]["action_id"].as_str().unwrap_or("")).collect();
+        assert_eq!(ids, [ACK_ACTION, RESOLVE_ACTION, SILENCE_ACTION]);
+        for (action, decision) in [
+            (ACK_ACTION, IncidentDecision::Acknowledge),
+            (RESOLVE_ACTION, IncidentDecision::Resolve),
+            (SILENCE_ACTION, IncidentDecision::Silence),
+        ] {
+            let value = buttons["elements"].as_array().and_then(|e| e.iter().find(|b| b["action_id"] == action));
+            let value = value.and_then(|b| b["value"].as_str()).expect("value");
+            let Interaction::Incident(a) = parse_interaction(&form(&press(action, value))).expect("parse") else {
+                panic!("not an incident press");
+            };
+            assert_eq!((a.incident_id, a.decision, a.user.id.as_str()), (9, decision, "U0APPROVER"));
+            assert_eq!(a.channel_id.as_deref(), Some("C0INCIDENTS"));
+        }
+        for bad in ["incident:x", "incident:0", "9", "run:9:1"] {
+            let e = parse_interaction(&form(&press(ACK_ACTION, bad))).expect_err(bad);
+            assert!(e.to_string().contains("`incident:ID` expected"), "{bad}: {e}");
         }
     }
 

@@ -281,3 +281,65 @@ async fn a_signed_slack_press_approves_the_run_once_and_the_audit_names_the_slac
     ensure!(!warden.logs_tail(400).contains(SIGNING), "the signing secret is never logged");
     warden.stop_ok().await
 }
+
+/// Acknowledge, Silence 1h and Resolve on an open incident's Slack message: the allow-list
+/// applies, each press does what the CLI and API do, in the incident's history under the
+/// Slack identity, and the thread says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_buttons_acknowledge_silence_and_resolve_from_slack() -> Result<()> {
+    let api = SlackApi::start(BOT_TOKEN, &[CHANNEL]).await?;
+    api.add_group(GROUP, &[GROUPIE]);
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let envs = [("WARDEN_API_TOKEN", API_TOKEN), ("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_SIGNING_SECRET", SIGNING)];
+    let warden = Warden::start(dir.path(), &config(dir.path(), port, &api.url())?, &envs, port, API_TOKEN).await?;
+    let slack = Slack { warden: &warden, client: http_client() };
+    fire(&warden, "cart").await?;
+    let (message, value) = wait_until(Duration::from_secs(30), "the incident message with its buttons", async || {
+        Ok(api.top_level().into_iter().find_map(|m| {
+            let value = m.button_value("warden_ack")?;
+            Some((m, value))
+        }))
+    })
+    .await
+    .with_context(|| api.summary())?;
+    let incident: i64 = value.strip_prefix("incident:").context("incident:ID")?.parse()?;
+    let press = |action: &str, user: &str| button_press(action, &value, user, CHANNEL, &message.ts);
+    let history = async || -> Result<Vec<Value>> {
+        let v = warden.get_json(&format!("/api/v1/incidents/{incident}")).await?;
+        Ok(v["events"].as_array().cloned().unwrap_or_default())
+    };
+
+    // Someone outside the allow-list: told why, nothing done.
+    let (status, _) = slack.signed(&press("warden_ack", STRANGER), SIGNING, Utc::now(), None).await?;
+    ensure!(status == 200, "stranger: {status}");
+    reply_containing(&api, &message.ts, &format!("<@{STRANGER}> may not change incident #{incident}")).await?;
+    ensure!(history().await?.iter().all(|e| e["kind"] != "acknowledged"));
+
+    let (status, _) = slack.signed(&press("warden_ack", APPROVER), SIGNING, Utc::now(), None).await?;
+    ensure!(status == 200, "ack: {status}");
+    reply_containing(&api, &message.ts, &format!("acknowledged by <@{APPROVER}>")).await?;
+    let (status, _) = slack.signed(&press("warden_ack", APPROVER), SIGNING, Utc::now(), None).await?;
+    ensure!(status == 200);
+    reply_containing(&api, &message.ts, "was already acknowledged").await?;
+    let acked = history().await?.into_iter().find(|e| e["kind"] == "acknowledged").context("acknowledged event")?;
+    ensure!(acked["detail"]["by"].as_str().is_some_and(|b| b.starts_with(&format!("slack:{APPROVER}"))), "{acked}");
+
+    let (status, _) = slack.signed(&press("warden_silence_1h", APPROVER), SIGNING, Utc::now(), None).await?;
+    ensure!(status == 200, "silence: {status}");
+    reply_containing(&api, &message.ts, "Silenced for an hour").await?;
+    let silences = warden.get_json("/api/v1/silences").await?;
+    let s = &silences["silences"][0]["silence"];
+    ensure!(s["created_by"].as_str().is_some_and(|b| b.starts_with(&format!("slack:{APPROVER}"))), "{silences}");
+    ensure!(s["matchers"] == json!(["watch=\"alertmanager/NeedsApproval\""]), "{silences}");
+
+    let (status, _) = slack.signed(&press("warden_resolve", APPROVER), SIGNING, Utc::now(), None).await?;
+    ensure!(status == 200, "resolve: {status}");
+    reply_containing(&api, &message.ts, &format!("resolved by <@{APPROVER}>")).await?;
+    let v = warden.get_json(&format!("/api/v1/incidents/{incident}")).await?;
+    ensure!(v["incident"]["status"] == "resolved", "{v}");
+    let garbled = button_press("warden_resolve", "incident:x", APPROVER, CHANNEL, &message.ts);
+    let (status, text) = slack.signed(&garbled, SIGNING, Utc::now(), None).await?;
+    ensure!(status == 400 && text.contains("`incident:ID` expected"), "{status} {text}");
+    warden.stop_ok().await
+}

@@ -1,5 +1,7 @@
 //! `POST /api/v1/slack/interactions`: Approve / Deny presses on the Slack app's approval
-//! requests.
+//! requests, and Acknowledge / Resolve / Silence 1h presses on an open incident's message
+//! (the same allow-list; the same calls as `warden incidents ack|resolve` and
+//! `warden silences add`, with the Slack identity as who).
 //!
 //! Slack cannot send Warden's bearer token, so this route is authenticated by Slack's
 //! request signature instead ([`SlackApp::interaction`]: v0 HMAC-SHA256 over the raw
@@ -35,7 +37,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::oneshot;
-use warden_connectors::slack_app::{ApprovalAction, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use warden_connectors::slack_app::{ApprovalAction, IncidentAction, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use warden_playbooks::run::{Approval, Run};
 
 use crate::api::AppState;
@@ -97,6 +99,24 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
             });
             StatusCode::OK.into_response()
         }
+        Interaction::IncidentRefused { action, reason } => {
+            tracing::warn!(incident = action.incident_id, user = %action.user.id, "Slack press refused: not allowed");
+            spawn(&st, async move {
+                if let Err(e) = app.reply_incident(&action, &reason).await {
+                    tracing::warn!(incident = action.incident_id, error = %e, "telling the Slack thread why a press was refused");
+                }
+            });
+            StatusCode::OK.into_response()
+        }
+        Interaction::OnIncident { action, who } => {
+            let text = on_incident(&st, &action, &who, received);
+            spawn(&st, async move {
+                if let Err(e) = app.reply_incident(&action, &text).await {
+                    tracing::warn!(incident = action.incident_id, error = %e, "telling the Slack thread");
+                }
+            });
+            StatusCode::OK.into_response()
+        }
         Interaction::Decide { run_id, approve, who, action } => {
             let press =
                 Press { run_id, requested_at_ms: action.requested_at_ms, approve, who, action, retry, received };
@@ -117,6 +137,76 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
             }
             StatusCode::OK.into_response()
         }
+    }
+}
+
+/// Acknowledges, resolves or silences (for an hour: the incident's watch on its target)
+/// the pressed incident as `who`, through the same calls as the CLI and the API; returns
+/// what to tell the thread. Idempotent: a second press says the incident already is so.
+fn on_incident(st: &AppState, action: &IncidentAction, who: &str, now: DateTime<Utc>) -> String {
+    use crate::incident::tracker::HandOutcome;
+    use warden_connectors::slack_app::IncidentDecision;
+    let id = action.incident_id;
+    let tracker = &st.pipeline.incidents;
+    let by = format!("<@{}>", action.user.id);
+    let hand = |outcome: Result<HandOutcome, crate::store::StoreError>, done: &str, already: &str| match outcome {
+        Ok(HandOutcome::Done(_)) => {
+            tracing::info!(incident = id, who, "incident {done} from Slack");
+            format!("Incident #{id} {done} by {by}.")
+        }
+        Ok(HandOutcome::Unchanged(i)) if i.status != "open" => format!("Incident #{id} is already {}.", i.status),
+        Ok(HandOutcome::Unchanged(_)) => format!("Incident #{id} was already {already}."),
+        Ok(HandOutcome::NotFound) => format!("There is no incident #{id} in this Warden's store."),
+        Err(e) => {
+            tracing::error!(incident = id, error = %e, "an incident press from Slack");
+            format!("Incident #{id}: the store could not be written ({e}); nothing was done, try again.")
+        }
+    };
+    match action.decision {
+        IncidentDecision::Acknowledge => {
+            hand(tracker.acknowledge(id, who, Some("from Slack"), now), "acknowledged", "acknowledged")
+        }
+        IncidentDecision::Resolve => {
+            hand(tracker.resolve_by_hand(id, who, Some("from Slack"), now), "resolved", "resolved")
+        }
+        IncidentDecision::Silence => silence_incident(st, id, who, &by, now),
+    }
+}
+
+fn silence_incident(st: &AppState, id: i64, who: &str, by: &str, now: DateTime<Utc>) -> String {
+    use crate::incident::silence::{check_request, SilenceRequest};
+    let incident = match st.pipeline.store.get_incident(id) {
+        Ok(Some(i)) => i,
+        Ok(None) => return format!("There is no incident #{id} in this Warden's store."),
+        Err(e) => return format!("Incident #{id}: the store could not be read ({e}); nothing was done, try again."),
+    };
+    let mut matchers = vec![format!("watch={}", incident.watch)];
+    if let Some(t) = &incident.target {
+        matchers.push(format!("namespace={}", t.namespace));
+        matchers.push(format!("deployment={}", t.deployment));
+    }
+    let request = SilenceRequest {
+        matchers,
+        duration: Some(Duration::from_secs(3600)),
+        created_by: who.to_string(),
+        comment: format!("from Slack, on incident #{id}"),
+        ..SilenceRequest::default()
+    };
+    let made = check_request(request, now)
+        .map_err(|e| e.to_string())
+        .and_then(|new| st.pipeline.store.add_silence(&new, now).map_err(|e| e.to_string()));
+    match made {
+        Ok(s) => {
+            tracing::info!(incident = id, silence = s.id, who, "silence created from Slack");
+            format!(
+                "Silenced for an hour by {by}: silence {} ({}), until {}. `warden silences expire {}` ends it.",
+                s.id,
+                s.matchers.join(", "),
+                s.ends_at.format("%H:%M UTC"),
+                s.id
+            )
+        }
+        Err(e) => format!("Incident #{id} could not be silenced: {e}"),
     }
 }
 

@@ -149,7 +149,27 @@ pub fn render(
             };
             Some(NewNotification { channel: ch.to_string(), event: event.as_str().into(), payload })
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .with_incident_buttons(i)
+}
+
+trait IncidentButtons {
+    /// The Slack app's message of an open incident carries Acknowledge, Resolve and
+    /// Silence 1h buttons, whichever event it shows (the app edits one message).
+    fn with_incident_buttons(self, i: &Incident) -> Self;
+}
+
+impl IncidentButtons for Vec<NewNotification> {
+    fn with_incident_buttons(mut self, i: &Incident) -> Self {
+        if i.status == "open" {
+            for n in self.iter_mut().filter(|n| n.channel == "slack_app") {
+                if let Some(blocks) = n.payload.get_mut("blocks").and_then(Value::as_array_mut) {
+                    blocks.push(warden_connectors::slack_app::incident_buttons(i.id));
+                }
+            }
+        }
+        self
+    }
 }
 
 /// An approval request for run `run_id` of incident `i`, requested at `requested_at_ms`
@@ -267,7 +287,8 @@ pub fn render_analysis(i: &Incident, a: &Analysis, channels: &[&str]) -> Vec<New
             };
             Some(NewNotification { channel: ch.to_string(), event: NotifyEvent::Analysis.as_str().into(), payload })
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .with_incident_buttons(i)
 }
 
 /// The messages of one incident (or one message without an incident) in a digest.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use warden_connectors::slack_api::{MessageRef, SlackApi};
-use warden_connectors::slack_app::{self, ApprovalAction, Approvers, Decision};
+use warden_connectors::slack_app::{self, ApprovalAction, Approvers, Decision, IncidentAction};
 use warden_connectors::{Error, Secret};
 
 use crate::config::SlackAppSection;
@@ -65,6 +65,11 @@ pub enum Interaction {
     Refused { action: ApprovalAction, reason: String },
     /// Record the decision on `run_id` as `who`, then answer 200 and tell the thread.
     Decide { run_id: i64, approve: bool, who: String, action: ApprovalAction },
+    /// An incident button (acknowledge, resolve, silence 1h) pressed by someone in the
+    /// allow-list: do it as `who`, answer 200 and tell the thread.
+    OnIncident { action: IncidentAction, who: String },
+    /// An incident button pressed by someone else: answer 200, tell them why in the thread.
+    IncidentRefused { action: IncidentAction, reason: String },
 }
 
 impl SlackApp {
@@ -103,6 +108,7 @@ impl SlackApp {
         }
         let action = match slack_app::parse_interaction(body) {
             Ok(slack_app::Interaction::Approval(a)) => a,
+            Ok(slack_app::Interaction::Incident(a)) => return self.incident_press(a).await,
             Ok(slack_app::Interaction::Other { .. }) => return Interaction::Ignored,
             Err(e) => return Interaction::Invalid(e.to_string()),
         };
@@ -128,6 +134,35 @@ impl SlackApp {
                 action,
             },
         }
+    }
+
+    /// An incident button: the same people who may approve may acknowledge, resolve and
+    /// silence from Slack.
+    async fn incident_press(&self, action: IncidentAction) -> Interaction {
+        match self.approvers.allows(Some(&self.api), &action.user.id).await {
+            Ok(true) => Interaction::OnIncident { who: action.user.audit_name(), action },
+            Ok(false) => Interaction::IncidentRefused {
+                reason: format!(
+                    "<@{}> may not change incident #{} from Slack: only the users and groups in `notify.slack_app.approvers` may.",
+                    action.user.id, action.incident_id
+                ),
+                action,
+            },
+            Err(e) => Interaction::IncidentRefused {
+                reason: format!(
+                    "Could not check whether <@{}> may change incident #{} (Slack answered: {e}); nothing was done, try again.",
+                    action.user.id, action.incident_id
+                ),
+                action,
+            },
+        }
+    }
+
+    /// Replies `text` in the thread of the incident button's message.
+    pub async fn reply_incident(&self, action: &IncidentAction, text: &str) -> Result<(), Error> {
+        let channel = action.channel_id.as_deref().unwrap_or(&self.channel);
+        let thread = action.thread_ts.as_deref().or(action.message_ts.as_deref());
+        self.reply_in(channel, thread, text).await
     }
 
     /// Replies `text` in the thread of the message whose button was pressed (or in the
