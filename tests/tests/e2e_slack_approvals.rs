@@ -313,7 +313,7 @@ async fn incident_buttons_acknowledge_silence_and_resolve_from_slack() -> Result
     // Someone outside the allow-list: told why, nothing done.
     let (status, _) = slack.signed(&press("warden_ack", STRANGER), SIGNING, Utc::now(), None).await?;
     ensure!(status == 200, "stranger: {status}");
-    reply_containing(&api, &message.ts, &format!("<@{STRANGER}> may not change incident #{incident}")).await?;
+    reply_containing(&api, &message.ts, &format!("<@{STRANGER}> is not an approver: only the users and groups in `notify.slack_app.approvers` may change incident #{incident}")).await?;
     ensure!(history().await?.iter().all(|e| e["kind"] != "acknowledged"));
 
     let (status, _) = slack.signed(&press("warden_ack", APPROVER), SIGNING, Utc::now(), None).await?;

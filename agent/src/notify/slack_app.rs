@@ -112,49 +112,37 @@ impl SlackApp {
             Ok(slack_app::Interaction::Other { .. }) => return Interaction::Ignored,
             Err(e) => return Interaction::Invalid(e.to_string()),
         };
-        match self.approvers.allows(Some(&self.api), &action.user.id).await {
-            Ok(true) => Interaction::Decide {
+        match self.allowed(&action.user.id, &format!("approve or deny run {}", action.run_id)).await {
+            Ok(()) => Interaction::Decide {
                 run_id: action.run_id,
                 approve: action.decision == Decision::Approve,
                 who: action.user.audit_name(),
                 action,
             },
-            Ok(false) => Interaction::Refused {
-                reason: format!(
-                    "<@{}> is not an approver: only the users and groups in `notify.slack_app.approvers` may approve or deny run {}.",
-                    action.user.id, action.run_id
-                ),
-                action,
-            },
-            Err(e) => Interaction::Refused {
-                reason: format!(
-                    "Could not check whether <@{}> may approve (Slack answered: {e}); nothing was decided, try again.",
-                    action.user.id
-                ),
-                action,
-            },
+            Err(reason) => Interaction::Refused { reason, action },
+        }
+    }
+
+    /// Whether `user` is in `notify.slack_app.approvers`; when not (or when Slack could not
+    /// say), what to tell them: they may not `what`.
+    async fn allowed(&self, user: &str, what: &str) -> Result<(), String> {
+        match self.approvers.allows(Some(&self.api), user).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "<@{user}> is not an approver: only the users and groups in `notify.slack_app.approvers` may {what}."
+            )),
+            Err(e) => Err(format!(
+                "Could not check whether <@{user}> may {what} (Slack answered: {e}); nothing was done, try again."
+            )),
         }
     }
 
     /// An incident button: the same people who may approve may acknowledge, resolve and
     /// silence from Slack.
     async fn incident_press(&self, action: IncidentAction) -> Interaction {
-        match self.approvers.allows(Some(&self.api), &action.user.id).await {
-            Ok(true) => Interaction::OnIncident { who: action.user.audit_name(), action },
-            Ok(false) => Interaction::IncidentRefused {
-                reason: format!(
-                    "<@{}> may not change incident #{} from Slack: only the users and groups in `notify.slack_app.approvers` may.",
-                    action.user.id, action.incident_id
-                ),
-                action,
-            },
-            Err(e) => Interaction::IncidentRefused {
-                reason: format!(
-                    "Could not check whether <@{}> may change incident #{} (Slack answered: {e}); nothing was done, try again.",
-                    action.user.id, action.incident_id
-                ),
-                action,
-            },
+        match self.allowed(&action.user.id, &format!("change incident #{} from Slack", action.incident_id)).await {
+            Ok(()) => Interaction::OnIncident { who: action.user.audit_name(), action },
+            Err(reason) => Interaction::IncidentRefused { reason, action },
         }
     }
 
