@@ -66,6 +66,9 @@ pub struct Analyzer {
     pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
+/// How many times late evidence revises one incident's analysis.
+pub const MAX_REVISIONS: u32 = 5;
+
 impl Analyzer {
     /// Analyse incident `incident_id` at `now`: collect, rank, summarise, store, notify.
     pub async fn analyze(&self, incident_id: i64, now: DateTime<Utc>) -> StoreResult<Option<Analysis>> {
@@ -73,10 +76,15 @@ impl Analyzer {
     }
 
     /// Analyse again the incidents that [`LateEvidence`] holds, when they were analysed
-    /// before (one not analysed yet gets its first analysis from the queue that opened it).
+    /// before (one not analysed yet gets its first analysis from the queue that opened it),
+    /// at most [`MAX_REVISIONS`] times per incident: an incident whose runs keep ending (a
+    /// schedule, a flapping playbook) does not keep the model busy and the channels talking.
     pub async fn reanalyse_late(&self, late: &LateEvidence, now: DateTime<Utc>) {
         for (id, l) in late.take() {
             match self.store.get_analysis(id) {
+                Ok(Some(a)) if a.revision >= MAX_REVISIONS => {
+                    tracing::info!(incident = id, revision = a.revision, why = %l.why, "not analysed again: revision limit reached");
+                }
                 // Analysed before the run ended: out of date.
                 Ok(Some(a)) if a.created_at < l.at => {
                     if let Err(e) = self.analyze_because(id, now, Some(l.why)).await {
@@ -346,6 +354,22 @@ mod tests {
             timeline: Timeline::default(),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    #[tokio::test]
+    async fn late_evidence_revises_an_analysis_at_most_max_revisions_times() {
+        let (store, id) = store_with(&["payment call failed: timeout after 5s"]);
+        let a = analyzer(store.clone(), Summarizer::template_only("no model"));
+        a.analyze(id, at(30)).await.expect("analyze").expect("analysis");
+        let late = LateEvidence::default();
+        late.enable();
+        for n in 1..=(MAX_REVISIONS as i64 + 2) {
+            late.note(id, format!("run {n} succeeded"), at(40 * n));
+            a.reanalyse_late(&late, at(40 * n + 1)).await;
+        }
+        let stored = store.get_analysis(id).expect("read").expect("stored");
+        assert_eq!(stored.revision, MAX_REVISIONS);
+        assert_eq!(stored.revised_because.as_deref(), Some(format!("run {MAX_REVISIONS} succeeded").as_str()));
     }
 
     #[tokio::test]
