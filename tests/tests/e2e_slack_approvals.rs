@@ -154,18 +154,25 @@ async fn reply_containing(api: &SlackApi, ts: &str, needle: &str) -> Result<Vec<
     .with_context(|| api.messages().iter().map(|m| m.text.clone()).collect::<Vec<_>>().join("\n"))
 }
 
-fn at(v: &Value) -> Result<DateTime<Utc>> {
-    Ok(v.as_str().context("a time")?.parse::<DateTime<Utc>>()?)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signed_slack_press_approves_the_run_once_and_the_audit_names_the_slack_user() -> Result<()> {
+/// The Slack Web API test server (with the group `S0ONCALL`) and a `warden run` whose
+/// Slack app points at it.
+async fn start() -> Result<(SlackApi, tempfile::TempDir, Warden)> {
     let api = SlackApi::start(BOT_TOKEN, &[CHANNEL]).await?;
     api.add_group(GROUP, &[GROUPIE]);
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let envs = [("WARDEN_API_TOKEN", API_TOKEN), ("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_SIGNING_SECRET", SIGNING)];
     let warden = Warden::start(dir.path(), &config(dir.path(), port, &api.url())?, &envs, port, API_TOKEN).await?;
+    Ok((api, dir, warden))
+}
+
+fn at(v: &Value) -> Result<DateTime<Utc>> {
+    Ok(v.as_str().context("a time")?.parse::<DateTime<Utc>>()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_slack_press_approves_the_run_once_and_the_audit_names_the_slack_user() -> Result<()> {
+    let (api, _dir, warden) = start().await?;
     let slack = Slack { warden: &warden, client: http_client() };
 
     let runs = fire(&warden, "checkout").await?;
@@ -287,12 +294,7 @@ async fn a_signed_slack_press_approves_the_run_once_and_the_audit_names_the_slac
 /// Slack identity, and the thread says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incident_buttons_acknowledge_silence_and_resolve_from_slack() -> Result<()> {
-    let api = SlackApi::start(BOT_TOKEN, &[CHANNEL]).await?;
-    api.add_group(GROUP, &[GROUPIE]);
-    let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let envs = [("WARDEN_API_TOKEN", API_TOKEN), ("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_SIGNING_SECRET", SIGNING)];
-    let warden = Warden::start(dir.path(), &config(dir.path(), port, &api.url())?, &envs, port, API_TOKEN).await?;
+    let (api, _dir, warden) = start().await?;
     let slack = Slack { warden: &warden, client: http_client() };
     fire(&warden, "cart").await?;
     let (message, value) = wait_until(Duration::from_secs(30), "the incident message with its buttons", async || {

@@ -39,17 +39,20 @@ impl Routes {
     /// that are not in `all` were refused when the configuration was checked; should one
     /// reach here, the matcher matches nothing and the receiver is skipped.
     pub fn new(all: Vec<&'static str>, config: &[RouteConfig]) -> Self {
+        // A route with a matcher that does not parse is left out: it matches nothing.
         let routes = config
             .iter()
-            .map(|r| Route {
-                matchers: r.matchers.iter().filter_map(|m| Matcher::parse(m).ok()).collect::<Vec<_>>(),
-                receivers: r.receivers.iter().filter_map(|name| all.iter().find(|a| **a == name).copied()).collect(),
-                continue_matching: r.continue_matching,
+            .filter_map(|r| {
+                Some(Route {
+                    matchers: r.matchers.iter().map(|m| Matcher::parse(m)).collect::<Result<_, _>>().ok()?,
+                    receivers: r
+                        .receivers
+                        .iter()
+                        .filter_map(|name| all.iter().find(|a| **a == name).copied())
+                        .collect(),
+                    continue_matching: r.continue_matching,
+                })
             })
-            .zip(config)
-            // A route with a matcher that did not parse matches nothing.
-            .filter(|(route, cfg)| route.matchers.len() == cfg.matchers.len())
-            .map(|(route, _)| route)
             .collect();
         Self { all: Arc::new(all), routes: Arc::new(routes) }
     }
