@@ -30,24 +30,40 @@ async fn hand(st: AppState, id: i64, body: axum::body::Bytes, resolve: bool) -> 
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let who = format!("api/{}", body.by.as_deref().unwrap_or("operator"));
+    match by_hand(&st, id, &who, body.comment.as_deref(), resolve) {
+        Ok(incident) => Json(json!({"incident": incident})).into_response(),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Resolve or acknowledge incident `id` as `who`: the one call behind the API's and the
+/// console's buttons (the tracker records the event and queues the notifications); the
+/// error is the answer's status and its message.
+pub(crate) fn by_hand(
+    st: &AppState,
+    id: i64,
+    who: &str,
+    comment: Option<&str>,
+    resolve: bool,
+) -> Result<crate::store::Incident, (StatusCode, String)> {
     let tracker = &st.pipeline.incidents;
     let outcome = if resolve {
-        tracker.resolve_by_hand(id, &who, body.comment.as_deref(), Utc::now())
+        tracker.resolve_by_hand(id, who, comment, Utc::now())
     } else {
-        tracker.acknowledge(id, &who, body.comment.as_deref(), Utc::now())
+        tracker.acknowledge(id, who, comment, Utc::now())
     };
     match outcome {
-        Ok(HandOutcome::Done(incident)) => Json(json!({"incident": incident})).into_response(),
+        Ok(HandOutcome::Done(incident)) => Ok(incident),
         Ok(HandOutcome::Unchanged(incident)) => {
             let why = if incident.status != "open" {
                 format!("incident {id} is already {}", incident.status)
             } else {
                 format!("incident {id} was already acknowledged")
             };
-            error(StatusCode::CONFLICT, why)
+            Err((StatusCode::CONFLICT, why))
         }
-        Ok(HandOutcome::NotFound) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(HandOutcome::NotFound) => Err((StatusCode::NOT_FOUND, format!("no incident {id}"))),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP API: health, metrics, incidents, runs, approvals, the outbox and the
 //! Alertmanager webhook ([`server`]), with the run, outbox and incident-resolution handlers in their own modules,
-//! Slack's button presses in [`slack`] and the listener (plain or TLS) in [`http_serve`].
+//! Slack's button presses in [`slack`], the web console under `/ui/` in [`console`] and the
+//! listener (plain or TLS) in [`http_serve`].
 
+pub mod console;
 pub mod http_serve;
 pub mod incidents;
 pub mod outbox;

@@ -158,7 +158,6 @@ pub struct DecisionBody {
 }
 
 async fn decide(st: AppState, id: i64, approve: bool, body: axum::body::Bytes) -> Response {
-    let rem = remediation!(st);
     let body: DecisionBody = if body.is_empty() {
         DecisionBody::default()
     } else {
@@ -171,11 +170,30 @@ async fn decide(st: AppState, id: i64, approve: bool, body: axum::body::Bytes) -
         Some(b) => format!("api/{b}"),
         None => "api/operator".into(),
     };
-    match rem.runs.decide(id, &who, approve, body.comment, Utc::now()).await {
+    match decide_as(&st, id, &who, approve, body.comment).await {
         Ok(run) => Json(json!({"run": run})).into_response(),
-        Err(warden_playbooks::Error::Invalid(m)) if m.starts_with("no run") => error(StatusCode::NOT_FOUND, m),
-        Err(warden_playbooks::Error::Invalid(m)) => error(StatusCode::CONFLICT, m),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Approve or deny run `id` as `who`: the one call behind the API's and the console's
+/// decisions (`Engine::decide`, audited with `who`); the error is the answer's status and
+/// its message.
+pub(crate) async fn decide_as(
+    st: &AppState,
+    id: i64,
+    who: &str,
+    approve: bool,
+    comment: Option<String>,
+) -> Result<warden_playbooks::run::Run, (StatusCode, String)> {
+    let Some(rem) = st.pipeline.remediation().cloned() else {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "playbooks did not load; see the daemon's log".into()));
+    };
+    match rem.runs.decide(id, who, approve, comment, Utc::now()).await {
+        Ok(run) => Ok(run),
+        Err(warden_playbooks::Error::Invalid(m)) if m.starts_with("no run") => Err((StatusCode::NOT_FOUND, m)),
+        Err(warden_playbooks::Error::Invalid(m)) => Err((StatusCode::CONFLICT, m)),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 

@@ -65,7 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::api::console::router(state))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -95,6 +96,19 @@ pub enum Role {
     Operator,
 }
 
+/// The role `token` carries (`server.api_token`: operator, `server.viewer_token`: viewer),
+/// compared in constant time: the API's bearer check and the console's login share it.
+pub(crate) fn role_for_token(st: &AppState, token: &str) -> Option<Role> {
+    let is = |t: &Option<Arc<str>>| t.as_deref().is_some_and(|e| same(token.as_bytes(), e.as_bytes()));
+    if is(&st.api_token) {
+        Some(Role::Operator)
+    } else if is(&st.viewer_token) {
+        Some(Role::Viewer)
+    } else {
+        None
+    }
+}
+
 // The refusal is a ready response, built once per refused request: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
 fn role_of(st: &AppState, req: &Request) -> Result<Role, Response> {
@@ -102,12 +116,8 @@ fn role_of(st: &AppState, req: &Request) -> Result<Role, Response> {
         return Err(error(StatusCode::FORBIDDEN, "the API is disabled: set server.api_token"));
     }
     let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
-    let is =
-        |t: &Option<Arc<str>>| matches!((given, t.as_deref()), (Some(g), Some(e)) if same(g.as_bytes(), e.as_bytes()));
-    if is(&st.api_token) {
-        Ok(Role::Operator)
-    } else if is(&st.viewer_token) {
-        Ok(Role::Viewer)
+    if let Some(role) = given.and_then(|g| role_for_token(st, g)) {
+        Ok(role)
     } else {
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -142,18 +152,26 @@ async fn require_operator(State(st): State<AppState>, mut req: Request, next: Ne
 /// 503 with `Retry-After` and names the leader, so a client retries (Alertmanager does)
 /// and reaches the leader through the Service.
 async fn require_leader(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if st.pipeline.leadership.is_leader() {
+    let Some(message) = follower_refusal(&st) else {
         return next.run(req).await;
-    }
+    };
     let view = st.pipeline.leadership.view();
-    let leader = view.leader.clone().unwrap_or_else(|| "nobody (an election is under way)".into());
-    let mut r = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"error": format!("this replica is a follower; the leader is {leader}"), "role": view.role, "leader": view.leader})),
-    )
-        .into_response();
+    let mut r =
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": message, "role": view.role, "leader": view.leader})))
+            .into_response();
     r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
     r
+}
+
+/// `None` on the leader; on a follower, why it refuses a write (naming the leader). The API's
+/// write routes and the console's forms both ask it.
+pub(crate) fn follower_refusal(st: &AppState) -> Option<String> {
+    if st.pipeline.leadership.is_leader() {
+        return None;
+    }
+    let view = st.pipeline.leadership.view();
+    let leader = view.leader.unwrap_or_else(|| "nobody (an election is under way)".into());
+    Some(format!("this replica is a follower; the leader is {leader}"))
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {

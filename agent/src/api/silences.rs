@@ -71,16 +71,44 @@ pub async fn create(State(st): State<AppState>, body: axum::body::Bytes) -> Resp
         created_by: format!("api/{}", body.by.as_deref().unwrap_or("operator")),
         comment: body.comment,
     };
-    let new = match check_request(request, now) {
-        Ok(n) => n,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
+    match create_checked(&st, request, now) {
+        Ok(s) => (StatusCode::CREATED, Json(json!({"silence": s, "state": s.state(now)}))).into_response(),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Check and store a silence: the one call behind the API's and the console's forms; the
+/// error is the answer's status and what to fix.
+pub(crate) fn create_checked(
+    st: &AppState,
+    request: SilenceRequest,
+    now: DateTime<Utc>,
+) -> Result<crate::incident::silence::Silence, (StatusCode, String)> {
+    let new = check_request(request, now).map_err(|why| (StatusCode::BAD_REQUEST, why))?;
     match st.pipeline.store.add_silence(&new, now) {
         Ok(s) => {
             tracing::info!(silence = s.id, by = %s.created_by, matchers = ?s.matchers, "silence created");
-            (StatusCode::CREATED, Json(json!({"silence": s, "state": s.state(now)}))).into_response()
+            Ok(s)
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// End silence `id` as `by` (the API's and the console's call).
+pub(crate) fn expire_as(
+    st: &AppState,
+    id: i64,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<crate::incident::silence::Silence, (StatusCode, String)> {
+    match st.pipeline.store.expire_silence(id, by, now) {
+        Ok(Some((s, true))) => {
+            tracing::info!(silence = id, by = %by, "silence ended");
+            Ok(s)
+        }
+        Ok(Some((_, false))) => Err((StatusCode::CONFLICT, format!("silence {id} has already ended"))),
+        Ok(None) => Err((StatusCode::NOT_FOUND, format!("no silence {id}"))),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
@@ -102,13 +130,8 @@ pub async fn expire(State(st): State<AppState>, Path(id): Path<i64>, body: axum:
     };
     let by = format!("api/{}", body.by.as_deref().unwrap_or("operator"));
     let now = Utc::now();
-    match st.pipeline.store.expire_silence(id, &by, now) {
-        Ok(Some((s, true))) => {
-            tracing::info!(silence = id, by = %by, "silence ended");
-            Json(json!({"silence": s, "state": s.state(now)})).into_response()
-        }
-        Ok(Some((_, false))) => error(StatusCode::CONFLICT, format!("silence {id} has already ended")),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no silence {id}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match expire_as(&st, id, &by, now) {
+        Ok(s) => Json(json!({"silence": s, "state": s.state(now)})).into_response(),
+        Err((status, message)) => error(status, message),
     }
 }

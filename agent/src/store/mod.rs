@@ -614,12 +614,17 @@ impl Store {
 
     /// Incidents, newest first; `status` filters on `open` / `resolved`.
     pub fn list_incidents(&self, status: Option<&str>, limit: u32) -> StoreResult<Vec<Incident>> {
+        self.list_incidents_page(status, 0, limit)
+    }
+
+    /// One page of [`Store::list_incidents`]: `limit` incidents after the first `offset`.
+    pub fn list_incidents_page(&self, status: Option<&str>, offset: u32, limit: u32) -> StoreResult<Vec<Incident>> {
         self.with(|c| {
             c.query(
                 &format!(
-                    "{INCIDENT_SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) ORDER BY opened_at DESC, id DESC LIMIT ?2"
+                    "{INCIDENT_SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) ORDER BY opened_at DESC, id DESC LIMIT ?2 OFFSET ?3"
                 ),
-                args![status, limit],
+                args![status, limit, offset],
             )?
             .iter()
             .map(incident_from_row)
