@@ -293,7 +293,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Demo { out, all_evaluations, model, json } => {
+        Command::Demo { out, all_evaluations, model, json, serve } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -301,7 +301,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            rt.block_on(demo::run(&out, all_evaluations, model.as_deref(), json))
+            rt.block_on(async move {
+                let shutdown = CancellationToken::new();
+                if serve.is_some() {
+                    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+                }
+                demo::run(&out, all_evaluations, model.as_deref(), json, demo::Serve { addr: serve, shutdown }).await
+            })
         }
     };
     match result {

@@ -170,6 +170,10 @@ pub enum Command {
         /// by `kind`), and a `summary` object last.
         #[arg(long)]
         json: bool,
+        /// Then keep the demo's store up in the web console at this address (e.g.
+        /// `127.0.0.1:8080`), read-only with a printed token, until Ctrl-C.
+        #[arg(long, value_name = "ADDR")]
+        serve: Option<std::net::SocketAddr>,
     },
 }
 

@@ -55,10 +55,20 @@ fn start_time() -> DateTime<Utc> {
     DateTime::from_timestamp(1_772_442_000, 0).unwrap_or(DateTime::UNIX_EPOCH) // 2026-03-02 09:00 UTC
 }
 
+/// How the demo ends: at once, or by serving its store in the web console.
+#[derive(Debug, Clone, Default)]
+pub struct Serve {
+    /// `warden demo --serve ADDR`: after the scenario, the console on ADDR until `shutdown`.
+    pub addr: Option<std::net::SocketAddr>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 /// Run the demo, writing the store and notifications under `out_dir`. With `model` (a GGUF
 /// file), incident summaries are written by that local model; without, by the template.
-/// With `json`, stdout is JSON Lines (see [`Printer::json`]) instead of the timeline.
-pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>, json: bool) -> Result<()> {
+/// With `json`, stdout is JSON Lines (see [`Printer::json`]) instead of the timeline. With
+/// `serve.addr`, the demo's store is then shown in the web console (read-only, with a
+/// freshly generated viewer token that is printed) until `serve.shutdown` is cancelled.
+pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>, json: bool, serve: Serve) -> Result<()> {
     let wall = std::time::Instant::now();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut cfg = config::parse_str(SCENARIO_YAML, Path::new("agent/demo/demo.yaml")).map_err(|e| anyhow!("{e}"))?;
@@ -252,7 +262,7 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>, js
             "simulated_seconds": DEMO_SECS,
             "wall_seconds": wall.elapsed().as_secs_f64(),
         }))?;
-        return Ok(());
+        return serve_console(engine, &mut p, serve).await;
     }
     writeln!(p.out)?;
     writeln!(
@@ -278,6 +288,34 @@ pub async fn run(out_dir: &Path, all_evaluations: bool, model: Option<&Path>, js
         humantime::format_duration(Duration::from_secs(DEMO_SECS as u64)),
         wall.elapsed().as_secs_f64()
     )?;
+    serve_console(engine, &mut p, serve).await
+}
+
+/// `--serve ADDR`: the demo's pipeline (its store, watches and their last states) behind the
+/// web console, read-only: only a viewer token exists, generated here and printed, so a
+/// newcomer can browse what the demo did.
+async fn serve_console<W: Write>(engine: crate::pipeline::Pipeline, p: &mut Printer<W>, serve: Serve) -> Result<()> {
+    let Some(addr) = serve.addr else { return Ok(()) };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--serve: binding {addr}"))?;
+    let bound = listener.local_addr().with_context(|| format!("--serve: the address bound for {addr}"))?;
+    let token = crate::api::console::session::random_hex();
+    let app = crate::api::server::router(crate::api::AppState {
+        pipeline: Arc::new(engine),
+        api_token: None,
+        viewer_token: Some(Arc::from(token.as_str())),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        slack: None,
+    });
+    let url = format!("http://{bound}/ui/");
+    if p.json {
+        p.json_line(&serde_json::json!({"kind": "console", "url": url, "viewer_token": token}))?;
+    } else {
+        writeln!(p.out, "\nconsole: {url}")?;
+        writeln!(p.out, "read-only token (paste it at the login): {token}")?;
+        writeln!(p.out, "serving the demo's store until Ctrl-C")?;
+    }
+    p.out.flush()?;
+    crate::api::http_serve::serve(listener, app, config::ServerLimits::default(), serve.shutdown).await;
     Ok(())
 }
 

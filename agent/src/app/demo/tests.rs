@@ -24,7 +24,7 @@ async fn pods_become_ready_after_startup() {
 #[tokio::test]
 async fn demo_opens_acts_and_resolves() {
     let dir = tempfile::tempdir().expect("tempdir");
-    run(dir.path(), false, None, false).await.expect("demo runs");
+    run(dir.path(), false, None, false, Serve::default()).await.expect("demo runs");
     let store = Store::open(&dir.path().join("warden.db")).expect("store");
     let incidents = store.list_incidents(None, 20).expect("incidents");
     let by_watch = |w: &str| incidents.iter().filter(|i| i.watch == w).collect::<Vec<_>>();
