@@ -124,6 +124,8 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Run { .. } => "info",
         Command::Demo { .. } => "error",
+        // The console bench opens incidents by the hundred: each would log a warning.
+        Command::Bench { command: BenchCommand::Console { .. } } => "error",
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
@@ -213,6 +215,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Bench { command: BenchCommand::M4 { data, model, json } } => bench::m4::run(&data, &model, json),
+        Command::Bench { command: BenchCommand::Console { incidents, requests, json } } => runtime().and_then(|rt| {
+            rt.block_on(bench::console::run(incidents, requests, json, &mut std::io::stdout().lock())).map(|_| ())
+        }),
         Command::Bench { command: BenchCommand::Loghub { data, json, compare_drain3, leave_one_out } } => {
             bench::loghub::run(&data, json, compare_drain3, leave_one_out)
         }

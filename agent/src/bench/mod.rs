@@ -3,6 +3,7 @@
 
 pub mod anomaly;
 pub mod anomaly_lodo;
+pub mod console;
 pub mod loghub;
 pub mod m4;
 pub mod nab;

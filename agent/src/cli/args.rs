@@ -426,6 +426,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The web console's pages on a temporary store of many incidents: median and p99
+    /// response time of each page against the 50 ms target.
+    Console {
+        /// Incidents in the store (each with events and an analysis).
+        #[arg(long, default_value_t = 10_000)]
+        incidents: usize,
+        /// Timed requests per page.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

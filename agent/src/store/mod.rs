@@ -218,6 +218,8 @@ const MIGRATIONS: &[&str] = &[
         expired_by TEXT
      );
      CREATE INDEX silences_by_end ON silences(ends_at);",
+    // v12: incidents newest first without a status filter (the console's list, paged).
+    "CREATE INDEX incidents_by_opened ON incidents(opened_at, id);",
 ];
 
 /// Errors of the store.

@@ -182,6 +182,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         expired_by TEXT
      );
      CREATE INDEX silences_by_end ON silences(ends_at);",
+    // v12: incidents newest first.
+    "CREATE INDEX incidents_by_opened ON incidents(opened_at, id);",
 ];
 
 /// Brings the schema to the latest version, one step per transaction, under the migration
