@@ -378,3 +378,31 @@ async fn silences_are_created_and_ended_and_bad_forms_keep_what_was_typed() {
     let r = send(&app, "GET", "/ui/runs?status=bogus", Some(&op), None, &[]).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_follower_shows_pages_and_refuses_forms_naming_the_leader() {
+    use crate::leadership::testing::Election;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let election = Election::new();
+    let (_a, _leader) = election.leader("warden-0").await;
+    let (_b, follower) = election.follower("warden-1").await;
+    let pipeline = pipeline(dir.path()).with_leadership(follower, std::time::Duration::from_secs(10));
+    let app = App {
+        router: router(AppState {
+            pipeline: Arc::new(pipeline),
+            api_token: Some(Arc::from("op-token")),
+            viewer_token: None,
+            ready: Arc::new(AtomicBool::new(true)),
+            slack: None,
+        }),
+        _dir: dir,
+    };
+    let op = login(&app, "op-token", "dana").await;
+    let csrf = csrf_of(&app, &op, "/ui/silences").await;
+    let form = format!("csrf={csrf}&matchers=namespace%3Dshop&duration=2h&comment=deploy");
+    let r = send(&app, "POST", "/ui/silences", Some(&op), Some(&form), &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(r.body.contains("follower") && r.body.contains("warden-0"), "{}", r.body);
+    let r = send(&app, "GET", "/ui/silences", Some(&op), None, &[]).await;
+    assert!(r.body.contains("No silences"), "nothing was created: {}", r.body);
+}
