@@ -63,7 +63,12 @@ impl Browser {
                 if std::env::var_os("WARDEN_REQUIRE_BROWSER").is_some() {
                     bail!("WARDEN_REQUIRE_BROWSER is set but {why}");
                 }
-                eprintln!("skipping the browser test: {why}");
+                // Written to stderr itself (not `eprintln!`, which the test harness captures),
+                // so that the skip shows in every run.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("skipping the browser test: {why}\n").as_bytes(),
+                );
                 return Ok(None);
             }
         };
