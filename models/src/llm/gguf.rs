@@ -5,7 +5,7 @@
 //!
 //! Re-quantization exists because candle 0.11.1 has SIMD `vec_dot` kernels for Q4_0, Q8_0 and
 //! the K-quants but not for Q4_1, Q5_0 and Q5_1, which then run scalar code several times
-//! slower. Converting those tensors to Q8_0 (dequantize, quantize) costs a little memory
+//! slower (Warden's own llama pass has a Q4_1 kernel, so there Q4_1 stays as it is). Converting those tensors to Q8_0 (dequantize, quantize) costs a little memory
 //! (8.5 bits per weight instead of 5-6) and a little precision (Q8_0 of an already 4-5 bit
 //! value is nearly lossless), and makes decoding markedly faster on CPU. candle's model
 //! builders read tensors straight from a `Read + Seek` source, so the converted model is
@@ -145,19 +145,20 @@ pub(crate) fn summarize_tensors(ct: &gguf_file::Content) -> TensorSummary {
     TensorSummary { parameters, dominant }
 }
 
-/// Types without SIMD kernels in candle 0.11.1 (see the module docs).
-fn is_slow_on_cpu(t: GgmlDType) -> bool {
-    matches!(t, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
+/// Types without SIMD kernels in candle 0.11.1 (see the module docs); Q4_1 only when the
+/// model runs on candle (Warden's own llama pass has a Q4_1 kernel).
+fn is_slow_on_cpu(t: GgmlDType, q4_1: bool) -> bool {
+    matches!(t, GgmlDType::Q5_0 | GgmlDType::Q5_1) || (q4_1 && t == GgmlDType::Q4_1)
 }
 
-/// Names of the tensors that re-quantization would convert.
-pub(crate) fn requantize_candidates(ct: &gguf_file::Content) -> Vec<String> {
+/// Names of the tensors that re-quantization would convert (`q4_1`: Q4_1 tensors too).
+pub(crate) fn requantize_candidates(ct: &gguf_file::Content, q4_1: bool) -> Vec<String> {
     let block = GgmlDType::Q8_0.block_size();
     let mut names: Vec<String> = ct
         .tensor_infos
         .iter()
         .filter(|(_, info)| {
-            is_slow_on_cpu(info.ggml_dtype)
+            is_slow_on_cpu(info.ggml_dtype, q4_1)
                 && info.shape.rank() >= 2
                 && info.shape.dims().last().is_some_and(|d| d % block == 0)
         })
@@ -237,7 +238,7 @@ mod tests {
         gguf_file::write(&mut file, &[("general.architecture", &arch)], &[("w", &q41), ("n", &norm)])?;
         file.set_position(0);
         let ct = gguf_file::Content::read(&mut file)?;
-        let cands = requantize_candidates(&ct);
+        let cands = requantize_candidates(&ct, true);
         assert_eq!(cands, vec!["w".to_string()]);
         let (ct2, mut mem) = requantize_to_memory(&ct, &mut file, &cands)?;
         assert_eq!(ct2.tensor_infos["w"].ggml_dtype, GgmlDType::Q8_0);

@@ -35,6 +35,7 @@ mod device;
 mod download;
 mod gguf;
 mod jinja;
+mod native;
 mod tokenizer;
 
 use std::fs::File;
@@ -88,6 +89,9 @@ pub struct LoadOptions {
     /// Keep the KV cache of the prompt's fixed prefix (chat header and system text) and reuse
     /// it for every prompt with the same system text (see the module docs).
     pub prefix_cache: bool,
+    /// Run llama-family models on the CPU with Warden's own forward pass (Q4_1 kernels, an
+    /// in-place KV cache); `false` runs candle's `quantized_llama` instead.
+    pub native: bool,
 }
 
 impl LoadOptions {
@@ -105,6 +109,7 @@ impl LoadOptions {
             compute_sha256: true,
             expected_sha256: None,
             prefix_cache: true,
+            native: true,
         }
     }
 
@@ -116,6 +121,7 @@ impl LoadOptions {
 
 /// The candle model behind an [`LlmModel`].
 enum Weights {
+    Native(native::NativeLlama),
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Gemma3(quantized_gemma3::ModelWeights),
@@ -124,6 +130,12 @@ enum Weights {
 impl Weights {
     fn forward(&mut self, input: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
         match self {
+            Weights::Native(m) => {
+                let tokens = input.flatten_all()?.to_vec1::<u32>()?;
+                let logits = m.forward(&tokens, pos)?;
+                let n = logits.len();
+                Tensor::from_vec(logits, (1, n), &Device::Cpu)
+            }
             Weights::Llama(m) => m.forward(input, pos),
             Weights::Qwen2(m) => m.forward(input, pos),
             Weights::Gemma3(m) => m.forward(input, pos),
@@ -136,6 +148,7 @@ impl Weights {
     /// gets a prefix cache.
     fn snapshot(&self) -> Option<Weights> {
         match self {
+            Weights::Native(m) => Some(Weights::Native(m.clone())),
             Weights::Llama(m) => Some(Weights::Llama(m.clone())),
             Weights::Gemma3(_) | Weights::Qwen2(_) => None,
         }
@@ -151,6 +164,7 @@ impl Weights {
     /// overwritten at position 0 like the others').
     fn clear_cache(&mut self) {
         match self {
+            Weights::Native(m) => m.clear(),
             Weights::Llama(m) => m.clear_kv_cache(),
             Weights::Qwen2(m) => m.clear_kv_cache(),
             Weights::Gemma3(_) => {}
@@ -359,14 +373,18 @@ impl LlmModel {
         }
 
         // Weights, re-quantized in memory when that helps.
-        let candidates = if opts.requantize_effective() { gguf::requantize_candidates(&content) } else { Vec::new() };
+        // Warden's own llama pass reads Q4_1 as it is; candle's models get Q8_0 instead.
+        let use_native = opts.native && device.is_cpu() && arch == "llama" && native::supports(&content);
+        let candidates =
+            if opts.requantize_effective() { gguf::requantize_candidates(&content, !use_native) } else { Vec::new() };
         let requantized = candidates.len();
+        let builder = Builder { arch: &arch, device: &device, native: use_native, context_length };
         let weights = if candidates.is_empty() {
-            build_weights(&arch, content, &mut file, &device)
+            builder.build(content, &mut file)
         } else {
             let (content, mut mem) =
                 gguf::requantize_to_memory(&content, &mut file, &candidates).map_err(|m| load_err(path, m))?;
-            build_weights(&arch, content, &mut mem, &device)
+            builder.build(content, &mut mem)
         }
         .map_err(|m| load_err(path, format!("cannot build the {arch} model: {m}")))?;
 
@@ -481,6 +499,22 @@ impl LlmModel {
     /// The vocabulary string of one token id.
     pub fn token_str(&self, id: u32) -> Option<String> {
         self.tokenizer.id_to_token(id)
+    }
+
+    /// The next-token logits after `ids`, fed from an empty cache `chunk` tokens at a time
+    /// (for tests and benches that compare runtimes; no prefix cache).
+    pub fn next_logits(&mut self, ids: &[u32], chunk: usize) -> Result<Vec<f32>> {
+        if ids.is_empty() || chunk == 0 {
+            return Err(Error::Inference("no tokens to feed".into()));
+        }
+        self.weights.clear_cache();
+        let mut last = None;
+        for (i, part) in ids.chunks(chunk).enumerate() {
+            last = Some(self.feed(part, i * chunk)?);
+        }
+        self.weights.clear_cache();
+        let logits = last.ok_or_else(|| Error::Inference("no tokens to feed".into()))?;
+        Self::logits_vec(&logits)
     }
 
     /// The prompt's token ids, BOS included when the model wants it.
@@ -775,21 +809,35 @@ impl LlmModel {
     }
 }
 
-fn build_weights<R: Read + Seek>(
-    arch: &str,
-    content: gguf_file::Content,
-    reader: &mut R,
-    device: &Device,
-) -> std::result::Result<Weights, String> {
-    let built = catch_unwind(AssertUnwindSafe(|| match arch {
-        "llama" => quantized_llama::ModelWeights::from_gguf(content, reader, device).map(Weights::Llama),
-        "qwen2" => quantized_qwen2::ModelWeights::from_gguf(content, reader, device).map(Weights::Qwen2),
-        _ => quantized_gemma3::ModelWeights::from_gguf(content, reader, device).map(Weights::Gemma3),
-    }));
-    match built {
-        Ok(Ok(w)) => Ok(w),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(p) => Err(format!("malformed model ({})", panic_message(p.as_ref()))),
+/// What [`LlmModel::load`] builds the weights with.
+struct Builder<'a> {
+    arch: &'a str,
+    device: &'a Device,
+    /// Warden's own llama pass ([`native`]).
+    native: bool,
+    context_length: usize,
+}
+
+impl Builder<'_> {
+    fn build<R: Read + Seek>(
+        &self,
+        content: gguf_file::Content,
+        reader: &mut R,
+    ) -> std::result::Result<Weights, String> {
+        let device = self.device;
+        let built = catch_unwind(AssertUnwindSafe(|| match self.arch {
+            "llama" if self.native => {
+                native::NativeLlama::from_gguf(&content, reader, self.context_length).map(Weights::Native)
+            }
+            "llama" => quantized_llama::ModelWeights::from_gguf(content, reader, device).map(Weights::Llama),
+            "qwen2" => quantized_qwen2::ModelWeights::from_gguf(content, reader, device).map(Weights::Qwen2),
+            _ => quantized_gemma3::ModelWeights::from_gguf(content, reader, device).map(Weights::Gemma3),
+        }));
+        match built {
+            Ok(Ok(w)) => Ok(w),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(p) => Err(format!("malformed model ({})", panic_message(p.as_ref()))),
+        }
     }
 }
 
