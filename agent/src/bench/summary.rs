@@ -106,6 +106,8 @@ pub struct SummaryBenchArgs {
     pub max_scenarios: Option<usize>,
     /// Keep Q4_1/Q5_x tensors as they are instead of re-quantizing them to Q8_0.
     pub no_requantize: bool,
+    /// Run llama-family models on candle's `quantized_llama` instead of Warden's own pass.
+    pub candle_llama: bool,
     /// The Python interpreter for the llama.cpp side.
     pub python: String,
 }
@@ -121,6 +123,7 @@ impl Default for SummaryBenchArgs {
             threads: None,
             max_scenarios: None,
             no_requantize: false,
+            candle_llama: false,
             python: "python3".into(),
         }
     }
@@ -258,10 +261,21 @@ pub struct SummaryBenchReport {
     /// x86 target features candle was compiled with (the whole build shares `RUSTFLAGS`).
     pub target_features: Vec<&'static str>,
     pub requantize: bool,
+    /// Warden's own llama pass (`false`: candle's model for this file).
+    pub native: bool,
     pub max_tokens: usize,
     pub candle: CandleReport,
     pub llama_cpp: Option<std::result::Result<LlamaCppReport, String>>,
     pub grounding: Option<GroundingShare>,
+}
+
+/// Which forward pass ran the model.
+fn runtime_name(r: &SummaryBenchReport) -> &'static str {
+    if r.native {
+        "Warden's llama pass (Q4_1 kernels)"
+    } else {
+        "candle's model"
+    }
 }
 
 /// `warden bench summary`: measure and print (a table, or JSON with `args.json`).
@@ -301,6 +315,7 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
     if args.no_requantize {
         opts.requantize = Some(false);
     }
+    opts.native = !args.candle_llama;
     let requantize = opts.requantize_effective();
     eprintln!("loading {} ...", args.model.display());
     let started = Instant::now();
@@ -378,6 +393,7 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
         release_build: !cfg!(debug_assertions),
         target_features: target_features(),
         requantize,
+        native: opts.native && candle.architecture == "llama",
         max_tokens: args.tokens,
         candle,
         llama_cpp,
@@ -768,6 +784,7 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
         "quantization": c.quantization,
         "requantize": r.requantize,
         "requantized_tensors": c.requantized_tensors,
+        "runtime": runtime_name(r),
         "load_s": num(c.load_s),
         "prompt_tokens": l.prompt_tokens,
         "cached_prefix_tokens": l.cached_prefix_tokens,
@@ -883,7 +900,8 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "re-quantization to Q8_0: {}; prompt of scenario {} (with-evidence ranking, default prompt limits); greedy, up to {} tokens, 1 warm-up + median of {RUNS} runs",
+        "runtime: {}; re-quantization to Q8_0: {}; prompt of scenario {} (with-evidence ranking, default prompt limits); greedy, up to {} tokens, 1 warm-up + median of {RUNS} runs",
+        runtime_name(r),
         if r.requantize { format!("on ({} tensors)", c.requantized_tensors) } else { "off".into() },
         c.scenario,
         r.max_tokens,

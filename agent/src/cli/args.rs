@@ -419,6 +419,10 @@ pub enum BenchCommand {
         /// Keep Q4_1/Q5_x tensors as they are instead of re-quantizing them to Q8_0.
         #[arg(long)]
         no_requantize: bool,
+        /// Run llama-family models on candle's `quantized_llama` instead of Warden's own
+        /// forward pass (to compare the two).
+        #[arg(long)]
+        candle_llama: bool,
         /// The Python interpreter for --compare-llama-cpp.
         #[arg(long, default_value = "python3")]
         python: String,
