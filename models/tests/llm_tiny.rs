@@ -695,9 +695,11 @@ fn incident() -> (warden_detectors::rca::Ranking, Vec<warden_detectors::rca::Evi
 /// Warden's own llama pass against candle's `quantized_llama` on the same file: the same
 /// next-token logits (Q4_1 through Warden's kernel, other types through candle's), whether
 /// the prompt is fed at once (block attention), token by token (decode attention) or in
-/// chunks after cached positions. For Q4_1 both quantize the activations to 8 bits with
-/// different rounding of the block sums, each about as far from the exact product as the
-/// other, so the bound is wider there and the best token must agree.
+/// chunks after cached positions. Warden's KV cache is f16 and candle's f32 (about 1e-4 of
+/// the logits' scale with f32 weights); with quantized weights the activations are rounded
+/// to 8 bits before every product, which turns such differences (and, for Q4_1, the two
+/// kernels' different rounding of block sums) into a few percent, so the bound is wider
+/// there and the best token must agree.
 #[test]
 fn native_llama_matches_candles_model() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -706,7 +708,7 @@ fn native_llama_matches_candles_model() -> TestResult {
     let ids: Vec<u32> =
         (0..70).map(|_| (3 + ((rng.next() + 0.5) * 250.0) as usize).min(vocab.len() - 1) as u32).collect();
     for (name, dtype, tolerance) in
-        [("f32.gguf", GgmlDType::F32, 1e-4), ("q8.gguf", GgmlDType::Q8_0, 1e-4), ("q41.gguf", GgmlDType::Q4_1, 4e-2)]
+        [("f32.gguf", GgmlDType::F32, 1e-3), ("q8.gguf", GgmlDType::Q8_0, 4e-2), ("q41.gguf", GgmlDType::Q4_1, 4e-2)]
     {
         let path = tiny_llama(dir.path(), name, Weights::Random { seed: 9, dtype }, 512);
         let opts = LoadOptions { requantize: Some(false), ..LoadOptions::new(&path) };
@@ -729,9 +731,9 @@ fn native_llama_matches_candles_model() -> TestResult {
                 assert_eq!(best(&got), best(&want), "{name}: {len} tokens fed {chunk} at a time: best token");
             }
         }
-        // Greedy text is the same too where the products are the same (random weights have
-        // near ties that the Q4_1 roundings break differently after a few tokens).
-        if dtype != GgmlDType::Q4_1 {
+        // Greedy text is the same too with f32 weights (with quantized ones, random weights
+        // have near ties that the roundings break differently after a few tokens).
+        if dtype == GgmlDType::F32 {
             let a = native.generate(&prompt(), &greedy(10))?;
             let b = candle.generate(&prompt(), &greedy(10))?;
             assert_eq!(a.text, b.text, "{name}");

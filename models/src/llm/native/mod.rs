@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use q4_1::Q41Matrix;
 
@@ -165,11 +167,35 @@ struct Weights {
     max_positions: usize,
 }
 
-/// One layer's keys and values, `[position][kv head][head_dim]`.
+/// One layer's keys and values, `[position][kv head][head_dim]`, in f16: decoding reads
+/// the whole cache at every token, so half the bytes is most of the attention's time (as
+/// llama.cpp's default f16 cache).
 #[derive(Debug, Clone, Default)]
 struct LayerCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Vec<f16>,
+    v: Vec<f16>,
+}
+
+impl LayerCache {
+    fn push(&mut self, k: &[f32], v: &[f32]) {
+        let to_bits = |x: &[f32], out: &mut Vec<f16>| {
+            let start = out.len();
+            out.resize(start + x.len(), f16::ZERO);
+            out[start..].convert_from_f32_slice(x);
+        };
+        to_bits(k, &mut self.k);
+        to_bits(v, &mut self.v);
+    }
+
+    /// The first `n` positions of keys and values as f32 (prefill's matrix products).
+    fn to_f32(&self, n_values: usize) -> (Vec<f32>, Vec<f32>) {
+        let conv = |x: &[f16]| {
+            let mut out = vec![0f32; n_values];
+            x[..n_values].convert_to_f32_slice(&mut out);
+            out
+        };
+        (conv(&self.k), conv(&self.v))
+    }
 }
 
 /// A llama model with its KV cache; clones share the weights and copy the cache.
@@ -344,8 +370,7 @@ impl NativeLlama {
                 for head in row[..h + kv_width].chunks_exact_mut(hd) {
                     rope(head, cos, sin);
                 }
-                cache.k.extend_from_slice(&row[h..h + kv_width]);
-                cache.v.extend_from_slice(&row[h + kv_width..h + 2 * kv_width]);
+                cache.push(&row[h..h + kv_width], &row[h + kv_width..h + 2 * kv_width]);
             }
             let att = attention(&w, &qkv, width, cache, pos, m);
             let o = layer.wo.forward(&att)?;
@@ -424,7 +449,9 @@ fn attention(w: &Weights, qkv: &[f32], width: usize, cache: &LayerCache, pos: us
         }
     } else {
         let blocks = m.div_ceil(ATTENTION_ROWS);
-        let item = |it: usize| attend_block(w, qkv, width, cache, pos, m, it % heads, it / heads, out_ptr);
+        let (k, v) = cache.to_f32((pos + m) * w.kv_heads * w.head_dim);
+        let kv = (k.as_slice(), v.as_slice());
+        let item = |it: usize| attend_block(w, qkv, width, kv, pos, m, it % heads, it / heads, out_ptr);
         candle_core::utils::barrier_pool().execute_chunked(blocks * heads, |range| range.for_each(item));
     }
     out
@@ -443,14 +470,14 @@ fn attend_one(w: &Weights, qkv: &[f32], cache: &LayerCache, pos: usize, head: us
     let q = &qkv[head * hd..(head + 1) * hd];
     let n = pos + 1;
     let mut scores: Vec<f32> = (0..n)
-        .map(|j| kernels::dot(q, &cache.k[j * kv_width + kvh * hd..j * kv_width + (kvh + 1) * hd]) * scale)
+        .map(|j| kernels::dot_f16(q, &cache.k[j * kv_width + kvh * hd..j * kv_width + (kvh + 1) * hd]) * scale)
         .collect();
     softmax(&mut scores);
     // SAFETY: this head alone writes these `hd` values of the output, which outlives the
     // pool call.
     let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(head * hd), hd) };
     for (j, p) in scores.iter().enumerate() {
-        kernels::axpy(*p, &cache.v[j * kv_width + kvh * hd..j * kv_width + (kvh + 1) * hd], dst);
+        kernels::axpy_f16(*p, &cache.v[j * kv_width + kvh * hd..j * kv_width + (kvh + 1) * hd], dst);
     }
 }
 
@@ -460,7 +487,7 @@ fn attend_block(
     w: &Weights,
     qkv: &[f32],
     width: usize,
-    cache: &LayerCache,
+    (keys, values): (&[f32], &[f32]),
     pos: usize,
     m: usize,
     head: usize,
@@ -473,12 +500,12 @@ fn attend_block(
     let (r0, r1) = (block * ATTENTION_ROWS, ((block + 1) * ATTENTION_ROWS).min(m));
     let rows = r1 - r0;
     let n = pos + r1;
-    debug_assert!(cache.k.len() >= n * kv_width && cache.v.len() >= n * kv_width);
+    debug_assert!(keys.len() >= n * kv_width && values.len() >= n * kv_width);
     let mut scores = vec![0f32; rows * n];
     let scale = 1.0 / (hd as f32).sqrt();
     // SAFETY: scores is rows × n (row stride n); the queries are rows r0..r1 of qkv (stride
-    // `width`, head's `hd` columns); the keys are n cached positions (stride kv_width, the
-    // kv head's `hd` columns): all inside their buffers (n ≤ cached positions, checked above).
+    // `width`, head's `hd` columns); the keys are n positions (stride kv_width, the kv head's
+    // `hd` columns): all inside their buffers (n ≤ positions converted, checked above).
     unsafe {
         gemm::gemm(
             rows,
@@ -491,7 +518,7 @@ fn attend_block(
             qkv.as_ptr().add(r0 * width + head * hd),
             1,
             width as isize,
-            cache.k.as_ptr().add(kvh * hd),
+            keys.as_ptr().add(kvh * hd),
             kv_width as isize,
             1,
             0.0,
@@ -521,7 +548,7 @@ fn attend_block(
             scores.as_ptr(),
             1,
             n as isize,
-            cache.v.as_ptr().add(kvh * hd),
+            values.as_ptr().add(kvh * hd),
             1,
             kv_width as isize,
             0.0,
@@ -545,38 +572,46 @@ fn softmax(xs: &mut [f32]) {
 }
 
 mod kernels {
-    //! `f32` dot product and `y += a·x`, with AVX2 when the CPU has it.
+    //! `q · k` and `y += a·v` over f16 cache rows, with AVX2 and F16C when the CPU has them.
 
-    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    use half::f16;
+
+    pub(super) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         if super::q4_1::has_avx2() {
-            // SAFETY: AVX2 and FMA are available.
-            return unsafe { avx2::dot(a, b) };
+            // SAFETY: AVX2, FMA and F16C are available.
+            return unsafe { avx2::dot_f16(a, b) };
         }
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
+        a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
     }
 
-    pub(super) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    pub(super) fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if super::q4_1::has_avx2() {
-            // SAFETY: AVX2 and FMA are available.
-            return unsafe { avx2::axpy(alpha, x, y) };
+            // SAFETY: AVX2, FMA and F16C are available.
+            return unsafe { avx2::axpy_f16(alpha, x, y) };
         }
-        y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
+        y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x.to_f32());
     }
 
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
+        use half::f16;
         use std::arch::x86_64::*;
 
-        #[target_feature(enable = "avx2,fma")]
-        pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
             let n = a.len().min(b.len());
             let mut acc = _mm256_setzero_ps();
             let mut i = 0;
             while i + 8 <= n {
                 // SAFETY: i + 8 <= n, inside both slices.
-                let (x, y) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i))) };
+                let (x, y) = unsafe {
+                    (
+                        _mm256_loadu_ps(a.as_ptr().add(i)),
+                        _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i)),
+                    )
+                };
                 acc = _mm256_fmadd_ps(x, y, acc);
                 i += 8;
             }
@@ -585,28 +620,47 @@ mod kernels {
             let r = _mm_add_ss(r, _mm_movehdup_ps(r));
             let mut s = _mm_cvtss_f32(r);
             while i < n {
-                s += a[i] * b[i];
+                s += a[i] * b[i].to_f32();
                 i += 1;
             }
             s
         }
 
-        #[target_feature(enable = "avx2,fma")]
-        pub(super) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
             let n = x.len().min(y.len());
             let a = _mm256_set1_ps(alpha);
             let mut i = 0;
             while i + 8 <= n {
                 // SAFETY: i + 8 <= n, inside both slices.
                 unsafe {
-                    let v = _mm256_fmadd_ps(a, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(y.as_ptr().add(i)));
+                    let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
+                    let v = _mm256_fmadd_ps(a, xv, _mm256_loadu_ps(y.as_ptr().add(i)));
                     _mm256_storeu_ps(y.as_mut_ptr().add(i), v);
                 }
                 i += 8;
             }
             while i < n {
-                y[i] += alpha * x[i];
+                y[i] += alpha * x[i].to_f32();
                 i += 1;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn f16_kernels_match_plain_loops() {
+            let a: Vec<f32> = (0..67).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f16> = (0..67).map(|i| f16::from_f32((i as f32 * 0.11).cos())).collect();
+            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y.to_f32()).sum();
+            assert!((dot_f16(&a, &b) - want).abs() < 1e-4);
+            let mut y = a.clone();
+            axpy_f16(0.5, &b, &mut y);
+            for (i, v) in y.iter().enumerate() {
+                assert!((v - (a[i] + 0.5 * b[i].to_f32())).abs() < 1e-6);
             }
         }
     }

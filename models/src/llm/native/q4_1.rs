@@ -114,13 +114,24 @@ impl Q41Matrix {
             let r0 = quad * 4;
             let rows = [r0, (r0 + 1).min(n - 1), (r0 + 2).min(n - 1), (r0 + 3).min(n - 1)];
             let w = [self.row(rows[0]), self.row(rows[1]), self.row(rows[2]), self.row(rows[3])];
-            for i in tile * ROW_TILE..((tile + 1) * ROW_TILE).min(m) {
-                let sums = dot4(&w, &xq[i * kb..(i + 1) * kb]);
+            let store = |i: usize, sums: [f32; 4]| {
                 for (c, s) in sums.iter().enumerate().take(n - r0) {
                     // SAFETY: every (i, r0 + c) is written by exactly one work item, and
                     // i < m, r0 + c < n, so the index is inside `dst` (m * n values).
                     unsafe { *dst_ptr.get().add(i * n + r0 + c) = *s };
                 }
+            };
+            let (start, end) = (tile * ROW_TILE, ((tile + 1) * ROW_TILE).min(m));
+            let mut i = start;
+            // Two rows at a time: each weight block is unpacked once for both.
+            while i + 2 <= end {
+                let [a, b] = dot4x2(&w, &xq[i * kb..(i + 1) * kb], &xq[(i + 1) * kb..(i + 2) * kb]);
+                store(i, a);
+                store(i + 1, b);
+                i += 2;
+            }
+            if i < end {
+                store(i, dot4(&w, &xq[i * kb..(i + 1) * kb]));
             }
         };
         let items = m.div_ceil(ROW_TILE) * quads;
@@ -162,7 +173,7 @@ fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, v) in b.qs.iter_mut().zip(xs) {
-            *q = (v * id).round() as i8;
+            *q = (v * id).round_ties_even() as i8;
             sum += i32::from(*q);
         }
         b.d = d;
@@ -179,6 +190,16 @@ fn dot4(w: &[&[u8]; 4], y: &[BlockQ8]) -> [f32; 4] {
         return unsafe { avx2::dot4(w, y) };
     }
     [dot_scalar(w[0], y), dot_scalar(w[1], y), dot_scalar(w[2], y), dot_scalar(w[3], y)]
+}
+
+/// Four weight rows against two quantized activation rows.
+fn dot4x2(w: &[&[u8]; 4], y0: &[BlockQ8], y1: &[BlockQ8]) -> [[f32; 4]; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as in `dot4`; both activation rows hold the same number of blocks.
+        return unsafe { avx2::dot4x2(w, y0, y1) };
+    }
+    [dot4(w, y0), dot4(w, y1)]
 }
 
 fn dot_scalar(w: &[u8], y: &[BlockQ8]) -> f32 {
@@ -252,6 +273,44 @@ mod avx2 {
         }
         [hsum(acc[0]) + offs[0], hsum(acc[1]) + offs[1], hsum(acc[2]) + offs[2], hsum(acc[3]) + offs[3]]
     }
+
+    /// # Safety
+    /// As [`dot4`]; `y1` has as many blocks as `y0`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot4x2(w: &[&[u8]; 4], y0: &[BlockQ8], y1: &[BlockQ8]) -> [[f32; 4]; 2] {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc0 = [_mm256_setzero_ps(); 4];
+        let mut acc1 = [_mm256_setzero_ps(); 4];
+        let mut offs0 = [0f32; 4];
+        let mut offs1 = [0f32; 4];
+        for (b, (ya, yb)) in y0.iter().zip(y1).enumerate() {
+            // SAFETY: `qs` is 32 bytes.
+            let (qa, qb) = unsafe {
+                (
+                    _mm256_loadu_si256(ya.qs.as_ptr() as *const __m256i),
+                    _mm256_loadu_si256(yb.qs.as_ptr() as *const __m256i),
+                )
+            };
+            for c in 0..4 {
+                // SAFETY: block `b` of row `c` is inside `w[c]` (the caller's contract).
+                let p = unsafe { w[c].as_ptr().add(b * BLOCK_BYTES) };
+                let dm = unsafe { _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned())) };
+                let d = _mm_cvtss_f32(dm);
+                let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+                let qx = unsafe { nibbles(p.add(4)) };
+                let pa = _mm256_madd_epi16(ones, _mm256_maddubs_epi16(qx, qa));
+                let pb = _mm256_madd_epi16(ones, _mm256_maddubs_epi16(qx, qb));
+                acc0[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * ya.d), _mm256_cvtepi32_ps(pa), acc0[c]);
+                acc1[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * yb.d), _mm256_cvtepi32_ps(pb), acc1[c]);
+                offs0[c] += m * ya.s;
+                offs1[c] += m * yb.s;
+            }
+        }
+        let row = |acc: &[__m256; 4], offs: &[f32; 4]| {
+            [hsum(acc[0]) + offs[0], hsum(acc[1]) + offs[1], hsum(acc[2]) + offs[2], hsum(acc[3]) + offs[3]]
+        };
+        [row(&acc0, &offs0), row(&acc1, &offs1)]
+    }
 }
 
 #[cfg(test)]
@@ -306,9 +365,12 @@ mod tests {
         quantize_row(&x, &mut xq);
         let w = [ours.row(0), ours.row(1), ours.row(2), ours.row(3)];
         let fast = dot4(&w, &xq);
+        let [pair0, pair1] = dot4x2(&w, &xq, &xq);
         for c in 0..4 {
             let slow = dot_scalar(w[c], &xq);
-            assert!((fast[c] - slow).abs() < 1e-4 * slow.abs().max(1.0), "row {c}: {} vs {slow}", fast[c]);
+            for got in [fast[c], pair0[c], pair1[c]] {
+                assert!((got - slow).abs() < 1e-4 * slow.abs().max(1.0), "row {c}: {got} vs {slow}");
+            }
         }
         let full = q.dequantize(&Device::Cpu).and_then(|t| t.to_vec2::<f32>()).expect("dequantize");
         let mut row = vec![0f32; 96];
