@@ -5,16 +5,19 @@
 //! the configuration is the whole setup. The model only writes text for people; its output is
 //! grounded and checked in [`crate::summary`] and never chooses an action.
 //!
-//! * Architectures (GGUF `general.architecture`): `llama` (Llama, SmolLM2, Mistral-style) via
-//!   candle's `quantized_llama`, `qwen2` via `quantized_qwen2`, `gemma3` via
-//!   `quantized_gemma3`. Anything else is a load error naming the file and the architecture.
+//! * Architectures (GGUF `general.architecture`): `llama` (Llama, SmolLM2, Mistral-style) by
+//!   Warden's own forward pass on the CPU (`native`, [`LoadOptions::native`]) or candle's
+//!   `quantized_llama` (CUDA, experts, or `native: false`), `qwen2` via `quantized_qwen2`,
+//!   `gemma3` via `quantized_gemma3`. Anything else is a load error naming the file and the
+//!   architecture.
 //! * Tokenizer: a `tokenizer.json` when given, else built from the GGUF metadata
 //!   (the private `tokenizer` module explains why not candle's helper).
 //! * Chat template: the GGUF's own Jinja template, rendered ([`JinjaTemplate`]); the built-in
 //!   shapes of [`ChatTemplate`] when the file has none (or it does not render) or an override
 //!   is configured. The recognised shape still names the end-of-turn tokens.
-//! * Speed: on CPU, tensor types without SIMD kernels in candle (Q4_1, Q5_0, Q5_1) are
-//!   re-quantized to Q8_0 at load ([`LoadOptions::requantize`]).
+//! * Speed: on CPU, tensor types without SIMD kernels in candle (Q5_0, Q5_1, and Q4_1 when
+//!   candle's model runs the file) are re-quantized to Q8_0 at load
+//!   ([`LoadOptions::requantize`]); Warden's llama pass has its own Q4_1 kernel.
 //! * Prefix cache ([`LoadOptions::prefix_cache`]): the fixed start of a prompt (chat header,
 //!   system text, user header: [`LlmModel::prompt_prefix`]) is prefilled once per system
 //!   text, and a copy of the model holding its KV cache is kept; each call starts from that

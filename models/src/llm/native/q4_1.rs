@@ -173,7 +173,9 @@ fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, v) in b.qs.iter_mut().zip(xs) {
-            *q = (v * id).round_ties_even() as i8;
+            // Half away from zero, as candle and ggml round (without a libm call).
+            let r = v * id;
+            *q = (r + 0.5f32.copysign(r)) as i8;
             sum += i32::from(*q);
         }
         b.d = d;
