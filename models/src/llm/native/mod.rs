@@ -469,16 +469,13 @@ fn attend_one(w: &Weights, qkv: &[f32], cache: &LayerCache, pos: usize, head: us
     let scale = 1.0 / (hd as f32).sqrt();
     let q = &qkv[head * hd..(head + 1) * hd];
     let n = pos + 1;
-    let mut scores: Vec<f32> = (0..n)
-        .map(|j| kernels::dot_f16(q, &cache.k[j * kv_width + kvh * hd..j * kv_width + (kvh + 1) * hd]) * scale)
-        .collect();
+    let mut scores = vec![0f32; n];
+    kernels::scores_f16(q, &cache.k[kvh * hd..], kv_width, scale, &mut scores);
     softmax(&mut scores);
     // SAFETY: this head alone writes these `hd` values of the output, which outlives the
     // pool call.
     let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(head * hd), hd) };
-    for (j, p) in scores.iter().enumerate() {
-        kernels::axpy_f16(*p, &cache.v[j * kv_width + kvh * hd..j * kv_width + (kvh + 1) * hd], dst);
-    }
+    kernels::weighted_rows_f16(&scores, &cache.v[kvh * hd..], kv_width, dst);
 }
 
 /// One head of a block of new tokens (prefill), as two matrix products over the cache.
@@ -576,6 +573,34 @@ mod kernels {
 
     use half::f16;
 
+    /// `out[j] = scale · (q · k[j·stride .. j·stride + q.len()])` for every `j < out.len()`.
+    pub(super) fn scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+        let n = out.len();
+        let fits = n == 0 || (n - 1) * stride + q.len() <= k.len();
+        #[cfg(target_arch = "x86_64")]
+        if fits && q.len() == 64 && super::q4_1::has_avx2() {
+            // SAFETY: AVX2, FMA and F16C are available; every row read is inside `k` (`fits`).
+            return unsafe { avx2::scores64_f16(q, k, stride, scale, out) };
+        }
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = scale * dot_f16(q, &k[j * stride..j * stride + q.len()]);
+        }
+    }
+
+    /// `dst[d] = Σ_j p[j] · v[j·stride + d]`.
+    pub(super) fn weighted_rows_f16(p: &[f32], v: &[f16], stride: usize, dst: &mut [f32]) {
+        let fits = p.is_empty() || (p.len() - 1) * stride + dst.len() <= v.len();
+        #[cfg(target_arch = "x86_64")]
+        if fits && super::q4_1::has_avx2() {
+            // SAFETY: AVX2, FMA and F16C are available; every row read is inside `v` (`fits`).
+            return unsafe { avx2::weighted_rows_f16(p, v, stride, dst) };
+        }
+        dst.fill(0.0);
+        for (j, pj) in p.iter().enumerate() {
+            axpy_f16(*pj, &v[j * stride..j * stride + dst.len()], dst);
+        }
+    }
+
     pub(super) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         if super::q4_1::has_avx2() {
@@ -598,6 +623,74 @@ mod kernels {
     mod avx2 {
         use half::f16;
         use std::arch::x86_64::*;
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn hsum(x: __m256) -> f32 {
+            let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+            let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+            _mm_cvtss_f32(r)
+        }
+
+        /// # Safety
+        /// `q` has 64 values; rows `j·stride .. j·stride + 64` of `k` exist for `j < out.len()`.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn scores64_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+            // The query stays in registers; four keys at a time keep four independent chains.
+            let qv: [__m256; 8] = std::array::from_fn(|r| unsafe { _mm256_loadu_ps(q.as_ptr().add(8 * r)) });
+            let row = |j: usize, r: usize| unsafe {
+                _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(j * stride + 8 * r) as *const __m128i))
+            };
+            let n = out.len();
+            let mut j = 0;
+            while j + 4 <= n {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (r, qr) in qv.iter().enumerate() {
+                    for (t, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(*qr, row(j + t, r), *a);
+                    }
+                }
+                for (t, a) in acc.iter().enumerate() {
+                    out[j + t] = scale * hsum(*a);
+                }
+                j += 4;
+            }
+            while j < n {
+                let mut a = _mm256_setzero_ps();
+                for (r, qr) in qv.iter().enumerate() {
+                    a = _mm256_fmadd_ps(*qr, row(j, r), a);
+                }
+                out[j] = scale * hsum(a);
+                j += 1;
+            }
+        }
+
+        /// # Safety
+        /// Rows `j·stride .. j·stride + dst.len()` of `v` exist for `j < p.len()`.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn weighted_rows_f16(p: &[f32], v: &[f16], stride: usize, dst: &mut [f32]) {
+            let hd = dst.len();
+            let mut c = 0;
+            // 64 output values at a time stay in eight registers over all rows.
+            while c + 64 <= hd {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (j, pj) in p.iter().enumerate() {
+                    let pv = _mm256_set1_ps(*pj);
+                    let base = unsafe { v.as_ptr().add(j * stride + c) };
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let x = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(8 * r) as *const __m128i)) };
+                        *a = _mm256_fmadd_ps(pv, x, *a);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(c + 8 * r), *a) };
+                }
+                c += 64;
+            }
+            for (d, o) in dst.iter_mut().enumerate().skip(c) {
+                *o = p.iter().enumerate().map(|(j, pj)| pj * v[j * stride + d].to_f32()).sum();
+            }
+        }
 
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(super) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
@@ -661,6 +754,26 @@ mod kernels {
             axpy_f16(0.5, &b, &mut y);
             for (i, v) in y.iter().enumerate() {
                 assert!((v - (a[i] + 0.5 * b[i].to_f32())).abs() < 1e-6);
+            }
+
+            // Scores and weighted rows over a strided cache, 64-wide heads (the fast path)
+            // and 40-wide ones (the plain loop), against the obvious sums.
+            for hd in [64usize, 40] {
+                let (n, stride) = (11, hd * 3);
+                let cache: Vec<f16> = (0..n * stride).map(|i| f16::from_f32((i as f32 * 0.013).sin())).collect();
+                let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.21).cos()).collect();
+                let mut scores = vec![0f32; n];
+                scores_f16(&q, &cache[hd..], stride, 0.5, &mut scores);
+                for (j, s) in scores.iter().enumerate() {
+                    let want: f32 = (0..hd).map(|d| q[d] * cache[hd + j * stride + d].to_f32()).sum::<f32>() * 0.5;
+                    assert!((s - want).abs() < 1e-4, "hd {hd} score {j}: {s} vs {want}");
+                }
+                let mut out = vec![9f32; hd];
+                weighted_rows_f16(&scores, &cache[hd..], stride, &mut out);
+                for (d, o) in out.iter().enumerate() {
+                    let want: f32 = (0..n).map(|j| scores[j] * cache[hd + j * stride + d].to_f32()).sum();
+                    assert!((o - want).abs() < 1e-4, "hd {hd} value {d}: {o} vs {want}");
+                }
             }
         }
     }
