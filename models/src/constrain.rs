@@ -499,6 +499,10 @@ impl WordTrie {
         self.nodes.get(n).is_some_and(|x| x.terminal)
     }
 
+    fn children(&self, n: usize) -> &[(u8, u32)] {
+        self.nodes.get(n).map_or(&[], |x| x.children.as_slice())
+    }
+
     /// Whether `w` is an allowed word.
     pub fn contains(&self, w: &str) -> bool {
         let mut n = 0;
@@ -531,6 +535,9 @@ pub struct SentenceState {
     facts: usize,
     /// The last byte written (no double spaces or commas).
     last: u8,
+    /// Hashes of the words written, lowercased: the grounding check's no-loops rule (three
+    /// words twice, a number three times) is kept here as it is written.
+    said: Vec<u64>,
 }
 
 /// What a token does to a sentence.
@@ -550,7 +557,7 @@ impl Default for SentenceState {
 
 impl SentenceState {
     pub fn new() -> Self {
-        Self { node: 0, word: String::new(), words: 0, facts: 0, last: 0 }
+        Self { node: 0, word: String::new(), words: 0, facts: 0, last: 0, said: Vec::new() }
     }
 
     /// Words written so far (the word being written not counted).
@@ -558,9 +565,21 @@ impl SentenceState {
         self.words
     }
 
+    /// Whether `word` would make the sentence loop (see [`crate::grounding`], rule 5).
+    fn repeats(&self, word: &str) -> bool {
+        let h = word_hash(word);
+        if word.bytes().any(|b| b.is_ascii_digit()) && self.said.iter().filter(|x| **x == h).count() >= 2 {
+            return true;
+        }
+        match self.said.as_slice() {
+            [.., a, b] => self.said.windows(3).any(|t| t == [*a, *b, h]),
+            _ => false,
+        }
+    }
+
     /// Whether the sentence may end here.
     pub fn can_end(&self, s: &SentencePlan, plan: &Plan) -> bool {
-        let complete = self.word.is_empty() || s.trie.terminal(self.node);
+        let complete = self.word.is_empty() || (s.trie.terminal(self.node) && !self.repeats(&self.word));
         let words = self.words + usize::from(!self.word.is_empty());
         let facts = self.facts + usize::from(!self.word.is_empty() && s.facts.contains(&self.word));
         complete
@@ -570,13 +589,35 @@ impl SentenceState {
             && (words > 1 || !self.first_word_forbidden(s))
     }
 
-    /// Lookahead that keeps every allowed state able to end: once the sentence has used all
-    /// its words but one and still names no fact of its evidence, the last word must be a
-    /// fact, so only a prefix of one may be written. Without it a model can walk into a
-    /// sentence that can neither go on nor end, and the whole sentence is lost.
+    /// Lookahead that keeps every allowed state able to end: the word being written must
+    /// still be able to become a word the sentence may use — one that does not make it loop
+    /// ([`Self::repeats`]) and, once the sentence has used all its words but one and still
+    /// names no fact of its evidence, a fact. Without it a model can walk into a sentence
+    /// that can neither go on nor end, and the whole sentence is lost.
     fn word_can_still_end(&self, s: &SentencePlan, plan: &Plan) -> bool {
-        let last_word = self.words >= plan.max_words;
-        !last_word || self.facts > 0 || s.facts.is_empty() || s.facts.iter().any(|f| f.starts_with(self.word.as_str()))
+        let needs_fact = self.words >= plan.max_words && self.facts == 0 && !s.facts.is_empty();
+        if needs_fact && !s.facts.iter().any(|f| f.starts_with(self.word.as_str())) {
+            return false;
+        }
+        // Depth-first through the words this prefix can become, until one will do; the
+        // words a sentence may not repeat are few, so this usually stops at the first.
+        let mut stack = vec![(self.node, self.word.clone())];
+        let mut visited = 0;
+        while let Some((node, word)) = stack.pop() {
+            if s.trie.terminal(node) && !self.repeats(&word) && (!needs_fact || s.facts.contains(&word)) {
+                return true;
+            }
+            visited += 1;
+            if visited > 4096 {
+                return true;
+            }
+            for (b, child) in s.trie.children(node) {
+                let mut w = word.clone();
+                w.push(*b as char);
+                stack.push((*child as usize, w));
+            }
+        }
+        false
     }
 
     fn first_word_forbidden(&self, s: &SentencePlan) -> bool {
@@ -588,9 +629,10 @@ impl SentenceState {
         if self.word.is_empty() {
             return true;
         }
-        if !s.trie.terminal(self.node) || self.first_word_forbidden(s) {
+        if !s.trie.terminal(self.node) || self.first_word_forbidden(s) || self.repeats(&self.word) {
             return false;
         }
+        self.said.push(word_hash(&self.word));
         self.words += 1;
         if s.facts.contains(&self.word) {
             self.facts += 1;
@@ -657,6 +699,15 @@ impl SentenceState {
         }
         Some((st, Step::Continue))
     }
+}
+
+fn word_hash(word: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for b in word.bytes() {
+        b.to_ascii_lowercase().hash(&mut h);
+    }
+    h.finish()
 }
 
 // ---------------------------------------------------------------------------------------------

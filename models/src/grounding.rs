@@ -45,6 +45,11 @@
 //!    structured field of a cited item (the imperative first word never is excused). A
 //!    sentence that says *Warden* did something (`scaled`, `restarted`, `ran`, ...) must
 //!    cite an action item (`unsupported(action: "scaled")`).
+//! 5. **No loops.** A small model can walk in circles through words that are each allowed
+//!    ("latency to the 0.14 expected latency to the 0.14 expected ..."): a sentence that says
+//!    the same three words twice, or the same number three times, fails
+//!    (`repetition("to the 0.14")`). Such a sentence is grounded but says nothing a reader
+//!    can use.
 //!
 //! Failing a sentence is cheap (the summary falls back to the deterministic template), so the
 //! rules err on the side of rejecting. Sentences are split on `.`, `!`, `?` followed by space
@@ -98,6 +103,8 @@ pub enum Problem {
     Untrusted { fact: FactKind, value: String },
     /// It tells someone what to do.
     Directive { word: String },
+    /// It repeats itself (three words twice, or one number three times).
+    Repetition { words: String },
 }
 
 impl fmt::Display for Problem {
@@ -108,6 +115,7 @@ impl fmt::Display for Problem {
             Self::Unsupported { fact, value } => write!(f, "unsupported({fact}: {value:?})"),
             Self::Untrusted { fact, value } => write!(f, "untrusted({fact}: {value:?})"),
             Self::Directive { word } => write!(f, "directive({word:?})"),
+            Self::Repetition { words } => write!(f, "repetition({words:?})"),
         }
     }
 }
@@ -488,6 +496,25 @@ fn number_matches(m: f64, n: &Number) -> bool {
 }
 
 /// Whitespace-separated tokens with surrounding punctuation trimmed (also split on dashes).
+/// The first three words said twice, or a number said three times (rule 5).
+fn repetition(lowers: &[String]) -> Option<String> {
+    let mut seen: HashSet<[&str; 3]> = HashSet::new();
+    for w in lowers.windows(3) {
+        if !seen.insert([w[0].as_str(), w[1].as_str(), w[2].as_str()]) {
+            return Some(w.join(" "));
+        }
+    }
+    let mut numbers: HashMap<&str, usize> = HashMap::new();
+    for w in lowers.iter().filter(|w| w.chars().any(|c| c.is_ascii_digit())) {
+        let n = numbers.entry(w.as_str()).or_default();
+        *n += 1;
+        if *n == 3 {
+            return Some(w.clone());
+        }
+    }
+    None
+}
+
 fn tokens(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| c.is_whitespace() || c == '–' || c == '—').map(trim_token).filter(|t| !t.is_empty())
 }
@@ -1324,6 +1351,9 @@ impl Context {
                 add(Problem::Directive { word: lower.clone() });
             }
         }
+        if let Some(words) = repetition(&lowers) {
+            add(Problem::Repetition { words });
+        }
         // Warden acting must be backed by an action item.
         if lowers.iter().any(|w| w == "warden" || w == "warden's") {
             if let Some(verb) = lowers.iter().find(|w| ACTED.contains(&w.as_str())) {
@@ -1437,6 +1467,33 @@ mod tests {
     fn problems(text: &str) -> Vec<String> {
         let (_, e) = incident();
         check(text, &e).sentences.iter().flat_map(|s| s.problems.iter().map(Problem::to_string)).collect()
+    }
+
+    #[test]
+    fn sentences_that_loop_fail() {
+        assert_eq!(
+            repetition(
+                &"latency to the 0.14 expected latency to the 0.14 expected"
+                    .split(' ')
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            ),
+            Some("latency to the".into())
+        );
+        assert_eq!(repetition(&["10.65", "10.65", "and", "10.65"].map(String::from)), Some("10.65".into()));
+        assert_eq!(repetition(&["10.65", "and", "10.65"].map(String::from)), None, "a number twice is fine");
+        assert_eq!(
+            repetition(
+                &"the checkout latency rose while the checkout errors rose"
+                    .split(' ')
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            ),
+            None
+        );
+        let looping = "checkout latency rose to 2.1 and then checkout latency rose to 2.1 [E3].";
+        assert!(!passes(looping));
+        assert!(problems(looping).iter().any(|p| p.starts_with("repetition(")), "{:?}", problems(looping));
     }
 
     #[test]
