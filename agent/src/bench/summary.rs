@@ -545,6 +545,7 @@ pub fn problem_class(p: &Problem) -> String {
         Problem::Unsupported { fact, .. } => format!("unsupported {fact}"),
         Problem::Untrusted { fact, .. } => format!("untrusted {fact}"),
         Problem::Directive { .. } => "directive".into(),
+        Problem::Repetition { .. } => "repetition".into(),
     }
 }
 
