@@ -27,6 +27,7 @@
 //! size or family: a 135M model and a 3B one get the same guarantees.
 
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use warden_detectors::rca::{Evidence, Payload};
 
@@ -535,9 +536,11 @@ pub struct SentenceState {
     facts: usize,
     /// The last byte written (no double spaces or commas).
     last: u8,
-    /// Hashes of the words written, lowercased: the grounding check's no-loops rule (three
-    /// words twice, a number three times) is kept here as it is written.
-    said: Vec<u64>,
+    /// The words written, lowercased, and the words that would now make the sentence loop
+    /// (the grounding check's rule 5: three words twice, a number three times), kept as it is
+    /// written. Shared between the copies the mask makes of a state.
+    said: Rc<Vec<String>>,
+    forbidden: Rc<Vec<String>>,
 }
 
 /// What a token does to a sentence.
@@ -557,7 +560,15 @@ impl Default for SentenceState {
 
 impl SentenceState {
     pub fn new() -> Self {
-        Self { node: 0, word: String::new(), words: 0, facts: 0, last: 0, said: Vec::new() }
+        Self {
+            node: 0,
+            word: String::new(),
+            words: 0,
+            facts: 0,
+            last: 0,
+            said: Rc::new(Vec::new()),
+            forbidden: Rc::new(Vec::new()),
+        }
     }
 
     /// Words written so far (the word being written not counted).
@@ -567,14 +578,27 @@ impl SentenceState {
 
     /// Whether `word` would make the sentence loop (see [`crate::grounding`], rule 5).
     fn repeats(&self, word: &str) -> bool {
-        let h = word_hash(word);
-        if word.bytes().any(|b| b.is_ascii_digit()) && self.said.iter().filter(|x| **x == h).count() >= 2 {
-            return true;
+        self.forbidden.iter().any(|f| f.eq_ignore_ascii_case(word))
+    }
+
+    /// Records a closed word and what may not follow it.
+    fn remember(&mut self, word: &str) {
+        let said = Rc::make_mut(&mut self.said);
+        said.push(word.to_ascii_lowercase());
+        let mut forbidden: Vec<String> = Vec::new();
+        if let [.., a, b] = said.as_slice() {
+            for t in said.windows(3) {
+                if &t[0] == a && &t[1] == b {
+                    forbidden.push(t[2].clone());
+                }
+            }
         }
-        match self.said.as_slice() {
-            [.., a, b] => self.said.windows(3).any(|t| t == [*a, *b, h]),
-            _ => false,
+        for w in said.iter().filter(|w| w.bytes().any(|c| c.is_ascii_digit())) {
+            if said.iter().filter(|x| *x == w).count() >= 2 && !forbidden.contains(w) {
+                forbidden.push(w.clone());
+            }
         }
+        self.forbidden = Rc::new(forbidden);
     }
 
     /// Whether the sentence may end here.
@@ -598,6 +622,14 @@ impl SentenceState {
         let needs_fact = self.words >= plan.max_words && self.facts == 0 && !s.facts.is_empty();
         if needs_fact && !s.facts.iter().any(|f| f.starts_with(self.word.as_str())) {
             return false;
+        }
+        let prefix = self.word.as_bytes();
+        if !self
+            .forbidden
+            .iter()
+            .any(|f| f.len() >= prefix.len() && f.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix))
+        {
+            return true;
         }
         // Depth-first through the words this prefix can become, until one will do; the
         // words a sentence may not repeat are few, so this usually stops at the first.
@@ -632,7 +664,9 @@ impl SentenceState {
         if !s.trie.terminal(self.node) || self.first_word_forbidden(s) || self.repeats(&self.word) {
             return false;
         }
-        self.said.push(word_hash(&self.word));
+        let word = std::mem::take(&mut self.word);
+        self.remember(&word);
+        self.word = word;
         self.words += 1;
         if s.facts.contains(&self.word) {
             self.facts += 1;
@@ -699,15 +733,6 @@ impl SentenceState {
         }
         Some((st, Step::Continue))
     }
-}
-
-fn word_hash(word: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for b in word.bytes() {
-        b.to_ascii_lowercase().hash(&mut h);
-    }
-    h.finish()
 }
 
 // ---------------------------------------------------------------------------------------------
