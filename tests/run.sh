@@ -131,3 +131,9 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build -p warden-agent --bins
 cargo test --workspace --no-fail-fast
+
+# The `cuda` feature compiles, kernels included (candle's .cu files through nvcc), with the
+# CUDA 13 compiler from NVIDIA's PyPI wheels; no GPU is needed to build, and none is here to
+# run it. A target directory of its own keeps the feature out of the build above.
+eval "$(bash "$root/tests/cuda-toolkit.sh" --compiler-only)"
+CARGO_TARGET_DIR="$root/target/cuda-check" cargo check -p warden-models --features cuda
