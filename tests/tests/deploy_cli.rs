@@ -196,6 +196,22 @@ async fn version_completions_man_page_and_run_statuses() -> Result<()> {
     let suite = warden_cli(&["bench", "rca"], &[]).await?;
     ensure!(suite.status.code() == Some(1) && suite.stderr.contains("give --suite DIR"), "{}", suite.stderr);
 
+    // The summary bench on a GPU: without the `cuda` feature a clear error naming the fix; a
+    // device that does not parse is refused with the choices.
+    let suite = concat!(env!("CARGO_MANIFEST_DIR"), "/rca/scenarios");
+    let args = ["bench", "summary", "--model", "/nonexistent/model.gguf", "--suite", suite, "--max-scenarios", "0"];
+    let gpu = warden_cli(&[&args[..], &["--device", "cuda"]].concat(), &[]).await?;
+    ensure!(
+        gpu.status.code() == Some(1)
+            && gpu.stderr.contains("no CUDA support")
+            && gpu.stderr.contains("--features cuda"),
+        "{:?} {}",
+        gpu.status,
+        gpu.stderr
+    );
+    let odd = warden_cli(&[&args[..], &["--device", "tpu"]].concat(), &[]).await?;
+    ensure!(odd.status.code() == Some(2) && odd.stderr.contains("tpu"), "{:?} {}", odd.status, odd.stderr);
+
     let bogus = warden_cli(&["runs", "list", "--db", "/nonexistent/warden.db", "--status", "bogus"], &[]).await?;
     ensure!(bogus.status.code() == Some(2), "{:?}", bogus.status);
     for status in ["awaiting_approval", "failed", "revert_failed", "succeeded"] {

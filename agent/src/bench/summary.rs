@@ -108,6 +108,8 @@ pub struct SummaryBenchArgs {
     pub no_requantize: bool,
     /// Run llama-family models on candle's `quantized_llama` instead of Warden's own pass.
     pub candle_llama: bool,
+    /// Where the model runs (`cpu`, `cuda`, `cuda:N`).
+    pub device: warden_models::llm::DeviceSpec,
     /// The Python interpreter for the llama.cpp side.
     pub python: String,
 }
@@ -124,6 +126,7 @@ impl Default for SummaryBenchArgs {
             max_scenarios: None,
             no_requantize: false,
             candle_llama: false,
+            device: warden_models::llm::DeviceSpec::Cpu,
             python: "python3".into(),
         }
     }
@@ -263,6 +266,8 @@ pub struct SummaryBenchReport {
     pub requantize: bool,
     /// Warden's own llama pass (`false`: candle's model for this file).
     pub native: bool,
+    /// Where the model ran (`cpu`, `cuda:0`, ...).
+    pub device: String,
     pub max_tokens: usize,
     pub candle: CandleReport,
     pub llama_cpp: Option<std::result::Result<LlamaCppReport, String>>,
@@ -316,6 +321,7 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
         opts.requantize = Some(false);
     }
     opts.native = !args.candle_llama;
+    opts.device = args.device;
     let requantize = opts.requantize_effective();
     eprintln!("loading {} ...", args.model.display());
     let started = Instant::now();
@@ -393,7 +399,8 @@ pub fn evaluate(args: &SummaryBenchArgs) -> Result<SummaryBenchReport> {
         release_build: !cfg!(debug_assertions),
         target_features: target_features(),
         requantize,
-        native: opts.native && candle.architecture == "llama",
+        native: opts.native && opts.device.is_cpu() && candle.architecture == "llama",
+        device: opts.device.to_string(),
         max_tokens: args.tokens,
         candle,
         llama_cpp,
@@ -786,6 +793,7 @@ pub fn to_json(r: &SummaryBenchReport) -> Value {
         "requantize": r.requantize,
         "requantized_tensors": c.requantized_tensors,
         "runtime": runtime_name(r),
+        "device": r.device,
         "load_s": num(c.load_s),
         "prompt_tokens": l.prompt_tokens,
         "cached_prefix_tokens": l.cached_prefix_tokens,
@@ -901,8 +909,9 @@ pub fn to_table(r: &SummaryBenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "runtime: {}; re-quantization to Q8_0: {}; prompt of scenario {} (with-evidence ranking, default prompt limits); greedy, up to {} tokens, 1 warm-up + median of {RUNS} runs",
+        "runtime: {} on {}; re-quantization to Q8_0: {}; prompt of scenario {} (with-evidence ranking, default prompt limits); greedy, up to {} tokens, 1 warm-up + median of {RUNS} runs",
         runtime_name(r),
+        r.device,
         if r.requantize { format!("on ({} tensors)", c.requantized_tensors) } else { "off".into() },
         c.scenario,
         r.max_tokens,

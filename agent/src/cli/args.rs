@@ -423,6 +423,10 @@ pub enum BenchCommand {
         /// forward pass (to compare the two).
         #[arg(long)]
         candle_llama: bool,
+        /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with the `cuda`
+        /// feature; llama.cpp's side stays on the CPU).
+        #[arg(long, default_value = "cpu")]
+        device: warden_models::llm::DeviceSpec,
         /// The Python interpreter for --compare-llama-cpp.
         #[arg(long, default_value = "python3")]
         python: String,
