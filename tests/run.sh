@@ -135,5 +135,11 @@ cargo test --workspace --no-fail-fast
 # The `cuda` feature compiles, kernels included (candle's .cu files through nvcc), with the
 # CUDA 13 compiler from NVIDIA's PyPI wheels; no GPU is needed to build, and none is here to
 # run it. A target directory of its own keeps the feature out of the build above.
+# nvcc compiles the kernels' host side with the system's C++ compiler.
+if ! command -v g++ >/dev/null 2>&1; then
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends g++
+fi
 eval "$(bash "$root/tests/cuda-toolkit.sh" --compiler-only)"
 CARGO_TARGET_DIR="$root/target/cuda-check" cargo check -p warden-models --features cuda
