@@ -621,16 +621,9 @@ mod kernels {
 
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
+        use crate::llm::native::q4_1::avx2::hsum;
         use half::f16;
         use std::arch::x86_64::*;
-
-        #[target_feature(enable = "avx2,fma,f16c")]
-        fn hsum(x: __m256) -> f32 {
-            let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-            let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-            let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-            _mm_cvtss_f32(r)
-        }
 
         /// # Safety
         /// `q` has 64 values; rows `j·stride .. j·stride + 64` of `k` exist for `j < out.len()`.
@@ -708,10 +701,7 @@ mod kernels {
                 acc = _mm256_fmadd_ps(x, y, acc);
                 i += 8;
             }
-            let r = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-            let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-            let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-            let mut s = _mm_cvtss_f32(r);
+            let mut s = hsum(acc);
             while i < n {
                 s += a[i] * b[i].to_f32();
                 i += 1;
