@@ -295,6 +295,9 @@ fn main() -> ExitCode {
         Command::Runs { command: RunsCommand::Show { id, db, json } } => {
             open_store(db).and_then(|s| playbook_cmd::runs_show(&s, id, json))
         }
+        Command::Audit { command: AuditCommand::List { db, run, kind, last, json } } => {
+            open_store(db).and_then(|s| playbook_cmd::audit_list(&s, run, kind, last, json))
+        }
         Command::Audit { command: AuditCommand::Verify { db, json } } => {
             match open_store(db).and_then(|s| playbook_cmd::audit_verify(&s, json)) {
                 Ok(true) => Ok(()),

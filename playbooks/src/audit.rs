@@ -40,6 +40,10 @@ pub enum AuditKind {
     Revert,
     /// A run changed state.
     State,
+    /// A person acknowledged or resolved an incident by hand (CLI, API, console, Slack).
+    Incident,
+    /// A person created or ended a silence.
+    Silence,
 }
 
 impl AuditKind {
@@ -53,6 +57,8 @@ impl AuditKind {
             AuditKind::Verify => "verify",
             AuditKind::Revert => "revert",
             AuditKind::State => "state",
+            AuditKind::Incident => "incident",
+            AuditKind::Silence => "silence",
         }
     }
 }

@@ -283,6 +283,23 @@ async fn demo_json_is_one_object_per_line_and_open_incidents_close_by_hand() -> 
     let events = v["events"].as_array().context("events")?;
     let by = |kind: &str| events.iter().find(|e| e["kind"] == kind).map(|e| e["detail"]["by"].clone());
     ensure!(by("acknowledged") == Some("user/bob".into()) && by("resolved") == Some("user/bob".into()), "{v}");
+    // Both hands are in the audit trail (not the refused second tries), which stays intact.
+    let audit = warden_cli(&["audit", "list", "--db", store, "--kind", "incident"], &[]).await?;
+    let lines: Vec<&str> = audit.stdout.lines().collect();
+    ensure!(audit.status.success() && lines.len() == 2, "{}{}", audit.stdout, audit.stderr);
+    for (line, action) in lines.iter().zip(["acknowledged", "resolved"]) {
+        ensure!(
+            line.contains("incident  user/bob")
+                && line.contains(&format!("action={action}"))
+                && line.contains(&format!("incident_id={id}"))
+                && line.contains(r#"comment="on it""#),
+            "{line}"
+        );
+    }
+    let bad = warden_cli(&["audit", "list", "--db", store, "--kind", "ack"], &[]).await?;
+    ensure!(bad.status.code() == Some(2) && bad.stderr.contains("unknown audit kind `ack`"), "{}", bad.stderr);
+    let verify = warden_cli(&["audit", "verify", "--db", store], &[]).await?;
+    ensure!(verify.status.success() && verify.stdout.contains("intact"), "{}{}", verify.stdout, verify.stderr);
     Ok(())
 }
 

@@ -378,7 +378,7 @@ async fn outages_and_rate_limits_keep_each_incidents_order() -> Result<()> {
             &json!({}),
             &render(NotifyEvent::Action, &i, Some("scaled"), &[], &names),
         )?;
-        store.resolve_incident(i.id, now, &json!({}), |i| render(NotifyEvent::Resolved, i, None, &[], &names))?;
+        store.resolve_incident(i.id, now, &json!({}), None, |i| render(NotifyEvent::Resolved, i, None, &[], &names))?;
         subjects.push([NotifyEvent::Opened, NotifyEvent::Action, NotifyEvent::Resolved].map(|e| subject(e, &i)));
     }
     // Slack answers 500 twice, then asks to wait 1 s.

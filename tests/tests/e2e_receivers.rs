@@ -68,7 +68,9 @@ fn incident_life(store: &Store, fp: &str, channels: &[&str]) -> Result<Incident>
         .open_incident(&signal(fp), Utc::now(), &json!({}), |i| render(NotifyEvent::Opened, i, None, &[], channels))?;
     let action = render(NotifyEvent::Action, &i, Some("scaled shop/checkout from 2 to 3"), &[], channels);
     store.add_event(i.id, Utc::now(), "action", &json!({}), &action)?;
-    store.resolve_incident(i.id, Utc::now(), &json!({}), |i| render(NotifyEvent::Resolved, i, None, &[], channels))?;
+    store.resolve_incident(i.id, Utc::now(), &json!({}), None, |i| {
+        render(NotifyEvent::Resolved, i, None, &[], channels)
+    })?;
     Ok(i)
 }
 
@@ -260,7 +262,7 @@ async fn slack_app_keeps_one_message_per_incident_across_a_restart() -> Result<(
     let ob = outbox(&store, Channels { slack_app: Some(app(&api, Approvers::default())?), ..Default::default() });
     let action = render(NotifyEvent::Action, &i, Some("scaled shop/checkout from 2 to 3"), &[], &["slack_app"]);
     store.add_event(i.id, Utc::now(), "action", &json!({}), &action)?;
-    store.resolve_incident(i.id, Utc::now(), &json!({}), |i| {
+    store.resolve_incident(i.id, Utc::now(), &json!({}), None, |i| {
         render(NotifyEvent::Resolved, i, None, &[], &["slack_app"])
     })?;
     api.fail_next(&[SlackApiFault::Unavailable]);

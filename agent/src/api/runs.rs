@@ -218,3 +218,29 @@ pub async fn verify_audit(State(st): State<AppState>) -> Response {
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    run: Option<i64>,
+    kind: Option<warden_playbooks::audit::AuditKind>,
+    last: Option<u32>,
+}
+
+/// `GET /api/v1/audit`: the latest entries (default 50), oldest first; `run` and `kind`
+/// filter (`kind=incident` and `kind=silence` are people's hands on incidents and silences).
+pub async fn list_audit(
+    State(st): State<AppState>,
+    q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(q)) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameters: run=ID, kind=trigger|guard|approval|request|response|verify|revert|state|incident|silence, last=N",
+        );
+    };
+    match st.pipeline.store.audit_query(q.run, q.kind, Some(q.last.unwrap_or(50))) {
+        Ok(entries) => Json(json!({ "entries": entries })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

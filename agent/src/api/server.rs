@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/playbooks/{name}", get(crate::api::runs::get_playbook))
         .route("/runs", get(crate::api::runs::list_runs))
         .route("/runs/{id}", get(crate::api::runs::get_run))
+        .route("/audit", get(crate::api::runs::list_audit))
         .route("/audit/verify", get(crate::api::runs::verify_audit))
         .route("/outbox", get(crate::api::outbox::list))
         .route("/outbox/dead", get(crate::api::outbox::dead))
@@ -361,6 +362,36 @@ mod tests {
             (resolved["by"].as_str(), resolved["comment"].as_str()),
             (Some("api/operator"), Some("fixed the disk"))
         );
+        // And in the hash-chained audit trail, as people's hands (the refused second tries
+        // are not), the chain intact.
+        let (st, body) = call(&app, "GET", "/api/v1/audit?kind=incident", Some("view"), "").await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let hands: Vec<(String, String, String)> = v["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| {
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+                (s(&e["actor"]), s(&e["detail"]["action"]), s(&e["detail"]["comment"]))
+            })
+            .collect();
+        assert_eq!(
+            hands,
+            [
+                ("api/alice".into(), "acknowledged".into(), "looking".into()),
+                ("api/operator".into(), "resolved".into(), "fixed the disk".into())
+            ]
+        );
+        let (_, body) = call(&app, "GET", "/api/v1/audit/verify", Some("view"), "").await;
+        assert!(body.contains(r#""intact":true"#), "{body}");
+        let (st, body) = call(&app, "GET", "/api/v1/audit?kind=ack", Some("view"), "").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("kind=trigger|"), "the error names the kinds: {body}");
+        let (_, body) = call(&app, "GET", "/api/v1/audit?last=1", Some("view"), "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["entries"].as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(v["entries"][0]["detail"]["action"], "resolved", "the latest: {body}");
     }
 
     #[tokio::test]

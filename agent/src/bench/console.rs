@@ -141,6 +141,7 @@ fn fill(store: &Store, n: usize) -> Result<()> {
                 incident.id,
                 at + TimeDelta::minutes(20),
                 &json!({"reason": "back to normal"}),
+                None,
                 |_| vec![],
             )?;
         }

@@ -139,7 +139,8 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
-    /// The hash-chained audit trail of playbook runs.
+    /// The hash-chained audit trail: playbook runs, and people's hands on incidents and
+    /// silences.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -290,6 +291,24 @@ pub enum RunsCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
+    /// List audit entries, oldest first (the last 50 unless `--last`).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only this run's entries.
+        #[arg(long, value_name = "ID")]
+        run: Option<i64>,
+        /// Only entries of this kind: trigger, guard, approval, request, response, verify,
+        /// revert, state, incident (acknowledged or resolved by hand), silence.
+        #[arg(long, value_name = "KIND", value_parser = parse_audit_kind)]
+        kind: Option<warden_playbooks::audit::AuditKind>,
+        /// How many of the latest entries.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        last: u32,
+        /// Print the entries as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the hash chain against the audit head; exit 1 and name the first bad entry
     /// when it was edited, cut or truncated.
     Verify {
@@ -643,4 +662,13 @@ pub struct DbArgs {
     /// The SQLite store itself.
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+}
+
+/// An audit entry kind by its name (`incident`, `silence`, `approval`, ...).
+fn parse_audit_kind(s: &str) -> Result<warden_playbooks::audit::AuditKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!(
+            "unknown audit kind `{s}` (one of: trigger, guard, approval, request, response, verify, revert, state, incident, silence)"
+        )
+    })
 }

@@ -382,6 +382,37 @@ pub fn runs_list(store: &Store, status: Option<String>, json_out: bool, limit: u
     Ok(())
 }
 
+/// `warden audit list`: the latest entries, oldest first, one line each.
+pub fn audit_list(
+    store: &Store,
+    run: Option<i64>,
+    kind: Option<warden_playbooks::audit::AuditKind>,
+    last: u32,
+    json_out: bool,
+) -> Result<()> {
+    let entries = store.audit_query(run, kind, Some(last))?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no audit entries");
+    }
+    for e in entries {
+        let run = e.run_id.map(|r| format!("run {r}")).unwrap_or_else(|| "-".into());
+        println!(
+            "#{:<5} {} {:<8} {:<9} {:<22} {}",
+            e.seq,
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            run,
+            e.kind.as_str(),
+            e.actor,
+            audit_detail(&e.detail)
+        );
+    }
+    Ok(())
+}
+
 pub fn runs_show(store: &Store, id: i64, json_out: bool) -> Result<()> {
     let run = store.get_run(id)?.ok_or_else(|| anyhow!("no run {id}"))?;
     let audit = store.audit_for_run(id)?;

@@ -120,7 +120,7 @@ impl Tracker {
         if quiet < resolve_after {
             return Ok(None);
         }
-        self.resolve(open, &json!({ "quiet_evaluations": quiet }), now)
+        self.resolve(open, &json!({ "quiet_evaluations": quiet }), None, now)
     }
 
     /// Resolve the open incident of `fingerprint` (an alert that stopped firing).
@@ -131,7 +131,7 @@ impl Tracker {
         now: DateTime<Utc>,
     ) -> Result<Option<Incident>, StoreError> {
         match self.store.open_incident_by_fingerprint(fingerprint)? {
-            Some(open) => self.resolve(&open, detail, now),
+            Some(open) => self.resolve(&open, detail, None, now),
             None => Ok(None),
         }
     }
@@ -152,7 +152,7 @@ impl Tracker {
             return Ok(HandOutcome::Unchanged(incident));
         }
         let detail = json!({ "by_hand": true, "by": by, "comment": comment });
-        match self.resolve(&incident, &detail, now)? {
+        match self.resolve(&incident, &detail, Some(by), now)? {
             Some(resolved) => {
                 tracing::info!(incident = id, by, "incident resolved by hand");
                 Ok(HandOutcome::Done(resolved))
@@ -171,7 +171,7 @@ impl Tracker {
     ) -> Result<HandOutcome, StoreError> {
         let Some(incident) = self.store.get_incident(id)? else { return Ok(HandOutcome::NotFound) };
         let detail = json!({ "by": by, "comment": comment });
-        if self.store.acknowledge_incident(id, now, &detail)? {
+        if self.store.acknowledge_incident(id, by, now, &detail)? {
             tracing::info!(incident = id, by, "incident acknowledged");
             Ok(HandOutcome::Done(incident))
         } else {
@@ -179,10 +179,17 @@ impl Tracker {
         }
     }
 
-    fn resolve(&self, open: &Incident, detail: &Value, now: DateTime<Utc>) -> Result<Option<Incident>, StoreError> {
+    /// Resolve `open`; `by`: the person resolving it by hand (audited).
+    fn resolve(
+        &self,
+        open: &Incident,
+        detail: &Value,
+        by: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Incident>, StoreError> {
         let actions = self.store.action_history(open.id);
         let routes = &self.channels;
-        let resolved = self.store.resolve_incident(open.id, now, detail, |i| {
+        let resolved = self.store.resolve_incident(open.id, now, detail, by, |i| {
             render(NotifyEvent::Resolved, i, None, &actions, &routes.for_incident(i))
         })?;
         if let Some(r) = &resolved {

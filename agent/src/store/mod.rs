@@ -506,14 +506,17 @@ impl Store {
 
     /// Resolve with its event and the notifications it owes, atomically. Returns `None` when
     /// the incident was not open (already resolved).
+    /// `by`: the person who resolved it by hand; their resolution is appended to the audit
+    /// trail in the same transaction.
     pub fn resolve_incident(
         &self,
         id: i64,
         now: DateTime<Utc>,
         detail: &serde_json::Value,
+        by: Option<&str>,
         notify: impl Fn(&Incident) -> Vec<NewNotification>,
     ) -> StoreResult<Option<Incident>> {
-        self.tx(|tx| {
+        let body = |tx: &Conn<'_>| {
             let changed = tx.execute(
                 "UPDATE incidents SET status = 'resolved', resolved_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'open'",
                 args![id, ms(now)],
@@ -526,14 +529,28 @@ impl Store {
             for n in notify(&incident) {
                 insert_outbox(tx, Some(id), &n, now)?;
             }
+            if let Some(by) = by {
+                runs::append(tx, &[human_incident_audit(&incident, "resolved", by, detail, now)])?;
+            }
             Ok(Some(incident))
-        })
+        };
+        match by {
+            Some(_) => self.db.tx_serial(body),
+            None => self.tx(body),
+        }
     }
 
-    /// Record that a person acknowledged open incident `id` (an `acknowledged` event with
-    /// `detail`). `Ok(false)`: it was not open or was acknowledged before; nothing changed.
-    pub fn acknowledge_incident(&self, id: i64, now: DateTime<Utc>, detail: &serde_json::Value) -> StoreResult<bool> {
-        self.tx(|tx| {
+    /// Record that person `by` acknowledged open incident `id`: an `acknowledged` event with
+    /// `detail` and an audit entry, in one transaction. `Ok(false)`: it was not open or was
+    /// acknowledged before; nothing changed.
+    pub fn acknowledge_incident(
+        &self,
+        id: i64,
+        by: &str,
+        now: DateTime<Utc>,
+        detail: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        self.db.tx_serial(|tx| {
             let open: bool = match tx.query_opt("SELECT status = 'open' FROM incidents WHERE id = ?1", args![id])? {
                 Some(r) => r.get(0)?,
                 None => false,
@@ -548,6 +565,8 @@ impl Store {
                 return Ok(false);
             }
             insert_event(tx, id, now, "acknowledged", detail)?;
+            let incident = incident_from_row(&tx.query_one(&format!("{INCIDENT_SELECT} WHERE id = ?1"), args![id])?)?;
+            runs::append(tx, &[human_incident_audit(&incident, "acknowledged", by, detail, now)])?;
             Ok(true)
         })
     }
@@ -741,6 +760,30 @@ fn incident_from_row(r: &Row) -> StoreResult<Incident> {
     })
 }
 
+/// The audit entry of a person's hand on an incident (`action`: `acknowledged` or
+/// `resolved`); `detail` is the incident event's (who, comment).
+fn human_incident_audit(
+    incident: &Incident,
+    action: &str,
+    by: &str,
+    detail: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> warden_playbooks::audit::AuditEvent {
+    warden_playbooks::audit::AuditEvent::new(
+        now,
+        None,
+        warden_playbooks::audit::AuditKind::Incident,
+        by,
+        serde_json::json!({
+            "action": action,
+            "incident_id": incident.id,
+            "fingerprint": incident.fingerprint,
+            "title": incident.title,
+            "comment": detail.get("comment").cloned().unwrap_or(serde_json::Value::Null),
+        }),
+    )
+}
+
 pub(crate) fn insert_event(
     c: &Conn<'_>,
     incident_id: i64,
@@ -893,10 +936,11 @@ mod tests {
             assert_eq!(s.update_incident(inc.id, &sig(), now(2)).expect("update"), 1);
             assert_eq!(s.record_quiet(inc.id).expect("quiet"), 1);
 
-            let resolved = s.resolve_incident(inc.id, now(3), &json!({}), |_| vec![note("resolved")]).expect("resolve");
+            let resolved =
+                s.resolve_incident(inc.id, now(3), &json!({}), None, |_| vec![note("resolved")]).expect("resolve");
             assert_eq!(resolved.map(|i| i.status), Some("resolved".into()));
             assert!(s
-                .resolve_incident(inc.id, now(4), &json!({}), |_| vec![note("again")])
+                .resolve_incident(inc.id, now(4), &json!({}), None, |_| vec![note("again")])
                 .expect("resolve")
                 .is_none());
 

@@ -19,7 +19,9 @@ use warden_playbooks::run::{Run, RunStatus, StepStatus};
 use crate::store::db::{args, Conn, Row, Value};
 use crate::store::{from_ms, ms, Store, StoreError, StoreResult};
 
-fn append(tx: &Conn<'_>, events: &[AuditEvent]) -> StoreResult<()> {
+/// Extend the audit chain with `events` and move the audit head, inside `tx` (a serial
+/// transaction, `Db::tx_serial`).
+pub(crate) fn append(tx: &Conn<'_>, events: &[AuditEvent]) -> StoreResult<()> {
     let mut last = None;
     for ev in events {
         let head = match tx.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", args![])? {
@@ -320,7 +322,29 @@ impl Store {
 
     /// Audit entries of one run, oldest first.
     pub fn audit_for_run(&self, run_id: i64) -> StoreResult<Vec<AuditEntry>> {
-        Ok(self.audit_entries()?.into_iter().filter(|e| e.run_id == Some(run_id)).collect())
+        self.audit_query(Some(run_id), None, None)
+    }
+
+    /// Audit entries, oldest first: of run `run_id` and of kind `kind` when given; with
+    /// `last`, only the last that many of them.
+    pub fn audit_query(
+        &self,
+        run_id: Option<i64>,
+        kind: Option<AuditKind>,
+        last: Option<u32>,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT * FROM (
+                     SELECT seq, at, run_id, kind, actor, detail, prev_hash, hash, lease, lease_holder, lease_transitions
+                     FROM audit
+                     WHERE (CAST(?1 AS BIGINT) IS NULL OR run_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR kind = ?2)
+                     ORDER BY seq DESC LIMIT ?3
+                 ) AS last_entries ORDER BY seq",
+                args![run_id, kind.map(AuditKind::as_str), last.map(i64::from).unwrap_or(i64::MAX)],
+            )
+        })?;
+        rows.iter().map(audit_from_row).collect()
     }
 }
 

@@ -3,8 +3,12 @@
 
 use chrono::{DateTime, Utc};
 
+use serde_json::json;
+use warden_playbooks::audit::{AuditEvent, AuditKind};
+
 use crate::incident::silence::Silence;
 use crate::store::db::{args, Row};
+use crate::store::runs::append;
 use crate::store::{from_ms, ms, Store, StoreError, StoreResult};
 
 /// A silence to store (its matchers already checked).
@@ -38,16 +42,28 @@ fn silence_from_row(r: &Row) -> StoreResult<Silence> {
 }
 
 impl Store {
+    /// Store a silence and its audit entry (`created` by `created_by`), in one transaction.
     pub fn add_silence(&self, s: &NewSilence, now: DateTime<Utc>) -> StoreResult<Silence> {
         let matchers = serde_json::to_string(&s.matchers)
             .map_err(|e| StoreError::Corrupt { table: "silences", message: e.to_string() })?;
-        let id: i64 = self.with(|c| {
-            c.query_one(
-                "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-                args![matchers, ms(s.starts_at), ms(s.ends_at), s.created_by, s.comment, ms(now)],
-            )?
-            .get(0)
+        let id: i64 = self.db.tx_serial(|tx| {
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                    args![matchers, ms(s.starts_at), ms(s.ends_at), s.created_by, s.comment, ms(now)],
+                )?
+                .get(0)?;
+            let detail = json!({
+                "action": "created",
+                "silence_id": id,
+                "matchers": s.matchers,
+                "starts_at": s.starts_at.to_rfc3339(),
+                "ends_at": s.ends_at.to_rfc3339(),
+                "comment": s.comment,
+            });
+            append(tx, &[AuditEvent::new(now, None, AuditKind::Silence, &s.created_by, detail)])?;
+            Ok(id)
         })?;
         self.get_silence(id)?
             .ok_or_else(|| StoreError::Corrupt { table: "silences", message: format!("silence {id} vanished") })
@@ -73,15 +89,25 @@ impl Store {
         rows.iter().map(silence_from_row).collect()
     }
 
-    /// End a silence now. `Ok(None)`: no such silence; `Ok(Some((silence, false)))`: it had
-    /// already ended (nothing changed).
+    /// End a silence now, with its audit entry (`expired` by `by`). `Ok(None)`: no such
+    /// silence; `Ok(Some((silence, false)))`: it had already ended (nothing changed, nothing
+    /// audited).
     pub fn expire_silence(&self, id: i64, by: &str, now: DateTime<Utc>) -> StoreResult<Option<(Silence, bool)>> {
-        let changed = self.with(|c| {
-            c.execute(
+        let changed = self.db.tx_serial(|tx| {
+            let changed = tx.execute(
                 "UPDATE silences SET expired_at = ?2, expired_by = ?3
                  WHERE id = ?1 AND expired_at IS NULL AND ends_at > ?2",
                 args![id, ms(now), by],
-            )
+            )?;
+            if changed == 1 {
+                let matchers: String =
+                    tx.query_one("SELECT matchers FROM silences WHERE id = ?1", args![id])?.get(0)?;
+                let matchers: serde_json::Value = serde_json::from_str(&matchers)
+                    .map_err(|e| StoreError::Corrupt { table: "silences", message: format!("silence {id}: {e}") })?;
+                let detail = json!({ "action": "expired", "silence_id": id, "matchers": matchers });
+                append(tx, &[AuditEvent::new(now, None, AuditKind::Silence, by, detail)])?;
+            }
+            Ok(changed)
         })?;
         Ok(self.get_silence(id)?.map(|s| (s, changed == 1)))
     }
@@ -131,6 +157,32 @@ mod tests {
             assert!(!s.expire_silence(a.id, "user/b", t(30)).expect("again").expect("found").1);
             assert!(s.expire_silence(999, "user/b", t(30)).expect("none").is_none());
             assert!(s.list_silences(false, t(21)).expect("list").iter().all(|x| x.id != a.id));
+            // Both creations and the one real ending are audited (not the no-op second end).
+            let audit = s.audit_query(None, Some(AuditKind::Silence), None).expect("audit");
+            let seen: Vec<(String, String, i64)> = audit
+                .iter()
+                .map(|e| {
+                    let action = e.detail["action"].as_str().unwrap_or("").to_string();
+                    (e.actor.clone(), action, e.detail["silence_id"].as_i64().unwrap_or(0))
+                })
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    ("user/a".into(), "created".into(), a.id),
+                    ("user/a".into(), "created".into(), b.id),
+                    ("user/b".into(), "expired".into(), a.id)
+                ],
+                "{}",
+                s.backend()
+            );
+            assert_eq!(audit[0].detail["matchers"], serde_json::json!(["watch=a"]));
+            assert_eq!(audit[0].detail["comment"], "deploy");
+            assert!(s.audit_query(None, Some(AuditKind::Incident), None).expect("audit").is_empty());
+            assert_eq!(s.audit_query(None, None, Some(2)).expect("audit").len(), 2);
+            let entries = s.audit_entries().expect("entries");
+            let head = s.audit_head().expect("head");
+            assert!(warden_playbooks::audit::verify_with_head(&entries, head.as_ref()).is_ok());
         }
     }
 }
