@@ -361,6 +361,127 @@ async fn a_flood_is_digested_and_a_new_incident_is_not_stuck_behind_it() -> Resu
     Ok(())
 }
 
+/// A route's grouping (`group_by`, `group_wait`, `group_interval`), driven with the
+/// outbox's clock: a group's first message waits for the others, later ones keep the
+/// interval (across an outbox restart: the store keeps when a group last sent), a group of
+/// one goes as it is, an action behind a held message sends its group at once, a silenced
+/// incident's held message is not sent, and incidents no grouping route matches go at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_groups_batch_incidents_and_keep_their_windows() -> Result<()> {
+    use warden_agent::config::{HumanDuration, RouteConfig};
+    use warden_agent::notify::Routes;
+    let slack = SlackReceiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(Store::open(&dir.path().join("warden.db"))?);
+    let channels = Channels { slack: Some(slack_hook(&slack)?), ..Default::default() };
+    let routes = Routes::new(
+        channels.names(),
+        &[RouteConfig {
+            matchers: vec!["namespace=~.+".into()],
+            group_by: Some(vec!["namespace".into()]),
+            group_wait: Some(HumanDuration(Duration::from_secs(30))),
+            group_interval: Some(HumanDuration(Duration::from_secs(300))),
+            ..RouteConfig::default()
+        }],
+    );
+    // Whole seconds: the store keeps milliseconds.
+    let t0 = chrono::DateTime::from_timestamp(Utc::now().timestamp() - 3600, 0).context("time")?;
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    let open_at = |name: &str, ns: Option<&str>, s: i64| -> Result<Incident> {
+        let l = match ns {
+            Some(ns) => labels(&[("namespace", ns), ("pod", name)]),
+            None => labels(&[("pod", name)]),
+        };
+        Ok(store.open_incident(&signal(name, &format!("{name}-watch"), l), at(s), &json!({}), |i| {
+            routes.grouped(i, render(NotifyEvent::Opened, i, None, &[], &routes.for_incident(i)))
+        })?)
+    };
+    let resolve_at = |i: &Incident, s: i64| -> Result<()> {
+        store.resolve_incident(i.id, at(s), &json!({}), None, |i| {
+            routes.grouped(i, render(NotifyEvent::Resolved, i, None, &[], &routes.for_incident(i)))
+        })?;
+        Ok(())
+    };
+    let texts = || -> Vec<String> { slack.delivered().iter().filter_map(|p| p.text().map(str::to_string)).collect() };
+    let outbox = |store: &Arc<Store>, channels: &Channels| {
+        Outbox::new(store.clone(), channels.clone(), policy(1000), Arc::new(Metrics::new()), Timeline::default())
+    };
+    let first = outbox(&store, &channels);
+
+    let a = open_at("a", Some("payments"), 0)?;
+    let c = open_at("c", Some("shop"), 5)?;
+    let b = open_at("b", Some("payments"), 10)?;
+    let d = open_at("d", None, 11)?;
+    let pass = first.deliver_due(at(12)).await;
+    ensure!(pass.delivered == 1 && pass.next_due == Some(at(30)), "only the ungrouped incident: {pass:?}");
+    ensure!(texts() == [subject(NotifyEvent::Opened, &d)], "{}", slack.summary());
+
+    // payments' window ends: one message for a and b.
+    let pass = first.deliver_due(at(30)).await;
+    ensure!(pass.delivered == 1 && pass.next_due == Some(at(35)), "{pass:?}");
+    let group = slack.delivered().last().map(|p| p.json.clone()).context("group message")?;
+    let text = group.to_string();
+    ensure!(
+        group["text"] == r#"[warden] GROUP 2 incident(s): namespace="payments""#
+            && text.contains(&format!("#{} (opened)", a.id))
+            && text.contains(&format!("#{} (opened)", b.id)),
+        "{group}"
+    );
+    // shop's group of one goes as it is.
+    ensure!(first.deliver_due(at(35)).await.delivered == 1);
+    ensure!(texts().last() == Some(&subject(NotifyEvent::Opened, &c)), "{}", slack.summary());
+
+    // a resolves within payments' interval: held until 30 s + 5 min.
+    resolve_at(&a, 60)?;
+    let pass = first.deliver_due(at(61)).await;
+    ensure!(pass.delivered == 0 && pass.next_due == Some(at(330)), "{pass:?}");
+    ensure!(first.deliver_due(at(330)).await.delivered == 1);
+    ensure!(texts().last() == Some(&subject(NotifyEvent::Resolved, &a)), "{}", slack.summary());
+
+    // A new outbox (a restart, another leader) keeps the interval: the store has it.
+    let second = outbox(&store, &channels);
+    resolve_at(&b, 340)?;
+    let pass = second.deliver_due(at(400)).await;
+    ensure!(pass.delivered == 0 && pass.next_due == Some(at(630)), "{pass:?}");
+    ensure!(second.deliver_due(at(630)).await.delivered == 1);
+
+    // An action of a held incident does not wait behind it: the group goes at once.
+    let e = open_at("e", Some("payments"), 700)?;
+    let pass = second.deliver_due(at(701)).await;
+    ensure!(pass.delivered == 0 && pass.next_due == Some(at(930)), "{pass:?}");
+    let action = render(NotifyEvent::Action, &e, Some("scaled shop/e to 3"), &[], &routes.for_incident(&e));
+    store.add_event(e.id, at(702), "action", &json!({}), &routes.grouped(&e, action))?;
+    let pass = second.deliver_due(at(703)).await;
+    ensure!(pass.delivered == 2, "{pass:?}");
+    let last: Vec<String> = texts().into_iter().rev().take(2).rev().collect();
+    ensure!(
+        last == [subject(NotifyEvent::Opened, &e), subject(NotifyEvent::Action, &e)],
+        "in order: {}",
+        slack.summary()
+    );
+
+    // A silence made while f's message is held: it is never sent.
+    let f = open_at("f", Some("shop"), 800)?;
+    store.add_silence(
+        &warden_agent::store::silences::NewSilence {
+            matchers: vec!["watch=f-watch".into()],
+            starts_at: at(800),
+            ends_at: Utc::now() + chrono::Duration::hours(1),
+            created_by: "user/alice".into(),
+            comment: "known".into(),
+        },
+        at(801),
+    )?;
+    let sent = texts().len();
+    let pass = second.deliver_due(at(830)).await;
+    ensure!(pass.delivered == 0 && texts().len() == sent, "{pass:?}");
+    let silenced = store.list_outbox(Some("silenced"), None, 10)?;
+    ensure!(silenced.len() == 1 && silenced[0].incident_id == Some(f.id), "{silenced:?}");
+    ensure!(store.pending_notifications()? == 0);
+    ensure!(slack.posts().iter().all(|p| p.accepted()), "{}", slack.summary());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_and_rate_limits_keep_each_incidents_order() -> Result<()> {
     let slack = SlackReceiver::start().await?;

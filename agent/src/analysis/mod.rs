@@ -168,7 +168,9 @@ impl Analyzer {
             revised_because,
         };
         let channels = self.channels.clone();
-        self.store.save_analysis(&analysis, |i| render_analysis(i, &analysis, &channels.for_incident(i)))?;
+        self.store.save_analysis(&analysis, |i| {
+            channels.grouped(i, render_analysis(i, &analysis, &channels.for_incident(i)))
+        })?;
         self.outbox_wake.notify_one();
         let top = analysis.ranking.candidates.first().map(|c| c.subject.display());
         tracing::info!(incident = incident_id, top = ?top, source = ?analysis.summary.source, "incident analysed");

@@ -82,7 +82,11 @@ fn table(messages: &[OutboxMessage], state: &str, out: &mut impl Write) -> Resul
     )?;
     for m in messages {
         let incident = m.incident_id.map(|i| format!("#{i}")).unwrap_or_else(|| "-".into());
-        let text = if dead { m.reason.as_deref().unwrap_or("-").to_string() } else { m.subject.clone() };
+        let text = match (&m.group, dead) {
+            (_, true) => m.reason.as_deref().unwrap_or("-").to_string(),
+            (Some(group), false) => format!("(held by group {group}) {}", m.subject),
+            (None, false) => m.subject.clone(),
+        };
         writeln!(
             out,
             "{:>6}  {:<7} {:>8}  {:<22} {:>8}  {:<20} {}",
@@ -164,11 +168,13 @@ mod tests {
                     channel: "email".into(),
                     event: "opened".into(),
                     payload: json!({"subject": "[warden] OPENED a"}),
+                    group: None,
                 },
                 NewNotification {
                     channel: "email".into(),
                     event: "resolved".into(),
                     payload: json!({"subject": "[warden] RESOLVED a"}),
+                    group: None,
                 },
             ]
         })

@@ -521,19 +521,32 @@ impl NotifySection {
     }
 }
 
-/// One entry of `notify.routes`.
-#[derive(Debug, Clone, Deserialize)]
+/// One entry of `notify.routes` (or of a route's `routes`), Alertmanager's routing tree.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Label matchers (`namespace=payments`, `severity=~critical|warning`); none: every
-    /// incident.
+    /// incident. A child route's matchers apply on top of its parent's.
     #[serde(rename = "match", default)]
     pub matchers: Vec<String>,
-    /// Configured channel names (`slack`, `email`, `pagerduty`, ...); empty: dropped.
-    pub receivers: Vec<String>,
-    /// Go on to the next routes after this one matched (their receivers are added).
+    /// Configured channel names (`slack`, `email`, `pagerduty`, ...); empty: dropped;
+    /// absent: the parent's (a top-level route's parent is every channel).
+    pub receivers: Option<Vec<String>>,
+    /// Go on to the next sibling routes after this one matched (their receivers are added).
     #[serde(rename = "continue", default)]
     pub continue_matching: bool,
+    /// Child routes: the first that matches (and those after it while they `continue`)
+    /// decides instead of this one; none matching: this route.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Batch the incidents this route matches into one message per group (label values;
+    /// `[]`: one group for the route; `['...']`: one per incident). Setting any of
+    /// `group_by`, `group_wait`, `group_interval` turns grouping on; children inherit them.
+    pub group_by: Option<Vec<String>>,
+    /// How long a new group waits for more incidents before its first message (30s).
+    pub group_wait: Option<HumanDuration>,
+    /// At most one message per group in this time after the last one (5m).
+    pub group_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -142,20 +142,7 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     receivers(&mut err, &cfg.notify);
     let channels = cfg.notify.channel_names();
     for (i, route) in cfg.notify.routes.iter().enumerate() {
-        for (j, m) in route.matchers.iter().enumerate() {
-            if let Err(e) = crate::incident::silence::Matcher::parse(m) {
-                err(format!("notify.routes[{i}].match[{j}]"), e);
-            }
-        }
-        for (j, r) in route.receivers.iter().enumerate() {
-            if !channels.contains(&r.as_str()) {
-                let known = if channels.is_empty() { "none".to_string() } else { channels.join(", ") };
-                err(
-                    format!("notify.routes[{i}].receivers[{j}]"),
-                    format!("`{r}` is not a configured channel (configured: {known})"),
-                );
-            }
-        }
+        check_route(&mut err, &format!("notify.routes[{i}]"), route, &channels, 1);
     }
     let r = &cfg.notify.retry;
     if r.initial_backoff.get().is_zero() {
@@ -787,4 +774,67 @@ pub(crate) fn placeholders(tpl: &str) -> Result<Vec<String>, String> {
 /// The playbooks the config can name: built-ins and `playbooks.dir`.
 pub fn playbook_catalog(cfg: &Config) -> Result<warden_playbooks::load::Catalog, warden_playbooks::load::LoadErrors> {
     warden_playbooks::load::Catalog::load(cfg.playbooks.dir.as_deref())
+}
+
+/// How deep `routes` may nest (a tree deeper than this is a configuration mistake).
+const MAX_ROUTE_DEPTH: usize = 8;
+
+/// One route of `notify.routes` and its children, errors named by their path.
+fn check_route(
+    err: &mut impl FnMut(String, String),
+    path: &str,
+    route: &crate::config::RouteConfig,
+    channels: &[&str],
+    depth: usize,
+) {
+    for (j, m) in route.matchers.iter().enumerate() {
+        if let Err(e) = crate::incident::silence::Matcher::parse(m) {
+            err(format!("{path}.match[{j}]"), e);
+        }
+    }
+    for (j, r) in route.receivers.iter().flatten().enumerate() {
+        if !channels.contains(&r.as_str()) {
+            let known = if channels.is_empty() { "none".to_string() } else { channels.join(", ") };
+            err(format!("{path}.receivers[{j}]"), format!("`{r}` is not a configured channel (configured: {known})"));
+        }
+    }
+    if let Some(by) = &route.group_by {
+        let all = by.iter().any(|l| l == "...");
+        for (j, label) in by.iter().enumerate() {
+            if all && by.len() > 1 {
+                err(format!("{path}.group_by[{j}]"), "`...` (every label) must be the only entry".into());
+                break;
+            }
+            if label != "..." && !label_name_ok(label) {
+                err(
+                    format!("{path}.group_by[{j}]"),
+                    format!("`{label}` is not a label name (letters, digits and `_`, not starting with a digit)"),
+                );
+            }
+        }
+    }
+    if let Some(w) = route.group_wait {
+        if w.get() > Duration::from_secs(3600) {
+            err(format!("{path}.group_wait"), "must be at most 1h (a longer wait hides new incidents)".into());
+        }
+    }
+    if let Some(i) = route.group_interval {
+        if i.get() < Duration::from_secs(1) || i.get() > Duration::from_secs(86_400) {
+            err(format!("{path}.group_interval"), "must be between 1s and 1d".into());
+        }
+    }
+    if !route.routes.is_empty() && depth >= MAX_ROUTE_DEPTH {
+        err(format!("{path}.routes"), format!("routes nest at most {MAX_ROUTE_DEPTH} deep"));
+        return;
+    }
+    for (k, child) in route.routes.iter().enumerate() {
+        check_route(err, &format!("{path}.routes[{k}]"), child, channels, depth + 1);
+    }
+}
+
+/// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn label_name_ok(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -65,9 +65,9 @@ impl Tracker {
             return Ok(Change::Updated { incident: open, quiet_before });
         }
         let routes = &self.channels;
-        let incident = self
-            .store
-            .open_incident(sig, now, detail, |i| render(NotifyEvent::Opened, i, None, &[], &routes.for_incident(i)))?;
+        let incident = self.store.open_incident(sig, now, detail, |i| {
+            routes.grouped(i, render(NotifyEvent::Opened, i, None, &[], &routes.for_incident(i)))
+        })?;
         tracing::warn!(
             incident = incident.id,
             watch = %sig.watch,
@@ -190,7 +190,7 @@ impl Tracker {
         let actions = self.store.action_history(open.id);
         let routes = &self.channels;
         let resolved = self.store.resolve_incident(open.id, now, detail, by, |i| {
-            render(NotifyEvent::Resolved, i, None, &actions, &routes.for_incident(i))
+            routes.grouped(i, render(NotifyEvent::Resolved, i, None, &actions, &routes.for_incident(i)))
         })?;
         if let Some(r) = &resolved {
             tracing::info!(incident = r.id, watch = %r.watch, "incident resolved");

@@ -10,23 +10,31 @@
 //! Each pass works on every channel at once, and on a channel:
 //!
 //! 1. **Expiry.** Messages queued longer than `notify.retry.max_age` are dead-lettered.
-//! 2. **Floods become digests.** When more than `notify.digest.threshold` messages wait on
+//! 2. **Groups wait for their window** ([`routes`](super::routes)): a message a route
+//!    groups is held until its group is due: `group_wait` after the group's oldest message,
+//!    or `group_interval` after the group's last send while that is later (kept in the
+//!    store, so a restart keeps it). A due group of one message releases it as it is; a
+//!    larger one becomes one `group` message standing for them (like a digest); messages of
+//!    incidents silenced meanwhile are marked `silenced`. A message that is never held (an
+//!    action, an approval request) waiting behind a held message of its incident makes the
+//!    group due at once.
+//! 3. **Floods become digests.** When more than `notify.digest.threshold` messages wait on
 //!    Slack or e-mail, the oldest `notify.digest.max_items` incidents' messages are replaced
 //!    by one digest message (one line per incident, its events in order), stored in one
 //!    transaction. While a digest waits, only digests (and dead-letter notices) are sent on
 //!    the channel; the next digest is made when this one is delivered, until the backlog is
 //!    back under the threshold. The file channel is a local log and is never digested.
-//! 3. **One head per incident.** A message is sent only when no earlier message of the same
-//!    incident is still pending on the channel (a digest counts for each incident it
-//!    covers), so "resolved" never overtakes "opened"; different incidents never wait for
-//!    each other. Heads go oldest first, one per incident per round: a new incident's
+//! 4. **One head per incident.** A message is sent only when no earlier message of the same
+//!    incident is still pending on the channel (a digest or group message counts for each
+//!    incident it covers; a held message holds its incident's later ones), so "resolved"
+//!    never overtakes "opened"; different incidents never wait for each other. Heads go oldest first, one per incident per round: a new incident's
 //!    message waits at most one message per other incident.
-//! 4. **Failures are classified** ([`classify`](super::classify)): a permanent rejection
+//! 5. **Failures are classified** ([`classify`](super::classify)): a permanent rejection
 //!    is dead-lettered at once; an unreachable channel pauses the whole channel (backoff,
 //!    or the receiver's `Retry-After`) without blaming the message; a message-level
 //!    transient failure is retried with backoff until `notify.retry.max_attempts`.
 //!
-//! 5. **Only the leader sends** (leader election, [`Leadership`]): a follower's pass does
+//! 6. **Only the leader sends** (leader election, [`Leadership`]): a follower's pass does
 //!    nothing, and before each send the leader passes the fence for the channel's timeout.
 //!    A refused fence sends nothing and charges nothing: when this replica no longer leads
 //!    the pass stops and the message stays pending for the next leader; when the lease is
@@ -55,13 +63,13 @@ use warden_connectors::teams::TeamsWebhook;
 
 use super::classify::{classify, classify_io, Verdict, AMBIGUOUS_ATTEMPTS};
 use super::receivers::{ALERTING, DIGESTED};
-use super::render::{render_dead_letter_notice, render_digest, DeadLetter, DigestEntry};
+use super::render::{render_dead_letter_notice, render_digest, render_group, DeadLetter, DigestEntry};
 use super::slack_app::SlackApp;
 use crate::config::NotifySection;
 use crate::leadership::Leadership;
 use crate::metrics::{ChannelLabel, Metrics};
 use crate::store::outbox::{OutboxItem, PendingMessage};
-use crate::store::Store;
+use crate::store::{NotifyGroup, Store};
 use crate::timeline::{Timeline, TimelineEvent};
 
 /// The configured delivery channels.
@@ -339,6 +347,17 @@ impl Outbox {
                 return r;
             }
         };
+        let (flushed, group_due) = self.flush_groups(channel, &pending, now);
+        r.next_due = earliest(r.next_due, group_due);
+        if flushed {
+            match self.store.pending_messages(channel) {
+                Ok(p) => pending = p,
+                Err(e) => {
+                    tracing::error!(channel, error = %e, "reading the outbox");
+                    return r;
+                }
+            }
+        }
         if self.make_digest(channel, &pending, now) {
             r.digests += 1;
             match self.store.pending_messages(channel) {
@@ -353,7 +372,12 @@ impl Outbox {
         // rest of the backlog is in the next digest, not sent one by one beside it.
         let flood = pending.iter().any(|m| m.event == "digest");
         for head in heads(&pending) {
-            if flood && !matches!(head.event.as_str(), "digest" | "dead_letter") {
+            if head.group.is_some() {
+                // Held by its group's window (flush_groups said when it is due); the
+                // incident's later messages wait behind it.
+                continue;
+            }
+            if flood && !matches!(head.event.as_str(), "digest" | "group" | "dead_letter") {
                 continue;
             }
             if head.next_attempt_at > now {
@@ -405,13 +429,110 @@ impl Outbox {
         }
     }
 
+    /// Send the groups of `channel` that are due (see the module docs): a group of one
+    /// message releases it as it is, a larger one becomes one `group` message; messages of
+    /// silenced incidents are marked `silenced` instead. Returns whether it changed the
+    /// outbox, and when the next held group is due.
+    fn flush_groups(
+        &self,
+        channel: &str,
+        pending: &[PendingMessage],
+        now: DateTime<Utc>,
+    ) -> (bool, Option<DateTime<Utc>>) {
+        let mut groups: Vec<(&NotifyGroup, Vec<&PendingMessage>)> = Vec::new();
+        for m in pending {
+            let Some(g) = &m.group else { continue };
+            match groups.iter_mut().find(|(k, _)| k.key == g.key) {
+                Some((_, members)) => members.push(m),
+                None => groups.push((g, vec![m])),
+            }
+        }
+        if groups.is_empty() {
+            return (false, None);
+        }
+        let last_sent = match self.store.group_last_sent(channel) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(channel, error = %e, "reading notification groups");
+                return (false, Some(after(now, self.policy.initial_backoff)));
+            }
+        };
+        let (mut changed, mut next) = (false, None);
+        for (group, members) in groups {
+            let oldest = members.iter().map(|m| m.created_at).min().unwrap_or(now);
+            let due = match last_sent.get(&group.key) {
+                // Within the interval after its last message: at the interval's end.
+                Some(last) if after(*last, group.interval) > oldest => after(*last, group.interval),
+                // A new group, or one quiet for a whole interval: it waits to fill.
+                _ => after(oldest, group.wait),
+            };
+            // A message that is never held (an approval request) waiting behind a held
+            // message of its incident sends the group now: a run waits for that answer.
+            let urgent = members.iter().any(|held| {
+                pending.iter().any(|p| {
+                    p.group.is_none() && p.id > held.id && p.incident_id.is_some() && p.incident_id == held.incident_id
+                })
+            });
+            if due > now && !urgent {
+                next = earliest(next, Some(due));
+                continue;
+            }
+            let mut send: Vec<&PendingMessage> = Vec::new();
+            for m in members {
+                match m.incident_id.and_then(|i| self.silence_of(i, now)) {
+                    Some(silence) => match self.store.mark_silenced(m.id, silence, now) {
+                        Ok(_) => changed = true,
+                        Err(e) => tracing::error!(id = m.id, error = %e, "marking a silenced notification"),
+                    },
+                    None => send.push(m),
+                }
+            }
+            if send.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = send.iter().map(|m| m.id).collect();
+            let payload = (send.len() > 1).then(|| {
+                let mut entries: Vec<DigestEntry> = Vec::new();
+                for m in &send {
+                    match entries.iter_mut().find(|e| e.incident_id.is_some() && e.incident_id == m.incident_id) {
+                        Some(e) => {
+                            e.events.push(m.event.clone());
+                            e.subject = m.subject.clone();
+                        }
+                        None => entries.push(DigestEntry {
+                            incident_id: m.incident_id,
+                            events: vec![m.event.clone()],
+                            subject: m.subject.clone(),
+                        }),
+                    }
+                }
+                render_group(channel, &group.key, &entries, send.len())
+            });
+            match self.store.flush_group(channel, &group.key, &ids, payload.as_ref(), now) {
+                Ok(id) => {
+                    changed = true;
+                    tracing::info!(channel, group = %group.key, messages = ids.len(), message = ?id, urgent, "notification group due");
+                }
+                Err(e) => {
+                    tracing::error!(channel, group = %group.key, error = %e, "sending a notification group");
+                    next = earliest(next, Some(after(now, self.policy.initial_backoff)));
+                }
+            }
+        }
+        (changed, next)
+    }
+
     /// In a flood, store the oldest incidents' messages as one digest. Returns whether it
     /// made one.
     fn make_digest(&self, channel: &str, pending: &[PendingMessage], now: DateTime<Utc>) -> bool {
         if !DIGESTED.contains(&channel) || pending.iter().any(|m| m.event == "digest") {
             return false;
         }
-        let digestible: Vec<&PendingMessage> = pending.iter().filter(|m| m.event != "dead_letter").collect();
+        // Messages held by a group, and group messages, are batched already.
+        let digestible: Vec<&PendingMessage> = pending
+            .iter()
+            .filter(|m| m.group.is_none() && !matches!(m.event.as_str(), "dead_letter" | "group"))
+            .collect();
         if digestible.len() <= self.policy.digest_threshold {
             return false;
         }
@@ -821,8 +942,11 @@ fn heads(pending: &[PendingMessage]) -> Vec<&PendingMessage> {
     let mut taken: BTreeSet<i64> = BTreeSet::new();
     let mut out = Vec::new();
     for m in pending {
-        let keys: Vec<i64> =
-            if m.event == "digest" { m.digest_incidents.clone() } else { m.incident_id.into_iter().collect() };
+        let keys: Vec<i64> = if matches!(m.event.as_str(), "digest" | "group") {
+            m.digest_incidents.clone()
+        } else {
+            m.incident_id.into_iter().collect()
+        };
         let blocked = keys.iter().any(|k| taken.contains(k));
         taken.extend(keys);
         if !blocked {
@@ -873,6 +997,7 @@ mod tests {
             channel: channel.into(),
             event: event.into(),
             payload: json!({"n": n, "subject": format!("{event} {n}")}),
+            group: None,
         }
     }
 
@@ -903,6 +1028,8 @@ mod tests {
             last_attempt_at: None,
             subject: String::new(),
             digest_incidents,
+            group: None,
+            created_at: Utc::now(),
         }
     }
 
@@ -1044,6 +1171,7 @@ mod tests {
             channel: "slack".into(),
             event: "dead_letter".into(),
             payload: json!({"text": "a message to email was dead-lettered"}),
+            group: None,
         };
         store.enqueue_dead_letter_notices(&[], &[notice], now).expect("notice");
         let path = dir.path().join("n.jsonl");

@@ -147,7 +147,7 @@ pub fn render(
                     "resolved_at": resolved,
                 }),
             };
-            Some(NewNotification { channel: ch.to_string(), event: event.as_str().into(), payload })
+            Some(NewNotification { channel: ch.to_string(), event: event.as_str().into(), payload, group: None })
         })
         .collect::<Vec<_>>()
         .with_incident_buttons(i)
@@ -285,7 +285,7 @@ pub fn render_analysis(i: &Incident, a: &Analysis, channels: &[&str]) -> Vec<New
                     "ranking": a.ranking.candidates.iter().take(3).map(|c| json!({"subject": c.subject.display(), "cause": c.cause, "score": c.score, "evidence": c.evidence})).collect::<Vec<_>>(),
                 }),
             };
-            Some(NewNotification { channel: ch.to_string(), event: NotifyEvent::Analysis.as_str().into(), payload })
+            Some(NewNotification { channel: ch.to_string(), event: NotifyEvent::Analysis.as_str().into(), payload, group: None })
         })
         .collect::<Vec<_>>()
         .with_incident_buttons(i)
@@ -331,30 +331,57 @@ const DIGEST_TEAMS_LINES: usize = 60;
 /// `channel`): one line per incident, oldest first.
 pub fn render_digest(channel: &str, entries: &[DigestEntry], messages: usize) -> Value {
     let incidents = entries.iter().filter(|e| e.incident_id.is_some()).count();
-    let subject = format!("[warden] DIGEST {messages} notifications for {incidents} incident(s)");
+    let heading = format!("{messages} notifications for {incidents} incident(s)");
     let intro = format!(
         "{messages} notifications were waiting for {channel}; they are sent together. Each incident's messages are in order; \
          `warden outbox list --state digested` and `GET /api/v1/incidents/ID` have them in full."
     );
+    render_batch(channel, "digest", &format!("[warden] DIGEST {heading}"), &heading, &intro, entries, messages)
+}
+
+/// One message for the `messages` queued messages of group `key` (a route's grouping,
+/// [`super::routes`]): one line per incident, oldest first.
+pub fn render_group(channel: &str, key: &str, entries: &[DigestEntry], messages: usize) -> Value {
+    let incidents = entries.iter().filter(|e| e.incident_id.is_some()).count();
+    // `notify.routes[0]{namespace="payments"}`: the labels name the group, else the route.
+    let (route, labels) = match key.split_once('{') {
+        Some((route, rest)) => (route, rest.strip_suffix('}').unwrap_or(rest)),
+        None => (key, ""),
+    };
+    let name = if labels.is_empty() { route } else { labels };
+    let heading = format!("{incidents} incident(s): {name}");
+    let intro = format!(
+        "{messages} notifications of group {name} ({route}), sent together at the end of its window. Each incident's \
+         messages are in order; `GET /api/v1/incidents/ID` has them in full."
+    );
+    render_batch(channel, "group", &format!("[warden] GROUP {heading}"), &heading, &intro, entries, messages)
+}
+
+/// A digest or a group message for `channel`: `heading` over one line per entry.
+fn render_batch(
+    channel: &str,
+    event: &str,
+    subject: &str,
+    heading: &str,
+    intro: &str,
+    entries: &[DigestEntry],
+    messages: usize,
+) -> Value {
     let lines: Vec<String> = entries.iter().map(DigestEntry::line).collect();
     match channel {
         "teams" => {
             let shown: Vec<String> = lines.iter().take(DIGEST_TEAMS_LINES).cloned().collect();
-            let mut paragraphs = vec![intro.clone(), shown.join("\n\n")];
+            let mut paragraphs = vec![intro.to_string(), shown.join("\n\n")];
             if lines.len() > shown.len() {
                 paragraphs.push(format!("… and {} more incident(s)", lines.len() - shown.len()));
             }
-            receivers::teams(
-                &subject,
-                &format!("{messages} notifications for {incidents} incident(s)"),
-                &[],
-                &paragraphs,
-            )
+            receivers::teams(subject, heading, &[], &paragraphs)
         }
         "slack" | "slack_app" => {
+            let header: String = heading.chars().take(150).collect();
             let mut blocks = vec![
-                json!({"type": "header", "text": {"type": "plain_text", "text": format!("{messages} notifications for {incidents} incident(s)")}}),
-                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": esc(&intro)}]}),
+                json!({"type": "header", "text": {"type": "plain_text", "text": header}}),
+                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": esc(intro)}]}),
             ];
             let mut sections: Vec<String> = Vec::new();
             let mut chunk = String::new();
@@ -389,11 +416,11 @@ pub fn render_digest(channel: &str, entries: &[DigestEntry], messages: usize) ->
         "email" => {
             let text = format!("{intro}\n\n{}\n", lines.join("\n"));
             let items: String = lines.iter().map(|l| format!("<li>{}</li>\n", html_esc(l))).collect();
-            let html = format!("<p>{}</p>\n<ul>\n{items}</ul>\n", html_esc(&intro));
+            let html = format!("<p>{}</p>\n<ul>\n{items}</ul>\n", html_esc(intro));
             json!({"subject": subject, "text": text, "html": html})
         }
         _ => json!({
-            "event": "digest",
+            "event": event,
             "subject": subject,
             "messages": messages,
             "entries": entries.iter().map(|e| json!({"incident_id": e.incident_id, "events": e.events, "subject": e.subject})).collect::<Vec<_>>(),
@@ -486,7 +513,7 @@ pub fn render_dead_letter_notice(source: &str, dead: &[DeadLetter], channels: &[
                     "dead_letters": dead.iter().map(|d| json!({"id": d.id, "incident_id": d.incident_id, "event": d.event, "reason": d.reason})).collect::<Vec<_>>(),
                 }),
             };
-            NewNotification { channel: ch.to_string(), event: "dead_letter".into(), payload }
+            NewNotification { channel: ch.to_string(), event: "dead_letter".into(), payload, group: None }
         })
         .collect()
 }
@@ -533,7 +560,7 @@ pub fn render_run_notice(
                     "text": text,
                 }),
             };
-            NewNotification { channel: ch.to_string(), event: "run".into(), payload }
+            NewNotification { channel: ch.to_string(), event: "run".into(), payload, group: None }
         })
         .collect()
 }

@@ -220,6 +220,18 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX silences_by_end ON silences(ends_at);",
     // v12: incidents newest first without a status filter (the console's list, paged).
     "CREATE INDEX incidents_by_opened ON incidents(opened_at, id);",
+    // v13: notification groups (`notify.routes[].group_by`): a held message's group and
+    // windows, and when each group last sent a message; the audit trail by run.
+    "ALTER TABLE outbox ADD COLUMN group_key TEXT;
+     ALTER TABLE outbox ADD COLUMN group_wait_ms INTEGER;
+     ALTER TABLE outbox ADD COLUMN group_interval_ms INTEGER;
+     CREATE TABLE notify_groups (
+        channel TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        last_sent_at INTEGER NOT NULL,
+        PRIMARY KEY (channel, group_key)
+     );
+     CREATE INDEX audit_by_run ON audit(run_id, seq);",
 ];
 
 /// Errors of the store.
@@ -321,6 +333,21 @@ pub struct NewNotification {
     pub channel: String,
     pub event: String,
     pub payload: serde_json::Value,
+    /// The group that holds it back (a route's grouping, [`crate::notify::routes`]); `None`:
+    /// sent at once.
+    pub group: Option<NotifyGroup>,
+}
+
+/// A notification group: which one, and its windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyGroup {
+    /// The route's path and the group's label values:
+    /// `notify.routes[0]{namespace="payments"}`.
+    pub key: String,
+    /// How long a new group waits for more before its first message.
+    pub wait: std::time::Duration,
+    /// The least time between two messages of the group.
+    pub interval: std::time::Duration,
 }
 
 pub struct Store {
@@ -805,10 +832,22 @@ pub(crate) fn insert_outbox(
     n: &NewNotification,
     now: DateTime<Utc>,
 ) -> StoreResult<i64> {
+    let window = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     c.query_one(
-        "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+        "INSERT INTO outbox (channel, incident_id, event, payload, created_at, next_attempt_at, subject, group_key, group_wait_ms, group_interval_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)
          RETURNING id",
-        args![n.channel, incident_id, n.event, n.payload.to_string(), ms(now), crate::store::outbox::payload_subject(&n.payload)],
+        args![
+            n.channel,
+            incident_id,
+            n.event,
+            n.payload.to_string(),
+            ms(now),
+            crate::store::outbox::payload_subject(&n.payload),
+            n.group.as_ref().map(|g| g.key.clone()),
+            n.group.as_ref().map(|g| window(g.wait)),
+            n.group.as_ref().map(|g| window(g.interval))
+        ],
     )?
     .get(0)
 }
@@ -841,7 +880,7 @@ mod tests {
     }
 
     fn note(event: &str) -> NewNotification {
-        NewNotification { channel: "slack".into(), event: event.into(), payload: json!({"text": event}) }
+        NewNotification { channel: "slack".into(), event: event.into(), payload: json!({"text": event}), group: None }
     }
 
     #[test]

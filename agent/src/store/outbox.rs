@@ -1,12 +1,13 @@
-//! The outbox table of the [`Store`]: messages waiting for delivery, delivered, digested
-//! into a digest message, or dead-lettered with their reason.
+//! The outbox table of the [`Store`]: messages waiting for delivery (some held by their
+//! route's group, `group_key`), delivered, digested into a digest or group message, or
+//! dead-lettered with their reason; and `notify_groups`, when each group last sent.
 //!
 //! A message is written with the event that caused it (`store::insert_outbox`, in the
 //! event's transaction) and then moves through these states:
 //!
 //! ```text
 //! pending ──┬─> delivered                      (the channel acknowledged it)
-//!           ├─> digested ──> (delivered_at set when its digest is delivered)
+//!           ├─> digested ──> (delivered_at set when its digest or group message is delivered)
 //!           └─> dead ──┬─> pending             (retried by an operator)
 //!                      └─> discarded           (dropped by an operator; the row stays)
 //! ```
@@ -18,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::store::db::{args, Row};
-use crate::store::{from_ms, insert_outbox, ms, NewNotification, Store, StoreError, StoreResult};
+use crate::store::{from_ms, insert_outbox, ms, NewNotification, NotifyGroup, Store, StoreError, StoreResult};
 
 /// The subject stored beside a payload, for listings and digests: the e-mail `subject`,
 /// else Slack's fallback `text`.
@@ -55,8 +56,12 @@ pub struct PendingMessage {
     pub queued_at: DateTime<Utc>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub subject: String,
-    /// For a digest: the incidents of the messages it covers.
+    /// For a digest or a group message: the incidents of the messages it covers.
     pub digest_incidents: Vec<i64>,
+    /// The group holding it back until the group is due (`None`: not held).
+    pub group: Option<NotifyGroup>,
+    /// When it was created (the group's window starts at its oldest message).
+    pub created_at: DateTime<Utc>,
 }
 
 /// One outbox row as the API and the CLI show it.
@@ -79,8 +84,11 @@ pub struct OutboxMessage {
     /// Why it was dead-lettered.
     pub reason: Option<String>,
     pub last_error: Option<String>,
-    /// The digest message that carried it (state `digested`).
+    /// The digest or group message that carried it (state `digested`).
     pub digest_id: Option<i64>,
+    /// The route group holding it back (pending only, until the group is due).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Counts for one channel (metrics, `GET /api/v1/outbox`).
@@ -104,7 +112,7 @@ pub enum DeadLetterChange {
 
 const MESSAGE_SELECT: &str =
     "SELECT id, channel, incident_id, event, state, subject, attempts, created_at, next_attempt_at,
-    last_attempt_at, delivered_at, dead_at, dead_reason, last_error, digest_id FROM outbox";
+    last_attempt_at, delivered_at, dead_at, dead_reason, last_error, digest_id, group_key FROM outbox";
 
 fn message_from_row(r: &Row) -> StoreResult<OutboxMessage> {
     let state: String = r.get(4)?;
@@ -124,6 +132,7 @@ fn message_from_row(r: &Row) -> StoreResult<OutboxMessage> {
         reason: r.get(12)?,
         last_error: r.get(13)?,
         digest_id: r.get(14)?,
+        group: if pending { r.get(15)? } else { None },
         state,
     })
 }
@@ -142,13 +151,21 @@ impl Store {
         self.with(|c| {
             let rows = c.query(
                 "SELECT id, incident_id, event, attempts, strikes, next_attempt_at, COALESCE(retried_at, created_at),
-                        last_attempt_at, subject
+                        last_attempt_at, subject, group_key, group_wait_ms, group_interval_ms, created_at
                  FROM outbox WHERE state = 'pending' AND channel = ?1 ORDER BY id",
                 args![channel],
             )?;
+            let window = |ms: i64| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
             let mut out = rows
                 .iter()
                 .map(|r| {
+                    let group =
+                        match (r.get::<Option<String>>(9)?, r.get::<Option<i64>>(10)?, r.get::<Option<i64>>(11)?) {
+                            (Some(key), Some(wait), Some(interval)) => {
+                                Some(NotifyGroup { key, wait: window(wait), interval: window(interval) })
+                            }
+                            _ => None,
+                        };
                     Ok(PendingMessage {
                         id: r.get(0)?,
                         incident_id: r.get(1)?,
@@ -160,10 +177,12 @@ impl Store {
                         last_attempt_at: r.get::<Option<i64>>(7)?.map(from_ms),
                         subject: r.get(8)?,
                         digest_incidents: Vec::new(),
+                        group,
+                        created_at: from_ms(r.get(12)?),
                     })
                 })
                 .collect::<StoreResult<Vec<PendingMessage>>>()?;
-            if out.iter().any(|m| m.event == "digest") {
+            if out.iter().any(|m| matches!(m.event.as_str(), "digest" | "group")) {
                 let members = c.query(
                     "SELECT m.digest_id, m.incident_id FROM outbox m JOIN outbox d ON d.id = m.digest_id
                      WHERE d.state = 'pending' AND d.channel = ?1 AND m.incident_id IS NOT NULL
@@ -287,7 +306,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> StoreResult<i64> {
         self.tx(|tx| {
-            let n = NewNotification { channel: channel.to_string(), event: "digest".into(), payload: payload.clone() };
+            let n = NewNotification { channel: channel.to_string(), event: "digest".into(), payload: payload.clone(), group: None };
             let id = insert_outbox(tx, None, &n, now)?;
             for m in members {
                 tx.execute(
@@ -295,6 +314,64 @@ impl Store {
                     args![id, m, channel],
                 )?;
             }
+            Ok(id)
+        })
+    }
+
+    /// When each group of `channel` last sent a message.
+    pub fn group_last_sent(&self, channel: &str) -> StoreResult<std::collections::HashMap<String, DateTime<Utc>>> {
+        let rows = self.with(|c| {
+            c.query("SELECT group_key, last_sent_at FROM notify_groups WHERE channel = ?1", args![channel])
+        })?;
+        rows.iter().map(|r| Ok((r.get::<String>(0)?, from_ms(r.get(1)?)))).collect()
+    }
+
+    /// Send group `key` of `channel` now, in one transaction: with `payload`, one `group`
+    /// message stands for the pending `members` (they become `digested` under it); without,
+    /// the members are released to go as they are. Either way the group's last message is
+    /// now. Returns the group message's id.
+    pub fn flush_group(
+        &self,
+        channel: &str,
+        key: &str,
+        members: &[i64],
+        payload: Option<&serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<i64>> {
+        self.tx(|tx| {
+            let id = match payload {
+                Some(payload) => {
+                    let n = NewNotification {
+                        channel: channel.to_string(),
+                        event: "group".into(),
+                        payload: payload.clone(),
+                        group: None,
+                    };
+                    let id = insert_outbox(tx, None, &n, now)?;
+                    for m in members {
+                        tx.execute(
+                            "UPDATE outbox SET state = 'digested', digest_id = ?1 WHERE id = ?2 AND state = 'pending' AND channel = ?3",
+                            args![id, m, channel],
+                        )?;
+                    }
+                    Some(id)
+                }
+                None => {
+                    for m in members {
+                        tx.execute(
+                            "UPDATE outbox SET group_key = NULL, group_wait_ms = NULL, group_interval_ms = NULL
+                             WHERE id = ?1 AND state = 'pending' AND channel = ?2",
+                            args![m, channel],
+                        )?;
+                    }
+                    None
+                }
+            };
+            tx.execute(
+                "INSERT INTO notify_groups (channel, group_key, last_sent_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (channel, group_key) DO UPDATE SET last_sent_at = excluded.last_sent_at",
+                args![channel, key, ms(now)],
+            )?;
             Ok(id)
         })
     }
@@ -464,7 +541,12 @@ mod tests {
     }
 
     fn note(channel: &str, subject: &str) -> NewNotification {
-        NewNotification { channel: channel.into(), event: "opened".into(), payload: json!({"subject": subject}) }
+        NewNotification {
+            channel: channel.into(),
+            event: "opened".into(),
+            payload: json!({"subject": subject}),
+            group: None,
+        }
     }
 
     #[test]

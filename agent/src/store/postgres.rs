@@ -184,6 +184,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      CREATE INDEX silences_by_end ON silences(ends_at);",
     // v12: incidents newest first.
     "CREATE INDEX incidents_by_opened ON incidents(opened_at, id);",
+    // v13: notification groups; the audit trail by run.
+    "ALTER TABLE outbox ADD COLUMN group_key TEXT;
+     ALTER TABLE outbox ADD COLUMN group_wait_ms BIGINT;
+     ALTER TABLE outbox ADD COLUMN group_interval_ms BIGINT;
+     CREATE TABLE notify_groups (
+        channel TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        last_sent_at BIGINT NOT NULL,
+        PRIMARY KEY (channel, group_key)
+     );
+     CREATE INDEX audit_by_run ON audit(run_id, seq);",
 ];
 
 /// Brings the schema to the latest version, one step per transaction, under the migration
