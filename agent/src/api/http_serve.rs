@@ -45,7 +45,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, shu
     let probes = app.clone().layer(middleware::from_fn(probes_only));
     let tracker = TaskTracker::new();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
@@ -72,6 +72,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, shu
         let service = TowerToHyperService::new(
             tower::ServiceBuilder::new()
                 .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout.get()))
+                // The peer's address, for handlers that count per client (console logins).
+                .map_request(
+                    move |mut req: axum::http::Request<tower_http::timeout::TimeoutBody<hyper::body::Incoming>>| {
+                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        req
+                    },
+                )
                 .service(router),
         );
         let mut builder = hyper::server::conn::http1::Builder::new();

@@ -292,6 +292,9 @@ pub async fn run(incidents: usize, requests: usize, json_out: bool, out: &mut dy
             {
                 bail!("{page} shows no analysis");
             }
+            if page == "/ui/runs" && !r.body.contains("id=\"older-runs\"") {
+                bail!("{page} has no link to older runs ({RUNS} runs)");
+            }
             bytes = r.body.len();
         }
         let mut times = Vec::with_capacity(requests);

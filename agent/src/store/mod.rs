@@ -14,6 +14,7 @@ pub(crate) mod db;
 pub mod outbox;
 mod postgres;
 pub mod runs;
+pub mod sessions;
 pub mod silences;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -221,7 +222,8 @@ const MIGRATIONS: &[&str] = &[
     // v12: incidents newest first without a status filter (the console's list, paged).
     "CREATE INDEX incidents_by_opened ON incidents(opened_at, id);",
     // v13: notification groups (`notify.routes[].group_by`): a held message's group and
-    // windows, and when each group last sent a message; the audit trail by run.
+    // windows, and when each group last sent a message; the audit trail by run; the web
+    // console's sessions (shared by replicas, kept across restarts).
     "ALTER TABLE outbox ADD COLUMN group_key TEXT;
      ALTER TABLE outbox ADD COLUMN group_wait_ms INTEGER;
      ALTER TABLE outbox ADD COLUMN group_interval_ms INTEGER;
@@ -231,7 +233,17 @@ const MIGRATIONS: &[&str] = &[
         last_sent_at INTEGER NOT NULL,
         PRIMARY KEY (channel, group_key)
      );
-     CREATE INDEX audit_by_run ON audit(run_id, seq);",
+     CREATE INDEX audit_by_run ON audit(run_id, seq);
+     CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        name TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE INDEX console_sessions_by_expiry ON console_sessions(expires_at);",
 ];
 
 /// Errors of the store.

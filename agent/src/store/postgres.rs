@@ -184,7 +184,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      CREATE INDEX silences_by_end ON silences(ends_at);",
     // v12: incidents newest first.
     "CREATE INDEX incidents_by_opened ON incidents(opened_at, id);",
-    // v13: notification groups; the audit trail by run.
+    // v13: notification groups; the audit trail by run; console sessions.
     "ALTER TABLE outbox ADD COLUMN group_key TEXT;
      ALTER TABLE outbox ADD COLUMN group_wait_ms BIGINT;
      ALTER TABLE outbox ADD COLUMN group_interval_ms BIGINT;
@@ -194,7 +194,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         last_sent_at BIGINT NOT NULL,
         PRIMARY KEY (channel, group_key)
      );
-     CREATE INDEX audit_by_run ON audit(run_id, seq);",
+     CREATE INDEX audit_by_run ON audit(run_id, seq);
+     CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        name TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+     );
+     CREATE INDEX console_sessions_by_expiry ON console_sessions(expires_at);",
 ];
 
 /// Brings the schema to the latest version, one step per transaction, under the migration

@@ -289,12 +289,25 @@ impl Store {
 
     /// Runs, newest first, optionally only one status or one incident's.
     pub fn list_runs(&self, status: Option<RunStatus>, incident_id: Option<i64>, limit: u32) -> StoreResult<Vec<Run>> {
+        self.list_runs_before(status, incident_id, None, limit)
+    }
+
+    /// Like [`Self::list_runs`], only runs older than run `before` (newest first): the next
+    /// page after a page ending at `before`.
+    pub fn list_runs_before(
+        &self,
+        status: Option<RunStatus>,
+        incident_id: Option<i64>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Run>> {
         let rows = self.with(|c| {
             c.query(
                 "SELECT id, body FROM runs WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1)
                     AND (CAST(?2 AS BIGINT) IS NULL OR incident_id = ?2)
+                    AND (CAST(?4 AS BIGINT) IS NULL OR id < ?4)
                  ORDER BY id DESC LIMIT ?3",
-                args![status.map(|s| s.as_str()), incident_id, limit],
+                args![status.map(|s| s.as_str()), incident_id, limit, before],
             )
         })?;
         rows.iter().map(|r| run_from_body(r.get(0)?, &r.get::<String>(1)?)).collect()

@@ -1,8 +1,11 @@
 //! `/ui/login` (paste a token, get a session) and `/ui/logout`.
 
-use axum::extract::State;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
 use serde_json::json;
 
 use crate::api::console::render::{base, message, page};
@@ -45,9 +48,29 @@ pub async fn form(State(console): State<Console>, headers: HeaderMap) -> Respons
     login_page(StatusCode::OK, &headers, None, "")
 }
 
-pub async fn submit(State(console): State<Console>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn submit(
+    State(console): State<Console>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if disabled(&console) {
         return message(StatusCode::FORBIDDEN, None, "The console is disabled", "No token is configured.");
+    }
+    // Without the peer's address (in-process), every client shares one count.
+    let addr = peer.map(|Extension(ConnectInfo(a))| a.ip()).unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    if let Some(wait) = console.logins.wait(addr) {
+        let secs = wait.as_secs().max(1);
+        let mut r = login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            Some(&format!("Too many failed logins from this address: try again in {secs} s.")),
+            "",
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
     }
     let fields = Fields::parse(&body);
     let expected = cookie(&headers, LOGIN_COOKIE);
@@ -71,13 +94,24 @@ pub async fn submit(State(console): State<Console>, headers: HeaderMap, body: ax
             "",
         );
     }
-    let Some(role) = fields.get("token").and_then(|t| role_for_token(&console.app, t)) else {
+    let token = fields.get("token").unwrap_or("");
+    let Some(role) = role_for_token(&console.app, token) else {
+        console.logins.failed(addr);
+        tracing::warn!(address = %addr, "console login refused: not a valid token");
         return login_page(StatusCode::UNAUTHORIZED, &headers, Some("That token is not valid here."), name);
     };
+    console.logins.succeeded(addr);
     let name = if name.is_empty() { "operator".to_string() } else { name.to_string() };
     let name = if name == "operator" && role == crate::api::server::Role::Viewer { "viewer".into() } else { name };
     tracing::info!(name = %name, role = ?role, "console login");
-    let (id, _) = console.sessions.create(role, name);
+    let Some((id, _)) = console.sessions.create(role, name, token) else {
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "Login failed",
+            "The session could not be stored (the store is unavailable): try again shortly.",
+        );
+    };
     let secure = over_https(&headers);
     let mut r = Redirect::to("/ui/incidents").into_response();
     r.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &id, SESSION_TTL.as_secs(), secure));

@@ -39,7 +39,7 @@ use axum::Router;
 
 use crate::api::AppState;
 use render::message;
-use session::{Session, Sessions};
+use session::{LoginLimiter, Session, Sessions};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "warden_session";
@@ -51,11 +51,13 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; 
 /// The largest form accepted.
 const MAX_FORM: usize = 64 * 1024;
 
-/// What the console's handlers share: the API's state and the sessions.
+/// What the console's handlers share: the API's state, the sessions and the failed-login
+/// counts.
 #[derive(Clone)]
 pub struct Console {
     pub app: AppState,
     pub sessions: Arc<Sessions>,
+    pub logins: Arc<LoginLimiter>,
 }
 
 /// A form's fields, decoded (`application/x-www-form-urlencoded`).
@@ -75,7 +77,8 @@ impl Fields {
 
 /// The console's routes, each under `/ui`.
 pub fn router(app: AppState) -> Router {
-    let console = Console { app, sessions: Arc::new(Sessions::default()) };
+    let sessions = Sessions::new(app.pipeline.store.clone(), app.api_token.as_deref(), app.viewer_token.as_deref());
+    let console = Console { app, sessions: Arc::new(sessions), logins: Arc::new(LoginLimiter::default()) };
     let private = Router::new()
         .route("/ui/", get(|| async { Redirect::to("/ui/incidents") }))
         .route("/ui/incidents", get(incidents::list))

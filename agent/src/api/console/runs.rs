@@ -14,7 +14,7 @@ use crate::api::console::session::Session;
 use crate::api::console::{failed, notice, parse_id, Console, Fields};
 
 /// The most runs a list shows.
-const LIST: u32 = 200;
+const LIST: u32 = 100;
 /// The longest comment accepted.
 const MAX_COMMENT: usize = 2000;
 
@@ -44,6 +44,8 @@ fn row(r: &Run) -> Value {
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
+    /// The next page: runs older than this run id.
+    before: Option<String>,
 }
 
 pub async fn list(
@@ -51,7 +53,15 @@ pub async fn list(
     Extension(session): Extension<Session>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let raw = q.ok().and_then(|Query(q)| q.status).filter(|s| !s.is_empty() && s != "all");
+    let q = q.map(|Query(q)| q).unwrap_or(ListQuery { status: None, before: None });
+    let before = match q.before.as_deref().filter(|b| !b.is_empty()).map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(b)) if b > 0 => Some(b),
+        Some(_) => {
+            return message(StatusCode::BAD_REQUEST, Some(&session), "Check the page", "before must be a run id")
+        }
+    };
+    let raw = q.status.filter(|s| !s.is_empty() && s != "all");
     let status = match raw.as_deref().map(|s| (s, RunStatus::parse(s))) {
         None => None,
         Some((_, Some(s))) => Some(s),
@@ -64,12 +74,16 @@ pub async fn list(
             )
         }
     };
-    let runs = match console.app.pipeline.store.list_runs(status, None, LIST) {
+    let mut runs = match console.app.pipeline.store.list_runs_before(status, None, before, LIST + 1) {
         Ok(r) => r,
         Err(e) => return failed(&session, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
+    let more = runs.len() > LIST as usize;
+    runs.truncate(LIST as usize);
     let mut ctx = base(Some(&session), "runs");
     ctx.insert("runs".into(), runs.iter().map(row).collect());
+    ctx.insert("older".into(), json!(more.then(|| runs.last().map(|r| r.id)).flatten()));
+    ctx.insert("paged".into(), json!(before.is_some()));
     ctx.insert("status".into(), json!(status.map(|s| s.as_str()).unwrap_or("all")));
     ctx.insert(
         "statuses".into(),

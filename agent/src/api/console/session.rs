@@ -1,23 +1,36 @@
-//! Console sessions: a random id in an HttpOnly cookie, mapped here to the role the pasted
-//! token carried, the person's name, a CSRF token and an expiry. The cookie never holds the
-//! token itself; the map is keyed by a SHA-256 of the id and lives as long as the process.
+//! Console sessions: a random id in an HttpOnly cookie, mapped to the role the pasted token
+//! carried, the person's name, a CSRF token and an expiry. The cookie never holds the token
+//! itself. Sessions live in the store ([`crate::store::sessions`]), keyed by a SHA-256 of
+//! the id: every replica sharing the store knows them, and a restart keeps them. Each
+//! remembers a SHA-256 of the token it was opened with, so rotating a token ends the
+//! sessions it opened. Failed logins are counted per client address ([`LoginLimiter`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::api::server::Role;
+use crate::store::sessions::StoredSession;
+use crate::store::Store;
 
 /// How long a login lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// How long the login form's CSRF cookie lasts.
 pub const LOGIN_TTL: Duration = Duration::from_secs(15 * 60);
-/// At most this many live sessions; the oldest is dropped for a new one.
-const MAX_SESSIONS: usize = 10_000;
+/// At most this many live sessions; the one ending first makes room for a new one.
+const MAX_SESSIONS: u32 = 10_000;
+/// Failed logins from one address within [`FAILED_LOGIN_WINDOW`] before it must wait.
+pub const MAX_FAILED_LOGINS: u32 = 10;
+/// The window failed logins are counted in, and how long a limited address waits.
+pub const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(300);
+/// Addresses tracked at most (beyond, the oldest windows are forgotten).
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 /// One logged-in browser.
 #[derive(Debug, Clone)]
@@ -27,7 +40,7 @@ pub struct Session {
     pub name: String,
     /// The value every form of this session must send back (`csrf` field).
     pub csrf: String,
-    pub expires: Instant,
+    pub expires: DateTime<Utc>,
 }
 
 impl Session {
@@ -53,53 +66,115 @@ pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-fn key(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// The live sessions.
-#[derive(Default)]
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Operator => "operator",
+        Role::Viewer => "viewer",
+    }
+}
+
+/// The sessions, in the store.
 pub struct Sessions {
-    map: Mutex<HashMap<[u8; 32], Session>>,
+    store: Arc<Store>,
+    /// SHA-256 of the operator's and the viewer's token as configured now.
+    operator_token: Option<String>,
+    viewer_token: Option<String>,
 }
 
 impl Sessions {
-    /// A new session for `role`; returns its id (the cookie's value) and the session.
-    pub fn create(&self, role: Role, name: String) -> (String, Session) {
-        let id = random_hex();
-        let session = Session { role, name, csrf: random_hex(), expires: Instant::now() + SESSION_TTL };
-        if let Ok(mut map) = self.map.lock() {
-            let now = Instant::now();
-            map.retain(|_, s| s.expires > now);
-            if map.len() >= MAX_SESSIONS {
-                if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
-                    map.remove(&oldest);
-                }
-            }
-            map.insert(key(&id), session.clone());
-        }
-        (id, session)
+    pub fn new(store: Arc<Store>, operator_token: Option<&str>, viewer_token: Option<&str>) -> Self {
+        Self { store, operator_token: operator_token.map(sha256_hex), viewer_token: viewer_token.map(sha256_hex) }
     }
 
-    /// The live session with this id.
+    /// A new session for `role`, opened with `token`; returns its id (the cookie's value)
+    /// and the session. `None`: the store could not keep it (logged).
+    pub fn create(&self, role: Role, name: String, token: &str) -> Option<(String, Session)> {
+        let id = random_hex();
+        let now = Utc::now();
+        let expires = now + chrono::Duration::from_std(SESSION_TTL).unwrap_or(chrono::Duration::hours(8));
+        let session = Session { role, name, csrf: random_hex(), expires };
+        let stored = StoredSession {
+            role: role_name(role).into(),
+            name: session.name.clone(),
+            csrf: session.csrf.clone(),
+            token_hash: sha256_hex(token),
+            expires_at: expires,
+        };
+        match self.store.insert_console_session(&sha256_hex(&id), &stored, MAX_SESSIONS, now) {
+            Ok(()) => Some((id, session)),
+            Err(e) => {
+                tracing::error!(error = %e, "storing a console session");
+                None
+            }
+        }
+    }
+
+    /// The live session with this id, if the token it was opened with is still the
+    /// role's token. A store that cannot be read knows no session (logged).
     pub fn get(&self, id: &str) -> Option<Session> {
-        let map = self.map.lock().ok()?;
-        map.get(&key(id)).filter(|s| s.expires > Instant::now()).cloned()
+        let stored = match self.store.console_session(&sha256_hex(id), Utc::now()) {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a console session");
+                return None;
+            }
+        };
+        let (role, current) = match stored.role.as_str() {
+            "operator" => (Role::Operator, &self.operator_token),
+            "viewer" => (Role::Viewer, &self.viewer_token),
+            _ => return None,
+        };
+        if !current.as_deref().is_some_and(|t| same(t, &stored.token_hash)) {
+            return None;
+        }
+        Some(Session { role, name: stored.name, csrf: stored.csrf, expires: stored.expires_at })
     }
 
     pub fn remove(&self, id: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(&key(id));
+        if let Err(e) = self.store.delete_console_session(&sha256_hex(id)) {
+            tracing::error!(error = %e, "ending a console session");
         }
     }
+}
 
-    #[cfg(test)]
-    pub fn expire_all(&self) {
-        if let Ok(mut map) = self.map.lock() {
-            for s in map.values_mut() {
-                s.expires = Instant::now();
-            }
+/// Failed logins per client address: after [`MAX_FAILED_LOGINS`] within
+/// [`FAILED_LOGIN_WINDOW`], the address waits out the window (in this replica's memory;
+/// tokens are 256-bit, so this is against noise and load, not guessing). Behind a proxy
+/// the address is the proxy's.
+#[derive(Default)]
+pub struct LoginLimiter {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl LoginLimiter {
+    /// How long `addr` must still wait, if it is limited.
+    pub fn wait(&self, addr: IpAddr) -> Option<Duration> {
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, since) = map.get(&addr)?;
+        let left = FAILED_LOGIN_WINDOW.checked_sub(since.elapsed())?;
+        (*count >= MAX_FAILED_LOGINS).then_some(left)
+    }
+
+    /// Count a failed login from `addr`.
+    pub fn failed(&self, addr: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED_ADDRESSES {
+            map.retain(|_, (_, since)| since.elapsed() < FAILED_LOGIN_WINDOW);
         }
+        let entry = map.entry(addr).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILED_LOGIN_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    /// A successful login clears the address's count.
+    pub fn succeeded(&self, addr: IpAddr) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
     }
 }
 
@@ -108,20 +183,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_are_random_keyed_by_hash_and_expire() {
-        let sessions = Sessions::default();
-        let (a, sa) = sessions.create(Role::Viewer, "ann".into());
-        let (b, _) = sessions.create(Role::Operator, "bob".into());
+    fn sessions_are_random_kept_in_the_store_and_end_with_their_token() {
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        let sessions = Sessions::new(store.clone(), Some("op-token"), Some("view-token"));
+        let (a, sa) = sessions.create(Role::Viewer, "ann".into(), "view-token").expect("session");
+        let (b, _) = sessions.create(Role::Operator, "bob".into(), "op-token").expect("session");
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
         assert_ne!(sa.csrf, a, "the CSRF token is not the session id");
         assert_eq!(sessions.get(&a).map(|s| s.role), Some(Role::Viewer));
         assert_eq!(sessions.get(&b).map(|s| s.actor()), Some("console/bob".into()));
         assert!(sessions.get("nope").is_none());
+        // Another replica (or a restart) with the same store and tokens knows them.
+        let other = Sessions::new(store.clone(), Some("op-token"), Some("view-token"));
+        assert_eq!(other.get(&b).map(|s| s.csrf), sessions.get(&b).map(|s| s.csrf));
+        // A rotated operator token ends the operator's sessions, not the viewer's.
+        let rotated = Sessions::new(store.clone(), Some("new-op-token"), Some("view-token"));
+        assert!(rotated.get(&b).is_none() && rotated.get(&a).is_some());
         sessions.remove(&a);
-        assert!(sessions.get(&a).is_none());
-        sessions.expire_all();
-        assert!(sessions.get(&b).is_none(), "an expired session is refused");
+        assert!(sessions.get(&a).is_none() && other.get(&a).is_none());
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+
+    #[test]
+    fn an_address_with_too_many_failed_logins_waits() {
+        let limiter = LoginLimiter::default();
+        let (one, two): (IpAddr, IpAddr) = ("127.0.0.1".parse().expect("ip"), "127.0.0.2".parse().expect("ip"));
+        for _ in 0..MAX_FAILED_LOGINS - 1 {
+            limiter.failed(one);
+        }
+        assert!(limiter.wait(one).is_none(), "under the limit");
+        limiter.failed(one);
+        let left = limiter.wait(one).expect("limited");
+        assert!(left <= FAILED_LOGIN_WINDOW && left > FAILED_LOGIN_WINDOW - Duration::from_secs(60));
+        assert!(limiter.wait(two).is_none(), "per address");
+        limiter.succeeded(one);
+        assert!(limiter.wait(one).is_none());
     }
 }

@@ -180,6 +180,54 @@ async fn every_answer_has_the_security_headers_and_the_cookies_are_strict() {
     }
 }
 
+/// Two replicas (two routers over one store): a session made on one works on the other,
+/// and after a token rotation it no longer does; failed logins are limited per address.
+#[tokio::test]
+async fn sessions_live_in_the_store_and_failed_logins_are_limited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = AppState {
+        pipeline: Arc::new(pipeline(dir.path())),
+        api_token: Some(Arc::from("op-token")),
+        viewer_token: Some(Arc::from("view-token")),
+        ready: Arc::new(AtomicBool::new(true)),
+        slack: None,
+    };
+    let first = App { router: router(state.clone()), _dir: tempfile::tempdir().expect("tempdir") };
+    let second = App { router: router(state.clone()), _dir: tempfile::tempdir().expect("tempdir") };
+    let session = login(&first, "op-token", "alice").await;
+    let r = send(&second, "GET", "/ui/incidents", Some(&session), None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "the other replica knows the session");
+    assert!(r.body.contains("alice (operator)"), "{}", r.body);
+    let rotated = App {
+        router: router(AppState { api_token: Some(Arc::from("new-op-token")), ..state.clone() }),
+        _dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let r = send(&rotated, "GET", "/ui/incidents", Some(&session), None, &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "a rotated token ends the sessions it opened");
+
+    let attempt = |token: &'static str| {
+        let app = &first;
+        async move {
+            let form = send(app, "GET", "/ui/login", None, None, &[]).await;
+            let pair = form.cookies()[0].split(';').next().unwrap_or_default().to_string();
+            let body = format!("csrf={}&token={token}", form.csrf());
+            send(app, "POST", "/ui/login", Some(&pair), Some(&body), &[]).await
+        }
+    };
+    for _ in 0..super::session::MAX_FAILED_LOGINS {
+        assert_eq!(attempt("guess").await.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = attempt("op-token").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.body.contains("Too many failed logins"), "{}", r.body);
+    let wait: u64 =
+        r.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse().ok()).expect("Retry-After");
+    assert!(wait > 0 && wait <= super::session::FAILED_LOGIN_WINDOW.as_secs(), "{wait}");
+    assert!(r.cookies().iter().all(|c| !c.starts_with("warden_session=")), "no session while limited");
+    // The existing session is not affected.
+    assert_eq!(send(&first, "GET", "/ui/incidents", Some(&session), None, &[]).await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn login_needs_a_valid_token_and_the_forms_csrf_and_keeps_no_token_in_the_cookie() {
     let app = app();
@@ -254,6 +302,15 @@ async fn an_operator_approves_with_a_comment_and_the_audit_names_them() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = send(&app, "GET", "/ui/runs/1", Some(&op), None, &[]).await;
     assert!(r.body.contains("awaiting_approval"), "nothing was decided yet: {}", r.body);
+    // The runs list pages by run id: one run, no older page; a bad page is refused.
+    let r = send(&app, "GET", "/ui/runs", Some(&op), None, &[]).await;
+    assert!(r.body.contains("/ui/runs/1") && !r.body.contains("older-runs"), "{}", r.body);
+    let r = send(&app, "GET", "/ui/runs?before=2", Some(&op), None, &[]).await;
+    assert!(r.body.contains("/ui/runs/1") && r.body.contains("newest"), "{}", r.body);
+    let r = send(&app, "GET", "/ui/runs?before=1", Some(&op), None, &[]).await;
+    assert!(r.body.contains("No runs"), "{}", r.body);
+    let r = send(&app, "GET", "/ui/runs?before=x", Some(&op), None, &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 
     // A viewer reads the run but may not decide.
     let viewer = login(&app, "view-token", "").await;
