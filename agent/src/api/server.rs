@@ -55,11 +55,10 @@ pub fn router(state: AppState) -> Router {
         .route("/silences/{id}/expire", post(crate::api::silences::expire))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_leader))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
-    // Slack cannot send a bearer token: this route checks Slack's request signature.
-    // A decision is a write: like the others, only the leader takes it.
-    let signed = Router::new()
-        .route("/slack/interactions", post(crate::api::slack::interactions))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_leader));
+    // Slack cannot send a bearer token: this route checks Slack's request signature. A
+    // decision is a write: the leader takes it; a follower keeps the checked press in the
+    // store for the leader (Slack does not send it again after an error).
+    let signed = Router::new().route("/slack/interactions", post(crate::api::slack::interactions));
     let api = read.merge(write).merge(signed);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))

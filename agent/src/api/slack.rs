@@ -42,6 +42,7 @@ use warden_playbooks::run::{Approval, Run};
 
 use crate::api::AppState;
 use crate::notify::{Interaction, SlackApp};
+use crate::store::slack_inbox::InboxPress;
 
 /// Slack's header on a request it sends again (1, 2, 3).
 pub const RETRY_NUM_HEADER: &str = "X-Slack-Retry-Num";
@@ -84,15 +85,111 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let retry = header(RETRY_NUM_HEADER).is_some();
-    match app.interaction(header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), &body, received).await {
+    let (timestamp, signature) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
+    if !st.pipeline.leadership.is_leader() {
+        return keep_for_leader(&st, &app, timestamp, signature, retry, &body, received);
+    }
+    handle(&st, app, timestamp, signature, retry, &body, received, arrived).await
+}
+
+/// A follower's side: Slack does not send a press again on an error, so a checked press is
+/// kept in the store for the leader ([`crate::store::slack_inbox`]) and answered 200.
+fn keep_for_leader(
+    st: &AppState,
+    app: &SlackApp,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    retry: bool,
+    body: &[u8],
+    received: DateTime<Utc>,
+) -> Response {
+    if let Err(why) = app.verify(timestamp, signature, body, received) {
+        return error(StatusCode::UNAUTHORIZED, why);
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 (Slack sends form-encoded ASCII)");
+    };
+    let view = st.pipeline.leadership.view();
+    let press = InboxPress {
+        id: 0,
+        received_at: received,
+        received_by: view.identity.unwrap_or_else(|| "a follower".into()),
+        slack_timestamp: timestamp.unwrap_or_default().to_string(),
+        signature: signature.unwrap_or_default().to_string(),
+        retry,
+        body: text.to_string(),
+    };
+    match st.pipeline.store.enqueue_slack_press(&press) {
+        Ok(id) => {
+            tracing::info!(press = id, leader = ?view.leader, "Slack press kept for the leader");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "keeping a Slack press for the leader");
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("the press could not be kept for the leader: {e}"))
+        }
+    }
+}
+
+/// The leader's side of [`keep_for_leader`]: handles the presses followers kept, oldest
+/// first, as if they had just arrived here (signature checked against their arrival time),
+/// and marks each handled. Returns how many it handled; nothing on a follower.
+pub async fn handle_kept_presses(st: &AppState) -> usize {
+    let Some(app) = st.slack.clone() else { return 0 };
+    if !st.pipeline.leadership.is_leader() {
+        return 0;
+    }
+    let pending = match st.pipeline.store.pending_slack_presses(50) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the Slack presses followers kept");
+            return 0;
+        }
+    };
+    let mut handled = 0;
+    for p in pending {
+        if !st.pipeline.leadership.is_leader() {
+            break;
+        }
+        let (ts, sig) = (Some(p.slack_timestamp.as_str()), Some(p.signature.as_str()));
+        let answer = handle(st, app.clone(), ts, sig, p.retry, p.body.as_bytes(), p.received_at, Instant::now()).await;
+        tracing::info!(
+            press = p.id,
+            received_by = %p.received_by,
+            status = answer.status().as_u16(),
+            waited_ms = (Utc::now() - p.received_at).num_milliseconds(),
+            "Slack press from a follower handled"
+        );
+        if let Err(e) = st.pipeline.store.mark_slack_press_handled(p.id, Utc::now()) {
+            tracing::error!(press = p.id, error = %e, "marking a Slack press handled");
+            break;
+        }
+        handled += 1;
+    }
+    handled
+}
+
+/// One press, on the leader: checked, read and acted on (see the module docs).
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    st: &AppState,
+    app: SlackApp,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    retry: bool,
+    body: &[u8],
+    received: DateTime<Utc>,
+    arrived: Instant,
+) -> Response {
+    match app.interaction(timestamp, signature, body, received).await {
         Interaction::Unauthenticated(why) => error(StatusCode::UNAUTHORIZED, why),
         Interaction::Invalid(why) => error(StatusCode::BAD_REQUEST, why),
         Interaction::Ignored => StatusCode::OK.into_response(),
         Interaction::Refused { action, reason } => {
             tracing::warn!(run = action.run_id, user = %action.user.id, "Slack press refused: not an approver");
-            let incident = incident_of(&st, action.run_id);
+            let incident = incident_of(st, action.run_id);
             let store = st.pipeline.store.clone();
-            spawn(&st, async move {
+            spawn(st, async move {
                 if let Err(e) = app.reply_for(&store, incident, &action, &reason).await {
                     tracing::warn!(run = action.run_id, error = %e, "telling the Slack thread why a press was refused");
                 }
@@ -101,7 +198,7 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
         }
         Interaction::IncidentRefused { action, reason } => {
             tracing::warn!(incident = action.incident_id, user = %action.user.id, "Slack press refused: not allowed");
-            spawn(&st, async move {
+            spawn(st, async move {
                 if let Err(e) = app.reply_incident(&action, &reason).await {
                     tracing::warn!(incident = action.incident_id, error = %e, "telling the Slack thread why a press was refused");
                 }
@@ -109,8 +206,8 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
             StatusCode::OK.into_response()
         }
         Interaction::OnIncident { action, who } => {
-            let text = on_incident(&st, &action, &who, received);
-            spawn(&st, async move {
+            let text = on_incident(st, &action, &who, received);
+            spawn(st, async move {
                 if let Err(e) = app.reply_incident(&action, &text).await {
                     tracing::warn!(incident = action.incident_id, error = %e, "telling the Slack thread");
                 }
@@ -123,7 +220,7 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
             let (tx, rx) = oneshot::channel();
             // Two presses on one run at once are sorted out by the run's claim in the
             // engine: one decides, the other finds the run decided.
-            spawn(&st, {
+            spawn(st, {
                 let st = st.clone();
                 async move {
                     let outcome = decide(&st, &press).await;
@@ -343,6 +440,19 @@ mod tests {
     /// A router whose Slack app answers into the void (nothing listens on port 9): replies
     /// fail and are logged, decisions do not depend on them.
     fn app(dir: &std::path::Path, slack: bool) -> (axum::Router, Arc<crate::store::Store>) {
+        let store = Arc::new(crate::store::Store::open_in_memory().expect("store"));
+        let st = state(dir, store.clone(), slack, None);
+        (router(st), store)
+    }
+
+    /// The API's state over `store`, leading or following by `leadership` (`None`: one
+    /// replica).
+    fn state(
+        dir: &std::path::Path,
+        store: Arc<crate::store::Store>,
+        slack: bool,
+        leadership: Option<crate::leadership::Leadership>,
+    ) -> AppState {
         std::fs::write(
             dir.join("ask.yaml"),
             "name: ask\ntarget: none\ntriggers:\n  - alert: {labels: {alertname: A}}\nguards: {autonomy: recommend}\nsteps:\n  - notify: {message: 'went ahead'}\n",
@@ -353,28 +463,29 @@ mod tests {
             std::path::Path::new("t.yaml"),
         )
         .expect("config");
-        let store = Arc::new(crate::store::Store::open_in_memory().expect("store"));
-        let pipeline = Pipeline::new(
+        let mut pipeline = Pipeline::new(
             Arc::new(cfg),
-            store.clone(),
+            store,
             Arc::new(NoSource),
             None,
             Arc::new(crate::metrics::Metrics::new()),
             vec!["slack_app"],
             crate::timeline::Timeline::default(),
         );
+        if let Some(l) = leadership {
+            pipeline = pipeline.with_leadership(l, Duration::from_secs(10));
+        }
         let api = SlackApi::new(Some("http://127.0.0.1:9/api/"), Secret::new("xoxb-1".into()), Duration::from_secs(1))
             .expect("client");
         let approvers = Approvers { users: ["U0OK".to_string()].into(), groups: Default::default() };
         let slack = slack.then(|| SlackApp::new(api, "C0CHAN".into(), Secret::new(SIGNING.into()), approvers));
-        let router = router(AppState {
+        AppState {
             pipeline: Arc::new(pipeline),
             api_token: Some(Arc::from("t")),
             viewer_token: None,
             ready: Arc::new(AtomicBool::new(true)),
             slack,
-        });
-        (router, store)
+        }
     }
 
     fn press(action: &str, value: &str, user: &str) -> Vec<u8> {
@@ -473,6 +584,42 @@ mod tests {
         assert_eq!(send(&app, &deny, SIGNING, now, false).await.0, StatusCode::OK);
         assert_eq!(approvals(&store, id).len(), 1);
         assert_eq!(store.get_run(id).expect("read").expect("run").status.to_string(), "succeeded");
+    }
+
+    /// Two replicas on one store: a press that reaches the follower is checked, kept and
+    /// answered 200 there, and decided by the leader (who pressed in the audit trail).
+    #[tokio::test]
+    async fn a_press_on_a_follower_is_kept_for_the_leader_and_decided_there() {
+        use crate::leadership::testing::Election;
+        let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let store = Arc::new(crate::store::Store::open_in_memory().expect("store"));
+        let election = Election::new();
+        let (_a, leads) = election.leader("warden-0").await;
+        let (_b, follows) = election.follower("warden-1").await;
+        let leader = state(dir_a.path(), store.clone(), true, Some(leads));
+        let follower = state(dir_b.path(), store.clone(), true, Some(follows));
+        let (leader_app, follower_app) = (router(leader.clone()), router(follower.clone()));
+        let (id, value) = waiting_run(&leader_app, &store).await;
+        let now = Utc::now().timestamp();
+        let body = press("warden_approve", &value, "U0OK");
+
+        // A bad signature is refused by the follower too, and nothing is kept.
+        assert_eq!(send(&follower_app, &body, "wrong", now, false).await.0, StatusCode::UNAUTHORIZED);
+        assert!(store.pending_slack_presses(10).expect("inbox").is_empty());
+        // The press: 200 at once, kept, nothing decided yet.
+        let (st, text) = send(&follower_app, &body, SIGNING, now, false).await;
+        assert_eq!(st, StatusCode::OK, "{text}");
+        let kept = store.pending_slack_presses(10).expect("inbox");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].received_by, "warden-1");
+        assert_eq!(store.get_run(id).expect("read").expect("run").status.to_string(), "awaiting_approval");
+        // A follower handles nothing; the leader handles it as its own press.
+        assert_eq!(handle_kept_presses(&follower).await, 0);
+        assert_eq!(handle_kept_presses(&leader).await, 1);
+        assert_eq!(store.get_run(id).expect("read").expect("run").status.to_string(), "succeeded");
+        assert_eq!(approvals(&store, id), [("slack:U0OK (pat)".to_string(), true)]);
+        assert!(store.pending_slack_presses(10).expect("inbox").is_empty(), "marked handled");
+        assert_eq!(handle_kept_presses(&leader).await, 0);
     }
 
     #[tokio::test]

@@ -112,13 +112,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("server.listen: binding {}", cfg.server.listen))?;
     tracing::info!(listen = %cfg.server.listen, watches = cfg.watches.len(), "warden started");
-    let app = router(AppState {
+    let state = AppState {
         pipeline: engine.clone(),
         api_token: api_token.map(Arc::from),
         viewer_token: viewer_token.map(Arc::from),
         ready: ready.clone(),
         slack,
-    });
+    };
+    // With followers, Slack presses they received wait in the store for the leader.
+    let inbox_task =
+        (state.slack.is_some() && matches!(leadership, crate::leadership::Leadership::Lease(_))).then(|| {
+            let (state, token) = (state.clone(), shutdown.clone());
+            tokio::spawn(async move { run_slack_inbox(state, token).await })
+        });
+    let app = router(state);
     let server_token = shutdown.clone();
     let limits = cfg.server.limits.clone();
     let server = tokio::spawn(async move {
@@ -156,6 +163,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         tracing::warn!("playbook runs did not stop within the shutdown deadline; they resume on the next start");
     }
     // Evaluations have stopped; let the outbox finish its last round.
+    if let Some(t) = inbox_task {
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, t).await.is_err() {
+            tracing::warn!("the Slack inbox did not stop within the shutdown deadline; its presses stay kept");
+        }
+    }
     match tokio::time::timeout(SHUTDOWN_DEADLINE, outbox_task).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "outbox task"),
@@ -394,6 +406,21 @@ fn cron_resume_point(store: &Store, now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Deliver the outbox until cancelled: a pass whenever something is due, when the engine
 /// queued a message (`wake`), and at least every 5 s (messages retried from the CLI).
+/// How often the leader looks for Slack presses a follower kept.
+const SLACK_INBOX_POLL: Duration = Duration::from_millis(250);
+
+/// The leader handles the Slack presses followers kept ([`crate::api::slack`]); a follower
+/// only waits.
+async fn run_slack_inbox(state: AppState, shutdown: CancellationToken) {
+    loop {
+        crate::api::slack::handle_kept_presses(&state).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SLACK_INBOX_POLL) => {}
+        }
+    }
+}
+
 async fn run_outbox(outbox: Outbox, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
     loop {
         let pass = outbox.deliver_due(Utc::now()).await;

@@ -93,6 +93,21 @@ impl SlackApp {
         Ok(Self::new(api, s.channel.clone(), signing, approvers))
     }
 
+    /// Only the signature check of [`Self::interaction`] (a follower's, before it keeps the
+    /// request for the leader); the error says which check failed.
+    pub fn verify(
+        &self,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        slack_app::verify_request(&self.signing_secret, timestamp, signature, body, now.timestamp()).map_err(|e| {
+            tracing::warn!(error = %e, "Slack interaction refused");
+            e.to_string()
+        })
+    }
+
     /// Checks and reads one interaction request: `timestamp` and `signature` are the
     /// `X-Slack-Request-Timestamp` and `X-Slack-Signature` headers, `body` the raw body.
     pub async fn interaction(

@@ -16,6 +16,7 @@ mod postgres;
 pub mod runs;
 pub mod sessions;
 pub mod silences;
+pub mod slack_inbox;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -223,7 +224,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX incidents_by_opened ON incidents(opened_at, id);",
     // v13: notification groups (`notify.routes[].group_by`): a held message's group and
     // windows, and when each group last sent a message; the audit trail by run; the web
-    // console's sessions (shared by replicas, kept across restarts).
+    // console's sessions (shared by replicas, kept across restarts); Slack presses a follower
+    // received, for the leader.
     "ALTER TABLE outbox ADD COLUMN group_key TEXT;
      ALTER TABLE outbox ADD COLUMN group_wait_ms INTEGER;
      ALTER TABLE outbox ADD COLUMN group_interval_ms INTEGER;
@@ -243,7 +245,18 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
      );
-     CREATE INDEX console_sessions_by_expiry ON console_sessions(expires_at);",
+     CREATE INDEX console_sessions_by_expiry ON console_sessions(expires_at);
+     CREATE TABLE slack_inbox (
+        id INTEGER PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        received_by TEXT NOT NULL,
+        slack_timestamp TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        retry INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        handled_at INTEGER
+     );
+     CREATE INDEX slack_inbox_pending ON slack_inbox(handled_at, id);",
 ];
 
 /// Errors of the store.
