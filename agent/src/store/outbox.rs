@@ -110,6 +110,28 @@ pub enum DeadLetterChange {
     NotDead(String),
 }
 
+/// Insert one pending message (`event`: `digest` or `group`) standing for the pending
+/// `members` of `channel`, which become `digested` under it; returns its id.
+fn insert_standing_for(
+    tx: &crate::store::db::Conn<'_>,
+    channel: &str,
+    event: &str,
+    members: &[i64],
+    payload: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> StoreResult<i64> {
+    let n =
+        NewNotification { channel: channel.to_string(), event: event.into(), payload: payload.clone(), group: None };
+    let id = insert_outbox(tx, None, &n, now)?;
+    for m in members {
+        tx.execute(
+            "UPDATE outbox SET state = 'digested', digest_id = ?1 WHERE id = ?2 AND state = 'pending' AND channel = ?3",
+            args![id, m, channel],
+        )?;
+    }
+    Ok(id)
+}
+
 const MESSAGE_SELECT: &str =
     "SELECT id, channel, incident_id, event, state, subject, attempts, created_at, next_attempt_at,
     last_attempt_at, delivered_at, dead_at, dead_reason, last_error, digest_id, group_key FROM outbox";
@@ -305,17 +327,7 @@ impl Store {
         payload: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<i64> {
-        self.tx(|tx| {
-            let n = NewNotification { channel: channel.to_string(), event: "digest".into(), payload: payload.clone(), group: None };
-            let id = insert_outbox(tx, None, &n, now)?;
-            for m in members {
-                tx.execute(
-                    "UPDATE outbox SET state = 'digested', digest_id = ?1 WHERE id = ?2 AND state = 'pending' AND channel = ?3",
-                    args![id, m, channel],
-                )?;
-            }
-            Ok(id)
-        })
+        self.tx(|tx| insert_standing_for(tx, channel, "digest", members, payload, now))
     }
 
     /// When each group of `channel` last sent a message.
@@ -340,22 +352,7 @@ impl Store {
     ) -> StoreResult<Option<i64>> {
         self.tx(|tx| {
             let id = match payload {
-                Some(payload) => {
-                    let n = NewNotification {
-                        channel: channel.to_string(),
-                        event: "group".into(),
-                        payload: payload.clone(),
-                        group: None,
-                    };
-                    let id = insert_outbox(tx, None, &n, now)?;
-                    for m in members {
-                        tx.execute(
-                            "UPDATE outbox SET state = 'digested', digest_id = ?1 WHERE id = ?2 AND state = 'pending' AND channel = ?3",
-                            args![id, m, channel],
-                        )?;
-                    }
-                    Some(id)
-                }
+                Some(payload) => Some(insert_standing_for(tx, channel, "group", members, payload, now)?),
                 None => {
                     for m in members {
                         tx.execute(
