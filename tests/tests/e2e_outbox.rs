@@ -361,6 +361,43 @@ async fn a_flood_is_digested_and_a_new_incident_is_not_stuck_behind_it() -> Resu
     Ok(())
 }
 
+/// A silenced incident's messages do not join a flood's digest: they are marked
+/// `silenced`, and the digest lists the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_digest_leaves_out_silenced_incidents() -> Result<()> {
+    let slack = SlackReceiver::start().await?;
+    let store = Arc::new(Store::open_in_memory()?);
+    let channels = Channels { slack: Some(slack_hook(&slack)?), ..Default::default() };
+    let names = channels.names();
+    let mut incidents = Vec::new();
+    for i in 0..6 {
+        let name = format!("flood-{i}");
+        incidents.push(open(&store, &signal(&name, &name, labels(&[("pod", &name)])), &names)?);
+    }
+    store.add_silence(
+        &warden_agent::store::silences::NewSilence {
+            matchers: vec!["watch=flood-2".into()],
+            starts_at: Utc::now() - chrono::Duration::minutes(1),
+            ends_at: Utc::now() + chrono::Duration::hours(1),
+            created_by: "user/alice".into(),
+            comment: "known".into(),
+        },
+        Utc::now(),
+    )?;
+    let outbox = Outbox::new(store.clone(), channels, policy(3), Arc::new(Metrics::new()), Timeline::default());
+    drain(&outbox).await?;
+    let posts = slack.delivered();
+    let all: String = posts.iter().map(|p| p.json.to_string()).collect();
+    ensure!(posts.len() == 1 && all.contains("DIGEST 5 notifications"), "{}", slack.summary());
+    for (n, i) in incidents.iter().enumerate() {
+        let listed = all.contains(&format!("#{} (opened)", i.id));
+        ensure!(listed == (n != 2), "incident {} listed: {listed}\n{all}", i.id);
+    }
+    let silenced = store.list_outbox(Some("silenced"), None, 10)?;
+    ensure!(silenced.len() == 1 && silenced[0].incident_id == Some(incidents[2].id), "{silenced:?}");
+    Ok(())
+}
+
 /// A route's grouping (`group_by`, `group_wait`, `group_interval`), driven with the
 /// outbox's clock: a group's first message waits for the others, later ones keep the
 /// interval (across an outbox restart: the store keeps when a group last sent), a group of

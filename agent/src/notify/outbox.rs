@@ -20,8 +20,8 @@
 //!    group due at once.
 //! 3. **Floods become digests.** When more than `notify.digest.threshold` messages wait on
 //!    Slack or e-mail, the oldest `notify.digest.max_items` incidents' messages are replaced
-//!    by one digest message (one line per incident, its events in order), stored in one
-//!    transaction. While a digest waits, only digests (and dead-letter notices) are sent on
+//!    by one digest message (one line per incident, its events in order; a silenced
+//!    incident's messages are marked `silenced` instead), stored in one transaction. While a digest waits, only digests (and dead-letter notices) are sent on
 //!    the channel; the next digest is made when this one is delivered, until the backlog is
 //!    back under the threshold. The file channel is a local log and is never digested.
 //! 4. **One head per incident.** A message is sent only when no earlier message of the same
@@ -358,8 +358,9 @@ impl Outbox {
                 }
             }
         }
-        if self.make_digest(channel, &pending, now) {
-            r.digests += 1;
+        let (digest, changed) = self.make_digest(channel, &pending, now);
+        r.digests += usize::from(digest);
+        if changed {
             match self.store.pending_messages(channel) {
                 Ok(p) => pending = p,
                 Err(e) => {
@@ -477,16 +478,8 @@ impl Outbox {
                 next = earliest(next, Some(due));
                 continue;
             }
-            let mut send: Vec<&PendingMessage> = Vec::new();
-            for m in members {
-                match m.incident_id.and_then(|i| self.silence_of(i, now)) {
-                    Some(silence) => match self.store.mark_silenced(m.id, silence, now) {
-                        Ok(_) => changed = true,
-                        Err(e) => tracing::error!(id = m.id, error = %e, "marking a silenced notification"),
-                    },
-                    None => send.push(m),
-                }
-            }
+            let (send, marked) = self.drop_silenced(members, now);
+            changed |= marked;
             if send.is_empty() {
                 continue;
             }
@@ -522,11 +515,36 @@ impl Outbox {
         (changed, next)
     }
 
-    /// In a flood, store the oldest incidents' messages as one digest. Returns whether it
-    /// made one.
-    fn make_digest(&self, channel: &str, pending: &[PendingMessage], now: DateTime<Utc>) -> bool {
+    /// Of `messages`, those whose incident no silence holds at `now`; the others are marked
+    /// `silenced` (each incident's silences are looked up once). Also returns whether it
+    /// marked any.
+    fn drop_silenced<'a>(
+        &self,
+        messages: Vec<&'a PendingMessage>,
+        now: DateTime<Utc>,
+    ) -> (Vec<&'a PendingMessage>, bool) {
+        let mut held: HashMap<i64, Option<i64>> = HashMap::new();
+        let mut marked = false;
+        let mut keep = Vec::with_capacity(messages.len());
+        for m in messages {
+            let silence = m.incident_id.and_then(|i| *held.entry(i).or_insert_with(|| self.silence_of(i, now)));
+            match silence {
+                Some(silence) => match self.store.mark_silenced(m.id, silence, now) {
+                    Ok(_) => marked = true,
+                    Err(e) => tracing::error!(id = m.id, error = %e, "marking a silenced notification"),
+                },
+                None => keep.push(m),
+            }
+        }
+        (keep, marked)
+    }
+
+    /// In a flood, store the oldest incidents' messages as one digest (messages of silenced
+    /// incidents are marked `silenced` instead of joining it). Returns whether it made one,
+    /// and whether it changed the outbox at all.
+    fn make_digest(&self, channel: &str, pending: &[PendingMessage], now: DateTime<Utc>) -> (bool, bool) {
         if !DIGESTED.contains(&channel) || pending.iter().any(|m| m.event == "digest") {
-            return false;
+            return (false, false);
         }
         // Messages held by a group, and group messages, are batched already.
         let digestible: Vec<&PendingMessage> = pending
@@ -534,7 +552,7 @@ impl Outbox {
             .filter(|m| m.group.is_none() && !matches!(m.event.as_str(), "dead_letter" | "group"))
             .collect();
         if digestible.len() <= self.policy.digest_threshold {
-            return false;
+            return (false, false);
         }
         // Groups by incident, in order of their oldest message; a message without an
         // incident is a group of its own.
@@ -552,6 +570,16 @@ impl Outbox {
             }
         }
         groups.truncate(self.policy.digest_max_items);
+        let mut silenced = false;
+        for (_, msgs) in &mut groups {
+            let (keep, marked) = self.drop_silenced(std::mem::take(msgs), now);
+            *msgs = keep;
+            silenced |= marked;
+        }
+        groups.retain(|(_, msgs)| !msgs.is_empty());
+        if groups.is_empty() {
+            return (false, silenced);
+        }
         let entries: Vec<DigestEntry> = groups
             .iter()
             .map(|(incident_id, msgs)| DigestEntry {
@@ -573,11 +601,11 @@ impl Outbox {
                     "flood: queued a digest"
                 );
                 self.metrics.channel(&self.metrics.outbox_digests, channel);
-                true
+                (true, true)
             }
             Err(e) => {
                 tracing::error!(channel, error = %e, "storing a digest");
-                false
+                (false, silenced)
             }
         }
     }
