@@ -116,8 +116,26 @@ fn incidents_by_hand(id: i64, hand: HandArgs, resolve: bool) -> Result<()> {
     incident_cmd::by_hand(store, channels, id, &who, hand.comment.as_deref(), resolve, &mut std::io::stdout().lock())
 }
 
+/// A command whose output is piped into a reader that stops early (`warden incidents list
+/// | head`) ends quietly when the pipe closes, as `ls | head` does, instead of panicking on
+/// the broken pipe in `println!`. Servers (the daemon, `demo --serve`) keep Rust's default
+/// (SIGPIPE ignored, a write to a closed pipe is an error they handle).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called at the start of `main`, before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE and no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo { serve: Some(_), .. }) {
+        end_quietly_on_a_closed_pipe();
+    }
     // The daemon logs what it does; a command prints its answer, and its logs (a store
     // migration, a connection) would only interleave with it: warnings and errors only. The
     // demo prints its own timeline.

@@ -361,3 +361,29 @@ async fn silences_are_added_listed_and_ended_from_the_command_line() -> Result<(
     ensure!(none.stdout.contains("no silences in force"), "{}", none.stdout);
     Ok(())
 }
+
+/// A command whose reader stops early (`warden completions bash | head -1`) ends on the
+/// closed pipe like other Unix tools, killed by SIGPIPE, not with a Rust panic.
+#[cfg(unix)]
+#[test]
+fn a_command_piped_into_a_reader_that_stops_ends_quietly() -> Result<()> {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let (mut reader, writer) = std::io::pipe()?;
+    let mut child = std::process::Command::new(warden_binary()?)
+        .args(["completions", "bash"])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Read a little (the script is over 100 KB, more than a pipe holds), then stop reading.
+    let mut first = [0u8; 16];
+    reader.read_exact(&mut first)?;
+    drop(reader);
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    // SIGPIPE is 13 on Linux and the BSDs.
+    ensure!(out.status.signal() == Some(13), "{:?}: {stderr}", out.status);
+    Ok(())
+}
