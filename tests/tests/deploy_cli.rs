@@ -370,7 +370,7 @@ fn a_command_piped_into_a_reader_that_stops_ends_quietly() -> Result<()> {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
     let (mut reader, writer) = std::io::pipe()?;
-    let mut child = std::process::Command::new(warden_binary()?)
+    let child = std::process::Command::new(warden_binary()?)
         .args(["completions", "bash"])
         .stdin(std::process::Stdio::null())
         .stdout(writer)
