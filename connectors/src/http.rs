@@ -231,6 +231,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_after_seconds_and_dates() {
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let headers = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_static(value));
+            h
+        };
+        assert_eq!(retry_after(&headers("30")), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
     fn display_url_strips_credentials_and_query() {
         let url = Url::parse("https://user:pw@prom.example:9090/prom/api?token=abc#frag").expect("static URL parses");
         assert_eq!(display_url(&url), "https://prom.example:9090/prom/api");

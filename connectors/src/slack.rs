@@ -14,7 +14,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use url::Url;
 
 use crate::http;
@@ -71,7 +70,7 @@ impl SlackWebhook {
             .await
             .map_err(|e| http::map_reqwest_error(e, &self.shown, self.timeout))?;
         let status = resp.status();
-        let retry_after = parse_retry_after(resp.headers());
+        let retry_after = crate::http::retry_after(resp.headers());
         let body = http::read_body(resp, MAX_BODY_BYTES, &self.shown, self.timeout).await.unwrap_or_default();
         let body = String::from_utf8_lossy(&body).trim().to_string();
         let code = status.as_u16();
@@ -222,35 +221,9 @@ fn cut_text(text: &str, max: usize, escapes: bool) -> Option<String> {
     Some(format!("{}{TRUNCATION_MARKER}", head.trim_end()))
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
-
-    fn headers(value: &'static str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static(value));
-        h
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        assert_eq!(parse_retry_after(&headers("30")), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after(&headers("soon")), None);
-        assert_eq!(parse_retry_after(&HeaderMap::new()), None);
-    }
 
     fn chars(v: &serde_json::Value) -> usize {
         v.as_str().map(|s| s.chars().count()).unwrap_or(0)

@@ -65,7 +65,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, USER_AGENT};
 use serde::de::{self, DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
@@ -389,7 +389,7 @@ impl LokiClient {
         }
         let resp = req.send().await.map_err(|e| http::map_reqwest_error(e, &target, self.timeout))?;
         let status = resp.status().as_u16();
-        let retry_after = parse_retry_after(resp.headers());
+        let retry_after = crate::http::retry_after(resp.headers());
         let body = http::read_body(resp, MAX_BODY_BYTES, &target, self.timeout).await;
         if (200..300).contains(&status) {
             return Ok((target, body?));

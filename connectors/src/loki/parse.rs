@@ -35,17 +35,6 @@ pub(super) fn error_message(body: &[u8], status: u16) -> String {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-pub(super) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.with_timezone(&Utc) - Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
-}
-
 /// Deserializes JSON, describing failures as truncated JSON, invalid JSON or an
 /// unexpected shape, with the JSON path.
 pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, String> {

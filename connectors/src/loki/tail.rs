@@ -315,7 +315,7 @@ pub(super) fn map_ws_error(err: tungstenite::Error, target: &str) -> Error {
     match err {
         W::Http(resp) => {
             let status = resp.status().as_u16();
-            let retry_after = parse_retry_after(resp.headers());
+            let retry_after = crate::http::retry_after(resp.headers());
             let body = resp.body().as_deref().unwrap_or_default();
             if (200..300).contains(&status) {
                 Error::Http {
