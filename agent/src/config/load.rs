@@ -266,6 +266,17 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let cfg =
+            parse_str("server:\n  trusted_proxies: ['10.0.0.0/8', 'fd00::1']\n", Path::new("e.yaml")).expect("valid");
+        assert_eq!(cfg.server.trusted_proxy_nets().len(), 2);
+        let e = errors("server:\n  trusted_proxies: ['10.0.0.0/8', 'ingress']\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "server.trusted_proxies[1]");
+        assert!(e[0].message.contains("neither an address nor a CIDR range"), "{}", e[0].message);
+    }
+
+    #[test]
     fn empty_file_is_a_valid_default() {
         let cfg = parse_str("", Path::new("e.yaml")).expect("valid");
         assert!(cfg.watches.is_empty());

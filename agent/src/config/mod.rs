@@ -211,12 +211,38 @@ pub struct ServerSection {
     /// Timeouts and the connection limit of the HTTP server (`docs/operations.md`).
     #[serde(default)]
     pub limits: ServerLimits,
+    /// Proxies (addresses or CIDR ranges, `10.0.0.0/8`) whose `X-Forwarded-For` names the
+    /// client: the console's failed-login count is then per client, not per proxy.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { listen: defaults::listen(), api_token: None, viewer_token: None, limits: ServerLimits::default() }
+        Self {
+            listen: defaults::listen(),
+            api_token: None,
+            viewer_token: None,
+            limits: ServerLimits::default(),
+            trusted_proxies: Vec::new(),
+        }
     }
+}
+
+impl ServerSection {
+    /// `trusted_proxies` parsed; entries that do not parse (refused when the configuration
+    /// was checked) are left out.
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|p| parse_net(p).ok()).collect()
+    }
+}
+
+/// An address (`10.1.2.3`, a one-address range) or a CIDR range (`10.0.0.0/8`).
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an address nor a CIDR range (10.0.0.0/8, fd00::/8)"))
 }
 
 /// What one client may hold of the HTTP server.

@@ -170,6 +170,11 @@ pub(super) fn validate(cfg: &Config) -> Vec<(String, String)> {
     let s = &cfg.actions.scale;
     scale_bounds(&mut err, "actions.scale", s.min_replicas, s.max_replicas, s.step);
 
+    for (i, p) in cfg.server.trusted_proxies.iter().enumerate() {
+        if let Err(e) = super::parse_net(p) {
+            err(format!("server.trusted_proxies[{i}]"), e);
+        }
+    }
     let l = &cfg.server.limits;
     within(&mut err, "server.limits.header_read_timeout", l.header_read_timeout, SECOND, Duration::from_secs(300));
     within(&mut err, "server.limits.body_read_timeout", l.body_read_timeout, SECOND, Duration::from_secs(600));

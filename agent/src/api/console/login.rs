@@ -58,7 +58,8 @@ pub async fn submit(
         return message(StatusCode::FORBIDDEN, None, "The console is disabled", "No token is configured.");
     }
     // Without the peer's address (in-process), every client shares one count.
-    let addr = peer.map(|Extension(ConnectInfo(a))| a.ip()).unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip()).unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let addr = session::client_addr(peer, &headers, &console.trusted_proxies);
     if let Some(wait) = console.logins.wait(addr) {
         let secs = wait.as_secs().max(1);
         let mut r = login_page(

@@ -58,6 +58,8 @@ pub struct Console {
     pub app: AppState,
     pub sessions: Arc<Sessions>,
     pub logins: Arc<LoginLimiter>,
+    /// `server.trusted_proxies`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 /// A form's fields, decoded (`application/x-www-form-urlencoded`).
@@ -78,7 +80,9 @@ impl Fields {
 /// The console's routes, each under `/ui`.
 pub fn router(app: AppState) -> Router {
     let sessions = Sessions::new(app.pipeline.store.clone(), app.api_token.as_deref(), app.viewer_token.as_deref());
-    let console = Console { app, sessions: Arc::new(sessions), logins: Arc::new(LoginLimiter::default()) };
+    let trusted_proxies = Arc::new(app.pipeline.config.server.trusted_proxy_nets());
+    let console =
+        Console { app, sessions: Arc::new(sessions), logins: Arc::new(LoginLimiter::default()), trusted_proxies };
     let private = Router::new()
         .route("/ui/", get(|| async { Redirect::to("/ui/incidents") }))
         .route("/ui/incidents", get(incidents::list))

@@ -141,10 +141,37 @@ impl Sessions {
     }
 }
 
+/// The client a request comes from: the peer, or when the peer is one of the `trusted`
+/// proxies, the nearest address in `X-Forwarded-For` that is not (read from the right, as
+/// each proxy appends the address it saw); an entry that is not an address stops the walk at
+/// the last trusted hop.
+pub fn client_addr(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |a: &IpAddr| trusted.iter().any(|n| n.contains(a));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(a) if is_trusted(&a) => client = a,
+            Ok(a) => return a,
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 /// Failed logins per client address: after [`MAX_FAILED_LOGINS`] within
 /// [`FAILED_LOGIN_WINDOW`], the address waits out the window (in this replica's memory;
-/// tokens are 256-bit, so this is against noise and load, not guessing). Behind a proxy
-/// the address is the proxy's.
+/// it slows guessing a weak token). Behind a proxy listed in `server.trusted_proxies` the
+/// address is the client's from `X-Forwarded-For` ([`client_addr`]), else the proxy's.
 #[derive(Default)]
 pub struct LoginLimiter {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
@@ -203,6 +230,28 @@ mod tests {
         sessions.remove(&a);
         assert!(sessions.get(&a).is_none() && other.get(&a).is_none());
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+
+    #[test]
+    fn the_client_is_read_from_trusted_proxies_only() {
+        let trusted = vec![crate::config::parse_net("10.0.0.0/8").expect("net")];
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let with = |xff: &[&str]| {
+            let mut h = axum::http::HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", v.parse().expect("header"));
+            }
+            h
+        };
+        // An untrusted peer's header is not believed.
+        assert_eq!(client_addr(ip("192.0.2.7"), &with(&["203.0.113.9"]), &trusted), ip("192.0.2.7"));
+        // Behind the ingress (10.1.1.1): the client it saw, past other trusted hops.
+        let h = with(&["198.51.100.1, 203.0.113.9", "10.2.2.2"]);
+        assert_eq!(client_addr(ip("10.1.1.1"), &h, &trusted), ip("203.0.113.9"), "the rightmost untrusted");
+        assert_eq!(client_addr(ip("10.1.1.1"), &with(&[]), &trusted), ip("10.1.1.1"));
+        assert_eq!(client_addr(ip("10.1.1.1"), &with(&["garbage, 10.3.3.3"]), &trusted), ip("10.3.3.3"));
+        assert_eq!(client_addr(ip("10.1.1.1"), &with(&["203.0.113.9"]), &[]), ip("10.1.1.1"), "none trusted");
+        assert!(crate::config::parse_net("10.0.0.0/33").is_err() && crate::config::parse_net("fd00::1").is_ok());
     }
 
     #[test]
