@@ -46,8 +46,8 @@ impl HttpWebhook {
 impl Webhook for HttpWebhook {
     async fn call(&self, call: &HttpCall) -> Result<HttpReply, WebhookError> {
         // A stored plan's number: kept within what a request may take (NaN: the default).
-        let timeout = Duration::try_from_secs_f64(call.timeout_secs.clamp(0.1, 86_400.0))
-            .unwrap_or(Duration::from_secs(10));
+        let timeout =
+            Duration::try_from_secs_f64(call.timeout_secs.clamp(0.1, 86_400.0)).unwrap_or(Duration::from_secs(10));
         match self.client.call(&call.method, &call.url, &call.headers, call.body.as_ref(), timeout).await {
             Ok(reply) => Ok(HttpReply { status: reply.status, body: reply.body }),
             Err(e) => {

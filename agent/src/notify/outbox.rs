@@ -458,6 +458,14 @@ impl Outbox {
                 return (false, Some(after(now, self.policy.initial_backoff)));
             }
         };
+        // Each incident's newest message that is never held.
+        let mut unheld: HashMap<i64, i64> = HashMap::new();
+        for p in pending.iter().filter(|p| p.group.is_none()) {
+            if let Some(i) = p.incident_id {
+                let newest = unheld.entry(i).or_insert(p.id);
+                *newest = (*newest).max(p.id);
+            }
+        }
         let (mut changed, mut next) = (false, None);
         for (group, members) in groups {
             let oldest = members.iter().map(|m| m.created_at).min().unwrap_or(now);
@@ -469,11 +477,9 @@ impl Outbox {
             };
             // A message that is never held (an approval request) waiting behind a held
             // message of its incident sends the group now: a run waits for that answer.
-            let urgent = members.iter().any(|held| {
-                pending.iter().any(|p| {
-                    p.group.is_none() && p.id > held.id && p.incident_id.is_some() && p.incident_id == held.incident_id
-                })
-            });
+            let urgent = members
+                .iter()
+                .any(|held| held.incident_id.and_then(|i| unheld.get(&i)).is_some_and(|newest| *newest > held.id));
             if due > now && !urgent {
                 next = earliest(next, Some(due));
                 continue;
@@ -484,23 +490,7 @@ impl Outbox {
                 continue;
             }
             let ids: Vec<i64> = send.iter().map(|m| m.id).collect();
-            let payload = (send.len() > 1).then(|| {
-                let mut entries: Vec<DigestEntry> = Vec::new();
-                for m in &send {
-                    match entries.iter_mut().find(|e| e.incident_id.is_some() && e.incident_id == m.incident_id) {
-                        Some(e) => {
-                            e.events.push(m.event.clone());
-                            e.subject = m.subject.clone();
-                        }
-                        None => entries.push(DigestEntry {
-                            incident_id: m.incident_id,
-                            events: vec![m.event.clone()],
-                            subject: m.subject.clone(),
-                        }),
-                    }
-                }
-                render_group(channel, &group.key, &entries, send.len())
-            });
+            let payload = (send.len() > 1).then(|| render_group(channel, &group.key, &entries(&send), send.len()));
             match self.store.flush_group(channel, &group.key, &ids, payload.as_ref(), now) {
                 Ok(id) => {
                     changed = true;
@@ -580,15 +570,9 @@ impl Outbox {
         if groups.is_empty() {
             return (false, silenced);
         }
-        let entries: Vec<DigestEntry> = groups
-            .iter()
-            .map(|(incident_id, msgs)| DigestEntry {
-                incident_id: *incident_id,
-                events: msgs.iter().map(|m| m.event.clone()).collect(),
-                subject: msgs.last().map(|m| m.subject.clone()).unwrap_or_default(),
-            })
-            .collect();
-        let members: Vec<i64> = groups.iter().flat_map(|(_, msgs)| msgs.iter().map(|m| m.id)).collect();
+        let taken: Vec<&PendingMessage> = groups.iter().flat_map(|(_, msgs)| msgs.iter().copied()).collect();
+        let entries = entries(&taken);
+        let members: Vec<i64> = taken.iter().map(|m| m.id).collect();
         let payload = render_digest(channel, &entries, members.len());
         match self.store.create_digest(channel, &members, &payload, now) {
             Ok(id) => {
@@ -966,6 +950,32 @@ fn stored<T: serde::de::DeserializeOwned>(
 /// The messages that may be sent now: in id order, the first pending message of each
 /// incident (a digest stands for each incident it covers; messages without an incident
 /// are independent).
+/// One line per incident for a digest or group message, in order of each incident's first
+/// message, its events in order (a message of no incident is a line of its own).
+fn entries(messages: &[&PendingMessage]) -> Vec<DigestEntry> {
+    let mut out: Vec<DigestEntry> = Vec::new();
+    let mut index: HashMap<i64, usize> = HashMap::new();
+    for m in messages {
+        match m.incident_id.and_then(|i| index.get(&i).copied()) {
+            Some(e) => {
+                out[e].events.push(m.event.clone());
+                out[e].subject = m.subject.clone();
+            }
+            None => {
+                if let Some(i) = m.incident_id {
+                    index.insert(i, out.len());
+                }
+                out.push(DigestEntry {
+                    incident_id: m.incident_id,
+                    events: vec![m.event.clone()],
+                    subject: m.subject.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
 fn heads(pending: &[PendingMessage]) -> Vec<&PendingMessage> {
     let mut taken: BTreeSet<i64> = BTreeSet::new();
     let mut out = Vec::new();
