@@ -596,3 +596,21 @@ fn plans_stored_before_plans_were_typed_still_load() {
     assert!(e.to_string().contains("stored scale plan"), "{e}");
     assert_eq!(describe_plan("drain", &json!({})), "drain");
 }
+
+/// `docs/api.yaml` lists the action keys in two enums (a run's `kind`, a step's `action`):
+/// both are exactly the registered keys, in order (the first also `null`).
+#[test]
+fn the_api_description_lists_every_action() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let lists: Vec<Vec<&str>> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("enum: [")?.split_once(']').map(|(list, _)| list))
+        .filter(|list| list.starts_with("scale,"))
+        .map(|list| list.split(',').map(str::trim).filter(|k| *k != "null").collect())
+        .collect();
+    assert_eq!(lists.len(), 2, "the run's kind and the step's action in {}", path.display());
+    for list in lists {
+        assert_eq!(list, ACTION_KEYS, "docs/api.yaml lists other actions than the registry");
+    }
+}
