@@ -12,6 +12,9 @@ use chrono::{DateTime, Utc};
 use crate::store::db::args;
 use crate::store::{from_ms, ms, Store, StoreResult};
 
+/// How long a handled press is kept (to look into a decision that went wrong).
+pub const KEEP_HANDLED: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// One press as a follower received it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxPress {
@@ -65,11 +68,54 @@ impl Store {
             .collect()
     }
 
-    /// The leader handled press `id`.
+    /// The leader handled press `id`; presses handled more than [`KEEP_HANDLED`] ago are
+    /// removed (the decisions they led to are in the runs and the audit trail).
     pub fn mark_slack_press_handled(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()> {
-        self.with(|c| {
-            c.execute("UPDATE slack_inbox SET handled_at = ?2 WHERE id = ?1 AND handled_at IS NULL", args![id, ms(now)])
-        })?;
-        Ok(())
+        let cutoff = now - chrono::Duration::from_std(KEEP_HANDLED).unwrap_or(chrono::Duration::days(7));
+        self.tx(|tx| {
+            tx.execute(
+                "UPDATE slack_inbox SET handled_at = ?2 WHERE id = ?1 AND handled_at IS NULL",
+                args![id, ms(now)],
+            )?;
+            tx.execute("DELETE FROM slack_inbox WHERE handled_at < ?1", args![ms(cutoff)])?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).expect("time")
+    }
+
+    #[test]
+    fn presses_wait_until_handled_and_old_ones_are_removed() {
+        for store in crate::store::testing::stores() {
+            let press = |at: i64| InboxPress {
+                id: 0,
+                received_at: t(at),
+                received_by: "warden-1".into(),
+                slack_timestamp: at.to_string(),
+                signature: "v0=ab".into(),
+                retry: false,
+                body: "payload=%7B%7D".into(),
+            };
+            let a = store.enqueue_slack_press(&press(0)).expect("enqueue");
+            let b = store.enqueue_slack_press(&press(1)).expect("enqueue");
+            let pending = store.pending_slack_presses(10).expect("pending");
+            assert_eq!(pending.iter().map(|p| p.id).collect::<Vec<_>>(), [a, b], "{}", store.backend());
+            assert_eq!(pending[0], InboxPress { id: a, ..press(0) });
+            store.mark_slack_press_handled(a, t(2)).expect("handled");
+            assert_eq!(store.pending_slack_presses(10).expect("pending").len(), 1);
+            // Handling b eight days later removes a's row, not b's.
+            store.mark_slack_press_handled(b, t(2 + 8 * 86_400)).expect("handled");
+            let rows: i64 =
+                store.with(|c| c.query_one("SELECT COUNT(*) FROM slack_inbox", args![])?.get(0)).expect("count");
+            assert_eq!(rows, 1);
+            assert!(store.pending_slack_presses(10).expect("pending").is_empty());
+        }
     }
 }
