@@ -110,8 +110,14 @@ impl Browser {
         self.client.goto(url).await.with_context(|| format!("opening {url}"))
     }
 
+    /// The element, waiting for it up to 10 s: a click that submits a form returns before
+    /// the next page is there.
+    async fn element(&self, css: &str) -> Result<fantoccini::elements::Element> {
+        Ok(self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await?)
+    }
+
     async fn text(&self, css: &str) -> Result<String> {
-        let e = self.client.find(Locator::Css(css)).await.with_context(|| format!("no element {css}"))?;
+        let e = self.element(css).await.with_context(|| format!("no element {css}"))?;
         Ok(e.text().await?)
     }
 
@@ -120,13 +126,13 @@ impl Browser {
     }
 
     async fn fill(&self, css: &str, text: &str) -> Result<()> {
-        let e = self.client.find(Locator::Css(css)).await.with_context(|| format!("no field {css}"))?;
+        let e = self.element(css).await.with_context(|| format!("no field {css}"))?;
         e.send_keys(text).await?;
         Ok(())
     }
 
     async fn click(&self, css: &str) -> Result<()> {
-        self.client.find(Locator::Css(css)).await.with_context(|| format!("no button {css}"))?.click().await?;
+        self.element(css).await.with_context(|| format!("no button {css}"))?.click().await?;
         Ok(())
     }
 
