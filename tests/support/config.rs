@@ -12,6 +12,20 @@ use serde_json::{json, Value};
 
 use crate::procs::PromSeries;
 
+/// A playbook that waits for a person's approval, started by a firing `NeedsApproval`
+/// alert, then posts `approved work for NeedsApproval ran` (the approval tests' run).
+pub const ASK_FIRST_PLAYBOOK: &str = "\
+name: ask-first
+description: Posts a message once a person approves.
+target: none
+triggers:
+  - alert: {labels: {alertname: NeedsApproval}}
+guards: {autonomy: recommend}
+steps:
+  - name: say
+    notify: {message: 'approved work for {{ alert.name }} ran'}
+";
+
 /// The API token every test configures.
 pub const API_TOKEN: &str = "warden-e2e-api-token";
 /// Name of the watch the tests configure.

@@ -26,18 +26,6 @@ const API_TOKEN: &str = "console-operator-token-0123456789";
 const VIEWER_TOKEN: &str = "console-viewer-token-9876543210";
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-const PLAYBOOK: &str = "\
-name: ask-first
-description: Posts a message once a person approves.
-target: none
-triggers:
-  - alert: {labels: {alertname: NeedsApproval}}
-guards: {autonomy: recommend}
-steps:
-  - name: say
-    notify: {message: 'approved work for {{ alert.name }} ran'}
-";
-
 fn program(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     names.iter().find_map(|n| std::env::split_paths(&path).map(|d| d.join(n)).find(|p| p.is_file()))
@@ -170,7 +158,7 @@ impl Browser {
 fn config(dir: &Path, port: u16) -> Result<String> {
     let playbooks = dir.join("playbooks");
     std::fs::create_dir_all(&playbooks)?;
-    std::fs::write(playbooks.join("ask-first.yaml"), PLAYBOOK)?;
+    std::fs::write(playbooks.join("ask-first.yaml"), warden_tests::config::ASK_FIRST_PLAYBOOK)?;
     let config = json!({
         "store": {"sqlite": dir.join("warden.db").display().to_string()},
         "server": {

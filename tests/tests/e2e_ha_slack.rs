@@ -24,17 +24,6 @@ const SIGNING: &str = "ha-signing-secret-0123456789abcdef";
 const CHANNEL: &str = "C0INCIDENTS";
 const APPROVER: &str = "U0ALICE";
 
-const PLAYBOOK: &str = "\
-name: ask-first
-target: none
-triggers:
-  - alert: {labels: {alertname: NeedsApproval}}
-guards: {autonomy: recommend}
-steps:
-  - name: say
-    notify: {message: 'approved work ran'}
-";
-
 fn config(dir: &std::path::Path, name: &str, port: u16, kubeconfig: &std::path::Path, slack: &str) -> Result<String> {
     let config = json!({
         "server": {"listen": format!("127.0.0.1:{port}"), "api_token": {"env": "WARDEN_API_TOKEN"}},
@@ -76,7 +65,7 @@ async fn a_press_on_the_follower_is_decided_by_the_leader() -> Result<()> {
     let slack = SlackApi::start(BOT_TOKEN, &[CHANNEL]).await?;
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("playbooks"))?;
-    std::fs::write(dir.path().join("playbooks/ask-first.yaml"), PLAYBOOK)?;
+    std::fs::write(dir.path().join("playbooks/ask-first.yaml"), warden_tests::config::ASK_FIRST_PLAYBOOK)?;
     let kubeconfig = write_kubeconfig(dir.path(), &kube.url())?;
     let envs = [
         ("WARDEN_API_TOKEN", API_TOKEN),

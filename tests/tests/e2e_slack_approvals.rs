@@ -38,22 +38,10 @@ const STRANGER: &str = "U0MALLORY";
 const APPROVE: &str = "warden_approve";
 const DENY: &str = "warden_deny";
 
-const PLAYBOOK: &str = "\
-name: ask-first
-description: Posts a message once a person approves.
-target: none
-triggers:
-  - alert: {labels: {alertname: NeedsApproval}}
-guards: {autonomy: recommend}
-steps:
-  - name: say
-    notify: {message: 'approved work for {{ alert.name }} ran'}
-";
-
 fn config(dir: &std::path::Path, port: u16, slack_url: &str) -> Result<String> {
     let playbooks = dir.join("playbooks");
     std::fs::create_dir_all(&playbooks)?;
-    std::fs::write(playbooks.join("ask-first.yaml"), PLAYBOOK)?;
+    std::fs::write(playbooks.join("ask-first.yaml"), warden_tests::config::ASK_FIRST_PLAYBOOK)?;
     let config = json!({
         "store": {"sqlite": dir.join("warden.db").display().to_string()},
         "server": {"listen": format!("127.0.0.1:{port}"), "api_token": {"env": "WARDEN_API_TOKEN"}},
