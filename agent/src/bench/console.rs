@@ -33,7 +33,9 @@ pub const TARGET: Duration = Duration::from_millis(50);
 /// Runs waiting for approval in the store.
 const RUNS: usize = 200;
 
-const PLAYBOOK: &str = "\
+/// A playbook that waits for approval, started by a `NeedsApproval` alert (the bench's runs
+/// and the console's tests).
+pub(crate) const PLAYBOOK: &str = "\
 name: ask-first
 target: none
 triggers:

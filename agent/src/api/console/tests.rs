@@ -14,19 +14,8 @@ use crate::api::AppState;
 use crate::app::assemble::NoSource;
 use crate::pipeline::Pipeline;
 
-const PLAYBOOK: &str = "\
-name: ask-first
-target: none
-triggers:
-  - alert: {labels: {alertname: NeedsApproval}}
-guards: {autonomy: recommend}
-steps:
-  - name: say
-    notify: {message: 'approved work ran'}
-";
-
 fn pipeline(dir: &std::path::Path) -> Pipeline {
-    std::fs::write(dir.join("ask-first.yaml"), PLAYBOOK).expect("playbook");
+    std::fs::write(dir.join("ask-first.yaml"), crate::bench::console::PLAYBOOK).expect("playbook");
     let cfg = crate::config::parse_str(
         &format!("playbooks: {{ dir: '{}' }}\n", dir.display()),
         std::path::Path::new("t.yaml"),
